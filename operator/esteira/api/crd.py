@@ -1,0 +1,143 @@
+"""Builds the ModelDeployment CustomResourceDefinition from the spec and status models.
+
+This is the only place the CRD schema comes from: `esteira crd` writes it to `manifests/crds/` and the
+chart, and a test regenerates it and fails when the committed file differs.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+from pydantic import BaseModel
+
+from esteira import API_GROUP, API_VERSION, KIND, PLURAL
+from esteira.api.spec import ModelDeploymentSpec
+from esteira.api.status import ModelDeploymentStatus
+
+SHORT_NAMES = ["md", "mdep"]
+CATEGORIES = ["esteira"]
+
+PRINTER_COLUMNS: list[dict[str, Any]] = [
+    {"name": "Ready", "type": "string", "jsonPath": '.status.conditions[?(@.type=="Ready")].status'},
+    {"name": "Phase", "type": "string", "jsonPath": ".status.phase"},
+    {
+        "name": "Model",
+        "type": "string",
+        "jsonPath": ".spec.model.version",
+        "description": "Declared model version",
+    },
+    {
+        "name": "Stable",
+        "type": "integer",
+        "jsonPath": ".status.stable.revision",
+        "description": "Stable revision",
+    },
+    {
+        "name": "Canary",
+        "type": "integer",
+        "jsonPath": ".status.canary.revision",
+        "description": "Canary revision",
+    },
+    {
+        "name": "Weight",
+        "type": "integer",
+        "jsonPath": ".status.canary.weight",
+        "description": "Canary traffic %",
+    },
+    {"name": "URL", "type": "string", "jsonPath": ".status.url", "priority": 1},
+    {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
+]
+
+_DROPPED_KEYS = {"title", "additionalProperties", "$defs", "examples"}
+
+
+def model_schema(model: type[BaseModel]) -> dict[str, Any]:
+    """The model's JSON Schema rewritten as a Kubernetes structural schema (OpenAPI v3.0, no refs)."""
+    raw = model.model_json_schema(by_alias=True, mode="validation")
+    return _structural(raw, raw.get("$defs", {}))
+
+
+def _structural(node: dict[str, Any], defs: dict[str, Any]) -> dict[str, Any]:
+    node = copy.deepcopy(node)
+    if "$ref" in node:
+        target = defs[node.pop("$ref").rsplit("/", 1)[-1]]
+        node = {**_structural(target, defs), **{k: v for k, v in node.items() if k != "$ref"}}
+    if "allOf" in node and len(node["allOf"]) == 1:
+        node = {**_structural(node.pop("allOf")[0], defs), **node}
+    if "anyOf" in node:
+        variants = [v for v in node.pop("anyOf") if v.get("type") != "null"]
+        if node.get("x-kubernetes-int-or-string"):
+            node["anyOf"] = [{"type": "integer"}, {"type": "string"}]
+            node.pop("pattern", None)
+        elif len(variants) == 1:
+            node = {**_structural(variants[0], defs), **node}
+        else:
+            raise ValueError(f"cannot express union in a structural schema: {variants}")
+    if "const" in node:
+        node["enum"] = [node.pop("const")]
+    if "exclusiveMinimum" in node:
+        node["minimum"], node["exclusiveMinimum"] = node["exclusiveMinimum"], True
+    if "exclusiveMaximum" in node:
+        node["maximum"], node["exclusiveMaximum"] = node["exclusiveMaximum"], True
+    if node.get("default", 0) is None:
+        del node["default"]
+    extra = node.get("additionalProperties")
+    out = {k: v for k, v in node.items() if k not in _DROPPED_KEYS}
+    if "properties" in out:
+        out["properties"] = {k: _structural(v, defs) for k, v in out["properties"].items()}
+        out["type"] = "object"
+    if isinstance(extra, dict):
+        out["additionalProperties"] = _structural(extra, defs)
+    if "items" in out:
+        out["items"] = _structural(out["items"], defs)
+    return out
+
+
+def build_crd() -> dict[str, Any]:
+    """The complete apiextensions.k8s.io/v1 CustomResourceDefinition for ModelDeployment."""
+    spec_schema = model_schema(ModelDeploymentSpec)
+    status_schema = model_schema(ModelDeploymentStatus)
+    return {
+        "apiVersion": "apiextensions.k8s.io/v1",
+        "kind": "CustomResourceDefinition",
+        "metadata": {
+            "name": f"{PLURAL}.{API_GROUP}",
+            "labels": {"app.kubernetes.io/name": "esteira", "app.kubernetes.io/part-of": "esteira"},
+        },
+        "spec": {
+            "group": API_GROUP,
+            "scope": "Namespaced",
+            "names": {
+                "kind": KIND,
+                "listKind": f"{KIND}List",
+                "plural": PLURAL,
+                "singular": KIND.lower(),
+                "shortNames": SHORT_NAMES,
+                "categories": CATEGORIES,
+            },
+            "versions": [
+                {
+                    "name": API_VERSION,
+                    "served": True,
+                    "storage": True,
+                    "subresources": {"status": {}},
+                    "additionalPrinterColumns": PRINTER_COLUMNS,
+                    "schema": {
+                        "openAPIV3Schema": {
+                            "type": "object",
+                            "description": "A trained model served by KServe and kept healthy by Esteira.",
+                            "required": ["spec"],
+                            "properties": {
+                                "apiVersion": {"type": "string"},
+                                "kind": {"type": "string"},
+                                "metadata": {"type": "object"},
+                                "spec": spec_schema,
+                                "status": status_schema,
+                            },
+                        }
+                    },
+                }
+            ],
+        },
+    }

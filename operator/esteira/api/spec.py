@@ -1,0 +1,445 @@
+"""The ModelDeployment spec: the single source of truth for the CRD schema and the operator's parsing.
+
+The CRD's openAPIV3Schema is generated from these models (see `esteira.api.crd`), and every
+cross-field rule exists twice on purpose: as a CEL rule the API server enforces at admission and as a
+Python check the operator and `esteira render` enforce. Tests evaluate both on the same objects.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, JsonValue, model_validator
+from pydantic.alias_generators import to_camel
+
+DURATION_PATTERN = r"^([0-9]+(ms|s|m|h))+$"
+QUANTITY_PATTERN = (
+    r"^(\+|-)?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))(([KMGTPE]i)|[numkMGTPE]|([eE](\+|-)?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))))?$"
+)
+DNS_LABEL_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
+RESOURCE_NAME_PATTERN = (
+    r"^([a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?[a-zA-Z0-9]([-._a-zA-Z0-9]*[a-zA-Z0-9])?$"
+)
+GPU_TAINT_KEY = "nvidia.com/gpu"
+MAX_STEPS = 20
+
+JsonDict = dict[str, JsonValue]
+Quantity = Annotated[int | str, Field(json_schema_extra={"x-kubernetes-int-or-string": True})]
+
+
+def cel(rule: str, message: str, field_path: str | None = None) -> JsonDict:
+    """One `x-kubernetes-validations` entry; `fieldPath` points kubectl's error at the offending field."""
+    entry: JsonDict = {"rule": rule, "message": message}
+    if field_path:
+        entry["fieldPath"] = field_path
+    return entry
+
+
+class SpecModel(BaseModel):
+    """Base for every spec object: camelCase on the wire, unknown fields rejected, immutable."""
+
+    model_config = ConfigDict(
+        alias_generator=to_camel, populate_by_name=True, extra="forbid", frozen=True, validate_default=True
+    )
+
+
+class ModelSource(SpecModel):
+    """Which model artifact to serve and how clients talk to it."""
+
+    name: str = Field(
+        pattern=DNS_LABEL_PATTERN,
+        max_length=63,
+        description="Model name in inference URLs (`/v1/models/<name>:predict`); the key in TorchServe's model snapshot.",
+    )
+    version: str = Field(
+        min_length=1,
+        max_length=63,
+        description="Version label of this model build. A change of version or storageUri starts a new revision.",
+    )
+    storage_uri: str = Field(
+        min_length=1,
+        pattern=r"^(s3|gs|pvc|https?|hf|oci|file|azure)://.+$",
+        description="Where the packaged model lies (`config/config.properties` and `model-store/*.mar`).",
+    )
+    format: Literal["pytorch"] = Field(
+        default="pytorch", description="KServe model format. Default: pytorch (TorchServe)."
+    )
+    protocol: Literal["v1", "v2"] = Field(
+        default="v1",
+        description="Inference protocol: v1 (KServe `instances`/`predictions`) or v2 (Open Inference Protocol). Default: v1.",
+    )
+    runtime: str | None = Field(
+        default=None,
+        pattern=DNS_LABEL_PATTERN,
+        description="Name of the (Cluster)ServingRuntime. Default: KServe picks one that supports the format; "
+        "`esteira-torchserve` selects Esteira's TorchServe 0.12 runtime.",
+    )
+    runtime_version: str | None = Field(default=None, description="Runtime image tag override.")
+
+
+class ResourceRequirements(SpecModel):
+    """Container resources per model server replica (Kubernetes quantities)."""
+
+    requests: dict[str, Quantity] = Field(default_factory=dict, description="Resource requests, e.g. cpu: '1'.")
+    limits: dict[str, Quantity] = Field(default_factory=dict, description="Resource limits, e.g. memory: 4Gi.")
+
+
+class Toleration(SpecModel):
+    """A Kubernetes toleration (same fields as in a Pod spec)."""
+
+    key: str | None = None
+    operator: Literal["Exists", "Equal"] = "Equal"
+    value: str | None = None
+    effect: Literal["NoSchedule", "PreferNoSchedule", "NoExecute"] | None = None
+    toleration_seconds: int | None = Field(default=None, ge=0)
+
+    @model_validator(mode="after")
+    def _exists_has_no_value(self) -> Toleration:
+        if self.operator == "Exists" and self.value:
+            raise ValueError("a toleration with operator Exists must not set value")
+        return self
+
+
+class GPU(SpecModel):
+    """Accelerator placement. `count: 0` keeps the model on CPU."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                cel(
+                    "self.count > 0 || !has(self.product)",
+                    "gpu.product needs gpu.count > 0",
+                    ".product",
+                ),
+            ]
+        }
+    )
+
+    count: int = Field(default=0, ge=0, le=16, description="GPUs (or MIG slices) per replica. Default: 0.")
+    resource_name: str = Field(
+        default="nvidia.com/gpu",
+        pattern=r"^[a-z0-9.-]+/[a-z0-9.-]+$",
+        description="Extended resource to request: nvidia.com/gpu, or a MIG profile such as "
+        "nvidia.com/mig-1g.5gb (mixed strategy). Default: nvidia.com/gpu.",
+    )
+    product: str | None = Field(
+        default=None,
+        pattern=r"^[A-Za-z0-9][-A-Za-z0-9_.]*$",
+        description="GPU product; becomes node selector nvidia.com/gpu.product (e.g. NVIDIA-A100-SXM4-40GB).",
+    )
+    node_selector: dict[str, str] = Field(default_factory=dict, description="Extra node selector labels.")
+    tolerations: list[Toleration] | None = Field(
+        default=None,
+        description="Tolerations. Default when count > 0: tolerate the nvidia.com/gpu taint (operator Exists).",
+    )
+
+    @model_validator(mode="after")
+    def _product_needs_gpu(self) -> GPU:
+        if self.product and self.count == 0:
+            raise ValueError("gpu.product needs gpu.count > 0")
+        return self
+
+    @property
+    def is_mig(self) -> bool:
+        return self.resource_name.startswith("nvidia.com/mig-")
+
+
+ScaleMetric = Literal["concurrency", "rps", "cpu", "memory", "gpu-utilization"]
+UTILIZATION_METRICS = ("cpu", "memory", "gpu-utilization")
+DEFAULT_TARGETS: dict[str, int] = {
+    "concurrency": 10,
+    "rps": 100,
+    "cpu": 80,
+    "memory": 80,
+    "gpu-utilization": 70,
+}
+
+
+class Autoscaling(SpecModel):
+    """Replica bounds and the signal to scale on."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                cel(
+                    "self.minReplicas <= self.maxReplicas",
+                    "autoscaling.minReplicas must not exceed autoscaling.maxReplicas",
+                    ".minReplicas",
+                ),
+                cel(
+                    "!has(self.metric) || !has(self.target) || "
+                    "!(self.metric in ['cpu', 'memory', 'gpu-utilization']) || self.target <= 100",
+                    "autoscaling.target is a utilization percentage (1-100) for cpu, memory and gpu-utilization",
+                    ".target",
+                ),
+            ]
+        }
+    )
+
+    min_replicas: int = Field(default=1, ge=0, le=1000, description="Minimum replicas; 0 scales to zero. Default: 1.")
+    max_replicas: int = Field(default=1, ge=1, le=1000, description="Maximum replicas. Default: 1.")
+    metric: ScaleMetric | None = Field(
+        default=None,
+        description="Scaling signal: concurrency or rps (Knative), cpu or memory (HPA), gpu-utilization "
+        "(KEDA on DCGM metrics from Prometheus). Default: concurrency in Knative mode, cpu in Standard mode.",
+    )
+    target: int | None = Field(
+        default=None,
+        ge=1,
+        le=100000,
+        description="Target per replica: in-flight requests, requests/s, or utilization percent. "
+        "Default: 10 for concurrency, 100 for rps, 80 for cpu and memory, 70 for gpu-utilization.",
+    )
+
+    @model_validator(mode="after")
+    def _bounds(self) -> Autoscaling:
+        if self.min_replicas > self.max_replicas:
+            raise ValueError("autoscaling.minReplicas must not exceed autoscaling.maxReplicas")
+        if self.metric in UTILIZATION_METRICS and self.target is not None and self.target > 100:
+            raise ValueError(
+                "autoscaling.target is a utilization percentage (1-100) for cpu, memory and gpu-utilization"
+            )
+        return self
+
+    def effective_metric(self, deployment_mode: str) -> ScaleMetric:
+        if self.metric is not None:
+            return self.metric
+        return "concurrency" if deployment_mode == "Knative" else "cpu"
+
+    def effective_target(self, deployment_mode: str) -> int:
+        if self.target is not None:
+            return self.target
+        return DEFAULT_TARGETS[self.effective_metric(deployment_mode)]
+
+
+class Batching(SpecModel):
+    """Server-side dynamic batching in TorchServe."""
+
+    max_batch_size: int = Field(default=1, ge=1, le=1024, description="Largest batch. 1 disables batching.")
+    max_batch_delay_ms: int = Field(
+        default=10, ge=0, le=10000, description="How long TorchServe waits to fill a batch (ms). Default: 10."
+    )
+
+
+class ErrorRateCheck(SpecModel):
+    """Canary error rate: an absolute ceiling and a ceiling relative to stable."""
+
+    max: float = Field(default=0.01, ge=0, le=1, description="Highest canary error ratio (0-1). Default: 0.01.")
+    max_increase: float | None = Field(
+        default=None, ge=0, le=1, description="Highest canary-minus-stable error ratio. Default: unchecked."
+    )
+
+
+class LatencyCheck(SpecModel):
+    """Canary p95 latency from the request-duration histograms."""
+
+    p95_max_seconds: float = Field(default=1.0, gt=0, description="Highest canary p95 (seconds). Default: 1.")
+    max_increase_ratio: float | None = Field(
+        default=None, gt=0, description="Highest canary p95 / stable p95. Default: unchecked."
+    )
+
+
+class PredictionShiftCheck(SpecModel):
+    """Distance between canary and stable predicted-class distributions."""
+
+    method: Literal["PSI", "JensenShannon"] = Field(default="JensenShannon", description="Distance measure.")
+    max: float = Field(default=0.1, ge=0, description="Highest allowed distance. Default: 0.1.")
+
+
+class DataDriftCheck(SpecModel):
+    """Input drift of the canary's traffic against the model's reference profile."""
+
+    max: float = Field(default=0.2, ge=0, description="Highest allowed drift score. Default: 0.2.")
+
+
+class CustomCheck(SpecModel):
+    """A PromQL query; `{{namespace}}`, `{{name}}`, `{{revision}}` and `{{interval}}` are filled in."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                cel("has(self.min) || has(self.max)", "a custom check needs min or max", ".query")
+            ]
+        }
+    )
+
+    name: str = Field(pattern=DNS_LABEL_PATTERN, max_length=63)
+    query: str = Field(min_length=1)
+    min: float | None = None
+    max: float | None = None
+
+    @model_validator(mode="after")
+    def _has_bound(self) -> CustomCheck:
+        if self.min is None and self.max is None:
+            raise ValueError("a custom check needs min or max")
+        return self
+
+
+class Analysis(SpecModel):
+    """Evidence required at every canary step."""
+
+    min_requests: int = Field(
+        default=50,
+        ge=0,
+        description="Requests the canary must serve in an interval before it is judged. Default: 50.",
+    )
+    low_traffic_deadline: str = Field(
+        default="10m",
+        pattern=DURATION_PATTERN,
+        description="How long a step may wait for minRequests before lowTrafficAction applies. Default: 10m.",
+    )
+    low_traffic_action: Literal["Pause", "Fail"] = Field(
+        default="Pause",
+        description="What to do when the deadline passes without enough traffic. Default: Pause.",
+    )
+    error_rate: ErrorRateCheck = Field(default_factory=ErrorRateCheck)
+    latency: LatencyCheck | None = None
+    prediction_shift: PredictionShiftCheck | None = None
+    data_drift: DataDriftCheck | None = None
+    custom: list[CustomCheck] = Field(default_factory=list, max_length=16)
+
+
+class Rollout(SpecModel):
+    """How a new revision reaches traffic."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                cel(
+                    "self.steps.all(w, w > 0 && w <= 100)",
+                    "rollout.steps are traffic percentages between 1 and 100",
+                    ".steps",
+                ),
+                cel(
+                    "size(self.steps) == 0 || self.steps[size(self.steps) - 1] == 100",
+                    "rollout.steps must end at 100",
+                    ".steps",
+                ),
+                cel(
+                    "[" + ", ".join(str(i) for i in range(MAX_STEPS - 1)) + "].all(i, "
+                    "i + 1 >= size(self.steps) || self.steps[i] < self.steps[i + 1])",
+                    "rollout.steps must be strictly increasing",
+                    ".steps",
+                ),
+                cel(
+                    "self.pauseBefore.all(w, w in self.steps)",
+                    "rollout.pauseBefore may only name weights listed in rollout.steps",
+                    ".pauseBefore",
+                ),
+            ]
+        }
+    )
+
+    strategy: Literal["Canary", "Immediate"] = Field(
+        default="Canary",
+        description="Canary: shift traffic step by step on passing analysis. Immediate: replace at once. "
+        "Default: Canary.",
+    )
+    steps: list[int] = Field(
+        default_factory=lambda: [10, 25, 50, 100],
+        max_length=MAX_STEPS,
+        description="Canary traffic percentages, strictly increasing, ending at 100. Default: [10, 25, 50, 100].",
+    )
+    interval: str = Field(default="1m", pattern=DURATION_PATTERN, description="Time between analyses. Default: 1m.")
+    threshold: int = Field(
+        default=2, ge=1, le=100, description="Failed analyses tolerated before rollback. Default: 2."
+    )
+    pause_before: list[int] = Field(default_factory=list, description="Steps (weights) that wait for a manual promote.")
+    router: Literal["KServe", "GatewayAPI"] = Field(
+        default="KServe",
+        description="KServe: the InferenceService's own traffic split. GatewayAPI: one InferenceService per "
+        "revision behind an HTTPRoute. Default: KServe.",
+    )
+    analysis: Analysis = Field(default_factory=Analysis)
+
+    @model_validator(mode="after")
+    def _steps(self) -> Rollout:
+        if any(w <= 0 or w > 100 for w in self.steps):
+            raise ValueError("rollout.steps are traffic percentages between 1 and 100")
+        if self.steps and self.steps[-1] != 100:
+            raise ValueError("rollout.steps must end at 100")
+        if any(b <= a for a, b in zip(self.steps, self.steps[1:], strict=False)):
+            raise ValueError("rollout.steps must be strictly increasing")
+        if any(w not in self.steps for w in self.pause_before):
+            raise ValueError("rollout.pauseBefore may only name weights listed in rollout.steps")
+        return self
+
+
+class Monitoring(SpecModel):
+    """Where metrics come from and whether the model server is scraped."""
+
+    prometheus_url: str | None = Field(
+        default=None,
+        pattern=r"^https?://.+$",
+        description="Prometheus base URL for analysis and KEDA. Default: the operator's --prometheus-url.",
+    )
+    scrape: bool = Field(default=True, description="Annotate pods for Prometheus scraping. Default: true.")
+
+
+class Logging(SpecModel):
+    """Payload logging through KServe's logger (CloudEvents)."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                cel(
+                    "self.mode == 'none' || has(self.url)",
+                    "logging.url is required when logging.mode is not none",
+                    ".url",
+                )
+            ]
+        }
+    )
+
+    mode: Literal["none", "all", "request", "response"] = Field(
+        default="none", description="Which payloads to send. Default: none."
+    )
+    url: str | None = Field(default=None, pattern=r"^https?://.+$", description="Where the logger posts events.")
+
+    @model_validator(mode="after")
+    def _url_when_on(self) -> Logging:
+        if self.mode != "none" and not self.url:
+            raise ValueError("logging.url is required when logging.mode is not none")
+        return self
+
+
+class ModelDeploymentSpec(SpecModel):
+    """What an ops engineer declares: the model, where and how it runs, and how new versions roll out."""
+
+    model: ModelSource
+    deployment_mode: Literal["Standard", "Knative"] = Field(
+        default="Standard",
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                cel(
+                    "self == oldSelf",
+                    "deploymentMode cannot change after creation (KServe forbids it): create a new "
+                    "ModelDeployment instead",
+                )
+            ]
+        },
+        description="KServe deployment mode: Standard (Deployment + HPA/KEDA) or Knative (serverless, scale to "
+        "zero). Immutable. Default: Standard.",
+    )
+    service_account_name: str | None = Field(
+        default=None, pattern=DNS_LABEL_PATTERN, description="Service account for the model server pods."
+    )
+    resources: ResourceRequirements = Field(default_factory=ResourceRequirements)
+    gpu: GPU = Field(default_factory=GPU)
+    autoscaling: Autoscaling = Field(default_factory=Autoscaling)
+    batching: Batching = Field(default_factory=Batching)
+    rollout: Rollout = Field(default_factory=Rollout)
+    monitoring: Monitoring = Field(default_factory=Monitoring)
+    logging: Logging = Field(default_factory=Logging)
+
+    @classmethod
+    def parse(cls, spec: dict[str, Any]) -> ModelDeploymentSpec:
+        """Validate a raw `spec` dict; raises `InvalidSpec` naming each offending field."""
+        from pydantic import ValidationError
+
+        from esteira.api.errors import InvalidSpec
+
+        try:
+            return cls.model_validate(spec)
+        except ValidationError as exc:
+            raise InvalidSpec.from_validation_error(exc) from None

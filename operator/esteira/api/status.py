@@ -1,0 +1,93 @@
+"""The ModelDeployment status: what the operator observed and decided, in the shape `kubectl` shows."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+from pydantic.alias_generators import to_camel
+
+HISTORY_LIMIT = 10
+
+Phase = Literal[
+    "Pending",  # accepted, InferenceService not ready yet
+    "Ready",  # stable revision serving all traffic
+    "Progressing",  # a canary is taking a growing share of traffic
+    "Paused",  # a rollout waits for a person or for traffic
+    "Promoting",  # the canary becomes stable
+    "RolledBack",  # the last canary failed and traffic is back on stable
+    "Degraded",  # the InferenceService reports a failure
+    "Failed",  # the operator cannot make progress without a change
+    "Invalid",  # the spec was rejected; what was running is left untouched
+]
+ConditionType = Literal["Ready", "Progressing", "Degraded"]
+Outcome = Literal["Active", "Promoted", "RolledBack", "Superseded"]
+
+
+class StatusModel(BaseModel):
+    """Base for status objects: camelCase on the wire; unknown fields kept for forward compatibility."""
+
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="ignore")
+
+    def to_wire(self) -> dict[str, Any]:
+        return self.model_dump(by_alias=True, exclude_none=True, mode="json")
+
+
+class Condition(StatusModel):
+    """A Kubernetes-style condition."""
+
+    type: ConditionType
+    status: Literal["True", "False", "Unknown"]
+    reason: str = Field(pattern=r"^[A-Za-z]([A-Za-z0-9_,:]*[A-Za-z0-9_])?$", max_length=1024)
+    message: str = Field(default="", max_length=32768)
+    last_transition_time: str
+    observed_generation: int | None = None
+
+
+class RevisionRecord(StatusModel):
+    """One model revision: a number that grows with every new model version or storageUri."""
+
+    revision: int = Field(ge=1)
+    model_version: str
+    storage_uri: str
+    since: str = Field(description="When this revision took its current role (RFC 3339).")
+
+
+class CanaryRecord(RevisionRecord):
+    """The revision under rollout and how far it got."""
+
+    weight: int = Field(default=0, ge=0, le=100, description="Share of traffic (%) the canary receives.")
+    step: int = Field(default=0, ge=0, description="Index into rollout.steps.")
+    step_started_at: str | None = None
+    failed_checks: int = Field(default=0, ge=0)
+
+
+class HistoryEntry(StatusModel):
+    """A finished or active revision, newest first, at most HISTORY_LIMIT kept."""
+
+    revision: int = Field(ge=1)
+    model_version: str
+    storage_uri: str
+    started_at: str
+    finished_at: str | None = None
+    outcome: Outcome
+    reason: str = ""
+
+
+class ModelDeploymentStatus(StatusModel):
+    """Observed state of a ModelDeployment."""
+
+    phase: Phase | None = None
+    observed_generation: int | None = None
+    conditions: list[Condition] = Field(default_factory=list)
+    url: str | None = None
+    inference_service: str | None = Field(default=None, description="Name of the managed InferenceService.")
+    latest_revision: int = Field(default=0, ge=0, description="Highest revision number handed out so far.")
+    stable: RevisionRecord | None = None
+    canary: CanaryRecord | None = None
+    history: list[HistoryEntry] = Field(default_factory=list, max_length=HISTORY_LIMIT)
+    model_status: dict[str, Any] | None = Field(
+        default=None,
+        json_schema_extra={"x-kubernetes-preserve-unknown-fields": True},
+        description="The InferenceService's modelStatus, copied as KServe reports it.",
+    )

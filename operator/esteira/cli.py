@@ -1,0 +1,63 @@
+"""The `esteira` command: render manifests for review or GitOps, and print the CRD."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from esteira.api.crd import build_crd
+from esteira.api.errors import InvalidSpec
+from esteira.manifests import dump_documents, load_documents, render_document
+
+
+def _render(args: argparse.Namespace) -> int:
+    rendered = []
+    for path in args.files:
+        text = sys.stdin.read() if path == "-" else Path(path).read_text()
+        try:
+            for doc in load_documents(text):
+                rendered += render_document(doc, prometheus_url=args.prometheus_url)
+        except InvalidSpec as exc:
+            for problem in exc.problems:
+                print(f"{path}: {problem}", file=sys.stderr)
+            return 2
+        except Exception as exc:
+            print(f"{path}: {exc}", file=sys.stderr)
+            return 2
+    if args.output == "json":
+        print(json.dumps(rendered if len(rendered) != 1 else rendered[0], indent=2))
+    else:
+        sys.stdout.write(dump_documents(rendered))
+    return 0
+
+
+def _crd(_: argparse.Namespace) -> int:
+    sys.stdout.write(dump_documents([build_crd()]))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="esteira", description="Run PyTorch models on Kubernetes.")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    render = commands.add_parser("render", help="Render ModelDeployment files to the manifests the operator applies.")
+    render.add_argument("files", nargs="+", help="ModelDeployment YAML files ('-' for standard input)")
+    render.add_argument("-o", "--output", choices=["yaml", "json"], default="yaml")
+    render.add_argument("--prometheus-url", help="Prometheus URL used where the spec names none (gpu-utilization).")
+    render.set_defaults(func=_render)
+
+    crd = commands.add_parser("crd", help="Print the ModelDeployment CustomResourceDefinition.")
+    crd.set_defaults(func=_crd)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return int(args.func(args))
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,142 @@
+"""ModelDeployment -> KServe InferenceService (serving.kserve.io/v1beta1), for Knative and Standard modes."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from esteira.api.spec import ModelDeploymentSpec
+from esteira.render.autoscaling import autoscaling_fields
+from esteira.render.placement import container_resources, node_selector, tolerations
+from esteira.render.revisions import Arm, TrafficPlan
+
+ISVC_API_VERSION = "serving.kserve.io/v1beta1"
+ESTEIRA_RUNTIME = "esteira-torchserve"
+LABEL_DEPLOYMENT = "serving.esteira.io/deployment"
+LABEL_REVISION = "serving.esteira.io/revision"
+ANNOTATION_MODEL_VERSION = "serving.esteira.io/model-version"
+
+
+@dataclass(frozen=True)
+class RenderContext:
+    """Where the object goes and the operator-wide defaults the spec may leave out."""
+
+    name: str
+    namespace: str
+    prometheus_url: str | None = None
+
+    def prometheus_for(self, spec: ModelDeploymentSpec) -> str | None:
+        return spec.monitoring.prometheus_url or self.prometheus_url
+
+
+def common_labels(name: str, spec: ModelDeploymentSpec) -> dict[str, str]:
+    """Recommended app.kubernetes.io labels plus the owner label Esteira selects on."""
+    return {
+        "app.kubernetes.io/name": spec.model.name,
+        "app.kubernetes.io/instance": name,
+        "app.kubernetes.io/component": "model-server",
+        "app.kubernetes.io/part-of": "esteira",
+        "app.kubernetes.io/managed-by": "esteira",
+        LABEL_DEPLOYMENT: name,
+    }
+
+
+def _model(ctx: RenderContext, spec: ModelDeploymentSpec, arm: Arm) -> dict[str, Any]:
+    """The predictor's model container for one arm, tagged so metrics can be told apart per revision."""
+    source = spec.model
+    env = [
+        {"name": "ESTEIRA_DEPLOYMENT", "value": ctx.name},
+        {"name": "ESTEIRA_MODEL_NAME", "value": source.name},
+        {"name": "ESTEIRA_REVISION", "value": str(arm.revision)},
+        {"name": "ESTEIRA_MODEL_VERSION", "value": arm.model_version},
+    ]
+    if source.runtime == ESTEIRA_RUNTIME:
+        # Esteira's runtime writes these into TorchServe's model snapshot at start-up.
+        env += [
+            {"name": "ESTEIRA_BATCH_SIZE", "value": str(spec.batching.max_batch_size)},
+            {"name": "ESTEIRA_MAX_BATCH_DELAY_MS", "value": str(spec.batching.max_batch_delay_ms)},
+        ]
+    model: dict[str, Any] = {
+        "modelFormat": {"name": source.format},
+        "protocolVersion": source.protocol,
+        "storageUri": arm.storage_uri,
+        "env": env,
+    }
+    if source.runtime:
+        model["runtime"] = source.runtime
+    if source.runtime_version:
+        model["runtimeVersion"] = source.runtime_version
+    resources = container_resources(spec.resources, spec.gpu)
+    if resources:
+        model["resources"] = resources
+    return model
+
+
+def _predictor(ctx: RenderContext, spec: ModelDeploymentSpec, arm: Arm) -> dict[str, Any]:
+    """Pod-level predictor fields shared by every arm (placement, logging, batching, revision tags)."""
+    predictor: dict[str, Any] = {
+        "model": _model(ctx, spec, arm),
+        "labels": {LABEL_DEPLOYMENT: ctx.name, LABEL_REVISION: str(arm.revision)},
+        "annotations": {ANNOTATION_MODEL_VERSION: arm.model_version},
+    }
+    if selector := node_selector(spec.gpu):
+        predictor["nodeSelector"] = selector
+    if tolerated := tolerations(spec.gpu):
+        predictor["tolerations"] = tolerated
+    if spec.service_account_name:
+        predictor["serviceAccountName"] = spec.service_account_name
+    if spec.logging.mode != "none":
+        predictor["logger"] = {"mode": spec.logging.mode, "url": spec.logging.url}
+    if spec.batching.max_batch_size > 1 and spec.model.runtime != ESTEIRA_RUNTIME:
+        # Other runtimes get KServe's request batcher, which merges instances into one request;
+        # Esteira's runtime batches inside TorchServe instead (see _model).
+        predictor["batcher"] = {
+            "maxBatchSize": spec.batching.max_batch_size,
+            "maxLatency": spec.batching.max_batch_delay_ms,
+        }
+    return predictor
+
+
+def render_inference_service(ctx: RenderContext, spec: ModelDeploymentSpec, plan: TrafficPlan) -> dict[str, Any]:
+    """The InferenceService that serves `plan`; raises InvalidSpec for what the mode cannot honour."""
+    scaling = autoscaling_fields(spec, ctx.namespace, ctx.name, ctx.prometheus_for(spec))
+    annotations = {"serving.kserve.io/deploymentMode": spec.deployment_mode, **scaling.annotations}
+    if spec.monitoring.scrape:
+        annotations["serving.kserve.io/enable-prometheus-scraping"] = "true"
+
+    if spec.deployment_mode == "Knative":
+        # Knative splits traffic between the latest revision and the last one rolled out, so the
+        # predictor carries the canary while one exists; canaryTrafficPercent 0 pins traffic to stable.
+        serving = plan.canary or plan.stable
+        predictor = {**_predictor(ctx, spec, serving), **scaling.predictor}
+        isvc_spec: dict[str, Any] = {"predictor": predictor}
+        if plan.canary is not None:
+            predictor["canaryTrafficPercent"] = plan.canary_weight
+            annotations["serving.kserve.io/enable-tag-routing"] = "true"
+    else:
+        predictor = {
+            **_predictor(ctx, spec, plan.stable),
+            **scaling.predictor,
+            "name": plan.stable.predictor_name,
+        }
+        isvc_spec = {"predictor": predictor}
+        if plan.canary is not None:
+            # A canary predictor may not carry maxReplicas or scaling settings (KServe validation).
+            canary = {
+                **_predictor(ctx, spec, plan.canary),
+                "name": plan.canary.predictor_name,
+                "minReplicas": max(spec.autoscaling.min_replicas, 1),
+            }
+            isvc_spec["canary"] = [{"trafficPercent": plan.canary_weight, "predictor": canary}]
+
+    return {
+        "apiVersion": ISVC_API_VERSION,
+        "kind": "InferenceService",
+        "metadata": {
+            "name": ctx.name,
+            "namespace": ctx.namespace,
+            "labels": common_labels(ctx.name, spec),
+            "annotations": annotations,
+        },
+        "spec": isvc_spec,
+    }
