@@ -1,0 +1,1 @@
+"""The Kopf operator: thin handlers over the pure planner in `esteira.state`."""

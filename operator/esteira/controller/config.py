@@ -1,0 +1,61 @@
+"""Operator-wide settings, from command-line flags with environment-variable fallbacks."""
+
+from __future__ import annotations
+
+import argparse
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class OperatorConfig:
+    namespaces: tuple[str, ...]
+    all_namespaces: bool
+    prometheus_url: str | None
+    metrics_port: int
+    liveness_port: int
+    resync_seconds: float
+    kubeconfig: str | None
+    log_format: str
+    verbose: bool
+
+
+def parse_args(argv: Sequence[str] | None = None) -> OperatorConfig:
+    env = os.environ.get
+    parser = argparse.ArgumentParser(prog="esteira-operator", description="Esteira's ModelDeployment operator.")
+    scope = parser.add_mutually_exclusive_group()
+    scope.add_argument(
+        "-n",
+        "--namespace",
+        action="append",
+        default=[ns for ns in env("ESTEIRA_NAMESPACES", "").split(",") if ns],
+        help="Namespace to watch; repeat for several (env ESTEIRA_NAMESPACES, comma-separated).",
+    )
+    scope.add_argument("-A", "--all-namespaces", action="store_true", help="Watch every namespace.")
+    parser.add_argument("--prometheus-url", default=env("ESTEIRA_PROMETHEUS_URL"), help="Default Prometheus URL.")
+    parser.add_argument("--metrics-port", type=int, default=int(env("ESTEIRA_METRICS_PORT", "8080")))
+    parser.add_argument("--liveness-port", type=int, default=int(env("ESTEIRA_LIVENESS_PORT", "8081")))
+    parser.add_argument(
+        "--resync-seconds",
+        type=float,
+        default=float(env("ESTEIRA_RESYNC_SECONDS", "60")),
+        help="Full reconcile of every ModelDeployment at this interval, besides watch events.",
+    )
+    parser.add_argument("--kubeconfig", default=None, help="Kubeconfig file (default: in-cluster, then $KUBECONFIG).")
+    parser.add_argument("--log-format", choices=["json", "plain"], default=env("ESTEIRA_LOG_FORMAT", "json"))
+    parser.add_argument("-v", "--verbose", action="store_true")
+    args = parser.parse_args(argv)
+    if not args.namespace and not args.all_namespaces:
+        parser.error("name the namespaces to watch with --namespace, or use --all-namespaces")
+    return OperatorConfig(
+        namespaces=tuple(args.namespace),
+        all_namespaces=args.all_namespaces,
+        prometheus_url=args.prometheus_url,
+        metrics_port=args.metrics_port,
+        liveness_port=args.liveness_port,
+        resync_seconds=args.resync_seconds,
+        kubeconfig=args.kubeconfig,
+        log_format=args.log_format,
+        verbose=args.verbose,
+    )

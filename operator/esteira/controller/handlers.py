@@ -1,0 +1,105 @@
+"""Kopf handlers. Each one is a thin trigger: the work happens in `Reconciler.reconcile`.
+
+`register` wires them into a registry, so the resync interval is configurable and tests get a fresh one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+import kopf
+
+from esteira import API_GROUP, API_VERSION, PLURAL
+from esteira.controller import metrics
+from esteira.controller.kube import KSERVE_GROUP, KSERVE_PLURAL, KSERVE_VERSION
+from esteira.controller.reconciler import Reconciler
+from esteira.controller.retry import ApiError
+from esteira.render.inferenceservice import LABEL_DEPLOYMENT
+
+logger = logging.getLogger(__name__)
+MD = (API_GROUP, API_VERSION, PLURAL)
+RETRY_DELAY = 5.0
+
+
+def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
+    # Keep Kopf's bookkeeping in annotations under Esteira's prefix: the status schema is Esteira's own.
+    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=API_GROUP)
+    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
+        prefix=API_GROUP, key="last-handled-configuration"
+    )
+    settings.persistence.finalizer = f"{API_GROUP}/finalizer"
+    settings.watching.server_timeout = 300
+    settings.watching.client_timeout = 330
+    settings.watching.inactivity_timeout = 600
+    settings.networking.request_timeout = 60
+    settings.posting.level = logging.WARNING
+
+
+def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
+    info: kopf.ConnectionInfo | None = kopf.login_via_client(**kwargs)
+    return info
+
+
+async def _reconcile_or_retry(memo: Any, namespace: str | None, name: str) -> None:
+    reconciler: Reconciler = memo.reconciler
+    if namespace is None:
+        return  # ModelDeployment is namespaced; Kopf always passes one
+    try:
+        await reconciler.reconcile(namespace, name)
+    except ApiError as exc:
+        raise kopf.TemporaryError(f"API server: {exc}", delay=RETRY_DELAY) from exc
+
+
+async def model_deployment_changed(memo: Any, namespace: str | None, name: str, **_: Any) -> None:
+    memo.managed.add((namespace, name))
+    metrics.MANAGED.set(len(memo.managed))
+    await _reconcile_or_retry(memo, namespace, name)
+
+
+async def resync(memo: Any, namespace: str | None, name: str, **_: Any) -> None:
+    """Safety net for missed watch events: a full reconcile every interval."""
+    await _reconcile_or_retry(memo, namespace, name)
+
+
+async def model_deployment_deleted(memo: Any, namespace: str | None, name: str, **_: Any) -> None:
+    """Children go with their owner (ownerReferences); only the operator's own bookkeeping is dropped."""
+    memo.managed.discard((namespace, name))
+    metrics.MANAGED.set(len(memo.managed))
+    if namespace is not None:
+        memo.reconciler.forget(namespace, name)
+
+
+async def inference_service_event(memo: Any, body: kopf.Body, **_: Any) -> None:
+    """A managed InferenceService changed (KServe status, or a manual edit): reconcile its owner."""
+    owner = body.get("metadata", {}).get("labels", {}).get(LABEL_DEPLOYMENT)
+    namespace = body.get("metadata", {}).get("namespace")
+    if not owner or not namespace:
+        return
+    task = asyncio.create_task(_reconcile_soon(memo, namespace, owner))
+    memo.background.add(task)
+    task.add_done_callback(memo.background.discard)
+
+
+async def _reconcile_soon(memo: Any, namespace: str, name: str) -> None:
+    """Event handlers are not retried by Kopf, so this one retries by itself before leaving it to resync."""
+    for attempt in range(5):
+        try:
+            await memo.reconciler.reconcile(namespace, name)
+            return
+        except ApiError as exc:
+            logger.info("reconcile of %s/%s after child event failed (%s), attempt %d", namespace, name, exc, attempt)
+            await asyncio.sleep(RETRY_DELAY * (attempt + 1))
+
+
+def register(registry: kopf.OperatorRegistry, resync_seconds: float) -> None:
+    kopf.on.startup(registry=registry)(configure)
+    kopf.on.login(registry=registry)(login)
+    for decorator in (kopf.on.resume, kopf.on.create, kopf.on.update):
+        decorator(*MD, registry=registry)(model_deployment_changed)
+    kopf.on.delete(*MD, registry=registry)(model_deployment_deleted)
+    kopf.timer(*MD, registry=registry, interval=resync_seconds, initial_delay=resync_seconds, idle=10.0)(resync)
+    kopf.on.event(
+        KSERVE_GROUP, KSERVE_VERSION, KSERVE_PLURAL, registry=registry, labels={LABEL_DEPLOYMENT: kopf.PRESENT}
+    )(inference_service_event)

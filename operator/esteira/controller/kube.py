@@ -1,0 +1,94 @@
+"""The Kubernetes API as the operator uses it: ModelDeployments and InferenceServices, nothing more.
+
+Calls go through the official client in worker threads; every error becomes an `ApiError` with its HTTP
+status so callers can retry the transient ones.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from typing import Any, cast
+
+from kubernetes import client, config
+from kubernetes.client.exceptions import ApiException
+from urllib3.exceptions import HTTPError
+
+from esteira import API_GROUP, API_VERSION, PLURAL
+from esteira.controller.retry import ApiError
+
+KSERVE_GROUP, KSERVE_VERSION, KSERVE_PLURAL = "serving.kserve.io", "v1beta1", "inferenceservices"
+REQUEST_TIMEOUT = (5.0, 30.0)  # connect, read (seconds)
+
+
+def load_client_config(kubeconfig: str | None = None) -> None:
+    """In-cluster service account when running in a pod, else the kubeconfig ($KUBECONFIG or ~/.kube/config)."""
+    if kubeconfig is None:
+        try:
+            config.load_incluster_config()  # type: ignore[no-untyped-call]
+            return
+        except config.ConfigException:
+            pass
+    config.load_kube_config(config_file=kubeconfig)  # type: ignore[no-untyped-call]
+
+
+class KubeAPI:
+    """Async facade over the custom-objects API for the two resources Esteira reads and writes."""
+
+    def __init__(self, api_client: Any | None = None) -> None:
+        self._api = client.CustomObjectsApi(api_client or client.ApiClient())
+
+    async def _call(self, fn: Callable[..., object], *args: Any) -> dict[str, Any]:
+        try:
+            return cast(dict[str, Any], await asyncio.to_thread(fn, *args, _request_timeout=REQUEST_TIMEOUT))
+        except ApiException as exc:
+            raise ApiError(int(exc.status or 0), str(exc.reason or exc.body or exc)) from None
+        except (HTTPError, OSError) as exc:
+            raise ApiError(0, f"{type(exc).__name__}: {exc}") from None
+
+    async def get_model_deployment(self, namespace: str, name: str) -> dict[str, Any] | None:
+        try:
+            return await self._call(
+                self._api.get_namespaced_custom_object, API_GROUP, API_VERSION, namespace, PLURAL, name
+            )
+        except ApiError as exc:
+            if exc.status == 404:
+                return None
+            raise
+
+    async def patch_model_deployment_status(self, namespace: str, name: str, status: dict[str, Any]) -> dict[str, Any]:
+        return await self._call(
+            self._api.patch_namespaced_custom_object_status,
+            API_GROUP,
+            API_VERSION,
+            namespace,
+            PLURAL,
+            name,
+            {"status": status},
+        )
+
+    async def get_inference_service(self, namespace: str, name: str) -> dict[str, Any] | None:
+        try:
+            return await self._call(
+                self._api.get_namespaced_custom_object, KSERVE_GROUP, KSERVE_VERSION, namespace, KSERVE_PLURAL, name
+            )
+        except ApiError as exc:
+            if exc.status == 404:
+                return None
+            raise
+
+    async def create_inference_service(self, namespace: str, body: dict[str, Any]) -> dict[str, Any]:
+        return await self._call(
+            self._api.create_namespaced_custom_object, KSERVE_GROUP, KSERVE_VERSION, namespace, KSERVE_PLURAL, body
+        )
+
+    async def patch_inference_service(self, namespace: str, name: str, patch: dict[str, Any]) -> dict[str, Any]:
+        return await self._call(
+            self._api.patch_namespaced_custom_object,
+            KSERVE_GROUP,
+            KSERVE_VERSION,
+            namespace,
+            KSERVE_PLURAL,
+            name,
+            patch,
+        )

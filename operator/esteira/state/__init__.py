@@ -1,0 +1,1 @@
+"""Pure state transitions: revisions, conditions and the reconcile plan. Data in, data out, no I/O."""

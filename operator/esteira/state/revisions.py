@@ -1,0 +1,121 @@
+"""Revision bookkeeping: which model build is stable, which is the canary, and the bounded history.
+
+A revision is a (model version, storageUri) pair; its number grows by one each time the spec names a
+pair that is neither the stable nor the canary one. Other spec changes (resources, scaling) re-render the
+current revisions without making a new one.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from esteira.api.spec import ModelDeploymentSpec
+from esteira.api.status import (
+    HISTORY_LIMIT,
+    CanaryRecord,
+    HistoryEntry,
+    ModelDeploymentStatus,
+    Outcome,
+    RevisionRecord,
+)
+from esteira.render.revisions import Arm, TrafficPlan
+
+
+@dataclass(frozen=True)
+class Decision:
+    """Something the operator decided, worth an Event: Normal or Warning, a reason and a message."""
+
+    reason: str
+    message: str
+    warning: bool = False
+
+
+@dataclass
+class RevisionChange:
+    status: ModelDeploymentStatus
+    decisions: list[Decision] = field(default_factory=list)
+
+
+def _same_build(record: RevisionRecord | None, spec: ModelDeploymentSpec) -> bool:
+    return (
+        record is not None
+        and record.model_version == spec.model.version
+        and record.storage_uri == spec.model.storage_uri
+    )
+
+
+def _finish(history: list[HistoryEntry], revision: int, outcome: Outcome, reason: str, now: str) -> None:
+    for index, entry in enumerate(history):
+        if entry.revision == revision and entry.outcome == "Active":
+            history[index] = entry.model_copy(update={"outcome": outcome, "finished_at": now, "reason": reason})
+
+
+def _start(history: list[HistoryEntry], record: RevisionRecord, reason: str) -> list[HistoryEntry]:
+    entry = HistoryEntry(
+        revision=record.revision,
+        model_version=record.model_version,
+        storage_uri=record.storage_uri,
+        started_at=record.since,
+        outcome="Active",
+        reason=reason,
+    )
+    return [entry, *history][:HISTORY_LIMIT]
+
+
+def track_revisions(spec: ModelDeploymentSpec, status: ModelDeploymentStatus, now: str) -> RevisionChange:
+    """Give a newly declared model build a revision and place it as stable or canary."""
+    status = status.model_copy(deep=True)
+    change = RevisionChange(status)
+    if _same_build(status.stable, spec) and status.canary is None:
+        return change
+    if _same_build(status.canary, spec):
+        return change
+
+    if status.canary is not None:
+        reason = (
+            f"spec returned to stable revision {status.stable.revision}"
+            if status.stable and _same_build(status.stable, spec)
+            else f"model version {spec.model.version} replaced it mid-rollout"
+        )
+        _finish(status.history, status.canary.revision, "Superseded", reason, now)
+        change.decisions.append(Decision("CanarySuperseded", f"Canary revision {status.canary.revision}: {reason}"))
+        status.canary = None
+        if _same_build(status.stable, spec):
+            return change
+
+    revision = status.latest_revision + 1
+    status.latest_revision = revision
+    record = RevisionRecord(
+        revision=revision, model_version=spec.model.version, storage_uri=spec.model.storage_uri, since=now
+    )
+    if status.stable is None or spec.rollout.strategy == "Immediate":
+        if status.stable is not None:
+            _finish(status.history, status.stable.revision, "Superseded", f"replaced by revision {revision}", now)
+        why = "first revision" if status.stable is None else "rollout strategy Immediate"
+        status.stable = record
+        status.history = _start(status.history, record, why)
+        change.decisions.append(
+            Decision("RevisionCreated", f"Revision {revision} (model {spec.model.version}) is stable: {why}")
+        )
+    else:
+        status.canary = CanaryRecord(**record.model_dump(), weight=0, step=0, step_started_at=now)
+        status.history = _start(status.history, record, "canary rollout")
+        change.decisions.append(
+            Decision(
+                "CanaryCreated",
+                f"Revision {revision} (model {spec.model.version}) is the canary against stable revision "
+                f"{status.stable.revision}; it receives no traffic until analysis passes",
+            )
+        )
+    return change
+
+
+def traffic_plan(status: ModelDeploymentStatus) -> TrafficPlan:
+    """The arms the rendered objects must serve, read from status (which track_revisions filled)."""
+    if status.stable is None:
+        raise ValueError("no stable revision recorded")
+    stable = Arm(status.stable.revision, status.stable.model_version, status.stable.storage_uri)
+    if status.canary is None:
+        return TrafficPlan(stable=stable)
+    canary = Arm(status.canary.revision, status.canary.model_version, status.canary.storage_uri)
+    return TrafficPlan(stable=stable, canary=canary, canary_weight=status.canary.weight)
