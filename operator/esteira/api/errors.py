@@ -34,8 +34,9 @@ class InvalidSpec(ValueError):
     def from_validation_error(cls, exc: ValidationError, root: str = "spec") -> InvalidSpec:
         problems = []
         for error in exc.errors(include_url=False):
-            parts = [root, *(str(p) for p in error["loc"])]
-            path = ".".join(parts).replace(".[", "[")
+            path = root
+            for part in error["loc"]:
+                path += f"[{part}]" if isinstance(part, int) else f".{part}"
             message = error["msg"].removeprefix("Value error, ")
             if error["type"] == "extra_forbidden":
                 message = "unknown field"

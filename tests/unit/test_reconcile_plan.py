@@ -1,0 +1,211 @@
+"""The pure reconcile planner: create, update, drift correction, status from KServe, invalid specs."""
+
+from __future__ import annotations
+
+import copy
+import json
+from typing import Any
+
+from esteira.state.drift import LAST_APPLIED, is_subset
+from esteira.state.reconcile import ReconcileInput, plan_reconcile
+from tests.unit.specs import model, spec
+
+NOW = "2026-01-01T00:00:00Z"
+LATER = "2026-01-01T00:05:00Z"
+
+
+def run(
+    body: dict[str, Any],
+    status: dict[str, Any] | None = None,
+    isvc: dict[str, Any] | None = None,
+    now: str = NOW,
+    generation: int = 1,
+):
+    return plan_reconcile(
+        ReconcileInput(
+            name="iris",
+            namespace="models",
+            generation=generation,
+            spec=body,
+            status=status or {},
+            isvc=isvc,
+            now=now,
+        )
+    )
+
+
+def apply(isvc: dict[str, Any], patch: dict[str, Any]) -> dict[str, Any]:
+    """JSON merge patch (RFC 7386), as the API server applies it."""
+    out = copy.deepcopy(isvc)
+
+    def merge(target: dict[str, Any], change: dict[str, Any]) -> None:
+        for key, value in change.items():
+            if value is None:
+                target.pop(key, None)
+            elif isinstance(value, dict) and isinstance(target.get(key), dict):
+                merge(target[key], value)
+            else:
+                target[key] = copy.deepcopy(value)
+
+    merge(out, patch)
+    return out
+
+
+def kserve_ready(isvc: dict[str, Any], generation: int = 1) -> dict[str, Any]:
+    out = copy.deepcopy(isvc)
+    out["metadata"]["generation"] = generation
+    out["status"] = {
+        "observedGeneration": generation,
+        "url": "http://iris.models.example.com",
+        "conditions": [{"type": "Ready", "status": "True"}],
+        "modelStatus": {"transitionStatus": "UpToDate"},
+    }
+    return out
+
+
+def test_first_reconcile_creates_and_reports_pending() -> None:
+    plan = run(spec())
+    assert plan.result == "created"
+    assert plan.create is not None and plan.patch is None
+    assert LAST_APPLIED in plan.create["metadata"]["annotations"]
+    assert plan.status["phase"] == "Pending"
+    assert plan.status["stable"]["revision"] == 1
+    ready = next(c for c in plan.status["conditions"] if c["type"] == "Ready")
+    assert ready["status"] == "False" and ready["reason"] == "InferenceServicePending"
+    assert [d.reason for d in plan.decisions] == ["RevisionCreated", "Created"]
+
+
+def test_ready_inference_service_makes_the_deployment_ready() -> None:
+    first = run(spec())
+    assert first.create is not None
+    plan = run(spec(), status=first.status, isvc=kserve_ready(first.create), now=LATER)
+    assert plan.result == "unchanged"
+    assert plan.status["phase"] == "Ready"
+    assert plan.status["url"] == "http://iris.models.example.com"
+    assert plan.status["modelStatus"] == {"transitionStatus": "UpToDate"}
+    assert [d.reason for d in plan.decisions] == ["Ready"]
+    again = run(spec(), status=plan.status, isvc=kserve_ready(first.create), now=LATER)
+    assert not again.status_changed and again.decisions == []
+
+
+def test_spec_change_patches_only_what_changed_and_removes_what_is_gone() -> None:
+    body = spec(batching={"maxBatchSize": 8})
+    first = run(body)
+    assert first.create is not None
+    isvc = kserve_ready(first.create)
+    assert "batcher" in isvc["spec"]["predictor"]
+    changed = spec(batching={"maxBatchSize": 1}, resources={"limits": {"memory": "4Gi"}})
+    plan = run(changed, status=first.status, isvc=isvc, generation=2)
+    assert plan.result == "updated" and plan.patch is not None
+    assert plan.patch["spec"]["predictor"]["batcher"] is None
+    patched = apply(isvc, plan.patch)
+    assert "batcher" not in patched["spec"]["predictor"]
+    assert patched["spec"]["predictor"]["model"]["resources"] == {"limits": {"memory": "4Gi"}}
+    assert [d.reason for d in plan.decisions] == ["Updated"]
+    assert run(changed, status=plan.status, isvc=patched).patch is None
+
+
+def test_manual_edit_is_put_back_and_webhook_defaults_are_left_alone() -> None:
+    first = run(spec())
+    assert first.create is not None
+    isvc = kserve_ready(first.create)
+    isvc["spec"]["predictor"]["model"]["resources"] = {"limits": {"cpu": "1"}}  # defaulted field Esteira never set
+    isvc["spec"]["predictor"]["containerConcurrency"] = 0
+    assert run(spec(), status=first.status, isvc=isvc).patch is None
+
+    edited = copy.deepcopy(isvc)
+    edited["spec"]["predictor"]["maxReplicas"] = 50
+    edited["spec"]["predictor"]["model"]["storageUri"] = "s3://elsewhere"
+    plan = run(spec(), status=first.status, isvc=edited)
+    assert plan.result == "updated" and plan.patch is not None
+    assert [d.reason for d in plan.decisions if d.warning] == ["DriftCorrected"]
+    restored = apply(edited, plan.patch)
+    assert restored["spec"]["predictor"]["maxReplicas"] == 1
+    assert restored["spec"]["predictor"]["model"]["storageUri"] == "s3://models/iris/1.0.0"
+    assert restored["spec"]["predictor"]["containerConcurrency"] == 0
+
+
+def test_invalid_spec_changes_nothing_but_status() -> None:
+    first = run(spec())
+    assert first.create is not None
+    isvc = kserve_ready(first.create)
+    ready = run(spec(), status=first.status, isvc=isvc)
+    bad = spec(autoscaling={"metric": "rps"})
+    plan = run(bad, status=ready.status, isvc=isvc, generation=2)
+    assert plan.result == "invalid"
+    assert plan.create is None and plan.patch is None
+    assert plan.status["phase"] == "Invalid"
+    condition = next(c for c in plan.status["conditions"] if c["type"] == "Ready")
+    assert condition["status"] == "False" and condition["reason"] == "InvalidSpec"
+    assert "spec.autoscaling.metric" in condition["message"]
+    assert plan.status["stable"] == ready.status["stable"]
+    assert plan.status["history"] == ready.status["history"]
+    (decision,) = plan.decisions
+    assert decision.warning and decision.reason == "InvalidSpec"
+    assert run(bad, status=plan.status, isvc=isvc, generation=2).decisions == []
+
+
+def test_invalid_new_model_version_does_not_make_a_revision() -> None:
+    first = run(spec())
+    bad = spec(model=model(version="2.0.0", storageUri="s3://m/2"), autoscaling={"minReplicas": 0})
+    plan = run(bad, status=first.status, generation=2)
+    assert plan.result == "invalid"
+    assert plan.status["latestRevision"] == 1
+    assert "canary" not in plan.status
+
+
+def test_deployment_mode_cannot_change() -> None:
+    first = run(spec())
+    assert first.create is not None
+    plan = run(spec(deploymentMode="Knative"), status=first.status, isvc=kserve_ready(first.create), generation=2)
+    assert plan.result == "invalid"
+    assert "spec.deploymentMode: cannot change from Standard to Knative" in plan.status["conditions"][0]["message"]
+
+
+def test_failed_model_load_is_degraded_with_kserve_message() -> None:
+    first = run(spec())
+    assert first.create is not None
+    isvc = kserve_ready(first.create)
+    isvc["status"]["conditions"] = [
+        {"type": "Ready", "status": "False", "reason": "ModelLoadFailed", "message": "no model-store/iris.mar"}
+    ]
+    isvc["status"]["modelStatus"] = {"transitionStatus": "BlockedByFailedLoad"}
+    plan = run(spec(), status=first.status, isvc=isvc)
+    assert plan.status["phase"] == "Degraded"
+    degraded = next(c for c in plan.status["conditions"] if c["type"] == "Degraded")
+    assert degraded["status"] == "True"
+    assert "no model-store/iris.mar" in degraded["message"]
+    assert [d.reason for d in plan.decisions] == ["Degraded"]
+
+
+def test_new_version_shows_progressing_canary() -> None:
+    first = run(spec())
+    assert first.create is not None
+    isvc = kserve_ready(first.create)
+    plan = run(spec(model=model(version="2", storageUri="s3://m/2")), status=first.status, isvc=isvc, generation=2)
+    assert plan.status["phase"] == "Progressing"
+    assert plan.status["canary"]["revision"] == 2
+    assert plan.patch is not None and plan.patch["spec"]["canary"][0]["trafficPercent"] == 0
+
+
+def test_condition_transition_time_moves_only_on_change() -> None:
+    first = run(spec())
+    assert first.create is not None
+    isvc = kserve_ready(first.create)
+    ready = run(spec(), status=first.status, isvc=isvc, now=LATER)
+    later = run(spec(), status=ready.status, isvc=isvc, now="2026-01-02T00:00:00Z")
+    times = {c["type"]: c["lastTransitionTime"] for c in later.status["conditions"]}
+    assert times["Ready"] == LATER
+
+
+def test_is_subset_compares_lists_item_by_item() -> None:
+    assert is_subset({"a": [{"x": 1}]}, {"a": [{"x": 1, "y": 2}], "b": 3})
+    assert not is_subset({"a": [{"x": 1}]}, {"a": [{"x": 1}, {"x": 2}]})
+    assert not is_subset({"a": {"b": 1}}, {"a": {"b": 2}})
+
+
+def test_last_applied_annotation_is_compact_json() -> None:
+    created = run(spec()).create
+    assert created is not None
+    record = json.loads(created["metadata"]["annotations"][LAST_APPLIED])
+    assert record["spec"] == created["spec"]

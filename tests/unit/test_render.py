@@ -1,0 +1,259 @@
+"""InferenceService rendering: mode rules, GPU placement, autoscaling, batching, canaries.
+
+Every rendered object in the matrix is also validated against the KServe v0.20.0 CRD.
+"""
+
+from __future__ import annotations
+
+import itertools
+from typing import Any
+
+import pytest
+
+from esteira.api.errors import InvalidSpec
+from esteira.api.spec import ModelDeploymentSpec
+from esteira.render import Arm, RenderContext, TrafficPlan, render_inference_service
+from tests.support.schemas import validate_custom_resource
+from tests.unit.specs import model, spec
+
+CTX = RenderContext(name="iris", namespace="models", prometheus_url="http://prometheus.monitoring:9090")
+STABLE = Arm(3, "1.0.0", "s3://models/iris/1.0.0")
+CANARY = Arm(4, "1.1.0", "s3://models/iris/1.1.0")
+
+
+def render(body: dict[str, Any], plan: TrafficPlan | None = None, ctx: RenderContext = CTX) -> dict[str, Any]:
+    return render_inference_service(ctx, ModelDeploymentSpec.parse(body), plan or TrafficPlan(STABLE))
+
+
+def reject(body: dict[str, Any], ctx: RenderContext = CTX) -> dict[str, str]:
+    with pytest.raises(InvalidSpec) as caught:
+        render(body, ctx=ctx)
+    return {p.path: p.reason for p in caught.value.problems}
+
+
+def env_of(model_block: dict[str, Any]) -> dict[str, str]:
+    return {e["name"]: e["value"] for e in model_block["env"]}
+
+
+def test_standard_defaults() -> None:
+    isvc = render(spec())
+    assert isvc["apiVersion"] == "serving.kserve.io/v1beta1"
+    assert isvc["metadata"]["annotations"]["serving.kserve.io/deploymentMode"] == "Standard"
+    assert isvc["metadata"]["annotations"]["serving.kserve.io/autoscalerClass"] == "hpa"
+    predictor = isvc["spec"]["predictor"]
+    assert predictor["scaleMetric"] == "cpu"
+    assert predictor["scaleMetricType"] == "Utilization"
+    assert predictor["scaleTarget"] == 80
+    assert predictor["model"]["storageUri"] == STABLE.storage_uri
+    assert predictor["model"]["modelFormat"] == {"name": "pytorch"}
+    assert "tolerations" not in predictor
+    assert "canary" not in isvc["spec"]
+
+
+def test_revision_is_visible_to_metrics_and_owners() -> None:
+    isvc = render(spec())
+    predictor = isvc["spec"]["predictor"]
+    assert predictor["labels"]["serving.esteira.io/revision"] == "3"
+    assert env_of(predictor["model"])["ESTEIRA_REVISION"] == "3"
+    assert env_of(predictor["model"])["ESTEIRA_MODEL_VERSION"] == "1.0.0"
+    labels = isvc["metadata"]["labels"]
+    assert labels["app.kubernetes.io/managed-by"] == "esteira"
+    assert labels["app.kubernetes.io/instance"] == "iris"
+    assert labels["serving.esteira.io/deployment"] == "iris"
+
+
+def test_gpu_placement_with_product_and_default_toleration() -> None:
+    predictor = render(spec(gpu={"count": 2, "product": "Tesla-T4", "nodeSelector": {"pool": "a"}}))["spec"][
+        "predictor"
+    ]
+    resources = predictor["model"]["resources"]
+    assert resources["limits"]["nvidia.com/gpu"] == 2
+    assert resources["requests"]["nvidia.com/gpu"] == 2
+    assert predictor["nodeSelector"] == {"pool": "a", "nvidia.com/gpu.product": "Tesla-T4"}
+    assert predictor["tolerations"] == [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}]
+
+
+def test_mig_profile_and_explicit_tolerations_replace_the_default() -> None:
+    predictor = render(
+        spec(
+            gpu={
+                "count": 1,
+                "resourceName": "nvidia.com/mig-1g.5gb",
+                "tolerations": [{"key": "dedicated", "operator": "Equal", "value": "ml", "effect": "NoSchedule"}],
+            }
+        )
+    )["spec"]["predictor"]
+    assert predictor["model"]["resources"]["limits"] == {"nvidia.com/mig-1g.5gb": 1}
+    assert predictor["tolerations"] == [
+        {"key": "dedicated", "operator": "Equal", "value": "ml", "effect": "NoSchedule"}
+    ]
+
+
+def test_gpu_utilization_uses_keda_with_dcgm_query() -> None:
+    isvc = render(spec(gpu={"count": 1}, autoscaling={"metric": "gpu-utilization", "target": 60, "maxReplicas": 3}))
+    assert isvc["metadata"]["annotations"]["serving.kserve.io/autoscalerClass"] == "keda"
+    predictor = isvc["spec"]["predictor"]
+    assert "scaleMetric" not in predictor
+    external = predictor["autoScaling"]["metrics"][0]["external"]
+    assert external["metric"]["backend"] == "prometheus"
+    assert external["metric"]["serverAddress"] == CTX.prometheus_url
+    assert external["metric"]["query"] == 'avg(DCGM_FI_DEV_GPU_UTIL{namespace="models",pod=~"iris-predictor-.*"})'
+    assert external["target"] == {"type": "Value", "value": "60"}
+
+
+def test_gpu_utilization_on_mig_reads_engine_activity() -> None:
+    isvc = render(
+        spec(
+            gpu={"count": 1, "resourceName": "nvidia.com/mig-2g.10gb"},
+            autoscaling={"metric": "gpu-utilization", "maxReplicas": 2},
+        )
+    )
+    query = isvc["spec"]["predictor"]["autoScaling"]["metrics"][0]["external"]["metric"]["query"]
+    assert query.startswith("avg(DCGM_FI_PROF_GR_ENGINE_ACTIVE{") and query.endswith("* 100")
+
+
+def test_knative_concurrency_and_scale_to_zero() -> None:
+    isvc = render(spec(deploymentMode="Knative", autoscaling={"minReplicas": 0, "maxReplicas": 4, "target": 8}))
+    predictor = isvc["spec"]["predictor"]
+    assert isvc["metadata"]["annotations"]["serving.kserve.io/deploymentMode"] == "Knative"
+    assert predictor["minReplicas"] == 0
+    assert predictor["scaleMetric"] == "concurrency"
+    assert predictor["scaleTarget"] == 8
+    assert "serving.kserve.io/autoscalerClass" not in isvc["metadata"]["annotations"]
+
+
+def test_knative_cpu_uses_the_hpa_class() -> None:
+    isvc = render(spec(deploymentMode="Knative", autoscaling={"metric": "cpu", "maxReplicas": 2}))
+    assert isvc["metadata"]["annotations"]["autoscaling.knative.dev/class"] == "hpa.autoscaling.knative.dev"
+
+
+@pytest.mark.parametrize(
+    ("body", "path", "fragment"),
+    [
+        (spec(autoscaling={"metric": "concurrency"}), "spec.autoscaling.metric", "use deploymentMode Knative"),
+        (spec(autoscaling={"metric": "rps"}), "spec.autoscaling.metric", "needs Knative"),
+        (spec(autoscaling={"minReplicas": 0}), "spec.autoscaling.minReplicas", "use deploymentMode Knative"),
+        (
+            spec(deploymentMode="Knative", gpu={"count": 1}, autoscaling={"metric": "gpu-utilization"}),
+            "spec.autoscaling.metric",
+            "use deploymentMode Standard",
+        ),
+        (
+            spec(deploymentMode="Knative", autoscaling={"metric": "memory", "minReplicas": 0}),
+            "spec.autoscaling.minReplicas",
+            "cannot scale to zero",
+        ),
+        (spec(autoscaling={"metric": "gpu-utilization"}), "spec.autoscaling.metric", "needs gpu.count > 0"),
+    ],
+)
+def test_combinations_a_mode_cannot_honour(body: dict[str, Any], path: str, fragment: str) -> None:
+    found = reject(body)
+    assert path in found, found
+    assert fragment in found[path]
+
+
+def test_gpu_utilization_without_prometheus_is_rejected() -> None:
+    body = spec(gpu={"count": 1}, autoscaling={"metric": "gpu-utilization"})
+    found = reject(body, ctx=RenderContext("iris", "models"))
+    assert "spec.monitoring.prometheusUrl" in found
+    with_url = {**body, "monitoring": {"prometheusUrl": "http://p:9090"}}
+    assert render(with_url, ctx=RenderContext("iris", "models"))["spec"]["predictor"]["autoScaling"]
+
+
+def test_batching_goes_to_torchserve_on_esteira_runtime_and_to_kserve_batcher_elsewhere() -> None:
+    batching = {"maxBatchSize": 16, "maxBatchDelayMs": 7}
+    esteira = render(spec(model=model(runtime="esteira-torchserve"), batching=batching))["spec"]["predictor"]
+    assert env_of(esteira["model"])["ESTEIRA_BATCH_SIZE"] == "16"
+    assert env_of(esteira["model"])["ESTEIRA_MAX_BATCH_DELAY_MS"] == "7"
+    assert "batcher" not in esteira
+    stock = render(spec(batching=batching))["spec"]["predictor"]
+    assert stock["batcher"] == {"maxBatchSize": 16, "maxLatency": 7}
+    assert "ESTEIRA_BATCH_SIZE" not in env_of(stock["model"])
+
+
+def test_knative_canary_puts_the_canary_on_the_predictor() -> None:
+    isvc = render(spec(deploymentMode="Knative"), TrafficPlan(STABLE, CANARY, 25))
+    predictor = isvc["spec"]["predictor"]
+    assert predictor["canaryTrafficPercent"] == 25
+    assert predictor["model"]["storageUri"] == CANARY.storage_uri
+    assert isvc["metadata"]["annotations"]["serving.kserve.io/enable-tag-routing"] == "true"
+
+
+def test_standard_canary_uses_named_predictors() -> None:
+    isvc = render(spec(autoscaling={"maxReplicas": 5}), TrafficPlan(STABLE, CANARY, 10))
+    assert isvc["spec"]["predictor"]["name"] == "rev-3"
+    assert isvc["spec"]["predictor"]["model"]["storageUri"] == STABLE.storage_uri
+    (canary,) = isvc["spec"]["canary"]
+    assert canary["trafficPercent"] == 10
+    assert canary["predictor"]["name"] == "rev-4"
+    assert canary["predictor"]["model"]["storageUri"] == CANARY.storage_uri
+    forbidden = {"maxReplicas", "scaleTarget", "scaleMetric", "autoScaling", "workerSpec"}
+    assert not forbidden & set(canary["predictor"])
+
+
+def test_logging_and_protocol() -> None:
+    isvc = render(spec(model=model(protocol="v2"), logging={"mode": "response", "url": "http://log/events"}))
+    predictor = isvc["spec"]["predictor"]
+    assert predictor["logger"] == {"mode": "response", "url": "http://log/events"}
+    assert predictor["model"]["protocolVersion"] == "v2"
+
+
+def test_traffic_plan_rejects_impossible_weights() -> None:
+    with pytest.raises(ValueError, match="outside 0-100"):
+        TrafficPlan(STABLE, CANARY, 101)
+    with pytest.raises(ValueError, match="needs a canary"):
+        TrafficPlan(STABLE, None, 10)
+
+
+GPU_VARIANTS = [
+    {},
+    {"gpu": {"count": 1, "product": "NVIDIA-L4"}},
+    {
+        "gpu": {
+            "count": 1,
+            "resourceName": "nvidia.com/mig-1g.5gb",
+            "nodeSelector": {"nvidia.com/mig.strategy": "mixed"},
+        }
+    },
+]
+SCALING_VARIANTS = {
+    "Standard": [
+        {"autoscaling": {"metric": "cpu", "minReplicas": 1, "maxReplicas": 3}},
+        {"autoscaling": {"metric": "memory", "target": 70, "maxReplicas": 2}},
+        {"autoscaling": {"metric": "gpu-utilization", "maxReplicas": 4}, "gpu": {"count": 1}},
+    ],
+    "Knative": [
+        {"autoscaling": {"metric": "concurrency", "minReplicas": 0, "maxReplicas": 3}},
+        {"autoscaling": {"metric": "rps", "target": 50, "maxReplicas": 3}},
+        {"autoscaling": {"metric": "cpu", "maxReplicas": 2}},
+    ],
+}
+PLANS = [TrafficPlan(STABLE), TrafficPlan(STABLE, CANARY, 0), TrafficPlan(STABLE, CANARY, 50)]
+EXTRAS = [
+    {},
+    {
+        "batching": {"maxBatchSize": 8},
+        "logging": {"mode": "all", "url": "http://logger/x"},
+        "resources": {"requests": {"cpu": "1"}, "limits": {"memory": "2Gi"}},
+        "serviceAccountName": "models",
+    },
+]
+
+
+def _matrix() -> list[tuple[str, dict[str, Any], TrafficPlan]]:
+    cases = []
+    for mode, scalings in SCALING_VARIANTS.items():
+        for gpu, scaling, plan, extra in itertools.product(GPU_VARIANTS, scalings, PLANS, EXTRAS):
+            body = spec(deploymentMode=mode, **gpu, **extra)
+            body.update(scaling)
+            if "gpu" in scaling and "gpu" in gpu:
+                body["gpu"] = gpu["gpu"]
+            cases.append((mode, body, plan))
+    return cases
+
+
+@pytest.mark.parametrize(("mode", "body", "plan"), _matrix())
+def test_matrix_validates_against_kserve_crd(mode: str, body: dict[str, Any], plan: TrafficPlan) -> None:
+    isvc = render(body, plan)
+    assert isvc["metadata"]["annotations"]["serving.kserve.io/deploymentMode"] == mode
+    validate_custom_resource(isvc)

@@ -1,0 +1,88 @@
+"""Revision bookkeeping: numbering, stable/canary placement, supersession and bounded history."""
+
+from __future__ import annotations
+
+from esteira.api.spec import ModelDeploymentSpec
+from esteira.api.status import HISTORY_LIMIT, ModelDeploymentStatus
+from esteira.state.revisions import track_revisions, traffic_plan
+from tests.unit.specs import model, spec
+
+T0, T1, T2 = "2026-01-01T00:00:00Z", "2026-01-01T01:00:00Z", "2026-01-01T02:00:00Z"
+
+
+def parse(version: str, strategy: str = "Canary") -> ModelDeploymentSpec:
+    return ModelDeploymentSpec.parse(
+        spec(model=model(version=version, storageUri=f"s3://m/{version}"), rollout={"strategy": strategy})
+    )
+
+
+def test_first_revision_is_stable() -> None:
+    change = track_revisions(parse("1"), ModelDeploymentStatus(), T0)
+    status = change.status
+    assert status.stable is not None and status.stable.revision == 1
+    assert status.canary is None
+    assert status.latest_revision == 1
+    assert [h.outcome for h in status.history] == ["Active"]
+    assert [d.reason for d in change.decisions] == ["RevisionCreated"]
+
+
+def test_same_model_makes_no_new_revision() -> None:
+    status = track_revisions(parse("1"), ModelDeploymentStatus(), T0).status
+    again = track_revisions(parse("1"), status, T1)
+    assert again.status == status
+    assert again.decisions == []
+
+
+def test_new_version_becomes_canary_with_no_traffic() -> None:
+    status = track_revisions(parse("1"), ModelDeploymentStatus(), T0).status
+    change = track_revisions(parse("2"), status, T1)
+    canary = change.status.canary
+    assert canary is not None and canary.revision == 2 and canary.weight == 0
+    assert change.status.stable is not None and change.status.stable.revision == 1
+    plan = traffic_plan(change.status)
+    assert plan.canary is not None and plan.canary.storage_uri == "s3://m/2"
+    assert plan.canary_weight == 0
+
+
+def test_immediate_strategy_replaces_stable() -> None:
+    status = track_revisions(parse("1", "Immediate"), ModelDeploymentStatus(), T0).status
+    status = track_revisions(parse("2", "Immediate"), status, T1).status
+    assert status.stable is not None and status.stable.revision == 2
+    assert status.canary is None
+    assert [(h.revision, h.outcome) for h in status.history] == [(2, "Active"), (1, "Superseded")]
+    assert status.history[1].finished_at == T1
+
+
+def test_new_version_mid_rollout_supersedes_the_canary() -> None:
+    status = track_revisions(parse("1"), ModelDeploymentStatus(), T0).status
+    status = track_revisions(parse("2"), status, T1).status
+    change = track_revisions(parse("3"), status, T2)
+    assert change.status.canary is not None and change.status.canary.revision == 3
+    outcomes = {h.revision: h.outcome for h in change.status.history}
+    assert outcomes == {3: "Active", 2: "Superseded", 1: "Active"}
+    assert [d.reason for d in change.decisions] == ["CanarySuperseded", "CanaryCreated"]
+
+
+def test_returning_to_stable_version_drops_the_canary() -> None:
+    status = track_revisions(parse("1"), ModelDeploymentStatus(), T0).status
+    status = track_revisions(parse("2"), status, T1).status
+    change = track_revisions(parse("1"), status, T2)
+    assert change.status.canary is None
+    assert change.status.latest_revision == 2
+    assert change.status.stable is not None and change.status.stable.revision == 1
+
+
+def test_history_is_bounded_newest_first() -> None:
+    status = ModelDeploymentStatus()
+    for version in range(1, HISTORY_LIMIT + 6):
+        status = track_revisions(parse(str(version), "Immediate"), status, T0).status
+    assert len(status.history) == HISTORY_LIMIT
+    assert status.history[0].revision == HISTORY_LIMIT + 5
+    assert [h.revision for h in status.history] == sorted((h.revision for h in status.history), reverse=True)
+
+
+def test_input_status_is_not_mutated() -> None:
+    status = track_revisions(parse("1"), ModelDeploymentStatus(), T0).status
+    snapshot = status.model_copy(deep=True)
+    track_revisions(parse("2"), status, T1)
+    assert status == snapshot
