@@ -316,8 +316,7 @@ class Rollout(SpecModel):
                     ".steps",
                 ),
                 cel(
-                    "[" + ", ".join(str(i) for i in range(MAX_STEPS - 1)) + "].all(i, "
-                    "i + 1 >= size(self.steps) || self.steps[i] < self.steps[i + 1])",
+                    "self.steps.isSorted() && self.steps.all(w, self.steps.exists_one(v, v == w))",
                     "rollout.steps must be strictly increasing",
                     ".steps",
                 ),

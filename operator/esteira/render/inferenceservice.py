@@ -12,6 +12,7 @@ from esteira.render.revisions import Arm, TrafficPlan
 
 ISVC_API_VERSION = "serving.kserve.io/v1beta1"
 ESTEIRA_RUNTIME = "esteira-torchserve"
+MODEL_CONTAINER = "kserve-container"
 LABEL_DEPLOYMENT = "serving.esteira.io/deployment"
 LABEL_REVISION = "serving.esteira.io/revision"
 ANNOTATION_MODEL_VERSION = "serving.esteira.io/model-version"
@@ -57,6 +58,7 @@ def _model(ctx: RenderContext, spec: ModelDeploymentSpec, arm: Arm) -> dict[str,
             {"name": "ESTEIRA_MAX_BATCH_DELAY_MS", "value": str(spec.batching.max_batch_delay_ms)},
         ]
     model: dict[str, Any] = {
+        "name": MODEL_CONTAINER,  # KServe's own container name; a canary predictor must name it
         "modelFormat": {"name": source.format},
         "protocolVersion": source.protocol,
         "storageUri": arm.storage_uri,

@@ -1,0 +1,133 @@
+#!/usr/bin/env bash
+# End-to-end suite against a real cluster: kind + KServe in Standard (raw Deployment) mode + Esteira.
+# Needs docker, kind and network access; helm and kubectl come from hack/install-tools.sh.
+# The cluster is kept for the next run; remove it with: kind delete cluster --name esteira-e2e
+set -euo pipefail
+
+CLUSTER=esteira-e2e
+NAMESPACE=esteira-e2e
+IMAGE=esteira/operator:dev
+KIND_NODE_IMAGE=${KIND_NODE_IMAGE:-}  # empty: the kind release's default node image
+# KServe Standard mode needs cert-manager (webhook certificates); canary traffic splits in Standard mode
+# go through Gateway API HTTPRoutes, which need the CRDs and an implementation (Envoy Gateway, as KServe's
+# own quick install uses).
+KSERVE_VERSION=v0.20.0
+CERT_MANAGER_VERSION=v1.17.0
+GATEWAY_API_VERSION=v1.6.1
+ENVOY_GATEWAY_VERSION=v1.7.0
+KSERVE_URL=https://github.com/kserve/kserve/releases/download/$KSERVE_VERSION
+CERT_MANAGER_URL=https://github.com/cert-manager/cert-manager/releases/download/$CERT_MANAGER_VERSION/cert-manager.yaml
+GATEWAY_API_URL=https://github.com/kubernetes-sigs/gateway-api/releases/download/$GATEWAY_API_VERSION/standard-install.yaml
+ENVOY_GATEWAY_CHARTS=oci://docker.io/envoyproxy
+
+cd "$(dirname "$0")/.."
+export PATH="$PWD/.tools/bin:$PATH"
+export KUBECONFIG="$PWD/.tools/kind-$CLUSTER.kubeconfig"  # leaves ~/.kube/config alone
+
+say() { printf '\n==> %s\n' "$*"; }
+# Webhooks (cert-manager's, KServe's) answer a little after their Deployments report Available.
+retry() {
+  local attempt
+  for attempt in 1 2 3 4 5 6; do
+    "$@" && return 0
+    echo "retrying in 10s ($attempt/6): $*"
+    sleep 10
+  done
+  return 1
+}
+for tool in docker kind; do
+  command -v "$tool" >/dev/null || { echo "$tool is required (see https://kind.sigs.k8s.io/)" >&2; exit 1; }
+done
+[ -x .venv/bin/python ] || make install
+bash hack/install-tools.sh  # quick when the tools are already there
+
+operator_pid=
+cleanup() { if [ -n "$operator_pid" ]; then kill "$operator_pid" 2>/dev/null || true; fi; }
+trap cleanup EXIT
+
+say "kind cluster $CLUSTER (kubeconfig $KUBECONFIG)"
+mkdir -p .tools
+if kind get clusters | grep -qx "$CLUSTER"; then
+  kind export kubeconfig --name "$CLUSTER" --kubeconfig "$KUBECONFIG"
+else
+  kind create cluster --name "$CLUSTER" --kubeconfig "$KUBECONFIG" --wait 120s ${KIND_NODE_IMAGE:+--image "$KIND_NODE_IMAGE"}
+fi
+
+say "cert-manager $CERT_MANAGER_VERSION"
+kubectl apply -f "$CERT_MANAGER_URL"
+kubectl -n cert-manager wait --for=condition=Available deployment --all --timeout=300s
+
+say "Gateway API $GATEWAY_API_VERSION CRDs (standard channel), Envoy Gateway $ENVOY_GATEWAY_VERSION"
+kubectl apply --server-side -f "$GATEWAY_API_URL"
+# Envoy Gateway's own CRDs only: the Gateway API ones above are the version the project validates against.
+helm upgrade --install eg-crds "$ENVOY_GATEWAY_CHARTS/gateway-crds-helm" --version "$ENVOY_GATEWAY_VERSION" \
+  --set crds.envoyGateway.enabled=true --set crds.gatewayAPI.enabled=false
+helm upgrade --install eg "$ENVOY_GATEWAY_CHARTS/gateway-helm" --version "$ENVOY_GATEWAY_VERSION" \
+  -n envoy-gateway-system --create-namespace --skip-crds --set crds.enabled=false --wait --timeout 5m
+
+say "KServe $KSERVE_VERSION (Standard mode, Gateway API ingress)"
+retry kubectl apply --server-side --force-conflicts -f "$KSERVE_URL/kserve.yaml"
+kubectl -n kserve wait --for=condition=Available deployment/kserve-controller-manager --timeout=300s
+retry kubectl apply --server-side --force-conflicts -f "$KSERVE_URL/kserve-cluster-resources.yaml"
+kubectl -n kserve get configmap inferenceservice-config -o json | .venv/bin/python -c '
+import json, sys
+cm = json.load(sys.stdin)
+cm["data"]["deploy"] = json.dumps({"defaultDeploymentMode": "Standard"})
+ingress = json.loads(cm["data"]["ingress"])
+ingress.update(enableGatewayApi=True, kserveIngressGateway="kserve/kserve-ingress-gateway")
+cm["data"]["ingress"] = json.dumps(ingress)
+json.dump(cm, sys.stdout)
+' | kubectl apply -f -
+kubectl apply -f - <<'EOF'
+apiVersion: gateway.networking.k8s.io/v1
+kind: GatewayClass
+metadata:
+  name: envoy
+spec:
+  controllerName: gateway.envoyproxy.io/gatewayclass-controller
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata:
+  name: kserve-ingress-gateway
+  namespace: kserve
+spec:
+  gatewayClassName: envoy
+  listeners:
+    - name: http
+      protocol: HTTP
+      port: 80
+      allowedRoutes:
+        namespaces:
+          from: All
+EOF
+kubectl -n kserve rollout restart deployment/kserve-controller-manager
+kubectl -n kserve rollout status deployment/kserve-controller-manager --timeout=300s
+
+say "Esteira CRDs and namespace $NAMESPACE"
+kubectl apply --server-side -f manifests/crds/
+kubectl create namespace "$NAMESPACE" --dry-run=client -o yaml | kubectl apply -f -
+
+if [ -f Dockerfile ]; then
+  say "image $IMAGE"
+  docker build --target operator -t "$IMAGE" .
+  kind load docker-image "$IMAGE" --name "$CLUSTER"
+else
+  echo "note: no Dockerfile yet, so no operator image is built"
+fi
+
+if [ -d charts/esteira ]; then
+  [ -f Dockerfile ] || { echo "charts/esteira needs the $IMAGE image, and there is no Dockerfile to build it" >&2; exit 1; }
+  say "Esteira from charts/esteira"
+  helm upgrade --install esteira charts/esteira -n "$NAMESPACE" --wait --timeout 5m \
+    --set image.repository="${IMAGE%:*}" --set image.tag="${IMAGE##*:}" --set image.pullPolicy=IfNotPresent
+else
+  say "Esteira operator running locally (no charts/esteira); log in .tools/kind-operator.log"
+  .venv/bin/python -m esteira.controller --namespace "$NAMESPACE" >.tools/kind-operator.log 2>&1 &
+  operator_pid=$!
+  sleep 5
+  kill -0 "$operator_pid" 2>/dev/null || { tail -n 50 .tools/kind-operator.log >&2; exit 1; }
+fi
+
+say "end-to-end tests"
+ESTEIRA_E2E_KUBECONFIG="$KUBECONFIG" .venv/bin/python -m pytest -m e2e tests/e2e

@@ -1,0 +1,112 @@
+"""What the end-to-end tests do to a cluster, through the official client only (emulator or real)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import yaml
+from kubernetes import client, config
+from kubernetes.client.exceptions import ApiException
+
+from esteira import API_GROUP, API_VERSION, PLURAL
+from esteira.controller.kube import KSERVE_GROUP, KSERVE_PLURAL, KSERVE_VERSION
+
+T = TypeVar("T")
+
+
+class Timeout(AssertionError):
+    pass
+
+
+def eventually(probe: Callable[[], T | None], timeout: float = 20.0, what: str = "condition") -> T:
+    """Poll `probe` until it returns something truthy; fail with the last value seen."""
+    deadline = time.monotonic() + timeout
+    last: Any = None
+    while time.monotonic() < deadline:
+        try:
+            last = probe()
+        except ApiException as exc:
+            last = exc
+        if last and not isinstance(last, ApiException):
+            return last
+        time.sleep(0.1)
+    raise Timeout(f"timed out after {timeout}s waiting for {what}; last: {last!r}")
+
+
+class Cluster:
+    def __init__(self, kubeconfig: str) -> None:
+        self.kubeconfig = kubeconfig
+        self.api_client = config.new_client_from_config(config_file=kubeconfig)
+        self.custom = client.CustomObjectsApi(self.api_client)
+        self.core = client.CoreV1Api(self.api_client)
+        self.extensions = client.ApiextensionsV1Api(self.api_client)
+
+    def apply_crd(self, path: Path) -> None:
+        body = yaml.safe_load(path.read_text())
+        try:
+            self.extensions.create_custom_resource_definition(body)
+        except ApiException as exc:
+            if exc.status != 409:
+                raise
+
+    def ensure_namespace(self, name: str) -> None:
+        try:
+            self.core.create_namespace({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}})
+        except ApiException as exc:
+            if exc.status != 409:
+                raise
+
+    # ModelDeployments
+    def create_md(self, namespace: str, body: dict[str, Any]) -> dict[str, Any]:
+        return self.custom.create_namespaced_custom_object(API_GROUP, API_VERSION, namespace, PLURAL, body)  # type: ignore[no-any-return]
+
+    def get_md(self, namespace: str, name: str) -> dict[str, Any]:
+        return self.custom.get_namespaced_custom_object(API_GROUP, API_VERSION, namespace, PLURAL, name)  # type: ignore[no-any-return]
+
+    def patch_md(self, namespace: str, name: str, patch: dict[str, Any]) -> dict[str, Any]:
+        return self.custom.patch_namespaced_custom_object(API_GROUP, API_VERSION, namespace, PLURAL, name, patch)  # type: ignore[no-any-return]
+
+    def delete_md(self, namespace: str, name: str) -> None:
+        self.custom.delete_namespaced_custom_object(API_GROUP, API_VERSION, namespace, PLURAL, name)
+
+    def md_gone(self, namespace: str, name: str) -> bool:
+        try:
+            self.get_md(namespace, name)
+        except ApiException as exc:
+            if exc.status == 404:
+                return True
+            raise
+        return False
+
+    # InferenceServices
+    def get_isvc(self, namespace: str, name: str) -> dict[str, Any] | None:
+        try:
+            return self.custom.get_namespaced_custom_object(  # type: ignore[no-any-return]
+                KSERVE_GROUP, KSERVE_VERSION, namespace, KSERVE_PLURAL, name
+            )
+        except ApiException as exc:
+            if exc.status == 404:
+                return None
+            raise
+
+    def patch_isvc(self, namespace: str, name: str, patch: dict[str, Any]) -> dict[str, Any]:
+        return self.custom.patch_namespaced_custom_object(  # type: ignore[no-any-return]
+            KSERVE_GROUP, KSERVE_VERSION, namespace, KSERVE_PLURAL, name, patch
+        )
+
+    # Events
+    def events_for(self, namespace: str, name: str) -> list[dict[str, Any]]:
+        """Events about the named object as plain dicts (reason, type, message)."""
+        listing = self.core.list_namespaced_event(namespace)
+        return [
+            {"reason": e.reason, "type": e.type, "message": e.message}
+            for e in listing.items
+            if e.involved_object is not None and e.involved_object.name == name
+        ]
+
+    def condition(self, namespace: str, name: str, type_: str) -> dict[str, Any] | None:
+        status = self.get_md(namespace, name).get("status") or {}
+        return next((c for c in status.get("conditions") or [] if c.get("type") == type_), None)
