@@ -271,6 +271,10 @@ def to_json_schema(node: dict[str, Any], structural: bool = True) -> dict[str, A
         elif key not in ("description", "x-kubernetes-validations", "nullable", "format"):
             # Formats (int32, date-time, ...) are not checked, as jsonschema does by default.
             out[key] = value
+    # OpenAPI v3.0 (and Kubernetes) write exclusive bounds as booleans beside minimum/maximum.
+    for bound, limit in (("exclusiveMinimum", "minimum"), ("exclusiveMaximum", "maximum")):
+        if isinstance(out.get(bound), bool) and out.pop(bound) and limit in out:
+            out[bound] = out.pop(limit)
     if node.get("x-kubernetes-int-or-string") and "type" not in out and "anyOf" not in out:
         out["anyOf"] = [{"type": "integer"}, {"type": "string"}]
     if node.get("x-kubernetes-embedded-resource"):

@@ -116,3 +116,16 @@ def test_defaults_in_schema_match_model_defaults() -> None:
         "memory",
         "gpu-utilization",
     ]
+
+
+def test_exclusive_bounds_use_openapi_v3_flags() -> None:
+    latency = _schema(build_crd())["properties"]["spec"]["properties"]["rollout"]["properties"]["analysis"]
+    p95 = latency["properties"]["latency"]["properties"]["p95MaxSeconds"]
+    assert (p95["minimum"], p95["exclusiveMinimum"]) == (0, True)
+
+
+def test_factory_defaults_reach_the_schema() -> None:
+    spec_schema = _schema(build_crd())["properties"]["spec"]["properties"]
+    assert spec_schema["rollout"]["default"] == {}
+    assert spec_schema["rollout"]["properties"]["steps"]["default"] == [10, 25, 50, 100]
+    assert spec_schema["rollout"]["properties"]["pauseBefore"]["default"] == []

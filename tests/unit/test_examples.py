@@ -24,7 +24,7 @@ def test_example_validates_and_renders_valid_kserve(path: Path) -> None:
 
 def test_crd_schema_rejects_what_the_model_rejects() -> None:
     """The generated schema is live: a bad enum and a CEL violation both fail validation."""
-    with pytest.raises(ManifestError, match="spec.deploymentMode"):
+    with pytest.raises(ManifestError, match=r"spec\.deploymentMode"):
         validate_custom_resource(document(spec(deploymentMode="Serverless")))
-    with pytest.raises(ManifestError, match="rollout.steps must end at 100"):
+    with pytest.raises(ManifestError, match=r"rollout\.steps must end at 100"):
         validate_custom_resource(document(spec(rollout={"steps": [10, 50]})))

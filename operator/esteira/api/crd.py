@@ -7,9 +7,12 @@ chart, and a test regenerates it and fails when the committed file differs.
 from __future__ import annotations
 
 import copy
-from typing import Any
+from collections.abc import Callable
+from typing import Any, cast
 
 from pydantic import BaseModel
+from pydantic.json_schema import GenerateJsonSchema, JsonSchemaValue
+from pydantic_core import core_schema
 
 from esteira import API_GROUP, API_VERSION, KIND, PLURAL
 from esteira.api.spec import ModelDeploymentSpec
@@ -52,9 +55,25 @@ PRINTER_COLUMNS: list[dict[str, Any]] = [
 _DROPPED_KEYS = {"title", "additionalProperties", "$defs", "examples"}
 
 
+class _FactoryDefaults(GenerateJsonSchema):
+    """Writes `default_factory` defaults into the schema so the API server fills them in too.
+
+    A nested object defaults to `{}`; the server then applies that object's own field defaults, which
+    keeps CEL rules from meeting an absent list and `kubectl get -o yaml` showing the effective spec.
+    """
+
+    def default_schema(self, schema: core_schema.WithDefaultSchema) -> JsonSchemaValue:
+        if "default_factory" in schema:
+            factory = cast(Callable[[], Any], schema["default_factory"])
+            value = factory()
+            schema = cast(core_schema.WithDefaultSchema, {k: v for k, v in schema.items() if k != "default_factory"})
+            schema["default"] = {} if isinstance(value, BaseModel) else value
+        return super().default_schema(schema)
+
+
 def model_schema(model: type[BaseModel]) -> dict[str, Any]:
     """The model's JSON Schema rewritten as a Kubernetes structural schema (OpenAPI v3.0, no refs)."""
-    raw = model.model_json_schema(by_alias=True, mode="validation")
+    raw = model.model_json_schema(by_alias=True, mode="validation", schema_generator=_FactoryDefaults)
     return _structural(raw, raw.get("$defs", {}))
 
 
@@ -76,10 +95,9 @@ def _structural(node: dict[str, Any], defs: dict[str, Any]) -> dict[str, Any]:
             raise ValueError(f"cannot express union in a structural schema: {variants}")
     if "const" in node:
         node["enum"] = [node.pop("const")]
-    if "exclusiveMinimum" in node:
-        node["minimum"], node["exclusiveMinimum"] = node["exclusiveMinimum"], True
-    if "exclusiveMaximum" in node:
-        node["maximum"], node["exclusiveMaximum"] = node["exclusiveMaximum"], True
+    for bound, limit in (("exclusiveMinimum", "minimum"), ("exclusiveMaximum", "maximum")):
+        if bound in node and not isinstance(node[bound], bool):  # JSON Schema number -> OpenAPI v3.0 flag
+            node[limit], node[bound] = node[bound], True
     if node.get("default", 0) is None:
         del node["default"]
     extra = node.get("additionalProperties")
