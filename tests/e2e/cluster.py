@@ -4,11 +4,9 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any, TypeVar
 
-import yaml
-from kubernetes import client, config
+from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
 from esteira import API_GROUP, API_VERSION, PLURAL
@@ -36,28 +34,12 @@ def eventually(probe: Callable[[], T | None], timeout: float = 20.0, what: str =
     raise Timeout(f"timed out after {timeout}s waiting for {what}; last: {last!r}")
 
 
-class Cluster:
-    def __init__(self, kubeconfig: str) -> None:
-        self.kubeconfig = kubeconfig
-        self.api_client = config.new_client_from_config(config_file=kubeconfig)
-        self.custom = client.CustomObjectsApi(self.api_client)
-        self.core = client.CoreV1Api(self.api_client)
-        self.extensions = client.ApiextensionsV1Api(self.api_client)
+class Esteira:
+    """ModelDeployments, their InferenceServices and Events, for one test's API (emulated or real)."""
 
-    def apply_crd(self, path: Path) -> None:
-        body = yaml.safe_load(path.read_text())
-        try:
-            self.extensions.create_custom_resource_definition(body)
-        except ApiException as exc:
-            if exc.status != 409:
-                raise
-
-    def ensure_namespace(self, name: str) -> None:
-        try:
-            self.core.create_namespace({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}})
-        except ApiException as exc:
-            if exc.status != 409:
-                raise
+    def __init__(self, api_client: client.ApiClient) -> None:
+        self.custom = client.CustomObjectsApi(api_client)
+        self.core = client.CoreV1Api(api_client)
 
     # ModelDeployments
     def create_md(self, namespace: str, body: dict[str, Any]) -> dict[str, Any]:

@@ -19,7 +19,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Literal, Self
+from typing import Any, Literal, Self, cast
 
 import kubernetes
 from kubernetes.client.exceptions import ApiException
@@ -74,7 +74,9 @@ class FakeKServe:
         self.domain = domain
         self.errors: list[BaseException] = []
         self.patched: list[Patched] = []
-        self._kubeconfig = str(kubeconfig)
+        client = kubernetes.config.new_client_from_config(config_file=str(kubeconfig))
+        client.user_agent = USER_AGENT  # never a fault-injection target
+        self._api = kubernetes.client.CustomObjectsApi(client)
         self._failures: dict[tuple[str | None, str], Failure] = {}
         self._revisions: dict[str, _Revisions] = {}  # by uid
         self._due: list[tuple[float, int, Key, int, bool]] = []  # (when, seq, key, generation, final)
@@ -91,9 +93,6 @@ class FakeKServe:
     # -- lifecycle -------------------------------------------------------------------------------------
 
     def start(self) -> Self:
-        client = kubernetes.config.new_client_from_config(config_file=self._kubeconfig)
-        client.user_agent = USER_AGENT
-        self._api = kubernetes.client.CustomObjectsApi(client)
         for thread in self._threads:
             thread.start()
         return self
@@ -170,6 +169,8 @@ class FakeKServe:
             except ApiException as exc:
                 if exc.status == 410:
                     resource_version = None  # too old: start over from a fresh snapshot
+                elif exc.status == 404:
+                    time.sleep(0.1)  # the InferenceService CRD is not installed yet
                 elif not self._stop.is_set():
                     self.errors.append(exc)
                     time.sleep(0.1)
@@ -211,9 +212,14 @@ class FakeKServe:
         """Re-write the status of already reconciled objects after a test changed their fate."""
         try:
             if namespace is not None:
-                found = [self._api.get_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, name)]
+                found = [
+                    cast(
+                        dict[str, Any], self._api.get_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, name)
+                    )
+                ]
             else:
-                items = self._api.list_cluster_custom_object(GROUP, VERSION, PLURAL)["items"]
+                listed = cast(dict[str, Any], self._api.list_cluster_custom_object(GROUP, VERSION, PLURAL))
+                items: list[dict[str, Any]] = listed["items"]
                 found = [obj for obj in items if obj["metadata"]["name"] == name]
         except ApiException as exc:
             if exc.status == 404:
@@ -246,7 +252,7 @@ class FakeKServe:
     def _write_status(self, key: Key, generation: int, final: bool) -> None:
         namespace, name = key
         try:
-            obj = self._api.get_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, name)
+            obj = cast(dict[str, Any], self._api.get_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, name))
         except ApiException as exc:
             if exc.status == 404:
                 return

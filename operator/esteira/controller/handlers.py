@@ -13,7 +13,7 @@ import kopf
 
 from esteira import API_GROUP, API_VERSION, PLURAL
 from esteira.controller import metrics
-from esteira.controller.kube import KSERVE_GROUP, KSERVE_PLURAL, KSERVE_VERSION
+from esteira.controller.kube import KSERVE_GROUP, KSERVE_PLURAL, KSERVE_VERSION, connection_info
 from esteira.controller.reconciler import Reconciler
 from esteira.controller.retry import ApiError
 from esteira.render.inferenceservice import LABEL_DEPLOYMENT
@@ -35,11 +35,6 @@ def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
     settings.watching.inactivity_timeout = 600
     settings.networking.request_timeout = 60
     settings.posting.level = logging.WARNING
-
-
-def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
-    info: kopf.ConnectionInfo | None = kopf.login_via_client(**kwargs)
-    return info
 
 
 async def _reconcile_or_retry(memo: Any, namespace: str | None, name: str) -> None:
@@ -93,9 +88,9 @@ async def _reconcile_soon(memo: Any, namespace: str, name: str) -> None:
             await asyncio.sleep(RETRY_DELAY * (attempt + 1))
 
 
-def register(registry: kopf.OperatorRegistry, resync_seconds: float) -> None:
+def register(registry: kopf.OperatorRegistry, resync_seconds: float, kubeconfig: str | None) -> None:
     kopf.on.startup(registry=registry)(configure)
-    kopf.on.login(registry=registry)(login)
+    kopf.on.login(registry=registry)(lambda **_: connection_info(kubeconfig))
     for decorator in (kopf.on.resume, kopf.on.create, kopf.on.update):
         decorator(*MD, registry=registry)(model_deployment_changed)
     kopf.on.delete(*MD, registry=registry)(model_deployment_deleted)

@@ -10,11 +10,12 @@ import asyncio
 from collections.abc import Callable
 from typing import Any, cast
 
+import kopf
 from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 from urllib3.exceptions import HTTPError
 
-from esteira import API_GROUP, API_VERSION, PLURAL
+from esteira import API_GROUP, API_VERSION, PLURAL, __version__
 from esteira.controller.retry import ApiError
 
 KSERVE_GROUP, KSERVE_VERSION, KSERVE_PLURAL = "serving.kserve.io", "v1beta1", "inferenceservices"
@@ -32,11 +33,35 @@ def load_client_config(kubeconfig: str | None = None) -> None:
     config.load_kube_config(config_file=kubeconfig)  # type: ignore[no-untyped-call]
 
 
+def connection_info(kubeconfig: str | None = None) -> kopf.ConnectionInfo:
+    """Kopf's credentials from the same source as the client's, so `--kubeconfig` applies to both.
+
+    Loaded afresh on every call: Kopf logs in again when a token expires.
+    """
+    load_client_config(kubeconfig)
+    cfg = client.Configuration.get_default_copy()
+    header = cfg.get_api_key_with_prefix("BearerToken") or cfg.get_api_key_with_prefix("authorization")
+    scheme, _, token = (header or "").rpartition(" ")
+    return kopf.ConnectionInfo(
+        server=cfg.host,
+        ca_path=cfg.ssl_ca_cert,
+        insecure=not cfg.verify_ssl,
+        username=cfg.username or None,
+        password=cfg.password or None,
+        scheme=scheme or None,
+        token=token or None,
+        certificate_path=cfg.cert_file,
+        private_key_path=cfg.key_file,
+    )
+
+
 class KubeAPI:
     """Async facade over the custom-objects API for the two resources Esteira reads and writes."""
 
     def __init__(self, api_client: Any | None = None) -> None:
-        self._api = client.CustomObjectsApi(api_client or client.ApiClient())
+        api_client = api_client or client.ApiClient()
+        api_client.user_agent = f"esteira-operator/{__version__}"
+        self._api = client.CustomObjectsApi(api_client)
 
     async def _call(self, fn: Callable[..., object], *args: Any) -> dict[str, Any]:
         try:

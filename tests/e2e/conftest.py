@@ -1,0 +1,61 @@
+"""End-to-end fixtures: an API (emulator or the cluster named by ESTEIRA_E2E_KUBECONFIG), the CRDs, the
+fake KServe on the emulator, and the real operator as a separate process."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.e2e.cluster import Esteira
+from tests.e2e.operator_process import OperatorProcess
+from tests.emulator.cluster import KubeApi
+from tests.emulator.fixtures import fake_kserve, kube_api, kube_emulator, kube_namespace
+from tests.support.schemas import upstream_crds_path
+
+__all__ = ["fake_kserve", "kube_api", "kube_emulator", "kube_namespace"]
+
+REPO = Path(__file__).resolve().parents[2]
+ESTEIRA_CRD = REPO / "manifests" / "crds" / "serving.esteira.io_modeldeployments.yaml"
+# Where the cluster's operator is already running (installed by the chart), set this to skip starting one.
+EXTERNAL_OPERATOR_ENV = "ESTEIRA_E2E_OPERATOR"
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if "tests/e2e/" in str(item.fspath):
+            item.add_marker(pytest.mark.e2e)
+            item.add_marker(pytest.mark.xdist_group("e2e"))
+
+
+@pytest.fixture
+def crds(kube_api: KubeApi) -> KubeApi:
+    """Esteira's CRD, and on the emulator KServe's InferenceService CRD (a real cluster has KServe)."""
+    kube_api.apply_crd(ESTEIRA_CRD)
+    if kube_api.emulated:
+        isvc_crd = upstream_crds_path() / "kserve-v0.20.0" / "serving.kserve.io_inferenceservices.yaml"
+        if not isvc_crd.exists():
+            pytest.skip(f"KServe CRD not found at {isvc_crd}: put ../shared/crds there or set ESTEIRA_UPSTREAM_CRDS")
+        kube_api.apply_crd(isvc_crd)
+    return kube_api
+
+
+@pytest.fixture
+def esteira(crds: KubeApi) -> Esteira:
+    return Esteira(crds.api_client())
+
+
+@pytest.fixture
+def operator(
+    crds: KubeApi, kube_namespace: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> Iterator[OperatorProcess | None]:
+    """The operator watching the test's namespace; its log is attached to the test report."""
+    if os.environ.get(EXTERNAL_OPERATOR_ENV) == "external":
+        yield None
+        return
+    process = OperatorProcess(str(crds.kubeconfig), [kube_namespace], tmp_path / "operator.log", resync_seconds=5)
+    with process:
+        yield process
+    request.node.add_report_section("teardown", "operator log", process.log()[-20000:])

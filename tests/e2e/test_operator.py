@@ -1,0 +1,273 @@
+"""The real operator against a Kubernetes API: apply, ready, update, drift, invalid spec, delete, faults.
+
+On the emulator, a fake KServe controller plays KServe; against a real cluster (ESTEIRA_E2E_KUBECONFIG)
+KServe itself does, and the same assertions hold.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from esteira.manifests import render_document
+from tests.e2e.cluster import Esteira, eventually
+from tests.e2e.operator_process import OperatorProcess
+from tests.emulator.cluster import KubeApi
+from tests.emulator.server import EmulatorServer
+from tests.support.fake_kserve import FakeKServe
+from tests.unit.specs import document, spec
+
+pytestmark = pytest.mark.usefixtures("operator")
+
+
+def md(namespace: str, name: str = "iris", **overrides: Any) -> dict[str, Any]:
+    body = spec(**overrides)
+    body["model"] = {**body["model"], "name": name}
+    return document(body, name=name, namespace=namespace)
+
+
+def ready(esteira: Esteira, namespace: str, name: str, timeout: float = 30.0) -> dict[str, Any]:
+    def probe() -> dict[str, Any] | None:
+        obj = esteira.get_md(namespace, name)
+        condition = esteira.condition(namespace, name, "Ready")
+        return obj if condition and condition["status"] == "True" else None
+
+    return eventually(probe, timeout, f"ModelDeployment {name} Ready")
+
+
+def reasons(esteira: Esteira, namespace: str, name: str) -> list[str]:
+    return [e["reason"] for e in esteira.events_for(namespace, name)]
+
+
+def test_apply_creates_inference_service_and_reports_ready(
+    esteira: Esteira, kube_namespace: str, fake_kserve: FakeKServe | None
+) -> None:
+    manifest = md(kube_namespace)
+    created = esteira.create_md(kube_namespace, manifest)
+    isvc = eventually(lambda: esteira.get_isvc(kube_namespace, "iris"), what="InferenceService created")
+
+    expected = render_document(manifest)[0]
+    assert isvc["spec"]["predictor"]["model"]["storageUri"] == expected["spec"]["predictor"]["model"]["storageUri"]
+    assert isvc["spec"]["predictor"]["scaleMetric"] == "cpu"
+    for key, value in expected["metadata"]["labels"].items():
+        assert isvc["metadata"]["labels"][key] == value
+    (owner,) = isvc["metadata"]["ownerReferences"]
+    assert owner["uid"] == created["metadata"]["uid"]
+    assert owner["kind"] == "ModelDeployment" and owner["controller"] is True
+
+    obj = ready(esteira, kube_namespace, "iris")
+    status = obj["status"]
+    assert status["phase"] == "Ready"
+    assert status["url"].startswith("http")
+    assert status["stable"]["revision"] == 1
+    assert status["observedGeneration"] == obj["metadata"]["generation"]
+    assert status["history"][0]["outcome"] == "Active"
+    events = eventually(
+        lambda: {"Created", "Ready"} <= set(reasons(esteira, kube_namespace, "iris")) or None, what="Events"
+    )
+    assert events
+
+
+def test_spec_change_updates_inference_service(
+    esteira: Esteira, kube_namespace: str, fake_kserve: FakeKServe | None
+) -> None:
+    esteira.create_md(kube_namespace, md(kube_namespace))
+    ready(esteira, kube_namespace, "iris")
+    esteira.patch_md(
+        kube_namespace,
+        "iris",
+        {"spec": {"autoscaling": {"maxReplicas": 4}, "resources": {"limits": {"memory": "3Gi"}}}},
+    )
+
+    def updated() -> dict[str, Any] | None:
+        isvc = esteira.get_isvc(kube_namespace, "iris")
+        predictor = (isvc or {}).get("spec", {}).get("predictor", {})
+        ok = predictor.get("maxReplicas") == 4 and predictor["model"].get("resources") == {"limits": {"memory": "3Gi"}}
+        return isvc if ok else None
+
+    eventually(updated, what="InferenceService updated")
+    obj = ready(esteira, kube_namespace, "iris")
+    assert obj["status"]["observedGeneration"] == obj["metadata"]["generation"] == 2
+    assert obj["status"]["stable"]["revision"] == 1  # no new model, no new revision
+
+
+def test_new_model_version_becomes_a_canary_without_traffic(
+    esteira: Esteira, kube_namespace: str, fake_kserve: FakeKServe | None
+) -> None:
+    esteira.create_md(kube_namespace, md(kube_namespace))
+    ready(esteira, kube_namespace, "iris")
+    esteira.patch_md(kube_namespace, "iris", {"spec": {"model": {"version": "2.0.0", "storageUri": "s3://m/iris/2"}}})
+
+    def canary() -> dict[str, Any] | None:
+        isvc = esteira.get_isvc(kube_namespace, "iris") or {}
+        arms = isvc.get("spec", {}).get("canary") or []
+        return arms[0] if arms else None
+
+    arm = eventually(canary, what="canary arm")
+    assert arm["trafficPercent"] == 0
+    assert arm["predictor"]["model"]["storageUri"] == "s3://m/iris/2"
+    status = eventually(
+        lambda: (s := esteira.get_md(kube_namespace, "iris")["status"]).get("canary") and s, what="canary status"
+    )
+    assert status["canary"]["revision"] == 2
+    assert status["phase"] == "Progressing"
+
+
+def test_manual_edit_of_inference_service_is_put_back(
+    esteira: Esteira, kube_namespace: str, fake_kserve: FakeKServe | None
+) -> None:
+    esteira.create_md(kube_namespace, md(kube_namespace))
+    ready(esteira, kube_namespace, "iris")
+    esteira.patch_isvc(kube_namespace, "iris", {"spec": {"predictor": {"maxReplicas": 9}}})
+
+    def restored() -> bool:
+        predictor = (esteira.get_isvc(kube_namespace, "iris") or {})["spec"]["predictor"]
+        return predictor.get("maxReplicas") == 1
+
+    eventually(restored, what="manual edit reverted")
+    eventually(lambda: "DriftCorrected" in reasons(esteira, kube_namespace, "iris"), what="DriftCorrected event")
+
+
+def test_invalid_spec_sets_condition_and_event_and_touches_nothing(
+    esteira: Esteira, kube_namespace: str, fake_kserve: FakeKServe | None
+) -> None:
+    esteira.create_md(kube_namespace, md(kube_namespace))
+    ready(esteira, kube_namespace, "iris")
+    before = esteira.get_isvc(kube_namespace, "iris")
+    assert before is not None
+    # Passes the CRD schema, but Standard mode cannot scale on rps.
+    esteira.patch_md(kube_namespace, "iris", {"spec": {"autoscaling": {"metric": "rps"}}})
+
+    def rejected() -> dict[str, Any] | None:
+        condition = esteira.condition(kube_namespace, "iris", "Ready")
+        return condition if condition and condition["reason"] == "InvalidSpec" else None
+
+    condition = eventually(rejected, what="InvalidSpec condition")
+    assert condition["status"] == "False"
+    assert condition["message"].startswith("spec.autoscaling.metric: rps scaling needs Knative")
+    warnings = eventually(
+        lambda: [e for e in esteira.events_for(kube_namespace, "iris") if e["reason"] == "InvalidSpec"],
+        what="InvalidSpec event",
+    )
+    assert warnings[0]["type"] == "Warning"
+    after = esteira.get_isvc(kube_namespace, "iris")
+    assert after is not None
+    assert after["spec"] == before["spec"]
+    assert after["metadata"]["generation"] == before["metadata"]["generation"]
+    status = esteira.get_md(kube_namespace, "iris")["status"]
+    assert status["phase"] == "Invalid"
+    assert status["stable"]["revision"] == 1
+
+    esteira.patch_md(kube_namespace, "iris", {"spec": {"autoscaling": {"metric": "memory"}}})
+    eventually(
+        lambda: (esteira.get_isvc(kube_namespace, "iris") or {})["spec"]["predictor"].get("scaleMetric") == "memory",
+        what="fixed spec applied",
+    )
+    ready(esteira, kube_namespace, "iris")
+
+
+def test_kserve_failure_degrades_the_deployment(
+    esteira: Esteira, kube_api: KubeApi, kube_namespace: str, fake_kserve: FakeKServe | None
+) -> None:
+    if fake_kserve is None:
+        pytest.skip("a model load failure is injected through the fake KServe (emulator only)")
+    esteira.create_md(kube_namespace, md(kube_namespace))
+    ready(esteira, kube_namespace, "iris")
+    fake_kserve.fail("iris", kube_namespace)
+
+    def degraded() -> dict[str, Any] | None:
+        condition = esteira.condition(kube_namespace, "iris", "Degraded")
+        return condition if condition and condition["status"] == "True" else None
+
+    condition = eventually(degraded, what="Degraded condition")
+    assert "failed to load the model" in condition["message"]
+    assert esteira.get_md(kube_namespace, "iris")["status"]["phase"] == "Degraded"
+    fake_kserve.recover("iris", kube_namespace)
+    ready(esteira, kube_namespace, "iris")
+
+
+def test_delete_removes_the_deployment_and_children_are_owned(
+    esteira: Esteira, kube_namespace: str, fake_kserve: FakeKServe | None
+) -> None:
+    created = esteira.create_md(kube_namespace, md(kube_namespace))
+    ready(esteira, kube_namespace, "iris")
+    isvc = esteira.get_isvc(kube_namespace, "iris")
+    assert isvc is not None
+    assert [o["uid"] for o in isvc["metadata"]["ownerReferences"]] == [created["metadata"]["uid"]]
+    assert isvc["metadata"]["ownerReferences"][0]["blockOwnerDeletion"] is True
+    esteira.delete_md(kube_namespace, "iris")
+    eventually(lambda: esteira.md_gone(kube_namespace, "iris"), what="ModelDeployment deleted (finalizer released)")
+
+
+def test_restart_is_idempotent(
+    esteira: Esteira,
+    kube_namespace: str,
+    fake_kserve: FakeKServe | None,
+    operator: OperatorProcess | None,
+) -> None:
+    if operator is None:
+        pytest.skip("restarts the operator process the test started")
+    esteira.create_md(kube_namespace, md(kube_namespace))
+    ready(esteira, kube_namespace, "iris")
+    before = esteira.get_isvc(kube_namespace, "iris")
+    events_before = len(esteira.events_for(kube_namespace, "iris"))
+    operator.stop()
+    operator.start()
+    eventually(lambda: "esteira_operator_reconciles_total" in operator.metrics(), what="operator metrics")
+    eventually(
+        lambda: 'esteira_operator_reconciles_total{result="unchanged"}' in operator.metrics(), what="resumed reconcile"
+    )
+    after = esteira.get_isvc(kube_namespace, "iris")
+    assert after is not None and before is not None
+    assert after["metadata"]["resourceVersion"] == before["metadata"]["resourceVersion"]
+    assert len(esteira.events_for(kube_namespace, "iris")) == events_before
+
+
+def test_operator_metrics(esteira: Esteira, kube_namespace: str, operator: OperatorProcess | None) -> None:
+    if operator is None:
+        pytest.skip("reads the metrics of the operator process the test started")
+    esteira.create_md(kube_namespace, md(kube_namespace))
+    eventually(lambda: esteira.get_isvc(kube_namespace, "iris"), what="InferenceService created")
+
+    def counted() -> str | None:
+        text = operator.metrics()
+        return text if 'esteira_operator_reconciles_total{result="created"} 1.0' in text else None
+
+    text = eventually(counted, what="reconcile counter")
+    assert "esteira_operator_managed_deployments 1.0" in text
+    assert "esteira_operator_reconcile_duration_seconds_bucket" in text
+
+
+@pytest.mark.slow
+def test_converges_under_injected_faults_without_losing_updates(
+    esteira: Esteira, kube_emulator: EmulatorServer, kube_namespace: str, fake_kserve: FakeKServe | None
+) -> None:
+    """10% of the operator's requests fail (500s, conflicts, dropped watches, slow answers); every
+    ModelDeployment still ends with its latest spec applied and reported Ready."""
+    kube_emulator.faults.update(
+        error_rate=0.1, conflict_rate=0.1, drop_watch_rate=0.1, slow_rate=0.1, delay=0.3, seed=7
+    )
+    names = [f"model-{i}" for i in range(8)]
+    for name in names:
+        esteira.create_md(kube_namespace, md(kube_namespace, name))
+    for round_ in range(1, 4):
+        for name in names:
+            esteira.patch_md(kube_namespace, name, {"spec": {"autoscaling": {"maxReplicas": 1 + round_}}})
+
+    def converged(name: str) -> bool:
+        isvc = esteira.get_isvc(kube_namespace, name)
+        obj = esteira.get_md(kube_namespace, name)
+        condition = esteira.condition(kube_namespace, name, "Ready")
+        return bool(
+            isvc
+            and isvc["spec"]["predictor"]["maxReplicas"] == 4
+            and (obj.get("status") or {}).get("observedGeneration") == obj["metadata"]["generation"]
+            and condition
+            and condition["status"] == "True"
+        )
+
+    for name in names:
+        eventually(lambda name=name: converged(name), timeout=90, what=f"{name} converged")
+    injected = kube_emulator.faults.injected
+    assert injected["error"] > 0 and injected["slow"] > 0, f"too few faults injected to prove anything: {injected}"

@@ -1,0 +1,89 @@
+"""What a real API server does with a CRD's structural schema: defaulting, pruning and validation.
+
+Without this an emulator accepts fields that a cluster silently drops (for example a status field that
+is missing from the CRD schema), so tests would pass here and fail on a cluster.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+import jsonschema
+
+_PRESERVE = "x-kubernetes-preserve-unknown-fields"
+_ROOT_FIELDS = ("apiVersion", "kind", "metadata")
+
+
+class StructuralSchema:
+    """One CRD version's ``openAPIV3Schema``, ready to default, prune and validate objects."""
+
+    def __init__(self, schema: dict[str, Any]) -> None:
+        properties = {k: v for k, v in (schema.get("properties") or {}).items() if k not in _ROOT_FIELDS}
+        self._schema: dict[str, Any] = {**schema, "properties": properties}
+        self._validator = jsonschema.Draft7Validator(_to_json_schema(self._schema))
+
+    def prepare(self, body: dict[str, Any]) -> dict[str, Any]:
+        """Return a copy with defaults filled in and unknown fields dropped; identity and metadata stay."""
+        content = {key: value for key, value in body.items() if key not in _ROOT_FIELDS}
+        identity = {key: copy.deepcopy(body[key]) for key in _ROOT_FIELDS if key in body}
+        return {**identity, **_prune_object(content, self._schema)}
+
+    def errors(self, body: dict[str, Any]) -> list[str]:
+        """Validate everything except identity and metadata; return one readable line per error."""
+        content = {key: value for key, value in body.items() if key not in _ROOT_FIELDS}
+        found = sorted(self._validator.iter_errors(content), key=lambda error: list(error.absolute_path))
+        return [f"{'.'.join(str(p) for p in error.absolute_path) or '<root>'}: {error.message}" for error in found]
+
+
+def _prune(value: Any, schema: dict[str, Any]) -> Any:
+    if isinstance(value, dict):
+        return _prune_object(value, schema)
+    if isinstance(value, list) and isinstance(schema.get("items"), dict):
+        return [_prune(item, schema["items"]) for item in value]
+    return copy.deepcopy(value)
+
+
+def _prune_object(value: dict[str, Any], schema: dict[str, Any]) -> dict[str, Any]:
+    properties: dict[str, Any] = schema.get("properties") or {}
+    additional = schema.get("additionalProperties")
+    untyped = "type" not in schema and not properties and additional is None
+    keep_unknown = bool(schema.get(_PRESERVE)) or additional is True or untyped
+    embedded = bool(schema.get("x-kubernetes-embedded-resource"))
+    result: dict[str, Any] = {}
+    for key, item in value.items():
+        if key in properties:
+            result[key] = _prune(item, properties[key])
+        elif isinstance(additional, dict):
+            result[key] = _prune(item, additional)
+        elif keep_unknown or (embedded and key in _ROOT_FIELDS):
+            result[key] = copy.deepcopy(item)
+    for key, sub in properties.items():
+        if key not in result and isinstance(sub, dict) and "default" in sub:
+            # As the API server does, a defaulted value is itself defaulted in the same pass.
+            result[key] = _prune(copy.deepcopy(sub["default"]), sub)
+    return result
+
+
+def _to_json_schema(node: Any) -> Any:
+    """Turn one node of the Kubernetes dialect of OpenAPI v3 into plain JSON Schema (draft 7)."""
+    if not isinstance(node, dict):
+        return node
+    result: dict[str, Any] = {}
+    for key, value in node.items():
+        if key.startswith("x-kubernetes") or key in ("nullable", "format"):
+            continue  # int32, int64, date-time: the API server does not enforce formats either
+        if key == "properties":
+            result[key] = {name: _to_json_schema(sub) for name, sub in value.items()}
+        elif key in ("items", "additionalProperties", "not"):
+            result[key] = _to_json_schema(value)
+        elif key in ("allOf", "anyOf", "oneOf"):
+            result[key] = [_to_json_schema(sub) for sub in value]
+        else:
+            result[key] = value
+    if node.get("x-kubernetes-int-or-string"):
+        result.pop("type", None)
+        result["anyOf"] = [{"type": "integer"}, {"type": "string"}]
+    if node.get("nullable") and "type" in result:
+        result["type"] = [result["type"], "null"]
+    return result

@@ -1,0 +1,413 @@
+"""The object store behind the emulator: versions, generations, finalizers, garbage collection and events.
+
+Everything here is synchronous and runs on the server's event loop, so each write and the snapshot a
+watch starts from are atomic without locks. Objects live in kmock's ``ObjectsArray`` (with their
+history), so ``emulator.objects[...]`` keeps working for assertions.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import copy
+import datetime
+import random
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import kmock
+
+from . import errors
+from .schemas import StructuralSchema
+
+NAMESPACES = kmock.resource("", "v1", "namespaces")
+# Fields a client cannot set or change; the server owns them.
+_SERVER_OWNED = ("uid", "creationTimestamp", "deletionTimestamp", "deletionGracePeriodSeconds", "generation")
+_NAME_ALPHABET = "bcdfghjklmnpqrstvwxz2456789"  # the alphabet kube-apiserver uses for generateName
+
+
+def now_rfc3339() -> str:
+    return datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+@dataclass(frozen=True)
+class Kind:
+    """What the store needs to know about one resource to write its objects like a real server."""
+
+    resource: kmock.resource
+    kind: str
+    namespaced: bool
+    status_subresource: bool  # writes to the object ignore status; /status writes change only status
+    schema: StructuralSchema | None = None
+    require_resource_version: bool = False  # custom resources refuse unconditional updates (PUT)
+
+    @property
+    def api_version(self) -> str:
+        return f"{self.resource.group}/{self.resource.version}" if self.resource.group else str(self.resource.version)
+
+
+@dataclass(frozen=True)
+class WatchEvent:
+    """One change, as sent on watch streams; ``rv`` orders events globally."""
+
+    rv: int
+    resource: kmock.resource
+    type: str
+    object: dict[str, Any]
+
+    def as_json(self) -> dict[str, Any]:
+        return {"type": self.type, "object": self.object}
+
+
+@dataclass(eq=False)
+class Subscription:
+    """A live watch: the store pushes matching-resource events into the queue; ``None`` ends it."""
+
+    resource: kmock.resource
+    queue: asyncio.Queue[WatchEvent | None] = field(default_factory=asyncio.Queue)
+
+
+Key = tuple[kmock.resource, str | None, str]
+
+
+class ObjectStore:
+    """Stores objects and applies the API server's write rules; raises kmock errors rendered as Status."""
+
+    def __init__(
+        self,
+        objects: kmock.ObjectsArray,
+        kind_of: Callable[[kmock.resource], Kind],
+        *,
+        log_size: int,
+        require_namespaces: bool,
+    ) -> None:
+        self._objects = objects
+        self._require_namespaces = require_namespaces
+        self._kind_of = kind_of
+        self._rv = 0
+        self._log: collections.deque[WatchEvent] = collections.deque()
+        self._log_size = log_size
+        self._log_floor = 0  # the newest rv that fell out of the log; older watches get 410 Gone
+        self._subscriptions: set[Subscription] = set()
+        self.listeners: list[Callable[[WatchEvent], None]] = []
+
+    @property
+    def resource_version(self) -> int:
+        return self._rv
+
+    # -- reading ---------------------------------------------------------------------------------------
+
+    def get(self, kind: Kind, namespace: str | None, name: str) -> dict[str, Any]:
+        current = self._current((kind.resource, self._ns(kind, namespace), name))
+        if current is None:
+            raise errors.not_found(kind.resource, name)
+        return current
+
+    def list_objects(self, kind: Kind, namespace: str | None) -> list[dict[str, Any]]:
+        """All live objects of the resource, in one namespace or (namespace None) in all of them."""
+        return [obj for (_, ns, _), obj in self._live(kind.resource) if namespace is None or ns == namespace]
+
+    # -- writing ---------------------------------------------------------------------------------------
+
+    def create(self, kind: Kind, namespace: str | None, body: Any, *, dry_run: bool = False) -> dict[str, Any]:
+        if not isinstance(body, dict):
+            raise errors.bad_request("the request body must be a JSON object")
+        meta = body.get("metadata") or {}
+        if kind.namespaced:
+            if namespace and meta.get("namespace") and meta["namespace"] != namespace:
+                raise errors.bad_request(
+                    "the namespace of the provided object does not match the namespace sent on the request"
+                )
+            namespace = namespace or meta.get("namespace") or "default"
+        else:
+            namespace = None
+        if namespace is not None and self._require_namespaces:
+            self._check_namespace(namespace)
+        name = meta.get("name") or self._generate_name(kind, namespace, meta.get("generateName"))
+        if self._current((kind.resource, namespace, name)) is not None:
+            raise errors.already_exists(kind.resource, name)
+
+        obj = {"apiVersion": kind.api_version, "kind": kind.kind, **copy.deepcopy(body)}
+        obj["apiVersion"], obj["kind"] = kind.api_version, kind.kind
+        if kind.status_subresource:
+            obj.pop("status", None)
+        if kind.resource == NAMESPACES:
+            obj["status"] = {"phase": "Active"}
+        new_meta = {k: v for k, v in meta.items() if k not in _SERVER_OWNED and k != "resourceVersion"}
+        new_meta.update(name=name, uid=str(uuid.uuid4()), generation=1, creationTimestamp=now_rfc3339())
+        if namespace is not None:
+            new_meta["namespace"] = namespace
+        obj["metadata"] = new_meta
+        obj = self._conform(kind, obj)
+        if dry_run:
+            return obj
+        obj["metadata"]["resourceVersion"] = self._next_rv()
+        key = (kind.resource, namespace, name)
+        if key in self._objects:
+            self._objects[key].create(obj)
+        else:
+            self._objects[key] = obj
+        self._emit(kind.resource, "ADDED", obj)
+        return obj
+
+    def update(
+        self,
+        kind: Kind,
+        namespace: str | None,
+        name: str,
+        compute: Callable[[dict[str, Any]], Any],
+        *,
+        subresource: str | None = None,
+        replace: bool = False,
+        dry_run: bool = False,
+    ) -> dict[str, Any]:
+        """Write ``compute(current)`` (a full new object) as a PUT (``replace``) or a PATCH would."""
+        key = (kind.resource, self._ns(kind, namespace), name)
+        current = self.get(kind, namespace, name)
+        candidate = compute(copy.deepcopy(current))
+        if not isinstance(candidate, dict):
+            raise errors.bad_request("the resulting object must be a JSON object")
+        self._check_identity(kind, current, candidate)
+        wanted_rv = (candidate.get("metadata") or {}).get("resourceVersion")
+        if replace and kind.require_resource_version and not wanted_rv:
+            raise errors.invalid(kind.resource, name, ["metadata.resourceVersion: must be specified for an update"])
+        if wanted_rv and str(wanted_rv) != current["metadata"]["resourceVersion"]:
+            raise errors.conflict(kind.resource, name)
+
+        new = self._conform(kind, self._merge_write(kind, current, candidate, subresource))
+        added = set(new["metadata"].get("finalizers") or ()) - set(current["metadata"].get("finalizers") or ())
+        if current["metadata"].get("deletionTimestamp") and added:
+            causes = ["metadata.finalizers: Forbidden: no new finalizers can be added if the object is being deleted"]
+            raise errors.invalid(kind.resource, name, causes)
+        if _content(new) != _content(current):
+            new["metadata"]["generation"] = current["metadata"].get("generation", 0) + 1
+        if new == current or dry_run:
+            return new  # a no-op write keeps the resourceVersion and sends no event, as on a real server
+        if new["metadata"].get("deletionTimestamp") and not new["metadata"].get("finalizers"):
+            return self._remove(kind, key, new)  # the last finalizer is gone: one DELETED event, no MODIFIED
+        new["metadata"]["resourceVersion"] = self._next_rv()
+        self._objects[key].history.append(new)
+        self._emit(kind.resource, "MODIFIED", new)
+        return new
+
+    def delete(
+        self,
+        kind: Kind,
+        namespace: str | None,
+        name: str,
+        *,
+        options: dict[str, Any] | None = None,
+        dry_run: bool = False,
+    ) -> dict[str, Any]:
+        """Delete now, or (with finalizers) only mark ``deletionTimestamp`` until the finalizers are gone."""
+        key = (kind.resource, self._ns(kind, namespace), name)
+        current = self.get(kind, namespace, name)
+        options = options or {}
+        preconditions = options.get("preconditions") or {}
+        for field_name in ("uid", "resourceVersion"):
+            expected = preconditions.get(field_name)
+            if expected and expected != current["metadata"].get(field_name):
+                why = f"Precondition failed: {field_name} in precondition: {expected}, in object meta: "
+                raise errors.conflict(kind.resource, name, why + str(current["metadata"].get(field_name)))
+        if dry_run:
+            return current
+        orphan = options.get("propagationPolicy") == "Orphan" or options.get("orphanDependents") is True
+        if not current["metadata"].get("finalizers"):
+            return self._remove(kind, key, current, collect_garbage=not orphan)
+        if current["metadata"].get("deletionTimestamp"):
+            return current
+        marked = copy.deepcopy(current)
+        # A real server also bumps the generation when it marks an object for graceful deletion.
+        marked["metadata"].update(
+            deletionTimestamp=now_rfc3339(),
+            deletionGracePeriodSeconds=0,
+            generation=current["metadata"].get("generation", 0) + 1,
+            resourceVersion=self._next_rv(),
+        )
+        self._objects[key].history.append(marked)
+        self._emit(kind.resource, "MODIFIED", marked)
+        return marked
+
+    def touch(self, kind: Kind, namespace: str | None, name: str) -> None:
+        """Give a live object a new resourceVersion, as a concurrent writer would (missing objects are ignored).
+
+        Injected conflicts use this so they are true: the caller's resourceVersion really is stale now, and
+        watchers see a MODIFIED event that prompts a retry, just as after a real concurrent update.
+        """
+        key = (kind.resource, self._ns(kind, namespace), name)
+        current = self._current(key)
+        if current is None:
+            return
+        touched = copy.deepcopy(current)
+        touched["metadata"]["resourceVersion"] = self._next_rv()
+        self._objects[key].history.append(touched)
+        self._emit(kind.resource, "MODIFIED", touched)
+
+    def remove_all(self, resource: kmock.resource) -> None:
+        """Delete every object of a resource at once (its CRD is gone), with DELETED events."""
+        kind = self._kind_of(resource)
+        for key, obj in list(self._live(resource)):
+            self._remove(kind, key, obj)
+
+    # -- watching --------------------------------------------------------------------------------------
+
+    def subscribe(self, resource: kmock.resource, since: int | None) -> tuple[list[WatchEvent], Subscription]:
+        """Start a watch: the events it must send first (a snapshot, or the log after ``since``) and its queue.
+
+        Both are taken in one step, so no change can fall between the snapshot and the live stream.
+        """
+        if since is None:
+            first = [WatchEvent(self._rv, resource, "ADDED", obj) for _, obj in self._live(resource)]
+        elif since < self._log_floor:
+            raise errors.gone(since, self._log_floor)
+        else:
+            first = [event for event in self._log if event.resource == resource and event.rv > since]
+        subscription = Subscription(resource)
+        self._subscriptions.add(subscription)
+        return first, subscription
+
+    def unsubscribe(self, subscription: Subscription) -> None:
+        self._subscriptions.discard(subscription)
+
+    def close_watches(self) -> None:
+        """End every live watch stream cleanly (used when the server stops)."""
+        for subscription in list(self._subscriptions):
+            subscription.queue.put_nowait(None)
+        self._subscriptions.clear()
+
+    # -- internals -------------------------------------------------------------------------------------
+
+    def _ns(self, kind: Kind, namespace: str | None) -> str | None:
+        return namespace if kind.namespaced else None
+
+    def _current(self, key: Key) -> dict[str, Any] | None:
+        if key not in self._objects or self._objects[key].deleted:
+            return None
+        return self._objects[key].raw
+
+    def _live(self, resource: kmock.resource) -> Iterator[tuple[Key, dict[str, Any]]]:
+        for key, obj in list(self._objects.items()):
+            if key[0] == resource and not obj.deleted:
+                yield key, obj.raw
+
+    def _next_rv(self) -> str:
+        self._rv += 1
+        return str(self._rv)
+
+    def _check_namespace(self, namespace: str) -> None:
+        """Objects go only into existing namespaces that are not being deleted, as on a real cluster."""
+        current = self._current((NAMESPACES, None, namespace))
+        if current is None:
+            raise errors.not_found(NAMESPACES, namespace)
+        if current["metadata"].get("deletionTimestamp"):
+            why = f"unable to create new content in namespace {namespace} because it is being terminated"
+            raise errors.api_error(403, "Forbidden", why)
+
+    def _generate_name(self, kind: Kind, namespace: str | None, prefix: Any) -> str:
+        if not prefix:
+            raise errors.invalid(
+                kind.resource, None, ["metadata.name: Required value: name or generateName is required"]
+            )
+        for _ in range(100):
+            name = f"{prefix}{''.join(random.choices(_NAME_ALPHABET, k=5))}"
+            if self._current((kind.resource, namespace, name)) is None:
+                return name
+        raise errors.api_error(500, "InternalError", "could not generate a unique name")
+
+    def _check_identity(self, kind: Kind, current: dict[str, Any], candidate: dict[str, Any]) -> None:
+        meta = candidate.get("metadata") or {}
+        for field_name in ("name", "namespace"):
+            if meta.get(field_name) and meta[field_name] != current["metadata"].get(field_name):
+                raise errors.bad_request(f"metadata.{field_name} cannot be changed by an update")
+        uid = meta.get("uid")
+        if uid and uid != current["metadata"]["uid"]:
+            raise errors.conflict(kind.resource, current["metadata"]["name"], "Precondition failed: UID mismatch")
+
+    def _merge_write(
+        self, kind: Kind, current: dict[str, Any], candidate: dict[str, Any], subresource: str | None
+    ) -> dict[str, Any]:
+        if subresource == "status":
+            new = copy.deepcopy(current)
+            if "status" in candidate:
+                new["status"] = copy.deepcopy(candidate["status"])
+            else:
+                new.pop("status", None)
+            return new
+        new = copy.deepcopy(candidate)
+        new["apiVersion"], new["kind"] = current["apiVersion"], current["kind"]
+        meta = new.setdefault("metadata", {})
+        for field_name in ("name", "namespace", "resourceVersion", *_SERVER_OWNED):
+            if field_name in current["metadata"]:
+                meta[field_name] = current["metadata"][field_name]
+            else:
+                meta.pop(field_name, None)
+        if kind.status_subresource:
+            if "status" in current:
+                new["status"] = copy.deepcopy(current["status"])
+            else:
+                new.pop("status", None)
+        return new
+
+    def _conform(self, kind: Kind, obj: dict[str, Any]) -> dict[str, Any]:
+        """Default, prune and validate against the CRD schema (when the resource has one)."""
+        if kind.schema is None:
+            return obj
+        obj = kind.schema.prepare(obj)
+        if causes := kind.schema.errors(obj):
+            raise errors.invalid(kind.resource, obj["metadata"].get("name"), causes)
+        return obj
+
+    def _remove(self, kind: Kind, key: Key, last: dict[str, Any], *, collect_garbage: bool = True) -> dict[str, Any]:
+        final = copy.deepcopy(last)
+        final["metadata"]["resourceVersion"] = self._next_rv()
+        self._objects[key].delete()
+        self._emit(kind.resource, "DELETED", final)
+        if collect_garbage:
+            self._collect_garbage(final["metadata"]["uid"])
+        if kind.resource == NAMESPACES:
+            self._empty_namespace(key[2])
+        return final
+
+    def _collect_garbage(self, owner_uid: str) -> None:
+        """Delete the dependents that have no live owner left, as the garbage collector does (eagerly here)."""
+        live_uids = {obj["metadata"]["uid"] for obj in self._all_live()}
+        for key, obj in list(self._all_live_with_keys()):
+            owners = {ref.get("uid") for ref in obj["metadata"].get("ownerReferences") or ()}
+            if owner_uid in owners and not owners & live_uids:
+                self._delete_quietly(key)
+
+    def _empty_namespace(self, namespace: str) -> None:
+        for key, _ in list(self._all_live_with_keys()):
+            if key[1] == namespace and self._kind_of(key[0]).namespaced:
+                self._delete_quietly(key)
+
+    def _delete_quietly(self, key: Key) -> None:
+        kind = self._kind_of(key[0])
+        if self._current(key) is not None:
+            self.delete(kind, key[1], key[2])
+
+    def _all_live(self) -> Iterator[dict[str, Any]]:
+        return (obj for _, obj in self._all_live_with_keys())
+
+    def _all_live_with_keys(self) -> Iterator[tuple[Key, dict[str, Any]]]:
+        for key, obj in list(self._objects.items()):
+            if not obj.deleted:
+                yield key, obj.raw
+
+    def _emit(self, resource: kmock.resource, event_type: str, obj: dict[str, Any]) -> None:
+        event = WatchEvent(int(obj["metadata"]["resourceVersion"]), resource, event_type, copy.deepcopy(obj))
+        self._log.append(event)
+        while len(self._log) > self._log_size:
+            self._log_floor = self._log.popleft().rv
+        for subscription in list(self._subscriptions):
+            if subscription.resource == resource:
+                subscription.queue.put_nowait(event)
+        for listener in list(self.listeners):
+            listener(event)
+
+
+def _content(obj: dict[str, Any]) -> dict[str, Any]:
+    """Everything a generation counts: all but identity, metadata and status."""
+    return {key: value for key, value in obj.items() if key not in ("apiVersion", "kind", "metadata", "status")}

@@ -1,0 +1,134 @@
+"""The fake KServe controller writes the status KServe writes, and obeys the test's steering."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.emulator.cluster import KubeApi, load_yaml
+from tests.emulator.schemas import StructuralSchema
+from tests.support.fake_kserve import Failure, FakeKServe
+
+from .helpers import ISVC, inference_service
+
+SHARED_CRDS = Path(os.environ.get("ESTEIRA_SHARED_CRDS", Path(__file__).parents[3] / "shared" / "crds"))
+KSERVE_CRD = SHARED_CRDS / "kserve-v0.20.0" / "serving.kserve.io_inferenceservices.yaml"
+
+
+@pytest.fixture
+def kserve(crds: KubeApi, fake_kserve: FakeKServe | None) -> FakeKServe:
+    if fake_kserve is None:
+        pytest.skip("the fake KServe runs only against the API emulator")
+    return fake_kserve
+
+
+def create(api: KubeApi, namespace: str, name: str, **predictor: Any) -> None:
+    api.custom_objects().create_namespaced_custom_object(
+        *ISVC[:2], namespace, ISVC[2], inference_service(name, **predictor)
+    )
+
+
+def patch(api: KubeApi, namespace: str, name: str, predictor: dict[str, Any]) -> int:
+    body = {"spec": {"predictor": predictor}}
+    patched = api.custom_objects().patch_namespaced_custom_object(*ISVC[:2], namespace, ISVC[2], name, body)
+    return int(patched["metadata"]["generation"])
+
+
+def status(api: KubeApi, namespace: str, name: str) -> dict[str, Any]:
+    obj = api.custom_objects().get_namespaced_custom_object(*ISVC[:2], namespace, ISVC[2], name)
+    return dict(obj["status"])
+
+
+def conditions(status: dict[str, Any]) -> dict[str, str]:
+    return {condition["type"]: condition["status"] for condition in status["conditions"]}
+
+
+def test_ready_status_like_kserve(crds: KubeApi, kube_namespace: str, kserve: FakeKServe) -> None:
+    create(crds, kube_namespace, "m1")
+    kserve.wait_for("m1", kube_namespace)
+    result = status(crds, kube_namespace, "m1")
+    assert result["observedGeneration"] == 1
+    assert result["url"] == f"http://m1.{kube_namespace}.example.com"
+    assert result["address"]["url"] == f"http://m1.{kube_namespace}.svc.cluster.local"
+    assert conditions(result) == {"Ready": "True", "PredictorReady": "True", "IngressReady": "True"}
+    assert all(condition["lastTransitionTime"] for condition in result["conditions"])
+    predictor = result["components"]["predictor"]
+    assert predictor["latestCreatedRevision"] == predictor["latestReadyRevision"] == "m1-predictor-00001"
+    assert predictor["latestRolledoutRevision"] == "m1-predictor-00001"
+    assert predictor["traffic"] == [
+        {"revisionName": "m1-predictor-00001", "percent": 100, "latestRevision": True, "tag": "latest"}
+    ]
+    assert result["modelStatus"] == {
+        "transitionStatus": "UpToDate",
+        "states": {"activeModelState": "Loaded", "targetModelState": "Loaded"},
+    }
+
+
+def test_canary_splits_traffic_and_promotion_rolls_out(crds: KubeApi, kube_namespace: str, kserve: FakeKServe) -> None:
+    create(crds, kube_namespace, "m1")
+    kserve.wait_for("m1", kube_namespace)
+    generation = patch(crds, kube_namespace, "m1", {"canaryTrafficPercent": 20, "minReplicas": 2})
+    kserve.wait_for("m1", kube_namespace, generation=generation)
+    predictor = status(crds, kube_namespace, "m1")["components"]["predictor"]
+    assert [(t["revisionName"], t["percent"], t["tag"]) for t in predictor["traffic"]] == [
+        ("m1-predictor-00002", 20, "latest"),
+        ("m1-predictor-00001", 80, "prev"),
+    ]
+    assert predictor["latestRolledoutRevision"] == "m1-predictor-00001"
+
+    generation = patch(crds, kube_namespace, "m1", {"canaryTrafficPercent": None})
+    kserve.wait_for("m1", kube_namespace, generation=generation)
+    predictor = status(crds, kube_namespace, "m1")["components"]["predictor"]
+    assert predictor["latestRolledoutRevision"] == "m1-predictor-00003"
+    assert predictor["previousRolledoutRevision"] == "m1-predictor-00001"
+    assert [t["percent"] for t in predictor["traffic"]] == [100]
+
+
+def test_failing_and_recovering(crds: KubeApi, kube_namespace: str, kserve: FakeKServe) -> None:
+    kserve.fail("m1", failure=Failure(reason="ModelLoadFailed", message="bad weights"))
+    create(crds, kube_namespace, "m1")
+    kserve.wait_for("m1", kube_namespace, outcome="failed")
+    result = status(crds, kube_namespace, "m1")
+    assert conditions(result)["Ready"] == "False"
+    ready = next(c for c in result["conditions"] if c["type"] == "Ready")
+    assert (ready["reason"], ready["message"]) == ("ModelLoadFailed", "bad weights")
+    assert result["modelStatus"]["transitionStatus"] == "BlockedByFailedLoad"
+    assert result["modelStatus"]["lastFailureInfo"]["reason"] == "ModelLoadFailed"
+    assert "latestReadyRevision" not in result["components"]["predictor"]
+
+    kserve.recover("m1", kube_namespace)
+    kserve.wait_for("m1", kube_namespace, outcome="ready")
+    assert conditions(status(crds, kube_namespace, "m1"))["Ready"] == "True"
+
+
+def test_ready_delay_reports_progress_first(crds: KubeApi, kube_namespace: str, kserve: FakeKServe) -> None:
+    kserve.ready_delay = 0.5
+    create(crds, kube_namespace, "m1")
+    kserve.wait_for("m1", kube_namespace, outcome="progressing")
+    progressing = status(crds, kube_namespace, "m1")
+    assert conditions(progressing)["Ready"] == "Unknown"
+    assert progressing["modelStatus"]["transitionStatus"] == "InProgress"
+    kserve.wait_for("m1", kube_namespace, outcome="ready")
+    assert conditions(status(crds, kube_namespace, "m1"))["Ready"] == "True"
+
+
+def test_written_status_validates_against_kserves_crd(crds: KubeApi, kube_namespace: str, kserve: FakeKServe) -> None:
+    """With KServe's real CRD installed, the emulator itself would refuse (422) or prune a wrong status."""
+    if not KSERVE_CRD.exists():
+        pytest.skip(f"KServe CRDs not found: put them in {SHARED_CRDS} or set ESTEIRA_SHARED_CRDS")
+    crd = load_yaml(KSERVE_CRD)
+    crds.apply_crd(crd)
+    schema = StructuralSchema(crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"])
+    kserve.fail("bad")
+    create(crds, kube_namespace, "good", canaryTrafficPercent=10)
+    create(crds, kube_namespace, "bad")
+    kserve.wait_for("good", kube_namespace)
+    kserve.wait_for("bad", kube_namespace, outcome="failed")
+    assert kserve.errors == []
+    for name in ("good", "bad"):
+        obj = crds.custom_objects().get_namespaced_custom_object(*ISVC[:2], kube_namespace, ISVC[2], name)
+        assert schema.errors(obj) == []
+        assert schema.prepare(obj)["status"] == obj["status"]  # nothing was pruned
