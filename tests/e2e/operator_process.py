@@ -20,12 +20,15 @@ def free_port() -> int:
 
 
 class OperatorProcess:
-    """Starts the operator against a kubeconfig and waits until its liveness endpoint answers."""
+    """Starts the operator against a kubeconfig and waits until its liveness endpoint answers.
+
+    `namespaces=None` watches all namespaces.
+    """
 
     def __init__(
         self,
         kubeconfig: str,
-        namespaces: list[str],
+        namespaces: list[str] | None,
         log_path: Path,
         resync_seconds: float = 30.0,
         extra_args: list[str] | None = None,
@@ -47,7 +50,7 @@ class OperatorProcess:
             str(resync_seconds),
             "--log-format",
             "plain",
-            *[arg for ns in namespaces for arg in ("--namespace", ns)],
+            *([arg for ns in namespaces for arg in ("--namespace", ns)] if namespaces else ["--all-namespaces"]),
             *(extra_args or []),
         ]
         self.process: subprocess.Popen[bytes] | None = None
