@@ -53,13 +53,42 @@ class RevisionRecord(StatusModel):
     since: str = Field(description="When this revision took its current role (RFC 3339).")
 
 
+Verdict = Literal["Pass", "Fail", "NoData"]
+
+
+class CheckResult(StatusModel):
+    """One analysis check: what was measured, against what, on how much traffic, and the verdict."""
+
+    name: str
+    value: float | None = None
+    threshold: str
+    sample_size: int = Field(ge=0)
+    verdict: Verdict
+    message: str = ""
+
+
 class CanaryRecord(RevisionRecord):
     """The revision under rollout and how far it got."""
 
     weight: int = Field(default=0, ge=0, le=100, description="Share of traffic (%) the canary receives.")
     step: int = Field(default=0, ge=0, description="Index into rollout.steps.")
     step_started_at: str | None = None
-    failed_checks: int = Field(default=0, ge=0)
+    failed_checks: int = Field(default=0, ge=0, description="Failed analyses in a row at this step.")
+    paused: bool = Field(default=False, description="Held by a person (pause) or by a pauseBefore gate.")
+    pause_reason: str | None = None
+    last_analysis_at: str | None = None
+    checks: list[CheckResult] = Field(default_factory=list, description="The last analysis, one entry a check.")
+
+
+class RolloutRecord(StatusModel):
+    """How the last rollout ended; a rolled-back build is not tried again until the spec changes."""
+
+    revision: int = Field(ge=1)
+    model_version: str
+    storage_uri: str
+    outcome: Literal["Promoted", "RolledBack"]
+    reason: str = ""
+    at: str
 
 
 class HistoryEntry(StatusModel):
@@ -86,6 +115,8 @@ class ModelDeploymentStatus(StatusModel):
     stable: RevisionRecord | None = None
     canary: CanaryRecord | None = None
     history: list[HistoryEntry] = Field(default_factory=list, max_length=HISTORY_LIMIT)
+    last_rollout: RolloutRecord | None = None
+    last_command: str | None = Field(default=None, description="Id of the last manual command carried out.")
     model_status: dict[str, Any] | None = Field(
         default=None,
         json_schema_extra={"x-kubernetes-preserve-unknown-fields": True},

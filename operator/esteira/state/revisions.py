@@ -17,6 +17,7 @@ from esteira.api.status import (
     ModelDeploymentStatus,
     Outcome,
     RevisionRecord,
+    RolloutRecord,
 )
 from esteira.render.revisions import Arm, TrafficPlan
 
@@ -36,7 +37,7 @@ class RevisionChange:
     decisions: list[Decision] = field(default_factory=list)
 
 
-def _same_build(record: RevisionRecord | None, spec: ModelDeploymentSpec) -> bool:
+def _same_build(record: RevisionRecord | RolloutRecord | None, spec: ModelDeploymentSpec) -> bool:
     return (
         record is not None
         and record.model_version == spec.model.version
@@ -44,7 +45,7 @@ def _same_build(record: RevisionRecord | None, spec: ModelDeploymentSpec) -> boo
     )
 
 
-def _finish(history: list[HistoryEntry], revision: int, outcome: Outcome, reason: str, now: str) -> None:
+def finish_history(history: list[HistoryEntry], revision: int, outcome: Outcome, reason: str, now: str) -> None:
     for index, entry in enumerate(history):
         if entry.revision == revision and entry.outcome == "Active":
             history[index] = entry.model_copy(update={"outcome": outcome, "finished_at": now, "reason": reason})
@@ -62,13 +63,27 @@ def _start(history: list[HistoryEntry], record: RevisionRecord, reason: str) -> 
     return [entry, *history][:HISTORY_LIMIT]
 
 
-def track_revisions(spec: ModelDeploymentSpec, status: ModelDeploymentStatus, now: str) -> RevisionChange:
-    """Give a newly declared model build a revision and place it as stable or canary."""
+def track_revisions(
+    spec: ModelDeploymentSpec,
+    status: ModelDeploymentStatus,
+    now: str,
+    retry: bool = False,
+    rollback_to: int | None = None,
+) -> RevisionChange:
+    """Give a newly declared model build a revision and place it as stable or canary.
+
+    A build that was just rolled back is not tried again until the spec names another one, or `retry`
+    asks for it. `rollback_to` (a person's rollback to an earlier revision, whose build the spec now
+    names) makes the build stable at once instead of canarying it.
+    """
     status = status.model_copy(deep=True)
     change = RevisionChange(status)
     if _same_build(status.stable, spec) and status.canary is None:
         return change
     if _same_build(status.canary, spec):
+        return change
+    rejected = status.last_rollout
+    if rejected is not None and rejected.outcome == "RolledBack" and _same_build(rejected, spec) and not retry:
         return change
 
     if status.canary is not None:
@@ -77,7 +92,7 @@ def track_revisions(spec: ModelDeploymentSpec, status: ModelDeploymentStatus, no
             if status.stable and _same_build(status.stable, spec)
             else f"model version {spec.model.version} replaced it mid-rollout"
         )
-        _finish(status.history, status.canary.revision, "Superseded", reason, now)
+        finish_history(status.history, status.canary.revision, "Superseded", reason, now)
         change.decisions.append(Decision("CanarySuperseded", f"Canary revision {status.canary.revision}: {reason}"))
         status.canary = None
         if _same_build(status.stable, spec):
@@ -88,23 +103,32 @@ def track_revisions(spec: ModelDeploymentSpec, status: ModelDeploymentStatus, no
     record = RevisionRecord(
         revision=revision, model_version=spec.model.version, storage_uri=spec.model.storage_uri, since=now
     )
-    if status.stable is None or spec.rollout.strategy == "Immediate":
+    immediate = status.stable is None or spec.rollout.strategy == "Immediate" or not spec.rollout.steps
+    if immediate or rollback_to is not None:
         if status.stable is not None:
-            _finish(status.history, status.stable.revision, "Superseded", f"replaced by revision {revision}", now)
-        why = "first revision" if status.stable is None else "rollout strategy Immediate"
+            finish_history(
+                status.history, status.stable.revision, "Superseded", f"replaced by revision {revision}", now
+            )
+        if status.stable is None:
+            why = "first revision"
+        elif rollback_to is not None:
+            why = f"rollback to the build of revision {rollback_to} by request"
+        else:
+            why = "rollout strategy Immediate"
         status.stable = record
         status.history = _start(status.history, record, why)
         change.decisions.append(
             Decision("RevisionCreated", f"Revision {revision} (model {spec.model.version}) is stable: {why}")
         )
     else:
+        stable_revision = status.stable.revision if status.stable else 0
         status.canary = CanaryRecord(**record.model_dump(), weight=0, step=0, step_started_at=now)
         status.history = _start(status.history, record, "canary rollout")
         change.decisions.append(
             Decision(
                 "CanaryCreated",
                 f"Revision {revision} (model {spec.model.version}) is the canary against stable revision "
-                f"{status.stable.revision}; it receives no traffic until analysis passes",
+                f"{stable_revision}; it receives no traffic until it is ready",
             )
         )
     return change

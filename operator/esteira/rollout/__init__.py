@@ -1,0 +1,1 @@
+"""Progressive delivery: the pure rollout engine, its checks and the evidence they read."""

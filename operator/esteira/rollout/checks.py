@@ -1,0 +1,115 @@
+"""The checks run at every canary step, each giving a value, a threshold, a sample size and a verdict.
+
+A check with too little data says NoData, which never counts as a pass: the step waits for evidence.
+Checks against stable are skipped once the canary takes all traffic (stable then serves nothing).
+"""
+
+from __future__ import annotations
+
+from esteira.api.spec import Analysis
+from esteira.api.status import CheckResult
+from esteira.rollout.distances import jensen_shannon_distance, population_stability_index
+from esteira.rollout.evidence import ArmSample, Evidence
+
+
+def _result(name: str, value: float | None, limit: str, sample: float, ok: bool | None, note: str = "") -> CheckResult:
+    verdict = "NoData" if ok is None else ("Pass" if ok else "Fail")
+    return CheckResult(
+        name=name,
+        value=None if value is None else round(value, 6),
+        threshold=limit,
+        sample_size=int(sample),
+        verdict=verdict,
+        message=note,
+    )
+
+
+def _stable_usable(stable: ArmSample | None, min_requests: int) -> bool:
+    return stable is not None and stable.requests >= max(1, min_requests)
+
+
+def run_checks(analysis: Analysis, evidence: Evidence, canary_weight: int) -> list[CheckResult]:
+    canary, stable = evidence.canary, evidence.stable
+    compare = _stable_usable(stable, analysis.min_requests)
+    skip_relative = canary_weight >= 100
+    results: list[CheckResult] = []
+
+    rate = canary.error_rate
+    limit = analysis.error_rate.max
+    results.append(_result("error-rate", rate, f"<= {limit}", canary.requests, None if rate is None else rate <= limit))
+    if analysis.error_rate.max_increase is not None and not skip_relative:
+        increase = None
+        if compare and rate is not None and stable is not None and stable.error_rate is not None:
+            increase = rate - stable.error_rate
+        bound = analysis.error_rate.max_increase
+        results.append(
+            _result(
+                "error-rate-increase",
+                increase,
+                f"<= {bound}",
+                canary.requests,
+                None if increase is None else increase <= bound,
+                "" if compare else "stable arm has too little traffic to compare",
+            )
+        )
+
+    if analysis.latency is not None:
+        p95 = canary.latency_p95
+        cap = analysis.latency.p95_max_seconds
+        results.append(_result("latency-p95", p95, f"<= {cap}s", canary.requests, None if p95 is None else p95 <= cap))
+        ratio_cap = analysis.latency.max_increase_ratio
+        if ratio_cap is not None and not skip_relative:
+            ratio = None
+            if compare and p95 is not None and stable is not None and stable.latency_p95:
+                ratio = p95 / stable.latency_p95
+            results.append(
+                _result(
+                    "latency-p95-ratio",
+                    ratio,
+                    f"<= {ratio_cap}",
+                    canary.requests,
+                    None if ratio is None else ratio <= ratio_cap,
+                )
+            )
+
+    if analysis.prediction_shift is not None and not skip_relative:
+        shift = analysis.prediction_shift
+        predictions = sum(canary.class_counts.values())
+        distance = None
+        if compare and stable is not None and predictions >= max(1, analysis.min_requests) and stable.class_counts:
+            measure = population_stability_index if shift.method == "PSI" else jensen_shannon_distance
+            distance = measure(stable.class_counts, canary.class_counts)
+        results.append(
+            _result(
+                f"prediction-shift-{shift.method.lower()}",
+                distance,
+                f"<= {shift.max}",
+                predictions,
+                None if distance is None else distance <= shift.max,
+            )
+        )
+
+    if analysis.data_drift is not None:
+        score = canary.drift_score
+        results.append(
+            _result(
+                "data-drift",
+                score,
+                f"<= {analysis.data_drift.max}",
+                canary.requests,
+                None if score is None else score <= analysis.data_drift.max,
+            )
+        )
+
+    for custom in analysis.custom:
+        value = evidence.custom.get(custom.name)
+        bounds = []
+        if custom.min is not None:
+            bounds.append(f">= {custom.min}")
+        if custom.max is not None:
+            bounds.append(f"<= {custom.max}")
+        ok = None
+        if value is not None:
+            ok = (custom.min is None or value >= custom.min) and (custom.max is None or value <= custom.max)
+        results.append(_result(custom.name, value, " and ".join(bounds), canary.requests, ok))
+    return results

@@ -1,0 +1,260 @@
+"""The rollout engine: (spec, status, evidence, now) -> (new status, decisions). Pure and clock-free.
+
+The canary record in status is the whole state: its weight, step, when the step started, failed checks in
+a row and whether it is paused. Each analysis interval the checks run on the evidence; all passing moves
+to the next step (or promotes after the last), failures past `rollout.threshold` roll back, and too little
+traffic extends the step until `lowTrafficDeadline`, then pauses or fails as configured. Missing evidence
+never promotes.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Literal
+
+from esteira.api.spec import ModelDeploymentSpec
+from esteira.api.status import CanaryRecord, ModelDeploymentStatus, RevisionRecord, RolloutRecord
+from esteira.rollout.checks import run_checks
+from esteira.rollout.evidence import Evidence
+from esteira.state.revisions import Decision, finish_history
+
+Action = Literal["promote", "pause", "resume", "abort", "retry", "rollback"]
+_DURATION = re.compile(r"([0-9]+)(ms|s|m|h)")
+_UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
+
+
+def parse_duration(text: str) -> timedelta:
+    """'1m30s' -> 90 seconds (the CRD's duration pattern)."""
+    parts = _DURATION.findall(text)
+    if not parts or "".join(n + u for n, u in parts) != text:
+        raise ValueError(f"not a duration: {text!r}")
+    return timedelta(seconds=sum(int(n) * _UNIT_SECONDS[u] for n, u in parts))
+
+
+def format_time(moment: datetime) -> str:
+    return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def parse_time(text: str) -> datetime:
+    return datetime.strptime(text, "%Y-%m-%dT%H:%M:%SZ")
+
+
+@dataclass(frozen=True)
+class Command:
+    """A person's instruction, carried once (its id is remembered in status.lastCommand)."""
+
+    id: str
+    action: Action
+    full: bool = False
+    revision: int | None = None
+
+
+@dataclass(frozen=True)
+class EngineInput:
+    spec: ModelDeploymentSpec
+    status: ModelDeploymentStatus
+    now: datetime
+    canary_ready: bool = False
+    observed_weight: int | None = None
+    evidence: Evidence | None = None
+    metrics_error: str | None = None
+    command: Command | None = None
+
+
+@dataclass
+class EngineOutput:
+    status: ModelDeploymentStatus
+    decisions: list[Decision] = field(default_factory=list)
+    requeue_after: float | None = None  # seconds until the engine wants to run again
+
+
+def analysis_due(spec: ModelDeploymentSpec, status: ModelDeploymentStatus, now: datetime) -> bool:
+    """Whether the adapter should gather evidence now (saves Prometheus queries between intervals)."""
+    canary = status.canary
+    if canary is None or canary.paused or canary.weight == 0 or canary.step_started_at is None:
+        return False
+    last = parse_time(canary.last_analysis_at or canary.step_started_at)
+    return now - last >= parse_duration(spec.rollout.interval)
+
+
+def promote(status: ModelDeploymentStatus, now: str, reason: str) -> Decision:
+    """The canary becomes stable; the old stable's history entry is closed as superseded."""
+    canary = status.canary
+    assert canary is not None
+    previous = status.stable
+    finish_history(status.history, canary.revision, "Promoted", reason, now)
+    if previous is not None:
+        finish_history(status.history, previous.revision, "Superseded", f"replaced by revision {canary.revision}", now)
+    status.stable = RevisionRecord(
+        revision=canary.revision, model_version=canary.model_version, storage_uri=canary.storage_uri, since=now
+    )
+    status.canary = None
+    status.last_rollout = RolloutRecord(
+        revision=canary.revision,
+        model_version=canary.model_version,
+        storage_uri=canary.storage_uri,
+        outcome="Promoted",
+        reason=reason,
+        at=now,
+    )
+    return Decision("Promoted", f"Revision {canary.revision} (model {canary.model_version}) promoted: {reason}")
+
+
+def roll_back(status: ModelDeploymentStatus, now: str, reason: str) -> Decision:
+    """All traffic returns to stable and the canary is closed as rolled back."""
+    canary = status.canary
+    assert canary is not None
+    finish_history(status.history, canary.revision, "RolledBack", reason, now)
+    status.canary = None
+    status.last_rollout = RolloutRecord(
+        revision=canary.revision,
+        model_version=canary.model_version,
+        storage_uri=canary.storage_uri,
+        outcome="RolledBack",
+        reason=reason,
+        at=now,
+    )
+    stable = status.stable.revision if status.stable else "?"
+    return Decision(
+        "RolledBack",
+        f"Revision {canary.revision} (model {canary.model_version}) rolled back to revision {stable}: {reason}",
+        warning=True,
+    )
+
+
+def _enter_step(canary: CanaryRecord, spec: ModelDeploymentSpec, index: int, now: str) -> Decision:
+    """Move to step `index`, or stop before it when a person must approve it first."""
+    weight = spec.rollout.steps[index]
+    canary.step = index
+    canary.failed_checks = 0
+    canary.last_analysis_at = None
+    if weight in spec.rollout.pause_before and canary.weight < weight:
+        canary.paused = True
+        canary.pause_reason = f"waiting for promote before step {index + 1} ({weight}%)"
+        canary.step_started_at = now
+        return Decision("WaitingForPromotion", f"Canary revision {canary.revision}: {canary.pause_reason}")
+    canary.weight = weight
+    canary.step_started_at = now
+    canary.pause_reason = None
+    return Decision(
+        "StepAdvanced",
+        f"Canary revision {canary.revision} at {weight}% (step {index + 1}/{len(spec.rollout.steps)})",
+    )
+
+
+def _command(inp: EngineInput, status: ModelDeploymentStatus, now: str) -> list[Decision]:
+    command = inp.command
+    if command is None or command.id == status.last_command:
+        return []
+    status.last_command = command.id
+    canary = status.canary
+    if command.action in ("retry", "rollback"):
+        return []  # handled where revisions are tracked
+    if canary is None:
+        return [Decision("CommandIgnored", f"{command.action}: no rollout in progress", warning=True)]
+    if command.action == "abort":
+        return [roll_back(status, now, "aborted by request")]
+    if command.action == "pause":
+        canary.paused, canary.pause_reason = True, "paused by request"
+        return [Decision("Paused", f"Canary revision {canary.revision} paused by request at {canary.weight}%")]
+    if command.action == "resume":
+        canary.paused, canary.pause_reason = False, None
+        canary.step_started_at = now
+        return [Decision("Resumed", f"Canary revision {canary.revision} resumed at {canary.weight}%")]
+    # promote
+    if command.full or (canary.step + 1 >= len(inp.spec.rollout.steps) and canary.weight == 100):
+        return [promote(status, now, "promoted by request")]
+    canary.paused = False
+    target = canary.step + 1 if canary.weight == inp.spec.rollout.steps[canary.step] else canary.step
+    target = min(target, len(inp.spec.rollout.steps) - 1)
+    canary.weight = inp.spec.rollout.steps[target]
+    canary.step, canary.step_started_at, canary.failed_checks = target, now, 0
+    canary.pause_reason, canary.last_analysis_at = None, None
+    return [Decision("StepAdvanced", f"Canary revision {canary.revision} moved to {canary.weight}% by request")]
+
+
+def advance(inp: EngineInput) -> EngineOutput:
+    """One tick of the engine for a ModelDeployment whose revisions are already tracked."""
+    status = inp.status.model_copy(deep=True)
+    now = format_time(inp.now)
+    out = EngineOutput(status, _command(inp, status, now))
+    canary = status.canary
+    spec = inp.spec
+    interval = parse_duration(spec.rollout.interval)
+    if canary is None or canary.paused:
+        return out
+    if not inp.canary_ready:
+        canary.pause_reason = "waiting for the canary to become ready"
+        out.requeue_after = 5.0
+        return out
+    if canary.weight == 0 and canary.step == 0:
+        out.decisions.append(_enter_step(canary, spec, 0, now))
+        out.requeue_after = interval.total_seconds()
+        return out
+    if inp.observed_weight is not None and inp.observed_weight != canary.weight:
+        canary.pause_reason = f"waiting for the router: {inp.observed_weight}% observed, {canary.weight}% wanted"
+        out.requeue_after = 5.0
+        return out
+    canary.pause_reason = None
+    if not analysis_due(spec, status, inp.now):
+        last = parse_time(canary.last_analysis_at or canary.step_started_at or now)
+        out.requeue_after = max(1.0, (last + interval - inp.now).total_seconds())
+        return out
+
+    out.requeue_after = interval.total_seconds()
+    canary.last_analysis_at = now
+    if inp.evidence is None:
+        canary.pause_reason = f"metrics unavailable: {inp.metrics_error or 'no evidence'}"
+        canary.checks = []
+        out.decisions.append(
+            Decision("MetricsUnavailable", f"Canary revision {canary.revision} held: {canary.pause_reason}", True)
+        )
+        return out
+
+    analysis = spec.rollout.analysis
+    checks = run_checks(analysis, inp.evidence, canary.weight)
+    canary.checks = checks
+    step_age = inp.now - parse_time(canary.step_started_at or now)
+    enough = inp.evidence.canary.requests >= analysis.min_requests
+    failed = [c for c in checks if c.verdict == "Fail"]
+    if not enough or (not failed and any(c.verdict == "NoData" for c in checks)):
+        if step_age < parse_duration(analysis.low_traffic_deadline):
+            canary.pause_reason = (
+                f"extending step: {int(inp.evidence.canary.requests)} requests, {analysis.min_requests} needed"
+            )
+            return out
+        if analysis.low_traffic_action == "Fail":
+            out.decisions.append(roll_back(status, now, "too little traffic to judge before the deadline"))
+            return out
+        canary.pause_reason = "low traffic: not enough requests to judge; waiting for traffic"
+        out.decisions.append(Decision("LowTraffic", f"Canary revision {canary.revision}: {canary.pause_reason}"))
+        return out
+
+    summary = ", ".join(f"{c.name}={c.value} ({c.threshold}) {c.verdict}" for c in checks)
+    if failed:
+        canary.failed_checks += 1
+        names = ", ".join(f"{c.name}={c.value} (wanted {c.threshold})" for c in failed)
+        if canary.failed_checks >= spec.rollout.threshold:
+            out.decisions.append(roll_back(status, now, f"failed checks: {names}"))
+        else:
+            out.decisions.append(
+                Decision(
+                    "AnalysisFailed",
+                    f"Canary revision {canary.revision} at {canary.weight}% failed "
+                    f"{canary.failed_checks}/{spec.rollout.threshold}: {names}",
+                    warning=True,
+                )
+            )
+        return out
+
+    out.decisions.append(
+        Decision("AnalysisPassed", f"Canary revision {canary.revision} at {canary.weight}%: {summary}")
+    )
+    if canary.step + 1 >= len(spec.rollout.steps):
+        out.decisions.append(promote(status, now, "passed analysis at every step"))
+        out.requeue_after = None
+        return out
+    out.decisions.append(_enter_step(canary, spec, canary.step + 1, now))
+    return out

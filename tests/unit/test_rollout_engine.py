@@ -1,0 +1,290 @@
+"""The rollout engine with a fake clock: promotion, rollback, low traffic, missing metrics, manual control,
+and properties that must hold for any sequence of evidence and commands."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from typing import Any
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from esteira.api.spec import ModelDeploymentSpec
+from esteira.api.status import ModelDeploymentStatus
+from esteira.rollout.engine import Command, EngineInput, EngineOutput, advance, format_time
+from esteira.rollout.evidence import ArmSample, Evidence
+from esteira.state.revisions import track_revisions
+from tests.unit.specs import model, spec
+
+T0 = datetime(2026, 1, 1, 12, 0, 0)
+MINUTE = timedelta(minutes=1)
+GOOD = Evidence(
+    canary=ArmSample(requests=200, errors=0, latency_p95=0.05, class_counts={"a": 100, "b": 100}),
+    stable=ArmSample(requests=800, errors=1, latency_p95=0.05, class_counts={"a": 400, "b": 400}),
+)
+ERRORS = Evidence(canary=ArmSample(requests=200, errors=40, latency_p95=0.05), stable=GOOD.stable)
+SLOW = Evidence(canary=ArmSample(requests=200, errors=0, latency_p95=2.0), stable=GOOD.stable)
+SHIFTED = Evidence(
+    canary=ArmSample(requests=200, errors=0, latency_p95=0.05, class_counts={"a": 190, "b": 10}), stable=GOOD.stable
+)
+QUIET = Evidence(canary=ArmSample(requests=3, errors=0, latency_p95=0.05), stable=GOOD.stable)
+
+
+def parsed(rollout: dict[str, Any] | None = None, version: str = "2") -> ModelDeploymentSpec:
+    analysis = {
+        "minRequests": 50,
+        "lowTrafficDeadline": "5m",
+        "errorRate": {"max": 0.05},
+        "latency": {"p95MaxSeconds": 0.5},
+        "predictionShift": {"method": "JensenShannon", "max": 0.2},
+    }
+    body = {"steps": [10, 50, 100], "interval": "1m", "threshold": 2, "analysis": analysis, **(rollout or {})}
+    return ModelDeploymentSpec.parse(spec(model=model(version=version, storageUri=f"s3://m/{version}"), rollout=body))
+
+
+def with_canary(md: ModelDeploymentSpec) -> ModelDeploymentStatus:
+    first = track_revisions(
+        parsed(md.rollout.model_dump(by_alias=True), version="1"), ModelDeploymentStatus(), "2026-01-01T11:00:00Z"
+    )
+    return track_revisions(md, first.status, format_time(T0)).status
+
+
+class Driver:
+    """Runs the engine tick by tick on a fake clock."""
+
+    def __init__(self, md: ModelDeploymentSpec) -> None:
+        self.spec = md
+        self.status = with_canary(md)
+        self.now = T0
+        self.log: list[EngineOutput] = []
+
+    def tick(
+        self,
+        evidence: Evidence | None = GOOD,
+        *,
+        after: timedelta = MINUTE,
+        command: Command | None = None,
+        ready: bool = True,
+        error: str | None = None,
+        observed: int | None = None,
+    ) -> EngineOutput:
+        self.now += after
+        out = advance(
+            EngineInput(
+                spec=self.spec,
+                status=self.status,
+                now=self.now,
+                canary_ready=ready,
+                observed_weight=observed,
+                evidence=evidence,
+                metrics_error=error,
+                command=command,
+            )
+        )
+        self.status = out.status
+        self.log.append(out)
+        return out
+
+    @property
+    def weight(self) -> int | None:
+        return None if self.status.canary is None else self.status.canary.weight
+
+    def reasons(self) -> list[str]:
+        return [d.reason for out in self.log for d in out.decisions]
+
+
+def test_good_canary_is_promoted_through_every_step() -> None:
+    driver = Driver(parsed())
+    weights = []
+    for _ in range(4):
+        driver.tick()
+        weights.append(driver.weight)
+    assert weights == [10, 50, 100, None]
+    assert driver.status.stable is not None and driver.status.stable.revision == 2
+    assert driver.status.last_rollout is not None and driver.status.last_rollout.outcome == "Promoted"
+    history = {h.revision: h.outcome for h in driver.status.history}
+    assert history == {2: "Promoted", 1: "Superseded"}
+    assert driver.reasons().count("AnalysisPassed") == 3
+
+
+def test_erroring_canary_rolls_back_after_threshold() -> None:
+    driver = Driver(parsed())
+    driver.tick()  # 10%
+    first = driver.tick(ERRORS)
+    assert driver.weight == 10 and "AnalysisFailed" in [d.reason for d in first.decisions]
+    driver.tick(ERRORS)
+    assert driver.status.canary is None
+    assert driver.status.last_rollout is not None and driver.status.last_rollout.outcome == "RolledBack"
+    assert "error-rate=0.2 (wanted <= 0.05)" in driver.status.last_rollout.reason
+    assert driver.status.stable is not None and driver.status.stable.revision == 1
+
+
+def test_slow_and_shifted_canaries_roll_back() -> None:
+    for bad, check in ((SLOW, "latency-p95"), (SHIFTED, "prediction-shift-jensenshannon")):
+        driver = Driver(parsed())
+        driver.tick()
+        driver.tick(bad)
+        driver.tick(bad)
+        assert driver.status.canary is None
+        assert driver.status.last_rollout is not None and check in driver.status.last_rollout.reason
+
+
+def test_checks_record_value_threshold_sample_and_verdict() -> None:
+    driver = Driver(parsed())
+    driver.tick()
+    driver.tick(ERRORS)
+    assert driver.status.canary is not None
+    checks = {c.name: c for c in driver.status.canary.checks}
+    assert checks["error-rate"].value == 0.2
+    assert checks["error-rate"].threshold == "<= 0.05"
+    assert checks["error-rate"].sample_size == 200
+    assert checks["error-rate"].verdict == "Fail"
+    assert checks["latency-p95"].verdict == "Pass"
+
+
+def test_low_traffic_extends_then_pauses_without_rolling_back() -> None:
+    driver = Driver(parsed())
+    driver.tick()
+    for _ in range(4):
+        out = driver.tick(QUIET)
+        assert driver.weight == 10
+        assert "LowTraffic" not in [d.reason for d in out.decisions]
+        assert driver.status.canary is not None
+        assert (driver.status.canary.pause_reason or "").startswith("extending step: 3 requests, 50 needed")
+    out = driver.tick(QUIET, after=2 * MINUTE)
+    assert "LowTraffic" in [d.reason for d in out.decisions]
+    assert driver.status.canary is not None and driver.weight == 10
+    driver.tick(GOOD)
+    assert driver.weight == 50  # traffic came back: the rollout goes on
+
+
+def test_low_traffic_can_be_configured_to_fail() -> None:
+    driver = Driver(parsed({"analysis": {"minRequests": 50, "lowTrafficDeadline": "2m", "lowTrafficAction": "Fail"}}))
+    driver.tick()
+    driver.tick(QUIET)
+    driver.tick(QUIET)
+    assert driver.status.canary is None
+    assert driver.status.last_rollout is not None and "too little traffic" in driver.status.last_rollout.reason
+
+
+def test_missing_metrics_never_promote() -> None:
+    driver = Driver(parsed())
+    driver.tick()
+    for _ in range(10):
+        out = driver.tick(None, error="Prometheus at http://p:9090: connection refused")
+        assert driver.weight == 10
+    assert driver.status.canary is not None
+    assert "metrics unavailable" in (driver.status.canary.pause_reason or "")
+    assert "MetricsUnavailable" in [d.reason for d in out.decisions]
+    driver.tick(GOOD)
+    assert driver.weight == 50
+
+
+def test_waits_for_canary_readiness_and_the_router() -> None:
+    driver = Driver(parsed())
+    driver.tick(ready=False)
+    assert driver.weight == 0
+    driver.tick()
+    assert driver.weight == 10
+    driver.tick(observed=0)
+    assert driver.weight == 10
+    assert driver.status.canary is not None and "waiting for the router" in (driver.status.canary.pause_reason or "")
+    driver.tick(observed=10)
+    assert driver.weight == 50
+
+
+def test_pause_before_waits_for_promote() -> None:
+    driver = Driver(parsed({"pauseBefore": [100]}))
+    driver.tick()
+    driver.tick()
+    assert driver.weight == 50
+    driver.tick()
+    assert driver.weight == 50 and driver.status.canary is not None and driver.status.canary.paused
+    for _ in range(3):
+        driver.tick()
+    assert driver.weight == 50
+    driver.tick(command=Command(id="c1", action="promote"))
+    assert driver.weight == 100
+    driver.tick()
+    assert driver.status.canary is None and driver.status.stable is not None and driver.status.stable.revision == 2
+
+
+def test_manual_pause_resume_abort_and_full_promote() -> None:
+    driver = Driver(parsed())
+    driver.tick()
+    driver.tick(command=Command(id="p", action="pause"))
+    assert driver.status.canary is not None and driver.status.canary.paused
+    driver.tick()
+    assert driver.weight == 10
+    driver.tick(command=Command(id="p", action="resume"))  # same id: already carried out, ignored
+    assert driver.status.canary.paused
+    driver.tick(command=Command(id="r", action="resume"))
+    driver.tick()
+    assert driver.weight == 50
+    driver.tick(command=Command(id="a", action="abort"))
+    assert driver.status.canary is None
+    assert driver.status.last_rollout is not None and driver.status.last_rollout.reason == "aborted by request"
+
+    other = Driver(parsed())
+    other.tick(command=Command(id="f", action="promote", full=True))
+    assert other.status.canary is None and other.status.stable is not None and other.status.stable.revision == 2
+
+
+def test_rolled_back_build_is_not_retried_until_asked() -> None:
+    driver = Driver(parsed())
+    driver.tick()
+    driver.tick(ERRORS)
+    driver.tick(ERRORS)
+    again = track_revisions(driver.spec, driver.status, format_time(driver.now))
+    assert again.status.canary is None and again.decisions == []
+    retried = track_revisions(driver.spec, driver.status, format_time(driver.now), retry=True)
+    assert retried.status.canary is not None and retried.status.canary.revision == 3
+
+
+EVIDENCE = st.sampled_from([GOOD, ERRORS, SLOW, SHIFTED, QUIET, None])
+COMMANDS = st.one_of(
+    st.none(),
+    st.none(),
+    st.none(),
+    st.builds(
+        Command,
+        id=st.uuids().map(str),
+        action=st.sampled_from(["promote", "pause", "resume", "abort"]),
+        full=st.booleans(),
+    ),
+)
+# Weighted towards ticks that reach an analysis (ready, router agreeing, a full interval later).
+STEP = st.tuples(
+    EVIDENCE,
+    COMMANDS,
+    st.sampled_from([0, 30, 60, 60, 90, 400]),
+    st.sampled_from([True, True, True, False]),
+    st.sampled_from([None, None, None, 0, 10, 50]),
+)
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.lists(STEP, min_size=1, max_size=40))
+def test_invariants_hold_for_any_sequence(steps: list[tuple[Any, Command | None, int, bool, int | None]]) -> None:
+    driver = Driver(parsed())
+    previous = 0
+    for evidence, command, seconds, ready, observed in steps:
+        out = driver.tick(evidence, after=timedelta(seconds=seconds), command=command, ready=ready, observed=observed)
+        reasons = [d.reason for d in out.decisions]
+        canary = driver.status.canary
+        if canary is not None:
+            assert 0 <= canary.weight <= 100
+            assert canary.weight >= previous or command is not None, "weights only grow without a command"
+            assert canary.weight in (0, *driver.spec.rollout.steps)
+            previous = canary.weight
+        if "RolledBack" in reasons:
+            assert canary is None, "a rollback returns all traffic to stable"
+            assert driver.status.stable is not None and driver.status.stable.revision == 1
+        if "Promoted" in reasons:
+            before_checks_passed = "AnalysisPassed" in reasons
+            by_request = command is not None and command.action == "promote"
+            assert before_checks_passed or by_request, "no promotion without passing checks or a person's promote"
+            # Only evidence whose every check passes can promote (relative checks are skipped at 100%).
+            assert by_request or evidence in (GOOD, SHIFTED)
+        if canary is None:
+            break
