@@ -299,6 +299,13 @@ class Analysis(SpecModel):
     custom: list[CustomCheck] = Field(default_factory=list, max_length=16)
 
 
+class GatewayRef(SpecModel):
+    """The Gateway that the GatewayAPI router attaches its HTTPRoute to."""
+
+    name: str = Field(default="kserve-ingress-gateway", pattern=DNS_LABEL_PATTERN, max_length=63)
+    namespace: str = Field(default="kserve", pattern=DNS_LABEL_PATTERN, max_length=63)
+
+
 class Rollout(SpecModel):
     """How a new revision reaches traffic."""
 
@@ -348,6 +355,12 @@ class Rollout(SpecModel):
         default="KServe",
         description="KServe: the InferenceService's own traffic split. GatewayAPI: one InferenceService per "
         "revision behind an HTTPRoute. Default: KServe.",
+    )
+    gateway: GatewayRef = Field(default_factory=GatewayRef, description="Gateway for router GatewayAPI.")
+    mirror: bool = Field(
+        default=False,
+        description="Router GatewayAPI: also send the canary a copy of stable's traffic (responses ignored), "
+        "so it is judged on real inputs before it serves anyone. Default: false.",
     )
     analysis: Analysis = Field(default_factory=Analysis)
 

@@ -1,0 +1,80 @@
+"""Gateway API routing for a rollout: one InferenceService per revision behind one HTTPRoute.
+
+The route splits traffic by weight between the stable and canary predictor Services, lets a client pin
+an arm with the `x-model-revision` header (A/B and debugging), and can mirror stable's requests to the
+canary for shadow testing.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from esteira.api.spec import ModelDeploymentSpec
+from esteira.render.inferenceservice import RenderContext, common_labels
+from esteira.render.revisions import Arm, TrafficPlan
+
+HTTPROUTE_API_VERSION = "gateway.networking.k8s.io/v1"
+REVISION_HEADER = "x-model-revision"
+PREDICTOR_PORT = 80
+
+
+def arm_service_name(ctx: RenderContext, arm: Arm) -> str:
+    """Each revision gets its own InferenceService `<name>-rev-<n>`; KServe names its Service `<isvc>-predictor`."""
+    return f"{ctx.name}-{arm.predictor_name}"
+
+
+def _backend(ctx: RenderContext, arm: Arm, weight: int | None = None) -> dict[str, Any]:
+    ref: dict[str, Any] = {"name": f"{arm_service_name(ctx, arm)}-predictor", "port": PREDICTOR_PORT}
+    if weight is not None:
+        ref["weight"] = weight
+    return ref
+
+
+def _pinned(ctx: RenderContext, arm: Arm) -> dict[str, Any]:
+    return {
+        "matches": [{"headers": [{"type": "Exact", "name": REVISION_HEADER, "value": str(arm.revision)}]}],
+        "backendRefs": [_backend(ctx, arm)],
+    }
+
+
+def render_http_route(ctx: RenderContext, spec: ModelDeploymentSpec, plan: TrafficPlan) -> dict[str, Any]:
+    gateway = spec.rollout.gateway
+    rules = [_pinned(ctx, plan.stable)]
+    split: dict[str, Any] = {"matches": [{"path": {"type": "PathPrefix", "value": "/"}}]}
+    if plan.canary is None:
+        split["backendRefs"] = [_backend(ctx, plan.stable, 100)]
+    else:
+        rules.append(_pinned(ctx, plan.canary))
+        split["backendRefs"] = [
+            _backend(ctx, plan.stable, 100 - plan.canary_weight),
+            _backend(ctx, plan.canary, plan.canary_weight),
+        ]
+        if spec.rollout.mirror:
+            split["filters"] = [{"type": "RequestMirror", "requestMirror": {"backendRef": _backend(ctx, plan.canary)}}]
+    rules.append(split)
+    return {
+        "apiVersion": HTTPROUTE_API_VERSION,
+        "kind": "HTTPRoute",
+        "metadata": {"name": ctx.name, "namespace": ctx.namespace, "labels": common_labels(ctx.name, spec)},
+        "spec": {
+            "parentRefs": [{"name": gateway.name, "namespace": gateway.namespace}],
+            "rules": rules,
+        },
+    }
+
+
+def observed_canary_weight(route: dict[str, Any], canary: Arm, ctx: RenderContext) -> int | None:
+    """The canary's weight as the route says, once a Gateway accepted it; None while unknown."""
+    parents = (route.get("status") or {}).get("parents") or []
+    accepted = any(
+        c.get("type") == "Accepted" and c.get("status") == "True" for p in parents for c in p.get("conditions") or []
+    )
+    if not accepted:
+        return None
+    wanted = f"{arm_service_name(ctx, canary)}-predictor"
+    for rule in (route.get("spec") or {}).get("rules") or []:
+        refs = rule.get("backendRefs") or []
+        if len(refs) > 1 or not rule.get("matches", [{}])[0].get("headers"):
+            total = sum(int(r.get("weight", 1)) for r in refs) or 1
+            return next((round(100 * int(r.get("weight", 1)) / total) for r in refs if r.get("name") == wanted), 0)
+    return None

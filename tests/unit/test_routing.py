@@ -1,0 +1,100 @@
+"""Traffic routers: the objects each renders for a plan, and the split each reads back."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from esteira.api.spec import ModelDeploymentSpec
+from esteira.render import Arm, RenderContext, TrafficPlan
+from esteira.routing import GatewayAPIRouter, KServeRouter, router_for
+from esteira.routing.base import key_of
+from tests.support.schemas import validate_custom_resource
+from tests.unit.specs import spec
+
+CTX = RenderContext("iris", "models")
+STABLE, CANARY = Arm(1, "1", "s3://m/1"), Arm(2, "2", "s3://m/2")
+
+
+def parsed(**rollout: Any) -> ModelDeploymentSpec:
+    return ModelDeploymentSpec.parse(spec(rollout={"router": "GatewayAPI", **rollout}))
+
+
+def test_router_for_names() -> None:
+    assert isinstance(router_for("KServe"), KServeRouter)
+    assert isinstance(router_for("GatewayAPI"), GatewayAPIRouter)
+
+
+@pytest.mark.parametrize("mirror", [False, True])
+@pytest.mark.parametrize("plan", [TrafficPlan(STABLE), TrafficPlan(STABLE, CANARY, 0), TrafficPlan(STABLE, CANARY, 30)])
+def test_gateway_objects_validate_upstream(plan: TrafficPlan, mirror: bool) -> None:
+    objects = GatewayAPIRouter().desired(CTX, parsed(mirror=mirror), plan)
+    for obj in objects:
+        validate_custom_resource(obj)
+    names = [key_of(o)[1:] for o in objects]
+    expected_isvcs = [("InferenceService", "iris-rev-1")] + (
+        [("InferenceService", "iris-rev-2")] if plan.canary else []
+    )
+    assert names == [*expected_isvcs, ("HTTPRoute", "iris")]
+
+
+def test_gateway_route_weights_header_pinning_and_mirror() -> None:
+    route = GatewayAPIRouter().desired(CTX, parsed(mirror=True), TrafficPlan(STABLE, CANARY, 30))[-1]
+    pin_stable, pin_canary, split = route["spec"]["rules"]
+    assert pin_stable["matches"][0]["headers"][0] == {"type": "Exact", "name": "x-model-revision", "value": "1"}
+    assert pin_canary["backendRefs"] == [{"name": "iris-rev-2-predictor", "port": 80}]
+    assert [(b["name"], b["weight"]) for b in split["backendRefs"]] == [
+        ("iris-rev-1-predictor", 70),
+        ("iris-rev-2-predictor", 30),
+    ]
+    assert split["filters"][0]["requestMirror"]["backendRef"]["name"] == "iris-rev-2-predictor"
+    assert route["spec"]["parentRefs"] == [{"name": "kserve-ingress-gateway", "namespace": "kserve"}]
+
+
+def _accepted(route: dict[str, Any]) -> dict[str, Any]:
+    return {**route, "status": {"parents": [{"conditions": [{"type": "Accepted", "status": "True"}]}]}}
+
+
+def test_gateway_observes_weights_only_once_accepted() -> None:
+    router = GatewayAPIRouter()
+    plan = TrafficPlan(STABLE, CANARY, 30)
+    objects = {key_of(o): o for o in router.desired(CTX, parsed(), plan)}
+    route_key = ("gateway.networking.k8s.io/v1", "HTTPRoute", "iris")
+    assert router.observe(CTX, plan, objects).canary_weight is None
+    objects[route_key] = _accepted(objects[route_key])
+    canary_key = ("serving.kserve.io/v1beta1", "InferenceService", "iris-rev-2")
+    objects[canary_key] = {**objects[canary_key], "status": {"conditions": [{"type": "Ready", "status": "True"}]}}
+    status = router.observe(CTX, plan, objects)
+    assert status.canary_weight == 30 and status.canary_ready
+
+
+def test_kserve_knative_observes_latest_revision_share() -> None:
+    plan = TrafficPlan(STABLE, CANARY, 25)
+    isvc = KServeRouter().desired(CTX, ModelDeploymentSpec.parse(spec(deploymentMode="Knative")), plan)[0]
+    isvc["status"] = {
+        "conditions": [{"type": "PredictorReady", "status": "True"}],
+        "components": {
+            "predictor": {
+                "latestReadyRevision": "iris-predictor-00002",
+                "latestCreatedRevision": "iris-predictor-00002",
+                "traffic": [
+                    {"revisionName": "iris-predictor-00002", "percent": 25, "latestRevision": True, "tag": "latest"},
+                    {"revisionName": "iris-predictor-00001", "percent": 75, "latestRevision": False, "tag": "prev"},
+                ],
+            }
+        },
+    }
+    status = KServeRouter().observe(CTX, plan, {key_of(isvc): isvc})
+    assert status.canary_ready and status.canary_weight == 25
+    isvc["status"]["components"]["predictor"]["latestCreatedRevision"] = "iris-predictor-00003"
+    assert not KServeRouter().observe(CTX, plan, {key_of(isvc): isvc}).canary_ready
+
+
+def test_kserve_standard_observes_canary_statuses() -> None:
+    plan = TrafficPlan(STABLE, CANARY, 10)
+    isvc = KServeRouter().desired(CTX, ModelDeploymentSpec.parse(spec()), plan)[0]
+    assert KServeRouter().observe(CTX, plan, {key_of(isvc): isvc}).canary_weight is None
+    isvc["status"] = {"canaryStatuses": [{"name": "rev-2", "ready": True, "trafficPercent": 10}]}
+    status = KServeRouter().observe(CTX, plan, {key_of(isvc): isvc})
+    assert status.canary_ready and status.canary_weight == 10
