@@ -6,6 +6,7 @@ import copy
 import json
 from typing import Any
 
+from esteira.routing.base import key_of
 from esteira.state.drift import LAST_APPLIED, is_subset
 from esteira.state.reconcile import ReconcileInput, plan_reconcile
 from tests.unit.specs import model, spec
@@ -28,7 +29,7 @@ def run(
             generation=generation,
             spec=body,
             status=status or {},
-            isvc=isvc,
+            objects={key_of(isvc): isvc} if isvc else {},
             now=now,
         )
     )

@@ -61,18 +61,21 @@ def test_gateway_observes_weights_only_once_accepted() -> None:
     plan = TrafficPlan(STABLE, CANARY, 30)
     objects = {key_of(o): o for o in router.desired(CTX, parsed(), plan)}
     route_key = ("gateway.networking.k8s.io/v1", "HTTPRoute", "iris")
-    assert router.observe(CTX, plan, objects).canary_weight is None
+    assert router.observe(CTX, parsed(), plan, objects).canary_weight is None
     objects[route_key] = _accepted(objects[route_key])
     canary_key = ("serving.kserve.io/v1beta1", "InferenceService", "iris-rev-2")
     objects[canary_key] = {**objects[canary_key], "status": {"conditions": [{"type": "Ready", "status": "True"}]}}
-    status = router.observe(CTX, plan, objects)
+    status = router.observe(CTX, parsed(), plan, objects)
     assert status.canary_weight == 30 and status.canary_ready
 
 
 def test_kserve_knative_observes_latest_revision_share() -> None:
     plan = TrafficPlan(STABLE, CANARY, 25)
-    isvc = KServeRouter().desired(CTX, ModelDeploymentSpec.parse(spec(deploymentMode="Knative")), plan)[0]
+    knative = ModelDeploymentSpec.parse(spec(deploymentMode="Knative"))
+    isvc = KServeRouter().desired(CTX, knative, plan)[0]
+    isvc["metadata"]["generation"] = 1
     isvc["status"] = {
+        "observedGeneration": 1,
         "conditions": [{"type": "PredictorReady", "status": "True"}],
         "components": {
             "predictor": {
@@ -85,16 +88,23 @@ def test_kserve_knative_observes_latest_revision_share() -> None:
             }
         },
     }
-    status = KServeRouter().observe(CTX, plan, {key_of(isvc): isvc})
+    status = KServeRouter().observe(CTX, knative, plan, {key_of(isvc): isvc})
     assert status.canary_ready and status.canary_weight == 25
     isvc["status"]["components"]["predictor"]["latestCreatedRevision"] = "iris-predictor-00003"
-    assert not KServeRouter().observe(CTX, plan, {key_of(isvc): isvc}).canary_ready
+    assert not KServeRouter().observe(CTX, knative, plan, {key_of(isvc): isvc}).canary_ready
+    isvc["metadata"]["generation"] = 2  # KServe has not seen the latest spec yet: nothing is known
+    assert KServeRouter().observe(CTX, knative, plan, {key_of(isvc): isvc}).canary_weight is None
 
 
 def test_kserve_standard_observes_canary_statuses() -> None:
     plan = TrafficPlan(STABLE, CANARY, 10)
-    isvc = KServeRouter().desired(CTX, ModelDeploymentSpec.parse(spec()), plan)[0]
-    assert KServeRouter().observe(CTX, plan, {key_of(isvc): isvc}).canary_weight is None
-    isvc["status"] = {"canaryStatuses": [{"name": "rev-2", "ready": True, "trafficPercent": 10}]}
-    status = KServeRouter().observe(CTX, plan, {key_of(isvc): isvc})
+    standard = ModelDeploymentSpec.parse(spec())
+    isvc = KServeRouter().desired(CTX, standard, plan)[0]
+    assert KServeRouter().observe(CTX, standard, plan, {key_of(isvc): isvc}).canary_weight is None
+    isvc["metadata"]["generation"] = 1
+    isvc["status"] = {
+        "observedGeneration": 1,
+        "canaryStatuses": [{"name": "rev-2", "ready": True, "trafficPercent": 10}],
+    }
+    status = KServeRouter().observe(CTX, standard, plan, {key_of(isvc): isvc})
     assert status.canary_ready and status.canary_weight == 10

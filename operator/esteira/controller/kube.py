@@ -17,8 +17,15 @@ from urllib3.exceptions import HTTPError
 
 from esteira import API_GROUP, API_VERSION, PLURAL, __version__
 from esteira.controller.retry import ApiError
+from esteira.render.inferenceservice import LABEL_DEPLOYMENT
+from esteira.routing.base import ObjectKey
 
 KSERVE_GROUP, KSERVE_VERSION, KSERVE_PLURAL = "serving.kserve.io", "v1beta1", "inferenceservices"
+# (apiVersion, kind) of each child kind -> (group, version, plural)
+CHILD_RESOURCES: dict[tuple[str, str], tuple[str, str, str]] = {
+    ("serving.kserve.io/v1beta1", "InferenceService"): (KSERVE_GROUP, KSERVE_VERSION, KSERVE_PLURAL),
+    ("gateway.networking.k8s.io/v1", "HTTPRoute"): ("gateway.networking.k8s.io", "v1", "httproutes"),
+}
 REQUEST_TIMEOUT = (5.0, 30.0)  # connect, read (seconds)
 
 
@@ -63,9 +70,9 @@ class KubeAPI:
         api_client.user_agent = f"esteira-operator/{__version__}"
         self._api = client.CustomObjectsApi(api_client)
 
-    async def _call(self, fn: Callable[..., object], *args: Any) -> dict[str, Any]:
+    async def _call(self, fn: Callable[..., object], *args: Any, **kwargs: Any) -> dict[str, Any]:
         try:
-            return cast(dict[str, Any], await asyncio.to_thread(fn, *args, _request_timeout=REQUEST_TIMEOUT))
+            return cast(dict[str, Any], await asyncio.to_thread(fn, *args, _request_timeout=REQUEST_TIMEOUT, **kwargs))
         except ApiException as exc:
             raise ApiError(int(exc.status or 0), str(exc.reason or exc.body or exc)) from None
         except (HTTPError, OSError) as exc:
@@ -92,28 +99,44 @@ class KubeAPI:
             {"status": status},
         )
 
-    async def get_inference_service(self, namespace: str, name: str) -> dict[str, Any] | None:
+    async def list_children(self, namespace: str, owner: str) -> dict[ObjectKey, dict[str, Any]]:
+        """The objects Esteira manages for one ModelDeployment, found by its label.
+
+        A kind whose CRD is not installed (no Gateway API, say) simply has no objects.
+        """
+        selector = f"{LABEL_DEPLOYMENT}={owner}"
+        found: dict[ObjectKey, dict[str, Any]] = {}
+        for (api_version, kind), (group, version, plural) in CHILD_RESOURCES.items():
+            try:
+                listing = await self._call(
+                    self._api.list_namespaced_custom_object, group, version, namespace, plural, label_selector=selector
+                )
+            except ApiError as exc:
+                if exc.status == 404:
+                    continue
+                raise
+            for item in listing.get("items") or []:
+                labels = (item.get("metadata") or {}).get("labels") or {}
+                if labels.get(LABEL_DEPLOYMENT) == owner:  # some API servers ignore selectors
+                    item.setdefault("apiVersion", api_version)
+                    item.setdefault("kind", kind)
+                    found[(api_version, kind, item["metadata"]["name"])] = item
+        return found
+
+    async def create_child(self, namespace: str, body: dict[str, Any]) -> dict[str, Any]:
+        group, version, plural = CHILD_RESOURCES[(body["apiVersion"], body["kind"])]
+        return await self._call(self._api.create_namespaced_custom_object, group, version, namespace, plural, body)
+
+    async def patch_child(self, namespace: str, key: ObjectKey, patch: dict[str, Any]) -> dict[str, Any]:
+        group, version, plural = CHILD_RESOURCES[(key[0], key[1])]
+        return await self._call(
+            self._api.patch_namespaced_custom_object, group, version, namespace, plural, key[2], patch
+        )
+
+    async def delete_child(self, namespace: str, key: ObjectKey) -> None:
+        group, version, plural = CHILD_RESOURCES[(key[0], key[1])]
         try:
-            return await self._call(
-                self._api.get_namespaced_custom_object, KSERVE_GROUP, KSERVE_VERSION, namespace, KSERVE_PLURAL, name
-            )
+            await self._call(self._api.delete_namespaced_custom_object, group, version, namespace, plural, key[2])
         except ApiError as exc:
-            if exc.status == 404:
-                return None
-            raise
-
-    async def create_inference_service(self, namespace: str, body: dict[str, Any]) -> dict[str, Any]:
-        return await self._call(
-            self._api.create_namespaced_custom_object, KSERVE_GROUP, KSERVE_VERSION, namespace, KSERVE_PLURAL, body
-        )
-
-    async def patch_inference_service(self, namespace: str, name: str, patch: dict[str, Any]) -> dict[str, Any]:
-        return await self._call(
-            self._api.patch_namespaced_custom_object,
-            KSERVE_GROUP,
-            KSERVE_VERSION,
-            namespace,
-            KSERVE_PLURAL,
-            name,
-            patch,
-        )
+            if exc.status != 404:
+                raise

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import functools
+import json
 import logging
 import time
 from collections import defaultdict
@@ -11,9 +13,17 @@ from typing import Any, cast
 
 import kopf
 
+from esteira import API_GROUP
+from esteira.api.errors import InvalidSpec
+from esteira.api.spec import ModelDeploymentSpec
+from esteira.api.status import ModelDeploymentStatus
 from esteira.controller import metrics
 from esteira.controller.kube import KubeAPI
 from esteira.controller.retry import ApiError, with_backoff
+from esteira.metrics.prometheus import PrometheusClient, PrometheusProvider
+from esteira.rollout.engine import Command, analysis_due, parse_time
+from esteira.rollout.evidence import Evidence, MetricsUnavailable
+from esteira.routing.base import key_of
 from esteira.state.reconcile import ReconcileInput, ReconcilePlan, Result, plan_reconcile
 
 logger = logging.getLogger(__name__)
@@ -53,7 +63,9 @@ class Reconciler:
         md = await with_backoff(lambda: self.api.get_model_deployment(namespace, name), "read ModelDeployment")
         if md is None or md["metadata"].get("deletionTimestamp"):
             return None
-        isvc = await with_backoff(lambda: self.api.get_inference_service(namespace, name), "read InferenceService")
+        objects = await with_backoff(lambda: self.api.list_children(namespace, name), "list children")
+        now = utc_now()
+        evidence, metrics_error = await self._evidence(md, now)
         plan = plan_reconcile(
             ReconcileInput(
                 name=name,
@@ -61,28 +73,54 @@ class Reconciler:
                 generation=md["metadata"].get("generation"),
                 spec=md.get("spec") or {},
                 status=md.get("status") or {},
-                isvc=isvc,
-                now=utc_now(),
+                objects=objects,
+                now=now,
                 prometheus_url=self.prometheus_url,
+                evidence=evidence,
+                metrics_error=metrics_error,
+                command=read_command(md),
             )
         )
         await self._apply(md, plan)
         return plan.result
 
-    async def _apply(self, md: dict[str, Any], plan: ReconcilePlan) -> None:
-        namespace, name = md["metadata"]["namespace"], md["metadata"]["name"]
-        if plan.create is not None:
-            child = plan.create
-            kopf.adopt(child, owner=cast(kopf.Body, md))
-            await with_backoff(lambda: self._create_or_patch(namespace, child), "create InferenceService")
-        elif plan.patch is not None:
-            patch = plan.patch
-            await with_backoff(
-                lambda: self.api.patch_inference_service(namespace, name, patch), "patch InferenceService"
+    async def _evidence(self, md: dict[str, Any], now: str) -> tuple[Evidence | None, str | None]:
+        """Query the metrics only when an analysis is due; a failure becomes the engine's reason to hold."""
+        try:
+            spec = ModelDeploymentSpec.parse(md.get("spec") or {})
+            status = ModelDeploymentStatus.model_validate(md.get("status") or {})
+        except (InvalidSpec, ValueError):
+            return None, None
+        if status.canary is None or status.stable is None or not analysis_due(spec, status, parse_time(now)):
+            return None, None
+        url = spec.monitoring.prometheus_url or self.prometheus_url
+        if not url:
+            return None, "no Prometheus URL: set spec.monitoring.prometheusUrl or the operator's --prometheus-url"
+        provider = PrometheusProvider(PrometheusClient(url))
+        try:
+            evidence = await provider.collect(
+                md["metadata"]["namespace"],
+                md["metadata"]["name"],
+                spec,
+                status.stable.revision,
+                status.canary.revision,
             )
+        except MetricsUnavailable as exc:
+            return None, str(exc)
+        return evidence, None
+
+    async def _apply(self, md: dict[str, Any], plan: ReconcilePlan) -> None:
+        namespace = md["metadata"]["namespace"]
+        for child in plan.creates:
+            kopf.adopt(child, owner=cast(kopf.Body, md))
+            await with_backoff(functools.partial(self._create_or_patch, namespace, child), "create child")
+        for key, patch in plan.patches:
+            await with_backoff(functools.partial(self.api.patch_child, namespace, key, patch), "patch child")
+        for key in plan.deletes:
+            await with_backoff(functools.partial(self.api.delete_child, namespace, key), "delete child")
         if plan.status_changed:
             await with_backoff(
-                lambda: self.api.patch_model_deployment_status(namespace, name, plan.status),
+                lambda: self.api.patch_model_deployment_status(namespace, md["metadata"]["name"], plan.status),
                 "patch ModelDeployment status",
             )
         for decision in plan.decisions:
@@ -93,16 +131,35 @@ class Reconciler:
                 message=decision.message,
             )
             log = logger.warning if decision.warning else logger.info
-            log("%s/%s %s: %s", namespace, name, decision.reason, decision.message)
+            log("%s/%s %s: %s", namespace, md["metadata"]["name"], decision.reason, decision.message)
 
     async def _create_or_patch(self, namespace: str, child: dict[str, Any]) -> None:
         """Create; if a retried create already went through (409 AlreadyExists), patch to the same content."""
         try:
-            await self.api.create_inference_service(namespace, child)
+            await self.api.create_child(namespace, child)
         except ApiError as exc:
             if exc.status != 409:
                 raise
-            patch = {"metadata": {k: child["metadata"][k] for k in ("labels", "annotations", "ownerReferences")}}
-            await self.api.patch_inference_service(
-                namespace, child["metadata"]["name"], {**patch, "spec": child["spec"]}
-            )
+            metadata = {k: child["metadata"][k] for k in ("labels", "annotations", "ownerReferences")}
+            await self.api.patch_child(namespace, key_of(child), {"metadata": metadata, "spec": child["spec"]})
+
+
+COMMAND_ANNOTATION = f"{API_GROUP}/command"
+
+
+def read_command(md: dict[str, Any]) -> Command | None:
+    """The last command a person left on the object (`kubectl esteira promote|pause|...` writes it)."""
+    raw = ((md.get("metadata") or {}).get("annotations") or {}).get(COMMAND_ANNOTATION)
+    if not raw:
+        return None
+    try:
+        data = json.loads(raw)
+        return Command(
+            id=str(data["id"]),
+            action=data["action"],
+            full=bool(data.get("full", False)),
+            revision=data.get("revision"),
+        )
+    except (ValueError, KeyError, TypeError):
+        logger.warning("ignoring unreadable %s annotation: %r", COMMAND_ANNOTATION, raw)
+        return None

@@ -38,7 +38,11 @@ class TrafficRouter(Protocol):
         ...
 
     def observe(
-        self, ctx: RenderContext, plan: TrafficPlan, objects: Mapping[ObjectKey, dict[str, Any]]
+        self,
+        ctx: RenderContext,
+        spec: ModelDeploymentSpec,
+        plan: TrafficPlan,
+        objects: Mapping[ObjectKey, dict[str, Any]],
     ) -> RouteStatus:
         """Read the split the backend reports from the live objects (get routes)."""
         ...

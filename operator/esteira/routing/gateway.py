@@ -28,7 +28,11 @@ class GatewayAPIRouter:
         return [(ISVC_API_VERSION, "InferenceService"), (HTTPROUTE_API_VERSION, "HTTPRoute")]
 
     def observe(
-        self, ctx: RenderContext, plan: TrafficPlan, objects: Mapping[ObjectKey, dict[str, Any]]
+        self,
+        ctx: RenderContext,
+        spec: ModelDeploymentSpec,
+        plan: TrafficPlan,
+        objects: Mapping[ObjectKey, dict[str, Any]],
     ) -> RouteStatus:
         if plan.canary is None:
             return RouteStatus(False, None)

@@ -11,7 +11,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from esteira.api.spec import ModelDeploymentSpec
-from esteira.render.inferenceservice import ISVC_API_VERSION, RenderContext, render_inference_service
+from esteira.render.inferenceservice import ISVC_API_VERSION, LABEL_REVISION, RenderContext, render_inference_service
 from esteira.render.revisions import TrafficPlan
 from esteira.routing.base import ObjectKey, RouteStatus
 
@@ -31,23 +31,34 @@ class KServeRouter:
         return [(ISVC_API_VERSION, "InferenceService")]
 
     def observe(
-        self, ctx: RenderContext, plan: TrafficPlan, objects: Mapping[ObjectKey, dict[str, Any]]
+        self,
+        ctx: RenderContext,
+        spec: ModelDeploymentSpec,
+        plan: TrafficPlan,
+        objects: Mapping[ObjectKey, dict[str, Any]],
     ) -> RouteStatus:
         isvc = objects.get((ISVC_API_VERSION, "InferenceService", ctx.name))
         if isvc is None or plan.canary is None:
             return RouteStatus(canary_ready=False, canary_weight=None)
         status = isvc.get("status") or {}
-        if status.get("canaryStatuses") is not None or (isvc.get("spec") or {}).get("canary"):
+        current = status.get("observedGeneration", 0) >= (isvc.get("metadata") or {}).get("generation", 1)
+        if not current:
+            return RouteStatus(False, None)
+        if spec.deployment_mode == "Standard":
             for arm in status.get("canaryStatuses") or []:
                 if arm.get("name") == plan.canary.predictor_name:
                     return RouteStatus(bool(arm.get("ready")), arm.get("trafficPercent"))
             return RouteStatus(False, None)
+        # Knative: the predictor carries the canary; its revision is the latest one once it is ready.
+        labels = ((isvc.get("spec") or {}).get("predictor") or {}).get("labels") or {}
+        serving_canary = labels.get(LABEL_REVISION) == str(plan.canary.revision)
         predictor = (status.get("components") or {}).get("predictor") or {}
         ready = (
-            predictor.get("latestReadyRevision") is not None
+            serving_canary
+            and predictor.get("latestReadyRevision") is not None
             and predictor.get("latestReadyRevision") == predictor.get("latestCreatedRevision")
             and _condition(isvc, "PredictorReady")
         )
         latest = [t for t in predictor.get("traffic") or [] if t.get("latestRevision")]
-        weight = int(latest[0].get("percent", 0)) if latest else None
+        weight = int(latest[0].get("percent", 0)) if latest and serving_canary else None
         return RouteStatus(ready, weight)

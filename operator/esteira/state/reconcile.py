@@ -1,19 +1,25 @@
-"""One reconcile, planned without I/O: the ModelDeployment and its InferenceService in, actions out.
+"""One reconcile, planned without I/O: the ModelDeployment, its live children and evidence in, actions out.
 
-The adapter (`esteira.controller`) reads both objects, calls `plan_reconcile`, applies what it returns
-and posts the decisions as Events. Planning twice on the same input gives the same plan, which is what
-makes the operator idempotent across restarts.
+The adapter (`esteira.controller`) reads the objects (and, when an analysis is due, the metrics), calls
+`plan_reconcile`, applies what it returns and posts the decisions as Events. Planning twice on the same
+input gives the same plan, which is what makes the operator idempotent across restarts.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from esteira.api.errors import InvalidSpec
 from esteira.api.spec import ModelDeploymentSpec
 from esteira.api.status import ModelDeploymentStatus, Phase
-from esteira.render.inferenceservice import RenderContext, render_inference_service
+from esteira.render.httproute import arm_service_name
+from esteira.render.inferenceservice import ISVC_API_VERSION, RenderContext
+from esteira.rollout.engine import Command, EngineInput, advance, parse_time
+from esteira.rollout.evidence import Evidence
+from esteira.routing import ObjectKey, router_for
+from esteira.routing.base import key_of
 from esteira.state.conditions import get_condition, set_condition
 from esteira.state.drift import drift_patch, last_applied, managed_view, with_last_applied
 from esteira.state.revisions import Decision, track_revisions, traffic_plan
@@ -32,9 +38,12 @@ class ReconcileInput:
     generation: int | None
     spec: dict[str, Any]
     status: dict[str, Any]
-    isvc: dict[str, Any] | None
+    objects: Mapping[ObjectKey, dict[str, Any]]  # the live children, by (apiVersion, kind, name)
     now: str
     prometheus_url: str | None = None
+    evidence: Evidence | None = None
+    metrics_error: str | None = None
+    command: Command | None = None
 
 
 @dataclass
@@ -42,9 +51,21 @@ class ReconcilePlan:
     result: Result
     status: dict[str, Any]
     status_changed: bool
-    create: dict[str, Any] | None = None
-    patch: dict[str, Any] | None = None
+    creates: list[dict[str, Any]] = field(default_factory=list)
+    patches: list[tuple[ObjectKey, dict[str, Any]]] = field(default_factory=list)
+    deletes: list[ObjectKey] = field(default_factory=list)
     decisions: list[Decision] = field(default_factory=list)
+    requeue_after: float | None = None
+
+    @property
+    def create(self) -> dict[str, Any] | None:
+        """The first object to create (the single InferenceService of the KServe router)."""
+        return self.creates[0] if self.creates else None
+
+    @property
+    def patch(self) -> dict[str, Any] | None:
+        """The first patch (the single InferenceService of the KServe router)."""
+        return self.patches[0][1] if self.patches else None
 
 
 def _read_status(raw: dict[str, Any]) -> ModelDeploymentStatus:
@@ -68,11 +89,15 @@ def _invalid(inp: ReconcileInput, status: ModelDeploymentStatus, exc: InvalidSpe
     return ReconcilePlan("invalid", after, before != after, decisions=decisions)
 
 
-def _check_mode_unchanged(spec: ModelDeploymentSpec, isvc: dict[str, Any] | None) -> None:
-    if isvc is None:
-        return
-    current = ((isvc.get("metadata") or {}).get("annotations") or {}).get(MODE_ANNOTATION)
-    if current and current != spec.deployment_mode:
+def _check_mode_unchanged(spec: ModelDeploymentSpec, objects: Mapping[ObjectKey, dict[str, Any]]) -> None:
+    modes = {
+        ((obj.get("metadata") or {}).get("annotations") or {}).get(MODE_ANNOTATION)
+        for key, obj in objects.items()
+        if key[1] == "InferenceService"
+    } - {None}
+    for current in modes:
+        if current == spec.deployment_mode:
+            continue
         raise InvalidSpec.single(
             "spec.deploymentMode",
             f"cannot change from {current} to {spec.deployment_mode} after creation (KServe forbids it): "
@@ -86,7 +111,11 @@ def _isvc_condition(isvc: dict[str, Any], type_: str) -> dict[str, Any] | None:
 
 
 def _observe(
-    inp: ReconcileInput, status: ModelDeploymentStatus, isvc: dict[str, Any] | None, touched: bool
+    inp: ReconcileInput,
+    spec: ModelDeploymentSpec,
+    status: ModelDeploymentStatus,
+    isvc: dict[str, Any] | None,
+    touched: bool,
 ) -> list[Decision]:
     """Carry the InferenceService's state into the ModelDeployment's status; returns transitions worth an Event."""
     was_ready = (c := get_condition(status, "Ready")) is not None and c.status == "True"
@@ -141,7 +170,7 @@ def _observe(
         set_condition(status, "Progressing", True, "Reconciling", "InferenceService is being updated", now, g)
     else:
         set_condition(status, "Progressing", False, "Stable", "No rollout in progress", now, g)
-    status.phase = _phase(ready, failed, rolling)
+    status.phase = _phase(status, spec, ready, failed)
     return decisions
 
 
@@ -155,45 +184,98 @@ def _failure_info(model_status: dict[str, Any] | None) -> str:
     return str(info.get("message") or "")
 
 
-def _phase(ready: bool, failed: bool, rolling: bool) -> Phase:
+def _phase(status: ModelDeploymentStatus, spec: ModelDeploymentSpec, ready: bool, failed: bool) -> Phase:
     if failed:
         return "Degraded"
-    if rolling:
-        return "Progressing"
+    if status.canary is not None:
+        return "Paused" if status.canary.paused else "Progressing"
+    last = status.last_rollout
+    if (
+        last is not None
+        and last.outcome == "RolledBack"
+        and (last.model_version, last.storage_uri) == (spec.model.version, spec.model.storage_uri)
+    ):
+        return "RolledBack"
     return "Ready" if ready else "Pending"
 
 
+def _primary_key(ctx: RenderContext, spec: ModelDeploymentSpec, status: ModelDeploymentStatus) -> ObjectKey:
+    """The InferenceService whose state the ModelDeployment reports: the one serving stable."""
+    if spec.rollout.router == "GatewayAPI" and status.stable is not None:
+        arm = traffic_plan(status).stable
+        return (ISVC_API_VERSION, "InferenceService", arm_service_name(ctx, arm))
+    return (ISVC_API_VERSION, "InferenceService", ctx.name)
+
+
+def _command_effects(inp: ReconcileInput, status: ModelDeploymentStatus) -> tuple[bool, int | None]:
+    """(retry, rollback_to) asked by a command not carried out yet; the engine records its id."""
+    command = inp.command
+    if command is None or command.id == status.last_command:
+        return False, None
+    return command.action == "retry", command.revision if command.action == "rollback" else None
+
+
 def plan_reconcile(inp: ReconcileInput) -> ReconcilePlan:
-    """Decide what to create or patch and what the status becomes."""
+    """Decide what to create, patch or delete, where the rollout goes, and what the status becomes."""
     status = _read_status(inp.status)
     before = status.to_wire()
     try:
         spec = ModelDeploymentSpec.parse(inp.spec)
-        _check_mode_unchanged(spec, inp.isvc)
-        change = track_revisions(spec, status, inp.now)
+        _check_mode_unchanged(spec, inp.objects)
+        retry, rollback_to = _command_effects(inp, status)
+        change = track_revisions(spec, status, inp.now, retry=retry, rollback_to=rollback_to)
         ctx = RenderContext(inp.name, inp.namespace, inp.prometheus_url)
-        desired = with_last_applied(render_inference_service(ctx, spec, traffic_plan(change.status)))
-    except InvalidSpec as exc:
-        return _invalid(inp, status, exc)
-
-    status = change.status
-    decisions = list(change.decisions)
-    create = patch = None
-    if inp.isvc is None:
-        create = desired
-        decisions.append(Decision("Created", f"Created InferenceService {inp.name}"))
-        result: Result = "created"
-    elif (patch := drift_patch(inp.isvc, desired)) is not None:
-        if last_applied(inp.isvc) == managed_view(desired):
-            decisions.append(
-                Decision("DriftCorrected", f"Put back a manual change to InferenceService {inp.name}", warning=True)
+        router = router_for(spec.rollout.router)
+        decisions = list(change.decisions)
+        status = change.status
+        requeue_after = None
+        if status.canary is not None or inp.command is not None:
+            route = router.observe(ctx, spec, traffic_plan(status), inp.objects)
+            engine = advance(
+                EngineInput(
+                    spec=spec,
+                    status=status,
+                    now=parse_time(inp.now),
+                    canary_ready=route.canary_ready,
+                    observed_weight=route.canary_weight,
+                    evidence=inp.evidence,
+                    metrics_error=inp.metrics_error,
+                    command=inp.command,
+                )
             )
-        else:
-            decisions.append(Decision("Updated", f"Updated InferenceService {inp.name} to the current spec"))
-        result = "updated"
-    else:
-        result = "unchanged"
+            status, requeue_after = engine.status, engine.requeue_after
+            decisions += engine.decisions
+        desired = [with_last_applied(obj) for obj in router.desired(ctx, spec, traffic_plan(status))]
+    except InvalidSpec as exc:
+        return _invalid(inp, _read_status(inp.status), exc)
 
-    decisions += _observe(inp, status, inp.isvc, touched=create is not None or patch is not None)
-    after = status.to_wire()
-    return ReconcilePlan(result, after, after != before, create=create, patch=patch, decisions=decisions)
+    plan = ReconcilePlan("unchanged", {}, False, decisions=decisions, requeue_after=requeue_after)
+    wanted = {key_of(obj): obj for obj in desired}
+    for key, obj in wanted.items():
+        live = inp.objects.get(key)
+        if live is None:
+            plan.creates.append(obj)
+            plan.decisions.append(Decision("Created", f"Created {key[1]} {key[2]}"))
+        elif (patch := drift_patch(live, obj)) is not None:
+            plan.patches.append((key, patch))
+            if last_applied(live) == managed_view(obj):
+                plan.decisions.append(
+                    Decision("DriftCorrected", f"Put back a manual change to {key[1]} {key[2]}", True)
+                )
+            else:
+                plan.decisions.append(Decision("Updated", f"Updated {key[1]} {key[2]} to the current spec"))
+    for key in inp.objects:
+        if key not in wanted:
+            plan.deletes.append(key)
+            plan.decisions.append(Decision("Deleted", f"Deleted {key[1]} {key[2]}: no longer serves any revision"))
+    if plan.creates:
+        plan.result = "created"
+    elif plan.patches or plan.deletes:
+        plan.result = "updated"
+
+    primary = _primary_key(ctx, spec, status)
+    touched = any(key == primary for key, _ in plan.patches) or primary in {key_of(o) for o in plan.creates}
+    plan.decisions += _observe(inp, spec, status, inp.objects.get(primary), touched=touched)
+    plan.status = status.to_wire()
+    plan.status_changed = plan.status != before
+    return plan

@@ -1,0 +1,1 @@
+"""Metric providers: where the rollout engine's evidence comes from."""

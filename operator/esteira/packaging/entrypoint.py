@@ -1,0 +1,251 @@
+"""Start-up of Esteira's model server: apply the operator's batching to TorchServe's model snapshot, then run
+TorchServe in the foreground.
+
+KServe mounts the model at ``/mnt/models`` read-only, and TorchServe reads workers and batching from
+``model_snapshot`` in ``config.properties`` (no ``TS_*`` variable reaches the snapshot). So the operator's
+``ESTEIRA_BATCH_SIZE`` and ``ESTEIRA_MAX_BATCH_DELAY_MS`` are written into a copy of the file in a writable
+directory, and TorchServe starts from that copy. The copy also turns ``enable_envvars_config`` on, so the
+runtime's ``TS_*`` variables (addresses, Open Inference Protocol) apply whatever the archive's file says.
+
+TorchServe's command-line launcher starts the Java frontend as a child and exits at once on SIGTERM without
+passing it on, so the JVM would be killed mid-request when the pod stops. The launcher therefore runs in its
+own process group, termination signals go to the whole group, and this process (PID 1 in the container)
+waits until the frontend has finished shutting down, reaping orphans on the way.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from types import FrameType
+
+from esteira.packaging.config import (
+    CONFIG_PATH,
+    DEFAULT_MODEL_DIR,
+    MODEL_STORE,
+    dump_snapshot,
+    parse_properties,
+    set_properties,
+)
+
+ENV_BATCH_SIZE = "ESTEIRA_BATCH_SIZE"
+ENV_MAX_BATCH_DELAY_MS = "ESTEIRA_MAX_BATCH_DELAY_MS"
+ENV_MODEL_DIR = "ESTEIRA_MODEL_DIR"
+ENV_RUNTIME_DIR = "ESTEIRA_RUNTIME_DIR"
+DEFAULT_RUNTIME_DIR = "/tmp/esteira"
+RUNTIME_CONFIG = "config.properties"
+PID_FILE = ".model_server.pid"
+# Keys that name files under the model directory: moved along when the model is mounted elsewhere.
+_PATH_KEYS = ("model_store", "metrics_config")
+
+
+@dataclass(frozen=True)
+class BatchSettings:
+    """Batching from the operator; None leaves the archive's own value."""
+
+    batch_size: int | None = None
+    max_batch_delay_ms: int | None = None
+
+    @property
+    def empty(self) -> bool:
+        return self.batch_size is None and self.max_batch_delay_ms is None
+
+
+def _int_env(env: Mapping[str, str], name: str, low: int, high: int) -> int | None:
+    raw = env.get(name, "").strip()
+    if not raw:
+        return None
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ValueError(f"{name}={raw!r} is not an integer") from None
+    if not low <= value <= high:
+        raise ValueError(f"{name}={value} is outside {low}..{high}")
+    return value
+
+
+def batch_settings_from_env(env: Mapping[str, str]) -> BatchSettings:
+    """Read the operator's variables; unset or empty means 'keep the archive's value'."""
+    return BatchSettings(
+        batch_size=_int_env(env, ENV_BATCH_SIZE, 1, 1024),
+        max_batch_delay_ms=_int_env(env, ENV_MAX_BATCH_DELAY_MS, 0, 60_000),
+    )
+
+
+def apply_batching(text: str, settings: BatchSettings) -> str:
+    """``config.properties`` text with every model version in ``model_snapshot`` given ``settings``."""
+    if settings.empty:
+        return text
+    raw = parse_properties(text).get("model_snapshot")
+    if not raw:
+        raise ValueError("config.properties has no model_snapshot to apply batching to (esteira package writes one)")
+    snapshot = json.loads(raw)
+    models = snapshot.get("models")
+    if not isinstance(models, dict) or not models:
+        raise ValueError("model_snapshot lists no models")
+    for versions in models.values():
+        for entry in versions.values():
+            if settings.batch_size is not None:
+                entry["batchSize"] = settings.batch_size
+            if settings.max_batch_delay_ms is not None:
+                entry["maxBatchDelay"] = settings.max_batch_delay_ms
+    return set_properties(text, {"model_snapshot": dump_snapshot(snapshot)})
+
+
+def relocate(text: str, model_dir: str, packaged_dir: str = DEFAULT_MODEL_DIR) -> str:
+    """Point file paths written for ``packaged_dir`` at ``model_dir`` (a model mounted elsewhere, a local run)."""
+    old, new = packaged_dir.rstrip("/"), model_dir.rstrip("/")
+    if old == new:
+        return text
+    props = parse_properties(text)
+    updates = {
+        key: new + props[key][len(old) :]
+        for key in _PATH_KEYS
+        if key in props and (props[key] == old or props[key].startswith(old + "/"))
+    }
+    return set_properties(text, updates) if updates else text
+
+
+def runtime_config(text: str, settings: BatchSettings, model_dir: str = DEFAULT_MODEL_DIR) -> str:
+    """The configuration TorchServe starts from in Esteira's runtime."""
+    text = apply_batching(text, settings)
+    text = relocate(text, model_dir)
+    return set_properties(text, {"enable_envvars_config": "true"})
+
+
+def torchserve_command(config_path: str, model_store: str, extra: Sequence[str] = ()) -> list[str]:
+    """TorchServe in the foreground, without config snapshots (the runtime copy is already the truth)."""
+    return ["torchserve", "--foreground", "--ncs", f"--ts-config={config_path}", f"--model-store={model_store}", *extra]
+
+
+def runtime_environment(env: Mapping[str, str], runtime_dir: Path) -> dict[str, str]:
+    """Logs, metrics logs and the JVM's temporary files go under the writable runtime directory."""
+    out = dict(env)
+    out.setdefault("LOG_LOCATION", str(runtime_dir / "logs"))
+    out.setdefault("METRICS_LOCATION", str(runtime_dir / "logs"))
+    out.setdefault("TEMP", str(runtime_dir / "tmp"))
+    out.setdefault("PYTHONDONTWRITEBYTECODE", "1")
+    return out
+
+
+# --- running ------------------------------------------------------------------------------------
+
+
+def _group_alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _reap() -> None:
+    """Collect exited children, including orphans handed to PID 1."""
+    while True:
+        try:
+            pid, _ = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            return
+        if pid == 0:
+            return
+
+
+def frontend_pid(pid_file: Path, group: int) -> int | None:
+    """The Java frontend's pid from the launcher's pid file, if that process is in ``group``."""
+    try:
+        pid = int(pid_file.read_text().split()[0])
+        return pid if os.getpgid(pid) == group else None
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def supervise(command: Sequence[str], env: Mapping[str, str], cwd: Path, pid_file: Path | None = None) -> int:
+    """Run ``command`` in its own process group and return once every process in the group has exited.
+
+    A termination signal goes to the Java frontend (found through the launcher's ``pid_file``), whose shutdown
+    stops the Python workers in order; signalling the whole group would kill the workers first, and the
+    frontend would start new ones while shutting down. Without a pid file the whole group is signalled.
+    An exit nobody asked for is a failure, whatever the launcher's status says.
+    """
+    child = subprocess.Popen(list(command), env=dict(env), cwd=cwd, start_new_session=True)
+    stopping = False
+
+    def forward(signum: int, _frame: FrameType | None) -> None:
+        nonlocal stopping
+        stopping = True
+        target = frontend_pid(pid_file, child.pid) if pid_file else None
+        with contextlib.suppress(ProcessLookupError):
+            if target is not None:
+                os.kill(target, signum)
+            else:
+                os.killpg(child.pid, signum)
+
+    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        signal.signal(sig, forward)
+    code = child.wait()
+    while _group_alive(child.pid):
+        _reap()
+        time.sleep(0.2)
+    _reap()
+    if stopping:
+        return 0
+    return code or 1
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m esteira.packaging.entrypoint",
+        description="Apply Esteira's batching to the model snapshot and run TorchServe in the foreground.",
+    )
+    parser.add_argument(
+        "--model-dir",
+        default=os.environ.get(ENV_MODEL_DIR, DEFAULT_MODEL_DIR),
+        help=f"Where KServe put the model (config/ and model-store/). Default: ${ENV_MODEL_DIR} or {DEFAULT_MODEL_DIR}.",
+    )
+    parser.add_argument(
+        "--runtime-dir",
+        default=os.environ.get(ENV_RUNTIME_DIR, DEFAULT_RUNTIME_DIR),
+        help=f"Writable directory for the adjusted config, logs and temporary files. Default: {DEFAULT_RUNTIME_DIR}.",
+    )
+    parser.add_argument("--dry-run", action="store_true", help="Print the adjusted config and the command only.")
+    parser.add_argument("torchserve_args", nargs="*", help="Extra TorchServe arguments (after --).")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    model_dir = args.model_dir.rstrip("/") or "/"
+    runtime_dir = Path(args.runtime_dir)
+    source = Path(model_dir) / CONFIG_PATH
+    try:
+        text = runtime_config(source.read_text(), batch_settings_from_env(os.environ), model_dir)
+    except (OSError, ValueError) as exc:
+        print(f"esteira model server: {source}: {exc}", file=sys.stderr)
+        return 2
+    config_path = runtime_dir / RUNTIME_CONFIG
+    command = torchserve_command(str(config_path), f"{model_dir}/{MODEL_STORE}", args.torchserve_args)
+    if args.dry_run:
+        sys.stdout.write(text)
+        print("# " + " ".join(command))
+        return 0
+    env = runtime_environment(os.environ, runtime_dir)
+    for folder in (runtime_dir, Path(env["LOG_LOCATION"]), Path(env["METRICS_LOCATION"]), Path(env["TEMP"])):
+        folder.mkdir(parents=True, exist_ok=True)
+    config_path.write_text(text)
+    # TorchServe's launcher writes the frontend's pid to its temporary directory (TEMP, set above).
+    return supervise(command, env, runtime_dir, Path(env["TEMP"]) / PID_FILE)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
