@@ -37,7 +37,7 @@ class KubeApi:
     def emulated(self) -> bool:
         return self.emulator is not None
 
-    def require_emulator(self, why: str = "fault injection") -> EmulatorServer:
+    def require_emulator(self, why: str = "fault injection or the emulator's state") -> EmulatorServer:
         """Return the emulator, or skip the test when it runs against a real cluster."""
         if self.emulator is None:
             pytest.skip(f"{why} needs the API emulator; ESTEIRA_E2E_KUBECONFIG points at a real cluster")

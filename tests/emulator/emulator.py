@@ -40,9 +40,12 @@ class KubeEmulator(kmock.KubernetesEmulator):
     bookmark_interval: float = 60.0  # idle watches that allow bookmarks get one this often (as kube-apiserver)
     _store: ObjectStore = attrs.field(init=False)
     _custom: dict[kmock.resource, ServedVersion] = attrs.field(init=False, factory=dict)
+    _open_streams: int = attrs.field(init=False, default=0)
+    _no_streams: asyncio.Event = attrs.field(init=False, factory=asyncio.Event)
 
     def __attrs_post_init__(self) -> None:
         super().__attrs_post_init__()
+        self._no_streams.set()
         self.resources.load_data(_bundled_resources())  # core v1 (namespaces, events, ...) and built-in groups
         self._store = ObjectStore(
             self.objects, self.kind_of, log_size=self.event_log_size, require_namespaces=self.require_namespaces
@@ -75,9 +78,10 @@ class KubeEmulator(kmock.KubernetesEmulator):
         # Discovery lists what is served now (built-ins and CRDs), not every resource that ever had objects.
         return [resource for resource in super()._get_resources() if resource in self.resources]
 
-    def close_watches(self) -> None:
-        """End all watch streams (before the server stops, so shutdown does not wait on them)."""
+    async def close_watches(self) -> None:
+        """End all watch streams and wait until each has sent its last chunk, so clients see a clean end."""
         self._store.close_watches()
+        await self._no_streams.wait()
 
     # -- entry points ----------------------------------------------------------------------------------
 
@@ -133,14 +137,21 @@ class KubeEmulator(kmock.KubernetesEmulator):
             if decision.conflict:
                 raise errors.injected_conflict(kind.resource, path.name)
             if is_watch:
-                return await serve_watch(
-                    self._store,
-                    request,
-                    path,
-                    kind,
-                    drop_after=decision.drop_watch_after,
-                    bookmark_interval=self.bookmark_interval,
-                )
+                self._open_streams += 1
+                self._no_streams.clear()
+                try:
+                    return await serve_watch(
+                        self._store,
+                        request,
+                        path,
+                        kind,
+                        drop_after=decision.drop_watch_after,
+                        bookmark_interval=self.bookmark_interval,
+                    )
+                finally:
+                    self._open_streams -= 1
+                    if not self._open_streams:
+                        self._no_streams.set()
             status, payload = self._serve_resource(request, path, kind)
         except kmock.KubernetesError as exc:
             return status_response(exc)

@@ -81,6 +81,10 @@ def _to_json_schema(node: Any) -> Any:
             result[key] = [_to_json_schema(sub) for sub in value]
         else:
             result[key] = value
+    # OpenAPI v3.0 writes exclusive bounds as booleans beside minimum/maximum; draft 7 as the bound itself.
+    for bound, limit in (("exclusiveMinimum", "minimum"), ("exclusiveMaximum", "maximum")):
+        if isinstance(result.get(bound), bool) and result.pop(bound) and limit in result:
+            result[bound] = result.pop(limit)
     if node.get("x-kubernetes-int-or-string"):
         result.pop("type", None)
         result["anyOf"] = [{"type": "integer"}, {"type": "string"}]

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import threading
 from collections.abc import Callable
 from pathlib import Path
@@ -133,6 +134,8 @@ class EmulatorServer:
                 self._port = runner.addresses[0][1]
                 self._ready.set()
                 await self._stopping.wait()
-                self.emulator.close_watches()
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(2.0):
+                        await self.emulator.close_watches()
             finally:
                 await runner.cleanup()

@@ -91,6 +91,7 @@ class ObjectStore:
         self._log_size = log_size
         self._log_floor = 0  # the newest rv that fell out of the log; older watches get 410 Gone
         self._subscriptions: set[Subscription] = set()
+        self._closed = False
         self.listeners: list[Callable[[WatchEvent], None]] = []
 
     @property
@@ -265,14 +266,18 @@ class ObjectStore:
         else:
             first = [event for event in self._log if event.resource == resource and event.rv > since]
         subscription = Subscription(resource)
-        self._subscriptions.add(subscription)
+        if self._closed:
+            subscription.queue.put_nowait(None)  # the server is stopping: send what is due, then end
+        else:
+            self._subscriptions.add(subscription)
         return first, subscription
 
     def unsubscribe(self, subscription: Subscription) -> None:
         self._subscriptions.discard(subscription)
 
     def close_watches(self) -> None:
-        """End every live watch stream cleanly (used when the server stops)."""
+        """End every live watch stream cleanly, and any started later (used when the server stops)."""
+        self._closed = True
         for subscription in list(self._subscriptions):
             subscription.queue.put_nowait(None)
         self._subscriptions.clear()

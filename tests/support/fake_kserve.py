@@ -326,14 +326,23 @@ class FakeKServe:
         ):
             if value:
                 predictor[field_name] = value
+        mode = (meta.get("annotations") or {}).get("serving.kserve.io/deploymentMode", "Knative")
+        extra: dict[str, Any] = {}
+        if spec.get("canary"):
+            # Standard mode (KServe 0.20+): each named canary predictor reports its own readiness and share.
+            extra["canaryStatuses"] = [
+                {"name": arm["predictor"].get("name", ""), "ready": ready, "trafficPercent": arm["trafficPercent"]}
+                for arm in spec["canary"]
+            ]
         return {
+            **extra,
             "observedGeneration": generation,
             "url": f"http://{name}.{namespace}.{self.domain}",
             "address": {"url": f"http://{name}.{namespace}.svc.cluster.local"},
             "conditions": conditions,
             "components": {"predictor": predictor},
             "modelStatus": model_status,
-            "deploymentMode": "Serverless",
+            "deploymentMode": "Serverless" if mode == "Knative" else "RawDeployment",
         }
 
     @staticmethod

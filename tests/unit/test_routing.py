@@ -108,3 +108,11 @@ def test_kserve_standard_observes_canary_statuses() -> None:
     }
     status = KServeRouter().observe(CTX, standard, plan, {key_of(isvc): isvc})
     assert status.canary_ready and status.canary_weight == 10
+
+
+def test_gateway_revision_services_carry_the_owner_label() -> None:
+    objects = GatewayAPIRouter().desired(CTX, parsed(), TrafficPlan(STABLE, CANARY, 10))
+    for obj in objects:
+        assert obj["metadata"]["labels"]["serving.esteira.io/deployment"] == "iris"
+    env = {e["name"]: e["value"] for e in objects[1]["spec"]["predictor"]["model"]["env"]}
+    assert env["ESTEIRA_DEPLOYMENT"] == "iris"

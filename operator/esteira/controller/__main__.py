@@ -22,7 +22,7 @@ def run(config: OperatorConfig) -> None:
     )
     load_client_config(config.kubeconfig)
     registry = kopf.OperatorRegistry()
-    register(registry, config.resync_seconds, config.kubeconfig)
+    register(registry, config.resync_seconds, config.kubeconfig, config.rollout_tick_seconds)
     if config.metrics_port:
         start_http_server(config.metrics_port)
     memo = kopf.Memo(reconciler=Reconciler(KubeAPI(), config.prometheus_url), managed=set(), background=set())

@@ -16,6 +16,7 @@ class OperatorConfig:
     metrics_port: int
     liveness_port: int
     resync_seconds: float
+    rollout_tick_seconds: float
     kubeconfig: str | None
     log_format: str
     verbose: bool
@@ -42,6 +43,12 @@ def parse_args(argv: Sequence[str] | None = None) -> OperatorConfig:
         default=float(env("ESTEIRA_RESYNC_SECONDS", "60")),
         help="Full reconcile of every ModelDeployment at this interval, besides watch events.",
     )
+    parser.add_argument(
+        "--rollout-tick-seconds",
+        type=float,
+        default=float(env("ESTEIRA_ROLLOUT_TICK_SECONDS", "5")),
+        help="How often active rollouts are looked at (analyses still run once per rollout.interval).",
+    )
     parser.add_argument("--kubeconfig", default=None, help="Kubeconfig file (default: in-cluster, then $KUBECONFIG).")
     parser.add_argument("--log-format", choices=["json", "plain"], default=env("ESTEIRA_LOG_FORMAT", "json"))
     parser.add_argument("-v", "--verbose", action="store_true")
@@ -55,6 +62,7 @@ def parse_args(argv: Sequence[str] | None = None) -> OperatorConfig:
         metrics_port=args.metrics_port,
         liveness_port=args.liveness_port,
         resync_seconds=args.resync_seconds,
+        rollout_tick_seconds=args.rollout_tick_seconds,
         kubeconfig=args.kubeconfig,
         log_format=args.log_format,
         verbose=args.verbose,

@@ -88,13 +88,25 @@ async def _reconcile_soon(memo: Any, namespace: str, name: str) -> None:
             await asyncio.sleep(RETRY_DELAY * (attempt + 1))
 
 
-def register(registry: kopf.OperatorRegistry, resync_seconds: float, kubeconfig: str | None) -> None:
+async def rollout_tick(memo: Any, namespace: str | None, name: str, **_: Any) -> None:
+    """Drives an active rollout: the engine decides each tick whether an analysis is due."""
+    await _reconcile_or_retry(memo, namespace, name)
+
+
+def _rolling_out(status: kopf.Status, **_: Any) -> bool:
+    return bool(status.get("canary"))
+
+
+def register(
+    registry: kopf.OperatorRegistry, resync_seconds: float, kubeconfig: str | None, rollout_tick_seconds: float = 5.0
+) -> None:
     kopf.on.startup(registry=registry)(configure)
     kopf.on.login(registry=registry)(lambda **_: connection_info(kubeconfig))
     for decorator in (kopf.on.resume, kopf.on.create, kopf.on.update):
         decorator(*MD, registry=registry)(model_deployment_changed)
     kopf.on.delete(*MD, registry=registry)(model_deployment_deleted)
     kopf.timer(*MD, registry=registry, interval=resync_seconds, initial_delay=resync_seconds, idle=10.0)(resync)
+    kopf.timer(*MD, registry=registry, interval=rollout_tick_seconds, when=_rolling_out)(rollout_tick)
     kopf.on.event(
         KSERVE_GROUP, KSERVE_VERSION, KSERVE_PLURAL, registry=registry, labels={LABEL_DEPLOYMENT: kopf.PRESENT}
     )(inference_service_event)

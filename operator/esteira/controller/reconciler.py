@@ -118,9 +118,9 @@ class Reconciler:
             await with_backoff(functools.partial(self.api.patch_child, namespace, key, patch), "patch child")
         for key in plan.deletes:
             await with_backoff(functools.partial(self.api.delete_child, namespace, key), "delete child")
-        if plan.status_changed:
+        if plan.status_patch:
             await with_backoff(
-                lambda: self.api.patch_model_deployment_status(namespace, md["metadata"]["name"], plan.status),
+                lambda: self.api.patch_model_deployment_status(namespace, md["metadata"]["name"], plan.status_patch),
                 "patch ModelDeployment status",
             )
         for decision in plan.decisions:

@@ -25,6 +25,11 @@ class RenderContext:
     name: str
     namespace: str
     prometheus_url: str | None = None
+    owner: str | None = None  # the ModelDeployment, when the object is named otherwise (one per revision)
+
+    @property
+    def deployment(self) -> str:
+        return self.owner or self.name
 
     def prometheus_for(self, spec: ModelDeploymentSpec) -> str | None:
         return spec.monitoring.prometheus_url or self.prometheus_url
@@ -46,7 +51,7 @@ def _model(ctx: RenderContext, spec: ModelDeploymentSpec, arm: Arm) -> dict[str,
     """The predictor's model container for one arm, tagged so metrics can be told apart per revision."""
     source = spec.model
     env = [
-        {"name": "ESTEIRA_DEPLOYMENT", "value": ctx.name},
+        {"name": "ESTEIRA_DEPLOYMENT", "value": ctx.deployment},
         {"name": "ESTEIRA_MODEL_NAME", "value": source.name},
         {"name": "ESTEIRA_REVISION", "value": str(arm.revision)},
         {"name": "ESTEIRA_MODEL_VERSION", "value": arm.model_version},
@@ -78,7 +83,7 @@ def _predictor(ctx: RenderContext, spec: ModelDeploymentSpec, arm: Arm) -> dict[
     """Pod-level predictor fields shared by every arm (placement, logging, batching, revision tags)."""
     predictor: dict[str, Any] = {
         "model": _model(ctx, spec, arm),
-        "labels": {LABEL_DEPLOYMENT: ctx.name, LABEL_REVISION: str(arm.revision)},
+        "labels": {LABEL_DEPLOYMENT: ctx.deployment, LABEL_REVISION: str(arm.revision)},
         "annotations": {ANNOTATION_MODEL_VERSION: arm.model_version},
     }
     if selector := node_selector(spec.gpu):
@@ -137,7 +142,7 @@ def render_inference_service(ctx: RenderContext, spec: ModelDeploymentSpec, plan
         "metadata": {
             "name": ctx.name,
             "namespace": ctx.namespace,
-            "labels": common_labels(ctx.name, spec),
+            "labels": common_labels(ctx.deployment, spec),
             "annotations": annotations,
         },
         "spec": isvc_spec,

@@ -197,7 +197,8 @@ def advance(inp: EngineInput) -> EngineOutput:
         canary.pause_reason = f"waiting for the router: {inp.observed_weight}% observed, {canary.weight}% wanted"
         out.requeue_after = 5.0
         return out
-    canary.pause_reason = None
+    if canary.pause_reason and canary.pause_reason.startswith("waiting for"):
+        canary.pause_reason = None  # readiness and router caught up; analysis verdicts keep their reason
     if not analysis_due(spec, status, inp.now):
         last = parse_time(canary.last_analysis_at or canary.step_started_at or now)
         out.requeue_after = max(1.0, (last + interval - inp.now).total_seconds())
@@ -234,6 +235,7 @@ def advance(inp: EngineInput) -> EngineOutput:
 
     summary = ", ".join(f"{c.name}={c.value} ({c.threshold}) {c.verdict}" for c in checks)
     if failed:
+        canary.pause_reason = None
         canary.failed_checks += 1
         names = ", ".join(f"{c.name}={c.value} (wanted {c.threshold})" for c in failed)
         if canary.failed_checks >= spec.rollout.threshold:

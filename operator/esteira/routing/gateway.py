@@ -19,7 +19,9 @@ class GatewayAPIRouter:
     def desired(self, ctx: RenderContext, spec: ModelDeploymentSpec, plan: TrafficPlan) -> list[dict[str, Any]]:
         arms = [plan.stable] + ([plan.canary] if plan.canary is not None else [])
         services = [
-            render_inference_service(replace(ctx, name=arm_service_name(ctx, arm)), spec, TrafficPlan(stable=arm))
+            render_inference_service(
+                replace(ctx, name=arm_service_name(ctx, arm), owner=ctx.name), spec, TrafficPlan(stable=arm)
+            )
             for arm in arms
         ]
         return [*services, render_http_route(ctx, spec, plan)]

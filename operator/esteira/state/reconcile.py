@@ -20,6 +20,7 @@ from esteira.rollout.engine import Command, EngineInput, advance, parse_time
 from esteira.rollout.evidence import Evidence
 from esteira.routing import ObjectKey, router_for
 from esteira.routing.base import key_of
+from esteira.state import merge_patch
 from esteira.state.conditions import get_condition, set_condition
 from esteira.state.drift import drift_patch, last_applied, managed_view, with_last_applied
 from esteira.state.revisions import Decision, track_revisions, traffic_plan
@@ -51,6 +52,7 @@ class ReconcilePlan:
     result: Result
     status: dict[str, Any]
     status_changed: bool
+    status_patch: dict[str, Any] = field(default_factory=dict)  # merge patch from the status read to `status`
     creates: list[dict[str, Any]] = field(default_factory=list)
     patches: list[tuple[ObjectKey, dict[str, Any]]] = field(default_factory=list)
     deletes: list[ObjectKey] = field(default_factory=list)
@@ -86,7 +88,8 @@ def _invalid(inp: ReconcileInput, status: ModelDeploymentStatus, exc: InvalidSpe
     decisions = [Decision("InvalidSpec", f"Spec rejected, nothing changed: {message}", warning=True)]
     if before == after:
         decisions = []  # already reported for this generation
-    return ReconcilePlan("invalid", after, before != after, decisions=decisions)
+    patch = merge_patch.diff(inp.status or {}, after)
+    return ReconcilePlan("invalid", after, before != after, status_patch=patch, decisions=decisions)
 
 
 def _check_mode_unchanged(spec: ModelDeploymentSpec, objects: Mapping[ObjectKey, dict[str, Any]]) -> None:
@@ -154,15 +157,15 @@ def _observe(
         set_condition(status, "Ready", False, "InferenceServicePending", "Waiting for KServe to report Ready", now, g)
         set_condition(status, "Degraded", False, "Healthy", "", now, g)
 
-    rolling = status.canary is not None
-    if rolling:
-        assert status.canary is not None
+    if status.canary is not None:
+        canary = status.canary
+        held = canary.pause_reason
         set_condition(
             status,
             "Progressing",
             True,
-            "CanaryRollout",
-            f"Canary revision {status.canary.revision} at {status.canary.weight}% of traffic",
+            ("RolloutPaused" if canary.paused else "RolloutHeld") if held else "CanaryRollout",
+            f"Canary revision {canary.revision} at {canary.weight}% of traffic" + (f": {held}" if held else ""),
             now,
             g,
         )
@@ -278,4 +281,5 @@ def plan_reconcile(inp: ReconcileInput) -> ReconcilePlan:
     plan.decisions += _observe(inp, spec, status, inp.objects.get(primary), touched=touched)
     plan.status = status.to_wire()
     plan.status_changed = plan.status != before
+    plan.status_patch = merge_patch.diff(inp.status or {}, plan.status)
     return plan

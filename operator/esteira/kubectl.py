@@ -1,0 +1,205 @@
+"""`kubectl esteira`: status, manual control and history of ModelDeployment rollouts.
+
+Installed as `kubectl-esteira`, so kubectl finds it as a plugin. Commands are written to the
+`serving.esteira.io/command` annotation with a fresh id; the operator carries each id out once and
+records it in `status.lastCommand`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+import uuid
+from collections.abc import Callable, Sequence
+from typing import Any, cast
+
+from esteira import API_GROUP, API_VERSION, PLURAL
+
+COMMAND_ANNOTATION = f"{API_GROUP}/command"
+
+
+def _table(rows: list[list[str]]) -> str:
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip() for row in rows)
+
+
+def _value(value: Any) -> str:
+    return "-" if value is None else str(value)
+
+
+def format_status(md: dict[str, Any]) -> str:
+    """What `kubectl esteira status` prints: phase, arms, the step plan and the last analysis."""
+    meta, spec, status = md["metadata"], md.get("spec") or {}, md.get("status") or {}
+    rollout = spec.get("rollout") or {}
+    steps: list[int] = rollout.get("steps") or [10, 25, 50, 100]
+    lines = [
+        f"{meta['namespace']}/{meta['name']}  phase: {status.get('phase', '-')}  url: {status.get('url', '-')}",
+    ]
+    for cond in status.get("conditions") or []:
+        lines.append(f"  {cond['type']}={cond['status']} ({cond.get('reason', '')}): {cond.get('message', '')}")
+    stable, canary = status.get("stable"), status.get("canary")
+    arms = [["ARM", "REVISION", "MODEL", "WEIGHT", "STORAGE"]]
+    if stable:
+        weight = 100 - (canary or {}).get("weight", 0)
+        arms.append(["stable", str(stable["revision"]), stable["modelVersion"], f"{weight}%", stable["storageUri"]])
+    if canary:
+        arms.append(
+            ["canary", str(canary["revision"]), canary["modelVersion"], f"{canary['weight']}%", canary["storageUri"]]
+        )
+    lines += ["", _table(arms)]
+    if canary:
+        marks = []
+        for index, weight in enumerate(steps):
+            mark = ">" if index == canary.get("step") else " "
+            gate = " (pause)" if weight in (rollout.get("pauseBefore") or []) else ""
+            marks.append(f"{mark}{weight}%{gate}")
+        lines += [
+            "",
+            f"steps: {'  '.join(marks)}   interval {rollout.get('interval', '1m')}, "
+            f"failed checks {canary.get('failedChecks', 0)}/{rollout.get('threshold', 2)}",
+        ]
+        if canary.get("pauseReason"):
+            lines.append(f"held: {canary['pauseReason']}")
+        checks = canary.get("checks") or []
+        if checks:
+            rows = [["CHECK", "VALUE", "THRESHOLD", "SAMPLE", "VERDICT"]]
+            rows += [
+                [c["name"], _value(c.get("value")), c["threshold"], str(c["sampleSize"]), c["verdict"]] for c in checks
+            ]
+            lines += ["", f"last analysis {canary.get('lastAnalysisAt', '-')}:", _table(rows)]
+    last = status.get("lastRollout")
+    if last and not canary:
+        lines += ["", f"last rollout: revision {last['revision']} {last['outcome']} at {last['at']}: {last['reason']}"]
+    return "\n".join(lines)
+
+
+def format_history(md: dict[str, Any]) -> str:
+    rows = [["REVISION", "MODEL", "OUTCOME", "STARTED", "FINISHED", "REASON"]]
+    for entry in (md.get("status") or {}).get("history") or []:
+        rows.append(
+            [
+                str(entry["revision"]),
+                entry["modelVersion"],
+                entry["outcome"],
+                entry["startedAt"],
+                _value(entry.get("finishedAt")),
+                entry.get("reason", ""),
+            ]
+        )
+    return _table(rows)
+
+
+def command_patch(action: str, **fields: Any) -> dict[str, Any]:
+    command = {"id": uuid.uuid4().hex, "action": action, **fields}
+    return {"metadata": {"annotations": {COMMAND_ANNOTATION: json.dumps(command, sort_keys=True)}}}
+
+
+def rollback_patch(md: dict[str, Any], revision: int) -> dict[str, Any]:
+    """Point the spec back at revision N's build and ask for it to become stable at once."""
+    history = (md.get("status") or {}).get("history") or []
+    entry = next((h for h in history if h["revision"] == revision), None)
+    if entry is None:
+        known = ", ".join(str(h["revision"]) for h in history) or "none"
+        raise SystemExit(f"revision {revision} is not in the history (known: {known})")
+    patch = command_patch("rollback", revision=revision)
+    patch["spec"] = {"model": {"version": entry["modelVersion"], "storageUri": entry["storageUri"]}}
+    return patch
+
+
+class Client:
+    """The few API calls the plugin makes, through the official client and the user's kubeconfig."""
+
+    def __init__(self, kubeconfig: str | None, context: str | None) -> None:
+        from kubernetes import client, config
+
+        api_client = config.new_client_from_config(config_file=kubeconfig, context=context)  # type: ignore[no-untyped-call]
+        self.api = client.CustomObjectsApi(api_client)
+
+    def get(self, namespace: str, name: str) -> dict[str, Any]:
+        result = self.api.get_namespaced_custom_object(API_GROUP, API_VERSION, namespace, PLURAL, name)
+        return cast(dict[str, Any], result)
+
+    def patch(self, namespace: str, name: str, patch: dict[str, Any]) -> None:
+        self.api.patch_namespaced_custom_object(API_GROUP, API_VERSION, namespace, PLURAL, name, patch)
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="kubectl esteira", description="Control ModelDeployment rollouts.")
+    parser.add_argument("-n", "--namespace", default=None, help="Namespace (default: the kubeconfig's, or default).")
+    parser.add_argument("--kubeconfig", default=None)
+    parser.add_argument("--context", default=None)
+    commands = parser.add_subparsers(dest="command", required=True)
+    for name, text in [
+        ("status", "Steps, weights and the last analysis with values and thresholds."),
+        ("history", "Revisions with their outcome and reason."),
+        ("pause", "Hold the rollout at its current weight."),
+        ("resume", "Continue a paused rollout."),
+        ("abort", "Roll back now: all traffic to stable."),
+        ("retry", "Try a rolled-back build again."),
+        ("watch", "Follow the rollout live."),
+    ]:
+        commands.add_parser(name, help=text).add_argument("name")
+    promote = commands.add_parser("promote", help="Advance one step, or with --full make the canary stable now.")
+    promote.add_argument("name")
+    promote.add_argument("--full", action="store_true")
+    rollback = commands.add_parser("rollback", help="Make an earlier revision's build stable at once.")
+    rollback.add_argument("name")
+    rollback.add_argument("--to-revision", type=int, required=True)
+    return parser
+
+
+def _default_namespace(kubeconfig: str | None, context: str | None) -> str:
+    from kubernetes import config
+
+    try:
+        contexts, active = config.list_kube_config_contexts(config_file=kubeconfig)  # type: ignore[no-untyped-call]
+        if context:
+            active = next(c for c in contexts if c["name"] == context)
+        return str(active["context"].get("namespace") or "default")
+    except (config.ConfigException, StopIteration, KeyError, TypeError):
+        return "default"
+
+
+def _watch(client: Client, namespace: str, name: str, out: Callable[[str], None], interval: float = 2.0) -> int:
+    last = ""
+    while True:
+        text = format_status(client.get(namespace, name))
+        if text != last:
+            out(f"--- {time.strftime('%H:%M:%S')}\n{text}\n")
+            last = text
+        time.sleep(interval)
+
+
+def main(argv: Sequence[str] | None = None, client: Client | None = None) -> int:
+    args = _parser().parse_args(argv)
+    namespace = args.namespace or _default_namespace(args.kubeconfig, args.context)
+    client = client or Client(args.kubeconfig, args.context)
+    name = args.name
+    if args.command == "status":
+        print(format_status(client.get(namespace, name)))
+    elif args.command == "history":
+        print(format_history(client.get(namespace, name)))
+    elif args.command == "watch":
+        try:
+            return _watch(client, namespace, name, lambda text: print(text, flush=True))
+        except KeyboardInterrupt:
+            return 0
+    elif args.command == "rollback":
+        client.patch(namespace, name, rollback_patch(client.get(namespace, name), args.to_revision))
+        print(f"{namespace}/{name}: rollback to revision {args.to_revision} requested")
+    else:
+        fields = {"full": True} if getattr(args, "full", False) else {}
+        client.patch(namespace, name, command_patch(args.command, **fields))
+        print(f"{namespace}/{name}: {args.command} requested")
+    return 0
+
+
+def entrypoint() -> None:
+    try:
+        raise SystemExit(main())
+    except Exception as exc:  # a one-line error beats a traceback for a CLI user
+        reason = getattr(exc, "reason", None) or exc
+        print(f"kubectl esteira: {reason}", file=sys.stderr)
+        raise SystemExit(1) from None

@@ -1,0 +1,284 @@
+"""Canary rollouts end to end: the real operator, a real Prometheus scraping an exporter that plays the
+stable and canary arms, and each traffic router. Intervals are seconds long so the suite stays short.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.e2e.cluster import Esteira, eventually
+from tests.e2e.operator_process import OperatorProcess
+from tests.emulator.cluster import KubeApi
+from tests.support.fake_gateway import FakeGateway
+from tests.support.fake_kserve import FakeKServe
+from tests.support.model_exporter import ArmProfile, ModelExporter
+from tests.support.prometheus_server import PrometheusServer
+from tests.unit.specs import document, spec
+
+INTERVAL = 3.0
+GOOD = ArmProfile()
+ERRORS = ArmProfile(error_rate=0.3)
+SLOW = ArmProfile(latency=0.8)
+SHIFTED = ArmProfile(classes={"setosa": 0.9, "versicolor": 0.05, "virginica": 0.05})
+GATEWAY_CRD = "gateway-api-v1.6.1/gateway.networking.k8s.io_httproutes.yaml"
+
+pytestmark = pytest.mark.slow
+
+
+def rollout_md(namespace: str, version: str, router: str = "KServe", mode: str = "Standard") -> dict[str, Any]:
+    body = spec(
+        deploymentMode=mode,
+        autoscaling={"metric": "concurrency" if mode == "Knative" else "cpu"},
+        rollout={
+            "router": router,
+            "steps": [20, 50, 100],
+            "interval": f"{int(INTERVAL)}s",
+            "threshold": 2,
+            "analysis": {
+                "minRequests": 10,
+                "lowTrafficDeadline": "60s",
+                "errorRate": {"max": 0.05},
+                "latency": {"p95MaxSeconds": 0.5},
+                "predictionShift": {"method": "JensenShannon", "max": 0.2},
+            },
+        },
+    )
+    body["model"] = {**body["model"], "version": version, "storageUri": f"s3://models/iris/{version}"}
+    return document(body, namespace=namespace)
+
+
+@dataclass
+class Timeline:
+    """What the test saw of the rollout, sampled from the ModelDeployment's status."""
+
+    samples: list[tuple[float, int | None, int | None, str | None]] = field(default_factory=list)
+
+    def canary_weights(self) -> list[int]:
+        weights: list[int] = []
+        for _, _, weight, _ in self.samples:
+            if weight is not None and (not weights or weights[-1] != weight):
+                weights.append(weight)
+        return weights
+
+    def first_traffic(self) -> float | None:
+        return next((t for t, _, w, _ in self.samples if w), None)
+
+
+class TrafficMirror:
+    """Feeds the exporter the split the operator decided, as real callers would follow the router."""
+
+    def __init__(self, esteira: Esteira, namespace: str, exporter: ModelExporter, profiles: dict[int, ArmProfile]):
+        self.esteira, self.namespace, self.exporter, self.profiles = esteira, namespace, exporter, profiles
+        self.timeline = Timeline()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.wait(0.1):
+            try:
+                status = self.esteira.get_md(self.namespace, "iris").get("status") or {}
+            except Exception:  # the API answers again on the next poll
+                continue
+            stable, canary = status.get("stable"), status.get("canary")
+            weight = canary["weight"] if canary else 0
+            for revision in list(self.exporter.weights):
+                self.exporter.set_arm(revision, 0.0)
+            if stable:
+                self.exporter.set_arm(stable["revision"], (100 - weight) / 100, self.profiles.get(stable["revision"]))
+            if canary:
+                self.exporter.set_arm(canary["revision"], weight / 100, self.profiles.get(canary["revision"]))
+            self.timeline.samples.append(
+                (time.monotonic(), stable and stable["revision"], canary and canary["weight"], status.get("phase"))
+            )
+
+    def __enter__(self) -> TrafficMirror:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._stop.set()
+        self._thread.join(5)
+
+
+@pytest.fixture
+def telemetry(kube_namespace: str, tmp_path: Path) -> Iterator[tuple[ModelExporter, PrometheusServer]]:
+    exporter = ModelExporter(kube_namespace, "iris", rate=60.0).start()
+    prometheus = PrometheusServer(tmp_path, [f"127.0.0.1:{exporter.port}"])
+    prometheus.start()
+    yield exporter, prometheus
+    prometheus.stop()
+    exporter.stop()
+
+
+@pytest.fixture
+def rollout_operator(
+    crds: KubeApi,
+    kube_namespace: str,
+    tmp_path: Path,
+    telemetry: tuple[ModelExporter, PrometheusServer],
+    fake_kserve: FakeKServe | None,
+    request: pytest.FixtureRequest,
+) -> Iterator[OperatorProcess]:
+    gateway_crd = Path(__file__).resolve().parents[3] / "shared" / "crds" / GATEWAY_CRD
+    if crds.emulated and gateway_crd.exists():
+        crds.apply_crd(gateway_crd)
+    process = OperatorProcess(
+        str(crds.kubeconfig),
+        [kube_namespace],
+        tmp_path / "operator.log",
+        extra_args=["--prometheus-url", telemetry[1].url, "--rollout-tick-seconds", "0.5"],
+    )
+    with process, FakeGateway(crds.kubeconfig, [kube_namespace]):
+        yield process
+    request.node.add_report_section("teardown", "operator log", process.log()[-20000:])
+
+
+def start_rollout(
+    esteira: Esteira, namespace: str, profiles: dict[int, ArmProfile], router: str = "KServe", mode: str = "Standard"
+) -> None:
+    esteira.create_md(namespace, rollout_md(namespace, "1.0.0", router, mode))
+    eventually(
+        lambda: (esteira.condition(namespace, "iris", "Ready") or {}).get("status") == "True", timeout=30, what="ready"
+    )
+    time.sleep(INTERVAL)  # stable's traffic reaches Prometheus before the canary is compared with it
+    patch = rollout_md(namespace, "2.0.0", router, mode)
+    esteira.patch_md(namespace, "iris", {"spec": {"model": patch["spec"]["model"]}})
+
+
+def last_rollout(esteira: Esteira, namespace: str) -> dict[str, Any] | None:
+    status = esteira.get_md(namespace, "iris").get("status") or {}
+    last = status.get("lastRollout")
+    return last if last and last["revision"] >= 2 and not status.get("canary") else None
+
+
+@pytest.mark.parametrize(
+    ("router", "mode"), [("KServe", "Standard"), ("KServe", "Knative"), ("GatewayAPI", "Standard")]
+)
+@pytest.mark.usefixtures("rollout_operator")
+def test_good_canary_is_promoted_through_every_step(
+    esteira: Esteira, kube_namespace: str, telemetry: tuple[ModelExporter, PrometheusServer], router: str, mode: str
+) -> None:
+    exporter, _ = telemetry
+    with TrafficMirror(esteira, kube_namespace, exporter, {1: GOOD, 2: GOOD}) as mirror:
+        start_rollout(esteira, kube_namespace, mirror.profiles, router, mode)
+        outcome = eventually(lambda: last_rollout(esteira, kube_namespace), timeout=60, what="rollout finished")
+    assert outcome["outcome"] == "Promoted", outcome
+    assert [w for w in mirror.timeline.canary_weights() if w] == [20, 50, 100]
+    status = esteira.get_md(kube_namespace, "iris")["status"]
+    assert status["stable"]["revision"] == 2
+    reasons = [e["reason"] for e in esteira.events_for(kube_namespace, "iris")]
+    assert reasons.count("AnalysisPassed") == 3 and "Promoted" in reasons
+
+
+@pytest.mark.parametrize(
+    ("profile", "check"),
+    [(ERRORS, "error-rate"), (SLOW, "latency-p95"), (SHIFTED, "prediction-shift-jensenshannon")],
+    ids=["errors", "slow", "shifted"],
+)
+@pytest.mark.usefixtures("rollout_operator")
+def test_bad_canary_is_rolled_back_within_two_intervals(
+    esteira: Esteira,
+    kube_namespace: str,
+    telemetry: tuple[ModelExporter, PrometheusServer],
+    profile: ArmProfile,
+    check: str,
+) -> None:
+    exporter, _ = telemetry
+    with TrafficMirror(esteira, kube_namespace, exporter, {1: GOOD, 2: profile}) as mirror:
+        start_rollout(esteira, kube_namespace, mirror.profiles)
+        outcome = eventually(lambda: last_rollout(esteira, kube_namespace), timeout=60, what="rollout finished")
+        rolled_back_at = time.monotonic()
+    assert outcome["outcome"] == "RolledBack", outcome
+    assert check in outcome["reason"]
+    breach = mirror.timeline.first_traffic()
+    assert breach is not None
+    # The first analysis comes one interval after the breach and the threshold is two failed analyses;
+    # one more interval of slack covers Prometheus' scrape and the operator's tick.
+    assert rolled_back_at - breach <= 3 * INTERVAL + 2, f"took {rolled_back_at - breach:.1f}s"
+    status = esteira.get_md(kube_namespace, "iris")["status"]
+    assert status["stable"]["revision"] == 1
+    assert status["phase"] == "RolledBack"
+    isvc = esteira.get_isvc(kube_namespace, "iris")
+    assert isvc is not None and "canary" not in isvc["spec"]
+
+
+@pytest.mark.usefixtures("rollout_operator")
+def test_low_traffic_canary_is_not_rolled_back(
+    esteira: Esteira, kube_namespace: str, telemetry: tuple[ModelExporter, PrometheusServer]
+) -> None:
+    exporter, _ = telemetry
+    exporter.rate = 2.0  # the canary's 20% gets well under minRequests per interval
+    with TrafficMirror(esteira, kube_namespace, exporter, {1: GOOD, 2: GOOD}):
+        start_rollout(esteira, kube_namespace, {})
+        eventually(
+            lambda: (esteira.get_md(kube_namespace, "iris")["status"].get("canary") or {}).get("weight") == 20,
+            timeout=30,
+            what="canary at its first step",
+        )
+        time.sleep(4 * INTERVAL)
+    status = esteira.get_md(kube_namespace, "iris")["status"]
+    assert status["canary"]["weight"] == 20
+    assert status["canary"]["pauseReason"].startswith("extending step")
+    assert status.get("lastRollout") is None or status["lastRollout"]["revision"] < 2
+
+
+@pytest.mark.usefixtures("rollout_operator")
+def test_new_version_mid_rollout_restarts_from_the_first_step(
+    esteira: Esteira, kube_namespace: str, telemetry: tuple[ModelExporter, PrometheusServer]
+) -> None:
+    exporter, _ = telemetry
+    with TrafficMirror(esteira, kube_namespace, exporter, {1: GOOD, 2: GOOD, 3: GOOD}) as mirror:
+        start_rollout(esteira, kube_namespace, mirror.profiles)
+        eventually(
+            lambda: (esteira.get_md(kube_namespace, "iris")["status"].get("canary") or {}).get("weight") == 50,
+            timeout=30,
+            what="canary at 50%",
+        )
+        third = rollout_md(kube_namespace, "3.0.0")
+        esteira.patch_md(kube_namespace, "iris", {"spec": {"model": third["spec"]["model"]}})
+        canary = eventually(
+            lambda: (c := esteira.get_md(kube_namespace, "iris")["status"].get("canary")) and c["revision"] == 3 and c,
+            timeout=30,
+            what="revision 3 as canary",
+        )
+        assert canary["weight"] in (0, 20)
+        outcome = eventually(lambda: last_rollout(esteira, kube_namespace), timeout=60, what="rollout finished")
+    assert outcome["revision"] == 3 and outcome["outcome"] == "Promoted"
+    history = {h["revision"]: h["outcome"] for h in esteira.get_md(kube_namespace, "iris")["status"]["history"]}
+    assert history[2] == "Superseded" and history[3] == "Promoted"
+
+
+@pytest.mark.usefixtures("rollout_operator")
+def test_prometheus_down_holds_the_rollout_with_a_clear_condition(
+    esteira: Esteira, kube_namespace: str, telemetry: tuple[ModelExporter, PrometheusServer]
+) -> None:
+    exporter, prometheus = telemetry
+    with TrafficMirror(esteira, kube_namespace, exporter, {1: GOOD, 2: GOOD}):
+        start_rollout(esteira, kube_namespace, {})
+        eventually(
+            lambda: (esteira.get_md(kube_namespace, "iris")["status"].get("canary") or {}).get("weight") == 20,
+            timeout=30,
+            what="canary at its first step",
+        )
+        prometheus.stop()
+        condition = eventually(
+            lambda: (
+                (c := esteira.condition(kube_namespace, "iris", "Progressing"))
+                and "metrics unavailable" in c["message"]
+                and c
+            ),
+            timeout=30,
+            what="held for missing metrics",
+        )
+        time.sleep(3 * INTERVAL)
+    assert condition["reason"] == "RolloutHeld"
+    status = esteira.get_md(kube_namespace, "iris")["status"]
+    assert status["canary"]["weight"] == 20, "no promotion without evidence"
+    assert status["stable"]["revision"] == 1
