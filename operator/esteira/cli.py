@@ -11,6 +11,7 @@ from pathlib import Path
 from esteira.api.crd import build_crd
 from esteira.api.errors import InvalidSpec
 from esteira.manifests import dump_documents, load_documents, render_document
+from esteira.packaging.cli import add_package_command
 
 
 def _render(args: argparse.Namespace) -> int:
@@ -51,6 +52,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     crd = commands.add_parser("crd", help="Print the ModelDeployment CustomResourceDefinition.")
     crd.set_defaults(func=_crd)
+    add_package_command(commands)
     return parser
 
 

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -44,6 +46,25 @@ def watch_lines(
     request = urllib.request.Request(base + path, headers={"User-Agent": user_agent})
     with urllib.request.urlopen(request, timeout=timeout) as response:
         return [json.loads(line) for line in response.read().splitlines() if line.strip()]
+
+
+def watch_until(
+    base: str, path: str, done: Callable[[list[dict[str, Any]]], bool], *, timeout: float = 10.0
+) -> list[dict[str, Any]]:
+    """Read a watch stream event by event until ``done(events)`` holds; fail after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    events: list[dict[str, Any]] = []
+    request = urllib.request.Request(base + path, headers={"User-Agent": "esteira-tests"})
+    with urllib.request.urlopen(request, timeout=timeout) as response:
+        while not done(events):
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"watch incomplete after {timeout}s: {len(events)} events")
+            line = response.readline()
+            if not line:
+                raise AssertionError(f"the watch stream ended early after {len(events)} events")
+            if line.strip():
+                events.append(json.loads(line))
+    return events
 
 
 def model_deployment(name: str, model: str = "resnet", **spec: Any) -> dict[str, Any]:

@@ -14,7 +14,7 @@ from tests.support.fake_kserve import Failure, FakeKServe
 
 from .helpers import ISVC, inference_service
 
-SHARED_CRDS = Path(os.environ.get("ESTEIRA_SHARED_CRDS", Path(__file__).parents[3] / "shared" / "crds"))
+SHARED_CRDS = Path(os.environ.get("ESTEIRA_UPSTREAM_CRDS", Path(__file__).parents[3] / "shared" / "crds"))
 KSERVE_CRD = SHARED_CRDS / "kserve-v0.20.0" / "serving.kserve.io_inferenceservices.yaml"
 
 
@@ -118,7 +118,7 @@ def test_ready_delay_reports_progress_first(crds: KubeApi, kube_namespace: str, 
 def test_written_status_validates_against_kserves_crd(crds: KubeApi, kube_namespace: str, kserve: FakeKServe) -> None:
     """With KServe's real CRD installed, the emulator itself would refuse (422) or prune a wrong status."""
     if not KSERVE_CRD.exists():
-        pytest.skip(f"KServe CRDs not found: put them in {SHARED_CRDS} or set ESTEIRA_SHARED_CRDS")
+        pytest.skip(f"KServe CRDs not found: put them in {SHARED_CRDS} or set ESTEIRA_UPSTREAM_CRDS")
     crd = load_yaml(KSERVE_CRD)
     crds.apply_crd(crd)
     schema = StructuralSchema(crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"])

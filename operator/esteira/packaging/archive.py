@@ -75,7 +75,7 @@ def handler_shim(module: str, cls: str) -> str:
     return (
         f'"""Handler entry point: {module}.{cls}, installed in the model server\'s environment."""\n\n'
         f"from {module} import {cls} as _Handler\n\n\n"
-        "class EsteiraHandler(_Handler):\n"
+        "class ArchiveHandler(_Handler):\n"
         f'    """TorchServe instantiates the one class defined here; the behaviour is {cls}\'s."""\n'
     )
 

@@ -7,10 +7,11 @@ KServe mounts the model at ``/mnt/models`` read-only, and TorchServe reads worke
 directory, and TorchServe starts from that copy. The copy also turns ``enable_envvars_config`` on, so the
 runtime's ``TS_*`` variables (addresses, Open Inference Protocol) apply whatever the archive's file says.
 
-TorchServe's command-line launcher starts the Java frontend as a child and exits at once on SIGTERM without
-passing it on, so the JVM would be killed mid-request when the pod stops. The launcher therefore runs in its
-own process group, termination signals go to the whole group, and this process (PID 1 in the container)
-waits until the frontend has finished shutting down, reaping orphans on the way.
+This process does not exec TorchServe: its command-line launcher starts the Java frontend as a child and dies
+at once on SIGTERM without passing the signal on, so as PID 1 it would leave the JVM to be killed mid-request
+when the pod stops. Instead the launcher runs in its own process group, a termination signal goes to the
+frontend (whose shutdown stops the workers in order), and this process waits until the whole group has exited,
+reaping orphans on the way.
 """
 
 from __future__ import annotations
@@ -128,12 +129,14 @@ def torchserve_command(config_path: str, model_store: str, extra: Sequence[str] 
 
 
 def runtime_environment(env: Mapping[str, str], runtime_dir: Path) -> dict[str, str]:
-    """Logs, metrics logs and the JVM's temporary files go under the writable runtime directory."""
+    """Logs and temporary files go under the writable runtime directory. TEMP is the JVM's temporary
+    directory (unpacked archives, worker sockets) and TMPDIR the launcher's (its pid file, which
+    ``supervise`` reads), so both are set, whatever the environment said."""
     out = dict(env)
     out.setdefault("LOG_LOCATION", str(runtime_dir / "logs"))
     out.setdefault("METRICS_LOCATION", str(runtime_dir / "logs"))
-    out.setdefault("TEMP", str(runtime_dir / "tmp"))
     out.setdefault("PYTHONDONTWRITEBYTECODE", "1")
+    out["TEMP"] = out["TMPDIR"] = str(runtime_dir / "tmp")
     return out
 
 
@@ -243,8 +246,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     for folder in (runtime_dir, Path(env["LOG_LOCATION"]), Path(env["METRICS_LOCATION"]), Path(env["TEMP"])):
         folder.mkdir(parents=True, exist_ok=True)
     config_path.write_text(text)
-    # TorchServe's launcher writes the frontend's pid to its temporary directory (TEMP, set above).
-    return supervise(command, env, runtime_dir, Path(env["TEMP"]) / PID_FILE)
+    # TorchServe's launcher writes the frontend's pid to its temporary directory (TMPDIR, set above).
+    return supervise(command, env, runtime_dir, Path(env["TMPDIR"]) / PID_FILE)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,227 @@
+"""The model server's start-up: batching from the operator into the snapshot, paths, and signal handling."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+
+from esteira.packaging import entrypoint
+from esteira.packaging.config import ModelSpec, ServerSpec, config_properties, parse_properties
+from esteira.packaging.entrypoint import (
+    BatchSettings,
+    apply_batching,
+    batch_settings_from_env,
+    relocate,
+    runtime_config,
+    torchserve_command,
+)
+
+REPO = Path(__file__).resolve().parents[2]
+PACKAGED = config_properties([ModelSpec("iris", "1.0.0", batch_size=1, max_batch_delay_ms=10)])
+
+
+def entry(text: str, name: str = "iris", version: str = "1.0.0") -> dict[str, object]:
+    snapshot = json.loads(parse_properties(text)["model_snapshot"])
+    found: dict[str, object] = snapshot["models"][name][version]
+    return found
+
+
+def test_batch_settings_from_env() -> None:
+    assert batch_settings_from_env({}) == BatchSettings(None, None)
+    assert batch_settings_from_env({"ESTEIRA_BATCH_SIZE": " 16 ", "ESTEIRA_MAX_BATCH_DELAY_MS": "0"}) == BatchSettings(
+        16, 0
+    )
+    assert batch_settings_from_env({"ESTEIRA_BATCH_SIZE": ""}).empty
+
+
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        ({"ESTEIRA_BATCH_SIZE": "eight"}, "not an integer"),
+        ({"ESTEIRA_BATCH_SIZE": "0"}, "outside"),
+        ({"ESTEIRA_BATCH_SIZE": "2000"}, "outside"),
+        ({"ESTEIRA_MAX_BATCH_DELAY_MS": "-1"}, "outside"),
+    ],
+)
+def test_batch_settings_reject_bad_values(env: dict[str, str], message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        batch_settings_from_env(env)
+
+
+def test_apply_batching_rewrites_snapshot_only() -> None:
+    out = apply_batching(PACKAGED, BatchSettings(batch_size=16, max_batch_delay_ms=3))
+    assert entry(out)["batchSize"] == 16
+    assert entry(out)["maxBatchDelay"] == 3
+    assert entry(out)["minWorkers"] == entry(PACKAGED)["minWorkers"]
+    before, after = parse_properties(PACKAGED), parse_properties(out)
+    assert {k: v for k, v in after.items() if k != "model_snapshot"} == {
+        k: v for k, v in before.items() if k != "model_snapshot"
+    }
+    assert out.splitlines()[0] == PACKAGED.splitlines()[0]  # comments kept
+
+
+def test_apply_batching_one_setting_keeps_the_other() -> None:
+    out = apply_batching(PACKAGED, BatchSettings(batch_size=4))
+    assert (entry(out)["batchSize"], entry(out)["maxBatchDelay"]) == (4, 10)
+
+
+def test_apply_batching_every_model_and_version() -> None:
+    text = config_properties([ModelSpec("iris", "1.0.0"), ModelSpec("digits", "2.0.0")])
+    out = apply_batching(text, BatchSettings(batch_size=32))
+    assert entry(out, "iris")["batchSize"] == entry(out, "digits", "2.0.0")["batchSize"] == 32
+
+
+def test_apply_batching_nothing_to_do_is_identity() -> None:
+    assert apply_batching("anything: at all\n", BatchSettings()) == "anything: at all\n"
+
+
+def test_apply_batching_needs_a_snapshot() -> None:
+    with pytest.raises(ValueError, match="model_snapshot"):
+        apply_batching("load_models=all\n", BatchSettings(batch_size=2))
+
+
+def test_relocate_moves_paths_under_the_model_dir_only() -> None:
+    text = PACKAGED + "metrics_config=/etc/metrics.yaml\n"
+    moved = parse_properties(relocate(text, "/data/iris/"))
+    assert moved["model_store"] == "/data/iris/model-store"
+    assert moved["metrics_config"] == "/etc/metrics.yaml"
+    assert relocate(text, "/mnt/models") == text
+
+
+def test_runtime_config_turns_env_overrides_on() -> None:
+    text = config_properties([ModelSpec("iris", "1")]).replace(
+        "enable_envvars_config=true", "enable_envvars_config=false"
+    )
+    out = parse_properties(runtime_config(text, BatchSettings(batch_size=2), "/models"))
+    assert out["enable_envvars_config"] == "true"
+    assert out["metrics_config"] == "/models/config/metrics.yaml"
+
+
+def test_torchserve_command() -> None:
+    assert torchserve_command("/tmp/x/config.properties", "/mnt/models/model-store", ["--foo"]) == [
+        "torchserve",
+        "--foreground",
+        "--ncs",
+        "--ts-config=/tmp/x/config.properties",
+        "--model-store=/mnt/models/model-store",
+        "--foo",
+    ]
+
+
+def _model_dir(tmp_path: Path) -> Path:
+    model_dir = tmp_path / "models"
+    (model_dir / "config").mkdir(parents=True)
+    (model_dir / "model-store").mkdir()
+    (model_dir / "config" / "config.properties").write_text(
+        config_properties([ModelSpec("iris", "1.0.0")], ServerSpec(metrics_config=None))
+    )
+    return model_dir
+
+
+def test_main_dry_run_applies_environment(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    model_dir = _model_dir(tmp_path)
+    monkeypatch.setenv("ESTEIRA_BATCH_SIZE", "12")
+    monkeypatch.setenv("ESTEIRA_MAX_BATCH_DELAY_MS", "7")
+    code = entrypoint.main(["--model-dir", str(model_dir), "--runtime-dir", str(tmp_path / "rt"), "--dry-run"])
+    assert code == 0
+    out = capsys.readouterr().out
+    assert (entry(out)["batchSize"], entry(out)["maxBatchDelay"]) == (12, 7)
+    assert parse_properties(out)["model_store"] == f"{model_dir}/model-store"
+    assert out.rstrip().splitlines()[-1].startswith("# torchserve --foreground")
+    assert not (tmp_path / "rt").exists()
+
+
+def test_main_fails_fast_on_bad_environment(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("ESTEIRA_BATCH_SIZE", "lots")
+    assert entrypoint.main(["--model-dir", str(_model_dir(tmp_path)), "--dry-run"]) == 2
+    assert "ESTEIRA_BATCH_SIZE" in capsys.readouterr().err
+    assert entrypoint.main(["--model-dir", str(tmp_path / "absent"), "--dry-run"]) == 2
+
+
+# --- supervision, with stand-ins for TorchServe's launcher and Java frontend ---------------------
+
+# The "frontend" writes its pid where the launcher's pid file goes, records the signal it gets, takes a
+# moment to shut down, and exits; the "launcher" waits for it, as TorchServe's does in the foreground.
+FRONTEND = textwrap.dedent(
+    """
+    import os, signal, sys, time
+    out = sys.argv[1]
+    open(os.path.join(out, ".model_server.pid"), "w").write(str(os.getpid()))
+    def stop(signum, frame):
+        time.sleep(0.5)
+        open(os.path.join(out, "frontend-signal"), "w").write(str(signum))
+        sys.exit(0)
+    signal.signal(signal.SIGTERM, stop)
+    open(os.path.join(out, "started"), "w").write("")
+    time.sleep(float(sys.argv[2]))
+    """
+)
+LAUNCHER = textwrap.dedent(
+    """
+    import os, signal, subprocess, sys
+    def note(signum, frame):
+        open(os.path.join(sys.argv[2], "launcher-signal"), "w").write(str(signum))
+    signal.signal(signal.SIGTERM, note)
+    subprocess.run([sys.executable, "-c", sys.argv[1], *sys.argv[2:]])
+    """
+)
+SUPERVISOR = textwrap.dedent(
+    """
+    import sys
+    from pathlib import Path
+    from esteira.packaging.entrypoint import supervise
+    out = Path(sys.argv[1])
+    command = [sys.executable, "-c", sys.argv[2], sys.argv[3], str(out), sys.argv[4]]
+    sys.exit(supervise(command, {"PATH": "/usr/bin:/bin"}, out, out / ".model_server.pid"))
+    """
+)
+
+
+def _start_supervisor(tmp_path: Path, frontend_seconds: float) -> subprocess.Popen[bytes]:
+    env = {**os.environ, "PYTHONPATH": str(REPO / "operator")}
+    command = [sys.executable, "-c", SUPERVISOR, str(tmp_path), LAUNCHER, FRONTEND, str(frontend_seconds)]
+    process = subprocess.Popen(command, env=env)
+    deadline = time.monotonic() + 20
+    while not (tmp_path / "started").exists():
+        assert process.poll() is None, "supervisor exited early"
+        assert time.monotonic() < deadline, "frontend never started"
+        time.sleep(0.05)
+    return process
+
+
+def test_supervise_forwards_sigterm_to_frontend_and_waits(tmp_path: Path) -> None:
+    process = _start_supervisor(tmp_path, frontend_seconds=60)
+    frontend = int((tmp_path / ".model_server.pid").read_text())
+    process.send_signal(signal.SIGTERM)
+    assert process.wait(timeout=20) == 0
+    assert (tmp_path / "frontend-signal").read_text() == str(int(signal.SIGTERM))
+    # Only the frontend is signalled: the rest of the group (TorchServe's workers) stops through it.
+    assert not (tmp_path / "launcher-signal").exists()
+    with pytest.raises(ProcessLookupError):  # the frontend finished before the supervisor returned
+        os.kill(frontend, 0)
+
+
+def test_supervise_unexpected_exit_is_a_failure(tmp_path: Path) -> None:
+    process = _start_supervisor(tmp_path, frontend_seconds=0.2)
+    assert process.wait(timeout=20) == 1
+    assert not (tmp_path / "frontend-signal").exists()
+
+
+def test_runtime_environment_keeps_every_scratch_file_under_the_runtime_dir(tmp_path: Path) -> None:
+    env = entrypoint.runtime_environment({"TMPDIR": "/elsewhere", "LOG_LOCATION": "/var/log/ts", "X": "1"}, tmp_path)
+    assert env["TEMP"] == env["TMPDIR"] == str(tmp_path / "tmp")
+    assert env["LOG_LOCATION"] == "/var/log/ts"  # an explicit log location is kept
+    assert env["METRICS_LOCATION"] == str(tmp_path / "logs")
+    assert env["X"] == "1"

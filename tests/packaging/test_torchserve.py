@@ -1,0 +1,140 @@
+"""The packaged demo iris model served by a real TorchServe 0.12, started the way Esteira's runtime starts it
+(``python -m esteira.packaging.entrypoint``, which runs ``torchserve --foreground --ncs``), on loopback ports."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+import warnings
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from esteira.packaging.config import parse_properties
+from esteira.packaging.healthcheck import check
+from tests.packaging.support import package_cli
+
+torch = pytest.importorskip("torch")
+pytest.importorskip("ts")
+pytest.importorskip("sklearn")
+pytest.importorskip("model_handlers.tabular")
+
+REPO = Path(__file__).resolve().parents[2]
+HOST = "127.0.0.1"
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((HOST, 0))
+        return int(sock.getsockname()[1])
+
+
+def post(url: str, body: dict[str, Any]) -> Any:
+    request = urllib.request.Request(
+        url, data=json.dumps(body).encode(), headers={"Content-Type": "application/json"}, method="POST"
+    )
+    with urllib.request.urlopen(request, timeout=30) as response:
+        return json.load(response)
+
+
+def get(url: str) -> Any:
+    with urllib.request.urlopen(url, timeout=10) as response:
+        return json.load(response)
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(shutil.which("java") is None, reason="TorchServe's frontend needs Java 17+")
+def test_runtime_serves_packaged_demo_iris(demo_models: tuple[Path, list[Any]], tmp_path: Path) -> None:
+    from model_handlers.demo import datasets
+
+    source = demo_models[0] / "iris-1.0.0"
+    model_dir = tmp_path / "models"
+    extra = [str(source / "esteira-model.json"), str(source / "reference-profile.json")]
+    argv = ["--name", "iris", "--version", "1.0.0", "--handler", "tabular", "--model-file", str(source / "model.pt")]
+    assert package_cli([*argv, "--extra-files", *extra, "--batch-size", "2", "--out", str(model_dir)]) == 0
+
+    ports = {name: free_port() for name in ("inference", "management", "metrics", "grpc", "grpc_management")}
+    runtime_dir = tmp_path / "runtime"
+    env = {
+        **os.environ,
+        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
+        "TS_INFERENCE_ADDRESS": f"http://{HOST}:{ports['inference']}",
+        "TS_MANAGEMENT_ADDRESS": f"http://{HOST}:{ports['management']}",
+        "TS_METRICS_ADDRESS": f"http://{HOST}:{ports['metrics']}",
+        "TS_GRPC_INFERENCE_PORT": str(ports["grpc"]),
+        "TS_GRPC_MANAGEMENT_PORT": str(ports["grpc_management"]),
+        "TS_OPEN_INFERENCE_PROTOCOL": "oip",
+        "ESTEIRA_MODEL_DIR": str(model_dir),
+        "ESTEIRA_RUNTIME_DIR": str(runtime_dir),
+        "ESTEIRA_BATCH_SIZE": "4",  # the operator's value wins over the archive's 2
+        "ESTEIRA_MAX_BATCH_DELAY_MS": "5",
+        "ESTEIRA_REVISION": "7",
+    }
+    log = (tmp_path / "server.log").open("w")
+    server = subprocess.Popen(
+        [sys.executable, "-m", "esteira.packaging.entrypoint"],
+        env=env,
+        cwd=tmp_path,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    try:
+        config = runtime_dir / "config.properties"
+        deadline = time.monotonic() + 180
+        problems = ["not started"]
+        while problems:
+            assert server.poll() is None, (tmp_path / "server.log").read_text()[-3000:]
+            assert time.monotonic() < deadline, (
+                f"not ready: {problems}\n" + (tmp_path / "server.log").read_text()[-3000:]
+            )
+            time.sleep(1)
+            if config.exists():
+                problems = check(parse_properties(config.read_text()), env, timeout=2)
+
+        base = f"http://{HOST}:{ports['inference']}"
+        (description,) = get(f"http://{HOST}:{ports['management']}/models/iris")
+        assert (description["batchSize"], description["maxBatchDelay"]) == (4, 5)
+
+        data = datasets.iris()
+        rows = data.x_test[:5]
+        with warnings.catch_warnings(), torch.inference_mode():
+            warnings.simplefilter("ignore", DeprecationWarning)  # torch.jit is deprecated upstream, still supported
+            logits = torch.jit.load(str(source / "model.pt"))(torch.from_numpy(rows))
+        expected = [data.labels[i] for i in logits.argmax(1)]
+        v1 = post(f"{base}/v1/models/iris:predict", {"instances": rows.tolist()})
+        assert [p["label"] for p in v1["predictions"]] == expected
+
+        v2 = post(
+            f"{base}/v2/models/iris/infer",
+            {"inputs": [{"name": "features", "shape": [5, 4], "datatype": "FP32", "data": rows.ravel().tolist()}]},
+        )
+        outputs = {o["name"]: o for o in v2["outputs"]}
+        assert outputs["label"]["data"] == expected
+        assert get(f"{base}/v2/health/ready") == {"ready": True}
+
+        with urllib.request.urlopen(f"http://{HOST}:{ports['metrics']}/metrics", timeout=10) as response:
+            metrics = response.read().decode()
+        assert 'ts_inference_requests_total{model_name="iris"' in metrics
+        assert 'ModelName="iris",Revision="7"' in metrics  # the handlers' metrics, labelled from the environment
+
+        server.send_signal(signal.SIGTERM)
+        assert server.wait(timeout=60) == 0
+    finally:
+        # The entrypoint runs TorchServe in a process group of its own: end both groups.
+        pid_file = runtime_dir / "tmp" / ".model_server.pid"
+        with contextlib.suppress(OSError, ValueError):
+            os.killpg(os.getpgid(int(pid_file.read_text())), signal.SIGKILL)
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(server.pid, signal.SIGKILL)
+        server.wait(timeout=30)
+        log.close()
