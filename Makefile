@@ -48,8 +48,9 @@ models: install  ## Train the demo models and package each as a storageUri under
 	    --batch-size 8 --max-batch-delay-ms 10 --workers 1 --out $(MODELS_DIR)/$$key; \
 	done
 
-bench: install  ## Operator benchmarks on the API emulator (apply-to-InferenceService latency, memory).
+bench: install  ## Benchmarks on the API emulator: operator latency and memory, rollout decisions.
 	$(PY) -m tests.bench.operator_bench
+	$(PY) -m tests.bench.rollout_bench
 
 kind-e2e:  ## Users with Docker: kind cluster + KServe + Esteira, then the end-to-end suite against it.
 	bash hack/kind-e2e.sh

@@ -1,0 +1,154 @@
+"""Rollout benchmark: false rollbacks over good canaries, and time from breach to rollback for bad ones.
+
+Everything is real but the cluster: the operator process, the API emulator with a fake KServe, a
+Prometheus server scraping exporters that play each arm. All canaries run at once, as they would in
+one operator. Run with `make bench`; writes `.bench/rollouts.json`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import tempfile
+import time
+from contextlib import ExitStack
+from pathlib import Path
+from typing import Any
+
+from tests.e2e.cluster import Esteira, eventually
+from tests.e2e.conftest import ESTEIRA_CRD
+from tests.e2e.operator_process import OperatorProcess
+from tests.e2e.traffic import TrafficMirror
+from tests.emulator.cluster import KubeApi
+from tests.emulator.server import EmulatorServer
+from tests.support.fake_kserve import FakeKServe
+from tests.support.model_exporter import ArmProfile, ModelExporter
+from tests.support.prometheus_server import PrometheusServer
+from tests.support.schemas import upstream_crds_path
+from tests.unit.specs import document, spec
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def manifest(namespace: str, name: str, version: str, interval: int) -> dict[str, Any]:
+    body = spec(
+        rollout={
+            "steps": [20, 50, 100],
+            "interval": f"{interval}s",
+            "threshold": 2,
+            "analysis": {
+                "minRequests": 10,
+                "errorRate": {"max": 0.05},
+                "latency": {"p95MaxSeconds": 0.5},
+                "predictionShift": {"method": "JensenShannon", "max": 0.2},
+            },
+        }
+    )
+    body["model"] = {"name": name, "version": version, "storageUri": f"s3://models/{name}/{version}"}
+    return document(body, name=name, namespace=namespace)
+
+
+def run(good: int, bad: int, interval: int, out: Path) -> dict[str, Any]:
+    work = Path(tempfile.mkdtemp(prefix="esteira-rollout-bench-"))
+    runs = [(f"good-{i:02d}", ArmProfile()) for i in range(good)]
+    runs += [(f"bad-{i:02d}", ArmProfile(error_rate=0.3)) for i in range(bad)]
+    with ExitStack() as stack:
+        server = stack.enter_context(EmulatorServer())
+        api = KubeApi(kubeconfig=server.write_kubeconfig(work / "kubeconfig"), url=server.url, emulator=server)
+        api.apply_crd(ESTEIRA_CRD)
+        api.apply_crd(upstream_crds_path() / "kserve-v0.20.0" / "serving.kserve.io_inferenceservices.yaml")
+        namespace = api.create_namespace("esteira-bench-")
+        esteira = Esteira(api.api_client())
+        exporters = {
+            name: ModelExporter(namespace, name, rate=60.0, seed=i).start() for i, (name, _) in enumerate(runs)
+        }
+        for exporter in exporters.values():
+            stack.callback(exporter.stop)
+        prometheus = PrometheusServer(work, [f"127.0.0.1:{e.port}" for e in exporters.values()]).start()
+        stack.callback(prometheus.stop)
+        stack.enter_context(FakeKServe(api.kubeconfig, [namespace]))
+        stack.enter_context(
+            OperatorProcess(
+                str(api.kubeconfig),
+                [namespace],
+                work / "operator.log",
+                extra_args=["--prometheus-url", prometheus.url, "--rollout-tick-seconds", "0.5"],
+            )
+        )
+        mirrors = {}
+        for name, profile in runs:
+            mirror = TrafficMirror(esteira, namespace, exporters[name], {1: ArmProfile(), 2: profile}, name=name)
+            mirrors[name] = stack.enter_context(mirror)
+            esteira.create_md(namespace, manifest(namespace, name, "1", interval))
+        for name, _ in runs:
+            eventually(
+                lambda n=name: (esteira.condition(namespace, n, "Ready") or {}).get("status") == "True",
+                timeout=60,
+                what=f"{name} ready",
+            )
+        time.sleep(interval)
+        for name, _ in runs:
+            esteira.patch_md(
+                namespace, name, {"spec": {"model": manifest(namespace, name, "2", interval)["spec"]["model"]}}
+            )
+        finished: dict[str, tuple[float, dict[str, Any]]] = {}
+
+        def all_done() -> bool:
+            for name, _ in runs:
+                if name in finished:
+                    continue
+                status = esteira.get_md(namespace, name).get("status") or {}
+                last = status.get("lastRollout")
+                if last and last["revision"] == 2 and not status.get("canary"):
+                    finished[name] = (time.monotonic(), last)
+            return len(finished) == len(runs)
+
+        eventually(all_done, timeout=30 * interval + 120, what="every rollout finished")
+
+    false_rollbacks = sum(
+        1 for name, _ in runs if name.startswith("good") and finished[name][1]["outcome"] != "Promoted"
+    )
+    missed = sum(1 for name, _ in runs if name.startswith("bad") and finished[name][1]["outcome"] != "RolledBack")
+    breach_to_rollback = [
+        finished[name][0] - (mirrors[name].timeline.first_traffic() or finished[name][0])
+        for name, _ in runs
+        if name.startswith("bad")
+    ]
+    promote_seconds = [
+        finished[name][0] - (mirrors[name].timeline.first_traffic() or finished[name][0])
+        for name, _ in runs
+        if name.startswith("good")
+    ]
+    result = {
+        "interval_seconds": interval,
+        "steps": [20, 50, 100],
+        "threshold": 2,
+        "good_canaries": good,
+        "false_rollbacks": false_rollbacks,
+        "bad_canaries": bad,
+        "missed_rollbacks": missed,
+        "breach_to_rollback_p50_s": round(statistics.median(breach_to_rollback), 2) if breach_to_rollback else None,
+        "breach_to_rollback_max_s": round(max(breach_to_rollback), 2) if breach_to_rollback else None,
+        "first_traffic_to_promotion_p50_s": round(statistics.median(promote_seconds), 2) if promote_seconds else None,
+    }
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2) + "\n")
+    return result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--good", type=int, default=20)
+    parser.add_argument("--bad", type=int, default=5)
+    parser.add_argument("--interval", type=int, default=5, help="rollout.interval in seconds")
+    parser.add_argument("--out", type=Path, default=REPO / ".bench" / "rollouts.json")
+    args = parser.parse_args()
+    result = run(args.good, args.bad, args.interval, args.out)
+    width = max(len(k) for k in result)
+    for key, value in result.items():
+        print(f"{key:<{width}}  {value}")
+
+
+if __name__ == "__main__":
+    main()
