@@ -210,3 +210,39 @@ def test_last_applied_annotation_is_compact_json() -> None:
     assert created is not None
     record = json.loads(created["metadata"]["annotations"][LAST_APPLIED])
     assert record["spec"] == created["spec"]
+
+
+def test_knative_rollback_pins_traffic_to_the_previous_revision_until_stable_is_back() -> None:
+    from esteira.rollout.engine import Command
+
+    knative = spec(deploymentMode="Knative", autoscaling={"metric": "concurrency"})
+    first = run(knative)
+    assert first.create is not None
+    v2 = {**knative, "model": model(version="2", storageUri="s3://m/2")}
+    canary_plan = run(v2, status=first.status, isvc=kserve_ready(first.create), generation=2)
+    assert canary_plan.patch is not None
+    live = kserve_ready(apply(first.create, canary_plan.patch), generation=2)
+    live["status"]["components"] = {"predictor": {"latestReadyRevision": "r2", "latestCreatedRevision": "r2"}}
+
+    aborted = plan_reconcile(
+        ReconcileInput(
+            name="iris",
+            namespace="models",
+            generation=2,
+            spec=v2,
+            status=canary_plan.status,
+            objects={key_of(live): live},
+            now=LATER,
+            command=Command(id="x", action="abort"),
+        )
+    )
+    assert aborted.status["lastRollout"]["outcome"] == "RolledBack"
+    assert aborted.patch is not None
+    predictor = apply(live, aborted.patch)["spec"]["predictor"]
+    assert predictor["canaryTrafficPercent"] == 0, "traffic stays on the previous revision"
+    assert predictor["model"]["storageUri"] == "s3://models/iris/1.0.0", "stable's spec is restored"
+
+    restored = kserve_ready(apply(live, aborted.patch), generation=3)
+    restored["status"]["components"] = {"predictor": {"latestReadyRevision": "r3", "latestCreatedRevision": "r3"}}
+    settled = run(v2, status=aborted.status, isvc=restored, generation=2, now=LATER)
+    assert settled.patch is not None and settled.patch["spec"]["predictor"]["canaryTrafficPercent"] is None

@@ -120,6 +120,8 @@ def render_inference_service(ctx: RenderContext, spec: ModelDeploymentSpec, plan
         if plan.canary is not None:
             predictor["canaryTrafficPercent"] = plan.canary_weight
             annotations["serving.kserve.io/enable-tag-routing"] = "true"
+        elif plan.pin_previous:
+            predictor["canaryTrafficPercent"] = 0
     else:
         predictor = {
             **_predictor(ctx, spec, plan.stable),

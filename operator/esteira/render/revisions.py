@@ -28,6 +28,9 @@ class TrafficPlan:
     stable: Arm
     canary: Arm | None = None
     canary_weight: int = 0
+    # Knative after a rollback: keep all traffic on the last rolled-out revision until the revision
+    # re-created from stable's spec is ready (otherwise Knative routes to the latest ready one: the canary).
+    pin_previous: bool = False
 
     def __post_init__(self) -> None:
         if not 0 <= self.canary_weight <= 100:

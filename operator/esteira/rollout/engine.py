@@ -233,7 +233,7 @@ def advance(inp: EngineInput) -> EngineOutput:
         out.decisions.append(Decision("LowTraffic", f"Canary revision {canary.revision}: {canary.pause_reason}"))
         return out
 
-    summary = ", ".join(f"{c.name}={c.value} ({c.threshold}) {c.verdict}" for c in checks)
+    summary = "; ".join(f"{c.name}={c.value} ({c.threshold}, n={c.sample_size}) {c.verdict}" for c in checks)
     if failed:
         canary.pause_reason = None
         canary.failed_checks += 1
@@ -245,7 +245,7 @@ def advance(inp: EngineInput) -> EngineOutput:
                 Decision(
                     "AnalysisFailed",
                     f"Canary revision {canary.revision} at {canary.weight}% failed "
-                    f"{canary.failed_checks}/{spec.rollout.threshold}: {names}",
+                    f"{canary.failed_checks}/{spec.rollout.threshold}: {summary}",
                     warning=True,
                 )
             )

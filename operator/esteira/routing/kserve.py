@@ -62,3 +62,21 @@ class KServeRouter:
         latest = [t for t in predictor.get("traffic") or [] if t.get("latestRevision")]
         weight = int(latest[0].get("percent", 0)) if latest and serving_canary else None
         return RouteStatus(ready, weight)
+
+
+def knative_restoring(stable_revision: int, isvc: dict[str, Any] | None) -> bool:
+    """Whether a Knative InferenceService still has to bring stable's spec back to a ready revision.
+
+    True until the live object carries stable's revision and KServe reports its latest revision ready
+    for the current generation; until then a rollback pins traffic to the previous revision.
+    """
+    if isvc is None:
+        return False
+    labels = ((isvc.get("spec") or {}).get("predictor") or {}).get("labels") or {}
+    status = isvc.get("status") or {}
+    predictor = (status.get("components") or {}).get("predictor") or {}
+    current = status.get("observedGeneration", 0) >= (isvc.get("metadata") or {}).get("generation", 1)
+    ready = predictor.get("latestReadyRevision") is not None and (
+        predictor.get("latestReadyRevision") == predictor.get("latestCreatedRevision")
+    )
+    return not (labels.get(LABEL_REVISION) == str(stable_revision) and current and ready)

@@ -8,7 +8,7 @@ input gives the same plan, which is what makes the operator idempotent across re
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
 from esteira.api.errors import InvalidSpec
@@ -20,6 +20,7 @@ from esteira.rollout.engine import Command, EngineInput, advance, parse_time
 from esteira.rollout.evidence import Evidence
 from esteira.routing import ObjectKey, router_for
 from esteira.routing.base import key_of
+from esteira.routing.kserve import knative_restoring
 from esteira.state import merge_patch
 from esteira.state.conditions import get_condition, set_condition
 from esteira.state.drift import drift_patch, last_applied, managed_view, with_last_applied
@@ -210,6 +211,21 @@ def _primary_key(ctx: RenderContext, spec: ModelDeploymentSpec, status: ModelDep
     return (ISVC_API_VERSION, "InferenceService", ctx.name)
 
 
+def _restoring_after_rollback(
+    spec: ModelDeploymentSpec, status: ModelDeploymentStatus, isvc: dict[str, Any] | None
+) -> bool:
+    last = status.last_rollout
+    return (
+        spec.deployment_mode == "Knative"
+        and spec.rollout.router == "KServe"
+        and status.canary is None
+        and status.stable is not None
+        and last is not None
+        and last.outcome == "RolledBack"
+        and knative_restoring(status.stable.revision, isvc)
+    )
+
+
 def _command_effects(inp: ReconcileInput, status: ModelDeploymentStatus) -> tuple[bool, int | None]:
     """(retry, rollback_to) asked by a command not carried out yet; the engine records its id."""
     command = inp.command
@@ -248,7 +264,10 @@ def plan_reconcile(inp: ReconcileInput) -> ReconcilePlan:
             )
             status, requeue_after = engine.status, engine.requeue_after
             decisions += engine.decisions
-        desired = [with_last_applied(obj) for obj in router.desired(ctx, spec, traffic_plan(status))]
+        serving = traffic_plan(status)
+        if _restoring_after_rollback(spec, status, inp.objects.get(_primary_key(ctx, spec, status))):
+            serving = replace(serving, pin_previous=True)
+        desired = [with_last_applied(obj) for obj in router.desired(ctx, spec, serving)]
     except InvalidSpec as exc:
         return _invalid(inp, _read_status(inp.status), exc)
 
