@@ -92,7 +92,7 @@ def test_spec_change_updates_inference_service(
     assert obj["status"]["stable"]["revision"] == 1  # no new model, no new revision
 
 
-def test_new_model_version_becomes_a_canary_without_traffic(
+def test_new_model_version_becomes_a_canary_at_the_first_step(
     esteira: Esteira, kube_namespace: str, fake_kserve: FakeKServe | None
 ) -> None:
     esteira.create_md(kube_namespace, md(kube_namespace))
@@ -102,16 +102,20 @@ def test_new_model_version_becomes_a_canary_without_traffic(
     def canary() -> dict[str, Any] | None:
         isvc = esteira.get_isvc(kube_namespace, "iris") or {}
         arms = isvc.get("spec", {}).get("canary") or []
-        return arms[0] if arms else None
+        return arms[0] if arms and arms[0]["trafficPercent"] == 10 else None
 
-    arm = eventually(canary, what="canary arm")
-    assert arm["trafficPercent"] == 0
+    # The canary gets no traffic until KServe reports it ready, then the first step's share.
+    arm = eventually(canary, what="canary arm at the first step")
     assert arm["predictor"]["model"]["storageUri"] == "s3://m/iris/2"
-    status = eventually(
-        lambda: (s := esteira.get_md(kube_namespace, "iris")["status"]).get("canary") and s, what="canary status"
+    assert esteira.get_isvc(kube_namespace, "iris")["spec"]["predictor"]["model"]["storageUri"] == (
+        "s3://models/iris/1.0.0"
     )
-    assert status["canary"]["revision"] == 2
+    status = esteira.get_md(kube_namespace, "iris")["status"]
+    assert status["canary"]["revision"] == 2 and status["canary"]["weight"] == 10
+    assert status["stable"]["revision"] == 1
     assert status["phase"] == "Progressing"
+    reasons = [e["reason"] for e in esteira.events_for(kube_namespace, "iris")]
+    assert "CanaryCreated" in reasons
 
 
 def test_manual_edit_of_inference_service_is_put_back(
