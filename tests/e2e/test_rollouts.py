@@ -98,6 +98,14 @@ def start_rollout(
     esteira.patch_md(namespace, "iris", {"spec": {"model": patch["spec"]["model"]}})
 
 
+def wait_for_weight(esteira: Esteira, namespace: str, weight: int) -> None:
+    eventually(
+        lambda: (esteira.get_md(namespace, "iris")["status"].get("canary") or {}).get("weight") == weight,
+        timeout=30,
+        what=f"canary at {weight}%",
+    )
+
+
 def last_rollout(esteira: Esteira, namespace: str) -> dict[str, Any] | None:
     status = esteira.get_md(namespace, "iris").get("status") or {}
     last = status.get("lastRollout")
@@ -163,11 +171,7 @@ def test_low_traffic_canary_is_not_rolled_back(
     exporter.rate = 2.0  # the canary's 20% gets well under minRequests per interval
     with TrafficMirror(esteira, kube_namespace, exporter, {1: GOOD, 2: GOOD}):
         start_rollout(esteira, kube_namespace, {})
-        eventually(
-            lambda: (esteira.get_md(kube_namespace, "iris")["status"].get("canary") or {}).get("weight") == 20,
-            timeout=30,
-            what="canary at its first step",
-        )
+        wait_for_weight(esteira, kube_namespace, 20)
         time.sleep(4 * INTERVAL)
     status = esteira.get_md(kube_namespace, "iris")["status"]
     assert status["canary"]["weight"] == 20
@@ -182,11 +186,7 @@ def test_new_version_mid_rollout_restarts_from_the_first_step(
     exporter, _ = telemetry
     with TrafficMirror(esteira, kube_namespace, exporter, {1: GOOD, 2: GOOD, 3: GOOD}) as mirror:
         start_rollout(esteira, kube_namespace, mirror.profiles)
-        eventually(
-            lambda: (esteira.get_md(kube_namespace, "iris")["status"].get("canary") or {}).get("weight") == 50,
-            timeout=30,
-            what="canary at 50%",
-        )
+        wait_for_weight(esteira, kube_namespace, 50)
         third = rollout_md(kube_namespace, "3.0.0")
         esteira.patch_md(kube_namespace, "iris", {"spec": {"model": third["spec"]["model"]}})
         canary = eventually(
@@ -208,11 +208,7 @@ def test_prometheus_down_holds_the_rollout_with_a_clear_condition(
     exporter, prometheus = telemetry
     with TrafficMirror(esteira, kube_namespace, exporter, {1: GOOD, 2: GOOD}):
         start_rollout(esteira, kube_namespace, {})
-        eventually(
-            lambda: (esteira.get_md(kube_namespace, "iris")["status"].get("canary") or {}).get("weight") == 20,
-            timeout=30,
-            what="canary at its first step",
-        )
+        wait_for_weight(esteira, kube_namespace, 20)
         prometheus.stop()
         condition = eventually(
             lambda: (

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import shutil
-import socket
 import subprocess
 import time
 import urllib.request
@@ -12,11 +11,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+from tests.support.net import free_port
 
 
 def prometheus_binary() -> str:
@@ -29,7 +24,7 @@ def prometheus_binary() -> str:
 class PrometheusServer:
     def __init__(self, workdir: Path, targets: list[str], scrape_interval: str = "1s") -> None:
         self.workdir = workdir
-        self.port = _free_port()
+        self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         config = {
             "global": {"scrape_interval": scrape_interval, "evaluation_interval": scrape_interval},

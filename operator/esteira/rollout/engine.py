@@ -79,6 +79,23 @@ def analysis_due(spec: ModelDeploymentSpec, status: ModelDeploymentStatus, now: 
     return now - last >= parse_duration(spec.rollout.interval)
 
 
+def _close_rollout(
+    status: ModelDeploymentStatus, outcome: Literal["Promoted", "RolledBack"], reason: str, now: str
+) -> None:
+    """The canary leaves; how its rollout ended is kept so a rolled-back build is not retried by itself."""
+    canary = status.canary
+    assert canary is not None
+    status.canary = None
+    status.last_rollout = RolloutRecord(
+        revision=canary.revision,
+        model_version=canary.model_version,
+        storage_uri=canary.storage_uri,
+        outcome=outcome,
+        reason=reason,
+        at=now,
+    )
+
+
 def promote(status: ModelDeploymentStatus, now: str, reason: str) -> Decision:
     """The canary becomes stable; the old stable's history entry is closed as superseded."""
     canary = status.canary
@@ -90,15 +107,7 @@ def promote(status: ModelDeploymentStatus, now: str, reason: str) -> Decision:
     status.stable = RevisionRecord(
         revision=canary.revision, model_version=canary.model_version, storage_uri=canary.storage_uri, since=now
     )
-    status.canary = None
-    status.last_rollout = RolloutRecord(
-        revision=canary.revision,
-        model_version=canary.model_version,
-        storage_uri=canary.storage_uri,
-        outcome="Promoted",
-        reason=reason,
-        at=now,
-    )
+    _close_rollout(status, "Promoted", reason, now)
     return Decision("Promoted", f"Revision {canary.revision} (model {canary.model_version}) promoted: {reason}")
 
 
@@ -107,15 +116,7 @@ def roll_back(status: ModelDeploymentStatus, now: str, reason: str) -> Decision:
     canary = status.canary
     assert canary is not None
     finish_history(status.history, canary.revision, "RolledBack", reason, now)
-    status.canary = None
-    status.last_rollout = RolloutRecord(
-        revision=canary.revision,
-        model_version=canary.model_version,
-        storage_uri=canary.storage_uri,
-        outcome="RolledBack",
-        reason=reason,
-        at=now,
-    )
+    _close_rollout(status, "RolledBack", reason, now)
     stable = status.stable.revision if status.stable else "?"
     return Decision(
         "RolledBack",
