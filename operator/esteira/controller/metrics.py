@@ -16,3 +16,8 @@ RECONCILE_SECONDS = Histogram(
 )
 MANAGED = Gauge("esteira_operator_managed_deployments", "ModelDeployments the operator currently manages.")
 API_RETRIES = Counter("esteira_operator_api_retries_total", "API calls retried after a transient error.")
+ROLLOUTS = Counter(
+    "esteira_operator_rollouts_total", "Canary rollouts finished, by outcome (Promoted, RolledBack).", ["outcome"]
+)
+for _outcome in ("Promoted", "RolledBack"):
+    ROLLOUTS.labels(_outcome)  # exported at 0 so increase() sees the first rollback

@@ -124,6 +124,8 @@ class Reconciler:
                 "patch ModelDeployment status",
             )
         for decision in plan.decisions:
+            if decision.reason in ("Promoted", "RolledBack"):
+                metrics.ROLLOUTS.labels(decision.reason).inc()
             kopf.event(
                 cast(kopf.Body, md),
                 type="Warning" if decision.warning else "Normal",

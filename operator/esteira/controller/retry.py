@@ -8,6 +8,8 @@ import random
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
+from esteira.controller.metrics import API_RETRIES
+
 T = TypeVar("T")
 logger = logging.getLogger(__name__)
 
@@ -40,6 +42,7 @@ async def with_backoff(
         except ApiError as exc:
             if not exc.retryable or attempt == attempts:
                 raise
+            API_RETRIES.inc()
             delay = min(max_delay, base_delay * 2 ** (attempt - 1)) * random.uniform(0.5, 1.0)
             logger.info("%s failed (%s), retry %d/%d in %.2fs", what, exc, attempt, attempts - 1, delay)
             await asyncio.sleep(delay)
