@@ -12,7 +12,7 @@ DEMO_MODELS := iris-1.0.0:tabular iris-1.1.0:tabular digits-1.0.0:image digits-1
 CHECKOV_VENV ?= .tools/checkov-venv
 CHECKOV := $(CHECKOV_VENV)/bin/checkov
 
-.PHONY: install tools test test-unit test-e2e lint crd models bench kind-e2e chart-lint chart-readme scan clean
+.PHONY: install tools test test-unit test-e2e lint crd models bench kind-e2e chart-lint chart-readme scan image clean
 
 $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
@@ -71,6 +71,12 @@ chart-readme: install  ## Regenerate the chart's values table and its ClusterSer
 scan: install $(CHECKOV)  ## checkov over the rendered chart (every values set) and the Dockerfile.
 	bash hack/install-tools.sh
 	$(PY) -m pytest tests/chart/test_scan.py
+
+IMAGE_TAG ?= $(shell $(PYTHON) -c "import re;print(re.search(r'^version = \"(.+)\"', open('pyproject.toml').read(), re.M).group(1))")
+
+image:  ## Build the operator and model-server images (needs a Docker engine).
+	docker build --target operator -t esteira/operator:$(IMAGE_TAG) .
+	docker build --target model-server -t esteira/model-server:$(IMAGE_TAG) .
 
 kind-e2e:  ## Users with Docker: kind cluster + KServe + Esteira, then the end-to-end suite against it.
 	bash hack/kind-e2e.sh
