@@ -38,6 +38,7 @@ def test_model_config_yaml_carries_workers_and_batching() -> None:
         "maxBatchDelay": 5,
         "responseTimeout": 120,
         "startupTimeout": 120,
+        "maxRetryTimeoutInSec": 60,
     }
     assert "deviceType" not in loaded
 

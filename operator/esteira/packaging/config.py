@@ -118,9 +118,14 @@ def _host(address: str) -> str:
 # --- the archive's model-config YAML ------------------------------------------------------------
 
 
-def model_config(model: ModelSpec) -> dict[str, Any]:
-    """The keys TorchServe reads from ``--config-file`` (handlers also see them as ``context.model_yaml_config``)."""
-    config: dict[str, Any] = {
+# A model that cannot load stops being retried after this long, so TorchServe reports itself unhealthy and
+# the pod fails readiness instead of restarting workers forever.
+MAX_RETRY_TIMEOUT_S = 60
+
+
+def _worker_settings(model: ModelSpec) -> dict[str, Any]:
+    """Workers, batching and timeouts: the same in the archive's model config and the model snapshot."""
+    return {
         "minWorkers": model.min_workers,
         "maxWorkers": model.max_workers,
         "batchSize": model.batch_size,
@@ -128,6 +133,11 @@ def model_config(model: ModelSpec) -> dict[str, Any]:
         "responseTimeout": model.response_timeout_s,
         "startupTimeout": model.startup_timeout_s,
     }
+
+
+def model_config(model: ModelSpec) -> dict[str, Any]:
+    """The keys TorchServe reads from ``--config-file`` (handlers also see them as ``context.model_yaml_config``)."""
+    config = {**_worker_settings(model), "maxRetryTimeoutInSec": MAX_RETRY_TIMEOUT_S}
     if model.device_type is not None:
         config["deviceType"] = model.device_type
     return config
@@ -142,16 +152,7 @@ def model_config_yaml(model: ModelSpec) -> str:
 
 def snapshot_entry(model: ModelSpec) -> dict[str, Any]:
     """One version's entry under ``model_snapshot.models.<name>``; TorchServe requires the first four keys."""
-    return {
-        "defaultVersion": True,
-        "marName": model.mar_name,
-        "minWorkers": model.min_workers,
-        "maxWorkers": model.max_workers,
-        "batchSize": model.batch_size,
-        "maxBatchDelay": model.max_batch_delay_ms,
-        "responseTimeout": model.response_timeout_s,
-        "startupTimeout": model.startup_timeout_s,
-    }
+    return {"defaultVersion": True, "marName": model.mar_name, **_worker_settings(model)}
 
 
 def model_snapshot(models: list[ModelSpec]) -> dict[str, Any]:

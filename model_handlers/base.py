@@ -1,0 +1,367 @@
+"""``EsteiraHandler``: the TorchServe handler contract done once, for every Esteira model kind.
+
+Why a custom ``handle``: TorchServe's ``BaseHandler.handle`` treats a batch as one unit, so one bad request
+fails its neighbours and errors turn into 503s. Here each request of the batch is parsed on its own, a bad one
+gets its own 400 (``context.set_response_status(400, message, idx)`` and ``{"error": ...}``), and the
+instances of all good requests go through ONE forward pass (that is what TorchServe's dynamic batching is
+for) before being split back per caller. Nothing a client sends can make ``handle`` raise, so the worker
+never dies from input. Subclasses only turn instances into a tensor and output rows into predictions.
+
+Loading fails loudly: a missing or invalid ``esteira-model.json``, an unreadable serialized model, or a model
+whose output does not fit the config raises a ``RuntimeError`` subclass from ``initialize``; TorchServe's
+worker reports it as a failed load, the model never gets a READY worker, and with ``maxRetryTimeoutInSec``
+set in the archive's model config ``/ping`` turns Unhealthy once retries run out.
+"""
+
+from __future__ import annotations
+
+import abc
+import json
+import logging
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import torch
+from ts.torch_handler.base_handler import BaseHandler
+
+from model_handlers.config import CONFIG_FILE, ConfigError, ModelConfig, load_config
+from model_handlers.metrics import HandlerMetrics
+from model_handlers.protocol import (
+    BadRequest,
+    Identity,
+    InputSpec,
+    Instance,
+    ParsedRequest,
+    Prediction,
+    envelope_v2_payload,
+    error_body,
+    extract_body,
+    format_response,
+    parse_envelope_v1,
+    parse_envelope_v2,
+    parse_request,
+    reason_phrase,
+)
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["ConfigError", "EsteiraHandler", "ModelLoadError", "detect_envelope"]
+
+Envelope = Literal["kserve", "kservev2"]
+JSON_CONTENT_TYPE = "application/json"
+
+
+class ModelLoadError(RuntimeError):
+    """The model cannot serve: TorchServe must mark the load failed (a RuntimeError is reported, not crashed)."""
+
+
+@dataclass
+class _Slot:
+    """One request of a batch on its way through the handler."""
+
+    parsed: ParsedRequest | None = None
+    tensor: torch.Tensor | None = None
+    predictions: list[Prediction] = field(default_factory=list)
+    status: int = 200
+    message: str = ""
+
+    def fail(self, status: int, message: str) -> None:
+        self.status, self.message, self.tensor = status, message, None
+
+
+def detect_envelope(data: Any, context: Any) -> Envelope | None:
+    """Which TorchServe request envelope (``service_envelope``) reshaped ``data`` before it reached us, if any.
+
+    Without an envelope every entry is a dict whose keys are request parameters, each of which has a
+    content-type entry in that request's headers. The ``kserve`` envelope passes the first request's
+    instances instead (None when it had none); ``kservev2`` passes input dicts and sets
+    ``context.input_names``.
+    """
+    if data is None:
+        return "kserve"
+    processors = getattr(context, "request_processor", None)
+    if processors is None or not isinstance(data, list):
+        return None
+    names = getattr(context, "input_names", None)
+    if isinstance(names, list) and all(isinstance(item, Mapping) and "datatype" in item for item in data):
+        return "kservev2"
+    if len(processors) == len(data) and all(_native_row(row, processors[idx]) for idx, row in enumerate(data)):
+        return None
+    return "kserve"
+
+
+def _native_row(row: Any, processor: Any) -> bool:
+    if not isinstance(row, Mapping):
+        return False
+    return all(isinstance(processor.get_request_property(key), Mapping) for key in row)
+
+
+class EsteiraHandler(BaseHandler, abc.ABC):  # type: ignore[misc]
+    """Base of Esteira's handlers; subclasses implement :meth:`preprocess_instances` and :meth:`postprocess_outputs`."""
+
+    config: ModelConfig
+    identity: Identity
+    spec: InputSpec
+    labels: tuple[str, ...] = ()
+    model: Any
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.dtype = torch.float32
+        self.recorder: HandlerMetrics | None = None
+        self._envelope_warned = False
+
+    # --- subclass API ----------------------------------------------------------------------------------
+
+    @abc.abstractmethod
+    def preprocess_instances(self, instances: Sequence[Instance]) -> torch.Tensor:
+        """One request's instances as a float tensor of shape [len(instances), ...] on the CPU (BadRequest if not)."""
+
+    @abc.abstractmethod
+    def postprocess_outputs(self, outputs: torch.Tensor) -> list[Prediction]:
+        """One prediction per row of ``outputs`` (float32, CPU)."""
+
+    @abc.abstractmethod
+    def example_input(self) -> torch.Tensor:
+        """A one-instance input for the load-time check that model and config agree."""
+
+    # --- loading ---------------------------------------------------------------------------------------
+
+    def initialize(self, context: Any) -> None:
+        properties = context.system_properties
+        model_dir = properties.get("model_dir")
+        self.config = load_config(model_dir)  # ConfigError is already a RuntimeError with a precise message
+        serialized = (context.manifest or {}).get("model", {}).get("serializedFile")
+        if getattr(context, "model_yaml_config", None) is None:
+            context.model_yaml_config = {}  # BaseHandler expects a dict (TorchServe passes {} without a config)
+        try:
+            super().initialize(context)
+        except Exception as error:
+            first_line = str(error).strip().splitlines()[0] if str(error).strip() else ""
+            raise ModelLoadError(
+                f"cannot load the model from {serialized!r}: {type(error).__name__}: {first_line}"
+            ) from error
+        if self.config.half_precision:
+            if self.device is not None and self.device.type == "cuda":
+                self.model = self.model.half()
+                self.dtype = torch.float16
+            else:
+                logger.warning(
+                    "half_precision is set in %s but the model runs on %s: ignored", CONFIG_FILE, self.device
+                )
+        self.model.eval()
+        self.identity = self.config.identity(context.manifest)
+        self.spec = self.config.input_spec()
+        self.labels = self._check_model()
+        self.recorder = HandlerMetrics(self.identity)
+        self.initialized = True
+        logger.info(
+            "Esteira %s handler ready: model %s version %s revision %s on %s",
+            self.config.kind,
+            self.identity.name,
+            self.identity.version,
+            self.identity.revision,
+            self.device,
+        )
+
+    def _check_model(self) -> tuple[str, ...]:
+        """Run one example through the model; its output must fit the config (else the load fails)."""
+        try:
+            output = self.forward(self.example_input())
+        except Exception as error:
+            first_line = (str(error).strip().splitlines() or [type(error).__name__])[0]
+            raise ModelLoadError(f"the model fails on an example input shaped like the config: {first_line}") from error
+        if self.config.task == "regression":
+            if output.dim() not in (1, 2) or output.shape[0] != 1:
+                raise ModelLoadError(f"a regression model must output [N] or [N, k], got {list(output.shape)}")
+            return ()
+        if output.dim() != 2 or output.shape[1] < 2:
+            raise ModelLoadError(f"a classifier must output [N, classes] with 2+ classes, got {list(output.shape)}")
+        classes = int(output.shape[1])
+        if self.config.labels is None:
+            return tuple(str(index) for index in range(classes))
+        if len(self.config.labels) != classes:
+            raise ModelLoadError(
+                f"the model outputs {classes} classes but {CONFIG_FILE} lists {len(self.config.labels)} labels"
+            )
+        return self.config.labels
+
+    def forward(self, batch: torch.Tensor) -> torch.Tensor:
+        """The model on ``batch``: moved to the device, run without autograd, returned as float32 on the CPU."""
+        with torch.inference_mode():
+            output = self.model(batch.to(self.device, self.dtype))
+        if isinstance(output, tuple | list):
+            output = output[0]
+        if not isinstance(output, torch.Tensor):
+            raise TypeError(f"the model returned {type(output).__name__}, not a tensor")
+        return output.detach().float().cpu()
+
+    # --- serving ---------------------------------------------------------------------------------------
+
+    def handle(self, data: Any, context: Any) -> list[Any]:
+        """Answer every request of the TorchServe batch; never raises."""
+        started = time.perf_counter()
+        self.context = context
+        try:
+            envelope = detect_envelope(data, context)
+            rows: list[Any] = [data] if envelope else list(data or [])
+            slots = [self._read(idx, row, context, envelope) for idx, row in enumerate(rows)]
+            self._infer(slots)
+            answers = [self._answer(idx, slot, context, envelope) for idx, slot in enumerate(slots)]
+        except Exception:  # a bug here must not take the batch (or the worker) down silently
+            logger.exception("Esteira handler failed on a batch")
+            envelope = None
+            slots, answers = self._internal_error(data, context)
+        self._record(context, slots, time.perf_counter() - started)
+        if envelope:
+            self._warn_envelope(envelope, context)
+            return list(answers[0])  # the envelope wraps the one answer it can carry
+        return answers
+
+    def _internal_error(self, data: Any, context: Any) -> tuple[list[_Slot], list[Any]]:
+        """A 500 for every request of the batch, touching the context as little as possible."""
+        count = len(data) if isinstance(data, list) else 1
+        slots = [_Slot(status=500, message="internal error in the model handler") for _ in range(count)]
+        for idx in range(count):
+            try:
+                context.set_response_status(500, "internal error in the model handler", idx)
+            except Exception:  # no usable context: TorchServe still gets a list of the right length
+                logger.debug("could not set the status of request %d", idx)
+        return slots, [json.dumps(error_body(slot.message)) for slot in slots]
+
+    def _read(self, idx: int, row: Any, context: Any, envelope: Envelope | None) -> _Slot:
+        slot = _Slot()
+        try:
+            if envelope == "kserve":
+                slot.parsed = parse_envelope_v1(row, self.spec)
+            elif envelope == "kservev2":
+                slot.parsed = parse_envelope_v2(row, self.spec)
+            else:
+                content_type, size = _content_headers(context, idx)
+                slot.parsed = parse_request(extract_body(row), self.spec, content_type=content_type, body_size=size)
+            slot.tensor = self.preprocess_instances(slot.parsed.instances)
+        except BadRequest as error:
+            slot.fail(400, error.message)
+        except Exception as error:  # reported as this request's server error
+            logger.exception("reading request %d failed", idx)
+            slot.fail(500, f"internal error while reading the request: {type(error).__name__}")
+        return slot
+
+    def _infer(self, slots: list[_Slot]) -> None:
+        """One forward pass over every good request's instances; on failure, one pass per request to isolate it."""
+        good = [slot for slot in slots if slot.tensor is not None]
+        if not good:
+            return
+        try:
+            outputs = self.forward(torch.cat([slot.tensor for slot in good if slot.tensor is not None]))
+        except Exception as error:  # fall back to per-request passes below
+            logger.exception("batched forward pass over %d requests failed", len(good))
+            if len(good) == 1:
+                self._fail_inference(good[0], error)
+                return
+            for slot in good:
+                self._infer_one(slot)
+            return
+        start = 0
+        for slot in good:
+            count = len(slot.parsed.instances) if slot.parsed else 0
+            self._finish(slot, outputs[start : start + count])
+            start += count
+
+    def _infer_one(self, slot: _Slot) -> None:
+        try:
+            assert slot.tensor is not None
+            self._finish(slot, self.forward(slot.tensor))
+        except Exception as error:
+            logger.exception("forward pass failed for one request")
+            self._fail_inference(slot, error)
+
+    @staticmethod
+    def _fail_inference(slot: _Slot, error: Exception) -> None:
+        if isinstance(error, torch.cuda.OutOfMemoryError):
+            torch.cuda.empty_cache()
+            slot.fail(507, "out of GPU memory")
+        else:
+            slot.fail(500, "inference failed")
+
+    def _finish(self, slot: _Slot, rows: torch.Tensor) -> None:
+        if not bool(torch.isfinite(rows).all()):
+            slot.fail(500, "the model produced non-finite outputs")
+            return
+        try:
+            slot.predictions = self.postprocess_outputs(rows)
+        except Exception:
+            logger.exception("postprocessing failed")
+            slot.fail(500, "postprocessing failed")
+        slot.tensor = None
+
+    def _answer(self, idx: int, slot: _Slot, context: Any, envelope: Envelope | None) -> Any:
+        with_context = getattr(context, "request_processor", None) is not None
+        if with_context:
+            context.set_response_content_type(idx, JSON_CONTENT_TYPE)
+        if slot.status != 200 or slot.parsed is None:
+            if with_context:
+                context.set_response_status(slot.status, reason_phrase(slot.message), idx)
+            body: Any = error_body(slot.message)
+            return [body] if envelope else json.dumps(body)
+        if with_context:
+            context.set_response_status(200, "OK", idx)
+        if envelope == "kserve":
+            return [prediction.to_json(self.labels) for prediction in slot.predictions]
+        if envelope == "kservev2":
+            return envelope_v2_payload(slot.predictions)
+        request_id = context.get_request_id(idx) if with_context else None
+        body = format_response(slot.parsed, slot.predictions, self.labels, self.identity, fallback_id=request_id)
+        return json.dumps(body, allow_nan=False)
+
+    def _record(self, context: Any, slots: list[_Slot], seconds: float) -> None:
+        if self.recorder is None:
+            return
+        processors = getattr(context, "request_processor", None)
+        predicted = [p.label for slot in slots if slot.status == 200 for p in slot.predictions if p.label is not None]
+        self.recorder.record_batch(
+            getattr(context, "metrics", None),
+            durations=[seconds] * len(slots),
+            statuses=[slot.status for slot in slots],
+            predicted=predicted,
+            batch_size=len(processors) if processors else len(slots),
+        )
+
+    def _warn_envelope(self, envelope: Envelope, context: Any) -> None:
+        processors = getattr(context, "request_processor", None) or []
+        if len(processors) > 1 and not self._envelope_warned:
+            self._envelope_warned = True
+            logger.error(
+                "service_envelope=%s hands the handler only the first of the %d requests in this batch, so "
+                "TorchServe fails the whole batch; drop service_envelope (Esteira's handlers read KServe v1 and "
+                "v2 bodies themselves) or set batchSize to 1",
+                envelope,
+                len(processors),
+            )
+
+    # --- helpers for subclasses ------------------------------------------------------------------------
+
+    def classify(self, outputs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Class probabilities (softmax unless the model already outputs probabilities) and top-1 indices."""
+        probabilities = outputs.softmax(dim=1) if self.config.output == "logits" else outputs
+        return probabilities, probabilities.argmax(dim=1)
+
+
+def _content_headers(context: Any, idx: int) -> tuple[str | None, int | None]:
+    """The request's Content-Type and Content-Length, as TorchServe passes them in the request headers."""
+    try:
+        headers = context.get_all_request_header(idx)
+    except Exception:  # no TorchServe context (unit tests) or no headers
+        return None, None
+    if not isinstance(headers, Mapping):
+        return None, None
+    lowered = {str(key).lower(): value for key, value in headers.items()}
+    content_type = lowered.get("content-type")
+    length = lowered.get("content-length")
+    try:
+        size = int(length) if length is not None else None
+    except (TypeError, ValueError):
+        size = None
+    return (str(content_type) if isinstance(content_type, str) else None), size

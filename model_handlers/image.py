@@ -1,0 +1,81 @@
+"""TorchServe handler for image classifiers: encoded images in, the top-k labels with scores out.
+
+Images arrive base64-encoded (v1 ``{"instances": [{"b64": "..."}]}`` or plain strings, v2 ``BYTES``) or as the raw
+request body; they are decoded with Pillow, converted to grayscale or RGB, resized to ``image_size``
+(bilinear), scaled to [0, 1] and normalised with ``mean``/``std`` (torch only, no torchvision). An image that
+Pillow cannot read is the caller's fault (400). Archive with ``--handler <path of this file>``; TorchServe
+instantiates the module's one class.
+"""
+
+from __future__ import annotations
+
+import io
+import re
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+from PIL import Image, UnidentifiedImageError
+
+from model_handlers.base import EsteiraHandler
+from model_handlers.protocol import BadRequest, Instance, Prediction
+
+
+class ImageClassifierHandler(EsteiraHandler):
+    """Decode, resize and normalise each image; top-k over the softmax of the model's logits."""
+
+    def example_input(self) -> torch.Tensor:
+        height, width = self._size()
+        return torch.zeros(1, self.config.channels, height, width)
+
+    def _size(self) -> tuple[int, int]:
+        assert self.config.image_size is not None  # guaranteed for image configs
+        return self.config.image_size
+
+    def preprocess_instances(self, instances: Sequence[Instance]) -> torch.Tensor:
+        return torch.stack([self.decode(item, index) for index, item in enumerate(instances)])
+
+    def decode(self, data: Instance, index: int = 0) -> torch.Tensor:
+        """One encoded image as a normalised [channels, height, width] float tensor."""
+        if not isinstance(data, bytes):
+            raise BadRequest(f"instance {index}: an image model takes encoded images, not numbers")
+        height, width = self._size()
+        try:
+            with Image.open(io.BytesIO(data)) as image:
+                pixels = image.width * image.height
+                if pixels > self.config.max_image_pixels:
+                    raise BadRequest(
+                        f"instance {index}: image has {pixels} pixels; the limit is {self.config.max_image_pixels}"
+                    )
+                mode = "L" if self.config.channels == 1 else "RGB"
+                converted = image.convert(mode).resize((width, height), Image.Resampling.BILINEAR)
+        except BadRequest:
+            raise
+        except UnidentifiedImageError:
+            raise BadRequest(f"instance {index}: undecodable image: not a format Pillow recognises") from None
+        except Exception as error:  # Pillow raises many types for bad input
+            raise BadRequest(f"instance {index}: undecodable image: {_reason(error)}") from None
+        array = np.asarray(converted, dtype=np.float32) / 255.0
+        tensor = torch.from_numpy(array.copy())
+        tensor = tensor.unsqueeze(0) if tensor.dim() == 2 else tensor.permute(2, 0, 1)
+        if self.config.mean is not None:
+            tensor = tensor - torch.tensor(self.config.mean).view(-1, 1, 1)
+        if self.config.std is not None:
+            tensor = tensor / torch.tensor(self.config.std).view(-1, 1, 1)
+        return tensor
+
+    def postprocess_outputs(self, outputs: torch.Tensor) -> list[Prediction]:
+        probabilities, _ = self.classify(outputs)
+        k = min(self.config.top_k, len(self.labels))
+        scores, indices = probabilities.topk(k, dim=1)
+        predictions = []
+        for row, score_row, index_row in zip(probabilities.tolist(), scores.tolist(), indices.tolist(), strict=True):
+            top = tuple((self.labels[i], float(s)) for i, s in zip(index_row, score_row, strict=True))
+            predictions.append(Prediction(label=top[0][0], probabilities=tuple(row), top_k=top))
+        return predictions
+
+
+def _reason(error: Exception) -> str:
+    """Pillow's message, first line only and without object reprs (they carry memory addresses)."""
+    text = re.sub(r"\s*<[^>]*>", "", str(error)).strip()
+    return (text.splitlines()[0][:120] if text else "") or type(error).__name__

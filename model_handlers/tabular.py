@@ -1,0 +1,39 @@
+"""TorchServe handler for tabular models: a feature vector or named features in, class probabilities or a value out.
+
+Archive it with ``--handler <path of this file>`` (see :func:`model_handlers.handler_file`); TorchServe then
+imports it as a top-level module and instantiates its one class, so this module defines exactly one class.
+Classification answers ``{"label": ..., "probabilities": {label: p, ...}}`` per instance (v2: ``label`` and
+``probabilities`` tensors); regression answers the number (v2: a ``prediction`` tensor).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+
+from model_handlers.base import EsteiraHandler
+from model_handlers.protocol import BadRequest, Instance, Prediction
+
+
+class TabularHandler(EsteiraHandler):
+    """Features -> one forward pass -> per-instance predictions."""
+
+    def example_input(self) -> torch.Tensor:
+        return torch.zeros(1, self.config.features)
+
+    def preprocess_instances(self, instances: Sequence[Instance]) -> torch.Tensor:
+        if any(not isinstance(instance, tuple) for instance in instances):
+            raise BadRequest("a tabular model takes numbers, not bytes")
+        return torch.tensor(instances, dtype=torch.float32)
+
+    def postprocess_outputs(self, outputs: torch.Tensor) -> list[Prediction]:
+        if self.config.task == "regression":
+            if outputs.dim() == 2 and outputs.shape[1] > 1:
+                return [Prediction(value=tuple(row)) for row in outputs.tolist()]
+            return [Prediction(value=float(value)) for value in outputs.reshape(-1).tolist()]
+        probabilities, best = self.classify(outputs)
+        return [
+            Prediction(label=self.labels[int(index)], probabilities=tuple(row))
+            for row, index in zip(probabilities.tolist(), best.tolist(), strict=True)
+        ]

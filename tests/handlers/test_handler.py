@@ -1,0 +1,404 @@
+"""The handlers in-process, with a real ``ts.context.Context``: batching, isolation, envelopes, loading, metrics.
+
+These run in a second each; the same behaviour through a real TorchServe is in test_torchserve.py.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import Any
+
+import pytest
+import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from model_handlers.base import EsteiraHandler, ModelLoadError, detect_envelope
+from model_handlers.config import ConfigError
+from model_handlers.image import ImageClassifierHandler
+from model_handlers.metrics import HandlerMetrics, label_value
+from model_handlers.protocol import Identity
+from model_handlers.tabular import TabularHandler
+from torch import nn
+
+from tests.handlers import models
+from tests.handlers.conftest import ContextFactory, ModelDir, json_headers, make_model_dir
+
+METRICS_LOGGER = "ts.metrics.caching_metric"
+pytestmark = pytest.mark.filterwarnings("ignore:`torch.jit.load` is deprecated:DeprecationWarning")
+
+
+class Recording(nn.Module):
+    """Wraps a model to record each forward pass's batch size, and to misbehave on marked rows."""
+
+    def __init__(self, inner: nn.Module, fail_on: float | None = None, nan_on: float | None = None) -> None:
+        super().__init__()
+        self.inner = inner
+        self.calls: list[int] = []
+        self.fail_on = fail_on
+        self.nan_on = nan_on
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.calls.append(int(x.shape[0]))
+        if self.fail_on is not None and bool((x == self.fail_on).any()):
+            raise RuntimeError("poisoned input")
+        out: torch.Tensor = self.inner(x)
+        if self.nan_on is not None:
+            out[x[:, 0] == self.nan_on] = float("nan")
+        return out
+
+
+def load(cls: type[EsteiraHandler], model_dir: ModelDir, make_context: ContextFactory, **kwargs: Any) -> EsteiraHandler:
+    handler = cls()
+    handler.initialize(make_context(model_dir, **kwargs))
+    return handler
+
+
+def call(
+    handler: EsteiraHandler,
+    make_context: ContextFactory,
+    model_dir: ModelDir,
+    rows: list[Any],
+    headers: list[dict[str, Any]] | None = None,
+) -> tuple[list[Any], list[int], Any]:
+    context = make_context(model_dir, headers=headers or json_headers(len(rows)))
+    answers = handler.handle(rows, context)
+    statuses = [context.get_response_status(idx)[0] for idx in range(len(rows))]
+    return answers, statuses, context
+
+
+@pytest.fixture
+def tabular(model_dirs: dict[str, ModelDir], make_context: ContextFactory) -> EsteiraHandler:
+    return load(TabularHandler, model_dirs["tabular"], make_context)
+
+
+def test_initialize_on_cpu_reads_the_config(tabular: EsteiraHandler) -> None:
+    assert tabular.device == torch.device("cpu")
+    assert tabular.labels == models.TABULAR_LABELS
+    assert tabular.identity.name == "tabular"
+    assert tabular.initialized
+
+
+def test_batch_shares_one_forward_pass_and_isolates_the_bad_request(
+    tabular: EsteiraHandler, make_context: ContextFactory, model_dirs: dict[str, ModelDir]
+) -> None:
+    recording = Recording(tabular.model)
+    tabular.model = recording
+    rows = [
+        {"body": {"data": [[1, 2, 3, 4], [0, 0, 0, 1]]}},
+        {"body": bytearray(b"{bad")},
+        {"body": {"instances": [{"f0": 4, "f1": 3, "f2": 2, "f3": 1}]}},
+        {
+            "body": {
+                "id": "q",
+                "inputs": [{"name": "x", "shape": [2, 4], "datatype": "FP32", "data": [9, 0, 0, 0, 0, 9, 0, 0]}],
+            }
+        },
+        {"body": {"data": [1, 2, 3]}},
+    ]
+    answers, statuses, context = call(tabular, make_context, model_dirs["tabular"], rows)
+    assert statuses == [200, 400, 200, 200, 400]
+    assert recording.calls == [5]  # 2 + 1 + 2 instances of the good requests, one pass
+    bodies = [json.loads(answer) for answer in answers]
+    assert [b["label"] for b in bodies[0]] == [models.expected_tabular([1, 2, 3, 4])[0], "alpha"]
+    assert bodies[0][0]["probabilities"]["gamma"] == pytest.approx(models.expected_tabular([1, 2, 3, 4])[1][2])
+    assert bodies[1] == {
+        "error": "malformed JSON: Expecting property name enclosed in double quotes at line 1 column 2"
+    }
+    assert context.get_response_status(1)[1].startswith("malformed JSON")
+    assert bodies[2]["predictions"][0]["label"] == models.expected_tabular([4, 3, 2, 1])[0]
+    assert bodies[3]["id"] == "q"
+    assert bodies[3]["outputs"][0]["data"] == ["alpha", "beta"]
+    assert bodies[4] == {"error": "data: wrong shape: expected 4 features, got 3"}
+    assert context.get_response_content_type(0) == "application/json"
+
+
+def test_a_failing_forward_pass_is_retried_per_request(
+    tabular: EsteiraHandler, make_context: ContextFactory, model_dirs: dict[str, ModelDir]
+) -> None:
+    recording = Recording(tabular.model, fail_on=13.0)
+    tabular.model = recording
+    rows = [{"body": [1, 2, 3, 4]}, {"body": [13, 0, 0, 0]}, {"body": [0, 1, 0, 0]}]
+    answers, statuses, _ = call(tabular, make_context, model_dirs["tabular"], rows)
+    assert statuses == [200, 500, 200]
+    assert recording.calls == [3, 1, 1, 1]
+    assert json.loads(answers[1]) == {"error": "inference failed"}
+    assert json.loads(answers[2])["label"] == "beta"
+
+
+def test_out_of_gpu_memory_is_507_for_that_request(
+    tabular: EsteiraHandler, make_context: ContextFactory, model_dirs: dict[str, ModelDir]
+) -> None:
+    class OutOfMemory(nn.Module):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory")
+
+    tabular.model = OutOfMemory()
+    answers, statuses, _ = call(tabular, make_context, model_dirs["tabular"], [{"body": [1, 2, 3, 4]}])
+    assert statuses == [507]
+    assert json.loads(answers[0]) == {"error": "out of GPU memory"}
+
+
+def test_non_finite_outputs_fail_only_their_request(
+    tabular: EsteiraHandler, make_context: ContextFactory, model_dirs: dict[str, ModelDir]
+) -> None:
+    tabular.model = Recording(tabular.model, nan_on=7.0)
+    answers, statuses, _ = call(
+        tabular, make_context, model_dirs["tabular"], [{"body": [7, 0, 0, 0]}, {"body": [1, 0, 0, 0]}]
+    )
+    assert statuses == [500, 200]
+    assert json.loads(answers[0]) == {"error": "the model produced non-finite outputs"}
+    # the answer is strict JSON: no NaN sneaks through
+    assert "NaN" not in answers[1]
+
+
+def test_a_bug_inside_handle_answers_every_request_with_500(
+    tabular: EsteiraHandler,
+    make_context: ContextFactory,
+    model_dirs: dict[str, ModelDir],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    def broken(_: Any) -> None:
+        raise KeyError("bug")
+
+    monkeypatch.setattr(tabular, "_infer", broken)
+    answers, statuses, _ = call(tabular, make_context, model_dirs["tabular"], [{"body": [1, 2, 3, 4]}] * 2)
+    assert statuses == [500, 500]
+    assert [json.loads(a) for a in answers] == [{"error": "internal error in the model handler"}] * 2
+
+
+def test_regression_answers_numbers(model_dirs: dict[str, ModelDir], make_context: ContextFactory) -> None:
+    handler = load(TabularHandler, model_dirs["regression"], make_context)
+    answers, statuses, _ = call(
+        handler,
+        make_context,
+        model_dirs["regression"],
+        [{"body": [1, 1, 1, 1]}, {"body": {"instances": [[0, 0, 0, 1]]}}],
+    )
+    assert statuses == [200, 200]
+    assert json.loads(answers[0]) == pytest.approx(models.expected_regression([1, 1, 1, 1]))
+    assert json.loads(answers[1]) == {"predictions": [pytest.approx(4.5)]}
+
+
+# --- envelopes ---------------------------------------------------------------------------------------------
+
+
+def test_detect_envelope(make_context: ContextFactory, model_dirs: dict[str, ModelDir]) -> None:
+    context = make_context(model_dirs["tabular"], headers=json_headers(2))
+    assert detect_envelope([{"body": {}}, {"body": b""}], context) is None
+    assert detect_envelope([[1, 2, 3, 4]], context) == "kserve"
+    assert detect_envelope([{"b64": "x"}, {"b64": "y"}], context) == "kserve"
+    assert detect_envelope(None, context) == "kserve"
+    context.input_names = ["x"]
+    assert detect_envelope([{"name": "x", "datatype": "FP32", "shape": [4], "data": [1]}], context) == "kservev2"
+    assert detect_envelope([{"body": {}}, {"body": {}}], context) is None  # a stale attribute is not enough
+    assert detect_envelope([{"body": 1}], object()) is None  # no TorchServe context at all
+
+
+def test_kserve_envelope_answers_instances(
+    tabular: EsteiraHandler, make_context: ContextFactory, model_dirs: dict[str, ModelDir]
+) -> None:
+    context = make_context(model_dirs["tabular"], headers=json_headers(1))
+    answer = tabular.handle([[1, 2, 3, 4], [9, 0, 0, 0]], context)
+    assert [item["label"] for item in answer] == [models.expected_tabular([1, 2, 3, 4])[0], "alpha"]
+    assert context.get_response_status(0)[0] == 200
+    missing = tabular.handle(None, context)
+    assert missing == [{"error": "missing field 'instances'"}]
+    assert context.get_response_status(0) == (400, "missing field 'instances'")
+
+
+def test_kservev2_envelope_answers_one_tensor(
+    tabular: EsteiraHandler, make_context: ContextFactory, model_dirs: dict[str, ModelDir]
+) -> None:
+    context = make_context(model_dirs["tabular"], headers=json_headers(1))
+    context.input_names = ["x"]
+    data = [{"name": "x", "shape": [1, 4], "datatype": "FP32", "data": [[1, 2, 3, 4]]}]
+    answer = tabular.handle(data, context)
+    assert answer == [[pytest.approx(models.expected_tabular([1, 2, 3, 4])[1])]]
+
+
+def test_envelope_with_a_batch_logs_why_it_fails(
+    tabular: EsteiraHandler,
+    make_context: ContextFactory,
+    model_dirs: dict[str, ModelDir],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    context = make_context(model_dirs["tabular"], headers=json_headers(3))
+    with caplog.at_level(logging.ERROR, logger="model_handlers.base"):
+        tabular.handle([[1, 2, 3, 4]], context)
+    assert "service_envelope=kserve hands the handler only the first of the 3 requests" in caplog.text
+
+
+# --- loading -----------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("name", "error", "message"),
+    [
+        ("garbage", ModelLoadError, "cannot load the model from 'model.pt': RuntimeError: PytorchStreamReader"),
+        ("bad_config", ConfigError, "esteira-model.json: kind: Input should be 'tabular' or 'image'"),
+        ("no_config", ConfigError, "esteira-model.json not found in"),
+        ("wrong_labels", ModelLoadError, "the model outputs 3 classes but esteira-model.json lists 2 labels"),
+    ],
+)
+def test_load_failures_are_runtime_errors_with_reasons(
+    name: str, error: type[Exception], message: str, model_dirs: dict[str, ModelDir], make_context: ContextFactory
+) -> None:
+    with pytest.raises(error) as caught:
+        load(TabularHandler, model_dirs[name], make_context)
+    assert isinstance(caught.value, RuntimeError)  # what TorchServe's worker turns into a failed load
+    assert message in str(caught.value)
+
+
+def test_a_model_that_does_not_fit_the_config_fails_to_load(tmp_path: Any, make_context: ContextFactory) -> None:
+    image_model_as_tabular = make_model_dir(tmp_path, "mismatch", models.image_classifier(), models.TABULAR_CONFIG)
+    with pytest.raises(ModelLoadError, match="the model fails on an example input shaped like the config"):
+        load(TabularHandler, image_model_as_tabular, make_context)
+    regression_as_classifier = make_model_dir(
+        tmp_path, "one-output", models.regressor(), {"kind": "tabular", "n_features": 4}
+    )
+    with pytest.raises(ModelLoadError, match=r"a classifier must output \[N, classes\] with 2\+ classes, got \[1, 1\]"):
+        load(TabularHandler, regression_as_classifier, make_context)
+
+
+def test_half_precision_is_ignored_on_cpu(
+    tmp_path: Any, make_context: ContextFactory, caplog: pytest.LogCaptureFixture
+) -> None:
+    model_dir = make_model_dir(
+        tmp_path, "half", models.tabular_classifier(), {**models.TABULAR_CONFIG, "half_precision": True}
+    )
+    with caplog.at_level(logging.WARNING, logger="model_handlers.base"):
+        handler = load(TabularHandler, model_dir, make_context)
+    assert handler.dtype == torch.float32
+    assert "half_precision is set in esteira-model.json but the model runs on cpu: ignored" in caplog.text
+
+
+# --- metrics -----------------------------------------------------------------------------------------------
+
+
+def test_metrics_are_emitted_with_model_and_revision(
+    model_dirs: dict[str, ModelDir],
+    make_context: ContextFactory,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    monkeypatch.setenv("ESTEIRA_REVISION", "rev-42")
+    handler = load(TabularHandler, model_dirs["tabular"], make_context)
+    rows = [{"body": [[1, 2, 3, 4], [9, 0, 0, 0]]}, {"body": b"[1,"}, {"body": [0, 5, 0, 0]}]
+    with caplog.at_level(logging.INFO, logger=METRICS_LOGGER):
+        call(handler, make_context, model_dirs["tabular"], rows)
+    lines = [record.getMessage() for record in caplog.records if record.name == METRICS_LOGGER]
+    text = "\n".join(lines)
+    assert "[METRICS]esteira_requests_total.Count:2|#ModelName:tabular,Revision:rev-42,outcome:ok|#type:COUNTER" in text
+    assert "esteira_requests_total.Count:1|#ModelName:tabular,Revision:rev-42,outcome:client_error|" in text
+    assert "esteira_batch_size.Count:3|#ModelName:tabular,Revision:rev-42|#type:HISTOGRAM" in text
+    assert "esteira_predictions_total.Count:1|#ModelName:tabular,Revision:rev-42,class:gamma|" in text
+    assert "esteira_predictions_total.Count:1|#ModelName:tabular,Revision:rev-42,class:alpha|" in text
+    assert "esteira_predictions_total.Count:1|#ModelName:tabular,Revision:rev-42,class:beta|" in text
+    assert text.count("esteira_request_duration_seconds.Seconds:") == 3
+
+
+def test_metrics_never_break_inference() -> None:
+    class Exploding:
+        def get_metric(self, *_: Any) -> Any:
+            raise KeyError("nope")
+
+        def add_metric_to_cache(self, *_: Any) -> Any:
+            raise RuntimeError("still nope")
+
+    recorder = HandlerMetrics(Identity("m", "1", "r"))
+    recorder.record_batch(Exploding(), durations=[0.1], statuses=[200], predicted=["a"], batch_size=1)
+    recorder.record_batch(None, durations=[0.1], statuses=[200], predicted=["a"], batch_size=1)
+
+
+def test_label_values_survive_the_metric_log_format() -> None:
+    assert label_value("a,b:c|d#e f") == "a_b_c_d_e_f"
+    assert label_value("") == "_"
+
+
+# --- images ------------------------------------------------------------------------------------------------
+
+
+def test_image_handler_decodes_every_encoding(model_dirs: dict[str, ModelDir], make_context: ContextFactory) -> None:
+    handler = load(ImageClassifierHandler, model_dirs["image"], make_context)
+    rows = [
+        {"body": bytearray(models.png("bright"))},
+        {"data": bytearray(models.png("checker", size=32, mode="RGB"))},  # multipart, larger, RGB
+        {"body": {"instances": [{"b64": models.b64(models.png("dark"))}, models.b64(models.png("checker"))]}},
+        {"body": bytearray(b"definitely not an image")},
+        {"body": {"instances": [models.b64(b"GIF89a broken")]}},
+    ]
+    context = make_context(model_dirs["image"], headers=[{"body": {}, "data": {}}] * len(rows))
+    answers = handler.handle(rows, context)
+    statuses = [context.get_response_status(idx)[0] for idx in range(len(rows))]
+    assert statuses == [200, 200, 200, 400, 400]
+    bodies = [json.loads(answer) for answer in answers]
+    assert bodies[0]["label"] == "bright"
+    assert [item["label"] for item in bodies[0]["top_k"]] == ["bright", "checker"]
+    assert bodies[1]["label"] == "checker"
+    assert [p["label"] for p in bodies[2]["predictions"]] == ["dark", "checker"]
+    assert bodies[3] == {"error": "instance 0: undecodable image: not a format Pillow recognises"}
+    assert bodies[4]["error"].startswith("instance 0: undecodable image")
+
+
+def test_oversized_images_are_refused_before_decoding(tmp_path: Any, make_context: ContextFactory) -> None:
+    model_dir = make_model_dir(
+        tmp_path, "small", models.image_classifier(), {**models.IMAGE_CONFIG, "max_image_pixels": 100}
+    )
+    handler = load(ImageClassifierHandler, model_dir, make_context)
+    octet = [{"body": {"content-type": "application/octet-stream"}, "Content-Type": "application/octet-stream"}]
+    rows = [{"body": bytearray(models.png("dark", size=16))}]
+    answers, statuses, _ = call(handler, make_context, model_dir, rows, headers=octet)
+    assert statuses == [400]
+    assert json.loads(answers[0]) == {"error": "instance 0: image has 256 pixels; the limit is 100"}
+
+
+# --- GPU ---------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device: the GPU path runs only where one exists")
+def test_gpu_handler_runs_on_cuda_in_half_precision(tmp_path: Any, make_context: ContextFactory) -> None:
+    config = {**models.TABULAR_CONFIG, "half_precision": True}
+    model_dir = make_model_dir(tmp_path, "gpu", models.tabular_classifier(), config)
+    handler = load(TabularHandler, model_dir, make_context, gpu_id=0)
+    assert handler.device == torch.device("cuda:0")
+    assert handler.dtype == torch.float16
+    answers, statuses, _ = call(handler, make_context, model_dir, [{"body": [[1, 2, 3, 4], [9, 0, 0, 0]]}])
+    assert statuses == [200]
+    body = json.loads(answers[0])
+    assert [item["label"] for item in body] == [models.expected_tabular([1, 2, 3, 4])[0], "alpha"]
+    expected = models.expected_tabular([1, 2, 3, 4])[1]
+    assert list(body[0]["probabilities"].values()) == pytest.approx(expected, abs=2e-3)
+
+
+# --- property ----------------------------------------------------------------------------------------------
+
+row_bodies = st.one_of(
+    st.binary(max_size=120).map(bytearray),
+    st.recursive(
+        st.none() | st.booleans() | st.integers() | st.floats(-1e30, 1e30) | st.text(max_size=10),
+        lambda children: st.lists(children, max_size=5) | st.dictionaries(st.text(max_size=5), children, max_size=5),
+        max_leaves=20,
+    ),
+    st.sampled_from([models.b64(models.png("dark")), {"instances": [{"b64": models.b64(models.png("bright"))}]}]),
+)
+
+
+@settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(bodies=st.lists(row_bodies, min_size=1, max_size=4), image=st.booleans())
+def test_handle_answers_every_request_with_200_or_400(
+    bodies: list[Any], image: bool, model_dirs: dict[str, ModelDir], make_context: ContextFactory
+) -> None:
+    """Whatever a batch holds, each request gets its own 200 or 400 and the handler never raises."""
+    name, cls = ("image", ImageClassifierHandler) if image else ("tabular", TabularHandler)
+    handler = _HANDLERS.get(name) or _HANDLERS.setdefault(name, load(cls, model_dirs[name], make_context))
+    rows = [{"body": body} for body in bodies]
+    answers, statuses, _ = call(handler, make_context, model_dirs[name], rows)
+    assert len(answers) == len(rows)
+    assert set(statuses) <= {200, 400}
+    for answer, status in zip(answers, statuses, strict=True):
+        decoded = json.loads(answer)
+        assert (status == 400) == (isinstance(decoded, dict) and set(decoded) == {"error"})
+
+
+_HANDLERS: dict[str, EsteiraHandler] = {}
