@@ -14,12 +14,7 @@ from typing import Any
 
 import pytest
 
-try:
-    from _pytest.nodeid import NodeId
-except ImportError:  # pytest < 9: pytest-xdist's own group suffix works
-    NodeId = None  # type: ignore[assignment,misc]
 import model_handlers
-
 from tests.support.torchserve import ModelArchive, TorchServe, build_mar, running_torchservers, torchserve_available
 
 # Without the serving extra (torch, torchserve, pillow, numpy) nothing in this directory can run.
@@ -112,23 +107,6 @@ def make_context() -> ContextFactory:
 def json_headers(count: int) -> list[dict[str, Any]]:
     """Request headers as TorchServe builds them for ``count`` JSON bodies."""
     return [{"body": {"content-type": "application/json"}, "Content-Type": "application/json"} for _ in range(count)]
-
-
-def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Keep this directory's ``xdist_group`` tests on one xdist worker under pytest 9.
-
-    pytest 9 derives ``Item.nodeid`` from ``Item._id``; pytest-xdist 3.8 writes its ``@group`` suffix to the old
-    ``_nodeid`` attribute, so with ``--dist loadgroup`` grouped tests are scattered and every worker would start
-    its own TorchServe pool. The suffix is applied here the way the scheduler reads it.
-    """
-    if NodeId is None or not getattr(config.option, "loadgroup", False):  # set in xdist workers only
-        return
-    for item in items:
-        marker = item.get_closest_marker("xdist_group")
-        if marker is None or "@" in item.nodeid or HERE not in item.path.parents:
-            continue
-        group = marker.args[0] if marker.args else marker.kwargs.get("name", "default")
-        item._id = NodeId.parse(f"{item.nodeid}@{group}")
 
 
 # --- real TorchServe ---------------------------------------------------------------------------------------

@@ -7,9 +7,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
 from model_handlers.config import ConfigError, ModelConfig, load_config, parse_config
 from model_handlers.protocol import Identity, InputSpec
-
 from tests.handlers.models import IMAGE_CONFIG, REGRESSION_CONFIG, TABULAR_CONFIG
 
 

@@ -13,14 +13,14 @@ import pytest
 import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from torch import nn
+
 from model_handlers.base import EsteiraHandler, ModelLoadError, detect_envelope
 from model_handlers.config import ConfigError
 from model_handlers.image import ImageClassifierHandler
 from model_handlers.metrics import HandlerMetrics, label_value
 from model_handlers.protocol import Identity
 from model_handlers.tabular import TabularHandler
-from torch import nn
-
 from tests.handlers import models
 from tests.handlers.conftest import ContextFactory, ModelDir, json_headers, make_model_dir
 

@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+
 from model_handlers.protocol import (
     BadRequest,
     Identity,
@@ -25,7 +26,6 @@ from model_handlers.protocol import (
     parse_request,
     reason_phrase,
 )
-
 from tests.handlers.models import b64, png
 
 TABULAR = InputSpec("tabular", n_features=4, feature_names=("f0", "f1", "f2", "f3"), max_instances=3)

@@ -159,6 +159,7 @@ def test_package_iris_with_installed_handler(demo_models: tuple[Path, list[Any]]
         "maxBatchDelay": 10,
         "responseTimeout": 120,
         "startupTimeout": 120,
+        "maxRetryTimeoutInSec": 60,
     }
     assert files["model.pt"] == (demo_models[0] / "iris-1.0.0" / "model.pt").read_bytes()
 

@@ -13,11 +13,10 @@ import pytest
 torch = pytest.importorskip("torch")
 pytest.importorskip("sklearn")
 
+from esteira.rollout.distances import jensen_shannon_distance  # noqa: E402
 from model_handlers.config import parse_config  # noqa: E402
 from model_handlers.demo import build, datasets  # noqa: E402
 from model_handlers.demo.training import predict  # noqa: E402
-
-from esteira.rollout.distances import jensen_shannon_distance  # noqa: E402
 
 DATASETS: dict[str, Callable[[], datasets.Dataset]] = {"iris": datasets.iris, "digits": datasets.digits}
 
