@@ -12,7 +12,7 @@ DEMO_MODELS := iris-1.0.0:tabular iris-1.1.0:tabular digits-1.0.0:image digits-1
 CHECKOV_VENV ?= .tools/checkov-venv
 CHECKOV := $(CHECKOV_VENV)/bin/checkov
 
-.PHONY: install tools test test-unit test-e2e lint crd models bench kind-e2e chart-lint chart-readme scan image clean
+.PHONY: install tools test test-unit test-e2e lint crd models bench kind-e2e chart-lint chart-readme scan image demo clean
 
 $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
@@ -55,6 +55,9 @@ models: install  ## Train the demo models and package each as a storageUri under
 	    --extra-files $(DEMO_DIR)/$$key/esteira-model.json $(DEMO_DIR)/$$key/reference-profile.json \
 	    --batch-size 8 --max-batch-delay-ms 10 --workers 1 --out $(MODELS_DIR)/$$key; \
 	done
+
+demo: models  ## Two canary rollouts on this machine (no cluster): 1.0.1 promoted, the worse 1.1.0 rolled back.
+	$(PY) -m esteira.local.demo --models $(MODELS_DIR) --requests $(DEMO_DIR)/requests/iris-v1.json
 
 bench: install  ## Benchmarks on the API emulator: operator latency and memory, rollout decisions.
 	$(PY) -m tests.bench.operator_bench

@@ -1,4 +1,4 @@
-"""The `esteira` command: render manifests for review or GitOps, and print the CRD."""
+"""The `esteira` command: render manifests, print the CRD, package models, run a ModelDeployment locally."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from pathlib import Path
 
 from esteira.api.crd import build_crd
 from esteira.api.errors import InvalidSpec
+from esteira.local.cli import add_local_commands
 from esteira.manifests import dump_documents, load_documents, render_document
 from esteira.packaging.cli import add_package_command
 
@@ -53,6 +54,7 @@ def build_parser() -> argparse.ArgumentParser:
     crd = commands.add_parser("crd", help="Print the ModelDeployment CustomResourceDefinition.")
     crd.set_defaults(func=_crd)
     add_package_command(commands)
+    add_local_commands(commands)
     return parser
 
 

@@ -1,0 +1,168 @@
+"""`esteira up | status | promote | pause | resume | abort | retry | rollback`: a ModelDeployment on this machine.
+
+`up` runs in the foreground until Ctrl-C or SIGTERM; the other commands talk to its router on loopback
+(`--url`, default http://127.0.0.1:8080, or ESTEIRA_LOCAL_URL).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import signal
+import sys
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+from esteira.api.errors import InvalidSpec
+from esteira.local.router import PortInUse
+from esteira.local.runtime import LocalRuntime
+
+DEFAULT_URL = os.environ.get("ESTEIRA_LOCAL_URL", "http://127.0.0.1:8080")
+
+
+async def serve(runtime: LocalRuntime) -> int:
+    """Start, run until a termination signal, stop cleanly; the exit status says how it went."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        starting = asyncio.create_task(runtime.start())
+        stopped = asyncio.create_task(stop.wait())
+        await asyncio.wait({starting, stopped}, return_when=asyncio.FIRST_COMPLETED)
+        if not starting.done():
+            starting.cancel()
+        else:
+            stopped.cancel()
+            starting.result()
+            runtime.say("Serving", f"POST {runtime.url}/v1/models/{runtime.spec.model.name}:predict; Ctrl-C stops")
+            await runtime.run(stop)
+    except PortInUse as exc:
+        print(f"esteira up: {exc.strerror}", file=sys.stderr)
+        return 2
+    except RuntimeError as exc:
+        print(f"esteira up: {exc}", file=sys.stderr)
+        await runtime.stop()
+        return 1
+    await runtime.stop()
+    return 0
+
+
+def _up(args: argparse.Namespace) -> int:
+    try:
+        runtime = LocalRuntime(Path(args.file), port=args.port, workdir=args.workdir)
+    except InvalidSpec as exc:
+        for problem in exc.problems:
+            print(f"{args.file}: {problem}", file=sys.stderr)
+        return 2
+    except (OSError, ValueError) as exc:
+        print(f"{args.file}: {exc}", file=sys.stderr)
+        return 2
+    return asyncio.run(serve(runtime))
+
+
+def call(url: str, path: str, body: dict[str, Any] | None = None) -> dict[str, Any]:
+    """One request to a running `esteira up`; raises SystemExit with a readable message on failure."""
+    data = None if body is None else json.dumps(body).encode()
+    request = urllib.request.Request(
+        url.rstrip("/") + path,
+        data=data,
+        method="GET" if body is None else "POST",
+        headers={"Content-Type": "application/json"},
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=30) as answer:
+            result: dict[str, Any] = json.loads(answer.read())
+            return result
+    except urllib.error.HTTPError as exc:
+        raise SystemExit(f"esteira: {json.loads(exc.read() or b'{}').get('error', exc.reason)}") from None
+    except (urllib.error.URLError, OSError) as exc:
+        raise SystemExit(
+            f"esteira: no local runtime answers at {url} ({exc}); start one with `esteira up -f md.yaml`"
+        ) from None
+
+
+def render_status(view: dict[str, Any]) -> str:
+    """Phase, weights, the canary's checks and the history, for a person."""
+    status = view.get("status", {})
+    lines = [f"{view.get('name')}: {view.get('phase')}   {view.get('url')}"]
+    weights = ", ".join(f"revision {r}: {w}%" for r, w in view.get("weights", {}).items())
+    lines.append(f"weights: {weights}")
+    canary = status.get("canary")
+    if canary:
+        lines.append(
+            f"canary revision {canary['revision']} (model {canary['modelVersion']}) step {canary['step'] + 1}"
+            f"{', paused' if canary.get('paused') else ''}{': ' + canary['pauseReason'] if canary.get('pauseReason') else ''}"
+        )
+        for check in canary.get("checks", []):
+            lines.append(
+                f"  {check['verdict']:<6} {check['name']} = {check.get('value')} ({check['threshold']}, n={check['sampleSize']})"
+            )
+    lines.append("history:")
+    for entry in status.get("history", []):
+        reason = f": {entry['reason']}" if entry.get("reason") else ""
+        lines.append(f"  revision {entry['revision']} model {entry['modelVersion']} {entry['outcome']}{reason}")
+    return "\n".join(lines)
+
+
+def _status(args: argparse.Namespace) -> int:
+    view = call(args.url, "/status")
+    print(json.dumps(view, indent=2) if args.output == "json" else render_status(view))
+    return 0
+
+
+def _command(args: argparse.Namespace) -> int:
+    body: dict[str, Any] = {"full": bool(getattr(args, "full", False))}
+    if getattr(args, "to_revision", None) is not None:
+        body["revision"] = args.to_revision
+    result = call(args.url, f"/control/{args.command}", body)
+    for decision in result.get("decisions", []):
+        print(f"{decision['reason']}: {decision['message']}")
+    print(render_status(result.get("status", {})))
+    return 0
+
+
+def add_local_commands(subparsers: Any) -> None:
+    """Register `up`, `status` and the rollout commands on the `esteira` parser."""
+    up = subparsers.add_parser("up", help="Run a ModelDeployment on this machine (TorchServe per revision, a router).")
+    up.add_argument("-f", "--file", required=True, help="ModelDeployment YAML; storageUri a folder or file:// URL")
+    up.add_argument("--port", type=int, default=8080, help="Router port on 127.0.0.1. Default: 8080.")
+    up.add_argument("--workdir", type=Path, help="Where model servers keep config and logs. Default: a temp folder.")
+    up.set_defaults(func=_up)
+
+    def client(name: str, help_text: str) -> argparse.ArgumentParser:
+        parser: argparse.ArgumentParser = subparsers.add_parser(name, help=help_text)
+        parser.add_argument("--url", default=DEFAULT_URL, help=f"The local router. Default: {DEFAULT_URL}.")
+        return parser
+
+    status = client("status", "Phase, weights, checks and history of the local run.")
+    status.add_argument("-o", "--output", choices=["text", "json"], default="text")
+    status.set_defaults(func=_status)
+    promote = client("promote", "Move the local canary to its next step (--full: make it stable now).")
+    promote.add_argument("--full", action="store_true")
+    promote.set_defaults(func=_command, command="promote")
+    for name, text in (
+        ("pause", "Hold the local canary at its weight."),
+        ("resume", "Continue a paused local rollout."),
+        ("abort", "Roll the local canary back now."),
+        ("retry", "Try a rolled-back build again."),
+    ):
+        client(name, text).set_defaults(func=_command, command=name)
+    rollback = client("rollback", "Make an earlier revision's build stable at once (until the file changes).")
+    rollback.add_argument("--to-revision", type=int, required=True)
+    rollback.set_defaults(func=_command, command="rollback")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="esteira", description="Run a ModelDeployment on this machine.")
+    add_local_commands(parser.add_subparsers(dest="subcommand", required=True))
+    args = parser.parse_args(argv)
+    return int(args.func(args))
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,111 @@
+"""Evidence without a Prometheus server: the router's own per-arm counters and the classes TorchServe counted.
+
+Both are cumulative, so each analysis takes the increase since the previous one (or since the step began, see
+`mark`), the way Prometheus' `increase()` does: a counter that went down was reset by a restart and counts
+from zero. The p95 comes from the interval's histogram buckets, interpolated like `histogram_quantile`.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+
+from esteira.api.spec import ModelDeploymentSpec
+from esteira.local.stats import BUCKETS, Counters
+from esteira.rollout.evidence import ArmSample, Evidence, MetricsUnavailable
+
+_SAMPLE = re.compile(r"^([A-Za-z_:][A-Za-z0-9_:]*)(?:\{(.*)\})?\s+(\S+)")
+_LABEL = re.compile(r'([A-Za-z_][A-Za-z0-9_]*)="((?:[^"\\]|\\.)*)"')
+
+Reader = Callable[[int], Awaitable[Counters]]
+
+
+def increase(previous: float, current: float) -> float:
+    """A counter's growth; a drop means the process restarted and counted again from zero."""
+    return current if current < previous else current - previous
+
+
+def _increases(previous: Mapping[str, float], current: Mapping[str, float]) -> dict[str, float]:
+    return {key: increase(previous.get(key, 0.0), value) for key, value in current.items()}
+
+
+def quantile(q: float, buckets: tuple[float, ...], bounds: tuple[float, ...] = BUCKETS) -> float | None:
+    """`histogram_quantile` over non-cumulative bucket counts (the last one is +Inf); None without data."""
+    total = sum(buckets)
+    if total <= 0:
+        return None
+    rank = q * total
+    running = 0.0
+    for index, count in enumerate(buckets):
+        if running + count >= rank and count > 0:
+            if index >= len(bounds):
+                return bounds[-1]
+            lower = bounds[index - 1] if index > 0 else 0.0
+            return lower + (bounds[index] - lower) * (rank - running) / count
+        running += count
+    return bounds[-1]
+
+
+def interval_sample(previous: Counters | None, current: Counters) -> ArmSample:
+    """One arm's ArmSample for the interval between two cumulative readings (None: since the start)."""
+    before = previous or Counters()
+    outcomes = _increases(before.outcomes, current.outcomes)
+    buckets = tuple(increase(a, b) for a, b in zip(before.buckets, current.buckets, strict=True))
+    if sum(outcomes.values()) < sum(buckets):  # a reset inside the interval: count from zero
+        buckets = current.buckets
+    return ArmSample(
+        requests=sum(outcomes.values()),
+        errors=outcomes.get("server_error", 0.0),
+        latency_p95=quantile(0.95, buckets),
+        class_counts={k: v for k, v in _increases(before.classes, current.classes).items() if v > 0},
+    )
+
+
+def class_counts(exposition: str, revision: int, metric: str = "esteira_predictions_total") -> dict[str, float]:
+    """Predicted-class totals for one revision from TorchServe's Prometheus text."""
+    out: dict[str, float] = {}
+    for line in exposition.splitlines():
+        match = _SAMPLE.match(line)
+        if not match or match.group(1) != metric:
+            continue
+        labels = dict(_LABEL.findall(match.group(2) or ""))
+        if labels.get("Revision") != str(revision):
+            continue
+        key = labels.get("class", "")
+        out[key] = out.get(key, 0.0) + float(match.group(3))
+    return out
+
+
+@dataclass
+class LocalMetricProvider:
+    """Same `collect` shape as PrometheusProvider; `read` gives an arm's cumulative counters now."""
+
+    read: Reader
+
+    def __post_init__(self) -> None:
+        self.baseline: dict[int, Counters] = {}
+
+    async def _read(self, revision: int) -> Counters:
+        try:
+            return await self.read(revision)
+        except MetricsUnavailable:
+            raise
+        except Exception as exc:
+            raise MetricsUnavailable(f"revision {revision}: {type(exc).__name__}: {exc}") from exc
+
+    async def mark(self, *revisions: int) -> None:
+        """Start a new interval now (a step began): earlier traffic is not judged at the new weight."""
+        for revision in revisions:
+            self.baseline[revision] = await self._read(revision)
+
+    async def collect(
+        self, namespace: str, name: str, spec: ModelDeploymentSpec, stable_revision: int, canary_revision: int
+    ) -> Evidence:
+        del namespace, name, spec  # one local deployment; the interval is the time since the last reading
+        samples = {}
+        for revision in (canary_revision, stable_revision):
+            current = await self._read(revision)
+            samples[revision] = interval_sample(self.baseline.get(revision), current)
+            self.baseline[revision] = current
+        return Evidence(canary=samples[canary_revision], stable=samples[stable_revision])

@@ -1,0 +1,420 @@
+"""The local runtime: an adapter that feeds the operator's pure rollout engine and carries out its answer.
+
+Every tick (one second, or at once for a command) it re-reads the ModelDeployment file, lets
+`track_revisions` number a new build, starts or stops one TorchServe per active revision, gathers evidence
+when `analysis_due` says so, calls `advance`, and hands the resulting weights to the router. All decisions
+are the engine's; this module only does I/O and reports what happened.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import shutil
+import tempfile
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Protocol
+
+import aiohttp
+
+from esteira.api.errors import InvalidSpec
+from esteira.api.spec import ModelDeploymentSpec
+from esteira.api.status import ModelDeploymentStatus
+from esteira.local.manifest import LocalManifest, load_manifest, model_dir
+from esteira.local.provider import LocalMetricProvider, class_counts
+from esteira.local.router import Router
+from esteira.local.routing import Split
+from esteira.local.server import ModelServer
+from esteira.local.stats import Counters
+from esteira.metrics.prometheus import PrometheusClient, PrometheusProvider
+from esteira.rollout.engine import Action, Command, EngineInput, advance, analysis_due, format_time
+from esteira.rollout.evidence import Evidence, MetricsUnavailable
+from esteira.state.revisions import Decision, track_revisions
+
+ACTIONS: tuple[Action, ...] = ("promote", "pause", "resume", "abort", "retry", "rollback")
+MAX_RESTARTS = 5
+
+
+class MetricProvider(Protocol):
+    async def collect(
+        self, namespace: str, name: str, spec: ModelDeploymentSpec, stable_revision: int, canary_revision: int
+    ) -> Evidence: ...
+
+
+@dataclass(frozen=True)
+class Event:
+    """One line of the timeline: when, the engine's (or the runtime's) reason, and the message with evidence."""
+
+    at: str
+    reason: str
+    message: str
+    warning: bool = False
+
+
+def _now() -> datetime:
+    return datetime.now(UTC).replace(tzinfo=None, microsecond=0)
+
+
+class LocalRuntime:
+    """Runs one ModelDeployment file on this machine until `stop`."""
+
+    def __init__(
+        self,
+        manifest_path: Path,
+        port: int = 8080,
+        workdir: Path | None = None,
+        log: Callable[[str], None] = print,
+        tick_seconds: float = 1.0,
+    ) -> None:
+        self.path = manifest_path
+        self.port = port
+        self.log = log
+        self.tick_seconds = tick_seconds
+        self._own_workdir = workdir is None
+        self.workdir = workdir or Path(tempfile.mkdtemp(prefix="esteira-local-"))
+        self.manifest: LocalManifest = load_manifest(manifest_path)
+        self._seen = self._stamp()
+        self.override: ModelDeploymentSpec | None = None  # a rollback's build, until the file changes
+        self.status = ModelDeploymentStatus()
+        self.servers: dict[int, ModelServer] = {}
+        self.timeline: list[Event] = []
+        self.router = Router(self.manifest.spec.model.name, port)
+        self.router.control = self.control
+        self.router.status_view = self.status_view
+        self.local_provider = LocalMetricProvider(self._read_counters)
+        self._lock = asyncio.Lock()
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._session: aiohttp.ClientSession | None = None
+        self._wake = asyncio.Event()
+
+    # --- lifecycle ---------------------------------------------------------------------------------------
+
+    @property
+    def spec(self) -> ModelDeploymentSpec:
+        return self.override or self.manifest.spec
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    async def start(self, ready_within: float = 180.0) -> None:
+        """Bind the router (a taken port fails here, before any model server starts), then serve stable."""
+        await self.router.start()
+        self._session = aiohttp.ClientSession()
+        self.say("Started", f"router listening on {self.url} (model {self.spec.model.name!r})")
+        await self.tick()
+        stable = self.status.stable
+        assert stable is not None
+        server = self.servers[stable.revision]
+        deadline = asyncio.get_running_loop().time() + ready_within
+        while not server.ready:
+            if asyncio.get_running_loop().time() > deadline:
+                raise RuntimeError(
+                    f"revision {stable.revision} not ready after {ready_within:.0f}s:\n{server.log_tail()}"
+                )
+            if server.restarts >= MAX_RESTARTS:
+                raise RuntimeError(f"revision {stable.revision} keeps failing:\n{server.log_tail()}")
+            await asyncio.sleep(0.2)
+            await self.tick()
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Tick until `stop` is set."""
+        while not stop.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), self.tick_seconds)
+            if not stop.is_set():
+                await self.tick()
+
+    async def stop(self) -> None:
+        """Finish in-flight requests, then end every model server's process group."""
+        self.say("Stopping", "router stops accepting; in-flight requests finish")
+        await self.router.stop()
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await asyncio.gather(*(self._stop_server(s) for s in list(self.servers.values())), return_exceptions=True)
+        self.servers.clear()
+        if self._session is not None:
+            await self._session.close()
+        if self._own_workdir:
+            shutil.rmtree(self.workdir, ignore_errors=True)
+        self.say("Stopped", "every model server has exited")
+
+    # --- reporting ---------------------------------------------------------------------------------------
+
+    def say(self, reason: str, message: str, warning: bool = False) -> None:
+        event = Event(datetime.now(UTC).strftime("%H:%M:%S"), reason, message, warning)
+        self.timeline.append(event)
+        self.log(f"{event.at}  {'!' if warning else ' '} {reason:<20} {message}")
+
+    def status_view(self) -> dict[str, Any]:
+        """What `esteira status` and `GET /status` show."""
+        canary = self.status.canary
+        return {
+            "name": self.manifest.name,
+            "model": self.spec.model.name,
+            "phase": self.phase(),
+            "url": self.url,
+            "weights": {
+                str(self.status.stable.revision if self.status.stable else 0): 100 - (canary.weight if canary else 0),
+                **({str(canary.revision): canary.weight} if canary else {}),
+            },
+            "status": self.status.to_wire(),
+            "servers": {
+                str(r): {"ready": s.ready, "restarts": s.restarts, "pgid": s.pgid, "version": s.model_version}
+                for r, s in self.servers.items()
+            },
+            "timeline": [e.__dict__ for e in self.timeline[-50:]],
+        }
+
+    def phase(self) -> str:
+        status, spec = self.status, self.spec
+        if status.stable is None:
+            return "Pending"
+        if status.canary is not None:
+            return "Paused" if status.canary.paused else "Progressing"
+        last = status.last_rollout
+        if (
+            last
+            and last.outcome == "RolledBack"
+            and (last.model_version, last.storage_uri)
+            == (
+                spec.model.version,
+                spec.model.storage_uri,
+            )
+        ):
+            return "RolledBack"
+        server = self.servers.get(status.stable.revision)
+        return "Ready" if server and server.ready else "Pending"
+
+    # --- the tick ----------------------------------------------------------------------------------------
+
+    def _stamp(self) -> tuple[int, int]:
+        try:
+            stat = self.path.stat()
+        except OSError:
+            return (0, 0)
+        return (stat.st_mtime_ns, stat.st_size)
+
+    def _reload(self) -> None:
+        stamp = self._stamp()
+        if stamp == self._seen:
+            return
+        self._seen = stamp
+        try:
+            manifest = load_manifest(self.path)
+        except InvalidSpec as exc:
+            self.say("InvalidSpec", f"{self.path}: {exc}; still running the last valid spec", True)
+            return
+        except (OSError, ValueError) as exc:
+            self.say("InvalidSpec", f"{self.path}: {exc}; still running the last valid spec", True)
+            return
+        if manifest.spec != self.manifest.spec:
+            self.override = None
+            self.manifest = manifest
+            self.say(
+                "SpecChanged",
+                f"{self.path.name}: model {manifest.spec.model.version} ({manifest.spec.model.storage_uri})",
+            )
+
+    def provider(self) -> MetricProvider:
+        url = self.spec.monitoring.prometheus_url
+        return PrometheusProvider(PrometheusClient(url)) if url else self.local_provider
+
+    async def tick(self, command: Command | None = None) -> list[Decision]:
+        async with self._lock:
+            return await self._tick(command)
+
+    async def _tick(self, command: Command | None) -> list[Decision]:
+        self._reload()
+        spec, now = self.spec, _now()
+        retry = command is not None and command.action == "retry"
+        rollback_to = command.revision if command is not None and command.action == "rollback" else None
+        change = track_revisions(spec, self.status, format_time(now), retry=retry, rollback_to=rollback_to)
+        decisions = list(change.decisions)
+        self.status = change.status
+        self._report(decisions)
+        self._supervise()
+        self._ensure_servers()
+
+        canary, stable = self.status.canary, self.status.stable
+        evidence, error = None, None
+        if canary is not None and stable is not None and analysis_due(spec, self.status, now):
+            try:
+                evidence = await self.provider().collect(
+                    self.manifest.namespace, self.manifest.name, spec, stable.revision, canary.revision
+                )
+            except MetricsUnavailable as exc:
+                error = str(exc)
+        server = self.servers.get(canary.revision) if canary else None
+        split = self.router.split
+        observed = None
+        if canary is not None:
+            observed = split.weight if split is not None and split.canary == canary.revision else 0
+        before = canary.weight if canary else None
+        out = advance(
+            EngineInput(
+                spec=spec,
+                status=self.status,
+                now=now,
+                canary_ready=server is not None and server.ready,
+                observed_weight=observed,
+                evidence=evidence,
+                metrics_error=error,
+                command=command,
+            )
+        )
+        self.status = out.status
+        self._report(out.decisions)
+        decisions += out.decisions
+        after = self.status.canary
+        if after is not None and stable is not None and after.weight != before:
+            with contextlib.suppress(MetricsUnavailable):
+                await self.local_provider.mark(stable.revision, after.revision)
+        self._apply_split()
+        await self._retire_servers()
+        return decisions
+
+    def _report(self, decisions: list[Decision]) -> None:
+        for decision in decisions:
+            self.say(decision.reason, decision.message, decision.warning)
+
+    # --- model servers -----------------------------------------------------------------------------------
+
+    def _wanted(self) -> dict[int, tuple[str, str]]:
+        wanted = {}
+        for record in (self.status.stable, self.status.canary):
+            if record is not None:
+                wanted[record.revision] = (record.model_version, record.storage_uri)
+        return wanted
+
+    def _ensure_servers(self) -> None:
+        for revision, (version, uri) in self._wanted().items():
+            if revision not in self.servers:
+                server = ModelServer(
+                    revision=revision,
+                    model_name=self.spec.model.name,
+                    model_version=version,
+                    model_dir=model_dir(uri),
+                    root=self.workdir / f"revision-{revision}",
+                    spec=self.spec,
+                )
+                self.servers[revision] = server
+                self._spawn(self._bring_up(server, "Starting"))
+
+    def _supervise(self) -> None:
+        """A model server that exited without being asked is reported and started again."""
+        for server in self.servers.values():
+            code = server.exited()
+            if code is None or server.stopping or server.restarts >= MAX_RESTARTS:
+                continue
+            server.ready = False
+            self.router.set_backend(server.revision, None)
+            server.restarts += 1
+            message = f"revision {server.revision} TorchServe exited with status {code}; restart {server.restarts}"
+            if server.restarts >= MAX_RESTARTS:
+                self.say("ServerFailed", f"{message}: giving up, see {server.log_path}", True)
+                continue
+            self.say("ServerCrashed", message, True)
+            server.stopping = True  # until the relaunch, so the next tick does not count it again
+            self._spawn(self._bring_up(server, "Restarting"))
+
+    def _spawn(self, coroutine: Any) -> None:
+        task: asyncio.Task[None] = asyncio.create_task(coroutine)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _bring_up(self, server: ModelServer, verb: str) -> None:
+        assert self._session is not None
+        await server.stop()
+        await server.launch()
+        ports = server.ports
+        assert ports is not None
+        self.say(
+            verb,
+            f"revision {server.revision} (model {server.model_version}) TorchServe on 127.0.0.1:{ports.inference}, "
+            f"metrics :{ports.metrics}, pgid {server.pgid}",
+        )
+        try:
+            await server.wait_ready(self._session)
+        except RuntimeError as exc:
+            self.say("ServerNotReady", str(exc).splitlines()[0], True)
+            return
+        self.router.set_backend(server.revision, server.url)
+        self.say("ServerReady", f"revision {server.revision} (model {server.model_version}) is ready")
+        self._wake.set()
+
+    def _apply_split(self) -> None:
+        stable, canary = self.status.stable, self.status.canary
+        if stable is None:
+            self.router.set_split(None, False)
+            return
+        canary_ready = canary is not None and canary.revision in self.servers and self.servers[canary.revision].ready
+        self.router.set_split(
+            Split(
+                stable.revision, canary.revision if canary and canary_ready else None, canary.weight if canary else 0
+            ),
+            self.spec.rollout.mirror,
+        )
+
+    async def _retire_servers(self) -> None:
+        wanted = self._wanted()
+        for revision in [r for r in self.servers if r not in wanted]:
+            server = self.servers.pop(revision)
+            self.router.set_backend(revision, None)
+            self.say("Stopping", f"revision {revision} (model {server.model_version}) no longer serves traffic")
+            self._spawn(self._stop_server(server))
+
+    async def _stop_server(self, server: ModelServer) -> None:
+        await server.stop()
+
+    async def _read_counters(self, revision: int) -> Counters:
+        server = self.servers.get(revision)
+        if server is None or server.metrics_url is None or self._session is None:
+            raise MetricsUnavailable(f"revision {revision} has no model server")
+        async with self._session.get(server.metrics_url, timeout=aiohttp.ClientTimeout(total=5)) as response:
+            text = await response.text()
+        arm = self.router.arm(revision).counters()
+        return Counters(outcomes=arm.outcomes, buckets=arm.buckets, classes=class_counts(text, revision))
+
+    # --- commands ----------------------------------------------------------------------------------------
+
+    async def control(self, action: str, args: dict[str, Any]) -> dict[str, Any]:
+        """A person's command, carried out at once by the engine; answers its decisions and the status."""
+        if action not in ACTIONS:
+            raise ValueError(f"unknown command {action!r}; use one of {', '.join(ACTIONS)}")
+        revision = args.get("revision")
+        if action == "rollback":
+            if not isinstance(revision, int):
+                raise ValueError("rollback needs an integer revision")
+            self._rollback_build(revision)
+        command = Command(
+            id=uuid.uuid4().hex,
+            action=action,
+            full=bool(args.get("full")),
+            revision=revision,
+        )
+        self.say(
+            "Command", f"{action}{' --full' if command.full else ''}{f' to revision {revision}' if revision else ''}"
+        )
+        decisions = await self.tick(command)
+        return {
+            "decisions": [{"reason": d.reason, "message": d.message} for d in decisions],
+            "status": self.status_view(),
+        }
+
+    def _rollback_build(self, revision: int) -> None:
+        """The spec used until the file changes: the model build that revision `revision` served."""
+        records = [*self.status.history, self.status.stable, self.status.last_rollout]
+        for record in records:
+            if record is not None and record.revision == revision:
+                model = self.spec.model.model_copy(
+                    update={"version": record.model_version, "storage_uri": record.storage_uri}
+                )
+                self.override = self.spec.model_copy(update={"model": model})
+                return
+        raise ValueError(f"revision {revision} is not in the history")

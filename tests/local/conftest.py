@@ -1,0 +1,120 @@
+"""Running the local runtime from synchronous tests: its event loop lives in a thread."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import threading
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Awaitable, Callable, Coroutine
+from pathlib import Path
+from typing import Any, TypeVar
+
+import pytest
+
+from esteira.local.runtime import LocalRuntime
+from tests.support.torchserve import torchserve_available
+
+ROOT = Path(__file__).resolve().parents[2]
+MODELS = ROOT / "build" / "models"
+T = TypeVar("T")
+
+MANIFEST = """\
+apiVersion: serving.esteira.io/v1alpha1
+kind: ModelDeployment
+metadata: {{name: iris}}
+spec:
+  model: {{name: iris, version: "{version}", storageUri: "{folder}"}}
+  rollout:
+    steps: [50, 100]
+    interval: 2s
+    threshold: 1
+    mirror: {mirror}
+    analysis:
+      minRequests: 10
+      lowTrafficDeadline: 1m
+      predictionShift: {{max: 0.1}}
+"""
+
+
+def write_manifest(path: Path, version: str, build: str, mirror: bool = False) -> None:
+    path.write_text(MANIFEST.format(version=version, folder=MODELS / build, mirror=str(mirror).lower()))
+
+
+def need_torchserve() -> None:
+    reason = torchserve_available()
+    if reason:
+        pytest.skip(reason)
+    for build in ("iris-1.0.0", "iris-1.1.0"):
+        if not (MODELS / build / "config" / "config.properties").is_file():
+            pytest.skip(f"{MODELS / build} missing: run `make models`")
+
+
+class RuntimeThread:
+    """A LocalRuntime ticking in its own thread and event loop until `stop`."""
+
+    def __init__(self, runtime: LocalRuntime) -> None:
+        self.runtime = runtime
+        self.loop = asyncio.new_event_loop()
+        self._stop: asyncio.Event | None = None
+        self._started = threading.Event()
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._main, daemon=True)
+        self.before_stop: list[Callable[[], Awaitable[None]]] = []  # e.g. a load generator's stop
+
+    def _main(self) -> None:
+        asyncio.set_event_loop(self.loop)
+        self.loop.run_until_complete(self._serve())
+
+    async def _serve(self) -> None:
+        self._stop = asyncio.Event()
+        try:
+            await self.runtime.start()
+        except BaseException as exc:
+            self._error = exc
+            self._started.set()
+            await self.runtime.stop()
+            return
+        self._started.set()
+        await self.runtime.run(self._stop)
+        for cleanup in self.before_stop:
+            await cleanup()
+        await self.runtime.stop()
+
+    def start(self) -> RuntimeThread:
+        self._thread.start()
+        self._started.wait(240)
+        if self._error is not None:
+            raise self._error
+        return self
+
+    def call(self, coroutine: Coroutine[Any, Any, T]) -> T:
+        return asyncio.run_coroutine_threadsafe(coroutine, self.loop).result(120)
+
+    def stop(self) -> None:
+        if self._thread.is_alive() and self._stop is not None:
+            self.loop.call_soon_threadsafe(self._stop.set)
+        self._thread.join(120)
+
+
+def http(url: str, body: Any = None, headers: dict[str, str] | None = None) -> tuple[int, dict[str, str], Any]:
+    """(status, headers, JSON body) of one request; errors are answers too."""
+    data = None if body is None else json.dumps(body).encode()
+    request = urllib.request.Request(url, data=data, headers={"Content-Type": "application/json", **(headers or {})})
+    try:
+        with urllib.request.urlopen(request, timeout=30) as answer:
+            return answer.status, dict(answer.headers), json.loads(answer.read() or b"null")
+    except urllib.error.HTTPError as exc:
+        return exc.code, dict(exc.headers), json.loads(exc.read() or b"null")
+
+
+def wait_for(condition: Callable[[], Any], within: float, what: str) -> Any:
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline:
+        value = condition()
+        if value:
+            return value
+        time.sleep(0.25)
+    raise AssertionError(f"timed out after {within:.0f}s waiting for {what}")

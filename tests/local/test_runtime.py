@@ -1,0 +1,163 @@
+"""The local runtime end to end, with real TorchServe processes: routing, rollouts, restarts, shutdown.
+
+One runtime serves the whole module (each TorchServe start costs seconds); the tests run in file order.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from esteira.local.cli import serve
+from esteira.local.loadgen import LoadGenerator
+from esteira.local.router import PortInUse
+from esteira.local.runtime import LocalRuntime
+from esteira.local.server import free_port, group_members
+from tests.local.conftest import RuntimeThread, http, need_torchserve, wait_for, write_manifest
+
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("local")]
+
+
+@pytest.fixture(scope="module")
+def local(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RuntimeThread]:
+    need_torchserve()
+    root = tmp_path_factory.mktemp("local")
+    manifest = root / "iris.yaml"
+    write_manifest(manifest, "1.0.0", "iris-1.0.0", mirror=True)
+    thread = RuntimeThread(LocalRuntime(manifest, port=free_port(), workdir=root / "run", log=print)).start()
+    load = LoadGenerator(thread.runtime.url, "iris", clients=2, batch=8, pause=0.03)
+    thread.loop.call_soon_threadsafe(load.start)
+    thread.before_stop.append(load.stop)
+    yield thread
+    thread.stop()
+
+
+def _outcome(thread: RuntimeThread, revision: int) -> str | None:
+    last = thread.runtime.status.last_rollout
+    return last.outcome if last is not None and last.revision == revision else None
+
+
+def test_serves_v1_v2_and_pins_by_header(local: RuntimeThread) -> None:
+    url = local.runtime.url
+    status, headers, body = http(f"{url}/v1/models/iris:predict", {"instances": [[5.1, 3.5, 1.4, 0.2]]})
+    assert status == 200 and headers["x-model-revision"] == "1"
+    assert body["predictions"][0]["label"]
+    v2 = {"inputs": [{"name": "x", "shape": [1, 4], "datatype": "FP32", "data": [6.5, 3.0, 5.5, 2.0]}]}
+    status, _, body = http(f"{url}/v2/models/iris/infer", v2, headers={"x-model-revision": "1"})
+    assert status == 200 and body["outputs"]
+    status, _, body = http(f"{url}/v1/models/iris:predict", {"instances": [[1, 2, 3, 4]]}, {"x-model-revision": "7"})
+    assert status == 404 and "revision '7' is not serving" in body["error"]
+    assert http(f"{url}/v2/health/ready")[0] == 200
+
+
+def test_mirroring_pause_and_promotion(local: RuntimeThread) -> None:
+    runtime = local.runtime
+    write_manifest(runtime.path, "1.0.1", "iris-1.0.0", mirror=True)
+    wait_for(lambda: runtime.router.split and runtime.router.split.canary == 2, 60, "canary revision 2 serving")
+    paused = local.call(runtime.control("pause", {}))
+    assert paused["status"]["phase"] == "Paused"
+    before = runtime.router.arm(2).mirrored
+    for _ in range(10):
+        status, headers, _ = http(
+            f"{runtime.url}/v1/models/iris:predict", {"instances": [[5, 3, 1, 0.2]]}, {"x-model-revision": "1"}
+        )
+        assert status == 200 and headers["x-model-revision"] == "1"
+    wait_for(lambda: runtime.router.arm(2).mirrored >= before + 10, 10, "mirrored copies on the canary")
+    local.call(runtime.control("resume", {}))
+    assert wait_for(lambda: _outcome(local, 2), 60, "revision 2 promoted") == "Promoted"
+    assert runtime.status.stable is not None and runtime.status.stable.revision == 2
+
+
+def test_worse_model_rolls_back_on_prediction_shift(local: RuntimeThread) -> None:
+    runtime = local.runtime
+    write_manifest(runtime.path, "1.1.0", "iris-1.1.0", mirror=True)
+    assert wait_for(lambda: _outcome(local, 3), 90, "revision 3 judged") == "RolledBack"
+    last = runtime.status.last_rollout
+    assert last is not None and "prediction-shift-jensenshannon" in last.reason
+    assert runtime.phase() == "RolledBack"
+    wait_for(lambda: 3 not in runtime.servers, 10, "revision 3 server retired")
+
+
+def test_killed_server_is_restarted_and_serves_again(local: RuntimeThread) -> None:
+    runtime = local.runtime
+    server = runtime.servers[2]
+    pgid = server.pgid
+    assert pgid is not None
+    os.killpg(pgid, signal.SIGKILL)
+    wait_for(lambda: server.restarts >= 1, 20, "the crash noticed")
+    wait_for(lambda: server.ready and server.pgid != pgid, 90, "revision 2 restarted")
+    assert not group_members(pgid)
+    assert any(e.reason == "ServerCrashed" for e in runtime.timeline)
+    status, headers, _ = http(f"{runtime.url}/v1/models/iris:predict", {"instances": [[5, 3, 1, 0.2]]})
+    assert status == 200 and headers["x-model-revision"] == "2"
+
+
+def test_rollback_to_an_earlier_revision(local: RuntimeThread) -> None:
+    runtime = local.runtime
+    result = local.call(runtime.control("rollback", {"revision": 1}))
+    assert any(d["reason"] == "RevisionCreated" for d in result["decisions"])
+    stable = runtime.status.stable
+    assert stable is not None and stable.revision == 4 and stable.model_version == "1.0.0"
+    wait_for(lambda: 4 in runtime.servers and runtime.servers[4].ready, 90, "revision 4 ready")
+    wait_for(lambda: 2 not in runtime.servers, 10, "revision 2 retired")
+
+
+def test_shutdown_leaves_no_process(local: RuntimeThread) -> None:
+    groups = [s.pgid for s in local.runtime.servers.values() if s.pgid is not None]
+    assert groups
+    local.stop()
+    assert all(not group_members(g) for g in groups)
+    assert not local.runtime.servers
+
+
+def test_port_in_use_names_the_port(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    need_torchserve()
+    manifest = tmp_path / "iris.yaml"
+    write_manifest(manifest, "1.0.0", "iris-1.0.0")
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        runtime = LocalRuntime(manifest, port=port, workdir=tmp_path / "run", log=lambda _: None)
+        with pytest.raises(PortInUse, match=f"port {port} on 127.0.0.1 is already in use"):
+            asyncio.run(runtime.router.start())
+        assert asyncio.run(serve(LocalRuntime(manifest, port=port, log=lambda _: None))) == 2
+    assert f"port {port} on 127.0.0.1 is already in use" in capsys.readouterr().err
+
+
+def test_esteira_up_stops_cleanly_on_sigterm(tmp_path: Path) -> None:
+    need_torchserve()
+    manifest = tmp_path / "iris.yaml"
+    write_manifest(manifest, "1.0.0", "iris-1.0.0")
+    port = free_port()
+    command = [sys.executable, "-m", "esteira.local.cli", "up", "-f", str(manifest), "--port", str(port)]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        url = f"http://127.0.0.1:{port}"
+        wait_for(lambda: _ready(url), 120, "esteira up ready")
+        groups = [s["pgid"] for s in http(f"{url}/status")[2]["servers"].values()]
+        process.send_signal(signal.SIGTERM)
+        output, _ = process.communicate(timeout=60)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    assert process.returncode == 0, output
+    assert "every model server has exited" in output
+    assert all(not group_members(g) for g in groups)
+
+
+def _ready(url: str) -> bool:
+    try:
+        return http(f"{url}/v2/health/ready")[0] == 200
+    except OSError:
+        time.sleep(0.3)
+        return False

@@ -1,0 +1,115 @@
+"""Fast checks of the local runtime's pure parts: the router's choice and the interval arithmetic."""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+
+import pytest
+
+from esteira.local.manifest import model_dir, parse_manifest
+from esteira.local.provider import class_counts, increase, interval_sample, quantile
+from esteira.local.routing import NotServing, Split, choose, should_mirror
+from esteira.local.stats import BUCKETS, ArmStats, Counters, exposition
+
+
+def test_weighted_choice_follows_the_weight() -> None:
+    split = Split(stable=1, canary=2, weight=20)
+    rng = random.Random(3)
+    picks = [choose(split, rng.random()) for _ in range(10_000)]
+    assert 0.18 < picks.count(2) / len(picks) < 0.22
+    assert choose(split, 0.1999) == 2
+    assert choose(split, 0.2) == 1
+
+
+def test_no_canary_or_zero_weight_goes_to_stable() -> None:
+    assert choose(Split(stable=1), 0.0) == 1
+    assert choose(Split(stable=1, canary=2, weight=0), 0.0) == 1
+    assert choose(Split(stable=1, canary=2, weight=100), 0.999) == 2
+
+
+def test_header_pins_an_arm_whatever_the_weight() -> None:
+    split = Split(stable=1, canary=2, weight=0)
+    assert choose(split, 0.9, pinned="2") == 2
+    assert choose(split, 0.0, pinned=" 1 ") == 1
+    with pytest.raises(NotServing, match="revision '3' is not serving"):
+        choose(split, 0.5, pinned="3")
+    with pytest.raises(NotServing):
+        choose(split, 0.5, pinned="latest")
+
+
+def test_mirroring_copies_only_stable_traffic_when_a_canary_exists() -> None:
+    split = Split(stable=1, canary=2, weight=50)
+    assert should_mirror(split, 1, mirror=True)
+    assert not should_mirror(split, 2, mirror=True)
+    assert not should_mirror(split, 1, mirror=False)
+    assert not should_mirror(Split(stable=1), 1, mirror=True)
+
+
+def test_increase_treats_a_drop_as_a_restart() -> None:
+    assert increase(10, 25) == 15
+    assert increase(25, 4) == 4
+
+
+def test_interval_sample_takes_the_growth_since_the_last_reading() -> None:
+    before = Counters({"ok": 90, "server_error": 10}, (50.0, 50.0) + (0.0,) * (len(BUCKETS) - 1), {"0": 60, "1": 40})
+    after = Counters(
+        {"ok": 180, "server_error": 20, "client_error": 5},
+        (100.0, 105.0) + (0.0,) * (len(BUCKETS) - 1),
+        {"0": 100, "1": 40, "2": 30},
+    )
+    sample = interval_sample(before, after)
+    assert sample.requests == 105
+    assert sample.errors == 10
+    assert dict(sample.class_counts) == {"0": 40, "2": 30}  # classes that did not grow are left out
+    assert sample.latency_p95 is not None and 0.005 < sample.latency_p95 <= 0.01
+
+
+def test_interval_sample_after_a_restart_counts_from_zero() -> None:
+    before = Counters({"ok": 500}, (500.0,) + (0.0,) * len(BUCKETS), {"0": 500})
+    after = Counters({"ok": 30}, (30.0,) + (0.0,) * len(BUCKETS), {"0": 30})
+    sample = interval_sample(before, after)
+    assert (sample.requests, dict(sample.class_counts)) == (30, {"0": 30})
+    assert interval_sample(None, after).requests == 30
+
+
+def test_quantile_interpolates_like_prometheus() -> None:
+    buckets = (0.0, 10.0, 0.0, 0.0) + (0.0,) * (len(BUCKETS) - 3)
+    assert quantile(0.5, buckets) == pytest.approx(0.0075)  # halfway through (0.005, 0.01]
+    assert quantile(0.95, (0.0,) * (len(BUCKETS) + 1)) is None
+    assert quantile(0.99, (0.0,) * len(BUCKETS) + (4.0,)) == BUCKETS[-1]
+
+
+def test_class_counts_read_one_revision_from_torchserve_text() -> None:
+    text = (
+        "# TYPE esteira_predictions_total counter\n"
+        'esteira_predictions_total{ModelName="iris",Revision="2",class="setosa",Hostname="h"} 12.0\n'
+        'esteira_predictions_total{ModelName="iris",Revision="1",class="setosa",Hostname="h"} 99.0\n'
+        'esteira_predictions_total{ModelName="iris",Revision="2",class="virginica",Hostname="h"} 3.0\n'
+        'esteira_requests_total{ModelName="iris",Revision="2",outcome="ok",Hostname="h"} 15.0\n'
+    )
+    assert class_counts(text, 2) == {"setosa": 12.0, "virginica": 3.0}
+
+
+def test_router_exposition_is_cumulative_per_revision() -> None:
+    arm = ArmStats()
+    arm.observe(200, 0.003)
+    arm.observe(503, 0.2, mirrored=True)
+    text = exposition("iris", {2: arm})
+    assert 'esteira_router_requests_total{ModelName="iris",Revision="2",outcome="server_error"} 1' in text
+    assert 'esteira_router_request_duration_seconds_bucket{ModelName="iris",Revision="2",le="+Inf"} 2' in text
+    assert 'esteira_router_mirrored_total{ModelName="iris",Revision="2"} 1' in text
+
+
+def test_manifest_accepts_a_relative_folder(tmp_path: Path) -> None:
+    folder = tmp_path / "models" / "iris"
+    (folder / "config").mkdir(parents=True)
+    (folder / "config" / "config.properties").write_text("model_store=/mnt/models/model-store\n")
+    text = "kind: ModelDeployment\nmetadata: {name: demo}\nspec: {model: {name: iris, version: '1', storageUri: models/iris}}\n"
+    manifest = parse_manifest(text, tmp_path)
+    assert manifest.name == "demo"
+    assert model_dir(manifest.spec.model.storage_uri) == folder
+    with pytest.raises(ValueError, match=r"no config/config\.properties"):
+        parse_manifest(text.replace("models/iris", "models/none"), tmp_path)
+    with pytest.raises(ValueError, match="needs a folder path"):
+        model_dir("s3://bucket/iris")
