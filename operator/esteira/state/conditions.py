@@ -16,28 +16,20 @@ def set_condition(
 ) -> None:
     """Insert or update one condition in place (status objects are working copies)."""
     text = "Unknown" if value is None else ("True" if value else "False")
-    for index, existing in enumerate(status.conditions):
-        if existing.type == type_:
-            since = existing.last_transition_time if existing.status == text else now
-            status.conditions[index] = Condition(
-                type=type_,
-                status=text,
-                reason=reason,
-                message=message,
-                last_transition_time=since,
-                observed_generation=generation,
-            )
-            return
-    status.conditions.append(
-        Condition(
-            type=type_,
-            status=text,
-            reason=reason,
-            message=message,
-            last_transition_time=now,
-            observed_generation=generation,
-        )
+    index = next((i for i, c in enumerate(status.conditions) if c.type == type_), None)
+    previous = status.conditions[index] if index is not None else None
+    condition = Condition(
+        type=type_,
+        status=text,
+        reason=reason,
+        message=message,
+        last_transition_time=previous.last_transition_time if previous and previous.status == text else now,
+        observed_generation=generation,
     )
+    if index is None:
+        status.conditions.append(condition)
+    else:
+        status.conditions[index] = condition
 
 
 def get_condition(status: ModelDeploymentStatus, type_: ConditionType) -> Condition | None:
