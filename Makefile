@@ -29,7 +29,7 @@ $(CHECKOV): tests/chart/checkov-requirements.txt
 	$(CHECKOV_VENV)/bin/pip install --quiet -r tests/chart/checkov-requirements.txt
 	touch $@
 
-test: install  ## Run the whole test suite (unit, schema, end-to-end on the API emulator).
+test: models  ## Run the whole test suite (unit, schema, handlers on TorchServe, end-to-end, local runtime).
 	$(PY) -m pytest -n $(PYTEST_WORKERS) --dist loadgroup
 
 test-unit: install

@@ -150,14 +150,15 @@ def test_bad_canary_is_rolled_back_within_two_intervals(
     with TrafficMirror(esteira, kube_namespace, exporter, {1: GOOD, 2: profile}) as mirror:
         start_rollout(esteira, kube_namespace, mirror.profiles)
         outcome = eventually(lambda: last_rollout(esteira, kube_namespace), timeout=60, what="rollout finished")
-        rolled_back_at = time.monotonic()
     assert outcome["outcome"] == "RolledBack", outcome
     assert check in outcome["reason"]
-    breach = mirror.timeline.first_traffic()
-    assert breach is not None
-    # The first analysis comes one interval after the breach and the threshold is two failed analyses;
-    # one more interval of slack covers Prometheus' scrape and the operator's tick.
-    assert rolled_back_at - breach <= 3 * INTERVAL + 2, f"took {rolled_back_at - breach:.1f}s"
+    # Within two intervals of the breach: the first analysis after the canary got traffic failed, the
+    # second rolled back (threshold 2); the canary never reached the next step. Wall-clock figures for
+    # this are measured by tests/bench/rollout_bench.py, not asserted here.
+    decisions = [e["reason"] for e in esteira.events_for(kube_namespace, "iris")]
+    assert decisions.count("AnalysisFailed") == 1 and "RolledBack" in decisions, decisions
+    assert "AnalysisPassed" not in decisions, decisions
+    assert [w for w in mirror.timeline.canary_weights() if w] == [20]
     status = esteira.get_md(kube_namespace, "iris")["status"]
     assert status["stable"]["revision"] == 1
     assert status["phase"] == "RolledBack"

@@ -12,7 +12,7 @@ from tests.emulator import EmulatorServer
 from tests.emulator.cluster import KubeApi, kubeconfig_server
 from tests.emulator.server import DUMMY_TOKEN
 
-from .helpers import http, watch_lines
+from .helpers import http
 
 
 def test_kubeconfig_points_the_official_client_at_the_emulator(
@@ -39,7 +39,10 @@ def test_stop_ends_open_watches_and_closes_the_port() -> None:
     server = EmulatorServer().start()
     url = server.url
     lines: list[int] = []
-    watcher = threading.Thread(target=lambda: lines.append(len(watch_lines(url, "/api/v1/configmaps?watch=true"))))
+    # Open the watch here, so it is established (headers received) before the object is created.
+    request = urllib.request.Request(url + "/api/v1/configmaps?watch=true", headers={"User-Agent": "esteira-tests"})
+    response = urllib.request.urlopen(request, timeout=10)
+    watcher = threading.Thread(target=lambda: lines.append(len([x for x in response.read().splitlines() if x.strip()])))
     watcher.start()
     assert http(url, "POST", "/api/v1/namespaces/default/configmaps", {"metadata": {"name": "a"}})[0] == 201
     server.stop()
