@@ -8,7 +8,10 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from esteira.rollout.distances import jensen_shannon_distance, population_stability_index
+from esteira.api.spec import Analysis
+from esteira.rollout.checks import run_checks
+from esteira.rollout.distances import homogeneity_p_value, jensen_shannon_distance, population_stability_index
+from esteira.rollout.evidence import ArmSample, Evidence
 
 
 def test_identical_distributions_are_at_distance_zero() -> None:
@@ -49,3 +52,40 @@ def test_jensen_shannon_is_symmetric_and_bounded(p: dict[str, int], q: dict[str,
 @given(COUNTS, COUNTS)
 def test_psi_is_non_negative(p: dict[str, int], q: dict[str, int]) -> None:
     assert population_stability_index(p, q) >= -1e-12
+
+
+# Reference p-values of the chi-square test of homogeneity (no continuity correction), as computed by
+# scipy.stats.chi2_contingency for the same tables.
+@pytest.mark.parametrize(
+    ("stable", "canary", "p"),
+    [
+        ({"x": 30, "y": 25, "z": 28}, {"x": 8, "y": 7, "z": 8}, 0.99216662),
+        ({"x": 30, "y": 30, "z": 30}, {"x": 21, "y": 1, "z": 1}, 3.9959967e-06),
+        ({"x": 510, "y": 490, "z": 500}, {"x": 500, "y": 480, "z": 520}, 0.74294759),
+    ],
+)
+def test_homogeneity_p_value_matches_reference(stable: dict[str, int], canary: dict[str, int], p: float) -> None:
+    assert homogeneity_p_value(stable, canary) == pytest.approx(p, rel=1e-6)
+
+
+def test_homogeneity_of_one_class_or_an_empty_arm_is_no_evidence() -> None:
+    assert homogeneity_p_value({"a": 10}, {"a": 3}) == 1.0
+    assert homogeneity_p_value({"a": 10, "b": 3}, {}) == 1.0
+
+
+def test_small_samples_over_the_line_wait_instead_of_failing() -> None:
+    """Two samples of one distribution: a distance over the threshold by chance must not fail the canary."""
+    analysis = Analysis.model_validate({"minRequests": 10, "predictionShift": {"max": 0.1}})
+    noisy = Evidence(
+        canary=ArmSample(requests=12, class_counts={"a": 7, "b": 3, "c": 2}),
+        stable=ArmSample(requests=60, class_counts={"a": 20, "b": 20, "c": 20}),
+    )
+    (check,) = [c for c in run_checks(analysis, noisy, 20) if c.name.startswith("prediction-shift")]
+    assert check.value is not None and check.value > 0.1
+    assert check.verdict == "NoData" and "not significant" in check.message
+    shifted = Evidence(
+        canary=ArmSample(requests=200, class_counts={"a": 180, "b": 10, "c": 10}),
+        stable=ArmSample(requests=600, class_counts={"a": 200, "b": 200, "c": 200}),
+    )
+    (check,) = [c for c in run_checks(analysis, shifted, 20) if c.name.startswith("prediction-shift")]
+    assert check.verdict == "Fail"

@@ -8,8 +8,11 @@ from __future__ import annotations
 
 from esteira.api.spec import Analysis
 from esteira.api.status import CheckResult
-from esteira.rollout.distances import jensen_shannon_distance, population_stability_index
+from esteira.rollout.distances import homogeneity_p_value, jensen_shannon_distance, population_stability_index
 from esteira.rollout.evidence import ArmSample, Evidence
+
+# A prediction shift over its threshold fails only when a difference this large is this unlikely by chance.
+SHIFT_SIGNIFICANCE = 0.01
 
 
 def _result(name: str, value: float | None, limit: str, sample: float, ok: bool | None, note: str = "") -> CheckResult:
@@ -76,16 +79,26 @@ def run_checks(analysis: Analysis, evidence: Evidence, canary_weight: int) -> li
         shift = analysis.prediction_shift
         predictions = sum(canary.class_counts.values())
         distance = None
+        verdict: bool | None = None
+        note = ""
         if compare and stable is not None and predictions >= max(1, analysis.min_requests) and stable.class_counts:
             measure = population_stability_index if shift.method == "PSI" else jensen_shannon_distance
             distance = measure(stable.class_counts, canary.class_counts)
+            p_value = homogeneity_p_value(stable.class_counts, canary.class_counts)
+            if distance <= shift.max:
+                verdict = True
+            elif p_value < SHIFT_SIGNIFICANCE:
+                verdict = False
+            else:  # over the line, but small samples of one distribution look that different by chance
+                note = f"not significant yet (chi-square p={p_value:.3f}): waiting for more predictions"
         results.append(
             _result(
                 f"prediction-shift-{shift.method.lower()}",
                 distance,
                 f"<= {shift.max}",
                 predictions,
-                None if distance is None else distance <= shift.max,
+                verdict,
+                note,
             )
         )
 
