@@ -7,6 +7,8 @@ set -euo pipefail
 CLUSTER=esteira-e2e
 NAMESPACE=esteira-e2e
 IMAGE=esteira/operator:dev
+MODEL_SERVER_IMAGE=esteira/model-server:dev
+MODEL_SERVER_BASE=nginx:1.27-alpine  # serves the packaged demo model to KServe's storage initializer
 KIND_NODE_IMAGE=${KIND_NODE_IMAGE:-}  # empty: the kind release's default node image
 # KServe Standard mode needs cert-manager (webhook certificates); canary traffic splits in Standard mode
 # go through Gateway API HTTPRoutes, which need the CRDs and an implementation (Envoy Gateway, as KServe's
@@ -104,14 +106,54 @@ say "Esteira CRDs and namespace $NAMESPACE"
 kubectl apply --server-side -f manifests/crds/
 kubectl create namespace "$NAMESPACE" --dry-run=client -o yaml | kubectl apply -f -
 
-say "image $IMAGE"
+say "images $IMAGE and $MODEL_SERVER_IMAGE"
 docker build --target operator -t "$IMAGE" .
-kind load docker-image "$IMAGE" --name "$CLUSTER"
+docker build --target model-server -t "$MODEL_SERVER_IMAGE" .
+kind load docker-image "$IMAGE" "$MODEL_SERVER_IMAGE" --name "$CLUSTER"
 
-say "Esteira from charts/esteira (cluster-wide)"
+say "Esteira from charts/esteira (cluster-wide, with the esteira-torchserve runtime)"
 helm upgrade --install esteira charts/esteira -n "$NAMESPACE" --wait --timeout 5m \
-  --set image.repository="${IMAGE%:*}" --set image.tag="${IMAGE##*:}" --set image.pullPolicy=IfNotPresent
+  --set image.repository="${IMAGE%:*}" --set image.tag="${IMAGE##*:}" --set image.pullPolicy=IfNotPresent \
+  --set servingRuntime.image.repository="${MODEL_SERVER_IMAGE%:*}" \
+  --set servingRuntime.image.tag="${MODEL_SERVER_IMAGE##*:}" \
+  --set servingRuntime.image.pullPolicy=IfNotPresent
+
+# Every test namespace must reach the model, so it is served over HTTP rather than from a PVC. The
+# tests give each build its own URL (a query string); the server ignores it and sends the same archive.
+say "demo model served at http://esteira-models.$NAMESPACE.svc.cluster.local/iris-1.0.0.tar.gz"
+make models
+archive=$(mktemp -d)/iris-1.0.0.tar.gz
+tar czf "$archive" -C build/models/iris-1.0.0 .
+kubectl -n "$NAMESPACE" create configmap esteira-models --from-file="$archive" --dry-run=client -o yaml \
+  | kubectl apply -f -
+kubectl -n "$NAMESPACE" apply -f - <<YAML
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: esteira-models}
+spec:
+  selector: {matchLabels: {app: esteira-models}}
+  template:
+    metadata: {labels: {app: esteira-models}}
+    spec:
+      containers:
+        - name: nginx
+          image: $MODEL_SERVER_BASE
+          ports: [{containerPort: 80}]
+          volumeMounts: [{name: models, mountPath: /usr/share/nginx/html, readOnly: true}]
+      volumes: [{name: models, configMap: {name: esteira-models}}]
+---
+apiVersion: v1
+kind: Service
+metadata: {name: esteira-models}
+spec:
+  selector: {app: esteira-models}
+  ports: [{port: 80, targetPort: 80}]
+YAML
+kubectl -n "$NAMESPACE" rollout status deployment/esteira-models --timeout=120s
 
 say "end-to-end tests"
 # The chart's operator does the work; tests that need the emulator (faults, fake KServe) skip.
-ESTEIRA_E2E_KUBECONFIG="$KUBECONFIG" ESTEIRA_E2E_OPERATOR=external .venv/bin/python -m pytest -m e2e tests/e2e
+ESTEIRA_E2E_KUBECONFIG="$KUBECONFIG" ESTEIRA_E2E_OPERATOR=external \
+  ESTEIRA_E2E_STORAGE_URI="http://esteira-models.$NAMESPACE.svc.cluster.local/iris-1.0.0.tar.gz" \
+  ESTEIRA_E2E_RUNTIME=esteira-torchserve \
+  .venv/bin/python -m pytest -m e2e tests/e2e

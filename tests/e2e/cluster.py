@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable
 from typing import Any, TypeVar
@@ -92,3 +93,18 @@ class Esteira:
     def condition(self, namespace: str, name: str, type_: str) -> dict[str, Any] | None:
         status = self.get_md(namespace, name).get("status") or {}
         return next((c for c in status.get("conditions") or [] if c.get("type") == type_), None)
+
+
+# On a real cluster the model must exist: kind-e2e serves a packaged demo model over HTTP and names it
+# here, with the runtime that serves it. On the emulator the fake KServe never fetches anything.
+STORAGE_ENV = "ESTEIRA_E2E_STORAGE_URI"
+RUNTIME_ENV = "ESTEIRA_E2E_RUNTIME"
+
+
+def model_source(version: str, emulated_uri: str) -> dict[str, str]:
+    """`spec.model` fields for a build: distinct per version, loadable on a real cluster when configured."""
+    base = os.environ.get(STORAGE_ENV)
+    fields = {"version": version, "storageUri": f"{base}?build={version}" if base else emulated_uri}
+    if runtime := os.environ.get(RUNTIME_ENV):
+        fields["runtime"] = runtime
+    return fields

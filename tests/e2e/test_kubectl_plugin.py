@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 
 from esteira.kubectl import format_history, main
-from tests.e2e.cluster import Esteira, eventually
+from tests.e2e.cluster import Esteira, eventually, model_source
 from tests.emulator.cluster import KubeApi
 from tests.support.fake_kserve import FakeKServe
 from tests.unit.specs import document, spec
@@ -21,7 +21,7 @@ def plugin(api: KubeApi, namespace: str, *args: str) -> int:
 
 def md(namespace: str, version: str) -> dict[str, Any]:
     body = spec(rollout={"steps": [20, 100], "interval": "1h"})
-    body["model"] = {**body["model"], "version": version, "storageUri": f"s3://m/iris/{version}"}
+    body["model"] = {**body["model"], **model_source(version, f"s3://m/iris/{version}")}
     return document(body, namespace=namespace)
 
 

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from esteira.manifests import render_document
-from tests.e2e.cluster import Esteira, eventually
+from tests.e2e.cluster import Esteira, eventually, model_source
 from tests.e2e.operator_process import OperatorProcess
 from tests.emulator.cluster import KubeApi
 from tests.emulator.server import EmulatorServer
@@ -21,9 +21,13 @@ from tests.unit.specs import document, spec
 pytestmark = pytest.mark.usefixtures("operator")
 
 
+FIRST = model_source("1.0.0", "s3://models/iris/1.0.0")
+SECOND = model_source("2.0.0", "s3://m/iris/2")
+
+
 def md(namespace: str, name: str = "iris", **overrides: Any) -> dict[str, Any]:
     body = spec(**overrides)
-    body["model"] = {**body["model"], "name": name}
+    body["model"] = {**body["model"], **FIRST, "name": name}
     return document(body, name=name, namespace=namespace)
 
 
@@ -97,7 +101,7 @@ def test_new_model_version_becomes_a_canary_at_the_first_step(
 ) -> None:
     esteira.create_md(kube_namespace, md(kube_namespace))
     ready(esteira, kube_namespace, "iris")
-    esteira.patch_md(kube_namespace, "iris", {"spec": {"model": {"version": "2.0.0", "storageUri": "s3://m/iris/2"}}})
+    esteira.patch_md(kube_namespace, "iris", {"spec": {"model": SECOND}})
 
     def canary() -> dict[str, Any] | None:
         isvc = esteira.get_isvc(kube_namespace, "iris") or {}
@@ -106,10 +110,9 @@ def test_new_model_version_becomes_a_canary_at_the_first_step(
 
     # The canary gets no traffic until KServe reports it ready, then the first step's share.
     arm = eventually(canary, what="canary arm at the first step")
-    assert arm["predictor"]["model"]["storageUri"] == "s3://m/iris/2"
-    assert esteira.get_isvc(kube_namespace, "iris")["spec"]["predictor"]["model"]["storageUri"] == (
-        "s3://models/iris/1.0.0"
-    )
+    assert arm["predictor"]["model"]["storageUri"] == SECOND["storageUri"]
+    stable_uri = esteira.get_isvc(kube_namespace, "iris")["spec"]["predictor"]["model"]["storageUri"]
+    assert stable_uri == FIRST["storageUri"]
     status = esteira.get_md(kube_namespace, "iris")["status"]
     assert status["canary"]["revision"] == 2 and status["canary"]["weight"] == 10
     assert status["stable"]["revision"] == 1

@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from tests.e2e.cluster import Esteira, eventually
+from tests.e2e.cluster import Esteira, eventually, model_source
 from tests.e2e.operator_process import OperatorProcess
 from tests.e2e.traffic import TrafficMirror
 from tests.emulator.cluster import KubeApi
@@ -49,7 +49,7 @@ def rollout_md(namespace: str, version: str, router: str = "KServe", mode: str =
             },
         },
     )
-    body["model"] = {**body["model"], "version": version, "storageUri": f"s3://models/iris/{version}"}
+    body["model"] = {**body["model"], **model_source(version, f"s3://models/iris/{version}")}
     return document(body, namespace=namespace)
 
 
