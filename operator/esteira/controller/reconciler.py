@@ -21,16 +21,12 @@ from esteira.controller import metrics
 from esteira.controller.kube import KubeAPI
 from esteira.controller.retry import ApiError, with_backoff
 from esteira.metrics.prometheus import PrometheusClient, PrometheusProvider
-from esteira.rollout.engine import Command, analysis_due, parse_time
+from esteira.rollout.engine import Command, analysis_due, format_time, parse_time
 from esteira.rollout.evidence import Evidence, MetricsUnavailable
 from esteira.routing.base import key_of
 from esteira.state.reconcile import ReconcileInput, ReconcilePlan, Result, plan_reconcile
 
 logger = logging.getLogger(__name__)
-
-
-def utc_now() -> str:
-    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 class Reconciler:
@@ -64,7 +60,7 @@ class Reconciler:
         if md is None or md["metadata"].get("deletionTimestamp"):
             return None
         objects = await with_backoff(lambda: self.api.list_children(namespace, name), "list children")
-        now = utc_now()
+        now = format_time(datetime.now(UTC))
         evidence, metrics_error = await self._evidence(md, now)
         plan = plan_reconcile(
             ReconcileInput(

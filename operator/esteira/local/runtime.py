@@ -17,7 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import aiohttp
 
@@ -30,19 +30,14 @@ from esteira.local.router import Router
 from esteira.local.routing import Split
 from esteira.local.server import ModelServer
 from esteira.local.stats import Counters
+from esteira.metrics import MetricProvider
 from esteira.metrics.prometheus import PrometheusClient, PrometheusProvider
 from esteira.rollout.engine import Action, Command, EngineInput, advance, analysis_due, format_time
-from esteira.rollout.evidence import Evidence, MetricsUnavailable
+from esteira.rollout.evidence import MetricsUnavailable
 from esteira.state.revisions import Decision, track_revisions
 
 ACTIONS: tuple[Action, ...] = ("promote", "pause", "resume", "abort", "retry", "rollback")
 MAX_RESTARTS = 5
-
-
-class MetricProvider(Protocol):
-    async def collect(
-        self, namespace: str, name: str, spec: ModelDeploymentSpec, stable_revision: int, canary_revision: int
-    ) -> Evidence: ...
 
 
 @dataclass(frozen=True)
