@@ -60,9 +60,8 @@ def test_conflicts_hit_preconditioned_writes_and_are_true(kube_emulator: Emulato
 def test_dropped_watch_streams_end_early(kube_emulator: EmulatorServer) -> None:
     kube_emulator.set_faults(drop_watch_rate=1.0, drop_watch_after=0.2)
     http(kube_emulator.url, "POST", CMS, {"metadata": {"name": "a"}})
-    started = time.monotonic()
+    # An untouched watch without timeoutSeconds never ends: reading it whole would hit the read timeout.
     events = watch_lines(kube_emulator.url, f"{CMS}?watch=true", user_agent=KOPF_AGENT, timeout=10)
-    assert time.monotonic() - started < 5  # an untouched watch without timeoutSeconds never ends
     assert [event["type"] for event in events] == ["ADDED"]
     assert kube_emulator.faults.injected["drop_watch"] == 1
 
@@ -71,10 +70,9 @@ def test_slow_responses(kube_emulator: EmulatorServer) -> None:
     kube_emulator.set_faults(slow_rate=1.0, delay=0.5)
     started = time.monotonic()
     assert http(kube_emulator.url, "GET", CMS, user_agent=KOPF_AGENT)[0] == 200
-    assert time.monotonic() - started >= 0.5
-    started = time.monotonic()
-    http(kube_emulator.url, "GET", CMS)
-    assert time.monotonic() - started < 0.5
+    assert time.monotonic() - started >= 0.5  # the delay is a floor, not a performance figure
+    http(kube_emulator.url, "GET", CMS)  # a test's own request is never slowed
+    assert kube_emulator.faults.injected["slow"] == 1
 
 
 def test_fractions_are_seeded_and_reproducible(kube_emulator: EmulatorServer) -> None:
