@@ -125,12 +125,26 @@ class Client:
         self.api.patch_namespaced_custom_object(API_GROUP, API_VERSION, namespace, PLURAL, name, patch)
 
 
-def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="kubectl esteira", description="Control ModelDeployment rollouts.")
-    parser.add_argument("-n", "--namespace", default=None, help="Namespace (default: the kubeconfig's, or default).")
-    parser.add_argument("--kubeconfig", default=None)
-    parser.add_argument("--context", default=None)
-    commands = parser.add_subparsers(dest="command", required=True)
+def _kubectl_flags(defaults: bool) -> argparse.ArgumentParser:
+    """kubectl's own flags, which a plugin receives wherever the user wrote them on the line. Only the
+    top-level parser sets defaults: a subcommand's default would overwrite a flag given before it."""
+    flags = argparse.ArgumentParser(add_help=False)
+    unset = None if defaults else argparse.SUPPRESS
+    flags.add_argument(
+        "-n", "--namespace", default=unset, help="Namespace (default: the kubeconfig context's, or default)."
+    )
+    flags.add_argument("--kubeconfig", default=unset, help="Path to the kubeconfig file (default: $KUBECONFIG).")
+    flags.add_argument("--context", default=unset, help="The kubeconfig context to use.")
+    return flags
+
+
+def parser() -> argparse.ArgumentParser:
+    """The plugin's command line; kubectl's flags are accepted before or after the command."""
+    top = argparse.ArgumentParser(
+        prog="kubectl esteira", description="Control ModelDeployment rollouts.", parents=[_kubectl_flags(True)]
+    )
+    flags = _kubectl_flags(False)
+    commands = top.add_subparsers(dest="command", required=True)
     for name, text in [
         ("status", "Steps, weights and the last analysis with values and thresholds."),
         ("history", "Revisions with their outcome and reason."),
@@ -140,14 +154,16 @@ def _parser() -> argparse.ArgumentParser:
         ("retry", "Try a rolled-back build again."),
         ("watch", "Follow the rollout live."),
     ]:
-        commands.add_parser(name, help=text).add_argument("name")
-    promote = commands.add_parser("promote", help="Advance one step, or with --full make the canary stable now.")
+        commands.add_parser(name, help=text, parents=[flags]).add_argument("name")
+    promote = commands.add_parser(
+        "promote", help="Advance one step, or with --full make the canary stable now.", parents=[flags]
+    )
     promote.add_argument("name")
     promote.add_argument("--full", action="store_true")
-    rollback = commands.add_parser("rollback", help="Make an earlier revision's build stable at once.")
+    rollback = commands.add_parser("rollback", help="Make an earlier revision's build stable at once.", parents=[flags])
     rollback.add_argument("name")
     rollback.add_argument("--to-revision", type=int, required=True)
-    return parser
+    return top
 
 
 def _default_namespace(kubeconfig: str | None, context: str | None) -> str:
@@ -173,7 +189,7 @@ def _watch(client: Client, namespace: str, name: str, out: Callable[[str], None]
 
 
 def main(argv: Sequence[str] | None = None, client: Client | None = None) -> int:
-    args = _parser().parse_args(argv)
+    args = parser().parse_args(argv)
     namespace = args.namespace or _default_namespace(args.kubeconfig, args.context)
     client = client or Client(args.kubeconfig, args.context)
     name = args.name
