@@ -29,12 +29,14 @@ from ts.torch_handler.base_handler import BaseHandler
 from model_handlers.config import CONFIG_FILE, ConfigError, ModelConfig, load_config
 from model_handlers.metrics import HandlerMetrics
 from model_handlers.protocol import (
+    BINARY_HEADER,
     BadRequest,
     Identity,
     InputSpec,
     Instance,
     ParsedRequest,
     Prediction,
+    encode_binary,
     envelope_v2_payload,
     error_body,
     extract_body,
@@ -51,6 +53,7 @@ __all__ = ["ConfigError", "EsteiraHandler", "ModelLoadError", "detect_envelope"]
 
 Envelope = Literal["kserve", "kservev2"]
 JSON_CONTENT_TYPE = "application/json"
+BINARY_CONTENT_TYPE = "application/octet-stream"
 
 
 class ModelLoadError(RuntimeError):
@@ -176,6 +179,12 @@ class EsteiraHandler(BaseHandler, abc.ABC):  # type: ignore[misc]
         if self.config.task == "regression":
             if output.dim() not in (1, 2) or output.shape[0] != 1:
                 raise ModelLoadError(f"a regression model must output [N] or [N, k], got {list(output.shape)}")
+            width = 1 if output.dim() == 1 else int(output.shape[1])
+            if width != self.config.output_size:
+                raise ModelLoadError(
+                    f"the model outputs {width} value(s) per instance but {CONFIG_FILE} says output_size "
+                    f"{self.config.output_size}"
+                )
             return ()
         if output.dim() != 2 or output.shape[1] < 2:
             raise ModelLoadError(f"a classifier must output [N, classes] with 2+ classes, got {list(output.shape)}")
@@ -239,8 +248,10 @@ class EsteiraHandler(BaseHandler, abc.ABC):  # type: ignore[misc]
             elif envelope == "kservev2":
                 slot.parsed = parse_envelope_v2(row, self.spec)
             else:
-                content_type, size = _content_headers(context, idx)
-                slot.parsed = parse_request(extract_body(row), self.spec, content_type=content_type, body_size=size)
+                content_type, size, binary = _content_headers(context, idx)
+                slot.parsed = parse_request(
+                    extract_body(row), self.spec, content_type=content_type, body_size=size, binary_header=binary
+                )
             slot.tensor = self.preprocess_instances(slot.parsed.instances)
         except BadRequest as error:
             slot.fail(400, error.message)
@@ -314,6 +325,11 @@ class EsteiraHandler(BaseHandler, abc.ABC):  # type: ignore[misc]
             return envelope_v2_payload(slot.predictions)
         request_id = context.get_request_id(idx) if with_context else None
         body = format_response(slot.parsed, slot.predictions, self.labels, self.identity, fallback_id=request_id)
+        if slot.parsed.binary_outputs and with_context:
+            payload, header_length = encode_binary(body, slot.parsed.binary_outputs)
+            context.set_response_content_type(idx, BINARY_CONTENT_TYPE)
+            context.set_response_header(idx, BINARY_HEADER, str(header_length))
+            return payload
         return json.dumps(body, allow_nan=False)
 
     def _record(self, context: Any, slots: list[_Slot], seconds: float) -> None:
@@ -349,19 +365,25 @@ class EsteiraHandler(BaseHandler, abc.ABC):  # type: ignore[misc]
         return probabilities, probabilities.argmax(dim=1)
 
 
-def _content_headers(context: Any, idx: int) -> tuple[str | None, int | None]:
-    """The request's Content-Type and Content-Length, as TorchServe passes them in the request headers."""
+def _content_headers(context: Any, idx: int) -> tuple[str | None, int | None, str | None]:
+    """The request's Content-Type, Content-Length and Inference-Header-Content-Length, as TorchServe passes
+    them in the request headers."""
     try:
         headers = context.get_all_request_header(idx)
     except Exception:  # no TorchServe context (unit tests) or no headers
-        return None, None
+        return None, None, None
     if not isinstance(headers, Mapping):
-        return None, None
+        return None, None, None
     lowered = {str(key).lower(): value for key, value in headers.items()}
     content_type = lowered.get("content-type")
     length = lowered.get("content-length")
+    binary = lowered.get(BINARY_HEADER.lower())
     try:
         size = int(length) if length is not None else None
     except (TypeError, ValueError):
         size = None
-    return (str(content_type) if isinstance(content_type, str) else None), size
+    return (
+        str(content_type) if isinstance(content_type, str) else None,
+        size,
+        str(binary) if binary is not None else None,
+    )

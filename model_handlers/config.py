@@ -26,7 +26,7 @@ from typing import Any, Literal, Self
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from model_handlers.protocol import RESERVED_KEYS, Identity, InputSpec
+from model_handlers.protocol import RESERVED_KEYS, Identity, InputSpec, TensorSpec
 
 CONFIG_FILE = "esteira-model.json"
 ENV_MODEL_NAME = "ESTEIRA_MODEL_NAME"
@@ -45,6 +45,8 @@ class ModelConfig(BaseModel):
 
     kind: Literal["tabular", "image"]
     task: Literal["classification", "regression"] = "classification"
+    input_name: str = Field("input-0", min_length=1, description="the input tensor's name in v2 model metadata")
+    output_size: int = Field(1, ge=1, description="regression: values per instance")
     # tabular
     feature_names: tuple[str, ...] | None = Field(None, min_length=1)
     n_features: int | None = Field(None, ge=1)
@@ -75,6 +77,8 @@ class ModelConfig(BaseModel):
             self._check_image()
         if self.task == "regression" and self.labels is not None:
             raise ValueError("labels make no sense for a regression model")
+        if self.task != "regression" and self.output_size != 1:
+            raise ValueError("output_size is for regression models")
         if self.labels is not None and len(set(self.labels)) != len(self.labels):
             raise ValueError("labels must be unique")
         return self
@@ -117,6 +121,7 @@ class ModelConfig(BaseModel):
 
     def input_spec(self) -> InputSpec:
         """What :func:`model_handlers.protocol.parse_request` checks requests against."""
+        outputs = tuple(tensor.name for tensor in self.output_tensors())
         if self.kind == "tabular":
             return InputSpec(
                 "tabular",
@@ -124,8 +129,28 @@ class ModelConfig(BaseModel):
                 feature_names=self.feature_names or (),
                 max_instances=self.max_instances,
                 max_body_bytes=self.max_body_bytes,
+                output_names=outputs,
             )
-        return InputSpec("image", max_instances=self.max_instances, max_body_bytes=self.max_body_bytes)
+        return InputSpec(
+            "image", max_instances=self.max_instances, max_body_bytes=self.max_body_bytes, output_names=outputs
+        )
+
+    def input_tensor(self) -> TensorSpec:
+        """The one v2 input, as model metadata describes it (-1: any number of instances)."""
+        if self.kind == "tabular":
+            return TensorSpec(self.input_name, "FP32", (-1, self.features))
+        return TensorSpec(self.input_name, "BYTES", (-1,))
+
+    def output_tensors(self) -> tuple[TensorSpec, ...]:
+        """The v2 outputs the handler answers with; a size the config cannot tell (no labels) is -1."""
+        if self.task == "regression":
+            shape = (-1,) if self.output_size == 1 else (-1, self.output_size)
+            return (TensorSpec("prediction", "FP32", shape),)
+        classes = len(self.labels) if self.labels is not None else -1
+        if self.kind == "image":
+            k = min(self.top_k, classes) if classes > 0 else -1
+            return TensorSpec("labels", "BYTES", (-1, k)), TensorSpec("scores", "FP32", (-1, k))
+        return TensorSpec("label", "BYTES", (-1,)), TensorSpec("probabilities", "FP32", (-1, classes))
 
     def identity(self, manifest: Mapping[str, Any] | None, env: Mapping[str, str] | None = None) -> Identity:
         """Name, version and revision: environment first, then this file, then the ``.mar`` manifest."""

@@ -26,7 +26,12 @@ Open Inference Protocol v2 (``POST /v2/models/<model>/infer``)
     ``{"model_name", "model_version", "id", "outputs": [{"name", "shape", "datatype", "data"}, ...]}`` with
     outputs ``label`` (BYTES [N]) + ``probabilities`` (FP32 [N, classes]), or ``labels`` + ``scores``
     (BYTES/FP32 [N, k]) for images, or ``prediction`` (FP32 [N] or [N, k]) for regression; ``id`` echoes the
-    request's or, without one, is TorchServe's request id.
+    request's or, without one, is TorchServe's request id. ``outputs: [{"name", "parameters"?}]`` picks and
+    orders the outputs (an unknown name is a 400 naming it). Binary tensor data (the
+    ``Inference-Header-Content-Length`` header): inputs may carry ``parameters.binary_data_size`` instead of
+    ``data``, with little-endian elements after the JSON header (BYTES: a 4-byte length before each element,
+    for images the encoded image itself); ``parameters.binary_data_output`` or an output's
+    ``parameters.binary_data`` asks for outputs the same way (:func:`encode_binary`).
 Every protocol: numbers must be finite and within float32 range, at most ``max_instances`` per request, at
 most ``max_body_bytes`` per body. Errors answer ``{"error": "<what and where>"}`` with status 400.
 
@@ -47,6 +52,7 @@ import binascii
 import json
 import math
 import re
+import struct
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -73,6 +79,22 @@ NUMERIC_DATATYPES: dict[str, tuple[float, float] | None] = {
     "BOOL": None,
 }
 V2_DATATYPES = frozenset(NUMERIC_DATATYPES) | {"BYTES"}
+# The binary tensor data extension: little-endian elements; BYTES elements carry a 4-byte length prefix.
+BINARY_FORMATS = {
+    "FP16": "e",
+    "FP32": "f",
+    "FP64": "d",
+    "INT8": "b",
+    "INT16": "h",
+    "INT32": "i",
+    "INT64": "q",
+    "UINT8": "B",
+    "UINT16": "H",
+    "UINT32": "I",
+    "UINT64": "Q",
+    "BOOL": "?",
+}
+BINARY_HEADER = "Inference-Header-Content-Length"
 _MAX_MESSAGE = 300
 
 
@@ -99,10 +121,23 @@ class InputSpec:
     feature_names: tuple[str, ...] = ()
     max_instances: int = 64
     max_body_bytes: int | None = None
+    output_names: tuple[str, ...] = ()  # the v2 outputs a request may ask for; empty: not checked
 
     def __post_init__(self) -> None:
         if self.kind == "tabular" and not self.n_features:
             raise ValueError("a tabular InputSpec needs n_features")
+
+
+@dataclass(frozen=True)
+class TensorSpec:
+    """A tensor as v2 model metadata describes it; -1 marks a dimension of any size."""
+
+    name: str
+    datatype: str
+    shape: tuple[int, ...]
+
+    def to_json(self) -> dict[str, Any]:
+        return {"name": self.name, "datatype": self.datatype, "shape": list(self.shape)}
 
 
 @dataclass(frozen=True)
@@ -123,6 +158,8 @@ class ParsedRequest:
     request_id: str | None = None
     v2_input: V2Input | None = None
     single: bool = False  # raw protocol only: one bare instance was sent, so one result (not a list) comes back
+    outputs: tuple[str, ...] = ()  # v2: the outputs asked for, in order; empty means all of them
+    binary_outputs: frozenset[str] = frozenset()  # v2: outputs to answer as binary tensor data
 
 
 @dataclass(frozen=True)
@@ -205,21 +242,30 @@ def parse_request(
     *,
     content_type: str | None = None,
     body_size: int | None = None,
+    binary_header: str | None = None,
 ) -> ParsedRequest:
-    """Validate one request body (bytes, str or decoded JSON) against ``spec``; BadRequest on any problem."""
+    """Validate one request body (bytes, str or decoded JSON) against ``spec``; BadRequest on any problem.
+
+    ``binary_header`` is the request's ``Inference-Header-Content-Length``: the body is then a JSON header of
+    that many bytes followed by the inputs' binary tensor data.
+    """
     try:
-        return _parse_request(body, spec, content_type, body_size)
+        return _parse_request(body, spec, content_type, body_size, binary_header)
     except RecursionError:
         raise BadRequest("request nested too deeply") from None
 
 
-def _parse_request(body: Any, spec: InputSpec, content_type: str | None, body_size: int | None) -> ParsedRequest:
+def _parse_request(
+    body: Any, spec: InputSpec, content_type: str | None, body_size: int | None, binary_header: str | None
+) -> ParsedRequest:
     if isinstance(body, bytearray | memoryview):
         body = bytes(body)
     if isinstance(body, bytes | str):
         body_size = len(body)
     if spec.max_body_bytes is not None and body_size is not None and body_size > spec.max_body_bytes:
         raise BadRequest(f"request body is {body_size} bytes; the limit is {spec.max_body_bytes}")
+    if binary_header is not None:
+        return parse_document(_binary_document(body, binary_header), spec)
     json_declared = bool(content_type) and "json" in str(content_type).lower()
     if isinstance(body, bytes | str):
         if not body.strip():
@@ -370,6 +416,100 @@ def _image_instance(item: Any, where: str, budget: _Budget) -> bytes:
     raise BadRequest(f"{where}: expected a base64 string or {{'b64': ...}}, got {_kind(item)}")
 
 
+# --- binary tensor data -------------------------------------------------------------------------------------
+
+
+def _binary_document(body: Any, header: str) -> Any:
+    """The v2 document of a binary request, each binary input's ``data`` decoded from the bytes after the JSON."""
+    if not isinstance(body, bytes):
+        raise BadRequest(
+            f"{BINARY_HEADER} is set but the body did not arrive as bytes; send it as application/octet-stream"
+        )
+    if not header.strip().isdigit():
+        raise BadRequest(f"{BINARY_HEADER} {header!r} is not a non-negative integer")
+    length = int(header)
+    if length > len(body):
+        raise BadRequest(f"{BINARY_HEADER} {length} is longer than the {len(body)}-byte body")
+    doc = decode_json(body[:length])
+    blob, offset = body[length:], 0
+    tensors = doc.get("inputs") if isinstance(doc, Mapping) else None
+    if not isinstance(tensors, list):
+        raise BadRequest("a binary request needs a JSON header with an 'inputs' list")
+    rebuilt: list[Any] = []
+    for index, tensor in enumerate(tensors):
+        size = _binary_size(tensor, f"inputs[{index}]")
+        if size is None:
+            rebuilt.append(tensor)
+            continue
+        if "data" in tensor:
+            raise BadRequest(f"inputs[{index}] has both 'data' and parameters.binary_data_size")
+        if offset + size > len(blob):
+            raise BadRequest(
+                f"inputs[{index}].parameters.binary_data_size {size} runs past the end of the body "
+                f"({len(blob) - offset} bytes of binary data left)"
+            )
+        data = _unpack(blob[offset : offset + size], tensor.get("datatype"), f"inputs[{index}]")
+        rebuilt.append({**tensor, "data": data})
+        offset += size
+    if offset != len(blob):
+        raise BadRequest(f"{len(blob) - offset} bytes of binary data after the last input's binary_data_size")
+    return {**doc, "inputs": rebuilt}
+
+
+def _binary_size(tensor: Any, where: str) -> int | None:
+    parameters = tensor.get("parameters") if isinstance(tensor, Mapping) else None
+    if not isinstance(parameters, Mapping) or "binary_data_size" not in parameters:
+        return None
+    size = parameters["binary_data_size"]
+    if isinstance(size, bool) or not isinstance(size, int) or size < 0:
+        raise BadRequest(f"{where}.parameters.binary_data_size must be a non-negative integer, got {_short(size)}")
+    return size
+
+
+def _unpack(raw: bytes, datatype: Any, where: str) -> list[Any]:
+    if datatype == "BYTES":
+        items: list[Any] = []
+        offset = 0
+        while offset < len(raw):
+            if offset + 4 > len(raw):
+                raise BadRequest(f"{where}: BYTES element {len(items)} has a truncated 4-byte length prefix")
+            (size,) = struct.unpack_from("<I", raw, offset)
+            if offset + 4 + size > len(raw):
+                raise BadRequest(f"{where}: BYTES element {len(items)} is longer than its binary data")
+            items.append(raw[offset + 4 : offset + 4 + size])
+            offset += 4 + size
+        return items
+    code = BINARY_FORMATS.get(str(datatype))
+    if code is None:
+        raise BadRequest(f"{where}.datatype {datatype!r} is not a v2 datatype; one of {sorted(V2_DATATYPES)}")
+    width = struct.calcsize(code)
+    if len(raw) % width:
+        raise BadRequest(f"{where}: {len(raw)} bytes of binary data is not a whole number of {datatype} elements")
+    return [value for (value,) in struct.iter_unpack("<" + code, raw)]
+
+
+def encode_binary(body: Mapping[str, Any], names: frozenset[str]) -> tuple[bytes, int]:
+    """A v2 answer with the outputs in ``names`` moved to binary tensor data: (whole body, JSON header length)."""
+    outputs, blobs = [], []
+    for output in body["outputs"]:
+        if output["name"] not in names:
+            outputs.append(output)
+            continue
+        blob = _pack(output["data"], output["datatype"])
+        parameters = {**output.get("parameters", {}), "binary_data_size": len(blob)}
+        outputs.append({key: value for key, value in output.items() if key != "data"} | {"parameters": parameters})
+        blobs.append(blob)
+    header = json.dumps({**body, "outputs": outputs}, allow_nan=False).encode()
+    return header + b"".join(blobs), len(header)
+
+
+def _pack(data: Sequence[Any], datatype: str) -> bytes:
+    if datatype == "BYTES":
+        encoded = [item if isinstance(item, bytes) else str(item).encode() for item in data]
+        return b"".join(struct.pack("<I", len(item)) + item for item in encoded)
+    return struct.pack(f"<{len(data)}{BINARY_FORMATS[datatype]}", *data)
+
+
 # --- v2 ------------------------------------------------------------------------------------------------------
 
 
@@ -406,7 +546,52 @@ def _parse_v2(doc: Mapping[str, Any], spec: InputSpec) -> ParsedRequest:
         instances: tuple[Instance, ...] = _v2_tabular(info, data, spec)
     else:
         instances = _v2_images(info, data, spec)
-    return ParsedRequest(Protocol.V2, instances, request_id=request_id, v2_input=info)
+    outputs, binary = _requested_outputs(
+        doc.get("outputs"), spec, _flag(parameters, "binary_data_output", "parameters")
+    )
+    return ParsedRequest(
+        Protocol.V2, instances, request_id=request_id, v2_input=info, outputs=outputs, binary_outputs=binary
+    )
+
+
+def _flag(parameters: Any, key: str, where: str) -> bool:
+    value = parameters.get(key, False) if isinstance(parameters, Mapping) else False
+    if not isinstance(value, bool):
+        raise BadRequest(f"{where}.{key} must be a boolean, got {_kind(value)}")
+    return value
+
+
+def _requested_outputs(requested: Any, spec: InputSpec, all_binary: bool) -> tuple[tuple[str, ...], frozenset[str]]:
+    """The names asked for in ``outputs`` (checked against the model's) and which of them come back binary."""
+    if requested is None:
+        return (), frozenset(spec.output_names) if all_binary else frozenset()
+    if not isinstance(requested, list):
+        raise BadRequest(f"'outputs' must be a list, got {_kind(requested)}")
+    names: list[str] = []
+    binary: set[str] = set()
+    for index, output in enumerate(requested):
+        where = f"outputs[{index}]"
+        if not isinstance(output, Mapping) or not isinstance(output.get("name"), str):
+            raise BadRequest(f"{where} must be an object with a string 'name'")
+        name = output["name"]
+        if spec.output_names and name not in spec.output_names:
+            raise BadRequest(
+                f"{where}.name {name!r} is not an output of this model; its outputs are {list(spec.output_names)}"
+            )
+        if name in names:
+            raise BadRequest(f"{where}.name {name!r} is asked for twice")
+        parameters = output.get("parameters")
+        if parameters is not None and not isinstance(parameters, Mapping):
+            raise BadRequest(f"{where}.parameters must be an object, got {_kind(parameters)}")
+        if isinstance(parameters, Mapping) and parameters.get("classification"):
+            raise BadRequest(f"{where}.parameters.classification is not supported; ask for the output itself")
+        if isinstance(parameters, Mapping) and "binary_data" in parameters:
+            if _flag(parameters, "binary_data", f"{where}.parameters"):
+                binary.add(name)
+        elif all_binary:
+            binary.add(name)
+        names.append(name)
+    return tuple(names), frozenset(binary)
 
 
 def _check_rows(rows: int, spec: InputSpec) -> int:
@@ -441,6 +626,9 @@ def _v2_images(info: V2Input, data: list[Any], spec: InputSpec) -> tuple[bytes, 
         raise BadRequest(f"inputs[0].shape {list(info.shape)} is the wrong shape: expected [N] or [N, 1]")
     images = []
     for index, item in enumerate(_flatten(data, info.shape)):
+        if isinstance(item, bytes) and item:  # binary tensor data: the encoded image itself
+            images.append(item)
+            continue
         if not isinstance(item, str):
             raise BadRequest(f"inputs[0].data[{index}]: wrong dtype: expected a base64 string, got {_kind(item)}")
         images.append(_b64(item, f"inputs[0].data[{index}]"))
@@ -518,11 +706,15 @@ def format_response(
     if len(predictions) != len(request.instances):
         raise ValueError(f"{len(predictions)} predictions for {len(request.instances)} instances")
     if request.protocol is Protocol.V2:
+        outputs = v2_outputs(predictions, labels)
+        if request.outputs:
+            by_name = {output["name"]: output for output in outputs}
+            outputs = [by_name[name] for name in request.outputs if name in by_name]
         return {
             "model_name": identity.name,
             "model_version": identity.version,
             "id": request.request_id or fallback_id or "",
-            "outputs": v2_outputs(predictions, labels),
+            "outputs": outputs,
         }
     results = [prediction.to_json(labels) for prediction in predictions]
     if request.protocol is Protocol.V1:

@@ -18,8 +18,38 @@ def test_tabular_config_and_its_input_spec() -> None:
     assert config.features == 4
     assert config.max_body_bytes == 6_553_500
     assert config.input_spec() == InputSpec(
-        "tabular", n_features=4, feature_names=("f0", "f1", "f2", "f3"), max_instances=8, max_body_bytes=6_553_500
+        "tabular",
+        n_features=4,
+        feature_names=("f0", "f1", "f2", "f3"),
+        max_instances=8,
+        max_body_bytes=6_553_500,
+        output_names=("label", "probabilities"),
     )
+
+
+def test_tensors_for_model_metadata_come_from_the_config() -> None:
+    tabular = parse_config(TABULAR_CONFIG)
+    assert tabular.input_tensor().to_json() == {"name": "input-0", "datatype": "FP32", "shape": [-1, 4]}
+    classes = len(TABULAR_CONFIG["labels"])
+    assert [t.to_json() for t in tabular.output_tensors()] == [
+        {"name": "label", "datatype": "BYTES", "shape": [-1]},
+        {"name": "probabilities", "datatype": "FP32", "shape": [-1, classes]},
+    ]
+    unlabelled = parse_config({"kind": "tabular", "n_features": 3, "input_name": "features"})
+    assert unlabelled.input_tensor().name == "features"
+    assert unlabelled.output_tensors()[1].shape == (-1, -1)
+    image = parse_config({**IMAGE_CONFIG, "top_k": 50})
+    assert image.input_tensor().to_json() == {"name": "input-0", "datatype": "BYTES", "shape": [-1]}
+    assert [(t.name, t.shape) for t in image.output_tensors()] == [
+        ("labels", (-1, len(IMAGE_CONFIG["labels"]))),
+        ("scores", (-1, len(IMAGE_CONFIG["labels"]))),
+    ]
+    assert [t.shape for t in parse_config(REGRESSION_CONFIG).output_tensors()] == [(-1,)]
+    wide = parse_config({**REGRESSION_CONFIG, "output_size": 3})
+    assert wide.input_spec().output_names == ("prediction",)
+    assert wide.output_tensors()[0].shape == (-1, 3)
+    with pytest.raises(ConfigError, match="output_size is for regression models"):
+        parse_config({**TABULAR_CONFIG, "output_size": 2})
 
 
 def test_defaults() -> None:
