@@ -7,6 +7,7 @@ import json
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from esteira.api.crd import build_crd
 from esteira.api.errors import InvalidSpec
@@ -21,7 +22,14 @@ def _render(args: argparse.Namespace) -> int:
         text = sys.stdin.read() if path == "-" else Path(path).read_text()
         try:
             for doc in load_documents(text):
-                rendered += render_document(doc, prometheus_url=args.prometheus_url)
+                rendered += render_document(
+                    doc,
+                    prometheus_url=args.prometheus_url,
+                    canary_weight=args.canary_weight,
+                    stable=(args.stable_version, args.stable_storage_uri or doc_uri(doc))
+                    if args.stable_version
+                    else None,
+                )
         except InvalidSpec as exc:
             for problem in exc.problems:
                 print(f"{path}: {problem}", file=sys.stderr)
@@ -34,6 +42,18 @@ def _render(args: argparse.Namespace) -> int:
     else:
         sys.stdout.write(dump_documents(rendered))
     return 0
+
+
+def _percent(text: str) -> int:
+    value = int(text)
+    if not 0 <= value <= 100:
+        raise argparse.ArgumentTypeError(f"{value} is not a percentage between 0 and 100")
+    return value
+
+
+def doc_uri(doc: dict[str, Any]) -> str:
+    """The document's storageUri, for a stable arm that differs only in version."""
+    return str(((doc.get("spec") or {}).get("model") or {}).get("storageUri") or "")
 
 
 def _crd(_: argparse.Namespace) -> int:
@@ -49,6 +69,15 @@ def build_parser() -> argparse.ArgumentParser:
     render.add_argument("files", nargs="+", help="ModelDeployment YAML files ('-' for standard input)")
     render.add_argument("-o", "--output", choices=["yaml", "json"], default="yaml")
     render.add_argument("--prometheus-url", help="Prometheus URL used where the spec names none (gpu-utilization).")
+    render.add_argument(
+        "--canary-weight",
+        type=_percent,
+        help="Show a rollout at this canary weight (0-100): the file's model is the canary (revision 2).",
+    )
+    render.add_argument("--stable-version", help="With --canary-weight: the stable revision's model version.")
+    render.add_argument(
+        "--stable-storage-uri", help="With --canary-weight: the stable revision's storageUri (default: the file's)."
+    )
     render.set_defaults(func=_render)
 
     crd = commands.add_parser("crd", help="Print the ModelDeployment CustomResourceDefinition.")

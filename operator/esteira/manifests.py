@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterable
 from typing import Any
 
@@ -10,10 +9,10 @@ import yaml
 
 from esteira import API_GROUP, API_VERSION, KIND
 from esteira.api.errors import InvalidSpec
-from esteira.api.spec import DNS_LABEL_PATTERN, ModelDeploymentSpec
-from esteira.render import RenderContext, TrafficPlan, render_inference_service
-
-_DNS_LABEL = re.compile(DNS_LABEL_PATTERN)
+from esteira.api.spec import ModelDeploymentSpec, check_name
+from esteira.render import Arm, RenderContext, TrafficPlan
+from esteira.routing import router_for
+from esteira.state.drift import with_last_applied
 
 
 def load_documents(text: str) -> list[dict[str, Any]]:
@@ -34,19 +33,38 @@ def check_identity(doc: dict[str, Any]) -> tuple[str, str]:
         raise InvalidSpec.single("kind", f"must be {KIND}, got {doc.get('kind')!r}")
     metadata = doc.get("metadata") or {}
     name = metadata.get("name")
-    if not isinstance(name, str) or len(name) > 45 or not _DNS_LABEL.match(name):
-        # 45 leaves room for the suffixes KServe appends to child object names (63-character limit).
-        raise InvalidSpec.single("metadata.name", "must be a DNS label of at most 45 characters")
+    check_name(name)
     namespace = metadata.get("namespace") or "default"
-    return name, namespace
+    return str(name), namespace
 
 
-def render_document(doc: dict[str, Any], prometheus_url: str | None = None) -> list[dict[str, Any]]:
-    """What the operator would apply for a newly created ModelDeployment."""
+def render_document(
+    doc: dict[str, Any],
+    prometheus_url: str | None = None,
+    *,
+    canary_weight: int | None = None,
+    stable: tuple[str, str] | None = None,
+) -> list[dict[str, Any]]:
+    """Every object the operator would apply for this ModelDeployment, through its router.
+
+    Without `canary_weight`, the document's model is revision 1 and takes all traffic (a new
+    ModelDeployment). With it, the document's model is revision 2 as a canary at that weight, and
+    revision 1 is `stable` (version, storageUri), by default the same build under version "stable".
+    ownerReferences are added when the operator creates the objects.
+    """
     name, namespace = check_identity(doc)
     spec = ModelDeploymentSpec.parse(doc.get("spec") or {})
     ctx = RenderContext(name=name, namespace=namespace, prometheus_url=prometheus_url)
-    return [render_inference_service(ctx, spec, TrafficPlan.first_revision(spec))]
+    if canary_weight is None:
+        plan = TrafficPlan.first_revision(spec)
+    else:
+        version, storage_uri = stable or ("stable", spec.model.storage_uri)
+        plan = TrafficPlan(
+            stable=Arm(1, version, storage_uri),
+            canary=Arm(2, spec.model.version, spec.model.storage_uri),
+            canary_weight=canary_weight,
+        )
+    return [with_last_applied(obj) for obj in router_for(spec.rollout.router).desired(ctx, spec, plan)]
 
 
 def dump_documents(objects: Iterable[dict[str, Any]]) -> str:

@@ -31,10 +31,10 @@ def test_render_reports_each_problem_with_file_and_field(tmp_path: Path, capsys:
     assert main(["render", str(path)]) == 2
     err = capsys.readouterr().err.splitlines()
     assert err == [
-        f"{path}: spec.autoscaling.metric: rps scaling needs Knative: use deploymentMode Knative, or scale on "
-        "cpu, memory or gpu-utilization in Standard mode",
         f"{path}: spec.autoscaling.minReplicas: Standard mode keeps at least one replica (the HPA raises 0 to 1): "
         "use deploymentMode Knative with metric concurrency or rps to scale to zero",
+        f"{path}: spec.autoscaling.metric: concurrency and rps scaling need Knative: use deploymentMode Knative, or "
+        "scale on cpu, memory or gpu-utilization in Standard mode",
     ]
 
 
@@ -43,7 +43,8 @@ def test_render_reports_each_problem_with_file_and_field(tmp_path: Path, capsys:
     [
         ({**document(spec()), "kind": "Deployment"}, "kind: must be ModelDeployment"),
         ({**document(spec()), "apiVersion": "v1"}, "apiVersion: must be serving.esteira.io/v1alpha1"),
-        (document(spec(), name="x" * 50), "metadata.name: must be a DNS label of at most 45 characters"),
+        (document(spec(), name="x" * 46), "metadata.name: must start with a letter"),
+        (document(spec(), name="9lives"), "at most 45 characters (it names the InferenceService"),
     ],
 )
 def test_render_checks_identity(tmp_path: Path, capsys: pytest.CaptureFixture[str], doc: dict, message: str) -> None:
@@ -58,6 +59,48 @@ def test_render_rejects_broken_yaml(tmp_path: Path, capsys: pytest.CaptureFixtur
     path.write_text("spec: [unclosed")
     assert main(["render", str(path)]) == 2
     assert str(path) in capsys.readouterr().err
+
+
+def _render_docs(capsys: pytest.CaptureFixture[str], *argv: str) -> list[dict]:
+    assert main(["render", *argv]) == 0
+    return list(yaml.safe_load_all(capsys.readouterr().out))
+
+
+def test_render_prints_every_object_the_gateway_router_applies(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "md.yaml"
+    path.write_text(yaml.safe_dump(document(spec(rollout={"router": "GatewayAPI"}))))
+    kinds = [(d["kind"], d["metadata"]["name"]) for d in _render_docs(capsys, str(path))]
+    assert kinds == [("InferenceService", "iris-rev-1"), ("HTTPRoute", "iris")]
+
+    docs = _render_docs(
+        capsys, str(path), "--canary-weight", "25", "--stable-version", "0.9.0", "--stable-storage-uri", "s3://m/0.9"
+    )
+    assert [(d["kind"], d["metadata"]["name"]) for d in docs] == [
+        ("InferenceService", "iris-rev-1"),
+        ("InferenceService", "iris-rev-2"),
+        ("HTTPRoute", "iris"),
+    ]
+    assert docs[0]["spec"]["predictor"]["model"]["storageUri"] == "s3://m/0.9"
+    split = docs[2]["spec"]["rules"][-1]["backendRefs"]
+    assert [(b["name"], b["weight"]) for b in split] == [("iris-rev-1-predictor", 75), ("iris-rev-2-predictor", 25)]
+
+
+def test_render_shows_a_kserve_canary_state(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = tmp_path / "md.yaml"
+    path.write_text(yaml.safe_dump(document(spec())))
+    (isvc,) = _render_docs(capsys, str(path), "--canary-weight", "10", "--stable-version", "0.9.0")
+    (canary,) = isvc["spec"]["canary"]
+    assert (canary["trafficPercent"], canary["predictor"]["name"]) == (10, "rev-2")
+    assert isvc["spec"]["predictor"]["model"]["storageUri"] == canary["predictor"]["model"]["storageUri"]
+
+
+def test_render_refuses_a_weight_that_is_not_a_percentage(tmp_path: Path) -> None:
+    path = tmp_path / "md.yaml"
+    path.write_text(yaml.safe_dump(document(spec())))
+    with pytest.raises(SystemExit):
+        main(["render", str(path), "--canary-weight", "101"])
 
 
 def test_console_script_prints_the_crd() -> None:

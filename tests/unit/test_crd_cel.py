@@ -5,12 +5,14 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from esteira.api.crd import build_crd
 from esteira.api.errors import InvalidSpec
-from esteira.api.spec import ModelDeploymentSpec
-from tests.support.schemas import CelRule, cel_rules, evaluate_cel_rule
-from tests.unit.specs import spec
+from esteira.api.spec import MAX_NAME_LENGTH, SPEC_RULES, ModelDeploymentSpec, check_name
+from tests.support.schemas import CelRule, cel_errors, cel_rules, evaluate_cel_rule
+from tests.unit.specs import model, spec
 
 # rule path -> (message, passing value at that path, failing value at that path, spec section for Python)
 CASES: list[tuple[str, str, Any, Any, str | None]] = [
@@ -31,7 +33,7 @@ CASES: list[tuple[str, str, Any, Any, str | None]] = [
     (
         ".spec.autoscaling",
         "autoscaling.target is a utilization percentage (1-100) for cpu, memory and gpu-utilization",
-        {"minReplicas": 1, "maxReplicas": 2, "metric": "rps", "target": 500},
+        {"minReplicas": 1, "maxReplicas": 2, "metric": "cpu", "target": 100},
         {"minReplicas": 1, "maxReplicas": 2, "metric": "memory", "target": 500},
         "autoscaling",
     ),
@@ -77,7 +79,61 @@ CASES: list[tuple[str, str, Any, Any, str | None]] = [
         {"mode": "all"},
         "logging",
     ),
+    (
+        ".spec.gpu.tolerations[*]",
+        "a toleration with operator Exists must not set value",
+        {"key": "nvidia.com/gpu", "operator": "Exists"},
+        {"key": "nvidia.com/gpu", "operator": "Exists", "value": "present"},
+        None,
+    ),
+    (
+        ".spec.resources.requests",
+        "resources.requests keys must be resource names such as cpu, memory or example.com/device",
+        {"cpu": "1", "example.com/fpga": 1},
+        {"cpu": "1", "not a resource!": 1},
+        None,
+    ),
+    (
+        ".spec.resources.limits",
+        "resources.limits keys must be resource names such as cpu, memory or example.com/device",
+        {"memory": "1Gi"},
+        {"/memory": "1Gi"},
+        None,
+    ),
 ]
+
+# Rules across sections, on the whole spec: (message, passing spec, failing spec).
+SPEC_CASES: list[tuple[str, dict[str, Any], dict[str, Any]]] = [
+    (SPEC_RULES[0].message, spec(autoscaling={"minReplicas": 1}), spec(autoscaling={"minReplicas": 0})),
+    (
+        SPEC_RULES[1].message,
+        spec(deploymentMode="Knative", autoscaling={"metric": "rps"}),
+        spec(autoscaling={"metric": "rps"}),
+    ),
+    (
+        SPEC_RULES[2].message,
+        spec(gpu={"count": 1}, autoscaling={"metric": "gpu-utilization"}),
+        spec(deploymentMode="Knative", gpu={"count": 1}, autoscaling={"metric": "gpu-utilization"}),
+    ),
+    (
+        SPEC_RULES[3].message,
+        spec(deploymentMode="Knative", autoscaling={"metric": "concurrency", "minReplicas": 0}),
+        spec(deploymentMode="Knative", autoscaling={"metric": "cpu", "minReplicas": 0}),
+    ),
+    (
+        SPEC_RULES[4].message,
+        spec(gpu={"count": 1}, autoscaling={"metric": "gpu-utilization"}),
+        spec(autoscaling={"metric": "gpu-utilization"}),
+    ),
+    (
+        SPEC_RULES[5].message,
+        spec(model=model(runtime="esteira-torchserve"), batching={"maxBatchSize": 4, "maxBatchDelayMs": 0}),
+        spec(batching={"maxBatchSize": 4, "maxBatchDelayMs": 0}),
+    ),
+]
+
+
+NAME_MESSAGE = next(r.message for r in cel_rules(build_crd()) if r.path == ".")
 
 
 def _rules() -> dict[tuple[str, str], CelRule]:
@@ -85,7 +141,89 @@ def _rules() -> dict[tuple[str, str], CelRule]:
 
 
 def test_every_rule_has_a_case() -> None:
-    assert set(_rules()) == {(path, message) for path, message, *_ in CASES}
+    cases = {(path, message) for path, message, *_ in CASES}
+    cases |= {(".spec", message) for message, *_ in SPEC_CASES} | {(".", NAME_MESSAGE)}
+    assert set(_rules()) == cases
+
+
+@pytest.mark.parametrize(("message", "good", "bad"), SPEC_CASES, ids=[c[0][:60] for c in SPEC_CASES])
+def test_spec_rule_in_cel_and_python(message: str, good: dict[str, Any], bad: dict[str, Any]) -> None:
+    rule = _rules()[(".spec", message)]
+    assert evaluate_cel_rule(rule.rule, good, schema=rule.schema) is True
+    assert evaluate_cel_rule(rule.rule, bad, schema=rule.schema) is False
+    ModelDeploymentSpec.parse(good)
+    with pytest.raises(InvalidSpec) as caught:
+        ModelDeploymentSpec.parse(bad)
+    assert message in [p.reason for p in caught.value.problems]
+
+
+@pytest.mark.parametrize(
+    ("name", "valid"),
+    [
+        ("iris", True),
+        ("a" * MAX_NAME_LENGTH, True),
+        ("iris-2", True),
+        ("9lives", False),
+        ("a" * 46, False),
+        ("iris-", False),
+        ("Iris", False),
+    ],
+)
+def test_name_rule_in_cel_and_python(name: str, valid: bool) -> None:
+    rule = _rules()[(".", NAME_MESSAGE)]
+    assert evaluate_cel_rule(rule.rule, {"metadata": {"name": name}, "spec": spec()}, schema=rule.schema) is valid
+    if valid:
+        check_name(name)
+    else:
+        with pytest.raises(InvalidSpec, match=r"metadata\.name"):
+            check_name(name)
+
+
+def test_toleration_rule_agrees_with_python() -> None:
+    _, message, good, bad, _ = next(c for c in CASES if c[0].endswith("tolerations[*]"))
+    ModelDeploymentSpec.parse(spec(gpu={"count": 1, "tolerations": [good]}))
+    with pytest.raises(InvalidSpec, match=message):
+        ModelDeploymentSpec.parse(spec(gpu={"count": 1, "tolerations": [bad]}))
+
+
+@pytest.mark.parametrize("section", ["requests", "limits"])
+def test_resource_rules_agree_with_python(section: str) -> None:
+    ModelDeploymentSpec.parse(spec(resources={section: {"cpu": "500m", "example.com/fpga": 1}}))
+    with pytest.raises(InvalidSpec, match=rf"spec\.resources\.{section}"):
+        ModelDeploymentSpec.parse(spec(resources={section: {"not a resource!": 1}}))
+    with pytest.raises(InvalidSpec, match=rf"spec\.resources\.{section}\.cpu"):
+        ModelDeploymentSpec.parse(spec(resources={section: {"cpu": "lots"}}))
+
+
+SPEC_SCHEMA = build_crd()["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]
+CROSS_FIELD = st.fixed_dictionaries(
+    {
+        "deploymentMode": st.sampled_from(["Standard", "Knative"]),
+        "autoscaling": st.fixed_dictionaries(
+            {"minReplicas": st.integers(0, 2), "maxReplicas": st.just(3)},
+            optional={"metric": st.sampled_from(["concurrency", "rps", "cpu", "memory", "gpu-utilization"])},
+        ),
+        "gpu": st.fixed_dictionaries({"count": st.integers(0, 1)}),
+        "batching": st.fixed_dictionaries(
+            {"maxBatchSize": st.sampled_from([1, 8]), "maxBatchDelayMs": st.integers(0, 1)}
+        ),
+        "runtime": st.sampled_from([None, "esteira-torchserve", "kserve-torchserve"]),
+    }
+)
+
+
+@settings(max_examples=150, deadline=None)
+@given(CROSS_FIELD)
+def test_api_server_and_operator_refuse_the_same_specs(fields: dict[str, Any]) -> None:
+    runtime = fields.pop("runtime")
+    body = spec(**fields, model=model(runtime=runtime) if runtime else model())
+    cel_refused = cel_errors(body, SPEC_SCHEMA)
+    try:
+        ModelDeploymentSpec.parse(body)
+        python_refused = False
+    except InvalidSpec:
+        python_refused = True
+    assert python_refused == bool(cel_refused), cel_refused
 
 
 @pytest.mark.parametrize(("path", "message", "good", "bad", "section"), CASES, ids=[c[1] for c in CASES])

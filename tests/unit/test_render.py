@@ -131,7 +131,7 @@ def test_knative_cpu_uses_the_hpa_class() -> None:
     ("body", "path", "fragment"),
     [
         (spec(autoscaling={"metric": "concurrency"}), "spec.autoscaling.metric", "use deploymentMode Knative"),
-        (spec(autoscaling={"metric": "rps"}), "spec.autoscaling.metric", "needs Knative"),
+        (spec(autoscaling={"metric": "rps"}), "spec.autoscaling.metric", "need Knative"),
         (spec(autoscaling={"minReplicas": 0}), "spec.autoscaling.minReplicas", "use deploymentMode Knative"),
         (
             spec(deploymentMode="Knative", gpu={"count": 1}, autoscaling={"metric": "gpu-utilization"}),
@@ -179,16 +179,70 @@ def test_knative_canary_puts_the_canary_on_the_predictor() -> None:
     assert isvc["metadata"]["annotations"]["serving.kserve.io/enable-tag-routing"] == "true"
 
 
-def test_standard_canary_uses_named_predictors() -> None:
+def test_standard_canary_names_only_the_canary_predictor() -> None:
     isvc = render(spec(autoscaling={"maxReplicas": 5}), TrafficPlan(STABLE, CANARY, 10))
-    assert isvc["spec"]["predictor"]["name"] == "rev-3"
-    assert isvc["spec"]["predictor"]["model"]["storageUri"] == STABLE.storage_uri
+    stable = isvc["spec"]["predictor"]
+    # KServe refuses a named stable model container, and names the stable predictor's objects
+    # `<isvc>-predictor` only while the predictor itself is unnamed.
+    assert "name" not in stable
+    assert "name" not in stable["model"]
+    assert stable["model"]["storageUri"] == STABLE.storage_uri
     (canary,) = isvc["spec"]["canary"]
     assert canary["trafficPercent"] == 10
     assert canary["predictor"]["name"] == "rev-4"
+    assert canary["predictor"]["model"]["name"] == "kserve-container"  # the v0.20 CRD requires it there
     assert canary["predictor"]["model"]["storageUri"] == CANARY.storage_uri
     forbidden = {"maxReplicas", "scaleTarget", "scaleMetric", "autoScaling", "workerSpec"}
     assert not forbidden & set(canary["predictor"])
+
+
+@pytest.mark.parametrize("mode", ["Standard", "Knative"])
+def test_stable_predictor_is_never_named(mode: str) -> None:
+    for plan in (TrafficPlan(STABLE), TrafficPlan(STABLE, CANARY, 50), TrafficPlan(CANARY)):
+        predictor = render(spec(deploymentMode=mode), plan)["spec"]["predictor"]
+        assert "name" not in predictor
+        assert "name" not in predictor["model"]
+
+
+def test_gpu_utilization_query_selects_kserve_predictor_pods() -> None:
+    body = spec(gpu={"count": 1}, autoscaling={"metric": "gpu-utilization"}, monitoring={"prometheusUrl": "http://p"})
+    isvc = render(body, TrafficPlan(STABLE, CANARY, 10))
+    (metric,) = isvc["spec"]["predictor"]["autoScaling"]["metrics"]
+    # KServe names the stable predictor's Deployment `<isvc>-predictor`; its pods carry that prefix.
+    assert 'pod=~"iris-predictor-.*"' in metric["external"]["metric"]["query"]
+
+
+@pytest.mark.parametrize(
+    ("name", "mode", "plan", "fits"),
+    [
+        ("a" * 45, "Standard", TrafficPlan(Arm(999, "1", "s3://m/1")), True),
+        ("a" * 45, "Standard", TrafficPlan(STABLE, Arm(999, "2", "s3://m/2"), 10), True),
+        ("a" * 45, "Standard", TrafficPlan(STABLE, Arm(1000, "2", "s3://m/2"), 10), False),
+        ("a" * 47, "Knative", TrafficPlan(STABLE), True),
+        ("a" * 48, "Knative", TrafficPlan(STABLE), False),
+    ],
+)
+def test_names_kserve_derives_must_fit(name: str, mode: str, plan: TrafficPlan, fits: bool) -> None:
+    ctx = RenderContext(name, "models")
+    if fits:
+        render(spec(deploymentMode=mode), plan, ctx=ctx)
+    else:
+        assert "over 63 characters" in reject_with(spec(deploymentMode=mode), plan, ctx)["metadata.name"]
+
+
+def reject_with(body: dict[str, Any], plan: TrafficPlan, ctx: RenderContext) -> dict[str, str]:
+    with pytest.raises(InvalidSpec) as caught:
+        render(body, plan, ctx=ctx)
+    return {p.path: p.reason for p in caught.value.problems}
+
+
+def test_zero_batch_delay_is_refused_where_kserves_batcher_would_wait_five_seconds() -> None:
+    found = reject(spec(batching={"maxBatchSize": 8, "maxBatchDelayMs": 0}))
+    assert "5000 ms" in found["spec.batching.maxBatchDelayMs"]
+    on_esteira = render(
+        spec(model=model(runtime="esteira-torchserve"), batching={"maxBatchSize": 8, "maxBatchDelayMs": 0})
+    )
+    assert env_of(on_esteira["spec"]["predictor"]["model"])["ESTEIRA_MAX_BATCH_DELAY_MS"] == "0"
 
 
 def test_logging_and_protocol() -> None:

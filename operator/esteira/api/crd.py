@@ -15,7 +15,7 @@ from pydantic.json_schema import GenerateJsonSchema, JsonSchemaValue
 from pydantic_core import core_schema
 
 from esteira import API_GROUP, API_VERSION, KIND, PLURAL
-from esteira.api.spec import ModelDeploymentSpec
+from esteira.api.spec import MAX_NAME_LENGTH, NAME_PATTERN, ModelDeploymentSpec
 from esteira.api.status import ModelDeploymentStatus
 
 SHORT_NAMES = ["md", "mdep"]
@@ -52,7 +52,8 @@ PRINTER_COLUMNS: list[dict[str, Any]] = [
     {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
 ]
 
-_DROPPED_KEYS = {"title", "additionalProperties", "$defs", "examples"}
+# propertyNames and patternProperties have no place in a structural schema: map keys are checked by CEL.
+_DROPPED_KEYS = {"title", "additionalProperties", "$defs", "examples", "propertyNames", "patternProperties"}
 
 
 class _FactoryDefaults(GenerateJsonSchema):
@@ -87,8 +88,13 @@ def _structural(node: dict[str, Any], defs: dict[str, Any]) -> dict[str, Any]:
     if "anyOf" in node:
         variants = [v for v in node.pop("anyOf") if v.get("type") != "null"]
         if node.get("x-kubernetes-int-or-string"):
+            # As controller-gen writes resource.Quantity: the string form's pattern sits beside anyOf
+            # (a pattern does not apply to integers).
+            patterns = [v["pattern"] for v in variants if v.get("type") == "string" and "pattern" in v]
             node["anyOf"] = [{"type": "integer"}, {"type": "string"}]
             node.pop("pattern", None)
+            if patterns:
+                node["pattern"] = patterns[0]
         elif len(variants) == 1:
             node = {**_structural(variants[0], defs), **node}
         else:
@@ -101,6 +107,8 @@ def _structural(node: dict[str, Any], defs: dict[str, Any]) -> dict[str, Any]:
     if node.get("default", 0) is None:
         del node["default"]
     extra = node.get("additionalProperties")
+    if "patternProperties" in node:
+        (extra,) = node["patternProperties"].values()
     out = {k: v for k, v in node.items() if k not in _DROPPED_KEYS}
     if "properties" in out:
         out["properties"] = {k: _structural(v, defs) for k, v in out["properties"].items()}
@@ -115,6 +123,7 @@ def _structural(node: dict[str, Any], defs: dict[str, Any]) -> dict[str, Any]:
 def build_crd() -> dict[str, Any]:
     """The complete apiextensions.k8s.io/v1 CustomResourceDefinition for ModelDeployment."""
     spec_schema = model_schema(ModelDeploymentSpec)
+    name_rule = f"self.metadata.name.matches('{NAME_PATTERN}') && size(self.metadata.name) <= {MAX_NAME_LENGTH}"
     status_schema = model_schema(ModelDeploymentStatus)
     return {
         "apiVersion": "apiextensions.k8s.io/v1",
@@ -146,6 +155,15 @@ def build_crd() -> dict[str, Any]:
                             "type": "object",
                             "description": "A trained model served by KServe and kept healthy by Esteira.",
                             "required": ["spec"],
+                            "x-kubernetes-validations": [
+                                {
+                                    "rule": name_rule,
+                                    "message": f"metadata.name must start with a letter, contain only lowercase "
+                                    f"letters, digits and '-' and be at most {MAX_NAME_LENGTH} characters (it names "
+                                    "the InferenceService, and KServe adds suffixes)",
+                                    "fieldPath": ".metadata.name",
+                                }
+                            ],
                             "properties": {
                                 "apiVersion": {"type": "string"},
                                 "kind": {"type": "string"},

@@ -7,24 +7,43 @@ Python check the operator and `esteira render` enforce. Tests evaluate both on t
 
 from __future__ import annotations
 
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, JsonValue, model_validator
+from pydantic import BaseModel, ConfigDict, Field, JsonValue, StringConstraints, ValidationError, model_validator
 from pydantic.alias_generators import to_camel
+
+from esteira.api.errors import FieldProblem, InvalidSpec
 
 DURATION_PATTERN = r"^([0-9]+(ms|s|m|h))+$"
 QUANTITY_PATTERN = (
     r"^(\+|-)?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))(([KMGTPE]i)|[numkMGTPE]|([eE](\+|-)?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))))?$"
 )
 DNS_LABEL_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
+# KServe's validateInferenceServiceName wants a leading letter (IsvcNameFmt); the InferenceService keeps our name.
+NAME_PATTERN = r"^[a-z]([-a-z0-9]*[a-z0-9])?$"
+# KServe appends up to "-rev-<n>-predictor" (and Knative "-predictor-00001") to the name; Kubernetes caps a
+# Service or Knative revision name at 63 characters, which leaves 45 for revisions up to 999.
+MAX_NAME_LENGTH = 45
 RESOURCE_NAME_PATTERN = (
     r"^([a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?[a-zA-Z0-9]([-._a-zA-Z0-9]*[a-zA-Z0-9])?$"
 )
 GPU_TAINT_KEY = "nvidia.com/gpu"
 MAX_STEPS = 20
+MAX_RESOURCES = 16
+MAX_TOLERATIONS = 16
+MAX_NODE_SELECTOR = 16
+ESTEIRA_RUNTIME = "esteira-torchserve"
 
 JsonDict = dict[str, JsonValue]
-Quantity = Annotated[int | str, Field(json_schema_extra={"x-kubernetes-int-or-string": True})]
+# A Kubernetes quantity: the string form is checked by the same pattern the API server's schema applies.
+Quantity = Annotated[
+    int | Annotated[str, StringConstraints(pattern=QUANTITY_PATTERN)],
+    Field(json_schema_extra={"x-kubernetes-int-or-string": True}),
+]
+ResourceName = Annotated[str, StringConstraints(pattern=RESOURCE_NAME_PATTERN, max_length=253)]
 
 
 def cel(rule: str, message: str, field_path: str | None = None) -> JsonDict:
@@ -77,19 +96,53 @@ class ModelSource(SpecModel):
     runtime_version: str | None = Field(default=None, description="Runtime image tag override.")
 
 
+def _resource_names_rule(field: str) -> JsonDict:
+    """CEL for a resource map's keys: structural schemas cannot constrain map keys any other way."""
+    return {
+        "x-kubernetes-validations": [
+            cel(
+                f"self.all(k, k.matches('{RESOURCE_NAME_PATTERN}'))",
+                f"resources.{field} keys must be resource names such as cpu, memory or example.com/device",
+            )
+        ]
+    }
+
+
 class ResourceRequirements(SpecModel):
     """Container resources per model server replica (Kubernetes quantities)."""
 
-    requests: dict[str, Quantity] = Field(default_factory=dict, description="Resource requests, e.g. cpu: '1'.")
-    limits: dict[str, Quantity] = Field(default_factory=dict, description="Resource limits, e.g. memory: 4Gi.")
+    requests: dict[ResourceName, Quantity] = Field(
+        default_factory=dict,
+        max_length=MAX_RESOURCES,
+        json_schema_extra=_resource_names_rule("requests"),
+        description="Resource requests, e.g. cpu: '1'.",
+    )
+    limits: dict[ResourceName, Quantity] = Field(
+        default_factory=dict,
+        max_length=MAX_RESOURCES,
+        json_schema_extra=_resource_names_rule("limits"),
+        description="Resource limits, e.g. memory: 4Gi.",
+    )
 
 
 class Toleration(SpecModel):
     """A Kubernetes toleration (same fields as in a Pod spec)."""
 
-    key: str | None = None
+    model_config = ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                cel(
+                    "self.operator != 'Exists' || !has(self.value) || self.value == ''",
+                    "a toleration with operator Exists must not set value",
+                    ".value",
+                )
+            ]
+        }
+    )
+
+    key: str | None = Field(default=None, max_length=316)
     operator: Literal["Exists", "Equal"] = "Equal"
-    value: str | None = None
+    value: str | None = Field(default=None, max_length=63)
     effect: Literal["NoSchedule", "PreferNoSchedule", "NoExecute"] | None = None
     toleration_seconds: int | None = Field(default=None, ge=0)
 
@@ -127,9 +180,12 @@ class GPU(SpecModel):
         pattern=r"^[A-Za-z0-9][-A-Za-z0-9_.]*$",
         description="GPU product; becomes node selector nvidia.com/gpu.product (e.g. NVIDIA-A100-SXM4-40GB).",
     )
-    node_selector: dict[str, str] = Field(default_factory=dict, description="Extra node selector labels.")
+    node_selector: dict[str, str] = Field(
+        default_factory=dict, max_length=MAX_NODE_SELECTOR, description="Extra node selector labels."
+    )
     tolerations: list[Toleration] | None = Field(
         default=None,
+        max_length=MAX_TOLERATIONS,
         description="Tolerations. Default when count > 0: tolerate the nvidia.com/gpu taint (operator Exists).",
     )
 
@@ -350,7 +406,9 @@ class Rollout(SpecModel):
     threshold: int = Field(
         default=2, ge=1, le=100, description="Failed analyses tolerated before rollback. Default: 2."
     )
-    pause_before: list[int] = Field(default_factory=list, description="Steps (weights) that wait for a manual promote.")
+    pause_before: list[int] = Field(
+        default_factory=list, max_length=MAX_STEPS, description="Steps (weights) that wait for a manual promote."
+    )
     router: Literal["KServe", "GatewayAPI"] = Field(
         default="KServe",
         description="KServe: the InferenceService's own traffic split. GatewayAPI: one InferenceService per "
@@ -415,8 +473,87 @@ class Logging(SpecModel):
         return self
 
 
+@dataclass(frozen=True)
+class SpecRule:
+    """A rule across spec sections, written twice on purpose: CEL for the API server, Python for the operator.
+
+    `rule` sees the defaulted spec as `self`; `field` is the path (under `spec`) the error points at.
+    """
+
+    rule: str
+    message: str
+    field: str
+    broken: Callable[[ModelDeploymentSpec], bool]
+
+    def entry(self) -> JsonDict:
+        return cel(self.rule, self.message, self.field)
+
+
+def _metric(spec: ModelDeploymentSpec) -> str | None:
+    return spec.autoscaling.metric
+
+
+SPEC_RULES: tuple[SpecRule, ...] = (
+    SpecRule(
+        "self.deploymentMode != 'Standard' || self.autoscaling.minReplicas > 0",
+        "Standard mode keeps at least one replica (the HPA raises 0 to 1): use deploymentMode Knative with "
+        "metric concurrency or rps to scale to zero",
+        ".autoscaling.minReplicas",
+        lambda s: s.deployment_mode == "Standard" and s.autoscaling.min_replicas == 0,
+    ),
+    SpecRule(
+        "self.deploymentMode != 'Standard' || !has(self.autoscaling.metric) || "
+        "!(self.autoscaling.metric in ['concurrency', 'rps'])",
+        "concurrency and rps scaling need Knative: use deploymentMode Knative, or scale on cpu, memory or "
+        "gpu-utilization in Standard mode",
+        ".autoscaling.metric",
+        lambda s: s.deployment_mode == "Standard" and _metric(s) in ("concurrency", "rps"),
+    ),
+    SpecRule(
+        "self.deploymentMode != 'Knative' || !has(self.autoscaling.metric) || "
+        "self.autoscaling.metric != 'gpu-utilization'",
+        "gpu-utilization needs KEDA, which KServe offers in Standard mode only: use deploymentMode Standard, or "
+        "scale on concurrency or rps in Knative mode",
+        ".autoscaling.metric",
+        lambda s: s.deployment_mode == "Knative" and _metric(s) == "gpu-utilization",
+    ),
+    SpecRule(
+        "self.deploymentMode != 'Knative' || !has(self.autoscaling.metric) || "
+        "!(self.autoscaling.metric in ['cpu', 'memory']) || self.autoscaling.minReplicas > 0",
+        "Knative's HPA class (used for cpu and memory) cannot scale to zero: set minReplicas >= 1, or scale on "
+        "concurrency or rps",
+        ".autoscaling.minReplicas",
+        lambda s: (
+            s.deployment_mode == "Knative" and _metric(s) in ("cpu", "memory") and s.autoscaling.min_replicas == 0
+        ),
+    ),
+    SpecRule(
+        "!has(self.autoscaling.metric) || self.autoscaling.metric != 'gpu-utilization' || self.gpu.count > 0",
+        "gpu-utilization needs gpu.count > 0 (no GPU to measure)",
+        ".autoscaling.metric",
+        lambda s: _metric(s) == "gpu-utilization" and s.gpu.count == 0,
+    ),
+    SpecRule(
+        "self.batching.maxBatchSize == 1 || self.batching.maxBatchDelayMs > 0 || "
+        f"(has(self.model.runtime) && self.model.runtime == '{ESTEIRA_RUNTIME}')",
+        "KServe's request batcher replaces a maxLatency of 0 with its 5000 ms default: set "
+        f"batching.maxBatchDelayMs to at least 1, or use runtime {ESTEIRA_RUNTIME}, which batches in TorchServe",
+        ".batching.maxBatchDelayMs",
+        lambda s: (
+            s.batching.max_batch_size > 1 and s.batching.max_batch_delay_ms == 0 and s.model.runtime != ESTEIRA_RUNTIME
+        ),
+    ),
+)
+
+
+def _spec_rules_schema(schema: dict[str, Any]) -> None:
+    schema.setdefault("x-kubernetes-validations", []).extend(rule.entry() for rule in SPEC_RULES)
+
+
 class ModelDeploymentSpec(SpecModel):
     """What an ops engineer declares: the model, where and how it runs, and how new versions roll out."""
+
+    model_config = ConfigDict(json_schema_extra=_spec_rules_schema)
 
     model: ModelSource
     deployment_mode: Literal["Standard", "Knative"] = Field(
@@ -447,11 +584,22 @@ class ModelDeploymentSpec(SpecModel):
     @classmethod
     def parse(cls, spec: dict[str, Any]) -> ModelDeploymentSpec:
         """Validate a raw `spec` dict; raises `InvalidSpec` naming each offending field."""
-        from pydantic import ValidationError
-
-        from esteira.api.errors import InvalidSpec
-
         try:
-            return cls.model_validate(spec)
+            parsed = cls.model_validate(spec)
         except ValidationError as exc:
             raise InvalidSpec.from_validation_error(exc) from None
+        problems = [FieldProblem(f"spec{rule.field}", rule.message) for rule in SPEC_RULES if rule.broken(parsed)]
+        if problems:
+            raise InvalidSpec(problems)
+        return parsed
+
+
+def check_name(name: object) -> None:
+    """The ModelDeployment's own name: it names the InferenceService, so KServe's rules apply to it."""
+    if not isinstance(name, str) or len(name) > MAX_NAME_LENGTH or not re.match(NAME_PATTERN, name):
+        raise InvalidSpec.single(
+            "metadata.name",
+            f"must start with a letter, contain only lowercase letters, digits and '-', end with a letter or digit "
+            f"and be at most {MAX_NAME_LENGTH} characters (it names the InferenceService; KServe adds suffixes), "
+            f"got {name!r}",
+        )

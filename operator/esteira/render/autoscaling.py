@@ -10,8 +10,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from esteira.api.errors import FieldProblem, InvalidSpec
+from esteira.api.errors import InvalidSpec
 from esteira.api.spec import GPU, ModelDeploymentSpec
+from esteira.render.names import predictor_service_name
 
 KNATIVE_HPA_CLASS = "hpa.autoscaling.knative.dev"
 DCGM_GPU_UTIL = "DCGM_FI_DEV_GPU_UTIL"
@@ -29,67 +30,21 @@ class AutoscalingFields:
 
 def gpu_utilization_query(namespace: str, isvc_name: str, gpu: GPU) -> str:
     """Average GPU utilization (percent) over the predictor's pods, from dcgm-exporter."""
-    selector = f'namespace="{namespace}",pod=~"{isvc_name}-predictor-.*"'
+    selector = f'namespace="{namespace}",pod=~"{predictor_service_name(isvc_name)}-.*"'
     if gpu.is_mig:
         return f"avg({DCGM_MIG_ACTIVE}{{{selector}}}) * 100"
     return f"avg({DCGM_GPU_UTIL}{{{selector}}})"
 
 
 def check_mode(spec: ModelDeploymentSpec, prometheus_url: str | None) -> None:
-    """Reject what the deployment mode cannot do, saying why and what to use instead."""
-    mode = spec.deployment_mode
-    scaling = spec.autoscaling
-    metric = scaling.effective_metric(mode)
-    problems: list[FieldProblem] = []
-    if mode == "Knative":
-        if metric == "gpu-utilization":
-            problems.append(
-                FieldProblem(
-                    "spec.autoscaling.metric",
-                    "gpu-utilization needs KEDA, which KServe offers in Standard mode only: use deploymentMode "
-                    "Standard, or scale on concurrency or rps in Knative mode",
-                )
-            )
-        if metric in ("cpu", "memory") and scaling.min_replicas == 0:
-            problems.append(
-                FieldProblem(
-                    "spec.autoscaling.minReplicas",
-                    f"Knative's HPA class (used for {metric}) cannot scale to zero: set minReplicas >= 1, or "
-                    "scale on concurrency or rps",
-                )
-            )
-    else:
-        if metric in ("concurrency", "rps"):
-            problems.append(
-                FieldProblem(
-                    "spec.autoscaling.metric",
-                    f"{metric} scaling needs Knative: use deploymentMode Knative, or scale on cpu, memory or "
-                    "gpu-utilization in Standard mode",
-                )
-            )
-        if scaling.min_replicas == 0:
-            problems.append(
-                FieldProblem(
-                    "spec.autoscaling.minReplicas",
-                    "Standard mode keeps at least one replica (the HPA raises 0 to 1): use deploymentMode "
-                    "Knative with metric concurrency or rps to scale to zero",
-                )
-            )
-    if metric == "gpu-utilization":
-        if spec.gpu.count == 0:
-            problems.append(
-                FieldProblem("spec.autoscaling.metric", "gpu-utilization needs gpu.count > 0 (no GPU to measure)")
-            )
-        if not prometheus_url:
-            problems.append(
-                FieldProblem(
-                    "spec.monitoring.prometheusUrl",
-                    "gpu-utilization scaling reads DCGM metrics from Prometheus: set monitoring.prometheusUrl "
-                    "or the operator's --prometheus-url",
-                )
-            )
-    if problems:
-        raise InvalidSpec(problems)
+    """What only the operator can judge: the spec's own mode rules are `SPEC_RULES` (CEL and Python), but
+    whether a Prometheus URL exists depends on the operator's `--prometheus-url` as well."""
+    if spec.autoscaling.effective_metric(spec.deployment_mode) == "gpu-utilization" and not prometheus_url:
+        raise InvalidSpec.single(
+            "spec.monitoring.prometheusUrl",
+            "gpu-utilization scaling reads DCGM metrics from Prometheus: set monitoring.prometheusUrl "
+            "or the operator's --prometheus-url",
+        )
 
 
 def autoscaling_fields(

@@ -11,6 +11,7 @@ from typing import Any
 
 from esteira.api.spec import ModelDeploymentSpec
 from esteira.render.inferenceservice import RenderContext, common_labels
+from esteira.render.names import predictor_service_name
 from esteira.render.revisions import Arm, TrafficPlan
 
 HTTPROUTE_API_VERSION = "gateway.networking.k8s.io/v1"
@@ -19,12 +20,12 @@ PREDICTOR_PORT = 80
 
 
 def arm_service_name(ctx: RenderContext, arm: Arm) -> str:
-    """Each revision gets its own InferenceService `<name>-rev-<n>`; KServe names its Service `<isvc>-predictor`."""
+    """Each revision gets its own InferenceService `<name>-rev-<n>`, with an unnamed predictor."""
     return f"{ctx.name}-{arm.predictor_name}"
 
 
 def _backend(ctx: RenderContext, arm: Arm, weight: int | None = None) -> dict[str, Any]:
-    ref: dict[str, Any] = {"name": f"{arm_service_name(ctx, arm)}-predictor", "port": PREDICTOR_PORT}
+    ref: dict[str, Any] = {"name": predictor_service_name(arm_service_name(ctx, arm)), "port": PREDICTOR_PORT}
     if weight is not None:
         ref["weight"] = weight
     return ref
@@ -71,7 +72,7 @@ def observed_canary_weight(route: dict[str, Any], canary: Arm, ctx: RenderContex
     )
     if not accepted:
         return None
-    wanted = f"{arm_service_name(ctx, canary)}-predictor"
+    wanted = predictor_service_name(arm_service_name(ctx, canary))
     for rule in (route.get("spec") or {}).get("rules") or []:
         refs = rule.get("backendRefs") or []
         if len(refs) > 1 or not rule.get("matches", [{}])[0].get("headers"):

@@ -7,6 +7,7 @@ from typing import Any
 
 from esteira.api.spec import ModelDeploymentSpec
 from esteira.render.autoscaling import autoscaling_fields
+from esteira.render.names import KNATIVE_REVISION_SUFFIX, check_derived_names, predictor_service_name
 from esteira.render.placement import container_resources, node_selector, tolerations
 from esteira.render.revisions import Arm, TrafficPlan
 
@@ -47,8 +48,13 @@ def common_labels(name: str, spec: ModelDeploymentSpec) -> dict[str, str]:
     }
 
 
-def _model(ctx: RenderContext, spec: ModelDeploymentSpec, arm: Arm) -> dict[str, Any]:
-    """The predictor's model container for one arm, tagged so metrics can be told apart per revision."""
+def _model(ctx: RenderContext, spec: ModelDeploymentSpec, arm: Arm, *, named: bool) -> dict[str, Any]:
+    """The predictor's model container for one arm, tagged so metrics can be told apart per revision.
+
+    `named`: KServe's CRD requires the container name inside `spec.canary[].predictor.model`, while its
+    webhook refuses one on the stable predictor (validatePredictor: "the 'name' field is not allowed in
+    standard predictor").
+    """
     source = spec.model
     env = [
         {"name": "ESTEIRA_DEPLOYMENT", "value": ctx.deployment},
@@ -63,12 +69,13 @@ def _model(ctx: RenderContext, spec: ModelDeploymentSpec, arm: Arm) -> dict[str,
             {"name": "ESTEIRA_MAX_BATCH_DELAY_MS", "value": str(spec.batching.max_batch_delay_ms)},
         ]
     model: dict[str, Any] = {
-        "name": MODEL_CONTAINER,  # KServe's own container name; a canary predictor must name it
         "modelFormat": {"name": source.format},
         "protocolVersion": source.protocol,
         "storageUri": arm.storage_uri,
         "env": env,
     }
+    if named:
+        model = {"name": MODEL_CONTAINER, **model}
     if source.runtime:
         model["runtime"] = source.runtime
     if source.runtime_version:
@@ -79,10 +86,10 @@ def _model(ctx: RenderContext, spec: ModelDeploymentSpec, arm: Arm) -> dict[str,
     return model
 
 
-def _predictor(ctx: RenderContext, spec: ModelDeploymentSpec, arm: Arm) -> dict[str, Any]:
+def _predictor(ctx: RenderContext, spec: ModelDeploymentSpec, arm: Arm, *, canary: bool = False) -> dict[str, Any]:
     """Pod-level predictor fields shared by every arm (placement, logging, batching, revision tags)."""
     predictor: dict[str, Any] = {
-        "model": _model(ctx, spec, arm),
+        "model": _model(ctx, spec, arm, named=canary),
         "labels": {LABEL_DEPLOYMENT: ctx.deployment, LABEL_REVISION: str(arm.revision)},
         "annotations": {ANNOTATION_MODEL_VERSION: arm.model_version},
     }
@@ -111,6 +118,12 @@ def render_inference_service(ctx: RenderContext, spec: ModelDeploymentSpec, plan
     if spec.monitoring.scrape:
         annotations["serving.kserve.io/enable-prometheus-scraping"] = "true"
 
+    derived = [predictor_service_name(ctx.name)]
+    if spec.deployment_mode == "Knative":
+        derived.append(predictor_service_name(ctx.name) + KNATIVE_REVISION_SUFFIX)
+    elif plan.canary is not None:
+        derived.append(predictor_service_name(ctx.name, plan.canary.predictor_name))
+    check_derived_names(derived)
     if spec.deployment_mode == "Knative":
         # Knative splits traffic between the latest revision and the last one rolled out, so the
         # predictor carries the canary while one exists; canaryTrafficPercent 0 pins traffic to stable.
@@ -123,16 +136,15 @@ def render_inference_service(ctx: RenderContext, spec: ModelDeploymentSpec, plan
         elif plan.pin_previous:
             predictor["canaryTrafficPercent"] = 0
     else:
-        predictor = {
-            **_predictor(ctx, spec, plan.stable),
-            **scaling.predictor,
-            "name": plan.stable.predictor_name,
-        }
+        # The stable predictor stays unnamed, so KServe keeps its objects at `<isvc>-predictor` and a
+        # promotion never renames it (validatePredictorNameChange refuses a rename without a new storageUri,
+        # which a version-only change does not bring).
+        predictor = {**_predictor(ctx, spec, plan.stable), **scaling.predictor}
         isvc_spec = {"predictor": predictor}
         if plan.canary is not None:
-            # A canary predictor may not carry maxReplicas or scaling settings (KServe validation).
+            # A canary predictor may not carry maxReplicas or scaling settings (validateCanarySpecs).
             canary = {
-                **_predictor(ctx, spec, plan.canary),
+                **_predictor(ctx, spec, plan.canary, canary=True),
                 "name": plan.canary.predictor_name,
                 "minReplicas": max(spec.autoscaling.min_replicas, 1),
             }

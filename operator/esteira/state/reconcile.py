@@ -12,7 +12,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
 from esteira.api.errors import InvalidSpec
-from esteira.api.spec import ModelDeploymentSpec
+from esteira.api.spec import ModelDeploymentSpec, check_name
 from esteira.api.status import ModelDeploymentStatus, Phase
 from esteira.render.httproute import arm_service_name
 from esteira.render.inferenceservice import ISVC_API_VERSION, RenderContext
@@ -239,6 +239,7 @@ def plan_reconcile(inp: ReconcileInput) -> ReconcilePlan:
     status = _read_status(inp.status)
     before = status.to_wire()
     try:
+        check_name(inp.name)
         spec = ModelDeploymentSpec.parse(inp.spec)
         _check_mode_unchanged(spec, inp.objects)
         retry, rollback_to = _command_effects(inp, status)
