@@ -20,9 +20,11 @@ import kmock
 from typing_extensions import override
 
 from . import errors
+from .admission import AdmissionPlugin
 from .bodies import patch_function, precondition_answer, read_body, selection, status_response
 from .crds import CRD_RESOURCE, ServedVersion, established_status, served_versions
 from .faults import FaultInjector
+from .kserve.webhook import INFERENCE_SERVICES, KServeWebhooks
 from .paths import ApiPath, parse_api_path
 from .store import NAMESPACES, Kind, ObjectStore, WatchEvent, now_rfc3339
 from .watching import serve_watch
@@ -38,6 +40,8 @@ class KubeEmulator(kmock.KubernetesEmulator):
     require_namespaces: bool = True  # creating in a missing namespace is 404, as on a real cluster
     initial_namespaces: tuple[str, ...] = ("default", "kube-system", "kube-public", "kube-node-lease")
     bookmark_interval: float = 60.0  # idle watches that allow bookmarks get one this often (as kube-apiserver)
+    kserve_webhooks: bool = True  # KServe's defaulting and validating webhooks on InferenceServices, when served
+    admission: dict[kmock.resource, tuple[AdmissionPlugin, ...]] = attrs.field(factory=dict)  # more, per resource
     _store: ObjectStore = attrs.field(init=False)
     _custom: dict[kmock.resource, ServedVersion] = attrs.field(init=False, factory=dict)
     _open_streams: int = attrs.field(init=False, default=0)
@@ -71,7 +75,12 @@ class KubeEmulator(kmock.KubernetesEmulator):
             status_subresource="status" in info.subresources,
             schema=custom.schema if custom is not None and self.validate_schemas else None,
             require_resource_version=custom is not None,
+            admission=self._admission_plugins(resource),
         )
+
+    def _admission_plugins(self, resource: kmock.resource) -> tuple[AdmissionPlugin, ...]:
+        kserve = (_KSERVE_WEBHOOKS,) if self.kserve_webhooks and resource == INFERENCE_SERVICES else ()
+        return kserve + self.admission.get(resource, ())
 
     @override
     def _get_resources(self) -> list[kmock.resource]:
@@ -251,6 +260,9 @@ class KubeEmulator(kmock.KubernetesEmulator):
                 lambda obj: {**obj, "status": status},
                 subresource="status",
             )
+
+
+_KSERVE_WEBHOOKS = KServeWebhooks()
 
 
 @functools.cache

@@ -20,6 +20,8 @@ from typing import Any
 import kmock
 
 from . import errors
+from .admission import AdmissionPlugin
+from .metadata import object_meta_errors
 from .schemas import StructuralSchema
 
 NAMESPACES = kmock.resource("", "v1", "namespaces")
@@ -42,6 +44,11 @@ class Kind:
     status_subresource: bool  # writes to the object ignore status; /status writes change only status
     schema: StructuralSchema | None = None
     require_resource_version: bool = False  # custom resources refuse unconditional updates (PUT)
+    admission: tuple[AdmissionPlugin, ...] = ()  # webhooks called on create and update (not /status)
+
+    @property
+    def custom(self) -> bool:
+        return self.require_resource_version
 
     @property
     def api_version(self) -> str:
@@ -141,7 +148,7 @@ class ObjectStore:
         if namespace is not None:
             new_meta["namespace"] = namespace
         obj["metadata"] = new_meta
-        obj = self._conform(kind, obj)
+        obj = self._admit(kind, None, obj)
         if dry_run:
             return obj
         obj["metadata"]["resourceVersion"] = self._next_rv()
@@ -177,12 +184,15 @@ class ObjectStore:
         if wanted_rv and str(wanted_rv) != current["metadata"]["resourceVersion"]:
             raise errors.conflict(kind.resource, name)
 
-        new = self._conform(kind, self._merge_write(kind, current, candidate, subresource))
+        merged = self._merge_write(kind, current, candidate, subresource)
+        new = self._conform(kind, merged) if subresource == "status" else self._admit(kind, current, merged)
         added = set(new["metadata"].get("finalizers") or ()) - set(current["metadata"].get("finalizers") or ())
         if current["metadata"].get("deletionTimestamp") and added:
             causes = ["metadata.finalizers: Forbidden: no new finalizers can be added if the object is being deleted"]
             raise errors.invalid(kind.resource, name, causes)
-        if _content(new) != _content(current):
+        # Custom resources without a status subresource count status changes too (apiextensions strategy).
+        with_status = kind.custom and not kind.status_subresource
+        if _content(new, with_status) != _content(current, with_status):
             new["metadata"]["generation"] = current["metadata"].get("generation", 0) + 1
         if new == current or dry_run:
             return new  # a no-op write keeps the resourceVersion and sends no event, as on a real server
@@ -355,12 +365,33 @@ class ObjectStore:
                 new.pop("status", None)
         return new
 
+    def _admit(self, kind: Kind, old: dict[str, Any] | None, obj: dict[str, Any]) -> dict[str, Any]:
+        """kube-apiserver's write path: mutating webhooks, its own validation, then validating webhooks."""
+        if kind.schema is not None and kind.admission:
+            obj = kind.schema.prepare(obj)  # webhooks see the decoded object: defaulted and pruned
+        for plugin in kind.admission:
+            mutated = plugin.mutate(old, copy.deepcopy(obj))
+            owned = {
+                k: obj["metadata"][k]
+                for k in ("name", "namespace", "resourceVersion", *_SERVER_OWNED)
+                if k in obj["metadata"]
+            }
+            mutated.setdefault("metadata", {}).update(owned)
+            obj = mutated
+        obj = self._conform(kind, obj)
+        for plugin in kind.admission:
+            plugin.validate(old, obj)
+        return obj
+
     def _conform(self, kind: Kind, obj: dict[str, Any]) -> dict[str, Any]:
-        """Default, prune and validate against the CRD schema (when the resource has one)."""
-        if kind.schema is None:
-            return obj
-        obj = kind.schema.prepare(obj)
-        if causes := kind.schema.errors(obj):
+        """Default, prune and validate against the CRD schema (when the resource has one), and check metadata."""
+        causes = object_meta_errors(
+            obj["metadata"], namespaced=kind.namespaced, name_is_label=kind.resource == NAMESPACES
+        )
+        if kind.schema is not None:
+            obj = kind.schema.prepare(obj)
+            causes += kind.schema.errors(obj)
+        if causes:
             raise errors.invalid(kind.resource, obj["metadata"].get("name"), causes)
         return obj
 
@@ -413,6 +444,7 @@ class ObjectStore:
             listener(event)
 
 
-def _content(obj: dict[str, Any]) -> dict[str, Any]:
-    """Everything a generation counts: all but identity, metadata and status."""
-    return {key: value for key, value in obj.items() if key not in ("apiVersion", "kind", "metadata", "status")}
+def _content(obj: dict[str, Any], with_status: bool = False) -> dict[str, Any]:
+    """Everything a generation counts: all but identity, metadata and (usually) status."""
+    skipped = ("apiVersion", "kind", "metadata") if with_status else ("apiVersion", "kind", "metadata", "status")
+    return {key: value for key, value in obj.items() if key not in skipped}
