@@ -80,7 +80,8 @@ class ServerSpec:
     """Where TorchServe listens and finds its files inside the model server container.
 
     The inference port defaults to 8085 because KServe's stock TorchServe image runs its wrapper on 8080 and
-    forwards there; Esteira's runtime moves TorchServe itself to 8080 through ``TS_INFERENCE_ADDRESS``.
+    forwards there; in Esteira's runtime ``TS_INFERENCE_ADDRESS`` names 8080, where the entrypoint's front
+    listens, and TorchServe itself moves to a loopback port behind it.
     """
 
     model_dir: str = DEFAULT_MODEL_DIR

@@ -7,6 +7,10 @@ KServe mounts the model at ``/mnt/models`` read-only, and TorchServe reads worke
 directory, and TorchServe starts from that copy. The copy also turns ``enable_envvars_config`` on, so the
 runtime's ``TS_*`` variables (addresses, Open Inference Protocol) apply whatever the archive's file says.
 
+Clients do not talk to TorchServe directly: the front (``esteira.packaging.front``) listens on the inference
+address TorchServe would have used and answers the KServe v1 / Open Inference Protocol routes TorchServe lacks,
+while TorchServe's inference API moves to ``ESTEIRA_BACKEND_ADDRESS`` on loopback.
+
 This process does not exec TorchServe: its command-line launcher starts the Java frontend as a child and dies
 at once on SIGTERM without passing the signal on, so as PID 1 it would leave the JVM to be killed mid-request
 when the pod stops. Instead the launcher runs in its own process group, a termination signal goes to the
@@ -42,6 +46,11 @@ ENV_BATCH_SIZE = "ESTEIRA_BATCH_SIZE"
 ENV_MAX_BATCH_DELAY_MS = "ESTEIRA_MAX_BATCH_DELAY_MS"
 ENV_MODEL_DIR = "ESTEIRA_MODEL_DIR"
 ENV_RUNTIME_DIR = "ESTEIRA_RUNTIME_DIR"
+ENV_BACKEND_ADDRESS = "ESTEIRA_BACKEND_ADDRESS"
+ENV_MODEL_VERSION = "ESTEIRA_MODEL_VERSION"
+DEFAULT_BACKEND_ADDRESS = "http://127.0.0.1:8079"
+DEFAULT_INFERENCE_ADDRESS = "http://127.0.0.1:8080"
+DEFAULT_MANAGEMENT_ADDRESS = "http://127.0.0.1:8081"
 DEFAULT_RUNTIME_DIR = "/tmp/esteira"
 RUNTIME_CONFIG = "config.properties"
 PID_FILE = ".model_server.pid"
@@ -126,6 +135,28 @@ def runtime_config(text: str, settings: BatchSettings, model_dir: str = DEFAULT_
 def torchserve_command(config_path: str, model_store: str, extra: Sequence[str] = ()) -> list[str]:
     """TorchServe in the foreground, without config snapshots (the runtime copy is already the truth)."""
     return ["torchserve", "--foreground", "--ncs", f"--ts-config={config_path}", f"--model-store={model_store}", *extra]
+
+
+@dataclass(frozen=True)
+class Addresses:
+    """Where the front listens (TorchServe's configured inference address), where TorchServe moves, and its
+    management API (the front asks it whether the model is ready)."""
+
+    public: str
+    backend: str
+    management: str
+
+
+def addresses(properties: Mapping[str, str], env: Mapping[str, str]) -> Addresses:
+    """``TS_*`` variables win over the file, as TorchServe applies them (the runtime config turns that on)."""
+    public = env.get("TS_INFERENCE_ADDRESS") or properties.get("inference_address") or DEFAULT_INFERENCE_ADDRESS
+    management = env.get("TS_MANAGEMENT_ADDRESS") or properties.get("management_address") or DEFAULT_MANAGEMENT_ADDRESS
+    backend = env.get(ENV_BACKEND_ADDRESS) or DEFAULT_BACKEND_ADDRESS
+    if backend.rstrip("/") == public.rstrip("/"):
+        raise ValueError(f"{ENV_BACKEND_ADDRESS}={backend} is the inference address clients use; pick another port")
+    return Addresses(
+        public.rstrip("/"), backend.rstrip("/"), management.rstrip("/").replace("://0.0.0.0:", "://127.0.0.1:")
+    )
 
 
 def runtime_environment(env: Mapping[str, str], runtime_dir: Path) -> dict[str, str]:
@@ -238,16 +269,40 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     config_path = runtime_dir / RUNTIME_CONFIG
     command = torchserve_command(str(config_path), f"{model_dir}/{MODEL_STORE}", args.torchserve_args)
+    properties = parse_properties(text)
+    try:
+        where = addresses(properties, os.environ)
+    except ValueError as exc:
+        print(f"esteira model server: {exc}", file=sys.stderr)
+        return 2
     if args.dry_run:
         sys.stdout.write(text)
+        print(f"# front on {where.public}, TorchServe inference on {where.backend}")
         print("# " + " ".join(command))
         return 0
-    env = runtime_environment(os.environ, runtime_dir)
+    env = runtime_environment(os.environ, runtime_dir) | {"TS_INFERENCE_ADDRESS": where.backend}
     for folder in (runtime_dir, Path(env["LOG_LOCATION"]), Path(env["METRICS_LOCATION"]), Path(env["TEMP"])):
         folder.mkdir(parents=True, exist_ok=True)
     config_path.write_text(text)
-    # TorchServe's launcher writes the frontend's pid to its temporary directory (TMPDIR, set above).
-    return supervise(command, env, runtime_dir, Path(env["TMPDIR"]) / PID_FILE)
+    # Imported here: the health check imports this module every few seconds and needs neither aiohttp nor pydantic.
+    from esteira.packaging import front, surface
+
+    try:
+        served = surface.served_model(Path(model_dir))
+        host, port = front.parse_address(where.public)
+    except (OSError, ValueError) as exc:
+        print(f"esteira model server: {exc}", file=sys.stderr)
+        return 2
+    max_body = int(properties.get("max_request_size") or front.DEFAULT_MAX_BODY)
+    model = front.TorchServeSurface(
+        served, env.get(ENV_MODEL_VERSION) or served.version, where.backend, where.management
+    )
+    listener = front.FrontThread(front.front_app(model, max_body), host, port).start()
+    try:
+        # TorchServe's launcher writes the frontend's pid to its temporary directory (TMPDIR, set above).
+        return supervise(command, env, runtime_dir, Path(env["TMPDIR"]) / PID_FILE)
+    finally:
+        listener.stop()
 
 
 if __name__ == "__main__":

@@ -1,0 +1,149 @@
+"""The model server's front: Esteira's v1/v2 surface on the pod's inference port, TorchServe behind it on loopback.
+
+Why a front and not TorchServe alone: TorchServe's frontend cannot be taught routes without a Java plugin, and
+the routes it lacks (model metadata and readiness, ``/versions/<v>``, ``GET /v1/models``) never reach a Python
+handler. The front answers those from the archive's ``esteira-model.json`` and the management API, forwards
+v1 predict and v2 infer to TorchServe (the handler does the parsing, requested outputs and binary tensors),
+and passes every other path (``/ping``, ``/predictions/...``) through untouched. It runs in the entrypoint's
+process on its own event loop thread, so TorchServe's supervision stays as it was.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Sequence
+
+import aiohttp
+from aiohttp import web
+
+from esteira.packaging.surface import (
+    ModelSurface,
+    Protocol,
+    ServedModel,
+    add_protocol_routes,
+    error_response,
+    forwarded_headers,
+    relay,
+)
+from model_handlers.config import ModelConfig
+
+# Hop-by-hop headers (RFC 9110) and those aiohttp recomputes; the rest of a passed-through request goes as sent.
+_NOT_PASSED = frozenset({"connection", "keep-alive", "transfer-encoding", "te", "upgrade", "host", "content-length"})
+DEFAULT_MAX_BODY = 6_553_500  # TorchServe's default max_request_size
+
+
+class TorchServeSurface(ModelSurface):
+    """One model in one TorchServe: ``backend`` is its inference address, ``management`` its management one."""
+
+    def __init__(self, served: ServedModel, version: str, backend: str, management: str) -> None:
+        self.name = served.name
+        self.served = served
+        self.version = version
+        self.backend = backend.rstrip("/")
+        self.management = management.rstrip("/")
+        self.session: aiohttp.ClientSession | None = None
+
+    def versions(self) -> Sequence[str]:
+        return [self.version]
+
+    def config(self, version: str | None) -> ModelConfig | None:
+        return self.served.config if version in (None, self.version) else None
+
+    async def unready(self, version: str | None) -> str | None:
+        url = f"{self.management}/models/{self.name}"
+        try:
+            async with self._session().get(url, timeout=aiohttp.ClientTimeout(total=3)) as answer:
+                described = await answer.json(content_type=None) if answer.status == 200 else []
+        except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
+            return f"model {self.name!r}: TorchServe's management API cannot be reached: {type(exc).__name__}"
+        statuses = [w.get("status") for entry in described or [] for w in entry.get("workers") or []]
+        if "READY" not in statuses:
+            return f"model {self.name!r} has no ready worker yet"
+        return None
+
+    async def infer(self, request: web.Request, protocol: Protocol, version: str | None) -> web.StreamResponse:
+        path = f"/v1/models/{self.name}:predict" if protocol == "v1" else f"/v2/models/{self.name}/infer"
+        body = await request.read()
+        return await self._send(request.method, path, body, forwarded_headers(request))
+
+    async def pass_through(self, request: web.Request) -> web.StreamResponse:
+        """Any other path, to TorchServe as it came (its errors still made ``{"error": ...}``)."""
+        headers = {k: v for k, v in request.headers.items() if k.lower() not in _NOT_PASSED}
+        return await self._send(request.method, request.path_qs, await request.read(), headers)
+
+    async def _send(self, method: str, path: str, body: bytes, headers: dict[str, str]) -> web.StreamResponse:
+        try:
+            async with self._session().request(method, self.backend + path, data=body, headers=headers) as answer:
+                payload = await answer.read()
+                return relay(answer.status, payload, answer.headers, answer.reason or "")
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            return error_response(502, f"TorchServe cannot be reached: {type(exc).__name__}: {exc}")
+
+    async def close(self, _: web.Application) -> None:
+        if self.session is not None:
+            await self.session.close()
+            self.session = None
+
+    def _session(self) -> aiohttp.ClientSession:
+        if self.session is None:
+            self.session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=None, sock_connect=5))
+        return self.session
+
+
+def front_app(surface: TorchServeSurface, max_body: int = DEFAULT_MAX_BODY) -> web.Application:
+    app = web.Application(client_max_size=max_body)
+    add_protocol_routes(app, surface)
+    app.router.add_route("*", "/{tail:.*}", surface.pass_through)
+    app.on_cleanup.append(surface.close)
+    return app
+
+
+class FrontThread:
+    """The front on its own event loop in a daemon thread; ``start`` returns once it listens (or raises)."""
+
+    def __init__(self, app: web.Application, host: str, port: int) -> None:
+        self.app, self.host, self.port = app, host, port
+        self.loop = asyncio.new_event_loop()
+        self._listening = threading.Event()
+        self._error: BaseException | None = None
+        self._runner: web.AppRunner | None = None
+        self._thread = threading.Thread(target=self._main, name="esteira-front", daemon=True)
+
+    def _main(self) -> None:
+        asyncio.set_event_loop(self.loop)
+        try:
+            self.loop.run_until_complete(self._listen())
+        except BaseException as exc:  # reported to start()
+            self._error = exc
+            self._listening.set()
+            return
+        self._listening.set()
+        self.loop.run_forever()
+
+    async def _listen(self) -> None:
+        self._runner = web.AppRunner(self.app, access_log=None)
+        await self._runner.setup()
+        await web.TCPSite(self._runner, self.host, self.port).start()
+
+    def start(self, within: float = 30.0) -> FrontThread:
+        self._thread.start()
+        self._listening.wait(within)
+        if self._error is not None:
+            raise self._error
+        return self
+
+    def stop(self) -> None:
+        if self._runner is not None and self.loop.is_running():
+            asyncio.run_coroutine_threadsafe(self._runner.cleanup(), self.loop).result(30)
+            self.loop.call_soon_threadsafe(self.loop.stop)
+        self._thread.join(30)
+
+
+def parse_address(address: str) -> tuple[str, int]:
+    """``http://HOST:PORT`` as (host, port); ValueError naming the address otherwise."""
+    scheme, sep, rest = address.rstrip("/").partition("://")
+    host, _, port = rest.rpartition(":")
+    if scheme != "http" or not sep or not host or not port.isdigit():
+        raise ValueError(f"{address!r} is not http://HOST:PORT")
+    return host.strip("[]"), int(port)
