@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import functools
 import json
-import os
-import shutil
 import subprocess
 import tempfile
 from collections.abc import Iterator, Mapping
@@ -17,8 +15,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import pytest
 import yaml
+
+from tests.support.prerequisites import find_tool, require_tool
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 CHART = REPO_ROOT / "charts" / "esteira"
@@ -28,19 +27,12 @@ NAMESPACE = "esteira-system"
 
 def helm_path() -> str | None:
     """`helm` from PATH, else the copy `hack/install-tools.sh` puts in .tools/bin."""
-    found = shutil.which("helm")
-    if found:
-        return found
-    local = REPO_ROOT / ".tools" / "bin" / "helm"
-    return str(local) if os.access(local, os.X_OK) else None
+    return find_tool("helm")
 
 
 def require_helm() -> str:
     """The helm binary; skips the calling test (with one line saying how to get it) when there is none."""
-    path = helm_path()
-    if path is None:
-        pytest.skip("helm not found on PATH or in .tools/bin: run `bash hack/install-tools.sh`")
-    return path
+    return require_tool("helm")
 
 
 class HelmError(AssertionError):

@@ -25,6 +25,7 @@ from esteira.render.inferenceservice import LABEL_DEPLOYMENT, LABEL_REVISION
 from esteira.render.servingruntime import HTTP_PORT, METRICS_PORT
 from esteira.rollout.queries import MetricNames
 from tests.chart.helm import CHART, MATRIX, NAMESPACE, REPO_ROOT, merge, render
+from tests.support.prerequisites import require_tool
 
 PROMTOOL_TESTS = Path(__file__).resolve().parent / "promtool"
 HANDLER_METRICS = REPO_ROOT / "model_handlers" / "metrics.yaml"
@@ -35,10 +36,7 @@ RULES_ONLY = {"monitoring": {"prometheusRule": {"enabled": True}}}
 
 
 def promtool() -> str:
-    path = shutil.which("promtool")
-    if path is None:
-        pytest.skip("promtool not on PATH: install Debian's prometheus package (bash hack/install-tools.sh)")
-    return path
+    return require_tool("promtool")
 
 
 def run_promtool(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:

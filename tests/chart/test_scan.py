@@ -21,6 +21,7 @@ import pytest
 import yaml
 
 from tests.chart.helm import MATRIX, REPO_ROOT, render
+from tests.support.prerequisites import require_tool
 
 CONFIG = REPO_ROOT / ".checkov.yaml"
 DOCKERFILE = REPO_ROOT / "Dockerfile"
@@ -32,12 +33,7 @@ def checkov() -> str:
     for candidate in (os.environ.get("CHECKOV"), str(REPO_ROOT / ".tools" / "checkov-venv" / "bin" / "checkov")):
         if candidate and os.access(candidate, os.X_OK):
             return candidate
-    found = shutil.which("checkov")
-    if found is None:
-        pytest.skip(
-            f"checkov not found: python3 -m venv .tools/checkov-venv && .tools/checkov-venv/bin/pip install -r {PINNED.relative_to(REPO_ROOT)}"
-        )
-    return found
+    return require_tool("checkov", "run `make tools` (it builds .tools/checkov-venv)")
 
 
 def skipped_checks() -> dict[str, str]:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any
 
@@ -11,11 +10,12 @@ import pytest
 from tests.emulator.cluster import KubeApi, load_yaml
 from tests.emulator.schemas import StructuralSchema
 from tests.support.fake_kserve import Failure, FakeKServe
+from tests.support.prerequisites import require_file
+from tests.support.schemas import upstream_crds_dir
 
 from .helpers import ISVC, inference_service
 
-SHARED_CRDS = Path(os.environ.get("ESTEIRA_UPSTREAM_CRDS", Path(__file__).parents[3] / "shared" / "crds"))
-KSERVE_CRD = SHARED_CRDS / "kserve-v0.20.0" / "serving.kserve.io_inferenceservices.yaml"
+KSERVE_CRD = Path("kserve-v0.20.0") / "serving.kserve.io_inferenceservices.yaml"
 
 
 @pytest.fixture
@@ -117,9 +117,7 @@ def test_ready_delay_reports_progress_first(crds: KubeApi, kube_namespace: str, 
 
 def test_written_status_validates_against_kserves_crd(crds: KubeApi, kube_namespace: str, kserve: FakeKServe) -> None:
     """With KServe's real CRD installed, the emulator itself would refuse (422) or prune a wrong status."""
-    if not KSERVE_CRD.exists():
-        pytest.skip(f"KServe CRDs not found: put them in {SHARED_CRDS} or set ESTEIRA_UPSTREAM_CRDS")
-    crd = load_yaml(KSERVE_CRD)
+    crd = load_yaml(require_file(upstream_crds_dir() / KSERVE_CRD, "run `make crds-upstream`"))
     crds.apply_crd(crd)
     schema = StructuralSchema(crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"])
     kserve.fail("bad")

@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 import model_handlers
-from tests.support.torchserve import ModelArchive, TorchServe, build_mar, running_torchservers, torchserve_available
+from tests.support.torchserve import ModelArchive, TorchServe, build_mar, require_torchserve, running_torchservers
 
 # Without the serving extra (torch, torchserve, pillow, numpy) nothing in this directory can run.
 MISSING = [name for name in ("torch", "ts", "PIL", "numpy") if importlib.util.find_spec(name) is None]
@@ -146,9 +146,7 @@ def _archives(dirs: dict[str, ModelDir]) -> list[ModelArchive]:
 
 @pytest.fixture(scope="session")
 def model_store(model_dirs: dict[str, ModelDir], tmp_path_factory: pytest.TempPathFactory) -> Path:
-    reason = torchserve_available()
-    if reason:
-        pytest.skip(reason)
+    require_torchserve()
     store = tmp_path_factory.mktemp("model-store")
     with ThreadPoolExecutor(max_workers=4) as pool:
         list(pool.map(lambda archive: build_mar(archive, store), _archives(model_dirs)))

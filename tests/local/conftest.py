@@ -12,10 +12,9 @@ from collections.abc import Awaitable, Callable, Coroutine
 from pathlib import Path
 from typing import Any, TypeVar
 
-import pytest
-
 from esteira.local.runtime import LocalRuntime
-from tests.support.torchserve import torchserve_available
+from tests.support.prerequisites import require_file
+from tests.support.torchserve import require_torchserve
 
 ROOT = Path(__file__).resolve().parents[2]
 MODELS = ROOT / "build" / "models"
@@ -44,12 +43,9 @@ def write_manifest(path: Path, version: str, build: str, mirror: bool = False) -
 
 
 def need_torchserve() -> None:
-    reason = torchserve_available()
-    if reason:
-        pytest.skip(reason)
+    require_torchserve()
     for build in ("iris-1.0.0", "iris-1.1.0"):
-        if not (MODELS / build / "config" / "config.properties").is_file():
-            pytest.skip(f"{MODELS / build} missing: run `make models`")
+        require_file(MODELS / build / "config" / "config.properties", "run `make models`")
 
 
 class RuntimeThread:

@@ -7,12 +7,14 @@ from typing import Any
 
 import pytest
 
+from tests.support.prerequisites import require_module
+
 
 @pytest.fixture(scope="session")
 def demo_models(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[Any]]:
     """The four demo models under one directory, and what the build reported for each."""
-    pytest.importorskip("torch")
-    pytest.importorskip("sklearn")
+    require_module("torch")
+    require_module("sklearn")
     from model_handlers.demo.build import build_all
 
     out = tmp_path_factory.mktemp("demo")

@@ -27,6 +27,7 @@ from esteira.packaging.archive import (
 from esteira.packaging.cli import default_metrics_config
 from esteira.packaging.config import ModelSpec, ServerSpec, parse_properties
 from tests.packaging.support import package_cli
+from tests.support.prerequisites import require_module
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -87,7 +88,7 @@ def test_expand_extra_files() -> None:
 
 def test_handler_shim_is_what_torchserve_loads(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """The shim goes through TorchServe 0.12's own loader: one class in the module, the installed handler's."""
-    loader_module = pytest.importorskip("ts.model_loader")
+    loader_module = require_module("ts.model_loader")
     package_dir = tmp_path / "site" / "acme_handlers"
     package_dir.mkdir(parents=True)
     (package_dir / "__init__.py").write_text("")

@@ -10,8 +10,10 @@ from typing import Any
 
 import pytest
 
-torch = pytest.importorskip("torch")
-pytest.importorskip("sklearn")
+from tests.support.prerequisites import require_module
+
+torch = require_module("torch")
+require_module("sklearn")
 
 from esteira.rollout.distances import jensen_shannon_distance  # noqa: E402
 from model_handlers.config import parse_config  # noqa: E402

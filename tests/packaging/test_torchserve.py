@@ -22,11 +22,12 @@ import pytest
 from esteira.packaging.config import parse_properties
 from esteira.packaging.healthcheck import check
 from tests.packaging.support import package_cli
+from tests.support.prerequisites import missing, require_module
 
-torch = pytest.importorskip("torch")
-pytest.importorskip("ts")
-pytest.importorskip("sklearn")
-pytest.importorskip("model_handlers.tabular")
+torch = require_module("torch")
+require_module("ts")
+require_module("sklearn")
+require_module("model_handlers.tabular")
 
 REPO = Path(__file__).resolve().parents[2]
 HOST = "127.0.0.1"
@@ -52,7 +53,7 @@ def get(url: str) -> Any:
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(shutil.which("java") is None, reason="TorchServe's frontend needs Java 17+")
+@pytest.mark.skipif(shutil.which("java") is None, reason=missing("Java 17+ for TorchServe's frontend", "install a JDK"))
 def test_runtime_serves_packaged_demo_iris(demo_models: tuple[Path, list[Any]], tmp_path: Path) -> None:
     from model_handlers.demo import datasets
 

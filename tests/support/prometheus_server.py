@@ -2,23 +2,19 @@
 
 from __future__ import annotations
 
-import shutil
 import subprocess
 import time
 import urllib.request
 from pathlib import Path
 
-import pytest
 import yaml
 
 from tests.support.net import free_port
+from tests.support.prerequisites import require_tool
 
 
 def prometheus_binary() -> str:
-    found = shutil.which("prometheus")
-    if found is None:
-        pytest.skip("no prometheus binary: install Debian's prometheus package (hack/install-tools.sh does)")
-    return found
+    return require_tool("prometheus")
 
 
 class PrometheusServer:

@@ -2,9 +2,9 @@
 
 Built-in kinds (Deployment, Service, RBAC, ...) are checked with ``kubernetes-validate`` against the
 Kubernetes 1.37 OpenAPI schemas. Custom resources (InferenceService, HTTPRoute, ServiceMonitor, and
-Esteira's own ModelDeployment) are checked against their CRDs: the upstream ones in ``../shared/crds``
-(or ``$ESTEIRA_UPSTREAM_CRDS``) and the project's in ``manifests/crds``. A CRD's ``openAPIV3Schema``
-is turned into JSON Schema Draft 7 the way the API server reads it:
+Esteira's own ModelDeployment) are checked against their CRDs: the upstream ones (``$ESTEIRA_UPSTREAM_CRDS``,
+else ``../shared/crds``, else ``.tools/crds`` from `make crds-upstream`) and the project's in ``manifests/crds``.
+A CRD's ``openAPIV3Schema`` is turned into JSON Schema Draft 7 the way the API server reads it:
 
 * ``x-kubernetes-int-or-string`` accepts an integer or a string;
 * ``nullable: true`` accepts null; elsewhere null is an error (the server would silently drop it);
@@ -55,12 +55,12 @@ from typing import Any
 import celpy
 import jsonschema
 import kubernetes_validate
-import pytest
 import yaml
 from celpy import celtypes
 from celpy.adapter import json_to_cel
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
+from tests.support.prerequisites import REPO_ROOT, skip_missing
+
 UPSTREAM_CRDS_ENV = "ESTEIRA_UPSTREAM_CRDS"
 KUBERNETES_VERSION = "1.37.0"
 
@@ -80,16 +80,27 @@ class CelError(Exception):
 # --- where the CRDs are -------------------------------------------------------------------------
 
 
+def upstream_crds_candidates() -> tuple[Path, ...]:
+    """Where the upstream CRDs are looked for, in order: $ESTEIRA_UPSTREAM_CRDS alone when it is set, else
+    ../shared/crds beside the repository, else .tools/crds (where `make crds-upstream` downloads them)."""
+    named = os.environ.get(UPSTREAM_CRDS_ENV)
+    if named:
+        return (Path(named),)
+    return (REPO_ROOT.parent / "shared" / "crds", REPO_ROOT / ".tools" / "crds")
+
+
 def upstream_crds_path() -> Path:
-    """The upstream CRD folder, whether or not it exists."""
-    return Path(os.environ.get(UPSTREAM_CRDS_ENV) or REPO_ROOT.parent / "shared" / "crds")
+    """The upstream CRD folder: the first candidate that exists, else the first candidate."""
+    candidates = upstream_crds_candidates()
+    return next((path for path in candidates if path.is_dir()), candidates[0])
 
 
 def upstream_crds_dir() -> Path:
     """The upstream CRD folder; skips the calling test when it is absent."""
     path = upstream_crds_path()
     if not path.is_dir():
-        pytest.skip(f"upstream CRDs not found at {path}: put them there or set {UPSTREAM_CRDS_ENV}")
+        looked = " or ".join(str(candidate) for candidate in upstream_crds_candidates())
+        skip_missing(f"upstream CRDs (looked in {looked})", f"run `make crds-upstream` or set {UPSTREAM_CRDS_ENV}")
     return path
 
 

@@ -41,6 +41,8 @@ from typing import Any, Literal, Self
 
 import yaml
 
+from tests.support.prerequisites import skip_missing
+
 VENV_BIN = Path(sys.executable).parent
 HOST = "127.0.0.1"
 Api = Literal["inference", "management", "metrics", "grpc", "grpc_management"]
@@ -421,11 +423,10 @@ def running_torchservers(servers: Sequence[TorchServe], timeout: float = 180.0) 
             thread.join()
 
 
-def torchserve_available() -> str | None:
-    """None when TorchServe can run here, else a one-line reason to skip."""
+def require_torchserve() -> None:
+    """Skips the calling test, saying what to install, when TorchServe cannot run here."""
     if shutil.which("java") is None and not os.environ.get("JAVA_HOME"):
-        return "TorchServe needs Java (no java on PATH and no JAVA_HOME)"
+        skip_missing("Java 17+ for TorchServe (no java on PATH, no JAVA_HOME)", "install a JDK 17+, e.g. openjdk-17")
     for tool in ("torchserve", "torch-model-archiver"):
         if not (VENV_BIN / tool).exists():
-            return f"{tool} is not installed next to {sys.executable}"
-    return None
+            skip_missing(f"{tool} next to {sys.executable}", "run `make install`")

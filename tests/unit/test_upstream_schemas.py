@@ -18,6 +18,7 @@ from tests.support.schemas import (
     find_crd,
     to_json_schema,
     upstream_crds_dir,
+    upstream_crds_path,
     validate_custom_resource,
     validate_kubernetes,
     validate_manifest,
@@ -288,8 +289,23 @@ class TestCrdConversion:
 
 def test_missing_upstream_folder_skips(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv(UPSTREAM_CRDS_ENV, str(tmp_path / "absent"))
-    with pytest.raises(pytest.skip.Exception, match=UPSTREAM_CRDS_ENV):
+    with pytest.raises(pytest.skip.Exception, match=f"missing prerequisite: .*absent.*{UPSTREAM_CRDS_ENV}"):
         upstream_crds_dir()
+
+
+def test_upstream_crds_found_in_order(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """$ESTEIRA_UPSTREAM_CRDS, else ../shared/crds beside the repository, else .tools/crds."""
+    repo = tmp_path / "repo"
+    monkeypatch.setattr("tests.support.schemas.REPO_ROOT", repo)
+    monkeypatch.delenv(UPSTREAM_CRDS_ENV, raising=False)
+    with pytest.raises(pytest.skip.Exception, match="make crds-upstream"):
+        upstream_crds_dir()
+    (repo / ".tools" / "crds").mkdir(parents=True)
+    assert upstream_crds_dir() == repo / ".tools" / "crds"
+    (tmp_path / "shared" / "crds").mkdir(parents=True)
+    assert upstream_crds_dir() == tmp_path / "shared" / "crds"
+    monkeypatch.setenv(UPSTREAM_CRDS_ENV, str(tmp_path / "elsewhere"))
+    assert upstream_crds_path() == tmp_path / "elsewhere"
 
 
 STEPS_INCREASING = "self.steps.isSorted() && self.steps.all(s, self.steps.exists_one(t, t == s))"
