@@ -1,8 +1,10 @@
 """The local router: one port in front of every revision's TorchServe, split by the rollout's weight.
 
-It serves the inference routes a KServe predictor would (v1, v2, health), a `/metrics` endpoint with
-per-revision counters, `GET /status` and `POST /control/<command>` for the CLI. Everything that decides
-anything lives elsewhere: the split comes from `set_split`, control requests go to the runtime.
+It serves the KServe v1 and Open Inference Protocol v2 REST surface a predictor would (the routes of
+`esteira.packaging.surface`: metadata, readiness, `/versions/<v>`, inference), a `/metrics` endpoint with
+per-revision counters, `GET /status` and `POST /control/<command>` for the CLI. A `/versions/<v>` request goes
+to the arm serving that model version. Everything that decides anything lives elsewhere: the split comes from
+`set_split`, control requests go to the runtime.
 """
 
 from __future__ import annotations
@@ -12,35 +14,57 @@ import errno
 import json
 import random
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 import aiohttp
 from aiohttp import web
+from multidict import CIMultiDict
 
 from esteira.local.routing import PIN_HEADER, NotServing, Split, choose, should_mirror
 from esteira.local.stats import ArmStats, exposition
+from esteira.packaging.surface import (
+    ModelSurface,
+    Protocol,
+    add_protocol_routes,
+    error_response,
+    forwarded_headers,
+    relay,
+)
+from model_handlers.config import ModelConfig
 
 HOST = "127.0.0.1"
 Control = Callable[[str, dict[str, Any]], Awaitable[dict[str, Any]]]
 StatusView = Callable[[], dict[str, Any]]
-_FORWARDED = ("Content-Type", "Accept")
+MAX_BODY = 32 * 1024 * 1024
 
 
 class PortInUse(OSError):
     """The router's port is taken; the message names it."""
 
 
-class Router:
+@dataclass
+class Answer:
+    """One backend answer, kept whole so the router can relay its protocol headers."""
+
+    status: int
+    body: bytes
+    headers: CIMultiDict[str] = field(default_factory=CIMultiDict)
+    reason: str = ""
+
+
+class Router(ModelSurface):
     """Routes inference requests to revisions' backends and keeps per-revision counters."""
 
     def __init__(self, model: str, port: int, rng: random.Random | None = None) -> None:
-        self.model = model
+        self.model = self.name = model
         self.port = port
         self.rng = rng or random.Random()
         self.split: Split | None = None
         self.mirror = False
         self.backends: dict[int, str | None] = {}
+        self.models: dict[int, tuple[str, ModelConfig | None]] = {}  # revision -> model version, its config
         self.stats: dict[int, ArmStats] = {}
         self.control: Control | None = None
         self.status_view: StatusView | None = None
@@ -58,18 +82,18 @@ class Router:
     def set_backend(self, revision: int, url: str | None) -> None:
         self.backends[revision] = url
 
+    def describe(self, revision: int, version: str, config: ModelConfig | None) -> None:
+        """The model version a revision serves and its config (None when its archive could not be read)."""
+        self.models[revision] = (version, config)
+
     def arm(self, revision: int) -> ArmStats:
         return self.stats.setdefault(revision, ArmStats())
 
     # --- lifecycle ---------------------------------------------------------------------------------------
 
     def app(self) -> web.Application:
-        app = web.Application(client_max_size=32 * 1024 * 1024)
-        app.router.add_post("/v1/models/{model}:predict", self._v1)
-        app.router.add_post("/v2/models/{model}/infer", self._v2)
-        app.router.add_get("/v1/models/{model}", self._model_ready)
-        app.router.add_get("/v2/health/ready", self._ready)
-        app.router.add_get("/v2/health/live", self._live)
+        app = web.Application(client_max_size=MAX_BODY)
+        add_protocol_routes(app, self)
         app.router.add_get("/metrics", self._metrics)
         app.router.add_get("/status", self._status)
         app.router.add_post("/control/{command}", self._control)
@@ -105,72 +129,89 @@ class Router:
             await self._session.close()
             self._session = None
 
-    # --- inference ---------------------------------------------------------------------------------------
+    # --- the model surface --------------------------------------------------------------------------------
 
-    async def _v1(self, request: web.Request) -> web.StreamResponse:
-        return await self._route(request, f"/v1/models/{self.model}:predict")
+    def _arms(self) -> tuple[int, ...]:
+        return self.split.revisions if self.split is not None else ()
 
-    async def _v2(self, request: web.Request) -> web.StreamResponse:
-        return await self._route(request, f"/v2/models/{self.model}/infer")
+    def versions(self) -> Sequence[str]:
+        """Model versions of the serving arms, stable's first."""
+        served = [self.models[revision][0] for revision in self._arms() if revision in self.models]
+        return list(dict.fromkeys(served))
 
-    async def _route(self, request: web.Request, path: str) -> web.StreamResponse:
-        if request.match_info["model"] != self.model:
-            return _error(404, f"model {request.match_info['model']!r} is not served here (only {self.model!r})")
+    def _revisions_of(self, version: str | None) -> list[int]:
+        arms = self._arms()
+        if version is None:
+            return list(arms)
+        return [revision for revision in arms if self.models.get(revision, ("", None))[0] == version]
+
+    def config(self, version: str | None) -> ModelConfig | None:
+        revisions = self._revisions_of(version)
+        return self.models.get(revisions[0], ("", None))[1] if revisions else None
+
+    async def unready(self, version: str | None) -> str | None:
+        if self.split is None:
+            return "no revision is serving yet"
+        revisions = self._revisions_of(version) if version else [self.split.stable]
+        if any(self.backends.get(revision) for revision in revisions):
+            return None
+        return f"revision {', '.join(map(str, revisions))} of model {self.model!r} is not ready"
+
+    async def infer(self, request: web.Request, protocol: Protocol, version: str | None) -> web.StreamResponse:
+        path = f"/v1/models/{self.model}:predict" if protocol == "v1" else f"/v2/models/{self.model}/infer"
         split = self.split
         if split is None:
-            return _error(503, "no revision is serving yet")
+            return error_response(503, "no revision is serving yet")
         try:
-            revision = choose(split, self.rng.random(), request.headers.get(PIN_HEADER))
+            revision = self._choose(split, version, request.headers.get(PIN_HEADER))
         except NotServing as exc:
-            return _error(404, str(exc))
+            return error_response(404, str(exc))
         body = await request.read()
-        headers = {k: request.headers[k] for k in _FORWARDED if k in request.headers}
+        headers = forwarded_headers(request)
         if should_mirror(split, revision, self.mirror) and split.canary is not None:
             task = asyncio.create_task(self._send(split.canary, path, body, headers, mirrored=True))
             self._mirrors.add(task)
             task.add_done_callback(self._mirrors.discard)
-        status, payload, content_type = await self._forward(revision, path, body, headers)
-        response = web.Response(status=status, body=payload, content_type=content_type)
+        answer = await self._forward(revision, path, body, headers)
+        response = relay(answer.status, answer.body, answer.headers, answer.reason)
         response.headers[PIN_HEADER] = str(revision)
         return response
+
+    def _choose(self, split: Split, version: str | None, pinned: str | None) -> int:
+        """By weight, unless pinned; a version narrows the choice to the arms serving it."""
+        revision = choose(split, self.rng.random(), pinned)
+        candidates = self._revisions_of(version)
+        if version is None or revision in candidates:
+            return revision
+        if pinned is not None and pinned.strip():
+            raise NotServing(f"revision {pinned.strip()} does not serve version {version!r}")
+        return candidates[0]
 
     async def _send(self, revision: int, path: str, body: bytes, headers: dict[str, str], mirrored: bool) -> None:
         await self._forward(revision, path, body, headers, mirrored)
 
     async def _forward(
         self, revision: int, path: str, body: bytes, headers: dict[str, str], mirrored: bool = False
-    ) -> tuple[int, bytes, str]:
+    ) -> Answer:
         """One request to a revision's TorchServe; a failure to reach it is a server error of that revision."""
         base = self.backends.get(revision)
         started = time.perf_counter()
         if base is None or self._session is None:
-            status, payload = 503, json.dumps({"error": f"revision {revision} is not ready"}).encode()
-            content_type = "application/json"
+            answer = Answer(503, json.dumps({"error": f"revision {revision} is not ready"}).encode())
         else:
             try:
-                async with self._session.post(base + path, data=body, headers=headers) as answer:
-                    status, payload = answer.status, await answer.read()
-                    content_type = answer.content_type or "application/json"
+                async with self._session.post(base + path, data=body, headers=headers) as response:
+                    answer = Answer(
+                        response.status, await response.read(), response.headers.copy(), response.reason or ""
+                    )
             except (aiohttp.ClientError, TimeoutError) as exc:
-                status, content_type = 502, "application/json"
-                payload = json.dumps({"error": f"revision {revision}: {type(exc).__name__}: {exc}"}).encode()
-        self.arm(revision).observe(status, time.perf_counter() - started, mirrored)
-        return status, payload, content_type
+                answer = Answer(
+                    502, json.dumps({"error": f"revision {revision}: {type(exc).__name__}: {exc}"}).encode()
+                )
+        self.arm(revision).observe(answer.status, time.perf_counter() - started, mirrored)
+        return answer
 
-    # --- health, metrics, status, control ----------------------------------------------------------------
-
-    async def _ready(self, _: web.Request) -> web.Response:
-        ready = self.split is not None and self.backends.get(self.split.stable) is not None
-        return web.json_response({"ready": ready}, status=200 if ready else 503)
-
-    async def _live(self, _: web.Request) -> web.Response:
-        return web.json_response({"live": True})
-
-    async def _model_ready(self, request: web.Request) -> web.Response:
-        if request.match_info["model"] != self.model:
-            return _error(404, f"model {request.match_info['model']!r} is not served here")
-        ready = self.split is not None and self.backends.get(self.split.stable) is not None
-        return web.json_response({"name": self.model, "ready": ready})
+    # --- metrics, status, control ------------------------------------------------------------------------
 
     async def _metrics(self, _: web.Request) -> web.Response:
         return web.Response(text=exposition(self.model, self.stats), content_type="text/plain")
@@ -180,17 +221,13 @@ class Router:
 
     async def _control(self, request: web.Request) -> web.Response:
         if self.control is None:
-            return _error(503, "no runtime attached")
+            return error_response(503, "no runtime attached")
         try:
             args = await request.json() if request.can_read_body else {}
         except ValueError:
-            return _error(400, "body must be JSON")
+            return error_response(400, "body must be JSON")
         try:
             result = await self.control(request.match_info["command"], dict(args or {}))
         except ValueError as exc:
-            return _error(400, str(exc))
+            return error_response(400, str(exc))
         return web.json_response(result)
-
-
-def _error(status: int, message: str) -> web.Response:
-    return web.json_response({"error": message}, status=status)

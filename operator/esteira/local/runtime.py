@@ -32,6 +32,7 @@ from esteira.local.server import ModelServer
 from esteira.local.stats import Counters
 from esteira.metrics import MetricProvider
 from esteira.metrics.prometheus import PrometheusClient, PrometheusProvider
+from esteira.packaging.surface import served_model
 from esteira.rollout.engine import Action, Command, EngineInput, advance, analysis_due, format_time
 from esteira.rollout.evidence import MetricsUnavailable
 from esteira.state.revisions import Decision, track_revisions
@@ -299,7 +300,17 @@ class LocalRuntime:
                     spec=self.spec,
                 )
                 self.servers[revision] = server
+                self._describe(revision, version, server.model_dir)
                 self._spawn(self._bring_up(server, "Starting"))
+
+    def _describe(self, revision: int, version: str, folder: Path) -> None:
+        """Tell the router which model version and config a revision serves (for metadata and /versions)."""
+        try:
+            config = served_model(folder).config
+        except (OSError, ValueError, RuntimeError) as exc:  # ConfigError is a RuntimeError
+            self.say("MetadataUnavailable", f"revision {revision}: {exc}", True)
+            config = None
+        self.router.describe(revision, version, config)
 
     def _supervise(self) -> None:
         """A model server that exited without being asked is reported and started again."""

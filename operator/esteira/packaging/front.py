@@ -94,7 +94,8 @@ class TorchServeSurface(ModelSurface):
 def front_app(surface: TorchServeSurface, max_body: int = DEFAULT_MAX_BODY) -> web.Application:
     app = web.Application(client_max_size=max_body)
     add_protocol_routes(app, surface)
-    app.router.add_route("*", "/{tail:.*}", surface.pass_through)
+    # TorchServe's own paths only: an unknown or wrong-method /v1 or /v2 request is the surface's 404 or 405.
+    app.router.add_route("*", "/{tail:(?!v1/|v2/|v2$).*}", surface.pass_through)
     app.on_cleanup.append(surface.close)
     return app
 
