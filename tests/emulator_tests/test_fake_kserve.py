@@ -14,6 +14,7 @@ from tests.support.prerequisites import require_file
 from tests.support.schemas import upstream_crds_dir
 
 from .helpers import ISVC, inference_service
+from .kserve_cases import canary, isvc
 
 KSERVE_CRD = Path("kserve-v0.20.0") / "serving.kserve.io_inferenceservices.yaml"
 
@@ -53,7 +54,14 @@ def test_ready_status_like_kserve(crds: KubeApi, kube_namespace: str, kserve: Fa
     assert result["observedGeneration"] == 1
     assert result["url"] == f"http://m1.{kube_namespace}.example.com"
     assert result["address"]["url"] == f"http://m1.{kube_namespace}.svc.cluster.local"
-    assert conditions(result) == {"Ready": "True", "PredictorReady": "True", "IngressReady": "True"}
+    assert conditions(result) == {
+        "Ready": "True",
+        "PredictorReady": "True",
+        "PredictorConfigurationReady": "True",
+        "PredictorRouteReady": "True",
+        "IngressReady": "True",
+    }
+    assert result["deploymentMode"] == "Knative"
     assert all(condition["lastTransitionTime"] for condition in result["conditions"])
     predictor = result["components"]["predictor"]
     assert predictor["latestCreatedRevision"] == predictor["latestReadyRevision"] == "m1-predictor-00001"
@@ -130,3 +138,51 @@ def test_written_status_validates_against_kserves_crd(crds: KubeApi, kube_namesp
         obj = crds.custom_objects().get_namespaced_custom_object(*ISVC[:2], kube_namespace, ISVC[2], name)
         assert schema.errors(obj) == []
         assert schema.prepare(obj)["status"] == obj["status"]  # nothing was pruned
+
+
+def test_standard_status_like_kserve(crds: KubeApi, kube_namespace: str, kserve: FakeKServe) -> None:
+    """Standard mode: no revisions or traffic; URLs from the predictor service names; one status per canary."""
+    api = crds.custom_objects()
+    where = (*ISVC[:2], kube_namespace, ISVC[2])
+    api.create_namespaced_custom_object(*where, isvc("m1"))
+    kserve.wait_for("m1", kube_namespace)
+    result = status(crds, kube_namespace, "m1")
+    assert result["deploymentMode"] == "Standard"
+    assert result["url"] == f"http://m1-{kube_namespace}.example.com"
+    assert result["address"]["url"] == f"http://m1-predictor.{kube_namespace}.svc.cluster.local"
+    assert result["components"] == {"predictor": {"url": f"http://m1-predictor-{kube_namespace}.example.com"}}
+    assert conditions(result) == {"IngressReady": "True", "PredictorReady": "True", "Ready": "True"}
+    assert "canaryStatuses" not in result
+
+    kserve.fail("m1", kube_namespace)
+    body = {"spec": {"canary": [canary("rev-2", 20)]}}
+    generation = api.patch_namespaced_custom_object(*where, "m1", body)["metadata"]["generation"]
+    kserve.wait_for("m1", kube_namespace, outcome="failed", generation=generation)
+    result = status(crds, kube_namespace, "m1")
+    assert conditions(result)["Ready"] == "True"  # the stable Deployment keeps serving
+    assert conditions(result)["CanaryPredictorReady"] == "False"
+    assert result["canaryStatuses"] == [
+        {"name": "rev-2", "ready": False, "trafficPercent": 20, "modelStatus": {"transitionStatus": ""}}
+    ]
+
+    kserve.recover("m1", kube_namespace)
+    kserve.wait_for("m1", kube_namespace, generation=generation)
+    result = status(crds, kube_namespace, "m1")
+    assert [arm["ready"] for arm in result["canaryStatuses"]] == [True]
+    canary_condition = next(c for c in result["conditions"] if c["type"] == "CanaryPredictorReady")
+    assert (canary_condition["status"], canary_condition["reason"]) == ("True", "AllCanariesReady")
+
+
+def named_knative() -> dict[str, Any]:
+    obj = isvc("m1", "Knative")
+    obj["spec"]["predictor"]["name"] = "blue"
+    return obj
+
+
+def test_named_predictor_revisions(crds: KubeApi, kube_namespace: str, kserve: FakeKServe) -> None:
+    """A named stable predictor names its Knative service and revisions <isvc>-<name>-predictor."""
+    crds.custom_objects().create_namespaced_custom_object(*ISVC[:2], kube_namespace, ISVC[2], named_knative())
+    kserve.wait_for("m1", kube_namespace)
+    predictor = status(crds, kube_namespace, "m1")["components"]["predictor"]
+    assert predictor["latestCreatedRevision"] == "m1-blue-predictor-00001"
+    assert predictor["url"] == f"http://m1-blue-predictor.{kube_namespace}.example.com"

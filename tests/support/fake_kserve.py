@@ -2,7 +2,8 @@
 
 It watches InferenceServices through the official ``kubernetes`` client and, whenever one's
 ``metadata.generation`` is ahead of ``status.observedGeneration``, writes the ``/status`` that KServe
-(v0.20, Knative mode) would write: URLs, conditions, predictor revisions and traffic, model status.
+(v0.20) would write in the object's mode (see ``kserve_status``): Knative revisions and traffic, or
+Standard-mode canary statuses; URLs, conditions and model status in both.
 Tests steer it: :meth:`FakeKServe.fail` makes a named InferenceService fail to load its model,
 :meth:`FakeKServe.recover` undoes that, and ``ready_delay`` keeps new revisions "deploying" for a while.
 On a real cluster KServe itself does this job, so nothing here is used there.
@@ -10,42 +11,24 @@ On a real cluster KServe itself does this job, so nothing here is used there.
 
 from __future__ import annotations
 
-import datetime
 import heapq
 import itertools
 import threading
 import time
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Literal, Self, cast
+from typing import Any, Self, cast
 
 import kubernetes
 from kubernetes.client.exceptions import ApiException
 
+from .kserve_status import Failure, History, Outcome, build_status
+
 GROUP, VERSION, PLURAL = "serving.kserve.io", "v1beta1", "inferenceservices"
 USER_AGENT = "fake-kserve"
-Outcome = Literal["progressing", "ready", "failed"]
 Key = tuple[str, str]  # (namespace, name)
-
-
-@dataclass(frozen=True)
-class Failure:
-    """Why a model fails to load; ``reason`` must be one of KServe's ``lastFailureInfo.reason`` values."""
-
-    reason: str = "ModelLoadFailed"
-    message: str = "failed to load the model (injected by the test)"
-
-
-@dataclass
-class _Revisions:
-    """Revision bookkeeping of one InferenceService, as Knative keeps it for the predictor."""
-
-    by_generation: dict[int, str] = field(default_factory=dict)
-    latest_ready: str | None = None
-    rolled_out: str | None = None
-    previous_rolled_out: str | None = None
 
 
 @dataclass(frozen=True)
@@ -78,7 +61,7 @@ class FakeKServe:
         client.user_agent = USER_AGENT  # never a fault-injection target
         self._api = kubernetes.client.CustomObjectsApi(client)
         self._failures: dict[tuple[str | None, str], Failure] = {}
-        self._revisions: dict[str, _Revisions] = {}  # by uid
+        self._revisions: dict[str, History] = {}  # by uid
         self._due: list[tuple[float, int, Key, int, bool]] = []  # (when, seq, key, generation, final)
         self._scheduled: set[tuple[Key, int]] = set()
         self._seq = itertools.count()
@@ -271,104 +254,10 @@ class FakeKServe:
         self.patched.append(Patched(namespace, name, generation, outcome))
 
     def _status(self, obj: dict[str, Any], outcome: Outcome, failure: Failure | None) -> dict[str, Any]:
-        """The status KServe reports for this object and outcome (see its CRD's status schema)."""
-        meta, spec = obj["metadata"], obj.get("spec") or {}
-        name, namespace, generation = meta["name"], meta["namespace"], int(meta.get("generation") or 1)
-        revisions = self._revisions.setdefault(meta.get("uid", f"{namespace}/{name}"), _Revisions())
-        latest = revisions.by_generation.setdefault(
-            generation, f"{name}-predictor-{len(revisions.by_generation) + 1:05d}"
-        )
-        canary = (spec.get("predictor") or {}).get("canaryTrafficPercent")
-        now = _now()
-
-        if outcome == "ready":
-            traffic = self._roll_out(revisions, latest, canary)
-        else:
-            traffic = [_traffic(revisions.rolled_out, 100, False, "prev")] if revisions.rolled_out else []
-        serving = bool(traffic)
-        ready = outcome == "ready"
-        reason, message = {
-            "ready": ("", ""),
-            "progressing": ("Deploying", f"Revision {latest} is being deployed"),
-            "failed": (failure.reason if failure else "", failure.message if failure else ""),
-        }[outcome]
-        cond_status = "True" if ready else "Unknown" if outcome == "progressing" else "False"
-        conditions = [
-            _condition("IngressReady", "True" if serving else "False", now),
-            _condition("PredictorReady", cond_status, now, reason, message),
-            _condition("Ready", cond_status, now, reason, message),
-        ]
-        model_status: dict[str, Any] = {
-            "transitionStatus": {"ready": "UpToDate", "progressing": "InProgress", "failed": "BlockedByFailedLoad"}[
-                outcome
-            ],
-            "states": {
-                "activeModelState": "Loaded" if ready or revisions.rolled_out else "Pending",
-                "targetModelState": {"ready": "Loaded", "progressing": "Loading", "failed": "FailedToLoad"}[outcome],
-            },
-        }
-        if outcome == "failed" and failure is not None:
-            model_status["lastFailureInfo"] = {
-                "reason": failure.reason,
-                "message": failure.message,
-                "modelRevisionName": latest,
-                "time": now,
-            }
-        predictor: dict[str, Any] = {
-            "latestCreatedRevision": latest,
-            "url": f"http://{name}-predictor.{namespace}.{self.domain}",
-            "traffic": traffic,
-        }
-        for field_name, value in (
-            ("latestReadyRevision", revisions.latest_ready),
-            ("latestRolledoutRevision", revisions.rolled_out),
-            ("previousRolledoutRevision", revisions.previous_rolled_out),
-        ):
-            if value:
-                predictor[field_name] = value
-        mode = (meta.get("annotations") or {}).get("serving.kserve.io/deploymentMode", "Knative")
-        extra: dict[str, Any] = {}
-        if spec.get("canary"):
-            # Standard mode (KServe 0.20+): each named canary predictor reports its own readiness and share.
-            extra["canaryStatuses"] = [
-                {"name": arm["predictor"].get("name", ""), "ready": ready, "trafficPercent": arm["trafficPercent"]}
-                for arm in spec["canary"]
-            ]
-        return {
-            **extra,
-            "observedGeneration": generation,
-            "url": f"http://{name}.{namespace}.{self.domain}",
-            "address": {"url": f"http://{name}.{namespace}.svc.cluster.local"},
-            "conditions": conditions,
-            "components": {"predictor": predictor},
-            "modelStatus": model_status,
-            "deploymentMode": "Serverless" if mode == "Knative" else "RawDeployment",
-        }
-
-    @staticmethod
-    def _roll_out(revisions: _Revisions, latest: str, canary: int | None) -> list[dict[str, Any]]:
-        """Knative routing: a canary splits traffic with the last rolled-out revision, otherwise promote."""
-        revisions.latest_ready = latest
-        stable = revisions.rolled_out
-        if canary is not None and stable and stable != latest:
-            return [_traffic(latest, int(canary), True, "latest"), _traffic(stable, 100 - int(canary), False, "prev")]
-        if stable != latest:
-            revisions.previous_rolled_out, revisions.rolled_out = stable, latest
-        return [_traffic(latest, 100, True, "latest")]
+        """The status KServe reports for this object and outcome, in the object's deployment mode."""
+        meta = obj["metadata"]
+        history = self._revisions.setdefault(meta.get("uid", f"{meta['namespace']}/{meta['name']}"), History())
+        return build_status(obj, outcome, failure, history, self.domain)
 
 
-def _traffic(revision: str | None, percent: int, latest: bool, tag: str) -> dict[str, Any]:
-    return {"revisionName": revision, "percent": percent, "latestRevision": latest, "tag": tag}
-
-
-def _condition(kind: str, status: str, now: str, reason: str = "", message: str = "") -> dict[str, Any]:
-    condition = {"type": kind, "status": status, "lastTransitionTime": now}
-    if reason:
-        condition["reason"] = reason
-    if message:
-        condition["message"] = message
-    return condition
-
-
-def _now() -> str:
-    return datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+__all__ = ["Failure", "FakeKServe", "Outcome", "Patched"]
