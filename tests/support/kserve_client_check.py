@@ -13,7 +13,8 @@ import sys
 from typing import Any
 
 import numpy as np
-from kserve import InferenceRESTClient, InferInput, InferRequest, RequestedOutput, RESTConfig
+from kserve import InferenceRESTClient, InferInput, InferRequest, RESTConfig
+from kserve.protocol.infer_type import RequestedOutput
 
 
 async def v2(base: str, model: str, rows: list[list[float]]) -> dict[str, Any]:

@@ -101,7 +101,9 @@ def check_with_kserve_client(url: str, model: str, labels: list[str]) -> None:
     seen = json.loads(done.stdout.strip().splitlines()[-1])
     assert seen["server_live"] and seen["server_ready"] and seen["model_ready"]
     assert seen["unknown_model_ready"] is False
-    assert seen["infer_binary_false"]["probabilities"] == pytest.approx(seen["infer_binary_true"]["probabilities"])
+    np.testing.assert_allclose(
+        seen["infer_binary_false"]["probabilities"], seen["infer_binary_true"]["probabilities"], rtol=1e-6
+    )
     assert len(seen["infer_binary_true"]["probabilities"]) == len(ROWS)
     assert seen["v1_server_live"] and seen["v1_model_ready"]
     predictions = seen["v1_predict"]["predictions"]
