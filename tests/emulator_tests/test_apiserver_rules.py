@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import kmock
+import kubernetes
 import pytest
 from kubernetes.client.exceptions import ApiException
 
@@ -27,15 +28,15 @@ SUBDOMAIN = (
 def create_md(api: KubeApi, namespace: str, name: str, **meta: Any) -> dict[str, Any]:
     body = model_deployment(name)
     body["metadata"].update(meta)
-    created: dict[str, Any] = api.custom_objects().create_namespaced_custom_object(*MD[:2], namespace, MD[2], body)
-    return created
+    created = api.custom_objects().create_namespaced_custom_object(*MD[:2], namespace, MD[2], body)
+    return cast(dict[str, Any], created)
 
 
 def invalid(api: KubeApi, namespace: str, name: str, **meta: Any) -> list[str]:
     with pytest.raises(ApiException) as refused:
         create_md(api, namespace, name, **meta)
     assert refused.value.status == 422
-    return [cause["message"] for cause in json.loads(refused.value.body)["details"]["causes"]]
+    return [cause["message"] for cause in json.loads(refused.value.body or "{}")["details"]["causes"]]
 
 
 def test_object_names(crds: KubeApi, kube_namespace: str) -> None:
@@ -50,10 +51,12 @@ def test_object_names(crds: KubeApi, kube_namespace: str) -> None:
 def test_namespace_names_are_labels(kube_api: KubeApi) -> None:
     core = kube_api.core()
     with pytest.raises(ApiException) as refused:
-        core.create_namespace({"metadata": {"name": "a.b"}})
+        core.create_namespace(kubernetes.client.V1Namespace(metadata=kubernetes.client.V1ObjectMeta(name="a.b")))
     assert refused.value.status == 422
-    assert "a lowercase RFC 1123 label must consist of lower case alphanumeric characters or '-'" in refused.value.body
-    assert "(e.g. 'my-name',  or '123-abc'" in refused.value.body  # kube-apiserver's own double space
+    assert "a lowercase RFC 1123 label must consist of lower case alphanumeric characters or '-'" in str(
+        refused.value.body
+    )
+    assert "(e.g. 'my-name',  or '123-abc'" in str(refused.value.body)  # kube-apiserver's own double space
 
 
 def test_labels(crds: KubeApi, kube_namespace: str) -> None:
@@ -129,7 +132,7 @@ def test_admission_chain(tmp_path: Path) -> None:
         ]
         with pytest.raises(ApiException) as refused:
             create_md(api, "default", "m2", labels={"refuse": "yes"})
-        assert (refused.value.status, json.loads(refused.value.body)["message"]) == (
+        assert (refused.value.status, json.loads(refused.value.body or "{}")["message"]) == (
             403,
             'admission webhook "recorder.example.com" denied the request: refused by label',
         )

@@ -156,7 +156,7 @@ def test_standard_status_like_kserve(crds: KubeApi, kube_namespace: str, kserve:
 
     kserve.fail("m1", kube_namespace)
     body = {"spec": {"canary": [canary("rev-2", 20)]}}
-    generation = api.patch_namespaced_custom_object(*where, "m1", body)["metadata"]["generation"]
+    generation = patched_generation(api.patch_namespaced_custom_object(*where, "m1", body))
     kserve.wait_for("m1", kube_namespace, outcome="failed", generation=generation)
     result = status(crds, kube_namespace, "m1")
     assert conditions(result)["Ready"] == "True"  # the stable Deployment keeps serving
@@ -171,6 +171,11 @@ def test_standard_status_like_kserve(crds: KubeApi, kube_namespace: str, kserve:
     assert [arm["ready"] for arm in result["canaryStatuses"]] == [True]
     canary_condition = next(c for c in result["conditions"] if c["type"] == "CanaryPredictorReady")
     assert (canary_condition["status"], canary_condition["reason"]) == ("True", "AllCanariesReady")
+
+
+def patched_generation(obj: object) -> int:
+    assert isinstance(obj, dict)
+    return int(obj["metadata"]["generation"])
 
 
 def named_knative() -> dict[str, Any]:

@@ -4,7 +4,7 @@ with KServe's message, as pure functions and through the emulator's HTTP API (th
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import Any, cast
 
 import pytest
 from kubernetes.client.exceptions import ApiException
@@ -19,12 +19,12 @@ DENIED = 'admission webhook "inferenceservice.kserve-webhook-server.validator" d
 
 
 def create(api: KubeApi, namespace: str, body: dict[str, Any]) -> dict[str, Any]:
-    created: dict[str, Any] = api.custom_objects().create_namespaced_custom_object(*ISVC[:2], namespace, ISVC[2], body)
-    return created
+    created = api.custom_objects().create_namespaced_custom_object(*ISVC[:2], namespace, ISVC[2], body)
+    return cast(dict[str, Any], created)
 
 
 def refusal(exc: ApiException) -> tuple[int, str, str]:
-    status = json.loads(exc.body)
+    status = json.loads(exc.body or "{}")
     return int(exc.status), str(status["reason"]), str(status["message"])
 
 
@@ -127,7 +127,7 @@ def test_update_rules_over_http(crds: KubeApi, kube_namespace: str) -> None:
     message = "update rejected: deploymentMode cannot be changed from 'Standard' to 'Knative'"
     assert refusal(refused.value) == (403, "Forbidden", DENIED + message)
 
-    current = api.get_namespaced_custom_object(*where, "m1")
+    current = cast(dict[str, Any], api.get_namespaced_custom_object(*where, "m1"))
     current["spec"]["predictor"]["model"]["name"] = "kserve-container"
     with pytest.raises(ApiException) as refused:
         api.replace_namespaced_custom_object(*where, "m1", current)
