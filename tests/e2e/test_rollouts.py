@@ -4,7 +4,6 @@ stable and canary arms, and each traffic router. Intervals are seconds long so t
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -19,6 +18,7 @@ from tests.support.fake_gateway import FakeGateway
 from tests.support.fake_kserve import FakeKServe
 from tests.support.model_exporter import ArmProfile, ModelExporter
 from tests.support.prometheus_server import PrometheusServer
+from tests.support.schemas import upstream_crds_path
 from tests.unit.specs import document, spec
 
 INTERVAL = 3.0
@@ -74,7 +74,7 @@ def rollout_operator(
 ) -> Iterator[OperatorProcess]:
     # The analysis reads a local Prometheus scraping a local exporter, which a cluster's operator cannot reach.
     crds.require_emulator("rollouts driven by a local Prometheus")
-    gateway_crd = Path(__file__).resolve().parents[3] / "shared" / "crds" / GATEWAY_CRD
+    gateway_crd = upstream_crds_path() / GATEWAY_CRD
     if crds.emulated and gateway_crd.exists():
         crds.apply_crd(gateway_crd)
     process = OperatorProcess(
@@ -88,14 +88,24 @@ def rollout_operator(
     request.node.add_report_section("teardown", "operator log", process.log()[-20000:])
 
 
+def stable_traffic_covers_an_interval(prometheus: PrometheusServer, namespace: str) -> bool:
+    """Prometheus holds stable's requests over at least one analysis interval, so the first analysis has a
+    stable arm to compare the canary with."""
+    series = prometheus.query(f'esteira_requests_total{{namespace="{namespace}",Revision="1"}}[1m]')
+    scraped = [float(at) for one in series for at, _ in one["values"]]
+    return bool(scraped) and max(scraped) - min(scraped) >= INTERVAL
+
+
 def start_rollout(
-    esteira: Esteira, namespace: str, profiles: dict[int, ArmProfile], router: str = "KServe", mode: str = "Standard"
+    esteira: Esteira, namespace: str, prometheus: PrometheusServer, router: str = "KServe", mode: str = "Standard"
 ) -> None:
     esteira.create_md(namespace, rollout_md(namespace, "1.0.0", router, mode))
     eventually(
         lambda: (esteira.condition(namespace, "iris", "Ready") or {}).get("status") == "True", timeout=30, what="ready"
     )
-    time.sleep(INTERVAL)  # stable's traffic reaches Prometheus before the canary is compared with it
+    eventually(
+        lambda: stable_traffic_covers_an_interval(prometheus, namespace), timeout=30, what="stable's traffic scraped"
+    )
     patch = rollout_md(namespace, "2.0.0", router, mode)
     esteira.patch_md(namespace, "iris", {"spec": {"model": patch["spec"]["model"]}})
 
@@ -106,6 +116,20 @@ def wait_for_weight(esteira: Esteira, namespace: str, weight: int) -> None:
         timeout=30,
         what=f"canary at {weight}%",
     )
+
+
+def wait_for_analyses(esteira: Esteira, namespace: str, count: int, held: str) -> None:
+    """Wait until `count` analyses have ended held with a reason starting with `held`: evidence that the
+    rollout kept judging and kept holding, where a fixed sleep would only hope so."""
+    seen: set[str] = set()
+
+    def probe() -> bool:
+        canary = esteira.get_md(namespace, "iris")["status"].get("canary") or {}
+        if canary.get("lastAnalysisAt") and (canary.get("pauseReason") or "").startswith(held):
+            seen.add(canary["lastAnalysisAt"])
+        return len(seen) >= count
+
+    eventually(probe, timeout=count * INTERVAL + 30, what=f"{count} analyses held with {held!r}")
 
 
 def last_rollout(esteira: Esteira, namespace: str) -> dict[str, Any] | None:
@@ -121,9 +145,9 @@ def last_rollout(esteira: Esteira, namespace: str) -> dict[str, Any] | None:
 def test_good_canary_is_promoted_through_every_step(
     esteira: Esteira, kube_namespace: str, telemetry: tuple[ModelExporter, PrometheusServer], router: str, mode: str
 ) -> None:
-    exporter, _ = telemetry
+    exporter, prometheus = telemetry
     with TrafficMirror(esteira, kube_namespace, exporter, {1: GOOD, 2: GOOD}) as mirror:
-        start_rollout(esteira, kube_namespace, mirror.profiles, router, mode)
+        start_rollout(esteira, kube_namespace, prometheus, router, mode)
         outcome = eventually(lambda: last_rollout(esteira, kube_namespace), timeout=60, what="rollout finished")
     assert outcome["outcome"] == "Promoted", outcome
     assert [w for w in mirror.timeline.canary_weights() if w] == [20, 50, 100]
@@ -146,9 +170,9 @@ def test_bad_canary_is_rolled_back_within_two_intervals(
     profile: ArmProfile,
     check: str,
 ) -> None:
-    exporter, _ = telemetry
+    exporter, prometheus = telemetry
     with TrafficMirror(esteira, kube_namespace, exporter, {1: GOOD, 2: profile}) as mirror:
-        start_rollout(esteira, kube_namespace, mirror.profiles)
+        start_rollout(esteira, kube_namespace, prometheus)
         outcome = eventually(lambda: last_rollout(esteira, kube_namespace), timeout=60, what="rollout finished")
     assert outcome["outcome"] == "RolledBack", outcome
     assert check in outcome["reason"]
@@ -170,12 +194,12 @@ def test_bad_canary_is_rolled_back_within_two_intervals(
 def test_low_traffic_canary_is_not_rolled_back(
     esteira: Esteira, kube_namespace: str, telemetry: tuple[ModelExporter, PrometheusServer]
 ) -> None:
-    exporter, _ = telemetry
+    exporter, prometheus = telemetry
     exporter.rate = 2.0  # the canary's 20% gets well under minRequests per interval
     with TrafficMirror(esteira, kube_namespace, exporter, {1: GOOD, 2: GOOD}):
-        start_rollout(esteira, kube_namespace, {})
+        start_rollout(esteira, kube_namespace, prometheus)
         wait_for_weight(esteira, kube_namespace, 20)
-        time.sleep(4 * INTERVAL)
+        wait_for_analyses(esteira, kube_namespace, 3, held="extending step")
     status = esteira.get_md(kube_namespace, "iris")["status"]
     assert status["canary"]["weight"] == 20
     assert status["canary"]["pauseReason"].startswith("extending step")
@@ -186,9 +210,9 @@ def test_low_traffic_canary_is_not_rolled_back(
 def test_new_version_mid_rollout_restarts_from_the_first_step(
     esteira: Esteira, kube_namespace: str, telemetry: tuple[ModelExporter, PrometheusServer]
 ) -> None:
-    exporter, _ = telemetry
-    with TrafficMirror(esteira, kube_namespace, exporter, {1: GOOD, 2: GOOD, 3: GOOD}) as mirror:
-        start_rollout(esteira, kube_namespace, mirror.profiles)
+    exporter, prometheus = telemetry
+    with TrafficMirror(esteira, kube_namespace, exporter, {1: GOOD, 2: GOOD, 3: GOOD}):
+        start_rollout(esteira, kube_namespace, prometheus)
         wait_for_weight(esteira, kube_namespace, 50)
         third = rollout_md(kube_namespace, "3.0.0")
         esteira.patch_md(kube_namespace, "iris", {"spec": {"model": third["spec"]["model"]}})
@@ -210,7 +234,7 @@ def test_prometheus_down_holds_the_rollout_with_a_clear_condition(
 ) -> None:
     exporter, prometheus = telemetry
     with TrafficMirror(esteira, kube_namespace, exporter, {1: GOOD, 2: GOOD}):
-        start_rollout(esteira, kube_namespace, {})
+        start_rollout(esteira, kube_namespace, prometheus)
         wait_for_weight(esteira, kube_namespace, 20)
         prometheus.stop()
         condition = eventually(
@@ -222,7 +246,7 @@ def test_prometheus_down_holds_the_rollout_with_a_clear_condition(
             timeout=30,
             what="held for missing metrics",
         )
-        time.sleep(3 * INTERVAL)
+        wait_for_analyses(esteira, kube_namespace, 3, held="metrics unavailable")
     assert condition["reason"] == "RolloutHeld"
     status = esteira.get_md(kube_namespace, "iris")["status"]
     assert status["canary"]["weight"] == 20, "no promotion without evidence"

@@ -1,6 +1,8 @@
 """The local runtime end to end, with real TorchServe processes: routing, rollouts, restarts, shutdown.
 
-One runtime serves the whole module (each TorchServe start costs seconds); the tests run in file order.
+The life of one runtime is one test: each phase starts from the revisions and history the previous one left,
+and a TorchServe start costs seconds. Tests that are separate start runtimes of their own, so any worker may
+run any of them in any order.
 """
 
 from __future__ import annotations
@@ -11,7 +13,6 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -24,16 +25,16 @@ from esteira.local.runtime import LocalRuntime
 from esteira.local.server import free_port, group_members
 from tests.local.conftest import RuntimeThread, http, need_torchserve, wait_for, write_manifest
 
+# One worker at a time (with --dist loadgroup): every test here starts TorchServe processes of its own.
 pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("local")]
 
 
-@pytest.fixture(scope="module")
-def local(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RuntimeThread]:
+@pytest.fixture
+def local(tmp_path: Path) -> Iterator[RuntimeThread]:
     need_torchserve()
-    root = tmp_path_factory.mktemp("local")
-    manifest = root / "iris.yaml"
+    manifest = tmp_path / "iris.yaml"
     write_manifest(manifest, "1.0.0", "iris-1.0.0", mirror=True)
-    thread = RuntimeThread(LocalRuntime(manifest, port=free_port(), workdir=root / "run", log=print)).start()
+    thread = RuntimeThread(LocalRuntime(manifest, port=free_port(), workdir=tmp_path / "run", log=print)).start()
     load = LoadGenerator(thread.runtime.url, "iris", clients=2, batch=8, pause=0.03)
     thread.loop.call_soon_threadsafe(load.start)
     thread.before_stop.append(load.stop)
@@ -41,12 +42,24 @@ def local(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RuntimeThread]:
     thread.stop()
 
 
+@pytest.mark.timeout(900)
+def test_one_runtime_from_first_revision_to_shutdown(local: RuntimeThread) -> None:
+    """Revision 1 serves; 1.0.1 is mirrored, paused and promoted (2); the worse 1.1.0 is rolled back (3); a
+    killed server comes back; a rollback to revision 1's build makes revision 4; shutdown leaves no process."""
+    serves_v1_v2_and_pins_by_header(local)
+    mirroring_pause_and_promotion(local)
+    worse_model_rolls_back_on_prediction_shift(local)
+    killed_server_is_restarted_and_serves_again(local)
+    rollback_to_an_earlier_revision(local)
+    shutdown_leaves_no_process(local)
+
+
 def _outcome(thread: RuntimeThread, revision: int) -> str | None:
     last = thread.runtime.status.last_rollout
     return last.outcome if last is not None and last.revision == revision else None
 
 
-def test_serves_v1_v2_and_pins_by_header(local: RuntimeThread) -> None:
+def serves_v1_v2_and_pins_by_header(local: RuntimeThread) -> None:
     url = local.runtime.url
     status, headers, body = http(f"{url}/v1/models/iris:predict", {"instances": [[5.1, 3.5, 1.4, 0.2]]})
     assert status == 200 and headers["x-model-revision"] == "1"
@@ -59,7 +72,7 @@ def test_serves_v1_v2_and_pins_by_header(local: RuntimeThread) -> None:
     assert http(f"{url}/v2/health/ready")[0] == 200
 
 
-def test_mirroring_pause_and_promotion(local: RuntimeThread) -> None:
+def mirroring_pause_and_promotion(local: RuntimeThread) -> None:
     runtime = local.runtime
     write_manifest(runtime.path, "1.0.1", "iris-1.0.0", mirror=True)
     wait_for(lambda: runtime.router.split and runtime.router.split.canary == 2, 60, "canary revision 2 serving")
@@ -77,7 +90,7 @@ def test_mirroring_pause_and_promotion(local: RuntimeThread) -> None:
     assert runtime.status.stable is not None and runtime.status.stable.revision == 2
 
 
-def test_worse_model_rolls_back_on_prediction_shift(local: RuntimeThread) -> None:
+def worse_model_rolls_back_on_prediction_shift(local: RuntimeThread) -> None:
     runtime = local.runtime
     write_manifest(runtime.path, "1.1.0", "iris-1.1.0", mirror=True)
     assert wait_for(lambda: _outcome(local, 3), 90, "revision 3 judged") == "RolledBack"
@@ -87,7 +100,7 @@ def test_worse_model_rolls_back_on_prediction_shift(local: RuntimeThread) -> Non
     wait_for(lambda: 3 not in runtime.servers, 10, "revision 3 server retired")
 
 
-def test_killed_server_is_restarted_and_serves_again(local: RuntimeThread) -> None:
+def killed_server_is_restarted_and_serves_again(local: RuntimeThread) -> None:
     runtime = local.runtime
     server = runtime.servers[2]
     pgid = server.pgid
@@ -101,7 +114,7 @@ def test_killed_server_is_restarted_and_serves_again(local: RuntimeThread) -> No
     assert status == 200 and headers["x-model-revision"] == "2"
 
 
-def test_rollback_to_an_earlier_revision(local: RuntimeThread) -> None:
+def rollback_to_an_earlier_revision(local: RuntimeThread) -> None:
     runtime = local.runtime
     result = local.call(runtime.control("rollback", {"revision": 1}))
     assert any(d["reason"] == "RevisionCreated" for d in result["decisions"])
@@ -111,7 +124,7 @@ def test_rollback_to_an_earlier_revision(local: RuntimeThread) -> None:
     wait_for(lambda: 2 not in runtime.servers, 10, "revision 2 retired")
 
 
-def test_shutdown_leaves_no_process(local: RuntimeThread) -> None:
+def shutdown_leaves_no_process(local: RuntimeThread) -> None:
     groups = [s.pgid for s in local.runtime.servers.values() if s.pgid is not None]
     assert groups
     local.stop()
@@ -158,6 +171,5 @@ def test_esteira_up_stops_cleanly_on_sigterm(tmp_path: Path) -> None:
 def _ready(url: str) -> bool:
     try:
         return http(f"{url}/v2/health/ready")[0] == 200
-    except OSError:
-        time.sleep(0.3)
+    except OSError:  # not listening yet; wait_for polls again
         return False

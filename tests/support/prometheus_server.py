@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import time
+import urllib.parse
 import urllib.request
 from pathlib import Path
+from typing import Any
 
 import yaml
 
@@ -53,6 +56,14 @@ class PrometheusServer:
             except OSError:
                 time.sleep(0.2)
         raise TimeoutError(f"Prometheus not ready after {timeout}s")
+
+    def query(self, promql: str) -> list[dict[str, Any]]:
+        """The result of an instant query: one entry per series, with `value` or (range selectors) `values`."""
+        url = f"{self.url}/api/v1/query?{urllib.parse.urlencode({'query': promql})}"
+        with urllib.request.urlopen(url, timeout=5) as response:
+            answer = json.loads(response.read())
+        result: list[dict[str, Any]] = answer["data"]["result"]
+        return result
 
     def stop(self) -> None:
         if self.process is not None and self.process.poll() is None:
