@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import math
+import re
+import struct
 from typing import Any
 
 import pytest
@@ -18,6 +20,7 @@ from model_handlers.protocol import (
     Prediction,
     Protocol,
     V2Input,
+    encode_binary,
     envelope_v2_payload,
     extract_body,
     format_response,
@@ -366,3 +369,80 @@ def test_any_json_value_parses_or_gives_bad_request(value: Any) -> None:
     except ValueError:
         return
     _parses_or_bad_request(text.encode())
+
+
+# --- requested outputs and binary tensor data --------------------------------------------------------------
+
+NAMED = InputSpec("tabular", n_features=2, max_instances=3, output_names=("label", "probabilities"))
+
+
+def _binary_body(header: dict[str, Any], *blobs: bytes) -> tuple[bytes, str]:
+    text = json.dumps(header).encode()
+    return text + b"".join(blobs), str(len(text))
+
+
+def test_binary_inputs_are_decoded_little_endian() -> None:
+    header = {"inputs": [{"name": "x", "shape": [2, 2], "datatype": "FP32", "parameters": {"binary_data_size": 16}}]}
+    body, length = _binary_body(header, struct.pack("<4f", 1.0, 2.5, -3.0, 4.0))
+    parsed = parse_request(body, NAMED, binary_header=length)
+    assert parsed.instances == ((1.0, 2.5), (-3.0, 4.0))
+    image = {
+        "inputs": [{"name": "x", "shape": [1], "datatype": "BYTES", "parameters": {"binary_data_size": 4 + len(PNG)}}]
+    }
+    body, length = _binary_body(image, struct.pack("<I", len(PNG)) + PNG)
+    assert parse_request(body, IMAGE, binary_header=length).instances == (PNG,)
+
+
+@pytest.mark.parametrize(
+    ("size", "blob", "header", "message"),
+    [
+        (16, b"\0" * 8, None, "runs past the end of the body (8 bytes of binary data left)"),
+        (6, b"\0" * 6, None, "not a whole number of FP32 elements"),
+        (8, b"\0" * 12, None, "4 bytes of binary data after the last input"),
+        (8, b"\0" * 8, "abc", "Inference-Header-Content-Length 'abc' is not a non-negative integer"),
+        (8, b"\0" * 8, "99999", "longer than the"),
+        (-1, b"", None, "binary_data_size must be a non-negative integer"),
+    ],
+)
+def test_broken_binary_requests_say_what_is_wrong(size: int, blob: bytes, header: str | None, message: str) -> None:
+    doc = {"inputs": [{"name": "x", "shape": [1, 2], "datatype": "FP32", "parameters": {"binary_data_size": size}}]}
+    body, length = _binary_body(doc, blob)
+    with pytest.raises(BadRequest, match=re.escape(message)):
+        parse_request(body, NAMED, binary_header=header or length)
+
+
+def test_requested_outputs_are_picked_checked_and_marked_binary() -> None:
+    doc = {
+        "inputs": [{"name": "x", "shape": [1, 2], "datatype": "FP32", "data": [1, 2]}],
+        "outputs": [{"name": "probabilities", "parameters": {"binary_data": True}}, {"name": "label"}],
+    }
+    parsed = parse_request(doc, NAMED)
+    assert parsed.outputs == ("probabilities", "label")
+    assert parsed.binary_outputs == frozenset({"probabilities"})
+    answer = format_response(parsed, [Prediction(label="a", probabilities=(0.25, 0.75))], ["a", "b"], IDENTITY)
+    assert [output["name"] for output in answer["outputs"]] == ["probabilities", "label"]
+    everything = parse_request({**doc, "outputs": None, "parameters": {"binary_data_output": True}}, NAMED)
+    assert everything.outputs == () and everything.binary_outputs == frozenset({"label", "probabilities"})
+    with pytest.raises(BadRequest, match=r"outputs\[0\]\.name 'nope' is not an output of this model"):
+        parse_request({**doc, "outputs": [{"name": "nope"}]}, NAMED)
+    with pytest.raises(BadRequest, match="asked for twice"):
+        parse_request({**doc, "outputs": [{"name": "label"}, {"name": "label"}]}, NAMED)
+    with pytest.raises(BadRequest, match=r"parameters\.binary_data_output must be a boolean"):
+        parse_request({**doc, "parameters": {"binary_data_output": "yes"}}, NAMED)
+
+
+def test_binary_answers_carry_sizes_and_little_endian_data() -> None:
+    body = {
+        "id": "1",
+        "outputs": [
+            {"name": "label", "datatype": "BYTES", "shape": [2], "data": ["a", "bc"]},
+            {"name": "probabilities", "datatype": "FP32", "shape": [2, 1], "data": [0.5, 1.0]},
+        ],
+    }
+    payload, length = encode_binary(body, frozenset({"label", "probabilities"}))
+    header = json.loads(payload[:length])
+    assert [o["parameters"]["binary_data_size"] for o in header["outputs"]] == [4 + 1 + 4 + 2, 8]
+    assert all("data" not in o for o in header["outputs"])
+    assert payload[length:] == struct.pack("<I", 1) + b"a" + struct.pack("<I", 2) + b"bc" + struct.pack("<2f", 0.5, 1.0)
+    mixed, mixed_length = encode_binary(body, frozenset({"label"}))
+    assert json.loads(mixed[:mixed_length])["outputs"][1]["data"] == [0.5, 1.0]
