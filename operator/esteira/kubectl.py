@@ -8,7 +8,6 @@ records it in `status.lastCommand`.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 import uuid
@@ -16,8 +15,10 @@ from collections.abc import Callable, Sequence
 from typing import Any, cast
 
 from esteira import API_GROUP, API_VERSION, PLURAL
+from esteira.api.spec import Rollout
+from esteira.vocabulary import COMMAND_ANNOTATION, Action, Command
 
-COMMAND_ANNOTATION = f"{API_GROUP}/command"
+DEFAULTS = Rollout()  # what the CRD fills in where the spec is silent
 
 
 def _table(rows: list[list[str]]) -> str:
@@ -33,7 +34,7 @@ def format_status(md: dict[str, Any]) -> str:
     """What `kubectl esteira status` prints: phase, arms, the step plan and the last analysis."""
     meta, spec, status = md["metadata"], md.get("spec") or {}, md.get("status") or {}
     rollout = spec.get("rollout") or {}
-    steps: list[int] = rollout.get("steps") or [10, 25, 50, 100]
+    steps: list[int] = rollout.get("steps") or DEFAULTS.steps
     lines = [
         f"{meta['namespace']}/{meta['name']}  phase: {status.get('phase', '-')}  url: {status.get('url', '-')}",
     ]
@@ -57,8 +58,8 @@ def format_status(md: dict[str, Any]) -> str:
             marks.append(f"{mark}{weight}%{gate}")
         lines += [
             "",
-            f"steps: {'  '.join(marks)}   interval {rollout.get('interval', '1m')}, "
-            f"failed checks {canary.get('failedChecks', 0)}/{rollout.get('threshold', 2)}",
+            f"steps: {'  '.join(marks)}   interval {rollout.get('interval', DEFAULTS.interval)}, "
+            f"failed checks {canary.get('failedChecks', 0)}/{rollout.get('threshold', DEFAULTS.threshold)}",
         ]
         if canary.get("pauseReason"):
             lines.append(f"held: {canary['pauseReason']}")
@@ -91,9 +92,9 @@ def format_history(md: dict[str, Any]) -> str:
     return _table(rows)
 
 
-def command_patch(action: str, **fields: Any) -> dict[str, Any]:
-    command = {"id": uuid.uuid4().hex, "action": action, **fields}
-    return {"metadata": {"annotations": {COMMAND_ANNOTATION: json.dumps(command, sort_keys=True)}}}
+def command_patch(action: Action, *, full: bool = False, revision: int | None = None) -> dict[str, Any]:
+    command = Command(id=uuid.uuid4().hex, action=action, full=full, revision=revision)
+    return {"metadata": {"annotations": {COMMAND_ANNOTATION: command.encode()}}}
 
 
 def rollback_patch(md: dict[str, Any], revision: int) -> dict[str, Any]:
@@ -206,8 +207,8 @@ def main(argv: Sequence[str] | None = None, client: Client | None = None) -> int
         client.patch(namespace, name, rollback_patch(client.get(namespace, name), args.to_revision))
         print(f"{namespace}/{name}: rollback to revision {args.to_revision} requested")
     else:
-        fields = {"full": True} if getattr(args, "full", False) else {}
-        client.patch(namespace, name, command_patch(args.command, **fields))
+        action = cast(Action, args.command)
+        client.patch(namespace, name, command_patch(action, full=bool(getattr(args, "full", False))))
         print(f"{namespace}/{name}: {args.command} requested")
     return 0
 

@@ -64,7 +64,7 @@ def render_document(
             canary=Arm(2, spec.model.version, spec.model.storage_uri),
             canary_weight=canary_weight,
         )
-    return [with_last_applied(obj) for obj in router_for(spec.rollout.router).desired(ctx, spec, plan)]
+    return [with_last_applied(obj) for obj in router_for(spec.rollout.router).desired(ctx, spec, plan, {})]
 
 
 def dump_documents(objects: Iterable[dict[str, Any]]) -> str:

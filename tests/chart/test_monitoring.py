@@ -21,9 +21,9 @@ from prometheus_client.metrics import MetricWrapperBase
 
 from esteira.api.status import Outcome
 from esteira.controller import metrics as operator_metrics
-from esteira.render.inferenceservice import LABEL_DEPLOYMENT, LABEL_REVISION
-from esteira.render.servingruntime import HTTP_PORT, METRICS_PORT
+from esteira.packaging.servingruntime import HTTP_PORT, METRICS_PORT
 from esteira.rollout.queries import MetricNames
+from esteira.vocabulary import LABEL_DEPLOYMENT, LABEL_REVISION
 from tests.chart.helm import CHART, MATRIX, NAMESPACE, REPO_ROOT, merge, render
 from tests.support.prerequisites import require_tool
 

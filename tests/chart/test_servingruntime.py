@@ -1,6 +1,6 @@
 """The chart's ClusterServingRuntime is the one Esteira's Python builder renders: one source for the runtime.
 
-The template is generated from ``esteira.render.servingruntime`` (``python -m tests.chart.runtime_template``);
+The template is generated from ``esteira.packaging.servingruntime`` (``python -m tests.chart.runtime_template``);
 these tests fail when the builder changed and the template was not regenerated, and when the rendered chart
 differs from the builder's output for the same image and options.
 """
@@ -13,8 +13,8 @@ from typing import Any
 import pytest
 import yaml
 
-from esteira.render.inferenceservice import ESTEIRA_RUNTIME
-from esteira.render.servingruntime import RuntimeOptions, render_serving_runtime
+from esteira.packaging.servingruntime import RuntimeOptions, render_serving_runtime
+from esteira.vocabulary import ESTEIRA_RUNTIME
 from tests.chart.helm import CHART, merge, render
 from tests.chart.runtime_template import TEMPLATE, render_template
 
@@ -75,7 +75,7 @@ def test_rendered_runtime_equals_the_builders(values: dict[str, Any], options: R
 
 def test_template_generation_notices_a_changed_builder(monkeypatch: pytest.MonkeyPatch) -> None:
     """A builder change (a new env var here) changes the generated template, so the sync test above fails."""
-    import esteira.render.servingruntime as builder
+    import esteira.packaging.servingruntime as builder
     import tests.chart.runtime_template as generator
 
     original = builder._env

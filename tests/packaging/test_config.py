@@ -165,7 +165,7 @@ def test_packaging_imports_without_torch() -> None:
         "for blocked in ('torch', 'ts', 'model_archiver', 'model_handlers', 'sklearn'):\n"
         "    sys.modules[blocked] = None\n"
         "import esteira.packaging, esteira.packaging.archive, esteira.packaging.cli\n"
-        "import esteira.packaging.entrypoint, esteira.packaging.healthcheck, esteira.render.servingruntime\n"
+        "import esteira.packaging.entrypoint, esteira.packaging.healthcheck, esteira.packaging.servingruntime\n"
         "from esteira.packaging.cli import default_metrics_config\n"
         "print(default_metrics_config())\n"
     )

@@ -8,8 +8,8 @@ from typing import Any
 import pytest
 
 from esteira.packaging.entrypoint import ENV_RUNTIME_DIR
-from esteira.render.inferenceservice import ESTEIRA_RUNTIME, MODEL_CONTAINER
-from esteira.render.servingruntime import RuntimeOptions, render_serving_runtime
+from esteira.packaging.servingruntime import RuntimeOptions, render_serving_runtime
+from esteira.vocabulary import ESTEIRA_RUNTIME, MODEL_CONTAINER
 from tests.support.schemas import ManifestError, validate_custom_resource
 
 IMAGE = "registry.example/esteira/model-server:0.1.0"

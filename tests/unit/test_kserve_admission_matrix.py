@@ -20,7 +20,7 @@ import pytest
 
 from esteira.api.spec import ModelDeploymentSpec
 from esteira.render import Arm, RenderContext, TrafficPlan
-from esteira.routing import router_for
+from esteira.routing import ObjectKey, key_of, router_for
 from esteira.state import merge_patch
 from esteira.state.drift import drift_patch, with_last_applied
 from tests.emulator.kserve.admission import AdmissionDenied, admit
@@ -92,7 +92,7 @@ PATHS: dict[str, list[TrafficPlan]] = {
         TrafficPlan(V2),
     ],
     "promote-version-only": [TrafficPlan(V1), TrafficPlan(V1, V2_SAME_BUILD, 10), TrafficPlan(V2_SAME_BUILD)],
-    "rollback": [TrafficPlan(V1), TrafficPlan(V1, V2, 50), TrafficPlan(V1, pin_previous=True), TrafficPlan(V1)],
+    "rollback": [TrafficPlan(V1), TrafficPlan(V1, V2, 50), TrafficPlan(V1, rolled_back=True), TrafficPlan(V1)],
     "rollback-to-earlier": [TrafficPlan(V1), TrafficPlan(V2), TrafficPlan(V3), TrafficPlan(V1)],
 }
 
@@ -114,6 +114,11 @@ def _admit(stored: dict[str, Any] | None, desired: dict[str, Any]) -> dict[str, 
     return {**admitted, "status": _kserve_status(admitted)}
 
 
+def stored_keys(stored: dict[str, dict[str, Any]]) -> dict[ObjectKey, dict[str, Any]]:
+    """The live objects as the router sees them (by apiVersion, kind, name)."""
+    return {key_of(obj): obj for obj in stored.values()}
+
+
 @pytest.mark.parametrize("path", list(PATHS))
 @pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
 def test_every_state_and_transition_is_admitted(case: Case, path: str) -> None:
@@ -122,7 +127,7 @@ def test_every_state_and_transition_is_admitted(case: Case, path: str) -> None:
     ctx = RenderContext("iris", "models", PROMETHEUS)
     stored: dict[str, dict[str, Any]] = {}
     for plan in PATHS[path]:
-        for obj in router.desired(ctx, parsed, plan):
+        for obj in router.desired(ctx, parsed, plan, stored_keys(stored)):
             if obj["kind"] != "InferenceService":
                 validate_custom_resource(obj)
                 continue
@@ -139,7 +144,7 @@ def test_the_matrix_is_broad() -> None:
 
 def test_the_matrix_catches_a_named_stable_model_container() -> None:
     ctx = RenderContext("iris", "models", PROMETHEUS)
-    (isvc,) = router_for("KServe").desired(ctx, ModelDeploymentSpec.parse(spec()), TrafficPlan(V1))
+    (isvc,) = router_for("KServe").desired(ctx, ModelDeploymentSpec.parse(spec()), TrafficPlan(V1), {})
     isvc["spec"]["predictor"]["model"]["name"] = "kserve-container"
     with pytest.raises(AdmissionDenied, match="the 'name' field is not allowed in standard predictor"):
         admit(None, isvc)
@@ -148,9 +153,9 @@ def test_the_matrix_catches_a_named_stable_model_container() -> None:
 def test_the_matrix_catches_a_predictor_rename_without_a_new_model() -> None:
     ctx = RenderContext("iris", "models", PROMETHEUS)
     parsed = ModelDeploymentSpec.parse(spec())
-    (old,) = router_for("KServe").desired(ctx, parsed, TrafficPlan(V1))
+    (old,) = router_for("KServe").desired(ctx, parsed, TrafficPlan(V1), {})
     stored = {**admit(None, old), "status": _kserve_status(old)}
-    (new,) = router_for("KServe").desired(ctx, parsed, TrafficPlan(V2_SAME_BUILD))
+    (new,) = router_for("KServe").desired(ctx, parsed, TrafficPlan(V2_SAME_BUILD), {})
     new["spec"]["predictor"]["name"] = "rev-2"
     with pytest.raises(AdmissionDenied, match=r"predictor\.name change requires a model change"):
         admit(stored, new)

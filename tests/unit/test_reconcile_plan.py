@@ -7,8 +7,9 @@ import json
 from typing import Any
 
 from esteira.routing.base import key_of
-from esteira.state.drift import LAST_APPLIED, is_subset
+from esteira.state.drift import is_subset
 from esteira.state.reconcile import ReconcileInput, plan_reconcile
+from esteira.vocabulary import ANNOTATION_LAST_APPLIED as LAST_APPLIED
 from tests.unit.specs import model, spec
 
 NOW = "2026-01-01T00:00:00Z"
@@ -213,7 +214,7 @@ def test_last_applied_annotation_is_compact_json() -> None:
 
 
 def test_knative_rollback_pins_traffic_to_the_previous_revision_until_stable_is_back() -> None:
-    from esteira.rollout.engine import Command
+    from esteira.vocabulary import Command
 
     knative = spec(deploymentMode="Knative", autoscaling={"metric": "concurrency"})
     first = run(knative)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from esteira.api.spec import ModelDeploymentSpec
 from esteira.api.status import HISTORY_LIMIT, ModelDeploymentStatus
-from esteira.state.revisions import track_revisions, traffic_plan
+from esteira.rollout.revisions import track_revisions, traffic_plan
 from tests.unit.specs import model, spec
 
 T0, T1, T2 = "2026-01-01T00:00:00Z", "2026-01-01T01:00:00Z", "2026-01-01T02:00:00Z"
@@ -86,3 +86,15 @@ def test_input_status_is_not_mutated() -> None:
     snapshot = status.model_copy(deep=True)
     track_revisions(parse("2"), status, T1)
     assert status == snapshot
+
+
+def test_a_new_storage_uri_alone_starts_a_revision() -> None:
+    status = track_revisions(parse("1"), ModelDeploymentStatus(), T0).status
+    moved = ModelDeploymentSpec.parse(spec(model=model(version="1", storageUri="s3://m/1-rebuilt")))
+    change = track_revisions(moved, status, T1)
+    canary = change.status.canary
+    assert canary is not None and canary.revision == 2
+    assert (canary.model_version, canary.storage_uri) == ("1", "s3://m/1-rebuilt")
+    plan = traffic_plan(change.status)
+    assert plan.canary is not None and plan.canary.storage_uri == "s3://m/1-rebuilt"
+    assert plan.stable.storage_uri == "s3://m/1"

@@ -11,9 +11,11 @@ from hypothesis import strategies as st
 
 from esteira.api.spec import ModelDeploymentSpec
 from esteira.api.status import ModelDeploymentStatus
-from esteira.rollout.engine import Command, EngineInput, EngineOutput, advance, format_time
+from esteira.rollout.cycle import ObservedRoute, RolloutInput, RolloutOutput, rollout_step
 from esteira.rollout.evidence import ArmSample, Evidence
-from esteira.state.revisions import track_revisions
+from esteira.rollout.phase import phase_of
+from esteira.rollout.revisions import track_revisions
+from esteira.vocabulary import Command, format_time
 from tests.unit.specs import model, spec
 
 T0 = datetime(2026, 1, 1, 12, 0, 0)
@@ -50,13 +52,13 @@ def with_canary(md: ModelDeploymentSpec) -> ModelDeploymentStatus:
 
 
 class Driver:
-    """Runs the engine tick by tick on a fake clock."""
+    """Runs the rollout step, as the operator and `esteira up` do, tick by tick on a fake clock."""
 
     def __init__(self, md: ModelDeploymentSpec) -> None:
         self.spec = md
         self.status = with_canary(md)
         self.now = T0
-        self.log: list[EngineOutput] = []
+        self.log: list[RolloutOutput] = []
 
     def tick(
         self,
@@ -67,15 +69,15 @@ class Driver:
         ready: bool = True,
         error: str | None = None,
         observed: int | None = None,
-    ) -> EngineOutput:
+    ) -> RolloutOutput:
         self.now += after
-        out = advance(
-            EngineInput(
+        revision = self.status.canary.revision if self.status.canary else None
+        out = rollout_step(
+            RolloutInput(
                 spec=self.spec,
                 status=self.status,
                 now=self.now,
-                canary_ready=ready,
-                observed_weight=observed,
+                route=ObservedRoute(revision, ready, observed),
                 evidence=evidence,
                 metrics_error=error,
                 command=command,
@@ -150,7 +152,10 @@ def test_low_traffic_extends_then_pauses_without_rolling_back() -> None:
         assert driver.weight == 10
         assert "LowTraffic" not in [d.reason for d in out.decisions]
         assert driver.status.canary is not None
-        assert (driver.status.canary.pause_reason or "").startswith("extending step: 3 requests, 50 needed")
+        assert driver.status.canary.hold == "ExtendingStep"
+        assert driver.status.canary.pause_reason == (
+            "extending step: the canary served 3 requests in this 1m interval, 50 needed"
+        )
     out = driver.tick(QUIET, after=2 * MINUTE)
     assert "LowTraffic" in [d.reason for d in out.decisions]
     assert driver.status.canary is not None and driver.weight == 10
@@ -174,6 +179,7 @@ def test_missing_metrics_never_promote() -> None:
         out = driver.tick(None, error="Prometheus at http://p:9090: connection refused")
         assert driver.weight == 10
     assert driver.status.canary is not None
+    assert driver.status.canary.hold == "MetricsUnavailable"
     assert "metrics unavailable" in (driver.status.canary.pause_reason or "")
     assert "MetricsUnavailable" in [d.reason for d in out.decisions]
     driver.tick(GOOD)
@@ -188,9 +194,32 @@ def test_waits_for_canary_readiness_and_the_router() -> None:
     assert driver.weight == 10
     driver.tick(observed=0)
     assert driver.weight == 10
-    assert driver.status.canary is not None and "waiting for the router" in (driver.status.canary.pause_reason or "")
+    assert driver.status.canary is not None and driver.status.canary.hold == "WaitingForRouter"
+    assert "waiting for the router" in (driver.status.canary.pause_reason or "")
     driver.tick(observed=10)
     assert driver.weight == 50
+    assert driver.status.canary.hold is None
+
+
+def test_a_report_about_another_revision_says_nothing_about_the_canary() -> None:
+    driver = Driver(parsed())
+    out = rollout_step(
+        RolloutInput(spec=driver.spec, status=driver.status, now=T0 + MINUTE, route=ObservedRoute(99, True, 0))
+    )
+    assert out.status.canary is not None and out.status.canary.weight == 0
+    assert out.status.canary.hold == "WaitingForReadiness"
+
+
+def test_pause_is_a_phase_and_resume_leaves_it() -> None:
+    driver = Driver(parsed())
+    driver.tick()
+    assert phase_of(driver.spec, driver.status, "ready") == "Progressing"
+    driver.tick(command=Command(id="p", action="pause"))
+    assert driver.status.canary is not None and driver.status.canary.hold == "PausedByRequest"
+    assert phase_of(driver.spec, driver.status, "ready") == "Paused"
+    assert phase_of(driver.spec, driver.status, "failed") == "Degraded"  # a failing server is shown first
+    driver.tick(command=Command(id="r", action="resume"))
+    assert phase_of(driver.spec, driver.status, "ready") == "Progressing"
 
 
 def test_pause_before_waits_for_promote() -> None:

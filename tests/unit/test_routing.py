@@ -29,7 +29,7 @@ def test_router_for_names() -> None:
 @pytest.mark.parametrize("mirror", [False, True])
 @pytest.mark.parametrize("plan", [TrafficPlan(STABLE), TrafficPlan(STABLE, CANARY, 0), TrafficPlan(STABLE, CANARY, 30)])
 def test_gateway_objects_validate_upstream(plan: TrafficPlan, mirror: bool) -> None:
-    objects = GatewayAPIRouter().desired(CTX, parsed(mirror=mirror), plan)
+    objects = GatewayAPIRouter().desired(CTX, parsed(mirror=mirror), plan, {})
     for obj in objects:
         validate_custom_resource(obj)
     names = [key_of(o)[1:] for o in objects]
@@ -40,7 +40,7 @@ def test_gateway_objects_validate_upstream(plan: TrafficPlan, mirror: bool) -> N
 
 
 def test_gateway_route_weights_header_pinning_and_mirror() -> None:
-    route = GatewayAPIRouter().desired(CTX, parsed(mirror=True), TrafficPlan(STABLE, CANARY, 30))[-1]
+    route = GatewayAPIRouter().desired(CTX, parsed(mirror=True), TrafficPlan(STABLE, CANARY, 30), {})[-1]
     pin_stable, pin_canary, split = route["spec"]["rules"]
     assert pin_stable["matches"][0]["headers"][0] == {"type": "Exact", "name": "x-model-revision", "value": "1"}
     assert pin_canary["backendRefs"] == [{"name": "iris-rev-2-predictor", "port": 80}]
@@ -59,20 +59,20 @@ def _accepted(route: dict[str, Any]) -> dict[str, Any]:
 def test_gateway_observes_weights_only_once_accepted() -> None:
     router = GatewayAPIRouter()
     plan = TrafficPlan(STABLE, CANARY, 30)
-    objects = {key_of(o): o for o in router.desired(CTX, parsed(), plan)}
+    objects = {key_of(o): o for o in router.desired(CTX, parsed(), plan, {})}
     route_key = ("gateway.networking.k8s.io/v1", "HTTPRoute", "iris")
-    assert router.observe(CTX, parsed(), plan, objects).canary_weight is None
+    assert router.observe(CTX, parsed(), plan, objects).weight is None
     objects[route_key] = _accepted(objects[route_key])
     canary_key = ("serving.kserve.io/v1beta1", "InferenceService", "iris-rev-2")
     objects[canary_key] = {**objects[canary_key], "status": {"conditions": [{"type": "Ready", "status": "True"}]}}
     status = router.observe(CTX, parsed(), plan, objects)
-    assert status.canary_weight == 30 and status.canary_ready
+    assert status.weight == 30 and status.ready
 
 
 def test_kserve_knative_observes_latest_revision_share() -> None:
     plan = TrafficPlan(STABLE, CANARY, 25)
     knative = ModelDeploymentSpec.parse(spec(deploymentMode="Knative"))
-    isvc = KServeRouter().desired(CTX, knative, plan)[0]
+    isvc = KServeRouter().desired(CTX, knative, plan, {})[0]
     isvc["metadata"]["generation"] = 1
     isvc["status"] = {
         "observedGeneration": 1,
@@ -89,29 +89,29 @@ def test_kserve_knative_observes_latest_revision_share() -> None:
         },
     }
     status = KServeRouter().observe(CTX, knative, plan, {key_of(isvc): isvc})
-    assert status.canary_ready and status.canary_weight == 25
+    assert status.ready and status.weight == 25
     isvc["status"]["components"]["predictor"]["latestCreatedRevision"] = "iris-predictor-00003"
-    assert not KServeRouter().observe(CTX, knative, plan, {key_of(isvc): isvc}).canary_ready
+    assert not KServeRouter().observe(CTX, knative, plan, {key_of(isvc): isvc}).ready
     isvc["metadata"]["generation"] = 2  # KServe has not seen the latest spec yet: nothing is known
-    assert KServeRouter().observe(CTX, knative, plan, {key_of(isvc): isvc}).canary_weight is None
+    assert KServeRouter().observe(CTX, knative, plan, {key_of(isvc): isvc}).weight is None
 
 
 def test_kserve_standard_observes_canary_statuses() -> None:
     plan = TrafficPlan(STABLE, CANARY, 10)
     standard = ModelDeploymentSpec.parse(spec())
-    isvc = KServeRouter().desired(CTX, standard, plan)[0]
-    assert KServeRouter().observe(CTX, standard, plan, {key_of(isvc): isvc}).canary_weight is None
+    isvc = KServeRouter().desired(CTX, standard, plan, {})[0]
+    assert KServeRouter().observe(CTX, standard, plan, {key_of(isvc): isvc}).weight is None
     isvc["metadata"]["generation"] = 1
     isvc["status"] = {
         "observedGeneration": 1,
         "canaryStatuses": [{"name": "rev-2", "ready": True, "trafficPercent": 10}],
     }
     status = KServeRouter().observe(CTX, standard, plan, {key_of(isvc): isvc})
-    assert status.canary_ready and status.canary_weight == 10
+    assert status.ready and status.weight == 10
 
 
 def test_gateway_revision_services_carry_the_owner_label() -> None:
-    objects = GatewayAPIRouter().desired(CTX, parsed(), TrafficPlan(STABLE, CANARY, 10))
+    objects = GatewayAPIRouter().desired(CTX, parsed(), TrafficPlan(STABLE, CANARY, 10), {})
     for obj in objects:
         assert obj["metadata"]["labels"]["serving.esteira.io/deployment"] == "iris"
     env = {e["name"]: e["value"] for e in objects[1]["spec"]["predictor"]["model"]["env"]}

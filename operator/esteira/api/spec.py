@@ -16,6 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, JsonValue, StringConstraints,
 from pydantic.alias_generators import to_camel
 
 from esteira.api.errors import FieldProblem, InvalidSpec
+from esteira.vocabulary import ESTEIRA_RUNTIME
 
 DURATION_PATTERN = r"^([0-9]+(ms|s|m|h))+$"
 QUANTITY_PATTERN = (
@@ -35,7 +36,6 @@ MAX_STEPS = 20
 MAX_RESOURCES = 16
 MAX_TOLERATIONS = 16
 MAX_NODE_SELECTOR = 16
-ESTEIRA_RUNTIME = "esteira-torchserve"
 
 JsonDict = dict[str, JsonValue]
 # A Kubernetes quantity: the string form is checked by the same pattern the API server's schema applies.

@@ -21,6 +21,18 @@ Phase = Literal[
     "Invalid",  # the spec was rejected; what was running is left untouched
 ]
 ConditionType = Literal["Ready", "Progressing", "Degraded"]
+# Why a canary is not moving, as a fixed vocabulary (the message says the details).
+Hold = Literal[
+    "WaitingForReadiness",  # the canary's server is not ready yet
+    "WaitingForRouter",  # the backend has not applied the weight asked for yet
+    "WaitingForPromotion",  # a pauseBefore gate waits for `promote`
+    "PausedByRequest",  # a person paused it
+    "ExtendingStep",  # too few canary requests this interval: the step waits for more
+    "LowTraffic",  # the low-traffic deadline passed: waiting for traffic, not judging
+    "MetricsUnavailable",  # no evidence: never promote on it
+]
+# Holds that clear by themselves once the canary is ready and the router caught up.
+TRANSIENT_HOLDS: tuple[Hold, ...] = ("WaitingForReadiness", "WaitingForRouter")
 Outcome = Literal["Active", "Promoted", "RolledBack", "Superseded"]
 
 
@@ -75,7 +87,8 @@ class CanaryRecord(RevisionRecord):
     step_started_at: str | None = None
     failed_checks: int = Field(default=0, ge=0, description="Failed analyses in a row at this step.")
     paused: bool = Field(default=False, description="Held by a person (pause) or by a pauseBefore gate.")
-    pause_reason: str | None = None
+    hold: Hold | None = Field(default=None, description="Why the canary is not moving, when it is not.")
+    pause_reason: str | None = Field(default=None, description="The hold's message.")
     last_analysis_at: str | None = None
     checks: list[CheckResult] = Field(default_factory=list, description="The last analysis, one entry a check.")
 

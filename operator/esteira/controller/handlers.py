@@ -16,7 +16,7 @@ from esteira.controller import metrics
 from esteira.controller.kube import KSERVE_GROUP, KSERVE_PLURAL, KSERVE_VERSION, connection_info
 from esteira.controller.reconciler import Reconciler
 from esteira.controller.retry import ApiError
-from esteira.render.inferenceservice import LABEL_DEPLOYMENT
+from esteira.vocabulary import LABEL_DEPLOYMENT
 
 logger = logging.getLogger(__name__)
 MD = (API_GROUP, API_VERSION, PLURAL)

@@ -17,14 +17,18 @@ from urllib3.exceptions import HTTPError
 
 from esteira import API_GROUP, API_VERSION, PLURAL, __version__
 from esteira.controller.retry import ApiError
-from esteira.render.inferenceservice import LABEL_DEPLOYMENT
-from esteira.routing.base import ObjectKey
+from esteira.routing import ObjectKey, child_kinds
+from esteira.routing.kserve import INFERENCE_SERVICES
+from esteira.vocabulary import LABEL_DEPLOYMENT
 
-KSERVE_GROUP, KSERVE_VERSION, KSERVE_PLURAL = "serving.kserve.io", "v1beta1", "inferenceservices"
-# (apiVersion, kind) of each child kind -> (group, version, plural)
+KSERVE_GROUP, KSERVE_VERSION, KSERVE_PLURAL = (
+    INFERENCE_SERVICES.group,
+    INFERENCE_SERVICES.version,
+    INFERENCE_SERVICES.plural,
+)
+# (apiVersion, kind) of each kind a router manages -> (group, version, plural)
 CHILD_RESOURCES: dict[tuple[str, str], tuple[str, str, str]] = {
-    ("serving.kserve.io/v1beta1", "InferenceService"): (KSERVE_GROUP, KSERVE_VERSION, KSERVE_PLURAL),
-    ("gateway.networking.k8s.io/v1", "HTTPRoute"): ("gateway.networking.k8s.io", "v1", "httproutes"),
+    (kind.api_version, kind.kind): (kind.group, kind.version, kind.plural) for kind in child_kinds()
 }
 REQUEST_TIMEOUT = (5.0, 30.0)  # connect, read (seconds)
 

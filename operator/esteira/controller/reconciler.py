@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import json
 import logging
 import time
 from collections import defaultdict
@@ -13,7 +12,6 @@ from typing import Any, cast
 
 import kopf
 
-from esteira import API_GROUP
 from esteira.api.errors import InvalidSpec
 from esteira.api.spec import ModelDeploymentSpec
 from esteira.api.status import ModelDeploymentStatus
@@ -21,10 +19,11 @@ from esteira.controller import metrics
 from esteira.controller.kube import KubeAPI
 from esteira.controller.retry import ApiError, with_backoff
 from esteira.metrics.prometheus import PrometheusClient, PrometheusProvider
-from esteira.rollout.engine import Command, analysis_due, format_time, parse_time
+from esteira.rollout.engine import analysis_due
 from esteira.rollout.evidence import Evidence, MetricsUnavailable
-from esteira.routing.base import key_of
+from esteira.routing import key_of
 from esteira.state.reconcile import ReconcileInput, ReconcilePlan, Result, plan_reconcile
+from esteira.vocabulary import COMMAND_ANNOTATION, Command, format_time, parse_time
 
 logger = logging.getLogger(__name__)
 
@@ -142,22 +141,13 @@ class Reconciler:
             await self.api.patch_child(namespace, key_of(child), {"metadata": metadata, "spec": child["spec"]})
 
 
-COMMAND_ANNOTATION = f"{API_GROUP}/command"
-
-
 def read_command(md: dict[str, Any]) -> Command | None:
     """The last command a person left on the object (`kubectl esteira promote|pause|...` writes it)."""
     raw = ((md.get("metadata") or {}).get("annotations") or {}).get(COMMAND_ANNOTATION)
     if not raw:
         return None
     try:
-        data = json.loads(raw)
-        return Command(
-            id=str(data["id"]),
-            action=data["action"],
-            full=bool(data.get("full", False)),
-            revision=data.get("revision"),
-        )
-    except (ValueError, KeyError, TypeError):
-        logger.warning("ignoring unreadable %s annotation: %r", COMMAND_ANNOTATION, raw)
+        return Command.decode(raw)
+    except ValueError as exc:
+        logger.warning("ignoring unreadable %s annotation %r: %s", COMMAND_ANNOTATION, raw, exc)
         return None

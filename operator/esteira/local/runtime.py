@@ -1,9 +1,9 @@
 """The local runtime: an adapter that feeds the operator's pure rollout engine and carries out its answer.
 
-Every tick (one second, or at once for a command) it re-reads the ModelDeployment file, lets
-`track_revisions` number a new build, starts or stops one TorchServe per active revision, gathers evidence
-when `analysis_due` says so, calls `advance`, and hands the resulting weights to the router. All decisions
-are the engine's; this module only does I/O and reports what happened.
+Every tick (one second, or at once for a command) it re-reads the ModelDeployment file, gathers evidence
+when `analysis_due` says so, runs the same `rollout_step` as the operator, starts or stops one TorchServe
+per revision the step's plan serves, and hands the resulting weights to the router. All decisions are the
+step's; this module only does I/O and reports what happened.
 """
 
 from __future__ import annotations
@@ -33,9 +33,11 @@ from esteira.local.stats import Counters
 from esteira.metrics import MetricProvider
 from esteira.metrics.prometheus import PrometheusClient, PrometheusProvider
 from esteira.packaging.surface import served_model
-from esteira.rollout.engine import Action, Command, EngineInput, advance, analysis_due, format_time
+from esteira.rollout.cycle import ObservedRoute, RolloutInput, rollout_step
+from esteira.rollout.engine import analysis_due
 from esteira.rollout.evidence import MetricsUnavailable
-from esteira.state.revisions import Decision, track_revisions
+from esteira.rollout.phase import Serving, phase_of
+from esteira.vocabulary import Action, Command, Decision
 
 ACTIONS: tuple[Action, ...] = ("promote", "pause", "resume", "abort", "retry", "rollback")
 MAX_RESTARTS = 5
@@ -168,24 +170,18 @@ class LocalRuntime:
         }
 
     def phase(self) -> str:
-        status, spec = self.status, self.spec
-        if status.stable is None:
+        stable = self.status.stable
+        if stable is None:
             return "Pending"
-        if status.canary is not None:
-            return "Paused" if status.canary.paused else "Progressing"
-        last = status.last_rollout
-        if (
-            last
-            and last.outcome == "RolledBack"
-            and (last.model_version, last.storage_uri)
-            == (
-                spec.model.version,
-                spec.model.storage_uri,
-            )
-        ):
-            return "RolledBack"
-        server = self.servers.get(status.stable.revision)
-        return "Ready" if server and server.ready else "Pending"
+        return phase_of(self.spec, self.status, self._serving(stable.revision))
+
+    def _serving(self, revision: int) -> Serving:
+        server = self.servers.get(revision)
+        if server is not None and server.ready:
+            return "ready"
+        if server is not None and server.restarts >= MAX_RESTARTS:
+            return "failed"
+        return "pending"
 
     # --- the tick ----------------------------------------------------------------------------------------
 
@@ -228,15 +224,7 @@ class LocalRuntime:
     async def _tick(self, command: Command | None) -> list[Decision]:
         self._reload()
         spec, now = self.spec, _now()
-        retry = command is not None and command.action == "retry"
-        rollback_to = command.revision if command is not None and command.action == "rollback" else None
-        change = track_revisions(spec, self.status, format_time(now), retry=retry, rollback_to=rollback_to)
-        decisions = list(change.decisions)
-        self.status = change.status
-        self._report(decisions)
         self._supervise()
-        self._ensure_servers()
-
         canary, stable = self.status.canary, self.status.stable
         evidence, error = None, None
         if canary is not None and stable is not None and analysis_due(spec, self.status, now):
@@ -246,19 +234,13 @@ class LocalRuntime:
                 )
             except MetricsUnavailable as exc:
                 error = str(exc)
-        server = self.servers.get(canary.revision) if canary else None
-        split = self.router.split
-        observed = None
-        if canary is not None:
-            observed = split.weight if split is not None and split.canary == canary.revision else 0
         before = canary.weight if canary else None
-        out = advance(
-            EngineInput(
+        out = rollout_step(
+            RolloutInput(
                 spec=spec,
                 status=self.status,
                 now=now,
-                canary_ready=server is not None and server.ready,
-                observed_weight=observed,
+                route=self._observed_route(),
                 evidence=evidence,
                 metrics_error=error,
                 command=command,
@@ -266,14 +248,24 @@ class LocalRuntime:
         )
         self.status = out.status
         self._report(out.decisions)
-        decisions += out.decisions
-        after = self.status.canary
+        self._ensure_servers()
+        after, stable = self.status.canary, self.status.stable
         if after is not None and stable is not None and after.weight != before:
             with contextlib.suppress(MetricsUnavailable):
                 await self.local_provider.mark(stable.revision, after.revision)
         self._apply_split()
         await self._retire_servers()
-        return decisions
+        return out.decisions
+
+    def _observed_route(self) -> ObservedRoute:
+        """The local router's split and the canary server's readiness, as the step expects a backend's report."""
+        canary = self.status.canary
+        if canary is None:
+            return ObservedRoute(None)
+        server = self.servers.get(canary.revision)
+        split = self.router.split
+        weight = split.weight if split is not None and split.canary == canary.revision else 0
+        return ObservedRoute(canary.revision, server is not None and server.ready, weight)
 
     def _report(self, decisions: list[Decision]) -> None:
         for decision in decisions:

@@ -1,6 +1,6 @@
 """Pure manifest builders: a ModelDeployment and its revisions in, Kubernetes objects out. No I/O."""
 
 from esteira.render.inferenceservice import RenderContext, render_inference_service
-from esteira.render.revisions import Arm, TrafficPlan
+from esteira.render.traffic import Arm, TrafficPlan
 
 __all__ = ["Arm", "RenderContext", "TrafficPlan", "render_inference_service"]

@@ -13,6 +13,7 @@ from typing import Any
 from esteira.api.errors import InvalidSpec
 from esteira.api.spec import GPU, ModelDeploymentSpec
 from esteira.render.names import predictor_service_name
+from esteira.vocabulary import KNATIVE_AUTOSCALING_CLASS, KSERVE_AUTOSCALER_CLASS
 
 KNATIVE_HPA_CLASS = "hpa.autoscaling.knative.dev"
 DCGM_GPU_UTIL = "DCGM_FI_DEV_GPU_UTIL"
@@ -57,7 +58,7 @@ def autoscaling_fields(
     target = scaling.effective_target(mode)
     out = AutoscalingFields(predictor={"minReplicas": scaling.min_replicas, "maxReplicas": scaling.max_replicas})
     if metric == "gpu-utilization":
-        out.annotations["serving.kserve.io/autoscalerClass"] = "keda"
+        out.annotations[KSERVE_AUTOSCALER_CLASS] = "keda"
         out.predictor["autoScaling"] = {
             "metrics": [
                 {
@@ -79,7 +80,7 @@ def autoscaling_fields(
     if metric in ("cpu", "memory"):
         out.predictor["scaleMetricType"] = "Utilization"
         if mode == "Knative":
-            out.annotations["autoscaling.knative.dev/class"] = KNATIVE_HPA_CLASS
+            out.annotations[KNATIVE_AUTOSCALING_CLASS] = KNATIVE_HPA_CLASS
         else:
-            out.annotations["serving.kserve.io/autoscalerClass"] = "hpa"
+            out.annotations[KSERVE_AUTOSCALER_CLASS] = "hpa"
     return out

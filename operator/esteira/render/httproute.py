@@ -12,10 +12,9 @@ from typing import Any
 from esteira.api.spec import ModelDeploymentSpec
 from esteira.render.inferenceservice import RenderContext, common_labels
 from esteira.render.names import predictor_service_name
-from esteira.render.revisions import Arm, TrafficPlan
+from esteira.render.traffic import Arm, TrafficPlan
+from esteira.vocabulary import HTTPROUTE_API_VERSION, REVISION_HEADER
 
-HTTPROUTE_API_VERSION = "gateway.networking.k8s.io/v1"
-REVISION_HEADER = "x-model-revision"
 PREDICTOR_PORT = 80
 
 

@@ -9,14 +9,24 @@ from esteira.api.spec import ModelDeploymentSpec
 from esteira.render.autoscaling import autoscaling_fields
 from esteira.render.names import KNATIVE_REVISION_SUFFIX, check_derived_names, predictor_service_name
 from esteira.render.placement import container_resources, node_selector, tolerations
-from esteira.render.revisions import Arm, TrafficPlan
-
-ISVC_API_VERSION = "serving.kserve.io/v1beta1"
-ESTEIRA_RUNTIME = "esteira-torchserve"
-MODEL_CONTAINER = "kserve-container"
-LABEL_DEPLOYMENT = "serving.esteira.io/deployment"
-LABEL_REVISION = "serving.esteira.io/revision"
-ANNOTATION_MODEL_VERSION = "serving.esteira.io/model-version"
+from esteira.render.traffic import Arm, TrafficPlan
+from esteira.vocabulary import (
+    ANNOTATION_MODEL_VERSION,
+    ENV_BATCH_SIZE,
+    ENV_DEPLOYMENT,
+    ENV_MAX_BATCH_DELAY_MS,
+    ENV_MODEL_NAME,
+    ENV_MODEL_VERSION,
+    ENV_REVISION,
+    ESTEIRA_RUNTIME,
+    ISVC_API_VERSION,
+    KSERVE_DEPLOYMENT_MODE,
+    KSERVE_PROMETHEUS_SCRAPING,
+    KSERVE_TAG_ROUTING,
+    LABEL_DEPLOYMENT,
+    LABEL_REVISION,
+    MODEL_CONTAINER,
+)
 
 
 @dataclass(frozen=True)
@@ -57,16 +67,16 @@ def _model(ctx: RenderContext, spec: ModelDeploymentSpec, arm: Arm, *, named: bo
     """
     source = spec.model
     env = [
-        {"name": "ESTEIRA_DEPLOYMENT", "value": ctx.deployment},
-        {"name": "ESTEIRA_MODEL_NAME", "value": source.name},
-        {"name": "ESTEIRA_REVISION", "value": str(arm.revision)},
-        {"name": "ESTEIRA_MODEL_VERSION", "value": arm.model_version},
+        {"name": ENV_DEPLOYMENT, "value": ctx.deployment},
+        {"name": ENV_MODEL_NAME, "value": source.name},
+        {"name": ENV_REVISION, "value": str(arm.revision)},
+        {"name": ENV_MODEL_VERSION, "value": arm.model_version},
     ]
     if source.runtime == ESTEIRA_RUNTIME:
         # Esteira's runtime writes these into TorchServe's model snapshot at start-up.
         env += [
-            {"name": "ESTEIRA_BATCH_SIZE", "value": str(spec.batching.max_batch_size)},
-            {"name": "ESTEIRA_MAX_BATCH_DELAY_MS", "value": str(spec.batching.max_batch_delay_ms)},
+            {"name": ENV_BATCH_SIZE, "value": str(spec.batching.max_batch_size)},
+            {"name": ENV_MAX_BATCH_DELAY_MS, "value": str(spec.batching.max_batch_delay_ms)},
         ]
     model: dict[str, Any] = {
         "modelFormat": {"name": source.format},
@@ -111,12 +121,17 @@ def _predictor(ctx: RenderContext, spec: ModelDeploymentSpec, arm: Arm, *, canar
     return predictor
 
 
-def render_inference_service(ctx: RenderContext, spec: ModelDeploymentSpec, plan: TrafficPlan) -> dict[str, Any]:
-    """The InferenceService that serves `plan`; raises InvalidSpec for what the mode cannot honour."""
+def render_inference_service(
+    ctx: RenderContext, spec: ModelDeploymentSpec, plan: TrafficPlan, *, pin_previous: bool = False
+) -> dict[str, Any]:
+    """The InferenceService that serves `plan`; raises InvalidSpec for what the mode cannot honour.
+
+    `pin_previous` (Knative): all traffic stays on the last rolled-out revision (`canaryTrafficPercent: 0`).
+    """
     scaling = autoscaling_fields(spec, ctx.namespace, ctx.name, ctx.prometheus_for(spec))
-    annotations = {"serving.kserve.io/deploymentMode": spec.deployment_mode, **scaling.annotations}
+    annotations = {KSERVE_DEPLOYMENT_MODE: spec.deployment_mode, **scaling.annotations}
     if spec.monitoring.scrape:
-        annotations["serving.kserve.io/enable-prometheus-scraping"] = "true"
+        annotations[KSERVE_PROMETHEUS_SCRAPING] = "true"
 
     derived = [predictor_service_name(ctx.name)]
     if spec.deployment_mode == "Knative":
@@ -132,8 +147,8 @@ def render_inference_service(ctx: RenderContext, spec: ModelDeploymentSpec, plan
         isvc_spec: dict[str, Any] = {"predictor": predictor}
         if plan.canary is not None:
             predictor["canaryTrafficPercent"] = plan.canary_weight
-            annotations["serving.kserve.io/enable-tag-routing"] = "true"
-        elif plan.pin_previous:
+            annotations[KSERVE_TAG_ROUTING] = "true"
+        elif pin_previous:
             predictor["canaryTrafficPercent"] = 0
     else:
         # The stable predictor stays unnamed, so KServe keeps its objects at `<isvc>-predictor` and a

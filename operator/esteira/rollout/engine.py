@@ -9,46 +9,16 @@ never promotes.
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Literal
 
 from esteira.api.spec import ModelDeploymentSpec
-from esteira.api.status import CanaryRecord, ModelDeploymentStatus, RevisionRecord, RolloutRecord
+from esteira.api.status import TRANSIENT_HOLDS, CanaryRecord, Hold, ModelDeploymentStatus, RevisionRecord, RolloutRecord
 from esteira.rollout.checks import run_checks
 from esteira.rollout.evidence import Evidence
-from esteira.state.revisions import Decision, finish_history
-
-Action = Literal["promote", "pause", "resume", "abort", "retry", "rollback"]
-_DURATION = re.compile(r"([0-9]+)(ms|s|m|h)")
-_UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
-
-
-def parse_duration(text: str) -> timedelta:
-    """'1m30s' -> 90 seconds (the CRD's duration pattern)."""
-    parts = _DURATION.findall(text)
-    if not parts or "".join(n + u for n, u in parts) != text:
-        raise ValueError(f"not a duration: {text!r}")
-    return timedelta(seconds=sum(int(n) * _UNIT_SECONDS[u] for n, u in parts))
-
-
-def format_time(moment: datetime) -> str:
-    return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def parse_time(text: str) -> datetime:
-    return datetime.strptime(text, "%Y-%m-%dT%H:%M:%SZ")
-
-
-@dataclass(frozen=True)
-class Command:
-    """A person's instruction, carried once (its id is remembered in status.lastCommand)."""
-
-    id: str
-    action: Action
-    full: bool = False
-    revision: int | None = None
+from esteira.rollout.revisions import finish_history
+from esteira.vocabulary import Command, Decision, format_time, parse_duration, parse_time
 
 
 @dataclass(frozen=True)
@@ -125,6 +95,10 @@ def roll_back(status: ModelDeploymentStatus, now: str, reason: str) -> Decision:
     )
 
 
+def _hold(canary: CanaryRecord, hold: Hold | None, message: str | None = None) -> None:
+    canary.hold, canary.pause_reason = hold, message
+
+
 def _enter_step(canary: CanaryRecord, spec: ModelDeploymentSpec, index: int, now: str) -> Decision:
     """Move to step `index`, or stop before it when a person must approve it first."""
     weight = spec.rollout.steps[index]
@@ -133,12 +107,12 @@ def _enter_step(canary: CanaryRecord, spec: ModelDeploymentSpec, index: int, now
     canary.last_analysis_at = None
     if weight in spec.rollout.pause_before and canary.weight < weight:
         canary.paused = True
-        canary.pause_reason = f"waiting for promote before step {index + 1} ({weight}%)"
+        _hold(canary, "WaitingForPromotion", f"waiting for promote before step {index + 1} ({weight}%)")
         canary.step_started_at = now
         return Decision("WaitingForPromotion", f"Canary revision {canary.revision}: {canary.pause_reason}")
     canary.weight = weight
     canary.step_started_at = now
-    canary.pause_reason = None
+    _hold(canary, None)
     return Decision(
         "StepAdvanced",
         f"Canary revision {canary.revision} at {weight}% (step {index + 1}/{len(spec.rollout.steps)})",
@@ -158,10 +132,12 @@ def _command(inp: EngineInput, status: ModelDeploymentStatus, now: str) -> list[
     if command.action == "abort":
         return [roll_back(status, now, "aborted by request")]
     if command.action == "pause":
-        canary.paused, canary.pause_reason = True, "paused by request"
+        canary.paused = True
+        _hold(canary, "PausedByRequest", "paused by request")
         return [Decision("Paused", f"Canary revision {canary.revision} paused by request at {canary.weight}%")]
     if command.action == "resume":
-        canary.paused, canary.pause_reason = False, None
+        canary.paused = False
+        _hold(canary, None)
         canary.step_started_at = now
         return [Decision("Resumed", f"Canary revision {canary.revision} resumed at {canary.weight}%")]
     # promote
@@ -172,7 +148,8 @@ def _command(inp: EngineInput, status: ModelDeploymentStatus, now: str) -> list[
     target = min(target, len(inp.spec.rollout.steps) - 1)
     canary.weight = inp.spec.rollout.steps[target]
     canary.step, canary.step_started_at, canary.failed_checks = target, now, 0
-    canary.pause_reason, canary.last_analysis_at = None, None
+    canary.last_analysis_at = None
+    _hold(canary, None)
     return [Decision("StepAdvanced", f"Canary revision {canary.revision} moved to {canary.weight}% by request")]
 
 
@@ -187,7 +164,7 @@ def advance(inp: EngineInput) -> EngineOutput:
     if canary is None or canary.paused:
         return out
     if not inp.canary_ready:
-        canary.pause_reason = "waiting for the canary to become ready"
+        _hold(canary, "WaitingForReadiness", "waiting for the canary to become ready")
         out.requeue_after = 5.0
         return out
     if canary.weight == 0 and canary.step == 0:
@@ -195,11 +172,15 @@ def advance(inp: EngineInput) -> EngineOutput:
         out.requeue_after = interval.total_seconds()
         return out
     if inp.observed_weight is not None and inp.observed_weight != canary.weight:
-        canary.pause_reason = f"waiting for the router: {inp.observed_weight}% observed, {canary.weight}% wanted"
+        _hold(
+            canary,
+            "WaitingForRouter",
+            f"waiting for the router: {inp.observed_weight}% observed, {canary.weight}% wanted",
+        )
         out.requeue_after = 5.0
         return out
-    if canary.pause_reason and canary.pause_reason.startswith("waiting for"):
-        canary.pause_reason = None  # readiness and router caught up; analysis verdicts keep their reason
+    if canary.hold in TRANSIENT_HOLDS:
+        _hold(canary, None)  # readiness and router caught up; analysis verdicts keep their reason
     if not analysis_due(spec, status, inp.now):
         last = parse_time(canary.last_analysis_at or canary.step_started_at or now)
         out.requeue_after = max(1.0, (last + interval - inp.now).total_seconds())
@@ -208,7 +189,7 @@ def advance(inp: EngineInput) -> EngineOutput:
     out.requeue_after = interval.total_seconds()
     canary.last_analysis_at = now
     if inp.evidence is None:
-        canary.pause_reason = f"metrics unavailable: {inp.metrics_error or 'no evidence'}"
+        _hold(canary, "MetricsUnavailable", f"metrics unavailable: {inp.metrics_error or 'no evidence'}")
         canary.checks = []
         out.decisions.append(
             Decision("MetricsUnavailable", f"Canary revision {canary.revision} held: {canary.pause_reason}", True)
@@ -223,20 +204,23 @@ def advance(inp: EngineInput) -> EngineOutput:
     failed = [c for c in checks if c.verdict == "Fail"]
     if not enough or (not failed and any(c.verdict == "NoData" for c in checks)):
         if step_age < parse_duration(analysis.low_traffic_deadline):
-            canary.pause_reason = (
-                f"extending step: {int(inp.evidence.canary.requests)} requests, {analysis.min_requests} needed"
+            _hold(
+                canary,
+                "ExtendingStep",
+                f"extending step: the canary served {int(inp.evidence.canary.requests)} requests in this "
+                f"{spec.rollout.interval} interval, {analysis.min_requests} needed",
             )
             return out
         if analysis.low_traffic_action == "Fail":
             out.decisions.append(roll_back(status, now, "too little traffic to judge before the deadline"))
             return out
-        canary.pause_reason = "low traffic: not enough requests to judge; waiting for traffic"
+        _hold(canary, "LowTraffic", "low traffic: not enough requests to judge; waiting for traffic")
         out.decisions.append(Decision("LowTraffic", f"Canary revision {canary.revision}: {canary.pause_reason}"))
         return out
 
     summary = "; ".join(f"{c.name}={c.value} ({c.threshold}, n={c.sample_size}) {c.verdict}" for c in checks)
     if failed:
-        canary.pause_reason = None
+        _hold(canary, None)
         canary.failed_checks += 1
         names = ", ".join(f"{c.name}={c.value} (wanted {c.threshold})" for c in failed)
         if canary.failed_checks >= spec.rollout.threshold:

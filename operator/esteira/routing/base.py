@@ -1,4 +1,9 @@
-"""The router interface: what objects carry a traffic plan, and what split they actually report."""
+"""The router interface: which objects carry a traffic plan, and what split the backend reports.
+
+A router owns everything specific to its backend: the kinds of object it manages (from which the
+operator's child resources and RBAC derive), how a plan becomes objects, how to read the split back,
+and backend quirks such as Knative's pin after a rollback.
+"""
 
 from __future__ import annotations
 
@@ -8,45 +13,60 @@ from typing import Any, Protocol
 
 from esteira.api.spec import ModelDeploymentSpec
 from esteira.render.inferenceservice import RenderContext
-from esteira.render.revisions import TrafficPlan
+from esteira.render.traffic import TrafficPlan
+from esteira.rollout.cycle import ObservedRoute
 
 # (apiVersion, kind, name) of an object in the ModelDeployment's namespace
 ObjectKey = tuple[str, str, str]
+Objects = Mapping[ObjectKey, dict[str, Any]]
+
+
+@dataclass(frozen=True)
+class ChildKind:
+    """A kind of object a router creates, with the REST plural the API adapter and RBAC need."""
+
+    api_version: str
+    kind: str
+    plural: str
+
+    @property
+    def group(self) -> str:
+        return self.api_version.rpartition("/")[0]
+
+    @property
+    def version(self) -> str:
+        return self.api_version.rpartition("/")[2]
 
 
 def key_of(obj: Mapping[str, Any]) -> ObjectKey:
     return (obj["apiVersion"], obj["kind"], obj["metadata"]["name"])
 
 
-@dataclass(frozen=True)
-class RouteStatus:
-    """What the backend reports: is the canary arm serving, and what share of traffic it gets.
+def condition_true(obj: Mapping[str, Any] | None, type_: str) -> bool:
+    conditions = ((obj or {}).get("status") or {}).get("conditions") or []
+    return any(c.get("type") == type_ and c.get("status") == "True" for c in conditions)
 
-    `canary_weight` is None when the backend has not reported a split yet; the engine then waits
-    instead of assuming its last instruction took effect.
-    """
 
-    canary_ready: bool
-    canary_weight: int | None
+def is_current(obj: Mapping[str, Any]) -> bool:
+    """Whether the object's controller has reported on its latest generation."""
+    status = obj.get("status") or {}
+    return int(status.get("observedGeneration") or 0) >= int((obj.get("metadata") or {}).get("generation") or 1)
 
 
 class TrafficRouter(Protocol):
     name: str
+    kinds: tuple[ChildKind, ...]
 
-    def desired(self, ctx: RenderContext, spec: ModelDeploymentSpec, plan: TrafficPlan) -> list[dict[str, Any]]:
+    def desired(
+        self, ctx: RenderContext, spec: ModelDeploymentSpec, plan: TrafficPlan, live: Objects
+    ) -> list[dict[str, Any]]:
         """Every object that serves `plan` (reconcile and set routes in one: the weights live in them)."""
         ...
 
-    def observe(
-        self,
-        ctx: RenderContext,
-        spec: ModelDeploymentSpec,
-        plan: TrafficPlan,
-        objects: Mapping[ObjectKey, dict[str, Any]],
-    ) -> RouteStatus:
-        """Read the split the backend reports from the live objects (get routes)."""
+    def observe(self, ctx: RenderContext, spec: ModelDeploymentSpec, plan: TrafficPlan, live: Objects) -> ObservedRoute:
+        """Read the split the backend reports for the plan's canary from the live objects."""
         ...
 
-    def kinds(self) -> list[tuple[str, str]]:
-        """The (apiVersion, kind) pairs this router manages; others' leftovers are cleaned on a router change."""
+    def primary(self, ctx: RenderContext, plan: TrafficPlan) -> ObjectKey:
+        """The InferenceService whose state the ModelDeployment reports: the one serving stable."""
         ...

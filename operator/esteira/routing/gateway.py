@@ -2,21 +2,31 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from dataclasses import replace
 from typing import Any
 
 from esteira.api.spec import ModelDeploymentSpec
-from esteira.render.httproute import HTTPROUTE_API_VERSION, arm_service_name, observed_canary_weight, render_http_route
-from esteira.render.inferenceservice import ISVC_API_VERSION, RenderContext, render_inference_service
-from esteira.render.revisions import TrafficPlan
-from esteira.routing.base import ObjectKey, RouteStatus
+from esteira.render.httproute import arm_service_name, observed_canary_weight, render_http_route
+from esteira.render.inferenceservice import RenderContext, render_inference_service
+from esteira.render.traffic import TrafficPlan
+from esteira.rollout.cycle import ObservedRoute
+from esteira.routing.base import ChildKind, ObjectKey, Objects, condition_true
+from esteira.routing.kserve import INFERENCE_SERVICES
+from esteira.vocabulary import HTTPROUTE_API_VERSION, ISVC_API_VERSION
+
+HTTP_ROUTES = ChildKind(HTTPROUTE_API_VERSION, "HTTPRoute", "httproutes")
 
 
 class GatewayAPIRouter:
     name = "GatewayAPI"
+    kinds: tuple[ChildKind, ...] = (INFERENCE_SERVICES, HTTP_ROUTES)
 
-    def desired(self, ctx: RenderContext, spec: ModelDeploymentSpec, plan: TrafficPlan) -> list[dict[str, Any]]:
+    def primary(self, ctx: RenderContext, plan: TrafficPlan) -> ObjectKey:
+        return (ISVC_API_VERSION, "InferenceService", arm_service_name(ctx, plan.stable))
+
+    def desired(
+        self, ctx: RenderContext, spec: ModelDeploymentSpec, plan: TrafficPlan, live: Objects
+    ) -> list[dict[str, Any]]:
         arms = [plan.stable] + ([plan.canary] if plan.canary is not None else [])
         services = [
             render_inference_service(
@@ -26,21 +36,10 @@ class GatewayAPIRouter:
         ]
         return [*services, render_http_route(ctx, spec, plan)]
 
-    def kinds(self) -> list[tuple[str, str]]:
-        return [(ISVC_API_VERSION, "InferenceService"), (HTTPROUTE_API_VERSION, "HTTPRoute")]
-
-    def observe(
-        self,
-        ctx: RenderContext,
-        spec: ModelDeploymentSpec,
-        plan: TrafficPlan,
-        objects: Mapping[ObjectKey, dict[str, Any]],
-    ) -> RouteStatus:
+    def observe(self, ctx: RenderContext, spec: ModelDeploymentSpec, plan: TrafficPlan, live: Objects) -> ObservedRoute:
         if plan.canary is None:
-            return RouteStatus(False, None)
-        canary = objects.get((ISVC_API_VERSION, "InferenceService", arm_service_name(ctx, plan.canary)))
-        route = objects.get((HTTPROUTE_API_VERSION, "HTTPRoute", ctx.name))
-        conditions = ((canary or {}).get("status") or {}).get("conditions") or []
-        ready = any(c.get("type") == "Ready" and c.get("status") == "True" for c in conditions)
+            return ObservedRoute(None)
+        canary = live.get((ISVC_API_VERSION, "InferenceService", arm_service_name(ctx, plan.canary)))
+        route = live.get((HTTPROUTE_API_VERSION, "HTTPRoute", ctx.name))
         weight = observed_canary_weight(route, plan.canary, ctx) if route is not None else None
-        return RouteStatus(ready, weight)
+        return ObservedRoute(plan.canary.revision, condition_true(canary, "Ready"), weight)

@@ -2,81 +2,81 @@
 
 Knative keeps two revisions: the latest takes `canaryTrafficPercent`, the last one rolled out (tag
 `prev`) the rest, so the canary rides on the predictor and 0% pins everything to stable. Standard mode
-(KServe 0.20+) runs named predictors side by side and reports each one's share in `canaryStatuses`.
+(KServe 0.20+) runs the canary as a named predictor beside the unnamed stable one and reports each
+canary's share in `canaryStatuses`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from typing import Any
 
 from esteira.api.spec import ModelDeploymentSpec
-from esteira.render.inferenceservice import ISVC_API_VERSION, LABEL_REVISION, RenderContext, render_inference_service
-from esteira.render.revisions import TrafficPlan
-from esteira.routing.base import ObjectKey, RouteStatus
+from esteira.render.inferenceservice import RenderContext, render_inference_service
+from esteira.render.traffic import TrafficPlan
+from esteira.rollout.cycle import ObservedRoute
+from esteira.routing.base import ChildKind, ObjectKey, Objects, condition_true, is_current
+from esteira.vocabulary import ISVC_API_VERSION, LABEL_REVISION
+
+INFERENCE_SERVICES = ChildKind(ISVC_API_VERSION, "InferenceService", "inferenceservices")
 
 
-def _condition(isvc: dict[str, Any], type_: str) -> bool:
-    conditions = (isvc.get("status") or {}).get("conditions") or []
-    return any(c.get("type") == type_ and c.get("status") == "True" for c in conditions)
+def _served_revision(isvc: dict[str, Any]) -> str | None:
+    return (((isvc.get("spec") or {}).get("predictor") or {}).get("labels") or {}).get(LABEL_REVISION)
 
 
-class KServeRouter:
-    name = "KServe"
-
-    def desired(self, ctx: RenderContext, spec: ModelDeploymentSpec, plan: TrafficPlan) -> list[dict[str, Any]]:
-        return [render_inference_service(ctx, spec, plan)]
-
-    def kinds(self) -> list[tuple[str, str]]:
-        return [(ISVC_API_VERSION, "InferenceService")]
-
-    def observe(
-        self,
-        ctx: RenderContext,
-        spec: ModelDeploymentSpec,
-        plan: TrafficPlan,
-        objects: Mapping[ObjectKey, dict[str, Any]],
-    ) -> RouteStatus:
-        isvc = objects.get((ISVC_API_VERSION, "InferenceService", ctx.name))
-        if isvc is None or plan.canary is None:
-            return RouteStatus(canary_ready=False, canary_weight=None)
-        status = isvc.get("status") or {}
-        current = status.get("observedGeneration", 0) >= (isvc.get("metadata") or {}).get("generation", 1)
-        if not current:
-            return RouteStatus(False, None)
-        if spec.deployment_mode == "Standard":
-            for arm in status.get("canaryStatuses") or []:
-                if arm.get("name") == plan.canary.predictor_name:
-                    return RouteStatus(bool(arm.get("ready")), arm.get("trafficPercent"))
-            return RouteStatus(False, None)
-        # Knative: the predictor carries the canary; its revision is the latest one once it is ready.
-        labels = ((isvc.get("spec") or {}).get("predictor") or {}).get("labels") or {}
-        serving_canary = labels.get(LABEL_REVISION) == str(plan.canary.revision)
-        predictor = (status.get("components") or {}).get("predictor") or {}
-        ready = (
-            serving_canary
-            and predictor.get("latestReadyRevision") is not None
-            and predictor.get("latestReadyRevision") == predictor.get("latestCreatedRevision")
-            and _condition(isvc, "PredictorReady")
-        )
-        latest = [t for t in predictor.get("traffic") or [] if t.get("latestRevision")]
-        weight = int(latest[0].get("percent", 0)) if latest and serving_canary else None
-        return RouteStatus(ready, weight)
+def _latest_ready(isvc: dict[str, Any]) -> bool:
+    predictor = ((isvc.get("status") or {}).get("components") or {}).get("predictor") or {}
+    latest = predictor.get("latestReadyRevision")
+    return latest is not None and latest == predictor.get("latestCreatedRevision")
 
 
 def knative_restoring(stable_revision: int, isvc: dict[str, Any] | None) -> bool:
     """Whether a Knative InferenceService still has to bring stable's spec back to a ready revision.
 
     True until the live object carries stable's revision and KServe reports its latest revision ready
-    for the current generation; until then a rollback pins traffic to the previous revision.
+    for the current generation; until then a rollback pins traffic to the previous revision, because
+    Knative would otherwise route to its latest ready revision: the rolled-back canary.
     """
     if isvc is None:
         return False
-    labels = ((isvc.get("spec") or {}).get("predictor") or {}).get("labels") or {}
-    status = isvc.get("status") or {}
-    predictor = (status.get("components") or {}).get("predictor") or {}
-    current = status.get("observedGeneration", 0) >= (isvc.get("metadata") or {}).get("generation", 1)
-    ready = predictor.get("latestReadyRevision") is not None and (
-        predictor.get("latestReadyRevision") == predictor.get("latestCreatedRevision")
-    )
-    return not (labels.get(LABEL_REVISION) == str(stable_revision) and current and ready)
+    return not (_served_revision(isvc) == str(stable_revision) and is_current(isvc) and _latest_ready(isvc))
+
+
+class KServeRouter:
+    name = "KServe"
+    kinds: tuple[ChildKind, ...] = (INFERENCE_SERVICES,)
+
+    def primary(self, ctx: RenderContext, plan: TrafficPlan) -> ObjectKey:
+        return (ISVC_API_VERSION, "InferenceService", ctx.name)
+
+    def desired(
+        self, ctx: RenderContext, spec: ModelDeploymentSpec, plan: TrafficPlan, live: Objects
+    ) -> list[dict[str, Any]]:
+        pin = (
+            spec.deployment_mode == "Knative"
+            and plan.canary is None
+            and plan.rolled_back
+            and knative_restoring(plan.stable.revision, live.get(self.primary(ctx, plan)))
+        )
+        return [render_inference_service(ctx, spec, plan, pin_previous=pin)]
+
+    def observe(self, ctx: RenderContext, spec: ModelDeploymentSpec, plan: TrafficPlan, live: Objects) -> ObservedRoute:
+        isvc = live.get(self.primary(ctx, plan))
+        if isvc is None or plan.canary is None:
+            return ObservedRoute(None)
+        revision = plan.canary.revision
+        if not is_current(isvc):
+            return ObservedRoute(revision)
+        status = isvc.get("status") or {}
+        if spec.deployment_mode == "Standard":
+            for arm in status.get("canaryStatuses") or []:
+                if arm.get("name") == plan.canary.predictor_name:
+                    return ObservedRoute(revision, bool(arm.get("ready")), arm.get("trafficPercent"))
+            return ObservedRoute(revision)
+        # Knative: the predictor carries the canary; its revision is the latest one once it is ready.
+        serving_canary = _served_revision(isvc) == str(revision)
+        ready = serving_canary and _latest_ready(isvc) and condition_true(isvc, "PredictorReady")
+        predictor = (status.get("components") or {}).get("predictor") or {}
+        latest = [t for t in predictor.get("traffic") or [] if t.get("latestRevision")]
+        weight = int(latest[0].get("percent", 0)) if latest and serving_canary else None
+        return ObservedRoute(revision, ready, weight)

@@ -10,13 +10,13 @@ from __future__ import annotations
 import json
 from typing import Any
 
-LAST_APPLIED = "serving.esteira.io/last-applied"
+from esteira.vocabulary import ANNOTATION_LAST_APPLIED
 
 
 def managed_view(obj: dict[str, Any]) -> dict[str, Any]:
     """The parts of an object Esteira manages: labels, annotations (minus its own record) and spec."""
     metadata = obj.get("metadata") or {}
-    annotations = {k: v for k, v in (metadata.get("annotations") or {}).items() if k != LAST_APPLIED}
+    annotations = {k: v for k, v in (metadata.get("annotations") or {}).items() if k != ANNOTATION_LAST_APPLIED}
     return {"labels": metadata.get("labels") or {}, "annotations": annotations, "spec": obj.get("spec") or {}}
 
 
@@ -24,12 +24,12 @@ def with_last_applied(desired: dict[str, Any]) -> dict[str, Any]:
     """`desired` with the annotation recording what was applied."""
     record = json.dumps(managed_view(desired), sort_keys=True, separators=(",", ":"))
     metadata = desired["metadata"]
-    annotations = {**(metadata.get("annotations") or {}), LAST_APPLIED: record}
+    annotations = {**(metadata.get("annotations") or {}), ANNOTATION_LAST_APPLIED: record}
     return {**desired, "metadata": {**metadata, "annotations": annotations}}
 
 
 def last_applied(actual: dict[str, Any]) -> dict[str, Any]:
-    raw = ((actual.get("metadata") or {}).get("annotations") or {}).get(LAST_APPLIED)
+    raw = ((actual.get("metadata") or {}).get("annotations") or {}).get(ANNOTATION_LAST_APPLIED)
     if not raw:
         return {}
     try:
@@ -93,5 +93,8 @@ def drift_patch(actual: dict[str, Any], desired: dict[str, Any]) -> dict[str, An
     if is_subset(wanted, current) and not removals and record_matches:
         return None
     patch = _merge(wanted, removals)
-    annotations = {**patch["annotations"], LAST_APPLIED: desired["metadata"]["annotations"][LAST_APPLIED]}
+    annotations = {
+        **patch["annotations"],
+        ANNOTATION_LAST_APPLIED: desired["metadata"]["annotations"][ANNOTATION_LAST_APPLIED],
+    }
     return {"metadata": {"labels": patch["labels"], "annotations": annotations}, "spec": patch["spec"]}

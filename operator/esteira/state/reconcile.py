@@ -8,27 +8,23 @@ input gives the same plan, which is what makes the operator idempotent across re
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from esteira.api.errors import InvalidSpec
 from esteira.api.spec import ModelDeploymentSpec, check_name
-from esteira.api.status import ModelDeploymentStatus, Phase
-from esteira.render.httproute import arm_service_name
-from esteira.render.inferenceservice import ISVC_API_VERSION, RenderContext
-from esteira.rollout.engine import Command, EngineInput, advance, parse_time
+from esteira.api.status import ModelDeploymentStatus
+from esteira.render.inferenceservice import RenderContext
+from esteira.rollout.cycle import NOTHING_OBSERVED, RolloutInput, rollout_step
 from esteira.rollout.evidence import Evidence
+from esteira.rollout.revisions import traffic_plan
 from esteira.routing import ObjectKey, router_for
 from esteira.routing.base import key_of
-from esteira.routing.kserve import knative_restoring
 from esteira.state import merge_patch
-from esteira.state.conditions import get_condition, set_condition
+from esteira.state.conditions import set_condition
 from esteira.state.drift import drift_patch, last_applied, managed_view, with_last_applied
-from esteira.state.revisions import Decision, track_revisions, traffic_plan
-
-MODE_ANNOTATION = "serving.kserve.io/deploymentMode"
-# KServe reports these when a model cannot load or the spec is refused; anything else not ready is pending.
-FAILED_TRANSITIONS = {"BlockedByFailedLoad", "InvalidSpec"}
+from esteira.state.observe import Observation, observe_kserve
+from esteira.vocabulary import KSERVE_DEPLOYMENT_MODE, Command, Decision, parse_time
 
 Result = Literal["created", "updated", "unchanged", "invalid"]
 
@@ -95,7 +91,7 @@ def _invalid(inp: ReconcileInput, status: ModelDeploymentStatus, exc: InvalidSpe
 
 def _check_mode_unchanged(spec: ModelDeploymentSpec, objects: Mapping[ObjectKey, dict[str, Any]]) -> None:
     modes = {
-        ((obj.get("metadata") or {}).get("annotations") or {}).get(MODE_ANNOTATION)
+        ((obj.get("metadata") or {}).get("annotations") or {}).get(KSERVE_DEPLOYMENT_MODE)
         for key, obj in objects.items()
         if key[1] == "InferenceService"
     } - {None}
@@ -109,131 +105,6 @@ def _check_mode_unchanged(spec: ModelDeploymentSpec, objects: Mapping[ObjectKey,
         )
 
 
-def _isvc_condition(isvc: dict[str, Any], type_: str) -> dict[str, Any] | None:
-    conditions = (isvc.get("status") or {}).get("conditions") or []
-    return next((c for c in conditions if c.get("type") == type_), None)
-
-
-def _observe(
-    inp: ReconcileInput,
-    spec: ModelDeploymentSpec,
-    status: ModelDeploymentStatus,
-    isvc: dict[str, Any] | None,
-    touched: bool,
-) -> list[Decision]:
-    """Carry the InferenceService's state into the ModelDeployment's status; returns transitions worth an Event."""
-    was_ready = (c := get_condition(status, "Ready")) is not None and c.status == "True"
-    isvc_status = (isvc or {}).get("status") or {}
-    ready_cond = _isvc_condition(isvc, "Ready") if isvc else None
-    current = (
-        isvc is not None
-        and not touched
-        and isvc_status.get("observedGeneration", 0) >= (isvc.get("metadata") or {}).get("generation", 0)
-    )
-    ready = current and ready_cond is not None and ready_cond.get("status") == "True"
-    model_status = isvc_status.get("modelStatus")
-    transition = (model_status or {}).get("transitionStatus")
-    failed = current and not ready and (transition in FAILED_TRANSITIONS or _reports_failure(ready_cond))
-
-    status.url = isvc_status.get("url") if isvc is not None else None
-    status.model_status = model_status
-    status.inference_service = inp.name
-    status.observed_generation = inp.generation
-    decisions: list[Decision] = []
-    g, now = inp.generation, inp.now
-    if ready:
-        set_condition(status, "Ready", True, "InferenceServiceReady", f"Serving at {status.url}", now, g)
-        set_condition(status, "Degraded", False, "Healthy", "", now, g)
-        if not was_ready:
-            decisions.append(Decision("Ready", f"InferenceService {inp.name} is ready at {status.url}"))
-    elif failed:
-        reason = (ready_cond or {}).get("reason") or transition or "Failed"
-        message = (ready_cond or {}).get("message") or _failure_info(model_status) or "InferenceService failed"
-        set_condition(status, "Ready", False, "InferenceServiceFailed", f"{reason}: {message}", now, g)
-        set_condition(status, "Degraded", True, "InferenceServiceFailed", f"{reason}: {message}", now, g)
-        degraded = get_condition(status, "Degraded")
-        if degraded is not None and degraded.last_transition_time == now:
-            decisions.append(Decision("Degraded", f"InferenceService {inp.name}: {reason}: {message}", warning=True))
-    else:
-        set_condition(status, "Ready", False, "InferenceServicePending", "Waiting for KServe to report Ready", now, g)
-        set_condition(status, "Degraded", False, "Healthy", "", now, g)
-
-    if status.canary is not None:
-        canary = status.canary
-        held = canary.pause_reason
-        set_condition(
-            status,
-            "Progressing",
-            True,
-            ("RolloutPaused" if canary.paused else "RolloutHeld") if held else "CanaryRollout",
-            f"Canary revision {canary.revision} at {canary.weight}% of traffic" + (f": {held}" if held else ""),
-            now,
-            g,
-        )
-    elif not ready and not failed:
-        set_condition(status, "Progressing", True, "Reconciling", "InferenceService is being updated", now, g)
-    else:
-        set_condition(status, "Progressing", False, "Stable", "No rollout in progress", now, g)
-    status.phase = _phase(status, spec, ready, failed)
-    return decisions
-
-
-def _reports_failure(condition: dict[str, Any] | None) -> bool:
-    reason = (condition or {}).get("reason") or ""
-    return condition is not None and condition.get("status") == "False" and "fail" in reason.lower()
-
-
-def _failure_info(model_status: dict[str, Any] | None) -> str:
-    info = (model_status or {}).get("lastFailureInfo") or {}
-    return str(info.get("message") or "")
-
-
-def _phase(status: ModelDeploymentStatus, spec: ModelDeploymentSpec, ready: bool, failed: bool) -> Phase:
-    if failed:
-        return "Degraded"
-    if status.canary is not None:
-        return "Paused" if status.canary.paused else "Progressing"
-    last = status.last_rollout
-    if (
-        last is not None
-        and last.outcome == "RolledBack"
-        and (last.model_version, last.storage_uri) == (spec.model.version, spec.model.storage_uri)
-    ):
-        return "RolledBack"
-    return "Ready" if ready else "Pending"
-
-
-def _primary_key(ctx: RenderContext, spec: ModelDeploymentSpec, status: ModelDeploymentStatus) -> ObjectKey:
-    """The InferenceService whose state the ModelDeployment reports: the one serving stable."""
-    if spec.rollout.router == "GatewayAPI" and status.stable is not None:
-        arm = traffic_plan(status).stable
-        return (ISVC_API_VERSION, "InferenceService", arm_service_name(ctx, arm))
-    return (ISVC_API_VERSION, "InferenceService", ctx.name)
-
-
-def _restoring_after_rollback(
-    spec: ModelDeploymentSpec, status: ModelDeploymentStatus, isvc: dict[str, Any] | None
-) -> bool:
-    last = status.last_rollout
-    return (
-        spec.deployment_mode == "Knative"
-        and spec.rollout.router == "KServe"
-        and status.canary is None
-        and status.stable is not None
-        and last is not None
-        and last.outcome == "RolledBack"
-        and knative_restoring(status.stable.revision, isvc)
-    )
-
-
-def _command_effects(inp: ReconcileInput, status: ModelDeploymentStatus) -> tuple[bool, int | None]:
-    """(retry, rollback_to) asked by a command not carried out yet; the engine records its id."""
-    command = inp.command
-    if command is None or command.id == status.last_command:
-        return False, None
-    return command.action == "retry", command.revision if command.action == "rollback" else None
-
-
 def plan_reconcile(inp: ReconcileInput) -> ReconcilePlan:
     """Decide what to create, patch or delete, where the rollout goes, and what the status becomes."""
     status = _read_status(inp.status)
@@ -242,33 +113,23 @@ def plan_reconcile(inp: ReconcileInput) -> ReconcilePlan:
         check_name(inp.name)
         spec = ModelDeploymentSpec.parse(inp.spec)
         _check_mode_unchanged(spec, inp.objects)
-        retry, rollback_to = _command_effects(inp, status)
-        change = track_revisions(spec, status, inp.now, retry=retry, rollback_to=rollback_to)
         ctx = RenderContext(inp.name, inp.namespace, inp.prometheus_url)
         router = router_for(spec.rollout.router)
-        decisions = list(change.decisions)
-        status = change.status
-        requeue_after = None
-        if status.canary is not None or inp.command is not None:
-            route = router.observe(ctx, spec, traffic_plan(status), inp.objects)
-            engine = advance(
-                EngineInput(
-                    spec=spec,
-                    status=status,
-                    now=parse_time(inp.now),
-                    canary_ready=route.canary_ready,
-                    observed_weight=route.canary_weight,
-                    evidence=inp.evidence,
-                    metrics_error=inp.metrics_error,
-                    command=inp.command,
-                )
+        # What the backend reports about the canary as status knows it; the step matches it to its canary.
+        route = router.observe(ctx, spec, traffic_plan(status), inp.objects) if status.stable else NOTHING_OBSERVED
+        step = rollout_step(
+            RolloutInput(
+                spec=spec,
+                status=status,
+                now=parse_time(inp.now),
+                evidence=inp.evidence,
+                metrics_error=inp.metrics_error,
+                command=inp.command,
+                route=route,
             )
-            status, requeue_after = engine.status, engine.requeue_after
-            decisions += engine.decisions
-        serving = traffic_plan(status)
-        if _restoring_after_rollback(spec, status, inp.objects.get(_primary_key(ctx, spec, status))):
-            serving = replace(serving, pin_previous=True)
-        desired = [with_last_applied(obj) for obj in router.desired(ctx, spec, serving)]
+        )
+        status, decisions, requeue_after = step.status, step.decisions, step.requeue_after
+        desired = [with_last_applied(obj) for obj in router.desired(ctx, spec, step.plan, inp.objects)]
     except InvalidSpec as exc:
         return _invalid(inp, _read_status(inp.status), exc)
 
@@ -296,9 +157,10 @@ def plan_reconcile(inp: ReconcileInput) -> ReconcilePlan:
     elif plan.patches or plan.deletes:
         plan.result = "updated"
 
-    primary = _primary_key(ctx, spec, status)
+    primary = router.primary(ctx, step.plan)
     touched = any(key == primary for key, _ in plan.patches) or primary in {key_of(o) for o in plan.creates}
-    plan.decisions += _observe(inp, spec, status, inp.objects.get(primary), touched=touched)
+    observation = Observation(inp.name, inp.objects.get(primary), touched, inp.generation, inp.now)
+    plan.decisions += observe_kserve(spec, status, observation)
     plan.status = status.to_wire()
     plan.status_changed = plan.status != before
     plan.status_patch = merge_patch.diff(inp.status or {}, plan.status)

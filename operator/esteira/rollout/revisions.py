@@ -19,16 +19,8 @@ from esteira.api.status import (
     RevisionRecord,
     RolloutRecord,
 )
-from esteira.render.revisions import Arm, TrafficPlan
-
-
-@dataclass(frozen=True)
-class Decision:
-    """Something the operator decided, worth an Event: Normal or Warning, a reason and a message."""
-
-    reason: str
-    message: str
-    warning: bool = False
+from esteira.render.traffic import Arm, TrafficPlan
+from esteira.vocabulary import Decision
 
 
 @dataclass
@@ -140,6 +132,7 @@ def traffic_plan(status: ModelDeploymentStatus) -> TrafficPlan:
         raise ValueError("no stable revision recorded")
     stable = Arm(status.stable.revision, status.stable.model_version, status.stable.storage_uri)
     if status.canary is None:
-        return TrafficPlan(stable=stable)
+        last = status.last_rollout
+        return TrafficPlan(stable=stable, rolled_back=last is not None and last.outcome == "RolledBack")
     canary = Arm(status.canary.revision, status.canary.model_version, status.canary.storage_uri)
     return TrafficPlan(stable=stable, canary=canary, canary_weight=status.canary.weight)

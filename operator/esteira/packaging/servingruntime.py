@@ -20,7 +20,7 @@ from typing import Any
 
 from esteira.packaging.config import DEFAULT_MODEL_DIR
 from esteira.packaging.entrypoint import DEFAULT_RUNTIME_DIR, ENV_MODEL_DIR, ENV_RUNTIME_DIR
-from esteira.render.inferenceservice import ESTEIRA_RUNTIME, MODEL_CONTAINER
+from esteira.vocabulary import ESTEIRA_RUNTIME, MODEL_CONTAINER
 
 SERVING_RUNTIME_API_VERSION = "serving.kserve.io/v1alpha1"
 HTTP_PORT = 8080

@@ -28,9 +28,9 @@ class TrafficPlan:
     stable: Arm
     canary: Arm | None = None
     canary_weight: int = 0
-    # Knative after a rollback: keep all traffic on the last rolled-out revision until the revision
-    # re-created from stable's spec is ready (otherwise Knative routes to the latest ready one: the canary).
-    pin_previous: bool = False
+    # The last rollout ended in a rollback: a router whose backend still routes to the canary's build
+    # (Knative's latest ready revision) keeps traffic pinned to stable until stable's spec is ready again.
+    rolled_back: bool = False
 
     def __post_init__(self) -> None:
         if not 0 <= self.canary_weight <= 100:
