@@ -64,6 +64,19 @@ def concurrently(calls: Sequence[Callable[[], Response]]) -> list[Response]:
     return [result for result in results if result is not None]
 
 
+def scrape_after(server: TorchServe, before: dict[Sample, float], model: str, requests: int) -> dict[Sample, float]:
+    """Scrape until the batch-size histogram accounts for ``requests`` more requests (the frontend reads the
+    worker's metric lines asynchronously), or give the last scrape after a few seconds."""
+    labels = {"ModelName": model, "Revision": REVISION}
+    deadline = time.monotonic() + 10
+    while True:
+        after = scrape(server)
+        added = metric(after, "esteira_batch_size_sum", **labels) - metric(before, "esteira_batch_size_sum", **labels)
+        if added >= requests or time.monotonic() > deadline:
+            return after
+        time.sleep(0.1)
+
+
 def batches_formed(before: dict[Sample, float], after: dict[Sample, float], model: str) -> bool:
     """Whether at least one handler call between two scrapes carried more than one request."""
     labels = {"ModelName": model, "Revision": REVISION}
@@ -195,8 +208,7 @@ def test_concurrent_callers_are_batched_and_each_gets_its_own_answers(servers: S
             assert len(answers) == len(rows)
             for answer, row in zip(answers, rows, strict=True):
                 assert_tabular_answer(answer, row)
-        time.sleep(0.3)  # the frontend reads the worker's metric lines asynchronously
-        if batches_formed(before, scrape(main), "tabular"):
+        if batches_formed(before, scrape_after(main, before, "tabular", len(callers)), "tabular"):
             return
     pytest.fail(f"no handler call carried more than one request (batchSize 8, maxBatchDelay {BATCH_DELAY_MS} ms)")
 
@@ -212,8 +224,7 @@ def test_a_bad_request_in_a_batch_fails_alone(servers: Servers) -> None:
         for i, response in enumerate(responses):
             if i != 3:
                 assert_tabular_answer(response.json(), features(i))
-        time.sleep(0.3)
-        if batches_formed(before, scrape(main), "tabular"):
+        if batches_formed(before, scrape_after(main, before, "tabular", len(bodies)), "tabular"):
             return
     pytest.fail("the requests were never batched together")
 
