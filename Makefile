@@ -79,10 +79,11 @@ test-unit: $(TEST_DEPS)  ## Everything but the end-to-end tests.
 test-e2e: $(TEST_DEPS)  ## The end-to-end tests (the operator against the API emulator, or ESTEIRA_E2E_KUBECONFIG's cluster).
 	$(PYTEST) -m e2e
 
-lint: $(INSTALLED)  ## ruff and mypy.
+lint: $(INSTALLED)  ## ruff, mypy and the layering contract (ARCHITECTURE.md).
 	$(VENV)/bin/ruff check operator model_handlers tests hack
 	$(VENV)/bin/ruff format --check operator model_handlers tests hack
 	$(VENV)/bin/mypy
+	$(VENV)/bin/lint-imports
 
 crd: $(INSTALLED)  ## Regenerate the CRD from the Python spec model (the single source of truth).
 	$(VENV)/bin/esteira crd > manifests/crds/serving.esteira.io_modeldeployments.yaml

@@ -55,7 +55,7 @@ class Decision:
 
 
 Action = Literal["promote", "pause", "resume", "abort", "retry", "rollback"]
-ACTIONS: tuple[str, ...] = get_args(Action)
+ACTIONS: tuple[Action, ...] = get_args(Action)
 
 
 @dataclass(frozen=True)

@@ -18,7 +18,7 @@ from esteira.api.status import ModelDeploymentStatus
 from esteira.controller import metrics
 from esteira.controller.kube import KubeAPI
 from esteira.controller.retry import ApiError, with_backoff
-from esteira.metrics.prometheus import PrometheusClient, PrometheusProvider
+from esteira.evidence.prometheus import PrometheusClient, PrometheusProvider
 from esteira.rollout.engine import analysis_due
 from esteira.rollout.evidence import Evidence, MetricsUnavailable
 from esteira.routing import key_of

@@ -24,22 +24,21 @@ import aiohttp
 from esteira.api.errors import InvalidSpec
 from esteira.api.spec import ModelDeploymentSpec
 from esteira.api.status import ModelDeploymentStatus
+from esteira.evidence import MetricProvider
+from esteira.evidence.prometheus import PrometheusClient, PrometheusProvider
 from esteira.local.manifest import LocalManifest, load_manifest, model_dir
 from esteira.local.provider import LocalMetricProvider, class_counts
 from esteira.local.router import Router
 from esteira.local.routing import Split
 from esteira.local.server import ModelServer
 from esteira.local.stats import Counters
-from esteira.metrics import MetricProvider
-from esteira.metrics.prometheus import PrometheusClient, PrometheusProvider
 from esteira.packaging.surface import served_model
 from esteira.rollout.cycle import ObservedRoute, RolloutInput, rollout_step
 from esteira.rollout.engine import analysis_due
 from esteira.rollout.evidence import MetricsUnavailable
 from esteira.rollout.phase import Serving, phase_of
-from esteira.vocabulary import Action, Command, Decision
+from esteira.vocabulary import ACTIONS, Command, Decision
 
-ACTIONS: tuple[Action, ...] = ("promote", "pause", "resume", "abort", "retry", "rollback")
 MAX_RESTARTS = 5
 
 
