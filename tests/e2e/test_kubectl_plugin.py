@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -10,6 +14,7 @@ from esteira.kubectl import format_history, main
 from tests.e2e.cluster import Esteira, eventually, model_source
 from tests.emulator.cluster import KubeApi
 from tests.support.fake_kserve import FakeKServe
+from tests.support.prerequisites import require_tool
 from tests.unit.specs import document, spec
 
 pytestmark = pytest.mark.usefixtures("operator")
@@ -90,3 +95,18 @@ def test_rollback_to_an_earlier_revision_and_history(
     assert printed == format_history(esteira.get_md(kube_namespace, "iris")) + "\n"
     with pytest.raises(SystemExit, match="revision 9 is not in the history"):
         plugin(crds, kube_namespace, "rollback", "--to-revision", "9", "iris")
+
+
+def test_kubectl_finds_the_plugin_and_passes_its_flags_after_the_name(
+    crds: KubeApi, esteira: Esteira, kube_namespace: str, fake_kserve: FakeKServe | None
+) -> None:
+    """The README's form, through kubectl itself: kubectl hands `-n` and `--kubeconfig` to the plugin as written."""
+    kubectl = require_tool("kubectl")
+    esteira.create_md(kube_namespace, md(kube_namespace, "1"))
+    eventually(lambda: status_of(esteira, kube_namespace).get("phase") == "Ready", timeout=30, what="ready")
+    plugin_dir = Path(sys.executable).parent  # where the package installed kubectl-esteira
+    env = {**os.environ, "PATH": f"{plugin_dir}{os.pathsep}{os.environ.get('PATH', '')}"}
+    args = [kubectl, "esteira", "status", "iris", "-n", kube_namespace, "--kubeconfig", str(crds.kubeconfig)]
+    done = subprocess.run(args, env=env, capture_output=True, text=True, timeout=60, check=False)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith(f"{kube_namespace}/iris  phase: Ready"), done.stdout
