@@ -33,9 +33,9 @@ def md(namespace: str, name: str = "iris", **overrides: Any) -> dict[str, Any]:
 
 def ready(esteira: Esteira, namespace: str, name: str, timeout: float = 30.0) -> dict[str, Any]:
     def probe() -> dict[str, Any] | None:
-        obj = esteira.get_md(namespace, name)
-        condition = esteira.condition(namespace, name, "Ready")
-        return obj if condition and condition["status"] == "True" else None
+        obj = esteira.get_md(namespace, name)  # one read: the condition and the rest of status agree
+        conditions = (obj.get("status") or {}).get("conditions") or []
+        return obj if any(c["type"] == "Ready" and c["status"] == "True" for c in conditions) else None
 
     return eventually(probe, timeout, f"ModelDeployment {name} Ready")
 

@@ -98,9 +98,9 @@ PATHS: dict[str, list[TrafficPlan]] = {
 
 
 def _kserve_status(obj: dict[str, Any]) -> dict[str, Any]:
-    """The part of status KServe's update validation reads (validateDeploymentMode): the mode it runs in."""
-    mode = obj["metadata"]["annotations"]["serving.kserve.io/deploymentMode"]
-    return {"deploymentMode": "RawDeployment" if mode == "Standard" else "Serverless"}
+    """The part of status KServe's update validation reads (validateDeploymentMode): the mode it runs in,
+    which KServe v0.20 writes as `Standard` or `Knative`."""
+    return {"deploymentMode": obj["metadata"]["annotations"]["serving.kserve.io/deploymentMode"]}
 
 
 def _admit(stored: dict[str, Any] | None, desired: dict[str, Any]) -> dict[str, Any]:
