@@ -3,7 +3,7 @@ queries against metrics that exist.
 
 The alerting rules are checked with the real `promtool check rules` and unit-tested with `promtool test rules`
 (tests/chart/promtool/alerts.test.yaml). Every metric a rule or panel reads must be one the operator
-(``esteira.controller.metrics``) or the model server handlers (``model_handlers/metrics.yaml``) export.
+(``esteira.controller.telemetry``) or the model server handlers (``model_handlers/metrics.yaml``) export.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ import yaml
 from prometheus_client.metrics import MetricWrapperBase
 
 from esteira.api.status import Outcome
-from esteira.controller import metrics as operator_metrics
+from esteira.controller import telemetry as operator_metrics
 from esteira.packaging.servingruntime import HTTP_PORT, METRICS_PORT
 from esteira.rollout.queries import MetricNames
 from esteira.vocabulary import LABEL_DEPLOYMENT, LABEL_REVISION

@@ -12,7 +12,7 @@ from typing import Any
 import kopf
 
 from esteira import API_GROUP, API_VERSION, PLURAL
-from esteira.controller import metrics
+from esteira.controller import telemetry
 from esteira.controller.kube import KSERVE_GROUP, KSERVE_PLURAL, KSERVE_VERSION, connection_info
 from esteira.controller.reconciler import Reconciler
 from esteira.controller.retry import ApiError
@@ -49,7 +49,7 @@ async def _reconcile_or_retry(memo: Any, namespace: str | None, name: str) -> No
 
 async def model_deployment_changed(memo: Any, namespace: str | None, name: str, **_: Any) -> None:
     memo.managed.add((namespace, name))
-    metrics.MANAGED.set(len(memo.managed))
+    telemetry.MANAGED.set(len(memo.managed))
     await _reconcile_or_retry(memo, namespace, name)
 
 
@@ -61,7 +61,7 @@ async def resync(memo: Any, namespace: str | None, name: str, **_: Any) -> None:
 async def model_deployment_deleted(memo: Any, namespace: str | None, name: str, **_: Any) -> None:
     """Children go with their owner (ownerReferences); only the operator's own bookkeeping is dropped."""
     memo.managed.discard((namespace, name))
-    metrics.MANAGED.set(len(memo.managed))
+    telemetry.MANAGED.set(len(memo.managed))
     if namespace is not None:
         memo.reconciler.forget(namespace, name)
 

@@ -15,7 +15,7 @@ import kopf
 from esteira.api.errors import InvalidSpec
 from esteira.api.spec import ModelDeploymentSpec
 from esteira.api.status import ModelDeploymentStatus
-from esteira.controller import metrics
+from esteira.controller import telemetry
 from esteira.controller.kube import KubeAPI
 from esteira.controller.retry import ApiError, with_backoff
 from esteira.evidence.prometheus import PrometheusClient, PrometheusProvider
@@ -46,12 +46,12 @@ class Reconciler:
             async with self._locks[(namespace, name)]:
                 result = await self._reconcile(namespace, name)
         except ApiError:
-            metrics.RECONCILES.labels("error").inc()
+            telemetry.RECONCILES.labels("error").inc()
             raise
         finally:
-            metrics.RECONCILE_SECONDS.observe(time.perf_counter() - started)
+            telemetry.RECONCILE_SECONDS.observe(time.perf_counter() - started)
         if result is not None:
-            metrics.RECONCILES.labels(result).inc()
+            telemetry.RECONCILES.labels(result).inc()
         return result
 
     async def _reconcile(self, namespace: str, name: str) -> Result | None:
@@ -120,7 +120,7 @@ class Reconciler:
             )
         for decision in plan.decisions:
             if decision.reason in ("Promoted", "RolledBack"):
-                metrics.ROLLOUTS.labels(decision.reason).inc()
+                telemetry.ROLLOUTS.labels(decision.reason).inc()
             kopf.event(
                 cast(kopf.Body, md),
                 type="Warning" if decision.warning else "Normal",

@@ -8,7 +8,7 @@ import random
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
-from esteira.controller.metrics import API_RETRIES
+from esteira.controller.telemetry import API_RETRIES
 
 T = TypeVar("T")
 logger = logging.getLogger(__name__)
