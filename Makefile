@@ -43,7 +43,7 @@ install: $(INSTALLED)  ## Install Esteira with every extra (operator, serving wi
 KSERVE_CLIENT := .tools/kserve-client-venv/.installed
 
 $(TOOLS): hack/install-tools.sh | $(INSTALLED)
-	@echo "Installing helm, kubectl and Prometheus (about a minute the first time)"
+	@echo "Installing helm, kubectl, Prometheus and Java 17 (about a minute the first time)"
 	bash hack/install-tools.sh
 	@touch $@
 
