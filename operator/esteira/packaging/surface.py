@@ -14,7 +14,6 @@ Every 4xx and 5xx answer is ``{"error": "..."}``, including the router's own 404
 from __future__ import annotations
 
 import abc
-import importlib.metadata
 import json
 import zipfile
 from collections.abc import Awaitable, Callable, Mapping, Sequence
@@ -24,6 +23,7 @@ from typing import Any, Literal
 
 from aiohttp import web
 
+from esteira import __version__
 from esteira.packaging.config import CONFIG_PATH, MODEL_STORE, parse_properties
 from model_handlers.config import CONFIG_FILE, ModelConfig, parse_config
 from model_handlers.protocol import BINARY_HEADER
@@ -82,11 +82,7 @@ def _archive_config(archive: Path) -> Any:
 
 def server_metadata() -> dict[str, Any]:
     """``GET /v2``."""
-    try:
-        version = importlib.metadata.version("esteira")
-    except importlib.metadata.PackageNotFoundError:
-        version = "unknown"
-    return {"name": SERVER_NAME, "version": version, "extensions": list(EXTENSIONS)}
+    return {"name": SERVER_NAME, "version": __version__, "extensions": list(EXTENSIONS)}
 
 
 def model_metadata(name: str, versions: Sequence[str], config: ModelConfig) -> dict[str, Any]:
