@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from kubernetes.client.exceptions import ApiException
 
 from esteira.manifests import render_document
 from tests.e2e.cluster import Esteira, eventually, model_source
@@ -136,6 +137,21 @@ def test_manual_edit_of_inference_service_is_put_back(
     eventually(lambda: "DriftCorrected" in reasons(esteira, kube_namespace, "iris"), what="DriftCorrected event")
 
 
+def test_api_server_refuses_what_the_operator_would_refuse(esteira: Esteira, kube_namespace: str) -> None:
+    esteira.create_md(kube_namespace, md(kube_namespace))
+    before = esteira.get_md(kube_namespace, "iris")
+    # Schema-valid, but Standard mode cannot scale on rps: the CRD's CEL rule refuses it at admission.
+    with pytest.raises(ApiException) as refused:
+        esteira.patch_md(kube_namespace, "iris", {"spec": {"autoscaling": {"metric": "rps"}}})
+    assert refused.value.status == 422
+    assert "concurrency and rps scaling need Knative" in str(refused.value.body)
+    assert esteira.get_md(kube_namespace, "iris")["metadata"]["generation"] == before["metadata"]["generation"]
+    with pytest.raises(ApiException) as renamed_mode:
+        esteira.patch_md(kube_namespace, "iris", {"spec": {"deploymentMode": "Knative"}})
+    assert renamed_mode.value.status == 422
+    assert "deploymentMode cannot change after creation" in str(renamed_mode.value.body)
+
+
 def test_invalid_spec_sets_condition_and_event_and_touches_nothing(
     esteira: Esteira, kube_namespace: str, fake_kserve: FakeKServe | None
 ) -> None:
@@ -143,8 +159,10 @@ def test_invalid_spec_sets_condition_and_event_and_touches_nothing(
     ready(esteira, kube_namespace, "iris")
     before = esteira.get_isvc(kube_namespace, "iris")
     assert before is not None
-    # Passes the CRD schema, but Standard mode cannot scale on rps.
-    esteira.patch_md(kube_namespace, "iris", {"spec": {"autoscaling": {"metric": "rps"}}})
+    # The one rule the API server cannot check: GPU autoscaling needs a Prometheus URL, which may come
+    # from the operator's --prometheus-url (this test's operator has none).
+    gpu_scaling = {"gpu": {"count": 1}, "autoscaling": {"metric": "gpu-utilization"}}
+    esteira.patch_md(kube_namespace, "iris", {"spec": gpu_scaling})
 
     def rejected() -> dict[str, Any] | None:
         condition = esteira.condition(kube_namespace, "iris", "Ready")
@@ -152,7 +170,7 @@ def test_invalid_spec_sets_condition_and_event_and_touches_nothing(
 
     condition = eventually(rejected, what="InvalidSpec condition")
     assert condition["status"] == "False"
-    assert condition["message"].startswith("spec.autoscaling.metric: rps scaling needs Knative")
+    assert condition["message"].startswith("spec.monitoring.prometheusUrl: gpu-utilization scaling reads DCGM")
     warnings = eventually(
         lambda: [e for e in esteira.events_for(kube_namespace, "iris") if e["reason"] == "InvalidSpec"],
         what="InvalidSpec event",
@@ -166,9 +184,9 @@ def test_invalid_spec_sets_condition_and_event_and_touches_nothing(
     assert status["phase"] == "Invalid"
     assert status["stable"]["revision"] == 1
 
-    esteira.patch_md(kube_namespace, "iris", {"spec": {"autoscaling": {"metric": "memory"}}})
+    esteira.patch_md(kube_namespace, "iris", {"spec": {"monitoring": {"prometheusUrl": "http://prometheus:9090"}}})
     eventually(
-        lambda: (esteira.get_isvc(kube_namespace, "iris") or {})["spec"]["predictor"].get("scaleMetric") == "memory",
+        lambda: "autoScaling" in (esteira.get_isvc(kube_namespace, "iris") or {})["spec"]["predictor"],
         what="fixed spec applied",
     )
     ready(esteira, kube_namespace, "iris")

@@ -153,8 +153,14 @@ def test_good_canary_is_promoted_through_every_step(
     assert [w for w in mirror.timeline.canary_weights() if w] == [20, 50, 100]
     status = esteira.get_md(kube_namespace, "iris")["status"]
     assert status["stable"]["revision"] == 2
-    reasons = [e["reason"] for e in esteira.events_for(kube_namespace, "iris")]
-    assert reasons.count("AnalysisPassed") == 3 and "Promoted" in reasons
+
+    # Events are posted after the status patch that records the promotion: wait for them.
+    def reasons_once_promoted() -> list[str] | None:
+        found = [e["reason"] for e in esteira.events_for(kube_namespace, "iris")]
+        return found if "Promoted" in found else None
+
+    reasons = eventually(reasons_once_promoted, what="Promoted event")
+    assert reasons.count("AnalysisPassed") == 3
 
 
 @pytest.mark.parametrize(

@@ -11,6 +11,8 @@ from typing import Any
 
 import jsonschema
 
+from tests.support.schemas import cel_errors
+
 _PRESERVE = "x-kubernetes-preserve-unknown-fields"
 _ROOT_FIELDS = ("apiVersion", "kind", "metadata")
 
@@ -19,6 +21,7 @@ class StructuralSchema:
     """One CRD version's ``openAPIV3Schema``, ready to default, prune and validate objects."""
 
     def __init__(self, schema: dict[str, Any]) -> None:
+        self._full = schema  # CEL rules may read metadata.name (the root rule sees it)
         properties = {k: v for k, v in (schema.get("properties") or {}).items() if k not in _ROOT_FIELDS}
         self._schema: dict[str, Any] = {**schema, "properties": properties}
         self._validator = jsonschema.Draft7Validator(_to_json_schema(self._schema))
@@ -34,6 +37,10 @@ class StructuralSchema:
         content = {key: value for key, value in body.items() if key not in _ROOT_FIELDS}
         found = sorted(self._validator.iter_errors(content), key=lambda error: list(error.absolute_path))
         return [f"{'.'.join(str(p) for p in error.absolute_path) or '<root>'}: {error.message}" for error in found]
+
+    def rule_errors(self, body: dict[str, Any], old: dict[str, Any] | None = None) -> list[str]:
+        """The CRD's CEL rules (`x-kubernetes-validations`), transition rules against `old` on updates."""
+        return cel_errors(body, self._full, old=old)
 
 
 def _prune(value: Any, schema: dict[str, Any]) -> Any:

@@ -185,7 +185,7 @@ class ObjectStore:
             raise errors.conflict(kind.resource, name)
 
         merged = self._merge_write(kind, current, candidate, subresource)
-        new = self._conform(kind, merged) if subresource == "status" else self._admit(kind, current, merged)
+        new = self._conform(kind, merged, current) if subresource == "status" else self._admit(kind, current, merged)
         added = set(new["metadata"].get("finalizers") or ()) - set(current["metadata"].get("finalizers") or ())
         if current["metadata"].get("deletionTimestamp") and added:
             causes = ["metadata.finalizers: Forbidden: no new finalizers can be added if the object is being deleted"]
@@ -378,19 +378,22 @@ class ObjectStore:
             }
             mutated.setdefault("metadata", {}).update(owned)
             obj = mutated
-        obj = self._conform(kind, obj)
+        obj = self._conform(kind, obj, old)
         for plugin in kind.admission:
             plugin.validate(old, obj)
         return obj
 
-    def _conform(self, kind: Kind, obj: dict[str, Any]) -> dict[str, Any]:
-        """Default, prune and validate against the CRD schema (when the resource has one), and check metadata."""
+    def _conform(self, kind: Kind, obj: dict[str, Any], old: dict[str, Any] | None = None) -> dict[str, Any]:
+        """Default, prune and validate against the CRD schema (when the resource has one), its CEL rules
+        (transition rules against `old`), and check metadata."""
         causes = object_meta_errors(
             obj["metadata"], namespaced=kind.namespaced, name_is_label=kind.resource == NAMESPACES
         )
         if kind.schema is not None:
             obj = kind.schema.prepare(obj)
             causes += kind.schema.errors(obj)
+            if not causes:  # the API server runs CEL only on a schema-valid object
+                causes += kind.schema.rule_errors(obj, old)
         if causes:
             raise errors.invalid(kind.resource, obj["metadata"].get("name"), causes)
         return obj

@@ -505,26 +505,32 @@ def evaluate_cel_rule(
     return bool(result)
 
 
-def cel_errors(obj: Any, schema: dict[str, Any], path: str = "") -> list[str]:
-    """Failed CEL rules (not transition rules) anywhere in ``obj`` under ``schema`` (openAPIV3Schema)."""
+def cel_errors(obj: Any, schema: dict[str, Any], path: str = "", old: Any = None) -> list[str]:
+    """Failed CEL rules anywhere in ``obj`` under ``schema`` (openAPIV3Schema).
+
+    Transition rules (``oldSelf``) run only where ``old``, the stored object on an update, has a value
+    at the same place, as the API server does; list items are not paired (no list-type map here).
+    """
     errors = []
     for entry in schema.get("x-kubernetes-validations") or []:
         rule = entry["rule"]
-        if "oldSelf" in rule:
+        transition = "oldSelf" in rule
+        if transition and old is None:
             continue
         where = (path + entry.get("fieldPath", "")).lstrip(".") or "<root>"
         try:
-            if not evaluate_cel_rule(rule, obj, schema=schema):
+            if not evaluate_cel_rule(rule, obj, old if transition else None, schema=schema):
                 errors.append(f"{where}: {entry.get('message') or f'failed rule {rule}'}")
         except CelError as exc:
             errors.append(f"{where}: {exc}")
     if isinstance(obj, dict):
+        old_map = old if isinstance(old, dict) else {}
         for name, sub in (schema.get("properties") or {}).items():
             if name in obj:
-                errors += cel_errors(obj[name], sub, f"{path}.{name}".lstrip("."))
+                errors += cel_errors(obj[name], sub, f"{path}.{name}".lstrip("."), old_map.get(name))
         if isinstance(schema.get("additionalProperties"), dict):
             for name, item in obj.items():
-                errors += cel_errors(item, schema["additionalProperties"], f"{path}[{name}]")
+                errors += cel_errors(item, schema["additionalProperties"], f"{path}[{name}]", old_map.get(name))
     elif isinstance(obj, list) and isinstance(schema.get("items"), dict):
         for i, item in enumerate(obj):
             errors += cel_errors(item, schema["items"], f"{path}[{i}]")

@@ -92,7 +92,6 @@ def _structural(node: dict[str, Any], defs: dict[str, Any]) -> dict[str, Any]:
             # (a pattern does not apply to integers).
             patterns = [v["pattern"] for v in variants if v.get("type") == "string" and "pattern" in v]
             node["anyOf"] = [{"type": "integer"}, {"type": "string"}]
-            node.pop("pattern", None)
             if patterns:
                 node["pattern"] = patterns[0]
         elif len(variants) == 1:
