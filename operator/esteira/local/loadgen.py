@@ -16,6 +16,8 @@ from pathlib import Path
 
 import aiohttp
 
+from esteira.vocabulary import REVISION_HEADER
+
 # (mean, standard deviation) of sepal length, sepal width, petal length, petal width per class.
 IRIS_CLASSES: tuple[tuple[tuple[float, float], ...], ...] = (
     ((5.006, 0.352), (3.428, 0.379), (1.462, 0.174), (0.246, 0.105)),
@@ -79,7 +81,7 @@ class LoadGenerator:
                 async with session.post(endpoint, json={"instances": rows}) as answer:
                     await answer.read()
                     self.statuses[answer.status] += 1
-                    self.revisions[answer.headers.get("x-model-revision", "?")] += 1
+                    self.revisions[answer.headers.get(REVISION_HEADER, "?")] += 1
             except (aiohttp.ClientError, TimeoutError):
                 self.statuses[0] += 1
                 await asyncio.sleep(0.2)

@@ -22,7 +22,7 @@ import aiohttp
 from aiohttp import web
 from multidict import CIMultiDict
 
-from esteira.local.routing import PIN_HEADER, NotServing, Split, choose, should_mirror
+from esteira.local.split import NotServing, Split, choose, should_mirror
 from esteira.local.stats import ArmStats, exposition
 from esteira.packaging.surface import (
     ModelSurface,
@@ -32,6 +32,7 @@ from esteira.packaging.surface import (
     forwarded_headers,
     relay,
 )
+from esteira.vocabulary import REVISION_HEADER
 from model_handlers.config import ModelConfig
 
 HOST = "127.0.0.1"
@@ -163,7 +164,7 @@ class Router(ModelSurface):
         if split is None:
             return error_response(503, "no revision is serving yet")
         try:
-            revision = self._choose(split, version, request.headers.get(PIN_HEADER))
+            revision = self._choose(split, version, request.headers.get(REVISION_HEADER))
         except NotServing as exc:
             return error_response(404, str(exc))
         body = await request.read()
@@ -174,7 +175,7 @@ class Router(ModelSurface):
             task.add_done_callback(self._mirrors.discard)
         answer = await self._forward(revision, path, body, headers)
         response = relay(answer.status, answer.body, answer.headers, answer.reason)
-        response.headers[PIN_HEADER] = str(revision)
+        response.headers[REVISION_HEADER] = str(revision)
         return response
 
     def _choose(self, split: Split, version: str | None, pinned: str | None) -> int:

@@ -29,8 +29,8 @@ from esteira.evidence.prometheus import PrometheusClient, PrometheusProvider
 from esteira.local.manifest import LocalManifest, load_manifest, model_dir
 from esteira.local.provider import LocalMetricProvider, class_counts
 from esteira.local.router import Router
-from esteira.local.routing import Split
 from esteira.local.server import ModelServer
+from esteira.local.split import Split
 from esteira.local.stats import Counters
 from esteira.packaging.surface import served_model
 from esteira.rollout.cycle import ObservedRoute, RolloutInput, rollout_step

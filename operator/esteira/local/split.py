@@ -4,8 +4,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-PIN_HEADER = "x-model-revision"
-
 
 @dataclass(frozen=True)
 class Split:
