@@ -19,14 +19,13 @@ from kubernetes import watch
 from urllib3.exceptions import ProtocolError
 
 from esteira.controller.kube import KSERVE_GROUP, KSERVE_PLURAL, KSERVE_VERSION
-from tests.e2e.cluster import Esteira, eventually
-from tests.e2e.conftest import ESTEIRA_CRD
-from tests.e2e.operator_process import OperatorProcess
 from tests.emulator.cluster import KubeApi
 from tests.emulator.server import EmulatorServer
+from tests.support.cluster import ESTEIRA_CRD, Esteira, eventually
 from tests.support.fake_kserve import FakeKServe
+from tests.support.operator_process import OperatorProcess
 from tests.support.schemas import upstream_crds_path
-from tests.unit.specs import document, spec
+from tests.support.specs import document, spec
 
 REPO = Path(__file__).resolve().parents[2]
 

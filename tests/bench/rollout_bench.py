@@ -16,17 +16,16 @@ from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
-from tests.e2e.cluster import Esteira, eventually
-from tests.e2e.conftest import ESTEIRA_CRD
-from tests.e2e.operator_process import OperatorProcess
-from tests.e2e.traffic import TrafficMirror
 from tests.emulator.cluster import KubeApi
 from tests.emulator.server import EmulatorServer
+from tests.support.cluster import ESTEIRA_CRD, Esteira, eventually
 from tests.support.fake_kserve import FakeKServe
 from tests.support.model_exporter import ArmProfile, ModelExporter
+from tests.support.operator_process import OperatorProcess
 from tests.support.prometheus_server import PrometheusServer
 from tests.support.schemas import upstream_crds_path
-from tests.unit.specs import document, spec
+from tests.support.specs import document, spec
+from tests.support.traffic import TrafficMirror
 
 REPO = Path(__file__).resolve().parents[2]
 

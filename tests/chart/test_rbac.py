@@ -46,10 +46,10 @@ from esteira import API_GROUP, API_VERSION, PLURAL
 from esteira.controller.kube import CHILD_RESOURCES, KubeAPI
 from esteira.controller.reconciler import Reconciler
 from tests.chart.helm import MATRIX, REPO_ROOT, render
+from tests.support.cluster import ESTEIRA_CRD
 
 KOPF_VERSION_DERIVED_FOR = "1.45"
 EXAMPLE = REPO_ROOT / "manifests" / "examples" / "tabular-cpu.yaml"
-ESTEIRA_CRD = REPO_ROOT / "manifests" / "crds" / "serving.esteira.io_modeldeployments.yaml"
 
 
 @dataclass(frozen=True, order=True)

@@ -9,16 +9,15 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.cluster import Esteira
-from tests.e2e.operator_process import OperatorProcess
 from tests.emulator.cluster import KubeApi
 from tests.emulator.fixtures import fake_kserve, kube_api, kube_emulator, kube_namespace
+from tests.support.cluster import ESTEIRA_CRD, Esteira
+from tests.support.operator_process import OperatorProcess
 from tests.support.schemas import upstream_crds_path
 
 __all__ = ["fake_kserve", "kube_api", "kube_emulator", "kube_namespace"]
 
 REPO = Path(__file__).resolve().parents[2]
-ESTEIRA_CRD = REPO / "manifests" / "crds" / "serving.esteira.io_modeldeployments.yaml"
 # Where the cluster's operator is already running (installed by the chart), set this to skip starting one.
 EXTERNAL_OPERATOR_ENV = "ESTEIRA_E2E_OPERATOR"
 

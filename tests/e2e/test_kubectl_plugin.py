@@ -11,11 +11,11 @@ from typing import Any
 import pytest
 
 from esteira.kubectl import format_history, main
-from tests.e2e.cluster import Esteira, eventually, model_source
 from tests.emulator.cluster import KubeApi
+from tests.support.cluster import Esteira, eventually, model_source
 from tests.support.fake_kserve import FakeKServe
 from tests.support.prerequisites import require_tool
-from tests.unit.specs import document, spec
+from tests.support.specs import document, spec
 
 pytestmark = pytest.mark.usefixtures("operator")
 

@@ -12,12 +12,12 @@ import pytest
 from kubernetes.client.exceptions import ApiException
 
 from esteira.manifests import render_document
-from tests.e2e.cluster import Esteira, eventually, model_source
-from tests.e2e.operator_process import OperatorProcess
 from tests.emulator.cluster import KubeApi
 from tests.emulator.server import EmulatorServer
+from tests.support.cluster import Esteira, eventually, model_source
 from tests.support.fake_kserve import FakeKServe
-from tests.unit.specs import document, spec
+from tests.support.operator_process import OperatorProcess
+from tests.support.specs import document, spec
 
 pytestmark = pytest.mark.usefixtures("operator")
 

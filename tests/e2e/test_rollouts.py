@@ -10,16 +10,16 @@ from typing import Any
 
 import pytest
 
-from tests.e2e.cluster import Esteira, eventually, model_source
-from tests.e2e.operator_process import OperatorProcess
-from tests.e2e.traffic import TrafficMirror
 from tests.emulator.cluster import KubeApi
+from tests.support.cluster import Esteira, eventually, model_source
 from tests.support.fake_gateway import FakeGateway
 from tests.support.fake_kserve import FakeKServe
 from tests.support.model_exporter import ArmProfile, ModelExporter
+from tests.support.operator_process import OperatorProcess
 from tests.support.prometheus_server import PrometheusServer
 from tests.support.schemas import upstream_crds_path
-from tests.unit.specs import document, spec
+from tests.support.specs import document, spec
+from tests.support.traffic import TrafficMirror
 
 INTERVAL = 3.0
 GOOD = ArmProfile()

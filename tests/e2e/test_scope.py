@@ -10,11 +10,11 @@ from typing import Any
 import pytest
 
 from esteira import API_GROUP
-from tests.e2e.cluster import Esteira, eventually
 from tests.e2e.conftest import EXTERNAL_OPERATOR_ENV
-from tests.e2e.operator_process import OperatorProcess
 from tests.emulator.cluster import KubeApi
-from tests.unit.specs import document, spec
+from tests.support.cluster import Esteira, eventually
+from tests.support.operator_process import OperatorProcess
+from tests.support.specs import document, spec
 
 
 @pytest.fixture

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable
 from typing import Any
 
 import kopf
@@ -14,18 +12,9 @@ from kubernetes.client.exceptions import ApiException
 from tests.emulator import EmulatorServer
 from tests.emulator.cluster import KubeApi
 from tests.support.fake_kserve import FakeKServe
+from tests.support.waiting import eventually
 
 from .helpers import ISVC, MD, inference_service, model_deployment
-
-
-def eventually(check: Callable[[], Any], timeout: float = 10.0) -> Any:
-    """Poll until ``check`` returns something truthy; return it."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if result := check():
-            return result
-        time.sleep(0.05)
-    raise AssertionError(f"condition not met within {timeout}s")
 
 
 def tiny_operator(api: KubeApi, namespace: str, deleted: list[str]) -> kopf.OperatorRegistry:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import json
 import threading
-import time
 import urllib.error
 import urllib.request
 from collections.abc import Awaitable, Callable, Coroutine
@@ -15,6 +14,7 @@ from typing import Any, TypeVar
 from esteira.local.runtime import LocalRuntime
 from tests.support.prerequisites import require_file
 from tests.support.torchserve import require_torchserve
+from tests.support.waiting import eventually
 
 ROOT = Path(__file__).resolve().parents[2]
 MODELS = ROOT / "build" / "models"
@@ -107,10 +107,5 @@ def http(url: str, body: Any = None, headers: dict[str, str] | None = None) -> t
 
 
 def wait_for(condition: Callable[[], Any], within: float, what: str) -> Any:
-    deadline = time.monotonic() + within
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(0.25)
-    raise AssertionError(f"timed out after {within:.0f}s waiting for {what}")
+    """The local runtime's pace: it ticks every second, so a quarter second between looks is plenty."""
+    return eventually(condition, within, what, interval=0.25)

@@ -10,7 +10,7 @@ import pytest
 import yaml
 
 from esteira.cli import main
-from tests.unit.specs import document, spec
+from tests.support.specs import document, spec
 
 REPO = Path(__file__).resolve().parents[2]
 EXAMPLES = sorted((REPO / "manifests" / "examples").glob("*.yaml"))

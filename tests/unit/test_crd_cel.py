@@ -12,7 +12,7 @@ from esteira.api.crd import build_crd
 from esteira.api.errors import InvalidSpec
 from esteira.api.spec import MAX_NAME_LENGTH, SPEC_RULES, ModelDeploymentSpec, check_name
 from tests.support.schemas import CelRule, cel_errors, cel_rules, evaluate_cel_rule
-from tests.unit.specs import model, spec
+from tests.support.specs import model, spec
 
 # rule path -> (message, passing value at that path, failing value at that path, spec section for Python)
 CASES: list[tuple[str, str, Any, Any, str | None]] = [

@@ -9,7 +9,7 @@ import yaml
 
 from esteira.manifests import render_document
 from tests.support.schemas import ManifestError, validate_custom_resource
-from tests.unit.specs import document, spec
+from tests.support.specs import document, spec
 
 EXAMPLES = sorted((Path(__file__).resolve().parents[2] / "manifests" / "examples").glob("*.yaml"))
 

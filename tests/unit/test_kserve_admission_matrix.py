@@ -25,7 +25,7 @@ from esteira.state import merge_patch
 from esteira.state.drift import drift_patch, with_last_applied
 from tests.emulator.kserve.admission import AdmissionDenied, admit
 from tests.support.schemas import validate_custom_resource
-from tests.unit.specs import model, spec
+from tests.support.specs import model, spec
 
 PROMETHEUS = "http://prometheus.monitoring:9090"
 V1 = Arm(1, "1.0.0", "s3://models/iris/1.0.0")

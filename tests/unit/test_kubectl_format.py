@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from esteira.kubectl import command_patch, format_status
-from tests.unit.specs import document, spec
+from tests.support.specs import document, spec
 
 
 def test_status_shows_arms_steps_and_checks() -> None:

@@ -23,7 +23,7 @@ from esteira.rollout.revisions import traffic_plan
 from esteira.routing import key_of, router_for
 from esteira.state.reconcile import ReconcileInput, plan_reconcile
 from esteira.vocabulary import Command, format_time
-from tests.unit.specs import model, spec
+from tests.support.specs import model, spec
 
 T0 = datetime(2026, 1, 1, 12, 0, 0)
 GOOD = Evidence(

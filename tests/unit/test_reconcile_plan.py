@@ -10,7 +10,7 @@ from esteira.routing.base import key_of
 from esteira.state.drift import is_subset
 from esteira.state.reconcile import ReconcileInput, plan_reconcile
 from esteira.vocabulary import ANNOTATION_LAST_APPLIED as LAST_APPLIED
-from tests.unit.specs import model, spec
+from tests.support.specs import model, spec
 
 NOW = "2026-01-01T00:00:00Z"
 LATER = "2026-01-01T00:05:00Z"

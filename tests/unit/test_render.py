@@ -14,7 +14,7 @@ from esteira.api.errors import InvalidSpec
 from esteira.api.spec import ModelDeploymentSpec
 from esteira.render import Arm, RenderContext, TrafficPlan, render_inference_service
 from tests.support.schemas import validate_custom_resource
-from tests.unit.specs import model, spec
+from tests.support.specs import model, spec
 
 CTX = RenderContext(name="iris", namespace="models", prometheus_url="http://prometheus.monitoring:9090")
 STABLE = Arm(3, "1.0.0", "s3://models/iris/1.0.0")

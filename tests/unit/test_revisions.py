@@ -5,7 +5,7 @@ from __future__ import annotations
 from esteira.api.spec import ModelDeploymentSpec
 from esteira.api.status import HISTORY_LIMIT, ModelDeploymentStatus
 from esteira.rollout.revisions import track_revisions, traffic_plan
-from tests.unit.specs import model, spec
+from tests.support.specs import model, spec
 
 T0, T1, T2 = "2026-01-01T00:00:00Z", "2026-01-01T01:00:00Z", "2026-01-01T02:00:00Z"
 

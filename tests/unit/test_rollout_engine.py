@@ -16,7 +16,7 @@ from esteira.rollout.evidence import ArmSample, Evidence
 from esteira.rollout.phase import phase_of
 from esteira.rollout.revisions import track_revisions
 from esteira.vocabulary import Command, format_time
-from tests.unit.specs import model, spec
+from tests.support.specs import model, spec
 
 T0 = datetime(2026, 1, 1, 12, 0, 0)
 MINUTE = timedelta(minutes=1)

@@ -11,7 +11,7 @@ from esteira.render import Arm, RenderContext, TrafficPlan
 from esteira.routing import GatewayAPIRouter, KServeRouter, router_for
 from esteira.routing.base import key_of
 from tests.support.schemas import validate_custom_resource
-from tests.unit.specs import spec
+from tests.support.specs import spec
 
 CTX = RenderContext("iris", "models")
 STABLE, CANARY = Arm(1, "1", "s3://m/1"), Arm(2, "2", "s3://m/2")

@@ -8,7 +8,7 @@ import pytest
 
 from esteira.api.errors import InvalidSpec
 from esteira.api.spec import ModelDeploymentSpec
-from tests.unit.specs import model, spec
+from tests.support.specs import model, spec
 
 
 def problems(body: dict[str, Any]) -> dict[str, str]:

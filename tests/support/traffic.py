@@ -6,7 +6,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 
-from tests.e2e.cluster import Esteira
+from tests.support.cluster import Esteira
 from tests.support.model_exporter import ArmProfile, ModelExporter
 
 

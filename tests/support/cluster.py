@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import time
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -12,27 +11,16 @@ from kubernetes.client.exceptions import ApiException
 
 from esteira import API_GROUP, API_VERSION, PLURAL
 from esteira.controller.kube import KSERVE_GROUP, KSERVE_PLURAL, KSERVE_VERSION
+from tests.support import waiting
+from tests.support.prerequisites import REPO_ROOT
 
 T = TypeVar("T")
-
-
-class Timeout(AssertionError):
-    pass
+ESTEIRA_CRD = REPO_ROOT / "manifests" / "crds" / "serving.esteira.io_modeldeployments.yaml"
 
 
 def eventually(probe: Callable[[], T | None], timeout: float = 20.0, what: str = "condition") -> T:
-    """Poll `probe` until it returns something truthy; fail with the last value seen."""
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while time.monotonic() < deadline:
-        try:
-            last = probe()
-        except ApiException as exc:
-            last = exc
-        if last and not isinstance(last, ApiException):
-            return last
-        time.sleep(0.1)
-    raise Timeout(f"timed out after {timeout}s waiting for {what}; last: {last!r}")
+    """Wait on the cluster: an API error while polling (say, 404 before an object exists) means "not yet"."""
+    return waiting.eventually(probe, timeout, what, tolerate=(ApiException,))
 
 
 class Esteira:
