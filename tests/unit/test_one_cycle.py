@@ -17,8 +17,9 @@ from hypothesis import strategies as st
 from esteira.api.spec import ModelDeploymentSpec
 from esteira.api.status import ModelDeploymentStatus
 from esteira.render import RenderContext
-from esteira.rollout.cycle import ObservedRoute, RolloutInput, rollout_step
+from esteira.rollout.cycle import rollout_step
 from esteira.rollout.evidence import ArmSample, Evidence
+from esteira.rollout.inputs import ObservedRoute, RolloutInput
 from esteira.rollout.revisions import traffic_plan
 from esteira.routing import key_of, router_for
 from esteira.state.reconcile import ReconcileInput, plan_reconcile

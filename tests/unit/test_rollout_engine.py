@@ -11,8 +11,9 @@ from hypothesis import strategies as st
 
 from esteira.api.spec import ModelDeploymentSpec
 from esteira.api.status import ModelDeploymentStatus
-from esteira.rollout.cycle import ObservedRoute, RolloutInput, RolloutOutput, rollout_step
+from esteira.rollout.cycle import RolloutOutput, rollout_step
 from esteira.rollout.evidence import ArmSample, Evidence
+from esteira.rollout.inputs import ObservedRoute, RolloutInput
 from esteira.rollout.phase import phase_of
 from esteira.rollout.revisions import track_revisions
 from esteira.vocabulary import Command, format_time

@@ -33,9 +33,10 @@ from esteira.local.server import ModelServer
 from esteira.local.split import Split
 from esteira.local.stats import Counters
 from esteira.packaging.surface import served_model
-from esteira.rollout.cycle import ObservedRoute, RolloutInput, rollout_step
+from esteira.rollout.cycle import rollout_step
 from esteira.rollout.engine import analysis_due
 from esteira.rollout.evidence import MetricsUnavailable
+from esteira.rollout.inputs import ObservedRoute, RolloutInput
 from esteira.rollout.phase import Serving, phase_of
 from esteira.vocabulary import ACTIONS, Command, Decision
 

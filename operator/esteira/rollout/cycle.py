@@ -10,43 +10,13 @@ stable), then the engine (readiness, the router's weight, analysis, steps, promo
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import datetime
 
-from esteira.api.spec import ModelDeploymentSpec
 from esteira.api.status import ModelDeploymentStatus
 from esteira.render.traffic import TrafficPlan
-from esteira.rollout.engine import EngineInput, advance
-from esteira.rollout.evidence import Evidence
+from esteira.rollout.engine import advance
+from esteira.rollout.inputs import RolloutInput
 from esteira.rollout.revisions import track_revisions, traffic_plan
 from esteira.vocabulary import Command, Decision, format_time
-
-
-@dataclass(frozen=True)
-class ObservedRoute:
-    """What the backend reports for one canary revision: is it serving, and its share of traffic.
-
-    `weight` is None while the backend has not reported a split; the engine then waits instead of
-    assuming its last instruction took effect. A report about another revision (say, the canary a new
-    version just superseded) says nothing about the current canary.
-    """
-
-    revision: int | None
-    ready: bool = False
-    weight: int | None = None
-
-
-NOTHING_OBSERVED = ObservedRoute(None)
-
-
-@dataclass(frozen=True)
-class RolloutInput:
-    spec: ModelDeploymentSpec
-    status: ModelDeploymentStatus
-    now: datetime
-    route: ObservedRoute = NOTHING_OBSERVED
-    evidence: Evidence | None = None
-    metrics_error: str | None = None
-    command: Command | None = None
 
 
 @dataclass
@@ -70,20 +40,7 @@ def rollout_step(inp: RolloutInput) -> RolloutOutput:
     change = track_revisions(inp.spec, inp.status, format_time(inp.now), retry=retry, rollback_to=rollback_to)
     status, decisions, requeue_after = change.status, list(change.decisions), None
     if status.canary is not None or inp.command is not None:
-        canary = status.canary
-        about_canary = canary is not None and inp.route.revision == canary.revision
-        engine = advance(
-            EngineInput(
-                spec=inp.spec,
-                status=status,
-                now=inp.now,
-                canary_ready=about_canary and inp.route.ready,
-                observed_weight=inp.route.weight if about_canary else None,
-                evidence=inp.evidence,
-                metrics_error=inp.metrics_error,
-                command=inp.command,
-            )
-        )
+        engine = advance(inp, status)
         status, requeue_after = engine.status, engine.requeue_after
         decisions += engine.decisions
     return RolloutOutput(status, traffic_plan(status), decisions, requeue_after)

@@ -16,21 +16,9 @@ from typing import Literal
 from esteira.api.spec import ModelDeploymentSpec
 from esteira.api.status import TRANSIENT_HOLDS, CanaryRecord, Hold, ModelDeploymentStatus, RevisionRecord, RolloutRecord
 from esteira.rollout.checks import run_checks
-from esteira.rollout.evidence import Evidence
+from esteira.rollout.inputs import RolloutInput
 from esteira.rollout.revisions import finish_history
-from esteira.vocabulary import Command, Decision, format_time, parse_duration, parse_time
-
-
-@dataclass(frozen=True)
-class EngineInput:
-    spec: ModelDeploymentSpec
-    status: ModelDeploymentStatus
-    now: datetime
-    canary_ready: bool = False
-    observed_weight: int | None = None
-    evidence: Evidence | None = None
-    metrics_error: str | None = None
-    command: Command | None = None
+from esteira.vocabulary import Decision, format_time, parse_duration, parse_time
 
 
 @dataclass
@@ -119,7 +107,7 @@ def _enter_step(canary: CanaryRecord, spec: ModelDeploymentSpec, index: int, now
     )
 
 
-def _command(inp: EngineInput, status: ModelDeploymentStatus, now: str) -> list[Decision]:
+def _command(inp: RolloutInput, status: ModelDeploymentStatus, now: str) -> list[Decision]:
     command = inp.command
     if command is None or command.id == status.last_command:
         return []
@@ -153,9 +141,9 @@ def _command(inp: EngineInput, status: ModelDeploymentStatus, now: str) -> list[
     return [Decision("StepAdvanced", f"Canary revision {canary.revision} moved to {canary.weight}% by request")]
 
 
-def advance(inp: EngineInput) -> EngineOutput:
-    """One tick of the engine for a ModelDeployment whose revisions are already tracked."""
-    status = inp.status.model_copy(deep=True)
+def advance(inp: RolloutInput, tracked: ModelDeploymentStatus) -> EngineOutput:
+    """One tick of the engine on `tracked`, the status after revision tracking (`inp.status` is before it)."""
+    status = tracked.model_copy(deep=True)
     now = format_time(inp.now)
     out = EngineOutput(status, _command(inp, status, now))
     canary = status.canary
@@ -163,7 +151,8 @@ def advance(inp: EngineInput) -> EngineOutput:
     interval = parse_duration(spec.rollout.interval)
     if canary is None or canary.paused:
         return out
-    if not inp.canary_ready:
+    route = inp.route.about(canary.revision)
+    if not route.ready:
         _hold(canary, "WaitingForReadiness", "waiting for the canary to become ready")
         out.requeue_after = 5.0
         return out
@@ -171,11 +160,11 @@ def advance(inp: EngineInput) -> EngineOutput:
         out.decisions.append(_enter_step(canary, spec, 0, now))
         out.requeue_after = interval.total_seconds()
         return out
-    if inp.observed_weight is not None and inp.observed_weight != canary.weight:
+    if route.weight is not None and route.weight != canary.weight:
         _hold(
             canary,
             "WaitingForRouter",
-            f"waiting for the router: {inp.observed_weight}% observed, {canary.weight}% wanted",
+            f"waiting for the router: {route.weight}% observed, {canary.weight}% wanted",
         )
         out.requeue_after = 5.0
         return out

@@ -14,7 +14,7 @@ from typing import Any, Protocol
 from esteira.api.spec import ModelDeploymentSpec
 from esteira.render.inferenceservice import RenderContext
 from esteira.render.traffic import TrafficPlan
-from esteira.rollout.cycle import ObservedRoute
+from esteira.rollout.inputs import ObservedRoute
 
 # (apiVersion, kind, name) of an object in the ModelDeployment's namespace
 ObjectKey = tuple[str, str, str]

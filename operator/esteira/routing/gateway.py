@@ -9,7 +9,7 @@ from esteira.api.spec import ModelDeploymentSpec
 from esteira.render.httproute import arm_service_name, observed_canary_weight, render_http_route
 from esteira.render.inferenceservice import RenderContext, render_inference_service
 from esteira.render.traffic import TrafficPlan
-from esteira.rollout.cycle import ObservedRoute
+from esteira.rollout.inputs import ObservedRoute
 from esteira.routing.base import ChildKind, ObjectKey, Objects, condition_true
 from esteira.routing.kserve import INFERENCE_SERVICES
 from esteira.vocabulary import HTTPROUTE_API_VERSION, ISVC_API_VERSION

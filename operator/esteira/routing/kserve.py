@@ -13,7 +13,7 @@ from typing import Any
 from esteira.api.spec import ModelDeploymentSpec
 from esteira.render.inferenceservice import RenderContext, render_inference_service
 from esteira.render.traffic import TrafficPlan
-from esteira.rollout.cycle import ObservedRoute
+from esteira.rollout.inputs import ObservedRoute
 from esteira.routing.base import ChildKind, ObjectKey, Objects, condition_true, is_current
 from esteira.vocabulary import ISVC_API_VERSION, LABEL_REVISION
 

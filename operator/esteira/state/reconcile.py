@@ -15,8 +15,9 @@ from esteira.api.errors import InvalidSpec
 from esteira.api.spec import ModelDeploymentSpec, check_name
 from esteira.api.status import ModelDeploymentStatus
 from esteira.render.inferenceservice import RenderContext
-from esteira.rollout.cycle import NOTHING_OBSERVED, RolloutInput, rollout_step
+from esteira.rollout.cycle import rollout_step
 from esteira.rollout.evidence import Evidence
+from esteira.rollout.inputs import NOTHING_OBSERVED, RolloutInput
 from esteira.rollout.revisions import traffic_plan
 from esteira.routing import ObjectKey, router_for
 from esteira.routing.base import key_of
