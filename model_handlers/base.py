@@ -27,6 +27,7 @@ import torch
 from ts.torch_handler.base_handler import BaseHandler
 
 from model_handlers.config import CONFIG_FILE, ConfigError, ModelConfig, load_config
+from model_handlers.drift import DriftCounter
 from model_handlers.metrics import HandlerMetrics
 from model_handlers.protocol import (
     BINARY_HEADER,
@@ -114,6 +115,7 @@ class EsteiraHandler(BaseHandler, abc.ABC):  # type: ignore[misc]
         super().__init__()
         self.dtype = torch.float32
         self.recorder: HandlerMetrics | None = None
+        self.drift: DriftCounter | None = None
         self._envelope_warned = False
 
     # --- subclass API ----------------------------------------------------------------------------------
@@ -159,6 +161,9 @@ class EsteiraHandler(BaseHandler, abc.ABC):  # type: ignore[misc]
         self.spec = self.config.input_spec()
         self.labels = self._check_model()
         self.recorder = HandlerMetrics(self.identity)
+        self.drift = DriftCounter.load(model_dir, self.config, self.identity)
+        if self.drift is not None:
+            self.drift.publish(getattr(context, "metrics", None))
         self.initialized = True
         logger.info(
             "Esteira %s handler ready: model %s version %s revision %s on %s",
@@ -217,6 +222,7 @@ class EsteiraHandler(BaseHandler, abc.ABC):  # type: ignore[misc]
             envelope = detect_envelope(data, context)
             rows: list[Any] = [data] if envelope else list(data or [])
             slots = [self._read(idx, row, context, envelope) for idx, row in enumerate(rows)]
+            self._count_inputs(context, slots)
             self._infer(slots)
             answers = [self._answer(idx, slot, context, envelope) for idx, slot in enumerate(slots)]
         except Exception:  # a bug here must not take the batch (or the worker) down silently
@@ -228,6 +234,12 @@ class EsteiraHandler(BaseHandler, abc.ABC):  # type: ignore[misc]
             self._warn_envelope(envelope, context)
             return list(answers[0])  # the envelope wraps the one answer it can carry
         return answers
+
+    def _count_inputs(self, context: Any, slots: list[_Slot]) -> None:
+        """Drift and data-quality counts of what the model is about to see (``model_handlers.drift``)."""
+        tensors = [slot.tensor for slot in slots if slot.tensor is not None]
+        if self.drift is not None and tensors:
+            self.drift.observe(getattr(context, "metrics", None), torch.cat(tensors), self.config)
 
     def _internal_error(self, data: Any, context: Any) -> tuple[list[_Slot], list[Any]]:
         """A 500 for every request of the batch, touching the context as little as possible."""

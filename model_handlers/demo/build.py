@@ -148,14 +148,15 @@ def build_variant(variant: Variant, out: Path) -> Built:
         model=variant.name,
         version=variant.version,
         source=f"held-out {datasets.HELD_OUT_SHARE:.0%} of scikit-learn's {data.name} (split seed {datasets.SPLIT_SEED})",
+        kind=variant.handler,
         features=_profile_features(variant, data),
         predicted=predicted,
         labels=data.labels,
-        accuracy=accuracy,
     )
-    _write_json(directory / PROFILE_FILE, document)
+    (directory / PROFILE_FILE).write_text(document.to_json())
     _write_json(directory / HANDLER_CONFIG, handler_config(variant, data))
-    return Built(variant, directory, accuracy, document["predictions"]["frequencies"])
+    frequencies = np.bincount(predicted, minlength=len(data.labels)) / len(predicted)
+    return Built(variant, directory, accuracy, [round(float(f), 6) for f in frequencies])
 
 
 def _png_b64(image: np.ndarray) -> str:

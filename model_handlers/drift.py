@@ -1,0 +1,219 @@
+"""Input counting for drift and data quality, inside the model server, on the reference profile's fixed bins.
+
+Why counters on fixed bins: they add up across batches, workers, replicas and time, so the window is a
+Prometheus query (``increase(...[1h])``) and the server keeps no state but the profile. The operator and
+``esteira up`` judge the counts with ``esteira.drift.evaluate``; the handler only bins and counts.
+
+What is exported through TorchServe's metrics (declared in ``metrics.yaml``):
+
+``esteira_drift_bin_total{ModelName,Revision,feature,bin}``
+    Counter: instances whose feature fell in the bin (labels from ``esteira.drift.profile``).
+``esteira_drift_reference{ModelName,Revision,feature,bin}``
+    Gauge: the profile's count in that bin, so whoever reads the live counters has the reference too.
+``esteira_drift_reference_predictions{ModelName,Revision,class}``
+    Gauge: the profile's predicted-class counts (compare with ``esteira_predictions_total``).
+``esteira_drift_instances_total{ModelName,Revision}``
+    Counter: instances counted (the denominator of the violation rates).
+``esteira_data_quality_violations_total{ModelName,Revision,feature,kind}``
+    Counter: ``missing`` (NaN), ``out_of_range`` (outside the profile's min..max), ``unknown_category``.
+    Requests with a missing feature or a value of the wrong type never reach the model: the protocol
+    refuses them with a 400, counted as ``esteira_requests_total{outcome="client_error"}``.
+``esteira_drift_capped_total{ModelName,Revision}``
+    Counter: instances whose features beyond the series cap were not counted.
+
+Bounded cardinality: at most ``SERIES_CAP`` (features x bins) bin series per revision and server, set by
+``ESTEIRA_DRIFT_SERIES_CAP``; features are taken in profile order until the next one would pass the cap, the
+rest are left out (logged once at load, and counted in ``esteira_drift_capped_total``). Bins per feature are
+capped by the profile itself (32 numeric, 32 categories + one for the rest).
+
+Image models are profiled on cheap per-image statistics of the decoded pixels in 0..1: ``brightness``
+(mean) and ``contrast`` (standard deviation). A failure to count is logged, never raised.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+from collections import Counter
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from pydantic import ValidationError
+from ts.metrics.metric_type_enum import MetricTypes
+
+from esteira.drift.profile import (
+    PROFILE_FILE,
+    CategoricalFeature,
+    NumericFeature,
+    ReferenceProfile,
+)
+from model_handlers.config import ModelConfig
+from model_handlers.metrics import label_value
+from model_handlers.protocol import Identity
+
+logger = logging.getLogger(__name__)
+
+BINS_TOTAL = "esteira_drift_bin_total"
+REFERENCE = "esteira_drift_reference"
+REFERENCE_PREDICTIONS = "esteira_drift_reference_predictions"
+INSTANCES_TOTAL = "esteira_drift_instances_total"
+VIOLATIONS_TOTAL = "esteira_data_quality_violations_total"
+CAPPED_TOTAL = "esteira_drift_capped_total"
+SERIES_CAP = 4096
+ENV_SERIES_CAP = "ESTEIRA_DRIFT_SERIES_CAP"
+IMAGE_FEATURES = ("brightness", "contrast")
+
+DEFINITIONS: dict[str, tuple[MetricTypes, tuple[str, ...]]] = {
+    BINS_TOTAL: (MetricTypes.COUNTER, ("ModelName", "Revision", "feature", "bin")),
+    REFERENCE: (MetricTypes.GAUGE, ("ModelName", "Revision", "feature", "bin")),
+    REFERENCE_PREDICTIONS: (MetricTypes.GAUGE, ("ModelName", "Revision", "class")),
+    INSTANCES_TOTAL: (MetricTypes.COUNTER, ("ModelName", "Revision")),
+    VIOLATIONS_TOTAL: (MetricTypes.COUNTER, ("ModelName", "Revision", "feature", "kind")),
+    CAPPED_TOTAL: (MetricTypes.COUNTER, ("ModelName", "Revision")),
+}
+Feature = NumericFeature | CategoricalFeature
+
+
+def series_cap(env: Mapping[str, str] | None = None) -> int:
+    raw = (os.environ if env is None else env).get(ENV_SERIES_CAP, "")
+    return int(raw) if raw.isdigit() and int(raw) > 0 else SERIES_CAP
+
+
+def category_of(value: float) -> str:
+    """How a number sent for a categorical feature is matched against the profile's category names."""
+    return str(int(value)) if float(value).is_integer() else repr(float(value))
+
+
+class DriftCounter:
+    """Bins rows of feature values and records the counts; one per loaded model."""
+
+    def __init__(self, profile: ReferenceProfile, columns: Sequence[str], identity: Identity, cap: int) -> None:
+        self.profile = profile
+        self.base = (label_value(identity.name), label_value(identity.revision))
+        index = {name: i for i, name in enumerate(columns)}
+        self.tracked: list[tuple[int, Feature, tuple[str, ...]]] = []
+        self.left_out: list[str] = []
+        used = 0
+        for feature in profile.features:
+            if feature.name not in index:
+                continue
+            labels = tuple(label_value(label) for label in feature.labels)
+            if used + len(labels) > cap or self.left_out:
+                self.left_out.append(feature.name)
+                continue
+            used += len(labels)
+            self.tracked.append((index[feature.name], feature, labels))
+        self.series = used
+        self._warned = False
+
+    @classmethod
+    def load(cls, model_dir: str | Path, config: ModelConfig, identity: Identity) -> DriftCounter | None:
+        """The counter for the profile beside the model; None (and a log line) without a usable profile."""
+        path = Path(model_dir) / PROFILE_FILE
+        if not path.is_file():
+            logger.info("no %s beside the model: drift and data quality are not counted", PROFILE_FILE)
+            return None
+        try:
+            profile = ReferenceProfile.model_validate_json(path.read_text(encoding="utf-8"))
+        except (OSError, ValidationError) as error:
+            logger.error("%s is unusable, drift is not counted: %s", PROFILE_FILE, error)
+            return None
+        if config.kind == "image":
+            columns: Sequence[str] = IMAGE_FEATURES
+        else:
+            columns = config.feature_names or tuple(f"feature_{i}" for i in range(config.features))
+        counter = cls(profile, columns, identity, series_cap())
+        if counter.left_out:
+            logger.warning(
+                "drift series cap %d reached: %d feature(s) not counted, from %r",
+                series_cap(),
+                len(counter.left_out),
+                counter.left_out[0],
+            )
+        return counter
+
+    # -- values ---------------------------------------------------------------------------------------------
+
+    def rows(self, batch: torch.Tensor, config: ModelConfig) -> list[list[float]]:
+        """Feature values per instance: the tabular row, or an image's statistics in 0..1 pixel units."""
+        if config.kind != "image":
+            return [[float(v) for v in row] for row in batch.reshape(len(batch), -1).tolist()]
+        pixels = batch.float()
+        if config.std is not None:
+            pixels = pixels * torch.tensor(config.std).view(1, -1, 1, 1)
+        if config.mean is not None:
+            pixels = pixels + torch.tensor(config.mean).view(1, -1, 1, 1)
+        flat = pixels.reshape(len(pixels), -1)
+        return [[float(m), float(s)] for m, s in zip(flat.mean(dim=1), flat.std(dim=1, correction=0), strict=True)]
+
+    def count(self, rows: Sequence[Sequence[float]]) -> tuple[Counter[tuple[str, str]], Counter[tuple[str, str]]]:
+        """(bin counts, violation counts) of a batch, keyed by (feature, bin) and (feature, kind)."""
+        bins: Counter[tuple[str, str]] = Counter()
+        violations: Counter[tuple[str, str]] = Counter()
+        for row in rows:
+            for column, feature, labels in self.tracked:
+                value = row[column]
+                if math.isnan(value):
+                    violations[(feature.name, "missing")] += 1
+                    continue
+                if isinstance(feature, NumericFeature):
+                    if value < feature.min or value > feature.max:
+                        violations[(feature.name, "out_of_range")] += 1
+                    bins[(feature.name, labels[feature.bin_of(value)])] += 1
+                    continue
+                position = feature.bin_of(category_of(value))
+                if position is None:
+                    violations[(feature.name, "unknown_category")] += 1
+                    position = len(labels) - 1
+                bins[(feature.name, labels[position])] += 1
+        return bins, violations
+
+    # -- recording ------------------------------------------------------------------------------------------
+
+    def publish(self, cache: Any) -> None:
+        """The reference gauges, and every bin counter at zero so `increase()` sees the first counts."""
+        if cache is None:
+            return
+        try:
+            for _, feature, labels in self.tracked:
+                name = label_value(feature.name)
+                for label, count in zip(labels, feature.counts, strict=True):
+                    self._update(cache, REFERENCE, count, name, label)
+                    self._update(cache, BINS_TOTAL, 0, name, label)
+            predictions = self.profile.predictions
+            if predictions is not None and predictions.labels is not None:
+                for cls, count in zip(predictions.labels, predictions.counts, strict=True):
+                    self._update(cache, REFERENCE_PREDICTIONS, count, label_value(cls))
+            self._update(cache, INSTANCES_TOTAL, 0)
+        except Exception:
+            logger.exception("publishing the drift reference failed; inference goes on")
+
+    def observe(self, cache: Any, batch: torch.Tensor, config: ModelConfig) -> None:
+        """Count one batch of preprocessed inputs (the tensor that goes to the model)."""
+        if cache is None or len(batch) == 0:
+            return
+        try:
+            rows = self.rows(batch, config)
+            bins, violations = self.count(rows)
+            self._update(cache, INSTANCES_TOTAL, len(rows))
+            for (feature, label), count in bins.items():
+                self._update(cache, BINS_TOTAL, count, label_value(feature), label)
+            for (feature, kind), count in violations.items():
+                self._update(cache, VIOLATIONS_TOTAL, count, label_value(feature), kind)
+            if self.left_out:
+                self._update(cache, CAPPED_TOTAL, len(rows))
+        except Exception:
+            if not self._warned:
+                logger.exception("counting drift failed; inference goes on")
+                self._warned = True
+
+    def _update(self, cache: Any, name: str, value: float, *extra: str) -> None:
+        metric_type, dimensions = DEFINITIONS[name]
+        try:
+            metric = cache.get_metric(name, metric_type)
+        except Exception:  # not declared in the metrics config: declare it on the fly
+            metric = cache.add_metric_to_cache(name, "count", list(dimensions), metric_type)
+        metric.add_or_update(value, [*self.base, *extra])

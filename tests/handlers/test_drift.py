@@ -1,0 +1,147 @@
+"""Drift counting in the handler: bins and violations against a direct numpy computation, the series cap,
+and the metrics a handler with a reference profile emits."""
+
+from __future__ import annotations
+
+import logging
+import re
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+
+from esteira.drift.profile import PROFILE_FILE, ReferenceProfile, categorical_feature, numeric_feature
+from model_handlers.config import parse_config
+from model_handlers.drift import DriftCounter, category_of
+from model_handlers.protocol import Identity
+from model_handlers.tabular import TabularHandler
+from tests.handlers import models
+from tests.handlers.conftest import ContextFactory, ModelDir, json_headers, make_model_dir
+
+METRICS_LOGGER = "ts.metrics.caching_metric"
+IDENTITY = Identity("m", "1", "3")
+
+
+def _profile(rng: np.random.Generator, columns: int, rows: int = 2000) -> tuple[ReferenceProfile, np.ndarray]:
+    data = rng.normal(size=(rows, columns)) * (1 + np.arange(columns))
+    features = [numeric_feature(f"f{i}", data[:, i].tolist(), rows) for i in range(columns)]
+    return ReferenceProfile(rows=rows, features=features), data
+
+
+def test_bin_counts_match_a_direct_computation() -> None:
+    rng = np.random.default_rng(7)
+    profile, _ = _profile(rng, 5)
+    counter = DriftCounter(profile, [f"f{i}" for i in range(5)], IDENTITY, cap=4096)
+    live = rng.normal(loc=0.4, size=(3000, 5)) * 2
+    bins, violations = counter.count(live.tolist())
+    for i, feature in enumerate(profile.features):
+        assert feature.type == "numeric"
+        # bin i holds (edges[i-1], edges[i]]: numpy's searchsorted with side="left" gives the same index
+        direct = np.bincount(np.searchsorted(feature.edges, live[:, i], side="left"), minlength=len(feature.labels))
+        assert [bins[(feature.name, label)] for label in feature.labels] == direct.tolist()
+        outside = int(((live[:, i] < feature.min) | (live[:, i] > feature.max)).sum())
+        assert violations[(feature.name, "out_of_range")] == outside
+
+
+def test_categories_missing_values_and_unknown_categories() -> None:
+    profile = ReferenceProfile(
+        rows=4,
+        features=[categorical_feature("colour", ["1", "2", "2", "3"], 4), numeric_feature("x", [0.0, 1.0, 2.0], 4)],
+    )
+    counter = DriftCounter(profile, ["colour", "x"], IDENTITY, cap=4096)
+    bins, violations = counter.count([[2.0, 0.5], [7.0, float("nan")], [1.0, 5.0]])
+    assert bins[("colour", "=2")] == 1 and bins[("colour", "=1")] == 1 and bins[("colour", "*")] == 1
+    assert violations == {("colour", "unknown_category"): 1, ("x", "missing"): 1, ("x", "out_of_range"): 1}
+    assert category_of(2.0) == "2" and category_of(2.5) == "2.5"
+
+
+def test_the_series_cap_leaves_out_whole_features_in_profile_order() -> None:
+    profile, _ = _profile(np.random.default_rng(1), 30)
+    per_feature = len(profile.features[0].labels)
+    counter = DriftCounter(profile, [f"f{i}" for i in range(30)], IDENTITY, cap=per_feature * 10 + 3)
+    assert len(counter.tracked) == 10 and counter.left_out[0] == "f10" and len(counter.left_out) == 20
+    assert counter.series <= per_feature * 10 + 3
+
+
+def test_series_stay_bounded_and_memory_flat_over_a_long_stream() -> None:
+    rng = np.random.default_rng(3)
+    profile, _ = _profile(rng, 50)
+    counter = DriftCounter(profile, [f"f{i}" for i in range(50)], IDENTITY, cap=4096)
+    seen: set[tuple[str, str]] = set()
+    for step in range(200):  # 200 batches of 64 rows, drifting further and further
+        bins, violations = counter.count((rng.normal(loc=step / 20, size=(64, 50)) * 5).tolist())
+        seen |= set(bins) | set(violations)
+    assert len(seen) <= counter.series + 50 * 3  # bins, plus at most three violation kinds per feature
+    assert counter.__dict__.keys() == {"profile", "base", "tracked", "left_out", "series", "_warned"}
+
+
+def _tabular_with_profile(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> ModelDir:
+    monkeypatch.setenv("ESTEIRA_REVISION", "4")
+    model_dir = make_model_dir(tmp_path, "drifty", models.tabular_classifier(), models.TABULAR_CONFIG)
+    rng = np.random.default_rng(11)
+    profile, _ = _profile(rng, len(models.FEATURES))
+    renamed = [f.model_copy(update={"name": name}) for f, name in zip(profile.features, models.FEATURES, strict=True)]
+    (model_dir.path / PROFILE_FILE).write_text(profile.model_copy(update={"features": renamed}).to_json())
+    return model_dir
+
+
+def _metric_lines(caplog: pytest.LogCaptureFixture) -> list[str]:
+    return [r.getMessage() for r in caplog.records if r.name == METRICS_LOGGER]
+
+
+def _total(lines: list[str], name: str, **labels: str) -> float:
+    pattern = re.compile(rf"\[METRICS\]{name}\.\w+:([0-9.]+)\|#([^|]*)\|")
+    total = 0.0
+    for line in lines:
+        match = pattern.search(line)
+        if match and all(f"{k}:{v}" in match.group(2).split(",") for k, v in labels.items()):
+            total += float(match.group(1))
+    return total
+
+
+def test_a_handler_with_a_profile_counts_its_inputs(
+    tmp_path: Path, make_context: ContextFactory, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    model_dir = _tabular_with_profile(tmp_path, monkeypatch)
+    with caplog.at_level(logging.INFO, logger=METRICS_LOGGER):
+        handler = TabularHandler()
+        handler.initialize(make_context(model_dir))
+        published = _metric_lines(caplog)
+        caplog.clear()
+        rows: list[Any] = [{"body": [[0.1, 0.2, 0.3, 0.4], [9, 0, 0, 0]]}, {"body": b"[1,"}, {"body": [50, 5, 0, 0]}]
+        context = make_context(model_dir, headers=json_headers(len(rows)))
+        handler.handle(rows, context)
+    lines = _metric_lines(caplog)
+    assert handler.drift is not None
+    f0 = handler.drift.profile.features[0]
+    assert _total(published, "esteira_drift_reference", feature="f0") == sum(f0.counts)
+    assert _total(published, "esteira_drift_bin_total", feature="f0") == 0  # every series starts at zero
+    assert _total(lines, "esteira_drift_instances_total", ModelName="drifty", Revision="4") == 3
+    assert _total(lines, "esteira_drift_bin_total", feature="f0") == 3  # the bad request is not counted
+    assert _total(lines, "esteira_drift_bin_total", feature="f0", bin="+Inf") == 2  # 9 and 50 are above every edge
+    assert _total(lines, "esteira_data_quality_violations_total", feature="f0", kind="out_of_range") >= 1
+
+
+def test_an_image_handler_counts_brightness_and_contrast(tmp_path: Path) -> None:
+    config = parse_config(models.IMAGE_CONFIG)
+    profile = ReferenceProfile(
+        rows=3,
+        kind="image",
+        features=[numeric_feature("brightness", [0.2, 0.5, 0.8], 3), numeric_feature("contrast", [0.1, 0.2, 0.3], 3)],
+    )
+    counter = DriftCounter(profile, ("brightness", "contrast"), IDENTITY, cap=100)
+    pixels = torch.tensor([[[[0.0, 1.0], [0.0, 1.0]]]])  # brightness 0.5, contrast 0.5 in 0..1 units
+    normalised = (pixels - 0.5) / 0.5
+    assert counter.rows(normalised, config) == [[pytest.approx(0.5), pytest.approx(0.5)]]
+
+
+def test_no_profile_means_no_counting(
+    model_dirs: dict[str, ModelDir], make_context: ContextFactory, caplog: pytest.LogCaptureFixture
+) -> None:
+    handler = TabularHandler()
+    with caplog.at_level(logging.INFO, logger="model_handlers.drift"):
+        handler.initialize(make_context(model_dirs["tabular"]))
+    assert handler.drift is None
+    assert "drift and data quality are not counted" in caplog.text
