@@ -53,6 +53,8 @@ logger = logging.getLogger(__name__)
 __all__ = ["ConfigError", "EsteiraHandler", "ModelLoadError", "detect_envelope"]
 
 Envelope = Literal["kserve", "kservev2"]
+# Inputs this large overflow float32 arithmetic in any layer with weights above ~1e8, whatever the model.
+EXTREME_INPUT = 1e30
 JSON_CONTENT_TYPE = "application/json"
 BINARY_CONTENT_TYPE = "application/octet-stream"
 
@@ -262,7 +264,11 @@ class EsteiraHandler(BaseHandler, abc.ABC):  # type: ignore[misc]
             else:
                 content_type, size, binary = _content_headers(context, idx)
                 slot.parsed = parse_request(
-                    extract_body(row), self.spec, content_type=content_type, body_size=size, binary_header=binary
+                    extract_body(row, content_type),
+                    self.spec,
+                    content_type=content_type,
+                    body_size=size,
+                    binary_header=binary,
                 )
             slot.tensor = self.preprocess_instances(slot.parsed.instances)
         except BadRequest as error:
@@ -311,7 +317,7 @@ class EsteiraHandler(BaseHandler, abc.ABC):  # type: ignore[misc]
 
     def _finish(self, slot: _Slot, rows: torch.Tensor) -> None:
         if not bool(torch.isfinite(rows).all()):
-            slot.fail(500, "the model produced non-finite outputs")
+            self._fail_non_finite(slot)
             return
         try:
             slot.predictions = self.postprocess_outputs(rows)
@@ -319,6 +325,20 @@ class EsteiraHandler(BaseHandler, abc.ABC):  # type: ignore[misc]
             logger.exception("postprocessing failed")
             slot.fail(500, "postprocessing failed")
         slot.tensor = None
+
+    @staticmethod
+    def _fail_non_finite(slot: _Slot) -> None:
+        """Non-finite outputs from inputs near float32's limit are the input's doing (422, so a client cannot
+        make a revision look broken); from ordinary inputs they are the model's (500)."""
+        largest = float(slot.tensor.abs().max()) if slot.tensor is not None and slot.tensor.numel() else 0.0
+        if largest >= EXTREME_INPUT:
+            slot.fail(
+                422,
+                f"the model's outputs overflow for this input (a value of magnitude {largest:.3g}); "
+                f"send values below {EXTREME_INPUT:g}",
+            )
+        else:
+            slot.fail(500, "the model produced non-finite outputs")
 
     def _answer(self, idx: int, slot: _Slot, context: Any, envelope: Envelope | None) -> Any:
         with_context = getattr(context, "request_processor", None) is not None

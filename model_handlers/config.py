@@ -60,6 +60,9 @@ class ModelConfig(BaseModel):
     mean: tuple[float, ...] | None = None
     std: tuple[float, ...] | None = None
     max_image_pixels: int = Field(40_000_000, ge=1, description="larger images are refused before decoding")
+    max_request_pixels: int = Field(
+        40_000_000, ge=1, description="decoded pixels of all images in one request; more is refused before decoding"
+    )
     # limits and precision
     max_instances: int = Field(64, ge=1)
     max_body_bytes: int = Field(6_553_500, ge=1, description="TorchServe's default max_request_size; raise both")

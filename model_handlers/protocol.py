@@ -95,13 +95,21 @@ BINARY_FORMATS = {
     "BOOL": "?",
 }
 BINARY_HEADER = "Inference-Header-Content-Length"
+MAX_DIMENSIONS = 8
+MAX_DIMENSION = 2**31 - 1
 _MAX_MESSAGE = 300
+# An error names what a client sent, never echoes it whole: a 1 MB key must not make a 1 MB answer.
+_MAX_ECHO = 60
+_MAX_KEYS = 10
+MAX_ERROR_LENGTH = 1000
 
 
 class BadRequest(ValueError):
-    """The caller's fault (HTTP 400); the message says what is wrong and where."""
+    """The caller's fault (HTTP 400); the message says what is wrong and where, bounded in length."""
 
     def __init__(self, message: str) -> None:
+        if len(message) > MAX_ERROR_LENGTH:
+            message = message[: MAX_ERROR_LENGTH - 3] + "..."
         super().__init__(message)
         self.message = message
 
@@ -199,7 +207,7 @@ class _Budget:
 # --- bodies --------------------------------------------------------------------------------------------------
 
 
-def extract_body(row: Any) -> Any:
+def extract_body(row: Any, content_type: str | None = None) -> Any:
     """The body of one TorchServe batch entry: ``body``, else a multipart ``data`` field, else the only field."""
     if not isinstance(row, Mapping):
         return row
@@ -210,11 +218,16 @@ def extract_body(row: Any) -> Any:
     if len(row) == 1:
         return next(iter(row.values()))
     if not row:
-        raise BadRequest(
-            "empty request: no body reached the model (send JSON with Content-Type: application/json, "
-            "or raw bytes with Content-Type: application/octet-stream)"
-        )
+        raise BadRequest(f"no body reached the model: {_content_type_problem(content_type)}")
     raise BadRequest(f"multipart request with {len(row)} fields; send one field named 'data'")
+
+
+def _content_type_problem(content_type: str | None) -> str:
+    """Why a body vanished: TorchServe reads a form (curl -d's default) or a missing type as form fields."""
+    advice = "send JSON with Content-Type: application/json, or raw bytes with Content-Type: application/octet-stream"
+    if not content_type:
+        return f"the request has no Content-Type header; {advice}"
+    return f"the Content-Type {_short(content_type)} is wrong for a model request (it is read as a form); {advice}"
 
 
 def _looks_like_json(text: bytes | str) -> bool:
@@ -234,6 +247,8 @@ def decode_json(raw: bytes | bytearray | str) -> Any:
         raise BadRequest(f"malformed JSON: {error.msg} at line {error.lineno} column {error.colno}") from None
     except RecursionError:
         raise BadRequest("malformed JSON: nested too deeply") from None
+    except ValueError as error:  # an integer literal longer than Python converts (4300 digits)
+        raise BadRequest(f"malformed JSON: a number is too long to read ({error})") from None
 
 
 def parse_request(
@@ -286,13 +301,12 @@ def parse_document(doc: Any, spec: InputSpec) -> ParsedRequest:
             return _parse_v1(doc, spec)
         if RAW_WRAPPER_KEY in doc:
             if len(doc) != 1:
-                extra = sorted(str(key) for key in doc if key != RAW_WRAPPER_KEY)
+                extra = _keys(key for key in doc if key != RAW_WRAPPER_KEY)
                 raise BadRequest(f"unexpected field(s) {extra} next to 'data'")
             return _parse_raw(doc[RAW_WRAPPER_KEY], spec, "data")
         named = spec.kind == "tabular" and any(key in spec.feature_names for key in doc)
         if not named and set(doc) != {"b64"}:
-            keys = sorted(str(key) for key in doc)[:10]
-            raise BadRequest(f"missing field 'instances' (KServe v1), 'inputs' (v2) or 'data'; got keys {keys}")
+            raise BadRequest(f"missing field 'instances' (KServe v1), 'inputs' (v2) or 'data'; got keys {_keys(doc)}")
     if doc is None:
         raise BadRequest("empty input: the body is JSON null")
     return _parse_raw(doc, spec, "body")
@@ -361,9 +375,12 @@ def _named_features(item: Mapping[str, Any], spec: InputSpec, where: str) -> tup
     if not spec.feature_names:
         raise BadRequest(f"{where}: this model has no feature names; send a list of {spec.n_features} numbers")
     missing = [name for name in spec.feature_names if name not in item]
-    unknown = sorted(str(key) for key in item if key not in spec.feature_names)
+    unknown = [key for key in item if key not in spec.feature_names]
     if missing or unknown:
-        parts = [f"missing feature(s) {missing}" if missing else "", f"unknown feature(s) {unknown}" if unknown else ""]
+        parts = [
+            f"missing feature(s) {missing}" if missing else "",
+            f"unknown feature(s) {_keys(unknown)}" if unknown else "",
+        ]
         raise BadRequest(f"{where}: " + "; ".join(part for part in parts if part))
     return tuple(_number(item[name], f"{where}.{name}") for name in spec.feature_names)
 
@@ -409,7 +426,7 @@ def _image_instance(item: Any, where: str, budget: _Budget) -> bytes:
         return bytes(item)
     if isinstance(item, Mapping):
         if set(item) != {"b64"}:
-            raise BadRequest(f"{where}: expected {{'b64': <base64 string>}}, got keys {sorted(map(str, item))}")
+            raise BadRequest(f"{where}: expected {{'b64': <base64 string>}}, got keys {_keys(item)}")
         if not isinstance(item["b64"], str):
             raise BadRequest(f"{where}.b64: expected a base64 string, got {_kind(item['b64'])}")
         return _b64(item["b64"], f"{where}.b64")
@@ -426,7 +443,7 @@ def _binary_document(body: Any, header: str) -> Any:
             f"{BINARY_HEADER} is set but the body did not arrive as bytes; send it as application/octet-stream"
         )
     if not header.strip().isdigit():
-        raise BadRequest(f"{BINARY_HEADER} {header!r} is not a non-negative integer")
+        raise BadRequest(f"{BINARY_HEADER} {_short(header)} is not a non-negative integer")
     length = int(header)
     if length > len(body):
         raise BadRequest(f"{BINARY_HEADER} {length} is longer than the {len(body)}-byte body")
@@ -481,7 +498,7 @@ def _unpack(raw: bytes, datatype: Any, where: str) -> list[Any]:
         return items
     code = BINARY_FORMATS.get(str(datatype))
     if code is None:
-        raise BadRequest(f"{where}.datatype {datatype!r} is not a v2 datatype; one of {sorted(V2_DATATYPES)}")
+        raise BadRequest(f"{where}.datatype {_short(datatype)} is not a v2 datatype; one of {sorted(V2_DATATYPES)}")
     width = struct.calcsize(code)
     if len(raw) % width:
         raise BadRequest(f"{where}: {len(raw)} bytes of binary data is not a whole number of {datatype} elements")
@@ -533,11 +550,15 @@ def _parse_v2(doc: Mapping[str, Any], spec: InputSpec) -> ParsedRequest:
     if not isinstance(name, str):
         raise BadRequest(f"inputs[0].name must be a string, got {_kind(name)}")
     if not isinstance(datatype, str) or datatype not in V2_DATATYPES:
-        raise BadRequest(f"inputs[0].datatype {datatype!r} is not a v2 datatype; one of {sorted(V2_DATATYPES)}")
+        raise BadRequest(f"inputs[0].datatype {_short(datatype)} is not a v2 datatype; one of {sorted(V2_DATATYPES)}")
     if not isinstance(shape, list) or not all(isinstance(d, int) and not isinstance(d, bool) for d in shape):
         raise BadRequest(f"inputs[0].shape must be a list of integers, got {_short(shape)}")
     if any(d < 0 for d in shape):
-        raise BadRequest(f"inputs[0].shape {shape} has a negative dimension")
+        raise BadRequest(f"inputs[0].shape {_short(shape)} has a negative dimension")
+    if len(shape) > MAX_DIMENSIONS or any(d > MAX_DIMENSION for d in shape):
+        raise BadRequest(
+            f"inputs[0].shape {_short(shape)} is too large: at most {MAX_DIMENSIONS} dimensions of at most {MAX_DIMENSION}"
+        )
     data = tensor["data"]
     if not isinstance(data, list):
         raise BadRequest(f"inputs[0].data must be a list, got {_kind(data)}")
@@ -576,10 +597,10 @@ def _requested_outputs(requested: Any, spec: InputSpec, all_binary: bool) -> tup
         name = output["name"]
         if spec.output_names and name not in spec.output_names:
             raise BadRequest(
-                f"{where}.name {name!r} is not an output of this model; its outputs are {list(spec.output_names)}"
+                f"{where}.name {_short(name)} is not an output of this model; its outputs are {list(spec.output_names)}"
             )
         if name in names:
-            raise BadRequest(f"{where}.name {name!r} is asked for twice")
+            raise BadRequest(f"{where}.name {_short(name)} is asked for twice")
         parameters = output.get("parameters")
         if parameters is not None and not isinstance(parameters, Mapping):
             raise BadRequest(f"{where}.parameters must be an object, got {_kind(parameters)}")
@@ -662,7 +683,7 @@ def _typed(value: Any, datatype: str, where: str) -> float:
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise BadRequest(f"{where}: wrong dtype: expected a number for {datatype}, got {_kind(value)}")
     if not datatype.startswith("FP") and not isinstance(value, int):
-        raise BadRequest(f"{where}: wrong dtype: expected an integer for {datatype}, got {value!r}")
+        raise BadRequest(f"{where}: wrong dtype: expected an integer for {datatype}, got {_short(value)}")
     return _finite(value, where, NUMERIC_DATATYPES[datatype])
 
 
@@ -774,5 +795,17 @@ def _kind(value: Any) -> str:
 
 
 def _short(value: Any) -> str:
-    text = repr(value)
-    return text if len(text) <= 60 else text[:57] + "..."
+    """A bounded repr of something a client sent (an integer too long to print is described, not printed)."""
+    try:
+        text = repr(value)
+    except ValueError:  # Python refuses to print integers of more than 4300 digits
+        text = "<holding an integer too long to print>"
+    return text if len(text) <= _MAX_ECHO else text[: _MAX_ECHO - 3] + "..."
+
+
+def _keys(keys: Any) -> str:
+    """Object keys a client sent, each shortened, at most ``_MAX_KEYS`` of them."""
+    names = sorted(str(key) for key in keys)
+    shown = [_short(name) for name in names[:_MAX_KEYS]]
+    more = f" and {len(names) - _MAX_KEYS} more" if len(names) > _MAX_KEYS else ""
+    return f"[{', '.join(shown)}]{more}"

@@ -152,6 +152,18 @@ def test_non_finite_outputs_fail_only_their_request(
     assert "NaN" not in answers[1]
 
 
+def test_outputs_that_overflow_on_extreme_inputs_are_the_callers_fault(
+    tabular: EsteiraHandler, make_context: ContextFactory, model_dirs: dict[str, ModelDir]
+) -> None:
+    """Finite float32 inputs near 3.4e38 overflow the model: a 4xx for that request, so they count against no
+    revision; the same non-finite output from ordinary inputs stays a 500 (the model is broken)."""
+    tabular.model = Recording(tabular.model, nan_on=7.0)
+    rows = [{"body": [3.0e38, 0, 0, 3.0e38]}, {"body": [7, 0, 0, 0]}, {"body": [1, 0, 0, 0]}]
+    answers, statuses, _ = call(tabular, make_context, model_dirs["tabular"], rows)
+    assert statuses == [422, 500, 200]
+    assert "overflow for this input" in json.loads(answers[0])["error"]
+
+
 def test_a_bug_inside_handle_answers_every_request_with_500(
     tabular: EsteiraHandler,
     make_context: ContextFactory,
@@ -350,7 +362,23 @@ def test_oversized_images_are_refused_before_decoding(tmp_path: Any, make_contex
     rows = [{"body": bytearray(models.png("dark", size=16))}]
     answers, statuses, _ = call(handler, make_context, model_dir, rows, headers=octet)
     assert statuses == [400]
-    assert json.loads(answers[0]) == {"error": "instance 0: image has 256 pixels; the limit is 100"}
+    assert json.loads(answers[0]) == {
+        "error": "instance 0: image has 256 pixels; the limit is 100 per image (max_image_pixels)"
+    }
+
+
+def test_decoded_pixels_are_limited_per_request(tmp_path: Any, make_context: ContextFactory) -> None:
+    """Small files that decode to large images: each passes the per-image limit, together they are refused."""
+    config = {**models.IMAGE_CONFIG, "max_image_pixels": 300, "max_request_pixels": 600}
+    model_dir = make_model_dir(tmp_path, "budget", models.image_classifier(), config)
+    handler = load(ImageClassifierHandler, model_dir, make_context)
+    image = models.b64(models.png("dark", size=16))  # 256 pixels
+    rows = [{"body": {"instances": [image, image]}}, {"body": {"instances": [image, image, image]}}]
+    answers, statuses, _ = call(handler, make_context, model_dir, rows)
+    assert statuses == [200, 400]
+    message = json.loads(answers[1])["error"]
+    assert message.startswith("instance 2: this request's images decode to more than 600 pixels in all")
+    assert "per request (max_request_pixels)" in message
 
 
 # --- GPU ---------------------------------------------------------------------------------------------------

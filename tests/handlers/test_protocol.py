@@ -241,8 +241,11 @@ def test_extract_body_from_torchserve_rows() -> None:
     assert extract_body({"data": b"y"}) == b"y"
     assert extract_body({"file": b"z"}) == b"z"
     assert extract_body([1, 2]) == [1, 2]
-    with pytest.raises(BadRequest, match="empty request: no body reached the model"):
+    with pytest.raises(BadRequest, match="no body reached the model: the request has no Content-Type header"):
         extract_body({})
+    form = "application/x-www-form-urlencoded"
+    with pytest.raises(BadRequest, match=f"the Content-Type '{form}' is wrong for a model request"):
+        extract_body({}, form)
     with pytest.raises(BadRequest, match="multipart request with 2 fields"):
         extract_body({"a": 1, "b": 2})
 
@@ -446,3 +449,55 @@ def test_binary_answers_carry_sizes_and_little_endian_data() -> None:
     assert payload[length:] == struct.pack("<I", 1) + b"a" + struct.pack("<I", 2) + b"bc" + struct.pack("<2f", 0.5, 1.0)
     mixed, mixed_length = encode_binary(body, frozenset({"label"}))
     assert json.loads(mixed[:mixed_length])["outputs"][1]["data"] == [0.5, 1.0]
+
+
+# --- what a client sends never makes a long or failing error ------------------------------------------------
+
+HUGE_KEY = "k" * 100_000
+HUGE_INT = "9" * 5000
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {HUGE_KEY: 1},
+        {"data": [1], HUGE_KEY: 2},
+        {"instances": [{HUGE_KEY: 1.0}]},
+        {"inputs": [{"name": "x", "shape": [1, 4], "datatype": HUGE_KEY, "data": [1, 2, 3, 4]}]},
+        {"inputs": [{"name": "x", "shape": [-1] * 10_000, "datatype": "FP32", "data": []}]},
+        {
+            "inputs": [{"name": "x", "shape": [1, 4], "datatype": "FP32", "data": [1, 2, 3, 4]}],
+            "outputs": [{"name": HUGE_KEY}] * 2,
+        },
+        {"instances": [{str(i): 1 for i in range(5000)}]},
+    ],
+)
+def test_errors_echo_a_bounded_part_of_what_was_sent(body: Any) -> None:
+    with pytest.raises(BadRequest) as caught:
+        parse_request(json.dumps(body).encode(), TABULAR, content_type="application/json")
+    assert len(caught.value.message) <= 400, caught.value.message[:200]
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        f'{{"instances": [[{HUGE_INT}, 1, 2, 3]]}}',
+        f'{{"inputs": [{{"name": "x", "shape": [1, {HUGE_INT}], "datatype": "FP32", "data": [1]}}]}}',
+    ],
+)
+def test_integers_too_long_to_read_are_bad_requests(text: str) -> None:
+    with pytest.raises(BadRequest, match="too long to read"):
+        parse_request(text.encode(), TABULAR, content_type="application/json")
+
+
+def test_huge_integers_already_decoded_are_bad_requests() -> None:
+    huge = 10**5000
+    for body in (
+        {"instances": [[huge, 1, 2, 3]]},
+        {"inputs": [{"name": "x", "shape": [1, 4], "datatype": "INT64", "data": [huge, 1, 2, 3]}]},
+        {"inputs": [{"name": "x", "shape": [1, huge], "datatype": "FP32", "data": [1]}]},
+        {"inputs": [{"name": "x", "shape": [1, 4], "datatype": "INT32", "data": [0.5, 1, 2, 3]}], "id": 1},
+    ):
+        with pytest.raises(BadRequest) as caught:
+            parse_request(body, TABULAR)
+        assert len(caught.value.message) <= 400
