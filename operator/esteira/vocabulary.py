@@ -17,14 +17,25 @@ from esteira import API_GROUP
 
 ISVC_API_VERSION = "serving.kserve.io/v1beta1"
 HTTPROUTE_API_VERSION = "gateway.networking.k8s.io/v1"
+JOB_API_VERSION = "batch/v1"
 ESTEIRA_RUNTIME = "esteira-torchserve"  # Esteira's ClusterServingRuntime (TorchServe 0.12)
 MODEL_CONTAINER = "kserve-container"  # KServe's name for the model server container
 
 LABEL_DEPLOYMENT = f"{API_GROUP}/deployment"
 LABEL_REVISION = f"{API_GROUP}/revision"
+LABEL_RETRAIN_RUN = f"{API_GROUP}/retrain-run"
 ANNOTATION_MODEL_VERSION = f"{API_GROUP}/model-version"
 ANNOTATION_LAST_APPLIED = f"{API_GROUP}/last-applied"
 COMMAND_ANNOTATION = f"{API_GROUP}/command"
+# A Secret the operator may send to Prometheus carries this label with "true" (set by whoever may edit Secrets).
+LABEL_PROMETHEUS_AUTH = f"{API_GROUP}/prometheus-auth"
+# Keys of a Prometheus credentials Secret (and files of the operator's --prometheus-auth-dir).
+PROMETHEUS_TOKEN_KEY, PROMETHEUS_USERNAME_KEY, PROMETHEUS_PASSWORD_KEY, PROMETHEUS_CA_KEY = (
+    "token",
+    "username",
+    "password",
+    "ca.crt",
+)
 
 KSERVE_DEPLOYMENT_MODE = "serving.kserve.io/deploymentMode"
 KSERVE_AUTOSCALER_CLASS = "serving.kserve.io/autoscalerClass"
@@ -40,7 +51,37 @@ ENV_REVISION = "ESTEIRA_REVISION"
 ENV_MODEL_VERSION = "ESTEIRA_MODEL_VERSION"
 ENV_BATCH_SIZE = "ESTEIRA_BATCH_SIZE"
 ENV_MAX_BATCH_DELAY_MS = "ESTEIRA_MAX_BATCH_DELAY_MS"
+ENV_RETRAIN_RUN = "ESTEIRA_RETRAIN_RUN"  # a retraining run's number, its reason and its evidence (JSON)
+ENV_RETRAIN_REASON = "ESTEIRA_RETRAIN_REASON"
+ENV_RETRAIN_EVIDENCE = "ESTEIRA_RETRAIN_EVIDENCE"
 REVISION_HEADER = "x-model-revision"  # pins a request to one revision; answers say which one served it
+
+# -- inference logging and ground truth -------------------------------------------------------------------
+
+ENV_NAMESPACE = "ESTEIRA_NAMESPACE"
+ENV_LOG_MODE = "ESTEIRA_LOG_MODE"  # none | all | request | response
+ENV_LOG_URL = "ESTEIRA_LOG_URL"  # where records go (the collector's /v1/records, or any CloudEvents URL)
+ENV_LOG_SAMPLE_RATE = "ESTEIRA_LOG_SAMPLE_RATE"
+ENV_LOG_REDACT = "ESTEIRA_LOG_REDACT"  # a JSON list of field names
+ENV_LOG_TOKEN = "ESTEIRA_LOG_TOKEN"  # bearer token for the collector
+ENV_COLLECTOR_TOKEN = "ESTEIRA_COLLECTOR_TOKEN"  # the collector's shared secret (and the operator's, to post decisions)
+REQUEST_ID_HEADER = "x-request-id"  # the id records and labels are joined on; answers echo it
+# KServe's logger event types (pkg/logger), so its consumers read Esteira's records too.
+CE_INFERENCE_REQUEST = "org.kubeflow.serving.inference.request"
+CE_INFERENCE_RESPONSE = "org.kubeflow.serving.inference.response"
+CE_BATCH_CONTENT_TYPE = "application/cloudevents-batch+json"
+# CloudEvents extension attributes: KServe's, then Esteira's own.
+CE_INFERENCE_SERVICE = "inferenceservicename"
+CE_NAMESPACE = "namespace"
+CE_COMPONENT = "component"
+CE_ENDPOINT = "endpoint"
+CE_MODEL_NAME = "modelname"
+CE_MODEL_VERSION = "modelversion"
+CE_REVISION = "revision"
+CE_PREDICTIONS = "predictions"  # JSON list: the label or value predicted for each instance
+COLLECTOR_RECORDS_PATH = "/v1/records"
+COLLECTOR_LABELS_PATH = "/v1/labels"
+COLLECTOR_AUDIT_PATH = "/v1/audit"
 
 # -- decisions and commands ------------------------------------------------------------------------------
 
