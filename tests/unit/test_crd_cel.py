@@ -74,9 +74,16 @@ CASES: list[tuple[str, str, Any, Any, str | None]] = [
     ),
     (
         ".spec.logging",
-        "logging.url is required when logging.mode is not none",
-        {"mode": "all", "url": "http://x"},
-        {"mode": "all"},
+        "logging.url is required when logging.logger is KServe",
+        {"mode": "all", "logger": "KServe", "url": "http://x"},
+        {"mode": "all", "logger": "KServe"},
+        "logging",
+    ),
+    (
+        ".spec.logging",
+        "KServe's logger neither samples nor redacts: use logger Esteira, or sampleRate 1 and no redact",
+        {"mode": "all", "logger": "KServe", "url": "http://x", "sampleRate": 1.0, "redact": []},
+        {"mode": "all", "logger": "KServe", "url": "http://x", "redact": ["ssn"]},
         "logging",
     ),
     (

@@ -6,6 +6,7 @@ Every rendered object in the matrix is also validated against the KServe v0.20.0
 from __future__ import annotations
 
 import itertools
+import json
 from typing import Any
 
 import pytest
@@ -32,7 +33,7 @@ def reject(body: dict[str, Any], ctx: RenderContext = CTX) -> dict[str, str]:
 
 
 def env_of(model_block: dict[str, Any]) -> dict[str, str]:
-    return {e["name"]: e["value"] for e in model_block["env"]}
+    return {e["name"]: e.get("value", "") for e in model_block["env"]}
 
 
 def test_standard_defaults() -> None:
@@ -246,10 +247,32 @@ def test_zero_batch_delay_is_refused_where_kserves_batcher_would_wait_five_secon
 
 
 def test_logging_and_protocol() -> None:
-    isvc = render(spec(model=model(protocol="v2"), logging={"mode": "response", "url": "http://log/events"}))
+    logging = {"mode": "response", "url": "http://log/events", "logger": "KServe"}
+    isvc = render(spec(model=model(protocol="v2"), logging=logging))
     predictor = isvc["spec"]["predictor"]
     assert predictor["logger"] == {"mode": "response", "url": "http://log/events"}
     assert predictor["model"]["protocolVersion"] == "v2"
+    assert "ESTEIRA_LOG_URL" not in env_of(predictor["model"])
+
+
+def test_esteira_logging_goes_to_the_handlers_as_env() -> None:
+    logging = {"mode": "all", "sampleRate": 0.25, "redact": ["ssn", "email"], "tokenSecret": "collector-token"}
+    ctx = RenderContext("iris", "models", collector_url="http://collector.esteira-system:8090/")
+    isvc = render(spec(logging=logging), ctx=ctx)
+    predictor = isvc["spec"]["predictor"]
+    assert "logger" not in predictor  # KServe's logger stays off: the handlers log
+    env = env_of(predictor["model"])
+    assert env["ESTEIRA_LOG_URL"] == "http://collector.esteira-system:8090/v1/records"
+    assert env["ESTEIRA_LOG_MODE"] == "all"
+    assert env["ESTEIRA_LOG_SAMPLE_RATE"] == "0.25"
+    assert json.loads(env["ESTEIRA_LOG_REDACT"]) == ["ssn", "email"]
+    assert env["ESTEIRA_NAMESPACE"] == "models"
+    token = next(e for e in predictor["model"]["env"] if e["name"] == "ESTEIRA_LOG_TOKEN")
+    assert token["valueFrom"] == {"secretKeyRef": {"name": "collector-token", "key": "token"}}
+
+
+def test_esteira_logging_without_a_sink_is_refused() -> None:
+    assert "spec.logging.url" in reject(spec(logging={"mode": "all"}))
 
 
 def test_traffic_plan_rejects_impossible_weights() -> None:
@@ -287,7 +310,7 @@ EXTRAS = [
     {},
     {
         "batching": {"maxBatchSize": 8},
-        "logging": {"mode": "all", "url": "http://logger/x"},
+        "logging": {"mode": "all", "url": "http://logger/x", "logger": "KServe"},
         "resources": {"requests": {"cpu": "1"}, "limits": {"memory": "2Gi"}},
         "serviceAccountName": "models",
     },

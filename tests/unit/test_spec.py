@@ -82,7 +82,16 @@ def test_field_errors_name_the_field(body: dict[str, Any], path: str, fragment: 
             "rollout.pauseBefore may only name weights listed in rollout.steps",
         ),
         (spec(gpu={"product": "Tesla-T4"}), "spec.gpu", "gpu.product needs gpu.count > 0"),
-        (spec(logging={"mode": "all"}), "spec.logging", "logging.url is required when logging.mode is not none"),
+        (
+            spec(logging={"mode": "all", "logger": "KServe"}),
+            "spec.logging",
+            "logging.url is required when logging.logger is KServe",
+        ),
+        (
+            spec(logging={"mode": "all", "logger": "KServe", "url": "http://x", "sampleRate": 0.5}),
+            "spec.logging",
+            "KServe's logger neither samples nor redacts: use logger Esteira, or sampleRate 1 and no redact",
+        ),
         (
             spec(rollout={"analysis": {"custom": [{"name": "x", "query": "up"}]}}),
             "spec.rollout.analysis.custom[0]",

@@ -303,9 +303,15 @@ class PredictionShiftCheck(SpecModel):
 
 
 class DataDriftCheck(SpecModel):
-    """Input drift of the canary's traffic against the model's reference profile."""
+    """Input drift of the canary's traffic against the model's reference profile, judged per feature as
+    `monitoring.drift` says (its defaults when it is absent) over the analysis interval."""
 
-    max: float = Field(default=0.2, ge=0, description="Highest allowed drift score. Default: 0.2.")
+    max: float = Field(
+        default=0.2,
+        ge=0,
+        le=1,
+        description="Highest allowed share of drifted input features (0-1). Default: 0.2.",
+    )
 
 
 class CustomCheck(SpecModel):
@@ -331,6 +337,34 @@ class CustomCheck(SpecModel):
         return self
 
 
+class AccuracyCheck(SpecModel):
+    """The canary's quality against stable's on labelled predictions (ground truth sent to the collector)."""
+
+    metric: Literal["accuracy", "mae"] = Field(
+        default="accuracy", description="accuracy (classifiers) or mae (regression). Default: accuracy."
+    )
+    tolerance: float = Field(
+        default=0.02,
+        ge=0,
+        description="How much worse than stable the canary may be: accuracy lower by, or MAE higher by. Default: 0.02.",
+    )
+    min_labels: int = Field(
+        default=100, ge=30, le=1000000, description="Labelled predictions each arm needs before it is judged."
+    )
+    significance: float = Field(
+        default=0.05,
+        gt=0,
+        le=0.5,
+        description="A worse canary fails only when a difference this large is this unlikely by chance. Default: 0.05.",
+    )
+    label_delay: str = Field(
+        default="0s",
+        pattern=DURATION_PATTERN,
+        description="How long labels take to arrive: each step waits this long before judging, and labels "
+        "are counted over interval + labelDelay. Default: 0s.",
+    )
+
+
 class Analysis(SpecModel):
     """Evidence required at every canary step."""
 
@@ -352,6 +386,7 @@ class Analysis(SpecModel):
     latency: LatencyCheck | None = None
     prediction_shift: PredictionShiftCheck | None = None
     data_drift: DataDriftCheck | None = None
+    accuracy: AccuracyCheck | None = None
     custom: list[CustomCheck] = Field(default_factory=list, max_length=16)
 
 
@@ -435,6 +470,99 @@ class Rollout(SpecModel):
         return self
 
 
+class SecretRef(SpecModel):
+    """A Secret in the ModelDeployment's own namespace."""
+
+    name: str = Field(pattern=r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$", max_length=253)
+
+
+class PrometheusAuth(SpecModel):
+    """Credentials for Prometheus, from a Secret the operator reads at each analysis.
+
+    Keys: `token` (bearer), `username` and `password` (basic auth), `ca.crt` (TLS CA, PEM). The Secret must
+    carry the label `serving.esteira.io/prometheus-auth: "true"`, so only a person who may label Secrets can
+    let the operator send one to a Prometheus URL.
+    """
+
+    secret_ref: SecretRef
+
+
+DriftMethod = Literal["Auto", "PSI", "JensenShannon", "Wasserstein"]
+DriftAction = Literal["Alert", "BlockRollouts", "Retrain"]
+RETRAIN_UNAVAILABLE = (
+    "monitoring.drift.actions: Retrain needs the retraining trigger, which this version does not have yet: "
+    "use Alert and BlockRollouts"
+)
+
+
+class DriftFeatureOverride(SpecModel):
+    """A different method or threshold for one input feature."""
+
+    name: str = Field(min_length=1, max_length=200)
+    method: DriftMethod | None = None
+    threshold: float | None = Field(default=None, gt=0)
+
+
+class DriftMonitoring(SpecModel):
+    """Input drift of the stable revision's traffic against the model's reference profile, and what to do.
+
+    Each feature drifts when its distance passes the threshold and a chi-square test on the binned counts
+    says the difference is not chance; the deployment drifts when the share of drifted features reaches
+    datasetShare. Too few instances in the window give NoData, never an alarm.
+    """
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                cel("!self.actions.exists(a, a == 'Retrain')", RETRAIN_UNAVAILABLE, ".actions"),
+                cel(
+                    "self.features.all(f, self.features.exists_one(g, g.name == f.name))",
+                    "monitoring.drift.features: each feature may be named once",
+                    ".features",
+                ),
+            ]
+        }
+    )
+
+    window: str = Field(default="1h", pattern=DURATION_PATTERN, description="Traffic judged each time. Default: 1h.")
+    interval: str = Field(default="1m", pattern=DURATION_PATTERN, description="Time between evaluations. Default: 1m.")
+    method: DriftMethod = Field(
+        default="Auto",
+        description="Distance per feature: Auto (normed Wasserstein for numeric, Jensen-Shannon for categorical "
+        "features), PSI, JensenShannon or Wasserstein. Default: Auto.",
+    )
+    threshold: float | None = Field(
+        default=None, gt=0, description="Distance above which a feature may drift. Default: 0.1 for every method."
+    )
+    features: list[DriftFeatureOverride] = Field(
+        default_factory=list, max_length=64, description="Per-feature method or threshold."
+    )
+    min_sample: int = Field(
+        default=100, ge=1, le=10_000_000, description="Instances a window needs before it is judged. Default: 100."
+    )
+    dataset_share: float = Field(
+        default=0.5,
+        gt=0,
+        le=1,
+        description="Share of drifted features at which the deployment drifts. Default: 0.5.",
+    )
+    actions: list[DriftAction] = Field(
+        default_factory=lambda: list[DriftAction](["Alert"]),
+        max_length=3,
+        description="Alert: condition DataDrifted, a Warning event naming the top features, metrics. "
+        "BlockRollouts: a canary does not advance while inputs drift. Retrain: not available yet. Default: [Alert].",
+    )
+
+    @model_validator(mode="after")
+    def _supported(self) -> DriftMonitoring:
+        if "Retrain" in self.actions:
+            raise ValueError(RETRAIN_UNAVAILABLE)
+        names = [f.name for f in self.features]
+        if len(set(names)) != len(names):
+            raise ValueError("monitoring.drift.features: each feature may be named once")
+        return self
+
+
 class Monitoring(SpecModel):
     """Where metrics come from and whether the model server is scraped."""
 
@@ -443,33 +571,85 @@ class Monitoring(SpecModel):
         pattern=r"^https?://.+$",
         description="Prometheus base URL for analysis and KEDA. Default: the operator's --prometheus-url.",
     )
+    prometheus_auth: PrometheusAuth | None = Field(
+        default=None,
+        description="Credentials for Prometheus from a labelled Secret. Never put credentials in prometheusUrl: "
+        "they would be stored in the spec in clear.",
+    )
     scrape: bool = Field(default=True, description="Annotate pods for Prometheus scraping. Default: true.")
+    drift: DriftMonitoring | None = Field(
+        default=None, description="Watch the stable revision's inputs for drift from the reference profile."
+    )
 
 
 class Logging(SpecModel):
-    """Payload logging through KServe's logger (CloudEvents)."""
+    """Inference logging: what each revision was asked and answered, as CloudEvents in KServe's format.
+
+    `logger: Esteira` (the default) logs from Esteira's handlers: sampled by request id, redacted before the
+    record leaves the pod, never blocking inference; records go to Esteira's collector unless `url` names
+    another CloudEvents endpoint. `logger: KServe` configures KServe's own logger (every request, no redaction).
+    """
 
     model_config = ConfigDict(
         json_schema_extra={
             "x-kubernetes-validations": [
                 cel(
-                    "self.mode == 'none' || has(self.url)",
-                    "logging.url is required when logging.mode is not none",
+                    "self.mode == 'none' || self.logger != 'KServe' || has(self.url)",
+                    "logging.url is required when logging.logger is KServe",
                     ".url",
-                )
+                ),
+                cel(
+                    "self.logger != 'KServe' || ((!has(self.sampleRate) || self.sampleRate == 1.0) && "
+                    "(!has(self.redact) || size(self.redact) == 0))",
+                    "KServe's logger neither samples nor redacts: use logger Esteira, or sampleRate 1 and no redact",
+                    ".logger",
+                ),
             ]
         }
     )
 
     mode: Literal["none", "all", "request", "response"] = Field(
-        default="none", description="Which payloads to send. Default: none."
+        default="none", description="Which payloads to log. Default: none."
     )
-    url: str | None = Field(default=None, pattern=r"^https?://.+$", description="Where the logger posts events.")
+    logger: Literal["Esteira", "KServe"] = Field(
+        default="Esteira",
+        description="Who logs: Esteira's handlers (sampling, redaction, Esteira's collector by default) or "
+        "KServe's logger (every request, to url). Default: Esteira.",
+    )
+    url: str | None = Field(
+        default=None,
+        pattern=r"^https?://.+$",
+        description="Where records are posted (a CloudEvents endpoint). Default for logger Esteira: Esteira's "
+        "collector (the operator's --collector-url).",
+    )
+    sample_rate: float = Field(
+        default=1.0,
+        ge=0,
+        le=1,
+        description="Share of requests logged, chosen by request id so every revision logs the same requests. "
+        "Default: 1.",
+    )
+    redact: list[Annotated[str, StringConstraints(min_length=1, max_length=253)]] = Field(
+        default_factory=list,
+        max_length=64,
+        description="Field names whose values are replaced before a record leaves the model server, at any depth "
+        "(also a v2 input tensor of that name).",
+    )
+    token_secret: str | None = Field(
+        default=None,
+        pattern=DNS_LABEL_PATTERN,
+        max_length=253,
+        description="Secret in this namespace whose key `token` authenticates the model server to the collector.",
+    )
 
     @model_validator(mode="after")
-    def _url_when_on(self) -> Logging:
-        if self.mode != "none" and not self.url:
-            raise ValueError("logging.url is required when logging.mode is not none")
+    def _kserve_logger(self) -> Logging:
+        if self.logger == "KServe" and self.mode != "none" and not self.url:
+            raise ValueError("logging.url is required when logging.logger is KServe")
+        if self.logger == "KServe" and (self.sample_rate != 1.0 or self.redact):
+            raise ValueError(
+                "KServe's logger neither samples nor redacts: use logger Esteira, or sampleRate 1 and no redact"
+            )
         return self
 
 

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from typing import Any
 
+from esteira.api.errors import InvalidSpec
 from esteira.api.spec import ModelDeploymentSpec
 from esteira.render.autoscaling import autoscaling_fields
 from esteira.render.names import KNATIVE_REVISION_SUFFIX, check_derived_names, predictor_service_name
@@ -12,11 +14,18 @@ from esteira.render.placement import container_resources, node_selector, tolerat
 from esteira.render.traffic import Arm, TrafficPlan
 from esteira.vocabulary import (
     ANNOTATION_MODEL_VERSION,
+    COLLECTOR_RECORDS_PATH,
     ENV_BATCH_SIZE,
     ENV_DEPLOYMENT,
+    ENV_LOG_MODE,
+    ENV_LOG_REDACT,
+    ENV_LOG_SAMPLE_RATE,
+    ENV_LOG_TOKEN,
+    ENV_LOG_URL,
     ENV_MAX_BATCH_DELAY_MS,
     ENV_MODEL_NAME,
     ENV_MODEL_VERSION,
+    ENV_NAMESPACE,
     ENV_REVISION,
     ESTEIRA_RUNTIME,
     ISVC_API_VERSION,
@@ -37,6 +46,7 @@ class RenderContext:
     namespace: str
     prometheus_url: str | None = None
     owner: str | None = None  # the ModelDeployment, when the object is named otherwise (one per revision)
+    collector_url: str | None = None  # Esteira's collector, where the handlers' records go by default
 
     @property
     def deployment(self) -> str:
@@ -58,6 +68,32 @@ def common_labels(name: str, spec: ModelDeploymentSpec) -> dict[str, str]:
     }
 
 
+def logging_env(ctx: RenderContext, spec: ModelDeploymentSpec) -> list[dict[str, Any]]:
+    """What Esteira's handlers need to log (logger Esteira): mode, sink, sampling, redaction, credentials."""
+    logging = spec.logging
+    if logging.mode == "none" or logging.logger != "Esteira":
+        return []
+    url = logging.url or (ctx.collector_url.rstrip("/") + COLLECTOR_RECORDS_PATH if ctx.collector_url else None)
+    if url is None:
+        raise InvalidSpec.single(
+            "spec.logging.url",
+            "no sink for inference records: set logging.url, or install Esteira's collector (the operator's "
+            "--collector-url)",
+        )
+    env: list[dict[str, Any]] = [
+        {"name": ENV_NAMESPACE, "value": ctx.namespace},
+        {"name": ENV_LOG_MODE, "value": logging.mode},
+        {"name": ENV_LOG_URL, "value": url},
+        {"name": ENV_LOG_SAMPLE_RATE, "value": repr(logging.sample_rate)},
+        {"name": ENV_LOG_REDACT, "value": json.dumps(logging.redact)},
+    ]
+    if logging.token_secret:
+        env.append(
+            {"name": ENV_LOG_TOKEN, "valueFrom": {"secretKeyRef": {"name": logging.token_secret, "key": "token"}}}
+        )
+    return env
+
+
 def _model(ctx: RenderContext, spec: ModelDeploymentSpec, arm: Arm, *, named: bool) -> dict[str, Any]:
     """The predictor's model container for one arm, tagged so metrics can be told apart per revision.
 
@@ -72,6 +108,7 @@ def _model(ctx: RenderContext, spec: ModelDeploymentSpec, arm: Arm, *, named: bo
         {"name": ENV_REVISION, "value": str(arm.revision)},
         {"name": ENV_MODEL_VERSION, "value": arm.model_version},
     ]
+    env += logging_env(ctx, spec)
     if source.runtime == ESTEIRA_RUNTIME:
         # Esteira's runtime writes these into TorchServe's model snapshot at start-up.
         env += [
@@ -109,7 +146,7 @@ def _predictor(ctx: RenderContext, spec: ModelDeploymentSpec, arm: Arm, *, canar
         predictor["tolerations"] = tolerated
     if spec.service_account_name:
         predictor["serviceAccountName"] = spec.service_account_name
-    if spec.logging.mode != "none":
+    if spec.logging.mode != "none" and spec.logging.logger == "KServe":
         predictor["logger"] = {"mode": spec.logging.mode, "url": spec.logging.url}
     if spec.batching.max_batch_size > 1 and spec.model.runtime != ESTEIRA_RUNTIME:
         # Other runtimes get KServe's request batcher, which merges instances into one request;

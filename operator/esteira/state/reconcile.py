@@ -40,6 +40,7 @@ class ReconcileInput:
     objects: Mapping[ObjectKey, dict[str, Any]]  # the live children, by (apiVersion, kind, name)
     now: str
     prometheus_url: str | None = None
+    collector_url: str | None = None
     evidence: Evidence | None = None
     metrics_error: str | None = None
     command: Command | None = None
@@ -114,7 +115,7 @@ def plan_reconcile(inp: ReconcileInput) -> ReconcilePlan:
         check_name(inp.name)
         spec = ModelDeploymentSpec.parse(inp.spec)
         _check_mode_unchanged(spec, inp.objects)
-        ctx = RenderContext(inp.name, inp.namespace, inp.prometheus_url)
+        ctx = RenderContext(inp.name, inp.namespace, inp.prometheus_url, collector_url=inp.collector_url)
         router = router_for(spec.rollout.router)
         # What the backend reports about the canary as status knows it; the step matches it to its canary.
         route = router.observe(ctx, spec, traffic_plan(status), inp.objects) if status.stable else NOTHING_OBSERVED
