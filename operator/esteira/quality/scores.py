@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 Answer = str | float
@@ -98,17 +98,22 @@ def _ratio(numerator: int, denominator: int) -> float | None:
     return numerator / denominator if denominator else None
 
 
-def class_scores(pairs: Iterable[Pair]) -> dict[str, ClassScore]:
-    """Per-class precision, recall and F1 (one class against the rest); None where a ratio has no denominator."""
+def confusion(pairs: Iterable[Pair]) -> Counter[tuple[str, str]]:
+    """(predicted, actual) -> how many instances: what per-class scores are computed from."""
+    return Counter((str(pair.predicted), str(pair.actual)) for pair in pairs)
+
+
+def class_scores(counts: Mapping[tuple[str, str], int]) -> dict[str, ClassScore]:
+    """Per-class precision, recall and F1 (one class against the rest) from (predicted, actual) counts;
+    None where a ratio has no denominator."""
     true_positive: Counter[str] = Counter()
     predicted: Counter[str] = Counter()
     actual: Counter[str] = Counter()
-    for pair in pairs:
-        p, a = str(pair.predicted), str(pair.actual)
-        predicted[p] += 1
-        actual[a] += 1
+    for (p, a), count in counts.items():
+        predicted[p] += count
+        actual[a] += count
         if p == a:
-            true_positive[p] += 1
+            true_positive[p] += count
     scores = {}
     for label in sorted(set(predicted) | set(actual)):
         precision = _ratio(true_positive[label], predicted[label])

@@ -1,0 +1,311 @@
+"""The collector's HTTP API (aiohttp) and its Prometheus metrics.
+
+POST /v1/records   CloudEvents: binary mode (one event), structured, or a batch (application/cloudevents-batch+json)
+POST /v1/labels    ground truth: one object, a list, or {"labels": [...]}
+POST /v1/audit     decisions; GET /audit?deployment=NAME[&namespace=NS] reads them back
+GET  /v1/quality?deployment=NAME[&namespace=NS][&window=1h]   per-revision quality over the window
+GET  /v1/export?deployment=NAME[&namespace=NS]&since=..&until=..  labelled predictions as Parquet
+GET  /metrics, /healthz   unauthenticated
+
+Every write is committed before the answer, so a 2xx means stored. A bad item gets its index and reason in
+a 422 while the good items of the same batch are stored; resending a batch is safe (duplicates are ignored).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import io
+import json
+import logging
+import time
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from aiohttp import web
+from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
+
+from esteira.collector.model import Joined
+from esteira.collector.store import Store
+from esteira.collector.wire import Problem, audit_from, binary_event, items_of, label_from, structured_event
+from esteira.quality.scores import class_scores
+from esteira.rollout.quality_queries import QualityNames
+from esteira.vocabulary import (
+    CE_BATCH_CONTENT_TYPE,
+    COLLECTOR_AUDIT_PATH,
+    COLLECTOR_LABELS_PATH,
+    COLLECTOR_RECORDS_PATH,
+    parse_duration,
+)
+
+logger = logging.getLogger(__name__)
+DEFAULT_MAX_BODY = 8 * 1024 * 1024
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+@dataclass(frozen=True)
+class CollectorConfig:
+    database: str
+    token: str | None = None  # shared secret: `Authorization: Bearer <token>` on every /v1 and /audit call
+    max_body: int = DEFAULT_MAX_BODY
+    retention: str = "168h"
+    quality_window: str = "1h"  # the window of the quality gauges (accuracy, MAE, per-class scores)
+
+
+class Metrics:
+    """Counters the rollout's accuracy check reads, and gauges for dashboards, in the app's own registry."""
+
+    def __init__(self, names: QualityNames) -> None:
+        self.registry = CollectorRegistry()
+        arm = (names.namespace_label, names.deployment_label, names.revision_label)
+        per_class = (*arm, "class")
+
+        def counter(name: str, doc: str, labels: tuple[str, ...] = arm) -> Counter:
+            return Counter(name.removesuffix("_total"), doc, labels, registry=self.registry)
+
+        def gauge(name: str, doc: str, labels: tuple[str, ...] = arm) -> Gauge:
+            return Gauge(name, doc, labels, registry=self.registry)
+
+        self.labelled = counter(names.labelled, "Predictions joined with their truth")
+        self.correct = counter(names.correct, "Labelled predictions that were right")
+        self.abs_error = counter(names.absolute_error, "Sum of |predicted - actual|")
+        self.sq_error = counter(names.squared_error, "Sum of (predicted - actual)^2")
+        self.accepted = counter("esteira_collector_accepted", "Items stored, by kind", ("kind",))
+        self.rejected = counter("esteira_collector_rejected", "Items refused as malformed, by kind", ("kind",))
+        self.accuracy = gauge("esteira_quality_accuracy", "Accuracy over the quality window")
+        self.mae = gauge("esteira_quality_mae", "Mean absolute error over the quality window")
+        self.precision = gauge("esteira_quality_class_precision", "Precision per class", per_class)
+        self.recall = gauge("esteira_quality_class_recall", "Recall per class", per_class)
+        self.f1 = gauge("esteira_quality_class_f1", "F1 per class", per_class)
+
+    def count(self, joined: Iterable[Joined]) -> None:
+        for j in joined:
+            key = (j.namespace, j.deployment, j.revision)
+            self.labelled.labels(*key).inc()
+            if j.predicted == j.actual or str(j.predicted) == str(j.actual):
+                self.correct.labels(*key).inc()
+            else:
+                self.correct.labels(*key).inc(0)
+            if not isinstance(j.predicted, str) and not isinstance(j.actual, str):
+                error = abs(float(j.predicted) - float(j.actual))
+                self.abs_error.labels(*key).inc(error)
+                self.sq_error.labels(*key).inc(error * error)
+
+    def refresh(self, store: Store, since: float) -> None:
+        """Gauges over the quality window, from the store (run at scrape time)."""
+        for gauge in (self.accuracy, self.mae, self.precision, self.recall, self.f1):
+            gauge.clear()
+        for key, (tally, numeric) in store.all_tallies(since).items():
+            if numeric and tally.mae is not None:
+                self.mae.labels(*key).set(tally.mae)
+            elif tally.accuracy is not None:
+                self.accuracy.labels(*key).set(tally.accuracy)
+        for key, counts in store.confusion(since).items():
+            for label, score in class_scores(counts).items():
+                for gauge, value in (
+                    (self.precision, score.precision),
+                    (self.recall, score.recall),
+                    (self.f1, score.f1),
+                ):
+                    if value is not None:
+                        gauge.labels(*key, label).set(value)
+
+    def restore(self, store: Store) -> None:
+        """Counters start from what the store holds, so a restart does not look like a reset to Prometheus."""
+        for key, (tally, _) in store.all_tallies(0.0).items():
+            self.labelled.labels(*key).inc(tally.labelled)
+            self.correct.labels(*key).inc(tally.correct)
+            self.abs_error.labels(*key).inc(tally.absolute_error)
+            self.sq_error.labels(*key).inc(tally.squared_error)
+
+
+class Collector:
+    """The store, the metrics and the routes; `app()` builds the aiohttp application."""
+
+    def __init__(self, config: CollectorConfig, names: QualityNames | None = None) -> None:
+        self.config = config
+        self.store = Store(config.database)
+        self.metrics = Metrics(names or QualityNames())
+        self.metrics.restore(self.store)
+
+    def app(self) -> web.Application:
+        app = web.Application(client_max_size=self.config.max_body, middlewares=[self._auth])
+        app.add_routes(
+            [
+                web.post(COLLECTOR_RECORDS_PATH, self.post_records),
+                web.post(COLLECTOR_LABELS_PATH, self.post_labels),
+                web.post(COLLECTOR_AUDIT_PATH, self.post_audit),
+                web.get(COLLECTOR_AUDIT_PATH, self.get_audit),
+                web.get("/audit", self.get_audit),
+                web.get("/v1/quality", self.get_quality),
+                web.get("/v1/export", self.get_export),
+                web.get("/metrics", self.get_metrics),
+                web.get("/healthz", self.healthz),
+            ]
+        )
+        app.on_startup.append(self._start_retention)
+        app.on_cleanup.append(self._stop)
+        return app
+
+    # --- plumbing ----------------------------------------------------------------------------------------
+
+    @web.middleware
+    async def _auth(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+        token = self.config.token
+        if token and request.path not in ("/metrics", "/healthz"):
+            given = request.headers.get("Authorization", "")
+            if not hmac.compare_digest(given.encode(), f"Bearer {token}".encode()):
+                return _error(401, "missing or wrong bearer token (Authorization: Bearer <the collector's token>)")
+        try:
+            return await handler(request)
+        except web.HTTPRequestEntityTooLarge:
+            return _error(413, f"body larger than {self.config.max_body} bytes: send smaller batches")
+
+    async def _start_retention(self, app: web.Application) -> None:
+        app["retention"] = asyncio.create_task(self._retain())
+
+    async def _retain(self) -> None:
+        keep = parse_duration(self.config.retention).total_seconds()
+        while True:
+            try:
+                await asyncio.to_thread(self.store.purge, time.time() - keep)
+            except Exception:  # a database hiccup: try again next round
+                logger.exception("retention purge failed")
+            await asyncio.sleep(60)
+
+    async def _stop(self, app: web.Application) -> None:
+        app["retention"].cancel()
+        await asyncio.gather(app["retention"], return_exceptions=True)
+        self.store.close()
+
+    async def _json(self, request: web.Request) -> Any:
+        try:
+            return json.loads(await request.read())
+        except web.HTTPRequestEntityTooLarge:
+            raise
+        except ValueError as exc:
+            raise web.HTTPBadRequest(
+                text=json.dumps({"error": f"body is not JSON: {exc}"}), content_type="application/json"
+            ) from None
+
+    # --- writes ------------------------------------------------------------------------------------------
+
+    async def post_records(self, request: web.Request) -> web.Response:
+        now = time.time()
+        problems: list[Problem] = []
+        records = []
+        if "ce-type" in {k.lower() for k in request.headers}:
+            try:
+                records.append(binary_event(request.headers, await request.read(), now))
+            except ValueError as exc:
+                problems.append(Problem(0, str(exc)))
+        else:
+            document = await self._json(request)
+            batch = request.content_type == CE_BATCH_CONTENT_TYPE or isinstance(document, list)
+            for index, item in enumerate(document if batch and isinstance(document, list) else [document]):
+                try:
+                    records.append(structured_event(item, now))
+                except (ValueError, TypeError) as exc:
+                    problems.append(Problem(index, str(exc)))
+        added, joined = await asyncio.to_thread(self.store.add_records, records, now)
+        self.metrics.count(joined)
+        return self._answer("records", len(records), added, len(joined), problems)
+
+    async def post_labels(self, request: web.Request) -> web.Response:
+        now = time.time()
+        problems, labels = [], []
+        for index, item in enumerate(items_of(await self._json(request), "labels")):
+            try:
+                labels.append(label_from(item, now))
+            except ValueError as exc:
+                problems.append(Problem(index, str(exc)))
+        added, joined = await asyncio.to_thread(self.store.add_labels, labels)
+        self.metrics.count(joined)
+        return self._answer("labels", len(labels), added, len(joined), problems)
+
+    async def post_audit(self, request: web.Request) -> web.Response:
+        now = time.time()
+        problems, entries = [], []
+        for index, item in enumerate(items_of(await self._json(request), "entries")):
+            try:
+                entries.append(audit_from(item, now))
+            except ValueError as exc:
+                problems.append(Problem(index, str(exc)))
+        added = await asyncio.to_thread(self.store.add_audit, entries)
+        return self._answer("audit", len(entries), added, 0, problems)
+
+    def _answer(self, kind: str, valid: int, added: int, joined: int, problems: list[Problem]) -> web.Response:
+        self.metrics.accepted.labels(kind).inc(valid)
+        self.metrics.rejected.labels(kind).inc(len(problems))
+        body: dict[str, Any] = {"stored": added, "duplicates": valid - added, "joined": joined}
+        if problems:
+            body["errors"] = [{"index": p.index, "error": p.error} for p in problems]
+            return web.json_response(body, status=422)
+        return web.json_response(body)
+
+    # --- reads -------------------------------------------------------------------------------------------
+
+    def _deployment(self, request: web.Request) -> tuple[str, str]:
+        deployment = request.query.get("deployment")
+        if not deployment:
+            raise web.HTTPBadRequest(
+                text=json.dumps({"error": "deployment is required"}), content_type="application/json"
+            )
+        return request.query.get("namespace", "default"), deployment
+
+    async def get_audit(self, request: web.Request) -> web.Response:
+        namespace, deployment = self._deployment(request)
+        entries = await asyncio.to_thread(
+            self.store.audit, request.query.get("namespace"), deployment, int(request.query.get("limit", "1000"))
+        )
+        del namespace
+        return web.json_response({"deployment": deployment, "entries": entries})
+
+    async def get_quality(self, request: web.Request) -> web.Response:
+        namespace, deployment = self._deployment(request)
+        window = _seconds(request.query.get("window", self.config.quality_window), "window")
+        tallies = await asyncio.to_thread(self.store.tallies, namespace, deployment, time.time() - window)
+        return web.json_response(
+            {
+                revision: {"labelled": t.labelled, "correct": t.correct, "accuracy": t.accuracy, "mae": t.mae}
+                for revision, t in tallies.items()
+            }
+        )
+
+    async def get_export(self, request: web.Request) -> web.Response:
+        import pyarrow as pa  # type: ignore[import-untyped]  # only the export needs it
+        import pyarrow.parquet as pq  # type: ignore[import-untyped]
+
+        namespace, deployment = self._deployment(request)
+        now = time.time()
+        since = float(request.query.get("since", now - parse_duration(self.config.retention).total_seconds()))
+        until = float(request.query.get("until", now + 1))
+        rows = await asyncio.to_thread(self.store.labelled, namespace, deployment, since, until)
+        columns = ("revision", "request_id", "index", "predicted", "actual", "predicted_at", "joined_at", "request")
+        table = pa.table({c: [row[c] for row in rows] for c in columns})
+        sink = io.BytesIO()
+        pq.write_table(table, sink)
+        return web.Response(body=sink.getvalue(), content_type="application/vnd.apache.parquet")
+
+    async def get_metrics(self, request: web.Request) -> web.Response:
+        since = time.time() - parse_duration(self.config.quality_window).total_seconds()
+        await asyncio.to_thread(self.metrics.refresh, self.store, since)
+        return web.Response(body=generate_latest(self.metrics.registry), content_type="text/plain", charset="utf-8")
+
+    async def healthz(self, request: web.Request) -> web.Response:
+        return web.json_response({"ok": True})
+
+
+def _seconds(text: str, field: str) -> float:
+    try:
+        return parse_duration(text).total_seconds()
+    except ValueError:
+        raise web.HTTPBadRequest(
+            text=json.dumps({"error": f"{field} must be a duration such as 1h, got {text!r}"}),
+            content_type="application/json",
+        ) from None
+
+
+def _error(status: int, message: str) -> web.Response:
+    return web.json_response({"error": message}, status=status)

@@ -1,0 +1,280 @@
+"""Durable storage for records, labels, labelled predictions and the audit trail.
+
+SQLite (a file, no set-up) for `esteira up` and small installs; PostgreSQL for clusters, where the collector
+may restart on another node. Both behind one class: the SQL is shared, only placeholders and the audit key
+differ. Every write commits before the caller acknowledges, so an acknowledged record survives a crash.
+Calls are blocking; the web app runs them in a thread.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+from collections import Counter
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+from esteira.collector.model import AuditEntry, Joined, Label, Record
+from esteira.quality.scores import Answer, Pair, Tally, pair_up
+
+_TABLES = """
+CREATE TABLE IF NOT EXISTS records (
+  namespace TEXT NOT NULL, deployment TEXT NOT NULL, revision TEXT NOT NULL, request_id TEXT NOT NULL,
+  kind TEXT NOT NULL, at DOUBLE PRECISION NOT NULL, model TEXT NOT NULL, version TEXT NOT NULL,
+  body TEXT NOT NULL, predictions TEXT NOT NULL,
+  PRIMARY KEY (namespace, deployment, revision, request_id, kind));
+CREATE INDEX IF NOT EXISTS records_by_request ON records (namespace, deployment, request_id);
+CREATE INDEX IF NOT EXISTS records_by_time ON records (at);
+CREATE TABLE IF NOT EXISTS labels (
+  namespace TEXT NOT NULL, deployment TEXT NOT NULL, request_id TEXT NOT NULL, truth TEXT NOT NULL,
+  at DOUBLE PRECISION NOT NULL, PRIMARY KEY (namespace, deployment, request_id));
+CREATE INDEX IF NOT EXISTS labels_by_time ON labels (at);
+CREATE TABLE IF NOT EXISTS joins (
+  namespace TEXT NOT NULL, deployment TEXT NOT NULL, revision TEXT NOT NULL, request_id TEXT NOT NULL,
+  idx INTEGER NOT NULL, predicted TEXT NOT NULL, actual TEXT NOT NULL, correct INTEGER NOT NULL,
+  abs_error DOUBLE PRECISION, predicted_at DOUBLE PRECISION NOT NULL, joined_at DOUBLE PRECISION NOT NULL,
+  PRIMARY KEY (namespace, deployment, revision, request_id, idx));
+CREATE INDEX IF NOT EXISTS joins_by_time ON joins (namespace, deployment, joined_at);
+"""
+_AUDIT = {
+    "sqlite": "CREATE TABLE IF NOT EXISTS audit (id INTEGER PRIMARY KEY AUTOINCREMENT, ",
+    "postgresql": "CREATE TABLE IF NOT EXISTS audit (id BIGSERIAL PRIMARY KEY, ",
+}
+_AUDIT_COLUMNS = (
+    "namespace TEXT NOT NULL, deployment TEXT NOT NULL, at DOUBLE PRECISION NOT NULL, reason TEXT NOT NULL, "
+    "message TEXT NOT NULL, warning INTEGER NOT NULL, actor TEXT NOT NULL, details TEXT NOT NULL);"
+    "CREATE INDEX IF NOT EXISTS audit_by_deployment ON audit (namespace, deployment, at);"
+)
+
+
+def _answer(text: str) -> Answer:
+    value = json.loads(text)
+    return value if isinstance(value, str) else float(value)
+
+
+class Store:
+    """One database connection, serialised by a lock (the collector's writes are small and short)."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self._lock = threading.Lock()
+        if url.startswith(("postgresql://", "postgres://")):
+            import psycopg  # the cluster's database; imported only when used
+
+            self.dialect = "postgresql"
+            self._conn: Any = psycopg.connect(url, autocommit=False)
+        elif url.startswith("sqlite:///"):
+            path = Path(url.removeprefix("sqlite:///"))
+            path.parent.mkdir(parents=True, exist_ok=True)
+            self.dialect = "sqlite"
+            self._conn = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+            self._conn.execute("PRAGMA journal_mode=WAL")
+            self._conn.execute("PRAGMA synchronous=FULL")  # an acknowledged write survives a power cut too
+        else:
+            raise ValueError(f"database URL must start with sqlite:/// or postgresql://, got {url!r}")
+        with self._transaction() as cur:
+            for statement in (_TABLES + _AUDIT[self.dialect] + _AUDIT_COLUMNS).split(";"):
+                if statement.strip():
+                    cur.execute(statement)
+
+    # --- plumbing ----------------------------------------------------------------------------------------
+
+    def _sql(self, statement: str) -> str:
+        return statement.replace("?", "%s") if self.dialect == "postgresql" else statement
+
+    class _Tx:
+        def __init__(self, store: Store) -> None:
+            self.store = store
+
+        def __enter__(self) -> Any:
+            self.store._lock.acquire()
+            cur = self.store._conn.cursor()
+            if self.store.dialect == "sqlite":
+                cur.execute("BEGIN IMMEDIATE")
+            self.cur = cur
+            return self
+
+        def execute(self, statement: str, params: Sequence[Any] = ()) -> Any:
+            self.cur.execute(self.store._sql(statement), tuple(params))
+            return self.cur
+
+        def __exit__(self, kind: object, *rest: object) -> None:
+            try:
+                if kind is None:
+                    self.store._conn.commit() if self.store.dialect == "postgresql" else self.cur.execute("COMMIT")
+                else:
+                    self.store._conn.rollback() if self.store.dialect == "postgresql" else self.cur.execute("ROLLBACK")
+            finally:
+                self.store._lock.release()
+
+    def _transaction(self) -> Store._Tx:
+        return Store._Tx(self)
+
+    def close(self) -> None:
+        with self._lock:
+            self._conn.close()
+
+    # --- writes ------------------------------------------------------------------------------------------
+
+    def add_records(self, records: Iterable[Record], now: float) -> tuple[int, list[Joined]]:
+        """Store records (a record seen before is ignored); returns how many were new and the new joins."""
+        added, joined = 0, []
+        with self._transaction() as tx:
+            for r in records:
+                cur = tx.execute(
+                    "INSERT INTO records VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
+                    (r.namespace, r.deployment, r.revision, r.request_id, r.kind, r.at, r.model, r.version, r.body,
+                     json.dumps(list(r.predictions))),
+                )  # fmt: skip
+                if cur.rowcount != 1:
+                    continue
+                added += 1
+                if r.kind != "response" or not r.predictions:
+                    continue
+                row = tx.execute(
+                    "SELECT truth FROM labels WHERE namespace = ? AND deployment = ? AND request_id = ?",
+                    (r.namespace, r.deployment, r.request_id),
+                ).fetchone()
+                if row is not None:
+                    joined += self._join(tx, r.namespace, r.deployment, r.revision, r.request_id,
+                                         list(r.predictions), json.loads(row[0]), r.at, now)  # fmt: skip
+        return added, joined
+
+    def add_labels(self, labels: Iterable[Label]) -> tuple[int, list[Joined]]:
+        """Store labels (the first truth for a request id wins); returns how many were new and the new joins."""
+        added, joined = 0, []
+        with self._transaction() as tx:
+            for label in labels:
+                truth = list(label.truth) if isinstance(label.truth, tuple) else label.truth
+                cur = tx.execute(
+                    "INSERT INTO labels VALUES (?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
+                    (label.namespace, label.deployment, label.request_id, json.dumps(truth), label.at),
+                )
+                if cur.rowcount != 1:
+                    continue
+                added += 1
+                rows = tx.execute(
+                    "SELECT revision, predictions, at FROM records WHERE namespace = ? AND deployment = ? "
+                    "AND request_id = ? AND kind = 'response'",
+                    (label.namespace, label.deployment, label.request_id),
+                ).fetchall()
+                for revision, predictions, at in rows:
+                    joined += self._join(tx, label.namespace, label.deployment, revision, label.request_id,
+                                         json.loads(predictions), truth, at, label.at)  # fmt: skip
+        return added, joined
+
+    def _join(
+        self, tx: Store._Tx, namespace: str, deployment: str, revision: str, request_id: str,
+        predicted: list[Answer], truth: Any, predicted_at: float, now: float,
+    ) -> list[Joined]:  # fmt: skip
+        try:
+            pairs = pair_up(predicted, truth)
+        except ValueError:
+            return []  # the truth does not fit this answer (counted by the caller as unjoinable)
+        out = []
+        for index, pair in enumerate(pairs):
+            tx.execute(
+                "INSERT INTO joins VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
+                (namespace, deployment, revision, request_id, index, json.dumps(pair.predicted),
+                 json.dumps(pair.actual), int(pair.correct), pair.absolute_error, predicted_at, now),
+            )  # fmt: skip
+            out.append(Joined(namespace, deployment, revision, request_id, index, pair.predicted, pair.actual,
+                              predicted_at, now))  # fmt: skip
+        return out
+
+    def add_audit(self, entries: Iterable[AuditEntry]) -> int:
+        count = 0
+        with self._transaction() as tx:
+            for e in entries:
+                tx.execute(
+                    "INSERT INTO audit (namespace, deployment, at, reason, message, warning, actor, details) "
+                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                    (e.namespace, e.deployment, e.at, e.reason, e.message, int(e.warning), e.actor,
+                     json.dumps(e.details)),
+                )  # fmt: skip
+                count += 1
+        return count
+
+    def purge(self, before: float) -> None:
+        """Retention: everything older than `before` goes (the audit trail is kept)."""
+        with self._transaction() as tx:
+            tx.execute("DELETE FROM records WHERE at < ?", (before,))
+            tx.execute("DELETE FROM labels WHERE at < ?", (before,))
+            tx.execute("DELETE FROM joins WHERE joined_at < ?", (before,))
+
+    # --- reads -------------------------------------------------------------------------------------------
+
+    def tallies(self, namespace: str, deployment: str, since: float) -> dict[str, Tally]:
+        """Per revision: labelled predictions joined since `since`, what was right and the error sums."""
+        with self._transaction() as tx:
+            rows = tx.execute(
+                "SELECT revision, COUNT(*), SUM(correct), COALESCE(SUM(abs_error), 0), "
+                "COALESCE(SUM(abs_error * abs_error), 0) FROM joins "
+                "WHERE namespace = ? AND deployment = ? AND joined_at >= ? GROUP BY revision",
+                (namespace, deployment, since),
+            ).fetchall()
+        return {str(r[0]): Tally(int(r[1]), int(r[2] or 0), float(r[3]), float(r[4])) for r in rows}
+
+    def confusion(self, since: float) -> dict[tuple[str, str, str], Counter[tuple[str, str]]]:
+        """(namespace, deployment, revision) -> (predicted, actual) counts, for classifiers' per-class scores."""
+        with self._transaction() as tx:
+            rows = tx.execute(
+                "SELECT namespace, deployment, revision, predicted, actual, COUNT(*) FROM joins "
+                "WHERE joined_at >= ? AND abs_error IS NULL GROUP BY namespace, deployment, revision, predicted, actual",
+                (since,),
+            ).fetchall()
+        out: dict[tuple[str, str, str], Counter[tuple[str, str]]] = {}
+        for namespace, deployment, revision, predicted, actual, count in rows:
+            key = (namespace, deployment, str(revision))
+            out.setdefault(key, Counter())[(str(_answer(predicted)), str(_answer(actual)))] += int(count)
+        return out
+
+    def all_tallies(self, since: float) -> dict[tuple[str, str, str], tuple[Tally, bool]]:
+        """(namespace, deployment, revision) -> its tally, and whether its answers are numbers (regression)."""
+        with self._transaction() as tx:
+            rows = tx.execute(
+                "SELECT namespace, deployment, revision, COUNT(*), SUM(correct), COALESCE(SUM(abs_error), 0), "
+                "COALESCE(SUM(abs_error * abs_error), 0), COUNT(abs_error) FROM joins WHERE joined_at >= ? "
+                "GROUP BY namespace, deployment, revision",
+                (since,),
+            ).fetchall()
+        return {
+            (r[0], r[1], str(r[2])): (Tally(int(r[3]), int(r[4] or 0), float(r[5]), float(r[6])), int(r[7]) > 0)
+            for r in rows
+        }
+
+    def labelled(self, namespace: str, deployment: str, since: float, until: float) -> list[dict[str, Any]]:
+        """Labelled predictions made in [since, until) with their (redacted) requests: the retraining export."""
+        with self._transaction() as tx:
+            rows = tx.execute(
+                "SELECT j.revision, j.request_id, j.idx, j.predicted, j.actual, j.predicted_at, j.joined_at, "
+                "r.body FROM joins j LEFT JOIN records r ON r.namespace = j.namespace AND "
+                "r.deployment = j.deployment AND r.revision = j.revision AND r.request_id = j.request_id "
+                "AND r.kind = 'request' WHERE j.namespace = ? AND j.deployment = ? AND j.predicted_at >= ? "
+                "AND j.predicted_at < ? ORDER BY j.predicted_at, j.request_id, j.idx",
+                (namespace, deployment, since, until),
+            ).fetchall()
+        keys = ("revision", "request_id", "index", "predicted", "actual", "predicted_at", "joined_at", "request")
+        return [dict(zip(keys, row, strict=True)) for row in rows]
+
+    def audit(self, namespace: str | None, deployment: str, limit: int) -> list[dict[str, Any]]:
+        query = (
+            "SELECT namespace, deployment, at, reason, message, warning, actor, details FROM audit WHERE deployment = ?"
+        )
+        params: list[Any] = [deployment]
+        if namespace:
+            query += " AND namespace = ?"
+            params.append(namespace)
+        with self._transaction() as tx:
+            rows = tx.execute(query + " ORDER BY at, id LIMIT ?", (*params, limit)).fetchall()
+        keys = ("namespace", "deployment", "at", "reason", "message", "warning", "actor", "details")
+        return [
+            {**dict(zip(keys, row, strict=True)), "warning": bool(row[5]), "details": json.loads(row[7])}
+            for row in rows
+        ]
+
+
+def pairs_of(joined: Iterable[Joined]) -> list[Pair]:
+    return [Pair(j.predicted, j.actual) for j in joined]

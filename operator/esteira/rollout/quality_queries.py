@@ -1,0 +1,51 @@
+"""PromQL for the accuracy check: one arm's labelled predictions joined over a window, from the collector.
+
+The collector counts a prediction when its label arrives, labelled by the revision that made it. Its own
+label names (`deployment_namespace`, not `namespace`) survive the scrape, which adds the collector pod's.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class QualityNames:
+    labelled: str = "esteira_labelled_predictions_total"
+    correct: str = "esteira_correct_predictions_total"
+    absolute_error: str = "esteira_prediction_absolute_error_total"
+    squared_error: str = "esteira_prediction_squared_error_total"
+    namespace_label: str = "deployment_namespace"
+    deployment_label: str = "deployment"
+    revision_label: str = "revision"
+
+
+@dataclass(frozen=True)
+class QualityQueries:
+    labelled: str
+    correct: str
+    absolute_error: str
+    squared_error: str
+
+
+def _escape(value: str) -> str:
+    return value.replace("\\", "\\\\").replace('"', '\\"')
+
+
+def quality_queries(
+    names: QualityNames, namespace: str, deployment: str, revision: int, window_seconds: int
+) -> QualityQueries:
+    selector = (
+        f'{names.namespace_label}="{_escape(namespace)}",{names.deployment_label}="{_escape(deployment)}",'
+        f'{names.revision_label}="{revision}"'
+    )
+
+    def increase(metric: str) -> str:
+        return f"sum(increase({metric}{{{selector}}}[{window_seconds}s]))"
+
+    return QualityQueries(
+        labelled=increase(names.labelled),
+        correct=increase(names.correct),
+        absolute_error=increase(names.absolute_error),
+        squared_error=increase(names.squared_error),
+    )

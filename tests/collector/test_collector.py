@@ -1,0 +1,162 @@
+"""The collector on SQLite and on a real PostgreSQL server: records, labels in any order, joins, quality,
+per-item errors, auth, body limit, audit trail, Parquet export."""
+
+from __future__ import annotations
+
+import io
+import json
+from typing import Any
+
+import pyarrow.parquet as pq
+from aiohttp.test_utils import TestClient
+
+from tests.collector.conftest import TOKEN
+
+AUTH = {"Authorization": f"Bearer {TOKEN}"}
+
+
+def event(request_id: str, revision: str, predictions: list[Any], kind: str = "response") -> dict[str, Any]:
+    return {
+        "specversion": "1.0",
+        "id": request_id,
+        "type": f"org.kubeflow.serving.inference.{kind}",
+        "source": "test",
+        "inferenceservicename": "iris",
+        "namespace": "models",
+        "revision": revision,
+        "predictions": json.dumps(predictions),
+        "data": {"predictions": [{"label": p} for p in predictions]},
+    }
+
+
+def request_event(request_id: str, revision: str, body: Any) -> dict[str, Any]:
+    e = event(request_id, revision, [], kind="request")
+    e.pop("predictions")
+    e["data"] = body
+    return e
+
+
+async def post(client: TestClient, path: str, body: Any, **headers: str) -> tuple[int, Any]:  # type: ignore[type-arg]
+    response = await client.post(path, json=body, headers={**AUTH, **headers})
+    return response.status, await response.json()
+
+
+def label(request_id: str, truth: Any) -> dict[str, Any]:
+    return {"deployment": "iris", "namespace": "models", "requestId": request_id, "label": truth}
+
+
+async def test_labels_join_in_any_order_and_only_once(collector: TestClient) -> None:  # type: ignore[type-arg]
+    # r1 labelled before its record arrives, r2 after; r3 never labelled; r1 re-sent (a retry) and re-labelled.
+    assert (await post(collector, "/v1/labels", label("r1", "setosa")))[0] == 200
+    status, body = await post(
+        collector,
+        "/v1/records",
+        [event("r1", "1", ["setosa"]), event("r2", "1", ["virginica"]), event("r3", "2", ["setosa"])],
+        **{"Content-Type": "application/cloudevents-batch+json"},
+    )
+    assert status == 200 and body == {"stored": 3, "duplicates": 0, "joined": 1}
+    status, body = await post(collector, "/v1/labels", {"labels": [label("r2", "versicolor"), label("r1", "setosa")]})
+    assert body == {"stored": 1, "duplicates": 1, "joined": 1}
+    status, body = await post(collector, "/v1/records", [event("r1", "1", ["setosa"])])
+    assert body["duplicates"] == 1 and body["joined"] == 0
+    quality = await (await collector.get("/v1/quality?deployment=iris&namespace=models", headers=AUTH)).json()
+    assert quality == {"1": {"labelled": 2, "correct": 1, "accuracy": 0.5, "mae": 0.0}}
+    metrics = await (await collector.get("/metrics")).text()
+    arm = 'deployment="iris",deployment_namespace="models",revision="1"'
+    assert f"esteira_labelled_predictions_total{{{arm}}} 2.0" in metrics
+    assert f"esteira_correct_predictions_total{{{arm}}} 1.0" in metrics
+    assert f'esteira_quality_class_recall{{class="setosa",{arm}}} 1.0' in metrics
+    assert f'esteira_quality_class_precision{{class="virginica",{arm}}} 0.0' in metrics
+
+
+async def test_binary_mode_event_as_kserve_sends_it(collector: TestClient) -> None:  # type: ignore[type-arg]
+    headers = {
+        **AUTH,
+        "ce-specversion": "1.0",
+        "ce-id": "b1",
+        "ce-type": "org.kubeflow.serving.inference.response",
+        "ce-source": "http://localhost:9081/",
+        "ce-inferenceservicename": "iris",
+        "ce-namespace": "models",
+        "ce-revision": "3",
+        "Content-Type": "application/json",
+    }
+    # No predictions attribute (KServe's own logger): the v2 answer's label tensor is read instead.
+    answer = {"outputs": [{"name": "label", "datatype": "BYTES", "shape": [2], "data": ["a", "b"]}]}
+    response = await collector.post("/v1/records", data=json.dumps(answer), headers=headers)
+    assert response.status == 200
+    _, body = await post(collector, "/v1/labels", label("b1", ["a", "a"]))
+    assert body["joined"] == 2
+
+
+async def test_bad_items_get_their_reason_and_do_not_poison_the_batch(collector: TestClient) -> None:  # type: ignore[type-arg]
+    status, body = await post(
+        collector,
+        "/v1/labels",
+        [
+            label("ok", "setosa"),
+            {"deployment": "iris", "requestId": "x"},
+            label("", "a"),
+            {**label("v", 1), "value": 2},
+        ],
+    )
+    assert status == 422 and body["stored"] == 1
+    assert body["errors"] == [
+        {"index": 1, "error": "give exactly one of label (classifiers) or value (regression)"},
+        {"index": 2, "error": "requestId must be a non-empty string of at most 256 characters, got ''"},
+        {"index": 3, "error": "give exactly one of label (classifiers) or value (regression)"},
+    ]
+    status, body = await post(
+        collector, "/v1/records", [event("e1", "1", ["a"]), {**event("e2", "1", ["a"]), "type": "x"}]
+    )
+    assert status == 422 and body["stored"] == 1 and body["errors"][0]["index"] == 1
+    assert "type must be org.kubeflow.serving.inference.request" in body["errors"][0]["error"]
+    response = await collector.post("/v1/labels", data=b"{not json", headers=AUTH)
+    assert response.status == 400 and "not JSON" in (await response.json())["error"]
+
+
+async def test_auth_and_body_limit(collector: TestClient) -> None:  # type: ignore[type-arg]
+    response = await collector.post("/v1/labels", json=label("a", "b"))
+    assert response.status == 401
+    response = await collector.post("/v1/labels", json=label("a", "b"), headers={"Authorization": "Bearer wrong"})
+    assert response.status == 401
+    assert (await collector.get("/metrics")).status == 200
+    big = [label(f"id-{i}", "x" * 200) for i in range(400)]
+    response = await collector.post("/v1/labels", json=big, headers=AUTH)
+    assert response.status == 413 and "larger than" in (await response.json())["error"]
+    quality = await (await collector.get("/v1/quality?deployment=iris&namespace=models", headers=AUTH)).json()
+    assert quality == {}
+
+
+async def test_audit_trail_per_deployment(collector: TestClient) -> None:  # type: ignore[type-arg]
+    entries = [
+        {"namespace": "models", "deployment": "iris", "reason": "RevisionCreated", "message": "revision 2"},
+        {"namespace": "models", "deployment": "other", "reason": "Promoted", "message": "x"},
+        {"namespace": "models", "deployment": "iris", "reason": "RolledBack", "message": "accuracy=0.7",
+         "warning": True, "actor": "alice", "details": {"accuracy": 0.7}},
+    ]  # fmt: skip
+    status, _ = await post(collector, "/v1/audit", entries)
+    assert status == 200
+    body = await (await collector.get("/audit?deployment=iris&namespace=models", headers=AUTH)).json()
+    assert [(e["reason"], e["warning"], e["actor"]) for e in body["entries"]] == [
+        ("RevisionCreated", False, ""),
+        ("RolledBack", True, "alice"),
+    ]
+    assert body["entries"][1]["details"] == {"accuracy": 0.7}
+
+
+async def test_parquet_export_of_labelled_predictions_with_their_inputs(collector: TestClient) -> None:  # type: ignore[type-arg]
+    await post(collector, "/v1/records", [request_event("p1", "1", {"instances": [[1, 2]]}), event("p1", "1", ["b"])])
+    await post(collector, "/v1/labels", label("p1", "a"))
+    response = await collector.get("/v1/export?deployment=iris&namespace=models", headers=AUTH)
+    assert response.status == 200
+    table = pq.read_table(io.BytesIO(await response.read())).to_pylist()
+    assert len(table) == 1
+    row = table[0]
+    assert (row["revision"], row["request_id"], json.loads(row["predicted"]), json.loads(row["actual"])) == (
+        "1",
+        "p1",
+        "b",
+        "a",
+    )
+    assert json.loads(row["request"]) == {"instances": [[1, 2]]}
