@@ -109,6 +109,24 @@ CASES: list[tuple[str, str, Any, Any, str | None]] = [
     ),
 ]
 
+RETRAIN = {"triggers": {"drift": True}, "command": ["train"]}
+CASES += [
+    (
+        ".spec.retraining",
+        "retraining needs a job template, a webhook or a command to run",
+        RETRAIN,
+        {"triggers": {"drift": True}},
+        "retraining",
+    ),
+    (
+        ".spec.retraining",
+        "retraining needs at least one trigger",
+        RETRAIN,
+        {"command": ["train"]},
+        "retraining",
+    ),
+]
+
 # Rules across sections, on the whole spec: (message, passing spec, failing spec).
 SPEC_CASES: list[tuple[str, dict[str, Any], dict[str, Any]]] = [
     (SPEC_RULES[0].message, spec(autoscaling={"minReplicas": 1}), spec(autoscaling={"minReplicas": 0})),

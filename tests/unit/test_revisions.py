@@ -98,3 +98,45 @@ def test_a_new_storage_uri_alone_starts_a_revision() -> None:
     plan = traffic_plan(change.status)
     assert plan.canary is not None and plan.canary.storage_uri == "s3://m/1-rebuilt"
     assert plan.stable.storage_uri == "s3://m/1"
+
+
+RETRAINING = {"triggers": {"drift": True}, "command": ["python", "train.py"], "candidateMargin": 0.01}
+
+
+def carded(version: str, score: float, retraining: dict | None = RETRAINING) -> ModelDeploymentSpec:
+    card = {"parentVersion": "1", "validation": {"metric": "accuracy", "score": score}}
+    body = spec(model=model(version=version, storageUri=f"s3://m/{version}", card=card))
+    if retraining is not None:
+        body["retraining"] = retraining
+    return ModelDeploymentSpec.parse(body)
+
+
+def test_each_revision_keeps_its_model_card() -> None:
+    status = track_revisions(carded("1", 0.95), ModelDeploymentStatus(), T0).status
+    assert status.stable is not None and status.stable.card is not None
+    assert status.history[0].card is not None and status.history[0].card.validation is not None
+    assert status.history[0].card.validation.score == 0.95
+
+
+def test_a_worse_retrained_candidate_is_rejected_with_both_scores() -> None:
+    status = track_revisions(carded("1", 0.95), ModelDeploymentStatus(), T0).status
+    change = track_revisions(carded("2", 0.90), status, T1)
+    assert change.status.canary is None
+    assert change.status.last_rollout is not None and change.status.last_rollout.outcome == "Rejected"
+    assert "0.9" in change.status.last_rollout.reason and "0.95" in change.status.last_rollout.reason
+    assert [d.reason for d in change.decisions] == ["CandidateRejected"]
+    assert change.status.history[0].outcome == "Rejected"
+    again = track_revisions(carded("2", 0.90), change.status, T2)
+    assert again.decisions == [] and again.status.canary is None  # judged once
+
+
+def test_a_candidate_within_the_margin_becomes_the_canary() -> None:
+    status = track_revisions(carded("1", 0.95), ModelDeploymentStatus(), T0).status
+    change = track_revisions(carded("2", 0.945), status, T1)
+    assert change.status.canary is not None and change.status.canary.revision == 2
+
+
+def test_without_retraining_a_persons_new_version_always_gets_a_canary() -> None:
+    status = track_revisions(carded("1", 0.95, None), ModelDeploymentStatus(), T0).status
+    change = track_revisions(carded("2", 0.50, None), status, T1)
+    assert change.status.canary is not None

@@ -94,6 +94,34 @@ class ModelSource(SpecModel):
         "`esteira-torchserve` selects Esteira's TorchServe 0.12 runtime.",
     )
     runtime_version: str | None = Field(default=None, description="Runtime image tag override.")
+    card: ModelCard | None = Field(
+        default=None,
+        description="Where this build came from and what it was validated on (`esteira package --card` writes it "
+        "into the archive and prints it for here). Kept per revision in status.history.",
+    )
+
+
+class Validation(SpecModel):
+    """The score a build got on held-out data, which a retrained candidate must match."""
+
+    metric: str = Field(min_length=1, max_length=63, description="e.g. accuracy, f1, mae.")
+    score: float
+    better: Literal["higher", "lower"] = Field(default="higher", description="Default: higher (accuracy-like).")
+
+
+class TrainingData(SpecModel):
+    fingerprint: str = Field(min_length=1, max_length=128, description="A hash of the training data.")
+    size: int = Field(ge=0, description="Rows (or images) trained on.")
+
+
+class ModelCard(SpecModel):
+    """A build's lineage: version, parent, data, validation, who built it and how."""
+
+    parent_version: str | None = Field(default=None, max_length=63, description="The version it was trained from.")
+    training_data: TrainingData | None = None
+    validation: Validation | None = None
+    built_by: str | None = Field(default=None, max_length=1024, description="The command that built it.")
+    owner: str | None = Field(default=None, max_length=253)
 
 
 def _resource_names_rule(field: str) -> JsonDict:
@@ -730,6 +758,70 @@ def _spec_rules_schema(schema: dict[str, Any]) -> None:
     schema.setdefault("x-kubernetes-validations", []).extend(rule.entry() for rule in SPEC_RULES)
 
 
+class RetrainingTriggers(SpecModel):
+    """What starts a retraining run; each incident starts at most one."""
+
+    drift: bool = Field(default=False, description="A DataDrifted incident (monitoring.drift).")
+    data_quality: bool = Field(default=False, description="A data-quality incident (monitoring.drift).")
+    accuracy_below: float | None = Field(
+        default=None, gt=0, le=1, description="Stable's labelled accuracy over accuracyWindow below this."
+    )
+    accuracy_window: str = Field(default="1h", pattern=DURATION_PATTERN, description="Default: 1h.")
+    schedule: str | None = Field(default=None, pattern=DURATION_PATTERN, description="Retrain at least this often.")
+
+
+class Retraining(SpecModel):
+    """Closing the loop: what triggers retraining, what runs it, and what a candidate must beat."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                cel(
+                    "has(self.job) || has(self.webhook) || (has(self.command) && size(self.command) > 0)",
+                    "retraining needs a job template, a webhook or a command to run",
+                ),
+                cel(
+                    "self.triggers.drift || self.triggers.dataQuality || has(self.triggers.accuracyBelow) || "
+                    "has(self.triggers.schedule)",
+                    "retraining needs at least one trigger",
+                    ".triggers",
+                ),
+            ]
+        }
+    )
+
+    triggers: RetrainingTriggers = Field(default_factory=RetrainingTriggers)
+    job: dict[str, Any] | None = Field(
+        default=None,
+        json_schema_extra={"x-kubernetes-preserve-unknown-fields": True},
+        description="A batch/v1 JobSpec the operator runs for each trigger, with the trigger's evidence in "
+        "ESTEIRA_RETRAIN_EVIDENCE (JSON).",
+    )
+    webhook: str | None = Field(
+        default=None, pattern=r"^https?://.+$", description="A CloudEvent with the trigger's evidence is POSTed here."
+    )
+    command: list[str] | None = Field(
+        default=None, max_length=64, description="`esteira up` only: the command to run, evidence in its environment."
+    )
+    min_interval: str = Field(
+        default="6h", pattern=DURATION_PATTERN, description="Least time between two triggers. Default: 6h."
+    )
+    candidate_margin: float = Field(
+        default=0.0,
+        ge=0,
+        description="How much worse than stable's validation score a new build's card may be and still roll out.",
+    )
+
+    @model_validator(mode="after")
+    def _runnable(self) -> Retraining:
+        if self.job is None and self.webhook is None and not self.command:
+            raise ValueError("retraining needs a job template, a webhook or a command to run")
+        t = self.triggers
+        if not (t.drift or t.data_quality or t.accuracy_below is not None or t.schedule is not None):
+            raise ValueError("retraining needs at least one trigger")
+        return self
+
+
 class ModelDeploymentSpec(SpecModel):
     """What an ops engineer declares: the model, where and how it runs, and how new versions roll out."""
 
@@ -760,6 +852,7 @@ class ModelDeploymentSpec(SpecModel):
     rollout: Rollout = Field(default_factory=Rollout)
     monitoring: Monitoring = Field(default_factory=Monitoring)
     logging: Logging = Field(default_factory=Logging)
+    retraining: Retraining | None = None
 
     @classmethod
     def parse(cls, spec: dict[str, Any]) -> ModelDeploymentSpec:

@@ -7,6 +7,8 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic.alias_generators import to_camel
 
+from esteira.api.spec import ModelCard
+
 HISTORY_LIMIT = 10
 
 Phase = Literal[
@@ -20,7 +22,7 @@ Phase = Literal[
     "Failed",  # the operator cannot make progress without a change
     "Invalid",  # the spec was rejected; what was running is left untouched
 ]
-ConditionType = Literal["Ready", "Progressing", "Degraded"]
+ConditionType = Literal["Ready", "Progressing", "Degraded", "DataDrifted"]
 # Why a canary is not moving, as a fixed vocabulary (the message says the details).
 Hold = Literal[
     "WaitingForReadiness",  # the canary's server is not ready yet
@@ -30,10 +32,11 @@ Hold = Literal[
     "ExtendingStep",  # too few canary requests this interval: the step waits for more
     "LowTraffic",  # the low-traffic deadline passed: waiting for traffic, not judging
     "MetricsUnavailable",  # no evidence: never promote on it
+    "InputsDrifting",  # monitoring.drift with BlockRollouts: the stable revision's inputs drift
 ]
-# Holds that clear by themselves once the canary is ready and the router caught up.
-TRANSIENT_HOLDS: tuple[Hold, ...] = ("WaitingForReadiness", "WaitingForRouter")
-Outcome = Literal["Active", "Promoted", "RolledBack", "Superseded"]
+# Holds that clear by themselves once the canary is ready, the router caught up and inputs stopped drifting.
+TRANSIENT_HOLDS: tuple[Hold, ...] = ("WaitingForReadiness", "WaitingForRouter", "InputsDrifting")
+Outcome = Literal["Active", "Promoted", "RolledBack", "Superseded", "Rejected"]
 
 
 class StatusModel(BaseModel):
@@ -63,6 +66,7 @@ class RevisionRecord(StatusModel):
     model_version: str
     storage_uri: str
     since: str = Field(description="When this revision took its current role (RFC 3339).")
+    card: ModelCard | None = Field(default=None, description="The build's model card, as the spec gave it.")
 
 
 Verdict = Literal["Pass", "Fail", "NoData"]
@@ -99,7 +103,7 @@ class RolloutRecord(StatusModel):
     revision: int = Field(ge=1)
     model_version: str
     storage_uri: str
-    outcome: Literal["Promoted", "RolledBack"]
+    outcome: Literal["Promoted", "RolledBack", "Rejected"]  # Rejected: a candidate below stable's card score
     reason: str = ""
     at: str
 
@@ -114,6 +118,75 @@ class HistoryEntry(StatusModel):
     finished_at: str | None = None
     outcome: Outcome
     reason: str = ""
+    card: ModelCard | None = None
+
+
+TOP_FEATURES = 10  # features kept in status.monitoring, most drifted first
+
+
+class FeatureDrift(StatusModel):
+    """One input feature (or the predictions) over the last window."""
+
+    name: str
+    method: str
+    score: float | None = None
+    threshold: float
+    p_value: float | None = None
+    sample_size: int = Field(ge=0)
+    verdict: Literal["Drift", "NoDrift", "NoData"]
+
+
+class QualityRate(StatusModel):
+    """Share of the window's instances with one data-quality violation on one feature."""
+
+    feature: str
+    kind: str
+    rate: float = Field(ge=0)
+
+
+class MonitoringStatus(StatusModel):
+    """The last drift evaluation of the stable revision's inputs."""
+
+    last_evaluation_time: str | None = None
+    revision: int | None = None
+    window: str | None = None
+    sample_size: int = Field(default=0, ge=0)
+    verdict: Literal["Drifted", "Stable", "NoData", "Unknown"] = "Unknown"
+    drifted_share: float | None = None
+    features: list[FeatureDrift] = Field(default_factory=list, max_length=TOP_FEATURES)
+    predictions: FeatureDrift | None = None
+    data_quality: list[QualityRate] = Field(default_factory=list, max_length=TOP_FEATURES)
+    drifting_since: str | None = Field(default=None, description="Start of the current drift incident.")
+    message: str = ""
+
+
+RUNS_KEPT = 10
+RunOutcome = Literal["Running", "Succeeded", "Failed", "Sent", "SendFailed", "RejectedCandidate", "Proposed"]
+
+
+class RetrainingRun(StatusModel):
+    """One retraining trigger and what came of it, newest first."""
+
+    run: int = Field(ge=1)
+    at: str
+    signal: str
+    reason: str
+    evidence: dict[str, Any] = Field(
+        default_factory=dict, json_schema_extra={"x-kubernetes-preserve-unknown-fields": True}
+    )
+    outcome: RunOutcome
+    job: str | None = None
+    version: str | None = Field(default=None, description="The model version the run produced, once known.")
+    message: str = ""
+
+
+class RetrainingStatus(StatusModel):
+    """What the retraining trigger remembers: incidents handled, the last trigger, the runs."""
+
+    last_triggered_at: str | None = None
+    handled: list[str] = Field(default_factory=list, max_length=50, description="Incidents already acted on.")
+    runs: list[RetrainingRun] = Field(default_factory=list, max_length=RUNS_KEPT)
+    next_run: int = Field(default=1, ge=1)
 
 
 class ModelDeploymentStatus(StatusModel):
@@ -130,6 +203,8 @@ class ModelDeploymentStatus(StatusModel):
     history: list[HistoryEntry] = Field(default_factory=list, max_length=HISTORY_LIMIT)
     last_rollout: RolloutRecord | None = None
     last_command: str | None = Field(default=None, description="Id of the last manual command carried out.")
+    retraining: RetrainingStatus | None = None
+    monitoring: MonitoringStatus | None = None
     model_status: dict[str, Any] | None = Field(
         default=None,
         json_schema_extra={"x-kubernetes-preserve-unknown-fields": True},

@@ -18,8 +18,10 @@ from esteira.api.status import (
     Outcome,
     RevisionRecord,
     RolloutRecord,
+    RunOutcome,
 )
 from esteira.render.traffic import Arm, TrafficPlan
+from esteira.retraining.gate import Candidate, judge_candidate
 from esteira.vocabulary import Decision
 
 
@@ -51,6 +53,7 @@ def _start(history: list[HistoryEntry], record: RevisionRecord, reason: str) -> 
         started_at=record.since,
         outcome="Active",
         reason=reason,
+        card=record.card,
     )
     return [entry, *history][:HISTORY_LIMIT]
 
@@ -75,7 +78,7 @@ def track_revisions(
     if _same_build(status.canary, spec):
         return change
     rejected = status.last_rollout
-    if rejected is not None and rejected.outcome == "RolledBack" and _same_build(rejected, spec) and not retry:
+    if rejected is not None and rejected.outcome != "Promoted" and _same_build(rejected, spec) and not retry:
         return change
 
     if status.canary is not None:
@@ -93,7 +96,11 @@ def track_revisions(
     revision = status.latest_revision + 1
     status.latest_revision = revision
     record = RevisionRecord(
-        revision=revision, model_version=spec.model.version, storage_uri=spec.model.storage_uri, since=now
+        revision=revision,
+        model_version=spec.model.version,
+        storage_uri=spec.model.storage_uri,
+        since=now,
+        card=spec.model.card,
     )
     immediate = status.stable is None or spec.rollout.strategy == "Immediate" or not spec.rollout.steps
     if immediate or rollback_to is not None:
@@ -112,7 +119,26 @@ def track_revisions(
         change.decisions.append(
             Decision("RevisionCreated", f"Revision {revision} (model {spec.model.version}) is stable: {why}")
         )
+    elif (refusal := _gate(spec, status)) is not None:
+        status.history = _start(status.history, record, "retrained candidate")
+        finish_history(status.history, revision, "Rejected", refusal, now)
+        status.last_rollout = RolloutRecord(
+            revision=revision,
+            model_version=record.model_version,
+            storage_uri=record.storage_uri,
+            outcome="Rejected",
+            reason=refusal,
+            at=now,
+        )
+        _record_candidate(status, spec, "RejectedCandidate", refusal)
+        change.decisions.append(
+            Decision(
+                "CandidateRejected", f"Revision {revision} (model {spec.model.version}) not rolled out: {refusal}", True
+            )
+        )
     else:
+        if spec.retraining is not None:
+            _record_candidate(status, spec, "Proposed", "rolled out as a canary")
         stable_revision = status.stable.revision if status.stable else 0
         status.canary = CanaryRecord(**record.model_dump(), weight=0, step=0, step_started_at=now)
         status.history = _start(status.history, record, "canary rollout")
@@ -124,6 +150,37 @@ def track_revisions(
             )
         )
     return change
+
+
+def _gate(spec: ModelDeploymentSpec, status: ModelDeploymentStatus) -> str | None:
+    """Why a new build may not roll out (its card's validation score is below stable's), or None.
+
+    Only where retraining is on: its candidates must earn a canary; a person's own new version always gets one.
+    """
+    card = spec.model.card
+    stable = status.stable.card if status.stable else None
+    if spec.retraining is None or card is None or card.validation is None:
+        return None
+    mine = card.validation
+    theirs = stable.validation if stable is not None and stable.validation is not None else None
+    if theirs is not None and theirs.metric != mine.metric:
+        theirs = None  # scores of different metrics say nothing about each other
+    verdict = judge_candidate(
+        Candidate(spec.model.version, mine.metric, mine.score),
+        theirs.score if theirs is not None else None,
+        spec.retraining.candidate_margin,
+        mine.better,
+    )
+    return None if verdict.proposed else verdict.reason
+
+
+def _record_candidate(status: ModelDeploymentStatus, spec: ModelDeploymentSpec, outcome: RunOutcome, why: str) -> None:
+    """The retraining run that produced this build (the newest one that finished) learns what became of it."""
+    runs = status.retraining.runs if status.retraining else []
+    for index, run in enumerate(runs):
+        if run.outcome in ("Succeeded", "Sent") and run.version in (None, spec.model.version):
+            runs[index] = run.model_copy(update={"outcome": outcome, "version": spec.model.version, "message": why})
+            return
 
 
 def traffic_plan(status: ModelDeploymentStatus) -> TrafficPlan:

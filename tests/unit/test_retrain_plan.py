@@ -1,0 +1,96 @@
+"""The retraining part of a reconcile: a drift incident in status triggers one Job, its outcome is recorded,
+and a second trigger waits for minInterval."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from typing import Any
+
+from esteira.api.spec import ModelDeploymentSpec
+from esteira.api.status import FeatureDrift, ModelDeploymentStatus, MonitoringStatus
+from esteira.render import RenderContext
+from esteira.state.retrain import plan_retraining
+from tests.support.schemas import validate_kubernetes
+from tests.support.specs import spec
+
+CTX = RenderContext("iris", "models")
+NOW = datetime(2026, 6, 1, 12, 0, 0)
+JOB = {"template": {"spec": {"containers": [{"name": "train", "image": "example.com/train:1"}]}}}
+
+
+def parsed(**retraining: Any) -> ModelDeploymentSpec:
+    body = {"triggers": {"drift": True}, "job": JOB, "minInterval": "6h", **retraining}
+    return ModelDeploymentSpec.parse(spec(retraining=body))
+
+
+def drifting(since: str = "2026-06-01T11:00:00Z") -> ModelDeploymentStatus:
+    feature = FeatureDrift(
+        name="petal_length", method="JensenShannon", score=0.3, threshold=0.1, sample_size=500, verdict="Drift"
+    )
+    monitoring = MonitoringStatus(
+        verdict="Drifted", drifting_since=since, features=[feature], sample_size=500, window="1h"
+    )
+    return ModelDeploymentStatus(monitoring=monitoring)
+
+
+def complete(job: dict[str, Any], kind: str = "Complete") -> dict[str, Any]:
+    return {**job, "status": {"conditions": [{"type": kind, "status": "True"}]}}
+
+
+def test_a_drift_incident_starts_one_job_with_its_evidence() -> None:
+    status = drifting()
+    plan = plan_retraining(CTX, parsed(), status, {}, NOW, labelled_data="http://collector/v1/export?deployment=iris")
+    (job,) = plan.jobs
+    validate_kubernetes(job)
+    assert job["metadata"]["name"] == "iris-retrain-1"
+    assert [d.reason for d in plan.decisions] == ["RetrainingTriggered"]
+    assert status.retraining is not None
+    (run,) = status.retraining.runs
+    assert (run.outcome, run.job, run.signal) == ("Running", "iris-retrain-1", "Drift")
+    assert run.evidence["features"]["petal_length"]["score"] == 0.3
+    assert run.evidence["labelledData"].startswith("http://collector")
+    again = plan_retraining(CTX, parsed(), status, {"iris-retrain-1": job}, NOW + timedelta(minutes=1))
+    assert again.jobs == [] and again.decisions == []  # same incident, and a run is going
+
+
+def test_the_job_outcome_is_recorded_once() -> None:
+    status = drifting()
+    (job,) = plan_retraining(CTX, parsed(), status, {}, NOW).jobs
+    done = plan_retraining(CTX, parsed(), status, {"iris-retrain-1": complete(job)}, NOW + timedelta(minutes=5))
+    assert [d.reason for d in done.decisions] == ["RetrainingSucceeded"]
+    assert status.retraining is not None and status.retraining.runs[0].outcome == "Succeeded"
+    later = plan_retraining(CTX, parsed(), status, {"iris-retrain-1": complete(job)}, NOW + timedelta(minutes=6))
+    assert later.decisions == []
+
+
+def test_a_new_incident_waits_for_min_interval() -> None:
+    status = drifting()
+    (job,) = plan_retraining(CTX, parsed(), status, {}, NOW).jobs
+    plan_retraining(CTX, parsed(), status, {"iris-retrain-1": complete(job, "Failed")}, NOW + timedelta(minutes=5))
+    status.monitoring = drifting("2026-06-01T13:00:00Z").monitoring
+    early = plan_retraining(CTX, parsed(), status, {}, NOW + timedelta(hours=2))
+    assert early.jobs == []
+    late = plan_retraining(CTX, parsed(), status, {}, NOW + timedelta(hours=7))
+    assert [j["metadata"]["name"] for j in late.jobs] == ["iris-retrain-2"]
+
+
+def test_webhook_gets_a_cloud_event() -> None:
+    status = drifting()
+    plan = plan_retraining(CTX, parsed(job=None, webhook="https://ci.example.com/hooks/retrain"), status, {}, NOW)
+    (event,) = plan.webhook_events
+    assert event["specversion"] == "1.0" and event["type"] == "io.esteira.retraining.requested"
+    assert event["data"]["evidence"]["signal"] == "Drift"
+    assert status.retraining is not None and status.retraining.runs[0].outcome == "Sent"
+
+
+def test_a_command_runs_only_where_commands_can_run() -> None:
+    body = parsed(job=None, command=["python", "train.py"])
+    assert plan_retraining(CTX, body, drifting(), {}, NOW).decisions == []
+    plan = plan_retraining(CTX, body, drifting(), {}, NOW, runs_commands=True)
+    assert [r.job for r in plan.commands] == ["command-1"]
+
+
+def test_no_retraining_spec_plans_nothing() -> None:
+    status = drifting()
+    assert plan_retraining(CTX, ModelDeploymentSpec.parse(spec()), status, {}, NOW).decisions == []
+    assert status.retraining is None
