@@ -11,7 +11,7 @@ from typing import Any
 
 from esteira.api.crd import build_crd
 from esteira.api.errors import InvalidSpec
-from esteira.local.cli import add_local_commands
+from esteira.local.cli import add_local_commands, run_quietly_into_a_pipe
 from esteira.manifests import dump_documents, load_documents, render_document
 from esteira.packaging.cli import add_package_command
 
@@ -19,7 +19,11 @@ from esteira.packaging.cli import add_package_command
 def _render(args: argparse.Namespace) -> int:
     rendered = []
     for path in args.files:
-        text = sys.stdin.read() if path == "-" else Path(path).read_text()
+        try:
+            text = sys.stdin.read() if path == "-" else Path(path).read_text()
+        except OSError as exc:
+            print(f"{path}: cannot read the file: {exc.strerror or exc}", file=sys.stderr)
+            return 2
         try:
             for doc in load_documents(text):
                 rendered += render_document(
@@ -89,7 +93,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    return int(args.func(args))
+    return run_quietly_into_a_pipe(args)
 
 
 if __name__ == "__main__":

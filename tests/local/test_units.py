@@ -9,7 +9,7 @@ import pytest
 
 from esteira.local.manifest import model_dir, parse_manifest
 from esteira.local.provider import class_counts, increase, interval_sample, quantile
-from esteira.local.routing import NotServing, Split, choose, should_mirror
+from esteira.local.split import NotServing, Split, choose, should_mirror
 from esteira.local.stats import BUCKETS, ArmStats, Counters, exposition
 
 
@@ -105,7 +105,7 @@ def test_manifest_accepts_a_relative_folder(tmp_path: Path) -> None:
     folder = tmp_path / "models" / "iris"
     (folder / "config").mkdir(parents=True)
     (folder / "config" / "config.properties").write_text("model_store=/mnt/models/model-store\n")
-    text = "kind: ModelDeployment\nmetadata: {name: demo}\nspec: {model: {name: iris, version: '1', storageUri: models/iris}}\n"
+    text = "apiVersion: serving.esteira.io/v1alpha1\nkind: ModelDeployment\nmetadata: {name: demo}\nspec: {model: {name: iris, version: '1', storageUri: models/iris}}\n"
     manifest = parse_manifest(text, tmp_path)
     assert manifest.name == "demo"
     assert model_dir(manifest.spec.model.storage_uri) == folder

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -115,3 +116,139 @@ def test_console_script_prints_the_crd() -> None:
 def test_examples_render(path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["render", str(path), "--prometheus-url", "http://prometheus:9090"]) == 0
     assert "InferenceService" in capsys.readouterr().out
+
+
+# --- every mistake named once, clearly, with nothing left behind ---------------------------------------------
+
+IRIS = REPO / "build" / "models" / "iris-1.0.0"
+
+
+def _local_doc(folder: Path = IRIS, name: str = "iris", **top: object) -> str:
+    doc = {
+        "apiVersion": "serving.esteira.io/v1alpha1",
+        "kind": "ModelDeployment",
+        "metadata": {"name": "iris"},
+        "spec": {"model": {"name": name, "version": "1.0.0", "storageUri": str(folder)}},
+        **top,
+    }
+    return yaml.safe_dump(doc)
+
+
+def _packaged(tmp_path: Path, model: str = "iris") -> Path:
+    """A folder shaped like `esteira package` output (config only), registering `model`."""
+    folder = tmp_path / "pkg"
+    (folder / "config").mkdir(parents=True, exist_ok=True)
+    snapshot = json.dumps({"name": "startup.cfg", "models": {model: {"1.0": {"marName": f"{model}.mar"}}}})
+    (folder / "config" / "config.properties").write_text(f"model_snapshot={snapshot}\n")
+    return folder
+
+
+def test_broken_yaml_names_file_line_and_column_in_render_and_up(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "md.yaml"
+    path.write_text("apiVersion: serving.esteira.io/v1alpha1\nkind: ModelDeployment\nspec: [unclosed\n")
+    for command in (["render", str(path)], ["up", "-f", str(path)]):
+        assert main(command) == 2
+        err = capsys.readouterr().err
+        assert err.startswith(f"{path}: line 4, column 1: invalid YAML"), err
+        assert "Traceback" not in err
+
+
+def test_a_missing_file_is_one_clear_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    missing = tmp_path / "nowhere.yaml"
+    for command in (["render", str(missing)], ["up", "-f", str(missing)]):
+        assert main(command) == 2
+        assert capsys.readouterr().err == f"{missing}: cannot read the file: No such file or directory\n"
+
+
+def test_every_mistake_is_reported_at_once_and_a_typo_is_named(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    doc = {"apiVersion": "v1", "kind": "ModelDeployment", "metadata": {"name": "9lives"}, "spc": {}}
+    path = tmp_path / "md.yaml"
+    path.write_text(yaml.safe_dump(doc))
+    for command in (["render", str(path)], ["up", "-f", str(path)]):
+        assert main(command) == 2
+        err = capsys.readouterr().err
+        assert f"{path}: spc: unknown top-level field (did you mean 'spec'?)" in err
+        assert f"{path}: apiVersion: must be serving.esteira.io/v1alpha1" in err
+        assert f"{path}: metadata.name:" in err
+        assert f"{path}: spec.model:" in err
+
+
+def test_a_model_name_the_archive_does_not_serve_fails_at_once(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "md.yaml"
+    folder = _packaged(tmp_path, "iris")
+    path.write_text(_local_doc(folder, name="flower"))
+    assert main(["up", "-f", str(path)]) == 2
+    assert (
+        f"{path}: spec.model.name: the archive at {folder} serves model(s) 'iris', not 'flower'"
+        in capsys.readouterr().err
+    )
+
+
+def test_a_failed_up_leaves_no_temporary_folder(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    scratch = tmp_path / "tmp"
+    scratch.mkdir()
+    monkeypatch.setenv("TMPDIR", str(scratch))
+    import tempfile
+
+    monkeypatch.setattr(tempfile, "tempdir", None)
+    path = tmp_path / "md.yaml"
+    path.write_text(_local_doc(_packaged(tmp_path), name="flower"))
+    assert main(["up", "-f", str(path)]) == 2
+    path.write_text("kind: [")
+    assert main(["up", "-f", str(path)]) == 2
+    capsys.readouterr()
+    assert not list(scratch.iterdir())
+
+
+def test_storage_uri_forms_and_containment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from esteira.api.errors import InvalidSpec
+    from esteira.local.manifest import model_dir, parse_manifest
+
+    folder = _packaged(tmp_path)
+    assert model_dir(f"file://localhost{folder}") == folder
+    assert model_dir(folder.as_uri()) == folder
+    with pytest.raises(ValueError, match="names this machine"):
+        model_dir(f"file://elsewhere{folder}")
+    root = tmp_path / "allowed"
+    root.mkdir()
+    (root / "link").symlink_to(folder)
+    monkeypatch.setenv("ESTEIRA_LOCAL_ROOT", str(root))
+    for uri in ("link", "../pkg", str(root / ".." / "pkg")):
+        with pytest.raises(InvalidSpec, match=r"spec.model.storageUri: resolves to .*, outside .*ESTEIRA_LOCAL_ROOT"):
+            parse_manifest(_local_doc(Path(uri)).replace(str(Path(uri)), uri), root)
+    monkeypatch.setenv("ESTEIRA_LOCAL_ROOT", str(tmp_path))
+    assert parse_manifest(_local_doc(folder), tmp_path).spec.model.name == "iris"
+
+
+def test_status_with_nothing_running_says_how_to_point_elsewhere(capsys: pytest.CaptureFixture[str]) -> None:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    with pytest.raises(SystemExit) as exited:
+        main(["status", "--url", f"http://127.0.0.1:{port}"])
+    message = str(exited.value.code)
+    assert f"no local runtime answers at http://127.0.0.1:{port}" in message
+    assert "--url" in message and "ESTEIRA_LOCAL_URL" in message
+
+
+def test_output_into_a_closed_pipe_ends_quietly() -> None:
+    """`esteira ... | head`: the reader is gone before the writer writes; the writer exits without a traceback."""
+    reader = subprocess.Popen([sys.executable, "-c", "pass"], stdin=subprocess.PIPE)
+    reader.wait(30)
+    assert reader.stdin is not None
+    printer = subprocess.run(
+        [sys.executable, "-m", "esteira.cli", "crd"], stdout=reader.stdin, stderr=subprocess.PIPE, text=True, timeout=60
+    )
+    reader.stdin.close()
+    assert printer.returncode == 0
+    assert "BrokenPipeError" not in printer.stderr and "Traceback" not in printer.stderr, printer.stderr

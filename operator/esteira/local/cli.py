@@ -18,10 +18,11 @@ from pathlib import Path
 from typing import Any
 
 from esteira.api.errors import InvalidSpec
+from esteira.local.access import ENV_URL, read_token
 from esteira.local.router import PortInUse
 from esteira.local.runtime import LocalRuntime
 
-DEFAULT_URL = os.environ.get("ESTEIRA_LOCAL_URL", "http://127.0.0.1:8080")
+DEFAULT_URL = os.environ.get(ENV_URL, "http://127.0.0.1:8080")
 
 
 async def serve(runtime: LocalRuntime) -> int:
@@ -43,6 +44,7 @@ async def serve(runtime: LocalRuntime) -> int:
             await runtime.run(stop)
     except PortInUse as exc:
         print(f"esteira up: {exc.strerror}", file=sys.stderr)
+        runtime.discard_workdir()
         return 2
     except RuntimeError as exc:
         print(f"esteira up: {exc}", file=sys.stderr)
@@ -59,8 +61,8 @@ def _up(args: argparse.Namespace) -> int:
         for problem in exc.problems:
             print(f"{args.file}: {problem}", file=sys.stderr)
         return 2
-    except (OSError, ValueError) as exc:
-        print(f"{args.file}: {exc}", file=sys.stderr)
+    except OSError as exc:
+        print(f"{args.file}: cannot read the file: {exc.strerror or exc}", file=sys.stderr)
         return 2
     return asyncio.run(serve(runtime))
 
@@ -68,22 +70,32 @@ def _up(args: argparse.Namespace) -> int:
 def call(url: str, path: str, body: dict[str, Any] | None = None) -> dict[str, Any]:
     """One request to a running `esteira up`; raises SystemExit with a readable message on failure."""
     data = None if body is None else json.dumps(body).encode()
+    headers = {"Content-Type": "application/json"}
+    token = read_token(url)
+    if token:
+        headers["Authorization"] = f"Bearer {token}"
     request = urllib.request.Request(
-        url.rstrip("/") + path,
-        data=data,
-        method="GET" if body is None else "POST",
-        headers={"Content-Type": "application/json"},
+        url.rstrip("/") + path, data=data, method="GET" if body is None else "POST", headers=headers
     )
     try:
         with urllib.request.urlopen(request, timeout=30) as answer:
             result: dict[str, Any] = json.loads(answer.read())
             return result
     except urllib.error.HTTPError as exc:
-        raise SystemExit(f"esteira: {json.loads(exc.read() or b'{}').get('error', exc.reason)}") from None
+        raise SystemExit(f"esteira: {_error_of(exc)}") from None
     except (urllib.error.URLError, OSError) as exc:
         raise SystemExit(
-            f"esteira: no local runtime answers at {url} ({exc}); start one with `esteira up -f md.yaml`"
+            f"esteira: no local runtime answers at {url} ({getattr(exc, 'reason', exc)}); start one with "
+            f"`esteira up -f md.yaml`, or point at a running one with --url or {ENV_URL}"
         ) from None
+
+
+def _error_of(exc: urllib.error.HTTPError) -> str:
+    try:
+        decoded = json.loads(exc.read() or b"{}")
+    except ValueError:
+        decoded = {}
+    return str(decoded.get("error", exc.reason)) if isinstance(decoded, dict) else str(exc.reason)
 
 
 def render_status(view: dict[str, Any]) -> str:
@@ -161,7 +173,17 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="esteira", description="Run a ModelDeployment on this machine.")
     add_local_commands(parser.add_subparsers(dest="subcommand", required=True))
     args = parser.parse_args(argv)
-    return int(args.func(args))
+    return run_quietly_into_a_pipe(args)
+
+
+def run_quietly_into_a_pipe(args: argparse.Namespace) -> int:
+    """Run a command; a reader that stops early (`| head`) ends it quietly, as it does any Unix tool."""
+    try:
+        return int(args.func(args))
+    except BrokenPipeError:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())  # so the interpreter's final flush does not fail again
+        return 0
 
 
 if __name__ == "__main__":

@@ -1,16 +1,26 @@
-"""Reading a ModelDeployment file for a local run: the same schema as in the cluster, local storage only."""
+"""Reading a ModelDeployment file for a local run: the same schema as in the cluster, local storage only.
+
+Every problem in a file is reported at once, each naming its field (a YAML error its line and column). A
+storageUri names a folder on this machine (a path, ``file:///...`` or ``file://localhost/...``); with
+``ESTEIRA_LOCAL_ROOT`` set, it must resolve, symlinks followed, to a folder inside that root.
+"""
 
 from __future__ import annotations
 
+import json
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlparse
 
-import yaml
-
-from esteira.api.errors import InvalidSpec
+from esteira.api.errors import FieldProblem, InvalidSpec
 from esteira.api.spec import ModelDeploymentSpec
+from esteira.manifests import load_documents, read_document
+from esteira.packaging.config import CONFIG_PATH, parse_properties
+
+ENV_ROOT = "ESTEIRA_LOCAL_ROOT"
+STORAGE_FIELD = "spec.model.storageUri"
 
 
 @dataclass(frozen=True)
@@ -23,11 +33,53 @@ class LocalManifest:
 
 
 def model_dir(storage_uri: str) -> Path:
-    """The folder a local storageUri names (file:// URL); other schemes need a cluster."""
+    """The folder a local storageUri names (file:// URL, host empty or localhost); other schemes need a cluster."""
     parsed = urlparse(storage_uri)
     if parsed.scheme != "file":
         raise ValueError(f"storageUri {storage_uri!r}: a local run needs a folder path or a file:// URL")
-    return Path(unquote(parsed.netloc + parsed.path))
+    if parsed.netloc not in ("", "localhost"):
+        raise ValueError(
+            f"storageUri {storage_uri!r}: a file:// URL names this machine (file:///path or file://localhost/path)"
+        )
+    return Path(unquote(parsed.path))
+
+
+def contained(folder: Path, root: Path) -> Path:
+    """`folder` with symlinks and `..` resolved, if that stays inside `root`; ValueError otherwise."""
+    resolved, boundary = folder.resolve(), root.resolve()
+    if not resolved.is_relative_to(boundary):
+        raise ValueError(f"resolves to {resolved}, outside {boundary} ({ENV_ROOT})")
+    return resolved
+
+
+def _storage_problems(spec: ModelDeploymentSpec) -> list[FieldProblem]:
+    """Whether the folder exists, stays in the allowed root and serves the model the spec names."""
+    try:
+        folder = model_dir(spec.model.storage_uri)
+        if os.environ.get(ENV_ROOT):
+            folder = contained(folder, Path(os.environ[ENV_ROOT]))
+    except ValueError as exc:
+        return [FieldProblem(STORAGE_FIELD, str(exc))]
+    config = folder / CONFIG_PATH
+    if not config.is_file():
+        return [FieldProblem(STORAGE_FIELD, f"{folder}: no {CONFIG_PATH} (run esteira package)")]
+    served = served_names(config)
+    if served and spec.model.name not in served:
+        names = ", ".join(repr(name) for name in served)
+        return [
+            FieldProblem("spec.model.name", f"the archive at {folder} serves model(s) {names}, not {spec.model.name!r}")
+        ]
+    return []
+
+
+def served_names(config: Path) -> list[str]:
+    """The model names a packaged folder's config.properties registers (its model_snapshot), if readable."""
+    try:
+        snapshot = json.loads(parse_properties(config.read_text()).get("model_snapshot") or "{}")
+        models = snapshot.get("models") if isinstance(snapshot, dict) else None
+    except (OSError, ValueError):
+        return []
+    return [str(name) for name in models] if isinstance(models, dict) else []
 
 
 def _local_uri(raw: str, base: Path) -> str:
@@ -38,27 +90,27 @@ def _local_uri(raw: str, base: Path) -> str:
 
 
 def parse_manifest(text: str, base: Path) -> LocalManifest:
-    """Validate the first ModelDeployment document; raises InvalidSpec or ValueError saying what is wrong."""
-    docs = [doc for doc in yaml.safe_load_all(text) if doc]
-    found = [d for d in docs if isinstance(d, dict) and d.get("kind") == "ModelDeployment"]
+    """Validate the first ModelDeployment document (or the only document); InvalidSpec lists every problem."""
+    docs = load_documents(text)
+    found = [d for d in docs if d.get("kind") == "ModelDeployment"] or (docs if len(docs) == 1 else [])
     if not found:
-        raise ValueError("no ModelDeployment document found")
-    doc: dict[str, Any] = found[0]
-    metadata = doc.get("metadata") or {}
-    spec_raw = dict(doc.get("spec") or {})
-    model = dict(spec_raw.get("model") or {})
-    if isinstance(model.get("storageUri"), str):
-        model["storageUri"] = _local_uri(model["storageUri"], base)
-        spec_raw["model"] = model
-    spec = ModelDeploymentSpec.parse(spec_raw)
-    folder = model_dir(spec.model.storage_uri)
-    if not (folder / "config" / "config.properties").is_file():
-        raise ValueError(f"storageUri {spec.model.storage_uri}: no config/config.properties (run esteira package)")
-    name = str(metadata.get("name") or spec.model.name)
-    return LocalManifest(name=name, namespace=str(metadata.get("namespace") or "default"), spec=spec)
+        raise InvalidSpec.single("kind", "no ModelDeployment document found")
+    doc: dict[str, Any] = dict(found[0])
+    spec_raw = doc.get("spec")
+    if isinstance(spec_raw, dict) and isinstance(spec_raw.get("model"), dict):
+        model = dict(spec_raw["model"])
+        if isinstance(model.get("storageUri"), str):
+            model["storageUri"] = _local_uri(model["storageUri"], base)
+        doc["spec"] = {**spec_raw, "model": model}
+    name, namespace, spec = read_document(doc)
+    problems = _storage_problems(spec)
+    if problems:
+        raise InvalidSpec(problems)
+    return LocalManifest(name=name, namespace=namespace, spec=spec)
 
 
 def load_manifest(path: Path) -> LocalManifest:
+    """Read and validate a file (OSError when it cannot be read)."""
     return parse_manifest(path.read_text(), path.resolve().parent)
 
 

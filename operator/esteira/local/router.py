@@ -5,6 +5,11 @@ It serves the KServe v1 and Open Inference Protocol v2 REST surface a predictor 
 per-revision counters, `GET /status` and `POST /control/<command>` for the CLI. A `/versions/<v>` request goes
 to the arm serving that model version. Everything that decides anything lives elsewhere: the split comes from
 `set_split`, control requests go to the runtime.
+
+A request the chosen revision could not answer at all (its server is gone or not ready) is sent again: to the
+other arm when it has a server, else to the same revision once it is back, for up to `RETRY_SECONDS`. Inference
+changes nothing on a server, so a second try is safe; the client sees an answer, not a crash. Client-facing
+errors never name backend addresses or ports; those go to the log.
 """
 
 from __future__ import annotations
@@ -12,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import errno
 import json
+import logging
 import random
 import time
 from collections.abc import Awaitable, Callable, Sequence
@@ -22,8 +28,10 @@ import aiohttp
 from aiohttp import web
 from multidict import CIMultiDict
 
+from esteira.local.access import refusal
 from esteira.local.split import NotServing, Split, choose, should_mirror
 from esteira.local.stats import ArmStats, exposition
+from esteira.packaging.limits import ClientLimits, GuardedRunner, read_body
 from esteira.packaging.surface import (
     ModelSurface,
     Protocol,
@@ -39,6 +47,9 @@ HOST = "127.0.0.1"
 Control = Callable[[str, dict[str, Any]], Awaitable[dict[str, Any]]]
 StatusView = Callable[[], dict[str, Any]]
 MAX_BODY = 32 * 1024 * 1024
+MAX_CONTROL_BODY = 4096
+RETRY_SECONDS = 20.0
+logger = logging.getLogger(__name__)
 
 
 class PortInUse(OSError):
@@ -53,20 +64,27 @@ class Answer:
     body: bytes
     headers: CIMultiDict[str] = field(default_factory=CIMultiDict)
     reason: str = ""
+    unanswered: bool = False  # no server answered: the router may try again
 
 
 class Router(ModelSurface):
     """Routes inference requests to revisions' backends and keeps per-revision counters."""
 
-    def __init__(self, model: str, port: int, rng: random.Random | None = None) -> None:
+    def __init__(
+        self, model: str, port: int, rng: random.Random | None = None, limits: ClientLimits | None = None
+    ) -> None:
         self.model = self.name = model
         self.port = port
+        self.limits = limits or ClientLimits()
+        self.token: str | None = None  # set by the runtime: /control/* wants it
+        self.retry_seconds = RETRY_SECONDS
         self.rng = rng or random.Random()
         self.split: Split | None = None
         self.mirror = False
         self.backends: dict[int, str | None] = {}
         self.models: dict[int, tuple[str, ModelConfig | None]] = {}  # revision -> model version, its config
         self.stats: dict[int, ArmStats] = {}
+        self.in_flight: dict[int, int] = {}  # requests being forwarded to each revision now
         self.control: Control | None = None
         self.status_view: StatusView | None = None
         self._runner: web.AppRunner | None = None
@@ -103,7 +121,7 @@ class Router(ModelSurface):
     async def start(self) -> None:
         """Listen on 127.0.0.1:port, or raise PortInUse naming the port."""
         self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=60))
-        runner = web.AppRunner(self.app(), access_log=None, shutdown_timeout=15.0)
+        runner = GuardedRunner(self.app(), self.limits, access_log=None, shutdown_timeout=15.0)
         await runner.setup()
         try:
             await web.TCPSite(runner, HOST, self.port).start()
@@ -167,13 +185,13 @@ class Router(ModelSurface):
             revision = self._choose(split, version, request.headers.get(REVISION_HEADER))
         except NotServing as exc:
             return error_response(404, str(exc))
-        body = await request.read()
+        body = await read_body(request, self.limits)
         headers = forwarded_headers(request)
         if should_mirror(split, revision, self.mirror) and split.canary is not None:
             task = asyncio.create_task(self._send(split.canary, path, body, headers, mirrored=True))
             self._mirrors.add(task)
             task.add_done_callback(self._mirrors.discard)
-        answer = await self._forward(revision, path, body, headers)
+        revision, answer = await self._forward_retrying(revision, path, body, headers)
         response = relay(answer.status, answer.body, answer.headers, answer.reason)
         response.headers[REVISION_HEADER] = str(revision)
         return response
@@ -188,6 +206,25 @@ class Router(ModelSurface):
             raise NotServing(f"revision {pinned.strip()} does not serve version {version!r}")
         return candidates[0]
 
+    async def _forward_retrying(
+        self, revision: int, path: str, body: bytes, headers: dict[str, str]
+    ) -> tuple[int, Answer]:
+        """Forward; while no server could answer (502/503 from the router itself), try another serving arm,
+        else wait for this one to come back, up to `retry_seconds`."""
+        answer = await self._forward(revision, path, body, headers)
+        deadline = time.monotonic() + self.retry_seconds
+        while answer.unanswered and time.monotonic() < deadline:
+            others = [r for r in self._arms() if r != revision and self.backends.get(r)]
+            if others:
+                revision = others[0]
+            elif not self.backends.get(revision):
+                await asyncio.sleep(0.1)
+                continue
+            answer = await self._forward(revision, path, body, headers)
+        if answer.unanswered:  # out of time: this revision failed the request
+            self.arm(revision).observe(answer.status, self.retry_seconds, False)
+        return revision, answer
+
     async def _send(self, revision: int, path: str, body: bytes, headers: dict[str, str], mirrored: bool) -> None:
         await self._forward(revision, path, body, headers, mirrored)
 
@@ -197,8 +234,24 @@ class Router(ModelSurface):
         """One request to a revision's TorchServe; a failure to reach it is a server error of that revision."""
         base = self.backends.get(revision)
         started = time.perf_counter()
+        self.in_flight[revision] = self.in_flight.get(revision, 0) + 1
+        try:
+            return await self._post(revision, base, path, body, headers, mirrored, started)
+        finally:
+            self.in_flight[revision] -= 1
+
+    async def _post(
+        self,
+        revision: int,
+        base: str | None,
+        path: str,
+        body: bytes,
+        headers: dict[str, str],
+        mirrored: bool,
+        started: float,
+    ) -> Answer:
         if base is None or self._session is None:
-            answer = Answer(503, json.dumps({"error": f"revision {revision} is not ready"}).encode())
+            answer = Answer(503, json.dumps({"error": f"revision {revision} is not ready"}).encode(), unanswered=True)
         else:
             try:
                 async with self._session.post(base + path, data=body, headers=headers) as response:
@@ -206,10 +259,13 @@ class Router(ModelSurface):
                         response.status, await response.read(), response.headers.copy(), response.reason or ""
                     )
             except (aiohttp.ClientError, TimeoutError) as exc:
-                answer = Answer(
-                    502, json.dumps({"error": f"revision {revision}: {type(exc).__name__}: {exc}"}).encode()
-                )
-        self.arm(revision).observe(answer.status, time.perf_counter() - started, mirrored)
+                logger.warning("revision %d at %s did not answer: %s: %s", revision, base, type(exc).__name__, exc)
+                message = f"revision {revision}'s model server did not answer ({type(exc).__name__})"
+                answer = Answer(502, json.dumps({"error": message}).encode(), unanswered=True)
+                if self.backends.get(revision) == base:  # it is gone: stop choosing it until the runtime says so
+                    self.backends[revision] = None
+        if not answer.unanswered or mirrored:
+            self.arm(revision).observe(answer.status, time.perf_counter() - started, mirrored)
         return answer
 
     # --- metrics, status, control ------------------------------------------------------------------------
@@ -221,14 +277,24 @@ class Router(ModelSurface):
         return web.json_response(self.status_view() if self.status_view else {})
 
     async def _control(self, request: web.Request) -> web.Response:
+        refused = refusal({k.lower(): v for k, v in request.headers.items()}, self.port, self.token)
+        if refused is not None:
+            return error_response(*refused)
         if self.control is None:
             return error_response(503, "no runtime attached")
+        if (request.content_length or 0) > MAX_CONTROL_BODY:
+            return error_response(413, f"a command's body is at most {MAX_CONTROL_BODY} bytes")
+        raw = await read_body(request, self.limits)
+        if len(raw) > MAX_CONTROL_BODY:
+            return error_response(413, f"a command's body is at most {MAX_CONTROL_BODY} bytes")
         try:
-            args = await request.json() if request.can_read_body else {}
-        except ValueError:
-            return error_response(400, "body must be JSON")
+            args = json.loads(raw) if raw.strip() else {}
+        except (ValueError, RecursionError):
+            return error_response(400, 'a command\'s body must be a JSON object, e.g. {"full": true}')
+        if not isinstance(args, dict):
+            return error_response(400, f"a command's body must be a JSON object, not a {type(args).__name__}")
         try:
-            result = await self.control(request.match_info["command"], dict(args or {}))
+            result = await self.control(request.match_info["command"], args)
         except ValueError as exc:
             return error_response(400, str(exc))
         return web.json_response(result)

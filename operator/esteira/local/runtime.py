@@ -21,11 +21,11 @@ from typing import Any
 
 import aiohttp
 
-from esteira.api.errors import InvalidSpec
 from esteira.api.spec import ModelDeploymentSpec
 from esteira.api.status import ModelDeploymentStatus
 from esteira.evidence import MetricProvider
 from esteira.evidence.prometheus import PrometheusClient, PrometheusProvider
+from esteira.local.access import remove_token, write_token
 from esteira.local.manifest import LocalManifest, load_manifest, model_dir
 from esteira.local.provider import LocalMetricProvider, class_counts
 from esteira.local.router import Router
@@ -41,6 +41,8 @@ from esteira.rollout.phase import Serving, phase_of
 from esteira.vocabulary import ACTIONS, Command, Decision
 
 MAX_RESTARTS = 5
+DRAIN_SECONDS = 30.0
+DRAIN_POLL = 0.05
 
 
 @dataclass(frozen=True)
@@ -72,9 +74,9 @@ class LocalRuntime:
         self.port = port
         self.log = log
         self.tick_seconds = tick_seconds
+        self.manifest: LocalManifest = load_manifest(manifest_path)  # before any folder exists: a bad file leaves none
         self._own_workdir = workdir is None
         self.workdir = workdir or Path(tempfile.mkdtemp(prefix="esteira-local-"))
-        self.manifest: LocalManifest = load_manifest(manifest_path)
         self._seen = self._stamp()
         self.override: ModelDeploymentSpec | None = None  # a rollback's build, until the file changes
         self.status = ModelDeploymentStatus()
@@ -88,6 +90,7 @@ class LocalRuntime:
         self._tasks: set[asyncio.Task[None]] = set()
         self._session: aiohttp.ClientSession | None = None
         self._wake = asyncio.Event()
+        self._token_path: Path | None = None
 
     # --- lifecycle ---------------------------------------------------------------------------------------
 
@@ -102,6 +105,7 @@ class LocalRuntime:
     async def start(self, ready_within: float = 180.0) -> None:
         """Bind the router (a taken port fails here, before any model server starts), then serve stable."""
         await self.router.start()
+        self.router.token, self._token_path = write_token(self.port)
         self._session = aiohttp.ClientSession()
         self.say("Started", f"router listening on {self.url} (model {self.spec.model.name!r})")
         await self.tick()
@@ -138,9 +142,15 @@ class LocalRuntime:
         self.servers.clear()
         if self._session is not None:
             await self._session.close()
+        if self._token_path is not None and self.router.token is not None:
+            remove_token(self._token_path, self.router.token)
+        self.discard_workdir()
+        self.say("Stopped", "every model server has exited")
+
+    def discard_workdir(self) -> None:
+        """Remove the temporary folder this run made (a --workdir given by the user stays)."""
         if self._own_workdir:
             shutil.rmtree(self.workdir, ignore_errors=True)
-        self.say("Stopped", "every model server has exited")
 
     # --- reporting ---------------------------------------------------------------------------------------
 
@@ -199,10 +209,7 @@ class LocalRuntime:
         self._seen = stamp
         try:
             manifest = load_manifest(self.path)
-        except InvalidSpec as exc:
-            self.say("InvalidSpec", f"{self.path}: {exc}; still running the last valid spec", True)
-            return
-        except (OSError, ValueError) as exc:
+        except (OSError, ValueError) as exc:  # InvalidSpec lists every problem
             self.say("InvalidSpec", f"{self.path}: {exc}; still running the last valid spec", True)
             return
         if manifest.spec != self.manifest.spec:
@@ -246,8 +253,10 @@ class LocalRuntime:
                 command=command,
             )
         )
+        held = (canary.hold, canary.pause_reason) if canary else None
         self.status = out.status
         self._report(out.decisions)
+        self._report_extension(held)
         self._ensure_servers()
         after, stable = self.status.canary, self.status.stable
         if after is not None and stable is not None and after.weight != before:
@@ -270,6 +279,13 @@ class LocalRuntime:
     def _report(self, decisions: list[Decision]) -> None:
         for decision in decisions:
             self.say(decision.reason, decision.message, decision.warning)
+
+    def _report_extension(self, before: tuple[str | None, str | None] | None) -> None:
+        """A step extended for want of traffic is no decision, so it is logged here, once per new message."""
+        canary = self.status.canary
+        if canary is None or canary.hold != "ExtendingStep" or (canary.hold, canary.pause_reason) == before:
+            return
+        self.say("ExtendingStep", f"canary revision {canary.revision}: {canary.pause_reason}")
 
     # --- model servers -----------------------------------------------------------------------------------
 
@@ -313,7 +329,7 @@ class LocalRuntime:
             server.ready = False
             self.router.set_backend(server.revision, None)
             server.restarts += 1
-            message = f"revision {server.revision} TorchServe exited with status {code}; restart {server.restarts}"
+            message = f"revision {server.revision} TorchServe {server.how_it_ended()}; restart {server.restarts}"
             if server.restarts >= MAX_RESTARTS:
                 self.say("ServerFailed", f"{message}: giving up, see {server.log_path}", True)
                 continue
@@ -346,26 +362,40 @@ class LocalRuntime:
         self.say("ServerReady", f"revision {server.revision} (model {server.model_version}) is ready")
         self._wake.set()
 
+    def _ready(self, revision: int) -> bool:
+        server = self.servers.get(revision)
+        return server is not None and server.ready
+
     def _apply_split(self) -> None:
+        """Traffic moves only to a ready server: until the new stable is ready, the one serving now stands in."""
         stable, canary = self.status.stable, self.status.canary
         if stable is None:
             self.router.set_split(None, False)
             return
-        canary_ready = canary is not None and canary.revision in self.servers and self.servers[canary.revision].ready
-        self.router.set_split(
-            Split(
-                stable.revision, canary.revision if canary and canary_ready else None, canary.weight if canary else 0
-            ),
-            self.spec.rollout.mirror,
-        )
+        serving = self.router.split
+        primary = stable.revision
+        if not self._ready(primary) and serving is not None and self._ready(serving.stable):
+            primary = serving.stable
+        arm = canary.revision if canary and self._ready(canary.revision) and canary.revision != primary else None
+        self.router.set_split(Split(primary, arm, canary.weight if canary else 0), self.spec.rollout.mirror)
 
     async def _retire_servers(self) -> None:
-        wanted = self._wanted()
+        """A server leaves once no step wants it and the router no longer sends it traffic; it drains first."""
+        serving = set(self.router.split.revisions) if self.router.split else set()
+        wanted = self._wanted().keys() | serving
         for revision in [r for r in self.servers if r not in wanted]:
             server = self.servers.pop(revision)
-            self.router.set_backend(revision, None)
             self.say("Stopping", f"revision {revision} (model {server.model_version}) no longer serves traffic")
-            self._spawn(self._stop_server(server))
+            self._spawn(self._drain_and_stop(server))
+
+    async def _drain_and_stop(self, server: ModelServer) -> None:
+        """Let the requests already sent to this server finish, then stop it."""
+        for _ in range(int(DRAIN_SECONDS / DRAIN_POLL)):
+            if not self.router.in_flight.get(server.revision, 0):
+                break
+            await asyncio.sleep(DRAIN_POLL)
+        self.router.set_backend(server.revision, None)
+        await server.stop()
 
     async def _stop_server(self, server: ModelServer) -> None:
         await server.stop()
@@ -384,8 +414,15 @@ class LocalRuntime:
     async def control(self, action: str, args: dict[str, Any]) -> dict[str, Any]:
         """A person's command, carried out at once by the engine; answers its decisions and the status."""
         if action not in ACTIONS:
-            raise ValueError(f"unknown command {action!r}; use one of {', '.join(ACTIONS)}")
+            raise ValueError(f"unknown command {action[:50]!r}; use one of {', '.join(ACTIONS)}")
+        unknown = sorted(str(key)[:50] for key in args if key not in ("full", "revision"))
+        if unknown:
+            raise ValueError(f"unknown field(s) {unknown}; a command takes 'full' and 'revision'")
+        if not isinstance(args.get("full", False), bool):
+            raise ValueError("'full' must be true or false")
         revision = args.get("revision")
+        if revision is not None and (isinstance(revision, bool) or not isinstance(revision, int)):
+            raise ValueError("'revision' must be an integer")
         if action == "rollback":
             if not isinstance(revision, int):
                 raise ValueError("rollback needs an integer revision")

@@ -74,6 +74,15 @@ class Ports:
         return cls(free_port(), free_port(), free_port(), free_port(), free_port())
 
 
+# Whatever a model folder's own config.properties says: no model registration API (it loads code from URLs),
+# no per-model pip installs, and no token auth (only the router, on loopback, talks to these servers).
+FORCED_PROPERTIES = {
+    "enable_model_api": "false",
+    "disable_token_authorization": "true",
+    "install_py_dep_per_model": "false",
+}
+
+
 def local_config(text: str, spec: ModelDeploymentSpec, model_dir: Path, ports: Ports) -> str:
     """The pod's runtime config, with every listener on loopback and a quick-starting JVM."""
     batching = BatchSettings(spec.batching.max_batch_size, spec.batching.max_batch_delay_ms)
@@ -89,6 +98,7 @@ def local_config(text: str, spec: ModelDeploymentSpec, model_dir: Path, ports: P
             "grpc_inference_port": str(ports.grpc),
             "grpc_management_port": str(ports.grpc_management),
             "vmargs": _VMARGS,
+            **FORCED_PROPERTIES,
         },
     )
 
@@ -128,6 +138,20 @@ class ModelServer:
     def exited(self) -> int | None:
         """The exit status once the launcher has ended (None while it runs)."""
         return None if self._process is None else self._process.returncode
+
+    def how_it_ended(self) -> str:
+        """What died and how, for the timeline: a signal by name; status 0 means the Java frontend went first."""
+        code = self.exited()
+        if code is None:
+            return "is running"
+        if code < 0:
+            return f"was killed by signal {signal.Signals(-code).name}"
+        if code == 0:
+            return (
+                "ended without being asked: its Java frontend was killed or crashed, and the launcher then exited "
+                "with status 0"
+            )
+        return f"exited with status {code}"
 
     async def launch(self) -> None:
         """Start the process tree on fresh ports; readiness comes later (`wait_ready`)."""
