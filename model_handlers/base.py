@@ -28,6 +28,7 @@ from ts.torch_handler.base_handler import BaseHandler
 
 from model_handlers.config import CONFIG_FILE, ConfigError, ModelConfig, load_config
 from model_handlers.drift import DriftCounter
+from model_handlers.inference_log import InferenceLog
 from model_handlers.metrics import HandlerMetrics
 from model_handlers.protocol import (
     BINARY_HEADER,
@@ -117,6 +118,7 @@ class EsteiraHandler(BaseHandler, abc.ABC):  # type: ignore[misc]
         super().__init__()
         self.dtype = torch.float32
         self.recorder: HandlerMetrics | None = None
+        self.inference_log: InferenceLog | None = None
         self.drift: DriftCounter | None = None
         self._envelope_warned = False
 
@@ -163,6 +165,7 @@ class EsteiraHandler(BaseHandler, abc.ABC):  # type: ignore[misc]
         self.spec = self.config.input_spec()
         self.labels = self._check_model()
         self.recorder = HandlerMetrics(self.identity)
+        self.inference_log = InferenceLog.from_env(self.identity)
         self.drift = DriftCounter.load(model_dir, self.config, self.identity)
         if self.drift is not None:
             self.drift.publish(getattr(context, "metrics", None))
@@ -232,6 +235,8 @@ class EsteiraHandler(BaseHandler, abc.ABC):  # type: ignore[misc]
             envelope = None
             slots, answers = self._internal_error(data, context)
         self._record(context, slots, time.perf_counter() - started)
+        if self.inference_log is not None and not envelope and isinstance(data, list):
+            self.inference_log.observe(context, data, answers, [(slot.status, slot.predictions) for slot in slots])
         if envelope:
             self._warn_envelope(envelope, context)
             return list(answers[0])  # the envelope wraps the one answer it can carry

@@ -1,0 +1,342 @@
+"""Inference records from the handler: CloudEvents in KServe's logger format, sampled, redacted, never blocking.
+
+Why in the handler and not KServe's logger: KServe's logs every request, cannot redact, blocks inference
+when its queue is full and knows no revision. Here:
+
+- Sampling is a hash of the request id, so every revision (stable, canary, a mirror) logs the same requests
+  and their records pair up; the id is the ``x-request-id`` header, else ``ce-id``, else the body's ``id``,
+  else TorchServe's own.
+- Configured field names are redacted at any depth (and a v2 input tensor of that name) before a record is
+  queued: nothing unredacted leaves the worker.
+- ``observe`` only decides, encodes and ``put_nowait``\\ s; a full queue drops the record and counts it. One
+  daemon thread sends: a batch to Esteira's collector, or one binary-mode event at a time to another URL,
+  retrying with exponential backoff before giving a record up (counted too).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import queue
+import random
+import threading
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from esteira.vocabulary import (
+    CE_BATCH_CONTENT_TYPE,
+    CE_COMPONENT,
+    CE_ENDPOINT,
+    CE_INFERENCE_REQUEST,
+    CE_INFERENCE_RESPONSE,
+    CE_INFERENCE_SERVICE,
+    CE_MODEL_NAME,
+    CE_MODEL_VERSION,
+    CE_NAMESPACE,
+    CE_PREDICTIONS,
+    CE_REVISION,
+    COLLECTOR_RECORDS_PATH,
+    ENV_DEPLOYMENT,
+    ENV_LOG_MODE,
+    ENV_LOG_REDACT,
+    ENV_LOG_SAMPLE_RATE,
+    ENV_LOG_TOKEN,
+    ENV_LOG_URL,
+    ENV_NAMESPACE,
+    REQUEST_ID_HEADER,
+)
+from model_handlers.protocol import BadRequest, Identity, Prediction, extract_body
+
+logger = logging.getLogger(__name__)
+
+REDACTED = "[redacted]"
+DROPPED_TOTAL = "esteira_inference_log_dropped_total"
+QUEUE_SIZE = 1000
+BATCH = 100
+Sender = Callable[[list[dict[str, Any]]], None]
+
+
+def sampled(request_id: str, rate: float) -> bool:
+    """Whether a request id is logged at `rate`: the same answer in every process and every revision."""
+    if rate >= 1.0:
+        return True
+    if rate <= 0.0:
+        return False
+    digest = hashlib.blake2b(request_id.encode("utf-8", "surrogatepass"), digest_size=8).digest()
+    return int.from_bytes(digest, "big") < rate * 2**64
+
+
+def redact(value: Any, fields: frozenset[str]) -> Any:
+    """A copy of `value` with every key in `fields` (at any depth), and v2 tensors so named, replaced."""
+    if not fields:
+        return value
+    if isinstance(value, Mapping):
+        named = isinstance(value.get("name"), str) and value["name"] in fields and "data" in value
+        return {
+            k: REDACTED if (k in fields or (named and k == "data")) else redact(v, fields) for k, v in value.items()
+        }
+    if isinstance(value, list | tuple):
+        return [redact(item, fields) for item in value]
+    return value
+
+
+@dataclass(frozen=True)
+class LogSettings:
+    url: str
+    mode: str = "all"  # all | request | response
+    sample_rate: float = 1.0
+    redact: frozenset[str] = frozenset()
+    token: str | None = None
+    namespace: str = "default"
+    deployment: str = ""
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> LogSettings | None:
+        """None when logging is off (no mode or url); ValueError names a malformed variable."""
+        env = os.environ if env is None else env
+        mode, url = env.get(ENV_LOG_MODE, "none"), env.get(ENV_LOG_URL)
+        if mode == "none" or not url:
+            return None
+        if mode not in ("all", "request", "response"):
+            raise ValueError(f"{ENV_LOG_MODE} must be none, all, request or response, got {mode!r}")
+        rate = float(env.get(ENV_LOG_SAMPLE_RATE, "1"))
+        if not 0.0 <= rate <= 1.0:
+            raise ValueError(f"{ENV_LOG_SAMPLE_RATE} must be within 0-1, got {rate}")
+        fields = json.loads(env.get(ENV_LOG_REDACT, "[]"))
+        if not isinstance(fields, list) or not all(isinstance(f, str) for f in fields):
+            raise ValueError(f"{ENV_LOG_REDACT} must be a JSON list of field names")
+        return cls(
+            url=url,
+            mode=mode,
+            sample_rate=rate,
+            redact=frozenset(fields),
+            token=env.get(ENV_LOG_TOKEN) or None,
+            namespace=env.get(ENV_NAMESPACE, "default"),
+            deployment=env.get(ENV_DEPLOYMENT, ""),
+        )
+
+
+@dataclass
+class Outbox:
+    """The bounded queue and its sender thread; `offer` never blocks."""
+
+    send: Sender
+    capacity: int = QUEUE_SIZE
+    attempts: int = 8
+    backoff: float = 0.1
+    max_backoff: float = 5.0
+    dropped: int = 0
+    failed: int = 0
+    _queue: queue.Queue[dict[str, Any]] = field(init=False)
+
+    def __post_init__(self) -> None:
+        self._queue = queue.Queue(self.capacity)
+        self._lock = threading.Lock()
+        threading.Thread(target=self._run, name="esteira-inference-log", daemon=True).start()
+
+    def offer(self, event: dict[str, Any]) -> bool:
+        try:
+            self._queue.put_nowait(event)
+            return True
+        except queue.Full:
+            with self._lock:
+                self.dropped += 1
+            return False
+
+    def pending(self) -> int:
+        return self._queue.qsize() + getattr(self, "_in_flight", 0)
+
+    def _run(self) -> None:
+        while True:
+            batch = [self._queue.get()]
+            while len(batch) < BATCH:
+                try:
+                    batch.append(self._queue.get_nowait())
+                except queue.Empty:
+                    break
+            self._in_flight = len(batch)
+            self._deliver(batch)
+            self._in_flight = 0
+
+    def _deliver(self, batch: list[dict[str, Any]]) -> None:
+        delay = self.backoff
+        for attempt in range(self.attempts):
+            try:
+                self.send(batch)
+                return
+            except Exception as exc:  # the sink is down or refused: wait and try again
+                if attempt == self.attempts - 1:
+                    logger.warning(
+                        "giving up %d inference records after %d attempts: %s", len(batch), self.attempts, exc
+                    )
+                time.sleep(delay * random.uniform(0.5, 1.0))
+                delay = min(delay * 2, self.max_backoff)
+        with self._lock:
+            self.dropped += len(batch)
+            self.failed += len(batch)
+
+
+def http_sender(settings: LogSettings, timeout: float = 5.0) -> Sender:
+    """Esteira's collector takes a batch in one request; any other CloudEvents URL gets binary-mode events."""
+    batched = settings.url.rstrip("/").endswith(COLLECTOR_RECORDS_PATH)
+    auth = {"Authorization": f"Bearer {settings.token}"} if settings.token else {}
+
+    def post(body: bytes, headers: dict[str, str]) -> None:
+        request = urllib.request.Request(settings.url, data=body, headers={**auth, **headers}, method="POST")
+        with urllib.request.urlopen(request, timeout=timeout) as response:
+            if response.status >= 300 and response.status != 422:  # 422: malformed, retrying will not help
+                raise RuntimeError(f"HTTP {response.status}")
+
+    def send(events: list[dict[str, Any]]) -> None:
+        if batched:
+            post(json.dumps(events).encode(), {"Content-Type": CE_BATCH_CONTENT_TYPE})
+            return
+        for event in events:
+            headers = {f"ce-{k}": str(v) for k, v in event.items() if k not in ("data", "datacontenttype")}
+            post(json.dumps(event["data"]).encode(), {**headers, "Content-Type": "application/json"})
+
+    def guarded(events: list[dict[str, Any]]) -> None:
+        try:
+            send(events)
+        except urllib.error.HTTPError as exc:
+            if exc.code != 422:
+                raise
+
+    return guarded
+
+
+class InferenceLog:
+    """What the handler calls once per batch (`observe`); builds the events and hands them to the outbox."""
+
+    def __init__(self, settings: LogSettings, identity: Identity, outbox: Outbox | None = None) -> None:
+        self.settings = settings
+        self.identity = identity
+        self.outbox = outbox or Outbox(http_sender(settings))
+        self._reported_drops = 0
+
+    @classmethod
+    def from_env(cls, identity: Identity) -> InferenceLog | None:
+        settings = LogSettings.from_env()
+        return cls(settings, identity) if settings else None
+
+    def observe(
+        self,
+        context: Any,
+        rows: Sequence[Any],
+        answers: Sequence[Any],
+        outcomes: Sequence[tuple[int, Sequence[Prediction]]],
+    ) -> None:
+        """Queue the sampled requests' records; never raises (logging must not fail inference)."""
+        try:
+            for idx, (row, answer, (status, predictions)) in enumerate(zip(rows, answers, outcomes, strict=False)):
+                body = _body(row)
+                request_id = _request_id(context, idx, body)
+                if request_id is None or not sampled(request_id, self.settings.sample_rate):
+                    continue
+                _echo_id(context, idx, request_id)
+                now = datetime.now(UTC).isoformat().replace("+00:00", "Z")
+                if self.settings.mode in ("all", "request"):
+                    self.outbox.offer(self._event(CE_INFERENCE_REQUEST, request_id, now, _decoded(body)))
+                if self.settings.mode in ("all", "response") and status == 200:
+                    event = self._event(CE_INFERENCE_RESPONSE, request_id, now, _decoded(answer))
+                    event[CE_PREDICTIONS] = json.dumps([_answer(p) for p in predictions])
+                    self.outbox.offer(event)
+            self._report_drops(getattr(context, "metrics", None))
+        except Exception:
+            logger.exception("inference logging failed for a batch; inference goes on")
+
+    def _event(self, kind: str, request_id: str, now: str, data: Any) -> dict[str, Any]:
+        return {
+            "specversion": "1.0",
+            "id": request_id,
+            "type": kind,
+            "source": f"esteira/{self.settings.namespace}/{self.settings.deployment}/{self.identity.revision}",
+            "time": now,
+            "datacontenttype": "application/json",
+            CE_INFERENCE_SERVICE: self.settings.deployment or self.identity.name,
+            CE_NAMESPACE: self.settings.namespace,
+            CE_COMPONENT: "predictor",
+            CE_ENDPOINT: f"revision-{self.identity.revision}",
+            CE_MODEL_NAME: self.identity.name,
+            CE_MODEL_VERSION: self.identity.version,
+            CE_REVISION: self.identity.revision,
+            "data": redact(data, self.settings.redact),
+        }
+
+    def _report_drops(self, cache: Any) -> None:
+        dropped = self.outbox.dropped
+        if cache is None or dropped == self._reported_drops:
+            return
+        from ts.metrics.metric_type_enum import MetricTypes
+
+        try:
+            metric = cache.get_metric(DROPPED_TOTAL, MetricTypes.COUNTER)
+        except Exception:
+            metric = cache.add_metric_to_cache(DROPPED_TOTAL, "count", ["ModelName", "Revision"], MetricTypes.COUNTER)
+        metric.add_or_update(dropped - self._reported_drops, [self.identity.name, self.identity.revision])
+        self._reported_drops = dropped
+
+
+def _body(row: Any) -> Any:
+    try:
+        return extract_body(row)
+    except BadRequest:
+        return None
+
+
+def _answer(prediction: Prediction) -> Any:
+    if prediction.value is not None:
+        return prediction.value if not isinstance(prediction.value, tuple) else list(prediction.value)
+    return prediction.label
+
+
+def _decoded(payload: Any) -> Any:
+    """JSON as a value; other bytes as a note of their size (binary tensors are not logged)."""
+    if isinstance(payload, bytes | bytearray):
+        try:
+            return json.loads(payload)
+        except ValueError:
+            return {"binary_bytes": len(payload)}
+    if isinstance(payload, str):
+        try:
+            return json.loads(payload)
+        except ValueError:
+            return payload
+    return payload
+
+
+def _headers(context: Any, idx: int) -> dict[str, str]:
+    try:
+        headers = context.get_all_request_header(idx)
+    except Exception:
+        return {}
+    return {str(k).lower(): str(v) for k, v in (headers or {}).items()}
+
+
+def _request_id(context: Any, idx: int, body: Any) -> str | None:
+    headers = _headers(context, idx)
+    for name in (REQUEST_ID_HEADER, "ce-id"):
+        if headers.get(name):
+            return headers[name]
+    decoded = _decoded(body)
+    if isinstance(decoded, Mapping) and isinstance(decoded.get("id"), str) and decoded["id"]:
+        return str(decoded["id"])
+    try:
+        return str(context.get_request_id(idx))
+    except Exception:
+        return None
+
+
+def _echo_id(context: Any, idx: int, request_id: str) -> None:
+    """The answer says which id to send the label for."""
+    try:
+        context.set_response_header(idx, REQUEST_ID_HEADER, request_id)
+    except Exception:
+        logger.debug("could not set %s on request %d", REQUEST_ID_HEADER, idx)

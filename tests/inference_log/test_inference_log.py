@@ -1,0 +1,140 @@
+"""Inference logging at the source: deterministic sampling that pairs arms, redaction that never leaks, a
+queue that never blocks inference and counts what it drops, retries with backoff."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+import uuid
+from typing import Any
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from model_handlers.inference_log import REDACTED, InferenceLog, LogSettings, Outbox, redact, sampled
+from model_handlers.protocol import Identity, Prediction
+from tests.support.waiting import eventually
+
+SECRET = "TOP-SECRET-VALUE"
+FIELDS = frozenset({"ssn", "email"})
+
+
+def test_sampling_is_deterministic_and_pairs_arms() -> None:
+    ids = [uuid.uuid4().hex for _ in range(20000)]
+    stable = {i for i in ids if sampled(i, 0.1)}
+    canary = {i for i in ids if sampled(i, 0.1)}  # another process, another revision: the same function of the id
+    assert stable == canary
+    assert 0.085 < len(stable) / len(ids) < 0.115
+    assert {i for i in ids if sampled(i, 0.2)} >= stable  # a higher rate logs a superset
+    assert not any(sampled(i, 0.0) for i in ids[:100]) and all(sampled(i, 1.0) for i in ids[:100])
+
+
+json_leaves = st.one_of(st.integers(), st.floats(allow_nan=False), st.text(max_size=5), st.booleans(), st.none())
+payloads = st.recursive(
+    json_leaves,
+    lambda inner: st.one_of(
+        st.lists(inner, max_size=4),
+        st.dictionaries(st.sampled_from(["a", "b", "ssn", "email", "name", "data", "inputs"]), inner, max_size=4),
+        st.builds(
+            lambda name, rest: {**rest, "name": name, "data": [SECRET if name == "ssn" else "public"]},
+            st.sampled_from(["ssn", "x"]),
+            st.dictionaries(st.sampled_from(["datatype", "shape"]), inner, max_size=2),
+        ),
+    ),
+    max_leaves=30,
+)
+
+
+def _plant(value: Any) -> Any:
+    """The secret under every redacted key too, so any leak shows in the output."""
+    if isinstance(value, dict):
+        return {k: SECRET if k in FIELDS else _plant(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_plant(v) for v in value]
+    return value
+
+
+def _has_redacted_names(value: Any) -> bool:
+    if isinstance(value, dict):
+        named = isinstance(value.get("name"), str) and value["name"] in FIELDS and "data" in value
+        return named or any(k in FIELDS or _has_redacted_names(v) for k, v in value.items())
+    return isinstance(value, list) and any(_has_redacted_names(v) for v in value)
+
+
+@settings(max_examples=300)
+@given(payloads)
+def test_redaction_never_leaks_at_any_depth(payload: Any) -> None:
+    planted = _plant(payload)
+    assert SECRET not in json.dumps(redact(planted, FIELDS))
+    if not _has_redacted_names(planted):
+        assert redact(planted, FIELDS) == json.loads(json.dumps(planted))  # nothing else changes
+
+
+def test_v2_tensor_of_a_redacted_name_is_replaced() -> None:
+    body = {
+        "inputs": [{"name": "ssn", "datatype": "BYTES", "shape": [1], "data": [SECRET]}, {"name": "age", "data": [3]}]
+    }
+    assert redact(body, FIELDS) == {
+        "inputs": [{"name": "ssn", "datatype": "BYTES", "shape": [1], "data": REDACTED}, {"name": "age", "data": [3]}]
+    }
+
+
+class Context:
+    def __init__(self, ids: list[str]) -> None:
+        self.ids = ids
+        self.headers: dict[tuple[int, str], str] = {}
+        self.metrics = None
+
+    def get_all_request_header(self, idx: int) -> dict[str, str]:
+        return {"x-request-id": self.ids[idx]}
+
+    def set_response_header(self, idx: int, name: str, value: str) -> None:
+        self.headers[(idx, name)] = value
+
+
+def test_queue_never_blocks_inference_and_counts_drops() -> None:
+    release = threading.Event()
+    outbox = Outbox(lambda batch: release.wait(), capacity=10)  # a sink that hangs until released
+    log = InferenceLog(LogSettings(url="http://sink", mode="all", redact=FIELDS), Identity("iris", "1", "2"), outbox)
+    ids = [f"r{i}" for i in range(100)]
+    body = [{"body": json.dumps({"instances": [{"ssn": SECRET, "a": 1}]}).encode()} for _ in ids]
+    answers = [json.dumps({"predictions": [{"label": "setosa"}]})] * len(ids)
+    outcomes = [(200, [Prediction(label="setosa")])] * len(ids)
+    context = Context(ids)
+    started = time.perf_counter()
+    log.observe(context, body, answers, outcomes)
+    assert time.perf_counter() - started < 1.0  # 200 records into a queue of 10 with the sink hung
+    assert outbox.dropped >= 200 - 10 - 100  # at most the queue and one batch in flight were kept
+    assert context.headers[(5, "x-request-id")] == "r5"
+    release.set()
+
+
+def test_records_carry_identity_predictions_and_redacted_inputs_and_retry_until_delivered() -> None:
+    delivered: list[dict[str, Any]] = []
+    failures = iter([True, True, False] + [False] * 100)
+
+    def flaky(batch: list[dict[str, Any]]) -> None:
+        if next(failures):
+            raise ConnectionError("collector restarting")
+        delivered.extend(batch)
+
+    outbox = Outbox(flaky, backoff=0.01)
+    log = InferenceLog(
+        LogSettings(url="http://sink", redact=FIELDS, namespace="models", deployment="iris"),
+        Identity("iris", "1.0.1", "3"),
+        outbox,
+    )
+    log.observe(
+        Context(["abc"]),
+        [{"body": b'{"instances": [{"ssn": "1", "a": 2}]}'}],
+        ['{"predictions": [0.5]}'],
+        [(200, [Prediction(value=0.5)])],
+    )
+    eventually(lambda: len(delivered) == 2, 10, "both records delivered after two failed attempts")
+    request, response = delivered
+    assert request["type"] == "org.kubeflow.serving.inference.request" and request["id"] == "abc"
+    assert request["data"] == {"instances": [{"ssn": REDACTED, "a": 2}]}
+    assert (response["revision"], response["modelversion"], response["inferenceservicename"]) == ("3", "1.0.1", "iris")
+    assert json.loads(response["predictions"]) == [0.5]
+    assert outbox.dropped == 0
