@@ -136,3 +136,38 @@ def test_a_url_over_8_kb_is_a_400_and_one_log_line(served: Served, caplog: pytes
     )
     assert len(records) == 1 and records[0].exc_info is None
     assert not [r for r in caplog.records if r.exc_info], "no traceback for a client's malformed request"
+
+
+def test_the_front_answers_a_dead_torchserve_with_a_502_that_names_no_address() -> None:
+    from pathlib import Path
+
+    import aiohttp
+
+    from esteira.packaging.front import TorchServeSurface, front_app
+    from esteira.packaging.surface import served_model
+    from tests.support.prerequisites import require_file
+
+    folder = Path(__file__).resolve().parents[2] / "build" / "models" / "iris-1.0.0"
+    require_file(folder / "config" / "config.properties", "run `make models`")
+    dead = free_port()
+    surface = TorchServeSurface(served_model(folder), "1.0.0", f"http://127.0.0.1:{dead}", f"http://127.0.0.1:{dead}")
+
+    async def scenario() -> tuple[int, str]:
+        runner = GuardedRunner(front_app(surface), LIMITS, access_log=None)
+        await runner.setup()
+        port = free_port()
+        await web.TCPSite(runner, "127.0.0.1", port).start()
+        try:
+            async with (
+                aiohttp.ClientSession() as session,
+                session.post(
+                    f"http://127.0.0.1:{port}/v1/models/iris:predict", json={"instances": [[1, 2, 3, 4]]}
+                ) as answer,
+            ):
+                return answer.status, await answer.text()
+        finally:
+            await runner.cleanup()
+
+    status, text = asyncio.run(scenario())
+    assert status == 502 and "did not answer" in json.loads(text)["error"]
+    assert str(dead) not in text and "127.0.0.1" not in text

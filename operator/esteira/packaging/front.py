@@ -11,12 +11,14 @@ process on its own event loop thread, so TorchServe's supervision stays as it wa
 from __future__ import annotations
 
 import asyncio
+import logging
 import threading
 from collections.abc import Sequence
 
 import aiohttp
 from aiohttp import web
 
+from esteira.packaging.limits import ClientLimits, GuardedRunner, read_body
 from esteira.packaging.surface import (
     ModelSurface,
     Protocol,
@@ -31,13 +33,17 @@ from model_handlers.config import ModelConfig
 # Hop-by-hop headers (RFC 9110) and those aiohttp recomputes; the rest of a passed-through request goes as sent.
 _NOT_PASSED = frozenset({"connection", "keep-alive", "transfer-encoding", "te", "upgrade", "host", "content-length"})
 DEFAULT_MAX_BODY = 6_553_500  # TorchServe's default max_request_size
+logger = logging.getLogger(__name__)
 
 
 class TorchServeSurface(ModelSurface):
     """One model in one TorchServe: ``backend`` is its inference address, ``management`` its management one."""
 
-    def __init__(self, served: ServedModel, version: str, backend: str, management: str) -> None:
+    def __init__(
+        self, served: ServedModel, version: str, backend: str, management: str, limits: ClientLimits | None = None
+    ) -> None:
         self.name = served.name
+        self.limits = limits or ClientLimits()
         self.served = served
         self.version = version
         self.backend = backend.rstrip("/")
@@ -64,21 +70,22 @@ class TorchServeSurface(ModelSurface):
 
     async def infer(self, request: web.Request, protocol: Protocol, version: str | None) -> web.StreamResponse:
         path = f"/v1/models/{self.name}:predict" if protocol == "v1" else f"/v2/models/{self.name}/infer"
-        body = await request.read()
+        body = await read_body(request, self.limits)
         return await self._send(request.method, path, body, forwarded_headers(request))
 
     async def pass_through(self, request: web.Request) -> web.StreamResponse:
         """Any other path, to TorchServe as it came (its errors still made ``{"error": ...}``)."""
         headers = {k: v for k, v in request.headers.items() if k.lower() not in _NOT_PASSED}
-        return await self._send(request.method, request.path_qs, await request.read(), headers)
+        return await self._send(request.method, request.path_qs, await read_body(request, self.limits), headers)
 
     async def _send(self, method: str, path: str, body: bytes, headers: dict[str, str]) -> web.StreamResponse:
         try:
             async with self._session().request(method, self.backend + path, data=body, headers=headers) as answer:
                 payload = await answer.read()
                 return relay(answer.status, payload, answer.headers, answer.reason or "")
-        except (aiohttp.ClientError, TimeoutError) as exc:
-            return error_response(502, f"TorchServe cannot be reached: {type(exc).__name__}: {exc}")
+        except (aiohttp.ClientError, TimeoutError) as exc:  # the address goes to the log, not to the client
+            logger.warning("TorchServe at %s did not answer: %s: %s", self.backend, type(exc).__name__, exc)
+            return error_response(502, f"the model server did not answer ({type(exc).__name__})")
 
     async def close(self, _: web.Application) -> None:
         if self.session is not None:
@@ -103,12 +110,13 @@ def front_app(surface: TorchServeSurface, max_body: int = DEFAULT_MAX_BODY) -> w
 class FrontThread:
     """The front on its own event loop in a daemon thread; ``start`` returns once it listens (or raises)."""
 
-    def __init__(self, app: web.Application, host: str, port: int) -> None:
+    def __init__(self, app: web.Application, host: str, port: int, limits: ClientLimits | None = None) -> None:
         self.app, self.host, self.port = app, host, port
+        self.limits = limits or ClientLimits()
         self.loop = asyncio.new_event_loop()
         self._listening = threading.Event()
         self._error: BaseException | None = None
-        self._runner: web.AppRunner | None = None
+        self._runner: GuardedRunner | None = None
         self._thread = threading.Thread(target=self._main, name="esteira-front", daemon=True)
 
     def _main(self) -> None:
@@ -123,7 +131,7 @@ class FrontThread:
         self.loop.run_forever()
 
     async def _listen(self) -> None:
-        self._runner = web.AppRunner(self.app, access_log=None)
+        self._runner = GuardedRunner(self.app, self.limits, access_log=None)
         await self._runner.setup()
         await web.TCPSite(self._runner, self.host, self.port).start()
 
