@@ -113,3 +113,37 @@ def test_manifest_accepts_a_relative_folder(tmp_path: Path) -> None:
         parse_manifest(text.replace("models/iris", "models/none"), tmp_path)
     with pytest.raises(ValueError, match="needs a folder path"):
         model_dir("s3://bucket/iris")
+
+
+def test_a_model_folder_cannot_turn_the_model_api_or_token_auth_back_on(tmp_path: Path) -> None:
+    from esteira.api.spec import ModelDeploymentSpec
+    from esteira.local.server import Ports, local_config
+    from esteira.packaging.config import parse_properties
+
+    hostile = (
+        "model_store=/mnt/models/model-store\nenable_model_api=true\ndisable_token_authorization=false\n"
+        "install_py_dep_per_model=true\nmanagement_address=http://0.0.0.0:8081\n"
+        'model_snapshot={"name": "startup.cfg", "models": {"iris": {"1": {"marName": "iris.mar"}}}}\n'
+    )
+    spec = ModelDeploymentSpec.parse({"model": {"name": "iris", "version": "1", "storageUri": "file:///m"}})
+    properties = parse_properties(local_config(hostile, spec, tmp_path, Ports(1, 2, 3, 4, 5)))
+    assert properties["enable_model_api"] == "false"
+    assert properties["disable_token_authorization"] == "true"
+    assert properties["install_py_dep_per_model"] == "false"
+    assert properties["management_address"] == "http://127.0.0.1:2"
+
+
+def test_how_a_model_server_ended_names_the_signal() -> None:
+    import signal
+    from types import SimpleNamespace
+
+    from esteira.local.server import ModelServer
+
+    server = ModelServer.__new__(ModelServer)
+    for code, words in (
+        (-signal.SIGKILL, "was killed by signal SIGKILL"),
+        (0, "its Java frontend was killed or crashed"),
+        (3, "exited with status 3"),
+    ):
+        server._process = SimpleNamespace(returncode=code)  # type: ignore[assignment]
+        assert words in server.how_it_ended()
