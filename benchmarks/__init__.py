@@ -1,0 +1,1 @@
+"""Serving benchmarks: ``make bench`` runs :mod:`benchmarks.serving` and writes ``benchmarks/results/``."""

@@ -1,0 +1,89 @@
+"""The serving table in Markdown, with the issue's targets as ratios measured in the same run."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from benchmarks.load import LOADGEN_CPU_LIMIT
+
+# (what, numerator row, denominator row, concurrencies, target ratio)
+RATIOS: list[tuple[str, str, str, tuple[str, ...], float]] = [
+    ("Esteira handler / stock handler, batch 8", "ts-esteira-b8", "ts-stock-b8", ("1", "8", "32"), 0.95),
+    ("Esteira handler / stock handler, batch 1", "ts-esteira-b1", "ts-stock-b1", ("1", "8", "32"), 0.95),
+    ("router / TorchServe behind it", "router+ts-esteira-b8", "ts-esteira-b8", ("1", "8", "32"), 0.9),
+    ("router / esteira-kserve behind it", "router+esteira-kserve", "esteira-kserve", ("1", "8", "32"), 0.9),
+    ("router / bare HTTP server behind it", "router+http-ceiling", "http-ceiling", ("1", "8", "32"), 0.9),
+    ("packaged JVM flags / TorchServe's defaults", "ts-esteira-b8", "ts-esteira-b8-default-jvm", ("1", "8", "32"), 1.0),
+    ("esteira-kserve / TorchServe + Esteira b8", "esteira-kserve", "ts-esteira-b8", ("32",), 2.0),
+    ("esteira-kserve / bare HTTP server", "esteira-kserve", "http-ceiling", ("1",), 0.5),
+    ("esteira-kserve / KServe stock model", "esteira-kserve", "kserve-stock", ("1", "8", "32"), 1.0),
+]
+
+
+def _rps(rows: dict[str, Any], key: str, concurrency: str) -> float | None:
+    point = rows.get(key, {}).get("points", {}).get(concurrency)
+    return None if point is None else float(point["rps"])
+
+
+def write_markdown(results: dict[str, Any], path: Path) -> None:
+    rows: dict[str, Any] = results["rows"]
+    concurrencies = sorted({c for row in rows.values() for c in row["points"]}, key=int)
+    top = concurrencies[-1] if concurrencies else "32"
+    machine = results["machine"]
+    lines = [
+        "# Serving benchmark",
+        "",
+        f"Written by `make bench` (`python -m benchmarks.serving`). Machine: {machine['cpu']}, "
+        f"{machine['cores_usable']} usable cores, {machine['memory_gib']} GiB, GPU: {machine['gpu']}, "
+        f"Python {machine['python']}, torch {machine['torch']}, {machine['wrk']}; load average at start "
+        f"{machine['load_average_at_start']}. Each point: one-instance requests from wrk (one thread, c connections) "
+        f"for {results['seconds_per_point']} s, median of {results['repeats']} runs; p99 and CPU belong to the median "
+        f"run. `wrk cores`: the load generator's own CPU (flagged `!` above {LOADGEN_CPU_LIMIT}); `server us/req`: "
+        "the server's CPU (all its processes) per request.",
+        "",
+        "| what | "
+        + " | ".join(f"c={c} req/s" for c in concurrencies)
+        + f" | p50 ms c={top} | p99 ms c={top} | server us/req c={top} | wrk cores (max) | errors |",
+        "| --- | " + " | ".join("---" for _ in concurrencies) + " | --- | --- | --- | --- | --- |",
+    ]
+    if "in_process" in results:
+        cells = [f"{results['in_process']['rps']:,.0f}"] + ["" for _ in concurrencies[1:]]
+        lines.append(
+            "| in-process: JSON parse, tensor, forward, softmax, JSON dump; one thread | "
+            + " | ".join(cells)
+            + " | | | | | |"
+        )
+    for key, row in rows.items():
+        points = row["points"]
+        cells = [f"{points[c]['rps']:,.0f}" if c in points else "" for c in concurrencies]
+        last = points.get(top, {})
+        wrk = max(point["loadgen_cores"] for point in points.values())
+        flag = " !" if wrk > LOADGEN_CPU_LIMIT else ""
+        errors = sum(point["errors"] for point in points.values())
+        lines.append(
+            f"| {row['title']} (`{key}`) | "
+            + " | ".join(cells)
+            + f" | {last.get('p50_ms', '')} | {last.get('p99_ms', '')} | {last.get('server_cpu_us_per_request', '')}"
+            f" | {wrk:.2f}{flag} | {errors} |"
+        )
+    lines += [
+        "",
+        "## Targets, as ratios of req/s in this run",
+        "",
+        "| ratio | target | " + " | ".join(f"c={c}" for c in concurrencies) + " |",
+        "| --- | --- | " + " | ".join("---" for _ in concurrencies) + " |",
+    ]
+    for what, numerator, denominator, at, target in RATIOS:
+        cells = []
+        for concurrency in concurrencies:
+            top_value, bottom = _rps(rows, numerator, concurrency), _rps(rows, denominator, concurrency)
+            if concurrency not in at or top_value is None or not bottom:
+                cells.append("")
+                continue
+            ratio = top_value / bottom
+            cells.append(f"{ratio:.2f} {'ok' if ratio >= target else 'MISS'}")
+        if any(cells):
+            lines.append(f"| {what} | >= {target} | " + " | ".join(cells) + " |")
+    lines.append("")
+    path.write_text("\n".join(lines))

@@ -1,0 +1,394 @@
+"""The serving table: every way Esteira can serve a model, next to its ceilings and its peers, in one run.
+
+``python -m benchmarks.serving`` (``make bench``) starts each server in turn on this machine, drives it with wrk
+(:mod:`benchmarks.load`) at each concurrency, repeats every point and keeps the median, and writes
+``benchmarks/results/serving.json`` and ``serving.md``. ``--quick`` runs short single points (a smoke run, not
+a record). Needs ``make models`` and the esteira-kserve environment (``make kserve-runtime``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+import model_handlers
+from benchmarks.load import median_point, run_point, wrk_binary
+from benchmarks.report import write_markdown
+from tests.support.torchserve import ModelArchive, TorchServe, build_mar, free_port
+
+REPO = Path(__file__).resolve().parents[1]
+RESULTS = REPO / "benchmarks" / "results"
+MODELS = REPO / "build" / "models"
+DEMO = REPO / "build" / "demo"
+RUNTIME_PYTHON = REPO / ".tools" / "kserve-runtime-venv" / "bin" / "python"
+STOCK_HANDLER = REPO / "benchmarks" / "stock_handler.py"
+# The flags the test harness and `esteira up` give TorchServe's JVM (quick start), against TorchServe's defaults.
+FAST_START_VMARGS = "-Xmx512m -XX:+UseSerialGC -XX:TieredStopAtLevel=1 -Xss512k"
+DEFAULT_VMARGS = "-Xmx512m"
+BATCHED = {"batchSize": 8, "maxBatchDelay": 10, "minWorkers": 1, "maxWorkers": 1}
+UNBATCHED = {"batchSize": 1, "minWorkers": 1, "maxWorkers": 1}
+
+
+@dataclass(frozen=True)
+class Target:
+    """One row of the table: what to call, with which body."""
+
+    key: str
+    title: str
+    path: str
+    body: str  # a key of Bodies
+
+
+@dataclass
+class Running:
+    """A started server: its URL and the processes whose CPU counts as the server's."""
+
+    url: str
+    pids: list[int] = field(default_factory=list)
+
+
+Bodies = dict[str, tuple[Path, str]]
+
+
+def write_bodies(work: Path) -> Bodies:
+    """One-instance requests for each model and protocol (what a single caller typically sends)."""
+    iris = json.loads((DEMO / "requests" / "iris-v1.json").read_text())["instances"][0]
+    digits = json.loads((DEMO / "requests" / "digits-v1.json").read_text())["instances"][0]
+    documents = {
+        "iris-v1": {"instances": [iris]},
+        "iris-v2": {"inputs": [{"name": "input-0", "shape": [1, len(iris)], "datatype": "FP32", "data": iris}]},
+        "digits-v1": {"instances": [digits]},
+    }
+    bodies: Bodies = {}
+    for key, document in documents.items():
+        path = work / f"{key}.json"
+        path.write_text(json.dumps(document))
+        bodies[key] = (path, "application/json")
+    return bodies
+
+
+def wait_http(url: str, process: subprocess.Popen[bytes], within: float = 120.0) -> None:
+    import urllib.error
+    import urllib.request
+
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"{process.args!r} exited with {process.returncode}")
+        try:
+            with urllib.request.urlopen(url, timeout=2):
+                return
+        except urllib.error.HTTPError:
+            return  # it answers
+        except OSError:
+            time.sleep(0.2)
+    raise RuntimeError(f"{url} did not answer within {within:.0f} s")
+
+
+@contextmanager
+def process(command: list[str], probe: str, log: Path, env: dict[str, str] | None = None) -> Iterator[Running]:
+    with log.open("wb") as out:
+        started = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})})
+    try:
+        wait_http(probe, started)
+        yield Running(probe.split("/", 3)[0] + "//" + probe.split("/", 3)[2], [started.pid])
+    finally:
+        started.terminate()
+        try:
+            started.wait(30)
+        except subprocess.TimeoutExpired:
+            started.kill()
+            started.wait(10)
+
+
+def bare_http(work: Path) -> Any:
+    port = free_port()
+    command = [str(RUNTIME_PYTHON), "-m", "benchmarks.bare_http", "--port", str(port)]
+    return process(command, f"http://127.0.0.1:{port}/ready", work / "bare.log")
+
+
+def kserve_stock(work: Path) -> Any:
+    port = free_port()
+    model = DEMO / "iris-1.0.0" / "model.pt"
+    command = [str(RUNTIME_PYTHON), "-m", "benchmarks.kserve_stock", "--model-file", str(model)]
+    command += ["--name", "iris", "--port", str(port)]
+    return process(command, f"http://127.0.0.1:{port}/v2/health/ready", work / "kserve-stock.log")
+
+
+def esteira_kserve(work: Path, build: str, batch_size: int | None = None) -> Any:
+    port = free_port()
+    command = [str(RUNTIME_PYTHON), "-m", "model_handlers.kserve_server", "--model-dir", str(MODELS / build)]
+    command += ["--work-dir", str(work / f"kserve-{build}"), "--http-port", str(port)]
+    env = {"ESTEIRA_BATCH_SIZE": str(batch_size)} if batch_size else {}
+    return process(command, f"http://127.0.0.1:{port}/v2/health/ready", work / f"esteira-kserve-{build}.log", env)
+
+
+def router(work: Path, backend: str, build: str = "iris-1.0.0") -> Any:
+    port = free_port()
+    command = [sys.executable, "-m", "benchmarks.router_front", "--model-dir", str(MODELS / build)]
+    command += ["--backend", backend, "--port", str(port)]
+    return process(command, f"http://127.0.0.1:{port}/v1/models", work / f"router-{port}.log")
+
+
+def archives(store: Path) -> list[str]:
+    """Stock and Esteira archives of the demo models, batched and not."""
+    extras = {
+        name: [DEMO / build / "esteira-model.json", DEMO / build / "reference-profile.json"]
+        for name, build in (("iris", "iris-1.0.0"), ("digits", "digits-1.0.0"))
+    }
+    wanted = [
+        ModelArchive("iris_stock_b8", DEMO / "iris-1.0.0" / "model.pt", str(STOCK_HANDLER), model_config=BATCHED),
+        ModelArchive("iris_stock_b1", DEMO / "iris-1.0.0" / "model.pt", str(STOCK_HANDLER), model_config=UNBATCHED),
+        ModelArchive(
+            "iris",
+            DEMO / "iris-1.0.0" / "model.pt",
+            str(model_handlers.handler_file("tabular")),
+            extras["iris"],
+            model_config=BATCHED,
+        ),
+        ModelArchive(
+            "iris_b1",
+            DEMO / "iris-1.0.0" / "model.pt",
+            str(model_handlers.handler_file("tabular")),
+            extras["iris"],
+            model_config=UNBATCHED,
+        ),
+    ]
+    for archive in wanted:
+        build_mar(archive, store)
+    return [archive.name for archive in wanted]
+
+
+@contextmanager
+def torchserve(work: Path, store: Path, models: list[str], vmargs: str) -> Iterator[Running]:
+    server = TorchServe(
+        Path(tempfile.mkdtemp(prefix="ts-bench-")),
+        store,
+        models,
+        oip=True,
+        metrics_config=model_handlers.metrics_config(),
+        extra_properties={"vmargs": vmargs},
+    )
+    with server:
+        pgid = server.pgid
+        yield Running(f"http://127.0.0.1:{server.ports['inference']}", [pgid] if pgid else [])
+
+
+def in_process_ceiling(seconds: float) -> dict[str, Any]:
+    """JSON parse, tensor, forward, softmax and JSON dump of one v1 request, back to back in one thread."""
+    body = (DEMO / "requests" / "iris-v1.json").read_text()
+    instance = json.loads(body)["instances"][0]
+    document = json.dumps({"instances": [instance]})
+    model = torch.jit.load(str(DEMO / "iris-1.0.0" / "model.pt")).eval()
+    count, began = 0, time.perf_counter()
+    with torch.inference_mode():
+        while time.perf_counter() - began < seconds:
+            rows = torch.tensor(json.loads(document)["instances"], dtype=torch.float32)
+            json.dumps({"predictions": model(rows).softmax(dim=1).tolist()})
+            count += 1
+    return {"rps": round(count / (time.perf_counter() - began), 1), "threads": 1}
+
+
+def machine() -> dict[str, Any]:
+    cpu = next(
+        (
+            line.split(":", 1)[1].strip()
+            for line in Path("/proc/cpuinfo").read_text().splitlines()
+            if line.startswith("model name")
+        ),
+        platform.processor(),
+    )
+    memory_kb = next(
+        int(line.split()[1]) for line in Path("/proc/meminfo").read_text().splitlines() if line.startswith("MemTotal")
+    )
+    wrk = subprocess.run([wrk_binary(), "-v"], capture_output=True, text=True, check=False)
+    return {
+        "cpu": cpu,
+        "cores_usable": len(os.sched_getaffinity(0)),
+        "memory_gib": round(memory_kb / 2**20, 1),
+        "kernel": platform.release(),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "wrk": (wrk.stdout or wrk.stderr).splitlines()[0] if (wrk.stdout or wrk.stderr) else "wrk",
+        "load_average_at_start": [round(value, 2) for value in os.getloadavg()],
+        "gpu": "none" if not torch.cuda.is_available() else torch.cuda.get_device_name(0),
+    }
+
+
+class Bench:
+    """Runs targets against running servers and collects the medians."""
+
+    def __init__(self, bodies: Bodies, concurrencies: list[int], seconds: float, repeats: int) -> None:
+        self.bodies, self.concurrencies, self.seconds, self.repeats = bodies, concurrencies, seconds, repeats
+        self.rows: dict[str, dict[str, Any]] = {}
+
+    def measure(self, running: Running, target: Target) -> None:
+        body, content_type = self.bodies[target.body]
+        url = running.url + target.path
+        run_point(url, body, content_type, max(self.concurrencies), min(self.seconds, 2.0), running.pids)  # warm-up
+        points: dict[str, Any] = {}
+        for concurrency in self.concurrencies:
+            runs = [
+                run_point(url, body, content_type, concurrency, self.seconds, running.pids) for _ in range(self.repeats)
+            ]
+            point = median_point(runs)
+            points[str(concurrency)] = {**point.to_json(), "runs_rps": [run.rps for run in runs]}
+            print(
+                f"{target.key:28} c={concurrency:<3} {point.rps:>9.1f} req/s  p99 {point.p99_ms:>7.2f} ms  "
+                f"wrk {point.loadgen_cores:.2f} cores  server {point.server_cpu_us_per_request:.0f} us/req",
+                flush=True,
+            )
+        self.rows[target.key] = {"title": target.title, "path": target.path, "body": target.body, "points": points}
+
+
+Phase = Callable[[Bench, Path], None]
+
+
+def run(quick: bool, out: Path, only: list[str] | None) -> dict[str, Any]:
+    if not (MODELS / "iris-1.0.0").exists():
+        raise SystemExit("run `make models` first")
+    if not RUNTIME_PYTHON.exists() and (only is None or {"ceiling", "kserve"} & set(only)):
+        raise SystemExit("run `make kserve-runtime` first (the esteira-kserve environment)")
+    seconds, repeats = (1.0, 1) if quick else (3.0, 3)
+    concurrencies = [1, 32] if quick else [1, 8, 32]
+    work = Path(tempfile.mkdtemp(prefix="esteira-bench-"))
+    bench = Bench(write_bodies(work), concurrencies, seconds, repeats)
+    v1 = "/v1/models/{}:predict"
+    results: dict[str, Any] = {"machine": machine(), "seconds_per_point": seconds, "repeats": repeats}
+    began = time.monotonic()
+
+    def wanted(phase: str) -> bool:
+        return only is None or phase in only
+
+    if wanted("ceiling"):
+        results["in_process"] = in_process_ceiling(seconds)
+        with bare_http(work) as bare:
+            bench.measure(
+                bare,
+                Target(
+                    "http-ceiling", "bare HTTP server, fixed JSON (uvicorn + Starlette)", v1.format("iris"), "iris-v1"
+                ),
+            )
+            with router(work, bare.url) as front:
+                bench.measure(
+                    front,
+                    Target(
+                        "router+http-ceiling", "esteira up router -> bare HTTP server", v1.format("iris"), "iris-v1"
+                    ),
+                )
+    if wanted("torchserve"):
+        store = work / "store"
+        names = archives(store)
+        with torchserve(work, store, names, FAST_START_VMARGS) as ts:
+            for key, title, model, body, path in (
+                ("ts-stock-b8", "TorchServe + stock handler, batch 8 / 10 ms", "iris_stock_b8", "iris-v1", v1),
+                ("ts-esteira-b8", "TorchServe + Esteira handler, batch 8 / 10 ms", "iris", "iris-v1", v1),
+                ("ts-stock-b1", "TorchServe + stock handler, batch 1", "iris_stock_b1", "iris-v1", v1),
+                ("ts-esteira-b1", "TorchServe + Esteira handler, batch 1", "iris_b1", "iris-v1", v1),
+                (
+                    "ts-esteira-b8-v2",
+                    "TorchServe + Esteira handler, batch 8, v2",
+                    "iris",
+                    "iris-v2",
+                    "/v2/models/{}/infer",
+                ),
+            ):
+                bench.measure(ts, Target(key, title, path.format(model), body))
+            with router(work, ts.url) as front:
+                bench.measure(
+                    front,
+                    Target(
+                        "router+ts-esteira-b8",
+                        "esteira up router -> TorchServe + Esteira, b8",
+                        v1.format("iris"),
+                        "iris-v1",
+                    ),
+                )
+        with torchserve(work, store, ["iris"], DEFAULT_VMARGS) as ts:
+            bench.measure(
+                ts,
+                Target(
+                    "ts-esteira-b8-default-jvm",
+                    "TorchServe + Esteira, batch 8, default JVM flags",
+                    v1.format("iris"),
+                    "iris-v1",
+                ),
+            )
+    if wanted("kserve"):
+        with kserve_stock(work) as stock:
+            bench.measure(
+                stock,
+                Target(
+                    "kserve-stock",
+                    "KServe model server + minimal kserve.Model, no batching",
+                    v1.format("iris"),
+                    "iris-v1",
+                ),
+            )
+        with esteira_kserve(work, "iris-1.0.0") as served:
+            bench.measure(
+                served,
+                Target("esteira-kserve", "esteira-kserve, adaptive batching (max 8)", v1.format("iris"), "iris-v1"),
+            )
+            bench.measure(
+                served,
+                Target(
+                    "esteira-kserve-v2", "esteira-kserve, adaptive batching, v2", "/v2/models/iris/infer", "iris-v2"
+                ),
+            )
+            with router(work, served.url) as front:
+                bench.measure(
+                    front,
+                    Target(
+                        "router+esteira-kserve", "esteira up router -> esteira-kserve", v1.format("iris"), "iris-v1"
+                    ),
+                )
+        with esteira_kserve(work, "iris-1.0.0", batch_size=1) as served:
+            bench.measure(
+                served, Target("esteira-kserve-b1", "esteira-kserve, batching off", v1.format("iris"), "iris-v1")
+            )
+        with esteira_kserve(work, "digits-1.0.0") as served:
+            bench.measure(
+                served,
+                Target(
+                    "esteira-kserve-image",
+                    "esteira-kserve, digits image, adaptive batching",
+                    v1.format("digits"),
+                    "digits-v1",
+                ),
+            )
+    results["rows"] = bench.rows
+    results["wall_seconds"] = round(time.monotonic() - began)
+    out.mkdir(parents=True, exist_ok=True)
+    name = "serving-quick" if quick else "serving"
+    (out / f"{name}.json").write_text(json.dumps(results, indent=2) + "\n")
+    write_markdown(results, out / f"{name}.md")
+    shutil.rmtree(work, ignore_errors=True)
+    return results
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--quick", action="store_true", help="1 s single points at c=1 and 32: a smoke run")
+    parser.add_argument("--only", nargs="+", choices=["ceiling", "torchserve", "kserve"], help="some phases only")
+    parser.add_argument("--out", type=Path, default=RESULTS)
+    args = parser.parse_args()
+    run(args.quick, args.out, args.only)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,148 @@
+"""Esteira's handler without TorchServe: a packaged model loaded in this process and batches run through the
+very same ``EsteiraHandler.handle`` TorchServe calls.
+
+Why through ``handle`` and not around it: parsing, validation, per-request errors, metrics, drift counting and
+inference logging all hang off that one method, so a second runtime that called the pieces itself would drift
+from the first. Here each batch gets a real ``ts.context.Context`` (request headers in, statuses and headers
+out) exactly as TorchServe's worker builds it, and metrics go to ``prometheus_client`` instead of TorchServe's
+``[METRICS]`` log lines (:class:`PrometheusMetrics`), with the same names and labels.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import uuid
+import zipfile
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from prometheus_client import REGISTRY, CollectorRegistry, Counter, Histogram
+from ts.context import Context, RequestProcessor
+from ts.metrics.metric_type_enum import MetricTypes
+
+from esteira.packaging.config import CONFIG_PATH, MODEL_STORE, parse_properties
+from model_handlers.base import EsteiraHandler
+from model_handlers.config import load_config
+from model_handlers.image import ImageClassifierHandler
+from model_handlers.metrics import DEFINITIONS
+from model_handlers.tabular import TabularHandler
+
+logger = logging.getLogger(__name__)
+
+HANDLERS: dict[str, type[EsteiraHandler]] = {"tabular": TabularHandler, "image": ImageClassifierHandler}
+MANIFEST = "MAR-INF/MANIFEST.json"
+SERVER_VERSION = "esteira-kserve"
+
+
+@dataclass(frozen=True)
+class RawRequest:
+    """One inference request as it came: body bytes and headers with lower-case names."""
+
+    body: bytes
+    headers: Mapping[str, str]
+
+
+@dataclass(frozen=True)
+class Answer:
+    """The handler's answer to one request."""
+
+    status: int
+    body: bytes
+    headers: Mapping[str, str]
+
+
+@dataclass(frozen=True)
+class PackagedModel:
+    """What ``esteira package`` wrote: the model's URL name, its version, batching and the archive."""
+
+    name: str
+    version: str
+    batch_size: int
+    archive: Path
+
+
+def packaged_model(model_dir: Path) -> PackagedModel:
+    """The first model of ``config/config.properties``'s snapshot (the folder layout KServe mounts)."""
+    properties = parse_properties((model_dir / CONFIG_PATH).read_text())
+    models = json.loads(properties.get("model_snapshot") or "{}").get("models") or {}
+    if not models:
+        raise RuntimeError(f"{model_dir / CONFIG_PATH}: model_snapshot lists no models")
+    name, versions = next(iter(models.items()))
+    version, entry = next(iter(versions.items()))
+    archive = model_dir / MODEL_STORE / str(entry.get("marName", f"{name}.mar"))
+    return PackagedModel(str(name), str(version), int(entry.get("batchSize", 1)), archive)
+
+
+def unpack(archive: Path, into: Path) -> Path:
+    """The archive's files in a directory (an unpacked archive is used where it is)."""
+    if archive.is_dir():
+        return archive
+    with zipfile.ZipFile(archive) as mar:
+        mar.extractall(into)
+    return into
+
+
+class _Series:
+    """One metric as ``HandlerMetrics`` updates it: ``add_or_update(value, dimension values)``."""
+
+    def __init__(self, metric: Histogram | Counter) -> None:
+        self.metric = metric
+
+    def add_or_update(self, value: float, dimension_values: Sequence[str]) -> None:
+        if isinstance(self.metric, Histogram):
+            self.metric.labels(*dimension_values).observe(value)
+        else:
+            self.metric.labels(*dimension_values).inc(value)
+
+
+class PrometheusMetrics:
+    """TorchServe's metrics-cache interface over ``prometheus_client``, for the metrics Esteira's handler records."""
+
+    def __init__(self, registry: CollectorRegistry = REGISTRY) -> None:
+        self.series: dict[str, _Series] = {}
+        for name, (metric_type, _, dimensions) in DEFINITIONS.items():
+            metric_class = Histogram if metric_type == MetricTypes.HISTOGRAM else Counter
+            self.series[name] = _Series(metric_class(name, f"Esteira {name}", list(dimensions), registry=registry))
+
+    def get_metric(self, name: str, metric_type: MetricTypes) -> _Series:
+        return self.series[name]
+
+
+class InProcessHandler:
+    """An initialized Esteira handler and what each batch's context needs."""
+
+    def __init__(self, model_dir: Path, work: Path, metrics: PrometheusMetrics | None) -> None:
+        self.packaged = packaged_model(model_dir)
+        self.files = unpack(self.packaged.archive, work / self.packaged.name)
+        self.manifest = json.loads((self.files / MANIFEST).read_text())
+        self.metrics = metrics
+        self.handler = HANDLERS[load_config(self.files).kind]()
+        self.handler.initialize(self._context(0))
+
+    def _context(self, size: int) -> Any:
+        return Context(
+            self.packaged.name,
+            str(self.files),
+            self.manifest,
+            max(size, 1),
+            None,
+            SERVER_VERSION,
+            metrics=self.metrics,
+            model_yaml_config={},
+        )
+
+    def run(self, requests: Sequence[RawRequest]) -> list[Answer]:
+        """One call of ``handle`` for the whole batch; one answer per request, in order."""
+        context = self._context(len(requests))
+        context.request_processor = [RequestProcessor({**r.headers, "body": dict(r.headers)}) for r in requests]
+        context.request_ids = {idx: uuid.uuid4().hex for idx in range(len(requests))}
+        results = self.handler.handle([{"body": request.body} for request in requests], context)
+        answers = []
+        for idx, result in enumerate(results):
+            processor = context.request_processor[idx]
+            body = result if isinstance(result, bytes) else str(result).encode()
+            answers.append(Answer(processor.get_response_status_code(), body, processor.get_response_headers()))
+        return answers
