@@ -25,7 +25,9 @@ from esteira.api.spec import ModelDeploymentSpec
 from esteira.api.status import ModelDeploymentStatus
 from esteira.evidence import MetricProvider
 from esteira.evidence.prometheus import PrometheusClient, PrometheusProvider
+from esteira.evidence.quality import WithQuality
 from esteira.local.access import remove_token, write_token
+from esteira.local.collector import BuiltInCollector
 from esteira.local.manifest import LocalManifest, load_manifest, model_dir
 from esteira.local.provider import LocalMetricProvider, class_counts
 from esteira.local.router import Router
@@ -86,6 +88,7 @@ class LocalRuntime:
         self.router.control = self.control
         self.router.status_view = self.status_view
         self.local_provider = LocalMetricProvider(self._read_counters)
+        self.collector = BuiltInCollector(self.workdir)
         self._lock = asyncio.Lock()
         self._tasks: set[asyncio.Task[None]] = set()
         self._session: aiohttp.ClientSession | None = None
@@ -105,9 +108,14 @@ class LocalRuntime:
     async def start(self, ready_within: float = 180.0) -> None:
         """Bind the router (a taken port fails here, before any model server starts), then serve stable."""
         await self.router.start()
+        await self.collector.start()
         self.router.token, self._token_path = write_token(self.port)
         self._session = aiohttp.ClientSession()
-        self.say("Started", f"router listening on {self.url} (model {self.spec.model.name!r})")
+        self.say(
+            "Started",
+            f"router listening on {self.url} (model {self.spec.model.name!r}); labels and records: "
+            f"{self.collector.url}",
+        )
         await self.tick()
         stable = self.status.stable
         assert stable is not None
@@ -135,6 +143,7 @@ class LocalRuntime:
         """Finish in-flight requests, then end every model server's process group."""
         self.say("Stopping", "router stops accepting; in-flight requests finish")
         await self.router.stop()
+        await self.collector.stop()
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
@@ -222,7 +231,8 @@ class LocalRuntime:
 
     def provider(self) -> MetricProvider:
         url = self.spec.monitoring.prometheus_url
-        return PrometheusProvider(PrometheusClient(url)) if url else self.local_provider
+        inner: MetricProvider = PrometheusProvider(PrometheusClient(url)) if url else self.local_provider
+        return WithQuality(inner, self.collector.tallies)  # labelled predictions from the built-in collector
 
     async def tick(self, command: Command | None = None) -> list[Decision]:
         async with self._lock:
@@ -306,6 +316,7 @@ class LocalRuntime:
                     model_dir=model_dir(uri),
                     root=self.workdir / f"revision-{revision}",
                     spec=self.spec,
+                    extra_env=self.collector.env(self.spec, self.manifest.namespace, self.manifest.name),
                 )
                 self.servers[revision] = server
                 self._describe(revision, version, server.model_dir)

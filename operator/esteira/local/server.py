@@ -118,6 +118,7 @@ class ModelServer:
     restarts: int = 0
     _process: asyncio.subprocess.Process | None = field(default=None, repr=False)
     stopping: bool = False
+    extra_env: dict[str, str] = field(default_factory=dict)  # e.g. inference logging to the built-in collector
 
     @property
     def url(self) -> str | None:
@@ -170,6 +171,7 @@ class ModelServer:
             "LOG_LOCATION": str(self.root / "logs"),
             "METRICS_LOCATION": str(self.root / "logs"),
         }
+        env |= self.extra_env
         env = runtime_environment(env, self.root)
         (self.root / "tmp").mkdir(exist_ok=True)
         command = torchserve_command(str(config), str(self.model_dir / MODEL_STORE), ["--disable-token-auth"])

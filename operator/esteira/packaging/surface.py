@@ -25,6 +25,7 @@ from aiohttp import web
 
 from esteira import __version__
 from esteira.packaging.config import CONFIG_PATH, MODEL_STORE, parse_properties
+from esteira.vocabulary import REQUEST_ID_HEADER
 from model_handlers.config import CONFIG_FILE, ModelConfig, parse_config
 from model_handlers.protocol import BINARY_HEADER
 
@@ -32,8 +33,9 @@ Protocol = Literal["v1", "v2"]
 SERVER_NAME = "esteira"
 EXTENSIONS = ("binary_tensor_data",)
 # What travels between a client and a model server, both ways; everything else stays on its hop.
-REQUEST_HEADERS = ("Content-Type", "Accept", BINARY_HEADER)
-RESPONSE_HEADERS = ("Content-Type", BINARY_HEADER)
+# The request id travels both ways: inference records are keyed on it, and labels are sent for it.
+REQUEST_HEADERS = ("Content-Type", "Accept", BINARY_HEADER, REQUEST_ID_HEADER)
+RESPONSE_HEADERS = ("Content-Type", BINARY_HEADER, REQUEST_ID_HEADER)
 _MODEL = "{model:[^/:]+}"
 
 
