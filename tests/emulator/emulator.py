@@ -135,8 +135,17 @@ class KubeEmulator(kmock.KubernetesEmulator):
         )
         if decision.delay:
             await asyncio.sleep(decision.delay)
+        held = self.faults.held_write(
+            user_agent=request.headers.get("User-Agent", ""),
+            method=str(request.method.value),
+            path=request.url.path,
+            body=_json_or_none(request),
+        )
+        if held is not None:
+            held.arrived.set()
+            await asyncio.to_thread(held.released.wait)
         try:
-            if decision.error:
+            if decision.error or held is not None:
                 raise errors.injected_server_error()
             kind = self.kind_of(kmock.resource(path.group, path.version, path.plural))
             if decision.conflict and path.name is not None:
@@ -156,6 +165,7 @@ class KubeEmulator(kmock.KubernetesEmulator):
                         kind,
                         drop_after=decision.drop_watch_after,
                         bookmark_interval=self.bookmark_interval,
+                        gone=decision.gone_watch,
                     )
                 finally:
                     self._open_streams -= 1
@@ -263,6 +273,14 @@ class KubeEmulator(kmock.KubernetesEmulator):
 
 
 _KSERVE_WEBHOOKS = KServeWebhooks()
+
+
+def _json_or_none(request: kmock.Request) -> Any:
+    """The body for a held-write matcher; the request's own handling reports a bad one."""
+    try:
+        return read_body(request) if request.body.strip() else None
+    except kmock.KubernetesError:
+        return None
 
 
 @functools.cache

@@ -10,6 +10,7 @@ from typing import Any
 import aiohttp.web
 import kmock
 
+from . import errors
 from .bodies import int_param, json_line, selection, status_body
 from .paths import ApiPath
 from .store import Kind, ObjectStore, WatchEvent
@@ -23,8 +24,13 @@ async def serve_watch(
     *,
     drop_after: float | None,
     bookmark_interval: float,
+    gone: bool = False,
 ) -> aiohttp.web.StreamResponse:
-    """Stream events: a snapshot or the log since ``resourceVersion`` first, then live ones, until a limit."""
+    """Stream events: a snapshot or the log since ``resourceVersion`` first, then live ones, until a limit.
+
+    ``gone`` ends the stream at ``drop_after`` with an ERROR 410 event, as when the watch's resourceVersion
+    has expired from the server's cache.
+    """
     params = request.params
     matches = selection(request, path)
 
@@ -50,14 +56,21 @@ async def serve_watch(
     limits = [float(params["timeoutSeconds"])] if params.get("timeoutSeconds") else []
     if drop_after is not None:
         limits.append(drop_after)
+    expired = False
     try:
         await response.prepare(request._raw_request)
-        with contextlib.suppress(TimeoutError, ConnectionResetError):
-            async with asyncio.timeout(min(limits) if limits else None):
-                await _pump(store, response, first, subscription.queue, wanted, kind, initial_events, bookmarks)
+        with contextlib.suppress(ConnectionResetError):
+            try:
+                async with asyncio.timeout(min(limits) if limits else None):
+                    await _pump(store, response, first, subscription.queue, wanted, kind, initial_events, bookmarks)
+            except TimeoutError:
+                expired = gone and drop_after is not None and drop_after <= min(limits)
     finally:
         store.unsubscribe(subscription)
     with contextlib.suppress(ConnectionResetError):
+        if expired:
+            error = errors.api_error(410, "Expired", "too old resource version (injected fault)", injected=True)
+            await response.write(json_line({"type": "ERROR", "object": status_body(error)}))
         await response.write_eof()
     return response
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 import time
 
 import pytest
@@ -64,6 +65,42 @@ def test_dropped_watch_streams_end_early(kube_emulator: EmulatorServer) -> None:
     events = watch_lines(kube_emulator.url, f"{CMS}?watch=true", user_agent=KOPF_AGENT, timeout=10)
     assert [event["type"] for event in events] == ["ADDED"]
     assert kube_emulator.faults.injected["drop_watch"] == 1
+
+
+def test_expired_watch_streams_end_with_410_gone(kube_emulator: EmulatorServer) -> None:
+    kube_emulator.set_faults(gone_watch_rate=1.0, drop_watch_after=0.2)
+    http(kube_emulator.url, "POST", CMS, {"metadata": {"name": "a"}})
+    events = watch_lines(kube_emulator.url, f"{CMS}?watch=true", user_agent=KOPF_AGENT, timeout=10)
+    assert [event["type"] for event in events] == ["ADDED", "ERROR"]
+    error = events[-1]["object"]
+    assert (error["kind"], error["code"], error["reason"]) == ("Status", 410, "Expired")
+    assert kube_emulator.faults.injected["gone_watch"] == 1
+    # A new list gives a resourceVersion to watch from again; the test's own watches never expire.
+    _, listing = http(kube_emulator.url, "GET", CMS)
+    since = listing["metadata"]["resourceVersion"]
+    assert watch_lines(kube_emulator.url, f"{CMS}?watch=true&resourceVersion={since}&timeoutSeconds=1") == []
+
+
+def test_a_held_write_is_never_applied(kube_emulator: EmulatorServer) -> None:
+    held = kube_emulator.faults.hold(lambda method, path, body: method == "POST" and body["metadata"]["name"] == "a")
+    answers: list[int] = []
+    writer = threading.Thread(
+        target=lambda: answers.append(
+            http(kube_emulator.url, "POST", CMS, {"metadata": {"name": "a"}}, user_agent=KOPF_AGENT)[0]
+        )
+    )
+    writer.start()
+    assert held.arrived.wait(10)
+    assert held.request is not None and held.request[:2] == ("POST", CMS)
+    assert http(kube_emulator.url, "GET", f"{CMS}/a")[0] == 404  # parked before anything was stored
+    assert http(kube_emulator.url, "POST", CMS, {"metadata": {"name": "b"}}, user_agent=KOPF_AGENT)[0] == 201
+    held.release()
+    writer.join(10)
+    assert answers == [500]
+    assert http(kube_emulator.url, "GET", f"{CMS}/a")[0] == 404
+    # One request per hold: the same write again goes through.
+    assert http(kube_emulator.url, "POST", CMS, {"metadata": {"name": "a"}}, user_agent=KOPF_AGENT)[0] == 201
+    assert kube_emulator.faults.injected["held"] == 1
 
 
 def test_slow_responses(kube_emulator: EmulatorServer) -> None:
