@@ -10,6 +10,7 @@ from collections import defaultdict
 from datetime import UTC, datetime
 from typing import Any, cast
 
+import aiohttp
 import kopf
 
 from esteira.api.errors import InvalidSpec
@@ -18,10 +19,14 @@ from esteira.api.status import ModelDeploymentStatus
 from esteira.controller import telemetry
 from esteira.controller.kube import KubeAPI
 from esteira.controller.retry import ApiError, with_backoff
+from esteira.drift.evaluate import DriftWindow
+from esteira.evidence.drift import drift_window
 from esteira.evidence.prometheus import PrometheusClient, PrometheusProvider
 from esteira.rollout.engine import analysis_due
 from esteira.rollout.evidence import Evidence, MetricsUnavailable
+from esteira.rollout.queries import MetricNames, drift_queries
 from esteira.routing import key_of
+from esteira.state.monitoring import drift_due
 from esteira.state.reconcile import ReconcileInput, ReconcilePlan, Result, plan_reconcile
 from esteira.vocabulary import COMMAND_ANNOTATION, Command, format_time, parse_time
 
@@ -61,6 +66,7 @@ class Reconciler:
         objects = await with_backoff(lambda: self.api.list_children(namespace, name), "list children")
         now = format_time(datetime.now(UTC))
         evidence, metrics_error = await self._evidence(md, now)
+        drift, drift_error = await self._drift(md, now)
         plan = plan_reconcile(
             ReconcileInput(
                 name=name,
@@ -73,10 +79,14 @@ class Reconciler:
                 prometheus_url=self.prometheus_url,
                 evidence=evidence,
                 metrics_error=metrics_error,
+                drift=drift,
+                drift_error=drift_error,
                 command=read_command(md),
             )
         )
         await self._apply(md, plan)
+        if drift is not None or drift_error is not None:
+            self._record_drift(namespace, name, plan.status, drift_error)
         return plan.result
 
     async def _evidence(self, md: dict[str, Any], now: str) -> tuple[Evidence | None, str | None]:
@@ -103,6 +113,41 @@ class Reconciler:
         except MetricsUnavailable as exc:
             return None, str(exc)
         return evidence, None
+
+    async def _drift(self, md: dict[str, Any], now: str) -> tuple[DriftWindow | None, str | None]:
+        """The stable revision's drift window when an evaluation is due; a failure is recorded, not raised."""
+        try:
+            spec = ModelDeploymentSpec.parse(md.get("spec") or {})
+            status = ModelDeploymentStatus.model_validate(md.get("status") or {})
+        except (InvalidSpec, ValueError):
+            return None, None
+        revision = drift_due(spec, status, parse_time(now))
+        if revision is None or spec.monitoring.drift is None:
+            return None, None
+        url = spec.monitoring.prometheus_url or self.prometheus_url
+        if not url:
+            return None, "no Prometheus URL: set spec.monitoring.prometheusUrl or the operator's --prometheus-url"
+        client = PrometheusClient(url)
+        names = MetricNames()
+        queries = drift_queries(
+            names, md["metadata"]["namespace"], spec.model.name, revision, spec.monitoring.drift.window
+        )
+        try:
+            async with aiohttp.ClientSession() as session:
+                return await drift_window(client, session, queries, names), None
+        except MetricsUnavailable as exc:
+            return None, str(exc)
+
+    @staticmethod
+    def _record_drift(namespace: str, name: str, status: dict[str, Any], error: str | None) -> None:
+        if error is not None:
+            telemetry.DRIFT_EVALUATION_ERRORS.inc()
+            return
+        monitoring = ModelDeploymentStatus.model_validate(status).monitoring
+        if monitoring is None:
+            return
+        telemetry.DRIFT_EVALUATIONS.labels(monitoring.verdict).inc()
+        telemetry.record_drift(namespace, name, {f.name: f.score for f in monitoring.features if f.score is not None})
 
     async def _apply(self, md: dict[str, Any], plan: ReconcilePlan) -> None:
         namespace = md["metadata"]["namespace"]

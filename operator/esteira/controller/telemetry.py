@@ -21,3 +21,27 @@ ROLLOUTS = Counter(
 )
 for _outcome in ("Promoted", "RolledBack"):
     ROLLOUTS.labels(_outcome)  # exported at 0 so increase() sees the first rollback
+
+DRIFT_EVALUATIONS = Counter(
+    "esteira_operator_drift_evaluations_total",
+    "Drift evaluations of stable revisions by verdict (Drifted, Stable, NoData).",
+    ["verdict"],
+)
+DRIFT_EVALUATION_ERRORS = Counter(
+    "esteira_operator_drift_evaluation_errors_total", "Drift evaluations without evidence (metrics unavailable)."
+)
+DRIFT_SCORE = Gauge(
+    "esteira_operator_drift_score",
+    "Last drift score per deployment and feature (the status's top features only, so bounded).",
+    ["namespace", "deployment", "feature"],
+)
+_drift_features: dict[tuple[str, str], set[str]] = {}
+
+
+def record_drift(namespace: str, name: str, scores: dict[str, float]) -> None:
+    """Set this deployment's feature scores and drop the series of features no longer reported."""
+    for feature in _drift_features.get((namespace, name), set()) - set(scores):
+        DRIFT_SCORE.remove(namespace, name, feature)
+    for feature, score in scores.items():
+        DRIFT_SCORE.labels(namespace, name, feature).set(score)
+    _drift_features[(namespace, name)] = set(scores)

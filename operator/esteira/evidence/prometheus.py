@@ -10,6 +10,7 @@ from typing import Any
 import aiohttp
 
 from esteira.api.spec import ModelDeploymentSpec
+from esteira.evidence.drift import drift_window
 from esteira.rollout.evidence import ArmSample, Evidence, MetricsUnavailable
 from esteira.rollout.queries import ArmQueries, MetricNames, arm_queries, render_custom
 
@@ -71,14 +72,14 @@ class PrometheusProvider:
             self.client.scalar(session, queries.errors),
             self.client.scalar(session, queries.latency_p95),
             self.client.by_label(session, queries.class_counts, self.names.class_label),
-            self.client.scalar(session, queries.drift),
+            drift_window(self.client, session, queries.drift, self.names),
         )
         return ArmSample(
             requests=requests or 0.0,
             errors=errors or 0.0,
             latency_p95=p95,
             class_counts=classes,
-            drift_score=drift,
+            drift=drift,
         )
 
     async def collect(

@@ -6,8 +6,9 @@ Checks against stable are skipped once the canary takes all traffic (stable then
 
 from __future__ import annotations
 
-from esteira.api.spec import Analysis
+from esteira.api.spec import Analysis, DataDriftCheck
 from esteira.api.status import CheckResult
+from esteira.drift.evaluate import DriftPolicy, DriftWindow, evaluate
 from esteira.rollout.distances import homogeneity_p_value, jensen_shannon_distance, population_stability_index
 from esteira.rollout.evidence import ArmSample, Evidence
 
@@ -27,11 +28,35 @@ def _result(name: str, value: float | None, limit: str, sample: float, ok: bool 
     )
 
 
+def data_drift_check(check: DataDriftCheck, window: DriftWindow | None, policy: DriftPolicy) -> CheckResult:
+    """Share of the canary's input features that drift from the reference profile over the interval.
+
+    NoData only when too few instances were counted (or the model server has no profile): the step waits.
+    """
+    if window is None or not window.reference:
+        return _result("data-drift", None, f"<= {check.max}", 0, None, "no reference profile counted for the canary")
+    report = evaluate(window, policy)
+    if report.drifted_share is None:
+        note = f"{report.sample_size} instances counted, {policy.min_sample} needed"
+        return _result("data-drift", None, f"<= {check.max}", report.sample_size, None, note)
+    drifted = ", ".join(f"{f.name} ({f.method} {f.score})" for f in report.drifted[:3])
+    return _result(
+        "data-drift",
+        report.drifted_share,
+        f"<= {check.max}",
+        report.sample_size,
+        report.drifted_share <= check.max,
+        f"drifted: {drifted}" if drifted else "",
+    )
+
+
 def _stable_usable(stable: ArmSample | None, min_requests: int) -> bool:
     return stable is not None and stable.requests >= max(1, min_requests)
 
 
-def run_checks(analysis: Analysis, evidence: Evidence, canary_weight: int) -> list[CheckResult]:
+def run_checks(
+    analysis: Analysis, evidence: Evidence, canary_weight: int, *, drift_policy: DriftPolicy | None = None
+) -> list[CheckResult]:
     canary, stable = evidence.canary, evidence.stable
     compare = _stable_usable(stable, analysis.min_requests)
     skip_relative = canary_weight >= 100
@@ -103,16 +128,7 @@ def run_checks(analysis: Analysis, evidence: Evidence, canary_weight: int) -> li
         )
 
     if analysis.data_drift is not None:
-        score = canary.drift_score
-        results.append(
-            _result(
-                "data-drift",
-                score,
-                f"<= {analysis.data_drift.max}",
-                canary.requests,
-                None if score is None else score <= analysis.data_drift.max,
-            )
-        )
+        results.append(data_drift_check(analysis.data_drift, canary.drift, drift_policy or DriftPolicy()))
 
     for custom in analysis.custom:
         value = evidence.custom.get(custom.name)

@@ -15,6 +15,7 @@ from typing import Literal
 
 from esteira.api.spec import ModelDeploymentSpec
 from esteira.api.status import TRANSIENT_HOLDS, CanaryRecord, Hold, ModelDeploymentStatus, RevisionRecord, RolloutRecord
+from esteira.drift.policy import policy_of, rollout_blocked_by_drift
 from esteira.rollout.checks import run_checks
 from esteira.rollout.inputs import RolloutInput
 from esteira.rollout.revisions import finish_history
@@ -168,8 +169,16 @@ def advance(inp: RolloutInput, tracked: ModelDeploymentStatus) -> EngineOutput:
         )
         out.requeue_after = 5.0
         return out
+    held_for_drift = canary.hold == "InputsDrifting"
     if canary.hold in TRANSIENT_HOLDS:
         _hold(canary, None)  # readiness and router caught up; analysis verdicts keep their reason
+    blocked = rollout_blocked_by_drift(spec, status)
+    if blocked:
+        if not held_for_drift:
+            out.decisions.append(Decision("RolloutBlocked", f"Canary revision {canary.revision} held: {blocked}", True))
+        _hold(canary, "InputsDrifting", blocked)
+        out.requeue_after = interval.total_seconds()
+        return out
     if not analysis_due(spec, status, inp.now):
         last = parse_time(canary.last_analysis_at or canary.step_started_at or now)
         out.requeue_after = max(1.0, (last + interval - inp.now).total_seconds())
@@ -186,7 +195,7 @@ def advance(inp: RolloutInput, tracked: ModelDeploymentStatus) -> EngineOutput:
         return out
 
     analysis = spec.rollout.analysis
-    checks = run_checks(analysis, inp.evidence, canary.weight)
+    checks = run_checks(analysis, inp.evidence, canary.weight, drift_policy=policy_of(spec.monitoring.drift))
     canary.checks = checks
     step_age = inp.now - parse_time(canary.step_started_at or now)
     enough = inp.evidence.canary.requests >= analysis.min_requests

@@ -5,6 +5,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+from esteira.drift.evaluate import DriftWindow
+
 
 @dataclass(frozen=True)
 class ArmSample:
@@ -14,7 +16,7 @@ class ArmSample:
     errors: float = 0.0
     latency_p95: float | None = None
     class_counts: Mapping[str, float] = field(default_factory=dict)
-    drift_score: float | None = None
+    drift: DriftWindow | None = None  # input bins over the interval; None: not gathered
 
     @property
     def error_rate(self) -> float | None:

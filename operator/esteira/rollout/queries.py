@@ -14,7 +14,14 @@ class MetricNames:
     requests: str = "esteira_requests_total"
     duration_bucket: str = "esteira_request_duration_seconds_bucket"
     predictions: str = "esteira_predictions_total"
-    drift: str = "esteira_data_drift_score"
+    drift_bins: str = "esteira_drift_bin_total"
+    drift_reference: str = "esteira_drift_reference"
+    drift_reference_predictions: str = "esteira_drift_reference_predictions"
+    drift_instances: str = "esteira_drift_instances_total"
+    quality_violations: str = "esteira_data_quality_violations_total"
+    feature_label: str = "feature"
+    bin_label: str = "bin"
+    kind_label: str = "kind"
     namespace_label: str = "namespace"
     model_label: str = "ModelName"
     revision_label: str = "Revision"
@@ -24,23 +31,56 @@ class MetricNames:
 
 
 @dataclass(frozen=True)
+class DriftQueries:
+    """One revision's input bins, their reference, violations and predictions over a window.
+
+    The reference gauges are the same on every replica, so `max` keeps one copy; counters add up.
+    """
+
+    bins: str
+    reference: str
+    instances: str
+    violations: str
+    predictions: str
+    reference_predictions: str
+
+
+@dataclass(frozen=True)
 class ArmQueries:
     requests: str
     errors: str
     latency_p95: str
     class_counts: str
-    drift: str
+    drift: DriftQueries
 
 
 def _escape(value: str) -> str:
     return value.replace("\\", "\\\\").replace('"', '\\"')
 
 
-def arm_queries(names: MetricNames, namespace: str, model: str, revision: int, interval: str) -> ArmQueries:
-    selector = (
+def _selector(names: MetricNames, namespace: str, model: str, revision: int) -> str:
+    return (
         f'{names.namespace_label}="{_escape(namespace)}",{names.model_label}="{_escape(model)}",'
         f'{names.revision_label}="{revision}"'
     )
+
+
+def drift_queries(names: MetricNames, namespace: str, model: str, revision: int, window: str) -> DriftQueries:
+    selector = _selector(names, namespace, model, revision)
+    per_bin = f"{names.feature_label}, {names.bin_label}"
+    return DriftQueries(
+        bins=f"sum by ({per_bin}) (increase({names.drift_bins}{{{selector}}}[{window}]))",
+        reference=f"max by ({per_bin}) ({names.drift_reference}{{{selector}}})",
+        instances=f"sum(increase({names.drift_instances}{{{selector}}}[{window}]))",
+        violations=f"sum by ({names.feature_label}, {names.kind_label}) "
+        f"(increase({names.quality_violations}{{{selector}}}[{window}]))",
+        predictions=f"sum by ({names.class_label}) (increase({names.predictions}{{{selector}}}[{window}]))",
+        reference_predictions=f"max by ({names.class_label}) ({names.drift_reference_predictions}{{{selector}}})",
+    )
+
+
+def arm_queries(names: MetricNames, namespace: str, model: str, revision: int, interval: str) -> ArmQueries:
+    selector = _selector(names, namespace, model, revision)
     window = f"[{interval}]"
     return ArmQueries(
         requests=f"sum(increase({names.requests}{{{selector}}}{window}))",
@@ -48,7 +88,7 @@ def arm_queries(names: MetricNames, namespace: str, model: str, revision: int, i
         errors=f'sum(increase({names.requests}{{{selector},{names.outcome_label}="{names.server_error}"}}{window}))',
         latency_p95=f"histogram_quantile(0.95, sum by (le) (rate({names.duration_bucket}{{{selector}}}{window})))",
         class_counts=f"sum by ({names.class_label}) (increase({names.predictions}{{{selector}}}{window}))",
-        drift=f"max({names.drift}{{{selector}}})",
+        drift=drift_queries(names, namespace, model, revision, interval),
     )
 
 

@@ -14,6 +14,7 @@ from typing import Any, Literal
 from esteira.api.errors import InvalidSpec
 from esteira.api.spec import ModelDeploymentSpec, check_name
 from esteira.api.status import ModelDeploymentStatus
+from esteira.drift.evaluate import DriftWindow
 from esteira.render.inferenceservice import RenderContext
 from esteira.rollout.cycle import rollout_step
 from esteira.rollout.evidence import Evidence
@@ -24,6 +25,7 @@ from esteira.routing.base import key_of
 from esteira.state import merge_patch
 from esteira.state.conditions import set_condition
 from esteira.state.drift import drift_patch, last_applied, managed_view, with_last_applied
+from esteira.state.monitoring import monitor, seconds_to_next
 from esteira.state.observe import Observation, observe_kserve
 from esteira.vocabulary import KSERVE_DEPLOYMENT_MODE, Command, Decision, parse_time
 
@@ -42,6 +44,8 @@ class ReconcileInput:
     prometheus_url: str | None = None
     collector_url: str | None = None
     evidence: Evidence | None = None
+    drift: DriftWindow | None = None  # the stable revision's inputs over monitoring.drift.window, when due
+    drift_error: str | None = None
     metrics_error: str | None = None
     command: Command | None = None
 
@@ -119,6 +123,7 @@ def plan_reconcile(inp: ReconcileInput) -> ReconcilePlan:
         router = router_for(spec.rollout.router)
         # What the backend reports about the canary as status knows it; the step matches it to its canary.
         route = router.observe(ctx, spec, traffic_plan(status), inp.objects) if status.stable else NOTHING_OBSERVED
+        watched = monitor(spec, status, inp.now, inp.generation, inp.drift, inp.drift_error)
         step = rollout_step(
             RolloutInput(
                 spec=spec,
@@ -130,7 +135,10 @@ def plan_reconcile(inp: ReconcileInput) -> ReconcilePlan:
                 route=route,
             )
         )
-        status, decisions, requeue_after = step.status, step.decisions, step.requeue_after
+        status, decisions, requeue_after = step.status, watched + step.decisions, step.requeue_after
+        next_evaluation = seconds_to_next(spec, status, parse_time(inp.now))
+        if next_evaluation is not None:
+            requeue_after = min(requeue_after or next_evaluation, next_evaluation)
         desired = [with_last_applied(obj) for obj in router.desired(ctx, spec, step.plan, inp.objects)]
     except InvalidSpec as exc:
         return _invalid(inp, _read_status(inp.status), exc)

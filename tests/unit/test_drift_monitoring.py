@@ -1,0 +1,142 @@
+"""Drift monitoring in the operator's pure core: the spec's rules, one incident one event, the canary held
+by BlockRollouts, and the canary's data-drift check on binned evidence."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from typing import Any
+
+import pytest
+
+from esteira.api.errors import InvalidSpec
+from esteira.api.spec import DataDriftCheck, ModelDeploymentSpec
+from esteira.api.status import ModelDeploymentStatus, RevisionRecord
+from esteira.drift.evaluate import DriftPolicy, DriftWindow
+from esteira.rollout.checks import data_drift_check
+from esteira.rollout.cycle import rollout_step
+from esteira.rollout.evidence import ArmSample, Evidence
+from esteira.rollout.inputs import ObservedRoute, RolloutInput
+from esteira.rollout.revisions import track_revisions
+from esteira.state.conditions import get_condition
+from esteira.state.monitoring import drift_due, monitor
+from esteira.vocabulary import format_time
+from tests.support.specs import model, spec
+
+T0 = datetime(2026, 1, 1, 12, 0, 0)
+REFERENCE = {"0.5": 250.0, "1": 250.0, "1.5": 250.0, "+Inf": 250.0}
+STABLE_WINDOW = {"0.5": 240.0, "1": 260.0, "1.5": 255.0, "+Inf": 245.0}
+SHIFTED_WINDOW = {"0.5": 20.0, "1": 60.0, "1.5": 220.0, "+Inf": 700.0}
+
+
+def window(current: dict[str, float], features: int = 3) -> DriftWindow:
+    names = [f"f{i}" for i in range(features)]
+    return DriftWindow(
+        reference={n: REFERENCE for n in names},
+        current={n: current for n in names},
+        instances=sum(current.values()),
+    )
+
+
+def parsed(drift: dict[str, Any] | None = None, version: str = "1", **extra: Any) -> ModelDeploymentSpec:
+    monitoring = {"drift": drift} if drift is not None else {}
+    return ModelDeploymentSpec.parse(
+        spec(model=model(version=version, storageUri=f"s3://m/{version}"), monitoring=monitoring, **extra)
+    )
+
+
+def stable_status() -> ModelDeploymentStatus:
+    record = RevisionRecord(revision=1, model_version="1", storage_uri="s3://m/1", since="2026-01-01T11:00:00Z")
+    return ModelDeploymentStatus(stable=record, latest_revision=1)
+
+
+def test_retrain_is_refused_with_a_message_naming_the_field() -> None:
+    with pytest.raises(InvalidSpec, match=r"monitoring\.drift\.actions: Retrain needs the retraining trigger"):
+        parsed({"actions": ["Alert", "Retrain"]})
+    with pytest.raises(InvalidSpec, match="each feature may be named once"):
+        parsed({"features": [{"name": "a"}, {"name": "a", "threshold": 0.3}]})
+    assert parsed({"actions": ["Alert", "BlockRollouts"]}).monitoring.drift is not None
+
+
+def test_one_incident_gives_one_warning_and_clearing_gives_one_normal_event() -> None:
+    md, status = parsed({}), stable_status()
+    now = format_time(T0)
+    first = monitor(md, status, now, 1, window(SHIFTED_WINDOW), None)
+    assert [(d.reason, d.warning) for d in first] == [("DataDrifted", True)]
+    assert "f0" in first[0].message and status.monitoring is not None
+    assert status.monitoring.verdict == "Drifted" and status.monitoring.drifting_since == now
+    condition = get_condition(status, "DataDrifted")
+    assert condition is not None and condition.status == "True"
+    assert monitor(md, status, format_time(T0 + timedelta(minutes=1)), 1, window(SHIFTED_WINDOW), None) == []
+    # too little data and missing metrics neither end nor restart the incident
+    assert monitor(md, status, now, 1, window({"0.5": 3.0}), None) == []
+    assert monitor(md, status, now, 1, None, "Prometheus down") == []
+    assert status.monitoring.drifting_since == now and "Prometheus down" in status.monitoring.message
+    cleared = monitor(md, status, now, 1, window(STABLE_WINDOW), None)
+    assert [d.reason for d in cleared] == ["DriftCleared"]
+    condition = get_condition(status, "DataDrifted")
+    assert condition is not None and condition.status == "False" and condition.reason == "NoDrift"
+
+
+def test_low_unshifted_traffic_raises_nothing() -> None:
+    md, status = parsed({"minSample": 100}), stable_status()
+    assert monitor(md, status, format_time(T0), 1, window({"0.5": 10.0, "1": 12.0, "1.5": 9.0}), None) == []
+    assert status.monitoring is not None and status.monitoring.verdict == "NoData"
+    condition = get_condition(status, "DataDrifted")
+    assert condition is not None and (condition.status, condition.reason) == ("False", "NotEnoughData")
+
+
+def test_alert_can_be_left_out_and_monitoring_off_clears_the_status() -> None:
+    status = stable_status()
+    assert (
+        monitor(parsed({"actions": ["BlockRollouts"]}), status, format_time(T0), 1, window(SHIFTED_WINDOW), None) == []
+    )
+    assert status.monitoring is not None and status.monitoring.drifting_since is not None
+    monitor(parsed(None), status, format_time(T0), 1, None, None)
+    assert status.monitoring is None and get_condition(status, "DataDrifted") is None
+
+
+def test_evaluations_are_due_once_per_interval() -> None:
+    md, status = parsed({"interval": "5m"}), stable_status()
+    assert drift_due(md, status, T0) == 1
+    monitor(md, status, format_time(T0), 1, window(STABLE_WINDOW), None)
+    assert drift_due(md, status, T0 + timedelta(minutes=4)) is None
+    assert drift_due(md, status, T0 + timedelta(minutes=5)) == 1
+    assert drift_due(parsed(None), status, T0) is None
+
+
+def test_block_rollouts_holds_the_canary_while_inputs_drift_and_lets_it_go_after() -> None:
+    rollout = {"steps": [10, 100], "interval": "1m", "analysis": {"minRequests": 1}}
+    md = parsed({"actions": ["Alert", "BlockRollouts"]}, version="2", rollout=rollout)
+    status = track_revisions(
+        parsed(version="1", rollout=rollout), ModelDeploymentStatus(), "2026-01-01T11:00:00Z"
+    ).status
+    status = track_revisions(md, status, format_time(T0)).status
+    route = ObservedRoute(2, True, 10)
+    status = rollout_step(RolloutInput(spec=md, status=status, now=T0, route=ObservedRoute(2, True, 0))).status
+    monitor(md, status, format_time(T0), 1, window(SHIFTED_WINDOW), None)
+    good = Evidence(canary=ArmSample(requests=100), stable=ArmSample(requests=900))
+    later = T0 + timedelta(minutes=2)
+    held = rollout_step(RolloutInput(spec=md, status=status, now=later, route=route, evidence=good))
+    assert held.status.canary is not None and held.status.canary.hold == "InputsDrifting"
+    assert held.status.canary.weight == 10
+    assert [d.reason for d in held.decisions] == ["RolloutBlocked"]
+    again = rollout_step(RolloutInput(spec=md, status=held.status, now=later, route=route, evidence=good))
+    assert again.decisions == []  # one incident, one event
+    status = again.status
+    monitor(md, status, format_time(later), 1, window(STABLE_WINDOW), None)
+    freed = rollout_step(
+        RolloutInput(spec=md, status=status, now=later + timedelta(minutes=1), route=route, evidence=good)
+    )
+    assert freed.status.canary is None or freed.status.canary.hold != "InputsDrifting"
+    assert "AnalysisPassed" in [d.reason for d in freed.decisions]
+
+
+def test_the_canary_data_drift_check_says_no_data_only_on_too_little_data() -> None:
+    check, policy = DataDriftCheck(max=0.2), DriftPolicy(min_sample=100)
+    assert data_drift_check(check, window({"0.5": 5.0, "1": 5.0}), policy).verdict == "NoData"
+    assert data_drift_check(check, None, policy).verdict == "NoData"
+    failed = data_drift_check(check, window(SHIFTED_WINDOW), policy)
+    assert (failed.verdict, failed.value, failed.sample_size) == ("Fail", 1.0, 1000)
+    assert "f0" in failed.message
+    passed = data_drift_check(check, window(STABLE_WINDOW), policy)
+    assert (passed.verdict, passed.value) == ("Pass", 0.0)
