@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 
 from esteira.api.crd import build_crd
 from esteira.api.errors import InvalidSpec
-from esteira.api.spec import MAX_NAME_LENGTH, SPEC_RULES, ModelDeploymentSpec, check_name
+from esteira.api.spec import MAX_NAME_LENGTH, RETRAIN_UNAVAILABLE, SPEC_RULES, ModelDeploymentSpec, check_name
 from tests.support.schemas import CelRule, cel_errors, cel_rules, evaluate_cel_rule
 from tests.support.specs import model, spec
 
@@ -124,6 +124,24 @@ CASES += [
         RETRAIN,
         {"command": ["train"]},
         "retraining",
+    ),
+]
+
+DRIFT = {"window": "1h", "interval": "1m", "actions": ["Alert"], "features": [{"name": "a"}, {"name": "b"}]}
+CASES += [
+    (
+        ".spec.monitoring.drift",
+        RETRAIN_UNAVAILABLE,
+        DRIFT,
+        {**DRIFT, "actions": ["Alert", "Retrain"]},
+        None,
+    ),
+    (
+        ".spec.monitoring.drift",
+        "monitoring.drift.features: each feature may be named once",
+        DRIFT,
+        {**DRIFT, "features": [{"name": "a"}, {"name": "a", "threshold": 0.2}]},
+        None,
     ),
 ]
 
@@ -266,6 +284,14 @@ def test_python_agrees_with_cel(path: str, message: str, good: Any, bad: Any, se
     with pytest.raises(InvalidSpec) as caught:
         ModelDeploymentSpec.parse(spec(**{section: bad}))
     assert message in [p.reason for p in caught.value.problems]
+
+
+def test_drift_rules_agree_with_python() -> None:
+    for _, message, good, bad, _ in [c for c in CASES if c[0] == ".spec.monitoring.drift"]:
+        ModelDeploymentSpec.parse(spec(monitoring={"drift": good}))
+        with pytest.raises(InvalidSpec) as caught:
+            ModelDeploymentSpec.parse(spec(monitoring={"drift": bad}))
+        assert message in [p.reason for p in caught.value.problems]
 
 
 def test_custom_check_rule_agrees_with_python() -> None:
