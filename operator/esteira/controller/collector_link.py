@@ -1,0 +1,86 @@
+"""The operator's link to Esteira's collector: where handlers send records by default, and where every
+decision is recorded as an audit trail that outlives Kubernetes Events.
+
+Configured by environment (the chart sets both when the collector is installed): ESTEIRA_COLLECTOR_URL and
+ESTEIRA_COLLECTOR_TOKEN. Posting never holds a reconcile: each batch of decisions is sent by a background
+task with retries and backoff, and a bounded number of batches wait; past that the oldest is dropped and
+logged (Events still carry every decision).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import random
+import time
+from collections import deque
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import aiohttp
+
+from esteira.vocabulary import COLLECTOR_AUDIT_PATH, ENV_COLLECTOR_TOKEN, ENV_COLLECTOR_URL, Decision
+
+logger = logging.getLogger(__name__)
+MAX_WAITING = 1000
+ATTEMPTS = 6
+
+
+@dataclass
+class CollectorLink:
+    url: str | None = None
+    token: str | None = None
+    _waiting: deque[list[dict[str, object]]] = field(default_factory=lambda: deque(maxlen=MAX_WAITING))
+    _sender: asyncio.Task[None] | None = None
+    _wake: asyncio.Event = field(default_factory=asyncio.Event)
+
+    @classmethod
+    def from_env(cls) -> CollectorLink:
+        return cls(os.environ.get(ENV_COLLECTOR_URL) or None, os.environ.get(ENV_COLLECTOR_TOKEN) or None)
+
+    def record(self, namespace: str, name: str, decisions: Sequence[Decision]) -> None:
+        """Queue the decisions for the audit trail; returns at once."""
+        if not self.url or not decisions:
+            return
+        now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+        if len(self._waiting) == self._waiting.maxlen:
+            logger.warning("audit trail: %d batches waiting for the collector; dropping the oldest", MAX_WAITING)
+        entry = {"namespace": namespace, "deployment": name, "actor": "esteira-operator", "time": now}
+        self._waiting.append(
+            [{**entry, "reason": d.reason, "message": d.message, "warning": d.warning} for d in decisions]
+        )
+        if self._sender is None or self._sender.done():
+            self._sender = asyncio.get_running_loop().create_task(self._send_all())
+        self._wake.set()
+
+    async def _send_all(self) -> None:
+        headers = {"Authorization": f"Bearer {self.token}"} if self.token else {}
+        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=5), headers=headers) as session:
+            while self._waiting:
+                batch = self._waiting[0]
+                if await self._post(session, batch):
+                    self._waiting.popleft()
+                else:
+                    logger.warning("audit trail: collector unreachable; %d batches wait", len(self._waiting))
+                    self._wake.clear()
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(self._wake.wait(), timeout=30)
+
+    async def _post(self, session: aiohttp.ClientSession, batch: list[dict[str, object]]) -> bool:
+        assert self.url is not None
+        for attempt in range(ATTEMPTS):
+            try:
+                async with session.post(self.url.rstrip("/") + COLLECTOR_AUDIT_PATH, json=batch) as response:
+                    if response.status < 300 or response.status == 422:  # 422 will not get better by retrying
+                        return True
+            except (aiohttp.ClientError, TimeoutError):
+                pass
+            await asyncio.sleep(0.2 * 2**attempt * random.uniform(0.5, 1.0))
+        return False
+
+    async def close(self) -> None:
+        if self._sender is not None:
+            self._sender.cancel()
+            await asyncio.gather(self._sender, return_exceptions=True)
