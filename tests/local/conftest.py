@@ -11,6 +11,7 @@ from collections.abc import Awaitable, Callable, Coroutine
 from pathlib import Path
 from typing import Any, TypeVar
 
+from esteira.local.loadgen import LoadGenerator
 from esteira.local.runtime import LocalRuntime
 from tests.support.prerequisites import require_file
 from tests.support.torchserve import require_torchserve
@@ -59,6 +60,7 @@ class RuntimeThread:
         self._error: BaseException | None = None
         self._thread = threading.Thread(target=self._main, daemon=True)
         self.before_stop: list[Callable[[], Awaitable[None]]] = []  # e.g. a load generator's stop
+        self.load: LoadGenerator | None = None  # steady traffic a test may count
 
     def _main(self) -> None:
         asyncio.set_event_loop(self.loop)

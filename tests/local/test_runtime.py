@@ -38,6 +38,7 @@ def local(tmp_path: Path) -> Iterator[RuntimeThread]:
     load = LoadGenerator(thread.runtime.url, "iris", clients=2, batch=8, pause=0.03)
     thread.loop.call_soon_threadsafe(load.start)
     thread.before_stop.append(load.stop)
+    thread.load = load
     yield thread
     thread.stop()
 
@@ -45,12 +46,17 @@ def local(tmp_path: Path) -> Iterator[RuntimeThread]:
 @pytest.mark.timeout(900)
 def test_one_runtime_from_first_revision_to_shutdown(local: RuntimeThread) -> None:
     """Revision 1 serves; 1.0.1 is mirrored, paused and promoted (2); the worse 1.1.0 is rolled back (3); a
-    killed server comes back; a rollback to revision 1's build makes revision 4; shutdown leaves no process."""
+    killed server comes back; a rollback to revision 1's build makes revision 4; shutdown leaves no process.
+    Steady load runs throughout: file edits, pause, promotion, rollback and a kill -9 drop no request."""
     serves_v1_v2_and_pins_by_header(local)
     mirroring_pause_and_promotion(local)
     worse_model_rolls_back_on_prediction_shift(local)
     killed_server_is_restarted_and_serves_again(local)
     rollback_to_an_earlier_revision(local)
+    load = local.load
+    assert load is not None and sum(load.statuses.values()) > 100
+    failed = {status: n for status, n in load.statuses.items() if not 200 <= status < 300}
+    assert not failed, f"non-2xx answers under load: {failed} of {sum(load.statuses.values())}"
     shutdown_leaves_no_process(local)
 
 
@@ -109,7 +115,8 @@ def killed_server_is_restarted_and_serves_again(local: RuntimeThread) -> None:
     wait_for(lambda: server.restarts >= 1, 20, "the crash noticed")
     wait_for(lambda: server.ready and server.pgid != pgid, 90, "revision 2 restarted")
     assert not group_members(pgid)
-    assert any(e.reason == "ServerCrashed" for e in runtime.timeline)
+    crashes = [e.message for e in runtime.timeline if e.reason == "ServerCrashed"]
+    assert crashes and "TorchServe was killed by signal SIGKILL" in crashes[-1], crashes
     status, headers, _ = http(f"{runtime.url}/v1/models/iris:predict", {"instances": [[5, 3, 1, 0.2]]})
     assert status == 200 and headers["x-model-revision"] == "2"
 

@@ -48,7 +48,7 @@ Control = Callable[[str, dict[str, Any]], Awaitable[dict[str, Any]]]
 StatusView = Callable[[], dict[str, Any]]
 MAX_BODY = 32 * 1024 * 1024
 MAX_CONTROL_BODY = 4096
-RETRY_SECONDS = 20.0
+RETRY_SECONDS = 28.0  # a TorchServe restart takes 10-25 s on a busy machine; common client timeouts are 30 s
 logger = logging.getLogger(__name__)
 
 
