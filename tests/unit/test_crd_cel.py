@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 
 from esteira.api.crd import build_crd
 from esteira.api.errors import InvalidSpec
-from esteira.api.spec import MAX_NAME_LENGTH, RETRAIN_UNAVAILABLE, SPEC_RULES, ModelDeploymentSpec, check_name
+from esteira.api.spec import MAX_NAME_LENGTH, SPEC_RULES, ModelDeploymentSpec, check_name
 from tests.support.schemas import CelRule, cel_errors, cel_rules, evaluate_cel_rule
 from tests.support.specs import model, spec
 
@@ -131,13 +131,6 @@ DRIFT = {"window": "1h", "interval": "1m", "actions": ["Alert"], "features": [{"
 CASES += [
     (
         ".spec.monitoring.drift",
-        RETRAIN_UNAVAILABLE,
-        DRIFT,
-        {**DRIFT, "actions": ["Alert", "Retrain"]},
-        None,
-    ),
-    (
-        ".spec.monitoring.drift",
         "monitoring.drift.features: each feature may be named once",
         DRIFT,
         {**DRIFT, "features": [{"name": "a"}, {"name": "a", "threshold": 0.2}]},
@@ -172,6 +165,11 @@ SPEC_CASES: list[tuple[str, dict[str, Any], dict[str, Any]]] = [
         SPEC_RULES[5].message,
         spec(model=model(runtime="esteira-torchserve"), batching={"maxBatchSize": 4, "maxBatchDelayMs": 0}),
         spec(batching={"maxBatchSize": 4, "maxBatchDelayMs": 0}),
+    ),
+    (
+        SPEC_RULES[6].message,
+        spec(monitoring={"drift": {"actions": ["Retrain"]}}, retraining=RETRAIN),
+        spec(monitoring={"drift": {"actions": ["Retrain"]}}),
     ),
 ]
 

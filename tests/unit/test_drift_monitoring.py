@@ -49,8 +49,10 @@ def stable_status() -> ModelDeploymentStatus:
     return ModelDeploymentStatus(stable=record, latest_revision=1)
 
 
-def test_retrain_is_refused_with_a_message_naming_the_field() -> None:
-    with pytest.raises(InvalidSpec, match=r"monitoring\.drift\.actions: Retrain needs the retraining trigger"):
+def test_retrain_needs_somewhere_to_hand_the_incident() -> None:
+    with pytest.raises(
+        InvalidSpec, match=r"monitoring\.drift\.actions: Retrain hands the incident to spec\.retraining"
+    ):
         parsed({"actions": ["Alert", "Retrain"]})
     with pytest.raises(InvalidSpec, match="each feature may be named once"):
         parsed({"features": [{"name": "a"}, {"name": "a", "threshold": 0.3}]})

@@ -517,10 +517,6 @@ class PrometheusAuth(SpecModel):
 
 DriftMethod = Literal["Auto", "PSI", "JensenShannon", "Wasserstein"]
 DriftAction = Literal["Alert", "BlockRollouts", "Retrain"]
-RETRAIN_UNAVAILABLE = (
-    "monitoring.drift.actions: Retrain needs the retraining trigger, which this version does not have yet: "
-    "use Alert and BlockRollouts"
-)
 
 
 class DriftFeatureOverride(SpecModel):
@@ -542,7 +538,6 @@ class DriftMonitoring(SpecModel):
     model_config = ConfigDict(
         json_schema_extra={
             "x-kubernetes-validations": [
-                cel("!self.actions.exists(a, a == 'Retrain')", RETRAIN_UNAVAILABLE, ".actions"),
                 cel(
                     "self.features.all(f, self.features.exists_one(g, g.name == f.name))",
                     "monitoring.drift.features: each feature may be named once",
@@ -578,13 +573,12 @@ class DriftMonitoring(SpecModel):
         default_factory=lambda: list[DriftAction](["Alert"]),
         max_length=3,
         description="Alert: condition DataDrifted, a Warning event naming the top features, metrics. "
-        "BlockRollouts: a canary does not advance while inputs drift. Retrain: not available yet. Default: [Alert].",
+        "BlockRollouts: a canary does not advance while inputs drift. Retrain: the incident, with its evidence, "
+        "triggers spec.retraining (as retraining.triggers.drift does). Default: [Alert].",
     )
 
     @model_validator(mode="after")
     def _supported(self) -> DriftMonitoring:
-        if "Retrain" in self.actions:
-            raise ValueError(RETRAIN_UNAVAILABLE)
         names = [f.name for f in self.features]
         if len(set(names)) != len(names):
             raise ValueError("monitoring.drift.features: each feature may be named once")
@@ -750,6 +744,14 @@ SPEC_RULES: tuple[SpecRule, ...] = (
         lambda s: (
             s.batching.max_batch_size > 1 and s.batching.max_batch_delay_ms == 0 and s.model.runtime != ESTEIRA_RUNTIME
         ),
+    ),
+    SpecRule(
+        "!has(self.monitoring.drift) || !self.monitoring.drift.actions.exists(a, a == 'Retrain') || "
+        "has(self.retraining)",
+        "monitoring.drift.actions: Retrain hands the incident to spec.retraining: set spec.retraining (what runs "
+        "it), or use Alert and BlockRollouts",
+        ".monitoring.drift.actions",
+        lambda s: s.monitoring.drift is not None and "Retrain" in s.monitoring.drift.actions and s.retraining is None,
     ),
 )
 

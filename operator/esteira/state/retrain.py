@@ -49,9 +49,10 @@ def signals_from_status(spec: ModelDeploymentSpec, status: ModelDeploymentStatus
     return found
 
 
-def _policy(retraining: Retraining) -> Policy:
+def _policy(spec: ModelDeploymentSpec, retraining: Retraining) -> Policy:
     kinds: set[SignalKind] = set()
-    if retraining.triggers.drift:
+    drift = spec.monitoring.drift
+    if retraining.triggers.drift or (drift is not None and "Retrain" in drift.actions):
         kinds.add("Drift")
     if retraining.triggers.data_quality:
         kinds.add("DataQuality")
@@ -106,7 +107,7 @@ def plan_retraining(
     running = next((r.job or str(r.run) for r in state.runs if r.outcome == "Running"), None)
     history = History(frozenset(state.handled), state.last_triggered_at, running)
     signals = signals_from_status(spec, status) + (extra_signals or [])
-    verdict = decide(_policy(retraining), history, signals, now)
+    verdict = decide(_policy(spec, retraining), history, signals, now)
     if not verdict.fire or verdict.signal is None:
         return plan
     signal, at, number = verdict.signal, format_time(now), state.next_run
