@@ -149,3 +149,17 @@ def test_accepts_every_field_of_a_full_spec() -> None:
     assert parsed.gpu.is_mig
     assert parsed.rollout.analysis.custom[0].max == 0.9
     assert parsed.resources.limits["memory"] == 2147483648
+
+
+def test_every_mistake_is_reported_at_once() -> None:
+    body = spec(autoscaling={"minReplicas": 0, "target": "x"}, batching={"maxBatchSize": 8, "maxBatchDelayMs": 0})
+    body["bogus"] = 1
+    with pytest.raises(InvalidSpec) as caught:
+        ModelDeploymentSpec.parse(body)
+    paths = [p.path for p in caught.value.problems]
+    assert paths == [
+        "spec.autoscaling.target",  # the field checks first
+        "spec.bogus",
+        "spec.autoscaling.minReplicas",  # then the spec's own rules on what is left
+        "spec.batching.maxBatchDelayMs",
+    ]

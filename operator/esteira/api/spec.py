@@ -7,6 +7,7 @@ Python check the operator and `esteira render` enforce. Tests evaluate both on t
 
 from __future__ import annotations
 
+import copy
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -862,11 +863,44 @@ class ModelDeploymentSpec(SpecModel):
         try:
             parsed = cls.model_validate(spec)
         except ValidationError as exc:
-            raise InvalidSpec.from_validation_error(exc) from None
-        problems = [FieldProblem(f"spec{rule.field}", rule.message) for rule in SPEC_RULES if rule.broken(parsed)]
+            # Report every mistake at once: the spec's own rules still run on what is left once the
+            # fields already reported are dropped (their defaults stand in), when that much parses.
+            problems = list(InvalidSpec.from_validation_error(exc).problems)
+            try:
+                rest = cls.model_validate(_without(spec, [error["loc"] for error in exc.errors()]))
+            except ValidationError:
+                raise InvalidSpec(problems) from None
+            reported = {p.path for p in problems}
+            problems += [p for p in _rule_problems(rest) if p.path not in reported]
+            raise InvalidSpec(problems) from None
+        problems = _rule_problems(parsed)
         if problems:
             raise InvalidSpec(problems)
         return parsed
+
+
+def _rule_problems(spec: ModelDeploymentSpec) -> list[FieldProblem]:
+    return [FieldProblem(f"spec{rule.field}", rule.message) for rule in SPEC_RULES if rule.broken(spec)]
+
+
+def _without(document: dict[str, Any], paths: list[tuple[int | str, ...]]) -> dict[str, Any]:
+    """A copy of `document` with the value at each path removed (a list item or a mapping key)."""
+    result = copy.deepcopy(document)
+    for path in paths:
+        if not path:
+            continue
+        parent: Any = result
+        for part in path[:-1]:
+            try:
+                parent = parent[part]
+            except (KeyError, IndexError, TypeError):
+                parent = None
+                break
+        if isinstance(parent, dict):
+            parent.pop(path[-1], None)
+        elif isinstance(parent, list) and isinstance(path[-1], int) and path[-1] < len(parent):
+            parent[path[-1]] = None
+    return result
 
 
 def check_name(name: object) -> None:
