@@ -5,7 +5,7 @@ when its queue is full and knows no revision. Here:
 
 - Sampling is a hash of the request id, so every revision (stable, canary, a mirror) logs the same requests
   and their records pair up; the id is the ``x-request-id`` header, else ``ce-id``, else the body's ``id``,
-  else TorchServe's own.
+  else TorchServe's own (which its frontend returns as ``x-request-id``; a v2 answer's ``id`` says it too).
 - Configured field names are redacted at any depth (and a v2 input tensor of that name) before a record is
   queued: nothing unredacted leaves the worker.
 - ``observe`` only decides, encodes and ``put_nowait``\\ s; a full queue drops the record and counts it. One
@@ -240,7 +240,6 @@ class InferenceLog:
                 request_id = _request_id(context, idx, body)
                 if request_id is None or not sampled(request_id, self.settings.sample_rate):
                     continue
-                _echo_id(context, idx, request_id)
                 now = datetime.now(UTC).isoformat().replace("+00:00", "Z")
                 if self.settings.mode in ("all", "request"):
                     self.outbox.offer(self._event(CE_INFERENCE_REQUEST, request_id, now, _decoded(body)))
@@ -332,11 +331,3 @@ def _request_id(context: Any, idx: int, body: Any) -> str | None:
         return str(context.get_request_id(idx))
     except Exception:
         return None
-
-
-def _echo_id(context: Any, idx: int, request_id: str) -> None:
-    """The answer says which id to send the label for."""
-    try:
-        context.set_response_header(idx, REQUEST_ID_HEADER, request_id)
-    except Exception:
-        logger.debug("could not set %s on request %d", REQUEST_ID_HEADER, idx)

@@ -106,7 +106,6 @@ def test_queue_never_blocks_inference_and_counts_drops() -> None:
     log.observe(context, body, answers, outcomes)
     assert time.perf_counter() - started < 1.0  # 200 records into a queue of 10 with the sink hung
     assert outbox.dropped >= 200 - 10 - 100  # at most the queue and one batch in flight were kept
-    assert context.headers[(5, "x-request-id")] == "r5"
     release.set()
 
 

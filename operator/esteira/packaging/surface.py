@@ -33,9 +33,9 @@ Protocol = Literal["v1", "v2"]
 SERVER_NAME = "esteira"
 EXTENSIONS = ("binary_tensor_data",)
 # What travels between a client and a model server, both ways; everything else stays on its hop.
-# The request id travels both ways: inference records are keyed on it, and labels are sent for it.
+# The caller's request id reaches the model: inference records are keyed on it, and labels are sent for it.
 REQUEST_HEADERS = ("Content-Type", "Accept", BINARY_HEADER, REQUEST_ID_HEADER)
-RESPONSE_HEADERS = ("Content-Type", BINARY_HEADER, REQUEST_ID_HEADER)
+RESPONSE_HEADERS = ("Content-Type", BINARY_HEADER)
 _MODEL = "{model:[^/:]+}"
 
 
