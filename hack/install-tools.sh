@@ -127,3 +127,16 @@ else
     "install a JDK or JRE 17+, e.g. \`apt-get install openjdk-17-jre-headless\`" >&2
   exit 1
 fi
+
+# The collector's tests run a real PostgreSQL server (initdb and pg_ctl, started as an unprivileged user).
+have_postgres() { command -v initdb >/dev/null || compgen -G "/usr/lib/postgresql/*/bin/initdb" >/dev/null; }
+if ! have_postgres && as_root_with_apt; then
+  echo "Installing Debian's postgresql for the collector's tests"
+  apt_install postgresql
+fi
+if have_postgres; then
+  echo "postgresql: $(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | tail -n 1 || command -v initdb)"
+else
+  echo "error: the collector's tests need PostgreSQL's initdb and pg_ctl: as root, run \`apt-get install postgresql\`" >&2
+  exit 1
+fi
