@@ -115,12 +115,18 @@ class EsteiraService:
         limit = self.config.max_body_bytes
         declared = request.headers.get("content-length", "")
         if declared.isdigit() and int(declared) > limit:
+            async for _ in request.stream():  # read and drop it: a client still sending would see a reset
+                pass
             return error(413, f"the request body of {declared} bytes exceeded the limit of {limit} bytes")
         body = await request.body()
         if len(body) > limit:
             return error(413, f"the request body of {len(body)} bytes exceeded the limit of {limit} bytes")
         answer = await self.batcher.submit(RawRequest(body, dict(request.headers)))
-        headers = {_RESPONSE_HEADERS[key]: value for key, value in answer.headers.items() if key in _RESPONSE_HEADERS}
+        headers = {
+            _RESPONSE_HEADERS[key.lower()]: value
+            for key, value in answer.headers.items()
+            if key.lower() in _RESPONSE_HEADERS
+        }
         return Response(answer.body, status_code=answer.status, headers=headers)
 
 

@@ -1,5 +1,6 @@
 """Esteira's model server as a pod runs it (entrypoint, front, TorchServe, handler) spoken to by real clients:
-Triton's tritonclient and KServe's own REST client, plus raw HTTP for the routes neither client covers."""
+Triton's tritonclient and KServe's own REST client, plus raw HTTP for the routes neither client covers. Every
+test runs against both runtimes: esteira-torchserve and esteira-kserve (the same handler on KServe's server)."""
 
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ import pytest
 import tritonclient.http as triton
 from PIL import Image
 
+from tests.support.kserve_runtime import KServeRuntimeProcess
 from tests.support.model_server import ModelServerProcess
 from tests.support.prerequisites import require_file
 from tests.support.protocol_clients import (
@@ -37,13 +39,19 @@ def _config(build: str) -> dict[str, Any]:
     return dict(json.loads(demo.read_text()))
 
 
-@pytest.fixture(scope="module")
-def servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, ModelServerProcess]]:
+RUNTIMES = {"esteira-torchserve": ModelServerProcess, "esteira-kserve": KServeRuntimeProcess}
+
+
+@pytest.fixture(scope="module", params=list(RUNTIMES))
+def servers(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[dict[str, ModelServerProcess | KServeRuntimeProcess]]:
     require_torchserve()
     for build in ("iris-1.0.0", "digits-1.0.0"):
         require_file(MODELS / build / "config" / "config.properties", "run `make models`")
     root = tmp_path_factory.mktemp("model-servers")
-    started = {name: ModelServerProcess(MODELS / f"{name}-1.0.0", root / name, "1.0.0") for name in ("iris", "digits")}
+    runtime = RUNTIMES[request.param]
+    started = {name: runtime(MODELS / f"{name}-1.0.0", root / name, "1.0.0") for name in ("iris", "digits")}
     for server in started.values():  # one after the other: two JVMs starting at once crowd two cores
         server.start()
     yield started
@@ -60,15 +68,19 @@ def _get(url: str, method: str = "GET", body: bytes | None = None) -> tuple[int,
         return exc.code, json.loads(exc.read())
 
 
-def test_tritonclient_speaks_v2_to_the_model_server(servers: dict[str, ModelServerProcess]) -> None:
+def test_tritonclient_speaks_v2_to_the_model_server(
+    servers: dict[str, ModelServerProcess | KServeRuntimeProcess],
+) -> None:
     check_tabular_with_triton(servers["iris"].url, "iris", "1.0.0", _config("iris-1.0.0")["labels"])
 
 
-def test_kserve_client_speaks_v1_and_v2_to_the_model_server(servers: dict[str, ModelServerProcess]) -> None:
+def test_kserve_client_speaks_v1_and_v2_to_the_model_server(
+    servers: dict[str, ModelServerProcess | KServeRuntimeProcess],
+) -> None:
     check_with_kserve_client(servers["iris"].url, "iris", _config("iris-1.0.0")["labels"])
 
 
-def test_v1_listing_and_json_errors(servers: dict[str, ModelServerProcess]) -> None:
+def test_v1_listing_and_json_errors(servers: dict[str, ModelServerProcess | KServeRuntimeProcess]) -> None:
     url = servers["iris"].url
     assert _get(f"{url}/v1/models") == (200, {"models": ["iris"]})
     assert _get(f"{url}/v1/models/iris") == (200, {"name": "iris", "ready": True})
@@ -92,7 +104,9 @@ def _png(shade: int) -> bytes:
     return buffer.getvalue()
 
 
-def test_images_as_binary_bytes_and_as_base64_agree(servers: dict[str, ModelServerProcess]) -> None:
+def test_images_as_binary_bytes_and_as_base64_agree(
+    servers: dict[str, ModelServerProcess | KServeRuntimeProcess],
+) -> None:
     client = triton_client(servers["digits"].url)
     config = _config("digits-1.0.0")
     metadata = client.get_model_metadata("digits")
