@@ -56,6 +56,13 @@ ENV_RETRAIN_REASON = "ESTEIRA_RETRAIN_REASON"
 ENV_RETRAIN_EVIDENCE = "ESTEIRA_RETRAIN_EVIDENCE"
 REVISION_HEADER = "x-model-revision"  # pins a request to one revision; answers say which one served it
 
+# -- esteira up: where the CLI finds a run, and where local model folders may live --------------------------
+
+ENV_LOCAL_URL = "ESTEIRA_LOCAL_URL"  # the router the CLI talks to
+ENV_LOCAL_TOKEN = "ESTEIRA_LOCAL_TOKEN"  # the run's /control token, overriding the token file
+ENV_LOCAL_TOKEN_DIR = "ESTEIRA_LOCAL_TOKEN_DIR"  # where `esteira up` writes token files
+ENV_LOCAL_ROOT = "ESTEIRA_LOCAL_ROOT"  # when set, every local storageUri must resolve inside it
+
 # -- inference logging and ground truth -------------------------------------------------------------------
 
 ENV_NAMESPACE = "ESTEIRA_NAMESPACE"
@@ -83,6 +90,7 @@ CE_PREDICTIONS = "predictions"  # JSON list: the label or value predicted for ea
 COLLECTOR_RECORDS_PATH = "/v1/records"
 COLLECTOR_LABELS_PATH = "/v1/labels"
 COLLECTOR_AUDIT_PATH = "/v1/audit"
+COLLECTOR_EXPORT_PATH = "/v1/export"
 
 # -- decisions and commands ------------------------------------------------------------------------------
 

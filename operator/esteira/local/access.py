@@ -15,16 +15,15 @@ import secrets
 from pathlib import Path
 from urllib.parse import urlparse
 
-ENV_URL = "ESTEIRA_LOCAL_URL"
-ENV_TOKEN = "ESTEIRA_LOCAL_TOKEN"
-ENV_TOKEN_DIR = "ESTEIRA_LOCAL_TOKEN_DIR"
+from esteira.vocabulary import ENV_LOCAL_TOKEN, ENV_LOCAL_TOKEN_DIR
+
 LOOPBACK_NAMES = ("127.0.0.1", "localhost", "[::1]")
 
 
 def token_dir() -> Path:
     """Where tokens live: ``$ESTEIRA_LOCAL_TOKEN_DIR``, ``$XDG_RUNTIME_DIR/esteira``, or ``~/.local/state/esteira``."""
-    if os.environ.get(ENV_TOKEN_DIR):
-        return Path(os.environ[ENV_TOKEN_DIR])
+    if os.environ.get(ENV_LOCAL_TOKEN_DIR):
+        return Path(os.environ[ENV_LOCAL_TOKEN_DIR])
     runtime = os.environ.get("XDG_RUNTIME_DIR")
     return Path(runtime) / "esteira" if runtime else Path.home() / ".local" / "state" / "esteira"
 
@@ -57,8 +56,8 @@ def remove_token(path: Path, token: str) -> None:
 
 def read_token(url: str) -> str | None:
     """The token for the router at `url`: ``$ESTEIRA_LOCAL_TOKEN``, else the file named by its port."""
-    if os.environ.get(ENV_TOKEN):
-        return os.environ[ENV_TOKEN].strip()
+    if os.environ.get(ENV_LOCAL_TOKEN):
+        return os.environ[ENV_LOCAL_TOKEN].strip()
     port = urlparse(url).port or 80
     try:
         return token_path(port).read_text().strip() or None
@@ -82,6 +81,6 @@ def refusal(headers: dict[str, str], port: int, token: str | None) -> tuple[int,
     if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip().encode(), token.encode()):
         return 401, (
             f"commands need this run's token (Authorization: Bearer ...); `esteira` reads it from {token_path(port)} "
-            f"or ${ENV_TOKEN}"
+            f"or ${ENV_LOCAL_TOKEN}"
         )
     return None

@@ -18,11 +18,12 @@ from pathlib import Path
 from typing import Any
 
 from esteira.api.errors import InvalidSpec
-from esteira.local.access import ENV_URL, read_token
+from esteira.local.access import read_token
 from esteira.local.router import PortInUse
 from esteira.local.runtime import LocalRuntime
+from esteira.vocabulary import ENV_LOCAL_URL
 
-DEFAULT_URL = os.environ.get(ENV_URL, "http://127.0.0.1:8080")
+DEFAULT_URL = os.environ.get(ENV_LOCAL_URL, "http://127.0.0.1:8080")
 
 
 async def serve(runtime: LocalRuntime) -> int:
@@ -86,7 +87,7 @@ def call(url: str, path: str, body: dict[str, Any] | None = None) -> dict[str, A
     except (urllib.error.URLError, OSError) as exc:
         raise SystemExit(
             f"esteira: no local runtime answers at {url} ({getattr(exc, 'reason', exc)}); start one with "
-            f"`esteira up -f md.yaml`, or point at a running one with --url or {ENV_URL}"
+            f"`esteira up -f md.yaml`, or point at a running one with --url or {ENV_LOCAL_URL}"
         ) from None
 
 

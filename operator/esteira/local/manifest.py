@@ -18,8 +18,8 @@ from esteira.api.errors import FieldProblem, InvalidSpec
 from esteira.api.spec import ModelDeploymentSpec
 from esteira.manifests import load_documents, read_document
 from esteira.packaging.config import CONFIG_PATH, parse_properties
+from esteira.vocabulary import ENV_LOCAL_ROOT
 
-ENV_ROOT = "ESTEIRA_LOCAL_ROOT"
 STORAGE_FIELD = "spec.model.storageUri"
 
 
@@ -48,7 +48,7 @@ def contained(folder: Path, root: Path) -> Path:
     """`folder` with symlinks and `..` resolved, if that stays inside `root`; ValueError otherwise."""
     resolved, boundary = folder.resolve(), root.resolve()
     if not resolved.is_relative_to(boundary):
-        raise ValueError(f"resolves to {resolved}, outside {boundary} ({ENV_ROOT})")
+        raise ValueError(f"resolves to {resolved}, outside {boundary} ({ENV_LOCAL_ROOT})")
     return resolved
 
 
@@ -56,8 +56,8 @@ def _storage_problems(spec: ModelDeploymentSpec) -> list[FieldProblem]:
     """Whether the folder exists, stays in the allowed root and serves the model the spec names."""
     try:
         folder = model_dir(spec.model.storage_uri)
-        if os.environ.get(ENV_ROOT):
-            folder = contained(folder, Path(os.environ[ENV_ROOT]))
+        if os.environ.get(ENV_LOCAL_ROOT):
+            folder = contained(folder, Path(os.environ[ENV_LOCAL_ROOT]))
     except ValueError as exc:
         return [FieldProblem(STORAGE_FIELD, str(exc))]
     config = folder / CONFIG_PATH
