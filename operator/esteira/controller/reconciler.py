@@ -43,6 +43,7 @@ class Reconciler:
 
     def forget(self, namespace: str, name: str) -> None:
         self._locks.pop((namespace, name), None)
+        telemetry.forget_deployment(namespace, name)
 
     async def reconcile(self, namespace: str, name: str) -> Result | None:
         """Bring one ModelDeployment's children and status in line; None when the object is gone."""
@@ -85,6 +86,7 @@ class Reconciler:
             )
         )
         await self._apply(md, plan)
+        telemetry.record_status(namespace, name, plan.status)
         if drift is not None or drift_error is not None:
             self._record_drift(namespace, name, plan.status, drift_error)
         return plan.result

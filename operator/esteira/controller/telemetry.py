@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
+from typing import Any
+
 from prometheus_client import Counter, Gauge, Histogram
 
 RECONCILES = Counter(
@@ -45,3 +48,55 @@ def record_drift(namespace: str, name: str, scores: dict[str, float]) -> None:
     for feature, score in scores.items():
         DRIFT_SCORE.labels(namespace, name, feature).set(score)
     _drift_features[(namespace, name)] = set(scores)
+
+
+# Per-deployment state for alerts and dashboards (one series per deployment, so bounded by what is managed).
+READY = Gauge(
+    "esteira_operator_deployment_ready",
+    "1 when the ModelDeployment's Ready condition is True, else 0.",
+    ["namespace", "deployment"],
+)
+CANARY_WEIGHT = Gauge(
+    "esteira_operator_canary_weight",
+    "Share of traffic (%) the canary receives; 0 without a canary.",
+    ["namespace", "deployment"],
+)
+CANARY_HELD = Gauge(
+    "esteira_operator_canary_held",
+    "1 while the canary is held (paused or waiting), by hold reason; absent without a hold.",
+    ["namespace", "deployment", "hold"],
+)
+DATA_DRIFTED = Gauge(
+    "esteira_operator_data_drifted",
+    "1 while the DataDrifted condition is True, else 0.",
+    ["namespace", "deployment"],
+)
+_holds: dict[tuple[str, str], str] = {}
+
+
+def record_status(namespace: str, name: str, status: dict[str, Any]) -> None:
+    """Export the written status as gauges: readiness, canary weight and hold, drift."""
+    conditions = {c.get("type"): c.get("status") for c in status.get("conditions") or []}
+    READY.labels(namespace, name).set(1 if conditions.get("Ready") == "True" else 0)
+    DATA_DRIFTED.labels(namespace, name).set(1 if conditions.get("DataDrifted") == "True" else 0)
+    canary = status.get("canary") or {}
+    CANARY_WEIGHT.labels(namespace, name).set(canary.get("weight", 0))
+    hold = canary.get("hold") or ("PausedByRequest" if canary.get("paused") else None)
+    previous = _holds.pop((namespace, name), None)
+    if previous is not None and previous != hold:
+        CANARY_HELD.remove(namespace, name, previous)
+    if hold is not None:
+        CANARY_HELD.labels(namespace, name, hold).set(1)
+        _holds[(namespace, name)] = hold
+
+
+def forget_deployment(namespace: str, name: str) -> None:
+    """Drop a deleted deployment's series so dashboards and alerts stop showing it."""
+    for gauge in (READY, CANARY_WEIGHT, DATA_DRIFTED):
+        with contextlib.suppress(KeyError):  # never reconciled, or forgotten before
+            gauge.remove(namespace, name)
+    hold = _holds.pop((namespace, name), None)
+    if hold is not None:
+        CANARY_HELD.remove(namespace, name, hold)
+    for feature in _drift_features.pop((namespace, name), set()):
+        DRIFT_SCORE.remove(namespace, name, feature)
