@@ -1,0 +1,83 @@
+"""`make bench`: what inference logging costs the handler, and how fast the collector ingests.
+
+Handler: the time `InferenceLog.observe` adds per request inside the TorchServe worker (sampling, redaction,
+encoding, queueing; sending happens on another thread), at sample rates 0, 0.1 and 1.0. Collector: records
+per second through POST /v1/records in batches of 100 (the handlers' batch size), on SQLite and, where
+PostgreSQL's initdb is present, on a PostgreSQL server started for the run.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+from aiohttp.test_utils import TestClient, TestServer
+
+from esteira.collector.app import Collector, CollectorConfig
+from model_handlers.inference_log import InferenceLog, LogSettings, Outbox
+from model_handlers.protocol import Identity, Prediction
+from tests.support.postgres import postgres_server
+
+REQUESTS = 20000
+
+
+class Context:
+    def __init__(self, ids: list[str]) -> None:
+        self.ids, self.metrics = ids, None
+
+    def get_all_request_header(self, idx: int) -> dict[str, str]:
+        return {"x-request-id": self.ids[idx]}
+
+
+def handler_overhead(rate: float) -> float:
+    """Microseconds per request that observe() adds, with a sink that takes everything."""
+    log = InferenceLog(
+        LogSettings(url="http://sink", sample_rate=rate, redact=frozenset({"ssn"})),
+        Identity("iris", "1.0.0", "1"),
+        Outbox(lambda batch: None, capacity=100000),
+    )
+    body = [{"body": json.dumps({"instances": [[5.1, 3.5, 1.4, 0.2]] * 8}).encode()}] * 8
+    answers = [json.dumps({"predictions": [{"label": "setosa", "probabilities": {"setosa": 0.9}}] * 8})] * 8
+    outcomes = [(200, [Prediction(label="setosa")] * 8)] * 8
+    started = time.perf_counter()
+    for _ in range(REQUESTS // 8):
+        log.observe(Context([uuid.uuid4().hex for _ in range(8)]), body, answers, outcomes)
+    return (time.perf_counter() - started) / REQUESTS * 1e6
+
+
+def event(i: int) -> dict[str, object]:
+    return {"specversion": "1.0", "id": f"r{i}", "type": "org.kubeflow.serving.inference.response", "source": "b",
+            "inferenceservicename": "iris", "namespace": "bench", "revision": "1", "predictions": '["setosa"]',
+            "data": {"predictions": [{"label": "setosa"}]}}  # fmt: skip
+
+
+async def ingest(database: str, batches: int = 100) -> float:
+    async with TestClient(TestServer(Collector(CollectorConfig(database)).app())) as client:
+        started = time.perf_counter()
+        for b in range(batches):
+            batch = [event(b * 100 + i) for i in range(100)]
+            response = await client.post("/v1/records", json=batch)
+            assert response.status == 200, await response.text()
+        return batches * 100 / (time.perf_counter() - started)
+
+
+def main() -> None:
+    print("Inference logging, handler side (observe() per request, 8-instance batches of 8 requests):")
+    for rate in (0.0, 0.1, 1.0):
+        print(f"  sample rate {rate:>4}: {handler_overhead(rate):7.1f} us per request")
+    with tempfile.TemporaryDirectory() as scratch:
+        database = f"sqlite:///{Path(scratch) / 'bench.db'}"
+        print(f"Collector ingest, SQLite: {asyncio.run(ingest(database)):,.0f} records/s")
+    try:
+        with postgres_server() as url:
+            print(f"Collector ingest, PostgreSQL: {asyncio.run(ingest(url)):,.0f} records/s")
+    except BaseException as exc:  # no PostgreSQL here: the SQLite figure stands alone
+        print(f"Collector ingest, PostgreSQL: not measured ({type(exc).__name__}: {exc})")
+
+
+if __name__ == "__main__":
+    main()
