@@ -6,9 +6,11 @@ Checks against stable are skipped once the canary takes all traffic (stable then
 
 from __future__ import annotations
 
-from esteira.api.spec import Analysis, DataDriftCheck
+from esteira.api.spec import AccuracyCheck, Analysis, DataDriftCheck
 from esteira.api.status import CheckResult
 from esteira.drift.evaluate import DriftPolicy, DriftWindow, evaluate
+from esteira.quality.scores import Tally
+from esteira.quality.significance import accuracy_drop_p_value, mae_rise_p_value
 from esteira.rollout.distances import homogeneity_p_value, jensen_shannon_distance, population_stability_index
 from esteira.rollout.evidence import ArmSample, Evidence
 
@@ -54,8 +56,47 @@ def _stable_usable(stable: ArmSample | None, min_requests: int) -> bool:
     return stable is not None and stable.requests >= max(1, min_requests)
 
 
+def quality_check(check: AccuracyCheck, canary: Tally | None, stable: Tally | None, labels_due: bool) -> CheckResult:
+    """The canary's accuracy (or MAE) against stable's on labels that arrived over the same window.
+
+    Too few labels, or a difference within what chance explains, says NoData: the step waits for labels
+    instead of rolling back a canary on a handful of them.
+    """
+    name, tolerance = check.metric, check.tolerance
+    labelled = canary.labelled if canary else 0
+    if not labels_due:
+        return _result(name, None, "", labelled, None, f"waiting {check.label_delay} (labelDelay) for labels")
+    if canary is None or stable is None or min(canary.labelled, stable.labelled) < check.min_labels:
+        counts = f"canary {labelled}, stable {stable.labelled if stable else 0}"
+        return _result(
+            name, None, "", labelled, None, f"not enough labels yet: {counts}, {check.min_labels} needed per arm"
+        )
+    if check.metric == "accuracy":
+        mine, theirs = canary.accuracy or 0.0, stable.accuracy or 0.0
+        limit, ok = theirs - tolerance, mine >= theirs - tolerance
+        p_value = accuracy_drop_p_value(canary, stable, tolerance)
+        threshold = f">= {limit:.4f} (stable {theirs:.4f} - {tolerance})"
+    else:
+        mine, theirs = canary.mae or 0.0, stable.mae or 0.0
+        limit, ok = theirs + tolerance, mine <= theirs + tolerance
+        p_value = mae_rise_p_value(canary, stable, tolerance)
+        threshold = f"<= {limit:.4f} (stable {theirs:.4f} + {tolerance})"
+    if ok:
+        return _result(name, mine, threshold, labelled, True, f"stable n={stable.labelled}")
+    if p_value < check.significance:
+        return _result(
+            name, mine, threshold, labelled, False, f"worse than stable (p={p_value:.4f}, n={stable.labelled})"
+        )
+    return _result(name, mine, threshold, labelled, None, f"not significant yet (p={p_value:.3f}): waiting for labels")
+
+
 def run_checks(
-    analysis: Analysis, evidence: Evidence, canary_weight: int, *, drift_policy: DriftPolicy | None = None
+    analysis: Analysis,
+    evidence: Evidence,
+    canary_weight: int,
+    *,
+    labels_due: bool = True,
+    drift_policy: DriftPolicy | None = None,
 ) -> list[CheckResult]:
     canary, stable = evidence.canary, evidence.stable
     compare = _stable_usable(stable, analysis.min_requests)
@@ -129,6 +170,10 @@ def run_checks(
 
     if analysis.data_drift is not None:
         results.append(data_drift_check(analysis.data_drift, canary.drift, drift_policy or DriftPolicy()))
+
+    if analysis.accuracy is not None and not skip_relative:
+        quality = stable.quality if stable is not None else None
+        results.append(quality_check(analysis.accuracy, canary.quality, quality, labels_due))
 
     for custom in analysis.custom:
         value = evidence.custom.get(custom.name)

@@ -10,7 +10,7 @@ never promotes.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Literal
 
 from esteira.api.spec import ModelDeploymentSpec
@@ -195,19 +195,28 @@ def advance(inp: RolloutInput, tracked: ModelDeploymentStatus) -> EngineOutput:
         return out
 
     analysis = spec.rollout.analysis
-    checks = run_checks(analysis, inp.evidence, canary.weight, drift_policy=policy_of(spec.monitoring.drift))
-    canary.checks = checks
     step_age = inp.now - parse_time(canary.step_started_at or now)
+    label_delay = parse_duration(analysis.accuracy.label_delay) if analysis.accuracy else timedelta(0)
+    checks = run_checks(
+        analysis,
+        inp.evidence,
+        canary.weight,
+        labels_due=step_age >= label_delay,
+        drift_policy=policy_of(spec.monitoring.drift),
+    )
+    canary.checks = checks
     enough = inp.evidence.canary.requests >= analysis.min_requests
     failed = [c for c in checks if c.verdict == "Fail"]
-    if not enough or (not failed and any(c.verdict == "NoData" for c in checks)):
-        if step_age < parse_duration(analysis.low_traffic_deadline):
-            _hold(
-                canary,
-                "ExtendingStep",
-                f"extending step: the canary served {int(inp.evidence.canary.requests)} requests in this "
-                f"{spec.rollout.interval} interval, {analysis.min_requests} needed",
+    waiting = [c for c in checks if c.verdict == "NoData"]
+    if not enough or (not failed and waiting):
+        if step_age < parse_duration(analysis.low_traffic_deadline) + label_delay:
+            because = (
+                f"the canary served {int(inp.evidence.canary.requests)} requests in this "
+                f"{spec.rollout.interval} interval, {analysis.min_requests} needed"
+                if not enough
+                else "; ".join(f"{c.name}: {c.message or 'no data'}" for c in waiting)
             )
+            _hold(canary, "ExtendingStep", f"extending step: {because}")
             return out
         if analysis.low_traffic_action == "Fail":
             out.decisions.append(roll_back(status, now, "too little traffic to judge before the deadline"))

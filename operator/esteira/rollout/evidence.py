@@ -6,6 +6,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from esteira.drift.evaluate import DriftWindow
+from esteira.quality.scores import Tally
 
 
 @dataclass(frozen=True)
@@ -17,6 +18,7 @@ class ArmSample:
     latency_p95: float | None = None
     class_counts: Mapping[str, float] = field(default_factory=dict)
     drift: DriftWindow | None = None  # input bins over the interval; None: not gathered
+    quality: Tally | None = None  # labelled predictions joined over interval + labelDelay; None: not gathered
 
     @property
     def error_rate(self) -> float | None:
