@@ -17,11 +17,13 @@ from esteira.api.errors import InvalidSpec
 from esteira.api.spec import ModelDeploymentSpec
 from esteira.api.status import ModelDeploymentStatus
 from esteira.controller import telemetry
+from esteira.controller.collector_link import CollectorLink
 from esteira.controller.kube import KubeAPI
 from esteira.controller.retry import ApiError, with_backoff
 from esteira.drift.evaluate import DriftWindow
 from esteira.evidence.drift import drift_window
 from esteira.evidence.prometheus import PrometheusClient, PrometheusProvider
+from esteira.evidence.quality import WithQuality, prometheus_tallies
 from esteira.rollout.engine import analysis_due
 from esteira.rollout.evidence import Evidence, MetricsUnavailable
 from esteira.rollout.queries import MetricNames, drift_queries
@@ -39,6 +41,7 @@ class Reconciler:
     def __init__(self, api: KubeAPI, prometheus_url: str | None) -> None:
         self.api = api
         self.prometheus_url = prometheus_url
+        self.collector = CollectorLink.from_env()
         self._locks: defaultdict[tuple[str, str], asyncio.Lock] = defaultdict(asyncio.Lock)
 
     def forget(self, namespace: str, name: str) -> None:
@@ -78,6 +81,7 @@ class Reconciler:
                 objects=objects,
                 now=now,
                 prometheus_url=self.prometheus_url,
+                collector_url=self.collector.url,
                 evidence=evidence,
                 metrics_error=metrics_error,
                 drift=drift,
@@ -103,7 +107,8 @@ class Reconciler:
         url = spec.monitoring.prometheus_url or self.prometheus_url
         if not url:
             return None, "no Prometheus URL: set spec.monitoring.prometheusUrl or the operator's --prometheus-url"
-        provider = PrometheusProvider(PrometheusClient(url))
+        client = PrometheusClient(url)
+        provider = WithQuality(PrometheusProvider(client), prometheus_tallies(client))
         try:
             evidence = await provider.collect(
                 md["metadata"]["namespace"],
@@ -176,6 +181,7 @@ class Reconciler:
             )
             log = logger.warning if decision.warning else logger.info
             log("%s/%s %s: %s", namespace, md["metadata"]["name"], decision.reason, decision.message)
+        self.collector.record(namespace, md["metadata"]["name"], plan.decisions)
 
     async def _create_or_patch(self, namespace: str, child: dict[str, Any]) -> None:
         """Create; if a retried create already went through (409 AlreadyExists), patch to the same content."""
