@@ -94,3 +94,11 @@ def test_no_retraining_spec_plans_nothing() -> None:
     status = drifting()
     assert plan_retraining(CTX, ModelDeploymentSpec.parse(spec()), status, {}, NOW).decisions == []
     assert status.retraining is None
+
+
+def test_a_job_lost_between_the_status_write_and_its_creation_is_created_again() -> None:
+    status = drifting()
+    (job,) = plan_retraining(CTX, parsed(), status, {}, NOW).jobs
+    again = plan_retraining(CTX, parsed(), status, {}, NOW + timedelta(seconds=5))  # the Job never appeared
+    assert again.jobs == [job]
+    assert again.decisions == []

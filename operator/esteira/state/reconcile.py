@@ -27,7 +27,8 @@ from esteira.state.conditions import set_condition
 from esteira.state.drift import drift_patch, last_applied, managed_view, with_last_applied
 from esteira.state.monitoring import monitor, seconds_to_next
 from esteira.state.observe import Observation, observe_kserve
-from esteira.vocabulary import KSERVE_DEPLOYMENT_MODE, Command, Decision, parse_time
+from esteira.state.retrain import plan_retraining
+from esteira.vocabulary import COLLECTOR_EXPORT_PATH, KSERVE_DEPLOYMENT_MODE, Command, Decision, parse_time
 
 Result = Literal["created", "updated", "unchanged", "invalid"]
 
@@ -48,6 +49,7 @@ class ReconcileInput:
     drift_error: str | None = None
     metrics_error: str | None = None
     command: Command | None = None
+    retrain_jobs: Mapping[str, dict[str, Any]] = field(default_factory=dict)  # this deployment's Jobs by name
 
 
 @dataclass
@@ -61,6 +63,8 @@ class ReconcilePlan:
     deletes: list[ObjectKey] = field(default_factory=list)
     decisions: list[Decision] = field(default_factory=list)
     requeue_after: float | None = None
+    retrain_jobs: list[dict[str, Any]] = field(default_factory=list)  # Jobs to create for retraining runs
+    retrain_events: list[dict[str, Any]] = field(default_factory=list)  # CloudEvents for spec.retraining.webhook
 
     @property
     def create(self) -> dict[str, Any] | None:
@@ -111,6 +115,13 @@ def _check_mode_unchanged(spec: ModelDeploymentSpec, objects: Mapping[ObjectKey,
         )
 
 
+def _export_url(ctx: RenderContext, spec: ModelDeploymentSpec) -> str | None:
+    """Where a retraining run reads the labelled data of the window that triggered it (the collector's export)."""
+    if ctx.collector_url is None or spec.retraining is None:
+        return None
+    return f"{ctx.collector_url.rstrip('/')}{COLLECTOR_EXPORT_PATH}?deployment={ctx.name}&namespace={ctx.namespace}"
+
+
 def plan_reconcile(inp: ReconcileInput) -> ReconcilePlan:
     """Decide what to create, patch or delete, where the rollout goes, and what the status becomes."""
     status = _read_status(inp.status)
@@ -139,11 +150,23 @@ def plan_reconcile(inp: ReconcileInput) -> ReconcilePlan:
         next_evaluation = seconds_to_next(spec, status, parse_time(inp.now))
         if next_evaluation is not None:
             requeue_after = min(requeue_after or next_evaluation, next_evaluation)
+        retraining = plan_retraining(
+            ctx, spec, status, inp.retrain_jobs, parse_time(inp.now), labelled_data=_export_url(ctx, spec)
+        )
+        decisions += retraining.decisions
         desired = [with_last_applied(obj) for obj in router.desired(ctx, spec, step.plan, inp.objects)]
     except InvalidSpec as exc:
         return _invalid(inp, _read_status(inp.status), exc)
 
-    plan = ReconcilePlan("unchanged", {}, False, decisions=decisions, requeue_after=requeue_after)
+    plan = ReconcilePlan(
+        "unchanged",
+        {},
+        False,
+        decisions=decisions,
+        requeue_after=requeue_after,
+        retrain_jobs=retraining.jobs,
+        retrain_events=retraining.webhook_events,
+    )
     wanted = {key_of(obj): obj for obj in desired}
     for key, obj in wanted.items():
         live = inp.objects.get(key)

@@ -8,6 +8,7 @@ and from the clock; the trigger rules (one per incident, minInterval, one run at
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -75,7 +76,7 @@ def plan_retraining(
     ctx: RenderContext,
     spec: ModelDeploymentSpec,
     status: ModelDeploymentStatus,
-    jobs: dict[str, dict[str, Any]],
+    jobs: Mapping[str, dict[str, Any]],
     now: datetime,
     labelled_data: str | None = None,
     extra_signals: list[Signal] | None = None,
@@ -104,6 +105,15 @@ def plan_retraining(
                     outcome == "Failed",
                 )
             )
+    for run in state.runs:
+        # A run recorded before its Job was created (the status is written first): create it now.
+        if (
+            run.outcome == "Running"
+            and retraining.job is not None
+            and run.job == retrain_job_name(ctx.deployment, run.run)
+            and run.job not in jobs
+        ):
+            plan.jobs.append(render_retrain_job(ctx, retraining.job, run.run, run.reason, run.evidence))
     running = next((r.job or str(r.run) for r in state.runs if r.outcome == "Running"), None)
     history = History(frozenset(state.handled), state.last_triggered_at, running)
     signals = signals_from_status(spec, status) + (extra_signals or [])
