@@ -183,9 +183,12 @@ def test_namespaced_mode_objects() -> None:
 
 
 def test_dashboards_are_labelled_for_the_grafana_sidecar() -> None:
-    (configmap,) = render(MATRIX["monitoring"]).of_kind("ConfigMap")
-    assert configmap["metadata"]["labels"]["grafana_dashboard"] == "1"
-    assert list(configmap["data"]) == ["esteira.json"]
+    configmaps = render(MATRIX["monitoring"]).of_kind("ConfigMap")
+    assert all(configmap["metadata"]["labels"]["grafana_dashboard"] == "1" for configmap in configmaps)
+    assert sorted(name for configmap in configmaps for name in configmap["data"]) == [
+        "esteira-deployment.json",
+        "esteira.json",
+    ]
 
 
 def test_service_account_token_only_in_the_operator_pod() -> None:

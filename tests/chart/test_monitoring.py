@@ -54,18 +54,26 @@ def write_rules(groups: list[dict[str, Any]], folder: Path) -> Path:
     return path
 
 
-def dashboard() -> dict[str, Any]:
-    loaded: dict[str, Any] = json.loads((CHART / "dashboards" / "esteira.json").read_text())
+DASHBOARDS = sorted((CHART / "dashboards").glob("*.json"))
+# Grafana's variables as Grafana fills them with "All" selected.
+ALL = {"$__rate_interval": "5m", "$namespace": ".*", "$model": ".*", "$deployment": ".*"}
+
+
+def dashboard(name: str = "esteira") -> dict[str, Any]:
+    loaded: dict[str, Any] = json.loads((CHART / "dashboards" / f"{name}.json").read_text())
     return loaded
 
 
 def dashboard_queries() -> dict[str, str]:
-    """Panel queries with Grafana's variables filled in as Grafana would ($__rate_interval, All = .*)."""
+    """Every dashboard's panel queries, keyed by dashboard, panel and target, with the variables filled in."""
     out = {}
-    for panel in dashboard()["panels"]:
-        for target in panel.get("targets", []):
-            expr = target["expr"].replace("$__rate_interval", "5m").replace("$namespace", ".*").replace("$model", ".*")
-            out[f"panel_{panel['id']}_{target['refId']}"] = expr
+    for path in DASHBOARDS:
+        for panel in dashboard(path.stem)["panels"]:
+            for target in panel.get("targets", []):
+                expr = target["expr"]
+                for variable, value in ALL.items():
+                    expr = expr.replace(variable, value)
+                out[f"{path.stem.replace('-', '_')}_panel_{panel['id']}_{target['refId']}"] = expr
     return out
 
 
@@ -210,6 +218,21 @@ def test_dashboard_queries_parse(tmp_path: Path) -> None:
 
 
 def test_dashboard_has_the_panels_operators_need() -> None:
+    assert {path.stem for path in DASHBOARDS} == {"esteira", "esteira-deployment"}
+    deployment = {panel["title"] for panel in dashboard("esteira-deployment")["panels"]}
+    assert {
+        "Canary weight",
+        "Requests per revision",
+        "Error ratio per revision",
+        "Latency per revision (p50, p95, p99)",
+        "Drift score per feature",
+        "Data-quality violations per feature",
+        "GPU utilisation",
+        "GPU memory used",
+    } <= deployment
+    for path in DASHBOARDS:
+        panels = dashboard(path.stem)["panels"]
+        assert len({panel["id"] for panel in panels}) == len(panels), f"panel ids are unique in {path.name}"
     board = dashboard()
     titles = {panel["title"] for panel in board["panels"]}
     assert {

@@ -1,0 +1,113 @@
+"""Every dashboard panel's query runs on a real Prometheus holding the series Esteira exports, and returns data.
+
+The series (the operator's, the handlers', dcgm-exporter's, with the labels each scrape gives them) are written
+as OpenMetrics for the last 40 minutes, turned into TSDB blocks with `promtool tsdb create-blocks-from
+openmetrics`, and served by a real `prometheus`. A query that does not parse, reads a misspelt metric or label,
+or joins on labels that do not match returns an error or nothing, and fails here.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import time
+from collections.abc import Callable, Iterator
+
+import pytest
+
+from tests.chart.test_monitoring import dashboard_queries, promtool
+from tests.support.prometheus_server import PrometheusServer
+
+STEP_S = 15
+SPAN_S = 40 * 60
+# A counter rising by `rate` per second, or a gauge holding `value`: f(seconds since the start).
+Shape = Callable[[int], float]
+OPERATOR = 'job="esteira-metrics",namespace="esteira-system"'
+DEPLOYMENT = f'{OPERATOR},exported_namespace="models",deployment="iris"'
+MODEL = 'namespace="models",ModelName="iris",Hostname="iris-predictor-0"'
+GPU = 'namespace="models",pod="iris-predictor-00001-deployment-7f9c",container="kserve-container",gpu="0"'
+
+
+def counter(rate: float) -> Shape:
+    return lambda t: rate * t
+
+
+def gauge(value: float) -> Shape:
+    return lambda _t: value
+
+
+def series() -> Iterator[tuple[str, str, Shape]]:
+    """(metric, labels, shape) for every metric family a panel reads."""
+    yield "esteira_operator_managed_deployments", OPERATOR, gauge(2)
+    for outcome in ("Promoted", "RolledBack"):
+        yield "esteira_operator_rollouts_total", f'{OPERATOR},outcome="{outcome}"', counter(0.001)
+    yield "esteira_operator_api_retries_total", OPERATOR, counter(0.01)
+    yield "esteira_operator_drift_evaluation_errors_total", OPERATOR, counter(0.002)
+    for result in ("unchanged", "updated", "error"):
+        yield "esteira_operator_reconciles_total", f'{OPERATOR},result="{result}"', counter(0.5)
+    for le, share in (("0.01", 0.3), ("0.1", 0.8), ("1", 1.0), ("+Inf", 1.0)):
+        yield "esteira_operator_reconcile_duration_seconds_bucket", f'{OPERATOR},le="{le}"', counter(share)
+    yield "esteira_operator_deployment_ready", DEPLOYMENT, gauge(1)
+    yield "esteira_operator_data_drifted", DEPLOYMENT, gauge(1)
+    yield "esteira_operator_canary_weight", DEPLOYMENT, gauge(20)
+    yield "esteira_operator_canary_held", f'{DEPLOYMENT},hold="InputsDrifting"', gauge(1)
+    for feature, score in (("sepal_length", 0.31), ("petal_width", 0.04)):
+        yield "esteira_operator_drift_score", f'{DEPLOYMENT},feature="{feature}"', gauge(score)
+    for revision in ("1", "2"):
+        labels = f'{MODEL},Revision="{revision}"'
+        for outcome, rate in (("ok", 9.0), ("client_error", 0.5), ("server_error", 0.1)):
+            yield "esteira_requests_total", f'{labels},outcome="{outcome}"', counter(rate)
+        for le, share in (("0.05", 3.0), ("0.1", 8.0), ("0.5", 9.5), ("+Inf", 9.6)):
+            yield "esteira_request_duration_seconds_bucket", f'{labels},le="{le}"', counter(share)
+        for name in ("setosa", "versicolor"):
+            yield "esteira_predictions_total", f'{labels},class="{name}"', counter(4.0)
+        yield "esteira_batch_size_sum", labels, counter(20.0)
+        yield "esteira_batch_size_count", labels, counter(4.0)
+        yield "esteira_drift_instances_total", labels, counter(9.6)
+        yield "esteira_drift_capped_total", labels, counter(0.0)
+        for feature, kind in (("sepal_length", "missing"), ("petal_width", "out_of_range")):
+            yield "esteira_data_quality_violations_total", f'{labels},feature="{feature}",kind="{kind}"', counter(0.2)
+    yield "DCGM_FI_DEV_GPU_UTIL", GPU, gauge(63)
+    yield "DCGM_FI_DEV_FB_USED", GPU, gauge(9000)
+    yield "DCGM_FI_DEV_FB_FREE", GPU, gauge(72000)
+
+
+def openmetrics(end: int) -> str:
+    """The series as OpenMetrics text, sample by sample, each family's samples together (promtool needs that)."""
+    lines: list[str] = []
+    start = end - SPAN_S
+    for metric, labels, shape in sorted(series(), key=lambda entry: entry[0]):
+        for t in range(0, SPAN_S + 1, STEP_S):
+            lines.append(f"{metric}{{{labels}}} {shape(t):g} {start + t}")
+    return "\n".join([*lines, "# EOF", ""])
+
+
+@pytest.fixture(scope="module")
+def prometheus(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PrometheusServer]:
+    workdir = tmp_path_factory.mktemp("dashboards")
+    source = workdir / "series.om"
+    source.write_text(openmetrics(int(time.time()) - 5))
+    done = subprocess.run(
+        [promtool(), "tsdb", "create-blocks-from", "openmetrics", str(source), str(workdir / "data")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    server = PrometheusServer(workdir, targets=[]).start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+def test_the_series_were_loaded(prometheus: PrometheusServer) -> None:
+    loaded = prometheus.query('count({__name__=~"esteira_.+|DCGM_.+"})')
+    assert loaded and float(loaded[0]["value"][1]) == sum(1 for _ in series())
+
+
+@pytest.mark.parametrize(("panel", "expr"), sorted(dashboard_queries().items()))
+def test_every_panel_query_returns_data(prometheus: PrometheusServer, panel: str, expr: str) -> None:
+    result = prometheus.query(expr)
+    assert result, f"{panel}: no data for {expr}"
+    assert all(sample["value"][1] not in ("NaN", "+Inf", "-Inf") for sample in result), f"{panel}: {result}"
