@@ -1,8 +1,9 @@
 """`kubectl esteira`: status, manual control and history of ModelDeployment rollouts.
 
 Installed as `kubectl-esteira`, so kubectl finds it as a plugin. Commands are written to the
-`serving.esteira.io/command` annotation with a fresh id; the operator carries each id out once and
-records it in `status.lastCommand`.
+`serving.esteira.io/command` annotation with a fresh id (this needs `patch` on the ModelDeployment), or with
+`--via command` created as a RolloutCommand (this needs only `create` on rolloutcommands, and records who
+asked); the operator carries each one out once and records it in `status.lastCommand`.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from collections.abc import Callable, Sequence
 from typing import Any, cast
 
 from esteira import API_GROUP, API_VERSION, PLURAL
+from esteira.api.command import COMMAND_KIND, COMMAND_PLURAL
 from esteira.api.spec import Rollout
 from esteira.vocabulary import COMMAND_ANNOTATION, Action, Command
 
@@ -109,6 +111,19 @@ def rollback_patch(md: dict[str, Any], revision: int) -> dict[str, Any]:
     return patch
 
 
+def rollout_command(deployment: str, action: Action, requested_by: str, *, full: bool = False) -> dict[str, Any]:
+    """A RolloutCommand object for `deployment`, named after it with a unique suffix."""
+    spec: dict[str, Any] = {"deployment": deployment, "action": action, "requestedBy": requested_by}
+    if full:
+        spec["full"] = True
+    return {
+        "apiVersion": f"{API_GROUP}/{API_VERSION}",
+        "kind": COMMAND_KIND,
+        "metadata": {"generateName": f"{deployment}-{action}-"},
+        "spec": spec,
+    }
+
+
 class Client:
     """The few API calls the plugin makes, through the official client and the user's kubeconfig."""
 
@@ -124,6 +139,22 @@ class Client:
 
     def patch(self, namespace: str, name: str, patch: dict[str, Any]) -> None:
         self.api.patch_namespaced_custom_object(API_GROUP, API_VERSION, namespace, PLURAL, name, patch)
+
+    def create_command(self, namespace: str, body: dict[str, Any]) -> str:
+        created = self.api.create_namespaced_custom_object(API_GROUP, API_VERSION, namespace, COMMAND_PLURAL, body)
+        return str(cast(dict[str, Any], created)["metadata"]["name"])
+
+    def username(self) -> str:
+        """Who the API server says this kubeconfig is (a SelfSubjectReview, Kubernetes 1.28+)."""
+        from kubernetes import client
+
+        review = client.AuthenticationV1Api(self.api.api_client).create_self_subject_review(
+            client.V1SelfSubjectReview(api_version="authentication.k8s.io/v1", kind="SelfSubjectReview")
+        )
+        name = review.status.user_info.username if review.status and review.status.user_info else None
+        if not name:
+            raise SystemExit("the API server did not say who you are: pass --requested-by")
+        return str(name)
 
 
 def _kubectl_flags(defaults: bool) -> argparse.ArgumentParser:
@@ -149,18 +180,27 @@ def parser() -> argparse.ArgumentParser:
     for name, text in [
         ("status", "Steps, weights and the last analysis with values and thresholds."),
         ("history", "Revisions with their outcome and reason."),
+        ("watch", "Follow the rollout live."),
+    ]:
+        commands.add_parser(name, help=text, parents=[flags]).add_argument("name")
+    for name, text in [
         ("pause", "Hold the rollout at its current weight."),
         ("resume", "Continue a paused rollout."),
         ("abort", "Roll back now: all traffic to stable."),
         ("retry", "Try a rolled-back build again."),
-        ("watch", "Follow the rollout live."),
+        ("promote", "Advance one step, or with --full make the canary stable now."),
     ]:
-        commands.add_parser(name, help=text, parents=[flags]).add_argument("name")
-    promote = commands.add_parser(
-        "promote", help="Advance one step, or with --full make the canary stable now.", parents=[flags]
-    )
-    promote.add_argument("name")
-    promote.add_argument("--full", action="store_true")
+        action = commands.add_parser(name, help=text, parents=[flags])
+        action.add_argument("name")
+        action.add_argument(
+            "--via",
+            choices=["annotation", "command"],
+            default="annotation",
+            help="annotation: patch the ModelDeployment; command: create a RolloutCommand (records who asked).",
+        )
+        action.add_argument("--requested-by", help="With --via command: your user name (default: asked of the API).")
+        if name == "promote":
+            action.add_argument("--full", action="store_true")
     rollback = commands.add_parser("rollback", help="Make an earlier revision's build stable at once.", parents=[flags])
     rollback.add_argument("name")
     rollback.add_argument("--to-revision", type=int, required=True)
@@ -206,6 +246,12 @@ def main(argv: Sequence[str] | None = None, client: Client | None = None) -> int
     elif args.command == "rollback":
         client.patch(namespace, name, rollback_patch(client.get(namespace, name), args.to_revision))
         print(f"{namespace}/{name}: rollback to revision {args.to_revision} requested")
+    elif args.via == "command":
+        action = cast(Action, args.command)
+        requester = args.requested_by or client.username()
+        body = rollout_command(name, action, requester, full=bool(getattr(args, "full", False)))
+        created = client.create_command(namespace, body)
+        print(f"{namespace}/{name}: {args.command} requested as RolloutCommand {created} by {requester}")
     else:
         action = cast(Action, args.command)
         client.patch(namespace, name, command_patch(action, full=bool(getattr(args, "full", False))))

@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 import yaml
 
+from esteira.api.crd import build_command_crd
 from esteira.controller.config import parse_args
 from tests.chart.helm import (
     CHART,
@@ -34,7 +35,15 @@ from tests.support.schemas import validate_custom_resource, validate_manifests
 CRD_FILE = "serving.esteira.io_modeldeployments.yaml"
 CHART_META = yaml.safe_load((CHART / "Chart.yaml").read_text())
 DEFAULTS = yaml.safe_load((CHART / "values.yaml").read_text())
-CLUSTER_SCOPED_KINDS = {"ClusterRole", "ClusterRoleBinding", "ClusterServingRuntime", "CustomResourceDefinition"}
+CLUSTER_SCOPED_KINDS = {
+    "ClusterRole",
+    "ClusterRoleBinding",
+    "ClusterServingRuntime",
+    "CustomResourceDefinition",
+    "ValidatingAdmissionPolicy",
+    "ValidatingAdmissionPolicyBinding",
+}
+COMMAND_CRD_FILE = "serving.esteira.io_rolloutcommands.yaml"
 
 
 def values_of(case: str) -> dict[str, Any]:
@@ -43,11 +52,15 @@ def values_of(case: str) -> dict[str, Any]:
 
 
 def test_crd_is_the_generated_one() -> None:
-    """The chart ships the CRD `esteira crd` generates; a stale copy would install an old schema."""
-    assert filecmp.cmp(CHART / "crds" / CRD_FILE, REPO_ROOT / "manifests" / "crds" / CRD_FILE, shallow=False), (
-        f"charts/esteira/crds/{CRD_FILE} differs from manifests/crds/{CRD_FILE}: copy it over"
-    )
-    assert sorted(p.name for p in (CHART / "crds").iterdir()) == [CRD_FILE]
+    """The chart ships the CRDs `esteira crd` and `python -m esteira.api.crd RolloutCommand` generate; a stale
+    copy would install an old schema."""
+    for name in (CRD_FILE, COMMAND_CRD_FILE):
+        assert filecmp.cmp(CHART / "crds" / name, REPO_ROOT / "manifests" / "crds" / name, shallow=False), (
+            f"charts/esteira/crds/{name} differs from manifests/crds/{name}: copy it over"
+        )
+    assert sorted(p.name for p in (CHART / "crds").iterdir()) == sorted([CRD_FILE, COMMAND_CRD_FILE])
+    generated = yaml.safe_load((REPO_ROOT / "manifests" / "crds" / COMMAND_CRD_FILE).read_text())
+    assert generated == build_command_crd(), f"regenerate manifests/crds/{COMMAND_CRD_FILE}"
 
 
 def test_chart_metadata() -> None:

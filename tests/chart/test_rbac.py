@@ -45,11 +45,14 @@ import esteira.controller.__main__ as operator_main
 from esteira import API_GROUP, API_VERSION, PLURAL
 from esteira.controller.kube import CHILD_RESOURCES, KubeAPI
 from esteira.controller.reconciler import Reconciler
+from esteira.render import RenderContext
+from esteira.render.job import render_retrain_job
 from tests.chart.helm import MATRIX, REPO_ROOT, render
 from tests.support.cluster import ESTEIRA_CRD
 
 KOPF_VERSION_DERIVED_FOR = "1.45"
 EXAMPLE = REPO_ROOT / "manifests" / "examples" / "tabular-cpu.yaml"
+COMMAND_CRD = REPO_ROOT / "manifests" / "crds" / "serving.esteira.io_rolloutcommands.yaml"
 
 
 @dataclass(frozen=True, order=True)
@@ -101,6 +104,18 @@ def catalogue() -> list[references.Resource]:
             subresources=frozenset(version.get("subresources") or {}),
         )
     ]
+    command = yaml.safe_load(COMMAND_CRD.read_text())
+    (command_version,) = [v for v in command["spec"]["versions"] if v.get("storage")]
+    resources.append(
+        _resource(
+            command["spec"]["group"],
+            command_version["name"],
+            command["spec"]["names"]["plural"],
+            command["spec"]["names"]["kind"],
+            True,
+            subresources=frozenset(command_version.get("subresources") or {}),
+        )
+    )
     for (_api_version, kind), (group, child_version, plural) in CHILD_RESOURCES.items():
         resources.append(_resource(group, child_version, plural, kind, True, subresources=frozenset({"status"})))
     resources += [
@@ -327,6 +342,11 @@ def kube_api_calls(api: KubeAPI, md: dict[str, Any]) -> dict[str, Callable[[], A
         "get_model_deployment": lambda: api.get_model_deployment(namespace, name),
         "patch_model_deployment_status": lambda: api.patch_model_deployment_status(namespace, name, {"phase": "Ready"}),
         "list_children": lambda: api.list_children(namespace, name),
+        "read_secret": lambda: api.read_secret(namespace, "prometheus-credentials"),
+        "list_rollout_commands": lambda: api.list_rollout_commands(namespace),
+        "patch_rollout_command_status": lambda: api.patch_rollout_command_status(namespace, "c1", {"phase": "Done"}),
+        "list_retrain_jobs": lambda: api.list_retrain_jobs(namespace, name),
+        "create_job": lambda: api.create_job(namespace, retrain_job(md)),
     }
     for api_version, kind in CHILD_RESOURCES:
         key = (api_version, kind, name)
@@ -334,6 +354,15 @@ def kube_api_calls(api: KubeAPI, md: dict[str, Any]) -> dict[str, Callable[[], A
         calls[f"patch_child {kind}"] = lambda key=key: api.patch_child(namespace, key, {"spec": {}})
         calls[f"delete_child {kind}"] = lambda key=key: api.delete_child(namespace, key)
     return calls
+
+
+def retrain_job(md: dict[str, Any]) -> dict[str, Any]:
+    template = {"template": {"spec": {"containers": [{"name": "train", "image": "example.com/train:1"}]}}}
+    job = render_retrain_job(
+        RenderContext(md["metadata"]["name"], md["metadata"]["namespace"]), template, 1, "test", {}
+    )
+    kopf.adopt(job, owner=kopf.Body(md))
+    return job
 
 
 def public_methods(cls: type) -> set[str]:

@@ -31,13 +31,15 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 
 # Without KServe's CRD (a clone with no ../shared), a schema-less stand-in still lets the suite run;
 # with it, the emulator validates every InferenceService the operator writes against KServe's schema.
+COMMAND_CRD = REPO / "manifests" / "crds" / "serving.esteira.io_rolloutcommands.yaml"
 SCHEMALESS_ISVC_CRD = REPO / "tests" / "emulator_tests" / "data" / "inferenceservices-crd.yaml"
 
 
 @pytest.fixture
 def crds(kube_api: KubeApi) -> KubeApi:
-    """Esteira's CRD, and on the emulator KServe's InferenceService CRD (a real cluster has KServe)."""
+    """Esteira's CRDs, and on the emulator KServe's InferenceService CRD (a real cluster has KServe)."""
     kube_api.apply_crd(ESTEIRA_CRD)
+    kube_api.apply_crd(COMMAND_CRD)
     if kube_api.emulated:
         isvc_crd = upstream_crds_path() / "kserve-v0.20.0" / "serving.kserve.io_inferenceservices.yaml"
         kube_api.apply_crd(isvc_crd if isvc_crd.exists() else SCHEMALESS_ISVC_CRD)

@@ -81,6 +81,14 @@ from the operator's code and Kopf's settings, and fails when the two differ.
 - apiGroups: ["serving.esteira.io"]
   resources: ["modeldeployments/status"]
   verbs: ["patch"]
+# RolloutCommands: Kopf lists and watches them; the reconciler lists them to find the ones without an outcome.
+- apiGroups: ["serving.esteira.io"]
+  resources: ["rolloutcommands"]
+  verbs: ["list", "watch"]
+# The reconciler writes each RolloutCommand's outcome through the status subresource.
+- apiGroups: ["serving.esteira.io"]
+  resources: ["rolloutcommands/status"]
+  verbs: ["patch"]
 # Children carry an ownerReference with blockOwnerDeletion, which the OwnerReferencesPermissionEnforcement
 # admission plugin allows only to who may update the owner's finalizers.
 - apiGroups: ["serving.esteira.io"]
@@ -95,10 +103,21 @@ from the operator's code and Kopf's settings, and fails when the two differ.
 - apiGroups: ["gateway.networking.k8s.io"]
   resources: ["httproutes"]
   verbs: ["create", "delete", "list", "patch"]
+# Retraining Jobs (spec.retraining.job): the reconciler lists a deployment's Jobs (by label) to learn their
+# outcome and creates one per trigger. It never changes or deletes them (ownerReferences clean them up).
+- apiGroups: ["batch"]
+  resources: ["jobs"]
+  verbs: ["create", "list"]
 # Events on ModelDeployments: Kopf's handler outcomes and the reconciler's decisions.
 - apiGroups: [""]
   resources: ["events"]
   verbs: ["create"]
+# Secrets named in a ModelDeployment's spec.monitoring.prometheusAuth.secretRef, in its own namespace: read
+# one by name when an analysis is due. Never listed or watched, and sent to Prometheus only when the Secret is
+# labelled serving.esteira.io/prometheus-auth=true (resourceNames cannot follow names chosen in each spec).
+- apiGroups: [""]
+  resources: ["secrets"]
+  verbs: ["get"]
 {{- end }}
 
 {{/*

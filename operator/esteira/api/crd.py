@@ -15,6 +15,7 @@ from pydantic.json_schema import GenerateJsonSchema, JsonSchemaValue
 from pydantic_core import core_schema
 
 from esteira import API_GROUP, API_VERSION, KIND, PLURAL
+from esteira.api.command import COMMAND_KIND, COMMAND_PLURAL, RolloutCommandSpec, RolloutCommandStatus
 from esteira.api.spec import MAX_NAME_LENGTH, NAME_PATTERN, ModelDeploymentSpec
 from esteira.api.status import ModelDeploymentStatus
 
@@ -176,3 +177,73 @@ def build_crd() -> dict[str, Any]:
             ],
         },
     }
+
+
+COMMAND_PRINTER_COLUMNS: list[dict[str, Any]] = [
+    {"name": "Deployment", "type": "string", "jsonPath": ".spec.deployment"},
+    {"name": "Action", "type": "string", "jsonPath": ".spec.action"},
+    {"name": "Requested-By", "type": "string", "jsonPath": ".spec.requestedBy"},
+    {"name": "Phase", "type": "string", "jsonPath": ".status.phase"},
+    {"name": "Message", "type": "string", "jsonPath": ".status.message", "priority": 1},
+    {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
+]
+
+
+def build_command_crd() -> dict[str, Any]:
+    """The RolloutCommand CustomResourceDefinition, from `esteira.api.command`'s models."""
+    return {
+        "apiVersion": "apiextensions.k8s.io/v1",
+        "kind": "CustomResourceDefinition",
+        "metadata": {
+            "name": f"{COMMAND_PLURAL}.{API_GROUP}",
+            "labels": {"app.kubernetes.io/name": "esteira", "app.kubernetes.io/part-of": "esteira"},
+        },
+        "spec": {
+            "group": API_GROUP,
+            "scope": "Namespaced",
+            "names": {
+                "kind": COMMAND_KIND,
+                "listKind": f"{COMMAND_KIND}List",
+                "plural": COMMAND_PLURAL,
+                "singular": COMMAND_KIND.lower(),
+                "categories": CATEGORIES,
+            },
+            "versions": [
+                {
+                    "name": API_VERSION,
+                    "served": True,
+                    "storage": True,
+                    "subresources": {"status": {}},
+                    "additionalPrinterColumns": COMMAND_PRINTER_COLUMNS,
+                    "schema": {
+                        "openAPIV3Schema": {
+                            "type": "object",
+                            "description": "A request to promote, pause, resume, abort or retry one rollout.",
+                            "required": ["spec"],
+                            "properties": {
+                                "apiVersion": {"type": "string"},
+                                "kind": {"type": "string"},
+                                "metadata": {"type": "object"},
+                                "spec": model_schema(RolloutCommandSpec),
+                                "status": model_schema(RolloutCommandStatus),
+                            },
+                        }
+                    },
+                }
+            ],
+        },
+    }
+
+
+def main() -> None:
+    """`python -m esteira.api.crd [RolloutCommand]`: print a CRD as YAML (ModelDeployment by default)."""
+    import sys
+
+    import yaml
+
+    build = build_command_crd if sys.argv[1:] == [COMMAND_KIND] else build_crd
+    sys.stdout.write(yaml.safe_dump(build(), sort_keys=False))
+
+
+if __name__ == "__main__":
+    main()

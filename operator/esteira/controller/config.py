@@ -6,6 +6,7 @@ import argparse
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 
 @dataclass(frozen=True)
@@ -13,6 +14,7 @@ class OperatorConfig:
     namespaces: tuple[str, ...]
     all_namespaces: bool
     prometheus_url: str | None
+    prometheus_auth_dir: Path | None
     metrics_port: int
     liveness_port: int
     resync_seconds: float
@@ -35,6 +37,13 @@ def parse_args(argv: Sequence[str] | None = None) -> OperatorConfig:
     )
     scope.add_argument("-A", "--all-namespaces", action="store_true", help="Watch every namespace.")
     parser.add_argument("--prometheus-url", default=env("ESTEIRA_PROMETHEUS_URL"), help="Default Prometheus URL.")
+    parser.add_argument(
+        "--prometheus-auth-dir",
+        type=Path,
+        default=env("ESTEIRA_PROMETHEUS_AUTH_DIR"),
+        help="A mounted Secret with the default Prometheus' credentials: files token, or username and password, "
+        "and optionally ca.crt. Sent only to --prometheus-url.",
+    )
     parser.add_argument("--metrics-port", type=int, default=int(env("ESTEIRA_METRICS_PORT", "8080")))
     parser.add_argument("--liveness-port", type=int, default=int(env("ESTEIRA_LIVENESS_PORT", "8081")))
     parser.add_argument(
@@ -59,6 +68,7 @@ def parse_args(argv: Sequence[str] | None = None) -> OperatorConfig:
         namespaces=tuple(args.namespace),
         all_namespaces=args.all_namespaces,
         prometheus_url=args.prometheus_url,
+        prometheus_auth_dir=Path(args.prometheus_auth_dir) if args.prometheus_auth_dir else None,
         metrics_port=args.metrics_port,
         liveness_port=args.liveness_port,
         resync_seconds=args.resync_seconds,

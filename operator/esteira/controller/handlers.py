@@ -7,16 +7,18 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from datetime import UTC, datetime
 from typing import Any
 
 import kopf
 
 from esteira import API_GROUP, API_VERSION, PLURAL
+from esteira.api.command import COMMAND_PLURAL
 from esteira.controller import telemetry
 from esteira.controller.kube import KSERVE_GROUP, KSERVE_PLURAL, KSERVE_VERSION, connection_info
 from esteira.controller.reconciler import Reconciler
 from esteira.controller.retry import ApiError
-from esteira.vocabulary import LABEL_DEPLOYMENT
+from esteira.vocabulary import LABEL_DEPLOYMENT, format_time
 
 logger = logging.getLogger(__name__)
 MD = (API_GROUP, API_VERSION, PLURAL)
@@ -88,6 +90,32 @@ async def _reconcile_soon(memo: Any, namespace: str, name: str) -> None:
             await asyncio.sleep(RETRY_DELAY * (attempt + 1))
 
 
+async def rollout_command_event(memo: Any, body: kopf.Body, type: str | None, **_: Any) -> None:
+    """A RolloutCommand without an outcome: reconcile its ModelDeployment, which carries it out."""
+    status, spec = body.get("status") or {}, body.get("spec") or {}
+    namespace, name = body.get("metadata", {}).get("namespace"), body.get("metadata", {}).get("name")
+    if type == "DELETED" or status.get("phase") or not namespace or not name or not spec.get("deployment"):
+        return
+    task = asyncio.create_task(_command_soon(memo, namespace, name, spec["deployment"]))
+    memo.background.add(task)
+    task.add_done_callback(memo.background.discard)
+
+
+async def _command_soon(memo: Any, namespace: str, name: str, deployment: str) -> None:
+    """As `_reconcile_soon`; a command for a ModelDeployment that does not exist is rejected."""
+    reconciler: Reconciler = memo.reconciler
+    for attempt in range(5):
+        try:
+            if await reconciler.reconcile(namespace, deployment) is None:
+                now = format_time(datetime.now(UTC))
+                why = f"no ModelDeployment {deployment} in namespace {namespace}"
+                await reconciler.close_command(namespace, name, "Rejected", why, now)
+            return
+        except ApiError as exc:
+            logger.info("RolloutCommand %s/%s failed (%s), attempt %d", namespace, name, exc, attempt)
+            await asyncio.sleep(RETRY_DELAY * (attempt + 1))
+
+
 async def rollout_tick(memo: Any, namespace: str | None, name: str, **_: Any) -> None:
     """Drives an active rollout: the engine decides each tick whether an analysis is due."""
     await _reconcile_or_retry(memo, namespace, name)
@@ -110,3 +138,4 @@ def register(
     kopf.on.event(
         KSERVE_GROUP, KSERVE_VERSION, KSERVE_PLURAL, registry=registry, labels={LABEL_DEPLOYMENT: kopf.PRESENT}
     )(inference_service_event)
+    kopf.on.event(API_GROUP, API_VERSION, COMMAND_PLURAL, registry=registry)(rollout_command_event)

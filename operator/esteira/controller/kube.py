@@ -7,6 +7,9 @@ status so callers can retry the transient ones.
 from __future__ import annotations
 
 import asyncio
+import base64
+import binascii
+import json
 from collections.abc import Callable
 from typing import Any, cast
 
@@ -16,10 +19,11 @@ from kubernetes.client.exceptions import ApiException
 from urllib3.exceptions import HTTPError
 
 from esteira import API_GROUP, API_VERSION, PLURAL, __version__
+from esteira.api.command import COMMAND_PLURAL
 from esteira.controller.retry import ApiError
 from esteira.routing import ObjectKey, child_kinds
 from esteira.routing.kserve import INFERENCE_SERVICES
-from esteira.vocabulary import LABEL_DEPLOYMENT
+from esteira.vocabulary import LABEL_DEPLOYMENT, LABEL_RETRAIN_RUN
 
 KSERVE_GROUP, KSERVE_VERSION, KSERVE_PLURAL = (
     INFERENCE_SERVICES.group,
@@ -67,12 +71,15 @@ def connection_info(kubeconfig: str | None = None) -> kopf.ConnectionInfo:
 
 
 class KubeAPI:
-    """Async facade over the custom-objects API for the two resources Esteira reads and writes."""
+    """Async facade over the custom-objects API for the resources Esteira reads and writes, and the one
+    Secret a ModelDeployment may name for Prometheus credentials."""
 
     def __init__(self, api_client: Any | None = None) -> None:
         api_client = api_client or client.ApiClient()
         api_client.user_agent = f"esteira-operator/{__version__}"
         self._api = client.CustomObjectsApi(api_client)
+        self._core = client.CoreV1Api(api_client)
+        self._batch = client.BatchV1Api(api_client)
 
     async def _call(self, fn: Callable[..., object], *args: Any, **kwargs: Any) -> dict[str, Any]:
         try:
@@ -91,6 +98,46 @@ class KubeAPI:
             if exc.status == 404:
                 return None
             raise
+
+    async def read_secret(self, namespace: str, name: str) -> tuple[dict[str, str], dict[str, str]]:
+        """(labels, decoded data) of one Secret; a `get`, never a list, so no other Secret is ever seen."""
+
+        def read(**options: Any) -> Any:
+            found = self._core.read_namespaced_secret(name, namespace, **options)
+            return self._core.api_client.sanitize_for_serialization(found)
+
+        secret = await self._call(read)
+        labels = (secret.get("metadata") or {}).get("labels") or {}
+        data: dict[str, str] = {}
+        for key, value in (secret.get("data") or {}).items():
+            try:
+                data[key] = base64.b64decode(value).decode()
+            except (binascii.Error, UnicodeDecodeError):
+                raise ApiError(422, f"Secret {name}: key {key!r} is not base64-encoded UTF-8 text") from None
+        return labels, data
+
+    async def list_rollout_commands(self, namespace: str) -> list[dict[str, Any]]:
+        """The namespace's RolloutCommands; none when their CRD is not installed."""
+        try:
+            listing = await self._call(
+                self._api.list_namespaced_custom_object, API_GROUP, API_VERSION, namespace, COMMAND_PLURAL
+            )
+        except ApiError as exc:
+            if exc.status == 404:
+                return []
+            raise
+        return list(listing.get("items") or [])
+
+    async def patch_rollout_command_status(self, namespace: str, name: str, status: dict[str, Any]) -> None:
+        await self._call(
+            self._api.patch_namespaced_custom_object_status,
+            API_GROUP,
+            API_VERSION,
+            namespace,
+            COMMAND_PLURAL,
+            name,
+            {"status": status},
+        )
 
     async def patch_model_deployment_status(self, namespace: str, name: str, status: dict[str, Any]) -> dict[str, Any]:
         return await self._call(
@@ -126,6 +173,32 @@ class KubeAPI:
                     item.setdefault("kind", kind)
                     found[(api_version, kind, item["metadata"]["name"])] = item
         return found
+
+    async def list_retrain_jobs(self, namespace: str, owner: str) -> dict[str, dict[str, Any]]:
+        """The retraining Jobs of one ModelDeployment, by name, as plain dicts."""
+        selector = f"{LABEL_DEPLOYMENT}={owner},{LABEL_RETRAIN_RUN}"
+        listing = await asyncio.to_thread(self._jobs, namespace, selector)
+        return {job["metadata"]["name"]: job for job in listing}
+
+    def _jobs(self, namespace: str, selector: str) -> list[dict[str, Any]]:
+        try:
+            result = self._batch.list_namespaced_job(
+                namespace, label_selector=selector, _request_timeout=REQUEST_TIMEOUT, _preload_content=False
+            )
+        except ApiException as exc:
+            raise ApiError(int(exc.status or 0), str(exc.reason or exc.body or exc)) from None
+        except (HTTPError, OSError) as exc:
+            raise ApiError(0, f"{type(exc).__name__}: {exc}") from None
+        raw: Any = result  # unparsed (the typed models drop fields): a urllib3 response
+        return list(json.loads(raw.data).get("items") or [])
+
+    async def create_job(self, namespace: str, body: dict[str, Any]) -> None:
+        """Create a retraining Job; one that exists already (a retried create) is left as it is."""
+        try:
+            await self._call(self._batch.create_namespaced_job, namespace, body)
+        except ApiError as exc:
+            if exc.status != 409:
+                raise
 
     async def create_child(self, namespace: str, body: dict[str, Any]) -> dict[str, Any]:
         group, version, plural = CHILD_RESOURCES[(body["apiVersion"], body["kind"])]

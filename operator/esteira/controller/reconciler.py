@@ -7,12 +7,14 @@ import functools
 import logging
 import time
 from collections import defaultdict
+from dataclasses import dataclass
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any, cast
 
-import aiohttp
 import kopf
 
+from esteira.api.command import RolloutCommandSpec, RolloutCommandStatus, parse_command
 from esteira.api.errors import InvalidSpec
 from esteira.api.spec import ModelDeploymentSpec
 from esteira.api.status import ModelDeploymentStatus
@@ -20,9 +22,10 @@ from esteira.controller import telemetry
 from esteira.controller.collector_link import CollectorLink
 from esteira.controller.kube import KubeAPI
 from esteira.controller.retry import ApiError, with_backoff
+from esteira.controller.webhooks import WebhookFailed, post_cloud_event
 from esteira.drift.evaluate import DriftWindow
 from esteira.evidence.drift import drift_window
-from esteira.evidence.prometheus import PrometheusClient, PrometheusProvider
+from esteira.evidence.prometheus import PrometheusAuth, PrometheusClient, PrometheusProvider
 from esteira.evidence.quality import WithQuality, prometheus_tallies
 from esteira.rollout.engine import analysis_due
 from esteira.rollout.evidence import Evidence, MetricsUnavailable
@@ -30,7 +33,7 @@ from esteira.rollout.queries import MetricNames, drift_queries
 from esteira.routing import key_of
 from esteira.state.monitoring import drift_due
 from esteira.state.reconcile import ReconcileInput, ReconcilePlan, Result, plan_reconcile
-from esteira.vocabulary import COMMAND_ANNOTATION, Command, format_time, parse_time
+from esteira.vocabulary import COMMAND_ANNOTATION, LABEL_PROMETHEUS_AUTH, Command, Decision, format_time, parse_time
 
 logger = logging.getLogger(__name__)
 
@@ -38,9 +41,10 @@ logger = logging.getLogger(__name__)
 class Reconciler:
     """One per operator: serialises work per ModelDeployment so event- and timer-driven runs never race."""
 
-    def __init__(self, api: KubeAPI, prometheus_url: str | None) -> None:
+    def __init__(self, api: KubeAPI, prometheus_url: str | None, prometheus_auth_dir: Path | None = None) -> None:
         self.api = api
         self.prometheus_url = prometheus_url
+        self.prometheus_auth_dir = prometheus_auth_dir
         self.collector = CollectorLink.from_env()
         self._locks: defaultdict[tuple[str, str], asyncio.Lock] = defaultdict(asyncio.Lock)
 
@@ -68,9 +72,11 @@ class Reconciler:
         if md is None or md["metadata"].get("deletionTimestamp"):
             return None
         objects = await with_backoff(lambda: self.api.list_children(namespace, name), "list children")
+        pending = await self._pending_command(namespace, name)
         now = format_time(datetime.now(UTC))
         evidence, metrics_error = await self._evidence(md, now)
         drift, drift_error = await self._drift(md, now)
+        jobs = await self._retrain_jobs(md)
         plan = plan_reconcile(
             ReconcileInput(
                 name=name,
@@ -86,14 +92,24 @@ class Reconciler:
                 metrics_error=metrics_error,
                 drift=drift,
                 drift_error=drift_error,
-                command=read_command(md),
+                command=pending.command if pending else read_command(md),
+                retrain_jobs=jobs,
             )
         )
         await self._apply(md, plan)
         telemetry.record_status(namespace, name, plan.status)
+        if pending is not None:
+            await self._finish_command(md, pending, plan, now)
         if drift is not None or drift_error is not None:
             self._record_drift(namespace, name, plan.status, drift_error)
         return plan.result
+
+    async def _retrain_jobs(self, md: dict[str, Any]) -> dict[str, dict[str, Any]]:
+        """This deployment's retraining Jobs, read only when its spec asks for retraining."""
+        if not (md.get("spec") or {}).get("retraining"):
+            return {}
+        namespace, name = md["metadata"]["namespace"], md["metadata"]["name"]
+        return await with_backoff(lambda: self.api.list_retrain_jobs(namespace, name), "list retraining Jobs")
 
     async def _evidence(self, md: dict[str, Any], now: str) -> tuple[Evidence | None, str | None]:
         """Query the metrics only when an analysis is due; a failure becomes the engine's reason to hold."""
@@ -107,7 +123,11 @@ class Reconciler:
         url = spec.monitoring.prometheus_url or self.prometheus_url
         if not url:
             return None, "no Prometheus URL: set spec.monitoring.prometheusUrl or the operator's --prometheus-url"
-        client = PrometheusClient(url)
+        try:
+            auth = await self._prometheus_auth(md["metadata"]["namespace"], spec)
+        except CredentialsUnavailable as exc:
+            return None, str(exc)
+        client = PrometheusClient(url, auth=auth)
         provider = WithQuality(PrometheusProvider(client), prometheus_tallies(client))
         try:
             evidence = await provider.collect(
@@ -120,6 +140,30 @@ class Reconciler:
         except MetricsUnavailable as exc:
             return None, str(exc)
         return evidence, None
+
+    async def _prometheus_auth(self, namespace: str, spec: ModelDeploymentSpec) -> PrometheusAuth | None:
+        """The spec's Secret, or the operator's own credentials, which only ever go to the operator's own URL."""
+        ref = spec.monitoring.prometheus_auth
+        if ref is None:
+            if spec.monitoring.prometheus_url or self.prometheus_auth_dir is None:
+                return None
+            try:
+                return PrometheusAuth.from_directory(self.prometheus_auth_dir)
+            except (OSError, ValueError) as exc:
+                raise CredentialsUnavailable(f"the operator's --prometheus-auth-dir: {exc}") from None
+        name = ref.secret_ref.name
+        where = f"spec.monitoring.prometheusAuth.secretRef: Secret {name}"
+        try:
+            labels, data = await with_backoff(lambda: self.api.read_secret(namespace, name), "read Secret")
+        except ApiError as exc:
+            reason = {404: "not found", 403: "the operator may not read it (see the chart's RBAC)"}
+            raise CredentialsUnavailable(f"{where}: {reason.get(exc.status, str(exc))}") from None
+        if labels.get(LABEL_PROMETHEUS_AUTH) != "true":
+            raise CredentialsUnavailable(f'{where} lacks the label {LABEL_PROMETHEUS_AUTH}: "true"')
+        try:
+            return PrometheusAuth.from_mapping(data)
+        except ValueError as exc:
+            raise CredentialsUnavailable(f"{where}: {exc}") from None
 
     async def _drift(self, md: dict[str, Any], now: str) -> tuple[DriftWindow | None, str | None]:
         """The stable revision's drift window when an evaluation is due; a failure is recorded, not raised."""
@@ -134,13 +178,17 @@ class Reconciler:
         url = spec.monitoring.prometheus_url or self.prometheus_url
         if not url:
             return None, "no Prometheus URL: set spec.monitoring.prometheusUrl or the operator's --prometheus-url"
-        client = PrometheusClient(url)
+        try:
+            auth = await self._prometheus_auth(md["metadata"]["namespace"], spec)
+        except CredentialsUnavailable as exc:
+            return None, str(exc)
+        client = PrometheusClient(url, auth=auth)
         names = MetricNames()
         queries = drift_queries(
             names, md["metadata"]["namespace"], spec.model.name, revision, spec.monitoring.drift.window
         )
         try:
-            async with aiohttp.ClientSession() as session:
+            async with client.session() as session:
                 return await drift_window(client, session, queries, names), None
         except MetricsUnavailable as exc:
             return None, str(exc)
@@ -156,8 +204,69 @@ class Reconciler:
         telemetry.DRIFT_EVALUATIONS.labels(monitoring.verdict).inc()
         telemetry.record_drift(namespace, name, {f.name: f.score for f in monitoring.features if f.score is not None})
 
+    async def _pending_command(self, namespace: str, name: str) -> PendingCommand | None:
+        """The oldest RolloutCommand for this ModelDeployment that has no outcome yet."""
+        items = await with_backoff(lambda: self.api.list_rollout_commands(namespace), "list RolloutCommands")
+        waiting: list[tuple[str, str, str, RolloutCommandSpec]] = []
+        for item in items:
+            meta = item.get("metadata") or {}
+            try:
+                spec, outcome = parse_command(item)
+            except ValueError:
+                continue  # the CRD's schema keeps such objects out
+            if spec.deployment == name and outcome is None:
+                waiting.append(
+                    (meta.get("creationTimestamp") or "", meta["name"], meta.get("uid") or meta["name"], spec)
+                )
+        if not waiting:
+            return None
+        _, command_name, uid, spec = min(waiting, key=lambda entry: entry[:2])
+        return PendingCommand(command_name, spec, spec.command(uid))
+
+    async def _finish_command(self, md: dict[str, Any], pending: PendingCommand, plan: ReconcilePlan, now: str) -> None:
+        """Record who asked on the ModelDeployment (an Event) and the outcome on the RolloutCommand."""
+        spec = pending.spec
+        carried = plan.status.get("lastCommand") == pending.command.id
+        ignored = [d.message for d in plan.decisions if d.reason == "CommandIgnored"]
+        phase = "Done" if carried and not ignored else "Ignored"
+        message = "; ".join(ignored or [d.message for d in plan.decisions]) or f"{spec.action} carried out"
+        kopf.event(
+            cast(kopf.Body, md),
+            type="Normal",
+            reason="CommandReceived",
+            message=f"{spec.action} requested by {spec.requested_by} (RolloutCommand {pending.name}): {phase}",
+        )
+        logger.info(
+            "%s/%s RolloutCommand %s by %s: %s",
+            md["metadata"]["namespace"],
+            md["metadata"]["name"],
+            pending.name,
+            spec.requested_by,
+            phase,
+        )
+        await self.close_command(md["metadata"]["namespace"], pending.name, phase, message, now)
+
+    async def close_command(self, namespace: str, name: str, phase: str, message: str, now: str) -> None:
+        """Write a RolloutCommand's outcome; written once, it is never carried out again."""
+        status = RolloutCommandStatus.model_validate({"phase": phase, "message": message[:1024], "completedAt": now})
+        await with_backoff(
+            lambda: self.api.patch_rollout_command_status(namespace, name, status.to_wire()),
+            "patch RolloutCommand status",
+        )
+
     async def _apply(self, md: dict[str, Any], plan: ReconcilePlan) -> None:
+        """Status first, then the children, then the Events.
+
+        The children are derived from status, so a crash after the status write is finished by the next
+        reconcile (which plans the same children again); acting first and crashing before status would let
+        the next run undo the step or the rollback from the old status, and carry a command out twice.
+        """
         namespace = md["metadata"]["namespace"]
+        if plan.status_patch:
+            await with_backoff(
+                lambda: self.api.patch_model_deployment_status(namespace, md["metadata"]["name"], plan.status_patch),
+                "patch ModelDeployment status",
+            )
         for child in plan.creates:
             kopf.adopt(child, owner=cast(kopf.Body, md))
             await with_backoff(functools.partial(self._create_or_patch, namespace, child), "create child")
@@ -165,11 +274,10 @@ class Reconciler:
             await with_backoff(functools.partial(self.api.patch_child, namespace, key, patch), "patch child")
         for key in plan.deletes:
             await with_backoff(functools.partial(self.api.delete_child, namespace, key), "delete child")
-        if plan.status_patch:
-            await with_backoff(
-                lambda: self.api.patch_model_deployment_status(namespace, md["metadata"]["name"], plan.status_patch),
-                "patch ModelDeployment status",
-            )
+        for job in plan.retrain_jobs:
+            kopf.adopt(job, owner=cast(kopf.Body, md))
+            await with_backoff(functools.partial(self.api.create_job, namespace, job), "create retraining Job")
+        await self._send_retrain_events(md, plan)
         for decision in plan.decisions:
             if decision.reason in ("Promoted", "RolledBack"):
                 telemetry.ROLLOUTS.labels(decision.reason).inc()
@@ -183,6 +291,27 @@ class Reconciler:
             log("%s/%s %s: %s", namespace, md["metadata"]["name"], decision.reason, decision.message)
         self.collector.record(namespace, md["metadata"]["name"], plan.decisions)
 
+    async def _send_retrain_events(self, md: dict[str, Any], plan: ReconcilePlan) -> None:
+        """POST each trigger to the spec's webhook; a refusal becomes a Warning and the run says SendFailed."""
+        url = str(((md.get("spec") or {}).get("retraining") or {}).get("webhook") or "")
+        namespace, name = md["metadata"]["namespace"], md["metadata"]["name"]
+        for event in plan.retrain_events:
+            try:
+                await post_cloud_event(url, event)
+            except WebhookFailed as exc:
+                plan.decisions.append(Decision("RetrainingWebhookFailed", str(exc), warning=True))
+                run = event["data"]["run"]
+                runs = (plan.status.get("retraining") or {}).get("runs") or []
+                failed = [
+                    {**r, "outcome": "SendFailed", "message": str(exc)} if r.get("run") == run else r for r in runs
+                ]
+                await with_backoff(
+                    functools.partial(
+                        self.api.patch_model_deployment_status, namespace, name, {"retraining": {"runs": failed}}
+                    ),
+                    "record a failed retraining webhook",
+                )
+
     async def _create_or_patch(self, namespace: str, child: dict[str, Any]) -> None:
         """Create; if a retried create already went through (409 AlreadyExists), patch to the same content."""
         try:
@@ -192,6 +321,19 @@ class Reconciler:
                 raise
             metadata = {k: child["metadata"][k] for k in ("labels", "annotations", "ownerReferences")}
             await self.api.patch_child(namespace, key_of(child), {"metadata": metadata, "spec": child["spec"]})
+
+
+@dataclass(frozen=True)
+class PendingCommand:
+    """A RolloutCommand not carried out yet, as the engine's command."""
+
+    name: str
+    spec: RolloutCommandSpec
+    command: Command
+
+
+class CredentialsUnavailable(Exception):
+    """Prometheus credentials could not be had; the rollout holds, as for missing metrics."""
 
 
 def read_command(md: dict[str, Any]) -> Command | None:

@@ -1,11 +1,21 @@
-"""Evidence from a Prometheus server's HTTP API, with timeouts, retries and errors that say what failed."""
+"""Evidence from a Prometheus server's HTTP API, with timeouts, retries and errors that say what failed.
+
+Errors end up in status, Events and logs, so they never carry credentials: a URL's userinfo is shown as
+`***`, and any token or password is scrubbed from what the HTTP library reports.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import base64
 import math
 import random
+import ssl
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
+from urllib.parse import unquote, urlsplit, urlunsplit
 
 import aiohttp
 
@@ -13,15 +23,112 @@ from esteira.api.spec import ModelDeploymentSpec
 from esteira.evidence.drift import drift_window
 from esteira.rollout.evidence import ArmSample, Evidence, MetricsUnavailable
 from esteira.rollout.queries import ArmQueries, MetricNames, arm_queries, render_custom
+from esteira.vocabulary import (
+    PROMETHEUS_CA_KEY,
+    PROMETHEUS_PASSWORD_KEY,
+    PROMETHEUS_TOKEN_KEY,
+    PROMETHEUS_USERNAME_KEY,
+)
+
+REDACTED = "***"
+
+
+def redact_url(url: str) -> str:
+    """The URL with any userinfo replaced by `***`, fit for status, Events and logs."""
+    try:
+        parts = urlsplit(url)
+        host = parts.hostname
+    except ValueError:
+        return REDACTED
+    if "@" not in parts.netloc or host is None:
+        return url
+    netloc = f"{REDACTED}@{parts.netloc.rpartition('@')[2]}"
+    return urlunsplit(parts._replace(netloc=netloc))
+
+
+@dataclass(frozen=True)
+class PrometheusAuth:
+    """How to authenticate to Prometheus: a bearer token or basic auth, and a CA for its TLS certificate."""
+
+    token: str | None = None
+    username: str | None = None
+    password: str | None = None
+    ca_pem: str | None = None
+
+    @classmethod
+    def from_mapping(cls, data: Mapping[str, str]) -> PrometheusAuth:
+        """From a Secret's decoded data (or files of the same names); empty values count as absent."""
+
+        def value(key: str) -> str | None:
+            text = (data.get(key) or "").strip()
+            return text or None
+
+        auth = cls(
+            token=value(PROMETHEUS_TOKEN_KEY),
+            username=value(PROMETHEUS_USERNAME_KEY),
+            password=value(PROMETHEUS_PASSWORD_KEY),
+            ca_pem=value(PROMETHEUS_CA_KEY),
+        )
+        if auth.token and auth.username:
+            raise ValueError(f"set either {PROMETHEUS_TOKEN_KEY!r} or {PROMETHEUS_USERNAME_KEY!r}, not both")
+        if bool(auth.username) != bool(auth.password):
+            raise ValueError(f"basic auth needs both {PROMETHEUS_USERNAME_KEY!r} and {PROMETHEUS_PASSWORD_KEY!r}")
+        return auth
+
+    @classmethod
+    def from_directory(cls, directory: Path) -> PrometheusAuth:
+        """From a mounted Secret: one file per key; read at each use, so a rotated Secret takes effect."""
+        keys = (PROMETHEUS_TOKEN_KEY, PROMETHEUS_USERNAME_KEY, PROMETHEUS_PASSWORD_KEY, PROMETHEUS_CA_KEY)
+        return cls.from_mapping({key: (directory / key).read_text() for key in keys if (directory / key).is_file()})
+
+    def headers(self) -> dict[str, str]:
+        if self.token:
+            return {"Authorization": f"Bearer {self.token}"}
+        if self.username is not None:
+            pair = f"{self.username}:{self.password or ''}".encode()
+            return {"Authorization": f"Basic {base64.b64encode(pair).decode()}"}
+        return {}
+
+    def ssl_context(self) -> ssl.SSLContext | None:
+        return ssl.create_default_context(cadata=self.ca_pem) if self.ca_pem else None
+
+    def secrets(self) -> list[str]:
+        return [s for s in (self.token, self.password) if s]
 
 
 class PrometheusClient:
-    """Instant queries against `/api/v1/query`."""
+    """Instant queries against `/api/v1/query`.
 
-    def __init__(self, url: str, timeout: float = 10.0, attempts: int = 3) -> None:
-        self.url = url.rstrip("/")
+    Credentials in the URL become basic auth (unless `auth` brings its own) and are taken out of the URL
+    the HTTP library sees, so none of its errors can repeat them.
+    """
+
+    def __init__(self, url: str, timeout: float = 10.0, attempts: int = 3, auth: PrometheusAuth | None = None) -> None:
+        auth = auth or PrometheusAuth()
+        parts = urlsplit(url.rstrip("/"))
+        if "@" in parts.netloc:
+            if not auth.headers():
+                user, password = unquote(parts.username or ""), unquote(parts.password or "")
+                auth = PrometheusAuth(username=user, password=password, ca_pem=auth.ca_pem)
+            parts = parts._replace(netloc=parts.netloc.rpartition("@")[2])
+        self.url = urlunsplit(parts)
+        self.shown_url = redact_url(url.rstrip("/"))
         self.timeout = aiohttp.ClientTimeout(total=timeout)
         self.attempts = attempts
+        self.auth = auth
+        self._secrets = [s for s in (*auth.secrets(), url) if s]
+
+    def scrub(self, text: str) -> str:
+        """`text` without the URL's credentials or any token or password."""
+        for secret in self._secrets:
+            text = text.replace(secret, REDACTED)
+        return text
+
+    def session(self) -> aiohttp.ClientSession:
+        """A session that sends the credentials and trusts the CA, if any."""
+        return aiohttp.ClientSession(
+            headers=self.auth.headers(), connector=aiohttp.TCPConnector(ssl=self.auth.ssl_context() or True)
+        )
 
     async def query(self, session: aiohttp.ClientSession, promql: str) -> list[dict[str, Any]]:
         last = ""
@@ -30,17 +137,21 @@ class PrometheusClient:
                 async with session.get(
                     f"{self.url}/api/v1/query", params={"query": promql}, timeout=self.timeout
                 ) as response:
-                    body = await response.json(content_type=None)
-                    if response.status == 200 and body.get("status") == "success":
+                    try:
+                        body = await response.json(content_type=None)
+                    except ValueError:
+                        body = None  # a proxy's error page, say: the status says enough
+                    if response.status == 200 and isinstance(body, dict) and body.get("status") == "success":
                         result: list[dict[str, Any]] = body["data"]["result"]
                         return result
-                    last = f"HTTP {response.status}: {body.get('error', body)}"
+                    detail = body.get("error", body) if isinstance(body, dict) else "the answer is not JSON"
+                    last = f"HTTP {response.status}: {detail}"
                     if response.status == 400:
                         break  # a bad query will not get better
             except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
                 last = f"{type(exc).__name__}: {exc}"
             await asyncio.sleep(0.2 * 2**attempt * random.uniform(0.5, 1.0))
-        raise MetricsUnavailable(f"Prometheus at {self.url}: {last} (query: {promql})")
+        raise MetricsUnavailable(self.scrub(f"Prometheus at {self.shown_url}: {last} (query: {promql})"))
 
     async def scalar(self, session: aiohttp.ClientSession, promql: str) -> float | None:
         result = await self.query(session, promql)
@@ -87,7 +198,7 @@ class PrometheusProvider:
     ) -> Evidence:
         interval = spec.rollout.interval
         model = spec.model.name
-        async with aiohttp.ClientSession() as session:
+        async with self.client.session() as session:
             canary = await self._arm(session, arm_queries(self.names, namespace, model, canary_revision, interval))
             stable = await self._arm(session, arm_queries(self.names, namespace, model, stable_revision, interval))
             custom = {}
