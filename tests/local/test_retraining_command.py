@@ -1,0 +1,61 @@
+"""`esteira up` runs spec.retraining.command for a trigger, with the evidence in its environment, and
+records the command's outcome as the operator records a Job's."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+from datetime import datetime, timedelta
+from pathlib import Path
+
+from esteira.api.spec import ModelDeploymentSpec
+from esteira.api.status import ModelDeploymentStatus
+from esteira.local.retraining import CommandRunner
+from esteira.render import RenderContext
+from esteira.state.retrain import plan_retraining
+from tests.support.specs import spec
+
+NOW = datetime(2026, 6, 1, 12, 0, 0)
+
+
+async def finished(runner: CommandRunner, name: str, within: float = 30.0) -> dict[str, object]:
+    """Poll the runner (its processes are reaped on this event loop) until the command has an outcome."""
+    async with asyncio.timeout(within):
+        while not (job := runner.jobs()[name])["status"].get("conditions"):  # noqa: ASYNC110 - polled like a Job
+            await asyncio.sleep(0.05)
+    return job
+
+
+WRITE_EVIDENCE = "import os, pathlib; pathlib.Path('evidence.json').write_text(os.environ['ESTEIRA_RETRAIN_EVIDENCE'])"
+
+
+async def test_a_scheduled_trigger_runs_the_command_and_records_success(tmp_path: Path) -> None:
+    md = ModelDeploymentSpec.parse(
+        spec(retraining={"triggers": {"schedule": "24h"}, "command": [sys.executable, "-c", WRITE_EVIDENCE]})
+    )
+    status, runner, ctx = ModelDeploymentStatus(), CommandRunner(tmp_path), RenderContext("iris", "default")
+    plan = plan_retraining(
+        ctx, md, status, runner.jobs(), NOW, labelled_data="http://127.0.0.1:1/v1/export", runs_commands=True
+    )
+    (run,) = plan.commands
+    await runner.start("iris", run, md.retraining.command or [], tmp_path)  # type: ignore[union-attr]
+    await finished(runner, "command-1")
+    evidence = (tmp_path / "evidence.json").read_text()
+    assert json.loads(evidence)["signal"] == "Schedule"
+    assert json.loads(evidence)["labelledData"] == "http://127.0.0.1:1/v1/export"
+    done = plan_retraining(ctx, md, status, runner.jobs(), NOW + timedelta(minutes=1), runs_commands=True)
+    assert [d.reason for d in done.decisions] == ["RetrainingSucceeded"]
+    assert status.retraining is not None and status.retraining.runs[0].outcome == "Succeeded"
+
+
+async def test_a_failing_command_is_recorded_as_failed(tmp_path: Path) -> None:
+    md = ModelDeploymentSpec.parse(
+        spec(retraining={"triggers": {"schedule": "24h"}, "command": [sys.executable, "-c", "raise SystemExit(3)"]})
+    )
+    status, runner, ctx = ModelDeploymentStatus(), CommandRunner(tmp_path), RenderContext("iris", "default")
+    (run,) = plan_retraining(ctx, md, status, runner.jobs(), NOW, runs_commands=True).commands
+    await runner.start("iris", run, md.retraining.command or [], tmp_path)  # type: ignore[union-attr]
+    await finished(runner, "command-1")
+    done = plan_retraining(ctx, md, status, runner.jobs(), NOW + timedelta(minutes=1), runs_commands=True)
+    assert [(d.reason, d.warning) for d in done.decisions] == [("RetrainingFailed", True)]
