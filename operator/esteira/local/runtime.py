@@ -30,17 +30,20 @@ from esteira.local.access import remove_token, write_token
 from esteira.local.collector import BuiltInCollector
 from esteira.local.manifest import LocalManifest, load_manifest, model_dir
 from esteira.local.provider import LocalMetricProvider, class_counts
+from esteira.local.retraining import CommandRunner
 from esteira.local.router import Router
 from esteira.local.server import ModelServer
 from esteira.local.split import Split
 from esteira.local.stats import Counters
 from esteira.packaging.surface import served_model
+from esteira.render.inferenceservice import RenderContext
 from esteira.rollout.cycle import rollout_step
 from esteira.rollout.engine import analysis_due
 from esteira.rollout.evidence import MetricsUnavailable
 from esteira.rollout.inputs import ObservedRoute, RolloutInput
 from esteira.rollout.phase import Serving, phase_of
-from esteira.vocabulary import ACTIONS, Command, Decision
+from esteira.state.retrain import plan_retraining
+from esteira.vocabulary import ACTIONS, COLLECTOR_EXPORT_PATH, Command, Decision
 
 MAX_RESTARTS = 5
 DRAIN_SECONDS = 30.0
@@ -89,6 +92,7 @@ class LocalRuntime:
         self.router.status_view = self.status_view
         self.local_provider = LocalMetricProvider(self._read_counters)
         self.collector = BuiltInCollector(self.workdir)
+        self.commands = CommandRunner(self.workdir)
         self._lock = asyncio.Lock()
         self._tasks: set[asyncio.Task[None]] = set()
         self._session: aiohttp.ClientSession | None = None
@@ -143,6 +147,7 @@ class LocalRuntime:
         """Finish in-flight requests, then end every model server's process group."""
         self.say("Stopping", "router stops accepting; in-flight requests finish")
         await self.router.stop()
+        await self.commands.stop()
         await self.collector.stop()
         for task in list(self._tasks):
             task.cancel()
@@ -274,7 +279,27 @@ class LocalRuntime:
                 await self.local_provider.mark(stable.revision, after.revision)
         self._apply_split()
         await self._retire_servers()
-        return out.decisions
+        return out.decisions + await self._retrain(now)
+
+    async def _retrain(self, now: datetime) -> list[Decision]:
+        """spec.retraining here: the same planning as the operator's, a command where a cluster runs a Job."""
+        if self.spec.retraining is None:
+            return []
+        ctx = RenderContext(self.manifest.name, self.manifest.namespace, collector_url=self.collector.url)
+        export = f"{self.collector.url}{COLLECTOR_EXPORT_PATH}?deployment={self.manifest.name}"
+        plan = plan_retraining(
+            ctx, self.spec, self.status, self.commands.jobs(), now, labelled_data=export, runs_commands=True
+        )
+        for run in plan.commands:
+            log = await self.commands.start(
+                self.manifest.name, run, self.spec.retraining.command or [], self.path.parent
+            )
+            self.say(
+                "RetrainingStarted",
+                f"retraining run {run.run}: {' '.join(self.spec.retraining.command or [])} (log: {log})",
+            )
+        self._report(plan.decisions)
+        return plan.decisions
 
     def _observed_route(self) -> ObservedRoute:
         """The local router's split and the canary server's readiness, as the step expects a backend's report."""
