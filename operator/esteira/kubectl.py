@@ -18,6 +18,7 @@ from typing import Any, cast
 from esteira import API_GROUP, API_VERSION, PLURAL
 from esteira.api.command import COMMAND_KIND, COMMAND_PLURAL
 from esteira.api.spec import Rollout
+from esteira.drift.report import monitoring_lines
 from esteira.vocabulary import COMMAND_ANNOTATION, Action, Command
 
 DEFAULTS = Rollout()  # what the CRD fills in where the spec is silent
@@ -75,6 +76,8 @@ def format_status(md: dict[str, Any]) -> str:
     last = status.get("lastRollout")
     if last and not canary:
         lines += ["", f"last rollout: revision {last['revision']} {last['outcome']} at {last['at']}: {last['reason']}"]
+    if status.get("monitoring"):
+        lines += ["", *monitoring_lines(status["monitoring"])]
     return "\n".join(lines)
 
 

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from esteira.api.errors import InvalidSpec
+from esteira.drift.report import monitoring_lines
 from esteira.local.access import read_token
 from esteira.local.router import PortInUse
 from esteira.local.runtime import LocalRuntime
@@ -119,6 +120,7 @@ def render_status(view: dict[str, Any]) -> str:
     for entry in status.get("history", []):
         reason = f": {entry['reason']}" if entry.get("reason") else ""
         lines.append(f"  revision {entry['revision']} model {entry['modelVersion']} {entry['outcome']}{reason}")
+    lines += monitoring_lines(status.get("monitoring"))
     return "\n".join(lines)
 
 
