@@ -28,6 +28,7 @@ from esteira.evidence.prometheus import PrometheusClient, PrometheusProvider
 from esteira.evidence.quality import WithQuality
 from esteira.local.access import remove_token, write_token
 from esteira.local.collector import BuiltInCollector
+from esteira.local.drift import DriftReadings, drift_totals
 from esteira.local.manifest import LocalManifest, load_manifest, model_dir
 from esteira.local.provider import LocalMetricProvider, class_counts
 from esteira.local.retraining import CommandRunner
@@ -42,8 +43,9 @@ from esteira.rollout.engine import analysis_due
 from esteira.rollout.evidence import MetricsUnavailable
 from esteira.rollout.inputs import ObservedRoute, RolloutInput
 from esteira.rollout.phase import Serving, phase_of
+from esteira.state.monitoring import drift_due, monitor
 from esteira.state.retrain import plan_retraining
-from esteira.vocabulary import ACTIONS, COLLECTOR_EXPORT_PATH, Command, Decision
+from esteira.vocabulary import ACTIONS, COLLECTOR_EXPORT_PATH, Command, Decision, format_time, parse_duration
 
 MAX_RESTARTS = 5
 DRAIN_SECONDS = 30.0
@@ -91,6 +93,7 @@ class LocalRuntime:
         self.router.control = self.control
         self.router.status_view = self.status_view
         self.local_provider = LocalMetricProvider(self._read_counters)
+        self.drift_readings = DriftReadings()
         self.collector = BuiltInCollector(self.workdir)
         self.commands = CommandRunner(self.workdir)
         self._lock = asyncio.Lock()
@@ -257,6 +260,7 @@ class LocalRuntime:
             except MetricsUnavailable as exc:
                 error = str(exc)
         before = canary.weight if canary else None
+        self._report(await self._monitor(spec, now))  # before the step: BlockRollouts reads it
         out = rollout_step(
             RolloutInput(
                 spec=spec,
@@ -435,6 +439,23 @@ class LocalRuntime:
 
     async def _stop_server(self, server: ModelServer) -> None:
         await server.stop()
+
+    async def _monitor(self, spec: ModelDeploymentSpec, now: datetime) -> list[Decision]:
+        """spec.monitoring.drift on the stable server's own counters, judged as the operator judges them."""
+        revision, window, error = drift_due(spec, self.status, now), None, None
+        server = self.servers.get(revision) if revision is not None else None
+        if revision is not None and spec.monitoring.drift is not None:
+            try:
+                if server is None or server.metrics_url is None or self._session is None:
+                    raise MetricsUnavailable(f"revision {revision} has no model server")
+                timeout = aiohttp.ClientTimeout(total=5)
+                async with self._session.get(server.metrics_url, timeout=timeout) as response:
+                    totals = drift_totals(await response.text(), revision)
+                span = parse_duration(spec.monitoring.drift.window)
+                window = self.drift_readings.window(revision, now, totals, span)
+            except (MetricsUnavailable, aiohttp.ClientError, TimeoutError) as exc:
+                error = str(exc) or type(exc).__name__
+        return monitor(spec, self.status, format_time(now), None, window, error)
 
     async def _read_counters(self, revision: int) -> Counters:
         server = self.servers.get(revision)
