@@ -18,7 +18,7 @@ from esteira.controller import telemetry
 from esteira.controller.kube import KSERVE_GROUP, KSERVE_PLURAL, KSERVE_VERSION, connection_info
 from esteira.controller.reconciler import Reconciler
 from esteira.controller.retry import ApiError
-from esteira.vocabulary import LABEL_DEPLOYMENT, format_time
+from esteira.vocabulary import LABEL_DEPLOYMENT, LABEL_RETRAIN_RUN, format_time
 
 logger = logging.getLogger(__name__)
 MD = (API_GROUP, API_VERSION, PLURAL)
@@ -68,8 +68,8 @@ async def model_deployment_deleted(memo: Any, namespace: str | None, name: str, 
         memo.reconciler.forget(namespace, name)
 
 
-async def inference_service_event(memo: Any, body: kopf.Body, **_: Any) -> None:
-    """A managed InferenceService changed (KServe status, or a manual edit): reconcile its owner."""
+async def child_event(memo: Any, body: kopf.Body, **_: Any) -> None:
+    """A managed child changed (KServe's status, a manual edit, a retraining Job finishing): reconcile its owner."""
     owner = body.get("metadata", {}).get("labels", {}).get(LABEL_DEPLOYMENT)
     namespace = body.get("metadata", {}).get("namespace")
     if not owner or not namespace:
@@ -137,5 +137,7 @@ def register(
     kopf.timer(*MD, registry=registry, interval=rollout_tick_seconds, when=_rolling_out)(rollout_tick)
     kopf.on.event(
         KSERVE_GROUP, KSERVE_VERSION, KSERVE_PLURAL, registry=registry, labels={LABEL_DEPLOYMENT: kopf.PRESENT}
-    )(inference_service_event)
+    )(child_event)
+    retrain_jobs = {LABEL_DEPLOYMENT: kopf.PRESENT, LABEL_RETRAIN_RUN: kopf.PRESENT}
+    kopf.on.event("batch", "v1", "jobs", registry=registry, labels=retrain_jobs)(child_event)
     kopf.on.event(API_GROUP, API_VERSION, COMMAND_PLURAL, registry=registry)(rollout_command_event)
