@@ -121,6 +121,7 @@ def catalogue() -> list[references.Resource]:
     resources += [
         _resource("", "v1", "events", "Event", True),
         _resource("", "v1", "namespaces", "Namespace", False),
+        _resource("batch", "v1", "jobs", "Job", True, subresources=frozenset({"status"})),
         _resource("apiextensions.k8s.io", "v1", "customresourcedefinitions", "CustomResourceDefinition", False),
         _resource("admissionregistration.k8s.io", "v1", "mutatingwebhookconfigurations", "X", False),
         _resource("admissionregistration.k8s.io", "v1", "validatingwebhookconfigurations", "Y", False),

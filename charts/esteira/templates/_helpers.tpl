@@ -104,10 +104,11 @@ from the operator's code and Kopf's settings, and fails when the two differ.
   resources: ["httproutes"]
   verbs: ["create", "delete", "list", "patch"]
 # Retraining Jobs (spec.retraining.job): the reconciler lists a deployment's Jobs (by label) to learn their
-# outcome and creates one per trigger. It never changes or deletes them (ownerReferences clean them up).
+# outcome and creates one per trigger; Kopf watches them to reconcile the owner when one finishes. Esteira
+# never changes or deletes them (ownerReferences clean them up).
 - apiGroups: ["batch"]
   resources: ["jobs"]
-  verbs: ["create", "list"]
+  verbs: ["create", "list", "watch"]
 # Events on ModelDeployments: Kopf's handler outcomes and the reconciler's decisions.
 - apiGroups: [""]
   resources: ["events"]
