@@ -19,7 +19,15 @@ ISVC_API_VERSION = "serving.kserve.io/v1beta1"
 HTTPROUTE_API_VERSION = "gateway.networking.k8s.io/v1"
 JOB_API_VERSION = "batch/v1"
 ESTEIRA_RUNTIME = "esteira-torchserve"  # Esteira's ClusterServingRuntime (TorchServe 0.12)
+ESTEIRA_KSERVE_RUNTIME = "esteira-kserve"  # Esteira's handler on KServe's own Python model server
+ESTEIRA_RUNTIMES = (ESTEIRA_RUNTIME, ESTEIRA_KSERVE_RUNTIME)
 MODEL_CONTAINER = "kserve-container"  # KServe's name for the model server container
+
+
+def is_esteira_runtime(runtime: str | None) -> bool:
+    """Esteira's runtimes batch inside the model server from the batching env; any other gets KServe's batcher."""
+    return runtime in ESTEIRA_RUNTIMES
+
 
 LABEL_DEPLOYMENT = f"{API_GROUP}/deployment"
 LABEL_REVISION = f"{API_GROUP}/revision"

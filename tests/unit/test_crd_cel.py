@@ -167,6 +167,11 @@ SPEC_CASES: list[tuple[str, dict[str, Any], dict[str, Any]]] = [
         spec(batching={"maxBatchSize": 4, "maxBatchDelayMs": 0}),
     ),
     (
+        SPEC_RULES[5].message,
+        spec(model=model(runtime="esteira-kserve"), batching={"maxBatchSize": 4, "maxBatchDelayMs": 0}),
+        spec(model=model(runtime="kserve-torchserve"), batching={"maxBatchSize": 4, "maxBatchDelayMs": 0}),
+    ),
+    (
         SPEC_RULES[6].message,
         spec(monitoring={"drift": {"actions": ["Retrain"]}}, retraining=RETRAIN),
         spec(monitoring={"drift": {"actions": ["Retrain"]}}),
@@ -248,7 +253,7 @@ CROSS_FIELD = st.fixed_dictionaries(
         "batching": st.fixed_dictionaries(
             {"maxBatchSize": st.sampled_from([1, 8]), "maxBatchDelayMs": st.integers(0, 1)}
         ),
-        "runtime": st.sampled_from([None, "esteira-torchserve", "kserve-torchserve"]),
+        "runtime": st.sampled_from([None, "esteira-torchserve", "esteira-kserve", "kserve-torchserve"]),
     }
 )
 

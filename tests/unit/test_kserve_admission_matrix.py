@@ -46,6 +46,7 @@ BATCHING = [
     {},
     {"batching": {"maxBatchSize": 8, "maxBatchDelayMs": 5}},
     {"model": model(runtime="esteira-torchserve"), "batching": {"maxBatchSize": 8, "maxBatchDelayMs": 0}},
+    {"model": model(runtime="esteira-kserve"), "batching": {"maxBatchSize": 8, "maxBatchDelayMs": 0}},
 ]
 
 
@@ -58,8 +59,8 @@ class Case:
         rollout = self.body.get("rollout", {}).get("router", "KServe")
         metric = self.body.get("autoscaling", {}).get("metric", "default")
         gpu = self.body.get("gpu", {}).get("resourceName", "gpu" if "gpu" in self.body else "cpu")
-        on_esteira = self.body["model"].get("runtime") == "esteira-torchserve"
-        batch = "esteira-batch" if on_esteira else "batcher" if "batching" in self.body else "nobatch"
+        runtime = self.body["model"].get("runtime")
+        batch = f"{runtime}-batch" if runtime else "batcher" if "batching" in self.body else "nobatch"
         return f"{self.body.get('deploymentMode', 'Standard')}-{rollout}-{metric}-{gpu}-{batch}"
 
 

@@ -161,9 +161,10 @@ def test_gpu_utilization_without_prometheus_is_rejected() -> None:
     assert render(with_url, ctx=RenderContext("iris", "models"))["spec"]["predictor"]["autoScaling"]
 
 
-def test_batching_goes_to_torchserve_on_esteira_runtime_and_to_kserve_batcher_elsewhere() -> None:
+@pytest.mark.parametrize("runtime", ["esteira-torchserve", "esteira-kserve"])
+def test_batching_goes_to_the_server_on_esteira_runtimes_and_to_kserve_batcher_elsewhere(runtime: str) -> None:
     batching = {"maxBatchSize": 16, "maxBatchDelayMs": 7}
-    esteira = render(spec(model=model(runtime="esteira-torchserve"), batching=batching))["spec"]["predictor"]
+    esteira = render(spec(model=model(runtime=runtime), batching=batching))["spec"]["predictor"]
     assert env_of(esteira["model"])["ESTEIRA_BATCH_SIZE"] == "16"
     assert env_of(esteira["model"])["ESTEIRA_MAX_BATCH_DELAY_MS"] == "7"
     assert "batcher" not in esteira
@@ -237,12 +238,11 @@ def reject_with(body: dict[str, Any], plan: TrafficPlan, ctx: RenderContext) -> 
     return {p.path: p.reason for p in caught.value.problems}
 
 
-def test_zero_batch_delay_is_refused_where_kserves_batcher_would_wait_five_seconds() -> None:
+@pytest.mark.parametrize("runtime", ["esteira-torchserve", "esteira-kserve"])
+def test_zero_batch_delay_is_refused_where_kserves_batcher_would_wait_five_seconds(runtime: str) -> None:
     found = reject(spec(batching={"maxBatchSize": 8, "maxBatchDelayMs": 0}))
     assert "5000 ms" in found["spec.batching.maxBatchDelayMs"]
-    on_esteira = render(
-        spec(model=model(runtime="esteira-torchserve"), batching={"maxBatchSize": 8, "maxBatchDelayMs": 0})
-    )
+    on_esteira = render(spec(model=model(runtime=runtime), batching={"maxBatchSize": 8, "maxBatchDelayMs": 0}))
     assert env_of(on_esteira["spec"]["predictor"]["model"])["ESTEIRA_MAX_BATCH_DELAY_MS"] == "0"
 
 

@@ -17,7 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, JsonValue, StringConstraints,
 from pydantic.alias_generators import to_camel
 
 from esteira.api.errors import FieldProblem, InvalidSpec
-from esteira.vocabulary import ESTEIRA_RUNTIME
+from esteira.vocabulary import ESTEIRA_KSERVE_RUNTIME, ESTEIRA_RUNTIME, ESTEIRA_RUNTIMES, is_esteira_runtime
 
 DURATION_PATTERN = r"^([0-9]+(ms|s|m|h))+$"
 QUANTITY_PATTERN = (
@@ -92,7 +92,8 @@ class ModelSource(SpecModel):
         default=None,
         pattern=DNS_LABEL_PATTERN,
         description="Name of the (Cluster)ServingRuntime. Default: KServe picks one that supports the format; "
-        "`esteira-torchserve` selects Esteira's TorchServe 0.12 runtime.",
+        f"`{ESTEIRA_RUNTIME}` selects Esteira's TorchServe 0.12 runtime, `{ESTEIRA_KSERVE_RUNTIME}` Esteira's handler "
+        "on KServe's Python model server; both batch inside the server as `batching` says.",
     )
     runtime_version: str | None = Field(default=None, description="Runtime image tag override.")
     card: ModelCard | None = Field(
@@ -738,12 +739,15 @@ SPEC_RULES: tuple[SpecRule, ...] = (
     ),
     SpecRule(
         "self.batching.maxBatchSize == 1 || self.batching.maxBatchDelayMs > 0 || "
-        f"(has(self.model.runtime) && self.model.runtime == '{ESTEIRA_RUNTIME}')",
+        f"(has(self.model.runtime) && self.model.runtime in {list(ESTEIRA_RUNTIMES)})",
         "KServe's request batcher replaces a maxLatency of 0 with its 5000 ms default: set "
-        f"batching.maxBatchDelayMs to at least 1, or use runtime {ESTEIRA_RUNTIME}, which batches in TorchServe",
+        f"batching.maxBatchDelayMs to at least 1, or use runtime {' or '.join(ESTEIRA_RUNTIMES)}, which batch "
+        "in the model server",
         ".batching.maxBatchDelayMs",
         lambda s: (
-            s.batching.max_batch_size > 1 and s.batching.max_batch_delay_ms == 0 and s.model.runtime != ESTEIRA_RUNTIME
+            s.batching.max_batch_size > 1
+            and s.batching.max_batch_delay_ms == 0
+            and not is_esteira_runtime(s.model.runtime)
         ),
     ),
     SpecRule(

@@ -27,7 +27,6 @@ from esteira.vocabulary import (
     ENV_MODEL_VERSION,
     ENV_NAMESPACE,
     ENV_REVISION,
-    ESTEIRA_RUNTIME,
     ISVC_API_VERSION,
     KSERVE_DEPLOYMENT_MODE,
     KSERVE_PROMETHEUS_SCRAPING,
@@ -35,6 +34,7 @@ from esteira.vocabulary import (
     LABEL_DEPLOYMENT,
     LABEL_REVISION,
     MODEL_CONTAINER,
+    is_esteira_runtime,
 )
 
 
@@ -109,8 +109,9 @@ def _model(ctx: RenderContext, spec: ModelDeploymentSpec, arm: Arm, *, named: bo
         {"name": ENV_MODEL_VERSION, "value": arm.model_version},
     ]
     env += logging_env(ctx, spec)
-    if source.runtime == ESTEIRA_RUNTIME:
-        # Esteira's runtime writes these into TorchServe's model snapshot at start-up.
+    if is_esteira_runtime(source.runtime):
+        # Esteira's runtimes batch inside the server: TorchServe's writes these into its model snapshot at
+        # start-up, esteira-kserve's batcher reads them.
         env += [
             {"name": ENV_BATCH_SIZE, "value": str(spec.batching.max_batch_size)},
             {"name": ENV_MAX_BATCH_DELAY_MS, "value": str(spec.batching.max_batch_delay_ms)},
@@ -148,9 +149,9 @@ def _predictor(ctx: RenderContext, spec: ModelDeploymentSpec, arm: Arm, *, canar
         predictor["serviceAccountName"] = spec.service_account_name
     if spec.logging.mode != "none" and spec.logging.logger == "KServe":
         predictor["logger"] = {"mode": spec.logging.mode, "url": spec.logging.url}
-    if spec.batching.max_batch_size > 1 and spec.model.runtime != ESTEIRA_RUNTIME:
+    if spec.batching.max_batch_size > 1 and not is_esteira_runtime(spec.model.runtime):
         # Other runtimes get KServe's request batcher, which merges instances into one request;
-        # Esteira's runtime batches inside TorchServe instead (see _model).
+        # Esteira's runtimes batch inside the model server instead (see _model).
         predictor["batcher"] = {
             "maxBatchSize": spec.batching.max_batch_size,
             "maxLatency": spec.batching.max_batch_delay_ms,
