@@ -26,6 +26,7 @@ from esteira.packaging.archive import (
 )
 from esteira.packaging.cli import default_metrics_config
 from esteira.packaging.config import ModelSpec, ServerSpec, parse_properties
+from esteira.packaging.logs import log4j2_xml
 from tests.packaging.support import package_cli
 from tests.support.prerequisites import require_module
 
@@ -168,6 +169,7 @@ def test_package_iris_with_installed_handler(demo_models: tuple[Path, list[Any]]
     entry = json.loads(props["model_snapshot"])["models"]["iris"]["1.0.0"]
     assert (entry["marName"], entry["batchSize"], entry["maxBatchDelay"], entry["minWorkers"]) == ("iris.mar", 8, 10, 2)
     assert props["model_store"] == "/mnt/models/model-store"
+    assert (out / "config" / "log4j2.xml").read_text() == log4j2_xml()
     metrics = default_metrics_config()
     if metrics is None:
         assert "metrics_config" not in props

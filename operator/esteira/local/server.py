@@ -27,9 +27,11 @@ from esteira.packaging.entrypoint import (
     PID_FILE,
     BatchSettings,
     frontend_pid,
+    log_config_file,
     runtime_config,
     runtime_environment,
     torchserve_command,
+    write_log_config,
 )
 
 HOST = "127.0.0.1"
@@ -174,7 +176,11 @@ class ModelServer:
         env |= self.extra_env
         env = runtime_environment(env, self.root)
         (self.root / "tmp").mkdir(exist_ok=True)
-        command = torchserve_command(str(config), str(self.model_dir / MODEL_STORE), ["--disable-token-auth"])
+        log_config = log_config_file(self.model_dir, self.root)
+        write_log_config(log_config, self.model_dir)
+        command = torchserve_command(
+            str(config), str(self.model_dir / MODEL_STORE), ["--disable-token-auth"], log_config=str(log_config)
+        )
         command[0] = torchserve_binary()
         with self.log_path.open("ab") as log:
             self._process = await asyncio.create_subprocess_exec(

@@ -33,6 +33,7 @@ from esteira.packaging.config import (
     config_properties,
     model_config_yaml,
 )
+from esteira.packaging.logs import LOG_CONFIG_PATH, log4j2_xml
 
 ARCHIVER = "torch-model-archiver"
 SHIM_MODULE = "esteira_handler"
@@ -162,7 +163,7 @@ def package(
     server: ServerSpec | None = None,
     archiver: str | None = None,
 ) -> PackageResult:
-    """Write ``out/config/config.properties`` (and ``metrics.yaml``) and ``out/model-store/<name>.mar``."""
+    """Write ``out/config/config.properties`` (and ``metrics.yaml``, ``log4j2.xml``) and ``out/model-store/<name>.mar``."""
     handler = resolve_handler(inputs.handler)
     _check_inputs(inputs, handler)
     server = server or ServerSpec(metrics_config=METRICS_CONFIG_PATH if inputs.metrics_config else None)
@@ -198,6 +199,7 @@ def package(
     if inputs.metrics_config is not None and server.metrics_config is not None:
         shutil.copyfile(inputs.metrics_config, out / server.metrics_config)
     config.write_text(config_properties([model], server))
+    (out / LOG_CONFIG_PATH).write_text(log4j2_xml())
     return PackageResult(out=out, config=config, mar=mar, manifest=read_manifest(mar))
 
 

@@ -41,6 +41,7 @@ from esteira.packaging.config import (
     parse_properties,
     set_properties,
 )
+from esteira.packaging.logs import LOG_CONFIG_PATH, log4j2_xml
 from esteira.vocabulary import ENV_BATCH_SIZE, ENV_MAX_BATCH_DELAY_MS, ENV_MODEL_VERSION
 
 ENV_MODEL_DIR = "ESTEIRA_MODEL_DIR"
@@ -130,9 +131,34 @@ def runtime_config(text: str, settings: BatchSettings, model_dir: str = DEFAULT_
     return set_properties(text, {"enable_envvars_config": "true"})
 
 
-def torchserve_command(config_path: str, model_store: str, extra: Sequence[str] = ()) -> list[str]:
+def torchserve_command(
+    config_path: str, model_store: str, extra: Sequence[str] = (), log_config: str | None = None
+) -> list[str]:
     """TorchServe in the foreground, without config snapshots (the runtime copy is already the truth)."""
-    return ["torchserve", "--foreground", "--ncs", f"--ts-config={config_path}", f"--model-store={model_store}", *extra]
+    logging = [f"--log-config={log_config}"] if log_config else []
+    return [
+        "torchserve",
+        "--foreground",
+        "--ncs",
+        f"--ts-config={config_path}",
+        f"--model-store={model_store}",
+        *logging,
+        *extra,
+    ]
+
+
+def log_config_file(model_dir: Path, runtime_dir: Path) -> Path:
+    """The model folder's ``config/log4j2.xml`` (``esteira package`` writes one), else Esteira's default
+    (``esteira.packaging.logs``) in the runtime directory: TorchServe's own logs every request several times."""
+    packaged = model_dir / LOG_CONFIG_PATH
+    return packaged if packaged.is_file() else runtime_dir / Path(LOG_CONFIG_PATH).name
+
+
+def write_log_config(path: Path, model_dir: Path) -> None:
+    """Write Esteira's default at `path` unless it is the model folder's own file."""
+    if path != model_dir / LOG_CONFIG_PATH:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(log4j2_xml())
 
 
 @dataclass(frozen=True)
@@ -266,7 +292,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"esteira model server: {source}: {exc}", file=sys.stderr)
         return 2
     config_path = runtime_dir / RUNTIME_CONFIG
-    command = torchserve_command(str(config_path), f"{model_dir}/{MODEL_STORE}", args.torchserve_args)
+    log_config = log_config_file(Path(model_dir), runtime_dir)
+    command = torchserve_command(
+        str(config_path), f"{model_dir}/{MODEL_STORE}", args.torchserve_args, log_config=str(log_config)
+    )
     properties = parse_properties(text)
     try:
         where = addresses(properties, os.environ)
@@ -282,6 +311,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     for folder in (runtime_dir, Path(env["LOG_LOCATION"]), Path(env["METRICS_LOCATION"]), Path(env["TEMP"])):
         folder.mkdir(parents=True, exist_ok=True)
     config_path.write_text(text)
+    write_log_config(log_config, Path(model_dir))
     # Imported here: the health check imports this module every few seconds and needs neither aiohttp nor pydantic.
     from esteira.packaging import front, surface
 
