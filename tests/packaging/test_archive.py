@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import importlib
 import json
 import sys
@@ -152,6 +153,7 @@ def test_package_iris_with_installed_handler(demo_models: tuple[Path, list[Any]]
         "model-config.yaml",
         "esteira-model.json",
         "reference-profile.json",
+        "model-card.json",
     }
     assert b"from model_handlers.tabular import TabularHandler" in files["esteira_handler.py"]
     assert yaml.safe_load(files["model-config.yaml"]) == {
@@ -191,6 +193,35 @@ def test_package_with_handler_file_and_no_metrics(demo_models: tuple[Path, list[
     assert files["my_handler.py"] == handler.read_bytes()
     assert "esteira_handler.py" not in files
     assert "metrics_config" not in parse_properties((out / "config" / "config.properties").read_text())
+
+
+@pytest.mark.slow
+def test_package_writes_the_model_card(
+    demo_models: tuple[Path, list[Any]], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    data = tmp_path / "train.csv"
+    data.write_text("a,b,label\n1,2,0\n3,4,1\n5,6,1\n")
+    out = tmp_path / "iris-1.2.0"
+    argv = ["--name", "iris", "--version", "1.2.0", "--handler", "tabular", *_demo_inputs(demo_models[0], "iris-1.0.0")]
+    argv += ["--parent-version", "1.0.0", "--training-data", str(data), "--validation-metric", "accuracy"]
+    argv += ["--validation-score", "0.97", "--owner", "ml-team", "--out", str(out)]
+    assert package_cli(argv) == 0
+    card = json.loads(_mar_files(out / "model-store" / "iris.mar")["model-card.json"])
+    assert card["parentVersion"] == "1.0.0" and card["owner"] == "ml-team"
+    assert card["validation"] == {"metric": "accuracy", "score": 0.97, "better": "higher"}
+    assert card["trainingData"]["size"] == 3
+    assert card["trainingData"]["fingerprint"] == "sha256:" + hashlib.sha256(data.read_bytes()).hexdigest()
+    assert json.loads((out / "model-card.json").read_text()) == card
+    printed = capsys.readouterr().out
+    assert yaml.safe_load(printed[printed.index("card:") :])["card"] == card  # ready for spec.model.card
+
+
+def test_package_refuses_half_a_validation(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    argv = ["--name", "iris", "--version", "1", "--handler", "tabular", "--model-file", str(tmp_path / "m.pt")]
+    staged = set(Path(tempfile.gettempdir()).glob("esteira-card-*"))
+    assert package_cli([*argv, "--validation-score", "0.9", "--out", str(tmp_path / "out")]) == 2
+    assert "--validation-metric and --validation-score go together" in capsys.readouterr().err
+    assert set(Path(tempfile.gettempdir()).glob("esteira-card-*")) == staged  # nothing left behind
 
 
 def test_package_reports_missing_inputs(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

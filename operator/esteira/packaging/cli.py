@@ -4,12 +4,19 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
+import shutil
 import sys
+import tempfile
 from pathlib import Path
 from typing import Any
 
+import yaml
+
+from esteira.drift.profile import PROFILE_FILE
 from esteira.packaging.archive import HANDLERS, PackageInputs, PackagingError, expand_extra_files, package
+from esteira.packaging.card import CARD_FILE, build_card
 from esteira.packaging.config import METRICS_CONFIG_PATH, ModelSpec, ServerSpec
+from esteira.packaging.profiling import staged_profile
 
 
 def default_metrics_config() -> Path | None:
@@ -23,6 +30,7 @@ def default_metrics_config() -> Path | None:
 
 
 def _package(args: argparse.Namespace) -> int:
+    staging = Path(tempfile.mkdtemp(prefix="esteira-card-"))
     try:
         model = ModelSpec(
             name=args.name,
@@ -35,22 +43,42 @@ def _package(args: argparse.Namespace) -> int:
             startup_timeout_s=args.startup_timeout,
             device_type=args.device,
         )
+        card = build_card(
+            parent_version=args.parent_version,
+            training_data=args.training_data,
+            training_rows=args.training_rows,
+            metric=args.validation_metric,
+            score=args.validation_score,
+            better=args.validation_better,
+            owner=args.owner,
+            argv=sys.argv,
+        )
+        card_file = staging / CARD_FILE
+        card_file.write_text(card.model_dump_json(by_alias=True, exclude_none=True, indent=2) + "\n")
+        extra_files = expand_extra_files(args.extra_files)
+        if args.profile is not None:
+            extra_files += (staged_profile(args.profile, extra_files, staging),)
         metrics = None if args.no_metrics_config else (args.metrics_config or default_metrics_config())
         server = ServerSpec(metrics_config=METRICS_CONFIG_PATH if metrics else None)
         inputs = PackageInputs(
             model_file=args.model_file,
             handler=args.handler,
             model_code=args.model_code,
-            extra_files=expand_extra_files(args.extra_files),
+            extra_files=(*extra_files, card_file),
             requirements_file=args.requirements_file,
             metrics_config=metrics,
         )
         result = package(model, inputs, args.out, server)
+        shutil.copyfile(card_file, args.out / CARD_FILE)  # beside config/, for people and pipelines to read
     except (ValueError, PackagingError, OSError) as exc:
         print(f"esteira package: {exc}", file=sys.stderr)
         return 2
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
     print(f"{result.mar}\n{result.config}")
     print(f"storageUri: file://{result.out.resolve()}  (model name in URLs: {model.name})")
+    print("model card, for spec.model.card:")
+    print(yaml.safe_dump({"card": card.model_dump(by_alias=True, exclude_none=True)}, sort_keys=False), end="")
     return 0
 
 
@@ -81,6 +109,13 @@ def add_package_command(subparsers: Any) -> argparse.ArgumentParser:
         metavar="FILE",
         help="Files (or folders, whose files are added) to put beside the model, e.g. esteira-model.json.",
     )
+    parser.add_argument(
+        "--profile",
+        type=Path,
+        metavar="FILE",
+        help=f"Reference profile (from esteira profile), checked and put beside the model as {PROFILE_FILE}: "
+        "the model server counts drift and data quality against it.",
+    )
     parser.add_argument("--requirements-file", type=Path, help="requirements.txt kept in the archive.")
     parser.add_argument("--batch-size", type=int, default=1, help="Server-side batch size. Default: 1.")
     parser.add_argument(
@@ -99,5 +134,13 @@ def add_package_command(subparsers: Any) -> argparse.ArgumentParser:
     )
     metrics.add_argument("--no-metrics-config", action="store_true", help="Use TorchServe's default metrics.")
     parser.add_argument("--out", required=True, type=Path, help="Output directory (the future storageUri).")
+    card = parser.add_argument_group("model card", f"written into the archive as {CARD_FILE} and printed")
+    card.add_argument("--parent-version", help="The version this build was trained from.")
+    card.add_argument("--training-data", type=Path, help="The training data (file or folder), fingerprinted.")
+    card.add_argument("--training-rows", type=int, help="Rows trained on. Default: counted for a CSV file.")
+    card.add_argument("--validation-metric", help="e.g. accuracy, f1, mae.")
+    card.add_argument("--validation-score", type=float, help="The score on held-out data.")
+    card.add_argument("--validation-better", choices=["higher", "lower"], default="higher", help="Default: higher.")
+    card.add_argument("--owner", help="Who answers for this model.")
     parser.set_defaults(func=_package)
     return parser
