@@ -81,6 +81,7 @@ ENV_LOG_REDACT = "ESTEIRA_LOG_REDACT"  # a JSON list of field names
 ENV_LOG_TOKEN = "ESTEIRA_LOG_TOKEN"  # bearer token for the collector
 ENV_COLLECTOR_TOKEN = "ESTEIRA_COLLECTOR_TOKEN"  # the collector's shared secret (and the operator's, to post decisions)
 ENV_COLLECTOR_URL = "ESTEIRA_COLLECTOR_URL"  # the operator's: where the collector listens
+ENV_COLLECTOR_TOKEN_FILE = "ESTEIRA_COLLECTOR_TOKEN_FILE"  # the operator's: a file holding that secret
 REQUEST_ID_HEADER = "x-request-id"  # the id records and labels are joined on; answers echo it
 # KServe's logger event types (pkg/logger), so its consumers read Esteira's records too.
 CE_INFERENCE_REQUEST = "org.kubeflow.serving.inference.request"

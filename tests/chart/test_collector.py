@@ -13,7 +13,7 @@ import yaml
 
 import esteira.collector.__main__ as collector_main
 from esteira.collector.app import CollectorConfig
-from esteira.vocabulary import ENV_COLLECTOR_TOKEN, ENV_COLLECTOR_URL, parse_duration
+from esteira.vocabulary import ENV_COLLECTOR_TOKEN_FILE, ENV_COLLECTOR_URL, parse_duration
 from tests.chart.helm import CHART, NAMESPACE, RELEASE, HelmError, Rendered, merge, render, run_helm
 from tests.chart.test_chart import restricted_violations
 from tests.chart.test_scan import failures, run_checkov, skipped_checks
@@ -119,13 +119,15 @@ def test_arguments_parse_into_the_values(case: str, tmp_path: Path, monkeypatch:
     (container,) = pod["containers"]
     assert container["command"] == ["python", "-m", "esteira.collector"]
     mounts = {m["name"]: m["mountPath"] for m in container["volumeMounts"]}
-    token_flag = next(a for a in container["args"] if a.startswith("--token-file="))
-    assert token_flag.removeprefix("--token-file=").startswith(mounts["token"] + "/")
-    token_file = tmp_path / "token"
-    token_file.write_text("s3cret\n")
-    args = [f"--token-file={token_file}" if a == token_flag else a for a in container["args"]]
-    env = {e["name"]: e for e in container.get("env", [])}
-    monkeypatch.setenv("ESTEIRA_COLLECTOR_DATABASE", "postgresql://from-the-secret/db")
+    files = {"--token-file": "s3cret\n", "--database-file": "postgresql://from-the-secret/db\n"}
+    args = []
+    for arg in container["args"]:
+        flag, _, path = arg.partition("=")
+        if flag in files:  # a mounted Secret: the file lies under a mount, here a copy with known content
+            assert any(path.startswith(mounted + "/") for mounted in mounts.values()), arg
+            (tmp_path / flag).write_text(files[flag])
+            arg = f"{flag}={tmp_path / flag}"
+        args.append(arg)
     seen: dict[str, Any] = {}
 
     class Recorded:
@@ -154,10 +156,12 @@ def test_arguments_parse_into_the_values(case: str, tmp_path: Path, monkeypatch:
         assert bool(rendered.of_kind("PersistentVolumeClaim")) == (not existing)
         assert rendered.one("Deployment", collector_name())["spec"]["strategy"] == {"type": "Recreate"}
     else:
-        assert config.database == "postgresql://from-the-secret/db", "the DSN comes from the environment"
+        assert config.database == "postgresql://from-the-secret/db", "the DSN comes from the mounted Secret"
         secret = values["database"]["postgresql"]
-        ref = env["ESTEIRA_COLLECTOR_DATABASE"]["valueFrom"]["secretKeyRef"]
-        assert ref == {"name": secret["dsnSecret"], "key": secret["dsnKey"]}
+        database = volumes["database"]["secret"]
+        assert database["secretName"] == secret["dsnSecret"]
+        assert database["items"] == [{"key": secret["dsnKey"], "path": "dsn"}]
+        assert "env" not in container, "no secret in the environment"
         assert "data" not in volumes and not rendered.of_kind("PersistentVolumeClaim")
 
 
@@ -168,16 +172,21 @@ def test_operator_and_model_servers_are_pointed_at_the_collector(case: str) -> N
     values = values_of(case)["collector"]
     rendered = render(COLLECTOR_MATRIX[case])
     env = operator_env(rendered)
-    assert set(env) == {ENV_COLLECTOR_URL, ENV_COLLECTOR_TOKEN}
+    assert set(env) == {ENV_COLLECTOR_URL, ENV_COLLECTOR_TOKEN_FILE}
     url = urlsplit(env[ENV_COLLECTOR_URL]["value"])
     service = rendered.one("Service", collector_name())
     assert url.hostname == f"{service['metadata']['name']}.{NAMESPACE}.svc"
     (port,) = service["spec"]["ports"]
     assert url.port == port["port"] == values["port"]
     assert service["spec"]["selector"] == collector_pod_labels(rendered, service)
-    token_ref = env[ENV_COLLECTOR_TOKEN]["valueFrom"]["secretKeyRef"]
     mounted = {v["name"]: v for v in collector_pod(rendered)["volumes"]}["token"]["secret"]
-    assert token_ref == {"name": mounted["secretName"], "key": values["token"]["key"]}
+    operator_pod = rendered.one("Deployment", OPERATOR)["spec"]["template"]["spec"]
+    (container,) = operator_pod["containers"]
+    token_file = Path(env[ENV_COLLECTOR_TOKEN_FILE]["value"])
+    (mount,) = [m for m in container["volumeMounts"] if m["mountPath"] == str(token_file.parent)]
+    volume = next(v for v in operator_pod["volumes"] if v["name"] == mount["name"])["secret"]
+    assert volume["secretName"] == mounted["secretName"]
+    assert volume["items"] == [{"key": values["token"]["key"], "path": token_file.name}]
     generated = [s for s in rendered.of_kind("Secret") if s["metadata"]["name"] == mounted["secretName"]]
     if values["token"]["existingSecret"]:
         assert mounted["secretName"] == values["token"]["existingSecret"] and not generated

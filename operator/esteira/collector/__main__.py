@@ -17,6 +17,7 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m esteira.collector", description=__doc__)
     parser.add_argument("--database", default=os.environ.get("ESTEIRA_COLLECTOR_DATABASE", "sqlite:///collector.db"),
                         help="sqlite:///path or postgresql://user@host/db (env ESTEIRA_COLLECTOR_DATABASE)")  # fmt: skip
+    parser.add_argument("--database-file", type=Path, help="a file holding the database URL (a mounted Secret)")
     parser.add_argument("--host", default="0.0.0.0")
     parser.add_argument("--port", type=int, default=8090)
     parser.add_argument("--token-file", type=Path, help=f"shared secret file (or env {ENV_COLLECTOR_TOKEN})")
@@ -26,7 +27,8 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     token = args.token_file.read_text().strip() if args.token_file else os.environ.get(ENV_COLLECTOR_TOKEN) or None
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    config = CollectorConfig(args.database, token, args.max_body, args.retention, args.quality_window)
+    database = args.database_file.read_text().strip() if args.database_file else args.database
+    config = CollectorConfig(database, token, args.max_body, args.retention, args.quality_window)
     web.run_app(Collector(config).app(), host=args.host, port=args.port, print=None)
 
 

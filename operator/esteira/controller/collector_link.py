@@ -1,10 +1,11 @@
 """The operator's link to Esteira's collector: where handlers send records by default, and where every
 decision is recorded as an audit trail that outlives Kubernetes Events.
 
-Configured by environment (the chart sets both when the collector is installed): ESTEIRA_COLLECTOR_URL and
-ESTEIRA_COLLECTOR_TOKEN. Posting never holds a reconcile: each batch of decisions is sent by a background
-task with retries and backoff, and a bounded number of batches wait; past that the oldest is dropped and
-logged (Events still carry every decision).
+Configured by environment (the chart sets them when the collector is installed): ESTEIRA_COLLECTOR_URL and
+ESTEIRA_COLLECTOR_TOKEN, or ESTEIRA_COLLECTOR_TOKEN_FILE naming a file that holds the token. Posting never
+holds a reconcile: each batch of decisions is sent by a background task with retries and backoff, and a
+bounded number of batches wait; past that the oldest is dropped and logged (Events still carry every
+decision).
 """
 
 from __future__ import annotations
@@ -18,10 +19,17 @@ import time
 from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import aiohttp
 
-from esteira.vocabulary import COLLECTOR_AUDIT_PATH, ENV_COLLECTOR_TOKEN, ENV_COLLECTOR_URL, Decision
+from esteira.vocabulary import (
+    COLLECTOR_AUDIT_PATH,
+    ENV_COLLECTOR_TOKEN,
+    ENV_COLLECTOR_TOKEN_FILE,
+    ENV_COLLECTOR_URL,
+    Decision,
+)
 
 logger = logging.getLogger(__name__)
 MAX_WAITING = 1000
@@ -38,7 +46,10 @@ class CollectorLink:
 
     @classmethod
     def from_env(cls) -> CollectorLink:
-        return cls(os.environ.get(ENV_COLLECTOR_URL) or None, os.environ.get(ENV_COLLECTOR_TOKEN) or None)
+        """The token from ESTEIRA_COLLECTOR_TOKEN_FILE (a mounted Secret, as the chart does) or the environment."""
+        token_file = os.environ.get(ENV_COLLECTOR_TOKEN_FILE)
+        token = Path(token_file).read_text().strip() if token_file else os.environ.get(ENV_COLLECTOR_TOKEN)
+        return cls(os.environ.get(ENV_COLLECTOR_URL) or None, token or None)
 
     def record(self, namespace: str, name: str, decisions: Sequence[Decision]) -> None:
         """Queue the decisions for the audit trail; returns at once."""
