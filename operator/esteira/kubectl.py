@@ -19,6 +19,7 @@ from esteira import API_GROUP, API_VERSION, PLURAL
 from esteira.api.command import COMMAND_KIND, COMMAND_PLURAL
 from esteira.api.spec import Rollout
 from esteira.drift.report import monitoring_lines
+from esteira.retraining.report import card_summary, retraining_lines
 from esteira.vocabulary import COMMAND_ANNOTATION, Action, Command
 
 DEFAULTS = Rollout()  # what the CRD fills in where the spec is silent
@@ -78,11 +79,13 @@ def format_status(md: dict[str, Any]) -> str:
         lines += ["", f"last rollout: revision {last['revision']} {last['outcome']} at {last['at']}: {last['reason']}"]
     if status.get("monitoring"):
         lines += ["", *monitoring_lines(status["monitoring"])]
+    if runs := retraining_lines(status.get("retraining")):
+        lines += ["", *runs]
     return "\n".join(lines)
 
 
 def format_history(md: dict[str, Any]) -> str:
-    rows = [["REVISION", "MODEL", "OUTCOME", "STARTED", "FINISHED", "REASON"]]
+    rows = [["REVISION", "MODEL", "OUTCOME", "STARTED", "FINISHED", "CARD", "REASON"]]
     for entry in (md.get("status") or {}).get("history") or []:
         rows.append(
             [
@@ -91,6 +94,7 @@ def format_history(md: dict[str, Any]) -> str:
                 entry["outcome"],
                 entry["startedAt"],
                 _value(entry.get("finishedAt")),
+                card_summary(entry.get("card")),
                 entry.get("reason", ""),
             ]
         )

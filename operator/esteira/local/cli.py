@@ -22,6 +22,7 @@ from esteira.drift.report import monitoring_lines
 from esteira.local.access import read_token
 from esteira.local.router import PortInUse
 from esteira.local.runtime import LocalRuntime
+from esteira.retraining.report import card_summary, retraining_lines
 from esteira.vocabulary import ENV_LOCAL_URL
 
 DEFAULT_URL = os.environ.get(ENV_LOCAL_URL, "http://127.0.0.1:8080")
@@ -119,8 +120,10 @@ def render_status(view: dict[str, Any]) -> str:
     lines.append("history:")
     for entry in status.get("history", []):
         reason = f": {entry['reason']}" if entry.get("reason") else ""
-        lines.append(f"  revision {entry['revision']} model {entry['modelVersion']} {entry['outcome']}{reason}")
+        card = f" ({card_summary(entry.get('card'))})" if entry.get("card") else ""
+        lines.append(f"  revision {entry['revision']} model {entry['modelVersion']}{card} {entry['outcome']}{reason}")
     lines += monitoring_lines(status.get("monitoring"))
+    lines += retraining_lines(status.get("retraining"))
     return "\n".join(lines)
 
 

@@ -1,0 +1,37 @@
+"""Model cards and retraining runs as text, for `kubectl esteira` and `esteira status`: one wording in both."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+def card_summary(card: dict[str, Any] | None) -> str:
+    """'from 1.0.0, accuracy 0.97, data sha256:3f2a9c1d (150 rows), by ml-team', or '-' without a card."""
+    if not card:
+        return "-"
+    parts = []
+    if card.get("parentVersion"):
+        parts.append(f"from {card['parentVersion']}")
+    validation = card.get("validation")
+    if validation:
+        parts.append(f"{validation['metric']} {validation['score']:.4g}")
+    data = card.get("trainingData")
+    if data:
+        parts.append(f"data {data['fingerprint'][:15]} ({data['size']} rows)")
+    if card.get("owner"):
+        parts.append(f"by {card['owner']}")
+    return ", ".join(parts) or "-"
+
+
+def retraining_lines(retraining: dict[str, Any] | None) -> list[str]:
+    """The last runs, newest first: number, signal, outcome, the version it produced, and why."""
+    runs = (retraining or {}).get("runs") or []
+    if not runs:
+        return []
+    lines = [f"retraining (last trigger {retraining.get('lastTriggeredAt', '-') if retraining else '-'}):"]
+    for run in runs:
+        version = f" -> {run['version']}" if run.get("version") else ""
+        why = run.get("message") or run.get("reason", "")
+        job = f" [{run['job']}]" if run.get("job") else ""
+        lines.append(f"  run {run['run']} {run['signal']} {run['outcome']}{version}{job}: {why}")
+    return lines
