@@ -290,7 +290,10 @@ class LocalRuntime:
         if self.spec.retraining is None:
             return []
         ctx = RenderContext(self.manifest.name, self.manifest.namespace, collector_url=self.collector.url)
-        export = f"{self.collector.url}{COLLECTOR_EXPORT_PATH}?deployment={self.manifest.name}"
+        export = (
+            f"{self.collector.url}{COLLECTOR_EXPORT_PATH}?deployment={self.manifest.name}"
+            f"&namespace={self.manifest.namespace}"
+        )
         plan = plan_retraining(
             ctx, self.spec, self.status, self.commands.jobs(), now, labelled_data=export, runs_commands=True
         )
