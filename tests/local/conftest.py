@@ -32,6 +32,7 @@ spec:
     interval: 2s
     threshold: 1
     mirror: {mirror}
+    pauseBefore: {pause_before}
     analysis:
       minRequests: 10
       lowTrafficDeadline: 1m
@@ -39,8 +40,14 @@ spec:
 """
 
 
-def write_manifest(path: Path, version: str, build: str, mirror: bool = False) -> None:
-    path.write_text(MANIFEST.format(version=version, folder=MODELS / build, mirror=str(mirror).lower()))
+def write_manifest(
+    path: Path, version: str, build: str, mirror: bool = False, pause_before: tuple[int, ...] = ()
+) -> None:
+    path.write_text(
+        MANIFEST.format(
+            version=version, folder=MODELS / build, mirror=str(mirror).lower(), pause_before=list(pause_before)
+        )
+    )
 
 
 def need_torchserve() -> None:

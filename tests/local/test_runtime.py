@@ -46,13 +46,15 @@ def local(tmp_path: Path) -> Iterator[RuntimeThread]:
 @pytest.mark.timeout(900)
 def test_one_runtime_from_first_revision_to_shutdown(local: RuntimeThread) -> None:
     """Revision 1 serves; 1.0.1 is mirrored, paused and promoted (2); the worse 1.1.0 is rolled back (3); a
-    killed server comes back; a rollback to revision 1's build makes revision 4; shutdown leaves no process.
-    Steady load runs throughout: file edits, pause, promotion, rollback and a kill -9 drop no request."""
+    killed server comes back; a rollback to revision 1's build makes revision 4; 1.0.2 is aborted (5), retried
+    (6) and promoted by command; shutdown leaves no process. Steady load runs throughout: file edits, pause,
+    promotion, rollback, abort, retry, promote and a kill -9 drop no request."""
     serves_v1_v2_and_pins_by_header(local)
     mirroring_pause_and_promotion(local)
     worse_model_rolls_back_on_prediction_shift(local)
     killed_server_is_restarted_and_serves_again(local)
     rollback_to_an_earlier_revision(local)
+    abort_retry_and_promote_by_command(local)
     load = local.load
     assert load is not None and sum(load.statuses.values()) > 100
     failed = {status: n for status, n in load.statuses.items() if not 200 <= status < 300}
@@ -129,6 +131,31 @@ def rollback_to_an_earlier_revision(local: RuntimeThread) -> None:
     assert stable is not None and stable.revision == 4 and stable.model_version == "1.0.0"
     wait_for(lambda: 4 in runtime.servers and runtime.servers[4].ready, 90, "revision 4 ready")
     wait_for(lambda: 2 not in runtime.servers, 10, "revision 2 retired")
+
+
+def _waiting_for_promotion(thread: RuntimeThread, revision: int) -> bool:
+    canary = thread.runtime.status.canary
+    server = thread.runtime.servers.get(revision)
+    ready = server is not None and server.ready
+    return ready and canary is not None and canary.revision == revision and canary.hold == "WaitingForPromotion"
+
+
+def abort_retry_and_promote_by_command(local: RuntimeThread) -> None:
+    """Each command under load: abort a held canary, retry its build as a new revision, promote that one."""
+    runtime = local.runtime
+    write_manifest(runtime.path, "1.0.2", "iris-1.0.0", pause_before=(50,))
+    wait_for(lambda: _waiting_for_promotion(local, 5), 90, "canary revision 5 ready, waiting for promote")
+    local.call(runtime.control("abort", {}))
+    assert _outcome(local, 5) == "RolledBack"
+    last = runtime.status.last_rollout
+    assert last is not None and "aborted by request" in last.reason
+    wait_for(lambda: 5 not in runtime.servers, 40, "revision 5 retired")
+    local.call(runtime.control("retry", {}))
+    wait_for(lambda: _waiting_for_promotion(local, 6), 90, "retried build as canary revision 6")
+    local.call(runtime.control("promote", {"full": True}))
+    stable = runtime.status.stable
+    assert stable is not None and stable.revision == 6 and stable.model_version == "1.0.2"
+    wait_for(lambda: 4 not in runtime.servers, 40, "revision 4 retired")
 
 
 def shutdown_leaves_no_process(local: RuntimeThread) -> None:
