@@ -34,6 +34,28 @@ from esteira.vocabulary import (
 logger = logging.getLogger(__name__)
 MAX_WAITING = 1000
 ATTEMPTS = 6
+OPERATOR_ACTOR = "esteira-operator"
+# The command annotation carries no requester: whoever could patch the ModelDeployment wrote it.
+ANNOTATION_REQUESTER = "unknown (annotation)"
+
+
+@dataclass(frozen=True)
+class Asked:
+    """Who asked for the command a reconcile took, through which path, and what came of it."""
+
+    action: str
+    requested_by: str
+    outcome: str  # Done or Ignored
+    via: str | None = None  # "RolloutCommand NAME"; None for the annotation
+
+    def decision(self) -> Decision:
+        """The Event (and audit entry) saying who asked."""
+        via = f" ({self.via})" if self.via else ""
+        return Decision("CommandReceived", f"{self.action} requested by {self.requested_by}{via}: {self.outcome}")
+
+    def audit_fields(self) -> dict[str, object]:
+        details = {"action": self.action, "requestedBy": self.requested_by, "outcome": self.outcome}
+        return {"actor": self.requested_by, "details": {**details, "via": self.via or "annotation"}}
 
 
 @dataclass
@@ -51,16 +73,21 @@ class CollectorLink:
         token = Path(token_file).read_text().strip() if token_file else os.environ.get(ENV_COLLECTOR_TOKEN)
         return cls(os.environ.get(ENV_COLLECTOR_URL) or None, token or None)
 
-    def record(self, namespace: str, name: str, decisions: Sequence[Decision]) -> None:
-        """Queue the decisions for the audit trail; returns at once."""
+    def record(self, namespace: str, name: str, decisions: Sequence[Decision], asked: Asked | None = None) -> None:
+        """Queue the decisions for the audit trail; returns at once. `asked`'s decision names who asked."""
         if not self.url or not decisions:
             return
         now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
         if len(self._waiting) == self._waiting.maxlen:
             logger.warning("audit trail: %d batches waiting for the collector; dropping the oldest", MAX_WAITING)
-        entry = {"namespace": namespace, "deployment": name, "actor": "esteira-operator", "time": now}
+        entry = {"namespace": namespace, "deployment": name, "actor": OPERATOR_ACTOR, "time": now}
+        command = asked.decision() if asked else None
         self._waiting.append(
-            [{**entry, "reason": d.reason, "message": d.message, "warning": d.warning} for d in decisions]
+            [
+                {**entry, "reason": d.reason, "message": d.message, "warning": d.warning}
+                | (asked.audit_fields() if asked and d == command else {})
+                for d in decisions
+            ]
         )
         if self._sender is None or self._sender.done():
             self._sender = asyncio.get_running_loop().create_task(self._send_all())

@@ -19,7 +19,7 @@ from esteira.api.errors import InvalidSpec
 from esteira.api.spec import ModelDeploymentSpec
 from esteira.api.status import ModelDeploymentStatus
 from esteira.controller import telemetry
-from esteira.controller.collector_link import CollectorLink
+from esteira.controller.collector_link import ANNOTATION_REQUESTER, Asked, CollectorLink
 from esteira.controller.kube import KubeAPI
 from esteira.controller.retry import ApiError, with_backoff
 from esteira.controller.webhooks import WebhookFailed, post_cloud_event
@@ -96,7 +96,7 @@ class Reconciler:
                 retrain_jobs=jobs,
             )
         )
-        await self._apply(md, plan)
+        await self._apply(md, plan, asked_for(md, pending, plan))
         telemetry.record_status(namespace, name, plan.status)
         if pending is not None:
             await self._finish_command(md, pending, plan, now)
@@ -224,26 +224,8 @@ class Reconciler:
         return PendingCommand(command_name, spec, spec.command(uid))
 
     async def _finish_command(self, md: dict[str, Any], pending: PendingCommand, plan: ReconcilePlan, now: str) -> None:
-        """Record who asked on the ModelDeployment (an Event) and the outcome on the RolloutCommand."""
-        spec = pending.spec
-        carried = plan.status.get("lastCommand") == pending.command.id
-        ignored = [d.message for d in plan.decisions if d.reason == "CommandIgnored"]
-        phase = "Done" if carried and not ignored else "Ignored"
-        message = "; ".join(ignored or [d.message for d in plan.decisions]) or f"{spec.action} carried out"
-        kopf.event(
-            cast(kopf.Body, md),
-            type="Normal",
-            reason="CommandReceived",
-            message=f"{spec.action} requested by {spec.requested_by} (RolloutCommand {pending.name}): {phase}",
-        )
-        logger.info(
-            "%s/%s RolloutCommand %s by %s: %s",
-            md["metadata"]["namespace"],
-            md["metadata"]["name"],
-            pending.name,
-            spec.requested_by,
-            phase,
-        )
+        """Record the outcome on the RolloutCommand (who asked is in the CommandReceived Event already)."""
+        phase, message = command_outcome(plan, pending.command)
         await self.close_command(md["metadata"]["namespace"], pending.name, phase, message, now)
 
     async def close_command(self, namespace: str, name: str, phase: str, message: str, now: str) -> None:
@@ -254,7 +236,7 @@ class Reconciler:
             "patch RolloutCommand status",
         )
 
-    async def _apply(self, md: dict[str, Any], plan: ReconcilePlan) -> None:
+    async def _apply(self, md: dict[str, Any], plan: ReconcilePlan, asked: Asked | None = None) -> None:
         """Status first, then the children, then the Events.
 
         The children are derived from status, so a crash after the status write is finished by the next
@@ -278,7 +260,8 @@ class Reconciler:
             kopf.adopt(job, owner=cast(kopf.Body, md))
             await with_backoff(functools.partial(self.api.create_job, namespace, job), "create retraining Job")
         await self._send_retrain_events(md, plan)
-        for decision in plan.decisions:
+        decisions = [asked.decision(), *plan.decisions] if asked else plan.decisions
+        for decision in decisions:
             if decision.reason in ("Promoted", "RolledBack"):
                 telemetry.ROLLOUTS.labels(decision.reason).inc()
             kopf.event(
@@ -289,7 +272,7 @@ class Reconciler:
             )
             log = logger.warning if decision.warning else logger.info
             log("%s/%s %s: %s", namespace, md["metadata"]["name"], decision.reason, decision.message)
-        self.collector.record(namespace, md["metadata"]["name"], plan.decisions)
+        self.collector.record(namespace, md["metadata"]["name"], decisions, asked)
 
     async def _send_retrain_events(self, md: dict[str, Any], plan: ReconcilePlan) -> None:
         """POST each trigger to the spec's webhook; a refusal becomes a Warning and the run says SendFailed."""
@@ -334,6 +317,28 @@ class PendingCommand:
 
 class CredentialsUnavailable(Exception):
     """Prometheus credentials could not be had; the rollout holds, as for missing metrics."""
+
+
+def command_outcome(plan: ReconcilePlan, command: Command) -> tuple[str, str]:
+    """Done or Ignored, and why, for a command this reconcile was given."""
+    carried = plan.status.get("lastCommand") == command.id
+    ignored = [d.message for d in plan.decisions if d.reason == "CommandIgnored"]
+    phase = "Done" if carried and not ignored else "Ignored"
+    return phase, "; ".join(ignored or [d.message for d in plan.decisions]) or f"{command.action} carried out"
+
+
+def asked_for(md: dict[str, Any], pending: PendingCommand | None, plan: ReconcilePlan) -> Asked | None:
+    """Who asked for the command this reconcile took: a RolloutCommand's requester, or nobody known for the
+    annotation (recorded once, when the engine first takes it)."""
+    if pending is not None:
+        phase, _ = command_outcome(plan, pending.command)
+        return Asked(pending.spec.action, pending.spec.requested_by, phase, f"RolloutCommand {pending.name}")
+    command = read_command(md)
+    if command is None or (md.get("status") or {}).get("lastCommand") == command.id:
+        return None
+    if plan.status.get("lastCommand") != command.id:
+        return None
+    return Asked(command.action, ANNOTATION_REQUESTER, command_outcome(plan, command)[0])
 
 
 def read_command(md: dict[str, Any]) -> Command | None:
