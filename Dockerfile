@@ -3,6 +3,7 @@
 # Esteira images:
 #   docker build --target operator     -t esteira/operator:dev .
 #   docker build --target model-server -t esteira/model-server:dev .
+#   docker build --target model-server-kserve -t esteira/model-server-kserve:dev .
 #
 # The model server is TorchServe 0.12 with Java 17 and Esteira's handlers; torch is the CPU build unless
 # TORCH_INDEX_URL names a CUDA wheel index (those wheels carry the CUDA runtime, so the node only needs the
@@ -85,3 +86,36 @@ EXPOSE 8080 8082
 HEALTHCHECK --interval=10s --timeout=5s --start-period=60s --retries=3 \
     CMD ["python", "-m", "esteira.packaging.healthcheck"]
 ENTRYPOINT ["python", "-m", "esteira.packaging.entrypoint"]
+
+# --- esteira-kserve: Esteira's handlers on KServe's Python model server, no Java ----------------------
+# KServe's pins conflict with the operator's (python-dateutil), so this image installs its own pinned set
+# (requirements/kserve-runtime.txt, with --no-deps) and Esteira's wheel without its extras.
+FROM ${SERVING_BASE} AS model-server-kserve-env
+ARG TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu
+ARG TORCH_VERSION=2.13.0
+COPY requirements/kserve-runtime.txt /tmp/requirements/kserve-runtime.txt
+COPY tests/support/kserve-client-requirements.txt /tmp/tests/support/kserve-client-requirements.txt
+COPY --from=wheel /wheels /wheels
+RUN python -m venv /opt/venv \
+    && /opt/venv/bin/pip install --no-cache-dir --no-deps \
+        --index-url "${TORCH_INDEX_URL}" --extra-index-url https://pypi.org/simple "torch==${TORCH_VERSION}" \
+    && /opt/venv/bin/pip install --no-cache-dir --no-deps -r /tmp/requirements/kserve-runtime.txt \
+    && /opt/venv/bin/pip install --no-cache-dir --no-deps "$(find /wheels -name 'esteira_serving-*.whl')" \
+    && /opt/venv/bin/python -c "import kserve, torch, model_handlers.kserve_server, model_handlers.tabular, model_handlers.image"
+
+FROM ${SERVING_BASE} AS model-server-kserve
+RUN useradd --uid 1000 --user-group --create-home --home-dir /home/model-server --shell /usr/sbin/nologin model-server
+COPY --from=model-server-kserve-env /opt/venv /opt/venv
+# Defaults for `docker run`; the esteira-kserve ClusterServingRuntime sets the same: inference and health on
+# 8080, Prometheus on 8082 as esteira-torchserve.
+ENV PATH=/opt/venv/bin:$PATH \
+    PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1 \
+    ESTEIRA_MODEL_DIR=/mnt/models \
+    ESTEIRA_RUNTIME_DIR=/tmp/esteira
+WORKDIR /home/model-server
+USER 1000:1000
+EXPOSE 8080 8082
+HEALTHCHECK --interval=10s --timeout=5s --start-period=30s --retries=3 \
+    CMD ["python", "-c", "import urllib.request; urllib.request.urlopen('http://127.0.0.1:8080/v2/health/ready', timeout=4)"]
+ENTRYPOINT ["python", "-m", "model_handlers.kserve_server", "--http-port=8080", "--metrics-port=8082"]

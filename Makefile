@@ -138,9 +138,10 @@ scan: $(TOOLS) $(CHECKOV)  ## checkov over the rendered chart (every values set)
 
 IMAGE_TAG ?= $(shell $(PYTHON) -c "import re;print(re.search(r'^version = \"(.+)\"', open('pyproject.toml').read(), re.M).group(1))")
 
-image:  ## Build the operator and model-server images (needs a Docker engine).
+image:  ## Build the operator and both model server images (needs a Docker engine).
 	docker build --target operator -t esteira/operator:$(IMAGE_TAG) .
 	docker build --target model-server -t esteira/model-server:$(IMAGE_TAG) .
+	docker build --target model-server-kserve -t esteira/model-server-kserve:$(IMAGE_TAG) .
 
 kind-e2e:  ## Users with Docker: kind cluster + KServe + Esteira, then the end-to-end suite against it.
 	bash hack/kind-e2e.sh

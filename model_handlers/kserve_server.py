@@ -22,6 +22,7 @@ import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
+from prometheus_client import start_http_server
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -147,6 +148,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--work-dir", type=Path, default=Path(os.environ.get("ESTEIRA_RUNTIME_DIR", DEFAULT_WORK_DIR)))
     parser.add_argument("--http-port", type=int, default=int(os.environ.get("ESTEIRA_HTTP_PORT", "8080")))
     parser.add_argument(
+        "--metrics-port",
+        type=int,
+        default=0,
+        help="also serve Prometheus metrics on this port (the runtime's 8082, as TorchServe); 0: only on /metrics",
+    )
+    parser.add_argument(
         "--log-requests", action="store_true", help="keep KServe's per-request access and timing log lines"
     )
     return parser
@@ -174,6 +181,8 @@ def main(argv: Sequence[str] | None = None) -> None:
 
     model = ServedModel(service.name)
     model.load()
+    if args.metrics_port:
+        start_http_server(args.metrics_port)
     server = kserve.ModelServer(http_port=args.http_port, enable_grpc=False, workers=1)
     if not args.log_requests:  # KServe logs two timing lines and an access line per request; a busy server drowns
         for name in REQUEST_LOGGERS:

@@ -122,7 +122,7 @@ MONITORING = {
         "dashboards": {"enabled": True, "labels": {"grafana_folder": "esteira"}},
     }
 }
-NO_RUNTIME = {"servingRuntime": {"enabled": False}}
+NO_RUNTIME = {"servingRuntime": {"enabled": False}, "kserveRuntime": {"enabled": False}}
 CUSTOM = {
     "image": {"repository": "registry.example.com/esteira/operator", "digest": "sha256:" + "ab" * 32},
     "imagePullSecrets": [{"name": "registry"}],

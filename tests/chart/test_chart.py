@@ -344,6 +344,9 @@ def test_restricted_checker_rejects_what_the_profile_rejects() -> None:
 
 
 @pytest.mark.parametrize("case", ["defaults", "custom"])
-def test_model_server_runtime_is_restricted(case: str) -> None:
-    runtime = render(MATRIX[case]).one("ClusterServingRuntime")["spec"]
-    assert restricted_violations({"containers": runtime["containers"], "volumes": runtime["volumes"]}) == []
+def test_model_server_runtimes_are_restricted(case: str) -> None:
+    runtimes = render(MATRIX[case]).of_kind("ClusterServingRuntime")
+    assert len(runtimes) == 2
+    for runtime in runtimes:
+        spec = runtime["spec"]
+        assert restricted_violations({"containers": spec["containers"], "volumes": spec["volumes"]}) == []

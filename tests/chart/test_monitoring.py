@@ -254,9 +254,9 @@ def test_podmonitor_scrapes_the_runtime_metrics_port() -> None:
     podmonitor = render(MATRIX["monitoring"]).one("PodMonitor")
     (endpoint,) = podmonitor["spec"]["podMetricsEndpoints"]
     assert endpoint["portNumber"] == HTTP_PORT
-    runtime = render(MATRIX["monitoring"]).one("ClusterServingRuntime")
-    assert [p["containerPort"] for p in runtime["spec"]["containers"][0]["ports"]] == [HTTP_PORT]
-    assert runtime["spec"]["annotations"]["prometheus.kserve.io/port"] == str(METRICS_PORT)
+    for runtime in render(MATRIX["monitoring"]).of_kind("ClusterServingRuntime"):
+        assert [p["containerPort"] for p in runtime["spec"]["containers"][0]["ports"]] == [HTTP_PORT]
+        assert runtime["spec"]["annotations"]["prometheus.kserve.io/port"] == str(METRICS_PORT)
     address = next(r for r in endpoint["relabelings"] if r["targetLabel"] == "__address__")
     assert re.sub(address["regex"], address["replacement"].replace("${1}", r"\1"), "10.1.2.3:8080") == (
         f"10.1.2.3:{METRICS_PORT}"

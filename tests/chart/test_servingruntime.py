@@ -1,8 +1,8 @@
-"""The chart's ClusterServingRuntime is the one Esteira's Python builder renders: one source for the runtime.
+"""The chart's ClusterServingRuntimes are the ones Esteira's Python builders render: one source per runtime.
 
-The template is generated from ``esteira.packaging.servingruntime`` (``python -m tests.chart.runtime_template``);
-these tests fail when the builder changed and the template was not regenerated, and when the rendered chart
-differs from the builder's output for the same image and options.
+The templates are generated from ``esteira.packaging.servingruntime`` and ``esteira.packaging.kserve_servingruntime``
+(``python -m tests.chart.runtime_template``); these tests fail when a builder changed and its template was not
+regenerated, and when the rendered chart differs from the builder's output for the same image and options.
 """
 
 from __future__ import annotations
@@ -13,34 +13,39 @@ from typing import Any
 import pytest
 import yaml
 
-from esteira.packaging.servingruntime import RuntimeOptions, render_serving_runtime
-from esteira.vocabulary import ESTEIRA_RUNTIME
+from esteira.packaging.servingruntime import RuntimeOptions
+from esteira.vocabulary import ESTEIRA_KSERVE_RUNTIME, ESTEIRA_RUNTIME
 from tests.chart.helm import CHART, merge, render
-from tests.chart.runtime_template import TEMPLATE, render_template
+from tests.chart.runtime_template import KSERVE, RUNTIME_TEMPLATES, TORCHSERVE, RuntimeTemplate, render_template
 
 CHART_META = yaml.safe_load((CHART / "Chart.yaml").read_text())
-DEFAULTS = yaml.safe_load((CHART / "values.yaml").read_text())["servingRuntime"]
+VALUES = yaml.safe_load((CHART / "values.yaml").read_text())
+BY_KEY = pytest.mark.parametrize("runtime", RUNTIME_TEMPLATES, ids=[t.values_key for t in RUNTIME_TEMPLATES])
+RUNTIME_NAMES = {TORCHSERVE.values_key: ESTEIRA_RUNTIME, KSERVE.values_key: ESTEIRA_KSERVE_RUNTIME}
 
 
-def test_template_is_generated_from_the_builder() -> None:
-    assert TEMPLATE.read_text() == render_template(), (
-        "charts/esteira/templates/servingruntime.yaml is stale: run `python -m tests.chart.runtime_template`"
+@BY_KEY
+def test_template_is_generated_from_the_builder(runtime: RuntimeTemplate) -> None:
+    assert runtime.path.read_text() == render_template(runtime), (
+        f"{runtime.path.name} is stale: run `python -m tests.chart.runtime_template`"
     )
 
 
-def test_chart_defaults_are_the_builders() -> None:
-    """Without overrides the chart installs what `RuntimeOptions` would default to."""
+@BY_KEY
+def test_chart_defaults_are_the_builders(runtime: RuntimeTemplate) -> None:
+    """Without overrides the chart installs what the runtime's options would default to."""
+    defaults = VALUES[runtime.values_key]
     builder = {
-        f.name: f.default_factory() if callable(f.default_factory) else f.default for f in fields(RuntimeOptions)
+        f.name: f.default_factory() if callable(f.default_factory) else f.default for f in fields(runtime.options)
     }
-    assert DEFAULTS["name"] == builder["name"] == ESTEIRA_RUNTIME
-    assert DEFAULTS["resources"] == {"requests": builder["requests"], "limits": builder["limits"]}
-    assert DEFAULTS["image"]["pullPolicy"] == builder["image_pull_policy"]
-    assert (DEFAULTS["tmpSizeLimit"] or None) == builder["tmp_size_limit"]
+    assert defaults["name"] == builder["name"] == RUNTIME_NAMES[runtime.values_key]
+    assert defaults["resources"] == {"requests": builder["requests"], "limits": builder["limits"]}
+    assert defaults["image"]["pullPolicy"] == builder["image_pull_policy"]
+    assert (defaults["tmpSizeLimit"] or None) == builder["tmp_size_limit"]
 
 
 CASES: dict[str, tuple[dict[str, Any], RuntimeOptions]] = {
-    "defaults": ({}, RuntimeOptions(image=f"esteira/model-server:{CHART_META['appVersion']}")),
+    "defaults": ({}, RuntimeOptions(image=f"REPOSITORY:{CHART_META['appVersion']}")),
     "custom": (
         {
             "name": "esteira-torchserve-gpu",
@@ -67,23 +72,36 @@ CASES: dict[str, tuple[dict[str, Any], RuntimeOptions]] = {
 }
 
 
+@BY_KEY
 @pytest.mark.parametrize(("values", "options"), CASES.values(), ids=CASES.keys())
-def test_rendered_runtime_equals_the_builders(values: dict[str, Any], options: RuntimeOptions) -> None:
-    rendered = render(merge({"servingRuntime": values})).one("ClusterServingRuntime")
-    assert rendered == render_serving_runtime(options)
+def test_rendered_runtime_equals_the_builders(
+    runtime: RuntimeTemplate, values: dict[str, Any], options: RuntimeOptions
+) -> None:
+    """Each runtime's chart object equals its builder's; the other runtime's values do not leak into it."""
+    other = next(t for t in RUNTIME_TEMPLATES if t is not runtime)
+    rendered = render(merge({runtime.values_key: values, other.values_key: {"enabled": False}}))
+    if not values:  # the defaults: each runtime's own repository and name
+        default_repository = VALUES[runtime.values_key]["image"]["repository"]
+        options = runtime.options(image=options.image.replace("REPOSITORY", default_repository))
+    elif "name" not in values:
+        options = runtime.options(**{f.name: getattr(options, f.name) for f in fields(options) if f.name != "name"})
+    assert rendered.one("ClusterServingRuntime") == runtime.builder(options)
+
+
+def test_both_runtimes_install_side_by_side() -> None:
+    names = {r["metadata"]["name"] for r in render(merge({})).of_kind("ClusterServingRuntime")}
+    assert names == {ESTEIRA_RUNTIME, ESTEIRA_KSERVE_RUNTIME}
 
 
 def test_template_generation_notices_a_changed_builder(monkeypatch: pytest.MonkeyPatch) -> None:
     """A builder change (a new env var here) changes the generated template, so the sync test above fails."""
-    import esteira.packaging.servingruntime as builder
-    import tests.chart.runtime_template as generator
+    import esteira.packaging.kserve_servingruntime as builder
 
     original = builder._env
 
     def with_extra_env() -> list[dict[str, Any]]:
-        return [*original(), {"name": "TS_NEW_SETTING", "value": "1"}]
+        return [*original(), {"name": "ESTEIRA_NEW_SETTING", "value": "1"}]
 
     monkeypatch.setattr(builder, "_env", with_extra_env)
-    monkeypatch.setattr(generator, "render_serving_runtime", builder.render_serving_runtime)
-    assert "TS_NEW_SETTING" in generator.render_template()
-    assert "TS_NEW_SETTING" not in TEMPLATE.read_text()
+    assert "ESTEIRA_NEW_SETTING" in render_template(KSERVE)
+    assert "ESTEIRA_NEW_SETTING" not in KSERVE.path.read_text()

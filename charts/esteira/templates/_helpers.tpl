@@ -59,10 +59,6 @@ app.kubernetes.io/part-of: esteira
 {{- include "esteira.imageRef" (list .Values.image .) }}
 {{- end }}
 
-{{- define "esteira.runtimeImage" -}}
-{{- include "esteira.imageRef" (list .Values.servingRuntime.image .) }}
-{{- end }}
-
 {{- define "esteira.clusterScoped" -}}
 {{- if eq .Values.rbac.scope "cluster" }}true{{ end }}
 {{- end }}

@@ -69,11 +69,53 @@ def _env() -> list[dict[str, Any]]:
     ]
 
 
-def render_serving_runtime(options: RuntimeOptions) -> dict[str, Any]:
-    """The ClusterServingRuntime object (cluster-scoped: no namespace)."""
-    tmp_volume: dict[str, Any] = {"name": TMP_VOLUME, "emptyDir": {}}
+def tmp_volume(options: RuntimeOptions) -> dict[str, Any]:
+    """The writable /tmp both runtimes need under a read-only root filesystem."""
+    volume: dict[str, Any] = {"name": TMP_VOLUME, "emptyDir": {}}
     if options.tmp_size_limit:
-        tmp_volume["emptyDir"]["sizeLimit"] = options.tmp_size_limit
+        volume["emptyDir"]["sizeLimit"] = options.tmp_size_limit
+    return volume
+
+
+def restricted_security_context() -> dict[str, Any]:
+    """Non-root, no privileges, read-only root: Kubernetes' restricted Pod Security profile."""
+    return {
+        "runAsNonRoot": True,
+        "runAsUser": MODEL_SERVER_UID,
+        "runAsGroup": MODEL_SERVER_UID,
+        "allowPrivilegeEscalation": False,
+        "privileged": False,
+        "readOnlyRootFilesystem": True,
+        "capabilities": {"drop": ["ALL"]},
+        "seccompProfile": {"type": "RuntimeDefault"},
+    }
+
+
+def cluster_serving_runtime(
+    options: RuntimeOptions, container: dict[str, Any], *, server_type: str, metrics_port: int
+) -> dict[str, Any]:
+    """The ClusterServingRuntime around one model container (cluster-scoped: no namespace)."""
+    return {
+        "apiVersion": SERVING_RUNTIME_API_VERSION,
+        "kind": "ClusterServingRuntime",
+        "metadata": {
+            "name": options.name,
+            "labels": {"app.kubernetes.io/part-of": "esteira", "app.kubernetes.io/component": "model-server"},
+            "annotations": {"serving.kserve.io/server-type": server_type},
+        },
+        "spec": {
+            "annotations": {"prometheus.kserve.io/port": str(metrics_port), "prometheus.kserve.io/path": "/metrics"},
+            # Not auto-selected: ModelDeployments name this runtime, and other pytorch models keep theirs.
+            "supportedModelFormats": [{"name": "pytorch", "version": "1", "autoSelect": False}],
+            "protocolVersions": ["v1", "v2"],
+            "containers": [container],
+            "volumes": [tmp_volume(options)],
+        },
+    }
+
+
+def render_serving_runtime(options: RuntimeOptions) -> dict[str, Any]:
+    """The esteira-torchserve ClusterServingRuntime."""
     container: dict[str, Any] = {
         "name": MODEL_CONTAINER,
         "image": options.image,
@@ -88,33 +130,8 @@ def render_serving_runtime(options: RuntimeOptions) -> dict[str, Any]:
             "timeoutSeconds": 5,
             "failureThreshold": 3,
         },
-        "securityContext": {
-            "runAsNonRoot": True,
-            "runAsUser": MODEL_SERVER_UID,
-            "runAsGroup": MODEL_SERVER_UID,
-            "allowPrivilegeEscalation": False,
-            "privileged": False,
-            "readOnlyRootFilesystem": True,
-            "capabilities": {"drop": ["ALL"]},
-            "seccompProfile": {"type": "RuntimeDefault"},
-        },
+        "securityContext": restricted_security_context(),
         "resources": {"requests": dict(options.requests), "limits": dict(options.limits)},
         "volumeMounts": [{"name": TMP_VOLUME, "mountPath": TMP_PATH}],
     }
-    return {
-        "apiVersion": SERVING_RUNTIME_API_VERSION,
-        "kind": "ClusterServingRuntime",
-        "metadata": {
-            "name": options.name,
-            "labels": {"app.kubernetes.io/part-of": "esteira", "app.kubernetes.io/component": "model-server"},
-            "annotations": {"serving.kserve.io/server-type": "torchserve"},
-        },
-        "spec": {
-            "annotations": {"prometheus.kserve.io/port": str(METRICS_PORT), "prometheus.kserve.io/path": "/metrics"},
-            # Not auto-selected: ModelDeployments name this runtime, and other pytorch models keep theirs.
-            "supportedModelFormats": [{"name": "pytorch", "version": "1", "autoSelect": False}],
-            "protocolVersions": ["v1", "v2"],
-            "containers": [container],
-            "volumes": [tmp_volume],
-        },
-    }
+    return cluster_serving_runtime(options, container, server_type="torchserve", metrics_port=METRICS_PORT)
