@@ -175,10 +175,13 @@ def _gate(spec: ModelDeploymentSpec, status: ModelDeploymentStatus) -> str | Non
 
 
 def _record_candidate(status: ModelDeploymentStatus, spec: ModelDeploymentSpec, outcome: RunOutcome, why: str) -> None:
-    """The retraining run that produced this build (the newest one that finished) learns what became of it."""
+    """The retraining run that produced this build (the newest one) learns what became of it.
+
+    A run may still be Running: a command or Job edits the spec before it exits.
+    """
     runs = status.retraining.runs if status.retraining else []
     for index, run in enumerate(runs):
-        if run.outcome in ("Succeeded", "Sent") and run.version in (None, spec.model.version):
+        if run.outcome in ("Running", "Succeeded", "Sent") and run.version in (None, spec.model.version):
             runs[index] = run.model_copy(update={"outcome": outcome, "version": spec.model.version, "message": why})
             return
 
