@@ -138,7 +138,7 @@ def test_arguments_parse_into_the_values(case: str, tmp_path: Path, monkeypatch:
             return None
 
     monkeypatch.setattr(collector_main, "Collector", Recorded)
-    monkeypatch.setattr(collector_main.web, "run_app", lambda app, **kw: seen.update(kw))
+    monkeypatch.setattr("aiohttp.web.run_app", lambda app, **kw: seen.update(kw))
     collector_main.main(args)
     config: CollectorConfig = seen["config"]
     assert config.token == "s3cret"
