@@ -14,6 +14,7 @@ from esteira.api.errors import InvalidSpec
 from esteira.local.cli import add_local_commands, run_quietly_into_a_pipe
 from esteira.manifests import dump_documents, load_documents, render_document
 from esteira.packaging.cli import add_package_command
+from esteira.packaging.profiling import add_profile_command
 
 
 def _render(args: argparse.Namespace) -> int:
@@ -87,6 +88,7 @@ def build_parser() -> argparse.ArgumentParser:
     crd = commands.add_parser("crd", help="Print the ModelDeployment CustomResourceDefinition.")
     crd.set_defaults(func=_crd)
     add_package_command(commands)
+    add_profile_command(commands)
     add_local_commands(commands)
     return parser
 
