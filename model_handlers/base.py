@@ -376,7 +376,7 @@ class EsteiraHandler(BaseHandler, abc.ABC):  # type: ignore[misc]
         predicted = [p.label for slot in slots if slot.status == 200 for p in slot.predictions if p.label is not None]
         self.recorder.record_batch(
             getattr(context, "metrics", None),
-            durations=[seconds] * len(slots),
+            seconds=seconds,
             statuses=[slot.status for slot in slots],
             predicted=predicted,
             batch_size=len(processors) if processors else len(slots),

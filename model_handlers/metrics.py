@@ -9,8 +9,11 @@ What TorchServe 0.12 exports on ``:8082/metrics`` (checked against a running ser
 frontend appends a ``Hostname`` label, histograms use the Prometheus client's default buckets 0.005 ... 10):
 
 ``esteira_request_duration_seconds_bucket{ModelName,Revision,Hostname,le}``, ``..._sum``, ``..._count``
-    Histogram: seconds each request spent in the handler (parse, the shared forward pass, formatting).
-    Frontend queueing is not included; it is in ``ts_queue_latency_microseconds``.
+    Histogram: seconds each handler call took (parse, the shared forward pass, formatting), which every
+    request in that batch spent in the handler. One observation per batch, not per request: each observation
+    is a ``[METRICS]`` line the frontend parses again, and a batch of 8 identical ones cost more than the
+    forward pass. So quantiles weigh batches, alike for every revision; request counts are in
+    ``esteira_requests_total``. Frontend queueing is not included; it is in ``ts_queue_latency_microseconds``.
 ``esteira_requests_total{ModelName,Revision,outcome,Hostname}``
     Counter: requests by ``outcome`` = ``ok`` | ``client_error`` (4xx) | ``server_error`` (5xx).
 ``esteira_batch_size_bucket{ModelName,Revision,Hostname,le}``, ``..._sum``, ``..._count``
@@ -82,7 +85,7 @@ class HandlerMetrics:
         self,
         cache: Any,
         *,
-        durations: Iterable[float],
+        seconds: float,
         statuses: Iterable[int],
         predicted: Iterable[str],
         batch_size: int,
@@ -90,8 +93,7 @@ class HandlerMetrics:
         if cache is None:
             return
         try:
-            for seconds in durations:
-                self._update(cache, REQUEST_DURATION, seconds)
+            self._update(cache, REQUEST_DURATION, seconds)
             self._update(cache, BATCH_SIZE, batch_size)
             for outcome, count in Counter(Outcome.of(status) for status in statuses).items():
                 self._update(cache, REQUESTS_TOTAL, count, outcome.value)

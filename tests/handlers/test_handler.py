@@ -307,7 +307,9 @@ def test_metrics_are_emitted_with_model_and_revision(
     assert "esteira_predictions_total.Count:1|#ModelName:tabular,Revision:rev-42,class:gamma|" in text
     assert "esteira_predictions_total.Count:1|#ModelName:tabular,Revision:rev-42,class:alpha|" in text
     assert "esteira_predictions_total.Count:1|#ModelName:tabular,Revision:rev-42,class:beta|" in text
-    assert text.count("esteira_request_duration_seconds.Seconds:") == 3
+    # One line per metric and label set per batch: the frontend parses each line again.
+    assert text.count("esteira_request_duration_seconds.Seconds:") == 1
+    assert len(lines) == len(set(lines)) == 7  # duration, batch size, 2 outcomes, 3 classes
 
 
 def test_metrics_never_break_inference() -> None:
@@ -319,8 +321,8 @@ def test_metrics_never_break_inference() -> None:
             raise RuntimeError("still nope")
 
     recorder = HandlerMetrics(Identity("m", "1", "r"))
-    recorder.record_batch(Exploding(), durations=[0.1], statuses=[200], predicted=["a"], batch_size=1)
-    recorder.record_batch(None, durations=[0.1], statuses=[200], predicted=["a"], batch_size=1)
+    recorder.record_batch(Exploding(), seconds=0.1, statuses=[200], predicted=["a"], batch_size=1)
+    recorder.record_batch(None, seconds=0.1, statuses=[200], predicted=["a"], batch_size=1)
 
 
 def test_label_values_survive_the_metric_log_format() -> None:
