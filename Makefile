@@ -26,7 +26,7 @@ FETCHED_CRDS := .tools/crds/.fetched
 # One distribution mode everywhere: xdist groups keep each expensive shared fixture on one worker.
 PYTEST := PATH="$(TOOLS_BIN):$$PATH" $(PY) -m pytest -n $(PYTEST_WORKERS) --dist loadgroup
 
-.PHONY: install tools kserve-runtime crds-upstream test test-unit test-e2e lint crd models bench kind-e2e chart-lint chart-readme scan image demo demo-labels clean
+.PHONY: install tools kserve-runtime crds-upstream test test-unit test-e2e lint crd models bench kind-e2e chart-lint chart-readme scan image demo demo-labels demo-loop clean
 
 $(VENV)/bin/python:
 	@echo "Creating the virtual environment $(VENV)"
@@ -119,6 +119,9 @@ demo: $(MODELS)  ## Two canary rollouts on this machine (no cluster): 1.0.1 prom
 
 demo-labels: $(MODELS)  ## A canary rolled back on delayed labels: the worse iris 1.1.0 loses on labelled accuracy.
 	$(PY) -m esteira.local.demo_labels --models $(MODELS_DIR)
+
+demo-loop: $(MODELS)  ## The closed loop: drift triggers retraining, the retrained canary is promoted, a worse retrain is refused.
+	$(PY) -m esteira.local.demo_loop --models $(MODELS_DIR) --summary $(DEMO_DIR)/summary.json
 
 bench: $(TOOLS) $(MODELS) $(KSERVE_RUNTIME)  ## Serving table (benchmarks/results/serving.md, ~10 min; BENCH_ARGS=--quick), operator latency and memory, rollout decisions.
 	$(PY) -m benchmarks.serving $(BENCH_ARGS)
