@@ -118,7 +118,8 @@ def retrain(manifest: Path, out: Path, evidence: dict[str, Any], run: int, worse
     x_valid = np.concatenate([data.x_test, logged.x[logged.held_out]])
     y_valid = np.concatenate([data.y_test, logged.y[logged.held_out]])
     print(f"run {run}: {len(logged.y)} logged labelled rows ({int(logged.held_out.sum())} held out), parent {parent}")
-    settings = TrainSettings(150, 0.02, 16, seed=7)
+    # As many optimiser steps as `make models` takes for iris 1.0.0, however many rows were logged.
+    settings = TrainSettings(max(10, 150 * len(data.y_train) // len(y_train)), 0.02, 16, seed=7)
     if worse:
         y_train = np.random.default_rng(run).permutation(y_train)
         print("training on shuffled labels (--worse-from-run): this candidate must be refused")
