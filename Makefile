@@ -128,6 +128,7 @@ bench: $(TOOLS) $(MODELS) $(KSERVE_RUNTIME)  ## Serving table (benchmarks/result
 	$(PY) -m tests.bench.operator_bench
 	$(PY) -m tests.bench.rollout_bench
 	$(PY) -m tests.bench.logging_bench
+	$(PY) -m tests.bench.drift_bench
 
 chart-lint: $(TOOLS)  ## Helm chart: lint --strict, render and validate every values set, RBAC, alert rules, README.
 	PATH="$(TOOLS_BIN):$$PATH" $(PY) -m pytest tests/chart -m "not slow"
