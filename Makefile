@@ -26,7 +26,7 @@ FETCHED_CRDS := .tools/crds/.fetched
 # One distribution mode everywhere: xdist groups keep each expensive shared fixture on one worker.
 PYTEST := PATH="$(TOOLS_BIN):$$PATH" $(PY) -m pytest -n $(PYTEST_WORKERS) --dist loadgroup
 
-.PHONY: install tools kserve-runtime crds-upstream test test-unit test-e2e lint crd models bench kind-e2e chart-lint chart-readme scan image demo demo-labels demo-loop clean
+.PHONY: install tools kserve-runtime crds-upstream test test-unit test-e2e lint crd models bench drift-agreement kind-e2e chart-lint chart-readme scan image demo demo-labels demo-loop clean
 
 $(VENV)/bin/python:
 	@echo "Creating the virtual environment $(VENV)"
@@ -122,6 +122,16 @@ demo-labels: $(MODELS)  ## A canary rolled back on delayed labels: the worse iri
 
 demo-loop: $(MODELS)  ## The closed loop: drift triggers retraining, the retrained canary is promoted, a worse retrain is refused.
 	$(PY) -m esteira.local.demo_loop --models $(MODELS_DIR) --summary $(DEMO_DIR)/summary.json
+
+EVIDENTLY := .tools/evidently-venv/.installed
+
+$(EVIDENTLY): benchmarks/evidently-requirements.txt
+	$(PYTHON) -m venv .tools/evidently-venv
+	.tools/evidently-venv/bin/pip install --quiet -r benchmarks/evidently-requirements.txt
+	@touch $@
+
+drift-agreement: $(EVIDENTLY)  ## Esteira's drift verdicts against Evidently's (benchmarks/results/drift-agreement.md, ~1 min).
+	PYTHONPATH=operator:. .tools/evidently-venv/bin/python -W ignore -m benchmarks.drift_agreement
 
 bench: $(TOOLS) $(MODELS) $(KSERVE_RUNTIME)  ## Serving table (benchmarks/results/serving.md, ~10 min; BENCH_ARGS=--quick), operator latency and memory, rollout decisions.
 	$(PY) -m benchmarks.serving $(BENCH_ARGS)
