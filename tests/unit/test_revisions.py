@@ -140,3 +140,16 @@ def test_without_retraining_a_persons_new_version_always_gets_a_canary() -> None
     status = track_revisions(carded("1", 0.95, None), ModelDeploymentStatus(), T0).status
     change = track_revisions(carded("2", 0.50, None), status, T1)
     assert change.status.canary is not None
+
+
+def test_a_promoted_candidate_brings_its_card_and_the_next_is_judged_against_it() -> None:
+    from esteira.rollout.engine import promote
+
+    status = track_revisions(carded("1", 0.80), ModelDeploymentStatus(), T0).status
+    status = track_revisions(carded("2", 0.95), status, T1).status
+    assert status.canary is not None
+    promote(status, T1, "passed")
+    assert status.stable is not None and status.stable.card is not None
+    assert status.stable.card.validation is not None and status.stable.card.validation.score == 0.95
+    refused = track_revisions(carded("3", 0.90), status, T2)
+    assert refused.status.canary is None and [d.reason for d in refused.decisions] == ["CandidateRejected"]

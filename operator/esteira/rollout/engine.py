@@ -64,7 +64,11 @@ def promote(status: ModelDeploymentStatus, now: str, reason: str) -> Decision:
     if previous is not None:
         finish_history(status.history, previous.revision, "Superseded", f"replaced by revision {canary.revision}", now)
     status.stable = RevisionRecord(
-        revision=canary.revision, model_version=canary.model_version, storage_uri=canary.storage_uri, since=now
+        revision=canary.revision,
+        model_version=canary.model_version,
+        storage_uri=canary.storage_uri,
+        since=now,
+        card=canary.card,  # the next candidate is judged against the promoted build's own score
     )
     _close_rollout(status, "Promoted", reason, now)
     return Decision("Promoted", f"Revision {canary.revision} (model {canary.model_version}) promoted: {reason}")
