@@ -161,6 +161,15 @@ def advance(inp: RolloutInput, tracked: ModelDeploymentStatus) -> EngineOutput:
         _hold(canary, "WaitingForReadiness", "waiting for the canary to become ready")
         out.requeue_after = 5.0
         return out
+    # Drifting inputs hold the canary where it is, before its first step too: no new traffic while the
+    # evidence it would be judged on comes from inputs unlike the training data.
+    blocked = rollout_blocked_by_drift(spec, status)
+    if blocked:
+        if canary.hold != "InputsDrifting":
+            out.decisions.append(Decision("RolloutBlocked", f"Canary revision {canary.revision} held: {blocked}", True))
+        _hold(canary, "InputsDrifting", blocked)
+        out.requeue_after = interval.total_seconds()
+        return out
     if canary.weight == 0 and canary.step == 0:
         out.decisions.append(_enter_step(canary, spec, 0, now))
         out.requeue_after = interval.total_seconds()
@@ -173,16 +182,8 @@ def advance(inp: RolloutInput, tracked: ModelDeploymentStatus) -> EngineOutput:
         )
         out.requeue_after = 5.0
         return out
-    held_for_drift = canary.hold == "InputsDrifting"
     if canary.hold in TRANSIENT_HOLDS:
         _hold(canary, None)  # readiness and router caught up; analysis verdicts keep their reason
-    blocked = rollout_blocked_by_drift(spec, status)
-    if blocked:
-        if not held_for_drift:
-            out.decisions.append(Decision("RolloutBlocked", f"Canary revision {canary.revision} held: {blocked}", True))
-        _hold(canary, "InputsDrifting", blocked)
-        out.requeue_after = interval.total_seconds()
-        return out
     if not analysis_due(spec, status, inp.now):
         last = parse_time(canary.last_analysis_at or canary.step_started_at or now)
         out.requeue_after = max(1.0, (last + interval - inp.now).total_seconds())
