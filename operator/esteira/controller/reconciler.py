@@ -74,8 +74,9 @@ class Reconciler:
         objects = await with_backoff(lambda: self.api.list_children(namespace, name), "list children")
         pending = await self._pending_command(namespace, name)
         now = format_time(datetime.now(UTC))
-        evidence, metrics_error = await self._evidence(md, now)
-        drift, drift_error = await self._drift(md, now)
+        parsed = _parsed(md)
+        evidence, metrics_error = await self._evidence(md, parsed, now)
+        drift, drift_error = await self._drift(md, parsed, now)
         jobs = await self._retrain_jobs(md)
         plan = plan_reconcile(
             ReconcileInput(
@@ -111,13 +112,13 @@ class Reconciler:
         namespace, name = md["metadata"]["namespace"], md["metadata"]["name"]
         return await with_backoff(lambda: self.api.list_retrain_jobs(namespace, name), "list retraining Jobs")
 
-    async def _evidence(self, md: dict[str, Any], now: str) -> tuple[Evidence | None, str | None]:
+    async def _evidence(
+        self, md: dict[str, Any], parsed: Parsed | None, now: str
+    ) -> tuple[Evidence | None, str | None]:
         """Query the metrics only when an analysis is due; a failure becomes the engine's reason to hold."""
-        try:
-            spec = ModelDeploymentSpec.parse(md.get("spec") or {})
-            status = ModelDeploymentStatus.model_validate(md.get("status") or {})
-        except (InvalidSpec, ValueError):
+        if parsed is None:
             return None, None
+        spec, status = parsed
         if status.canary is None or status.stable is None or not analysis_due(spec, status, parse_time(now)):
             return None, None
         url = spec.monitoring.prometheus_url or self.prometheus_url
@@ -165,13 +166,13 @@ class Reconciler:
         except ValueError as exc:
             raise CredentialsUnavailable(f"{where}: {exc}") from None
 
-    async def _drift(self, md: dict[str, Any], now: str) -> tuple[DriftWindow | None, str | None]:
+    async def _drift(
+        self, md: dict[str, Any], parsed: Parsed | None, now: str
+    ) -> tuple[DriftWindow | None, str | None]:
         """The stable revision's drift window when an evaluation is due; a failure is recorded, not raised."""
-        try:
-            spec = ModelDeploymentSpec.parse(md.get("spec") or {})
-            status = ModelDeploymentStatus.model_validate(md.get("status") or {})
-        except (InvalidSpec, ValueError):
+        if parsed is None:
             return None, None
+        spec, status = parsed
         revision = drift_due(spec, status, parse_time(now))
         if revision is None or spec.monitoring.drift is None:
             return None, None
@@ -339,6 +340,20 @@ def asked_for(md: dict[str, Any], pending: PendingCommand | None, plan: Reconcil
     if plan.status.get("lastCommand") != command.id:
         return None
     return Asked(command.action, ANNOTATION_REQUESTER, command_outcome(plan, command)[0])
+
+
+Parsed = tuple[ModelDeploymentSpec, ModelDeploymentStatus]
+
+
+def _parsed(md: dict[str, Any]) -> Parsed | None:
+    """Spec and status, read once for the queries a reconcile may make; None when the spec is invalid (the
+    planner then reports why, with every field)."""
+    try:
+        return ModelDeploymentSpec.parse(md.get("spec") or {}), ModelDeploymentStatus.model_validate(
+            md.get("status") or {}
+        )
+    except (InvalidSpec, ValueError):
+        return None
 
 
 def read_command(md: dict[str, Any]) -> Command | None:
