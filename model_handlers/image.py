@@ -18,6 +18,7 @@ import torch
 from PIL import Image, UnidentifiedImageError
 
 from model_handlers.base import EsteiraHandler
+from model_handlers.pixels import PixelBudget
 from model_handlers.protocol import BadRequest, Instance, Prediction
 
 
@@ -35,10 +36,10 @@ class ImageClassifierHandler(EsteiraHandler):
     def preprocess_instances(self, instances: Sequence[Instance]) -> torch.Tensor:
         """Decode every image; the request's decoded pixels are counted before each decode, so a request of
         many small files that expand to huge images is refused before it can stall the worker."""
-        budget = _PixelBudget(self.config.max_request_pixels)
+        budget = PixelBudget(self.config.max_request_pixels)
         return torch.stack([self.decode(item, index, budget) for index, item in enumerate(instances)])
 
-    def decode(self, data: Instance, index: int = 0, budget: _PixelBudget | None = None) -> torch.Tensor:
+    def decode(self, data: Instance, index: int = 0, budget: PixelBudget | None = None) -> torch.Tensor:
         """One encoded image as a normalised [channels, height, width] float tensor."""
         if not isinstance(data, bytes):
             raise BadRequest(f"instance {index}: an image model takes encoded images, not numbers")
@@ -79,22 +80,6 @@ class ImageClassifierHandler(EsteiraHandler):
             top = tuple((self.labels[i], float(s)) for i, s in zip(index_row, score_row, strict=True))
             predictions.append(Prediction(label=top[0][0], probabilities=tuple(row), top_k=top))
         return predictions
-
-
-class _PixelBudget:
-    """Decoded pixels left for one request (``max_request_pixels``)."""
-
-    def __init__(self, limit: int) -> None:
-        self.limit, self.used = limit, 0
-
-    def spend(self, pixels: int, index: int) -> None:
-        self.used += pixels
-        if self.used > self.limit:
-            raise BadRequest(
-                f"instance {index}: this request's images decode to more than {self.limit} pixels in all "
-                f"({self.used} up to this one); the limit is per request (max_request_pixels): send fewer or "
-                "smaller images"
-            )
 
 
 def _reason(error: Exception) -> str:
