@@ -112,6 +112,19 @@ class Reconciler:
         namespace, name = md["metadata"]["namespace"], md["metadata"]["name"]
         return await with_backoff(lambda: self.api.list_retrain_jobs(namespace, name), "list retraining Jobs")
 
+    async def _prometheus(
+        self, md: dict[str, Any], spec: ModelDeploymentSpec
+    ) -> tuple[PrometheusClient | None, str | None]:
+        """The spec's Prometheus (or the operator's) with its credentials, or why there is none."""
+        url = spec.monitoring.prometheus_url or self.prometheus_url
+        if not url:
+            return None, "no Prometheus URL: set spec.monitoring.prometheusUrl or the operator's --prometheus-url"
+        try:
+            auth = await self._prometheus_auth(md["metadata"]["namespace"], spec)
+        except CredentialsUnavailable as exc:
+            return None, str(exc)
+        return PrometheusClient(url, auth=auth), None
+
     async def _evidence(
         self, md: dict[str, Any], parsed: Parsed | None, now: str
     ) -> tuple[Evidence | None, str | None]:
@@ -121,14 +134,9 @@ class Reconciler:
         spec, status = parsed
         if status.canary is None or status.stable is None or not analysis_due(spec, status, parse_time(now)):
             return None, None
-        url = spec.monitoring.prometheus_url or self.prometheus_url
-        if not url:
-            return None, "no Prometheus URL: set spec.monitoring.prometheusUrl or the operator's --prometheus-url"
-        try:
-            auth = await self._prometheus_auth(md["metadata"]["namespace"], spec)
-        except CredentialsUnavailable as exc:
-            return None, str(exc)
-        client = PrometheusClient(url, auth=auth)
+        client, unavailable = await self._prometheus(md, spec)
+        if client is None:
+            return None, unavailable
         provider = WithQuality(PrometheusProvider(client), prometheus_tallies(client))
         try:
             evidence = await provider.collect(
@@ -176,14 +184,9 @@ class Reconciler:
         revision = drift_due(spec, status, parse_time(now))
         if revision is None or spec.monitoring.drift is None:
             return None, None
-        url = spec.monitoring.prometheus_url or self.prometheus_url
-        if not url:
-            return None, "no Prometheus URL: set spec.monitoring.prometheusUrl or the operator's --prometheus-url"
-        try:
-            auth = await self._prometheus_auth(md["metadata"]["namespace"], spec)
-        except CredentialsUnavailable as exc:
-            return None, str(exc)
-        client = PrometheusClient(url, auth=auth)
+        client, unavailable = await self._prometheus(md, spec)
+        if client is None:
+            return None, unavailable
         names = MetricNames()
         queries = drift_queries(
             names, md["metadata"]["namespace"], spec.model.name, revision, spec.monitoring.drift.window
