@@ -210,8 +210,16 @@ def test_killed_after_a_decision_before_its_status_write(
     else:
         assert [w for w in mirror.timeline.canary_weights() if w] == [20], "the bad canary never advanced"
         assert status["stable"]["revision"] == 1
-        assert isvc_canary_weights(esteira, kube_namespace) == []
-        reasons = [e["reason"] for e in esteira.events_for(kube_namespace, "iris")]
+        # Status is written first, then the InferenceService and the Events: wait for both to follow.
+        eventually(lambda: isvc_canary_weights(esteira, kube_namespace) == [], what="the canary arm removed")
+        reasons = eventually(
+            lambda: (
+                (found := [e["reason"] for e in esteira.events_for(kube_namespace, "iris")])
+                and "RolledBack" in found
+                and found
+            ),
+            what="the RolledBack event",
+        )
         assert reasons.count("RolledBack") == 1, reasons
     assert kube_emulator.faults.injected["held"] == 1
 

@@ -71,7 +71,10 @@ def test_a_trigger_runs_a_job_and_a_worse_candidate_is_refused(
     assert "0.9" in refused["message"] and "0.95" in refused["message"]
     status = esteira.get_md(kube_namespace, "iris")["status"]
     assert status.get("canary") is None and status["stable"]["modelVersion"] == "1.0.0"
-    assert "CandidateRejected" in [e["reason"] for e in esteira.events_for(kube_namespace, "iris")]
+    eventually(  # posted after the status write
+        lambda: "CandidateRejected" in [e["reason"] for e in esteira.events_for(kube_namespace, "iris")],
+        what="the CandidateRejected event",
+    )
 
     # A better build gets its canary.
     better = {**model_source("1.2.0", "s3://models/iris/1.2.0"), "card": card("1.0.0", 0.97)}

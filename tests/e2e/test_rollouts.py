@@ -185,8 +185,16 @@ def test_bad_canary_is_rolled_back_within_two_intervals(
     # Within two intervals of the breach: the first analysis after the canary got traffic failed, the
     # second rolled back (threshold 2); the canary never reached the next step. Wall-clock figures for
     # this are measured by tests/bench/rollout_bench.py, not asserted here.
-    decisions = [e["reason"] for e in esteira.events_for(kube_namespace, "iris")]
-    assert decisions.count("AnalysisFailed") == 1 and "RolledBack" in decisions, decisions
+    # Events are posted after the status write that records the rollback: wait for them.
+    decisions = eventually(
+        lambda: (
+            (found := [e["reason"] for e in esteira.events_for(kube_namespace, "iris")])
+            and "RolledBack" in found
+            and found
+        ),
+        what="the RolledBack event",
+    )
+    assert decisions.count("AnalysisFailed") == 1, decisions
     assert "AnalysisPassed" not in decisions, decisions
     assert [w for w in mirror.timeline.canary_weights() if w] == [20]
     status = esteira.get_md(kube_namespace, "iris")["status"]
