@@ -172,6 +172,16 @@ SPEC_CASES: list[tuple[str, dict[str, Any], dict[str, Any]]] = [
         spec(model=model(runtime="kserve-torchserve"), batching={"maxBatchSize": 4, "maxBatchDelayMs": 0}),
     ),
     (
+        SPEC_RULES[5].message,
+        spec(batching={"maxBatchSize": 4}),
+        spec(batching={"maxBatchSize": 4, "maxBatchDelayMs": 0}),
+    ),
+    (
+        SPEC_RULES[5].message,
+        spec(batching={"maxBatchDelayMs": 0}),
+        spec(batching={"maxBatchSize": 2, "maxBatchDelayMs": 0}),
+    ),
+    (
         SPEC_RULES[6].message,
         spec(monitoring={"drift": {"actions": ["Retrain"]}}, retraining=RETRAIN),
         spec(monitoring={"drift": {"actions": ["Retrain"]}}),
@@ -251,7 +261,7 @@ CROSS_FIELD = st.fixed_dictionaries(
         ),
         "gpu": st.fixed_dictionaries({"count": st.integers(0, 1)}),
         "batching": st.fixed_dictionaries(
-            {"maxBatchSize": st.sampled_from([1, 8]), "maxBatchDelayMs": st.integers(0, 1)}
+            {}, optional={"maxBatchSize": st.sampled_from([1, 8]), "maxBatchDelayMs": st.integers(0, 1)}
         ),
         "runtime": st.sampled_from([None, "esteira-torchserve", "esteira-kserve", "kserve-torchserve"]),
     }

@@ -173,6 +173,27 @@ def test_batching_goes_to_the_server_on_esteira_runtimes_and_to_kserve_batcher_e
     assert "ESTEIRA_BATCH_SIZE" not in env_of(stock["model"])
 
 
+@pytest.mark.parametrize("runtime", ["esteira-torchserve", "esteira-kserve"])
+def test_batching_left_out_keeps_the_archives_on_esteira_runtimes(runtime: str) -> None:
+    """No batching block: no variable, so the server keeps what `esteira package --batch-size` wrote."""
+    for batching, expected in (
+        ({}, {}),
+        ({"maxBatchSize": 4}, {"ESTEIRA_BATCH_SIZE": "4"}),
+        ({"maxBatchDelayMs": 3}, {"ESTEIRA_MAX_BATCH_DELAY_MS": "3"}),
+    ):
+        predictor = render(spec(model=model(runtime=runtime), batching=batching))["spec"]["predictor"]
+        env = env_of(predictor["model"])
+        assert {k: v for k, v in env.items() if "BATCH" in k} == expected, batching
+        assert "batcher" not in predictor
+
+
+def test_kserves_batcher_only_when_the_spec_asks_for_batches() -> None:
+    for batching in ({}, {"maxBatchSize": 1}, {"maxBatchDelayMs": 5}):
+        assert "batcher" not in render(spec(batching=batching))["spec"]["predictor"], batching
+    predictor = render(spec(batching={"maxBatchSize": 8}))["spec"]["predictor"]
+    assert predictor["batcher"] == {"maxBatchSize": 8, "maxLatency": 10}  # not KServe's 5000 ms for 0
+
+
 def test_knative_canary_puts_the_canary_on_the_predictor() -> None:
     isvc = render(spec(deploymentMode="Knative"), TrafficPlan(STABLE, CANARY, 25))
     predictor = isvc["spec"]["predictor"]

@@ -27,6 +27,7 @@ def test_defaults_are_documented_values() -> None:
     assert parsed.autoscaling.effective_metric("Knative") == "concurrency"
     assert parsed.autoscaling.effective_target("Standard") == 80
     assert parsed.gpu.count == 0
+    assert parsed.batching.max_batch_size is None and parsed.batching.max_batch_delay_ms is None  # the archive's
 
 
 def test_missing_model_field_is_named() -> None:

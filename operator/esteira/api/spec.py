@@ -29,6 +29,9 @@ NAME_PATTERN = r"^[a-z]([-a-z0-9]*[a-z0-9])?$"
 # KServe appends up to "-rev-<n>-predictor" (and Knative "-predictor-00001") to the name; Kubernetes caps a
 # Service or Knative revision name at 63 characters, which leaves 45 for revisions up to 999.
 MAX_NAME_LENGTH = 45
+# The delay KServe's request batcher gets when the spec asks for batches and leaves the delay out; KServe's own
+# default (maxLatency 0 means 5000 ms) would hold a lone request for five seconds.
+KSERVE_BATCHER_DELAY_MS = 10
 RESOURCE_NAME_PATTERN = (
     r"^([a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?[a-zA-Z0-9]([-._a-zA-Z0-9]*[a-zA-Z0-9])?$"
 )
@@ -299,11 +302,23 @@ class Autoscaling(SpecModel):
 
 
 class Batching(SpecModel):
-    """Server-side dynamic batching in TorchServe."""
+    """Server-side dynamic batching; a field left out keeps what the archive was packaged with."""
 
-    max_batch_size: int = Field(default=1, ge=1, le=1024, description="Largest batch. 1 disables batching.")
-    max_batch_delay_ms: int = Field(
-        default=10, ge=0, le=10000, description="How long TorchServe waits to fill a batch (ms). Default: 10."
+    max_batch_size: int | None = Field(
+        default=None,
+        ge=1,
+        le=1024,
+        description="Largest batch; 1 disables batching. Default: the archive's own batchSize (`esteira package "
+        "--batch-size`) on Esteira's runtimes; other runtimes get KServe's request batcher only when this is "
+        "above 1.",
+    )
+    max_batch_delay_ms: int | None = Field(
+        default=None,
+        ge=0,
+        le=10000,
+        description="How long TorchServe waits to fill a batch (ms); esteira-kserve never waits. Default: the "
+        f"archive's own maxBatchDelay on Esteira's runtimes, {KSERVE_BATCHER_DELAY_MS} for KServe's request "
+        "batcher.",
     )
 
 
@@ -738,14 +753,15 @@ SPEC_RULES: tuple[SpecRule, ...] = (
         lambda s: _metric(s) == "gpu-utilization" and s.gpu.count == 0,
     ),
     SpecRule(
-        "self.batching.maxBatchSize == 1 || self.batching.maxBatchDelayMs > 0 || "
+        "!has(self.batching.maxBatchSize) || self.batching.maxBatchSize == 1 || "
+        "!has(self.batching.maxBatchDelayMs) || self.batching.maxBatchDelayMs > 0 || "
         f"(has(self.model.runtime) && self.model.runtime in {list(ESTEIRA_RUNTIMES)})",
         "KServe's request batcher replaces a maxLatency of 0 with its 5000 ms default: set "
         f"batching.maxBatchDelayMs to at least 1, or use runtime {' or '.join(ESTEIRA_RUNTIMES)}, which batch "
         "in the model server",
         ".batching.maxBatchDelayMs",
         lambda s: (
-            s.batching.max_batch_size > 1
+            (s.batching.max_batch_size or 1) > 1
             and s.batching.max_batch_delay_ms == 0
             and not is_esteira_runtime(s.model.runtime)
         ),

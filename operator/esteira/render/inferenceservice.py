@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from esteira.api.errors import InvalidSpec
-from esteira.api.spec import ModelDeploymentSpec
+from esteira.api.spec import KSERVE_BATCHER_DELAY_MS, ModelDeploymentSpec
 from esteira.render.autoscaling import autoscaling_fields
 from esteira.render.names import KNATIVE_REVISION_SUFFIX, check_derived_names, predictor_service_name
 from esteira.render.placement import container_resources, node_selector, tolerations
@@ -94,6 +94,17 @@ def logging_env(ctx: RenderContext, spec: ModelDeploymentSpec) -> list[dict[str,
     return env
 
 
+def batching_env(spec: ModelDeploymentSpec) -> list[dict[str, Any]]:
+    """Batching for Esteira's runtimes, which batch inside the server (TorchServe's writes it into its model
+    snapshot at start-up, esteira-kserve's batcher reads it): only the fields the spec sets, so whatever it
+    leaves out stays as the archive was packaged."""
+    wanted = (
+        (ENV_BATCH_SIZE, spec.batching.max_batch_size),
+        (ENV_MAX_BATCH_DELAY_MS, spec.batching.max_batch_delay_ms),
+    )
+    return [{"name": name, "value": str(value)} for name, value in wanted if value is not None]
+
+
 def _model(ctx: RenderContext, spec: ModelDeploymentSpec, arm: Arm, *, named: bool) -> dict[str, Any]:
     """The predictor's model container for one arm, tagged so metrics can be told apart per revision.
 
@@ -110,12 +121,7 @@ def _model(ctx: RenderContext, spec: ModelDeploymentSpec, arm: Arm, *, named: bo
     ]
     env += logging_env(ctx, spec)
     if is_esteira_runtime(source.runtime):
-        # Esteira's runtimes batch inside the server: TorchServe's writes these into its model snapshot at
-        # start-up, esteira-kserve's batcher reads them.
-        env += [
-            {"name": ENV_BATCH_SIZE, "value": str(spec.batching.max_batch_size)},
-            {"name": ENV_MAX_BATCH_DELAY_MS, "value": str(spec.batching.max_batch_delay_ms)},
-        ]
+        env += batching_env(spec)
     model: dict[str, Any] = {
         "modelFormat": {"name": source.format},
         "protocolVersion": source.protocol,
@@ -149,12 +155,18 @@ def _predictor(ctx: RenderContext, spec: ModelDeploymentSpec, arm: Arm, *, canar
         predictor["serviceAccountName"] = spec.service_account_name
     if spec.logging.mode != "none" and spec.logging.logger == "KServe":
         predictor["logger"] = {"mode": spec.logging.mode, "url": spec.logging.url}
-    if spec.batching.max_batch_size > 1 and not is_esteira_runtime(spec.model.runtime):
+    batching = spec.batching
+    if (
+        batching.max_batch_size is not None
+        and batching.max_batch_size > 1
+        and not is_esteira_runtime(spec.model.runtime)
+    ):
         # Other runtimes get KServe's request batcher, which merges instances into one request;
         # Esteira's runtimes batch inside the model server instead (see _model).
+        delay = batching.max_batch_delay_ms
         predictor["batcher"] = {
-            "maxBatchSize": spec.batching.max_batch_size,
-            "maxLatency": spec.batching.max_batch_delay_ms,
+            "maxBatchSize": batching.max_batch_size,
+            "maxLatency": KSERVE_BATCHER_DELAY_MS if delay is None else delay,
         }
     return predictor
 
