@@ -6,6 +6,8 @@ import argparse
 import asyncio
 from pathlib import Path
 
+import uvloop
+
 from esteira.local.router import Router
 from esteira.local.split import Split
 from esteira.packaging.surface import served_model
@@ -27,7 +29,7 @@ def main() -> None:
     parser.add_argument("--backend", required=True)
     parser.add_argument("--port", type=int, required=True)
     args = parser.parse_args()
-    asyncio.run(serve(args.model_dir, args.backend, args.port))
+    uvloop.run(serve(args.model_dir, args.backend, args.port))  # as `esteira up` runs it
 
 
 if __name__ == "__main__":

@@ -20,13 +20,11 @@ import json
 import logging
 import random
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-import aiohttp
 from aiohttp import web
-from multidict import CIMultiDict
 
 from esteira.local.access import refusal
 from esteira.local.split import NotServing, Split, choose, should_mirror
@@ -40,6 +38,7 @@ from esteira.packaging.surface import (
     forwarded_headers,
     relay,
 )
+from esteira.packaging.upstream import Upstream, UpstreamError
 from esteira.vocabulary import REVISION_HEADER
 from model_handlers.config import ModelConfig
 
@@ -49,6 +48,7 @@ StatusView = Callable[[], dict[str, Any]]
 MAX_BODY = 32 * 1024 * 1024
 MAX_CONTROL_BODY = 4096
 RETRY_SECONDS = 28.0  # a TorchServe restart takes 10-25 s on a busy machine; common client timeouts are 30 s
+ANSWER_SECONDS = 60.0
 logger = logging.getLogger(__name__)
 
 
@@ -58,11 +58,11 @@ class PortInUse(OSError):
 
 @dataclass
 class Answer:
-    """One backend answer, kept whole so the router can relay its protocol headers."""
+    """One backend answer, kept whole so the router can relay its protocol headers (names in lower case)."""
 
     status: int
     body: bytes
-    headers: CIMultiDict[str] = field(default_factory=CIMultiDict)
+    headers: Mapping[str, str] = field(default_factory=dict)
     reason: str = ""
     unanswered: bool = False  # no server answered: the router may try again
 
@@ -88,7 +88,7 @@ class Router(ModelSurface):
         self.control: Control | None = None
         self.status_view: StatusView | None = None
         self._runner: web.AppRunner | None = None
-        self._session: aiohttp.ClientSession | None = None
+        self._upstreams: dict[str, Upstream] = {}  # backend address -> its keep-alive connections
         self._mirrors: set[asyncio.Task[None]] = set()
 
     # --- what the runtime sets ---------------------------------------------------------------------------
@@ -99,14 +99,31 @@ class Router(ModelSurface):
             self.stats.setdefault(revision, ArmStats())
 
     def set_backend(self, revision: int, url: str | None) -> None:
+        previous = self.backends.get(revision)
         self.backends[revision] = url
+        if previous is not None and previous != url:
+            self._retire(previous)
+
+    def _retire(self, url: str) -> None:
+        """Close the connections to an address no revision uses any more."""
+        if url not in self.backends.values() and (upstream := self._upstreams.pop(url, None)) is not None:
+            upstream.close()
+
+    def _upstream(self, url: str) -> Upstream:
+        upstream = self._upstreams.get(url)
+        if upstream is None:
+            upstream = self._upstreams[url] = Upstream(url, answer_seconds=ANSWER_SECONDS)
+        return upstream
 
     def describe(self, revision: int, version: str, config: ModelConfig | None) -> None:
         """The model version a revision serves and its config (None when its archive could not be read)."""
         self.models[revision] = (version, config)
 
     def arm(self, revision: int) -> ArmStats:
-        return self.stats.setdefault(revision, ArmStats())
+        stats = self.stats.get(revision)  # not setdefault: it would build a new ArmStats on every request
+        if stats is None:
+            stats = self.stats[revision] = ArmStats()
+        return stats
 
     # --- lifecycle ---------------------------------------------------------------------------------------
 
@@ -120,14 +137,12 @@ class Router(ModelSurface):
 
     async def start(self) -> None:
         """Listen on 127.0.0.1:port, or raise PortInUse naming the port."""
-        self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=60))
         runner = GuardedRunner(self.app(), self.limits, access_log=None, shutdown_timeout=15.0)
         await runner.setup()
         try:
             await web.TCPSite(runner, HOST, self.port).start()
         except OSError as exc:
             await runner.cleanup()
-            await self._session.close()
             if exc.errno == errno.EADDRINUSE:
                 raise PortInUse(
                     errno.EADDRINUSE,
@@ -144,9 +159,9 @@ class Router(ModelSurface):
             self._runner = None
         if self._mirrors:
             await asyncio.wait(self._mirrors, timeout=10)
-        if self._session is not None:
-            await self._session.close()
-            self._session = None
+        for upstream in self._upstreams.values():
+            upstream.close()
+        self._upstreams.clear()
 
     # --- the model surface --------------------------------------------------------------------------------
 
@@ -250,20 +265,19 @@ class Router(ModelSurface):
         mirrored: bool,
         started: float,
     ) -> Answer:
-        if base is None or self._session is None:
+        if base is None:
             answer = Answer(503, json.dumps({"error": f"revision {revision} is not ready"}).encode(), unanswered=True)
         else:
             try:
-                async with self._session.post(base + path, data=body, headers=headers) as response:
-                    answer = Answer(
-                        response.status, await response.read(), response.headers.copy(), response.reason or ""
-                    )
-            except (aiohttp.ClientError, TimeoutError) as exc:
+                reply = await self._upstream(base).request("POST", path, body, headers)
+                answer = Answer(reply.status, reply.body, reply.headers, reply.reason)
+            except UpstreamError as exc:
                 logger.warning("revision %d at %s did not answer: %s: %s", revision, base, type(exc).__name__, exc)
-                message = f"revision {revision}'s model server did not answer ({type(exc).__name__})"
+                message = f"revision {revision}'s model server did not answer ({exc})"
                 answer = Answer(502, json.dumps({"error": message}).encode(), unanswered=True)
                 if self.backends.get(revision) == base:  # it is gone: stop choosing it until the runtime says so
                     self.backends[revision] = None
+                    self._retire(base)
         if not answer.unanswered or mirrored:
             self.arm(revision).observe(answer.status, time.perf_counter() - started, mirrored)
         return answer

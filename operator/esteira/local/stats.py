@@ -30,7 +30,7 @@ class Counters:
         return sum(self.outcomes.values())
 
 
-@dataclass
+@dataclass(slots=True)
 class ArmStats:
     """Mutable counters for one revision (the router's event loop is the only writer)."""
 

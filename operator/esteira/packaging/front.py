@@ -11,11 +11,12 @@ process on its own event loop thread, so TorchServe's supervision stays as it wa
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import threading
 from collections.abc import Sequence
 
-import aiohttp
+import uvloop
 from aiohttp import web
 
 from esteira.packaging.limits import ClientLimits, GuardedRunner, read_body
@@ -28,11 +29,16 @@ from esteira.packaging.surface import (
     forwarded_headers,
     relay,
 )
+from esteira.packaging.upstream import Upstream, UpstreamError, parse_address
 from model_handlers.config import ModelConfig
 
-# Hop-by-hop headers (RFC 9110) and those aiohttp recomputes; the rest of a passed-through request goes as sent.
+# Hop-by-hop headers (RFC 9110) and those the upstream client writes; the rest of a passed-through request goes
+# as sent.
 _NOT_PASSED = frozenset({"connection", "keep-alive", "transfer-encoding", "te", "upgrade", "host", "content-length"})
 DEFAULT_MAX_BODY = 6_553_500  # TorchServe's default max_request_size
+MANAGEMENT_SECONDS = 3.0
+# The entrypoint reads the front's address with the same parser the upstream client uses.
+__all__ = ["DEFAULT_MAX_BODY", "FrontThread", "TorchServeSurface", "front_app", "parse_address"]
 logger = logging.getLogger(__name__)
 
 
@@ -47,8 +53,8 @@ class TorchServeSurface(ModelSurface):
         self.served = served
         self.version = version
         self.backend = backend.rstrip("/")
-        self.management = management.rstrip("/")
-        self.session: aiohttp.ClientSession | None = None
+        self.inference = Upstream(self.backend, answer_seconds=None)  # TorchServe's own response_timeout applies
+        self.management = Upstream(management.rstrip("/"), answer_seconds=MANAGEMENT_SECONDS)
 
     def versions(self) -> Sequence[str]:
         return [self.version]
@@ -57,11 +63,10 @@ class TorchServeSurface(ModelSurface):
         return self.served.config if version in (None, self.version) else None
 
     async def unready(self, version: str | None) -> str | None:
-        url = f"{self.management}/models/{self.name}"
         try:
-            async with self._session().get(url, timeout=aiohttp.ClientTimeout(total=3)) as answer:
-                described = await answer.json(content_type=None) if answer.status == 200 else []
-        except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
+            answer = await self.management.request("GET", f"/models/{self.name}")
+            described = json.loads(answer.body) if answer.status == 200 else []
+        except (UpstreamError, ValueError) as exc:
             return f"model {self.name!r}: TorchServe's management API cannot be reached: {type(exc).__name__}"
         statuses = [w.get("status") for entry in described or [] for w in entry.get("workers") or []]
         if "READY" not in statuses:
@@ -80,22 +85,15 @@ class TorchServeSurface(ModelSurface):
 
     async def _send(self, method: str, path: str, body: bytes, headers: dict[str, str]) -> web.StreamResponse:
         try:
-            async with self._session().request(method, self.backend + path, data=body, headers=headers) as answer:
-                payload = await answer.read()
-                return relay(answer.status, payload, answer.headers, answer.reason or "")
-        except (aiohttp.ClientError, TimeoutError) as exc:  # the address goes to the log, not to the client
+            answer = await self.inference.request(method, path, body, headers)
+        except UpstreamError as exc:  # the address goes to the log, not to the client
             logger.warning("TorchServe at %s did not answer: %s: %s", self.backend, type(exc).__name__, exc)
-            return error_response(502, f"the model server did not answer ({type(exc).__name__})")
+            return error_response(502, f"the model server did not answer ({exc})")
+        return relay(answer.status, answer.body, answer.headers, answer.reason)
 
     async def close(self, _: web.Application) -> None:
-        if self.session is not None:
-            await self.session.close()
-            self.session = None
-
-    def _session(self) -> aiohttp.ClientSession:
-        if self.session is None:
-            self.session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=None, sock_connect=5))
-        return self.session
+        self.inference.close()
+        self.management.close()
 
 
 def front_app(surface: TorchServeSurface, max_body: int = DEFAULT_MAX_BODY) -> web.Application:
@@ -113,7 +111,7 @@ class FrontThread:
     def __init__(self, app: web.Application, host: str, port: int, limits: ClientLimits | None = None) -> None:
         self.app, self.host, self.port = app, host, port
         self.limits = limits or ClientLimits()
-        self.loop = asyncio.new_event_loop()
+        self.loop = uvloop.new_event_loop()
         self._listening = threading.Event()
         self._error: BaseException | None = None
         self._runner: GuardedRunner | None = None
@@ -147,12 +145,3 @@ class FrontThread:
             asyncio.run_coroutine_threadsafe(self._runner.cleanup(), self.loop).result(30)
             self.loop.call_soon_threadsafe(self.loop.stop)
         self._thread.join(30)
-
-
-def parse_address(address: str) -> tuple[str, int]:
-    """``http://HOST:PORT`` as (host, port); ValueError naming the address otherwise."""
-    scheme, sep, rest = address.rstrip("/").partition("://")
-    host, _, port = rest.rpartition(":")
-    if scheme != "http" or not sep or not host or not port.isdigit():
-        raise ValueError(f"{address!r} is not http://HOST:PORT")
-    return host.strip("[]"), int(port)

@@ -36,6 +36,8 @@ class ClientLimits:
 
 async def read_body(request: web.Request, limits: ClientLimits) -> bytes:
     """The whole request body, or a 408 when it does not arrive within ``body_seconds``."""
+    if request.content.is_eof():  # all of it came with the head, as small inference bodies do: nothing to wait for
+        return await request.read()
     try:
         async with asyncio.timeout(limits.body_seconds):
             return await request.read()

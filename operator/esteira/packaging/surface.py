@@ -36,6 +36,7 @@ EXTENSIONS = ("binary_tensor_data",)
 # The caller's request id reaches the model: inference records are keyed on it, and labels are sent for it.
 REQUEST_HEADERS = ("Content-Type", "Accept", BINARY_HEADER, REQUEST_ID_HEADER)
 RESPONSE_HEADERS = ("Content-Type", BINARY_HEADER)
+_RESPONSE_HEADER_NAMES = tuple((key, key.lower()) for key in RESPONSE_HEADERS)
 _MODEL = "{model:[^/:]+}"
 
 
@@ -117,13 +118,16 @@ def error_message(status: int, body: bytes, reason: str) -> str:
 
 
 def relay(status: int, body: bytes, headers: Mapping[str, str], reason: str = "") -> web.Response:
-    """A backend's answer as the caller gets it: protocol headers kept, an error made ``{"error": ...}``."""
+    """A backend's answer as the caller gets it: protocol headers kept, an error made ``{"error": ...}``.
+
+    ``headers`` has lower-case names, as :class:`esteira.packaging.upstream.Reply` gives them.
+    """
     if status >= 400:
         return error_response(status, error_message(status, body, reason))
     response = web.Response(status=status, body=body)
-    for key in RESPONSE_HEADERS:
-        if key in headers:
-            response.headers[key] = headers[key]
+    for key, name in _RESPONSE_HEADER_NAMES:
+        if name in headers:
+            response.headers[key] = headers[name]
     return response
 
 

@@ -1,0 +1,267 @@
+"""The lean upstream client against a scripted HTTP/1.1 server: framing, keep-alive, reuse after errors and after a
+stale connection, timeouts, and errors that name no address. Every test runs on asyncio's loop and on uvloop's."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+import uvloop
+
+from esteira.local.server import free_port
+from esteira.packaging.upstream import Disconnected, TimedOut, Unreachable, Upstream, request_head
+
+LOOPS = {"asyncio": asyncio.new_event_loop, "uvloop": uvloop.new_event_loop}
+
+
+@dataclass
+class Seen:
+    """One request as the scripted server read it."""
+
+    connection: int
+    head: bytes
+    body: bytes
+
+
+Reply = Callable[[Seen], Awaitable[bytes | None]]  # raw bytes to send; None: close without answering
+
+
+@dataclass
+class Scripted:
+    """A server answering the n-th request with ``replies[n]`` (the last one repeats); it records what it read."""
+
+    replies: list[Reply]
+    seen: list[Seen] = field(default_factory=list)
+    connections: int = 0
+    closed_by_client: int = 0
+
+    async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.connections += 1
+        connection = self.connections
+        try:
+            while True:
+                head = await reader.readuntil(b"\r\n\r\n")
+                length = next(
+                    (
+                        int(line.split(b":")[1])
+                        for line in head.split(b"\r\n")
+                        if line.lower().startswith(b"content-length")
+                    ),
+                    0,
+                )
+                seen = Seen(connection, head, await reader.readexactly(length))
+                self.seen.append(seen)
+                reply = self.replies[min(len(self.seen), len(self.replies)) - 1]
+                answer = await reply(seen)
+                if answer is None:
+                    break
+                writer.write(answer)
+                await writer.drain()
+                if b"\r\nConnection: close\r\n" in answer.split(b"\r\n\r\n", 1)[0] + b"\r\n":
+                    break
+        except asyncio.IncompleteReadError:
+            self.closed_by_client += 1
+        finally:
+            writer.close()
+
+
+def answer(status: str, body: bytes, *headers: str) -> Reply:
+    async def reply(_: Seen) -> bytes:
+        lines = [f"HTTP/1.1 {status}", *headers]
+        return ("\r\n".join(lines) + "\r\n\r\n").encode() + body
+
+    return reply
+
+
+def sized(status: str, body: bytes, *headers: str) -> Reply:
+    return answer(status, body, f"Content-Length: {len(body)}", "Content-Type: application/json", *headers)
+
+
+def chunked(pieces: list[bytes]) -> Reply:
+    encoded = b"".join(b"%x\r\n%s\r\n" % (len(piece), piece) for piece in pieces) + b"0\r\n\r\n"
+    return answer("200 OK", encoded, "Transfer-Encoding: chunked", "Content-Type: application/json")
+
+
+async def hang_up(_: Seen) -> None:
+    return None
+
+
+@asynccontextmanager
+async def serving(*replies: Reply) -> AsyncIterator[tuple[Scripted, str]]:
+    script = Scripted(list(replies))
+    port = free_port()
+    server = await asyncio.start_server(script.handle, "127.0.0.1", port)
+    try:
+        yield script, f"http://127.0.0.1:{port}"
+    finally:
+        server.close()
+
+
+def run(loop: str, scenario: Callable[[], Coroutine[Any, Any, None]]) -> None:
+    with asyncio.Runner(loop_factory=LOOPS[loop]) as runner:
+        runner.run(scenario())
+
+
+@pytest.fixture(params=sorted(LOOPS))
+def loop(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+def test_sized_answers_are_read_whole_and_one_connection_carries_them(loop: str) -> None:
+    async def scenario() -> None:
+        async with serving(sized("200 OK", b'{"ok": 1}', "X-Binary-Data: 1")) as (script, url):
+            upstream = Upstream(url)
+            for n in range(3):
+                reply = await upstream.request("POST", "/v1/models/m:predict", b'{"n": %d}' % n, {"Accept": "x/y"})
+                assert (reply.status, reply.reason, reply.body) == (200, "OK", b'{"ok": 1}')
+                assert reply.headers["content-type"] == "application/json" and reply.headers["x-binary-data"] == "1"
+            assert script.connections == 1
+            assert [seen.body for seen in script.seen] == [b'{"n": 0}', b'{"n": 1}', b'{"n": 2}']
+            first = script.seen[0].head.decode()
+            assert first.startswith("POST /v1/models/m:predict HTTP/1.1\r\n")
+            assert f"Host: {url.removeprefix('http://')}\r\n" in first and "Accept: x/y\r\n" in first
+            upstream.close()
+
+    run(loop, scenario)
+
+
+def test_a_chunked_answer_is_joined_and_the_connection_reused(loop: str) -> None:
+    async def scenario() -> None:
+        async with serving(chunked([b'{"a": ', b"[1, 2", b"]}"]), sized("200 OK", b"{}")) as (script, url):
+            upstream = Upstream(url)
+            assert (await upstream.request("POST", "/", b"x")).body == b'{"a": [1, 2]}'
+            assert (await upstream.request("POST", "/", b"x")).body == b"{}"
+            assert script.connections == 1
+
+    run(loop, scenario)
+
+
+def test_an_answer_delimited_by_the_connection_end_is_whole_and_its_connection_not_reused(loop: str) -> None:
+    body = b'{"long": "' + b"z" * 100_000 + b'"}'
+
+    async def scenario() -> None:
+        async with serving(answer("200 OK", body, "Connection: close"), sized("200 OK", b"{}")) as (script, url):
+            upstream = Upstream(url)
+            assert (await upstream.request("POST", "/", b"x")).body == body
+            assert (await upstream.request("POST", "/", b"x")).body == b"{}"
+            assert script.connections == 2
+
+    run(loop, scenario)
+
+
+def test_error_answers_keep_the_connection_for_the_next_request(loop: str) -> None:
+    async def scenario() -> None:
+        error = sized("500 Internal Server Error", b'{"message": "boom"}')
+        async with serving(error, sized("404 Not Found", b""), sized("200 OK", b"{}")) as (script, url):
+            upstream = Upstream(url)
+            failed = await upstream.request("POST", "/", b"x")
+            assert (failed.status, failed.reason, failed.body) == (500, "Internal Server Error", b'{"message": "boom"}')
+            assert (await upstream.request("POST", "/", b"x")).status == 404
+            assert (await upstream.request("POST", "/", b"x")).status == 200
+            assert script.connections == 1
+
+    run(loop, scenario)
+
+
+def test_a_connection_the_server_dropped_while_idle_is_replaced_without_failing_the_request(loop: str) -> None:
+    async def scenario() -> None:
+        async with serving(sized("200 OK", b"1"), hang_up, sized("200 OK", b"2")) as (script, url):
+            upstream = Upstream(url)
+            assert (await upstream.request("POST", "/", b"x")).body == b"1"
+            assert (await upstream.request("POST", "/", b"x")).body == b"2"  # first try met a closing connection
+            assert script.connections == 2 and len(script.seen) == 3
+
+    run(loop, scenario)
+
+
+def test_a_fresh_connection_closed_before_answering_is_disconnected(loop: str) -> None:
+    async def scenario() -> None:
+        async with serving(hang_up, sized("200 OK", b"ok")) as (script, url):
+            upstream = Upstream(url)
+            with pytest.raises(Disconnected, match="closed before a complete answer"):
+                await upstream.request("POST", "/", b"x")
+            assert (await upstream.request("POST", "/", b"x")).body == b"ok"
+            assert len(script.seen) == 2  # a request on a new connection is not sent twice
+
+    run(loop, scenario)
+
+
+def test_an_answer_cut_short_is_disconnected_and_the_next_request_gets_a_new_connection(loop: str) -> None:
+    cut = answer("200 OK", b"a" * 10, "Content-Length: 100", "Connection: close")
+
+    async def scenario() -> None:
+        async with serving(sized("200 OK", b"1"), cut, sized("200 OK", b"3")) as (script, url):
+            upstream = Upstream(url)
+            assert (await upstream.request("POST", "/", b"x")).body == b"1"
+            with pytest.raises(Disconnected):  # part of an answer came: it is not sent again
+                await upstream.request("POST", "/", b"x")
+            assert (await upstream.request("POST", "/", b"x")).body == b"3"
+            assert script.connections == 2 and len(script.seen) == 3
+
+    run(loop, scenario)
+
+
+def test_no_answer_in_time_is_timed_out_and_that_connection_is_closed(loop: str) -> None:
+    async def never(_: Seen) -> bytes:
+        await asyncio.sleep(30)
+        return b""
+
+    async def scenario() -> None:
+        async with serving(never, sized("200 OK", b"ok")) as (script, url):
+            upstream = Upstream(url, answer_seconds=0.3)
+            with pytest.raises(TimedOut, match=r"within 0\.3s"):
+                await upstream.request("POST", "/", b"x")
+            assert (await upstream.request("POST", "/", b"x")).body == b"ok"
+            assert script.connections == 2
+
+    run(loop, scenario)
+
+
+def test_an_unreachable_server_is_named_by_what_failed_never_by_its_address(loop: str) -> None:
+    async def scenario() -> None:
+        port = free_port()
+        with pytest.raises(Unreachable) as failed:
+            await Upstream(f"http://127.0.0.1:{port}").request("POST", "/", b"x")
+        assert "cannot connect" in str(failed.value)
+        assert str(port) not in str(failed.value) and "127.0.0.1" not in str(failed.value)
+
+    run(loop, scenario)
+
+
+def test_head_and_204_answers_have_no_body(loop: str) -> None:
+    announced = answer("200 OK", b"", "Content-Length: 42")  # a HEAD answer announces a length it does not send
+
+    async def scenario() -> None:
+        async with serving(announced, answer("204 No Content", b""), sized("200 OK", b"after")) as (script, url):
+            upstream = Upstream(url)
+            head = await upstream.request("HEAD", "/ping")
+            assert (head.status, head.body, head.headers["content-length"]) == (200, b"", "42")
+            assert (await upstream.request("GET", "/")).status == 204
+            assert (await upstream.request("GET", "/")).body == b"after"
+            assert script.connections == 2  # the HEAD's connection is not reused; the 204's is
+
+    run(loop, scenario)
+
+
+def test_large_bodies_cross_both_ways_intact(loop: str) -> None:
+    big = bytes(range(256)) * 40_000  # 10 MB
+
+    async def echo(seen: Seen) -> bytes:
+        return b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % len(seen.body) + seen.body
+
+    async def scenario() -> None:
+        async with serving(echo) as (_, url):
+            assert (await Upstream(url).request("POST", "/", big)).body == big
+
+    run(loop, scenario)
+
+
+def test_a_header_with_a_line_break_is_refused_before_anything_is_sent() -> None:
+    with pytest.raises(ValueError, match="'X-Evil' holds a line break"):
+        request_head("POST", "/", "h:1", {"X-Evil": "a\r\nHost: elsewhere"}, 0)
+    head = request_head("POST", "/p", "h:1", {"Accept": "a/b"}, 3)
+    assert head == b"POST /p HTTP/1.1\r\nHost: h:1\r\nContent-Length: 3\r\nAccept: a/b\r\n\r\n"
