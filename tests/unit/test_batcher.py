@@ -79,3 +79,77 @@ def test_a_failing_batch_fails_its_callers_and_the_next_batch_still_runs() -> No
 def test_a_batch_size_below_one_is_refused() -> None:
     with pytest.raises(ValueError, match="max_batch_size must be at least 1"):
         AdaptiveBatcher(Model(), max_batch_size=0)
+
+
+class Recorder:
+    """Records which thread ran each batch."""
+
+    def __init__(self) -> None:
+        self.threads: list[str] = []
+        self.batches: list[list[int]] = []
+
+    def __call__(self, items: Sequence[int]) -> list[int]:
+        self.threads.append(threading.current_thread().name)
+        self.batches.append(list(items))
+        return [item + 1 for item in items]
+
+
+def test_a_lone_request_to_a_quick_model_runs_on_the_event_loop_once_the_model_is_known_to_be_quick() -> None:
+    model = Recorder()
+
+    async def scenario() -> AdaptiveBatcher[int, int]:
+        batcher = AdaptiveBatcher(model, max_batch_size=8, inline_below=60.0)
+        assert [await batcher.submit(item) for item in (1, 2, 3)] == [2, 3, 4]
+        batcher.close()
+        return batcher
+
+    batcher = asyncio.run(scenario())
+    loop_thread = threading.current_thread().name
+    assert model.threads[0].startswith("esteira-batch")  # nothing measured yet: the worker thread
+    assert model.threads[1:] == [loop_thread, loop_thread]
+    assert (batcher.inline, batcher.batches, batcher.typical_seconds is not None) == (2, 3, True)
+
+
+def test_a_slow_model_never_runs_on_the_event_loop() -> None:
+    model = Recorder()
+
+    async def scenario() -> None:
+        batcher = AdaptiveBatcher(model, max_batch_size=8, inline_below=0.0)
+        for item in range(3):
+            await batcher.submit(item)
+        batcher.close()
+
+    asyncio.run(scenario())
+    assert all(name.startswith("esteira-batch") for name in model.threads)
+
+
+def test_requests_read_in_the_same_turn_of_the_loop_go_together_even_to_a_quick_model() -> None:
+    model = Recorder()
+
+    async def scenario() -> list[int]:
+        batcher = AdaptiveBatcher(model, max_batch_size=8, inline_below=60.0)
+        await batcher.submit(0)  # now known to be quick
+        results = await asyncio.gather(*(batcher.submit(item) for item in (1, 2, 3)))
+        batcher.close()
+        return list(results)
+
+    assert asyncio.run(scenario()) == [2, 3, 4]
+    assert model.batches == [[0], [1, 2, 3]]
+
+
+def test_a_caller_that_leaves_while_the_batcher_looks_for_company_does_not_wedge_it() -> None:
+    model = Recorder()
+
+    async def scenario() -> int:
+        batcher = AdaptiveBatcher(model, max_batch_size=8, inline_below=60.0)
+        await batcher.submit(0)
+        leaving = asyncio.ensure_future(batcher.submit(1))
+        await asyncio.sleep(0)  # it is now waiting for company
+        leaving.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await leaving
+        result = await asyncio.wait_for(batcher.submit(2), 10)  # a wedged batcher never answers
+        batcher.close()
+        return result
+
+    assert asyncio.run(scenario()) == 3
