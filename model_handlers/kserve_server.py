@@ -21,6 +21,7 @@ import sys
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from prometheus_client import start_http_server
 from starlette.exceptions import HTTPException
@@ -142,10 +143,26 @@ async def http_error(request: Request, exc: Exception) -> Response:
     return error(exc.status_code, str(exc.detail))
 
 
+def listen_on(host: str) -> None:
+    """Make the REST server ``kserve.ModelServer`` builds listen on ``host``: KServe always binds every interface."""
+    from kserve import model_server
+    from kserve.protocol.rest.server import RESTServer
+
+    class BoundRESTServer(RESTServer):  # type: ignore[misc]
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            super().__init__(*args, **kwargs)
+            self.config.host = host  # read when uvicorn binds, after this
+
+    model_server.RESTServer = BoundRESTServer
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="esteira-kserve", description=__doc__.split("\n\n")[0])
     parser.add_argument("--model-dir", type=Path, default=Path(os.environ.get("ESTEIRA_MODEL_DIR", DEFAULT_MODEL_DIR)))
     parser.add_argument("--work-dir", type=Path, default=Path(os.environ.get("ESTEIRA_RUNTIME_DIR", DEFAULT_WORK_DIR)))
+    parser.add_argument(
+        "--host", default="0.0.0.0", help="address to listen on: every interface in a pod, 127.0.0.1 in esteira up"
+    )
     parser.add_argument("--http-port", type=int, default=int(os.environ.get("ESTEIRA_HTTP_PORT", "8080")))
     parser.add_argument(
         "--metrics-port",
@@ -182,7 +199,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     model = ServedModel(service.name)
     model.load()
     if args.metrics_port:
-        start_http_server(args.metrics_port)
+        start_http_server(args.metrics_port, addr=args.host)
+    listen_on(args.host)
     server = kserve.ModelServer(http_port=args.http_port, enable_grpc=False, workers=1)
     if not args.log_requests:  # KServe logs two timing lines and an access line per request; a busy server drowns
         for name in REQUEST_LOGGERS:

@@ -70,6 +70,7 @@ ENV_LOCAL_URL = "ESTEIRA_LOCAL_URL"  # the router the CLI talks to
 ENV_LOCAL_TOKEN = "ESTEIRA_LOCAL_TOKEN"  # the run's /control token, overriding the token file
 ENV_LOCAL_TOKEN_DIR = "ESTEIRA_LOCAL_TOKEN_DIR"  # where `esteira up` writes token files
 ENV_LOCAL_ROOT = "ESTEIRA_LOCAL_ROOT"  # when set, every local storageUri must resolve inside it
+ENV_KSERVE_PYTHON = "ESTEIRA_KSERVE_PYTHON"  # the Python `esteira up` runs the esteira-kserve runtime with
 
 # -- inference logging and ground truth -------------------------------------------------------------------
 

@@ -13,6 +13,7 @@ from typing import Any, TypeVar
 
 from esteira.local.loadgen import LoadGenerator
 from esteira.local.runtime import LocalRuntime
+from tests.support.kserve_runtime import RUNTIME_PYTHON as KSERVE_PYTHON
 from tests.support.prerequisites import require_file
 from tests.support.torchserve import require_torchserve
 from tests.support.waiting import eventually
@@ -26,7 +27,7 @@ apiVersion: serving.esteira.io/v1alpha1
 kind: ModelDeployment
 metadata: {{name: iris}}
 spec:
-  model: {{name: iris, version: "{version}", storageUri: "{folder}"}}
+  model: {{name: iris, version: "{version}", storageUri: "{folder}"{runtime}}}
   rollout:
     steps: [50, 100]
     interval: 2s
@@ -40,20 +41,46 @@ spec:
 """
 
 
+# spec.model.runtime values `esteira up` serves: none (TorchServe) and esteira-kserve.
+RUNTIMES: tuple[str | None, ...] = (None, "esteira-kserve")
+
+
 def write_manifest(
-    path: Path, version: str, build: str, mirror: bool = False, pause_before: tuple[int, ...] = ()
+    path: Path,
+    version: str,
+    build: str,
+    mirror: bool = False,
+    pause_before: tuple[int, ...] = (),
+    runtime: str | None = None,
 ) -> None:
     path.write_text(
         MANIFEST.format(
-            version=version, folder=MODELS / build, mirror=str(mirror).lower(), pause_before=list(pause_before)
+            version=version,
+            folder=MODELS / build,
+            mirror=str(mirror).lower(),
+            pause_before=list(pause_before),
+            runtime=f", runtime: {runtime}" if runtime else "",
         )
     )
 
 
-def need_torchserve() -> None:
-    require_torchserve()
+def need_models() -> None:
     for build in ("iris-1.0.0", "iris-1.1.0"):
         require_file(MODELS / build / "config" / "config.properties", "run `make models`")
+
+
+def need_torchserve() -> None:
+    require_torchserve()
+    need_models()
+
+
+def need_runtime(runtime: str | None) -> None:
+    """TorchServe, or esteira-kserve's own environment (`make kserve-runtime`), and the demo models."""
+    if runtime == "esteira-kserve":
+        require_file(KSERVE_PYTHON, "run `make kserve-runtime`")
+        need_models()
+    else:
+        need_torchserve()
 
 
 class RuntimeThread:

@@ -1,13 +1,14 @@
-"""The local runtime end to end, with real TorchServe processes: routing, rollouts, restarts, shutdown.
+"""The local runtime end to end, with real model servers: routing, rollouts, restarts, shutdown.
 
-The life of one runtime is one test: each phase starts from the revisions and history the previous one left,
-and a TorchServe start costs seconds. Tests that are separate start runtimes of their own, so any worker may
-run any of them in any order.
+The life of one runtime is one test, run on TorchServe and on esteira-kserve: each phase starts from the
+revisions and history the previous one left, and a model server start costs seconds. Tests that are separate
+start runtimes of their own, so any worker may run any of them in any order.
 """
 
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import os
 import signal
 import socket
@@ -15,6 +16,8 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse
 
 import pytest
 
@@ -23,17 +26,25 @@ from esteira.local.loadgen import LoadGenerator
 from esteira.local.router import PortInUse
 from esteira.local.runtime import LocalRuntime
 from esteira.local.server import free_port, group_members
-from tests.local.conftest import RuntimeThread, http, need_torchserve, wait_for, write_manifest
+from tests.local.conftest import (
+    RUNTIMES,
+    RuntimeThread,
+    http,
+    need_runtime,
+    need_torchserve,
+    wait_for,
+    write_manifest,
+)
 
-# One worker at a time (with --dist loadgroup): every test here starts TorchServe processes of its own.
+# One worker at a time (with --dist loadgroup): every test here starts model server processes of its own.
 pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("local")]
 
 
-@pytest.fixture
-def local(tmp_path: Path) -> Iterator[RuntimeThread]:
-    need_torchserve()
+@pytest.fixture(params=RUNTIMES, ids=lambda runtime: runtime or "torchserve")
+def local(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[RuntimeThread]:
+    need_runtime(request.param)
     manifest = tmp_path / "iris.yaml"
-    write_manifest(manifest, "1.0.0", "iris-1.0.0", mirror=True)
+    write_manifest(manifest, "1.0.0", "iris-1.0.0", mirror=True, runtime=request.param)
     thread = RuntimeThread(LocalRuntime(manifest, port=free_port(), workdir=tmp_path / "run", log=print)).start()
     load = LoadGenerator(thread.runtime.url, "iris", clients=2, batch=8, pause=0.03)
     thread.loop.call_soon_threadsafe(load.start)
@@ -62,6 +73,28 @@ def test_one_runtime_from_first_revision_to_shutdown(local: RuntimeThread) -> No
     shutdown_leaves_no_process(local)
 
 
+def _edit(thread: RuntimeThread, version: str, build: str, **fields: Any) -> None:
+    """A new model in the file, served by the runtime the run started with."""
+    write_manifest(thread.runtime.path, version, build, runtime=thread.runtime.spec.model.runtime, **fields)
+
+
+def listening_hosts(port: int) -> set[str]:
+    """The addresses something listens on at `port`; an IPv4-mapped IPv6 address (a JVM's) as its IPv4 one."""
+    hosts = set()
+    for table in (Path("/proc/net/tcp"), Path("/proc/net/tcp6")):
+        for line in table.read_text().splitlines()[1:]:
+            fields = line.split()
+            address, hex_port = fields[1].split(":")
+            if fields[3] != "0A" or int(hex_port, 16) != port:  # 0A: LISTEN
+                continue
+            raw = bytes.fromhex(address)  # /proc writes each 32-bit word in host (little-endian) order
+            packed = b"".join(raw[i : i + 4][::-1] for i in range(0, len(raw), 4))
+            ip = ipaddress.ip_address(packed)
+            mapped = ip.ipv4_mapped if isinstance(ip, ipaddress.IPv6Address) else None
+            hosts.add(str(mapped or ip))
+    return hosts
+
+
 def _outcome(thread: RuntimeThread, revision: int) -> str | None:
     last = thread.runtime.status.last_rollout
     return last.outcome if last is not None and last.revision == revision else None
@@ -78,11 +111,16 @@ def serves_v1_v2_and_pins_by_header(local: RuntimeThread) -> None:
     status, _, body = http(f"{url}/v1/models/iris:predict", {"instances": [[1, 2, 3, 4]]}, {"x-model-revision": "7"})
     assert status == 404 and "revision '7' is not serving" in body["error"]
     assert http(f"{url}/v2/health/ready")[0] == 200
+    server = local.runtime.servers[1]
+    assert server.runtime == (local.runtime.spec.model.runtime or "TorchServe")
+    server_url = server.url
+    assert server_url is not None
+    assert listening_hosts(urlparse(server_url).port or 0) == {"127.0.0.1"}
 
 
 def mirroring_pause_and_promotion(local: RuntimeThread) -> None:
     runtime = local.runtime
-    write_manifest(runtime.path, "1.0.1", "iris-1.0.0", mirror=True)
+    _edit(local, "1.0.1", "iris-1.0.0", mirror=True)
     wait_for(lambda: runtime.router.split and runtime.router.split.canary == 2, 60, "canary revision 2 serving")
     paused = local.call(runtime.control("pause", {}))
     assert paused["status"]["phase"] == "Paused"
@@ -100,7 +138,7 @@ def mirroring_pause_and_promotion(local: RuntimeThread) -> None:
 
 def worse_model_rolls_back_on_prediction_shift(local: RuntimeThread) -> None:
     runtime = local.runtime
-    write_manifest(runtime.path, "1.1.0", "iris-1.1.0", mirror=True)
+    _edit(local, "1.1.0", "iris-1.1.0", mirror=True)
     assert wait_for(lambda: _outcome(local, 3), 90, "revision 3 judged") == "RolledBack"
     last = runtime.status.last_rollout
     assert last is not None and "prediction-shift-jensenshannon" in last.reason
@@ -118,7 +156,7 @@ def killed_server_is_restarted_and_serves_again(local: RuntimeThread) -> None:
     wait_for(lambda: server.ready and server.pgid != pgid, 90, "revision 2 restarted")
     assert not group_members(pgid)
     crashes = [e.message for e in runtime.timeline if e.reason == "ServerCrashed"]
-    assert crashes and "TorchServe was killed by signal SIGKILL" in crashes[-1], crashes
+    assert crashes and f"{server.runtime} was killed by signal SIGKILL" in crashes[-1], crashes
     status, headers, _ = http(f"{runtime.url}/v1/models/iris:predict", {"instances": [[5, 3, 1, 0.2]]})
     assert status == 200 and headers["x-model-revision"] == "2"
 
@@ -143,7 +181,7 @@ def _waiting_for_promotion(thread: RuntimeThread, revision: int) -> bool:
 def abort_retry_and_promote_by_command(local: RuntimeThread) -> None:
     """Each command under load: abort a held canary, retry its build as a new revision, promote that one."""
     runtime = local.runtime
-    write_manifest(runtime.path, "1.0.2", "iris-1.0.0", pause_before=(50,))
+    _edit(local, "1.0.2", "iris-1.0.0", pause_before=(50,))
     wait_for(lambda: _waiting_for_promotion(local, 5), 90, "canary revision 5 ready, waiting for promote")
     local.call(runtime.control("abort", {}))
     assert _outcome(local, 5) == "RolledBack"
@@ -181,17 +219,21 @@ def test_port_in_use_names_the_port(tmp_path: Path, capsys: pytest.CaptureFixtur
     assert f"port {port} on 127.0.0.1 is already in use" in capsys.readouterr().err
 
 
-def test_esteira_up_stops_cleanly_on_sigterm(tmp_path: Path) -> None:
-    need_torchserve()
+@pytest.mark.parametrize("runtime", RUNTIMES, ids=lambda runtime: runtime or "torchserve")
+def test_esteira_up_stops_cleanly_on_sigterm(tmp_path: Path, runtime: str | None) -> None:
+    """The command as a person runs it: esteira-kserve's Python is found without being named."""
+    need_runtime(runtime)
     manifest = tmp_path / "iris.yaml"
-    write_manifest(manifest, "1.0.0", "iris-1.0.0")
+    write_manifest(manifest, "1.0.0", "iris-1.0.0", runtime=runtime)
     port = free_port()
     command = [sys.executable, "-m", "esteira.local.cli", "up", "-f", str(manifest), "--port", str(port)]
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
         url = f"http://127.0.0.1:{port}"
         wait_for(lambda: _ready(url), 120, "esteira up ready")
-        groups = [s["pgid"] for s in http(f"{url}/status")[2]["servers"].values()]
+        servers = http(f"{url}/status")[2]["servers"].values()
+        assert [s["runtime"] for s in servers] == [runtime or "TorchServe"]
+        groups = [s["pgid"] for s in servers]
         process.send_signal(signal.SIGTERM)
         output, _ = process.communicate(timeout=60)
     finally:

@@ -137,9 +137,9 @@ def test_how_a_model_server_ended_names_the_signal() -> None:
     import signal
     from types import SimpleNamespace
 
-    from esteira.local.server import ModelServer
+    from esteira.local.server import TorchServeServer
 
-    server = ModelServer.__new__(ModelServer)
+    server = TorchServeServer.__new__(TorchServeServer)
     for code, words in (
         (-signal.SIGKILL, "was killed by signal SIGKILL"),
         (0, "its Java frontend was killed or crashed"),

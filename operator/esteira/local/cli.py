@@ -22,10 +22,11 @@ import uvloop
 from esteira.api.errors import InvalidSpec
 from esteira.drift.report import monitoring_lines
 from esteira.local.access import read_token
+from esteira.local.kserve_server import RuntimeUnavailable
 from esteira.local.router import PortInUse
 from esteira.local.runtime import LocalRuntime
 from esteira.retraining.report import card_summary, retraining_lines
-from esteira.vocabulary import ENV_LOCAL_URL
+from esteira.vocabulary import ENV_KSERVE_PYTHON, ENV_LOCAL_URL
 
 DEFAULT_URL = os.environ.get(ENV_LOCAL_URL, "http://127.0.0.1:8080")
 
@@ -61,7 +62,10 @@ async def serve(runtime: LocalRuntime) -> int:
 
 def _up(args: argparse.Namespace) -> int:
     try:
-        runtime = LocalRuntime(Path(args.file), port=args.port, workdir=args.workdir)
+        runtime = LocalRuntime(Path(args.file), port=args.port, workdir=args.workdir, kserve_python=args.kserve_python)
+    except RuntimeUnavailable as exc:
+        print(f"esteira up: {exc}", file=sys.stderr)
+        return 2
     except InvalidSpec as exc:
         for problem in exc.problems:
             print(f"{args.file}: {problem}", file=sys.stderr)
@@ -148,10 +152,18 @@ def _command(args: argparse.Namespace) -> int:
 
 def add_local_commands(subparsers: Any) -> None:
     """Register `up`, `status` and the rollout commands on the `esteira` parser."""
-    up = subparsers.add_parser("up", help="Run a ModelDeployment on this machine (TorchServe per revision, a router).")
+    up = subparsers.add_parser(
+        "up", help="Run a ModelDeployment on this machine (a model server per revision, a router)."
+    )
     up.add_argument("-f", "--file", required=True, help="ModelDeployment YAML; storageUri a folder or file:// URL")
     up.add_argument("--port", type=int, default=8080, help="Router port on 127.0.0.1. Default: 8080.")
     up.add_argument("--workdir", type=Path, help="Where model servers keep config and logs. Default: a temp folder.")
+    up.add_argument(
+        "--kserve-python",
+        type=Path,
+        help=f"The Python that runs spec.model.runtime esteira-kserve (imports kserve and model_handlers). Default: "
+        f"${ENV_KSERVE_PYTHON}, else the repository's .tools/kserve-runtime-venv (`make kserve-runtime`).",
+    )
     up.set_defaults(func=_up)
 
     def client(name: str, help_text: str) -> argparse.ArgumentParser:

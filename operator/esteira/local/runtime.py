@@ -1,9 +1,10 @@
 """The local runtime: an adapter that feeds the operator's pure rollout engine and carries out its answer.
 
 Every tick (one second, or at once for a command) it re-reads the ModelDeployment file, gathers evidence
-when `analysis_due` says so, runs the same `rollout_step` as the operator, starts or stops one TorchServe
-per revision the step's plan serves, and hands the resulting weights to the router. All decisions are the
-step's; this module only does I/O and reports what happened.
+when `analysis_due` says so, runs the same `rollout_step` as the operator, starts or stops one model server
+per revision the step's plan serves (TorchServe, or esteira-kserve when `spec.model.runtime` says so), and
+hands the resulting weights to the router. All decisions are the step's; this module only does I/O and
+reports what happened.
 """
 
 from __future__ import annotations
@@ -29,11 +30,13 @@ from esteira.evidence.quality import WithQuality
 from esteira.local.access import remove_token, write_token
 from esteira.local.collector import BuiltInCollector
 from esteira.local.drift import DriftReadings, drift_totals
+from esteira.local.kserve_server import KServeServer, RuntimeUnavailable, find_kserve_python
 from esteira.local.manifest import LocalManifest, load_manifest, model_dir
+from esteira.local.model_server import ModelServer
 from esteira.local.provider import LocalMetricProvider, class_counts
 from esteira.local.retraining import CommandRunner
 from esteira.local.router import Router
-from esteira.local.server import ModelServer
+from esteira.local.server import TorchServeServer
 from esteira.local.split import Split
 from esteira.local.stats import Counters
 from esteira.packaging.surface import served_model
@@ -45,7 +48,15 @@ from esteira.rollout.inputs import ObservedRoute, RolloutInput
 from esteira.rollout.phase import Serving, phase_of
 from esteira.state.monitoring import drift_due, monitor
 from esteira.state.retrain import plan_retraining
-from esteira.vocabulary import ACTIONS, COLLECTOR_EXPORT_PATH, Command, Decision, format_time, parse_duration
+from esteira.vocabulary import (
+    ACTIONS,
+    COLLECTOR_EXPORT_PATH,
+    ESTEIRA_KSERVE_RUNTIME,
+    Command,
+    Decision,
+    format_time,
+    parse_duration,
+)
 
 MAX_RESTARTS = 5
 DRAIN_SECONDS = 30.0
@@ -76,12 +87,16 @@ class LocalRuntime:
         workdir: Path | None = None,
         log: Callable[[str], None] = print,
         tick_seconds: float = 1.0,
+        kserve_python: Path | None = None,
     ) -> None:
         self.path = manifest_path
         self.port = port
         self.log = log
         self.tick_seconds = tick_seconds
+        self._kserve_python_option = kserve_python
+        self.kserve_python: Path | None = None  # found once a spec asks for esteira-kserve
         self.manifest: LocalManifest = load_manifest(manifest_path)  # before any folder exists: a bad file leaves none
+        self._check_runtime(self.manifest.spec)  # likewise: a runtime this machine lacks fails here
         self._own_workdir = workdir is None
         self.workdir = workdir or Path(tempfile.mkdtemp(prefix="esteira-local-"))
         self._seen = self._stamp()
@@ -190,7 +205,13 @@ class LocalRuntime:
             },
             "status": self.status.to_wire(),
             "servers": {
-                str(r): {"ready": s.ready, "restarts": s.restarts, "pgid": s.pgid, "version": s.model_version}
+                str(r): {
+                    "ready": s.ready,
+                    "restarts": s.restarts,
+                    "pgid": s.pgid,
+                    "version": s.model_version,
+                    "runtime": s.runtime,
+                }
                 for r, s in self.servers.items()
             },
             "timeline": [e.__dict__ for e in self.timeline[-50:]],
@@ -226,8 +247,12 @@ class LocalRuntime:
         self._seen = stamp
         try:
             manifest = load_manifest(self.path)
+            self._check_runtime(manifest.spec)
         except (OSError, ValueError) as exc:  # InvalidSpec lists every problem
             self.say("InvalidSpec", f"{self.path}: {exc}; still running the last valid spec", True)
+            return
+        except RuntimeUnavailable as exc:
+            self.say("RuntimeUnavailable", f"{self.path}: {exc}; still running the last valid spec", True)
             return
         if manifest.spec != self.manifest.spec:
             self.override = None
@@ -338,18 +363,31 @@ class LocalRuntime:
                 wanted[record.revision] = (record.model_version, record.storage_uri)
         return wanted
 
+    def _check_runtime(self, spec: ModelDeploymentSpec) -> None:
+        """Find the esteira-kserve runtime's Python when the spec asks for it (RuntimeUnavailable: none here)."""
+        if spec.model.runtime == ESTEIRA_KSERVE_RUNTIME and self.kserve_python is None:
+            self.kserve_python = find_kserve_python(self._kserve_python_option)
+
+    def _new_server(self, revision: int, version: str, uri: str) -> ModelServer:
+        """The spec's runtime for a new revision: esteira-kserve when it says so, TorchServe otherwise."""
+        served = (
+            revision,
+            self.spec.model.name,
+            version,
+            model_dir(uri),
+            self.workdir / f"revision-{revision}",
+            self.spec,
+            self.collector.env(self.spec, self.manifest.namespace, self.manifest.name),
+        )
+        if self.spec.model.runtime == ESTEIRA_KSERVE_RUNTIME:
+            assert self.kserve_python is not None  # _check_runtime accepted this spec
+            return KServeServer(*served, python=self.kserve_python)
+        return TorchServeServer(*served)
+
     def _ensure_servers(self) -> None:
         for revision, (version, uri) in self._wanted().items():
             if revision not in self.servers:
-                server = ModelServer(
-                    revision=revision,
-                    model_name=self.spec.model.name,
-                    model_version=version,
-                    model_dir=model_dir(uri),
-                    root=self.workdir / f"revision-{revision}",
-                    spec=self.spec,
-                    extra_env=self.collector.env(self.spec, self.manifest.namespace, self.manifest.name),
-                )
+                server = self._new_server(revision, version, uri)
                 self.servers[revision] = server
                 self._describe(revision, version, server.model_dir)
                 self._spawn(self._bring_up(server, "Starting"))
@@ -372,7 +410,7 @@ class LocalRuntime:
             server.ready = False
             self.router.set_backend(server.revision, None)
             server.restarts += 1
-            message = f"revision {server.revision} TorchServe {server.how_it_ended()}; restart {server.restarts}"
+            message = f"revision {server.revision} {server.runtime} {server.how_it_ended()}; restart {server.restarts}"
             if server.restarts >= MAX_RESTARTS:
                 self.say("ServerFailed", f"{message}: giving up, see {server.log_path}", True)
                 continue
@@ -389,12 +427,10 @@ class LocalRuntime:
         assert self._session is not None
         await server.stop()
         await server.launch()
-        ports = server.ports
-        assert ports is not None
         self.say(
             verb,
-            f"revision {server.revision} (model {server.model_version}) TorchServe on 127.0.0.1:{ports.inference}, "
-            f"metrics :{ports.metrics}, pgid {server.pgid}",
+            f"revision {server.revision} (model {server.model_version}) {server.runtime} on {server.listening()}, "
+            f"pgid {server.pgid}",
         )
         try:
             await server.wait_ready(self._session)

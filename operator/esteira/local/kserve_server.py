@@ -1,0 +1,126 @@
+"""esteira-kserve as a revision's model server in `esteira up`: Esteira's handler on KServe's model server.
+
+KServe's package cannot live in the project's environment (its pins clash with the Kubernetes client's), so
+the server runs with another Python: `--kserve-python`, else `ESTEIRA_KSERVE_PYTHON`, else the one
+`make kserve-runtime` builds in the repository (`.tools/kserve-runtime-venv`). Which one is settled, and
+checked to import KServe and the handlers, before anything starts. The server is one process on one
+loopback port: inference, readiness (`/v2/models/<name>/ready`) and Prometheus metrics (`/metrics`, the
+same handler series TorchServe exports, without its Hostname label) share it.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import ClassVar
+
+import aiohttp
+
+import esteira
+from esteira.local.model_server import HOST, ModelServer, free_port
+from esteira.render.inferenceservice import batching_env
+from esteira.vocabulary import ENV_KSERVE_PYTHON, ESTEIRA_KSERVE_RUNTIME
+
+SERVER_MODULE = "model_handlers.kserve_server"
+REPOSITORY_PYTHON = Path(esteira.__file__).resolve().parents[2] / ".tools" / "kserve-runtime-venv" / "bin" / "python"
+HOW_TO_GET_IT = (
+    f"run `make kserve-runtime` (it builds {REPOSITORY_PYTHON}), or point --kserve-python or {ENV_KSERVE_PYTHON} "
+    "at a Python that imports kserve and model_handlers"
+)
+# Finds the packages without importing them (KServe and torch take seconds to import); prints what is missing.
+_IMPORT_CHECK = (
+    "import importlib.util, sys; missing = [m for m in ('kserve', 'model_handlers') if importlib.util.find_spec(m) "
+    "is None]; print(' '.join(missing)); sys.exit(1 if missing else 0)"
+)
+
+
+class RuntimeUnavailable(RuntimeError):
+    """The spec asks for a runtime this machine cannot start."""
+
+
+def find_kserve_python(explicit: Path | None = None, environ: Mapping[str, str] = os.environ) -> Path:
+    """The Python to run esteira-kserve with, checked; RuntimeUnavailable says why not and how to get one."""
+    if explicit is not None:
+        return _checked(explicit, "--kserve-python")
+    if environ.get(ENV_KSERVE_PYTHON):
+        return _checked(Path(environ[ENV_KSERVE_PYTHON]), ENV_KSERVE_PYTHON)
+    if REPOSITORY_PYTHON.exists():
+        return _checked(REPOSITORY_PYTHON, "the repository's .tools/kserve-runtime-venv")
+    raise RuntimeUnavailable(
+        f"spec.model.runtime {ESTEIRA_KSERVE_RUNTIME} needs KServe's model server, and this machine has none: "
+        f"{HOW_TO_GET_IT}"
+    )
+
+
+def _checked(python: Path, source: str) -> Path:
+    if not (python.is_file() and os.access(python, os.X_OK)):
+        raise RuntimeUnavailable(
+            f"spec.model.runtime {ESTEIRA_KSERVE_RUNTIME}: {source} names {python}, which is not an executable "
+            f"file; {HOW_TO_GET_IT}"
+        )
+    try:
+        result = subprocess.run(
+            [str(python), "-c", _IMPORT_CHECK], capture_output=True, text=True, timeout=60, check=False
+        )
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        raise RuntimeUnavailable(
+            f"spec.model.runtime {ESTEIRA_KSERVE_RUNTIME}: {python} ({source}) did not run: {exc}; {HOW_TO_GET_IT}"
+        ) from None
+    if result.returncode != 0:
+        missing = result.stdout.strip() or result.stderr.strip()[-200:]
+        raise RuntimeUnavailable(
+            f"spec.model.runtime {ESTEIRA_KSERVE_RUNTIME}: {python} ({source}) cannot import {missing}; {HOW_TO_GET_IT}"
+        )
+    return python
+
+
+@dataclass
+class KServeServer(ModelServer):
+    """esteira-kserve serving one revision's packaged folder (`python -m model_handlers.kserve_server`)."""
+
+    runtime: ClassVar[str] = ESTEIRA_KSERVE_RUNTIME
+    log_name: ClassVar[str] = "esteira-kserve.log"
+
+    python: Path = field(kw_only=True)
+    port: int | None = None
+
+    @property
+    def url(self) -> str | None:
+        return f"http://{HOST}:{self.port}" if self.port and self.ready else None
+
+    @property
+    def metrics_url(self) -> str | None:
+        return f"http://{HOST}:{self.port}/metrics" if self.port else None
+
+    def listening(self) -> str:
+        return f"{HOST}:{self.port}, metrics on /metrics"
+
+    def prepare(self) -> list[str]:
+        self.port = free_port()
+        return [
+            str(self.python),
+            "-m",
+            SERVER_MODULE,
+            f"--model-dir={self.model_dir}",
+            f"--work-dir={self.root / 'work'}",
+            f"--host={HOST}",
+            f"--http-port={self.port}",
+        ]
+
+    def runtime_env(self) -> dict[str, str]:
+        """Batching only as far as the spec sets it: the server takes the rest from the archive."""
+        return {str(entry["name"]): str(entry["value"]) for entry in batching_env(self.spec)}
+
+    async def check_ready(self, session: aiohttp.ClientSession) -> bool:
+        """The model loaded and answering: the server registers its routes only after loading it."""
+        if self.port is None or self.exited() is not None:
+            return False
+        url = f"http://{HOST}:{self.port}/v2/models/{self.model_name}/ready"
+        try:
+            async with session.get(url, timeout=aiohttp.ClientTimeout(total=3)) as response:
+                return response.status == 200
+        except (aiohttp.ClientError, TimeoutError):
+            return False

@@ -1,0 +1,203 @@
+"""A revision's model server in `esteira up`: what every runtime shares, whichever server it starts.
+
+Each server is one process tree in its own session, so its process group holds everything it started (a
+JVM and its Python workers, or one Python process): a crash is the launcher's exit, and a stop leaves
+nothing behind because it ends when the group is empty. A runtime says what to run, on which loopback
+ports, when it is ready, and whom to ask first when stopping; the rest (environment, logs, signals,
+escalation) is here once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import socket
+import time
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import ClassVar
+
+import aiohttp
+
+from esteira.api.spec import ModelDeploymentSpec
+from esteira.packaging.entrypoint import runtime_environment
+from esteira.vocabulary import ENV_BATCH_SIZE, ENV_MAX_BATCH_DELAY_MS, ENV_MODEL_NAME, ENV_MODEL_VERSION, ENV_REVISION
+
+HOST = "127.0.0.1"
+# Variables the spec decides for the server; a value left in the user's shell must not leak into it.
+_SPEC_DECIDES = (ENV_BATCH_SIZE, ENV_MAX_BATCH_DELAY_MS)
+
+
+def free_port() -> int:
+    """A loopback port nothing listens on right now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((HOST, 0))
+        return int(sock.getsockname()[1])
+
+
+def group_members(pgid: int) -> list[int]:
+    """Live (non-zombie) processes in process group `pgid`, read from /proc."""
+    members = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        with contextlib.suppress(OSError, ValueError, IndexError):
+            text = stat.read_text()
+            state, _ppid, group = text[text.rindex(")") + 2 :].split()[:3]
+            if int(group) == pgid and state != "Z":
+                members.append(int(stat.parent.name))
+    return members
+
+
+@dataclass
+class ModelServer(ABC):
+    """One revision's packaged folder served on loopback by one runtime (`runtime` names it in messages)."""
+
+    runtime: ClassVar[str]
+    log_name: ClassVar[str]
+    # What an exit with status 0 that nobody asked for means for this runtime.
+    unasked_clean_exit: ClassVar[str] = "ended with status 0 without being asked"
+
+    revision: int
+    model_name: str
+    model_version: str
+    model_dir: Path
+    root: Path
+    spec: ModelDeploymentSpec
+    extra_env: dict[str, str] = field(default_factory=dict)  # e.g. inference logging to the built-in collector
+    ready: bool = False
+    restarts: int = 0
+    stopping: bool = False
+    _process: asyncio.subprocess.Process | None = field(default=None, repr=False)
+
+    # --- what a runtime says --------------------------------------------------------------------------------
+
+    @property
+    @abstractmethod
+    def url(self) -> str | None:
+        """Where the router sends inference, once ready."""
+
+    @property
+    @abstractmethod
+    def metrics_url(self) -> str | None:
+        """The Prometheus text with the handler's counters (errors, classes, drift), once launched."""
+
+    @abstractmethod
+    def listening(self) -> str:
+        """Where it listens, for the timeline."""
+
+    @abstractmethod
+    def prepare(self) -> list[str]:
+        """Pick fresh ports, write what the server reads at start, and return its command."""
+
+    @abstractmethod
+    def runtime_env(self) -> dict[str, str]:
+        """The runtime's own variables (batching, protocol), on top of the shared ones."""
+
+    @abstractmethod
+    async def check_ready(self, session: aiohttp.ClientSession) -> bool:
+        """Whether the model answers now (False while starting, and once the process has exited)."""
+
+    def first_to_stop(self, pgid: int) -> int | None:
+        """The process that stops the others in order when asked (None: signal the whole group)."""
+        del pgid
+        return None
+
+    # --- shared ---------------------------------------------------------------------------------------------
+
+    @property
+    def pgid(self) -> int | None:
+        return self._process.pid if self._process is not None else None
+
+    @property
+    def log_path(self) -> Path:
+        return self.root / self.log_name
+
+    def exited(self) -> int | None:
+        """The exit status once the launcher has ended (None while it runs)."""
+        return None if self._process is None else self._process.returncode
+
+    def how_it_ended(self) -> str:
+        """What died and how, for the timeline: a signal by name."""
+        code = self.exited()
+        if code is None:
+            return "is running"
+        if code < 0:
+            return f"was killed by signal {signal.Signals(-code).name}"
+        if code == 0:
+            return self.unasked_clean_exit
+        return f"exited with status {code}"
+
+    def environment(self) -> dict[str, str]:
+        """The user's environment without TorchServe's or the spec's variables, then the revision's identity,
+        the runtime's variables and the extras; logs and temporary files under the server's folder."""
+        env = {k: v for k, v in os.environ.items() if not k.startswith("TS_") and k not in _SPEC_DECIDES}
+        env |= {
+            ENV_MODEL_NAME: self.model_name,
+            ENV_MODEL_VERSION: self.model_version,
+            ENV_REVISION: str(self.revision),
+        }
+        env |= self.runtime_env()
+        env |= self.extra_env
+        return runtime_environment(env, self.root)
+
+    async def launch(self) -> None:
+        """Start the process tree in its own session on fresh ports; readiness comes later (`wait_ready`)."""
+        self.ready, self.stopping = False, False
+        self.root.mkdir(parents=True, exist_ok=True)
+        (self.root / "tmp").mkdir(exist_ok=True)
+        command = self.prepare()
+        with self.log_path.open("ab") as log:
+            self._process = await asyncio.create_subprocess_exec(
+                *command,
+                cwd=self.root,
+                env=self.environment(),
+                stdin=asyncio.subprocess.DEVNULL,
+                stdout=log,
+                stderr=asyncio.subprocess.STDOUT,
+                start_new_session=True,
+            )
+
+    async def wait_ready(self, session: aiohttp.ClientSession, within: float = 180.0) -> None:
+        deadline = time.monotonic() + within
+        while not await self.check_ready(session):
+            if self.exited() is not None:
+                raise RuntimeError(f"{self.runtime} for revision {self.revision} exited:\n{self.log_tail()}")
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"{self.runtime} for revision {self.revision} not ready after {within:.0f}s")
+            await asyncio.sleep(0.3)
+        self.ready = True
+
+    def log_tail(self, lines: int = 20) -> str:
+        with contextlib.suppress(OSError):
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        return "(no log)"
+
+    async def stop(self, grace: float = 20.0) -> None:
+        """Ask first (`first_to_stop`, else the whole group), then signal the group until nothing is left."""
+        process, self.stopping, self.ready = self._process, True, False
+        if process is None:
+            return
+        pgid = process.pid
+        target = self.first_to_stop(pgid)
+        with contextlib.suppress(ProcessLookupError):
+            if target is not None:
+                os.kill(target, signal.SIGTERM)
+            else:
+                os.killpg(pgid, signal.SIGTERM)
+        for sig, wait in ((None, grace), (signal.SIGTERM, 5.0), (signal.SIGKILL, 10.0)):
+            if sig is not None:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(pgid, sig)
+            deadline = time.monotonic() + wait
+            while time.monotonic() < deadline:
+                if process.returncode is None:
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(process.wait(), 0.2)
+                elif not group_members(pgid):
+                    self._process = None
+                    return
+                else:
+                    await asyncio.sleep(0.1)
+        raise RuntimeError(f"{self.runtime} process group {pgid} survived SIGKILL")

@@ -1,0 +1,161 @@
+"""Which model server `esteira up` starts for a spec, with what Python and batching, and the precise error
+when the esteira-kserve runtime is not on this machine (before anything starts). No server runs here."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+from esteira.api.spec import ModelDeploymentSpec
+from esteira.local import kserve_server
+from esteira.local.cli import main
+from esteira.local.kserve_server import KServeServer, RuntimeUnavailable, find_kserve_python
+from esteira.local.runtime import LocalRuntime
+from esteira.local.server import Ports, TorchServeServer, local_config
+from esteira.packaging.config import parse_properties
+from esteira.vocabulary import ENV_BATCH_SIZE, ENV_KSERVE_PYTHON, ENV_MAX_BATCH_DELAY_MS
+from tests.local.conftest import KSERVE_PYTHON
+from tests.support.prerequisites import require_file
+
+ARCHIVE_BATCHING = {"batchSize": 8, "maxBatchDelay": 10}
+SNAPSHOT = {"name": "startup.cfg", "models": {"iris": {"1.0.0": {"marName": "iris.mar", **ARCHIVE_BATCHING}}}}
+
+
+def packaged_folder(root: Path) -> Path:
+    """The smallest folder a local manifest accepts: a config.properties whose snapshot serves iris."""
+    folder = root / "iris"
+    (folder / "config").mkdir(parents=True)
+    properties = f"model_store=/mnt/models/model-store\nmodel_snapshot={json.dumps(SNAPSHOT)}\n"
+    (folder / "config" / "config.properties").write_text(properties)
+    return folder
+
+
+def write_md(path: Path, folder: Path, runtime: str | None, batching: str = "") -> Path:
+    runtime_field = f", runtime: {runtime}" if runtime else ""
+    path.write_text(
+        "apiVersion: serving.esteira.io/v1alpha1\nkind: ModelDeployment\nmetadata: {name: iris}\nspec:\n"
+        f'  model: {{name: iris, version: "1.0.0", storageUri: "{folder}"{runtime_field}}}\n{batching}'
+    )
+    return path
+
+
+def spec_with(batching: dict[str, int] | None = None) -> ModelDeploymentSpec:
+    body: dict[str, object] = {"model": {"name": "iris", "version": "1.0.0", "storageUri": "file:///m"}}
+    if batching is not None:
+        body["batching"] = batching
+    return ModelDeploymentSpec.parse(body)
+
+
+@pytest.fixture
+def no_repository_runtime(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """A machine where `make kserve-runtime` never ran and nothing names a Python."""
+    monkeypatch.setattr(kserve_server, "REPOSITORY_PYTHON", tmp_path / "absent" / "python")
+    monkeypatch.delenv(ENV_KSERVE_PYTHON, raising=False)
+
+
+@pytest.mark.usefixtures("no_repository_runtime")
+def test_no_runtime_anywhere_says_how_to_get_one() -> None:
+    with pytest.raises(RuntimeUnavailable) as caught:
+        find_kserve_python()
+    message = str(caught.value)
+    assert "spec.model.runtime esteira-kserve" in message
+    assert "make kserve-runtime" in message and "--kserve-python" in message and ENV_KSERVE_PYTHON in message
+
+
+def test_a_named_python_that_is_not_a_file_is_named(tmp_path: Path) -> None:
+    with pytest.raises(RuntimeUnavailable, match=r"--kserve-python names .*nowhere/python, which is not an executable"):
+        find_kserve_python(tmp_path / "nowhere" / "python")
+
+
+def test_a_python_without_kserve_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(ENV_KSERVE_PYTHON, sys.executable)  # the project's own environment: no kserve
+    with pytest.raises(RuntimeUnavailable, match=rf"\({ENV_KSERVE_PYTHON}\) cannot import kserve;"):
+        find_kserve_python()
+
+
+def test_the_option_wins_over_the_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    require_file(KSERVE_PYTHON, "run `make kserve-runtime`")
+    monkeypatch.setenv(ENV_KSERVE_PYTHON, str(tmp_path / "wrong"))
+    assert find_kserve_python(KSERVE_PYTHON) == KSERVE_PYTHON
+
+
+def test_the_repository_runtime_is_found_unnamed(monkeypatch: pytest.MonkeyPatch) -> None:
+    require_file(KSERVE_PYTHON, "run `make kserve-runtime`")
+    monkeypatch.delenv(ENV_KSERVE_PYTHON, raising=False)
+    assert find_kserve_python() == KSERVE_PYTHON
+
+
+@pytest.mark.usefixtures("no_repository_runtime")
+def test_esteira_up_without_the_runtime_fails_before_anything_starts(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    manifest = write_md(tmp_path / "md.yaml", packaged_folder(tmp_path), "esteira-kserve")
+    workdir = tmp_path / "run"
+    assert main(["up", "-f", str(manifest), "--port", "1", "--workdir", str(workdir)]) == 2
+    error = capsys.readouterr().err
+    assert error.startswith("esteira up: spec.model.runtime esteira-kserve needs KServe's model server")
+    assert "make kserve-runtime" in error
+    assert not workdir.exists()
+
+
+@pytest.mark.usefixtures("no_repository_runtime")
+def test_switching_the_file_to_a_missing_runtime_keeps_the_running_spec(tmp_path: Path) -> None:
+    folder = packaged_folder(tmp_path)
+    manifest = write_md(tmp_path / "md.yaml", folder, None)
+    events: list[str] = []
+    runtime = LocalRuntime(manifest, port=1, workdir=tmp_path / "run", log=events.append)
+    before = runtime.spec
+    write_md(manifest, folder, "esteira-kserve", batching="  batching: {maxBatchSize: 4}\n")
+    runtime._reload()
+    assert runtime.spec == before
+    assert any("RuntimeUnavailable" in line and "make kserve-runtime" in line for line in events), events
+
+
+def test_each_revision_gets_the_runtime_its_spec_names(tmp_path: Path) -> None:
+    require_file(KSERVE_PYTHON, "run `make kserve-runtime`")
+    folder = packaged_folder(tmp_path)
+    manifest = write_md(tmp_path / "md.yaml", folder, "esteira-kserve")
+    runtime = LocalRuntime(manifest, port=1, workdir=tmp_path / "run", log=lambda _: None, kserve_python=KSERVE_PYTHON)
+    server = runtime._new_server(1, "1.0.0", folder.as_uri())
+    assert isinstance(server, KServeServer) and server.python == KSERVE_PYTHON
+    write_md(manifest, folder, None)
+    runtime._reload()
+    assert isinstance(runtime._new_server(2, "1.0.0", folder.as_uri()), TorchServeServer)
+
+
+def test_esteira_kserve_gets_only_the_batching_the_spec_sets(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(ENV_BATCH_SIZE, "1")  # a leftover in the user's shell must not override the archive
+    server = KServeServer(1, "iris", "1.0.0", tmp_path, tmp_path / "run", spec_with(), python=Path(sys.executable))
+    env = server.environment()
+    assert ENV_BATCH_SIZE not in env and ENV_MAX_BATCH_DELAY_MS not in env
+    assert env["ESTEIRA_REVISION"] == "1" and env["ESTEIRA_MODEL_VERSION"] == "1.0.0"
+    server.spec = spec_with({"maxBatchSize": 4})
+    assert server.environment()[ENV_BATCH_SIZE] == "4" and ENV_MAX_BATCH_DELAY_MS not in server.environment()
+
+
+def test_esteira_kserve_listens_on_loopback_only(tmp_path: Path) -> None:
+    server = KServeServer(1, "iris", "1.0.0", tmp_path, tmp_path / "run", spec_with(), python=Path(sys.executable))
+    command = server.prepare()
+    assert command[:3] == [sys.executable, "-m", "model_handlers.kserve_server"]
+    assert "--host=127.0.0.1" in command and f"--http-port={server.port}" in command
+    assert server.metrics_url == f"http://127.0.0.1:{server.port}/metrics"
+
+
+@pytest.mark.parametrize(
+    ("batching", "expected"),
+    [
+        (None, ARCHIVE_BATCHING),
+        ({"maxBatchSize": 1}, {"batchSize": 1, "maxBatchDelay": 10}),
+        ({"maxBatchSize": 16, "maxBatchDelayMs": 3}, {"batchSize": 16, "maxBatchDelay": 3}),
+    ],
+)
+def test_torchserve_keeps_the_archive_batching_the_spec_leaves_out(
+    tmp_path: Path, batching: dict[str, int] | None, expected: dict[str, int]
+) -> None:
+    source = (packaged_folder(tmp_path) / "config" / "config.properties").read_text()
+    config = local_config(source, spec_with(batching), tmp_path, Ports(1, 2, 3, 4, 5))
+    entry = json.loads(parse_properties(config)["model_snapshot"])["models"]["iris"]["1.0.0"]
+    assert {key: entry[key] for key in expected} == expected
