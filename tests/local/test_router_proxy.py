@@ -1,0 +1,107 @@
+"""The local router as a proxy: what a backend answers reaches the caller whole (sized or chunked), errors become
+``{"error": ...}``, and one keep-alive connection to the backend carries request after request, errors included."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import aiohttp
+import uvloop
+from aiohttp import web
+
+from esteira.local.router import Router
+from esteira.local.server import free_port
+from esteira.local.split import Split
+from model_handlers.protocol import BINARY_HEADER
+
+PREDICT = "/v1/models/iris:predict"
+
+
+class Backend:
+    """A model server stand-in: answers by the request's ``answer`` field and notes each caller's port."""
+
+    def __init__(self) -> None:
+        self.client_ports: list[int] = []
+        self.request_ids: list[str | None] = []
+
+    async def predict(self, request: web.Request) -> web.StreamResponse:
+        peer = request.transport.get_extra_info("peername") if request.transport else None
+        self.client_ports.append(peer[1] if peer else -1)
+        self.request_ids.append(request.headers.get("X-Request-Id"))
+        kind = (await request.json())["answer"]
+        if kind == "error":
+            return web.json_response({"code": 500, "type": "InternalServerException", "message": "boom"}, status=500)
+        if kind == "chunked":
+            response = web.StreamResponse(headers={"Content-Type": "application/json", BINARY_HEADER: "7"})
+            response.enable_chunked_encoding()
+            await response.prepare(request)
+            for piece in (b'{"predictions": ', b'["a", ', b'"b"]}'):
+                await response.write(piece)
+            await response.write_eof()
+            return response
+        return web.json_response({"predictions": ["sized"]})
+
+
+@asynccontextmanager
+async def proxied() -> AsyncIterator[tuple[Router, Backend]]:
+    backend = Backend()
+    app = web.Application()
+    app.router.add_post(PREDICT, backend.predict)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    port = free_port()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    router = Router("iris", free_port())
+    router.set_backend(1, f"http://127.0.0.1:{port}")
+    router.set_split(Split(1), False)
+    await router.start()
+    try:
+        yield router, backend
+    finally:
+        await router.stop()
+        await runner.cleanup()
+
+
+async def _ask(session: aiohttp.ClientSession, router: Router, kind: str) -> tuple[int, dict[str, str], bytes]:
+    url = f"http://127.0.0.1:{router.port}{PREDICT}"
+    async with session.post(url, json={"answer": kind}, headers={"X-Request-Id": f"id-{kind}"}) as answer:
+        return answer.status, dict(answer.headers), await answer.read()
+
+
+def test_answers_reach_the_caller_whole_and_one_backend_connection_carries_them_all() -> None:
+    async def scenario() -> None:
+        async with proxied() as (router, backend), aiohttp.ClientSession() as session:
+            status, headers, body = await _ask(session, router, "chunked")
+            assert status == 200 and json.loads(body) == {"predictions": ["a", "b"]}
+            assert headers["Content-Length"] == str(len(body)) and headers[BINARY_HEADER] == "7"
+            assert headers["Content-Type"] == "application/json" and headers["x-model-revision"] == "1"
+            status, _, body = await _ask(session, router, "error")
+            assert (status, json.loads(body)) == (500, {"error": "boom"})
+            status, _, body = await _ask(session, router, "sized")
+            assert (status, json.loads(body)) == (200, {"predictions": ["sized"]})
+            assert len(backend.client_ports) == 3 and len(set(backend.client_ports)) == 1, backend.client_ports
+            assert backend.request_ids == ["id-chunked", "id-error", "id-sized"]
+            counts = router.arm(1).outcomes
+            assert (counts["ok"], counts["server_error"]) == (2, 1)
+
+    uvloop.run(scenario())
+
+
+def test_concurrent_requests_each_get_their_own_answer() -> None:
+    async def scenario() -> None:
+        async with proxied() as (router, backend), aiohttp.ClientSession() as session:
+            kinds = ["chunked", "sized", "error"] * 20
+            answers = await asyncio.gather(*(_ask(session, router, kind) for kind in kinds))
+            expected = {"chunked": (200, b'{"predictions": ["a", "b"]}'), "error": (500, b'{"error": "boom"}')}
+            for kind, (status, _, body) in zip(kinds, answers, strict=True):
+                want = expected.get(kind, (200, b'{"predictions": ["sized"]}'))
+                assert (status, json.loads(body)) == (want[0], json.loads(want[1])), kind
+            opened = set(backend.client_ports)
+            for _ in range(5):
+                await _ask(session, router, "sized")
+            assert set(backend.client_ports[len(kinds) :]) <= opened  # kept connections, not new ones
+
+    asyncio.run(scenario())
