@@ -214,8 +214,10 @@ class Router(ModelSurface):
     def _choose(self, split: Split, version: str | None, pinned: str | None) -> int:
         """By weight, unless pinned; a version narrows the choice to the arms serving it."""
         revision = choose(split, self.rng.random(), pinned)
+        if version is None:
+            return revision
         candidates = self._revisions_of(version)
-        if version is None or revision in candidates:
+        if revision in candidates:
             return revision
         if pinned is not None and pinned.strip():
             raise NotServing(f"revision {pinned.strip()} does not serve version {version!r}")

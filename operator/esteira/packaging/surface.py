@@ -208,8 +208,10 @@ class _Routes:
         if name != self.surface.name:
             raise web.HTTPNotFound(text=f"model {name!r} is not served here (only {self.surface.name!r})")
         version = request.match_info.get("version")
+        if version is None:  # no version in the path: whichever is served answers
+            return None
         served = list(self.surface.versions())
-        if version is not None and version not in served:
+        if version not in served:
             raise web.HTTPNotFound(
                 text=f"model {name!r} has no version {version!r} (serving: {', '.join(served) or 'none'})"
             )
