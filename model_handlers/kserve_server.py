@@ -2,11 +2,14 @@
 
 KServe's server brings the HTTP stack (uvicorn, Starlette), health, the model repository, its request metrics
 and graceful shutdown. Inference does not go through KServe's data plane: its v1 path decodes the JSON and its
-v2 path builds pydantic objects before a model sees a byte, and neither batches. Esteira's routes, put ahead of
-KServe's, hand the body as it came to the adaptive batcher (:mod:`model_handlers.batcher`), which runs batches
+v2 path builds pydantic objects before a model sees a byte, and neither batches. Esteira's inference routes, a
+bare ASGI layer uvicorn calls ahead of KServe's application and its middleware
+(:mod:`model_handlers.inference_asgi`), hand the body as it came to the adaptive batcher
+(:mod:`model_handlers.batcher`), which runs batches
 through ``EsteiraHandler.handle`` in-process (:mod:`model_handlers.inprocess`): the same parsing, validation,
 errors, metrics, drift counting and logging as under TorchServe. Metadata and errors answer as Esteira's front
-does (:mod:`esteira.packaging.surface`'s documents and ``{"error": ...}``).
+does (:mod:`esteira.packaging.surface`'s documents and ``{"error": ...}``). The loop is uvloop's, and torch gets
+one intra-op thread fewer than the CPUs (:mod:`model_handlers.threads`).
 
 Batching: ``ESTEIRA_BATCH_SIZE`` (else the archive's ``batchSize``) caps a batch; ``ESTEIRA_MAX_BATCH_DELAY_MS``
 is accepted and not needed: a batch is whatever queued while the previous one ran, so nobody waits for company.
@@ -15,6 +18,7 @@ is accepted and not needed: a batch is whatever queued while the previous one ra
 from __future__ import annotations
 
 import argparse
+import asyncio
 import logging
 import os
 import sys
@@ -30,14 +34,14 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from esteira.packaging.entrypoint import batch_settings_from_env
-from esteira.packaging.surface import RESPONSE_HEADERS, model_metadata, server_metadata
+from esteira.packaging.surface import model_metadata, server_metadata
 from model_handlers.batcher import AdaptiveBatcher
+from model_handlers.inference_asgi import ASGIApp, InferenceRoutes
 from model_handlers.inprocess import Answer, InProcessHandler, PrometheusMetrics, RawRequest
 
 DEFAULT_MODEL_DIR = "/mnt/models"
 DEFAULT_WORK_DIR = "/tmp/esteira"
 REQUEST_LOGGERS = ("kserve.trace", "uvicorn.access")
-_RESPONSE_HEADERS = {key.lower(): key for key in RESPONSE_HEADERS}
 
 
 def error(status: int, message: str) -> JSONResponse:
@@ -59,13 +63,10 @@ class EsteiraService:
         return [
             Route("/", self.root, methods=["GET"]),
             Route("/v1/models", self.v1_models, methods=["GET"]),
-            Route("/v1/models/{model}:predict", self.v1_predict, methods=["POST"]),
             Route("/v1/models/{model}", self.readiness, methods=["GET"]),
             Route("/v2", self.v2_server, methods=["GET"]),
             Route("/v2/health/live", self.live, methods=["GET"]),
             Route("/v2/health/ready", self.ready, methods=["GET"]),
-            Route("/v2/models/{model}/infer", self.v2_infer, methods=["POST"]),
-            Route(f"{by_version}/infer", self.v2_infer, methods=["POST"]),
             Route("/v2/models/{model}/ready", self.readiness, methods=["GET"]),
             Route(f"{by_version}/ready", self.readiness, methods=["GET"]),
             Route("/v2/models/{model}", self.v2_model, methods=["GET"]),
@@ -87,8 +88,6 @@ class EsteiraService:
         return JSONResponse({"models": [self.name]})
 
     async def readiness(self, request: Request) -> Response:
-        if request.path_params["model"].endswith(":predict"):
-            raise HTTPException(405, headers={"Allow": "POST"})
         self._check(request)
         return JSONResponse({"name": self.name, "ready": True})
 
@@ -105,31 +104,9 @@ class EsteiraService:
         self._check(request)
         return JSONResponse(model_metadata(self.name, [self.version], self.config))
 
-    async def v1_predict(self, request: Request) -> Response:
-        self._check(request)
-        return await self._infer(request)
-
-    async def v2_infer(self, request: Request) -> Response:
-        self._check(request)
-        return await self._infer(request)
-
-    async def _infer(self, request: Request) -> Response:
-        limit = self.config.max_body_bytes
-        declared = request.headers.get("content-length", "")
-        if declared.isdigit() and int(declared) > limit:
-            async for _ in request.stream():  # read and drop it: a client still sending would see a reset
-                pass
-            return error(413, f"the request body of {declared} bytes exceeded the limit of {limit} bytes")
-        body = await request.body()
-        if len(body) > limit:
-            return error(413, f"the request body of {len(body)} bytes exceeded the limit of {limit} bytes")
-        answer = await self.batcher.submit(RawRequest(body, dict(request.headers)))
-        headers = {
-            _RESPONSE_HEADERS[key.lower()]: value
-            for key, value in answer.headers.items()
-            if key.lower() in _RESPONSE_HEADERS
-        }
-        return Response(answer.body, status_code=answer.status, headers=headers)
+    def front(self, application: ASGIApp) -> InferenceRoutes:
+        """Inference ahead of ``application`` (KServe's), which keeps every other route."""
+        return InferenceRoutes(application, self.batcher, self.name, self.version, self.config.max_body_bytes)
 
 
 async def http_error(request: Request, exc: Exception) -> Response:
@@ -143,17 +120,28 @@ async def http_error(request: Request, exc: Exception) -> Response:
     return error(exc.status_code, str(exc.detail))
 
 
-def listen_on(host: str) -> None:
-    """Make the REST server ``kserve.ModelServer`` builds listen on ``host``: KServe always binds every interface."""
+def serve_through(host: str, front: ASGIApp) -> None:
+    """Make the REST server ``kserve.ModelServer`` builds listen on ``host`` (KServe always binds every interface)
+    and hand uvicorn ``front`` in place of KServe's application, which ``front`` wraps."""
     from kserve import model_server
     from kserve.protocol.rest.server import RESTServer
 
-    class BoundRESTServer(RESTServer):  # type: ignore[misc]
+    class EsteiraRESTServer(RESTServer):  # type: ignore[misc]
         def __init__(self, *args: Any, **kwargs: Any) -> None:
             super().__init__(*args, **kwargs)
-            self.config.host = host  # read when uvicorn binds, after this
+            self.config.host = host  # both are read when uvicorn starts, after this
+            self.config.app = front
 
-    model_server.RESTServer = BoundRESTServer
+    model_server.RESTServer = EsteiraRESTServer
+
+
+def use_uvloop() -> None:
+    """uvloop under KServe's ``asyncio.run`` (KServe's uvicorn only picks its loop when uvicorn runs the loop itself);
+    KServe also asks for the current loop before it starts, so there must be one."""
+    import uvloop
+
+    asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
+    asyncio.set_event_loop(asyncio.new_event_loop())
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -200,7 +188,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     model.load()
     if args.metrics_port:
         start_http_server(args.metrics_port, addr=args.host)
-    listen_on(args.host)
+    serve_through(args.host, service.front(app))
+    use_uvloop()
     server = kserve.ModelServer(http_port=args.http_port, enable_grpc=False, workers=1)
     if not args.log_requests:  # KServe logs two timing lines and an access line per request; a busy server drowns
         for name in REQUEST_LOGGERS:

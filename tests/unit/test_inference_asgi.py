@@ -1,0 +1,106 @@
+"""esteira-kserve's inference layer: inference to the batcher, everything else to KServe's application."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Sequence
+from typing import Any
+
+from model_handlers.batcher import AdaptiveBatcher
+from model_handlers.inference_asgi import InferenceRoutes, Message, Receive, Scope, Send
+from model_handlers.inprocess import Answer, RawRequest
+
+BINARY = "inference-header-content-length"
+
+
+class Echo:
+    """A model that answers each request with its body's length, and a header the layer must not pass on."""
+
+    def __init__(self) -> None:
+        self.seen: list[RawRequest] = []
+
+    def __call__(self, requests: Sequence[RawRequest]) -> list[Answer]:
+        self.seen.extend(requests)
+        headers = {"Content-Type": "application/octet-stream", BINARY: "12", "X-Internal": "no"}
+        return [Answer(200, str(len(request.body)).encode(), headers) for request in requests]
+
+
+async def inner(scope: Scope, receive: Receive, send: Send) -> None:
+    await send({"type": "http.response.start", "status": 299, "headers": []})
+    await send({"type": "http.response.body", "body": scope["path"].encode()})
+
+
+def call(method: str, path: str, chunks: Sequence[bytes], headers: dict[str, str] | None = None) -> dict[str, Any]:
+    """One request through the layer; the status, headers and body it sent back, and what the model saw."""
+    model = Echo()
+
+    async def scenario() -> list[Message]:
+        batcher = AdaptiveBatcher(model, max_batch_size=4)
+        routes = InferenceRoutes(inner, batcher, "iris", "1.0.0", max_body=10)
+        incoming = [
+            {"type": "http.request", "body": chunk, "more_body": index < len(chunks) - 1}
+            for index, chunk in enumerate(chunks)
+        ]
+        sent: list[Message] = []
+
+        async def receive() -> Message:
+            return incoming.pop(0)
+
+        async def send(message: Message) -> None:
+            sent.append(message)
+
+        raw = [(key.encode(), value.encode()) for key, value in (headers or {}).items()]
+        await routes({"type": "http", "method": method, "path": path, "headers": raw}, receive, send)
+        batcher.close()
+        return sent
+
+    sent = asyncio.run(scenario())
+    start, body = sent[0], sent[1]
+    return {
+        "status": start["status"],
+        "headers": {key.decode(): value.decode() for key, value in start["headers"]},
+        "body": body["body"],
+        "seen": model.seen,
+    }
+
+
+def test_a_v1_predict_goes_to_the_batcher_with_its_headers_and_only_protocol_headers_come_back() -> None:
+    answer = call("POST", "/v1/models/iris:predict", [b"abc", b"de"], {"Content-Type": "application/json"})
+    assert (answer["status"], answer["body"]) == (200, b"5")
+    assert answer["seen"][0].headers["content-type"] == "application/json"
+    assert answer["headers"] == {"content-type": "application/octet-stream", BINARY: "12", "content-length": "1"}
+
+
+def test_v2_infer_with_and_without_a_version() -> None:
+    assert call("POST", "/v2/models/iris/infer", [b"{}"])["body"] == b"2"
+    assert call("POST", "/v2/models/iris/versions/1.0.0/infer", [b"{}"])["body"] == b"2"
+
+
+def test_another_model_or_version_is_a_404_naming_it() -> None:
+    other = call("POST", "/v2/models/wine/infer", [b"{}"])
+    assert other["status"] == 404 and "'wine' is not served here" in json.loads(other["body"])["error"]
+    version = call("POST", "/v2/models/iris/versions/2.0.0/infer", [b"{}"])
+    assert version["status"] == 404 and "no version '2.0.0' (serving: 1.0.0)" in json.loads(version["body"])["error"]
+    assert other["seen"] == version["seen"] == []
+
+
+def test_a_body_over_the_limit_is_a_413_whether_declared_or_streamed() -> None:
+    declared = call("POST", "/v1/models/iris:predict", [b"x" * 11], {"content-length": "11"})
+    streamed = call("POST", "/v1/models/iris:predict", [b"x" * 6, b"x" * 6])
+    for answer, size in ((declared, 11), (streamed, 12)):
+        assert answer["status"] == 413
+        assert json.loads(answer["body"])["error"] == f"the request body of {size} bytes exceeded the limit of 10 bytes"
+        assert answer["seen"] == []
+
+
+def test_a_wrong_method_on_an_inference_path_is_a_405() -> None:
+    answer = call("GET", "/v1/models/iris:predict", [b""])
+    assert answer["status"] == 405 and answer["headers"]["allow"] == "POST"
+    assert json.loads(answer["body"])["error"] == "GET is not allowed on /v1/models/iris:predict; use POST"
+
+
+def test_every_other_path_goes_to_kserves_application() -> None:
+    for method, path in (("GET", "/v2/models/iris"), ("POST", "/v2/repository/index"), ("GET", "/metrics")):
+        answer = call(method, path, [b""])
+        assert (answer["status"], answer["body"]) == (299, path.encode())
