@@ -18,6 +18,8 @@ from __future__ import annotations
 import abc
 import json
 import logging
+import math
+import os
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -29,7 +31,7 @@ from ts.torch_handler.base_handler import BaseHandler
 from model_handlers.config import CONFIG_FILE, ConfigError, ModelConfig, load_config
 from model_handlers.drift import DriftCounter
 from model_handlers.inference_log import InferenceLog
-from model_handlers.metrics import HandlerMetrics
+from model_handlers.metrics import CounterBuffer, HandlerMetrics
 from model_handlers.protocol import (
     BINARY_HEADER,
     BadRequest,
@@ -48,6 +50,7 @@ from model_handlers.protocol import (
     parse_request,
     reason_phrase,
 )
+from model_handlers.threads import intra_op_threads
 
 logger = logging.getLogger(__name__)
 
@@ -142,6 +145,7 @@ class EsteiraHandler(BaseHandler, abc.ABC):  # type: ignore[misc]
         properties = context.system_properties
         model_dir = properties.get("model_dir")
         self.config = load_config(model_dir)  # ConfigError is already a RuntimeError with a precise message
+        torch.set_num_threads(intra_op_threads(os.environ))  # one CPU stays with the server in front
         serialized = (context.manifest or {}).get("model", {}).get("serializedFile")
         if getattr(context, "model_yaml_config", None) is None:
             context.model_yaml_config = {}  # BaseHandler expects a dict (TorchServe passes {} without a config)
@@ -164,7 +168,8 @@ class EsteiraHandler(BaseHandler, abc.ABC):  # type: ignore[misc]
         self.identity = self.config.identity(context.manifest)
         self.spec = self.config.input_spec()
         self.labels = self._check_model()
-        self.recorder = HandlerMetrics(self.identity)
+        self.counters = CounterBuffer()
+        self.recorder = HandlerMetrics(self.identity, self.counters)
         self.inference_log = InferenceLog.from_env(self.identity)
         self.drift = DriftCounter.load(model_dir, self.config, self.identity)
         if self.drift is not None:
@@ -246,7 +251,8 @@ class EsteiraHandler(BaseHandler, abc.ABC):  # type: ignore[misc]
         """Drift and data-quality counts of what the model is about to see (``model_handlers.drift``)."""
         tensors = [slot.tensor for slot in slots if slot.tensor is not None]
         if self.drift is not None and tensors:
-            self.drift.observe(getattr(context, "metrics", None), torch.cat(tensors), self.config)
+            batch = tensors[0] if len(tensors) == 1 else torch.cat(tensors)
+            self.drift.observe(getattr(context, "metrics", None), batch, self.config, self.counters)
 
     def _internal_error(self, data: Any, context: Any) -> tuple[list[_Slot], list[Any]]:
         """A 500 for every request of the batch, touching the context as little as possible."""
@@ -298,10 +304,24 @@ class EsteiraHandler(BaseHandler, abc.ABC):  # type: ignore[misc]
             for slot in good:
                 self._infer_one(slot)
             return
+        self._finish_batch(good, outputs)
+
+    def _finish_batch(self, good: list[_Slot], outputs: torch.Tensor) -> None:
+        """Predictions for the whole batch at once; per request (to isolate a failure) only when the batch's
+        outputs are not all finite or postprocessing fails."""
+        counts = [len(slot.parsed.instances) if slot.parsed else 0 for slot in good]
+        predictions: list[Prediction] | None = None
+        if math.isfinite(float(outputs.sum())):  # one reduction; an overflowing sum only costs the careful path
+            try:
+                predictions = self.postprocess_outputs(outputs)
+            except Exception:
+                logger.exception("postprocessing the batch failed; retrying request by request")
         start = 0
-        for slot in good:
-            count = len(slot.parsed.instances) if slot.parsed else 0
-            self._finish(slot, outputs[start : start + count])
+        for slot, count in zip(good, counts, strict=True):
+            if predictions is None:
+                self._finish(slot, outputs[start : start + count])
+            else:
+                slot.predictions, slot.tensor = predictions[start : start + count], None
             start += count
 
     def _infer_one(self, slot: _Slot) -> None:

@@ -27,7 +27,9 @@ rest are left out (logged once at load, and counted in ``esteira_drift_capped_to
 capped by the profile itself (32 numeric, 32 categories + one for the rest).
 
 Image models are profiled on cheap per-image statistics of the decoded pixels in 0..1: ``brightness``
-(mean) and ``contrast`` (standard deviation). A failure to count is logged, never raised.
+(mean) and ``contrast`` (standard deviation). A failure to count is logged, never raised. The counters are
+summed in the worker and written at most once a second per series, like the handler's own counters
+(:class:`model_handlers.metrics.CounterBuffer`): the same totals, for a handful of lines a second.
 """
 
 from __future__ import annotations
@@ -51,7 +53,7 @@ from esteira.drift.profile import (
     ReferenceProfile,
 )
 from model_handlers.config import ModelConfig
-from model_handlers.metrics import label_value
+from model_handlers.metrics import CounterBuffer, Definition, Update, label_value, write_metrics
 from model_handlers.protocol import Identity
 
 logger = logging.getLogger(__name__)
@@ -66,13 +68,13 @@ SERIES_CAP = 4096
 ENV_SERIES_CAP = "ESTEIRA_DRIFT_SERIES_CAP"
 IMAGE_FEATURES = ("brightness", "contrast")
 
-DEFINITIONS: dict[str, tuple[MetricTypes, tuple[str, ...]]] = {
-    BINS_TOTAL: (MetricTypes.COUNTER, ("ModelName", "Revision", "feature", "bin")),
-    REFERENCE: (MetricTypes.GAUGE, ("ModelName", "Revision", "feature", "bin")),
-    REFERENCE_PREDICTIONS: (MetricTypes.GAUGE, ("ModelName", "Revision", "class")),
-    INSTANCES_TOTAL: (MetricTypes.COUNTER, ("ModelName", "Revision")),
-    VIOLATIONS_TOTAL: (MetricTypes.COUNTER, ("ModelName", "Revision", "feature", "kind")),
-    CAPPED_TOTAL: (MetricTypes.COUNTER, ("ModelName", "Revision")),
+DEFINITIONS: dict[str, Definition] = {
+    BINS_TOTAL: (MetricTypes.COUNTER, "count", ("ModelName", "Revision", "feature", "bin")),
+    REFERENCE: (MetricTypes.GAUGE, "count", ("ModelName", "Revision", "feature", "bin")),
+    REFERENCE_PREDICTIONS: (MetricTypes.GAUGE, "count", ("ModelName", "Revision", "class")),
+    INSTANCES_TOTAL: (MetricTypes.COUNTER, "count", ("ModelName", "Revision")),
+    VIOLATIONS_TOTAL: (MetricTypes.COUNTER, "count", ("ModelName", "Revision", "feature", "kind")),
+    CAPPED_TOTAL: (MetricTypes.COUNTER, "count", ("ModelName", "Revision")),
 }
 Feature = NumericFeature | CategoricalFeature
 
@@ -107,6 +109,7 @@ class DriftCounter:
             used += len(labels)
             self.tracked.append((index[feature.name], feature, labels))
         self.series = used
+        self.names = {feature.name: label_value(feature.name) for _, feature, _ in self.tracked}
         self._warned = False
 
     @classmethod
@@ -140,7 +143,8 @@ class DriftCounter:
     def rows(self, batch: torch.Tensor, config: ModelConfig) -> list[list[float]]:
         """Feature values per instance: the tabular row, or an image's statistics in 0..1 pixel units."""
         if config.kind != "image":
-            return [[float(v) for v in row] for row in batch.reshape(len(batch), -1).tolist()]
+            rows: list[list[float]] = batch.reshape(len(batch), -1).float().tolist()
+            return rows
         pixels = batch.float()
         if config.std is not None:
             pixels = pixels * torch.tensor(config.std).view(1, -1, 1, 1)
@@ -177,43 +181,48 @@ class DriftCounter:
         """The reference gauges, and every bin counter at zero so `increase()` sees the first counts."""
         if cache is None:
             return
+        updates: list[Update] = []
+        for _, feature, labels in self.tracked:
+            name = self.names[feature.name]
+            for label, count in zip(labels, feature.counts, strict=True):
+                updates.append(self._update(REFERENCE, count, name, label))
+                updates.append(self._update(BINS_TOTAL, 0, name, label))
+        predictions = self.profile.predictions
+        if predictions is not None and predictions.labels is not None:
+            for cls, count in zip(predictions.labels, predictions.counts, strict=True):
+                updates.append(self._update(REFERENCE_PREDICTIONS, count, label_value(cls)))
+        updates.append(self._update(INSTANCES_TOTAL, 0))
         try:
-            for _, feature, labels in self.tracked:
-                name = label_value(feature.name)
-                for label, count in zip(labels, feature.counts, strict=True):
-                    self._update(cache, REFERENCE, count, name, label)
-                    self._update(cache, BINS_TOTAL, 0, name, label)
-            predictions = self.profile.predictions
-            if predictions is not None and predictions.labels is not None:
-                for cls, count in zip(predictions.labels, predictions.counts, strict=True):
-                    self._update(cache, REFERENCE_PREDICTIONS, count, label_value(cls))
-            self._update(cache, INSTANCES_TOTAL, 0)
+            write_metrics(cache, updates)
         except Exception:
             logger.exception("publishing the drift reference failed; inference goes on")
 
-    def observe(self, cache: Any, batch: torch.Tensor, config: ModelConfig) -> None:
-        """Count one batch of preprocessed inputs (the tensor that goes to the model)."""
+    def observe(self, cache: Any, batch: torch.Tensor, config: ModelConfig, counters: CounterBuffer) -> None:
+        """Count one batch of preprocessed inputs (the tensor that goes to the model) into ``counters``, which
+        write each series' sum at most once a second (:class:`model_handlers.metrics.CounterBuffer`)."""
         if cache is None or len(batch) == 0:
             return
         try:
             rows = self.rows(batch, config)
             bins, violations = self.count(rows)
-            self._update(cache, INSTANCES_TOTAL, len(rows))
-            for (feature, label), count in bins.items():
-                self._update(cache, BINS_TOTAL, count, label_value(feature), label)
-            for (feature, kind), count in violations.items():
-                self._update(cache, VIOLATIONS_TOTAL, count, label_value(feature), kind)
+            self._add(counters, cache, INSTANCES_TOTAL, [(self.base, len(rows))])
+            self._add(counters, cache, BINS_TOTAL, self._series(bins))
+            self._add(counters, cache, VIOLATIONS_TOTAL, self._series(violations))
             if self.left_out:
-                self._update(cache, CAPPED_TOTAL, len(rows))
+                self._add(counters, cache, CAPPED_TOTAL, [(self.base, len(rows))])
         except Exception:
             if not self._warned:
                 logger.exception("counting drift failed; inference goes on")
                 self._warned = True
 
-    def _update(self, cache: Any, name: str, value: float, *extra: str) -> None:
-        metric_type, dimensions = DEFINITIONS[name]
-        try:
-            metric = cache.get_metric(name, metric_type)
-        except Exception:  # not declared in the metrics config: declare it on the fly
-            metric = cache.add_metric_to_cache(name, "count", list(dimensions), metric_type)
-        metric.add_or_update(value, [*self.base, *extra])
+    def _series(self, counts: Counter[tuple[str, str]]) -> list[tuple[tuple[str, ...], float]]:
+        """(feature, bin or kind) counts as (metric labels, count)."""
+        return [((*self.base, self.names[feature], second), count) for (feature, second), count in counts.items()]
+
+    @staticmethod
+    def _add(counters: CounterBuffer, cache: Any, name: str, increments: list[tuple[tuple[str, ...], float]]) -> None:
+        if increments:
+            counters.add_all(cache, name, DEFINITIONS[name], increments)
+
+    def _update(self, name: str, value: float, *extra: str) -> Update:
+        return (name, DEFINITIONS[name], value, (*self.base, *extra))

@@ -368,7 +368,20 @@ def _tabular_instance(item: Any, spec: InputSpec, where: str, budget: _Budget) -
         raise BadRequest(f"{where}: expected a list of {n} numbers or named features, got {_kind(item)}")
     if len(item) != n:
         raise BadRequest(f"{where}: wrong shape: expected {n} features, got {len(item)}")
-    return tuple(_number(value, f"{where}[{index}]") for index, value in enumerate(item))
+    return _numbers(item, where)
+
+
+def _numbers(values: list[Any], where: str) -> tuple[float, ...]:
+    """A list of numbers as floats; the checks of :func:`_number` run element by element (naming the element)
+    only when the whole list fails the quick test: every element an int or float, finite, within float32."""
+    if all(type(value) is float or type(value) is int for value in values):
+        try:
+            numbers = tuple(map(float, values))
+        except OverflowError:  # an integer beyond any float: the careful path names it
+            numbers = ()
+        if len(numbers) == len(values) and all(-FLOAT32_MAX <= number <= FLOAT32_MAX for number in numbers):
+            return numbers  # NaN fails the comparison, so it takes the careful path too
+    return tuple(_number(value, f"{where}[{index}]") for index, value in enumerate(values))
 
 
 def _named_features(item: Mapping[str, Any], spec: InputSpec, where: str) -> tuple[float, ...]:

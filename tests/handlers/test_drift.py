@@ -74,7 +74,8 @@ def test_series_stay_bounded_and_memory_flat_over_a_long_stream() -> None:
         bins, violations = counter.count((rng.normal(loc=step / 20, size=(64, 50)) * 5).tolist())
         seen |= set(bins) | set(violations)
     assert len(seen) <= counter.series + 50 * 3  # bins, plus at most three violation kinds per feature
-    assert counter.__dict__.keys() == {"profile", "base", "tracked", "left_out", "series", "_warned"}
+    assert counter.__dict__.keys() == {"profile", "base", "tracked", "left_out", "series", "names", "_warned"}
+    assert counter.names.keys() == {feature.name for _, feature, _ in counter.tracked}
 
 
 def _tabular_with_profile(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> ModelDir:
@@ -88,7 +89,8 @@ def _tabular_with_profile(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Mo
 
 
 def _metric_lines(caplog: pytest.LogCaptureFixture) -> list[str]:
-    return [r.getMessage() for r in caplog.records if r.name == METRICS_LOGGER]
+    """Each metric line the handler wrote (one log record carries a handler call's lines)."""
+    return [line for r in caplog.records if r.name == METRICS_LOGGER for line in r.getMessage().splitlines()]
 
 
 def _total(lines: list[str], name: str, **labels: str) -> float:

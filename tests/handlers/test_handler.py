@@ -14,15 +14,19 @@ import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from torch import nn
+from ts.metrics.metric_cache_yaml_impl import MetricsCacheYamlImpl
+from ts.metrics.metric_type_enum import MetricTypes
 
+import model_handlers
 from model_handlers.base import EsteiraHandler, ModelLoadError, detect_envelope
 from model_handlers.config import ConfigError
 from model_handlers.image import ImageClassifierHandler
-from model_handlers.metrics import HandlerMetrics, label_value
+from model_handlers.metrics import HandlerMetrics, label_value, metric_line
 from model_handlers.protocol import Identity
 from model_handlers.tabular import TabularHandler
 from tests.handlers import models
 from tests.handlers.conftest import ContextFactory, ModelDir, json_headers, make_model_dir
+from tests.support.waiting import eventually
 
 METRICS_LOGGER = "ts.metrics.caching_metric"
 pytestmark = pytest.mark.filterwarnings("ignore:`torch.jit.load` is deprecated:DeprecationWarning")
@@ -65,6 +69,11 @@ def call(
     answers = handler.handle(rows, context)
     statuses = [context.get_response_status(idx)[0] for idx in range(len(rows))]
     return answers, statuses, context
+
+
+def metric_lines(caplog: pytest.LogCaptureFixture) -> list[str]:
+    """Each ``[METRICS]`` line written (one log record carries all the lines of one write)."""
+    return [line for r in caplog.records if r.name == METRICS_LOGGER for line in r.getMessage().splitlines()]
 
 
 @pytest.fixture
@@ -150,6 +159,29 @@ def test_non_finite_outputs_fail_only_their_request(
     assert json.loads(answers[0]) == {"error": "the model produced non-finite outputs"}
     # the answer is strict JSON: no NaN sneaks through
     assert "NaN" not in answers[1]
+
+
+def test_postprocessing_that_fails_on_the_batch_is_retried_request_by_request(
+    tabular: EsteiraHandler,
+    make_context: ContextFactory,
+    model_dirs: dict[str, ModelDir],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    whole = type(tabular).postprocess_outputs
+    sizes: list[int] = []
+
+    def only_one_row_at_a_time(outputs: torch.Tensor) -> Any:
+        sizes.append(int(outputs.shape[0]))
+        if outputs.shape[0] > 1:
+            raise ValueError("cannot take a batch")
+        return whole(tabular, outputs)
+
+    monkeypatch.setattr(tabular, "postprocess_outputs", only_one_row_at_a_time)
+    features = [[9.0, 0.0, 0.0, 0.0], [0.0, 5.0, 0.0, 0.0]]
+    answers, statuses, _ = call(tabular, make_context, model_dirs["tabular"], [{"body": row} for row in features])
+    assert statuses == [200, 200]
+    assert sizes == [2, 1, 1]
+    assert [json.loads(answer)["label"] for answer in answers] == [models.expected_tabular(row)[0] for row in features]
 
 
 def test_outputs_that_overflow_on_extreme_inputs_are_the_callers_fault(
@@ -299,7 +331,7 @@ def test_metrics_are_emitted_with_model_and_revision(
     rows = [{"body": [[1, 2, 3, 4], [9, 0, 0, 0]]}, {"body": b"[1,"}, {"body": [0, 5, 0, 0]}]
     with caplog.at_level(logging.INFO, logger=METRICS_LOGGER):
         call(handler, make_context, model_dirs["tabular"], rows)
-    lines = [record.getMessage() for record in caplog.records if record.name == METRICS_LOGGER]
+    lines = [line for line in metric_lines(caplog) if "Revision:rev-42" in line]  # others may write late counts
     text = "\n".join(lines)
     assert "[METRICS]esteira_requests_total.Count:2|#ModelName:tabular,Revision:rev-42,outcome:ok|#type:COUNTER" in text
     assert "esteira_requests_total.Count:1|#ModelName:tabular,Revision:rev-42,outcome:client_error|" in text
@@ -310,6 +342,32 @@ def test_metrics_are_emitted_with_model_and_revision(
     # One line per metric and label set per batch: the frontend parses each line again.
     assert text.count("esteira_request_duration_seconds.Seconds:") == 1
     assert len(lines) == len(set(lines)) == 7  # duration, batch size, 2 outcomes, 3 classes
+
+
+def test_counters_of_batches_in_quick_succession_are_written_summed(
+    model_dirs: dict[str, ModelDir],
+    make_context: ContextFactory,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    monkeypatch.setenv("ESTEIRA_REVISION", "rev-43")
+    handler = load(TabularHandler, model_dirs["tabular"], make_context)
+    handler.counters.interval = 2.0  # far longer than three in-process calls take
+    rows = [{"body": [9, 0, 0, 0]}, {"body": [0, 5, 0, 0]}]
+
+    def written() -> list[str]:
+        return [line for line in metric_lines(caplog) if "Revision:rev-43" in line]
+
+    with caplog.at_level(logging.INFO, logger=METRICS_LOGGER):
+        for _ in range(3):
+            call(handler, make_context, model_dirs["tabular"], rows)
+        histograms = [line for line in written() if "#type:HISTOGRAM" in line]
+        assert len(histograms) == 6  # duration and batch size, with every batch
+        ok = "esteira_requests_total.Count:{}|#ModelName:tabular,Revision:rev-43,outcome:ok|"
+        assert any(ok.format(2) in line for line in written())  # the first batch after a quiet spell: at once
+        eventually(lambda: any(ok.format(4) in line for line in written()), 10, "the next two batches' sum")
+    counters = [line for line in written() if "esteira_requests_total" in line]
+    assert len(counters) == 2  # one line for the first batch, one for the two after it
 
 
 def test_metrics_never_break_inference() -> None:
@@ -323,6 +381,27 @@ def test_metrics_never_break_inference() -> None:
     recorder = HandlerMetrics(Identity("m", "1", "r"))
     recorder.record_batch(Exploding(), seconds=0.1, statuses=[200], predicted=["a"], batch_size=1)
     recorder.record_batch(None, seconds=0.1, statuses=[200], predicted=["a"], batch_size=1)
+
+
+@pytest.mark.parametrize(
+    ("name", "kind", "value", "labels"),
+    [
+        ("esteira_request_duration_seconds", MetricTypes.HISTOGRAM, 0.0125, ["iris", "7"]),
+        ("esteira_requests_total", MetricTypes.COUNTER, 3, ["iris", "7", "ok"]),
+        ("esteira_drift_reference", MetricTypes.GAUGE, 0, ["iris", "7", "petal_width_(cm)", "+Inf"]),
+    ],
+)
+def test_metric_lines_are_the_lines_torchserve_writes(
+    name: str, kind: MetricTypes, value: float, labels: list[str], caplog: pytest.LogCaptureFixture
+) -> None:
+    """Esteira writes a handler call's metric lines in one record; each must read as TorchServe's own."""
+    cache = MetricsCacheYamlImpl(config_file_path=str(model_handlers.metrics_config()))
+    cache.initialize_cache()
+    metric = cache.get_metric(name, kind)
+    with caplog.at_level(logging.INFO, logger=METRICS_LOGGER):
+        metric.add_or_update(value, labels)
+    (written,) = metric_lines(caplog)
+    assert metric_line(metric, value, labels).rsplit(",", 1)[0] == written.rsplit(",", 1)[0]  # but the second
 
 
 def test_label_values_survive_the_metric_log_format() -> None:
