@@ -204,6 +204,33 @@ def shutdown_leaves_no_process(local: RuntimeThread) -> None:
     assert not local.runtime.servers
 
 
+def test_a_canary_moves_the_model_to_the_other_runtime(tmp_path: Path) -> None:
+    """A new version on esteira-kserve canaries beside stable's TorchServe, is judged on the same evidence and
+    promoted; TorchServe's revision then drains and stops. Load throughout drops no request."""
+    need_runtime(None)
+    need_runtime("esteira-kserve")
+    manifest = tmp_path / "iris.yaml"
+    write_manifest(manifest, "1.0.0", "iris-1.0.0")
+    thread = RuntimeThread(LocalRuntime(manifest, port=free_port(), workdir=tmp_path / "run", log=print)).start()
+    load = LoadGenerator(thread.runtime.url, "iris", clients=2, batch=8, pause=0.03)
+    thread.loop.call_soon_threadsafe(load.start)
+    thread.before_stop.append(load.stop)
+    try:
+        runtime = thread.runtime
+        torchserve = runtime.servers[1]
+        write_manifest(manifest, "1.0.1", "iris-1.0.0", runtime="esteira-kserve")
+        wait_for(lambda: runtime.router.split and runtime.router.split.canary == 2, 60, "canary revision 2 serving")
+        assert (torchserve.runtime, runtime.servers[2].runtime) == ("TorchServe", "esteira-kserve")
+        assert wait_for(lambda: _outcome(thread, 2), 90, "revision 2 judged") == "Promoted"
+        wait_for(lambda: 1 not in runtime.servers, 40, "TorchServe's revision retired")
+        status, headers, _ = http(f"{runtime.url}/v1/models/iris:predict", {"instances": [[5, 3, 1, 0.2]]})
+        assert status == 200 and headers["x-model-revision"] == "2"
+    finally:
+        thread.stop()
+    failed = {status: n for status, n in load.statuses.items() if not 200 <= status < 300}
+    assert sum(load.statuses.values()) > 50 and not failed, load.statuses
+
+
 def test_port_in_use_names_the_port(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     need_torchserve()
     manifest = tmp_path / "iris.yaml"
