@@ -222,6 +222,8 @@ def test_a_canary_moves_the_model_to_the_other_runtime(tmp_path: Path) -> None:
         wait_for(lambda: runtime.router.split and runtime.router.split.canary == 2, 60, "canary revision 2 serving")
         assert (torchserve.runtime, runtime.servers[2].runtime) == ("TorchServe", "esteira-kserve")
         assert wait_for(lambda: _outcome(thread, 2), 90, "revision 2 judged") == "Promoted"
+        judged = [e.message for e in runtime.timeline if e.reason == "AnalysisPassed" and "revision 2" in e.message]
+        assert any("prediction-shift" in message for message in judged), judged  # both servers' class counts
         wait_for(lambda: 1 not in runtime.servers, 40, "TorchServe's revision retired")
         status, headers, _ = http(f"{runtime.url}/v1/models/iris:predict", {"instances": [[5, 3, 1, 0.2]]})
         assert status == 200 and headers["x-model-revision"] == "2"
