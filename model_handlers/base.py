@@ -74,6 +74,7 @@ class _Slot:
     parsed: ParsedRequest | None = None
     tensor: torch.Tensor | None = None
     predictions: list[Prediction] = field(default_factory=list)
+    document: Any = None  # the JSON answer before encoding: the inference log takes it as is, not parsed again
     status: int = 200
     message: str = ""
 
@@ -241,7 +242,10 @@ class EsteiraHandler(BaseHandler, abc.ABC):  # type: ignore[misc]
             slots, answers = self._internal_error(data, context)
         self._record(context, slots, time.perf_counter() - started)
         if self.inference_log is not None and not envelope and isinstance(data, list):
-            self.inference_log.observe(context, data, answers, [(slot.status, slot.predictions) for slot in slots])
+            documents = [
+                answer if slot.document is None else slot.document for slot, answer in zip(slots, answers, strict=True)
+            ]
+            self.inference_log.observe(context, data, documents, [(slot.status, slot.predictions) for slot in slots])
         if envelope:
             self._warn_envelope(envelope, context)
             return list(answers[0])  # the envelope wraps the one answer it can carry
@@ -373,7 +377,10 @@ class EsteiraHandler(BaseHandler, abc.ABC):  # type: ignore[misc]
             if with_context:
                 context.set_response_status(slot.status, reason_phrase(slot.message), idx)
             body: Any = error_body(slot.message)
-            return [body] if envelope else json.dumps(body)
+            if envelope:
+                return [body]
+            slot.document = body
+            return json.dumps(body)
         if with_context:
             context.set_response_status(200, "OK", idx)
         if envelope == "kserve":
@@ -387,6 +394,7 @@ class EsteiraHandler(BaseHandler, abc.ABC):  # type: ignore[misc]
             context.set_response_content_type(idx, BINARY_CONTENT_TYPE)
             context.set_response_header(idx, BINARY_HEADER, str(header_length))
             return payload
+        slot.document = body
         return json.dumps(body, allow_nan=False)
 
     def _record(self, context: Any, slots: list[_Slot], seconds: float) -> None:

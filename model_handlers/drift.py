@@ -143,7 +143,7 @@ class DriftCounter:
     def rows(self, batch: torch.Tensor, config: ModelConfig) -> list[list[float]]:
         """Feature values per instance: the tabular row, or an image's statistics in 0..1 pixel units."""
         if config.kind != "image":
-            rows: list[list[float]] = batch.reshape(len(batch), -1).float().tolist()
+            rows: list[list[float]] = batch.reshape(batch.shape[0], -1).float().tolist()
             return rows
         pixels = batch.float()
         if config.std is not None:
@@ -200,29 +200,24 @@ class DriftCounter:
     def observe(self, cache: Any, batch: torch.Tensor, config: ModelConfig, counters: CounterBuffer) -> None:
         """Count one batch of preprocessed inputs (the tensor that goes to the model) into ``counters``, which
         write each series' sum at most once a second (:class:`model_handlers.metrics.CounterBuffer`)."""
-        if cache is None or len(batch) == 0:
+        if cache is None or batch.shape[0] == 0:
             return
         try:
             rows = self.rows(batch, config)
             bins, violations = self.count(rows)
-            self._add(counters, cache, INSTANCES_TOTAL, [(self.base, len(rows))])
-            self._add(counters, cache, BINS_TOTAL, self._series(bins))
-            self._add(counters, cache, VIOLATIONS_TOTAL, self._series(violations))
+            updates = [self._update(INSTANCES_TOTAL, len(rows))]
+            updates += [self._update(BINS_TOTAL, n, self.names[feature], label) for (feature, label), n in bins.items()]
+            updates += [
+                self._update(VIOLATIONS_TOTAL, n, self.names[feature], kind)
+                for (feature, kind), n in violations.items()
+            ]
             if self.left_out:
-                self._add(counters, cache, CAPPED_TOTAL, [(self.base, len(rows))])
+                updates.append(self._update(CAPPED_TOTAL, len(rows)))
+            counters.add(cache, updates)
         except Exception:
             if not self._warned:
                 logger.exception("counting drift failed; inference goes on")
                 self._warned = True
-
-    def _series(self, counts: Counter[tuple[str, str]]) -> list[tuple[tuple[str, ...], float]]:
-        """(feature, bin or kind) counts as (metric labels, count)."""
-        return [((*self.base, self.names[feature], second), count) for (feature, second), count in counts.items()]
-
-    @staticmethod
-    def _add(counters: CounterBuffer, cache: Any, name: str, increments: list[tuple[tuple[str, ...], float]]) -> None:
-        if increments:
-            counters.add_all(cache, name, DEFINITIONS[name], increments)
 
     def _update(self, name: str, value: float, *extra: str) -> Update:
         return (name, DEFINITIONS[name], value, (*self.base, *extra))

@@ -97,25 +97,27 @@ def write_metrics(cache: Any, updates: Sequence[Update]) -> None:
     lines its ``CachingMetric.emit_metrics`` writes, all of them in one log record: the frontend reads them
     line by line as ever, and the worker pays one logging call per handler call instead of one per line."""
     lines = []
+    stamp = f"{socket.gethostname()},{int(time.time())}"
     for name, (metric_type, unit, dimensions), value, labels in updates:
         try:
             metric = cache.get_metric(name, metric_type)
         except Exception:  # not declared in the metrics config: declare it on the fly
             metric = cache.add_metric_to_cache(name, unit, list(dimensions), metric_type)
         if isinstance(metric, CachingMetric):
-            lines.append(metric_line(metric, value, labels))
+            lines.append(metric_line(metric, value, labels, stamp))
         else:
             metric.add_or_update(value, list(labels))
     if lines:
         _TS_METRICS_LOG.info("\n".join(lines))
 
 
-def metric_line(metric: CachingMetric, value: float, labels: Sequence[str]) -> str:
-    """The ``[METRICS]`` line TorchServe 0.12's ``CachingMetric`` writes for an update without a request id."""
+def metric_line(metric: CachingMetric, value: float, labels: Sequence[str], stamp: str) -> str:
+    """The ``[METRICS]`` line TorchServe 0.12's ``CachingMetric`` writes for an update without a request id;
+    ``stamp`` is its ``hostname,epoch seconds`` tail."""
     dimensions = ",".join(f"{name}:{label}" for name, label in zip(metric.dimension_names, labels, strict=True))
     return (
         f"[METRICS]{metric.metric_name}.{metric.unit}:{value}|#{dimensions}|#type:{metric.metric_type.name}"
-        f"|#hostname:{socket.gethostname()},{int(time.time())}"
+        f"|#hostname:{stamp}"
     )
 
 
@@ -138,19 +140,14 @@ class CounterBuffer:
         self._flusher: threading.Thread | None = None
         self._warned = False
 
-    def add(self, cache: Any, name: str, definition: Definition, value: float, labels: Sequence[str]) -> None:
-        self.add_all(cache, name, definition, [(tuple(labels), value)])
-
-    def add_all(
-        self, cache: Any, name: str, definition: Definition, increments: Iterable[tuple[tuple[str, ...], float]]
-    ) -> None:
-        """Add ``value`` to each series ``labels`` of one counter."""
+    def add(self, cache: Any, increments: Iterable[Update]) -> None:
+        """Add each increment's value to its series."""
         with self._lock:
             pending = self._pending
-            for labels, value in increments:
-                key = (name, labels)
+            for name, definition, value, labels in increments:
+                key = (name, tuple(labels))
                 pending[key] = pending.get(key, 0.0) + value
-            self._definitions[name] = definition
+                self._definitions[name] = definition
             self._cache = cache
 
     def flush_due(self) -> None:
@@ -222,13 +219,16 @@ class HandlerMetrics:
                     (BATCH_SIZE, DEFINITIONS[BATCH_SIZE], batch_size, self.base),
                 ],
             )
-            for outcome, count in Counter(Outcome.of(status) for status in statuses).items():
-                self.counters.add(
-                    cache, REQUESTS_TOTAL, DEFINITIONS[REQUESTS_TOTAL], count, (*self.base, outcome.value)
-                )
-            for label, count in Counter(predicted).items():
-                labels = (*self.base, label_value(label))
-                self.counters.add(cache, PREDICTIONS_TOTAL, DEFINITIONS[PREDICTIONS_TOTAL], count, labels)
+            outcomes = Counter(Outcome.of(status) for status in statuses)
+            classes = Counter(predicted)
+            self.counters.add(
+                cache,
+                [(REQUESTS_TOTAL, DEFINITIONS[REQUESTS_TOTAL], n, (*self.base, o.value)) for o, n in outcomes.items()]
+                + [
+                    (PREDICTIONS_TOTAL, DEFINITIONS[PREDICTIONS_TOTAL], n, (*self.base, label_value(label)))
+                    for label, n in classes.items()
+                ],
+            )
         except Exception:  # never let metrics break an answer
             if not self._warned:
                 logger.exception("recording Esteira metrics failed; inference goes on")

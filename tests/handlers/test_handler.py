@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import json
 import logging
+import socket
+import time
 from typing import Any
 
 import pytest
@@ -401,7 +403,8 @@ def test_metric_lines_are_the_lines_torchserve_writes(
     with caplog.at_level(logging.INFO, logger=METRICS_LOGGER):
         metric.add_or_update(value, labels)
     (written,) = metric_lines(caplog)
-    assert metric_line(metric, value, labels).rsplit(",", 1)[0] == written.rsplit(",", 1)[0]  # but the second
+    stamp = f"{socket.gethostname()},{int(time.time())}"
+    assert metric_line(metric, value, labels, stamp).rsplit(",", 1)[0] == written.rsplit(",", 1)[0]  # to the second
 
 
 def test_label_values_survive_the_metric_log_format() -> None:
