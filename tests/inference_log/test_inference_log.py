@@ -7,12 +7,23 @@ import json
 import threading
 import time
 import uuid
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from model_handlers.inference_log import REDACTED, InferenceLog, LogSettings, Outbox, redact, sampled
+from esteira.vocabulary import COLLECTOR_RECORDS_PATH
+from model_handlers.inference_log import (
+    REDACTED,
+    InferenceLog,
+    LogSettings,
+    Outbox,
+    http_sender,
+    redact,
+    sampled,
+)
 from model_handlers.protocol import Identity, Prediction
 from tests.support.waiting import eventually
 
@@ -137,3 +148,37 @@ def test_records_carry_identity_predictions_and_redacted_inputs_and_retry_until_
     assert (response["revision"], response["modelversion"], response["inferenceservicename"]) == ("3", "1.0.1", "iris")
     assert json.loads(response["predictions"]) == [0.5]
     assert outbox.dropped == 0
+
+
+def test_the_sender_keeps_its_connection_reopens_a_closed_one_and_raises_on_errors() -> None:
+    posts: list[tuple[int, list[dict[str, Any]]]] = []  # (client port: one per connection, records)
+
+    class Collector(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def do_POST(self) -> None:
+            records = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+            posts.append((self.client_address[1], records))
+            self.send_response(500 if records[0]["id"] == "broken" else 200)
+            self.send_header("Content-Length", "0")
+            if len(posts) == 2:
+                self.send_header("Connection", "close")
+            self.end_headers()
+
+        def log_message(self, *_: Any) -> None:
+            """Quiet."""
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Collector)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        send = http_sender(LogSettings(url=f"http://127.0.0.1:{server.server_address[1]}{COLLECTOR_RECORDS_PATH}"))
+        for index in range(4):
+            send([{"id": str(index)}])
+        with pytest.raises(RuntimeError, match="HTTP 500"):
+            send([{"id": "broken"}])
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert [records[0]["id"] for _, records in posts] == ["0", "1", "2", "3", "broken"]
+    ports = [port for port, _ in posts]
+    assert ports[0] == ports[1] != ports[2] == ports[3] == ports[4]  # a new connection only after the close
