@@ -16,10 +16,12 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +30,7 @@ import torch
 import model_handlers
 from benchmarks.load import median_point, run_point, wrk_binary
 from benchmarks.report import write_markdown
+from esteira.vocabulary import COLLECTOR_RECORDS_PATH, ENV_LOG_MODE, ENV_LOG_URL
 from tests.support.torchserve import ModelArchive, TorchServe, build_mar, free_port
 
 REPO = Path(__file__).resolve().parents[1]
@@ -36,6 +39,7 @@ MODELS = REPO / "build" / "models"
 DEMO = REPO / "build" / "demo"
 RUNTIME_PYTHON = REPO / ".tools" / "kserve-runtime-venv" / "bin" / "python"
 STOCK_HANDLER = REPO / "benchmarks" / "stock_handler.py"
+STOCK_IMAGE_HANDLER = REPO / "benchmarks" / "stock_image_handler.py"
 # The flags the test harness and `esteira up` give TorchServe's JVM (quick start), against TorchServe's defaults.
 FAST_START_VMARGS = "-Xmx512m -XX:+UseSerialGC -XX:TieredStopAtLevel=1 -Xss512k"
 DEFAULT_VMARGS = "-Xmx512m"
@@ -145,40 +149,66 @@ def router(work: Path, backend: str, build: str = "iris-1.0.0") -> Any:
 
 
 def archives(store: Path) -> list[str]:
-    """Stock and Esteira archives of the demo models, batched and not."""
-    extras = {
-        name: [DEMO / build / "esteira-model.json", DEMO / build / "reference-profile.json"]
-        for name, build in (("iris", "iris-1.0.0"), ("digits", "digits-1.0.0"))
-    }
-    wanted = [
-        ModelArchive("iris_stock_b8", DEMO / "iris-1.0.0" / "model.pt", str(STOCK_HANDLER), model_config=BATCHED),
-        ModelArchive("iris_stock_b1", DEMO / "iris-1.0.0" / "model.pt", str(STOCK_HANDLER), model_config=UNBATCHED),
-        ModelArchive(
-            "iris",
-            DEMO / "iris-1.0.0" / "model.pt",
-            str(model_handlers.handler_file("tabular")),
-            extras["iris"],
-            model_config=BATCHED,
-        ),
-        ModelArchive(
-            "iris_b1",
-            DEMO / "iris-1.0.0" / "model.pt",
-            str(model_handlers.handler_file("tabular")),
-            extras["iris"],
-            model_config=UNBATCHED,
-        ),
-    ]
+    """Stock and Esteira archives of the demo models (tabular iris, image digits), batched and not."""
+    wanted = []
+    for name, build, kind, stock in (
+        ("iris", "iris-1.0.0", "tabular", STOCK_HANDLER),
+        ("digits", "digits-1.0.0", "image", STOCK_IMAGE_HANDLER),
+    ):
+        model = DEMO / build / "model.pt"
+        esteira = str(model_handlers.handler_file(kind))  # type: ignore[arg-type]
+        extras = [DEMO / build / "esteira-model.json", DEMO / build / "reference-profile.json"]
+        wanted += [
+            ModelArchive(f"{name}_stock_b8", model, str(stock), model_config=BATCHED),
+            ModelArchive(f"{name}_stock_b1", model, str(stock), model_config=UNBATCHED),
+            ModelArchive(name, model, esteira, extras, model_config=BATCHED),
+            ModelArchive(f"{name}_b1", model, esteira, extras, model_config=UNBATCHED),
+        ]
     for archive in wanted:
         build_mar(archive, store)
     return [archive.name for archive in wanted]
 
 
+class RecordSink:
+    """Where Esteira's handlers send inference records during the benchmark: a collector stand-in on loopback
+    that reads each batch and counts it, so logging costs the model server what it costs in production."""
+
+    def __init__(self) -> None:
+        sink = self
+
+        class Receiver(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"  # keeps the connection open, as the collector does
+
+            def do_POST(self) -> None:
+                size = int(self.headers.get("Content-Length") or 0)
+                self.rfile.read(size)
+                with sink.lock:
+                    sink.posts, sink.bytes = sink.posts + 1, sink.bytes + size
+                self.send_response(204)
+                self.end_headers()
+
+            def log_message(self, *_: Any) -> None:
+                """Quiet: one line per batch of records is noise here."""
+
+        self.lock = threading.Lock()
+        self.posts = self.bytes = 0
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Receiver)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}{COLLECTOR_RECORDS_PATH}"
+        threading.Thread(target=self.server.serve_forever, name="record-sink", daemon=True).start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
 @contextmanager
-def torchserve(work: Path, store: Path, models: list[str], vmargs: str) -> Iterator[Running]:
+def torchserve(work: Path, store: Path, models: list[str], vmargs: str, sink: RecordSink) -> Iterator[Running]:
+    """TorchServe with every Esteira feature on: inference logging (mode all, the default sample rate) to ``sink``."""
     server = TorchServe(
         Path(tempfile.mkdtemp(prefix="ts-bench-")),
         store,
         models,
+        env={ENV_LOG_MODE: "all", ENV_LOG_URL: sink.url},
         oip=True,
         metrics_config=model_handlers.metrics_config(),
         extra_properties={"vmargs": vmargs},
@@ -293,7 +323,8 @@ def run(quick: bool, out: Path, only: list[str] | None) -> dict[str, Any]:
     if wanted("torchserve"):
         store = work / "store"
         names = archives(store)
-        with torchserve(work, store, names, FAST_START_VMARGS) as ts:
+        sink = RecordSink()
+        with torchserve(work, store, names, FAST_START_VMARGS, sink) as ts:
             for key, title, model, body, path in (
                 ("ts-stock-b8", "TorchServe + stock handler, batch 8 / 10 ms", "iris_stock_b8", "iris-v1", v1),
                 ("ts-esteira-b8", "TorchServe + Esteira handler, batch 8 / 10 ms", "iris", "iris-v1", v1),
@@ -305,6 +336,34 @@ def run(quick: bool, out: Path, only: list[str] | None) -> dict[str, Any]:
                     "iris",
                     "iris-v2",
                     "/v2/models/{}/infer",
+                ),
+                (
+                    "ts-stock-image-b8",
+                    "TorchServe + stock handler, digits image, batch 8 / 10 ms",
+                    "digits_stock_b8",
+                    "digits-v1",
+                    v1,
+                ),
+                (
+                    "ts-esteira-image-b8",
+                    "TorchServe + Esteira handler, digits image, batch 8 / 10 ms",
+                    "digits",
+                    "digits-v1",
+                    v1,
+                ),
+                (
+                    "ts-stock-image-b1",
+                    "TorchServe + stock handler, digits image, batch 1",
+                    "digits_stock_b1",
+                    "digits-v1",
+                    v1,
+                ),
+                (
+                    "ts-esteira-image-b1",
+                    "TorchServe + Esteira handler, digits image, batch 1",
+                    "digits_b1",
+                    "digits-v1",
+                    v1,
                 ),
             ):
                 bench.measure(ts, Target(key, title, path.format(model), body))
@@ -318,7 +377,7 @@ def run(quick: bool, out: Path, only: list[str] | None) -> dict[str, Any]:
                         "iris-v1",
                     ),
                 )
-        with torchserve(work, store, ["iris"], DEFAULT_VMARGS) as ts:
+        with torchserve(work, store, ["iris"], DEFAULT_VMARGS, sink) as ts:
             bench.measure(
                 ts,
                 Target(
@@ -328,6 +387,8 @@ def run(quick: bool, out: Path, only: list[str] | None) -> dict[str, Any]:
                     "iris-v1",
                 ),
             )
+        sink.close()
+        results["inference_log"] = {"sample_rate": 1.0, "posts": sink.posts, "bytes": sink.bytes}
     if wanted("kserve"):
         with kserve_stock(work) as stock:
             bench.measure(

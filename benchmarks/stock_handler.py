@@ -7,13 +7,21 @@ server is measured against it.
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 import torch
 from ts.torch_handler.base_handler import BaseHandler
 
+from model_handlers.threads import intra_op_threads
+
 
 class StockHandler(BaseHandler):  # type: ignore[misc]
+    def initialize(self, context: Any) -> None:
+        super().initialize(context)
+        # Esteira's handlers size torch's intra-op pool so; the same here keeps the rows about handler work.
+        torch.set_num_threads(intra_op_threads(os.environ))
+
     def preprocess(self, data: list[Any]) -> torch.Tensor:
         self.sizes = [len(row["body"]["instances"]) for row in data]
         return torch.tensor([instance for row in data for instance in row["body"]["instances"]], dtype=torch.float32)
