@@ -150,8 +150,9 @@ class DriftCounter:
             pixels = pixels * torch.tensor(config.std).view(1, -1, 1, 1)
         if config.mean is not None:
             pixels = pixels + torch.tensor(config.mean).view(1, -1, 1, 1)
-        flat = pixels.reshape(len(pixels), -1)
-        return [[float(m), float(s)] for m, s in zip(flat.mean(dim=1), flat.std(dim=1, correction=0), strict=True)]
+        flat = pixels.reshape(pixels.shape[0], -1)
+        statistics: list[list[float]] = torch.stack([flat.mean(dim=1), flat.std(dim=1, correction=0)], dim=1).tolist()
+        return statistics
 
     def count(self, rows: Sequence[Sequence[float]]) -> tuple[Counter[tuple[str, str]], Counter[tuple[str, str]]]:
         """(bin counts, violation counts) of a batch, keyed by (feature, bin) and (feature, kind)."""

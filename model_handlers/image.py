@@ -62,8 +62,7 @@ class ImageClassifierHandler(EsteiraHandler):
             raise BadRequest(f"instance {index}: undecodable image: not a format Pillow recognises") from None
         except Exception as error:  # Pillow raises many types for bad input
             raise BadRequest(f"instance {index}: undecodable image: {_reason(error)}") from None
-        array = np.asarray(converted, dtype=np.float32) / 255.0
-        tensor = torch.from_numpy(array.copy())
+        tensor = torch.from_numpy(np.asarray(converted, dtype=np.float32) / 255.0)  # the division made a new array
         tensor = tensor.unsqueeze(0) if tensor.dim() == 2 else tensor.permute(2, 0, 1)
         if self.config.mean is not None:
             tensor = tensor - torch.tensor(self.config.mean).view(-1, 1, 1)
