@@ -8,6 +8,7 @@ start runtimes of their own, so any worker may run any of them in any order.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ipaddress
 import os
 import signal
@@ -196,12 +197,24 @@ def abort_retry_and_promote_by_command(local: RuntimeThread) -> None:
     wait_for(lambda: 4 not in runtime.servers, 40, "revision 4 retired")
 
 
+def processes_in(folder: Path) -> list[int]:
+    """Processes whose working directory lies in `folder` (each model server runs in its revision's folder)."""
+    found = []
+    for cwd in Path("/proc").glob("[0-9]*/cwd"):
+        with contextlib.suppress(OSError):
+            if Path(os.readlink(cwd)).is_relative_to(folder):
+                found.append(int(cwd.parent.name))
+    return found
+
+
 def shutdown_leaves_no_process(local: RuntimeThread) -> None:
+    """Not one server process of the whole run, including revisions retired just before (still draining)."""
     groups = [s.pgid for s in local.runtime.servers.values() if s.pgid is not None]
     assert groups
     local.stop()
     assert all(not group_members(g) for g in groups)
-    assert not local.runtime.servers
+    assert not local.runtime.servers and not local.runtime.retiring
+    assert not processes_in(local.runtime.workdir)
 
 
 def test_a_canary_moves_the_model_to_the_other_runtime(tmp_path: Path) -> None:

@@ -1,18 +1,24 @@
-"""Which model server `esteira up` starts for a spec, with what Python and batching, and the precise error
-when the esteira-kserve runtime is not on this machine (before anything starts). No server runs here."""
+"""Which model server `esteira up` starts for a spec, with what Python and batching, the precise error when
+the esteira-kserve runtime is not on this machine (before anything starts), and that stopping leaves no
+server behind. No model server runs here."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import sys
+from dataclasses import dataclass
 from pathlib import Path
+from typing import ClassVar
 
+import aiohttp
 import pytest
 
 from esteira.api.spec import ModelDeploymentSpec
 from esteira.local import kserve_server
 from esteira.local.cli import main
 from esteira.local.kserve_server import KServeServer, RuntimeUnavailable, find_kserve_python
+from esteira.local.model_server import ModelServer, free_port
 from esteira.local.runtime import LocalRuntime
 from esteira.local.server import Ports, TorchServeServer, local_config
 from esteira.packaging.config import parse_properties
@@ -159,3 +165,50 @@ def test_torchserve_keeps_the_archive_batching_the_spec_leaves_out(
     config = local_config(source, spec_with(batching), tmp_path, Ports(1, 2, 3, 4, 5))
     entry = json.loads(parse_properties(config)["model_snapshot"])["models"]["iris"]["1.0.0"]
     assert {key: entry[key] for key in expected} == expected
+
+
+@dataclass
+class RecordingServer(ModelServer):
+    """A model server without a process that records being stopped."""
+
+    runtime: ClassVar[str] = "recording"
+    log_name: ClassVar[str] = "recording.log"
+    stops: int = 0
+
+    @property
+    def url(self) -> str | None:
+        return None
+
+    @property
+    def metrics_url(self) -> str | None:
+        return None
+
+    def listening(self) -> str:
+        return "nowhere"
+
+    def prepare(self) -> list[str]:
+        return ["true"]
+
+    def runtime_env(self) -> dict[str, str]:
+        return {}
+
+    async def check_ready(self, session: aiohttp.ClientSession) -> bool:
+        return False
+
+    async def stop(self, grace: float = 20.0) -> None:
+        self.stops += 1
+
+
+async def test_stopping_the_runtime_stops_a_server_still_draining(tmp_path: Path) -> None:
+    """A retired revision whose requests have not finished is stopped with the rest, not left running."""
+    manifest = write_md(tmp_path / "md.yaml", packaged_folder(tmp_path), None)
+    runtime = LocalRuntime(manifest, port=free_port(), workdir=tmp_path / "run", log=lambda _: None)
+    draining = RecordingServer(7, "iris", "0.9.0", tmp_path, tmp_path / "run" / "revision-7", runtime.spec)
+    runtime.servers[7] = draining
+    runtime.router.in_flight[7] = 1  # a request that never finishes keeps the drain waiting
+    await runtime._retire_servers()
+    assert 7 not in runtime.servers and runtime.retiring == [draining]
+    await asyncio.sleep(0.1)  # the drain is under way
+    assert draining.stops == 0
+    await runtime.stop()
+    assert draining.stops == 1 and not runtime.retiring

@@ -103,6 +103,7 @@ class LocalRuntime:
         self.override: ModelDeploymentSpec | None = None  # a rollback's build, until the file changes
         self.status = ModelDeploymentStatus()
         self.servers: dict[int, ModelServer] = {}
+        self.retiring: list[ModelServer] = []  # left the plan, draining or stopping; `stop` ends them too
         self.timeline: list[Event] = []
         self.router = Router(self.manifest.spec.model.name, port)
         self.router.control = self.control
@@ -170,8 +171,10 @@ class LocalRuntime:
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
-        await asyncio.gather(*(self._stop_server(s) for s in list(self.servers.values())), return_exceptions=True)
+        every = [*self.servers.values(), *self.retiring]  # a cancelled drain has not stopped its server
+        await asyncio.gather(*(self._stop_server(s) for s in every), return_exceptions=True)
         self.servers.clear()
+        self.retiring.clear()
         if self._session is not None:
             await self._session.close()
         if self._token_path is not None and self.router.token is not None:
@@ -464,6 +467,7 @@ class LocalRuntime:
         wanted = self._wanted().keys() | serving
         for revision in [r for r in self.servers if r not in wanted]:
             server = self.servers.pop(revision)
+            self.retiring.append(server)
             self.say("Stopping", f"revision {revision} (model {server.model_version}) no longer serves traffic")
             self._spawn(self._drain_and_stop(server))
 
@@ -475,6 +479,7 @@ class LocalRuntime:
             await asyncio.sleep(DRAIN_POLL)
         self.router.set_backend(server.revision, None)
         await server.stop()
+        self.retiring = [s for s in self.retiring if s is not server]
 
     async def _stop_server(self, server: ModelServer) -> None:
         await server.stop()
