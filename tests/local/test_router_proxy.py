@@ -15,6 +15,7 @@ from aiohttp import web
 from esteira.local.router import Router
 from esteira.local.server import free_port
 from esteira.local.split import Split
+from esteira.vocabulary import REQUEST_ID_HEADER, REVISION_HEADER
 from model_handlers.protocol import BINARY_HEADER
 
 PREDICT = "/v1/models/iris:predict"
@@ -30,7 +31,7 @@ class Backend:
     async def predict(self, request: web.Request) -> web.StreamResponse:
         peer = request.transport.get_extra_info("peername") if request.transport else None
         self.client_ports.append(peer[1] if peer else -1)
-        self.request_ids.append(request.headers.get("X-Request-Id"))
+        self.request_ids.append(request.headers.get(REQUEST_ID_HEADER))
         kind = (await request.json())["answer"]
         if kind == "error":
             return web.json_response({"code": 500, "type": "InternalServerException", "message": "boom"}, status=500)
@@ -67,7 +68,7 @@ async def proxied() -> AsyncIterator[tuple[Router, Backend]]:
 
 async def _ask(session: aiohttp.ClientSession, router: Router, kind: str) -> tuple[int, dict[str, str], bytes]:
     url = f"http://127.0.0.1:{router.port}{PREDICT}"
-    async with session.post(url, json={"answer": kind}, headers={"X-Request-Id": f"id-{kind}"}) as answer:
+    async with session.post(url, json={"answer": kind}, headers={REQUEST_ID_HEADER: f"id-{kind}"}) as answer:
         return answer.status, dict(answer.headers), await answer.read()
 
 
@@ -77,7 +78,7 @@ def test_answers_reach_the_caller_whole_and_one_backend_connection_carries_them_
             status, headers, body = await _ask(session, router, "chunked")
             assert status == 200 and json.loads(body) == {"predictions": ["a", "b"]}
             assert headers["Content-Length"] == str(len(body)) and headers[BINARY_HEADER] == "7"
-            assert headers["Content-Type"] == "application/json" and headers["x-model-revision"] == "1"
+            assert headers["Content-Type"] == "application/json" and headers[REVISION_HEADER] == "1"
             status, _, body = await _ask(session, router, "error")
             assert (status, json.loads(body)) == (500, {"error": "boom"})
             status, _, body = await _ask(session, router, "sized")
