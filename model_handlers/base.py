@@ -31,7 +31,7 @@ from ts.torch_handler.base_handler import BaseHandler
 from model_handlers.config import CONFIG_FILE, ConfigError, ModelConfig, load_config
 from model_handlers.drift import DriftCounter
 from model_handlers.inference_log import InferenceLog
-from model_handlers.metrics import CounterBuffer, HandlerMetrics
+from model_handlers.metrics import HandlerMetrics, MetricBuffer
 from model_handlers.protocol import (
     BINARY_HEADER,
     BadRequest,
@@ -169,8 +169,8 @@ class EsteiraHandler(BaseHandler, abc.ABC):  # type: ignore[misc]
         self.identity = self.config.identity(context.manifest)
         self.spec = self.config.input_spec()
         self.labels = self._check_model()
-        self.counters = CounterBuffer()
-        self.recorder = HandlerMetrics(self.identity, self.counters)
+        self.metric_buffer = MetricBuffer()
+        self.recorder = HandlerMetrics(self.identity, self.metric_buffer)
         self.inference_log = InferenceLog.from_env(self.identity)
         self.drift = DriftCounter.load(model_dir, self.config, self.identity)
         if self.drift is not None:
@@ -256,7 +256,7 @@ class EsteiraHandler(BaseHandler, abc.ABC):  # type: ignore[misc]
         tensors = [slot.tensor for slot in slots if slot.tensor is not None]
         if self.drift is not None and tensors:
             batch = tensors[0] if len(tensors) == 1 else torch.cat(tensors)
-            self.drift.observe(getattr(context, "metrics", None), batch, self.config, self.counters)
+            self.drift.observe(getattr(context, "metrics", None), batch, self.config, self.metric_buffer)
 
     def _internal_error(self, data: Any, context: Any) -> tuple[list[_Slot], list[Any]]:
         """A 500 for every request of the batch, touching the context as little as possible."""

@@ -29,7 +29,7 @@ capped by the profile itself (32 numeric, 32 categories + one for the rest).
 Image models are profiled on cheap per-image statistics of the decoded pixels in 0..1: ``brightness``
 (mean) and ``contrast`` (standard deviation). A failure to count is logged, never raised. The counters are
 summed in the worker and written at most once a second per series, like the handler's own counters
-(:class:`model_handlers.metrics.CounterBuffer`): the same totals, for a handful of lines a second.
+(:class:`model_handlers.metrics.MetricBuffer`): the same totals, for a handful of lines a second.
 """
 
 from __future__ import annotations
@@ -53,7 +53,7 @@ from esteira.drift.profile import (
     ReferenceProfile,
 )
 from model_handlers.config import ModelConfig
-from model_handlers.metrics import CounterBuffer, Definition, Update, label_value, write_metrics
+from model_handlers.metrics import Definition, MetricBuffer, Update, label_value, write_metrics
 from model_handlers.protocol import Identity
 
 logger = logging.getLogger(__name__)
@@ -198,9 +198,9 @@ class DriftCounter:
         except Exception:
             logger.exception("publishing the drift reference failed; inference goes on")
 
-    def observe(self, cache: Any, batch: torch.Tensor, config: ModelConfig, counters: CounterBuffer) -> None:
-        """Count one batch of preprocessed inputs (the tensor that goes to the model) into ``counters``, which
-        write each series' sum at most once a second (:class:`model_handlers.metrics.CounterBuffer`)."""
+    def observe(self, cache: Any, batch: torch.Tensor, config: ModelConfig, buffer: MetricBuffer) -> None:
+        """Count one batch of preprocessed inputs (the tensor that goes to the model) into ``buffer``, which
+        write each series' sum at most once a second (:class:`model_handlers.metrics.MetricBuffer`)."""
         if cache is None or batch.shape[0] == 0:
             return
         try:
@@ -214,7 +214,7 @@ class DriftCounter:
             ]
             if self.left_out:
                 updates.append(self._update(CAPPED_TOTAL, len(rows)))
-            counters.add(cache, updates)
+            buffer.add(cache, updates)
         except Exception:
             if not self._warned:
                 logger.exception("counting drift failed; inference goes on")

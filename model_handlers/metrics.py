@@ -25,12 +25,13 @@ frontend appends a ``Hostname`` label, histograms use the Prometheus client's de
 ``ESTEIRA_MODEL_NAME`` and ``ESTEIRA_REVISION``). A failure to record a metric is logged, never raised: metrics
 must not fail inference.
 
-Counters are summed in the worker and written once per series at most every ``FLUSH_SECONDS``
-(:class:`CounterBuffer`): under load a series costs one ``[METRICS]`` line a second instead of one per batch,
-and the totals are the same. A batch after a quiet second writes at once; otherwise a background thread writes
-what is pending when the second is up, so no count waits for the next request. What a worker had not yet
-written when it is killed (at most a second of counts) is lost. Histograms are observations, which TorchServe's
-line format cannot sum, so they are written with each batch.
+Metrics are written at most every ``FLUSH_SECONDS`` (:class:`MetricBuffer`), all pending lines in one log
+record: counters summed per series, so under load a series costs one ``[METRICS]`` line a second instead of
+one per batch, with the same totals; histogram observations each as its own line (TorchServe's line format
+cannot sum them), so every batch is still observed, only the logging call per batch is gone. A batch after a
+quiet second writes at once; otherwise a background thread writes what is pending when the second is up, so
+nothing waits for the next request. What a worker had not yet written when it is killed (at most a second of
+metrics) is lost.
 """
 
 from __future__ import annotations
@@ -59,6 +60,7 @@ REQUESTS_TOTAL = "esteira_requests_total"
 BATCH_SIZE = "esteira_batch_size"
 PREDICTIONS_TOTAL = "esteira_predictions_total"
 FLUSH_SECONDS = 1.0
+MAX_PENDING_OBSERVATIONS = 20_000  # histogram lines held between writes, at most
 
 # name -> (type, unit, dimension names in the order metrics.yaml declares them)
 Definition = tuple[MetricTypes, str, tuple[str, ...]]
@@ -121,17 +123,19 @@ def metric_line(metric: CachingMetric, value: float, labels: Sequence[str], stam
     )
 
 
-class CounterBuffer:
-    """Counter increments summed per series, written at most once per ``interval`` (see the module docstring).
+class MetricBuffer:
+    """Metric updates held for one write at most every ``interval`` (see the module docstring): counter
+    increments summed per series, histogram observations kept one by one in order.
 
-    ``add`` and ``flush_due`` run on the serving thread; one daemon thread, started with the first deferred
-    write, writes what is pending once its interval is up.
+    ``add``, ``observe`` and ``flush_due`` run on the serving thread; one daemon thread, started with the first
+    deferred write, writes what is pending once its interval is up.
     """
 
     def __init__(self, interval: float = FLUSH_SECONDS, clock: Callable[[], float] = time.monotonic) -> None:
         self.interval = interval
         self._clock = clock
-        self._pending: dict[tuple[str, tuple[str, ...]], float] = {}
+        self._sums: dict[tuple[str, tuple[str, ...]], float] = {}
+        self._observations: list[Update] = []
         self._definitions: dict[str, Definition] = {}
         self._cache: Any = None
         self._last_flush = -math.inf
@@ -141,18 +145,26 @@ class CounterBuffer:
         self._warned = False
 
     def add(self, cache: Any, increments: Iterable[Update]) -> None:
-        """Add each increment's value to its series."""
+        """Add each counter increment's value to its series."""
         with self._lock:
-            pending = self._pending
+            sums = self._sums
             for name, definition, value, labels in increments:
                 key = (name, tuple(labels))
-                pending[key] = pending.get(key, 0.0) + value
+                sums[key] = sums.get(key, 0.0) + value
                 self._definitions[name] = definition
             self._cache = cache
 
+    def observe(self, cache: Any, observations: Iterable[Update]) -> None:
+        """Keep histogram observations, each to be written as its own line."""
+        with self._lock:
+            self._observations.extend(observations)
+            self._cache = cache
+        if len(self._observations) >= MAX_PENDING_OBSERVATIONS:  # a stalled flusher must not grow memory
+            self.flush()
+
     def flush_due(self) -> None:
         """Write now if the last write is an interval old; else leave it to the flusher thread."""
-        if not self._pending:
+        if not self._sums and not self._observations:
             return
         if self._clock() - self._last_flush >= self.interval:
             self.flush()
@@ -163,20 +175,22 @@ class CounterBuffer:
         self._wake.set()
 
     def flush(self) -> None:
-        """Write every pending series now, one line each."""
+        """Write everything pending now, in one log record."""
         with self._lock:
-            pending, self._pending = self._pending, {}
+            sums, self._sums = self._sums, {}
+            observations, self._observations = self._observations, []
             cache, definitions = self._cache, dict(self._definitions)
             self._last_flush = self._clock()
-        if not pending:
+        if not sums and not observations:
             return
+        counters: list[Update] = [
+            (name, definitions[name], _number(value), labels) for (name, labels), value in sums.items()
+        ]
         try:
-            write_metrics(
-                cache, [(name, definitions[name], _number(value), labels) for (name, labels), value in pending.items()]
-            )
+            write_metrics(cache, observations + counters)
         except Exception:  # never let metrics break an answer
             if not self._warned:
-                logger.exception("writing Esteira counters failed; inference goes on")
+                logger.exception("writing Esteira metrics failed; inference goes on")
                 self._warned = True
 
     def _flush_forever(self) -> None:
@@ -195,9 +209,9 @@ def _number(value: float) -> float:
 class HandlerMetrics:
     """Records one handler call's metrics on a TorchServe metrics cache (None: recording is skipped)."""
 
-    def __init__(self, identity: Identity, counters: CounterBuffer | None = None) -> None:
+    def __init__(self, identity: Identity, buffer: MetricBuffer | None = None) -> None:
         self.base = (label_value(identity.name), label_value(identity.revision))
-        self.counters = counters or CounterBuffer()
+        self.buffer = buffer or MetricBuffer()
         self._warned = False
 
     def record_batch(
@@ -212,7 +226,7 @@ class HandlerMetrics:
         if cache is None:
             return
         try:
-            write_metrics(
+            self.buffer.observe(
                 cache,
                 [
                     (REQUEST_DURATION, DEFINITIONS[REQUEST_DURATION], seconds, self.base),
@@ -221,7 +235,7 @@ class HandlerMetrics:
             )
             outcomes = Counter(Outcome.of(status) for status in statuses)
             classes = Counter(predicted)
-            self.counters.add(
+            self.buffer.add(
                 cache,
                 [(REQUESTS_TOTAL, DEFINITIONS[REQUESTS_TOTAL], n, (*self.base, o.value)) for o, n in outcomes.items()]
                 + [
@@ -233,4 +247,4 @@ class HandlerMetrics:
             if not self._warned:
                 logger.exception("recording Esteira metrics failed; inference goes on")
                 self._warned = True
-        self.counters.flush_due()
+        self.buffer.flush_due()

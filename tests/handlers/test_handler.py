@@ -346,7 +346,7 @@ def test_metrics_are_emitted_with_model_and_revision(
     assert len(lines) == len(set(lines)) == 7  # duration, batch size, 2 outcomes, 3 classes
 
 
-def test_counters_of_batches_in_quick_succession_are_written_summed(
+def test_metrics_of_batches_in_quick_succession_are_written_together(
     model_dirs: dict[str, ModelDir],
     make_context: ContextFactory,
     monkeypatch: pytest.MonkeyPatch,
@@ -354,22 +354,30 @@ def test_counters_of_batches_in_quick_succession_are_written_summed(
 ) -> None:
     monkeypatch.setenv("ESTEIRA_REVISION", "rev-43")
     handler = load(TabularHandler, model_dirs["tabular"], make_context)
-    handler.counters.interval = 2.0  # far longer than three in-process calls take
+    handler.metric_buffer.interval = 2.0  # far longer than three in-process calls take
     rows = [{"body": [9, 0, 0, 0]}, {"body": [0, 5, 0, 0]}]
 
     def written() -> list[str]:
         return [line for line in metric_lines(caplog) if "Revision:rev-43" in line]
 
+    def records() -> list[str]:
+        return [
+            r.getMessage() for r in caplog.records if r.name == METRICS_LOGGER and "Revision:rev-43" in r.getMessage()
+        ]
+
+    ok = "esteira_requests_total.Count:{}|#ModelName:tabular,Revision:rev-43,outcome:ok|"
     with caplog.at_level(logging.INFO, logger=METRICS_LOGGER):
         for _ in range(3):
             call(handler, make_context, model_dirs["tabular"], rows)
-        histograms = [line for line in written() if "#type:HISTOGRAM" in line]
-        assert len(histograms) == 6  # duration and batch size, with every batch
-        ok = "esteira_requests_total.Count:{}|#ModelName:tabular,Revision:rev-43,outcome:ok|"
         assert any(ok.format(2) in line for line in written())  # the first batch after a quiet spell: at once
+        assert len(records()) == 1  # the next two wait for the interval
         eventually(lambda: any(ok.format(4) in line for line in written()), 10, "the next two batches' sum")
+    assert len(records()) == 2  # one record for the first batch, one for the two after it
+    histograms = [line for line in written() if "#type:HISTOGRAM" in line]
+    assert len(histograms) == 6  # duration and batch size of every batch, each its own observation
+    assert sum("esteira_batch_size.Count:2|" in line for line in histograms) == 3
     counters = [line for line in written() if "esteira_requests_total" in line]
-    assert len(counters) == 2  # one line for the first batch, one for the two after it
+    assert len(counters) == 2  # summed: one line for the first batch, one for the two after it
 
 
 def test_metrics_never_break_inference() -> None:
