@@ -97,20 +97,27 @@ Update = tuple[str, Definition, float, Sequence[str]]  # metric name, its defini
 def write_metrics(cache: Any, updates: Sequence[Update]) -> None:
     """Updates on a metrics cache, declaring a metric the config lacks. TorchServe's metrics are written as the
     lines its ``CachingMetric.emit_metrics`` writes, all of them in one log record: the frontend reads them
-    line by line as ever, and the worker pays one logging call per handler call instead of one per line."""
+    line by line as ever, and the worker pays one logging call instead of one per line. An update the cache
+    refuses is skipped and its error raised after the others are written."""
     lines = []
     stamp = f"{socket.gethostname()},{int(time.time())}"
+    failure: Exception | None = None
     for name, (metric_type, unit, dimensions), value, labels in updates:
         try:
-            metric = cache.get_metric(name, metric_type)
-        except Exception:  # not declared in the metrics config: declare it on the fly
-            metric = cache.add_metric_to_cache(name, unit, list(dimensions), metric_type)
-        if isinstance(metric, CachingMetric):
-            lines.append(metric_line(metric, value, labels, stamp))
-        else:
-            metric.add_or_update(value, list(labels))
+            try:
+                metric = cache.get_metric(name, metric_type)
+            except Exception:  # not declared in the metrics config: declare it on the fly
+                metric = cache.add_metric_to_cache(name, unit, list(dimensions), metric_type)
+            if isinstance(metric, CachingMetric):
+                lines.append(metric_line(metric, value, labels, stamp))
+            else:
+                metric.add_or_update(value, list(labels))
+        except Exception as error:  # a metric the cache cannot take must not cost the others theirs
+            failure = failure or error
     if lines:
         _TS_METRICS_LOG.info("\n".join(lines))
+    if failure is not None:
+        raise failure
 
 
 def metric_line(metric: CachingMetric, value: float, labels: Sequence[str], stamp: str) -> str:

@@ -23,7 +23,14 @@ import model_handlers
 from model_handlers.base import EsteiraHandler, ModelLoadError, detect_envelope
 from model_handlers.config import ConfigError
 from model_handlers.image import ImageClassifierHandler
-from model_handlers.metrics import HandlerMetrics, label_value, metric_line
+from model_handlers.metrics import (
+    DEFINITIONS,
+    REQUESTS_TOTAL,
+    HandlerMetrics,
+    label_value,
+    metric_line,
+    write_metrics,
+)
 from model_handlers.protocol import Identity
 from model_handlers.tabular import TabularHandler
 from tests.handlers import models
@@ -413,6 +420,29 @@ def test_metric_lines_are_the_lines_torchserve_writes(
     (written,) = metric_lines(caplog)
     stamp = f"{socket.gethostname()},{int(time.time())}"
     assert metric_line(metric, value, labels, stamp).rsplit(",", 1)[0] == written.rsplit(",", 1)[0]  # to the second
+
+
+def test_a_metric_the_cache_refuses_costs_no_other_metric_its_update() -> None:
+    written: list[tuple[str, float]] = []
+
+    class Series:
+        def __init__(self, name: str) -> None:
+            self.name = name
+
+        def add_or_update(self, value: float, labels: list[str]) -> None:
+            written.append((self.name, value))
+
+    class PartialCache:  # like a cache that knows only the handler's own metrics
+        def get_metric(self, name: str, _: Any) -> Series:
+            if name == "unknown":
+                raise KeyError(name)
+            return Series(name)
+
+    definition = DEFINITIONS[REQUESTS_TOTAL]
+    updates = [("first", definition, 1.0, ("m", "r", "ok")), ("unknown", definition, 2.0, ("m", "r", "ok"))]
+    with pytest.raises(AttributeError):  # no add_metric_to_cache to declare it with
+        write_metrics(PartialCache(), [*updates, ("last", definition, 3.0, ("m", "r", "ok"))])
+    assert written == [("first", 1.0), ("last", 3.0)]
 
 
 def test_label_values_survive_the_metric_log_format() -> None:
