@@ -150,8 +150,8 @@ class DriftCounter:
             pixels = pixels * torch.tensor(config.std).view(1, -1, 1, 1)
         if config.mean is not None:
             pixels = pixels + torch.tensor(config.mean).view(1, -1, 1, 1)
-        flat = pixels.reshape(pixels.shape[0], -1)
-        statistics: list[list[float]] = torch.stack([flat.mean(dim=1), flat.std(dim=1, correction=0)], dim=1).tolist()
+        spread, level = torch.std_mean(pixels.reshape(pixels.shape[0], -1), dim=1, correction=0)
+        statistics: list[list[float]] = torch.stack([level, spread], dim=1).tolist()
         return statistics
 
     def count(self, rows: Sequence[Sequence[float]]) -> tuple[Counter[tuple[str, str]], Counter[tuple[str, str]]]:
