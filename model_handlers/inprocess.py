@@ -19,13 +19,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from prometheus_client import REGISTRY, CollectorRegistry, Counter, Histogram
+from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram
 from ts.context import Context, RequestProcessor
 from ts.metrics.metric_type_enum import MetricTypes
 
 from esteira.packaging.config import CONFIG_PATH, MODEL_STORE, parse_properties
 from model_handlers.base import EsteiraHandler
 from model_handlers.config import load_config
+from model_handlers.drift import DEFINITIONS as DRIFT_DEFINITIONS
 from model_handlers.image import ImageClassifierHandler
 from model_handlers.metrics import DEFINITIONS
 from model_handlers.tabular import TabularHandler
@@ -85,27 +86,39 @@ def unpack(archive: Path, into: Path) -> Path:
     return into
 
 
-class _Series:
-    """One metric as ``HandlerMetrics`` updates it: ``add_or_update(value, dimension values)``."""
+_CLASSES: dict[MetricTypes, type[Histogram | Counter | Gauge]] = {
+    MetricTypes.HISTOGRAM: Histogram,
+    MetricTypes.COUNTER: Counter,
+    MetricTypes.GAUGE: Gauge,
+}
 
-    def __init__(self, metric: Histogram | Counter) -> None:
+
+class _Series:
+    """One metric as the handler updates it: ``add_or_update(value, dimension values)``, TorchServe's meaning
+    (a histogram observes, a counter adds, a gauge is set)."""
+
+    def __init__(self, metric: Histogram | Counter | Gauge) -> None:
         self.metric = metric
 
     def add_or_update(self, value: float, dimension_values: Sequence[str]) -> None:
-        if isinstance(self.metric, Histogram):
-            self.metric.labels(*dimension_values).observe(value)
+        series = self.metric.labels(*dimension_values)
+        if isinstance(series, Histogram):
+            series.observe(value)
+        elif isinstance(series, Gauge):
+            series.set(value)
         else:
-            self.metric.labels(*dimension_values).inc(value)
+            series.inc(value)
 
 
 class PrometheusMetrics:
-    """TorchServe's metrics-cache interface over ``prometheus_client``, for the metrics Esteira's handler records."""
+    """TorchServe's metrics-cache interface over ``prometheus_client``, for every metric Esteira's handler records:
+    its own and the drift and data-quality series (:mod:`model_handlers.drift`), as TorchServe exports them."""
 
     def __init__(self, registry: CollectorRegistry = REGISTRY) -> None:
         self.series: dict[str, _Series] = {}
-        for name, (metric_type, _, dimensions) in DEFINITIONS.items():
-            metric_class = Histogram if metric_type == MetricTypes.HISTOGRAM else Counter
-            self.series[name] = _Series(metric_class(name, f"Esteira {name}", list(dimensions), registry=registry))
+        for name, (metric_type, _, dimensions) in (DEFINITIONS | DRIFT_DEFINITIONS).items():
+            metric = _CLASSES[metric_type](name, f"Esteira {name}", list(dimensions), registry=registry)
+            self.series[name] = _Series(metric)
 
     def get_metric(self, name: str, metric_type: MetricTypes) -> _Series:
         return self.series[name]

@@ -55,10 +55,7 @@ def test_outcomes_latency_and_classes(served: RuntimeThread) -> None:
     assert class_counts(metrics_text(served), 1) == counters.classes
 
 
-def test_drift_counters(served: RuntimeThread, request: pytest.FixtureRequest) -> None:
-    if served.runtime.spec.model.runtime == "esteira-kserve":
-        # Known gap, strict so that the fix shows: inprocess.PrometheusMetrics registers no drift series.
-        request.applymarker(pytest.mark.xfail(strict=True, reason="esteira-kserve exports no drift series yet"))
+def test_drift_counters(served: RuntimeThread) -> None:
     instances = REQUESTS * len(ROWS)
     totals = wait_for(
         lambda: (t := drift_totals(metrics_text(served), 1)).instances == instances and t,
