@@ -70,6 +70,13 @@ def write_markdown(results: dict[str, Any], path: Path) -> None:
             + " | ".join(cells)
             + " | | | | | |"
         )
+    if "in_process_handler" in results and len(concurrencies) > 1:
+        handler = results["in_process_handler"]
+        cells = [f"{handler['batch_1_rps']:,.0f}", f"{handler['batch_8_rps']:,.0f}"] + ["" for _ in concurrencies[2:]]
+        lines.append(
+            "| in-process: Esteira's handler (`InProcessHandler.run`), batches of 1 (first column) and 8 (second); "
+            "one thread | " + " | ".join(cells) + " | | | | | |"
+        )
     for key, row in rows.items():
         points = row["points"]
         cells = [f"{points[c]['rps']:,.0f}" if c in points else "" for c in concurrencies]

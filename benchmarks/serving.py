@@ -233,6 +233,27 @@ def in_process_ceiling(seconds: float) -> dict[str, Any]:
     return {"rps": round(count / (time.perf_counter() - began), 1), "threads": 1}
 
 
+def in_process_handler(seconds: float) -> dict[str, Any]:
+    """Esteira's whole handler without a server (``InProcessHandler.run``, as esteira-kserve calls it): the same
+    one-instance request, one at a time and in batches of 8; what is left of a server's time is its HTTP."""
+    from prometheus_client import CollectorRegistry
+
+    from model_handlers.inprocess import InProcessHandler, PrometheusMetrics, RawRequest
+
+    body = json.dumps({"instances": [json.loads((DEMO / "requests" / "iris-v1.json").read_text())["instances"][0]]})
+    request = RawRequest(body.encode(), {"content-type": "application/json", "content-length": str(len(body))})
+    work = Path(tempfile.mkdtemp(prefix="esteira-bench-inprocess-"))
+    handler = InProcessHandler(MODELS / "iris-1.0.0", work, PrometheusMetrics(CollectorRegistry()))
+    rates = {}
+    for size in (1, 8):
+        count, began = 0, time.perf_counter()
+        while time.perf_counter() - began < seconds:
+            handler.run([request] * size)
+            count += size
+        rates[size] = round(count / (time.perf_counter() - began), 1)
+    return {"batch_1_rps": rates[1], "batch_8_rps": rates[8], "threads": 1}
+
+
 def machine() -> dict[str, Any]:
     cpu = next(
         (
@@ -306,6 +327,7 @@ def run(quick: bool, out: Path, only: list[str] | None) -> dict[str, Any]:
 
     if wanted("ceiling"):
         results["in_process"] = in_process_ceiling(seconds)
+        results["in_process_handler"] = in_process_handler(seconds)
         with bare_http(work) as bare:
             bench.measure(
                 bare,
