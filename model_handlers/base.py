@@ -31,7 +31,7 @@ from ts.torch_handler.base_handler import BaseHandler
 from model_handlers.config import CONFIG_FILE, ConfigError, ModelConfig, load_config
 from model_handlers.drift import DriftCounter
 from model_handlers.inference_log import InferenceLog
-from model_handlers.metrics import HandlerMetrics, MetricBuffer
+from model_handlers.metrics import FLUSH_SECONDS, HandlerMetrics, MetricBuffer
 from model_handlers.protocol import (
     BINARY_HEADER,
     BadRequest,
@@ -169,7 +169,10 @@ class EsteiraHandler(BaseHandler, abc.ABC):  # type: ignore[misc]
         self.identity = self.config.identity(context.manifest)
         self.spec = self.config.input_spec()
         self.labels = self._check_model()
-        self.metric_buffer = MetricBuffer()
+        # A metrics cache that writes cheaply (esteira-kserve's registry) takes every batch at once; TorchServe's,
+        # whose every write is a log line the frontend parses, gets them at most once a second.
+        cache = getattr(context, "metrics", None)
+        self.metric_buffer = MetricBuffer(getattr(cache, "flush_seconds", FLUSH_SECONDS))
         self.recorder = HandlerMetrics(self.identity, self.metric_buffer)
         self.inference_log = InferenceLog.from_env(self.identity)
         self.drift = DriftCounter.load(model_dir, self.config, self.identity)

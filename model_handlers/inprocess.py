@@ -112,7 +112,11 @@ class _Series:
 
 class PrometheusMetrics:
     """TorchServe's metrics-cache interface over ``prometheus_client``, for every metric Esteira's handler records:
-    its own and the drift and data-quality series (:mod:`model_handlers.drift`), as TorchServe exports them."""
+    its own and the drift and data-quality series (:mod:`model_handlers.drift`), as TorchServe exports them.
+    An update here is a few additions in memory, so the handler writes every batch as it ends (``flush_seconds``):
+    nothing waits the second TorchServe's log-line metrics are held for."""
+
+    flush_seconds = 0.0
 
     def __init__(self, registry: CollectorRegistry = REGISTRY) -> None:
         self.series: dict[str, _Series] = {}

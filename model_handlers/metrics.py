@@ -31,7 +31,9 @@ one per batch, with the same totals; histogram observations each as its own line
 cannot sum them), so every batch is still observed, only the logging call per batch is gone. A batch after a
 quiet second writes at once; otherwise a background thread writes what is pending when the second is up, so
 nothing waits for the next request. What a worker had not yet written when it is killed (at most a second of
-metrics) is lost.
+metrics) is lost. A metrics cache that writes cheaply says so with a ``flush_seconds`` attribute, which the
+handler uses instead: esteira-kserve's ``prometheus_client`` registry (``model_handlers.inprocess``) sets 0, so
+there every batch is written as it ends.
 """
 
 from __future__ import annotations

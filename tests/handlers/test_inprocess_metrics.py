@@ -1,0 +1,38 @@
+"""esteira-kserve's metrics: Esteira's handler on a ``prometheus_client`` registry writes every batch as it ends."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from prometheus_client import CollectorRegistry
+from ts.context import Context, RequestProcessor
+
+from model_handlers.inprocess import PrometheusMetrics
+from model_handlers.metrics import REQUESTS_TOTAL
+from model_handlers.tabular import TabularHandler
+from tests.handlers.conftest import ModelDir, json_headers
+
+pytestmark = pytest.mark.filterwarnings("ignore:`torch.jit.load` is deprecated:DeprecationWarning")
+
+
+def context(model_dir: ModelDir, metrics: PrometheusMetrics, requests: int) -> Context:
+    built = Context(
+        model_dir.name, str(model_dir.path), model_dir.manifest, 8, None, "test", metrics=metrics, model_yaml_config={}
+    )
+    built.request_processor = [RequestProcessor(headers) for headers in json_headers(requests)]
+    built.request_ids = {idx: f"req-{idx}" for idx in range(requests)}
+    return built
+
+
+def test_every_batch_is_counted_as_soon_as_it_is_answered(model_dirs: dict[str, ModelDir]) -> None:
+    model_dir = model_dirs["tabular"]
+    registry = CollectorRegistry()
+    metrics = PrometheusMetrics(registry)
+    handler = TabularHandler()
+    handler.initialize(context(model_dir, metrics, 1))
+    body = {"body": json.dumps({"instances": [[0.1, 0.2, 0.3, 0.4]]})}
+    for batch in (1, 2, 3):  # three batches well within a second: none of them may wait for a later write
+        handler.handle([body] * batch, context(model_dir, metrics, batch))
+    labels = {"ModelName": handler.identity.name, "Revision": handler.identity.revision, "outcome": "ok"}
+    assert registry.get_sample_value(REQUESTS_TOTAL, labels) == 6
