@@ -218,13 +218,15 @@ class EsteiraHandler(BaseHandler, abc.ABC):  # type: ignore[misc]
 
     def forward(self, batch: torch.Tensor) -> torch.Tensor:
         """The model on ``batch``: moved to the device, run without autograd, returned as float32 on the CPU."""
+        if batch.device != self.device or batch.dtype != self.dtype:
+            batch = batch.to(self.device, self.dtype)
         with torch.inference_mode():
-            output = self.model(batch.to(self.device, self.dtype))
+            output = self.model(batch)
         if isinstance(output, tuple | list):
             output = output[0]
         if not isinstance(output, torch.Tensor):
             raise TypeError(f"the model returned {type(output).__name__}, not a tensor")
-        return output.detach().float().cpu()
+        return output.float().cpu()  # both return the tensor itself when it is already float32 on the CPU
 
     # --- serving ---------------------------------------------------------------------------------------
 
@@ -302,7 +304,8 @@ class EsteiraHandler(BaseHandler, abc.ABC):  # type: ignore[misc]
         if not good:
             return
         try:
-            outputs = self.forward(torch.cat([slot.tensor for slot in good if slot.tensor is not None]))
+            tensors = [slot.tensor for slot in good if slot.tensor is not None]
+            outputs = self.forward(tensors[0] if len(tensors) == 1 else torch.cat(tensors))
         except Exception as error:  # fall back to per-request passes below
             logger.exception("batched forward pass over %d requests failed", len(good))
             if len(good) == 1:

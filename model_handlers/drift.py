@@ -143,7 +143,8 @@ class DriftCounter:
     def rows(self, batch: torch.Tensor, config: ModelConfig) -> list[list[float]]:
         """Feature values per instance: the tabular row, or an image's statistics in 0..1 pixel units."""
         if config.kind != "image":
-            rows: list[list[float]] = batch.reshape(batch.shape[0], -1).float().tolist()
+            flat = batch if batch.dim() == 2 else batch.reshape(batch.shape[0], -1)
+            rows: list[list[float]] = flat.tolist()  # floats whatever the tensor's dtype
             return rows
         pixels = batch.float()
         if config.std is not None:

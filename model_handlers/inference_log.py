@@ -257,6 +257,18 @@ class InferenceLog:
         self.identity = identity
         self.outbox = outbox or Outbox(http_sender(settings))
         self._reported_drops = 0
+        self._attributes = {  # what every event of this revision carries, built once
+            "specversion": "1.0",
+            "source": f"esteira/{settings.namespace}/{settings.deployment}/{identity.revision}",
+            "datacontenttype": "application/json",
+            CE_INFERENCE_SERVICE: settings.deployment or identity.name,
+            CE_NAMESPACE: settings.namespace,
+            CE_COMPONENT: "predictor",
+            CE_ENDPOINT: f"revision-{identity.revision}",
+            CE_MODEL_NAME: identity.name,
+            CE_MODEL_VERSION: identity.version,
+            CE_REVISION: identity.revision,
+        }
 
     @classmethod
     def from_env(cls, identity: Identity) -> InferenceLog | None:
@@ -273,13 +285,13 @@ class InferenceLog:
         """Queue the sampled requests' records; never raises (logging must not fail inference)."""
         try:
             for idx, (row, answer, (status, predictions)) in enumerate(zip(rows, answers, outcomes, strict=False)):
-                body = _body(row)
+                body = _decoded(_body(row))  # decoded once: for the request id and for the record
                 request_id = _request_id(context, idx, body)
                 if request_id is None or not sampled(request_id, self.settings.sample_rate):
                     continue
                 now = datetime.now(UTC).isoformat().replace("+00:00", "Z")
                 if self.settings.mode in ("all", "request"):
-                    self.outbox.offer(self._event(CE_INFERENCE_REQUEST, request_id, now, _decoded(body)))
+                    self.outbox.offer(self._event(CE_INFERENCE_REQUEST, request_id, now, body))
                 if self.settings.mode in ("all", "response") and status == 200:
                     event = self._event(CE_INFERENCE_RESPONSE, request_id, now, _decoded(answer))
                     event[CE_PREDICTIONS] = json.dumps([_answer(p) for p in predictions])
@@ -290,19 +302,10 @@ class InferenceLog:
 
     def _event(self, kind: str, request_id: str, now: str, data: Any) -> dict[str, Any]:
         return {
-            "specversion": "1.0",
             "id": request_id,
             "type": kind,
-            "source": f"esteira/{self.settings.namespace}/{self.settings.deployment}/{self.identity.revision}",
             "time": now,
-            "datacontenttype": "application/json",
-            CE_INFERENCE_SERVICE: self.settings.deployment or self.identity.name,
-            CE_NAMESPACE: self.settings.namespace,
-            CE_COMPONENT: "predictor",
-            CE_ENDPOINT: f"revision-{self.identity.revision}",
-            CE_MODEL_NAME: self.identity.name,
-            CE_MODEL_VERSION: self.identity.version,
-            CE_REVISION: self.identity.revision,
+            **self._attributes,
             "data": redact(data, self.settings.redact),
         }
 
@@ -356,12 +359,11 @@ def _headers(context: Any, idx: int) -> dict[str, str]:
     return {str(k).lower(): str(v) for k, v in (headers or {}).items()}
 
 
-def _request_id(context: Any, idx: int, body: Any) -> str | None:
+def _request_id(context: Any, idx: int, decoded: Any) -> str | None:
     headers = _headers(context, idx)
     for name in (REQUEST_ID_HEADER, "ce-id"):
         if headers.get(name):
             return headers[name]
-    decoded = _decoded(body)
     if isinstance(decoded, Mapping) and isinstance(decoded.get("id"), str) and decoded["id"]:
         return str(decoded["id"])
     try:

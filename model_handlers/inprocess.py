@@ -3,21 +3,21 @@ very same ``EsteiraHandler.handle`` TorchServe calls.
 
 Why through ``handle`` and not around it: parsing, validation, per-request errors, metrics, drift counting and
 inference logging all hang off that one method, so a second runtime that called the pieces itself would drift
-from the first. Here each batch gets a real ``ts.context.Context`` (request headers in, statuses and headers
-out) exactly as TorchServe's worker builds it, and metrics go to ``prometheus_client`` instead of TorchServe's
-``[METRICS]`` log lines (:class:`PrometheusMetrics`), with the same names and labels.
+from the first. Here the handler gets a real ``ts.context.Context`` (request headers in, statuses and headers
+out), kept for the model's life with each batch's requests set on it, as TorchServe's worker does; metrics go
+to ``prometheus_client`` instead of TorchServe's ``[METRICS]`` log lines (:class:`PrometheusMetrics`), with the
+same names and labels.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import uuid
+import secrets
 import zipfile
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram
 from ts.context import Context, RequestProcessor
@@ -99,15 +99,23 @@ class _Series:
 
     def __init__(self, metric: Histogram | Counter | Gauge) -> None:
         self.metric = metric
+        # label values -> the child's update method: ``labels()`` validates and locks on every call, and the
+        # handler writes the same few series every batch
+        self._updates: dict[tuple[str, ...], Callable[[float], None]] = {}
 
     def add_or_update(self, value: float, dimension_values: Sequence[str]) -> None:
-        series = self.metric.labels(*dimension_values)
-        if isinstance(series, Histogram):
-            series.observe(value)
-        elif isinstance(series, Gauge):
-            series.set(value)
-        else:
-            series.inc(value)
+        key = tuple(dimension_values)
+        update = self._updates.get(key)
+        if update is None:
+            series = self.metric.labels(*key)
+            if isinstance(series, Histogram):
+                update = series.observe
+            elif isinstance(series, Gauge):
+                update = series.set
+            else:
+                update = series.inc
+            self._updates[key] = update
+        update(value)
 
 
 class PrometheusMetrics:
@@ -137,25 +145,25 @@ class InProcessHandler:
         self.manifest = json.loads((self.files / MANIFEST).read_text())
         self.metrics = metrics
         self.handler = HANDLERS[load_config(self.files).kind]()
-        self.handler.initialize(self._context(0))
-
-    def _context(self, size: int) -> Any:
-        return Context(
+        # One context for the model's life, as TorchServe's worker keeps one (``ts.service.Service``) and
+        # sets each batch's requests on it.
+        self.context = Context(
             self.packaged.name,
             str(self.files),
             self.manifest,
-            max(size, 1),
+            max(self.packaged.batch_size, 1),
             None,
             SERVER_VERSION,
             metrics=self.metrics,
             model_yaml_config={},
         )
+        self.handler.initialize(self.context)
 
     def run(self, requests: Sequence[RawRequest]) -> list[Answer]:
         """One call of ``handle`` for the whole batch; one answer per request, in order."""
-        context = self._context(len(requests))
+        context = self.context
         context.request_processor = [RequestProcessor({**r.headers, "body": dict(r.headers)}) for r in requests]
-        context.request_ids = {idx: uuid.uuid4().hex for idx in range(len(requests))}
+        context.request_ids = {idx: secrets.token_hex(16) for idx in range(len(requests))}  # a uuid4's worth
         results = self.handler.handle([{"body": request.body} for request in requests], context)
         answers = []
         for idx, result in enumerate(results):

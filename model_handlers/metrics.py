@@ -44,7 +44,6 @@ import re
 import socket
 import threading
 import time
-from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from enum import StrEnum
 from typing import Any
@@ -102,7 +101,7 @@ def write_metrics(cache: Any, updates: Sequence[Update]) -> None:
     line by line as ever, and the worker pays one logging call instead of one per line. An update the cache
     refuses is skipped and its error raised after the others are written."""
     lines = []
-    stamp = f"{socket.gethostname()},{int(time.time())}"
+    stamp = ""  # hostname and time, for TorchServe's lines only
     failure: Exception | None = None
     for name, (metric_type, unit, dimensions), value, labels in updates:
         try:
@@ -111,6 +110,7 @@ def write_metrics(cache: Any, updates: Sequence[Update]) -> None:
             except Exception:  # not declared in the metrics config: declare it on the fly
                 metric = cache.add_metric_to_cache(name, unit, list(dimensions), metric_type)
             if isinstance(metric, CachingMetric):
+                stamp = stamp or f"{socket.gethostname()},{int(time.time())}"
                 lines.append(metric_line(metric, value, labels, stamp))
             else:
                 metric.add_or_update(value, list(labels))
@@ -137,7 +137,8 @@ class MetricBuffer:
     increments summed per series, histogram observations kept one by one in order.
 
     ``add``, ``observe`` and ``flush_due`` run on the serving thread; one daemon thread, started with the first
-    deferred write, writes what is pending once its interval is up.
+    deferred write, writes what is pending once its interval is up. With an interval of 0 nothing is held:
+    each update goes straight to the cache.
     """
 
     def __init__(self, interval: float = FLUSH_SECONDS, clock: Callable[[], float] = time.monotonic) -> None:
@@ -155,6 +156,9 @@ class MetricBuffer:
 
     def add(self, cache: Any, increments: Iterable[Update]) -> None:
         """Add each counter increment's value to its series."""
+        if self.interval <= 0:
+            self._write_now(cache, increments)
+            return
         with self._lock:
             sums = self._sums
             for name, definition, value, labels in increments:
@@ -165,6 +169,9 @@ class MetricBuffer:
 
     def observe(self, cache: Any, observations: Iterable[Update]) -> None:
         """Keep histogram observations, each to be written as its own line."""
+        if self.interval <= 0:
+            self._write_now(cache, observations)
+            return
         with self._lock:
             self._observations.extend(observations)
             self._cache = cache
@@ -195,8 +202,11 @@ class MetricBuffer:
         counters: list[Update] = [
             (name, definitions[name], _number(value), labels) for (name, labels), value in sums.items()
         ]
+        self._write_now(cache, observations + counters)
+
+    def _write_now(self, cache: Any, updates: Iterable[Update]) -> None:
         try:
-            write_metrics(cache, observations + counters)
+            write_metrics(cache, list(updates))
         except Exception:  # never let metrics break an answer
             if not self._warned:
                 logger.exception("writing Esteira metrics failed; inference goes on")
@@ -242,8 +252,13 @@ class HandlerMetrics:
                     (BATCH_SIZE, DEFINITIONS[BATCH_SIZE], batch_size, self.base),
                 ],
             )
-            outcomes = Counter(Outcome.of(status) for status in statuses)
-            classes = Counter(predicted)
+            outcomes: dict[Outcome, int] = {}
+            for status in statuses:
+                outcome = Outcome.of(status)
+                outcomes[outcome] = outcomes.get(outcome, 0) + 1
+            classes: dict[str, int] = {}
+            for label in predicted:
+                classes[label] = classes.get(label, 0) + 1
             self.buffer.add(
                 cache,
                 [(REQUESTS_TOTAL, DEFINITIONS[REQUESTS_TOTAL], n, (*self.base, o.value)) for o, n in outcomes.items()]

@@ -9,7 +9,7 @@ from prometheus_client import CollectorRegistry
 from ts.context import Context, RequestProcessor
 
 from model_handlers.inprocess import PrometheusMetrics
-from model_handlers.metrics import REQUESTS_TOTAL
+from model_handlers.metrics import REQUEST_DURATION, REQUESTS_TOTAL
 from model_handlers.tabular import TabularHandler
 from tests.handlers.conftest import ModelDir, json_headers
 
@@ -36,3 +36,20 @@ def test_every_batch_is_counted_as_soon_as_it_is_answered(model_dirs: dict[str, 
         handler.handle([body] * batch, context(model_dir, metrics, batch))
     labels = {"ModelName": handler.identity.name, "Revision": handler.identity.revision, "outcome": "ok"}
     assert registry.get_sample_value(REQUESTS_TOTAL, labels) == 6
+
+
+def test_each_series_keeps_its_own_count(model_dirs: dict[str, ModelDir]) -> None:
+    """Series of one metric with different label values are updated apart, batch after batch."""
+    model_dir = model_dirs["tabular"]
+    registry = CollectorRegistry()
+    metrics = PrometheusMetrics(registry)
+    handler = TabularHandler()
+    handler.initialize(context(model_dir, metrics, 1))
+    good = {"body": json.dumps({"instances": [[0.1, 0.2, 0.3, 0.4]]})}
+    bad = {"body": json.dumps({"instances": [[0.1, 0.2]]})}
+    for _ in range(2):
+        handler.handle([good, bad, bad], context(model_dir, metrics, 3))
+    base = {"ModelName": handler.identity.name, "Revision": handler.identity.revision}
+    assert registry.get_sample_value(REQUESTS_TOTAL, {**base, "outcome": "ok"}) == 2
+    assert registry.get_sample_value(REQUESTS_TOTAL, {**base, "outcome": "client_error"}) == 4
+    assert registry.get_sample_value(f"{REQUEST_DURATION}_count", base) == 2
