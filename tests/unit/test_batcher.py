@@ -107,7 +107,7 @@ def test_a_lone_request_to_a_quick_model_runs_on_the_event_loop_once_the_model_i
     loop_thread = threading.current_thread().name
     assert model.threads[0].startswith("esteira-batch")  # nothing measured yet: the worker thread
     assert model.threads[1:] == [loop_thread, loop_thread]
-    assert (batcher.inline, batcher.batches, batcher.typical_seconds is not None) == (2, 3, True)
+    assert (batcher.inline, batcher.batches, len(batcher.lone_seconds)) == (2, 3, 3)
 
 
 def test_a_slow_model_never_runs_on_the_event_loop() -> None:
@@ -153,3 +153,32 @@ def test_a_caller_that_leaves_while_the_batcher_looks_for_company_does_not_wedge
         return result
 
     assert asyncio.run(scenario()) == 3
+
+
+def test_one_slow_lone_batch_does_not_keep_a_quick_model_off_the_event_loop() -> None:
+    """The estimate is the fastest recent lone batch: an outlier (a cold core, a preempted thread) is ignored."""
+    model = Recorder()
+
+    async def scenario() -> AdaptiveBatcher[int, int]:
+        batcher = AdaptiveBatcher(model, max_batch_size=8, inline_below=0.5)
+        batcher.lone_seconds.extend([0.01, 30.0])  # one quick lone batch, then a very slow one
+        await batcher.submit(1)
+        batcher.close()
+        return batcher
+
+    batcher = asyncio.run(scenario())
+    assert model.threads == [threading.current_thread().name]
+    assert batcher.inline == 1
+
+
+def test_a_model_whose_lone_batches_are_all_slow_stays_in_the_worker_thread() -> None:
+    model = Recorder()
+
+    async def scenario() -> None:
+        batcher = AdaptiveBatcher(model, max_batch_size=8, inline_below=0.5)
+        batcher.lone_seconds.extend([2.0, 3.0, 1.5])
+        await batcher.submit(1)
+        batcher.close()
+
+    asyncio.run(scenario())
+    assert model.threads[0].startswith("esteira-batch")
