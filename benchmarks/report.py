@@ -53,7 +53,8 @@ def write_markdown(results: dict[str, Any], path: Path) -> None:
         f"{machine['cores_usable']} usable cores, {machine['memory_gib']} GiB, GPU: {machine['gpu']}, "
         f"Python {machine['python']}, torch {machine['torch']}, {machine['wrk']}; load average at start "
         f"{machine['load_average_at_start']}. Each point: one-instance requests from wrk (one thread, c connections) "
-        f"for {results['seconds_per_point']} s, median of {results['repeats']} runs; p99 and CPU belong to the median "
+        f"for {results['seconds_per_point']} s, median of {results['repeats']} runs "
+        f"({results['repeats'] + results.get('lone_extra_repeats', 0)} at c=1); p99 and CPU belong to the median "
         f"run. `wrk cores`: the load generator's own CPU (flagged `!` above {LOADGEN_CPU_LIMIT}); `server us/req`: "
         "the server's CPU (all its processes) per request.",
         "",

@@ -1,7 +1,8 @@
 """The serving table: every way Esteira can serve a model, next to its ceilings and its peers, in one run.
 
 ``python -m benchmarks.serving`` (``make bench``) starts each server in turn on this machine, drives it with wrk
-(:mod:`benchmarks.load`) at each concurrency, repeats every point and keeps the median, and writes
+(:mod:`benchmarks.load`) at each concurrency, repeats every point and keeps the median (a lone caller's point,
+the noisiest, ``LONE_EXTRA_REPEATS`` more times), and writes
 ``benchmarks/results/serving.json`` and ``serving.md``. ``--quick`` runs short single points (a smoke run, not
 a record). Needs ``make models`` and the esteira-kserve environment (``make kserve-runtime``).
 """
@@ -37,6 +38,7 @@ REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "benchmarks" / "results"
 MODELS = REPO / "build" / "models"
 DEMO = REPO / "build" / "demo"
+LONE_EXTRA_REPEATS = 2  # c=1 points swing most with what else the machine runs
 RUNTIME_PYTHON = REPO / ".tools" / "kserve-runtime-venv" / "bin" / "python"
 STOCK_HANDLER = REPO / "benchmarks" / "stock_handler.py"
 STOCK_IMAGE_HANDLER = REPO / "benchmarks" / "stock_image_handler.py"
@@ -293,9 +295,8 @@ class Bench:
         run_point(url, body, content_type, max(self.concurrencies), min(self.seconds, 2.0), running.pids)  # warm-up
         points: dict[str, Any] = {}
         for concurrency in self.concurrencies:
-            runs = [
-                run_point(url, body, content_type, concurrency, self.seconds, running.pids) for _ in range(self.repeats)
-            ]
+            repeats = self.repeats + (LONE_EXTRA_REPEATS if concurrency == 1 and self.repeats > 1 else 0)
+            runs = [run_point(url, body, content_type, concurrency, self.seconds, running.pids) for _ in range(repeats)]
             point = median_point(runs)
             points[str(concurrency)] = {**point.to_json(), "runs_rps": [run.rps for run in runs]}
             print(
@@ -319,7 +320,12 @@ def run(quick: bool, out: Path, only: list[str] | None) -> dict[str, Any]:
     work = Path(tempfile.mkdtemp(prefix="esteira-bench-"))
     bench = Bench(write_bodies(work), concurrencies, seconds, repeats)
     v1 = "/v1/models/{}:predict"
-    results: dict[str, Any] = {"machine": machine(), "seconds_per_point": seconds, "repeats": repeats}
+    results: dict[str, Any] = {
+        "machine": machine(),
+        "seconds_per_point": seconds,
+        "repeats": repeats,
+        "lone_extra_repeats": LONE_EXTRA_REPEATS if repeats > 1 else 0,
+    }
     began = time.monotonic()
 
     def wanted(phase: str) -> bool:
