@@ -33,6 +33,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+from ts.metrics.metric_type_enum import MetricTypes
+
 from esteira.vocabulary import (
     CE_BATCH_CONTENT_TYPE,
     CE_COMPONENT,
@@ -55,12 +57,14 @@ from esteira.vocabulary import (
     ENV_NAMESPACE,
     REQUEST_ID_HEADER,
 )
+from model_handlers.metrics import Definition, label_value, write_metrics
 from model_handlers.protocol import BadRequest, Identity, Prediction, extract_body
 
 logger = logging.getLogger(__name__)
 
 REDACTED = "[redacted]"
 DROPPED_TOTAL = "esteira_inference_log_dropped_total"
+DEFINITIONS: dict[str, Definition] = {DROPPED_TOTAL: (MetricTypes.COUNTER, "count", ("ModelName", "Revision"))}
 QUEUE_SIZE = 1000
 BATCH = 100
 LINGER_SECONDS = 0.1
@@ -313,14 +317,9 @@ class InferenceLog:
         dropped = self.outbox.dropped
         if cache is None or dropped == self._reported_drops:
             return
-        from ts.metrics.metric_type_enum import MetricTypes
-
-        try:
-            metric = cache.get_metric(DROPPED_TOTAL, MetricTypes.COUNTER)
-        except Exception:
-            metric = cache.add_metric_to_cache(DROPPED_TOTAL, "count", ["ModelName", "Revision"], MetricTypes.COUNTER)
-        metric.add_or_update(dropped - self._reported_drops, [self.identity.name, self.identity.revision])
-        self._reported_drops = dropped
+        labels = (label_value(self.identity.name), label_value(self.identity.revision))
+        self._reported_drops, newly = dropped, dropped - self._reported_drops
+        write_metrics(cache, [(DROPPED_TOTAL, DEFINITIONS[DROPPED_TOTAL], newly, labels)])
 
 
 def _body(row: Any) -> Any:

@@ -28,6 +28,7 @@ from model_handlers.base import EsteiraHandler
 from model_handlers.config import load_config
 from model_handlers.drift import DEFINITIONS as DRIFT_DEFINITIONS
 from model_handlers.image import ImageClassifierHandler
+from model_handlers.inference_log import DEFINITIONS as LOG_DEFINITIONS
 from model_handlers.metrics import DEFINITIONS
 from model_handlers.tabular import TabularHandler
 
@@ -120,7 +121,8 @@ class _Series:
 
 class PrometheusMetrics:
     """TorchServe's metrics-cache interface over ``prometheus_client``, for every metric Esteira's handler records:
-    its own and the drift and data-quality series (:mod:`model_handlers.drift`), as TorchServe exports them.
+    its own, the drift and data-quality series (:mod:`model_handlers.drift`) and the inference log's dropped
+    records (:mod:`model_handlers.inference_log`), as TorchServe exports them.
     An update here is a few additions in memory, so the handler writes every batch as it ends (``flush_seconds``):
     nothing waits the second TorchServe's log-line metrics are held for."""
 
@@ -128,7 +130,7 @@ class PrometheusMetrics:
 
     def __init__(self, registry: CollectorRegistry = REGISTRY) -> None:
         self.series: dict[str, _Series] = {}
-        for name, (metric_type, _, dimensions) in (DEFINITIONS | DRIFT_DEFINITIONS).items():
+        for name, (metric_type, _, dimensions) in (DEFINITIONS | DRIFT_DEFINITIONS | LOG_DEFINITIONS).items():
             metric = _CLASSES[metric_type](name, f"Esteira {name}", list(dimensions), registry=registry)
             self.series[name] = _Series(metric)
 

@@ -182,3 +182,26 @@ def test_the_sender_keeps_its_connection_reopens_a_closed_one_and_raises_on_erro
     assert [records[0]["id"] for _, records in posts] == ["0", "1", "2", "3", "broken"]
     ports = [port for port, _ in posts]
     assert ports[0] == ports[1] != ports[2] == ports[3] == ports[4]  # a new connection only after the close
+
+
+def test_dropped_records_are_counted_on_esteira_kserves_registry() -> None:
+    """esteira-kserve's metrics cache has the dropped-records counter, so a hung sink shows on /metrics."""
+    from prometheus_client import CollectorRegistry
+
+    from model_handlers.inference_log import DROPPED_TOTAL
+    from model_handlers.inprocess import PrometheusMetrics
+
+    release = threading.Event()
+    outbox = Outbox(lambda batch: release.wait(), capacity=10)
+    log = InferenceLog(LogSettings(url="http://sink", mode="request"), Identity("iris", "1", "2"), outbox)
+    ids = [f"r{i}" for i in range(50)]
+    context = Context(ids)
+    registry = CollectorRegistry()
+    context.metrics = PrometheusMetrics(registry)  # type: ignore[assignment]
+    body = [{"body": json.dumps({"instances": [[1, 2]]}).encode()} for _ in ids]
+    log.observe(
+        context, body, [json.dumps({"predictions": [1]})] * len(ids), [(200, [Prediction(value=1.0)])] * len(ids)
+    )
+    release.set()
+    assert outbox.dropped > 0
+    assert registry.get_sample_value(DROPPED_TOTAL, {"ModelName": "iris", "Revision": "2"}) == outbox.dropped
