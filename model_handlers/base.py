@@ -238,8 +238,9 @@ class EsteiraHandler(BaseHandler, abc.ABC):  # type: ignore[misc]
             envelope = detect_envelope(data, context)
             rows: list[Any] = [data] if envelope else list(data or [])
             slots = [self._read(idx, row, context, envelope) for idx, row in enumerate(rows)]
-            self._count_inputs(context, slots)
-            self._infer(slots)
+            batch = self._batch(slots)
+            self._count_inputs(context, batch)
+            self._infer(slots, batch)
             answers = [self._answer(idx, slot, context, envelope) for idx, slot in enumerate(slots)]
         except Exception:  # a bug here must not take the batch (or the worker) down silently
             logger.exception("Esteira handler failed on a batch")
@@ -256,11 +257,17 @@ class EsteiraHandler(BaseHandler, abc.ABC):  # type: ignore[misc]
             return list(answers[0])  # the envelope wraps the one answer it can carry
         return answers
 
-    def _count_inputs(self, context: Any, slots: list[_Slot]) -> None:
-        """Drift and data-quality counts of what the model is about to see (``model_handlers.drift``)."""
+    @staticmethod
+    def _batch(slots: list[_Slot]) -> torch.Tensor | None:
+        """Every good request's instances in one tensor, in order (None when no request is good)."""
         tensors = [slot.tensor for slot in slots if slot.tensor is not None]
-        if self.drift is not None and tensors:
-            batch = tensors[0] if len(tensors) == 1 else torch.cat(tensors)
+        if not tensors:
+            return None
+        return tensors[0] if len(tensors) == 1 else torch.cat(tensors)
+
+    def _count_inputs(self, context: Any, batch: torch.Tensor | None) -> None:
+        """Drift and data-quality counts of what the model is about to see (``model_handlers.drift``)."""
+        if self.drift is not None and batch is not None:
             self.drift.observe(getattr(context, "metrics", None), batch, self.config, self.metric_buffer)
 
     def _internal_error(self, data: Any, context: Any) -> tuple[list[_Slot], list[Any]]:
@@ -298,14 +305,14 @@ class EsteiraHandler(BaseHandler, abc.ABC):  # type: ignore[misc]
             slot.fail(500, f"internal error while reading the request: {type(error).__name__}")
         return slot
 
-    def _infer(self, slots: list[_Slot]) -> None:
-        """One forward pass over every good request's instances; on failure, one pass per request to isolate it."""
+    def _infer(self, slots: list[_Slot], batch: torch.Tensor | None) -> None:
+        """One forward pass over ``batch``, every good request's instances; on failure, one pass per request to
+        isolate it."""
         good = [slot for slot in slots if slot.tensor is not None]
-        if not good:
+        if not good or batch is None:
             return
         try:
-            tensors = [slot.tensor for slot in good if slot.tensor is not None]
-            outputs = self.forward(tensors[0] if len(tensors) == 1 else torch.cat(tensors))
+            outputs = self.forward(batch)
         except Exception as error:  # fall back to per-request passes below
             logger.exception("batched forward pass over %d requests failed", len(good))
             if len(good) == 1:

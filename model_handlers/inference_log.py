@@ -23,11 +23,11 @@ import http.client
 import json
 import logging
 import os
-import queue
 import random
 import threading
 import time
 import urllib.parse
+from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -133,7 +133,8 @@ class LogSettings:
 
 @dataclass
 class Outbox:
-    """The bounded queue and its sender thread; `offer` never blocks."""
+    """The bounded queue and its sender thread; `offer` never blocks. A deque and an event rather than a
+    ``queue.Queue``: one producer (the handler) and one consumer need no lock per record."""
 
     send: Sender
     capacity: int = QUEUE_SIZE
@@ -143,38 +144,39 @@ class Outbox:
     linger: float = LINGER_SECONDS
     dropped: int = 0
     failed: int = 0
-    _queue: queue.Queue[dict[str, Any]] = field(init=False)
+    _queue: deque[dict[str, Any]] = field(init=False)
 
     def __post_init__(self) -> None:
-        self._queue = queue.Queue(self.capacity)
+        self._queue = deque()
+        self._wake = threading.Event()
         self._lock = threading.Lock()
+        self._in_flight = 0
         threading.Thread(target=self._run, name="esteira-inference-log", daemon=True).start()
 
     def offer(self, event: dict[str, Any]) -> bool:
-        try:
-            self._queue.put_nowait(event)
-            return True
-        except queue.Full:
+        if len(self._queue) >= self.capacity:
             with self._lock:
                 self.dropped += 1
             return False
+        self._queue.append(event)  # before the check below: a sender that just cleared the event still sees it
+        if not self._wake.is_set():
+            self._wake.set()
+        return True
 
     def pending(self) -> int:
-        return self._queue.qsize() + getattr(self, "_in_flight", 0)
+        return len(self._queue) + self._in_flight
 
     def _run(self) -> None:
         while True:
-            batch = [self._queue.get()]
-            if self._queue.qsize() < BATCH - 1:
+            self._wake.wait()
+            if len(self._queue) < BATCH:
                 time.sleep(self.linger)  # asleep, not waiting on the queue: records put meanwhile wake no one
-            while len(batch) < BATCH:
-                try:
-                    batch.append(self._queue.get_nowait())
-                except queue.Empty:
-                    break
-            self._in_flight = len(batch)
-            self._deliver(batch)
-            self._in_flight = 0
+            self._wake.clear()
+            while self._queue:
+                batch = [self._queue.popleft() for _ in range(min(BATCH, len(self._queue)))]
+                self._in_flight = len(batch)
+                self._deliver(batch)
+                self._in_flight = 0
 
     def _deliver(self, batch: list[dict[str, Any]]) -> None:
         delay = self.backoff
