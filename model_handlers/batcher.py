@@ -11,11 +11,13 @@ loop itself. Handing it to the thread and back (two wake-ups and two hand-overs 
 microseconds on a busy machine, more than such a model's whole forward pass; blocking the loop for under a
 millisecond costs nobody anything. Requests that arrived in the same turn of the loop still go together.
 
-What "takes less" means: the fastest of the last ``LONE_WINDOW`` batches of one request, wherever they ran. Not
-an average: a lone batch in the worker thread runs on whichever core is free, with cold caches, and measured
-twice to three times as long as the same batch on the loop, which would keep a running mean above the line and
-the lone caller in the thread for good. The minimum ignores such outliers, yet a model whose every batch is slow
-stays off the loop.
+What "takes less" means: the fastest of the last ``LONE_WINDOW`` lone batches run on the loop. The minimum, so
+one outlier (a collection, a preempted process) does not move a quick model off the loop, while a model whose
+every batch is slow leaves it within ``LONE_WINDOW`` batches. Only batches run on the loop count: the same lone
+batch handed to the worker thread measured two to three times as long (a cold core, the hand-over), and judged
+by those the loop would never be tried again. So the loop is tried: by the first lone request, and once every
+``PROBE_EVERY`` lone requests while the loop's own figures say no, unless lone batches in the thread take over
+``PROBE_CEILING`` times ``inline_below`` (a model that slow never blocks the loop to be measured).
 """
 
 from __future__ import annotations
@@ -30,7 +32,9 @@ from typing import Generic, TypeVar
 Item = TypeVar("Item")
 Result = TypeVar("Result")
 INLINE_BELOW_SECONDS = 0.001
-LONE_WINDOW = 16  # batches of one request whose durations are remembered
+LONE_WINDOW = 16  # batches of one request whose durations are remembered, on the loop and in the thread
+PROBE_EVERY = 100
+PROBE_CEILING = 10.0
 
 
 class AdaptiveBatcher(Generic[Item, Result]):
@@ -53,7 +57,9 @@ class AdaptiveBatcher(Generic[Item, Result]):
         self.batches = 0  # batches run and the requests they carried: their ratio is the mean batch size
         self.batched = 0
         self.inline = 0  # batches run on the event loop
-        self.lone_seconds: deque[float] = deque(maxlen=LONE_WINDOW)  # durations of recent batches of one
+        self.inline_seconds: deque[float] = deque(maxlen=LONE_WINDOW)  # recent lone batches on the loop
+        self.thread_seconds: deque[float] = deque(maxlen=LONE_WINDOW)  # recent lone batches in the thread
+        self._since_probe = 0
 
     async def submit(self, item: Item) -> Result:
         """The result for ``item``; raises what ``run_batch`` raised for its batch."""
@@ -72,7 +78,7 @@ class AdaptiveBatcher(Generic[Item, Result]):
             return await future
         try:
             self.inline += 1
-            return self._timed([item])[0]
+            return self._timed([item], self.inline_seconds)[0]
         finally:
             self._busy = False
 
@@ -84,7 +90,16 @@ class AdaptiveBatcher(Generic[Item, Result]):
             self._busy = False
 
     def _quick(self) -> bool:
-        return bool(self.lone_seconds) and min(self.lone_seconds) < self.inline_below
+        """Whether a lone request runs on the loop (see the module's docstring)."""
+        if self.inline_below <= 0:
+            return False
+        if self.inline_seconds and min(self.inline_seconds) < self.inline_below:
+            return True
+        self._since_probe += 1
+        if self.inline_seconds and self._since_probe < PROBE_EVERY:
+            return False
+        self._since_probe = 0
+        return not self.thread_seconds or min(self.thread_seconds) < PROBE_CEILING * self.inline_below
 
     async def _enqueue(self, item: Item) -> Result:
         future: asyncio.Future[Result] = asyncio.get_running_loop().create_future()
@@ -94,14 +109,15 @@ class AdaptiveBatcher(Generic[Item, Result]):
             asyncio.get_running_loop().create_task(self._drain())
         return await future
 
-    def _timed(self, batch: Sequence[Item]) -> list[Result]:
+    def _timed(self, batch: Sequence[Item], lone: deque[float]) -> list[Result]:
+        """``run_batch``, the duration of a batch of one going to ``lone``."""
         started = time.perf_counter()
         self.batches, self.batched = self.batches + 1, self.batched + len(batch)
         try:
             return self.run_batch(batch)
         finally:
             if len(batch) == 1:
-                self.lone_seconds.append(time.perf_counter() - started)
+                lone.append(time.perf_counter() - started)
 
     async def _drain(self) -> None:
         loop = asyncio.get_running_loop()
@@ -109,7 +125,8 @@ class AdaptiveBatcher(Generic[Item, Result]):
             while self._waiting:
                 batch, self._waiting = self._waiting[: self.max_batch_size], self._waiting[self.max_batch_size :]
                 try:
-                    results = await loop.run_in_executor(self._executor, self._timed, [item for item, _ in batch])
+                    items = [item for item, _ in batch]
+                    results = await loop.run_in_executor(self._executor, self._timed, items, self.thread_seconds)
                 except Exception as error:  # every caller of this batch gets the error
                     for _, future in batch:
                         if not future.done():

@@ -8,7 +8,7 @@ from collections.abc import Sequence
 
 import pytest
 
-from model_handlers.batcher import AdaptiveBatcher
+from model_handlers.batcher import PROBE_CEILING, PROBE_EVERY, AdaptiveBatcher
 
 
 class Model:
@@ -94,7 +94,7 @@ class Recorder:
         return [item + 1 for item in items]
 
 
-def test_a_lone_request_to_a_quick_model_runs_on_the_event_loop_once_the_model_is_known_to_be_quick() -> None:
+def test_a_lone_request_to_a_quick_model_runs_on_the_event_loop() -> None:
     model = Recorder()
 
     async def scenario() -> AdaptiveBatcher[int, int]:
@@ -105,9 +105,8 @@ def test_a_lone_request_to_a_quick_model_runs_on_the_event_loop_once_the_model_i
 
     batcher = asyncio.run(scenario())
     loop_thread = threading.current_thread().name
-    assert model.threads[0].startswith("esteira-batch")  # nothing measured yet: the worker thread
-    assert model.threads[1:] == [loop_thread, loop_thread]
-    assert (batcher.inline, batcher.batches, len(batcher.lone_seconds)) == (2, 3, 3)
+    assert model.threads == [loop_thread] * 3  # the first is the loop's trial, the others follow from it
+    assert (batcher.inline, batcher.batches, len(batcher.inline_seconds)) == (3, 3, 3)
 
 
 def test_a_slow_model_never_runs_on_the_event_loop() -> None:
@@ -156,12 +155,13 @@ def test_a_caller_that_leaves_while_the_batcher_looks_for_company_does_not_wedge
 
 
 def test_one_slow_lone_batch_does_not_keep_a_quick_model_off_the_event_loop() -> None:
-    """The estimate is the fastest recent lone batch: an outlier (a cold core, a preempted thread) is ignored."""
+    """The estimate is the fastest recent lone batch on the loop: an outlier (a collection, a preempted process)
+    is ignored."""
     model = Recorder()
 
     async def scenario() -> AdaptiveBatcher[int, int]:
         batcher = AdaptiveBatcher(model, max_batch_size=8, inline_below=0.5)
-        batcher.lone_seconds.extend([0.01, 30.0])  # one quick lone batch, then a very slow one
+        batcher.inline_seconds.extend([0.01, 30.0])  # one quick lone batch, then a very slow one
         await batcher.submit(1)
         batcher.close()
         return batcher
@@ -171,12 +171,27 @@ def test_one_slow_lone_batch_does_not_keep_a_quick_model_off_the_event_loop() ->
     assert batcher.inline == 1
 
 
-def test_a_model_whose_lone_batches_are_all_slow_stays_in_the_worker_thread() -> None:
+def test_a_model_slow_on_the_loop_leaves_it_and_is_tried_there_again_now_and_then() -> None:
     model = Recorder()
 
     async def scenario() -> None:
         batcher = AdaptiveBatcher(model, max_batch_size=8, inline_below=0.5)
-        batcher.lone_seconds.extend([2.0, 3.0, 1.5])
+        batcher.inline_seconds.extend([2.0, 3.0, 1.5])
+        for item in range(PROBE_EVERY):
+            await batcher.submit(item)
+        batcher.close()
+
+    asyncio.run(scenario())
+    in_thread = [name.startswith("esteira-batch") for name in model.threads]
+    assert in_thread == [True] * (PROBE_EVERY - 1) + [False]
+
+
+def test_a_model_far_too_slow_in_the_thread_is_not_tried_on_the_loop() -> None:
+    model = Recorder()
+
+    async def scenario() -> None:
+        batcher = AdaptiveBatcher(model, max_batch_size=8, inline_below=0.5)
+        batcher.thread_seconds.append(PROBE_CEILING * 0.5 + 1.0)
         await batcher.submit(1)
         batcher.close()
 
