@@ -36,7 +36,8 @@ def _features(results: dict[str, Any]) -> list[str]:
     return [
         "Esteira's TorchServe handlers run with every feature on: validation, metrics, drift counting against the "
         f"reference profile and inference logging (mode all, sample rate {log['sample_rate']}) to a local stand-in "
-        f"for the collector, which received {log['posts']:,} batches ({log['bytes'] / 2**20:,.1f} MiB) of records.",
+        f"for the collector, which received {log['posts']:,} batches ({log['bytes'] / 2**20:,.1f} MiB) of records. "
+        "Each TorchServe serves the one model its rows call, as a predictor pod does.",
         "",
     ]
 
