@@ -16,7 +16,7 @@ RATIOS: list[tuple[str, str, str, tuple[str, ...], float]] = [
     ("router / TorchServe behind it", "router+ts-esteira-b8", "ts-esteira-b8", ("1", "8", "32"), 0.9),
     ("router / esteira-kserve behind it", "router+esteira-kserve", "esteira-kserve", ("1", "8", "32"), 0.9),
     ("router / bare HTTP server behind it", "router+http-ceiling", "http-ceiling", ("1", "8", "32"), 0.9),
-    ("packaged JVM flags / TorchServe's defaults", "ts-esteira-b8", "ts-esteira-b8-default-jvm", ("1", "8", "32"), 1.0),
+    ("esteira up's JVM flags / C1-only quick start", "ts-esteira-b8", "ts-esteira-b8-quick-jvm", ("1", "8", "32"), 1.0),
     ("esteira-kserve / TorchServe + Esteira b8", "esteira-kserve", "ts-esteira-b8", ("32",), 2.0),
     ("esteira-kserve / bare HTTP server", "esteira-kserve", "http-ceiling", ("1",), 0.5),
     ("esteira-kserve / KServe stock model", "esteira-kserve", "kserve-stock", ("1", "8", "32"), 1.0),

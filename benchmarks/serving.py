@@ -31,8 +31,9 @@ import torch
 import model_handlers
 from benchmarks.load import median_point, run_point, wrk_binary
 from benchmarks.report import write_markdown
+from esteira.local.server import DEFAULT_VMARGS as ESTEIRA_UP_VMARGS
 from esteira.vocabulary import COLLECTOR_RECORDS_PATH, ENV_LOG_MODE, ENV_LOG_URL
-from tests.support.torchserve import ModelArchive, TorchServe, build_mar, free_port
+from tests.support.torchserve import QUICK_START_VMARGS, ModelArchive, TorchServe, build_mar, free_port
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "benchmarks" / "results"
@@ -42,9 +43,6 @@ LONE_EXTRA_REPEATS = 2  # c=1 points swing most with what else the machine runs
 RUNTIME_PYTHON = REPO / ".tools" / "kserve-runtime-venv" / "bin" / "python"
 STOCK_HANDLER = REPO / "benchmarks" / "stock_handler.py"
 STOCK_IMAGE_HANDLER = REPO / "benchmarks" / "stock_image_handler.py"
-# The flags the test harness and `esteira up` give TorchServe's JVM (quick start), against TorchServe's defaults.
-FAST_START_VMARGS = "-Xmx512m -XX:+UseSerialGC -XX:TieredStopAtLevel=1 -Xss512k"
-DEFAULT_VMARGS = "-Xmx512m"
 BATCHED = {"batchSize": 8, "maxBatchDelay": 10, "minWorkers": 1, "maxWorkers": 1}
 UNBATCHED = {"batchSize": 1, "minWorkers": 1, "maxWorkers": 1}
 V1_PATH = "/v1/models/{}:predict"
@@ -399,7 +397,7 @@ def run(quick: bool, out: Path, only: list[str] | None) -> dict[str, Any]:
         # Each model in a TorchServe of its own, as a predictor pod serves one: idle models' workers beside it
         # cost the one measured up to a third of its throughput at 32 callers.
         for served in dict.fromkeys(row[2] for row in TORCHSERVE_ROWS):
-            with torchserve(work, store, [served], FAST_START_VMARGS, sink) as ts:
+            with torchserve(work, store, [served], ESTEIRA_UP_VMARGS, sink) as ts:
                 for key, title, model, body, path in TORCHSERVE_ROWS:
                     if model == served:
                         bench.measure(ts, Target(key, title, path.format(model), body))
@@ -415,12 +413,12 @@ def run(quick: bool, out: Path, only: list[str] | None) -> dict[str, Any]:
                             "iris-v1",
                         ),
                     )
-        with torchserve(work, store, ["iris"], DEFAULT_VMARGS, sink) as ts:
+        with torchserve(work, store, ["iris"], QUICK_START_VMARGS, sink) as ts:
             bench.measure(
                 ts,
                 Target(
-                    "ts-esteira-b8-default-jvm",
-                    "TorchServe + Esteira, batch 8, default JVM flags",
+                    "ts-esteira-b8-quick-jvm",
+                    "TorchServe + Esteira, batch 8, the tests' quick-start JVM (C1 compiler only)",
                     v1.format("iris"),
                     "iris-v1",
                 ),

@@ -72,6 +72,7 @@ ENV_LOCAL_TOKEN = "ESTEIRA_LOCAL_TOKEN"  # the run's /control token, overriding 
 ENV_LOCAL_TOKEN_DIR = "ESTEIRA_LOCAL_TOKEN_DIR"  # where `esteira up` writes token files
 ENV_LOCAL_ROOT = "ESTEIRA_LOCAL_ROOT"  # when set, every local storageUri must resolve inside it
 ENV_KSERVE_PYTHON = "ESTEIRA_KSERVE_PYTHON"  # the Python `esteira up` runs the esteira-kserve runtime with
+ENV_TORCHSERVE_VMARGS = "ESTEIRA_TORCHSERVE_VMARGS"  # the JVM flags `esteira up` gives TorchServe
 
 # -- inference logging and ground truth -------------------------------------------------------------------
 

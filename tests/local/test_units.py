@@ -133,6 +133,20 @@ def test_a_model_folder_cannot_turn_the_model_api_or_token_auth_back_on(tmp_path
     assert properties["management_address"] == "http://127.0.0.1:2"
 
 
+def test_esteira_up_gives_torchserve_a_jvm_with_its_full_compiler_unless_told_otherwise(tmp_path: Path) -> None:
+    """The C1-only quick start served 0.70x the requests at 32 callers once warm: it is for tests, not the product."""
+    from esteira.api.spec import ModelDeploymentSpec
+    from esteira.local.server import DEFAULT_VMARGS, Ports, local_config
+    from esteira.packaging.config import parse_properties
+
+    spec = ModelDeploymentSpec.parse({"model": {"name": "iris", "version": "1", "storageUri": "file:///m"}})
+    default = parse_properties(local_config("vmargs=-Xint\n", spec, tmp_path, Ports(1, 2, 3, 4, 5)))
+    assert default["vmargs"] == DEFAULT_VMARGS
+    assert "TieredStopAtLevel" not in DEFAULT_VMARGS
+    chosen = parse_properties(local_config("", spec, tmp_path, Ports(1, 2, 3, 4, 5), "-Xmx256m"))
+    assert chosen["vmargs"] == "-Xmx256m"
+
+
 def test_how_a_model_server_ended_names_the_signal() -> None:
     import signal
     from types import SimpleNamespace

@@ -48,6 +48,9 @@ HOST = "127.0.0.1"
 Api = Literal["inference", "management", "metrics", "grpc", "grpc_management"]
 Envelope = Literal["kserve", "kservev2"]
 
+# A small JVM that starts quickly (C1 compiler only, serial GC): tests start many servers and never run one warm.
+QUICK_START_VMARGS = "-Xmx512m -XX:+UseSerialGC -XX:TieredStopAtLevel=1 -Xss512k"
+
 
 class TorchServeError(RuntimeError):
     """TorchServe did not start, a model did not load, or the server did not stop; carries the log tail."""
@@ -197,8 +200,7 @@ class TorchServe:
             "metrics_mode": "prometheus",
             "default_workers_per_model": "1",
             "model_store": str(self.store),
-            # A small JVM that starts quickly: C1 only, serial GC.
-            "vmargs": "-Xmx512m -XX:+UseSerialGC -XX:TieredStopAtLevel=1 -Xss512k",
+            "vmargs": QUICK_START_VMARGS,
         }
         if self.metrics_config is not None:
             props["metrics_config"] = str(self.metrics_config)
