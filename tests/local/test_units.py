@@ -134,7 +134,7 @@ def test_a_model_folder_cannot_turn_the_model_api_or_token_auth_back_on(tmp_path
 
 
 def test_esteira_up_gives_torchserve_a_jvm_with_its_full_compiler_unless_told_otherwise(tmp_path: Path) -> None:
-    """The C1-only quick start served 0.70x the requests at 32 callers once warm: it is for tests, not the product."""
+    """The C1-only quick start gives up the optimising compiler for good: it is for tests, not the product."""
     from esteira.api.spec import ModelDeploymentSpec
     from esteira.local.server import DEFAULT_VMARGS, Ports, local_config
     from esteira.packaging.config import parse_properties

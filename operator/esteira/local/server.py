@@ -43,8 +43,8 @@ __all__ = [
 ]
 
 # TorchServe's own JIT and garbage collector, with a heap cap. A JVM held to the C1 compiler
-# (-XX:TieredStopAtLevel=1) starts a little sooner but served 0.70x the requests at 32 callers once warm
-# (`make bench`, one TorchServe per model). ESTEIRA_TORCHSERVE_VMARGS replaces them.
+# (-XX:TieredStopAtLevel=1) starts a little sooner but gives up the optimising compiler for good: in `make bench`
+# runs it served 0.70x to 1.0x the requests at 32 callers, never more. ESTEIRA_TORCHSERVE_VMARGS replaces them.
 DEFAULT_VMARGS = "-Xmx512m"
 
 
