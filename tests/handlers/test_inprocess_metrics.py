@@ -25,12 +25,18 @@ def context(model_dir: ModelDir, metrics: PrometheusMetrics, requests: int) -> C
     return built
 
 
-def test_every_batch_is_counted_as_soon_as_it_is_answered(model_dirs: dict[str, ModelDir]) -> None:
-    model_dir = model_dirs["tabular"]
+def serving(model_dir: ModelDir) -> tuple[TabularHandler, PrometheusMetrics, CollectorRegistry]:
+    """A tabular handler loaded with esteira-kserve's metrics on a registry of its own."""
     registry = CollectorRegistry()
     metrics = PrometheusMetrics(registry)
     handler = TabularHandler()
     handler.initialize(context(model_dir, metrics, 1))
+    return handler, metrics, registry
+
+
+def test_every_batch_is_counted_as_soon_as_it_is_answered(model_dirs: dict[str, ModelDir]) -> None:
+    model_dir = model_dirs["tabular"]
+    handler, metrics, registry = serving(model_dir)
     body = {"body": json.dumps({"instances": [[0.1, 0.2, 0.3, 0.4]]})}
     for batch in (1, 2, 3):  # three batches well within a second: none of them may wait for a later write
         handler.handle([body] * batch, context(model_dir, metrics, batch))
@@ -41,10 +47,7 @@ def test_every_batch_is_counted_as_soon_as_it_is_answered(model_dirs: dict[str, 
 def test_each_series_keeps_its_own_count(model_dirs: dict[str, ModelDir]) -> None:
     """Series of one metric with different label values are updated apart, batch after batch."""
     model_dir = model_dirs["tabular"]
-    registry = CollectorRegistry()
-    metrics = PrometheusMetrics(registry)
-    handler = TabularHandler()
-    handler.initialize(context(model_dir, metrics, 1))
+    handler, metrics, registry = serving(model_dir)
     good = {"body": json.dumps({"instances": [[0.1, 0.2, 0.3, 0.4]]})}
     bad = {"body": json.dumps({"instances": [[0.1, 0.2]]})}
     for _ in range(2):
