@@ -150,7 +150,6 @@ class Outbox:
         self._queue = deque()
         self._wake = threading.Event()
         self._lock = threading.Lock()
-        self._in_flight = 0
         threading.Thread(target=self._run, name="esteira-inference-log", daemon=True).start()
 
     def offer(self, event: dict[str, Any]) -> bool:
@@ -163,9 +162,6 @@ class Outbox:
             self._wake.set()
         return True
 
-    def pending(self) -> int:
-        return len(self._queue) + self._in_flight
-
     def _run(self) -> None:
         while True:
             self._wake.wait()
@@ -174,9 +170,7 @@ class Outbox:
             self._wake.clear()
             while self._queue:
                 batch = [self._queue.popleft() for _ in range(min(BATCH, len(self._queue)))]
-                self._in_flight = len(batch)
                 self._deliver(batch)
-                self._in_flight = 0
 
     def _deliver(self, batch: list[dict[str, Any]]) -> None:
         delay = self.backoff

@@ -44,6 +44,7 @@ import re
 import socket
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from enum import StrEnum
 from typing import Any
@@ -252,13 +253,8 @@ class HandlerMetrics:
                     (BATCH_SIZE, DEFINITIONS[BATCH_SIZE], batch_size, self.base),
                 ],
             )
-            outcomes: dict[Outcome, int] = {}
-            for status in statuses:
-                outcome = Outcome.of(status)
-                outcomes[outcome] = outcomes.get(outcome, 0) + 1
-            classes: dict[str, int] = {}
-            for label in predicted:
-                classes[label] = classes.get(label, 0) + 1
+            outcomes = Counter(Outcome.of(status) for status in statuses)
+            classes = Counter(predicted)
             self.buffer.add(
                 cache,
                 [(REQUESTS_TOTAL, DEFINITIONS[REQUESTS_TOTAL], n, (*self.base, o.value)) for o, n in outcomes.items()]
