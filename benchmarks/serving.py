@@ -40,6 +40,11 @@ RESULTS = REPO / "benchmarks" / "results"
 MODELS = REPO / "build" / "models"
 DEMO = REPO / "build" / "demo"
 LONE_EXTRA_REPEATS = 2  # c=1 points swing most with what else the machine runs
+# Warm-up: points at the top concurrency until throughput stops rising. TorchServe's JIT compiler was still
+# busy 25 s into a run (a third of the frontend's CPU), so a fixed short warm-up measured a half-compiled JVM.
+WARM_UP_POINT_SECONDS = 2.0
+WARM_UP_LIMIT_SECONDS = 40.0
+STILL_RISING = 1.05  # a point this much above every earlier one means the server is still warming up
 RUNTIME_PYTHON = REPO / ".tools" / "kserve-runtime-venv" / "bin" / "python"
 STOCK_HANDLER = REPO / "benchmarks" / "stock_handler.py"
 STOCK_IMAGE_HANDLER = REPO / "benchmarks" / "stock_image_handler.py"
@@ -334,7 +339,7 @@ class Bench:
     def measure(self, running: Running, target: Target) -> None:
         body, content_type = self.bodies[target.body]
         url = running.url + target.path
-        run_point(url, body, content_type, max(self.concurrencies), min(self.seconds, 2.0), running.pids)  # warm-up
+        warmed = self.warm_up(url, body, content_type, running.pids)
         points: dict[str, Any] = {}
         for concurrency in self.concurrencies:
             repeats = self.repeats + (LONE_EXTRA_REPEATS if concurrency == 1 and self.repeats > 1 else 0)
@@ -346,7 +351,24 @@ class Bench:
                 f"wrk {point.loadgen_cores:.2f} cores  server {point.server_cpu_us_per_request:.0f} us/req",
                 flush=True,
             )
-        self.rows[target.key] = {"title": target.title, "path": target.path, "body": target.body, "points": points}
+        self.rows[target.key] = {
+            "title": target.title,
+            "path": target.path,
+            "body": target.body,
+            "warm_up_seconds": warmed,
+            "points": points,
+        }
+
+    def warm_up(self, url: str, body: Path, content_type: str, pids: list[int]) -> float:
+        """Load at the top concurrency until a point is no longer above the best before it (a server whose JIT
+        has settled), within a limit; returns the seconds it took."""
+        seconds = min(self.seconds, WARM_UP_POINT_SECONDS)
+        began, best = time.monotonic(), 0.0
+        while True:
+            rps = run_point(url, body, content_type, max(self.concurrencies), seconds, pids).rps
+            if (best and rps <= best * STILL_RISING) or time.monotonic() - began >= WARM_UP_LIMIT_SECONDS:
+                return round(time.monotonic() - began, 1)
+            best = max(best, rps)
 
 
 Phase = Callable[[Bench, Path], None]
