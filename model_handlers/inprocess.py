@@ -106,7 +106,7 @@ class _Series:
         self._updates: dict[tuple[str, ...], Callable[[float], None]] = {}
 
     def add_or_update(self, value: float, dimension_values: Sequence[str]) -> None:
-        key = tuple(dimension_values)
+        key = tuple(dimension_values)  # the same tuple when it is one
         update = self._updates.get(key)
         if update is None:
             series = self.metric.labels(*key)
@@ -137,6 +137,11 @@ class PrometheusMetrics:
 
     def get_metric(self, name: str, metric_type: MetricTypes) -> _Series:
         return self.series[name]
+
+    def update(self, name: str, value: float, labels: Sequence[str]) -> None:
+        """TorchServe's ``add_or_update`` on metric ``name``, without the cache lookup: what
+        :func:`model_handlers.metrics.write_metrics` calls for every update."""
+        self.series[name].add_or_update(value, labels)
 
 
 class InProcessHandler:

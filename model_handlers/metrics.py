@@ -101,11 +101,15 @@ def write_metrics(cache: Any, updates: Sequence[Update]) -> None:
     lines its ``CachingMetric.emit_metrics`` writes, all of them in one log record: the frontend reads them
     line by line as ever, and the worker pays one logging call instead of one per line. An update the cache
     refuses is skipped and its error raised after the others are written."""
+    direct = getattr(cache, "update", None)  # a registry in this process (esteira-kserve's): no lines, no lookups
     lines = []
     stamp = ""  # hostname and time, for TorchServe's lines only
     failure: Exception | None = None
     for name, (metric_type, unit, dimensions), value, labels in updates:
         try:
+            if direct is not None:
+                direct(name, value, labels)
+                continue
             try:
                 metric = cache.get_metric(name, metric_type)
             except Exception:  # not declared in the metrics config: declare it on the fly

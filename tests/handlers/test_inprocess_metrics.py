@@ -9,7 +9,7 @@ from prometheus_client import CollectorRegistry
 from ts.context import Context, RequestProcessor
 
 from model_handlers.inprocess import PrometheusMetrics
-from model_handlers.metrics import REQUEST_DURATION, REQUESTS_TOTAL
+from model_handlers.metrics import DEFINITIONS, REQUEST_DURATION, REQUESTS_TOTAL, write_metrics
 from model_handlers.tabular import TabularHandler
 from tests.handlers.conftest import ModelDir, json_headers
 
@@ -56,3 +56,14 @@ def test_each_series_keeps_its_own_count(model_dirs: dict[str, ModelDir]) -> Non
     assert registry.get_sample_value(REQUESTS_TOTAL, {**base, "outcome": "ok"}) == 2
     assert registry.get_sample_value(REQUESTS_TOTAL, {**base, "outcome": "client_error"}) == 4
     assert registry.get_sample_value(f"{REQUEST_DURATION}_count", base) == 2
+
+
+def test_a_metric_the_registry_lacks_costs_no_other_metric_its_update() -> None:
+    registry = CollectorRegistry()
+    metrics = PrometheusMetrics(registry)
+    definition = DEFINITIONS[REQUESTS_TOTAL]
+    labels = ("m", "r", "ok")
+    updates = [(REQUESTS_TOTAL, 1.0), ("unknown", 2.0), (REQUESTS_TOTAL, 3.0)]
+    with pytest.raises(KeyError, match="unknown"):
+        write_metrics(metrics, [(name, definition, value, labels) for name, value in updates])
+    assert registry.get_sample_value(REQUESTS_TOTAL, {"ModelName": "m", "Revision": "r", "outcome": "ok"}) == 4
