@@ -138,9 +138,9 @@ class PrometheusMetrics:
     def get_metric(self, name: str, metric_type: MetricTypes) -> _Series:
         return self.series[name]
 
-    def update(self, name: str, value: float, labels: Sequence[str]) -> None:
+    def write_update(self, name: str, value: float, labels: Sequence[str]) -> None:
         """TorchServe's ``add_or_update`` on metric ``name``, without the cache lookup: what
-        :func:`model_handlers.metrics.write_metrics` calls for every update."""
+        :func:`model_handlers.metrics.write_metrics` calls for every update (a name TorchServe's caches lack)."""
         self.series[name].add_or_update(value, labels)
 
 

@@ -101,7 +101,7 @@ def write_metrics(cache: Any, updates: Sequence[Update]) -> None:
     lines its ``CachingMetric.emit_metrics`` writes, all of them in one log record: the frontend reads them
     line by line as ever, and the worker pays one logging call instead of one per line. An update the cache
     refuses is skipped and its error raised after the others are written."""
-    direct = getattr(cache, "update", None)  # a registry in this process (esteira-kserve's): no lines, no lookups
+    direct = getattr(cache, "write_update", None)  # a registry in this process (esteira-kserve's): no lines or lookups
     lines = []
     stamp = ""  # hostname and time, for TorchServe's lines only
     failure: Exception | None = None
