@@ -373,11 +373,11 @@ class Bench:
         """Load at the top concurrency for at least the server's floor, then until a point is no longer above
         the best before it, within a limit; returns the seconds it took."""
         seconds = min(self.seconds, WARM_UP_POINT_SECONDS)
+        floor = running.warm_up_floor if self.warm_up_floors else 0.0
         began, best = time.monotonic(), 0.0
         while True:
             rps = run_point(url, body, content_type, max(self.concurrencies), seconds, running.pids).rps
             elapsed = time.monotonic() - began
-            floor = running.warm_up_floor if self.warm_up_floors else 0.0
             settled = best and rps <= best * STILL_RISING and elapsed >= floor
             if settled or elapsed >= WARM_UP_LIMIT_SECONDS:
                 return round(elapsed, 1)
@@ -396,13 +396,12 @@ def run(quick: bool, out: Path, only: list[str] | None) -> dict[str, Any]:
     concurrencies = [1, 32] if quick else [1, 8, 32]
     work = Path(tempfile.mkdtemp(prefix="esteira-bench-"))
     bench = Bench(write_bodies(work), concurrencies, seconds, repeats, warm_up_floors=not quick)
-    v1 = V1_PATH
     results: dict[str, Any] = {
         "machine": machine(),
         "seconds_per_point": seconds,
         "repeats": repeats,
         "lone_extra_repeats": LONE_EXTRA_REPEATS if repeats > 1 else 0,
-        "jvm_warm_up_floor_seconds": JVM_WARM_UP_SECONDS if not quick else 0.0,
+        "jvm_warm_up_floor_seconds": JVM_WARM_UP_SECONDS if bench.warm_up_floors else 0.0,
     }
     began = time.monotonic()
 
@@ -416,14 +415,20 @@ def run(quick: bool, out: Path, only: list[str] | None) -> dict[str, Any]:
             bench.measure(
                 bare,
                 Target(
-                    "http-ceiling", "bare HTTP server, fixed JSON (uvicorn + Starlette)", v1.format("iris"), "iris-v1"
+                    "http-ceiling",
+                    "bare HTTP server, fixed JSON (uvicorn + Starlette)",
+                    V1_PATH.format("iris"),
+                    "iris-v1",
                 ),
             )
             with router(work, bare.url) as front:
                 bench.measure(
                     front,
                     Target(
-                        "router+http-ceiling", "esteira up router -> bare HTTP server", v1.format("iris"), "iris-v1"
+                        "router+http-ceiling",
+                        "esteira up router -> bare HTTP server",
+                        V1_PATH.format("iris"),
+                        "iris-v1",
                     ),
                 )
     if wanted("torchserve"):
@@ -445,7 +450,7 @@ def run(quick: bool, out: Path, only: list[str] | None) -> dict[str, Any]:
                         Target(
                             "router+ts-esteira-b8",
                             "esteira up router -> TorchServe + Esteira, b8",
-                            v1.format("iris"),
+                            V1_PATH.format("iris"),
                             "iris-v1",
                         ),
                     )
@@ -455,7 +460,7 @@ def run(quick: bool, out: Path, only: list[str] | None) -> dict[str, Any]:
                 Target(
                     "ts-esteira-b8-quick-jvm",
                     "TorchServe + Esteira, batch 8, the tests' quick-start JVM (C1 compiler only)",
-                    v1.format("iris"),
+                    V1_PATH.format("iris"),
                     "iris-v1",
                 ),
             )
@@ -468,14 +473,16 @@ def run(quick: bool, out: Path, only: list[str] | None) -> dict[str, Any]:
                 Target(
                     "kserve-stock",
                     "KServe model server + minimal kserve.Model, no batching",
-                    v1.format("iris"),
+                    V1_PATH.format("iris"),
                     "iris-v1",
                 ),
             )
         with esteira_kserve(work, "iris-1.0.0") as served:
             bench.measure(
                 served,
-                Target("esteira-kserve", "esteira-kserve, adaptive batching (max 8)", v1.format("iris"), "iris-v1"),
+                Target(
+                    "esteira-kserve", "esteira-kserve, adaptive batching (max 8)", V1_PATH.format("iris"), "iris-v1"
+                ),
             )
             bench.measure(
                 served,
@@ -487,12 +494,15 @@ def run(quick: bool, out: Path, only: list[str] | None) -> dict[str, Any]:
                 bench.measure(
                     front,
                     Target(
-                        "router+esteira-kserve", "esteira up router -> esteira-kserve", v1.format("iris"), "iris-v1"
+                        "router+esteira-kserve",
+                        "esteira up router -> esteira-kserve",
+                        V1_PATH.format("iris"),
+                        "iris-v1",
                     ),
                 )
         with esteira_kserve(work, "iris-1.0.0", batch_size=1) as served:
             bench.measure(
-                served, Target("esteira-kserve-b1", "esteira-kserve, batching off", v1.format("iris"), "iris-v1")
+                served, Target("esteira-kserve-b1", "esteira-kserve, batching off", V1_PATH.format("iris"), "iris-v1")
             )
         with esteira_kserve(work, "digits-1.0.0") as served:
             bench.measure(
@@ -500,7 +510,7 @@ def run(quick: bool, out: Path, only: list[str] | None) -> dict[str, Any]:
                 Target(
                     "esteira-kserve-image",
                     "esteira-kserve, digits image, adaptive batching",
-                    v1.format("digits"),
+                    V1_PATH.format("digits"),
                     "digits-v1",
                 ),
             )
