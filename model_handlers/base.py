@@ -30,7 +30,7 @@ from ts.torch_handler.base_handler import BaseHandler
 
 from model_handlers.config import CONFIG_FILE, ConfigError, ModelConfig, load_config
 from model_handlers.drift import DriftCounter
-from model_handlers.inference_log import InferenceLog
+from model_handlers.inference_log import Exchange, InferenceLog
 from model_handlers.metrics import FLUSH_SECONDS, HandlerMetrics, MetricBuffer
 from model_handlers.protocol import (
     BINARY_HEADER,
@@ -40,6 +40,7 @@ from model_handlers.protocol import (
     Instance,
     ParsedRequest,
     Prediction,
+    Protocol,
     encode_binary,
     envelope_v2_payload,
     error_body,
@@ -71,15 +72,21 @@ class ModelLoadError(RuntimeError):
 class _Slot:
     """One request of a batch on its way through the handler."""
 
+    headers: Mapping[str, Any] = field(default_factory=dict)  # lower-case names
+    body: Any = None
+    json_text: bool = False  # the body is JSON text that parsed (the inference log takes it as it came)
     parsed: ParsedRequest | None = None
     tensor: torch.Tensor | None = None
     predictions: list[Prediction] = field(default_factory=list)
-    document: Any = None  # the JSON answer before encoding: the inference log takes it as is, not parsed again
     status: int = 200
     message: str = ""
 
     def fail(self, status: int, message: str) -> None:
         self.status, self.message, self.tensor = status, message, None
+
+    def exchange(self, answer: str | bytes) -> Exchange:
+        body_id = self.parsed.request_id if self.parsed is not None else None
+        return Exchange(self.headers, self.body, self.json_text, body_id, self.status, self.predictions, answer)
 
 
 def detect_envelope(data: Any, context: Any) -> Envelope | None:
@@ -248,10 +255,9 @@ class EsteiraHandler(BaseHandler, abc.ABC):  # type: ignore[misc]
             slots, answers = self._internal_error(data, context)
         self._record(context, slots, time.perf_counter() - started)
         if self.inference_log is not None and not envelope and isinstance(data, list):
-            documents = [
-                answer if slot.document is None else slot.document for slot, answer in zip(slots, answers, strict=True)
-            ]
-            self.inference_log.observe(context, data, documents, [(slot.status, slot.predictions) for slot in slots])
+            self.inference_log.observe(
+                context, [slot.exchange(answer) for slot, answer in zip(slots, answers, strict=True)]
+            )
         if envelope:
             self._warn_envelope(envelope, context)
             return list(answers[0])  # the envelope wraps the one answer it can carry
@@ -272,8 +278,11 @@ class EsteiraHandler(BaseHandler, abc.ABC):  # type: ignore[misc]
 
     def _internal_error(self, data: Any, context: Any) -> tuple[list[_Slot], list[Any]]:
         """A 500 for every request of the batch, touching the context as little as possible."""
-        count = len(data) if isinstance(data, list) else 1
-        slots = [_Slot(status=500, message="internal error in the model handler") for _ in range(count)]
+        rows = data if isinstance(data, list) else [data]
+        slots = [
+            _Slot(body=_body_or_none(row), status=500, message="internal error in the model handler") for row in rows
+        ]
+        count = len(slots)
         for idx in range(count):
             try:
                 context.set_response_status(500, "internal error in the model handler", idx)
@@ -289,13 +298,16 @@ class EsteiraHandler(BaseHandler, abc.ABC):  # type: ignore[misc]
             elif envelope == "kservev2":
                 slot.parsed = parse_envelope_v2(row, self.spec)
             else:
-                content_type, size, binary = _content_headers(context, idx)
+                slot.headers = _request_headers(context, idx)
+                content_type, size, binary = _content_headers(slot.headers)
+                slot.body = extract_body(row, content_type)
                 slot.parsed = parse_request(
-                    extract_body(row, content_type),
-                    self.spec,
-                    content_type=content_type,
-                    body_size=size,
-                    binary_header=binary,
+                    slot.body, self.spec, content_type=content_type, body_size=size, binary_header=binary
+                )
+                slot.json_text = (
+                    binary is None
+                    and slot.parsed.protocol is not Protocol.RAW
+                    and isinstance(slot.body, bytes | bytearray | str)
                 )
             slot.tensor = self.preprocess_instances(slot.parsed.instances)
         except BadRequest as error:
@@ -390,10 +402,7 @@ class EsteiraHandler(BaseHandler, abc.ABC):  # type: ignore[misc]
             if with_context:
                 context.set_response_status(slot.status, reason_phrase(slot.message), idx)
             body: Any = error_body(slot.message)
-            if envelope:
-                return [body]
-            slot.document = body
-            return json.dumps(body)
+            return [body] if envelope else json.dumps(body)
         if with_context:
             context.set_response_status(200, "OK", idx)
         if envelope == "kserve":
@@ -407,7 +416,6 @@ class EsteiraHandler(BaseHandler, abc.ABC):  # type: ignore[misc]
             context.set_response_content_type(idx, BINARY_CONTENT_TYPE)
             context.set_response_header(idx, BINARY_HEADER, str(header_length))
             return payload
-        slot.document = body
         return json.dumps(body, allow_nan=False)
 
     def _record(self, context: Any, slots: list[_Slot], seconds: float) -> None:
@@ -443,19 +451,23 @@ class EsteiraHandler(BaseHandler, abc.ABC):  # type: ignore[misc]
         return probabilities, probabilities.argmax(dim=1)
 
 
-def _content_headers(context: Any, idx: int) -> tuple[str | None, int | None, str | None]:
-    """The request's Content-Type, Content-Length and Inference-Header-Content-Length, as TorchServe passes
-    them in the request headers."""
+def _request_headers(context: Any, idx: int) -> dict[str, Any]:
+    """The request's headers as TorchServe passes them, with lower-case names (read once per request: parsing
+    and the inference log both use them)."""
     try:
         headers = context.get_all_request_header(idx)
     except Exception:  # no TorchServe context (unit tests) or no headers
-        return None, None, None
+        return {}
     if not isinstance(headers, Mapping):
-        return None, None, None
-    lowered = {str(key).lower(): value for key, value in headers.items()}
-    content_type = lowered.get("content-type")
-    length = lowered.get("content-length")
-    binary = lowered.get(BINARY_HEADER.lower())
+        return {}
+    return {str(key).lower(): value for key, value in headers.items()}
+
+
+def _content_headers(headers: Mapping[str, Any]) -> tuple[str | None, int | None, str | None]:
+    """The request's Content-Type, Content-Length and Inference-Header-Content-Length."""
+    content_type = headers.get("content-type")
+    length = headers.get("content-length")
+    binary = headers.get(BINARY_HEADER.lower())
     try:
         size = int(length) if length is not None else None
     except (TypeError, ValueError):
@@ -465,3 +477,10 @@ def _content_headers(context: Any, idx: int) -> tuple[str | None, int | None, st
         size,
         str(binary) if binary is not None else None,
     )
+
+
+def _body_or_none(row: Any) -> Any:
+    try:
+        return extract_body(row)
+    except BadRequest:
+        return None

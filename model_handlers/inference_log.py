@@ -8,9 +8,12 @@ when its queue is full and knows no revision. Here:
   else TorchServe's own (which its frontend returns as ``x-request-id``; a v2 answer's ``id`` says it too).
 - Configured field names are redacted at any depth (and a v2 input tensor of that name) before a record is
   queued: nothing unredacted leaves the worker.
-- ``observe`` only decides, encodes and ``put_nowait``\\ s; a full queue drops the record and counts it. One
-  daemon thread sends: a batch to Esteira's collector, or one binary-mode event at a time to another URL,
-  retrying with exponential backoff before giving a record up (counted too).
+- ``observe`` only decides and queues; a full queue drops the record and counts it. One daemon thread encodes
+  and sends: a batch to Esteira's collector, or one binary-mode event at a time to another URL, retrying with
+  exponential backoff before giving a record up (counted too).
+- A body the handler read as JSON text, and every JSON answer, go into the record as the text they were: when
+  nothing is to be redacted, nothing is decoded and encoded again (that cost a logged request a fifth of its
+  worker time).
 - The sender lets a batch gather for ``LINGER_SECONDS`` unless ``BATCH`` records are already waiting, and keeps
   its connection open between posts: waking for every record, a post per few records and a TCP handshake per
   post took more of the model server's CPU than its handler did.
@@ -58,7 +61,7 @@ from esteira.vocabulary import (
     REQUEST_ID_HEADER,
 )
 from model_handlers.metrics import Definition, label_value, write_metrics
-from model_handlers.protocol import BadRequest, Identity, Prediction, extract_body
+from model_handlers.protocol import Identity, Prediction
 
 logger = logging.getLogger(__name__)
 
@@ -68,7 +71,6 @@ DEFINITIONS: dict[str, Definition] = {DROPPED_TOTAL: (MetricTypes.COUNTER, "coun
 QUEUE_SIZE = 1000
 BATCH = 100
 LINGER_SECONDS = 0.1
-Sender = Callable[[list[dict[str, Any]]], None]
 
 
 def sampled(request_id: str, rate: float) -> bool:
@@ -131,6 +133,75 @@ class LogSettings:
         )
 
 
+@dataclass(frozen=True, slots=True)
+class Exchange:
+    """One request of a batch and the handler's answer to it, as the inference log takes them."""
+
+    headers: Mapping[str, Any]  # lower-case names
+    body: Any  # as the server passed it: bytes or text, or the value TorchServe already decoded
+    json_text: bool  # the body is JSON text the handler read: a record carries it as it came
+    body_id: str | None  # the body's own ``id``, when the handler read one
+    status: int
+    predictions: Sequence[Prediction]
+    answer: str | bytes  # the JSON answer's text; bytes: a binary answer, logged as its size
+
+
+@dataclass(frozen=True, slots=True)
+class Revision:
+    """The attributes every event of this revision carries, as values (binary mode's headers) and as JSON
+    members (a batch's records), both built once."""
+
+    attributes: Mapping[str, str]
+    members: str
+
+    @classmethod
+    def of(cls, attributes: Mapping[str, str]) -> Revision:
+        return cls(dict(attributes), json.dumps(dict(attributes))[1:-1])
+
+
+@dataclass(frozen=True, slots=True)
+class Record:
+    """One CloudEvent in the outbox. ``data`` is JSON text when ``encoded`` (a body or answer taken as it came:
+    nothing is decoded and encoded again), else a value the sender thread encodes."""
+
+    revision: Revision
+    id: str
+    type: str
+    time: str
+    predictions: str | None
+    data: Any
+    encoded: bool
+
+    def data_json(self) -> bytes:
+        data = self.data if self.encoded else json.dumps(self.data)
+        return data.encode() if isinstance(data, str) else bytes(data)
+
+    def to_json(self) -> bytes:
+        """The structured-mode event, the data spliced in as text."""
+        members = [f'"id":{json.dumps(self.id)}', f'"type":"{self.type}"', f'"time":"{self.time}"']
+        if self.predictions is not None:
+            members.append(f'"{CE_PREDICTIONS}":{json.dumps(self.predictions)}')
+        if self.revision.members:
+            members.append(self.revision.members)
+        return ("{" + ",".join(members) + ',"data":').encode() + self.data_json() + b"}"
+
+    def headers(self) -> dict[str, str]:
+        """Binary mode's ``ce-`` headers."""
+        own = {"id": self.id, "type": self.type, "time": self.time}
+        if self.predictions is not None:
+            own[CE_PREDICTIONS] = self.predictions
+        fixed = {key: value for key, value in self.revision.attributes.items() if key != "datacontenttype"}
+        return {f"ce-{key}": str(value) for key, value in (own | fixed).items()}
+
+
+def encode_batch(records: Sequence[Record]) -> bytes:
+    """A CloudEvents JSON batch of ``records``."""
+    return b"[" + b",".join(record.to_json() for record in records) + b"]"
+
+
+Sender = Callable[[list[Record]], None]
+
+
 @dataclass
 class Outbox:
     """The bounded queue and its sender thread; `offer` never blocks. A deque and an event rather than a
@@ -144,7 +215,7 @@ class Outbox:
     linger: float = LINGER_SECONDS
     dropped: int = 0
     failed: int = 0
-    _queue: deque[dict[str, Any]] = field(init=False)
+    _queue: deque[Record] = field(init=False)
 
     def __post_init__(self) -> None:
         self._queue = deque()
@@ -152,12 +223,12 @@ class Outbox:
         self._lock = threading.Lock()
         threading.Thread(target=self._run, name="esteira-inference-log", daemon=True).start()
 
-    def offer(self, event: dict[str, Any]) -> bool:
+    def offer(self, record: Record) -> bool:
         if len(self._queue) >= self.capacity:
             with self._lock:
                 self.dropped += 1
             return False
-        self._queue.append(event)  # before the check below: a sender that just cleared the event still sees it
+        self._queue.append(record)  # before the check below: a sender that just cleared the event still sees it
         if not self._wake.is_set():
             self._wake.set()
         return True
@@ -172,7 +243,7 @@ class Outbox:
                 batch = [self._queue.popleft() for _ in range(min(BATCH, len(self._queue)))]
                 self._deliver(batch)
 
-    def _deliver(self, batch: list[dict[str, Any]]) -> None:
+    def _deliver(self, batch: list[Record]) -> None:
         delay = self.backoff
         for attempt in range(self.attempts):
             try:
@@ -238,76 +309,78 @@ def http_sender(settings: LogSettings, timeout: float = 5.0) -> Sender:
         if status >= 300 and status != 422:  # 422: malformed, retrying will not help
             raise RuntimeError(f"HTTP {status}")
 
-    def send(events: list[dict[str, Any]]) -> None:
+    def send(records: list[Record]) -> None:
         if batched:
-            post(json.dumps(events).encode(), {"Content-Type": CE_BATCH_CONTENT_TYPE})
+            post(encode_batch(records), {"Content-Type": CE_BATCH_CONTENT_TYPE})
             return
-        for event in events:
-            headers = {f"ce-{k}": str(v) for k, v in event.items() if k not in ("data", "datacontenttype")}
-            post(json.dumps(event["data"]).encode(), {**headers, "Content-Type": "application/json"})
+        for record in records:
+            post(record.data_json(), {**record.headers(), "Content-Type": "application/json"})
 
     return send
 
 
 class InferenceLog:
-    """What the handler calls once per batch (`observe`); builds the events and hands them to the outbox."""
+    """What the handler calls once per batch (`observe`); builds the records and hands them to the outbox."""
 
     def __init__(self, settings: LogSettings, identity: Identity, outbox: Outbox | None = None) -> None:
         self.settings = settings
         self.identity = identity
         self.outbox = outbox or Outbox(http_sender(settings))
         self._reported_drops = 0
-        self._attributes = {  # what every event of this revision carries, built once
-            "specversion": "1.0",
-            "source": f"esteira/{settings.namespace}/{settings.deployment}/{identity.revision}",
-            "datacontenttype": "application/json",
-            CE_INFERENCE_SERVICE: settings.deployment or identity.name,
-            CE_NAMESPACE: settings.namespace,
-            CE_COMPONENT: "predictor",
-            CE_ENDPOINT: f"revision-{identity.revision}",
-            CE_MODEL_NAME: identity.name,
-            CE_MODEL_VERSION: identity.version,
-            CE_REVISION: identity.revision,
-        }
+        self._revision = Revision.of(
+            {
+                "specversion": "1.0",
+                "source": f"esteira/{settings.namespace}/{settings.deployment}/{identity.revision}",
+                "datacontenttype": "application/json",
+                CE_INFERENCE_SERVICE: settings.deployment or identity.name,
+                CE_NAMESPACE: settings.namespace,
+                CE_COMPONENT: "predictor",
+                CE_ENDPOINT: f"revision-{identity.revision}",
+                CE_MODEL_NAME: identity.name,
+                CE_MODEL_VERSION: identity.version,
+                CE_REVISION: identity.revision,
+            }
+        )
 
     @classmethod
     def from_env(cls, identity: Identity) -> InferenceLog | None:
         settings = LogSettings.from_env()
         return cls(settings, identity) if settings else None
 
-    def observe(
-        self,
-        context: Any,
-        rows: Sequence[Any],
-        answers: Sequence[Any],
-        outcomes: Sequence[tuple[int, Sequence[Prediction]]],
-    ) -> None:
+    def observe(self, context: Any, exchanges: Sequence[Exchange]) -> None:
         """Queue the sampled requests' records; never raises (logging must not fail inference)."""
         try:
-            for idx, (row, answer, (status, predictions)) in enumerate(zip(rows, answers, outcomes, strict=False)):
-                body = _decoded(_body(row))  # decoded once: for the request id and for the record
-                request_id = _request_id(context, idx, body)
+            mode, now = self.settings.mode, datetime.now(UTC).isoformat().replace("+00:00", "Z")
+            for idx, exchange in enumerate(exchanges):
+                request_id = _request_id(context, idx, exchange)
                 if request_id is None or not sampled(request_id, self.settings.sample_rate):
                     continue
-                now = datetime.now(UTC).isoformat().replace("+00:00", "Z")
-                if self.settings.mode in ("all", "request"):
-                    self.outbox.offer(self._event(CE_INFERENCE_REQUEST, request_id, now, body))
-                if self.settings.mode in ("all", "response") and status == 200:
-                    event = self._event(CE_INFERENCE_RESPONSE, request_id, now, _decoded(answer))
-                    event[CE_PREDICTIONS] = json.dumps([_answer(p) for p in predictions])
-                    self.outbox.offer(event)
+                if mode != "response":
+                    data, encoded = self._request_data(exchange)
+                    self.outbox.offer(
+                        Record(self._revision, request_id, CE_INFERENCE_REQUEST, now, None, data, encoded)
+                    )
+                if mode != "request" and exchange.status == 200:
+                    predictions = json.dumps([_answer(p) for p in exchange.predictions])
+                    data, encoded = self._answer_data(exchange.answer)
+                    self.outbox.offer(
+                        Record(self._revision, request_id, CE_INFERENCE_RESPONSE, now, predictions, data, encoded)
+                    )
             self._report_drops(getattr(context, "metrics", None))
         except Exception:
             logger.exception("inference logging failed for a batch; inference goes on")
 
-    def _event(self, kind: str, request_id: str, now: str, data: Any) -> dict[str, Any]:
-        return {
-            "id": request_id,
-            "type": kind,
-            "time": now,
-            **self._attributes,
-            "data": redact(data, self.settings.redact),
-        }
+    def _request_data(self, exchange: Exchange) -> tuple[Any, bool]:
+        if exchange.json_text and not self.settings.redact:
+            return exchange.body, True
+        return redact(_decoded(exchange.body), self.settings.redact), False
+
+    def _answer_data(self, answer: str | bytes) -> tuple[Any, bool]:
+        if isinstance(answer, bytes | bytearray):
+            return {"binary_bytes": len(answer)}, False
+        if not self.settings.redact:
+            return answer, True
+        return redact(json.loads(answer), self.settings.redact), False
 
     def _report_drops(self, cache: Any) -> None:
         dropped = self.outbox.dropped
@@ -316,13 +389,6 @@ class InferenceLog:
         labels = (label_value(self.identity.name), label_value(self.identity.revision))
         self._reported_drops, newly = dropped, dropped - self._reported_drops
         write_metrics(cache, [(DROPPED_TOTAL, DEFINITIONS[DROPPED_TOTAL], newly, labels)])
-
-
-def _body(row: Any) -> Any:
-    try:
-        return extract_body(row)
-    except BadRequest:
-        return None
 
 
 def _answer(prediction: Prediction) -> Any:
@@ -346,21 +412,16 @@ def _decoded(payload: Any) -> Any:
     return payload
 
 
-def _headers(context: Any, idx: int) -> dict[str, str]:
-    try:
-        headers = context.get_all_request_header(idx)
-    except Exception:
-        return {}
-    return {str(k).lower(): str(v) for k, v in (headers or {}).items()}
-
-
-def _request_id(context: Any, idx: int, decoded: Any) -> str | None:
-    headers = _headers(context, idx)
+def _request_id(context: Any, idx: int, exchange: Exchange) -> str | None:
     for name in (REQUEST_ID_HEADER, "ce-id"):
-        if headers.get(name):
-            return headers[name]
-    if isinstance(decoded, Mapping) and isinstance(decoded.get("id"), str) and decoded["id"]:
-        return str(decoded["id"])
+        if exchange.headers.get(name):
+            return str(exchange.headers[name])
+    if exchange.body_id:
+        return exchange.body_id
+    if not exchange.json_text:  # a body the handler could not read may still say its id
+        decoded = _decoded(exchange.body)
+        if isinstance(decoded, Mapping) and isinstance(decoded.get("id"), str) and decoded["id"]:
+            return str(decoded["id"])
     try:
         return str(context.get_request_id(idx))
     except Exception:

@@ -16,9 +16,13 @@ from hypothesis import strategies as st
 from esteira.vocabulary import COLLECTOR_RECORDS_PATH
 from model_handlers.inference_log import (
     REDACTED,
+    Exchange,
     InferenceLog,
     LogSettings,
     Outbox,
+    Record,
+    Revision,
+    encode_batch,
     http_sender,
     redact,
     sampled,
@@ -91,16 +95,26 @@ def test_v2_tensor_of_a_redacted_name_is_replaced() -> None:
 
 
 class Context:
+    """The request ids TorchServe would have given (used when a request names none)."""
+
     def __init__(self, ids: list[str]) -> None:
         self.ids = ids
-        self.headers: dict[tuple[int, str], str] = {}
         self.metrics = None
 
-    def get_all_request_header(self, idx: int) -> dict[str, str]:
-        return {"x-request-id": self.ids[idx]}
+    def get_request_id(self, idx: int) -> str:
+        return self.ids[idx]
 
-    def set_response_header(self, idx: int, name: str, value: str) -> None:
-        self.headers[(idx, name)] = value
+
+def exchange(
+    request_id: str | None, body: Any, answer: str | bytes, predictions: list[Prediction], json_text: bool = True
+) -> Exchange:
+    headers = {"x-request-id": request_id} if request_id else {}
+    return Exchange(headers, body, json_text, None, 200, predictions, answer)
+
+
+def records(batch: list[Record]) -> list[dict[str, Any]]:
+    """A batch as the collector reads it."""
+    return list(json.loads(encode_batch(batch)))
 
 
 def test_queue_never_blocks_inference_and_counts_drops() -> None:
@@ -108,13 +122,12 @@ def test_queue_never_blocks_inference_and_counts_drops() -> None:
     outbox = Outbox(lambda batch: release.wait(), capacity=10)  # a sink that hangs until released
     log = InferenceLog(LogSettings(url="http://sink", mode="all", redact=FIELDS), Identity("iris", "1", "2"), outbox)
     ids = [f"r{i}" for i in range(100)]
-    body = [{"body": json.dumps({"instances": [{"ssn": SECRET, "a": 1}]}).encode()} for _ in ids]
-    answers = [json.dumps({"predictions": [{"label": "setosa"}]})] * len(ids)
-    outcomes = [(200, [Prediction(label="setosa")])] * len(ids)
-    context = Context(ids)
+    body = json.dumps({"instances": [{"ssn": SECRET, "a": 1}]}).encode()
+    answer = json.dumps({"predictions": [{"label": "setosa"}]})
+    exchanges = [exchange(i, body, answer, [Prediction(label="setosa")]) for i in ids]
     # 200 records into a queue of 10 while the sink hangs: observe must come back without the sink's release
     # (a deadline against a hang, not a measure of speed).
-    caller = threading.Thread(target=log.observe, args=(context, body, answers, outcomes))
+    caller = threading.Thread(target=log.observe, args=(Context(ids), exchanges))
     caller.start()
     caller.join(timeout=60)
     assert not caller.is_alive(), "observe blocked on a full queue"
@@ -126,10 +139,10 @@ def test_records_carry_identity_predictions_and_redacted_inputs_and_retry_until_
     delivered: list[dict[str, Any]] = []
     failures = iter([True, True, False] + [False] * 100)
 
-    def flaky(batch: list[dict[str, Any]]) -> None:
+    def flaky(batch: list[Record]) -> None:
         if next(failures):
             raise ConnectionError("collector restarting")
-        delivered.extend(batch)
+        delivered.extend(records(batch))
 
     outbox = Outbox(flaky, backoff=0.01)
     log = InferenceLog(
@@ -139,9 +152,7 @@ def test_records_carry_identity_predictions_and_redacted_inputs_and_retry_until_
     )
     log.observe(
         Context(["abc"]),
-        [{"body": b'{"instances": [{"ssn": "1", "a": 2}]}'}],
-        ['{"predictions": [0.5]}'],
-        [(200, [Prediction(value=0.5)])],
+        [exchange(None, b'{"instances": [{"ssn": "1", "a": 2}]}', '{"predictions": [0.5]}', [Prediction(value=0.5)])],
     )
     eventually(lambda: len(delivered) == 2, 10, "both records delivered after two failed attempts")
     request, response = delivered
@@ -174,10 +185,11 @@ def test_the_sender_keeps_its_connection_reopens_a_closed_one_and_raises_on_erro
     threading.Thread(target=server.serve_forever, daemon=True).start()
     try:
         send = http_sender(LogSettings(url=f"http://127.0.0.1:{server.server_address[1]}{COLLECTOR_RECORDS_PATH}"))
+        revision = Revision.of({"source": "test"})
         for index in range(4):
-            send([{"id": str(index)}])
+            send([Record(revision, str(index), "t", "now", None, {}, encoded=False)])
         with pytest.raises(RuntimeError, match="HTTP 500"):
-            send([{"id": "broken"}])
+            send([Record(revision, "broken", "t", "now", None, {}, encoded=False)])
     finally:
         server.shutdown()
         server.server_close()
@@ -200,10 +212,75 @@ def test_dropped_records_are_counted_on_esteira_kserves_registry() -> None:
     context = Context(ids)
     registry = CollectorRegistry()
     context.metrics = PrometheusMetrics(registry)  # type: ignore[assignment]
-    body = [{"body": json.dumps({"instances": [[1, 2]]}).encode()} for _ in ids]
-    log.observe(
-        context, body, [json.dumps({"predictions": [1]})] * len(ids), [(200, [Prediction(value=1.0)])] * len(ids)
-    )
+    body = json.dumps({"instances": [[1, 2]]}).encode()
+    log.observe(context, [exchange(i, body, json.dumps({"predictions": [1]}), [Prediction(value=1.0)]) for i in ids])
     release.set()
     assert outbox.dropped > 0
     assert registry.get_sample_value(DROPPED_TOTAL, {"ModelName": "iris", "Revision": "2"}) == outbox.dropped
+
+
+def test_bodies_and_answers_are_logged_as_they_came_and_anything_else_as_a_value() -> None:
+    """JSON text the handler read goes into the record byte for byte; TorchServe's decoded bodies, unreadable
+    bodies and binary answers are encoded by the sender; every batch is one valid JSON document."""
+    sent: list[bytes] = []
+    outbox = Outbox(lambda batch: sent.append(encode_batch(batch)), linger=0.0)
+    log = InferenceLog(LogSettings(url="http://sink", namespace="models"), Identity("iris", "1.0.1", "3"), outbox)
+    text = '{ "instances" : [[1,  2.50]],\n "note": "caf\u00e9 \\u2603" }'.encode()
+    answer = '{"predictions": [{"label": "\u00e9"}]}'
+    log.observe(
+        Context(["ts-0", "ts-1", "ts-2"]),
+        [
+            exchange("a", text, answer, [Prediction(label="\u00e9")]),
+            exchange(None, {"instances": [[3, 4]]}, b"\x00binary", [Prediction(value=(1.0, 2.0))], json_text=False),
+            exchange("c", b"\x89PNG not json", answer, [Prediction(label="x")], json_text=False),
+        ],
+    )
+    eventually(lambda: sum(len(json.loads(batch)) for batch in sent) == 6, 10, "six records sent")
+    assert text in b"".join(sent) and answer.encode() in b"".join(sent)
+    delivered = [record for batch in sent for record in json.loads(batch)]
+    by_kind = {(r["id"], r["type"].rsplit(".", 1)[1]): r for r in delivered}
+    assert by_kind[("a", "request")]["data"] == json.loads(text)
+    assert by_kind[("a", "response")]["data"] == json.loads(answer)
+    assert json.loads(by_kind[("a", "response")]["predictions"]) == ["\u00e9"]
+    assert by_kind[("ts-1", "request")]["data"] == {"instances": [[3, 4]]}  # no header id: TorchServe's
+    assert by_kind[("ts-1", "response")]["data"] == {"binary_bytes": 7}
+    assert json.loads(by_kind[("ts-1", "response")]["predictions"]) == [[1.0, 2.0]]
+    assert by_kind[("c", "request")]["data"] == {"binary_bytes": 13}
+    for record in delivered:
+        assert (record["revision"], record["namespace"], record["specversion"]) == ("3", "models", "1.0")
+        assert record["time"].endswith("Z")
+
+
+def test_a_plain_cloudevents_url_gets_one_binary_mode_event_per_record() -> None:
+    posts: list[tuple[dict[str, str], bytes]] = []
+
+    class Sink(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def do_POST(self) -> None:
+            posts.append((dict(self.headers), self.rfile.read(int(self.headers["Content-Length"]))))
+            self.send_response(202)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def log_message(self, *_: Any) -> None:
+            """Quiet."""
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Sink)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        settings = LogSettings(url=f"http://127.0.0.1:{server.server_address[1]}/events", deployment="iris")
+        log = InferenceLog(settings, Identity("iris", "1.0.1", "3"), Outbox(http_sender(settings), linger=0.0))
+        body = b'{"instances": [[1, 2]]}'
+        log.observe(Context(["x"]), [exchange("r1", body, '{"predictions": [0]}', [Prediction(label="0")])])
+        eventually(lambda: len(posts) == 2, 10, "both events posted")
+    finally:
+        server.shutdown()
+        server.server_close()
+    (request_headers, request_body), (response_headers, response_body) = posts
+    assert request_body == body and json.loads(response_body) == {"predictions": [0]}
+    assert request_headers["ce-id"] == response_headers["ce-id"] == "r1"
+    assert request_headers["ce-type"] == "org.kubeflow.serving.inference.request"
+    assert response_headers["ce-predictions"] == '["0"]' and "ce-predictions" not in request_headers
+    assert (request_headers["ce-inferenceservicename"], request_headers["ce-revision"]) == ("iris", "3")
+    assert "ce-datacontenttype" not in request_headers and request_headers["Content-Type"] == "application/json"
