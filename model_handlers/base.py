@@ -28,6 +28,7 @@ from typing import Any, Literal
 import torch
 from ts.torch_handler.base_handler import BaseHandler
 
+from esteira.packaging.heap import freeze_startup_heap
 from model_handlers.config import CONFIG_FILE, ConfigError, ModelConfig, load_config
 from model_handlers.drift import DriftCounter
 from model_handlers.inference_log import Exchange, InferenceLog
@@ -186,13 +187,15 @@ class EsteiraHandler(BaseHandler, abc.ABC):  # type: ignore[misc]
         if self.drift is not None:
             self.drift.publish(getattr(context, "metrics", None))
         self.initialized = True
+        frozen = freeze_startup_heap()  # the model is this process's only one: what it loaded lives as long
         logger.info(
-            "Esteira %s handler ready: model %s version %s revision %s on %s",
+            "Esteira %s handler ready: model %s version %s revision %s on %s (%d start-up objects frozen)",
             self.config.kind,
             self.identity.name,
             self.identity.version,
             self.identity.revision,
             self.device,
+            frozen,
         )
 
     def _check_model(self) -> tuple[str, ...]:

@@ -25,6 +25,7 @@ from esteira.local.access import read_token
 from esteira.local.kserve_server import RuntimeUnavailable
 from esteira.local.router import PortInUse
 from esteira.local.runtime import LocalRuntime
+from esteira.packaging.heap import freeze_startup_heap
 from esteira.retraining.report import card_summary, retraining_lines
 from esteira.vocabulary import ENV_KSERVE_PYTHON, ENV_LOCAL_URL
 
@@ -73,6 +74,7 @@ def _up(args: argparse.Namespace) -> int:
     except OSError as exc:
         print(f"{args.file}: cannot read the file: {exc.strerror or exc}", file=sys.stderr)
         return 2
+    freeze_startup_heap()  # the router's full collections would otherwise walk every module loaded so far
     return uvloop.run(serve(runtime))  # uvloop: a cheaper event loop under every request the router proxies
 
 
