@@ -41,6 +41,7 @@ from esteira.packaging.config import (
     parse_properties,
     set_properties,
 )
+from esteira.packaging.heap import freeze_startup_heap
 from esteira.packaging.logs import LOG_CONFIG_PATH, log4j2_xml
 from esteira.vocabulary import ENV_BATCH_SIZE, ENV_MAX_BATCH_DELAY_MS, ENV_MODEL_VERSION
 
@@ -326,6 +327,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         served, env.get(ENV_MODEL_VERSION) or served.version, where.backend, where.management
     )
     listener = front.FrontThread(front.front_app(model, max_body), host, port).start()
+    freeze_startup_heap()  # every inference request crosses the front: its collections must not pause them
     try:
         # TorchServe's launcher writes the frontend's pid to its temporary directory (TMPDIR, set above).
         return supervise(command, env, runtime_dir, Path(env["TMPDIR"]) / PID_FILE)
