@@ -6,6 +6,9 @@ from __future__ import annotations
 import json
 import threading
 import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
@@ -163,38 +166,56 @@ def test_records_carry_identity_predictions_and_redacted_inputs_and_retry_until_
     assert outbox.dropped == 0
 
 
-def test_the_sender_keeps_its_connection_reopens_a_closed_one_and_raises_on_errors() -> None:
-    posts: list[tuple[int, list[dict[str, Any]]]] = []  # (client port: one per connection, records)
+@dataclass(frozen=True)
+class Post:
+    port: int  # the client's port: one per connection
+    headers: dict[str, str]
+    body: bytes
 
-    class Collector(BaseHTTPRequestHandler):
+
+@contextmanager
+def sink(answer: Callable[[list[Post]], tuple[int, dict[str, str]]]) -> Iterator[tuple[str, list[Post]]]:
+    """An HTTP/1.1 server on loopback that keeps every POST and answers with ``answer(posts so far)``."""
+    posts: list[Post] = []
+
+    class Receiver(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
 
         def do_POST(self) -> None:
-            records = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-            posts.append((self.client_address[1], records))
-            self.send_response(500 if records[0]["id"] == "broken" else 200)
-            self.send_header("Content-Length", "0")
-            if len(posts) == 2:
-                self.send_header("Connection", "close")
+            body = self.rfile.read(int(self.headers["Content-Length"]))
+            posts.append(Post(self.client_address[1], dict(self.headers), body))
+            status, headers = answer(posts)
+            self.send_response(status)
+            for name, value in {"Content-Length": "0", **headers}.items():
+                self.send_header(name, value)
             self.end_headers()
 
         def log_message(self, *_: Any) -> None:
             """Quiet."""
 
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Collector)
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Receiver)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     try:
-        send = http_sender(LogSettings(url=f"http://127.0.0.1:{server.server_address[1]}{COLLECTOR_RECORDS_PATH}"))
+        yield f"http://127.0.0.1:{server.server_address[1]}", posts
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_the_sender_keeps_its_connection_reopens_a_closed_one_and_raises_on_errors() -> None:
+    def answer(posts: list[Post]) -> tuple[int, dict[str, str]]:
+        status = 500 if json.loads(posts[-1].body)[0]["id"] == "broken" else 200
+        return status, {"Connection": "close"} if len(posts) == 2 else {}
+
+    with sink(answer) as (url, posts):
+        send = http_sender(LogSettings(url=f"{url}{COLLECTOR_RECORDS_PATH}"))
         revision = Revision.of({"source": "test"})
         for index in range(4):
             send([Record(revision, str(index), "t", "now", None, {}, encoded=False)])
         with pytest.raises(RuntimeError, match="HTTP 500"):
             send([Record(revision, "broken", "t", "now", None, {}, encoded=False)])
-    finally:
-        server.shutdown()
-        server.server_close()
-    assert [records[0]["id"] for _, records in posts] == ["0", "1", "2", "3", "broken"]
-    ports = [port for port, _ in posts]
+    assert [json.loads(post.body)[0]["id"] for post in posts] == ["0", "1", "2", "3", "broken"]
+    ports = [post.port for post in posts]
     assert ports[0] == ports[1] != ports[2] == ports[3] == ports[4]  # a new connection only after the close
 
 
@@ -252,32 +273,13 @@ def test_bodies_and_answers_are_logged_as_they_came_and_anything_else_as_a_value
 
 
 def test_a_plain_cloudevents_url_gets_one_binary_mode_event_per_record() -> None:
-    posts: list[tuple[dict[str, str], bytes]] = []
-
-    class Sink(BaseHTTPRequestHandler):
-        protocol_version = "HTTP/1.1"
-
-        def do_POST(self) -> None:
-            posts.append((dict(self.headers), self.rfile.read(int(self.headers["Content-Length"]))))
-            self.send_response(202)
-            self.send_header("Content-Length", "0")
-            self.end_headers()
-
-        def log_message(self, *_: Any) -> None:
-            """Quiet."""
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Sink)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        settings = LogSettings(url=f"http://127.0.0.1:{server.server_address[1]}/events", deployment="iris")
+    with sink(lambda posts: (202, {})) as (url, posts):
+        settings = LogSettings(url=f"{url}/events", deployment="iris")
         log = InferenceLog(settings, Identity("iris", "1.0.1", "3"), Outbox(http_sender(settings), linger=0.0))
         body = b'{"instances": [[1, 2]]}'
         log.observe(Context(["x"]), [exchange("r1", body, '{"predictions": [0]}', [Prediction(label="0")])])
         eventually(lambda: len(posts) == 2, 10, "both events posted")
-    finally:
-        server.shutdown()
-        server.server_close()
-    (request_headers, request_body), (response_headers, response_body) = posts
+    (request_headers, request_body), (response_headers, response_body) = ((p.headers, p.body) for p in posts)
     assert request_body == body and json.loads(response_body) == {"predictions": [0]}
     assert request_headers["ce-id"] == response_headers["ce-id"] == "r1"
     assert request_headers["ce-type"] == "org.kubeflow.serving.inference.request"
