@@ -182,6 +182,7 @@ class EsteiraHandler(BaseHandler, abc.ABC):  # type: ignore[misc]
         cache = getattr(context, "metrics", None)
         self.metric_buffer = MetricBuffer(getattr(cache, "flush_seconds", FLUSH_SECONDS))
         self.recorder = HandlerMetrics(self.identity, self.metric_buffer)
+        self.recorder.publish(cache)
         self.inference_log = InferenceLog.from_env(self.identity)
         self.drift = DriftCounter.load(model_dir, self.config, self.identity)
         if self.drift is not None:

@@ -15,7 +15,8 @@ frontend appends a ``Hostname`` label, histograms use the Prometheus client's de
     forward pass. So quantiles weigh batches, alike for every revision; request counts are in
     ``esteira_requests_total``. Frontend queueing is not included; it is in ``ts_queue_latency_microseconds``.
 ``esteira_requests_total{ModelName,Revision,outcome,Hostname}``
-    Counter: requests by ``outcome`` = ``ok`` | ``client_error`` (4xx) | ``server_error`` (5xx).
+    Counter: requests by ``outcome`` = ``ok`` | ``client_error`` (4xx) | ``server_error`` (5xx), each
+    written at 0 when the model loads so ``increase()`` counts a new revision's first errors.
 ``esteira_batch_size_bucket{ModelName,Revision,Hostname,le}``, ``..._sum``, ``..._count``
     Histogram: requests TorchServe put into one handler call; values above 1 mean dynamic batching worked.
 ``esteira_predictions_total{ModelName,Revision,class,Hostname}``
@@ -237,6 +238,18 @@ class HandlerMetrics:
         self.base = (label_value(identity.name), label_value(identity.revision))
         self.buffer = buffer or MetricBuffer()
         self._warned = False
+
+    def publish(self, cache: Any) -> None:
+        """Every outcome's request counter at zero, written at load: ``increase()`` over a series that appears
+        with the first server error misses that error and every other until the series' second sample, so a
+        canary that fails from its first request would pass its first analysis."""
+        if cache is None:
+            return
+        definition = DEFINITIONS[REQUESTS_TOTAL]
+        try:
+            write_metrics(cache, [(REQUESTS_TOTAL, definition, 0, (*self.base, o.value)) for o in Outcome])
+        except Exception:  # never let metrics break loading
+            logger.exception("publishing the request counters failed; inference goes on")
 
     def record_batch(
         self,

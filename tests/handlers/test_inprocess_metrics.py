@@ -67,3 +67,12 @@ def test_a_metric_the_registry_lacks_costs_no_other_metric_its_update() -> None:
     with pytest.raises(KeyError, match="unknown"):
         write_metrics(metrics, [(name, definition, value, labels) for name, value in updates])
     assert registry.get_sample_value(REQUESTS_TOTAL, {"ModelName": "m", "Revision": "r", "outcome": "ok"}) == 4
+
+
+def test_every_outcome_is_published_at_zero_before_the_first_request(model_dirs: dict[str, ModelDir]) -> None:
+    """A counter series born with the first server error hides that error from ``increase()``: each outcome
+    exists at 0 from load, so a canary failing from its first request fails its first analysis."""
+    handler, _, registry = serving(model_dirs["tabular"])
+    base = {"ModelName": handler.identity.name, "Revision": handler.identity.revision}
+    for outcome in ("ok", "client_error", "server_error"):
+        assert registry.get_sample_value(REQUESTS_TOTAL, {**base, "outcome": outcome}) == 0
