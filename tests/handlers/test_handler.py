@@ -336,8 +336,13 @@ def test_metrics_are_emitted_with_model_and_revision(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     monkeypatch.setenv("ESTEIRA_REVISION", "rev-42")
-    handler = load(TabularHandler, model_dirs["tabular"], make_context)
+    with caplog.at_level(logging.INFO, logger=METRICS_LOGGER):
+        handler = load(TabularHandler, model_dirs["tabular"], make_context)
+    published = "\n".join(line for line in metric_lines(caplog) if "Revision:rev-42" in line)
+    for outcome in ("ok", "client_error", "server_error"):  # at zero from load: increase() sees the first error
+        assert f"esteira_requests_total.Count:0|#ModelName:tabular,Revision:rev-42,outcome:{outcome}|" in published
     rows = [{"body": [[1, 2, 3, 4], [9, 0, 0, 0]]}, {"body": b"[1,"}, {"body": [0, 5, 0, 0]}]
+    caplog.clear()
     with caplog.at_level(logging.INFO, logger=METRICS_LOGGER):
         call(handler, make_context, model_dirs["tabular"], rows)
     lines = [line for line in metric_lines(caplog) if "Revision:rev-42" in line]  # others may write late counts
@@ -373,6 +378,7 @@ def test_metrics_of_batches_in_quick_succession_are_written_together(
         ]
 
     ok = "esteira_requests_total.Count:{}|#ModelName:tabular,Revision:rev-43,outcome:ok|"
+    caplog.clear()  # the counters published at zero when the model loaded
     with caplog.at_level(logging.INFO, logger=METRICS_LOGGER):
         for _ in range(3):
             call(handler, make_context, model_dirs["tabular"], rows)
