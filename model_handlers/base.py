@@ -186,7 +186,7 @@ class EsteiraHandler(BaseHandler, abc.ABC):  # type: ignore[misc]
         self.inference_log = InferenceLog.from_env(self.identity)
         self.drift = DriftCounter.load(model_dir, self.config, self.identity)
         if self.drift is not None:
-            self.drift.publish(getattr(context, "metrics", None))
+            self.drift.publish(cache)
         self.initialized = True
         frozen = freeze_startup_heap()  # the model is this process's only one: what it loaded lives as long
         logger.info(
@@ -286,8 +286,7 @@ class EsteiraHandler(BaseHandler, abc.ABC):  # type: ignore[misc]
         slots = [
             _Slot(body=_body_or_none(row), status=500, message="internal error in the model handler") for row in rows
         ]
-        count = len(slots)
-        for idx in range(count):
+        for idx in range(len(slots)):
             try:
                 context.set_response_status(500, "internal error in the model handler", idx)
             except Exception:  # no usable context: TorchServe still gets a list of the right length

@@ -148,15 +148,16 @@ class Exchange:
 
 @dataclass(frozen=True, slots=True)
 class Revision:
-    """The attributes every event of this revision carries, as values (binary mode's headers) and as JSON
+    """The attributes every event of this revision carries, as binary mode's ``ce-`` headers and as JSON
     members (a batch's records), both built once."""
 
-    attributes: Mapping[str, str]
+    headers: Mapping[str, str]
     members: str
 
     @classmethod
     def of(cls, attributes: Mapping[str, str]) -> Revision:
-        return cls(dict(attributes), json.dumps(dict(attributes))[1:-1])
+        headers = {f"ce-{key}": str(value) for key, value in attributes.items() if key != "datacontenttype"}
+        return cls(headers, json.dumps(dict(attributes))[1:-1])
 
 
 @dataclass(frozen=True, slots=True)
@@ -187,11 +188,10 @@ class Record:
 
     def headers(self) -> dict[str, str]:
         """Binary mode's ``ce-`` headers."""
-        own = {"id": self.id, "type": self.type, "time": self.time}
+        own = {"ce-id": self.id, "ce-type": self.type, "ce-time": self.time}
         if self.predictions is not None:
-            own[CE_PREDICTIONS] = self.predictions
-        fixed = {key: value for key, value in self.revision.attributes.items() if key != "datacontenttype"}
-        return {f"ce-{key}": str(value) for key, value in (own | fixed).items()}
+            own[f"ce-{CE_PREDICTIONS}"] = self.predictions
+        return own | dict(self.revision.headers)
 
 
 def encode_batch(records: Sequence[Record]) -> bytes:

@@ -10,8 +10,9 @@ from wsgiref.simple_server import WSGIRequestHandler, make_server
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, make_wsgi_app
 
+from model_handlers.metrics import Outcome
+
 LABELS = ["namespace", "ModelName", "Revision"]
-OUTCOMES = ("ok", "client_error", "server_error")
 BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 
 
@@ -59,8 +60,8 @@ class ModelExporter:
             self.weights[revision] = weight
             if profile is not None or revision not in self.profiles:
                 self.profiles[revision] = profile or ArmProfile()
-            for outcome in OUTCOMES:  # at zero from the start, as Esteira's handlers publish them at load
-                self.requests.labels(self.namespace, self.model, str(revision), outcome)
+            for outcome in Outcome:  # at zero from the start, as Esteira's handlers publish them at load
+                self.requests.labels(self.namespace, self.model, str(revision), outcome.value)
 
     def _generate(self, tick: float = 0.1) -> None:
         while not self._stop.wait(tick):
