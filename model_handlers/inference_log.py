@@ -16,20 +16,20 @@ when its queue is full and knows no revision. Here:
   worker time).
 - The sender lets a batch gather for ``LINGER_SECONDS`` unless ``BATCH`` records are already waiting, and keeps
   its connection open between posts: waking for every record, a post per few records and a TCP handshake per
-  post took more of the model server's CPU than its handler did.
+  post took more of the model server's CPU than its handler did. It posts with
+  :class:`esteira.packaging.upstream.BlockingUpstream`: ``http.client`` handed the GIL back and forth with the
+  serving thread at every small read, which cost most where every event is a post of its own (binary mode).
 """
 
 from __future__ import annotations
 
 import hashlib
-import http.client
 import json
 import logging
 import os
 import random
 import threading
 import time
-import urllib.parse
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -38,6 +38,7 @@ from typing import Any
 
 from ts.metrics.metric_type_enum import MetricTypes
 
+from esteira.packaging.upstream import BlockingUpstream, parse_url
 from esteira.vocabulary import (
     CE_BATCH_CONTENT_TYPE,
     CE_COMPONENT,
@@ -261,51 +262,15 @@ class Outbox:
             self.failed += len(batch)
 
 
-class Connection:
-    """One HTTP(S) connection to the log URL, kept open between posts and opened again after a failure."""
-
-    def __init__(self, url: str, timeout: float) -> None:
-        parts = urllib.parse.urlsplit(url)
-        self.https = parts.scheme == "https"
-        self.host = parts.hostname or "localhost"
-        self.port = parts.port
-        self.path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
-        self.timeout = timeout
-        self._open: http.client.HTTPConnection | None = None
-
-    def post(self, body: bytes, headers: dict[str, str]) -> int:
-        """The status of one POST; the connection is dropped on any error (the caller retries with backoff)."""
-        connection = self._open or self._connect()
-        try:
-            connection.request("POST", self.path, body=body, headers=headers)
-            response = connection.getresponse()
-            response.read()
-        except (OSError, http.client.HTTPException):
-            self.close()
-            raise
-        if response.will_close:
-            self.close()
-        return response.status
-
-    def close(self) -> None:
-        if self._open is not None:
-            self._open.close()
-            self._open = None
-
-    def _connect(self) -> http.client.HTTPConnection:
-        kind = http.client.HTTPSConnection if self.https else http.client.HTTPConnection
-        self._open = kind(self.host, self.port, timeout=self.timeout)
-        return self._open
-
-
 def http_sender(settings: LogSettings, timeout: float = 5.0) -> Sender:
     """Esteira's collector takes a batch in one request; any other CloudEvents URL gets binary-mode events."""
     batched = settings.url.rstrip("/").endswith(COLLECTOR_RECORDS_PATH)
     auth = {"Authorization": f"Bearer {settings.token}"} if settings.token else {}
-    connection = Connection(settings.url, timeout)
+    upstream = BlockingUpstream(settings.url, connect_seconds=timeout, answer_seconds=timeout)
+    target = parse_url(settings.url)[3]
 
     def post(body: bytes, headers: dict[str, str]) -> None:
-        status = connection.post(body, {**auth, **headers})
+        status = upstream.request("POST", target, body, {**auth, **headers}).status
         if status >= 300 and status != 422:  # 422: malformed, retrying will not help
             raise RuntimeError(f"HTTP {status}")
 

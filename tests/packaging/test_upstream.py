@@ -1,21 +1,56 @@
-"""The lean upstream client against a scripted HTTP/1.1 server: framing, keep-alive, reuse after errors and after a
-stale connection, timeouts, and errors that name no address. Every test runs on asyncio's loop and on uvloop's."""
+"""The lean upstream clients against a scripted HTTP/1.1 server: framing, keep-alive, reuse after errors and after a
+stale connection, timeouts, and errors that name no address. Every test runs on asyncio's loop, on uvloop's, and
+with the blocking client (the inference log's) in a thread beside the scripted server's loop."""
 
 from __future__ import annotations
 
 import asyncio
+import ssl
+import subprocess
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import pytest
 import uvloop
 
 from esteira.local.server import free_port
-from esteira.packaging.upstream import Disconnected, TimedOut, Unreachable, Upstream, request_head
+from esteira.packaging.upstream import (
+    BlockingUpstream,
+    Disconnected,
+    TimedOut,
+    Unreachable,
+    Upstream,
+    request_head,
+)
+from esteira.packaging.upstream import (
+    Reply as Answer,
+)
 
-LOOPS = {"asyncio": asyncio.new_event_loop, "uvloop": uvloop.new_event_loop}
+LOOPS = {"asyncio": asyncio.new_event_loop, "uvloop": uvloop.new_event_loop, "blocking": asyncio.new_event_loop}
+
+
+class Threaded:
+    """The blocking client, called from the scenario's loop through a worker thread."""
+
+    def __init__(self, address: str, answer_seconds: float | None = 60.0) -> None:
+        self.blocking = BlockingUpstream(address, answer_seconds=answer_seconds)
+
+    async def request(
+        self, method: str, target: str, body: bytes = b"", headers: dict[str, str] | None = None
+    ) -> Answer:
+        return await asyncio.to_thread(self.blocking.request, method, target, body, headers)
+
+    def close(self) -> None:
+        self.blocking.close()
+
+
+def client(loop: str, address: str, answer_seconds: float | None = 60.0) -> Upstream | Threaded:
+    if loop == "blocking":
+        return Threaded(address, answer_seconds)
+    return Upstream(address, answer_seconds=answer_seconds)
 
 
 @dataclass
@@ -114,7 +149,7 @@ def loop(request: pytest.FixtureRequest) -> str:
 def test_sized_answers_are_read_whole_and_one_connection_carries_them(loop: str) -> None:
     async def scenario() -> None:
         async with serving(sized("200 OK", b'{"ok": 1}', "X-Binary-Data: 1")) as (script, url):
-            upstream = Upstream(url)
+            upstream = client(loop, url)
             for n in range(3):
                 reply = await upstream.request("POST", "/v1/models/m:predict", b'{"n": %d}' % n, {"Accept": "x/y"})
                 assert (reply.status, reply.reason, reply.body) == (200, "OK", b'{"ok": 1}')
@@ -132,7 +167,7 @@ def test_sized_answers_are_read_whole_and_one_connection_carries_them(loop: str)
 def test_a_chunked_answer_is_joined_and_the_connection_reused(loop: str) -> None:
     async def scenario() -> None:
         async with serving(chunked([b'{"a": ', b"[1, 2", b"]}"]), sized("200 OK", b"{}")) as (script, url):
-            upstream = Upstream(url)
+            upstream = client(loop, url)
             assert (await upstream.request("POST", "/", b"x")).body == b'{"a": [1, 2]}'
             assert (await upstream.request("POST", "/", b"x")).body == b"{}"
             assert script.connections == 1
@@ -145,7 +180,7 @@ def test_an_answer_delimited_by_the_connection_end_is_whole_and_its_connection_n
 
     async def scenario() -> None:
         async with serving(answer("200 OK", body, "Connection: close"), sized("200 OK", b"{}")) as (script, url):
-            upstream = Upstream(url)
+            upstream = client(loop, url)
             assert (await upstream.request("POST", "/", b"x")).body == body
             assert (await upstream.request("POST", "/", b"x")).body == b"{}"
             assert script.connections == 2
@@ -157,7 +192,7 @@ def test_error_answers_keep_the_connection_for_the_next_request(loop: str) -> No
     async def scenario() -> None:
         error = sized("500 Internal Server Error", b'{"message": "boom"}')
         async with serving(error, sized("404 Not Found", b""), sized("200 OK", b"{}")) as (script, url):
-            upstream = Upstream(url)
+            upstream = client(loop, url)
             failed = await upstream.request("POST", "/", b"x")
             assert (failed.status, failed.reason, failed.body) == (500, "Internal Server Error", b'{"message": "boom"}')
             assert (await upstream.request("POST", "/", b"x")).status == 404
@@ -170,7 +205,7 @@ def test_error_answers_keep_the_connection_for_the_next_request(loop: str) -> No
 def test_a_connection_the_server_dropped_while_idle_is_replaced_without_failing_the_request(loop: str) -> None:
     async def scenario() -> None:
         async with serving(sized("200 OK", b"1"), hang_up, sized("200 OK", b"2")) as (script, url):
-            upstream = Upstream(url)
+            upstream = client(loop, url)
             assert (await upstream.request("POST", "/", b"x")).body == b"1"
             assert (await upstream.request("POST", "/", b"x")).body == b"2"  # first try met a closing connection
             assert script.connections == 2 and len(script.seen) == 3
@@ -181,7 +216,7 @@ def test_a_connection_the_server_dropped_while_idle_is_replaced_without_failing_
 def test_a_fresh_connection_closed_before_answering_is_disconnected(loop: str) -> None:
     async def scenario() -> None:
         async with serving(hang_up, sized("200 OK", b"ok")) as (script, url):
-            upstream = Upstream(url)
+            upstream = client(loop, url)
             with pytest.raises(Disconnected, match="closed before a complete answer"):
                 await upstream.request("POST", "/", b"x")
             assert (await upstream.request("POST", "/", b"x")).body == b"ok"
@@ -195,7 +230,7 @@ def test_an_answer_cut_short_is_disconnected_and_the_next_request_gets_a_new_con
 
     async def scenario() -> None:
         async with serving(sized("200 OK", b"1"), cut, sized("200 OK", b"3")) as (script, url):
-            upstream = Upstream(url)
+            upstream = client(loop, url)
             assert (await upstream.request("POST", "/", b"x")).body == b"1"
             with pytest.raises(Disconnected):  # part of an answer came: it is not sent again
                 await upstream.request("POST", "/", b"x")
@@ -212,7 +247,7 @@ def test_no_answer_in_time_is_timed_out_and_that_connection_is_closed(loop: str)
 
     async def scenario() -> None:
         async with serving(never, sized("200 OK", b"ok")) as (script, url):
-            upstream = Upstream(url, answer_seconds=0.3)
+            upstream = client(loop, url, answer_seconds=0.3)
             with pytest.raises(TimedOut, match=r"within 0\.3s"):
                 await upstream.request("POST", "/", b"x")
             assert (await upstream.request("POST", "/", b"x")).body == b"ok"
@@ -225,7 +260,7 @@ def test_an_unreachable_server_is_named_by_what_failed_never_by_its_address(loop
     async def scenario() -> None:
         port = free_port()
         with pytest.raises(Unreachable) as failed:
-            await Upstream(f"http://127.0.0.1:{port}").request("POST", "/", b"x")
+            await client(loop, f"http://127.0.0.1:{port}").request("POST", "/", b"x")
         assert "cannot connect" in str(failed.value)
         assert str(port) not in str(failed.value) and "127.0.0.1" not in str(failed.value)
 
@@ -237,7 +272,7 @@ def test_head_and_204_answers_have_no_body(loop: str) -> None:
 
     async def scenario() -> None:
         async with serving(announced, answer("204 No Content", b""), sized("200 OK", b"after")) as (script, url):
-            upstream = Upstream(url)
+            upstream = client(loop, url)
             head = await upstream.request("HEAD", "/ping")
             assert (head.status, head.body, head.headers["content-length"]) == (200, b"", "42")
             assert (await upstream.request("GET", "/")).status == 204
@@ -255,7 +290,7 @@ def test_large_bodies_cross_both_ways_intact(loop: str) -> None:
 
     async def scenario() -> None:
         async with serving(echo) as (_, url):
-            assert (await Upstream(url).request("POST", "/", big)).body == big
+            assert (await client(loop, url).request("POST", "/", big)).body == big
 
     run(loop, scenario)
 
@@ -265,3 +300,36 @@ def test_a_header_with_a_line_break_is_refused_before_anything_is_sent() -> None
         request_head("POST", "/", "h:1", {"X-Evil": "a\r\nHost: elsewhere"}, 0)
     head = request_head("POST", "/p", "h:1", {"Accept": "a/b"}, 3)
     assert head == b"POST /p HTTP/1.1\r\nHost: h:1\r\nContent-Length: 3\r\nAccept: a/b\r\n\r\n"
+
+
+def test_the_blocking_client_speaks_tls_and_checks_the_certificate(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The inference log may post to an https:// collector: the certificate is verified against the trusted
+    ones (here a self-signed one made trusted through SSL_CERT_FILE) and the connection is kept."""
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    request = ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=localhost"]
+    names = ["-addext", "subjectAltName=DNS:localhost", "-keyout", str(key), "-out", str(cert)]
+    subprocess.run([*request, *names], check=True, capture_output=True)
+    served = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    served.load_cert_chain(cert, key)
+
+    async def scenario() -> None:
+        script = Scripted([sized("200 OK", b"secret")])
+        port = free_port()
+        server = await asyncio.start_server(script.handle, "127.0.0.1", port, ssl=served)
+        try:
+            untrusting = BlockingUpstream(f"https://localhost:{port}")
+            with pytest.raises(ssl.SSLCertVerificationError):
+                await asyncio.to_thread(untrusting.request, "POST", "/v1/records", b"x")
+            monkeypatch.setenv("SSL_CERT_FILE", str(cert))
+            trusting = BlockingUpstream(f"https://localhost:{port}")
+            for _ in range(2):
+                reply = await asyncio.to_thread(trusting.request, "POST", "/v1/records", b"x")
+                assert (reply.status, reply.body) == (200, b"secret")
+            assert script.connections == 1 and len(script.seen) == 2  # both on one connection
+            trusting.close()
+        finally:
+            server.close()
+
+    run("asyncio", scenario)
