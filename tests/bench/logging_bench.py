@@ -1,7 +1,9 @@
 """`make bench`: what inference logging costs the handler, and how fast the collector ingests.
 
 Handler: the time `InferenceLog.observe` adds per request inside the TorchServe worker (sampling, redaction,
-encoding, queueing; sending happens on another thread), at sample rates 0, 0.1 and 1.0. Collector: records
+encoding, queueing; sending happens on another thread), at sample rates 0, 0.1 and 1.0. Sender: the CPU the
+sender thread spends per record posting to a sink in another process, in the collector's batches and as
+binary-mode events one POST each. Collector: records
 per second through POST /v1/records in batches of 100 (the handlers' batch size), on SQLite and, where
 PostgreSQL's initdb is present, on a PostgreSQL server started for the run.
 """
@@ -10,6 +12,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import socket
+import subprocess
+import sys
 import tempfile
 import time
 import uuid
@@ -18,9 +23,21 @@ from pathlib import Path
 from aiohttp.test_utils import TestClient, TestServer
 
 from esteira.collector.app import Collector, CollectorConfig
-from model_handlers.inference_log import Exchange, InferenceLog, LogSettings, Outbox, encode_batch
+from esteira.vocabulary import COLLECTOR_RECORDS_PATH
+from model_handlers.inference_log import (
+    BATCH,
+    Exchange,
+    InferenceLog,
+    LogSettings,
+    Outbox,
+    Record,
+    Revision,
+    encode_batch,
+    http_sender,
+)
 from model_handlers.protocol import Identity, Prediction
 from tests.support.postgres import postgres_server
+from tests.support.torchserve import free_port
 
 REQUESTS = 20000
 
@@ -45,6 +62,49 @@ def handler_overhead(rate: float, redacted: frozenset[str]) -> float:
     return (time.perf_counter() - started) / REQUESTS * 1e6
 
 
+SINK = """
+import sys
+from http.server import BaseHTTPRequestHandler, HTTPServer
+class Sink(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    def do_POST(self):
+        self.rfile.read(int(self.headers["Content-Length"]))
+        self.send_response(204)
+        self.end_headers()
+    def log_message(self, *_):
+        pass
+HTTPServer(("127.0.0.1", int(sys.argv[1])), Sink).serve_forever()
+"""
+
+
+def sender_cost(path: str, posts: int) -> float:
+    """CPU microseconds per record the sender spends posting 8-instance request records to a loopback sink."""
+    port = free_port()
+    sink = subprocess.Popen([sys.executable, "-c", SINK, str(port)])
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.05)
+        send = http_sender(LogSettings(url=f"http://127.0.0.1:{port}{path}"))
+        body = json.dumps({"instances": [[5.1, 3.5, 1.4, 0.2]] * 8})
+        revision = Revision.of({"specversion": "1.0", "source": "bench", "revision": "1"})
+        records = [Record(revision, uuid.uuid4().hex, "request", "now", None, body, True) for _ in range(BATCH)]
+        per_post = BATCH if path == COLLECTOR_RECORDS_PATH else 1
+        started = time.process_time()
+        for _ in range(posts):
+            send(records[:per_post])
+        return (time.process_time() - started) / (posts * per_post) * 1e6
+    finally:
+        sink.terminate()
+        sink.wait(10)
+
+
 def event(i: int) -> dict[str, object]:
     return {"specversion": "1.0", "id": f"r{i}", "type": "org.kubeflow.serving.inference.response", "source": "b",
             "inferenceservicename": "iris", "namespace": "bench", "revision": "1", "predictions": '["setosa"]',
@@ -66,6 +126,9 @@ def main() -> None:
     for rate in (0.0, 0.1, 1.0):
         print(f"  sample rate {rate:>4}: {handler_overhead(rate, frozenset()):7.1f} us per request")
     print(f"  sample rate  1.0, one field redacted: {handler_overhead(1.0, frozenset({'ssn'})):7.1f} us per request")
+    print("Inference logging, the sender thread's CPU per record posted to a loopback sink:")
+    print(f"  to the collector, {BATCH} records a post: {sender_cost(COLLECTOR_RECORDS_PATH, 200):7.1f} us")
+    print(f"  to a plain CloudEvents URL, one event a post: {sender_cost('/events', 2000):7.1f} us")
     with tempfile.TemporaryDirectory() as scratch:
         database = f"sqlite:///{Path(scratch) / 'bench.db'}"
         print(f"Collector ingest, SQLite: {asyncio.run(ingest(database)):,.0f} records/s")
