@@ -177,10 +177,13 @@ class EsteiraHandler(BaseHandler, abc.ABC):  # type: ignore[misc]
         self.identity = self.config.identity(context.manifest)
         self.spec = self.config.input_spec()
         self.labels = self._check_model()
-        # A metrics cache that writes cheaply (esteira-kserve's registry) takes every batch at once; TorchServe's,
-        # whose every write is a log line the frontend parses, gets them at most once a second.
+        # Metrics are written at most once a second (TorchServe's every write is a log line its frontend parses);
+        # a cache that can run code when scraped (esteira-kserve's registry) has the buffer flushed then too.
         cache = getattr(context, "metrics", None)
         self.metric_buffer = MetricBuffer(getattr(cache, "flush_seconds", FLUSH_SECONDS))
+        on_collect = getattr(cache, "on_collect", None)
+        if callable(on_collect):
+            on_collect(self.metric_buffer.flush)
         self.recorder = HandlerMetrics(self.identity, self.metric_buffer)
         self.recorder.publish(cache)
         self.inference_log = InferenceLog.from_env(self.identity)

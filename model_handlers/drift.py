@@ -39,21 +39,25 @@ import math
 import os
 from collections import Counter
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from itertools import accumulate
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from pydantic import ValidationError
 from ts.metrics.metric_type_enum import MetricTypes
 
 from esteira.drift.profile import (
+    MAX_BINS,
     PROFILE_FILE,
     CategoricalFeature,
     NumericFeature,
     ReferenceProfile,
 )
 from model_handlers.config import ModelConfig
-from model_handlers.metrics import Definition, MetricBuffer, Update, label_value, write_metrics
+from model_handlers.metrics import Definition, MetricBuffer, Tally, Update, label_value, write_metrics
 from model_handlers.protocol import Identity
 
 logger = logging.getLogger(__name__)
@@ -65,6 +69,7 @@ INSTANCES_TOTAL = "esteira_drift_instances_total"
 VIOLATIONS_TOTAL = "esteira_data_quality_violations_total"
 CAPPED_TOTAL = "esteira_drift_capped_total"
 SERIES_CAP = 4096
+ARRAY_VALUES = 64  # values in a batch (instances x tracked features) above which counting uses arrays
 ENV_SERIES_CAP = "ESTEIRA_DRIFT_SERIES_CAP"
 IMAGE_FEATURES = ("brightness", "contrast")
 
@@ -110,6 +115,19 @@ class DriftCounter:
             self.tracked.append((index[feature.name], feature, labels))
         self.series = used
         self.names = {feature.name: label_value(feature.name) for _, feature, _ in self.tracked}
+        # Every tracked bin is a slot of one array, feature after feature in profile order: a batch adds its
+        # counts to the slots (:class:`model_handlers.metrics.Tally`), and series are built only when written.
+        offsets = list(accumulate((len(labels) for _, _, labels in self.tracked), initial=0))
+        self.slots = [
+            (column, feature, offset) for (column, feature, _), offset in zip(self.tracked, offsets, strict=False)
+        ]
+        self.slot_bins = [(feature.name, label) for _, feature, labels in self.tracked for label in labels]
+        self.bin_tally = Tally(
+            BINS_TOTAL,
+            DEFINITIONS[BINS_TOTAL],
+            [(*self.base, self.names[feature], label) for feature, label in self.slot_bins],
+        )
+        self.numeric = NumericBins.of([slot for slot in self.slots if isinstance(slot[1], NumericFeature)])
         self._warned = False
 
     @classmethod
@@ -140,27 +158,53 @@ class DriftCounter:
 
     # -- values ---------------------------------------------------------------------------------------------
 
-    def rows(self, batch: torch.Tensor, config: ModelConfig) -> list[list[float]]:
-        """Feature values per instance: the tabular row, or an image's statistics in 0..1 pixel units."""
+    def rows(self, batch: torch.Tensor, config: ModelConfig) -> torch.Tensor:
+        """Feature values per instance, [instances, columns] on the CPU: the tabular row, or an image's
+        statistics in 0..1 pixel units."""
         if config.kind != "image":
             flat = batch if batch.dim() == 2 else batch.reshape(batch.shape[0], -1)
-            rows: list[list[float]] = flat.tolist()  # floats whatever the tensor's dtype
-            return rows
+            return flat.detach().cpu()
         pixels = batch.float()
         if config.std is not None:
             pixels = pixels * torch.tensor(config.std).view(1, -1, 1, 1)
         if config.mean is not None:
             pixels = pixels + torch.tensor(config.mean).view(1, -1, 1, 1)
         spread, level = torch.std_mean(pixels.reshape(pixels.shape[0], -1), dim=1, correction=0)
-        statistics: list[list[float]] = torch.stack([level, spread], dim=1).tolist()
-        return statistics
+        return torch.stack([level, spread], dim=1).detach().cpu()
 
-    def count(self, rows: Sequence[Sequence[float]]) -> tuple[Counter[tuple[str, str]], Counter[tuple[str, str]]]:
+    def count(
+        self, rows: torch.Tensor | Sequence[Sequence[float]]
+    ) -> tuple[Counter[tuple[str, str]], Counter[tuple[str, str]]]:
         """(bin counts, violation counts) of a batch, keyed by (feature, bin) and (feature, kind)."""
-        bins: Counter[tuple[str, str]] = Counter()
+        slots, violations = self._count(torch.as_tensor(rows, dtype=torch.float64))
+        counts = (
+            slots.items() if isinstance(slots, Mapping) else ((i, slots[i]) for i in np.flatnonzero(slots).tolist())
+        )
+        return Counter({self.slot_bins[slot]: int(n) for slot, n in counts if n}), violations
+
+    def _count(self, rows: torch.Tensor) -> tuple[Mapping[int, int] | np.ndarray, Counter[tuple[str, str]]]:
+        """Counts per slot and violations of a batch ([instances, columns]). A few values take a step each in
+        Python; more go through array operations, whose fixed cost (about 30 us) a Python step per value
+        passes beyond ``ARRAY_VALUES`` values, and which are 10-30x faster for a wide model's batch."""
         violations: Counter[tuple[str, str]] = Counter()
+        if rows.dim() != 2 or not len(rows):
+            return {}, violations
+        if rows.shape[0] * len(self.slots) <= ARRAY_VALUES or self.numeric is None:
+            return self._count_values(rows.tolist(), self.slots, violations), violations
+        values = rows.double().numpy()
+        counts = self.numeric.count(values, violations, self.series)
+        categorical = [slot for slot in self.slots if isinstance(slot[1], CategoricalFeature)]
+        for slot, n in self._count_values(values.tolist(), categorical, violations).items():
+            counts[slot] += n
+        return counts, violations
+
+    @staticmethod
+    def _count_values(
+        rows: list[list[float]], slots: Sequence[tuple[int, Feature, int]], violations: Counter[tuple[str, str]]
+    ) -> Counter[int]:
+        counts: Counter[int] = Counter()
         for row in rows:
-            for column, feature, labels in self.tracked:
+            for column, feature, offset in slots:
                 value = row[column]
                 if math.isnan(value):
                     violations[(feature.name, "missing")] += 1
@@ -168,14 +212,14 @@ class DriftCounter:
                 if isinstance(feature, NumericFeature):
                     if value < feature.min or value > feature.max:
                         violations[(feature.name, "out_of_range")] += 1
-                    bins[(feature.name, labels[feature.bin_of(value)])] += 1
+                    counts[offset + feature.bin_of(value)] += 1
                     continue
                 position = feature.bin_of(category_of(value))
                 if position is None:
                     violations[(feature.name, "unknown_category")] += 1
-                    position = len(labels) - 1
-                bins[(feature.name, labels[position])] += 1
-        return bins, violations
+                    position = len(feature.labels) - 1
+                counts[offset + position] += 1
+        return counts
 
     # -- recording ------------------------------------------------------------------------------------------
 
@@ -205,16 +249,16 @@ class DriftCounter:
         if cache is None or batch.shape[0] == 0:
             return
         try:
-            rows = self.rows(batch, config)
-            bins, violations = self.count(rows)
-            updates = [self._update(INSTANCES_TOTAL, len(rows))]
-            updates += [self._update(BINS_TOTAL, n, self.names[feature], label) for (feature, label), n in bins.items()]
+            slots, violations = self._count(self.rows(batch, config))
+            buffer.add_counts(cache, self.bin_tally, slots)
+            instances = int(batch.shape[0])
+            updates = [self._update(INSTANCES_TOTAL, instances)]
             updates += [
                 self._update(VIOLATIONS_TOTAL, n, self.names[feature], kind)
                 for (feature, kind), n in violations.items()
             ]
             if self.left_out:
-                updates.append(self._update(CAPPED_TOTAL, len(rows)))
+                updates.append(self._update(CAPPED_TOTAL, instances))
             buffer.add(cache, updates)
         except Exception:
             if not self._warned:
@@ -223,3 +267,48 @@ class DriftCounter:
 
     def _update(self, name: str, value: float, *extra: str) -> Update:
         return (name, DEFINITIONS[name], value, (*self.base, *extra))
+
+
+@dataclass(frozen=True)
+class NumericBins:
+    """Every tracked numeric feature's edges in one array, so a batch is binned with a few array operations:
+    the bin of a value is the number of its feature's edges below it (``bisect_left``), the edges padded with
+    +inf to ``MAX_BINS - 1`` per feature."""
+
+    columns: np.ndarray  # [features]: the value column of each
+    offsets: np.ndarray  # [features]: the slot of each one's first bin
+    edges: np.ndarray  # [features, MAX_BINS - 1]
+    low: np.ndarray  # [features]: the profile's min and max
+    high: np.ndarray
+    names: tuple[str, ...]
+
+    @classmethod
+    def of(cls, slots: Sequence[tuple[int, Feature, int]]) -> NumericBins | None:
+        numeric = [
+            (column, feature, offset) for column, feature, offset in slots if isinstance(feature, NumericFeature)
+        ]
+        if not numeric:
+            return None
+        edges = np.full((len(numeric), MAX_BINS - 1), np.inf)
+        for row, (_, feature, _) in enumerate(numeric):
+            edges[row, : len(feature.edges)] = feature.edges
+        return cls(
+            columns=np.array([column for column, _, _ in numeric], dtype=np.intp),
+            offsets=np.array([offset for _, _, offset in numeric], dtype=np.intp),
+            edges=edges,
+            low=np.array([feature.min for _, feature, _ in numeric]),
+            high=np.array([feature.max for _, feature, _ in numeric]),
+            names=tuple(feature.name for _, feature, _ in numeric),
+        )
+
+    def count(self, values: np.ndarray, violations: Counter[tuple[str, str]], slots: int) -> np.ndarray:
+        """A batch's counts per slot (``values``: [instances, columns]); its violations go to ``violations``."""
+        x = values[:, self.columns]
+        missing = np.isnan(x)
+        positions = (x[:, :, None] > self.edges[None, :, :]).sum(axis=2)  # NaN is below nothing: masked next
+        counts = np.bincount((positions + self.offsets)[~missing], minlength=slots).astype(np.float64)
+        outside = ((x < self.low) | (x > self.high)).sum(axis=0)  # NaN is neither
+        for kind, totals in (("missing", missing.sum(axis=0)), ("out_of_range", outside)):
+            for feature in np.flatnonzero(totals).tolist():
+                violations[(self.names[feature], kind)] += int(totals[feature])
+        return counts

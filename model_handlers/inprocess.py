@@ -16,11 +16,12 @@ import json
 import logging
 import secrets
 import zipfile
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram, Metric
+from prometheus_client.registry import Collector
 from ts.context import Context, RequestProcessor
 from ts.metrics.metric_type_enum import MetricTypes
 
@@ -120,20 +121,41 @@ class _Series:
         update(value)
 
 
+class _FlushFirst(Collector):
+    """A collector that exports nothing and runs the flush hooks: registered first, it runs before the metrics
+    are read (``CollectorRegistry.collect`` goes through collectors in the order they were registered)."""
+
+    def __init__(self, hooks: list[Callable[[], None]]) -> None:
+        self.hooks = hooks
+
+    def collect(self) -> Iterable[Metric]:
+        for flush in self.hooks:
+            flush()
+        return []
+
+    def describe(self) -> Iterable[Metric]:
+        return []
+
+
 class PrometheusMetrics:
     """TorchServe's metrics-cache interface over ``prometheus_client``, for every metric Esteira's handler records:
     its own, the drift and data-quality series (:mod:`model_handlers.drift`) and the inference log's dropped
     records (:mod:`model_handlers.inference_log`), as TorchServe exports them.
-    An update here is a few additions in memory, so the handler writes every batch as it ends (``flush_seconds``):
-    nothing waits the second TorchServe's log-line metrics are held for."""
-
-    flush_seconds = 0.0
+    The handler's buffer (:class:`model_handlers.metrics.MetricBuffer`) holds a batch's updates as sums in memory
+    and is flushed at the start of every scrape (``on_collect``), so a scrape sees every batch that ended before
+    it without each batch paying for the registry's updates."""
 
     def __init__(self, registry: CollectorRegistry = REGISTRY) -> None:
+        self._before_collect: list[Callable[[], None]] = []
+        registry.register(_FlushFirst(self._before_collect))  # before the metrics: a scrape runs it first
         self.series: dict[str, _Series] = {}
         for name, (metric_type, _, dimensions) in (DEFINITIONS | DRIFT_DEFINITIONS | LOG_DEFINITIONS).items():
             metric = _CLASSES[metric_type](name, f"Esteira {name}", list(dimensions), registry=registry)
             self.series[name] = _Series(metric)
+
+    def on_collect(self, flush: Callable[[], None]) -> None:
+        """Run ``flush`` at the start of every scrape of the registry."""
+        self._before_collect.append(flush)
 
     def get_metric(self, name: str, metric_type: MetricTypes) -> _Series:
         return self.series[name]

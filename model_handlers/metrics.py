@@ -32,9 +32,13 @@ one per batch, with the same totals; histogram observations each as its own line
 cannot sum them), so every batch is still observed, only the logging call per batch is gone. A batch after a
 quiet second writes at once; otherwise a background thread writes what is pending when the second is up, so
 nothing waits for the next request. What a worker had not yet written when it is killed (at most a second of
-metrics) is lost. A metrics cache that writes cheaply says so with a ``flush_seconds`` attribute, which the
-handler uses instead: esteira-kserve's ``prometheus_client`` registry (``model_handlers.inprocess``) sets 0, so
-there every batch is written as it ends.
+metrics) is lost. A metrics cache may set its own interval with a ``flush_seconds`` attribute, and one that
+can run code when it is scraped offers ``on_collect``: esteira-kserve's ``prometheus_client`` registry
+(``model_handlers.inprocess``) flushes the buffer at the start of every scrape, so what it exports is exact
+while batches still only add in memory.
+
+Counters with many series that a batch mostly touches all at once (drift's bins) are summed as a :class:`Tally`:
+one array addition per batch, series turned into updates only when written.
 """
 
 from __future__ import annotations
@@ -46,10 +50,11 @@ import socket
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from enum import StrEnum
 from typing import Any
 
+import numpy as np
 from ts.metrics.caching_metric import CachingMetric
 from ts.metrics.metric_type_enum import MetricTypes
 
@@ -95,6 +100,7 @@ def label_value(value: str) -> str:
 
 
 Update = tuple[str, Definition, float, Sequence[str]]  # metric name, its definition, value, label values
+Counts = Mapping[int, float] | np.ndarray  # a Tally's counts by series index
 
 
 def write_metrics(cache: Any, updates: Sequence[Update]) -> None:
@@ -138,6 +144,32 @@ def metric_line(metric: CachingMetric, value: float, labels: Sequence[str], stam
     )
 
 
+class Tally:
+    """Increments of one counter's fixed list of series, summed in an array: a batch adds its counts (one per
+    series, as an array, or as a mapping of the few series it touched), and series become updates only when
+    written (drift's bins: up to thousands of series, many of which a wide model's batch touches)."""
+
+    def __init__(self, name: str, definition: Definition, labels: Sequence[Sequence[str]]) -> None:
+        self.name = name
+        self.definition = definition
+        self.labels = [tuple(series) for series in labels]
+        self.pending = np.zeros(len(self.labels))
+
+    def add(self, counts: Counts) -> None:
+        if isinstance(counts, np.ndarray):
+            self.pending += counts
+            return
+        pending = self.pending
+        for index, n in counts.items():
+            pending[index] += n
+
+    def updates(self, counts: Counts) -> list[Update]:
+        """The nonzero counts as updates."""
+        if isinstance(counts, np.ndarray):
+            counts = {index: float(counts[index]) for index in np.flatnonzero(counts).tolist()}
+        return [(self.name, self.definition, _number(n), self.labels[index]) for index, n in counts.items() if n]
+
+
 class MetricBuffer:
     """Metric updates held for one write at most every ``interval`` (see the module docstring): counter
     increments summed per series, histogram observations kept one by one in order.
@@ -153,6 +185,7 @@ class MetricBuffer:
         self._sums: dict[tuple[str, tuple[str, ...]], float] = {}
         self._observations: list[Update] = []
         self._definitions: dict[str, Definition] = {}
+        self._tallies: dict[int, Tally] = {}  # those with pending counts, by identity
         self._cache: Any = None
         self._last_flush = -math.inf
         self._lock = threading.Lock()
@@ -173,6 +206,16 @@ class MetricBuffer:
                 self._definitions[name] = definition
             self._cache = cache
 
+    def add_counts(self, cache: Any, tally: Tally, counts: Counts) -> None:
+        """Add a batch's counts to ``tally``'s series."""
+        if self.interval <= 0:
+            self._write_now(cache, tally.updates(counts))
+            return
+        with self._lock:
+            tally.add(counts)
+            self._tallies[id(tally)] = tally
+            self._cache = cache
+
     def observe(self, cache: Any, observations: Iterable[Update]) -> None:
         """Keep histogram observations, each to be written as its own line."""
         if self.interval <= 0:
@@ -186,7 +229,7 @@ class MetricBuffer:
 
     def flush_due(self) -> None:
         """Write now if the last write is an interval old; else leave it to the flusher thread."""
-        if not self._sums and not self._observations:
+        if not self._sums and not self._observations and not self._tallies:
             return
         if self._clock() - self._last_flush >= self.interval:
             self.flush()
@@ -201,13 +244,18 @@ class MetricBuffer:
         with self._lock:
             sums, self._sums = self._sums, {}
             observations, self._observations = self._observations, []
+            tallied = [(tally, tally.pending.copy()) for tally in self._tallies.values()]
+            for tally, _ in tallied:
+                tally.pending[:] = 0
+            self._tallies = {}
             cache, definitions = self._cache, dict(self._definitions)
             self._last_flush = self._clock()
-        if not sums and not observations:
+        if not sums and not observations and not tallied:
             return
         counters: list[Update] = [
             (name, definitions[name], _number(value), labels) for (name, labels), value in sums.items()
         ]
+        counters += [update for tally, counts in tallied for update in tally.updates(counts)]
         self._write_now(cache, observations + counters)
 
     def _write_now(self, cache: Any, updates: Iterable[Update]) -> None:

@@ -5,16 +5,21 @@ from __future__ import annotations
 
 import logging
 import re
+from collections import Counter
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
 import torch
+from prometheus_client import CollectorRegistry
 
 from esteira.drift.profile import PROFILE_FILE, ReferenceProfile, categorical_feature, numeric_feature
 from model_handlers.config import parse_config
-from model_handlers.drift import DriftCounter, category_of
+from model_handlers.drift import ARRAY_VALUES, DriftCounter, category_of
+from model_handlers.inprocess import PrometheusMetrics
+from model_handlers.metrics import MetricBuffer
 from model_handlers.protocol import Identity
 from model_handlers.tabular import TabularHandler
 from tests.handlers import models
@@ -74,7 +79,9 @@ def test_series_stay_bounded_and_memory_flat_over_a_long_stream() -> None:
         bins, violations = counter.count((rng.normal(loc=step / 20, size=(64, 50)) * 5).tolist())
         seen |= set(bins) | set(violations)
     assert len(seen) <= counter.series + 50 * 3  # bins, plus at most three violation kinds per feature
-    assert counter.__dict__.keys() == {"profile", "base", "tracked", "left_out", "series", "names", "_warned"}
+    fixed = {"profile", "base", "tracked", "left_out", "series", "names", "slots", "slot_bins", "bin_tally", "numeric"}
+    assert counter.__dict__.keys() == fixed | {"_warned"}  # nothing that grows with the stream
+    assert not counter.bin_tally.pending.any()  # count() leaves the tally alone
     assert counter.names.keys() == {feature.name for _, feature, _ in counter.tracked}
 
 
@@ -136,7 +143,7 @@ def test_an_image_handler_counts_brightness_and_contrast(tmp_path: Path) -> None
     counter = DriftCounter(profile, ("brightness", "contrast"), IDENTITY, cap=100)
     pixels = torch.tensor([[[[0.0, 1.0], [0.0, 1.0]]]])  # brightness 0.5, contrast 0.5 in 0..1 units
     normalised = (pixels - 0.5) / 0.5
-    assert counter.rows(normalised, config) == [[pytest.approx(0.5), pytest.approx(0.5)]]
+    assert counter.rows(normalised, config).tolist() == [[pytest.approx(0.5), pytest.approx(0.5)]]
 
 
 def test_no_profile_means_no_counting(
@@ -147,3 +154,92 @@ def test_no_profile_means_no_counting(
         handler.initialize(make_context(model_dirs["tabular"]))
     assert handler.drift is None
     assert "drift and data quality are not counted" in caplog.text
+
+
+class Recorded:
+    """A metrics cache that keeps every update written to it (the interface esteira-kserve's registry offers)."""
+
+    def __init__(self) -> None:
+        self.updates: list[tuple[str, float, tuple[str, ...]]] = []
+
+    def write_update(self, name: str, value: float, labels: Sequence[str]) -> None:
+        self.updates.append((name, value, tuple(labels)))
+
+
+def _direct_bins(profile: ReferenceProfile, live: np.ndarray) -> dict[tuple[str, str], int]:
+    """Bin counts of ``live`` ([instances, features]) computed straight from the profile's edges."""
+    counts: dict[tuple[str, str], int] = {}
+    for i, feature in enumerate(profile.features):
+        assert feature.type == "numeric"
+        direct = np.bincount(np.searchsorted(feature.edges, live[:, i], side="left"), minlength=len(feature.labels))
+        counts |= {(feature.name, label): int(n) for label, n in zip(feature.labels, direct, strict=True) if n}
+    return counts
+
+
+@pytest.mark.parametrize("instances", [1, ARRAY_VALUES])  # a step per value, and array operations
+def test_bins_held_between_writes_are_written_once_per_series_with_every_batch_in_them(instances: int) -> None:
+    """Bins are summed in one array between writes: nothing is written before the flush, then each touched
+    series once, with the counts of every batch (against the direct computation)."""
+    rng = np.random.default_rng(5)
+    profile, _ = _profile(rng, 40)
+    counter = DriftCounter(profile, [f"f{i}" for i in range(40)], IDENTITY, cap=4096)
+    cache, buffer = Recorded(), MetricBuffer(3600.0)
+    batches = [torch.tensor(rng.normal(size=(instances, 40)) * 3, dtype=torch.float32) for _ in range(5)]
+    for batch in batches:
+        counter.observe(cache, batch, parse_config(models.TABULAR_CONFIG), buffer)
+    assert cache.updates == []
+    buffer.flush()
+    written = [(labels[2:], value) for name, value, labels in cache.updates if name == "esteira_drift_bin_total"]
+    assert len(written) == len({series for series, _ in written})  # one update per series
+    live = torch.cat(batches).double().numpy()
+    assert dict(written) == _direct_bins(profile, live)
+    counted = [value for name, value, _ in cache.updates if name == "esteira_drift_instances_total"]
+    assert counted == [5 * instances]
+
+
+def test_esteira_kserves_registry_shows_every_bin_count_when_scraped() -> None:
+    """esteira-kserve's registry flushes the handler's buffer as it is scraped: a scrape right after the
+    batches holds all of them, though the buffer's interval has not passed."""
+    rng = np.random.default_rng(9)
+    profile, _ = _profile(rng, 6)
+    counter = DriftCounter(profile, [f"f{i}" for i in range(6)], IDENTITY, cap=4096)
+    registry = CollectorRegistry()
+    metrics = PrometheusMetrics(registry)
+    buffer = MetricBuffer(3600.0)
+    metrics.on_collect(buffer.flush)
+    batches = [torch.tensor(rng.normal(size=(16, 6)) * 4, dtype=torch.float32) for _ in range(3)]
+    for batch in batches:
+        counter.observe(metrics, batch, parse_config(models.TABULAR_CONFIG), buffer)
+    scraped = {
+        (sample.labels["feature"], sample.labels["bin"]): int(sample.value)
+        for family in registry.collect()
+        for sample in family.samples
+        if sample.name == "esteira_drift_bin_total" and sample.value
+    }
+    assert scraped == _direct_bins(profile, torch.cat(batches).double().numpy())
+
+
+def test_array_counting_agrees_with_a_step_per_value_on_mixed_features() -> None:
+    """A batch above ``ARRAY_VALUES`` is counted with array operations: the same bins and violations as its
+    rows counted one at a time (a Python step per value), with categories, missing values, values out of range
+    and unknown categories among them."""
+    rng = np.random.default_rng(21)
+    numbers = rng.normal(size=500)
+    profile = ReferenceProfile(
+        rows=500,
+        features=[
+            numeric_feature("x", numbers.tolist(), 500),
+            categorical_feature("colour", [str(c) for c in rng.integers(0, 4, size=500)], 500),
+            numeric_feature("y", (numbers * 10).tolist(), 500),
+        ],
+    )
+    counter = DriftCounter(profile, ["x", "colour", "y"], IDENTITY, cap=4096)
+    batch = np.column_stack([rng.normal(size=200) * 2, rng.integers(0, 6, size=200), rng.normal(size=200) * 30])
+    batch[::7, 0] = np.nan
+    batch[::11, 1] = np.nan
+    assert len(batch) * len(counter.tracked) > ARRAY_VALUES
+    bins, violations = counter.count(batch.tolist())
+    one_by_one = [counter.count([row]) for row in batch.tolist()]
+    assert bins == sum((row_bins for row_bins, _ in one_by_one), Counter())
+    assert violations == sum((row_violations for _, row_violations in one_by_one), Counter())
+    assert {kind for _, kind in violations} == {"missing", "out_of_range", "unknown_category"}
