@@ -145,28 +145,43 @@ def metric_line(metric: CachingMetric, value: float, labels: Sequence[str], stam
 
 
 class Tally:
-    """Increments of one counter's fixed list of series, summed in an array: a batch adds its counts (one per
-    series, as an array, or as a mapping of the few series it touched), and series become updates only when
-    written (drift's bins: up to thousands of series, many of which a wide model's batch touches)."""
+    """Increments of one counter's fixed list of series: a batch adds its counts (one per series, as an array, or
+    as a mapping of the few series it touched) and series become updates only when written (drift's bins: up to
+    thousands of series, many of which a wide model's batch touches). Arrays are summed as arrays, mappings in a
+    dict: each the cheap way for its size."""
 
     def __init__(self, name: str, definition: Definition, labels: Sequence[Sequence[str]]) -> None:
         self.name = name
         self.definition = definition
         self.labels = [tuple(series) for series in labels]
-        self.pending = np.zeros(len(self.labels))
+        self._dense: np.ndarray | None = None
+        self._sparse: dict[int, float] = {}
 
     def add(self, counts: Counts) -> None:
         if isinstance(counts, np.ndarray):
-            self.pending += counts
+            if self._dense is None:
+                self._dense = counts.astype(np.float64)  # a copy: the caller's array stays the caller's
+            else:
+                self._dense += counts
             return
-        pending = self.pending
+        sparse = self._sparse
         for index, n in counts.items():
-            pending[index] += n
+            sparse[index] = sparse.get(index, 0) + n
 
-    def updates(self, counts: Counts) -> list[Update]:
-        """The nonzero counts as updates."""
+    def take(self) -> tuple[np.ndarray | None, dict[int, float]]:
+        """What was added since the last take; a swap, so cheap under a lock."""
+        taken = self._dense, self._sparse
+        self._dense, self._sparse = None, {}
+        return taken
+
+    def updates(self, counts: Counts, more: Mapping[int, float] | None = None) -> list[Update]:
+        """``counts`` and ``more`` added up, as one update per series with a nonzero count."""
         if isinstance(counts, np.ndarray):
             counts = {index: float(counts[index]) for index in np.flatnonzero(counts).tolist()}
+        if more:
+            counts = dict(counts)
+            for index, n in more.items():
+                counts[index] = counts.get(index, 0) + n
         return [(self.name, self.definition, _number(n), self.labels[index]) for index, n in counts.items() if n]
 
 
@@ -244,9 +259,7 @@ class MetricBuffer:
         with self._lock:
             sums, self._sums = self._sums, {}
             observations, self._observations = self._observations, []
-            tallied = [(tally, tally.pending.copy()) for tally in self._tallies.values()]
-            for tally, _ in tallied:
-                tally.pending[:] = 0
+            tallied = [(tally, tally.take()) for tally in self._tallies.values()]
             self._tallies = {}
             cache, definitions = self._cache, dict(self._definitions)
             self._last_flush = self._clock()
@@ -255,7 +268,8 @@ class MetricBuffer:
         counters: list[Update] = [
             (name, definitions[name], _number(value), labels) for (name, labels), value in sums.items()
         ]
-        counters += [update for tally, counts in tallied for update in tally.updates(counts)]
+        for tally, (dense, sparse) in tallied:
+            counters += tally.updates(sparse) if dense is None else tally.updates(dense, sparse)
         self._write_now(cache, observations + counters)
 
     def _write_now(self, cache: Any, updates: Iterable[Update]) -> None:
