@@ -6,7 +6,7 @@ from __future__ import annotations
 import importlib.util
 import shutil
 import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -186,3 +186,13 @@ def servers(model_store: Path) -> Iterator[Servers]:
             yield pool
     finally:
         shutil.rmtree(base, ignore_errors=True)
+
+
+class Recorded:
+    """A metrics cache that keeps every update written to it (the interface esteira-kserve's registry offers)."""
+
+    def __init__(self) -> None:
+        self.updates: list[tuple[str, float, tuple[str, ...]]] = []
+
+    def write_update(self, name: str, value: float, labels: Sequence[str]) -> None:
+        self.updates.append((name, value, tuple(labels)))

@@ -6,7 +6,6 @@ from __future__ import annotations
 import logging
 import re
 from collections import Counter
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +22,7 @@ from model_handlers.metrics import MetricBuffer
 from model_handlers.protocol import Identity
 from model_handlers.tabular import TabularHandler
 from tests.handlers import models
-from tests.handlers.conftest import ContextFactory, ModelDir, json_headers, make_model_dir
+from tests.handlers.conftest import ContextFactory, ModelDir, Recorded, json_headers, make_model_dir
 
 METRICS_LOGGER = "ts.metrics.caching_metric"
 IDENTITY = Identity("m", "1", "3")
@@ -154,16 +153,6 @@ def test_no_profile_means_no_counting(
         handler.initialize(make_context(model_dirs["tabular"]))
     assert handler.drift is None
     assert "drift and data quality are not counted" in caplog.text
-
-
-class Recorded:
-    """A metrics cache that keeps every update written to it (the interface esteira-kserve's registry offers)."""
-
-    def __init__(self) -> None:
-        self.updates: list[tuple[str, float, tuple[str, ...]]] = []
-
-    def write_update(self, name: str, value: float, labels: Sequence[str]) -> None:
-        self.updates.append((name, value, tuple(labels)))
 
 
 def _direct_bins(profile: ReferenceProfile, live: np.ndarray) -> dict[tuple[str, str], int]:

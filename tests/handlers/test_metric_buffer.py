@@ -1,0 +1,36 @@
+"""The handlers' metric buffer: counters summed between writes, histogram observations written in bounded
+bursts (a second's worth at once filled TorchServe's worker pipe and stalled requests behind it)."""
+
+from __future__ import annotations
+
+from model_handlers.metrics import (
+    BATCH_SIZE,
+    DEFINITIONS,
+    OBSERVATIONS_PER_WRITE,
+    REQUEST_DURATION,
+    REQUESTS_TOTAL,
+    MetricBuffer,
+)
+from tests.handlers.conftest import Recorded
+
+BASE = ("m", "1")
+
+
+def test_observations_are_written_in_bursts_of_a_bounded_size_and_counters_wait_for_the_interval() -> None:
+    cache, buffer = Recorded(), MetricBuffer(3600.0)
+    batches = OBSERVATIONS_PER_WRITE  # two observations each: two bursts' worth
+    for batch in range(batches):
+        buffer.observe(
+            cache,
+            [
+                (REQUEST_DURATION, DEFINITIONS[REQUEST_DURATION], 0.001 * batch, BASE),
+                (BATCH_SIZE, DEFINITIONS[BATCH_SIZE], 1, BASE),
+            ],
+        )
+        buffer.add(cache, [(REQUESTS_TOTAL, DEFINITIONS[REQUESTS_TOTAL], 1, (*BASE, "ok"))])
+        assert len(cache.updates) == (batch + 1) * 2 // OBSERVATIONS_PER_WRITE * OBSERVATIONS_PER_WRITE
+    durations = [value for name, value, _ in cache.updates if name == REQUEST_DURATION]
+    assert durations == [0.001 * batch for batch in range(batches)]  # every one, in order
+    assert all(name != REQUESTS_TOTAL for name, _, _ in cache.updates)  # summed until the interval is up
+    buffer.flush()
+    assert [(name, value) for name, value, _ in cache.updates[-1:]] == [(REQUESTS_TOTAL, batches)]
