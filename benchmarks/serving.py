@@ -520,7 +520,10 @@ def run(quick: bool, out: Path, only: list[str] | None) -> dict[str, Any]:
     name = "serving-quick" if quick else "serving"
     (out / f"{name}.json").write_text(json.dumps(results, indent=2) + "\n")
     write_markdown(results, out / f"{name}.md")
-    shutil.rmtree(work, ignore_errors=True)
+    if any(point["errors"] for row in bench.rows.values() for point in row["points"].values()):
+        print(f"some points had errors: the servers' logs are kept in {work}", flush=True)
+    else:
+        shutil.rmtree(work, ignore_errors=True)
     return results
 
 
