@@ -32,7 +32,7 @@ from esteira.packaging.heap import freeze_startup_heap
 from model_handlers.config import CONFIG_FILE, ConfigError, ModelConfig, load_config
 from model_handlers.drift import DriftCounter
 from model_handlers.inference_log import Exchange, InferenceLog
-from model_handlers.metrics import FLUSH_SECONDS, HandlerMetrics, MetricBuffer
+from model_handlers.metrics import HandlerMetrics, MetricBuffer
 from model_handlers.protocol import (
     BINARY_HEADER,
     BadRequest,
@@ -180,7 +180,7 @@ class EsteiraHandler(BaseHandler, abc.ABC):  # type: ignore[misc]
         # Metrics are written at most once a second (TorchServe's every write is a log line its frontend parses);
         # a cache that can run code when scraped (esteira-kserve's registry) has the buffer flushed then too.
         cache = getattr(context, "metrics", None)
-        self.metric_buffer = MetricBuffer(getattr(cache, "flush_seconds", FLUSH_SECONDS))
+        self.metric_buffer = MetricBuffer()
         on_collect = getattr(cache, "on_collect", None)
         if callable(on_collect):
             on_collect(self.metric_buffer.flush)

@@ -34,10 +34,9 @@ also written whenever ``OBSERVATIONS_PER_WRITE`` of them are held, so no write i
 to the frontend and stall the worker (busy batch-1 workers write about every tenth of a second). A batch after a
 quiet second writes at once; otherwise a background thread writes what is pending when the second is up, so
 nothing waits for the next request. What a worker had not yet written when it is killed (at most a second of
-metrics) is lost. A metrics cache may set its own interval with a ``flush_seconds`` attribute, and one that
-can run code when it is scraped offers ``on_collect``: esteira-kserve's ``prometheus_client`` registry
-(``model_handlers.inprocess``) flushes the buffer at the start of every scrape, so what it exports is exact
-while batches still only add in memory.
+metrics) is lost. A metrics cache that can run code when it is scraped offers ``on_collect``: esteira-kserve's
+``prometheus_client`` registry (``model_handlers.inprocess``) flushes the buffer at the start of every scrape,
+so what it exports is exact while batches still only add in memory.
 
 Counters with many series that a batch mostly touches all at once (drift's bins) are summed as a :class:`Tally`:
 one array addition per batch, series turned into updates only when written.
@@ -195,8 +194,8 @@ class MetricBuffer:
     increments summed per series, histogram observations kept one by one in order.
 
     ``add``, ``observe`` and ``flush_due`` run on the serving thread; one daemon thread, started with the first
-    deferred write, writes what is pending once its interval is up. With an interval of 0 nothing is held:
-    each update goes straight to the cache.
+    deferred write, writes what is pending once its interval is up. A cache that is read on demand has
+    :meth:`flush` called before each read instead of waiting (``on_collect``).
     """
 
     def __init__(self, interval: float = FLUSH_SECONDS, clock: Callable[[], float] = time.monotonic) -> None:
@@ -215,9 +214,6 @@ class MetricBuffer:
 
     def add(self, cache: Any, increments: Iterable[Update]) -> None:
         """Add each counter increment's value to its series."""
-        if self.interval <= 0:
-            self._write_now(cache, increments)
-            return
         with self._lock:
             sums = self._sums
             for name, definition, value, labels in increments:
@@ -228,9 +224,6 @@ class MetricBuffer:
 
     def add_counts(self, cache: Any, tally: Tally, counts: Counts) -> None:
         """Add a batch's counts to ``tally``'s series."""
-        if self.interval <= 0:
-            self._write_now(cache, tally.updates(counts))
-            return
         with self._lock:
             tally.add(counts)
             self._tallies[id(tally)] = tally
@@ -238,9 +231,6 @@ class MetricBuffer:
 
     def observe(self, cache: Any, observations: Iterable[Update]) -> None:
         """Keep histogram observations, each to be written as its own line."""
-        if self.interval <= 0:
-            self._write_now(cache, observations)
-            return
         with self._lock:
             self._observations.extend(observations)
             self._cache = cache
