@@ -127,7 +127,8 @@ class DriftCounter:
             DEFINITIONS[BINS_TOTAL],
             [(*self.base, self.names[feature], label) for feature, label in self.slot_bins],
         )
-        self.numeric = NumericBins.of([slot for slot in self.slots if isinstance(slot[1], NumericFeature)])
+        self.numeric = NumericBins.of(self.slots)
+        self.categorical = [slot for slot in self.slots if isinstance(slot[1], CategoricalFeature)]
         self._warned = False
 
     @classmethod
@@ -193,9 +194,9 @@ class DriftCounter:
             return self._count_values(rows.tolist(), self.slots, violations), violations
         values = rows.double().numpy()
         counts = self.numeric.count(values, violations, self.series)
-        categorical = [slot for slot in self.slots if isinstance(slot[1], CategoricalFeature)]
-        for slot, n in self._count_values(values.tolist(), categorical, violations).items():
-            counts[slot] += n
+        if self.categorical:
+            for slot, n in self._count_values(values.tolist(), self.categorical, violations).items():
+                counts[slot] += n
         return counts, violations
 
     @staticmethod
