@@ -348,12 +348,7 @@ class BlockingUpstream:
         try:
             self._time_limit(connection, self.answer_seconds)
             connection.sendall(request)
-            while reading.reply is None:
-                if deadline is not None:
-                    left = deadline - time.monotonic()
-                    if left <= 0:
-                        raise TimeoutError
-                    self._time_limit(connection, left)
+            while True:
                 data = connection.recv(_READ_SIZE)
                 if not data:
                     reading.ended()
@@ -362,6 +357,13 @@ class BlockingUpstream:
                         raise _NothingAnswered() if not reading.received else Disconnected(_CUT_SHORT)
                     break
                 reading.feed(data)
+                if reading.reply is not None:
+                    break
+                if deadline is not None:  # an answer in pieces: what is left of the deadline for the next one
+                    left = deadline - time.monotonic()
+                    if left <= 0:
+                        raise TimeoutError
+                    self._time_limit(connection, left)
         except (TimeoutError, BlockingIOError):  # BlockingIOError: the kernel's time limit ran out
             self.close()
             raise TimedOut(f"no complete answer within {self.answer_seconds:g}s") from None
