@@ -35,14 +35,13 @@ summed in the worker and written at most once a second per series, like the hand
 from __future__ import annotations
 
 import logging
-import math
 import os
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from itertools import accumulate
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
@@ -57,7 +56,7 @@ from esteira.drift.profile import (
     ReferenceProfile,
 )
 from model_handlers.config import ModelConfig
-from model_handlers.metrics import Definition, MetricBuffer, Tally, Update, label_value, write_metrics
+from model_handlers.metrics import Definition, MetricBuffer, Series, Tally, Update, label_value, write_metrics
 from model_handlers.protocol import Identity
 
 logger = logging.getLogger(__name__)
@@ -82,6 +81,17 @@ DEFINITIONS: dict[str, Definition] = {
     CAPPED_TOTAL: (MetricTypes.COUNTER, "count", ("ModelName", "Revision")),
 }
 Feature = NumericFeature | CategoricalFeature
+
+
+class Slot(NamedTuple):
+    """Where one tracked feature is read and counted: its value column, its first bin's slot, and the slots of
+    its two violation kinds (``other``: out of range for a numeric feature, an unknown category else)."""
+
+    column: int
+    feature: Feature
+    offset: int
+    missing: int
+    other: int
 
 
 def series_cap(env: Mapping[str, str] | None = None) -> int:
@@ -115,20 +125,30 @@ class DriftCounter:
             self.tracked.append((index[feature.name], feature, labels))
         self.series = used
         self.names = {feature.name: label_value(feature.name) for _, feature, _ in self.tracked}
-        # Every tracked bin is a slot of one array, feature after feature in profile order: a batch adds its
-        # counts to the slots (:class:`model_handlers.metrics.Tally`), and series are built only when written.
+        # Every series this counter writes is a slot of one array (:class:`model_handlers.metrics.Tally`): the
+        # bins, feature after feature in profile order, then the instances, then two violation kinds per feature
+        # (missing, and out of range or an unknown category), then the capped instances. A batch adds its counts
+        # to the slots; series are built only when written.
         offsets = list(accumulate((len(labels) for _, _, labels in self.tracked), initial=0))
-        self.slots = [
-            (column, feature, offset) for (column, feature, _), offset in zip(self.tracked, offsets, strict=False)
-        ]
         self.slot_bins = [(feature.name, label) for _, feature, labels in self.tracked for label in labels]
-        self.bin_tally = Tally(
-            BINS_TOTAL,
-            DEFINITIONS[BINS_TOTAL],
-            [(*self.base, self.names[feature], label) for feature, label in self.slot_bins],
-        )
+        series = [self._series(BINS_TOTAL, self.names[feature], label) for feature, label in self.slot_bins]
+        self.instances_slot = len(series)
+        series.append(self._series(INSTANCES_TOTAL))
+        self.slot_violations: dict[int, tuple[str, str]] = {}
+        self.slots: list[Slot] = []
+        for (column, feature, _), offset in zip(self.tracked, offsets, strict=False):
+            violation_slots = []
+            for kind in ("missing", "out_of_range" if isinstance(feature, NumericFeature) else "unknown_category"):
+                violation_slots.append(len(series))
+                self.slot_violations[len(series)] = (feature.name, kind)
+                series.append(self._series(VIOLATIONS_TOTAL, self.names[feature.name], kind))
+            self.slots.append(Slot(column, feature, offset, *violation_slots))
+        self.capped_slot = len(series) if self.left_out else None
+        if self.left_out:
+            series.append(self._series(CAPPED_TOTAL))
+        self.tally = Tally(series)
         self.numeric = NumericBins.of(self.slots)
-        self.categorical = [slot for slot in self.slots if isinstance(slot[1], CategoricalFeature)]
+        self.categorical = [slot for slot in self.slots if isinstance(slot.feature, CategoricalFeature)]
         self._warned = False
 
     @classmethod
@@ -177,49 +197,54 @@ class DriftCounter:
         self, rows: torch.Tensor | Sequence[Sequence[float]]
     ) -> tuple[Counter[tuple[str, str]], Counter[tuple[str, str]]]:
         """(bin counts, violation counts) of a batch, keyed by (feature, bin) and (feature, kind)."""
-        slots, violations = self._count(torch.as_tensor(rows, dtype=torch.float64))
-        counts = (
-            slots.items() if isinstance(slots, Mapping) else ((i, slots[i]) for i in np.flatnonzero(slots).tolist())
+        counts = self._count(torch.as_tensor(rows, dtype=torch.float64))
+        pairs = (
+            counts.items() if isinstance(counts, Mapping) else ((i, counts[i]) for i in np.flatnonzero(counts).tolist())
         )
-        return Counter({self.slot_bins[slot]: int(n) for slot, n in counts if n}), violations
+        bins: Counter[tuple[str, str]] = Counter()
+        violations: Counter[tuple[str, str]] = Counter()
+        for slot, n in pairs:
+            if slot < self.instances_slot:
+                bins[self.slot_bins[slot]] += int(n)
+            elif slot in self.slot_violations:
+                violations[self.slot_violations[slot]] += int(n)
+        return bins, violations
 
-    def _count(self, rows: torch.Tensor) -> tuple[Mapping[int, int] | np.ndarray, Counter[tuple[str, str]]]:
-        """Counts per slot and violations of a batch ([instances, columns]). A few values take a step each in
+    def _count(self, rows: torch.Tensor) -> dict[int, float] | np.ndarray:
+        """Bin and violation counts of a batch ([instances, columns]) by slot. A few values take a step each in
         Python; more go through array operations, whose fixed cost (about 30 us) a Python step per value
         passes beyond ``ARRAY_VALUES`` values, and which are 10-30x faster for a wide model's batch."""
-        violations: Counter[tuple[str, str]] = Counter()
         if rows.dim() != 2 or not len(rows):
-            return {}, violations
+            return {}
         if rows.shape[0] * len(self.slots) <= ARRAY_VALUES or self.numeric is None:
-            return self._count_values(rows.tolist(), self.slots, violations), violations
+            return self._count_values(rows.tolist(), self.slots, {})
         values = rows.double().numpy()
-        counts = self.numeric.count(values, violations, self.series)
+        counts = self.numeric.count(values, len(self.tally.series))
         if self.categorical:
-            for slot, n in self._count_values(values.tolist(), self.categorical, violations).items():
+            for slot, n in self._count_values(values.tolist(), self.categorical, {}).items():
                 counts[slot] += n
-        return counts, violations
+        return counts
 
     @staticmethod
-    def _count_values(
-        rows: list[list[float]], slots: Sequence[tuple[int, Feature, int]], violations: Counter[tuple[str, str]]
-    ) -> Counter[int]:
-        counts: Counter[int] = Counter()
+    def _count_values(rows: list[list[float]], slots: Sequence[Slot], counts: dict[int, float]) -> dict[int, float]:
+        """Add each value's bin and violations to ``counts``, a step per value."""
         for row in rows:
-            for column, feature, offset in slots:
+            for column, feature, offset, missing, other in slots:
                 value = row[column]
-                if math.isnan(value):
-                    violations[(feature.name, "missing")] += 1
+                if value != value:  # NaN
+                    counts[missing] = counts.get(missing, 0) + 1
                     continue
                 if isinstance(feature, NumericFeature):
                     if value < feature.min or value > feature.max:
-                        violations[(feature.name, "out_of_range")] += 1
-                    counts[offset + feature.bin_of(value)] += 1
-                    continue
-                position = feature.bin_of(category_of(value))
-                if position is None:
-                    violations[(feature.name, "unknown_category")] += 1
-                    position = len(feature.labels) - 1
-                counts[offset + position] += 1
+                        counts[other] = counts.get(other, 0) + 1
+                    slot = offset + feature.bin_of(value)
+                else:
+                    position = feature.bin_of(category_of(value))
+                    if position is None:
+                        counts[other] = counts.get(other, 0) + 1
+                        position = len(feature.labels) - 1
+                    slot = offset + position
+                counts[slot] = counts.get(slot, 0) + 1
         return counts
 
     # -- recording ------------------------------------------------------------------------------------------
@@ -250,17 +275,12 @@ class DriftCounter:
         if cache is None or batch.shape[0] == 0:
             return
         try:
-            slots, violations = self._count(self.rows(batch, config))
-            buffer.add_counts(cache, self.bin_tally, slots)
+            counts = self._count(self.rows(batch, config))
             instances = int(batch.shape[0])
-            updates = [self._update(INSTANCES_TOTAL, instances)]
-            updates += [
-                self._update(VIOLATIONS_TOTAL, n, self.names[feature], kind)
-                for (feature, kind), n in violations.items()
-            ]
-            if self.left_out:
-                updates.append(self._update(CAPPED_TOTAL, instances))
-            buffer.add(cache, updates)
+            for slot in (self.instances_slot, self.capped_slot):
+                if slot is not None:  # slots no value is counted in: set, not added to
+                    counts[slot] = instances
+            buffer.add(cache, self.tally, counts)
         except Exception:
             if not self._warned:
                 logger.exception("counting drift failed; inference goes on")
@@ -268,6 +288,9 @@ class DriftCounter:
 
     def _update(self, name: str, value: float, *extra: str) -> Update:
         return (name, DEFINITIONS[name], value, (*self.base, *extra))
+
+    def _series(self, name: str, *extra: str) -> Series:
+        return (name, DEFINITIONS[name], (*self.base, *extra))
 
 
 @dataclass(frozen=True)
@@ -278,38 +301,40 @@ class NumericBins:
 
     columns: np.ndarray  # [features]: the value column of each
     offsets: np.ndarray  # [features]: the slot of each one's first bin
+    missing: np.ndarray  # [features]: the slot of each one's missing values
+    outside: np.ndarray  # [features]: the slot of each one's values out of range
     edges: np.ndarray  # [features, MAX_BINS - 1]
     low: np.ndarray  # [features]: the profile's min and max
     high: np.ndarray
-    names: tuple[str, ...]
 
     @classmethod
-    def of(cls, slots: Sequence[tuple[int, Feature, int]]) -> NumericBins | None:
-        numeric = [
-            (column, feature, offset) for column, feature, offset in slots if isinstance(feature, NumericFeature)
-        ]
+    def of(cls, slots: Sequence[Slot]) -> NumericBins | None:
+        numeric = [(slot, slot.feature) for slot in slots if isinstance(slot.feature, NumericFeature)]
         if not numeric:
             return None
         edges = np.full((len(numeric), MAX_BINS - 1), np.inf)
-        for row, (_, feature, _) in enumerate(numeric):
+        for row, (_, feature) in enumerate(numeric):
             edges[row, : len(feature.edges)] = feature.edges
+
+        def column(values: list[Any], dtype: Any = np.intp) -> np.ndarray:
+            return np.array(values, dtype=dtype)
+
         return cls(
-            columns=np.array([column for column, _, _ in numeric], dtype=np.intp),
-            offsets=np.array([offset for _, _, offset in numeric], dtype=np.intp),
+            columns=column([slot.column for slot, _ in numeric]),
+            offsets=column([slot.offset for slot, _ in numeric]),
+            missing=column([slot.missing for slot, _ in numeric]),
+            outside=column([slot.other for slot, _ in numeric]),
             edges=edges,
-            low=np.array([feature.min for _, feature, _ in numeric]),
-            high=np.array([feature.max for _, feature, _ in numeric]),
-            names=tuple(feature.name for _, feature, _ in numeric),
+            low=column([feature.min for _, feature in numeric], np.float64),
+            high=column([feature.max for _, feature in numeric], np.float64),
         )
 
-    def count(self, values: np.ndarray, violations: Counter[tuple[str, str]], slots: int) -> np.ndarray:
-        """A batch's counts per slot (``values``: [instances, columns]); its violations go to ``violations``."""
+    def count(self, values: np.ndarray, slots: int) -> np.ndarray:
+        """A batch's bin and violation counts in an array of ``slots`` (``values``: [instances, columns])."""
         x = values[:, self.columns]
         missing = np.isnan(x)
         positions = (x[:, :, None] > self.edges[None, :, :]).sum(axis=2)  # NaN is below nothing: masked next
         counts = np.bincount((positions + self.offsets)[~missing], minlength=slots).astype(np.float64)
-        outside = ((x < self.low) | (x > self.high)).sum(axis=0)  # NaN is neither
-        for kind, totals in (("missing", missing.sum(axis=0)), ("out_of_range", outside)):
-            for feature in np.flatnonzero(totals).tolist():
-                violations[(self.names[feature], kind)] += int(totals[feature])
+        counts[self.missing] += missing.sum(axis=0)  # one slot per feature: no index repeats
+        counts[self.outside] += ((x < self.low) | (x > self.high)).sum(axis=0)  # NaN is neither
         return counts

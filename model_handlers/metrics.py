@@ -50,7 +50,6 @@ import re
 import socket
 import threading
 import time
-from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from enum import StrEnum
 from typing import Any
@@ -87,15 +86,11 @@ _UNSAFE = re.compile(r"[,:|#\s]")
 
 
 class Outcome(StrEnum):
+    """A request's outcome by its status: below 400, 4xx, 5xx (in this order: ``HandlerMetrics`` slots 0-2)."""
+
     OK = "ok"
     CLIENT_ERROR = "client_error"
     SERVER_ERROR = "server_error"
-
-    @classmethod
-    def of(cls, status: int) -> Outcome:
-        if status < 400:
-            return cls.OK
-        return cls.CLIENT_ERROR if status < 500 else cls.SERVER_ERROR
 
 
 def label_value(value: str) -> str:
@@ -104,6 +99,7 @@ def label_value(value: str) -> str:
 
 
 Update = tuple[str, Definition, float, Sequence[str]]  # metric name, its definition, value, label values
+Series = tuple[str, Definition, Sequence[str]]  # metric name, its definition, label values
 Counts = Mapping[int, float] | np.ndarray  # a Tally's counts by series index
 
 
@@ -149,17 +145,22 @@ def metric_line(metric: CachingMetric, value: float, labels: Sequence[str], stam
 
 
 class Tally:
-    """Increments of one counter's fixed list of series: a batch adds its counts (one per series, as an array, or
-    as a mapping of the few series it touched) and series become updates only when written (drift's bins: up to
-    thousands of series, many of which a wide model's batch touches). Arrays are summed as arrays, mappings in a
-    dict: each the cheap way for its size."""
+    """Increments of a list of counter series, by slot: a batch adds its counts (one per slot, as an array, or as
+    a mapping of the few slots it touched) and series become updates only when written. Drift's bins are up to
+    thousands of series, many of which a wide model's batch touches; a handler's outcomes and classes a few.
+    Arrays are summed as arrays, mappings in a dict: each the cheap way for its size."""
 
-    def __init__(self, name: str, definition: Definition, labels: Sequence[Sequence[str]]) -> None:
-        self.name = name
-        self.definition = definition
-        self.labels = [tuple(series) for series in labels]
+    def __init__(self, series: Sequence[Series] = ()) -> None:
+        self.series = [(name, definition, tuple(labels)) for name, definition, labels in series]
         self._dense: np.ndarray | None = None
         self._sparse: dict[int, float] = {}
+
+    def slot(self, series: Series) -> int:
+        """A slot for one more series. Only mappings may count it: an array covers the slots there were when it
+        was made."""
+        name, definition, labels = series
+        self.series.append((name, definition, tuple(labels)))
+        return len(self.series) - 1
 
     def add(self, counts: Counts) -> None:
         if isinstance(counts, np.ndarray):
@@ -186,24 +187,23 @@ class Tally:
             counts = dict(counts)
             for index, n in more.items():
                 counts[index] = counts.get(index, 0) + n
-        return [(self.name, self.definition, _number(n), self.labels[index]) for index, n in counts.items() if n]
+        series = self.series
+        return [(*series[index][:2], _number(n), series[index][2]) for index, n in counts.items() if n]
 
 
 class MetricBuffer:
     """Metric updates held for one write at most every ``interval`` (see the module docstring): counter
-    increments summed per series, histogram observations kept one by one in order.
+    increments summed per series in tallies, histogram observations kept one by one in order.
 
-    ``add``, ``observe`` and ``flush_due`` run on the serving thread; one daemon thread, started with the first
-    deferred write, writes what is pending once its interval is up. A cache that is read on demand has
-    :meth:`flush` called before each read instead of waiting (``on_collect``).
+    ``add`` and ``flush_due`` run on the serving thread; one daemon thread, started with the first deferred
+    write, writes what is pending once its interval is up. A cache that is read on demand has :meth:`flush`
+    called before each read instead of waiting (``on_collect``).
     """
 
     def __init__(self, interval: float = FLUSH_SECONDS, clock: Callable[[], float] = time.monotonic) -> None:
         self.interval = interval
         self._clock = clock
-        self._sums: dict[tuple[str, tuple[str, ...]], float] = {}
         self._observations: list[Update] = []
-        self._definitions: dict[str, Definition] = {}
         self._tallies: dict[int, Tally] = {}  # those with pending counts, by identity
         self._cache: Any = None
         self._last_flush = -math.inf
@@ -212,36 +212,24 @@ class MetricBuffer:
         self._flusher: threading.Thread | None = None
         self._warned = False
 
-    def add(self, cache: Any, increments: Iterable[Update]) -> None:
-        """Add each counter increment's value to its series."""
-        with self._lock:
-            sums = self._sums
-            for name, definition, value, labels in increments:
-                key = (name, tuple(labels))
-                sums[key] = sums.get(key, 0.0) + value
-                self._definitions[name] = definition
-            self._cache = cache
-
-    def add_counts(self, cache: Any, tally: Tally, counts: Counts) -> None:
-        """Add a batch's counts to ``tally``'s series."""
+    def add(self, cache: Any, tally: Tally, counts: Counts, observations: Sequence[Update] = ()) -> None:
+        """Add a batch's counts to ``tally``'s series, and keep its histogram observations, each to be written as
+        its own line: at once when ``OBSERVATIONS_PER_WRITE`` are held (counters keep their interval: summed,
+        they do not pile up)."""
         with self._lock:
             tally.add(counts)
             self._tallies[id(tally)] = tally
             self._cache = cache
-
-    def observe(self, cache: Any, observations: Iterable[Update]) -> None:
-        """Keep histogram observations, each to be written as its own line."""
-        with self._lock:
-            self._observations.extend(observations)
-            self._cache = cache
-            if len(self._observations) < OBSERVATIONS_PER_WRITE:
+            held = self._observations
+            held += observations
+            if len(held) < OBSERVATIONS_PER_WRITE:
                 return
-            held, self._observations = self._observations, []
-        self._write_now(cache, held)  # counters keep their interval: summed, they do not pile up
+            self._observations = []
+        self._write_now(cache, held)
 
     def flush_due(self) -> None:
         """Write now if the last write is an interval old; else leave it to the flusher thread."""
-        if not self._sums and not self._observations and not self._tallies:
+        if not self._observations and not self._tallies:
             return
         if self._clock() - self._last_flush >= self.interval:
             self.flush()
@@ -254,17 +242,14 @@ class MetricBuffer:
     def flush(self) -> None:
         """Write everything pending now, in one log record."""
         with self._lock:
-            sums, self._sums = self._sums, {}
             observations, self._observations = self._observations, []
             tallied = [(tally, tally.take()) for tally in self._tallies.values()]
             self._tallies = {}
-            cache, definitions = self._cache, dict(self._definitions)
+            cache = self._cache
             self._last_flush = self._clock()
-        if not sums and not observations and not tallied:
+        if not observations and not tallied:
             return
-        counters: list[Update] = [
-            (name, definitions[name], _number(value), labels) for (name, labels), value in sums.items()
-        ]
+        counters: list[Update] = []
         for tally, (dense, sparse) in tallied:
             counters += tally.updates(sparse) if dense is None else tally.updates(dense, sparse)
         self._write_now(cache, observations + counters)
@@ -296,6 +281,9 @@ class HandlerMetrics:
     def __init__(self, identity: Identity, buffer: MetricBuffer | None = None) -> None:
         self.base = (label_value(identity.name), label_value(identity.revision))
         self.buffer = buffer or MetricBuffer()
+        # The requests counter's series in Outcome's order (slots 0, 1, 2), then each predicted class at first sight.
+        self.tally = Tally([(REQUESTS_TOTAL, DEFINITIONS[REQUESTS_TOTAL], (*self.base, o.value)) for o in Outcome])
+        self._class_slots: dict[str, int] = {}
         self._warned = False
 
     def publish(self, cache: Any) -> None:
@@ -304,9 +292,8 @@ class HandlerMetrics:
         canary that fails from its first request would pass its first analysis."""
         if cache is None:
             return
-        definition = DEFINITIONS[REQUESTS_TOTAL]
         try:
-            write_metrics(cache, [(REQUESTS_TOTAL, definition, 0, (*self.base, o.value)) for o in Outcome])
+            write_metrics(cache, [(name, definition, 0, labels) for name, definition, labels in self.tally.series[:3]])
         except Exception:  # never let metrics break loading
             logger.exception("publishing the request counters failed; inference goes on")
 
@@ -322,22 +309,25 @@ class HandlerMetrics:
         if cache is None:
             return
         try:
-            self.buffer.observe(
-                cache,
-                [
-                    (REQUEST_DURATION, DEFINITIONS[REQUEST_DURATION], seconds, self.base),
-                    (BATCH_SIZE, DEFINITIONS[BATCH_SIZE], batch_size, self.base),
-                ],
-            )
-            outcomes = Counter(Outcome.of(status) for status in statuses)
-            classes = Counter(predicted)
+            counts: dict[int, float] = {}
+            for status in statuses:
+                outcome = 0 if status < 400 else 1 if status < 500 else 2  # Outcome's order
+                counts[outcome] = counts.get(outcome, 0) + 1
+            classes = self._class_slots
+            for label in predicted:
+                slot = classes.get(label)
+                if slot is None:
+                    series = (PREDICTIONS_TOTAL, DEFINITIONS[PREDICTIONS_TOTAL], (*self.base, label_value(label)))
+                    slot = classes[label] = self.tally.slot(series)
+                counts[slot] = counts.get(slot, 0) + 1
             self.buffer.add(
                 cache,
-                [(REQUESTS_TOTAL, DEFINITIONS[REQUESTS_TOTAL], n, (*self.base, o.value)) for o, n in outcomes.items()]
-                + [
-                    (PREDICTIONS_TOTAL, DEFINITIONS[PREDICTIONS_TOTAL], n, (*self.base, label_value(label)))
-                    for label, n in classes.items()
-                ],
+                self.tally,
+                counts,
+                (
+                    (REQUEST_DURATION, DEFINITIONS[REQUEST_DURATION], seconds, self.base),
+                    (BATCH_SIZE, DEFINITIONS[BATCH_SIZE], batch_size, self.base),
+                ),
             )
         except Exception:  # never let metrics break an answer
             if not self._warned:

@@ -77,11 +77,12 @@ def test_series_stay_bounded_and_memory_flat_over_a_long_stream() -> None:
     for step in range(200):  # 200 batches of 64 rows, drifting further and further
         bins, violations = counter.count((rng.normal(loc=step / 20, size=(64, 50)) * 5).tolist())
         seen |= set(bins) | set(violations)
-    assert len(seen) <= counter.series + 50 * 3  # bins, plus at most three violation kinds per feature
-    fixed = {"profile", "base", "tracked", "left_out", "series", "names", "slots", "slot_bins", "bin_tally"}
-    fixed |= {"numeric", "categorical"}
+    assert len(seen) <= counter.series + 50 * 2  # bins, plus two violation kinds per feature
+    fixed = {"profile", "base", "tracked", "left_out", "series", "names", "slots", "slot_bins", "tally"}
+    fixed |= {"numeric", "categorical", "instances_slot", "slot_violations", "capped_slot"}
     assert counter.__dict__.keys() == fixed | {"_warned"}  # nothing that grows with the stream
-    assert counter.bin_tally.take() == (None, {})  # count() leaves the tally alone
+    assert len(counter.tally.series) == counter.series + 1 + 50 * 2  # bins, instances, violations: fixed
+    assert counter.tally.take() == (None, {})  # count() leaves the tally alone
     assert counter.names.keys() == {feature.name for _, feature, _ in counter.tracked}
 
 

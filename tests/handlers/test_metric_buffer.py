@@ -10,6 +10,7 @@ from model_handlers.metrics import (
     REQUEST_DURATION,
     REQUESTS_TOTAL,
     MetricBuffer,
+    Tally,
 )
 from tests.handlers.conftest import Recorded
 
@@ -18,16 +19,14 @@ BASE = ("m", "1")
 
 def test_observations_are_written_in_bursts_of_a_bounded_size_and_counters_wait_for_the_interval() -> None:
     cache, buffer = Recorded(), MetricBuffer(3600.0)
+    tally = Tally([(REQUESTS_TOTAL, DEFINITIONS[REQUESTS_TOTAL], (*BASE, "ok"))])
     batches = OBSERVATIONS_PER_WRITE  # two observations each: two bursts' worth
     for batch in range(batches):
-        buffer.observe(
-            cache,
-            [
-                (REQUEST_DURATION, DEFINITIONS[REQUEST_DURATION], 0.001 * batch, BASE),
-                (BATCH_SIZE, DEFINITIONS[BATCH_SIZE], 1, BASE),
-            ],
-        )
-        buffer.add(cache, [(REQUESTS_TOTAL, DEFINITIONS[REQUESTS_TOTAL], 1, (*BASE, "ok"))])
+        observations = [
+            (REQUEST_DURATION, DEFINITIONS[REQUEST_DURATION], 0.001 * batch, BASE),
+            (BATCH_SIZE, DEFINITIONS[BATCH_SIZE], 1, BASE),
+        ]
+        buffer.add(cache, tally, {0: 1}, observations)
         assert len(cache.updates) == (batch + 1) * 2 // OBSERVATIONS_PER_WRITE * OBSERVATIONS_PER_WRITE
     durations = [value for name, value, _ in cache.updates if name == REQUEST_DURATION]
     assert durations == [0.001 * batch for batch in range(batches)]  # every one, in order
