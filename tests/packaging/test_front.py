@@ -14,8 +14,8 @@ import uvloop
 from aiohttp import web
 
 from esteira.local.server import free_port
-from esteira.packaging.front import TorchServeSurface, front_app
-from esteira.packaging.limits import ClientLimits, GuardedRunner
+from esteira.packaging.front import TorchServeSurface, front_routes
+from esteira.packaging.httpserver import HttpServer
 from esteira.packaging.surface import served_model
 from tests.support.prerequisites import require_file
 
@@ -64,14 +64,14 @@ async def front() -> AsyncIterator[tuple[str, TorchServeStandIn]]:
     await web.TCPSite(backend_runner, "127.0.0.1", port).start()
     address = f"http://127.0.0.1:{port}"
     surface = TorchServeSurface(served_model(MODEL_DIR), "1.0.0", address, address)
-    runner = GuardedRunner(front_app(surface), ClientLimits(), access_log=None)
-    await runner.setup()
+    server = HttpServer(front_routes(surface))
     front_port = free_port()
-    await web.TCPSite(runner, "127.0.0.1", front_port).start()
+    await server.start("127.0.0.1", front_port)
     try:
         yield f"http://127.0.0.1:{front_port}", stand_in
     finally:
-        await runner.cleanup()
+        await server.stop()
+        surface.close()
         await backend_runner.cleanup()
 
 

@@ -1,4 +1,4 @@
-"""Slow and abusive clients against a server that listens through GuardedRunner: deadlines, a cap, one log line."""
+"""Slow and abusive clients against Esteira's HTTP server: deadlines, a cap, size limits, one log line each."""
 
 from __future__ import annotations
 
@@ -11,17 +11,19 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from aiohttp import web
 
 from esteira.local.server import free_port
-from esteira.packaging.limits import ClientLimits, GuardedRunner, read_body
+from esteira.packaging.httpserver import ClientLimits, HttpServer, Request, Response, Routes, json_response
 from tests.support.waiting import eventually
 
 LIMITS = ClientLimits(header_seconds=0.6, body_seconds=0.6, idle_seconds=5.0, max_connections=4)
 
 
-async def _echo(request: web.Request) -> web.Response:
-    return web.json_response({"size": len(await read_body(request, LIMITS))})
+MAX_BODY = 4096
+
+
+async def _echo(request: Request) -> Response:
+    return json_response({"size": len(request.body)})
 
 
 class Served:
@@ -30,7 +32,7 @@ class Served:
     def __init__(self) -> None:
         self.loop = asyncio.new_event_loop()
         self.port = 0
-        self.runner: GuardedRunner | None = None
+        self.server: HttpServer | None = None
         self._ready = threading.Event()
         self._thread = threading.Thread(target=self._main, daemon=True)
 
@@ -41,13 +43,12 @@ class Served:
         self.loop.run_forever()
 
     async def _start(self) -> None:
-        app = web.Application()
-        app.router.add_post("/echo", _echo)
-        app.router.add_get("/echo", _echo)
-        self.runner = GuardedRunner(app, LIMITS, access_log=None)
-        await self.runner.setup()
+        routes = Routes()
+        routes.add("POST", "/echo", _echo)
+        routes.add("GET", "/echo", _echo)
+        self.server = HttpServer(routes, LIMITS, max_body=MAX_BODY)
         self.port = free_port()
-        await web.TCPSite(self.runner, "127.0.0.1", self.port).start()
+        await self.server.start("127.0.0.1", self.port)
 
     def __enter__(self) -> Served:
         self._thread.start()
@@ -55,8 +56,8 @@ class Served:
         return self
 
     def __exit__(self, *_: Any) -> None:
-        assert self.runner is not None
-        asyncio.run_coroutine_threadsafe(self.runner.cleanup(), self.loop).result(10)
+        assert self.server is not None
+        asyncio.run_coroutine_threadsafe(self.server.stop(), self.loop).result(10)
         self.loop.call_soon_threadsafe(self.loop.stop)
         self._thread.join(10)
 
@@ -143,7 +144,7 @@ def test_the_front_answers_a_dead_torchserve_with_a_502_that_names_no_address() 
 
     import aiohttp
 
-    from esteira.packaging.front import TorchServeSurface, front_app
+    from esteira.packaging.front import TorchServeSurface, front_routes
     from esteira.packaging.surface import served_model
     from tests.support.prerequisites import require_file
 
@@ -153,10 +154,9 @@ def test_the_front_answers_a_dead_torchserve_with_a_502_that_names_no_address() 
     surface = TorchServeSurface(served_model(folder), "1.0.0", f"http://127.0.0.1:{dead}", f"http://127.0.0.1:{dead}")
 
     async def scenario() -> tuple[int, str]:
-        runner = GuardedRunner(front_app(surface), LIMITS, access_log=None)
-        await runner.setup()
+        server = HttpServer(front_routes(surface), LIMITS)
         port = free_port()
-        await web.TCPSite(runner, "127.0.0.1", port).start()
+        await server.start("127.0.0.1", port)
         try:
             async with (
                 aiohttp.ClientSession() as session,
@@ -166,8 +166,90 @@ def test_the_front_answers_a_dead_torchserve_with_a_502_that_names_no_address() 
             ):
                 return answer.status, await answer.text()
         finally:
-            await runner.cleanup()
+            await server.stop()
+            surface.close()
 
     status, text = asyncio.run(scenario())
     assert status == 502 and "did not answer" in json.loads(text)["error"]
     assert str(dead) not in text and "127.0.0.1" not in text
+
+
+def _status(answer: bytes) -> bytes:
+    return answer.split(b"\r\n")[0]
+
+
+def test_a_body_over_the_limit_is_a_413_whether_declared_or_chunked(served: Served) -> None:
+    declared = Peer(served.port).send(b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n" % (MAX_BODY + 1))
+    answer = eventually(declared.closed_after, 10, "the declared oversize body refused")
+    assert _status(answer).endswith(b"413 Request Entity Too Large") and b"exceeded the limit of 4096" in answer
+    chunk = b"a" * 1000
+    chunked = Peer(served.port).send(b"POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n")
+    for _ in range(5):
+        chunked.send(b"%x\r\n%s\r\n" % (len(chunk), chunk))
+    answer = eventually(chunked.closed_after, 10, "the chunked oversize body refused")
+    assert _status(answer).endswith(b"413 Request Entity Too Large"), answer[:200]
+
+
+def test_pipelined_requests_are_answered_in_order_and_a_chunked_body_whole(served: Served) -> None:
+    peer = Peer(served.port).send(
+        b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\n\r\nabc"
+        b"POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n2\r\n!!\r\n0\r\n\r\n"
+        b"GET /echo HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    )
+    answer = eventually(peer.closed_after, 10, "three answers, then the close asked for")
+    bodies = [
+        json.loads(part.split(b"\r\n\r\n", 1)[1].split(b"HTTP/1.1")[0]) for part in answer.split(b"HTTP/1.1 ")[1:]
+    ]
+    assert bodies == [{"size": 3}, {"size": 7}, {"size": 0}]
+    assert answer.count(b"Connection: close") == 1
+
+
+def test_expect_100_continue_head_and_wrong_methods(served: Served) -> None:
+    peer = Peer(served.port).send(
+        b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\nExpect: 100-continue\r\n\r\n"
+    )
+    assert eventually(peer.answer, 10, "the interim answer").startswith(b"HTTP/1.1 100 Continue\r\n\r\n")
+    peer.send(b"abcd")
+    assert eventually(lambda: b'{"size": 4}' in (peer.answer() or b"") or None, 10, "the final answer")
+    head = Peer(served.port).send(b"HEAD /echo HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+    answer = eventually(head.closed_after, 10, "the HEAD answer")
+    assert _status(answer).endswith(b"200 OK") and answer.endswith(b"\r\n\r\n")  # the head only
+    wrong = Peer(served.port).send(b"PUT /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+    answer = eventually(wrong.closed_after, 10, "the wrong method answered")
+    assert _status(answer).endswith(b"405 Method Not Allowed")
+    assert json.loads(answer.split(b"\r\n\r\n", 1)[1]) == {"error": "PUT is not allowed on /echo; use GET, HEAD, POST"}
+
+
+def test_stopping_lets_a_request_being_answered_finish() -> None:
+    entered, release = asyncio.Event(), asyncio.Event()
+
+    async def slow(_: Request) -> Response:
+        entered.set()
+        await release.wait()
+        return json_response({"done": True})
+
+    async def scenario() -> tuple[bytes, bool]:
+        routes = Routes()
+        routes.add("GET", "/slow", slow)
+        server = HttpServer(routes, LIMITS)
+        port = free_port()
+        await server.start("127.0.0.1", port)
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(b"GET /slow HTTP/1.1\r\nHost: x\r\n\r\n")
+        await writer.drain()
+        await entered.wait()
+        stopping = asyncio.create_task(server.stop(within=10))
+        await asyncio.sleep(0)
+        refused = False
+        try:
+            await asyncio.open_connection("127.0.0.1", port)
+        except OSError:
+            refused = True  # no longer listening
+        release.set()
+        answer = await reader.read()  # to the close
+        await stopping
+        return answer, refused
+
+    answer, refused = asyncio.run(scenario())
+    assert _status(answer).endswith(b"200 OK") and answer.endswith(b'{"done": true}') and b"Connection: close" in answer
+    assert refused

@@ -24,20 +24,19 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from aiohttp import web
-
 from esteira.local.access import refusal
 from esteira.local.split import NotServing, Split, choose, should_mirror
 from esteira.local.stats import ArmStats, exposition
-from esteira.packaging.limits import ClientLimits, GuardedRunner, read_body
-from esteira.packaging.surface import (
-    ModelSurface,
-    Protocol,
-    add_protocol_routes,
+from esteira.packaging.httpserver import (
+    ClientLimits,
+    HttpServer,
+    Request,
+    Response,
+    Routes,
     error_response,
-    forwarded_headers,
-    relay,
+    json_response,
 )
+from esteira.packaging.surface import ModelSurface, Protocol, forwarded_headers, protocol_routes, relay
 from esteira.packaging.upstream import Upstream, UpstreamError
 from esteira.vocabulary import REVISION_HEADER
 from model_handlers.config import ModelConfig
@@ -87,7 +86,7 @@ class Router(ModelSurface):
         self.in_flight: dict[int, int] = {}  # requests being forwarded to each revision now
         self.control: Control | None = None
         self.status_view: StatusView | None = None
-        self._runner: web.AppRunner | None = None
+        self._server: HttpServer | None = None
         self._upstreams: dict[str, Upstream] = {}  # backend address -> its keep-alive connections
         self._mirrors: set[asyncio.Task[None]] = set()
 
@@ -127,22 +126,19 @@ class Router(ModelSurface):
 
     # --- lifecycle ---------------------------------------------------------------------------------------
 
-    def app(self) -> web.Application:
-        app = web.Application(client_max_size=MAX_BODY)
-        add_protocol_routes(app, self)
-        app.router.add_get("/metrics", self._metrics)
-        app.router.add_get("/status", self._status)
-        app.router.add_post("/control/{command}", self._control)
-        return app
+    def routes(self) -> Routes:
+        routes = protocol_routes(self)
+        routes.add("GET", "/metrics", self._metrics)
+        routes.add("GET", "/status", self._status)
+        routes.add("POST", "/control/{command}", self._control)
+        return routes
 
     async def start(self) -> None:
         """Listen on 127.0.0.1:port, or raise PortInUse naming the port."""
-        runner = GuardedRunner(self.app(), self.limits, access_log=None, shutdown_timeout=15.0)
-        await runner.setup()
+        server = HttpServer(self.routes(), self.limits, max_body=MAX_BODY)
         try:
-            await web.TCPSite(runner, HOST, self.port).start()
+            await server.start(HOST, self.port)
         except OSError as exc:
-            await runner.cleanup()
             if exc.errno == errno.EADDRINUSE:
                 raise PortInUse(
                     errno.EADDRINUSE,
@@ -150,13 +146,13 @@ class Router(ModelSurface):
                     "with --port",
                 ) from None
             raise
-        self._runner = runner
+        self._server = server
 
     async def stop(self) -> None:
         """Stop listening, let in-flight requests (and mirror copies) finish, then close."""
-        if self._runner is not None:
-            await self._runner.cleanup()
-            self._runner = None
+        if self._server is not None:
+            await self._server.stop(within=15.0)
+            self._server = None
         if self._mirrors:
             await asyncio.wait(self._mirrors, timeout=10)
         for upstream in self._upstreams.values():
@@ -191,16 +187,16 @@ class Router(ModelSurface):
             return None
         return f"revision {', '.join(map(str, revisions))} of model {self.model!r} is not ready"
 
-    async def infer(self, request: web.Request, protocol: Protocol, version: str | None) -> web.StreamResponse:
+    async def infer(self, request: Request, protocol: Protocol, version: str | None) -> Response:
         path = f"/v1/models/{self.model}:predict" if protocol == "v1" else f"/v2/models/{self.model}/infer"
         split = self.split
         if split is None:
             return error_response(503, "no revision is serving yet")
         try:
-            revision = self._choose(split, version, request.headers.get(REVISION_HEADER))
+            revision = self._choose(split, version, request.headers.get(REVISION_HEADER.lower()))
         except NotServing as exc:
             return error_response(404, str(exc))
-        body = await read_body(request, self.limits)
+        body = request.body
         headers = forwarded_headers(request)
         if should_mirror(split, revision, self.mirror) and split.canary is not None:
             task = asyncio.create_task(self._send(split.canary, path, body, headers, mirrored=True))
@@ -208,7 +204,7 @@ class Router(ModelSurface):
             task.add_done_callback(self._mirrors.discard)
         revision, answer = await self._forward_retrying(revision, path, body, headers)
         response = relay(answer.status, answer.body, answer.headers, answer.reason)
-        response.headers[REVISION_HEADER] = str(revision)
+        response.headers = {**response.headers, REVISION_HEADER: str(revision)}
         return response
 
     def _choose(self, split: Split, version: str | None, pinned: str | None) -> int:
@@ -286,21 +282,20 @@ class Router(ModelSurface):
 
     # --- metrics, status, control ------------------------------------------------------------------------
 
-    async def _metrics(self, _: web.Request) -> web.Response:
-        return web.Response(text=exposition(self.model, self.stats), content_type="text/plain")
+    async def _metrics(self, _: Request) -> Response:
+        text = exposition(self.model, self.stats)
+        return Response(200, text.encode(), {"Content-Type": "text/plain; charset=utf-8"})
 
-    async def _status(self, _: web.Request) -> web.Response:
-        return web.json_response(self.status_view() if self.status_view else {})
+    async def _status(self, _: Request) -> Response:
+        return json_response(self.status_view() if self.status_view else {})
 
-    async def _control(self, request: web.Request) -> web.Response:
-        refused = refusal({k.lower(): v for k, v in request.headers.items()}, self.port, self.token)
+    async def _control(self, request: Request) -> Response:
+        refused = refusal(request.headers, self.port, self.token)
         if refused is not None:
             return error_response(*refused)
         if self.control is None:
             return error_response(503, "no runtime attached")
-        if (request.content_length or 0) > MAX_CONTROL_BODY:
-            return error_response(413, f"a command's body is at most {MAX_CONTROL_BODY} bytes")
-        raw = await read_body(request, self.limits)
+        raw = request.body
         if len(raw) > MAX_CONTROL_BODY:
             return error_response(413, f"a command's body is at most {MAX_CONTROL_BODY} bytes")
         try:
@@ -310,7 +305,7 @@ class Router(ModelSurface):
         if not isinstance(args, dict):
             return error_response(400, f"a command's body must be a JSON object, not a {type(args).__name__}")
         try:
-            result = await self.control(request.match_info["command"], args)
+            result = await self.control(request.params["command"], args)
         except ValueError as exc:
             return error_response(400, str(exc))
-        return web.json_response(result)
+        return json_response(result)

@@ -313,7 +313,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         folder.mkdir(parents=True, exist_ok=True)
     config_path.write_text(text)
     write_log_config(log_config, Path(model_dir))
-    # Imported here: the health check imports this module every few seconds and needs neither aiohttp nor pydantic.
+    # Imported here: the health check imports this module every few seconds and needs neither httptools nor pydantic.
     from esteira.packaging import front, surface
 
     try:
@@ -326,7 +326,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     model = front.TorchServeSurface(
         served, env.get(ENV_MODEL_VERSION) or served.version, where.backend, where.management
     )
-    listener = front.FrontThread(front.front_app(model, max_body), host, port).start()
+    listener = front.FrontThread(model, host, port, max_body=max_body).start()
     freeze_startup_heap()  # every inference request crosses the front: its collections must not pause them
     try:
         # TorchServe's launcher writes the frontend's pid to its temporary directory (TMPDIR, set above).

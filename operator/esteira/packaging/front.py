@@ -17,16 +17,14 @@ import threading
 from collections.abc import Sequence
 
 import uvloop
-from aiohttp import web
 
-from esteira.packaging.limits import ClientLimits, GuardedRunner, read_body
+from esteira.packaging.httpserver import ClientLimits, HttpServer, Request, Response, Routes, error_response
 from esteira.packaging.surface import (
     ModelSurface,
     Protocol,
     ServedModel,
-    add_protocol_routes,
-    error_response,
     forwarded_headers,
+    protocol_routes,
     relay,
 )
 from esteira.packaging.upstream import Upstream, UpstreamError, parse_address
@@ -38,18 +36,15 @@ _NOT_PASSED = frozenset({"connection", "keep-alive", "transfer-encoding", "te", 
 DEFAULT_MAX_BODY = 6_553_500  # TorchServe's default max_request_size
 MANAGEMENT_SECONDS = 3.0
 # The entrypoint reads the front's address with the same parser the upstream client uses.
-__all__ = ["DEFAULT_MAX_BODY", "FrontThread", "TorchServeSurface", "front_app", "parse_address"]
+__all__ = ["DEFAULT_MAX_BODY", "FrontThread", "TorchServeSurface", "front_routes", "parse_address"]
 logger = logging.getLogger(__name__)
 
 
 class TorchServeSurface(ModelSurface):
     """One model in one TorchServe: ``backend`` is its inference address, ``management`` its management one."""
 
-    def __init__(
-        self, served: ServedModel, version: str, backend: str, management: str, limits: ClientLimits | None = None
-    ) -> None:
+    def __init__(self, served: ServedModel, version: str, backend: str, management: str) -> None:
         self.name = served.name
-        self.limits = limits or ClientLimits()
         self.served = served
         self.version = version
         self.backend = backend.rstrip("/")
@@ -73,17 +68,16 @@ class TorchServeSurface(ModelSurface):
             return f"model {self.name!r} has no ready worker yet"
         return None
 
-    async def infer(self, request: web.Request, protocol: Protocol, version: str | None) -> web.StreamResponse:
+    async def infer(self, request: Request, protocol: Protocol, version: str | None) -> Response:
         path = f"/v1/models/{self.name}:predict" if protocol == "v1" else f"/v2/models/{self.name}/infer"
-        body = await read_body(request, self.limits)
-        return await self._send(request.method, path, body, forwarded_headers(request))
+        return await self._send(request.method, path, request.body, forwarded_headers(request))
 
-    async def pass_through(self, request: web.Request) -> web.StreamResponse:
+    async def pass_through(self, request: Request) -> Response:
         """Any other path, to TorchServe as it came (its errors still made ``{"error": ...}``)."""
-        headers = {k: v for k, v in request.headers.items() if k.lower() not in _NOT_PASSED}
-        return await self._send(request.method, request.path_qs, await read_body(request, self.limits), headers)
+        headers = {k: v for k, v in request.headers.items() if k not in _NOT_PASSED}
+        return await self._send(request.method, request.target, request.body, headers)
 
-    async def _send(self, method: str, path: str, body: bytes, headers: dict[str, str]) -> web.StreamResponse:
+    async def _send(self, method: str, path: str, body: bytes, headers: dict[str, str]) -> Response:
         try:
             answer = await self.inference.request(method, path, body, headers)
         except UpstreamError as exc:  # the address goes to the log, not to the client
@@ -91,30 +85,36 @@ class TorchServeSurface(ModelSurface):
             return error_response(502, f"the model server did not answer ({exc})")
         return relay(answer.status, answer.body, answer.headers, answer.reason)
 
-    async def close(self, _: web.Application) -> None:
+    def close(self) -> None:
         self.inference.close()
         self.management.close()
 
 
-def front_app(surface: TorchServeSurface, max_body: int = DEFAULT_MAX_BODY) -> web.Application:
-    app = web.Application(client_max_size=max_body)
-    add_protocol_routes(app, surface)
+def front_routes(surface: TorchServeSurface) -> Routes:
+    routes = protocol_routes(surface)
     # TorchServe's own paths only: an unknown or wrong-method /v1 or /v2 request is the surface's 404 or 405.
-    app.router.add_route("*", "/{tail:(?!v1/|v2/|v2$).*}", surface.pass_through)
-    app.on_cleanup.append(surface.close)
-    return app
+    routes.add("*", "/{tail:(?!v1/|v2/|v2$).*}", surface.pass_through)
+    return routes
 
 
 class FrontThread:
     """The front on its own event loop in a daemon thread; ``start`` returns once it listens (or raises)."""
 
-    def __init__(self, app: web.Application, host: str, port: int, limits: ClientLimits | None = None) -> None:
-        self.app, self.host, self.port = app, host, port
+    def __init__(
+        self,
+        surface: TorchServeSurface,
+        host: str,
+        port: int,
+        limits: ClientLimits | None = None,
+        max_body: int = DEFAULT_MAX_BODY,
+    ) -> None:
+        self.surface, self.host, self.port = surface, host, port
         self.limits = limits or ClientLimits()
+        self.max_body = max_body
         self.loop = uvloop.new_event_loop()
         self._listening = threading.Event()
         self._error: BaseException | None = None
-        self._runner: GuardedRunner | None = None
+        self._server: HttpServer | None = None
         self._thread = threading.Thread(target=self._main, name="esteira-front", daemon=True)
 
     def _main(self) -> None:
@@ -129,9 +129,8 @@ class FrontThread:
         self.loop.run_forever()
 
     async def _listen(self) -> None:
-        self._runner = GuardedRunner(self.app, self.limits, access_log=None)
-        await self._runner.setup()
-        await web.TCPSite(self._runner, self.host, self.port).start()
+        self._server = HttpServer(front_routes(self.surface), self.limits, self.max_body)
+        await self._server.start(self.host, self.port)
 
     def start(self, within: float = 30.0) -> FrontThread:
         self._thread.start()
@@ -141,7 +140,8 @@ class FrontThread:
         return self
 
     def stop(self) -> None:
-        if self._runner is not None and self.loop.is_running():
-            asyncio.run_coroutine_threadsafe(self._runner.cleanup(), self.loop).result(30)
+        if self._server is not None and self.loop.is_running():
+            asyncio.run_coroutine_threadsafe(self._server.stop(), self.loop).result(30)
+            self.surface.close()
             self.loop.call_soon_threadsafe(self.loop.stop)
         self._thread.join(30)

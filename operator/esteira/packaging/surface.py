@@ -1,4 +1,4 @@
-"""The KServe v1 and Open Inference Protocol v2 REST surface of one served model, in aiohttp.
+"""The KServe v1 and Open Inference Protocol v2 REST surface of one served model, on :mod:`esteira.packaging.httpserver`.
 
 TorchServe 0.12 in OIP mode answers only part of it on its own: ``/v2`` with its own name and a misspelled
 extension list, ``/v2/health/ready`` true even before a model loads, ``/v2/models/<m>`` and its ``/ready`` as
@@ -16,15 +16,14 @@ from __future__ import annotations
 import abc
 import json
 import zipfile
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from aiohttp import web
-
 from esteira import __version__
 from esteira.packaging.config import CONFIG_PATH, MODEL_STORE, parse_properties
+from esteira.packaging.httpserver import HttpError, Request, Response, Routes, error_response, json_response
 from esteira.vocabulary import REQUEST_ID_HEADER
 from model_handlers.config import CONFIG_FILE, ModelConfig, parse_config
 from model_handlers.protocol import BINARY_HEADER
@@ -36,6 +35,7 @@ EXTENSIONS = ("binary_tensor_data",)
 # The caller's request id reaches the model: inference records are keyed on it, and labels are sent for it.
 REQUEST_HEADERS = ("Content-Type", "Accept", BINARY_HEADER, REQUEST_ID_HEADER)
 RESPONSE_HEADERS = ("Content-Type", BINARY_HEADER)
+_REQUEST_HEADER_NAMES = tuple((key, key.lower()) for key in REQUEST_HEADERS)
 _RESPONSE_HEADER_NAMES = tuple((key, key.lower()) for key in RESPONSE_HEADERS)
 _MODEL = "{model:[^/:]+}"
 
@@ -99,10 +99,6 @@ def model_metadata(name: str, versions: Sequence[str], config: ModelConfig) -> d
     }
 
 
-def error_response(status: int, message: str) -> web.Response:
-    return web.json_response({"error": message}, status=status)
-
-
 def error_message(status: int, body: bytes, reason: str) -> str:
     """What a backend's error body says: its ``error``, TorchServe's ``message``, its text, or the reason."""
     try:
@@ -117,22 +113,19 @@ def error_message(status: int, body: bytes, reason: str) -> str:
     return text[:500] if text and decoded is None else (reason or f"HTTP {status}")
 
 
-def relay(status: int, body: bytes, headers: Mapping[str, str], reason: str = "") -> web.Response:
+def relay(status: int, body: bytes, headers: Mapping[str, str], reason: str = "") -> Response:
     """A backend's answer as the caller gets it: protocol headers kept, an error made ``{"error": ...}``.
 
     ``headers`` has lower-case names, as :class:`esteira.packaging.upstream.Reply` gives them.
     """
     if status >= 400:
         return error_response(status, error_message(status, body, reason))
-    response = web.Response(status=status, body=body)
-    for key, name in _RESPONSE_HEADER_NAMES:
-        if name in headers:
-            response.headers[key] = headers[name]
-    return response
+    return Response(status, body, {key: headers[name] for key, name in _RESPONSE_HEADER_NAMES if name in headers})
 
 
-def forwarded_headers(request: web.Request) -> dict[str, str]:
-    return {key: request.headers[key] for key in REQUEST_HEADERS if key in request.headers}
+def forwarded_headers(request: Request) -> dict[str, str]:
+    headers = request.headers
+    return {key: headers[name] for key, name in _REQUEST_HEADER_NAMES if name in headers}
 
 
 # --- the surface -------------------------------------------------------------------------------------
@@ -156,108 +149,85 @@ class ModelSurface(abc.ABC):
         """Why that version (None: any) cannot answer now, or None when it can."""
 
     @abc.abstractmethod
-    async def infer(self, request: web.Request, protocol: Protocol, version: str | None) -> web.StreamResponse:
+    async def infer(self, request: Request, protocol: Protocol, version: str | None) -> Response:
         """Send a v1 predict or v2 infer request on; ``version`` is checked to be served."""
 
 
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-
-
-def add_protocol_routes(app: web.Application, surface: ModelSurface) -> None:
-    """Register v1 and v2 routes for ``surface`` and turn every error into ``{"error": ...}``."""
-    routes = _Routes(surface)
-    app.middlewares.append(json_errors)
-    app.router.add_get("/", routes.root)
-    app.router.add_get("/v1/models", routes.v1_models)
-    app.router.add_get(f"/v1/models/{_MODEL}", routes.v1_model)
-    app.router.add_post("/v1/models/{model}:predict", routes.v1_predict)
-    app.router.add_get("/v2", routes.v2_server)
-    app.router.add_get("/v2/health/live", routes.v2_live)
-    app.router.add_get("/v2/health/ready", routes.v2_ready)
+def protocol_routes(surface: ModelSurface) -> Routes:
+    """The v1 and v2 routes of ``surface``; every error is ``{"error": ...}``."""
+    routes, handlers = Routes(), _Routes(surface)
+    routes.add("GET", "/", handlers.root)
+    routes.add("GET", "/v1/models", handlers.v1_models)
+    routes.add("GET", f"/v1/models/{_MODEL}", handlers.v1_model)
+    routes.add("POST", "/v1/models/{model}:predict", handlers.v1_predict)
+    routes.add("GET", "/v2", handlers.v2_server)
+    routes.add("GET", "/v2/health/live", handlers.v2_live)
+    routes.add("GET", "/v2/health/ready", handlers.v2_ready)
     for prefix in (f"/v2/models/{_MODEL}", f"/v2/models/{_MODEL}/versions/{{version}}"):
-        app.router.add_get(prefix, routes.v2_model)
-        app.router.add_get(prefix + "/ready", routes.v2_model_ready)
-        app.router.add_post(prefix + "/infer", routes.v2_infer)
-
-
-@web.middleware
-async def json_errors(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """aiohttp's own 404, 405 and 413 (and any other HTTP error raised) as JSON naming what was wrong."""
-    try:
-        return await handler(request)
-    except web.HTTPException as exc:
-        if exc.status < 400:
-            raise
-        if isinstance(exc, web.HTTPMethodNotAllowed):
-            allowed = ", ".join(sorted(exc.allowed_methods))
-            message = f"{request.method} is not allowed on {request.path}; use {allowed}"
-        elif isinstance(exc, web.HTTPNotFound) and exc.text in ("", "404: Not Found"):
-            message = f"no such endpoint: {request.method} {request.path}"
-        else:
-            message = exc.text or exc.reason
-        return error_response(exc.status, message)
+        routes.add("GET", prefix, handlers.v2_model)
+        routes.add("GET", prefix + "/ready", handlers.v2_model_ready)
+        routes.add("POST", prefix + "/infer", handlers.v2_infer)
+    return routes
 
 
 class _Routes:
     def __init__(self, surface: ModelSurface) -> None:
         self.surface = surface
 
-    def _version(self, request: web.Request) -> str | None:
-        """The version in the path after checking model and version are served; HTTPNotFound otherwise."""
-        name = request.match_info["model"]
+    def _version(self, request: Request) -> str | None:
+        """The version in the path after checking model and version are served; a 404 otherwise."""
+        name = request.params["model"]
         if name != self.surface.name:
-            raise web.HTTPNotFound(text=f"model {name!r} is not served here (only {self.surface.name!r})")
-        version = request.match_info.get("version")
+            raise HttpError(404, f"model {name!r} is not served here (only {self.surface.name!r})")
+        version = request.params.get("version")
         if version is None:  # no version in the path: whichever is served answers
             return None
         served = list(self.surface.versions())
         if version not in served:
-            raise web.HTTPNotFound(
-                text=f"model {name!r} has no version {version!r} (serving: {', '.join(served) or 'none'})"
-            )
+            raise HttpError(404, f"model {name!r} has no version {version!r} (serving: {', '.join(served) or 'none'})")
         return version
 
-    async def root(self, _: web.Request) -> web.Response:
-        return web.json_response({"status": "alive"})
+    async def root(self, _: Request) -> Response:
+        return json_response({"status": "alive"})
 
-    async def v1_models(self, _: web.Request) -> web.Response:
-        return web.json_response({"models": [self.surface.name]})
+    async def v1_models(self, _: Request) -> Response:
+        return json_response({"models": [self.surface.name]})
 
-    async def v1_model(self, request: web.Request) -> web.Response:
+    async def v1_model(self, request: Request) -> Response:
         self._version(request)
         return await self._readiness(None)
 
-    async def v1_predict(self, request: web.Request) -> web.StreamResponse:
+    async def v1_predict(self, request: Request) -> Response:
         self._version(request)
         return await self.surface.infer(request, "v1", None)
 
-    async def v2_server(self, _: web.Request) -> web.Response:
-        return web.json_response(server_metadata())
+    async def v2_server(self, _: Request) -> Response:
+        return json_response(server_metadata())
 
-    async def v2_live(self, _: web.Request) -> web.Response:
-        return web.json_response({"live": True})
+    async def v2_live(self, _: Request) -> Response:
+        return json_response({"live": True})
 
-    async def v2_ready(self, _: web.Request) -> web.Response:
+    async def v2_ready(self, _: Request) -> Response:
         reason = await self.surface.unready(None)
-        return web.json_response({"ready": True}) if reason is None else error_response(503, reason)
+        return json_response({"ready": True}) if reason is None else error_response(503, reason)
 
-    async def v2_model(self, request: web.Request) -> web.Response:
+    async def v2_model(self, request: Request) -> Response:
         version = self._version(request)
         config = self.surface.config(version)
         if config is None:
             return error_response(503, f"the metadata of model {self.surface.name!r} is not known yet")
         versions = [version] if version else self.surface.versions()
-        return web.json_response(model_metadata(self.surface.name, versions, config))
+        return json_response(model_metadata(self.surface.name, versions, config))
 
-    async def v2_model_ready(self, request: web.Request) -> web.Response:
+    async def v2_model_ready(self, request: Request) -> Response:
         return await self._readiness(self._version(request))
 
-    async def v2_infer(self, request: web.Request) -> web.StreamResponse:
+    async def v2_infer(self, request: Request) -> Response:
         version = self._version(request)
         return await self.surface.infer(request, "v2", version)
 
-    async def _readiness(self, version: str | None) -> web.Response:
+    async def _readiness(self, version: str | None) -> Response:
         reason = await self.surface.unready(version)
         if reason is not None:
             return error_response(503, reason)
-        return web.json_response({"name": self.surface.name, "ready": True})
+        return json_response({"name": self.surface.name, "ready": True})
