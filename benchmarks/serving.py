@@ -115,6 +115,7 @@ class Running:
     url: str
     pids: list[int] = field(default_factory=list)
     warm_up_floor: float = 0.0  # seconds of load before its throughput is trusted to have settled
+    management: str = ""  # a TorchServe's management address
 
 
 Bodies = dict[str, tuple[Path, str]]
@@ -191,6 +192,15 @@ def esteira_kserve(work: Path, build: str, batch_size: int | None = None) -> Any
     command += ["--work-dir", str(work / f"kserve-{build}"), "--http-port", str(port)]
     env = {"ESTEIRA_BATCH_SIZE": str(batch_size)} if batch_size else {}
     return process(command, f"http://127.0.0.1:{port}/v2/health/ready", work / f"esteira-kserve-{build}.log", env)
+
+
+def model_server_front(work: Path, ts: Running, build: str = "iris-1.0.0") -> Any:
+    """The pod's front (``esteira.packaging.front``) before ``ts``; its CPU is counted with TorchServe's, as a pod's
+    is: both share the pod's CPUs."""
+    port = free_port()
+    command = [sys.executable, "-m", "benchmarks.model_server_front", "--model-dir", str(MODELS / build)]
+    command += ["--backend", ts.url, "--management", ts.management, "--port", str(port)]
+    return process(command, f"http://127.0.0.1:{port}/v1/models", work / f"front-{port}.log")
 
 
 def router(work: Path, backend: str, build: str = "iris-1.0.0") -> Any:
@@ -271,6 +281,7 @@ def torchserve(work: Path, store: Path, models: list[str], vmargs: str, sink: Re
             f"http://127.0.0.1:{server.ports['inference']}",
             [pgid] if pgid else [],
             warm_up_floor=JVM_WARM_UP_SECONDS,
+            management=f"http://127.0.0.1:{server.ports['management']}",
         )
 
 
@@ -444,6 +455,17 @@ def run(quick: bool, out: Path, only: list[str] | None) -> dict[str, Any]:
                         bench.measure(ts, Target(key, title, path.format(model), body))
                 if served != "iris":
                     continue
+                with model_server_front(work, ts) as front:
+                    pod = Running(front.url, front.pids + ts.pids)
+                    bench.measure(
+                        pod,
+                        Target(
+                            "front+ts-esteira-b8",
+                            "a TorchServe pod's port: the front -> TorchServe + Esteira, b8",
+                            V1_PATH.format("iris"),
+                            "iris-v1",
+                        ),
+                    )
                 with router(work, ts.url) as front:
                     bench.measure(
                         front,

@@ -1,0 +1,27 @@
+"""The model server's front on its own, before one TorchServe: the hop every request to a TorchServe pod crosses."""
+
+from __future__ import annotations
+
+import argparse
+import threading
+from pathlib import Path
+
+from esteira.packaging.front import FrontThread, TorchServeSurface
+from esteira.packaging.surface import served_model
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--model-dir", type=Path, required=True)
+    parser.add_argument("--backend", required=True, help="TorchServe's inference address")
+    parser.add_argument("--management", required=True, help="TorchServe's management address")
+    parser.add_argument("--port", type=int, required=True)
+    args = parser.parse_args()
+    served = served_model(args.model_dir)
+    surface = TorchServeSurface(served, served.version, args.backend, args.management)
+    FrontThread(surface, "127.0.0.1", args.port).start()  # as the pod's entrypoint runs it
+    threading.Event().wait()
+
+
+if __name__ == "__main__":
+    main()
