@@ -7,20 +7,45 @@ from typing import Any
 
 from benchmarks.load import LOADGEN_CPU_LIMIT
 
-# (what, numerator row, denominator row, concurrencies, target ratio)
-RATIOS: list[tuple[str, str, str, tuple[str, ...], float]] = [
-    ("Esteira handler / stock handler, batch 8", "ts-esteira-b8", "ts-stock-b8", ("1", "8", "32"), 0.95),
-    ("Esteira handler / stock handler, batch 1", "ts-esteira-b1", "ts-stock-b1", ("1", "8", "32"), 0.95),
-    ("Esteira / stock handler, image, batch 8", "ts-esteira-image-b8", "ts-stock-image-b8", ("1", "8", "32"), 0.95),
-    ("Esteira / stock handler, image, batch 1", "ts-esteira-image-b1", "ts-stock-image-b1", ("1", "8", "32"), 0.95),
-    ("router / TorchServe behind it", "router+ts-esteira-b8", "ts-esteira-b8", ("1", "8", "32"), 0.9),
-    ("pod's front / TorchServe behind it", "front+ts-esteira-b8", "ts-esteira-b8", ("1", "8", "32"), 0.9),
-    ("router / esteira-kserve behind it", "router+esteira-kserve", "esteira-kserve", ("1", "8", "32"), 0.9),
-    ("router / bare HTTP server behind it", "router+http-ceiling", "http-ceiling", ("1", "8", "32"), 0.9),
-    ("esteira up's JVM flags / C1-only quick start", "ts-esteira-b8", "ts-esteira-b8-quick-jvm", ("1", "8", "32"), 1.0),
-    ("esteira-kserve / TorchServe + Esteira b8", "esteira-kserve", "ts-esteira-b8", ("32",), 2.0),
-    ("esteira-kserve / bare HTTP server", "esteira-kserve", "http-ceiling", ("1",), 0.5),
-    ("esteira-kserve / KServe stock model", "esteira-kserve", "kserve-stock", ("1", "8", "32"), 1.0),
+# (what, numerator row, denominator rows, concurrencies, target ratio). Where the denominator was measured twice,
+# the faster measurement counts: a hop's rows run on a TorchServe warmer than when its own row ran.
+RATIOS: list[tuple[str, str, tuple[str, ...], tuple[str, ...], float]] = [
+    ("Esteira handler / stock handler, batch 8", "ts-esteira-b8", ("ts-stock-b8",), ("1", "8", "32"), 0.95),
+    ("Esteira handler / stock handler, batch 1", "ts-esteira-b1", ("ts-stock-b1",), ("1", "8", "32"), 0.95),
+    ("Esteira / stock handler, image, batch 8", "ts-esteira-image-b8", ("ts-stock-image-b8",), ("1", "8", "32"), 0.95),
+    ("Esteira / stock handler, image, batch 1", "ts-esteira-image-b1", ("ts-stock-image-b1",), ("1", "8", "32"), 0.95),
+    (
+        "router / TorchServe behind it",
+        "router+ts-esteira-b8",
+        ("ts-esteira-b8", "ts-esteira-b8-again"),
+        ("1", "8", "32"),
+        0.9,
+    ),
+    (
+        "pod's front / TorchServe behind it",
+        "front+ts-esteira-b8",
+        ("ts-esteira-b8", "ts-esteira-b8-again"),
+        ("1", "8", "32"),
+        0.9,
+    ),
+    ("router / esteira-kserve behind it", "router+esteira-kserve", ("esteira-kserve",), ("1", "8", "32"), 0.9),
+    ("router / bare HTTP server behind it", "router+http-ceiling", ("http-ceiling",), ("1", "8", "32"), 0.9),
+    (
+        "esteira up's JVM flags / C1-only quick start",
+        "ts-esteira-b8",
+        ("ts-esteira-b8-quick-jvm",),
+        ("1", "8", "32"),
+        1.0,
+    ),
+    (
+        "esteira-kserve / TorchServe + Esteira b8",
+        "esteira-kserve",
+        ("ts-esteira-b8", "ts-esteira-b8-again"),
+        ("32",),
+        2.0,
+    ),
+    ("esteira-kserve / bare HTTP server", "esteira-kserve", ("http-ceiling",), ("1",), 0.5),
+    ("esteira-kserve / KServe stock model", "esteira-kserve", ("kserve-stock",), ("1", "8", "32"), 1.0),
 ]
 
 
@@ -106,7 +131,8 @@ def write_markdown(results: dict[str, Any], path: Path) -> None:
     for what, numerator, denominator, at, target in RATIOS:
         cells = []
         for concurrency in concurrencies:
-            top_value, bottom = _rps(rows, numerator, concurrency), _rps(rows, denominator, concurrency)
+            top_value = _rps(rows, numerator, concurrency)
+            bottom = max((_rps(rows, key, concurrency) or 0.0 for key in denominator), default=0.0)
             if concurrency not in at or top_value is None or not bottom:
                 cells.append("")
                 continue
