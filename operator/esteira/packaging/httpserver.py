@@ -194,6 +194,7 @@ class _Connection(asyncio.Protocol):
         self.answering = False
         self.closing = False  # close once the requests read so far are answered
         self.paused = False
+        self.task: asyncio.Task[None] | None = None  # the answer being made
         self.dropping = False  # a body over the limit was answered with a 413: the rest is read and dropped
         self.phase: str | None = None  # "head" or "body" while a request is being read
         self.phase_since = 0.0
@@ -371,7 +372,7 @@ class _Connection(asyncio.Protocol):
             self.paused = False
             self.transport.resume_reading()
         self.answering = True
-        self._loop.create_task(self._answer(request, keep))
+        self.task = self._loop.create_task(self._answer(request, keep))  # held: the loop keeps tasks weakly
 
     async def _answer(self, request: Request, keep: bool) -> None:
         try:
