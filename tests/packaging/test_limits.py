@@ -253,3 +253,31 @@ def test_stopping_lets_a_request_being_answered_finish() -> None:
     answer, refused = asyncio.run(scenario())
     assert _status(answer).endswith(b"200 OK") and answer.endswith(b'{"done": true}') and b"Connection: close" in answer
     assert refused
+
+
+def test_a_routes_own_body_cap_is_checked_before_the_body_is_read() -> None:
+    """A route with a smaller cap than the server's refuses a declared body over it at once, and only that route."""
+
+    async def scenario() -> list[bytes]:
+        routes = Routes()
+        routes.add("POST", "/small", _echo, max_body=10)
+        routes.add("POST", "/echo", _echo)
+        server = HttpServer(routes, LIMITS, max_body=MAX_BODY, body_limit=routes.body_limit)
+        port = free_port()
+        await server.start("127.0.0.1", port)
+        answers = []
+        for path, size in (("/small", 11), ("/small", 10), ("/echo", 11)):
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            head = f"POST {path} HTTP/1.1\r\nHost: x\r\nContent-Length: {size}\r\nConnection: close\r\n\r\n"
+            writer.write(head.encode())  # the head only: a cap checked before the body needs no body to answer
+            if path != "/small" or size <= 10:
+                writer.write(b"a" * size)
+            answers.append(await reader.read())
+            writer.close()
+        await server.stop()
+        return answers
+
+    refused, small, large = asyncio.run(scenario())
+    assert _status(refused).endswith(b"413 Request Entity Too Large") and b"exceeded the limit of 10" in refused
+    assert _status(small).endswith(b"200 OK") and small.endswith(b'{"size": 10}')
+    assert _status(large).endswith(b"200 OK") and large.endswith(b'{"size": 11}')

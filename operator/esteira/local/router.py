@@ -130,12 +130,13 @@ class Router(ModelSurface):
         routes = protocol_routes(self)
         routes.add("GET", "/metrics", self._metrics)
         routes.add("GET", "/status", self._status)
-        routes.add("POST", "/control/{command}", self._control)
+        routes.add("POST", "/control/{command}", self._control, max_body=MAX_CONTROL_BODY)
         return routes
 
     async def start(self) -> None:
         """Listen on 127.0.0.1:port, or raise PortInUse naming the port."""
-        server = HttpServer(self.routes(), self.limits, max_body=MAX_BODY)
+        routes = self.routes()
+        server = HttpServer(routes, self.limits, max_body=MAX_BODY, body_limit=routes.body_limit)
         try:
             await server.start(HOST, self.port)
         except OSError as exc:
@@ -295,9 +296,7 @@ class Router(ModelSurface):
             return error_response(*refused)
         if self.control is None:
             return error_response(503, "no runtime attached")
-        raw = request.body
-        if len(raw) > MAX_CONTROL_BODY:
-            return error_response(413, f"a command's body is at most {MAX_CONTROL_BODY} bytes")
+        raw = request.body  # at most MAX_CONTROL_BODY: the route's cap, checked before it is read
         try:
             args = json.loads(raw) if raw.strip() else {}
         except (ValueError, RecursionError):

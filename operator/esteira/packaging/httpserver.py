@@ -94,18 +94,33 @@ Handler = Callable[[Request], Awaitable[Response]]
 
 class Routes:
     """Handlers by method (``*``: any) and path pattern; ``{name}`` matches one path segment, ``{name:regex}``
-    the regex. A path no route matches is a 404, a path matched for other methods only a 405 naming them."""
+    the regex. A path no route matches is a 404, a path matched for other methods only a 405 naming them. A
+    route's ``max_body`` caps its request bodies below the server's (:meth:`body_limit`), checked before they
+    are read."""
 
     def __init__(self) -> None:
         self._routes: list[tuple[re.Pattern[str], dict[str, Handler]]] = []
+        self._capped: list[tuple[int, str, int]] = []  # (route index, method, bytes)
 
-    def add(self, method: str, pattern: str, handler: Handler) -> None:
+    def add(self, method: str, pattern: str, handler: Handler, max_body: int | None = None) -> None:
         regex = re.compile("^" + re.sub(r"\{(\w+)(?::([^{}]+))?\}", _group, pattern) + "$")
-        for known, handlers in self._routes:
-            if known.pattern == regex.pattern:
-                handlers[method] = handler
-                return
-        self._routes.append((regex, {method: handler}))
+        index = next((i for i, (known, _) in enumerate(self._routes) if known.pattern == regex.pattern), None)
+        if index is None:
+            index = len(self._routes)
+            self._routes.append((regex, {}))
+        self._routes[index][1][method] = handler
+        if max_body is not None:
+            self._capped.append((index, method, max_body))
+
+    def body_limit(self, method: str, path: str) -> int | None:
+        """The body cap of the route that will take this request, if it has one. Only the capped routes are
+        tried first, so a request for any other route pays one match per capped route."""
+        for index, capped_method, limit in self._capped:
+            if capped_method == method and self._routes[index][0].match(path):
+                earlier = self._routes[:index]
+                if not any(method in handlers and regex.match(path) for regex, handlers in earlier):
+                    return limit
+        return None
 
     async def __call__(self, request: Request) -> Response:
         allowed: set[str] = set()
@@ -136,10 +151,17 @@ def _group(match: re.Match[str]) -> str:
 class HttpServer:
     """Listens on one address and answers each request with ``handler``."""
 
-    def __init__(self, handler: Handler, limits: ClientLimits | None = None, max_body: int = 32 * 1024 * 1024) -> None:
+    def __init__(
+        self,
+        handler: Handler,
+        limits: ClientLimits | None = None,
+        max_body: int = 32 * 1024 * 1024,
+        body_limit: Callable[[str, str], int | None] | None = None,
+    ) -> None:
         self.handler = handler
         self.limits = limits or ClientLimits()
         self.max_body = max_body
+        self.body_limit = body_limit  # a smaller cap for some requests, by method and path (Routes.body_limit)
         self.connections: set[_Connection] = set()
         self._server: asyncio.AbstractServer | None = None
         self._all_closed = asyncio.Event()
@@ -206,6 +228,8 @@ class _Connection(asyncio.Protocol):
         self._head_size = 0
         self._body: list[bytes] = []
         self._body_size = 0
+        self._max_body = server.max_body
+        self._target = self._path = ""
 
     # --- the connection ------------------------------------------------------------------------------------
 
@@ -314,10 +338,16 @@ class _Connection(asyncio.Protocol):
 
     def on_headers_complete(self) -> None:
         self.phase, self.phase_since = "body", self._loop.time()
+        target = b"".join(self._url).decode("latin-1")
+        path = target.partition("?")[0]
+        self._target, self._path = target, urllib.parse.unquote(path) if "%" in path else path
+        self._max_body = self.server.max_body
+        if self.server.body_limit is not None:
+            self._max_body = min(self._max_body, self.server.body_limit(self._method(), self._path) or self._max_body)
         expects = self._headers.get("expect", "").lower() == "100-continue"
         length = self._headers.get("content-length", "")
-        if length.isdigit() and int(length) > self.server.max_body:
-            message = f"the request body of {length} bytes exceeded the limit of {self.server.max_body}"
+        if length.isdigit() and int(length) > self._max_body:
+            message = f"the request body of {length} bytes exceeded the limit of {self._max_body}"
             if expects:  # the client waits for a word before it sends the body: none will come
                 self._refuse(413, message)
                 raise _Refused
@@ -329,8 +359,8 @@ class _Connection(asyncio.Protocol):
         if self.dropping:
             return
         self._body_size += len(body)
-        if self._body_size > self.server.max_body:
-            self._drop_body(f"the request body exceeded the limit of {self.server.max_body} bytes")
+        if self._body_size > self._max_body:
+            self._drop_body(f"the request body exceeded the limit of {self._max_body} bytes")
             return
         self._body.append(body)
 
@@ -347,15 +377,9 @@ class _Connection(asyncio.Protocol):
                 self.transport.close()
             raise _Refused
         self.phase = None
-        target = b"".join(self._url).decode("latin-1")
-        path, _, query = target.partition("?")
+        target = self._target
         request = Request(
-            self.parser.get_method().decode("latin-1"),
-            urllib.parse.unquote(path) if "%" in path else path,
-            query,
-            self._headers,
-            b"".join(self._body),
-            target,
+            self._method(), self._path, target.partition("?")[2], self._headers, b"".join(self._body), target
         )
         self.pending.append((request, self.parser.should_keep_alive()))
         if not self.answering:
@@ -363,6 +387,9 @@ class _Connection(asyncio.Protocol):
         elif len(self.pending) >= MAX_PIPELINED and self.transport is not None and not self.paused:
             self.paused = True
             self.transport.pause_reading()
+
+    def _method(self) -> str:
+        return self.parser.get_method().decode("latin-1")
 
     # --- answering -----------------------------------------------------------------------------------------
 
