@@ -141,7 +141,11 @@ class FrontThread:
 
     def stop(self) -> None:
         if self._server is not None and self.loop.is_running():
-            asyncio.run_coroutine_threadsafe(self._server.stop(), self.loop).result(30)
-            self.surface.close()
+            asyncio.run_coroutine_threadsafe(self._close(self._server), self.loop).result(30)
             self.loop.call_soon_threadsafe(self.loop.stop)
         self._thread.join(30)
+
+    async def _close(self, server: HttpServer) -> None:
+        """On the front's loop: its transports are the loop's, and no other thread may close them."""
+        await server.stop()
+        self.surface.close()
