@@ -5,16 +5,19 @@ is kept, and readiness follows the management API's workers."""
 from __future__ import annotations
 
 import json
+import socket
+import urllib.request
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 
 import aiohttp
+import pytest
 import uvloop
 from aiohttp import web
 
 from esteira.local.server import free_port
-from esteira.packaging.front import TorchServeSurface, front_routes
+from esteira.packaging.front import FrontThread, TorchServeSurface, front_routes
 from esteira.packaging.httpserver import HttpServer
 from esteira.packaging.surface import served_model
 from tests.support.prerequisites import require_file
@@ -99,3 +102,20 @@ def test_the_front_relays_inference_and_torchserve_paths_whole_on_kept_connectio
                 assert answer.status == 503 and "no ready worker" in json.loads(await answer.read())["error"]
 
     uvloop.run(scenario())
+
+
+def test_the_front_thread_answers_then_stops_and_frees_its_port() -> None:
+    """The entrypoint's front runs on its own loop in a thread: it answers there, and `stop` ends the thread,
+    closes the listening socket and the connections to TorchServe."""
+    require_file(MODEL_DIR / "config" / "config.properties", "run `make models`")
+    dead = f"http://127.0.0.1:{free_port()}"
+    surface = TorchServeSurface(served_model(MODEL_DIR), "1.0.0", dead, dead)
+    port = free_port()
+    front = FrontThread(surface, "127.0.0.1", port).start()
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/v1/models") as answer:
+        assert json.loads(answer.read()) == {"models": ["iris"]}
+    front.stop()
+    assert not front._thread.is_alive()
+    with pytest.raises(ConnectionRefusedError):
+        socket.create_connection(("127.0.0.1", port), timeout=5)
+    assert surface.inference._closed and surface.management._closed
