@@ -38,8 +38,8 @@ metrics) is lost. A metrics cache that can run code when it is scraped offers ``
 ``prometheus_client`` registry (``model_handlers.inprocess``) flushes the buffer at the start of every scrape,
 so what it exports is exact while batches still only add in memory.
 
-Counters with many series that a batch mostly touches all at once (drift's bins) are summed as a :class:`Tally`:
-one array addition per batch, series turned into updates only when written.
+Every counter is summed in a :class:`Tally`, a list of series by slot: a batch adds one mapping (or, for a
+wide model's drift bins, one array) of counts, and series become updates only when written.
 """
 
 from __future__ import annotations
@@ -293,7 +293,8 @@ class HandlerMetrics:
         if cache is None:
             return
         try:
-            write_metrics(cache, [(name, definition, 0, labels) for name, definition, labels in self.tally.series[:3]])
+            outcomes = self.tally.series[: len(Outcome)]
+            write_metrics(cache, [(name, definition, 0, labels) for name, definition, labels in outcomes])
         except Exception:  # never let metrics break loading
             logger.exception("publishing the request counters failed; inference goes on")
 

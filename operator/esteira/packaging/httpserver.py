@@ -9,8 +9,8 @@ bodies both ways, keep-alive, pipelined requests answered in order, ``Expect: 10
 What a slow or abusive client may hold is bounded (:class:`ClientLimits`): a connection that has not finished a
 request head within ``header_seconds`` is closed, a body that has not arrived within ``body_seconds`` is a 408,
 an idle keep-alive connection is closed after ``idle_seconds``, a connection beyond ``max_connections`` gets a
-503, and a URL over 8 KB, a head over 64 KB, a body over ``max_body`` or a malformed request is refused with a
-4xx and one log line. Each connection has one watchdog timer, armed once and checked twice per shortest deadline,
+503, and a URL over 8 KB, header lines over 64 KB or a malformed request is refused with a 4xx and one log
+line. A body over ``max_body`` (or its route's cap) is a 413, answered while the rest of it is read and dropped. Each connection has one watchdog timer, armed once and checked twice per shortest deadline,
 so no timer is set or cancelled per request.
 """
 
@@ -118,7 +118,7 @@ class Routes:
         for index, capped_method, limit in self._capped:
             if capped_method == method and self._routes[index][0].match(path):
                 earlier = self._routes[:index]
-                if not any(method in handlers and regex.match(path) for regex, handlers in earlier):
+                if not any(_takes(handlers, method) and regex.match(path) for regex, handlers in earlier):
                     return limit
         return None
 
@@ -129,7 +129,7 @@ class Routes:
             match = regex.match(request.path)
             if match is None:
                 continue
-            handler = handlers.get(method) or handlers.get("*")
+            handler = handlers.get(method) or handlers.get("*")  # as _takes
             if handler is None:
                 allowed.update(handlers)
                 continue
@@ -142,6 +142,11 @@ class Routes:
             use = ", ".join(sorted(allowed | ({"HEAD"} if "GET" in allowed else set())))
             return error_response(405, f"{request.method} is not allowed on {request.path}; use {use}")
         return error_response(404, f"no such endpoint: {request.method} {request.path}")
+
+
+def _takes(handlers: Mapping[str, Handler], method: str) -> bool:
+    """Whether a route's handlers answer ``method`` (``HEAD`` by its ``GET``)."""
+    return ("GET" if method == "HEAD" else method) in handlers or "*" in handlers
 
 
 def _group(match: re.Match[str]) -> str:
