@@ -47,7 +47,7 @@ def test_requests_that_queue_behind_a_running_batch_go_together_up_to_the_limit(
     model.hold.clear()
 
     async def scenario() -> list[int]:
-        batcher = AdaptiveBatcher(model, max_batch_size=3)
+        batcher = AdaptiveBatcher(model, max_batch_size=3, inline_below=0.0)  # in the thread: the loop stays free
         first = asyncio.ensure_future(batcher.submit(0))
         await asyncio.get_running_loop().run_in_executor(None, model.running.wait, 10)
         rest = [asyncio.ensure_future(batcher.submit(item)) for item in range(1, 6)]
@@ -134,6 +134,37 @@ def test_requests_read_in_the_same_turn_of_the_loop_go_together_even_to_a_quick_
 
     assert asyncio.run(scenario()) == [2, 3, 4]
     assert model.batches == [[0], [1, 2, 3]]
+
+
+def test_a_queue_longer_than_a_batch_runs_on_the_loop_batch_after_batch_answering_each_before_the_next() -> None:
+    """Between two batches on the loop, the first batch's callers get their answers."""
+    model = Recorder()
+    answered: list[int] = []
+
+    async def caller(batcher: AdaptiveBatcher[int, int], item: int) -> None:
+        answered.append(await batcher.submit(item))
+
+    async def scenario() -> list[list[int]]:
+        batcher = AdaptiveBatcher(model, max_batch_size=3, inline_below=60.0)
+        await batcher.submit(0)  # now known to be quick
+        seen: list[list[int]] = []
+        original = model.__call__
+
+        def run(items: Sequence[int]) -> list[int]:
+            seen.append(list(answered))  # who was answered when this batch started
+            return original(items)
+
+        batcher.run_batch = run
+        await asyncio.gather(*(caller(batcher, item) for item in range(1, 8)))
+        batcher.close()
+        return seen
+
+    seen = asyncio.run(scenario())
+    loop_thread = threading.current_thread().name
+    assert model.threads == [loop_thread] * 4
+    assert model.batches == [[0], [1, 2, 3], [4, 5, 6], [7]]
+    assert seen == [[], [2, 3, 4], [2, 3, 4, 5, 6, 7]]
+    assert sorted(answered) == list(range(2, 9))
 
 
 def test_a_caller_that_leaves_while_the_batcher_looks_for_company_does_not_wedge_it() -> None:
