@@ -235,6 +235,8 @@ def test_restart_is_idempotent(
         pytest.skip("restarts the operator process the test started")
     esteira.create_md(kube_namespace, md(kube_namespace))
     ready(esteira, kube_namespace, "iris")
+    # Events are posted apart from the status: the Ready event can land after the condition is read.
+    eventually(lambda: "Ready" in reasons(esteira, kube_namespace, "iris"), what="the Ready event")
     before = esteira.get_isvc(kube_namespace, "iris")
     events_before = len(esteira.events_for(kube_namespace, "iris"))
     operator.stop()
