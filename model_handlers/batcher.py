@@ -10,7 +10,7 @@ batch to a thread and back (two wake-ups, the GIL passed back and forth between 
 small model's whole batch: on a 2-core machine esteira-kserve answered 40-70 % more requests at 32 callers, and
 twice as many lone ones for the image model, with its batches on the loop. Blocking the loop for a quick batch
 costs nobody anything: requests read meanwhile would have waited for the running batch anyway, and health
-checks and scrapes wait at most ``inline_below``. A slow model's batches go to the thread, so the loop stays
+checks and scrapes wait for one batch of a model that has been quick. A slow model's batches go to the thread, so the loop stays
 responsive; for those the hand-over is a small share of the batch. Between batches run on the loop it turns
 once, so answers go out and new requests are read. Requests that arrived in the same turn of the loop still
 go together.
@@ -87,7 +87,7 @@ class AdaptiveBatcher(Generic[Item, Result]):
             self._busy = False
 
     def _hand_over(self) -> None:
-        """Queued callers get the worker thread; with none, the batcher is idle again."""
+        """Queued callers get a drain (on the loop or in the thread, batch by batch); with none, the batcher is idle."""
         if self._waiting:
             asyncio.get_running_loop().create_task(self._drain())
         else:
