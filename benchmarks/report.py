@@ -2,56 +2,42 @@
 
 from __future__ import annotations
 
+import statistics
 from pathlib import Path
 from typing import Any
 
 from benchmarks.load import LOADGEN_CPU_LIMIT
 
-# (what, numerator row, denominator rows, concurrencies, target ratio). Where the denominator was measured twice,
-# the faster measurement counts: a hop's rows run on a TorchServe warmer than when its own row ran.
-RATIOS: list[tuple[str, str, tuple[str, ...], tuple[str, ...], float]] = [
-    ("Esteira handler / stock handler, batch 8", "ts-esteira-b8", ("ts-stock-b8",), ("1", "8", "32"), 0.95),
-    ("Esteira handler / stock handler, batch 1", "ts-esteira-b1", ("ts-stock-b1",), ("1", "8", "32"), 0.95),
-    ("Esteira / stock handler, image, batch 8", "ts-esteira-image-b8", ("ts-stock-image-b8",), ("1", "8", "32"), 0.95),
-    ("Esteira / stock handler, image, batch 1", "ts-esteira-image-b1", ("ts-stock-image-b1",), ("1", "8", "32"), 0.95),
-    (
-        "router / TorchServe behind it",
-        "router+ts-esteira-b8",
-        ("ts-esteira-b8", "ts-esteira-b8-again"),
-        ("1", "8", "32"),
-        0.9,
-    ),
-    (
-        "pod's front / TorchServe behind it",
-        "front+ts-esteira-b8",
-        ("ts-esteira-b8", "ts-esteira-b8-again"),
-        ("1", "8", "32"),
-        0.9,
-    ),
-    ("router / esteira-kserve behind it", "router+esteira-kserve", ("esteira-kserve",), ("1", "8", "32"), 0.9),
-    ("router / bare HTTP server behind it", "router+http-ceiling", ("http-ceiling",), ("1", "8", "32"), 0.9),
-    (
-        "esteira up's JVM flags / C1-only quick start",
-        "ts-esteira-b8",
-        ("ts-esteira-b8-quick-jvm",),
-        ("1", "8", "32"),
-        1.0,
-    ),
-    (
-        "esteira-kserve / TorchServe + Esteira b8",
-        "esteira-kserve",
-        ("ts-esteira-b8", "ts-esteira-b8-again"),
-        ("32",),
-        2.0,
-    ),
-    ("esteira-kserve / bare HTTP server", "esteira-kserve", ("http-ceiling", "http-ceiling-again"), ("1",), 0.5),
-    ("esteira-kserve / KServe stock model", "esteira-kserve", ("kserve-stock",), ("1", "8", "32"), 1.0),
+# (what, numerator row, denominator row, concurrencies, target ratio)
+RATIOS: list[tuple[str, str, str, tuple[str, ...], float]] = [
+    ("Esteira handler / stock handler, batch 8", "ts-esteira-b8", "ts-stock-b8", ("1", "8", "32"), 0.95),
+    ("Esteira handler / stock handler, batch 1", "ts-esteira-b1", "ts-stock-b1", ("1", "8", "32"), 0.95),
+    ("Esteira / stock handler, image, batch 8", "ts-esteira-image-b8", "ts-stock-image-b8", ("1", "8", "32"), 0.95),
+    ("Esteira / stock handler, image, batch 1", "ts-esteira-image-b1", "ts-stock-image-b1", ("1", "8", "32"), 0.95),
+    ("router / TorchServe behind it", "router+ts-esteira-b8", "ts-esteira-b8", ("1", "8", "32"), 0.9),
+    ("pod's front / TorchServe behind it", "front+ts-esteira-b8", "ts-esteira-b8", ("1", "8", "32"), 0.9),
+    ("router / esteira-kserve behind it", "router+esteira-kserve", "esteira-kserve", ("1", "8", "32"), 0.9),
+    ("router / bare HTTP server behind it", "router+http-ceiling", "http-ceiling", ("1", "8", "32"), 0.9),
+    ("esteira up's JVM flags / C1-only quick start", "ts-esteira-b8", "ts-esteira-b8-quick-jvm", ("1", "8", "32"), 1.0),
+    ("esteira-kserve / TorchServe + Esteira b8", "esteira-kserve", "ts-esteira-b8", ("32",), 2.0),
+    ("esteira-kserve / bare HTTP server", "esteira-kserve", "http-ceiling", ("1",), 0.5),
+    ("esteira-kserve / KServe stock model", "esteira-kserve", "kserve-stock", ("1", "8", "32"), 1.0),
 ]
 
 
-def _rps(rows: dict[str, Any], key: str, concurrency: str) -> float | None:
-    point = rows.get(key, {}).get("points", {}).get(concurrency)
-    return None if point is None else float(point["rps"])
+def ratio(rows: dict[str, Any], numerator: str, denominator: str, concurrency: str) -> float | None:
+    """``numerator``'s req/s over ``denominator``'s at one concurrency. Rows of one group ran in alternation, run i
+    of each in the same round: the median of the rounds' ratios, so a swing of the host's speed between rounds
+    cancels out. Otherwise the ratio of the medians."""
+    top, bottom = rows.get(numerator, {}), rows.get(denominator, {})
+    above, below = top.get("points", {}).get(concurrency), bottom.get("points", {}).get(concurrency)
+    if above is None or below is None:
+        return None
+    runs, under = above.get("runs_rps", []), below.get("runs_rps", [])
+    alternated = top.get("group") is not None and top.get("group") == bottom.get("group")
+    if alternated and runs and len(runs) == len(under) and all(under):
+        return statistics.median(a / b for a, b in zip(runs, under, strict=True))
+    return float(above["rps"]) / float(below["rps"]) if below["rps"] else None
 
 
 def _features(results: dict[str, Any]) -> list[str]:
@@ -83,6 +69,8 @@ def write_markdown(results: dict[str, Any], path: Path) -> None:
         f"{machine['load_average_at_start']}. Each row first warms its server at c={top} until throughput stops "
         f"rising, a TorchServe for at least {results.get('jvm_warm_up_floor_seconds', 0):g} s (its JIT compiler "
         "takes that long; `warm_up_seconds` in the JSON). "
+        "Rows run in groups (`group` in the JSON): a group's servers are all up at once, and its rows' runs "
+        "alternate, round by round, at each concurrency. "
         "Each point: one-instance requests from wrk (one thread, c connections) "
         f"for {results['seconds_per_point']} s, median of {results['repeats']} runs "
         f"({results['repeats'] + results.get('lone_extra_repeats', 0)} at c=1); p99 and CPU belong to the median "
@@ -126,19 +114,17 @@ def write_markdown(results: dict[str, Any], path: Path) -> None:
         "",
         "## Targets, as ratios of req/s in this run",
         "",
+        "Both rows of a ratio ran in one group, their points alternating: each ratio is the median of the ratios of "
+        "runs taken in the same round (`runs_rps` in the JSON).",
+        "",
         "| ratio | target | " + " | ".join(f"c={c}" for c in concurrencies) + " |",
         "| --- | --- | " + " | ".join("---" for _ in concurrencies) + " |",
     ]
     for what, numerator, denominator, at, target in RATIOS:
         cells = []
         for concurrency in concurrencies:
-            top_value = _rps(rows, numerator, concurrency)
-            bottom = max((_rps(rows, key, concurrency) or 0.0 for key in denominator), default=0.0)
-            if concurrency not in at or top_value is None or not bottom:
-                cells.append("")
-                continue
-            ratio = top_value / bottom
-            cells.append(f"{ratio:.2f} {'ok' if ratio >= target else 'MISS'}")
+            value = ratio(rows, numerator, denominator, concurrency) if concurrency in at else None
+            cells.append("" if value is None else f"{value:.2f} {'ok' if value >= target else 'MISS'}")
         if any(cells):
             lines.append(f"| {what} | >= {target} | " + " | ".join(cells) + " |")
     lines.append("")

@@ -1,8 +1,9 @@
 """The serving table: every way Esteira can serve a model, next to its ceilings and its peers, in one run.
 
-``python -m benchmarks.serving`` (``make bench``) starts each server in turn on this machine, drives it with wrk
-(:mod:`benchmarks.load`) at each concurrency, repeats every point and keeps the median (a lone caller's point,
-the noisiest, ``LONE_EXTRA_REPEATS`` more times), and writes
+``python -m benchmarks.serving`` (``make bench``) runs the rows group by group (``GROUPS``): the servers of a
+group are all up at once, each warmed, then driven with wrk (:mod:`benchmarks.load`) at each concurrency in
+alternation, row after row, for every repeat of a point; each point keeps the median (a lone caller's point, the
+noisiest, ``LONE_EXTRA_REPEATS`` more times) and the runs, which the ratios pair. It writes
 ``benchmarks/results/serving.json`` and ``serving.md``. ``--quick`` runs short single points (a smoke run, not
 a record). Needs ``make models`` and the esteira-kserve environment (``make kserve-runtime``).
 """
@@ -19,8 +20,8 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Iterator, Sequence
+from contextlib import AbstractContextManager, ExitStack, contextmanager
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -29,7 +30,7 @@ from typing import Any
 import torch
 
 import model_handlers
-from benchmarks.load import median_point, run_point, wrk_binary
+from benchmarks.load import Point, median_point, run_point, wrk_binary
 from benchmarks.report import write_markdown
 from esteira.local.server import DEFAULT_VMARGS as ESTEIRA_UP_VMARGS
 from esteira.vocabulary import COLLECTOR_RECORDS_PATH, ENV_LOG_MODE, ENV_LOG_URL
@@ -54,58 +55,95 @@ BATCHED = {"batchSize": 8, "maxBatchDelay": 10, "minWorkers": 1, "maxWorkers": 1
 UNBATCHED = {"batchSize": 1, "minWorkers": 1, "maxWorkers": 1}
 V1_PATH = "/v1/models/{}:predict"
 V2_PATH = "/v2/models/{}/infer"
-# TorchServe rows: key, title, model (archive name), body, path.
-TORCHSERVE_ROWS: tuple[tuple[str, str, str, str, str], ...] = (
-    ("ts-stock-b8", "TorchServe + stock handler, batch 8 / 10 ms", "iris_stock_b8", "iris-v1", V1_PATH),
-    ("ts-esteira-b8", "TorchServe + Esteira handler, batch 8 / 10 ms", "iris", "iris-v1", V1_PATH),
-    ("ts-stock-b1", "TorchServe + stock handler, batch 1", "iris_stock_b1", "iris-v1", V1_PATH),
-    ("ts-esteira-b1", "TorchServe + Esteira handler, batch 1", "iris_b1", "iris-v1", V1_PATH),
-    (
-        "ts-esteira-b8-v2",
-        "TorchServe + Esteira handler, batch 8, v2",
-        "iris",
-        "iris-v2",
-        V2_PATH,
-    ),
-    (
-        "ts-stock-image-b8",
-        "TorchServe + stock handler, digits image, batch 8 / 10 ms",
-        "digits_stock_b8",
-        "digits-v1",
-        V1_PATH,
-    ),
-    (
-        "ts-esteira-image-b8",
-        "TorchServe + Esteira handler, digits image, batch 8 / 10 ms",
-        "digits",
-        "digits-v1",
-        V1_PATH,
-    ),
-    (
-        "ts-stock-image-b1",
-        "TorchServe + stock handler, digits image, batch 1",
-        "digits_stock_b1",
-        "digits-v1",
-        V1_PATH,
-    ),
-    (
-        "ts-esteira-image-b1",
-        "TorchServe + Esteira handler, digits image, batch 1",
-        "digits_b1",
-        "digits-v1",
-        V1_PATH,
-    ),
-)
 
 
 @dataclass(frozen=True)
 class Target:
-    """One row of the table: what to call, with which body."""
+    """One row of the table: which server (a key of the run's recipes), what to call, with which body."""
 
     key: str
     title: str
+    server: str
     path: str
     body: str  # a key of Bodies
+
+
+def _iris(key: str, title: str, server: str, model: str = "iris", body: str = "iris-v1", path: str = V1_PATH) -> Target:
+    return Target(key, title, server, path.format(model), body)
+
+
+def _digits(key: str, title: str, server: str, model: str) -> Target:
+    return Target(key, title, server, V1_PATH.format(model), "digits-v1")
+
+
+# The rows a target compares run in one group: every server of the group is up at once and their points
+# alternate (at each concurrency, round r of every row before round r+1 of any), so a swing of this host's
+# speed, which moved rows measured minutes apart two- to fivefold, falls on both sides of a ratio alike.
+GROUPS: dict[str, tuple[Target, ...]] = {
+    "tabular": (
+        _iris("http-ceiling", "bare HTTP server, fixed JSON (uvicorn + Starlette)", "bare"),
+        _iris("router+http-ceiling", "esteira up router -> bare HTTP server", "router:bare"),
+        _iris("ts-stock-b8", "TorchServe + stock handler, batch 8 / 10 ms", "ts:iris_stock_b8", "iris_stock_b8"),
+        _iris("ts-esteira-b8", "TorchServe + Esteira handler, batch 8 / 10 ms", "ts:iris"),
+        _iris("ts-esteira-b8-v2", "TorchServe + Esteira handler, batch 8, v2", "ts:iris", body="iris-v2", path=V2_PATH),
+        _iris("front+ts-esteira-b8", "a TorchServe pod's port: the front -> TorchServe + Esteira, b8", "front:ts:iris"),
+        _iris("router+ts-esteira-b8", "esteira up router -> TorchServe + Esteira, b8", "router:ts:iris"),
+        _iris(
+            "ts-esteira-b8-quick-jvm",
+            "TorchServe + Esteira, batch 8, the tests' quick-start JVM (C1 compiler only)",
+            "ts-quick-jvm:iris",
+        ),
+        _iris("esteira-kserve", "esteira-kserve, adaptive batching (max 8)", "esteira-kserve:iris-1.0.0"),
+        _iris(
+            "esteira-kserve-v2",
+            "esteira-kserve, adaptive batching, v2",
+            "esteira-kserve:iris-1.0.0",
+            body="iris-v2",
+            path=V2_PATH,
+        ),
+        _iris("router+esteira-kserve", "esteira up router -> esteira-kserve", "router:esteira-kserve:iris-1.0.0"),
+        _iris(
+            "esteira-kserve-stack",
+            "esteira-kserve's server alone: the handler replaced by a fixed answer",
+            "esteira-kserve-stack:iris-1.0.0",
+        ),
+        _iris("esteira-kserve-b1", "esteira-kserve, batching off", "esteira-kserve-b1:iris-1.0.0"),
+        _iris("kserve-stock", "KServe model server + minimal kserve.Model, no batching", "kserve-stock"),
+    ),
+    "tabular-b1": (
+        _iris("ts-stock-b1", "TorchServe + stock handler, batch 1", "ts:iris_stock_b1", "iris_stock_b1"),
+        _iris("ts-esteira-b1", "TorchServe + Esteira handler, batch 1", "ts:iris_b1", "iris_b1"),
+    ),
+    "image-b8": (
+        _digits(
+            "ts-stock-image-b8",
+            "TorchServe + stock handler, digits image, batch 8 / 10 ms",
+            "ts:digits_stock_b8",
+            "digits_stock_b8",
+        ),
+        _digits(
+            "ts-esteira-image-b8", "TorchServe + Esteira handler, digits image, batch 8 / 10 ms", "ts:digits", "digits"
+        ),
+        _digits(
+            "esteira-kserve-image",
+            "esteira-kserve, digits image, adaptive batching",
+            "esteira-kserve:digits-1.0.0",
+            "digits",
+        ),
+    ),
+    "image-b1": (
+        _digits(
+            "ts-stock-image-b1",
+            "TorchServe + stock handler, digits image, batch 1",
+            "ts:digits_stock_b1",
+            "digits_stock_b1",
+        ),
+        _digits(
+            "ts-esteira-image-b1", "TorchServe + Esteira handler, digits image, batch 1", "ts:digits_b1", "digits_b1"
+        ),
+    ),
+}
+IN_PROCESS = "in-process"  # the in-process ceilings, a phase of their own for --only
 
 
 @dataclass
@@ -172,13 +210,13 @@ def process(command: list[str], probe: str, log: Path, env: dict[str, str] | Non
             started.wait(10)
 
 
-def bare_http(work: Path) -> Any:
+def bare_http(work: Path) -> AbstractContextManager[Running]:
     port = free_port()
     command = [str(RUNTIME_PYTHON), "-m", "benchmarks.bare_http", "--port", str(port)]
     return process(command, f"http://127.0.0.1:{port}/ready", work / "bare.log")
 
 
-def kserve_stock(work: Path) -> Any:
+def kserve_stock(work: Path) -> AbstractContextManager[Running]:
     port = free_port()
     model = DEMO / "iris-1.0.0" / "model.pt"
     command = [str(RUNTIME_PYTHON), "-m", "benchmarks.kserve_stock", "--model-file", str(model)]
@@ -192,7 +230,7 @@ def esteira_kserve(
     sink: RecordSink,
     batch_size: int | None = None,
     module: str = "model_handlers.kserve_server",
-) -> Any:
+) -> AbstractContextManager[Running]:
     """esteira-kserve with every feature on, as TorchServe's Esteira rows: inference logging to ``sink``."""
     port = free_port()
     command = [str(RUNTIME_PYTHON), "-m", module, "--model-dir", str(MODELS / build)]
@@ -200,10 +238,10 @@ def esteira_kserve(
     env = {ENV_LOG_MODE: "all", ENV_LOG_URL: sink.url}
     if batch_size:
         env["ESTEIRA_BATCH_SIZE"] = str(batch_size)
-    return process(command, f"http://127.0.0.1:{port}/v2/health/ready", work / f"esteira-kserve-{build}.log", env)
+    return process(command, f"http://127.0.0.1:{port}/v2/health/ready", work / f"esteira-kserve-{port}.log", env)
 
 
-def model_server_front(work: Path, ts: Running, build: str = "iris-1.0.0") -> Any:
+def model_server_front(work: Path, ts: Running, build: str = "iris-1.0.0") -> AbstractContextManager[Running]:
     """The pod's front (``esteira.packaging.front``) before ``ts``; its CPU is counted with TorchServe's, as a pod's
     is: both share the pod's CPUs."""
     port = free_port()
@@ -212,7 +250,7 @@ def model_server_front(work: Path, ts: Running, build: str = "iris-1.0.0") -> An
     return process(command, f"http://127.0.0.1:{port}/v1/models", work / f"front-{port}.log")
 
 
-def router(work: Path, backend: str, build: str = "iris-1.0.0") -> Any:
+def router(work: Path, backend: str, build: str = "iris-1.0.0") -> AbstractContextManager[Running]:
     port = free_port()
     command = [sys.executable, "-m", "benchmarks.router_front", "--model-dir", str(MODELS / build)]
     command += ["--backend", backend, "--port", str(port)]
@@ -356,8 +394,51 @@ def machine() -> dict[str, Any]:
     }
 
 
+class Servers:
+    """The servers of one group: each started when a row first needs it, all stopped together. A hop's key
+    (``router:<key>``, ``front:<key>``) names the server it stands in front of, which it starts too."""
+
+    def __init__(self, work: Path, store: Path, sink: RecordSink) -> None:
+        self.work, self.store, self.sink = work, store, sink
+        self._stack = ExitStack()
+        self._running: dict[str, Running] = {}
+
+    def get(self, key: str) -> Running:
+        if key not in self._running:
+            kind, _, rest = key.partition(":")
+            running = self._stack.enter_context(self._start(kind, rest))
+            if kind == "front":  # a pod's CPU is the front's and TorchServe's together: they share its CPUs
+                running = Running(running.url, running.pids + self.get(rest).pids)
+            self._running[key] = running
+        return self._running[key]
+
+    def _start(self, kind: str, rest: str) -> AbstractContextManager[Running]:
+        if kind == "bare":
+            return bare_http(self.work)
+        if kind == "kserve-stock":
+            return kserve_stock(self.work)
+        if kind == "router":
+            return router(self.work, self.get(rest).url)
+        if kind == "front":
+            return model_server_front(self.work, self.get(rest))
+        if kind == "ts":
+            return torchserve(self.work, self.store, [rest], ESTEIRA_UP_VMARGS, self.sink)
+        if kind == "ts-quick-jvm":
+            return torchserve(self.work, self.store, [rest], QUICK_START_VMARGS, self.sink)
+        if kind == "esteira-kserve":
+            return esteira_kserve(self.work, rest, self.sink)
+        if kind == "esteira-kserve-stack":
+            return esteira_kserve(self.work, rest, self.sink, module="benchmarks.kserve_stack")
+        if kind == "esteira-kserve-b1":
+            return esteira_kserve(self.work, rest, self.sink, batch_size=1)
+        raise ValueError(f"no recipe for a server {kind!r}")
+
+    def close(self) -> None:
+        self._stack.close()
+
+
 class Bench:
-    """Runs targets against running servers and collects the medians."""
+    """Runs groups of targets against their servers and collects the medians."""
 
     def __init__(
         self, bodies: Bodies, concurrencies: list[int], seconds: float, repeats: int, warm_up_floors: bool = True
@@ -366,32 +447,45 @@ class Bench:
         self.warm_up_floors = warm_up_floors  # off for a smoke run
         self.rows: dict[str, dict[str, Any]] = {}
 
-    def measure(self, running: Running, target: Target) -> None:
-        body, content_type = self.bodies[target.body]
-        url = running.url + target.path
-        warmed = self.warm_up(url, body, content_type, running)
-        points: dict[str, Any] = {}
+    def measure(self, group: str, servers: Servers, targets: Sequence[Target]) -> None:
+        """Every row of ``group``, its server warmed first, their points in alternation (see ``GROUPS``)."""
+        started = [(target, servers.get(target.server)) for target in targets]
+        warmed = {target.key: self.warm_up(running, target) for target, running in started}
+        runs: dict[str, dict[int, list[Point]]] = {target.key: {} for target in targets}
         for concurrency in self.concurrencies:
             repeats = self.repeats + (LONE_EXTRA_REPEATS if concurrency == 1 and self.repeats > 1 else 0)
-            runs = [run_point(url, body, content_type, concurrency, self.seconds, running.pids) for _ in range(repeats)]
-            point = median_point(runs)
-            points[str(concurrency)] = {**point.to_json(), "runs_rps": [run.rps for run in runs]}
-            print(
-                f"{target.key:28} c={concurrency:<3} {point.rps:>9.1f} req/s  p99 {point.p99_ms:>7.2f} ms  "
-                f"wrk {point.loadgen_cores:.2f} cores  server {point.server_cpu_us_per_request:.0f} us/req",
-                flush=True,
-            )
-        self.rows[target.key] = {
-            "title": target.title,
-            "path": target.path,
-            "body": target.body,
-            "warm_up_seconds": warmed,
-            "points": points,
-        }
+            for _ in range(repeats):
+                for target, running in started:
+                    body, content_type = self.bodies[target.body]
+                    point = run_point(
+                        running.url + target.path, body, content_type, concurrency, self.seconds, running.pids
+                    )
+                    runs[target.key].setdefault(concurrency, []).append(point)
+            for target, _ in started:
+                point = median_point(runs[target.key][concurrency])
+                print(
+                    f"{target.key:28} c={concurrency:<3} {point.rps:>9.1f} req/s  p99 {point.p99_ms:>7.2f} ms  "
+                    f"wrk {point.loadgen_cores:.2f} cores  server {point.server_cpu_us_per_request:.0f} us/req",
+                    flush=True,
+                )
+        for target, _ in started:
+            self.rows[target.key] = {
+                "title": target.title,
+                "group": group,
+                "path": target.path,
+                "body": target.body,
+                "warm_up_seconds": warmed[target.key],
+                "points": {
+                    str(concurrency): {**median_point(points).to_json(), "runs_rps": [point.rps for point in points]}
+                    for concurrency, points in runs[target.key].items()
+                },
+            }
 
-    def warm_up(self, url: str, body: Path, content_type: str, running: Running) -> float:
+    def warm_up(self, running: Running, target: Target) -> float:
         """Load at the top concurrency for at least the server's floor, then until a point is no longer above
         the best before it, within a limit; returns the seconds it took."""
+        body, content_type = self.bodies[target.body]
+        url = running.url + target.path
         seconds = min(self.seconds, WARM_UP_POINT_SECONDS)
         floor = running.warm_up_floor if self.warm_up_floors else 0.0
         began, best = time.monotonic(), 0.0
@@ -404,13 +498,14 @@ class Bench:
             best = max(best, rps)
 
 
-Phase = Callable[[Bench, Path], None]
-
-
 def run(quick: bool, out: Path, only: list[str] | None) -> dict[str, Any]:
     if not (MODELS / "iris-1.0.0").exists():
         raise SystemExit("run `make models` first")
-    if not RUNTIME_PYTHON.exists() and (only is None or {"ceiling", "kserve"} & set(only)):
+    groups = {
+        name: [target for target in targets if only is None or name in only or target.key in only]
+        for name, targets in GROUPS.items()
+    }
+    if not RUNTIME_PYTHON.exists():  # every row but TorchServe's runs in it, and so does its front's bare server
         raise SystemExit("run `make kserve-runtime` first (the esteira-kserve environment)")
     seconds, repeats = (1.0, 1) if quick else (3.0, 3)
     concurrencies = [1, 32] if quick else [1, 8, 32]
@@ -425,156 +520,21 @@ def run(quick: bool, out: Path, only: list[str] | None) -> dict[str, Any]:
     }
     began = time.monotonic()
     sink = RecordSink()
-
-    def wanted(phase: str) -> bool:
-        return only is None or phase in only
-
-    if wanted("ceiling"):
+    if only is None or IN_PROCESS in only:
         results["in_process"] = in_process_ceiling(seconds)
         results["in_process_handler"] = in_process_handler(seconds)
-        with bare_http(work) as bare:
-            bench.measure(
-                bare,
-                Target(
-                    "http-ceiling",
-                    "bare HTTP server, fixed JSON (uvicorn + Starlette)",
-                    V1_PATH.format("iris"),
-                    "iris-v1",
-                ),
-            )
-            with router(work, bare.url) as front:
-                bench.measure(
-                    front,
-                    Target(
-                        "router+http-ceiling",
-                        "esteira up router -> bare HTTP server",
-                        V1_PATH.format("iris"),
-                        "iris-v1",
-                    ),
-                )
-    if wanted("torchserve"):
-        store = work / "store"
+    store = work / "store"
+    servers = [part for targets in groups.values() for target in targets for part in target.server.split(":")]
+    if {"ts", "ts-quick-jvm"} & set(servers):
         archives(store)
-        # Each model in a TorchServe of its own, as a predictor pod serves one: idle models' workers beside it
-        # cost the one measured up to a third of its throughput at 32 callers.
-        for served in dict.fromkeys(row[2] for row in TORCHSERVE_ROWS):
-            with torchserve(work, store, [served], ESTEIRA_UP_VMARGS, sink) as ts:
-                for key, title, model, body, path in TORCHSERVE_ROWS:
-                    if model == served:
-                        bench.measure(ts, Target(key, title, path.format(model), body))
-                if served != "iris":
-                    continue
-                with model_server_front(work, ts) as front:
-                    pod = Running(front.url, front.pids + ts.pids)
-                    bench.measure(
-                        pod,
-                        Target(
-                            "front+ts-esteira-b8",
-                            "a TorchServe pod's port: the front -> TorchServe + Esteira, b8",
-                            V1_PATH.format("iris"),
-                            "iris-v1",
-                        ),
-                    )
-                with router(work, ts.url) as front:
-                    bench.measure(
-                        front,
-                        Target(
-                            "router+ts-esteira-b8",
-                            "esteira up router -> TorchServe + Esteira, b8",
-                            V1_PATH.format("iris"),
-                            "iris-v1",
-                        ),
-                    )
-                # The same TorchServe again, now as warm as the hops' rows found it: their ratios take the faster.
-                bench.measure(
-                    ts,
-                    Target(
-                        "ts-esteira-b8-again",
-                        "TorchServe + Esteira handler, batch 8, measured again after the hops",
-                        V1_PATH.format("iris"),
-                        "iris-v1",
-                    ),
-                )
-        with torchserve(work, store, ["iris"], QUICK_START_VMARGS, sink) as ts:
-            bench.measure(
-                ts,
-                Target(
-                    "ts-esteira-b8-quick-jvm",
-                    "TorchServe + Esteira, batch 8, the tests' quick-start JVM (C1 compiler only)",
-                    V1_PATH.format("iris"),
-                    "iris-v1",
-                ),
-            )
-    if wanted("kserve"):
-        with kserve_stock(work) as stock:
-            bench.measure(
-                stock,
-                Target(
-                    "kserve-stock",
-                    "KServe model server + minimal kserve.Model, no batching",
-                    V1_PATH.format("iris"),
-                    "iris-v1",
-                ),
-            )
-        # The ceiling again, minutes after the first: this host's speed moves within a run, and esteira-kserve's
-        # ratio to it takes the faster of the two.
-        with bare_http(work) as bare:
-            bench.measure(
-                bare,
-                Target(
-                    "http-ceiling-again",
-                    "bare HTTP server, measured again before esteira-kserve",
-                    V1_PATH.format("iris"),
-                    "iris-v1",
-                ),
-            )
-        with esteira_kserve(work, "iris-1.0.0", sink) as served:
-            bench.measure(
-                served,
-                Target(
-                    "esteira-kserve", "esteira-kserve, adaptive batching (max 8)", V1_PATH.format("iris"), "iris-v1"
-                ),
-            )
-            bench.measure(
-                served,
-                Target(
-                    "esteira-kserve-v2", "esteira-kserve, adaptive batching, v2", "/v2/models/iris/infer", "iris-v2"
-                ),
-            )
-            with router(work, served.url) as front:
-                bench.measure(
-                    front,
-                    Target(
-                        "router+esteira-kserve",
-                        "esteira up router -> esteira-kserve",
-                        V1_PATH.format("iris"),
-                        "iris-v1",
-                    ),
-                )
-        with esteira_kserve(work, "iris-1.0.0", sink, module="benchmarks.kserve_stack") as served:
-            bench.measure(
-                served,
-                Target(
-                    "esteira-kserve-stack",
-                    "esteira-kserve's server alone: the handler replaced by a fixed answer",
-                    V1_PATH.format("iris"),
-                    "iris-v1",
-                ),
-            )
-        with esteira_kserve(work, "iris-1.0.0", sink, batch_size=1) as served:
-            bench.measure(
-                served, Target("esteira-kserve-b1", "esteira-kserve, batching off", V1_PATH.format("iris"), "iris-v1")
-            )
-        with esteira_kserve(work, "digits-1.0.0", sink) as served:
-            bench.measure(
-                served,
-                Target(
-                    "esteira-kserve-image",
-                    "esteira-kserve, digits image, adaptive batching",
-                    V1_PATH.format("digits"),
-                    "digits-v1",
-                ),
-            )
+    for name, targets in groups.items():
+        if not targets:
+            continue
+        group_servers = Servers(work, store, sink)
+        try:
+            bench.measure(name, group_servers, targets)
+        finally:
+            group_servers.close()
     sink.close()
     results["inference_log"] = {"sample_rate": 1.0, "posts": sink.posts, "bytes": sink.bytes}
     results["rows"] = bench.rows
@@ -593,7 +553,10 @@ def run(quick: bool, out: Path, only: list[str] | None) -> dict[str, Any]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--quick", action="store_true", help="1 s single points at c=1 and 32: a smoke run")
-    parser.add_argument("--only", nargs="+", choices=["ceiling", "torchserve", "kserve"], help="some phases only")
+    names = [IN_PROCESS, *GROUPS, *(target.key for targets in GROUPS.values() for target in targets)]
+    parser.add_argument(
+        "--only", nargs="+", choices=names, metavar="NAME", help=f"some groups or rows only: {', '.join(names)}"
+    )
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args()
     run(args.quick, args.out, args.only)
