@@ -13,6 +13,8 @@ one intra-op thread fewer than the CPUs (:mod:`model_handlers.threads`).
 
 Batching: ``ESTEIRA_BATCH_SIZE`` (else the archive's ``batchSize``) caps a batch; ``ESTEIRA_MAX_BATCH_DELAY_MS``
 is accepted and not needed: a batch is whatever queued while the previous one ran, so nobody waits for company.
+``ESTEIRA_IDLE_POLL_US`` (0-1000; unset or 0: off) lets the event loop poll up to that long after a lone request,
+for lone callers' latency at the cost of CPU (:mod:`model_handlers.batcher`).
 """
 
 from __future__ import annotations
@@ -33,7 +35,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from esteira.packaging.entrypoint import batch_settings_from_env
+from esteira.packaging.entrypoint import batch_settings_from_env, idle_poll_from_env
 from esteira.packaging.surface import model_metadata, server_metadata
 from model_handlers.batcher import AdaptiveBatcher
 from model_handlers.inference_asgi import ASGIApp, InferenceRoutes
@@ -51,12 +53,14 @@ def error(status: int, message: str) -> JSONResponse:
 class EsteiraService:
     """The routes of one served model, in front of its batcher."""
 
-    def __init__(self, handler: InProcessHandler, batch_size: int) -> None:
+    def __init__(self, handler: InProcessHandler, batch_size: int, idle_poll: float = 0.0) -> None:
         self.handler = handler
         self.name = handler.packaged.name
         self.version = handler.packaged.version
         self.config = handler.handler.config
-        self.batcher: AdaptiveBatcher[RawRequest, Answer] = AdaptiveBatcher(handler.run, batch_size)
+        self.batcher: AdaptiveBatcher[RawRequest, Answer] = AdaptiveBatcher(
+            handler.run, batch_size, idle_poll=idle_poll
+        )
 
     def routes(self) -> list[Route]:
         by_version = "/v2/models/{model}/versions/{version}"
@@ -170,10 +174,13 @@ def main(argv: Sequence[str] | None = None) -> None:
     import kserve
     from kserve.model_server import app
 
+    try:
+        settings, idle_poll = batch_settings_from_env(os.environ), idle_poll_from_env(os.environ)
+    except ValueError as error:
+        raise SystemExit(f"esteira-kserve: {error}") from None
     args.work_dir.mkdir(parents=True, exist_ok=True)
     handler = InProcessHandler(args.model_dir, Path(tempfile.mkdtemp(dir=args.work_dir)), PrometheusMetrics())
-    batch_size = batch_settings_from_env(os.environ).batch_size or handler.packaged.batch_size
-    service = EsteiraService(handler, batch_size)
+    service = EsteiraService(handler, settings.batch_size or handler.packaged.batch_size, idle_poll)
     app.router.routes[:0] = service.routes()
     app.add_exception_handler(HTTPException, http_error)
 

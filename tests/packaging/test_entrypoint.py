@@ -19,6 +19,7 @@ from esteira.packaging.entrypoint import (
     BatchSettings,
     apply_batching,
     batch_settings_from_env,
+    idle_poll_from_env,
     relocate,
     runtime_config,
     torchserve_command,
@@ -54,6 +55,20 @@ def test_batch_settings_from_env() -> None:
 def test_batch_settings_reject_bad_values(env: dict[str, str], message: str) -> None:
     with pytest.raises(ValueError, match=message):
         batch_settings_from_env(env)
+
+
+def test_idle_poll_from_env_in_seconds_off_by_default() -> None:
+    assert idle_poll_from_env({}) == 0.0
+    assert idle_poll_from_env({"ESTEIRA_IDLE_POLL_US": ""}) == 0.0
+    assert idle_poll_from_env({"ESTEIRA_IDLE_POLL_US": "200"}) == pytest.approx(200e-6)
+
+
+@pytest.mark.parametrize(
+    ("raw", "message"), [("lots", "not an integer"), ("-5", "outside"), ("5000", "outside 0..1000")]
+)
+def test_idle_poll_refuses_bad_values_naming_the_variable(raw: str, message: str) -> None:
+    with pytest.raises(ValueError, match=f"ESTEIRA_IDLE_POLL_US.*{message}"):
+        idle_poll_from_env({"ESTEIRA_IDLE_POLL_US": raw})
 
 
 def test_apply_batching_rewrites_snapshot_only() -> None:

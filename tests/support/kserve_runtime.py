@@ -3,6 +3,8 @@ folder, in its own environment (.tools/kserve-runtime-venv, ``make kserve-runtim
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from pathlib import Path
 from typing import Self
 
 from tests.support.pod_process import REPO, PodProcess
@@ -16,6 +18,13 @@ class KServeRuntimeProcess(PodProcess):
 
     what = "esteira-kserve"
     log_name = "esteira-kserve.log"
+
+    def __init__(self, model_dir: Path, root: Path, model_version: str, env: Mapping[str, str] | None = None) -> None:
+        super().__init__(model_dir, root, model_version)
+        self.env = dict(env or {})
+
+    def environment(self) -> dict[str, str]:
+        return {**super().environment(), **self.env}
 
     def command(self) -> list[str]:
         command = [str(RUNTIME_PYTHON), "-m", "model_handlers.kserve_server", "--model-dir", str(self.model_dir)]

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import pytest
 
-from model_handlers.batcher import PROBE_CEILING, PROBE_EVERY, AdaptiveBatcher
+from model_handlers.batcher import POLL_START_SECONDS, PROBE_CEILING, PROBE_EVERY, AdaptiveBatcher, PollWindow
 
 
 class Model:
@@ -228,3 +228,85 @@ def test_a_model_far_too_slow_in_the_thread_is_not_tried_on_the_loop() -> None:
 
     asyncio.run(scenario())
     assert model.threads[0].startswith("esteira-batch")
+
+
+def test_the_poll_window_grows_when_a_longer_poll_would_have_caught_the_next_request_and_shrinks_when_in_vain() -> None:
+    window = PollWindow(limit=200e-6)
+    assert window.window == 0.0  # no poll before callers show they come back quickly
+    window.observe(500e-6)  # later than the limit: polling would not have helped
+    assert window.window == 0.0
+    window.observe(40e-6)  # within the limit, after a window of zero
+    assert window.window == POLL_START_SECONDS
+    window.observe(40e-6)
+    assert window.window == 2 * POLL_START_SECONDS
+    window.observe(40e-6)  # caught: the window stays
+    assert window.window == 2 * POLL_START_SECONDS
+    for _ in range(10):
+        window.observe(190e-6)
+    assert window.window == 200e-6  # grown to the limit, never past it
+    window.observe(1.0)  # a poll in vain: halved
+    assert window.window == 100e-6
+    for _ in range(10):
+        window.observe(1.0)
+    assert window.window == 0.0  # below the smallest window it stops polling
+
+
+def test_without_an_idle_poll_the_window_never_opens() -> None:
+    window = PollWindow(limit=0.0)
+    for gap in (0.0, 1e-6, 1.0):
+        window.observe(gap)
+        assert window.window == 0.0
+
+
+async def _until(condition: Callable[[], bool], within: float = 10.0) -> None:
+    """Let the loop run until ``condition`` holds (it is set by the loop's own callbacks)."""
+    deadline = asyncio.get_running_loop().time() + within
+    while not condition():
+        assert asyncio.get_running_loop().time() < deadline, "the condition never held"
+        await asyncio.sleep(0.001)
+
+
+def test_after_a_lone_request_the_loop_polls_for_the_window_without_blocking_it_then_sleeps() -> None:
+    model = Recorder()
+
+    async def scenario() -> None:
+        batcher = AdaptiveBatcher(model, max_batch_size=8, inline_below=60.0, idle_poll=1.0)
+        batcher.poll.window = 0.05
+        began = asyncio.get_running_loop().time()
+        assert await batcher.submit(1) == 2
+        assert batcher.polling
+        assert await batcher.submit(2) == 3  # the loop still serves while it polls; the arrival ends that poll
+        await _until(lambda: not batcher.polling)
+        assert asyncio.get_running_loop().time() - began >= 0.05
+        turns = batcher.poll_turns
+        assert turns > 1
+        await asyncio.sleep(0.01)
+        assert batcher.poll_turns == turns  # asleep after the window
+        batcher.close()
+
+    asyncio.run(scenario())
+
+
+def test_no_poll_after_a_batch_of_several_requests_or_without_a_window_and_a_request_ends_a_poll() -> None:
+    model = Recorder()
+
+    async def scenario() -> None:
+        batcher = AdaptiveBatcher(model, max_batch_size=8, inline_below=60.0, idle_poll=1.0)
+        batcher.poll.window = 0.05
+        await batcher.submit(0)
+        await _until(lambda: not batcher.polling)
+        assert await asyncio.gather(*(batcher.submit(item) for item in (1, 2, 3))) == [2, 3, 4]
+        assert not batcher.polling  # several callers: a polling loop would read each request as it lands
+        batcher.poll.window = 60.0
+        await batcher.submit(4)
+        assert batcher.polling
+        batcher.poll.window, batcher.poll.limit = 0.0, 0.0  # no poll after the next request
+        await batcher.submit(5)
+        await _until(lambda: not batcher.polling, within=5.0)  # the request ended the minute-long poll
+        quiet = AdaptiveBatcher(model, max_batch_size=8, inline_below=60.0)
+        await quiet.submit(4)
+        assert not quiet.polling and quiet.poll_turns == 0
+        batcher.close()
+        quiet.close()
+
+    asyncio.run(scenario())

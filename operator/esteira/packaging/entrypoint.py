@@ -43,7 +43,7 @@ from esteira.packaging.config import (
 )
 from esteira.packaging.heap import freeze_startup_heap
 from esteira.packaging.logs import LOG_CONFIG_PATH, log4j2_xml
-from esteira.vocabulary import ENV_BATCH_SIZE, ENV_MAX_BATCH_DELAY_MS, ENV_MODEL_VERSION
+from esteira.vocabulary import ENV_BATCH_SIZE, ENV_IDLE_POLL_US, ENV_MAX_BATCH_DELAY_MS, ENV_MODEL_VERSION
 
 ENV_MODEL_DIR = "ESTEIRA_MODEL_DIR"
 ENV_RUNTIME_DIR = "ESTEIRA_RUNTIME_DIR"
@@ -54,6 +54,7 @@ DEFAULT_MANAGEMENT_ADDRESS = "http://127.0.0.1:8081"
 DEFAULT_RUNTIME_DIR = "/tmp/esteira"
 RUNTIME_CONFIG = "config.properties"
 PID_FILE = ".model_server.pid"
+MAX_IDLE_POLL_US = 1000  # longer is not waiting for a caller's next request but burning a core
 # Keys that name files under the model directory: moved along when the model is mounted elsewhere.
 _PATH_KEYS = ("model_store", "metrics_config")
 
@@ -70,7 +71,8 @@ class BatchSettings:
         return self.batch_size is None and self.max_batch_delay_ms is None
 
 
-def _int_env(env: Mapping[str, str], name: str, low: int, high: int) -> int | None:
+def int_env(env: Mapping[str, str], name: str, low: int, high: int) -> int | None:
+    """An integer variable within low..high; None when unset or empty, ValueError naming it when malformed."""
     raw = env.get(name, "").strip()
     if not raw:
         return None
@@ -86,9 +88,14 @@ def _int_env(env: Mapping[str, str], name: str, low: int, high: int) -> int | No
 def batch_settings_from_env(env: Mapping[str, str]) -> BatchSettings:
     """Read the operator's variables; unset or empty means 'keep the archive's value'."""
     return BatchSettings(
-        batch_size=_int_env(env, ENV_BATCH_SIZE, 1, 1024),
-        max_batch_delay_ms=_int_env(env, ENV_MAX_BATCH_DELAY_MS, 0, 60_000),
+        batch_size=int_env(env, ENV_BATCH_SIZE, 1, 1024),
+        max_batch_delay_ms=int_env(env, ENV_MAX_BATCH_DELAY_MS, 0, 60_000),
     )
+
+
+def idle_poll_from_env(env: Mapping[str, str]) -> float:
+    """esteira-kserve's longest poll after a lone request, in seconds (0: none); ValueError names a bad value."""
+    return (int_env(env, ENV_IDLE_POLL_US, 0, MAX_IDLE_POLL_US) or 0) / 1e6
 
 
 def apply_batching(text: str, settings: BatchSettings) -> str:
