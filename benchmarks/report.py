@@ -21,6 +21,7 @@ RATIOS: list[tuple[str, str, str, tuple[str, ...], float]] = [
     ("esteira up's JVM flags / C1-only quick start", "ts-esteira-b8", "ts-esteira-b8-quick-jvm", ("1", "8", "32"), 1.0),
     ("esteira-kserve / TorchServe + Esteira b8", "esteira-kserve", "ts-esteira-b8", ("32",), 2.0),
     ("esteira-kserve / bare HTTP server", "esteira-kserve", "http-ceiling", ("1",), 0.5),
+    ("esteira-kserve, idle poll / bare HTTP server", "esteira-kserve-poll", "http-ceiling", ("1",), 0.5),
     ("esteira-kserve / KServe stock model", "esteira-kserve", "kserve-stock", ("1", "8", "32"), 1.0),
 ]
 

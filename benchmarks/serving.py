@@ -33,7 +33,13 @@ import model_handlers
 from benchmarks.load import Point, median_point, run_point, wrk_binary
 from benchmarks.report import write_markdown
 from esteira.local.server import DEFAULT_VMARGS as ESTEIRA_UP_VMARGS
-from esteira.vocabulary import COLLECTOR_RECORDS_PATH, ENV_LOG_MODE, ENV_LOG_URL
+from esteira.vocabulary import (
+    COLLECTOR_RECORDS_PATH,
+    ENV_BATCH_SIZE,
+    ENV_IDLE_POLL_US,
+    ENV_LOG_MODE,
+    ENV_LOG_URL,
+)
 from tests.support.torchserve import QUICK_START_VMARGS, ModelArchive, TorchServe, build_mar, free_port
 
 REPO = Path(__file__).resolve().parents[1]
@@ -53,6 +59,7 @@ STOCK_HANDLER = REPO / "benchmarks" / "stock_handler.py"
 STOCK_IMAGE_HANDLER = REPO / "benchmarks" / "stock_image_handler.py"
 BATCHED = {"batchSize": 8, "maxBatchDelay": 10, "minWorkers": 1, "maxWorkers": 1}
 UNBATCHED = {"batchSize": 1, "minWorkers": 1, "maxWorkers": 1}
+IDLE_POLL_US = 200  # Linux's haltpoll default for a guest's poll before it halts
 V1_PATH = "/v1/models/{}:predict"
 V2_PATH = "/v2/models/{}/infer"
 
@@ -108,6 +115,11 @@ GROUPS: dict[str, tuple[Target, ...]] = {
             "esteira-kserve-stack:iris-1.0.0",
         ),
         _iris("esteira-kserve-b1", "esteira-kserve, batching off", "esteira-kserve-b1:iris-1.0.0"),
+        _iris(
+            "esteira-kserve-poll",
+            f"esteira-kserve, idle poll up to {IDLE_POLL_US} us after a lone request",
+            "esteira-kserve-poll:iris-1.0.0",
+        ),
         _iris("kserve-stock", "KServe model server + minimal kserve.Model, no batching", "kserve-stock"),
     ),
     "tabular-b1": (
@@ -230,6 +242,7 @@ def esteira_kserve(
     sink: RecordSink,
     batch_size: int | None = None,
     module: str = "model_handlers.kserve_server",
+    idle_poll_us: int = 0,
 ) -> AbstractContextManager[Running]:
     """esteira-kserve with every feature on, as TorchServe's Esteira rows: inference logging to ``sink``."""
     port = free_port()
@@ -237,7 +250,9 @@ def esteira_kserve(
     command += ["--work-dir", str(work / f"kserve-{build}"), "--http-port", str(port)]
     env = {ENV_LOG_MODE: "all", ENV_LOG_URL: sink.url}
     if batch_size:
-        env["ESTEIRA_BATCH_SIZE"] = str(batch_size)
+        env[ENV_BATCH_SIZE] = str(batch_size)
+    if idle_poll_us:
+        env[ENV_IDLE_POLL_US] = str(idle_poll_us)
     return process(command, f"http://127.0.0.1:{port}/v2/health/ready", work / f"esteira-kserve-{port}.log", env)
 
 
@@ -431,6 +446,8 @@ class Servers:
             return esteira_kserve(self.work, rest, self.sink, module="benchmarks.kserve_stack")
         if kind == "esteira-kserve-b1":
             return esteira_kserve(self.work, rest, self.sink, batch_size=1)
+        if kind == "esteira-kserve-poll":
+            return esteira_kserve(self.work, rest, self.sink, idle_poll_us=IDLE_POLL_US)
         raise ValueError(f"no recipe for a server {kind!r}")
 
     def close(self) -> None:
