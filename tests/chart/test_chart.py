@@ -230,6 +230,10 @@ TYPOS: dict[str, tuple[dict[str, Any], str]] = {
     ),
     "duration without unit": ({"monitoring": {"serviceMonitor": {"interval": "30"}}}, "serviceMonitor/interval'"),
     "bad digest": ({"image": {"digest": "latest"}}, "at '/image/digest'"),
+    "idle poll past a millisecond": (
+        {"kserveRuntime": {"idlePollMicroseconds": 5000}},
+        "at '/kserveRuntime/idlePollMicroseconds'",
+    ),
 }
 
 

@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 import yaml
 
+from esteira.packaging.kserve_servingruntime import KServeRuntimeOptions, render_kserve_serving_runtime
 from esteira.packaging.servingruntime import RuntimeOptions
 from esteira.vocabulary import ESTEIRA_KSERVE_RUNTIME, ESTEIRA_RUNTIME
 from tests.chart.helm import CHART, merge, render
@@ -83,8 +84,9 @@ def test_rendered_runtime_equals_the_builders(
     if not values:  # the defaults: each runtime's own repository and name
         default_repository = VALUES[runtime.values_key]["image"]["repository"]
         options = runtime.options(image=options.image.replace("REPOSITORY", default_repository))
-    elif "name" not in values:
-        options = runtime.options(**{f.name: getattr(options, f.name) for f in fields(options) if f.name != "name"})
+    else:  # the runtime's own options (its defaults, and its name unless the values give one)
+        given = {f.name: getattr(options, f.name) for f in fields(options) if f.name != "name" or "name" in values}
+        options = runtime.options(**given)
     assert rendered.one("ClusterServingRuntime") == runtime.builder(options)
 
 
@@ -99,9 +101,18 @@ def test_template_generation_notices_a_changed_builder(monkeypatch: pytest.Monke
 
     original = builder._env
 
-    def with_extra_env() -> list[dict[str, Any]]:
-        return [*original(), {"name": "ESTEIRA_NEW_SETTING", "value": "1"}]
+    def with_extra_env(options: KServeRuntimeOptions) -> list[dict[str, Any]]:
+        return [*original(options), {"name": "ESTEIRA_NEW_SETTING", "value": "1"}]
 
     monkeypatch.setattr(builder, "_env", with_extra_env)
     assert "ESTEIRA_NEW_SETTING" in render_template(KSERVE)
     assert "ESTEIRA_NEW_SETTING" not in KSERVE.path.read_text()
+
+
+def test_the_kserve_runtimes_idle_poll_comes_from_its_value() -> None:
+    rendered = render(merge({"kserveRuntime": {"idlePollMicroseconds": 200}, "servingRuntime": {"enabled": False}}))
+    default_repository = VALUES["kserveRuntime"]["image"]["repository"]
+    options = KServeRuntimeOptions(image=f"{default_repository}:{CHART_META['appVersion']}", idle_poll_us=200)
+    assert rendered.one("ClusterServingRuntime") == render_kserve_serving_runtime(options)
+    env = {e["name"]: e.get("value") for e in rendered.one("ClusterServingRuntime")["spec"]["containers"][0]["env"]}
+    assert env["ESTEIRA_IDLE_POLL_US"] == "200"

@@ -4,8 +4,9 @@ The same handler core as esteira-torchserve (parsing, validation, metrics, drift
 by ``kserve.ModelServer`` (``python -m model_handlers.kserve_server``, the Dockerfile's ``model-server-kserve``
 image): no Java, no worker hop, and adaptive batching in the server. The ports are esteira-torchserve's: 8080
 for inference (KServe v1 and Open Inference Protocol v2) and health, 8082 for Prometheus, so the chart's
-PodMonitor scrapes both runtimes alike. The operator's ESTEIRA_BATCH_SIZE caps a batch. Pod hardening and the
-/tmp emptyDir are esteira-torchserve's too.
+PodMonitor scrapes both runtimes alike. The operator's ESTEIRA_BATCH_SIZE caps a batch; ESTEIRA_IDLE_POLL_US
+(the chart's ``kserveRuntime.idlePollMicroseconds``, 0: off) is the longest poll after a lone request. Pod
+hardening and the /tmp emptyDir are esteira-torchserve's too.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from esteira.packaging.servingruntime import (
     cluster_serving_runtime,
     restricted_security_context,
 )
-from esteira.vocabulary import ESTEIRA_KSERVE_RUNTIME, MODEL_CONTAINER
+from esteira.vocabulary import ENV_IDLE_POLL_US, ESTEIRA_KSERVE_RUNTIME, MODEL_CONTAINER
 
 ENTRYPOINT = ["python", "-m", "model_handlers.kserve_server"]
 READY_PATH = "/v2/health/ready"  # answers once the handler is initialized: the server starts after loading
@@ -32,15 +33,17 @@ READY_PATH = "/v2/health/ready"  # answers once the handler is initialized: the 
 
 @dataclass(frozen=True)
 class KServeRuntimeOptions(RuntimeOptions):
-    """esteira-torchserve's options, named for this runtime."""
+    """esteira-torchserve's options, named for this runtime, and its idle poll (``ESTEIRA_IDLE_POLL_US``)."""
 
     name: str = ESTEIRA_KSERVE_RUNTIME
+    idle_poll_us: int | str = 0
 
 
-def _env() -> list[dict[str, Any]]:
+def _env(options: KServeRuntimeOptions) -> list[dict[str, Any]]:
     return [
         {"name": ENV_MODEL_DIR, "value": DEFAULT_MODEL_DIR},
         {"name": ENV_RUNTIME_DIR, "value": DEFAULT_RUNTIME_DIR},
+        {"name": ENV_IDLE_POLL_US, "value": str(options.idle_poll_us)},
         # Torch sizes its thread pools from the node's CPUs, not the container's limit.
         {
             "name": "OMP_NUM_THREADS",
@@ -49,7 +52,7 @@ def _env() -> list[dict[str, Any]]:
     ]
 
 
-def render_kserve_serving_runtime(options: RuntimeOptions) -> dict[str, Any]:
+def render_kserve_serving_runtime(options: KServeRuntimeOptions) -> dict[str, Any]:
     """The esteira-kserve ClusterServingRuntime."""
     container: dict[str, Any] = {
         "name": MODEL_CONTAINER,
@@ -57,7 +60,7 @@ def render_kserve_serving_runtime(options: RuntimeOptions) -> dict[str, Any]:
         "imagePullPolicy": options.image_pull_policy,
         "command": ENTRYPOINT,
         "args": [f"--http-port={HTTP_PORT}", f"--metrics-port={METRICS_PORT}"],
-        "env": _env(),
+        "env": _env(options),
         "ports": [{"containerPort": HTTP_PORT, "protocol": "TCP"}],
         "readinessProbe": {
             "httpGet": {"path": READY_PATH, "port": HTTP_PORT},
