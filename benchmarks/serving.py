@@ -2,7 +2,7 @@
 
 ``python -m benchmarks.serving`` (``make bench``) runs the rows group by group (``GROUPS``): the servers of a
 group are all up at once, each warmed, then driven with wrk (:mod:`benchmarks.load`) at each concurrency in
-alternation, row after row, for every repeat of a point; each point keeps the median (a lone caller's point, the
+alternation, row after row (every other round in reverse), for every repeat of a point; each point keeps the median (a lone caller's point, the
 noisiest, ``LONE_EXTRA_REPEATS`` more times) and the runs, which the ratios pair. It writes
 ``benchmarks/results/serving.json`` and ``serving.md``. ``--quick`` runs short single points (a smoke run, not
 a record). Needs ``make models`` and the esteira-kserve environment (``make kserve-runtime``).
@@ -84,31 +84,30 @@ def _digits(key: str, title: str, server: str, model: str) -> Target:
 
 
 # The rows a target compares run in one group: every server of the group is up at once and their points
-# alternate (at each concurrency, round r of every row before round r+1 of any), so a swing of this host's
-# speed, which moved rows measured minutes apart two- to fivefold, falls on both sides of a ratio alike.
+# alternate (at each concurrency, round r of every row before round r+1 of any, every other round in reverse
+# order), so a swing of this host's speed, which moved rows measured minutes apart two- to fivefold, falls on
+# both sides of a ratio alike. Within a group, the two rows of each ratio stand close together.
 GROUPS: dict[str, tuple[Target, ...]] = {
     "tabular": (
-        _iris("http-ceiling", "bare HTTP server, fixed JSON (uvicorn + Starlette)", "bare"),
+        _iris("kserve-stock", "KServe model server + minimal kserve.Model, no batching", "kserve-stock"),
+        _iris("router+esteira-kserve", "esteira up router -> esteira-kserve", "router:esteira-kserve:iris-1.0.0"),
         _iris("router+http-ceiling", "esteira up router -> bare HTTP server", "router:bare"),
-        _iris("ts-stock-b8", "TorchServe + stock handler, batch 8 / 10 ms", "ts:iris_stock_b8", "iris_stock_b8"),
+        _iris(
+            "esteira-kserve-poll",
+            f"esteira-kserve, idle poll up to {IDLE_POLL_US} us after a lone request",
+            "esteira-kserve-poll:iris-1.0.0",
+        ),
+        _iris("http-ceiling", "bare HTTP server, fixed JSON (uvicorn + Starlette)", "bare"),
+        _iris("esteira-kserve", "esteira-kserve, adaptive batching (max 8)", "esteira-kserve:iris-1.0.0"),
         _iris("ts-esteira-b8", "TorchServe + Esteira handler, batch 8 / 10 ms", "ts:iris"),
-        _iris("ts-esteira-b8-v2", "TorchServe + Esteira handler, batch 8, v2", "ts:iris", body="iris-v2", path=V2_PATH),
-        _iris("front+ts-esteira-b8", "a TorchServe pod's port: the front -> TorchServe + Esteira, b8", "front:ts:iris"),
+        _iris("ts-stock-b8", "TorchServe + stock handler, batch 8 / 10 ms", "ts:iris_stock_b8", "iris_stock_b8"),
         _iris("router+ts-esteira-b8", "esteira up router -> TorchServe + Esteira, b8", "router:ts:iris"),
+        _iris("front+ts-esteira-b8", "a TorchServe pod's port: the front -> TorchServe + Esteira, b8", "front:ts:iris"),
         _iris(
             "ts-esteira-b8-quick-jvm",
             "TorchServe + Esteira, batch 8, the tests' quick-start JVM (C1 compiler only)",
             "ts-quick-jvm:iris",
         ),
-        _iris("esteira-kserve", "esteira-kserve, adaptive batching (max 8)", "esteira-kserve:iris-1.0.0"),
-        _iris(
-            "esteira-kserve-v2",
-            "esteira-kserve, adaptive batching, v2",
-            "esteira-kserve:iris-1.0.0",
-            body="iris-v2",
-            path=V2_PATH,
-        ),
-        _iris("router+esteira-kserve", "esteira up router -> esteira-kserve", "router:esteira-kserve:iris-1.0.0"),
         _iris(
             "esteira-kserve-stack",
             "esteira-kserve's server alone: the handler replaced by a fixed answer",
@@ -116,11 +115,13 @@ GROUPS: dict[str, tuple[Target, ...]] = {
         ),
         _iris("esteira-kserve-b1", "esteira-kserve, batching off", "esteira-kserve-b1:iris-1.0.0"),
         _iris(
-            "esteira-kserve-poll",
-            f"esteira-kserve, idle poll up to {IDLE_POLL_US} us after a lone request",
-            "esteira-kserve-poll:iris-1.0.0",
+            "esteira-kserve-v2",
+            "esteira-kserve, adaptive batching, v2",
+            "esteira-kserve:iris-1.0.0",
+            body="iris-v2",
+            path=V2_PATH,
         ),
-        _iris("kserve-stock", "KServe model server + minimal kserve.Model, no batching", "kserve-stock"),
+        _iris("ts-esteira-b8-v2", "TorchServe + Esteira handler, batch 8, v2", "ts:iris", body="iris-v2", path=V2_PATH),
     ),
     "tabular-b1": (
         _iris("ts-stock-b1", "TorchServe + stock handler, batch 1", "ts:iris_stock_b1", "iris_stock_b1"),
@@ -471,8 +472,8 @@ class Bench:
         runs: dict[str, dict[int, list[Point]]] = {target.key: {} for target in targets}
         for concurrency in self.concurrencies:
             repeats = self.repeats + (LONE_EXTRA_REPEATS if concurrency == 1 and self.repeats > 1 else 0)
-            for _ in range(repeats):
-                for target, running in started:
+            for repeat in range(repeats):
+                for target, running in started if repeat % 2 == 0 else started[::-1]:
                     body, content_type = self.bodies[target.body]
                     point = run_point(
                         running.url + target.path, body, content_type, concurrency, self.seconds, running.pids
@@ -524,7 +525,7 @@ def run(quick: bool, out: Path, only: list[str] | None) -> dict[str, Any]:
     }
     if not RUNTIME_PYTHON.exists():  # every row but TorchServe's runs in it, and so does its front's bare server
         raise SystemExit("run `make kserve-runtime` first (the esteira-kserve environment)")
-    seconds, repeats = (1.0, 1) if quick else (3.0, 3)
+    seconds, repeats = (1.0, 1) if quick else (2.0, 5)
     concurrencies = [1, 32] if quick else [1, 8, 32]
     work = Path(tempfile.mkdtemp(prefix="esteira-bench-"))
     bench = Bench(write_bodies(work), concurrencies, seconds, repeats, warm_up_floors=not quick)
