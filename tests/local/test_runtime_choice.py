@@ -22,7 +22,7 @@ from esteira.local.model_server import ModelServer, free_port
 from esteira.local.runtime import LocalRuntime
 from esteira.local.server import Ports, TorchServeServer, local_config
 from esteira.packaging.config import parse_properties
-from esteira.vocabulary import ENV_BATCH_SIZE, ENV_KSERVE_PYTHON, ENV_MAX_BATCH_DELAY_MS
+from esteira.vocabulary import ENV_BATCH_SIZE, ENV_IDLE_POLL_US, ENV_KSERVE_PYTHON, ENV_MAX_BATCH_DELAY_MS
 from tests.local.conftest import KSERVE_PYTHON
 from tests.support.prerequisites import require_file
 
@@ -140,6 +140,14 @@ def test_esteira_kserve_gets_only_the_batching_the_spec_sets(tmp_path: Path, mon
     assert env["ESTEIRA_REVISION"] == "1" and env["ESTEIRA_MODEL_VERSION"] == "1.0.0"
     server.spec = spec_with({"maxBatchSize": 4})
     assert server.environment()[ENV_BATCH_SIZE] == "4" and ENV_MAX_BATCH_DELAY_MS not in server.environment()
+
+
+def test_esteira_kserve_takes_its_idle_poll_from_the_users_shell(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv(ENV_IDLE_POLL_US, "200")  # not the spec's to decide: the README tells users to set it here
+    server = KServeServer(1, "iris", "1.0.0", tmp_path, tmp_path / "run", spec_with(), python=Path(sys.executable))
+    assert server.environment()[ENV_IDLE_POLL_US] == "200"
 
 
 def test_esteira_kserve_listens_on_loopback_only(tmp_path: Path) -> None:
