@@ -97,16 +97,19 @@ class AdaptiveBatcher(Generic[Item, Result]):
         self._since_probe = 0
         self.poll = PollWindow(idle_poll)
         self.poll_turns = 0  # turns of the loop spent polling
+        self.poll_seconds = 0.0  # time spent polling: its CPU cost
         self.polling = False
         self._poll_until = 0.0
+        self._poll_began: float | None = None
         self._idle_since: float | None = None
         self._last_batch = 0
 
     async def submit(self, item: Item) -> Result:
         """The result for ``item``; raises what ``run_batch`` raised for its batch."""
-        self._poll_until = 0.0  # a request ends the poll
+        now = time.perf_counter()
+        self._end_poll(now)  # a request ends the poll
         if self._idle_since is not None and not self._busy:
-            self.poll.observe(time.perf_counter() - self._idle_since)
+            self.poll.observe(now - self._idle_since)
             self._idle_since = None
         if self._busy or self._waiting or not self._quick():
             return await self._enqueue(item)
@@ -141,6 +144,7 @@ class AdaptiveBatcher(Generic[Item, Result]):
         if self.poll.window <= 0 or self._last_batch != 1:
             return
         self._poll_until = self._idle_since + self.poll.window
+        self._poll_began = self._idle_since
         if not self.polling:
             self.polling = True
             asyncio.get_running_loop().call_soon(self._poll_turn)
@@ -148,10 +152,18 @@ class AdaptiveBatcher(Generic[Item, Result]):
     def _poll_turn(self) -> None:
         """A ready callback: it makes the loop's next wait for events one that returns at once."""
         self.poll_turns += 1
-        if time.perf_counter() < self._poll_until:
+        now = time.perf_counter()
+        if now < self._poll_until:
             asyncio.get_running_loop().call_soon(self._poll_turn)
         else:
             self.polling = False
+            self._end_poll(now)
+
+    def _end_poll(self, now: float) -> None:
+        self._poll_until = 0.0
+        if self._poll_began is not None:
+            self.poll_seconds += now - self._poll_began
+            self._poll_began = None
 
     def _quick(self) -> bool:
         """Whether the next batch runs on the loop (see the module's docstring)."""

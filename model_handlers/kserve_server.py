@@ -25,11 +25,13 @@ import logging
 import os
 import sys
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-from prometheus_client import start_http_server
+from prometheus_client import REGISTRY, Metric, start_http_server
+from prometheus_client.core import CounterMetricFamily
+from prometheus_client.registry import Collector
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -44,6 +46,7 @@ from model_handlers.inprocess import Answer, InProcessHandler, PrometheusMetrics
 DEFAULT_MODEL_DIR = "/mnt/models"
 DEFAULT_WORK_DIR = "/tmp/esteira"
 REQUEST_LOGGERS = ("kserve.trace", "uvicorn.access")
+IDLE_POLL_METRIC = "esteira_idle_poll_seconds"  # exported with _total, as a counter
 
 
 def error(status: int, message: str) -> JSONResponse:
@@ -111,6 +114,21 @@ class EsteiraService:
     def front(self, application: ASGIApp) -> InferenceRoutes:
         """Inference ahead of ``application`` (KServe's), which keeps every other route."""
         return InferenceRoutes(application, self.batcher, self.name, self.version, self.config.max_body_bytes)
+
+
+class IdlePollCollector(Collector):
+    """``esteira_idle_poll_seconds_total``: the time the event loop spent polling after lone requests, the CPU the
+    idle poll costs (0 while it is off), read from the batcher at each scrape."""
+
+    def __init__(self, service: EsteiraService) -> None:
+        self.service = service
+
+    def collect(self) -> Iterable[Metric]:
+        family = CounterMetricFamily(
+            IDLE_POLL_METRIC, "Time esteira-kserve's event loop spent polling after lone requests", labels=["ModelName"]
+        )
+        family.add_metric([self.service.name], self.service.batcher.poll_seconds)
+        yield family
 
 
 async def http_error(request: Request, exc: Exception) -> Response:
@@ -181,6 +199,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     args.work_dir.mkdir(parents=True, exist_ok=True)
     handler = InProcessHandler(args.model_dir, Path(tempfile.mkdtemp(dir=args.work_dir)), PrometheusMetrics())
     service = EsteiraService(handler, settings.batch_size or handler.packaged.batch_size, idle_poll)
+    REGISTRY.register(IdlePollCollector(service))
     app.router.routes[:0] = service.routes()
     app.add_exception_handler(HTTPException, http_error)
 

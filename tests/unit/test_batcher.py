@@ -277,7 +277,9 @@ def test_after_a_lone_request_the_loop_polls_for_the_window_without_blocking_it_
         assert batcher.polling
         assert await batcher.submit(2) == 3  # the loop still serves while it polls; the arrival ends that poll
         await _until(lambda: not batcher.polling)
-        assert asyncio.get_running_loop().time() - began >= 0.05
+        elapsed = asyncio.get_running_loop().time() - began
+        assert elapsed >= 0.05
+        assert 0.05 <= batcher.poll_seconds <= elapsed  # the second request's whole window, and a bit of the first's
         turns = batcher.poll_turns
         assert turns > 1
         await asyncio.sleep(0.01)
@@ -305,7 +307,7 @@ def test_no_poll_after_a_batch_of_several_requests_or_without_a_window_and_a_req
         await _until(lambda: not batcher.polling, within=5.0)  # the request ended the minute-long poll
         quiet = AdaptiveBatcher(model, max_batch_size=8, inline_below=60.0)
         await quiet.submit(4)
-        assert not quiet.polling and quiet.poll_turns == 0
+        assert not quiet.polling and quiet.poll_turns == 0 and quiet.poll_seconds == 0.0
         batcher.close()
         quiet.close()
 
