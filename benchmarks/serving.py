@@ -470,6 +470,7 @@ class Bench:
         started = [(target, servers.get(target.server)) for target in targets]
         warmed = {target.key: self.warm_up(running, target) for target, running in started}
         runs: dict[str, dict[int, list[Point]]] = {target.key: {} for target in targets}
+        medians: dict[str, dict[str, Any]] = {target.key: {} for target in targets}
         for concurrency in self.concurrencies:
             repeats = self.repeats + (LONE_EXTRA_REPEATS if concurrency == 1 and self.repeats > 1 else 0)
             for repeat in range(repeats):
@@ -481,6 +482,10 @@ class Bench:
                     runs[target.key].setdefault(concurrency, []).append(point)
             for target, _ in started:
                 point = median_point(runs[target.key][concurrency])
+                medians[target.key][str(concurrency)] = {
+                    **point.to_json(),
+                    "runs_rps": [run.rps for run in runs[target.key][concurrency]],
+                }
                 print(
                     f"{target.key:28} c={concurrency:<3} {point.rps:>9.1f} req/s  p99 {point.p99_ms:>7.2f} ms  "
                     f"wrk {point.loadgen_cores:.2f} cores  server {point.server_cpu_us_per_request:.0f} us/req",
@@ -493,10 +498,7 @@ class Bench:
                 "path": target.path,
                 "body": target.body,
                 "warm_up_seconds": warmed[target.key],
-                "points": {
-                    str(concurrency): {**median_point(points).to_json(), "runs_rps": [point.rps for point in points]}
-                    for concurrency, points in runs[target.key].items()
-                },
+                "points": medians[target.key],
             }
 
     def warm_up(self, running: Running, target: Target) -> float:
@@ -523,7 +525,7 @@ def run(quick: bool, out: Path, only: list[str] | None) -> dict[str, Any]:
         name: [target for target in targets if only is None or name in only or target.key in only]
         for name, targets in GROUPS.items()
     }
-    if not RUNTIME_PYTHON.exists():  # every row but TorchServe's runs in it, and so does its front's bare server
+    if not RUNTIME_PYTHON.exists():  # the bare server, KServe's and esteira-kserve's rows run in it
         raise SystemExit("run `make kserve-runtime` first (the esteira-kserve environment)")
     seconds, repeats = (1.0, 1) if quick else (2.0, 5)
     concurrencies = [1, 32] if quick else [1, 8, 32]

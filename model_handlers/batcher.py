@@ -10,10 +10,10 @@ batch to a thread and back (two wake-ups, the GIL passed back and forth between 
 small model's whole batch: on a 2-core machine esteira-kserve answered 40-70 % more requests at 32 callers, and
 twice as many lone ones for the image model, with its batches on the loop. Blocking the loop for a quick batch
 costs nobody anything: requests read meanwhile would have waited for the running batch anyway, and health
-checks and scrapes wait for one batch of a model that has been quick. A slow model's batches go to the thread, so the loop stays
-responsive; for those the hand-over is a small share of the batch. Between batches run on the loop it turns
-once, so answers go out and new requests are read. Requests that arrived in the same turn of the loop still
-go together.
+checks and scrapes wait for one batch of a model that has been quick. A slow model's batches go to the
+thread, so the loop stays responsive; for those the hand-over is a small share of the batch. Between batches
+run on the loop it turns once, so answers go out and new requests are read. Requests that arrived in the
+same turn of the loop still go together.
 
 What "quick" means: the fastest of the last ``WINDOW`` batches run on the loop took less than ``inline_below``
 (10 ms). The minimum, so one outlier (a collection, a preempted process, a TorchScript model's first calls)
