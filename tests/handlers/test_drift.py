@@ -188,6 +188,22 @@ def test_bins_held_between_writes_are_written_once_per_series_with_every_batch_i
     assert counted == [5 * instances]
 
 
+def test_held_rows_are_counted_as_they_were_though_the_model_changes_its_input_in_place() -> None:
+    """Rows are counted at the write, after the forward pass: a model that writes into its input tensor must
+    not change what was counted."""
+    rng = np.random.default_rng(3)
+    profile, _ = _profile(rng, 4)
+    counter = DriftCounter(profile, [f"f{i}" for i in range(4)], IDENTITY, cap=4096)
+    cache, buffer = Recorded(), MetricBuffer(3600.0)
+    batch = torch.tensor(rng.normal(size=(3, 4)) * 3, dtype=torch.float32)
+    sent = batch.double().numpy().copy()
+    counter.observe(cache, batch, parse_config(models.TABULAR_CONFIG), buffer)
+    batch.fill_(1e6)  # what an in-place first layer might do
+    buffer.flush()
+    written = {labels[2:]: value for name, value, labels in cache.updates if name == "esteira_drift_bin_total"}
+    assert written == _direct_bins(profile, sent)
+
+
 def test_esteira_kserves_registry_shows_every_bin_count_when_scraped() -> None:
     """esteira-kserve's registry flushes the handler's buffer as it is scraped: a scrape right after the
     batches holds all of them, though the buffer's interval has not passed."""
