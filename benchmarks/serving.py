@@ -101,6 +101,7 @@ GROUPS: dict[str, tuple[Target, ...]] = {
         _iris("esteira-kserve", "esteira-kserve, adaptive batching (max 8)", "esteira-kserve:iris-1.0.0"),
         _iris("ts-esteira-b8", "TorchServe + Esteira handler, batch 8 / 10 ms", "ts:iris"),
         _iris("ts-stock-b8", "TorchServe + stock handler, batch 8 / 10 ms", "ts:iris_stock_b8", "iris_stock_b8"),
+        _iris("ts-esteira-b8-nolog", "TorchServe + Esteira handler, batch 8, inference log off", "ts-nolog:iris"),
         _iris("router+ts-esteira-b8", "esteira up router -> TorchServe + Esteira, b8", "router:ts:iris"),
         _iris("front+ts-esteira-b8", "a TorchServe pod's port: the front -> TorchServe + Esteira, b8", "front:ts:iris"),
         _iris(
@@ -126,6 +127,12 @@ GROUPS: dict[str, tuple[Target, ...]] = {
     "tabular-b1": (
         _iris("ts-stock-b1", "TorchServe + stock handler, batch 1", "ts:iris_stock_b1", "iris_stock_b1"),
         _iris("ts-esteira-b1", "TorchServe + Esteira handler, batch 1", "ts:iris_b1", "iris_b1"),
+        _iris(
+            "ts-esteira-b1-nolog",
+            "TorchServe + Esteira handler, batch 1, inference log off",
+            "ts-nolog:iris_b1",
+            "iris_b1",
+        ),
     ),
     "image-b8": (
         _digits(
@@ -327,13 +334,14 @@ class RecordSink:
 
 
 @contextmanager
-def torchserve(work: Path, store: Path, models: list[str], vmargs: str, sink: RecordSink) -> Iterator[Running]:
-    """TorchServe with every Esteira feature on: inference logging (mode all, the default sample rate) to ``sink``."""
+def torchserve(work: Path, store: Path, models: list[str], vmargs: str, sink: RecordSink | None) -> Iterator[Running]:
+    """TorchServe with every Esteira feature on: inference logging (mode all, the default sample rate) to ``sink``;
+    without a sink, logging is off (the rows that show what the rest of the handler costs)."""
     server = TorchServe(
         Path(tempfile.mkdtemp(prefix="ts-bench-")),
         store,
         models,
-        env={ENV_LOG_MODE: "all", ENV_LOG_URL: sink.url},
+        env={ENV_LOG_MODE: "all", ENV_LOG_URL: sink.url} if sink else {},
         oip=True,
         metrics_config=model_handlers.metrics_config(),
         extra_properties={"vmargs": vmargs},
@@ -439,6 +447,8 @@ class Servers:
             return model_server_front(self.work, self.get(rest))
         if kind == "ts":
             return torchserve(self.work, self.store, [rest], ESTEIRA_UP_VMARGS, self.sink)
+        if kind == "ts-nolog":
+            return torchserve(self.work, self.store, [rest], ESTEIRA_UP_VMARGS, None)
         if kind == "ts-quick-jvm":
             return torchserve(self.work, self.store, [rest], QUICK_START_VMARGS, self.sink)
         if kind == "esteira-kserve":
