@@ -26,7 +26,7 @@ FETCHED_CRDS := .tools/crds/.fetched
 # One distribution mode everywhere: xdist groups keep each expensive shared fixture on one worker.
 PYTEST := PATH="$(TOOLS_BIN):$$PATH" $(PY) -m pytest -n $(PYTEST_WORKERS) --dist loadgroup
 
-.PHONY: install tools kserve-runtime crds-upstream test test-unit test-e2e lint crd models bench drift-agreement kind-e2e chart-lint chart-readme scan image demo demo-labels demo-loop clean
+.PHONY: install tools kserve-runtime kserve-client crds-upstream test test-unit test-e2e lint crd models bench drift-agreement kind-e2e chart-lint chart-readme scan image demo demo-labels demo-loop clean
 
 $(VENV)/bin/python:
 	@echo "Creating the virtual environment $(VENV)"
@@ -59,6 +59,8 @@ $(KSERVE_CLIENT): tests/support/kserve-client-requirements.txt
 	$(PYTHON) -m venv .tools/kserve-client-venv
 	.tools/kserve-client-venv/bin/pip install --quiet -r tests/support/kserve-client-requirements.txt
 	@touch $@
+
+kserve-client: $(KSERVE_CLIENT)  ## KServe's Python client for the protocol tests, in .tools/kserve-client-venv.
 
 # The esteira-kserve runtime's environment (KServe's model server, torch, the handlers): its own venv for the same
 # reason as the client's. Every package is pinned in the file, so --no-deps; torch comes from pip's cache after .venv.
