@@ -43,10 +43,13 @@ REQUESTS = 20000
 
 
 def handler_overhead(rate: float, redacted: frozenset[str]) -> float:
-    """Microseconds per request that observe() and the sender's encoding add (the post itself is left out)."""
+    """Microseconds per request that observe() (which encodes records for the collector) and the sender's joining
+    add (the post itself is left out)."""
     outbox = Outbox(encode_batch, capacity=100000, linger=3600.0)  # its thread sleeps: the queue is drained below
     log = InferenceLog(
-        LogSettings(url="http://sink", sample_rate=rate, redact=redacted), Identity("iris", "1.0.0", "1"), outbox
+        LogSettings(url=f"http://sink{COLLECTOR_RECORDS_PATH}", sample_rate=rate, redact=redacted),
+        Identity("iris", "1.0.0", "1"),
+        outbox,
     )
     body = json.dumps({"instances": [[5.1, 3.5, 1.4, 0.2]] * 8}).encode()
     answer = json.dumps({"predictions": [{"label": "setosa", "probabilities": {"setosa": 0.9}}] * 8})

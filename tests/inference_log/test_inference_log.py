@@ -23,6 +23,7 @@ from model_handlers.inference_log import (
     InferenceLog,
     LogSettings,
     Outbox,
+    Outgoing,
     Record,
     Revision,
     encode_batch,
@@ -240,12 +241,21 @@ def test_dropped_records_are_counted_on_esteira_kserves_registry() -> None:
     assert registry.get_sample_value(DROPPED_TOTAL, {"ModelName": "iris", "Revision": "2"}) == outbox.dropped
 
 
-def test_bodies_and_answers_are_logged_as_they_came_and_anything_else_as_a_value() -> None:
+@pytest.mark.parametrize("path", ["", COLLECTOR_RECORDS_PATH])
+def test_bodies_and_answers_are_logged_as_they_came_and_anything_else_as_a_value(path: str) -> None:
     """JSON text the handler read goes into the record byte for byte; TorchServe's decoded bodies, unreadable
-    bodies and binary answers are encoded by the sender; every batch is one valid JSON document."""
+    bodies and binary answers are encoded; every batch is one valid JSON document. Records for Esteira's
+    collector leave ``observe`` encoded (the sender only joins them), others as events: the same batch."""
     sent: list[bytes] = []
-    outbox = Outbox(lambda batch: sent.append(encode_batch(batch)), linger=0.0)
-    log = InferenceLog(LogSettings(url="http://sink", namespace="models"), Identity("iris", "1.0.1", "3"), outbox)
+    kinds: set[type] = set()
+
+    def send(batch: list[Outgoing]) -> None:
+        kinds.update(type(item) for item in batch)
+        sent.append(encode_batch(batch))
+
+    outbox = Outbox(send, linger=0.0)
+    settings = LogSettings(url=f"http://sink{path}", namespace="models")
+    log = InferenceLog(settings, Identity("iris", "1.0.1", "3"), outbox)
     text = '{ "instances" : [[1,  2.50]],\n "note": "caf\u00e9 \\u2603" }'.encode()
     answer = '{"predictions": [{"label": "\u00e9"}]}'
     log.observe(
@@ -270,6 +280,7 @@ def test_bodies_and_answers_are_logged_as_they_came_and_anything_else_as_a_value
     for record in delivered:
         assert (record["revision"], record["namespace"], record["specversion"]) == ("3", "models", "1.0")
         assert record["time"].endswith("Z")
+    assert kinds == ({bytes} if path else {Record})
 
 
 def test_a_plain_cloudevents_url_gets_one_binary_mode_event_per_record() -> None:
