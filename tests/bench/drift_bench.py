@@ -2,8 +2,9 @@
 
 Handler overhead: `TabularHandler.handle` called in this process (no TorchServe, no HTTP) on one-instance
 requests, with a real `ts` metrics cache whose metric lines are formatted as the worker formats them, for a
-linear model with 10, 50 and 200 features, without and with a reference profile beside it. The difference is
-what counting costs per request; the HTTP path adds the same absolute time on top of a larger total.
+linear model with 10, 50 and 200 features, without and with a reference profile beside it, their runs
+alternating. The difference is what counting costs per request; the HTTP path adds the same absolute time on
+top of a larger total.
 
 Detection delay: a pure simulation with the core (`esteira.drift.evaluate`): requests arrive at a fixed rate
 with every feature shifted by a known number of reference standard deviations; the operator evaluates every
@@ -20,6 +21,7 @@ import statistics
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
@@ -54,31 +56,48 @@ def _context(directory: Path, name: str) -> Context:
     return context
 
 
-def handler_microseconds(root: Path, features: int, with_profile: bool) -> float:
-    """Median of five runs of REQUESTS one-instance requests through handle(), each with the metrics write that
-    bins its held drift values, in microseconds per request."""
+ROUNDS = 9
+
+
+def _served(root: Path, features: int, with_profile: bool) -> tuple[TabularHandler, Context]:
+    """A handler for a linear model with ``features`` inputs, with a reference profile beside it or not."""
     name = f"m{features}{'p' if with_profile else ''}"
     directory = root / name
     directory.mkdir()
     save_torchscript(nn.Linear(features, 3), directory / "model.pt")
     names = [f"f{i}" for i in range(features)]
     write_config(directory, {"kind": "tabular", "feature_names": names, "labels": ["a", "b", "c"]})
-    rng = random.Random(features)
     if with_profile:
-        (directory / PROFILE_FILE).write_text(_profile(features, rng).to_json())
+        (directory / PROFILE_FILE).write_text(_profile(features, random.Random(features)).to_json())
     handler = TabularHandler()
     context = _context(directory, name)
     handler.initialize(context)
     assert (handler.drift is not None) == with_profile
+    return handler, context
+
+
+def _run(handler: TabularHandler, context: Context, bodies: list[list[dict[str, Any]]]) -> float:
+    """Microseconds per request of one run, with the metrics write that bins the run's held drift values."""
+    started = time.perf_counter()
+    for body in bodies:
+        handler.handle(body, context)
+    handler.metric_buffer.flush()
+    return (time.perf_counter() - started) / len(bodies) * 1e6
+
+
+def handler_microseconds(root: Path, features: int) -> tuple[float, float, float]:
+    """(drift off, drift on, added) in microseconds per request: runs of REQUESTS one-instance requests, the
+    two handlers alternating round by round (every other round in reverse), so a swing of the machine's speed
+    falls on both; medians of the runs and of each round's difference."""
+    rng = random.Random(features)
     bodies = [[{"body": [[rng.gauss(0, 1) for _ in range(features)]]}] for _ in range(REQUESTS)]
-    runs = []
-    for _ in range(5):
-        started = time.perf_counter()
-        for body in bodies:
-            handler.handle(body, context)
-        handler.metric_buffer.flush()  # the run's held drift values are binned here: their cost is the run's
-        runs.append((time.perf_counter() - started) / REQUESTS * 1e6)
-    return statistics.median(runs)
+    off, on = _served(root, features, with_profile=False), _served(root, features, with_profile=True)
+    runs: dict[bool, list[float]] = {False: [], True: []}
+    for round_ in range(ROUNDS):
+        for with_profile in (False, True) if round_ % 2 == 0 else (True, False):
+            runs[with_profile].append(_run(*(on if with_profile else off), bodies))
+    added = statistics.median(b - a for a, b in zip(runs[False], runs[True], strict=True))
+    return statistics.median(runs[False]), statistics.median(runs[True]), added
 
 
 def _bins(profile: ReferenceProfile, rows: list[list[float]]) -> dict[str, dict[str, float]]:
@@ -115,17 +134,17 @@ def main() -> None:
     torch.set_num_threads(1)
     lines = ["# Drift monitoring: handler overhead and detection delay", "", "Produced by `make bench`", ""]
     lines += [
-        "## Handler overhead per request (in-process `handle()`, one instance per request, median of 5 x 1000, each "
-        "run with the metrics write that bins its drift values)",
+        f"## Handler overhead per request (in-process `handle()`, one instance per request; {ROUNDS} runs of "
+        f"{REQUESTS:,} each, with and without a profile alternating, each run ending with the metrics write that "
+        "bins its drift values; medians, and the median of each round's difference)",
         "",
         "| features | drift off (us) | drift on (us) | added (us) |",
         "| ---: | ---: | ---: | ---: |",
     ]
     with tempfile.TemporaryDirectory() as scratch:
         for features in FEATURE_COUNTS:
-            off = handler_microseconds(Path(scratch), features, with_profile=False)
-            on = handler_microseconds(Path(scratch), features, with_profile=True)
-            lines.append(f"| {features} | {off:.0f} | {on:.0f} | {on - off:.0f} |")
+            off, on, added = handler_microseconds(Path(scratch), features)
+            lines.append(f"| {features} | {off:.0f} | {on:.0f} | {added:.0f} |")
     lines += [
         "",
         "## Detection delay (simulated with the core; window 10 min, evaluated every minute, default policy)",
