@@ -192,10 +192,11 @@ class DriftCounter:
 
     def rows(self, batch: torch.Tensor, config: ModelConfig) -> torch.Tensor:
         """Feature values per instance, [instances, columns] on the CPU: the tabular row, or an image's
-        statistics in 0..1 pixel units."""
+        statistics in 0..1 pixel units. Never a view of ``batch``: rows are counted after the forward pass, and
+        a model may write into its input."""
         if config.kind != "image":
             flat = batch if batch.dim() == 2 else batch.reshape(batch.shape[0], -1)
-            return flat.detach().cpu()
+            return flat.detach().to("cpu", copy=True)
         pixels = batch.float()
         if config.std is not None:
             pixels = pixels * torch.tensor(config.std).view(1, -1, 1, 1)
@@ -288,8 +289,6 @@ class DriftCounter:
             return
         try:
             rows = self.rows(batch, config)
-            if config.kind != "image":  # a view of the model's input, which the model may change in place
-                rows = rows.clone()
             buffer.defer(cache, self.tally, rows, rows.numel(), self._count_held)
         except Exception:
             if not self._warned:
