@@ -10,6 +10,7 @@ import json
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
@@ -51,12 +52,13 @@ def servers(
         require_file(MODELS / build / "config" / "config.properties", "run `make models`")
     root = tmp_path_factory.mktemp("model-servers")
     runtime = RUNTIMES[request.param]
-    started = {name: runtime(MODELS / f"{name}-1.0.0", root / name, "1.0.0") for name in ("iris", "digits")}
-    for server in started.values():  # one after the other: two JVMs starting at once crowd two cores
-        server.start()
-    yield started
-    for server in started.values():
-        server.stop()
+    with ExitStack() as stack:  # a server that fails to start stops those started before it
+        started: dict[str, ModelServerProcess | KServeRuntimeProcess] = {}
+        # One after the other (two JVMs starting at once crowd two cores), each made when it starts: its free port
+        # is picked while the one before holds its own, which it might otherwise take.
+        for name in ("iris", "digits"):
+            started[name] = stack.enter_context(runtime(MODELS / f"{name}-1.0.0", root / name, "1.0.0"))
+        yield started
 
 
 def _get(url: str, method: str = "GET", body: bytes | None = None) -> tuple[int, Any]:
