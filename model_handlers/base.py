@@ -16,7 +16,6 @@ set in the archive's model config ``/ping`` turns Unhealthy once retries run out
 from __future__ import annotations
 
 import abc
-import json
 import logging
 import math
 import os
@@ -29,6 +28,7 @@ import torch
 from ts.torch_handler.base_handler import BaseHandler
 
 from esteira.packaging.heap import freeze_startup_heap
+from model_handlers import jsontext
 from model_handlers.config import CONFIG_FILE, ConfigError, ModelConfig, load_config
 from model_handlers.drift import DriftCounter
 from model_handlers.inference_log import Exchange, InferenceLog
@@ -294,7 +294,7 @@ class EsteiraHandler(BaseHandler, abc.ABC):  # type: ignore[misc]
                 context.set_response_status(500, "internal error in the model handler", idx)
             except Exception:  # no usable context: TorchServe still gets a list of the right length
                 logger.debug("could not set the status of request %d", idx)
-        return slots, [json.dumps(error_body(slot.message)) for slot in slots]
+        return slots, [jsontext.dumps(error_body(slot.message)) for slot in slots]
 
     def _read(self, idx: int, row: Any, context: Any, envelope: Envelope | None) -> _Slot:
         slot = _Slot()
@@ -408,7 +408,7 @@ class EsteiraHandler(BaseHandler, abc.ABC):  # type: ignore[misc]
             if with_context:
                 context.set_response_status(slot.status, reason_phrase(slot.message), idx)
             body: Any = error_body(slot.message)
-            return [body] if envelope else json.dumps(body)
+            return [body] if envelope else jsontext.dumps(body)
         if with_context:
             context.set_response_status(200, "OK", idx)
         if envelope == "kserve":
@@ -422,7 +422,7 @@ class EsteiraHandler(BaseHandler, abc.ABC):  # type: ignore[misc]
             context.set_response_content_type(idx, BINARY_CONTENT_TYPE)
             context.set_response_header(idx, BINARY_HEADER, str(header_length))
             return payload
-        return json.dumps(body, allow_nan=False)
+        return jsontext.dumps(body)  # finite: _finish_batch and _finish refuse non-finite outputs
 
     def _record(self, context: Any, slots: list[_Slot], seconds: float) -> None:
         if self.recorder is None:

@@ -66,6 +66,7 @@ from esteira.vocabulary import (
     ENV_NAMESPACE,
     REQUEST_ID_HEADER,
 )
+from model_handlers import jsontext
 from model_handlers.metrics import Definition, label_value, write_metrics
 from model_handlers.protocol import Identity, Prediction
 
@@ -180,14 +181,14 @@ class Record:
     encoded: bool
 
     def data_json(self) -> bytes:
-        data = self.data if self.encoded else json.dumps(self.data)
+        data = self.data if self.encoded else jsontext.dumps(self.data)
         return data.encode() if isinstance(data, str) else bytes(data)
 
     def to_json(self) -> bytes:
         """The structured-mode event, the data spliced in as text."""
-        members = [f'"id":{json.dumps(self.id)}', f'"type":"{self.type}"', f'"time":"{self.time}"']
+        members = [f'"id":{jsontext.dumps(self.id)}', f'"type":"{self.type}"', f'"time":"{self.time}"']
         if self.predictions is not None:
-            members.append(f'"{CE_PREDICTIONS}":{json.dumps(self.predictions)}')
+            members.append(f'"{CE_PREDICTIONS}":{jsontext.dumps(self.predictions)}')
         if self.revision.members:
             members.append(self.revision.members)
         return ("{" + ",".join(members) + ',"data":').encode() + self.data_json() + b"}"
@@ -340,7 +341,7 @@ class InferenceLog:
                     data, encoded = self._request_data(exchange)
                     self._offer(Record(self._revision, request_id, CE_INFERENCE_REQUEST, now, None, data, encoded))
                 if mode != "request" and exchange.status == 200:
-                    predictions = json.dumps([_answer(p) for p in exchange.predictions])
+                    predictions = jsontext.dumps([_answer(p) for p in exchange.predictions])
                     data, encoded = self._answer_data(exchange.answer)
                     self._offer(
                         Record(self._revision, request_id, CE_INFERENCE_RESPONSE, now, predictions, data, encoded)
