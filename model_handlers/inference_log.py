@@ -19,8 +19,8 @@ when its queue is full and knows no revision. Here:
 - A body the handler read as JSON text, and every JSON answer, go into the record as the text they were: when
   nothing is to be redacted, nothing is decoded and encoded again (that cost a logged request a fifth of its
   worker time).
-- The sender lets a batch gather for ``LINGER_SECONDS`` unless ``BATCH`` records are already waiting, and keeps
-  its connection open between posts: waking for every record, a post per few records and a TCP handshake per
+- The sender lets a batch gather for ``LINGER_SECONDS`` unless ``BATCH`` records are waiting (see
+  :class:`Outbox`), and keeps its connection open between posts: waking for every record, a post per few records and a TCP handshake per
   post took more of the model server's CPU than its handler did. It posts with
   :class:`esteira.packaging.upstream.BlockingUpstream`: ``http.client`` handed the GIL back and forth with the
   serving thread at every small read, which cost most where every event is a post of its own (binary mode).
@@ -75,8 +75,10 @@ logger = logging.getLogger(__name__)
 REDACTED = "[redacted]"
 DROPPED_TOTAL = "esteira_inference_log_dropped_total"
 DEFINITIONS: dict[str, Definition] = {DROPPED_TOTAL: (MetricTypes.COUNTER, "count", ("ModelName", "Revision"))}
-QUEUE_SIZE = 1000
-BATCH = 100
+QUEUE_SIZE = 20_000  # records: two seconds of a busy server logging every request and answer
+QUEUE_BYTES = 64 * 1024 * 1024  # encoded records held at most (large bodies reach it before the count)
+BATCH = 1000
+BATCH_BYTES = 1024 * 1024  # a post's records at most, well under the collector's 8 MiB body limit
 LINGER_SECONDS = 0.1
 
 
@@ -220,10 +222,17 @@ Sender = Callable[[list[Outgoing]], None]
 @dataclass
 class Outbox:
     """The bounded queue and its sender thread; `offer` never blocks. A deque and an event rather than a
-    ``queue.Queue``: one producer (the handler) and one consumer need no lock per record."""
+    ``queue.Queue``: one producer (the handler) and one consumer need no lock per record. The queue is bounded
+    by records and, for encoded ones, by bytes; what finds it full is dropped and counted.
+
+    The sender waits up to ``linger`` for a batch to gather, and no longer once ``BATCH`` records wait: the
+    first record and a full batch wake it, the records between wake no one. A post carries up to ``BATCH``
+    records or ``BATCH_BYTES``. A sender that always waited the whole linger for batches of 100, with 1,000
+    records queued at most, dropped 36 % of the records of esteira-kserve answering 7,800 requests a second."""
 
     send: Sender
     capacity: int = QUEUE_SIZE
+    capacity_bytes: int = QUEUE_BYTES
     attempts: int = 8
     backoff: float = 0.1
     max_backoff: float = 5.0
@@ -236,27 +245,46 @@ class Outbox:
         self._queue = deque()
         self._wake = threading.Event()
         self._lock = threading.Lock()
+        # Bytes of encoded records queued and taken: each written by one thread only, their difference is held.
+        self._bytes_in = self._bytes_out = 0
         threading.Thread(target=self._run, name="esteira-inference-log", daemon=True).start()
 
     def offer(self, record: Outgoing) -> bool:
-        if len(self._queue) >= self.capacity:
+        size = len(record) if isinstance(record, bytes) else 0
+        if len(self._queue) >= self.capacity or self._bytes_in - self._bytes_out + size > self.capacity_bytes:
             with self._lock:
                 self.dropped += 1
             return False
-        self._queue.append(record)  # before the check below: a sender that just cleared the event still sees it
-        if not self._wake.is_set():
+        self._bytes_in += size
+        self._queue.append(record)
+        # Counted after the append: one record queued means the sender took every earlier one, and may be waiting.
+        queued = len(self._queue)
+        if (queued == 1 or queued >= BATCH) and not self._wake.is_set():
             self._wake.set()
         return True
 
     def _run(self) -> None:
         while True:
             self._wake.wait()
-            if len(self._queue) < BATCH:
-                time.sleep(self.linger)  # asleep, not waiting on the queue: records put meanwhile wake no one
             self._wake.clear()
+            if len(self._queue) < BATCH:
+                self._wake.wait(self.linger)  # a full batch (offer) ends the wait early
+                self._wake.clear()
             while self._queue:
-                batch = [self._queue.popleft() for _ in range(min(BATCH, len(self._queue)))]
-                self._deliver(batch)
+                self._deliver(self._next_batch())
+
+    def _next_batch(self) -> list[Outgoing]:
+        """Up to ``BATCH`` records, and ``BATCH_BYTES`` unless one record alone is larger."""
+        batch: list[Outgoing] = []
+        size = 0
+        while self._queue and len(batch) < BATCH:
+            length = len(self._queue[0]) if isinstance(self._queue[0], bytes) else 0
+            if batch and size + length > BATCH_BYTES:
+                break
+            batch.append(self._queue.popleft())
+            size += length
+        self._bytes_out += size
+        return batch
 
     def _deliver(self, batch: list[Outgoing]) -> None:
         delay = self.backoff

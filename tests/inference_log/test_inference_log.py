@@ -18,6 +18,8 @@ from hypothesis import strategies as st
 
 from esteira.vocabulary import COLLECTOR_RECORDS_PATH
 from model_handlers.inference_log import (
+    BATCH,
+    BATCH_BYTES,
     REDACTED,
     Exchange,
     InferenceLog,
@@ -136,6 +138,47 @@ def test_queue_never_blocks_inference_and_counts_drops() -> None:
     caller.join(timeout=60)
     assert not caller.is_alive(), "observe blocked on a full queue"
     assert outbox.dropped >= 200 - 10 - 100  # at most the queue and one batch in flight were kept
+    release.set()
+
+
+def test_a_full_batch_is_sent_without_waiting_out_the_linger() -> None:
+    posted: list[int] = []
+    outbox = Outbox(lambda batch: posted.append(len(batch)), linger=60.0)
+    outbox.offer(b"{}")
+    # The first record woke the sender, which cleared its wake-up and waits out the linger now.
+    eventually(lambda: not outbox._wake.is_set(), 10, "the sender lingering")
+    for _ in range(BATCH - 1):
+        outbox.offer(b"{}")
+    eventually(lambda: sum(posted) == BATCH, 10, "a full batch posted before the 60 s linger ended")
+    assert outbox.dropped == 0
+
+
+def test_a_post_carries_at_most_batch_bytes_unless_one_record_is_larger() -> None:
+    posted: list[list[Outgoing]] = []
+    release = threading.Event()
+
+    def send(batch: list[Outgoing]) -> None:
+        release.wait(10)  # the first post waits, so the rest queue up behind it
+        posted.append(batch)
+
+    outbox = Outbox(send, linger=0.0)
+    record, huge = b"x" * (BATCH_BYTES * 2 // 5), b"y" * (BATCH_BYTES + 1)
+    for item in (record, record, record, record, record, huge, record):
+        outbox.offer(item)
+    release.set()
+    eventually(lambda: sum(len(batch) for batch in posted) == 7, 10, "every record posted")
+    sizes = [sum(len(item) for item in batch if isinstance(item, bytes)) for batch in posted]
+    assert all(size <= BATCH_BYTES or len(batch) == 1 for size, batch in zip(sizes, posted, strict=True)), sizes
+    assert [item for batch in posted for item in batch] == [record] * 5 + [huge, record]  # in order, none lost
+
+
+def test_queued_bytes_are_bounded_while_the_sink_hangs() -> None:
+    release = threading.Event()
+    outbox = Outbox(lambda batch: release.wait(), capacity_bytes=1_000_000)
+    for _ in range(20):
+        outbox.offer(b"z" * 300_000)
+    # At most 1 MB queued (3 records) and one post in flight (at most BATCH_BYTES: 3 records) were kept.
+    assert outbox.dropped >= 20 - 3 - 3
     release.set()
 
 
