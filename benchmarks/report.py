@@ -52,11 +52,20 @@ def _features(results: dict[str, Any]) -> list[str]:
         "Esteira's handlers (under TorchServe and esteira-kserve) run with every feature on: validation, metrics, "
         "drift counting against the reference profile and inference logging (mode all, sample rate "
         f"{log['sample_rate']}) to a local stand-in for the collector, which received {log['posts']:,} batches "
-        f'({log["bytes"] / 2**20:,.1f} MiB) of records; the rows marked "inference log off" run without that '
-        "one feature, to show what the rest of the handler costs. "
+        f'({log["bytes"] / 2**20:,.1f} MiB) of records; {_dropped(log)}. The rows marked "inference log off" run '
+        "without that one feature, to show what the rest of the handler costs. "
         "Each TorchServe serves the one model its rows call, as a predictor pod does.",
         "",
     ]
+
+
+def _dropped(log: dict[str, Any]) -> str:
+    dropped = log.get("dropped")
+    if dropped is None:
+        return "records the servers dropped were not counted"
+    if dropped == 0:
+        return "the servers dropped none (`esteira_inference_log_dropped_total`)"
+    return f"**the servers dropped {dropped:,} records** (a full queue): those rows logged less than every request"
 
 
 def write_markdown(results: dict[str, Any], path: Path) -> None:

@@ -20,6 +20,7 @@ import sys
 import tempfile
 import threading
 import time
+import urllib.request
 from collections.abc import Iterator, Sequence
 from contextlib import AbstractContextManager, ExitStack, contextmanager
 from dataclasses import dataclass, field
@@ -40,6 +41,7 @@ from esteira.vocabulary import (
     ENV_LOG_MODE,
     ENV_LOG_URL,
 )
+from model_handlers.inference_log import DROPPED_TOTAL
 from tests.support.torchserve import QUICK_START_VMARGS, ModelArchive, TorchServe, build_mar, free_port
 
 REPO = Path(__file__).resolve().parents[1]
@@ -174,6 +176,7 @@ class Running:
     pids: list[int] = field(default_factory=list)
     warm_up_floor: float = 0.0  # seconds of load before its throughput is trusted to have settled
     management: str = ""  # a TorchServe's management address
+    metrics: str = ""  # where Esteira's handler in it reports the inference records it dropped
 
 
 Bodies = dict[str, tuple[Path, str]]
@@ -244,6 +247,7 @@ def kserve_stock(work: Path) -> AbstractContextManager[Running]:
     return process(command, f"http://127.0.0.1:{port}/v2/health/ready", work / "kserve-stock.log")
 
 
+@contextmanager
 def esteira_kserve(
     work: Path,
     build: str,
@@ -251,7 +255,7 @@ def esteira_kserve(
     batch_size: int | None = None,
     module: str = "model_handlers.kserve_server",
     idle_poll_us: int = 0,
-) -> AbstractContextManager[Running]:
+) -> Iterator[Running]:
     """esteira-kserve with every feature on, as TorchServe's Esteira rows: inference logging to ``sink``."""
     port = free_port()
     command = [str(RUNTIME_PYTHON), "-m", module, "--model-dir", str(MODELS / build)]
@@ -261,7 +265,9 @@ def esteira_kserve(
         env[ENV_BATCH_SIZE] = str(batch_size)
     if idle_poll_us:
         env[ENV_IDLE_POLL_US] = str(idle_poll_us)
-    return process(command, f"http://127.0.0.1:{port}/v2/health/ready", work / f"esteira-kserve-{port}.log", env)
+    with process(command, f"http://127.0.0.1:{port}/v2/health/ready", work / f"esteira-kserve-{port}.log", env) as up:
+        up.metrics = f"{up.url}/metrics"
+        yield up
 
 
 def model_server_front(work: Path, ts: Running, build: str = "iris-1.0.0") -> AbstractContextManager[Running]:
@@ -353,6 +359,7 @@ def torchserve(work: Path, store: Path, models: list[str], vmargs: str, sink: Re
             [pgid] if pgid else [],
             warm_up_floor=JVM_WARM_UP_SECONDS,
             management=f"http://127.0.0.1:{server.ports['management']}",
+            metrics=f"http://127.0.0.1:{server.ports['metrics']}/metrics",
         )
 
 
@@ -461,6 +468,19 @@ class Servers:
             return esteira_kserve(self.work, rest, self.sink, idle_poll_us=IDLE_POLL_US)
         raise ValueError(f"no recipe for a server {kind!r}")
 
+    def dropped_records(self) -> int:
+        """Inference records the group's servers dropped (a full queue): rows said to log every request must
+        not have skipped any."""
+        dropped = 0.0
+        for running in self._running.values():
+            if running.metrics:
+                with urllib.request.urlopen(running.metrics, timeout=10) as answer:
+                    text = answer.read().decode()
+                dropped += sum(
+                    float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith(DROPPED_TOTAL + "{")
+                )
+        return round(dropped)
+
     def close(self) -> None:
         self._stack.close()
 
@@ -550,6 +570,7 @@ def run(quick: bool, out: Path, only: list[str] | None) -> dict[str, Any]:
     }
     began = time.monotonic()
     sink = RecordSink()
+    dropped = 0
     if only is None or IN_PROCESS in only:
         results["in_process"] = in_process_ceiling(seconds)
         results["in_process_handler"] = in_process_handler(seconds)
@@ -563,10 +584,11 @@ def run(quick: bool, out: Path, only: list[str] | None) -> dict[str, Any]:
         group_servers = Servers(work, store, sink)
         try:
             bench.measure(name, group_servers, targets)
+            dropped += group_servers.dropped_records()
         finally:
             group_servers.close()
     sink.close()
-    results["inference_log"] = {"sample_rate": 1.0, "posts": sink.posts, "bytes": sink.bytes}
+    results["inference_log"] = {"sample_rate": 1.0, "posts": sink.posts, "bytes": sink.bytes, "dropped": dropped}
     results["rows"] = bench.rows
     results["wall_seconds"] = round(time.monotonic() - began)
     out.mkdir(parents=True, exist_ok=True)
