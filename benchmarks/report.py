@@ -59,6 +59,19 @@ def _features(results: dict[str, Any]) -> list[str]:
     ]
 
 
+def _lone_request(results: dict[str, Any]) -> list[str]:
+    """Why one caller gets less than the handler's in-process rate promises."""
+    handler = results.get("in_process_handler", {})
+    if "after_idle_us" not in handler:
+        return []
+    return [
+        "",
+        f"One request through Esteira's handler in-process took {handler['back_to_back_us']:.0f} us (median) back to "
+        f"back and {handler['after_idle_us']:.0f} us after {handler['idle_ms']:g} ms idle, as a lone caller's server "
+        "is between requests: the same code, started cold (caches refilled by other work, a core just woken).",
+    ]
+
+
 def _dropped(log: dict[str, Any]) -> str:
     dropped = log.get("dropped")
     if dropped is None:
@@ -123,6 +136,7 @@ def write_markdown(results: dict[str, Any], path: Path) -> None:
             + f" | {last.get('p50_ms', '')} | {last.get('p99_ms', '')} | {last.get('server_cpu_us_per_request', '')}"
             f" | {wrk:.2f}{flag} | {errors} |"
         )
+    lines += _lone_request(results)
     lines += [
         "",
         "## Targets, as ratios of req/s in this run",

@@ -15,6 +15,7 @@ import json
 import os
 import platform
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -61,6 +62,7 @@ STOCK_HANDLER = REPO / "benchmarks" / "stock_handler.py"
 STOCK_IMAGE_HANDLER = REPO / "benchmarks" / "stock_image_handler.py"
 BATCHED = {"batchSize": 8, "maxBatchDelay": 10, "minWorkers": 1, "maxWorkers": 1}
 UNBATCHED = {"batchSize": 1, "minWorkers": 1, "maxWorkers": 1}
+IDLE_GAP_SECONDS = 0.001  # a lone caller's server sleeps between requests; how a request fares after a sleep
 IDLE_POLL_US = 200  # Linux's haltpoll default for a guest's poll before it halts
 V1_PATH = "/v1/models/{}:predict"
 V2_PATH = "/v2/models/{}/infer"
@@ -396,7 +398,28 @@ def in_process_handler(seconds: float) -> dict[str, Any]:
             handler.run([request] * size)
             count += size
         rates[size] = round(count / (time.perf_counter() - began), 1)
-    return {"batch_1_rps": rates[1], "batch_8_rps": rates[8], "threads": 1}
+    lone = {gap: lone_request_seconds(handler, request, gap) for gap in (0.0, IDLE_GAP_SECONDS)}
+    return {
+        "batch_1_rps": rates[1],
+        "batch_8_rps": rates[8],
+        "threads": 1,
+        "back_to_back_us": round(lone[0.0] * 1e6, 1),
+        "after_idle_us": round(lone[IDLE_GAP_SECONDS] * 1e6, 1),
+        "idle_ms": IDLE_GAP_SECONDS * 1e3,
+    }
+
+
+def lone_request_seconds(handler: Any, request: Any, idle: float, calls: int = 1000) -> float:
+    """The median time of one request through ``handler``, each after ``idle`` seconds asleep (none: back to
+    back), as a server with one caller runs it between two waits for the next request."""
+    durations = []
+    for _ in range(calls):
+        if idle:
+            time.sleep(idle)
+        began = time.perf_counter()
+        handler.run([request])
+        durations.append(time.perf_counter() - began)
+    return statistics.median(durations)
 
 
 def machine() -> dict[str, Any]:
