@@ -4,7 +4,7 @@ Handler: the time `InferenceLog.observe` adds per request inside the TorchServe 
 encoding, queueing; sending happens on another thread), at sample rates 0, 0.1 and 1.0. Sender: the CPU the
 sender thread spends per record posting to a sink in another process, in the collector's batches and as
 binary-mode events one POST each. Collector: records
-per second through POST /v1/records in batches of 100 (the handlers' batch size), on SQLite and, where
+per second through POST /v1/records in the handlers' batches (``BATCH`` records), on SQLite and, where
 PostgreSQL's initdb is present, on a PostgreSQL server started for the run.
 """
 
@@ -60,8 +60,8 @@ def handler_overhead(rate: float, redacted: frozenset[str]) -> float:
             Exchange({"x-request-id": uuid.uuid4().hex}, body, True, None, 200, predictions, answer) for _ in range(8)
         ]
         log.observe(None, exchanges)
-        while len(outbox._queue) >= 100:  # what the sender thread encodes
-            encode_batch([outbox._queue.popleft() for _ in range(100)])
+        while len(outbox._queue) >= BATCH:  # what the sender thread joins
+            encode_batch([outbox._queue.popleft() for _ in range(BATCH)])
     return (time.perf_counter() - started) / REQUESTS * 1e6
 
 
@@ -114,14 +114,14 @@ def event(i: int) -> dict[str, object]:
             "data": {"predictions": [{"label": "setosa"}]}}  # fmt: skip
 
 
-async def ingest(database: str, batches: int = 100) -> float:
+async def ingest(database: str, batches: int = 10) -> float:
     async with TestClient(TestServer(Collector(CollectorConfig(database)).app())) as client:
         started = time.perf_counter()
         for b in range(batches):
-            batch = [event(b * 100 + i) for i in range(100)]
+            batch = [event(b * BATCH + i) for i in range(BATCH)]
             response = await client.post("/v1/records", json=batch)
             assert response.status == 200, await response.text()
-        return batches * 100 / (time.perf_counter() - started)
+        return batches * BATCH / (time.perf_counter() - started)
 
 
 def main() -> None:
@@ -130,7 +130,7 @@ def main() -> None:
         print(f"  sample rate {rate:>4}: {handler_overhead(rate, frozenset()):7.1f} us per request")
     print(f"  sample rate  1.0, one field redacted: {handler_overhead(1.0, frozenset({'ssn'})):7.1f} us per request")
     print("Inference logging, the sender thread's CPU per record posted to a loopback sink:")
-    print(f"  to the collector, {BATCH} records a post: {sender_cost(COLLECTOR_RECORDS_PATH, 200):7.1f} us")
+    print(f"  to the collector, {BATCH} records a post: {sender_cost(COLLECTOR_RECORDS_PATH, 20):7.1f} us")
     print(f"  to a plain CloudEvents URL, one event a post: {sender_cost('/events', 2000):7.1f} us")
     with tempfile.TemporaryDirectory() as scratch:
         database = f"sqlite:///{Path(scratch) / 'bench.db'}"
