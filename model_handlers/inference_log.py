@@ -287,6 +287,7 @@ class Outbox:
         return batch
 
     def _deliver(self, batch: list[Outgoing]) -> None:
+        """Send ``batch``, retrying with backoff; ``send`` may take what it delivered off the batch's front."""
         delay = self.backoff
         for attempt in range(self.attempts):
             try:
@@ -320,10 +321,15 @@ def http_sender(settings: LogSettings, timeout: float = 5.0) -> Sender:
         if batched:
             post(encode_batch(records), {"Content-Type": CE_BATCH_CONTENT_TYPE})
             return
-        for record in records:
-            if isinstance(record, bytes):  # encoded for a collector: this URL is not one
-                raise TypeError("a structured event for a binary-mode sink")
-            post(record.data_json(), {**record.headers(), "Content-Type": "application/json"})
+        delivered = 0
+        try:
+            for record in records:
+                if isinstance(record, bytes):  # encoded for a collector: this URL is not one
+                    raise TypeError("a structured event for a binary-mode sink")
+                post(record.data_json(), {**record.headers(), "Content-Type": "application/json"})
+                delivered += 1
+        finally:
+            del records[:delivered]  # the outbox retries what is left: no event is posted twice
 
     return send
 

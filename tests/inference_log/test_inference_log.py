@@ -340,3 +340,25 @@ def test_a_plain_cloudevents_url_gets_one_binary_mode_event_per_record() -> None
     assert response_headers["ce-predictions"] == '["0"]' and "ce-predictions" not in request_headers
     assert (request_headers["ce-inferenceservicename"], request_headers["ce-revision"]) == ("iris", "3")
     assert "ce-datacontenttype" not in request_headers and request_headers["Content-Type"] == "application/json"
+
+
+def test_a_binary_mode_retry_posts_only_the_events_not_yet_delivered() -> None:
+    refused = []
+
+    def answer(posts: list[Post]) -> tuple[int, dict[str, str]]:
+        if len(posts) == 3 and not refused:  # the third event fails once
+            refused.append(posts[-1].headers["ce-id"])
+            return 503, {}
+        return 202, {}
+
+    with sink(answer) as (url, posts):
+        settings = LogSettings(url=f"{url}/events", mode="request")
+        outbox = Outbox(http_sender(settings), linger=60.0, backoff=0.01)
+        log = InferenceLog(settings, Identity("iris", "1", "2"), outbox)
+        ids = [f"r{index}" for index in range(BATCH)]
+        body = b'{"instances": [[1, 2]]}'
+        log.observe(Context(ids), [exchange(i, body, '{"predictions": [0]}', [Prediction(label="0")]) for i in ids])
+        eventually(lambda: len(posts) == BATCH + 1, 30, "every event posted, the refused one twice")
+    delivered = [post.headers["ce-id"] for post in posts]
+    assert refused == ["r2"] and delivered == ids[:3] + ids[2:]  # r2 again, and nothing before it
+    assert outbox.dropped == 0
