@@ -32,3 +32,28 @@ def test_a_large_batch_stores_each_record_once_and_joins_every_labelled_one(data
         assert store.add_records(batch, now=4.0) == (0, [])
     finally:
         store.close()
+
+
+def test_a_large_label_batch_keeps_the_first_truth_and_joins_every_revision_that_answered(database: str) -> None:
+    store = Store(database)
+    try:
+        count = 1_207
+        store.add_records([response(f"r{i}") for i in range(count)], now=1.0)
+        store.add_records([Record("models", "iris", "2", "r5", "response", 1.0, "{}", predictions=("setosa",))],
+                          now=1.0)  # fmt: skip
+        store.add_labels([Label("models", "iris", "r0", "virginica", 1.5)])
+
+        labels = [Label("models", "iris", f"r{i}", "setosa", 2.0) for i in range(count)]
+        labels.insert(10, Label("models", "iris", "r9", "virginica", 2.0))  # a second truth for r9 in the batch
+        labels.append(Label("models", "iris", "unanswered", "setosa", 2.0))
+        added, joined = store.add_labels(labels)
+
+        assert added == count  # every r but r0 (labelled before), plus "unanswered"
+        assert len(joined) == count - 1 + 1  # r1..r1206 once, r5 a second time for revision 2
+        assert sorted(j.revision for j in joined if j.request_id == "r5") == ["1", "2"]
+        assert [j.actual for j in joined if j.request_id == "r9"] == ["setosa"]
+        tallies = store.tallies("models", "iris", since=0.0)
+        assert tallies["1"].labelled == count and tallies["1"].correct == count - 1  # r0's truth was virginica
+        assert store.add_labels(labels) == (0, [])
+    finally:
+        store.close()

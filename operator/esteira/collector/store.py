@@ -42,11 +42,10 @@ _AUDIT = {
     "sqlite": "CREATE TABLE IF NOT EXISTS audit (id INTEGER PRIMARY KEY AUTOINCREMENT, ",
     "postgresql": "CREATE TABLE IF NOT EXISTS audit (id BIGSERIAL PRIMARY KEY, ",
 }
-# Where a batch of records is bulk-loaded before one INSERT ... SELECT (private to the connection).
-_STAGED = "staged_records"
+# Where a batch of records or labels is bulk-loaded before one INSERT ... SELECT (private to the connection).
 _STAGING = {
-    "sqlite": f"CREATE TEMP TABLE IF NOT EXISTS {_STAGED} AS SELECT * FROM records WHERE false",
-    "postgresql": f"CREATE TEMP TABLE IF NOT EXISTS {_STAGED} (LIKE records) ON COMMIT DELETE ROWS",
+    "sqlite": "CREATE TEMP TABLE IF NOT EXISTS staged_{0} AS SELECT * FROM {0} WHERE false",
+    "postgresql": "CREATE TEMP TABLE IF NOT EXISTS staged_{0} (LIKE {0}) ON COMMIT DELETE ROWS",
 }
 _AUDIT_COLUMNS = (
     "namespace TEXT NOT NULL, deployment TEXT NOT NULL, at DOUBLE PRECISION NOT NULL, reason TEXT NOT NULL, "
@@ -89,7 +88,8 @@ class Store:
             for statement in (_TABLES + _AUDIT[self.dialect] + _AUDIT_COLUMNS).split(";"):
                 if statement.strip():
                     cur.execute(statement)
-            cur.execute(_STAGING[self.dialect])
+            for table in ("records", "labels"):
+                cur.execute(_STAGING[self.dialect].format(table))
 
     # --- plumbing ----------------------------------------------------------------------------------------
 
@@ -142,32 +142,20 @@ class Store:
     # --- writes ------------------------------------------------------------------------------------------
 
     def add_records(self, records: Iterable[Record], now: float) -> tuple[int, list[Joined]]:
-        """Store records (a record seen before is ignored); returns how many were new and the new joins.
-
-        Set-based, as a model server posts up to a thousand records at once: the batch is bulk-loaded into a
-        staging table (COPY on PostgreSQL), then one INSERT ... SELECT keeps the new ones and one join finds
-        their labels. A statement a record cost PostgreSQL a round trip each and capped it near 2,000 records/s.
-        """
-        unique: dict[tuple[str, str, str, str, str], Record] = {}
+        """Store records (a record seen before is ignored); returns how many were new and the new joins."""
+        unique: dict[tuple[str, ...], Record] = {}
         for r in records:
             unique.setdefault((r.namespace, r.deployment, r.revision, r.request_id, r.kind), r)
-        added, joined = 0, []
+        joined = []
         with self._transaction() as tx:
-            tx.execute(f"DELETE FROM {_STAGED}")
-            tx.load(_STAGED, [(r.namespace, r.deployment, r.revision, r.request_id, r.kind, r.at, r.model,
-                               r.version, r.body, json.dumps(list(r.predictions))) for r in unique.values()])  # fmt: skip
-            inserted = {
-                tuple(row)
-                for row in tx.execute(
-                    f"INSERT INTO records SELECT * FROM {_STAGED} WHERE true ON CONFLICT DO NOTHING "
-                    "RETURNING namespace, deployment, revision, request_id, kind"
-                ).fetchall()
-            }
-            added = len(inserted)
+            inserted = self._insert_new(tx, "records", "namespace, deployment, revision, request_id, kind",
+                                        [(r.namespace, r.deployment, r.revision, r.request_id, r.kind, r.at, r.model,
+                                          r.version, r.body, json.dumps(list(r.predictions)))
+                                         for r in unique.values()])  # fmt: skip
             truths = {
                 (namespace, deployment, request_id): truth
                 for namespace, deployment, request_id, truth in tx.execute(
-                    f"SELECT l.namespace, l.deployment, l.request_id, l.truth FROM labels l JOIN {_STAGED} s "
+                    "SELECT l.namespace, l.deployment, l.request_id, l.truth FROM labels l JOIN staged_records s "
                     "ON l.namespace = s.namespace AND l.deployment = s.deployment AND l.request_id = s.request_id "
                     "WHERE s.kind = 'response'"
                 ).fetchall()
@@ -177,30 +165,48 @@ class Store:
                 if truth is not None and r.kind == "response" and r.predictions and key in inserted:
                     joined += self._join(tx, r.namespace, r.deployment, r.revision, r.request_id,
                                          list(r.predictions), json.loads(truth), r.at, now)  # fmt: skip
-        return added, joined
+        return len(inserted), joined
 
     def add_labels(self, labels: Iterable[Label]) -> tuple[int, list[Joined]]:
         """Store labels (the first truth for a request id wins); returns how many were new and the new joins."""
-        added, joined = 0, []
+        unique: dict[tuple[str, ...], Label] = {}
+        for label in labels:
+            unique.setdefault((label.namespace, label.deployment, label.request_id), label)
+        truths = {key: list(x.truth) if isinstance(x.truth, tuple) else x.truth for key, x in unique.items()}
+        joined = []
         with self._transaction() as tx:
-            for label in labels:
-                truth = list(label.truth) if isinstance(label.truth, tuple) else label.truth
-                cur = tx.execute(
-                    "INSERT INTO labels VALUES (?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
-                    (label.namespace, label.deployment, label.request_id, json.dumps(truth), label.at),
-                )
-                if cur.rowcount != 1:
+            inserted = self._insert_new(tx, "labels", "namespace, deployment, request_id",
+                                        [(*key, json.dumps(truths[key]), x.at) for key, x in unique.items()])  # fmt: skip
+            answered: dict[tuple[str, ...], list[tuple[str, str, float]]] = {}
+            for namespace, deployment, request_id, revision, predictions, at in tx.execute(
+                "SELECT r.namespace, r.deployment, r.request_id, r.revision, r.predictions, r.at FROM records r "
+                "JOIN staged_labels s ON r.namespace = s.namespace AND r.deployment = s.deployment "
+                "AND r.request_id = s.request_id WHERE r.kind = 'response'"
+            ).fetchall():
+                answered.setdefault((namespace, deployment, request_id), []).append((revision, predictions, at))
+            for key in unique:
+                if key not in inserted:
                     continue
-                added += 1
-                rows = tx.execute(
-                    "SELECT revision, predictions, at FROM records WHERE namespace = ? AND deployment = ? "
-                    "AND request_id = ? AND kind = 'response'",
-                    (label.namespace, label.deployment, label.request_id),
-                ).fetchall()
-                for revision, predictions, at in rows:
-                    joined += self._join(tx, label.namespace, label.deployment, revision, label.request_id,
-                                         json.loads(predictions), truth, at, label.at)  # fmt: skip
-        return added, joined
+                for revision, predictions, at in answered.get(key, []):
+                    joined += self._join(tx, key[0], key[1], revision, key[2], json.loads(predictions),
+                                         truths[key], at, unique[key].at)  # fmt: skip
+        return len(inserted), joined
+
+    def _insert_new(self, tx: Store._Tx, table: str, key: str, rows: list[tuple[Any, ...]]) -> set[tuple[Any, ...]]:
+        """Add the rows that are not stored yet; returns their keys.
+
+        Set-based, as a model server posts up to a thousand records at once: the rows are bulk-loaded into the
+        table's staging copy (COPY on PostgreSQL), then one INSERT ... SELECT keeps the new ones. A statement
+        a row cost PostgreSQL a round trip each and capped it near 2,000 rows/s.
+        """
+        tx.execute(f"DELETE FROM staged_{table}")
+        tx.load(f"staged_{table}", rows)
+        return {
+            tuple(row)
+            for row in tx.execute(
+                f"INSERT INTO {table} SELECT * FROM staged_{table} WHERE true ON CONFLICT DO NOTHING RETURNING {key}"
+            ).fetchall()
+        }
 
     def _join(
         self, tx: Store._Tx, namespace: str, deployment: str, revision: str, request_id: str,
