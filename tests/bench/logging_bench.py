@@ -4,8 +4,9 @@ Handler: the time `InferenceLog.observe` adds per request inside the TorchServe 
 encoding, queueing; sending happens on another thread), at sample rates 0, 0.1 and 1.0. Sender: the CPU the
 sender thread spends per record posting to a sink in another process, in the collector's batches and as
 binary-mode events one POST each. Collector: records
-per second through POST /v1/records in the handlers' batches (``BATCH`` records), on SQLite and, where
-PostgreSQL's initdb is present, on a PostgreSQL server started for the run.
+per second through POST /v1/records in the handlers' batches (``BATCH`` records), then labels for them through
+POST /v1/labels (each one joined), on SQLite and, where PostgreSQL's initdb is present, on a PostgreSQL server
+started for the run.
 """
 
 from __future__ import annotations
@@ -114,14 +115,21 @@ def event(i: int) -> dict[str, object]:
             "data": {"predictions": [{"label": "setosa"}]}}  # fmt: skip
 
 
-async def ingest(database: str, batches: int = 10) -> float:
+async def ingest(database: str, batches: int = 10) -> tuple[float, float]:
+    """Records per second through POST /v1/records, then labels per second for them through POST /v1/labels."""
     async with TestClient(TestServer(Collector(CollectorConfig(database)).app())) as client:
-        started = time.perf_counter()
-        for b in range(batches):
-            batch = [event(b * BATCH + i) for i in range(BATCH)]
-            response = await client.post("/v1/records", json=batch)
-            assert response.status == 200, await response.text()
-        return batches * BATCH / (time.perf_counter() - started)
+        rates = []
+        for path, item in (("/v1/records", event), ("/v1/labels", label)):
+            started = time.perf_counter()
+            for b in range(batches):
+                response = await client.post(path, json=[item(b * BATCH + i) for i in range(BATCH)])
+                assert response.status == 200, await response.text()
+            rates.append(batches * BATCH / (time.perf_counter() - started))
+        return rates[0], rates[1]
+
+
+def label(i: int) -> dict[str, object]:
+    return {"deployment": "iris", "namespace": "bench", "requestId": f"r{i}", "label": "setosa"}
 
 
 def main() -> None:
@@ -134,10 +142,10 @@ def main() -> None:
     print(f"  to a plain CloudEvents URL, one event a post: {sender_cost('/events', 2000):7.1f} us")
     with tempfile.TemporaryDirectory() as scratch:
         database = f"sqlite:///{Path(scratch) / 'bench.db'}"
-        print(f"Collector ingest, SQLite: {asyncio.run(ingest(database)):,.0f} records/s")
+        print("Collector ingest, SQLite: {:,.0f} records/s, {:,.0f} labels/s".format(*asyncio.run(ingest(database))))
     try:
         with postgres_server() as url:
-            print(f"Collector ingest, PostgreSQL: {asyncio.run(ingest(url)):,.0f} records/s")
+            print("Collector ingest, PostgreSQL: {:,.0f} records/s, {:,.0f} labels/s".format(*asyncio.run(ingest(url))))
     except BaseException as exc:  # no PostgreSQL here: the SQLite figure stands alone
         print(f"Collector ingest, PostgreSQL: not measured ({type(exc).__name__}: {exc})")
 
