@@ -11,6 +11,7 @@ from aiohttp.test_utils import TestClient, TestServer
 
 from esteira.collector.app import Collector, CollectorConfig
 from tests.support.postgres import postgres_server
+from tests.support.waiting import eventually
 
 TOKEN = "s3cret-token"
 
@@ -26,13 +27,34 @@ def database(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     """A fresh database of each kind (PostgreSQL: a new schema-free database per test)."""
     if request.param == "sqlite":
         return f"sqlite:///{tmp_path / 'collector.db'}"
+    return fresh_postgres_database(request.getfixturevalue("postgres_url"))
+
+
+def fresh_postgres_database(server: str) -> str:
+    """A new, empty database on the server at `server`; returns its URL."""
     import psycopg
 
-    base = request.getfixturevalue("postgres_url")
     name = "t" + uuid.uuid4().hex[:12]
-    with psycopg.connect(base, autocommit=True) as conn:
+    with psycopg.connect(server, autocommit=True) as conn:
         conn.execute(f"CREATE DATABASE {name}")
-    return base.rsplit("/", 1)[0] + "/" + name
+    return server.rsplit("/", 1)[0] + "/" + name
+
+
+def drop_connections(server: str, database: str) -> None:
+    """What a database restart or failover does to its clients: every connection to `database` is closed by
+    the server. Returns once the server has no such connection left."""
+    import psycopg
+
+    name = database.rsplit("/", 1)[1]
+    with psycopg.connect(server, autocommit=True) as conn:
+        conn.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s", (name,))
+        eventually(
+            lambda: (
+                conn.execute("SELECT count(*) FROM pg_stat_activity WHERE datname = %s", (name,)).fetchone() == (0,)
+            ),
+            10,
+            f"the server to close every connection to {name}",
+        )
 
 
 @pytest.fixture

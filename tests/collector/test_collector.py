@@ -1,5 +1,5 @@
 """The collector on SQLite and on a real PostgreSQL server: records, labels in any order, joins, quality,
-per-item errors, auth, body limit, audit trail, Parquet export."""
+per-item errors, auth, body limit, a database restart, audit trail, Parquet export."""
 
 from __future__ import annotations
 
@@ -8,9 +8,10 @@ import json
 from typing import Any
 
 import pyarrow.parquet as pq
-from aiohttp.test_utils import TestClient
+from aiohttp.test_utils import TestClient, TestServer
 
-from tests.collector.conftest import TOKEN
+from esteira.collector.app import Collector, CollectorConfig
+from tests.collector.conftest import TOKEN, drop_connections, fresh_postgres_database
 
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 
@@ -126,6 +127,20 @@ async def test_auth_and_body_limit(collector: TestClient) -> None:  # type: igno
     assert response.status == 413 and "larger than" in (await response.json())["error"]
     quality = await (await collector.get("/v1/quality?deployment=iris&namespace=models", headers=AUTH)).json()
     assert quality == {}
+
+
+async def test_a_database_restart_answers_503_and_the_next_call_is_stored(postgres_url: str) -> None:
+    database = fresh_postgres_database(postgres_url)
+    async with TestClient(TestServer(Collector(CollectorConfig(database, token=TOKEN)).app())) as client:
+        assert (await post(client, "/v1/records", [event("r1", "1", ["setosa"])]))[0] == 200
+        drop_connections(postgres_url, database)
+
+        response = await client.post("/v1/labels", json=label("r1", "setosa"), headers=AUTH)
+        assert response.status == 503 and response.headers["Retry-After"] == "1"
+        assert (await response.json())["error"].startswith("database unavailable, retry: ")
+        assert await post(client, "/v1/labels", label("r1", "setosa")) == (
+            200, {"stored": 1, "duplicates": 0, "joined": 1}
+        )  # fmt: skip
 
 
 async def test_audit_trail_per_deployment(collector: TestClient) -> None:  # type: ignore[type-arg]

@@ -1,10 +1,17 @@
 """The store on SQLite and PostgreSQL with a batch as large as a model server posts: duplicates inside the batch
-and from before, labels stored first and found for records anywhere in the batch, never across namespaces."""
+and from before, labels stored first and found for records anywhere in the batch, never across namespaces; and a
+database that drops the connection or is locked fails one call with StoreUnavailable, then the store recovers."""
 
 from __future__ import annotations
 
+import sqlite3
+from pathlib import Path
+
+import pytest
+
 from esteira.collector.model import Label, Record
-from esteira.collector.store import Store
+from esteira.collector.store import Store, StoreUnavailable
+from tests.collector.conftest import drop_connections, fresh_postgres_database
 
 
 def response(request_id: str, namespace: str = "models", body: str = "{}") -> Record:
@@ -55,5 +62,35 @@ def test_a_large_label_batch_keeps_the_first_truth_and_joins_every_revision_that
         tallies = store.tallies("models", "iris", since=0.0)
         assert tallies["1"].labelled == count and tallies["1"].correct == count - 1  # r0's truth was virginica
         assert store.add_labels(labels) == (0, [])
+    finally:
+        store.close()
+
+
+def test_a_dropped_database_connection_fails_one_call_then_the_store_reconnects(postgres_url: str) -> None:
+    database = fresh_postgres_database(postgres_url)
+    store = Store(database)
+    try:
+        assert store.add_records([response("before")], now=1.0)[0] == 1
+        drop_connections(postgres_url, database)
+
+        with pytest.raises(StoreUnavailable):
+            store.add_records([response("during")], now=2.0)
+        assert store.add_records([response("during"), response("before")], now=3.0)[0] == 1
+        store.add_labels([Label("models", "iris", rid, "setosa", 4.0) for rid in ("before", "during")])
+        assert store.tallies("models", "iris", since=0.0)["1"].labelled == 2
+    finally:
+        store.close()
+
+
+def test_a_sqlite_file_it_cannot_write_is_unavailable_not_a_crash(tmp_path: Path) -> None:
+    store = Store(f"sqlite:///{tmp_path / 'collector.db'}")
+    try:
+        blocker = sqlite3.connect(tmp_path / "collector.db", timeout=0)
+        blocker.execute("BEGIN IMMEDIATE")  # another writer holds the lock
+        store._conn.execute("PRAGMA busy_timeout = 0")  # fail at once instead of after sqlite3's 5 s wait
+        with pytest.raises(StoreUnavailable, match="locked"):
+            store.add_records([response("r1")], now=1.0)
+        blocker.rollback()
+        assert store.add_records([response("r1")], now=2.0)[0] == 1
     finally:
         store.close()

@@ -9,6 +9,7 @@ GET  /metrics, /healthz   unauthenticated
 
 Every write is committed before the answer, so a 2xx means stored. A bad item gets its index and reason in
 a 422 while the good items of the same batch are stored; resending a batch is safe (duplicates are ignored).
+A 503 means the database was unavailable: send the call again (the collector reconnects at the next call).
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from aiohttp import web
 from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
 
 from esteira.collector.model import Joined
-from esteira.collector.store import Store
+from esteira.collector.store import Store, StoreUnavailable
 from esteira.collector.wire import Problem, audit_from, binary_event, items_of, label_from, structured_event
 from esteira.quality.scores import class_scores
 from esteira.rollout.quality_queries import QualityNames
@@ -130,7 +131,7 @@ class Collector:
         self.metrics.restore(self.store)
 
     def app(self) -> web.Application:
-        app = web.Application(client_max_size=self.config.max_body, middlewares=[self._auth])
+        app = web.Application(client_max_size=self.config.max_body, middlewares=[self._auth, self._unavailable])
         app.add_routes(
             [
                 web.post(COLLECTOR_RECORDS_PATH, self.post_records),
@@ -161,6 +162,17 @@ class Collector:
             return await handler(request)
         except web.HTTPRequestEntityTooLarge:
             return _error(413, f"body larger than {self.config.max_body} bytes: send smaller batches")
+
+    @web.middleware
+    async def _unavailable(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+        """A database outage is the client's cue to send the call again (resending is safe), not a 500."""
+        try:
+            return await handler(request)
+        except StoreUnavailable as exc:
+            logger.warning("database unavailable: %s", exc)
+            return web.json_response(
+                {"error": f"database unavailable, retry: {exc}"}, status=503, headers={"Retry-After": "1"}
+            )
 
     async def _start_retention(self, app: web.Application) -> None:
         app["retention"] = asyncio.create_task(self._retain())

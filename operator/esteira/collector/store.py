@@ -8,6 +8,7 @@ Calls are blocking; the web app runs them in a thread.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sqlite3
 import threading
@@ -64,34 +65,62 @@ def _answer(text: str) -> Answer:
     return value if isinstance(value, str) else float(value)
 
 
+class StoreUnavailable(Exception):
+    """The database failed a transaction (unreachable, restarted, locked, full): the caller answers 503 and its
+    sender retries; every write but the audit trail's is idempotent, and the next transaction reconnects."""
+
+
 class Store:
-    """One database connection, serialised by a lock (the collector's writes are small and short)."""
+    """One database connection, serialised by a lock (the collector's writes are small and short).
+
+    A connection the database dropped (a restart, a failover) is replaced at the next transaction, so the
+    collector recovers with the database instead of failing every call until it is restarted.
+    """
 
     def __init__(self, url: str) -> None:
         self.url = url
         self._lock = threading.Lock()
+        self._conn: Any = None
         if url.startswith(("postgresql://", "postgres://")):
             import psycopg  # the cluster's database; imported only when used
 
             self.dialect = "postgresql"
-            self._conn: Any = psycopg.connect(url, autocommit=False)
+            self._errors: tuple[type[Exception], ...] = (psycopg.Error,)
         elif url.startswith("sqlite:///"):
-            path = Path(url.removeprefix("sqlite:///"))
-            path.parent.mkdir(parents=True, exist_ok=True)
             self.dialect = "sqlite"
-            self._conn = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
-            self._conn.execute("PRAGMA journal_mode=WAL")
-            self._conn.execute("PRAGMA synchronous=FULL")  # an acknowledged write survives a power cut too
+            self._errors = (sqlite3.Error,)
         else:
             raise ValueError(f"database URL must start with sqlite:/// or postgresql://, got {url!r}")
-        with self._transaction() as cur:
-            for statement in (_TABLES + _AUDIT[self.dialect] + _AUDIT_COLUMNS).split(";"):
-                if statement.strip():
-                    cur.execute(statement)
-            for table in ("records", "labels"):
-                cur.execute(_STAGING[self.dialect].format(table))
+        with self._transaction():
+            pass  # connects and creates the tables now: a wrong URL or credentials fail at start
 
     # --- plumbing ----------------------------------------------------------------------------------------
+
+    def _connect(self) -> Any:
+        if self.dialect == "postgresql":
+            import psycopg
+
+            return psycopg.connect(self.url, autocommit=False)
+        path = Path(self.url.removeprefix("sqlite:///"))
+        path.parent.mkdir(parents=True, exist_ok=True)
+        conn = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("PRAGMA synchronous=FULL")  # an acknowledged write survives a power cut too
+        return conn
+
+    def _schema(self) -> list[str]:
+        """The tables (created where missing) and this connection's staging tables."""
+        statements = (_TABLES + _AUDIT[self.dialect] + _AUDIT_COLUMNS).split(";")
+        return [s for s in statements if s.strip()] + [_STAGING[self.dialect].format(t) for t in ("records", "labels")]
+
+    def _recover(self) -> None:
+        """After a failed transaction: roll back, or drop a connection that is gone so the next one reconnects."""
+        try:
+            self._conn.rollback() if self.dialect == "postgresql" else self._conn.execute("ROLLBACK")
+        except Exception:
+            with contextlib.suppress(Exception):
+                self._conn.close()
+            self._conn = None
 
     def _sql(self, statement: str) -> str:
         return statement.replace("?", "%s") if self.dialect == "postgresql" else statement
@@ -101,11 +130,24 @@ class Store:
             self.store = store
 
         def __enter__(self) -> Any:
-            self.store._lock.acquire()
-            cur = self.store._conn.cursor()
-            if self.store.dialect == "sqlite":
-                cur.execute("BEGIN IMMEDIATE")
-            self.cur = cur
+            store = self.store
+            store._lock.acquire()
+            try:
+                fresh = store._conn is None
+                if fresh:
+                    store._conn = store._connect()
+                self.cur = store._conn.cursor()
+                if store.dialect == "sqlite":
+                    self.cur.execute("BEGIN IMMEDIATE")
+                for statement in store._schema() if fresh else ():
+                    self.cur.execute(statement)
+            except BaseException as exc:
+                if store._conn is not None:
+                    store._recover()
+                store._lock.release()
+                if isinstance(exc, store._errors):
+                    raise StoreUnavailable(str(exc).strip()) from exc
+                raise
             return self
 
         def execute(self, statement: str, params: Sequence[Any] = ()) -> Any:
@@ -123,21 +165,29 @@ class Store:
             else:
                 self.cur.executemany(f"INSERT INTO {table} VALUES ({', '.join('?' * len(rows[0]))})", rows)
 
-        def __exit__(self, kind: object, *rest: object) -> None:
+        def __exit__(self, kind: object, error: BaseException | None, trace: object) -> None:
+            store = self.store
             try:
-                if kind is None:
-                    self.store._conn.commit() if self.store.dialect == "postgresql" else self.cur.execute("COMMIT")
-                else:
-                    self.store._conn.rollback() if self.store.dialect == "postgresql" else self.cur.execute("ROLLBACK")
+                if error is None:
+                    store._conn.commit() if store.dialect == "postgresql" else self.cur.execute("COMMIT")
+                    return
+                store._recover()
+            except store._errors as failure:  # the commit itself failed
+                store._recover()
+                raise StoreUnavailable(str(failure).strip()) from failure
             finally:
-                self.store._lock.release()
+                store._lock.release()
+            if isinstance(error, store._errors):
+                raise StoreUnavailable(str(error).strip()) from error
 
     def _transaction(self) -> Store._Tx:
         return Store._Tx(self)
 
     def close(self) -> None:
         with self._lock:
-            self._conn.close()
+            if self._conn is not None:
+                self._conn.close()
+                self._conn = None
 
     # --- writes ------------------------------------------------------------------------------------------
 
