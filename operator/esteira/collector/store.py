@@ -1,8 +1,9 @@
 """Durable storage for records, labels, labelled predictions and the audit trail.
 
 SQLite (a file, no set-up) for `esteira up` and small installs; PostgreSQL for clusters, where the collector
-may restart on another node. Both behind one class: the SQL is shared, only placeholders and the audit key
-differ. Every write commits before the caller acknowledges, so an acknowledged record survives a crash.
+may restart on another node. Both behind one class: the SQL is shared; placeholders, the audit key, the staging
+tables and how a batch is bulk-loaded (COPY, executemany) differ. Every write commits before the caller
+acknowledges, so an acknowledged record survives a crash.
 Calls are blocking; the web app runs them in a thread.
 """
 
@@ -13,7 +14,7 @@ import json
 import sqlite3
 import threading
 from collections import Counter
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -43,21 +44,16 @@ _AUDIT = {
     "sqlite": "CREATE TABLE IF NOT EXISTS audit (id INTEGER PRIMARY KEY AUTOINCREMENT, ",
     "postgresql": "CREATE TABLE IF NOT EXISTS audit (id BIGSERIAL PRIMARY KEY, ",
 }
-# Where a batch of records or labels is bulk-loaded before one INSERT ... SELECT (private to the connection).
-_STAGING = {
-    "sqlite": "CREATE TEMP TABLE IF NOT EXISTS staged_{0} AS SELECT * FROM {0} WHERE false",
-    "postgresql": "CREATE TEMP TABLE IF NOT EXISTS staged_{0} (LIKE {0}) ON COMMIT DELETE ROWS",
-}
 _AUDIT_COLUMNS = (
     "namespace TEXT NOT NULL, deployment TEXT NOT NULL, at DOUBLE PRECISION NOT NULL, reason TEXT NOT NULL, "
     "message TEXT NOT NULL, warning INTEGER NOT NULL, actor TEXT NOT NULL, details TEXT NOT NULL);"
     "CREATE INDEX IF NOT EXISTS audit_by_deployment ON audit (namespace, deployment, at);"
 )
-
-
-# Rows in one multi-row statement: 10 placeholders a record keeps it under SQLite's 32,766 and PostgreSQL's
-# 65,535 parameters.
-_ROWS_PER_STATEMENT = 500
+# Where a batch of records or labels is bulk-loaded before one INSERT ... SELECT (private to the connection).
+_STAGING = {
+    "sqlite": "CREATE TEMP TABLE IF NOT EXISTS staged_{0} AS SELECT * FROM {0} WHERE false",
+    "postgresql": "CREATE TEMP TABLE IF NOT EXISTS staged_{0} (LIKE {0}) ON COMMIT DELETE ROWS",
+}
 
 
 def _answer(text: str) -> Answer:
@@ -367,11 +363,6 @@ class Store:
             {**dict(zip(keys, row, strict=True)), "warning": bool(row[5]), "details": json.loads(row[7])}
             for row in rows
         ]
-
-
-def _chunks(items: list[Any], size: int) -> Iterator[list[Any]]:
-    for start in range(0, len(items), size):
-        yield items[start : start + size]
 
 
 def pairs_of(joined: Iterable[Joined]) -> list[Pair]:
