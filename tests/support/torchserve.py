@@ -150,7 +150,8 @@ class TorchServe:
     """One TorchServe process tree; use as a context manager or call :meth:`start` and :meth:`stop`.
 
     ``models`` are ``.mar`` file names (without the suffix) in ``store``; they are loaded at startup and
-    :meth:`start` returns once each has a READY worker (except the names in ``expect_failure``).
+    :meth:`start` returns once each has a READY worker (the names in ``expect_failure``: once registered) and
+    the inference API accepts connections.
     ``oip`` sets ``TS_OPEN_INFERENCE_PROTOCOL=oip`` (the frontend then serves ``/v2/health/ready`` and friends);
     ``envelope`` sets ``service_envelope`` as KServe's stock runtime does through ``TS_SERVICE_ENVELOPE``.
     """
@@ -315,7 +316,11 @@ class TorchServe:
         return bool(statuses) and all(status == "READY" for status in statuses or [])
 
     def wait_ready(self, names: Sequence[str], timeout: float = 120.0) -> None:
-        """Wait until every named model has only READY workers; fail fast when the server dies.
+        """Wait until every named model has only READY workers, the models expected to fail are registered, and
+        the inference API accepts connections; fail fast when the server dies.
+
+        A server whose every model is expected to fail has nothing to become READY: without the last two
+        conditions it counted as started before the JVM had bound its ports.
 
         A port picked by :func:`free_port` can be taken by another process before the JVM binds it; then the
         server is relaunched on fresh ports (up to 3 times).
@@ -323,7 +328,7 @@ class TorchServe:
         deadline = time.monotonic() + timeout
         pending = list(names)
         relaunches = 0
-        while pending:
+        while True:
             if not self.running():
                 if "Address already in use" in self.log_text() and relaunches < 3:
                     relaunches += 1
@@ -332,10 +337,21 @@ class TorchServe:
                     continue
                 raise TorchServeError(f"TorchServe exited before {pending} were ready:\n{self.log_tail()}")
             pending = [name for name in pending if not self.model_ready(name)]
-            if pending and time.monotonic() > deadline:
-                raise TorchServeError(f"models {pending} not ready after {timeout:.0f}s:\n{self.log_tail()}")
-            if pending:
-                time.sleep(0.2)
+            waiting = pending + [f"{name} registered" for name in sorted(self.expect_failure)
+                                 if self.worker_statuses(name) is None]  # fmt: skip
+            if not waiting and self._accepts_connections():
+                return
+            if time.monotonic() > deadline:
+                raise TorchServeError(f"{waiting or 'the inference API'} not ready after {timeout:.0f}s:\n"
+                                      f"{self.log_tail()}")  # fmt: skip
+            time.sleep(0.2)
+
+    def _accepts_connections(self) -> bool:
+        try:
+            self.request("GET", "/ping", timeout=5)
+        except OSError:
+            return False
+        return True
 
     def log_tail(self, lines: int = 60) -> str:
         try:
