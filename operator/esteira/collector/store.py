@@ -49,7 +49,7 @@ _AUDIT_COLUMNS = (
     "message TEXT NOT NULL, warning INTEGER NOT NULL, actor TEXT NOT NULL, details TEXT NOT NULL);"
     "CREATE INDEX IF NOT EXISTS audit_by_deployment ON audit (namespace, deployment, at);"
 )
-# Where a batch of records or labels is bulk-loaded before one INSERT ... SELECT (private to the connection).
+# Where a batch of records, labels or joins is bulk-loaded before one INSERT ... SELECT (private to the connection).
 _STAGING = {
     "sqlite": "CREATE TEMP TABLE IF NOT EXISTS staged_{0} AS SELECT * FROM {0} WHERE false",
     "postgresql": "CREATE TEMP TABLE IF NOT EXISTS staged_{0} (LIKE {0}) ON COMMIT DELETE ROWS",
@@ -107,7 +107,9 @@ class Store:
     def _schema(self) -> list[str]:
         """The tables (created where missing) and this connection's staging tables."""
         statements = (_TABLES + _AUDIT[self.dialect] + _AUDIT_COLUMNS).split(";")
-        return [s for s in statements if s.strip()] + [_STAGING[self.dialect].format(t) for t in ("records", "labels")]
+        return [s for s in statements if s.strip()] + [
+            _STAGING[self.dialect].format(t) for t in ("records", "labels", "joins")
+        ]
 
     def _recover(self) -> None:
         """After a failed transaction: roll back, or drop a connection that is gone so the next one reconnects."""
@@ -209,8 +211,9 @@ class Store:
             for key, r in unique.items():
                 truth = truths.get((r.namespace, r.deployment, r.request_id))
                 if truth is not None and r.kind == "response" and r.predictions and key in inserted:
-                    joined += self._join(tx, r.namespace, r.deployment, r.revision, r.request_id,
-                                         list(r.predictions), json.loads(truth), r.at, now)  # fmt: skip
+                    joined += _joined(r.namespace, r.deployment, r.revision, r.request_id, list(r.predictions),
+                                      json.loads(truth), r.at, now)  # fmt: skip
+            joined = self._add_joins(tx, joined)
         return len(inserted), joined
 
     def add_labels(self, labels: Iterable[Label]) -> tuple[int, list[Joined]]:
@@ -234,8 +237,9 @@ class Store:
                 if key not in inserted:
                     continue
                 for revision, predictions, at in answered.get(key, []):
-                    joined += self._join(tx, key[0], key[1], revision, key[2], json.loads(predictions),
-                                         truths[key], at, unique[key].at)  # fmt: skip
+                    joined += _joined(key[0], key[1], revision, key[2], json.loads(predictions), truths[key], at,
+                                      unique[key].at)  # fmt: skip
+            joined = self._add_joins(tx, joined)
         return len(inserted), joined
 
     def _insert_new(self, tx: Store._Tx, table: str, key: str, rows: list[tuple[Any, ...]]) -> set[tuple[Any, ...]]:
@@ -254,24 +258,15 @@ class Store:
             ).fetchall()
         }
 
-    def _join(
-        self, tx: Store._Tx, namespace: str, deployment: str, revision: str, request_id: str,
-        predicted: list[Answer], truth: Any, predicted_at: float, now: float,
-    ) -> list[Joined]:  # fmt: skip
-        try:
-            pairs = pair_up(predicted, truth)
-        except ValueError:
-            return []  # the truth does not fit this answer (counted by the caller as unjoinable)
-        out = []
-        for index, pair in enumerate(pairs):
-            tx.execute(
-                "INSERT INTO joins VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
-                (namespace, deployment, revision, request_id, index, json.dumps(pair.predicted),
-                 json.dumps(pair.actual), int(pair.correct), pair.absolute_error, predicted_at, now),
-            )  # fmt: skip
-            out.append(Joined(namespace, deployment, revision, request_id, index, pair.predicted, pair.actual,
-                              predicted_at, now))  # fmt: skip
-        return out
+    def _add_joins(self, tx: Store._Tx, joined: list[Joined]) -> list[Joined]:
+        """Store labelled predictions in bulk; returns those not stored before (each is counted once)."""
+        pairs = [Pair(j.predicted, j.actual) for j in joined]
+        inserted = self._insert_new(tx, "joins", "namespace, deployment, revision, request_id, idx",
+                                    [(j.namespace, j.deployment, j.revision, j.request_id, j.index,
+                                      json.dumps(j.predicted), json.dumps(j.actual), int(p.correct),
+                                      p.absolute_error, j.predicted_at, j.joined_at)
+                                     for j, p in zip(joined, pairs, strict=True)])  # fmt: skip
+        return [j for j in joined if (j.namespace, j.deployment, j.revision, j.request_id, j.index) in inserted]
 
     def add_audit(self, entries: Iterable[AuditEntry]) -> int:
         count = 0
@@ -363,6 +358,19 @@ class Store:
             {**dict(zip(keys, row, strict=True)), "warning": bool(row[5]), "details": json.loads(row[7])}
             for row in rows
         ]
+
+
+def _joined(
+    namespace: str, deployment: str, revision: str, request_id: str, predicted: list[Answer], truth: Any,
+    predicted_at: float, now: float,
+) -> list[Joined]:  # fmt: skip
+    """One answer's labelled predictions, instance by instance; none when the truth does not fit the answer."""
+    try:
+        pairs = pair_up(predicted, truth)
+    except ValueError:
+        return []  # counted by the caller as unjoinable
+    return [Joined(namespace, deployment, revision, request_id, index, pair.predicted, pair.actual, predicted_at, now)
+            for index, pair in enumerate(pairs)]  # fmt: skip
 
 
 def pairs_of(joined: Iterable[Joined]) -> list[Pair]:
