@@ -153,9 +153,7 @@ class Store:
             return self.cur
 
         def load(self, table: str, rows: Sequence[Sequence[Any]]) -> None:
-            """Bulk-load rows: COPY on PostgreSQL, one prepared statement executed per row on SQLite."""
-            if not rows:
-                return
+            """Bulk-load rows (at least one): COPY on PostgreSQL, one prepared statement per row on SQLite."""
             if self.store.dialect == "postgresql":
                 with self.cur.copy(f"COPY {table} FROM STDIN") as copy:
                     for row in rows:
@@ -250,6 +248,8 @@ class Store:
         a row cost PostgreSQL a round trip each and capped it near 2,000 rows/s.
         """
         tx.execute(f"DELETE FROM staged_{table}")
+        if not rows:
+            return set()
         tx.load(f"staged_{table}", rows)
         return {
             tuple(row)
@@ -260,7 +260,9 @@ class Store:
 
     def _add_joins(self, tx: Store._Tx, joined: list[Joined]) -> list[Joined]:
         """Store labelled predictions in bulk; returns those not stored before (each is counted once)."""
-        pairs = [Pair(j.predicted, j.actual) for j in joined]
+        if not joined:
+            return []  # most record batches find no label yet: no round trip for them
+        pairs = pairs_of(joined)
         inserted = self._insert_new(tx, "joins", "namespace, deployment, revision, request_id, idx",
                                     [(j.namespace, j.deployment, j.revision, j.request_id, j.index,
                                       json.dumps(j.predicted), json.dumps(j.actual), int(p.correct),
