@@ -153,6 +153,29 @@ def test_a_full_batch_is_sent_without_waiting_out_the_linger() -> None:
     assert outbox.dropped == 0
 
 
+def test_records_that_arrive_during_a_post_wait_for_the_next_batch() -> None:
+    """Under a steady stream the queue is never empty after a post: the records that came meanwhile still wait
+    for company (the linger, or a full batch) instead of going out a few at a time."""
+    posted: list[int] = []
+    outbox: Outbox
+
+    def send(batch: list[Outgoing]) -> None:
+        if not posted:  # five records arrive while the first post is on its way
+            for _ in range(5):
+                outbox.offer(b"{}")
+        posted.append(len(batch))
+
+    outbox = Outbox(send, linger=60.0)
+    for _ in range(BATCH):  # a full batch: posted at once
+        outbox.offer(b"{}")
+    eventually(lambda: posted == [BATCH] and not outbox._wake.is_set(), 10, "the first post, then lingering")
+    for _ in range(BATCH - 5):
+        outbox.offer(b"{}")
+    eventually(lambda: sum(posted) == 2 * BATCH, 10, "every record posted")
+    assert posted == [BATCH, BATCH]
+    assert outbox.dropped == 0
+
+
 def test_a_post_carries_at_most_batch_bytes_unless_one_record_is_larger() -> None:
     posted: list[list[Outgoing]] = []
     release = threading.Event()
