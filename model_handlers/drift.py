@@ -190,26 +190,27 @@ class DriftCounter:
 
     # -- values ---------------------------------------------------------------------------------------------
 
-    def rows(self, batch: torch.Tensor, config: ModelConfig) -> torch.Tensor:
-        """Feature values per instance, [instances, columns] on the CPU: the tabular row, or an image's
+    def rows(self, batch: torch.Tensor, config: ModelConfig) -> np.ndarray:
+        """Feature values per instance, [instances, columns] in float64: the tabular row, or an image's
         statistics in 0..1 pixel units. Never a view of ``batch``: rows are counted after the forward pass, and
-        a model may write into its input."""
+        a model may write into its input. A NumPy copy: for a request's few values, torch's copy (``to``,
+        ``clone``) costs several times NumPy's, which the serving thread pays for every batch."""
         if config.kind != "image":
             flat = batch if batch.dim() == 2 else batch.reshape(batch.shape[0], -1)
-            return flat.detach().to("cpu", copy=True)
+            return flat.detach().cpu().numpy().astype(np.float64)
         pixels = batch.float()
         if config.std is not None:
             pixels = pixels * torch.tensor(config.std).view(1, -1, 1, 1)
         if config.mean is not None:
             pixels = pixels + torch.tensor(config.mean).view(1, -1, 1, 1)
         spread, level = torch.std_mean(pixels.reshape(pixels.shape[0], -1), dim=1, correction=0)
-        return torch.stack([level, spread], dim=1).detach().cpu()
+        return torch.stack([level, spread], dim=1).detach().cpu().numpy().astype(np.float64)
 
     def count(
         self, rows: torch.Tensor | Sequence[Sequence[float]]
     ) -> tuple[Counter[tuple[str, str]], Counter[tuple[str, str]]]:
         """(bin counts, violation counts) of a batch, keyed by (feature, bin) and (feature, kind)."""
-        counts = self._count(torch.as_tensor(rows, dtype=torch.float64))
+        counts = self._count(torch.as_tensor(rows, dtype=torch.float64).numpy())
         pairs = (
             counts.items() if isinstance(counts, Mapping) else ((i, counts[i]) for i in np.flatnonzero(counts).tolist())
         )
@@ -222,18 +223,17 @@ class DriftCounter:
                 violations[self.slot_violations[slot]] += int(n)
         return bins, violations
 
-    def _count(self, rows: torch.Tensor) -> dict[int, float] | np.ndarray:
+    def _count(self, rows: np.ndarray) -> dict[int, float] | np.ndarray:
         """Bin and violation counts of a batch ([instances, columns]) by slot. A few values take a step each in
         Python; more go through array operations, whose fixed cost (about 30 us) a Python step per value
         passes beyond ``ARRAY_VALUES`` values, and which are 10-30x faster for a wide model's batch."""
-        if rows.dim() != 2 or not len(rows):
+        if rows.ndim != 2 or not len(rows):
             return {}
         if rows.shape[0] * len(self.slots) <= ARRAY_VALUES or self.numeric is None:
             return self._count_values(rows.tolist(), self.slots, {})
-        values = rows.double().numpy()
-        counts = self.numeric.count(values, len(self.tally.series))
+        counts = self.numeric.count(rows, len(self.tally.series))
         if self.categorical:
-            for slot, n in self._count_values(values.tolist(), self.categorical, {}).items():
+            for slot, n in self._count_values(rows.tolist(), self.categorical, {}).items():
                 counts[slot] += n
         return counts
 
@@ -289,15 +289,15 @@ class DriftCounter:
             return
         try:
             rows = self.rows(batch, config)
-            buffer.defer(cache, self.tally, rows, rows.numel(), self._count_held)
+            buffer.defer(cache, self.tally, rows, rows.size, self._count_held)
         except Exception:
             if not self._warned:
                 logger.exception("counting drift failed; inference goes on")
                 self._warned = True
 
-    def _count_held(self, held: list[torch.Tensor]) -> Counts:
+    def _count_held(self, held: list[np.ndarray]) -> Counts:
         """The counts of every held batch's rows, instances and capped instances with them."""
-        rows = held[0] if len(held) == 1 else torch.cat(held)
+        rows = held[0] if len(held) == 1 else np.concatenate(held)
         counts = self._count(rows)
         instances = int(rows.shape[0])
         for slot in (self.instances_slot, self.capped_slot):
