@@ -158,15 +158,42 @@ class Exchange:
 @dataclass(frozen=True, slots=True)
 class Revision:
     """The attributes every event of this revision carries, as binary mode's ``ce-`` headers and as JSON
-    members (a batch's records), both built once."""
+    members (a batch's records, each preceded by a comma), both built once."""
 
     headers: Mapping[str, str]
-    members: str
+    members: bytes
 
     @classmethod
     def of(cls, attributes: Mapping[str, str]) -> Revision:
         headers = {f"ce-{key}": str(value) for key, value in attributes.items() if key != "datacontenttype"}
-        return cls(headers, json.dumps(dict(attributes))[1:-1])
+        members = json.dumps(dict(attributes))[1:-1]
+        return cls(headers, f",{members}".encode() if members else b"")
+
+
+def structured_event(
+    revision: Revision, event_id: str, event_type: str, time: str, predictions: str | None, data: bytes
+) -> bytes:
+    """One structured-mode CloudEvent, ``data`` (JSON text) spliced in as it is. Built as one formatted bytes
+    string: the handler encodes two of these a logged request, on the serving thread."""
+    extra = b"" if predictions is None else b',"%b":%b' % (CE_PREDICTIONS.encode(), _json(predictions))
+    return b'{"id":%b,"type":"%b","time":"%b"%b%b,"data":%b}' % (
+        _json(event_id),
+        event_type.encode(),
+        time.encode(),
+        extra,
+        revision.members,
+        data,
+    )
+
+
+def _json(value: Any) -> bytes:
+    return jsontext.dumps(value).encode()
+
+
+def data_bytes(data: Any, encoded: bool) -> bytes:
+    """An event's data as JSON text: as it came when ``encoded``, else encoded now."""
+    text = data if encoded else jsontext.dumps(data)
+    return text.encode() if isinstance(text, str) else bytes(text)
 
 
 @dataclass(frozen=True, slots=True)
@@ -183,17 +210,11 @@ class Record:
     encoded: bool
 
     def data_json(self) -> bytes:
-        data = self.data if self.encoded else jsontext.dumps(self.data)
-        return data.encode() if isinstance(data, str) else bytes(data)
+        return data_bytes(self.data, self.encoded)
 
     def to_json(self) -> bytes:
         """The structured-mode event, the data spliced in as text."""
-        members = [f'"id":{jsontext.dumps(self.id)}', f'"type":"{self.type}"', f'"time":"{self.time}"']
-        if self.predictions is not None:
-            members.append(f'"{CE_PREDICTIONS}":{jsontext.dumps(self.predictions)}')
-        if self.revision.members:
-            members.append(self.revision.members)
-        return ("{" + ",".join(members) + ',"data":').encode() + self.data_json() + b"}"
+        return structured_event(self.revision, self.id, self.type, self.time, self.predictions, self.data_json())
 
     def headers(self) -> dict[str, str]:
         """Binary mode's ``ce-`` headers."""
@@ -380,20 +401,27 @@ class InferenceLog:
                 if request_id is None or not sampled(request_id, self.settings.sample_rate):
                     continue
                 if mode != "response":
-                    data, encoded = self._request_data(exchange)
-                    self._offer(Record(self._revision, request_id, CE_INFERENCE_REQUEST, now, None, data, encoded))
+                    self._offer(request_id, CE_INFERENCE_REQUEST, now, None, *self._request_data(exchange))
                 if mode != "request" and exchange.status == 200:
                     predictions = jsontext.dumps([_answer(p) for p in exchange.predictions])
-                    data, encoded = self._answer_data(exchange.answer)
-                    self._offer(
-                        Record(self._revision, request_id, CE_INFERENCE_RESPONSE, now, predictions, data, encoded)
-                    )
+                    answer = self._answer_data(exchange.answer)
+                    self._offer(request_id, CE_INFERENCE_RESPONSE, now, predictions, *answer)
             self._report_drops(getattr(context, "metrics", None))
         except Exception:
             logger.exception("inference logging failed for a batch; inference goes on")
 
-    def _offer(self, record: Record) -> None:
-        self.outbox.offer(record.to_json() if self._encoded else record)
+    def _offer(
+        self, request_id: str, event_type: str, now: str, predictions: str | None, data: Any, encoded: bool
+    ) -> None:
+        """For the collector, the event's bytes (encoded here, see the module docstring); else a Record the
+        sender posts in binary mode."""
+        if self._encoded:
+            event = structured_event(
+                self._revision, request_id, event_type, now, predictions, data_bytes(data, encoded)
+            )
+            self.outbox.offer(event)
+        else:
+            self.outbox.offer(Record(self._revision, request_id, event_type, now, predictions, data, encoded))
 
     def _request_data(self, exchange: Exchange) -> tuple[Any, bool]:
         if exchange.json_text and not self.settings.redact:
