@@ -28,6 +28,7 @@ when its queue is full and knows no revision. Here:
 
 from __future__ import annotations
 
+import atexit
 import hashlib
 import json
 import logging
@@ -80,6 +81,7 @@ QUEUE_BYTES = 64 * 1024 * 1024  # encoded records held at most (large bodies rea
 BATCH = 1000
 BATCH_BYTES = 1024 * 1024  # a post's records at most, well under the collector's 8 MiB body limit
 LINGER_SECONDS = 0.1
+EXIT_FLUSH_SECONDS = 5.0  # a stopping server waits at most this for its queued records (pods get 30 s to stop)
 
 
 def sampled(request_id: str, rate: float) -> bool:
@@ -271,7 +273,19 @@ class Outbox:
         self._lock = threading.Lock()
         # Bytes of encoded records queued and taken: each written by one thread only, their difference is held.
         self._bytes_in = self._bytes_out = 0
+        self._hurry = False  # flush asked: no more lingering
+        self._sending = False
+        self._settled = threading.Condition()  # notified after each round of posts
         threading.Thread(target=self._run, name="esteira-inference-log", daemon=True).start()
+
+    def flush(self, timeout: float) -> bool:
+        """Post what is queued without waiting out the linger; whether the queue emptied within ``timeout``.
+        A stopping server calls it (see :meth:`InferenceLog.from_env`): the sender is a daemon thread, and the
+        records of the last linger, or of a backlog, went down with the process."""
+        self._hurry = True
+        self._wake.set()
+        with self._settled:
+            return self._settled.wait_for(lambda: not self._queue and not self._sending, timeout)
 
     def offer(self, record: Outgoing) -> bool:
         size = len(record) if isinstance(record, bytes) else 0
@@ -292,15 +306,19 @@ class Outbox:
             if not self._queue:
                 self._wake.wait()  # the first record ends the wait (records left from the last round need none)
             self._wake.clear()
-            if len(self._queue) < BATCH:
+            if len(self._queue) < BATCH and not self._hurry:
                 self._wake.wait(self.linger)  # a full batch (offer) ends the wait early
                 self._wake.clear()
             # What waited out the linger goes now; what arrives during these posts waits for the next round.
             due = len(self._queue)
+            self._sending = True
             while due > 0:
                 batch = self._next_batch(due)
                 due -= len(batch)
                 self._deliver(batch)
+            with self._settled:
+                self._sending = False
+                self._settled.notify_all()
 
     def _next_batch(self, limit: int) -> list[Outgoing]:
         """Up to ``limit`` and ``BATCH`` records, and ``BATCH_BYTES`` unless one record alone is larger."""
@@ -389,8 +407,15 @@ class InferenceLog:
 
     @classmethod
     def from_env(cls, identity: Identity) -> InferenceLog | None:
+        """The model server's log, or None when logging is off. Its queue is flushed as the process exits
+        (KServe's server returns from its loop on SIGTERM and exits normally), for at most
+        ``EXIT_FLUSH_SECONDS``."""
         settings = LogSettings.from_env()
-        return cls(settings, identity) if settings else None
+        if settings is None:
+            return None
+        log = cls(settings, identity)
+        atexit.register(log.outbox.flush, EXIT_FLUSH_SECONDS)
+        return log
 
     def observe(self, context: Any, exchanges: Sequence[Exchange]) -> None:
         """Queue the sampled requests' records; never raises (logging must not fail inference)."""

@@ -4,6 +4,9 @@ queue that never blocks inference and counts what it drops, retries with backoff
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 import threading
 import uuid
 from collections.abc import Callable, Iterator
@@ -174,6 +177,41 @@ def test_records_that_arrive_during_a_post_wait_for_the_next_batch() -> None:
     eventually(lambda: sum(posted) == 2 * BATCH, 10, "every record posted")
     assert posted == [BATCH, BATCH]
     assert outbox.dropped == 0
+
+
+def test_flush_posts_what_is_queued_without_waiting_out_the_linger() -> None:
+    posted: list[int] = []
+    outbox = Outbox(lambda batch: posted.append(len(batch)), linger=60.0)
+    for _ in range(3):
+        outbox.offer(b"{}")
+    assert outbox.flush(10)  # well before the 60 s linger
+    assert posted == [3]
+    assert outbox.flush(10)  # nothing queued: at once
+
+
+EXITING_SERVER = """
+import sys
+from model_handlers.inference_log import InferenceLog
+from model_handlers.protocol import Identity, Prediction
+from tests.inference_log.test_inference_log import Context, exchange
+log = InferenceLog.from_env(Identity("iris", "1", "2"))
+ids = [f"r{index}" for index in range(int(sys.argv[1]))]
+body, answer = b'{"instances": [[1, 2]]}', '{"predictions": [0]}'
+log.observe(Context(ids), [exchange(i, body, answer, [Prediction(label="0")]) for i in ids])
+"""
+
+
+def test_a_server_that_exits_posts_its_queued_records_first() -> None:
+    """The sender is a daemon thread: without the flush at exit, the records of the last linger went down with
+    the process (a pod stopping at the end of a rollout)."""
+    with sink(lambda posts: (204, {})) as (url, posts):
+        env = {**os.environ, "ESTEIRA_LOG_MODE": "request", "ESTEIRA_LOG_URL": url + COLLECTOR_RECORDS_PATH}
+        child = subprocess.run(
+            [sys.executable, "-c", EXITING_SERVER, "50"], env=env, capture_output=True, text=True, timeout=120
+        )
+        assert child.returncode == 0, child.stderr
+        received = sorted(record["id"] for post in posts for record in json.loads(post.body))
+    assert received == sorted(f"r{index}" for index in range(50))
 
 
 def test_a_post_carries_at_most_batch_bytes_unless_one_record_is_larger() -> None:
