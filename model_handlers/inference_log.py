@@ -409,7 +409,7 @@ class InferenceLog:
     def from_env(cls, identity: Identity) -> InferenceLog | None:
         """The model server's log, or None when logging is off. Its queue is flushed as the process exits
         (KServe's server returns from its loop on SIGTERM and exits normally), for at most
-        ``EXIT_FLUSH_SECONDS``."""
+        ``EXIT_FLUSH_SECONDS``; TorchServe kills its workers (SIGKILL), which no flush outlives."""
         settings = LogSettings.from_env()
         if settings is None:
             return None
