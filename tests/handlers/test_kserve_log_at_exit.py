@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from esteira.vocabulary import COLLECTOR_RECORDS_PATH
-from tests.inference_log.test_inference_log import Post, sink
+from tests.support.cloudevents_sink import Post, sink
 from tests.support.kserve_runtime import KServeRuntimeProcess
 from tests.support.prerequisites import require_file
 from tests.support.waiting import eventually

@@ -9,10 +9,6 @@ import subprocess
 import sys
 import threading
 import uuid
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import pytest
@@ -37,6 +33,7 @@ from model_handlers.inference_log import (
     sampled,
 )
 from model_handlers.protocol import Identity, Prediction
+from tests.support.cloudevents_sink import Post, sink
 from tests.support.waiting import eventually
 
 SECRET = "TOP-SECRET-VALUE"
@@ -191,13 +188,12 @@ def test_flush_posts_what_is_queued_without_waiting_out_the_linger() -> None:
 
 EXITING_SERVER = """
 import sys
-from model_handlers.inference_log import InferenceLog
+from model_handlers.inference_log import Exchange, InferenceLog
 from model_handlers.protocol import Identity, Prediction
-from tests.inference_log.test_inference_log import Context, exchange
 log = InferenceLog.from_env(Identity("iris", "1", "2"))
 ids = [f"r{index}" for index in range(int(sys.argv[1]))]
 body, answer = b'{"instances": [[1, 2]]}', '{"predictions": [0]}'
-log.observe(Context(ids), [exchange(i, body, answer, [Prediction(label="0")]) for i in ids])
+log.observe(None, [Exchange({"x-request-id": i}, body, True, None, 200, [Prediction(label="0")], answer) for i in ids])
 """
 
 
@@ -269,42 +265,6 @@ def test_records_carry_identity_predictions_and_redacted_inputs_and_retry_until_
     assert (response["revision"], response["modelversion"], response["inferenceservicename"]) == ("3", "1.0.1", "iris")
     assert json.loads(response["predictions"]) == [0.5]
     assert outbox.dropped == 0
-
-
-@dataclass(frozen=True)
-class Post:
-    port: int  # the client's port: one per connection
-    headers: dict[str, str]
-    body: bytes
-
-
-@contextmanager
-def sink(answer: Callable[[list[Post]], tuple[int, dict[str, str]]]) -> Iterator[tuple[str, list[Post]]]:
-    """An HTTP/1.1 server on loopback that keeps every POST and answers with ``answer(posts so far)``."""
-    posts: list[Post] = []
-
-    class Receiver(BaseHTTPRequestHandler):
-        protocol_version = "HTTP/1.1"
-
-        def do_POST(self) -> None:
-            body = self.rfile.read(int(self.headers["Content-Length"]))
-            posts.append(Post(self.client_address[1], dict(self.headers), body))
-            status, headers = answer(posts)
-            self.send_response(status)
-            for name, value in {"Content-Length": "0", **headers}.items():
-                self.send_header(name, value)
-            self.end_headers()
-
-        def log_message(self, *_: Any) -> None:
-            """Quiet."""
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Receiver)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}", posts
-    finally:
-        server.shutdown()
-        server.server_close()
 
 
 def test_the_sender_keeps_its_connection_reopens_a_closed_one_and_raises_on_errors() -> None:
