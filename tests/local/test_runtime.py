@@ -22,6 +22,7 @@ from urllib.parse import urlparse
 
 import pytest
 
+from esteira.local import kserve_server, server
 from esteira.local.cli import serve
 from esteira.local.loadgen import LoadGenerator
 from esteira.local.router import PortInUse
@@ -259,6 +260,35 @@ def test_port_in_use_names_the_port(tmp_path: Path, capsys: pytest.CaptureFixtur
             asyncio.run(runtime.router.start())
         assert asyncio.run(serve(LocalRuntime(manifest, port=port, log=lambda _: None))) == 2
     assert f"port {port} on 127.0.0.1 is already in use" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("runtime", RUNTIMES, ids=lambda runtime: runtime or "torchserve")
+def test_a_port_taken_before_the_server_binds_it_is_no_crash(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, runtime: str | None
+) -> None:
+    """A port is picked free a second or more before the model server binds it, and another process can take it
+    in between: the server starts again on fresh ports, and that is not counted as a crash."""
+    need_runtime(runtime)
+    manifest = tmp_path / "iris.yaml"
+    write_manifest(manifest, "1.0.0", "iris-1.0.0", runtime=runtime)
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        first_pick = iter([int(taken.getsockname()[1])])
+        monkeypatch.setattr(kserve_server if runtime else server, "free_port", lambda: next(first_pick, free_port()))
+        thread = RuntimeThread(LocalRuntime(manifest, port=free_port(), workdir=tmp_path / "run", log=print)).start()
+        try:
+            local = thread.runtime
+            wait_for(lambda: 1 in local.servers and local.servers[1].ready, 120, "revision 1 ready")
+            served = local.servers[1]
+            status, headers, _ = http(f"{local.url}/v1/models/iris:predict", {"instances": [[5, 3, 1, 0.2]]})
+        finally:
+            thread.stop()
+    assert status == 200 and headers["x-model-revision"] == "1"
+    reasons = [event.reason for event in local.timeline]
+    assert reasons.count("PortTaken") == 1 and "ServerCrashed" not in reasons, reasons
+    assert reasons.count("ServerReady") == 1, reasons  # the first launch's wait ended with it
+    assert served.restarts == 0
 
 
 @pytest.mark.parametrize("runtime", RUNTIMES, ids=lambda runtime: runtime or "torchserve")

@@ -27,6 +27,9 @@ from esteira.packaging.entrypoint import runtime_environment
 from esteira.vocabulary import ENV_BATCH_SIZE, ENV_MAX_BATCH_DELAY_MS, ENV_MODEL_NAME, ENV_MODEL_VERSION, ENV_REVISION
 
 HOST = "127.0.0.1"
+# What a server writes when a port picked for it was taken before it could bind it: Netty's BindException in
+# TorchServe's log and uvicorn's OSError in esteira-kserve's both say it (in either case).
+PORT_TAKEN = "address already in use"
 # Variables the spec decides for the server; a value left in the user's shell must not leak into it.
 _SPEC_DECIDES = (ENV_BATCH_SIZE, ENV_MAX_BATCH_DELAY_MS)
 
@@ -69,7 +72,9 @@ class ModelServer(ABC):
     ready: bool = False
     restarts: int = 0
     stopping: bool = False
+    port_retries: int = 0  # launches in a row that found a picked port taken (not counted as restarts)
     _process: asyncio.subprocess.Process | None = field(default=None, repr=False)
+    _log_offset: int = field(default=0, repr=False)  # where this launch's output starts in the log
 
     # --- what a runtime says --------------------------------------------------------------------------------
 
@@ -149,6 +154,7 @@ class ModelServer(ABC):
         (self.root / "tmp").mkdir(exist_ok=True)
         command = self.prepare()
         with self.log_path.open("ab") as log:
+            self._log_offset = log.tell()
             self._process = await asyncio.create_subprocess_exec(
                 *command,
                 cwd=self.root,
@@ -160,14 +166,29 @@ class ModelServer(ABC):
             )
 
     async def wait_ready(self, session: aiohttp.ClientSession, within: float = 180.0) -> None:
-        deadline = time.monotonic() + within
-        while not await self.check_ready(session):
-            if self.exited() is not None:
+        deadline, launched = time.monotonic() + within, self._process
+        while True:
+            answered = await self.check_ready(session)
+            # A relaunch meanwhile (after a crash) has a wait of its own: this one ends with the process it waited for.
+            if self._process is not launched or self.exited() is not None:
                 raise RuntimeError(f"{self.runtime} for revision {self.revision} exited:\n{self.log_tail()}")
+            if answered:
+                break
             if time.monotonic() > deadline:
                 raise RuntimeError(f"{self.runtime} for revision {self.revision} not ready after {within:.0f}s")
             await asyncio.sleep(0.3)
-        self.ready = True
+        self.ready, self.port_retries = True, 0
+
+    def lost_a_port(self) -> bool:
+        """Whether the last launch ended because a port picked for it was taken first.
+
+        Ports are picked free and bound by the server a second or more later (a JVM starts slowly); any process
+        can take one in between. That is no crash of the server: it deserves fresh ports, not a restart count.
+        """
+        with contextlib.suppress(OSError), self.log_path.open("rb") as log:
+            log.seek(self._log_offset)
+            return PORT_TAKEN in log.read().decode(errors="replace").lower()
+        return False
 
     def log_tail(self, lines: int = 20) -> str:
         with contextlib.suppress(OSError):

@@ -59,6 +59,7 @@ from esteira.vocabulary import (
 )
 
 MAX_RESTARTS = 5
+MAX_PORT_RETRIES = 3  # launches in a row that find a picked port taken; past that, each counts as a crash
 DRAIN_SECONDS = 30.0
 DRAIN_POLL = 0.05
 
@@ -412,14 +413,27 @@ class LocalRuntime:
                 continue
             server.ready = False
             self.router.set_backend(server.revision, None)
+            if server.lost_a_port() and server.port_retries < MAX_PORT_RETRIES:
+                server.port_retries += 1
+                self.say(
+                    "PortTaken",
+                    f"revision {server.revision} {server.runtime} found a port picked for it taken by another "
+                    "process; starting it again on fresh ports",
+                    True,
+                )
+                self._relaunch(server)
+                continue
             server.restarts += 1
             message = f"revision {server.revision} {server.runtime} {server.how_it_ended()}; restart {server.restarts}"
             if server.restarts >= MAX_RESTARTS:
                 self.say("ServerFailed", f"{message}: giving up, see {server.log_path}", True)
                 continue
             self.say("ServerCrashed", message, True)
-            server.stopping = True  # until the relaunch, so the next tick does not count it again
-            self._spawn(self._bring_up(server, "Restarting"))
+            self._relaunch(server)
+
+    def _relaunch(self, server: ModelServer) -> None:
+        server.stopping = True  # until the relaunch, so the next tick does not count it again
+        self._spawn(self._bring_up(server, "Restarting"))
 
     def _spawn(self, coroutine: Any) -> None:
         task: asyncio.Task[None] = asyncio.create_task(coroutine)
