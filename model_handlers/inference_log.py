@@ -40,10 +40,12 @@ from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 from ts.metrics.metric_type_enum import MetricTypes
 
+from esteira.packaging.log_flush import FLUSH_SECONDS, listen_for_flush
 from esteira.packaging.upstream import BlockingUpstream, parse_url
 from esteira.vocabulary import (
     CE_BATCH_CONTENT_TYPE,
@@ -59,6 +61,7 @@ from esteira.vocabulary import (
     CE_REVISION,
     COLLECTOR_RECORDS_PATH,
     ENV_DEPLOYMENT,
+    ENV_LOG_FLUSH_DIR,
     ENV_LOG_MODE,
     ENV_LOG_REDACT,
     ENV_LOG_SAMPLE_RATE,
@@ -81,7 +84,6 @@ QUEUE_BYTES = 64 * 1024 * 1024  # encoded records held at most (large bodies rea
 BATCH = 1000
 BATCH_BYTES = 1024 * 1024  # a post's records at most, well under the collector's 8 MiB body limit
 LINGER_SECONDS = 0.1
-EXIT_FLUSH_SECONDS = 5.0  # a stopping server waits at most this for its queued records (pods get 30 s to stop)
 
 
 def sampled(request_id: str, rate: float) -> bool:
@@ -274,7 +276,7 @@ class Outbox:
         self._lock = threading.Lock()
         # Bytes of encoded records queued and taken: each written by one thread only, their difference is held.
         self._bytes_in = self._bytes_out = 0
-        self._hurry = False  # flush asked: no more lingering
+        self._hurry = threading.Event()  # flush asked: no more lingering, and no backoff longer than ``backoff``
         self._sending = False
         self._settled = threading.Condition()  # notified after each round of posts
         threading.Thread(target=self._run, name="esteira-inference-log", daemon=True).start()
@@ -283,8 +285,9 @@ class Outbox:
         """Post what is queued without waiting out the linger; whether the queue emptied within ``timeout``.
         A stopping server calls it (see :meth:`InferenceLog.from_env`): the sender is a daemon thread, and the
         records of the last linger, or of a backlog, went down with the process. The outbox lingers no more
-        afterwards: it is the last thing a process asks of it."""
-        self._hurry = True
+        afterwards (it is the last thing a process asks of it), and a retry waiting out its backoff goes at once,
+        the next ones ``backoff`` apart: a backoff grown to seconds would outlast the time a stopping server has."""
+        self._hurry.set()
         self._wake.set()
         with self._settled:
             return self._settled.wait_for(lambda: not self._queue and not self._sending, timeout)
@@ -308,7 +311,7 @@ class Outbox:
             if not self._queue:
                 self._wake.wait()  # the first record ends the wait (records left from the last round need none)
             self._wake.clear()
-            if len(self._queue) < BATCH and not self._hurry:
+            if len(self._queue) < BATCH and not self._hurry.is_set():
                 self._wake.wait(self.linger)  # a full batch (offer) ends the wait early
                 self._wake.clear()
             # What waited out the linger goes now; what arrives during these posts waits for the next round.
@@ -347,7 +350,10 @@ class Outbox:
                     logger.warning(
                         "giving up %d inference records after %d attempts: %s", len(batch), self.attempts, exc
                     )
-                time.sleep(delay * random.uniform(0.5, 1.0))
+                if self._hurry.is_set():  # a stopping server: retry within its flush's time
+                    time.sleep(self.backoff)
+                else:  # a flush asked meanwhile ends the wait
+                    self._hurry.wait(delay * random.uniform(0.5, 1.0))
                 delay = min(delay * 2, self.max_backoff)
         with self._lock:
             self.dropped += len(batch)
@@ -410,13 +416,17 @@ class InferenceLog:
     @classmethod
     def from_env(cls, identity: Identity) -> InferenceLog | None:
         """The model server's log, or None when logging is off. Its queue is flushed as the process exits
-        (KServe's server returns from its loop on SIGTERM and exits normally), for at most
-        ``EXIT_FLUSH_SECONDS``; TorchServe kills its workers (SIGKILL), which no flush outlives."""
+        (KServe's server returns from its loop on SIGTERM and exits normally), for at most ``FLUSH_SECONDS``.
+        TorchServe kills its workers (SIGKILL), which no exit handler outlives: where the one who runs TorchServe
+        set ``ESTEIRA_LOG_FLUSH_DIR``, the worker also flushes when asked before that (:mod:`esteira.packaging.log_flush`)."""
         settings = LogSettings.from_env()
         if settings is None:
             return None
         log = cls(settings, identity)
-        atexit.register(log.outbox.flush, EXIT_FLUSH_SECONDS)
+        atexit.register(log.outbox.flush, FLUSH_SECONDS)
+        flush_dir = os.environ.get(ENV_LOG_FLUSH_DIR)
+        if flush_dir:
+            listen_for_flush(log.outbox.flush, Path(flush_dir), FLUSH_SECONDS)
         return log
 
     def observe(self, context: Any, exchanges: Sequence[Exchange]) -> None:

@@ -83,6 +83,7 @@ ENV_LOG_URL = "ESTEIRA_LOG_URL"  # where records go (the collector's /v1/records
 ENV_LOG_SAMPLE_RATE = "ESTEIRA_LOG_SAMPLE_RATE"
 ENV_LOG_REDACT = "ESTEIRA_LOG_REDACT"  # a JSON list of field names
 ENV_LOG_TOKEN = "ESTEIRA_LOG_TOKEN"  # bearer token for the collector
+ENV_LOG_FLUSH_DIR = "ESTEIRA_LOG_FLUSH_DIR"  # where TorchServe's workers say they flush when asked (log_flush)
 ENV_COLLECTOR_TOKEN = "ESTEIRA_COLLECTOR_TOKEN"  # the collector's shared secret (and the operator's, to post decisions)
 ENV_COLLECTOR_URL = "ESTEIRA_COLLECTOR_URL"  # the operator's: where the collector listens
 ENV_COLLECTOR_TOKEN_FILE = "ESTEIRA_COLLECTOR_TOKEN_FILE"  # the operator's: a file holding that secret

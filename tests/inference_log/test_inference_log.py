@@ -186,6 +186,24 @@ def test_flush_posts_what_is_queued_without_waiting_out_the_linger() -> None:
     assert outbox.flush(10)  # nothing queued: at once
 
 
+def test_a_flush_ends_a_retry_waiting_out_its_backoff() -> None:
+    """A backoff grown to seconds would outlast a stopping server's flush: the retry goes at once."""
+    attempts: list[int] = []
+    first_refused = threading.Event()
+
+    def send(batch: list[Any]) -> None:
+        attempts.append(len(batch))
+        if len(attempts) == 1:
+            first_refused.set()
+            raise RuntimeError("HTTP 503")
+
+    outbox = Outbox(send, linger=0.0, backoff=60.0, max_backoff=60.0)
+    outbox.offer(b"{}")
+    assert first_refused.wait(10)
+    assert outbox.flush(10)  # the backoff is 30-60 s
+    assert attempts == [1, 1]
+
+
 EXITING_SERVER = """
 import sys
 from model_handlers.inference_log import Exchange, InferenceLog

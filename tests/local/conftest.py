@@ -28,6 +28,7 @@ kind: ModelDeployment
 metadata: {{name: iris}}
 spec:
   model: {{name: iris, version: "{version}", storageUri: "{folder}"{runtime}}}
+  logging: {{mode: {log_mode}, sampleRate: 1.0}}
   rollout:
     steps: [50, 100]
     interval: 2s
@@ -52,6 +53,7 @@ def write_manifest(
     mirror: bool = False,
     pause_before: tuple[int, ...] = (),
     runtime: str | None = None,
+    log_mode: str = "none",
 ) -> None:
     path.write_text(
         MANIFEST.format(
@@ -60,6 +62,7 @@ def write_manifest(
             mirror=str(mirror).lower(),
             pause_before=list(pause_before),
             runtime=f", runtime: {runtime}" if runtime else "",
+            log_mode=log_mode,
         )
     )
 

@@ -13,6 +13,7 @@ import ipaddress
 import os
 import signal
 import socket
+import sqlite3
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -28,6 +29,7 @@ from esteira.local.loadgen import LoadGenerator
 from esteira.local.router import PortInUse
 from esteira.local.runtime import LocalRuntime
 from esteira.local.server import free_port, group_members
+from esteira.packaging.entrypoint import LOG_FLUSH_DIR
 from tests.local.conftest import (
     RUNTIMES,
     RuntimeThread,
@@ -289,6 +291,32 @@ def test_a_port_taken_before_the_server_binds_it_is_no_crash(
     assert reasons.count("PortTaken") == 1 and "ServerCrashed" not in reasons, reasons
     assert reasons.count("ServerReady") == 1, reasons  # the first launch's wait ended with it
     assert served.restarts == 0
+
+
+@pytest.mark.parametrize("runtime", RUNTIMES, ids=lambda runtime: runtime or "torchserve")
+def test_the_last_inference_records_reach_the_collector_at_shutdown(tmp_path: Path, runtime: str | None) -> None:
+    """Stopped at once after its last answer, a model server still holds that answer's records: it posts them
+    as it stops (TorchServe's workers when asked, before the frontend kills them), and the built-in collector
+    stops only after the servers."""
+    need_runtime(runtime)
+    manifest = tmp_path / "iris.yaml"
+    write_manifest(manifest, "1.0.0", "iris-1.0.0", runtime=runtime, log_mode="request")
+    workdir = tmp_path / "run"
+    thread = RuntimeThread(LocalRuntime(manifest, port=free_port(), workdir=workdir, log=print)).start()
+    ids = [f"last-{index}" for index in range(20)]
+    try:
+        local = thread.runtime
+        wait_for(lambda: 1 in local.servers and local.servers[1].ready, 120, "revision 1 ready")
+        for request_id in ids:
+            body = {"instances": [[5, 3, 1, 0.2]]}
+            assert http(f"{local.url}/v1/models/iris:predict", body, {"x-request-id": request_id})[0] == 200
+    finally:
+        thread.stop()
+    with contextlib.closing(sqlite3.connect(workdir / "collector.db")) as database:
+        stored = {row[0] for row in database.execute("SELECT request_id FROM records")}
+    assert stored == set(ids)
+    if runtime is None:  # TorchServe's worker was asked, and said it had flushed
+        assert len(list((workdir / "revision-1" / LOG_FLUSH_DIR).glob("*.flushed"))) == 1
 
 
 @pytest.mark.parametrize("runtime", RUNTIMES, ids=lambda runtime: runtime or "torchserve")

@@ -11,18 +11,25 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
 import warnings
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from esteira.packaging.config import parse_properties
+from esteira.packaging.entrypoint import LOG_FLUSH_DIR
 from esteira.packaging.healthcheck import check
+from esteira.vocabulary import COLLECTOR_RECORDS_PATH
 from tests.packaging.support import package_cli
-from tests.support.prerequisites import missing, require_module
+from tests.support.cloudevents_sink import Post, sink
+from tests.support.prerequisites import missing, require_file, require_module
+from tests.support.waiting import eventually
 
 torch = require_module("torch")
 require_module("ts")
@@ -30,6 +37,9 @@ require_module("sklearn")
 require_module("model_handlers.tabular")
 
 REPO = Path(__file__).resolve().parents[2]
+IRIS = REPO / "build" / "models" / "iris-1.0.0"
+# The sender's eighth and last attempt is then 2.5-5 s away: longer than TorchServe took to stop (2.4 s).
+REFUSED_POSTS = 7
 HOST = "127.0.0.1"
 
 
@@ -52,17 +62,19 @@ def get(url: str) -> Any:
         return json.load(response)
 
 
-@pytest.mark.slow
-@pytest.mark.skipif(shutil.which("java") is None, reason=missing("Java 17+ for TorchServe's frontend", "install a JDK"))
-def test_runtime_serves_packaged_demo_iris(demo_models: tuple[Path, list[Any]], tmp_path: Path) -> None:
-    from model_handlers.demo import datasets
+@dataclass
+class EntrypointServer:
+    """The pod's entrypoint (and the TorchServe it runs) on loopback ports, ready."""
 
-    source = demo_models[0] / "iris-1.0.0"
-    model_dir = tmp_path / "models"
-    extra = [str(source / "esteira-model.json"), str(source / "reference-profile.json")]
-    argv = ["--name", "iris", "--version", "1.0.0", "--handler", "tabular", "--model-file", str(source / "model.pt")]
-    assert package_cli([*argv, "--extra-files", *extra, "--batch-size", "2", "--out", str(model_dir)]) == 0
+    process: subprocess.Popen[bytes]
+    ports: dict[str, int]
+    runtime_dir: Path
 
+
+@contextlib.contextmanager
+def entrypoint_server(model_dir: Path, tmp_path: Path, extra_env: dict[str, str]) -> Iterator[EntrypointServer]:
+    """``python -m esteira.packaging.entrypoint`` serving ``model_dir``, once the pod's health check passes; both
+    process groups (the entrypoint's and TorchServe's) are gone afterwards."""
     ports = {name: free_port() for name in ("inference", "management", "metrics", "grpc", "grpc_management")}
     runtime_dir = tmp_path / "runtime"
     env = {
@@ -76,11 +88,10 @@ def test_runtime_serves_packaged_demo_iris(demo_models: tuple[Path, list[Any]], 
         "TS_OPEN_INFERENCE_PROTOCOL": "oip",
         "ESTEIRA_MODEL_DIR": str(model_dir),
         "ESTEIRA_RUNTIME_DIR": str(runtime_dir),
-        "ESTEIRA_BATCH_SIZE": "4",  # the operator's value wins over the archive's 2
-        "ESTEIRA_MAX_BATCH_DELAY_MS": "5",
-        "ESTEIRA_REVISION": "7",
+        **extra_env,
     }
-    log = (tmp_path / "server.log").open("w")
+    log_path = tmp_path / "server.log"
+    log = log_path.open("w")
     server = subprocess.Popen(
         [sys.executable, "-m", "esteira.packaging.entrypoint"],
         env=env,
@@ -94,14 +105,41 @@ def test_runtime_serves_packaged_demo_iris(demo_models: tuple[Path, list[Any]], 
         deadline = time.monotonic() + 180
         problems = ["not started"]
         while problems:
-            assert server.poll() is None, (tmp_path / "server.log").read_text()[-3000:]
-            assert time.monotonic() < deadline, (
-                f"not ready: {problems}\n" + (tmp_path / "server.log").read_text()[-3000:]
-            )
+            assert server.poll() is None, log_path.read_text()[-3000:]
+            assert time.monotonic() < deadline, f"not ready: {problems}\n" + log_path.read_text()[-3000:]
             time.sleep(1)
             if config.exists():
                 problems = check(parse_properties(config.read_text()), env, timeout=2)
+        yield EntrypointServer(server, ports, runtime_dir)
+    finally:
+        # The entrypoint runs TorchServe in a process group of its own: end both groups.
+        pid_file = runtime_dir / "tmp" / ".model_server.pid"
+        with contextlib.suppress(OSError, ValueError):
+            os.killpg(os.getpgid(int(pid_file.read_text())), signal.SIGKILL)
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(server.pid, signal.SIGKILL)
+        server.wait(timeout=30)
+        log.close()
 
+
+@pytest.mark.slow
+@pytest.mark.skipif(shutil.which("java") is None, reason=missing("Java 17+ for TorchServe's frontend", "install a JDK"))
+def test_runtime_serves_packaged_demo_iris(demo_models: tuple[Path, list[Any]], tmp_path: Path) -> None:
+    from model_handlers.demo import datasets
+
+    source = demo_models[0] / "iris-1.0.0"
+    model_dir = tmp_path / "models"
+    extra = [str(source / "esteira-model.json"), str(source / "reference-profile.json")]
+    argv = ["--name", "iris", "--version", "1.0.0", "--handler", "tabular", "--model-file", str(source / "model.pt")]
+    assert package_cli([*argv, "--extra-files", *extra, "--batch-size", "2", "--out", str(model_dir)]) == 0
+
+    batching = {
+        "ESTEIRA_BATCH_SIZE": "4",  # the operator's value wins over the archive's 2
+        "ESTEIRA_MAX_BATCH_DELAY_MS": "5",
+        "ESTEIRA_REVISION": "7",
+    }
+    with entrypoint_server(model_dir, tmp_path, batching) as running:
+        ports, server = running.ports, running.process
         base = f"http://{HOST}:{ports['inference']}"
         (description,) = get(f"http://{HOST}:{ports['management']}/models/iris")
         assert (description["batchSize"], description["maxBatchDelay"]) == (4, 5)
@@ -130,12 +168,43 @@ def test_runtime_serves_packaged_demo_iris(demo_models: tuple[Path, list[Any]], 
 
         server.send_signal(signal.SIGTERM)
         assert server.wait(timeout=60) == 0
-    finally:
-        # The entrypoint runs TorchServe in a process group of its own: end both groups.
-        pid_file = runtime_dir / "tmp" / ".model_server.pid"
-        with contextlib.suppress(OSError, ValueError):
-            os.killpg(os.getpgid(int(pid_file.read_text())), signal.SIGKILL)
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(server.pid, signal.SIGKILL)
-        server.wait(timeout=30)
-        log.close()
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(shutil.which("java") is None, reason=missing("Java 17+ for TorchServe's frontend", "install a JDK"))
+def test_a_stopping_pod_posts_the_inference_records_its_workers_hold(tmp_path: Path) -> None:
+    """SIGTERM to the pod's entrypoint while the collector refuses posts: TorchServe kills its workers with
+    SIGKILL, so the entrypoint has them post what they hold first, and every record arrives."""
+    require_file(IRIS / "config" / "config.properties", "run `make models`")
+    accepting = threading.Event()
+    accepted: list[Post] = []
+
+    def answer(posts: list[Post]) -> tuple[int, dict[str, str]]:
+        if not accepting.is_set():
+            return 503, {}
+        accepted.append(posts[-1])
+        return 204, {}
+
+    ids = [f"stop-{index}" for index in range(20)]
+    with sink(answer) as (url, posts):
+        env = {
+            "ESTEIRA_LOG_MODE": "request",
+            "ESTEIRA_LOG_URL": url + COLLECTOR_RECORDS_PATH,
+            "ESTEIRA_BATCH_SIZE": "1",
+        }
+        with entrypoint_server(IRIS, tmp_path, env) as running:
+            base = f"http://{HOST}:{running.ports['inference']}"
+            for request_id in ids:
+                body = json.dumps({"instances": [[5.1, 3.5, 1.4, 0.2]]}).encode()
+                headers = {"Content-Type": "application/json", "x-request-id": request_id}
+                request = urllib.request.Request(f"{base}/v1/models/iris:predict", body, headers)
+                with urllib.request.urlopen(request, timeout=30) as response:
+                    assert response.status == 200
+            eventually(lambda: len(posts) >= REFUSED_POSTS, 30, "the collector refusing the records' posts")
+            accepting.set()
+            running.process.send_signal(signal.SIGTERM)
+            assert running.process.wait(timeout=60) == 0
+            flushed = list((running.runtime_dir / LOG_FLUSH_DIR).glob("*.flushed"))
+    delivered = {record["id"] for post in accepted for record in json.loads(post.body)}
+    assert delivered == set(ids)
+    assert len(flushed) == 1, "the worker was not asked to flush, or did not say it had"

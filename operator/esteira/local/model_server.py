@@ -104,6 +104,10 @@ class ModelServer(ABC):
     async def check_ready(self, session: aiohttp.ClientSession) -> bool:
         """Whether the model answers now (False while starting, and once the process has exited)."""
 
+    async def before_stop(self, pgid: int) -> None:
+        """What the server's processes do before they are asked to stop (nothing, unless a runtime says)."""
+        del pgid
+
     def first_to_stop(self, pgid: int) -> int | None:
         """The process that stops the others in order when asked (None: signal the whole group)."""
         del pgid
@@ -201,6 +205,8 @@ class ModelServer(ABC):
         if process is None:
             return
         pgid = process.pid
+        if process.returncode is None:
+            await self.before_stop(pgid)
         target = self.first_to_stop(pgid)
         with contextlib.suppress(ProcessLookupError):
             if target is not None:

@@ -164,11 +164,11 @@ class LocalRuntime:
                 await self.tick()
 
     async def stop(self) -> None:
-        """Finish in-flight requests, then end every model server's process group."""
+        """Finish in-flight requests, then end every model server's process group, then the collector (the
+        servers post their last inference records to it as they stop)."""
         self.say("Stopping", "router stops accepting; in-flight requests finish")
         await self.router.stop()
         await self.commands.stop()
-        await self.collector.stop()
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
@@ -176,6 +176,7 @@ class LocalRuntime:
         await asyncio.gather(*(self._stop_server(s) for s in every), return_exceptions=True)
         self.servers.clear()
         self.retiring.clear()
+        await self.collector.stop()
         if self._session is not None:
             await self._session.close()
         if self._token_path is not None and self.router.token is not None:

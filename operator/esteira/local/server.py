@@ -8,6 +8,7 @@ signals the whole group, so no JVM or Python worker outlives the server.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import shutil
 import sys
@@ -21,6 +22,7 @@ from esteira.api.spec import ModelDeploymentSpec
 from esteira.local.model_server import HOST, ModelServer, free_port, group_members
 from esteira.packaging.config import CONFIG_PATH, MODEL_STORE, set_properties
 from esteira.packaging.entrypoint import (
+    LOG_FLUSH_DIR,
     PID_FILE,
     BatchSettings,
     frontend_pid,
@@ -29,7 +31,8 @@ from esteira.packaging.entrypoint import (
     torchserve_command,
     write_log_config,
 )
-from esteira.vocabulary import ENV_TORCHSERVE_VMARGS
+from esteira.packaging.log_flush import flush_workers
+from esteira.vocabulary import ENV_LOG_FLUSH_DIR, ENV_TORCHSERVE_VMARGS
 
 __all__ = [
     "DEFAULT_VMARGS",
@@ -137,7 +140,11 @@ class TorchServeServer(ModelServer):
         return command
 
     def runtime_env(self) -> dict[str, str]:
-        return {"TS_OPEN_INFERENCE_PROTOCOL": "oip"}
+        return {"TS_OPEN_INFERENCE_PROTOCOL": "oip", ENV_LOG_FLUSH_DIR: str(self.root / LOG_FLUSH_DIR)}
+
+    async def before_stop(self, pgid: int) -> None:
+        """The workers post their queued inference records: the frontend's shutdown kills them (SIGKILL)."""
+        await asyncio.to_thread(flush_workers, self.root / LOG_FLUSH_DIR, pgid)
 
     def first_to_stop(self, pgid: int) -> int | None:
         """The Java frontend: its shutdown stops the workers in order (signalled first, they would be respawned)."""

@@ -42,8 +42,15 @@ from esteira.packaging.config import (
     set_properties,
 )
 from esteira.packaging.heap import freeze_startup_heap
+from esteira.packaging.log_flush import flush_workers
 from esteira.packaging.logs import LOG_CONFIG_PATH, log4j2_xml
-from esteira.vocabulary import ENV_BATCH_SIZE, ENV_IDLE_POLL_US, ENV_MAX_BATCH_DELAY_MS, ENV_MODEL_VERSION
+from esteira.vocabulary import (
+    ENV_BATCH_SIZE,
+    ENV_IDLE_POLL_US,
+    ENV_LOG_FLUSH_DIR,
+    ENV_MAX_BATCH_DELAY_MS,
+    ENV_MODEL_VERSION,
+)
 
 ENV_MODEL_DIR = "ESTEIRA_MODEL_DIR"
 ENV_RUNTIME_DIR = "ESTEIRA_RUNTIME_DIR"
@@ -54,6 +61,7 @@ DEFAULT_MANAGEMENT_ADDRESS = "http://127.0.0.1:8081"
 DEFAULT_RUNTIME_DIR = "/tmp/esteira"
 RUNTIME_CONFIG = "config.properties"
 PID_FILE = ".model_server.pid"
+LOG_FLUSH_DIR = "log-flush"  # under the runtime directory: where workers say they flush (log_flush)
 MAX_IDLE_POLL_US = 1000  # longer is not waiting for a caller's next request but burning a core
 # Keys that name files under the model directory: moved along when the model is mounted elsewhere.
 _PATH_KEYS = ("model_store", "metrics_config")
@@ -236,19 +244,30 @@ def frontend_pid(pid_file: Path, group: int) -> int | None:
         return None
 
 
-def supervise(command: Sequence[str], env: Mapping[str, str], cwd: Path, pid_file: Path | None = None) -> int:
+def supervise(
+    command: Sequence[str],
+    env: Mapping[str, str],
+    cwd: Path,
+    pid_file: Path | None = None,
+    flush_dir: Path | None = None,
+) -> int:
     """Run ``command`` in its own process group and return once every process in the group has exited.
 
     A termination signal goes to the Java frontend (found through the launcher's ``pid_file``), whose shutdown
     stops the Python workers in order; signalling the whole group would kill the workers first, and the
     frontend would start new ones while shutting down. Without a pid file the whole group is signalled.
-    An exit nobody asked for is a failure, whatever the launcher's status says.
+    Before the first one, workers listening in ``flush_dir`` post their queued inference records (the frontend
+    kills them with SIGKILL; :mod:`esteira.packaging.log_flush`). An exit nobody asked for is a failure,
+    whatever the launcher's status says.
     """
     child = subprocess.Popen(list(command), env=dict(env), cwd=cwd, start_new_session=True)
     stopping = False
 
     def forward(signum: int, _frame: FrameType | None) -> None:
         nonlocal stopping
+        if not stopping and flush_dir is not None:
+            stopping = True  # a second signal during the flush goes straight on to the frontend
+            flush_workers(flush_dir, child.pid)
         stopping = True
         target = frontend_pid(pid_file, child.pid) if pid_file else None
         with contextlib.suppress(ProcessLookupError):
@@ -315,7 +334,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"# front on {where.public}, TorchServe inference on {where.backend}")
         print("# " + " ".join(command))
         return 0
-    env = runtime_environment(os.environ, runtime_dir) | {"TS_INFERENCE_ADDRESS": where.backend}
+    flush_dir = runtime_dir / LOG_FLUSH_DIR
+    env = runtime_environment(os.environ, runtime_dir) | {
+        "TS_INFERENCE_ADDRESS": where.backend,
+        ENV_LOG_FLUSH_DIR: str(flush_dir),
+    }
     for folder in (runtime_dir, Path(env["LOG_LOCATION"]), Path(env["METRICS_LOCATION"]), Path(env["TEMP"])):
         folder.mkdir(parents=True, exist_ok=True)
     config_path.write_text(text)
@@ -337,7 +360,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     freeze_startup_heap()  # every inference request crosses the front: its collections must not pause them
     try:
         # TorchServe's launcher writes the frontend's pid to its temporary directory (TMPDIR, set above).
-        return supervise(command, env, runtime_dir, Path(env["TMPDIR"]) / PID_FILE)
+        return supervise(command, env, runtime_dir, Path(env["TMPDIR"]) / PID_FILE, flush_dir)
     finally:
         listener.stop()
 
