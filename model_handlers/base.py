@@ -138,7 +138,12 @@ class EsteiraHandler(BaseHandler, abc.ABC):  # type: ignore[misc]
 
     @abc.abstractmethod
     def preprocess_instances(self, instances: Sequence[Instance]) -> torch.Tensor:
-        """One request's instances as a float tensor of shape [len(instances), ...] on the CPU (BadRequest if not)."""
+        """One request's instances as a tensor of shape [len(instances), ...] on the CPU (BadRequest if not)."""
+
+    def prepare_batch(self, batch: torch.Tensor) -> torch.Tensor:
+        """The requests' tensors put together, made what the model takes: work that is the same for every
+        instance is done here once per batch (the image handler scales and normalises pixels here)."""
+        return batch
 
     @abc.abstractmethod
     def postprocess_outputs(self, outputs: torch.Tensor) -> list[Prediction]:
@@ -270,13 +275,13 @@ class EsteiraHandler(BaseHandler, abc.ABC):  # type: ignore[misc]
             return list(answers[0])  # the envelope wraps the one answer it can carry
         return answers
 
-    @staticmethod
-    def _batch(slots: list[_Slot]) -> torch.Tensor | None:
-        """Every good request's instances in one tensor, in order (None when no request is good)."""
+    def _batch(self, slots: list[_Slot]) -> torch.Tensor | None:
+        """Every good request's instances in one tensor, in order, as the model takes it (None when no request
+        is good)."""
         tensors = [slot.tensor for slot in slots if slot.tensor is not None]
         if not tensors:
             return None
-        return tensors[0] if len(tensors) == 1 else torch.cat(tensors)
+        return self.prepare_batch(tensors[0] if len(tensors) == 1 else torch.cat(tensors))
 
     def _count_inputs(self, context: Any, batch: torch.Tensor | None) -> None:
         """Drift and data-quality counts of what the model is about to see (``model_handlers.drift``)."""
@@ -362,7 +367,7 @@ class EsteiraHandler(BaseHandler, abc.ABC):  # type: ignore[misc]
     def _infer_one(self, slot: _Slot) -> None:
         try:
             assert slot.tensor is not None
-            self._finish(slot, self.forward(slot.tensor))
+            self._finish(slot, self.forward(self.prepare_batch(slot.tensor)))
         except Exception as error:
             logger.exception("forward pass failed for one request")
             self._fail_inference(slot, error)

@@ -37,10 +37,15 @@ class ImageClassifierHandler(EsteiraHandler):
         """Decode every image; the request's decoded pixels are counted before each decode, so a request of
         many small files that expand to huge images is refused before it can stall the worker."""
         budget = PixelBudget(self.config.max_request_pixels)
-        return torch.stack([self.decode(item, index, budget) for index, item in enumerate(instances)])
+        images = [self.decode(item, index, budget) for index, item in enumerate(instances)]
+        return images[0].unsqueeze(0) if len(images) == 1 else torch.stack(images)
 
     def decode(self, data: Instance, index: int = 0, budget: PixelBudget | None = None) -> torch.Tensor:
-        """One encoded image as a normalised [channels, height, width] float tensor."""
+        """One encoded image as its [channels, height, width] pixels (uint8), in the model's mode and size.
+
+        An image already in that mode and size is taken as it is (Pillow's convert and resize would copy it).
+        Scaling and normalising wait for the batch (:meth:`prepare_batch`): per image, the float conversion,
+        division and tensor operations cost more than the whole batch's."""
         if not isinstance(data, bytes):
             raise BadRequest(f"instance {index}: an image model takes encoded images, not numbers")
         height, width = self._size()
@@ -55,20 +60,27 @@ class ImageClassifierHandler(EsteiraHandler):
                 if budget is not None:
                     budget.spend(pixels, index)
                 mode = "L" if self.config.channels == 1 else "RGB"
-                converted = image.convert(mode).resize((width, height), Image.Resampling.BILINEAR)
+                fitted = image if image.mode == mode else image.convert(mode)
+                if fitted.size != (width, height):
+                    fitted = fitted.resize((width, height), Image.Resampling.BILINEAR)
+                array = np.array(fitted, dtype=np.uint8)  # a copy: the tensor outlives the image
         except BadRequest:
             raise
         except UnidentifiedImageError:
             raise BadRequest(f"instance {index}: undecodable image: not a format Pillow recognises") from None
         except Exception as error:  # Pillow raises many types for bad input
             raise BadRequest(f"instance {index}: undecodable image: {_reason(error)}") from None
-        tensor = torch.from_numpy(np.asarray(converted, dtype=np.float32) / 255.0)  # the division made a new array
-        tensor = tensor.unsqueeze(0) if tensor.dim() == 2 else tensor.permute(2, 0, 1)
+        tensor = torch.from_numpy(array)
+        return tensor.unsqueeze(0) if tensor.dim() == 2 else tensor.permute(2, 0, 1)
+
+    def prepare_batch(self, batch: torch.Tensor) -> torch.Tensor:
+        """Pixels scaled to [0, 1], then normalised with ``mean`` and ``std``: float32, as the model was trained."""
+        scaled = batch / 255.0  # float32: a new tensor, so the requests' pixels stay as they were
         if self.config.mean is not None:
-            tensor = tensor - torch.tensor(self.config.mean).view(-1, 1, 1)
+            scaled.sub_(torch.tensor(self.config.mean).view(1, -1, 1, 1))
         if self.config.std is not None:
-            tensor = tensor / torch.tensor(self.config.std).view(-1, 1, 1)
-        return tensor
+            scaled.div_(torch.tensor(self.config.std).view(1, -1, 1, 1))
+        return scaled
 
     def postprocess_outputs(self, outputs: torch.Tensor) -> list[Prediction]:
         probabilities, _ = self.classify(outputs)

@@ -5,23 +5,26 @@ These run in a second each; the same behaviour through a real TorchServe is in t
 
 from __future__ import annotations
 
+import io
 import json
 import logging
 import socket
 import time
 from typing import Any
 
+import numpy as np
 import pytest
 import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from PIL import Image
 from torch import nn
 from ts.metrics.metric_cache_yaml_impl import MetricsCacheYamlImpl
 from ts.metrics.metric_type_enum import MetricTypes
 
 import model_handlers
 from model_handlers.base import EsteiraHandler, ModelLoadError, detect_envelope
-from model_handlers.config import ConfigError
+from model_handlers.config import ConfigError, load_config
 from model_handlers.image import ImageClassifierHandler
 from model_handlers.metrics import (
     DEFINITIONS,
@@ -479,6 +482,44 @@ def test_image_handler_decodes_every_encoding(model_dirs: dict[str, ModelDir], m
     assert [p["label"] for p in bodies[2]["predictions"]] == ["dark", "checker"]
     assert bodies[3] == {"error": "instance 0: undecodable image: not a format Pillow recognises"}
     assert bodies[4]["error"].startswith("instance 0: undecodable image")
+
+
+def _reference_pixels(data: bytes, config: Any) -> torch.Tensor:
+    """An image as the model should see it, one image at a time: converted, resized, scaled, normalised."""
+    height, width = config.image_size
+    with Image.open(io.BytesIO(data)) as image:
+        fitted = image.convert("L" if config.channels == 1 else "RGB").resize(
+            (width, height), Image.Resampling.BILINEAR
+        )
+    tensor = torch.from_numpy(np.asarray(fitted, dtype=np.float32) / 255.0)
+    tensor = tensor.unsqueeze(0) if tensor.dim() == 2 else tensor.permute(2, 0, 1)
+    if config.mean is not None:
+        tensor = tensor - torch.tensor(config.mean).view(-1, 1, 1)
+    if config.std is not None:
+        tensor = tensor / torch.tensor(config.std).view(-1, 1, 1)
+    return tensor
+
+
+@pytest.mark.parametrize("channels", [1, 3])
+def test_the_model_sees_each_image_converted_resized_scaled_and_normalised(tmp_path: Any, channels: int) -> None:
+    """Pixels are scaled and normalised once per batch, and an image already in the model's mode and size skips
+    Pillow's convert and resize: the model's input is exactly what converting each image in full gives."""
+    normalised = {"mean": [0.5] * channels, "std": [0.25] * channels}
+    models.write_config(tmp_path, {**models.IMAGE_CONFIG, "channels": channels, **normalised})
+    handler = ImageClassifierHandler()
+    handler.config = load_config(str(tmp_path))
+    noise = np.random.default_rng(7)
+    images = []
+    for mode, (width, height) in [("L", (8, 8)), ("RGB", (8, 8)), ("RGBA", (5, 11)), ("P", (32, 32)), ("LA", (8, 3))]:
+        pixels = noise.integers(0, 256, (height, width, 3), dtype=np.uint8)
+        buffer = io.BytesIO()
+        Image.fromarray(pixels, "RGB").convert(mode).save(buffer, format="PNG")
+        images.append(buffer.getvalue())
+    requests = [handler.preprocess_instances(images[:2]), handler.preprocess_instances(images[2:3]),
+                handler.preprocess_instances(images[3:])]  # fmt: skip
+    batch = handler.prepare_batch(torch.cat(requests))
+    expected = torch.stack([_reference_pixels(image, handler.config) for image in images])
+    assert batch.dtype == torch.float32 and torch.equal(batch, expected)
 
 
 def test_oversized_images_are_refused_before_decoding(tmp_path: Any, make_context: ContextFactory) -> None:
