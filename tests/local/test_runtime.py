@@ -28,8 +28,9 @@ from esteira.local.cli import serve
 from esteira.local.loadgen import LoadGenerator
 from esteira.local.router import PortInUse
 from esteira.local.runtime import LocalRuntime
-from esteira.local.server import free_port, group_members
+from esteira.local.server import free_port
 from esteira.packaging.entrypoint import LOG_FLUSH_DIR
+from esteira.packaging.processes import group_members
 from tests.local.conftest import (
     RUNTIMES,
     RuntimeThread,

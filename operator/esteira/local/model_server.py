@@ -24,6 +24,7 @@ import aiohttp
 
 from esteira.api.spec import ModelDeploymentSpec
 from esteira.packaging.entrypoint import runtime_environment
+from esteira.packaging.processes import group_members
 from esteira.vocabulary import ENV_BATCH_SIZE, ENV_MAX_BATCH_DELAY_MS, ENV_MODEL_NAME, ENV_MODEL_VERSION, ENV_REVISION
 
 HOST = "127.0.0.1"
@@ -39,18 +40,6 @@ def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind((HOST, 0))
         return int(sock.getsockname()[1])
-
-
-def group_members(pgid: int) -> list[int]:
-    """Live (non-zombie) processes in process group `pgid`, read from /proc."""
-    members = []
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        with contextlib.suppress(OSError, ValueError, IndexError):
-            text = stat.read_text()
-            state, _ppid, group = text[text.rindex(")") + 2 :].split()[:3]
-            if int(group) == pgid and state != "Z":
-                members.append(int(stat.parent.name))
-    return members
 
 
 @dataclass

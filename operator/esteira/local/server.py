@@ -19,7 +19,7 @@ from typing import ClassVar
 import aiohttp
 
 from esteira.api.spec import ModelDeploymentSpec
-from esteira.local.model_server import HOST, ModelServer, free_port, group_members
+from esteira.local.model_server import HOST, ModelServer, free_port
 from esteira.packaging.config import CONFIG_PATH, MODEL_STORE, set_properties
 from esteira.packaging.entrypoint import (
     LOG_FLUSH_DIR,
@@ -41,7 +41,6 @@ __all__ = [
     "Ports",
     "TorchServeServer",
     "free_port",
-    "group_members",
     "local_config",
 ]
 

@@ -24,6 +24,8 @@ from collections.abc import Callable
 from pathlib import Path
 from types import FrameType
 
+from esteira.packaging.processes import in_group
+
 FLUSH_SIGNAL = signal.SIGUSR1
 FLUSH_SECONDS = 5.0  # a stopping server waits at most this for a worker's queued records (pods get 30 s to stop)
 LISTENING = ".listening"
@@ -52,13 +54,6 @@ def listen_for_flush(flush: Callable[[float], bool], directory: Path, within: fl
     return True
 
 
-def _in_group(pid: int, group: int) -> bool:
-    try:
-        return os.getpgid(pid) == group
-    except ProcessLookupError:
-        return False
-
-
 def flush_workers(directory: Path, group: int, within: float = FLUSH_SECONDS + 1.0) -> tuple[int, int]:
     """In a supervisor: ask every listening worker of process ``group`` to flush, and wait up to ``within``
     seconds for them (a worker gives its flush ``FLUSH_SECONDS``). Returns (workers asked, workers that said
@@ -66,7 +61,7 @@ def flush_workers(directory: Path, group: int, within: float = FLUSH_SECONDS + 1
     asked = []
     for marker in directory.glob(f"*{LISTENING}"):
         pid = int(marker.name.removesuffix(LISTENING)) if marker.name.removesuffix(LISTENING).isdigit() else 0
-        if pid <= 0 or not _in_group(pid, group):
+        if pid <= 0 or not in_group(pid, group):
             continue
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, FLUSH_SIGNAL)
@@ -74,7 +69,7 @@ def flush_workers(directory: Path, group: int, within: float = FLUSH_SECONDS + 1
     deadline = time.monotonic() + within
     pending = set(asked)
     while pending and time.monotonic() < deadline:
-        pending = {pid for pid in pending if not (directory / f"{pid}{FLUSHED}").exists() and _in_group(pid, group)}
+        pending = {pid for pid in pending if not (directory / f"{pid}{FLUSHED}").exists() and in_group(pid, group)}
         if pending:
             time.sleep(POLL_SECONDS)
     flushed = sum((directory / f"{pid}{FLUSHED}").exists() for pid in asked)

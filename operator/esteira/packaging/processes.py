@@ -1,0 +1,33 @@
+"""Processes as Linux's /proc tells them: whether a pid is a live member of a process group, and a group's live
+members. Live means not a zombie: an exited process waiting to be reaped still has a group, and does nothing."""
+
+from __future__ import annotations
+
+import contextlib
+from pathlib import Path
+
+
+def _state_and_group(stat: str) -> tuple[str, int]:
+    """(state, process group) from the text of /proc/<pid>/stat (the command name may hold spaces and ')')."""
+    state, _parent, group = stat[stat.rindex(")") + 2 :].split()[:3]
+    return state, int(group)
+
+
+def in_group(pid: int, group: int) -> bool:
+    """Whether ``pid`` is a live process of ``group``."""
+    try:
+        state, pgrp = _state_and_group(Path(f"/proc/{pid}/stat").read_text())
+    except (OSError, ValueError, IndexError):
+        return False
+    return state != "Z" and pgrp == group
+
+
+def group_members(pgid: int) -> list[int]:
+    """The live processes of process group ``pgid``."""
+    members = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        with contextlib.suppress(OSError, ValueError, IndexError):
+            state, group = _state_and_group(stat.read_text())
+            if group == pgid and state != "Z":
+                members.append(int(stat.parent.name))
+    return members
