@@ -107,8 +107,10 @@ def manifest(models: Path, builds: Path, path: Path, card: dict[str, Any], setti
                 "command": [*retrain, "--out", str(builds.resolve()), "--worse-from-run", "2"],
                 "minInterval": "20s",
                 # Stable's score was measured on iris's held-out rows; a candidate is also scored on held-back
-                # drifted traffic, which is harder: allow five points, still far above a broken model.
-                "candidateMargin": 0.05,
+                # drifted traffic, which is harder, and how much of it there is depends on timing: first
+                # candidates scored 0.94 to 0.97 against stable's 1.0. Ten points let those through and still
+                # refuse a broken model (trained on shuffled labels, it scores about a third).
+                "candidateMargin": 0.1,
             },
         },
     }
