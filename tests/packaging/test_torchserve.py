@@ -11,7 +11,6 @@ import signal
 import socket
 import subprocess
 import sys
-import threading
 import time
 import urllib.request
 import warnings
@@ -27,7 +26,7 @@ from esteira.packaging.entrypoint import LOG_FLUSH_DIR
 from esteira.packaging.healthcheck import check
 from esteira.vocabulary import COLLECTOR_RECORDS_PATH
 from tests.packaging.support import package_cli
-from tests.support.cloudevents_sink import Post, sink
+from tests.support.cloudevents_sink import RefusingUntilSet, predict_iris, sink
 from tests.support.prerequisites import missing, require_file, require_module
 from tests.support.waiting import eventually
 
@@ -176,35 +175,20 @@ def test_a_stopping_pod_posts_the_inference_records_its_workers_hold(tmp_path: P
     """SIGTERM to the pod's entrypoint while the collector refuses posts: TorchServe kills its workers with
     SIGKILL, so the entrypoint has them post what they hold first, and every record arrives."""
     require_file(IRIS / "config" / "config.properties", "run `make models`")
-    accepting = threading.Event()
-    accepted: list[Post] = []
-
-    def answer(posts: list[Post]) -> tuple[int, dict[str, str]]:
-        if not accepting.is_set():
-            return 503, {}
-        accepted.append(posts[-1])
-        return 204, {}
-
+    collector = RefusingUntilSet()
     ids = [f"stop-{index}" for index in range(20)]
-    with sink(answer) as (url, posts):
+    with sink(collector) as (url, posts):
         env = {
             "ESTEIRA_LOG_MODE": "request",
             "ESTEIRA_LOG_URL": url + COLLECTOR_RECORDS_PATH,
             "ESTEIRA_BATCH_SIZE": "1",
         }
         with entrypoint_server(IRIS, tmp_path, env) as running:
-            base = f"http://{HOST}:{running.ports['inference']}"
-            for request_id in ids:
-                body = json.dumps({"instances": [[5.1, 3.5, 1.4, 0.2]]}).encode()
-                headers = {"Content-Type": "application/json", "x-request-id": request_id}
-                request = urllib.request.Request(f"{base}/v1/models/iris:predict", body, headers)
-                with urllib.request.urlopen(request, timeout=30) as response:
-                    assert response.status == 200
+            predict_iris(f"http://{HOST}:{running.ports['inference']}", ids)
             eventually(lambda: len(posts) >= REFUSED_POSTS, 30, "the collector refusing the records' posts")
-            accepting.set()
+            collector.accepting.set()
             running.process.send_signal(signal.SIGTERM)
             assert running.process.wait(timeout=60) == 0
             flushed = list((running.runtime_dir / LOG_FLUSH_DIR).glob("*.flushed"))
-    delivered = {record["id"] for post in accepted for record in json.loads(post.body)}
-    assert delivered == set(ids)
+    assert collector.delivered_ids() == set(ids)
     assert len(flushed) == 1, "the worker was not asked to flush, or did not say it had"

@@ -3,8 +3,10 @@ answers as the test says, so a test can refuse posts, then accept them."""
 
 from __future__ import annotations
 
+import json
 import threading
-from collections.abc import Callable, Iterator
+import urllib.request
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -45,3 +47,32 @@ def sink(answer: Callable[[list[Post]], tuple[int, dict[str, str]]]) -> Iterator
     finally:
         server.shutdown()
         server.server_close()
+
+
+class RefusingUntilSet:
+    """A sink's ``answer``: 503 to every post until ``accepting`` is set, then 204, keeping what it accepted (a
+    collector that is down, then back)."""
+
+    def __init__(self) -> None:
+        self.accepting = threading.Event()
+        self.accepted: list[Post] = []
+
+    def __call__(self, posts: list[Post]) -> tuple[int, dict[str, str]]:
+        if not self.accepting.is_set():
+            return 503, {}
+        self.accepted.append(posts[-1])
+        return 204, {}
+
+    def delivered_ids(self) -> set[str]:
+        """The ids of the records in the posts it accepted."""
+        return {record["id"] for post in self.accepted for record in json.loads(post.body)}
+
+
+def predict_iris(base_url: str, request_ids: Iterable[str]) -> None:
+    """One iris KServe v1 request per id (sent as ``x-request-id``), each answered 200."""
+    body = json.dumps({"instances": [[5.1, 3.5, 1.4, 0.2]]}).encode()
+    for request_id in request_ids:
+        headers = {"Content-Type": "application/json", "x-request-id": request_id}
+        request = urllib.request.Request(f"{base_url}/v1/models/iris:predict", body, headers)
+        with urllib.request.urlopen(request, timeout=30) as response:
+            assert response.status == 200
