@@ -220,6 +220,19 @@ def test_standard_canary_names_only_the_canary_predictor() -> None:
 
 
 @pytest.mark.parametrize("mode", ["Standard", "Knative"])
+def test_standard_pods_keep_serving_while_their_endpoints_go(mode: str) -> None:
+    """Standard mode: every model container waits before its SIGTERM; Knative drains through its queue-proxy and
+    refuses a container lifecycle."""
+    isvc = render(spec(deploymentMode=mode), TrafficPlan(STABLE, CANARY, 10))
+    predictors = [isvc["spec"]["predictor"], *(c["predictor"] for c in isvc["spec"].get("canary", []))]
+    hooks = [p["model"].get("lifecycle") for p in predictors]
+    if mode == "Standard":
+        assert len(hooks) == 2 and all(hook == {"preStop": {"sleep": {"seconds": 5}}} for hook in hooks)
+    else:
+        assert hooks == [None]
+
+
+@pytest.mark.parametrize("mode", ["Standard", "Knative"])
 def test_stable_predictor_is_never_named(mode: str) -> None:
     for plan in (TrafficPlan(STABLE), TrafficPlan(STABLE, CANARY, 50), TrafficPlan(CANARY)):
         predictor = render(spec(deploymentMode=mode), plan)["spec"]["predictor"]

@@ -34,6 +34,7 @@ from esteira.vocabulary import (
     LABEL_DEPLOYMENT,
     LABEL_REVISION,
     MODEL_CONTAINER,
+    PRE_STOP_SLEEP_SECONDS,
     is_esteira_runtime,
 )
 
@@ -137,6 +138,10 @@ def _model(ctx: RenderContext, spec: ModelDeploymentSpec, arm: Arm, *, named: bo
     resources = container_resources(spec.resources, spec.gpu)
     if resources:
         model["resources"] = resources
+    if spec.deployment_mode == "Standard":
+        # The kubelet signals a pod as its endpoints are removed, and the Service and gateway go on sending to it
+        # for a moment: without the wait, those requests met a closed port (and their records a stopped worker).
+        model["lifecycle"] = {"preStop": {"sleep": {"seconds": PRE_STOP_SLEEP_SECONDS}}}
     return model
 
 
