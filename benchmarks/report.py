@@ -123,6 +123,15 @@ def write_markdown(results: dict[str, Any], path: Path) -> None:
             "| in-process: Esteira's handler (`InProcessHandler.run`), batches of 1 (first column) and 8 (second); "
             "one thread | " + " | ".join(cells) + " | | | | | |"
         )
+    if "in_process_image" in results and len(concurrencies) > 1:
+        image = results["in_process_image"]
+        for name, what in (("stock", "the stock image handler's methods"), ("esteira", "Esteira's handler")):
+            cells = [f"{image[f'{name}_batch_1_rps']:,.0f}", f"{image[f'{name}_batch_8_rps']:,.0f}"]
+            lines.append(
+                f"| in-process, digits image: {what}, batches of 1 (first column) and 8 (second); one thread | "
+                + " | ".join(cells + ["" for _ in concurrencies[2:]])
+                + " | | | | | |"
+            )
     for key, row in rows.items():
         points = row["points"]
         cells = [f"{points[c]['rps']:,.0f}" if c in points else "" for c in concurrencies]

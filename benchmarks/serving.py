@@ -409,6 +409,40 @@ def in_process_handler(seconds: float) -> dict[str, Any]:
     }
 
 
+def in_process_image(seconds: float) -> dict[str, Any]:
+    """The digits image model without a server, one thread, one-image requests in batches of 1 and 8: the stock
+    image handler's own methods (:mod:`benchmarks.stock_image_handler`, on the JSON TorchServe would decode for
+    it) against Esteira's whole handler (``InProcessHandler.run``). Their gap is the image rows' handler gap."""
+    from prometheus_client import CollectorRegistry
+
+    from benchmarks.stock_image_handler import StockImageHandler
+    from model_handlers.inprocess import InProcessHandler, PrometheusMetrics, RawRequest
+
+    body = json.dumps({"instances": [json.loads((DEMO / "requests" / "digits-v1.json").read_text())["instances"][0]]})
+    stock = StockImageHandler()
+    stock.model = torch.jit.load(str(DEMO / "digits-1.0.0" / "model.pt")).eval()
+
+    def stock_batch(size: int) -> None:
+        rows = [{"body": json.loads(body)} for _ in range(size)]
+        for answer in stock.postprocess(stock.inference(stock.preprocess(rows))):
+            json.dumps(answer)
+
+    request = RawRequest(body.encode(), {"content-type": "application/json", "content-length": str(len(body))})
+    work = Path(tempfile.mkdtemp(prefix="esteira-bench-inprocess-"))
+    # Loaded before either runs: it sets torch's intra-op threads for the process, so both run with the same.
+    handler = InProcessHandler(MODELS / "digits-1.0.0", work, PrometheusMetrics(CollectorRegistry()))
+    runs = {"stock": stock_batch, "esteira": lambda size: handler.run([request] * size)}
+    rates: dict[str, float] = {}
+    for name, run_batch in runs.items():
+        for size in (1, 8):
+            count, began = 0, time.perf_counter()
+            while time.perf_counter() - began < seconds:
+                run_batch(size)
+                count += size
+            rates[f"{name}_batch_{size}_rps"] = round(count / (time.perf_counter() - began), 1)
+    return {**rates, "threads": 1}
+
+
 def lone_request_seconds(handler: Any, request: Any, idle: float, calls: int = 1000) -> float:
     """The median time of one request through ``handler``, each after ``idle`` seconds asleep (none: back to
     back), as a server with one caller runs it between two waits for the next request."""
@@ -597,6 +631,7 @@ def run(quick: bool, out: Path, only: list[str] | None) -> dict[str, Any]:
     if only is None or IN_PROCESS in only:
         results["in_process"] = in_process_ceiling(seconds)
         results["in_process_handler"] = in_process_handler(seconds)
+        results["in_process_image"] = in_process_image(seconds)
     store = work / "store"
     servers = [part for targets in groups.values() for target in targets for part in target.server.split(":")]
     if {"ts", "ts-quick-jvm"} & set(servers):
