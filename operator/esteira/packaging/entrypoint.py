@@ -267,7 +267,12 @@ def supervise(
         nonlocal stopping
         if not stopping and flush_dir is not None:
             stopping = True  # a second signal during the flush goes straight on to the frontend
-            flush_workers(flush_dir, child.pid)
+            asked, flushed = flush_workers(flush_dir, child.pid)
+            if asked:
+                print(
+                    f"esteira model server: {flushed} of {asked} workers posted their queued inference records",
+                    flush=True,
+                )
         stopping = True
         target = frontend_pid(pid_file, child.pid) if pid_file else None
         with contextlib.suppress(ProcessLookupError):

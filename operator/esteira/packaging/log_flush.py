@@ -60,7 +60,8 @@ def flush_workers(directory: Path, group: int, within: float = FLUSH_SECONDS + 1
     they flushed)."""
     asked = []
     for marker in directory.glob(f"*{LISTENING}"):
-        pid = int(marker.name.removesuffix(LISTENING)) if marker.name.removesuffix(LISTENING).isdigit() else 0
+        number = marker.name.removesuffix(LISTENING)
+        pid = int(number) if number.isdigit() else 0
         if pid <= 0 or not in_group(pid, group):
             continue
         with contextlib.suppress(ProcessLookupError):
