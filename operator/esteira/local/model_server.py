@@ -31,6 +31,7 @@ HOST = "127.0.0.1"
 # What a server writes when a port picked for it was taken before it could bind it: Netty's BindException in
 # TorchServe's log and uvicorn's OSError in esteira-kserve's both say it (in either case).
 PORT_TAKEN = "address already in use"
+START_OUTPUT_BYTES = 1024 * 1024  # a bind failure is in the first output of a launch; a long run's log can be huge
 # Variables the spec decides for the server; a value left in the user's shell must not leak into it.
 _SPEC_DECIDES = (ENV_BATCH_SIZE, ENV_MAX_BATCH_DELAY_MS)
 
@@ -180,7 +181,7 @@ class ModelServer(ABC):
         """
         with contextlib.suppress(OSError), self.log_path.open("rb") as log:
             log.seek(self._log_offset)
-            return PORT_TAKEN in log.read().decode(errors="replace").lower()
+            return PORT_TAKEN in log.read(START_OUTPUT_BYTES).decode(errors="replace").lower()
         return False
 
     def log_tail(self, lines: int = 20) -> str:
