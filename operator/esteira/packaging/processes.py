@@ -3,7 +3,6 @@ members. Live means not a zombie: an exited process waiting to be reaped still h
 
 from __future__ import annotations
 
-import contextlib
 from pathlib import Path
 
 
@@ -24,10 +23,5 @@ def in_group(pid: int, group: int) -> bool:
 
 def group_members(pgid: int) -> list[int]:
     """The live processes of process group ``pgid``."""
-    members = []
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        with contextlib.suppress(OSError, ValueError, IndexError):
-            state, group = _state_and_group(stat.read_text())
-            if group == pgid and state != "Z":
-                members.append(int(stat.parent.name))
-    return members
+    pids = (int(stat.parent.name) for stat in Path("/proc").glob("[0-9]*/stat"))
+    return [pid for pid in pids if in_group(pid, pgid)]
