@@ -99,8 +99,9 @@ lint: $(INSTALLED)  ## ruff, mypy and the layering contract (ARCHITECTURE.md).
 	$(VENV)/bin/mypy
 	$(VENV)/bin/lint-imports
 
-crd: $(INSTALLED)  ## Regenerate the CRD from the Python spec model (the single source of truth).
+crd: $(INSTALLED)  ## Regenerate the CRD (and the chart's copy) from the Python spec model (the single source of truth).
 	$(VENV)/bin/esteira crd > manifests/crds/serving.esteira.io_modeldeployments.yaml
+	cp manifests/crds/serving.esteira.io_modeldeployments.yaml charts/esteira/crds/
 
 $(MODELS): $(MODEL_INPUTS) | $(INSTALLED)
 	@echo "Training and packaging the demo models into $(MODELS_DIR) (about a minute)"

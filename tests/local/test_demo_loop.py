@@ -32,7 +32,9 @@ def test_drift_retrains_promotes_then_refuses_a_worse_build(tmp_path: Path) -> N
     assert runs[1].signal == "Drift" and runs[1].outcome == "Proposed", runs
     assert runs[1].evidence["labelledData"].endswith("deployment=iris&namespace=demo")
     assert runs[2].outcome == "RejectedCandidate" and "worse than stable's" in runs[2].message, runs
+    assert "on the same held-out rows" in runs[2].message, runs  # stable was scored on the candidate's rows
     promoted_record = next(r for r in runtime.status.history if r.revision == 2)
     card = promoted_record.card
     assert card is not None and card.parent_version == "1.0.0" and card.training_data is not None
     assert card.validation is not None and card.training_data.size > 105  # iris' training rows plus logged ones
+    assert card.validation.baseline is not None and card.validation.baseline.version == "1.0.0"

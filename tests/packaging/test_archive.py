@@ -205,10 +205,12 @@ def test_package_writes_the_model_card(
     argv = ["--name", "iris", "--version", "1.2.0", "--handler", "tabular", *_demo_inputs(demo_models[0], "iris-1.0.0")]
     argv += ["--parent-version", "1.0.0", "--training-data", str(data), "--validation-metric", "accuracy"]
     argv += ["--validation-score", "0.97", "--owner", "ml-team", "--out", str(out)]
+    argv += ["--validation-baseline-version", "1.0.0", "--validation-baseline-score", "0.91"]
     assert package_cli(argv) == 0
     card = json.loads(_mar_files(out / "model-store" / "iris.mar")["model-card.json"])
     assert card["parentVersion"] == "1.0.0" and card["owner"] == "ml-team"
-    assert card["validation"] == {"metric": "accuracy", "score": 0.97, "better": "higher"}
+    baseline = {"version": "1.0.0", "score": 0.91}
+    assert card["validation"] == {"metric": "accuracy", "score": 0.97, "better": "higher", "baseline": baseline}
     assert card["trainingData"]["size"] == 3
     assert card["trainingData"]["fingerprint"] == "sha256:" + hashlib.sha256(data.read_bytes()).hexdigest()
     assert json.loads((out / "model-card.json").read_text()) == card
@@ -222,6 +224,26 @@ def test_package_refuses_half_a_validation(tmp_path: Path, capsys: pytest.Captur
     assert package_cli([*argv, "--validation-score", "0.9", "--out", str(tmp_path / "out")]) == 2
     assert "--validation-metric and --validation-score go together" in capsys.readouterr().err
     assert set(Path(tempfile.gettempdir()).glob("esteira-card-*")) == staged  # nothing left behind
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--validation-baseline-version", "1.0.0"], "--validation-baseline-version and --validation-baseline-score"),
+        (["--validation-baseline-score", "0.9"], "--validation-baseline-version and --validation-baseline-score"),
+        (
+            ["--validation-baseline-version", "1.0.0", "--validation-baseline-score", "0.9"],
+            "a validation baseline needs --validation-metric and --validation-score",
+        ),
+    ],
+)
+def test_package_refuses_a_baseline_without_its_other_half(
+    extra: list[str], message: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    argv = ["--name", "iris", "--version", "1", "--handler", "tabular", "--model-file", str(tmp_path / "m.pt")]
+    assert package_cli([*argv, *extra, "--out", str(tmp_path / "out")]) == 2
+    assert message in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
 
 
 def test_package_reports_missing_inputs(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -103,8 +103,13 @@ def test_a_new_storage_uri_alone_starts_a_revision() -> None:
 RETRAINING = {"triggers": {"drift": True}, "command": ["python", "train.py"], "candidateMargin": 0.01}
 
 
-def carded(version: str, score: float, retraining: dict | None = RETRAINING) -> ModelDeploymentSpec:
-    card = {"parentVersion": "1", "validation": {"metric": "accuracy", "score": score}}
+def carded(
+    version: str, score: float, retraining: dict | None = RETRAINING, baseline: dict | None = None
+) -> ModelDeploymentSpec:
+    validation: dict = {"metric": "accuracy", "score": score}
+    if baseline is not None:
+        validation["baseline"] = baseline
+    card = {"parentVersion": "1", "validation": validation}
     body = spec(model=model(version=version, storageUri=f"s3://m/{version}", card=card))
     if retraining is not None:
         body["retraining"] = retraining
@@ -153,3 +158,28 @@ def test_a_promoted_candidate_brings_its_card_and_the_next_is_judged_against_it(
     assert status.stable.card.validation is not None and status.stable.card.validation.score == 0.95
     refused = track_revisions(carded("3", 0.90), status, T2)
     assert refused.status.canary is None and [d.reason for d in refused.decisions] == ["CandidateRejected"]
+
+
+def test_a_baseline_measured_on_the_candidates_rows_is_what_it_must_beat() -> None:
+    """Stable's card scored its own held-out rows (0.99); on the drifted rows the candidate was validated on,
+    stable scored 0.80: the candidate's 0.90 beats that, like for like."""
+    status = track_revisions(carded("1", 0.99), ModelDeploymentStatus(), T0).status
+    change = track_revisions(carded("2", 0.90, baseline={"version": "1", "score": 0.80}), status, T1)
+    assert change.status.canary is not None and change.status.canary.revision == 2
+
+
+def test_a_candidate_worse_than_its_baseline_is_rejected_on_the_same_rows() -> None:
+    status = track_revisions(carded("1", 0.70), ModelDeploymentStatus(), T0).status
+    change = track_revisions(carded("2", 0.90, baseline={"version": "1", "score": 0.95}), status, T1)
+    assert change.status.canary is None and [d.reason for d in change.decisions] == ["CandidateRejected"]
+    reason = change.status.last_rollout.reason if change.status.last_rollout else ""
+    assert "0.9 is worse than stable's 0.95 on the same held-out rows" in reason
+
+
+def test_a_baseline_of_another_version_falls_back_to_stables_card() -> None:
+    """The baseline scored version 0, not stable's 1: it says nothing about stable, whose card then decides."""
+    status = track_revisions(carded("1", 0.99), ModelDeploymentStatus(), T0).status
+    change = track_revisions(carded("2", 0.90, baseline={"version": "0", "score": 0.50}), status, T1)
+    assert change.status.canary is None
+    reason = change.status.last_rollout.reason if change.status.last_rollout else ""
+    assert "stable's 0.99 on its own card's held-out rows" in reason

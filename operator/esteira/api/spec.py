@@ -106,12 +106,27 @@ class ModelSource(SpecModel):
     )
 
 
+class ValidationBaseline(SpecModel):
+    """Another version's score on the very rows this build was validated on. Two builds' own cards may score
+    different rows (each its own held-out share); a baseline measured on the same rows compares like with like."""
+
+    version: str = Field(
+        min_length=1, max_length=63, description="The version scored: the stable one this build would replace."
+    )
+    score: float
+
+
 class Validation(SpecModel):
     """The score a build got on held-out data, which a retrained candidate must match."""
 
     metric: str = Field(min_length=1, max_length=63, description="e.g. accuracy, f1, mae.")
     score: float
     better: Literal["higher", "lower"] = Field(default="higher", description="Default: higher (accuracy-like).")
+    baseline: ValidationBaseline | None = Field(
+        default=None,
+        description="The stable version's score on these same rows, same metric. When it names the version serving "
+        "as stable, the retraining gate compares with it instead of the stable card's own score.",
+    )
 
 
 class TrainingData(SpecModel):

@@ -106,11 +106,10 @@ def manifest(models: Path, builds: Path, path: Path, card: dict[str, Any], setti
                 "triggers": {"drift": True},
                 "command": [*retrain, "--out", str(builds.resolve()), "--worse-from-run", "2"],
                 "minInterval": "20s",
-                # Stable's score was measured on iris's held-out rows; a candidate is also scored on held-back
-                # drifted traffic, which is harder, and how much of it there is depends on timing: first
-                # candidates scored 0.94 to 0.97 against stable's 1.0. Ten points let those through and still
-                # refuse a broken model (trained on shuffled labels, it scores about a third).
-                "candidateMargin": 0.1,
+                # demo_retrain scores stable on the candidate's own held-out rows (its card's baseline), so the
+                # gate compares like with like: a first candidate scored 0.98 against stable's 0.95 there, a
+                # broken one (trained on shuffled labels) 0.33 against 0.97. Two points absorb a close call.
+                "candidateMargin": 0.02,
             },
         },
     }

@@ -3,7 +3,8 @@
 `esteira up` starts it per trigger with the trigger's evidence in the environment. It downloads the labelled
 window the evidence names (the collector's Parquet export), trains iris on the original training rows plus the
 logged, labelled rows, validates on held-out rows (the original held-out share and a share of the logged rows
-kept out of training), packages the build with `esteira package` and its model card, and points the
+kept out of training), scores the build it replaces on the same rows (the card's validation baseline, so the
+gate compares like with like), packages the build with `esteira package` and its model card, and points the
 ModelDeployment file at it. From run `--worse-from-run` on it trains on shuffled labels: a candidate that the
 gate must refuse.
 """
@@ -16,19 +17,23 @@ import io
 import json
 import os
 import sys
+import tempfile
 import urllib.request
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlparse
+from urllib.request import url2pathname
 
 import numpy as np
 import yaml
 
-from esteira.vocabulary import ENV_RETRAIN_EVIDENCE, ENV_RETRAIN_RUN
+from esteira.vocabulary import ENV_LOG_MODE, ENV_RETRAIN_EVIDENCE, ENV_RETRAIN_RUN
 
 HELD_OUT_PERCENT = 30  # of the logged rows, chosen by request id so a row never moves between the two sets
 EXPORT_TIMEOUT = 30.0
+SCORE_CHUNK = 64  # rows per request when the build being replaced is scored (a handler's default max_instances)
 
 
 @dataclass(frozen=True)
@@ -83,6 +88,27 @@ def logged_rows(rows: list[dict[str, Any]], labels: Sequence[str], width: int) -
     )
 
 
+def served_accuracy(storage_uri: str, x: np.ndarray, y: np.ndarray, labels: Sequence[str]) -> float | None:
+    """Accuracy on (x, y) of the build at `storage_uri`, every row answered by that build's own handler as it
+    serves (in this process); None for a build not on this machine's disk."""
+    from model_handlers.inprocess import InProcessHandler, RawRequest
+
+    location = urlparse(storage_uri)
+    if location.scheme != "file":
+        return None
+    os.environ.pop(ENV_LOG_MODE, None)  # scoring is not traffic: nothing to log
+    predicted: list[int] = []
+    with tempfile.TemporaryDirectory(prefix="esteira-score-") as work:
+        handler = InProcessHandler(Path(url2pathname(location.path)), Path(work), None)
+        for start in range(0, len(x), SCORE_CHUNK):
+            body = json.dumps({"instances": x[start : start + SCORE_CHUNK].tolist()}).encode()
+            (answer,) = handler.run([RawRequest(body, {"content-type": "application/json"})])
+            if answer.status != 200:
+                raise RuntimeError(f"the build at {storage_uri} answered {answer.status}: {answer.body[:300]!r}")
+            predicted += [labels.index(p["label"]) for p in json.loads(answer.body)["predictions"]]
+    return round(float((np.asarray(predicted) == y).mean()), 4)
+
+
 def next_version(parent: str) -> str:
     """1.0.0 -> 1.1.0: a retrained build is a new minor version of its parent."""
     parts = parent.split(".")
@@ -130,6 +156,8 @@ def retrain(manifest: Path, out: Path, evidence: dict[str, Any], run: int, worse
         predicted = predict(model, x_valid)
     score = round(float((predicted == y_valid).mean()), 4)
     print(f"held-out accuracy {score} on {len(y_valid)} rows")
+    baseline = served_accuracy(str(spec["model"]["storageUri"]), x_valid, y_valid, data.labels)
+    print(f"{parent}, the build it would replace, scores {baseline} on the same rows")
 
     staging = out / f"iris-{version}-train"
     staging.mkdir(parents=True, exist_ok=True)
@@ -168,6 +196,11 @@ def retrain(manifest: Path, out: Path, evidence: dict[str, Any], run: int, worse
             f"--training-data={training_csv}",
             "--validation-metric=accuracy",
             f"--validation-score={score}",
+            *(
+                [f"--validation-baseline-version={parent}", f"--validation-baseline-score={baseline}"]
+                if baseline is not None
+                else []
+            ),
             f"--owner={owner}",
         ]
     )

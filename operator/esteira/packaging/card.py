@@ -8,7 +8,7 @@ import shlex
 from collections.abc import Sequence
 from pathlib import Path
 
-from esteira.api.spec import ModelCard, TrainingData, Validation
+from esteira.api.spec import ModelCard, TrainingData, Validation, ValidationBaseline
 
 CARD_FILE = "model-card.json"
 CHUNK = 1 << 20
@@ -45,6 +45,8 @@ def build_card(
     better: str,
     owner: str | None,
     argv: Sequence[str],
+    baseline_version: str | None = None,
+    baseline_score: float | None = None,
 ) -> ModelCard:
     """The card from `esteira package`'s options; the command that built it is the command line itself."""
     data = None
@@ -56,8 +58,17 @@ def build_card(
     validation = None
     if (metric is None) != (score is None):
         raise ValueError("--validation-metric and --validation-score go together")
+    if (baseline_version is None) != (baseline_score is None):
+        raise ValueError("--validation-baseline-version and --validation-baseline-score go together")
+    if baseline_version is not None and metric is None:
+        raise ValueError("a validation baseline needs --validation-metric and --validation-score")
     if metric is not None and score is not None:
-        validation = Validation(metric=metric, score=score, better="lower" if better == "lower" else "higher")
+        baseline = None
+        if baseline_version is not None and baseline_score is not None:
+            baseline = ValidationBaseline(version=baseline_version, score=baseline_score)
+        validation = Validation(
+            metric=metric, score=score, better="lower" if better == "lower" else "higher", baseline=baseline
+        )
     return ModelCard(
         parent_version=parent_version,
         training_data=data,

@@ -52,6 +52,8 @@ def _package(args: argparse.Namespace) -> int:
             better=args.validation_better,
             owner=args.owner,
             argv=sys.argv,
+            baseline_version=args.validation_baseline_version,
+            baseline_score=args.validation_baseline_score,
         )
         card_file = staging / CARD_FILE
         card_file.write_text(card.model_dump_json(by_alias=True, exclude_none=True, indent=2) + "\n")
@@ -141,6 +143,11 @@ def add_package_command(subparsers: Any) -> argparse.ArgumentParser:
     card.add_argument("--validation-metric", help="e.g. accuracy, f1, mae.")
     card.add_argument("--validation-score", type=float, help="The score on held-out data.")
     card.add_argument("--validation-better", choices=["higher", "lower"], default="higher", help="Default: higher.")
+    card.add_argument(
+        "--validation-baseline-version",
+        help="The stable version also scored on these held-out rows; the retraining gate then compares like with like.",
+    )
+    card.add_argument("--validation-baseline-score", type=float, help="That version's score on the same rows.")
     card.add_argument("--owner", help="Who answers for this model.")
     parser.set_defaults(func=_package)
     return parser

@@ -22,9 +22,10 @@ class GateVerdict:
 
 
 def judge_candidate(
-    candidate: Candidate, stable_score: float | None, margin: float, better: Direction = "higher"
+    candidate: Candidate, stable_score: float | None, margin: float, better: Direction = "higher", basis: str = ""
 ) -> GateVerdict:
-    """Propose the candidate when it is at least as good as stable (within `margin`); say both scores either way.
+    """Propose the candidate when it is at least as good as stable (within `margin`); say both scores, and where
+    stable's was measured (`basis`), either way.
 
     Without a stable score (a first model, or a card without one) there is nothing to beat: propose it and
     let the canary's own checks judge it on traffic.
@@ -34,7 +35,7 @@ def judge_candidate(
     ok = candidate.score >= stable_score - margin if better == "higher" else candidate.score <= stable_score + margin
     relation = "at least as good as" if ok else "worse than"
     reason = (
-        f"{candidate.metric} {candidate.score:g} is {relation} stable's {stable_score:g} "
+        f"{candidate.metric} {candidate.score:g} is {relation} stable's {stable_score:g}{basis and ' ' + basis} "
         f"(margin {margin:g}, {better} is better)"
     )
     return GateVerdict(ok, reason)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from esteira.api.spec import ModelDeploymentSpec
+from esteira.api.spec import ModelDeploymentSpec, Validation
 from esteira.api.status import (
     HISTORY_LIMIT,
     CanaryRecord,
@@ -158,20 +158,31 @@ def _gate(spec: ModelDeploymentSpec, status: ModelDeploymentStatus) -> str | Non
     Only where retraining is on: its candidates must earn a canary; a person's own new version always gets one.
     """
     card = spec.model.card
-    stable = status.stable.card if status.stable else None
     if spec.retraining is None or card is None or card.validation is None:
         return None
     mine = card.validation
-    theirs = stable.validation if stable is not None and stable.validation is not None else None
-    if theirs is not None and theirs.metric != mine.metric:
-        theirs = None  # scores of different metrics say nothing about each other
+    stable_score, basis = _stable_score(mine, status.stable)
     verdict = judge_candidate(
         Candidate(spec.model.version, mine.metric, mine.score),
-        theirs.score if theirs is not None else None,
+        stable_score,
         spec.retraining.candidate_margin,
         mine.better,
+        basis,
     )
     return None if verdict.proposed else verdict.reason
+
+
+def _stable_score(mine: Validation, stable: RevisionRecord | None) -> tuple[float | None, str]:
+    """Stable's score to beat and where it was measured: on the candidate's own rows when its card carries a
+    baseline for the stable version (like for like), else stable's own card (its own held-out rows)."""
+    if stable is None:
+        return None, ""
+    if mine.baseline is not None and mine.baseline.version == stable.model_version:
+        return mine.baseline.score, "on the same held-out rows"
+    theirs = stable.card.validation if stable.card is not None else None
+    if theirs is None or theirs.metric != mine.metric:
+        return None, ""  # scores of different metrics say nothing about each other
+    return theirs.score, "on its own card's held-out rows"
 
 
 def _record_candidate(status: ModelDeploymentStatus, spec: ModelDeploymentSpec, outcome: RunOutcome, why: str) -> None:
