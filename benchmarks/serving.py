@@ -63,6 +63,9 @@ STOCK_IMAGE_HANDLER = REPO / "benchmarks" / "stock_image_handler.py"
 BATCHED = {"batchSize": 8, "maxBatchDelay": 10, "minWorkers": 1, "maxWorkers": 1}
 UNBATCHED = {"batchSize": 1, "minWorkers": 1, "maxWorkers": 1}
 IDLE_GAP_SECONDS = 0.001  # a lone caller's server sleeps between requests; how a request fares after a sleep
+# Other Python work between two batches, as a server's HTTP for the batch's requests is: JSON-encoding a document
+# of this many small entries (about half a millisecond here, what 8 to 16 requests' HTTP costs esteira-kserve).
+OTHER_WORK_ENTRIES = 800
 IDLE_POLL_US = 200  # Linux's haltpoll default for a guest's poll before it halts
 V1_PATH = "/v1/models/{}:predict"
 V2_PATH = "/v2/models/{}/infer"
@@ -399,6 +402,7 @@ def in_process_handler(seconds: float) -> dict[str, Any]:
             count += size
         rates[size] = round(count / (time.perf_counter() - began), 1)
     lone = {gap: lone_request_seconds(handler, request, gap) for gap in (0.0, IDLE_GAP_SECONDS)}
+    other_work, interleaved = batches_between_other_work(handler, [request] * 8)
     return {
         "batch_1_rps": rates[1],
         "batch_8_rps": rates[8],
@@ -406,7 +410,24 @@ def in_process_handler(seconds: float) -> dict[str, Any]:
         "back_to_back_us": round(lone[0.0] * 1e6, 1),
         "after_idle_us": round(lone[IDLE_GAP_SECONDS] * 1e6, 1),
         "idle_ms": IDLE_GAP_SECONDS * 1e3,
+        "batch_8_after_other_work_us": round(interleaved * 1e6 / 8, 1),
+        "other_work_us": round(other_work * 1e6, 1),
     }
+
+
+def batches_between_other_work(handler: Any, batch: list[Any], calls: int = 2000) -> tuple[float, float]:
+    """The median time of the other work and of one batch through ``handler`` run right after it, as a server
+    runs batches between its HTTP: the same code as back to back, with caches refilled by something else."""
+    document = [{"id": index, "name": str(index), "pair": [index, index + 1]} for index in range(OTHER_WORK_ENTRIES)]
+    work, durations = [], []
+    for _ in range(calls):
+        began = time.perf_counter()
+        json.dumps(document)
+        work.append(time.perf_counter() - began)
+        began = time.perf_counter()
+        handler.run(batch)
+        durations.append(time.perf_counter() - began)
+    return statistics.median(work), statistics.median(durations)
 
 
 def in_process_image(seconds: float) -> dict[str, Any]:
