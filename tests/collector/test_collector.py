@@ -160,6 +160,16 @@ async def test_audit_trail_per_deployment(collector: TestClient) -> None:  # typ
     assert body["entries"][1]["details"] == {"accuracy": 0.7}
 
 
+async def test_an_audit_entry_resent_with_its_id_is_a_duplicate(collector: TestClient) -> None:  # type: ignore[type-arg]
+    entry = {"namespace": "models", "deployment": "iris", "reason": "Promoted", "message": "revision 2", "id": "a1"}
+    assert await post(collector, "/v1/audit", [entry]) == (200, {"stored": 1, "duplicates": 0, "joined": 0})
+    assert await post(collector, "/v1/audit", [entry]) == (200, {"stored": 0, "duplicates": 1, "joined": 0})
+    status, body = await post(collector, "/v1/audit", [{**entry, "id": 7}])
+    assert status == 422 and "id must be a non-empty string" in body["errors"][0]["error"]
+    body = await (await collector.get("/audit?deployment=iris&namespace=models", headers=AUTH)).json()
+    assert [(e["reason"], e["id"]) for e in body["entries"]] == [("Promoted", "a1")]
+
+
 async def test_parquet_export_of_labelled_predictions_with_their_inputs(collector: TestClient) -> None:  # type: ignore[type-arg]
     await post(collector, "/v1/records", [request_event("p1", "1", {"instances": [[1, 2]]}), event("p1", "1", ["b"])])
     await post(collector, "/v1/labels", label("p1", "a"))

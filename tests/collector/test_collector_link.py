@@ -6,6 +6,7 @@ import asyncio
 import time
 from pathlib import Path
 
+from aiohttp import web
 from aiohttp.test_utils import TestServer
 
 from esteira.collector.app import Collector, CollectorConfig
@@ -36,6 +37,38 @@ async def test_decisions_land_in_the_audit_trail_even_after_an_outage(tmp_path: 
             await asyncio.sleep(0.1)
         entry = collector.store.audit("models", "iris", 10)[1]
         assert entry["warning"] is True and entry["actor"] == "esteira-operator"
+    finally:
+        await link.close()
+        await server.close()
+
+
+async def test_a_post_whose_answer_is_lost_is_not_stored_twice(tmp_path: Path) -> None:
+    """The collector commits the batch but the answer never arrives (here a 503 after the commit, as a proxy
+    timing out would give): the link sends the batch again, and each decision is in the trail once."""
+    collector = Collector(CollectorConfig(f"sqlite:///{tmp_path / 'c.db'}", token=TOKEN))
+    lost: list[int] = []
+
+    @web.middleware
+    async def lose_the_first_answer(request: web.Request, handler: web.RequestHandler) -> web.StreamResponse:
+        response = await handler(request)
+        if request.method == "POST" and not lost:
+            lost.append(response.status)
+            return web.json_response({"error": "upstream timed out"}, status=503)
+        return response
+
+    app = collector.app()
+    app.middlewares.append(lose_the_first_answer)
+    server = TestServer(app, port=free_port())
+    await server.start_server()
+    link = CollectorLink(str(server.make_url("")), TOKEN)
+    try:
+        link.record("models", "iris", [Decision("RevisionCreated", "revision 2"), Decision("Promoted", "revision 2")])
+        deadline = time.monotonic() + 20
+        while link._waiting:  # the batch leaves the queue once a post of it is answered
+            assert time.monotonic() < deadline, "the link never heard back"
+            await asyncio.sleep(0.05)
+        assert lost == [200]  # the first post was stored, its answer lost
+        assert await _audit(link, collector) == ["RevisionCreated", "Promoted"]
     finally:
         await link.close()
         await server.close()

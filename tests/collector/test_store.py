@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from esteira.collector.model import Label, Record
+from esteira.collector.model import AuditEntry, Label, Record
 from esteira.collector.store import Store, StoreUnavailable
 from tests.collector.conftest import drop_connections, fresh_postgres_database
 
@@ -64,6 +64,56 @@ def test_a_large_label_batch_keeps_the_first_truth_and_joins_every_revision_that
         assert store.add_labels(labels) == (0, [])
     finally:
         store.close()
+
+
+def decision(reason: str, entry_id: str | None) -> AuditEntry:
+    return AuditEntry("models", "iris", reason, f"{reason} happened", 1.0, entry_id=entry_id)
+
+
+def test_an_audit_entry_sent_again_is_stored_once(database: str) -> None:
+    """A sender that never heard its post's answer sends it again: entries with an id are stored once, entries
+    without one (an older sender) as often as they come."""
+    store = Store(database)
+    try:
+        batch = [decision("Promoted", "e1"), decision("RolledBack", "e2"), decision("Started", None)]
+        assert store.add_audit(batch) == 3
+        assert store.add_audit(batch) == 1  # only the entry without an id, again
+        assert store.add_audit([decision("Promoted", "e1"), decision("Promoted", "e3")]) == 1
+        entries = store.audit("models", "iris", 100)
+        assert [(e["reason"], e["id"]) for e in entries] == [
+            ("Promoted", "e1"), ("RolledBack", "e2"), ("Started", None), ("Started", None), ("Promoted", "e3")
+        ]  # fmt: skip
+    finally:
+        store.close()
+
+
+OLD_AUDIT_TABLE = (
+    "CREATE TABLE audit (id {key}, namespace TEXT NOT NULL, deployment TEXT NOT NULL, at DOUBLE PRECISION NOT NULL, "
+    "reason TEXT NOT NULL, message TEXT NOT NULL, warning INTEGER NOT NULL, actor TEXT NOT NULL, details TEXT NOT NULL)"
+)
+OLD_ENTRY = "INSERT INTO audit (namespace, deployment, at, reason, message, warning, actor, details) VALUES " \
+    "('models', 'iris', 0.5, 'Created', 'before the upgrade', 0, '', '{}')"  # fmt: skip
+
+
+def test_an_audit_table_from_before_entry_ids_gets_them_and_keeps_its_entries(database: str) -> None:
+    if database.startswith("sqlite"):
+        with sqlite3.connect(database.removeprefix("sqlite:///")) as conn:
+            conn.execute(OLD_AUDIT_TABLE.format(key="INTEGER PRIMARY KEY AUTOINCREMENT"))
+            conn.execute(OLD_ENTRY)
+    else:
+        import psycopg
+
+        with psycopg.connect(database, autocommit=True) as conn:
+            conn.execute(OLD_AUDIT_TABLE.format(key="BIGSERIAL PRIMARY KEY"))
+            conn.execute(OLD_ENTRY)
+    for _ in range(2):  # a second start finds the column there
+        store = Store(database)
+        try:
+            store.add_audit([decision("Promoted", "e1")])
+            entries = store.audit("models", "iris", 100)
+            assert [(e["reason"], e["id"]) for e in entries] == [("Created", None), ("Promoted", "e1")]
+        finally:
+            store.close()
 
 
 def test_a_dropped_database_connection_fails_one_call_then_the_store_reconnects(postgres_url: str) -> None:

@@ -47,6 +47,7 @@ class AuditEntry:
     warning: bool = False
     actor: str = ""
     details: dict[str, Any] = field(default_factory=dict)
+    entry_id: str | None = None  # the sender's id: a resent entry (its first answer lost) is stored once
 
 
 @dataclass(frozen=True)

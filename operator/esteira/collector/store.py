@@ -46,9 +46,16 @@ _AUDIT = {
 }
 _AUDIT_COLUMNS = (
     "namespace TEXT NOT NULL, deployment TEXT NOT NULL, at DOUBLE PRECISION NOT NULL, reason TEXT NOT NULL, "
-    "message TEXT NOT NULL, warning INTEGER NOT NULL, actor TEXT NOT NULL, details TEXT NOT NULL);"
+    "message TEXT NOT NULL, warning INTEGER NOT NULL, actor TEXT NOT NULL, details TEXT NOT NULL, entry_id TEXT);"
     "CREATE INDEX IF NOT EXISTS audit_by_deployment ON audit (namespace, deployment, at);"
 )
+# The sender's entry id, unique where given (NULLs never conflict), so a resent entry is stored once. Audit
+# tables created before it get the column when the collector opens them.
+_AUDIT_ENTRY_ID = {
+    "sqlite": "ALTER TABLE audit ADD COLUMN entry_id TEXT",  # run only when the column is missing
+    "postgresql": "ALTER TABLE audit ADD COLUMN IF NOT EXISTS entry_id TEXT",
+}
+_AUDIT_ENTRY_INDEX = "CREATE UNIQUE INDEX IF NOT EXISTS audit_by_entry ON audit (entry_id)"
 # Where a batch of records, labels or joins is bulk-loaded before one INSERT ... SELECT (private to the connection).
 _STAGING = {
     "sqlite": "CREATE TEMP TABLE IF NOT EXISTS staged_{0} AS SELECT * FROM {0} WHERE false",
@@ -63,7 +70,8 @@ def _answer(text: str) -> Answer:
 
 class StoreUnavailable(Exception):
     """The database failed a transaction (unreachable, restarted, locked, full): the caller answers 503 and its
-    sender retries; every write but the audit trail's is idempotent, and the next transaction reconnects."""
+    sender retries; every write is idempotent (audit entries where the sender gives them an id), and the next
+    transaction reconnects."""
 
 
 class Store:
@@ -111,6 +119,14 @@ class Store:
             _STAGING[self.dialect].format(t) for t in ("records", "labels", "joins")
         ]
 
+    def _add_audit_entry_id(self, cur: Any) -> None:
+        """The audit table's entry id column and its unique index, added to a table created without them."""
+        if self.dialect == "postgresql" or "entry_id" not in {
+            row[1] for row in cur.execute("PRAGMA table_info(audit)").fetchall()
+        }:
+            cur.execute(_AUDIT_ENTRY_ID[self.dialect])
+        cur.execute(_AUDIT_ENTRY_INDEX)
+
     def _recover(self) -> None:
         """After a failed transaction: roll back, or drop a connection that is gone so the next one reconnects."""
         try:
@@ -139,6 +155,8 @@ class Store:
                     self.cur.execute("BEGIN IMMEDIATE")
                 for statement in store._schema() if fresh else ():
                     self.cur.execute(statement)
+                if fresh:
+                    store._add_audit_entry_id(self.cur)
             except BaseException as exc:
                 if store._conn is not None:
                     store._recover()
@@ -271,16 +289,17 @@ class Store:
         return [j for j in joined if (j.namespace, j.deployment, j.revision, j.request_id, j.index) in inserted]
 
     def add_audit(self, entries: Iterable[AuditEntry]) -> int:
+        """Store the entries not stored before (by entry id; entries without one always are); returns how many."""
         count = 0
         with self._transaction() as tx:
             for e in entries:
-                tx.execute(
-                    "INSERT INTO audit (namespace, deployment, at, reason, message, warning, actor, details) "
-                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                cursor = tx.execute(
+                    "INSERT INTO audit (namespace, deployment, at, reason, message, warning, actor, details, entry_id) "
+                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
                     (e.namespace, e.deployment, e.at, e.reason, e.message, int(e.warning), e.actor,
-                     json.dumps(e.details)),
+                     json.dumps(e.details), e.entry_id),
                 )  # fmt: skip
-                count += 1
+                count += cursor.rowcount
         return count
 
     def purge(self, before: float) -> None:
@@ -347,7 +366,8 @@ class Store:
 
     def audit(self, namespace: str | None, deployment: str, limit: int) -> list[dict[str, Any]]:
         query = (
-            "SELECT namespace, deployment, at, reason, message, warning, actor, details FROM audit WHERE deployment = ?"
+            "SELECT namespace, deployment, at, reason, message, warning, actor, details, entry_id FROM audit "
+            "WHERE deployment = ?"
         )
         params: list[Any] = [deployment]
         if namespace:
@@ -355,7 +375,7 @@ class Store:
             params.append(namespace)
         with self._transaction() as tx:
             rows = tx.execute(query + " ORDER BY at, id LIMIT ?", (*params, limit)).fetchall()
-        keys = ("namespace", "deployment", "at", "reason", "message", "warning", "actor", "details")
+        keys = ("namespace", "deployment", "at", "reason", "message", "warning", "actor", "details", "id")
         return [
             {**dict(zip(keys, row, strict=True)), "warning": bool(row[5]), "details": json.loads(row[7])}
             for row in rows

@@ -187,6 +187,7 @@ def audit_from(item: Any, now: float) -> AuditEntry:
         warning=bool(item.get("warning", False)),
         actor=_text(item, "actor", required=False),
         details=dict(details),
+        entry_id=_text(item, "id", required=False) or None,
     )
 
 

@@ -16,6 +16,7 @@ import logging
 import os
 import random
 import time
+import uuid
 from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -84,11 +85,11 @@ class CollectorLink:
         command = asked.decision() if asked else None
         self._waiting.append(
             [
-                {**entry, "reason": d.reason, "message": d.message, "warning": d.warning}
+                {**entry, "id": uuid.uuid4().hex, "reason": d.reason, "message": d.message, "warning": d.warning}
                 | (asked.audit_fields() if asked and d == command else {})
                 for d in decisions
             ]
-        )
+        )  # each entry's id goes with it on every retry: a post whose answer was lost is not stored twice
         if self._sender is None or self._sender.done():
             self._sender = asyncio.get_running_loop().create_task(self._send_all())
         self._wake.set()
