@@ -22,10 +22,13 @@ ESTEIRA_RUNTIME = "esteira-torchserve"  # Esteira's ClusterServingRuntime (Torch
 ESTEIRA_KSERVE_RUNTIME = "esteira-kserve"  # Esteira's handler on KServe's own Python model server
 ESTEIRA_RUNTIMES = (ESTEIRA_RUNTIME, ESTEIRA_KSERVE_RUNTIME)
 MODEL_CONTAINER = "kserve-container"  # KServe's name for the model server container
-# Standard mode: a stopping model server keeps serving this long before its SIGTERM, while the Service's endpoints
-# and the gateway's routes stop sending to it. Knative mode drains through its queue-proxy, and its container
-# field mask (knative serving pkg/apis/serving/fieldmask.go: ContainerMask) drops a container's lifecycle.
-PRE_STOP_SLEEP_SECONDS = 5
+# Standard mode: a stopping model server keeps serving this long before its SIGTERM (a preStop sleep), while the
+# Service's endpoints and the gateway's routes stop sending to it; `spec.termination.drainSeconds` overrides it.
+# Knative mode drains through its queue-proxy, and its container field mask (knative serving
+# pkg/apis/serving/fieldmask.go: ContainerMask) drops a container's lifecycle.
+DEFAULT_DRAIN_SECONDS = 5
+# Kubernetes' terminationGracePeriodSeconds when a pod leaves it out (k8s.io/api core/v1 DefaultTerminationGracePeriodSeconds).
+DEFAULT_GRACE_PERIOD_SECONDS = 30
 
 
 def is_esteira_runtime(runtime: str | None) -> bool:

@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 
 from esteira.api.crd import build_crd
 from esteira.api.errors import InvalidSpec
-from esteira.api.spec import MAX_NAME_LENGTH, SPEC_RULES, ModelDeploymentSpec, check_name
+from esteira.api.spec import DRAIN_WITHIN_GRACE, MAX_NAME_LENGTH, SPEC_RULES, ModelDeploymentSpec, check_name
 from tests.support.schemas import CelRule, cel_errors, cel_rules, evaluate_cel_rule
 from tests.support.specs import model, spec
 
@@ -127,6 +127,23 @@ CASES += [
     ),
 ]
 
+CASES += [
+    (
+        ".spec.termination",
+        DRAIN_WITHIN_GRACE,
+        {"drainSeconds": 59, "gracePeriodSeconds": 60},
+        {"drainSeconds": 60, "gracePeriodSeconds": 60},
+        "termination",
+    ),
+    (
+        ".spec.termination",
+        DRAIN_WITHIN_GRACE,
+        {"drainSeconds": 29},
+        {"drainSeconds": 30},
+        "termination",
+    ),
+]
+
 DRIFT = {"window": "1h", "interval": "1m", "actions": ["Alert"], "features": [{"name": "a"}, {"name": "b"}]}
 CASES += [
     (
@@ -183,6 +200,11 @@ SPEC_CASES: list[tuple[str, dict[str, Any], dict[str, Any]]] = [
     ),
     (
         SPEC_RULES[6].message,
+        spec(termination={"drainSeconds": 20, "gracePeriodSeconds": 60}),
+        spec(deploymentMode="Knative", termination={"drainSeconds": 20, "gracePeriodSeconds": 60}),
+    ),
+    (
+        SPEC_RULES[7].message,
         spec(monitoring={"drift": {"actions": ["Retrain"]}}, retraining=RETRAIN),
         spec(monitoring={"drift": {"actions": ["Retrain"]}}),
     ),

@@ -77,6 +77,8 @@ def _cases() -> Iterator[Case]:
                 **placement,
                 **batching,
             )
+            if mode == "Standard" and batching:
+                body["termination"] = {"drainSeconds": 15, "gracePeriodSeconds": 45}
             yield Case(body)
 
 

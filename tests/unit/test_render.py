@@ -232,6 +232,23 @@ def test_standard_pods_keep_serving_while_their_endpoints_go(mode: str) -> None:
         assert hooks == [None]
 
 
+@pytest.mark.parametrize(
+    ("termination", "hook", "grace"),
+    [
+        ({"drainSeconds": 20, "gracePeriodSeconds": 60}, {"preStop": {"sleep": {"seconds": 20}}}, 60),
+        ({"drainSeconds": 0}, None, None),
+        ({"gracePeriodSeconds": 120}, {"preStop": {"sleep": {"seconds": 5}}}, 120),
+    ],
+)
+def test_the_drain_and_grace_period_are_the_specs(termination: dict, hook: dict | None, grace: int | None) -> None:
+    """A gateway that takes longer to drop an endpoint gets a longer drain, and the pod the grace period for it,
+    on every arm."""
+    isvc = render(spec(termination=termination), TrafficPlan(STABLE, CANARY, 10))
+    predictors = [isvc["spec"]["predictor"], *(c["predictor"] for c in isvc["spec"]["canary"])]
+    assert [p["model"].get("lifecycle") for p in predictors] == [hook, hook]
+    assert [p.get("terminationGracePeriodSeconds") for p in predictors] == [grace, grace]
+
+
 @pytest.mark.parametrize("mode", ["Standard", "Knative"])
 def test_stable_predictor_is_never_named(mode: str) -> None:
     for plan in (TrafficPlan(STABLE), TrafficPlan(STABLE, CANARY, 50), TrafficPlan(CANARY)):
@@ -356,6 +373,8 @@ def _matrix() -> list[tuple[str, dict[str, Any], TrafficPlan]]:
     for mode, scalings in SCALING_VARIANTS.items():
         for gpu, scaling, plan, extra in itertools.product(GPU_VARIANTS, scalings, PLANS, EXTRAS):
             body = spec(deploymentMode=mode, **gpu, **extra)
+            if mode == "Standard" and extra:
+                body["termination"] = {"drainSeconds": 15, "gracePeriodSeconds": 45}
             body.update(scaling)
             if "gpu" in scaling and "gpu" in gpu:
                 body["gpu"] = gpu["gpu"]

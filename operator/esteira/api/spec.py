@@ -17,7 +17,14 @@ from pydantic import BaseModel, ConfigDict, Field, JsonValue, StringConstraints,
 from pydantic.alias_generators import to_camel
 
 from esteira.api.errors import FieldProblem, InvalidSpec
-from esteira.vocabulary import ESTEIRA_KSERVE_RUNTIME, ESTEIRA_RUNTIME, ESTEIRA_RUNTIMES, is_esteira_runtime
+from esteira.vocabulary import (
+    DEFAULT_DRAIN_SECONDS,
+    DEFAULT_GRACE_PERIOD_SECONDS,
+    ESTEIRA_KSERVE_RUNTIME,
+    ESTEIRA_RUNTIME,
+    ESTEIRA_RUNTIMES,
+    is_esteira_runtime,
+)
 
 DURATION_PATTERN = r"^([0-9]+(ms|s|m|h))+$"
 QUANTITY_PATTERN = (
@@ -335,6 +342,51 @@ class Batching(SpecModel):
         f"archive's own maxBatchDelay on Esteira's runtimes, {KSERVE_BATCHER_DELAY_MS} for KServe's request "
         "batcher.",
     )
+
+
+DRAIN_WITHIN_GRACE = (
+    f"termination.drainSeconds must be below termination.gracePeriodSeconds ({DEFAULT_GRACE_PERIOD_SECONDS} when "
+    "left out): the drain runs inside the grace period, and the server needs the rest to stop"
+)
+
+
+class Termination(SpecModel):
+    """How a Standard mode model server pod stops: it keeps serving while its endpoints go, then the server stops
+    (answering what it holds, posting its queued inference records) within the grace period."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                cel(
+                    "self.drainSeconds < (has(self.gracePeriodSeconds) ? self.gracePeriodSeconds : "
+                    f"{DEFAULT_GRACE_PERIOD_SECONDS})",
+                    DRAIN_WITHIN_GRACE,
+                )
+            ]
+        }
+    )
+
+    drain_seconds: int = Field(
+        default=DEFAULT_DRAIN_SECONDS,
+        ge=0,
+        le=600,
+        description="Seconds a stopping pod keeps serving before its server is signalled (a preStop sleep), while "
+        "the Service's endpoints and the gateway stop sending to it; as long as your gateway or load balancer "
+        f"takes to drop an endpoint. 0: none. Default: {DEFAULT_DRAIN_SECONDS}.",
+    )
+    grace_period_seconds: int | None = Field(
+        default=None,
+        ge=1,
+        le=3600,
+        description="The pod's terminationGracePeriodSeconds: the drain, then the server's own stop. Default: "
+        f"Kubernetes' {DEFAULT_GRACE_PERIOD_SECONDS}.",
+    )
+
+    @model_validator(mode="after")
+    def _drain_within_grace(self) -> Termination:
+        if self.drain_seconds >= (self.grace_period_seconds or DEFAULT_GRACE_PERIOD_SECONDS):
+            raise ValueError(DRAIN_WITHIN_GRACE)
+        return self
 
 
 class ErrorRateCheck(SpecModel):
@@ -782,6 +834,13 @@ SPEC_RULES: tuple[SpecRule, ...] = (
         ),
     ),
     SpecRule(
+        "self.deploymentMode != 'Knative' || !has(self.termination)",
+        "termination is for Standard mode: Knative drains a pod through its queue-proxy and sets its grace period "
+        "from the revision's timeout; remove spec.termination",
+        ".termination",
+        lambda s: s.deployment_mode == "Knative" and s.termination is not None,
+    ),
+    SpecRule(
         "!has(self.monitoring.drift) || !self.monitoring.drift.actions.exists(a, a == 'Retrain') || "
         "has(self.retraining)",
         "monitoring.drift.actions: Retrain hands the incident to spec.retraining: set spec.retraining (what runs "
@@ -891,6 +950,11 @@ class ModelDeploymentSpec(SpecModel):
     monitoring: Monitoring = Field(default_factory=Monitoring)
     logging: Logging = Field(default_factory=Logging)
     retraining: Retraining | None = None
+    termination: Termination | None = Field(
+        default=None,
+        description="Standard mode: how a model server pod stops (drain, grace period). Default: a "
+        f"{DEFAULT_DRAIN_SECONDS} s drain within Kubernetes' {DEFAULT_GRACE_PERIOD_SECONDS} s grace period.",
+    )
 
     @classmethod
     def parse(cls, spec: dict[str, Any]) -> ModelDeploymentSpec:

@@ -34,7 +34,7 @@ from esteira.vocabulary import (
     LABEL_DEPLOYMENT,
     LABEL_REVISION,
     MODEL_CONTAINER,
-    PRE_STOP_SLEEP_SECONDS,
+    DEFAULT_DRAIN_SECONDS,
     is_esteira_runtime,
 )
 
@@ -138,10 +138,11 @@ def _model(ctx: RenderContext, spec: ModelDeploymentSpec, arm: Arm, *, named: bo
     resources = container_resources(spec.resources, spec.gpu)
     if resources:
         model["resources"] = resources
-    if spec.deployment_mode == "Standard":
+    drain = spec.termination.drain_seconds if spec.termination else DEFAULT_DRAIN_SECONDS
+    if spec.deployment_mode == "Standard" and drain:
         # The kubelet signals a pod as its endpoints are removed, and the Service and gateway go on sending to it
         # for a moment: without the wait, those requests met a closed port (and their records a stopped worker).
-        model["lifecycle"] = {"preStop": {"sleep": {"seconds": PRE_STOP_SLEEP_SECONDS}}}
+        model["lifecycle"] = {"preStop": {"sleep": {"seconds": drain}}}
     return model
 
 
@@ -158,6 +159,8 @@ def _predictor(ctx: RenderContext, spec: ModelDeploymentSpec, arm: Arm, *, canar
         predictor["tolerations"] = tolerated
     if spec.service_account_name:
         predictor["serviceAccountName"] = spec.service_account_name
+    if spec.termination is not None and spec.termination.grace_period_seconds is not None:
+        predictor["terminationGracePeriodSeconds"] = spec.termination.grace_period_seconds
     if spec.logging.mode != "none" and spec.logging.logger == "KServe":
         predictor["logger"] = {"mode": spec.logging.mode, "url": spec.logging.url}
     batching = spec.batching
