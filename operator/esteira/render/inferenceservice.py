@@ -15,6 +15,7 @@ from esteira.render.traffic import Arm, TrafficPlan
 from esteira.vocabulary import (
     ANNOTATION_MODEL_VERSION,
     COLLECTOR_RECORDS_PATH,
+    DEFAULT_DRAIN_SECONDS,
     ENV_BATCH_SIZE,
     ENV_DEPLOYMENT,
     ENV_LOG_MODE,
@@ -34,7 +35,6 @@ from esteira.vocabulary import (
     LABEL_DEPLOYMENT,
     LABEL_REVISION,
     MODEL_CONTAINER,
-    DEFAULT_DRAIN_SECONDS,
     is_esteira_runtime,
 )
 
