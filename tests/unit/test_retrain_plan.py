@@ -7,7 +7,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from esteira.api.spec import ModelDeploymentSpec
-from esteira.api.status import FeatureDrift, ModelDeploymentStatus, MonitoringStatus
+from esteira.api.status import FeatureDrift, ModelDeploymentStatus, MonitoringStatus, RevisionRecord
 from esteira.render import RenderContext
 from esteira.state.retrain import plan_retraining
 from tests.support.schemas import validate_kubernetes
@@ -49,6 +49,7 @@ def test_a_drift_incident_starts_one_job_with_its_evidence() -> None:
     assert (run.outcome, run.job, run.signal) == ("Running", "iris-retrain-1", "Drift")
     assert run.evidence["features"]["petal_length"]["score"] == 0.3
     assert run.evidence["labelledData"].startswith("http://collector")
+    assert "stable" not in run.evidence  # no stable revision recorded yet: nothing to beat
     again = plan_retraining(CTX, parsed(), status, {"iris-retrain-1": job}, NOW + timedelta(minutes=1))
     assert again.jobs == [] and again.decisions == []  # same incident, and a run is going
 
@@ -102,3 +103,11 @@ def test_a_job_lost_between_the_status_write_and_its_creation_is_created_again()
     again = plan_retraining(CTX, parsed(), status, {}, NOW + timedelta(seconds=5))  # the Job never appeared
     assert again.jobs == [job]
     assert again.decisions == []
+
+
+def test_the_evidence_names_the_stable_build_a_candidate_must_beat() -> None:
+    status = drifting()
+    status.stable = RevisionRecord(revision=3, model_version="1.1.0", storage_uri="s3://models/iris/1.1.0", since="x")
+    plan_retraining(CTX, parsed(), status, {}, NOW)
+    assert status.retraining is not None
+    assert status.retraining.runs[0].evidence["stable"] == {"version": "1.1.0", "storageUri": "s3://models/iris/1.1.0"}

@@ -156,8 +156,10 @@ def retrain(manifest: Path, out: Path, evidence: dict[str, Any], run: int, worse
         predicted = predict(model, x_valid)
     score = round(float((predicted == y_valid).mean()), 4)
     print(f"held-out accuracy {score} on {len(y_valid)} rows")
-    baseline = served_accuracy(str(spec["model"]["storageUri"]), x_valid, y_valid, data.labels)
-    print(f"{parent}, the build it would replace, scores {baseline} on the same rows")
+    # The stable build the candidate must beat, as the evidence names it (else the build the file asks for).
+    stable = evidence.get("stable") or {"version": parent, "storageUri": spec["model"]["storageUri"]}
+    baseline = served_accuracy(str(stable["storageUri"]), x_valid, y_valid, data.labels)
+    print(f"{stable['version']}, the stable build it would replace, scores {baseline} on the same rows")
 
     staging = out / f"iris-{version}-train"
     staging.mkdir(parents=True, exist_ok=True)
@@ -197,7 +199,7 @@ def retrain(manifest: Path, out: Path, evidence: dict[str, Any], run: int, worse
             "--validation-metric=accuracy",
             f"--validation-score={score}",
             *(
-                [f"--validation-baseline-version={parent}", f"--validation-baseline-score={baseline}"]
+                [f"--validation-baseline-version={stable['version']}", f"--validation-baseline-score={baseline}"]
                 if baseline is not None
                 else []
             ),

@@ -124,6 +124,8 @@ def plan_retraining(
     evidence = {"signal": signal.kind, "incident": signal.incident, **signal.evidence}
     if labelled_data:
         evidence["labelledData"] = labelled_data
+    if status.stable is not None:  # what a candidate must beat: a run can score it on its own held-out rows
+        evidence["stable"] = {"version": status.stable.model_version, "storageUri": status.stable.storage_uri}
     run = RetrainingRun(run=number, at=at, signal=signal.kind, reason=signal.summary, evidence=evidence, outcome="Sent")
     if retraining.job is not None:
         job = render_retrain_job(ctx, retraining.job, number, signal.summary, evidence)
