@@ -50,11 +50,14 @@ _AUDIT_COLUMNS = (
     "CREATE INDEX IF NOT EXISTS audit_by_deployment ON audit (namespace, deployment, at);"
 )
 # The sender's entry id, unique where given (NULLs never conflict), so a resent entry is stored once. Audit
-# tables created before it get the column when the collector opens them.
-_AUDIT_ENTRY_ID = {
-    "sqlite": "ALTER TABLE audit ADD COLUMN entry_id TEXT",  # run only when the column is missing
-    "postgresql": "ALTER TABLE audit ADD COLUMN IF NOT EXISTS entry_id TEXT",
+# tables created before it get the column when the collector opens them; the column is looked up first, as an
+# ALTER TABLE locks the table even when it has nothing to do.
+_AUDIT_COLUMN_NAMES = {
+    "sqlite": "SELECT name FROM pragma_table_info('audit')",
+    "postgresql": "SELECT column_name FROM information_schema.columns WHERE table_schema = current_schema() "
+    "AND table_name = 'audit'",
 }
+_AUDIT_ENTRY_ID = "ALTER TABLE audit ADD COLUMN entry_id TEXT"
 _AUDIT_ENTRY_INDEX = "CREATE UNIQUE INDEX IF NOT EXISTS audit_by_entry ON audit (entry_id)"
 # Where a batch of records, labels or joins is bulk-loaded before one INSERT ... SELECT (private to the connection).
 _STAGING = {
@@ -121,10 +124,8 @@ class Store:
 
     def _add_audit_entry_id(self, cur: Any) -> None:
         """The audit table's entry id column and its unique index, added to a table created without them."""
-        if self.dialect == "postgresql" or "entry_id" not in {
-            row[1] for row in cur.execute("PRAGMA table_info(audit)").fetchall()
-        }:
-            cur.execute(_AUDIT_ENTRY_ID[self.dialect])
+        if "entry_id" not in {row[0] for row in cur.execute(_AUDIT_COLUMN_NAMES[self.dialect]).fetchall()}:
+            cur.execute(_AUDIT_ENTRY_ID)
         cur.execute(_AUDIT_ENTRY_INDEX)
 
     def _recover(self) -> None:
