@@ -77,3 +77,10 @@ def test_local_status_says_the_same() -> None:
     text = render_status(view)
     assert "from 1.0.0, accuracy 0.9712" in text
     assert "run 2 Drift RejectedCandidate -> 1.2.0" in text
+
+
+def test_a_cards_baseline_reads_beside_its_score() -> None:
+    card = {**CARD, "validation": {**CARD["validation"], "baseline": {"version": "1.0.0", "score": 0.9468}}}
+    history = [{**HISTORY[0], "card": card}]
+    text = format_history({**md(), "status": {**md()["status"], "history": history}})
+    assert "accuracy 0.9712 (1.0.0: 0.9468 on the same rows)" in text

@@ -6,7 +6,8 @@ from typing import Any
 
 
 def card_summary(card: dict[str, Any] | None) -> str:
-    """'from 1.0.0, accuracy 0.97, data sha256:3f2a9c1d (150 rows), by ml-team', or '-' without a card."""
+    """'from 1.0.0, accuracy 0.97 (1.0.0: 0.91 on the same rows), data sha256:3f2a9c1d (150 rows), by ml-team',
+    or '-' without a card."""
     if not card:
         return "-"
     parts = []
@@ -14,7 +15,9 @@ def card_summary(card: dict[str, Any] | None) -> str:
         parts.append(f"from {card['parentVersion']}")
     validation = card.get("validation")
     if validation:
-        parts.append(f"{validation['metric']} {validation['score']:.4g}")
+        baseline = validation.get("baseline")
+        against = f" ({baseline['version']}: {baseline['score']:.4g} on the same rows)" if baseline else ""
+        parts.append(f"{validation['metric']} {validation['score']:.4g}{against}")
     data = card.get("trainingData")
     if data:
         parts.append(f"data {data['fingerprint'][:15]} ({data['size']} rows)")
