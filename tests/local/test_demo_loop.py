@@ -38,3 +38,6 @@ def test_drift_retrains_promotes_then_refuses_a_worse_build(tmp_path: Path) -> N
     assert card is not None and card.parent_version == "1.0.0" and card.training_data is not None
     assert card.validation is not None and card.training_data.size > 105  # iris' training rows plus logged ones
     assert card.validation.baseline is not None and card.validation.baseline.version == "1.0.0"
+    refused = next(r for r in runtime.status.history if r.revision == 3).card  # judged against 1.1.0, stable then
+    assert refused is not None and refused.parent_version == "1.1.0" and refused.validation is not None
+    assert refused.validation.baseline is not None and refused.validation.baseline.version == "1.1.0"

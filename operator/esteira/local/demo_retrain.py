@@ -109,12 +109,12 @@ def served_accuracy(storage_uri: str, x: np.ndarray, y: np.ndarray, labels: Sequ
     return round(float((np.asarray(predicted) == y).mean()), 4)
 
 
-def next_version(parent: str) -> str:
-    """1.0.0 -> 1.1.0: a retrained build is a new minor version of its parent."""
-    parts = parent.split(".")
+def next_version(newest: str) -> str:
+    """1.0.0 -> 1.1.0: a retrained build is the next minor version after the newest build."""
+    parts = newest.split(".")
     if len(parts) == 3 and all(p.isdigit() for p in parts):
         return f"{parts[0]}.{int(parts[1]) + 1}.0"
-    return f"{parent}-retrained"
+    return f"{newest}-retrained"
 
 
 def update_manifest(path: Path, version: str, folder: Path, card: dict[str, Any]) -> None:
@@ -136,8 +136,11 @@ def retrain(manifest: Path, out: Path, evidence: dict[str, Any], run: int, worse
 
     data = datasets.iris()
     spec = yaml.safe_load(manifest.read_text())["spec"]
-    parent = str(spec["model"]["version"])
-    version = next_version(parent)
+    newest = str(spec["model"]["version"])  # numbers follow the newest build, so a rejected one's is not reused
+    version = next_version(newest)
+    # The stable build it extends and must beat, as the evidence names it (else the build the file asks for).
+    stable = evidence.get("stable") or {"version": newest, "storageUri": spec["model"]["storageUri"]}
+    parent = str(stable["version"])
     logged = logged_rows(download(str(evidence["labelledData"])), data.labels, len(data.feature_names))
     x_train = np.concatenate([data.x_train, logged.x[~logged.held_out]])
     y_train = np.concatenate([data.y_train, logged.y[~logged.held_out]])
@@ -156,10 +159,8 @@ def retrain(manifest: Path, out: Path, evidence: dict[str, Any], run: int, worse
         predicted = predict(model, x_valid)
     score = round(float((predicted == y_valid).mean()), 4)
     print(f"held-out accuracy {score} on {len(y_valid)} rows")
-    # The stable build the candidate must beat, as the evidence names it (else the build the file asks for).
-    stable = evidence.get("stable") or {"version": parent, "storageUri": spec["model"]["storageUri"]}
     baseline = served_accuracy(str(stable["storageUri"]), x_valid, y_valid, data.labels)
-    print(f"{stable['version']}, the stable build it would replace, scores {baseline} on the same rows")
+    print(f"{parent}, the stable build it would replace, scores {baseline} on the same rows")
 
     staging = out / f"iris-{version}-train"
     staging.mkdir(parents=True, exist_ok=True)
@@ -199,7 +200,7 @@ def retrain(manifest: Path, out: Path, evidence: dict[str, Any], run: int, worse
             "--validation-metric=accuracy",
             f"--validation-score={score}",
             *(
-                [f"--validation-baseline-version={stable['version']}", f"--validation-baseline-score={baseline}"]
+                [f"--validation-baseline-version={parent}", f"--validation-baseline-score={baseline}"]
                 if baseline is not None
                 else []
             ),
