@@ -22,7 +22,7 @@ import tempfile
 import threading
 import time
 import urllib.request
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager, ExitStack, contextmanager
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -394,40 +394,51 @@ def in_process_handler(seconds: float) -> dict[str, Any]:
     request = RawRequest(body.encode(), {"content-type": "application/json", "content-length": str(len(body))})
     work = Path(tempfile.mkdtemp(prefix="esteira-bench-inprocess-"))
     handler = InProcessHandler(MODELS / "iris-1.0.0", work, PrometheusMetrics(CollectorRegistry()))
-    rates = {}
-    for size in (1, 8):
-        count, began = 0, time.perf_counter()
-        while time.perf_counter() - began < seconds:
-            handler.run([request] * size)
-            count += size
-        rates[size] = round(count / (time.perf_counter() - began), 1)
-    lone = {gap: lone_request_seconds(handler, request, gap) for gap in (0.0, IDLE_GAP_SECONDS)}
-    other_work, interleaved = batches_between_other_work(handler, [request] * 8)
+    rates = {size: requests_per_second(lambda n: handler.run([request] * n), size, seconds) for size in (1, 8)}
+    document = [{"id": index, "name": str(index), "pair": [index, index + 1]} for index in range(OTHER_WORK_ENTRIES)]
+
+    def one() -> None:
+        handler.run([request])
+
+    def eight() -> None:
+        handler.run([request] * 8)
+
+    def other_work() -> None:
+        json.dumps(document)
+
     return {
         "batch_1_rps": rates[1],
         "batch_8_rps": rates[8],
         "threads": 1,
-        "back_to_back_us": round(lone[0.0] * 1e6, 1),
-        "after_idle_us": round(lone[IDLE_GAP_SECONDS] * 1e6, 1),
+        "back_to_back_us": round(median_seconds(one) * 1e6, 1),
+        "after_idle_us": round(median_seconds(one, after=lambda: time.sleep(IDLE_GAP_SECONDS)) * 1e6, 1),
         "idle_ms": IDLE_GAP_SECONDS * 1e3,
-        "batch_8_after_other_work_us": round(interleaved * 1e6 / 8, 1),
-        "other_work_us": round(other_work * 1e6, 1),
+        "batch_8_after_other_work_us": round(median_seconds(eight, after=other_work, calls=2000) * 1e6 / 8, 1),
+        "other_work_us": round(median_seconds(other_work) * 1e6, 1),
     }
 
 
-def batches_between_other_work(handler: Any, batch: list[Any], calls: int = 2000) -> tuple[float, float]:
-    """The median time of the other work and of one batch through ``handler`` run right after it, as a server
-    runs batches between its HTTP: the same code as back to back, with caches refilled by something else."""
-    document = [{"id": index, "name": str(index), "pair": [index, index + 1]} for index in range(OTHER_WORK_ENTRIES)]
-    work, durations = [], []
+def requests_per_second(run_batch: Callable[[int], Any], size: int, seconds: float) -> float:
+    """Batches of ``size`` one-instance requests run back to back for ``seconds``, in requests a second."""
+    count, began = 0, time.perf_counter()
+    while time.perf_counter() - began < seconds:
+        run_batch(size)
+        count += size
+    return round(count / (time.perf_counter() - began), 1)
+
+
+def median_seconds(call: Callable[[], Any], after: Callable[[], Any] | None = None, calls: int = 1000) -> float:
+    """The median time of ``call``, each run right ``after`` something else (untimed): back to back when there is
+    nothing; after a sleep, as a lone caller's server runs a request; after other work, as a busy one runs a batch
+    between its HTTP. Only what ran before it differs."""
+    durations = []
     for _ in range(calls):
+        if after is not None:
+            after()
         began = time.perf_counter()
-        json.dumps(document)
-        work.append(time.perf_counter() - began)
-        began = time.perf_counter()
-        handler.run(batch)
+        call()
         durations.append(time.perf_counter() - began)
-    return statistics.median(work), statistics.median(durations)
+    return statistics.median(durations)
 
 
 def in_process_image(seconds: float) -> dict[str, Any]:
@@ -453,28 +464,12 @@ def in_process_image(seconds: float) -> dict[str, Any]:
     # Loaded before either runs: it sets torch's intra-op threads for the process, so both run with the same.
     handler = InProcessHandler(MODELS / "digits-1.0.0", work, PrometheusMetrics(CollectorRegistry()))
     runs = {"stock": stock_batch, "esteira": lambda size: handler.run([request] * size)}
-    rates: dict[str, float] = {}
-    for name, run_batch in runs.items():
-        for size in (1, 8):
-            count, began = 0, time.perf_counter()
-            while time.perf_counter() - began < seconds:
-                run_batch(size)
-                count += size
-            rates[f"{name}_batch_{size}_rps"] = round(count / (time.perf_counter() - began), 1)
+    rates = {
+        f"{name}_batch_{size}_rps": requests_per_second(run_batch, size, seconds)
+        for name, run_batch in runs.items()
+        for size in (1, 8)
+    }
     return {**rates, "threads": 1}
-
-
-def lone_request_seconds(handler: Any, request: Any, idle: float, calls: int = 1000) -> float:
-    """The median time of one request through ``handler``, each after ``idle`` seconds asleep (none: back to
-    back), as a server with one caller runs it between two waits for the next request."""
-    durations = []
-    for _ in range(calls):
-        if idle:
-            time.sleep(idle)
-        began = time.perf_counter()
-        handler.run([request])
-        durations.append(time.perf_counter() - began)
-    return statistics.median(durations)
 
 
 def machine() -> dict[str, Any]:
