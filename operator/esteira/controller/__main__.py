@@ -25,7 +25,9 @@ def run(config: OperatorConfig) -> None:
     register(registry, config.resync_seconds, config.kubeconfig, config.rollout_tick_seconds)
     if config.metrics_port:
         start_http_server(config.metrics_port)
-    reconciler = Reconciler(KubeAPI(), config.prometheus_url, config.prometheus_auth_dir)
+    reconciler = Reconciler(
+        KubeAPI(concurrency=config.api_concurrency), config.prometheus_url, config.prometheus_auth_dir
+    )
     memo = kopf.Memo(reconciler=reconciler, managed=set(), background=set())
     liveness = f"http://0.0.0.0:{config.liveness_port}/healthz" if config.liveness_port else None
     logging.getLogger(__name__).info("watching %s", "all namespaces" if config.all_namespaces else config.namespaces)

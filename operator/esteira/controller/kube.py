@@ -9,8 +9,10 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import functools
 import json
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any, cast
 
 import kopf
@@ -20,6 +22,7 @@ from urllib3.exceptions import HTTPError
 
 from esteira import API_GROUP, API_VERSION, PLURAL, __version__
 from esteira.api.command import COMMAND_PLURAL
+from esteira.controller.config import DEFAULT_API_CONCURRENCY
 from esteira.controller.retry import ApiError
 from esteira.routing import ObjectKey, child_kinds
 from esteira.routing.kserve import INFERENCE_SERVICES
@@ -72,10 +75,15 @@ def connection_info(kubeconfig: str | None = None) -> kopf.ConnectionInfo:
 
 class KubeAPI:
     """Async facade over the custom-objects API for the resources Esteira reads and writes, and the one
-    Secret a ModelDeployment may name for Prometheus credentials."""
+    Secret a ModelDeployment may name for Prometheus credentials. The blocking client runs in its own pool of
+    ``concurrency`` threads, with as many pooled connections."""
 
-    def __init__(self, api_client: Any | None = None) -> None:
-        api_client = api_client or client.ApiClient()
+    def __init__(self, api_client: Any | None = None, concurrency: int = DEFAULT_API_CONCURRENCY) -> None:
+        if api_client is None:
+            configuration = client.Configuration.get_default_copy()
+            configuration.connection_pool_maxsize = concurrency
+            api_client = client.ApiClient(configuration)
+        self._executor = ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="esteira-api")
         api_client.user_agent = f"esteira-operator/{__version__}"
         self._api = client.CustomObjectsApi(api_client)
         self._core = client.CoreV1Api(api_client)
@@ -83,7 +91,8 @@ class KubeAPI:
 
     async def _call(self, fn: Callable[..., object], *args: Any, **kwargs: Any) -> dict[str, Any]:
         try:
-            return cast(dict[str, Any], await asyncio.to_thread(fn, *args, _request_timeout=REQUEST_TIMEOUT, **kwargs))
+            call = functools.partial(fn, *args, _request_timeout=REQUEST_TIMEOUT, **kwargs)
+            return cast(dict[str, Any], await asyncio.get_running_loop().run_in_executor(self._executor, call))
         except ApiException as exc:
             raise ApiError(int(exc.status or 0), str(exc.reason or exc.body or exc)) from None
         except (HTTPError, OSError) as exc:
