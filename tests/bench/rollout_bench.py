@@ -2,7 +2,7 @@
 
 Everything is real but the cluster: the operator process, the API emulator with a fake KServe, a
 Prometheus server scraping exporters that play each arm. All canaries run at once, as they would in
-one operator. Run with `make bench`; writes `.bench/rollouts.json`.
+one operator. Run with `make bench`; writes `benchmarks/results/rollouts.json`.
 """
 
 from __future__ import annotations
@@ -141,7 +141,7 @@ def main() -> None:
     parser.add_argument("--good", type=int, default=20)
     parser.add_argument("--bad", type=int, default=5)
     parser.add_argument("--interval", type=int, default=5, help="rollout.interval in seconds")
-    parser.add_argument("--out", type=Path, default=REPO / ".bench" / "rollouts.json")
+    parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results" / "rollouts.json")
     args = parser.parse_args()
     result = run(args.good, args.bad, args.interval, args.out)
     width = max(len(k) for k in result)
