@@ -27,12 +27,17 @@ class Backend:
     def __init__(self) -> None:
         self.client_ports: list[int] = []
         self.request_ids: list[str | None] = []
+        self.held = asyncio.Event()  # a "held" request has arrived
+        self.release = asyncio.Event()  # ... and may be answered
 
     async def predict(self, request: web.Request) -> web.StreamResponse:
         peer = request.transport.get_extra_info("peername") if request.transport else None
         self.client_ports.append(peer[1] if peer else -1)
         self.request_ids.append(request.headers.get(REQUEST_ID_HEADER))
         kind = (await request.json())["answer"]
+        if kind == "held":
+            self.held.set()
+            await self.release.wait()
         if kind == "error":
             return web.json_response({"code": 500, "type": "InternalServerException", "message": "boom"}, status=500)
         if kind == "chunked":
@@ -104,5 +109,22 @@ def test_concurrent_requests_each_get_their_own_answer() -> None:
             for _ in range(5):
                 await _ask(session, router, "sized")
             assert set(backend.client_ports[len(kinds) :]) <= opened  # kept connections, not new ones
+
+    asyncio.run(scenario())
+
+
+def test_a_drain_ends_when_the_last_request_in_flight_is_answered() -> None:
+    async def scenario() -> None:
+        async with proxied() as (router, backend), aiohttp.ClientSession() as session:
+            await asyncio.wait_for(router.drained(1), 1)  # nothing in flight: at once
+            asked = asyncio.create_task(_ask(session, router, "held"))
+            await asyncio.wait_for(backend.held.wait(), 10)
+            drain = asyncio.create_task(router.drained(1))
+            await asyncio.sleep(0)
+            assert not drain.done(), "its request is still being answered"
+            backend.release.set()
+            await asyncio.wait_for(drain, 10)
+            status, _, _ = await asked
+            assert status == 200 and router.in_flight[1] == 0
 
     asyncio.run(scenario())

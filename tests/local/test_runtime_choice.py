@@ -7,7 +7,8 @@ from __future__ import annotations
 import asyncio
 import json
 import sys
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import ClassVar
 
@@ -39,11 +40,11 @@ def packaged_folder(root: Path) -> Path:
     return folder
 
 
-def write_md(path: Path, folder: Path, runtime: str | None, batching: str = "") -> Path:
+def write_md(path: Path, folder: Path, runtime: str | None, extra: str = "") -> Path:
     runtime_field = f", runtime: {runtime}" if runtime else ""
     path.write_text(
         "apiVersion: serving.esteira.io/v1alpha1\nkind: ModelDeployment\nmetadata: {name: iris}\nspec:\n"
-        f'  model: {{name: iris, version: "1.0.0", storageUri: "{folder}"{runtime_field}}}\n{batching}'
+        f'  model: {{name: iris, version: "1.0.0", storageUri: "{folder}"{runtime_field}}}\n{extra}'
     )
     return path
 
@@ -114,7 +115,7 @@ def test_switching_the_file_to_a_missing_runtime_keeps_the_running_spec(tmp_path
     events: list[str] = []
     runtime = LocalRuntime(manifest, port=1, workdir=tmp_path / "run", log=events.append)
     before = runtime.spec
-    write_md(manifest, folder, "esteira-kserve", batching="  batching: {maxBatchSize: 4}\n")
+    write_md(manifest, folder, "esteira-kserve", "  batching: {maxBatchSize: 4}\n")
     runtime._reload()
     assert runtime.spec == before
     assert any("RuntimeUnavailable" in line and "make kserve-runtime" in line for line in events), events
@@ -182,6 +183,8 @@ class RecordingServer(ModelServer):
     runtime: ClassVar[str] = "recording"
     log_name: ClassVar[str] = "recording.log"
     stops: int = 0
+    graces: tuple[float, ...] = ()  # what each stop was given
+    stopped: asyncio.Event = field(default_factory=asyncio.Event, repr=False)
 
     @property
     def url(self) -> str | None:
@@ -205,6 +208,8 @@ class RecordingServer(ModelServer):
 
     async def stop(self, grace: float = 20.0) -> None:
         self.stops += 1
+        self.graces = (*self.graces, grace)
+        self.stopped.set()
 
 
 async def test_stopping_the_runtime_stops_a_server_still_draining(tmp_path: Path) -> None:
@@ -220,3 +225,33 @@ async def test_stopping_the_runtime_stops_a_server_still_draining(tmp_path: Path
     assert draining.stops == 0
     await runtime.stop()
     assert draining.stops == 1 and not runtime.retiring
+    assert draining.graces == (30.0,), "without spec.termination, Kubernetes' default grace period"
+
+
+def retiring_runtime(tmp_path: Path, termination: str) -> tuple[LocalRuntime, RecordingServer]:
+    manifest = write_md(tmp_path / "md.yaml", packaged_folder(tmp_path), None, f"  termination: {termination}\n")
+    runtime = LocalRuntime(manifest, port=free_port(), workdir=tmp_path / "run", log=lambda _: None)
+    server = RecordingServer(7, "iris", "0.9.0", tmp_path, tmp_path / "run" / "revision-7", runtime.spec)
+    runtime.servers[7] = server
+    return runtime, server
+
+
+async def test_a_retired_server_with_nothing_in_flight_gets_the_whole_grace_period_to_stop(tmp_path: Path) -> None:
+    runtime, server = retiring_runtime(tmp_path, "{drainSeconds: 20, gracePeriodSeconds: 45}")
+    await runtime._retire_servers()
+    await asyncio.wait_for(server.stopped.wait(), 5)
+    assert 44.0 < server.graces[0] <= 45.0, "no drainSeconds wait: the router stopped sending at once"
+    await runtime.stop()
+
+
+async def test_requests_in_flight_are_cut_off_at_the_grace_period(tmp_path: Path) -> None:
+    """As a pod's grace period bounds its drain and its stop: the server is stopped when the period ends, with
+    nothing of it left, however long its requests would still take."""
+    runtime, server = retiring_runtime(tmp_path, "{drainSeconds: 0, gracePeriodSeconds: 1}")
+    runtime.router.in_flight[7] = 1  # a request that never finishes
+    began = time.monotonic()
+    await runtime._retire_servers()
+    await asyncio.wait_for(server.stopped.wait(), 10)
+    assert time.monotonic() - began >= 1.0
+    assert server.graces == (0.0,)
+    await runtime.stop()

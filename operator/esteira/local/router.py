@@ -84,6 +84,7 @@ class Router(ModelSurface):
         self.models: dict[int, tuple[str, ModelConfig | None]] = {}  # revision -> model version, its config
         self.stats: dict[int, ArmStats] = {}
         self.in_flight: dict[int, int] = {}  # requests being forwarded to each revision now
+        self._drains: dict[int, asyncio.Event] = {}  # revisions whose last request in flight someone awaits
         self.control: Control | None = None
         self.status_view: StatusView | None = None
         self._server: HttpServer | None = None
@@ -253,6 +254,19 @@ class Router(ModelSurface):
             return await self._post(revision, base, path, body, headers, mirrored, started)
         finally:
             self.in_flight[revision] -= 1
+            if self._drains and not self.in_flight[revision] and revision in self._drains:
+                self._drains[revision].set()
+
+    async def drained(self, revision: int) -> None:
+        """Returns once no request is in flight to ``revision`` (the runtime stops sending it new ones first);
+        callers bound the wait."""
+        if not self.in_flight.get(revision, 0):
+            return
+        finished = self._drains.setdefault(revision, asyncio.Event())
+        try:
+            await finished.wait()
+        finally:
+            self._drains.pop(revision, None)
 
     async def _post(
         self,

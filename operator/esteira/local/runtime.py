@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import shutil
 import tempfile
+import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -51,6 +52,7 @@ from esteira.state.retrain import plan_retraining
 from esteira.vocabulary import (
     ACTIONS,
     COLLECTOR_EXPORT_PATH,
+    DEFAULT_GRACE_PERIOD_SECONDS,
     ESTEIRA_KSERVE_RUNTIME,
     Command,
     Decision,
@@ -60,8 +62,6 @@ from esteira.vocabulary import (
 
 MAX_RESTARTS = 5
 MAX_PORT_RETRIES = 3  # launches in a row that find a picked port taken; past that, each counts as a crash
-DRAIN_SECONDS = 30.0
-DRAIN_POLL = 0.05
 
 
 @dataclass(frozen=True)
@@ -486,18 +486,27 @@ class LocalRuntime:
             self.say("Stopping", f"revision {revision} (model {server.model_version}) no longer serves traffic")
             self._spawn(self._drain_and_stop(server))
 
+    def _grace_seconds(self) -> float:
+        """``spec.termination.gracePeriodSeconds`` (else Kubernetes' default): as a pod's grace period bounds its
+        drain and its server's stop, this bounds a retiring server's requests in flight and its stop together.
+        ``drainSeconds`` has no part here: it waits for a cluster's endpoints to go, and the router stops sending
+        to a retiring server at once."""
+        termination = self.spec.termination
+        if termination is None or termination.grace_period_seconds is None:
+            return float(DEFAULT_GRACE_PERIOD_SECONDS)
+        return float(termination.grace_period_seconds)
+
     async def _drain_and_stop(self, server: ModelServer) -> None:
-        """Let the requests already sent to this server finish, then stop it."""
-        for _ in range(int(DRAIN_SECONDS / DRAIN_POLL)):
-            if not self.router.in_flight.get(server.revision, 0):
-                break
-            await asyncio.sleep(DRAIN_POLL)
+        """Let the requests already sent to this server finish, then stop it, both within the grace period."""
+        deadline = time.monotonic() + self._grace_seconds()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self.router.drained(server.revision), self._grace_seconds())
         self.router.set_backend(server.revision, None)
-        await server.stop()
+        await server.stop(grace=max(0.0, deadline - time.monotonic()))
         self.retiring = [s for s in self.retiring if s is not server]
 
     async def _stop_server(self, server: ModelServer) -> None:
-        await server.stop()
+        await server.stop(grace=self._grace_seconds())
 
     async def _monitor(self, spec: ModelDeploymentSpec, now: datetime) -> list[Decision]:
         """spec.monitoring.drift on the stable server's own counters, judged as the operator judges them."""
