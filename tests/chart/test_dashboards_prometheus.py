@@ -41,6 +41,8 @@ def series() -> Iterator[tuple[str, str, Shape]]:
     for outcome in ("Promoted", "RolledBack"):
         yield "esteira_operator_rollouts_total", f'{OPERATOR},outcome="{outcome}"', counter(0.001)
     yield "esteira_operator_api_retries_total", OPERATOR, counter(0.01)
+    for verb in ("get", "list", "patch"):
+        yield "esteira_operator_api_calls_total", f'{OPERATOR},verb="{verb}"', counter(2)
     yield "esteira_operator_drift_evaluation_errors_total", OPERATOR, counter(0.002)
     for result in ("unchanged", "updated", "error"):
         yield "esteira_operator_reconciles_total", f'{OPERATOR},result="{result}"', counter(0.5)

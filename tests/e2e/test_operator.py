@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 from kubernetes.client.exceptions import ApiException
+from prometheus_client.parser import text_string_to_metric_families
 
 from esteira.manifests import render_document
 from tests.emulator.cluster import KubeApi
@@ -264,6 +265,12 @@ def test_operator_metrics(esteira: Esteira, kube_namespace: str, operator: Opera
     text = eventually(counted, what="reconcile counter")
     assert "esteira_operator_managed_deployments 1.0" in text
     assert "esteira_operator_reconcile_duration_seconds_bucket" in text
+    calls = {
+        family.name: {sample.labels["verb"]: sample.value for sample in family.samples if "verb" in sample.labels}
+        for family in text_string_to_metric_families(text)
+        if family.name == "esteira_operator_api_calls"
+    }["esteira_operator_api_calls"]
+    assert calls["get"] >= 1 and calls["list"] >= 1 and calls["create"] >= 1, calls  # read it, listed, created
 
 
 @pytest.mark.slow

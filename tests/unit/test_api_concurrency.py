@@ -1,4 +1,5 @@
-"""The operator's Kubernetes calls run in a pool of their own, as wide as ``--api-concurrency`` says."""
+"""The operator's Kubernetes calls run in a pool of their own, as wide as ``--api-concurrency`` says, and are
+counted by verb."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import threading
 from typing import Any
 
 import pytest
+from prometheus_client import REGISTRY
 
 from esteira.controller.config import DEFAULT_API_CONCURRENCY, parse_args
 from esteira.controller.kube import KubeAPI
@@ -69,3 +71,29 @@ def test_a_pool_of_none_is_refused_by_name(capsys: pytest.CaptureFixture[str]) -
     with pytest.raises(SystemExit):
         parse_args(["-A", "--api-concurrency", "0"])
     assert "--api-concurrency must be at least 1, got 0" in capsys.readouterr().err
+
+
+def test_calls_are_counted_by_their_verb() -> None:
+    def list_namespaced_custom_object(**_: Any) -> dict[str, Any]:
+        return {}
+
+    def read_namespaced_secret(**_: Any) -> dict[str, Any]:
+        return {}
+
+    def patch_namespaced_custom_object_status(**_: Any) -> dict[str, Any]:
+        return {}
+
+    def count(verb: str) -> float:
+        return REGISTRY.get_sample_value("esteira_operator_api_calls_total", {"verb": verb}) or 0.0
+
+    before = {verb: count(verb) for verb in ("list", "get", "patch", "create")}
+    api = KubeAPI(concurrency=2)
+
+    async def calls() -> None:
+        for fn in (list_namespaced_custom_object, list_namespaced_custom_object, read_namespaced_secret):
+            await api._call(fn)
+        await api._call(patch_namespaced_custom_object_status)
+
+    asyncio.run(calls())
+    made = {verb: count(verb) - before[verb] for verb in before}
+    assert made == {"list": 2, "get": 1, "patch": 1, "create": 0}

@@ -22,6 +22,7 @@ from urllib3.exceptions import HTTPError
 
 from esteira import API_GROUP, API_VERSION, PLURAL, __version__
 from esteira.api.command import COMMAND_PLURAL
+from esteira.controller import telemetry
 from esteira.controller.config import DEFAULT_API_CONCURRENCY
 from esteira.controller.retry import ApiError
 from esteira.routing import ObjectKey, child_kinds
@@ -73,6 +74,13 @@ def connection_info(kubeconfig: str | None = None) -> kopf.ConnectionInfo:
     )
 
 
+def _verb(fn: Callable[..., object]) -> str:
+    """The API verb of a client method, from its name (``list_namespaced_custom_object``: list; ``read_...``:
+    get)."""
+    first = getattr(fn, "__name__", "").split("_", 1)[0]
+    return "get" if first == "read" else first
+
+
 class KubeAPI:
     """Async facade over the custom-objects API for the resources Esteira reads and writes, and the one
     Secret a ModelDeployment may name for Prometheus credentials. The blocking client runs in its own pool of
@@ -90,6 +98,7 @@ class KubeAPI:
         self._batch = client.BatchV1Api(api_client)
 
     async def _call(self, fn: Callable[..., object], *args: Any, **kwargs: Any) -> dict[str, Any]:
+        telemetry.API_CALLS.labels(_verb(fn)).inc()
         try:
             call = functools.partial(fn, *args, _request_timeout=REQUEST_TIMEOUT, **kwargs)
             return cast(dict[str, Any], await asyncio.get_running_loop().run_in_executor(self._executor, call))
@@ -186,20 +195,15 @@ class KubeAPI:
     async def list_retrain_jobs(self, namespace: str, owner: str) -> dict[str, dict[str, Any]]:
         """The retraining Jobs of one ModelDeployment, by name, as plain dicts."""
         selector = f"{LABEL_DEPLOYMENT}={owner},{LABEL_RETRAIN_RUN}"
-        listing = await asyncio.to_thread(self._jobs, namespace, selector)
-        return {job["metadata"]["name"]: job for job in listing}
 
-    def _jobs(self, namespace: str, selector: str) -> list[dict[str, Any]]:
-        try:
-            result = self._batch.list_namespaced_job(
-                namespace, label_selector=selector, _request_timeout=REQUEST_TIMEOUT, _preload_content=False
-            )
-        except ApiException as exc:
-            raise ApiError(int(exc.status or 0), str(exc.reason or exc.body or exc)) from None
-        except (HTTPError, OSError) as exc:
-            raise ApiError(0, f"{type(exc).__name__}: {exc}") from None
-        raw: Any = result  # unparsed (the typed models drop fields): a urllib3 response
-        return list(json.loads(raw.data).get("items") or [])
+        def list_jobs(**options: Any) -> dict[str, Any]:
+            raw: Any = self._batch.list_namespaced_job(
+                namespace, label_selector=selector, _preload_content=False, **options
+            )  # unparsed (the typed models drop fields): a urllib3 response
+            return {"items": json.loads(raw.data).get("items") or []}
+
+        listing = await self._call(list_jobs)
+        return {job["metadata"]["name"]: job for job in listing["items"]}
 
     async def create_job(self, namespace: str, body: dict[str, Any]) -> None:
         """Create a retraining Job; one that exists already (a retried create) is left as it is."""

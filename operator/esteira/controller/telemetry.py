@@ -20,6 +20,15 @@ RECONCILE_SECONDS = Histogram(
 )
 MANAGED = Gauge("esteira_operator_managed_deployments", "ModelDeployments the operator currently manages.")
 API_RETRIES = Counter("esteira_operator_api_retries_total", "API calls retried after a transient error.")
+API_CALLS = Counter(
+    "esteira_operator_api_calls_total",
+    "Kubernetes API calls made by verb (get, list, create, patch, delete), retries included: the operator's load "
+    "on the API server.",
+    ["verb"],
+)
+API_VERBS = ("get", "list", "create", "patch", "delete")
+for _verb in API_VERBS:
+    API_CALLS.labels(_verb)
 ROLLOUTS = Counter(
     "esteira_operator_rollouts_total", "Canary rollouts finished, by outcome (Promoted, RolledBack).", ["outcome"]
 )
