@@ -91,9 +91,12 @@ async def _reconcile_soon(memo: Any, namespace: str, name: str) -> None:
 
 
 async def rollout_command_event(memo: Any, body: kopf.Body, type: str | None, **_: Any) -> None:
-    """A RolloutCommand without an outcome: reconcile its ModelDeployment, which carries it out."""
+    """Any RolloutCommand event: its namespace's commands are listed again at the next reconcile there. One without
+    an outcome: reconcile its ModelDeployment, which carries it out."""
     status, spec = body.get("status") or {}, body.get("spec") or {}
     namespace, name = body.get("metadata", {}).get("namespace"), body.get("metadata", {}).get("name")
+    if namespace:
+        memo.reconciler.command_event(namespace)
     if type == "DELETED" or status.get("phase") or not namespace or not name or not spec.get("deployment"):
         return
     task = asyncio.create_task(_command_soon(memo, namespace, name, spec["deployment"]))

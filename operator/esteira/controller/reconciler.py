@@ -36,6 +36,9 @@ from esteira.state.reconcile import ReconcileInput, ReconcilePlan, Result, plan_
 from esteira.vocabulary import COMMAND_ANNOTATION, LABEL_PROMETHEUS_AUTH, Command, Decision, format_time, parse_time
 
 logger = logging.getLogger(__name__)
+# How long a list of a namespace's RolloutCommands that found none open stands in for the next ones. Every
+# RolloutCommand event voids it at once, so this bounds only a command whose event the operator never saw.
+NO_OPEN_COMMANDS_SECONDS = 300.0
 
 
 class Reconciler:
@@ -47,6 +50,14 @@ class Reconciler:
         self.prometheus_auth_dir = prometheus_auth_dir
         self.collector = CollectorLink.from_env()
         self._locks: defaultdict[tuple[str, str], asyncio.Lock] = defaultdict(asyncio.Lock)
+        self._command_events: defaultdict[str, int] = defaultdict(int)  # namespace -> RolloutCommand events seen
+        # namespace -> (when, events seen before) a list of its RolloutCommands found none open
+        self._no_open_commands: dict[str, tuple[float, int]] = {}
+
+    def command_event(self, namespace: str) -> None:
+        """A RolloutCommand of ``namespace`` changed: the next reconcile there lists them again."""
+        self._command_events[namespace] += 1
+        self._no_open_commands.pop(namespace, None)
 
     def forget(self, namespace: str, name: str) -> None:
         self._locks.pop((namespace, name), None)
@@ -209,19 +220,32 @@ class Reconciler:
         telemetry.record_drift(namespace, name, {f.name: f.score for f in monitoring.features if f.score is not None})
 
     async def _pending_command(self, namespace: str, name: str) -> PendingCommand | None:
-        """The oldest RolloutCommand for this ModelDeployment that has no outcome yet."""
+        """The oldest RolloutCommand for this ModelDeployment that has no outcome yet.
+
+        Listed afresh unless a recent list found none open in the namespace and no RolloutCommand event came
+        since (one comes for every command created): most reconciles, resyncs above all, find none, and the list
+        was a quarter of their reads. Only the absence of open commands is remembered, never a command, so none
+        is carried out twice."""
+        events = self._command_events[namespace]
+        known = self._no_open_commands.get(namespace)
+        if known is not None and known[1] == events and time.monotonic() - known[0] < NO_OPEN_COMMANDS_SECONDS:
+            return None
         items = await with_backoff(lambda: self.api.list_rollout_commands(namespace), "list RolloutCommands")
         waiting: list[tuple[str, str, str, RolloutCommandSpec]] = []
+        open_anywhere = False
         for item in items:
             meta = item.get("metadata") or {}
             try:
                 spec, outcome = parse_command(item)
             except ValueError:
                 continue  # the CRD's schema keeps such objects out
+            open_anywhere = open_anywhere or outcome is None
             if spec.deployment == name and outcome is None:
                 waiting.append(
                     (meta.get("creationTimestamp") or "", meta["name"], meta.get("uid") or meta["name"], spec)
                 )
+        if not open_anywhere and self._command_events[namespace] == events:  # no event while the list was read
+            self._no_open_commands[namespace] = (time.monotonic(), events)
         if not waiting:
             return None
         _, command_name, uid, spec = min(waiting, key=lambda entry: entry[:2])
