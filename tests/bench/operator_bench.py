@@ -30,6 +30,7 @@ from benchmarks.serving import machine
 from esteira import API_GROUP, API_VERSION, PLURAL
 from esteira.controller.config import DEFAULT_API_CONCURRENCY
 from esteira.controller.kube import KSERVE_GROUP, KSERVE_PLURAL, KSERVE_VERSION
+from tests.bench.rollout_bench import ANALYSIS
 from tests.emulator.cluster import KubeApi
 from tests.emulator.server import EmulatorServer
 from tests.support.cluster import ESTEIRA_CRD, Esteira, eventually
@@ -45,17 +46,7 @@ RESULTS = REPO / "benchmarks" / "results"
 RECONCILE_HISTOGRAM = "esteira_operator_reconcile_duration_seconds"
 RECONCILES = "esteira_operator_reconciles"
 API_CALLS = "esteira_operator_api_calls"
-ROLLOUT = {
-    "steps": [5, 10, 20, 30, 50, 100],
-    "interval": "30s",
-    "threshold": 2,
-    "analysis": {
-        "minRequests": 10,
-        "errorRate": {"max": 0.05},
-        "latency": {"p95MaxSeconds": 0.5},
-        "predictionShift": {"method": "JensenShannon", "max": 0.2},
-    },
-}
+ROLLOUT = {"steps": [5, 10, 20, 30, 50, 100], "interval": "30s", "threshold": 2, "analysis": ANALYSIS}
 EXPORTER_RATE = 20.0  # requests a second each rolling-out model's exporter plays
 
 
@@ -286,8 +277,17 @@ def run(
     }
 
 
+def table(header: list[str], rows: list[list[Any]]) -> list[str]:
+    """A Markdown table's lines."""
+    return [
+        "| " + " | ".join(header) + " |",
+        "|" + " --- |" * len(header),
+        *("| " + " | ".join(str(cell) for cell in row) + " |" for row in rows),
+    ]
+
+
 def markdown(result: dict[str, Any]) -> str:
-    host = result["machine"]
+    host, sizes = result["machine"], result["sizes"]
     lines = [
         "# Operator at scale",
         "",
@@ -303,55 +303,107 @@ def markdown(result: dict[str, Any]) -> str:
         "",
         "## Converging: every ModelDeployment applied at once",
         "",
-        "| ModelDeployments | applying them took s | all InferenceServices s | all Ready s | reconciles/s "
-        "| API calls/s | reconcile p50 ms | p99 ms | operator CPU | cluster CPU | operator RSS MiB (empty) |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
-    ]
-    for size in result["sizes"]:
-        c = size["converge"]
-        lines.append(
-            f"| {size['objects']:,} | {c['apply_all_seconds']} | {c['to_inference_services_seconds']} "
-            f"| {c['to_ready_seconds']} | {c['reconciles_per_second']} | {c['api_calls_per_second']} "
-            f"| {c['reconcile_p50_ms']} "
-            f"| {c['reconcile_p99_ms']} | {c['cpu_cores']} | {c['cluster_cpu_cores']} | {c['rss_mib']} "
-            f"({size['empty_rss_mib']}) |"
-        )
-    lines += [
+        *table(
+            [
+                "ModelDeployments",
+                "applying them took s",
+                "all InferenceServices s",
+                "all Ready s",
+                "reconciles/s",
+                "API calls/s",
+                "reconcile p50 ms",
+                "p99 ms",
+                "operator CPU",
+                "cluster CPU",
+                "operator RSS MiB (empty)",
+            ],
+            [
+                [
+                    f"{size['objects']:,}",
+                    c["apply_all_seconds"],
+                    c["to_inference_services_seconds"],
+                    c["to_ready_seconds"],
+                    c["reconciles_per_second"],
+                    c["api_calls_per_second"],
+                    c["reconcile_p50_ms"],
+                    c["reconcile_p99_ms"],
+                    c["cpu_cores"],
+                    c["cluster_cpu_cores"],
+                    f"{c['rss_mib']} ({size['empty_rss_mib']})",
+                ]
+                for size in sizes
+                for c in [size["converge"]]
+            ],
+        ),
         "",
         "## One more apply among them, one at a time",
         "",
-        "| ModelDeployments already there | applies | to InferenceService p50 ms | max ms | to Ready p50 ms | max ms |",
-        "| --- | --- | --- | --- | --- | --- |",
-    ]
-    for size in result["sizes"]:
-        s = size["single_apply"]
-        lines.append(
-            f"| {size['objects']:,} | {s['applies']} | {s['to_inference_service_p50_ms']} "
-            f"| {s['to_inference_service_max_ms']} | {s['to_ready_p50_ms']} | {s['to_ready_max_ms']} |"
-        )
-    lines += [
+        *table(
+            [
+                "ModelDeployments already there",
+                "applies",
+                "to InferenceService p50 ms",
+                "max ms",
+                "to Ready p50 ms",
+                "max ms",
+            ],
+            [
+                [
+                    f"{size['objects']:,}",
+                    one["applies"],
+                    one["to_inference_service_p50_ms"],
+                    one["to_inference_service_max_ms"],
+                    one["to_ready_p50_ms"],
+                    one["to_ready_max_ms"],
+                ]
+                for size in sizes
+                for one in [size["single_apply"]]
+            ],
+        ),
         "",
         "## Steady state: at rest, and with rollouts under analysis",
         "",
         f"Rollouts: steps {ROLLOUT['steps']}, interval {ROLLOUT['interval']}, error rate, latency and prediction "
         f"shift analysed against Prometheus; each canary's exporter plays {EXPORTER_RATE:g} requests/s.",
         "",
-        "| ModelDeployments | state | window s | operator CPU | cluster CPU | operator RSS MiB | reconciles/s "
-        "| API calls/s | reconcile p50 ms | p99 ms |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+        *table(
+            [
+                "ModelDeployments",
+                "state",
+                "window s",
+                "operator CPU",
+                "cluster CPU",
+                "operator RSS MiB",
+                "reconciles/s",
+                "API calls/s",
+                "reconcile p50 ms",
+                "p99 ms",
+            ],
+            [
+                [
+                    f"{size['objects']:,}",
+                    state,
+                    f["seconds"],
+                    f["cpu_cores"],
+                    f["cluster_cpu_cores"],
+                    f["rss_mib"],
+                    f["reconciles_per_second"],
+                    f["api_calls_per_second"],
+                    f["reconcile_p50_ms"],
+                    f["reconcile_p99_ms"],
+                ]
+                for size in sizes
+                for state, f in (
+                    ("at rest", size["at_rest"]),
+                    (
+                        f"{size['rollouts']['started']} rolling out ({size['rollouts']['active_at_end']} still at the "
+                        "end)",
+                        size["rollouts"],
+                    ),
+                )
+            ],
+        ),
     ]
-    for size in result["sizes"]:
-        r = size["rollouts"]
-        for state, figures in (
-            ("at rest", size["at_rest"]),
-            (f"{r['started']} rolling out ({r['active_at_end']} still at the end)", r),
-        ):
-            lines.append(
-                f"| {size['objects']:,} | {state} | {figures['seconds']} | {figures['cpu_cores']} "
-                f"| {figures['cluster_cpu_cores']} | {figures['rss_mib']} | {figures['reconciles_per_second']} "
-                f"| {figures['api_calls_per_second']} | {figures['reconcile_p50_ms']} "
-                f"| {figures['reconcile_p99_ms']} |"
-            )
     return "\n".join(lines) + "\n"
 
 

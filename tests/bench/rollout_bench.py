@@ -28,22 +28,16 @@ from tests.support.specs import document, spec
 from tests.support.traffic import TrafficMirror
 
 REPO = Path(__file__).resolve().parents[2]
+ANALYSIS = {  # what each benchmark's canaries are judged on
+    "minRequests": 10,
+    "errorRate": {"max": 0.05},
+    "latency": {"p95MaxSeconds": 0.5},
+    "predictionShift": {"method": "JensenShannon", "max": 0.2},
+}
 
 
 def manifest(namespace: str, name: str, version: str, interval: int) -> dict[str, Any]:
-    body = spec(
-        rollout={
-            "steps": [20, 50, 100],
-            "interval": f"{interval}s",
-            "threshold": 2,
-            "analysis": {
-                "minRequests": 10,
-                "errorRate": {"max": 0.05},
-                "latency": {"p95MaxSeconds": 0.5},
-                "predictionShift": {"method": "JensenShannon", "max": 0.2},
-            },
-        }
-    )
+    body = spec(rollout={"steps": [20, 50, 100], "interval": f"{interval}s", "threshold": 2, "analysis": ANALYSIS})
     body["model"] = {"name": name, "version": version, "storageUri": f"s3://models/{name}/{version}"}
     return document(body, name=name, namespace=namespace)
 
