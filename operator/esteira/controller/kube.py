@@ -11,6 +11,7 @@ import base64
 import binascii
 import functools
 import json
+import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, cast
@@ -39,6 +40,9 @@ CHILD_RESOURCES: dict[tuple[str, str], tuple[str, str, str]] = {
     (kind.api_version, kind.kind): (kind.group, kind.version, kind.plural) for kind in child_kinds()
 }
 REQUEST_TIMEOUT = (5.0, 30.0)  # connect, read (seconds)
+# A child kind whose CRD is not installed (no Gateway API, say) is not listed again for this long, so a resync
+# without it costs one read less per ModelDeployment; creating one of that kind ends the wait at once.
+MISSING_KIND_SECONDS = 300.0
 
 
 def load_client_config(kubeconfig: str | None = None) -> None:
@@ -96,6 +100,7 @@ class KubeAPI:
         self._api = client.CustomObjectsApi(api_client)
         self._core = client.CoreV1Api(api_client)
         self._batch = client.BatchV1Api(api_client)
+        self._missing_since: dict[str, float] = {}  # plural -> when its list answered 404 (a CRD is cluster-wide)
 
     async def _call(self, fn: Callable[..., object], *args: Any, **kwargs: Any) -> dict[str, Any]:
         telemetry.API_CALLS.labels(_verb(fn)).inc()
@@ -176,14 +181,19 @@ class KubeAPI:
         selector = f"{LABEL_DEPLOYMENT}={owner}"
         found: dict[ObjectKey, dict[str, Any]] = {}
         for (api_version, kind), (group, version, plural) in CHILD_RESOURCES.items():
+            missing_since = self._missing_since.get(plural)
+            if missing_since is not None and time.monotonic() - missing_since < MISSING_KIND_SECONDS:
+                continue
             try:
                 listing = await self._call(
                     self._api.list_namespaced_custom_object, group, version, namespace, plural, label_selector=selector
                 )
             except ApiError as exc:
                 if exc.status == 404:
+                    self._missing_since[plural] = time.monotonic()
                     continue
                 raise
+            self._missing_since.pop(plural, None)
             for item in listing.get("items") or []:
                 labels = (item.get("metadata") or {}).get("labels") or {}
                 if labels.get(LABEL_DEPLOYMENT) == owner:  # some API servers ignore selectors
@@ -215,7 +225,9 @@ class KubeAPI:
 
     async def create_child(self, namespace: str, body: dict[str, Any]) -> dict[str, Any]:
         group, version, plural = CHILD_RESOURCES[(body["apiVersion"], body["kind"])]
-        return await self._call(self._api.create_namespaced_custom_object, group, version, namespace, plural, body)
+        created = await self._call(self._api.create_namespaced_custom_object, group, version, namespace, plural, body)
+        self._missing_since.pop(plural, None)
+        return created
 
     async def patch_child(self, namespace: str, key: ObjectKey, patch: dict[str, Any]) -> dict[str, Any]:
         group, version, plural = CHILD_RESOURCES[(key[0], key[1])]
