@@ -98,13 +98,14 @@ class Reading:
     cluster_cpu: float  # this process: the API emulator, the fake KServe and the exporters
     buckets: dict[float, float]  # reconcile duration histogram: upper bound -> cumulative count
     reconciles: float
-    api_calls: float
+    api_calls: dict[str, float]  # verb -> calls so far
 
 
 def read(operator: OperatorProcess) -> Reading:
     assert operator.process is not None
     buckets: dict[float, float] = {}
-    reconciles = api_calls = 0.0
+    reconciles = 0.0
+    api_calls: dict[str, float] = {}
     for family in text_string_to_metric_families(operator.metrics()):
         for sample in family.samples:
             if sample.name == f"{RECONCILE_HISTOGRAM}_bucket":
@@ -112,7 +113,7 @@ def read(operator: OperatorProcess) -> Reading:
             elif sample.name == f"{RECONCILES}_total":
                 reconciles += sample.value
             elif sample.name == f"{API_CALLS}_total":
-                api_calls += sample.value
+                api_calls[sample.labels["verb"]] = sample.value
     return Reading(
         time.monotonic(), cpu_seconds(operator.process.pid), cpu_seconds(os.getpid()), buckets, reconciles, api_calls
     )
@@ -140,13 +141,15 @@ def window(before: Reading, after: Reading, rss_mib: float) -> dict[str, Any]:
     """What the operator cost and did between two readings."""
     seconds = after.at - before.at
     p50, p99 = quantile(0.5, before, after), quantile(0.99, before, after)
+    calls = {verb: (count - before.api_calls.get(verb, 0.0)) / seconds for verb, count in after.api_calls.items()}
     return {
         "seconds": round(seconds, 1),
         "cpu_cores": round((after.cpu - before.cpu) / seconds, 3),
         "cluster_cpu_cores": round((after.cluster_cpu - before.cluster_cpu) / seconds, 3),
         "rss_mib": rss_mib,
         "reconciles_per_second": round((after.reconciles - before.reconciles) / seconds, 2),
-        "api_calls_per_second": round((after.api_calls - before.api_calls) / seconds, 1),
+        "api_calls_per_second": round(sum(calls.values()), 1),
+        "api_calls_per_second_by_verb": {verb: round(rate, 1) for verb, rate in sorted(calls.items())},
         "reconcile_p50_ms": None if p50 is None else round(p50 * 1000, 1),
         "reconcile_p99_ms": None if p99 is None else round(p99 * 1000, 1),
     }

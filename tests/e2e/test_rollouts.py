@@ -17,7 +17,7 @@ from tests.support.fake_kserve import FakeKServe
 from tests.support.model_exporter import ArmProfile, ModelExporter
 from tests.support.operator_process import OperatorProcess
 from tests.support.prometheus_server import PrometheusServer
-from tests.support.schemas import upstream_crds_path
+from tests.support.schemas import HTTPROUTE_CRD, upstream_crds_dir
 from tests.support.specs import document, spec
 from tests.support.traffic import TrafficMirror
 
@@ -26,7 +26,6 @@ GOOD = ArmProfile()
 ERRORS = ArmProfile(error_rate=0.3)
 SLOW = ArmProfile(latency=0.8)
 SHIFTED = ArmProfile(classes={"setosa": 0.9, "versicolor": 0.05, "virginica": 0.05})
-GATEWAY_CRD = "gateway-api-v1.6.1/gateway.networking.k8s.io_httproutes.yaml"
 
 pytestmark = pytest.mark.slow
 
@@ -74,9 +73,8 @@ def rollout_operator(
 ) -> Iterator[OperatorProcess]:
     # The analysis reads a local Prometheus scraping a local exporter, which a cluster's operator cannot reach.
     crds.require_emulator("rollouts driven by a local Prometheus")
-    gateway_crd = upstream_crds_path() / GATEWAY_CRD
-    if crds.emulated and gateway_crd.exists():
-        crds.apply_crd(gateway_crd)
+    if crds.emulated:
+        crds.apply_crd(upstream_crds_dir() / HTTPROUTE_CRD)  # the Gateway API router's HTTPRoutes
     process = OperatorProcess(
         str(crds.kubeconfig),
         [kube_namespace],

@@ -12,6 +12,7 @@ import asyncio
 import functools
 import gzip
 import importlib.resources
+import json
 from typing import Any
 
 import aiohttp.web
@@ -283,7 +284,17 @@ def _json_or_none(request: kmock.Request) -> Any:
         return None
 
 
+# Groups in kmock's bundled discovery that a bare kube-apiserver does not serve: the Gateway API comes with its
+# CRDs (kubernetes-sigs/gateway-api `config/crd`), metrics.k8s.io with metrics-server's APIService. Served
+# here only once their CRD is applied, as on a cluster without them, where a list answers 404.
+NOT_BUILT_IN_GROUPS = frozenset({"gateway.networking.k8s.io", "metrics.k8s.io"})
+
+
 @functools.cache
 def _bundled_resources() -> bytes:
-    """kmock's bundled discovery data (what ``load_bundled()`` reads, without its deprecated resource API)."""
-    return gzip.decompress(importlib.resources.files("kmock._internal").joinpath("resources.json.gz").read_bytes())
+    """kmock's bundled discovery data (what ``load_bundled()`` reads, without its deprecated resource API),
+    less the groups a bare API server does not serve."""
+    raw = importlib.resources.files("kmock._internal").joinpath("resources.json.gz").read_bytes()
+    lists = json.loads(gzip.decompress(raw))
+    built_in = [one for one in lists if one["groupVersion"].partition("/")[0] not in NOT_BUILT_IN_GROUPS]
+    return json.dumps(built_in).encode()

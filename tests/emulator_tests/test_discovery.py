@@ -6,6 +6,7 @@ import pytest
 from kubernetes.client.exceptions import ApiException
 
 from tests.emulator.cluster import CRD_GROUP, CRD_PLURAL, CRD_VERSION, KubeApi
+from tests.support.schemas import HTTPROUTE_CRD, upstream_crds_dir
 
 from .helpers import DATA, MD, http, model_deployment
 
@@ -60,3 +61,21 @@ def test_apply_crd_twice_replaces_it(kube_api: KubeApi) -> None:
     first = kube_api.apply_crd(DATA / "inferenceservices-crd.yaml")
     second = kube_api.apply_crd(DATA / "inferenceservices-crd.yaml")
     assert second["metadata"]["uid"] == first["metadata"]["uid"]
+
+
+@pytest.mark.parametrize("group_version", ["gateway.networking.k8s.io/v1", "metrics.k8s.io/v1beta1"])
+def test_groups_a_bare_api_server_lacks_are_not_served(kube_api: KubeApi, group_version: str) -> None:
+    kube_api.require_emulator("a cluster without the Gateway API or metrics-server")
+    status, _ = http(kube_api.url, "GET", f"/apis/{group_version}")
+    assert status == 404
+
+
+def test_httproutes_are_served_once_their_crd_is_applied(kube_api: KubeApi, kube_namespace: str) -> None:
+    kube_api.require_emulator("a cluster without the Gateway API")
+    api = kube_api.custom_objects()
+    with pytest.raises(ApiException) as caught:
+        api.list_namespaced_custom_object("gateway.networking.k8s.io", "v1", kube_namespace, "httproutes")
+    assert caught.value.status == 404
+    kube_api.apply_crd(upstream_crds_dir() / HTTPROUTE_CRD)
+    listed = api.list_namespaced_custom_object("gateway.networking.k8s.io", "v1", kube_namespace, "httproutes")
+    assert listed["items"] == []

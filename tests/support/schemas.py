@@ -63,6 +63,8 @@ from tests.support.prerequisites import REPO_ROOT, skip_missing
 
 UPSTREAM_CRDS_ENV = "ESTEIRA_UPSTREAM_CRDS"
 KUBERNETES_VERSION = "1.37.0"
+# the HTTPRoute CRD, relative to the upstream CRD folder (hack/fetch-crds.sh)
+HTTPROUTE_CRD = "gateway-api-v1.6.1/gateway.networking.k8s.io_httproutes.yaml"
 
 
 class ManifestError(AssertionError):
