@@ -5,8 +5,6 @@ from __future__ import annotations
 import asyncio
 import ssl
 import subprocess
-from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -20,9 +18,8 @@ from esteira.evidence.prometheus import PrometheusAuth, PrometheusClient, redact
 from esteira.rollout.evidence import MetricsUnavailable
 from esteira.vocabulary import LABEL_PROMETHEUS_AUTH
 from tests.support.prerequisites import require_tool
+from tests.support.prometheus_stub import serving
 from tests.support.specs import spec
-
-Handler = Callable[[aiohttp.web.Request], Any]
 
 
 @pytest.mark.parametrize(
@@ -49,21 +46,6 @@ def test_auth_from_a_mapping_or_a_directory(tmp_path: Path) -> None:
         PrometheusAuth.from_mapping({"username": "u"})
     (tmp_path / "token").write_text("from-file\n")
     assert PrometheusAuth.from_directory(tmp_path).token == "from-file"
-
-
-@asynccontextmanager
-async def serving(handler: Handler, ssl_context: ssl.SSLContext | None = None) -> AsyncIterator[str]:
-    app = aiohttp.web.Application()
-    app.router.add_get("/api/v1/query", handler)
-    runner = aiohttp.web.AppRunner(app)
-    await runner.setup()
-    site = aiohttp.web.TCPSite(runner, "127.0.0.1", 0, ssl_context=ssl_context)
-    await site.start()
-    port = runner.addresses[0][1]
-    try:
-        yield f"{'https' if ssl_context else 'http'}://{{}}127.0.0.1:{port}"
-    finally:
-        await runner.cleanup()
 
 
 async def _query(client: PrometheusClient) -> list[dict[str, Any]]:

@@ -196,13 +196,20 @@ class PrometheusProvider:
     async def collect(
         self, namespace: str, name: str, spec: ModelDeploymentSpec, stable_revision: int, canary_revision: int
     ) -> Evidence:
+        """Every query of the analysis at once: its time is the slowest query's, not their sum."""
         interval = spec.rollout.interval
         model = spec.model.name
+        checks = spec.rollout.analysis.custom
         async with self.client.session() as session:
-            canary = await self._arm(session, arm_queries(self.names, namespace, model, canary_revision, interval))
-            stable = await self._arm(session, arm_queries(self.names, namespace, model, stable_revision, interval))
-            custom = {}
-            for check in spec.rollout.analysis.custom:
-                promql = render_custom(check.query, namespace, name, canary_revision, interval)
-                custom[check.name] = await self.client.scalar(session, promql)
-        return Evidence(canary=canary, stable=stable, custom=custom)
+            arms = asyncio.gather(
+                self._arm(session, arm_queries(self.names, namespace, model, canary_revision, interval)),
+                self._arm(session, arm_queries(self.names, namespace, model, stable_revision, interval)),
+            )
+            values = asyncio.gather(
+                *(
+                    self.client.scalar(session, render_custom(check.query, namespace, name, canary_revision, interval))
+                    for check in checks
+                )
+            )
+            (canary, stable), custom = await asyncio.gather(arms, values)
+        return Evidence(canary=canary, stable=stable, custom={c.name: v for c, v in zip(checks, custom, strict=True)})
