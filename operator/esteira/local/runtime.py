@@ -498,9 +498,10 @@ class LocalRuntime:
 
     async def _drain_and_stop(self, server: ModelServer) -> None:
         """Let the requests already sent to this server finish, then stop it, both within the grace period."""
-        deadline = time.monotonic() + self._grace_seconds()
+        grace = self._grace_seconds()
+        deadline = time.monotonic() + grace
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self.router.drained(server.revision), self._grace_seconds())
+            await asyncio.wait_for(self.router.drained(server.revision), grace)
         self.router.set_backend(server.revision, None)
         await server.stop(grace=max(0.0, deadline - time.monotonic()))
         self.retiring = [s for s in self.retiring if s is not server]
