@@ -12,7 +12,8 @@ import sys
 from collections.abc import Sequence
 
 from model_handlers import kserve_server
-from model_handlers.inprocess import Answer, InProcessHandler, RawRequest
+from model_handlers.inprocess import InProcessHandler
+from model_handlers.messages import Answer, RawRequest
 
 FIXED = Answer(200, b'{"predictions": [[0.1, 0.2, 0.7]]}', {"Content-Type": "application/json"})
 

@@ -41,6 +41,7 @@ from esteira.vocabulary import (
     ENV_IDLE_POLL_US,
     ENV_LOG_MODE,
     ENV_LOG_URL,
+    ENV_WORKERS,
 )
 from model_handlers.inference_log import DROPPED_TOTAL
 from tests.support.torchserve import QUICK_START_VMARGS, ModelArchive, TorchServe, build_mar, free_port
@@ -62,6 +63,8 @@ STOCK_HANDLER = REPO / "benchmarks" / "stock_handler.py"
 STOCK_IMAGE_HANDLER = REPO / "benchmarks" / "stock_image_handler.py"
 BATCHED = {"batchSize": 8, "maxBatchDelay": 10, "minWorkers": 1, "maxWorkers": 1}
 UNBATCHED = {"batchSize": 1, "minWorkers": 1, "maxWorkers": 1}
+TWO_WORKERS = 2  # esteira-kserve's processes, TorchServe's workers: one per core of the table's machine
+BATCHED_TWO_WORKERS = BATCHED | {"minWorkers": TWO_WORKERS, "maxWorkers": TWO_WORKERS}
 IDLE_GAP_SECONDS = 0.001  # a lone caller's server sleeps between requests; how a request fares after a sleep
 # Other Python work between two batches, as a server's HTTP for the batch's requests is: JSON-encoding a document
 # of this many small entries (about half a millisecond here, what 8 to 16 requests' HTTP costs esteira-kserve).
@@ -106,8 +109,16 @@ GROUPS: dict[str, tuple[Target, ...]] = {
         ),
         _iris("http-ceiling", "bare HTTP server, fixed JSON (uvicorn + Starlette)", "bare"),
         _iris("esteira-kserve", "esteira-kserve, adaptive batching (max 8)", "esteira-kserve:iris-1.0.0"),
+        _iris(
+            "esteira-kserve-w2",
+            f"esteira-kserve, {TWO_WORKERS} worker processes (`ESTEIRA_WORKERS`)",
+            "esteira-kserve-w2:iris-1.0.0",
+        ),
         _iris("ts-esteira-b8", "TorchServe + Esteira handler, batch 8 / 10 ms", "ts:iris"),
         _iris("ts-stock-b8", "TorchServe + stock handler, batch 8 / 10 ms", "ts:iris_stock_b8", "iris_stock_b8"),
+        _iris(
+            "ts-esteira-b8-w2", f"TorchServe + Esteira handler, batch 8, {TWO_WORKERS} workers", "ts:iris_w2", "iris_w2"
+        ),
         _iris("ts-esteira-b8-nolog", "TorchServe + Esteira handler, batch 8, inference log off", "ts-nolog:iris"),
         _iris("router+ts-esteira-b8", "esteira up router -> TorchServe + Esteira, b8", "router:ts:iris"),
         _iris("front+ts-esteira-b8", "a TorchServe pod's port: the front -> TorchServe + Esteira, b8", "front:ts:iris"),
@@ -260,6 +271,7 @@ def esteira_kserve(
     batch_size: int | None = None,
     module: str = "model_handlers.kserve_server",
     idle_poll_us: int = 0,
+    workers: int = 1,
 ) -> Iterator[Running]:
     """esteira-kserve with every feature on, as TorchServe's Esteira rows: inference logging to ``sink``."""
     port = free_port()
@@ -270,6 +282,8 @@ def esteira_kserve(
         env[ENV_BATCH_SIZE] = str(batch_size)
     if idle_poll_us:
         env[ENV_IDLE_POLL_US] = str(idle_poll_us)
+    if workers > 1:
+        env[ENV_WORKERS] = str(workers)
     with process(command, f"http://127.0.0.1:{port}/v2/health/ready", work / f"esteira-kserve-{port}.log", env) as up:
         up.metrics = f"{up.url}/metrics"
         yield up
@@ -292,7 +306,8 @@ def router(work: Path, backend: str, build: str = "iris-1.0.0") -> AbstractConte
 
 
 def archives(store: Path) -> list[str]:
-    """Stock and Esteira archives of the demo models (tabular iris, image digits), batched and not."""
+    """Stock and Esteira archives of the demo models (tabular iris, image digits), batched and not; and Esteira's
+    iris with two workers."""
     wanted = []
     for name, build, kind, stock in (
         ("iris", "iris-1.0.0", "tabular", STOCK_HANDLER),
@@ -307,6 +322,8 @@ def archives(store: Path) -> list[str]:
             ModelArchive(name, model, esteira, extras, model_config=BATCHED),
             ModelArchive(f"{name}_b1", model, esteira, extras, model_config=UNBATCHED),
         ]
+        if name == "iris":  # beside esteira-kserve in as many processes
+            wanted.append(ModelArchive(f"{name}_w2", model, esteira, extras, model_config=BATCHED_TWO_WORKERS))
     for archive in wanted:
         build_mar(archive, store)
     return [archive.name for archive in wanted]
@@ -388,7 +405,8 @@ def in_process_handler(seconds: float) -> dict[str, Any]:
     one-instance request, one at a time and in batches of 8; what is left of a server's time is its HTTP."""
     from prometheus_client import CollectorRegistry
 
-    from model_handlers.inprocess import InProcessHandler, PrometheusMetrics, RawRequest
+    from model_handlers.inprocess import InProcessHandler, PrometheusMetrics
+    from model_handlers.messages import RawRequest
 
     body = json.dumps({"instances": [json.loads((DEMO / "requests" / "iris-v1.json").read_text())["instances"][0]]})
     request = RawRequest(body.encode(), {"content-type": "application/json", "content-length": str(len(body))})
@@ -448,7 +466,8 @@ def in_process_image(seconds: float) -> dict[str, Any]:
     from prometheus_client import CollectorRegistry
 
     from benchmarks.stock_image_handler import StockImageHandler
-    from model_handlers.inprocess import InProcessHandler, PrometheusMetrics, RawRequest
+    from model_handlers.inprocess import InProcessHandler, PrometheusMetrics
+    from model_handlers.messages import RawRequest
 
     body = json.dumps({"instances": [json.loads((DEMO / "requests" / "digits-v1.json").read_text())["instances"][0]]})
     stock = StockImageHandler()
@@ -537,6 +556,8 @@ class Servers:
             return esteira_kserve(self.work, rest, self.sink, module="benchmarks.kserve_stack")
         if kind == "esteira-kserve-b1":
             return esteira_kserve(self.work, rest, self.sink, batch_size=1)
+        if kind == "esteira-kserve-w2":
+            return esteira_kserve(self.work, rest, self.sink, workers=TWO_WORKERS)
         if kind == "esteira-kserve-poll":
             return esteira_kserve(self.work, rest, self.sink, idle_poll_us=IDLE_POLL_US)
         raise ValueError(f"no recipe for a server {kind!r}")

@@ -80,6 +80,7 @@ class AdaptiveBatcher(Generic[Item, Result]):
         max_batch_size: int,
         inline_below: float = INLINE_BELOW_SECONDS,
         idle_poll: float = 0.0,
+        polled: Callable[[float], None] | None = None,
     ) -> None:
         if max_batch_size < 1:
             raise ValueError(f"max_batch_size must be at least 1, got {max_batch_size}")
@@ -98,6 +99,7 @@ class AdaptiveBatcher(Generic[Item, Result]):
         self.poll = PollWindow(idle_poll)
         self.poll_turns = 0  # turns of the loop spent polling
         self.poll_seconds = 0.0  # time spent polling: its CPU cost
+        self._polled = polled  # told each poll's seconds as it ends (a metric)
         self.polling = False
         self._poll_until = 0.0
         self._poll_began: float | None = None
@@ -162,8 +164,10 @@ class AdaptiveBatcher(Generic[Item, Result]):
     def _end_poll(self, now: float) -> None:
         self._poll_until = 0.0
         if self._poll_began is not None:
-            self.poll_seconds += now - self._poll_began
-            self._poll_began = None
+            seconds, self._poll_began = now - self._poll_began, None
+            self.poll_seconds += seconds
+            if self._polled is not None:
+                self._polled(seconds)
 
     def _quick(self) -> bool:
         """Whether the next batch runs on the loop (see the module's docstring)."""

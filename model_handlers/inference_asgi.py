@@ -17,7 +17,7 @@ from typing import Any
 
 from esteira.packaging.surface import RESPONSE_HEADERS
 from model_handlers.batcher import AdaptiveBatcher
-from model_handlers.inprocess import Answer, RawRequest
+from model_handlers.messages import Answer, RawRequest
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]

@@ -11,12 +11,13 @@ same names and labels.
 
 from __future__ import annotations
 
+import functools
 import itertools
 import json
 import logging
 import secrets
 import zipfile
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -31,6 +32,7 @@ from model_handlers.config import load_config
 from model_handlers.drift import DEFINITIONS as DRIFT_DEFINITIONS
 from model_handlers.image import ImageClassifierHandler
 from model_handlers.inference_log import DEFINITIONS as LOG_DEFINITIONS
+from model_handlers.messages import Answer, RawRequest
 from model_handlers.metrics import DEFINITIONS
 from model_handlers.tabular import TabularHandler
 
@@ -39,23 +41,6 @@ logger = logging.getLogger(__name__)
 HANDLERS: dict[str, type[EsteiraHandler]] = {"tabular": TabularHandler, "image": ImageClassifierHandler}
 MANIFEST = "MAR-INF/MANIFEST.json"
 SERVER_VERSION = "esteira-kserve"
-
-
-@dataclass(frozen=True)
-class RawRequest:
-    """One inference request as it came: body bytes and headers with lower-case names."""
-
-    body: bytes
-    headers: Mapping[str, str]
-
-
-@dataclass(frozen=True)
-class Answer:
-    """The handler's answer to one request."""
-
-    status: int
-    body: bytes
-    headers: Mapping[str, str]
 
 
 @dataclass(frozen=True)
@@ -89,10 +74,12 @@ def unpack(archive: Path, into: Path) -> Path:
     return into
 
 
-_CLASSES: dict[MetricTypes, type[Histogram | Counter | Gauge]] = {
+_CLASSES: dict[MetricTypes, Callable[..., Histogram | Counter | Gauge]] = {
     MetricTypes.HISTOGRAM: Histogram,
     MetricTypes.COUNTER: Counter,
-    MetricTypes.GAUGE: Gauge,
+    # The handler's gauges hold the reference profile's counts, the same in every worker of a multi-process
+    # server (model_handlers.workers): a scrape that adds the workers up shows one worker's value.
+    MetricTypes.GAUGE: functools.partial(Gauge, multiprocess_mode="max"),
 }
 
 
@@ -147,11 +134,16 @@ class PrometheusMetrics:
 
     def __init__(self, registry: CollectorRegistry = REGISTRY) -> None:
         self._before_collect: list[Callable[[], None]] = []
-        registry.register(_FlushFirst(self._before_collect))  # before the metrics: a scrape runs it first
+        registry.register(self.flusher())  # before the metrics: a scrape runs it first
         self.series: dict[str, _Series] = {}
         for name, (metric_type, _, dimensions) in (DEFINITIONS | DRIFT_DEFINITIONS | LOG_DEFINITIONS).items():
             metric = _CLASSES[metric_type](name, f"Esteira {name}", list(dimensions), registry=registry)
             self.series[name] = _Series(metric)
+
+    def flusher(self) -> Collector:
+        """A collector that exports nothing and runs the flush hooks: registered first in a registry, it runs
+        before that registry's metrics are read."""
+        return _FlushFirst(self._before_collect)
 
     def on_collect(self, flush: Callable[[], None]) -> None:
         """Run ``flush`` at the start of every scrape of the registry."""

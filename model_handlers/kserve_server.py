@@ -14,7 +14,9 @@ one intra-op thread fewer than the CPUs (:mod:`model_handlers.threads`).
 Batching: ``ESTEIRA_BATCH_SIZE`` (else the archive's ``batchSize``) caps a batch; ``ESTEIRA_MAX_BATCH_DELAY_MS``
 is accepted and not needed: a batch is whatever queued while the previous one ran, so nobody waits for company.
 ``ESTEIRA_IDLE_POLL_US`` (0-1000; unset or 0: off) lets the event loop poll up to that long after a lone request,
-for lone callers' latency at the cost of CPU (:mod:`model_handlers.batcher`).
+for lone callers' latency at the cost of CPU (:mod:`model_handlers.batcher`). ``ESTEIRA_WORKERS`` (1-64, default
+1) runs that many server processes on the one port, each with the model, so the server uses more than one CPU
+(:mod:`model_handlers.workers`).
 """
 
 from __future__ import annotations
@@ -23,30 +25,43 @@ import argparse
 import asyncio
 import logging
 import os
+import shutil
 import sys
 import tempfile
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from prometheus_client import REGISTRY, Metric, start_http_server
-from prometheus_client.core import CounterMetricFamily
-from prometheus_client.registry import Collector
+from prometheus_client import REGISTRY, CollectorRegistry, Counter, start_http_server
+from prometheus_client.exposition import choose_encoder
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from esteira.packaging.entrypoint import batch_settings_from_env, idle_poll_from_env
+from esteira.packaging.entrypoint import BatchSettings, batch_settings_from_env, idle_poll_from_env
 from esteira.packaging.surface import model_metadata, server_metadata
 from model_handlers.batcher import AdaptiveBatcher
 from model_handlers.inference_asgi import ASGIApp, InferenceRoutes
-from model_handlers.inprocess import Answer, InProcessHandler, PrometheusMetrics, RawRequest
+from model_handlers.messages import Answer, RawRequest
+from model_handlers.workers import (
+    ENV_METRICS_DIR,
+    Supervisor,
+    exposed_registry,
+    is_worker,
+    shared_port_socket,
+    worker_command,
+    workers_from_env,
+)
+
+if TYPE_CHECKING:  # the handler brings torch: a supervisor of workers never loads it
+    from model_handlers.inprocess import InProcessHandler
 
 DEFAULT_MODEL_DIR = "/mnt/models"
 DEFAULT_WORK_DIR = "/tmp/esteira"
 REQUEST_LOGGERS = ("kserve.trace", "uvicorn.access")
 IDLE_POLL_METRIC = "esteira_idle_poll_seconds"  # exported with _total, as a counter
+IDLE_POLL_HELP = "Time esteira-kserve's event loop spent polling after lone requests"
 
 
 def error(status: int, message: str) -> JSONResponse:
@@ -56,13 +71,23 @@ def error(status: int, message: str) -> JSONResponse:
 class EsteiraService:
     """The routes of one served model, in front of its batcher."""
 
-    def __init__(self, handler: InProcessHandler, batch_size: int, idle_poll: float = 0.0) -> None:
+    def __init__(
+        self,
+        handler: InProcessHandler,
+        batch_size: int,
+        idle_poll: float = 0.0,
+        registry: CollectorRegistry = REGISTRY,
+        exposed: CollectorRegistry = REGISTRY,
+    ) -> None:
         self.handler = handler
         self.name = handler.packaged.name
         self.version = handler.packaged.version
         self.config = handler.handler.config
+        self.exposed = exposed
+        # The CPU the idle poll costs (0 while it is off); a counter, so workers' polls add up.
+        polled = Counter(IDLE_POLL_METRIC, IDLE_POLL_HELP, ["ModelName"], registry=registry).labels(self.name)
         self.batcher: AdaptiveBatcher[RawRequest, Answer] = AdaptiveBatcher(
-            handler.run, batch_size, idle_poll=idle_poll
+            handler.run, batch_size, idle_poll=idle_poll, polled=polled.inc
         )
 
     def routes(self) -> list[Route]:
@@ -78,6 +103,7 @@ class EsteiraService:
             Route(f"{by_version}/ready", self.readiness, methods=["GET"]),
             Route("/v2/models/{model}", self.v2_model, methods=["GET"]),
             Route(by_version, self.v2_model, methods=["GET"]),
+            Route("/metrics", self.metrics, methods=["GET"]),
         ]
 
     def _check(self, request: Request) -> None:
@@ -111,24 +137,14 @@ class EsteiraService:
         self._check(request)
         return JSONResponse(model_metadata(self.name, [self.version], self.config))
 
+    async def metrics(self, request: Request) -> Response:
+        """Prometheus's view: with workers, every worker's series added up, whichever worker is asked."""
+        encoder, content_type = choose_encoder(request.headers.get("accept", ""))
+        return Response(encoder(self.exposed), headers={"Content-Type": content_type})
+
     def front(self, application: ASGIApp) -> InferenceRoutes:
         """Inference ahead of ``application`` (KServe's), which keeps every other route."""
         return InferenceRoutes(application, self.batcher, self.name, self.version, self.config.max_body_bytes)
-
-
-class IdlePollCollector(Collector):
-    """``esteira_idle_poll_seconds_total``: the time the event loop spent polling after lone requests, the CPU the
-    idle poll costs (0 while it is off), read from the batcher at each scrape."""
-
-    def __init__(self, service: EsteiraService) -> None:
-        self.service = service
-
-    def collect(self) -> Iterable[Metric]:
-        family = CounterMetricFamily(
-            IDLE_POLL_METRIC, "Time esteira-kserve's event loop spent polling after lone requests", labels=["ModelName"]
-        )
-        family.add_metric([self.service.name], self.service.batcher.poll_seconds)
-        yield family
 
 
 async def http_error(request: Request, exc: Exception) -> Response:
@@ -142,9 +158,10 @@ async def http_error(request: Request, exc: Exception) -> Response:
     return error(exc.status_code, str(exc.detail))
 
 
-def serve_through(host: str, front: ASGIApp) -> None:
+def serve_through(host: str, front: ASGIApp, shared_port: bool = False) -> None:
     """Make the REST server ``kserve.ModelServer`` builds listen on ``host`` (KServe always binds every interface)
-    and hand uvicorn ``front`` in place of KServe's application, which ``front`` wraps."""
+    and hand uvicorn ``front`` in place of KServe's application, which ``front`` wraps. A worker (``shared_port``)
+    listens on a socket the other workers share."""
     from kserve import model_server
     from kserve.protocol.rest.server import RESTServer
 
@@ -153,6 +170,13 @@ def serve_through(host: str, front: ASGIApp) -> None:
             super().__init__(*args, **kwargs)
             self.config.host = host  # both are read when uvicorn starts, after this
             self.config.app = front
+
+        async def start(self) -> None:
+            if not shared_port:
+                await super().start()
+                return
+            self.create_application()
+            await self._server.serve(sockets=[shared_port_socket(host, self.config.port)])
 
     model_server.RESTServer = EsteiraRESTServer
 
@@ -187,19 +211,44 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> None:
+    argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
     sys.argv = sys.argv[:1]  # kserve.model_server parses the command line when imported
-    import kserve
-    from kserve.model_server import app
-
     try:
         settings, idle_poll = batch_settings_from_env(os.environ), idle_poll_from_env(os.environ)
+        workers = workers_from_env(os.environ)
     except ValueError as error:
         raise SystemExit(f"esteira-kserve: {error}") from None
     args.work_dir.mkdir(parents=True, exist_ok=True)
-    handler = InProcessHandler(args.model_dir, Path(tempfile.mkdtemp(dir=args.work_dir)), PrometheusMetrics())
-    service = EsteiraService(handler, settings.batch_size or handler.packaged.batch_size, idle_poll)
-    REGISTRY.register(IdlePollCollector(service))
+    if workers > 1 and not is_worker(os.environ):
+        supervise(args, argv, workers)
+    serve(args, settings, idle_poll)
+
+
+def supervise(args: argparse.Namespace, argv: Sequence[str], workers: int) -> None:
+    """Run ``workers`` copies of this server and serve their metrics, added up, on the metrics port."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(process)d %(name)s %(levelname)s %(message)s")
+    metrics_dir = Path(tempfile.mkdtemp(prefix="metrics-", dir=args.work_dir))
+    try:
+        if args.metrics_port:
+            start_http_server(args.metrics_port, addr=args.host, registry=exposed_registry(str(metrics_dir)))
+        status = Supervisor(worker_command(argv), workers, os.environ, metrics_dir).run()
+    finally:
+        shutil.rmtree(metrics_dir, ignore_errors=True)
+    raise SystemExit(status)
+
+
+def serve(args: argparse.Namespace, settings: BatchSettings, idle_poll: float) -> None:
+    """One server process: the model loaded, its routes in front of KServe's server."""
+    import kserve
+    from kserve.model_server import app
+
+    from model_handlers.inprocess import InProcessHandler, PrometheusMetrics
+
+    metrics = PrometheusMetrics()
+    exposed = exposed_registry(os.environ.get(ENV_METRICS_DIR), metrics.flusher())
+    handler = InProcessHandler(args.model_dir, Path(tempfile.mkdtemp(dir=args.work_dir)), metrics)
+    service = EsteiraService(handler, settings.batch_size or handler.packaged.batch_size, idle_poll, exposed=exposed)
     app.router.routes[:0] = service.routes()
     app.add_exception_handler(HTTPException, http_error)
 
@@ -212,9 +261,10 @@ def main(argv: Sequence[str] | None = None) -> None:
 
     model = ServedModel(service.name)
     model.load()
-    if args.metrics_port:
+    worker = is_worker(os.environ)
+    if args.metrics_port and not worker:  # a supervisor serves the workers' metrics port
         start_http_server(args.metrics_port, addr=args.host)
-    serve_through(args.host, service.front(app))
+    serve_through(args.host, service.front(app), shared_port=worker)
     use_uvloop()
     server = kserve.ModelServer(http_port=args.http_port, enable_grpc=False, workers=1)
     if not args.log_requests:  # KServe logs two timing lines and an access line per request; a busy server drowns

@@ -235,6 +235,7 @@ TYPOS: dict[str, tuple[dict[str, Any], str]] = {
         {"kserveRuntime": {"idlePollMicroseconds": 5000}},
         "at '/kserveRuntime/idlePollMicroseconds'",
     ),
+    "no worker": ({"kserveRuntime": {"workers": 0}}, "at '/kserveRuntime/workers'"),
 }
 
 

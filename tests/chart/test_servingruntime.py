@@ -116,3 +116,12 @@ def test_the_kserve_runtimes_idle_poll_comes_from_its_value() -> None:
     assert rendered.one("ClusterServingRuntime") == render_kserve_serving_runtime(options)
     env = {e["name"]: e.get("value") for e in rendered.one("ClusterServingRuntime")["spec"]["containers"][0]["env"]}
     assert env["ESTEIRA_IDLE_POLL_US"] == "200"
+
+
+def test_the_kserve_runtimes_workers_come_from_their_value() -> None:
+    rendered = render(merge({"kserveRuntime": {"workers": 4}, "servingRuntime": {"enabled": False}}))
+    default_repository = VALUES["kserveRuntime"]["image"]["repository"]
+    options = KServeRuntimeOptions(image=f"{default_repository}:{CHART_META['appVersion']}", workers=4)
+    assert rendered.one("ClusterServingRuntime") == render_kserve_serving_runtime(options)
+    env = {e["name"]: e.get("value") for e in rendered.one("ClusterServingRuntime")["spec"]["containers"][0]["env"]}
+    assert env["ESTEIRA_WORKERS"] == "4"

@@ -23,7 +23,13 @@ from esteira.local.model_server import ModelServer, free_port
 from esteira.local.runtime import LocalRuntime
 from esteira.local.server import Ports, TorchServeServer, local_config
 from esteira.packaging.config import parse_properties
-from esteira.vocabulary import ENV_BATCH_SIZE, ENV_IDLE_POLL_US, ENV_KSERVE_PYTHON, ENV_MAX_BATCH_DELAY_MS
+from esteira.vocabulary import (
+    ENV_BATCH_SIZE,
+    ENV_IDLE_POLL_US,
+    ENV_KSERVE_PYTHON,
+    ENV_MAX_BATCH_DELAY_MS,
+    ENV_WORKERS,
+)
 from tests.local.conftest import KSERVE_PYTHON
 from tests.support.prerequisites import require_file
 
@@ -143,12 +149,13 @@ def test_esteira_kserve_gets_only_the_batching_the_spec_sets(tmp_path: Path, mon
     assert server.environment()[ENV_BATCH_SIZE] == "4" and ENV_MAX_BATCH_DELAY_MS not in server.environment()
 
 
-def test_esteira_kserve_takes_its_idle_poll_from_the_users_shell(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+@pytest.mark.parametrize(("variable", "value"), [(ENV_IDLE_POLL_US, "200"), (ENV_WORKERS, "2")])
+def test_esteira_kserve_takes_its_idle_poll_and_workers_from_the_users_shell(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, variable: str, value: str
 ) -> None:
-    monkeypatch.setenv(ENV_IDLE_POLL_US, "200")  # not the spec's to decide: the README tells users to set it here
+    monkeypatch.setenv(variable, value)  # not the spec's to decide: the README tells users to set them here
     server = KServeServer(1, "iris", "1.0.0", tmp_path, tmp_path / "run", spec_with(), python=Path(sys.executable))
-    assert server.environment()[ENV_IDLE_POLL_US] == "200"
+    assert server.environment()[variable] == value
 
 
 def test_esteira_kserve_listens_on_loopback_only(tmp_path: Path) -> None:

@@ -3,7 +3,7 @@ folder, in its own environment (.tools/kserve-runtime-venv, ``make kserve-runtim
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Self
 
@@ -19,16 +19,24 @@ class KServeRuntimeProcess(PodProcess):
     what = "esteira-kserve"
     log_name = "esteira-kserve.log"
 
-    def __init__(self, model_dir: Path, root: Path, model_version: str, env: Mapping[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        model_dir: Path,
+        root: Path,
+        model_version: str,
+        env: Mapping[str, str] | None = None,
+        args: Sequence[str] = (),
+    ) -> None:
         super().__init__(model_dir, root, model_version)
         self.env = dict(env or {})
+        self.args = list(args)
 
     def environment(self) -> dict[str, str]:
         return {**super().environment(), **self.env}
 
     def command(self) -> list[str]:
         command = [str(RUNTIME_PYTHON), "-m", "model_handlers.kserve_server", "--model-dir", str(self.model_dir)]
-        return [*command, "--work-dir", str(self.root / "work"), "--http-port", str(self.port)]
+        return [*command, "--work-dir", str(self.root / "work"), "--http-port", str(self.port), *self.args]
 
     def start(self, within: float = 120.0) -> Self:
         require_file(RUNTIME_PYTHON, "run `make kserve-runtime`")

@@ -29,10 +29,20 @@ class PodProcess:
         self.port = free_port()
         self.log_path = root / self.log_name
         self._process: subprocess.Popen[bytes] | None = None
+        self._exit_status: int | None = None
 
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def pid(self) -> int:
+        assert self._process is not None, f"{self.what} is not running"
+        return self._process.pid
+
+    def exit_status(self) -> int | None:
+        """The process's exit status once it has exited (by itself, or stopped); None while it runs."""
+        return self._exit_status if self._process is None else self._process.poll()
 
     def command(self) -> list[str]:
         raise NotImplementedError
@@ -78,6 +88,7 @@ class PodProcess:
             os.killpg(process.pid, signal.SIGKILL)
             process.wait(10)
             raise RuntimeError(f"{self.what} ignored SIGTERM:\n{self.log_tail()}") from None
+        self._exit_status = process.returncode
         deadline = time.monotonic() + 30
         while process_group_alive(process.pid) and time.monotonic() < deadline:
             time.sleep(0.2)

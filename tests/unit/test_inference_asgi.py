@@ -9,7 +9,7 @@ from typing import Any
 
 from model_handlers.batcher import AdaptiveBatcher
 from model_handlers.inference_asgi import InferenceRoutes, Message, Receive, Scope, Send
-from model_handlers.inprocess import Answer, RawRequest
+from model_handlers.messages import Answer, RawRequest
 
 BINARY = "inference-header-content-length"
 

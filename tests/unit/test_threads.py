@@ -28,3 +28,12 @@ def test_an_explicit_number_wins() -> None:
 def test_a_number_that_is_not_a_positive_whole_number_is_refused_by_name(value: str) -> None:
     with pytest.raises(ThreadsError, match=f"ESTEIRA_TORCH_THREADS must be a whole number.*{value!r}"):
         intra_op_threads({"ESTEIRA_TORCH_THREADS": value})
+
+
+@pytest.mark.parametrize(
+    ("limit", "workers", "threads"), [("2", "2", 1), ("4", "2", 1), ("16", "2", 7), ("16", "4", 3)]
+)
+def test_each_worker_takes_its_share_of_the_cpus_less_one_for_its_server(
+    limit: str, workers: str, threads: int
+) -> None:
+    assert intra_op_threads({"OMP_NUM_THREADS": limit, "ESTEIRA_WORKERS": workers}) == threads

@@ -91,7 +91,8 @@ def logged_rows(rows: list[dict[str, Any]], labels: Sequence[str], width: int) -
 def served_accuracy(storage_uri: str, x: np.ndarray, y: np.ndarray, labels: Sequence[str]) -> float | None:
     """Accuracy on (x, y) of the build at `storage_uri`, every row answered by that build's own handler as it
     serves (in this process); None for a build not on this machine's disk."""
-    from model_handlers.inprocess import InProcessHandler, RawRequest
+    from model_handlers.inprocess import InProcessHandler
+    from model_handlers.messages import RawRequest
 
     location = urlparse(storage_uri)
     if location.scheme != "file":

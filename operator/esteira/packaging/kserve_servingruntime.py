@@ -5,7 +5,8 @@ by ``kserve.ModelServer`` (``python -m model_handlers.kserve_server``, the Docke
 image): no Java, no worker hop, and adaptive batching in the server. The ports are esteira-torchserve's: 8080
 for inference (KServe v1 and Open Inference Protocol v2) and health, 8082 for Prometheus, so the chart's
 PodMonitor scrapes both runtimes alike. The operator's ESTEIRA_BATCH_SIZE caps a batch; ESTEIRA_IDLE_POLL_US
-(the chart's ``kserveRuntime.idlePollMicroseconds``, 0: off) is the longest poll after a lone request. Pod
+(the chart's ``kserveRuntime.idlePollMicroseconds``, 0: off) is the longest poll after a lone request;
+ESTEIRA_WORKERS (``kserveRuntime.workers``, default 1) is how many server processes share the pod's CPUs. Pod
 hardening and the /tmp emptyDir are esteira-torchserve's too.
 """
 
@@ -25,7 +26,7 @@ from esteira.packaging.servingruntime import (
     cluster_serving_runtime,
     restricted_security_context,
 )
-from esteira.vocabulary import ENV_IDLE_POLL_US, ESTEIRA_KSERVE_RUNTIME, MODEL_CONTAINER
+from esteira.vocabulary import ENV_IDLE_POLL_US, ENV_WORKERS, ESTEIRA_KSERVE_RUNTIME, MODEL_CONTAINER
 
 ENTRYPOINT = ["python", "-m", "model_handlers.kserve_server"]
 READY_PATH = "/v2/health/ready"  # answers once the handler is initialized: the server starts after loading
@@ -33,10 +34,12 @@ READY_PATH = "/v2/health/ready"  # answers once the handler is initialized: the 
 
 @dataclass(frozen=True)
 class KServeRuntimeOptions(RuntimeOptions):
-    """esteira-torchserve's options, named for this runtime, and its idle poll (``ESTEIRA_IDLE_POLL_US``)."""
+    """esteira-torchserve's options, named for this runtime, its idle poll (``ESTEIRA_IDLE_POLL_US``) and its
+    server processes (``ESTEIRA_WORKERS``)."""
 
     name: str = ESTEIRA_KSERVE_RUNTIME
     idle_poll_us: int | str = 0
+    workers: int | str = 1
 
 
 def _env(options: KServeRuntimeOptions) -> list[dict[str, Any]]:
@@ -44,6 +47,7 @@ def _env(options: KServeRuntimeOptions) -> list[dict[str, Any]]:
         {"name": ENV_MODEL_DIR, "value": DEFAULT_MODEL_DIR},
         {"name": ENV_RUNTIME_DIR, "value": DEFAULT_RUNTIME_DIR},
         {"name": ENV_IDLE_POLL_US, "value": str(options.idle_poll_us)},
+        {"name": ENV_WORKERS, "value": str(options.workers)},
         # Torch sizes its thread pools from the node's CPUs, not the container's limit.
         {
             "name": "OMP_NUM_THREADS",
