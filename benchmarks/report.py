@@ -24,7 +24,6 @@ RATIOS: list[tuple[str, str, str, tuple[str, ...], float]] = [
     ("esteira-kserve / TorchServe + Esteira b8", "esteira-kserve", "ts-esteira-b8", ("32",), 2.0),
     ("esteira-kserve, 2 workers / TorchServe + Esteira b8", "esteira-kserve-w2", "ts-esteira-b8", ("32",), 2.0),
     ("... / TorchServe + Esteira b8, 2 workers", "esteira-kserve-w2", "ts-esteira-b8-w2", ("32",), 2.0),
-    ("esteira-kserve, 2 workers / 1 worker", "esteira-kserve-w2", "esteira-kserve", ("1", "8", "32"), 1.0),
     ("esteira-kserve / bare HTTP server", "esteira-kserve", "http-ceiling", ("1",), 0.5),
     ("esteira-kserve, idle poll / bare HTTP server", "esteira-kserve-poll", "http-ceiling", ("1",), 0.5),
     ("esteira-kserve / KServe stock model", "esteira-kserve", "kserve-stock", ("1", "8", "32"), 1.0),

@@ -1,15 +1,17 @@
 """Esteira's model server as a pod runs it (entrypoint, front, TorchServe, handler) spoken to by real clients:
 Triton's tritonclient and KServe's own REST client, plus raw HTTP for the routes neither client covers. Every
-test runs against both runtimes: esteira-torchserve and esteira-kserve (the same handler on KServe's server)."""
+test runs against both runtimes: esteira-torchserve and esteira-kserve (the same handler on KServe's server), the
+latter also in two worker processes."""
 
 from __future__ import annotations
 
 import base64
+import functools
 import io
 import json
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
@@ -40,7 +42,11 @@ def _config(build: str) -> dict[str, Any]:
     return dict(json.loads(demo.read_text()))
 
 
-RUNTIMES = {"esteira-torchserve": ModelServerProcess, "esteira-kserve": KServeRuntimeProcess}
+RUNTIMES: dict[str, Callable[..., ModelServerProcess | KServeRuntimeProcess]] = {
+    "esteira-torchserve": ModelServerProcess,
+    "esteira-kserve": KServeRuntimeProcess,
+    "esteira-kserve-2-workers": functools.partial(KServeRuntimeProcess, env={"ESTEIRA_WORKERS": "2"}),
+}
 
 
 @pytest.fixture(scope="module", params=list(RUNTIMES))

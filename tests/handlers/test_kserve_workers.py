@@ -85,6 +85,8 @@ def test_workers_share_the_port_their_metrics_add_up_and_a_sigterm_posts_every_r
         try:
             workers = _children(server.pid)
             assert len(workers) == 2, server.log_tail()
+            assert "libtorch" not in Path(f"/proc/{server.pid}/maps").read_text()  # the supervisor has no model
+            assert all("libtorch" in Path(f"/proc/{pid}/maps").read_text() for pid in workers)
             with KServeRuntimeProcess(IRIS, tmp_path / "alone", "1.0.0") as alone:
                 assert _predict(server.url) == _predict(alone.url)  # one answer, however many processes
             predict_iris(server.url, ids)  # a connection each: the kernel spreads them over the workers
