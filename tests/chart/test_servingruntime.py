@@ -109,19 +109,20 @@ def test_template_generation_notices_a_changed_builder(monkeypatch: pytest.Monke
     assert "ESTEIRA_NEW_SETTING" not in KSERVE.path.read_text()
 
 
-def test_the_kserve_runtimes_idle_poll_comes_from_its_value() -> None:
-    rendered = render(merge({"kserveRuntime": {"idlePollMicroseconds": 200}, "servingRuntime": {"enabled": False}}))
+@pytest.mark.parametrize(
+    ("value", "option", "setting", "variable"),
+    [
+        ("idlePollMicroseconds", "idle_poll_us", 200, "ESTEIRA_IDLE_POLL_US"),
+        ("workers", "workers", 4, "ESTEIRA_WORKERS"),
+    ],
+)
+def test_the_kserve_runtimes_own_settings_come_from_their_values(
+    value: str, option: str, setting: int, variable: str
+) -> None:
+    rendered = render(merge({"kserveRuntime": {value: setting}, "servingRuntime": {"enabled": False}}))
     default_repository = VALUES["kserveRuntime"]["image"]["repository"]
-    options = KServeRuntimeOptions(image=f"{default_repository}:{CHART_META['appVersion']}", idle_poll_us=200)
+    image = f"{default_repository}:{CHART_META['appVersion']}"
+    options = KServeRuntimeOptions(image=image, **{option: setting})
     assert rendered.one("ClusterServingRuntime") == render_kserve_serving_runtime(options)
     env = {e["name"]: e.get("value") for e in rendered.one("ClusterServingRuntime")["spec"]["containers"][0]["env"]}
-    assert env["ESTEIRA_IDLE_POLL_US"] == "200"
-
-
-def test_the_kserve_runtimes_workers_come_from_their_value() -> None:
-    rendered = render(merge({"kserveRuntime": {"workers": 4}, "servingRuntime": {"enabled": False}}))
-    default_repository = VALUES["kserveRuntime"]["image"]["repository"]
-    options = KServeRuntimeOptions(image=f"{default_repository}:{CHART_META['appVersion']}", workers=4)
-    assert rendered.one("ClusterServingRuntime") == render_kserve_serving_runtime(options)
-    env = {e["name"]: e.get("value") for e in rendered.one("ClusterServingRuntime")["spec"]["containers"][0]["env"]}
-    assert env["ESTEIRA_WORKERS"] == "4"
+    assert env[variable] == str(setting)

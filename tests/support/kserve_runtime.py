@@ -7,6 +7,8 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Self
 
+import pytest
+
 from tests.support.pod_process import REPO, PodProcess
 from tests.support.prerequisites import require_file
 
@@ -41,3 +43,11 @@ class KServeRuntimeProcess(PodProcess):
     def start(self, within: float = 120.0) -> Self:
         require_file(RUNTIME_PYTHON, "run `make kserve-runtime`")
         return super().start(within)
+
+
+def refusal_at_start(model_dir: Path, root: Path, env: Mapping[str, str]) -> str:
+    """What esteira-kserve said as it refused to start with ``env`` (it must not become ready)."""
+    server = KServeRuntimeProcess(model_dir, root, "1.0.0", env=env)
+    with pytest.raises(RuntimeError, match="did not become ready") as refused:
+        server.start(within=60)
+    return str(refused.value)
