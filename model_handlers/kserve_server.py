@@ -158,10 +158,14 @@ async def http_error(request: Request, exc: Exception) -> Response:
     return error(exc.status_code, str(exc.detail))
 
 
-def serve_through(host: str, front: ASGIApp, shared_port: bool = False) -> None:
-    """Make the REST server ``kserve.ModelServer`` builds listen on ``host`` (KServe always binds every interface)
-    and hand uvicorn ``front`` in place of KServe's application, which ``front`` wraps. A worker (``shared_port``)
-    listens on a socket the other workers share."""
+def model_server_through(host: str, front: ASGIApp, shared_port: bool = False) -> type[Any]:
+    """``kserve.ModelServer`` whose REST server listens on ``host`` (KServe always binds every interface) and hands
+    uvicorn ``front`` in place of KServe's application, which ``front`` wraps. A worker (``shared_port``) listens
+    on a socket the other workers share.
+
+    Its ``stop`` also stops the REST server: KServe's signal handler, which stands until uvicorn installs its own
+    as it starts serving, stops only KServe's other servers, so a SIGTERM in between was lost and the server
+    served on until killed (a supervisor stopping a worker that was still starting hit it)."""
     from kserve import model_server
     from kserve.protocol.rest.server import RESTServer
 
@@ -178,7 +182,19 @@ def serve_through(host: str, front: ASGIApp, shared_port: bool = False) -> None:
             self.create_application()
             await self._server.serve(sockets=[shared_port_socket(host, self.config.port)])
 
+        def stop_serving(self) -> None:
+            """uvicorn shuts down at its next check, or skips serving when it has not begun."""
+            self._server.should_exit = True
+
+    class EsteiraModelServer(model_server.ModelServer):  # type: ignore[misc]
+        def stop(self, sig: int) -> None:
+            rest = self._rest_server
+            if isinstance(rest, EsteiraRESTServer):
+                rest.stop_serving()
+            super().stop(sig)
+
     model_server.RESTServer = EsteiraRESTServer
+    return EsteiraModelServer
 
 
 def use_uvloop() -> None:
@@ -264,9 +280,9 @@ def serve(args: argparse.Namespace, settings: BatchSettings, idle_poll: float) -
     worker = is_worker(os.environ)
     if args.metrics_port and not worker:  # a supervisor serves the workers' metrics port
         start_http_server(args.metrics_port, addr=args.host)
-    serve_through(args.host, service.front(app), shared_port=worker)
+    model_server = model_server_through(args.host, service.front(app), shared_port=worker)
     use_uvloop()
-    server = kserve.ModelServer(http_port=args.http_port, enable_grpc=False, workers=1)
+    server = model_server(http_port=args.http_port, enable_grpc=False, workers=1)
     if not args.log_requests:  # KServe logs two timing lines and an access line per request; a busy server drowns
         for name in REQUEST_LOGGERS:
             logging.getLogger(name).setLevel(logging.WARNING)

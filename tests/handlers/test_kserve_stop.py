@@ -1,0 +1,41 @@
+"""A SIGTERM that reaches esteira-kserve while it starts stops it. Between KServe installing its signal handler and
+uvicorn installing its own, KServe's handler alone ran and did not stop the REST server: the server served on
+until killed (four starts in five, signalled as KServe logged its thread pool)."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from tests.support.kserve_runtime import KServeRuntimeProcess
+from tests.support.pod_process import REPO
+from tests.support.prerequisites import require_file
+from tests.support.waiting import eventually
+
+pytestmark = [pytest.mark.slow]
+
+IRIS = Path(__file__).resolve().parents[2] / "build" / "models" / "iris-1.0.0"
+HANDLER_INSTALLED = b"Setting max asyncio worker threads"  # KServe logs it just before its signal handler goes in
+STARTS = 3
+
+
+@pytest.mark.parametrize("start", range(STARTS))
+def test_a_sigterm_while_esteira_kserve_starts_stops_it(tmp_path: Path, start: int) -> None:
+    require_file(IRIS / "config" / "config.properties", "run `make models`")
+    server = KServeRuntimeProcess(IRIS, tmp_path, "1.0.0")
+    server.root.mkdir(parents=True, exist_ok=True)
+    with server.log_path.open("wb") as log:
+        process = subprocess.Popen(
+            server.command(), env=server.environment(), cwd=REPO, stdout=log, stderr=subprocess.STDOUT
+        )
+    try:
+        eventually(lambda: HANDLER_INSTALLED in server.log_path.read_bytes(), 120, "KServe's start", interval=0.001)
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(30) == 0, server.log_tail()
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
