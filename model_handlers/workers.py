@@ -86,6 +86,9 @@ class Supervisor:
         self.env = dict(env)
         self.metrics_dir = metrics_dir
         self.running: dict[int, int] = {}  # pid -> worker index
+        # Held: a Popen dropped while its process runs is polled, and may be reaped, when the next one starts,
+        # and this supervisor would then never see that worker exit.
+        self.processes: list[subprocess.Popen[bytes]] = []
         self.stopping = False
 
     def run(self) -> int:
@@ -95,6 +98,7 @@ class Supervisor:
         for index in range(self.workers):
             env = {**self.env, ENV_WORKER_INDEX: str(index), ENV_METRICS_DIR: str(self.metrics_dir)}
             child = subprocess.Popen(self.command, env=env)
+            self.processes.append(child)
             self.running[child.pid] = index
             if self.stopping:
                 os.kill(child.pid, signal.SIGTERM)

@@ -1,10 +1,19 @@
-"""esteira-kserve's worker count: read from ESTEIRA_WORKERS, refused by name when out of range."""
+"""esteira-kserve's workers: their count, read from ESTEIRA_WORKERS and refused by name when out of range, and the
+supervisor, here with stand-in worker processes: a stop signal passed on, a worker's own exit stopping the rest."""
 
 from __future__ import annotations
 
+import os
+import signal
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
 import pytest
 
-from model_handlers.workers import MAX_WORKERS, workers_from_env
+from model_handlers.workers import MAX_WORKERS, Supervisor, workers_from_env
 
 
 def test_one_worker_unless_asked() -> None:
@@ -20,3 +29,54 @@ def test_a_bad_count_is_refused_naming_the_variable(value: str, reason: str) -> 
     with pytest.raises(ValueError, match=f"ESTEIRA_WORKERS={value!r}|ESTEIRA_WORKERS={value}") as refused:
         workers_from_env({"ESTEIRA_WORKERS": value})
     assert reason in str(refused.value)
+
+
+@pytest.fixture
+def own_signal_handlers() -> Iterator[None]:
+    """The supervisor installs its handlers in this process: the test's are put back after."""
+    saved = {signum: signal.getsignal(signum) for signum in (signal.SIGTERM, signal.SIGINT)}
+    yield
+    for signum, handler in saved.items():
+        signal.signal(signum, handler)
+
+
+def _worker(code: str) -> list[str]:
+    return [sys.executable, "-c", code]
+
+
+def test_a_worker_that_exits_by_itself_stops_the_others_and_gives_its_status(
+    tmp_path: Path, own_signal_handlers: None
+) -> None:
+    # Worker 0 exits with 3 once worker 1 is up; worker 1 would wait a minute unless signalled.
+    code = (
+        "import os, pathlib, sys, time\n"
+        "index, home = os.environ['ESTEIRA_WORKER_INDEX'], pathlib.Path(os.environ['PROMETHEUS_MULTIPROC_DIR'])\n"
+        "if index == '0':\n"
+        "    while not (home / 'up').exists(): time.sleep(0.01)\n"
+        "    sys.exit(3)\n"
+        "(home / 'up').touch(); time.sleep(60)\n"
+    )
+    began = time.monotonic()
+    assert Supervisor(_worker(code), 2, os.environ, tmp_path).run() == 3
+    assert time.monotonic() - began < 30  # worker 1 was stopped, not waited out
+    assert (tmp_path / "up").exists()
+
+
+def test_a_stop_signal_is_passed_on_and_ends_in_a_clean_exit(tmp_path: Path, own_signal_handlers: None) -> None:
+    # Each worker says it is up; the supervisor is then signalled, as the kubelet does; a worker exits 0 on SIGTERM.
+    code = (
+        "import os, pathlib, signal, sys, time\n"
+        "signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))\n"
+        "home = pathlib.Path(os.environ['PROMETHEUS_MULTIPROC_DIR'])\n"
+        "(home / os.environ['ESTEIRA_WORKER_INDEX']).touch(); time.sleep(60)\n"
+    )
+    supervisor = Supervisor(_worker(code), 2, os.environ, tmp_path)
+
+    def signal_when_up() -> None:
+        while not ((tmp_path / "0").exists() and (tmp_path / "1").exists()):
+            time.sleep(0.01)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    threading.Thread(target=signal_when_up, daemon=True).start()
+    assert supervisor.run() == 0
+    assert not supervisor.running
