@@ -165,7 +165,8 @@ def model_server_through(host: str, front: ASGIApp, shared_port: bool = False) -
 
     Its ``stop`` also stops the REST server: KServe's signal handler, which stands until uvicorn installs its own
     as it starts serving, stops only KServe's other servers, so a SIGTERM in between was lost and the server
-    served on until killed (a supervisor stopping a worker that was still starting hit it)."""
+    served on until killed (a supervisor stopping a worker that was still starting hit it); and one that comes
+    before the event loop runs, where KServe's handler failed for want of a loop, exits."""
     from kserve import model_server
     from kserve.protocol.rest.server import RESTServer
 
@@ -191,7 +192,11 @@ def model_server_through(host: str, front: ASGIApp, shared_port: bool = False) -
             rest = self._rest_server
             if isinstance(rest, EsteiraRESTServer):
                 rest.stop_serving()
-            super().stop(sig)
+            try:
+                asyncio.get_running_loop()
+            except RuntimeError:  # before the event loop runs nothing is served yet: stopping is exiting
+                raise SystemExit(0) from None
+            super().stop(sig)  # KServe's shutdown runs as a task on the loop
 
     model_server.RESTServer = EsteiraRESTServer
     return EsteiraModelServer
