@@ -14,8 +14,8 @@ one intra-op thread fewer than the CPUs (:mod:`model_handlers.threads`).
 Batching: ``ESTEIRA_BATCH_SIZE`` (else the archive's ``batchSize``) caps a batch; ``ESTEIRA_MAX_BATCH_DELAY_MS``
 is accepted and not needed: a batch is whatever queued while the previous one ran, so nobody waits for company.
 ``ESTEIRA_IDLE_POLL_US`` (0-1000; unset or 0: off) lets the event loop poll up to that long after a lone request,
-for lone callers' latency at the cost of CPU (:mod:`model_handlers.batcher`). ``ESTEIRA_WORKERS`` (1-64, default
-1) runs that many server processes on the one port, each with the model, so the server uses more than one CPU
+for lone callers' latency at the cost of CPU (:mod:`model_handlers.batcher`). ``ESTEIRA_WORKERS`` (1-64 or ``auto``,
+default 1) runs that many server processes on the one port, each with the model, so the server uses more than one CPU
 (:mod:`model_handlers.workers`).
 """
 

@@ -36,17 +36,25 @@ from prometheus_client.registry import Collector
 
 from esteira.packaging.entrypoint import int_env
 from esteira.vocabulary import ENV_WORKERS
+from model_handlers.threads import available_cpus
 
 logger = logging.getLogger(__name__)
 
 MAX_WORKERS = 64
+AUTO = "auto"  # one worker per CPU of the container's limit
 ENV_WORKER_INDEX = "ESTEIRA_WORKER_INDEX"  # set by the supervisor on each worker it starts
 ENV_METRICS_DIR = "PROMETHEUS_MULTIPROC_DIR"  # prometheus_client's multiprocess mode: read when it is imported
 
 
 def workers_from_env(env: Mapping[str, str]) -> int:
-    """How many server processes to run (1 unless ``ESTEIRA_WORKERS`` says); ValueError names a bad value."""
-    return int_env(env, ENV_WORKERS, 1, MAX_WORKERS) or 1
+    """How many server processes to run: 1 unless ``ESTEIRA_WORKERS`` says, ``auto`` one per CPU the container may
+    use (its CPU limit, which the runtime passes as ``OMP_NUM_THREADS``); ValueError names a bad value."""
+    if env.get(ENV_WORKERS, "").strip() == AUTO:
+        return min(MAX_WORKERS, available_cpus(env))
+    try:
+        return int_env(env, ENV_WORKERS, 1, MAX_WORKERS) or 1
+    except ValueError as error:
+        raise ValueError(f"{error} (or {AUTO}: one per CPU)") from None
 
 
 def is_worker(env: Mapping[str, str]) -> bool:
@@ -97,6 +105,7 @@ class Supervisor:
             signal.signal(signum, self._stop)
         for index in range(self.workers):
             env = {**self.env, ENV_WORKER_INDEX: str(index), ENV_METRICS_DIR: str(self.metrics_dir)}
+            env[ENV_WORKERS] = str(self.workers)  # resolved ("auto"): each worker sizes its torch threads by it
             child = subprocess.Popen(self.command, env=env)
             self.processes.append(child)
             self.running[child.pid] = index

@@ -236,6 +236,7 @@ TYPOS: dict[str, tuple[dict[str, Any], str]] = {
         "at '/kserveRuntime/idlePollMicroseconds'",
     ),
     "no worker": ({"kserveRuntime": {"workers": 0}}, "at '/kserveRuntime/workers'"),
+    "workers neither a number nor auto": ({"kserveRuntime": {"workers": "many"}}, "at '/kserveRuntime/workers'"),
 }
 
 

@@ -114,10 +114,11 @@ def test_template_generation_notices_a_changed_builder(monkeypatch: pytest.Monke
     [
         ("idlePollMicroseconds", "idle_poll_us", 200, "ESTEIRA_IDLE_POLL_US"),
         ("workers", "workers", 4, "ESTEIRA_WORKERS"),
+        ("workers", "workers", "auto", "ESTEIRA_WORKERS"),
     ],
 )
 def test_the_kserve_runtimes_own_settings_come_from_their_values(
-    value: str, option: str, setting: int, variable: str
+    value: str, option: str, setting: int | str, variable: str
 ) -> None:
     rendered = render(merge({"kserveRuntime": {value: setting}, "servingRuntime": {"enabled": False}}))
     default_repository = VALUES["kserveRuntime"]["image"]["repository"]

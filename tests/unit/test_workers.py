@@ -22,13 +22,18 @@ def test_one_worker_unless_asked() -> None:
     assert workers_from_env({"ESTEIRA_WORKERS": "3"}) == 3
 
 
+@pytest.mark.parametrize(("limit", "workers"), [("1", 1), ("4", 4), ("200", MAX_WORKERS)])
+def test_auto_is_one_worker_per_cpu_of_the_container_limit(limit: str, workers: int) -> None:
+    assert workers_from_env({"ESTEIRA_WORKERS": "auto", "OMP_NUM_THREADS": limit}) == workers
+
+
 @pytest.mark.parametrize(
     ("value", "reason"), [("0", "outside 1..64"), (str(MAX_WORKERS + 1), "outside"), ("two", "not an integer")]
 )
 def test_a_bad_count_is_refused_naming_the_variable(value: str, reason: str) -> None:
     with pytest.raises(ValueError, match=f"ESTEIRA_WORKERS={value!r}|ESTEIRA_WORKERS={value}") as refused:
         workers_from_env({"ESTEIRA_WORKERS": value})
-    assert reason in str(refused.value)
+    assert reason in str(refused.value) and "or auto" in str(refused.value)
 
 
 @pytest.fixture
@@ -68,9 +73,9 @@ def test_a_stop_signal_is_passed_on_and_ends_in_a_clean_exit(tmp_path: Path, own
         "import os, pathlib, signal, sys, time\n"
         "signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))\n"
         "home = pathlib.Path(os.environ['PROMETHEUS_MULTIPROC_DIR'])\n"
-        "(home / os.environ['ESTEIRA_WORKER_INDEX']).touch(); time.sleep(60)\n"
+        "(home / os.environ['ESTEIRA_WORKER_INDEX']).write_text(os.environ['ESTEIRA_WORKERS']); time.sleep(60)\n"
     )
-    supervisor = Supervisor(_worker(code), 2, os.environ, tmp_path)
+    supervisor = Supervisor(_worker(code), 2, {**os.environ, "ESTEIRA_WORKERS": "auto"}, tmp_path)
 
     def signal_when_up() -> None:
         while not ((tmp_path / "0").exists() and (tmp_path / "1").exists()):
@@ -80,3 +85,4 @@ def test_a_stop_signal_is_passed_on_and_ends_in_a_clean_exit(tmp_path: Path, own
     threading.Thread(target=signal_when_up, daemon=True).start()
     assert supervisor.run() == 0
     assert not supervisor.running
+    assert (tmp_path / "0").read_text() == "2"  # each worker is told the count, resolved: its share of the CPUs

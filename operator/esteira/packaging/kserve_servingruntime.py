@@ -6,7 +6,8 @@ image): no Java, no worker hop, and adaptive batching in the server. The ports a
 for inference (KServe v1 and Open Inference Protocol v2) and health, 8082 for Prometheus, so the chart's
 PodMonitor scrapes both runtimes alike. The operator's ESTEIRA_BATCH_SIZE caps a batch; ESTEIRA_IDLE_POLL_US
 (the chart's ``kserveRuntime.idlePollMicroseconds``, 0: off) is the longest poll after a lone request;
-ESTEIRA_WORKERS (``kserveRuntime.workers``, default 1) is how many server processes share the pod's CPUs. Pod
+ESTEIRA_WORKERS (``kserveRuntime.workers``, default 1; ``auto``: one per CPU of the pod's limit) is how many
+server processes share the pod's CPUs. Pod
 hardening and the /tmp emptyDir are esteira-torchserve's too.
 """
 
