@@ -30,7 +30,7 @@ import sys
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, start_http_server
 from prometheus_client.exposition import choose_encoder
@@ -76,7 +76,6 @@ class EsteiraService:
         handler: InProcessHandler,
         batch_size: int,
         idle_poll: float = 0.0,
-        registry: CollectorRegistry = REGISTRY,
         exposed: CollectorRegistry = REGISTRY,
     ) -> None:
         self.handler = handler
@@ -85,7 +84,7 @@ class EsteiraService:
         self.config = handler.handler.config
         self.exposed = exposed
         # The CPU the idle poll costs (0 while it is off); a counter, so workers' polls add up.
-        polled = Counter(IDLE_POLL_METRIC, IDLE_POLL_HELP, ["ModelName"], registry=registry).labels(self.name)
+        polled = Counter(IDLE_POLL_METRIC, IDLE_POLL_HELP, ["ModelName"]).labels(self.name)
         self.batcher: AdaptiveBatcher[RawRequest, Answer] = AdaptiveBatcher(
             handler.run, batch_size, idle_poll=idle_poll, polled=polled.inc
         )
@@ -165,8 +164,8 @@ def model_server_through(host: str, front: ASGIApp, shared_port: bool = False) -
 
     Its ``stop`` also stops the REST server: KServe's signal handler, which stands until uvicorn installs its own
     as it starts serving, stops only KServe's other servers, so a SIGTERM in between was lost and the server
-    served on until killed (a supervisor stopping a worker that was still starting hit it); and one that comes
-    before the event loop runs, where KServe's handler failed for want of a loop, exits."""
+    served on until killed (a supervisor stopping a worker that was still starting hit it); one that comes before
+    the event loop runs, where KServe's handler failed for want of a loop, leaves uvicorn to start and stop."""
     from kserve import model_server
     from kserve.protocol.rest.server import RESTServer
 
@@ -194,8 +193,8 @@ def model_server_through(host: str, front: ASGIApp, shared_port: bool = False) -
                 rest.stop_serving()
             try:
                 asyncio.get_running_loop()
-            except RuntimeError:  # before the event loop runs nothing is served yet: stopping is exiting
-                raise SystemExit(0) from None
+            except RuntimeError:  # the loop has yet to start: uvicorn, told to exit, will start and stop at once
+                return
             super().stop(sig)  # KServe's shutdown runs as a task on the loop
 
     model_server.RESTServer = EsteiraRESTServer
@@ -246,8 +245,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     serve(args, settings, idle_poll)
 
 
-def supervise(args: argparse.Namespace, argv: Sequence[str], workers: int) -> None:
-    """Run ``workers`` copies of this server and serve their metrics, added up, on the metrics port."""
+def supervise(args: argparse.Namespace, argv: Sequence[str], workers: int) -> NoReturn:
+    """Run ``workers`` copies of this server and serve their metrics, added up, on the metrics port; exit with the
+    supervisor's status."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(process)d %(name)s %(levelname)s %(message)s")
     metrics_dir = Path(tempfile.mkdtemp(prefix="metrics-", dir=args.work_dir))
     try:

@@ -34,7 +34,8 @@ def test_a_sigterm_while_esteira_kserve_starts_stops_it(tmp_path: Path, start: i
     try:
         eventually(lambda: HANDLER_INSTALLED in server.log_path.read_bytes(), 120, "KServe's start", interval=0.001)
         process.send_signal(signal.SIGTERM)
-        assert process.wait(30) == 0, server.log_tail()
+        # 0, or killed by the signal itself when it came before KServe's handler: stopped either way, not hung
+        assert process.wait(30) in (0, -signal.SIGTERM), server.log_tail()
     finally:
         if process.poll() is None:
             process.kill()
