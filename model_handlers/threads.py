@@ -6,9 +6,9 @@ pays for waking up; idle pool threads also spin while they wait for the next ope
 esteira-kserve runtime served 2x the requests at one concurrent caller, and 1.4x at 32, with one intra-op thread
 instead of two. So the default leaves one CPU to the server: the CPUs this process may use (the container's CPU
 limit, which the serving runtimes pass as ``OMP_NUM_THREADS``, else the scheduler's affinity) minus one, at
-least one. With several esteira-kserve workers (``ESTEIRA_WORKERS``) each has its share of the CPUs and leaves
-one of them to its own server. ``ESTEIRA_TORCH_THREADS`` sets the number outright (a large model on many CPUs may
-want them all).
+least one. ``ESTEIRA_TORCH_THREADS`` sets the number outright (a large model on many CPUs may want them all);
+esteira-kserve's supervisor sets it for each of several workers (``ESTEIRA_WORKERS``) to that worker's share of
+the CPUs, less one for its own server.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 
-from esteira.vocabulary import ENV_TORCH_THREADS, ENV_WORKERS
+from esteira.vocabulary import ENV_TORCH_THREADS
 
 
 class ThreadsError(RuntimeError):
@@ -38,6 +38,10 @@ def intra_op_threads(env: Mapping[str, str]) -> int:
         if not chosen.isdigit() or int(chosen) < 1:
             raise ThreadsError(f"{ENV_TORCH_THREADS} must be a whole number of threads, at least 1, not {chosen!r}")
         return int(chosen)
-    workers = env.get(ENV_WORKERS, "").strip()  # checked where the workers start; a process alone reads 1
-    share = available_cpus(env) // (int(workers) if workers.isdigit() and int(workers) > 0 else 1)
-    return max(1, share - 1)
+    return threads_per_process(env, 1)
+
+
+def threads_per_process(env: Mapping[str, str], processes: int) -> int:
+    """Intra-op threads for each of ``processes`` serving processes sharing the CPUs: its share, less one for its
+    server, at least one."""
+    return max(1, available_cpus(env) // processes - 1)

@@ -35,8 +35,8 @@ from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.registry import Collector
 
 from esteira.packaging.entrypoint import int_env
-from esteira.vocabulary import ENV_WORKERS
-from model_handlers.threads import available_cpus
+from esteira.vocabulary import ENV_TORCH_THREADS, ENV_WORKERS
+from model_handlers.threads import available_cpus, threads_per_process
 
 logger = logging.getLogger(__name__)
 
@@ -105,7 +105,7 @@ class Supervisor:
             signal.signal(signum, self._stop)
         for index in range(self.workers):
             env = {**self.env, ENV_WORKER_INDEX: str(index), ENV_METRICS_DIR: str(self.metrics_dir)}
-            env[ENV_WORKERS] = str(self.workers)  # resolved ("auto"): each worker sizes its torch threads by it
+            env.setdefault(ENV_TORCH_THREADS, str(threads_per_process(self.env, self.workers)))
             child = subprocess.Popen(self.command, env=env)
             self.processes.append(child)
             self.running[child.pid] = index

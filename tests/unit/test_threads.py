@@ -6,7 +6,7 @@ import os
 
 import pytest
 
-from model_handlers.threads import ThreadsError, available_cpus, intra_op_threads
+from model_handlers.threads import ThreadsError, available_cpus, intra_op_threads, threads_per_process
 
 
 @pytest.mark.parametrize(("limit", "threads"), [("1", 1), ("2", 1), ("4", 3), ("16", 15)])
@@ -30,10 +30,8 @@ def test_a_number_that_is_not_a_positive_whole_number_is_refused_by_name(value: 
         intra_op_threads({"ESTEIRA_TORCH_THREADS": value})
 
 
-@pytest.mark.parametrize(
-    ("limit", "workers", "threads"), [("2", "2", 1), ("4", "2", 1), ("16", "2", 7), ("16", "4", 3)]
-)
+@pytest.mark.parametrize(("limit", "workers", "threads"), [("2", 2, 1), ("4", 2, 1), ("16", 2, 7), ("16", 4, 3)])
 def test_each_worker_takes_its_share_of_the_cpus_less_one_for_its_server(
-    limit: str, workers: str, threads: int
+    limit: str, workers: int, threads: int
 ) -> None:
-    assert intra_op_threads({"OMP_NUM_THREADS": limit, "ESTEIRA_WORKERS": workers}) == threads
+    assert threads_per_process({"OMP_NUM_THREADS": limit}, workers) == threads

@@ -52,19 +52,20 @@ def _worker(code: str) -> list[str]:
 def test_a_worker_that_exits_by_itself_stops_the_others_and_gives_its_status(
     tmp_path: Path, own_signal_handlers: None
 ) -> None:
-    # Worker 0 exits with 3 once worker 1 is up; worker 1 would wait a minute unless signalled.
+    # Worker 0 exits with 3 once worker 1 is up; worker 1 notes a SIGTERM, and without one ends after a minute.
     code = (
-        "import os, pathlib, sys, time\n"
+        "import os, pathlib, signal, sys, time\n"
         "index, home = os.environ['ESTEIRA_WORKER_INDEX'], pathlib.Path(os.environ['PROMETHEUS_MULTIPROC_DIR'])\n"
         "if index == '0':\n"
         "    while not (home / 'up').exists(): time.sleep(0.01)\n"
         "    sys.exit(3)\n"
-        "(home / 'up').touch(); time.sleep(60)\n"
+        "signal.signal(signal.SIGTERM, lambda *_: ((home / 'stopped').touch(), sys.exit(0)))\n"
+        "(home / 'up.new').write_text(os.environ['ESTEIRA_TORCH_THREADS'])\n"
+        "(home / 'up.new').rename(home / 'up'); time.sleep(60)\n"
     )
-    began = time.monotonic()
-    assert Supervisor(_worker(code), 2, os.environ, tmp_path).run() == 3
-    assert time.monotonic() - began < 30  # worker 1 was stopped, not waited out
-    assert (tmp_path / "up").exists()
+    assert Supervisor(_worker(code), 2, {**os.environ, "ESTEIRA_TORCH_THREADS": "5"}, tmp_path).run() == 3
+    assert (tmp_path / "stopped").exists()  # worker 1 was stopped, not waited out
+    assert (tmp_path / "up").read_text() == "5"  # a thread count set outright is the workers' too
 
 
 def test_a_stop_signal_is_passed_on_and_ends_in_a_clean_exit(tmp_path: Path, own_signal_handlers: None) -> None:
@@ -73,9 +74,11 @@ def test_a_stop_signal_is_passed_on_and_ends_in_a_clean_exit(tmp_path: Path, own
         "import os, pathlib, signal, sys, time\n"
         "signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))\n"
         "home = pathlib.Path(os.environ['PROMETHEUS_MULTIPROC_DIR'])\n"
-        "(home / os.environ['ESTEIRA_WORKER_INDEX']).write_text(os.environ['ESTEIRA_WORKERS']); time.sleep(60)\n"
+        "mine = home / os.environ['ESTEIRA_WORKER_INDEX']\n"
+        "mine.with_suffix('.new').write_text(os.environ['ESTEIRA_TORCH_THREADS'])\n"
+        "mine.with_suffix('.new').rename(mine); time.sleep(60)\n"
     )
-    supervisor = Supervisor(_worker(code), 2, {**os.environ, "ESTEIRA_WORKERS": "auto"}, tmp_path)
+    supervisor = Supervisor(_worker(code), 2, {**os.environ, "OMP_NUM_THREADS": "8"}, tmp_path)
 
     def signal_when_up() -> None:
         while not ((tmp_path / "0").exists() and (tmp_path / "1").exists()):
@@ -85,4 +88,4 @@ def test_a_stop_signal_is_passed_on_and_ends_in_a_clean_exit(tmp_path: Path, own
     threading.Thread(target=signal_when_up, daemon=True).start()
     assert supervisor.run() == 0
     assert not supervisor.running
-    assert (tmp_path / "0").read_text() == "2"  # each worker is told the count, resolved: its share of the CPUs
+    assert (tmp_path / "0").read_text() == "3"  # its torch threads: its share of 8 CPUs, less one for its server
