@@ -5,13 +5,11 @@ until killed (four starts in five, signalled as KServe logged its thread pool)."
 from __future__ import annotations
 
 import signal
-import subprocess
 from pathlib import Path
 
 import pytest
 
 from tests.support.kserve_runtime import KServeRuntimeProcess
-from tests.support.pod_process import REPO
 from tests.support.prerequisites import require_file
 from tests.support.waiting import eventually
 
@@ -26,17 +24,10 @@ STARTS = 3
 def test_a_sigterm_while_esteira_kserve_starts_stops_it(tmp_path: Path, start: int) -> None:
     require_file(IRIS / "config" / "config.properties", "run `make models`")
     server = KServeRuntimeProcess(IRIS, tmp_path, "1.0.0")
-    server.root.mkdir(parents=True, exist_ok=True)
-    with server.log_path.open("wb") as log:
-        process = subprocess.Popen(
-            server.command(), env=server.environment(), cwd=REPO, stdout=log, stderr=subprocess.STDOUT
-        )
+    server.launch()
     try:
         eventually(lambda: HANDLER_INSTALLED in server.log_path.read_bytes(), 120, "KServe's start", interval=0.001)
-        process.send_signal(signal.SIGTERM)
-        # 0, or killed by the signal itself when it came before KServe's handler: stopped either way, not hung
-        assert process.wait(30) in (0, -signal.SIGTERM), server.log_tail()
     finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait()
+        server.stop()  # SIGTERM, as the kubelet sends it; a server that ignores it fails the test
+    # 0, or killed by the signal itself when it came before KServe's handler: stopped either way, not hung
+    assert server.exit_status() in (0, -signal.SIGTERM), server.log_tail()

@@ -50,7 +50,8 @@ class PodProcess:
     def environment(self) -> dict[str, str]:
         return {**os.environ, "ESTEIRA_MODEL_VERSION": self.model_version}
 
-    def start(self, within: float = 180.0) -> Self:
+    def launch(self) -> None:
+        """Start the process and return at once (``start`` also waits until it is ready)."""
         self.root.mkdir(parents=True, exist_ok=True)
         with self.log_path.open("wb") as log:
             self._process = subprocess.Popen(
@@ -61,6 +62,10 @@ class PodProcess:
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
             )
+
+    def start(self, within: float = 180.0) -> Self:
+        self.launch()
+        assert self._process is not None
         deadline = time.monotonic() + within
         while not self._ready():
             if self._process.poll() is not None or time.monotonic() > deadline:
