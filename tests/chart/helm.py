@@ -134,6 +134,7 @@ CUSTOM = {
         "livenessPort": 9101,
         "resyncSeconds": 120,
         "rolloutTickSeconds": 2.5,
+        "fullReadSeconds": 0,
     },
     "serviceAccount": {"create": False, "name": "esteira-operator"},
     "podLabels": {"team": "ml"},

@@ -168,6 +168,7 @@ def test_operator_args_parse_into_the_values(case: str, monkeypatch: pytest.Monk
     assert config.prometheus_url == (operator["prometheusUrl"] or None)
     assert config.resync_seconds == operator["resyncSeconds"]
     assert config.rollout_tick_seconds == operator["rolloutTickSeconds"]
+    assert config.full_read_seconds == operator["fullReadSeconds"]
     assert config.api_concurrency == operator["apiConcurrency"]
     assert config.log_format == operator["logFormat"]
     assert config.verbose is operator["verbose"]

@@ -6,6 +6,7 @@ KServe itself does, and the same assertions hold.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -305,3 +306,28 @@ def test_converges_under_injected_faults_without_losing_updates(
         eventually(lambda name=name: converged(name), timeout=90, what=f"{name} converged")
     injected = kube_emulator.faults.injected
     assert injected["error"] > 0 and injected["slow"] > 0, f"too few faults injected to prove anything: {injected}"
+
+
+def test_a_resync_with_nothing_to_do_reads_nothing(
+    esteira: Esteira, kube_namespace: str, fake_kserve: FakeKServe | None, operator: OperatorProcess | None
+) -> None:
+    """Resyncs plan from what the watches delivered (Kopf's index of InferenceServices and the timer's body): a
+    Ready ModelDeployment's resyncs make no API call."""
+    if operator is None:
+        pytest.skip("reads the metrics of the operator process the test started")
+    esteira.create_md(kube_namespace, md(kube_namespace))
+    ready(esteira, kube_namespace, "iris")
+
+    def sample() -> dict[str, float]:
+        families = {family.name: family for family in text_string_to_metric_families(operator.metrics())}
+        reads = {s.labels["source"]: s.value for s in families["esteira_operator_reconcile_reads"].samples}
+        calls = sum(s.value for s in families["esteira_operator_api_calls"].samples if s.name.endswith("_total"))
+        return {**reads, "calls": calls}
+
+    def once(enough: Callable[[dict[str, float]], bool]) -> Callable[[], dict[str, float] | None]:
+        return lambda: next((found for found in [sample()] if enough(found)), None)
+
+    before = eventually(once(lambda found: found["api"] >= 1), what="a reconcile read from the API server")
+    after = eventually(once(lambda found: found["watch"] >= before["watch"] + 2), 60, "two resyncs from the watches")
+    assert after["calls"] == before["calls"], (before, after)
+    assert after["api"] == before["api"], (before, after)

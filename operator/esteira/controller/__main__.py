@@ -27,7 +27,10 @@ def run(config: OperatorConfig) -> None:
     if config.metrics_port:
         start_http_server(config.metrics_port)
     reconciler = Reconciler(
-        KubeAPI(concurrency=config.api_concurrency), config.prometheus_url, config.prometheus_auth_dir
+        KubeAPI(concurrency=config.api_concurrency),
+        config.prometheus_url,
+        config.prometheus_auth_dir,
+        config.full_read_seconds,
     )
     memo = kopf.Memo(reconciler=reconciler, managed=set(), background=set())
     liveness = f"http://0.0.0.0:{config.liveness_port}/healthz" if config.liveness_port else None

@@ -8,6 +8,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from esteira.controller.observed import FULL_READ_SECONDS
+
 # API calls in flight at once. Each reconcile makes a few calls that mostly wait on the API server, so the
 # pool, not the CPU, paced the operator: with asyncio's default pool (cores + 4 threads) an operator of 1,000
 # ModelDeployments on 2 cores queued its resyncs (reconcile p50 1.7 s at rest) and a new one waited seconds.
@@ -24,6 +26,7 @@ class OperatorConfig:
     liveness_port: int
     resync_seconds: float
     rollout_tick_seconds: float
+    full_read_seconds: float
     api_concurrency: int
     kubeconfig: str | None
     log_format: str
@@ -65,6 +68,14 @@ def parse_args(argv: Sequence[str] | None = None) -> OperatorConfig:
         help="How often active rollouts are looked at (analyses still run once per rollout.interval).",
     )
     parser.add_argument(
+        "--full-read-seconds",
+        type=float,
+        default=float(env("ESTEIRA_FULL_READ_SECONDS", str(FULL_READ_SECONDS))),
+        help="A resync or rollout tick plans from what the watches delivered, and reads a ModelDeployment and its "
+        "InferenceServices from the API server only to act, or when this long has passed since they were last read "
+        "(0: every time).",
+    )
+    parser.add_argument(
         "--api-concurrency",
         type=int,
         default=int(env("ESTEIRA_API_CONCURRENCY", str(DEFAULT_API_CONCURRENCY))),
@@ -78,6 +89,8 @@ def parse_args(argv: Sequence[str] | None = None) -> OperatorConfig:
         parser.error("name the namespaces to watch with --namespace, or use --all-namespaces")
     if args.api_concurrency < 1:
         parser.error(f"--api-concurrency must be at least 1, got {args.api_concurrency}")
+    if args.full_read_seconds < 0:
+        parser.error(f"--full-read-seconds must be 0 or more, got {args.full_read_seconds}")
     return OperatorConfig(
         namespaces=tuple(args.namespace),
         all_namespaces=args.all_namespaces,
@@ -87,6 +100,7 @@ def parse_args(argv: Sequence[str] | None = None) -> OperatorConfig:
         liveness_port=args.liveness_port,
         resync_seconds=args.resync_seconds,
         rollout_tick_seconds=args.rollout_tick_seconds,
+        full_read_seconds=args.full_read_seconds,
         api_concurrency=args.api_concurrency,
         kubeconfig=args.kubeconfig,
         log_format=args.log_format,

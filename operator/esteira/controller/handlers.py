@@ -16,6 +16,7 @@ from esteira import API_GROUP, API_VERSION, PLURAL
 from esteira.api.command import COMMAND_PLURAL
 from esteira.controller import telemetry
 from esteira.controller.kube import KSERVE_GROUP, KSERVE_PLURAL, KSERVE_VERSION, connection_info
+from esteira.controller.observed import Observed, child_entry
 from esteira.controller.reconciler import Reconciler
 from esteira.controller.retry import ApiError
 from esteira.vocabulary import LABEL_DEPLOYMENT, LABEL_RETRAIN_RUN, format_time
@@ -39,12 +40,12 @@ def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
     settings.posting.level = logging.WARNING
 
 
-async def _reconcile_or_retry(memo: Any, namespace: str | None, name: str) -> None:
+async def _reconcile_or_retry(memo: Any, namespace: str | None, name: str, observed: Observed | None = None) -> None:
     reconciler: Reconciler = memo.reconciler
     if namespace is None:
         return  # ModelDeployment is namespaced; Kopf always passes one
     try:
-        await reconciler.reconcile(namespace, name)
+        await reconciler.reconcile(namespace, name, observed)
     except ApiError as exc:
         raise kopf.TemporaryError(f"API server: {exc}", delay=RETRY_DELAY) from exc
 
@@ -55,9 +56,24 @@ async def model_deployment_changed(memo: Any, namespace: str | None, name: str, 
     await _reconcile_or_retry(memo, namespace, name)
 
 
-async def resync(memo: Any, namespace: str | None, name: str, **_: Any) -> None:
-    """Safety net for missed watch events: a full reconcile every interval."""
-    await _reconcile_or_retry(memo, namespace, name)
+async def resync(memo: Any, namespace: str | None, name: str, body: kopf.Body, **kwargs: Any) -> None:
+    """A full reconcile every interval: time-based work (drift evaluations), and a safety net for missed watch
+    events. It plans from what the watches delivered, and reads the API server only to act or when a full read is
+    due (:mod:`esteira.controller.observed`)."""
+    await _reconcile_or_retry(memo, namespace, name, _observed(namespace, name, body, kwargs))
+
+
+def index_children(namespace: str | None, labels: kopf.Labels, body: kopf.Body, **_: Any) -> dict[Any, Any]:
+    """Kopf's index of managed InferenceServices by owner, kept from the watch (Kopf fills it before any handler
+    runs at start-up, and drops an object when it is deleted or loses the owner label)."""
+    return {(namespace, labels.get(LABEL_DEPLOYMENT)): child_entry(body)}
+
+
+def _observed(namespace: str | None, name: str, body: kopf.Body, kwargs: dict[str, Any]) -> Observed | None:
+    index = kwargs.get(index_children.__name__)
+    if index is None or namespace is None:
+        return None
+    return Observed.of(body, index.get((namespace, name), ()))
 
 
 async def model_deployment_deleted(memo: Any, namespace: str | None, name: str, **_: Any) -> None:
@@ -119,9 +135,10 @@ async def _command_soon(memo: Any, namespace: str, name: str, deployment: str) -
             await asyncio.sleep(RETRY_DELAY * (attempt + 1))
 
 
-async def rollout_tick(memo: Any, namespace: str | None, name: str, **_: Any) -> None:
-    """Drives an active rollout: the engine decides each tick whether an analysis is due."""
-    await _reconcile_or_retry(memo, namespace, name)
+async def rollout_tick(memo: Any, namespace: str | None, name: str, body: kopf.Body, **kwargs: Any) -> None:
+    """Drives an active rollout: the engine decides each tick whether an analysis is due (planned as a resync
+    is, from what the watches delivered)."""
+    await _reconcile_or_retry(memo, namespace, name, _observed(namespace, name, body, kwargs))
 
 
 def _rolling_out(status: kopf.Status, **_: Any) -> bool:
@@ -138,9 +155,9 @@ def register(
     kopf.on.delete(*MD, registry=registry)(model_deployment_deleted)
     kopf.timer(*MD, registry=registry, interval=resync_seconds, initial_delay=resync_seconds, idle=10.0)(resync)
     kopf.timer(*MD, registry=registry, interval=rollout_tick_seconds, when=_rolling_out)(rollout_tick)
-    kopf.on.event(
-        KSERVE_GROUP, KSERVE_VERSION, KSERVE_PLURAL, registry=registry, labels={LABEL_DEPLOYMENT: kopf.PRESENT}
-    )(child_event)
+    managed = {LABEL_DEPLOYMENT: kopf.PRESENT}
+    kopf.index(KSERVE_GROUP, KSERVE_VERSION, KSERVE_PLURAL, registry=registry, labels=managed)(index_children)
+    kopf.on.event(KSERVE_GROUP, KSERVE_VERSION, KSERVE_PLURAL, registry=registry, labels=managed)(child_event)
     retrain_jobs = {LABEL_DEPLOYMENT: kopf.PRESENT, LABEL_RETRAIN_RUN: kopf.PRESENT}
     kopf.on.event("batch", "v1", "jobs", registry=registry, labels=retrain_jobs)(child_event)
     kopf.on.event(API_GROUP, API_VERSION, COMMAND_PLURAL, registry=registry)(rollout_command_event)

@@ -21,6 +21,7 @@ from esteira.api.status import ModelDeploymentStatus
 from esteira.controller import telemetry
 from esteira.controller.collector_link import ANNOTATION_REQUESTER, Asked, CollectorLink
 from esteira.controller.kube import KubeAPI
+from esteira.controller.observed import FULL_READ_SECONDS, FullReads, Observed, watched_router
 from esteira.controller.retry import ApiError, with_backoff
 from esteira.controller.webhooks import WebhookFailed, post_cloud_event
 from esteira.drift.evaluate import DriftWindow
@@ -30,12 +31,13 @@ from esteira.evidence.quality import WithQuality, prometheus_tallies
 from esteira.rollout.engine import analysis_due
 from esteira.rollout.evidence import Evidence, MetricsUnavailable
 from esteira.rollout.queries import MetricNames, drift_queries
-from esteira.routing import key_of
+from esteira.routing import ObjectKey, key_of
 from esteira.state.monitoring import drift_due
 from esteira.state.reconcile import ReconcileInput, ReconcilePlan, Result, plan_reconcile
 from esteira.vocabulary import COMMAND_ANNOTATION, LABEL_PROMETHEUS_AUTH, Command, Decision, format_time, parse_time
 
 logger = logging.getLogger(__name__)
+Read = tuple[dict[str, Any] | None, dict[ObjectKey, dict[str, Any]]]  # a ModelDeployment and its children
 # How long a list of a namespace's RolloutCommands that found none open stands in for the next ones. Every
 # RolloutCommand event voids it at once, so this bounds only a command whose event the operator never saw.
 NO_OPEN_COMMANDS_SECONDS = 300.0
@@ -44,10 +46,17 @@ NO_OPEN_COMMANDS_SECONDS = 300.0
 class Reconciler:
     """One per operator: serialises work per ModelDeployment so event- and timer-driven runs never race."""
 
-    def __init__(self, api: KubeAPI, prometheus_url: str | None, prometheus_auth_dir: Path | None = None) -> None:
+    def __init__(
+        self,
+        api: KubeAPI,
+        prometheus_url: str | None,
+        prometheus_auth_dir: Path | None = None,
+        full_read_seconds: float = FULL_READ_SECONDS,
+    ) -> None:
         self.api = api
         self.prometheus_url = prometheus_url
         self.prometheus_auth_dir = prometheus_auth_dir
+        self.full_reads = FullReads(full_read_seconds)
         self.collector = CollectorLink.from_env()
         self._locks: defaultdict[tuple[str, str], asyncio.Lock] = defaultdict(asyncio.Lock)
         self._command_events: defaultdict[str, int] = defaultdict(int)  # namespace -> RolloutCommand events seen
@@ -61,14 +70,17 @@ class Reconciler:
 
     def forget(self, namespace: str, name: str) -> None:
         self._locks.pop((namespace, name), None)
+        self.full_reads.forget((namespace, name))
         telemetry.forget_deployment(namespace, name)
 
-    async def reconcile(self, namespace: str, name: str) -> Result | None:
-        """Bring one ModelDeployment's children and status in line; None when the object is gone."""
+    async def reconcile(self, namespace: str, name: str, observed: Observed | None = None) -> Result | None:
+        """Bring one ModelDeployment's children and status in line; None when the object is gone. With
+        ``observed`` (what the watches delivered), nothing is read from the API server unless the plan acts
+        (:mod:`esteira.controller.observed`)."""
         started = time.perf_counter()
         try:
             async with self._locks[(namespace, name)]:
-                result = await self._reconcile(namespace, name)
+                result = await self._reconcile(namespace, name, observed)
         except ApiError:
             telemetry.RECONCILES.labels("error").inc()
             raise
@@ -78,11 +90,30 @@ class Reconciler:
             telemetry.RECONCILES.labels(result).inc()
         return result
 
-    async def _reconcile(self, namespace: str, name: str) -> Result | None:
+    async def _read(self, namespace: str, name: str) -> Read:
+        """The ModelDeployment and its children from the API server (no children when it is gone)."""
         md = await with_backoff(lambda: self.api.get_model_deployment(namespace, name), "read ModelDeployment")
-        if md is None or md["metadata"].get("deletionTimestamp"):
-            return None
+        if md is None:
+            return None, {}
         objects = await with_backoff(lambda: self.api.list_children(namespace, name), "list children")
+        self.full_reads.read((namespace, name))
+        return md, objects
+
+    def _plannable(self, namespace: str, name: str, observed: Observed | None) -> Observed | None:
+        """``observed`` when a plan may start from it: its children's kinds are all watched and the API server
+        was read recently enough."""
+        if observed is None or self.full_reads.due((namespace, name)):
+            return None
+        return observed if watched_router(observed.md.get("spec") or {}) else None
+
+    async def _reconcile(
+        self, namespace: str, name: str, observed: Observed | None = None, read: Read | None = None
+    ) -> Result | None:
+        observed = self._plannable(namespace, name, observed)
+        found, objects = (observed.md, observed.children) if observed else read or await self._read(namespace, name)
+        if found is None or found["metadata"].get("deletionTimestamp"):
+            return None
+        md = found
         pending = await self._pending_command(namespace, name)
         now = format_time(datetime.now(UTC))
         parsed = _parsed(md)
@@ -108,7 +139,16 @@ class Reconciler:
                 retrain_jobs=jobs,
             )
         )
-        await self._apply(md, plan, asked_for(md, pending, plan))
+        if observed is not None and (pending is not None or acts(plan)):
+            found, objects = await self._read(namespace, name)  # a plan that acts is applied to what the API server has
+            if found is None:
+                return None
+            if not observed.matches(found, objects):
+                telemetry.RECONCILE_READS.labels("stale").inc()
+                return await self._reconcile(namespace, name, read=(found, objects))  # planned again from those
+            md, observed = found, None
+        telemetry.RECONCILE_READS.labels("api" if observed is None else "watch").inc()
+        await self._apply(md, plan, asked_for(md, pending, plan))  # nothing to write when planned from the watch
         telemetry.record_status(namespace, name, plan.status)
         if pending is not None:
             await self._finish_command(md, pending, plan, now)
@@ -332,6 +372,19 @@ class Reconciler:
                 raise
             metadata = {k: child["metadata"][k] for k in ("labels", "annotations", "ownerReferences")}
             await self.api.patch_child(namespace, key_of(child), {"metadata": metadata, "spec": child["spec"]})
+
+
+def acts(plan: ReconcilePlan) -> bool:
+    """Whether applying ``plan`` writes anything: a status, a child, a Job, a webhook call or an Event."""
+    return bool(
+        plan.status_patch
+        or plan.creates
+        or plan.patches
+        or plan.deletes
+        or plan.retrain_jobs
+        or plan.retrain_events
+        or plan.decisions
+    )
 
 
 @dataclass(frozen=True)

@@ -18,6 +18,15 @@ RECONCILE_SECONDS = Histogram(
     # Fine below 100 ms, where an unchanged reconcile lands, so p50 and p99 read from it mean something.
     buckets=(0.001, 0.0025, 0.005, 0.0075, 0.01, 0.015, 0.02, 0.03, 0.05, 0.075, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
 )
+RECONCILE_READS = Counter(
+    "esteira_operator_reconcile_reads_total",
+    "Reconciles by what they planned from: watch (what the watches delivered; nothing read from the API server), "
+    "api (read from the API server) or stale (planned from the watches, which proved behind the API server when the "
+    "plan was to act: planned again, and counted again as api).",
+    ["source"],
+)
+for _source in ("watch", "api", "stale"):
+    RECONCILE_READS.labels(_source)
 MANAGED = Gauge("esteira_operator_managed_deployments", "ModelDeployments the operator currently manages.")
 API_RETRIES = Counter("esteira_operator_api_retries_total", "API calls retried after a transient error.")
 API_CALLS = Counter(

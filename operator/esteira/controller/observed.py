@@ -1,0 +1,93 @@
+"""What the watches last delivered of a ModelDeployment and its InferenceServices, so a resync or a rollout tick
+that finds nothing to do reads nothing from the API server (an informer's cache, kept by Kopf's index).
+
+Why: a resync is a full reconcile of every ModelDeployment each interval, and almost every one finds nothing
+to do; read from the API server, each cost a GET and a LIST (34 calls a second at rest with 1,000
+ModelDeployments). The watches already deliver every change to both kinds, so the operator plans from what
+they delivered. What it may not do is act on it: the moment a plan would change anything (a status, a child, an
+Event, a command's outcome), the ModelDeployment and its children are read from the API server, and the plan
+is applied only when they are the versions it was made from (else it is made again from what was read). So a
+stale cache can delay an action by one tick, never cause one.
+
+A watch can miss a deletion (Kopf lists again after a broken watch, and an object deleted in between leaves
+no event): so a ModelDeployment is read from the API server at least every ``full_read_seconds``, whatever the
+cache says. Kinds no watch covers (the GatewayAPI router's HTTPRoutes) are always read from the API server.
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from esteira.routing import ObjectKey, key_of, router_for
+from esteira.routing.kserve import INFERENCE_SERVICES
+
+WATCHED_KINDS = frozenset({(INFERENCE_SERVICES.api_version, INFERENCE_SERVICES.kind)})
+FULL_READ_SECONDS = 600.0
+Deployment = tuple[str, str]  # namespace, name
+
+
+@dataclass(frozen=True)
+class Observed:
+    """A ModelDeployment and its watched children as last delivered: copies, so a plan may use them freely."""
+
+    md: dict[str, Any]
+    children: dict[ObjectKey, dict[str, Any]]
+
+    @classmethod
+    def of(cls, md: Mapping[str, Any], children: Iterable[Mapping[str, Any]]) -> Observed:
+        copies = [copy.deepcopy(dict(child)) for child in children]
+        return cls(copy.deepcopy(dict(md)), {key_of(child): child for child in copies})
+
+    def matches(self, md: Mapping[str, Any], children: Mapping[ObjectKey, Mapping[str, Any]]) -> bool:
+        """Whether ``md`` and ``children`` (read from the API server) are the versions this was made of."""
+        return _version(self.md) == _version(md) and _versions(self.children) == _versions(children)
+
+
+def child_entry(body: Mapping[str, Any]) -> dict[str, Any]:
+    """A watched child as the index keeps it: the whole object, apiVersion and kind included (a list's items may
+    lack them; a watch event's object has them)."""
+    entry = copy.deepcopy(dict(body))
+    entry.setdefault("apiVersion", INFERENCE_SERVICES.api_version)
+    entry.setdefault("kind", INFERENCE_SERVICES.kind)
+    return entry
+
+
+def watched_router(spec: Mapping[str, Any]) -> bool:
+    """Whether every kind the spec's traffic router manages is watched (else its children are listed)."""
+    name = (spec.get("rollout") or {}).get("router") or "KServe"
+    try:
+        kinds = router_for(str(name)).kinds
+    except KeyError:
+        return False
+    return all((kind.api_version, kind.kind) in WATCHED_KINDS for kind in kinds)
+
+
+class FullReads:
+    """When each ModelDeployment was last read from the API server, and whether it is due again."""
+
+    def __init__(self, seconds: float = FULL_READ_SECONDS, clock: Any = time.monotonic) -> None:
+        self.seconds = seconds
+        self._clock = clock
+        self._last: dict[Deployment, float] = {}
+
+    def read(self, deployment: Deployment) -> None:
+        self._last[deployment] = self._clock()
+
+    def due(self, deployment: Deployment) -> bool:
+        last = self._last.get(deployment)
+        return self.seconds <= 0 or last is None or self._clock() - last >= self.seconds
+
+    def forget(self, deployment: Deployment) -> None:
+        self._last.pop(deployment, None)
+
+
+def _version(obj: Mapping[str, Any]) -> str | None:
+    return (obj.get("metadata") or {}).get("resourceVersion")
+
+
+def _versions(children: Mapping[ObjectKey, Mapping[str, Any]]) -> dict[ObjectKey, str | None]:
+    return {key: _version(child) for key, child in children.items()}

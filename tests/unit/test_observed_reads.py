@@ -1,0 +1,212 @@
+"""A resync or rollout tick plans from what the watches delivered: with nothing to do it reads nothing from the API
+server; a plan that acts is applied only to the versions it was made from (else made again from what the API
+server has); a full read comes due after ``full_read_seconds``; kinds no watch covers are always listed."""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+from collections import Counter
+from typing import Any
+
+import pytest
+
+from esteira.controller import reconciler as reconciler_module
+from esteira.controller.observed import FullReads, Observed, child_entry, watched_router
+from esteira.controller.reconciler import Reconciler
+from esteira.routing import ObjectKey, key_of
+from tests.support.specs import document, spec
+from tests.unit.test_reconcile_plan import apply as merge_patch
+from tests.unit.test_reconcile_plan import kserve_ready
+
+
+class ClusterAPI:
+    """A ModelDeployment and its children as the API server holds them, each write bumping a resourceVersion;
+    counts every call by method."""
+
+    def __init__(self, body: dict[str, Any]) -> None:
+        self.md: dict[str, Any] | None = document(body)
+        self.md["metadata"].update(uid="uid-iris", generation=1)
+        self.children: dict[ObjectKey, dict[str, Any]] = {}
+        self.calls: Counter[str] = Counter()
+        self._version = 0
+        self._bump(self.md)
+
+    def _bump(self, obj: dict[str, Any]) -> None:
+        self._version += 1
+        obj["metadata"]["resourceVersion"] = str(self._version)
+
+    async def get_model_deployment(self, namespace: str, name: str) -> dict[str, Any] | None:
+        self.calls["get_model_deployment"] += 1
+        return copy.deepcopy(self.md)
+
+    async def list_children(self, namespace: str, owner: str) -> dict[ObjectKey, dict[str, Any]]:
+        self.calls["list_children"] += 1
+        return copy.deepcopy(self.children)
+
+    async def list_rollout_commands(self, namespace: str) -> list[dict[str, Any]]:
+        self.calls["list_rollout_commands"] += 1
+        return []
+
+    async def patch_model_deployment_status(self, namespace: str, name: str, patch: dict[str, Any]) -> dict[str, Any]:
+        self.calls["patch_model_deployment_status"] += 1
+        assert self.md is not None
+        self.md = merge_patch(self.md, {"status": patch})
+        self._bump(self.md)
+        return copy.deepcopy(self.md)
+
+    async def create_child(self, namespace: str, body: dict[str, Any]) -> dict[str, Any]:
+        self.calls["create_child"] += 1
+        child = copy.deepcopy(body)
+        self._bump(child)
+        self.children[key_of(child)] = child
+        return copy.deepcopy(child)
+
+    async def patch_child(self, namespace: str, key: ObjectKey, patch: dict[str, Any]) -> dict[str, Any]:
+        self.calls["patch_child"] += 1
+        self.children[key] = merge_patch(self.children[key], patch)
+        self._bump(self.children[key])
+        return copy.deepcopy(self.children[key])
+
+    def serve(self) -> None:
+        """KServe reports every InferenceService Ready (a status write, so a new version)."""
+        for key, child in self.children.items():
+            self.children[key] = kserve_ready(child)
+            self._bump(self.children[key])
+
+    def observed(self) -> Observed:
+        """What the watches deliver once they caught up with the API server."""
+        assert self.md is not None
+        return Observed.of(self.md, [child_entry(child) for child in self.children.values()])
+
+    def writes(self) -> int:
+        return sum(n for call, n in self.calls.items() if not call.startswith(("get_", "list_")))
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture(autouse=True)
+def no_kubernetes_events(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Kopf posts Events through its running operator; here they are only collected."""
+    posted: list[str] = []
+    monkeypatch.setattr(reconciler_module.kopf, "event", lambda *_, reason, **__: posted.append(reason))
+    return posted
+
+
+def reconciler_for(api: ClusterAPI, clock: Clock, full_read_seconds: float = 600.0) -> Reconciler:
+    reconciler = Reconciler(api, None)  # type: ignore[arg-type]
+    reconciler.full_reads = FullReads(full_read_seconds, clock=clock)
+    return reconciler
+
+
+def converged(body: dict[str, Any] | None = None) -> tuple[ClusterAPI, Clock, Reconciler]:
+    """A ModelDeployment whose InferenceService KServe serves, reconciled from the API server until Ready."""
+    api, clock = ClusterAPI(body or spec()), Clock()
+    reconciler = reconciler_for(api, clock)
+    asyncio.run(reconciler.reconcile("models", "iris"))
+    api.serve()
+    asyncio.run(reconciler.reconcile("models", "iris"))
+    assert api.md is not None and api.md["status"]["phase"] == "Ready"
+    api.calls.clear()
+    return api, clock, reconciler
+
+
+def test_a_resync_with_nothing_to_do_reads_nothing() -> None:
+    api, _, reconciler = converged()
+    assert asyncio.run(reconciler.reconcile("models", "iris", api.observed())) == "unchanged"
+    assert api.calls == Counter(), "planned from the watches, and nothing to write"
+
+
+def test_a_plan_that_acts_is_applied_to_the_versions_it_was_made_from() -> None:
+    api, _, reconciler = converged()
+    isvc = next(iter(api.children))
+    api.children[isvc]["status"]["conditions"] = [{"type": "Ready", "status": "False", "reason": "PodsCrashing"}]
+    api._bump(api.children[isvc])
+    asyncio.run(reconciler.reconcile("models", "iris", api.observed()))
+    assert api.calls["get_model_deployment"] == 1 and api.calls["list_children"] == 1
+    assert api.calls["patch_model_deployment_status"] == 1, "the status follows KServe's, written once"
+    assert api.md is not None and api.md["status"]["phase"] != "Ready"
+
+
+def test_a_stale_observation_is_planned_again_from_the_api_server() -> None:
+    api, _, reconciler = converged()
+    behind = api.observed()
+    isvc = next(iter(api.children))
+    behind.children[isvc]["status"] = {}  # the watches have not delivered KServe's Ready yet
+    behind.children[isvc]["metadata"]["resourceVersion"] = "1"
+    before = reconciler_module.telemetry.RECONCILE_READS.labels("stale")._value.get()
+    assert asyncio.run(reconciler.reconcile("models", "iris", behind)) == "unchanged"
+    assert api.writes() == 0, "the stale plan (not Ready) was not applied"
+    assert api.calls["get_model_deployment"] == 1 and api.calls["list_children"] == 1, "read once, planned again"
+    assert reconciler_module.telemetry.RECONCILE_READS.labels("stale")._value.get() == before + 1
+
+
+def test_a_deployment_gone_when_the_plan_would_act_changes_nothing() -> None:
+    api, _, reconciler = converged()
+    stale = api.observed()
+    stale.md["status"] = {}  # a plan from this would write a status
+    api.md = None
+    assert asyncio.run(reconciler.reconcile("models", "iris", stale)) is None
+    assert api.writes() == 0
+
+
+def test_the_api_server_is_read_again_once_full_read_seconds_have_passed() -> None:
+    api, clock, reconciler = converged()
+    clock.now += 599.0
+    asyncio.run(reconciler.reconcile("models", "iris", api.observed()))
+    assert api.calls == Counter()
+    clock.now += 1.0
+    asyncio.run(reconciler.reconcile("models", "iris", api.observed()))
+    assert (api.calls["get_model_deployment"], api.calls["list_children"]) == (1, 1)
+    api.calls.clear()
+    asyncio.run(reconciler.reconcile("models", "iris", api.observed()))
+    assert api.calls == Counter(), "the full read starts a new period"
+
+
+def test_full_read_seconds_zero_reads_every_time() -> None:
+    api, clock, _ = converged()
+    reconciler = reconciler_for(api, clock, full_read_seconds=0)
+    for _ in range(2):
+        asyncio.run(reconciler.reconcile("models", "iris", api.observed()))
+    assert (api.calls["get_model_deployment"], api.calls["list_children"]) == (2, 2)
+
+
+def test_a_deployment_never_read_is_read_first() -> None:
+    api, clock, _ = converged()
+    fresh = reconciler_for(api, clock)  # an operator just started: Kopf's index is full, its own reads are not
+    asyncio.run(fresh.reconcile("models", "iris", api.observed()))
+    assert (api.calls["get_model_deployment"], api.calls["list_children"]) == (1, 1)
+
+
+def test_routers_whose_kinds_are_not_all_watched_list_their_children() -> None:
+    assert watched_router(spec())
+    assert watched_router(spec(rollout={"router": "KServe"}))
+    assert not watched_router(spec(rollout={"router": "GatewayAPI"})), "HTTPRoutes are not watched"
+    assert not watched_router(spec(rollout={"router": "Unknown"}))
+
+
+def test_an_observation_matches_only_the_same_versions() -> None:
+    api, _, _ = converged()
+    observed = api.observed()
+    assert observed.matches(api.md or {}, api.children)
+    assert not observed.matches(api.md or {}, {}), "a child the watches showed is gone"
+    extra = {**api.children, ("v1", "Other", "x"): {"metadata": {"resourceVersion": "9"}}}
+    assert not observed.matches(api.md or {}, extra), "a child the watches did not show"
+    newer = copy.deepcopy(api.md or {})
+    newer["metadata"]["resourceVersion"] = "99"
+    assert not observed.matches(newer, api.children)
+
+
+def test_an_observation_is_a_copy() -> None:
+    api, _, _ = converged()
+    observed = api.observed()
+    observed.md["status"]["phase"] = "Changed"
+    next(iter(observed.children.values()))["spec"]["changed"] = True
+    assert api.md is not None and api.md["status"]["phase"] == "Ready"
+    assert "changed" not in next(iter(api.children.values()))["spec"]
