@@ -31,6 +31,7 @@ from benchmarks.serving import machine
 from esteira import API_GROUP, API_VERSION, PLURAL
 from esteira.controller.config import DEFAULT_API_CONCURRENCY
 from esteira.controller.kube import KSERVE_GROUP, KSERVE_PLURAL, KSERVE_VERSION
+from esteira.controller.observed import FULL_READ_SECONDS
 from tests.bench.rollout_bench import ANALYSIS
 from tests.emulator.cluster import KubeApi
 from tests.emulator.server import EmulatorServer
@@ -47,6 +48,7 @@ RESULTS = REPO / "benchmarks" / "results"
 RECONCILE_HISTOGRAM = "esteira_operator_reconcile_duration_seconds"
 RECONCILES = "esteira_operator_reconciles"
 API_CALLS = "esteira_operator_api_calls"
+RECONCILE_READS = "esteira_operator_reconcile_reads"
 ROLLOUT = {"steps": [5, 10, 20, 30, 50, 100], "interval": "30s", "threshold": 2, "analysis": ANALYSIS}
 EXPORTER_RATE = 20.0  # requests a second each rolling-out model's exporter plays
 
@@ -100,6 +102,7 @@ class Reading:
     buckets: dict[float, float]  # reconcile duration histogram: upper bound -> cumulative count
     reconciles: float
     api_calls: dict[str, float]  # verb -> calls so far
+    reads: dict[str, float]  # what reconciles planned from (watch, api, stale) -> reconciles so far
 
 
 def read(operator: OperatorProcess) -> Reading:
@@ -107,6 +110,7 @@ def read(operator: OperatorProcess) -> Reading:
     buckets: dict[float, float] = {}
     reconciles = 0.0
     api_calls: dict[str, float] = {}
+    reads: dict[str, float] = {}
     for family in text_string_to_metric_families(operator.metrics()):
         for sample in family.samples:
             if sample.name == f"{RECONCILE_HISTOGRAM}_bucket":
@@ -115,8 +119,16 @@ def read(operator: OperatorProcess) -> Reading:
                 reconciles += sample.value
             elif sample.name == f"{API_CALLS}_total":
                 api_calls[sample.labels["verb"]] = sample.value
+            elif sample.name == f"{RECONCILE_READS}_total":
+                reads[sample.labels["source"]] = sample.value
     return Reading(
-        time.monotonic(), cpu_seconds(operator.process.pid), cpu_seconds(os.getpid()), buckets, reconciles, api_calls
+        time.monotonic(),
+        cpu_seconds(operator.process.pid),
+        cpu_seconds(os.getpid()),
+        buckets,
+        reconciles,
+        api_calls,
+        reads,
     )
 
 
@@ -143,6 +155,8 @@ def window(before: Reading, after: Reading, rss_mib: float) -> dict[str, Any]:
     seconds = after.at - before.at
     p50, p99 = quantile(0.5, before, after), quantile(0.99, before, after)
     calls = {verb: (count - before.api_calls.get(verb, 0.0)) / seconds for verb, count in after.api_calls.items()}
+    reads = {source: count - before.reads.get(source, 0.0) for source, count in after.reads.items()}
+    planned = reads.get("watch", 0.0) + reads.get("api", 0.0)
     return {
         "seconds": round(seconds, 1),
         "cpu_cores": round((after.cpu - before.cpu) / seconds, 3),
@@ -151,6 +165,8 @@ def window(before: Reading, after: Reading, rss_mib: float) -> dict[str, Any]:
         "reconciles_per_second": round((after.reconciles - before.reconciles) / seconds, 2),
         "api_calls_per_second": round(sum(calls.values()), 1),
         "api_calls_per_second_by_verb": {verb: round(rate, 1) for verb, rate in sorted(calls.items())},
+        "planned_from_watches": round(reads.get("watch", 0.0) / planned, 3) if planned else None,
+        "planned_again": reads.get("stale", 0.0),
         "reconcile_p50_ms": None if p50 is None else round(p50 * 1000, 1),
         "reconcile_p99_ms": None if p99 is None else round(p99 * 1000, 1),
     }
@@ -313,7 +329,8 @@ def markdown(result: dict[str, Any]) -> str:
         "Written by `make bench` (`python -m tests.bench.operator_bench`). Machine: "
         f"{host['cpu']}, {host['cores_usable']} usable cores, {host['memory_gib']} GiB. The operator process (defaults: "
         "full resync every 60 s, active rollouts looked at every 5 s, "
-        f"{result['api_concurrency']} API calls in flight at most) against the API emulator with a fake KServe "
+        f"{result['api_concurrency']} API calls in flight at most, a ModelDeployment read from the API server at least "
+        f"every {result['full_read_seconds']:g} s) against the API emulator with a fake KServe "
         "marking InferenceServices ready; each size on a fresh emulator and operator. Reconcile p50/p99 are read "
         "from the operator's own histogram (`esteira_operator_reconcile_duration_seconds`) over the window, "
         "interpolated within a bucket as `histogram_quantile` does. CPU is in cores: the operator process's, and "
@@ -397,6 +414,7 @@ def markdown(result: dict[str, Any]) -> str:
                 "operator RSS MiB",
                 "reconciles/s",
                 "API calls/s",
+                "planned from the watches",
                 "reconcile p50 ms",
                 "p99 ms",
             ],
@@ -410,6 +428,7 @@ def markdown(result: dict[str, Any]) -> str:
                     f["rss_mib"],
                     f["reconciles_per_second"],
                     f["api_calls_per_second"],
+                    "" if f.get("planned_from_watches") is None else f"{f['planned_from_watches']:.0%}",
                     f["reconcile_p50_ms"],
                     f["reconcile_p99_ms"],
                 ]
@@ -436,12 +455,18 @@ def main() -> None:
     parser.add_argument("--rest-seconds", type=float, default=60.0, help="at least one resync interval")
     parser.add_argument("--rollout-seconds", type=float, default=60.0)
     parser.add_argument("--api-concurrency", type=int, help="the operator's --api-concurrency (default: its own)")
+    parser.add_argument(
+        "--full-read-seconds", type=float, help="the operator's --full-read-seconds (default: its own; 0: every time)"
+    )
     parser.add_argument("--out", type=Path, default=RESULTS / "operator")
     args = parser.parse_args()
     operator_args = [] if args.api_concurrency is None else ["--api-concurrency", str(args.api_concurrency)]
+    if args.full_read_seconds is not None:
+        operator_args += ["--full-read-seconds", str(args.full_read_seconds)]
     result: dict[str, Any] = {
         "machine": machine(),
         "api_concurrency": args.api_concurrency or DEFAULT_API_CONCURRENCY,
+        "full_read_seconds": FULL_READ_SECONDS if args.full_read_seconds is None else args.full_read_seconds,
         "sizes": [
             run(size, min(args.rolling, size), args.singles, args.rest_seconds, args.rollout_seconds, operator_args)
             for size in args.sizes

@@ -10,7 +10,7 @@ from tests.bench.operator_bench import Reading, quantile
 
 
 def reading(buckets: dict[float, float]) -> Reading:
-    return Reading(at=0.0, cpu=0.0, cluster_cpu=0.0, buckets=buckets, reconciles=0.0, api_calls=0.0)
+    return Reading(at=0.0, cpu=0.0, cluster_cpu=0.0, buckets=buckets, reconciles=0.0, api_calls={}, reads={})
 
 
 def test_a_quantile_is_interpolated_within_its_bucket_over_the_window() -> None:
