@@ -43,6 +43,8 @@ def series() -> Iterator[tuple[str, str, Shape]]:
     yield "esteira_operator_api_retries_total", OPERATOR, counter(0.01)
     for verb in ("get", "list", "patch"):
         yield "esteira_operator_api_calls_total", f'{OPERATOR},verb="{verb}"', counter(2)
+    for source, rate in (("watch", 16.0), ("api", 0.5), ("stale", 0.01)):
+        yield "esteira_operator_reconcile_reads_total", f'{OPERATOR},source="{source}"', counter(rate)
     yield "esteira_operator_drift_evaluation_errors_total", OPERATOR, counter(0.002)
     for result in ("unchanged", "updated", "error"):
         yield "esteira_operator_reconciles_total", f'{OPERATOR},result="{result}"', counter(0.5)
