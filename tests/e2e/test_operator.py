@@ -318,14 +318,8 @@ def test_a_resync_with_nothing_to_do_reads_nothing(
     esteira.create_md(kube_namespace, md(kube_namespace))
     ready(esteira, kube_namespace, "iris")
 
-    def sample() -> dict[str, float]:
-        families = {family.name: family for family in text_string_to_metric_families(operator.metrics())}
-        reads = {s.labels["source"]: s.value for s in families["esteira_operator_reconcile_reads"].samples}
-        calls = sum(s.value for s in families["esteira_operator_api_calls"].samples if s.name.endswith("_total"))
-        return {**reads, "calls": calls}
-
     def once(enough: Callable[[dict[str, float]], bool]) -> Callable[[], dict[str, float] | None]:
-        return lambda: next((found for found in [sample()] if enough(found)), None)
+        return lambda: next((found for found in [operator.counters()] if enough(found)), None)
 
     before = eventually(once(lambda found: found["api"] >= 1), what="a reconcile read from the API server")
     after = eventually(once(lambda found: found["watch"] >= before["watch"] + 2), 60, "two resyncs from the watches")

@@ -139,9 +139,13 @@ def last_rollout(esteira: Esteira, namespace: str) -> dict[str, Any] | None:
 @pytest.mark.parametrize(
     ("router", "mode"), [("KServe", "Standard"), ("KServe", "Knative"), ("GatewayAPI", "Standard")]
 )
-@pytest.mark.usefixtures("rollout_operator")
 def test_good_canary_is_promoted_through_every_step(
-    esteira: Esteira, kube_namespace: str, telemetry: tuple[ModelExporter, PrometheusServer], router: str, mode: str
+    esteira: Esteira,
+    kube_namespace: str,
+    telemetry: tuple[ModelExporter, PrometheusServer],
+    rollout_operator: OperatorProcess,
+    router: str,
+    mode: str,
 ) -> None:
     exporter, prometheus = telemetry
     with TrafficMirror(esteira, kube_namespace, exporter, {1: GOOD, 2: GOOD}) as mirror:
@@ -159,6 +163,7 @@ def test_good_canary_is_promoted_through_every_step(
 
     reasons = eventually(reasons_once_promoted, what="Promoted event")
     assert reasons.count("AnalysisPassed") == 3
+    assert rollout_operator.counters()["watch"] > 0, "ticks between analyses planned from the watches"
 
 
 @pytest.mark.parametrize(

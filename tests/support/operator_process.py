@@ -11,6 +11,8 @@ from pathlib import Path
 from types import TracebackType
 from typing import Self
 
+from prometheus_client.parser import text_string_to_metric_families
+
 from tests.support.net import free_port
 
 
@@ -68,6 +70,14 @@ class OperatorProcess:
     def metrics(self) -> str:
         with urllib.request.urlopen(f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=5) as response:
             return str(response.read().decode())
+
+    def counters(self) -> dict[str, float]:
+        """Reconciles by what they planned from (``watch``, ``api``, ``stale``) and, as ``calls``, every Kubernetes
+        API call so far."""
+        families = {family.name: family for family in text_string_to_metric_families(self.metrics())}
+        found = {s.labels["source"]: s.value for s in families["esteira_operator_reconcile_reads"].samples}
+        api = families["esteira_operator_api_calls"].samples
+        return found | {"calls": sum(s.value for s in api if s.name.endswith("_total"))}
 
     def rss_bytes(self) -> int:
         assert self.process is not None

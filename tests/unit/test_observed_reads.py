@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from esteira.controller import reconciler as reconciler_module
-from esteira.controller.observed import FullReads, Observed, child_entry, watched_router
+from esteira.controller.observed import FullReads, Observed, child_entry
 from esteira.controller.reconciler import Reconciler
 from esteira.routing import ObjectKey, key_of
 from tests.support.specs import document, spec
@@ -77,7 +77,7 @@ class ClusterAPI:
     def observed(self) -> Observed:
         """What the watches deliver once they caught up with the API server."""
         assert self.md is not None
-        return Observed.of(self.md, [child_entry(child) for child in self.children.values()])
+        return Observed.of(self.md, [child_entry(child, *key[:2]) for key, child in self.children.items()])
 
     def writes(self) -> int:
         return sum(n for call, n in self.calls.items() if not call.startswith(("get_", "list_")))
@@ -182,13 +182,6 @@ def test_a_deployment_never_read_is_read_first() -> None:
     fresh = reconciler_for(api, clock)  # an operator just started: Kopf's index is full, its own reads are not
     asyncio.run(fresh.reconcile("models", "iris", api.observed()))
     assert (api.calls["get_model_deployment"], api.calls["list_children"]) == (1, 1)
-
-
-def test_routers_whose_kinds_are_not_all_watched_list_their_children() -> None:
-    assert watched_router(spec())
-    assert watched_router(spec(rollout={"router": "KServe"}))
-    assert not watched_router(spec(rollout={"router": "GatewayAPI"})), "HTTPRoutes are not watched"
-    assert not watched_router(spec(rollout={"router": "Unknown"}))
 
 
 def test_an_observation_matches_only_the_same_versions() -> None:

@@ -91,14 +91,15 @@ from the operator's code and Kopf's settings, and fails when the two differ.
   resources: ["modeldeployments/finalizers"]
   verbs: ["update"]
 # InferenceServices: the reconciler lists (by label), creates, patches and deletes them; Kopf watches them
-# to react to KServe's status.
+# to react to KServe's status and to keep the index resyncs plan from.
 - apiGroups: ["serving.kserve.io"]
   resources: ["inferenceservices"]
   verbs: ["create", "delete", "list", "patch", "watch"]
-# HTTPRoutes for the GatewayAPI router: the reconciler lists (by label), creates, patches and deletes them.
+# HTTPRoutes for the GatewayAPI router: the reconciler lists (by label), creates, patches and deletes them;
+# Kopf watches them to put a manual edit back and to keep the index resyncs plan from.
 - apiGroups: ["gateway.networking.k8s.io"]
   resources: ["httproutes"]
-  verbs: ["create", "delete", "list", "patch"]
+  verbs: ["create", "delete", "list", "patch", "watch"]
 # Retraining Jobs (spec.retraining.job): the reconciler lists a deployment's Jobs (by label) to learn their
 # outcome and creates one per trigger; Kopf watches them to reconcile the owner when one finishes. Esteira
 # never changes or deletes them (ownerReferences clean them up).

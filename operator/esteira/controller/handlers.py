@@ -15,10 +15,11 @@ import kopf
 from esteira import API_GROUP, API_VERSION, PLURAL
 from esteira.api.command import COMMAND_PLURAL
 from esteira.controller import telemetry
-from esteira.controller.kube import KSERVE_GROUP, KSERVE_PLURAL, KSERVE_VERSION, connection_info
+from esteira.controller.kube import connection_info
 from esteira.controller.observed import Observed, child_entry
 from esteira.controller.reconciler import Reconciler
 from esteira.controller.retry import ApiError
+from esteira.routing import child_kinds
 from esteira.vocabulary import LABEL_DEPLOYMENT, LABEL_RETRAIN_RUN, format_time
 
 logger = logging.getLogger(__name__)
@@ -63,10 +64,14 @@ async def resync(memo: Any, namespace: str | None, name: str, body: kopf.Body, *
     await _reconcile_or_retry(memo, namespace, name, _observed(namespace, name, body, kwargs))
 
 
-def index_children(namespace: str | None, labels: kopf.Labels, body: kopf.Body, **_: Any) -> dict[Any, Any]:
-    """Kopf's index of managed InferenceServices by owner, kept from the watch (Kopf fills it before any handler
-    runs at start-up, and drops an object when it is deleted or loses the owner label)."""
-    return {(namespace, labels.get(LABEL_DEPLOYMENT)): child_entry(body)}
+def index_children(
+    namespace: str | None, labels: kopf.Labels, body: kopf.Body, resource: kopf.Resource, **_: Any
+) -> dict[Any, Any]:
+    """Kopf's index of managed children of every kind by owner, kept from the watches (Kopf fills it before any
+    handler runs at start-up, and drops an object when it is deleted or loses the owner label)."""
+    api_version = f"{resource.group}/{resource.version}" if resource.group else resource.version
+    entry = child_entry(body, api_version, resource.kind or "")
+    return {(namespace, labels.get(LABEL_DEPLOYMENT)): entry}
 
 
 def _observed(namespace: str | None, name: str, body: kopf.Body, kwargs: dict[str, Any]) -> Observed | None:
@@ -85,7 +90,8 @@ async def model_deployment_deleted(memo: Any, namespace: str | None, name: str, 
 
 
 async def child_event(memo: Any, body: kopf.Body, **_: Any) -> None:
-    """A managed child changed (KServe's status, a manual edit, a retraining Job finishing): reconcile its owner."""
+    """A managed child changed (KServe's status, a manual edit of an InferenceService or an HTTPRoute, a
+    retraining Job finishing): reconcile its owner."""
     owner = body.get("metadata", {}).get("labels", {}).get(LABEL_DEPLOYMENT)
     namespace = body.get("metadata", {}).get("namespace")
     if not owner or not namespace:
@@ -156,8 +162,9 @@ def register(
     kopf.timer(*MD, registry=registry, interval=resync_seconds, initial_delay=resync_seconds, idle=10.0)(resync)
     kopf.timer(*MD, registry=registry, interval=rollout_tick_seconds, when=_rolling_out)(rollout_tick)
     managed = {LABEL_DEPLOYMENT: kopf.PRESENT}
-    kopf.index(KSERVE_GROUP, KSERVE_VERSION, KSERVE_PLURAL, registry=registry, labels=managed)(index_children)
-    kopf.on.event(KSERVE_GROUP, KSERVE_VERSION, KSERVE_PLURAL, registry=registry, labels=managed)(child_event)
+    for kind in child_kinds():  # one index over every kind; a kind whose CRD is not installed is not watched
+        kopf.index(kind.group, kind.version, kind.plural, registry=registry, labels=managed)(index_children)
+        kopf.on.event(kind.group, kind.version, kind.plural, registry=registry, labels=managed)(child_event)
     retrain_jobs = {LABEL_DEPLOYMENT: kopf.PRESENT, LABEL_RETRAIN_RUN: kopf.PRESENT}
     kopf.on.event("batch", "v1", "jobs", registry=registry, labels=retrain_jobs)(child_event)
     kopf.on.event(API_GROUP, API_VERSION, COMMAND_PLURAL, registry=registry)(rollout_command_event)

@@ -9,9 +9,10 @@ Event, a command's outcome), the ModelDeployment and its children are read from 
 is applied only when they are the versions it was made from (else it is made again from what was read). So a
 stale cache can delay an action by one tick, never cause one.
 
-A watch can miss a deletion (Kopf lists again after a broken watch, and an object deleted in between leaves
-no event): so a ModelDeployment is read from the API server at least every ``full_read_seconds``, whatever the
-cache says. Kinds no watch covers (the GatewayAPI router's HTTPRoutes) are always read from the API server.
+Every kind a router manages is watched and indexed (InferenceServices, and HTTPRoutes where the Gateway API is
+installed). A watch can miss a deletion (Kopf lists again after a broken watch, and an object deleted in between
+leaves no event): so a ModelDeployment is read from the API server at least every ``full_read_seconds``, whatever
+the cache says.
 """
 
 from __future__ import annotations
@@ -22,10 +23,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from esteira.routing import ObjectKey, key_of, router_for
-from esteira.routing.kserve import INFERENCE_SERVICES
+from esteira.routing import ObjectKey, key_of
 
-WATCHED_KINDS = frozenset({(INFERENCE_SERVICES.api_version, INFERENCE_SERVICES.kind)})
 FULL_READ_SECONDS = 600.0
 Deployment = tuple[str, str]  # namespace, name
 
@@ -47,23 +46,13 @@ class Observed:
         return _version(self.md) == _version(md) and _versions(self.children) == _versions(children)
 
 
-def child_entry(body: Mapping[str, Any]) -> dict[str, Any]:
-    """A watched child as the index keeps it: the whole object, apiVersion and kind included (a list's items may
-    lack them; a watch event's object has them)."""
+def child_entry(body: Mapping[str, Any], api_version: str, kind: str) -> dict[str, Any]:
+    """A watched child as the index keeps it: the whole object, with the apiVersion and kind its watch is for
+    when the object lacks them (as list items may)."""
     entry = copy.deepcopy(dict(body))
-    entry.setdefault("apiVersion", INFERENCE_SERVICES.api_version)
-    entry.setdefault("kind", INFERENCE_SERVICES.kind)
+    entry.setdefault("apiVersion", api_version)
+    entry.setdefault("kind", kind)
     return entry
-
-
-def watched_router(spec: Mapping[str, Any]) -> bool:
-    """Whether every kind the spec's traffic router manages is watched (else its children are listed)."""
-    name = (spec.get("rollout") or {}).get("router") or "KServe"
-    try:
-        kinds = router_for(str(name)).kinds
-    except KeyError:
-        return False
-    return all((kind.api_version, kind.kind) in WATCHED_KINDS for kind in kinds)
 
 
 class FullReads:

@@ -21,7 +21,7 @@ from esteira.api.status import ModelDeploymentStatus
 from esteira.controller import telemetry
 from esteira.controller.collector_link import ANNOTATION_REQUESTER, Asked, CollectorLink
 from esteira.controller.kube import KubeAPI
-from esteira.controller.observed import FULL_READ_SECONDS, FullReads, Observed, watched_router
+from esteira.controller.observed import FULL_READ_SECONDS, FullReads, Observed
 from esteira.controller.retry import ApiError, with_backoff
 from esteira.controller.webhooks import WebhookFailed, post_cloud_event
 from esteira.drift.evaluate import DriftWindow
@@ -100,11 +100,8 @@ class Reconciler:
         return md, objects
 
     def _plannable(self, namespace: str, name: str, observed: Observed | None) -> Observed | None:
-        """``observed`` when a plan may start from it: its children's kinds are all watched and the API server
-        was read recently enough."""
-        if observed is None or self.full_reads.due((namespace, name)):
-            return None
-        return observed if watched_router(observed.md.get("spec") or {}) else None
+        """``observed`` when a plan may start from it: the API server was read recently enough."""
+        return None if observed is None or self.full_reads.due((namespace, name)) else observed
 
     async def _reconcile(
         self, namespace: str, name: str, observed: Observed | None = None, read: Read | None = None
