@@ -19,6 +19,7 @@ from tests.emulator.server import EmulatorServer
 from tests.support.cluster import Esteira, eventually, model_source
 from tests.support.fake_kserve import FakeKServe
 from tests.support.operator_process import OperatorProcess
+from tests.support.schemas import HTTPROUTE_CRD, upstream_crds_dir
 from tests.support.specs import document, spec
 
 pytestmark = pytest.mark.usefixtures("operator")
@@ -26,6 +27,7 @@ pytestmark = pytest.mark.usefixtures("operator")
 
 FIRST = model_source("1.0.0", "s3://models/iris/1.0.0")
 SECOND = model_source("2.0.0", "s3://m/iris/2")
+HTTPROUTES = ("gateway.networking.k8s.io", "v1")
 
 
 def md(namespace: str, name: str = "iris", **overrides: Any) -> dict[str, Any]:
@@ -41,6 +43,12 @@ def ready(esteira: Esteira, namespace: str, name: str, timeout: float = 30.0) ->
         return obj if any(c["type"] == "Ready" and c["status"] == "True" for c in conditions) else None
 
     return eventually(probe, timeout, f"ModelDeployment {name} Ready")
+
+
+def install_gateway_api(crds: KubeApi) -> None:
+    """The HTTPRoute CRD on the emulator (a real cluster has the Gateway API installed)."""
+    if crds.emulated:
+        crds.apply_crd(upstream_crds_dir() / HTTPROUTE_CRD)
 
 
 def reasons(esteira: Esteira, namespace: str, name: str) -> list[str]:
@@ -136,6 +144,26 @@ def test_manual_edit_of_inference_service_is_put_back(
         return predictor.get("maxReplicas") == 1
 
     eventually(restored, what="manual edit reverted")
+    eventually(lambda: "DriftCorrected" in reasons(esteira, kube_namespace, "iris"), what="DriftCorrected event")
+
+
+def test_manual_edit_of_http_route_is_put_back(
+    crds: KubeApi, esteira: Esteira, kube_namespace: str, fake_kserve: FakeKServe | None
+) -> None:
+    """The GatewayAPI router's HTTPRoute is put back as its InferenceService is, the Gateway API having come after
+    the operator started."""
+    install_gateway_api(crds)
+    esteira.create_md(kube_namespace, md(kube_namespace, rollout={"router": "GatewayAPI"}))
+
+    def route() -> dict[str, Any]:
+        return esteira.custom.get_namespaced_custom_object(*HTTPROUTES, kube_namespace, "httproutes", "iris")  # type: ignore[no-any-return]
+
+    rules = eventually(lambda: route()["spec"]["rules"], what="HTTPRoute created")
+    edited = [{**rule, "backendRefs": [{**ref, "port": 8081} for ref in rule["backendRefs"]]} for rule in rules]
+    esteira.custom.patch_namespaced_custom_object(
+        *HTTPROUTES, kube_namespace, "httproutes", "iris", {"spec": {"rules": edited}}
+    )
+    eventually(lambda: route()["spec"]["rules"] == rules, what="edit reverted")
     eventually(lambda: "DriftCorrected" in reasons(esteira, kube_namespace, "iris"), what="DriftCorrected event")
 
 
@@ -308,14 +336,23 @@ def test_converges_under_injected_faults_without_losing_updates(
     assert injected["error"] > 0 and injected["slow"] > 0, f"too few faults injected to prove anything: {injected}"
 
 
+@pytest.mark.parametrize("router", ["KServe", "GatewayAPI"])
 def test_a_resync_with_nothing_to_do_reads_nothing(
-    esteira: Esteira, kube_namespace: str, fake_kserve: FakeKServe | None, operator: OperatorProcess | None
+    crds: KubeApi,
+    esteira: Esteira,
+    kube_namespace: str,
+    fake_kserve: FakeKServe | None,
+    operator: OperatorProcess | None,
+    router: str,
 ) -> None:
-    """Resyncs plan from what the watches delivered (Kopf's index of InferenceServices and the timer's body): a
-    Ready ModelDeployment's resyncs make no API call."""
+    """Resyncs plan from what the watches delivered (the timer's body and Kopf's index of the children, HTTPRoutes
+    included though the Gateway API came after the operator started): a Ready ModelDeployment's resyncs make no
+    API call."""
     if operator is None:
         pytest.skip("reads the metrics of the operator process the test started")
-    esteira.create_md(kube_namespace, md(kube_namespace))
+    if router == "GatewayAPI":
+        install_gateway_api(crds)
+    esteira.create_md(kube_namespace, md(kube_namespace, rollout={"router": router}))
     ready(esteira, kube_namespace, "iris")
 
     def once(enough: Callable[[dict[str, float]], bool]) -> Callable[[], dict[str, float] | None]:
