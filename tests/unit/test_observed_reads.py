@@ -1,6 +1,6 @@
 """A resync or rollout tick plans from what the watches delivered: with nothing to do it reads nothing from the API
 server; a plan that acts is applied only to the versions it was made from (else made again from what the API
-server has); a full read comes due after ``full_read_seconds``; kinds no watch covers are always listed."""
+server has); a full read comes due after ``full_read_seconds``; retraining Jobs come from the watches too."""
 
 from __future__ import annotations
 
@@ -18,6 +18,9 @@ from esteira.routing import ObjectKey, key_of
 from tests.support.specs import document, spec
 from tests.unit.test_reconcile_plan import apply as merge_patch
 from tests.unit.test_reconcile_plan import kserve_ready
+from tests.unit.test_retrain_plan import JOB
+
+RETRAINING = {"triggers": {"drift": True}, "job": JOB}
 
 
 class ClusterAPI:
@@ -28,6 +31,7 @@ class ClusterAPI:
         self.md: dict[str, Any] | None = document(body)
         self.md["metadata"].update(uid="uid-iris", generation=1)
         self.children: dict[ObjectKey, dict[str, Any]] = {}
+        self.jobs: dict[str, dict[str, Any]] = {}
         self.calls: Counter[str] = Counter()
         self._version = 0
         self._bump(self.md)
@@ -68,6 +72,10 @@ class ClusterAPI:
         self._bump(self.children[key])
         return copy.deepcopy(self.children[key])
 
+    async def list_retrain_jobs(self, namespace: str, owner: str) -> dict[str, dict[str, Any]]:
+        self.calls["list_retrain_jobs"] += 1
+        return copy.deepcopy(self.jobs)
+
     def serve(self) -> None:
         """KServe reports every InferenceService Ready (a status write, so a new version)."""
         for key, child in self.children.items():
@@ -77,7 +85,8 @@ class ClusterAPI:
     def observed(self) -> Observed:
         """What the watches deliver once they caught up with the API server."""
         assert self.md is not None
-        return Observed.of(self.md, [child_entry(child, *key[:2]) for key, child in self.children.items()])
+        children = [child_entry(child, *key[:2]) for key, child in self.children.items()]
+        return Observed.of(self.md, children, self.jobs.values())
 
     def writes(self) -> int:
         return sum(n for call, n in self.calls.items() if not call.startswith(("get_", "list_")))
@@ -121,6 +130,13 @@ def test_a_resync_with_nothing_to_do_reads_nothing() -> None:
     api, _, reconciler = converged()
     assert asyncio.run(reconciler.reconcile("models", "iris", api.observed())) == "unchanged"
     assert api.calls == Counter(), "planned from the watches, and nothing to write"
+
+
+def test_a_retraining_deployment_takes_its_jobs_from_the_watches_too() -> None:
+    api, _, reconciler = converged(spec(retraining=RETRAINING))
+    api.jobs["retrain-1"] = {"metadata": {"name": "retrain-1", "resourceVersion": "7"}, "status": {"succeeded": 1}}
+    assert asyncio.run(reconciler.reconcile("models", "iris", api.observed())) == "unchanged"
+    assert api.calls == Counter()
 
 
 def test_a_plan_that_acts_is_applied_to_the_versions_it_was_made_from() -> None:
@@ -187,13 +203,23 @@ def test_a_deployment_never_read_is_read_first() -> None:
 def test_an_observation_matches_only_the_same_versions() -> None:
     api, _, _ = converged()
     observed = api.observed()
-    assert observed.matches(api.md or {}, api.children)
-    assert not observed.matches(api.md or {}, {}), "a child the watches showed is gone"
-    extra = {**api.children, ("v1", "Other", "x"): {"metadata": {"resourceVersion": "9"}}}
-    assert not observed.matches(api.md or {}, extra), "a child the watches did not show"
-    newer = copy.deepcopy(api.md or {})
+    assert observed.matches(api.observed())
+    assert not observed.matches(Observed(observed.md, {}, {})), "a child the watches showed is gone"
+    extra = {**observed.children, ("v1", "Other", "x"): {"metadata": {"resourceVersion": "9"}}}
+    assert not observed.matches(Observed(observed.md, extra, {})), "a child the watches did not show"
+    job = {"metadata": {"name": "retrain-1", "resourceVersion": "9"}}
+    assert not observed.matches(Observed(observed.md, observed.children, {"retrain-1": job})), "a Job"
+    newer = copy.deepcopy(observed.md)
     newer["metadata"]["resourceVersion"] = "99"
-    assert not observed.matches(newer, api.children)
+    assert not observed.matches(Observed(newer, observed.children, {}))
+
+
+def test_retraining_jobs_count_only_where_the_spec_retrains() -> None:
+    job = {"metadata": {"name": "retrain-1", "resourceVersion": "9"}}
+    without = Observed.of(document(spec()), [], [job])
+    assert without.jobs == {}, "left over from a spec that retrained: not what this plan reads"
+    retraining = document(spec(retraining=RETRAINING))
+    assert Observed.of(retraining, [], [job]).jobs == {"retrain-1": job}
 
 
 def test_an_observation_is_a_copy() -> None:

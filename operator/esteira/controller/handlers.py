@@ -74,11 +74,17 @@ def index_children(
     return {(namespace, labels.get(LABEL_DEPLOYMENT)): entry}
 
 
+def index_retrain_jobs(namespace: str | None, labels: kopf.Labels, body: kopf.Body, **_: Any) -> dict[Any, Any]:
+    """Kopf's index of retraining Jobs by owner, kept as the children's is."""
+    return {(namespace, labels.get(LABEL_DEPLOYMENT)): child_entry(body, "batch/v1", "Job")}
+
+
 def _observed(namespace: str | None, name: str, body: kopf.Body, kwargs: dict[str, Any]) -> Observed | None:
-    index = kwargs.get(index_children.__name__)
-    if index is None or namespace is None:
+    """What the watches delivered of this ModelDeployment, from the timer's body and Kopf's indices."""
+    children, jobs = kwargs.get(index_children.__name__), kwargs.get(index_retrain_jobs.__name__)
+    if children is None or jobs is None or namespace is None:
         return None
-    return Observed.of(body, index.get((namespace, name), ()))
+    return Observed.of(body, children.get((namespace, name), ()), jobs.get((namespace, name), ()))
 
 
 async def model_deployment_deleted(memo: Any, namespace: str | None, name: str, **_: Any) -> None:
@@ -166,5 +172,6 @@ def register(
         kopf.index(kind.group, kind.version, kind.plural, registry=registry, labels=managed)(index_children)
         kopf.on.event(kind.group, kind.version, kind.plural, registry=registry, labels=managed)(child_event)
     retrain_jobs = {LABEL_DEPLOYMENT: kopf.PRESENT, LABEL_RETRAIN_RUN: kopf.PRESENT}
+    kopf.index("batch", "v1", "jobs", registry=registry, labels=retrain_jobs)(index_retrain_jobs)
     kopf.on.event("batch", "v1", "jobs", registry=registry, labels=retrain_jobs)(child_event)
     kopf.on.event(API_GROUP, API_VERSION, COMMAND_PLURAL, registry=registry)(rollout_command_event)

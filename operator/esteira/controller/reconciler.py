@@ -21,7 +21,7 @@ from esteira.api.status import ModelDeploymentStatus
 from esteira.controller import telemetry
 from esteira.controller.collector_link import ANNOTATION_REQUESTER, Asked, CollectorLink
 from esteira.controller.kube import KubeAPI
-from esteira.controller.observed import FULL_READ_SECONDS, FullReads, Observed
+from esteira.controller.observed import FULL_READ_SECONDS, FullReads, Observed, retrains
 from esteira.controller.retry import ApiError, with_backoff
 from esteira.controller.webhooks import WebhookFailed, post_cloud_event
 from esteira.drift.evaluate import DriftWindow
@@ -31,13 +31,12 @@ from esteira.evidence.quality import WithQuality, prometheus_tallies
 from esteira.rollout.engine import analysis_due
 from esteira.rollout.evidence import Evidence, MetricsUnavailable
 from esteira.rollout.queries import MetricNames, drift_queries
-from esteira.routing import ObjectKey, key_of
+from esteira.routing import key_of
 from esteira.state.monitoring import drift_due
 from esteira.state.reconcile import ReconcileInput, ReconcilePlan, Result, plan_reconcile
 from esteira.vocabulary import COMMAND_ANNOTATION, LABEL_PROMETHEUS_AUTH, Command, Decision, format_time, parse_time
 
 logger = logging.getLogger(__name__)
-Read = tuple[dict[str, Any] | None, dict[ObjectKey, dict[str, Any]]]  # a ModelDeployment and its children
 # How long a list of a namespace's RolloutCommands that found none open stands in for the next ones. Every
 # RolloutCommand event voids it at once, so this bounds only a command whose event the operator never saw.
 NO_OPEN_COMMANDS_SECONDS = 300.0
@@ -73,14 +72,14 @@ class Reconciler:
         self.full_reads.forget((namespace, name))
         telemetry.forget_deployment(namespace, name)
 
-    async def reconcile(self, namespace: str, name: str, observed: Observed | None = None) -> Result | None:
+    async def reconcile(self, namespace: str, name: str, watched: Observed | None = None) -> Result | None:
         """Bring one ModelDeployment's children and status in line; None when the object is gone. With
-        ``observed`` (what the watches delivered), nothing is read from the API server unless the plan acts
+        ``watched`` (what the watches delivered), nothing is read from the API server unless the plan acts
         (:mod:`esteira.controller.observed`)."""
         started = time.perf_counter()
         try:
             async with self._locks[(namespace, name)]:
-                result = await self._reconcile(namespace, name, observed)
+                result = await self._reconcile(namespace, name, watched)
         except ApiError:
             telemetry.RECONCILES.labels("error").inc()
             raise
@@ -90,33 +89,36 @@ class Reconciler:
             telemetry.RECONCILES.labels(result).inc()
         return result
 
-    async def _read(self, namespace: str, name: str) -> Read:
-        """The ModelDeployment and its children from the API server (no children when it is gone)."""
+    async def _read(self, namespace: str, name: str) -> Observed | None:
+        """The ModelDeployment, its children and its retraining Jobs from the API server; None when it is gone."""
         md = await with_backoff(lambda: self.api.get_model_deployment(namespace, name), "read ModelDeployment")
         if md is None:
-            return None, {}
+            return None
         objects = await with_backoff(lambda: self.api.list_children(namespace, name), "list children")
+        jobs: dict[str, dict[str, Any]] = {}
+        if retrains(md):
+            jobs = await with_backoff(lambda: self.api.list_retrain_jobs(namespace, name), "list retraining Jobs")
         self.full_reads.read((namespace, name))
-        return md, objects
+        return Observed(md, objects, jobs)
 
-    def _plannable(self, namespace: str, name: str, observed: Observed | None) -> Observed | None:
-        """``observed`` when a plan may start from it: the API server was read recently enough."""
-        return None if observed is None or self.full_reads.due((namespace, name)) else observed
+    def _plannable(self, namespace: str, name: str, watched: Observed | None) -> Observed | None:
+        """``watched`` when a plan may start from it: the API server was read recently enough."""
+        return None if watched is None or self.full_reads.due((namespace, name)) else watched
 
     async def _reconcile(
-        self, namespace: str, name: str, observed: Observed | None = None, read: Read | None = None
+        self, namespace: str, name: str, watched: Observed | None = None, read: Observed | None = None
     ) -> Result | None:
-        observed = self._plannable(namespace, name, observed)
-        found, objects = (observed.md, observed.children) if observed else read or await self._read(namespace, name)
-        if found is None or found["metadata"].get("deletionTimestamp"):
+        """Plan from ``watched`` (what the watches delivered) when it may be, else from ``read`` or a fresh read."""
+        watched = self._plannable(namespace, name, watched)
+        state = watched or read or await self._read(namespace, name)
+        if state is None or state.md["metadata"].get("deletionTimestamp"):
             return None
-        md = found
+        md = state.md
         pending = await self._pending_command(namespace, name)
         now = format_time(datetime.now(UTC))
         parsed = _parsed(md)
         evidence, metrics_error = await self._evidence(md, parsed, now)
         drift, drift_error = await self._drift(md, parsed, now)
-        jobs = await self._retrain_jobs(md)
         plan = plan_reconcile(
             ReconcileInput(
                 name=name,
@@ -124,7 +126,7 @@ class Reconciler:
                 generation=md["metadata"].get("generation"),
                 spec=md.get("spec") or {},
                 status=md.get("status") or {},
-                objects=objects,
+                objects=state.children,
                 now=now,
                 prometheus_url=self.prometheus_url,
                 collector_url=self.collector.url,
@@ -133,18 +135,18 @@ class Reconciler:
                 drift=drift,
                 drift_error=drift_error,
                 command=pending.command if pending else read_command(md),
-                retrain_jobs=jobs,
+                retrain_jobs=state.jobs,
             )
         )
-        if observed is not None and (pending is not None or acts(plan)):
-            found, objects = await self._read(namespace, name)  # a plan that acts is applied to what the API server has
-            if found is None:
+        if watched is not None and (pending is not None or acts(plan)):
+            current = await self._read(namespace, name)  # a plan that acts is applied to what the API server has
+            if current is None:
                 return None
-            if not observed.matches(found, objects):
+            if not watched.matches(current):
                 telemetry.RECONCILE_READS.labels("stale").inc()
-                return await self._reconcile(namespace, name, read=(found, objects))  # planned again from those
-            md, observed = found, None
-        telemetry.RECONCILE_READS.labels("api" if observed is None else "watch").inc()
+                return await self._reconcile(namespace, name, read=current)  # planned again from what was read
+            md, watched = current.md, None
+        telemetry.RECONCILE_READS.labels("api" if watched is None else "watch").inc()
         await self._apply(md, plan, asked_for(md, pending, plan))  # nothing to write when planned from the watch
         telemetry.record_status(namespace, name, plan.status)
         if pending is not None:
@@ -152,13 +154,6 @@ class Reconciler:
         if drift is not None or drift_error is not None:
             self._record_drift(namespace, name, plan.status, drift_error)
         return plan.result
-
-    async def _retrain_jobs(self, md: dict[str, Any]) -> dict[str, dict[str, Any]]:
-        """This deployment's retraining Jobs, read only when its spec asks for retraining."""
-        if not (md.get("spec") or {}).get("retraining"):
-            return {}
-        namespace, name = md["metadata"]["namespace"], md["metadata"]["name"]
-        return await with_backoff(lambda: self.api.list_retrain_jobs(namespace, name), "list retraining Jobs")
 
     async def _prometheus(
         self, md: dict[str, Any], spec: ModelDeploymentSpec
