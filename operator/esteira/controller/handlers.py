@@ -41,12 +41,12 @@ def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
     settings.posting.level = logging.WARNING
 
 
-async def _reconcile_or_retry(memo: Any, namespace: str | None, name: str, observed: Observed | None = None) -> None:
+async def _reconcile_or_retry(memo: Any, namespace: str | None, name: str, watched: Observed | None = None) -> None:
     reconciler: Reconciler = memo.reconciler
     if namespace is None:
         return  # ModelDeployment is namespaced; Kopf always passes one
     try:
-        await reconciler.reconcile(namespace, name, observed)
+        await reconciler.reconcile(namespace, name, watched)
     except ApiError as exc:
         raise kopf.TemporaryError(f"API server: {exc}", delay=RETRY_DELAY) from exc
 
@@ -61,7 +61,7 @@ async def resync(memo: Any, namespace: str | None, name: str, body: kopf.Body, *
     """A full reconcile every interval: time-based work (drift evaluations), and a safety net for missed watch
     events. It plans from what the watches delivered, and reads the API server only to act or when a full read is
     due (:mod:`esteira.controller.observed`)."""
-    await _reconcile_or_retry(memo, namespace, name, _observed(namespace, name, body, kwargs))
+    await _reconcile_or_retry(memo, namespace, name, _watched(namespace, name, body, kwargs))
 
 
 def index_children(
@@ -79,7 +79,7 @@ def index_retrain_jobs(namespace: str | None, labels: kopf.Labels, body: kopf.Bo
     return {(namespace, labels.get(LABEL_DEPLOYMENT)): child_entry(body, "batch/v1", "Job")}
 
 
-def _observed(namespace: str | None, name: str, body: kopf.Body, kwargs: dict[str, Any]) -> Observed | None:
+def _watched(namespace: str | None, name: str, body: kopf.Body, kwargs: dict[str, Any]) -> Observed | None:
     """What the watches delivered of this ModelDeployment, from the timer's body and Kopf's indices."""
     children, jobs = kwargs.get(index_children.__name__), kwargs.get(index_retrain_jobs.__name__)
     if children is None or jobs is None or namespace is None:
@@ -150,7 +150,7 @@ async def _command_soon(memo: Any, namespace: str, name: str, deployment: str) -
 async def rollout_tick(memo: Any, namespace: str | None, name: str, body: kopf.Body, **kwargs: Any) -> None:
     """Drives an active rollout: the engine decides each tick whether an analysis is due (planned as a resync
     is, from what the watches delivered)."""
-    await _reconcile_or_retry(memo, namespace, name, _observed(namespace, name, body, kwargs))
+    await _reconcile_or_retry(memo, namespace, name, _watched(namespace, name, body, kwargs))
 
 
 def _rolling_out(status: kopf.Status, **_: Any) -> bool:

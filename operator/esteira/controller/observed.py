@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import copy
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -75,7 +75,7 @@ def child_entry(body: Mapping[str, Any], api_version: str, kind: str) -> dict[st
 class FullReads:
     """When each ModelDeployment was last read from the API server, and whether it is due again."""
 
-    def __init__(self, seconds: float = FULL_READ_SECONDS, clock: Any = time.monotonic) -> None:
+    def __init__(self, seconds: float = FULL_READ_SECONDS, clock: Callable[[], float] = time.monotonic) -> None:
         self.seconds = seconds
         self._clock = clock
         self._last: dict[Deployment, float] = {}
