@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import random
 from collections import Counter
 from typing import Any
 
@@ -174,15 +175,31 @@ def test_a_deployment_gone_when_the_plan_would_act_changes_nothing() -> None:
 
 def test_the_api_server_is_read_again_once_full_read_seconds_have_passed() -> None:
     api, clock, reconciler = converged()
-    clock.now += 599.0
+    clock.now += 299.0  # the first half of the period is never due
     asyncio.run(reconciler.reconcile("models", "iris", api.observed()))
     assert api.calls == Counter()
-    clock.now += 1.0
+    clock.now += 301.0
     asyncio.run(reconciler.reconcile("models", "iris", api.observed()))
     assert (api.calls["get_model_deployment"], api.calls["list_children"]) == (1, 1)
     api.calls.clear()
     asyncio.run(reconciler.reconcile("models", "iris", api.observed()))
     assert api.calls == Counter(), "the full read starts a new period"
+
+
+def test_deployments_read_together_come_due_apart() -> None:
+    clock = Clock()
+    reads = FullReads(600.0, clock=clock, rng=random.Random(7))
+    deployments = [("models", f"m{index}") for index in range(100)]
+    for deployment in deployments:
+        reads.read(deployment)
+
+    def due_after(seconds: float) -> int:
+        clock.now = 1000.0 + seconds
+        return sum(reads.due(deployment) for deployment in deployments)
+
+    due_by = {seconds: due_after(seconds) for seconds in (299.0, 450.0, 600.0)}
+    assert due_by[299.0] == 0 and due_by[600.0] == 100
+    assert 20 < due_by[450.0] < 80, "spread over the second half of the period, not one burst"
 
 
 def test_full_read_seconds_zero_reads_every_time() -> None:

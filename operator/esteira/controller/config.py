@@ -72,8 +72,8 @@ def parse_args(argv: Sequence[str] | None = None) -> OperatorConfig:
         type=float,
         default=float(env("ESTEIRA_FULL_READ_SECONDS", str(FULL_READ_SECONDS))),
         help="A resync or rollout tick plans from what the watches delivered, and reads a ModelDeployment and its "
-        "InferenceServices from the API server only to act, or when this long has passed since they were last read "
-        "(0: every time).",
+        "children from the API server only to act, or when they were last read between half this long and this long "
+        "ago (drawn at random for each read; 0: every time).",
     )
     parser.add_argument(
         "--api-concurrency",

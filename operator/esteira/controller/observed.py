@@ -13,12 +13,13 @@ action by one tick, never cause one.
 Every kind a router manages is watched and indexed (InferenceServices, and HTTPRoutes where the Gateway API is
 installed), and so are retraining Jobs. A watch can miss a deletion (Kopf lists again after a broken watch, and
 an object deleted in between leaves no event): so a ModelDeployment is read from the API server at least every
-``full_read_seconds``, whatever the cache says.
+``full_read_seconds`` (see :class:`FullReads`), whatever the cache says.
 """
 
 from __future__ import annotations
 
 import copy
+import random
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
@@ -73,22 +74,30 @@ def child_entry(body: Mapping[str, Any], api_version: str, kind: str) -> dict[st
 
 
 class FullReads:
-    """When each ModelDeployment was last read from the API server, and whether it is due again."""
+    """When each ModelDeployment is due to be read from the API server again: between half of ``seconds`` and
+    ``seconds`` after its last read, drawn at random. Read together (all of them as the operator starts), they come
+    due over several resyncs, not in one burst of reads at the same resync every ``seconds``."""
 
-    def __init__(self, seconds: float = FULL_READ_SECONDS, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        seconds: float = FULL_READ_SECONDS,
+        clock: Callable[[], float] = time.monotonic,
+        rng: random.Random | None = None,
+    ) -> None:
         self.seconds = seconds
         self._clock = clock
-        self._last: dict[Deployment, float] = {}
+        self._rng = rng or random.Random()
+        self._due_at: dict[Deployment, float] = {}
 
     def read(self, deployment: Deployment) -> None:
-        self._last[deployment] = self._clock()
+        self._due_at[deployment] = self._clock() + self.seconds * self._rng.uniform(0.5, 1.0)
 
     def due(self, deployment: Deployment) -> bool:
-        last = self._last.get(deployment)
-        return self.seconds <= 0 or last is None or self._clock() - last >= self.seconds
+        due_at = self._due_at.get(deployment)
+        return self.seconds <= 0 or due_at is None or self._clock() >= due_at
 
     def forget(self, deployment: Deployment) -> None:
-        self._last.pop(deployment, None)
+        self._due_at.pop(deployment, None)
 
 
 def _version(obj: Mapping[str, Any]) -> str | None:
