@@ -35,12 +35,11 @@ from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.registry import Collector
 
 from esteira.packaging.entrypoint import int_env
-from esteira.vocabulary import ENV_TORCH_THREADS, ENV_WORKERS
+from esteira.vocabulary import ENV_TORCH_THREADS, ENV_WORKERS, MAX_WORKERS
 from model_handlers.threads import available_cpus, threads_per_process
 
 logger = logging.getLogger(__name__)
 
-MAX_WORKERS = 64
 AUTO = "auto"  # one worker per CPU of the container's limit
 ENV_WORKER_INDEX = "ESTEIRA_WORKER_INDEX"  # set by the supervisor on each worker it starts
 ENV_METRICS_DIR = "PROMETHEUS_MULTIPROC_DIR"  # prometheus_client's multiprocess mode: read when it is imported

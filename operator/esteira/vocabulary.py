@@ -69,6 +69,7 @@ ENV_MAX_BATCH_DELAY_MS = "ESTEIRA_MAX_BATCH_DELAY_MS"
 ENV_TORCH_THREADS = "ESTEIRA_TORCH_THREADS"  # torch intra-op threads of a model server (default: CPUs - 1)
 ENV_IDLE_POLL_US = "ESTEIRA_IDLE_POLL_US"  # esteira-kserve: longest poll after going idle, in us (default 0: none)
 ENV_WORKERS = "ESTEIRA_WORKERS"  # esteira-kserve: server processes, each with the model loaded (default 1)
+MAX_WORKERS = 64
 ENV_RETRAIN_RUN = "ESTEIRA_RETRAIN_RUN"  # a retraining run's number, its reason and its evidence (JSON)
 ENV_RETRAIN_REASON = "ESTEIRA_RETRAIN_REASON"
 ENV_RETRAIN_EVIDENCE = "ESTEIRA_RETRAIN_EVIDENCE"

@@ -158,6 +158,16 @@ def test_esteira_kserve_takes_its_idle_poll_and_workers_from_the_users_shell(
     assert server.environment()[variable] == value
 
 
+def test_the_specs_workers_win_over_the_users_shell(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(ENV_WORKERS, "2")
+    source = {"name": "iris", "version": "1.0.0", "storageUri": "file:///m", "runtime": "esteira-kserve"}
+    spec = ModelDeploymentSpec.parse({"model": {**source, "workers": 3}})
+    server = KServeServer(1, "iris", "1.0.0", tmp_path, tmp_path / "run", spec, python=Path(sys.executable))
+    assert server.environment()[ENV_WORKERS] == "3"
+    server.spec = ModelDeploymentSpec.parse({"model": source})
+    assert server.environment()[ENV_WORKERS] == "2", "the spec leaves it to the shell"
+
+
 def test_esteira_kserve_listens_on_loopback_only(tmp_path: Path) -> None:
     server = KServeServer(1, "iris", "1.0.0", tmp_path, tmp_path / "run", spec_with(), python=Path(sys.executable))
     command = server.prepare()

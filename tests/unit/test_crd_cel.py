@@ -208,6 +208,12 @@ SPEC_CASES: list[tuple[str, dict[str, Any], dict[str, Any]]] = [
         spec(monitoring={"drift": {"actions": ["Retrain"]}}, retraining=RETRAIN),
         spec(monitoring={"drift": {"actions": ["Retrain"]}}),
     ),
+    (
+        SPEC_RULES[8].message,
+        spec(model=model(runtime="esteira-kserve", workers=4)),
+        spec(model=model(runtime="esteira-torchserve", workers=4)),
+    ),
+    (SPEC_RULES[8].message, spec(model=model(runtime="esteira-kserve")), spec(model=model(workers=2))),
 ]
 
 

@@ -187,6 +187,24 @@ def test_batching_left_out_keeps_the_archives_on_esteira_runtimes(runtime: str) 
         assert "batcher" not in predictor
 
 
+@pytest.mark.parametrize(
+    ("runtime", "workers", "gpu", "expected"),
+    [
+        ("esteira-kserve", 3, 0, "3"),
+        ("esteira-kserve", 2, 1, "2"),  # asked for: several processes sharing a GPU
+        ("esteira-kserve", None, 1, "1"),  # a runtime-wide `auto` must not load a copy per CPU into GPU memory
+        ("esteira-kserve", None, 0, None),  # the runtime's own setting
+        ("esteira-torchserve", None, 1, None),  # TorchServe's workers are its own
+    ],
+)
+def test_esteira_kserve_server_processes(runtime: str, workers: int | None, gpu: int, expected: str | None) -> None:
+    source = model(runtime=runtime) if workers is None else model(runtime=runtime, workers=workers)
+    isvc = render(spec(model=source, gpu={"count": gpu}), TrafficPlan(STABLE, CANARY, 10))
+    validate_custom_resource(isvc)
+    for predictor in (isvc["spec"]["predictor"], isvc["spec"]["canary"][0]["predictor"]):
+        assert env_of(predictor["model"]).get("ESTEIRA_WORKERS") == expected
+
+
 def test_kserves_batcher_only_when_the_spec_asks_for_batches() -> None:
     for batching in ({}, {"maxBatchSize": 1}, {"maxBatchDelayMs": 5}):
         assert "batcher" not in render(spec(batching=batching))["spec"]["predictor"], batching

@@ -23,6 +23,7 @@ from esteira.vocabulary import (
     ESTEIRA_KSERVE_RUNTIME,
     ESTEIRA_RUNTIME,
     ESTEIRA_RUNTIMES,
+    MAX_WORKERS,
     is_esteira_runtime,
 )
 
@@ -106,6 +107,15 @@ class ModelSource(SpecModel):
         "on KServe's Python model server; both batch inside the server as `batching` says.",
     )
     runtime_version: str | None = Field(default=None, description="Runtime image tag override.")
+    workers: int | None = Field(
+        default=None,
+        ge=1,
+        le=MAX_WORKERS,
+        description=f"`{ESTEIRA_KSERVE_RUNTIME}` only: server processes in each pod, each with the model loaded, "
+        "sharing the port. Default: the runtime's own setting (chart value `kserveRuntime.workers`), but 1 where "
+        "`gpu.count` > 0, so a runtime-wide `auto` (one per CPU) never loads a copy of the model per CPU into GPU "
+        "memory.",
+    )
     card: ModelCard | None = Field(
         default=None,
         description="Where this build came from and what it was validated on (`esteira package --card` writes it "
@@ -847,6 +857,13 @@ SPEC_RULES: tuple[SpecRule, ...] = (
         "it), or use Alert and BlockRollouts",
         ".monitoring.drift.actions",
         lambda s: s.monitoring.drift is not None and "Retrain" in s.monitoring.drift.actions and s.retraining is None,
+    ),
+    SpecRule(
+        f"!has(self.model.workers) || (has(self.model.runtime) && self.model.runtime == '{ESTEIRA_KSERVE_RUNTIME}')",
+        f"model.workers sets how many server processes {ESTEIRA_KSERVE_RUNTIME} runs: set model.runtime to "
+        f"{ESTEIRA_KSERVE_RUNTIME}, or remove model.workers",
+        ".model.workers",
+        lambda s: s.model.workers is not None and s.model.runtime != ESTEIRA_KSERVE_RUNTIME,
     ),
 )
 

@@ -28,6 +28,8 @@ from esteira.vocabulary import (
     ENV_MODEL_VERSION,
     ENV_NAMESPACE,
     ENV_REVISION,
+    ENV_WORKERS,
+    ESTEIRA_KSERVE_RUNTIME,
     ISVC_API_VERSION,
     KSERVE_DEPLOYMENT_MODE,
     KSERVE_PROMETHEUS_SCRAPING,
@@ -95,13 +97,18 @@ def logging_env(ctx: RenderContext, spec: ModelDeploymentSpec) -> list[dict[str,
     return env
 
 
-def batching_env(spec: ModelDeploymentSpec) -> list[dict[str, Any]]:
-    """Batching for Esteira's runtimes, which batch inside the server (TorchServe's writes it into its model
-    snapshot at start-up, esteira-kserve's batcher reads it): only the fields the spec sets, so whatever it
-    leaves out stays as the archive was packaged."""
+def server_env(spec: ModelDeploymentSpec) -> list[dict[str, Any]]:
+    """What the spec tells Esteira's runtimes beyond the model: batching, which they do inside the server
+    (TorchServe's writes it into its model snapshot at start-up, esteira-kserve's batcher reads it), only as far as
+    the spec sets it, so whatever it leaves out stays as the archive was packaged; and esteira-kserve's server
+    processes (``model.workers``; 1 for a GPU model that does not say, whatever the runtime's default)."""
+    workers = spec.model.workers
+    if workers is None and spec.gpu.count > 0:
+        workers = 1
     wanted = (
         (ENV_BATCH_SIZE, spec.batching.max_batch_size),
         (ENV_MAX_BATCH_DELAY_MS, spec.batching.max_batch_delay_ms),
+        (ENV_WORKERS, workers if spec.model.runtime == ESTEIRA_KSERVE_RUNTIME else None),
     )
     return [{"name": name, "value": str(value)} for name, value in wanted if value is not None]
 
@@ -122,7 +129,7 @@ def _model(ctx: RenderContext, spec: ModelDeploymentSpec, arm: Arm, *, named: bo
     ]
     env += logging_env(ctx, spec)
     if is_esteira_runtime(source.runtime):
-        env += batching_env(spec)
+        env += server_env(spec)
     model: dict[str, Any] = {
         "modelFormat": {"name": source.format},
         "protocolVersion": source.protocol,
