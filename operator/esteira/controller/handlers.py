@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import random
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -153,6 +155,13 @@ async def rollout_tick(memo: Any, namespace: str | None, name: str, body: kopf.B
     await _reconcile_or_retry(memo, namespace, name, _watched(namespace, name, body, kwargs))
 
 
+def spread(seconds: float) -> Callable[..., float]:
+    """A timer's first delay, drawn between half an interval and one and a half. Kopf starts every object's timer
+    as the operator starts, and each next run comes an interval after the last one ends: with one fixed first delay,
+    every ModelDeployment's resync would come in one burst each interval for as long as the operator runs."""
+    return lambda **_: seconds * random.uniform(0.5, 1.5)
+
+
 def _rolling_out(status: kopf.Status, **_: Any) -> bool:
     return bool(status.get("canary"))
 
@@ -165,7 +174,7 @@ def register(
     for decorator in (kopf.on.resume, kopf.on.create, kopf.on.update):
         decorator(*MD, registry=registry)(model_deployment_changed)
     kopf.on.delete(*MD, registry=registry)(model_deployment_deleted)
-    kopf.timer(*MD, registry=registry, interval=resync_seconds, initial_delay=resync_seconds, idle=10.0)(resync)
+    kopf.timer(*MD, registry=registry, interval=resync_seconds, initial_delay=spread(resync_seconds), idle=10.0)(resync)
     kopf.timer(*MD, registry=registry, interval=rollout_tick_seconds, when=_rolling_out)(rollout_tick)
     managed = {LABEL_DEPLOYMENT: kopf.PRESENT}
     for kind in child_kinds():  # one index over every kind; a kind whose CRD is not installed is not watched
