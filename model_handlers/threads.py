@@ -8,27 +8,20 @@ instead of two. So the default leaves one CPU to the server: the CPUs this proce
 limit, which the serving runtimes pass as ``OMP_NUM_THREADS``, else the scheduler's affinity) minus one, at
 least one. ``ESTEIRA_TORCH_THREADS`` sets the number outright (a large model on many CPUs may want them all);
 esteira-kserve's supervisor sets it for each of several workers (``ESTEIRA_WORKERS``) to that worker's share of
-the CPUs, less one for its own server.
+the CPUs, less one for its own server, and so do TorchServe's launchers (the pod's entrypoint, ``esteira up``)
+where the archive starts several TorchServe workers.
 """
 
 from __future__ import annotations
 
-import os
 from collections.abc import Mapping
 
+from esteira.packaging.cpus import threads_per_process
 from esteira.vocabulary import ENV_TORCH_THREADS
 
 
 class ThreadsError(RuntimeError):
     """ESTEIRA_TORCH_THREADS is not a positive whole number: the model load fails with this message."""
-
-
-def available_cpus(env: Mapping[str, str]) -> int:
-    """CPUs this process may use: OMP_NUM_THREADS when set (the container's limit), else its CPU affinity."""
-    declared = env.get("OMP_NUM_THREADS", "").strip()
-    if declared.isdigit() and int(declared) > 0:
-        return int(declared)
-    return len(os.sched_getaffinity(0))
 
 
 def intra_op_threads(env: Mapping[str, str]) -> int:
@@ -39,9 +32,3 @@ def intra_op_threads(env: Mapping[str, str]) -> int:
             raise ThreadsError(f"{ENV_TORCH_THREADS} must be a whole number of threads, at least 1, not {chosen!r}")
         return int(chosen)
     return threads_per_process(env, 1)
-
-
-def threads_per_process(env: Mapping[str, str], processes: int) -> int:
-    """Intra-op threads for each of ``processes`` serving processes sharing the CPUs: its share, less one for its
-    server, at least one."""
-    return max(1, available_cpus(env) // processes - 1)

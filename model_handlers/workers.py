@@ -34,9 +34,9 @@ from prometheus_client import REGISTRY, CollectorRegistry
 from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.registry import Collector
 
+from esteira.packaging.cpus import available_cpus, threads_per_process
 from esteira.packaging.entrypoint import int_env
 from esteira.vocabulary import ENV_TORCH_THREADS, ENV_WORKERS, MAX_WORKERS
-from model_handlers.threads import available_cpus, threads_per_process
 
 logger = logging.getLogger(__name__)
 

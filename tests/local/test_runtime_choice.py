@@ -28,6 +28,7 @@ from esteira.vocabulary import (
     ENV_IDLE_POLL_US,
     ENV_KSERVE_PYTHON,
     ENV_MAX_BATCH_DELAY_MS,
+    ENV_TORCH_THREADS,
     ENV_WORKERS,
 )
 from tests.local.conftest import KSERVE_PYTHON
@@ -166,6 +167,25 @@ def test_the_specs_workers_win_over_the_users_shell(tmp_path: Path, monkeypatch:
     assert server.environment()[ENV_WORKERS] == "3"
     server.spec = ModelDeploymentSpec.parse({"model": source})
     assert server.environment()[ENV_WORKERS] == "2", "the spec leaves it to the shell"
+
+
+@pytest.mark.parametrize(("workers", "expected"), [(1, None), (2, "1")])
+def test_torchserve_workers_share_the_cpus(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, workers: int, expected: str | None
+) -> None:
+    """An archive packaged with several workers: each worker's torch gets its share of the CPUs (4 here: two
+    workers, 2 each, less one for the frontend), not every CPU but one."""
+    monkeypatch.setenv("OMP_NUM_THREADS", "4")
+    monkeypatch.delenv(ENV_TORCH_THREADS, raising=False)
+    folder = packaged_folder(tmp_path)
+    config = folder / "config" / "config.properties"
+    snapshot = json.loads(json.dumps(SNAPSHOT))
+    snapshot["models"]["iris"]["1.0.0"] |= {"minWorkers": workers, "maxWorkers": workers}
+    config.write_text(f"model_snapshot={json.dumps(snapshot)}\n")
+    server = TorchServeServer(1, "iris", "1.0.0", folder, tmp_path / "run", spec_with())
+    server.root.mkdir(parents=True)
+    server.prepare()
+    assert server.environment().get(ENV_TORCH_THREADS) == expected
 
 
 def test_esteira_kserve_listens_on_loopback_only(tmp_path: Path) -> None:

@@ -23,6 +23,7 @@ from esteira.packaging.entrypoint import (
     relocate,
     runtime_config,
     torchserve_command,
+    worker_threads,
 )
 
 REPO = Path(__file__).resolve().parents[2]
@@ -92,6 +93,21 @@ def test_apply_batching_every_model_and_version() -> None:
     text = config_properties([ModelSpec("iris", "1.0.0"), ModelSpec("digits", "2.0.0")])
     out = apply_batching(text, BatchSettings(batch_size=32))
     assert entry(out, "iris")["batchSize"] == entry(out, "digits", "2.0.0")["batchSize"] == 32
+
+
+@pytest.mark.parametrize(
+    ("workers", "cpus", "expected"),
+    [(1, "8", None), (2, "8", "3"), (4, "8", "1"), (3, "2", "1")],  # a share of the CPUs, less one for the frontend
+)
+def test_several_workers_share_the_cpus(workers: int, cpus: str, expected: str | None) -> None:
+    text = config_properties([ModelSpec("iris", "1.0.0", min_workers=workers, max_workers=workers)])
+    assert worker_threads(text, {"OMP_NUM_THREADS": cpus}).get("ESTEIRA_TORCH_THREADS") == expected
+
+
+def test_a_thread_count_set_outright_is_left_alone() -> None:
+    text = config_properties([ModelSpec("iris", "1.0.0", min_workers=4, max_workers=4)])
+    assert worker_threads(text, {"OMP_NUM_THREADS": "8", "ESTEIRA_TORCH_THREADS": "6"}) == {}
+    assert worker_threads("no: snapshot\n", {"OMP_NUM_THREADS": "8"}) == {}
 
 
 def test_apply_batching_nothing_to_do_is_identity() -> None:

@@ -6,7 +6,8 @@ import os
 
 import pytest
 
-from model_handlers.threads import ThreadsError, available_cpus, intra_op_threads, threads_per_process
+from esteira.packaging.cpus import available_cpus, threads_per_process
+from model_handlers.threads import ThreadsError, intra_op_threads
 
 
 @pytest.mark.parametrize(("limit", "threads"), [("1", 1), ("2", 1), ("4", 3), ("16", 15)])

@@ -12,7 +12,7 @@ import asyncio
 import os
 import shutil
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import ClassVar
 
@@ -29,6 +29,7 @@ from esteira.packaging.entrypoint import (
     log_config_file,
     runtime_config,
     torchserve_command,
+    worker_threads,
     write_log_config,
 )
 from esteira.packaging.log_flush import flush_workers
@@ -110,6 +111,7 @@ class TorchServeServer(ModelServer):
     )
 
     ports: Ports | None = None
+    threads: dict[str, str] = field(default_factory=dict)  # each worker's torch threads, when it starts several
 
     @property
     def url(self) -> str | None:
@@ -129,7 +131,9 @@ class TorchServeServer(ModelServer):
         source = (self.model_dir / CONFIG_PATH).read_text()
         config = self.root / "config.properties"
         vmargs = os.environ.get(ENV_TORCHSERVE_VMARGS) or DEFAULT_VMARGS
-        config.write_text(local_config(source, self.spec, self.model_dir, self.ports, vmargs))
+        text = local_config(source, self.spec, self.model_dir, self.ports, vmargs)
+        config.write_text(text)
+        self.threads = worker_threads(text, os.environ)
         log_config = log_config_file(self.model_dir, self.root)
         write_log_config(log_config, self.model_dir)
         command = torchserve_command(
@@ -139,7 +143,7 @@ class TorchServeServer(ModelServer):
         return command
 
     def runtime_env(self) -> dict[str, str]:
-        return {"TS_OPEN_INFERENCE_PROTOCOL": "oip", ENV_LOG_FLUSH_DIR: str(self.root / LOG_FLUSH_DIR)}
+        return {"TS_OPEN_INFERENCE_PROTOCOL": "oip", ENV_LOG_FLUSH_DIR: str(self.root / LOG_FLUSH_DIR), **self.threads}
 
     async def before_stop(self, pgid: int) -> None:
         """The workers post their queued inference records: the frontend's shutdown kills them (SIGKILL)."""

@@ -41,6 +41,7 @@ from esteira.packaging.config import (
     parse_properties,
     set_properties,
 )
+from esteira.packaging.cpus import threads_per_process
 from esteira.packaging.heap import freeze_startup_heap
 from esteira.packaging.log_flush import flush_workers
 from esteira.packaging.logs import LOG_CONFIG_PATH, log4j2_xml
@@ -50,6 +51,7 @@ from esteira.vocabulary import (
     ENV_LOG_FLUSH_DIR,
     ENV_MAX_BATCH_DELAY_MS,
     ENV_MODEL_VERSION,
+    ENV_TORCH_THREADS,
 )
 
 ENV_MODEL_DIR = "ESTEIRA_MODEL_DIR"
@@ -124,6 +126,18 @@ def apply_batching(text: str, settings: BatchSettings) -> str:
             if settings.max_batch_delay_ms is not None:
                 entry["maxBatchDelay"] = settings.max_batch_delay_ms
     return set_properties(text, {"model_snapshot": dump_snapshot(snapshot)})
+
+
+def worker_threads(text: str, env: Mapping[str, str]) -> dict[str, str]:
+    """``ESTEIRA_TORCH_THREADS`` for TorchServe's Python workers where ``config.properties`` starts several: each
+    worker's share of the CPUs, less one for the frontend (:func:`esteira.packaging.cpus.threads_per_process`), so
+    N workers do not each take every CPU but one. Nothing when one worker runs or the variable is set already."""
+    if env.get(ENV_TORCH_THREADS, "").strip():
+        return {}
+    raw = parse_properties(text).get("model_snapshot")
+    models = (json.loads(raw).get("models") or {}) if raw else {}
+    workers = sum(int(entry.get("minWorkers", 1)) for versions in models.values() for entry in versions.values())
+    return {ENV_TORCH_THREADS: str(threads_per_process(env, workers))} if workers > 1 else {}
 
 
 def relocate(text: str, model_dir: str, packaged_dir: str = DEFAULT_MODEL_DIR) -> str:
@@ -340,10 +354,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("# " + " ".join(command))
         return 0
     flush_dir = runtime_dir / LOG_FLUSH_DIR
-    env = runtime_environment(os.environ, runtime_dir) | {
-        "TS_INFERENCE_ADDRESS": where.backend,
-        ENV_LOG_FLUSH_DIR: str(flush_dir),
-    }
+    env = (
+        runtime_environment(os.environ, runtime_dir)
+        | worker_threads(text, os.environ)
+        | {
+            "TS_INFERENCE_ADDRESS": where.backend,
+            ENV_LOG_FLUSH_DIR: str(flush_dir),
+        }
+    )
     for folder in (runtime_dir, Path(env["LOG_LOCATION"]), Path(env["METRICS_LOCATION"]), Path(env["TEMP"])):
         folder.mkdir(parents=True, exist_ok=True)
     config_path.write_text(text)
