@@ -47,6 +47,7 @@ BATCHING = [
     {"batching": {"maxBatchSize": 8, "maxBatchDelayMs": 5}},
     {"model": model(runtime="esteira-torchserve"), "batching": {"maxBatchSize": 8, "maxBatchDelayMs": 0}},
     {"model": model(runtime="esteira-kserve"), "batching": {"maxBatchSize": 8, "maxBatchDelayMs": 0}},
+    {"model": model(runtime="esteira-kserve", workers=4)},
 ]
 
 
@@ -61,6 +62,8 @@ class Case:
         gpu = self.body.get("gpu", {}).get("resourceName", "gpu" if "gpu" in self.body else "cpu")
         runtime = self.body["model"].get("runtime")
         batch = f"{runtime}-batch" if runtime else "batcher" if "batching" in self.body else "nobatch"
+        if "workers" in self.body["model"]:
+            batch = f"{runtime}-{self.body['model']['workers']}-workers"
         return f"{self.body.get('deploymentMode', 'Standard')}-{rollout}-{metric}-{gpu}-{batch}"
 
 
