@@ -72,13 +72,13 @@ def index_children(
     """Kopf's index of managed children of every kind by owner, kept from the watches (Kopf fills it before any
     handler runs at start-up, and drops an object when it is deleted or loses the owner label)."""
     api_version = f"{resource.group}/{resource.version}" if resource.group else resource.version
-    entry = child_entry(body, api_version, resource.kind or "")
-    return {(namespace, labels.get(LABEL_DEPLOYMENT)): entry}
+    return {(namespace, labels.get(LABEL_DEPLOYMENT)): child_entry(body, api_version, resource.kind or "")}
 
 
-def index_retrain_jobs(namespace: str | None, labels: kopf.Labels, body: kopf.Body, **_: Any) -> dict[Any, Any]:
-    """Kopf's index of retraining Jobs by owner, kept as the children's is."""
-    return {(namespace, labels.get(LABEL_DEPLOYMENT)): child_entry(body, "batch/v1", "Job")}
+def index_retrain_jobs(**kwargs: Any) -> dict[Any, Any]:
+    """Kopf's index of retraining Jobs by owner, kept as the children's is (an index of its own, which Kopf passes
+    to handlers under this function's name)."""
+    return index_children(**kwargs)
 
 
 def _watched(namespace: str | None, name: str, body: kopf.Body, kwargs: dict[str, Any]) -> Observed | None:
