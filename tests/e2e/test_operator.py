@@ -46,8 +46,10 @@ def ready(esteira: Esteira, namespace: str, name: str, timeout: float = 30.0) ->
 
 
 def install_gateway_api(crds: KubeApi) -> None:
-    """The HTTPRoute CRD on the emulator (a real cluster has the Gateway API installed)."""
+    """The HTTPRoute CRD on the emulator (a real cluster has the Gateway API installed), once the operator watches
+    for new CRDs."""
     if crds.emulated:
+        crds.wait_for_crd_watch()
         crds.apply_crd(upstream_crds_dir() / HTTPROUTE_CRD)
 
 
@@ -358,7 +360,9 @@ def test_a_resync_with_nothing_to_do_reads_nothing(
     def once(enough: Callable[[dict[str, float]], bool]) -> Callable[[], dict[str, float] | None]:
         return lambda: next((found for found in [operator.counters()] if enough(found)), None)
 
-    before = eventually(once(lambda found: found["api"] >= 1), what="a reconcile read from the API server")
+    eventually(once(lambda found: found["api"] >= 1), what="a reconcile read from the API server")
+    # Settled: the first resync planned from the watches (change-driven reconciles before it read the API server).
+    before = eventually(once(lambda found: found["watch"] >= 1), 60, "a resync from the watches")
     after = eventually(once(lambda found: found["watch"] >= before["watch"] + 2), 60, "two resyncs from the watches")
     assert after["calls"] == before["calls"], (before, after)
     assert after["api"] == before["api"], (before, after)

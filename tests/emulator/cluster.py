@@ -19,6 +19,7 @@ import pytest
 import yaml
 from kubernetes.client.exceptions import ApiException
 
+from .crds import CRD_RESOURCE
 from .server import EmulatorServer
 
 TEST_USER_AGENT = "esteira-tests"  # not a fault target; see faults.py
@@ -76,6 +77,23 @@ class KubeApi:
                 return current
             if time.monotonic() > deadline:
                 raise TimeoutError(f"CRD {name} was not established within {timeout}s")
+            time.sleep(0.05)
+
+    def wait_for_crd_watch(self, timeout: float = 30.0) -> None:
+        """On the emulator, wait until some client (the operator) watches CustomResourceDefinitions.
+
+        Kopf notices a CRD created after start-up only through that watch, and ignores the CRDs its first listing
+        returns (it scanned the API just before): a CRD created in between is never served until a restart. A real
+        cluster has its CRDs before the operator starts, so there this returns at once.
+        """
+        if self.emulator is None:
+            return
+        server = self.emulator
+        resource = CRD_RESOURCE
+        deadline = time.monotonic() + timeout
+        while server.call(lambda: server.emulator.store.watchers(resource)) == 0:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"nothing watched CustomResourceDefinitions within {timeout}s")
             time.sleep(0.05)
 
     def create_namespace(self, prefix: str = "esteira-e2e-") -> str:

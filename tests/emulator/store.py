@@ -285,6 +285,10 @@ class ObjectStore:
     def unsubscribe(self, subscription: Subscription) -> None:
         self._subscriptions.discard(subscription)
 
+    def watchers(self, resource: kmock.resource) -> int:
+        """How many watch streams of ``resource`` are open now."""
+        return sum(1 for subscription in self._subscriptions if subscription.resource == resource)
+
     def close_watches(self) -> None:
         """End every live watch stream cleanly, and any started later (used when the server stops)."""
         self._closed = True
