@@ -213,6 +213,30 @@ def test_torchserve_keeps_the_archive_batching_the_spec_leaves_out(
     assert {key: entry[key] for key in expected} == expected
 
 
+@pytest.mark.parametrize(("workers", "expected"), [(None, 1), (3, 3)])
+def test_torchserve_takes_the_specs_workers_over_the_archives(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, workers: int | None, expected: int
+) -> None:
+    """``model.workers`` replaces the archive's workers (1 here) as the pod's entrypoint does, and the workers share
+    the CPUs (9 here: 3 each, less one for serving)."""
+    monkeypatch.setenv("OMP_NUM_THREADS", "9")
+    monkeypatch.delenv(ENV_TORCH_THREADS, raising=False)
+    folder = packaged_folder(tmp_path)
+    config = folder / "config" / "config.properties"
+    snapshot = json.loads(json.dumps(SNAPSHOT))
+    snapshot["models"]["iris"]["1.0.0"] |= {"minWorkers": 1, "maxWorkers": 1}
+    config.write_text(f"model_snapshot={json.dumps(snapshot)}\n")
+    source = {"name": "iris", "version": "1.0.0", "storageUri": "file:///m", "runtime": "esteira-torchserve"}
+    spec = ModelDeploymentSpec.parse({"model": source if workers is None else {**source, "workers": workers}})
+    server = TorchServeServer(1, "iris", "1.0.0", folder, tmp_path / "run", spec)
+    server.root.mkdir(parents=True)
+    server.prepare()
+    served = json.loads(parse_properties((server.root / "config.properties").read_text())["model_snapshot"])
+    entry = served["models"]["iris"]["1.0.0"]
+    assert (entry["minWorkers"], entry["maxWorkers"]) == (expected, expected)
+    assert server.environment().get(ENV_TORCH_THREADS) == (None if expected == 1 else "2")
+
+
 @dataclass
 class RecordingServer(ModelServer):
     """A model server without a process that records being stopped."""

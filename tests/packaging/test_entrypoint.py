@@ -17,11 +17,12 @@ from esteira.packaging import entrypoint
 from esteira.packaging.config import ModelSpec, ServerSpec, config_properties, parse_properties
 from esteira.packaging.entrypoint import (
     BatchSettings,
-    apply_batching,
+    apply_snapshot,
     batch_settings_from_env,
     idle_poll_from_env,
     relocate,
     runtime_config,
+    snapshot_workers_from_env,
     torchserve_command,
     worker_threads,
 )
@@ -72,8 +73,8 @@ def test_idle_poll_refuses_bad_values_naming_the_variable(raw: str, message: str
         idle_poll_from_env({"ESTEIRA_IDLE_POLL_US": raw})
 
 
-def test_apply_batching_rewrites_snapshot_only() -> None:
-    out = apply_batching(PACKAGED, BatchSettings(batch_size=16, max_batch_delay_ms=3))
+def test_apply_snapshot_rewrites_snapshot_only() -> None:
+    out = apply_snapshot(PACKAGED, BatchSettings(batch_size=16, max_batch_delay_ms=3))
     assert entry(out)["batchSize"] == 16
     assert entry(out)["maxBatchDelay"] == 3
     assert entry(out)["minWorkers"] == entry(PACKAGED)["minWorkers"]
@@ -84,14 +85,14 @@ def test_apply_batching_rewrites_snapshot_only() -> None:
     assert out.splitlines()[0] == PACKAGED.splitlines()[0]  # comments kept
 
 
-def test_apply_batching_one_setting_keeps_the_other() -> None:
-    out = apply_batching(PACKAGED, BatchSettings(batch_size=4))
+def test_apply_snapshot_one_setting_keeps_the_other() -> None:
+    out = apply_snapshot(PACKAGED, BatchSettings(batch_size=4))
     assert (entry(out)["batchSize"], entry(out)["maxBatchDelay"]) == (4, 10)
 
 
-def test_apply_batching_every_model_and_version() -> None:
+def test_apply_snapshot_every_model_and_version() -> None:
     text = config_properties([ModelSpec("iris", "1.0.0"), ModelSpec("digits", "2.0.0")])
-    out = apply_batching(text, BatchSettings(batch_size=32))
+    out = apply_snapshot(text, BatchSettings(batch_size=32))
     assert entry(out, "iris")["batchSize"] == entry(out, "digits", "2.0.0")["batchSize"] == 32
 
 
@@ -110,13 +111,34 @@ def test_a_thread_count_set_outright_is_left_alone() -> None:
     assert worker_threads("no: snapshot\n", {"OMP_NUM_THREADS": "8"}) == {}
 
 
-def test_apply_batching_nothing_to_do_is_identity() -> None:
-    assert apply_batching("anything: at all\n", BatchSettings()) == "anything: at all\n"
+def test_workers_from_the_operator_set_every_version_s_workers_and_split_the_cpus() -> None:
+    text = config_properties([ModelSpec("iris", "1.0.0"), ModelSpec("digits", "2.0.0", min_workers=2, max_workers=3)])
+    out = apply_snapshot(text, BatchSettings(), snapshot_workers_from_env({"ESTEIRA_WORKERS": "3"}))
+    for found in (entry(out), entry(out, "digits", "2.0.0")):
+        assert (found["minWorkers"], found["maxWorkers"]) == (3, 3)
+    assert entry(out)["batchSize"] == entry(text)["batchSize"]  # batching left as packaged
+    assert worker_threads(out, {"OMP_NUM_THREADS": "8"}) == {"ESTEIRA_TORCH_THREADS": "1"}  # 6 workers, 7 CPUs
 
 
-def test_apply_batching_needs_a_snapshot() -> None:
+def test_no_workers_from_the_operator_keeps_the_archive_s() -> None:
+    assert snapshot_workers_from_env({}) is None
+    assert snapshot_workers_from_env({"ESTEIRA_WORKERS": " "}) is None
+    assert apply_snapshot(PACKAGED, BatchSettings(), None) == PACKAGED
+
+
+@pytest.mark.parametrize(("raw", "message"), [("auto", "not an integer"), ("0", "outside 1..64"), ("65", "outside")])
+def test_workers_refuse_bad_values_naming_the_variable(raw: str, message: str) -> None:
+    with pytest.raises(ValueError, match=f"ESTEIRA_WORKERS.*{message}"):
+        snapshot_workers_from_env({"ESTEIRA_WORKERS": raw})
+
+
+def test_apply_snapshot_nothing_to_do_is_identity() -> None:
+    assert apply_snapshot("anything: at all\n", BatchSettings()) == "anything: at all\n"
+
+
+def test_apply_snapshot_needs_a_snapshot() -> None:
     with pytest.raises(ValueError, match="model_snapshot"):
-        apply_batching("load_models=all\n", BatchSettings(batch_size=2))
+        apply_snapshot("load_models=all\n", BatchSettings(batch_size=2))
 
 
 def test_relocate_moves_paths_under_the_model_dir_only() -> None:
@@ -163,10 +185,12 @@ def test_main_dry_run_applies_environment(
     model_dir = _model_dir(tmp_path)
     monkeypatch.setenv("ESTEIRA_BATCH_SIZE", "12")
     monkeypatch.setenv("ESTEIRA_MAX_BATCH_DELAY_MS", "7")
+    monkeypatch.setenv("ESTEIRA_WORKERS", "2")
     code = entrypoint.main(["--model-dir", str(model_dir), "--runtime-dir", str(tmp_path / "rt"), "--dry-run"])
     assert code == 0
     out = capsys.readouterr().out
     assert (entry(out)["batchSize"], entry(out)["maxBatchDelay"]) == (12, 7)
+    assert (entry(out)["minWorkers"], entry(out)["maxWorkers"]) == (2, 2)
     assert parse_properties(out)["model_store"] == f"{model_dir}/model-store"
     assert out.rstrip().splitlines()[-1].startswith("# torchserve --foreground")
     assert not (tmp_path / "rt").exists()
@@ -175,9 +199,14 @@ def test_main_dry_run_applies_environment(
 def test_main_fails_fast_on_bad_environment(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
+    model_dir = str(_model_dir(tmp_path))
     monkeypatch.setenv("ESTEIRA_BATCH_SIZE", "lots")
-    assert entrypoint.main(["--model-dir", str(_model_dir(tmp_path)), "--dry-run"]) == 2
+    assert entrypoint.main(["--model-dir", model_dir, "--dry-run"]) == 2
     assert "ESTEIRA_BATCH_SIZE" in capsys.readouterr().err
+    monkeypatch.delenv("ESTEIRA_BATCH_SIZE")
+    monkeypatch.setenv("ESTEIRA_WORKERS", "auto")
+    assert entrypoint.main(["--model-dir", model_dir, "--dry-run"]) == 2
+    assert "ESTEIRA_WORKERS='auto' is not an integer" in capsys.readouterr().err
     assert entrypoint.main(["--model-dir", str(tmp_path / "absent"), "--dry-run"]) == 2
 
 

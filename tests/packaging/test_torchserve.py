@@ -135,6 +135,7 @@ def test_runtime_serves_packaged_demo_iris(demo_models: tuple[Path, list[Any]], 
     batching = {
         "ESTEIRA_BATCH_SIZE": "4",  # the operator's value wins over the archive's 2
         "ESTEIRA_MAX_BATCH_DELAY_MS": "5",
+        "ESTEIRA_WORKERS": "2",  # model.workers, over the archive's 1
         "ESTEIRA_REVISION": "7",
     }
     with entrypoint_server(model_dir, tmp_path, batching) as running:
@@ -142,6 +143,7 @@ def test_runtime_serves_packaged_demo_iris(demo_models: tuple[Path, list[Any]], 
         base = f"http://{HOST}:{ports['inference']}"
         (description,) = get(f"http://{HOST}:{ports['management']}/models/iris")
         assert (description["batchSize"], description["maxBatchDelay"]) == (4, 5)
+        assert (description["minWorkers"], description["maxWorkers"], len(description["workers"])) == (2, 2, 2)
 
         data = datasets.iris()
         rows = data.x_test[:5]

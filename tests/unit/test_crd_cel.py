@@ -211,9 +211,9 @@ SPEC_CASES: list[tuple[str, dict[str, Any], dict[str, Any]]] = [
     (
         SPEC_RULES[8].message,
         spec(model=model(runtime="esteira-kserve", workers=4)),
-        spec(model=model(runtime="esteira-torchserve", workers=4)),
+        spec(model=model(runtime="kserve-torchserve", workers=4)),
     ),
-    (SPEC_RULES[8].message, spec(model=model(runtime="esteira-kserve")), spec(model=model(workers=2))),
+    (SPEC_RULES[8].message, spec(model=model(runtime="esteira-torchserve", workers=2)), spec(model=model(workers=2))),
 ]
 
 

@@ -48,6 +48,7 @@ BATCHING = [
     {"model": model(runtime="esteira-torchserve"), "batching": {"maxBatchSize": 8, "maxBatchDelayMs": 0}},
     {"model": model(runtime="esteira-kserve"), "batching": {"maxBatchSize": 8, "maxBatchDelayMs": 0}},
     {"model": model(runtime="esteira-kserve", workers=4)},
+    {"model": model(runtime="esteira-torchserve", workers=2)},
 ]
 
 

@@ -194,10 +194,11 @@ def test_batching_left_out_keeps_the_archives_on_esteira_runtimes(runtime: str) 
         ("esteira-kserve", 2, 1, "2"),  # asked for: several processes sharing a GPU
         ("esteira-kserve", None, 1, "1"),  # a runtime-wide `auto` must not load a copy per CPU into GPU memory
         ("esteira-kserve", None, 0, None),  # the runtime's own setting
-        ("esteira-torchserve", None, 1, None),  # TorchServe's workers are its own
+        ("esteira-torchserve", 2, 1, "2"),  # written over the archive's workers at start-up
+        ("esteira-torchserve", None, 1, None),  # the archive's workers: packaged for this model
     ],
 )
-def test_esteira_kserve_server_processes(runtime: str, workers: int | None, gpu: int, expected: str | None) -> None:
+def test_esteira_runtimes_model_processes(runtime: str, workers: int | None, gpu: int, expected: str | None) -> None:
     source = model(runtime=runtime) if workers is None else model(runtime=runtime, workers=workers)
     isvc = render(spec(model=source, gpu={"count": gpu}), TrafficPlan(STABLE, CANARY, 10))
     validate_custom_resource(isvc)

@@ -111,10 +111,12 @@ class ModelSource(SpecModel):
         default=None,
         ge=1,
         le=MAX_WORKERS,
-        description=f"`{ESTEIRA_KSERVE_RUNTIME}` only: server processes in each pod, each with the model loaded, "
-        "sharing the port. Default: the runtime's own setting (chart value `kserveRuntime.workers`), but 1 where "
-        "`gpu.count` > 0, so a runtime-wide `auto` (one per CPU) never loads a copy of the model per CPU into GPU "
-        "memory.",
+        description="Esteira's runtimes only: model processes in each pod, each with the model loaded "
+        f"(`{ESTEIRA_RUNTIME}`: TorchServe's workers for each model version, written over the archive's "
+        f"`minWorkers`/`maxWorkers`; `{ESTEIRA_KSERVE_RUNTIME}`: server processes sharing the port). Each gets its "
+        f"share of the pod's CPUs for torch. Default: the archive's workers (`{ESTEIRA_RUNTIME}`), the runtime's "
+        f"setting (`{ESTEIRA_KSERVE_RUNTIME}`, chart value `kserveRuntime.workers`) but 1 where `gpu.count` > 0, "
+        "so a runtime-wide `auto` (one per CPU) never loads a copy of the model per CPU into GPU memory.",
     )
     card: ModelCard | None = Field(
         default=None,
@@ -859,11 +861,11 @@ SPEC_RULES: tuple[SpecRule, ...] = (
         lambda s: s.monitoring.drift is not None and "Retrain" in s.monitoring.drift.actions and s.retraining is None,
     ),
     SpecRule(
-        f"!has(self.model.workers) || (has(self.model.runtime) && self.model.runtime == '{ESTEIRA_KSERVE_RUNTIME}')",
-        f"model.workers sets how many server processes {ESTEIRA_KSERVE_RUNTIME} runs: set model.runtime to "
-        f"{ESTEIRA_KSERVE_RUNTIME}, or remove model.workers",
+        f"!has(self.model.workers) || (has(self.model.runtime) && self.model.runtime in {list(ESTEIRA_RUNTIMES)})",
+        "model.workers sets how many model processes Esteira's runtimes run: set model.runtime to "
+        f"{' or '.join(ESTEIRA_RUNTIMES)}, or remove model.workers",
         ".model.workers",
-        lambda s: s.model.workers is not None and s.model.runtime != ESTEIRA_KSERVE_RUNTIME,
+        lambda s: s.model.workers is not None and not is_esteira_runtime(s.model.runtime),
     ),
 )
 

@@ -21,7 +21,7 @@ import aiohttp
 
 import esteira
 from esteira.local.model_server import HOST, ModelServer, free_port
-from esteira.render.inferenceservice import server_env
+from esteira.render.inferenceservice import server_variables
 from esteira.vocabulary import ENV_KSERVE_PYTHON, ESTEIRA_KSERVE_RUNTIME
 
 SERVER_MODULE = "model_handlers.kserve_server"
@@ -113,7 +113,7 @@ class KServeServer(ModelServer):
     def runtime_env(self) -> dict[str, str]:
         """Batching only as far as the spec sets it (the server takes the rest from the archive), and the server
         processes where it sets them (else the shell's ``ESTEIRA_WORKERS``, if any, reaches the server)."""
-        return {str(entry["name"]): str(entry["value"]) for entry in server_env(self.spec)}
+        return server_variables(self.spec)
 
     async def check_ready(self, session: aiohttp.ClientSession) -> bool:
         """The model loaded and answering: the server registers its routes only after loading it."""

@@ -1,7 +1,7 @@
 """TorchServe as a revision's model server in `esteira up`: one process tree on free loopback ports.
 
-The packaged folder's config.properties goes through the same `runtime_config` as in a pod (the batching
-the spec sets, paths moved to the folder), then every address is moved to 127.0.0.1 on free ports so several
+The packaged folder's config.properties goes through the same `runtime_config` as in a pod (the batching and
+workers the spec sets, read from the variables the operator gives a pod; paths moved to the folder), then every address is moved to 127.0.0.1 on free ports so several
 revisions run side by side. Stopping asks the Java frontend first (it stops its workers in order), then
 signals the whole group, so no JVM or Python worker outlives the server.
 """
@@ -24,15 +24,17 @@ from esteira.packaging.config import CONFIG_PATH, MODEL_STORE, set_properties
 from esteira.packaging.entrypoint import (
     LOG_FLUSH_DIR,
     PID_FILE,
-    BatchSettings,
+    batch_settings_from_env,
     frontend_pid,
     log_config_file,
     runtime_config,
+    snapshot_workers_from_env,
     torchserve_command,
     worker_threads,
     write_log_config,
 )
 from esteira.packaging.log_flush import flush_workers
+from esteira.render.inferenceservice import server_variables
 from esteira.vocabulary import ENV_LOG_FLUSH_DIR, ENV_TORCHSERVE_VMARGS
 
 __all__ = [
@@ -82,8 +84,9 @@ def local_config(
     text: str, spec: ModelDeploymentSpec, model_dir: Path, ports: Ports, vmargs: str = DEFAULT_VMARGS
 ) -> str:
     """The pod's runtime config, with every listener on loopback and the JVM flags ``vmargs``."""
-    batching = BatchSettings(spec.batching.max_batch_size, spec.batching.max_batch_delay_ms)
-    text = runtime_config(text, batching, str(model_dir))
+    variables = server_variables(spec)
+    settings, workers = batch_settings_from_env(variables), snapshot_workers_from_env(variables)
+    text = runtime_config(text, settings, str(model_dir), workers)
     return set_properties(
         text,
         {

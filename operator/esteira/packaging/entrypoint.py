@@ -1,10 +1,10 @@
-"""Start-up of Esteira's model server: apply the operator's batching to TorchServe's model snapshot, then run
-TorchServe in the foreground.
+"""Start-up of Esteira's model server: apply the operator's batching and workers to TorchServe's model snapshot,
+then run TorchServe in the foreground.
 
 KServe mounts the model at ``/mnt/models`` read-only, and TorchServe reads workers and batching from
 ``model_snapshot`` in ``config.properties`` (no ``TS_*`` variable reaches the snapshot). So the operator's
-``ESTEIRA_BATCH_SIZE`` and ``ESTEIRA_MAX_BATCH_DELAY_MS`` are written into a copy of the file in a writable
-directory, and TorchServe starts from that copy. The copy also turns ``enable_envvars_config`` on, so the
+``ESTEIRA_BATCH_SIZE``, ``ESTEIRA_MAX_BATCH_DELAY_MS`` and ``ESTEIRA_WORKERS`` are written into a copy of the
+file in a writable directory, and TorchServe starts from that copy. The copy also turns ``enable_envvars_config`` on, so the
 runtime's ``TS_*`` variables (addresses, Open Inference Protocol) apply whatever the archive's file says.
 
 Clients do not talk to TorchServe directly: the front (``esteira.packaging.front``) listens on the inference
@@ -52,6 +52,8 @@ from esteira.vocabulary import (
     ENV_MAX_BATCH_DELAY_MS,
     ENV_MODEL_VERSION,
     ENV_TORCH_THREADS,
+    ENV_WORKERS,
+    MAX_WORKERS,
 )
 
 ENV_MODEL_DIR = "ESTEIRA_MODEL_DIR"
@@ -103,18 +105,26 @@ def batch_settings_from_env(env: Mapping[str, str]) -> BatchSettings:
     )
 
 
+def snapshot_workers_from_env(env: Mapping[str, str]) -> int | None:
+    """TorchServe's workers per model version from the operator (``model.workers``); None keeps the archive's."""
+    return int_env(env, ENV_WORKERS, 1, MAX_WORKERS)
+
+
 def idle_poll_from_env(env: Mapping[str, str]) -> float:
     """esteira-kserve's longest poll after a lone request, in seconds (0: none); ValueError names a bad value."""
     return (int_env(env, ENV_IDLE_POLL_US, 0, MAX_IDLE_POLL_US) or 0) / 1e6
 
 
-def apply_batching(text: str, settings: BatchSettings) -> str:
-    """``config.properties`` text with every model version in ``model_snapshot`` given ``settings``."""
-    if settings.empty:
+def apply_snapshot(text: str, settings: BatchSettings, workers: int | None = None) -> str:
+    """``config.properties`` text with every model version in ``model_snapshot`` given ``settings`` and, unless
+    None, ``workers`` (TorchServe starts ``minWorkers``; ``maxWorkers`` is as many, the most its scale API may ask)."""
+    if settings.empty and workers is None:
         return text
     raw = parse_properties(text).get("model_snapshot")
     if not raw:
-        raise ValueError("config.properties has no model_snapshot to apply batching to (esteira package writes one)")
+        raise ValueError(
+            "config.properties has no model_snapshot to apply batching or workers to (esteira package writes one)"
+        )
     snapshot = json.loads(raw)
     models = snapshot.get("models")
     if not isinstance(models, dict) or not models:
@@ -125,6 +135,8 @@ def apply_batching(text: str, settings: BatchSettings) -> str:
                 entry["batchSize"] = settings.batch_size
             if settings.max_batch_delay_ms is not None:
                 entry["maxBatchDelay"] = settings.max_batch_delay_ms
+            if workers is not None:
+                entry["minWorkers"] = entry["maxWorkers"] = workers
     return set_properties(text, {"model_snapshot": dump_snapshot(snapshot)})
 
 
@@ -154,9 +166,11 @@ def relocate(text: str, model_dir: str, packaged_dir: str = DEFAULT_MODEL_DIR) -
     return set_properties(text, updates) if updates else text
 
 
-def runtime_config(text: str, settings: BatchSettings, model_dir: str = DEFAULT_MODEL_DIR) -> str:
+def runtime_config(
+    text: str, settings: BatchSettings, model_dir: str = DEFAULT_MODEL_DIR, workers: int | None = None
+) -> str:
     """The configuration TorchServe starts from in Esteira's runtime."""
-    text = apply_batching(text, settings)
+    text = apply_snapshot(text, settings, workers)
     text = relocate(text, model_dir)
     return set_properties(text, {"enable_envvars_config": "true"})
 
@@ -333,7 +347,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     runtime_dir = Path(args.runtime_dir)
     source = Path(model_dir) / CONFIG_PATH
     try:
-        text = runtime_config(source.read_text(), batch_settings_from_env(os.environ), model_dir)
+        settings, workers = batch_settings_from_env(os.environ), snapshot_workers_from_env(os.environ)
+        text = runtime_config(source.read_text(), settings, model_dir, workers)
     except (OSError, ValueError) as exc:
         print(f"esteira model server: {source}: {exc}", file=sys.stderr)
         return 2

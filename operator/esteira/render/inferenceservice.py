@@ -98,19 +98,25 @@ def logging_env(ctx: RenderContext, spec: ModelDeploymentSpec) -> list[dict[str,
 
 
 def server_env(spec: ModelDeploymentSpec) -> list[dict[str, Any]]:
-    """What the spec tells Esteira's runtimes beyond the model: batching, which they do inside the server
-    (TorchServe's writes it into its model snapshot at start-up, esteira-kserve's batcher reads it), only as far as
-    the spec sets it, so whatever it leaves out stays as the archive was packaged; and esteira-kserve's server
-    processes (``model.workers``; 1 for a GPU model that does not say, whatever the runtime's default)."""
+    """What the spec tells Esteira's runtimes beyond the model: batching, which they do inside the server, and the
+    model's processes (``model.workers``). TorchServe's entrypoint writes both into its model snapshot at start-up,
+    esteira-kserve's batcher and supervisor read them. Only as far as the spec sets them, so whatever it leaves out
+    stays as the archive was packaged; but esteira-kserve runs one process for a GPU model that does not say,
+    whatever the runtime-wide default (``auto``, one per CPU, would load a copy per CPU into GPU memory)."""
     workers = spec.model.workers
-    if workers is None and spec.gpu.count > 0:
+    if workers is None and spec.gpu.count > 0 and spec.model.runtime == ESTEIRA_KSERVE_RUNTIME:
         workers = 1
     wanted = (
         (ENV_BATCH_SIZE, spec.batching.max_batch_size),
         (ENV_MAX_BATCH_DELAY_MS, spec.batching.max_batch_delay_ms),
-        (ENV_WORKERS, workers if spec.model.runtime == ESTEIRA_KSERVE_RUNTIME else None),
+        (ENV_WORKERS, workers),
     )
     return [{"name": name, "value": str(value)} for name, value in wanted if value is not None]
+
+
+def server_variables(spec: ModelDeploymentSpec) -> dict[str, str]:
+    """:func:`server_env` as a mapping, as ``esteira up`` hands it to the servers it runs."""
+    return {str(entry["name"]): str(entry["value"]) for entry in server_env(spec)}
 
 
 def _model(ctx: RenderContext, spec: ModelDeploymentSpec, arm: Arm, *, named: bool) -> dict[str, Any]:
