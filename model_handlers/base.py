@@ -190,7 +190,7 @@ class EsteiraHandler(BaseHandler, abc.ABC):  # type: ignore[misc]
         if callable(on_collect):
             on_collect(self.metric_buffer.flush)
         self.recorder = HandlerMetrics(self.identity, self.metric_buffer)
-        self.recorder.publish(cache)
+        self.recorder.publish(cache, self.labels)
         self.inference_log = InferenceLog.from_env(self.identity)
         self.drift = DriftCounter.load(model_dir, self.config, self.identity)
         if self.drift is not None:

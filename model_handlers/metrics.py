@@ -329,17 +329,27 @@ class HandlerMetrics:
         self._class_slots: dict[str, int] = {}
         self._warned = False
 
-    def publish(self, cache: Any) -> None:
-        """Every outcome's request counter at zero, written at load: ``increase()`` over a series that appears
-        with the first server error misses that error and every other until the series' second sample, so a
-        canary that fails from its first request would pass its first analysis."""
+    def publish(self, cache: Any, classes: Sequence[str] = ()) -> None:
+        """Every outcome's request counter, and every class's prediction counter, at zero, written at load:
+        ``increase()`` over a series that appears with its first count misses that count and every other until
+        the series' second sample. A canary that fails from its first request would pass its first analysis, and
+        each class's first predictions would go uncounted, by how many fell before the class's series was first
+        scraped: a prediction shift out of nothing, in the first windows where samples are few."""
+        for label in classes:
+            self._class_slot(label)
         if cache is None:
             return
         try:
-            outcomes = self.tally.series[: len(Outcome)]
-            write_metrics(cache, [(name, definition, 0, labels) for name, definition, labels in outcomes])
+            write_metrics(cache, [(name, definition, 0, labels) for name, definition, labels in self.tally.series])
         except Exception:  # never let metrics break loading
-            logger.exception("publishing the request counters failed; inference goes on")
+            logger.exception("publishing the request and prediction counters failed; inference goes on")
+
+    def _class_slot(self, label: str) -> int:
+        slot = self._class_slots.get(label)
+        if slot is None:
+            series = (PREDICTIONS_TOTAL, DEFINITIONS[PREDICTIONS_TOTAL], (*self.base, label_value(label)))
+            slot = self._class_slots[label] = self.tally.slot(series)
+        return slot
 
     def record_batch(
         self,
@@ -361,8 +371,7 @@ class HandlerMetrics:
             for label in predicted:
                 slot = classes.get(label)
                 if slot is None:
-                    series = (PREDICTIONS_TOTAL, DEFINITIONS[PREDICTIONS_TOTAL], (*self.base, label_value(label)))
-                    slot = classes[label] = self.tally.slot(series)
+                    slot = self._class_slot(label)
                 counts[slot] = counts.get(slot, 0) + 1
             self.buffer.add(
                 cache,

@@ -344,6 +344,8 @@ def test_metrics_are_emitted_with_model_and_revision(
     published = "\n".join(line for line in metric_lines(caplog) if "Revision:rev-42" in line)
     for outcome in ("ok", "client_error", "server_error"):  # at zero from load: increase() sees the first error
         assert f"esteira_requests_total.Count:0|#ModelName:tabular,Revision:rev-42,outcome:{outcome}|" in published
+    for label in ("alpha", "beta", "gamma"):  # and each class: increase() sees its first predictions
+        assert f"esteira_predictions_total.Count:0|#ModelName:tabular,Revision:rev-42,class:{label}|" in published
     rows = [{"body": [[1, 2, 3, 4], [9, 0, 0, 0]]}, {"body": b"[1,"}, {"body": [0, 5, 0, 0]}]
     caplog.clear()
     with caplog.at_level(logging.INFO, logger=METRICS_LOGGER):

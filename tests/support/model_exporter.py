@@ -60,8 +60,11 @@ class ModelExporter:
             self.weights[revision] = weight
             if profile is not None or revision not in self.profiles:
                 self.profiles[revision] = profile or ArmProfile()
+            labels = (self.namespace, self.model, str(revision))
             for outcome in Outcome:  # at zero from the start, as Esteira's handlers publish them at load
-                self.requests.labels(self.namespace, self.model, str(revision), outcome.value)
+                self.requests.labels(*labels, outcome.value)
+            for label in self.profiles[revision].classes:  # likewise every class the model knows
+                self.predictions.labels(*labels, label)
 
     def _generate(self, tick: float = 0.1) -> None:
         while not self._stop.wait(tick):
