@@ -1,4 +1,5 @@
-"""Rollout benchmark: false rollbacks over good canaries, and time from breach to rollback for bad ones.
+"""Rollout benchmark: false rollbacks over good canaries (and the single failed analyses that did not reach the
+threshold, by check), and time from breach to rollback for bad ones.
 
 Everything is real but the cluster: the operator process, the API emulator with a fake KServe, a
 Prometheus server scraping exporters that play each arm. All canaries run at once, as they would in
@@ -12,6 +13,8 @@ import json
 import statistics
 import tempfile
 import time
+from collections import Counter
+from collections.abc import Iterable
 from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
@@ -42,7 +45,16 @@ def manifest(namespace: str, name: str, version: str, interval: int) -> dict[str
     return document(body, name=name, namespace=namespace)
 
 
-def run(good: int, bad: int, interval: int, out: Path) -> dict[str, Any]:
+def failed_checks(messages: Iterable[str]) -> Counter[str]:
+    """How often each check failed, from AnalysisFailed messages ("...: name=value (bound, n=N) Fail; ...")."""
+    found: Counter[str] = Counter()
+    for message in messages:
+        verdicts = message.split(": ", 1)[-1].split("; ")
+        found.update(verdict.split("=", 1)[0] for verdict in verdicts if verdict.endswith(" Fail"))
+    return found
+
+
+def run(good: int, bad: int, interval: int, rate: float, out: Path) -> dict[str, Any]:
     work = Path(tempfile.mkdtemp(prefix="esteira-rollout-bench-"))
     runs = [(f"good-{i:02d}", ArmProfile()) for i in range(good)]
     runs += [(f"bad-{i:02d}", ArmProfile(error_rate=0.3)) for i in range(bad)]
@@ -54,7 +66,7 @@ def run(good: int, bad: int, interval: int, out: Path) -> dict[str, Any]:
         namespace = api.create_namespace("esteira-bench-")
         esteira = Esteira(api.api_client())
         exporters = {
-            name: ModelExporter(namespace, name, rate=60.0, seed=i).start() for i, (name, _) in enumerate(runs)
+            name: ModelExporter(namespace, name, rate=rate, seed=i).start() for i, (name, _) in enumerate(runs)
         }
         for exporter in exporters.values():
             stack.callback(exporter.stop)
@@ -98,6 +110,13 @@ def run(good: int, bad: int, interval: int, out: Path) -> dict[str, Any]:
             return len(finished) == len(runs)
 
         eventually(all_done, timeout=30 * interval + 120, what="every rollout finished")
+        good_failures = failed_checks(
+            event["message"]
+            for name, _ in runs
+            if name.startswith("good")
+            for event in esteira.events_for(namespace, name)
+            if event["reason"] == "AnalysisFailed"
+        )
 
     false_rollbacks = sum(
         1 for name, _ in runs if name.startswith("good") and finished[name][1]["outcome"] != "Promoted"
@@ -115,10 +134,13 @@ def run(good: int, bad: int, interval: int, out: Path) -> dict[str, Any]:
     ]
     result = {
         "interval_seconds": interval,
+        "requests_per_second": rate,
         "steps": [20, 50, 100],
         "threshold": 2,
         "good_canaries": good,
         "false_rollbacks": false_rollbacks,
+        "good_failed_analyses": sum(good_failures.values()),
+        "good_failed_checks": dict(sorted(good_failures.items())),
         "bad_canaries": bad,
         "missed_rollbacks": missed,
         "breach_to_rollback_p50_s": round(statistics.median(breach_to_rollback), 2) if breach_to_rollback else None,
@@ -135,9 +157,10 @@ def main() -> None:
     parser.add_argument("--good", type=int, default=20)
     parser.add_argument("--bad", type=int, default=5)
     parser.add_argument("--interval", type=int, default=5, help="rollout.interval in seconds")
+    parser.add_argument("--rate", type=float, default=60.0, help="each ModelDeployment's requests a second")
     parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results" / "rollouts.json")
     args = parser.parse_args()
-    result = run(args.good, args.bad, args.interval, args.out)
+    result = run(args.good, args.bad, args.interval, args.rate, args.out)
     width = max(len(k) for k in result)
     for key, value in result.items():
         print(f"{key:<{width}}  {value}")
