@@ -142,7 +142,8 @@ class EsteiraHandler(BaseHandler, abc.ABC):  # type: ignore[misc]
 
     def prepare_batch(self, batch: torch.Tensor) -> torch.Tensor:
         """The requests' tensors put together, made what the model takes: work that is the same for every
-        instance is done here once per batch (the image handler scales and normalises pixels here)."""
+        instance is done here once per batch (the image handler scales and normalises pixels here, into a new
+        tensor: drift counting may hold the decoded pixels until its next pass)."""
         return batch
 
     @abc.abstractmethod
@@ -257,9 +258,9 @@ class EsteiraHandler(BaseHandler, abc.ABC):  # type: ignore[misc]
             envelope = detect_envelope(data, context)
             rows: list[Any] = [data] if envelope else list(data or [])
             slots = [self._read(idx, row, context, envelope) for idx, row in enumerate(rows)]
-            batch = self._batch(slots)
-            self._count_inputs(context, batch)
-            self._infer(slots, batch)
+            inputs = self._inputs(slots)
+            self._count_inputs(context, inputs)
+            self._infer(slots, None if inputs is None else self.prepare_batch(inputs))
             answers = [self._answer(idx, slot, context, envelope) for idx, slot in enumerate(slots)]
         except Exception:  # a bug here must not take the batch (or the worker) down silently
             logger.exception("Esteira handler failed on a batch")
@@ -275,18 +276,19 @@ class EsteiraHandler(BaseHandler, abc.ABC):  # type: ignore[misc]
             return list(answers[0])  # the envelope wraps the one answer it can carry
         return answers
 
-    def _batch(self, slots: list[_Slot]) -> torch.Tensor | None:
-        """Every good request's instances in one tensor, in order, as the model takes it (None when no request
-        is good)."""
+    def _inputs(self, slots: list[_Slot]) -> torch.Tensor | None:
+        """Every good request's instances in one tensor, in order, as they were read (None when no request is
+        good); :meth:`prepare_batch` makes it what the model takes."""
         tensors = [slot.tensor for slot in slots if slot.tensor is not None]
         if not tensors:
             return None
-        return self.prepare_batch(tensors[0] if len(tensors) == 1 else torch.cat(tensors))
+        return tensors[0] if len(tensors) == 1 else torch.cat(tensors)
 
-    def _count_inputs(self, context: Any, batch: torch.Tensor | None) -> None:
-        """Drift and data-quality counts of what the model is about to see (``model_handlers.drift``)."""
-        if self.drift is not None and batch is not None:
-            self.drift.observe(getattr(context, "metrics", None), batch, self.config, self.metric_buffer)
+    def _count_inputs(self, context: Any, inputs: torch.Tensor | None) -> None:
+        """Drift and data-quality counts of the batch's inputs as read (``model_handlers.drift``): a tabular
+        model's features, as it takes them; an image model's decoded pixels, before scaling."""
+        if self.drift is not None and inputs is not None:
+            self.drift.observe(getattr(context, "metrics", None), inputs, self.config, self.metric_buffer)
 
     def _internal_error(self, data: Any, context: Any) -> tuple[list[_Slot], list[Any]]:
         """A 500 for every request of the batch, touching the context as little as possible."""

@@ -142,9 +142,11 @@ def test_an_image_handler_counts_brightness_and_contrast(tmp_path: Path) -> None
         features=[numeric_feature("brightness", [0.2, 0.5, 0.8], 3), numeric_feature("contrast", [0.1, 0.2, 0.3], 3)],
     )
     counter = DriftCounter(profile, ("brightness", "contrast"), IDENTITY, cap=100)
-    pixels = torch.tensor([[[[0.0, 1.0], [0.0, 1.0]]]])  # brightness 0.5, contrast 0.5 in 0..1 units
-    normalised = (pixels - 0.5) / 0.5
-    assert counter.rows(normalised, config).tolist() == [[pytest.approx(0.5), pytest.approx(0.5)]]
+    pixels = torch.tensor([[[[0, 255], [0, 255]]], [[[51, 51], [51, 51]]]], dtype=torch.uint8)  # decoded, 0-255
+    assert counter.rows(pixels, config).tolist() == [  # brightness and contrast in 0..1 units
+        [pytest.approx(0.5), pytest.approx(0.5)],
+        [pytest.approx(0.2), pytest.approx(0.0)],
+    ]
 
 
 def test_no_profile_means_no_counting(
@@ -202,6 +204,35 @@ def test_held_rows_are_counted_as_they_were_though_the_model_changes_its_input_i
     buffer.flush()
     written = {labels[2:]: value for name, value, labels in cache.updates if name == "esteira_drift_bin_total"}
     assert written == _direct_bins(profile, sent)
+
+
+@pytest.mark.parametrize("images", [3, 2000])  # held until the write, and counted early past DEFERRED_VALUES pixels
+def test_images_held_between_writes_are_counted_by_their_statistics(images: int) -> None:
+    """An image model's decoded pixels are held as they are and their statistics taken at the write (or once
+    enough pixels are held): the counts are those of every image's brightness and contrast."""
+    rng = np.random.default_rng(11)
+    config = parse_config(models.IMAGE_CONFIG)
+    # Edges no image statistic here can equal (a brightness is a whole number over 255 x its pixels): rounding
+    # in the sums cannot move an image across one.
+    values = [0.2011, 0.4013, 0.6017, 0.8019]
+    features = [numeric_feature("brightness", values, 5), numeric_feature("contrast", [0.1011, 0.2013, 0.3017], 5)]
+    profile = ReferenceProfile(rows=5, kind="image", features=features)
+    counter = DriftCounter(profile, ("brightness", "contrast"), IDENTITY, cap=100)
+    cache, buffer = Recorded(), MetricBuffer(3600.0)
+    shape = (config.channels, *(config.image_size or (8, 8)))
+    batches = [torch.from_numpy(rng.integers(0, 256, size=(1, *shape), dtype=np.uint8)) for _ in range(images)]
+    for batch in batches:
+        counter.observe(cache, batch, config, buffer)
+    buffer.flush()
+    flat = torch.cat(batches).reshape(images, -1).double().numpy()  # 0-255: scaled after, as the handler does
+    live = np.stack([flat.mean(axis=1), flat.std(axis=1)], axis=1) / 255.0
+    written: Counter[tuple[str, ...]] = Counter()
+    for name, value, labels in cache.updates:
+        if name == "esteira_drift_bin_total":
+            written[tuple(labels[2:])] += int(value)
+    assert {series: n for series, n in written.items() if n} == _direct_bins(profile, live)
+    counted = sum(value for name, value, _ in cache.updates if name == "esteira_drift_instances_total")
+    assert counted == images
 
 
 def test_esteira_kserves_registry_shows_every_bin_count_when_scraped() -> None:
