@@ -1,9 +1,10 @@
 """TorchServe as a revision's model server in `esteira up`: one process tree on free loopback ports.
 
 The packaged folder's config.properties goes through the same `runtime_config` as in a pod (the batching and
-workers the spec sets, read from the variables the operator gives a pod; paths moved to the folder), then every address is moved to 127.0.0.1 on free ports so several
-revisions run side by side. Stopping asks the Java frontend first (it stops its workers in order), then
-signals the whole group, so no JVM or Python worker outlives the server.
+workers the spec sets, read from the variables the operator gives a pod; paths moved to the folder), then every
+address is moved to 127.0.0.1 on free ports so several revisions run side by side. Stopping asks the Java
+frontend first (it stops its workers in order), then signals the whole group, so no JVM or Python worker outlives
+the server.
 """
 
 from __future__ import annotations

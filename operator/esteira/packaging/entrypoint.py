@@ -4,8 +4,8 @@ then run TorchServe in the foreground.
 KServe mounts the model at ``/mnt/models`` read-only, and TorchServe reads workers and batching from
 ``model_snapshot`` in ``config.properties`` (no ``TS_*`` variable reaches the snapshot). So the operator's
 ``ESTEIRA_BATCH_SIZE``, ``ESTEIRA_MAX_BATCH_DELAY_MS`` and ``ESTEIRA_WORKERS`` are written into a copy of the
-file in a writable directory, and TorchServe starts from that copy. The copy also turns ``enable_envvars_config`` on, so the
-runtime's ``TS_*`` variables (addresses, Open Inference Protocol) apply whatever the archive's file says.
+file in a writable directory, and TorchServe starts from that copy. The copy also turns ``enable_envvars_config``
+on, so the runtime's ``TS_*`` variables (addresses, Open Inference Protocol) apply whatever the archive's file says.
 
 Clients do not talk to TorchServe directly: the front (``esteira.packaging.front``) listens on the inference
 address TorchServe would have used and answers the KServe v1 / Open Inference Protocol routes TorchServe lacks,
