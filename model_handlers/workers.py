@@ -35,7 +35,7 @@ from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.registry import Collector
 
 from esteira.packaging.cpus import available_cpus, threads_per_process
-from esteira.packaging.entrypoint import int_env
+from esteira.packaging.entrypoint import workers_asked
 from esteira.vocabulary import ENV_TORCH_THREADS, ENV_WORKERS, MAX_WORKERS
 
 logger = logging.getLogger(__name__)
@@ -51,7 +51,7 @@ def workers_from_env(env: Mapping[str, str]) -> int:
     if env.get(ENV_WORKERS, "").strip() == AUTO:
         return min(MAX_WORKERS, available_cpus(env))
     try:
-        return int_env(env, ENV_WORKERS, 1, MAX_WORKERS) or 1
+        return workers_asked(env) or 1
     except ValueError as error:
         raise ValueError(f"{error} (or {AUTO}: one per CPU)") from None
 

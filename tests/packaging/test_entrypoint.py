@@ -22,9 +22,9 @@ from esteira.packaging.entrypoint import (
     idle_poll_from_env,
     relocate,
     runtime_config,
-    snapshot_workers_from_env,
     torchserve_command,
     worker_threads,
+    workers_asked,
 )
 
 REPO = Path(__file__).resolve().parents[2]
@@ -113,7 +113,7 @@ def test_a_thread_count_set_outright_is_left_alone() -> None:
 
 def test_workers_from_the_operator_set_every_version_s_workers_and_split_the_cpus() -> None:
     text = config_properties([ModelSpec("iris", "1.0.0"), ModelSpec("digits", "2.0.0", min_workers=2, max_workers=3)])
-    out = apply_snapshot(text, BatchSettings(), snapshot_workers_from_env({"ESTEIRA_WORKERS": "3"}))
+    out = apply_snapshot(text, BatchSettings(), workers_asked({"ESTEIRA_WORKERS": "3"}))
     for found in (entry(out), entry(out, "digits", "2.0.0")):
         assert (found["minWorkers"], found["maxWorkers"]) == (3, 3)
     assert entry(out)["batchSize"] == entry(text)["batchSize"]  # batching left as packaged
@@ -121,15 +121,15 @@ def test_workers_from_the_operator_set_every_version_s_workers_and_split_the_cpu
 
 
 def test_no_workers_from_the_operator_keeps_the_archive_s() -> None:
-    assert snapshot_workers_from_env({}) is None
-    assert snapshot_workers_from_env({"ESTEIRA_WORKERS": " "}) is None
+    assert workers_asked({}) is None
+    assert workers_asked({"ESTEIRA_WORKERS": " "}) is None
     assert apply_snapshot(PACKAGED, BatchSettings(), None) == PACKAGED
 
 
 @pytest.mark.parametrize(("raw", "message"), [("auto", "not an integer"), ("0", "outside 1..64"), ("65", "outside")])
 def test_workers_refuse_bad_values_naming_the_variable(raw: str, message: str) -> None:
     with pytest.raises(ValueError, match=f"ESTEIRA_WORKERS.*{message}"):
-        snapshot_workers_from_env({"ESTEIRA_WORKERS": raw})
+        workers_asked({"ESTEIRA_WORKERS": raw})
 
 
 def test_apply_snapshot_nothing_to_do_is_identity() -> None:

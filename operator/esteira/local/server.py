@@ -29,9 +29,9 @@ from esteira.packaging.entrypoint import (
     frontend_pid,
     log_config_file,
     runtime_config,
-    snapshot_workers_from_env,
     torchserve_command,
     worker_threads,
+    workers_asked,
     write_log_config,
 )
 from esteira.packaging.log_flush import flush_workers
@@ -86,7 +86,7 @@ def local_config(
 ) -> str:
     """The pod's runtime config, with every listener on loopback and the JVM flags ``vmargs``."""
     variables = server_variables(spec)
-    settings, workers = batch_settings_from_env(variables), snapshot_workers_from_env(variables)
+    settings, workers = batch_settings_from_env(variables), workers_asked(variables)
     text = runtime_config(text, settings, str(model_dir), workers)
     return set_properties(
         text,

@@ -105,8 +105,9 @@ def batch_settings_from_env(env: Mapping[str, str]) -> BatchSettings:
     )
 
 
-def snapshot_workers_from_env(env: Mapping[str, str]) -> int | None:
-    """TorchServe's workers per model version from the operator (``model.workers``); None keeps the archive's."""
+def workers_asked(env: Mapping[str, str]) -> int | None:
+    """The model processes the operator asks for (``model.workers``), None when it does not say: TorchServe then
+    keeps the archive's workers, esteira-kserve's supervisor its default (:mod:`model_handlers.workers`)."""
     return int_env(env, ENV_WORKERS, 1, MAX_WORKERS)
 
 
@@ -347,7 +348,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     runtime_dir = Path(args.runtime_dir)
     source = Path(model_dir) / CONFIG_PATH
     try:
-        settings, workers = batch_settings_from_env(os.environ), snapshot_workers_from_env(os.environ)
+        settings, workers = batch_settings_from_env(os.environ), workers_asked(os.environ)
         text = runtime_config(source.read_text(), settings, model_dir, workers)
     except (OSError, ValueError) as exc:
         print(f"esteira model server: {source}: {exc}", file=sys.stderr)
