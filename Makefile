@@ -136,10 +136,11 @@ $(EVIDENTLY): benchmarks/evidently-requirements.txt
 drift-agreement: $(EVIDENTLY)  ## Esteira's drift verdicts against Evidently's (benchmarks/results/drift-agreement.md, ~1 min).
 	PYTHONPATH=operator:. .tools/evidently-venv/bin/python -W ignore -m benchmarks.drift_agreement
 
-bench: $(TOOLS) $(MODELS) $(KSERVE_RUNTIME)  ## Serving table (benchmarks/results/serving.md, ~25 min; BENCH_ARGS=--quick), the operator at scale (operator.md, ~12 min), rollout decisions.
+bench: $(TOOLS) $(MODELS) $(KSERVE_RUNTIME)  ## Serving table (benchmarks/results/serving.md, ~25 min; BENCH_ARGS=--quick), the operator at scale (operator.md, ~12 min), rollout decisions, the prediction-shift check's calibration.
 	$(PY) -m benchmarks.serving $(BENCH_ARGS)
 	$(PY) -m tests.bench.operator_bench
 	$(PY) -m tests.bench.rollout_bench
+	$(PY) -m tests.bench.shift_bench
 	$(PY) -m tests.bench.logging_bench
 	$(PY) -m tests.bench.drift_bench
 

@@ -8,14 +8,13 @@ or joins on labels that do not match returns an error or nothing, and fails here
 
 from __future__ import annotations
 
-import subprocess
 import time
 from collections.abc import Callable, Iterator
 
 import pytest
 
-from tests.chart.test_monitoring import dashboard_queries, promtool
-from tests.support.prometheus_server import PrometheusServer
+from tests.chart.test_monitoring import dashboard_queries
+from tests.support.prometheus_server import PrometheusServer, with_samples
 
 STEP_S = 15
 SPAN_S = 40 * 60
@@ -87,18 +86,7 @@ def openmetrics(end: int) -> str:
 
 @pytest.fixture(scope="module")
 def prometheus(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PrometheusServer]:
-    workdir = tmp_path_factory.mktemp("dashboards")
-    source = workdir / "series.om"
-    source.write_text(openmetrics(int(time.time()) - 5))
-    done = subprocess.run(
-        [promtool(), "tsdb", "create-blocks-from", "openmetrics", str(source), str(workdir / "data")],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
-    assert done.returncode == 0, done.stdout + done.stderr
-    server = PrometheusServer(workdir, targets=[]).start()
+    server = with_samples(tmp_path_factory.mktemp("dashboards"), openmetrics(int(time.time()) - 5))
     try:
         yield server
     finally:

@@ -1,4 +1,5 @@
-"""A real Prometheus server (Debian's `prometheus`) on loopback, scraping given targets every second."""
+"""A real Prometheus server (Debian's `prometheus`) on loopback, scraping given targets every second, or
+serving samples written beforehand at chosen timestamps (`with_samples`)."""
 
 from __future__ import annotations
 
@@ -18,6 +19,23 @@ from tests.support.prerequisites import require_tool
 
 def prometheus_binary() -> str:
     return require_tool("prometheus")
+
+
+def with_samples(workdir: Path, openmetrics: str) -> PrometheusServer:
+    """A started Prometheus holding exactly these OpenMetrics samples (with their timestamps), loaded as TSDB
+    blocks by `promtool tsdb create-blocks-from openmetrics`; it scrapes nothing."""
+    source = workdir / "series.om"
+    source.write_text(openmetrics)
+    done = subprocess.run(
+        [require_tool("promtool"), "tsdb", "create-blocks-from", "openmetrics", str(source), str(workdir / "data")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    if done.returncode != 0:
+        raise RuntimeError(f"promtool could not load the samples: {done.stdout}{done.stderr}")
+    return PrometheusServer(workdir, targets=[]).start()
 
 
 class PrometheusServer:
@@ -57,9 +75,11 @@ class PrometheusServer:
                 time.sleep(0.2)
         raise TimeoutError(f"Prometheus not ready after {timeout}s")
 
-    def query(self, promql: str) -> list[dict[str, Any]]:
-        """The result of an instant query: one entry per series, with `value` or (range selectors) `values`."""
-        url = f"{self.url}/api/v1/query?{urllib.parse.urlencode({'query': promql})}"
+    def query(self, promql: str, at: float | None = None) -> list[dict[str, Any]]:
+        """The result of an instant query (now, or at `at` seconds since the epoch): one entry per series, with
+        `value` or (range selectors) `values`."""
+        parameters = {"query": promql} if at is None else {"query": promql, "time": f"{at:.3f}"}
+        url = f"{self.url}/api/v1/query?{urllib.parse.urlencode(parameters)}"
         with urllib.request.urlopen(url, timeout=5) as response:
             answer = json.loads(response.read())
         result: list[dict[str, Any]] = answer["data"]["result"]

@@ -51,7 +51,8 @@ async def collect(both_arms_at_once: bool = True) -> Evidence:
                 return aiohttp.web.json_response({"status": "error", "error": "stable never asked"}, status=503)
         if (
             revision is not None
-            and query.startswith(f"sum(increase({MetricNames().requests}{{")
+            and query.startswith("sum(")
+            and f"{MetricNames().requests}{{" in query
             and "outcome" not in query
         ):
             return vector(REQUESTS[revision])

@@ -75,7 +75,7 @@ def prometheus_tallies(client: PrometheusClient, names: QualityNames | None = No
                 client.scalar(session, queries.absolute_error),
                 client.scalar(session, queries.squared_error),
             )
-        # increase() extrapolates to the window's edges; labels are whole predictions.
+        # Whole counts (`window_count`), which the API answers as floats.
         return Tally(round(labelled or 0.0), round(correct or 0.0), absolute or 0.0, squared or 0.0)
 
     return read

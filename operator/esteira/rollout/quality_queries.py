@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from esteira.rollout.queries import window_count
+
 
 @dataclass(frozen=True)
 class QualityNames:
@@ -40,12 +42,12 @@ def quality_queries(
         f'{names.revision_label}="{revision}"'
     )
 
-    def increase(metric: str) -> str:
-        return f"sum(increase({metric}{{{selector}}}[{window_seconds}s]))"
+    def growth(metric: str) -> str:
+        return f"sum({window_count(f'{metric}{{{selector}}}', f'{window_seconds}s')})"
 
     return QualityQueries(
-        labelled=increase(names.labelled),
-        correct=increase(names.correct),
-        absolute_error=increase(names.absolute_error),
-        squared_error=increase(names.squared_error),
+        labelled=growth(names.labelled),
+        correct=growth(names.correct),
+        absolute_error=growth(names.absolute_error),
+        squared_error=growth(names.squared_error),
     )
