@@ -1,8 +1,9 @@
 """Drift evidence for `esteira up`: the stable server's drift counters, read from TorchServe's metrics text.
 
 The counters are cumulative, so the window is the difference between the newest reading and the last one
-taken at least a window ago (none yet: since the server started, as Prometheus' `increase()` over a window
-longer than the server's life). The operator's core function judges the result (`esteira.state.monitoring`).
+taken at least a window ago (none yet: since the server started, as the operator's window counts take a
+series born inside the window, `rollout.queries.window_count`). The operator's core function judges the
+result (`esteira.state.monitoring`).
 """
 
 from __future__ import annotations

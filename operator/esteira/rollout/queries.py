@@ -6,7 +6,7 @@ pod's `namespace`. Label names live in `MetricNames` so a different scrape setup
 Counts that feed a significance test are taken exactly (`window_count`), not with `increase()`, which
 extrapolates the samples it finds to the window's edges: over an interval a few scrapes long that inflates
 every count by up to half again or more, and a chi-square test on inflated counts finds differences
-significant that are not (good canaries failed the prediction-shift check in 3.6 % of analyses against its
+significant that are not (good canaries failed the prediction-shift check in 3.5 % of analyses against its
 1 % gate; `tests.bench.shift_bench` measures it).
 """
 
