@@ -44,15 +44,23 @@ SERIES: list[tuple[str, str, tuple[float | None, ...], float]] = [
 ]
 
 
+# A pod that stopped inside a 10-minute window: (seconds before T, value), and the count it served in the window.
+STOPPED = 'namespace="models",ModelName="iris",Revision="3",outcome="ok"'
+STOPPED_SAMPLES = ((690, 5), (630, 8), (570, 20), (510, 30), (450, 41), (390, 50))
+STOPPED_COUNT = 50 - 8
+
+
 def openmetrics() -> str:
-    lines = []
-    for metric, labels, samples, _ in sorted(SERIES, key=lambda entry: entry[0]):
-        lines += [
-            f"{metric}{{{labels}}} {value:g} {T - ago}"
-            for ago, value in zip(OFFSETS, samples, strict=True)
-            if value is not None
-        ]
-    return "\n".join([*lines, "# EOF", ""])
+    """Every sample, each series' together in time order and each family's series together (promtool's order)."""
+    samples = [
+        (metric, labels, ago, value)
+        for metric, labels, values, _ in SERIES
+        for ago, value in zip(OFFSETS, values, strict=True)
+        if value is not None
+    ]
+    samples += [("esteira_requests_total", STOPPED, ago, value) for ago, value in STOPPED_SAMPLES]
+    samples.sort(key=lambda sample: (sample[0], sample[1], -sample[2]))
+    return "\n".join([*(f"{m}{{{labels}}} {value:g} {T - ago}" for m, labels, ago, value in samples), "# EOF", ""])
 
 
 def expected(metric: str, labels_with: str = "") -> float:
@@ -101,3 +109,10 @@ def test_labelled_and_correct_are_exact(prometheus: PrometheusServer) -> None:
     queries = quality_queries(QualityNames(), "models", "iris", 2, WINDOW_S)
     assert scalar(prometheus, queries.labelled) == expected("esteira_labelled_predictions_total") == 7
     assert scalar(prometheus, queries.correct) == expected("esteira_correct_predictions_total") == 6
+
+
+def test_a_pod_that_stopped_inside_the_window_still_counts(prometheus: PrometheusServer) -> None:
+    """Its last sample is past an instant query's five-minute lookback, as a gone pod's (or a series marked
+    stale) is: the window still holds what it served."""
+    queries = arm_queries(MetricNames(), "models", "iris", 3, "10m")
+    assert scalar(prometheus, queries.requests) == STOPPED_COUNT

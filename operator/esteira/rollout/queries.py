@@ -72,13 +72,18 @@ def _selector(names: MetricNames, namespace: str, model: str, revision: int) -> 
 
 
 def window_count(series: str, window: str) -> str:
-    """A counter's exact growth over `window`: its newest sample minus its last sample at least `window` old.
+    """A counter's exact growth over `window`: its newest sample in the window minus its last sample at least
+    `window` old.
 
-    A series with no sample that old (born inside the window: handlers publish their counters at 0 when the
-    model loads) counts its whole value, and so does one that went down (its process restarted and counted
-    from zero). Vector matching ignores the metric name, so `or` adds exactly those series back.
+    The newest sample is the window's last (`last_over_time`), not the instant value, so a pod that stopped
+    inside the window (gone, or its scrapes failing while its container restarts, which marks its series
+    stale) still counts what it served until then. A series with no sample that old (born inside the window:
+    handlers publish their counters at 0 when the model loads) counts its whole value, and so does one that
+    went down (its process restarted and counted from zero). Vector matching ignores the metric name, so `or`
+    adds exactly those series back.
     """
-    return f"((({series}) - ({series} offset {window})) >= 0) or {series}"
+    newest = f"last_over_time({series}[{window}])"
+    return f"((({newest}) - ({series} offset {window})) >= 0) or {newest}"
 
 
 def drift_queries(names: MetricNames, namespace: str, model: str, revision: int, window: str) -> DriftQueries:
