@@ -9,7 +9,6 @@ one operator. Run with `make bench`; writes `benchmarks/results/rollouts.json`.
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import tempfile
 import time
@@ -19,6 +18,7 @@ from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
+from tests.bench.results import record
 from tests.emulator.cluster import KubeApi
 from tests.emulator.server import EmulatorServer
 from tests.support.cluster import ESTEIRA_CRD, Esteira, eventually
@@ -54,7 +54,7 @@ def failed_checks(messages: Iterable[str]) -> Counter[str]:
     return found
 
 
-def run(good: int, bad: int, interval: int, rate: float, out: Path) -> dict[str, Any]:
+def run(good: int, bad: int, interval: int, rate: float) -> dict[str, Any]:
     work = Path(tempfile.mkdtemp(prefix="esteira-rollout-bench-"))
     runs = [(f"good-{i:02d}", ArmProfile()) for i in range(good)]
     runs += [(f"bad-{i:02d}", ArmProfile(error_rate=0.3)) for i in range(bad)]
@@ -147,8 +147,6 @@ def run(good: int, bad: int, interval: int, rate: float, out: Path) -> dict[str,
         "breach_to_rollback_max_s": round(max(breach_to_rollback), 2) if breach_to_rollback else None,
         "first_traffic_to_promotion_p50_s": round(statistics.median(promote_seconds), 2) if promote_seconds else None,
     }
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2) + "\n")
     return result
 
 
@@ -160,10 +158,7 @@ def main() -> None:
     parser.add_argument("--rate", type=float, default=60.0, help="each ModelDeployment's requests a second")
     parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results" / "rollouts.json")
     args = parser.parse_args()
-    result = run(args.good, args.bad, args.interval, args.rate, args.out)
-    width = max(len(k) for k in result)
-    for key, value in result.items():
-        print(f"{key:<{width}}  {value}")
+    record(run(args.good, args.bad, args.interval, args.rate), args.out)
 
 
 if __name__ == "__main__":

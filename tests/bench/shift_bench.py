@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import statistics
 import tempfile
 import time
@@ -24,6 +23,7 @@ from typing import Any
 from esteira.api.spec import ModelDeploymentSpec
 from esteira.evidence.prometheus import PrometheusClient, PrometheusProvider
 from esteira.rollout.checks import SHIFT_SIGNIFICANCE, run_checks
+from tests.bench.results import record
 from tests.support.cluster import eventually
 from tests.support.model_exporter import ArmProfile, ModelExporter
 from tests.support.prometheus_server import PrometheusServer
@@ -66,7 +66,7 @@ async def judge(
     return [next(r for r in checks if r.name == CHECK) for checks in results]
 
 
-def run(models: int, interval: int, rate: float, classes: int, seconds: float, out: Path) -> dict[str, Any]:
+def run(models: int, interval: int, rate: float, classes: int, seconds: float) -> dict[str, Any]:
     work = Path(tempfile.mkdtemp(prefix="esteira-shift-bench-"))
     names = [f"model-{i:02d}" for i in range(models)]
     specs = {name: analysed(name, interval) for name in names}
@@ -120,8 +120,6 @@ def run(models: int, interval: int, rate: float, classes: int, seconds: float, o
         "failed_share": round(failed / len(tested), 4) if tested else None,
         "canary_predictions_p50": statistics.median(sizes) if sizes else None,
     }
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2) + "\n")
     return result
 
 
@@ -134,10 +132,7 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=150.0)
     parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results" / "shift.json")
     args = parser.parse_args()
-    result = run(args.models, args.interval, args.rate, args.classes, args.seconds, args.out)
-    width = max(len(k) for k in result)
-    for key, value in result.items():
-        print(f"{key:<{width}}  {value}")
+    record(run(args.models, args.interval, args.rate, args.classes, args.seconds), args.out)
 
 
 if __name__ == "__main__":
