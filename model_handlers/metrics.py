@@ -332,9 +332,9 @@ class HandlerMetrics:
     def publish(self, cache: Any, classes: Sequence[str] = ()) -> None:
         """Every outcome's request counter, and every class's prediction counter, at zero, written at load:
         ``increase()`` over a series that appears with its first count misses that count and every other until
-        the series' second sample. A canary that fails from its first request would pass its first analysis, and
-        each class's first predictions would go uncounted, by how many fell before the class's series was first
-        scraped: a prediction shift out of nothing, in the first windows where samples are few."""
+        the series' second sample, so the dashboards, the alerts and any custom check written with it would miss
+        a canary's first errors and first predictions. (The canary analysis' own window counts take a series born
+        inside the window whole.)"""
         for label in classes:
             self._class_slot(label)
         if cache is None:
