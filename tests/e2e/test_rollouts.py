@@ -55,8 +55,8 @@ def rollout_md(namespace: str, version: str, router: str = "KServe", mode: str =
 @pytest.fixture
 def telemetry(kube_namespace: str, tmp_path: Path) -> Iterator[tuple[ModelExporter, PrometheusServer]]:
     # 60 requests a second: a 20 % canary's windows hold about 36 predictions. When the analysis counted them
-    # with increase(), its extrapolation made good canaries fail the prediction-shift check in 4 % of analyses,
-    # and a restart test rolled one back twice in six CI runs; counted exactly, 1 % (`tests.bench.shift_bench`).
+    # with increase(), its extrapolation made good canaries fail the prediction-shift check in 3.5 % of analyses,
+    # and a restart test rolled one back twice in six CI runs; counted exactly, under 1 % (`tests.bench.shift_bench`).
     exporter = ModelExporter(kube_namespace, "iris", rate=60.0).start()
     prometheus = PrometheusServer(tmp_path, [f"127.0.0.1:{exporter.port}"])
     prometheus.start()

@@ -2,7 +2,8 @@
 
 Both are cumulative, so each analysis takes the exact growth since the previous one (or since the step began,
 see `mark`), as the operator's queries count a window (`rollout.queries.window_count`): a counter that went
-down was reset by a restart and counts from zero. The p95 comes from the interval's histogram buckets, interpolated like `histogram_quantile`.
+down was reset by a restart and counts from zero. The p95 comes from the interval's histogram buckets,
+interpolated like `histogram_quantile`.
 """
 
 from __future__ import annotations

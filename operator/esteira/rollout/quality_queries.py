@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from esteira.rollout.queries import window_count
+from esteira.rollout.queries import label_value, window_count
 
 
 @dataclass(frozen=True)
@@ -30,15 +30,11 @@ class QualityQueries:
     squared_error: str
 
 
-def _escape(value: str) -> str:
-    return value.replace("\\", "\\\\").replace('"', '\\"')
-
-
 def quality_queries(
     names: QualityNames, namespace: str, deployment: str, revision: int, window_seconds: int
 ) -> QualityQueries:
     selector = (
-        f'{names.namespace_label}="{_escape(namespace)}",{names.deployment_label}="{_escape(deployment)}",'
+        f'{names.namespace_label}="{label_value(namespace)}",{names.deployment_label}="{label_value(deployment)}",'
         f'{names.revision_label}="{revision}"'
     )
 

@@ -60,13 +60,14 @@ class ArmQueries:
     drift: DriftQueries
 
 
-def _escape(value: str) -> str:
+def label_value(value: str) -> str:
+    """`value` escaped for a PromQL label matcher's double quotes."""
     return value.replace("\\", "\\\\").replace('"', '\\"')
 
 
 def _selector(names: MetricNames, namespace: str, model: str, revision: int) -> str:
     return (
-        f'{names.namespace_label}="{_escape(namespace)}",{names.model_label}="{_escape(model)}",'
+        f'{names.namespace_label}="{label_value(namespace)}",{names.model_label}="{label_value(model)}",'
         f'{names.revision_label}="{revision}"'
     )
 
