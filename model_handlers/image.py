@@ -83,12 +83,9 @@ class ImageClassifierHandler(EsteiraHandler):
         return scaled
 
     def postprocess_outputs(self, outputs: torch.Tensor) -> list[Prediction]:
-        probabilities, _ = self.classify(outputs)
-        k = min(self.config.top_k, len(self.labels))
-        scores, indices = probabilities.topk(k, dim=1)
         predictions = []
-        for row, score_row, index_row in zip(probabilities.tolist(), scores.tolist(), indices.tolist(), strict=True):
-            top = tuple((self.labels[i], float(s)) for i, s in zip(index_row, score_row, strict=True))
+        for row, best in self.classify(outputs, min(self.config.top_k, len(self.labels))):
+            top = tuple((self.labels[i], row[i]) for i in best)
             predictions.append(Prediction(label=top[0][0], probabilities=tuple(row), top_k=top))
         return predictions
 

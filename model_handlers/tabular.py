@@ -33,8 +33,6 @@ class TabularHandler(EsteiraHandler):
             if outputs.dim() == 2 and outputs.shape[1] > 1:
                 return [Prediction(value=tuple(row)) for row in outputs.tolist()]
             return [Prediction(value=float(value)) for value in outputs.reshape(-1).tolist()]
-        probabilities, best = self.classify(outputs)
         return [
-            Prediction(label=self.labels[int(index)], probabilities=tuple(row))
-            for row, index in zip(probabilities.tolist(), best.tolist(), strict=True)
+            Prediction(label=self.labels[best[0]], probabilities=tuple(row)) for row, best in self.classify(outputs)
         ]
