@@ -48,7 +48,7 @@ def test_python_and_torch_agree(rows: list[list[float]], k: int) -> None:
 
 def test_probabilities_are_taken_as_they_are() -> None:
     outputs = torch.tensor([[0.2, 0.5, 0.3]])
-    (probabilities, best), = classify(outputs, 2, output="probabilities")
+    ((probabilities, best),) = classify(outputs, 2, output="probabilities")
     assert probabilities == pytest.approx([0.2, 0.5, 0.3])
     assert best == [1, 2]
     assert through_torch(outputs, 2, output="probabilities")[0][1] == [1, 2]
@@ -60,7 +60,7 @@ def test_ties_go_to_the_first_class() -> None:
 
 
 def test_extreme_logits_give_a_distribution() -> None:
-    (probabilities, best), = classify(torch.tensor([[3e38, -3e38, 0.0]]), 1)
+    ((probabilities, best),) = classify(torch.tensor([[3e38, -3e38, 0.0]]), 1)
     assert probabilities == [1.0, 0.0, 0.0]
     assert best == [0]
 
