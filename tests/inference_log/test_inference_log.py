@@ -19,6 +19,8 @@ from esteira.vocabulary import COLLECTOR_RECORDS_PATH
 from model_handlers.inference_log import (
     BATCH,
     BATCH_BYTES,
+    HOLD,
+    HOLD_BYTES,
     REDACTED,
     Exchange,
     InferenceLog,
@@ -184,6 +186,85 @@ def test_flush_posts_what_is_queued_without_waiting_out_the_linger() -> None:
     assert outbox.flush(10)  # well before the 60 s linger
     assert posted == [3]
     assert outbox.flush(10)  # nothing queued: at once
+
+
+def held_log(posted: list[dict[str, Any]], linger: float) -> InferenceLog:
+    """A log whose sender lingers ``linger`` seconds and collects what it posts."""
+    outbox = Outbox(lambda batch: posted.extend(records(batch)), linger=linger)
+    return InferenceLog(LogSettings(url=f"http://sink{COLLECTOR_RECORDS_PATH}"), Identity("iris", "1", "2"), outbox)
+
+
+def one_request(request_id: str, body: bytes = b'{"instances": [[1, 2]]}') -> list[Exchange]:
+    return [exchange(request_id, body, '{"predictions": [1]}', [Prediction(value=1.0)])]
+
+
+def test_the_serving_thread_encodes_held_exchanges_in_one_pass() -> None:
+    """Fewer than HOLD exchanges are held; the HOLD-th queues all their records at once, in order."""
+    posted: list[dict[str, Any]] = []
+    log = held_log(posted, linger=60.0)
+    for index in range(HOLD - 1):
+        log.observe(Context([]), one_request(f"r{index}"))
+    assert not log.outbox._queue  # held, not encoded
+    log.observe(Context([]), one_request(f"r{HOLD - 1}"))
+    assert len(log.outbox._queue) == 2 * HOLD  # encoded on this thread, before observe returned
+    assert log.outbox.flush(10)
+    assert [record["id"] for record in posted] == [f"r{index // 2}" for index in range(2 * HOLD)]
+
+
+def test_a_large_body_is_encoded_at_once() -> None:
+    posted: list[dict[str, Any]] = []
+    log = held_log(posted, linger=60.0)
+    large = json.dumps({"instances": [[1.0] * (HOLD_BYTES // 4)]}).encode()
+    log.observe(Context([]), one_request("large", large))
+    assert len(log.outbox._queue) == 2
+    assert log.outbox.flush(10)
+    assert {record["id"] for record in posted} == {"large"}
+
+
+def test_a_quiet_server_s_held_records_go_out_after_the_linger() -> None:
+    """One request and no more: the sender is woken for it and queues what is held at its round."""
+    posted: list[dict[str, Any]] = []
+    log = held_log(posted, linger=0.05)
+    log.observe(Context(["from-server"]), one_request(""))
+    eventually(lambda: [record["id"] for record in posted] == ["from-server", "from-server"], 10, "both records")
+
+
+class StillOutbox(Outbox):
+    """An outbox whose sender never runs: what ``offer`` decides is left to see."""
+
+    def _run(self) -> None:
+        return
+
+
+def test_a_first_record_wakes_a_waiting_sender_but_does_not_cut_its_linger() -> None:
+    """A sender woken for held exchanges lingers with nothing queued yet; the records the serving thread then
+    queues go in that round's post, not one post per first record."""
+    waiting, lingering = StillOutbox(lambda batch: None), StillOutbox(lambda batch: None)
+    lingering._lingering = True
+    for outbox in (waiting, lingering):
+        outbox.offer(b"{}")
+    assert waiting._wake.is_set()
+    assert not lingering._wake.is_set()
+    for _ in range(BATCH - 1):  # a full batch ends the linger
+        lingering.offer(b"{}")
+    assert lingering._wake.is_set()
+
+
+def test_a_nudge_wakes_only_a_sender_with_nothing_queued() -> None:
+    idle, busy = StillOutbox(lambda batch: None), StillOutbox(lambda batch: None)
+    busy._queue.append(b"{}")
+    for outbox in (idle, busy):
+        outbox.nudge()
+    assert idle._wake.is_set()
+    assert not busy._wake.is_set()
+
+
+def test_a_flush_posts_held_records_without_waiting_out_the_linger() -> None:
+    posted: list[dict[str, Any]] = []
+    log = held_log(posted, linger=60.0)
+    log.observe(Context([]), one_request("r0"))
+    assert log.outbox.flush(10)
+    assert [record["type"].rsplit(".", 1)[1] for record in posted] == ["request", "response"]
 
 
 def test_a_flush_ends_a_retry_waiting_out_its_backoff() -> None:
