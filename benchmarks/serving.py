@@ -366,7 +366,7 @@ def torchserve(work: Path, store: Path, models: list[str], vmargs: str, sink: Re
     """TorchServe with every Esteira feature on: inference logging (mode all, the default sample rate) to ``sink``;
     without a sink, logging is off (the rows that show what the rest of the handler costs)."""
     server = TorchServe(
-        Path(tempfile.mkdtemp(prefix="ts-bench-")),
+        Path(tempfile.mkdtemp(prefix="ts-", dir=work)),
         store,
         models,
         env={ENV_LOG_MODE: "all", ENV_LOG_URL: sink.url} if sink else {},
@@ -400,7 +400,7 @@ def in_process_ceiling(seconds: float) -> dict[str, Any]:
     return {"rps": round(count / (time.perf_counter() - began), 1), "threads": 1}
 
 
-def in_process_handler(seconds: float) -> dict[str, Any]:
+def in_process_handler(seconds: float, work: Path) -> dict[str, Any]:
     """Esteira's whole handler without a server (``InProcessHandler.run``, as esteira-kserve calls it): the same
     one-instance request, one at a time and in batches of 8; what is left of a server's time is its HTTP."""
     from prometheus_client import CollectorRegistry
@@ -410,7 +410,6 @@ def in_process_handler(seconds: float) -> dict[str, Any]:
 
     body = json.dumps({"instances": [json.loads((DEMO / "requests" / "iris-v1.json").read_text())["instances"][0]]})
     request = RawRequest(body.encode(), {"content-type": "application/json", "content-length": str(len(body))})
-    work = Path(tempfile.mkdtemp(prefix="esteira-bench-inprocess-"))
     handler = InProcessHandler(MODELS / "iris-1.0.0", work, PrometheusMetrics(CollectorRegistry()))
     rates = {size: requests_per_second(lambda n: handler.run([request] * n), size, seconds) for size in (1, 8)}
     document = [{"id": index, "name": str(index), "pair": [index, index + 1]} for index in range(OTHER_WORK_ENTRIES)]
@@ -459,7 +458,7 @@ def median_seconds(call: Callable[[], Any], after: Callable[[], Any] | None = No
     return statistics.median(durations)
 
 
-def in_process_image(seconds: float) -> dict[str, Any]:
+def in_process_image(seconds: float, work: Path) -> dict[str, Any]:
     """The digits image model without a server, one thread, one-image requests in batches of 1 and 8: the stock
     image handler's own methods (:mod:`benchmarks.stock_image_handler`, on the JSON TorchServe would decode for
     it) against Esteira's whole handler (``InProcessHandler.run``). Their gap is the image rows' handler gap."""
@@ -479,7 +478,6 @@ def in_process_image(seconds: float) -> dict[str, Any]:
             json.dumps(answer)
 
     request = RawRequest(body.encode(), {"content-type": "application/json", "content-length": str(len(body))})
-    work = Path(tempfile.mkdtemp(prefix="esteira-bench-inprocess-"))
     # Loaded before either runs: it sets torch's intra-op threads for the process, so both run with the same.
     handler = InProcessHandler(MODELS / "digits-1.0.0", work, PrometheusMetrics(CollectorRegistry()))
     runs = {"stock": stock_batch, "esteira": lambda size: handler.run([request] * size)}
@@ -667,8 +665,8 @@ def run(quick: bool, out: Path, only: list[str] | None) -> dict[str, Any]:
     dropped = 0
     if only is None or IN_PROCESS in only:
         results["in_process"] = in_process_ceiling(seconds)
-        results["in_process_handler"] = in_process_handler(seconds)
-        results["in_process_image"] = in_process_image(seconds)
+        results["in_process_handler"] = in_process_handler(seconds, work)  # unpacks the archive into work/iris
+        results["in_process_image"] = in_process_image(seconds, work)
     store = work / "store"
     servers = [part for targets in groups.values() for target in targets for part in target.server.split(":")]
     if {"ts", "ts-quick-jvm"} & set(servers):

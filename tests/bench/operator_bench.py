@@ -14,7 +14,6 @@ import gc
 import json
 import os
 import statistics
-import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -41,6 +40,7 @@ from tests.support.model_exporter import ModelExporter
 from tests.support.operator_process import OperatorProcess
 from tests.support.prometheus_server import PrometheusServer
 from tests.support.schemas import upstream_crds_path
+from tests.support.scratch import scratch
 from tests.support.specs import document, spec
 
 REPO = Path(__file__).resolve().parents[2]
@@ -229,9 +229,11 @@ def run(
 ) -> dict[str, Any]:
     """One size on a fresh cluster: all ``objects`` applied at once, then ``singles`` more one at a time, a
     window at rest, and a window with ``rolling`` of them rolling out."""
-    work = Path(tempfile.mkdtemp(prefix="esteira-operator-bench-"))
     names = [f"model-{index:04d}" for index in range(objects)]
-    with cluster(work, names[:rolling], operator_args) as (esteira, namespace, operator):
+    with (
+        scratch("esteira-operator-bench-") as work,
+        cluster(work, names[:rolling], operator_args) as (esteira, namespace, operator),
+    ):
         custom = esteira.custom
         services = FirstSeen(
             custom.list_namespaced_custom_object,

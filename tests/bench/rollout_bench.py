@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import tempfile
 import time
 from collections import Counter
 from collections.abc import Iterable
@@ -27,6 +26,7 @@ from tests.support.model_exporter import ArmProfile, ModelExporter
 from tests.support.operator_process import OperatorProcess
 from tests.support.prometheus_server import PrometheusServer
 from tests.support.schemas import upstream_crds_path
+from tests.support.scratch import scratch
 from tests.support.specs import document, spec
 from tests.support.traffic import TrafficMirror
 
@@ -55,10 +55,10 @@ def failed_checks(messages: Iterable[str]) -> Counter[str]:
 
 
 def run(good: int, bad: int, interval: int, rate: float) -> dict[str, Any]:
-    work = Path(tempfile.mkdtemp(prefix="esteira-rollout-bench-"))
     runs = [(f"good-{i:02d}", ArmProfile()) for i in range(good)]
     runs += [(f"bad-{i:02d}", ArmProfile(error_rate=0.3)) for i in range(bad)]
     with ExitStack() as stack:
+        work = stack.enter_context(scratch("esteira-rollout-bench-"))  # left last: the servers stop first
         server = stack.enter_context(EmulatorServer())
         api = KubeApi(kubeconfig=server.write_kubeconfig(work / "kubeconfig"), url=server.url, emulator=server)
         api.apply_crd(ESTEIRA_CRD)

@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import statistics
-import tempfile
 import time
 from contextlib import ExitStack
 from pathlib import Path
@@ -27,6 +26,7 @@ from tests.bench.results import record
 from tests.support.cluster import eventually
 from tests.support.model_exporter import ArmProfile, ModelExporter
 from tests.support.prometheus_server import PrometheusServer
+from tests.support.scratch import scratch
 from tests.support.specs import model, spec
 
 REPO = Path(__file__).resolve().parents[2]
@@ -67,10 +67,10 @@ async def judge(
 
 
 def run(models: int, interval: int, rate: float, classes: int, seconds: float) -> dict[str, Any]:
-    work = Path(tempfile.mkdtemp(prefix="esteira-shift-bench-"))
     names = [f"model-{i:02d}" for i in range(models)]
     specs = {name: analysed(name, interval) for name in names}
     with ExitStack() as stack:
+        work = stack.enter_context(scratch("esteira-shift-bench-"))  # left last: the servers stop first
         exporters = {name: ModelExporter(NAMESPACE, name, rate=rate, seed=i).start() for i, name in enumerate(names)}
         for exporter in exporters.values():
             stack.callback(exporter.stop)
