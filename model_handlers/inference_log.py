@@ -8,9 +8,10 @@ when its queue is full and knows no revision. Here:
   else TorchServe's own (which its frontend returns as ``x-request-id``; a v2 answer's ``id`` says it too).
 - Configured field names are redacted at any depth (and a v2 input tensor of that name) before a record is
   queued: nothing unredacted leaves the worker.
-- ``observe`` decides and queues; a full queue drops the record and counts it. One daemon thread sends: a batch
-  to Esteira's collector, or one binary-mode event at a time to another URL, retrying with exponential backoff
-  before giving a record up (counted too).
+- ``observe`` decides and holds, then queues (see below); a full queue drops the record and counts it (the
+  counter is written with the next batch's metrics when the sender's round queued it). One daemon thread
+  sends: a batch to Esteira's collector, or one binary-mode event at a time to another URL, retrying with
+  exponential backoff before giving a record up (counted too).
 - A record for the collector is encoded on the serving thread, and the sender only joins and posts bytes.
   Encoding a hundred records on the sender thread held the GIL for a millisecond or more, and the serving
   thread, back from reading its next batch, waited for it. Under TorchServe (batches of 8, 32 callers, every
