@@ -24,6 +24,10 @@ tried: by the first batch, and once every ``PROBE_EVERY`` batches while its own 
 in the thread take over ``PROBE_CEILING`` times ``inline_below`` (a model that slow never blocks the loop to be
 measured).
 
+When a batch of several has been handed to its callers, ``answered`` is called on the loop, after their wake-ups
+are scheduled and before anything the batcher does next: esteira-kserve holds the batch's answers there and sends
+them together (:mod:`model_handlers.coalesced`).
+
 Polling when idle (``idle_poll``, off unless set): after a batch of one request the loop keeps turning for a
 short window instead of sleeping in epoll, so the caller's next request finds a core that did not go to sleep.
 A lone caller sends its next request tens of microseconds after its answer; on a virtual machine's 2 cores a
@@ -81,6 +85,7 @@ class AdaptiveBatcher(Generic[Item, Result]):
         inline_below: float = INLINE_BELOW_SECONDS,
         idle_poll: float = 0.0,
         polled: Callable[[float], None] | None = None,
+        answered: Callable[[], None] | None = None,
     ) -> None:
         if max_batch_size < 1:
             raise ValueError(f"max_batch_size must be at least 1, got {max_batch_size}")
@@ -100,6 +105,7 @@ class AdaptiveBatcher(Generic[Item, Result]):
         self.poll_turns = 0  # turns of the loop spent polling
         self.poll_seconds = 0.0  # time spent polling: its CPU cost
         self._polled = polled  # told each poll's seconds as it ends (a metric)
+        self._answered = answered  # called on the loop once a batch of several has woken its callers
         self.polling = False
         self._poll_until = 0.0
         self._poll_began: float | None = None
@@ -223,6 +229,8 @@ class AdaptiveBatcher(Generic[Item, Result]):
                 for (_, future), result in zip(batch, results, strict=True):
                     if not future.done():
                         future.set_result(result)
+                if self._answered is not None and len(batch) > 1:
+                    self._answered()
                 if on_loop and self._waiting:
                     await asyncio.sleep(0)  # the answers go out and new requests are read before the next batch
         finally:

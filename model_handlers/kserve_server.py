@@ -42,6 +42,7 @@ from starlette.routing import Route
 from esteira.packaging.entrypoint import BatchSettings, batch_settings_from_env, idle_poll_from_env
 from esteira.packaging.surface import model_metadata, server_metadata
 from model_handlers.batcher import AdaptiveBatcher
+from model_handlers.coalesced import TurnHold, holding_protocol
 from model_handlers.inference_asgi import ASGIApp, InferenceRoutes
 from model_handlers.messages import Answer, RawRequest
 from model_handlers.workers import (
@@ -85,8 +86,9 @@ class EsteiraService:
         self.exposed = exposed
         # The CPU the idle poll costs (0 while it is off); a counter, so workers' polls add up.
         polled = Counter(IDLE_POLL_METRIC, IDLE_POLL_HELP, ["ModelName"]).labels(self.name)
+        self.answers = TurnHold()  # a batch's answers leave together (model_handlers.coalesced)
         self.batcher: AdaptiveBatcher[RawRequest, Answer] = AdaptiveBatcher(
-            handler.run, batch_size, idle_poll=idle_poll, polled=polled.inc
+            handler.run, batch_size, idle_poll=idle_poll, polled=polled.inc, answered=self.answers.until_turn_ends
         )
 
     def routes(self) -> list[Route]:
@@ -157,10 +159,10 @@ async def http_error(request: Request, exc: Exception) -> Response:
     return error(exc.status_code, str(exc.detail))
 
 
-def model_server_through(host: str, front: ASGIApp, shared_port: bool = False) -> type[Any]:
+def model_server_through(host: str, front: ASGIApp, answers: TurnHold, shared_port: bool = False) -> type[Any]:
     """``kserve.ModelServer`` whose REST server listens on ``host`` (KServe always binds every interface) and hands
-    uvicorn ``front`` in place of KServe's application, which ``front`` wraps. A worker (``shared_port``) listens
-    on a socket the other workers share.
+    uvicorn ``front`` in place of KServe's application, which ``front`` wraps; its connections keep a batch's
+    answers while ``answers`` is held. A worker (``shared_port``) listens on a socket the other workers share.
 
     Its ``stop`` also stops the REST server: KServe's signal handler, which stands until uvicorn installs its own
     as it starts serving, stops only KServe's other servers, so a SIGTERM in between was lost and the server
@@ -172,8 +174,9 @@ def model_server_through(host: str, front: ASGIApp, shared_port: bool = False) -
     class EsteiraRESTServer(RESTServer):  # type: ignore[misc]
         def __init__(self, *args: Any, **kwargs: Any) -> None:
             super().__init__(*args, **kwargs)
-            self.config.host = host  # both are read when uvicorn starts, after this
+            self.config.host = host  # all three are read when uvicorn starts, after this
             self.config.app = front
+            self.config.http = holding_protocol(answers)
 
         async def start(self) -> None:
             if not shared_port:
@@ -285,7 +288,7 @@ def serve(args: argparse.Namespace, settings: BatchSettings, idle_poll: float) -
     worker = is_worker(os.environ)
     if args.metrics_port and not worker:  # a supervisor serves the workers' metrics port
         start_http_server(args.metrics_port, addr=args.host)
-    model_server = model_server_through(args.host, service.front(app), shared_port=worker)
+    model_server = model_server_through(args.host, service.front(app), service.answers, shared_port=worker)
     use_uvloop()
     server = model_server(http_port=args.http_port, enable_grpc=False, workers=1)
     if not args.log_requests:  # KServe logs two timing lines and an access line per request; a busy server drowns

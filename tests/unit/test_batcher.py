@@ -312,3 +312,29 @@ def test_no_poll_after_a_batch_of_several_requests_or_without_a_window_and_a_req
         quiet.close()
 
     asyncio.run(scenario())
+
+
+def test_answered_runs_after_a_batch_of_several_is_handed_over_and_its_turn_ends_before_the_next_batch() -> None:
+    model = Model()
+    resumed: list[int] = []
+    at_turn_end: list[tuple[list[int], int]] = []  # (callers resumed, batches run) when a turn held by answered ends
+
+    async def caller(batcher: AdaptiveBatcher[int, int], item: int) -> int:
+        result = await batcher.submit(item)
+        resumed.append(item)
+        return result
+
+    async def scenario() -> None:
+        loop = asyncio.get_running_loop()
+
+        def answered() -> None:
+            loop.call_soon(lambda: at_turn_end.append((sorted(resumed), len(model.batches))))
+
+        batcher = AdaptiveBatcher(model, max_batch_size=3, inline_below=60.0, answered=answered)
+        await asyncio.gather(*(caller(batcher, item) for item in range(5)))  # all read in one turn
+        await caller(batcher, 9)  # a lone request: nothing to send together
+        batcher.close()
+
+    asyncio.run(scenario())
+    assert model.batches == [[0, 1, 2], [3, 4], [9]]
+    assert at_turn_end == [([0, 1, 2], 1), ([0, 1, 2, 3, 4], 2)]

@@ -1,0 +1,106 @@
+"""A batch's answers leave esteira-kserve's uvicorn in one send each, together, before the next batch runs.
+
+Why: uvicorn writes a response's status line and headers when the application starts the response and its body
+in a second write, and on uvloop each write is a ``send`` at once. A batch of eight answers was sixteen system
+calls and sixteen TCP segments, written one by one between the Python that completes each answer, so the client
+woke for each. While a :class:`TurnHold` is held (the batcher holds it when it hands a batch of several results to
+their callers), a :class:`CoalescingTransport` keeps what is written; at the end of that turn of the event loop,
+before anything scheduled after the batch (its next batch included), every held connection sends what it kept
+in one write. A lone request's answer is written as before: its headers leave at once and wake the client while
+the body is written, which a lone caller's latency gains from.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # uvicorn is the runtime's: the hold and the transport need only asyncio
+    from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+
+class TurnHold:
+    """While held, writes through its transports wait for the end of the event loop's current turn."""
+
+    def __init__(self) -> None:
+        self.held = False
+        self._waiting: list[CoalescingTransport] = []
+
+    def until_turn_ends(self) -> None:
+        """Hold writes until the callbacks already scheduled on the running loop have run (called on the loop)."""
+        if not self.held:
+            self.held = True
+            asyncio.get_running_loop().call_soon(self.release)
+
+    def wait(self, transport: CoalescingTransport) -> None:
+        self._waiting.append(transport)
+
+    def release(self) -> None:
+        """Send what every transport kept, and write through again."""
+        self.held = False
+        waiting, self._waiting = self._waiting, []
+        for transport in waiting:
+            transport.flush()
+
+
+class CoalescingTransport:
+    """A transport that keeps its writes while ``hold`` is held and sends them as one write of the wrapped
+    transport when it is released; everything else is the wrapped transport's. Closing or ending it sends what it
+    kept first."""
+
+    def __init__(self, transport: Any, hold: TurnHold) -> None:
+        self._transport = transport
+        self._hold = hold
+        self._kept: list[bytes] = []
+
+    def write(self, data: bytes) -> None:
+        if self._kept:
+            self._kept.append(data)
+        elif self._hold.held:
+            self._kept.append(data)
+            self._hold.wait(self)
+        else:
+            self._transport.write(data)
+
+    def writelines(self, chunks: Iterable[bytes]) -> None:
+        for chunk in chunks:
+            self.write(chunk)
+
+    def flush(self) -> None:
+        """Send what was kept (nothing once sent, closed or aborted)."""
+        if not self._kept:
+            return
+        data = self._kept[0] if len(self._kept) == 1 else b"".join(self._kept)
+        self._kept = []
+        if not self._transport.is_closing():
+            self._transport.write(data)
+
+    def get_write_buffer_size(self) -> int:
+        return int(self._transport.get_write_buffer_size()) + sum(len(chunk) for chunk in self._kept)
+
+    def write_eof(self) -> None:
+        self.flush()
+        self._transport.write_eof()
+
+    def close(self) -> None:
+        self.flush()
+        self._transport.close()
+
+    def abort(self) -> None:
+        self._kept = []
+        self._transport.abort()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._transport, name)
+
+
+def holding_protocol(hold: TurnHold) -> type[HttpToolsProtocol]:
+    """uvicorn's httptools protocol writing through :class:`CoalescingTransport`\\ s held by ``hold``."""
+    from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+    class HoldingHttpToolsProtocol(HttpToolsProtocol):  # type: ignore[misc]
+        def connection_made(self, transport: asyncio.Transport) -> None:
+            super().connection_made(CoalescingTransport(transport, hold))
+
+    return HoldingHttpToolsProtocol
