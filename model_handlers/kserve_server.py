@@ -8,8 +8,9 @@ bare ASGI layer uvicorn calls ahead of KServe's application and its middleware
 (:mod:`model_handlers.batcher`), which runs batches
 through ``EsteiraHandler.handle`` in-process (:mod:`model_handlers.inprocess`): the same parsing, validation,
 errors, metrics, drift counting and logging as under TorchServe. Metadata and errors answer as Esteira's front
-does (:mod:`esteira.packaging.surface`'s documents and ``{"error": ...}``). The loop is uvloop's, and torch gets
-one intra-op thread fewer than the CPUs (:mod:`model_handlers.threads`).
+does (:mod:`esteira.packaging.surface`'s documents and ``{"error": ...}``). The loop is uvloop's, a batch's
+answers leave together, one write each (:mod:`model_handlers.coalesced`), and torch gets one intra-op thread fewer
+than the CPUs (:mod:`model_handlers.threads`).
 
 Batching: ``ESTEIRA_BATCH_SIZE`` (else the archive's ``batchSize``) caps a batch; ``ESTEIRA_MAX_BATCH_DELAY_MS``
 is accepted and not needed: a batch is whatever queued while the previous one ran, so nobody waits for company.
