@@ -41,7 +41,7 @@ def _predict(url: str) -> dict[str, object]:
 
 def test_kserve_routes_see_the_forwarded_scheme_and_inference_answers_as_ever(tmp_path: Path) -> None:
     require_file(IRIS / "config" / "config.properties", "run `make models`")
-    with KServeRuntimeProcess(IRIS, tmp_path, "1.0.0").start() as server:
+    with KServeRuntimeProcess(IRIS, tmp_path, "1.0.0") as server:
         status, location, _ = _exchange(server.url, "GET", "/v2/health/ready/")  # KServe's app redirects the slash
         assert status == 307
         assert location is not None and location.startswith("https://"), location
@@ -51,7 +51,7 @@ def test_kserve_routes_see_the_forwarded_scheme_and_inference_answers_as_ever(tm
 
 def test_with_the_access_log_on_an_inference_line_names_the_forwarded_client(tmp_path: Path) -> None:
     require_file(IRIS / "config" / "config.properties", "run `make models`")
-    with KServeRuntimeProcess(IRIS, tmp_path, "1.0.0", args=["--log-requests"]).start() as server:
+    with KServeRuntimeProcess(IRIS, tmp_path, "1.0.0", args=["--log-requests"]) as server:
         _predict(server.url)
         line = eventually(
             lambda: next(

@@ -51,7 +51,10 @@ class PodProcess:
         return {**os.environ, "ESTEIRA_MODEL_VERSION": self.model_version}
 
     def launch(self) -> None:
-        """Start the process and return at once (``start`` also waits until it is ready)."""
+        """Start the process and return at once (``start`` also waits until it is ready). Refused while one runs: a
+        second would replace the first, which nothing would then stop (``with server.start()`` starts twice)."""
+        if self._process is not None:
+            raise RuntimeError(f"{self.what} is already running (pid {self._process.pid}): stop it first")
         self.root.mkdir(parents=True, exist_ok=True)
         with self.log_path.open("wb") as log:
             self._process = subprocess.Popen(
