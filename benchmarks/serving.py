@@ -42,6 +42,7 @@ from esteira.vocabulary import (
     ENV_LOG_MODE,
     ENV_LOG_URL,
     ENV_WORKERS,
+    MAX_UNIX_SOCKET_PATH,
 )
 from model_handlers.inference_log import DROPPED_TOTAL
 from tests.support.torchserve import QUICK_START_VMARGS, ModelArchive, TorchServe, build_mar, free_port
@@ -100,7 +101,11 @@ def _digits(key: str, title: str, server: str, model: str) -> Target:
 GROUPS: dict[str, tuple[Target, ...]] = {
     "tabular": (
         _iris("kserve-stock", "KServe model server + minimal kserve.Model, no batching", "kserve-stock"),
-        _iris("router+esteira-kserve", "esteira up router -> esteira-kserve", "router:esteira-kserve:iris-1.0.0"),
+        _iris(
+            "router+esteira-kserve",
+            "esteira up router -> esteira-kserve (on its Unix socket, as esteira up)",
+            "router:esteira-kserve:iris-1.0.0",
+        ),
         _iris("router+http-ceiling", "esteira up router -> bare HTTP server", "router:bare"),
         _iris(
             "esteira-kserve-poll",
@@ -193,6 +198,7 @@ class Running:
     warm_up_floor: float = 0.0  # seconds of load before its throughput is trusted to have settled
     management: str = ""  # a TorchServe's management address
     metrics: str = ""  # where Esteira's handler in it reports the inference records it dropped
+    hop: str = ""  # where a router in front reaches it, when not at ``url`` (esteira up: esteira-kserve's socket)
 
 
 Bodies = dict[str, tuple[Path, str]]
@@ -284,8 +290,12 @@ def esteira_kserve(
         env[ENV_IDLE_POLL_US] = str(idle_poll_us)
     if workers > 1:
         env[ENV_WORKERS] = str(workers)
+    socket_path = work / f"esteira-kserve-{port}.sock"
+    fits = len(os.fsencode(socket_path)) <= MAX_UNIX_SOCKET_PATH
+    if fits:  # as esteira up starts it: its router sends inference there
+        command += ["--unix-socket", str(socket_path)]
     with process(command, f"http://127.0.0.1:{port}/v2/health/ready", work / f"esteira-kserve-{port}.log", env) as up:
-        up.metrics = f"{up.url}/metrics"
+        up.metrics, up.hop = f"{up.url}/metrics", f"unix:{socket_path}" if fits else ""
         yield up
 
 
@@ -539,7 +549,8 @@ class Servers:
         if kind == "kserve-stock":
             return kserve_stock(self.work)
         if kind == "router":
-            return router(self.work, self.get(rest).url)
+            behind = self.get(rest)
+            return router(self.work, behind.hop or behind.url)
         if kind == "front":
             return model_server_front(self.work, self.get(rest))
         if kind == "ts":

@@ -17,16 +17,19 @@ is accepted and not needed: a batch is whatever queued while the previous one ra
 ``ESTEIRA_IDLE_POLL_US`` (0-1000; unset or 0: off) lets the event loop poll up to that long after a lone request,
 for lone callers' latency at the cost of CPU (:mod:`model_handlers.batcher`). ``ESTEIRA_WORKERS`` (1-64 or ``auto``,
 default 1) runs that many server processes on the one port, each with the model, so the server uses more than one CPU
-(:mod:`model_handlers.workers`).
+(:mod:`model_handlers.workers`). ``--unix-socket`` adds a listener on a Unix socket only the server's user may
+connect to: ``esteira up``'s router sends inference there, a hop on one machine without TCP's work.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import logging
 import os
 import shutil
+import socket
 import sys
 import tempfile
 from collections.abc import Callable, Sequence
@@ -50,8 +53,10 @@ from model_handlers.workers import (
     ENV_METRICS_DIR,
     Supervisor,
     exposed_registry,
+    inherited_unix_listener,
     is_worker,
-    shared_port_socket,
+    tcp_listener,
+    unix_listener,
     worker_command,
     workers_from_env,
 )
@@ -167,10 +172,12 @@ def model_server_through(
     answers: TurnHold,
     forwarded_for_inference: bool = False,
     shared_port: bool = False,
+    unix: socket.socket | None = None,
 ) -> type[Any]:
-    """``kserve.ModelServer`` whose REST server listens on ``host`` (KServe always binds every interface) and hands
-    uvicorn ``front(application)`` (``application`` is KServe's); its connections keep a batch's answers while
-    ``answers`` is held. A worker (``shared_port``) listens on a socket the other workers share.
+    """``kserve.ModelServer`` whose REST server listens on ``host`` (KServe always binds every interface), and on
+    the Unix socket ``unix`` too when given, and hands uvicorn ``front(application)`` (``application`` is KServe's);
+    its connections keep a batch's answers while ``answers`` is held. A worker (``shared_port``) listens on a port
+    the other workers share.
 
     uvicorn's proxy-headers middleware (the forwarded client and scheme in place of the proxy's) stays in front of
     KServe's application, whose redirects name the scheme; inference skips it, since nothing there reads either,
@@ -197,11 +204,12 @@ def model_server_through(
                 config.app = front(ProxyHeadersMiddleware(application, trusted_hosts=config.forwarded_allow_ips))
 
         async def start(self) -> None:
-            if not shared_port:
+            if not shared_port and unix is None:
                 await super().start()
                 return
             self.create_application()
-            await self._server.serve(sockets=[shared_port_socket(host, self.config.port)])
+            listeners = [tcp_listener(host, self.config.port, shared=shared_port)]
+            await self._server.serve(sockets=listeners + ([unix] if unix is not None else []))
 
         def stop_serving(self) -> None:
             """uvicorn shuts down at its next check, or skips serving when it has not begun."""
@@ -246,6 +254,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="also serve Prometheus metrics on this port (the runtime's 8082, as TorchServe); 0: only on /metrics",
     )
     parser.add_argument(
+        "--unix-socket",
+        type=Path,
+        help="also listen on this Unix socket, which only this user may connect to (esteira up's router reaches "
+        "its revisions there: on one machine a hop without TCP)",
+    )
+    parser.add_argument(
         "--log-requests", action="store_true", help="keep KServe's per-request access and timing log lines"
     )
     return parser
@@ -261,26 +275,43 @@ def main(argv: Sequence[str] | None = None) -> None:
     except ValueError as error:
         raise SystemExit(f"esteira-kserve: {error}") from None
     args.work_dir.mkdir(parents=True, exist_ok=True)
-    if workers > 1 and not is_worker(os.environ):
-        supervise(args, argv, workers)
-    serve(args, settings, idle_poll)
+    worker = is_worker(os.environ)
+    unix = inherited_unix_listener(os.environ) if worker else bind_unix_socket(args.unix_socket)
+    try:
+        if workers > 1 and not worker:
+            supervise(args, argv, workers, unix)
+        serve(args, settings, idle_poll, unix)
+    finally:
+        if unix is not None and not worker:
+            with contextlib.suppress(FileNotFoundError):
+                args.unix_socket.unlink()
 
 
-def supervise(args: argparse.Namespace, argv: Sequence[str], workers: int) -> NoReturn:
-    """Run ``workers`` copies of this server and serve their metrics, added up, on the metrics port; exit with the
-    supervisor's status."""
+def bind_unix_socket(path: Path | None) -> socket.socket | None:
+    """The ``--unix-socket`` listener, bound before anything loads; SystemExit names the path and what is wrong."""
+    if path is None:
+        return None
+    try:
+        return unix_listener(path)
+    except (OSError, ValueError) as error:
+        raise SystemExit(f"esteira-kserve: --unix-socket {path}: {error}") from None
+
+
+def supervise(args: argparse.Namespace, argv: Sequence[str], workers: int, unix: socket.socket | None) -> NoReturn:
+    """Run ``workers`` copies of this server, each accepting on ``unix`` too, and serve their metrics, added up, on
+    the metrics port; exit with the supervisor's status."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(process)d %(name)s %(levelname)s %(message)s")
     metrics_dir = Path(tempfile.mkdtemp(prefix="metrics-", dir=args.work_dir))
     try:
         if args.metrics_port:
             start_http_server(args.metrics_port, addr=args.host, registry=exposed_registry(str(metrics_dir)))
-        status = Supervisor(worker_command(argv), workers, os.environ, metrics_dir).run()
+        status = Supervisor(worker_command(argv), workers, os.environ, metrics_dir, unix).run()
     finally:
         shutil.rmtree(metrics_dir, ignore_errors=True)
     raise SystemExit(status)
 
 
-def serve(args: argparse.Namespace, settings: BatchSettings, idle_poll: float) -> None:
+def serve(args: argparse.Namespace, settings: BatchSettings, idle_poll: float, unix: socket.socket | None) -> None:
     """One server process: the model loaded, its routes in front of KServe's server."""
     import kserve
     from kserve.model_server import app
@@ -307,7 +338,13 @@ def serve(args: argparse.Namespace, settings: BatchSettings, idle_poll: float) -
     if args.metrics_port and not worker:  # a supervisor serves the workers' metrics port
         start_http_server(args.metrics_port, addr=args.host)
     model_server = model_server_through(
-        args.host, app, service.front, service.answers, forwarded_for_inference=args.log_requests, shared_port=worker
+        args.host,
+        app,
+        service.front,
+        service.answers,
+        forwarded_for_inference=args.log_requests,
+        shared_port=worker,
+        unix=unix,
     )
     use_uvloop()
     server = model_server(http_port=args.http_port, enable_grpc=False, workers=1)

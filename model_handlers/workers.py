@@ -5,7 +5,9 @@ uses one CPU however many the pod has (the GIL keeps threads from sharing the Py
 two processes answered 1.6x the requests of one at 32 callers, with the load generator on the same CPUs.
 
 How: the supervisor (this process, without torch) starts ``workers`` copies of the server, each of which loads
-the model and listens on the same port with ``SO_REUSEPORT``: the kernel spreads connections among them. A
+the model and listens on the same port with ``SO_REUSEPORT``: the kernel spreads connections among them. A Unix
+socket (``--unix-socket``) has one listener, bound by the supervisor and inherited by every worker, which all accept
+on it. A
 stopping supervisor (SIGTERM, SIGINT) passes the signal on and waits for every worker to answer what it holds
 and post its queued inference records; a worker that exits by itself stops the others and the supervisor exits
 non-zero, so the pod restarts whole rather than serving on fewer workers than it was given.
@@ -36,13 +38,14 @@ from prometheus_client.registry import Collector
 
 from esteira.packaging.cpus import available_cpus, threads_per_process
 from esteira.packaging.entrypoint import workers_asked
-from esteira.vocabulary import ENV_TORCH_THREADS, ENV_WORKERS, MAX_WORKERS
+from esteira.vocabulary import ENV_TORCH_THREADS, ENV_WORKERS, MAX_UNIX_SOCKET_PATH, MAX_WORKERS
 
 logger = logging.getLogger(__name__)
 
 AUTO = "auto"  # one worker per CPU of the container's limit
 ENV_WORKER_INDEX = "ESTEIRA_WORKER_INDEX"  # set by the supervisor on each worker it starts
 ENV_METRICS_DIR = "PROMETHEUS_MULTIPROC_DIR"  # prometheus_client's multiprocess mode: read when it is imported
+ENV_UNIX_SOCKET_FD = "ESTEIRA_UNIX_SOCKET_FD"  # set by the supervisor: the Unix socket its workers all accept on
 
 
 def workers_from_env(env: Mapping[str, str]) -> int:
@@ -74,21 +77,50 @@ def exposed_registry(directory: str | None, first: Collector | None = None) -> C
     return registry
 
 
-def shared_port_socket(host: str, port: int) -> socket.socket:
-    """A socket bound to ``host:port`` that the other workers bind too (``SO_REUSEPORT``)."""
+def tcp_listener(host: str, port: int, shared: bool = False) -> socket.socket:
+    """A socket bound to ``host:port``; ``shared``: one the other workers bind too (``SO_REUSEPORT``)."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    if shared:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
     sock.bind((host, port))
     return sock
+
+
+def unix_listener(path: Path) -> socket.socket:
+    """A Unix socket bound at ``path`` that only its owner may connect to; a file left there by a server that was
+    killed is replaced. ValueError when the path is longer than a Unix socket's address allows."""
+    if len(os.fsencode(path)) > MAX_UNIX_SOCKET_PATH:
+        raise ValueError(f"{path} is longer than a Unix socket's address ({MAX_UNIX_SOCKET_PATH} bytes)")
+    with contextlib.suppress(FileNotFoundError):
+        if path.is_socket():
+            path.unlink()
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sock.bind(str(path))
+    path.chmod(0o600)
+    return sock
+
+
+def inherited_unix_listener(env: Mapping[str, str]) -> socket.socket | None:
+    """The Unix socket a supervisor bound for its workers, if it passed one."""
+    fd = env.get(ENV_UNIX_SOCKET_FD)
+    return socket.socket(fileno=int(fd)) if fd else None
 
 
 class Supervisor:
     """Starts the workers, passes a stop signal on, and exits when they have all gone."""
 
-    def __init__(self, command: Sequence[str], workers: int, env: Mapping[str, str], metrics_dir: Path) -> None:
+    def __init__(
+        self,
+        command: Sequence[str],
+        workers: int,
+        env: Mapping[str, str],
+        metrics_dir: Path,
+        unix: socket.socket | None = None,
+    ) -> None:
         self.command = list(command)
+        self.unix = unix  # bound here, accepted on by every worker: a path has one listener
         self.workers = workers
         self.env = dict(env)
         self.metrics_dir = metrics_dir
@@ -105,7 +137,11 @@ class Supervisor:
         for index in range(self.workers):
             env = {**self.env, ENV_WORKER_INDEX: str(index), ENV_METRICS_DIR: str(self.metrics_dir)}
             env.setdefault(ENV_TORCH_THREADS, str(threads_per_process(self.env, self.workers)))
-            child = subprocess.Popen(self.command, env=env)
+            passed: tuple[int, ...] = ()
+            if self.unix is not None:
+                passed = (self.unix.fileno(),)
+                env[ENV_UNIX_SOCKET_FD] = str(passed[0])
+            child = subprocess.Popen(self.command, env=env, pass_fds=passed)
             self.processes.append(child)
             self.running[child.pid] = index
             if self.stopping:

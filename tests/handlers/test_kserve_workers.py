@@ -1,9 +1,10 @@
 """esteira-kserve in several processes (``ESTEIRA_WORKERS``) in the real server: the workers share the port and
-answer as one server does, a scrape of any of them (or of the metrics port) adds their series up, a SIGTERM
+the Unix socket and answer as one server does, a scrape of any of them (or of the metrics port) adds their series up, a SIGTERM
 stops every worker after its records are posted, and a worker that dies takes the server down with it."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import re
@@ -14,6 +15,7 @@ from pathlib import Path
 import pytest
 from prometheus_client.mmap_dict import MmapedDict
 
+from esteira.packaging.upstream import Upstream
 from esteira.vocabulary import COLLECTOR_RECORDS_PATH
 from tests.support.cloudevents_sink import RefusingUntilSet, predict_iris, sink
 from tests.support.kserve_runtime import KServeRuntimeProcess, refusal_at_start
@@ -72,6 +74,14 @@ def _predict(url: str) -> dict[str, object]:
         return dict(json.loads(answer.read()))
 
 
+def _predict_over(socket_path: Path) -> dict[str, object]:
+    body = json.dumps({"instances": [[6.7, 3.0, 5.2, 2.3]]}).encode()
+    headers = {"Content-Type": "application/json"}
+    reply = asyncio.run(Upstream(f"unix:{socket_path}").request("POST", "/v1/models/iris:predict", body, headers))
+    assert reply.status == 200, reply.body
+    return dict(json.loads(reply.body))
+
+
 def test_workers_share_the_port_their_metrics_add_up_and_a_sigterm_posts_every_record(tmp_path: Path) -> None:
     require_file(IRIS / "config" / "config.properties", "run `make models`")
     collector = RefusingUntilSet()
@@ -80,18 +90,22 @@ def test_workers_share_the_port_their_metrics_add_up_and_a_sigterm_posts_every_r
     metrics_port = free_port()
     with sink(collector) as (url, _):
         env = {**WORKERS, "ESTEIRA_LOG_MODE": "request", "ESTEIRA_LOG_URL": url + COLLECTOR_RECORDS_PATH}
-        server = KServeRuntimeProcess(IRIS, tmp_path, "1.0.0", env=env, args=["--metrics-port", str(metrics_port)])
+        shared, own = tmp_path / "workers.sock", tmp_path / "alone.sock"
+        args = ["--metrics-port", str(metrics_port), "--unix-socket", str(shared)]
+        server = KServeRuntimeProcess(IRIS, tmp_path, "1.0.0", env=env, args=args)
         server.start()
         try:
             workers = _children(server.pid)
             assert len(workers) == 2, server.log_tail()
             assert "libtorch" not in Path(f"/proc/{server.pid}/maps").read_text()  # the supervisor has no model
             assert all("libtorch" in Path(f"/proc/{pid}/maps").read_text() for pid in workers)
-            with KServeRuntimeProcess(IRIS, tmp_path / "alone", "1.0.0") as alone:
+            with KServeRuntimeProcess(IRIS, tmp_path / "alone", "1.0.0", args=["--unix-socket", str(own)]) as alone:
                 assert _predict(server.url) == _predict(alone.url)  # one answer, however many processes
+                assert _predict_over(shared) == _predict_over(own) == _predict(alone.url)  # and however reached
+            assert not own.exists()  # a server removes its socket as it stops
             predict_iris(server.url, ids)  # a connection each: the kernel spreads them over the workers
             for metrics_url in (f"{server.url}/metrics", f"http://127.0.0.1:{metrics_port}/metrics"):
-                eventually(lambda u=metrics_url: _answered(u) == len(ids) + 1, 30, f"{metrics_url} counting all")
+                eventually(lambda u=metrics_url: _answered(u) == len(ids) + 2, 30, f"{metrics_url} counting all")
             by_worker = _answered_by_each_worker(tmp_path / "work")
             assert len(by_worker) == 2 and all(count > 0 for count in by_worker), by_worker
         finally:
@@ -99,8 +113,9 @@ def test_workers_share_the_port_their_metrics_add_up_and_a_sigterm_posts_every_r
         assert server.exit_status() == 0, server.log_tail()
     assert not any(Path(f"/proc/{pid}").exists() for pid in workers)
     delivered = collector.delivered_ids()  # both workers posted theirs before exiting
-    assert set(ids) <= delivered and len(delivered) == len(ids) + 1  # and the comparison's request
+    assert set(ids) <= delivered and len(delivered) == len(ids) + 2  # and the comparisons' requests
     assert not list((tmp_path / "work").glob("metrics-*"))
+    assert not shared.exists()
 
 
 def test_a_worker_that_dies_takes_the_server_down(tmp_path: Path) -> None:

@@ -196,6 +196,25 @@ def test_esteira_kserve_listens_on_loopback_only(tmp_path: Path) -> None:
     assert server.metrics_url == f"http://127.0.0.1:{server.port}/metrics"
 
 
+def test_the_router_reaches_esteira_kserve_on_its_unix_socket_once_ready(tmp_path: Path) -> None:
+    server = KServeServer(1, "iris", "1.0.0", tmp_path, tmp_path / "run", spec_with(), python=Path(sys.executable))
+    command = server.prepare()
+    socket_path = tmp_path / "run" / "http.sock"
+    assert f"--unix-socket={socket_path}" in command
+    assert server.url is None  # not ready yet
+    server.ready = True
+    assert server.url == f"unix:{socket_path}"
+
+
+def test_a_revision_folder_too_deep_for_a_socket_keeps_the_router_on_the_port(tmp_path: Path) -> None:
+    deep = tmp_path / ("d" * 100) / "run"
+    server = KServeServer(1, "iris", "1.0.0", tmp_path, deep, spec_with(), python=Path(sys.executable))
+    command = server.prepare()
+    assert not any(part.startswith("--unix-socket") for part in command)
+    server.ready = True
+    assert server.url == f"http://127.0.0.1:{server.port}"
+
+
 @pytest.mark.parametrize(
     ("batching", "expected"),
     [

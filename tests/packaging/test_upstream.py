@@ -333,3 +333,45 @@ def test_the_blocking_client_speaks_tls_and_checks_the_certificate(
             server.close()
 
     run("asyncio", scenario)
+
+
+@asynccontextmanager
+async def serving_unix(folder: Path, *replies: Reply) -> AsyncIterator[tuple[Scripted, str]]:
+    script = Scripted(list(replies))
+    path = folder / "server.sock"
+    server = await asyncio.start_unix_server(script.handle, str(path))
+    try:
+        yield script, f"unix:{path}"
+    finally:
+        server.close()
+
+
+@pytest.mark.parametrize("loop", ["asyncio", "uvloop"])
+def test_a_server_on_a_unix_socket_is_reached_and_its_connection_kept(loop: str, tmp_path: Path) -> None:
+    async def scenario() -> None:
+        async with serving_unix(tmp_path, sized("200 OK", b'{"ok": 1}')) as (script, address):
+            upstream = Upstream(address)
+            for n in range(3):
+                reply = await upstream.request("POST", "/v1/models/m:predict", b'{"n": %d}' % n)
+                assert (reply.status, reply.body) == (200, b'{"ok": 1}')
+            assert script.connections == 1
+            assert [seen.body for seen in script.seen] == [b'{"n": 0}', b'{"n": 1}', b'{"n": 2}']
+            assert "\r\nHost: localhost\r\n" in script.seen[0].head.decode()
+            upstream.close()
+
+    run(loop, scenario)
+
+
+@pytest.mark.parametrize("loop", ["asyncio", "uvloop"])
+def test_a_missing_unix_socket_is_unreachable_without_naming_its_path(loop: str, tmp_path: Path) -> None:
+    async def scenario() -> None:
+        with pytest.raises(Unreachable) as failed:
+            await Upstream(f"unix:{tmp_path / 'gone.sock'}").request("POST", "/", b"x")
+        assert "cannot connect" in str(failed.value) and str(tmp_path) not in str(failed.value)
+
+    run(loop, scenario)
+
+
+def test_a_unix_address_names_an_absolute_path() -> None:
+    with pytest.raises(ValueError, match=r"'unix:server\.sock' is not unix:/PATH"):
+        Upstream("unix:server.sock")

@@ -1,10 +1,13 @@
-"""esteira-kserve's workers: their count, read from ESTEIRA_WORKERS and refused by name when out of range, and the
-supervisor, here with stand-in worker processes: a stop signal passed on, a worker's own exit stopping the rest."""
+"""esteira-kserve's workers: their count, read from ESTEIRA_WORKERS and refused by name when out of range, the
+supervisor, here with stand-in worker processes (a stop signal passed on, a worker's own exit stopping the rest, the
+Unix socket it bound accepted on by every worker), and that socket's binding."""
 
 from __future__ import annotations
 
 import os
 import signal
+import socket
+import stat
 import sys
 import threading
 import time
@@ -13,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from model_handlers.workers import MAX_WORKERS, Supervisor, workers_from_env
+from model_handlers.workers import MAX_WORKERS, Supervisor, unix_listener, workers_from_env
 
 
 def test_one_worker_unless_asked() -> None:
@@ -89,3 +92,54 @@ def test_a_stop_signal_is_passed_on_and_ends_in_a_clean_exit(tmp_path: Path, own
     assert supervisor.run() == 0
     assert not supervisor.running
     assert (tmp_path / "0").read_text() == "3"  # its torch threads: its share of 8 CPUs, less one for its server
+
+
+def test_every_worker_accepts_on_the_unix_socket_the_supervisor_bound(
+    tmp_path: Path, own_signal_handlers: None
+) -> None:
+    # Each worker accepts one connection on the socket it inherited and answers with its index.
+    code = (
+        "import os, signal, socket, sys, time\n"
+        "signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))\n"
+        "listener = socket.socket(fileno=int(os.environ['ESTEIRA_UNIX_SOCKET_FD']))\n"
+        "listener.listen()\n"
+        "connection, _ = listener.accept()\n"
+        "connection.sendall(os.environ['ESTEIRA_WORKER_INDEX'].encode()); connection.close(); time.sleep(60)\n"
+    )
+    path = tmp_path / "server.sock"
+    supervisor = Supervisor(_worker(code), 2, os.environ, tmp_path, unix_listener(path))
+    answers: list[bytes] = []
+
+    def call_each_worker_then_stop() -> None:
+        for _ in range(2):
+            with socket.socket(socket.AF_UNIX) as client:
+                while client.connect_ex(str(path)) != 0:  # until a worker listens
+                    time.sleep(0.01)
+                answers.append(client.recv(16))
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    threading.Thread(target=call_each_worker_then_stop, daemon=True).start()
+    assert supervisor.run() == 0
+    assert sorted(answers) == [b"0", b"1"]
+
+
+def test_the_unix_socket_is_the_owners_alone_and_replaces_a_stale_one(tmp_path: Path) -> None:
+    path = tmp_path / "server.sock"
+    unix_listener(path).close()  # a server killed before it removed its socket leaves the file behind
+    with unix_listener(path) as listener:
+        assert listener.getsockname() == str(path)
+        assert stat.S_IMODE(path.stat().st_mode) == 0o600
+
+
+def test_a_unix_socket_path_that_does_not_fit_is_refused_by_name(tmp_path: Path) -> None:
+    path = tmp_path / ("d" * 120) / "server.sock"
+    with pytest.raises(ValueError, match="longer than a Unix socket's address"):
+        unix_listener(path)
+
+
+def test_a_file_that_is_no_socket_is_never_removed(tmp_path: Path) -> None:
+    path = tmp_path / "server.sock"
+    path.write_text("someone's data")
+    with pytest.raises(OSError, match="Address already in use"):
+        unix_listener(path)
+    assert path.read_text() == "someone's data"

@@ -5,7 +5,9 @@ the server runs with another Python: `--kserve-python`, else `ESTEIRA_KSERVE_PYT
 `make kserve-runtime` builds in the repository (`.tools/kserve-runtime-venv`). Which one is settled, and
 checked to import KServe and the handlers, before anything starts. The server is one process on one
 loopback port: inference, readiness (`/v2/models/<name>/ready`) and Prometheus metrics (`/metrics`, the
-same handler series TorchServe exports, without its Hostname label) share it.
+same handler series TorchServe exports, without its Hostname label) share it. It listens on a Unix socket in
+the revision's folder too, which the router sends inference to: on one machine a hop without TCP answered 4-6 %
+more requests at 8 and 32 callers (a folder too deep for a socket's address keeps the router on the port).
 """
 
 from __future__ import annotations
@@ -21,10 +23,12 @@ import aiohttp
 
 import esteira
 from esteira.local.model_server import HOST, ModelServer, free_port
+from esteira.packaging.upstream import UNIX_SCHEME
 from esteira.render.inferenceservice import server_variables
-from esteira.vocabulary import ENV_KSERVE_PYTHON, ESTEIRA_KSERVE_RUNTIME
+from esteira.vocabulary import ENV_KSERVE_PYTHON, ESTEIRA_KSERVE_RUNTIME, MAX_UNIX_SOCKET_PATH
 
 SERVER_MODULE = "model_handlers.kserve_server"
+SOCKET_NAME = "http.sock"
 REPOSITORY_PYTHON = Path(esteira.__file__).resolve().parents[2] / ".tools" / "kserve-runtime-venv" / "bin" / "python"
 HOW_TO_GET_IT = (
     f"run `make kserve-runtime` (it builds {REPOSITORY_PYTHON}), or point --kserve-python or {ENV_KSERVE_PYTHON} "
@@ -88,15 +92,26 @@ class KServeServer(ModelServer):
     port: int | None = None
 
     @property
+    def socket_path(self) -> Path | None:
+        """Where the server listens besides its port, when the revision's folder is short enough for a socket."""
+        path = self.root / SOCKET_NAME
+        return path if len(os.fsencode(path)) <= MAX_UNIX_SOCKET_PATH else None
+
+    @property
     def url(self) -> str | None:
-        return f"http://{HOST}:{self.port}" if self.port and self.ready else None
+        """Where the router sends inference: the Unix socket, else the port."""
+        if not (self.port and self.ready):
+            return None
+        path = self.socket_path
+        return f"{UNIX_SCHEME}{path}" if path is not None else f"http://{HOST}:{self.port}"
 
     @property
     def metrics_url(self) -> str | None:
         return f"http://{HOST}:{self.port}/metrics" if self.port else None
 
     def listening(self) -> str:
-        return f"{HOST}:{self.port}, metrics on /metrics"
+        path = self.socket_path
+        return f"{HOST}:{self.port}{f' and {path}' if path is not None else ''}, metrics on /metrics"
 
     def prepare(self) -> list[str]:
         self.port = free_port()
@@ -108,6 +123,7 @@ class KServeServer(ModelServer):
             f"--work-dir={self.root / 'work'}",
             f"--host={HOST}",
             f"--http-port={self.port}",
+            *([f"--unix-socket={path}"] if (path := self.socket_path) is not None else []),
         ]
 
     def runtime_env(self) -> dict[str, str]:
