@@ -6,8 +6,8 @@ the server runs with another Python: `--kserve-python`, else `ESTEIRA_KSERVE_PYT
 checked to import KServe and the handlers, before anything starts. The server is one process on one
 loopback port: inference, readiness (`/v2/models/<name>/ready`) and Prometheus metrics (`/metrics`, the
 same handler series TorchServe exports, without its Hostname label) share it. It listens on a Unix socket in
-the revision's folder too, which the router sends inference to: on one machine a hop without TCP answered 4-6 %
-more requests at 8 and 32 callers (a folder too deep for a socket's address keeps the router on the port).
+the revision's folder too, which the router sends inference to: on one machine a hop without TCP let the router
+answer 4-8 % more requests at 1, 8 and 32 callers (a folder too deep for a socket's address keeps it on the port).
 """
 
 from __future__ import annotations
