@@ -137,6 +137,12 @@ def write_markdown(results: dict[str, Any], path: Path) -> None:
             "| in-process: Esteira's handler (`InProcessHandler.run`), batches of 1 (first column) and 8 (second); "
             "one thread | " + " | ".join(cells) + " | | | | | |"
         )
+        if "v2_batch_1_rps" in handler:
+            cells = [f"{handler['v2_batch_1_rps']:,.0f}", f"{handler['v2_batch_8_rps']:,.0f}"]
+            lines.append(
+                "| in-process: Esteira's handler, the same request in Open Inference Protocol v2, batches of 1 and 8; "
+                "one thread | " + " | ".join(cells + ["" for _ in concurrencies[2:]]) + " | | | | | |"
+            )
     if "in_process_image" in results and len(concurrencies) > 1:
         image = results["in_process_image"]
         for name, what in (("stock", "the stock image handler's methods"), ("esteira", "Esteira's handler")):

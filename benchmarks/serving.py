@@ -418,10 +418,14 @@ def in_process_handler(seconds: float, work: Path) -> dict[str, Any]:
     from model_handlers.inprocess import InProcessHandler, PrometheusMetrics
     from model_handlers.messages import RawRequest
 
-    body = json.dumps({"instances": [json.loads((DEMO / "requests" / "iris-v1.json").read_text())["instances"][0]]})
+    iris = json.loads((DEMO / "requests" / "iris-v1.json").read_text())["instances"][0]
+    body = json.dumps({"instances": [iris]})
     request = RawRequest(body.encode(), {"content-type": "application/json", "content-length": str(len(body))})
+    v2_body = json.dumps({"inputs": [{"name": "input-0", "shape": [1, len(iris)], "datatype": "FP32", "data": iris}]})
+    v2 = RawRequest(v2_body.encode(), {"content-type": "application/json", "content-length": str(len(v2_body))})
     handler = InProcessHandler(MODELS / "iris-1.0.0", work, PrometheusMetrics(CollectorRegistry()))
     rates = {size: requests_per_second(lambda n: handler.run([request] * n), size, seconds) for size in (1, 8)}
+    v2_rates = {size: requests_per_second(lambda n: handler.run([v2] * n), size, seconds) for size in (1, 8)}
     document = [{"id": index, "name": str(index), "pair": [index, index + 1]} for index in range(OTHER_WORK_ENTRIES)]
 
     def one() -> None:
@@ -436,6 +440,8 @@ def in_process_handler(seconds: float, work: Path) -> dict[str, Any]:
     return {
         "batch_1_rps": rates[1],
         "batch_8_rps": rates[8],
+        "v2_batch_1_rps": v2_rates[1],
+        "v2_batch_8_rps": v2_rates[8],
         "threads": 1,
         "back_to_back_us": round(median_seconds(one) * 1e6, 1),
         "after_idle_us": round(median_seconds(one, after=lambda: time.sleep(IDLE_GAP_SECONDS)) * 1e6, 1),

@@ -564,11 +564,11 @@ def _parse_v2(doc: Mapping[str, Any], spec: InputSpec) -> ParsedRequest:
         raise BadRequest(f"inputs[0].name must be a string, got {_kind(name)}")
     if not isinstance(datatype, str) or datatype not in V2_DATATYPES:
         raise BadRequest(f"inputs[0].datatype {_short(datatype)} is not a v2 datatype; one of {sorted(V2_DATATYPES)}")
-    if not isinstance(shape, list) or not all(isinstance(d, int) and not isinstance(d, bool) for d in shape):
+    if not isinstance(shape, list) or not all(type(d) is int for d in shape):  # JSON's integers; no booleans
         raise BadRequest(f"inputs[0].shape must be a list of integers, got {_short(shape)}")
-    if any(d < 0 for d in shape):
+    if shape and min(shape) < 0:
         raise BadRequest(f"inputs[0].shape {_short(shape)} has a negative dimension")
-    if len(shape) > MAX_DIMENSIONS or any(d > MAX_DIMENSION for d in shape):
+    if len(shape) > MAX_DIMENSIONS or (shape and max(shape) > MAX_DIMENSION):
         raise BadRequest(
             f"inputs[0].shape {_short(shape)} is too large: at most {MAX_DIMENSIONS} dimensions of at most {MAX_DIMENSION}"
         )
@@ -646,8 +646,7 @@ def _v2_tabular(info: V2Input, data: list[Any], spec: InputSpec) -> tuple[tuple[
         rows = _check_rows(info.shape[0], spec)
     else:
         raise BadRequest(f"inputs[0].shape {list(info.shape)} is the wrong shape: expected [{n}] or [N, {n}]")
-    flat = _flatten(data, info.shape)
-    values = [_typed(value, info.datatype, f"inputs[0].data[{index}]") for index, value in enumerate(flat)]
+    values = _typed_values(_flatten(data, info.shape), info.datatype)
     return tuple(tuple(values[row * n : (row + 1) * n]) for row in range(rows))
 
 
@@ -686,6 +685,29 @@ def _flatten(data: list[Any], shape: tuple[int, ...]) -> list[Any]:
     if len(level) != expected:
         raise BadRequest(f"inputs[0].data has {len(level)} elements but inputs[0].shape {list(shape)} needs {expected}")
     return level
+
+
+def _typed_values(values: list[Any], datatype: str) -> list[float]:
+    """The elements as floats; the checks of :func:`_typed` run element by element (naming the element) only when
+    the whole list fails the quick test: every element of the datatype's Python type and within its range."""
+    bounds = NUMERIC_DATATYPES[datatype]
+    if datatype == "BOOL":
+        if all(type(value) is bool for value in values):
+            return list(map(float, values))
+    elif datatype.startswith("FP"):
+        if all(type(value) is float or type(value) is int for value in values):
+            try:
+                numbers = list(map(float, values))
+            except OverflowError:  # an integer beyond any float: the careful path names it
+                numbers = []
+            low, high = bounds or (-math.inf, math.inf)
+            if len(numbers) == len(values) and all(low <= number <= high for number in numbers):
+                return numbers  # NaN fails the comparison, so it takes the careful path too
+    else:
+        low, high = bounds or (-math.inf, math.inf)
+        if all(type(value) is int and low <= value <= high for value in values):
+            return list(map(float, values))
+    return [_typed(value, datatype, f"inputs[0].data[{index}]") for index, value in enumerate(values)]
 
 
 def _typed(value: Any, datatype: str, where: str) -> float:

@@ -159,6 +159,43 @@ def test_v2_flat_nested_and_single_row() -> None:
 
 
 @pytest.mark.parametrize(
+    ("data", "datatype"),
+    [
+        ([-128, 0, 1, 127], "INT8"),
+        ([0, 1, 2, 255], "UINT8"),
+        ([-(2**63), 0, 1, 2**63 - 1], "INT64"),  # beyond a float's exact integers: checked as integers
+        ([0, 1, 2, 2**64 - 1], "UINT64"),
+        ([-65504.0, 0.5, 1, 65504], "FP16"),
+        ([-3.4e38, 1e-45, 0, 3.4e38], "FP32"),
+    ],
+)
+def test_v2_values_at_their_datatypes_ends_are_taken(data: list[Any], datatype: str) -> None:
+    parsed = parse_request(v2(data, [1, 4], datatype), TABULAR)
+    assert parsed.instances == (tuple(float(value) for value in data),)
+
+
+@pytest.mark.parametrize(
+    ("data", "datatype", "expected"),
+    [
+        ([0, 1, 2, 2**63], "INT64", "inputs[0].data[3]: 9.22337e+18 is out of range"),
+        ([0, 1, -1, 3], "UINT64", "inputs[0].data[2]: -1 is out of range"),
+        ([0, 65505, 1, 2], "FP16", "inputs[0].data[1]: 65505 is out of range"),
+        ([0, 1, 2, 10**400], "FP32", "inputs[0].data[3]: number out of range"),
+        ([0, float("-inf"), 1, 2], "FP64", "inputs[0].data[1]: non-finite number -inf"),
+        ([1.0, True, 2.0, 3.0], "FP32", "inputs[0].data[1]: wrong dtype: expected a number for FP32, got boolean"),
+        ([1, 2, False, 3], "INT32", "inputs[0].data[2]: wrong dtype: expected a number for INT32, got boolean"),
+        ([True, False, 1.0, True], "BOOL", "inputs[0].data[2]: wrong dtype: expected a boolean for BOOL"),
+    ],
+)
+def test_v2_values_past_their_datatype_are_named(data: list[Any], datatype: str, expected: str) -> None:
+    assert expected in bad(v2(data, [1, 4], datatype))
+
+
+def test_v2_a_boolean_dimension_is_no_integer() -> None:
+    assert "inputs[0].shape must be a list of integers" in bad(v2([1, 2, 3, 4], [True, 4]))
+
+
+@pytest.mark.parametrize(
     ("body", "expected"),
     [
         ({"inputs": []}, "'inputs' must hold exactly 1 input tensor, got 0"),
