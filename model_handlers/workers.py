@@ -22,6 +22,7 @@ scraped worker's at once, the others' within their interval). The per-process se
 from __future__ import annotations
 
 import contextlib
+import errno
 import logging
 import os
 import signal
@@ -89,12 +90,16 @@ def tcp_listener(host: str, port: int, shared: bool = False) -> socket.socket:
 
 
 def unix_listener(path: Path) -> socket.socket:
-    """A Unix socket bound at ``path`` that only its owner may connect to; a file left there by a server that was
-    killed is replaced. ValueError when the path is longer than a Unix socket's address allows."""
+    """A Unix socket bound at ``path`` that only its owner may connect to; a socket left there by a server that was
+    killed is replaced, one a live server listens on is not (OSError). ValueError when the path is longer than a
+    Unix socket's address allows."""
     if len(os.fsencode(path)) > MAX_UNIX_SOCKET_PATH:
         raise ValueError(f"{path} is longer than a Unix socket's address ({MAX_UNIX_SOCKET_PATH} bytes)")
-    with contextlib.suppress(FileNotFoundError):
-        if path.is_socket():
+    if path.is_socket():
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
+            if probe.connect_ex(str(path)) == 0:
+                raise OSError(errno.EADDRINUSE, f"a server already listens on {path}")
+        with contextlib.suppress(FileNotFoundError):
             path.unlink()
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     sock.bind(str(path))

@@ -131,6 +131,16 @@ def test_the_unix_socket_is_the_owners_alone_and_replaces_a_stale_one(tmp_path: 
         assert stat.S_IMODE(path.stat().st_mode) == 0o600
 
 
+def test_a_unix_socket_a_live_server_listens_on_is_left_to_it(tmp_path: Path) -> None:
+    path = tmp_path / "server.sock"
+    with unix_listener(path) as live:
+        live.listen()
+        with pytest.raises(OSError, match=f"a server already listens on {path}"):
+            unix_listener(path)
+        with socket.socket(socket.AF_UNIX) as client:
+            client.connect(str(path))  # still the live server's
+
+
 def test_a_unix_socket_path_that_does_not_fit_is_refused_by_name(tmp_path: Path) -> None:
     path = tmp_path / ("d" * 120) / "server.sock"
     with pytest.raises(ValueError, match="longer than a Unix socket's address"):
