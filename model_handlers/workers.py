@@ -6,11 +6,10 @@ two processes answered 1.6x the requests of one at 32 callers, with the load gen
 
 How: the supervisor (this process, without torch) starts ``workers`` copies of the server, each of which loads
 the model and listens on the same port with ``SO_REUSEPORT``: the kernel spreads connections among them. A Unix
-socket (``--unix-socket``) has one listener, bound by the supervisor and inherited by every worker, which all accept
-on it. A
-stopping supervisor (SIGTERM, SIGINT) passes the signal on and waits for every worker to answer what it holds
-and post its queued inference records; a worker that exits by itself stops the others and the supervisor exits
-non-zero, so the pod restarts whole rather than serving on fewer workers than it was given.
+socket (``--unix-socket``) has one listener, bound by the supervisor and inherited by every worker, which all
+accept on it. A stopping supervisor (SIGTERM, SIGINT) passes the signal on and waits for every worker to answer
+what it holds and post its queued inference records; a worker that exits by itself stops the others and the
+supervisor exits non-zero, so the pod restarts whole rather than serving on fewer workers than it was given.
 
 Metrics: every worker writes its series to files in one directory (``prometheus_client``'s multiprocess mode);
 a scrape, of any worker's ``/metrics`` or of the supervisor's metrics port, adds the workers' counters and
