@@ -35,6 +35,7 @@ import model_handlers
 from benchmarks.load import Point, median_point, run_point, wrk_binary
 from benchmarks.report import write_markdown
 from esteira.local.server import DEFAULT_VMARGS as ESTEIRA_UP_VMARGS
+from esteira.packaging.upstream import fits_unix_socket
 from esteira.vocabulary import (
     COLLECTOR_RECORDS_PATH,
     ENV_BATCH_SIZE,
@@ -42,7 +43,6 @@ from esteira.vocabulary import (
     ENV_LOG_MODE,
     ENV_LOG_URL,
     ENV_WORKERS,
-    MAX_UNIX_SOCKET_PATH,
 )
 from model_handlers.inference_log import DROPPED_TOTAL
 from tests.support.torchserve import QUICK_START_VMARGS, ModelArchive, TorchServe, build_mar, free_port
@@ -291,7 +291,7 @@ def esteira_kserve(
     if workers > 1:
         env[ENV_WORKERS] = str(workers)
     socket_path = work / f"esteira-kserve-{port}.sock"
-    fits = len(os.fsencode(socket_path)) <= MAX_UNIX_SOCKET_PATH
+    fits = fits_unix_socket(socket_path)
     if fits:  # as esteira up starts it: its router sends inference there
         command += ["--unix-socket", str(socket_path)]
     with process(command, f"http://127.0.0.1:{port}/v2/health/ready", work / f"esteira-kserve-{port}.log", env) as up:

@@ -38,6 +38,7 @@ from prometheus_client.registry import Collector
 
 from esteira.packaging.cpus import available_cpus, threads_per_process
 from esteira.packaging.entrypoint import workers_asked
+from esteira.packaging.upstream import fits_unix_socket
 from esteira.vocabulary import ENV_TORCH_THREADS, ENV_WORKERS, MAX_UNIX_SOCKET_PATH, MAX_WORKERS
 
 logger = logging.getLogger(__name__)
@@ -92,7 +93,7 @@ def unix_listener(path: Path) -> socket.socket:
     """A Unix socket bound at ``path`` that only its owner may connect to; a socket left there by a server that was
     killed is replaced, one a live server listens on is not (OSError). ValueError when the path is longer than a
     Unix socket's address allows."""
-    if len(os.fsencode(path)) > MAX_UNIX_SOCKET_PATH:
+    if not fits_unix_socket(path):
         raise ValueError(f"{path} is longer than a Unix socket's address ({MAX_UNIX_SOCKET_PATH} bytes)")
     if path.is_socket():
         with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:

@@ -23,9 +23,9 @@ import aiohttp
 
 import esteira
 from esteira.local.model_server import HOST, ModelServer, free_port
-from esteira.packaging.upstream import UNIX_SCHEME
+from esteira.packaging.upstream import UNIX_SCHEME, fits_unix_socket
 from esteira.render.inferenceservice import server_variables
-from esteira.vocabulary import ENV_KSERVE_PYTHON, ESTEIRA_KSERVE_RUNTIME, MAX_UNIX_SOCKET_PATH
+from esteira.vocabulary import ENV_KSERVE_PYTHON, ESTEIRA_KSERVE_RUNTIME
 
 SERVER_MODULE = "model_handlers.kserve_server"
 SOCKET_NAME = "http.sock"
@@ -95,7 +95,7 @@ class KServeServer(ModelServer):
     def socket_path(self) -> Path | None:
         """Where the server listens besides its port, when the revision's folder is short enough for a socket."""
         path = self.root / SOCKET_NAME
-        return path if len(os.fsencode(path)) <= MAX_UNIX_SOCKET_PATH else None
+        return path if fits_unix_socket(path) else None
 
     @property
     def url(self) -> str | None:

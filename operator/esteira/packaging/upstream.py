@@ -22,9 +22,12 @@ import time
 import urllib.parse
 from collections.abc import Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import cast
 
 import httptools
+
+from esteira.vocabulary import MAX_UNIX_SOCKET_PATH
 
 _NO_BODY_STATUSES = frozenset({204, 304})
 
@@ -69,6 +72,11 @@ def parse_address(address: str) -> tuple[str, int]:
 
 
 UNIX_SCHEME = "unix:"  # ``unix:/PATH``: a server on this machine's Unix socket
+
+
+def fits_unix_socket(path: Path) -> bool:
+    """Whether ``path`` is short enough to be a Unix socket's address."""
+    return len(os.fsencode(path)) <= MAX_UNIX_SOCKET_PATH
 
 
 def request_head(method: str, target: str, host: str, headers: Mapping[str, str], length: int) -> bytes:
