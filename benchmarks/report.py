@@ -75,6 +75,25 @@ def _lone_request(results: dict[str, Any]) -> list[str]:
     ]
 
 
+def _batch_sizes(rows: dict[str, Any], concurrencies: list[str]) -> list[str]:
+    """How many requests esteira-kserve's batcher put together, where the row's server said (its
+    ``esteira_batch_size`` histogram, read before and after the median run)."""
+    sized = [(key, row) for key, row in rows.items() if any("mean_batch" in point for point in row["points"].values())]
+    if not sized:
+        return []
+    at = " / ".join(concurrencies)
+    figures = [
+        f"`{key}` " + " / ".join(f"{row['points'].get(c, {}).get('mean_batch', '-')}" for c in concurrencies)
+        for key, row in sized
+    ]
+    return [
+        "",
+        f"Requests per batch in esteira-kserve's median run at {at} callers (`mean_batch` in the JSON): "
+        + "; ".join(figures)
+        + ".",
+    ]
+
+
 def _between_other_work(handler: dict[str, Any]) -> list[str]:
     if "batch_8_after_other_work_us" not in handler:
         return []
@@ -167,6 +186,7 @@ def write_markdown(results: dict[str, Any], path: Path) -> None:
             f" | {wrk:.2f}{flag} | {errors} |"
         )
     lines += _lone_request(results)
+    lines += _batch_sizes(rows, concurrencies)
     lines += [
         "",
         "## Targets, as ratios of req/s in this run",

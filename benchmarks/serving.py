@@ -45,6 +45,7 @@ from esteira.vocabulary import (
     ENV_WORKERS,
 )
 from model_handlers.inference_log import DROPPED_TOTAL
+from model_handlers.metrics import BATCH_SIZE
 from tests.support.torchserve import QUICK_START_VMARGS, ModelArchive, TorchServe, build_mar, free_port
 
 REPO = Path(__file__).resolve().parents[1]
@@ -199,6 +200,7 @@ class Running:
     management: str = ""  # a TorchServe's management address
     metrics: str = ""  # where Esteira's handler in it reports the inference records it dropped
     hop: str = ""  # where a router in front reaches it, when not at ``url`` (esteira up: esteira-kserve's socket)
+    batches: str = ""  # where its batcher's sizes can be read (``esteira_batch_size``, flushed on every scrape)
 
 
 Bodies = dict[str, tuple[Path, str]]
@@ -296,6 +298,8 @@ def esteira_kserve(
         command += ["--unix-socket", str(socket_path)]
     with process(command, f"http://127.0.0.1:{port}/v2/health/ready", work / f"esteira-kserve-{port}.log", env) as up:
         up.metrics, up.hop = f"{up.url}/metrics", f"unix:{socket_path}" if fits else ""
+        # one process flushes its batch sizes when scraped; several workers' arrive within their flush interval
+        up.batches = up.metrics if workers == 1 else ""
         yield up
 
 
@@ -308,11 +312,38 @@ def model_server_front(work: Path, ts: Running, build: str = "iris-1.0.0") -> Ab
     return process(command, f"http://127.0.0.1:{port}/v1/models", work / f"front-{port}.log")
 
 
-def router(work: Path, backend: str, build: str = "iris-1.0.0") -> AbstractContextManager[Running]:
+@contextmanager
+def router(work: Path, behind: Running, build: str = "iris-1.0.0") -> Iterator[Running]:
+    """esteira up's router in front of ``behind``, reaching it as esteira up would (its socket, else its URL); the
+    batches behind it are the server's."""
     port = free_port()
     command = [sys.executable, "-m", "benchmarks.router_front", "--model-dir", str(MODELS / build)]
-    command += ["--backend", backend, "--port", str(port)]
-    return process(command, f"http://127.0.0.1:{port}/v1/models", work / f"router-{port}.log")
+    command += ["--backend", behind.hop or behind.url, "--port", str(port)]
+    with process(command, f"http://127.0.0.1:{port}/v1/models", work / f"router-{port}.log") as up:
+        up.batches = behind.batches
+        yield up
+
+
+def batch_totals(metrics: str) -> tuple[float, float] | None:
+    """(batches, requests in them) so far from a server's ``esteira_batch_size`` histogram; None where it has none."""
+    if not metrics:
+        return None
+    with urllib.request.urlopen(metrics, timeout=10) as answer:
+        text = answer.read().decode()
+    totals = {"_count": 0.0, "_sum": 0.0}
+    for line in text.splitlines():
+        name, _, value = line.partition("{")
+        for suffix in totals:
+            if name == BATCH_SIZE + suffix:
+                totals[suffix] += float(value.rsplit(" ", 1)[1])
+    return (totals["_count"], totals["_sum"]) if totals["_count"] else None
+
+
+def mean_batch(before: tuple[float, float] | None, after: tuple[float, float] | None) -> float | None:
+    """Requests per batch between two readings of :func:`batch_totals`."""
+    if before is None or after is None or after[0] <= before[0]:
+        return None
+    return round((after[1] - before[1]) / (after[0] - before[0]), 2)
 
 
 def archives(store: Path) -> list[str]:
@@ -555,8 +586,7 @@ class Servers:
         if kind == "kserve-stock":
             return kserve_stock(self.work)
         if kind == "router":
-            behind = self.get(rest)
-            return router(self.work, behind.hop or behind.url)
+            return router(self.work, self.get(rest))
         if kind == "front":
             return model_server_front(self.work, self.get(rest))
         if kind == "ts":
@@ -609,22 +639,30 @@ class Bench:
         started = [(target, servers.get(target.server)) for target in targets]
         warmed = {target.key: self.warm_up(running, target) for target, running in started}
         runs: dict[str, dict[int, list[Point]]] = {target.key: {} for target in targets}
+        sizes: dict[str, dict[int, list[float | None]]] = {target.key: {} for target in targets}
         medians: dict[str, dict[str, Any]] = {target.key: {} for target in targets}
         for concurrency in self.concurrencies:
             repeats = self.repeats + (LONE_EXTRA_REPEATS if concurrency == 1 and self.repeats > 1 else 0)
             for repeat in range(repeats):
                 for target, running in started if repeat % 2 == 0 else started[::-1]:
                     body, content_type = self.bodies[target.body]
+                    before = batch_totals(running.batches)
                     point = run_point(
                         running.url + target.path, body, content_type, concurrency, self.seconds, running.pids
                     )
                     runs[target.key].setdefault(concurrency, []).append(point)
+                    size = mean_batch(before, batch_totals(running.batches))
+                    sizes[target.key].setdefault(concurrency, []).append(size)
             for target, _ in started:
                 point = median_point(runs[target.key][concurrency])
                 medians[target.key][str(concurrency)] = {
                     **point.to_json(),
                     "runs_rps": [run.rps for run in runs[target.key][concurrency]],
                 }
+                median_run = [run.rps for run in runs[target.key][concurrency]].index(point.rps)
+                mean = sizes[target.key][concurrency][median_run]
+                if mean is not None:  # requests per batch in the median run, where the server says
+                    medians[target.key][str(concurrency)]["mean_batch"] = mean
                 print(
                     f"{target.key:28} c={concurrency:<3} {point.rps:>9.1f} req/s  p99 {point.p99_ms:>7.2f} ms  "
                     f"wrk {point.loadgen_cores:.2f} cores  server {point.server_cpu_us_per_request:.0f} us/req",
