@@ -7,6 +7,7 @@ import threading
 from pathlib import Path
 
 from esteira.packaging.front import FrontThread, TorchServeSurface
+from esteira.packaging.heap import freeze_startup_heap
 from esteira.packaging.surface import served_model
 
 
@@ -20,6 +21,7 @@ def main() -> None:
     served = served_model(args.model_dir)
     surface = TorchServeSurface(served, served.version, args.backend, args.management)
     FrontThread(surface, "127.0.0.1", args.port).start()  # as the pod's entrypoint runs it
+    freeze_startup_heap()  # as the pod's entrypoint does once its front is up
     threading.Event().wait()
 
 

@@ -10,6 +10,7 @@ import uvloop
 
 from esteira.local.router import Router
 from esteira.local.split import Split
+from esteira.packaging.heap import freeze_startup_heap
 from esteira.packaging.surface import served_model
 
 
@@ -29,6 +30,7 @@ def main() -> None:
     parser.add_argument("--backend", required=True)
     parser.add_argument("--port", type=int, required=True)
     args = parser.parse_args()
+    freeze_startup_heap()  # as `esteira up` does before its router serves: its full collections skip start-up's objects
     uvloop.run(serve(args.model_dir, args.backend, args.port))  # as `esteira up` runs it
 
 
