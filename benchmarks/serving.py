@@ -325,17 +325,26 @@ def router(work: Path, behind: Running, build: str = "iris-1.0.0") -> Iterator[R
 
 
 def batch_totals(metrics: str) -> tuple[float, float] | None:
-    """(batches, requests in them) so far from a server's ``esteira_batch_size`` histogram; None where it has none."""
+    """(batches, requests in them) so far at a server's metrics URL; None where it has none or did not answer (the
+    figure is an aside: a failed scrape must not end a run)."""
     if not metrics:
         return None
-    with urllib.request.urlopen(metrics, timeout=10) as answer:
-        text = answer.read().decode()
+    try:
+        with urllib.request.urlopen(metrics, timeout=10) as answer:
+            return batch_totals_of(answer.read().decode())
+    except OSError:
+        return None
+
+
+def batch_totals_of(exposition: str) -> tuple[float, float] | None:
+    """(batches, requests in them) from the ``esteira_batch_size`` histogram in Prometheus's text format, every
+    series added up; None without one."""
     totals = {"_count": 0.0, "_sum": 0.0}
-    for line in text.splitlines():
-        name, _, value = line.partition("{")
-        for suffix in totals:
-            if name == BATCH_SIZE + suffix:
-                totals[suffix] += float(value.rsplit(" ", 1)[1])
+    for line in exposition.splitlines():
+        name, _, rest = line.partition("{")
+        suffix = name.removeprefix(BATCH_SIZE)
+        if suffix in totals and name != suffix:
+            totals[suffix] += float(rest.rsplit(" ", 1)[1])
     return (totals["_count"], totals["_sum"]) if totals["_count"] else None
 
 
