@@ -75,6 +75,12 @@ def _lone_request(results: dict[str, Any]) -> list[str]:
     ]
 
 
+def _in_process_row(title: str, rates: list[float], concurrencies: list[str]) -> str:
+    """A table row for an in-process figure: its rates in the first columns, the load columns left empty."""
+    cells = [f"{rate:,.0f}" for rate in rates] + ["" for _ in concurrencies[len(rates) :]]
+    return f"| {title} | " + " | ".join(cells) + " | | | | | |"
+
+
 def _batch_sizes(rows: dict[str, Any], concurrencies: list[str]) -> list[str]:
     """How many requests esteira-kserve's batcher put together, where the row's server said (its
     ``esteira_batch_size`` histogram, read before and after the median run)."""
@@ -144,33 +150,41 @@ def write_markdown(results: dict[str, Any], path: Path) -> None:
         "| --- | " + " | ".join("---" for _ in concurrencies) + " | --- | --- | --- | --- | --- |",
     ]
     if "in_process" in results:
-        cells = [f"{results['in_process']['rps']:,.0f}"] + ["" for _ in concurrencies[1:]]
         lines.append(
-            "| in-process: JSON parse, tensor, forward, softmax, JSON dump; one thread | "
-            + " | ".join(cells)
-            + " | | | | | |"
+            _in_process_row(
+                "in-process: JSON parse, tensor, forward, softmax, JSON dump; one thread",
+                [results["in_process"]["rps"]],
+                concurrencies,
+            )
         )
     if "in_process_handler" in results and len(concurrencies) > 1:
         handler = results["in_process_handler"]
-        cells = [f"{handler['batch_1_rps']:,.0f}", f"{handler['batch_8_rps']:,.0f}"] + ["" for _ in concurrencies[2:]]
         lines.append(
-            "| in-process: Esteira's handler (`InProcessHandler.run`), batches of 1 (first column) and 8 (second); "
-            "one thread | " + " | ".join(cells) + " | | | | | |"
+            _in_process_row(
+                "in-process: Esteira's handler (`InProcessHandler.run`), batches of 1 (first column) and 8 (second); "
+                "one thread",
+                [handler["batch_1_rps"], handler["batch_8_rps"]],
+                concurrencies,
+            )
         )
         if "v2_batch_1_rps" in handler:
-            cells = [f"{handler['v2_batch_1_rps']:,.0f}", f"{handler['v2_batch_8_rps']:,.0f}"]
             lines.append(
-                "| in-process: Esteira's handler, the same request in Open Inference Protocol v2, batches of 1 and 8; "
-                "one thread | " + " | ".join(cells + ["" for _ in concurrencies[2:]]) + " | | | | | |"
+                _in_process_row(
+                    "in-process: Esteira's handler, the same request in Open Inference Protocol v2, batches of 1 and 8; "
+                    "one thread",
+                    [handler["v2_batch_1_rps"], handler["v2_batch_8_rps"]],
+                    concurrencies,
+                )
             )
     if "in_process_image" in results and len(concurrencies) > 1:
         image = results["in_process_image"]
         for name, what in (("stock", "the stock image handler's methods"), ("esteira", "Esteira's handler")):
-            cells = [f"{image[f'{name}_batch_1_rps']:,.0f}", f"{image[f'{name}_batch_8_rps']:,.0f}"]
             lines.append(
-                f"| in-process, digits image: {what}, batches of 1 (first column) and 8 (second); one thread | "
-                + " | ".join(cells + ["" for _ in concurrencies[2:]])
-                + " | | | | | |"
+                _in_process_row(
+                    f"in-process, digits image: {what}, batches of 1 (first column) and 8 (second); one thread",
+                    [image[f"{name}_batch_1_rps"], image[f"{name}_batch_8_rps"]],
+                    concurrencies,
+                )
             )
     for key, row in rows.items():
         points = row["points"]
