@@ -690,7 +690,7 @@ def _flatten(data: list[Any], shape: tuple[int, ...]) -> list[Any]:
 def _typed_values(values: list[Any], datatype: str) -> list[float]:
     """The elements as floats; the checks of :func:`_typed` run element by element (naming the element) only when
     the whole list fails the quick test: every element of the datatype's Python type and within its range."""
-    bounds = NUMERIC_DATATYPES[datatype]
+    low, high = NUMERIC_DATATYPES[datatype] or (-math.inf, math.inf)
     if datatype == "BOOL":
         if all(type(value) is bool for value in values):
             return list(map(float, values))
@@ -700,13 +700,10 @@ def _typed_values(values: list[Any], datatype: str) -> list[float]:
                 numbers = list(map(float, values))
             except OverflowError:  # an integer beyond any float: the careful path names it
                 numbers = []
-            low, high = bounds or (-math.inf, math.inf)
             if len(numbers) == len(values) and all(low <= number <= high for number in numbers):
                 return numbers  # NaN fails the comparison, so it takes the careful path too
-    else:
-        low, high = bounds or (-math.inf, math.inf)
-        if all(type(value) is int and low <= value <= high for value in values):
-            return list(map(float, values))
+    elif all(type(value) is int and low <= value <= high for value in values):
+        return list(map(float, values))
     return [_typed(value, datatype, f"inputs[0].data[{index}]") for index, value in enumerate(values)]
 
 
