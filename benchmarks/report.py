@@ -27,6 +27,7 @@ RATIOS: list[tuple[str, str, str, tuple[str, ...], float]] = [
     ("esteira-kserve / bare HTTP server", "esteira-kserve", "http-ceiling", ("1",), 0.5),
     ("esteira-kserve, idle poll / bare HTTP server", "esteira-kserve-poll", "http-ceiling", ("1",), 0.5),
     ("esteira-kserve / KServe stock model", "esteira-kserve", "kserve-stock", ("1", "8", "32"), 1.0),
+    ("esteira-kserve, `optimize` / as loaded", "esteira-kserve-optimized", "esteira-kserve", ("1", "8", "32"), 1.0),
 ]
 
 
@@ -79,6 +80,30 @@ def _in_process_row(title: str, rates: list[float], concurrencies: list[str]) ->
     """A table row for an in-process figure: its rates in the first columns, the load columns left empty."""
     cells = [f"{rate:,.0f}" for rate in rates] + ["" for _ in concurrencies[len(rates) :]]
     return f"| {title} | " + " | ".join(cells) + " | | | | | |"
+
+
+def _optimized(results: dict[str, Any], rows: dict[str, Any]) -> list[str]:
+    """What ``"optimize": true`` decided for each model, and a forward pass's time as loaded and optimized; what
+    the served rows' handlers decided at load."""
+    served = [
+        f"`{key}`'s handler at load: the model {row['optimize']}." for key, row in rows.items() if "optimize" in row
+    ]
+    models = results.get("in_process_optimize", {}).get("models")
+    if not models:
+        return ["", *served] if served else []
+    titles = {"iris": "iris", "digits": "digits", "cnn": "a five-convolution CNN with batch norm on 64x64 images"}
+    figures = [
+        f"{titles.get(name, name)} {'kept' if model['kept'] else 'not kept'} ("
+        + ", ".join(f"{size}: {us[0]:g} -> {us[1]:g}" for size, us in model["forward_us"].items())
+        + ")"
+        for name, model in models.items()
+    ]
+    return [
+        "",
+        "`optimize` (`esteira-model.json`): the load-time check's verdict per model, with a forward pass's "
+        "microseconds as loaded -> optimized for 1 and 8 instances: " + "; ".join(figures) + ".",
+        *served,
+    ]
 
 
 def _batch_sizes(rows: dict[str, Any], concurrencies: list[str]) -> list[str]:
@@ -186,6 +211,16 @@ def write_markdown(results: dict[str, Any], path: Path) -> None:
                     concurrencies,
                 )
             )
+    optimize = results.get("in_process_optimize")
+    if optimize and len(concurrencies) > 1:
+        for name, what in (("as_loaded", "as loaded"), ("optimized", "`optimize` on")):
+            lines.append(
+                _in_process_row(
+                    f"in-process: Esteira's handler, {what}, in alternating rounds, batches of 1 and 8; one thread",
+                    [optimize[f"{name}_batch_1_rps"], optimize[f"{name}_batch_8_rps"]],
+                    concurrencies,
+                )
+            )
     for key, row in rows.items():
         points = row["points"]
         cells = [f"{points[c]['rps']:,.0f}" if c in points else "" for c in concurrencies]
@@ -200,6 +235,7 @@ def write_markdown(results: dict[str, Any], path: Path) -> None:
             f" | {wrk:.2f}{flag} | {errors} |"
         )
     lines += _lone_request(results)
+    lines += _optimized(results, rows)
     lines += _batch_sizes(rows, concurrencies)
     lines += [
         "",

@@ -46,12 +46,14 @@ from esteira.vocabulary import (
 )
 from model_handlers.inference_log import DROPPED_TOTAL
 from model_handlers.metrics import BATCH_SIZE
+from model_handlers.optimize import Outcome
 from tests.support.torchserve import QUICK_START_VMARGS, ModelArchive, TorchServe, build_mar, free_port
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "benchmarks" / "results"
 MODELS = REPO / "build" / "models"
 DEMO = REPO / "build" / "demo"
+OPTIMIZE_ROUNDS = 3  # the iris handler as loaded and optimized, in turns
 LONE_EXTRA_REPEATS = 2  # c=1 points swing most with what else the machine runs
 # Warm-up: points at the top concurrency until throughput stops rising. TorchServe's JIT compiler was still
 # busy 25 s into a run (a third of the frontend's CPU), and its throughput rises in steps with flat stretches
@@ -115,6 +117,11 @@ GROUPS: dict[str, tuple[Target, ...]] = {
         ),
         _iris("http-ceiling", "bare HTTP server, fixed JSON (uvicorn + Starlette)", "bare"),
         _iris("esteira-kserve", "esteira-kserve, adaptive batching (max 8)", "esteira-kserve:iris-1.0.0"),
+        _iris(
+            "esteira-kserve-optimized",
+            "esteira-kserve, the model optimized at load (`optimize` in esteira-model.json)",
+            "esteira-kserve-optimized:iris-1.0.0",
+        ),
         _iris(
             "esteira-kserve-w2",
             f"esteira-kserve, {TWO_WORKERS} worker processes (`ESTEIRA_WORKERS`)",
@@ -201,6 +208,7 @@ class Running:
     metrics: str = ""  # where Esteira's handler in it reports the inference records it dropped
     hop: str = ""  # where a router in front reaches it, when not at ``url`` (esteira up: esteira-kserve's socket)
     batches: str = ""  # where its batcher's sizes can be read (``esteira_batch_size``, flushed on every scrape)
+    log: Path | None = None  # what it writes
 
 
 Bodies = dict[str, tuple[Path, str]]
@@ -247,7 +255,7 @@ def process(command: list[str], probe: str, log: Path, env: dict[str, str] | Non
         started = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})})
     try:
         wait_http(probe, started)
-        yield Running(probe.split("/", 3)[0] + "//" + probe.split("/", 3)[2], [started.pid])
+        yield Running(probe.split("/", 3)[0] + "//" + probe.split("/", 3)[2], [started.pid], log=log)
     finally:
         started.terminate()
         try:
@@ -280,10 +288,12 @@ def esteira_kserve(
     module: str = "model_handlers.kserve_server",
     idle_poll_us: int = 0,
     workers: int = 1,
+    models: Path = MODELS,
 ) -> Iterator[Running]:
-    """esteira-kserve with every feature on, as TorchServe's Esteira rows: inference logging to ``sink``."""
+    """esteira-kserve with every feature on, as TorchServe's Esteira rows: inference logging to ``sink``; the
+    packaged ``build`` under ``models``."""
     port = free_port()
-    command = [str(RUNTIME_PYTHON), "-m", module, "--model-dir", str(MODELS / build)]
+    command = [str(RUNTIME_PYTHON), "-m", module, "--model-dir", str(models / build)]
     command += ["--work-dir", str(work / f"kserve-{build}"), "--http-port", str(port)]
     env = {ENV_LOG_MODE: "all", ENV_LOG_URL: sink.url}
     if batch_size:
@@ -353,6 +363,38 @@ def mean_batch(before: tuple[float, float] | None, after: tuple[float, float] | 
     if before is None or after is None or after[0] <= before[0]:
         return None
     return round((after[1] - before[1]) / (after[0] - before[0]), 2)
+
+
+def optimize_verdict(log: Path | None) -> str | None:
+    """What ``optimize`` came to in a server's log: the handler's line from "the model" on, if it wrote one."""
+    if log is None or not log.exists():
+        return None
+    lines = [line for line in log.read_text(errors="replace").splitlines() if "optimize is set in" in line]
+    if not lines:
+        return None
+    return lines[-1].partition(": the model ")[2] or None
+
+
+def optimized_package(work: Path, build: str) -> Path:
+    """The demo model ``build`` packaged as `make models` packages it, its esteira-model.json asking for
+    ``optimize``; the folder that holds it."""
+    from esteira.packaging.archive import PackageInputs, package
+    from esteira.packaging.config import ModelSpec
+
+    folder = work / "optimized"
+    files = folder / "files" / build
+    files.mkdir(parents=True, exist_ok=True)
+    config = json.loads((DEMO / build / "esteira-model.json").read_text())
+    (files / "esteira-model.json").write_text(json.dumps({**config, "optimize": True}))
+    shutil.copyfile(DEMO / build / "reference-profile.json", files / "reference-profile.json")
+    inputs = PackageInputs(
+        model_file=DEMO / build / "model.pt",
+        handler=config["kind"],
+        extra_files=(files / "esteira-model.json", files / "reference-profile.json"),
+    )
+    name, _, version = build.rpartition("-")
+    package(ModelSpec(name, version, batch_size=8, max_batch_delay_ms=10), inputs, folder / build)
+    return folder
 
 
 def archives(store: Path) -> list[str]:
@@ -545,6 +587,79 @@ def in_process_image(seconds: float, work: Path) -> dict[str, Any]:
     return {**rates, "threads": 1}
 
 
+def in_process_optimize(seconds: float, work: Path) -> dict[str, Any]:
+    """``"optimize": true`` (:mod:`model_handlers.optimize`) in process, one thread: Esteira's whole handler on the
+    iris model as loaded and optimized, their rounds alternating (batches of 1 and 8); what the load-time check
+    decides for the digits model; and, forward passes only, a CNN of the kind the rewrite is made for."""
+    from prometheus_client import CollectorRegistry
+
+    from model_handlers.inprocess import InProcessHandler, PrometheusMetrics
+    from model_handlers.messages import RawRequest
+    from model_handlers.optimize import example_inputs, optimize_for_serving
+
+    iris = json.loads((DEMO / "requests" / "iris-v1.json").read_text())["instances"][0]
+    body = json.dumps({"instances": [iris]})
+    request = RawRequest(body.encode(), {"content-type": "application/json", "content-length": str(len(body))})
+
+    def handler(model: str, folder: str) -> InProcessHandler:
+        return InProcessHandler(MODELS / model, work / folder, PrometheusMetrics(CollectorRegistry()))
+
+    as_loaded, optimized = handler("iris-1.0.0", "as-loaded"), handler("iris-1.0.0", "optimized")
+    outcome = optimized.handler.optimize_model(8)
+    rates: dict[str, list[float]] = {}
+    for _ in range(OPTIMIZE_ROUNDS):
+        for name, served in (("as_loaded", as_loaded), ("optimized", optimized)):
+            for size in (1, 8):
+                rate = requests_per_second(lambda n, h=served: h.run([request] * n), size, seconds / 2)
+                rates.setdefault(f"{name}_batch_{size}_rps", []).append(rate)
+    digits = handler("digits-1.0.0", "digits-optimized").handler.optimize_model(8)
+    cnn = torch.jit.script(convolutional_net().eval())
+    images = example_inputs(torch.zeros(1, 3, 64, 64), 8)
+    _, cnn = optimize_for_serving(cnn, run_on_cpu, images, torch.float32)
+    return {
+        **{key: statistics.median(values) for key, values in rates.items()},
+        "rounds": OPTIMIZE_ROUNDS,
+        "models": {"iris": outcome_figures(outcome), "digits": outcome_figures(digits), "cnn": outcome_figures(cnn)},
+        "threads": torch.get_num_threads(),
+    }
+
+
+def convolutional_net() -> torch.nn.Module:
+    """Five 3x3 convolutions with batch norm (seeded random weights and statistics), pooled to ten classes."""
+    from torch import nn
+
+    torch.manual_seed(0)
+    widths = [(3, 32), (32, 64), (64, 64), (64, 128), (128, 128)]
+    layers: list[nn.Module] = []
+    for index, (inputs, outputs) in enumerate(widths):
+        norm = nn.BatchNorm2d(outputs)
+        with torch.no_grad():
+            norm.running_mean.uniform_(-0.1, 0.1)
+            norm.running_var.uniform_(0.5, 1.5)
+        layers += [nn.Conv2d(inputs, outputs, 3, padding=1, bias=False), norm, nn.ReLU()]
+        if index in (0, 2):
+            layers.append(nn.MaxPool2d(2))
+    return nn.Sequential(*layers, nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(128, 10))
+
+
+def outcome_figures(outcome: Outcome) -> dict[str, Any]:
+    """Whether the optimized form was kept, and a forward pass's microseconds as loaded and optimized by batch."""
+    return {
+        "kept": outcome.kept,
+        "forward_us": {
+            str(t.instances): [round(t.model_seconds * 1e6, 1), round(t.optimized_seconds * 1e6, 1)]
+            for t in outcome.timings
+        },
+        "reason": outcome.reason,
+    }
+
+
+def run_on_cpu(model: Any, batch: torch.Tensor) -> torch.Tensor:
+    with torch.inference_mode():
+        output: torch.Tensor = model(batch)
+    return output
+
+
 def machine() -> dict[str, Any]:
     cpu = next(
         (
@@ -614,6 +729,8 @@ class Servers:
             return esteira_kserve(self.work, rest, self.sink, workers=TWO_WORKERS)
         if kind == "esteira-kserve-poll":
             return esteira_kserve(self.work, rest, self.sink, idle_poll_us=IDLE_POLL_US)
+        if kind == "esteira-kserve-optimized":
+            return esteira_kserve(self.work, rest, self.sink, models=optimized_package(self.work, rest))
         raise ValueError(f"no recipe for a server {kind!r}")
 
     def dropped_records(self) -> int:
@@ -677,7 +794,7 @@ class Bench:
                     f"wrk {point.loadgen_cores:.2f} cores  server {point.server_cpu_us_per_request:.0f} us/req",
                     flush=True,
                 )
-        for target, _ in started:
+        for target, running in started:
             self.rows[target.key] = {
                 "title": target.title,
                 "group": group,
@@ -686,6 +803,9 @@ class Bench:
                 "warm_up_seconds": warmed[target.key],
                 "points": medians[target.key],
             }
+            verdict = optimize_verdict(running.log)
+            if verdict:  # what the handler's load-time check decided, so the row says what it measured
+                self.rows[target.key]["optimize"] = verdict
 
     def warm_up(self, running: Running, target: Target) -> float:
         """Load at the top concurrency for at least the server's floor, then until a point is no longer above
@@ -731,6 +851,7 @@ def run(quick: bool, out: Path, only: list[str] | None) -> dict[str, Any]:
         results["in_process"] = in_process_ceiling(seconds)
         results["in_process_handler"] = in_process_handler(seconds, work)  # unpacks the archive into work/iris
         results["in_process_image"] = in_process_image(seconds, work)
+        results["in_process_optimize"] = in_process_optimize(seconds, work)
     store = work / "store"
     servers = [part for targets in groups.values() for target in targets for part in target.server.split(":")]
     if {"ts", "ts-quick-jvm"} & set(servers):

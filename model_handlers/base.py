@@ -33,6 +33,7 @@ from model_handlers.config import CONFIG_FILE, ConfigError, ModelConfig, load_co
 from model_handlers.drift import DriftCounter
 from model_handlers.inference_log import Exchange, InferenceLog
 from model_handlers.metrics import HandlerMetrics, MetricBuffer
+from model_handlers.optimize import Outcome, example_inputs, optimize_for_serving
 from model_handlers.protocol import (
     BINARY_HEADER,
     BadRequest,
@@ -187,6 +188,8 @@ class EsteiraHandler(BaseHandler, abc.ABC):  # type: ignore[misc]
         self.identity = self.config.identity(context.manifest)
         self.spec = self.config.input_spec()
         self.labels = self._check_model()
+        if self.config.optimize:
+            self.optimize_model(int(properties.get("batch_size") or 1))
         # Metrics are written at most once a second (TorchServe's every write is a log line its frontend parses);
         # a cache that can run code when scraped (esteira-kserve's registry) has the buffer flushed then too.
         cache = getattr(context, "metrics", None)
@@ -240,12 +243,25 @@ class EsteiraHandler(BaseHandler, abc.ABC):  # type: ignore[misc]
             )
         return self.config.labels
 
+    def optimize_model(self, batch_size: int) -> Outcome:
+        """The model rewritten for inference where that agrees and pays (:mod:`model_handlers.optimize`), on
+        example inputs of one instance and of ``batch_size``; what came of it is logged and returned."""
+        inputs = example_inputs(self.example_input(), batch_size)
+        self.model, outcome = optimize_for_serving(self.model, self.run_model, inputs, self.dtype)
+        verdict = "serves optimized for inference" if outcome.kept else "serves as loaded, not optimized"
+        logger.info("optimize is set in %s: the model %s (%s)", CONFIG_FILE, verdict, outcome.reason)
+        return outcome
+
     def forward(self, batch: torch.Tensor) -> torch.Tensor:
         """The model on ``batch``: moved to the device, run without autograd, returned as float32 on the CPU."""
+        return self.run_model(self.model, batch)
+
+    def run_model(self, model: Any, batch: torch.Tensor) -> torch.Tensor:
+        """``model`` on ``batch`` as :meth:`forward` runs the served one."""
         if batch.device != self.device or batch.dtype != self.dtype:
             batch = batch.to(self.device, self.dtype)
         with torch.inference_mode():
-            output = self.model(batch)
+            output = model(batch)
         if isinstance(output, tuple | list):
             output = output[0]
         if not isinstance(output, torch.Tensor):

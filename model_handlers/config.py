@@ -11,6 +11,9 @@ and for an image classifier::
     {"kind": "image", "image_size": [224, 224], "channels": 3, "mean": [0.485, 0.456, 0.406],
      "std": [0.229, 0.224, 0.225], "labels": ["cat", "dog"], "top_k": 2}
 
+``"optimize": true`` has a TorchScript model rewritten for inference as it loads, where that agrees and pays
+(:mod:`model_handlers.optimize`).
+
 The model name, version and revision reported in answers and metric labels come from the environment
 (``ESTEIRA_MODEL_NAME``, ``ESTEIRA_MODEL_VERSION``, ``ESTEIRA_REVISION``, set by the operator), then from
 this file, then from the archive's manifest.
@@ -67,6 +70,11 @@ class ModelConfig(BaseModel):
     max_instances: int = Field(64, ge=1)
     max_body_bytes: int = Field(6_553_500, ge=1, description="TorchServe's default max_request_size; raise both")
     half_precision: bool = Field(False, description="run in float16; only on a GPU")
+    optimize: bool = Field(
+        False,
+        description="TorchScript: rewrite the model for inference at load (torch.jit.optimize_for_inference), "
+        "kept only where it agrees with the model and runs faster on example inputs",
+    )
     # identity defaults
     model_name: str | None = None
     model_version: str | None = None

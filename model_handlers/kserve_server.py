@@ -67,6 +67,7 @@ if TYPE_CHECKING:  # the handler brings torch: a supervisor of workers never loa
 DEFAULT_MODEL_DIR = "/mnt/models"
 DEFAULT_WORK_DIR = "/tmp/esteira"
 REQUEST_LOGGERS = ("kserve.trace", "uvicorn.access")
+LOG_FORMAT = "%(asctime)s %(process)d %(name)s %(levelname)s %(message)s"
 IDLE_POLL_METRIC = "esteira_idle_poll_seconds"  # exported with _total, as a counter
 IDLE_POLL_HELP = "Time esteira-kserve's event loop spent polling after lone requests"
 
@@ -300,7 +301,7 @@ def bind_unix_socket(path: Path | None) -> socket.socket | None:
 def supervise(args: argparse.Namespace, argv: Sequence[str], workers: int, unix: socket.socket | None) -> NoReturn:
     """Run ``workers`` copies of this server, each accepting on ``unix`` too, and serve their metrics, added up, on
     the metrics port; exit with the supervisor's status."""
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(process)d %(name)s %(levelname)s %(message)s")
+    logging.basicConfig(level=logging.INFO, format=LOG_FORMAT)
     metrics_dir = Path(tempfile.mkdtemp(prefix="metrics-", dir=args.work_dir))
     try:
         if args.metrics_port:
@@ -318,6 +319,8 @@ def serve(args: argparse.Namespace, settings: BatchSettings, idle_poll: float, u
 
     from model_handlers.inprocess import InProcessHandler, PrometheusMetrics
 
+    # KServe's loggers keep to their own handlers; the handler's (its load, what optimize decided) go to the root.
+    logging.basicConfig(level=logging.INFO, format=LOG_FORMAT)
     metrics = PrometheusMetrics()
     exposed = exposed_registry(os.environ.get(ENV_METRICS_DIR), metrics.flusher())
     handler = InProcessHandler(args.model_dir, Path(tempfile.mkdtemp(dir=args.work_dir)), metrics)
