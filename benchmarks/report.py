@@ -106,6 +106,16 @@ def _optimized(results: dict[str, Any], rows: dict[str, Any]) -> list[str]:
     ]
 
 
+def _batch_pairs(figures: dict[str, Any], names: dict[str, str], title: str, concurrencies: list[str]) -> list[str]:
+    """A row per name of ``figures``: its rates in batches of 1 and 8 (``<name>_batch_<n>_rps``)."""
+    return [
+        _in_process_row(
+            title.format(what), [figures[f"{name}_batch_1_rps"], figures[f"{name}_batch_8_rps"]], concurrencies
+        )
+        for name, what in names.items()
+    ]
+
+
 def _batch_sizes(rows: dict[str, Any], concurrencies: list[str]) -> list[str]:
     """How many requests esteira-kserve's batcher put together, where the row's server said (its
     ``esteira_batch_size`` histogram, read before and after the median run)."""
@@ -202,25 +212,19 @@ def write_markdown(results: dict[str, Any], path: Path) -> None:
                 )
             )
     if "in_process_image" in results and len(concurrencies) > 1:
-        image = results["in_process_image"]
-        for name, what in (("stock", "the stock image handler's methods"), ("esteira", "Esteira's handler")):
-            lines.append(
-                _in_process_row(
-                    f"in-process, digits image: {what}, batches of 1 (first column) and 8 (second); one thread",
-                    [image[f"{name}_batch_1_rps"], image[f"{name}_batch_8_rps"]],
-                    concurrencies,
-                )
-            )
-    optimize = results.get("in_process_optimize")
-    if optimize and len(concurrencies) > 1:
-        for name, what in (("as_loaded", "as loaded"), ("optimized", "`optimize` on")):
-            lines.append(
-                _in_process_row(
-                    f"in-process: Esteira's handler, {what}, in alternating rounds, batches of 1 and 8; one thread",
-                    [optimize[f"{name}_batch_1_rps"], optimize[f"{name}_batch_8_rps"]],
-                    concurrencies,
-                )
-            )
+        lines += _batch_pairs(
+            results["in_process_image"],
+            {"stock": "the stock image handler's methods", "esteira": "Esteira's handler"},
+            "in-process, digits image: {}, batches of 1 (first column) and 8 (second); one thread",
+            concurrencies,
+        )
+    if "in_process_optimize" in results and len(concurrencies) > 1:
+        lines += _batch_pairs(
+            results["in_process_optimize"],
+            {"as_loaded": "as loaded", "optimized": "`optimize` on"},
+            "in-process: Esteira's handler, {}, in alternating rounds, batches of 1 and 8; one thread",
+            concurrencies,
+        )
     for key, row in rows.items():
         points = row["points"]
         cells = [f"{points[c]['rps']:,.0f}" if c in points else "" for c in concurrencies]

@@ -51,6 +51,15 @@ class Shifted(nn.Module):
         return self.linear(x) + 0.5
 
 
+def optimizing(monkeypatch: pytest.MonkeyPatch, optimized_share: float, make: Any = None) -> Candidates:
+    """The optimization as PyTorch does it (or as ``make`` does), its candidates remembered and timed as
+    :func:`scripted_timing` says."""
+    candidates = Candidates(make)
+    monkeypatch.setattr(torch.jit, "optimize_for_inference", candidates)
+    scripted_timing(monkeypatch, candidates, optimized_share)
+    return candidates
+
+
 def scripted_timing(monkeypatch: pytest.MonkeyPatch, candidates: Candidates, optimized_share: float) -> None:
     """Every call of the loaded model takes 1 ms, of the optimized form ``optimized_share`` of that."""
 
@@ -125,9 +134,7 @@ def test_a_model_that_is_not_torchscript_serves_as_it_is() -> None:
 def test_a_faster_optimized_model_serves_and_answers_as_the_model_does(
     tmp_path: Any, make_context: ContextFactory, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
-    candidates = Candidates()
-    monkeypatch.setattr(torch.jit, "optimize_for_inference", candidates)
-    scripted_timing(monkeypatch, candidates, optimized_share=0.5)
+    candidates = optimizing(monkeypatch, optimized_share=0.5)
     as_loaded = load(tmp_path / "plain", make_context, optimize_it=False)
     assert candidates.made == []  # off unless asked
     with caplog.at_level(logging.INFO, logger=LOGGER):
@@ -142,9 +149,7 @@ def test_a_faster_optimized_model_serves_and_answers_as_the_model_does(
 def test_a_slower_optimized_model_is_not_kept(
     tmp_path: Any, make_context: ContextFactory, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
-    candidates = Candidates()
-    monkeypatch.setattr(torch.jit, "optimize_for_inference", candidates)
-    scripted_timing(monkeypatch, candidates, optimized_share=0.97)
+    candidates = optimizing(monkeypatch, optimized_share=0.97)
     with caplog.at_level(logging.INFO, logger=LOGGER):
         handler = load(tmp_path, make_context, optimize_it=True)
     assert len(candidates.made) == 1 and handler.model is not candidates.made[0]
@@ -155,9 +160,7 @@ def test_a_slower_optimized_model_is_not_kept(
 def test_an_optimized_model_that_answers_otherwise_is_not_kept(
     tmp_path: Any, make_context: ContextFactory, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
-    candidates = Candidates(make=lambda model: torch.jit.script(Shifted()))
-    monkeypatch.setattr(torch.jit, "optimize_for_inference", candidates)
-    scripted_timing(monkeypatch, candidates, optimized_share=0.1)
+    candidates = optimizing(monkeypatch, optimized_share=0.1, make=lambda model: torch.jit.script(Shifted()))
     with caplog.at_level(logging.INFO, logger=LOGGER):
         handler = load(tmp_path, make_context, optimize_it=True)
     assert handler.model is not candidates.made[0]
