@@ -556,12 +556,21 @@ def test_decoded_pixels_are_limited_per_request(tmp_path: Any, make_context: Con
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device: the GPU path runs only where one exists")
-def test_gpu_handler_runs_on_cuda_in_half_precision(tmp_path: Any, make_context: ContextFactory) -> None:
-    config = {**models.TABULAR_CONFIG, "half_precision": True}
+@pytest.mark.parametrize("optimize", [False, True], ids=["as-loaded", "optimize"])
+def test_gpu_handler_runs_on_cuda_in_half_precision(
+    optimize: bool, tmp_path: Any, make_context: ContextFactory, caplog: pytest.LogCaptureFixture
+) -> None:
+    config = {**models.TABULAR_CONFIG, "half_precision": True, "optimize": optimize}
     model_dir = make_model_dir(tmp_path, "gpu", models.tabular_classifier(), config)
-    handler = load(TabularHandler, model_dir, make_context, gpu_id=0)
+    with caplog.at_level(logging.INFO, logger="model_handlers.base"):
+        handler = load(TabularHandler, model_dir, make_context, gpu_id=0)
     assert handler.device == torch.device("cuda:0")
     assert handler.dtype == torch.float16
+    verdicts = [r.getMessage() for r in caplog.records if r.getMessage().startswith("optimize is set")]
+    if optimize:  # the rewrite ran on the device and agreed in float16; which form is faster is the device's
+        assert len(verdicts) == 1 and "faster on example inputs: 1 instance: " in verdicts[0], verdicts
+    else:
+        assert verdicts == []
     answers, statuses, _ = call(handler, make_context, model_dir, [{"body": [[1, 2, 3, 4], [9, 0, 0, 0]]}])
     assert statuses == [200]
     body = json.loads(answers[0])
