@@ -27,7 +27,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -41,6 +40,7 @@ from typing import Any, Literal, Self
 
 import yaml
 
+from tests.support.net import free_port
 from tests.support.prerequisites import skip_missing
 
 VENV_BIN = Path(sys.executable).parent
@@ -54,13 +54,6 @@ QUICK_START_VMARGS = "-Xmx512m -XX:+UseSerialGC -XX:TieredStopAtLevel=1 -Xss512k
 
 class TorchServeError(RuntimeError):
     """TorchServe did not start, a model did not load, or the server did not stop; carries the log tail."""
-
-
-def free_port() -> int:
-    """A TCP port on the loopback interface that nothing listens on right now."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((HOST, 0))
-        return int(sock.getsockname()[1])
 
 
 @dataclass(frozen=True)
