@@ -22,7 +22,10 @@ from model_handlers.tabular import TabularHandler
 from tests.handlers import models
 from tests.handlers.conftest import ContextFactory, ModelDir, json_headers, make_model_dir
 
-pytestmark = pytest.mark.filterwarnings("ignore:`torch.jit.load` is deprecated:DeprecationWarning")
+pytestmark = [
+    pytest.mark.filterwarnings("ignore:`torch.jit.load` is deprecated:DeprecationWarning"),
+    pytest.mark.filterwarnings("ignore:`torch.jit.script` is deprecated:DeprecationWarning"),
+]
 LOGGER = "model_handlers.base"
 INSTANCES = [[5.1, 3.5, 1.4, 0.2], [6.7, 3.0, 5.2, 2.3], [-2.0, 0.5, 9.0, 1.0]]
 
@@ -210,3 +213,18 @@ def test_the_real_optimization_runs_agrees_and_serves_the_same_answers(
     for instance, probabilities in zip(INSTANCES, answers(handler, make_context), strict=True):
         expected = dict(zip(models.TABULAR_LABELS, models.expected_tabular(instance)[1], strict=True))
         assert probabilities == pytest.approx(expected, abs=1e-6)
+
+
+def test_a_model_that_fails_on_a_full_batch_is_not_blamed_on_the_rewrite() -> None:
+    class OneAtATime(nn.Module):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            if x.shape[0] != 1:
+                raise RuntimeError("one instance at a time")
+            return x * 2.0
+
+    model = torch.jit.script(OneAtATime().eval())
+    served, outcome = optimize_for_serving(
+        model, lambda m, x: m(x), example_inputs(torch.zeros(1, 4), 8), torch.float32
+    )
+    assert served is model and not outcome.kept
+    assert outcome.reason.startswith("the model fails on 8 example instances: ")
