@@ -613,9 +613,8 @@ def in_process_optimize(seconds: float, work: Path) -> dict[str, Any]:
                 rate = requests_per_second(lambda n, h=served: h.run([request] * n), size, seconds / 2)
                 rates.setdefault(f"{name}_batch_{size}_rps", []).append(rate)
     digits = handler("digits-1.0.0", "digits-optimized").handler.optimize_model(8)
-    cnn = torch.jit.script(convolutional_net().eval())
     images = example_inputs(torch.zeros(1, 3, 64, 64), 8)
-    _, cnn = optimize_for_serving(cnn, run_on_cpu, images, torch.float32)
+    _, cnn = optimize_for_serving(torch.jit.script(convolutional_net().eval()), run_on_cpu, images, torch.float32)
     return {
         **{key: statistics.median(values) for key, values in rates.items()},
         "rounds": OPTIMIZE_ROUNDS,
@@ -628,18 +627,19 @@ def convolutional_net() -> torch.nn.Module:
     """Five 3x3 convolutions with batch norm (seeded random weights and statistics), pooled to ten classes."""
     from torch import nn
 
-    torch.manual_seed(0)
     widths = [(3, 32), (32, 64), (64, 64), (64, 128), (128, 128)]
     layers: list[nn.Module] = []
-    for index, (inputs, outputs) in enumerate(widths):
-        norm = nn.BatchNorm2d(outputs)
-        with torch.no_grad():
-            norm.running_mean.uniform_(-0.1, 0.1)
-            norm.running_var.uniform_(0.5, 1.5)
-        layers += [nn.Conv2d(inputs, outputs, 3, padding=1, bias=False), norm, nn.ReLU()]
-        if index in (0, 2):
-            layers.append(nn.MaxPool2d(2))
-    return nn.Sequential(*layers, nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(128, 10))
+    with torch.random.fork_rng():
+        torch.manual_seed(0)
+        for index, (inputs, outputs) in enumerate(widths):
+            norm = nn.BatchNorm2d(outputs)
+            with torch.no_grad():
+                norm.running_mean.uniform_(-0.1, 0.1)
+                norm.running_var.uniform_(0.5, 1.5)
+            layers += [nn.Conv2d(inputs, outputs, 3, padding=1, bias=False), norm, nn.ReLU()]
+            if index in (0, 2):
+                layers.append(nn.MaxPool2d(2))
+        return nn.Sequential(*layers, nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(128, 10))
 
 
 def outcome_figures(outcome: Outcome) -> dict[str, Any]:
@@ -655,6 +655,7 @@ def outcome_figures(outcome: Outcome) -> dict[str, Any]:
 
 
 def run_on_cpu(model: Any, batch: torch.Tensor) -> torch.Tensor:
+    """A forward pass as the handler runs one on the CPU, without its conversions."""
     with torch.inference_mode():
         output: torch.Tensor = model(batch)
     return output
