@@ -31,6 +31,21 @@ RATIOS: list[tuple[str, str, str, tuple[str, ...], float]] = [
 ]
 
 
+# In-process figures in pairs of rows (batches of 1 and 8): (results key, row names and what each is, title).
+IN_PROCESS_PAIRS: list[tuple[str, dict[str, str], str]] = [
+    (
+        "in_process_image",
+        {"stock": "the stock image handler's methods", "esteira": "Esteira's handler"},
+        "in-process, digits image: {}, batches of 1 (first column) and 8 (second); one thread",
+    ),
+    (
+        "in_process_optimize",
+        {"as_loaded": "as loaded", "optimized": "`optimize` on"},
+        "in-process: Esteira's handler, {}, in alternating rounds, batches of 1 and 8; one thread",
+    ),
+]
+
+
 def ratio(rows: dict[str, Any], numerator: str, denominator: str, concurrency: str) -> float | None:
     """``numerator``'s req/s over ``denominator``'s at one concurrency. Rows of one group ran in alternation, run i
     of each in the same round: the median of the rounds' ratios, so a swing of the host's speed between rounds
@@ -211,20 +226,9 @@ def write_markdown(results: dict[str, Any], path: Path) -> None:
                     concurrencies,
                 )
             )
-    if "in_process_image" in results and len(concurrencies) > 1:
-        lines += _batch_pairs(
-            results["in_process_image"],
-            {"stock": "the stock image handler's methods", "esteira": "Esteira's handler"},
-            "in-process, digits image: {}, batches of 1 (first column) and 8 (second); one thread",
-            concurrencies,
-        )
-    if "in_process_optimize" in results and len(concurrencies) > 1:
-        lines += _batch_pairs(
-            results["in_process_optimize"],
-            {"as_loaded": "as loaded", "optimized": "`optimize` on"},
-            "in-process: Esteira's handler, {}, in alternating rounds, batches of 1 and 8; one thread",
-            concurrencies,
-        )
+    for key, names, title in IN_PROCESS_PAIRS:
+        if key in results and len(concurrencies) > 1:
+            lines += _batch_pairs(results[key], names, title, concurrencies)
     for key, row in rows.items():
         points = row["points"]
         cells = [f"{points[c]['rps']:,.0f}" if c in points else "" for c in concurrencies]
