@@ -29,9 +29,10 @@ from typing import Any, Literal, Self
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from esteira.vocabulary import MODEL_CONFIG_FILE
 from model_handlers.protocol import RESERVED_KEYS, Identity, InputSpec, TensorSpec
 
-CONFIG_FILE = "esteira-model.json"
+CONFIG_FILE = MODEL_CONFIG_FILE
 ENV_MODEL_NAME = "ESTEIRA_MODEL_NAME"
 ENV_MODEL_VERSION = "ESTEIRA_MODEL_VERSION"
 ENV_REVISION = "ESTEIRA_REVISION"

@@ -84,6 +84,7 @@ ENV_LOCAL_TOKEN_DIR = "ESTEIRA_LOCAL_TOKEN_DIR"  # where `esteira up` writes tok
 ENV_LOCAL_ROOT = "ESTEIRA_LOCAL_ROOT"  # when set, every local storageUri must resolve inside it
 ENV_KSERVE_PYTHON = "ESTEIRA_KSERVE_PYTHON"  # the Python `esteira up` runs the esteira-kserve runtime with
 ENV_TORCHSERVE_VMARGS = "ESTEIRA_TORCHSERVE_VMARGS"  # the JVM flags `esteira up` gives TorchServe
+MODEL_CONFIG_FILE = "esteira-model.json"  # what a model takes and answers, an extra file of its archive
 
 # -- inference logging and ground truth -------------------------------------------------------------------
 

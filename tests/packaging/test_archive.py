@@ -321,3 +321,28 @@ def test_handler_aliases_point_at_the_handlers_contract() -> None:
         path = REPO / (module.replace(".", "/") + ".py")
         if path.exists():  # once the handlers are written, the class must be there
             assert f"class {cls}" in path.read_text()
+
+
+@pytest.mark.parametrize(
+    ("config", "message"),
+    [
+        ({"kind": "tabular", "n_features": 4, "optimise": True}, "optimise: Extra inputs are not permitted"),
+        ({"kind": "tabular"}, "(top level): a tabular model needs feature_names or n_features"),
+        ("not json", "malformed JSON"),
+    ],
+    ids=["typo", "incomplete", "malformed"],
+)
+def test_package_refuses_a_model_config_the_handler_would_refuse(
+    config: object, message: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    model = tmp_path / "model.pt"
+    model.write_bytes(b"x")
+    files = tmp_path / "files"
+    files.mkdir()
+    written = files / "esteira-model.json"
+    written.write_text(config if isinstance(config, str) else json.dumps(config))
+    argv = ["--name", "iris", "--version", "1", "--handler", "tabular", "--model-file", str(model)]
+    assert package_cli([*argv, "--extra-files", str(written), "--out", str(tmp_path / "out")]) == 2
+    error = capsys.readouterr().err
+    assert f"{written}: " in error and message in error, error
+    assert not (tmp_path / "out").exists()

@@ -11,6 +11,7 @@ comes from the image, so a fix to the handlers needs no new archives.
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import re
@@ -34,6 +35,7 @@ from esteira.packaging.config import (
     model_config_yaml,
 )
 from esteira.packaging.logs import LOG_CONFIG_PATH, log4j2_xml
+from esteira.vocabulary import MODEL_CONFIG_FILE
 
 ARCHIVER = "torch-model-archiver"
 SHIM_MODULE = "esteira_handler"
@@ -148,6 +150,22 @@ def _check_inputs(inputs: PackageInputs, handler: HandlerRef) -> None:
         raise PackagingError("not found: " + ", ".join(missing))
     if any("," in str(p) for p in inputs.extra_files):
         raise PackagingError("extra file paths may not contain ',' (the archiver splits on it)")
+    for path in inputs.extra_files:
+        if path.name == MODEL_CONFIG_FILE:
+            _check_model_config(path)
+
+
+def _check_model_config(path: Path) -> None:
+    """What Esteira's handler would refuse in ``esteira-model.json`` at load, refused before anything is written.
+    Where the handlers are not installed (the operator's image), the model server checks it as it loads."""
+    if importlib.util.find_spec("model_handlers") is None:
+        return
+    from model_handlers.config import ConfigError, load_config
+
+    try:
+        load_config(path.parent)
+    except ConfigError as error:
+        raise PackagingError(f"{path}: {str(error).removeprefix(MODEL_CONFIG_FILE + ': ')}") from None
 
 
 def read_manifest(mar: Path) -> dict[str, Any]:
