@@ -106,7 +106,7 @@ def _optimized(results: dict[str, Any], rows: dict[str, Any]) -> list[str]:
     models = results.get("in_process_optimize", {}).get("models")
     if not models:
         return ["", *served] if served else []
-    titles = {"iris": "iris", "digits": "digits", "cnn": "a five-convolution CNN with batch norm on 64x64 images"}
+    titles = {"cnn": "a five-convolution CNN with batch norm on 64x64 images"}
     figures = [
         f"{titles.get(name, name)} {'kept' if model['kept'] else 'not kept'} ("
         + ", ".join(f"{size}: {us[0]:g} -> {us[1]:g}" for size, us in model["forward_us"].items())

@@ -47,6 +47,7 @@ from esteira.vocabulary import (
 from model_handlers.inference_log import DROPPED_TOTAL
 from model_handlers.metrics import BATCH_SIZE
 from model_handlers.optimize import Outcome
+from tests.support.demo_package import package_demo
 from tests.support.torchserve import QUICK_START_VMARGS, ModelArchive, TorchServe, build_mar, free_port
 
 REPO = Path(__file__).resolve().parents[1]
@@ -373,28 +374,6 @@ def optimize_verdict(log: Path | None) -> str | None:
     if not lines:
         return None
     return lines[-1].partition(": the model ")[2] or None
-
-
-def optimized_package(work: Path, build: str) -> Path:
-    """The demo model ``build`` packaged as `make models` packages it, its esteira-model.json asking for
-    ``optimize``; the folder that holds it."""
-    from esteira.packaging.archive import PackageInputs, package
-    from esteira.packaging.config import ModelSpec
-
-    folder = work / "optimized"
-    files = folder / "files" / build
-    files.mkdir(parents=True, exist_ok=True)
-    config = json.loads((DEMO / build / "esteira-model.json").read_text())
-    (files / "esteira-model.json").write_text(json.dumps({**config, "optimize": True}))
-    shutil.copyfile(DEMO / build / "reference-profile.json", files / "reference-profile.json")
-    inputs = PackageInputs(
-        model_file=DEMO / build / "model.pt",
-        handler=config["kind"],
-        extra_files=(files / "esteira-model.json", files / "reference-profile.json"),
-    )
-    name, _, version = build.rpartition("-")
-    package(ModelSpec(name, version, batch_size=8, max_batch_delay_ms=10), inputs, folder / build)
-    return folder
 
 
 def archives(store: Path) -> list[str]:
@@ -731,7 +710,8 @@ class Servers:
         if kind == "esteira-kserve-poll":
             return esteira_kserve(self.work, rest, self.sink, idle_poll_us=IDLE_POLL_US)
         if kind == "esteira-kserve-optimized":
-            return esteira_kserve(self.work, rest, self.sink, models=optimized_package(self.work, rest))
+            optimized = package_demo(rest, self.work / "optimized", optimize=True)
+            return esteira_kserve(self.work, rest, self.sink, models=optimized.parent)
         raise ValueError(f"no recipe for a server {kind!r}")
 
     def dropped_records(self) -> int:

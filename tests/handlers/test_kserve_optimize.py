@@ -5,21 +5,18 @@ predictions are the model's."""
 from __future__ import annotations
 
 import json
-import shutil
 import urllib.request
 from pathlib import Path
 
 import pytest
 
-from esteira.packaging.archive import PackageInputs, package
-from esteira.packaging.config import ModelSpec
+from tests.support.demo_package import DEMO, package_demo
 from tests.support.kserve_runtime import KServeRuntimeProcess
 from tests.support.prerequisites import require_file
 from tests.support.waiting import eventually
 
 pytestmark = [pytest.mark.slow]
 
-DEMO = Path(__file__).resolve().parents[2] / "build" / "demo" / "iris-1.0.0"
 INSTANCE = [5.1, 3.5, 1.4, 0.2]
 
 
@@ -40,27 +37,15 @@ def _logged_ready(log_path: Path) -> str | None:
     return text if "handler ready: model iris" in text else None
 
 
-def _packaged(tmp_path: Path, optimize: bool) -> Path:
-    files = tmp_path / f"files-{optimize}"
-    files.mkdir()
-    config = json.loads((DEMO / "esteira-model.json").read_text())
-    (files / "esteira-model.json").write_text(json.dumps({**config, "optimize": optimize}))
-    shutil.copyfile(DEMO / "reference-profile.json", files / "reference-profile.json")
-    inputs = PackageInputs(
-        model_file=DEMO / "model.pt",
-        handler="tabular",
-        extra_files=(files / "esteira-model.json", files / "reference-profile.json"),
-    )
-    out = tmp_path / f"iris-{optimize}"
-    package(ModelSpec("iris", "1.0.0", batch_size=8), inputs, out)
-    return out
-
-
 def test_the_optimize_verdict_is_logged_and_the_answers_are_the_models(tmp_path: Path) -> None:
-    require_file(DEMO / "model.pt", "run `make models`")
+    require_file(DEMO / "iris-1.0.0" / "model.pt", "run `make models`")
     answers = {}
     for optimize in (False, True):
-        with KServeRuntimeProcess(_packaged(tmp_path, optimize), tmp_path / f"run-{optimize}", "1.0.0") as server:
+        with KServeRuntimeProcess(
+            package_demo("iris-1.0.0", tmp_path / f"packaged-{optimize}", optimize=optimize),
+            tmp_path / f"run-{optimize}",
+            "1.0.0",
+        ) as server:
             answers[optimize] = _predict(server.url)
             log = eventually(lambda s=server: _logged_ready(s.log_path), what="the handler's ready line in its log")
             verdicts = [line for line in log.splitlines() if "optimize is set in" in line]

@@ -17,7 +17,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 HOST = "127.0.0.1"
-LOWEST = 10_000  # below: ports that well-known services and the demo's fixed ones may hold
+LOWEST = 10_000  # below: ports well-known services listen on
 EPHEMERAL_RANGE = Path("/proc/sys/net/ipv4/ip_local_port_range")
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from prometheus_client import CollectorRegistry, Histogram, generate_latest
 
 from benchmarks.serving import batch_totals, batch_totals_of, mean_batch
-from tests.support.torchserve import free_port
+from tests.support.net import free_port
 
 
 def exposition(batches: dict[str, list[int]]) -> str:
