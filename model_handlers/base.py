@@ -22,7 +22,7 @@ import os
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 import torch
 from ts.torch_handler.base_handler import BaseHandler
@@ -60,6 +60,8 @@ logger = logging.getLogger(__name__)
 __all__ = ["ConfigError", "EsteiraHandler", "ModelLoadError", "detect_envelope"]
 
 Envelope = Literal["kserve", "kservev2"]
+# One request's instances as a handler read them: a tensor, or what its batch_inputs joins into one.
+RequestInputs = torch.Tensor | Sequence[Instance]
 # Inputs this large overflow float32 arithmetic in any layer with weights above ~1e8, whatever the model.
 EXTREME_INPUT = 1e30
 # Outputs of at most this many values are finished in Python (finiteness, softmax, top-k): a torch operator
@@ -82,13 +84,13 @@ class _Slot:
     body: Any = None
     json_text: bool = False  # the body is JSON text that parsed (the inference log takes it as it came)
     parsed: ParsedRequest | None = None
-    tensor: torch.Tensor | None = None
+    inputs: RequestInputs | None = None  # None once the request failed or was answered
     predictions: list[Prediction] = field(default_factory=list)
     status: int = 200
     message: str = ""
 
     def fail(self, status: int, message: str) -> None:
-        self.status, self.message, self.tensor = status, message, None
+        self.status, self.message, self.inputs = status, message, None
 
     def exchange(self, answer: str | bytes) -> Exchange:
         body_id = self.parsed.request_id if self.parsed is not None else None
@@ -142,8 +144,16 @@ class EsteiraHandler(BaseHandler, abc.ABC):  # type: ignore[misc]
     # --- subclass API ----------------------------------------------------------------------------------
 
     @abc.abstractmethod
-    def preprocess_instances(self, instances: Sequence[Instance]) -> torch.Tensor:
-        """One request's instances as a tensor of shape [len(instances), ...] on the CPU (BadRequest if not)."""
+    def preprocess_instances(self, instances: Sequence[Instance]) -> RequestInputs:
+        """One request's instances checked and read (BadRequest if they cannot be), as :meth:`batch_inputs`
+        takes them: the work that can fail for one request is done here, so it fails that request alone."""
+
+    def batch_inputs(self, inputs: Sequence[RequestInputs]) -> torch.Tensor:
+        """Requests' inputs, as :meth:`preprocess_instances` read them, in one tensor of shape [instances, ...]
+        on the CPU, in order. Tensors by default; a handler whose requests are cheaper joined before they become
+        a tensor (the tabular one's rows of numbers) joins them so."""
+        tensors = cast(Sequence[torch.Tensor], inputs)
+        return tensors[0] if len(tensors) == 1 else torch.cat(list(tensors))
 
     def prepare_batch(self, batch: torch.Tensor) -> torch.Tensor:
         """The requests' tensors put together, made what the model takes: work that is the same for every
@@ -299,10 +309,8 @@ class EsteiraHandler(BaseHandler, abc.ABC):  # type: ignore[misc]
     def _inputs(self, slots: list[_Slot]) -> torch.Tensor | None:
         """Every good request's instances in one tensor, in order, as they were read (None when no request is
         good); :meth:`prepare_batch` makes it what the model takes."""
-        tensors = [slot.tensor for slot in slots if slot.tensor is not None]
-        if not tensors:
-            return None
-        return tensors[0] if len(tensors) == 1 else torch.cat(tensors)
+        inputs = [slot.inputs for slot in slots if slot.inputs is not None]
+        return self.batch_inputs(inputs) if inputs else None
 
     def _count_inputs(self, context: Any, inputs: torch.Tensor | None) -> None:
         """Drift and data-quality counts of the batch's inputs as read (``model_handlers.drift``): a tabular
@@ -342,7 +350,7 @@ class EsteiraHandler(BaseHandler, abc.ABC):  # type: ignore[misc]
                     and slot.parsed.protocol is not Protocol.RAW
                     and isinstance(slot.body, bytes | bytearray | str)
                 )
-            slot.tensor = self.preprocess_instances(slot.parsed.instances)
+            slot.inputs = self.preprocess_instances(slot.parsed.instances)
         except BadRequest as error:
             slot.fail(400, error.message)
         except Exception as error:  # reported as this request's server error
@@ -353,7 +361,7 @@ class EsteiraHandler(BaseHandler, abc.ABC):  # type: ignore[misc]
     def _infer(self, slots: list[_Slot], batch: torch.Tensor | None) -> None:
         """One forward pass over ``batch``, every good request's instances; on failure, one pass per request to
         isolate it."""
-        good = [slot for slot in slots if slot.tensor is not None]
+        good = [slot for slot in slots if slot.inputs is not None]
         if not good or batch is None:
             return
         try:
@@ -383,13 +391,13 @@ class EsteiraHandler(BaseHandler, abc.ABC):  # type: ignore[misc]
             if predictions is None:
                 self._finish(slot, outputs[start : start + count])
             else:
-                slot.predictions, slot.tensor = predictions[start : start + count], None
+                slot.predictions, slot.inputs = predictions[start : start + count], None
             start += count
 
     def _infer_one(self, slot: _Slot) -> None:
         try:
-            assert slot.tensor is not None
-            self._finish(slot, self.forward(self.prepare_batch(slot.tensor)))
+            assert slot.inputs is not None
+            self._finish(slot, self.forward(self.prepare_batch(self.batch_inputs([slot.inputs]))))
         except Exception as error:
             logger.exception("forward pass failed for one request")
             self._fail_inference(slot, error)
@@ -411,13 +419,13 @@ class EsteiraHandler(BaseHandler, abc.ABC):  # type: ignore[misc]
         except Exception:
             logger.exception("postprocessing failed")
             slot.fail(500, "postprocessing failed")
-        slot.tensor = None
+        slot.inputs = None
 
-    @staticmethod
-    def _fail_non_finite(slot: _Slot) -> None:
+    def _fail_non_finite(self, slot: _Slot) -> None:
         """Non-finite outputs from inputs near float32's limit are the input's doing (422, so a client cannot
         make a revision look broken); from ordinary inputs they are the model's (500)."""
-        largest = float(slot.tensor.abs().max()) if slot.tensor is not None and slot.tensor.numel() else 0.0
+        read = self.batch_inputs([slot.inputs]) if slot.inputs is not None else None
+        largest = float(read.abs().max()) if read is not None and read.numel() else 0.0
         if largest >= EXTREME_INPUT:
             slot.fail(
                 422,
