@@ -346,3 +346,19 @@ def test_package_refuses_a_model_config_the_handler_would_refuse(
     error = capsys.readouterr().err
     assert f"{written}: " in error and message in error, error
     assert not (tmp_path / "out").exists()
+
+
+def test_package_refuses_optimize_for_an_eager_model(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """The handler rewrites TorchScript only: on a state dict with its model code, ``optimize`` would do nothing."""
+    for name in ("model.pt", "net.py"):
+        (tmp_path / name).write_bytes(b"x")
+    files = tmp_path / "files"
+    files.mkdir()
+    written = files / "esteira-model.json"
+    written.write_text(json.dumps({"kind": "tabular", "n_features": 4, "optimize": True}))
+    argv = ["--name", "iris", "--version", "1", "--handler", "tabular", "--model-file", str(tmp_path / "model.pt")]
+    argv += ["--model-code", str(tmp_path / "net.py"), "--extra-files", str(written), "--out", str(tmp_path / "out")]
+    assert package_cli(argv) == 2
+    error = capsys.readouterr().err
+    assert f"{written}: optimize: the rewrite at load takes a TorchScript model" in error, error
+    assert not (tmp_path / "out").exists()

@@ -152,20 +152,27 @@ def _check_inputs(inputs: PackageInputs, handler: HandlerRef) -> None:
         raise PackagingError("extra file paths may not contain ',' (the archiver splits on it)")
     for path in inputs.extra_files:
         if path.name == MODEL_CONFIG_FILE:
-            _check_model_config(path)
+            _check_model_config(path, eager=inputs.model_code is not None)
 
 
-def _check_model_config(path: Path) -> None:
-    """What Esteira's handler would refuse in ``esteira-model.json`` at load, refused before anything is written.
-    Where the handlers are not installed (the operator's image), the model server checks it as it loads."""
+def _check_model_config(path: Path, eager: bool) -> None:
+    """What Esteira's handler would refuse in ``esteira-model.json`` at load, refused before anything is written,
+    and ``optimize`` asked of an eager model, which the handler can only serve as loaded (the rewrite takes
+    TorchScript). Where the handlers are not installed (the operator's image), the model server checks the file
+    as it loads."""
     if importlib.util.find_spec("model_handlers") is None:
         return
     from model_handlers.config import ConfigError, load_config
 
     try:
-        load_config(path.parent)
+        config = load_config(path.parent)
     except ConfigError as error:
         raise PackagingError(f"{path}: {str(error).removeprefix(MODEL_CONFIG_FILE + ': ')}") from None
+    if eager and config.optimize:
+        raise PackagingError(
+            f"{path}: optimize: the rewrite at load takes a TorchScript model, and this one is a state dict with "
+            "--model-code; package the scripted or traced model, or leave optimize out"
+        )
 
 
 def read_manifest(mar: Path) -> dict[str, Any]:
