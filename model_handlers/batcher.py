@@ -28,6 +28,12 @@ When a batch of several has been handed to its callers, ``answered`` is called o
 are scheduled and before anything the batcher does next: esteira-kserve holds the batch's answers there and sends
 them together (:mod:`model_handlers.coalesced`).
 
+A bounded queue (``max_waiting``, off unless set): a request that finds that many already waiting for a batch
+is refused at once with :class:`QueueFull`, as TorchServe refuses a job when its model's ``job_queue_size`` jobs
+wait; the batch running is not counted. Under more load than the model can serve, a queue without a bound only
+grows, and every request in it waits longer than the last; refused at once, the caller can go elsewhere or back
+off, and those admitted are answered in the time a full queue takes.
+
 Polling when idle (``idle_poll``, off unless set): after a batch of one request the loop keeps turning for a
 short window instead of sleeping in epoll, so the caller's next request finds a core that did not go to sleep.
 A lone caller sends its next request tens of microseconds after its answer; on a virtual machine's 2 cores a
@@ -52,6 +58,14 @@ WINDOW = 16  # batches whose durations are remembered, on the loop and in the th
 PROBE_EVERY = 100
 PROBE_CEILING = 10.0
 POLL_START_SECONDS = 25e-6  # the first window, and the smallest: a shrinking window below it stops polling
+
+
+class QueueFull(Exception):
+    """The queue holds ``max_waiting`` requests: this one is refused, not queued."""
+
+    def __init__(self, waiting: int) -> None:
+        super().__init__(f"{waiting} requests are waiting for a batch")
+        self.waiting = waiting
 
 
 class PollWindow:
@@ -86,9 +100,13 @@ class AdaptiveBatcher(Generic[Item, Result]):
         idle_poll: float = 0.0,
         polled: Callable[[float], None] | None = None,
         answered: Callable[[], None] | None = None,
+        max_waiting: int | None = None,
     ) -> None:
         if max_batch_size < 1:
             raise ValueError(f"max_batch_size must be at least 1, got {max_batch_size}")
+        if max_waiting is not None and max_waiting < 1:
+            raise ValueError(f"max_waiting must be at least 1, got {max_waiting}")
+        self.max_waiting = max_waiting
         self.run_batch = run_batch
         self.max_batch_size = max_batch_size
         self.inline_below = inline_below
@@ -113,7 +131,7 @@ class AdaptiveBatcher(Generic[Item, Result]):
         self._last_batch = 0
 
     async def submit(self, item: Item) -> Result:
-        """The result for ``item``; raises what ``run_batch`` raised for its batch."""
+        """The result for ``item``; raises what ``run_batch`` raised for its batch, or :class:`QueueFull`."""
         now = time.perf_counter()
         self._end_poll(now)  # a request ends the poll
         if self._idle_since is not None and not self._busy:
@@ -191,6 +209,8 @@ class AdaptiveBatcher(Generic[Item, Result]):
         return self._timed(items, self.inline_seconds)
 
     async def _enqueue(self, item: Item) -> Result:
+        if self.max_waiting is not None and len(self._waiting) >= self.max_waiting:
+            raise QueueFull(len(self._waiting))
         future: asyncio.Future[Result] = asyncio.get_running_loop().create_future()
         self._waiting.append((item, future))
         if not self._busy:

@@ -5,7 +5,9 @@ timing middleware, which probes CPU time twice per request, exception handling) 
 route runs. Profiled at 32 concurrent callers, that stack cost more CPU than Esteira's whole handler. Inference
 needs none of it: the body goes as it came to the adaptive batcher, the answer comes back with its status and
 protocol headers. So v1 predict and v2 infer are matched here, ahead of the application; every other path
-(health, metadata, readiness, metrics, KServe's own routes) passes through to KServe untouched.
+(health, metadata, readiness, metrics, KServe's own routes) passes through to KServe untouched. A request the
+batcher's full queue refuses is answered 503 with ``Retry-After``, and ``refused`` is told, so it counts as the
+server error it is.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from collections.abc import Awaitable, Callable, Mapping, MutableMapping
 from typing import Any
 
 from esteira.packaging.surface import RESPONSE_HEADERS
-from model_handlers.batcher import AdaptiveBatcher
+from model_handlers.batcher import AdaptiveBatcher, QueueFull
 from model_handlers.messages import Answer, RawRequest
 
 Scope = MutableMapping[str, Any]
@@ -31,19 +33,27 @@ _INFERENCE = re.compile(
 )
 _PASSED = frozenset(key.lower().encode("latin-1") for key in RESPONSE_HEADERS)
 _JSON = b"application/json"
+RETRY_AFTER_SECONDS = 1  # what a refused caller is told to wait: the least a Retry-After can say
 
 
 class InferenceRoutes:
     """Requests to the inference paths go to the batcher (a POST) or get a 405; everything else goes to ``inner``."""
 
     def __init__(
-        self, inner: ASGIApp, batcher: AdaptiveBatcher[RawRequest, Answer], name: str, version: str, max_body: int
+        self,
+        inner: ASGIApp,
+        batcher: AdaptiveBatcher[RawRequest, Answer],
+        name: str,
+        version: str,
+        max_body: int,
+        refused: Callable[[], None] | None = None,
     ) -> None:
         self.inner = inner
         self.batcher = batcher
         self.name = name
         self.version = version
         self.max_body = max_body
+        self.refused = refused
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         matched = _INFERENCE.match(scope["path"]) if scope["type"] == "http" else None
@@ -70,7 +80,17 @@ class InferenceRoutes:
             limit = f"exceeded the limit of {self.max_body} bytes"
             await _respond(send, 413, _error(f"the request body of {body} bytes {limit}"))
             return
-        answer = await self.batcher.submit(RawRequest(body, headers))
+        try:
+            answer = await self.batcher.submit(RawRequest(body, headers))
+        except QueueFull as full:
+            if self.refused is not None:
+                self.refused()
+            message = (
+                f"model {name!r} is at capacity: its queue holds the most requests it may ({full.waiting}, job_queue_size); "
+                "retry later"
+            )
+            await _respond(send, 503, _error(message), [(b"retry-after", str(RETRY_AFTER_SECONDS).encode())])
+            return
         passed = [
             (key.lower().encode("latin-1"), str(value).encode("latin-1")) for key, value in answer.headers.items()
         ]

@@ -16,6 +16,7 @@ import itertools
 import json
 import logging
 import secrets
+import sys
 import zipfile
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
@@ -26,7 +27,7 @@ from prometheus_client.registry import Collector
 from ts.context import Context, RequestProcessor
 from ts.metrics.metric_type_enum import MetricTypes
 
-from esteira.packaging.config import CONFIG_PATH, MODEL_STORE, parse_properties
+from esteira.packaging.config import CONFIG_PATH, JOB_QUEUE_SIZE, MODEL_STORE, parse_properties
 from model_handlers.base import EsteiraHandler
 from model_handlers.config import load_config
 from model_handlers.drift import DEFINITIONS as DRIFT_DEFINITIONS
@@ -45,12 +46,14 @@ SERVER_VERSION = "esteira-kserve"
 
 @dataclass(frozen=True)
 class PackagedModel:
-    """What ``esteira package`` wrote: the model's URL name, its version, batching and the archive."""
+    """What ``esteira package`` wrote: the model's URL name, its version, batching, the archive, and how many
+    requests may wait for the model (``job_queue_size``, which TorchServe reads too)."""
 
     name: str
     version: str
     batch_size: int
     archive: Path
+    queue_size: int = JOB_QUEUE_SIZE
 
 
 def packaged_model(model_dir: Path) -> PackagedModel:
@@ -62,7 +65,10 @@ def packaged_model(model_dir: Path) -> PackagedModel:
     name, versions = next(iter(models.items()))
     version, entry = next(iter(versions.items()))
     archive = model_dir / MODEL_STORE / str(entry.get("marName", f"{name}.mar"))
-    return PackagedModel(str(name), str(version), int(entry.get("batchSize", 1)), archive)
+    queue_size = properties.get("job_queue_size", str(JOB_QUEUE_SIZE))
+    if not queue_size.isdigit() or int(queue_size) < 1:
+        raise RuntimeError(f"{model_dir / CONFIG_PATH}: job_queue_size must be a positive integer, got {queue_size!r}")
+    return PackagedModel(str(name), str(version), int(entry.get("batchSize", 1)), archive, int(queue_size))
 
 
 def unpack(archive: Path, into: Path) -> Path:
@@ -167,6 +173,10 @@ class InProcessHandler:
         self.manifest = json.loads((self.files / MANIFEST).read_text())
         self.metrics = metrics
         self.handler = HANDLERS[load_config(self.files).kind]()
+        # An eager model's code (``esteira package --model-code``) is imported by its module's name, as in
+        # TorchServe's worker, whose PYTHONPATH starts with the model's folder.
+        if str(self.files) not in sys.path:
+            sys.path.insert(0, str(self.files))
         # One context for the model's life, as TorchServe's worker keeps one (``ts.service.Service``) and
         # sets each batch's requests on it.
         self.context = Context(
@@ -184,6 +194,11 @@ class InProcessHandler:
         # random number generator costs a system call per draw).
         self._id_prefix = secrets.token_hex(8)
         self._serial = itertools.count()
+
+    def refused(self) -> None:
+        """Count a request the server refused before the handler saw it, as the handler counts its errors."""
+        if self.handler.recorder is not None:
+            self.handler.recorder.record_refused(self.metrics)
 
     def run(self, requests: Sequence[RawRequest]) -> list[Answer]:
         """One call of ``handle`` for the whole batch; one answer per request, in order."""

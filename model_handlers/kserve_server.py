@@ -95,7 +95,12 @@ class EsteiraService:
         polled = Counter(IDLE_POLL_METRIC, IDLE_POLL_HELP, ["ModelName"]).labels(self.name)
         self.answers = TurnHold()  # a batch's answers leave together (model_handlers.coalesced)
         self.batcher: AdaptiveBatcher[RawRequest, Answer] = AdaptiveBatcher(
-            handler.run, batch_size, idle_poll=idle_poll, polled=polled.inc, answered=self.answers.until_turn_ends
+            handler.run,
+            batch_size,
+            idle_poll=idle_poll,
+            polled=polled.inc,
+            answered=self.answers.until_turn_ends,
+            max_waiting=handler.packaged.queue_size,
         )
 
     def routes(self) -> list[Route]:
@@ -152,7 +157,9 @@ class EsteiraService:
 
     def front(self, application: ASGIApp) -> InferenceRoutes:
         """Inference ahead of ``application`` (KServe's), which keeps every other route."""
-        return InferenceRoutes(application, self.batcher, self.name, self.version, self.config.max_body_bytes)
+        return InferenceRoutes(
+            application, self.batcher, self.name, self.version, self.config.max_body_bytes, self.handler.refused
+        )
 
 
 async def http_error(request: Request, exc: Exception) -> Response:

@@ -98,6 +98,11 @@ class Outcome(StrEnum):
     SERVER_ERROR = "server_error"
 
 
+def outcome_slot(status: int) -> int:
+    """The slot of a status's outcome in ``HandlerMetrics``' tally: Outcome's order."""
+    return 0 if status < 400 else 1 if status < 500 else 2
+
+
 def label_value(value: str) -> str:
     """A dimension value that survives TorchServe's metric log line format."""
     return _UNSAFE.sub("_", value)[:100] or "_"
@@ -351,6 +356,17 @@ class HandlerMetrics:
             slot = self._class_slots[label] = self.tally.slot(series)
         return slot
 
+    def record_refused(self, cache: Any) -> None:
+        """A request the server refused before any handler saw it (its queue full): a server error of this
+        revision, so the canary analysis and the alerts count what its callers got."""
+        if cache is None:
+            return
+        try:
+            self.buffer.add(cache, self.tally, {outcome_slot(503): 1}, ())
+        except Exception:  # never let metrics break an answer
+            logger.exception("recording a refused request failed")
+        self.buffer.flush_due()
+
     def record_batch(
         self,
         cache: Any,
@@ -365,7 +381,7 @@ class HandlerMetrics:
         try:
             counts: dict[int, float] = {}
             for status in statuses:
-                outcome = 0 if status < 400 else 1 if status < 500 else 2  # Outcome's order
+                outcome = outcome_slot(status)
                 counts[outcome] = counts.get(outcome, 0) + 1
             classes = self._class_slots
             for label in predicted:

@@ -76,3 +76,18 @@ def test_every_outcome_is_published_at_zero_before_the_first_request(model_dirs:
     base = {"ModelName": handler.identity.name, "Revision": handler.identity.revision}
     for outcome in ("ok", "client_error", "server_error"):
         assert registry.get_sample_value(REQUESTS_TOTAL, {**base, "outcome": outcome}) == 0
+
+
+def test_a_request_refused_before_the_handler_counts_as_a_server_error_of_the_revision(
+    model_dirs: dict[str, ModelDir],
+) -> None:
+    """The canary analysis reads errors from this counter: a request the server's full queue refused is one."""
+    model_dir = model_dirs["tabular"]
+    handler, metrics, registry = serving(model_dir)
+    assert handler.recorder is not None
+    for _ in range(3):
+        handler.recorder.record_refused(metrics)
+    base = {"ModelName": handler.identity.name, "Revision": handler.identity.revision}
+    assert registry.get_sample_value(REQUESTS_TOTAL, {**base, "outcome": "server_error"}) == 3
+    assert registry.get_sample_value(REQUESTS_TOTAL, {**base, "outcome": "ok"}) == 0
+    assert registry.get_sample_value(f"{REQUEST_DURATION}_count", base) in (None, 0)  # no batch ran

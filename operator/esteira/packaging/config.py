@@ -29,6 +29,8 @@ DEFAULT_MODEL_DIR = "/mnt/models"
 CONFIG_PATH = "config/config.properties"
 METRICS_CONFIG_PATH = "config/metrics.yaml"
 MODEL_STORE = "model-store"
+# Requests that may wait for a model (TorchServe's default; esteira-kserve reads the same key): more are refused.
+JOB_QUEUE_SIZE = 100
 
 # torch-model-archiver's rule for model names; versions follow the same rule. Both end up in URLs, in file
 # names and inside the snapshot JSON, so nothing else is let through (no '/', ':', quotes or backslashes).
@@ -92,7 +94,7 @@ class ServerSpec:
     grpc_management_port: int = 7071
     metrics_config: str | None = METRICS_CONFIG_PATH  # relative to model_dir; None: TorchServe's default
     netty_threads: int = 4
-    job_queue_size: int = 100
+    job_queue_size: int = JOB_QUEUE_SIZE
 
     def __post_init__(self) -> None:
         for label, address in (
