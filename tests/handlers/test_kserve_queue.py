@@ -11,11 +11,8 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
-import torch
 
-from esteira.packaging.archive import PackageInputs, package
-from esteira.packaging.config import ModelSpec, ServerSpec
-from esteira.vocabulary import MODEL_CONFIG_FILE
+from tests.support.eager_package import eager_model, package_eager
 from tests.support.kserve_runtime import KServeRuntimeProcess
 from tests.support.waiting import eventually
 
@@ -49,27 +46,10 @@ BODY = json.dumps({"instances": [[5.1, 3.5, 1.4, 0.2]]}).encode()
 
 
 def _package(root: Path, gate: Path, waiting: Path) -> Path:
-    files = root / "files"
-    files.mkdir(parents=True)
-    code = files / "gated.py"
-    code.write_text(f"GATE = {str(gate)!r}\nWAITING = {str(waiting)!r}\n{GATED_MODEL}")
-    namespace: dict[str, object] = {}
-    exec(compile(code.read_text(), str(code), "exec"), namespace)  # the test's copy of the class, for its weights
-    model = namespace["GatedClassifier"]()
-    assert isinstance(model, torch.nn.Module)
-    torch.save(model.state_dict(), files / "weights.pt")
+    source = f"GATE = {str(gate)!r}\nWAITING = {str(waiting)!r}\n{GATED_MODEL}"
     config = {"kind": "tabular", "task": "classification", "n_features": 4, "labels": ["a", "b", "c"]}
-    (files / MODEL_CONFIG_FILE).write_text(json.dumps(config))
-    inputs = PackageInputs(
-        model_file=files / "weights.pt",
-        handler="tabular",
-        model_code=code,
-        extra_files=(files / MODEL_CONFIG_FILE,),
-        metrics_config=None,
-    )
-    server = ServerSpec(metrics_config=None, job_queue_size=QUEUE_SIZE)
-    package(ModelSpec("gated", "1.0.0", batch_size=8, max_batch_delay_ms=10), inputs, root / "packaged", server)
-    return root / "packaged"
+    model = eager_model(source, "GatedClassifier")
+    return package_eager(root, "gated", source, model, config, job_queue_size=QUEUE_SIZE)
 
 
 def _predict(url: str) -> tuple[int, dict[str, str], dict[str, object]]:
