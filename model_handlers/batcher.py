@@ -30,7 +30,9 @@ them together (:mod:`model_handlers.coalesced`).
 
 A bounded queue (``max_waiting``, off unless set): a request that finds that many already waiting for a batch
 is refused at once with :class:`QueueFull`, as TorchServe refuses a job when its model's ``job_queue_size`` jobs
-wait; the batch running is not counted. Under more load than the model can serve, a queue without a bound only
+wait; the batch running is not counted. A batcher that was halted (:meth:`AdaptiveBatcher.halt`: its model did
+not answer in time, see :mod:`model_handlers.watchdog`) refuses every request, and fails those it held, with
+:class:`Halted`. Under more load than the model can serve, a queue without a bound only
 grows, and every request in it waits longer than the last; refused at once, the caller can go elsewhere or back
 off, and those admitted are answered in the time a full queue takes.
 
@@ -60,12 +62,24 @@ PROBE_CEILING = 10.0
 POLL_START_SECONDS = 25e-6  # the first window, and the smallest: a shrinking window below it stops polling
 
 
-class QueueFull(Exception):
+class Refused(Exception):
+    """A request the batcher will not run; ``reason`` says why, after the model's name."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+class QueueFull(Refused):
     """The queue holds ``max_waiting`` requests: this one is refused, not queued."""
 
     def __init__(self, waiting: int) -> None:
-        super().__init__(f"{waiting} requests are waiting for a batch")
+        super().__init__(f"is at capacity: its queue holds the most requests it may ({waiting}, job_queue_size)")
         self.waiting = waiting
+
+
+class Halted(Refused):
+    """The batcher runs nothing more (:meth:`AdaptiveBatcher.halt`)."""
 
 
 class PollWindow:
@@ -107,6 +121,10 @@ class AdaptiveBatcher(Generic[Item, Result]):
         if max_waiting is not None and max_waiting < 1:
             raise ValueError(f"max_waiting must be at least 1, got {max_waiting}")
         self.max_waiting = max_waiting
+        self.halted: str | None = None  # why, once halted
+        self.loop: asyncio.AbstractEventLoop | None = None  # where it runs, known from the first request
+        self.running_since: float | None = None  # when the batch running now began (perf_counter)
+        self._in_thread: list[tuple[Item, asyncio.Future[Result]]] = []  # the callers of the batch in the thread
         self.run_batch = run_batch
         self.max_batch_size = max_batch_size
         self.inline_below = inline_below
@@ -131,7 +149,11 @@ class AdaptiveBatcher(Generic[Item, Result]):
         self._last_batch = 0
 
     async def submit(self, item: Item) -> Result:
-        """The result for ``item``; raises what ``run_batch`` raised for its batch, or :class:`QueueFull`."""
+        """The result for ``item``; raises what ``run_batch`` raised for its batch, or :class:`Refused`."""
+        if self.halted is not None:
+            raise Halted(self.halted)
+        if self.loop is None:
+            self.loop = asyncio.get_running_loop()
         now = time.perf_counter()
         self._end_poll(now)  # a request ends the poll
         if self._idle_since is not None and not self._busy:
@@ -220,12 +242,13 @@ class AdaptiveBatcher(Generic[Item, Result]):
 
     def _timed(self, batch: Sequence[Item], durations: deque[float]) -> list[Result]:
         """``run_batch``, its duration going to ``durations``."""
-        started = time.perf_counter()
+        started = self.running_since = time.perf_counter()
         self.batches, self.batched = self.batches + 1, self.batched + len(batch)
         self._last_batch = len(batch)
         try:
             return self.run_batch(batch)
         finally:
+            self.running_since = None
             durations.append(time.perf_counter() - started)
 
     async def _drain(self) -> None:
@@ -240,7 +263,13 @@ class AdaptiveBatcher(Generic[Item, Result]):
                         results = self._on_loop(items)
                     else:
                         self._since_probe += 1
-                        results = await loop.run_in_executor(self._executor, self._timed, items, self.thread_seconds)
+                        self._in_thread = batch
+                        try:
+                            results = await loop.run_in_executor(
+                                self._executor, self._timed, items, self.thread_seconds
+                            )
+                        finally:
+                            self._in_thread = []
                 except Exception as error:  # every caller of this batch gets the error
                     for _, future in batch:
                         if not future.done():
@@ -255,6 +284,15 @@ class AdaptiveBatcher(Generic[Item, Result]):
                     await asyncio.sleep(0)  # the answers go out and new requests are read before the next batch
         finally:
             self._go_idle()
+
+    def halt(self, reason: str) -> None:
+        """Run nothing more: the callers of the batch in the thread, those waiting and those to come get
+        :class:`Halted` with ``reason``. On the loop; the batch in the thread runs on, unanswered."""
+        self.halted = reason
+        held, self._waiting = [*self._in_thread, *self._waiting], []
+        for _, future in held:
+            if not future.done():
+                future.set_exception(Halted(reason))
 
     def close(self) -> None:
         self._executor.shutdown(wait=True)

@@ -6,8 +6,8 @@ route runs. Profiled at 32 concurrent callers, that stack cost more CPU than Est
 needs none of it: the body goes as it came to the adaptive batcher, the answer comes back with its status and
 protocol headers. So v1 predict and v2 infer are matched here, ahead of the application; every other path
 (health, metadata, readiness, metrics, KServe's own routes) passes through to KServe untouched. A request the
-batcher's full queue refuses is answered 503 with ``Retry-After``, and ``refused`` is told, so it counts as the
-server error it is.
+batcher refuses (its queue full, or halted) is answered 503 with ``Retry-After``, and ``refused`` is told, so it
+counts as the server error it is.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from collections.abc import Awaitable, Callable, Mapping, MutableMapping
 from typing import Any
 
 from esteira.packaging.surface import RESPONSE_HEADERS
-from model_handlers.batcher import AdaptiveBatcher, QueueFull
+from model_handlers.batcher import AdaptiveBatcher, Refused
 from model_handlers.messages import Answer, RawRequest
 
 Scope = MutableMapping[str, Any]
@@ -82,13 +82,10 @@ class InferenceRoutes:
             return
         try:
             answer = await self.batcher.submit(RawRequest(body, headers))
-        except QueueFull as full:
+        except Refused as refused:
             if self.refused is not None:
                 self.refused()
-            message = (
-                f"model {name!r} is at capacity: its queue holds the most requests it may ({full.waiting}, job_queue_size); "
-                "retry later"
-            )
+            message = f"model {name!r} {refused.reason}; retry later"
             await _respond(send, 503, _error(message), [(b"retry-after", str(RETRY_AFTER_SECONDS).encode())])
             return
         passed = [

@@ -27,7 +27,14 @@ from prometheus_client.registry import Collector
 from ts.context import Context, RequestProcessor
 from ts.metrics.metric_type_enum import MetricTypes
 
-from esteira.packaging.config import CONFIG_PATH, JOB_QUEUE_SIZE, MODEL_STORE, parse_properties
+from esteira.packaging.config import (
+    CONFIG_PATH,
+    JOB_QUEUE_SIZE,
+    MODEL_STORE,
+    RESPONSE_TIMEOUT_SECONDS,
+    parse_properties,
+)
+from esteira.packaging.log_flush import FLUSH_SECONDS
 from model_handlers.base import EsteiraHandler
 from model_handlers.config import load_config
 from model_handlers.drift import DEFINITIONS as DRIFT_DEFINITIONS
@@ -46,14 +53,16 @@ SERVER_VERSION = "esteira-kserve"
 
 @dataclass(frozen=True)
 class PackagedModel:
-    """What ``esteira package`` wrote: the model's URL name, its version, batching, the archive, and how many
-    requests may wait for the model (``job_queue_size``, which TorchServe reads too)."""
+    """What ``esteira package`` wrote: the model's URL name, its version, batching, the archive, how many
+    requests may wait for the model (``job_queue_size``) and how long a batch may take (``responseTimeout``), as
+    TorchServe reads them."""
 
     name: str
     version: str
     batch_size: int
     archive: Path
     queue_size: int = JOB_QUEUE_SIZE
+    response_timeout: float = RESPONSE_TIMEOUT_SECONDS
 
 
 def packaged_model(model_dir: Path) -> PackagedModel:
@@ -65,10 +74,17 @@ def packaged_model(model_dir: Path) -> PackagedModel:
     name, versions = next(iter(models.items()))
     version, entry = next(iter(versions.items()))
     archive = model_dir / MODEL_STORE / str(entry.get("marName", f"{name}.mar"))
-    queue_size = properties.get("job_queue_size", str(JOB_QUEUE_SIZE))
-    if not queue_size.isdigit() or int(queue_size) < 1:
-        raise RuntimeError(f"{model_dir / CONFIG_PATH}: job_queue_size must be a positive integer, got {queue_size!r}")
-    return PackagedModel(str(name), str(version), int(entry.get("batchSize", 1)), archive, int(queue_size))
+    queue_size = _positive(properties.get("job_queue_size", str(JOB_QUEUE_SIZE)), "job_queue_size", model_dir)
+    timeout = entry.get("responseTimeout", properties.get("default_response_timeout", RESPONSE_TIMEOUT_SECONDS))
+    response_timeout = _positive(str(timeout), "responseTimeout", model_dir)
+    batch_size = int(entry.get("batchSize", 1))
+    return PackagedModel(str(name), str(version), batch_size, archive, queue_size, response_timeout)
+
+
+def _positive(value: str, key: str, model_dir: Path) -> int:
+    if not value.isdigit() or int(value) < 1:
+        raise RuntimeError(f"{model_dir / CONFIG_PATH}: {key} must be a positive integer, got {value!r}")
+    return int(value)
 
 
 def unpack(archive: Path, into: Path) -> Path:
@@ -194,6 +210,11 @@ class InProcessHandler:
         # random number generator costs a system call per draw).
         self._id_prefix = secrets.token_hex(8)
         self._serial = itertools.count()
+
+    def flush_log(self) -> None:
+        """Send the inference records queued so far, for at most ``FLUSH_SECONDS`` (a process about to end)."""
+        if self.handler.inference_log is not None:
+            self.handler.inference_log.outbox.flush(FLUSH_SECONDS)
 
     def refused(self) -> None:
         """Count a request the server refused before the handler saw it, as the handler counts its errors."""

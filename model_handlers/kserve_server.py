@@ -19,6 +19,10 @@ for lone callers' latency at the cost of CPU (:mod:`model_handlers.batcher`). ``
 default 1) runs that many server processes on the one port, each with the model, so the server uses more than one CPU
 (:mod:`model_handlers.workers`). ``--unix-socket`` adds a listener on a Unix socket only the server's user may
 connect to: ``esteira up``'s router sends inference there, a hop on one machine without TCP's work.
+
+From the packaged ``config.properties``, as TorchServe reads them: at most ``job_queue_size`` requests wait for a
+batch (more are refused with a 503), and a batch that runs past the model's ``responseTimeout`` ends the process,
+so it restarts (:mod:`model_handlers.watchdog`).
 """
 
 from __future__ import annotations
@@ -49,6 +53,7 @@ from model_handlers.batcher import AdaptiveBatcher
 from model_handlers.coalesced import TurnHold, holding_protocol
 from model_handlers.inference_asgi import ASGIApp, InferenceRoutes
 from model_handlers.messages import Answer, RawRequest
+from model_handlers.watchdog import Watchdog
 from model_handlers.workers import (
     ENV_METRICS_DIR,
     Supervisor,
@@ -332,6 +337,7 @@ def serve(args: argparse.Namespace, settings: BatchSettings, idle_poll: float, u
     exposed = exposed_registry(os.environ.get(ENV_METRICS_DIR), metrics.flusher())
     handler = InProcessHandler(args.model_dir, Path(tempfile.mkdtemp(dir=args.work_dir)), metrics)
     service = EsteiraService(handler, settings.batch_size or handler.packaged.batch_size, idle_poll, exposed=exposed)
+    Watchdog(service.batcher, handler.packaged.response_timeout, handler.flush_log).start()
     app.router.routes[:0] = service.routes()
     app.add_exception_handler(HTTPException, http_error)
 

@@ -1,6 +1,8 @@
-"""esteira-kserve with more requests than its model can take: a request that finds ``job_queue_size`` others
-waiting is refused at once with a 503 that says why and when to retry, and counts as a server error of the
-revision, where the canary analysis reads errors; the requests already admitted are answered."""
+"""esteira-kserve when its model cannot keep up: a request that finds ``job_queue_size`` others waiting is refused
+at once with a 503 that says why and when to retry, and counts as a server error of the revision, where the
+canary analysis reads errors, while the requests already admitted are answered; a batch that runs past the
+model's ``responseTimeout`` has its callers and those waiting answered with a 503, and the server exits to be
+restarted with a fresh model, as TorchServe restarts a worker that does not answer in time."""
 
 from __future__ import annotations
 
@@ -12,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from model_handlers.watchdog import EXIT_STATUS
 from tests.support.eager_package import eager_model, package_eager
 from tests.support.kserve_runtime import KServeRuntimeProcess
 from tests.support.waiting import eventually
@@ -45,11 +48,11 @@ CALLERS = 6  # beside the one held in the model: one waits, the rest are refused
 BODY = json.dumps({"instances": [[5.1, 3.5, 1.4, 0.2]]}).encode()
 
 
-def _package(root: Path, gate: Path, waiting: Path) -> Path:
+def _package(root: Path, gate: Path, waiting: Path, **settings: int) -> Path:
     source = f"GATE = {str(gate)!r}\nWAITING = {str(waiting)!r}\n{GATED_MODEL}"
     config = {"kind": "tabular", "task": "classification", "n_features": 4, "labels": ["a", "b", "c"]}
     model = eager_model(source, "GatedClassifier")
-    return package_eager(root, "gated", source, model, config, job_queue_size=QUEUE_SIZE)
+    return package_eager(root, "gated", source, model, config, **settings)
 
 
 def _predict(url: str) -> tuple[int, dict[str, str], dict[str, object]]:
@@ -77,7 +80,9 @@ def test_a_request_beyond_the_queue_is_refused_at_once_and_counted_and_the_admit
     gate, waiting = tmp_path / "gate-open", tmp_path / "held"
     gate.touch()  # open while the model loads and its first batch, on the event loop, is timed
     with (
-        KServeRuntimeProcess(_package(tmp_path, gate, waiting), tmp_path / "run", "1.0.0") as server,
+        KServeRuntimeProcess(
+            _package(tmp_path, gate, waiting, job_queue_size=QUEUE_SIZE), tmp_path / "run", "1.0.0"
+        ) as server,
         ThreadPoolExecutor(max_workers=CALLERS + 1) as pool,
     ):
         assert _predict(server.url)[0] == 200  # 20 ms on the loop: the batches after it run in the thread
@@ -107,3 +112,25 @@ def test_a_request_beyond_the_queue_is_refused_at_once_and_counted_and_the_admit
         "retry later"
     }
     assert errors == refused
+
+
+def test_a_batch_past_the_response_timeout_is_answered_503_with_those_waiting_and_the_server_exits(
+    tmp_path: Path,
+) -> None:
+    gate, waiting = tmp_path / "gate-open", tmp_path / "held"
+    gate.touch()
+    server = KServeRuntimeProcess(_package(tmp_path, gate, waiting, response_timeout_s=2), tmp_path / "run", "1.0.0")
+    with server, ThreadPoolExecutor(max_workers=2) as pool:
+        assert _predict(server.url)[0] == 200  # 20 ms on the loop: the batches after it run in the thread
+        gate.unlink()  # and stays shut: the model never answers again
+        held = pool.submit(_predict, server.url)
+        eventually(waiting.exists, what="the first request held in the model")
+        queued = pool.submit(_predict, server.url)
+        answers = [held.result(timeout=30), queued.result(timeout=30)]
+        status = eventually(server.exit_status, timeout=30, what="esteira-kserve to exit")
+        log = server.log_path.read_text()
+    reason = "did not answer a batch within its response timeout (2 s); the server restarts"
+    assert [answer[0] for answer in answers] == [503, 503]
+    assert [answer[2] for answer in answers] == [{"error": f"model 'gated' {reason}; retry later"}] * 2
+    assert status == EXIT_STATUS
+    assert "past its response timeout of 2 s (responseTimeout)" in log

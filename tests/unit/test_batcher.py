@@ -13,6 +13,7 @@ from model_handlers.batcher import (
     PROBE_CEILING,
     PROBE_EVERY,
     AdaptiveBatcher,
+    Halted,
     PollWindow,
     QueueFull,
 )
@@ -96,7 +97,9 @@ def test_a_request_that_finds_the_queue_full_is_refused_at_once_and_those_queued
         await asyncio.sleep(0)  # both are waiting now
         refused = []
         for item in (3, 4):
-            with pytest.raises(QueueFull, match="2 requests are waiting for a batch") as full:
+            with pytest.raises(
+                QueueFull, match=r"its queue holds the most requests it may \(2, job_queue_size\)"
+            ) as full:
                 await batcher.submit(item)
             refused.append(full.value.waiting)
         model.hold.set()
@@ -107,6 +110,31 @@ def test_a_request_that_finds_the_queue_full_is_refused_at_once_and_those_queued
 
     assert asyncio.run(scenario()) == ([0, 2, 4, 10], [2, 2])
     assert model.batches == [[0], [1, 2], [5]]
+
+
+def test_a_halted_batcher_fails_the_batch_in_its_thread_and_those_waiting_and_refuses_the_rest() -> None:
+    model = Model()
+    model.hold.clear()
+
+    async def scenario() -> list[BaseException | int]:
+        batcher = AdaptiveBatcher(model, max_batch_size=8, inline_below=0.0)
+        running = asyncio.ensure_future(batcher.submit(0))
+        await asyncio.get_running_loop().run_in_executor(None, model.running.wait, 10)
+        assert batcher.running_since is not None
+        waiting = asyncio.ensure_future(batcher.submit(1))
+        await asyncio.sleep(0)
+        batcher.halt("did not answer in time")
+        outcomes = list(await asyncio.gather(running, waiting, return_exceptions=True))
+        with pytest.raises(Halted, match="did not answer in time"):
+            await batcher.submit(2)
+        model.hold.set()  # the stuck batch ends after all: its answers are nobody's now
+        await asyncio.get_running_loop().run_in_executor(None, batcher.close)
+        return outcomes
+
+    outcomes = asyncio.run(scenario())
+    assert [type(outcome) for outcome in outcomes] == [Halted, Halted]
+    assert all(isinstance(o, Halted) and o.reason == "did not answer in time" for o in outcomes)
+    assert model.batches == [[0]]
 
 
 def test_a_queue_limit_below_one_is_refused() -> None:

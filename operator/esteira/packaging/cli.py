@@ -15,7 +15,7 @@ import yaml
 from esteira.drift.profile import PROFILE_FILE
 from esteira.packaging.archive import HANDLERS, PackageInputs, PackagingError, expand_extra_files, package
 from esteira.packaging.card import CARD_FILE, build_card
-from esteira.packaging.config import METRICS_CONFIG_PATH, ModelSpec, ServerSpec
+from esteira.packaging.config import METRICS_CONFIG_PATH, RESPONSE_TIMEOUT_SECONDS, ModelSpec, ServerSpec
 from esteira.packaging.profiling import staged_profile
 
 
@@ -125,7 +125,12 @@ def add_package_command(subparsers: Any) -> argparse.ArgumentParser:
     )
     parser.add_argument("--workers", type=int, default=1, help="Worker processes (minWorkers). Default: 1.")
     parser.add_argument("--max-workers", type=int, help="maxWorkers. Default: --workers.")
-    parser.add_argument("--response-timeout", type=int, default=120, help="Seconds per batch. Default: 120.")
+    parser.add_argument(
+        "--response-timeout",
+        type=int,
+        default=RESPONSE_TIMEOUT_SECONDS,
+        help="Seconds a batch may take; past it the model server restarts. Default: %(default)s.",
+    )
     parser.add_argument("--startup-timeout", type=int, default=120, help="Seconds to load. Default: 120.")
     parser.add_argument("--device", choices=["cpu", "gpu"], help="deviceType. Default: GPU when one is visible.")
     metrics = parser.add_mutually_exclusive_group()

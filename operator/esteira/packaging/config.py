@@ -31,6 +31,8 @@ METRICS_CONFIG_PATH = "config/metrics.yaml"
 MODEL_STORE = "model-store"
 # Requests that may wait for a model (TorchServe's default; esteira-kserve reads the same key): more are refused.
 JOB_QUEUE_SIZE = 100
+# Seconds a batch may take before the model's process is ended and restarted (TorchServe's default, read by both).
+RESPONSE_TIMEOUT_SECONDS = 120
 
 # torch-model-archiver's rule for model names; versions follow the same rule. Both end up in URLs, in file
 # names and inside the snapshot JSON, so nothing else is let through (no '/', ':', quotes or backslashes).
@@ -48,7 +50,7 @@ class ModelSpec:
     max_batch_delay_ms: int = 10
     min_workers: int = 1
     max_workers: int = 1
-    response_timeout_s: int = 120
+    response_timeout_s: int = RESPONSE_TIMEOUT_SECONDS
     startup_timeout_s: int = 120
     device_type: Literal["cpu", "gpu"] | None = None
 
