@@ -30,11 +30,11 @@ them together (:mod:`model_handlers.coalesced`).
 
 A bounded queue (``max_waiting``, off unless set): a request that finds that many already waiting for a batch
 is refused at once with :class:`QueueFull`, as TorchServe refuses a job when its model's ``job_queue_size`` jobs
-wait; the batch running is not counted. A batcher that was halted (:meth:`AdaptiveBatcher.halt`: its model did
-not answer in time, see :mod:`model_handlers.watchdog`) refuses every request, and fails those it held, with
-:class:`Halted`. Under more load than the model can serve, a queue without a bound only
+wait; the batch running is not counted. Under more load than the model can serve, a queue without a bound only
 grows, and every request in it waits longer than the last; refused at once, the caller can go elsewhere or back
-off, and those admitted are answered in the time a full queue takes.
+off, and those admitted are answered in the time a full queue takes. A batcher that was halted
+(:meth:`AdaptiveBatcher.halt`: its model did not answer in time, see :mod:`model_handlers.watchdog`) refuses
+every request, and fails those it held, with :class:`Halted`.
 
 Polling when idle (``idle_poll``, off unless set): after a batch of one request the loop keeps turning for a
 short window instead of sleeping in epoll, so the caller's next request finds a core that did not go to sleep.

@@ -62,7 +62,7 @@ class PackagedModel:
     batch_size: int
     archive: Path
     queue_size: int = JOB_QUEUE_SIZE
-    response_timeout: float = RESPONSE_TIMEOUT_SECONDS
+    response_timeout: int = RESPONSE_TIMEOUT_SECONDS  # seconds
 
 
 def packaged_model(model_dir: Path) -> PackagedModel:
