@@ -28,13 +28,11 @@ When a batch of several has been handed to its callers, ``answered`` is called o
 are scheduled and before anything the batcher does next: esteira-kserve holds the batch's answers there and sends
 them together (:mod:`model_handlers.coalesced`).
 
-A bounded queue (``max_waiting``, off unless set): a request that finds that many already waiting for a batch
-is refused at once with :class:`QueueFull`, as TorchServe refuses a job when its model's ``job_queue_size`` jobs
-wait; the batch running is not counted. Under more load than the model can serve, a queue without a bound only
-grows, and every request in it waits longer than the last; refused at once, the caller can go elsewhere or back
-off, and those admitted are answered in the time a full queue takes. A batcher that was halted
-(:meth:`AdaptiveBatcher.halt`: its model did not answer in time, see :mod:`model_handlers.watchdog`) refuses
-every request, and fails those it held, with :class:`Halted`.
+A batcher that was halted (:meth:`AdaptiveBatcher.halt`: its model did not answer in time, see
+:mod:`model_handlers.watchdog`) refuses every request, and fails those it held, with :class:`Halted`. The queue
+has no bound in requests: one was tried (TorchServe's ``job_queue_size``, 100) and callers that retry a refusal at
+once kept the event loop refusing, so 256 of them got a sixth of the answers they got from a queue without one
+(``benchmarks/README.md``).
 
 Polling when idle (``idle_poll``, off unless set): after a batch of one request the loop keeps turning for a
 short window instead of sleeping in epoll, so the caller's next request finds a core that did not go to sleep.
@@ -68,14 +66,6 @@ class Refused(Exception):
     def __init__(self, reason: str) -> None:
         super().__init__(reason)
         self.reason = reason
-
-
-class QueueFull(Refused):
-    """The queue holds ``max_waiting`` requests: this one is refused, not queued."""
-
-    def __init__(self, waiting: int) -> None:
-        super().__init__(f"is at capacity: its queue holds the most requests it may ({waiting}, job_queue_size)")
-        self.waiting = waiting
 
 
 class Halted(Refused):
@@ -114,13 +104,9 @@ class AdaptiveBatcher(Generic[Item, Result]):
         idle_poll: float = 0.0,
         polled: Callable[[float], None] | None = None,
         answered: Callable[[], None] | None = None,
-        max_waiting: int | None = None,
     ) -> None:
         if max_batch_size < 1:
             raise ValueError(f"max_batch_size must be at least 1, got {max_batch_size}")
-        if max_waiting is not None and max_waiting < 1:
-            raise ValueError(f"max_waiting must be at least 1, got {max_waiting}")
-        self.max_waiting = max_waiting
         self.halted: str | None = None  # why, once halted
         self.loop: asyncio.AbstractEventLoop | None = None  # where it runs, known from the first request
         self.running_since: float | None = None  # when the batch running now began (perf_counter)
@@ -231,8 +217,6 @@ class AdaptiveBatcher(Generic[Item, Result]):
         return self._timed(items, self.inline_seconds)
 
     async def _enqueue(self, item: Item) -> Result:
-        if self.max_waiting is not None and len(self._waiting) >= self.max_waiting:
-            raise QueueFull(len(self._waiting))
         future: asyncio.Future[Result] = asyncio.get_running_loop().create_future()
         self._waiting.append((item, future))
         if not self._busy:

@@ -29,7 +29,6 @@ from ts.metrics.metric_type_enum import MetricTypes
 
 from esteira.packaging.config import (
     CONFIG_PATH,
-    JOB_QUEUE_SIZE,
     MODEL_STORE,
     RESPONSE_TIMEOUT_SECONDS,
     parse_properties,
@@ -53,15 +52,13 @@ SERVER_VERSION = "esteira-kserve"
 
 @dataclass(frozen=True)
 class PackagedModel:
-    """What ``esteira package`` wrote: the model's URL name, its version, batching, the archive, how many
-    requests may wait for the model (``job_queue_size``) and how long a batch may take (``responseTimeout``), as
-    TorchServe reads them."""
+    """What ``esteira package`` wrote: the model's URL name, its version, batching, the archive, and how long a
+    batch may take (``responseTimeout``, as TorchServe reads it)."""
 
     name: str
     version: str
     batch_size: int
     archive: Path
-    queue_size: int = JOB_QUEUE_SIZE
     response_timeout: int = RESPONSE_TIMEOUT_SECONDS  # seconds
 
 
@@ -74,11 +71,10 @@ def packaged_model(model_dir: Path) -> PackagedModel:
     name, versions = next(iter(models.items()))
     version, entry = next(iter(versions.items()))
     archive = model_dir / MODEL_STORE / str(entry.get("marName", f"{name}.mar"))
-    queue_size = _positive(properties.get("job_queue_size", str(JOB_QUEUE_SIZE)), "job_queue_size", model_dir)
     timeout = entry.get("responseTimeout", properties.get("default_response_timeout", RESPONSE_TIMEOUT_SECONDS))
     response_timeout = _positive(str(timeout), "responseTimeout", model_dir)
     batch_size = int(entry.get("batchSize", 1))
-    return PackagedModel(str(name), str(version), batch_size, archive, queue_size, response_timeout)
+    return PackagedModel(str(name), str(version), batch_size, archive, response_timeout)
 
 
 def _positive(value: str, key: str, model_dir: Path) -> int:

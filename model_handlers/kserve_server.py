@@ -20,9 +20,8 @@ default 1) runs that many server processes on the one port, each with the model,
 (:mod:`model_handlers.workers`). ``--unix-socket`` adds a listener on a Unix socket only the server's user may
 connect to: ``esteira up``'s router sends inference there, a hop on one machine without TCP's work.
 
-From the packaged ``config.properties``, as TorchServe reads them: at most ``job_queue_size`` requests wait for a
-batch (more are refused with a 503), and a batch that runs past the model's ``responseTimeout`` ends the process,
-so it restarts (:mod:`model_handlers.watchdog`).
+A batch that runs past the model's ``responseTimeout`` (the packaged ``config.properties``' key, which TorchServe
+reads too) ends the process, so it restarts (:mod:`model_handlers.watchdog`).
 """
 
 from __future__ import annotations
@@ -105,7 +104,6 @@ class EsteiraService:
             idle_poll=idle_poll,
             polled=polled.inc,
             answered=self.answers.until_turn_ends,
-            max_waiting=handler.packaged.queue_size,
         )
 
     def routes(self) -> list[Route]:

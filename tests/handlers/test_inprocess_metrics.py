@@ -81,7 +81,7 @@ def test_every_outcome_is_published_at_zero_before_the_first_request(model_dirs:
 def test_a_request_refused_before_the_handler_counts_as_a_server_error_of_the_revision(
     model_dirs: dict[str, ModelDir],
 ) -> None:
-    """The canary analysis reads errors from this counter: a request the server's full queue refused is one."""
+    """The canary analysis reads errors from this counter: a request the server refused is one."""
     model_dir = model_dirs["tabular"]
     handler, metrics, registry = serving(model_dir)
     assert handler.recorder is not None

@@ -10,7 +10,7 @@ from typing import Any
 import torch
 
 from esteira.packaging.archive import PackageInputs, package
-from esteira.packaging.config import JOB_QUEUE_SIZE, RESPONSE_TIMEOUT_SECONDS, ModelSpec, ServerSpec
+from esteira.packaging.config import RESPONSE_TIMEOUT_SECONDS, ModelSpec, ServerSpec
 from esteira.vocabulary import MODEL_CONFIG_FILE
 
 
@@ -29,7 +29,6 @@ def package_eager(
     source: str,
     model: torch.nn.Module,
     config: dict[str, Any],
-    job_queue_size: int = JOB_QUEUE_SIZE,
     response_timeout_s: int = RESPONSE_TIMEOUT_SECONDS,
 ) -> Path:
     """``model``'s weights and ``source`` (its one class) packaged as model ``name`` version 1.0.0, batches of
@@ -46,7 +45,7 @@ def package_eager(
         model_code=code,
         extra_files=(files / MODEL_CONFIG_FILE,),
     )
-    server = ServerSpec(metrics_config=None, job_queue_size=job_queue_size)
+    server = ServerSpec(metrics_config=None)
     model_spec = ModelSpec(name, "1.0.0", batch_size=8, max_batch_delay_ms=10, response_timeout_s=response_timeout_s)
     package(model_spec, inputs, root / "packaged", server)
     return root / "packaged"

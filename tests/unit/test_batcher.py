@@ -15,7 +15,6 @@ from model_handlers.batcher import (
     AdaptiveBatcher,
     Halted,
     PollWindow,
-    QueueFull,
 )
 
 
@@ -84,34 +83,6 @@ def test_a_failing_batch_fails_its_callers_and_the_next_batch_still_runs() -> No
     assert asyncio.run(scenario()) == 10
 
 
-def test_a_request_that_finds_the_queue_full_is_refused_at_once_and_those_queued_are_answered() -> None:
-    """The batch running does not count against the queue; those waiting do, up to ``max_waiting``."""
-    model = Model()
-    model.hold.clear()
-
-    async def scenario() -> tuple[list[int], list[int]]:
-        batcher = AdaptiveBatcher(model, max_batch_size=8, inline_below=0.0, max_waiting=2)
-        first = asyncio.ensure_future(batcher.submit(0))
-        await asyncio.get_running_loop().run_in_executor(None, model.running.wait, 10)
-        queued = [asyncio.ensure_future(batcher.submit(item)) for item in (1, 2)]
-        await asyncio.sleep(0)  # both are waiting now
-        refused = []
-        for item in (3, 4):
-            with pytest.raises(
-                QueueFull, match=r"its queue holds the most requests it may \(2, job_queue_size\)"
-            ) as full:
-                await batcher.submit(item)
-            refused.append(full.value.waiting)
-        model.hold.set()
-        results = await asyncio.gather(first, *queued)
-        after = await batcher.submit(5)  # room again once the queue drained
-        batcher.close()
-        return [*results, after], refused
-
-    assert asyncio.run(scenario()) == ([0, 2, 4, 10], [2, 2])
-    assert model.batches == [[0], [1, 2], [5]]
-
-
 def test_a_halted_batcher_fails_the_batch_in_its_thread_and_those_waiting_and_refuses_the_rest() -> None:
     model = Model()
     model.hold.clear()
@@ -135,11 +106,6 @@ def test_a_halted_batcher_fails_the_batch_in_its_thread_and_those_waiting_and_re
     assert [type(outcome) for outcome in outcomes] == [Halted, Halted]
     assert all(isinstance(o, Halted) and o.reason == "did not answer in time" for o in outcomes)
     assert model.batches == [[0]]
-
-
-def test_a_queue_limit_below_one_is_refused() -> None:
-    with pytest.raises(ValueError, match="max_waiting must be at least 1, got 0"):
-        AdaptiveBatcher(Model(), max_batch_size=8, max_waiting=0)
 
 
 def test_a_batch_size_below_one_is_refused() -> None:

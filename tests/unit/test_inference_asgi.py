@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import threading
 from collections.abc import Sequence
 from typing import Any
 
@@ -107,51 +106,34 @@ def test_every_other_path_goes_to_kserves_application() -> None:
         assert (answer["status"], answer["body"]) == (299, path.encode())
 
 
-def test_a_request_the_full_queue_refuses_is_a_503_with_retry_after_and_is_counted() -> None:
-    """One request runs (held), one waits (the queue's limit), the third is refused at once; the held ones are
-    answered when the model goes on."""
-    release = threading.Event()
+def test_a_request_the_halted_batcher_refuses_is_a_503_with_retry_after_and_is_counted() -> None:
     refusals: list[None] = []
 
-    def held(requests: Sequence[RawRequest]) -> list[Answer]:
-        release.wait(10)
-        return [Answer(200, b"ok", {}) for _ in requests]
-
-    async def scenario() -> list[list[Message]]:
-        batcher = AdaptiveBatcher(held, max_batch_size=4, inline_below=0.0, max_waiting=1)
+    async def scenario() -> list[Message]:
+        batcher = AdaptiveBatcher(Echo(), max_batch_size=4)
+        batcher.halt("did not answer a batch within its response timeout (2 s); the server restarts")
         routes = InferenceRoutes(inner, batcher, "iris", "1.0.0", max_body=10, refused=lambda: refusals.append(None))
-        sent: list[list[Message]] = [[], [], []]
+        incoming = [{"type": "http.request", "body": b"{}", "more_body": False}]
+        sent: list[Message] = []
 
-        async def one(index: int) -> None:
-            incoming = [{"type": "http.request", "body": b"{}", "more_body": False}]
+        async def receive() -> Message:
+            return incoming.pop(0)
 
-            async def receive() -> Message:
-                return incoming.pop(0)
+        async def send(message: Message) -> None:
+            sent.append(message)
 
-            async def send(message: Message) -> None:
-                sent[index].append(message)
-
-            scope = {"type": "http", "method": "POST", "path": "/v1/models/iris:predict", "headers": []}
-            await routes(scope, receive, send)
-
-        calls = []
-        for index in range(3):
-            calls.append(asyncio.ensure_future(one(index)))
-            await asyncio.sleep(0)  # each reaches the batcher before the next starts
-        await asyncio.wait_for(calls[2], 10)  # the refused one is answered while the others are held
-        assert sent[0] == sent[1] == []
-        release.set()
-        await asyncio.gather(*calls)
+        await routes(
+            {"type": "http", "method": "POST", "path": "/v1/models/iris:predict", "headers": []}, receive, send
+        )
         batcher.close()
         return sent
 
-    sent = asyncio.run(scenario())
-    assert [answer[0]["status"] for answer in sent] == [200, 200, 503]
-    refused = dict(sent[2][0]["headers"])
-    assert refused[b"retry-after"] == b"1" and refused[b"content-type"] == b"application/json"
-    error = json.loads(sent[2][1]["body"])["error"]
-    assert (
-        error
-        == "model 'iris' is at capacity: its queue holds the most requests it may (1, job_queue_size); retry later"
-    )
+    start, body = asyncio.run(scenario())
+    assert start["status"] == 503
+    headers = dict(start["headers"])
+    assert headers[b"retry-after"] == b"1" and headers[b"content-type"] == b"application/json"
+    assert json.loads(body["body"]) == {
+        "error": "model 'iris' did not answer a batch within its response timeout (2 s); the server restarts; "
+        "retry later"
+    }
     assert len(refusals) == 1

@@ -29,7 +29,7 @@ DEFAULT_MODEL_DIR = "/mnt/models"
 CONFIG_PATH = "config/config.properties"
 METRICS_CONFIG_PATH = "config/metrics.yaml"
 MODEL_STORE = "model-store"
-# Requests that may wait for a model (TorchServe's default; esteira-kserve reads the same key): more are refused.
+# Requests that may wait for a model in TorchServe (its default): more are refused with a 503.
 JOB_QUEUE_SIZE = 100
 # Seconds a batch may take before the model's process is ended and restarted (TorchServe's default, read by both).
 RESPONSE_TIMEOUT_SECONDS = 120
