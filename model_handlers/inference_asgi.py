@@ -6,8 +6,8 @@ route runs. Profiled at 32 concurrent callers, that stack cost more CPU than Est
 needs none of it: the body goes as it came to the adaptive batcher, the answer comes back with its status and
 protocol headers. So v1 predict and v2 infer are matched here, ahead of the application; every other path
 (health, metadata, readiness, metrics, KServe's own routes) passes through to KServe untouched. A request the
-batcher refuses (halted: its model past its response timeout) is answered 503 with ``Retry-After``, and ``refused`` is told, so it
-counts as the server error it is.
+batcher refuses (halted: its model past its response timeout) is answered 503 with ``Retry-After``, and
+``refused`` is told, so it counts as the server error it is.
 """
 
 from __future__ import annotations

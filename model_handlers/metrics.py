@@ -357,8 +357,8 @@ class HandlerMetrics:
         return slot
 
     def record_refused(self, cache: Any) -> None:
-        """A request the server refused before any handler saw it (its model past its response timeout): a server error of this
-        revision, so the canary analysis and the alerts count what its callers got."""
+        """A request the server refused before any handler saw it (its model past its response timeout): a
+        server error of this revision, so the canary analysis and the alerts count what its callers got."""
         if cache is None:
             return
         try:
