@@ -27,12 +27,7 @@ from prometheus_client.registry import Collector
 from ts.context import Context, RequestProcessor
 from ts.metrics.metric_type_enum import MetricTypes
 
-from esteira.packaging.config import (
-    CONFIG_PATH,
-    MODEL_STORE,
-    RESPONSE_TIMEOUT_SECONDS,
-    parse_properties,
-)
+from esteira.packaging.config import CONFIG_PATH, MODEL_STORE, RESPONSE_TIMEOUT_SECONDS, parse_properties
 from esteira.packaging.log_flush import FLUSH_SECONDS
 from model_handlers.base import EsteiraHandler
 from model_handlers.config import load_config
@@ -71,16 +66,10 @@ def packaged_model(model_dir: Path) -> PackagedModel:
     name, versions = next(iter(models.items()))
     version, entry = next(iter(versions.items()))
     archive = model_dir / MODEL_STORE / str(entry.get("marName", f"{name}.mar"))
-    timeout = entry.get("responseTimeout", properties.get("default_response_timeout", RESPONSE_TIMEOUT_SECONDS))
-    response_timeout = _positive(str(timeout), "responseTimeout", model_dir)
-    batch_size = int(entry.get("batchSize", 1))
-    return PackagedModel(str(name), str(version), batch_size, archive, response_timeout)
-
-
-def _positive(value: str, key: str, model_dir: Path) -> int:
-    if not value.isdigit() or int(value) < 1:
-        raise RuntimeError(f"{model_dir / CONFIG_PATH}: {key} must be a positive integer, got {value!r}")
-    return int(value)
+    timeout = str(entry.get("responseTimeout", properties.get("default_response_timeout", RESPONSE_TIMEOUT_SECONDS)))
+    if not timeout.isdigit() or int(timeout) < 1:
+        raise RuntimeError(f"{model_dir / CONFIG_PATH}: responseTimeout must be a positive integer, got {timeout!r}")
+    return PackagedModel(str(name), str(version), int(entry.get("batchSize", 1)), archive, int(timeout))
 
 
 def unpack(archive: Path, into: Path) -> Path:

@@ -99,11 +99,7 @@ class EsteiraService:
         polled = Counter(IDLE_POLL_METRIC, IDLE_POLL_HELP, ["ModelName"]).labels(self.name)
         self.answers = TurnHold()  # a batch's answers leave together (model_handlers.coalesced)
         self.batcher: AdaptiveBatcher[RawRequest, Answer] = AdaptiveBatcher(
-            handler.run,
-            batch_size,
-            idle_poll=idle_poll,
-            polled=polled.inc,
-            answered=self.answers.until_turn_ends,
+            handler.run, batch_size, idle_poll=idle_poll, polled=polled.inc, answered=self.answers.until_turn_ends
         )
 
     def routes(self) -> list[Route]:

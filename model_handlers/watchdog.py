@@ -20,7 +20,7 @@ import os
 import threading
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Protocol
 
 logger = logging.getLogger(__name__)
 
@@ -29,14 +29,22 @@ ANSWER_SECONDS = 2.0  # how long the callers are given to be answered before the
 EXIT_STATUS = 70  # EX_SOFTWARE: the model, not the request or the environment, failed
 
 
+class Watched(Protocol):
+    """What the watchdog reads of an :class:`~model_handlers.batcher.AdaptiveBatcher`."""
+
+    running_since: float | None
+    loop: asyncio.AbstractEventLoop | None
+
+    def halt(self, reason: str) -> None: ...
+
+
 class Watchdog:
-    """Watches ``batcher`` (an :class:`~model_handlers.batcher.AdaptiveBatcher`) from a daemon thread; its callers
-    are answered on the loop it runs on; ``flush`` runs before the process ends; ``exit`` ends it
-    (:func:`end_process` unless given)."""
+    """Watches ``batcher`` from a daemon thread; its callers are answered on the loop it runs on; ``flush`` runs
+    before the process ends; ``exit`` ends it (:func:`end_process` unless given)."""
 
     def __init__(
         self,
-        batcher: Any,
+        batcher: Watched,
         timeout: float,
         flush: Callable[[], None],
         exit: Callable[[int], None] | None = None,
@@ -47,14 +55,10 @@ class Watchdog:
         self.flush = flush
         self.exit = exit or end_process
         self.check_seconds = check_seconds
-        self._stopped = threading.Event()
 
     def start(self) -> Watchdog:
         threading.Thread(target=self._watch, name="esteira-watchdog", daemon=True).start()
         return self
-
-    def stop(self) -> None:
-        self._stopped.set()
 
     def overdue(self) -> float | None:
         """How long the running batch has run, if past the timeout."""
@@ -63,7 +67,8 @@ class Watchdog:
         return seconds if seconds is not None and seconds > self.timeout else None
 
     def _watch(self) -> None:
-        while not self._stopped.wait(self.check_seconds):
+        while True:
+            time.sleep(self.check_seconds)
             seconds = self.overdue()
             if seconds is not None:
                 self.end(seconds)
@@ -88,7 +93,7 @@ class Watchdog:
             # scheduled in turn.
             loop.call_soon(loop.call_soon, answered.set)
 
-        loop: asyncio.AbstractEventLoop | None = self.batcher.loop
+        loop = self.batcher.loop
         if loop is not None and not loop.is_closed():
             loop.call_soon_threadsafe(halt, loop)
             answered.wait(ANSWER_SECONDS)  # a loop stuck in the batch never answers: go all the same
