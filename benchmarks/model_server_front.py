@@ -16,10 +16,11 @@ def main() -> None:
     parser.add_argument("--model-dir", type=Path, required=True)
     parser.add_argument("--backend", required=True, help="TorchServe's inference address")
     parser.add_argument("--management", required=True, help="TorchServe's management address")
+    parser.add_argument("--metrics", required=True, help="TorchServe's metrics address")
     parser.add_argument("--port", type=int, required=True)
     args = parser.parse_args()
     served = served_model(args.model_dir)
-    surface = TorchServeSurface(served, served.version, args.backend, args.management)
+    surface = TorchServeSurface(served, served.version, args.backend, args.management, args.metrics)
     FrontThread(surface, "127.0.0.1", args.port).start()  # as the pod's entrypoint runs it
     freeze_startup_heap()  # as the pod's entrypoint does once its front is up
     threading.Event().wait()

@@ -319,7 +319,8 @@ def model_server_front(work: Path, ts: Running, build: str = "iris-1.0.0") -> Ab
     is: both share the pod's CPUs."""
     port = free_port()
     command = [sys.executable, "-m", "benchmarks.model_server_front", "--model-dir", str(MODELS / build)]
-    command += ["--backend", ts.url, "--management", ts.management, "--port", str(port)]
+    metrics = ts.metrics.removesuffix("/metrics")
+    command += ["--backend", ts.url, "--management", ts.management, "--metrics", metrics, "--port", str(port)]
     return process(command, f"http://127.0.0.1:{port}/v1/models", work / f"front-{port}.log")
 
 

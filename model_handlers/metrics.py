@@ -22,6 +22,10 @@ frontend appends a ``Hostname`` label, histograms use the Prometheus client's de
 ``esteira_predictions_total{ModelName,Revision,class,Hostname}``
     Counter: predicted (top-1) class per answered instance, to compare canary and stable distributions.
 
+In a pod the front serves this exposition on the metrics port with ``esteira_requests_total`` series of its own
+added, labelled ``answered_by="server"``: the errors TorchServe answered without the handler
+(:mod:`esteira.packaging.server_answers`).
+
 ``ModelName`` and ``Revision`` come from :meth:`model_handlers.config.ModelConfig.identity` (the operator sets
 ``ESTEIRA_MODEL_NAME`` and ``ESTEIRA_REVISION``). A failure to record a metric is logged, never raised: metrics
 must not fail inference.

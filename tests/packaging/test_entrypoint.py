@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -194,6 +195,34 @@ def test_main_dry_run_applies_environment(
     assert parse_properties(out)["model_store"] == f"{model_dir}/model-store"
     assert out.rstrip().splitlines()[-1].startswith("# torchserve --foreground")
     assert not (tmp_path / "rt").exists()
+
+
+def test_the_front_takes_the_public_inference_and_metrics_addresses_and_torchserve_moves_to_loopback() -> None:
+    properties = {"inference_address": "http://0.0.0.0:8080", "metrics_address": "http://0.0.0.0:8082"}
+    where = entrypoint.addresses(properties, {"TS_METRICS_ADDRESS": "http://0.0.0.0:9082/"})
+    assert (where.public, where.metrics) == ("http://0.0.0.0:8080", "http://0.0.0.0:9082")
+    assert (where.backend, where.backend_metrics) == ("http://127.0.0.1:8079", "http://127.0.0.1:8078")
+    assert entrypoint.addresses({}, {}).metrics == "http://127.0.0.1:8082"  # TorchServe's own default
+
+
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        (
+            {"ESTEIRA_BACKEND_ADDRESS": "http://0.0.0.0:8082"},
+            "ESTEIRA_BACKEND_ADDRESS=http://0.0.0.0:8082 is the metrics",
+        ),
+        (
+            {"ESTEIRA_BACKEND_METRICS_ADDRESS": "http://0.0.0.0:8082/"},
+            "ESTEIRA_BACKEND_METRICS_ADDRESS=http://0.0.0.0:8082/ is the metrics",
+        ),
+        ({"ESTEIRA_BACKEND_METRICS_ADDRESS": "http://0.0.0.0:8080"}, "is the inference address clients use"),
+    ],
+)
+def test_torchserve_cannot_move_onto_an_address_the_front_serves(env: dict[str, str], message: str) -> None:
+    properties = {"inference_address": "http://0.0.0.0:8080", "metrics_address": "http://0.0.0.0:8082"}
+    with pytest.raises(ValueError, match=re.escape(message)):
+        entrypoint.addresses(properties, env)
 
 
 def test_main_fails_fast_on_bad_environment(

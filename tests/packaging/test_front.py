@@ -1,6 +1,7 @@
 """The model server's front before a TorchServe stand-in: inference and TorchServe's own paths go through the
 upstream client whole (chunked answers too), TorchServe's errors become ``{"error": ...}`` on a connection that
-is kept, and readiness follows the management API's workers."""
+is kept, readiness follows the management API's workers, and the errors TorchServe answers itself are counted
+among TorchServe's metrics."""
 
 from __future__ import annotations
 
@@ -15,10 +16,11 @@ import aiohttp
 import pytest
 import uvloop
 from aiohttp import web
+from prometheus_client.parser import text_string_to_metric_families
 
 from esteira.local.server import free_port
-from esteira.packaging.front import FrontThread, TorchServeSurface, front_routes
-from esteira.packaging.httpserver import HttpServer
+from esteira.packaging.front import FrontThread, TorchServeSurface, front_routes, metrics_routes
+from esteira.packaging.httpserver import HttpServer, Request
 from esteira.packaging.surface import served_model
 from tests.support.prerequisites import require_file
 
@@ -35,7 +37,10 @@ class TorchServeStandIn:
     async def predict(self, request: web.Request) -> web.StreamResponse:
         peer = request.transport.get_extra_info("peername") if request.transport else None
         self.client_ports.append(peer[1] if peer else -1)
-        if (await request.json()).get("fail"):
+        fail = (await request.json()).get("fail")
+        if fail == "handler":  # the handler's own error, which it counts itself
+            return web.json_response({"error": "the model failed"}, status=500)
+        if fail:  # TorchServe's own, which the handler never sees
             return web.json_response(
                 {"code": 503, "type": "ServiceUnavailableException", "message": "busy"}, status=503
             )
@@ -53,27 +58,51 @@ class TorchServeStandIn:
     async def describe(self, _: web.Request) -> web.Response:
         return web.json_response([{"modelName": "iris", "workers": [{"status": self.workers}]}])
 
+    async def metrics(self, request: web.Request) -> web.Response:
+        """TorchServe's exposition as its frontend writes it, the handler's series among others; ``name[]``
+        filters by family, as TorchServe's does."""
+        families = {
+            "ts_inference_requests_total": [
+                "# HELP ts_inference_requests_total Torchserve prometheus counter metric with unit: Count",
+                "# TYPE ts_inference_requests_total counter",
+                'ts_inference_requests_total{model_name="iris",model_version="default",hostname="vm",} 7.0',
+            ],
+            "esteira_requests_total": [
+                "# HELP esteira_requests_total Torchserve prometheus counter metric with unit: count",
+                "# TYPE esteira_requests_total counter",
+                'esteira_requests_total{ModelName="iris",Revision="unknown",outcome="ok",Hostname="vm",} 2.0',
+                'esteira_requests_total{ModelName="iris",Revision="unknown",outcome="server_error",Hostname="vm",} 1.0',
+            ],
+        }
+        names = request.query.getall("name[]", list(families))
+        lines = [line for name in names for line in families.get(name, [])]
+        return web.Response(text="\n".join(lines) + "\n", content_type="text/plain")
+
 
 @asynccontextmanager
-async def front() -> AsyncIterator[tuple[str, TorchServeStandIn]]:
+async def front() -> AsyncIterator[tuple[str, TorchServeStandIn, str]]:
+    """The front's inference URL, the stand-in behind it, and the front's metrics URL."""
     stand_in = TorchServeStandIn()
     backend = web.Application()
     backend.router.add_post("/v1/models/iris:predict", stand_in.predict)
     backend.router.add_route("*", "/ping", stand_in.ping)
     backend.router.add_get("/models/iris", stand_in.describe)
+    backend.router.add_get("/metrics", stand_in.metrics)
     backend_runner = web.AppRunner(backend, access_log=None)
     await backend_runner.setup()
     port = free_port()
     await web.TCPSite(backend_runner, "127.0.0.1", port).start()
     address = f"http://127.0.0.1:{port}"
-    surface = TorchServeSurface(served_model(MODEL_DIR), "1.0.0", address, address)
-    server = HttpServer(front_routes(surface))
-    front_port = free_port()
+    surface = TorchServeSurface(served_model(MODEL_DIR), "1.0.0", address, address, address)
+    server, scrapes = HttpServer(front_routes(surface)), HttpServer(metrics_routes(surface))
+    front_port, metrics_port = free_port(), free_port()
     await server.start("127.0.0.1", front_port)
+    await scrapes.start("127.0.0.1", metrics_port)
     try:
-        yield f"http://127.0.0.1:{front_port}", stand_in
+        yield f"http://127.0.0.1:{front_port}", stand_in, f"http://127.0.0.1:{metrics_port}/metrics"
     finally:
         await server.stop()
+        await scrapes.stop()
         surface.close()
         await backend_runner.cleanup()
 
@@ -82,7 +111,7 @@ def test_the_front_relays_inference_and_torchserve_paths_whole_on_kept_connectio
     require_file(MODEL_DIR / "config" / "config.properties", "run `make models`")
 
     async def scenario() -> None:
-        async with front() as (url, stand_in), aiohttp.ClientSession() as session:
+        async with front() as (url, stand_in, _), aiohttp.ClientSession() as session:
             for body, status, expected in (
                 ({"instances": [[1, 2, 3, 4]]}, 200, {"predictions": ["setosa"]}),
                 ({"fail": True}, 503, {"error": "busy"}),
@@ -104,12 +133,74 @@ def test_the_front_relays_inference_and_torchserve_paths_whole_on_kept_connectio
     uvloop.run(scenario())
 
 
+def requests_by_origin(exposition: str) -> dict[tuple[str, str], float]:
+    """``esteira_requests_total`` by (who answered, outcome), parsed as Prometheus parses a scrape."""
+    counts: dict[tuple[str, str], float] = {}
+    for family in text_string_to_metric_families(exposition):
+        for sample in family.samples:
+            if sample.name == "esteira_requests_total":
+                labels = sample.labels
+                assert (labels["ModelName"], labels["Revision"]) == ("iris", "unknown"), labels
+                key = (labels.get("answered_by", "handler"), labels["outcome"])
+                assert key not in counts, f"two series for {key}"
+                counts[key] = sample.value
+    return counts
+
+
+def test_errors_torchserve_answers_itself_are_counted_beside_the_handler_s_series() -> None:
+    """The handler's own error is its to count; TorchServe's is the front's, in the same family, on the scrape
+    that carries TorchServe's metrics; a scrape for other families gets none of it."""
+    require_file(MODEL_DIR / "config" / "config.properties", "run `make models`")
+
+    async def scenario() -> None:
+        async with front() as (url, _, metrics), aiohttp.ClientSession() as session:
+            async with session.get(metrics) as answer:
+                assert answer.status == 200 and answer.content_type == "text/plain"
+                before = requests_by_origin(await answer.text())
+            assert before == {
+                ("handler", "ok"): 2,
+                ("handler", "server_error"): 1,
+                ("server", "client_error"): 0,
+                ("server", "server_error"): 0,
+            }
+            for fail, status in (("torchserve", 503), ("handler", 500), ("torchserve", 503), (None, 200)):
+                async with session.post(f"{url}/v1/models/iris:predict", json={"fail": fail}) as answer:
+                    assert answer.status == status and (status == 200 or "error" in await answer.json())
+            async with session.post(f"{url}/v2/models/iris/infer", json={"fail": "torchserve"}) as answer:
+                assert answer.status == 404  # the stand-in has no v2 route: its aiohttp 404 is not the handler's
+            async with session.get(metrics) as answer:
+                after = requests_by_origin(await answer.text())
+            assert after == before | {("server", "server_error"): 2, ("server", "client_error"): 1}
+            async with session.get(metrics, params={"name[]": "ts_inference_requests_total"}) as answer:
+                filtered = await answer.text()
+            assert "ts_inference_requests_total{" in filtered and "esteira_requests_total" not in filtered
+
+    uvloop.run(scenario())
+
+
+def test_torchserve_not_answering_is_a_502_the_front_counts() -> None:
+    require_file(MODEL_DIR / "config" / "config.properties", "run `make models`")
+    dead = f"http://127.0.0.1:{free_port()}"
+    surface = TorchServeSurface(served_model(MODEL_DIR), "1.0.0", dead, dead, dead)
+
+    async def scenario() -> None:
+        request = Request("POST", "/v1/models/iris:predict", "", {}, b"{}", params={"model": "iris"})
+        answer = await surface.infer(request, "v1", None)
+        assert answer.status == 502 and "did not answer" in json.loads(answer.body)["error"]
+        scrape = await surface.scrape(Request("GET", "/metrics", "", {}, b"", target="/metrics"))
+        assert scrape.status == 502 and "metrics did not answer" in json.loads(scrape.body)["error"]
+        assert any(line.endswith(" 1.0") and 'outcome="server_error"' in line for line in surface.answers.samples())
+        surface.close()
+
+    uvloop.run(scenario())
+
+
 def test_the_front_thread_answers_then_stops_and_frees_its_port() -> None:
     """The entrypoint's front runs on its own loop in a thread: it answers there, and `stop` ends the thread,
     closes the listening socket and the connections to TorchServe."""
     require_file(MODEL_DIR / "config" / "config.properties", "run `make models`")
     dead = f"http://127.0.0.1:{free_port()}"
-    surface = TorchServeSurface(served_model(MODEL_DIR), "1.0.0", dead, dead)
+    surface = TorchServeSurface(served_model(MODEL_DIR), "1.0.0", dead, dead, dead)
     port = free_port()
     front = FrontThread(surface, "127.0.0.1", port).start()
     with urllib.request.urlopen(f"http://127.0.0.1:{port}/v1/models") as answer:

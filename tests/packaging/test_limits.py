@@ -151,7 +151,8 @@ def test_the_front_answers_a_dead_torchserve_with_a_502_that_names_no_address() 
     folder = Path(__file__).resolve().parents[2] / "build" / "models" / "iris-1.0.0"
     require_file(folder / "config" / "config.properties", "run `make models`")
     dead = free_port()
-    surface = TorchServeSurface(served_model(folder), "1.0.0", f"http://127.0.0.1:{dead}", f"http://127.0.0.1:{dead}")
+    nowhere = f"http://127.0.0.1:{dead}"
+    surface = TorchServeSurface(served_model(folder), "1.0.0", nowhere, nowhere, nowhere)
 
     async def scenario() -> tuple[int, str]:
         server = HttpServer(front_routes(surface), LIMITS)

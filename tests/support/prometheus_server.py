@@ -39,14 +39,18 @@ def with_samples(workdir: Path, openmetrics: str) -> PrometheusServer:
 
 
 class PrometheusServer:
-    def __init__(self, workdir: Path, targets: list[str], scrape_interval: str = "1s") -> None:
+    def __init__(
+        self, workdir: Path, targets: list[str], scrape_interval: str = "1s", labels: dict[str, str] | None = None
+    ) -> None:
+        """`labels` go on every scraped series, as a pod scrape adds the pod's `namespace`."""
         self.workdir = workdir
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
+        static: dict[str, Any] = {"targets": targets} | ({"labels": labels} if labels else {})
         config = {
             "global": {"scrape_interval": scrape_interval, "evaluation_interval": scrape_interval},
             # honor_labels keeps the exporter's own `namespace` label, as a pod scrape would set it.
-            "scrape_configs": [{"job_name": "models", "honor_labels": True, "static_configs": [{"targets": targets}]}],
+            "scrape_configs": [{"job_name": "models", "honor_labels": True, "static_configs": [static]}],
         }
         self.config_path = workdir / "prometheus.yml"
         self.config_path.write_text(yaml.safe_dump(config))

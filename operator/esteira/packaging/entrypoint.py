@@ -59,9 +59,12 @@ from esteira.vocabulary import (
 ENV_MODEL_DIR = "ESTEIRA_MODEL_DIR"
 ENV_RUNTIME_DIR = "ESTEIRA_RUNTIME_DIR"
 ENV_BACKEND_ADDRESS = "ESTEIRA_BACKEND_ADDRESS"
+ENV_BACKEND_METRICS_ADDRESS = "ESTEIRA_BACKEND_METRICS_ADDRESS"
 DEFAULT_BACKEND_ADDRESS = "http://127.0.0.1:8079"
+DEFAULT_BACKEND_METRICS_ADDRESS = "http://127.0.0.1:8078"
 DEFAULT_INFERENCE_ADDRESS = "http://127.0.0.1:8080"
 DEFAULT_MANAGEMENT_ADDRESS = "http://127.0.0.1:8081"
+DEFAULT_METRICS_ADDRESS = "http://127.0.0.1:8082"
 DEFAULT_RUNTIME_DIR = "/tmp/esteira"
 RUNTIME_CONFIG = "config.properties"
 PID_FILE = ".model_server.pid"
@@ -208,23 +211,34 @@ def write_log_config(path: Path, model_dir: Path) -> None:
 
 @dataclass(frozen=True)
 class Addresses:
-    """Where the front listens (TorchServe's configured inference address), where TorchServe moves, and its
-    management API (the front asks it whether the model is ready)."""
+    """Where the front listens (TorchServe's configured inference and metrics addresses), where TorchServe's
+    move to, and its management API (the front asks it whether the model is ready)."""
 
     public: str
     backend: str
     management: str
+    metrics: str
+    backend_metrics: str
 
 
 def addresses(properties: Mapping[str, str], env: Mapping[str, str]) -> Addresses:
     """``TS_*`` variables win over the file, as TorchServe applies them (the runtime config turns that on)."""
     public = env.get("TS_INFERENCE_ADDRESS") or properties.get("inference_address") or DEFAULT_INFERENCE_ADDRESS
     management = env.get("TS_MANAGEMENT_ADDRESS") or properties.get("management_address") or DEFAULT_MANAGEMENT_ADDRESS
+    metrics = env.get("TS_METRICS_ADDRESS") or properties.get("metrics_address") or DEFAULT_METRICS_ADDRESS
     backend = env.get(ENV_BACKEND_ADDRESS) or DEFAULT_BACKEND_ADDRESS
-    if backend.rstrip("/") == public.rstrip("/"):
-        raise ValueError(f"{ENV_BACKEND_ADDRESS}={backend} is the inference address clients use; pick another port")
+    backend_metrics = env.get(ENV_BACKEND_METRICS_ADDRESS) or DEFAULT_BACKEND_METRICS_ADDRESS
+    public_ones = {"inference": public.rstrip("/"), "metrics": metrics.rstrip("/")}
+    for variable, moved in ((ENV_BACKEND_ADDRESS, backend), (ENV_BACKEND_METRICS_ADDRESS, backend_metrics)):
+        for what, address in public_ones.items():
+            if moved.rstrip("/") == address:
+                raise ValueError(f"{variable}={moved} is the {what} address clients use; pick another port")
     return Addresses(
-        public.rstrip("/"), backend.rstrip("/"), management.rstrip("/").replace("://0.0.0.0:", "://127.0.0.1:")
+        public.rstrip("/"),
+        backend.rstrip("/"),
+        management.rstrip("/").replace("://0.0.0.0:", "://127.0.0.1:"),
+        metrics.rstrip("/"),
+        backend_metrics.rstrip("/"),
     )
 
 
@@ -367,6 +381,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.dry_run:
         sys.stdout.write(text)
         print(f"# front on {where.public}, TorchServe inference on {where.backend}")
+        print(f"# front's metrics on {where.metrics}, TorchServe's on {where.backend_metrics}")
         print("# " + " ".join(command))
         return 0
     flush_dir = runtime_dir / LOG_FLUSH_DIR
@@ -375,6 +390,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         | worker_threads(text, os.environ)
         | {
             "TS_INFERENCE_ADDRESS": where.backend,
+            "TS_METRICS_ADDRESS": where.backend_metrics,
             ENV_LOG_FLUSH_DIR: str(flush_dir),
         }
     )
@@ -388,14 +404,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         served = surface.served_model(Path(model_dir))
         host, port = front.parse_address(where.public)
+        metrics_at = front.parse_address(where.metrics)
     except (OSError, ValueError) as exc:
         print(f"esteira model server: {exc}", file=sys.stderr)
         return 2
     max_body = int(properties.get("max_request_size") or front.DEFAULT_MAX_BODY)
     model = front.TorchServeSurface(
-        served, env.get(ENV_MODEL_VERSION) or served.version, where.backend, where.management
+        served, env.get(ENV_MODEL_VERSION) or served.version, where.backend, where.management, where.backend_metrics
     )
-    listener = front.FrontThread(model, host, port, max_body=max_body).start()
+    listener = front.FrontThread(model, host, port, max_body=max_body, metrics=metrics_at).start()
     freeze_startup_heap()  # every inference request crosses the front: its collections must not pause them
     try:
         # TorchServe's launcher writes the frontend's pid to its temporary directory (TMPDIR, set above).

@@ -4,8 +4,9 @@ Why a front and not TorchServe alone: TorchServe's frontend cannot be taught rou
 the routes it lacks (model metadata and readiness, ``/versions/<v>``, ``GET /v1/models``) never reach a Python
 handler. The front answers those from the archive's ``esteira-model.json`` and the management API, forwards
 v1 predict and v2 infer to TorchServe (the handler does the parsing, requested outputs and binary tensors),
-and passes every other path (``/ping``, ``/predictions/...``) through untouched. It runs in the entrypoint's
-process on its own event loop thread, so TorchServe's supervision stays as it was.
+and passes every other path (``/ping``, ``/predictions/...``) through untouched. On the metrics port it serves
+TorchServe's metrics with the inference errors TorchServe made itself added (:mod:`esteira.packaging.server_answers`).
+It runs in the entrypoint's process on its own event loop thread, so TorchServe's supervision stays as it was.
 """
 
 from __future__ import annotations
@@ -13,12 +14,14 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import socket
 import threading
 from collections.abc import Sequence
 
 import uvloop
 
 from esteira.packaging.httpserver import ClientLimits, HttpServer, Request, Response, Routes, error_response
+from esteira.packaging.server_answers import ServerAnswers, made_by_server, wanted, with_samples
 from esteira.packaging.surface import (
     ModelSurface,
     Protocol,
@@ -35,21 +38,28 @@ from model_handlers.config import ModelConfig
 _NOT_PASSED = frozenset({"connection", "keep-alive", "transfer-encoding", "te", "upgrade", "host", "content-length"})
 DEFAULT_MAX_BODY = 6_553_500  # TorchServe's default max_request_size
 MANAGEMENT_SECONDS = 3.0
+METRICS_SECONDS = 10.0  # a scrape's own timeout is 10 s by default
+PROMETHEUS_TEXT = "text/plain; version=0.0.4; charset=utf-8"
 # The entrypoint reads the front's address with the same parser the upstream client uses.
 __all__ = ["DEFAULT_MAX_BODY", "FrontThread", "TorchServeSurface", "front_routes", "parse_address"]
 logger = logging.getLogger(__name__)
 
 
 class TorchServeSurface(ModelSurface):
-    """One model in one TorchServe: ``backend`` is its inference address, ``management`` its management one."""
+    """One model in one TorchServe: ``backend`` is its inference address, ``management`` its management one and
+    ``metrics`` its metrics one."""
 
-    def __init__(self, served: ServedModel, version: str, backend: str, management: str) -> None:
+    def __init__(self, served: ServedModel, version: str, backend: str, management: str, metrics: str) -> None:
         self.name = served.name
         self.served = served
         self.version = version
         self.backend = backend.rstrip("/")
         self.inference = Upstream(self.backend, answer_seconds=None)  # TorchServe's own response_timeout applies
         self.management = Upstream(management.rstrip("/"), answer_seconds=MANAGEMENT_SECONDS)
+        self.metrics = Upstream(metrics.rstrip("/"), answer_seconds=METRICS_SECONDS)
+        # Labelled as the handler labels its own series (the operator's environment, else the archive's names).
+        manifest = {"model": {"modelName": served.name, "modelVersion": version}}
+        self.answers = ServerAnswers(served.config.identity(manifest), socket.gethostname())
 
     def versions(self) -> Sequence[str]:
         return [self.version]
@@ -69,25 +79,48 @@ class TorchServeSurface(ModelSurface):
         return None
 
     async def infer(self, request: Request, protocol: Protocol, version: str | None) -> Response:
+        """Counted when TorchServe answers an error itself, or not at all: the handler never saw the request."""
         path = f"/v1/models/{self.name}:predict" if protocol == "v1" else f"/v2/models/{self.name}/infer"
-        return await self._send(request.method, path, request.body, forwarded_headers(request))
+        try:
+            answer = await self.inference.request(request.method, path, request.body, forwarded_headers(request))
+        except UpstreamError as exc:
+            self.answers.record(502)
+            return self._unanswered(exc)
+        if made_by_server(answer.status, answer.body):
+            self.answers.record(answer.status)
+        return relay(answer.status, answer.body, answer.headers, answer.reason)
 
     async def pass_through(self, request: Request) -> Response:
         """Any other path, to TorchServe as it came (its errors still made ``{"error": ...}``)."""
         headers = {k: v for k, v in request.headers.items() if k not in _NOT_PASSED}
-        return await self._send(request.method, request.target, request.body, headers)
-
-    async def _send(self, method: str, path: str, body: bytes, headers: dict[str, str]) -> Response:
         try:
-            answer = await self.inference.request(method, path, body, headers)
-        except UpstreamError as exc:  # the address goes to the log, not to the client
-            logger.warning("TorchServe at %s did not answer: %s: %s", self.backend, type(exc).__name__, exc)
-            return error_response(502, f"the model server did not answer ({exc})")
+            answer = await self.inference.request(request.method, request.target, request.body, headers)
+        except UpstreamError as exc:
+            return self._unanswered(exc)
         return relay(answer.status, answer.body, answer.headers, answer.reason)
+
+    def _unanswered(self, exc: UpstreamError) -> Response:
+        """The front's own 502; the address goes to the log, not to the client."""
+        logger.warning("TorchServe at %s did not answer: %s: %s", self.backend, type(exc).__name__, exc)
+        return error_response(502, f"the model server did not answer ({exc})")
+
+    async def scrape(self, request: Request) -> Response:
+        """TorchServe's metrics, with the errors it answered itself among the handler's request counts."""
+        try:
+            answer = await self.metrics.request("GET", request.target)
+        except UpstreamError as exc:
+            logger.warning("TorchServe's metrics did not answer: %s: %s", type(exc).__name__, exc)
+            return error_response(502, f"the model server's metrics did not answer ({exc})")
+        content_type = {"Content-Type": answer.headers.get("content-type", PROMETHEUS_TEXT)}
+        if answer.status != 200 or not wanted(request.query):
+            return Response(answer.status, answer.body, content_type, answer.reason)
+        text = with_samples(answer.body.decode("utf-8", "replace"), self.answers.samples())
+        return Response(200, text.encode(), content_type)
 
     def close(self) -> None:
         self.inference.close()
         self.management.close()
+        self.metrics.close()
 
 
 def front_routes(surface: TorchServeSurface) -> Routes:
@@ -97,8 +130,17 @@ def front_routes(surface: TorchServeSurface) -> Routes:
     return routes
 
 
+def metrics_routes(surface: TorchServeSurface) -> Routes:
+    routes = Routes()
+    routes.add("GET", "/metrics", surface.scrape)
+    return routes
+
+
 class FrontThread:
-    """The front on its own event loop in a daemon thread; ``start`` returns once it listens (or raises)."""
+    """The front on its own event loop in a daemon thread; ``start`` returns once it listens (or raises).
+
+    ``metrics`` is the (host, port) of the metrics port it serves, where given.
+    """
 
     def __init__(
         self,
@@ -107,14 +149,15 @@ class FrontThread:
         port: int,
         limits: ClientLimits | None = None,
         max_body: int = DEFAULT_MAX_BODY,
+        metrics: tuple[str, int] | None = None,
     ) -> None:
-        self.surface, self.host, self.port = surface, host, port
+        self.surface, self.host, self.port, self.metrics = surface, host, port, metrics
         self.limits = limits or ClientLimits()
         self.max_body = max_body
         self.loop = uvloop.new_event_loop()
         self._listening = threading.Event()
         self._error: BaseException | None = None
-        self._server: HttpServer | None = None
+        self._servers: list[HttpServer] = []
         self._thread = threading.Thread(target=self._main, name="esteira-front", daemon=True)
 
     def _main(self) -> None:
@@ -129,8 +172,13 @@ class FrontThread:
         self.loop.run_forever()
 
     async def _listen(self) -> None:
-        self._server = HttpServer(front_routes(self.surface), self.limits, self.max_body)
-        await self._server.start(self.host, self.port)
+        inference = HttpServer(front_routes(self.surface), self.limits, self.max_body)
+        self._servers.append(inference)
+        await inference.start(self.host, self.port)
+        if self.metrics is not None:
+            scrapes = HttpServer(metrics_routes(self.surface), self.limits, max_body=0)
+            self._servers.append(scrapes)
+            await scrapes.start(*self.metrics)
 
     def start(self, within: float = 30.0) -> FrontThread:
         self._thread.start()
@@ -140,12 +188,13 @@ class FrontThread:
         return self
 
     def stop(self) -> None:
-        if self._server is not None and self.loop.is_running():
-            asyncio.run_coroutine_threadsafe(self._close(self._server), self.loop).result(30)
+        if self._servers and self.loop.is_running():
+            asyncio.run_coroutine_threadsafe(self._close(), self.loop).result(30)
             self.loop.call_soon_threadsafe(self.loop.stop)
         self._thread.join(30)
 
-    async def _close(self, server: HttpServer) -> None:
+    async def _close(self) -> None:
         """On the front's loop: its transports are the loop's, and no other thread may close them."""
-        await server.stop()
+        for server in self._servers:
+            await server.stop()
         self.surface.close()
