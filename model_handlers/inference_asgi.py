@@ -7,13 +7,15 @@ needs none of it: the body goes as it came to the adaptive batcher, the answer c
 protocol headers. So v1 predict and v2 infer are matched here, ahead of the application; every other path
 (health, metadata, readiness, metrics, KServe's own routes) passes through to KServe untouched. A request the
 batcher refuses (halted: its model past its response timeout) is answered 503 with ``Retry-After``, and
-``refused`` is told, so it counts as the server error it is.
+``refused`` is told, so it counts as the server error it is. Each request that reaches the model is timed from
+its arrival to its answer (``observe``: ``esteira_server_request_duration_seconds``), queueing included.
 """
 
 from __future__ import annotations
 
 import json
 import re
+import time
 from collections.abc import Awaitable, Callable, Mapping, MutableMapping
 from typing import Any
 
@@ -47,6 +49,7 @@ class InferenceRoutes:
         version: str,
         max_body: int,
         refused: Callable[[], None] | None = None,
+        observe: Callable[[float], None] | None = None,
     ) -> None:
         self.inner = inner
         self.batcher = batcher
@@ -54,6 +57,7 @@ class InferenceRoutes:
         self.version = version
         self.max_body = max_body
         self.refused = refused
+        self.observe = observe
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         matched = _INFERENCE.match(scope["path"]) if scope["type"] == "http" else None
@@ -74,6 +78,7 @@ class InferenceRoutes:
             message = f"model {name!r} has no version {version!r} (serving: {self.version})"
             await _respond(send, 404, _error(message))
             return
+        began = time.perf_counter()
         headers = request_headers(scope)
         body = await self._read_body(headers.get("content-length", ""), receive)
         if isinstance(body, int):
@@ -83,11 +88,15 @@ class InferenceRoutes:
         try:
             answer = await self.batcher.submit(RawRequest(body, headers))
         except Refused as refused:
+            if self.observe is not None:
+                self.observe(time.perf_counter() - began)
             if self.refused is not None:
                 self.refused()
             message = f"model {name!r} {refused.reason}; retry later"
             await _respond(send, 503, _error(message), [(b"retry-after", str(RETRY_AFTER_SECONDS).encode())])
             return
+        if self.observe is not None:
+            self.observe(time.perf_counter() - began)
         passed = [
             (key.lower().encode("latin-1"), str(value).encode("latin-1")) for key, value in answer.headers.items()
         ]

@@ -39,7 +39,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
 
-from prometheus_client import REGISTRY, CollectorRegistry, Counter, start_http_server
+from prometheus_client import REGISTRY, CollectorRegistry, Counter, Histogram, start_http_server
 from prometheus_client.exposition import choose_encoder
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
@@ -52,6 +52,12 @@ from model_handlers.batcher import AdaptiveBatcher
 from model_handlers.coalesced import TurnHold, holding_protocol
 from model_handlers.inference_asgi import ASGIApp, InferenceRoutes
 from model_handlers.messages import Answer, RawRequest
+from model_handlers.metrics import (
+    SERVER_DURATION_BUCKETS,
+    SERVER_REQUEST_DURATION,
+    SERVER_REQUEST_DURATION_HELP,
+    label_value,
+)
 from model_handlers.watchdog import Watchdog
 from model_handlers.workers import (
     ENV_METRICS_DIR,
@@ -97,6 +103,14 @@ class EsteiraService:
         self.exposed = exposed
         # The CPU the idle poll costs (0 while it is off); a counter, so workers' polls add up.
         polled = Counter(IDLE_POLL_METRIC, IDLE_POLL_HELP, ["ModelName"]).labels(self.name)
+        identity = handler.handler.identity  # each request's time here, labelled as the handler's series
+        durations = Histogram(
+            SERVER_REQUEST_DURATION,
+            SERVER_REQUEST_DURATION_HELP,
+            ["ModelName", "Revision"],
+            buckets=SERVER_DURATION_BUCKETS,
+        )
+        self.observe_duration = durations.labels(label_value(identity.name), label_value(identity.revision)).observe
         self.answers = TurnHold()  # a batch's answers leave together (model_handlers.coalesced)
         self.batcher: AdaptiveBatcher[RawRequest, Answer] = AdaptiveBatcher(
             handler.run, batch_size, idle_poll=idle_poll, polled=polled.inc, answered=self.answers.until_turn_ends
@@ -157,7 +171,13 @@ class EsteiraService:
     def front(self, application: ASGIApp) -> InferenceRoutes:
         """Inference ahead of ``application`` (KServe's), which keeps every other route."""
         return InferenceRoutes(
-            application, self.batcher, self.name, self.version, self.config.max_body_bytes, self.handler.refused
+            application,
+            self.batcher,
+            self.name,
+            self.version,
+            self.config.max_body_bytes,
+            self.handler.refused,
+            self.observe_duration,
         )
 
 

@@ -22,9 +22,11 @@ frontend appends a ``Hostname`` label, histograms use the Prometheus client's de
 ``esteira_predictions_total{ModelName,Revision,class,Hostname}``
     Counter: predicted (top-1) class per answered instance, to compare canary and stable distributions.
 
-In a pod the front serves this exposition on the metrics port with ``esteira_requests_total`` series of its own
-added, labelled ``answered_by="server"``: the errors TorchServe answered without the handler
-(:mod:`esteira.packaging.server_answers`).
+In a pod the front serves this exposition on the metrics port with series of its own added
+(:mod:`esteira.packaging.front_metrics`): ``esteira_requests_total{answered_by="server"}``, the errors TorchServe
+answered without the handler, and ``esteira_server_request_duration_seconds{ModelName,Revision,Hostname,le}``,
+each request's time from its arrival to its answer, TorchServe's queue and batch delay included, which the
+canary analysis' latency reads (esteira-kserve's inference routes observe the same family).
 
 ``ModelName`` and ``Revision`` come from :meth:`model_handlers.config.ModelConfig.identity` (the operator sets
 ``ESTEIRA_MODEL_NAME`` and ``ESTEIRA_REVISION``). A failure to record a metric is logged, never raised: metrics
@@ -73,6 +75,31 @@ REQUEST_DURATION = "esteira_request_duration_seconds"
 REQUESTS_TOTAL = "esteira_requests_total"
 BATCH_SIZE = "esteira_batch_size"
 PREDICTIONS_TOTAL = "esteira_predictions_total"
+# Each request's time in the model server, from its arrival to its answer (queueing, batching and the handler):
+# observed by the server in front of the handler (the pod's front under TorchServe, esteira-kserve's inference
+# routes), since TorchServe's queue is out of the handler's sight. The canary analysis' latency reads it.
+SERVER_REQUEST_DURATION = "esteira_server_request_duration_seconds"
+SERVER_REQUEST_DURATION_HELP = "Seconds from a request's arrival at the model server to its answer"
+# Prometheus' default buckets with three below 5 ms, where a small model answers.
+SERVER_DURATION_BUCKETS = (
+    0.0005,
+    0.001,
+    0.0025,
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.075,
+    0.1,
+    0.25,
+    0.5,
+    0.75,
+    1.0,
+    2.5,
+    5.0,
+    7.5,
+    10.0,
+)
 FLUSH_SECONDS = 1.0
 # Histogram lines held between writes, at most: each is a line TorchServe's frontend parses, and a second's worth
 # of them written at once (2,300 lines at batch 1) filled the worker's stdout pipe and stalled its serving

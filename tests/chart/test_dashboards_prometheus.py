@@ -60,7 +60,7 @@ def series() -> Iterator[tuple[str, str, Shape]]:
         for outcome, rate in (("ok", 9.0), ("client_error", 0.5), ("server_error", 0.1)):
             yield "esteira_requests_total", f'{labels},outcome="{outcome}"', counter(rate)
         for le, share in (("0.05", 3.0), ("0.1", 8.0), ("0.5", 9.5), ("+Inf", 9.6)):
-            yield "esteira_request_duration_seconds_bucket", f'{labels},le="{le}"', counter(share)
+            yield "esteira_server_request_duration_seconds_bucket", f'{labels},le="{le}"', counter(share)
         for name in ("setosa", "versicolor"):
             yield "esteira_predictions_total", f'{labels},class="{name}"', counter(4.0)
         yield "esteira_batch_size_sum", labels, counter(20.0)

@@ -18,12 +18,15 @@ from typing import Any
 import pytest
 import yaml
 from prometheus_client.metrics import MetricWrapperBase
+from prometheus_client.parser import text_string_to_metric_families
 
 from esteira.api.status import Outcome
 from esteira.controller import telemetry as operator_metrics
+from esteira.packaging.front_metrics import RequestDurations, ServerAnswers, model_labels, with_front_metrics
 from esteira.packaging.servingruntime import HTTP_PORT, METRICS_PORT
 from esteira.rollout.queries import MetricNames
 from esteira.vocabulary import LABEL_DEPLOYMENT, LABEL_REVISION
+from model_handlers.protocol import Identity
 from tests.chart.helm import CHART, MATRIX, NAMESPACE, REPO_ROOT, merge, render
 from tests.support.prerequisites import require_tool
 
@@ -119,12 +122,20 @@ def handler_metric_names() -> set[str]:
     return names
 
 
+def front_metric_names() -> set[str]:
+    """Sample names the pod's front adds to TorchServe's on port 8082 (esteira.packaging.front_metrics), read off
+    what it writes; esteira-kserve serves the same families."""
+    labels = model_labels(Identity("iris", "1", "1"), "pod")
+    text = with_front_metrics("", "", ServerAnswers(labels), RequestDurations(labels))
+    return {sample.name for family in text_string_to_metric_families(text) for sample in family.samples}
+
+
 def metrics_in(expr: str) -> set[str]:
     return set(re.findall(r"\b(esteira_[a-z0-9_]+|ts_[a-z0-9_]+)\b", expr))
 
 
 def test_rules_and_dashboard_read_exported_metrics() -> None:
-    exported = operator_metric_names() | handler_metric_names()
+    exported = operator_metric_names() | handler_metric_names() | front_metric_names()
     used = set()
     for expr in [*rule_queries(MATRIX["monitoring"]).values(), *dashboard_queries().values()]:
         used |= metrics_in(expr)

@@ -28,6 +28,9 @@ pytestmark = [pytest.mark.slow]
 IRIS = Path(__file__).resolve().parents[2] / "build" / "models" / "iris-1.0.0"
 WORKERS = {"ESTEIRA_WORKERS": "2"}
 OK_REQUESTS = re.compile(r'^esteira_requests_total\{ModelName="iris",Revision="[^"]*",outcome="ok"\} (\S+)$', re.M)
+TIMED_REQUESTS = re.compile(
+    r'^esteira_server_request_duration_seconds_count\{ModelName="iris",Revision="[^"]*"\} (\S+)$', re.M
+)
 
 
 def _children(pid: int) -> set[int]:
@@ -44,9 +47,9 @@ def _children(pid: int) -> set[int]:
     return found
 
 
-def _answered(metrics_url: str) -> float:
+def _answered(metrics_url: str, series: re.Pattern[str] = OK_REQUESTS) -> float:
     with urllib.request.urlopen(metrics_url, timeout=30) as answer:
-        found = OK_REQUESTS.search(answer.read().decode())
+        found = series.search(answer.read().decode())
     return float(found.group(1)) if found else 0.0
 
 
@@ -106,6 +109,7 @@ def test_workers_share_the_port_their_metrics_add_up_and_a_sigterm_posts_every_r
             predict_iris(server.url, ids)  # a connection each: the kernel spreads them over the workers
             for metrics_url in (f"{server.url}/metrics", f"http://127.0.0.1:{metrics_port}/metrics"):
                 eventually(lambda u=metrics_url: _answered(u) == len(ids) + 2, 30, f"{metrics_url} counting all")
+                assert _answered(metrics_url, TIMED_REQUESTS) == len(ids) + 2  # each timed by the worker it reached
             by_worker = _answered_by_each_worker(tmp_path / "work")
             assert len(by_worker) == 2 and all(count > 0 for count in by_worker), by_worker
         finally:

@@ -149,7 +149,8 @@ def requests_by_origin(exposition: str) -> dict[tuple[str, str], float]:
 
 def test_errors_torchserve_answers_itself_are_counted_beside_the_handler_s_series() -> None:
     """The handler's own error is its to count; TorchServe's is the front's, in the same family, on the scrape
-    that carries TorchServe's metrics; a scrape for other families gets none of it."""
+    that carries TorchServe's metrics, with every request's duration; a scrape for other families gets none of
+    it."""
     require_file(MODEL_DIR / "config" / "config.properties", "run `make models`")
 
     async def scenario() -> None:
@@ -169,8 +170,18 @@ def test_errors_torchserve_answers_itself_are_counted_beside_the_handler_s_serie
             async with session.post(f"{url}/v2/models/iris/infer", json={"fail": "torchserve"}) as answer:
                 assert answer.status == 404  # the stand-in has no v2 route: its aiohttp 404 is not the handler's
             async with session.get(metrics) as answer:
-                after = requests_by_origin(await answer.text())
-            assert after == before | {("server", "server_error"): 2, ("server", "client_error"): 1}
+                exposition = await answer.text()
+            assert requests_by_origin(exposition) == before | {
+                ("server", "server_error"): 2,
+                ("server", "client_error"): 1,
+            }
+            timed = [
+                sample.value
+                for family in text_string_to_metric_families(exposition)
+                for sample in family.samples
+                if sample.name == "esteira_server_request_duration_seconds_count"
+            ]
+            assert timed == [5]  # every inference request, whoever answered it
             async with session.get(metrics, params={"name[]": "ts_inference_requests_total"}) as answer:
                 filtered = await answer.text()
             assert "ts_inference_requests_total{" in filtered and "esteira_requests_total" not in filtered

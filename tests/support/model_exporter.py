@@ -10,7 +10,7 @@ from wsgiref.simple_server import WSGIRequestHandler, make_server
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, make_wsgi_app
 
-from model_handlers.metrics import Outcome
+from model_handlers.metrics import SERVER_DURATION_BUCKETS, SERVER_REQUEST_DURATION, Outcome
 
 LABELS = ["namespace", "ModelName", "Revision"]
 BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
@@ -46,6 +46,9 @@ class ModelExporter:
         self.duration = Histogram(
             "esteira_request_duration_seconds", "", LABELS, buckets=BUCKETS, registry=self.registry
         )
+        self.server_duration = Histogram(
+            SERVER_REQUEST_DURATION, "", LABELS, buckets=SERVER_DURATION_BUCKETS, registry=self.registry
+        )
         self.predictions = Counter("esteira_predictions", "", [*LABELS, "class"], registry=self.registry)
         self._stop = threading.Event()
         self._server = make_server("127.0.0.1", 0, make_wsgi_app(self.registry), handler_class=_Quiet)
@@ -77,7 +80,9 @@ class ModelExporter:
                 for _ in range(count):
                     failed = self._random.random() < profile.error_rate
                     self.requests.labels(*labels, "server_error" if failed else "ok").inc()
-                    self.duration.labels(*labels).observe(profile.latency * self._random.uniform(0.8, 1.2))
+                    handled = profile.latency * self._random.uniform(0.8, 1.2)
+                    self.duration.labels(*labels).observe(handled)
+                    self.server_duration.labels(*labels).observe(handled * 1.1)  # and its wait in the queue
                     if not failed:
                         label = self._random.choices(list(profile.classes), list(profile.classes.values()))[0]
                         self.predictions.labels(*labels, label).inc()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -31,13 +32,17 @@ async def inner(scope: Scope, receive: Receive, send: Send) -> None:
     await send({"type": "http.response.body", "body": scope["path"].encode()})
 
 
-def call(method: str, path: str, chunks: Sequence[bytes], headers: dict[str, str] | None = None) -> dict[str, Any]:
-    """One request through the layer; the status, headers and body it sent back, and what the model saw."""
-    model = Echo()
+def call(
+    method: str, path: str, chunks: Sequence[bytes], headers: dict[str, str] | None = None, model: Echo | None = None
+) -> dict[str, Any]:
+    """One request through the layer; the status, headers and body it sent back, what the model saw, and the
+    durations the layer observed."""
+    model = model or Echo()
+    observed: list[float] = []
 
     async def scenario() -> list[Message]:
         batcher = AdaptiveBatcher(model, max_batch_size=4)
-        routes = InferenceRoutes(inner, batcher, "iris", "1.0.0", max_body=10)
+        routes = InferenceRoutes(inner, batcher, "iris", "1.0.0", max_body=10, observe=observed.append)
         incoming = [
             {"type": "http.request", "body": chunk, "more_body": index < len(chunks) - 1}
             for index, chunk in enumerate(chunks)
@@ -62,6 +67,7 @@ def call(method: str, path: str, chunks: Sequence[bytes], headers: dict[str, str
         "headers": {key.decode(): value.decode() for key, value in start["headers"]},
         "body": body["body"],
         "seen": model.seen,
+        "observed": observed,
     }
 
 
@@ -70,6 +76,25 @@ def test_a_v1_predict_goes_to_the_batcher_with_its_headers_and_only_protocol_hea
     assert (answer["status"], answer["body"]) == (200, b"5")
     assert answer["seen"][0].headers["content-type"] == "application/json"
     assert answer["headers"] == {"content-type": "application/octet-stream", BINARY: "12", "content-length": "1"}
+
+
+class Slow(Echo):
+    """A model that takes 30 ms a batch."""
+
+    def __call__(self, requests: Sequence[RawRequest]) -> list[Answer]:
+        time.sleep(0.03)
+        return super().__call__(requests)
+
+
+def test_each_request_that_reaches_the_model_is_timed_to_its_answer() -> None:
+    answer = call("POST", "/v1/models/iris:predict", [b"{}"], model=Slow())
+    assert answer["status"] == 200 and len(answer["observed"]) == 1
+    assert 0.03 <= answer["observed"][0] < 5
+    for refused in (
+        call("POST", "/v2/models/wine/infer", [b"{}"]),
+        call("POST", "/v1/models/iris:predict", [b"x" * 11]),
+    ):
+        assert refused["status"] in (404, 413) and refused["observed"] == []  # the model never had them
 
 
 def test_v2_infer_with_and_without_a_version() -> None:
@@ -108,11 +133,14 @@ def test_every_other_path_goes_to_kserves_application() -> None:
 
 def test_a_request_the_halted_batcher_refuses_is_a_503_with_retry_after_and_is_counted() -> None:
     refusals: list[None] = []
+    observed: list[float] = []
 
     async def scenario() -> list[Message]:
         batcher = AdaptiveBatcher(Echo(), max_batch_size=4)
         batcher.halt("did not answer a batch within its response timeout (2 s); the server restarts")
-        routes = InferenceRoutes(inner, batcher, "iris", "1.0.0", max_body=10, refused=lambda: refusals.append(None))
+        routes = InferenceRoutes(
+            inner, batcher, "iris", "1.0.0", max_body=10, refused=lambda: refusals.append(None), observe=observed.append
+        )
         incoming = [{"type": "http.request", "body": b"{}", "more_body": False}]
         sent: list[Message] = []
 
@@ -136,4 +164,4 @@ def test_a_request_the_halted_batcher_refuses_is_a_503_with_retry_after_and_is_c
         "error": "model 'iris' did not answer a batch within its response timeout (2 s); the server restarts; "
         "retry later"
     }
-    assert len(refusals) == 1
+    assert len(refusals) == 1 and len(observed) == 1  # answered by the server: timed as any other answer

@@ -411,7 +411,7 @@ class ErrorRateCheck(SpecModel):
 
 
 class LatencyCheck(SpecModel):
-    """Canary p95 latency from the request-duration histograms."""
+    """Canary p95 latency: each request's time in the model server, arrival to answer (queueing included)."""
 
     p95_max_seconds: float = Field(default=1.0, gt=0, description="Highest canary p95 (seconds). Default: 1.")
     max_increase_ratio: float | None = Field(

@@ -5,7 +5,8 @@ the routes it lacks (model metadata and readiness, ``/versions/<v>``, ``GET /v1/
 handler. The front answers those from the archive's ``esteira-model.json`` and the management API, forwards
 v1 predict and v2 infer to TorchServe (the handler does the parsing, requested outputs and binary tensors),
 and passes every other path (``/ping``, ``/predictions/...``) through untouched. On the metrics port it serves
-TorchServe's metrics with the inference errors TorchServe made itself added (:mod:`esteira.packaging.server_answers`).
+TorchServe's metrics with its own added: the errors TorchServe answered itself and each request's time in the
+server (:mod:`esteira.packaging.front_metrics`).
 It runs in the entrypoint's process on its own event loop thread, so TorchServe's supervision stays as it was.
 """
 
@@ -16,12 +17,19 @@ import json
 import logging
 import socket
 import threading
+import time
 from collections.abc import Sequence
 
 import uvloop
 
+from esteira.packaging.front_metrics import (
+    RequestDurations,
+    ServerAnswers,
+    made_by_server,
+    model_labels,
+    with_front_metrics,
+)
 from esteira.packaging.httpserver import ClientLimits, HttpServer, Request, Response, Routes, error_response
-from esteira.packaging.server_answers import ServerAnswers, made_by_server, wanted, with_samples
 from esteira.packaging.surface import (
     ModelSurface,
     Protocol,
@@ -59,7 +67,8 @@ class TorchServeSurface(ModelSurface):
         self.metrics = Upstream(metrics.rstrip("/"), answer_seconds=METRICS_SECONDS)
         # Labelled as the handler labels its own series (the operator's environment, else the archive's names).
         manifest = {"model": {"modelName": served.name, "modelVersion": version}}
-        self.answers = ServerAnswers(served.config.identity(manifest), socket.gethostname())
+        labels = model_labels(served.config.identity(manifest), socket.gethostname())
+        self.answers, self.durations = ServerAnswers(labels), RequestDurations(labels)
 
     def versions(self) -> Sequence[str]:
         return [self.version]
@@ -79,13 +88,16 @@ class TorchServeSurface(ModelSurface):
         return None
 
     async def infer(self, request: Request, protocol: Protocol, version: str | None) -> Response:
-        """Counted when TorchServe answers an error itself, or not at all: the handler never saw the request."""
+        """Timed, and counted when TorchServe answers an error itself, or not at all: the handler never saw it."""
         path = f"/v1/models/{self.name}:predict" if protocol == "v1" else f"/v2/models/{self.name}/infer"
+        began = time.perf_counter()
         try:
             answer = await self.inference.request(request.method, path, request.body, forwarded_headers(request))
         except UpstreamError as exc:
+            self.durations.observe(time.perf_counter() - began)
             self.answers.record(502)
             return self._unanswered(exc)
+        self.durations.observe(time.perf_counter() - began)
         if made_by_server(answer.status, answer.body):
             self.answers.record(answer.status)
         return relay(answer.status, answer.body, answer.headers, answer.reason)
@@ -105,16 +117,17 @@ class TorchServeSurface(ModelSurface):
         return error_response(502, f"the model server did not answer ({exc})")
 
     async def scrape(self, request: Request) -> Response:
-        """TorchServe's metrics, with the errors it answered itself among the handler's request counts."""
+        """TorchServe's metrics with the front's: the errors TorchServe answered itself among the handler's
+        request counts, and the requests' durations."""
         try:
             answer = await self.metrics.request("GET", request.target)
         except UpstreamError as exc:
             logger.warning("TorchServe's metrics did not answer: %s: %s", type(exc).__name__, exc)
             return error_response(502, f"the model server's metrics did not answer ({exc})")
         content_type = {"Content-Type": answer.headers.get("content-type", PROMETHEUS_TEXT)}
-        if answer.status != 200 or not wanted(request.query):
+        if answer.status != 200:
             return Response(answer.status, answer.body, content_type, answer.reason)
-        text = with_samples(answer.body.decode("utf-8", "replace"), self.answers.samples())
+        text = with_front_metrics(answer.body.decode("utf-8", "replace"), request.query, self.answers, self.durations)
         return Response(200, text.encode(), content_type)
 
     def close(self) -> None:

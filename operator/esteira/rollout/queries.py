@@ -18,7 +18,8 @@ from dataclasses import dataclass
 @dataclass(frozen=True)
 class MetricNames:
     requests: str = "esteira_requests_total"
-    duration_bucket: str = "esteira_request_duration_seconds_bucket"
+    # Each request's time in the model server, queueing and batching included (not the handler's per batch).
+    duration_bucket: str = "esteira_server_request_duration_seconds_bucket"
     predictions: str = "esteira_predictions_total"
     drift_bins: str = "esteira_drift_bin_total"
     drift_reference: str = "esteira_drift_reference"

@@ -1,6 +1,7 @@
-"""Requests TorchServe refuses itself reach the canary analysis: a real TorchServe behind the pod's front, with no
-worker left to serve, answers 503s the handler never sees; a real Prometheus scrapes the pod's metrics port, and
-the analysis' own queries count them as the revision's requests and server errors."""
+"""What the model server itself does reaches the canary analysis, read by its own queries from a real Prometheus
+scraping the pod's metrics port: the 503s a real TorchServe with no worker left answers behind the pod's front,
+which the handler never sees, count as the revision's requests and server errors; and the latency is each
+request's time in the server, TorchServe's batch delay included, in either runtime."""
 
 from __future__ import annotations
 
@@ -12,7 +13,9 @@ from pathlib import Path
 import pytest
 
 from esteira.rollout.queries import MetricNames, arm_queries
+from tests.support.kserve_runtime import KServeRuntimeProcess
 from tests.support.model_server import ModelServerProcess
+from tests.support.pod_process import PodProcess
 from tests.support.prerequisites import require_file
 from tests.support.prometheus_server import PrometheusServer
 from tests.support.torchserve import require_torchserve
@@ -98,3 +101,49 @@ def test_torchserve_s_own_refusals_count_as_the_revision_s_server_errors(
             assert count(prometheus, "sum(ts_inference_requests_total)") == 9  # TorchServe's own metrics still served
         finally:
             prometheus.stop()
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+@pytest.mark.parametrize("runtime", ["esteira-torchserve", "esteira-kserve"])
+def test_the_analysis_latency_is_each_request_s_time_in_the_server(
+    runtime: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    require_file(IRIS / "config" / "config.properties", "run `make models`")
+    monkeypatch.setenv("ESTEIRA_REVISION", str(REVISION))
+    queries = arm_queries(MetricNames(), "models", "iris", REVISION, "10m")
+    server: PodProcess
+    if runtime == "esteira-torchserve":
+        require_torchserve()
+        server = ModelServerProcess(IRIS, tmp_path / "pod", "1.0.0")
+        target = server.metrics_url.removeprefix("http://").removesuffix("/metrics")
+    else:
+        server = KServeRuntimeProcess(IRIS, tmp_path / "pod", "1.0.0")
+        target = server.url.removeprefix("http://")  # esteira-kserve's /metrics is on its own port too
+    selector = f'{{Revision="{REVISION}"}}'
+    with server:
+        (tmp_path / "prometheus").mkdir()
+        prometheus = PrometheusServer(tmp_path / "prometheus", [target], labels={"namespace": "models"})
+        prometheus.start()
+        try:
+            timed = f"sum(esteira_server_request_duration_seconds_count{selector})"
+            eventually(lambda: count(prometheus, timed) == 0, timeout=30, what="the histogram scraped before traffic")
+            # Two rounds a scrape apart, so a rate has samples to tell apart even for a series the first one creates.
+            for sent in (10, 20):
+                for _ in range(10):  # one at a time: under TorchServe each waits out the archive's 10 ms batch delay
+                    assert predict(server.url)[0] == 200
+                eventually(
+                    lambda sent=sent: count(prometheus, queries.requests) == sent and count(prometheus, timed) == sent,
+                    timeout=30,
+                    what=f"{sent} requests counted and timed",
+                )
+            p95 = count(prometheus, queries.latency_p95)
+            handler = count(
+                prometheus,
+                f"histogram_quantile(0.95, sum by (le) (rate(esteira_request_duration_seconds_bucket{selector}[10m])))",
+            )
+        finally:
+            prometheus.stop()
+    assert p95 is not None and handler is not None and 0 < p95 < 1, (p95, handler)
+    if runtime == "esteira-torchserve":  # the batch delay is spent in TorchServe's queue, out of the handler's sight
+        assert p95 >= 0.01 > handler, (p95, handler)

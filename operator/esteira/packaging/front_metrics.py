@@ -1,0 +1,137 @@
+"""What the pod's front adds to TorchServe's metrics: the errors TorchServe answered itself, and each request's
+time in the model server.
+
+The handler counts every request it answers in ``esteira_requests_total``; a request TorchServe refuses or fails
+on its own never reaches it: its full queue's 503, no worker to serve (all of them dead or restarting), a worker
+that died or ran past its response timeout. Those went only to TorchServe's ``Requests5XX``, per pod and without
+the revision, so a canary failing that way looked healthy to an analysis reading the handler's counts. The front
+sees every answer on the v1 and v2 routes, tells TorchServe's own errors by their body (``{"code", "type",
+"message"}``; the handler's are ``{"error": ...}``) and counts them, with its own 502 when TorchServe gave no
+answer at all, in the same family with the handler's labels and ``answered_by="server"``.
+
+The handler's duration histogram is its own time for a batch; what TorchServe's queue and batch delay add is out
+of its sight. The front times each request from when it has the request to when TorchServe's answer is back, in
+``esteira_server_request_duration_seconds``, the family esteira-kserve observes for the same span.
+
+Both are served on the metrics port within TorchServe's exposition, so the scrape stays as it was.
+"""
+
+from __future__ import annotations
+
+import bisect
+import json
+from collections.abc import Mapping, Sequence
+from urllib.parse import parse_qs
+
+from model_handlers.metrics import (
+    REQUESTS_TOTAL,
+    SERVER_DURATION_BUCKETS,
+    SERVER_REQUEST_DURATION,
+    SERVER_REQUEST_DURATION_HELP,
+    Outcome,
+    label_value,
+    outcome_slot,
+)
+from model_handlers.protocol import Identity
+
+ANSWERED_BY = "answered_by"
+SERVER = "server"
+# Only errors: every answer with a prediction is the handler's, and counted there.
+_COUNTED = (Outcome.CLIENT_ERROR, Outcome.SERVER_ERROR)
+_REQUESTS_HELP = f"# HELP {REQUESTS_TOTAL} Requests by outcome: the handler's, and ({ANSWERED_BY}) the server's errors"
+_REQUESTS_TYPE = f"# TYPE {REQUESTS_TOTAL} counter"
+
+
+def made_by_server(status: int, body: bytes) -> bool:
+    """Whether an error answer came from TorchServe itself rather than the handler (whose bodies hold ``error``)."""
+    if status < 400:
+        return False
+    try:
+        decoded = json.loads(body)
+    except ValueError:
+        return True
+    return not (isinstance(decoded, Mapping) and "error" in decoded)
+
+
+def model_labels(identity: Identity, hostname: str) -> str:
+    """The labels the handler's series carry under TorchServe, in Prometheus' text format."""
+    return (
+        f'ModelName="{label_value(identity.name)}",Revision="{label_value(identity.revision)}",'
+        f'Hostname="{_escaped(hostname)}"'
+    )
+
+
+class ServerAnswers:
+    """Counts, by outcome, of one model's error answers the handler did not make; written at 0 from the start,
+    as the handler writes its own series when the model loads, so ``increase()`` sees the first one."""
+
+    def __init__(self, labels: str) -> None:
+        self._prefixes = [f'{REQUESTS_TOTAL}{{{labels},{ANSWERED_BY}="{SERVER}",outcome="{o}"}} ' for o in _COUNTED]
+        self._counts = [0, 0]
+
+    def record(self, status: int) -> None:
+        """One error answer with this status (every ``ok`` is the handler's)."""
+        if status >= 400:
+            self._counts[outcome_slot(status) - 1] += 1
+
+    def samples(self) -> list[str]:
+        return [f"{prefix}{float(count)}" for prefix, count in zip(self._prefixes, self._counts, strict=True)]
+
+
+class RequestDurations:
+    """A histogram of one model's request durations, in seconds, as Prometheus' text format writes one."""
+
+    def __init__(self, labels: str, bounds: Sequence[float] = SERVER_DURATION_BUCKETS) -> None:
+        self.bounds = list(bounds)
+        self.labels = labels
+        self._counts = [0] * (len(self.bounds) + 1)  # the last: above every bound
+        self._sum = 0.0
+
+    def observe(self, seconds: float) -> None:
+        self._counts[bisect.bisect_left(self.bounds, seconds)] += 1
+        self._sum += seconds
+
+    def family(self) -> list[str]:
+        name, labels = SERVER_REQUEST_DURATION, self.labels
+        lines = [f"# HELP {name} {SERVER_REQUEST_DURATION_HELP}", f"# TYPE {name} histogram"]
+        running = 0
+        for bound, count in zip([*map(repr, self.bounds), "+Inf"], self._counts, strict=True):
+            running += count
+            lines.append(f'{name}_bucket{{{labels},le="{bound}"}} {float(running)}')
+        lines += [f"{name}_sum{{{labels}}} {self._sum!r}", f"{name}_count{{{labels}}} {float(running)}"]
+        return lines
+
+
+def wanted(query: str, family: str) -> bool:
+    """Whether a scrape with this query string asks for ``family`` (TorchServe filters by ``name[]``)."""
+    names = parse_qs(query).get("name[]")
+    return not names or family in names
+
+
+def with_front_metrics(exposition: str, query: str, answers: ServerAnswers, durations: RequestDurations) -> str:
+    """TorchServe's Prometheus text with the front's series added, those the scrape's query asks for."""
+    lines = exposition.splitlines()
+    if wanted(query, REQUESTS_TOTAL):
+        _join_requests(lines, answers.samples())
+    if wanted(query, SERVER_REQUEST_DURATION):
+        lines += durations.family()
+    return "\n".join(lines) + "\n"
+
+
+def _join_requests(lines: list[str], samples: list[str]) -> None:
+    """``samples`` into the requests family: after its last sample where it has one (a family's samples stay
+    together), after its TYPE line where it has none yet, else as a family of their own at the end."""
+    family = REQUESTS_TOTAL + "{"
+    last = max((i for i, line in enumerate(lines) if line.startswith(family)), default=None)
+    if last is not None:
+        lines[last + 1 : last + 1] = samples
+    elif _REQUESTS_TYPE in lines:
+        at = lines.index(_REQUESTS_TYPE) + 1
+        lines[at:at] = samples
+    else:
+        lines += [_REQUESTS_HELP, _REQUESTS_TYPE, *samples]
+
+
+def _escaped(value: str) -> str:
+    """A label value in Prometheus' text format."""
+    return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
