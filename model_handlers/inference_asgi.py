@@ -86,17 +86,17 @@ class InferenceRoutes:
             await _respond(send, 413, _error(f"the request body of {body} bytes {limit}"))
             return
         try:
-            answer = await self.batcher.submit(RawRequest(body, headers))
+            answer: Answer | Refused = await self.batcher.submit(RawRequest(body, headers))
         except Refused as refused:
-            if self.observe is not None:
-                self.observe(time.perf_counter() - began)
-            if self.refused is not None:
-                self.refused()
-            message = f"model {name!r} {refused.reason}; retry later"
-            await _respond(send, 503, _error(message), [(b"retry-after", str(RETRY_AFTER_SECONDS).encode())])
-            return
+            answer = refused
         if self.observe is not None:
             self.observe(time.perf_counter() - began)
+        if isinstance(answer, Refused):
+            if self.refused is not None:
+                self.refused()
+            message = f"model {name!r} {answer.reason}; retry later"
+            await _respond(send, 503, _error(message), [(b"retry-after", str(RETRY_AFTER_SECONDS).encode())])
+            return
         passed = [
             (key.lower().encode("latin-1"), str(value).encode("latin-1")) for key, value in answer.headers.items()
         ]
