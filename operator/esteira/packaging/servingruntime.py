@@ -51,7 +51,8 @@ class RuntimeOptions:
 
 def _env() -> list[dict[str, Any]]:
     return [
-        # TorchServe itself on KServe's port; the management API stays on loopback (token auth is off).
+        # The public inference and metrics addresses, where the entrypoint's front listens (TorchServe moves to
+        # loopback behind it); the management API stays on loopback (token auth is off).
         {"name": "TS_INFERENCE_ADDRESS", "value": f"http://0.0.0.0:{HTTP_PORT}"},
         {"name": "TS_MANAGEMENT_ADDRESS", "value": f"http://127.0.0.1:{MANAGEMENT_PORT}"},
         {"name": "TS_METRICS_ADDRESS", "value": f"http://0.0.0.0:{METRICS_PORT}"},
