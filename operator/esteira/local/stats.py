@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-import bisect
 from dataclasses import dataclass, field
+
+from esteira.packaging.exposition import bucket_of, histogram_lines
 
 # Prometheus client's default buckets, as TorchServe's handler histograms use.
 BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0)
@@ -41,7 +42,7 @@ class ArmStats:
 
     def observe(self, status: int, seconds: float, mirrored: bool = False) -> None:
         self.outcomes[outcome_of(status)] += 1
-        self.buckets[bisect.bisect_left(BUCKETS, seconds)] += 1
+        self.buckets[bucket_of(BUCKETS, seconds)] += 1
         self.duration_sum += seconds
         self.mirrored += int(mirrored)
 
@@ -74,10 +75,7 @@ def exposition(model: str, arms: dict[int, ArmStats]) -> str:
     ]
     for revision, arm in sorted(arms.items()):
         labels = f'ModelName="{model}",Revision="{revision}"'
-        running = 0
-        for bound, count in zip((*map(str, BUCKETS), "+Inf"), arm.buckets, strict=True):
-            running += count
-            lines.append(f'esteira_router_request_duration_seconds_bucket{{{labels},le="{bound}"}} {running}')
-        lines.append(f"esteira_router_request_duration_seconds_sum{{{labels}}} {arm.duration_sum}")
-        lines.append(f"esteira_router_request_duration_seconds_count{{{labels}}} {running}")
+        lines += histogram_lines(
+            "esteira_router_request_duration_seconds", labels, BUCKETS, arm.buckets, arm.duration_sum
+        )
     return "\n".join(lines) + "\n"

@@ -94,10 +94,10 @@ class TorchServeSurface(ModelSurface):
         try:
             answer = await self.inference.request(request.method, path, request.body, forwarded_headers(request))
         except UpstreamError as exc:
-            self.durations.observe(time.perf_counter() - began)
             self.answers.record(502)
             return self._unanswered(exc)
-        self.durations.observe(time.perf_counter() - began)
+        finally:
+            self.durations.observe(time.perf_counter() - began)
         if made_by_server(answer.status, answer.body):
             self.answers.record(answer.status)
         return relay(answer.status, answer.body, answer.headers, answer.reason)

@@ -18,11 +18,11 @@ Both are served on the metrics port within TorchServe's exposition, so the scrap
 
 from __future__ import annotations
 
-import bisect
 import json
 from collections.abc import Mapping, Sequence
 from urllib.parse import parse_qs
 
+from esteira.packaging.exposition import bucket_of, histogram_lines, label_text
 from model_handlers.metrics import (
     REQUESTS_TOTAL,
     SERVER_DURATION_BUCKETS,
@@ -57,7 +57,7 @@ def model_labels(identity: Identity, hostname: str) -> str:
     """The labels the handler's series carry under TorchServe, in Prometheus' text format."""
     return (
         f'ModelName="{label_value(identity.name)}",Revision="{label_value(identity.revision)}",'
-        f'Hostname="{_escaped(hostname)}"'
+        f'Hostname="{label_text(hostname)}"'
     )
 
 
@@ -79,27 +79,22 @@ class ServerAnswers:
 
 
 class RequestDurations:
-    """A histogram of one model's request durations, in seconds, as Prometheus' text format writes one."""
+    """A histogram of one model's request durations, in seconds."""
 
     def __init__(self, labels: str, bounds: Sequence[float] = SERVER_DURATION_BUCKETS) -> None:
-        self.bounds = list(bounds)
+        self.bounds = tuple(bounds)
         self.labels = labels
         self._counts = [0] * (len(self.bounds) + 1)  # the last: above every bound
         self._sum = 0.0
 
     def observe(self, seconds: float) -> None:
-        self._counts[bisect.bisect_left(self.bounds, seconds)] += 1
+        self._counts[bucket_of(self.bounds, seconds)] += 1
         self._sum += seconds
 
     def family(self) -> list[str]:
-        name, labels = SERVER_REQUEST_DURATION, self.labels
-        lines = [f"# HELP {name} {SERVER_REQUEST_DURATION_HELP}", f"# TYPE {name} histogram"]
-        running = 0
-        for bound, count in zip([*map(repr, self.bounds), "+Inf"], self._counts, strict=True):
-            running += count
-            lines.append(f'{name}_bucket{{{labels},le="{bound}"}} {float(running)}')
-        lines += [f"{name}_sum{{{labels}}} {self._sum!r}", f"{name}_count{{{labels}}} {float(running)}"]
-        return lines
+        name = SERVER_REQUEST_DURATION
+        header = [f"# HELP {name} {SERVER_REQUEST_DURATION_HELP}", f"# TYPE {name} histogram"]
+        return header + histogram_lines(name, self.labels, self.bounds, self._counts, self._sum)
 
 
 def wanted(query: str, family: str) -> bool:
@@ -130,8 +125,3 @@ def _join_requests(lines: list[str], samples: list[str]) -> None:
         lines[at:at] = samples
     else:
         lines += [_REQUESTS_HELP, _REQUESTS_TYPE, *samples]
-
-
-def _escaped(value: str) -> str:
-    """A label value in Prometheus' text format."""
-    return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
