@@ -85,6 +85,8 @@ async def front() -> AsyncIterator[tuple[str, TorchServeStandIn, str]]:
     stand_in = TorchServeStandIn()
     backend = web.Application()
     backend.router.add_post("/v1/models/iris:predict", stand_in.predict)
+    backend.router.add_post("/predictions/{model}", stand_in.predict)
+    backend.router.add_post("/predictions/{model}/{version}", stand_in.predict)
     backend.router.add_route("*", "/ping", stand_in.ping)
     backend.router.add_get("/models/iris", stand_in.describe)
     backend.router.add_get("/metrics", stand_in.metrics)
@@ -169,10 +171,20 @@ def test_errors_torchserve_answers_itself_are_counted_beside_the_handler_s_serie
                     assert answer.status == status and (status == 200 or "error" in await answer.json())
             async with session.post(f"{url}/v2/models/iris/infer", json={"fail": "torchserve"}) as answer:
                 assert answer.status == 404  # the stand-in has no v2 route: its aiohttp 404 is not the handler's
+            # TorchServe's own inference path runs the handler too: any version of this model, not another model.
+            for path, fail, status in (
+                ("/predictions/iris", "torchserve", 503),
+                ("/predictions/iris/1.0.0", "handler", 500),
+                ("/predictions/iris", None, 200),
+                ("/predictions/other", "torchserve", 503),
+                ("/predictions/iris-2", "torchserve", 503),
+            ):
+                async with session.post(f"{url}{path}", json={"fail": fail}) as answer:
+                    assert answer.status == status, path
             async with session.get(metrics) as answer:
                 exposition = await answer.text()
             assert requests_by_origin(exposition) == before | {
-                ("server", "server_error"): 2,
+                ("server", "server_error"): 3,
                 ("server", "client_error"): 1,
             }
             timed = [
@@ -181,7 +193,7 @@ def test_errors_torchserve_answers_itself_are_counted_beside_the_handler_s_serie
                 for sample in family.samples
                 if sample.name == "esteira_server_request_duration_seconds_count"
             ]
-            assert timed == [5]  # every inference request, whoever answered it
+            assert timed == [8]  # every inference request to this model, whoever answered it
             async with session.get(metrics, params={"name[]": "ts_inference_requests_total"}) as answer:
                 filtered = await answer.text()
             assert "ts_inference_requests_total{" in filtered and "esteira_requests_total" not in filtered

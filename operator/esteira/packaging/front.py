@@ -6,7 +6,7 @@ handler. The front answers those from the archive's ``esteira-model.json`` and t
 v1 predict and v2 infer to TorchServe (the handler does the parsing, requested outputs and binary tensors),
 and passes every other path (``/ping``, ``/predictions/...``) through untouched. On the metrics port it serves
 TorchServe's metrics with its own added: the errors TorchServe answered itself and each request's time in the
-server (:mod:`esteira.packaging.front_metrics`).
+server, on every path that runs the model (:mod:`esteira.packaging.front_metrics`).
 It runs in the entrypoint's process on its own event loop thread, so TorchServe's supervision stays as it was.
 """
 
@@ -69,6 +69,7 @@ class TorchServeSurface(ModelSurface):
         manifest = {"model": {"modelName": served.name, "modelVersion": version}}
         labels = model_labels(served.config.identity(manifest), socket.gethostname())
         self.answers, self.durations = ServerAnswers(labels), RequestDurations(labels)
+        self._predictions = f"/predictions/{served.name}"
 
     def versions(self) -> Sequence[str]:
         return [self.version]
@@ -88,11 +89,32 @@ class TorchServeSurface(ModelSurface):
         return None
 
     async def infer(self, request: Request, protocol: Protocol, version: str | None) -> Response:
-        """Timed, and counted when TorchServe answers an error itself, or not at all: the handler never saw it."""
+        """v1 predict and v2 infer, timed and counted (:meth:`_inference`)."""
         path = f"/v1/models/{self.name}:predict" if protocol == "v1" else f"/v2/models/{self.name}/infer"
+        return await self._inference(request.method, path, request.body, forwarded_headers(request))
+
+    async def pass_through(self, request: Request) -> Response:
+        """Any other path, to TorchServe as it came (its errors still made ``{"error": ...}``). TorchServe's own
+        inference path for this model (``/predictions/<model>[/<version>]``) runs the handler as v1 and v2 do, so
+        it is timed and counted as they are."""
+        headers = {k: v for k, v in request.headers.items() if k not in _NOT_PASSED}
+        if self.predicts(request.path):
+            return await self._inference(request.method, request.target, request.body, headers)
+        try:
+            answer = await self.inference.request(request.method, request.target, request.body, headers)
+        except UpstreamError as exc:
+            return self._unanswered(exc)
+        return relay(answer.status, answer.body, answer.headers, answer.reason)
+
+    def predicts(self, path: str) -> bool:
+        """Whether ``path`` is TorchServe's inference path for this model, of any version."""
+        return path.rstrip("/") == self._predictions or path.startswith(self._predictions + "/")
+
+    async def _inference(self, method: str, target: str, body: bytes, headers: dict[str, str]) -> Response:
+        """Timed, and counted when TorchServe answers an error itself, or not at all: the handler never saw it."""
         began = time.perf_counter()
         try:
-            answer = await self.inference.request(request.method, path, request.body, forwarded_headers(request))
+            answer = await self.inference.request(method, target, body, headers)
         except UpstreamError as exc:
             self.answers.record(502)
             return self._unanswered(exc)
@@ -100,15 +122,6 @@ class TorchServeSurface(ModelSurface):
             self.durations.observe(time.perf_counter() - began)
         if made_by_server(answer.status, answer.body):
             self.answers.record(answer.status)
-        return relay(answer.status, answer.body, answer.headers, answer.reason)
-
-    async def pass_through(self, request: Request) -> Response:
-        """Any other path, to TorchServe as it came (its errors still made ``{"error": ...}``)."""
-        headers = {k: v for k, v in request.headers.items() if k not in _NOT_PASSED}
-        try:
-            answer = await self.inference.request(request.method, request.target, request.body, headers)
-        except UpstreamError as exc:
-            return self._unanswered(exc)
         return relay(answer.status, answer.body, answer.headers, answer.reason)
 
     def _unanswered(self, exc: UpstreamError) -> Response:

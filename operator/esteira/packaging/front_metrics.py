@@ -5,7 +5,7 @@ The handler counts every request it answers in ``esteira_requests_total``; a req
 on its own never reaches it: its full queue's 503, no worker to serve (all of them dead or restarting), a worker
 that died or ran past its response timeout. Those went only to TorchServe's ``Requests5XX``, per pod and without
 the revision, so a canary failing that way looked healthy to an analysis reading the handler's counts. The front
-sees every answer on the v1 and v2 routes, tells TorchServe's own errors by their body (``{"code", "type",
+sees every answer on the paths that run the model (v1, v2 and TorchServe's ``/predictions``), tells TorchServe's own errors by their body (``{"code", "type",
 "message"}``; the handler's are ``{"error": ...}``) and counts them, with its own 502 when TorchServe gave no
 answer at all, in the same family with the handler's labels and ``answered_by="server"``.
 
