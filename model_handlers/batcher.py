@@ -34,6 +34,12 @@ has no bound in requests: one was tried (TorchServe's ``job_queue_size``, 100) a
 once kept the event loop refusing, so 256 of them got a sixth of the answers they got from a queue without one
 (``benchmarks/README.md``).
 
+A request whose caller has gone (``gone``: the caller closed its connection while the request waited) is taken
+out of its batch before the batch runs, and its caller's wait ends with :class:`Abandoned`: no answer can reach it.
+Under more load than the model can serve, callers give up (a client's timeout, a proxy's) and come back with a new
+request; a queue that ran every request it held would spend the model on answers nobody reads while the requests
+still wanted wait behind them, and past the point where every request waits longer than its caller, serve no one.
+
 Polling when idle (``idle_poll``, off unless set): after a batch of one request the loop keeps turning for a
 short window instead of sleeping in epoll, so the caller's next request finds a core that did not go to sleep.
 A lone caller sends its next request tens of microseconds after its answer; on a virtual machine's 2 cores a
@@ -72,6 +78,10 @@ class Halted(Refused):
     """The batcher runs nothing more (:meth:`AdaptiveBatcher.halt`)."""
 
 
+class Abandoned(Exception):
+    """The request's caller went away before its batch ran, so it was not run."""
+
+
 class PollWindow:
     """How long to poll after going idle, sized as Linux's haltpoll governor sizes a guest's poll before it halts:
     from zero, grown (doubled, from ``POLL_START_SECONDS``, up to ``limit``) when the next request came after the
@@ -104,6 +114,7 @@ class AdaptiveBatcher(Generic[Item, Result]):
         idle_poll: float = 0.0,
         polled: Callable[[float], None] | None = None,
         answered: Callable[[], None] | None = None,
+        gone: Callable[[Item], bool] | None = None,
     ) -> None:
         if max_batch_size < 1:
             raise ValueError(f"max_batch_size must be at least 1, got {max_batch_size}")
@@ -128,6 +139,8 @@ class AdaptiveBatcher(Generic[Item, Result]):
         self.poll_seconds = 0.0  # time spent polling: its CPU cost
         self._polled = polled  # told each poll's seconds as it ends (a metric)
         self._answered = answered  # called on the loop once a batch of several has woken its callers
+        self._gone = gone  # whether a queued item's caller has left
+        self.abandoned = 0  # queued items not run because their callers had left
         self.polling = False
         self._poll_until = 0.0
         self._poll_began: float | None = None
@@ -239,7 +252,9 @@ class AdaptiveBatcher(Generic[Item, Result]):
         loop = asyncio.get_running_loop()
         try:
             while self._waiting:
-                batch, self._waiting = self._waiting[: self.max_batch_size], self._waiting[self.max_batch_size :]
+                batch = self._next_batch()
+                if not batch:
+                    continue
                 items = [item for item, _ in batch]
                 on_loop = self._quick()
                 try:
@@ -268,6 +283,25 @@ class AdaptiveBatcher(Generic[Item, Result]):
                     await asyncio.sleep(0)  # the answers go out and new requests are read before the next batch
         finally:
             self._go_idle()
+
+    def _next_batch(self) -> list[tuple[Item, asyncio.Future[Result]]]:
+        """Up to ``max_batch_size`` of the waiting items, from the first, leaving out those whose callers have
+        gone (each told :class:`Abandoned`)."""
+        waiting, gone = self._waiting, self._gone
+        if gone is None:
+            batch, self._waiting = waiting[: self.max_batch_size], waiting[self.max_batch_size :]
+            return batch
+        batch, taken = [], 0
+        while taken < len(waiting) and len(batch) < self.max_batch_size:
+            entry = waiting[taken]
+            taken += 1
+            if not gone(entry[0]):
+                batch.append(entry)
+            elif not entry[1].done():
+                self.abandoned += 1
+                entry[1].set_exception(Abandoned())
+        self._waiting = waiting[taken:]
+        return batch
 
     def halt(self, reason: str) -> None:
         """Run nothing more: the callers of the batch in the thread, those waiting and those to come get

@@ -8,6 +8,9 @@ their callers), a :class:`CoalescingTransport` keeps what is written; at the end
 before anything scheduled after the batch (its next batch included), every held connection sends what it kept
 in one write. A lone request's answer is written as before: its headers leave at once and wake the client while
 the body is written, which a lone caller's latency gains from.
+
+The same protocol tells the application whether a request's caller is still there (``CALLER_GONE`` in the
+scope), so that a request whose caller left while it waited is not run (:mod:`model_handlers.batcher`).
 """
 
 from __future__ import annotations
@@ -15,6 +18,8 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
+
+from model_handlers.inference_asgi import CALLER_GONE
 
 if TYPE_CHECKING:  # uvicorn is the runtime's: the hold and the transport need only asyncio
     from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
@@ -98,11 +103,18 @@ class CoalescingTransport:
 
 
 def holding_protocol(hold: TurnHold) -> type[HttpToolsProtocol]:
-    """uvicorn's httptools protocol writing through :class:`CoalescingTransport`\\ s held by ``hold``."""
+    """uvicorn's httptools protocol writing through :class:`CoalescingTransport`\\ s held by ``hold``; each
+    request's scope carries ``CALLER_GONE``, the connection's check of whether it has closed (uvicorn closes a
+    connection as soon as it reads that the client closed it)."""
     from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
     class HoldingHttpToolsProtocol(HttpToolsProtocol):  # type: ignore[misc]
         def connection_made(self, transport: asyncio.Transport) -> None:
+            self._closed = transport.is_closing
             super().connection_made(CoalescingTransport(transport, hold))
+
+        def on_message_begin(self) -> None:
+            super().on_message_begin()
+            self.scope[CALLER_GONE] = self._closed
 
     return HoldingHttpToolsProtocol

@@ -9,6 +9,13 @@ protocol headers. So v1 predict and v2 infer are matched here, ahead of the appl
 batcher refuses (halted: its model past its response timeout) is answered 503 with ``Retry-After``, and
 ``refused`` is told, so it counts as the server error it is. Each request that reaches the model is timed from
 its arrival to its answer (``observe``: ``esteira_server_request_duration_seconds``), queueing included.
+
+A request whose caller closes the connection while it waits is not run (the batcher leaves it out, see
+:mod:`model_handlers.batcher`): the server's HTTP protocol puts ``CALLER_GONE`` in the scope, a check of the
+connection, and the request carries it. Such a request is timed up to when it was left out, ``abandoned`` is
+told, and nothing is answered: nobody is there to read it. A caller that left before its body was read is
+counted alike, and its request goes nowhere, rather than on with an empty body to be counted as the caller's
+bad request.
 """
 
 from __future__ import annotations
@@ -19,8 +26,8 @@ import time
 from collections.abc import Awaitable, Callable, Mapping, MutableMapping
 from typing import Any
 
-from esteira.packaging.surface import RESPONSE_HEADERS
-from model_handlers.batcher import AdaptiveBatcher, Refused
+from esteira.packaging.surface import INFERENCE_PATH, RESPONSE_HEADERS
+from model_handlers.batcher import Abandoned, AdaptiveBatcher, Refused
 from model_handlers.messages import Answer, RawRequest
 
 Scope = MutableMapping[str, Any]
@@ -29,13 +36,10 @@ Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
-# v1 predict, v2 infer, v2 infer of a version: (model, version or None).
-_INFERENCE = re.compile(
-    r"^/v1/models/(?P<v1>[^/:]+):predict$|^/v2/models/(?P<v2>[^/]+)(?:/versions/(?P<version>[^/]+))?/infer$"
-)
 _PASSED = frozenset(key.lower().encode("latin-1") for key in RESPONSE_HEADERS)
 _JSON = b"application/json"
 RETRY_AFTER_SECONDS = 1  # what a refused caller is told to wait: the least a Retry-After can say
+CALLER_GONE = "esteira.caller_gone"  # in the scope where the server can tell: whether the connection has closed
 
 
 class InferenceRoutes:
@@ -50,6 +54,7 @@ class InferenceRoutes:
         max_body: int,
         refused: Callable[[], None] | None = None,
         observe: Callable[[float], None] | None = None,
+        abandoned: Callable[[], None] | None = None,
     ) -> None:
         self.inner = inner
         self.batcher = batcher
@@ -58,9 +63,10 @@ class InferenceRoutes:
         self.max_body = max_body
         self.refused = refused
         self.observe = observe
+        self.abandoned = abandoned
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        matched = _INFERENCE.match(scope["path"]) if scope["type"] == "http" else None
+        matched = INFERENCE_PATH.match(scope["path"]) if scope["type"] == "http" else None
         if matched is None:
             await self.inner(scope, receive, send)
         elif scope["method"] != "POST":
@@ -81,16 +87,26 @@ class InferenceRoutes:
         began = time.perf_counter()
         headers = request_headers(scope)
         body = await self._read_body(headers.get("content-length", ""), receive)
+        if body is None:  # the caller left before its body was read
+            if self.abandoned is not None:
+                self.abandoned()
+            return
         if isinstance(body, int):
             limit = f"exceeded the limit of {self.max_body} bytes"
             await _respond(send, 413, _error(f"the request body of {body} bytes {limit}"))
             return
+        gone = scope.get(CALLER_GONE)
+        request = RawRequest(body, headers) if gone is None else RawRequest(body, headers, gone)
         try:
-            answer: Answer | Refused = await self.batcher.submit(RawRequest(body, headers))
-        except Refused as refused:
-            answer = refused
+            answer: Answer | Refused | Abandoned = await self.batcher.submit(request)
+        except (Refused, Abandoned) as unanswered:
+            answer = unanswered
         if self.observe is not None:
             self.observe(time.perf_counter() - began)
+        if isinstance(answer, Abandoned):
+            if self.abandoned is not None:
+                self.abandoned()
+            return
         if isinstance(answer, Refused):
             if self.refused is not None:
                 self.refused()
@@ -102,16 +118,16 @@ class InferenceRoutes:
         ]
         await _respond(send, answer.status, answer.body, [pair for pair in passed if pair[0] in _PASSED])
 
-    async def _read_body(self, declared: str, receive: Receive) -> bytes | int:
+    async def _read_body(self, declared: str, receive: Receive) -> bytes | int | None:
         """The whole body, or its size when it is over the limit (read and dropped: a client still sending
-        would otherwise see a reset instead of the 413)."""
+        would otherwise see a reset instead of the 413), or None when the caller left first."""
         too_big = declared.isdigit() and int(declared) > self.max_body
         chunks: list[bytes] = []
         size = 0
         while True:
             message = await receive()
             if message["type"] == "http.disconnect":
-                break
+                return None
             chunk = message.get("body", b"")
             size += len(chunk)
             if not too_big and size <= self.max_body:

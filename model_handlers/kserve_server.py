@@ -51,8 +51,10 @@ from esteira.packaging.surface import model_metadata, server_metadata
 from model_handlers.batcher import AdaptiveBatcher
 from model_handlers.coalesced import TurnHold, holding_protocol
 from model_handlers.inference_asgi import ASGIApp, InferenceRoutes
-from model_handlers.messages import Answer, RawRequest
+from model_handlers.messages import Answer, RawRequest, caller_gone
 from model_handlers.metrics import (
+    ABANDONED_REQUESTS,
+    ABANDONED_REQUESTS_HELP,
     SERVER_DURATION_BUCKETS,
     SERVER_REQUEST_DURATION,
     SERVER_REQUEST_DURATION_HELP,
@@ -110,10 +112,18 @@ class EsteiraService:
             ["ModelName", "Revision"],
             buckets=SERVER_DURATION_BUCKETS,
         )
-        self.observe_duration = durations.labels(label_value(identity.name), label_value(identity.revision)).observe
+        revision = (label_value(identity.name), label_value(identity.revision))
+        self.observe_duration = durations.labels(*revision).observe
+        abandoned = Counter(ABANDONED_REQUESTS, ABANDONED_REQUESTS_HELP, ["ModelName", "Revision"])
+        self.count_abandoned = abandoned.labels(*revision).inc
         self.answers = TurnHold()  # a batch's answers leave together (model_handlers.coalesced)
         self.batcher: AdaptiveBatcher[RawRequest, Answer] = AdaptiveBatcher(
-            handler.run, batch_size, idle_poll=idle_poll, polled=polled.inc, answered=self.answers.until_turn_ends
+            handler.run,
+            batch_size,
+            idle_poll=idle_poll,
+            polled=polled.inc,
+            answered=self.answers.until_turn_ends,
+            gone=caller_gone,
         )
 
     def routes(self) -> list[Route]:
@@ -178,6 +188,7 @@ class EsteiraService:
             self.config.max_body_bytes,
             self.handler.refused,
             self.observe_duration,
+            self.count_abandoned,
         )
 
 

@@ -13,42 +13,13 @@ from pathlib import Path
 import pytest
 
 from model_handlers.watchdog import EXIT_STATUS
-from tests.support.eager_package import eager_model, package_eager
+from tests.support.gated_model import package_gated
 from tests.support.kserve_runtime import KServeRuntimeProcess
 from tests.support.waiting import eventually
 
 pytestmark = [pytest.mark.slow]
 
-# An eager model (its code in the archive): every call waits while the gate file is missing, and takes at least
-# 20 ms, so that the batcher runs its batches in its thread and the event loop stays free to answer.
-GATED_MODEL = """
-import os
-import time
-
-import torch
-
-
-class GatedClassifier(torch.nn.Module):
-    def __init__(self) -> None:
-        super().__init__()
-        self.linear = torch.nn.Linear(4, 3)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if not os.path.exists(GATE):
-            open(WAITING, "w").close()
-            while not os.path.exists(GATE):
-                time.sleep(0.005)
-        time.sleep(0.02)
-        return self.linear(x)
-"""
 BODY = json.dumps({"instances": [[5.1, 3.5, 1.4, 0.2]]}).encode()
-
-
-def _package(root: Path, gate: Path, waiting: Path, **settings: int) -> Path:
-    source = f"GATE = {str(gate)!r}\nWAITING = {str(waiting)!r}\n{GATED_MODEL}"
-    config = {"kind": "tabular", "task": "classification", "n_features": 4, "labels": ["a", "b", "c"]}
-    model = eager_model(source, "GatedClassifier")
-    return package_eager(root, "gated", source, model, config, **settings)
 
 
 def _predict(url: str) -> tuple[int, dict[str, str], dict[str, object]]:
@@ -65,7 +36,9 @@ def test_a_batch_past_the_response_timeout_is_answered_503_with_those_waiting_an
 ) -> None:
     gate, waiting = tmp_path / "gate-open", tmp_path / "held"
     gate.touch()
-    server = KServeRuntimeProcess(_package(tmp_path, gate, waiting, response_timeout_s=2), tmp_path / "run", "1.0.0")
+    server = KServeRuntimeProcess(
+        package_gated(tmp_path, gate, waiting, response_timeout_s=2), tmp_path / "run", "1.0.0"
+    )
     with server, ThreadPoolExecutor(max_workers=2) as pool:
         assert _predict(server.url)[0] == 200  # 20 ms on the loop: the batches after it run in the thread
         gate.unlink()  # and stays shut: the model never answers again

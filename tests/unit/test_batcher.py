@@ -12,6 +12,7 @@ from model_handlers.batcher import (
     POLL_START_SECONDS,
     PROBE_CEILING,
     PROBE_EVERY,
+    Abandoned,
     AdaptiveBatcher,
     Halted,
     PollWindow,
@@ -67,6 +68,63 @@ def test_requests_that_queue_behind_a_running_batch_go_together_up_to_the_limit(
 
     assert asyncio.run(scenario()) == [0, 2, 4, 6, 8, 10]
     assert model.batches == [[0], [1, 2, 3], [4, 5]]
+
+
+def test_requests_whose_callers_left_while_they_waited_are_not_run_and_the_batch_fills_from_behind_them() -> None:
+    """Callers 2, 3 and 5 leave while batch [0] runs: the next batch takes 1, 4 and 6 (filled up to the limit
+    from further back), the one after 7; the callers that left are told, and counted."""
+    model = Model()
+    model.hold.clear()
+    left: set[int] = set()
+
+    async def scenario() -> list[BaseException | int]:
+        batcher = AdaptiveBatcher(model, max_batch_size=3, inline_below=0.0, gone=left.__contains__)
+        first = asyncio.ensure_future(batcher.submit(0))
+        await asyncio.get_running_loop().run_in_executor(None, model.running.wait, 10)
+        rest = [asyncio.ensure_future(batcher.submit(item)) for item in range(1, 8)]
+        await asyncio.sleep(0)
+        left.update({2, 3, 5})  # after they queued: a caller that has gone is only known when its batch is made
+        model.hold.set()
+        outcomes = list(await asyncio.gather(first, *rest, return_exceptions=True))
+        assert (batcher.batches, batcher.batched, batcher.abandoned) == (3, 5, 3)
+        batcher.close()
+        return outcomes
+
+    outcomes = asyncio.run(scenario())
+    assert model.batches == [[0], [1, 4, 6], [7]]
+    assert [o if isinstance(o, int) else type(o) for o in outcomes] == [
+        0,
+        2,
+        Abandoned,
+        Abandoned,
+        8,
+        Abandoned,
+        12,
+        14,
+    ]
+
+
+def test_when_every_waiting_caller_has_left_no_batch_runs_and_the_batcher_goes_idle() -> None:
+    model = Model()
+    model.hold.clear()
+
+    async def scenario() -> int:
+        batcher = AdaptiveBatcher(model, max_batch_size=4, inline_below=0.0, gone=lambda item: item < 0)
+        first = asyncio.ensure_future(batcher.submit(0))
+        await asyncio.get_running_loop().run_in_executor(None, model.running.wait, 10)
+        waiting = [asyncio.ensure_future(batcher.submit(item)) for item in (-2, -3)]
+        await asyncio.sleep(0)
+        model.hold.set()
+        assert await first == 0
+        for future in waiting:
+            with pytest.raises(Abandoned):
+                await future
+        result = await batcher.submit(4)  # idle again: the next request runs at once, alone
+        batcher.close()
+        return result
+
+    assert asyncio.run(scenario()) == 8
+    assert model.batches == [[0], [4]]
 
 
 def test_a_failing_batch_fails_its_callers_and_the_next_batch_still_runs() -> None:

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import json
+import threading
 import time
 from collections.abc import Sequence
 from typing import Any
 
 from model_handlers.batcher import AdaptiveBatcher
-from model_handlers.inference_asgi import InferenceRoutes, Message, Receive, Scope, Send
-from model_handlers.messages import Answer, RawRequest
+from model_handlers.inference_asgi import CALLER_GONE, InferenceRoutes, Message, Receive, Scope, Send
+from model_handlers.messages import Answer, RawRequest, caller_gone
 
 BINARY = "inference-header-content-length"
 
@@ -165,3 +166,71 @@ def test_a_request_the_halted_batcher_refuses_is_a_503_with_retry_after_and_is_c
         "retry later"
     }
     assert len(refusals) == 1 and len(observed) == 1  # answered by the server: timed as any other answer
+
+
+class Held(Echo):
+    """Echo whose first batch waits for ``release``, so that requests queue behind it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.running, self.release = threading.Event(), threading.Event()
+
+    def __call__(self, requests: Sequence[RawRequest]) -> list[Answer]:
+        self.running.set()
+        self.release.wait(10)
+        return super().__call__(requests)
+
+
+def test_a_request_whose_caller_left_while_it_waited_is_not_run_answered_or_counted_as_an_error() -> None:
+    """The server's protocol says, through the scope, whether a request's caller is still there: one that left
+    while its request waited behind a running batch gets nothing, the model never sees the request, and it is
+    counted as abandoned and timed; the caller that stayed is answered. A caller that left before its body was
+    read is counted too, and its request never reaches the batcher."""
+    model = Held()
+    abandoned: list[None] = []
+    observed: list[float] = []
+    left = {"stays": False, "leaves": False}
+
+    async def scenario() -> dict[str, list[Message]]:
+        # in the thread, so that the loop stays free
+        batcher = AdaptiveBatcher(model, max_batch_size=4, inline_below=0.0, gone=caller_gone)
+        routes = InferenceRoutes(
+            inner,
+            batcher,
+            "iris",
+            "1.0.0",
+            max_body=10,
+            observe=observed.append,
+            abandoned=lambda: abandoned.append(None),
+        )
+        sent: dict[str, list[Message]] = {name: [] for name in ("first", "stays", "leaves", "early")}
+
+        def request(name: str, body: Message) -> Any:
+            async def receive() -> Message:
+                return body
+
+            async def send(message: Message) -> None:
+                sent[name].append(message)
+
+            scope: Scope = {"type": "http", "method": "POST", "path": "/v1/models/iris:predict", "headers": []}
+            if name in left:
+                scope[CALLER_GONE] = lambda: left[name]
+            return asyncio.ensure_future(routes(scope, receive, send))
+
+        whole = {"type": "http.request", "body": b"{}", "more_body": False}
+        first = request("first", whole)
+        await asyncio.get_running_loop().run_in_executor(None, model.running.wait, 10)
+        queued = [request("stays", whole), request("leaves", whole)]
+        await request("early", {"type": "http.disconnect"})
+        await asyncio.sleep(0)
+        left["leaves"] = True
+        model.release.set()
+        await asyncio.gather(first, *queued)
+        batcher.close()
+        return sent
+
+    sent = asyncio.run(scenario())
+    assert [message["status"] for message in sent["first"] + sent["stays"] if "status" in message] == [200, 200]
+    assert sent["leaves"] == sent["early"] == []
+    assert len(model.seen) == 2
+    assert len(abandoned) == 2 and len(observed) == 3  # the early leaver never reached the model: not timed

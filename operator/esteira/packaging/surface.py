@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import abc
 import json
+import re
 import zipfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -38,6 +39,10 @@ RESPONSE_HEADERS = ("Content-Type", BINARY_HEADER)
 _REQUEST_HEADER_NAMES = tuple((key, key.lower()) for key in REQUEST_HEADERS)
 _RESPONSE_HEADER_NAMES = tuple((key, key.lower()) for key in RESPONSE_HEADERS)
 _MODEL = "{model:[^/:]+}"
+# The inference paths, v1 predict and v2 infer (of a version too): (model, version or None) in named groups.
+INFERENCE_PATH = re.compile(
+    r"^/v1/models/(?P<v1>[^/:]+):predict$|^/v2/models/(?P<v2>[^/]+)(?:/versions/(?P<version>[^/]+))?/infer$"
+)
 
 
 class ArchiveError(ValueError):
@@ -151,6 +156,11 @@ class ModelSurface(abc.ABC):
     @abc.abstractmethod
     async def infer(self, request: Request, protocol: Protocol, version: str | None) -> Response:
         """Send a v1 predict or v2 infer request on; ``version`` is checked to be served."""
+
+
+def runs_the_model(request: Request) -> bool:
+    """Whether ``request`` is inference, whose answer is worth nothing once its caller has gone."""
+    return request.method == "POST" and INFERENCE_PATH.match(request.path) is not None
 
 
 def protocol_routes(surface: ModelSurface) -> Routes:

@@ -1,0 +1,82 @@
+"""esteira-kserve does not run a request whose caller left while it waited: under more load than the model
+serves, callers give up and come back, and a queue that ran what they left behind would spend the model on
+answers nobody reads."""
+
+from __future__ import annotations
+
+import json
+import socket
+import urllib.request
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from tests.support.gated_model import package_gated
+from tests.support.kserve_runtime import KServeRuntimeProcess
+from tests.support.waiting import eventually
+
+pytestmark = [pytest.mark.slow]
+
+BODY = json.dumps({"instances": [[5.1, 3.5, 1.4, 0.2]]}).encode()
+
+
+def _predict(url: str) -> int:
+    request = urllib.request.Request(f"{url}/v1/models/gated:predict", BODY, {"Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=60) as answer:
+        return answer.status
+
+
+def _counts(url: str) -> dict[str, float]:
+    """The handler's answered requests and the server's abandoned ones, as a scrape reads them."""
+    with urllib.request.urlopen(f"{url}/metrics", timeout=10) as answer:
+        exposition = answer.read().decode()
+    counts = {"ok": 0.0, "abandoned": 0.0}
+    for family in text_string_to_metric_families(exposition):
+        for sample in family.samples:
+            if sample.name == "esteira_requests_total" and sample.labels["outcome"] == "ok":
+                counts["ok"] += sample.value
+            elif sample.name == "esteira_abandoned_requests_total":
+                assert sample.labels["ModelName"] == "gated", sample.labels
+                counts["abandoned"] += sample.value
+    return counts
+
+
+def _send_and_leave(url: str) -> None:
+    """A caller that sends its request and closes its side; returns once the server has read both and closed
+    the connection without an answer."""
+    address = urlsplit(url)
+    head = (
+        f"POST /v1/models/gated:predict HTTP/1.1\r\nHost: {address.netloc}\r\n"
+        f"Content-Type: application/json\r\nContent-Length: {len(BODY)}\r\n\r\n"
+    )
+    with socket.create_connection((address.hostname, address.port), timeout=30) as caller:
+        caller.sendall(head.encode() + BODY)
+        caller.shutdown(socket.SHUT_WR)
+        assert caller.recv(65536) == b"", "the server answered a caller that had left"
+
+
+def test_a_request_whose_caller_left_while_it_waited_is_not_run_and_is_counted(tmp_path: Path) -> None:
+    gate, waiting = tmp_path / "gate-open", tmp_path / "held"
+    gate.touch()
+    server = KServeRuntimeProcess(package_gated(tmp_path, gate, waiting), tmp_path / "run", "1.0.0")
+    with server, ThreadPoolExecutor(max_workers=2) as pool:
+        assert _predict(server.url) == 200  # 20 ms on the loop: the batches after it run in the thread
+        before = _counts(server.url)
+        assert before == {"ok": 1, "abandoned": 0}  # the series exists before its first count
+        gate.unlink()
+        held = pool.submit(_predict, server.url)
+        eventually(waiting.exists, what="the first request held in the model")
+        _send_and_leave(server.url)
+        stays = pool.submit(_predict, server.url)
+        gate.touch()
+        assert [held.result(timeout=30), stays.result(timeout=30)] == [200, 200]
+
+        def counted() -> dict[str, float] | None:
+            counts = _counts(server.url)
+            return counts if counts["abandoned"] else None
+
+        after = eventually(counted, what="the abandoned request counted")
+    assert after == {"ok": 3, "abandoned": 1}  # the model ran the callers that stayed, and only them
