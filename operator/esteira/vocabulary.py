@@ -75,6 +75,7 @@ ENV_RETRAIN_RUN = "ESTEIRA_RETRAIN_RUN"  # a retraining run's number, its reason
 ENV_RETRAIN_REASON = "ESTEIRA_RETRAIN_REASON"
 ENV_RETRAIN_EVIDENCE = "ESTEIRA_RETRAIN_EVIDENCE"
 REVISION_HEADER = "x-model-revision"  # pins a request to one revision; answers say which one served it
+CALLER_LEFT_STATUS = 499  # nginx's "client closed request": how a request whose caller left before its answer counts
 
 # -- esteira up: where the CLI finds a run, and where local model folders may live --------------------------
 

@@ -29,6 +29,7 @@ class Backend:
         self.request_ids: list[str | None] = []
         self.held = asyncio.Event()  # a "held" request has arrived
         self.release = asyncio.Event()  # ... and may be answered
+        self.closed = asyncio.Event()  # the connection a "watched" request came on was closed
 
     async def predict(self, request: web.Request) -> web.StreamResponse:
         peer = request.transport.get_extra_info("peername") if request.transport else None
@@ -38,6 +39,12 @@ class Backend:
         if kind == "held":
             self.held.set()
             await self.release.wait()
+        if kind == "watched":  # held until the connection it came on closes (the server cancels its handler)
+            self.held.set()
+            try:
+                await asyncio.Event().wait()
+            finally:
+                self.closed.set()
         if kind == "error":
             return web.json_response({"code": 500, "type": "InternalServerException", "message": "boom"}, status=500)
         if kind == "chunked":
@@ -56,7 +63,7 @@ async def proxied() -> AsyncIterator[tuple[Router, Backend]]:
     backend = Backend()
     app = web.Application()
     app.router.add_post(PREDICT, backend.predict)
-    runner = web.AppRunner(app, access_log=None)
+    runner = web.AppRunner(app, access_log=None, handler_cancellation=True)
     await runner.setup()
     port = free_port()
     await web.TCPSite(runner, "127.0.0.1", port).start()
@@ -126,5 +133,30 @@ def test_a_drain_ends_when_the_last_request_in_flight_is_answered() -> None:
             await asyncio.wait_for(drain, 10)
             status, _, _ = await asked
             assert status == 200 and router.in_flight[1] == 0
+
+    asyncio.run(scenario())
+
+
+def test_a_caller_that_leaves_ends_its_request_to_the_model_server_and_the_next_caller_is_served() -> None:
+    """The router closes its connection to the model server when the caller of a request in flight goes (a model
+    server that watches its callers then leaves the request out), counts the request's wait as a 499, a client
+    error (so a revision its callers leave still shows its latency), and serves on."""
+
+    async def scenario() -> None:
+        async with proxied() as (router, backend):
+            _, writer = await asyncio.open_connection("127.0.0.1", router.port)
+            body = json.dumps({"answer": "watched"}).encode()
+            head = f"POST {PREDICT} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            writer.write(f"{head}Content-Length: {len(body)}\r\n\r\n".encode() + body)
+            await asyncio.wait_for(backend.held.wait(), 10)
+            assert router.in_flight[1] == 1
+            writer.close()
+            await asyncio.wait_for(backend.closed.wait(), 10)
+            arm = router.arm(1)
+            assert router.in_flight[1] == 0
+            assert arm.outcomes["client_error"] == 1 and sum(arm.buckets) == 1  # its wait is counted, as a 499
+            async with aiohttp.ClientSession() as session:
+                status, _, body = await _ask(session, router, "sized")
+            assert (status, json.loads(body)) == (200, {"predictions": ["sized"]})
 
     asyncio.run(scenario())

@@ -5,6 +5,7 @@ among TorchServe's metrics."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import socket
 import urllib.request
@@ -19,7 +20,7 @@ from aiohttp import web
 from prometheus_client.parser import text_string_to_metric_families
 
 from esteira.local.server import free_port
-from esteira.packaging.front import FrontThread, TorchServeSurface, front_routes, metrics_routes
+from esteira.packaging.front import FrontThread, TorchServeSurface, front_server, metrics_routes
 from esteira.packaging.httpserver import HttpServer, Request
 from esteira.packaging.surface import served_model
 from tests.support.prerequisites import require_file
@@ -33,11 +34,18 @@ class TorchServeStandIn:
     def __init__(self) -> None:
         self.workers = "READY"
         self.client_ports: list[int] = []
+        self.held, self.closed = asyncio.Event(), asyncio.Event()  # a "watch" request came; its connection closed
 
     async def predict(self, request: web.Request) -> web.StreamResponse:
         peer = request.transport.get_extra_info("peername") if request.transport else None
         self.client_ports.append(peer[1] if peer else -1)
         fail = (await request.json()).get("fail")
+        if fail == "watch":  # held until the connection it came on closes (the server cancels its handler)
+            self.held.set()
+            try:
+                await asyncio.Event().wait()
+            finally:
+                self.closed.set()
         if fail == "handler":  # the handler's own error, which it counts itself
             return web.json_response({"error": "the model failed"}, status=500)
         if fail:  # TorchServe's own, which the handler never sees
@@ -90,13 +98,13 @@ async def front() -> AsyncIterator[tuple[str, TorchServeStandIn, str]]:
     backend.router.add_route("*", "/ping", stand_in.ping)
     backend.router.add_get("/models/iris", stand_in.describe)
     backend.router.add_get("/metrics", stand_in.metrics)
-    backend_runner = web.AppRunner(backend, access_log=None)
+    backend_runner = web.AppRunner(backend, access_log=None, handler_cancellation=True)
     await backend_runner.setup()
     port = free_port()
     await web.TCPSite(backend_runner, "127.0.0.1", port).start()
     address = f"http://127.0.0.1:{port}"
     surface = TorchServeSurface(served_model(MODEL_DIR), "1.0.0", address, address, address)
-    server, scrapes = HttpServer(front_routes(surface)), HttpServer(metrics_routes(surface))
+    server, scrapes = front_server(surface), HttpServer(metrics_routes(surface))
     front_port, metrics_port = free_port(), free_port()
     await server.start("127.0.0.1", front_port)
     await scrapes.start("127.0.0.1", metrics_port)
@@ -197,6 +205,33 @@ def test_errors_torchserve_answers_itself_are_counted_beside_the_handler_s_serie
             async with session.get(metrics, params={"name[]": "ts_inference_requests_total"}) as answer:
                 filtered = await answer.text()
             assert "ts_inference_requests_total{" in filtered and "esteira_requests_total" not in filtered
+
+    uvloop.run(scenario())
+
+
+def test_a_caller_that_leaves_ends_its_request_to_torchserve_and_is_timed_not_counted_as_an_error() -> None:
+    require_file(MODEL_DIR / "config" / "config.properties", "run `make models`")
+
+    async def scenario() -> None:
+        async with front() as (url, stand_in, metrics), aiohttp.ClientSession() as session:
+            port = int(url.rsplit(":", 1)[1])
+            _, writer = await asyncio.open_connection("127.0.0.1", port)
+            body = json.dumps({"fail": "watch"}).encode()
+            head = "POST /v1/models/iris:predict HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            writer.write(f"{head}Content-Length: {len(body)}\r\n\r\n".encode() + body)
+            await asyncio.wait_for(stand_in.held.wait(), 10)
+            writer.close()
+            await asyncio.wait_for(stand_in.closed.wait(), 10)
+            async with session.get(metrics) as answer:
+                exposition = await answer.text()
+            assert requests_by_origin(exposition)[("server", "server_error")] == 0
+            timed = [
+                sample.value
+                for family in text_string_to_metric_families(exposition)
+                for sample in family.samples
+                if sample.name == "esteira_server_request_duration_seconds_count"
+            ]
+            assert timed == [1]
 
     uvloop.run(scenario())
 

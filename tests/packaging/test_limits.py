@@ -282,3 +282,46 @@ def test_a_routes_own_body_cap_is_checked_before_the_body_is_read() -> None:
     assert _status(refused).endswith(b"413 Request Entity Too Large") and b"exceeded the limit of 10" in refused
     assert _status(small).endswith(b"200 OK") and small.endswith(b'{"size": 10}')
     assert _status(large).endswith(b"200 OK") and large.endswith(b'{"size": 11}')
+
+
+def test_a_caller_that_leaves_stops_its_inference_but_lets_other_requests_finish() -> None:
+    """A request whose answer is worth nothing once its caller has gone (the server's ``abandon``: inference) has
+    its handler cancelled when the connection closes, so the hop behind it closes too and the model server can
+    leave the request out; any other request runs to its end."""
+    paths = ("/infer", "/other")
+    entered, ended = {path: asyncio.Event() for path in paths}, {path: asyncio.Event() for path in paths}
+    release = asyncio.Event()
+    outcomes: dict[str, str] = {}
+
+    async def held(request: Request) -> Response:
+        entered[request.path].set()
+        try:
+            await release.wait()
+            outcomes[request.path] = "finished"
+        except asyncio.CancelledError:
+            outcomes[request.path] = "cancelled"
+            raise
+        finally:
+            ended[request.path].set()
+        return json_response({})
+
+    async def scenario() -> None:
+        routes = Routes()
+        for path in paths:
+            routes.add("POST", path, held)
+        server = HttpServer(routes, LIMITS, abandon=lambda request: request.path == "/infer")
+        port = free_port()
+        await server.start("127.0.0.1", port)
+        for path in paths:
+            _, writer = await asyncio.open_connection("127.0.0.1", port)
+            writer.write(f"POST {path} HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n".encode())
+            await entered[path].wait()
+            writer.close()
+        await asyncio.wait_for(ended["/infer"].wait(), 5)
+        assert outcomes == {"/infer": "cancelled"}  # the other is still held
+        release.set()
+        await asyncio.wait_for(ended["/other"].wait(), 5)
+        await server.stop()
+
+    asyncio.run(scenario())
+    assert outcomes == {"/infer": "cancelled", "/other": "finished"}

@@ -36,9 +36,16 @@ from esteira.packaging.httpserver import (
     error_response,
     json_response,
 )
-from esteira.packaging.surface import ModelSurface, Protocol, forwarded_headers, protocol_routes, relay
+from esteira.packaging.surface import (
+    ModelSurface,
+    Protocol,
+    forwarded_headers,
+    protocol_routes,
+    relay,
+    runs_the_model,
+)
 from esteira.packaging.upstream import Upstream, UpstreamError
-from esteira.vocabulary import REVISION_HEADER
+from esteira.vocabulary import CALLER_LEFT_STATUS, REVISION_HEADER
 from model_handlers.config import ModelConfig
 
 HOST = "127.0.0.1"
@@ -137,7 +144,9 @@ class Router(ModelSurface):
     async def start(self) -> None:
         """Listen on 127.0.0.1:port, or raise PortInUse naming the port."""
         routes = self.routes()
-        server = HttpServer(routes, self.limits, max_body=MAX_BODY, body_limit=routes.body_limit)
+        server = HttpServer(
+            routes, self.limits, max_body=MAX_BODY, body_limit=routes.body_limit, abandon=runs_the_model
+        )
         try:
             await server.start(HOST, self.port)
         except OSError as exc:
@@ -284,6 +293,10 @@ class Router(ModelSurface):
             try:
                 reply = await self._upstream(base).request("POST", path, body, headers)
                 answer = Answer(reply.status, reply.body, reply.headers, reply.reason)
+            except asyncio.CancelledError:  # its caller left: the wait it had is evidence, its latency a floor
+                if not mirrored:
+                    self.arm(revision).observe(CALLER_LEFT_STATUS, time.perf_counter() - started)
+                raise
             except UpstreamError as exc:
                 logger.warning("revision %d at %s did not answer: %s: %s", revision, base, type(exc).__name__, exc)
                 message = f"revision {revision}'s model server did not answer ({exc})"

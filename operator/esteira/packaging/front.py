@@ -37,6 +37,7 @@ from esteira.packaging.surface import (
     forwarded_headers,
     protocol_routes,
     relay,
+    runs_the_model,
 )
 from esteira.packaging.upstream import Upstream, UpstreamError, parse_address
 from model_handlers.config import ModelConfig
@@ -49,7 +50,7 @@ MANAGEMENT_SECONDS = 3.0
 METRICS_SECONDS = 10.0  # a scrape's own timeout is 10 s by default
 PROMETHEUS_TEXT = "text/plain; version=0.0.4; charset=utf-8"
 # The entrypoint reads the front's address with the same parser the upstream client uses.
-__all__ = ["DEFAULT_MAX_BODY", "FrontThread", "TorchServeSurface", "front_routes", "parse_address"]
+__all__ = ["DEFAULT_MAX_BODY", "FrontThread", "TorchServeSurface", "front_routes", "front_server", "parse_address"]
 logger = logging.getLogger(__name__)
 
 
@@ -106,6 +107,10 @@ class TorchServeSurface(ModelSurface):
             return self._unanswered(exc)
         return relay(answer.status, answer.body, answer.headers, answer.reason)
 
+    def runs_the_model(self, request: Request) -> bool:
+        """Whether ``request`` is inference, TorchServe's own path included."""
+        return runs_the_model(request) or self.predicts(request.path)
+
     def predicts(self, path: str) -> bool:
         """Whether ``path`` is TorchServe's inference path for this model, of any version."""
         return path.rstrip("/") == self._predictions or path.startswith(self._predictions + "/")
@@ -156,6 +161,13 @@ def front_routes(surface: TorchServeSurface) -> Routes:
     return routes
 
 
+def front_server(
+    surface: TorchServeSurface, limits: ClientLimits | None = None, max_body: int = DEFAULT_MAX_BODY
+) -> HttpServer:
+    """The front's inference listener: a caller that leaves ends its request to TorchServe."""
+    return HttpServer(front_routes(surface), limits, max_body, abandon=surface.runs_the_model)
+
+
 def metrics_routes(surface: TorchServeSurface) -> Routes:
     routes = Routes()
     routes.add("GET", "/metrics", surface.scrape)
@@ -198,7 +210,7 @@ class FrontThread:
         self.loop.run_forever()
 
     async def _listen(self) -> None:
-        inference = HttpServer(front_routes(self.surface), self.limits, self.max_body)
+        inference = front_server(self.surface, self.limits, self.max_body)
         self._servers.append(inference)
         await inference.start(self.host, self.port)
         if self.metrics is not None:

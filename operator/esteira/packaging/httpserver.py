@@ -12,6 +12,11 @@ an idle keep-alive connection is closed after ``idle_seconds``, a connection bey
 503, and a URL over 8 KB, header lines over 64 KB or a malformed request is refused with a 4xx and one log
 line. A body over ``max_body`` (or its route's cap) is a 413, answered while the rest of it is read and dropped. Each connection has one watchdog timer, armed once and checked twice per shortest deadline,
 so no timer is set or cancelled per request.
+
+A request whose answer is worth nothing once its caller has gone (``abandon`` says which: inference) has its
+handler cancelled when the caller closes the connection: a proxy's request to the server behind it ends, its
+connection closes, and a model server that watches its callers (esteira-kserve) leaves the request out instead
+of running it for nobody. Any other request runs to its end.
 """
 
 from __future__ import annotations
@@ -162,11 +167,13 @@ class HttpServer:
         limits: ClientLimits | None = None,
         max_body: int = 32 * 1024 * 1024,
         body_limit: Callable[[str, str], int | None] | None = None,
+        abandon: Callable[[Request], bool] | None = None,
     ) -> None:
         self.handler = handler
         self.limits = limits or ClientLimits()
         self.max_body = max_body
         self.body_limit = body_limit  # a smaller cap for some requests, by method and path (Routes.body_limit)
+        self.abandon = abandon  # requests whose handler stops when their caller goes
         self.connections: set[_Connection] = set()
         self._server: asyncio.AbstractServer | None = None
         self._all_closed = asyncio.Event()
@@ -222,6 +229,7 @@ class _Connection(asyncio.Protocol):
         self.closing = False  # close once the requests read so far are answered
         self.paused = False
         self.task: asyncio.Task[None] | None = None  # the answer being made
+        self.answered: Request | None = None  # the request it answers
         self.dropping = False  # a body over the limit was answered with a 413: the rest is read and dropped
         self.phase: str | None = None  # "head" or "body" while a request is being read
         self.phase_since = 0.0
@@ -257,6 +265,9 @@ class _Connection(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self.closing = True
         self.pending.clear()
+        abandon, task, answered = self.server.abandon, self.task, self.answered
+        if abandon is not None and self.answering and task is not None and answered is not None and abandon(answered):
+            task.cancel()
         if self._watch is not None:
             self._watch.cancel()
         self.server.closed(self)
@@ -403,7 +414,7 @@ class _Connection(asyncio.Protocol):
         if self.paused and self.transport is not None:
             self.paused = False
             self.transport.resume_reading()
-        self.answering = True
+        self.answering, self.answered = True, request
         self.task = self._loop.create_task(self._answer(request, keep))  # held: the loop keeps tasks weakly
 
     async def _answer(self, request: Request, keep: bool) -> None:
