@@ -66,6 +66,7 @@ def series() -> Iterator[tuple[str, str, Shape]]:
         yield "esteira_batch_size_sum", labels, counter(20.0)
         yield "esteira_batch_size_count", labels, counter(4.0)
         yield "esteira_drift_instances_total", labels, counter(9.6)
+        yield "esteira_abandoned_requests_total", labels, counter(0.05)
         yield "esteira_drift_capped_total", labels, counter(0.0)
         for feature, kind in (("sepal_length", "missing"), ("petal_width", "out_of_range")):
             yield "esteira_data_quality_violations_total", f'{labels},feature="{feature}",kind="{kind}"', counter(0.2)

@@ -26,6 +26,7 @@ from esteira.packaging.front_metrics import RequestDurations, ServerAnswers, mod
 from esteira.packaging.servingruntime import HTTP_PORT, METRICS_PORT
 from esteira.rollout.queries import MetricNames
 from esteira.vocabulary import LABEL_DEPLOYMENT, LABEL_REVISION
+from model_handlers.metrics import ABANDONED_REQUESTS
 from model_handlers.protocol import Identity
 from tests.chart.helm import CHART, MATRIX, NAMESPACE, REPO_ROOT, merge, render
 from tests.support.prerequisites import require_tool
@@ -130,12 +131,17 @@ def front_metric_names() -> set[str]:
     return {sample.name for family in text_string_to_metric_families(text) for sample in family.samples}
 
 
+def kserve_metric_names() -> set[str]:
+    """Sample names esteira-kserve serves besides the handler's and the front's families."""
+    return {f"{ABANDONED_REQUESTS}_total"}
+
+
 def metrics_in(expr: str) -> set[str]:
     return set(re.findall(r"\b(esteira_[a-z0-9_]+|ts_[a-z0-9_]+)\b", expr))
 
 
 def test_rules_and_dashboard_read_exported_metrics() -> None:
-    exported = operator_metric_names() | handler_metric_names() | front_metric_names()
+    exported = operator_metric_names() | handler_metric_names() | front_metric_names() | kserve_metric_names()
     used = set()
     for expr in [*rule_queries(MATRIX["monitoring"]).values(), *dashboard_queries().values()]:
         used |= metrics_in(expr)
