@@ -9,6 +9,7 @@ from typing import Any
 
 import torch
 
+import model_handlers
 from esteira.packaging.archive import PackageInputs, package
 from esteira.packaging.config import RESPONSE_TIMEOUT_SECONDS, ModelSpec, ServerSpec
 from esteira.vocabulary import MODEL_CONFIG_FILE
@@ -30,9 +31,11 @@ def package_eager(
     model: torch.nn.Module,
     config: dict[str, Any],
     response_timeout_s: int = RESPONSE_TIMEOUT_SECONDS,
+    metrics: bool = False,
 ) -> Path:
     """``model``'s weights and ``source`` (its one class) packaged as model ``name`` version 1.0.0, batches of
-    8, into ``root/packaged``; that folder, a storageUri's."""
+    8, into ``root/packaged``; that folder, a storageUri's. ``metrics``: with the handler's metrics declared, so
+    TorchServe exports them."""
     files = root / "files"
     files.mkdir(parents=True)
     code = files / f"{name}_net.py"
@@ -44,8 +47,9 @@ def package_eager(
         handler=config["kind"],
         model_code=code,
         extra_files=(files / MODEL_CONFIG_FILE,),
+        metrics_config=model_handlers.metrics_config() if metrics else None,
     )
-    server = ServerSpec(metrics_config=None)
+    server = ServerSpec() if metrics else ServerSpec(metrics_config=None)
     model_spec = ModelSpec(name, "1.0.0", batch_size=8, max_batch_delay_ms=10, response_timeout_s=response_timeout_s)
     package(model_spec, inputs, root / "packaged", server)
     return root / "packaged"

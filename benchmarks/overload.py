@@ -1,0 +1,262 @@
+"""Callers that give up: each model server under more load than its model can serve, its callers leaving at a
+deadline and coming back with a new request, as a client's timeout or a proxy's makes them do.
+
+Why: past its capacity a server's queue grows, and with it every request's wait; once the wait is longer than
+the callers' deadline, a server that runs every request it holds spends its model on answers nobody reads while
+the requests still wanted wait behind them. esteira-kserve leaves out a request whose caller has closed its
+connection (:mod:`model_handlers.batcher`). The model here sleeps a fixed time per batch (a device's time, not
+the CPU that the load generator shares with the server), so each server can answer at most
+``BATCH / SERVICE_SECONDS`` requests a second, whatever the batch holds.
+
+``python -m benchmarks.overload`` (``make bench``) writes ``benchmarks/results/overload.json`` and ``overload.md``:
+for each server and each kind of caller, the requests answered within the deadline a second (the goodput),
+answered late, refused, given up on, what the model ran and what the server counted as abandoned.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import statistics
+import tempfile
+import time
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from prometheus_client.parser import text_string_to_metric_families
+
+from benchmarks.serving import RESULTS, machine
+from tests.support.eager_package import eager_model, package_eager
+from tests.support.kserve_runtime import KServeRuntimeProcess
+from tests.support.model_server import ModelServerProcess
+from tests.support.pod_process import PodProcess
+
+SERVICE_SECONDS = 0.02  # the model's time per batch, any size
+BATCH = 8
+CAPACITY = BATCH / SERVICE_SECONDS  # requests a second, at the most
+CALLERS = 64  # a full queue of them waits 64 / 8 batches of 20 ms: longer than the deadline
+DEADLINE_SECONDS = 0.1
+RUN_SECONDS = 10.0
+WARM_UP_SECONDS = 2.0
+SLEEPY_MODEL = f"""
+import time
+
+import torch
+
+
+class SleepyClassifier(torch.nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.linear = torch.nn.Linear(4, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        time.sleep({SERVICE_SECONDS})
+        return self.linear(x)
+"""
+BODY = json.dumps({"instances": [[5.1, 3.5, 1.4, 0.2]]}).encode()
+PATH = "/v1/models/sleepy:predict"
+
+
+@dataclass
+class Tally:
+    """What the callers saw."""
+
+    answered: list[float] = field(default_factory=list)  # seconds to each answer with a prediction
+    refused: int = 0  # answered with an error, or the connection closed without an answer
+    gave_up: int = 0  # no answer within the deadline: the caller closed its connection
+
+
+async def _answer(reader: asyncio.StreamReader) -> int:
+    """One answer's status, its body read and dropped."""
+    head = await reader.readuntil(b"\r\n\r\n")
+    lines = head.decode("latin-1").split("\r\n")
+    length = next(int(line.split(":", 1)[1]) for line in lines if line.lower().startswith("content-length:"))
+    await reader.readexactly(length)
+    return int(lines[0].split()[1])
+
+
+async def _caller(host: str, port: int, deadline: float | None, until: float, tally: Tally) -> None:
+    """Sends a request, waits for its answer up to ``deadline`` (None: as long as it takes), and sends the next on
+    the same connection; a caller that gives up closes the connection and sends again on a new one."""
+    request = f"POST {PATH} HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\n"
+    request += f"Content-Length: {len(BODY)}\r\n\r\n"
+    message = request.encode() + BODY
+    connection: tuple[asyncio.StreamReader, asyncio.StreamWriter] | None = None
+    while time.monotonic() < until:
+        if connection is None:
+            connection = await asyncio.open_connection(host, port)
+        reader, writer = connection
+        began = time.perf_counter()
+        writer.write(message)
+        try:
+            status = await asyncio.wait_for(_answer(reader), deadline)
+        except TimeoutError:
+            tally.gave_up += 1
+            writer.close()
+            connection = None
+            continue
+        except (asyncio.IncompleteReadError, ConnectionError):  # the server closed the connection: no answer
+            tally.refused += 1
+            writer.close()
+            connection = None
+            await asyncio.sleep(DEADLINE_SECONDS)
+            continue
+        took = time.perf_counter() - began
+        if status != 200:  # refused (a full queue): the caller tries again a deadline's worth later
+            tally.refused += 1
+            await asyncio.sleep(DEADLINE_SECONDS)
+        else:
+            tally.answered.append(took)
+    if connection is not None:
+        connection[1].close()
+
+
+async def _drive(url: str, deadline: float | None, seconds: float) -> Tally:
+    host, port = url.removeprefix("http://").split(":")
+    tally = Tally()
+    until = time.monotonic() + seconds
+    await asyncio.gather(*(_caller(host, int(port), deadline, until, tally) for _ in range(CALLERS)))
+    return tally
+
+
+def _counts(metrics_url: str) -> dict[str, float]:
+    """The model's answered requests (the handler's counts) and the server's abandoned ones."""
+    with urllib.request.urlopen(metrics_url, timeout=10) as answer:
+        exposition = answer.read().decode()
+    counts = {"ran": 0.0, "abandoned": 0.0}
+    for family in text_string_to_metric_families(exposition):
+        for sample in family.samples:
+            if sample.name == "esteira_requests_total" and "answered_by" not in sample.labels:
+                counts["ran"] += sample.value
+            elif sample.name == "esteira_abandoned_requests_total":
+                counts["abandoned"] += sample.value
+    return counts
+
+
+def _next_caller(url: str) -> float:
+    """Seconds a caller who comes as the others stop waits for its answer: what it waits behind is what the
+    server still holds."""
+    began = time.perf_counter()
+    request = urllib.request.Request(f"{url}{PATH}", BODY, {"Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=600) as answer:
+        answer.read()
+    return time.perf_counter() - began
+
+
+def point(url: str, metrics_url: str, deadline: float | None, seconds: float) -> dict[str, Any]:
+    """One run of the callers, then one more caller as they stop; the server's counts are read after its queue
+    has drained."""
+    asyncio.run(_drive(url, deadline, WARM_UP_SECONDS))
+    before = _drained(metrics_url)
+    tally = asyncio.run(_drive(url, deadline, seconds))
+    next_wait = _next_caller(url)
+    after = _drained(metrics_url)
+    answered = sorted(tally.answered)
+    in_time = sum(1 for took in answered if took <= DEADLINE_SECONDS)
+    return {
+        "deadline_s": deadline,
+        "next_caller_ms": round(1000 * next_wait, 1),
+        "goodput_rps": round(in_time / seconds, 1),
+        "late_rps": round((len(answered) - in_time) / seconds, 1),
+        "refused_rps": round(tally.refused / seconds, 1),
+        "gave_up_rps": round(tally.gave_up / seconds, 1),
+        "model_ran_rps": round((after["ran"] - before["ran"]) / seconds, 1),
+        "abandoned_rps": round((after["abandoned"] - before["abandoned"]) / seconds, 1),
+        "p50_ms": round(1000 * statistics.median(answered), 1) if answered else None,
+        "p99_ms": round(1000 * answered[int(0.99 * (len(answered) - 1))], 1) if answered else None,
+    }
+
+
+def _drained(metrics_url: str, within: float = 120.0) -> dict[str, float]:
+    """The counts once two reads a second apart agree: what the callers left queued has run or been left out."""
+    last = _counts(metrics_url)
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline:
+        time.sleep(1.0)
+        now = _counts(metrics_url)
+        if now == last:
+            return now
+        last = now
+    raise RuntimeError(f"the server at {metrics_url} was still working off its queue after {within:.0f} s")
+
+
+def servers(packaged: Path, work: Path) -> dict[str, tuple[PodProcess, str]]:
+    """Each server as a pod runs it (started as its context is entered), and where its metrics are read."""
+    kserve = KServeRuntimeProcess(packaged, work / "esteira-kserve", "1.0.0")
+    pod = ModelServerProcess(packaged, work / "torchserve", "1.0.0")
+    return {
+        "esteira-kserve": (kserve, f"{kserve.url}/metrics"),
+        "TorchServe (pod's front, batches of 8 within 10 ms)": (pod, pod.metrics_url),
+    }
+
+
+def run(seconds: float, out: Path) -> dict[str, Any]:
+    results: dict[str, Any] = {
+        "machine": machine(),
+        "model": {"service_seconds_per_batch": SERVICE_SECONDS, "batch": BATCH, "capacity_rps": CAPACITY},
+        "callers": CALLERS,
+        "deadline_s": DEADLINE_SECONDS,
+        "seconds": seconds,
+        "rows": {},
+    }
+    with tempfile.TemporaryDirectory(prefix="esteira-overload-") as scratch:
+        work = Path(scratch)
+        source = SLEEPY_MODEL
+        config = {"kind": "tabular", "task": "classification", "n_features": 4, "labels": ["a", "b", "c"]}
+        model = eager_model(source, "SleepyClassifier")
+        packaged = package_eager(work / "model", "sleepy", source, model, config, metrics=True)
+        for name, (started, metrics_url) in servers(packaged, work).items():
+            with started as server:
+                rows = [point(server.url, metrics_url, deadline, seconds) for deadline in (None, DEADLINE_SECONDS)]
+            results["rows"][name] = rows
+            for row in rows:
+                print(name, json.dumps(row), flush=True)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "overload.json").write_text(json.dumps(results, indent=2) + "\n")
+    (out / "overload.md").write_text(markdown(results))
+    return results
+
+
+def markdown(results: dict[str, Any]) -> str:
+    model, cpu = results["model"], results["machine"]
+    lines = [
+        "# Callers that give up",
+        "",
+        f"Written by `make bench` (`python -m benchmarks.overload`). Machine: {cpu.get('cpu', '?')}, "
+        f"{cpu.get('cores_usable', '?')} usable cores. A model that takes {1000 * model['service_seconds_per_batch']:g} ms "
+        f"a batch of up to {model['batch']} (asleep: a device's time), so at most {model['capacity_rps']:g} "
+        f"requests a second; {results['callers']} callers, each sending its next request as soon as it has an "
+        f"answer, for {results['seconds']:g} s after a warm-up. Callers that wait as long as it takes, then "
+        f"callers that give up after {1000 * results['deadline_s']:g} ms, close the connection and send again on a "
+        "new one (a refused caller tries again that much later). Goodput: answers within that deadline, a "
+        "second; late: answers after it; p50 and p99 are every answer's. What the model ran is the handler's count, read once the queue had "
+        "drained; the next caller is one request sent as the others stop, and what it waited is what the server "
+        "still held for callers who had gone.",
+        "",
+        "| server | callers | goodput req/s | late req/s | refused req/s | gave up req/s | model ran req/s "
+        "| abandoned req/s | p50 ms | p99 ms | the next caller waited ms |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for name, rows in results["rows"].items():
+        for row in rows:
+            who = "wait" if row["deadline_s"] is None else f"give up at {1000 * row['deadline_s']:g} ms"
+            figures = [row[key] for key in ("goodput_rps", "late_rps", "refused_rps", "gave_up_rps")]
+            figures += [row["model_ran_rps"], row["abandoned_rps"], row["p50_ms"], row["p99_ms"], row["next_caller_ms"]]
+            cells = ["" if figure is None else f"{figure:,}" for figure in figures]
+            lines.append(f"| {name} | {who} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--seconds", type=float, default=RUN_SECONDS)
+    parser.add_argument("--out", type=Path, default=RESULTS)
+    arguments = parser.parse_args()
+    run(arguments.seconds, arguments.out)
+
+
+if __name__ == "__main__":
+    main()
