@@ -40,6 +40,12 @@ Under more load than the model can serve, callers give up (a client's timeout, a
 request; a queue that ran every request it held would spend the model on answers nobody reads while the requests
 still wanted wait behind them, and past the point where every request waits longer than its caller, serve no one.
 
+A request that carries its caller's deadline (``late``: a proxy in front said when it gives up) and would be
+answered after it, by the time the batch being made is expected to take (the fastest of the recent ones where it
+will run), is refused with :class:`Late` instead of run: its caller hears at once that it cannot be served in
+time, and the model's time goes to a request that can still be. Oldest first, a server past its capacity would
+otherwise run, batch after batch, the requests whose callers were about to give up.
+
 Polling when idle (``idle_poll``, off unless set): after a batch of one request the loop keeps turning for a
 short window instead of sleeping in epoll, so the caller's next request finds a core that did not go to sleep.
 A lone caller sends its next request tens of microseconds after its answer; on a virtual machine's 2 cores a
@@ -82,6 +88,10 @@ class Abandoned(Exception):
     """The request's caller went away before its batch ran, so it was not run."""
 
 
+class Late(Refused):
+    """The request's batch would end after its caller's deadline, so it was not run."""
+
+
 class PollWindow:
     """How long to poll after going idle, sized as Linux's haltpoll governor sizes a guest's poll before it halts:
     from zero, grown (doubled, from ``POLL_START_SECONDS``, up to ``limit``) when the next request came after the
@@ -115,6 +125,7 @@ class AdaptiveBatcher(Generic[Item, Result]):
         polled: Callable[[float], None] | None = None,
         answered: Callable[[], None] | None = None,
         gone: Callable[[Item], bool] | None = None,
+        late: Callable[[Item, float], str | None] | None = None,
     ) -> None:
         if max_batch_size < 1:
             raise ValueError(f"max_batch_size must be at least 1, got {max_batch_size}")
@@ -140,7 +151,9 @@ class AdaptiveBatcher(Generic[Item, Result]):
         self._polled = polled  # told each poll's seconds as it ends (a metric)
         self._answered = answered  # called on the loop once a batch of several has woken its callers
         self._gone = gone  # whether a queued item's caller has left
+        self._late = late  # why a queued item would be answered too late, were its batch to end then (perf_counter)
         self.abandoned = 0  # queued items not run because their callers had left
+        self.late = 0  # ... because they would have been answered after their callers' deadlines
         self.polling = False
         self._poll_until = 0.0
         self._poll_began: float | None = None
@@ -252,11 +265,11 @@ class AdaptiveBatcher(Generic[Item, Result]):
         loop = asyncio.get_running_loop()
         try:
             while self._waiting:
-                batch = self._next_batch()
+                on_loop = self._quick()
+                batch = self._next_batch(self.inline_seconds if on_loop else self.thread_seconds)
                 if not batch:
                     continue
                 items = [item for item, _ in batch]
-                on_loop = self._quick()
                 try:
                     if on_loop:
                         results = self._on_loop(items)
@@ -284,22 +297,30 @@ class AdaptiveBatcher(Generic[Item, Result]):
         finally:
             self._go_idle()
 
-    def _next_batch(self) -> list[tuple[Item, asyncio.Future[Result]]]:
+    def _next_batch(self, recent: deque[float]) -> list[tuple[Item, asyncio.Future[Result]]]:
         """Up to ``max_batch_size`` of the waiting items, from the first, leaving out those whose callers have
-        gone (each told :class:`Abandoned`)."""
-        waiting, gone = self._waiting, self._gone
-        if gone is None:
+        gone (each told :class:`Abandoned`) and those its batch would answer too late (:class:`Late`), the batch
+        expected to take as long as the fastest of ``recent``."""
+        waiting, gone, late = self._waiting, self._gone, self._late
+        if gone is None and late is None:
             batch, self._waiting = waiting[: self.max_batch_size], waiting[self.max_batch_size :]
             return batch
+        ends = time.perf_counter() + (min(recent) if recent else 0.0)
         batch, taken = [], 0
         while taken < len(waiting) and len(batch) < self.max_batch_size:
             entry = waiting[taken]
             taken += 1
-            if not gone(entry[0]):
+            item, future = entry
+            if gone is not None and gone(item):
+                if not future.done():
+                    self.abandoned += 1
+                    future.set_exception(Abandoned())
+            elif late is not None and (reason := late(item, ends)) is not None:
+                if not future.done():
+                    self.late += 1
+                    future.set_exception(Late(reason))
+            else:
                 batch.append(entry)
-            elif not entry[1].done():
-                self.abandoned += 1
-                entry[1].set_exception(Abandoned())
         self._waiting = waiting[taken:]
         return batch
 

@@ -15,7 +15,8 @@ A request whose caller closes the connection while it waits is not run (the batc
 connection, and the request carries it. Such a request is timed up to when it was left out, ``abandoned`` is
 told, and nothing is answered: nobody is there to read it. A caller that left before its body was read is
 counted alike, and its request goes nowhere, rather than on with an empty body to be counted as the caller's
-bad request.
+bad request. Where a proxy says how long the caller waits (``EXPECTED_TIMEOUT_HEADER``), a request its batch
+would answer after that is refused at once, as a halted batcher's are (503 with ``Retry-After``, counted).
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from typing import Any
 
 from esteira.packaging.surface import INFERENCE_PATH, RESPONSE_HEADERS
 from model_handlers.batcher import Abandoned, AdaptiveBatcher, Refused
-from model_handlers.messages import Answer, RawRequest
+from model_handlers.messages import Answer, RawRequest, never_gone
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -40,6 +41,10 @@ _PASSED = frozenset(key.lower().encode("latin-1") for key in RESPONSE_HEADERS)
 _JSON = b"application/json"
 RETRY_AFTER_SECONDS = 1  # what a refused caller is told to wait: the least a Retry-After can say
 CALLER_GONE = "esteira.caller_gone"  # in the scope where the server can tell: whether the connection has closed
+# Envoy (Istio's sidecars and gateways, Knative's and Gateway API's Envoy-based ingresses) tells the server behind
+# it how long it will wait for a request's answer, so that the server can give up early on what it cannot answer
+# in time (Envoy's router filter documentation, x-envoy-expected-rq-timeout-ms).
+EXPECTED_TIMEOUT_HEADER = "x-envoy-expected-rq-timeout-ms"
 
 
 class InferenceRoutes:
@@ -95,8 +100,7 @@ class InferenceRoutes:
             limit = f"exceeded the limit of {self.max_body} bytes"
             await _respond(send, 413, _error(f"the request body of {body} bytes {limit}"))
             return
-        gone = scope.get(CALLER_GONE)
-        request = RawRequest(body, headers) if gone is None else RawRequest(body, headers, gone)
+        request = RawRequest(body, headers, scope.get(CALLER_GONE) or never_gone, deadline(began, headers))
         try:
             answer: Answer | Refused | Abandoned = await self.batcher.submit(request)
         except (Refused, Abandoned) as unanswered:
@@ -139,6 +143,13 @@ class InferenceRoutes:
         if size > self.max_body:
             return size
         return b"".join(chunks)
+
+
+def deadline(arrived: float, headers: Mapping[str, str]) -> float | None:
+    """When the caller gives up, where the proxy in front said how long it waits (a positive whole number of
+    milliseconds; anything else says nothing)."""
+    waits = headers.get(EXPECTED_TIMEOUT_HEADER, "")
+    return arrived + int(waits) / 1000 if waits.isdigit() and int(waits) > 0 else None
 
 
 def _error(message: str) -> bytes:

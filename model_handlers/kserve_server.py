@@ -51,7 +51,7 @@ from esteira.packaging.surface import model_metadata, server_metadata
 from model_handlers.batcher import AdaptiveBatcher
 from model_handlers.coalesced import TurnHold, holding_protocol
 from model_handlers.inference_asgi import ASGIApp, InferenceRoutes
-from model_handlers.messages import Answer, RawRequest, caller_gone
+from model_handlers.messages import Answer, RawRequest, answered_too_late, caller_gone
 from model_handlers.metrics import (
     ABANDONED_REQUESTS,
     ABANDONED_REQUESTS_HELP,
@@ -124,6 +124,7 @@ class EsteiraService:
             polled=polled.inc,
             answered=self.answers.until_turn_ends,
             gone=caller_gone,
+            late=answered_too_late,
         )
 
     def routes(self) -> list[Route]:

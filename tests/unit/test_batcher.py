@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
 from collections.abc import Callable, Sequence
 
 import pytest
@@ -15,6 +16,7 @@ from model_handlers.batcher import (
     Abandoned,
     AdaptiveBatcher,
     Halted,
+    Late,
     PollWindow,
 )
 
@@ -125,6 +127,49 @@ def test_when_every_waiting_caller_has_left_no_batch_runs_and_the_batcher_goes_i
 
     assert asyncio.run(scenario()) == 8
     assert model.batches == [[0], [4]]
+
+
+def test_requests_their_batch_would_answer_after_their_callers_deadlines_are_refused_at_once() -> None:
+    """Items are (value, deadline) here. The held first batch makes the batcher's recent batches (in the thread)
+    at least 50 ms long, so the next batch is expected to end 50 ms on: an item whose deadline comes before that
+    is refused as late with the reason ``late`` gave, the rest run, and so does an item without a deadline."""
+    model = Model()
+    model.hold.clear()
+    refusals: list[float] = []
+
+    def late(item: tuple[int, float | None], ends: float) -> str | None:
+        deadline = item[1]
+        if deadline is None or ends <= deadline:
+            return None
+        refusals.append(ends)
+        return "would be answered too late"
+
+    def run(items: Sequence[tuple[int, float | None]]) -> list[int]:
+        return model([value for value, _ in items])
+
+    async def scenario() -> list[BaseException | int]:
+        batcher = AdaptiveBatcher(run, max_batch_size=4, inline_below=0.0, late=late)
+        first = asyncio.ensure_future(batcher.submit((0, None)))
+        await asyncio.get_running_loop().run_in_executor(None, model.running.wait, 10)
+        await asyncio.sleep(0.05)  # the held batch, and so the batcher's idea of a batch, takes 50 ms at least
+        now = time.perf_counter()
+        rest = [
+            asyncio.ensure_future(batcher.submit(item))
+            for item in ((1, now + 0.001), (2, None), (3, now + 3600.0), (4, now + 0.002))
+        ]
+        await asyncio.sleep(0)
+        model.hold.set()
+        outcomes = list(await asyncio.gather(first, *rest, return_exceptions=True))
+        assert (batcher.late, batcher.abandoned) == (2, 0)
+        batcher.close()
+        return outcomes
+
+    outcomes = asyncio.run(scenario())
+    assert model.batches == [[0], [2, 3]]
+    assert [o if isinstance(o, int) else type(o) for o in outcomes] == [0, Late, 4, 6, Late]
+    assert all(
+        isinstance(o, Late) and o.reason == "would be answered too late" for o in outcomes if not isinstance(o, int)
+    )
 
 
 def test_a_failing_batch_fails_its_callers_and_the_next_batch_still_runs() -> None:

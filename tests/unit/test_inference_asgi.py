@@ -10,8 +10,17 @@ from collections.abc import Sequence
 from typing import Any
 
 from model_handlers.batcher import AdaptiveBatcher
-from model_handlers.inference_asgi import CALLER_GONE, InferenceRoutes, Message, Receive, Scope, Send
-from model_handlers.messages import Answer, RawRequest, caller_gone
+from model_handlers.inference_asgi import (
+    CALLER_GONE,
+    EXPECTED_TIMEOUT_HEADER,
+    InferenceRoutes,
+    Message,
+    Receive,
+    Scope,
+    Send,
+    deadline,
+)
+from model_handlers.messages import Answer, RawRequest, answered_too_late, caller_gone
 
 BINARY = "inference-header-content-length"
 
@@ -234,3 +243,58 @@ def test_a_request_whose_caller_left_while_it_waited_is_not_run_answered_or_coun
     assert sent["leaves"] == sent["early"] == []
     assert len(model.seen) == 2
     assert len(abandoned) == 2 and len(observed) == 3  # the early leaver never reached the model: not timed
+
+
+def test_a_proxys_expected_timeout_is_the_request_s_deadline() -> None:
+    headers = {EXPECTED_TIMEOUT_HEADER: "250"}
+    assert deadline(10.0, headers) == 10.25
+    for said in ("", "0", "-5", "1.5", "soon"):
+        assert deadline(10.0, {EXPECTED_TIMEOUT_HEADER: said}) is None, said
+    assert deadline(10.0, {}) is None
+
+
+def test_a_request_its_batch_would_answer_after_the_proxys_timeout_is_a_503_at_once_and_counted() -> None:
+    """Behind a held batch of 10 ms or more, a request whose proxy waits 1 ms cannot be answered in time: it gets a
+    503 saying so, counted as a refusal and timed; one without a deadline is answered."""
+    model = Held()
+    refusals: list[None] = []
+    observed: list[float] = []
+
+    async def scenario() -> dict[str, list[Message]]:
+        batcher = AdaptiveBatcher(model, max_batch_size=4, inline_below=0.0, late=answered_too_late)
+        routes = InferenceRoutes(
+            inner,
+            batcher,
+            "iris",
+            "1.0.0",
+            max_body=10,
+            refused=lambda: refusals.append(None),
+            observe=observed.append,
+        )
+        sent: dict[str, list[Message]] = {name: [] for name in ("first", "hurried", "patient")}
+
+        def request(name: str, headers: list[tuple[bytes, bytes]]) -> Any:
+            async def receive() -> Message:
+                return {"type": "http.request", "body": b"{}", "more_body": False}
+
+            async def send(message: Message) -> None:
+                sent[name].append(message)
+
+            scope = {"type": "http", "method": "POST", "path": "/v1/models/iris:predict", "headers": headers}
+            return asyncio.ensure_future(routes(scope, receive, send))
+
+        first = request("first", [])
+        await asyncio.get_running_loop().run_in_executor(None, model.running.wait, 10)
+        queued = [request("hurried", [(EXPECTED_TIMEOUT_HEADER.encode(), b"1")]), request("patient", [])]
+        await asyncio.sleep(0.01)  # the held batch takes 10 ms at least: so the batcher expects of the next
+        model.release.set()
+        await asyncio.gather(first, *queued)
+        batcher.close()
+        return sent
+
+    sent = asyncio.run(scenario())
+    statuses = {name: messages[0]["status"] for name, messages in sent.items()}
+    assert statuses == {"first": 200, "hurried": 503, "patient": 200}
+    error = json.loads(sent["hurried"][1]["body"])["error"]
+    assert error == "model 'iris' could not answer within the caller's deadline; retry later"
+    assert len(model.seen) == 2 and len(refusals) == 1 and len(observed) == 3
