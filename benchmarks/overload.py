@@ -6,7 +6,9 @@ the callers' deadline, a server that runs every request it holds spends its mode
 the requests still wanted wait behind them. esteira-kserve leaves out a request whose caller has closed its
 connection (:mod:`model_handlers.batcher`). The model here sleeps a fixed time per batch (a device's time, not
 the CPU that the load generator shares with the server), so each server can answer at most
-``BATCH / SERVICE_SECONDS`` requests a second, whatever the batch holds.
+``BATCH / SERVICE_SECONDS`` requests a second, whatever the batch holds. Callers that give up do so silently,
+then saying in advance how long they wait, as Envoy does for the server behind it
+(``x-envoy-expected-rq-timeout-ms``): esteira-kserve refuses at once what it could not answer in time.
 
 ``python -m benchmarks.overload`` (``make bench``) writes ``benchmarks/results/overload.json`` and ``overload.md``:
 for each server and each kind of caller, the requests answered within the deadline a second (the goodput),
@@ -29,6 +31,7 @@ from typing import Any
 from prometheus_client.parser import text_string_to_metric_families
 
 from benchmarks.serving import RESULTS, machine
+from model_handlers.inference_asgi import EXPECTED_TIMEOUT_HEADER
 from tests.support.eager_package import eager_model, package_eager
 from tests.support.kserve_runtime import KServeRuntimeProcess
 from tests.support.model_server import ModelServerProcess
@@ -39,6 +42,8 @@ BATCH = 8
 CAPACITY = BATCH / SERVICE_SECONDS  # requests a second, at the most
 CALLERS = 64  # a full queue of them waits 64 / 8 batches of 20 ms: longer than the deadline
 DEADLINE_SECONDS = 0.1
+# Callers that wait as long as it takes; that give up at the deadline; that give up and say so in advance.
+CALLER_KINDS = ((None, False), (DEADLINE_SECONDS, False), (DEADLINE_SECONDS, True))
 RUN_SECONDS = 10.0
 WARM_UP_SECONDS = 2.0
 SLEEPY_MODEL = f"""
@@ -78,10 +83,13 @@ async def _answer(reader: asyncio.StreamReader) -> int:
     return int(lines[0].split()[1])
 
 
-async def _caller(host: str, port: int, deadline: float | None, until: float, tally: Tally) -> None:
-    """Sends a request, waits for its answer up to ``deadline`` (None: as long as it takes), and sends the next on
+async def _caller(host: str, port: int, deadline: float | None, says: bool, until: float, tally: Tally) -> None:
+    """Sends a request, waits for its answer up to ``deadline`` (None: as long as it takes; ``says``: and tells the
+    server so), and sends the next on
     the same connection; a caller that gives up closes the connection and sends again on a new one."""
     request = f"POST {PATH} HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\n"
+    if deadline is not None and says:  # as Envoy in front says how long it waits
+        request += f"{EXPECTED_TIMEOUT_HEADER}: {round(1000 * deadline)}\r\n"
     request += f"Content-Length: {len(BODY)}\r\n\r\n"
     message = request.encode() + BODY
     connection: tuple[asyncio.StreamReader, asyncio.StreamWriter] | None = None
@@ -114,22 +122,23 @@ async def _caller(host: str, port: int, deadline: float | None, until: float, ta
         connection[1].close()
 
 
-async def _drive(url: str, deadline: float | None, seconds: float) -> Tally:
+async def _drive(url: str, deadline: float | None, says: bool, seconds: float) -> Tally:
     host, port = url.removeprefix("http://").split(":")
     tally = Tally()
     until = time.monotonic() + seconds
-    await asyncio.gather(*(_caller(host, int(port), deadline, until, tally) for _ in range(CALLERS)))
+    await asyncio.gather(*(_caller(host, int(port), deadline, says, until, tally) for _ in range(CALLERS)))
     return tally
 
 
 def _counts(metrics_url: str) -> dict[str, float]:
-    """The model's answered requests (the handler's counts) and the server's abandoned ones."""
+    """The requests the model answered (the handler's ``ok`` count; a refusal is a server error) and those the
+    server left out."""
     with urllib.request.urlopen(metrics_url, timeout=10) as answer:
         exposition = answer.read().decode()
     counts = {"ran": 0.0, "abandoned": 0.0}
     for family in text_string_to_metric_families(exposition):
         for sample in family.samples:
-            if sample.name == "esteira_requests_total" and "answered_by" not in sample.labels:
+            if sample.name == "esteira_requests_total" and sample.labels["outcome"] == "ok":
                 counts["ran"] += sample.value
             elif sample.name == "esteira_abandoned_requests_total":
                 counts["abandoned"] += sample.value
@@ -146,18 +155,19 @@ def _next_caller(url: str) -> float:
     return time.perf_counter() - began
 
 
-def point(url: str, metrics_url: str, deadline: float | None, seconds: float) -> dict[str, Any]:
+def point(url: str, metrics_url: str, deadline: float | None, says: bool, seconds: float) -> dict[str, Any]:
     """One run of the callers, then one more caller as they stop; the server's counts are read after its queue
     has drained."""
-    asyncio.run(_drive(url, deadline, WARM_UP_SECONDS))
+    asyncio.run(_drive(url, deadline, says, WARM_UP_SECONDS))
     before = _drained(metrics_url)
-    tally = asyncio.run(_drive(url, deadline, seconds))
+    tally = asyncio.run(_drive(url, deadline, says, seconds))
     next_wait = _next_caller(url)
     after = _drained(metrics_url)
     answered = sorted(tally.answered)
     in_time = sum(1 for took in answered if took <= DEADLINE_SECONDS)
     return {
         "deadline_s": deadline,
+        "says_deadline": says,
         "next_caller_ms": round(1000 * next_wait, 1),
         "goodput_rps": round(in_time / seconds, 1),
         "late_rps": round((len(answered) - in_time) / seconds, 1),
@@ -210,7 +220,7 @@ def run(seconds: float, out: Path) -> dict[str, Any]:
         packaged = package_eager(work / "model", "sleepy", source, model, config, metrics=True)
         for name, (started, metrics_url) in servers(packaged, work).items():
             with started as server:
-                rows = [point(server.url, metrics_url, deadline, seconds) for deadline in (None, DEADLINE_SECONDS)]
+                rows = [point(server.url, metrics_url, *kind, seconds) for kind in CALLER_KINDS]
             results["rows"][name] = rows
             for row in rows:
                 print(name, json.dumps(row), flush=True)
@@ -231,7 +241,8 @@ def markdown(results: dict[str, Any]) -> str:
         f"requests a second; {results['callers']} callers, each sending its next request as soon as it has an "
         f"answer, for {results['seconds']:g} s after a warm-up. Callers that wait as long as it takes, then "
         f"callers that give up after {1000 * results['deadline_s']:g} ms, close the connection and send again on a "
-        "new one (a refused caller tries again that much later). Goodput: answers within that deadline, a "
+        "new one (a refused caller tries again that much later), then such callers saying how long they wait, as "
+        "Envoy in front of a server does (`x-envoy-expected-rq-timeout-ms`). Goodput: answers within that deadline, a "
         "second; late: answers after it; p50 and p99 are every answer's. What the model ran is the handler's count, read once the queue had "
         "drained; the next caller is one request sent as the others stop, and what it waited is what the server "
         "still held for callers who had gone.",
@@ -243,6 +254,7 @@ def markdown(results: dict[str, Any]) -> str:
     for name, rows in results["rows"].items():
         for row in rows:
             who = "wait" if row["deadline_s"] is None else f"give up at {1000 * row['deadline_s']:g} ms"
+            who += ", saying so" if row["says_deadline"] else ""
             figures = [row[key] for key in ("goodput_rps", "late_rps", "refused_rps", "gave_up_rps")]
             figures += [row["model_ran_rps"], row["abandoned_rps"], row["p50_ms"], row["p99_ms"], row["next_caller_ms"]]
             cells = ["" if figure is None else f"{figure:,}" for figure in figures]
