@@ -28,12 +28,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from prometheus_client.parser import text_string_to_metric_families
-
 from benchmarks.serving import RESULTS, machine
 from model_handlers.inference_asgi import EXPECTED_TIMEOUT_HEADER
 from tests.support.eager_package import eager_model, package_eager
-from tests.support.kserve_runtime import KServeRuntimeProcess
+from tests.support.kserve_runtime import KServeRuntimeProcess, request_counts
 from tests.support.model_server import ModelServerProcess
 from tests.support.pod_process import PodProcess
 
@@ -130,21 +128,6 @@ async def _drive(url: str, deadline: float | None, says: bool, seconds: float) -
     return tally
 
 
-def _counts(metrics_url: str) -> dict[str, float]:
-    """The requests the model answered (the handler's ``ok`` count; a refusal is a server error) and those the
-    server left out."""
-    with urllib.request.urlopen(metrics_url, timeout=10) as answer:
-        exposition = answer.read().decode()
-    counts = {"ran": 0.0, "abandoned": 0.0}
-    for family in text_string_to_metric_families(exposition):
-        for sample in family.samples:
-            if sample.name == "esteira_requests_total" and sample.labels["outcome"] == "ok":
-                counts["ran"] += sample.value
-            elif sample.name == "esteira_abandoned_requests_total":
-                counts["abandoned"] += sample.value
-    return counts
-
-
 def _next_caller(url: str) -> float:
     """Seconds a caller who comes as the others stop waits for its answer: what it waits behind is what the
     server still holds."""
@@ -173,7 +156,7 @@ def point(url: str, metrics_url: str, deadline: float | None, says: bool, second
         "late_rps": round((len(answered) - in_time) / seconds, 1),
         "refused_rps": round(tally.refused / seconds, 1),
         "gave_up_rps": round(tally.gave_up / seconds, 1),
-        "model_ran_rps": round((after["ran"] - before["ran"]) / seconds, 1),
+        "model_ran_rps": round((after["ok"] - before["ok"]) / seconds, 1),
         "abandoned_rps": round((after["abandoned"] - before["abandoned"]) / seconds, 1),
         "p50_ms": round(1000 * statistics.median(answered), 1) if answered else None,
         "p99_ms": round(1000 * answered[int(0.99 * (len(answered) - 1))], 1) if answered else None,
@@ -182,11 +165,11 @@ def point(url: str, metrics_url: str, deadline: float | None, says: bool, second
 
 def _drained(metrics_url: str, within: float = 120.0) -> dict[str, float]:
     """The counts once two reads a second apart agree: what the callers left queued has run or been left out."""
-    last = _counts(metrics_url)
+    last = request_counts(metrics_url)
     deadline = time.monotonic() + within
     while time.monotonic() < deadline:
         time.sleep(1.0)
-        now = _counts(metrics_url)
+        now = request_counts(metrics_url)
         if now == last:
             return now
         last = now

@@ -13,11 +13,10 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
 
 from model_handlers.inference_asgi import EXPECTED_TIMEOUT_HEADER
 from tests.support.gated_model import package_gated
-from tests.support.kserve_runtime import KServeRuntimeProcess
+from tests.support.kserve_runtime import KServeRuntimeProcess, request_counts
 from tests.support.waiting import eventually
 
 pytestmark = [pytest.mark.slow]
@@ -29,21 +28,6 @@ def _predict(url: str) -> int:
     request = urllib.request.Request(f"{url}/v1/models/gated:predict", BODY, {"Content-Type": "application/json"})
     with urllib.request.urlopen(request, timeout=60) as answer:
         return answer.status
-
-
-def _counts(url: str) -> dict[str, float]:
-    """The handler's answered requests and the server's abandoned ones, as a scrape reads them."""
-    with urllib.request.urlopen(f"{url}/metrics", timeout=10) as answer:
-        exposition = answer.read().decode()
-    counts = {"ok": 0.0, "abandoned": 0.0}
-    for family in text_string_to_metric_families(exposition):
-        for sample in family.samples:
-            if sample.name == "esteira_requests_total" and sample.labels["outcome"] == "ok":
-                counts["ok"] += sample.value
-            elif sample.name == "esteira_abandoned_requests_total":
-                assert sample.labels["ModelName"] == "gated", sample.labels
-                counts["abandoned"] += sample.value
-    return counts
 
 
 def _send_and_leave(url: str) -> None:
@@ -66,7 +50,7 @@ def test_a_request_whose_caller_left_while_it_waited_is_not_run_and_is_counted(t
     server = KServeRuntimeProcess(package_gated(tmp_path, gate, waiting), tmp_path / "run", "1.0.0")
     with server, ThreadPoolExecutor(max_workers=2) as pool:
         assert _predict(server.url) == 200  # 20 ms on the loop: the batches after it run in the thread
-        before = _counts(server.url)
+        before = request_counts(f"{server.url}/metrics")
         assert before == {"ok": 1, "abandoned": 0}  # the series exists before its first count
         gate.unlink()
         held = pool.submit(_predict, server.url)
@@ -77,7 +61,7 @@ def test_a_request_whose_caller_left_while_it_waited_is_not_run_and_is_counted(t
         assert [held.result(timeout=30), stays.result(timeout=30)] == [200, 200]
 
         def counted() -> dict[str, float] | None:
-            counts = _counts(server.url)
+            counts = request_counts(f"{server.url}/metrics")
             return counts if counts["abandoned"] else None
 
         after = eventually(counted, what="the abandoned request counted")
@@ -111,7 +95,7 @@ def test_a_request_that_cannot_be_answered_before_its_proxy_gives_up_is_refused_
         patient = pool.submit(_predict_within, server.url, 60_000)
         gate.touch()
         answers = [held.result(timeout=30), hurried.result(timeout=30), patient.result(timeout=30)]
-        counts = _counts(server.url)
+        counts = request_counts(f"{server.url}/metrics")
     assert answers[0] == 200 and answers[2][0] == 200
     assert answers[1] == (503, {"error": "model 'gated' could not answer within the caller's deadline; retry later"})
     assert counts == {"ok": 3, "abandoned": 0}  # the warm-up, the held and the patient: the hurried never ran

@@ -17,6 +17,7 @@ from esteira.local.server import free_port
 from esteira.local.split import Split
 from esteira.vocabulary import REQUEST_ID_HEADER, REVISION_HEADER
 from model_handlers.protocol import BINARY_HEADER
+from tests.support.stand_ins import held_until_cancelled
 
 PREDICT = "/v1/models/iris:predict"
 
@@ -39,12 +40,8 @@ class Backend:
         if kind == "held":
             self.held.set()
             await self.release.wait()
-        if kind == "watched":  # held until the connection it came on closes (the server cancels its handler)
-            self.held.set()
-            try:
-                await asyncio.Event().wait()
-            finally:
-                self.closed.set()
+        if kind == "watched":  # held until the connection it came on closes
+            await held_until_cancelled(self.held, self.closed)
         if kind == "error":
             return web.json_response({"code": 500, "type": "InternalServerException", "message": "boom"}, status=500)
         if kind == "chunked":

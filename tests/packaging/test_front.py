@@ -24,6 +24,7 @@ from esteira.packaging.front import FrontThread, TorchServeSurface, front_server
 from esteira.packaging.httpserver import HttpServer, Request
 from esteira.packaging.surface import served_model
 from tests.support.prerequisites import require_file
+from tests.support.stand_ins import held_until_cancelled
 
 MODEL_DIR = Path(__file__).resolve().parents[2] / "build" / "models" / "iris-1.0.0"
 
@@ -40,12 +41,8 @@ class TorchServeStandIn:
         peer = request.transport.get_extra_info("peername") if request.transport else None
         self.client_ports.append(peer[1] if peer else -1)
         fail = (await request.json()).get("fail")
-        if fail == "watch":  # held until the connection it came on closes (the server cancels its handler)
-            self.held.set()
-            try:
-                await asyncio.Event().wait()
-            finally:
-                self.closed.set()
+        if fail == "watch":  # held until the connection it came on closes
+            await held_until_cancelled(self.held, self.closed)
         if fail == "handler":  # the handler's own error, which it counts itself
             return web.json_response({"error": "the model failed"}, status=500)
         if fail:  # TorchServe's own, which the handler never sees

@@ -3,12 +3,15 @@ folder, in its own environment (.tools/kserve-runtime-venv, ``make kserve-runtim
 
 from __future__ import annotations
 
+import urllib.request
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Self
 
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
+from model_handlers.metrics import ABANDONED_REQUESTS
 from tests.support.pod_process import REPO, PodProcess
 from tests.support.prerequisites import require_file
 
@@ -51,3 +54,18 @@ def refusal_at_start(model_dir: Path, root: Path, env: Mapping[str, str]) -> str
     with pytest.raises(RuntimeError, match="did not become ready") as refused:
         server.start(within=60)
     return str(refused.value)
+
+
+def request_counts(metrics_url: str) -> dict[str, float]:
+    """From a model server's metrics: the requests its model answered (the handler's ``ok`` count; a refusal is a
+    server error) and those esteira-kserve left out because their callers had gone."""
+    with urllib.request.urlopen(metrics_url, timeout=10) as answer:
+        exposition = answer.read().decode()
+    counts = {"ok": 0.0, "abandoned": 0.0}
+    for family in text_string_to_metric_families(exposition):
+        for sample in family.samples:
+            if sample.name == "esteira_requests_total" and sample.labels["outcome"] == "ok":
+                counts["ok"] += sample.value
+            elif sample.name == f"{ABANDONED_REQUESTS}_total":
+                counts["abandoned"] += sample.value
+    return counts

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import threading
 import time
@@ -190,6 +191,31 @@ class Held(Echo):
         return super().__call__(requests)
 
 
+WHOLE: Message = {"type": "http.request", "body": b"{}", "more_body": False}
+
+
+class Callers:
+    """v1 predict requests through one ``InferenceRoutes``, each under a name, with what each was sent."""
+
+    def __init__(self, routes: InferenceRoutes) -> None:
+        self.routes = routes
+        self.sent: dict[str, list[Message]] = {}
+
+    def request(
+        self, name: str, body: Message = WHOLE, headers: Sequence[tuple[bytes, bytes]] = (), **scope: Any
+    ) -> asyncio.Future[None]:
+        sent = self.sent.setdefault(name, [])
+
+        async def receive() -> Message:
+            return body
+
+        async def send(message: Message) -> None:
+            sent.append(message)
+
+        full: Scope = {"type": "http", "method": "POST", "path": "/v1/models/iris:predict", "headers": list(headers)}
+        return asyncio.ensure_future(self.routes({**full, **scope}, receive, send))
+
+
 def test_a_request_whose_caller_left_while_it_waited_is_not_run_answered_or_counted_as_an_error() -> None:
     """The server's protocol says, through the scope, whether a request's caller is still there: one that left
     while its request waited behind a running batch gets nothing, the model never sees the request, and it is
@@ -203,40 +229,20 @@ def test_a_request_whose_caller_left_while_it_waited_is_not_run_answered_or_coun
     async def scenario() -> dict[str, list[Message]]:
         # in the thread, so that the loop stays free
         batcher = AdaptiveBatcher(model, max_batch_size=4, inline_below=0.0, gone=caller_gone)
-        routes = InferenceRoutes(
-            inner,
-            batcher,
-            "iris",
-            "1.0.0",
-            max_body=10,
-            observe=observed.append,
-            abandoned=lambda: abandoned.append(None),
+        count = functools.partial(abandoned.append, None)
+        callers = Callers(
+            InferenceRoutes(inner, batcher, "iris", "1.0.0", 10, observe=observed.append, abandoned=count)
         )
-        sent: dict[str, list[Message]] = {name: [] for name in ("first", "stays", "leaves", "early")}
-
-        def request(name: str, body: Message) -> Any:
-            async def receive() -> Message:
-                return body
-
-            async def send(message: Message) -> None:
-                sent[name].append(message)
-
-            scope: Scope = {"type": "http", "method": "POST", "path": "/v1/models/iris:predict", "headers": []}
-            if name in left:
-                scope[CALLER_GONE] = lambda: left[name]
-            return asyncio.ensure_future(routes(scope, receive, send))
-
-        whole = {"type": "http.request", "body": b"{}", "more_body": False}
-        first = request("first", whole)
+        first = callers.request("first")
         await asyncio.get_running_loop().run_in_executor(None, model.running.wait, 10)
-        queued = [request("stays", whole), request("leaves", whole)]
-        await request("early", {"type": "http.disconnect"})
+        queued = [callers.request(name, **{CALLER_GONE: lambda name=name: left[name]}) for name in left]
+        await callers.request("early", {"type": "http.disconnect"})
         await asyncio.sleep(0)
         left["leaves"] = True
         model.release.set()
         await asyncio.gather(first, *queued)
         batcher.close()
-        return sent
+        return callers.sent
 
     sent = asyncio.run(scenario())
     assert [message["status"] for message in sent["first"] + sent["stays"] if "status" in message] == [200, 200]
@@ -262,35 +268,17 @@ def test_a_request_its_batch_would_answer_after_the_proxys_timeout_is_a_503_at_o
 
     async def scenario() -> dict[str, list[Message]]:
         batcher = AdaptiveBatcher(model, max_batch_size=4, inline_below=0.0, late=answered_too_late)
-        routes = InferenceRoutes(
-            inner,
-            batcher,
-            "iris",
-            "1.0.0",
-            max_body=10,
-            refused=lambda: refusals.append(None),
-            observe=observed.append,
-        )
-        sent: dict[str, list[Message]] = {name: [] for name in ("first", "hurried", "patient")}
-
-        def request(name: str, headers: list[tuple[bytes, bytes]]) -> Any:
-            async def receive() -> Message:
-                return {"type": "http.request", "body": b"{}", "more_body": False}
-
-            async def send(message: Message) -> None:
-                sent[name].append(message)
-
-            scope = {"type": "http", "method": "POST", "path": "/v1/models/iris:predict", "headers": headers}
-            return asyncio.ensure_future(routes(scope, receive, send))
-
-        first = request("first", [])
+        count = functools.partial(refusals.append, None)
+        callers = Callers(InferenceRoutes(inner, batcher, "iris", "1.0.0", 10, refused=count, observe=observed.append))
+        first = callers.request("first")
         await asyncio.get_running_loop().run_in_executor(None, model.running.wait, 10)
-        queued = [request("hurried", [(EXPECTED_TIMEOUT_HEADER.encode(), b"1")]), request("patient", [])]
+        hurried = callers.request("hurried", headers=[(EXPECTED_TIMEOUT_HEADER.encode(), b"1")])
+        queued = [hurried, callers.request("patient")]
         await asyncio.sleep(0.01)  # the held batch takes 10 ms at least: so the batcher expects of the next
         model.release.set()
         await asyncio.gather(first, *queued)
         batcher.close()
-        return sent
+        return callers.sent
 
     sent = asyncio.run(scenario())
     statuses = {name: messages[0]["status"] for name, messages in sent.items()}
