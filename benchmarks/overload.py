@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.serving import RESULTS, machine
-from model_handlers.inference_asgi import EXPECTED_TIMEOUT_HEADER
+from esteira.vocabulary import EXPECTED_TIMEOUT_HEADER
 from tests.support.eager_package import eager_model, package_eager
 from tests.support.kserve_runtime import KServeRuntimeProcess, request_counts
 from tests.support.model_server import ModelServerProcess

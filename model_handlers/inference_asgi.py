@@ -28,6 +28,7 @@ from collections.abc import Awaitable, Callable, Mapping, MutableMapping
 from typing import Any
 
 from esteira.packaging.surface import INFERENCE_PATH, RESPONSE_HEADERS
+from esteira.vocabulary import EXPECTED_TIMEOUT_HEADER
 from model_handlers.batcher import Abandoned, AdaptiveBatcher, Refused
 from model_handlers.messages import Answer, RawRequest, never_gone
 
@@ -41,10 +42,6 @@ _PASSED = frozenset(key.lower().encode("latin-1") for key in RESPONSE_HEADERS)
 _JSON = b"application/json"
 RETRY_AFTER_SECONDS = 1  # what a refused caller is told to wait: the least a Retry-After can say
 CALLER_GONE = "esteira.caller_gone"  # in the scope where the server can tell: whether the connection has closed
-# Envoy (Istio's sidecars and gateways, Knative's and Gateway API's Envoy-based ingresses) tells the server behind
-# it how long it will wait for a request's answer, so that the server can give up early on what it cannot answer
-# in time (Envoy's router filter documentation, x-envoy-expected-rq-timeout-ms).
-EXPECTED_TIMEOUT_HEADER = "x-envoy-expected-rq-timeout-ms"
 
 
 class InferenceRoutes:

@@ -29,6 +29,7 @@ MODEL_CONTAINER = "kserve-container"  # KServe's name for the model server conta
 DEFAULT_DRAIN_SECONDS = 5
 # Kubernetes' terminationGracePeriodSeconds when a pod leaves it out (k8s.io/api core/v1 DefaultTerminationGracePeriodSeconds).
 DEFAULT_GRACE_PERIOD_SECONDS = 30
+MAX_REQUEST_TIMEOUT_SECONDS = 600  # Knative's default max-revision-timeout-seconds: its webhook refuses more
 
 
 def is_esteira_runtime(runtime: str | None) -> bool:
@@ -76,6 +77,10 @@ ENV_RETRAIN_REASON = "ESTEIRA_RETRAIN_REASON"
 ENV_RETRAIN_EVIDENCE = "ESTEIRA_RETRAIN_EVIDENCE"
 REVISION_HEADER = "x-model-revision"  # pins a request to one revision; answers say which one served it
 CALLER_LEFT_STATUS = 499  # nginx's "client closed request": how a request whose caller left before its answer counts
+# Envoy (Istio's sidecars and gateways, Knative's and Gateway API's Envoy-based ingresses) tells the server behind
+# it how long it will wait for a request's answer, so that the server can give up early on what it cannot answer
+# in time (Envoy's router filter documentation); esteira up's router says it as the gateway would.
+EXPECTED_TIMEOUT_HEADER = "x-envoy-expected-rq-timeout-ms"
 
 # -- esteira up: where the CLI finds a run, and where local model folders may live --------------------------
 

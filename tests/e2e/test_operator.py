@@ -153,14 +153,15 @@ def test_manual_edit_of_http_route_is_put_back(
     crds: KubeApi, esteira: Esteira, kube_namespace: str, fake_kserve: FakeKServe | None
 ) -> None:
     """The GatewayAPI router's HTTPRoute is put back as its InferenceService is, the Gateway API having come after
-    the operator started."""
+    the operator started; the spec's request timeout is on every rule, as the API server admits it."""
     install_gateway_api(crds)
-    esteira.create_md(kube_namespace, md(kube_namespace, rollout={"router": "GatewayAPI"}))
+    esteira.create_md(kube_namespace, md(kube_namespace, rollout={"router": "GatewayAPI"}, timeoutSeconds=30))
 
     def route() -> dict[str, Any]:
         return esteira.custom.get_namespaced_custom_object(*HTTPROUTES, kube_namespace, "httproutes", "iris")  # type: ignore[no-any-return]
 
     rules = eventually(lambda: route()["spec"]["rules"], what="HTTPRoute created")
+    assert [rule["timeouts"] for rule in rules] == [{"request": "30s"}] * len(rules)
     edited = [{**rule, "backendRefs": [{**ref, "port": 8081} for ref in rule["backendRefs"]]} for rule in rules]
     esteira.custom.patch_namespaced_custom_object(
         *HTTPROUTES, kube_namespace, "httproutes", "iris", {"spec": {"rules": edited}}

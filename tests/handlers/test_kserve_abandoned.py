@@ -14,7 +14,7 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from model_handlers.inference_asgi import EXPECTED_TIMEOUT_HEADER
+from esteira.vocabulary import EXPECTED_TIMEOUT_HEADER
 from tests.support.gated_model import package_gated
 from tests.support.kserve_runtime import KServeRuntimeProcess, request_counts
 from tests.support.waiting import eventually

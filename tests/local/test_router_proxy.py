@@ -15,7 +15,7 @@ from aiohttp import web
 from esteira.local.router import Router
 from esteira.local.server import free_port
 from esteira.local.split import Split
-from esteira.vocabulary import REQUEST_ID_HEADER, REVISION_HEADER
+from esteira.vocabulary import EXPECTED_TIMEOUT_HEADER, REQUEST_ID_HEADER, REVISION_HEADER
 from model_handlers.protocol import BINARY_HEADER
 from tests.support.stand_ins import held_until_cancelled
 
@@ -28,6 +28,7 @@ class Backend:
     def __init__(self) -> None:
         self.client_ports: list[int] = []
         self.request_ids: list[str | None] = []
+        self.expected_timeouts: list[str | None] = []  # how long the router said it waits, as Envoy says it
         self.held = asyncio.Event()  # a "held" request has arrived
         self.release = asyncio.Event()  # ... and may be answered
         self.closed = asyncio.Event()  # the connection a "watched" request came on was closed
@@ -36,6 +37,7 @@ class Backend:
         peer = request.transport.get_extra_info("peername") if request.transport else None
         self.client_ports.append(peer[1] if peer else -1)
         self.request_ids.append(request.headers.get(REQUEST_ID_HEADER))
+        self.expected_timeouts.append(request.headers.get(EXPECTED_TIMEOUT_HEADER))
         kind = (await request.json())["answer"]
         if kind == "held":
             self.held.set()
@@ -155,5 +157,26 @@ def test_a_caller_that_leaves_ends_its_request_to_the_model_server_and_the_next_
             async with aiohttp.ClientSession() as session:
                 status, _, body = await _ask(session, router, "sized")
             assert (status, json.loads(body)) == (200, {"predictions": ["sized"]})
+
+    asyncio.run(scenario())
+
+
+def test_with_a_timeout_the_router_says_it_and_answers_a_504_past_it_and_the_revision_serves_on() -> None:
+    """The spec's timeoutSeconds: the model server is told it as Envoy tells it, a request past it is the
+    revision's 504 (a server error, not retried elsewhere: it may have run), its connection to the model server
+    closes, and the revision is still chosen for the next request."""
+
+    async def scenario() -> None:
+        async with proxied() as (router, backend), aiohttp.ClientSession() as session:
+            router.set_timeout(1)
+            status, _, body = await _ask(session, router, "watched")
+            assert status == 504 and "did not answer within timeoutSeconds" in json.loads(body)["error"]
+            await asyncio.wait_for(backend.closed.wait(), 10)
+            status, _, _ = await _ask(session, router, "sized")
+            assert status == 200 and backend.expected_timeouts == ["1000", "1000"]
+            assert router.arm(1).outcomes["server_error"] == 1 and router.backends[1] is not None
+            router.set_timeout(None)
+            await _ask(session, router, "sized")
+            assert backend.expected_timeouts[-1] is None
 
     asyncio.run(scenario())

@@ -10,10 +10,10 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
+from esteira.vocabulary import EXPECTED_TIMEOUT_HEADER
 from model_handlers.batcher import AdaptiveBatcher
 from model_handlers.inference_asgi import (
     CALLER_GONE,
-    EXPECTED_TIMEOUT_HEADER,
     InferenceRoutes,
     Message,
     Receive,

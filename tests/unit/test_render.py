@@ -251,6 +251,16 @@ def test_standard_pods_keep_serving_while_their_endpoints_go(mode: str) -> None:
         assert hooks == [None]
 
 
+def test_a_request_timeout_is_every_arm_s_predictor_timeout_and_is_bounded_as_knative_bounds_it() -> None:
+    isvc = render(spec(timeoutSeconds=45), TrafficPlan(STABLE, CANARY, 10))
+    predictors = [isvc["spec"]["predictor"], *(c["predictor"] for c in isvc["spec"]["canary"])]
+    assert [p["timeout"] for p in predictors] == [45, 45]
+    validate_custom_resource(isvc)
+    for wrong in (0, 601):
+        with pytest.raises(InvalidSpec, match="timeoutSeconds"):
+            ModelDeploymentSpec.parse(spec(timeoutSeconds=wrong))
+
+
 @pytest.mark.parametrize(
     ("termination", "hook", "grace"),
     [
@@ -383,6 +393,7 @@ EXTRAS = [
         "logging": {"mode": "all", "url": "http://logger/x", "logger": "KServe"},
         "resources": {"requests": {"cpu": "1"}, "limits": {"memory": "2Gi"}},
         "serviceAccountName": "models",
+        "timeoutSeconds": 60,
     },
 ]
 

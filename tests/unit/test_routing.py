@@ -52,6 +52,20 @@ def test_gateway_route_weights_header_pinning_and_mirror() -> None:
     assert route["spec"]["parentRefs"] == [{"name": "kserve-ingress-gateway", "namespace": "kserve"}]
 
 
+def test_a_request_timeout_is_every_route_rule_s_and_every_revision_s_predictor_s() -> None:
+    """The gateway's Envoy enforces it and tells the model server how long it waits; each revision's predictor
+    carries it too (KServe's timeout)."""
+    body = spec(rollout={"router": "GatewayAPI"}, timeoutSeconds=30)
+    objects = GatewayAPIRouter().desired(CTX, ModelDeploymentSpec.parse(body), TrafficPlan(STABLE, CANARY, 30), {})
+    for obj in objects:
+        validate_custom_resource(obj)
+    *isvcs, route = objects
+    assert [rule["timeouts"] for rule in route["spec"]["rules"]] == [{"request": "30s"}] * 3
+    assert [isvc["spec"]["predictor"]["timeout"] for isvc in isvcs] == [30, 30]
+    untimed = GatewayAPIRouter().desired(CTX, parsed(), TrafficPlan(STABLE), {})
+    assert "timeouts" not in untimed[-1]["spec"]["rules"][0] and "timeout" not in untimed[0]["spec"]["predictor"]
+
+
 def _accepted(route: dict[str, Any]) -> dict[str, Any]:
     return {**route, "status": {"parents": [{"conditions": [{"type": "Accepted", "status": "True"}]}]}}
 

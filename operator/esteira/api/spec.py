@@ -23,6 +23,7 @@ from esteira.vocabulary import (
     ESTEIRA_KSERVE_RUNTIME,
     ESTEIRA_RUNTIME,
     ESTEIRA_RUNTIMES,
+    MAX_REQUEST_TIMEOUT_SECONDS,
     MAX_WORKERS,
     is_esteira_runtime,
 )
@@ -969,6 +970,17 @@ class ModelDeploymentSpec(SpecModel):
     monitoring: Monitoring = Field(default_factory=Monitoring)
     logging: Logging = Field(default_factory=Logging)
     retraining: Retraining | None = None
+    timeout_seconds: int | None = Field(
+        default=None,
+        ge=1,
+        le=MAX_REQUEST_TIMEOUT_SECONDS,
+        description="Seconds a request may take from the gateway to its answer: KServe's predictor timeout (the "
+        "Knative revision's, in Knative mode) and, with rollout.gateway, the HTTPRoute's request timeout. The "
+        "gateway's Envoy tells the model server how long it waits, and esteira-kserve refuses at once (503) a "
+        "request it could not answer in time instead of running it for nobody. At most "
+        f"{MAX_REQUEST_TIMEOUT_SECONDS} (Knative's default max-revision-timeout-seconds). Default: the gateway's "
+        "and KServe's own.",
+    )
     termination: Termination | None = Field(
         default=None,
         description="Standard mode: how a model server pod stops (drain, grace period). Default: a "

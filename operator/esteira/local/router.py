@@ -44,8 +44,8 @@ from esteira.packaging.surface import (
     relay,
     runs_the_model,
 )
-from esteira.packaging.upstream import Upstream, UpstreamError
-from esteira.vocabulary import CALLER_LEFT_STATUS, REVISION_HEADER
+from esteira.packaging.upstream import TimedOut, Upstream, UpstreamError
+from esteira.vocabulary import CALLER_LEFT_STATUS, EXPECTED_TIMEOUT_HEADER, REVISION_HEADER
 from model_handlers.config import ModelConfig
 
 HOST = "127.0.0.1"
@@ -84,6 +84,7 @@ class Router(ModelSurface):
         self.limits = limits or ClientLimits()
         self.token: str | None = None  # set by the runtime: /control/* wants it
         self.retry_seconds = RETRY_SECONDS
+        self.timeout_seconds: int | None = None  # the spec's timeoutSeconds: how long a request may take
         self.rng = rng or random.Random()
         self.split: Split | None = None
         self.mirror = False
@@ -116,10 +117,17 @@ class Router(ModelSurface):
         if url not in self.backends.values() and (upstream := self._upstreams.pop(url, None)) is not None:
             upstream.close()
 
+    def set_timeout(self, seconds: int | None) -> None:
+        """Requests to the model servers time out after ``seconds`` (else ``ANSWER_SECONDS``), and each is told so
+        as the gateway's Envoy tells it, so that esteira-kserve refuses at once what it cannot answer in time."""
+        self.timeout_seconds = seconds
+        for upstream in self._upstreams.values():
+            upstream.answer_seconds = seconds or ANSWER_SECONDS
+
     def _upstream(self, url: str) -> Upstream:
         upstream = self._upstreams.get(url)
         if upstream is None:
-            upstream = self._upstreams[url] = Upstream(url, answer_seconds=ANSWER_SECONDS)
+            upstream = self._upstreams[url] = Upstream(url, answer_seconds=self.timeout_seconds or ANSWER_SECONDS)
         return upstream
 
     def describe(self, revision: int, version: str, config: ModelConfig | None) -> None:
@@ -290,9 +298,14 @@ class Router(ModelSurface):
         if base is None:
             answer = Answer(503, json.dumps({"error": f"revision {revision} is not ready"}).encode(), unanswered=True)
         else:
+            if self.timeout_seconds is not None:
+                headers = {**headers, EXPECTED_TIMEOUT_HEADER: str(1000 * self.timeout_seconds)}
             try:
                 reply = await self._upstream(base).request("POST", path, body, headers)
                 answer = Answer(reply.status, reply.body, reply.headers, reply.reason)
+            except TimedOut as exc:  # slow, not gone: the revision failed this request, and serves on
+                message = f"revision {revision}'s model server did not answer within timeoutSeconds ({exc})"
+                answer = Answer(504, json.dumps({"error": message}).encode())
             except asyncio.CancelledError:  # its caller left: the wait it had is evidence, its latency a floor
                 if not mirrored:
                     self.arm(revision).observe(CALLER_LEFT_STATUS, time.perf_counter() - started)

@@ -475,6 +475,7 @@ class LocalRuntime:
             primary = serving.stable
         arm = canary.revision if canary and self._ready(canary.revision) and canary.revision != primary else None
         self.router.set_split(Split(primary, arm, canary.weight if canary else 0), self.spec.rollout.mirror)
+        self.router.set_timeout(self.spec.timeout_seconds)
 
     async def _retire_servers(self) -> None:
         """A server leaves once no step wants it and the router no longer sends it traffic; it drains first."""

@@ -52,6 +52,9 @@ def render_http_route(ctx: RenderContext, spec: ModelDeploymentSpec, plan: Traff
         if spec.rollout.mirror:
             split["filters"] = [{"type": "RequestMirror", "requestMirror": {"backendRef": _backend(ctx, plan.canary)}}]
     rules.append(split)
+    if spec.timeout_seconds is not None:  # the gateway's Envoy then tells the model server how long it waits
+        for rule in rules:
+            rule["timeouts"] = {"request": f"{spec.timeout_seconds}s"}
     return {
         "apiVersion": HTTPROUTE_API_VERSION,
         "kind": "HTTPRoute",

@@ -160,7 +160,7 @@ def _model(ctx: RenderContext, spec: ModelDeploymentSpec, arm: Arm, *, named: bo
 
 
 def _predictor(ctx: RenderContext, spec: ModelDeploymentSpec, arm: Arm, *, canary: bool = False) -> dict[str, Any]:
-    """Pod-level predictor fields shared by every arm (placement, logging, batching, revision tags)."""
+    """Pod-level predictor fields shared by every arm (placement, logging, batching, timeout, revision tags)."""
     predictor: dict[str, Any] = {
         "model": _model(ctx, spec, arm, named=canary),
         "labels": {LABEL_DEPLOYMENT: ctx.deployment, LABEL_REVISION: str(arm.revision)},
@@ -172,6 +172,8 @@ def _predictor(ctx: RenderContext, spec: ModelDeploymentSpec, arm: Arm, *, canar
         predictor["tolerations"] = tolerated
     if spec.service_account_name:
         predictor["serviceAccountName"] = spec.service_account_name
+    if spec.timeout_seconds is not None:
+        predictor["timeout"] = spec.timeout_seconds
     if spec.termination is not None and spec.termination.grace_period_seconds is not None:
         predictor["terminationGracePeriodSeconds"] = spec.termination.grace_period_seconds
     if spec.logging.mode != "none" and spec.logging.logger == "KServe":
