@@ -303,23 +303,34 @@ class Router(ModelSurface):
             try:
                 reply = await self._upstream(base).request("POST", path, body, headers)
                 answer = Answer(reply.status, reply.body, reply.headers, reply.reason)
-            except TimedOut as exc:  # slow, not gone: the revision failed this request, and serves on
-                message = f"revision {revision}'s model server did not answer within timeoutSeconds ({exc})"
-                answer = Answer(504, json.dumps({"error": message}).encode())
+            except TimedOut as exc:
+                answer = self._timed_out(revision, base, exc)
             except asyncio.CancelledError:  # its caller left: the wait it had is evidence, its latency a floor
                 if not mirrored:
                     self.arm(revision).observe(CALLER_LEFT_STATUS, time.perf_counter() - started)
                 raise
             except UpstreamError as exc:
-                logger.warning("revision %d at %s did not answer: %s: %s", revision, base, type(exc).__name__, exc)
-                message = f"revision {revision}'s model server did not answer ({exc})"
-                answer = Answer(502, json.dumps({"error": message}).encode(), unanswered=True)
-                if self.backends.get(revision) == base:  # it is gone: stop choosing it until the runtime says so
-                    self.backends[revision] = None
-                    self._retire(base)
+                answer = self._unanswered(revision, base, exc)
         if not answer.unanswered or mirrored:
             self.arm(revision).observe(answer.status, time.perf_counter() - started, mirrored)
         return answer
+
+    def _timed_out(self, revision: int, base: str, exc: TimedOut) -> Answer:
+        """Past the spec's timeout the revision is slow, not gone: it failed this request (a 504, not retried
+        elsewhere: it may have run) and serves on. Without one, no answer in ``ANSWER_SECONDS`` means it is gone."""
+        if self.timeout_seconds is None:
+            return self._unanswered(revision, base, exc)
+        message = f"revision {revision}'s model server did not answer within timeoutSeconds ({exc})"
+        return Answer(504, json.dumps({"error": message}).encode())
+
+    def _unanswered(self, revision: int, base: str, exc: UpstreamError) -> Answer:
+        """The router's 502, to be tried on another arm; the revision is taken out until the runtime puts it back."""
+        logger.warning("revision %d at %s did not answer: %s: %s", revision, base, type(exc).__name__, exc)
+        message = f"revision {revision}'s model server did not answer ({exc})"
+        if self.backends.get(revision) == base:  # it is gone: stop choosing it until the runtime says so
+            self.backends[revision] = None
+            self._retire(base)
+        return Answer(502, json.dumps({"error": message}).encode(), unanswered=True)
 
     # --- metrics, status, control ------------------------------------------------------------------------
 
