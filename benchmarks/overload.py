@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.serving import RESULTS, machine
+from esteira.packaging.upstream import TimedOut, Upstream, UpstreamError
 from esteira.vocabulary import EXPECTED_TIMEOUT_HEADER
 from tests.support.eager_package import eager_model, package_eager
 from tests.support.kserve_runtime import KServeRuntimeProcess, request_counts
@@ -72,59 +73,37 @@ class Tally:
     gave_up: int = 0  # no answer within the deadline: the caller closed its connection
 
 
-async def _answer(reader: asyncio.StreamReader) -> int:
-    """One answer's status, its body read and dropped."""
-    head = await reader.readuntil(b"\r\n\r\n")
-    lines = head.decode("latin-1").split("\r\n")
-    length = next(int(line.split(":", 1)[1]) for line in lines if line.lower().startswith("content-length:"))
-    await reader.readexactly(length)
-    return int(lines[0].split()[1])
-
-
-async def _caller(host: str, port: int, deadline: float | None, says: bool, until: float, tally: Tally) -> None:
+async def _caller(url: str, deadline: float | None, says: bool, until: float, tally: Tally) -> None:
     """Sends a request, waits for its answer up to ``deadline`` (None: as long as it takes; ``says``: and tells the
-    server so), and sends the next on
-    the same connection; a caller that gives up closes the connection and sends again on a new one."""
-    request = f"POST {PATH} HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\n"
+    server so), and sends the next on the same connection; a caller that gives up closes the connection (the
+    client does, on its deadline) and sends again on a new one."""
+    headers = {"Content-Type": "application/json"}
     if deadline is not None and says:  # as Envoy in front says how long it waits
-        request += f"{EXPECTED_TIMEOUT_HEADER}: {round(1000 * deadline)}\r\n"
-    request += f"Content-Length: {len(BODY)}\r\n\r\n"
-    message = request.encode() + BODY
-    connection: tuple[asyncio.StreamReader, asyncio.StreamWriter] | None = None
-    while time.monotonic() < until:
-        if connection is None:
-            connection = await asyncio.open_connection(host, port)
-        reader, writer = connection
-        began = time.perf_counter()
-        writer.write(message)
-        try:
-            status = await asyncio.wait_for(_answer(reader), deadline)
-        except TimeoutError:
-            tally.gave_up += 1
-            writer.close()
-            connection = None
-            continue
-        except (asyncio.IncompleteReadError, ConnectionError):  # the server closed the connection: no answer
-            tally.refused += 1
-            writer.close()
-            connection = None
-            await asyncio.sleep(DEADLINE_SECONDS)
-            continue
-        took = time.perf_counter() - began
-        if status != 200:  # refused (a full queue): the caller tries again a deadline's worth later
-            tally.refused += 1
-            await asyncio.sleep(DEADLINE_SECONDS)
-        else:
-            tally.answered.append(took)
-    if connection is not None:
-        connection[1].close()
+        headers[EXPECTED_TIMEOUT_HEADER] = str(round(1000 * deadline))
+    client = Upstream(url, answer_seconds=deadline, max_idle=1)
+    try:
+        while time.monotonic() < until:
+            began = time.perf_counter()
+            try:
+                reply = await client.request("POST", PATH, BODY, headers)
+            except TimedOut:
+                tally.gave_up += 1
+                continue
+            except UpstreamError:  # no answer: the server closed the connection, or refused it
+                reply = None
+            if reply is None or reply.status != 200:  # refused: the caller tries again a deadline's worth later
+                tally.refused += 1
+                await asyncio.sleep(DEADLINE_SECONDS)
+            else:
+                tally.answered.append(time.perf_counter() - began)
+    finally:
+        client.close()
 
 
 async def _drive(url: str, deadline: float | None, says: bool, seconds: float) -> Tally:
-    host, port = url.removeprefix("http://").split(":")
     tally = Tally()
     until = time.monotonic() + seconds
-    await asyncio.gather(*(_caller(host, int(port), deadline, says, until, tally) for _ in range(CALLERS)))
+    await asyncio.gather(*(_caller(url, deadline, says, until, tally) for _ in range(CALLERS)))
     return tally
 
 
