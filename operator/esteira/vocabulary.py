@@ -29,7 +29,9 @@ MODEL_CONTAINER = "kserve-container"  # KServe's name for the model server conta
 DEFAULT_DRAIN_SECONDS = 5
 # Kubernetes' terminationGracePeriodSeconds when a pod leaves it out (k8s.io/api core/v1 DefaultTerminationGracePeriodSeconds).
 DEFAULT_GRACE_PERIOD_SECONDS = 30
-MAX_REQUEST_TIMEOUT_SECONDS = 600  # Knative's default max-revision-timeout-seconds: its webhook refuses more
+# Knative's default max-revision-timeout-seconds (config-defaults; knative.dev/serving pkg/apis/config/defaults.go):
+# its revision validation refuses a longer timeoutSeconds, so the spec does too, in either mode.
+MAX_REQUEST_TIMEOUT_SECONDS = 600
 
 
 def is_esteira_runtime(runtime: str | None) -> bool:
