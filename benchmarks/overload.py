@@ -41,8 +41,14 @@ BATCH = 8
 CAPACITY = BATCH / SERVICE_SECONDS  # requests a second, at the most
 CALLERS = 64  # a full queue of them waits 64 / 8 batches of 20 ms: longer than the deadline
 DEADLINE_SECONDS = 0.1
-# Callers that wait as long as it takes; that give up at the deadline; that give up and say so in advance.
-CALLER_KINDS = ((None, False), (DEADLINE_SECONDS, False), (DEADLINE_SECONDS, True))
+# Callers that wait as long as it takes; that give up at the deadline; that give up and say so in advance; half
+# of them waiting, half giving up without saying so (are the patient ones starved while the others are served?).
+CALLER_KINDS = (
+    (None, False, 0),
+    (DEADLINE_SECONDS, False, 0),
+    (DEADLINE_SECONDS, True, 0),
+    (DEADLINE_SECONDS, False, CALLERS // 2),
+)
 RUN_SECONDS = 10.0
 WARM_UP_SECONDS = 2.0
 SLEEPY_MODEL = f"""
@@ -100,11 +106,15 @@ async def _caller(url: str, deadline: float | None, says: bool, until: float, ta
         client.close()
 
 
-async def _drive(url: str, deadline: float | None, says: bool, seconds: float) -> Tally:
-    tally = Tally()
+async def _drive(url: str, deadline: float | None, says: bool, seconds: float, patient: int) -> tuple[Tally, Tally]:
+    """What the callers saw: those with ``deadline``, and the ``patient`` of them that wait as long as it takes."""
+    tally, patient_tally = Tally(), Tally()
     until = time.monotonic() + seconds
-    await asyncio.gather(*(_caller(url, deadline, says, until, tally) for _ in range(CALLERS)))
-    return tally
+    await asyncio.gather(
+        *(_caller(url, deadline, says, until, tally) for _ in range(CALLERS - patient)),
+        *(_caller(url, None, False, until, patient_tally) for _ in range(patient)),
+    )
+    return tally, patient_tally
 
 
 def _next_caller(url: str) -> float:
@@ -117,19 +127,27 @@ def _next_caller(url: str) -> float:
     return time.perf_counter() - began
 
 
-def point(url: str, metrics_url: str, deadline: float | None, says: bool, seconds: float) -> dict[str, Any]:
+def point(
+    url: str, metrics_url: str, deadline: float | None, says: bool, patient: int, seconds: float
+) -> dict[str, Any]:
     """One run of the callers, then one more caller as they stop; the server's counts are read after its queue
-    has drained."""
-    asyncio.run(_drive(url, deadline, says, WARM_UP_SECONDS))
+    has drained. Goodput and the percentiles are the callers' with ``deadline``; the ``patient`` callers' answers
+    are counted apart."""
+    asyncio.run(_drive(url, deadline, says, WARM_UP_SECONDS, patient))
     before = _drained(metrics_url)
-    tally = asyncio.run(_drive(url, deadline, says, seconds))
+    tally, patient_tally = asyncio.run(_drive(url, deadline, says, seconds, patient))
     next_wait = _next_caller(url)
     after = _drained(metrics_url)
     answered = sorted(tally.answered)
     in_time = sum(1 for took in answered if took <= DEADLINE_SECONDS)
+    waited = sorted(patient_tally.answered)
     return {
         "deadline_s": deadline,
         "says_deadline": says,
+        "patient_callers": patient,
+        "patient_answered_rps": round(len(waited) / seconds, 1) if patient else None,
+        "patient_p99_ms": round(1000 * waited[int(0.99 * (len(waited) - 1))], 1) if waited else None,
+        "patient_longest_ms": round(1000 * waited[-1], 1) if waited else None,
         "next_caller_ms": round(1000 * next_wait, 1),
         "goodput_rps": round(in_time / seconds, 1),
         "late_rps": round((len(answered) - in_time) / seconds, 1),
@@ -204,22 +222,33 @@ def markdown(results: dict[str, Any]) -> str:
         f"answer, for {results['seconds']:g} s after a warm-up. Callers that wait as long as it takes, then "
         f"callers that give up after {1000 * results['deadline_s']:g} ms, close the connection and send again on a "
         "new one (a refused caller tries again that much later), then such callers saying how long they wait, as "
-        "Envoy in front of a server does (`x-envoy-expected-rq-timeout-ms`). Goodput: answers within that deadline, a "
-        "second; late: answers after it; p50 and p99 are every answer's. What the model ran is the handler's count, read once the queue had "
+        "Envoy in front of a server does (`x-envoy-expected-rq-timeout-ms`), then half of them waiting and half "
+        "giving up without saying so. Goodput: answers within that deadline, a second; late: answers after it; p50 "
+        "and p99 are every answer's, the patient half's counted apart (answers a second, p99 and the longest wait). "
+        "What the model ran is the handler's count, read once the queue had "
         "drained; the next caller is one request sent as the others stop, and what it waited is what the server "
         "still held for callers who had gone.",
         "",
         "| server | callers | goodput req/s | late req/s | refused req/s | gave up req/s | model ran req/s "
-        "| abandoned req/s | p50 ms | p99 ms | the next caller waited ms |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+        "| abandoned req/s | p50 ms | p99 ms | the next caller waited ms | patient callers: req/s, p99 / longest ms |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for name, rows in results["rows"].items():
         for row in rows:
             who = "wait" if row["deadline_s"] is None else f"give up at {1000 * row['deadline_s']:g} ms"
             who += ", saying so" if row["says_deadline"] else ""
+            patient = row.get("patient_callers") or 0
+            if patient:
+                who = f"{patient} wait, {results['callers'] - patient} {who}"
             figures = [row[key] for key in ("goodput_rps", "late_rps", "refused_rps", "gave_up_rps")]
             figures += [row["model_ran_rps"], row["abandoned_rps"], row["p50_ms"], row["p99_ms"], row["next_caller_ms"]]
             cells = ["" if figure is None else f"{figure:,}" for figure in figures]
+            if patient:
+                cells.append(
+                    f"{row['patient_answered_rps']:,}, {row['patient_p99_ms']:,} / {row['patient_longest_ms']:,}"
+                )
+            else:
+                cells.append("")
             lines.append(f"| {name} | {who} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 

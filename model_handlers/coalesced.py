@@ -9,17 +9,19 @@ before anything scheduled after the batch (its next batch included), every held 
 in one write. A lone request's answer is written as before: its headers leave at once and wake the client while
 the body is written, which a lone caller's latency gains from.
 
-The same protocol tells the application whether a request's caller is still there (``CALLER_GONE`` in the
-scope), so that a request whose caller left while it waited is not run (:mod:`model_handlers.batcher`).
+The same protocol tells the application when a request's caller left (``CALLER_LEFT`` in the scope), so that a
+request whose caller left while it waited is not run, and how long callers wait before they leave is known
+(:mod:`model_handlers.batcher`).
 """
 
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
-from model_handlers.inference_asgi import CALLER_GONE
+from model_handlers.inference_asgi import CALLER_LEFT
 
 if TYPE_CHECKING:  # uvicorn is the runtime's: the hold and the transport need only asyncio
     from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
@@ -104,17 +106,28 @@ class CoalescingTransport:
 
 def holding_protocol(hold: TurnHold) -> type[HttpToolsProtocol]:
     """uvicorn's httptools protocol writing through :class:`CoalescingTransport`\\ s held by ``hold``; each
-    request's scope carries ``CALLER_GONE``, the connection's check of whether it has closed (uvicorn closes a
-    connection as soon as it reads that the client closed it)."""
+    request's scope carries ``CALLER_LEFT``, which says when the connection closed (uvicorn closes a connection
+    as soon as it reads that the client closed it), or None while it is open."""
     from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
     class HoldingHttpToolsProtocol(HttpToolsProtocol):  # type: ignore[misc]
         def connection_made(self, transport: asyncio.Transport) -> None:
-            self._closed = transport.is_closing
+            self._closing = transport.is_closing
+            self._left_at: float | None = None
             super().connection_made(CoalescingTransport(transport, hold))
+
+        def connection_lost(self, exc: Exception | None) -> None:
+            self.caller_left()
+            super().connection_lost(exc)
+
+        def caller_left(self) -> float | None:
+            """When the connection closed: noted as it is lost, or when first seen closing if asked before."""
+            if self._left_at is None and self._closing():
+                self._left_at = time.perf_counter()
+            return self._left_at
 
         def on_message_begin(self) -> None:
             super().on_message_begin()
-            self.scope[CALLER_GONE] = self._closed
+            self.scope[CALLER_LEFT] = self.caller_left
 
     return HoldingHttpToolsProtocol

@@ -11,8 +11,8 @@ batcher refuses (halted: its model past its response timeout) is answered 503 wi
 its arrival to its answer (``observe``: ``esteira_server_request_duration_seconds``), queueing included.
 
 A request whose caller closes the connection while it waits is not run (the batcher leaves it out, see
-:mod:`model_handlers.batcher`): the server's HTTP protocol puts ``CALLER_GONE`` in the scope, a check of the
-connection, and the request carries it. Such a request is timed up to when it was left out, ``abandoned`` is
+:mod:`model_handlers.batcher`): the server's HTTP protocol puts ``CALLER_LEFT`` in the scope, which says when the
+connection closed, and the request carries it. Such a request is timed up to when it was left out, ``abandoned`` is
 told, and nothing is answered: nobody is there to read it. A caller that left before its body was read is
 counted alike, and its request goes nowhere, rather than on with an empty body to be counted as the caller's
 bad request. Where a proxy says how long the caller waits (``EXPECTED_TIMEOUT_HEADER``), a request its batch
@@ -30,7 +30,7 @@ from typing import Any
 from esteira.packaging.surface import INFERENCE_PATH, RESPONSE_HEADERS
 from esteira.vocabulary import EXPECTED_TIMEOUT_HEADER
 from model_handlers.batcher import Abandoned, AdaptiveBatcher, Refused
-from model_handlers.messages import Answer, RawRequest, never_gone
+from model_handlers.messages import Answer, RawRequest, never_left
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -41,7 +41,7 @@ ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 _PASSED = frozenset(key.lower().encode("latin-1") for key in RESPONSE_HEADERS)
 _JSON = b"application/json"
 RETRY_AFTER_SECONDS = 1  # what a refused caller is told to wait: the least a Retry-After can say
-CALLER_GONE = "esteira.caller_gone"  # in the scope where the server can tell: whether the connection has closed
+CALLER_LEFT = "esteira.caller_left"  # in the scope where the server can tell: when the connection closed, or None
 
 
 class InferenceRoutes:
@@ -97,7 +97,7 @@ class InferenceRoutes:
             limit = f"exceeded the limit of {self.max_body} bytes"
             await _respond(send, 413, _error(f"the request body of {body} bytes {limit}"))
             return
-        request = RawRequest(body, headers, scope.get(CALLER_GONE) or never_gone, deadline(began, headers))
+        request = RawRequest(body, headers, scope.get(CALLER_LEFT) or never_left, deadline(began, headers))
         try:
             answer: Answer | Refused | Abandoned = await self.batcher.submit(request)
         except (Refused, Abandoned) as unanswered:

@@ -51,7 +51,7 @@ from esteira.packaging.surface import model_metadata, server_metadata
 from model_handlers.batcher import AdaptiveBatcher
 from model_handlers.coalesced import TurnHold, holding_protocol
 from model_handlers.inference_asgi import ASGIApp, InferenceRoutes
-from model_handlers.messages import Answer, RawRequest, answered_too_late, caller_gone
+from model_handlers.messages import Answer, RawRequest, answered_too_late, caller_left
 from model_handlers.metrics import (
     ABANDONED_REQUESTS,
     ABANDONED_REQUESTS_HELP,
@@ -123,7 +123,7 @@ class EsteiraService:
             idle_poll=idle_poll,
             polled=polled.inc,
             answered=self.answers.until_turn_ends,
-            gone=caller_gone,
+            left=caller_left,
             late=answered_too_late,
         )
 

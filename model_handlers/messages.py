@@ -8,20 +8,21 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 
-def never_gone() -> bool:
-    """``gone`` where the server cannot tell."""
-    return False
+def never_left() -> float | None:
+    """``left`` where the server cannot tell."""
+    return None
 
 
 @dataclass(frozen=True)
 class RawRequest:
-    """One inference request as it came: body bytes and headers with lower-case names. ``gone`` says whether its
-    caller has closed the connection, so that no answer can reach it any more (a server that cannot tell: never);
-    ``deadline``, when its caller will have given up, where that is known."""
+    """One inference request as it came: body bytes and headers with lower-case names. ``left`` says when its
+    caller closed the connection (``time.perf_counter``), so that no answer can reach it any more, or None while
+    it is there (a server that cannot tell: always None); ``deadline``, when its caller will have given up, where
+    that is known."""
 
     body: bytes
     headers: Mapping[str, str]
-    gone: Callable[[], bool] = field(default=never_gone, compare=False, repr=False)
+    left: Callable[[], float | None] = field(default=never_left, compare=False, repr=False)
     deadline: float | None = None  # when its caller gives up (time.perf_counter), where a proxy said
 
 
@@ -34,9 +35,9 @@ class Answer:
     headers: Mapping[str, str]
 
 
-def caller_gone(request: RawRequest) -> bool:
-    """The batcher's ``gone`` for raw requests."""
-    return request.gone()
+def caller_left(request: RawRequest) -> float | None:
+    """The batcher's ``left`` for raw requests."""
+    return request.left()
 
 
 def answered_too_late(request: RawRequest, ends: float) -> str | None:

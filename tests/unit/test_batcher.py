@@ -9,6 +9,7 @@ from collections.abc import Callable, Sequence
 
 import pytest
 
+from model_handlers import batcher as batcher_module
 from model_handlers.batcher import (
     POLL_START_SECONDS,
     PROBE_CEILING,
@@ -77,15 +78,15 @@ def test_requests_whose_callers_left_while_they_waited_are_not_run_and_the_batch
     from further back), the one after 7; the callers that left are told, and counted."""
     model = Model()
     model.hold.clear()
-    left: set[int] = set()
+    left: dict[int, float] = {}  # when each caller that left did
 
     async def scenario() -> list[BaseException | int]:
-        batcher = AdaptiveBatcher(model, max_batch_size=3, inline_below=0.0, gone=left.__contains__)
+        batcher = AdaptiveBatcher(model, max_batch_size=3, inline_below=0.0, left=left.get)
         first = asyncio.ensure_future(batcher.submit(0))
         await asyncio.get_running_loop().run_in_executor(None, model.running.wait, 10)
         rest = [asyncio.ensure_future(batcher.submit(item)) for item in range(1, 8)]
         await asyncio.sleep(0)
-        left.update({2, 3, 5})  # after they queued: a caller that has gone is only known when its batch is made
+        left.update(dict.fromkeys((2, 3, 5), time.perf_counter()))  # known only when their batch is made
         model.hold.set()
         outcomes = list(await asyncio.gather(first, *rest, return_exceptions=True))
         assert (batcher.batches, batcher.batched, batcher.abandoned) == (3, 5, 3)
@@ -106,12 +107,72 @@ def test_requests_whose_callers_left_while_they_waited_are_not_run_and_the_batch
     ]
 
 
+class Clock:
+    """The batcher's ``time``: a clock the test moves, so that how long each request has waited is known."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def perf_counter(self) -> float:
+        return self.now
+
+
+def test_while_callers_give_up_the_newest_are_served_first_and_one_that_outlived_them_before_them(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Batches of one. Callers 1 and 2 leave after 200 ms in the queue, found gone as batch [3] is made: callers
+    are giving up, so 5, 6 and 7 (queued 150 ms after the others) go newest first, except 4, which has waited as
+    long as those who left and has a patient caller. Once no caller has left for a while, 11, 12 and 13 go oldest
+    first again."""
+    clock = Clock()
+    monkeypatch.setattr(batcher_module, "time", clock)
+    model = Model()
+    model.hold.clear()
+    left: dict[int, float] = {}
+
+    async def held_then_queued(
+        batcher: AdaptiveBatcher[int, int], first: int, waves: list[list[int]]
+    ) -> list[BaseException | int]:
+        model.running.clear()
+        head = asyncio.ensure_future(batcher.submit(first))
+        await asyncio.get_running_loop().run_in_executor(None, model.running.wait, 10)
+        queued = []
+        for wave in waves:
+            queued += [asyncio.ensure_future(batcher.submit(item)) for item in wave]
+            await asyncio.sleep(0)
+            clock.now += 0.15
+        clock.now += 0.05
+        left.update({1: clock.now, 2: clock.now} if first == 0 else {})
+        model.hold.set()
+        outcomes = list(await asyncio.gather(head, *queued, return_exceptions=True))
+        model.hold.clear()
+        return outcomes
+
+    async def scenario() -> tuple[list[BaseException | int], list[BaseException | int], int]:
+        batcher = AdaptiveBatcher(model, max_batch_size=1, inline_below=0.0, left=left.get)
+        giving_up = await held_then_queued(batcher, 0, [[1, 2, 3, 4], [5, 6, 7]])
+        newest_first = batcher.newest_first
+        clock.now += batcher_module.LEAVING_WINDOW_SECONDS
+        waiting = await held_then_queued(batcher, 10, [[11, 12, 13]])
+        assert batcher.abandoned == 2
+        batcher.close()
+        return giving_up, waiting, newest_first
+
+    giving_up, waiting, newest_first = asyncio.run(scenario())
+    assert model.batches == [[0], [3], [4], [7], [6], [5], [10], [11], [12], [13]]
+    assert [o if isinstance(o, int) else type(o) for o in giving_up] == [0, Abandoned, Abandoned, 6, 8, 10, 12, 14]
+    assert waiting == [20, 22, 24, 26]
+    assert newest_first == 4
+
+
 def test_when_every_waiting_caller_has_left_no_batch_runs_and_the_batcher_goes_idle() -> None:
     model = Model()
     model.hold.clear()
 
     async def scenario() -> int:
-        batcher = AdaptiveBatcher(model, max_batch_size=4, inline_below=0.0, gone=lambda item: item < 0)
+        batcher = AdaptiveBatcher(
+            model, max_batch_size=4, inline_below=0.0, left=lambda item: 0.0 if item < 0 else None
+        )
         first = asyncio.ensure_future(batcher.submit(0))
         await asyncio.get_running_loop().run_in_executor(None, model.running.wait, 10)
         waiting = [asyncio.ensure_future(batcher.submit(item)) for item in (-2, -3)]

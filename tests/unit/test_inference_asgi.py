@@ -13,7 +13,7 @@ from typing import Any
 from esteira.vocabulary import EXPECTED_TIMEOUT_HEADER
 from model_handlers.batcher import AdaptiveBatcher
 from model_handlers.inference_asgi import (
-    CALLER_GONE,
+    CALLER_LEFT,
     InferenceRoutes,
     Message,
     Receive,
@@ -21,7 +21,7 @@ from model_handlers.inference_asgi import (
     Send,
     deadline,
 )
-from model_handlers.messages import Answer, RawRequest, answered_too_late, caller_gone
+from model_handlers.messages import Answer, RawRequest, answered_too_late, caller_left
 
 BINARY = "inference-header-content-length"
 
@@ -224,21 +224,21 @@ def test_a_request_whose_caller_left_while_it_waited_is_not_run_answered_or_coun
     model = Held()
     abandoned: list[None] = []
     observed: list[float] = []
-    left = {"stays": False, "leaves": False}
+    left: dict[str, float | None] = {"stays": None, "leaves": None}
 
     async def scenario() -> dict[str, list[Message]]:
         # in the thread, so that the loop stays free
-        batcher = AdaptiveBatcher(model, max_batch_size=4, inline_below=0.0, gone=caller_gone)
+        batcher = AdaptiveBatcher(model, max_batch_size=4, inline_below=0.0, left=caller_left)
         count = functools.partial(abandoned.append, None)
         callers = Callers(
             InferenceRoutes(inner, batcher, "iris", "1.0.0", 10, observe=observed.append, abandoned=count)
         )
         first = callers.request("first")
         await asyncio.get_running_loop().run_in_executor(None, model.running.wait, 10)
-        queued = [callers.request(name, **{CALLER_GONE: lambda name=name: left[name]}) for name in left]
+        queued = [callers.request(name, **{CALLER_LEFT: lambda name=name: left[name]}) for name in left]
         await callers.request("early", {"type": "http.disconnect"})
         await asyncio.sleep(0)
-        left["leaves"] = True
+        left["leaves"] = time.perf_counter()
         model.release.set()
         await asyncio.gather(first, *queued)
         batcher.close()
