@@ -46,16 +46,8 @@ will run), is refused with :class:`Late` instead of run: its caller hears at onc
 time, and the model's time goes to a request that can still be. Oldest first, a server past its capacity would
 otherwise run, batch after batch, the requests whose callers were about to give up.
 
-While callers are giving up (a request found gone in the last ``LEAVING_WINDOW_SECONDS``), the newest requests
-are served first. Oldest first, past the point where every request waits about as long as its caller, the
-request run is the one whose caller is about to leave, and the answer mostly comes too late: on the overload
-bench, callers that gave up at 100 ms without saying so got 18 answers a second in time from a model that ran
-365. Newest first, a request runs while its caller still waits (as Facebook's adaptive LIFO serves under a
-standing queue). What is left at the back is mostly gone by the time it would run and is dropped as it is found.
-A request there that has waited longer than the callers who left waited (the median of the recent ones, from
-its arrival to its caller's leaving) has a patient caller: it is served ahead of the newest, so patient callers
-wait about that long and are not starved. Callers that wait, however long, leave nothing gone behind them and
-are served oldest first.
+Batches are taken oldest first, or newest first while callers are giving up, a request that has waited longer
+than the callers who left going ahead of the newest (:mod:`esteira.packaging.caller_queue`).
 
 Polling when idle (``idle_poll``, off unless set): after a batch of one request the loop keeps turning for a
 short window instead of sleeping in epoll, so the caller's next request finds a core that did not go to sleep.
@@ -68,23 +60,22 @@ reads each request as it lands, so fewer go together in a batch.
 from __future__ import annotations
 
 import asyncio
-import statistics
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Generic, TypeVar
 
+from esteira.packaging.caller_queue import CallerQueue
+
 Item = TypeVar("Item")
 Result = TypeVar("Result")
-Waiting = tuple[Item, asyncio.Future[Result], float]  # a queued item, its caller's future, when it was queued
+Waiting = tuple[Item, asyncio.Future[Result]]  # a queued item and its caller's future
 INLINE_BELOW_SECONDS = 0.010
 WINDOW = 16  # batches whose durations are remembered, on the loop and in the thread
 PROBE_EVERY = 100
 PROBE_CEILING = 10.0
 POLL_START_SECONDS = 25e-6  # the first window, and the smallest: a shrinking window below it stops polling
-LEAVING_WINDOW_SECONDS = 1.0  # newest first while a caller was found gone within this long
-WAITS_BEFORE_LEAVING = 32  # how many of the recent callers' waits before they left make the median
 
 
 class Refused(Exception):
@@ -151,7 +142,7 @@ class AdaptiveBatcher(Generic[Item, Result]):
         self.run_batch = run_batch
         self.max_batch_size = max_batch_size
         self.inline_below = inline_below
-        self._waiting: list[Waiting[Item, Result]] = []  # oldest first
+        self._waiting: CallerQueue[Waiting[Item, Result]] = CallerQueue()
         self._busy = False
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="esteira-batch")
         self.batches = 0  # batches run and the requests they carried: their ratio is the mean batch size
@@ -169,9 +160,6 @@ class AdaptiveBatcher(Generic[Item, Result]):
         self._late = late  # why a queued item would be answered too late, were its batch to end then (perf_counter)
         self.abandoned = 0  # queued items not run because their callers had left
         self.late = 0  # ... because they would have been answered after their callers' deadlines
-        self.newest_first = 0  # batches made newest first, callers giving up
-        self._waits_before_leaving: deque[float] = deque(maxlen=WAITS_BEFORE_LEAVING)
-        self._last_left = -LEAVING_WINDOW_SECONDS  # when a request was last found gone (perf_counter)
         self.polling = False
         self._poll_until = 0.0
         self._poll_began: float | None = None
@@ -199,7 +187,7 @@ class AdaptiveBatcher(Generic[Item, Result]):
             raise
         if self._waiting:
             future: asyncio.Future[Result] = asyncio.get_running_loop().create_future()
-            self._waiting.insert(0, (item, future, now))
+            self._waiting.put_first((item, future), now)
             self._hand_over()
             return await future
         try:
@@ -262,7 +250,7 @@ class AdaptiveBatcher(Generic[Item, Result]):
 
     async def _enqueue(self, item: Item) -> Result:
         future: asyncio.Future[Result] = asyncio.get_running_loop().create_future()
-        self._waiting.append((item, future, time.perf_counter()))
+        self._waiting.put((item, future), time.perf_counter())
         if not self._busy:
             self._busy = True
             asyncio.get_running_loop().create_task(self._drain())
@@ -287,7 +275,7 @@ class AdaptiveBatcher(Generic[Item, Result]):
                 batch = self._next_batch(self.inline_seconds if on_loop else self.thread_seconds)
                 if not batch:
                     continue
-                items = [item for item, _, _ in batch]
+                items = [item for item, _ in batch]
                 try:
                     if on_loop:
                         results = self._on_loop(items)
@@ -301,11 +289,11 @@ class AdaptiveBatcher(Generic[Item, Result]):
                         finally:
                             self._in_thread = []
                 except Exception as error:  # every caller of this batch gets the error
-                    for _, future, _ in batch:
+                    for _, future in batch:
                         if not future.done():
                             future.set_exception(error)
                     continue
-                for (_, future, _), result in zip(batch, results, strict=True):
+                for (_, future), result in zip(batch, results, strict=True):
                     if not future.done():
                         future.set_result(result)
                 if self._answered is not None and len(batch) > 1:
@@ -316,71 +304,36 @@ class AdaptiveBatcher(Generic[Item, Result]):
             self._go_idle()
 
     def _next_batch(self, recent: deque[float]) -> list[Waiting[Item, Result]]:
-        """Up to ``max_batch_size`` of the waiting items, oldest first, or newest first while callers are giving
-        up (see the module's docstring), leaving out those whose callers have gone (each told :class:`Abandoned`)
-        and those its batch would answer too late (:class:`Late`), the batch expected to take as long as the
-        fastest of ``recent``."""
-        waiting = self._waiting
-        if self._left_at is None and self._late is None:
-            head, self._waiting = waiting[: self.max_batch_size], waiting[self.max_batch_size :]
-            return head
+        """Up to ``max_batch_size`` of the waiting items, in the queue's order, leaving out those whose callers
+        have gone (each told :class:`Abandoned`) and those its batch would answer too late (:class:`Late`), the
+        batch expected to take as long as the fastest of ``recent``."""
         now = time.perf_counter()
         ends = now + (min(recent) if recent else 0.0)
-        batch: list[Waiting[Item, Result]] = []
-        leaving = now - self._last_left < LEAVING_WINDOW_SECONDS
-        patient_after = statistics.median(self._waits_before_leaving) if leaving else 0.0
-        taken = 0  # from the front: all of it oldest first; newest first, the gone, the late and the patient
-        while taken < len(waiting) and len(batch) < self.max_batch_size:
-            entry = waiting[taken]
-            if self._wanted(entry, now, ends):
-                if now - entry[2] < patient_after:  # it has not waited as long as those who left
-                    break
-                batch.append(entry)
-            taken += 1
-        if not leaving:
-            self._waiting = waiting[taken:]
-            return batch
-        self.newest_first += 1
-        kept = len(waiting)
-        while kept > taken and len(batch) < self.max_batch_size:
-            kept -= 1
-            if self._wanted(waiting[kept], now, ends):
-                batch.append(waiting[kept])
-        self._waiting = waiting[taken:kept]
-        return batch
 
-    def _wanted(self, entry: Waiting[Item, Result], now: float, ends: float) -> bool:
-        """Whether a waiting item goes in the batch being made; its caller is told if it does not."""
-        item, future, _ = entry
-        if self._left(entry, now):
-            return False
-        if self._late is not None and (reason := self._late(item, ends)) is not None:
-            if not future.done():
-                self.late += 1
-                future.set_exception(Late(reason))
-            return False
-        return True
+        def wanted(entry: Waiting[Item, Result], queued: float) -> bool:
+            item, future = entry
+            left_at = None if self._left_at is None else self._left_at(item)
+            if left_at is not None:
+                if not future.done():
+                    self.abandoned += 1
+                    self._waiting.left(left_at - queued, now)
+                    future.set_exception(Abandoned())
+                return False
+            if self._late is not None and (reason := self._late(item, ends)) is not None:
+                if not future.done():
+                    self.late += 1
+                    future.set_exception(Late(reason))
+                return False
+            return True
 
-    def _left(self, entry: Waiting[Item, Result], now: float) -> bool:
-        """Whether a waiting item's caller has gone; if so it is told :class:`Abandoned` and how long it had
-        waited when it left is noted."""
-        item, future, queued = entry
-        left_at = None if self._left_at is None else self._left_at(item)
-        if left_at is None:
-            return False
-        if not future.done():
-            self.abandoned += 1
-            self._waits_before_leaving.append(max(0.0, left_at - queued))
-            self._last_left = now
-            future.set_exception(Abandoned())
-        return True
+        return self._waiting.take(self.max_batch_size, now, wanted)
 
     def halt(self, reason: str) -> None:
         """Run nothing more: the callers of the batch in the thread, those waiting and those to come get
         :class:`Halted` with ``reason``. On the loop; the batch in the thread runs on, unanswered."""
         self.halted = reason
-        held, self._waiting = [*self._in_thread, *self._waiting], []
-        for _, future, _ in held:
+        held = [*self._in_thread, *self._waiting.clear()]
+        for _, future in held:
             if not future.done():
                 future.set_exception(Halted(reason))
 

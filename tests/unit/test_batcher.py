@@ -9,6 +9,7 @@ from collections.abc import Callable, Sequence
 
 import pytest
 
+from esteira.packaging.caller_queue import LEAVING_WINDOW_SECONDS
 from model_handlers import batcher as batcher_module
 from model_handlers.batcher import (
     POLL_START_SECONDS,
@@ -148,21 +149,19 @@ def test_while_callers_give_up_the_newest_are_served_first_and_one_that_outlived
         model.hold.clear()
         return outcomes
 
-    async def scenario() -> tuple[list[BaseException | int], list[BaseException | int], int]:
+    async def scenario() -> tuple[list[BaseException | int], list[BaseException | int]]:
         batcher = AdaptiveBatcher(model, max_batch_size=1, inline_below=0.0, left=left.get)
         giving_up = await held_then_queued(batcher, 0, [[1, 2, 3, 4], [5, 6, 7]])
-        newest_first = batcher.newest_first
-        clock.now += batcher_module.LEAVING_WINDOW_SECONDS
+        clock.now += LEAVING_WINDOW_SECONDS
         waiting = await held_then_queued(batcher, 10, [[11, 12, 13]])
         assert batcher.abandoned == 2
         batcher.close()
-        return giving_up, waiting, newest_first
+        return giving_up, waiting
 
-    giving_up, waiting, newest_first = asyncio.run(scenario())
+    giving_up, waiting = asyncio.run(scenario())
     assert model.batches == [[0], [3], [4], [7], [6], [5], [10], [11], [12], [13]]
     assert [o if isinstance(o, int) else type(o) for o in giving_up] == [0, Abandoned, Abandoned, 6, 8, 10, 12, 14]
     assert waiting == [20, 22, 24, 26]
-    assert newest_first == 4
 
 
 def test_when_every_waiting_caller_has_left_no_batch_runs_and_the_batcher_goes_idle() -> None:
