@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import json
 import threading
+import urllib.request
 from pathlib import Path
 
+from esteira.packaging.admission import Admission, at_once
 from esteira.packaging.front import FrontThread, TorchServeSurface
 from esteira.packaging.heap import freeze_startup_heap
 from esteira.packaging.surface import served_model
@@ -20,7 +23,12 @@ def main() -> None:
     parser.add_argument("--port", type=int, required=True)
     args = parser.parse_args()
     served = served_model(args.model_dir)
-    surface = TorchServeSurface(served, served.version, args.backend, args.management, args.metrics)
+    # the entrypoint reads TorchServe's batches and workers from its config.properties; here TorchServe says them
+    with urllib.request.urlopen(f"{args.management}/models/{served.name}", timeout=30) as answer:
+        described = json.loads(answer.read())
+    limit = at_once([(int(entry["batchSize"]), int(entry["minWorkers"])) for entry in described])
+    admission = None if limit is None else Admission(limit)
+    surface = TorchServeSurface(served, served.version, args.backend, args.management, args.metrics, admission)
     FrontThread(surface, "127.0.0.1", args.port).start()  # as the pod's entrypoint runs it
     freeze_startup_heap()  # as the pod's entrypoint does once its front is up
     threading.Event().wait()

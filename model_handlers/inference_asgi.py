@@ -27,8 +27,9 @@ import time
 from collections.abc import Awaitable, Callable, Mapping, MutableMapping
 from typing import Any
 
+from esteira.packaging.caller_queue import deadline
 from esteira.packaging.surface import INFERENCE_PATH, RESPONSE_HEADERS
-from esteira.vocabulary import EXPECTED_TIMEOUT_HEADER
+from esteira.vocabulary import RETRY_AFTER_SECONDS
 from model_handlers.batcher import Abandoned, AdaptiveBatcher, Refused
 from model_handlers.messages import Answer, RawRequest, never_left
 
@@ -40,7 +41,6 @@ ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 _PASSED = frozenset(key.lower().encode("latin-1") for key in RESPONSE_HEADERS)
 _JSON = b"application/json"
-RETRY_AFTER_SECONDS = 1  # what a refused caller is told to wait: the least a Retry-After can say
 CALLER_LEFT = "esteira.caller_left"  # in the scope where the server can tell: when the connection closed, or None
 
 
@@ -140,13 +140,6 @@ class InferenceRoutes:
         if size > self.max_body:
             return size
         return b"".join(chunks)
-
-
-def deadline(arrived: float, headers: Mapping[str, str]) -> float | None:
-    """When the caller gives up, where the proxy in front said how long it waits (a positive whole number of
-    milliseconds; anything else says nothing)."""
-    waits = headers.get(EXPECTED_TIMEOUT_HEADER, "")
-    return arrived + int(waits) / 1000 if waits.isdigit() and int(waits) > 0 else None
 
 
 def _error(message: str) -> bytes:

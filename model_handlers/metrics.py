@@ -80,8 +80,9 @@ PREDICTIONS_TOTAL = "esteira_predictions_total"
 # routes), since TorchServe's queue is out of the handler's sight. The canary analysis' latency reads it.
 SERVER_REQUEST_DURATION = "esteira_server_request_duration_seconds"
 SERVER_REQUEST_DURATION_HELP = "Seconds from a request's arrival at the model server to its answer"
-# Requests esteira-kserve held and did not run because their callers had closed the connection meanwhile (the
-# batcher's ``gone``): no answer could reach them. Exported with ``_total``, as a counter.
+# Requests a model server held and did not run because their callers had closed the connection meanwhile (in
+# esteira-kserve's batcher, in the pod's front before TorchServe): no answer could reach them. Exported with
+# ``_total``, as a counter.
 ABANDONED_REQUESTS = "esteira_abandoned_requests"
 ABANDONED_REQUESTS_HELP = "Requests not run because their callers left while they waited"
 # Prometheus' default buckets with three below 5 ms, where a small model answers.

@@ -83,6 +83,7 @@ CALLER_LEFT_STATUS = 499  # nginx's "client closed request": how a request whose
 # it how long it will wait for a request's answer, so that the server can give up early on what it cannot answer
 # in time (Envoy's router filter documentation); esteira up's router says it as the gateway would.
 EXPECTED_TIMEOUT_HEADER = "x-envoy-expected-rq-timeout-ms"
+RETRY_AFTER_SECONDS = 1  # what a model server's refused caller is told to wait: the least a Retry-After can say
 
 # -- esteira up: where the CLI finds a run, and where local model folders may live --------------------------
 

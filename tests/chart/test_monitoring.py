@@ -127,7 +127,7 @@ def front_metric_names() -> set[str]:
     """Sample names the pod's front adds to TorchServe's on port 8082 (esteira.packaging.front_metrics), read off
     what it writes; esteira-kserve serves the same families."""
     labels = model_labels(Identity("iris", "1", "1"), "pod")
-    text = with_front_metrics("", "", ServerAnswers(labels), RequestDurations(labels))
+    text = with_front_metrics("", "", ServerAnswers(labels), RequestDurations(labels), abandoned=0)
     return {sample.name for family in text_string_to_metric_families(text) for sample in family.samples}
 
 

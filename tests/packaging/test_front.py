@@ -6,6 +6,7 @@ among TorchServe's metrics."""
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import socket
 import urllib.request
@@ -20,11 +21,14 @@ from aiohttp import web
 from prometheus_client.parser import text_string_to_metric_families
 
 from esteira.local.server import free_port
+from esteira.packaging.admission import Admission
 from esteira.packaging.front import FrontThread, TorchServeSurface, front_server, metrics_routes
 from esteira.packaging.httpserver import HttpServer, Request
 from esteira.packaging.surface import served_model
+from esteira.vocabulary import EXPECTED_TIMEOUT_HEADER
 from tests.support.prerequisites import require_file
 from tests.support.stand_ins import held_until_cancelled
+from tests.support.waiting import eventually
 
 MODEL_DIR = Path(__file__).resolve().parents[2] / "build" / "models" / "iris-1.0.0"
 
@@ -85,7 +89,7 @@ class TorchServeStandIn:
 
 
 @asynccontextmanager
-async def front() -> AsyncIterator[tuple[str, TorchServeStandIn, str]]:
+async def front(admission: Admission | None = None) -> AsyncIterator[tuple[str, TorchServeStandIn, str]]:
     """The front's inference URL, the stand-in behind it, and the front's metrics URL."""
     stand_in = TorchServeStandIn()
     backend = web.Application()
@@ -100,7 +104,7 @@ async def front() -> AsyncIterator[tuple[str, TorchServeStandIn, str]]:
     port = free_port()
     await web.TCPSite(backend_runner, "127.0.0.1", port).start()
     address = f"http://127.0.0.1:{port}"
-    surface = TorchServeSurface(served_model(MODEL_DIR), "1.0.0", address, address, address)
+    surface = TorchServeSurface(served_model(MODEL_DIR), "1.0.0", address, address, address, admission)
     server, scrapes = front_server(surface), HttpServer(metrics_routes(surface))
     front_port, metrics_port = free_port(), free_port()
     await server.start("127.0.0.1", front_port)
@@ -229,6 +233,53 @@ def test_a_caller_that_leaves_ends_its_request_to_torchserve_and_is_timed_not_co
                 if sample.name == "esteira_server_request_duration_seconds_count"
             ]
             assert timed == [1]
+
+    uvloop.run(scenario())
+
+
+def test_past_its_admission_the_front_holds_requests_drops_those_whose_callers_leave_and_refuses_late_ones() -> None:
+    """One request at TorchServe at once: while it is held, a second waits in the front and its caller leaves
+    (it never reaches TorchServe), a third says its proxy waits 1 ms; once the first's caller leaves too, the
+    third's deadline has passed and it gets the front's 503 with Retry-After, counted as the server's error, and
+    a fourth goes through."""
+    require_file(MODEL_DIR / "config" / "config.properties", "run `make models`")
+    admission = Admission(1)
+
+    async def post(session: aiohttp.ClientSession, url: str, body: object, **options: object) -> aiohttp.ClientResponse:
+        async with session.post(f"{url}/v1/models/iris:predict", json=body, **options) as answer:  # type: ignore[arg-type]
+            await answer.read()
+            return answer
+
+    async def scenario() -> None:
+        async with front(admission) as (url, stand_in, metrics), aiohttp.ClientSession() as session:
+            held = asyncio.ensure_future(post(session, url, {"fail": "watch"}))
+            await asyncio.wait_for(stand_in.held.wait(), 10)
+            with pytest.raises(asyncio.TimeoutError):
+                await post(session, url, {"instances": [[1, 2, 3, 4]]}, timeout=aiohttp.ClientTimeout(total=0.2))
+            hurried = asyncio.ensure_future(
+                post(session, url, {"instances": [[1, 2, 3, 4]]}, headers={EXPECTED_TIMEOUT_HEADER: "1"})
+            )
+            both_waiting = functools.partial(
+                eventually, lambda: admission.abandoned == 1 and admission.waiting == 2, 10, "both waiting"
+            )
+            await asyncio.get_running_loop().run_in_executor(None, both_waiting)
+            held.cancel()
+            await asyncio.wait_for(stand_in.closed.wait(), 10)
+            refused = await asyncio.wait_for(hurried, 10)
+            assert refused.status == 503 and refused.headers["Retry-After"] == "1"
+            assert (await post(session, url, {"instances": [[1, 2, 3, 4]]})).status == 200
+            assert len(stand_in.client_ports) == 2  # the held request and the last: neither waiter reached it
+            assert admission.late == 1 and admission.through == 0
+            async with session.get(metrics) as answer:
+                exposition = await answer.text()
+            assert requests_by_origin(exposition)[("server", "server_error")] == 1
+            dropped = [
+                (sample.labels["ModelName"], sample.value)
+                for family in text_string_to_metric_families(exposition)
+                for sample in family.samples
+                if sample.name == "esteira_abandoned_requests_total"
+            ]
+            assert dropped == [("iris", 1.0)]
 
     uvloop.run(scenario())
 

@@ -3,7 +3,8 @@ patient caller's request ahead of the newest once it has waited as long as those
 
 from __future__ import annotations
 
-from esteira.packaging.caller_queue import LEAVING_WINDOW_SECONDS, CallerQueue
+from esteira.packaging.caller_queue import LEAVING_WINDOW_SECONDS, CallerQueue, deadline
+from esteira.vocabulary import EXPECTED_TIMEOUT_HEADER
 
 
 def queued(at: dict[str, float]) -> CallerQueue[str]:
@@ -70,3 +71,11 @@ def test_a_caller_that_left_before_it_was_queued_counts_as_no_wait() -> None:
     queue = queued({"a": 0.0, "b": 0.5})
     queue.left(-1.0, 0.6)  # median 0: every request counts as patient, so oldest first
     assert queue.take(2, 0.6, everyone) == ["a", "b"]
+
+
+def test_a_proxys_expected_timeout_is_the_request_s_deadline() -> None:
+    headers = {EXPECTED_TIMEOUT_HEADER: "250"}
+    assert deadline(10.0, headers) == 10.25
+    for said in ("", "0", "-5", "1.5", "soon"):
+        assert deadline(10.0, {EXPECTED_TIMEOUT_HEADER: said}) is None, said
+    assert deadline(10.0, {}) is None

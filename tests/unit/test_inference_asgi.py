@@ -19,7 +19,6 @@ from model_handlers.inference_asgi import (
     Receive,
     Scope,
     Send,
-    deadline,
 )
 from model_handlers.messages import Answer, RawRequest, answered_too_late, caller_left
 
@@ -249,14 +248,6 @@ def test_a_request_whose_caller_left_while_it_waited_is_not_run_answered_or_coun
     assert sent["leaves"] == sent["early"] == []
     assert len(model.seen) == 2
     assert len(abandoned) == 2 and len(observed) == 3  # the early leaver never reached the model: not timed
-
-
-def test_a_proxys_expected_timeout_is_the_request_s_deadline() -> None:
-    headers = {EXPECTED_TIMEOUT_HEADER: "250"}
-    assert deadline(10.0, headers) == 10.25
-    for said in ("", "0", "-5", "1.5", "soon"):
-        assert deadline(10.0, {EXPECTED_TIMEOUT_HEADER: said}) is None, said
-    assert deadline(10.0, {}) is None
 
 
 def test_a_request_its_batch_would_answer_after_the_proxys_timeout_is_a_503_at_once_and_counted() -> None:

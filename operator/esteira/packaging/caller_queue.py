@@ -22,8 +22,10 @@ from __future__ import annotations
 
 import statistics
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Generic, TypeVar
+
+from esteira.vocabulary import EXPECTED_TIMEOUT_HEADER
 
 Item = TypeVar("Item")
 LEAVING_WINDOW_SECONDS = 1.0  # newest first while a caller has left within this long
@@ -89,3 +91,10 @@ class CallerQueue(Generic[Item]):
         """Every item waiting, oldest first; the queue is left empty."""
         items, self._waiting = [item for item, _ in self._waiting], []
         return items
+
+
+def deadline(arrived: float, headers: Mapping[str, str]) -> float | None:
+    """When the caller gives up, where the proxy in front said how long it waits (``EXPECTED_TIMEOUT_HEADER``, a
+    positive whole number of milliseconds; anything else says nothing)."""
+    waits = headers.get(EXPECTED_TIMEOUT_HEADER, "")
+    return arrived + int(waits) / 1000 if waits.isdigit() and int(waits) > 0 else None

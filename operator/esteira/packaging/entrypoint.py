@@ -32,6 +32,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
+from typing import Any
 
 from esteira.packaging.config import (
     CONFIG_PATH,
@@ -150,10 +151,20 @@ def worker_threads(text: str, env: Mapping[str, str]) -> dict[str, str]:
     N workers do not each take every CPU but one. Nothing when one worker runs or the variable is set already."""
     if env.get(ENV_TORCH_THREADS, "").strip():
         return {}
+    workers = sum(int(entry.get("minWorkers", 1)) for entry in snapshot_entries(text))
+    return {ENV_TORCH_THREADS: str(threads_per_process(env, workers))} if workers > 1 else {}
+
+
+def batches_and_workers(text: str) -> list[tuple[int, int]]:
+    """Each model version's batch size and workers in ``config.properties``, as TorchServe starts them."""
+    return [(int(entry.get("batchSize", 1)), int(entry.get("minWorkers", 1))) for entry in snapshot_entries(text)]
+
+
+def snapshot_entries(text: str) -> list[dict[str, Any]]:
+    """Each model version's entry in ``config.properties``' ``model_snapshot`` (none without one)."""
     raw = parse_properties(text).get("model_snapshot")
     models = (json.loads(raw).get("models") or {}) if raw else {}
-    workers = sum(int(entry.get("minWorkers", 1)) for versions in models.values() for entry in versions.values())
-    return {ENV_TORCH_THREADS: str(threads_per_process(env, workers))} if workers > 1 else {}
+    return [entry for versions in models.values() for entry in versions.values()]
 
 
 def relocate(text: str, model_dir: str, packaged_dir: str = DEFAULT_MODEL_DIR) -> str:
@@ -399,7 +410,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     config_path.write_text(text)
     write_log_config(log_config, Path(model_dir))
     # Imported here: the health check imports this module every few seconds and needs neither httptools nor pydantic.
-    from esteira.packaging import front, surface
+    from esteira.packaging import admission, front, surface
 
     try:
         served = surface.served_model(Path(model_dir))
@@ -409,8 +420,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"esteira model server: {exc}", file=sys.stderr)
         return 2
     max_body = int(properties.get("max_request_size") or front.DEFAULT_MAX_BODY)
+    limit = admission.at_once(batches_and_workers(text))
     model = front.TorchServeSurface(
-        served, env.get(ENV_MODEL_VERSION) or served.version, where.backend, where.management, where.backend_metrics
+        served,
+        env.get(ENV_MODEL_VERSION) or served.version,
+        where.backend,
+        where.management,
+        where.backend_metrics,
+        admission=None if limit is None else admission.Admission(limit),
     )
     listener = front.FrontThread(model, host, port, max_body=max_body, metrics=metrics_at).start()
     freeze_startup_heap()  # every inference request crosses the front: its collections must not pause them

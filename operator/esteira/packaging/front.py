@@ -6,7 +6,9 @@ handler. The front answers those from the archive's ``esteira-model.json`` and t
 v1 predict and v2 infer to TorchServe (the handler does the parsing, requested outputs and binary tensors),
 and passes every other path (``/ping``, ``/predictions/...``) through untouched. On the metrics port it serves
 TorchServe's metrics with its own added: the errors TorchServe answered itself and each request's time in the
-server, on every path that runs the model (:mod:`esteira.packaging.front_metrics`).
+server, on every path that runs the model (:mod:`esteira.packaging.front_metrics`). Where the entrypoint asks,
+only so many inference requests are at TorchServe at once and the rest wait in the front, taken newest first
+while callers are giving up (:mod:`esteira.packaging.admission`).
 It runs in the entrypoint's process on its own event loop thread, so TorchServe's supervision stays as it was.
 """
 
@@ -22,6 +24,8 @@ from collections.abc import Sequence
 
 import uvloop
 
+from esteira.packaging.admission import Admission, TooLate
+from esteira.packaging.caller_queue import deadline
 from esteira.packaging.front_metrics import (
     RequestDurations,
     ServerAnswers,
@@ -40,6 +44,7 @@ from esteira.packaging.surface import (
     runs_the_model,
 )
 from esteira.packaging.upstream import Upstream, UpstreamError, parse_address
+from esteira.vocabulary import RETRY_AFTER_SECONDS
 from model_handlers.config import ModelConfig
 
 # Hop-by-hop headers (RFC 9110) and those the upstream client writes; the rest of a passed-through request goes
@@ -56,10 +61,19 @@ logger = logging.getLogger(__name__)
 
 class TorchServeSurface(ModelSurface):
     """One model in one TorchServe: ``backend`` is its inference address, ``management`` its management one and
-    ``metrics`` its metrics one."""
+    ``metrics`` its metrics one; ``admission``, where given, how many inference requests go to it at once."""
 
-    def __init__(self, served: ServedModel, version: str, backend: str, management: str, metrics: str) -> None:
+    def __init__(
+        self,
+        served: ServedModel,
+        version: str,
+        backend: str,
+        management: str,
+        metrics: str,
+        admission: Admission | None = None,
+    ) -> None:
         self.name = served.name
+        self.admission = admission
         self.served = served
         self.version = version
         self.backend = backend.rstrip("/")
@@ -92,7 +106,7 @@ class TorchServeSurface(ModelSurface):
     async def infer(self, request: Request, protocol: Protocol, version: str | None) -> Response:
         """v1 predict and v2 infer, timed and counted (:meth:`_inference`)."""
         path = f"/v1/models/{self.name}:predict" if protocol == "v1" else f"/v2/models/{self.name}/infer"
-        return await self._inference(request.method, path, request.body, forwarded_headers(request))
+        return await self._inference(request, path, forwarded_headers(request))
 
     async def pass_through(self, request: Request) -> Response:
         """Any other path, to TorchServe as it came (its errors still made ``{"error": ...}``). TorchServe's own
@@ -100,7 +114,7 @@ class TorchServeSurface(ModelSurface):
         it is timed and counted as they are."""
         headers = {k: v for k, v in request.headers.items() if k not in _NOT_PASSED}
         if self.predicts(request.path):
-            return await self._inference(request.method, request.target, request.body, headers)
+            return await self._inference(request, request.target, headers)
         try:
             answer = await self.inference.request(request.method, request.target, request.body, headers)
         except UpstreamError as exc:
@@ -115,19 +129,53 @@ class TorchServeSurface(ModelSurface):
         """Whether ``path`` is TorchServe's inference path for this model, of any version."""
         return path.rstrip("/") == self._predictions or path.startswith(self._predictions + "/")
 
-    async def _inference(self, method: str, target: str, body: bytes, headers: dict[str, str]) -> Response:
-        """Timed, and counted when TorchServe answers an error itself, or not at all: the handler never saw it."""
+    async def _inference(self, request: Request, target: str, headers: dict[str, str]) -> Response:
+        """``request`` to ``target`` with ``headers``, timed, and counted when TorchServe answers an error itself,
+        or not at all: the handler never saw it. Through the admission, where there is one: a request refused
+        there as too late (by the deadline its caller's proxy gave) is a 503 of the front's, counted as
+        TorchServe's own errors are."""
         began = time.perf_counter()
+        method, body = request.method, request.body
+        try:
+            if self.admission is None:
+                return await self._forward(method, target, body, headers)
+            try:
+                await self.admission.enter(deadline(began, request.headers))
+            except TooLate:
+                self.answers.record(503)
+                return self._too_late()
+            return await self._admitted(self.admission, method, target, body, headers)
+        finally:
+            self.durations.observe(time.perf_counter() - began)
+
+    async def _admitted(
+        self, admission: Admission, method: str, target: str, body: bytes, headers: dict[str, str]
+    ) -> Response:
+        """Forwarded, and the place given up after; a prediction's time at TorchServe tells the admission how long
+        the next one will take."""
+        sent, seconds = time.perf_counter(), None
+        try:
+            response = await self._forward(method, target, body, headers)
+            if response.status == 200:
+                seconds = time.perf_counter() - sent
+            return response
+        finally:
+            admission.leave(seconds)
+
+    async def _forward(self, method: str, target: str, body: bytes, headers: dict[str, str]) -> Response:
         try:
             answer = await self.inference.request(method, target, body, headers)
         except UpstreamError as exc:
             self.answers.record(502)
             return self._unanswered(exc)
-        finally:
-            self.durations.observe(time.perf_counter() - began)
         if made_by_server(answer.status, answer.body):
             self.answers.record(answer.status)
         return relay(answer.status, answer.body, answer.headers, answer.reason)
+
+    def _too_late(self) -> Response:
+        message = f"model {self.name!r} could not answer within the caller's deadline; retry later"
+        refused = error_response(503, message)
+        return Response(503, refused.body, {**refused.headers, "Retry-After": str(RETRY_AFTER_SECONDS)})
 
     def _unanswered(self, exc: UpstreamError) -> Response:
         """The front's own 502; the address goes to the log, not to the client."""
@@ -145,7 +193,9 @@ class TorchServeSurface(ModelSurface):
         content_type = {"Content-Type": answer.headers.get("content-type", PROMETHEUS_TEXT)}
         if answer.status != 200:
             return Response(answer.status, answer.body, content_type, answer.reason)
-        text = with_front_metrics(answer.body.decode("utf-8", "replace"), request.query, self.answers, self.durations)
+        exposition = answer.body.decode("utf-8", "replace")
+        abandoned = None if self.admission is None else self.admission.abandoned
+        text = with_front_metrics(exposition, request.query, self.answers, self.durations, abandoned)
         return Response(200, text.encode(), content_type)
 
     def close(self) -> None:

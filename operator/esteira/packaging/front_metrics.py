@@ -13,7 +13,11 @@ The handler's duration histogram is its own time for a batch; what TorchServe's 
 of its sight. The front times each request from when it has the request to when TorchServe's answer is back, in
 ``esteira_server_request_duration_seconds``, the family esteira-kserve observes for the same span.
 
-Both are served on the metrics port within TorchServe's exposition, so the scrape stays as it was.
+Where the front holds the requests TorchServe cannot start soon (:mod:`esteira.packaging.admission`), those it
+dropped because their callers left are counted in ``esteira_abandoned_requests_total``, as esteira-kserve counts
+its own.
+
+All are served on the metrics port within TorchServe's exposition, so the scrape stays as it was.
 """
 
 from __future__ import annotations
@@ -24,6 +28,8 @@ from urllib.parse import parse_qs
 
 from esteira.packaging.exposition import bucket_of, histogram_lines, label_text
 from model_handlers.metrics import (
+    ABANDONED_REQUESTS,
+    ABANDONED_REQUESTS_HELP,
     REQUESTS_TOTAL,
     SERVER_DURATION_BUCKETS,
     SERVER_REQUEST_DURATION,
@@ -103,13 +109,20 @@ def wanted(query: str, family: str) -> bool:
     return not names or family in names
 
 
-def with_front_metrics(exposition: str, query: str, answers: ServerAnswers, durations: RequestDurations) -> str:
-    """TorchServe's Prometheus text with the front's series added, those the scrape's query asks for."""
+def with_front_metrics(
+    exposition: str, query: str, answers: ServerAnswers, durations: RequestDurations, abandoned: int | None = None
+) -> str:
+    """TorchServe's Prometheus text with the front's series added, those the scrape's query asks for;
+    ``abandoned``, the requests the front dropped, where it holds any."""
     lines = exposition.splitlines()
     if wanted(query, REQUESTS_TOTAL):
         _join_requests(lines, answers.samples())
     if wanted(query, SERVER_REQUEST_DURATION):
         lines += durations.family()
+    name = f"{ABANDONED_REQUESTS}_total"
+    if abandoned is not None and wanted(query, name):
+        help_type = [f"# HELP {name} {ABANDONED_REQUESTS_HELP}", f"# TYPE {name} counter"]
+        lines += [*help_type, f"{name}{{{durations.labels}}} {float(abandoned)}"]
     return "\n".join(lines) + "\n"
 
 
