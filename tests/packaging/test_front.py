@@ -238,8 +238,8 @@ def test_a_caller_that_leaves_ends_its_request_to_torchserve_and_is_timed_not_co
 
 
 def test_past_its_admission_the_front_holds_requests_drops_those_whose_callers_leave_and_refuses_late_ones() -> None:
-    """One request at TorchServe at once: while it is held, a second waits in the front and its caller leaves
-    (it never reaches TorchServe), a third says its proxy waits 1 ms; once the first's caller leaves too, the
+    """One request at TorchServe at once, its caller's proxy saying it waits a minute: while it is held, a second
+    waits in the front and its caller leaves (it never reaches TorchServe), a third says its proxy waits 1 ms; once the first's caller leaves too, the
     third's deadline has passed and it gets the front's 503 with Retry-After, counted as the server's error, and
     a fourth goes through."""
     require_file(MODEL_DIR / "config" / "config.properties", "run `make models`")
@@ -252,7 +252,8 @@ def test_past_its_admission_the_front_holds_requests_drops_those_whose_callers_l
 
     async def scenario() -> None:
         async with front(admission) as (url, stand_in, metrics), aiohttp.ClientSession() as session:
-            held = asyncio.ensure_future(post(session, url, {"fail": "watch"}))
+            patient = {EXPECTED_TIMEOUT_HEADER: "60000"}  # a deadline said: the limit holds
+            held = asyncio.ensure_future(post(session, url, {"fail": "watch"}, headers=patient))
             await asyncio.wait_for(stand_in.held.wait(), 10)
             with pytest.raises(asyncio.TimeoutError):
                 await post(session, url, {"instances": [[1, 2, 3, 4]]}, timeout=aiohttp.ClientTimeout(total=0.2))

@@ -1,5 +1,6 @@
-"""The pod's front lets so many requests through to TorchServe at once and holds the rest: taken oldest first,
-newest first once callers leave, a caller that left dropped, one whose deadline cannot be met refused."""
+"""The pod's front lets so many requests through to TorchServe at once, while callers give up or say their
+deadlines, and holds the rest: taken oldest first, newest first once callers leave, a caller that left dropped,
+one whose deadline cannot be met refused."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import pytest
 
 from esteira.packaging import admission as admission_module
 from esteira.packaging.admission import Admission, TooLate, at_once
+from esteira.packaging.caller_queue import LEAVING_WINDOW_SECONDS
 
 
 def test_two_batches_a_worker_go_through_at_once() -> None:
@@ -49,12 +51,27 @@ async def queued(admission: Admission, count: int) -> None:
     assert admission.waiting == count
 
 
-def test_below_the_limit_requests_go_straight_through_and_the_rest_wait_their_turn_oldest_first() -> None:
+def test_patient_callers_go_straight_through_past_the_limit() -> None:
+    """Nobody gives up and nobody says a deadline: the limit does not hold, TorchServe's own queue takes all."""
+
+    async def scenario() -> list[str]:
+        admission, order = Admission(1), []
+        for name in ("a", "b", "c"):
+            await entered(admission, name, order)
+        assert admission.through == 3 and admission.waiting == 0
+        return order
+
+    assert asyncio.run(scenario()) == ["a", "b", "c"]
+
+
+def test_requests_that_say_their_deadline_are_held_to_the_limit_and_go_oldest_first(clock: Clock) -> None:
+    due = clock.now + 60
+
     async def scenario() -> list[str]:
         admission, order = Admission(2), []
-        await entered(admission, "a", order)
-        await entered(admission, "b", order)
-        waiting = [asyncio.ensure_future(entered(admission, name, order)) for name in ("c", "d", "e")]
+        await entered(admission, "a", order, due)
+        await entered(admission, "b", order, due)
+        waiting = [asyncio.ensure_future(entered(admission, name, order, due)) for name in ("c", "d", "e")]
         await queued(admission, 3)
         assert order == ["a", "b"] and admission.through == 2
         admission.leave(0.01)
@@ -63,20 +80,24 @@ def test_below_the_limit_requests_go_straight_through_and_the_rest_wait_their_tu
         assert admission.through == 2 and admission.waiting == 1
         admission.leave(0.01)
         await waiting[2]
+        clock.now += LEAVING_WINDOW_SECONDS  # no deadline said for that long: the limit no longer holds
+        await entered(admission, "f", order)
+        assert admission.through == 3
         return order
 
-    assert asyncio.run(scenario()) == ["a", "b", "c", "d", "e"]
+    assert asyncio.run(scenario()) == ["a", "b", "c", "d", "e", "f"]
 
 
-def test_a_caller_that_leaves_while_waiting_is_dropped_and_then_the_newest_go_first(clock: Clock) -> None:
-    """A caller leaves after 200 ms: those that came after it, waiting less than that, go newest first."""
+def test_once_a_caller_leaves_a_request_at_torchserve_the_limit_holds_and_the_newest_go_first(clock: Clock) -> None:
+    """The caller of the request at TorchServe leaves after 200 ms: callers are giving up, so the next wait;
+    one of them leaves while waiting and is dropped; those that waited less than 200 ms go newest first."""
 
     async def scenario() -> list[str]:
         admission, order = Admission(1), []
         await entered(admission, "running", order)
-        leaves = asyncio.ensure_future(entered(admission, "leaves", order))
-        await queued(admission, 1)
         clock.now += 0.2
+        admission.left_after(0.2)
+        leaves = asyncio.ensure_future(entered(admission, "leaves", order))
         rest = [asyncio.ensure_future(entered(admission, name, order)) for name in ("b", "c", "d")]
         await queued(admission, 4)
         leaves.cancel()
@@ -93,12 +114,14 @@ def test_a_caller_that_leaves_while_waiting_is_dropped_and_then_the_newest_go_fi
     assert asyncio.run(scenario()) == ["running", "d", "c", "b"]
 
 
-def test_a_caller_let_through_as_it_leaves_gives_its_place_to_the_next() -> None:
+def test_a_caller_let_through_as_it_leaves_gives_its_place_to_the_next(clock: Clock) -> None:
+    due = clock.now + 60
+
     async def scenario() -> None:
         admission, order = Admission(1), []
-        await entered(admission, "running", order)
-        leaves = asyncio.ensure_future(entered(admission, "leaves", order))
-        nxt = asyncio.ensure_future(entered(admission, "next", order))
+        await entered(admission, "running", order, due)
+        leaves = asyncio.ensure_future(entered(admission, "leaves", order, due))
+        nxt = asyncio.ensure_future(entered(admission, "next", order, due))
         await queued(admission, 2)
         admission.leave(0.01)  # lets "leaves" through ...
         leaves.cancel()  # ... as its caller goes, before it runs

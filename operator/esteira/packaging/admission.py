@@ -11,7 +11,11 @@ giving up. A request whose caller leaves while it waits here is dropped (the HTT
 nowhere; one whose proxy said how long it waits is refused with :class:`TooLate` where the fastest of the
 recent requests at TorchServe would still end after that.
 
-Below the limit a request goes straight on: a counter, nothing queued.
+The limit holds only while it is needed: while callers are giving up (one left, waiting here or at TorchServe,
+within ``LEAVING_WINDOW_SECONDS``) or say how long they wait (a deadline came within as long). Otherwise every
+request goes straight on, as it went before, and TorchServe's queue takes them: holding patient callers' requests
+in the front cost its Python a wake-up and a hand-over each, a twentieth of its rate at 32 callers
+(``benchmarks/README.md``), for nothing. Below the limit a request goes straight on as well: a counter.
 """
 
 from __future__ import annotations
@@ -21,7 +25,7 @@ import time
 from collections import deque
 from collections.abc import Sequence
 
-from esteira.packaging.caller_queue import CallerQueue
+from esteira.packaging.caller_queue import LEAVING_WINDOW_SECONDS, CallerQueue
 
 RECENT = 16  # requests at TorchServe whose times are remembered: the fastest says how long the next will take
 BATCHES_A_WORKER = 2  # at TorchServe at once: one batch running and the next filling, for each worker
@@ -49,6 +53,7 @@ class Admission:
         self.late = 0  # requests refused as too late
         self._waiting: CallerQueue[tuple[asyncio.Future[None], float | None]] = CallerQueue()
         self._recent: deque[float] = deque(maxlen=RECENT)
+        self._last_deadline = -LEAVING_WINDOW_SECONDS  # when a request last said its deadline
 
     @property
     def waiting(self) -> int:
@@ -59,7 +64,9 @@ class Admission:
         """Returns once the request may go through; raises :class:`TooLate` where it would be answered after
         ``deadline`` (``time.perf_counter``). A caller cancelled while waiting leaves nothing behind."""
         now = time.perf_counter()
-        if self.through < self.limit and not self._waiting:
+        if deadline is not None:
+            self._last_deadline = now
+        if not self._waiting and (self.through < self.limit or not self.holding(now)):
             self.through += 1
             return
         if deadline is not None and self._ends(now) > deadline:
@@ -78,6 +85,16 @@ class Admission:
             elif turn.exception() is None:
                 self.leave()  # let through as its caller left: the place goes to the next
             raise
+
+    def holding(self, now: float) -> bool:
+        """Whether the limit holds: callers are giving up, or saying how long they wait (see the module's
+        docstring)."""
+        return self._waiting.leaving(now) or now - self._last_deadline < LEAVING_WINDOW_SECONDS
+
+    def left_after(self, waited: float) -> None:
+        """The caller of a request that went through left after waiting ``waited`` seconds in all."""
+        now = time.perf_counter()
+        self._waiting.left(waited, now)
 
     def leave(self, seconds: float | None = None) -> None:
         """A request that went through is done, after ``seconds`` there where it was answered."""
@@ -100,8 +117,11 @@ class Admission:
                 return False
             return True
 
-        while self.through < self.limit and self._waiting:
-            taken = self._waiting.take(self.limit - self.through, now, wanted)
+        while self._waiting:
+            room = self.limit - self.through if self.holding(now) else len(self._waiting)
+            if room <= 0:
+                return
+            taken = self._waiting.take(room, now, wanted)
             if not taken:
                 return
             for turn, _ in taken:
