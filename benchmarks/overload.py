@@ -3,12 +3,14 @@ deadline and coming back with a new request, as a client's timeout or a proxy's 
 
 Why: past its capacity a server's queue grows, and with it every request's wait; once the wait is longer than
 the callers' deadline, a server that runs every request it holds spends its model on answers nobody reads while
-the requests still wanted wait behind them. esteira-kserve leaves out a request whose caller has closed its
-connection (:mod:`model_handlers.batcher`). The model here sleeps a fixed time per batch (a device's time, not
-the CPU that the load generator shares with the server), so each server can answer at most
+the requests still wanted wait behind them. esteira-kserve's batcher, and the pod's front before TorchServe,
+leave out a request whose caller has closed its connection and take the rest newest first while callers are
+giving up (:mod:`esteira.packaging.caller_queue`). The model here sleeps a fixed time per batch (a device's time,
+not the CPU that the load generator shares with the server), so each server can answer at most
 ``BATCH / SERVICE_SECONDS`` requests a second, whatever the batch holds. Callers that give up do so silently,
 then saying in advance how long they wait, as Envoy does for the server behind it
-(``x-envoy-expected-rq-timeout-ms``): esteira-kserve refuses at once what it could not answer in time.
+(``x-envoy-expected-rq-timeout-ms``): both refuse at once what they could not answer in time; then half of them
+wait as long as it takes.
 
 ``python -m benchmarks.overload`` (``make bench``) writes ``benchmarks/results/overload.json`` and ``overload.md``:
 for each server and each kind of caller, the requests answered within the deadline a second (the goodput),
