@@ -15,11 +15,13 @@ from pathlib import Path
 import pytest
 
 from esteira.packaging import entrypoint
+from esteira.packaging.admission import at_once
 from esteira.packaging.config import ModelSpec, ServerSpec, config_properties, parse_properties
 from esteira.packaging.entrypoint import (
     BatchSettings,
     apply_snapshot,
     batch_settings_from_env,
+    batches_and_workers,
     idle_poll_from_env,
     relocate,
     runtime_config,
@@ -119,6 +121,15 @@ def test_workers_from_the_operator_set_every_version_s_workers_and_split_the_cpu
         assert (found["minWorkers"], found["maxWorkers"]) == (3, 3)
     assert entry(out)["batchSize"] == entry(text)["batchSize"]  # batching left as packaged
     assert worker_threads(out, {"OMP_NUM_THREADS": "8"}) == {"ESTEIRA_TORCH_THREADS": "1"}  # 6 workers, 7 CPUs
+
+
+def test_the_front_lets_two_batches_a_worker_through_as_torchserve_runs_them() -> None:
+    """By the batches and workers the runtime config starts, after the operator's settings apply."""
+    text = config_properties([ModelSpec("iris", "1.0.0"), ModelSpec("digits", "2.0.0", min_workers=2, max_workers=2)])
+    out = apply_snapshot(text, BatchSettings(batch_size=8))
+    assert batches_and_workers(out) == [(8, 1), (8, 2)]
+    assert at_once(batches_and_workers(out)) == 48
+    assert batches_and_workers("no: snapshot\n") == [] and at_once([]) is None
 
 
 def test_no_workers_from_the_operator_keeps_the_archive_s() -> None:

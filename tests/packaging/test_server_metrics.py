@@ -128,6 +128,8 @@ def test_the_analysis_latency_is_each_request_s_time_in_the_server(
         try:
             timed = f"sum(esteira_server_request_duration_seconds_count{selector})"
             eventually(lambda: count(prometheus, timed) == 0, timeout=30, what="the histogram scraped before traffic")
+            # Both count the requests they drop because their callers left (under TorchServe, the pod's front).
+            assert count(prometheus, f"sum(esteira_abandoned_requests_total{selector})") == 0
             # Two rounds a scrape apart, so a rate has samples to tell apart even for a series the first one creates.
             for sent in (10, 20):
                 for _ in range(10):  # one at a time: under TorchServe each waits out the archive's 10 ms batch delay
