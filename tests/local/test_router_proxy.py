@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 import aiohttp
+import pytest
 import uvloop
 from aiohttp import web
 
@@ -18,6 +19,7 @@ from esteira.local.split import Split
 from esteira.vocabulary import EXPECTED_TIMEOUT_HEADER, REQUEST_ID_HEADER, REVISION_HEADER
 from model_handlers.protocol import BINARY_HEADER
 from tests.support.stand_ins import held_until_cancelled
+from tests.support.waiting import eventually
 
 PREDICT = "/v1/models/iris:predict"
 
@@ -46,6 +48,8 @@ class Backend:
             await held_until_cancelled(self.held, self.closed)
         if kind == "error":
             return web.json_response({"code": 500, "type": "InternalServerException", "message": "boom"}, status=500)
+        if kind == "refused":  # esteira-kserve's refusal of a request it cannot answer in time
+            return web.json_response({"error": "too late"}, status=503, headers={"Retry-After": "1"})
         if kind == "chunked":
             response = web.StreamResponse(headers={"Content-Type": "application/json", BINARY_HEADER: "7"})
             response.enable_chunked_encoding()
@@ -58,7 +62,7 @@ class Backend:
 
 
 @asynccontextmanager
-async def proxied() -> AsyncIterator[tuple[Router, Backend]]:
+async def proxied(at_once: int | None = None) -> AsyncIterator[tuple[Router, Backend]]:
     backend = Backend()
     app = web.Application()
     app.router.add_post(PREDICT, backend.predict)
@@ -67,7 +71,7 @@ async def proxied() -> AsyncIterator[tuple[Router, Backend]]:
     port = free_port()
     await web.TCPSite(runner, "127.0.0.1", port).start()
     router = Router("iris", free_port())
-    router.set_backend(1, f"http://127.0.0.1:{port}")
+    router.set_backend(1, f"http://127.0.0.1:{port}", at_once)
     router.set_split(Split(1), False)
     await router.start()
     try:
@@ -178,5 +182,40 @@ def test_with_a_timeout_the_router_says_it_and_answers_a_504_past_it_and_the_rev
             router.set_timeout(None)
             await _ask(session, router, "sized")
             assert backend.expected_timeouts[-1] is None
+
+    asyncio.run(scenario())
+
+
+def test_a_model_server_s_refusal_reaches_the_caller_with_its_retry_after() -> None:
+    async def scenario() -> None:
+        async with proxied() as (router, _), aiohttp.ClientSession() as session:
+            status, headers, body = await _ask(session, router, "refused")
+            assert (status, headers["Retry-After"], json.loads(body)) == (503, "1", {"error": "too late"})
+
+    asyncio.run(scenario())
+
+
+def test_before_torchserve_the_router_holds_requests_past_two_batches_and_drops_one_whose_caller_leaves() -> None:
+    """One request at the revision at once, the spec's timeout giving each a deadline (so the limit holds):
+    while the first is held, a second waits in the router and its caller leaves; it never reaches the model
+    server and counts as a 499; the first is answered, and a third goes through."""
+
+    async def scenario() -> None:
+        async with proxied(at_once=1) as (router, backend), aiohttp.ClientSession() as session:
+            router.set_timeout(60)
+            held = asyncio.create_task(_ask(session, router, "held"))
+            await asyncio.wait_for(backend.held.wait(), 10)
+            url = f"http://127.0.0.1:{router.port}{PREDICT}"
+            leaving = aiohttp.ClientTimeout(total=0.2)
+            with pytest.raises(asyncio.TimeoutError):
+                async with session.post(url, json={"answer": "sized"}, timeout=leaving) as answer:
+                    await answer.read()
+            await asyncio.get_running_loop().run_in_executor(
+                None, eventually, lambda: router.arm(1).outcomes["client_error"] == 1, 10, "the 499 counted"
+            )
+            backend.release.set()
+            assert (await held)[0] == 200
+            assert (await _ask(session, router, "sized"))[0] == 200
+            assert len(backend.client_ports) == 2  # the one whose caller left never reached it
 
     asyncio.run(scenario())

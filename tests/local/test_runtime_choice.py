@@ -254,6 +254,7 @@ def test_torchserve_takes_the_specs_workers_over_the_archives(
     entry = served["models"]["iris"]["1.0.0"]
     assert (entry["minWorkers"], entry["maxWorkers"]) == (expected, expected)
     assert server.environment().get(ENV_TORCH_THREADS) == (None if expected == 1 else "2")
+    assert server.at_once == 2 * entry["batchSize"] * expected  # what the router lets through while it holds
 
 
 @dataclass

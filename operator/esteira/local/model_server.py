@@ -63,6 +63,8 @@ class ModelServer(ABC):
     restarts: int = 0
     stopping: bool = False
     port_retries: int = 0  # launches in a row that found a picked port taken (not counted as restarts)
+    # how many requests the router lets through to it at once while it holds them (None: it orders its own queue)
+    at_once: int | None = None
     _process: asyncio.subprocess.Process | None = field(default=None, repr=False)
     _log_offset: int = field(default=0, repr=False)  # where this launch's output starts in the log
 

@@ -10,6 +10,10 @@ A request the chosen revision could not answer at all (its server is gone or not
 other arm when it has a server, else to the same revision once it is back, for up to `RETRY_SECONDS`. Inference
 changes nothing on a server, so a second try is safe; the client sees an answer, not a crash. Client-facing
 errors never name backend addresses or ports; those go to the log.
+
+Before a TorchServe revision the router holds requests as the pod's front does (`esteira.packaging.admission`):
+while callers give up, or the spec's timeout gives every request a deadline, only two batches a worker go to it
+at once, and the rest wait in the router.
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ from typing import Any
 from esteira.local.access import refusal
 from esteira.local.split import NotServing, Split, choose, should_mirror
 from esteira.local.stats import ArmStats, exposition
+from esteira.packaging.admission import Admission, TooLate
 from esteira.packaging.httpserver import (
     ClientLimits,
     HttpServer,
@@ -45,7 +50,7 @@ from esteira.packaging.surface import (
     runs_the_model,
 )
 from esteira.packaging.upstream import TimedOut, Upstream, UpstreamError
-from esteira.vocabulary import CALLER_LEFT_STATUS, EXPECTED_TIMEOUT_HEADER, REVISION_HEADER
+from esteira.vocabulary import CALLER_LEFT_STATUS, EXPECTED_TIMEOUT_HEADER, RETRY_AFTER_SECONDS, REVISION_HEADER
 from model_handlers.config import ModelConfig
 
 HOST = "127.0.0.1"
@@ -97,6 +102,7 @@ class Router(ModelSurface):
         self.status_view: StatusView | None = None
         self._server: HttpServer | None = None
         self._upstreams: dict[str, Upstream] = {}  # backend address -> its keep-alive connections
+        self._admissions: dict[int, Admission] = {}  # revisions whose requests are held (TorchServe's)
         self._mirrors: set[asyncio.Task[None]] = set()
 
     # --- what the runtime sets ---------------------------------------------------------------------------
@@ -106,9 +112,15 @@ class Router(ModelSurface):
         for revision in split.revisions if split else ():
             self.stats.setdefault(revision, ArmStats())
 
-    def set_backend(self, revision: int, url: str | None) -> None:
+    def set_backend(self, revision: int, url: str | None, at_once: int | None = None) -> None:
+        """Where a revision's server listens (None: nowhere now); ``at_once``, how many requests go to it at once
+        while they are held (None: never held; esteira-kserve orders its own queue)."""
         previous = self.backends.get(revision)
         self.backends[revision] = url
+        if url is not None and at_once is None:
+            self._admissions.pop(revision, None)
+        elif url is not None and at_once is not None and (url != previous or revision not in self._admissions):
+            self._admissions[revision] = Admission(at_once)
         if previous is not None and previous != url:
             self._retire(previous)
 
@@ -300,9 +312,22 @@ class Router(ModelSurface):
         else:
             if self.timeout_seconds is not None:
                 headers = {**headers, EXPECTED_TIMEOUT_HEADER: str(1000 * self.timeout_seconds)}
+            upstream, admission = self._upstream(base), None if mirrored else self._admissions.get(revision)
             try:
-                reply = await self._upstream(base).request("POST", path, body, headers)
+                if admission is None:
+                    reply = await upstream.request("POST", path, body, headers)
+                else:
+                    due = None if self.timeout_seconds is None else started + self.timeout_seconds
+                    reply = await admission.send(
+                        due,
+                        started,
+                        lambda: upstream.request("POST", path, body, headers),
+                        lambda reply: reply.status == 200,
+                    )
                 answer = Answer(reply.status, reply.body, reply.headers, reply.reason)
+            except TooLate:
+                message = f"revision {revision} could not answer within timeoutSeconds; retry later"
+                answer = Answer(503, json.dumps({"error": message}).encode(), {"retry-after": str(RETRY_AFTER_SECONDS)})
             except TimedOut as exc:
                 answer = self._timed_out(revision, base, exc)
             except asyncio.CancelledError:  # its caller left: the wait it had is evidence, its latency a floor

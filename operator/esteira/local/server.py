@@ -21,11 +21,13 @@ import aiohttp
 
 from esteira.api.spec import ModelDeploymentSpec
 from esteira.local.model_server import HOST, ModelServer, free_port
+from esteira.packaging import admission
 from esteira.packaging.config import CONFIG_PATH, MODEL_STORE, set_properties
 from esteira.packaging.entrypoint import (
     LOG_FLUSH_DIR,
     PID_FILE,
     batch_settings_from_env,
+    batches_and_workers,
     frontend_pid,
     log_config_file,
     runtime_config,
@@ -138,6 +140,7 @@ class TorchServeServer(ModelServer):
         text = local_config(source, self.spec, self.model_dir, self.ports, vmargs)
         config.write_text(text)
         self.threads = worker_threads(text, os.environ)
+        self.at_once = admission.at_once(batches_and_workers(text))
         log_config = log_config_file(self.model_dir, self.root)
         write_log_config(log_config, self.model_dir)
         command = torchserve_command(

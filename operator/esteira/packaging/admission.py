@@ -23,10 +23,12 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
+from typing import TypeVar
 
 from esteira.packaging.caller_queue import LEAVING_WINDOW_SECONDS, CallerQueue
 
+Sent = TypeVar("Sent")
 RECENT = 16  # requests at TorchServe whose times are remembered: the fastest says how long the next will take
 BATCHES_A_WORKER = 2  # at TorchServe at once: one batch running and the next filling, for each worker
 
@@ -85,6 +87,29 @@ class Admission:
             elif turn.exception() is None:
                 self.leave()  # let through as its caller left: the place goes to the next
             raise
+
+    async def send(
+        self,
+        deadline: float | None,
+        began: float,
+        request: Callable[[], Awaitable[Sent]],
+        answered: Callable[[Sent], bool],
+    ) -> Sent:
+        """``request()`` once let through, and the place given up after it; raises :class:`TooLate` where refused.
+        The time of an ``answered`` request (a prediction) says how long the next will take; a caller that leaves
+        meanwhile (its wait counted from ``began``), that callers are giving up."""
+        await self.enter(deadline)
+        sent, seconds = time.perf_counter(), None
+        try:
+            result = await request()
+            if answered(result):
+                seconds = time.perf_counter() - sent
+            return result
+        except asyncio.CancelledError:
+            self.left_after(time.perf_counter() - began)
+            raise
+        finally:
+            self.leave(seconds)
 
     def holding(self, now: float) -> bool:
         """Whether the limit holds: callers are giving up, or saying how long they wait (see the module's

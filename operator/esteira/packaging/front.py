@@ -140,30 +140,17 @@ class TorchServeSurface(ModelSurface):
             if self.admission is None:
                 return await self._forward(method, target, body, headers)
             try:
-                await self.admission.enter(deadline(began, request.headers))
+                return await self.admission.send(
+                    deadline(began, request.headers),
+                    began,
+                    lambda: self._forward(method, target, body, headers),
+                    lambda response: response.status == 200,
+                )
             except TooLate:
                 self.answers.record(503)
                 return self._too_late()
-            return await self._admitted(self.admission, method, target, body, headers, began)
         finally:
             self.durations.observe(time.perf_counter() - began)
-
-    async def _admitted(
-        self, admission: Admission, method: str, target: str, body: bytes, headers: dict[str, str], began: float
-    ) -> Response:
-        """Forwarded, and the place given up after; a prediction's time at TorchServe tells the admission how long
-        the next one will take, and a caller that leaves meanwhile that callers are giving up."""
-        sent, seconds = time.perf_counter(), None
-        try:
-            response = await self._forward(method, target, body, headers)
-            if response.status == 200:
-                seconds = time.perf_counter() - sent
-            return response
-        except asyncio.CancelledError:
-            admission.left_after(time.perf_counter() - began)
-            raise
-        finally:
-            admission.leave(seconds)
 
     async def _forward(self, method: str, target: str, body: bytes, headers: dict[str, str]) -> Response:
         try:

@@ -119,12 +119,16 @@ def error_message(status: int, body: bytes, reason: str) -> str:
 
 
 def relay(status: int, body: bytes, headers: Mapping[str, str], reason: str = "") -> Response:
-    """A backend's answer as the caller gets it: protocol headers kept, an error made ``{"error": ...}``.
+    """A backend's answer as the caller gets it: protocol headers kept, an error made ``{"error": ...}`` (with
+    the backend's ``Retry-After``, where a refusal says when to come back).
 
     ``headers`` has lower-case names, as :class:`esteira.packaging.upstream.Reply` gives them.
     """
     if status >= 400:
-        return error_response(status, error_message(status, body, reason))
+        refused = error_response(status, error_message(status, body, reason))
+        if "retry-after" in headers:
+            refused.headers = {**refused.headers, "Retry-After": headers["retry-after"]}
+        return refused
     return Response(status, body, {key: headers[name] for key, name in _RESPONSE_HEADER_NAMES if name in headers})
 
 
