@@ -1,4 +1,5 @@
-"""How many inference requests the pod's front lets through to TorchServe at once; the rest wait in the front.
+"""How many inference requests the pod's front lets through to TorchServe at once; the rest wait in the front
+(``esteira up``'s router holds requests to a TorchServe revision the same way).
 
 Why: TorchServe runs its queue oldest first, runs a request whose caller has gone, and refuses with a 503 once
 ``job_queue_size`` (100) wait. Past its model's capacity, with callers that give up, the request it runs is the
