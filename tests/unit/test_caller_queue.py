@@ -67,12 +67,6 @@ def test_oldest_first_again_once_nobody_has_left_for_the_window() -> None:
     assert queue.clear() == ["b"] and len(queue) == 0
 
 
-def test_a_caller_that_left_before_it_was_queued_counts_as_no_wait() -> None:
-    queue = queued({"a": 0.0, "b": 0.5})
-    queue.left(-1.0, 0.6)  # median 0: every request counts as patient, so oldest first
-    assert queue.take(2, 0.6, everyone) == ["a", "b"]
-
-
 def test_a_proxys_expected_timeout_is_the_request_s_deadline() -> None:
     headers = {EXPECTED_TIMEOUT_HEADER: "250"}
     assert deadline(10.0, headers) == 10.25

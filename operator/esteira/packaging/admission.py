@@ -127,7 +127,8 @@ class Admission:
         if seconds is not None:
             self._recent.append(seconds)
         self.through -= 1
-        self._let_through()
+        if self._waiting:
+            self._let_through()
 
     def _let_through(self) -> None:
         now = time.perf_counter()

@@ -53,7 +53,7 @@ class CallerQueue(Generic[Item]):
 
     def left(self, waited: float, now: float) -> None:
         """A waiting item's caller left after waiting ``waited`` seconds; seen at ``now``."""
-        self._waits_before_leaving.append(max(0.0, waited))
+        self._waits_before_leaving.append(waited)
         self._last_left = now
 
     def leaving(self, now: float) -> bool:
