@@ -198,7 +198,8 @@ def test_a_model_server_s_refusal_reaches_the_caller_with_its_retry_after() -> N
 def test_before_torchserve_the_router_holds_requests_past_two_batches_and_drops_one_whose_caller_leaves() -> None:
     """One request at the revision at once, the spec's timeout giving each a deadline (so the limit holds):
     while the first is held, a second waits in the router and its caller leaves; it never reaches the model
-    server and counts as a 499; the first is answered, and a third goes through."""
+    server, counts as a 499 and as abandoned on /metrics; the first is answered, and a third goes through. A
+    fourth whose caller leaves once it has reached the model server is a 499, not abandoned: it was sent."""
 
     async def scenario() -> None:
         async with proxied(at_once=1) as (router, backend), aiohttp.ClientSession() as session:
@@ -217,5 +218,18 @@ def test_before_torchserve_the_router_holds_requests_past_two_batches_and_drops_
             assert (await held)[0] == 200
             assert (await _ask(session, router, "sized"))[0] == 200
             assert len(backend.client_ports) == 2  # the one whose caller left never reached it
+            _, writer = await asyncio.open_connection("127.0.0.1", router.port)
+            body = json.dumps({"answer": "watched"}).encode()
+            head = f"POST {PREDICT} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            backend.held.clear()
+            writer.write(f"{head}Content-Length: {len(body)}\r\n\r\n".encode() + body)
+            await asyncio.wait_for(backend.held.wait(), 10)
+            writer.close()
+            await asyncio.wait_for(backend.closed.wait(), 10)
+            arm = router.arm(1)
+            assert (arm.outcomes["client_error"], arm.abandoned) == (2, 1)
+            async with session.get(f"http://127.0.0.1:{router.port}/metrics") as answer:
+                exposition = await answer.text()
+            assert 'esteira_abandoned_requests_total{ModelName="iris",Revision="1"} 1' in exposition.splitlines()
 
     asyncio.run(scenario())

@@ -17,6 +17,7 @@ import sqlite3
 import stat
 import subprocess
 import sys
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -341,6 +342,9 @@ def test_esteira_up_stops_cleanly_on_sigterm(tmp_path: Path, runtime: str | None
         wait_for(lambda: _ready(url), 120, "esteira up ready")
         servers = http(f"{url}/status")[2]["servers"].values()
         assert [s["runtime"] for s in servers] == [runtime or "TorchServe"]
+        for listed in servers:  # where each model server's own series are scraped
+            with urllib.request.urlopen(listed["metrics"], timeout=30) as answer:
+                assert "# TYPE " in answer.read().decode()
         groups = [s["pgid"] for s in servers]
         process.send_signal(signal.SIGTERM)
         output, _ = process.communicate(timeout=60)

@@ -49,7 +49,7 @@ from esteira.packaging.surface import (
     relay,
     runs_the_model,
 )
-from esteira.packaging.upstream import TimedOut, Upstream, UpstreamError
+from esteira.packaging.upstream import Reply, TimedOut, Upstream, UpstreamError
 from esteira.vocabulary import CALLER_LEFT_STATUS, EXPECTED_TIMEOUT_HEADER, RETRY_AFTER_SECONDS, REVISION_HEADER
 from model_handlers.config import ModelConfig
 
@@ -313,17 +313,19 @@ class Router(ModelSurface):
             if self.timeout_seconds is not None:
                 headers = {**headers, EXPECTED_TIMEOUT_HEADER: str(1000 * self.timeout_seconds)}
             upstream, admission = self._upstream(base), None if mirrored else self._admissions.get(revision)
+            sent = admission is None  # a held request is sent once let through
+
+            def request() -> Awaitable[Reply]:
+                nonlocal sent
+                sent = True
+                return upstream.request("POST", path, body, headers)
+
             try:
                 if admission is None:
                     reply = await upstream.request("POST", path, body, headers)
                 else:
                     due = None if self.timeout_seconds is None else started + self.timeout_seconds
-                    reply = await admission.send(
-                        due,
-                        started,
-                        lambda: upstream.request("POST", path, body, headers),
-                        lambda reply: reply.status == 200,
-                    )
+                    reply = await admission.send(due, started, request, lambda reply: reply.status == 200)
                 answer = Answer(reply.status, reply.body, reply.headers, reply.reason)
             except TooLate:
                 message = f"revision {revision} could not answer within timeoutSeconds; retry later"
@@ -332,7 +334,9 @@ class Router(ModelSurface):
                 answer = self._timed_out(revision, base, exc)
             except asyncio.CancelledError:  # its caller left: the wait it had is evidence, its latency a floor
                 if not mirrored:
-                    self.arm(revision).observe(CALLER_LEFT_STATUS, time.perf_counter() - started)
+                    arm = self.arm(revision)
+                    arm.observe(CALLER_LEFT_STATUS, time.perf_counter() - started)
+                    arm.abandoned += not sent
                 raise
             except UpstreamError as exc:
                 answer = self._unanswered(revision, base, exc)

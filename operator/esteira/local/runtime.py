@@ -216,6 +216,7 @@ class LocalRuntime:
                     "pgid": s.pgid,
                     "version": s.model_version,
                     "runtime": s.runtime,
+                    "metrics": s.metrics_url,  # the model server's own series, for a Prometheus to scrape
                 }
                 for r, s in self.servers.items()
             },

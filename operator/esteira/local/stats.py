@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from esteira.packaging.exposition import bucket_of, histogram_lines
+from model_handlers.metrics import ABANDONED_REQUESTS, ABANDONED_REQUESTS_HELP
 
 # Prometheus client's default buckets, as TorchServe's handler histograms use.
 BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0)
@@ -39,6 +40,7 @@ class ArmStats:
     buckets: list[int] = field(default_factory=lambda: [0] * (len(BUCKETS) + 1))
     duration_sum: float = 0.0
     mirrored: int = 0
+    abandoned: int = 0  # held by the router, its caller left before it was sent: it went nowhere
 
     def observe(self, status: int, seconds: float, mirrored: bool = False) -> None:
         self.outcomes[outcome_of(status)] += 1
@@ -78,4 +80,7 @@ def exposition(model: str, arms: dict[int, ArmStats]) -> str:
         lines += histogram_lines(
             "esteira_router_request_duration_seconds", labels, BUCKETS, arm.buckets, arm.duration_sum
         )
+    name = f"{ABANDONED_REQUESTS}_total"
+    lines += [f"# HELP {name} {ABANDONED_REQUESTS_HELP}", f"# TYPE {name} counter"]
+    lines += [f'{name}{{ModelName="{model}",Revision="{r}"}} {a.abandoned}' for r, a in sorted(arms.items())]
     return "\n".join(lines) + "\n"
