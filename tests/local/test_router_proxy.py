@@ -81,9 +81,12 @@ async def proxied(at_once: int | None = None) -> AsyncIterator[tuple[Router, Bac
         await runner.cleanup()
 
 
-async def _ask(session: aiohttp.ClientSession, router: Router, kind: str) -> tuple[int, dict[str, str], bytes]:
+async def _ask(
+    session: aiohttp.ClientSession, router: Router, kind: str, headers: dict[str, str] | None = None
+) -> tuple[int, dict[str, str], bytes]:
     url = f"http://127.0.0.1:{router.port}{PREDICT}"
-    async with session.post(url, json={"answer": kind}, headers={REQUEST_ID_HEADER: f"id-{kind}"}) as answer:
+    headers = {REQUEST_ID_HEADER: f"id-{kind}", **(headers or {})}
+    async with session.post(url, json={"answer": kind}, headers=headers) as answer:
         return answer.status, dict(answer.headers), await answer.read()
 
 
@@ -166,9 +169,10 @@ def test_a_caller_that_leaves_ends_its_request_to_the_model_server_and_the_next_
 
 
 def test_with_a_timeout_the_router_says_it_and_answers_a_504_past_it_and_the_revision_serves_on() -> None:
-    """The spec's timeoutSeconds: the model server is told it as Envoy tells it, a request past it is the
-    revision's 504 (a server error, not retried elsewhere: it may have run), its connection to the model server
-    closes, and the revision is still chosen for the next request."""
+    """The spec's timeoutSeconds: the model server is told what is left of it as Envoy tells it, a request past it
+    is the revision's 504 (a server error, not retried elsewhere: it may have run), its connection to the model
+    server closes, and the revision is still chosen for the next request. A deadline a proxy in front says is
+    passed on the same way, the earlier of the two where both are set."""
 
     async def scenario() -> None:
         async with proxied() as (router, backend), aiohttp.ClientSession() as session:
@@ -177,11 +181,17 @@ def test_with_a_timeout_the_router_says_it_and_answers_a_504_past_it_and_the_rev
             assert status == 504 and "did not answer within timeoutSeconds" in json.loads(body)["error"]
             await asyncio.wait_for(backend.closed.wait(), 10)
             status, _, _ = await _ask(session, router, "sized")
-            assert status == 200 and backend.expected_timeouts == ["1000", "1000"]
+            assert status == 200 and all(900 < int(said or 0) <= 1000 for said in backend.expected_timeouts)
+            assert len(backend.expected_timeouts) == 2
             assert router.arm(1).outcomes["server_error"] == 1 and router.backends[1] is not None
+            await _ask(session, router, "sized", {EXPECTED_TIMEOUT_HEADER: "5000"})  # the timeout is earlier
+            assert 900 < int(backend.expected_timeouts[-1] or 0) <= 1000
             router.set_timeout(None)
+            await _ask(session, router, "sized", {EXPECTED_TIMEOUT_HEADER: "250"})  # the proxy's alone
+            assert 150 < int(backend.expected_timeouts[-1] or 0) <= 250
+            await _ask(session, router, "sized", {EXPECTED_TIMEOUT_HEADER: "soon"})  # says nothing
             await _ask(session, router, "sized")
-            assert backend.expected_timeouts[-1] is None
+            assert backend.expected_timeouts[-2:] == [None, None]
 
     asyncio.run(scenario())
 

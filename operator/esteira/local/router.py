@@ -11,9 +11,11 @@ other arm when it has a server, else to the same revision once it is back, for u
 changes nothing on a server, so a second try is safe; the client sees an answer, not a crash. Client-facing
 errors never name backend addresses or ports; those go to the log.
 
-Before a TorchServe revision the router holds requests as the pod's front does (`esteira.packaging.admission`):
-while callers give up, or the spec's timeout gives every request a deadline, only two batches a worker go to it
-at once, and the rest wait in the router.
+A request's deadline is the earlier of the spec's timeout and what a proxy in front said
+(``x-envoy-expected-rq-timeout-ms``); the model server is told what is left of it, as Envoy tells it, so that
+esteira-kserve refuses at once what it cannot answer in time. Before a TorchServe revision the router holds
+requests as the pod's front does (`esteira.packaging.admission`): while callers give up or requests have
+deadlines, only two batches a worker go to it at once, and the rest wait in the router.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ import asyncio
 import errno
 import json
 import logging
+import math
 import random
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
@@ -32,6 +35,7 @@ from esteira.local.access import refusal
 from esteira.local.split import NotServing, Split, choose, should_mirror
 from esteira.local.stats import ArmStats, exposition
 from esteira.packaging.admission import Admission, TooLate
+from esteira.packaging.caller_queue import deadline
 from esteira.packaging.httpserver import (
     ClientLimits,
     HttpServer,
@@ -227,16 +231,27 @@ class Router(ModelSurface):
             revision = self._choose(split, version, request.headers.get(REVISION_HEADER.lower()))
         except NotServing as exc:
             return error_response(404, str(exc))
-        body = request.body
+        body, due = request.body, self._due(request.headers)
         headers = forwarded_headers(request)
         if should_mirror(split, revision, self.mirror) and split.canary is not None:
-            task = asyncio.create_task(self._send(split.canary, path, body, headers, mirrored=True))
+            task = asyncio.create_task(self._send(split.canary, path, body, headers, due))
             self._mirrors.add(task)
             task.add_done_callback(self._mirrors.discard)
-        revision, answer = await self._forward_retrying(revision, path, body, headers)
+        revision, answer = await self._forward_retrying(revision, path, body, headers, due)
         response = relay(answer.status, answer.body, answer.headers, answer.reason)
         response.headers = {**response.headers, REVISION_HEADER: str(revision)}
         return response
+
+    def _due(self, headers: Mapping[str, str]) -> float | None:
+        """When the caller gives up (``time.perf_counter``): the earlier of what a proxy in front said, as Envoy
+        says it to the server behind it (and as Envoy honours it from another Envoy in front,
+        ``respect_expected_rq_timeout``), and the spec's timeoutSeconds from now; None without either."""
+        now = time.perf_counter()
+        said = deadline(now, headers)
+        if self.timeout_seconds is None:
+            return said
+        own = now + self.timeout_seconds
+        return own if said is None else min(said, own)
 
     def _choose(self, split: Split, version: str | None, pinned: str | None) -> int:
         """By weight, unless pinned; a version narrows the choice to the arms serving it."""
@@ -251,36 +266,43 @@ class Router(ModelSurface):
         return candidates[0]
 
     async def _forward_retrying(
-        self, revision: int, path: str, body: bytes, headers: dict[str, str]
+        self, revision: int, path: str, body: bytes, headers: dict[str, str], due: float | None
     ) -> tuple[int, Answer]:
         """Forward; while no server could answer (502/503 from the router itself), try another serving arm,
         else wait for this one to come back, up to `retry_seconds`."""
-        answer = await self._forward(revision, path, body, headers)
-        deadline = time.monotonic() + self.retry_seconds
-        while answer.unanswered and time.monotonic() < deadline:
+        answer = await self._forward(revision, path, body, headers, due)
+        retrying_until = time.monotonic() + self.retry_seconds
+        while answer.unanswered and time.monotonic() < retrying_until:
             others = [r for r in self._arms() if r != revision and self.backends.get(r)]
             if others:
                 revision = others[0]
             elif not self.backends.get(revision):
                 await asyncio.sleep(0.1)
                 continue
-            answer = await self._forward(revision, path, body, headers)
+            answer = await self._forward(revision, path, body, headers, due)
         if answer.unanswered:  # out of time: this revision failed the request
             self.arm(revision).observe(answer.status, self.retry_seconds, False)
         return revision, answer
 
-    async def _send(self, revision: int, path: str, body: bytes, headers: dict[str, str], mirrored: bool) -> None:
-        await self._forward(revision, path, body, headers, mirrored)
+    async def _send(self, revision: int, path: str, body: bytes, headers: dict[str, str], due: float | None) -> None:
+        """A mirrored copy: its answer goes nowhere."""
+        await self._forward(revision, path, body, headers, due, mirrored=True)
 
     async def _forward(
-        self, revision: int, path: str, body: bytes, headers: dict[str, str], mirrored: bool = False
+        self,
+        revision: int,
+        path: str,
+        body: bytes,
+        headers: dict[str, str],
+        due: float | None,
+        mirrored: bool = False,
     ) -> Answer:
         """One request to a revision's TorchServe; a failure to reach it is a server error of that revision."""
         base = self.backends.get(revision)
         started = time.perf_counter()
         self.in_flight[revision] = self.in_flight.get(revision, 0) + 1
         try:
-            return await self._post(revision, base, path, body, headers, mirrored, started)
+            return await self._post(revision, base, path, body, headers, due, mirrored, started)
         finally:
             self.in_flight[revision] -= 1
             if self._drains and not self.in_flight[revision] and revision in self._drains:
@@ -304,14 +326,16 @@ class Router(ModelSurface):
         path: str,
         body: bytes,
         headers: dict[str, str],
+        due: float | None,
         mirrored: bool,
         started: float,
     ) -> Answer:
         if base is None:
             answer = Answer(503, json.dumps({"error": f"revision {revision} is not ready"}).encode(), unanswered=True)
         else:
-            if self.timeout_seconds is not None:
-                headers = {**headers, EXPECTED_TIMEOUT_HEADER: str(1000 * self.timeout_seconds)}
+            if due is not None:  # what is left of it, said as Envoy says it
+                left_ms = math.ceil(1000 * (due - time.perf_counter()))
+                headers = {**headers, EXPECTED_TIMEOUT_HEADER: str(max(1, left_ms))}
             upstream, admission = self._upstream(base), None if mirrored else self._admissions.get(revision)
             sent = admission is None  # a held request is sent once let through
 
@@ -324,7 +348,6 @@ class Router(ModelSurface):
                 if admission is None:
                     reply = await upstream.request("POST", path, body, headers)
                 else:
-                    due = None if self.timeout_seconds is None else started + self.timeout_seconds
                     reply = await admission.send(due, started, request, lambda reply: reply.status == 200)
                 answer = Answer(reply.status, reply.body, reply.headers, reply.reason)
             except TooLate:
