@@ -14,6 +14,14 @@ from esteira.packaging.heap import freeze_startup_heap
 from esteira.packaging.surface import served_model
 
 
+def torchserve_at_once(management: str, model: str) -> int | None:
+    """How many requests go through to TorchServe at once, by the batches and workers its management API says it
+    runs ``model`` with (the entrypoint and ``esteira up`` read them from its config.properties)."""
+    with urllib.request.urlopen(f"{management}/models/{model}", timeout=30) as answer:
+        described = json.loads(answer.read())
+    return at_once([(int(entry["batchSize"]), int(entry["minWorkers"])) for entry in described])
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--model-dir", type=Path, required=True)
@@ -23,10 +31,7 @@ def main() -> None:
     parser.add_argument("--port", type=int, required=True)
     args = parser.parse_args()
     served = served_model(args.model_dir)
-    # the entrypoint reads TorchServe's batches and workers from its config.properties; here TorchServe says them
-    with urllib.request.urlopen(f"{args.management}/models/{served.name}", timeout=30) as answer:
-        described = json.loads(answer.read())
-    limit = at_once([(int(entry["batchSize"]), int(entry["minWorkers"])) for entry in described])
+    limit = torchserve_at_once(args.management, served.name)
     admission = None if limit is None else Admission(limit)
     surface = TorchServeSurface(served, served.version, args.backend, args.management, args.metrics, admission)
     FrontThread(surface, "127.0.0.1", args.port).start()  # as the pod's entrypoint runs it

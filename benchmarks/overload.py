@@ -5,9 +5,10 @@ Why: past its capacity a server's queue grows, and with it every request's wait;
 the callers' deadline, a server that runs every request it holds spends its model on answers nobody reads while
 the requests still wanted wait behind them. esteira-kserve's batcher, and the pod's front before TorchServe,
 leave out a request whose caller has closed its connection and take the rest newest first while callers are
-giving up (:mod:`esteira.packaging.caller_queue`). The model here sleeps a fixed time per batch (a device's time,
-not the CPU that the load generator shares with the server), so each server can answer at most
-``BATCH / SERVICE_SECONDS`` requests a second, whatever the batch holds. Callers that give up do so silently,
+giving up (:mod:`esteira.packaging.caller_queue`); so does ``esteira up``'s router before TorchServe (its rows
+run ``esteira up`` itself, its router before one model server of each runtime). The model here sleeps a fixed
+time per batch (a device's time, not the CPU that the load generator shares with the server), so each server
+can answer at most ``BATCH / SERVICE_SECONDS`` requests a second, whatever the batch holds. Callers that give up do so silently,
 then saying in advance how long they wait, as Envoy does for the server behind it
 (``x-envoy-expected-rq-timeout-ms``): both refuse at once what they could not answer in time; then half of them
 wait as long as it takes.
@@ -23,9 +24,11 @@ import argparse
 import asyncio
 import json
 import statistics
+import sys
 import tempfile
 import time
 import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -130,16 +133,16 @@ def _next_caller(url: str) -> float:
 
 
 def point(
-    url: str, metrics_url: str, deadline: float | None, says: bool, patient: int, seconds: float
+    url: str, metrics_urls: list[str], deadline: float | None, says: bool, patient: int, seconds: float
 ) -> dict[str, Any]:
     """One run of the callers, then one more caller as they stop; the server's counts are read after its queue
     has drained. Goodput and the percentiles are the callers' with ``deadline``; the ``patient`` callers' answers
     are counted apart."""
     asyncio.run(_drive(url, deadline, says, WARM_UP_SECONDS, patient))
-    before = _drained(metrics_url)
+    before = _drained(metrics_urls)
     tally, patient_tally = asyncio.run(_drive(url, deadline, says, seconds, patient))
     next_wait = _next_caller(url)
-    after = _drained(metrics_url)
+    after = _drained(metrics_urls)
     answered = sorted(tally.answered)
     in_time = sum(1 for took in answered if took <= DEADLINE_SECONDS)
     waited = sorted(patient_tally.answered)
@@ -162,30 +165,73 @@ def point(
     }
 
 
-def _drained(metrics_url: str, within: float = 120.0) -> dict[str, float]:
+def _counts(metrics_urls: list[str]) -> dict[str, float]:
+    """The requests the model answered and those left out, added up over every place that counts them."""
+    totals = {"ok": 0.0, "abandoned": 0.0}
+    for url in metrics_urls:
+        for key, value in request_counts(url).items():
+            totals[key] += value
+    return totals
+
+
+def _drained(metrics_urls: list[str], within: float = 120.0) -> dict[str, float]:
     """The counts once two reads a second apart agree: what the callers left queued has run or been left out."""
-    last = request_counts(metrics_url)
+    last = _counts(metrics_urls)
     deadline = time.monotonic() + within
     while time.monotonic() < deadline:
         time.sleep(1.0)
-        now = request_counts(metrics_url)
+        now = _counts(metrics_urls)
         if now == last:
             return now
         last = now
-    raise RuntimeError(f"the server at {metrics_url} was still working off its queue after {within:.0f} s")
+    raise RuntimeError(f"the servers at {metrics_urls} were still working off their queues after {within:.0f} s")
 
 
-def servers(packaged: Path, work: Path) -> dict[str, tuple[PodProcess, str]]:
-    """Each server as a pod runs it (started as its context is entered), and where its metrics are read."""
+class LocalProcess(PodProcess):
+    """``esteira up`` serving ``model_dir`` on one machine: its router, where clients connect, before one model
+    server (TorchServe, or esteira-kserve for ``runtime``)."""
+
+    what = "esteira up"
+    log_name = "esteira-up.log"
+
+    def __init__(self, model_dir: Path, root: Path, model_version: str, runtime: str | None) -> None:
+        super().__init__(model_dir, root, model_version)
+        self.runtime = runtime
+
+    def command(self) -> list[str]:
+        manifest = self.root / "sleepy.yaml"
+        runtime = f", runtime: {self.runtime}" if self.runtime else ""
+        model = f'{{name: sleepy, version: "{self.model_version}", storageUri: "{self.model_dir}"{runtime}}}'
+        manifest.write_text(
+            "apiVersion: serving.esteira.io/v1alpha1\nkind: ModelDeployment\nmetadata: {name: sleepy}\n"
+            f"spec:\n  model: {model}\n"
+        )
+        command = [sys.executable, "-m", "esteira.local.cli", "up", "-f", str(manifest), "--port", str(self.port)]
+        return [*command, "--workdir", str(self.root / "work")]
+
+    def metrics_urls(self) -> list[str]:
+        """The router's (the requests it held whose callers left) and its model server's."""
+        with urllib.request.urlopen(f"{self.url}/status", timeout=10) as answer:
+            servers = json.loads(answer.read())["servers"]
+        return [f"{self.url}/metrics", *(server["metrics"] for server in servers.values())]
+
+
+def servers(packaged: Path, work: Path) -> dict[str, tuple[PodProcess, Callable[[], list[str]]]]:
+    """Each server as a pod, or ``esteira up``, runs it (started as its context is entered), and where its counts
+    are read once it runs."""
     kserve = KServeRuntimeProcess(packaged, work / "esteira-kserve", "1.0.0")
     pod = ModelServerProcess(packaged, work / "torchserve", "1.0.0")
+    local_torchserve = LocalProcess(packaged, work / "up-torchserve", "1.0.0", None)
+    local_kserve = LocalProcess(packaged, work / "up-esteira-kserve", "1.0.0", "esteira-kserve")
     return {
-        "esteira-kserve": (kserve, f"{kserve.url}/metrics"),
-        "TorchServe (pod's front, batches of 8 within 10 ms)": (pod, pod.metrics_url),
+        "esteira-kserve": (kserve, lambda: [f"{kserve.url}/metrics"]),
+        "TorchServe (pod's front, batches of 8 within 10 ms)": (pod, lambda: [pod.metrics_url]),
+        "esteira up: router, esteira-kserve": (local_kserve, local_kserve.metrics_urls),
+        "esteira up: router, TorchServe (batches of 8 within 10 ms)": (local_torchserve, local_torchserve.metrics_urls),
     }
 
 
-def run(seconds: float, out: Path) -> dict[str, Any]:
+def run(seconds: float, out: Path, only: list[str] | None = None) -> dict[str, Any]:
     results: dict[str, Any] = {
         "machine": machine(),
         "model": {"service_seconds_per_batch": SERVICE_SECONDS, "batch": BATCH, "capacity_rps": CAPACITY},
@@ -200,9 +246,12 @@ def run(seconds: float, out: Path) -> dict[str, Any]:
         config = {"kind": "tabular", "task": "classification", "n_features": 4, "labels": ["a", "b", "c"]}
         model = eager_model(source, "SleepyClassifier")
         packaged = package_eager(work / "model", "sleepy", source, model, config, metrics=True)
-        for name, (started, metrics_url) in servers(packaged, work).items():
+        for name, (started, metrics_urls) in servers(packaged, work).items():
+            if only and not any(part in name for part in only):
+                continue
             with started as server:
-                rows = [point(server.url, metrics_url, *kind, seconds) for kind in CALLER_KINDS]
+                counted = metrics_urls()
+                rows = [point(server.url, counted, *kind, seconds) for kind in CALLER_KINDS]
             results["rows"][name] = rows
             for row in rows:
                 print(name, json.dumps(row), flush=True)
@@ -229,7 +278,9 @@ def markdown(results: dict[str, Any]) -> str:
         "and p99 are every answer's, the patient half's counted apart (answers a second, p99 and the longest wait). "
         "What the model ran is the handler's count, read once the queue had "
         "drained; the next caller is one request sent as the others stop, and what it waited is what the server "
-        "still held for callers who had gone.",
+        "still held for callers who had gone. The `esteira up` rows are its router before one model server, "
+        "as `esteira up` runs them; the router passes a deadline said to it on, and counts the requests it held "
+        "whose callers left with the model server's.",
         "",
         "| server | callers | goodput req/s | late req/s | refused req/s | gave up req/s | model ran req/s "
         "| abandoned req/s | p50 ms | p99 ms | the next caller waited ms | patient callers: req/s, p99 / longest ms |",
@@ -259,8 +310,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seconds", type=float, default=RUN_SECONDS)
     parser.add_argument("--out", type=Path, default=RESULTS)
+    parser.add_argument("--only", nargs="+", help="the servers whose names hold one of these (default: all)")
     arguments = parser.parse_args()
-    run(arguments.seconds, arguments.out)
+    run(arguments.seconds, arguments.out, arguments.only)
 
 
 if __name__ == "__main__":

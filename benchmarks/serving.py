@@ -331,6 +331,7 @@ def router(work: Path, behind: Running, build: str = "iris-1.0.0") -> Iterator[R
     port = free_port()
     command = [sys.executable, "-m", "benchmarks.router_front", "--model-dir", str(MODELS / build)]
     command += ["--backend", behind.hop or behind.url, "--port", str(port)]
+    command += ["--management", behind.management] if behind.management else []
     with process(command, f"http://127.0.0.1:{port}/v1/models", work / f"router-{port}.log") as up:
         up.batches = behind.batches
         yield up
