@@ -75,6 +75,7 @@ IDLE_GAP_SECONDS = 0.001  # a lone caller's server sleeps between requests; how 
 # of this many small entries (about half a millisecond here, what 8 to 16 requests' HTTP costs esteira-kserve).
 OTHER_WORK_ENTRIES = 800
 IDLE_POLL_US = 200  # Linux's haltpoll default for a guest's poll before it halts
+COALESCED = 8  # instances in the one request that stands for as many callers' requests made into one
 V1_PATH = "/v1/models/{}:predict"
 V2_PATH = "/v2/models/{}/infer"
 
@@ -160,6 +161,14 @@ GROUPS: dict[str, tuple[Target, ...]] = {
         _iris("ts-stock-b1", "TorchServe + stock handler, batch 1", "ts:iris_stock_b1", "iris_stock_b1"),
         _iris("ts-esteira-b1", "TorchServe + Esteira handler, batch 1", "ts:iris_b1", "iris_b1"),
         _iris(
+            f"ts-esteira-b1-x{COALESCED}",
+            f"TorchServe + Esteira handler, batch 1, {COALESCED} instances a request (requests a second: x"
+            f"{COALESCED} for predictions)",
+            "ts:iris_b1",
+            "iris_b1",
+            body=f"iris-v1-x{COALESCED}",
+        ),
+        _iris(
             "ts-esteira-b1-nolog",
             "TorchServe + Esteira handler, batch 1, inference log off",
             "ts-nolog:iris_b1",
@@ -216,11 +225,13 @@ Bodies = dict[str, tuple[Path, str]]
 
 
 def write_bodies(work: Path) -> Bodies:
-    """One-instance requests for each model and protocol (what a single caller typically sends)."""
+    """One-instance requests for each model and protocol (what a single caller typically sends), and one of
+    ``COALESCED`` iris instances (what callers' requests made into one would be)."""
     iris = json.loads((DEMO / "requests" / "iris-v1.json").read_text())["instances"][0]
     digits = json.loads((DEMO / "requests" / "digits-v1.json").read_text())["instances"][0]
     documents = {
         "iris-v1": {"instances": [iris]},
+        f"iris-v1-x{COALESCED}": {"instances": [iris] * COALESCED},
         "iris-v2": {"inputs": [{"name": "input-0", "shape": [1, len(iris)], "datatype": "FP32", "data": iris}]},
         "digits-v1": {"instances": [digits]},
     }
