@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -241,5 +242,29 @@ def test_before_torchserve_the_router_holds_requests_past_two_batches_and_drops_
             async with session.get(f"http://127.0.0.1:{router.port}/metrics") as answer:
                 exposition = await answer.text()
             assert 'esteira_abandoned_requests_total{ModelName="iris",Revision="1"} 1' in exposition.splitlines()
+
+    asyncio.run(scenario())
+
+
+def test_before_torchserve_a_deadline_said_by_a_proxy_in_front_holds_requests_and_refuses_one_past_it() -> None:
+    """No spec timeout: the first request's proxy says it waits a minute (so the limit holds) and the model
+    server is told what is left of it; a second, whose proxy says 1 ms, waits in the router behind it and, once
+    the first is answered, could not be answered in time: the router's 503 with Retry-After, and it never
+    reaches the model server."""
+
+    async def scenario() -> None:
+        async with proxied(at_once=1) as (router, backend), aiohttp.ClientSession() as session:
+            held = asyncio.ensure_future(_ask(session, router, "held", {EXPECTED_TIMEOUT_HEADER: "60000"}))
+            await asyncio.wait_for(backend.held.wait(), 10)
+            hurried = asyncio.ensure_future(_ask(session, router, "sized", {EXPECTED_TIMEOUT_HEADER: "1"}))
+            both_in = functools.partial(eventually, lambda: router.in_flight.get(1) == 2, 10, "the second held")
+            await asyncio.get_running_loop().run_in_executor(None, both_in)
+            backend.release.set()
+            assert (await held)[0] == 200
+            status, headers, body = await asyncio.wait_for(hurried, 10)
+            assert (status, headers["Retry-After"]) == (503, "1"), body
+            assert "deadline" in json.loads(body)["error"]
+            assert len(backend.client_ports) == 1  # the refused one never reached it
+            assert 59_000 < int(backend.expected_timeouts[0] or 0) <= 60_000
 
     asyncio.run(scenario())

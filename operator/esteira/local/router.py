@@ -351,7 +351,7 @@ class Router(ModelSurface):
                     reply = await admission.send(due, started, request, lambda reply: reply.status == 200)
                 answer = Answer(reply.status, reply.body, reply.headers, reply.reason)
             except TooLate:
-                message = f"revision {revision} could not answer within timeoutSeconds; retry later"
+                message = f"revision {revision} could not answer before the request's deadline; retry later"
                 answer = Answer(503, json.dumps({"error": message}).encode(), {"retry-after": str(RETRY_AFTER_SECONDS)})
             except TimedOut as exc:
                 answer = self._timed_out(revision, base, exc)
