@@ -134,8 +134,9 @@ class Router(ModelSurface):
             upstream.close()
 
     def set_timeout(self, seconds: int | None) -> None:
-        """Requests to the model servers time out after ``seconds`` (else ``ANSWER_SECONDS``), and each is told so
-        as the gateway's Envoy tells it, so that esteira-kserve refuses at once what it cannot answer in time."""
+        """Requests to the model servers time out after ``seconds`` (else ``ANSWER_SECONDS``), and each is told what
+        is left of it (or of an earlier deadline its proxy said) as the gateway's Envoy tells it, so that
+        esteira-kserve refuses at once what it cannot answer in time."""
         self.timeout_seconds = seconds
         for upstream in self._upstreams.values():
             upstream.answer_seconds = seconds or ANSWER_SECONDS
