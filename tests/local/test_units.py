@@ -95,10 +95,13 @@ def test_router_exposition_is_cumulative_per_revision() -> None:
     arm = ArmStats()
     arm.observe(200, 0.003)
     arm.observe(503, 0.2, mirrored=True)
-    text = exposition("iris", {2: arm})
+    text = exposition("iris", {2: arm, 3: ArmStats()}, {2: 4})
     assert 'esteira_router_requests_total{ModelName="iris",Revision="2",outcome="server_error"} 1' in text
     assert 'esteira_router_request_duration_seconds_bucket{ModelName="iris",Revision="2",le="+Inf"} 2' in text
     assert 'esteira_router_mirrored_total{ModelName="iris",Revision="2"} 1' in text
+    lines = text.splitlines()  # held requests whose callers left: counted where the router holds any, else none
+    assert 'esteira_abandoned_requests_total{ModelName="iris",Revision="2"} 4' in lines
+    assert 'esteira_abandoned_requests_total{ModelName="iris",Revision="3"} 0' in lines
 
 
 def test_manifest_accepts_a_relative_folder(tmp_path: Path) -> None:

@@ -82,6 +82,11 @@ class Answer:
     unanswered: bool = False  # no server answered: the router may try again
 
 
+def _answered(reply: Reply) -> bool:
+    """A prediction: its time at a held revision says how long the next request will take."""
+    return reply.status == 200
+
+
 class Router(ModelSurface):
     """Routes inference requests to revisions' backends and keeps per-revision counters."""
 
@@ -121,10 +126,13 @@ class Router(ModelSurface):
         while they are held (None: never held; esteira-kserve orders its own queue)."""
         previous = self.backends.get(revision)
         self.backends[revision] = url
+        held = self._admissions.get(revision)
         if url is not None and at_once is None:
             self._admissions.pop(revision, None)
-        elif url is not None and at_once is not None and (url != previous or revision not in self._admissions):
+        elif at_once is not None and held is None:
             self._admissions[revision] = Admission(at_once)
+        elif at_once is not None and held is not None:  # one for the revision's life: its counts carry on
+            held.limit = at_once
         if previous is not None and previous != url:
             self._retire(previous)
 
@@ -338,18 +346,13 @@ class Router(ModelSurface):
                 left_ms = math.ceil(1000 * (due - time.perf_counter()))
                 headers = {**headers, EXPECTED_TIMEOUT_HEADER: str(max(1, left_ms))}
             upstream, admission = self._upstream(base), None if mirrored else self._admissions.get(revision)
-            sent = admission is None  # a held request is sent once let through
-
-            def request() -> Awaitable[Reply]:
-                nonlocal sent
-                sent = True
-                return upstream.request("POST", path, body, headers)
-
             try:
                 if admission is None:
                     reply = await upstream.request("POST", path, body, headers)
                 else:
-                    reply = await admission.send(due, started, request, lambda reply: reply.status == 200)
+                    reply = await admission.send(
+                        due, started, lambda: upstream.request("POST", path, body, headers), _answered
+                    )
                 answer = Answer(reply.status, reply.body, reply.headers, reply.reason)
             except TooLate:
                 message = f"revision {revision} could not answer before the request's deadline; retry later"
@@ -358,9 +361,7 @@ class Router(ModelSurface):
                 answer = self._timed_out(revision, base, exc)
             except asyncio.CancelledError:  # its caller left: the wait it had is evidence, its latency a floor
                 if not mirrored:
-                    arm = self.arm(revision)
-                    arm.observe(CALLER_LEFT_STATUS, time.perf_counter() - started)
-                    arm.abandoned += not sent
+                    self.arm(revision).observe(CALLER_LEFT_STATUS, time.perf_counter() - started)
                 raise
             except UpstreamError as exc:
                 answer = self._unanswered(revision, base, exc)
@@ -388,7 +389,8 @@ class Router(ModelSurface):
     # --- metrics, status, control ------------------------------------------------------------------------
 
     async def _metrics(self, _: Request) -> Response:
-        text = exposition(self.model, self.stats)
+        abandoned = {revision: admission.abandoned for revision, admission in self._admissions.items()}
+        text = exposition(self.model, self.stats, abandoned)
         return Response(200, text.encode(), {"Content-Type": "text/plain; charset=utf-8"})
 
     async def _status(self, _: Request) -> Response:

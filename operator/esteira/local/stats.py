@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from esteira.packaging.exposition import bucket_of, histogram_lines
@@ -40,7 +41,6 @@ class ArmStats:
     buckets: list[int] = field(default_factory=lambda: [0] * (len(BUCKETS) + 1))
     duration_sum: float = 0.0
     mirrored: int = 0
-    abandoned: int = 0  # held by the router, its caller left before it was sent: it went nowhere
 
     def observe(self, status: int, seconds: float, mirrored: bool = False) -> None:
         self.outcomes[outcome_of(status)] += 1
@@ -54,8 +54,9 @@ class ArmStats:
         )
 
 
-def exposition(model: str, arms: dict[int, ArmStats]) -> str:
-    """Prometheus text for the router's counters, labelled like the handlers' series."""
+def exposition(model: str, arms: dict[int, ArmStats], abandoned: Mapping[int, int]) -> str:
+    """Prometheus text for the router's counters, labelled like the handlers' series; ``abandoned``, the requests
+    the router held for a revision whose callers left before they were sent (they went nowhere)."""
     lines = [
         "# HELP esteira_router_requests_total Requests the local router sent to each revision, by outcome.",
         "# TYPE esteira_router_requests_total counter",
@@ -82,5 +83,5 @@ def exposition(model: str, arms: dict[int, ArmStats]) -> str:
         )
     name = f"{ABANDONED_REQUESTS}_total"
     lines += [f"# HELP {name} {ABANDONED_REQUESTS_HELP}", f"# TYPE {name} counter"]
-    lines += [f'{name}{{ModelName="{model}",Revision="{r}"}} {a.abandoned}' for r, a in sorted(arms.items())]
+    lines += [f'{name}{{ModelName="{model}",Revision="{r}"}} {abandoned.get(r, 0)}' for r in sorted(arms)]
     return "\n".join(lines) + "\n"
