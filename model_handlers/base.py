@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal, cast
 
 import torch
+from ts.context import RequestProcessor
 from ts.torch_handler.base_handler import BaseHandler
 
 from esteira.packaging.heap import freeze_startup_heap
@@ -32,6 +33,18 @@ from model_handlers import jsontext
 from model_handlers.config import CONFIG_FILE, ConfigError, ModelConfig, load_config
 from model_handlers.drift import DriftCounter
 from model_handlers.inference_log import Exchange, InferenceLog
+from model_handlers.joined import (
+    JOINED_CONTENT_TYPE,
+    JOINED_HEADER,
+    Entry,
+    FramingError,
+    answer_entry,
+    frame,
+    joined_count,
+    request_headers_of,
+    unframe,
+)
+from model_handlers.messages import Answer
 from model_handlers.metrics import HandlerMetrics, MetricBuffer
 from model_handlers.optimize import Outcome, example_inputs, optimize_for_serving
 from model_handlers.protocol import (
@@ -281,6 +294,65 @@ class EsteiraHandler(BaseHandler, abc.ABC):  # type: ignore[misc]
     # --- serving ---------------------------------------------------------------------------------------
 
     def handle(self, data: Any, context: Any) -> list[Any]:
+        """Answer every request of the TorchServe batch, the requests joined in one included; never raises."""
+        if isinstance(data, list) and getattr(context, "request_processor", None) is not None:
+            counts = [_joined(context, idx) for idx in range(len(data))]
+            if any(count is not None for count in counts):
+                return self._handle_joined(data, context, counts)
+        return self._handle(data, context)
+
+    def _handle_joined(self, data: list[Any], context: Any, counts: list[int | FramingError | None]) -> list[Any]:
+        """The batch with its joined requests taken apart (:mod:`model_handlers.joined`): each joined request is
+        answered as the requests of a batch are, in one pass with the batch's other requests, and its answers
+        joined in its own answer. The context holds the requests taken apart while they are answered, then the
+        batch's own again, as TorchServe reads each request's status and headers from it."""
+        processors, ids = context.request_processor, context.request_ids
+        rows: list[Any] = []
+        inner_processors: list[Any] = []
+        inner_ids: dict[int, str] = {}
+        taken_apart: list[range | str] = []  # per request of the batch: its rows below, or why it cannot be read
+        for idx, (row, count) in enumerate(zip(data, counts, strict=True)):
+            start = len(rows)
+            try:
+                if isinstance(count, FramingError):
+                    raise count
+                entries = [Entry({}, b"")] if count is None else unframe(_joined_body(row), count)
+            except FramingError as error:
+                taken_apart.append(f"a joined request that cannot be read: {error}")
+                continue
+            if count is None:  # a request of its own: answered on the batch's own processor
+                rows.append(row)
+                inner_processors.append(processors[idx])
+                inner_ids[start] = ids.get(idx)
+            else:
+                for part, entry in enumerate(entries):
+                    headers = request_headers_of(entry)
+                    rows.append({"body": entry.body})
+                    inner_processors.append(processor_for(headers))
+                    inner_ids[start + part] = f"{ids.get(idx)}-{part}"
+            taken_apart.append(range(start, len(rows)))
+        context.request_processor, context.request_ids = inner_processors, inner_ids
+        try:
+            results = self._handle(rows, context) if rows else []
+        finally:
+            context.request_processor, context.request_ids = processors, ids
+        answers: list[Any] = []
+        for idx, (count, span) in enumerate(zip(counts, taken_apart, strict=True)):
+            if isinstance(span, str):
+                context.set_response_content_type(idx, JSON_CONTENT_TYPE)
+                context.set_response_status(400, reason_phrase(span), idx)
+                answers.append(jsontext.dumps(error_body(span)))
+            elif count is None:
+                answers.append(results[span.start])
+            else:
+                replies = (answer_from(inner_processors[at], results[at]) for at in span)
+                answers.append(frame(answer_entry(reply.status, reply.headers, reply.body) for reply in replies))
+                context.set_response_content_type(idx, JOINED_CONTENT_TYPE)
+                context.set_response_header(idx, JOINED_HEADER, str(len(span)))
+                context.set_response_status(200, "OK", idx)
+        return answers
+
+    def _handle(self, data: Any, context: Any) -> list[Any]:
         """Answer every request of the TorchServe batch; never raises."""
         started = time.perf_counter()
         self.context = context
@@ -549,6 +621,39 @@ def _content_headers(headers: Mapping[str, Any]) -> tuple[str | None, int | None
         size,
         str(binary) if binary is not None else None,
     )
+
+
+def _joined(context: Any, idx: int) -> int | FramingError | None:
+    """How many requests the batch's request ``idx`` joins (None: it is one request of its own), or why it
+    cannot be read. Only the header's exact name is looked up: the front and the router write it lower case."""
+    try:
+        return joined_count({JOINED_HEADER: context.get_request_header(idx, JOINED_HEADER)})
+    except FramingError as error:
+        return error
+
+
+def _joined_body(row: Any) -> bytes | bytearray:
+    body = extract_body(row)
+    if not isinstance(body, bytes | bytearray):
+        raise FramingError(f"the body must reach the model as bytes (Content-Type: {JOINED_CONTENT_TYPE})")
+    return body
+
+
+def processor_for(headers: Mapping[str, str]) -> RequestProcessor:
+    """A request's processor as TorchServe's worker makes one: its headers, and under ``body`` the body's."""
+    return RequestProcessor({**headers, "body": dict(headers)})
+
+
+def answer_from(processor: RequestProcessor, result: Any) -> Answer:
+    """One request's answer as the handler left it: ``result`` and the status and headers on its processor."""
+    body = (
+        result
+        if isinstance(result, bytes)
+        else bytes(result)
+        if isinstance(result, bytearray)
+        else str(result).encode()
+    )
+    return Answer(processor.get_response_status_code(), body, processor.get_response_headers())
 
 
 def _body_or_none(row: Any) -> Any:

@@ -24,12 +24,12 @@ from pathlib import Path
 
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram, Metric
 from prometheus_client.registry import Collector
-from ts.context import Context, RequestProcessor
+from ts.context import Context
 from ts.metrics.metric_type_enum import MetricTypes
 
 from esteira.packaging.config import CONFIG_PATH, MODEL_STORE, RESPONSE_TIMEOUT_SECONDS, parse_properties
 from esteira.packaging.log_flush import FLUSH_SECONDS
-from model_handlers.base import EsteiraHandler
+from model_handlers.base import EsteiraHandler, answer_from, processor_for
 from model_handlers.config import load_config
 from model_handlers.drift import DEFINITIONS as DRIFT_DEFINITIONS
 from model_handlers.image import ImageClassifierHandler
@@ -209,12 +209,7 @@ class InProcessHandler:
     def run(self, requests: Sequence[RawRequest]) -> list[Answer]:
         """One call of ``handle`` for the whole batch; one answer per request, in order."""
         context = self.context
-        context.request_processor = [RequestProcessor({**r.headers, "body": dict(r.headers)}) for r in requests]
+        processors = context.request_processor = [processor_for(request.headers) for request in requests]
         context.request_ids = {idx: f"{self._id_prefix}{next(self._serial):016x}" for idx in range(len(requests))}
         results = self.handler.handle([{"body": request.body} for request in requests], context)
-        answers = []
-        for idx, result in enumerate(results):
-            processor = context.request_processor[idx]
-            body = result if isinstance(result, bytes) else str(result).encode()
-            answers.append(Answer(processor.get_response_status_code(), body, processor.get_response_headers()))
-        return answers
+        return [answer_from(processor, result) for processor, result in zip(processors, results, strict=True)]
