@@ -29,6 +29,7 @@ from ts.context import RequestProcessor
 from ts.torch_handler.base_handler import BaseHandler
 
 from esteira.packaging.heap import freeze_startup_heap
+from esteira.vocabulary import ENV_JOINED_REQUESTS
 from model_handlers import jsontext
 from model_handlers.config import CONFIG_FILE, ConfigError, ModelConfig, load_config
 from model_handlers.drift import DriftCounter
@@ -212,7 +213,9 @@ class EsteiraHandler(BaseHandler, abc.ABC):  # type: ignore[misc]
         self.spec = self.config.input_spec()
         self.labels = self._check_model()
         if self.config.optimize:
-            self.optimize_model(int(properties.get("batch_size") or 1))
+            # The front joins up to ESTEIRA_JOINED_REQUESTS requests for a TorchServe that serves them unbatched.
+            batch = max(int(properties.get("batch_size") or 1), int(os.environ.get(ENV_JOINED_REQUESTS) or 1))
+            self.optimize_model(batch)
         # Metrics are written at most once a second (TorchServe's every write is a log line its frontend parses);
         # a cache that can run code when scraped (esteira-kserve's registry) has the buffer flushed then too.
         cache = getattr(context, "metrics", None)

@@ -69,6 +69,7 @@ ENV_REVISION = "ESTEIRA_REVISION"
 ENV_MODEL_VERSION = "ESTEIRA_MODEL_VERSION"
 ENV_BATCH_SIZE = "ESTEIRA_BATCH_SIZE"
 ENV_MAX_BATCH_DELAY_MS = "ESTEIRA_MAX_BATCH_DELAY_MS"
+ENV_JOINED_REQUESTS = "ESTEIRA_JOINED_REQUESTS"  # TorchServe's workers: most requests joined in one before them
 ENV_TORCH_THREADS = "ESTEIRA_TORCH_THREADS"  # torch intra-op threads of a model server (default: CPUs - 1)
 MAX_UNIX_SOCKET_PATH = 107  # bytes of a Unix socket's path: sun_path holds 108 on Linux, the last a NUL
 ENV_IDLE_POLL_US = "ESTEIRA_IDLE_POLL_US"  # esteira-kserve: longest poll after going idle, in us (default 0: none)

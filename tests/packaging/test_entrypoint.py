@@ -201,10 +201,25 @@ def test_main_dry_run_applies_environment(
     code = entrypoint.main(["--model-dir", str(model_dir), "--runtime-dir", str(tmp_path / "rt"), "--dry-run"])
     assert code == 0
     out = capsys.readouterr().out
-    assert (entry(out)["batchSize"], entry(out)["maxBatchDelay"]) == (12, 7)
+    # Batches of 12 are the front's to make: TorchServe serves the model unbatched, its answers allowed 12 times
+    # as large (a joined request's), and the front joins up to 12 requests, two at TorchServe a worker.
+    assert entry(out)["batchSize"] == 1
+    assert parse_properties(out)["max_response_size"] == str(12 * 6_553_500)
+    assert "# the front joins up to 12 requests in one, 4 at TorchServe at once" in out.splitlines()
     assert (entry(out)["minWorkers"], entry(out)["maxWorkers"]) == (2, 2)
     assert parse_properties(out)["model_store"] == f"{model_dir}/model-store"
     assert out.rstrip().splitlines()[-1].startswith("# torchserve --foreground")
+
+
+def test_a_model_served_unbatched_is_not_joined(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    model_dir = _model_dir(tmp_path)
+    monkeypatch.setenv("ESTEIRA_BATCH_SIZE", "1")
+    assert entrypoint.main(["--model-dir", str(model_dir), "--runtime-dir", str(tmp_path / "rt"), "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    assert entry(out)["batchSize"] == 1 and "max_response_size" not in parse_properties(out)
+    assert "joins" not in out
     assert not (tmp_path / "rt").exists()
 
 

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import os
@@ -59,6 +60,40 @@ def post(url: str, body: dict[str, Any]) -> Any:
 def get(url: str) -> Any:
     with urllib.request.urlopen(url, timeout=10) as response:
         return json.load(response)
+
+
+async def post_all(base: str, requests: list[tuple[Any, str]]) -> list[tuple[int, str | None]]:
+    """Each request, all at once: one row of features as v1 or v2; each answer's status and first label."""
+    import aiohttp
+
+    async def one(session: aiohttp.ClientSession, features: Any, protocol: str) -> tuple[int, str | None]:
+        if protocol == "v1":
+            url, body = f"{base}/v1/models/iris:predict", {"instances": [features.tolist()]}
+        else:
+            tensor = {"name": "features", "shape": [1, len(features)], "datatype": "FP32", "data": features.tolist()}
+            url, body = f"{base}/v2/models/iris/infer", {"inputs": [tensor]}
+        async with session.post(url, json=body) as response:
+            answer = await response.json(content_type=None)
+        if response.status != 200:
+            return response.status, None
+        if protocol == "v1":
+            return 200, answer["predictions"][0]["label"]
+        return 200, {o["name"]: o for o in answer["outputs"]}["label"]["data"][0]
+
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=60)) as session:
+        return list(await asyncio.gather(*(one(session, features, protocol) for features, protocol in requests)))
+
+
+def sample_sum(exposition: str, family: str) -> float:
+    """The sum of a family's samples, of every label set."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    return sum(
+        sample.value
+        for metric in text_string_to_metric_families(exposition)
+        for sample in metric.samples
+        if sample.name == family
+    )
 
 
 @dataclass
@@ -142,7 +177,8 @@ def test_runtime_serves_packaged_demo_iris(demo_models: tuple[Path, list[Any]], 
         ports, server = running.ports, running.process
         base = f"http://{HOST}:{ports['inference']}"
         (description,) = get(f"http://{HOST}:{ports['management']}/models/iris")
-        assert (description["batchSize"], description["maxBatchDelay"]) == (4, 5)
+        # The front makes the batches (of up to 4, joined): TorchServe serves the model unbatched.
+        assert description["batchSize"] == 1
         assert (description["minWorkers"], description["maxWorkers"], len(description["workers"])) == (2, 2, 2)
 
         data = datasets.iris()
@@ -162,10 +198,26 @@ def test_runtime_serves_packaged_demo_iris(demo_models: tuple[Path, list[Any]], 
         assert outputs["label"]["data"] == expected
         assert get(f"{base}/v2/health/ready") == {"ready": True}
 
-        with urllib.request.urlopen(f"http://{HOST}:{ports['metrics']}/metrics", timeout=10) as response:
-            metrics = response.read().decode()
-        assert 'ts_inference_requests_total{model_name="iris"' in metrics
+        # Many callers at once: those that come while TorchServe is busy are joined in one request to it, and
+        # each caller gets its own answer (its own rows' labels, its own status; v1 and v2 alike).
+        callers = [(index % len(data.x_test), "v1" if index % 3 else "v2") for index in range(96)]
+        answers = asyncio.run(post_all(base, [(data.x_test[row], protocol) for row, protocol in callers]))
+        with torch.inference_mode():
+            every = torch.jit.load(str(source / "model.pt"))(torch.from_numpy(data.x_test)).argmax(1).tolist()
+        assert answers == [(200, data.labels[every[row]]) for row, _ in callers]
+        bad = asyncio.run(post_all(base, [(rows[0][:3], "v1"), (rows[0], "v1")]))
+        assert bad[0][0] == 400 and bad[1] == (200, expected[0])
+
+        def scrape() -> str:
+            with urllib.request.urlopen(f"http://{HOST}:{ports['metrics']}/metrics", timeout=10) as response:
+                return str(response.read().decode())
+
+        # The handler answered every caller's request (its counts written within a second); TorchServe was sent
+        # fewer: some went joined.
+        eventually(lambda: sample_sum(scrape(), "esteira_requests_total") == 2 + 96 + 2, 30, "every request counted")
+        metrics = scrape()
         assert 'ModelName="iris",Revision="7"' in metrics  # the handlers' metrics, labelled from the environment
+        assert sample_sum(metrics, "ts_inference_requests_total") < 2 + 96 + 2, metrics
 
         server.send_signal(signal.SIGTERM)
         assert server.wait(timeout=60) == 0

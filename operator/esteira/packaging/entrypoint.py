@@ -32,7 +32,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from esteira.packaging.config import (
     CONFIG_PATH,
@@ -49,6 +49,7 @@ from esteira.packaging.logs import LOG_CONFIG_PATH, log4j2_xml
 from esteira.vocabulary import (
     ENV_BATCH_SIZE,
     ENV_IDLE_POLL_US,
+    ENV_JOINED_REQUESTS,
     ENV_LOG_FLUSH_DIR,
     ENV_MAX_BATCH_DELAY_MS,
     ENV_MODEL_VERSION,
@@ -56,6 +57,9 @@ from esteira.vocabulary import (
     ENV_WORKERS,
     MAX_WORKERS,
 )
+
+if TYPE_CHECKING:
+    from esteira.packaging.joiner import Joining
 
 ENV_MODEL_DIR = "ESTEIRA_MODEL_DIR"
 ENV_RUNTIME_DIR = "ESTEIRA_RUNTIME_DIR"
@@ -158,6 +162,23 @@ def worker_threads(text: str, env: Mapping[str, str]) -> dict[str, str]:
 def batches_and_workers(text: str) -> list[tuple[int, int]]:
     """Each model version's batch size and workers in ``config.properties``, as TorchServe starts them."""
     return [(int(entry.get("batchSize", 1)), int(entry.get("minWorkers", 1))) for entry in snapshot_entries(text)]
+
+
+def unbatched(text: str, most: int, max_response: int) -> str:
+    """TorchServe's config for a model whose requests the front joins, up to ``most`` in one
+    (:mod:`esteira.packaging.joiner`): TorchServe unbatched, so that it holds no request for company, and its
+    answers allowed ``most`` times ``max_response`` bytes, as many answers as a joined request carries."""
+    text = apply_snapshot(text, BatchSettings(batch_size=1))
+    return set_properties(text, {"max_response_size": str(most * max_response)})
+
+
+def joined_requests(text: str, max_body: int) -> Joining | None:
+    """How the front joins requests for the one model ``config.properties`` serves, batched by TorchServe; None
+    where it serves several, or one unbatched."""
+    from esteira.packaging.joiner import Joining  # httptools: not for the health check
+
+    entries = batches_and_workers(text)
+    return Joining.for_model(*entries[0], max_body) if len(entries) == 1 else None
 
 
 def snapshot_entries(text: str) -> list[dict[str, Any]]:
@@ -383,7 +404,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     command = torchserve_command(
         str(config_path), f"{model_dir}/{MODEL_STORE}", args.torchserve_args, log_config=str(log_config)
     )
+    # Imported here: the health check imports this module every few seconds and needs neither httptools nor pydantic.
+    from esteira.packaging import admission, front, surface
+
     properties = parse_properties(text)
+    max_body = int(properties.get("max_request_size") or front.DEFAULT_MAX_BODY)
+    limit = admission.at_once(batches_and_workers(text))
+    joining = joined_requests(text, max_body)
+    if joining is not None:
+        max_response = int(properties.get("max_response_size") or front.DEFAULT_MAX_BODY)
+        text = unbatched(text, joining.most, max_response)
     try:
         where = addresses(properties, os.environ)
     except ValueError as exc:
@@ -391,6 +421,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     if args.dry_run:
         sys.stdout.write(text)
+        if joining is not None:
+            print(f"# the front joins up to {joining.most} requests in one, {joining.at_once} at TorchServe at once")
         print(f"# front on {where.public}, TorchServe inference on {where.backend}")
         print(f"# front's metrics on {where.metrics}, TorchServe's on {where.backend_metrics}")
         print("# " + " ".join(command))
@@ -404,14 +436,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             "TS_METRICS_ADDRESS": where.backend_metrics,
             ENV_LOG_FLUSH_DIR: str(flush_dir),
         }
+        | ({} if joining is None else {ENV_JOINED_REQUESTS: str(joining.most)})
     )
     for folder in (runtime_dir, Path(env["LOG_LOCATION"]), Path(env["METRICS_LOCATION"]), Path(env["TEMP"])):
         folder.mkdir(parents=True, exist_ok=True)
     config_path.write_text(text)
     write_log_config(log_config, Path(model_dir))
-    # Imported here: the health check imports this module every few seconds and needs neither httptools nor pydantic.
-    from esteira.packaging import admission, front, surface
-
     try:
         served = surface.served_model(Path(model_dir))
         host, port = front.parse_address(where.public)
@@ -419,8 +449,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (OSError, ValueError) as exc:
         print(f"esteira model server: {exc}", file=sys.stderr)
         return 2
-    max_body = int(properties.get("max_request_size") or front.DEFAULT_MAX_BODY)
-    limit = admission.at_once(batches_and_workers(text))
     model = front.TorchServeSurface(
         served,
         env.get(ENV_MODEL_VERSION) or served.version,
@@ -428,6 +456,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         where.management,
         where.backend_metrics,
         admission=None if limit is None else admission.Admission(limit),
+        joining=joining,
     )
     listener = front.FrontThread(model, host, port, max_body=max_body, metrics=metrics_at).start()
     freeze_startup_heap()  # every inference request crosses the front: its collections must not pause them

@@ -8,7 +8,9 @@ and passes every other path (``/ping``, ``/predictions/...``) through untouched.
 TorchServe's metrics with its own added: the errors TorchServe answered itself and each request's time in the
 server, on every path that runs the model (:mod:`esteira.packaging.front_metrics`). Where the entrypoint asks,
 only so many inference requests are at TorchServe at once and the rest wait in the front, taken newest first
-while callers are giving up (:mod:`esteira.packaging.admission`).
+while callers are giving up (:mod:`esteira.packaging.admission`). For a model TorchServe would batch, the front
+joins the requests that come while TorchServe is busy into one and TorchServe serves it unbatched
+(:mod:`esteira.packaging.joiner`).
 It runs in the entrypoint's process on its own event loop thread, so TorchServe's supervision stays as it was.
 """
 
@@ -34,6 +36,7 @@ from esteira.packaging.front_metrics import (
     with_front_metrics,
 )
 from esteira.packaging.httpserver import ClientLimits, HttpServer, Request, Response, Routes, error_response
+from esteira.packaging.joiner import Joiner, Joining
 from esteira.packaging.surface import (
     ModelSurface,
     Protocol,
@@ -46,10 +49,14 @@ from esteira.packaging.surface import (
 from esteira.packaging.upstream import Upstream, UpstreamError, parse_address
 from esteira.vocabulary import RETRY_AFTER_SECONDS
 from model_handlers.config import ModelConfig
+from model_handlers.joined import JOINED_HEADER
 
 # Hop-by-hop headers (RFC 9110) and those the upstream client writes; the rest of a passed-through request goes
 # as sent.
-_NOT_PASSED = frozenset({"connection", "keep-alive", "transfer-encoding", "te", "upgrade", "host", "content-length"})
+# A caller's JOINED_HEADER is not passed either: only the front joins requests.
+_NOT_PASSED = frozenset(
+    {"connection", "keep-alive", "transfer-encoding", "te", "upgrade", "host", "content-length", JOINED_HEADER}
+)
 DEFAULT_MAX_BODY = 6_553_500  # TorchServe's default max_request_size
 MANAGEMENT_SECONDS = 3.0
 METRICS_SECONDS = 10.0  # a scrape's own timeout is 10 s by default
@@ -61,7 +68,8 @@ logger = logging.getLogger(__name__)
 
 class TorchServeSurface(ModelSurface):
     """One model in one TorchServe: ``backend`` is its inference address, ``management`` its management one and
-    ``metrics`` its metrics one; ``admission``, where given, how many inference requests go to it at once."""
+    ``metrics`` its metrics one; ``admission``, where given, how many inference requests go to it at once;
+    ``joining``, where given, how its inference requests are joined (TorchServe then serves the model unbatched)."""
 
     def __init__(
         self,
@@ -71,6 +79,7 @@ class TorchServeSurface(ModelSurface):
         management: str,
         metrics: str,
         admission: Admission | None = None,
+        joining: Joining | None = None,
     ) -> None:
         self.name = served.name
         self.admission = admission
@@ -78,6 +87,7 @@ class TorchServeSurface(ModelSurface):
         self.version = version
         self.backend = backend.rstrip("/")
         self.inference = Upstream(self.backend, answer_seconds=None)  # TorchServe's own response_timeout applies
+        self.joiner = None if joining is None else Joiner(self.inference, joining)
         self.management = Upstream(management.rstrip("/"), answer_seconds=MANAGEMENT_SECONDS)
         self.metrics = Upstream(metrics.rstrip("/"), answer_seconds=METRICS_SECONDS)
         # Labelled as the handler labels its own series (the operator's environment, else the archive's names).
@@ -154,7 +164,10 @@ class TorchServeSurface(ModelSurface):
 
     async def _forward(self, method: str, target: str, body: bytes, headers: dict[str, str]) -> Response:
         try:
-            answer = await self.inference.request(method, target, body, headers)
+            if self.joiner is not None and method == "POST":
+                answer = await self.joiner.post(target, body, headers)
+            else:
+                answer = await self.inference.request(method, target, body, headers)
         except UpstreamError as exc:
             self.answers.record(502)
             return self._unanswered(exc)
@@ -184,11 +197,14 @@ class TorchServeSurface(ModelSurface):
         if answer.status != 200:
             return Response(answer.status, answer.body, content_type, answer.reason)
         exposition = answer.body.decode("utf-8", "replace")
-        abandoned = None if self.admission is None else self.admission.abandoned
+        held = [holder.abandoned for holder in (self.admission, self.joiner) if holder is not None]
+        abandoned = sum(held) if held else None
         text = with_front_metrics(exposition, request.query, self.answers, self.durations, abandoned)
         return Response(200, text.encode(), content_type)
 
     def close(self) -> None:
+        if self.joiner is not None:
+            self.joiner.close()
         self.inference.close()
         self.management.close()
         self.metrics.close()

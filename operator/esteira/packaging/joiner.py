@@ -1,0 +1,204 @@
+"""Callers' requests to TorchServe joined in one while its workers are busy: the pod's front and ``esteira up``'s
+router send TorchServe, registered unbatched, fewer and fuller requests, and Esteira's handler answers each joined
+request on its own (:mod:`model_handlers.joined`).
+
+Why: TorchServe spends about 850 us of its CPU on every HTTP request whatever it carries, and its own batching
+still takes in, queues, hands over and answers each request alone; one request of eight iris instances cost it
+what one of one does (``benchmarks/README.md``, "What TorchServe spends a request"). Joined here, eight callers'
+requests cost it that once.
+
+When: adaptively, as esteira-kserve's batcher batches. A request that finds fewer than ``at_once`` requests at
+TorchServe goes at once, as it is (a lone caller waits for no one, and no fixed delay is paid). Those that come
+while ``at_once`` are there wait here, and each time one is answered the waiting go as one request: up to
+``most`` of them (the archive's batch size), within TorchServe's ``max_request_size`` joined, of one path. Two a
+worker are at TorchServe at once, one running and the next waiting in its queue, so a worker never waits for the
+front between two.
+
+A request whose caller leaves while it waits here goes nowhere and is counted as abandoned; once sent, it is
+part of a request other callers wait for and runs. A joined request that TorchServe refuses or fails to answer
+is answered so to each of its callers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import http
+from collections import deque
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+from esteira.packaging.upstream import Malformed, Reply, Upstream, UpstreamError
+from model_handlers.joined import (
+    JOINED_CONTENT_TYPE,
+    JOINED_HEADER,
+    FramingError,
+    answer_of,
+    framed,
+    joined_count,
+    request_entry,
+    unframe,
+)
+
+A_WORKER = 2  # joined requests at TorchServe at once for each worker: one running, the next in its queue
+
+
+@dataclass(frozen=True)
+class Joining:
+    """How requests are joined for one TorchServe model: ``most`` in one, ``at_once`` sent at once, and the
+    largest body TorchServe takes (``max_request_size``)."""
+
+    most: int
+    at_once: int
+    max_body: int
+
+    @classmethod
+    def for_model(cls, batch_size: int, workers: int, max_body: int) -> Joining | None:
+        """Joining for a model TorchServe would batch by ``batch_size`` on ``workers``; None where it would not
+        batch (requests then go one by one, as before)."""
+        if batch_size < 2:
+            return None
+        return cls(batch_size, A_WORKER * max(workers, 1), max_body)
+
+
+@dataclass
+class _Waiting:
+    target: str
+    body: bytes
+    headers: Mapping[str, str]
+    reply: asyncio.Future[Reply]
+    sent: bool = False
+    _piece: bytes | None = field(default=None, repr=False)
+
+    def piece(self) -> bytes:
+        """This request as it stands in a joined body (made once)."""
+        if self._piece is None:
+            self._piece = framed(request_entry(self.headers, self.body))
+        return self._piece
+
+    def settle(self, reply: Reply | UpstreamError) -> None:
+        if self.reply.done():  # its caller left after it was sent
+            return
+        if isinstance(reply, UpstreamError):
+            self.reply.set_exception(type(reply)(str(reply)))  # one exception each: raising one mutates it
+        else:
+            self.reply.set_result(reply)
+
+
+class Joiner:
+    """POSTs to one TorchServe through ``upstream``, joined as the module says."""
+
+    def __init__(self, upstream: Upstream, joining: Joining) -> None:
+        self.upstream = upstream
+        self.joining = joining
+        self.sending = 0  # requests at TorchServe now, joined or not
+        self.abandoned = 0  # requests whose callers left while they waited here
+        self.joined = 0  # requests sent joined with others
+        self._waiting: deque[_Waiting] = deque()
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    async def post(self, target: str, body: bytes, headers: Mapping[str, str]) -> Reply:
+        """The answer to one request, sent on its own or joined; UpstreamError as ``Upstream.request`` raises."""
+        if self.sending < self.joining.at_once and not self._waiting:
+            self.sending += 1
+            try:
+                return await self.upstream.request("POST", target, body, headers)
+            finally:
+                self._done()
+        waiting = _Waiting(target, body, headers, asyncio.get_running_loop().create_future())
+        self._waiting.append(waiting)
+        self._send_waiting()
+        try:
+            return await waiting.reply
+        except asyncio.CancelledError:
+            if not waiting.sent:
+                self.abandoned += 1
+            raise
+
+    def _done(self) -> None:
+        self.sending -= 1
+        self._send_waiting()
+
+    def _send_waiting(self) -> None:
+        while self.sending < self.joining.at_once and self._waiting:
+            taken = self._take()
+            if not taken:
+                return
+            self.sending += 1
+            task = asyncio.get_running_loop().create_task(self._send(taken))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+    def _take(self) -> list[_Waiting]:
+        """The oldest waiting request and those after it for the same path, as many as one request carries."""
+        taken: list[_Waiting] = []
+        kept: deque[_Waiting] = deque()
+        size = 0
+        while self._waiting:
+            waiting = self._waiting.popleft()
+            if waiting.reply.done():  # its caller left
+                continue
+            if len(taken) == self.joining.most:
+                kept.append(waiting)
+                kept.extend(self._waiting)
+                break
+            if taken and waiting.target != taken[0].target:
+                kept.append(waiting)
+                continue
+            piece = len(waiting.piece()) if taken or self._waiting else 0
+            if taken and size + piece > self.joining.max_body:
+                kept.append(waiting)
+                continue
+            taken.append(waiting)
+            size += piece
+        self._waiting = kept
+        for waiting in taken:
+            waiting.sent = True
+        return taken
+
+    async def _send(self, taken: list[_Waiting]) -> None:
+        try:
+            if len(taken) == 1:
+                only = taken[0]
+                only.settle(await self.upstream.request("POST", only.target, only.body, only.headers))
+                return
+            self.joined += len(taken)
+            body = b"".join(waiting.piece() for waiting in taken)
+            headers = {"content-type": JOINED_CONTENT_TYPE, JOINED_HEADER: str(len(taken))}
+            reply = await self.upstream.request("POST", taken[0].target, body, headers)
+            for waiting, answer in zip(taken, _answers(reply, len(taken)), strict=True):
+                waiting.settle(answer)
+        except UpstreamError as exc:
+            for waiting in taken:
+                waiting.settle(exc)
+        finally:
+            self._done()
+
+    def close(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+
+
+def _answers(reply: Reply, count: int) -> list[Reply | UpstreamError]:
+    """Each joined request's answer: its own from a joined answer, else TorchServe's for all."""
+    try:
+        said = joined_count(reply.headers) if reply.status == 200 else None
+        if said is None:
+            if reply.status == 200:
+                raise FramingError("the model server answered requests joined in one with one answer")
+            return [reply] * count
+        if said != count:
+            raise FramingError(f"the model server answered {said} of {count} requests joined in one")
+        answers: list[Reply | UpstreamError] = []
+        for entry in unframe(reply.body, count):
+            status, headers, body = answer_of(entry)
+            answers.append(Reply(status, _phrase(status), headers, body))
+        return answers
+    except FramingError as exc:
+        return [Malformed(str(exc))] * count
+
+
+def _phrase(status: int) -> str:
+    try:
+        return http.HTTPStatus(status).phrase
+    except ValueError:
+        return ""

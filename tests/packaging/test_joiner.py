@@ -1,0 +1,195 @@
+"""Requests joined before TorchServe (``esteira.packaging.joiner``), against a stand-in that frames its answers as
+Esteira's handler does: a lone request goes as it is, those that come while the model server is busy go together
+as one, each caller gets its own answer, and refusals, failures and callers that leave are each handled.
+
+The same before a real TorchServe, through the pod's front, is in test_front_joined.py.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+
+import pytest
+import uvloop
+from aiohttp import web
+
+from esteira.local.server import free_port
+from esteira.packaging.joiner import Joiner, Joining
+from esteira.packaging.upstream import Malformed, Reply, Unreachable, Upstream
+from model_handlers.joined import JOINED_HEADER, answer_entry, frame, request_headers_of, unframe
+
+PATH = "/v1/models/iris:predict"
+
+
+@dataclass
+class StandIn:
+    """Answers each request it is sent (joined or not) with its own body and ``x-seen: <request's headers>``;
+    ``gate`` holds requests until set; ``joined_as`` says how it answers a joined request."""
+
+    gate: asyncio.Event = field(default_factory=asyncio.Event)
+    received: list[tuple[str, int]] = field(default_factory=list)  # (path, requests joined in it; 0: not joined)
+    arrived: asyncio.Condition = field(default_factory=asyncio.Condition)
+    joined_as: str = "joined"  # "joined", "refused", "one answer"
+
+    async def handle(self, request: web.Request) -> web.Response:
+        body = await request.read()
+        count = request.headers.get(JOINED_HEADER)
+        async with self.arrived:
+            self.received.append((request.path, int(count or 0)))
+            self.arrived.notify_all()
+        await self.gate.wait()
+        if count is None:
+            return web.Response(body=body, headers={"x-seen": request.headers.get("x-caller", "")})
+        if self.joined_as == "refused":
+            return web.json_response({"code": 503, "message": "busy"}, status=503, headers={"Retry-After": "2"})
+        if self.joined_as == "one answer":
+            return web.Response(body=b"{}", content_type="application/json")
+        entries = unframe(body, int(count))
+        answers = [
+            answer_entry(
+                json.loads(entry.body).get("status", 200), {"X-Seen": request_headers_of(entry)["x-caller"]}, entry.body
+            )
+            for entry in entries
+        ]
+        return web.Response(body=frame(answers), headers={JOINED_HEADER: count})
+
+    async def until_received(self, count: int) -> None:
+        async with self.arrived:
+            await asyncio.wait_for(self.arrived.wait_for(lambda: len(self.received) >= count), 10)
+
+
+@asynccontextmanager
+async def joiner(joining: Joining) -> AsyncIterator[tuple[Joiner, StandIn]]:
+    stand_in = StandIn()
+    app = web.Application()
+    app.router.add_post("/{tail:.*}", stand_in.handle)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    port = free_port()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    upstream = Upstream(f"http://127.0.0.1:{port}")
+    try:
+        yield Joiner(upstream, joining), stand_in
+    finally:
+        upstream.close()
+        await runner.cleanup()
+
+
+def post(joined: Joiner, caller: int, path: str = PATH, **fields: object) -> asyncio.Task[Reply]:
+    body = json.dumps({"caller": caller, **fields}).encode()
+    return asyncio.ensure_future(joined.post(path, body, {"content-type": "application/json", "x-caller": str(caller)}))
+
+
+def own(reply: Reply, caller: int) -> bool:
+    """Whether ``reply`` is the answer to ``caller``'s request."""
+    return json.loads(reply.body)["caller"] == caller and reply.headers["x-seen"] == str(caller)
+
+
+def test_requests_that_come_while_the_server_is_busy_go_together_and_each_caller_gets_its_own_answer() -> None:
+    async def scenario() -> None:
+        async with joiner(Joining(most=3, at_once=1, max_body=1 << 20)) as (joined, stand_in):
+            first = post(joined, 0)
+            await stand_in.until_received(1)  # a lone request goes at once, as it is
+            waiting = [post(joined, caller) for caller in range(1, 6)]
+            other_path = post(joined, 6, "/v2/models/iris/infer")
+            await asyncio.sleep(0)  # nothing is sent while the one at the server is unanswered
+            assert len(stand_in.received) == 1
+            stand_in.gate.set()
+            replies = await asyncio.gather(first, *waiting, other_path)
+            assert all(own(reply, caller) for caller, reply in enumerate(replies))
+            assert all(reply.status == 200 for reply in replies)
+            # Oldest first, at most three of one path in one request; the other path's alone (sent as it is).
+            assert stand_in.received == [(PATH, 0), (PATH, 3), (PATH, 2), ("/v2/models/iris/infer", 0)]
+            assert (joined.joined, joined.sending) == (5, 0)
+
+    uvloop.run(scenario())
+
+
+def test_each_joined_request_gets_its_own_status() -> None:
+    async def scenario() -> None:
+        async with joiner(Joining(most=8, at_once=1, max_body=1 << 20)) as (joined, stand_in):
+            first = post(joined, 0)
+            await stand_in.until_received(1)
+            good, bad = post(joined, 1), post(joined, 2, status=400)
+            await asyncio.sleep(0)
+            stand_in.gate.set()
+            replies = await asyncio.gather(first, good, bad)
+            assert [reply.status for reply in replies] == [200, 200, 400]
+            assert replies[2].reason == "Bad Request" and own(replies[2], 2)
+
+    uvloop.run(scenario())
+
+
+def test_requests_that_would_pass_the_body_limit_joined_go_in_another_request() -> None:
+    async def scenario() -> None:
+        async with joiner(Joining(most=8, at_once=1, max_body=450)) as (joined, stand_in):
+            first = post(joined, 0)
+            await stand_in.until_received(1)
+            filler = "x" * 120  # each framed request is about 205 bytes: two fit in 450, three do not
+            waiting = [post(joined, caller, filler=filler) for caller in range(1, 6)]
+            await asyncio.sleep(0)
+            stand_in.gate.set()
+            replies = await asyncio.gather(first, *waiting)
+            assert all(own(reply, caller) for caller, reply in enumerate(replies))
+            assert [count for _, count in stand_in.received] == [0, 2, 2, 0]
+
+    uvloop.run(scenario())
+
+
+@pytest.mark.parametrize("joined_as", ["refused", "one answer"])
+def test_a_joined_request_refused_or_answered_as_one_is_answered_so_to_each_caller(joined_as: str) -> None:
+    async def scenario() -> None:
+        async with joiner(Joining(most=8, at_once=1, max_body=1 << 20)) as (joined, stand_in):
+            stand_in.joined_as = joined_as
+            first = post(joined, 0)
+            await stand_in.until_received(1)
+            waiting = [post(joined, caller) for caller in (1, 2)]
+            await asyncio.sleep(0)
+            stand_in.gate.set()
+            assert own(await first, 0)
+            if joined_as == "refused":
+                replies = await asyncio.gather(*waiting)
+                assert [(r.status, r.headers["retry-after"]) for r in replies] == [(503, "2"), (503, "2")]
+            else:
+                for task in waiting:
+                    with pytest.raises(Malformed, match="with one answer"):
+                        await task
+
+    uvloop.run(scenario())
+
+
+def test_a_caller_that_leaves_while_waiting_is_not_sent_and_counted() -> None:
+    async def scenario() -> None:
+        async with joiner(Joining(most=8, at_once=1, max_body=1 << 20)) as (joined, stand_in):
+            first = post(joined, 0)
+            await stand_in.until_received(1)
+            leaving, staying = post(joined, 1), post(joined, 2)
+            await asyncio.sleep(0)
+            leaving.cancel()
+            stand_in.gate.set()
+            assert own(await first, 0) and own(await staying, 2)
+            assert stand_in.received == [(PATH, 0), (PATH, 0)]  # the one left waiting went alone, as it is
+            assert joined.abandoned == 1
+
+    uvloop.run(scenario())
+
+
+def test_a_server_that_cannot_be_reached_fails_every_joined_caller() -> None:
+    async def scenario() -> None:
+        joined = Joiner(Upstream(f"http://127.0.0.1:{free_port()}"), Joining(most=8, at_once=1, max_body=1 << 20))
+        tasks = [post(joined, caller) for caller in range(3)]
+        outcomes = await asyncio.gather(*tasks, return_exceptions=True)
+        assert all(isinstance(outcome, Unreachable) for outcome in outcomes), outcomes
+        assert len({id(outcome) for outcome in outcomes}) == 3  # one exception each
+        assert joined.sending == 0
+
+    uvloop.run(scenario())
+
+
+def test_joining_is_for_models_that_batch() -> None:
+    assert Joining.for_model(1, 4, 100) is None
+    assert Joining.for_model(8, 2, 100) == Joining(most=8, at_once=4, max_body=100)
