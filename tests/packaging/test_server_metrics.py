@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import urllib.error
 import urllib.request
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -132,8 +133,10 @@ def test_the_analysis_latency_is_each_request_s_time_in_the_server(
             assert count(prometheus, f"sum(esteira_abandoned_requests_total{selector})") == 0
             # Two rounds a scrape apart, so a rate has samples to tell apart even for a series the first one creates.
             for sent in (10, 20):
-                for _ in range(10):  # one at a time: under TorchServe each waits out the archive's 10 ms batch delay
-                    assert predict(server.url)[0] == 200
+                # Ten at once: those that come while the first runs wait for it in the server, out of the handler's
+                # sight (in the pod's front under TorchServe, in the batcher under esteira-kserve).
+                with ThreadPoolExecutor(10) as pool:
+                    assert [answer[0] for answer in pool.map(lambda _: predict(server.url), range(10))] == [200] * 10
                 eventually(
                     lambda sent=sent: count(prometheus, queries.requests) == sent and count(prometheus, timed) == sent,
                     timeout=30,
@@ -146,8 +149,6 @@ def test_the_analysis_latency_is_each_request_s_time_in_the_server(
             )
         finally:
             prometheus.stop()
-    assert p95 is not None and p95 > 0, (p95, handler)
-    if runtime == "esteira-torchserve":
-        # Each lone request waits out the 10 ms batch delay in TorchServe's queue, out of the handler's sight: the
-        # handler's histogram (in the message) puts the p95 under it.
-        assert p95 >= 0.01, (p95, handler)
+    # The wait before the batch a request ran in is the server's time, not the handler's: the handler's histogram
+    # puts the p95 lower.
+    assert p95 is not None and handler is not None and p95 > handler > 0, (p95, handler)
