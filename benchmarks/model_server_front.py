@@ -9,8 +9,9 @@ import urllib.request
 from pathlib import Path
 
 from esteira.packaging.admission import Admission, at_once
-from esteira.packaging.front import FrontThread, TorchServeSurface
+from esteira.packaging.front import DEFAULT_MAX_BODY, FrontThread, TorchServeSurface
 from esteira.packaging.heap import freeze_startup_heap
+from esteira.packaging.joiner import Joining
 from esteira.packaging.surface import served_model
 
 
@@ -22,6 +23,12 @@ def torchserve_at_once(management: str, model: str) -> int | None:
     return at_once([(int(entry["batchSize"]), int(entry["minWorkers"])) for entry in described])
 
 
+def torchserve_workers(management: str, model: str) -> int:
+    """The workers TorchServe runs ``model`` with, by its management API."""
+    with urllib.request.urlopen(f"{management}/models/{model}", timeout=30) as answer:
+        return sum(int(entry["minWorkers"]) for entry in json.loads(answer.read()))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--model-dir", type=Path, required=True)
@@ -29,11 +36,24 @@ def main() -> None:
     parser.add_argument("--management", required=True, help="TorchServe's management address")
     parser.add_argument("--metrics", required=True, help="TorchServe's metrics address")
     parser.add_argument("--port", type=int, required=True)
+    parser.add_argument(
+        "--join",
+        type=int,
+        default=1,
+        help="join up to this many requests in one, as the entrypoint does for a "
+        "model it registers unbatched with TorchServe (which must serve it unbatched)",
+    )
     args = parser.parse_args()
     served = served_model(args.model_dir)
-    limit = torchserve_at_once(args.management, served.name)
+    joining = None
+    if args.join > 1:
+        workers = torchserve_workers(args.management, served.name)
+        joining = Joining.for_model(args.join, workers, DEFAULT_MAX_BODY)
+        limit = at_once([(args.join, workers)])
+    else:
+        limit = torchserve_at_once(args.management, served.name)
     admission = None if limit is None else Admission(limit)
-    surface = TorchServeSurface(served, served.version, args.backend, args.management, args.metrics, admission)
+    surface = TorchServeSurface(served, served.version, args.backend, args.management, args.metrics, admission, joining)
     FrontThread(surface, "127.0.0.1", args.port).start()  # as the pod's entrypoint runs it
     freeze_startup_heap()  # as the pod's entrypoint does once its front is up
     threading.Event().wait()

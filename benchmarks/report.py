@@ -18,6 +18,7 @@ RATIOS: list[tuple[str, str, str, tuple[str, ...], float]] = [
     ("Esteira / stock handler, image, batch 1", "ts-esteira-image-b1", "ts-stock-image-b1", ("1", "8", "32"), 0.95),
     ("router / TorchServe behind it", "router+ts-esteira-b8", "ts-esteira-b8", ("1", "8", "32"), 0.9),
     ("pod's front / TorchServe behind it", "front+ts-esteira-b8", "ts-esteira-b8", ("1", "8", "32"), 0.9),
+    ("pod's front joining / TorchServe b8 alone", "front-joining+ts-esteira", "ts-esteira-b8", ("1", "8", "32"), 0.9),
     ("router / esteira-kserve behind it", "router+esteira-kserve", "esteira-kserve", ("1", "8", "32"), 0.9),
     ("router / bare HTTP server behind it", "router+http-ceiling", "http-ceiling", ("1", "8", "32"), 0.9),
     ("esteira up's JVM flags / C1-only quick start", "ts-esteira-b8", "ts-esteira-b8-quick-jvm", ("1", "8", "32"), 1.0),

@@ -75,6 +75,7 @@ IDLE_GAP_SECONDS = 0.001  # a lone caller's server sleeps between requests; how 
 # of this many small entries (about half a millisecond here, what 8 to 16 requests' HTTP costs esteira-kserve).
 OTHER_WORK_ENTRIES = 800
 IDLE_POLL_US = 200  # Linux's haltpoll default for a guest's poll before it halts
+JOINED = 8  # requests the pod's front joins in one, as the entrypoint does for a model packaged with batches of 8
 COALESCED = 8  # instances in the one request that stands for as many callers' requests made into one
 V1_PATH = "/v1/models/{}:predict"
 V2_PATH = "/v2/models/{}/infer"
@@ -137,6 +138,12 @@ GROUPS: dict[str, tuple[Target, ...]] = {
         _iris("ts-esteira-b8-nolog", "TorchServe + Esteira handler, batch 8, inference log off", "ts-nolog:iris"),
         _iris("router+ts-esteira-b8", "esteira up router -> TorchServe + Esteira, b8", "router:ts:iris"),
         _iris("front+ts-esteira-b8", "a TorchServe pod's port: the front -> TorchServe + Esteira, b8", "front:ts:iris"),
+        _iris(
+            "front-joining+ts-esteira",
+            "a TorchServe pod's port: the front joining up to 8 requests -> TorchServe + Esteira unbatched",
+            "front-joining:ts:iris_b1",
+            "iris_b1",
+        ),
         _iris(
             "ts-esteira-b8-quick-jvm",
             "TorchServe + Esteira, batch 8, the tests' quick-start JVM (C1 compiler only)",
@@ -325,11 +332,14 @@ def esteira_kserve(
         yield up
 
 
-def model_server_front(work: Path, ts: Running, build: str = "iris-1.0.0") -> AbstractContextManager[Running]:
-    """The pod's front (``esteira.packaging.front``) before ``ts``; its CPU is counted with TorchServe's, as a pod's
-    is: both share the pod's CPUs."""
+def model_server_front(
+    work: Path, ts: Running, build: str = "iris-1.0.0", join: int = 1
+) -> AbstractContextManager[Running]:
+    """The pod's front (``esteira.packaging.front``) before ``ts``, joining up to ``join`` requests in one; its CPU
+    is counted with TorchServe's, as a pod's is: both share the pod's CPUs."""
     port = free_port()
     command = [sys.executable, "-m", "benchmarks.model_server_front", "--model-dir", str(MODELS / build)]
+    command += ["--join", str(join)]
     metrics = ts.metrics.removesuffix("/metrics")
     command += ["--backend", ts.url, "--management", ts.management, "--metrics", metrics, "--port", str(port)]
     return process(command, f"http://127.0.0.1:{port}/v1/models", work / f"front-{port}.log")
@@ -692,7 +702,10 @@ class Servers:
         if key not in self._running:
             kind, _, rest = key.partition(":")
             running = self._stack.enter_context(self._start(kind, rest))
-            if kind == "front":  # a pod's CPU is the front's and TorchServe's together: they share its CPUs
+            if kind in (
+                "front",
+                "front-joining",
+            ):  # a pod's CPU is the front's and TorchServe's together: they share its CPUs
                 running = Running(running.url, running.pids + self.get(rest).pids)
             self._running[key] = running
         return self._running[key]
@@ -706,6 +719,8 @@ class Servers:
             return router(self.work, self.get(rest))
         if kind == "front":
             return model_server_front(self.work, self.get(rest))
+        if kind == "front-joining":
+            return model_server_front(self.work, self.get(rest), join=JOINED)
         if kind == "ts":
             return torchserve(self.work, self.store, [rest], ESTEIRA_UP_VMARGS, self.sink)
         if kind == "ts-nolog":

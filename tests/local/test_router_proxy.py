@@ -17,7 +17,9 @@ from aiohttp import web
 from esteira.local.router import Router
 from esteira.local.server import free_port
 from esteira.local.split import Split
+from esteira.packaging.joiner import Joining
 from esteira.vocabulary import EXPECTED_TIMEOUT_HEADER, REQUEST_ID_HEADER, REVISION_HEADER
+from model_handlers.joined import JOINED_HEADER, answer_entry, frame, unframe
 from model_handlers.protocol import BINARY_HEADER
 from tests.support.stand_ins import held_until_cancelled
 from tests.support.waiting import eventually
@@ -35,12 +37,23 @@ class Backend:
         self.held = asyncio.Event()  # a "held" request has arrived
         self.release = asyncio.Event()  # ... and may be answered
         self.closed = asyncio.Event()  # the connection a "watched" request came on was closed
+        self.joined: list[int] = []  # each request's count of requests joined in it (0: not joined)
 
     async def predict(self, request: web.Request) -> web.StreamResponse:
         peer = request.transport.get_extra_info("peername") if request.transport else None
         self.client_ports.append(peer[1] if peer else -1)
         self.request_ids.append(request.headers.get(REQUEST_ID_HEADER))
         self.expected_timeouts.append(request.headers.get(EXPECTED_TIMEOUT_HEADER))
+        if JOINED_HEADER in request.headers:  # as Esteira's handler answers requests joined in one
+            self.joined.append(int(request.headers[JOINED_HEADER]))
+            entries = unframe(await request.read(), int(request.headers[JOINED_HEADER]))
+            answers = [json.loads(entry.body)["answer"] for entry in entries]
+            framed = frame(
+                answer_entry(200, {"content-type": "application/json"}, json.dumps({"predictions": [answer]}).encode())
+                for answer in answers
+            )
+            return web.Response(body=framed, headers={JOINED_HEADER: str(len(answers))})
+        self.joined.append(0)
         kind = (await request.json())["answer"]
         if kind == "held":
             self.held.set()
@@ -63,7 +76,7 @@ class Backend:
 
 
 @asynccontextmanager
-async def proxied(at_once: int | None = None) -> AsyncIterator[tuple[Router, Backend]]:
+async def proxied(at_once: int | None = None, joining: Joining | None = None) -> AsyncIterator[tuple[Router, Backend]]:
     backend = Backend()
     app = web.Application()
     app.router.add_post(PREDICT, backend.predict)
@@ -72,7 +85,7 @@ async def proxied(at_once: int | None = None) -> AsyncIterator[tuple[Router, Bac
     port = free_port()
     await web.TCPSite(runner, "127.0.0.1", port).start()
     router = Router("iris", free_port())
-    router.set_backend(1, f"http://127.0.0.1:{port}", at_once)
+    router.set_backend(1, f"http://127.0.0.1:{port}", at_once, joining)
     router.set_split(Split(1), False)
     await router.start()
     try:
@@ -265,5 +278,36 @@ def test_before_torchserve_a_deadline_said_by_a_proxy_in_front_holds_requests_an
             assert "deadline" in json.loads(body)["error"]
             assert len(backend.client_ports) == 1  # the refused one never reached it
             assert 59_000 < int(backend.expected_timeouts[0] or 0) <= 60_000
+
+    asyncio.run(scenario())
+
+
+def test_before_a_torchserve_it_registered_unbatched_the_router_joins_requests_that_come_while_it_is_busy() -> None:
+    """One request at the revision at once: while the first is held, four more wait in the router and one of
+    their callers leaves; once the first is answered, the three left go as one request, each caller gets its own
+    answer, and the one whose caller left is counted as abandoned and never sent."""
+
+    async def scenario() -> None:
+        joining = Joining(most=8, at_once=1, max_body=1 << 20)
+        async with proxied(joining=joining) as (router, backend), aiohttp.ClientSession() as session:
+            held = asyncio.create_task(_ask(session, router, "held"))
+            await asyncio.wait_for(backend.held.wait(), 10)
+            waiting = [asyncio.create_task(_ask(session, router, kind)) for kind in ("one", "two", "three")]
+            url = f"http://127.0.0.1:{router.port}{PREDICT}"
+            with pytest.raises(asyncio.TimeoutError):
+                async with session.post(url, json={"answer": "left"}, timeout=aiohttp.ClientTimeout(total=0.2)):
+                    pass
+            backend.release.set()
+            assert (await held)[0] == 200
+            answers = await asyncio.gather(*waiting)
+            assert [(status, json.loads(body)) for status, _, body in answers] == [
+                (200, {"predictions": [kind]}) for kind in ("one", "two", "three")
+            ]
+            assert all(headers[REVISION_HEADER] == "1" for _, headers, _ in answers)
+            assert backend.joined == [0, 3]
+            assert router.arm(1).outcomes["ok"] == 4
+            async with session.get(f"http://127.0.0.1:{router.port}/metrics") as answer:
+                exposition = await answer.text()
+            assert 'esteira_abandoned_requests_total{ModelName="iris",Revision="1"} 1' in exposition.splitlines()
 
     asyncio.run(scenario())

@@ -1,7 +1,7 @@
 """What the model server itself does reaches the canary analysis, read by its own queries from a real Prometheus
 scraping the pod's metrics port: the 503s a real TorchServe with no worker left answers behind the pod's front,
 which the handler never sees, count as the revision's requests and server errors; and the latency is each
-request's time in the server, TorchServe's batch delay included, in either runtime."""
+request's time in the server, its wait for the batch before its own included, in either runtime."""
 
 from __future__ import annotations
 

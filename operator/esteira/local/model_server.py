@@ -24,6 +24,7 @@ import aiohttp
 
 from esteira.api.spec import ModelDeploymentSpec
 from esteira.packaging.entrypoint import runtime_environment
+from esteira.packaging.joiner import Joining
 from esteira.packaging.processes import group_members
 from esteira.vocabulary import ENV_BATCH_SIZE, ENV_MAX_BATCH_DELAY_MS, ENV_MODEL_NAME, ENV_MODEL_VERSION, ENV_REVISION
 
@@ -65,6 +66,7 @@ class ModelServer(ABC):
     port_retries: int = 0  # launches in a row that found a picked port taken (not counted as restarts)
     # how many requests the router lets through to it at once while it holds them (None: it orders its own queue)
     at_once: int | None = None
+    joining: Joining | None = None  # how the router joins requests to it (None: one by one)
     _process: asyncio.subprocess.Process | None = field(default=None, repr=False)
     _log_offset: int = field(default=0, repr=False)  # where this launch's output starts in the log
 

@@ -45,6 +45,7 @@ from esteira.packaging.httpserver import (
     error_response,
     json_response,
 )
+from esteira.packaging.joiner import Joiner, Joining
 from esteira.packaging.surface import (
     ModelSurface,
     Protocol,
@@ -112,6 +113,7 @@ class Router(ModelSurface):
         self._server: HttpServer | None = None
         self._upstreams: dict[str, Upstream] = {}  # backend address -> its keep-alive connections
         self._admissions: dict[int, Admission] = {}  # revisions whose requests are held (TorchServe's)
+        self._joiners: dict[int, Joiner] = {}  # revisions whose requests are joined (TorchServe's, batching)
         self._mirrors: set[asyncio.Task[None]] = set()
 
     # --- what the runtime sets ---------------------------------------------------------------------------
@@ -121,11 +123,22 @@ class Router(ModelSurface):
         for revision in split.revisions if split else ():
             self.stats.setdefault(revision, ArmStats())
 
-    def set_backend(self, revision: int, url: str | None, at_once: int | None = None) -> None:
+    def set_backend(
+        self, revision: int, url: str | None, at_once: int | None = None, joining: Joining | None = None
+    ) -> None:
         """Where a revision's server listens (None: nowhere now); ``at_once``, how many requests go to it at once
-        while they are held (None: never held; esteira-kserve orders its own queue)."""
+        while they are held (None: never held; esteira-kserve orders its own queue); ``joining``, how requests to
+        it are joined (None: one by one; a TorchServe the runtime registered unbatched for it)."""
         previous = self.backends.get(revision)
         self.backends[revision] = url
+        joiner = self._joiners.get(revision)
+        if url is not None and joining is None:
+            self._joiners.pop(revision, None)
+        elif url is not None and joining is not None:
+            if joiner is None:
+                self._joiners[revision] = Joiner(self._upstream(url), joining)
+            else:  # one for the revision's life: its counts carry on
+                joiner.upstream, joiner.joining = self._upstream(url), joining
         held = self._admissions.get(revision)
         if url is not None and at_once is None:
             self._admissions.pop(revision, None)
@@ -199,6 +212,8 @@ class Router(ModelSurface):
             self._server = None
         if self._mirrors:
             await asyncio.wait(self._mirrors, timeout=10)
+        for joiner in self._joiners.values():
+            joiner.close()
         for upstream in self._upstreams.values():
             upstream.close()
         self._upstreams.clear()
@@ -346,13 +361,18 @@ class Router(ModelSurface):
                 left_ms = math.ceil(1000 * (due - time.perf_counter()))
                 headers = {**headers, EXPECTED_TIMEOUT_HEADER: str(max(1, left_ms))}
             upstream, admission = self._upstream(base), None if mirrored else self._admissions.get(revision)
+            joiner = None if mirrored else self._joiners.get(revision)
+
+            def forward() -> Awaitable[Reply]:
+                if joiner is None:
+                    return upstream.request("POST", path, body, headers)
+                return joiner.post(path, body, headers)
+
             try:
                 if admission is None:
-                    reply = await upstream.request("POST", path, body, headers)
+                    reply = await forward()
                 else:
-                    reply = await admission.send(
-                        due, started, lambda: upstream.request("POST", path, body, headers), _answered
-                    )
+                    reply = await admission.send(due, started, forward, _answered)
                 answer = Answer(reply.status, reply.body, reply.headers, reply.reason)
             except TooLate:
                 message = f"revision {revision} could not answer before the request's deadline; retry later"
@@ -390,6 +410,8 @@ class Router(ModelSurface):
 
     async def _metrics(self, _: Request) -> Response:
         abandoned = {revision: admission.abandoned for revision, admission in self._admissions.items()}
+        for revision, joiner in self._joiners.items():  # callers that left while their requests waited to be joined
+            abandoned[revision] = abandoned.get(revision, 0) + joiner.abandoned
         text = exposition(self.model, self.stats, abandoned)
         return Response(200, text.encode(), {"Content-Type": "text/plain; charset=utf-8"})
 

@@ -456,7 +456,7 @@ class LocalRuntime:
         except RuntimeError as exc:
             self.say("ServerNotReady", str(exc).splitlines()[0], True)
             return
-        self.router.set_backend(server.revision, server.url, server.at_once)
+        self.router.set_backend(server.revision, server.url, server.at_once, server.joining)
         self.say("ServerReady", f"revision {server.revision} (model {server.model_version}) is ready")
         self._wake.set()
 

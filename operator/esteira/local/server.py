@@ -29,6 +29,7 @@ from esteira.packaging.entrypoint import (
     batch_settings_from_env,
     batches_and_workers,
     frontend_pid,
+    joined_config,
     log_config_file,
     runtime_config,
     torchserve_command,
@@ -38,7 +39,7 @@ from esteira.packaging.entrypoint import (
 )
 from esteira.packaging.log_flush import flush_workers
 from esteira.render.inferenceservice import server_variables
-from esteira.vocabulary import ENV_LOG_FLUSH_DIR, ENV_TORCHSERVE_VMARGS
+from esteira.vocabulary import ENV_JOINED_REQUESTS, ENV_LOG_FLUSH_DIR, ENV_TORCHSERVE_VMARGS
 
 __all__ = [
     "DEFAULT_VMARGS",
@@ -138,9 +139,12 @@ class TorchServeServer(ModelServer):
         config = self.root / "config.properties"
         vmargs = os.environ.get(ENV_TORCHSERVE_VMARGS) or DEFAULT_VMARGS
         text = local_config(source, self.spec, self.model_dir, self.ports, vmargs)
-        config.write_text(text)
         self.threads = worker_threads(text, os.environ)
         self.at_once = admission.at_once(batches_and_workers(text))
+        text, self.joining = joined_config(text)  # the router joins requests as the pod's front does
+        if self.joining is not None:
+            self.threads[ENV_JOINED_REQUESTS] = str(self.joining.most)
+        config.write_text(text)
         log_config = log_config_file(self.model_dir, self.root)
         write_log_config(log_config, self.model_dir)
         command = torchserve_command(

@@ -33,6 +33,7 @@ MODEL_STORE = "model-store"
 JOB_QUEUE_SIZE = 100
 # Seconds a batch may take before the model's process is ended and restarted (TorchServe's default, read by both).
 RESPONSE_TIMEOUT_SECONDS = 120
+MAX_MESSAGE_BYTES = 6_553_500  # TorchServe's default max_request_size and max_response_size
 
 # torch-model-archiver's rule for model names; versions follow the same rule. Both end up in URLs, in file
 # names and inside the snapshot JSON, so nothing else is let through (no '/', ':', quotes or backslashes).

@@ -37,6 +37,7 @@ from typing import TYPE_CHECKING, Any
 from esteira.packaging.config import (
     CONFIG_PATH,
     DEFAULT_MODEL_DIR,
+    MAX_MESSAGE_BYTES,
     MODEL_STORE,
     dump_snapshot,
     parse_properties,
@@ -164,21 +165,22 @@ def batches_and_workers(text: str) -> list[tuple[int, int]]:
     return [(int(entry.get("batchSize", 1)), int(entry.get("minWorkers", 1))) for entry in snapshot_entries(text)]
 
 
-def unbatched(text: str, most: int, max_response: int) -> str:
-    """TorchServe's config for a model whose requests the front joins, up to ``most`` in one
-    (:mod:`esteira.packaging.joiner`): TorchServe unbatched, so that it holds no request for company, and its
-    answers allowed ``most`` times ``max_response`` bytes, as many answers as a joined request carries."""
-    text = apply_snapshot(text, BatchSettings(batch_size=1))
-    return set_properties(text, {"max_response_size": str(most * max_response)})
-
-
-def joined_requests(text: str, max_body: int) -> Joining | None:
-    """How the front joins requests for the one model ``config.properties`` serves, batched by TorchServe; None
-    where it serves several, or one unbatched."""
+def joined_config(text: str) -> tuple[str, Joining | None]:
+    """How requests are joined before TorchServe for the one model ``config.properties`` serves batched
+    (:mod:`esteira.packaging.joiner`), and the config TorchServe then runs: the model unbatched, so that TorchServe
+    holds no request for company, and its answers allowed as many times ``max_response_size`` as a joined request
+    carries answers. ``text`` as it is, and None, where it serves several models or one unbatched."""
     from esteira.packaging.joiner import Joining  # httptools: not for the health check
 
+    properties = parse_properties(text)
     entries = batches_and_workers(text)
-    return Joining.for_model(*entries[0], max_body) if len(entries) == 1 else None
+    max_body = int(properties.get("max_request_size") or MAX_MESSAGE_BYTES)
+    joining = Joining.for_model(*entries[0], max_body) if len(entries) == 1 else None
+    if joining is None:
+        return text, None
+    max_response = int(properties.get("max_response_size") or MAX_MESSAGE_BYTES)
+    text = apply_snapshot(text, BatchSettings(batch_size=1))
+    return set_properties(text, {"max_response_size": str(joining.most * max_response)}), joining
 
 
 def snapshot_entries(text: str) -> list[dict[str, Any]]:
@@ -407,13 +409,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     # Imported here: the health check imports this module every few seconds and needs neither httptools nor pydantic.
     from esteira.packaging import admission, front, surface
 
-    properties = parse_properties(text)
-    max_body = int(properties.get("max_request_size") or front.DEFAULT_MAX_BODY)
     limit = admission.at_once(batches_and_workers(text))
-    joining = joined_requests(text, max_body)
-    if joining is not None:
-        max_response = int(properties.get("max_response_size") or front.DEFAULT_MAX_BODY)
-        text = unbatched(text, joining.most, max_response)
+    text, joining = joined_config(text)
+    properties = parse_properties(text)
+    max_body = int(properties.get("max_request_size") or MAX_MESSAGE_BYTES)
     try:
         where = addresses(properties, os.environ)
     except ValueError as exc:

@@ -28,6 +28,7 @@ import uvloop
 
 from esteira.packaging.admission import Admission, TooLate
 from esteira.packaging.caller_queue import deadline
+from esteira.packaging.config import MAX_MESSAGE_BYTES
 from esteira.packaging.front_metrics import (
     RequestDurations,
     ServerAnswers,
@@ -57,7 +58,7 @@ from model_handlers.joined import JOINED_HEADER
 _NOT_PASSED = frozenset(
     {"connection", "keep-alive", "transfer-encoding", "te", "upgrade", "host", "content-length", JOINED_HEADER}
 )
-DEFAULT_MAX_BODY = 6_553_500  # TorchServe's default max_request_size
+DEFAULT_MAX_BODY = MAX_MESSAGE_BYTES  # TorchServe's default max_request_size
 MANAGEMENT_SECONDS = 3.0
 METRICS_SECONDS = 10.0  # a scrape's own timeout is 10 s by default
 PROMETHEUS_TEXT = "text/plain; version=0.0.4; charset=utf-8"
