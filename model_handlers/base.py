@@ -298,7 +298,9 @@ class EsteiraHandler(BaseHandler, abc.ABC):  # type: ignore[misc]
 
     def handle(self, data: Any, context: Any) -> list[Any]:
         """Answer every request of the TorchServe batch, the requests joined in one included; never raises."""
-        if isinstance(data, list) and getattr(context, "request_processor", None) is not None:
+        processors = getattr(context, "request_processor", None)
+        # Joined requests come one entry a request (a service envelope's instances do not).
+        if isinstance(data, list) and processors is not None and len(processors) == len(data):
             counts = [_joined(context, idx) for idx in range(len(data))]
             if any(count is not None for count in counts):
                 return self._handle_joined(data, context, counts)

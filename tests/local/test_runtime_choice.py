@@ -26,6 +26,7 @@ from esteira.packaging.config import parse_properties
 from esteira.vocabulary import (
     ENV_BATCH_SIZE,
     ENV_IDLE_POLL_US,
+    ENV_JOINED_REQUESTS,
     ENV_KSERVE_PYTHON,
     ENV_MAX_BATCH_DELAY_MS,
     ENV_TORCH_THREADS,
@@ -254,7 +255,11 @@ def test_torchserve_takes_the_specs_workers_over_the_archives(
     entry = served["models"]["iris"]["1.0.0"]
     assert (entry["minWorkers"], entry["maxWorkers"]) == (expected, expected)
     assert server.environment().get(ENV_TORCH_THREADS) == (None if expected == 1 else "2")
-    assert server.at_once == 2 * entry["batchSize"] * expected  # what the router lets through while it holds
+    # The archive's batches of 8 are the router's to make, joined, two a worker at once: TorchServe unbatched.
+    assert entry["batchSize"] == 1
+    assert server.joining is not None and (server.joining.most, server.joining.at_once) == (8, 2 * expected)
+    assert server.environment()[ENV_JOINED_REQUESTS] == "8"  # the workers optimize a model for batches of 8
+    assert server.at_once == 2 * 8 * expected  # what the router lets through while it holds
 
 
 @dataclass

@@ -149,6 +149,8 @@ def test_the_analysis_latency_is_each_request_s_time_in_the_server(
             )
         finally:
             prometheus.stop()
-    # The wait before the batch a request ran in is the server's time, not the handler's: the handler's histogram
-    # puts the p95 lower.
-    assert p95 is not None and handler is not None and p95 > handler > 0, (p95, handler)
+    assert p95 is not None and p95 > 0, (p95, handler)
+    if runtime == "esteira-torchserve":
+        # The wait before the batch a request ran in, and TorchServe's own time, are the server's, not the
+        # handler's: the handler's histogram (in the message) puts the p95 lower.
+        assert handler is not None and p95 > handler, (p95, handler)
