@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import threading
 import urllib.request
@@ -43,8 +44,11 @@ def main() -> None:
         help="join up to this many requests in one, as the entrypoint does for a "
         "model it registers unbatched with TorchServe (which must serve it unbatched)",
     )
+    parser.add_argument("--model-name", help="the name TorchServe serves the model by (default: the folder's)")
     args = parser.parse_args()
     served = served_model(args.model_dir)
+    if args.model_name:
+        served = dataclasses.replace(served, name=args.model_name)
     joining = None
     if args.join > 1:
         workers = torchserve_workers(args.management, served.name)

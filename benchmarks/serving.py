@@ -333,13 +333,14 @@ def esteira_kserve(
 
 
 def model_server_front(
-    work: Path, ts: Running, build: str = "iris-1.0.0", join: int = 1
+    work: Path, ts: Running, build: str = "iris-1.0.0", join: int = 1, name: str = ""
 ) -> AbstractContextManager[Running]:
-    """The pod's front (``esteira.packaging.front``) before ``ts``, joining up to ``join`` requests in one; its CPU
-    is counted with TorchServe's, as a pod's is: both share the pod's CPUs."""
+    """The pod's front (``esteira.packaging.front``) before ``ts``, joining up to ``join`` requests in one, for the
+    model TorchServe serves as ``name`` (default: the build's); its CPU is counted with TorchServe's, as a pod's
+    is: both share the pod's CPUs."""
     port = free_port()
     command = [sys.executable, "-m", "benchmarks.model_server_front", "--model-dir", str(MODELS / build)]
-    command += ["--join", str(join)]
+    command += ["--join", str(join)] + (["--model-name", name] if name else [])
     metrics = ts.metrics.removesuffix("/metrics")
     command += ["--backend", ts.url, "--management", ts.management, "--metrics", metrics, "--port", str(port)]
     return process(command, f"http://127.0.0.1:{port}/v1/models", work / f"front-{port}.log")
@@ -719,8 +720,8 @@ class Servers:
             return router(self.work, self.get(rest))
         if kind == "front":
             return model_server_front(self.work, self.get(rest))
-        if kind == "front-joining":
-            return model_server_front(self.work, self.get(rest), join=JOINED)
+        if kind == "front-joining":  # ts:<the model's name>
+            return model_server_front(self.work, self.get(rest), join=JOINED, name=rest.partition(":")[2])
         if kind == "ts":
             return torchserve(self.work, self.store, [rest], ESTEIRA_UP_VMARGS, self.sink)
         if kind == "ts-nolog":

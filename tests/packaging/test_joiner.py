@@ -193,3 +193,39 @@ def test_a_server_that_cannot_be_reached_fails_every_joined_caller() -> None:
 def test_joining_is_for_models_that_batch() -> None:
     assert Joining.for_model(1, 4, 100) is None
     assert Joining.for_model(8, 2, 100) == Joining(most=8, at_once=4, max_body=100)
+
+
+def test_two_at_once_go_alone_until_requests_go_joined_then_one_waits_to_be_joined() -> None:
+    """``at_once`` 2: two requests go at once, alone, and the two after them wait and go joined; from then on a
+    request that finds one at the server waits to be joined instead of going alone beside it, until the waiting
+    go alone again."""
+
+    async def scenario() -> None:
+        async with joiner(Joining(most=8, at_once=2, max_body=1 << 20)) as (joined, stand_in):
+            first, second = post(joined, 0), post(joined, 1)
+            await stand_in.until_received(2)
+            third, fourth = post(joined, 2), post(joined, 3)
+            await asyncio.sleep(0)
+            assert (joined.sending, joined.waiting) == (2, 2)
+            stand_in.gate.set()
+            replies = await asyncio.gather(first, second, third, fourth)
+            assert all(own(reply, caller) for caller, reply in enumerate(replies))
+            assert [count for _, count in stand_in.received] == [0, 0, 2]
+            stand_in.gate.clear()
+            fifth = post(joined, 4)
+            await stand_in.until_received(4)
+            sixth = post(joined, 5)
+            await asyncio.sleep(0)
+            assert (joined.sending, joined.waiting) == (1, 1)  # two may be at once, but requests go joined now
+            stand_in.gate.set()
+            assert own(await fifth, 4) and own(await sixth, 5)
+            assert [count for _, count in stand_in.received] == [0, 0, 2, 0, 0]
+            stand_in.gate.clear()
+            seventh = post(joined, 6)
+            await stand_in.until_received(6)
+            eighth = post(joined, 7)
+            await stand_in.until_received(7)  # the last went alone from the wait: two at once again
+            stand_in.gate.set()
+            assert own(await seventh, 6) and own(await eighth, 7)
+
+    uvloop.run(scenario())
