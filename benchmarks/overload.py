@@ -225,9 +225,12 @@ def servers(packaged: Path, work: Path) -> dict[str, tuple[PodProcess, Callable[
     local_kserve = LocalProcess(packaged, work / "up-esteira-kserve", "1.0.0", "esteira-kserve")
     return {
         "esteira-kserve": (kserve, lambda: [f"{kserve.url}/metrics"]),
-        "TorchServe (pod's front, batches of 8 within 10 ms)": (pod, lambda: [pod.metrics_url]),
+        "TorchServe (the pod's front joining up to 8)": (pod, lambda: [pod.metrics_url]),
         "esteira up: router, esteira-kserve": (local_kserve, local_kserve.metrics_urls),
-        "esteira up: router, TorchServe (batches of 8 within 10 ms)": (local_torchserve, local_torchserve.metrics_urls),
+        "esteira up: router, TorchServe (the router joining up to 8)": (
+            local_torchserve,
+            local_torchserve.metrics_urls,
+        ),
     }
 
 
