@@ -229,3 +229,31 @@ def test_two_at_once_go_alone_until_requests_go_joined_then_one_waits_to_be_join
             assert own(await seventh, 6) and own(await eighth, 7)
 
     uvloop.run(scenario())
+
+
+def test_while_requests_go_joined_a_full_one_goes_beside_the_one_at_the_server() -> None:
+    """Requests going joined and one at the server: those that come wait until they fill a joined request (three
+    here), which then goes to the server's queue at once; fewer would wait for the one at the server."""
+
+    async def scenario() -> None:
+        async with joiner(Joining(most=3, at_once=2, max_body=1 << 20)) as (joined, stand_in):
+            first, second = post(joined, 0), post(joined, 1)
+            await stand_in.until_received(2)
+            more = [post(joined, caller) for caller in (2, 3, 4)]
+            stand_in.gate.set()
+            assert all(own(reply, caller) for caller, reply in enumerate(await asyncio.gather(first, second, *more)))
+            assert [count for _, count in stand_in.received] == [0, 0, 3]  # requests go joined now
+            stand_in.gate.clear()
+            alone = post(joined, 5)
+            await stand_in.until_received(4)
+            two = [post(joined, caller) for caller in (6, 7)]
+            await asyncio.sleep(0)
+            assert (joined.sending, joined.waiting) == (1, 2)
+            third = post(joined, 8)
+            await stand_in.until_received(5)
+            assert stand_in.received[-1] == (PATH, 3) and joined.sending == 2
+            stand_in.gate.set()
+            replies = await asyncio.gather(alone, *two, third)
+            assert all(own(reply, caller) for caller, reply in zip((5, 6, 7, 8), replies, strict=True))
+
+    uvloop.run(scenario())

@@ -8,14 +8,16 @@ what one of one does (``benchmarks/README.md``, "What TorchServe spends a reques
 requests cost it that once.
 
 When: adaptively, as esteira-kserve's batcher batches. A request that finds fewer than ``at_once`` requests at
-TorchServe goes at once, as it is (a lone caller waits for no one, and no fixed delay is paid). Those that come
-while ``at_once`` are there wait here, and each time one is answered the waiting go as one request: up to
-``most`` of them (the archive's batch size), within TorchServe's ``max_request_size`` joined, of one path. Two a
-worker are at TorchServe at once, one running and the next waiting in its queue, so a worker never waits for the
-front between two. While the requests taken from the wait here go joined, a request that comes goes at once
-only to an idle TorchServe and otherwise waits to be joined: let through alone beside a joined request, 8
-callers settled into requests of 1, 1 and 6 and got 2,300 answers a second, against 2,700-2,800 in requests of
-4; 2 callers, whose requests go alone, keep the two at once (1,100 answers a second against 950 one at a time).
+TorchServe goes at once, as it is (a lone caller waits for no one, and no fixed delay is paid); two a worker are
+at TorchServe at once, one running and the next in its queue, so a worker never waits for the front between two.
+Those that come while ``at_once`` are there wait here, and when one is answered the waiting go as one request:
+up to ``most`` of them (the archive's batch size), within TorchServe's ``max_request_size`` joined, of one path.
+Once requests go joined, the front stops filling TorchServe's queue with small ones: a request that comes goes
+at once only to an idle TorchServe, and while TorchServe has one to run, only as many as fill a joined request
+go to its queue; the rest join the next. Let through alone beside a joined request, 8 callers settled into
+requests of 1, 1 and 6 and got 2,300 answers a second, against 2,700-2,800 in requests of 4; and callers that
+give up, whose places in the front's admission come free one by one, made requests of 6.6 on average that left
+a model of 20 ms a batch running 234-300 requests a second of its 400 (``benchmarks/README.md``).
 
 A request whose caller leaves while it waits here goes nowhere and is counted as abandoned; once sent, it is
 part of a request other callers wait for and runs. A joined request that TorchServe refuses or fails to answer
@@ -107,8 +109,7 @@ class Joiner:
 
     async def post(self, target: str, body: bytes, headers: Mapping[str, str]) -> Reply:
         """The answer to one request, sent on its own or joined; UpstreamError as ``Upstream.request`` raises."""
-        limit = 1 if self._joining_now else self.joining.at_once
-        if self.sending < limit and not self._waiting:
+        if self.sending < self._alone_limit() and not self._waiting:
             self.sending += 1
             try:
                 return await self.upstream.request("POST", target, body, headers)
@@ -116,8 +117,7 @@ class Joiner:
                 self._done()
         waiting = _Waiting(target, body, headers, asyncio.get_running_loop().create_future())
         self._waiting.append(waiting)
-        if self.sending < limit:
-            self._send_waiting()
+        self._send_waiting()
         try:
             return await waiting.reply
         except asyncio.CancelledError:
@@ -129,8 +129,16 @@ class Joiner:
         self.sending -= 1
         self._send_waiting()
 
+    def _alone_limit(self) -> int:
+        """Requests at TorchServe below which a request that comes goes at once, alone or with the few waiting."""
+        return 1 if self._joining_now else self.joining.at_once
+
     def _send_waiting(self) -> None:
+        """What waits, joined, while TorchServe has room: any number below :meth:`_alone_limit`, else only as many
+        as one request carries (fewer join the next, and TorchServe has the one it is running meanwhile)."""
         while self.sending < self.joining.at_once and self._waiting:
+            if self.sending >= self._alone_limit() and len(self._waiting) < self.joining.most:
+                return
             taken = self._take()
             if not taken:
                 return
