@@ -4,8 +4,9 @@ Why a custom ``handle``: TorchServe's ``BaseHandler.handle`` treats a batch as o
 fails its neighbours and errors turn into 503s. Here each request of the batch is parsed on its own, a bad one
 gets its own 400 (``context.set_response_status(400, message, idx)`` and ``{"error": ...}``), and the
 instances of all good requests go through ONE forward pass (that is what TorchServe's dynamic batching is
-for) before being split back per caller. Nothing a client sends can make ``handle`` raise, so the worker
-never dies from input. Subclasses only turn instances into a tensor and output rows into predictions.
+for) before being split back per caller. Requests the pod's front joined into one TorchServe request
+(:mod:`model_handlers.joined`) are taken apart and answered the same way, each on its own. Nothing a client
+sends can make ``handle`` raise, so the worker never dies from input. Subclasses only turn instances into a tensor and output rows into predictions.
 
 Loading fails loudly: a missing or invalid ``esteira-model.json``, an unreadable serialized model, or a model
 whose output does not fit the config raises a ``RuntimeError`` subclass from ``initialize``; TorchServe's

@@ -26,6 +26,7 @@ from esteira.packaging.front import FrontThread, TorchServeSurface, front_server
 from esteira.packaging.httpserver import HttpServer, Request
 from esteira.packaging.surface import served_model
 from esteira.vocabulary import EXPECTED_TIMEOUT_HEADER
+from model_handlers.joined import JOINED_HEADER
 from tests.support.prerequisites import require_file
 from tests.support.stand_ins import held_until_cancelled
 from tests.support.waiting import eventually
@@ -39,11 +40,13 @@ class TorchServeStandIn:
     def __init__(self) -> None:
         self.workers = "READY"
         self.client_ports: list[int] = []
+        self.joined_headers: list[str | None] = []  # what each inference request said it joins
         self.held, self.closed = asyncio.Event(), asyncio.Event()  # a "watch" request came; its connection closed
 
     async def predict(self, request: web.Request) -> web.StreamResponse:
         peer = request.transport.get_extra_info("peername") if request.transport else None
         self.client_ports.append(peer[1] if peer else -1)
+        self.joined_headers.append(request.headers.get(JOINED_HEADER))
         fail = (await request.json()).get("fail")
         if fail == "watch":  # held until the connection it came on closes
             await held_until_cancelled(self.held, self.closed)
@@ -131,6 +134,12 @@ def test_the_front_relays_inference_and_torchserve_paths_whole_on_kept_connectio
                 async with session.post(f"{url}/v1/models/iris:predict", json=body) as answer:
                     assert (answer.status, await answer.json()) == (status, expected)
             assert len(stand_in.client_ports) == 3 and len(set(stand_in.client_ports)) == 1, stand_in.client_ports
+            # Only the front joins requests: a caller's say-so does not reach TorchServe's own path either.
+            async with session.post(
+                f"{url}/predictions/iris", json={"instances": [[1, 2, 3, 4]]}, headers={JOINED_HEADER: "2"}
+            ) as answer:
+                assert answer.status == 200
+            assert stand_in.joined_headers == [None] * 4
             async with session.get(f"{url}/ping?probe=1") as answer:
                 assert (answer.status, await answer.json()) == (200, {"status": "Healthy", "query": "probe=1"})
             async with session.head(f"{url}/ping") as answer:

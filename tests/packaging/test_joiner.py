@@ -104,7 +104,7 @@ def test_requests_that_come_while_the_server_is_busy_go_together_and_each_caller
             assert all(reply.status == 200 for reply in replies)
             # Oldest first, at most three of one path in one request; the other path's alone (sent as it is).
             assert stand_in.received == [(PATH, 0), (PATH, 3), (PATH, 2), ("/v2/models/iris/infer", 0)]
-            assert (joined.joined, joined.sending) == (5, 0)
+            assert (joined.sending, joined.waiting) == (0, 0)
 
     uvloop.run(scenario())
 

@@ -97,7 +97,6 @@ class Joiner:
         self.joining = joining
         self.sending = 0  # requests at TorchServe now, joined or not
         self.abandoned = 0  # requests whose callers left while they waited here
-        self.joined = 0  # requests sent joined with others
         self._waiting: deque[_Waiting] = deque()
         self._tasks: set[asyncio.Task[None]] = set()
         self._joining_now = False  # the last requests taken from the queue went joined: see the module's docstring
@@ -191,7 +190,6 @@ class Joiner:
         if len(taken) == 1:
             only = taken[0]
             return [await self.upstream.request("POST", only.target, only.body, only.headers)]
-        self.joined += len(taken)
         body = b"".join(waiting.piece() for waiting in taken)
         headers = {"content-type": JOINED_CONTENT_TYPE, JOINED_HEADER: str(len(taken))}
         return _answers(await self.upstream.request("POST", taken[0].target, body, headers), len(taken))
