@@ -351,9 +351,9 @@ class Batching(SpecModel):
         default=None,
         ge=0,
         le=10000,
-        description="How long TorchServe waits to fill a batch (ms); esteira-kserve never waits. Default: the "
-        f"archive's own maxBatchDelay on Esteira's runtimes, {KSERVE_BATCHER_DELAY_MS} for KServe's request "
-        "batcher.",
+        description="How long KServe's request batcher waits to fill a batch (ms), on runtimes other than "
+        "Esteira's; Esteira's runtimes never wait (a batch is what queued while the previous one ran). Default: "
+        f"{KSERVE_BATCHER_DELAY_MS} for KServe's request batcher.",
     )
 
 
