@@ -24,6 +24,7 @@ from model_handlers.joined import (
     request_entry,
     unframe,
 )
+from model_handlers.protocol import BINARY_HEADER
 from model_handlers.tabular import TabularHandler
 from tests.handlers.conftest import ContextFactory, ModelDir, json_headers
 from tests.handlers.test_handler import Recording, load
@@ -113,6 +114,28 @@ def test_each_joined_request_is_answered_on_its_own_in_one_forward_pass(
     assert len(json.loads(answers[1])["predictions"]) == 1
     # The context holds the batch's own requests again, as TorchServe reads them after the handler.
     assert len(context.request_processor) == 2 and context.request_ids == {0: "req-0", 1: "req-1"}
+
+
+def test_a_joined_request_for_binary_outputs_gets_its_own_binary_answer(
+    recording: EsteiraHandler, make_context: ContextFactory, model_dirs: dict[str, ModelDir]
+) -> None:
+    tensor = {"name": "x", "shape": [1, 4], "datatype": "FP32", "data": [6.0, 2.2, 5.0, 1.5]}
+    binary = {"inputs": [tensor], "parameters": {"binary_data_output": True}}
+    parts = [
+        request_entry(JSON, json.dumps(binary).encode()),
+        request_entry(JSON, json.dumps({"inputs": [tensor]}).encode()),
+    ]
+    context = make_context(model_dirs["tabular"], headers=[with_count(joined_headers(), 2)])
+    answers = recording.handle([{"body": bytearray(frame(parts))}], context)
+    (status, headers, body), (plain_status, plain_headers, plain) = [answer_of(e) for e in unframe(answers[0], 2)]
+    assert (status, headers["content-type"]) == (200, "application/octet-stream")
+    length = int(headers[BINARY_HEADER.lower()])
+    assert json.loads(body[:length])["outputs"] and len(body) > length  # the JSON header, then the raw tensors
+    assert (plain_status, plain_headers["content-type"]) == (
+        200,
+        "application/json",
+    ) and BINARY_HEADER.lower() not in plain_headers
+    assert json.loads(plain)["outputs"]
 
 
 def test_a_joined_request_that_cannot_be_read_is_refused_alone(
