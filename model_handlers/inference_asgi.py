@@ -31,6 +31,7 @@ from esteira.packaging.caller_queue import deadline
 from esteira.packaging.surface import INFERENCE_PATH, RESPONSE_HEADERS
 from esteira.vocabulary import RETRY_AFTER_SECONDS
 from model_handlers.batcher import Abandoned, AdaptiveBatcher, Refused
+from model_handlers.joined import JOINED_HEADER
 from model_handlers.messages import Answer, RawRequest, never_left
 
 Scope = MutableMapping[str, Any]
@@ -156,5 +157,8 @@ async def _respond(send: Send, status: int, body: bytes, headers: list[tuple[byt
 
 
 def request_headers(scope: Mapping[str, Any]) -> dict[str, str]:
-    """The request's headers with lower-case names (the last of repeated ones)."""
-    return {key.decode("latin-1").lower(): value.decode("latin-1") for key, value in scope["headers"]}
+    """The request's headers with lower-case names (the last of repeated ones), but a caller's ``JOINED_HEADER``:
+    only the pod's front and the router join requests, and only before TorchServe."""
+    headers = {key.decode("latin-1").lower(): value.decode("latin-1") for key, value in scope["headers"]}
+    headers.pop(JOINED_HEADER, None)
+    return headers

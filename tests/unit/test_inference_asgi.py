@@ -20,6 +20,7 @@ from model_handlers.inference_asgi import (
     Scope,
     Send,
 )
+from model_handlers.joined import JOINED_HEADER
 from model_handlers.messages import Answer, RawRequest, answered_too_late, caller_left
 
 BINARY = "inference-header-content-length"
@@ -82,9 +83,10 @@ def call(
 
 
 def test_a_v1_predict_goes_to_the_batcher_with_its_headers_and_only_protocol_headers_come_back() -> None:
-    answer = call("POST", "/v1/models/iris:predict", [b"abc", b"de"], {"Content-Type": "application/json"})
+    sent = {"Content-Type": "application/json", JOINED_HEADER: "2"}
+    answer = call("POST", "/v1/models/iris:predict", [b"abc", b"de"], sent)
     assert (answer["status"], answer["body"]) == (200, b"5")
-    assert answer["seen"][0].headers["content-type"] == "application/json"
+    assert answer["seen"][0].headers == {"content-type": "application/json"}  # a caller's joined count is dropped
     assert answer["headers"] == {"content-type": "application/octet-stream", BINARY: "12", "content-length": "1"}
 
 
