@@ -86,7 +86,7 @@ def joined_count(headers: Mapping[str, Any]) -> int | None:
     if value is None:
         return None
     text = value.decode() if isinstance(value, bytes | bytearray) else str(value)
-    if not text.isdigit() or int(text) < 1:
+    if not (text.isascii() and text.isdigit()) or int(text) < 1:
         raise FramingError(f"{JOINED_HEADER} must be a count of at least 1, got {text[:40]!r}")
     return int(text)
 

@@ -55,7 +55,7 @@ def test_a_body_that_does_not_hold_what_it_says_is_refused(body: bytes, count: i
         unframe(body, count)
 
 
-@pytest.mark.parametrize("value", ["0", "-1", "two", ""])
+@pytest.mark.parametrize("value", ["0", "-1", "two", "", "\u00b2"])
 def test_the_count_must_be_a_positive_number(value: str) -> None:
     with pytest.raises(FramingError, match=JOINED_HEADER):
         joined_count({JOINED_HEADER: value})
