@@ -6,7 +6,8 @@ gets its own 400 (``context.set_response_status(400, message, idx)`` and ``{"err
 instances of all good requests go through ONE forward pass (that is what TorchServe's dynamic batching is
 for) before being split back per caller. Requests the pod's front joined into one TorchServe request
 (:mod:`model_handlers.joined`) are taken apart and answered the same way, each on its own. Nothing a client
-sends can make ``handle`` raise, so the worker never dies from input. Subclasses only turn instances into a tensor and output rows into predictions.
+sends can make ``handle`` raise, so the worker never dies from input. Subclasses only turn instances into a
+tensor and output rows into predictions.
 
 Loading fails loudly: a missing or invalid ``esteira-model.json``, an unreadable serialized model, or a model
 whose output does not fit the config raises a ``RuntimeError`` subclass from ``initialize``; TorchServe's
@@ -38,7 +39,6 @@ from model_handlers.inference_log import Exchange, InferenceLog
 from model_handlers.joined import (
     JOINED_CONTENT_TYPE,
     JOINED_HEADER,
-    Entry,
     FramingError,
     answer_entry,
     frame,
@@ -319,23 +319,23 @@ class EsteiraHandler(BaseHandler, abc.ABC):  # type: ignore[misc]
         taken_apart: list[range | str] = []  # per request of the batch: its rows below, or why it cannot be read
         for idx, (row, count) in enumerate(zip(data, counts, strict=True)):
             start = len(rows)
-            try:
-                if isinstance(count, FramingError):
-                    raise count
-                entries = [Entry({}, b"")] if count is None else unframe(_joined_body(row), count)
-            except FramingError as error:
-                taken_apart.append(f"a joined request that cannot be read: {error}")
-                continue
             if count is None:  # a request of its own: answered on the batch's own processor
                 rows.append(row)
                 inner_processors.append(processors[idx])
                 inner_ids[start] = ids.get(idx)
-            else:
-                for part, entry in enumerate(entries):
-                    headers = request_headers_of(entry)
-                    rows.append({"body": entry.body})
-                    inner_processors.append(processor_for(headers))
-                    inner_ids[start + part] = f"{ids.get(idx)}-{part}"
+                taken_apart.append(range(start, start + 1))
+                continue
+            try:
+                if isinstance(count, FramingError):
+                    raise count
+                entries = unframe(_joined_body(row), count)
+            except FramingError as error:
+                taken_apart.append(f"a joined request that cannot be read: {error}")
+                continue
+            for part, entry in enumerate(entries):
+                rows.append({"body": entry.body})
+                inner_processors.append(processor_for(request_headers_of(entry)))
+                inner_ids[start + part] = f"{ids.get(idx)}-{part}"
             taken_apart.append(range(start, len(rows)))
         context.request_processor, context.request_ids = inner_processors, inner_ids
         try:
@@ -632,8 +632,11 @@ def _content_headers(headers: Mapping[str, Any]) -> tuple[str | None, int | None
 def _joined(context: Any, idx: int) -> int | FramingError | None:
     """How many requests the batch's request ``idx`` joins (None: it is one request of its own), or why it
     cannot be read. Only the header's exact name is looked up: the front and the router write it lower case."""
+    value = context.get_request_header(idx, JOINED_HEADER)
+    if value is None:  # every request but a joined one: one lookup
+        return None
     try:
-        return joined_count({JOINED_HEADER: context.get_request_header(idx, JOINED_HEADER)})
+        return joined_count({JOINED_HEADER: value})
     except FramingError as error:
         return error
 
@@ -652,13 +655,7 @@ def processor_for(headers: Mapping[str, str]) -> RequestProcessor:
 
 def answer_from(processor: RequestProcessor, result: Any) -> Answer:
     """One request's answer as the handler left it: ``result`` and the status and headers on its processor."""
-    body = (
-        result
-        if isinstance(result, bytes)
-        else bytes(result)
-        if isinstance(result, bytearray)
-        else str(result).encode()
-    )
+    body = bytes(result) if isinstance(result, bytes | bytearray) else str(result).encode()
     return Answer(processor.get_response_status_code(), body, processor.get_response_headers())
 
 
