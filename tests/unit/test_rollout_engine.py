@@ -202,6 +202,55 @@ def test_waits_for_canary_readiness_and_the_router() -> None:
     assert driver.status.canary.hold is None
 
 
+def test_a_canary_never_ready_is_rolled_back_at_the_progress_deadline() -> None:
+    driver = Driver(parsed({"progressDeadline": "5m"}))
+    first = driver.tick(ready=False)
+    assert driver.status.canary is not None and driver.status.canary.hold == "WaitingForReadiness"
+    assert driver.status.canary.unready_since == format_time(T0 + MINUTE)
+    assert first.requeue_after == 5.0
+    driver.tick(ready=False, after=5 * MINUTE - timedelta(seconds=2))
+    assert driver.status.canary is not None and driver.weight == 0, "held, not rolled back, within the deadline"
+    assert "rolled back after 5m" in (driver.status.canary.pause_reason or "")
+    assert driver.log[-1].requeue_after == 2.0, "the engine comes back when the deadline passes"
+    last = driver.tick(ready=False, after=timedelta(seconds=2))
+    assert driver.status.canary is None
+    assert driver.status.last_rollout is not None and driver.status.last_rollout.outcome == "RolledBack"
+    assert driver.status.last_rollout.reason == "not ready for 5m (rollout.progressDeadline)"
+    assert driver.status.stable is not None and driver.status.stable.revision == 1
+    assert [(d.reason, d.warning) for d in last.decisions] == [("RolledBack", True)]
+
+
+def test_a_canary_that_stops_being_ready_after_taking_traffic_is_rolled_back() -> None:
+    driver = Driver(parsed({"progressDeadline": "5m"}))
+    driver.tick()
+    assert driver.weight == 10
+    driver.tick(ready=False)
+    driver.tick(ready=False, after=4 * MINUTE)
+    assert driver.weight == 10 and driver.status.canary is not None
+    driver.tick(ready=True, after=timedelta(seconds=1))
+    assert driver.status.canary is not None and driver.status.canary.unready_since is None
+    driver.tick(ready=False, after=timedelta(seconds=1))
+    driver.tick(ready=False, after=4 * MINUTE)
+    assert driver.status.canary is not None, "the deadline counts from when it stopped being ready again"
+    driver.tick(ready=False, after=MINUTE)
+    assert driver.status.canary is None
+    assert driver.status.last_rollout is not None and "progressDeadline" in driver.status.last_rollout.reason
+
+
+def test_the_progress_deadline_waits_for_a_paused_canary_and_counts_again_from_its_resume() -> None:
+    driver = Driver(parsed({"progressDeadline": "5m"}))
+    driver.tick()
+    driver.tick(ready=False, command=Command(id="p", action="pause"))
+    driver.tick(ready=False, after=30 * MINUTE)
+    assert driver.status.canary is not None and driver.status.canary.hold == "PausedByRequest"
+    driver.tick(ready=False, command=Command(id="r", action="resume"))
+    assert driver.status.canary is not None and driver.status.canary.hold == "WaitingForReadiness"
+    driver.tick(ready=False, after=4 * MINUTE)
+    assert driver.status.canary is not None
+    driver.tick(ready=False, after=MINUTE)
+    assert driver.status.canary is None
+
+
 def test_a_report_about_another_revision_says_nothing_about_the_canary() -> None:
     driver = Driver(parsed())
     out = rollout_step(

@@ -566,6 +566,12 @@ class Rollout(SpecModel):
     threshold: int = Field(
         default=2, ge=1, le=100, description="Failed analyses tolerated before rollback. Default: 2."
     )
+    progress_deadline: str = Field(
+        default="10m",
+        pattern=DURATION_PATTERN,
+        description="How long the canary may stay not ready, from its creation or from when it stops being "
+        "ready, before it is rolled back. Default: 10m.",
+    )
     pause_before: list[int] = Field(
         default_factory=list, max_length=MAX_STEPS, description="Steps (weights) that wait for a manual promote."
     )

@@ -94,6 +94,10 @@ class CanaryRecord(RevisionRecord):
     hold: Hold | None = Field(default=None, description="Why the canary is not moving, when it is not.")
     pause_reason: str | None = Field(default=None, description="The hold's message.")
     last_analysis_at: str | None = None
+    unready_since: str | None = Field(
+        default=None,
+        description="Since when the canary has not been ready, while it is not (rollout.progressDeadline).",
+    )
     checks: list[CheckResult] = Field(default_factory=list, description="The last analysis, one entry a check.")
 
 

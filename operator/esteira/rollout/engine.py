@@ -1,10 +1,10 @@
 """The rollout engine: (spec, status, evidence, now) -> (new status, decisions). Pure and clock-free.
 
 The canary record in status is the whole state: its weight, step, when the step started, failed checks in
-a row and whether it is paused. Each analysis interval the checks run on the evidence; all passing moves
-to the next step (or promotes after the last), failures past `rollout.threshold` roll back, and too little
-traffic extends the step until `lowTrafficDeadline`, then pauses or fails as configured. Missing evidence
-never promotes.
+a row, whether it is paused and since when it has not been ready. Each analysis interval the checks run on the
+evidence; all passing moves to the next step (or promotes after the last), failures past `rollout.threshold`
+roll back, and too little traffic extends the step until `lowTrafficDeadline`, then pauses or fails as
+configured. A canary not ready for `rollout.progressDeadline` rolls back. Missing evidence never promotes.
 """
 
 from __future__ import annotations
@@ -92,6 +92,32 @@ def _hold(canary: CanaryRecord, hold: Hold | None, message: str | None = None) -
     canary.hold, canary.pause_reason = hold, message
 
 
+def _await_readiness(
+    spec: ModelDeploymentSpec, status: ModelDeploymentStatus, now: datetime, out: EngineOutput
+) -> EngineOutput:
+    """A canary that is not ready is held, and rolled back once it has not been for `rollout.progressDeadline`:
+    one that never loads, or stops serving after it took traffic, does not hold the rollout (and its share of
+    traffic) for ever."""
+    canary = status.canary
+    assert canary is not None
+    since = parse_time(canary.unready_since) if canary.unready_since else now
+    canary.unready_since = format_time(since)
+    deadline = spec.rollout.progress_deadline
+    left = (since + parse_duration(deadline) - now).total_seconds()
+    if left <= 0:
+        out.decisions.append(
+            roll_back(status, format_time(now), f"not ready for {deadline} (rollout.progressDeadline)")
+        )
+        return out
+    _hold(
+        canary,
+        "WaitingForReadiness",
+        f"waiting for the canary to become ready: not ready since {canary.unready_since}, rolled back after {deadline}",
+    )
+    out.requeue_after = min(5.0, left)
+    return out
+
+
 def _enter_step(canary: CanaryRecord, spec: ModelDeploymentSpec, index: int, now: str) -> Decision:
     """Move to step `index`, or stop before it when a person must approve it first."""
     weight = spec.rollout.steps[index]
@@ -132,6 +158,7 @@ def _command(inp: RolloutInput, status: ModelDeploymentStatus, now: str) -> list
         canary.paused = False
         _hold(canary, None)
         canary.step_started_at = now
+        canary.unready_since = None  # the progress deadline counts from the resume, as the step does
         return [Decision("Resumed", f"Canary revision {canary.revision} resumed at {canary.weight}%")]
     # promote
     if command.full or (canary.step + 1 >= len(inp.spec.rollout.steps) and canary.weight == 100):
@@ -158,9 +185,8 @@ def advance(inp: RolloutInput, tracked: ModelDeploymentStatus) -> EngineOutput:
         return out
     route = inp.route.about(canary.revision)
     if not route.ready:
-        _hold(canary, "WaitingForReadiness", "waiting for the canary to become ready")
-        out.requeue_after = 5.0
-        return out
+        return _await_readiness(spec, status, inp.now, out)
+    canary.unready_since = None
     # Drifting inputs hold the canary where it is, before its first step too: no new traffic while the
     # evidence it would be judged on comes from inputs unlike the training data.
     blocked = rollout_blocked_by_drift(spec, status)
