@@ -30,7 +30,9 @@ SHIFTED = ArmProfile(classes={"setosa": 0.9, "versicolor": 0.05, "virginica": 0.
 pytestmark = pytest.mark.slow
 
 
-def rollout_md(namespace: str, version: str, router: str = "KServe", mode: str = "Standard") -> dict[str, Any]:
+def rollout_md(
+    namespace: str, version: str, router: str = "KServe", mode: str = "Standard", progress_deadline: str = "10m"
+) -> dict[str, Any]:
     body = spec(
         deploymentMode=mode,
         autoscaling={"metric": "concurrency" if mode == "Knative" else "cpu"},
@@ -39,6 +41,7 @@ def rollout_md(namespace: str, version: str, router: str = "KServe", mode: str =
             "steps": [20, 50, 100],
             "interval": f"{int(INTERVAL)}s",
             "threshold": 2,
+            "progressDeadline": progress_deadline,
             "analysis": {
                 "minRequests": 10,
                 "lowTrafficDeadline": "60s",
@@ -98,9 +101,14 @@ def stable_traffic_covers_an_interval(prometheus: PrometheusServer, namespace: s
 
 
 def start_rollout(
-    esteira: Esteira, namespace: str, prometheus: PrometheusServer, router: str = "KServe", mode: str = "Standard"
+    esteira: Esteira,
+    namespace: str,
+    prometheus: PrometheusServer,
+    router: str = "KServe",
+    mode: str = "Standard",
+    progress_deadline: str = "10m",
 ) -> None:
-    esteira.create_md(namespace, rollout_md(namespace, "1.0.0", router, mode))
+    esteira.create_md(namespace, rollout_md(namespace, "1.0.0", router, mode, progress_deadline))
     eventually(
         lambda: (esteira.condition(namespace, "iris", "Ready") or {}).get("status") == "True", timeout=30, what="ready"
     )
@@ -208,6 +216,39 @@ def test_bad_canary_is_rolled_back_within_two_intervals(
     assert status["phase"] == "RolledBack"
     isvc = esteira.get_isvc(kube_namespace, "iris")
     assert isvc is not None and "canary" not in isvc["spec"]
+
+
+@pytest.mark.usefixtures("rollout_operator")
+def test_a_canary_that_never_becomes_ready_is_rolled_back_at_the_progress_deadline(
+    esteira: Esteira,
+    kube_namespace: str,
+    telemetry: tuple[ModelExporter, PrometheusServer],
+    fake_kserve: FakeKServe | None,
+) -> None:
+    assert fake_kserve is not None, "rollouts run against the emulator, whose KServe a test can make fail"
+    exporter, prometheus = telemetry
+    fake_kserve.fail("iris-rev-2", kube_namespace)  # the GatewayAPI router's canary InferenceService
+    with TrafficMirror(esteira, kube_namespace, exporter, {1: GOOD, 2: GOOD}) as mirror:
+        start_rollout(esteira, kube_namespace, prometheus, "GatewayAPI", progress_deadline="8s")
+        eventually(
+            lambda: (
+                (esteira.get_md(kube_namespace, "iris")["status"].get("canary") or {}).get("hold")
+                == "WaitingForReadiness"
+            ),
+            timeout=30,
+            what="the canary held, waiting for readiness",
+        )
+        outcome = eventually(lambda: last_rollout(esteira, kube_namespace), timeout=60, what="rollout finished")
+    assert outcome["outcome"] == "RolledBack", outcome
+    assert outcome["reason"] == "not ready for 8s (rollout.progressDeadline)"
+    assert not any(mirror.timeline.canary_weights()), "the canary never received traffic"
+    status = esteira.get_md(kube_namespace, "iris")["status"]
+    assert status["stable"]["revision"] == 1
+    assert status["phase"] == "RolledBack"
+    eventually(
+        lambda: "RolledBack" in [e["reason"] for e in esteira.events_for(kube_namespace, "iris")],
+        what="the RolledBack event",
+    )
 
 
 @pytest.mark.usefixtures("rollout_operator")
