@@ -33,6 +33,7 @@ spec:
     steps: [50, 100]
     interval: 2s
     threshold: 1
+    progressDeadline: {progress_deadline}
     mirror: {mirror}
     pauseBefore: {pause_before}
     analysis:
@@ -49,12 +50,14 @@ RUNTIMES: tuple[str | None, ...] = (None, "esteira-kserve")
 def write_manifest(
     path: Path,
     version: str,
-    build: str,
+    build: str | Path,
     mirror: bool = False,
     pause_before: tuple[int, ...] = (),
     runtime: str | None = None,
     log_mode: str = "none",
+    progress_deadline: str = "10m",
 ) -> None:
+    """A ModelDeployment serving ``build``: a demo model's name, or the path of a model folder of its own."""
     path.write_text(
         MANIFEST.format(
             version=version,
@@ -63,6 +66,7 @@ def write_manifest(
             pause_before=list(pause_before),
             runtime=f", runtime: {runtime}" if runtime else "",
             log_mode=log_mode,
+            progress_deadline=progress_deadline,
         )
     )
 

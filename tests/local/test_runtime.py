@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import ipaddress
 import os
+import shutil
 import signal
 import socket
 import sqlite3
@@ -34,6 +35,7 @@ from esteira.local.server import free_port
 from esteira.packaging.entrypoint import LOG_FLUSH_DIR
 from esteira.packaging.processes import group_members
 from tests.local.conftest import (
+    MODELS,
     RUNTIMES,
     RuntimeThread,
     http,
@@ -252,6 +254,40 @@ def test_a_canary_moves_the_model_to_the_other_runtime(tmp_path: Path) -> None:
         wait_for(lambda: 1 not in runtime.servers, 40, "TorchServe's revision retired")
         status, headers, _ = http(f"{runtime.url}/v1/models/iris:predict", {"instances": [[5, 3, 1, 0.2]]})
         assert status == 200 and headers["x-model-revision"] == "2"
+    finally:
+        thread.stop()
+    failed = {status: n for status, n in load.statuses.items() if not 200 <= status < 300}
+    assert sum(load.statuses.values()) > 50 and not failed, load.statuses
+
+
+def test_a_canary_that_never_loads_is_rolled_back_at_its_progress_deadline(tmp_path: Path) -> None:
+    """A new version whose archive cannot be read never becomes ready: stable keeps every request, and once the
+    canary has not been ready for rollout.progressDeadline it is rolled back and its server stopped."""
+    need_runtime("esteira-kserve")
+    broken = tmp_path / "iris-unreadable"
+    shutil.copytree(MODELS / "iris-1.0.0", broken)
+    (broken / "model-store" / "iris.mar").write_bytes(b"not a model archive")
+    manifest = tmp_path / "iris.yaml"
+    write_manifest(manifest, "1.0.0", "iris-1.0.0", runtime="esteira-kserve", progress_deadline="6s")
+    thread = RuntimeThread(LocalRuntime(manifest, port=free_port(), workdir=tmp_path / "run", log=print)).start()
+    load = LoadGenerator(thread.runtime.url, "iris", clients=2, batch=8, pause=0.03)
+    thread.loop.call_soon_threadsafe(load.start)
+    thread.before_stop.append(load.stop)
+    try:
+        runtime = thread.runtime
+        write_manifest(manifest, "1.0.1", broken, runtime="esteira-kserve", progress_deadline="6s")
+        wait_for(
+            lambda: runtime.status.canary is not None and runtime.status.canary.hold == "WaitingForReadiness",
+            60,
+            "revision 2 held, not ready",
+        )
+        assert wait_for(lambda: _outcome(thread, 2), 60, "revision 2 judged") == "RolledBack"
+        assert runtime.status.last_rollout is not None
+        assert runtime.status.last_rollout.reason == "not ready for 6s (rollout.progressDeadline)"
+        assert runtime.status.stable is not None and runtime.status.stable.revision == 1
+        wait_for(lambda: 2 not in runtime.servers, 40, "revision 2's server stopped")
+        status, headers, _ = http(f"{runtime.url}/v1/models/iris:predict", {"instances": [[5, 3, 1, 0.2]]})
+        assert status == 200 and headers["x-model-revision"] == "1"
     finally:
         thread.stop()
     failed = {status: n for status, n in load.statuses.items() if not 200 <= status < 300}
