@@ -10,7 +10,14 @@ from hypothesis import strategies as st
 
 from esteira.api.crd import build_crd
 from esteira.api.errors import InvalidSpec
-from esteira.api.spec import DRAIN_WITHIN_GRACE, MAX_NAME_LENGTH, SPEC_RULES, ModelDeploymentSpec, check_name
+from esteira.api.spec import (
+    DRAIN_WITHIN_GRACE,
+    MAX_NAME_LENGTH,
+    SPEC_RULES,
+    ZERO_PROGRESS_DEADLINE,
+    ModelDeploymentSpec,
+    check_name,
+)
 from tests.support.schemas import CelRule, cel_errors, cel_rules, evaluate_cel_rule
 from tests.support.specs import model, spec
 
@@ -49,6 +56,13 @@ CASES: list[tuple[str, str, Any, Any, str | None]] = [
         "rollout.steps are traffic percentages between 1 and 100",
         {"steps": [1, 100], "pauseBefore": []},
         {"steps": [0, 100], "pauseBefore": []},
+        "rollout",
+    ),
+    (
+        ".spec.rollout",
+        ZERO_PROGRESS_DEADLINE,
+        {"steps": [10, 100], "pauseBefore": [], "progressDeadline": "30s"},
+        {"steps": [10, 100], "pauseBefore": [], "progressDeadline": "0m00s"},
         "rollout",
     ),
     (

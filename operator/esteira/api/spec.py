@@ -29,6 +29,8 @@ from esteira.vocabulary import (
 )
 
 DURATION_PATTERN = r"^([0-9]+(ms|s|m|h))+$"
+ZERO_DURATION_PATTERN = r"^(0+(ms|s|m|h))+$"
+ZERO_PROGRESS_DEADLINE = "rollout.progressDeadline must be longer than 0s: every canary starts not ready"
 QUANTITY_PATTERN = (
     r"^(\+|-)?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))(([KMGTPE]i)|[numkMGTPE]|([eE](\+|-)?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))))?$"
 )
@@ -548,6 +550,11 @@ class Rollout(SpecModel):
                     "rollout.pauseBefore may only name weights listed in rollout.steps",
                     ".pauseBefore",
                 ),
+                cel(
+                    f"!has(self.progressDeadline) || !self.progressDeadline.matches('{ZERO_DURATION_PATTERN}')",
+                    ZERO_PROGRESS_DEADLINE,
+                    ".progressDeadline",
+                ),
             ]
         }
     )
@@ -569,8 +576,9 @@ class Rollout(SpecModel):
     progress_deadline: str = Field(
         default="10m",
         pattern=DURATION_PATTERN,
+        max_length=32,
         description="How long the canary may stay not ready, from its creation or from when it stops being "
-        "ready, before it is rolled back. Default: 10m.",
+        "ready, before it is rolled back; longer than 0s. Default: 10m.",
     )
     pause_before: list[int] = Field(
         default_factory=list, max_length=MAX_STEPS, description="Steps (weights) that wait for a manual promote."
@@ -598,6 +606,8 @@ class Rollout(SpecModel):
             raise ValueError("rollout.steps must be strictly increasing")
         if any(w not in self.steps for w in self.pause_before):
             raise ValueError("rollout.pauseBefore may only name weights listed in rollout.steps")
+        if re.fullmatch(ZERO_DURATION_PATTERN, self.progress_deadline):
+            raise ValueError(ZERO_PROGRESS_DEADLINE)
         return self
 
 
