@@ -54,7 +54,7 @@ def wrk_binary() -> str:
     return found
 
 
-def _cpu_seconds(pids: list[int]) -> float:
+def cpu_seconds(pids: list[int]) -> float:
     """User + system CPU of these processes and all their descendants (gone ones count as 0)."""
     total = 0.0
     for pid in pids:
@@ -74,7 +74,7 @@ def run_point(
     """``concurrency`` connections from one wrk thread for ``seconds``, each sending ``body`` back to back."""
     env = {**os.environ, "BODY_FILE": str(body), "CONTENT_TYPE": content_type}
     command = [wrk_binary(), "-t1", f"-c{concurrency}", f"-d{seconds:g}s", "--timeout", "10s", "-s", str(SCRIPT), url]
-    server_before = _cpu_seconds(server_pids)
+    server_before = cpu_seconds(server_pids)
     began = time.perf_counter()
     process = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     assert process.stdout is not None
@@ -82,7 +82,7 @@ def run_point(
     _, status, usage = os.wait4(process.pid, 0)
     process.returncode = os.waitstatus_to_exitcode(status)
     elapsed = time.perf_counter() - began
-    server_cpu = _cpu_seconds(server_pids) - server_before
+    server_cpu = cpu_seconds(server_pids) - server_before
     report = next((line for line in output.splitlines() if line.startswith('{"requests"')), None)
     if process.returncode != 0 or report is None:
         raise LoadError(f"wrk failed on {url} (exit {process.returncode}):\n{output[-2000:]}")
