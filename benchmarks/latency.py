@@ -77,6 +77,11 @@ def median_round(rounds: list[dict[str, Any]]) -> dict[str, Any]:
     ordered = sorted(rounds, key=lambda figures: figures["p99_ms"])
     middle = dict(ordered[len(ordered) // 2])
     middle["errors"] = sum(figures["errors"] for figures in rounds)
+    failed: dict[str, int] = {}
+    for figures in rounds:
+        for why, count in figures["failed"].items():
+            failed[why] = failed.get(why, 0) + count
+    middle["failed"] = failed
     middle["rounds_p99_ms"] = [figures["p99_ms"] for figures in rounds]
     return middle
 
@@ -158,7 +163,7 @@ def markdown(results: dict[str, Any]) -> str:
             lines.append(
                 f"| {row['title']} (`{key}`) | {int(float(rate)):,} | {figures['answered_rps']:,} | "
                 f"{figures['p50_ms']} | {figures['p90_ms']} | {figures['p99_ms']} | "
-                f"{figures['server_cpu_us_per_request']} | {figures['cpu_cores']}{flag} | {figures['errors']} |"
+                f"{figures['server_cpu_us_per_request']} | {figures['cpu_cores']}{flag} | {_errors(figures)} |"
             )
     lines += [
         "",
@@ -173,6 +178,13 @@ def markdown(results: dict[str, Any]) -> str:
     medians = {key: statistics.median(row["points"][r]["p50_ms"] for r in rates) for key, row in rows.items()}
     lines += ["", "Median p50 over the rates (ms): " + ", ".join(f"`{k}` {v:g}" for k, v in medians.items()) + "."]
     return "\n".join(lines) + "\n"
+
+
+def _errors(figures: dict[str, Any]) -> str:
+    """Errors over every round, and what they were: ``272 (503: 272)``."""
+    failed = figures.get("failed") or {}
+    said = ", ".join(f"{why}: {count}" for why, count in sorted(failed.items()))
+    return f"{figures['errors']} ({said})" if said else str(figures["errors"])
 
 
 def main() -> None:

@@ -57,8 +57,15 @@ class Offered:
 
     latencies: list[float] = field(default_factory=list)  # seconds, answered with a 2xx
     late: list[float] = field(default_factory=list)  # seconds each request left after its arrival time
-    errors: int = 0
+    failed: dict[str, int] = field(default_factory=dict)  # by status, "no answer" or "not sent"
     outstanding: int = 0
+
+    @property
+    def errors(self) -> int:
+        return sum(self.failed.values())
+
+    def fail(self, why: str) -> None:
+        self.failed[why] = self.failed.get(why, 0) + 1
 
 
 async def offer(url: str, body: bytes, content_type: str, times: list[float]) -> Offered:
@@ -75,12 +82,12 @@ async def offer(url: str, body: bytes, content_type: str, times: list[float]) ->
         try:
             reply = await upstream.request("POST", target, body, headers)
         except UpstreamError:
-            offered.errors += 1
+            offered.fail("no answer")
         else:
             if 200 <= reply.status < 300:
                 offered.latencies.append(time.perf_counter() - began)
             else:
-                offered.errors += 1
+                offered.fail(str(reply.status))
         finally:
             offered.outstanding -= 1
 
@@ -91,7 +98,7 @@ async def offer(url: str, body: bytes, content_type: str, times: list[float]) ->
             await asyncio.sleep(wait)
         offered.late.append(max(0.0, time.perf_counter() - start - at))
         if offered.outstanding >= MAX_OUTSTANDING:
-            offered.errors += 1
+            offered.fail("not sent")
             continue
         offered.outstanding += 1
         task = loop.create_task(one())
@@ -111,6 +118,7 @@ class Report:
     sent: int
     answered: int
     errors: int
+    failed: dict[str, int]
     answered_rps: float
     p50_ms: float
     p90_ms: float
@@ -131,6 +139,7 @@ def run(url: str, body: bytes, content_type: str, rate: float, seconds: float, s
         sent=len(times),
         answered=len(ms),
         errors=offered.errors,
+        failed=offered.failed,
         answered_rps=round(len(ms) / seconds, 1),
         p50_ms=round(percentile(ms, 0.5), 2),
         p90_ms=round(percentile(ms, 0.9), 2),

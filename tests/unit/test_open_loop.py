@@ -10,7 +10,7 @@ import statistics
 import pytest
 import uvloop
 
-from benchmarks.open_loop import arrivals, offer, percentile
+from benchmarks.open_loop import Offered, arrivals, offer, percentile
 
 ANSWER_DELAY = 0.005
 
@@ -34,12 +34,11 @@ async def _serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> 
         writer.close()
 
 
-async def _offer_to_a_server(body: bytes, times: list[float]) -> tuple[list[float], int, int]:
+async def _offer_to_a_server(body: bytes, times: list[float]) -> Offered:
     server = await asyncio.start_server(_serve, "127.0.0.1", 0)
     port = server.sockets[0].getsockname()[1]
     async with server:
-        offered = await offer(f"http://127.0.0.1:{port}/v1/models/m:predict", body, "application/json", times)
-    return offered.latencies, offered.errors, offered.outstanding
+        return await offer(f"http://127.0.0.1:{port}/v1/models/m:predict", body, "application/json", times)
 
 
 def test_arrivals_are_a_poisson_process_of_the_rate() -> None:
@@ -63,13 +62,14 @@ def test_percentile_is_the_nearest_rank() -> None:
 
 def test_every_request_is_sent_on_time_and_timed_to_its_answer() -> None:
     times = [i * 0.002 for i in range(100)]  # 500 a second, each answered 5 ms later: several at once
-    latencies, errors, outstanding = uvloop.run(_offer_to_a_server(b"{}", times))  # the loop the generator runs
-    assert (len(latencies), errors, outstanding) == (100, 0, 0)
+    offered = uvloop.run(_offer_to_a_server(b"{}", times))  # the loop the generator runs
+    latencies = offered.latencies
+    assert (len(latencies), offered.errors, offered.outstanding) == (100, 0, 0)
     assert min(latencies) >= ANSWER_DELAY - 0.001  # the server sleeps on the loop's millisecond clock
     assert statistics.median(latencies) < ANSWER_DELAY + 0.05
     assert len(set(latencies)) > 50, "timed finer than uvloop's own clock, which moves in milliseconds"
 
 
 def test_a_refused_request_is_an_error_not_a_latency() -> None:
-    latencies, errors, _ = uvloop.run(_offer_to_a_server(b"fail", [0.0, 0.001, 0.002]))
-    assert (latencies, errors) == ([], 3)
+    offered = uvloop.run(_offer_to_a_server(b"fail", [0.0, 0.001, 0.002]))
+    assert (offered.latencies, offered.errors, offered.failed) == ([], 3, {"503": 3})
