@@ -231,6 +231,21 @@ def shutdown_leaves_no_process(local: RuntimeThread) -> None:
     assert not processes_in(local.runtime.workdir)
 
 
+@contextlib.contextmanager
+def _under_load(manifest: Path, tmp_path: Path) -> Iterator[RuntimeThread]:
+    """``esteira up`` on ``manifest`` with two clients sending throughout; none of their requests may fail."""
+    thread = RuntimeThread(LocalRuntime(manifest, port=free_port(), workdir=tmp_path / "run", log=print)).start()
+    load = LoadGenerator(thread.runtime.url, "iris", clients=2, batch=8, pause=0.03)
+    thread.loop.call_soon_threadsafe(load.start)
+    thread.before_stop.append(load.stop)
+    try:
+        yield thread
+    finally:
+        thread.stop()
+    failed = {status: n for status, n in load.statuses.items() if not 200 <= status < 300}
+    assert sum(load.statuses.values()) > 50 and not failed, load.statuses
+
+
 def test_a_canary_moves_the_model_to_the_other_runtime(tmp_path: Path) -> None:
     """A new version on esteira-kserve canaries beside stable's TorchServe, is judged on the same evidence and
     promoted; TorchServe's revision then drains and stops. Load throughout drops no request."""
@@ -238,11 +253,7 @@ def test_a_canary_moves_the_model_to_the_other_runtime(tmp_path: Path) -> None:
     need_runtime("esteira-kserve")
     manifest = tmp_path / "iris.yaml"
     write_manifest(manifest, "1.0.0", "iris-1.0.0")
-    thread = RuntimeThread(LocalRuntime(manifest, port=free_port(), workdir=tmp_path / "run", log=print)).start()
-    load = LoadGenerator(thread.runtime.url, "iris", clients=2, batch=8, pause=0.03)
-    thread.loop.call_soon_threadsafe(load.start)
-    thread.before_stop.append(load.stop)
-    try:
+    with _under_load(manifest, tmp_path) as thread:
         runtime = thread.runtime
         torchserve = runtime.servers[1]
         write_manifest(manifest, "1.0.1", "iris-1.0.0", runtime="esteira-kserve")
@@ -254,10 +265,6 @@ def test_a_canary_moves_the_model_to_the_other_runtime(tmp_path: Path) -> None:
         wait_for(lambda: 1 not in runtime.servers, 40, "TorchServe's revision retired")
         status, headers, _ = http(f"{runtime.url}/v1/models/iris:predict", {"instances": [[5, 3, 1, 0.2]]})
         assert status == 200 and headers["x-model-revision"] == "2"
-    finally:
-        thread.stop()
-    failed = {status: n for status, n in load.statuses.items() if not 200 <= status < 300}
-    assert sum(load.statuses.values()) > 50 and not failed, load.statuses
 
 
 def test_a_canary_that_never_loads_is_rolled_back_at_its_progress_deadline(tmp_path: Path) -> None:
@@ -269,11 +276,7 @@ def test_a_canary_that_never_loads_is_rolled_back_at_its_progress_deadline(tmp_p
     (broken / "model-store" / "iris.mar").write_bytes(b"not a model archive")
     manifest = tmp_path / "iris.yaml"
     write_manifest(manifest, "1.0.0", "iris-1.0.0", runtime="esteira-kserve", progress_deadline="6s")
-    thread = RuntimeThread(LocalRuntime(manifest, port=free_port(), workdir=tmp_path / "run", log=print)).start()
-    load = LoadGenerator(thread.runtime.url, "iris", clients=2, batch=8, pause=0.03)
-    thread.loop.call_soon_threadsafe(load.start)
-    thread.before_stop.append(load.stop)
-    try:
+    with _under_load(manifest, tmp_path) as thread:
         runtime = thread.runtime
         write_manifest(manifest, "1.0.1", broken, runtime="esteira-kserve", progress_deadline="6s")
         wait_for(
@@ -288,10 +291,6 @@ def test_a_canary_that_never_loads_is_rolled_back_at_its_progress_deadline(tmp_p
         wait_for(lambda: 2 not in runtime.servers, 40, "revision 2's server stopped")
         status, headers, _ = http(f"{runtime.url}/v1/models/iris:predict", {"instances": [[5, 3, 1, 0.2]]})
         assert status == 200 and headers["x-model-revision"] == "1"
-    finally:
-        thread.stop()
-    failed = {status: n for status, n in load.statuses.items() if not 200 <= status < 300}
-    assert sum(load.statuses.values()) > 50 and not failed, load.statuses
 
 
 def test_port_in_use_names_the_port(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
