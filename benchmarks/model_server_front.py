@@ -44,6 +44,9 @@ def main() -> None:
         help="join up to this many requests in one, as the entrypoint does for a "
         "model it registers unbatched with TorchServe (which must serve it unbatched)",
     )
+    parser.add_argument(
+        "--delay-ms", type=int, help="with --join: how long a request waits for company (batching.maxBatchDelayMs)"
+    )
     parser.add_argument("--model-name", help="the name TorchServe serves the model by (default: the folder's)")
     args = parser.parse_args()
     served = served_model(args.model_dir)
@@ -52,7 +55,7 @@ def main() -> None:
     joining = None
     if args.join > 1:
         workers = torchserve_workers(args.management, served.name)
-        joining = Joining.for_model(args.join, workers, DEFAULT_MAX_BODY)
+        joining = Joining.for_model(args.join, workers, DEFAULT_MAX_BODY, args.delay_ms)
         limit = at_once([(args.join, workers)])
     else:
         limit = torchserve_at_once(args.management, served.name)

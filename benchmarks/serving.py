@@ -333,7 +333,7 @@ def esteira_kserve(
 
 
 def model_server_front(
-    work: Path, ts: Running, build: str = "iris-1.0.0", join: int = 1, name: str = ""
+    work: Path, ts: Running, build: str = "iris-1.0.0", join: int = 1, name: str = "", delay_ms: int | None = None
 ) -> AbstractContextManager[Running]:
     """The pod's front (``esteira.packaging.front``) before ``ts``, joining up to ``join`` requests in one, for the
     model TorchServe serves as ``name`` (default: the build's); its CPU is counted with TorchServe's, as a pod's
@@ -341,6 +341,7 @@ def model_server_front(
     port = free_port()
     command = [sys.executable, "-m", "benchmarks.model_server_front", "--model-dir", str(MODELS / build)]
     command += ["--join", str(join)] + (["--model-name", name] if name else [])
+    command += ["--delay-ms", str(delay_ms)] if delay_ms is not None else []
     metrics = ts.metrics.removesuffix("/metrics")
     command += ["--backend", ts.url, "--management", ts.management, "--metrics", metrics, "--port", str(port)]
     return process(command, f"http://127.0.0.1:{port}/v1/models", work / f"front-{port}.log")

@@ -233,6 +233,22 @@ def test_torchserve_keeps_the_archive_batching_the_spec_leaves_out(
     assert {key: entry[key] for key in expected} == expected
 
 
+@pytest.mark.parametrize(("batching", "linger"), [(None, 0.0), ({"maxBatchDelayMs": 4}, 0.004)])
+def test_the_router_waits_for_company_only_as_long_as_the_spec_asks(
+    tmp_path: Path, batching: dict[str, int] | None, linger: float
+) -> None:
+    """The archive's own delay (10 ms here) is not waited on; the spec's ``batching.maxBatchDelayMs`` is."""
+    folder = packaged_folder(tmp_path)
+    spec = ModelDeploymentSpec.parse(
+        {"model": {"name": "iris", "version": "1.0.0", "storageUri": "file:///m"}}
+        | ({"batching": batching} if batching else {})
+    )
+    server = TorchServeServer(1, "iris", "1.0.0", folder, tmp_path / "run", spec)
+    server.root.mkdir(parents=True)
+    server.prepare()
+    assert server.joining is not None and server.joining.linger == linger
+
+
 @pytest.mark.parametrize(("workers", "expected"), [(None, 1), (3, 3)])
 def test_torchserve_takes_the_specs_workers_over_the_archives(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, workers: int | None, expected: int

@@ -202,13 +202,27 @@ def test_main_dry_run_applies_environment(
     assert code == 0
     out = capsys.readouterr().out
     # Batches of 12 are the front's to make: TorchServe serves the model unbatched, its answers allowed 12 times
-    # as large (a joined request's), and the front joins up to 12 requests, two at TorchServe a worker.
+    # as large (a joined request's), and the front joins up to 12 requests, two at TorchServe a worker, a request
+    # waiting the ModelDeployment's delay for company.
     assert entry(out)["batchSize"] == 1
     assert parse_properties(out)["max_response_size"] == str(12 * 6_553_500)
-    assert "# the front joins up to 12 requests in one, 4 at TorchServe at once" in out.splitlines()
+    joins = "# the front joins up to 12 requests in one, 4 at TorchServe at once, waiting up to 7 ms for company"
+    assert joins in out.splitlines()
     assert (entry(out)["minWorkers"], entry(out)["maxWorkers"]) == (2, 2)
     assert parse_properties(out)["model_store"] == f"{model_dir}/model-store"
     assert out.rstrip().splitlines()[-1].startswith("# torchserve --foreground")
+
+
+def test_the_archives_own_batch_delay_is_not_waited_on(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    model_dir = _model_dir(tmp_path)
+    monkeypatch.setenv("ESTEIRA_BATCH_SIZE", "8")
+    monkeypatch.delenv("ESTEIRA_MAX_BATCH_DELAY_MS", raising=False)
+    code = entrypoint.main(["--model-dir", str(model_dir), "--runtime-dir", str(tmp_path / "rt"), "--dry-run"])
+    assert code == 0
+    out = capsys.readouterr().out
+    assert "# the front joins up to 8 requests in one, 2 at TorchServe at once" in out.splitlines()
 
 
 def test_a_model_served_unbatched_is_not_joined(

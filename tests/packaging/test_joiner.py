@@ -193,6 +193,57 @@ def test_a_server_that_cannot_be_reached_fails_every_joined_caller() -> None:
 def test_joining_is_for_models_that_batch() -> None:
     assert Joining.for_model(1, 4, 100) is None
     assert Joining.for_model(8, 2, 100) == Joining(most=8, at_once=4, max_body=100)
+    assert Joining.for_model(8, 1, 100, delay_ms=5) == Joining(most=8, at_once=2, max_body=100, linger=0.005)
+
+
+def test_with_a_delay_a_lone_request_waits_it_for_company_then_goes_with_those_that_came() -> None:
+    """``linger`` 50 ms: the server idle, the first request waits; two more come within the delay and the three go
+    as one request when it ends, counted from the first's arrival."""
+
+    async def scenario() -> None:
+        async with joiner(Joining(most=8, at_once=2, max_body=1 << 20, linger=0.05)) as (joined, stand_in):
+            stand_in.gate.set()
+            loop = asyncio.get_running_loop()
+            began = loop.time()
+            first = post(joined, 0)
+            await asyncio.sleep(0.01)
+            assert (joined.sending, joined.waiting, stand_in.received) == (0, 1, []), "it waits for company"
+            others = [post(joined, caller) for caller in (1, 2)]
+            replies = await asyncio.gather(first, *others)
+            assert loop.time() - began >= 0.045  # the delay, on the loop's millisecond clock
+            assert all(own(reply, caller) for caller, reply in enumerate(replies))
+            assert stand_in.received == [(PATH, 3)]
+            late = await post(joined, 3)  # alone when the next delay ends: as it is
+            assert own(late, 3) and stand_in.received[-1] == (PATH, 0)
+
+    uvloop.run(scenario())
+
+
+def test_a_delay_shorter_than_the_loops_clock_step_still_answers_every_caller() -> None:
+    """uvloop's clock moves in milliseconds and its ``call_at`` for a time that is due gives a plain handle: a
+    delay of half a millisecond must neither fail nor strand a caller."""
+
+    async def scenario() -> None:
+        async with joiner(Joining(most=8, at_once=2, max_body=1 << 20, linger=0.0004)) as (joined, stand_in):
+            stand_in.gate.set()
+            for _ in range(3):
+                callers = [post(joined, caller) for caller in range(5)]
+                replies = await asyncio.wait_for(asyncio.gather(*callers), 5)
+                assert all(own(reply, caller) for caller, reply in enumerate(replies))
+            assert sum(count or 1 for _, count in stand_in.received) == 15
+
+    uvloop.run(scenario())
+
+
+def test_with_a_delay_a_full_request_goes_without_waiting_it_out() -> None:
+    async def scenario() -> None:
+        async with joiner(Joining(most=3, at_once=2, max_body=1 << 20, linger=10.0)) as (joined, stand_in):
+            stand_in.gate.set()
+            replies = await asyncio.wait_for(asyncio.gather(*(post(joined, caller) for caller in range(3))), 5)
+            assert all(own(reply, caller) for caller, reply in enumerate(replies))
+            assert stand_in.received == [(PATH, 3)]
+
+    uvloop.run(scenario())
 
 
 def test_two_at_once_go_alone_until_requests_go_joined_then_one_waits_to_be_joined() -> None:

@@ -353,9 +353,11 @@ class Batching(SpecModel):
         default=None,
         ge=0,
         le=10000,
-        description="How long KServe's request batcher waits to fill a batch (ms), on runtimes other than "
-        "Esteira's; Esteira's runtimes never wait (a batch is what queued while the previous one ran). Default: "
-        f"{KSERVE_BATCHER_DELAY_MS} for KServe's request batcher.",
+        description="How long a request waits for others to fill a batch (ms). Runtimes other than Esteira's: "
+        "KServe's request batcher's delay. esteira-torchserve: how long a request that TorchServe has room for "
+        "waits for others to join it, trading that wait for TorchServe's CPU (left out: not at all). "
+        "esteira-kserve never waits (a batch is what queued while the previous one ran). Default: "
+        f"{KSERVE_BATCHER_DELAY_MS} for KServe's request batcher, none on Esteira's runtimes.",
     )
 
 

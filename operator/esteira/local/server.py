@@ -141,7 +141,8 @@ class TorchServeServer(ModelServer):
         text = local_config(source, self.spec, self.model_dir, self.ports, vmargs)
         self.threads = worker_threads(text, os.environ)
         self.at_once = admission.at_once(batches_and_workers(text))
-        text, self.joining = joined_config(text)  # the router joins requests as the pod's front does
+        delay_ms = batch_settings_from_env(server_variables(self.spec)).max_batch_delay_ms
+        text, self.joining = joined_config(text, delay_ms)  # the router joins requests as the pod's front does
         if self.joining is not None:
             self.threads[ENV_JOINED_REQUESTS] = str(self.joining.most)
         config.write_text(text)

@@ -165,17 +165,19 @@ def batches_and_workers(text: str) -> list[tuple[int, int]]:
     return [(int(entry.get("batchSize", 1)), int(entry.get("minWorkers", 1))) for entry in snapshot_entries(text)]
 
 
-def joined_config(text: str) -> tuple[str, Joining | None]:
+def joined_config(text: str, delay_ms: int | None = None) -> tuple[str, Joining | None]:
     """How requests are joined before TorchServe for the one model ``config.properties`` serves batched
-    (:mod:`esteira.packaging.joiner`), and the config TorchServe then runs: the model unbatched, so that TorchServe
-    holds no request for company, and its answers allowed as many times ``max_response_size`` as a joined request
-    carries answers. ``text`` as it is, and None, where it serves several models or one unbatched."""
+    (:mod:`esteira.packaging.joiner`), waiting ``delay_ms`` for company where the ModelDeployment's
+    ``batching.maxBatchDelayMs`` asks (the archive's own delay is not waited on), and the config TorchServe then
+    runs: the model unbatched, so that TorchServe holds no request for company, and its answers allowed as many
+    times ``max_response_size`` as a joined request carries answers. ``text`` as it is, and None, where it serves
+    several models or one unbatched."""
     from esteira.packaging.joiner import Joining  # httptools: not for the health check
 
     properties = parse_properties(text)
     entries = batches_and_workers(text)
     max_body = int(properties.get("max_request_size") or MAX_MESSAGE_BYTES)
-    joining = Joining.for_model(*entries[0], max_body) if len(entries) == 1 else None
+    joining = Joining.for_model(*entries[0], max_body, delay_ms) if len(entries) == 1 else None
     if joining is None:
         return text, None
     max_response = int(properties.get("max_response_size") or MAX_MESSAGE_BYTES)
@@ -410,7 +412,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from esteira.packaging import admission, front, surface
 
     limit = admission.at_once(batches_and_workers(text))
-    text, joining = joined_config(text)
+    text, joining = joined_config(text, settings.max_batch_delay_ms)
     properties = parse_properties(text)
     max_body = int(properties.get("max_request_size") or MAX_MESSAGE_BYTES)
     try:
@@ -421,7 +423,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.dry_run:
         sys.stdout.write(text)
         if joining is not None:
-            print(f"# the front joins up to {joining.most} requests in one, {joining.at_once} at TorchServe at once")
+            waits = f", waiting up to {joining.linger * 1e3:g} ms for company" if joining.linger else ""
+            print(
+                f"# the front joins up to {joining.most} requests in one, {joining.at_once} at TorchServe at once{waits}"
+            )
         print(f"# front on {where.public}, TorchServe inference on {where.backend}")
         print(f"# front's metrics on {where.metrics}, TorchServe's on {where.backend_metrics}")
         print("# " + " ".join(command))

@@ -19,6 +19,12 @@ requests of 1, 1 and 6 and got 2,300 answers a second, against 2,700-2,800 in re
 give up, whose places in the front's admission come free one by one, made requests of 6.6 on average that left
 a model of 20 ms a batch running 234-300 requests a second of its 400 (``benchmarks/README.md``).
 
+A ModelDeployment may trade a caller's wait for TorchServe's CPU: with ``batching.maxBatchDelayMs`` set, a request
+that TorchServe has room for waits up to that long, counted from the oldest waiting, for others to go with it
+(``linger``), as TorchServe's own batch delay made requests wait. Left out, nothing waits: a request that finds
+TorchServe idle goes alone and costs it a whole request, so a pod at a moderate rate spends more CPU than with a
+delay (``benchmarks/README.md``, "Latency at a fixed offered load").
+
 A request whose caller leaves while it waits here goes nowhere and is counted as abandoned; once sent, it is
 part of a request other callers wait for and runs. A joined request that TorchServe refuses or fails to answer
 is answered so to each of its callers.
@@ -49,20 +55,22 @@ A_WORKER = 2  # joined requests at TorchServe at once for each worker: one runni
 
 @dataclass(frozen=True)
 class Joining:
-    """How requests are joined for one TorchServe model: ``most`` in one, ``at_once`` sent at once, and the
-    largest body TorchServe takes (``max_request_size``)."""
+    """How requests are joined for one TorchServe model: ``most`` in one, ``at_once`` sent at once, the largest
+    body TorchServe takes (``max_request_size``), and how long a request TorchServe has room for waits for others
+    (``linger``, seconds; 0: not at all)."""
 
     most: int
     at_once: int
     max_body: int
+    linger: float = 0.0
 
     @classmethod
-    def for_model(cls, batch_size: int, workers: int, max_body: int) -> Joining | None:
-        """Joining for a model TorchServe would batch by ``batch_size`` on ``workers``; None where it would not
-        batch (requests then go one by one, as before)."""
+    def for_model(cls, batch_size: int, workers: int, max_body: int, delay_ms: int | None = None) -> Joining | None:
+        """Joining for a model TorchServe would batch by ``batch_size`` on ``workers``, waiting ``delay_ms`` for
+        company where a ModelDeployment asks; None where it would not batch (requests then go one by one)."""
         if batch_size < 2:
             return None
-        return cls(batch_size, A_WORKER * max(workers, 1), max_body)
+        return cls(batch_size, A_WORKER * max(workers, 1), max_body, (delay_ms or 0) / 1e3)
 
 
 @dataclass
@@ -71,6 +79,7 @@ class _Waiting:
     body: bytes
     headers: Mapping[str, str]
     reply: asyncio.Future[Reply]
+    arrived: float
     sent: bool = False
     _piece: bytes | None = field(default=None, repr=False)
 
@@ -100,6 +109,8 @@ class Joiner:
         self._waiting: deque[_Waiting] = deque()
         self._tasks: set[asyncio.Task[None]] = set()
         self._joining_now = False  # the last requests taken from the queue went joined: see the module's docstring
+        self._linger_timer: asyncio.Handle | None = None  # uvloop's call_at gives a plain Handle for a due time
+        self._linger_until = 0.0
 
     @property
     def waiting(self) -> int:
@@ -108,13 +119,14 @@ class Joiner:
 
     async def post(self, target: str, body: bytes, headers: Mapping[str, str]) -> Reply:
         """The answer to one request, sent on its own or joined; UpstreamError as ``Upstream.request`` raises."""
-        if self.sending < self._alone_limit() and not self._waiting:
+        if self.sending < self._alone_limit() and not self._waiting and not self.joining.linger:
             self.sending += 1
             try:
                 return await self.upstream.request("POST", target, body, headers)
             finally:
                 self._done()
-        waiting = _Waiting(target, body, headers, asyncio.get_running_loop().create_future())
+        loop = asyncio.get_running_loop()
+        waiting = _Waiting(target, body, headers, loop.create_future(), loop.time())
         self._waiting.append(waiting)
         self._send_waiting()
         try:
@@ -138,6 +150,8 @@ class Joiner:
         while self.sending < self.joining.at_once and self._waiting:
             if self.sending >= self._alone_limit() and len(self._waiting) < self.joining.most:
                 return
+            if self._lingering():
+                return
             taken = self._take()
             if not taken:
                 return
@@ -145,6 +159,25 @@ class Joiner:
             task = asyncio.get_running_loop().create_task(self._send(taken))
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
+
+    def _lingering(self) -> bool:
+        """Whether the waiting, fewer than fill a request, still wait for company (``Joining.linger`` from the
+        oldest's arrival); a timer sends them when that ends."""
+        if not self.joining.linger or len(self._waiting) >= self.joining.most:
+            return False
+        loop = asyncio.get_running_loop()
+        until = self._waiting[0].arrived + self.joining.linger
+        if loop.time() >= until:
+            return False
+        if self._linger_timer is None or self._linger_until != until:
+            if self._linger_timer is not None:
+                self._linger_timer.cancel()
+            self._linger_timer, self._linger_until = loop.call_at(until, self._linger_ended), until
+        return True
+
+    def _linger_ended(self) -> None:
+        self._linger_timer = None
+        self._send_waiting()
 
     def _take(self) -> list[_Waiting]:
         """The oldest waiting request and those after it for the same path, as many as one request carries."""
@@ -195,6 +228,8 @@ class Joiner:
         return _answers(await self.upstream.request("POST", taken[0].target, body, headers), len(taken))
 
     def close(self) -> None:
+        if self._linger_timer is not None:
+            self._linger_timer.cancel()
         for task in self._tasks:
             task.cancel()
 
