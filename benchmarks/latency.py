@@ -6,7 +6,8 @@ overloaded, which is where a service runs. Here requests arrive at a fixed mean 
 Poisson process, ``benchmarks.open_loop``), and each point reports the answers' p50 / p90 / p99 and the server's
 CPU a request. The rows are the iris model's TorchServe pod before joining (its front before TorchServe batching
 8 within 10 ms), the pod as the entrypoint runs it now (the front joining callers' requests before TorchServe
-unbatched) and esteira-kserve, every Esteira handler logging each request.
+unbatched), that pod for a ModelDeployment with ``batching.maxBatchDelayMs: 5`` (a request waits up to 5 ms for
+company) and esteira-kserve, every Esteira handler logging each request.
 
 ``python -m benchmarks.latency`` (``make bench``) writes ``benchmarks/results/latency.json`` and ``latency.md``.
 """
@@ -28,8 +29,10 @@ from typing import Any
 from benchmarks.load import LOADGEN_CPU_LIMIT, cpu_seconds
 from benchmarks.serving import (
     GROUPS,
+    JOIN_DELAY_MS,
     RESULTS,
     RUNTIME_PYTHON,
+    V1_PATH,
     Bench,
     RecordSink,
     Servers,
@@ -39,7 +42,15 @@ from benchmarks.serving import (
     write_bodies,
 )
 
-ROWS = ("front+ts-esteira-b8", "front-joining+ts-esteira", "esteira-kserve")
+ROWS = ("front+ts-esteira-b8", "front-joining+ts-esteira", "front-joining-delayed+ts-esteira", "esteira-kserve")
+DELAYED = Target(
+    "front-joining-delayed+ts-esteira",
+    f"a TorchServe pod's port: the front joining up to 8 requests, waiting up to {JOIN_DELAY_MS} ms for company "
+    "(batching.maxBatchDelayMs) -> TorchServe + Esteira unbatched",
+    "front-joining-delayed:ts:iris_b1",
+    V1_PATH.format("iris_b1"),
+    "iris-v1",
+)
 RATES = (100, 500, 1000, 2000, 3000)  # requests a second offered; the slowest row answers about 4,500 at most
 QUICK_RATES = (200, 2000)
 SECONDS = 5.0
@@ -49,7 +60,7 @@ FIGURES = ("p50_ms", "p90_ms", "p99_ms", "answered_rps")
 
 
 def targets() -> list[Target]:
-    by_key = {target.key: target for group in GROUPS.values() for target in group}
+    by_key = {target.key: target for group in GROUPS.values() for target in group} | {DELAYED.key: DELAYED}
     return [by_key[key] for key in ROWS]
 
 

@@ -76,6 +76,7 @@ IDLE_GAP_SECONDS = 0.001  # a lone caller's server sleeps between requests; how 
 OTHER_WORK_ENTRIES = 800
 IDLE_POLL_US = 200  # Linux's haltpoll default for a guest's poll before it halts
 JOINED = 8  # requests the pod's front joins in one, as the entrypoint does for a model packaged with batches of 8
+JOIN_DELAY_MS = 5  # a ModelDeployment's batching.maxBatchDelayMs for the joining front that waits for company
 COALESCED = 8  # instances in the one request that stands for as many callers' requests made into one
 V1_PATH = "/v1/models/{}:predict"
 V2_PATH = "/v2/models/{}/infer"
@@ -707,6 +708,7 @@ class Servers:
             if kind in (
                 "front",
                 "front-joining",
+                "front-joining-delayed",
             ):  # a pod's CPU is the front's and TorchServe's together: they share its CPUs
                 running = Running(running.url, running.pids + self.get(rest).pids)
             self._running[key] = running
@@ -723,6 +725,9 @@ class Servers:
             return model_server_front(self.work, self.get(rest))
         if kind == "front-joining":  # ts:<the model's name>
             return model_server_front(self.work, self.get(rest), join=JOINED, name=rest.partition(":")[2])
+        if kind == "front-joining-delayed":
+            name = rest.partition(":")[2]
+            return model_server_front(self.work, self.get(rest), join=JOINED, name=name, delay_ms=JOIN_DELAY_MS)
         if kind == "ts":
             return torchserve(self.work, self.store, [rest], ESTEIRA_UP_VMARGS, self.sink)
         if kind == "ts-nolog":
