@@ -56,7 +56,6 @@ QUICK_RATES = (200, 2000)
 SECONDS = 5.0
 ROUNDS = 3  # each point is the median round; rows alternate within a round, every other round reversed
 WARM_UP_CONCURRENCY = 32
-FIGURES = ("p50_ms", "p90_ms", "p99_ms", "answered_rps")
 
 
 def targets() -> list[Target]:

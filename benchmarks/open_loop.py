@@ -8,8 +8,9 @@ independent callers, such as a service's users behind a gateway.
 Run as its own process (``python -m benchmarks.open_loop``), so its CPU is its own (reported as ``cpu_cores``);
 it prints one JSON line. Each request's time runs from the moment it is sent to its complete answer, on the
 process's performance counter (uvloop's own clock moves in milliseconds); the event loop wakes at millisecond
-steps, so arrivals due within one go together, and how late each went is reported too (``late_p99_ms``). A request that finds ``MAX_OUTSTANDING`` unanswered is not sent and counted as
-an error: past that the server is overloaded and the point says so.
+steps, so arrivals due within one go together, and how late each went is reported too (``late_p99_ms``). A
+request that finds ``MAX_OUTSTANDING`` unanswered is not sent and counted as an error: past that the server is
+overloaded and the point says so.
 """
 
 from __future__ import annotations
