@@ -240,6 +240,7 @@ def test_a_canary_that_stops_being_ready_after_taking_traffic_is_rolled_back() -
 def test_the_progress_deadline_waits_for_a_paused_canary_and_counts_again_from_its_resume() -> None:
     driver = Driver(parsed({"progressDeadline": "5m"}))
     driver.tick()
+    driver.tick(ready=False)  # not ready before the pause: the clock had started
     driver.tick(ready=False, command=Command(id="p", action="pause"))
     driver.tick(ready=False, after=30 * MINUTE)
     assert driver.status.canary is not None and driver.status.canary.hold == "PausedByRequest"
