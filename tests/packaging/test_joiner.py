@@ -209,11 +209,11 @@ def test_with_a_delay_a_lone_request_waits_it_for_company_then_goes_with_those_t
             await asyncio.sleep(0.01)
             assert (joined.sending, joined.waiting, stand_in.received) == (0, 1, []), "it waits for company"
             others = [post(joined, caller) for caller in (1, 2)]
-            replies = await asyncio.gather(first, *others)
+            replies = await asyncio.wait_for(asyncio.gather(first, *others), 5)
             assert loop.time() - began >= 0.045  # the delay, on the loop's millisecond clock
             assert all(own(reply, caller) for caller, reply in enumerate(replies))
             assert stand_in.received == [(PATH, 3)]
-            late = await post(joined, 3)  # alone when the next delay ends: as it is
+            late = await asyncio.wait_for(post(joined, 3), 5)  # alone when the next delay ends: as it is
             assert own(late, 3) and stand_in.received[-1] == (PATH, 0)
 
     uvloop.run(scenario())
