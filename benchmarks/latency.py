@@ -7,7 +7,9 @@ Poisson process, ``benchmarks.open_loop``), and each point reports the answers' 
 CPU a request. The rows are the iris model's TorchServe pod before joining (its front before TorchServe batching
 8 within 10 ms), the pod as the entrypoint runs it now (the front joining callers' requests before TorchServe
 unbatched), that pod for a ModelDeployment with ``batching.maxBatchDelayMs: 5`` (a request waits up to 5 ms for
-company) and esteira-kserve, every Esteira handler logging each request.
+company), esteira-kserve, and ``esteira up``'s router before each runtime as ``esteira up`` runs them (joining
+requests before TorchServe unbatched; esteira-kserve on its Unix socket), every Esteira handler logging each
+request.
 
 ``python -m benchmarks.latency`` (``make bench``) writes ``benchmarks/results/latency.json`` and ``latency.md``.
 """
@@ -42,7 +44,14 @@ from benchmarks.serving import (
     write_bodies,
 )
 
-ROWS = ("front+ts-esteira-b8", "front-joining+ts-esteira", "front-joining-delayed+ts-esteira", "esteira-kserve")
+ROWS = (
+    "front+ts-esteira-b8",
+    "front-joining+ts-esteira",
+    "front-joining-delayed+ts-esteira",
+    "router-joining+ts-esteira",
+    "esteira-kserve",
+    "router+esteira-kserve",
+)
 DELAYED = Target(
     "front-joining-delayed+ts-esteira",
     f"a TorchServe pod's port: the front joining up to 8 requests, waiting up to {JOIN_DELAY_MS} ms for company "
@@ -61,6 +70,14 @@ WARM_UP_CONCURRENCY = 32
 def targets() -> list[Target]:
     by_key = {target.key: target for group in GROUPS.values() for target in group} | {DELAYED.key: DELAYED}
     return [by_key[key] for key in ROWS]
+
+
+def _machine_pids(servers: Servers, target: Target) -> list[int]:
+    """The processes whose CPU a request costs: a router's and the model server's behind it together, as they
+    share the machine (a pod's front is counted with its TorchServe already)."""
+    kind, _, behind = target.server.partition(":")
+    running = servers.get(target.server)
+    return running.pids + servers.get(behind).pids if kind.startswith("router") else running.pids
 
 
 def point(url: str, body: Path, content_type: str, rate: float, seconds: float, pids: list[int]) -> dict[str, Any]:
@@ -110,6 +127,7 @@ def run(out: Path, rates: tuple[int, ...], seconds: float, rounds: int, quick: b
     began = time.monotonic()
     try:
         started = [(target, servers.get(target.server)) for target in targets()]
+        pids = {target.key: _machine_pids(servers, target) for target, _ in started}
         for target, running in started:
             rows[target.key] = {"title": target.title, "warm_up_seconds": bench.warm_up(running, target), "points": {}}
         for rate in rates:
@@ -117,7 +135,7 @@ def run(out: Path, rates: tuple[int, ...], seconds: float, rounds: int, quick: b
             for index in range(rounds):
                 for target, running in started if index % 2 == 0 else started[::-1]:
                     body, content_type = bodies[target.body]
-                    figures = point(running.url + target.path, body, content_type, rate, seconds, running.pids)
+                    figures = point(running.url + target.path, body, content_type, rate, seconds, pids[target.key])
                     measured[target.key].append(figures)
                     print(
                         f"{target.key:28s} {rate:5d}/s  answered {figures['answered_rps']:7.1f}/s  p50 "
@@ -159,7 +177,8 @@ def markdown(results: dict[str, Any]) -> str:
         "answers (`benchmarks/open_loop.py`, its own process; its CPU is `gen cores`). Each point: "
         f"{results['seconds_per_point']:g} s, the median of {results['rounds']} rounds by p99, the rows "
         "alternating within a round; times from a request written to its whole answer, in ms; `server us/req` is "
-        "the CPU of the server's processes (the pod's front and TorchServe together) a request. Every Esteira "
+        "the CPU of the server's processes (the pod's front and TorchServe together; `esteira up`'s router and "
+        "the server behind it together) a request. Every Esteira "
         f"handler logs each request (a collector stand-in received {results['inference_log']['posts']:,} batches; "
         f"{results['inference_log']['dropped']} records dropped).",
         "",

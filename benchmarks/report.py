@@ -16,7 +16,14 @@ RATIOS: list[tuple[str, str, str, tuple[str, ...], float]] = [
     ("... inference log off / stock, batch 1", "ts-esteira-b1-nolog", "ts-stock-b1", ("1", "8", "32"), 0.95),
     ("Esteira / stock handler, image, batch 8", "ts-esteira-image-b8", "ts-stock-image-b8", ("1", "8", "32"), 0.95),
     ("Esteira / stock handler, image, batch 1", "ts-esteira-image-b1", "ts-stock-image-b1", ("1", "8", "32"), 0.95),
-    ("router / TorchServe behind it", "router+ts-esteira-b8", "ts-esteira-b8", ("1", "8", "32"), 0.9),
+    ("router joining / TorchServe b8 alone", "router-joining+ts-esteira", "ts-esteira-b8", ("1", "8", "32"), 0.9),
+    (
+        "router joining / the pod's front joining",
+        "router-joining+ts-esteira",
+        "front-joining+ts-esteira",
+        ("1", "8", "32"),
+        0.9,
+    ),
     ("pod's front / TorchServe behind it", "front+ts-esteira-b8", "ts-esteira-b8", ("1", "8", "32"), 0.9),
     ("pod's front joining / TorchServe b8 alone", "front-joining+ts-esteira", "ts-esteira-b8", ("1", "8", "32"), 0.9),
     ("router / esteira-kserve behind it", "router+esteira-kserve", "esteira-kserve", ("1", "8", "32"), 0.9),
@@ -192,7 +199,7 @@ def write_markdown(results: dict[str, Any], path: Path) -> None:
         f"for {results['seconds_per_point']} s, median of {results['repeats']} runs "
         f"({results['repeats'] + results.get('lone_extra_repeats', 0)} at c=1); p99 and CPU belong to the median "
         f"run. `wrk cores`: the load generator's own CPU (flagged `!` above {LOADGEN_CPU_LIMIT}); `server us/req`: "
-        "the server's CPU (all its processes) per request.",
+        "the server's CPU (all its processes; a pod's front with its TorchServe, a router alone) per request.",
         "",
         *_features(results),
         "| what | "

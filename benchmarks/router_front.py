@@ -4,23 +4,32 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 from pathlib import Path
 
 import uvloop
 
-from benchmarks.model_server_front import torchserve_at_once
+from benchmarks.model_server_front import torchserve_at_once, torchserve_workers
 from esteira.local.router import Router
 from esteira.local.split import Split
+from esteira.packaging.admission import at_once
+from esteira.packaging.config import MAX_MESSAGE_BYTES
 from esteira.packaging.heap import freeze_startup_heap
-from esteira.packaging.surface import served_model
+from esteira.packaging.joiner import Joining
+from esteira.packaging.surface import ServedModel, served_model
 
 
-async def serve(model_dir: Path, backend: str, port: int, management: str | None) -> None:
-    served = served_model(model_dir)
+async def serve(served: ServedModel, backend: str, port: int, management: str | None, join: int) -> None:
     router = Router(served.name, port)
     router.describe(1, served.version, served.config)
-    # before TorchServe, esteira up holds what it cannot start soon (while callers give up): so does this one
-    router.set_backend(1, backend, torchserve_at_once(management, served.name) if management else None)
+    limit, joining = None, None
+    if management and join > 1:  # as esteira up runs a batched archive: TorchServe unbatched, the router joining
+        workers = torchserve_workers(management, served.name)
+        joining = Joining.for_model(join, workers, MAX_MESSAGE_BYTES)
+        limit = at_once([(join, workers)])
+    elif management:  # before TorchServe, esteira up holds what it cannot start soon (while callers give up)
+        limit = torchserve_at_once(management, served.name)
+    router.set_backend(1, backend, limit, joining)
     router.set_split(Split(stable=1), mirror=False)
     await router.start()
     await asyncio.Event().wait()
@@ -32,9 +41,20 @@ def main() -> None:
     parser.add_argument("--backend", required=True)
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--management", help="the management address of the TorchServe it is before, if it is")
+    parser.add_argument(
+        "--join",
+        type=int,
+        default=1,
+        help="with --management: join up to this many requests in one, as esteira up does before a TorchServe it "
+        "registers unbatched (which must serve the model unbatched)",
+    )
+    parser.add_argument("--model-name", help="the name the backend serves the model by (default: the folder's)")
     args = parser.parse_args()
+    served = served_model(args.model_dir)
+    if args.model_name:
+        served = dataclasses.replace(served, name=args.model_name)
     freeze_startup_heap()  # as `esteira up` does before its router serves: its full collections skip start-up's objects
-    uvloop.run(serve(args.model_dir, args.backend, args.port, args.management))  # as `esteira up` runs it
+    uvloop.run(serve(served, args.backend, args.port, args.management, args.join))  # as `esteira up` runs it
 
 
 if __name__ == "__main__":

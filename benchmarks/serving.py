@@ -137,7 +137,12 @@ GROUPS: dict[str, tuple[Target, ...]] = {
             "ts-esteira-b8-w2", f"TorchServe + Esteira handler, batch 8, {TWO_WORKERS} workers", "ts:iris_w2", "iris_w2"
         ),
         _iris("ts-esteira-b8-nolog", "TorchServe + Esteira handler, batch 8, inference log off", "ts-nolog:iris"),
-        _iris("router+ts-esteira-b8", "esteira up router -> TorchServe + Esteira, b8", "router:ts:iris"),
+        _iris(
+            "router-joining+ts-esteira",
+            "esteira up router joining up to 8 requests -> TorchServe + Esteira unbatched (as esteira up runs it)",
+            "router-joining:ts:iris_b1",
+            "iris_b1",
+        ),
         _iris("front+ts-esteira-b8", "a TorchServe pod's port: the front -> TorchServe + Esteira, b8", "front:ts:iris"),
         _iris(
             "front-joining+ts-esteira",
@@ -349,13 +354,15 @@ def model_server_front(
 
 
 @contextmanager
-def router(work: Path, behind: Running, build: str = "iris-1.0.0") -> Iterator[Running]:
-    """esteira up's router in front of ``behind``, reaching it as esteira up would (its socket, else its URL); the
-    batches behind it are the server's."""
+def router(work: Path, behind: Running, build: str = "iris-1.0.0", join: int = 1, name: str = "") -> Iterator[Running]:
+    """esteira up's router in front of ``behind``, reaching it as esteira up would (its socket, else its URL),
+    joining up to ``join`` requests in one before a TorchServe serving the model as ``name`` (default: the
+    build's); the batches behind it are the server's."""
     port = free_port()
     command = [sys.executable, "-m", "benchmarks.router_front", "--model-dir", str(MODELS / build)]
-    command += ["--backend", behind.hop or behind.url, "--port", str(port)]
+    command += ["--backend", behind.hop or behind.url, "--port", str(port), "--join", str(join)]
     command += ["--management", behind.management] if behind.management else []
+    command += ["--model-name", name] if name else []
     with process(command, f"http://127.0.0.1:{port}/v1/models", work / f"router-{port}.log") as up:
         up.batches = behind.batches
         yield up
@@ -721,6 +728,8 @@ class Servers:
             return kserve_stock(self.work)
         if kind == "router":
             return router(self.work, self.get(rest))
+        if kind == "router-joining":  # ts:<the model's name>
+            return router(self.work, self.get(rest), join=JOINED, name=rest.partition(":")[2])
         if kind == "front":
             return model_server_front(self.work, self.get(rest))
         if kind == "front-joining":  # ts:<the model's name>
