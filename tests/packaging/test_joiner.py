@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -18,7 +19,8 @@ import uvloop
 from aiohttp import web
 
 from esteira.local.server import free_port
-from esteira.packaging.joiner import Joiner, Joining
+from esteira.packaging import joiner as joiner_module
+from esteira.packaging.joiner import EXPECTATIONS_KEPT, Joiner, Joining
 from esteira.packaging.upstream import Malformed, Reply, Unreachable, Upstream
 from model_handlers.joined import JOINED_HEADER, answer_entry, frame, request_headers_of, unframe
 
@@ -79,9 +81,13 @@ async def joiner(joining: Joining) -> AsyncIterator[tuple[Joiner, StandIn]]:
         await runner.cleanup()
 
 
-def post(joined: Joiner, caller: int, path: str = PATH, **fields: object) -> asyncio.Task[Reply]:
+def post(
+    joined: Joiner, caller: int, path: str = PATH, connection: object = None, **fields: object
+) -> asyncio.Task[Reply]:
+    """``caller``'s request, on ``connection`` where a test says which (None: unknown to the joiner)."""
     body = json.dumps({"caller": caller, **fields}).encode()
-    return asyncio.ensure_future(joined.post(path, body, {"content-type": "application/json", "x-caller": str(caller)}))
+    headers = {"content-type": "application/json", "x-caller": str(caller)}
+    return asyncio.ensure_future(joined.post(path, body, headers, connection))
 
 
 def own(reply: Reply, caller: int) -> bool:
@@ -306,5 +312,98 @@ def test_while_requests_go_joined_a_full_one_goes_beside_the_one_at_the_server()
             stand_in.gate.set()
             replies = await asyncio.gather(alone, *two, third)
             assert all(own(reply, caller) for caller, reply in zip((5, 6, 7, 8), replies, strict=True))
+
+    uvloop.run(scenario())
+
+
+async def closed_loop(joined: Joiner, callers: int, rounds: int) -> None:
+    """``callers`` that each send again as soon as they are answered, each on its own connection."""
+    for _ in range(rounds):
+        replies = await asyncio.wait_for(
+            asyncio.gather(*(post(joined, caller, connection=caller) for caller in range(callers))), 5
+        )
+        assert all(own(reply, caller) for caller, reply in enumerate(replies))
+
+
+WARM_ROUNDS = EXPECTATIONS_KEPT // 4 + 4  # enough answered callers of four to judge whether they come back
+
+
+def test_callers_that_come_straight_back_are_waited_for_and_go_in_one_request(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Four callers in a closed loop: once they have been coming back within the window, three that are back wait
+    for the fourth, answered a moment ago, and the four go as one request, instead of two of them going alone."""
+    monkeypatch.setattr(joiner_module, "RETURN_WINDOW", 0.5)  # a loaded test machine's callers still come in time
+
+    async def scenario() -> None:
+        async with joiner(Joining(most=4, at_once=2, max_body=1 << 20)) as (joined, stand_in):
+            stand_in.gate.set()
+            await closed_loop(joined, 4, WARM_ROUNDS)
+            sent = len(stand_in.received)
+            three = [post(joined, caller, connection=caller) for caller in range(3)]
+            await asyncio.sleep(0)  # a turn of the loop: each has come to the joiner
+            assert (joined.sending, joined.waiting) == (0, 3), "the server is idle, yet they wait for the fourth"
+            fourth = post(joined, 3, connection=3)
+            replies = await asyncio.wait_for(asyncio.gather(*three, fourth), 5)
+            assert all(own(reply, caller) for caller, reply in enumerate(replies))
+            assert stand_in.received[sent:] == [(PATH, 4)]
+
+    uvloop.run(scenario())
+
+
+def test_callers_expected_back_that_do_not_come_are_waited_for_no_longer_than_the_window(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(joiner_module, "RETURN_WINDOW", 0.2)
+
+    async def scenario() -> None:
+        async with joiner(Joining(most=4, at_once=2, max_body=1 << 20)) as (joined, stand_in):
+            stand_in.gate.set()
+            await closed_loop(joined, 4, WARM_ROUNDS)
+            sent, began = len(stand_in.received), time.perf_counter()
+            replies = await asyncio.wait_for(asyncio.gather(*(post(joined, c, connection=c) for c in range(3))), 5)
+            assert all(own(reply, caller) for caller, reply in enumerate(replies))
+            assert stand_in.received[sent:] == [(PATH, 3)]
+            assert 0.15 <= time.perf_counter() - began < 2.0  # the window from the fourth's answer, not for ever
+
+    uvloop.run(scenario())
+
+
+@pytest.mark.parametrize(
+    ("window", "rounds"),
+    [(1e-9, WARM_ROUNDS), (0.5, 2)],
+    ids=["callers come back later than the window", "too few answered callers seen yet"],
+)
+def test_callers_not_known_to_come_back_in_time_are_not_waited_for(
+    monkeypatch: pytest.MonkeyPatch, window: float, rounds: int
+) -> None:
+    """Independent callers (a gateway's connections carry whoever comes next) come back late or not at all, and
+    a few that came back are no evidence: a request that finds the server idle goes at once, as before."""
+    monkeypatch.setattr(joiner_module, "RETURN_WINDOW", window)
+
+    async def scenario() -> None:
+        async with joiner(Joining(most=4, at_once=2, max_body=1 << 20)) as (joined, stand_in):
+            stand_in.gate.set()
+            await closed_loop(joined, 4, rounds)
+            stand_in.gate.clear()
+            three = [post(joined, caller, connection=caller) for caller in range(3)]
+            await asyncio.sleep(0)
+            assert (joined.sending, joined.waiting) == (1, 2), "the first goes at once to an idle server"
+            stand_in.gate.set()
+            assert all(own(reply, c) for c, reply in enumerate(await asyncio.wait_for(asyncio.gather(*three), 5)))
+
+    uvloop.run(scenario())
+
+
+def test_a_lone_caller_in_a_closed_loop_waits_for_no_one(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(joiner_module, "RETURN_WINDOW", 0.5)
+
+    async def scenario() -> None:
+        async with joiner(Joining(most=4, at_once=2, max_body=1 << 20)) as (joined, stand_in):
+            stand_in.gate.set()
+            await closed_loop(joined, 1, EXPECTATIONS_KEPT + 4)
+            stand_in.gate.clear()
+            alone = post(joined, 0, connection=0)
+            await stand_in.until_received(EXPECTATIONS_KEPT + 5)  # at once: it is the caller it would wait for
+            stand_in.gate.set()
+            assert own(await asyncio.wait_for(alone, 5), 0)
 
     uvloop.run(scenario())

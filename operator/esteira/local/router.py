@@ -261,7 +261,7 @@ class Router(ModelSurface):
             task = asyncio.create_task(self._send(split.canary, path, body, headers, due))
             self._mirrors.add(task)
             task.add_done_callback(self._mirrors.discard)
-        revision, answer = await self._forward_retrying(revision, path, body, headers, due)
+        revision, answer = await self._forward_retrying(revision, path, body, headers, due, request.caller)
         response = relay(answer.status, answer.body, answer.headers, answer.reason)
         response.headers = {**response.headers, REVISION_HEADER: str(revision)}
         return response
@@ -290,11 +290,11 @@ class Router(ModelSurface):
         return candidates[0]
 
     async def _forward_retrying(
-        self, revision: int, path: str, body: bytes, headers: dict[str, str], due: float | None
+        self, revision: int, path: str, body: bytes, headers: dict[str, str], due: float | None, caller: object
     ) -> tuple[int, Answer]:
         """Forward; while no server could answer (502/503 from the router itself), try another serving arm,
         else wait for this one to come back, up to `retry_seconds`."""
-        answer = await self._forward(revision, path, body, headers, due)
+        answer = await self._forward(revision, path, body, headers, due, caller=caller)
         retrying_until = time.monotonic() + self.retry_seconds
         while answer.unanswered and time.monotonic() < retrying_until:
             others = [r for r in self._arms() if r != revision and self.backends.get(r)]
@@ -303,7 +303,7 @@ class Router(ModelSurface):
             elif not self.backends.get(revision):
                 await asyncio.sleep(0.1)
                 continue
-            answer = await self._forward(revision, path, body, headers, due)
+            answer = await self._forward(revision, path, body, headers, due, caller=caller)
         if answer.unanswered:  # out of time: this revision failed the request
             self.arm(revision).observe(answer.status, self.retry_seconds, False)
         return revision, answer
@@ -320,13 +320,14 @@ class Router(ModelSurface):
         headers: dict[str, str],
         due: float | None,
         mirrored: bool = False,
+        caller: object = None,
     ) -> Answer:
         """One request to a revision's TorchServe; a failure to reach it is a server error of that revision."""
         base = self.backends.get(revision)
         started = time.perf_counter()
         self.in_flight[revision] = self.in_flight.get(revision, 0) + 1
         try:
-            return await self._post(revision, base, path, body, headers, due, mirrored, started)
+            return await self._post(revision, base, path, body, headers, due, mirrored, started, caller)
         finally:
             self.in_flight[revision] -= 1
             if self._drains and not self.in_flight[revision] and revision in self._drains:
@@ -353,6 +354,7 @@ class Router(ModelSurface):
         due: float | None,
         mirrored: bool,
         started: float,
+        caller: object,
     ) -> Answer:
         if base is None:
             answer = Answer(503, json.dumps({"error": f"revision {revision} is not ready"}).encode(), unanswered=True)
@@ -366,7 +368,7 @@ class Router(ModelSurface):
             def forward() -> Awaitable[Reply]:
                 if joiner is None:
                     return upstream.request("POST", path, body, headers)
-                return joiner.post(path, body, headers)
+                return joiner.post(path, body, headers, caller)
 
             try:
                 if admission is None:

@@ -149,12 +149,12 @@ class TorchServeSurface(ModelSurface):
         method, body = request.method, request.body
         try:
             if self.admission is None:
-                return await self._forward(method, target, body, headers)
+                return await self._forward(method, target, body, headers, request.caller)
             try:
                 return await self.admission.send(
                     deadline(began, request.headers),
                     began,
-                    lambda: self._forward(method, target, body, headers),
+                    lambda: self._forward(method, target, body, headers, request.caller),
                     lambda response: response.status == 200,
                 )
             except TooLate:
@@ -163,10 +163,12 @@ class TorchServeSurface(ModelSurface):
         finally:
             self.durations.observe(time.perf_counter() - began)
 
-    async def _forward(self, method: str, target: str, body: bytes, headers: dict[str, str]) -> Response:
+    async def _forward(
+        self, method: str, target: str, body: bytes, headers: dict[str, str], caller: object = None
+    ) -> Response:
         try:
             if self.joiner is not None and method == "POST":
-                answer = await self.joiner.post(target, body, headers)
+                answer = await self.joiner.post(target, body, headers, caller)
             else:
                 answer = await self.inference.request(method, target, body, headers)
         except UpstreamError as exc:

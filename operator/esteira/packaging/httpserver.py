@@ -65,6 +65,7 @@ class Request:
     body: bytes
     target: str = ""  # the path and query as sent
     params: dict[str, str] = field(default_factory=dict)  # the route's matched parts
+    caller: object = None  # the connection it came on: a caller's next request comes on the same one
 
 
 @dataclass(slots=True)
@@ -395,7 +396,13 @@ class _Connection(asyncio.Protocol):
         self.phase = None
         target = self._target
         request = Request(
-            self._method(), self._path, target.partition("?")[2], self._headers, b"".join(self._body), target
+            self._method(),
+            self._path,
+            target.partition("?")[2],
+            self._headers,
+            b"".join(self._body),
+            target,
+            caller=self,
         )
         self.pending.append((request, self.parser.should_keep_alive()))
         if not self.answering:
