@@ -26,8 +26,8 @@ while answered callers have been coming back within ``RETURN_WINDOW`` (``RELIABL
 ``EXPECTATIONS_KEPT``), the requests TorchServe has room for wait, up to the window from the oldest answer, for
 the callers answered a moment ago, and go together once they are back. Requests from independent callers do not
 come back so (a gateway's connections carry whoever arrives next: 33-65 % within the window here), so they never
-wait for that. With 4 and 8 such callers the pod answered 1.5 times the requests a second, at 0.6 of the CPU a
-request (``benchmarks/README.md``, "Requests joined before TorchServe").
+wait for that. With 4 and 8 such callers the pod answered 1.4-1.6 times the requests a second, at 0.6-0.7 of the
+CPU a request (``benchmarks/README.md``, "Requests joined before TorchServe").
 
 A ModelDeployment may trade a caller's wait for TorchServe's CPU: with ``batching.maxBatchDelayMs`` set, a request
 that TorchServe has room for waits up to that long, counted from the oldest waiting, for others to go with it
