@@ -129,7 +129,8 @@ class Joiner:
         self._answered: dict[object, float] = {}  # callers answered and not back yet: when (oldest first)
         self._came_back: deque[bool] = deque(maxlen=EXPECTATIONS_KEPT)  # whether each came back within the window
         self._in_time = 0  # how many of those did
-        self._expect_timer: asyncio.TimerHandle | None = None
+        self._expect_timer: asyncio.Handle | None = None  # uvloop runs a delay under half a millisecond as call_soon
+        self._expect_for = 0.0  # when the oldest caller the timer is set for was answered
 
     @property
     def waiting(self) -> int:
@@ -222,17 +223,17 @@ class Joiner:
     def _expect(self, callers: list[object]) -> None:
         """Callers about to be answered: each expected back within the window."""
         now = time.perf_counter()
-        self._forget_late(now)
+        self._forget_late(now - RETURN_WINDOW)
         for caller in callers:
             if caller is not None:
                 self._answered[caller] = now
 
-    def _forget_late(self, now: float) -> None:
-        """Callers answered longer than the window ago did not come back in time (oldest first)."""
+    def _forget_late(self, answered_by: float) -> None:
+        """Callers answered at or before ``answered_by`` did not come back in time (oldest first)."""
         answered = self._answered
         while answered:
             oldest = next(iter(answered))
-            if answered[oldest] > now - RETURN_WINDOW:
+            if answered[oldest] > answered_by:
                 return
             del answered[oldest]
             self._kept(False)
@@ -243,16 +244,20 @@ class Joiner:
         if len(self._waiting) >= self.joining.most or not self._answered:
             return False
         now = time.perf_counter()
-        self._forget_late(now)
+        self._forget_late(now - RETURN_WINDOW)
         if not self._answered or self._in_time < RELIABLE_SHARE * EXPECTATIONS_KEPT:
             return False
         if self._expect_timer is None:
-            until = next(iter(self._answered.values())) + RETURN_WINDOW
-            self._expect_timer = asyncio.get_running_loop().call_later(until - now, self._expect_ended)
+            self._expect_for = next(iter(self._answered.values()))
+            wait = self._expect_for + RETURN_WINDOW - now
+            self._expect_timer = asyncio.get_running_loop().call_later(wait, self._expect_ended)
         return True
 
     def _expect_ended(self) -> None:
+        """The window of the callers it was set for has ended, whatever the clock reads: they are late (uvloop
+        runs a timer on its millisecond clock, or at once under half a millisecond, so the time may read early)."""
         self._expect_timer = None
+        self._forget_late(self._expect_for)
         self._send_waiting()
 
     def _take(self) -> list[_Waiting]:
