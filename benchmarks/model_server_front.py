@@ -30,6 +30,18 @@ def torchserve_workers(management: str, model: str) -> int:
         return sum(int(entry["minWorkers"]) for entry in json.loads(answer.read()))
 
 
+def torchserve_admission(
+    management: str, model: str, join: int, delay_ms: int | None = None
+) -> tuple[int | None, Joining | None]:
+    """How many requests go through to ``model``'s TorchServe at once and how they are joined: up to ``join`` in
+    one before a TorchServe serving it unbatched (as the entrypoint and ``esteira up`` run a batched archive),
+    waiting ``delay_ms`` for company; with ``join`` 1, by TorchServe's own batches and workers, not joined."""
+    if join < 2:
+        return torchserve_at_once(management, model), None
+    workers = torchserve_workers(management, model)
+    return at_once([(join, workers)]), Joining.for_model(join, workers, DEFAULT_MAX_BODY, delay_ms)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--model-dir", type=Path, required=True)
@@ -52,13 +64,7 @@ def main() -> None:
     served = served_model(args.model_dir)
     if args.model_name:
         served = dataclasses.replace(served, name=args.model_name)
-    joining = None
-    if args.join > 1:
-        workers = torchserve_workers(args.management, served.name)
-        joining = Joining.for_model(args.join, workers, DEFAULT_MAX_BODY, args.delay_ms)
-        limit = at_once([(args.join, workers)])
-    else:
-        limit = torchserve_at_once(args.management, served.name)
+    limit, joining = torchserve_admission(args.management, served.name, args.join, args.delay_ms)
     admission = None if limit is None else Admission(limit)
     surface = TorchServeSurface(served, served.version, args.backend, args.management, args.metrics, admission, joining)
     FrontThread(surface, "127.0.0.1", args.port).start()  # as the pod's entrypoint runs it

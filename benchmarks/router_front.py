@@ -9,26 +9,18 @@ from pathlib import Path
 
 import uvloop
 
-from benchmarks.model_server_front import torchserve_at_once, torchserve_workers
+from benchmarks.model_server_front import torchserve_admission
 from esteira.local.router import Router
 from esteira.local.split import Split
-from esteira.packaging.admission import at_once
-from esteira.packaging.config import MAX_MESSAGE_BYTES
 from esteira.packaging.heap import freeze_startup_heap
-from esteira.packaging.joiner import Joining
 from esteira.packaging.surface import ServedModel, served_model
 
 
 async def serve(served: ServedModel, backend: str, port: int, management: str | None, join: int) -> None:
     router = Router(served.name, port)
     router.describe(1, served.version, served.config)
-    limit, joining = None, None
-    if management and join > 1:  # as esteira up runs a batched archive: TorchServe unbatched, the router joining
-        workers = torchserve_workers(management, served.name)
-        joining = Joining.for_model(join, workers, MAX_MESSAGE_BYTES)
-        limit = at_once([(join, workers)])
-    elif management:  # before TorchServe, esteira up holds what it cannot start soon (while callers give up)
-        limit = torchserve_at_once(management, served.name)
+    # before TorchServe, esteira up holds what it cannot start soon (while callers give up) and joins requests
+    limit, joining = torchserve_admission(management, served.name, join) if management else (None, None)
     router.set_backend(1, backend, limit, joining)
     router.set_split(Split(stable=1), mirror=False)
     await router.start()
