@@ -17,10 +17,18 @@ told, and nothing is answered: nobody is there to read it. A caller that left be
 counted alike, and its request goes nowhere, rather than on with an empty body to be counted as the caller's
 bad request. Where a proxy says how long the caller waits (``EXPECTED_TIMEOUT_HEADER``), a request its batch
 would answer after that is refused at once, as a halted batcher's are (503 with ``Retry-After``, counted).
+
+``esteira up``'s router joins callers' requests in one while the server is busy (:mod:`esteira.packaging.joiner`):
+on the server's Unix socket, which only its user may reach, a joined request's entries go to the batcher as
+requests of their own (each with its headers, its deadline, its answer, its timing and counts), and their answers
+go back joined (:mod:`model_handlers.joined`). Each request a caller sends costs the server's HTTP stack about half
+of the server's CPU a request (``benchmarks/README.md``); joined, eight cost it that once. A joined request on the
+port is read as one request (its count dropped), and one joining more than a batch takes is refused whole.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 import time
@@ -31,7 +39,16 @@ from esteira.packaging.caller_queue import deadline
 from esteira.packaging.surface import INFERENCE_PATH, RESPONSE_HEADERS
 from esteira.vocabulary import RETRY_AFTER_SECONDS
 from model_handlers.batcher import Abandoned, AdaptiveBatcher, Refused
-from model_handlers.joined import JOINED_HEADER
+from model_handlers.joined import (
+    JOINED_CONTENT_TYPE,
+    JOINED_HEADER,
+    FramingError,
+    answer_entry,
+    frame,
+    joined_count,
+    request_headers_of,
+    unframe,
+)
 from model_handlers.messages import Answer, RawRequest, never_left
 
 Scope = MutableMapping[str, Any]
@@ -40,7 +57,7 @@ Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
-_PASSED = frozenset(key.lower().encode("latin-1") for key in RESPONSE_HEADERS)
+_PASSED = frozenset(key.lower() for key in RESPONSE_HEADERS)
 _JSON = b"application/json"
 CALLER_LEFT = "esteira.caller_left"  # in the scope where the server can tell: when the connection closed, or None
 
@@ -89,6 +106,9 @@ class InferenceRoutes:
             return
         began = time.perf_counter()
         headers = request_headers(scope)
+        joined = headers.pop(JOINED_HEADER, None)  # read on the router's socket only, dropped elsewhere
+        if not over_unix_socket(scope):
+            joined = None
         body = await self._read_body(headers.get("content-length", ""), receive)
         if body is None:  # the caller left before its body was read
             if self.abandoned is not None:
@@ -98,7 +118,48 @@ class InferenceRoutes:
             limit = f"exceeded the limit of {self.max_body} bytes"
             await _respond(send, 413, _error(f"the request body of {body} bytes {limit}"))
             return
-        request = RawRequest(body, headers, scope.get(CALLER_LEFT) or never_left, deadline(began, headers))
+        left = scope.get(CALLER_LEFT) or never_left
+        if joined is not None:
+            await self._joined(joined, body, left, began, send)
+            return
+        answer = await self._answer(RawRequest(body, headers, left, deadline(began, headers)), name, began)
+        if answer is not None:
+            pairs = [(key.encode("latin-1"), value.encode("latin-1")) for key, value in answer.headers.items()]
+            await _respond(send, answer.status, answer.body, pairs)
+
+    async def _joined(
+        self, count: str, body: bytes, left: Callable[[], float | None], began: float, send: Send
+    ) -> None:
+        """Requests joined in one by ``esteira up``'s router (:mod:`model_handlers.joined`): each goes to the
+        batcher as a request of its own, and their answers go back joined; a body that does not hold what its
+        count says, or joins more than a batch takes, is a 400 for all of them."""
+        try:
+            entries = unframe(body, joined_count({JOINED_HEADER: count}) or 0)
+        except FramingError as error:
+            await _respond(send, 400, _error(f"a joined request that cannot be read: {error}"))
+            return
+        most = self.batcher.max_batch_size
+        if len(entries) > most:
+            message = f"a joined request carries {len(entries)} requests, more than a batch takes ({most})"
+            await _respond(send, 400, _error(message))
+            return
+        requests = []
+        for entry in entries:
+            headers = request_headers_of(entry)
+            headers.pop(JOINED_HEADER, None)
+            requests.append(RawRequest(entry.body, headers, left, deadline(began, headers)))
+        answers = await asyncio.gather(*(self._answer(request, self.name, began) for request in requests))
+        if any(answer is None for answer in answers):  # the caller left: nobody reads the rest either
+            return
+        framed = frame(
+            answer_entry(answer.status, answer.headers, answer.body) for answer in answers if answer is not None
+        )
+        pairs = [(b"content-type", JOINED_CONTENT_TYPE.encode()), (JOINED_HEADER.encode(), str(len(answers)).encode())]
+        await _respond(send, 200, framed, pairs)
+
+    async def _answer(self, request: RawRequest, name: str, began: float) -> Answer | None:
+        """The batcher's answer to one request with the headers to send (the protocol's only), its refusal as a 503,
+        each counted; None when its caller left."""
         try:
             answer: Answer | Refused | Abandoned = await self.batcher.submit(request)
         except (Refused, Abandoned) as unanswered:
@@ -108,17 +169,15 @@ class InferenceRoutes:
         if isinstance(answer, Abandoned):
             if self.abandoned is not None:
                 self.abandoned()
-            return
+            return None
         if isinstance(answer, Refused):
             if self.refused is not None:
                 self.refused()
             message = f"model {name!r} {answer.reason}; retry later"
-            await _respond(send, 503, _error(message), [(b"retry-after", str(RETRY_AFTER_SECONDS).encode())])
-            return
-        passed = [
-            (key.lower().encode("latin-1"), str(value).encode("latin-1")) for key, value in answer.headers.items()
-        ]
-        await _respond(send, answer.status, answer.body, [pair for pair in passed if pair[0] in _PASSED])
+            retry = {"content-type": _JSON.decode(), "retry-after": str(RETRY_AFTER_SECONDS)}
+            return Answer(503, _error(message), retry)
+        passed = {key.lower(): str(value) for key, value in answer.headers.items()}
+        return Answer(answer.status, answer.body, {key: value for key, value in passed.items() if key in _PASSED})
 
     async def _read_body(self, declared: str, receive: Receive) -> bytes | int | None:
         """The whole body, or its size when it is over the limit (read and dropped: a client still sending
@@ -157,8 +216,13 @@ async def _respond(send: Send, status: int, body: bytes, headers: list[tuple[byt
 
 
 def request_headers(scope: Mapping[str, Any]) -> dict[str, str]:
-    """The request's headers with lower-case names (the last of repeated ones), but a caller's ``JOINED_HEADER``:
-    only the pod's front and the router join requests, and only before TorchServe."""
-    headers = {key.decode("latin-1").lower(): value.decode("latin-1") for key, value in scope["headers"]}
-    headers.pop(JOINED_HEADER, None)
-    return headers
+    """The request's headers with lower-case names (the last of repeated ones)."""
+    return {key.decode("latin-1").lower(): value.decode("latin-1") for key, value in scope["headers"]}
+
+
+def over_unix_socket(scope: Mapping[str, Any]) -> bool:
+    """Whether the request came on the server's Unix socket (ASGI's ``server`` is ``[path, None]`` there), which
+    only the server's user may connect to: ``esteira up``'s router. Only there are joined requests read; a
+    caller's ``JOINED_HEADER`` on the port is dropped."""
+    server = scope.get("server")
+    return server is not None and len(server) == 2 and server[1] is None

@@ -20,7 +20,7 @@ from model_handlers.inference_asgi import (
     Scope,
     Send,
 )
-from model_handlers.joined import JOINED_HEADER
+from model_handlers.joined import JOINED_CONTENT_TYPE, JOINED_HEADER, answer_of, frame, request_entry, unframe
 from model_handlers.messages import Answer, RawRequest, answered_too_late, caller_left
 
 BINARY = "inference-header-content-length"
@@ -279,3 +279,88 @@ def test_a_request_its_batch_would_answer_after_the_proxys_timeout_is_a_503_at_o
     error = json.loads(sent["hurried"][1]["body"])["error"]
     assert error == "model 'iris' could not answer within the caller's deadline; retry later"
     assert len(model.seen) == 2 and len(refusals) == 1 and len(observed) == 3
+
+
+class Batches(Echo):
+    """Echo that keeps each batch's size."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.sizes: list[int] = []
+
+    def __call__(self, requests: Sequence[RawRequest]) -> list[Answer]:
+        self.sizes.append(len(requests))
+        return super().__call__(requests)
+
+
+ROUTER_SOCKET = {"server": ("/run/esteira/http.sock", None)}  # ASGI's server for a Unix socket: [path, None]
+ON_THE_PORT = {"server": ("127.0.0.1", 8080)}
+JOINED_PARTS = (({"content-type": "application/json", "x-part": "a"}, b"abc"), ({"x-part": "b"}, b"de"), ({}, b""))
+
+
+def joined(
+    parts: Sequence[tuple[dict[str, str], bytes]], count: int, scope: dict[str, Any], model: Echo, refuse: str = ""
+) -> tuple[Message, Message, list[int], list[float]]:
+    """One request joining ``parts`` (saying it joins ``count``) through the layer on a batcher of 4: what was sent
+    back (start, body), the refusals counted, and the durations observed."""
+    refusals: list[int] = []
+    observed: list[float] = []
+    body = frame(request_entry(headers, part) for headers, part in parts)
+
+    async def scenario() -> list[Message]:
+        batcher = AdaptiveBatcher(model, max_batch_size=4)
+        if refuse:
+            batcher.halt(refuse)
+        callers = Callers(
+            InferenceRoutes(inner, batcher, "iris", "1.0.0", 1000, lambda: refusals.append(1), observed.append)
+        )
+        headers = [(b"content-type", JOINED_CONTENT_TYPE.encode()), (JOINED_HEADER.encode(), str(count).encode())]
+        await callers.request("router", {"type": "http.request", "body": body, "more_body": False}, headers, **scope)
+        batcher.close()
+        return callers.sent["router"]
+
+    start, sent = asyncio.run(scenario())
+    return start, sent, refusals, observed
+
+
+def test_requests_joined_on_the_routers_socket_run_as_requests_of_their_own_in_one_batch_and_answer_joined() -> None:
+    model = Batches()
+    start, sent, _, observed = joined(JOINED_PARTS, 3, ROUTER_SOCKET, model)
+    headers = {key.decode(): value.decode() for key, value in start["headers"]}
+    assert (start["status"], headers[JOINED_HEADER], headers["content-type"]) == (200, "3", JOINED_CONTENT_TYPE)
+    assert model.sizes == [3]  # one batch, each its own request with its own headers
+    assert [request.headers for request in model.seen] == [headers for headers, _ in JOINED_PARTS]
+    answers = [answer_of(entry) for entry in unframe(sent["body"], 3)]
+    assert [(status, body) for status, _, body in answers] == [(200, b"3"), (200, b"2"), (200, b"0")]
+    assert answers[0][1] == {"content-type": "application/octet-stream", BINARY: "12"}  # the protocol's headers only
+    assert len(observed) == 3  # each timed as a request
+
+
+def test_a_joined_count_on_the_port_is_dropped_and_the_body_goes_as_one_request() -> None:
+    model = Batches()
+    start, sent, _, _ = joined(JOINED_PARTS, 3, ON_THE_PORT, model)
+    assert start["status"] == 200 and JOINED_HEADER.encode() not in dict(start["headers"])
+    assert len(model.seen) == 1 and JOINED_HEADER not in model.seen[0].headers
+    assert sent["body"] == str(len(model.seen[0].body)).encode()
+
+
+def test_a_joined_request_that_cannot_be_read_or_joins_more_than_a_batch_is_a_400_and_runs_nothing() -> None:
+    model = Batches()
+    miscounted = joined(JOINED_PARTS, 2, ROUTER_SOCKET, model)
+    too_many = joined([({}, b"x")] * 5, 5, ROUTER_SOCKET, model)
+    assert (miscounted[0]["status"], too_many[0]["status"]) == (400, 400)
+    assert "a joined request that cannot be read" in json.loads(miscounted[1]["body"])["error"]
+    assert json.loads(too_many[1]["body"])["error"] == (
+        "a joined request carries 5 requests, more than a batch takes (4)"
+    )
+    assert model.seen == []
+
+
+def test_each_joined_request_the_halted_batcher_refuses_is_its_own_503_with_retry_after_and_is_counted() -> None:
+    start, sent, refusals, observed = joined(JOINED_PARTS, 3, ROUTER_SOCKET, Echo(), refuse="is restarting")
+    assert start["status"] == 200
+    answers = [answer_of(entry) for entry in unframe(sent["body"], 3)]
+    assert {status for status, _, _ in answers} == {503}
+    assert all(headers["retry-after"] == "1" for _, headers, _ in answers)
+    assert json.loads(answers[0][2]) == {"error": "model 'iris' is restarting; retry later"}
+    assert len(refusals) == len(observed) == 3
