@@ -13,14 +13,19 @@ from benchmarks.model_server_front import torchserve_admission
 from esteira.local.router import Router
 from esteira.local.split import Split
 from esteira.packaging.heap import freeze_startup_heap
+from esteira.packaging.joiner import Joining
 from esteira.packaging.surface import ServedModel, served_model
 
 
 async def serve(served: ServedModel, backend: str, port: int, management: str | None, join: int) -> None:
     router = Router(served.name, port)
     router.describe(1, served.version, served.config)
-    # before TorchServe, esteira up holds what it cannot start soon (while callers give up) and joins requests
-    limit, joining = torchserve_admission(management, served.name, join) if management else (None, None)
+    # before TorchServe, esteira up holds what it cannot start soon (while callers give up) and joins requests;
+    # before esteira-kserve on its socket, it joins what would queue beyond two of its batches (one worker here)
+    if management:
+        limit, joining = torchserve_admission(management, served.name, join)
+    else:
+        limit, joining = None, Joining.for_batcher(join, 1, served.config.max_body_bytes)
     router.set_backend(1, backend, limit, joining)
     router.set_split(Split(stable=1), mirror=False)
     await router.start()
@@ -37,8 +42,8 @@ def main() -> None:
         "--join",
         type=int,
         default=1,
-        help="with --management: join up to this many requests in one, as esteira up does before a TorchServe it "
-        "registers unbatched (which must serve the model unbatched)",
+        help="join up to this many requests in one, as esteira up does before a TorchServe it registers unbatched "
+        "(with --management; TorchServe must serve the model unbatched) and before esteira-kserve on its Unix socket",
     )
     parser.add_argument("--model-name", help="the name the backend serves the model by (default: the folder's)")
     args = parser.parse_args()

@@ -110,7 +110,7 @@ GROUPS: dict[str, tuple[Target, ...]] = {
         _iris("kserve-stock", "KServe model server + minimal kserve.Model, no batching", "kserve-stock"),
         _iris(
             "router+esteira-kserve",
-            "esteira up router -> esteira-kserve (on its Unix socket, as esteira up)",
+            "esteira up router joining up to 8 requests -> esteira-kserve (on its Unix socket, as esteira up)",
             "router:esteira-kserve:iris-1.0.0",
         ),
         _iris("router+http-ceiling", "esteira up router -> bare HTTP server", "router:bare"),
@@ -726,8 +726,9 @@ class Servers:
             return bare_http(self.work)
         if kind == "kserve-stock":
             return kserve_stock(self.work)
-        if kind == "router":
-            return router(self.work, self.get(rest))
+        if kind == "router":  # before esteira-kserve on its socket, esteira up joins requests up to its batch
+            behind = self.get(rest)
+            return router(self.work, behind, join=JOINED if behind.hop else 1)
         if kind == "router-joining":  # ts:<the model's name>
             return router(self.work, self.get(rest), join=JOINED, name=rest.partition(":")[2])
         if kind == "front":

@@ -21,8 +21,9 @@ would answer after that is refused at once, as a halted batcher's are (503 with 
 ``esteira up``'s router joins callers' requests in one while the server is busy (:mod:`esteira.packaging.joiner`):
 on the server's Unix socket, which only its user may reach, a joined request's entries go to the batcher as
 requests of their own (each with its headers, its deadline, its answer, its timing and counts), and their answers
-go back joined (:mod:`model_handlers.joined`). Each request a caller sends costs the server's HTTP stack about half
-of the server's CPU a request (``benchmarks/README.md``); joined, eight cost it that once. A joined request on the
+go back joined (:mod:`model_handlers.joined`). Each request costs the server's HTTP stack about 55 us of CPU, two
+fifths of what the server spends a request at 32 callers (the ``esteira-kserve-stack`` row of
+``benchmarks/README.md``); joined, eight cost it that once. A joined request on the
 port is read as one request (its count dropped), and one joining more than a batch takes is refused whole.
 """
 

@@ -1,5 +1,6 @@
 """Several callers' requests in one request to TorchServe, and their answers in one answer: the framing the pod's
-front and ``esteira up``'s router write (:mod:`esteira.packaging.joiner`) and Esteira's handler reads.
+front and ``esteira up``'s router write (:mod:`esteira.packaging.joiner`) and Esteira's handler reads (esteira-kserve
+on its Unix socket, :mod:`model_handlers.inference_asgi`).
 
 Why: TorchServe spends about 850 us of its CPU on every HTTP request whatever it carries (its frontend, job
 queue, the socket protocol to its worker and the worker's loop), and its own batching still takes in, queues,

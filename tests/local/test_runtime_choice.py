@@ -216,6 +216,55 @@ def test_a_revision_folder_too_deep_for_a_socket_keeps_the_router_on_the_port(tm
     assert server.url == f"http://127.0.0.1:{server.port}"
 
 
+IRIS_CONFIG = {"kind": "tabular", "labels": ["a", "b", "c"], "feature_names": ["w", "x", "y", "z"]}
+
+
+@pytest.mark.parametrize(
+    ("spec", "shell_workers", "expected"),
+    [
+        ({}, None, (8, 16, 6_553_500)),  # the archive's batches, one worker, the config's default body limit
+        ({"batching": {"maxBatchSize": 4}, "model": {"workers": 3}}, "5", (4, 24, 1000)),  # the spec's
+        ({}, "2", (8, 32, 1000)),  # workers from the user's shell where the spec leaves them
+        ({"batching": {"maxBatchSize": 1}}, None, None),  # unbatched: requests go one by one
+    ],
+)
+def test_the_router_joins_requests_to_esteira_kserve_beyond_two_batches_a_worker(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    spec: dict[str, dict[str, object]],
+    shell_workers: str | None,
+    expected: tuple[int, int, int] | None,
+) -> None:
+    if shell_workers is None:
+        monkeypatch.delenv(ENV_WORKERS, raising=False)
+    else:
+        monkeypatch.setenv(ENV_WORKERS, shell_workers)
+    folder = packaged_folder(tmp_path)
+    limit = {} if expected is None or expected[2] != 1000 else {"max_body_bytes": 1000}
+    (folder / "model-store" / "iris.mar").mkdir(parents=True)  # an unpacked archive
+    (folder / "model-store" / "iris.mar" / "esteira-model.json").write_text(json.dumps(IRIS_CONFIG | limit))
+    source = {"name": "iris", "version": "1.0.0", "storageUri": "file:///m", "runtime": "esteira-kserve"}
+    parsed = ModelDeploymentSpec.parse({**spec, "model": source | spec.get("model", {})})
+    server = KServeServer(1, "iris", "1.0.0", folder, tmp_path / "run", parsed, python=Path(sys.executable))
+    server.prepare()
+    joining = server.joining
+    assert (None if joining is None else (joining.most, joining.at_once, joining.max_body)) == expected
+    assert joining is None or not joining.for_callers  # its batcher batches what queued: nobody waits for callers
+    assert server.at_once is None  # esteira-kserve orders its own queue: nothing is held for it
+
+
+def test_no_request_is_joined_for_esteira_kserve_on_its_port(tmp_path: Path) -> None:
+    """esteira-kserve reads joined requests on its Unix socket only: a folder too deep for one keeps them apart."""
+    folder = packaged_folder(tmp_path)
+    (folder / "model-store" / "iris.mar").mkdir(parents=True)
+    (folder / "model-store" / "iris.mar" / "esteira-model.json").write_text(json.dumps(IRIS_CONFIG))
+    deep = KServeServer(1, "iris", "1.0.0", folder, tmp_path / ("d" * 100), spec_with(), python=Path(sys.executable))
+    shallow = KServeServer(1, "iris", "1.0.0", folder, tmp_path / "run", spec_with(), python=Path(sys.executable))
+    deep.prepare()
+    shallow.prepare()
+    assert deep.joining is None and shallow.joining is not None
+
+
 @pytest.mark.parametrize(
     ("batching", "expected"),
     [

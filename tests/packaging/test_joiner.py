@@ -348,6 +348,35 @@ def test_callers_that_come_straight_back_are_waited_for_and_go_in_one_request(mo
     uvloop.run(scenario())
 
 
+def test_before_esteira_kserve_callers_coming_straight_back_go_at_once_up_to_two_batches(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """esteira-kserve's batcher batches what queued meanwhile: three closed-loop callers that are back go at once
+    (two batches of 4 may be at it), none waits for the fourth, and a request beyond two batches is joined."""
+    monkeypatch.setattr(joiner_module, "RETURN_WINDOW", 0.5)
+    joining = Joining.for_batcher(4, 1, 1 << 20)
+    assert joining is not None and (joining.at_once, joining.for_callers) == (8, False)
+
+    async def scenario() -> None:
+        async with joiner(joining) as (joined, stand_in):
+            stand_in.gate.set()
+            await closed_loop(joined, 4, WARM_ROUNDS)
+            sent = len(stand_in.received)
+            stand_in.gate.clear()
+            three = [post(joined, caller, connection=caller) for caller in range(3)]
+            await asyncio.sleep(0)  # a turn of the loop: each has come to the joiner
+            assert (joined.sending, joined.waiting) == (3, 0), "each goes at once, none waits for the fourth"
+            more = [post(joined, caller, connection=caller) for caller in range(3, 12)]
+            await stand_in.until_received(sent + 8)
+            assert (joined.sending, joined.waiting) == (8, 4), "two batches' worth at the server, the rest held"
+            stand_in.gate.set()
+            replies = await asyncio.wait_for(asyncio.gather(*three, *more), 5)
+            assert all(own(reply, caller) for caller, reply in enumerate(replies))
+            assert stand_in.received[sent:] == [(PATH, 0)] * 8 + [(PATH, 4)]
+
+    uvloop.run(scenario())
+
+
 def test_callers_expected_back_that_do_not_come_are_waited_for_no_longer_than_the_window(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:

@@ -8,6 +8,8 @@ loopback port: inference, readiness (`/v2/models/<name>/ready`) and Prometheus m
 same handler series TorchServe exports, without its Hostname label) share it. It listens on a Unix socket in
 the revision's folder too, which the router sends inference to: on one machine a hop without TCP let the router
 answer 4-8 % more requests at 1, 8 and 32 callers (a folder too deep for a socket's address keeps it on the port).
+There, and only there, the server reads requests the router joined: what would queue beyond two of its batches
+goes joined (:mod:`esteira.packaging.joiner`).
 """
 
 from __future__ import annotations
@@ -23,9 +25,14 @@ import aiohttp
 
 import esteira
 from esteira.local.model_server import HOST, ModelServer, free_port
+from esteira.packaging.config import CONFIG_PATH
+from esteira.packaging.entrypoint import batch_settings_from_env, batches_and_workers
+from esteira.packaging.joiner import Joining
+from esteira.packaging.surface import served_model
 from esteira.packaging.upstream import UNIX_SCHEME, fits_unix_socket
 from esteira.render.inferenceservice import server_variables
 from esteira.vocabulary import ENV_KSERVE_PYTHON, ESTEIRA_KSERVE_RUNTIME
+from model_handlers.workers import workers_from_env
 
 SERVER_MODULE = "model_handlers.kserve_server"
 SOCKET_NAME = "http.sock"
@@ -115,6 +122,7 @@ class KServeServer(ModelServer):
 
     def prepare(self) -> list[str]:
         self.port = free_port()
+        self.joining = self.joined_requests()
         return [
             str(self.python),
             "-m",
@@ -125,6 +133,24 @@ class KServeServer(ModelServer):
             f"--http-port={self.port}",
             *([f"--unix-socket={path}"] if (path := self.socket_path) is not None else []),
         ]
+
+    def joined_requests(self) -> Joining | None:
+        """How the router joins requests to this server while it is busy: up to a batch in one, two joined requests
+        a worker at once, within the model's body limit; only on the Unix socket, the one place the server reads
+        joined requests (:mod:`model_handlers.inference_asgi`). None where it listens on the port alone, does not
+        batch, or would refuse its settings (it then says why as it starts)."""
+        if self.socket_path is None:
+            return None
+        env = self.environment()
+        try:
+            batch_size = batch_settings_from_env(env).batch_size
+            workers = workers_from_env(env)
+            if batch_size is None:  # the archive's, as the server reads it
+                batch_size = batches_and_workers((self.model_dir / CONFIG_PATH).read_text())[0][0]
+            max_body = served_model(self.model_dir).config.max_body_bytes
+        except (OSError, ValueError, RuntimeError, IndexError):  # ConfigError is a RuntimeError
+            return None
+        return Joining.for_batcher(batch_size, workers, max_body)
 
     def runtime_env(self) -> dict[str, str]:
         """Batching only as far as the spec sets it (the server takes the rest from the archive), and the server

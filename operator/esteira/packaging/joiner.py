@@ -1,6 +1,7 @@
 """Callers' requests to TorchServe joined in one while its workers are busy: the pod's front and ``esteira up``'s
 router send TorchServe, registered unbatched, fewer and fuller requests, and Esteira's handler answers each joined
-request on its own (:mod:`model_handlers.joined`).
+request on its own (:mod:`model_handlers.joined`). ``esteira up``'s router joins what would queue at esteira-kserve
+beyond two of its batches too (below).
 
 Why: TorchServe spends about 850 us of its CPU on every HTTP request whatever it carries, and its own batching
 still takes in, queues, hands over and answers each request alone; one request of eight iris instances cost it
@@ -34,6 +35,15 @@ that TorchServe has room for waits up to that long, counted from the oldest wait
 (``linger``), as TorchServe's own batch delay made requests wait. Left out, nothing waits: a request that finds
 TorchServe idle goes alone and costs it a whole request, so a pod at a moderate rate spends more CPU than with a
 delay (``benchmarks/README.md``, "Latency at a fixed offered load").
+
+Before esteira-kserve (``Joining.for_batcher``; ``esteira up``'s router, on the server's Unix socket) the same
+joiner serves another end. esteira-kserve's own batcher batches whatever queued while its last batch ran, and
+costs a request far less than TorchServe (its HTTP stack about 55 us of CPU), so requests go one by one while
+fewer than two batches' worth are at it, overlapping the router's work with the server's, and only those beyond
+are joined; nobody waits for callers expected back. Joined at 8 closed-loop callers with two requests at a time,
+as before TorchServe, the callers went in lock step, one joined request at a time, and the router answered 0.60-0.62
+of the server's rate against 0.76 one by one; beyond two batches, 32 callers got 1.12 of the server's rate through
+the router against 1.02 one by one (``benchmarks/README.md``, "The router and the pod's front").
 
 A request whose caller leaves while it waits here goes nowhere and is counted as abandoned; once sent, it is
 part of a request other callers wait for and runs. A joined request that TorchServe refuses or fails to answer
@@ -69,14 +79,15 @@ RELIABLE_SHARE = 0.95  # of those, the share that came back in time before reque
 
 @dataclass(frozen=True)
 class Joining:
-    """How requests are joined for one TorchServe model: ``most`` in one, ``at_once`` sent at once, the largest
-    body TorchServe takes (``max_request_size``), and how long a request TorchServe has room for waits for others
-    (``linger``, seconds; 0: not at all)."""
+    """How requests are joined for one model server: ``most`` in one, ``at_once`` sent at once, the largest body
+    it takes (TorchServe's ``max_request_size``), how long a request it has room for waits for others (``linger``,
+    seconds; 0: not at all), and whether requests wait for callers expected straight back (``for_callers``)."""
 
     most: int
     at_once: int
     max_body: int
     linger: float = 0.0
+    for_callers: bool = True
 
     @classmethod
     def for_model(cls, batch_size: int, workers: int, max_body: int, delay_ms: int | None = None) -> Joining | None:
@@ -85,6 +96,17 @@ class Joining:
         if batch_size < 2:
             return None
         return cls(batch_size, A_WORKER * max(workers, 1), max_body, (delay_ms or 0) / 1e3)
+
+    @classmethod
+    def for_batcher(cls, batch_size: int, workers: int, max_body: int) -> Joining | None:
+        """Joining for esteira-kserve, whose batcher batches ``batch_size`` on each of ``workers`` from what queued
+        while the last batch ran: requests go one by one while fewer than two batches' worth are at it (one
+        running, the next queued), so they overlap with the router's work, and only the rest are joined, saving
+        its HTTP stack a request each; nobody waits for callers expected back, which would send callers in lock
+        step, one joined request at a time. None where it does not batch."""
+        if batch_size < 2:
+            return None
+        return cls(batch_size, A_WORKER * batch_size * max(workers, 1), max_body, for_callers=False)
 
 
 @dataclass
@@ -241,7 +263,7 @@ class Joiner:
     def _awaiting_callers(self) -> bool:
         """Whether the waiting, fewer than fill a request, wait for callers answered a moment ago: only while
         callers have been coming back within the window; a timer sends them once the window ends."""
-        if len(self._waiting) >= self.joining.most or not self._answered:
+        if not self.joining.for_callers or len(self._waiting) >= self.joining.most or not self._answered:
             return False
         now = time.perf_counter()
         self._forget_late(now - RETURN_WINDOW)
