@@ -40,10 +40,11 @@ Before esteira-kserve (``Joining.for_batcher``; ``esteira up``'s router, on the 
 joiner serves another end. esteira-kserve's own batcher batches whatever queued while its last batch ran, and
 costs a request far less than TorchServe (its HTTP stack about 55 us of CPU), so requests go one by one while
 fewer than two batches' worth are at it, overlapping the router's work with the server's, and only those beyond
-are joined; nobody waits for callers expected back. Joined at 8 closed-loop callers with two requests at a time,
-as before TorchServe, the callers went in lock step, one joined request at a time, and the router answered 0.60-0.62
-of the server's rate against 0.76 one by one; beyond two batches, 32 callers got 1.12 of the server's rate through
-the router against 1.02 one by one (``benchmarks/README.md``, "The router and the pod's front").
+are joined; nobody waits for callers expected back. Joined with two requests at a time, as before TorchServe, 8
+closed-loop callers went in lock step, one joined request at a time, and got 0.60-0.62 of the server's rate through
+the router against 0.76 one by one; joined beyond two batches, 32 callers got 1.11-1.12 of the server's rate
+through the router against 0.99-1.02 one by one, at 138 us of the two processes' CPU a request against 160
+(``benchmarks/README.md``, "The router and the pod's front").
 
 A request whose caller leaves while it waits here goes nowhere and is counted as abandoned; once sent, it is
 part of a request other callers wait for and runs. A joined request that TorchServe refuses or fails to answer
