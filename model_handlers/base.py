@@ -39,12 +39,11 @@ from model_handlers.inference_log import Exchange, InferenceLog
 from model_handlers.joined import (
     JOINED_CONTENT_TYPE,
     JOINED_HEADER,
+    UNREADABLE,
     FramingError,
-    answer_entry,
-    frame,
+    joined_answers,
     joined_count,
-    request_headers_of,
-    unframe,
+    joined_requests,
 )
 from model_handlers.messages import Answer
 from model_handlers.metrics import HandlerMetrics, MetricBuffer
@@ -328,13 +327,13 @@ class EsteiraHandler(BaseHandler, abc.ABC):  # type: ignore[misc]
             try:
                 if isinstance(count, FramingError):
                     raise count
-                entries = unframe(_joined_body(row), count)
+                requests = joined_requests(_joined_body(row), count)
             except FramingError as error:
-                taken_apart.append(f"a joined request that cannot be read: {error}")
+                taken_apart.append(f"{UNREADABLE}: {error}")
                 continue
-            for part, entry in enumerate(entries):
-                rows.append({"body": entry.body})
-                inner_processors.append(processor_for(request_headers_of(entry)))
+            for part, (headers, body) in enumerate(requests):
+                rows.append({"body": body})
+                inner_processors.append(processor_for(headers))
                 inner_ids[start + part] = f"{ids.get(idx)}-{part}"
             taken_apart.append(range(start, len(rows)))
         context.request_processor, context.request_ids = inner_processors, inner_ids
@@ -352,7 +351,7 @@ class EsteiraHandler(BaseHandler, abc.ABC):  # type: ignore[misc]
                 answers.append(results[span.start])
             else:
                 replies = (answer_from(inner_processors[at], results[at]) for at in span)
-                answers.append(frame(answer_entry(reply.status, reply.headers, reply.body) for reply in replies))
+                answers.append(joined_answers((reply.status, reply.headers, reply.body) for reply in replies))
                 context.set_response_content_type(idx, JOINED_CONTENT_TYPE)
                 context.set_response_header(idx, JOINED_HEADER, str(len(span)))
                 context.set_response_status(200, "OK", idx)

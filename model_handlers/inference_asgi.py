@@ -43,12 +43,11 @@ from model_handlers.batcher import Abandoned, AdaptiveBatcher, Refused
 from model_handlers.joined import (
     JOINED_CONTENT_TYPE,
     JOINED_HEADER,
+    UNREADABLE,
     FramingError,
-    answer_entry,
-    frame,
+    joined_answers,
     joined_count,
-    request_headers_of,
-    unframe,
+    joined_requests,
 )
 from model_handlers.messages import Answer, RawRequest, never_left
 
@@ -135,25 +134,21 @@ class InferenceRoutes:
         batcher as a request of its own, and their answers go back joined; a body that does not hold what its
         count says, or joins more than a batch takes, is a 400 for all of them."""
         try:
-            entries = unframe(body, joined_count({JOINED_HEADER: count}) or 0)
+            parts = joined_requests(body, joined_count({JOINED_HEADER: count}) or 0)
         except FramingError as error:
-            await _respond(send, 400, _error(f"a joined request that cannot be read: {error}"))
+            await _respond(send, 400, _error(f"{UNREADABLE}: {error}"))
             return
         most = self.batcher.max_batch_size
-        if len(entries) > most:
-            message = f"a joined request carries {len(entries)} requests, more than a batch takes ({most})"
+        if len(parts) > most:
+            message = f"a joined request carries {len(parts)} requests, more than a batch takes ({most})"
             await _respond(send, 400, _error(message))
             return
-        requests = []
-        for entry in entries:
-            headers = request_headers_of(entry)
-            headers.pop(JOINED_HEADER, None)
-            requests.append(RawRequest(entry.body, headers, left, deadline(began, headers)))
+        requests = [RawRequest(part, headers, left, deadline(began, headers)) for headers, part in parts]
         answers = await asyncio.gather(*(self._answer(request, self.name, began) for request in requests))
         if any(answer is None for answer in answers):  # the caller left: nobody reads the rest either
             return
-        framed = frame(
-            answer_entry(answer.status, answer.headers, answer.body) for answer in answers if answer is not None
+        framed = joined_answers(
+            (answer.status, answer.headers, answer.body) for answer in answers if answer is not None
         )
         pairs = [(b"content-type", JOINED_CONTENT_TYPE.encode()), (JOINED_HEADER.encode(), str(len(answers)).encode())]
         await _respond(send, 200, framed, pairs)

@@ -28,6 +28,9 @@ JOINED_CONTENT_TYPE = "application/octet-stream"  # so that TorchServe's worker 
 _LENGTH = struct.Struct("!I")
 
 
+UNREADABLE = "a joined request that cannot be read"  # a server's error for one, before why
+
+
 class FramingError(ValueError):
     """A joined body that does not hold what it says."""
 
@@ -111,3 +114,19 @@ def answer_of(entry: Entry) -> tuple[int, dict[str, str], bytes]:
 def request_headers_of(entry: Entry) -> dict[str, str]:
     """A request entry's headers, lower-case names."""
     return {str(key).lower(): str(value) for key, value in entry.meta.items()}
+
+
+def joined_requests(data: bytes | bytearray, count: int) -> list[tuple[dict[str, str], bytes]]:
+    """Each request of a joined body, as a server takes it apart: its headers (lower-case names, without a joined
+    count of its own) and its body; FramingError where the body holds anything else."""
+    requests = []
+    for entry in unframe(data, count):
+        headers = request_headers_of(entry)
+        headers.pop(JOINED_HEADER, None)
+        requests.append((headers, entry.body))
+    return requests
+
+
+def joined_answers(answers: Iterable[tuple[int, Mapping[str, str], bytes]]) -> bytes:
+    """The answers (status, headers, body) to the requests of a joined body, as one body in their order."""
+    return frame(answer_entry(status, headers, body) for status, headers, body in answers)
