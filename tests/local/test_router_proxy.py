@@ -311,3 +311,27 @@ def test_before_a_torchserve_it_registered_unbatched_the_router_joins_requests_t
             assert 'esteira_abandoned_requests_total{ModelName="iris",Revision="1"} 1' in exposition.splitlines()
 
     asyncio.run(scenario())
+
+
+def test_the_router_tells_the_joiner_which_connection_each_request_came_on(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The joiner knows a caller coming straight back by its connection: requests on one keep-alive connection
+    carry the same caller, another connection's another, and none is unknown."""
+
+    async def scenario() -> None:
+        joining = Joining(most=8, at_once=8, max_body=1 << 20)
+        async with proxied(joining=joining) as (router, _):
+            joiner = router._joiners[1]
+            callers: list[object] = []
+            post = joiner.post
+
+            async def recording(target: str, body: bytes, headers: dict[str, str], caller: object = None) -> object:
+                callers.append(caller)
+                return await post(target, body, headers, caller)
+
+            monkeypatch.setattr(joiner, "post", recording)
+            async with aiohttp.ClientSession() as first, aiohttp.ClientSession() as second:
+                for session in (first, first, second):
+                    assert (await _ask(session, router, "sized"))[0] == 200
+            assert None not in callers and callers[0] is callers[1] and callers[2] is not callers[0]
+
+    asyncio.run(scenario())
