@@ -60,7 +60,10 @@ def counts(url: str) -> tuple[dict[str, float], float]:
     return {outcome: float(value) for outcome, value in REQUESTS.findall(text)}, float(timed.group(1)) if timed else 0
 
 
-def test_on_its_socket_each_joined_request_is_answered_counted_and_timed_as_one_alone(tmp_path: Path) -> None:
+@pytest.mark.parametrize("workers", ["1", "2"])  # with two, the supervisor binds the socket and both accept on it
+def test_on_its_socket_each_joined_request_is_answered_counted_and_timed_as_one_alone(
+    tmp_path: Path, workers: str
+) -> None:
     require_file(IRIS / "config" / "config.properties", "run `make models`")
     socket_path = tmp_path / "http.sock"
     rows = [[5.1 + index / 10, 3.5, 1.4 + index / 5, 0.2 + index / 20] for index in range(40)]
@@ -73,7 +76,7 @@ def test_on_its_socket_each_joined_request_is_answered_counted_and_timed_as_one_
         framed = await direct.request("POST", PATH, frame(entries), two)
         on_the_port = await Upstream(url).request("POST", PATH, frame(entries), two)
         recording = Recording(f"unix:{socket_path}")
-        joining = Joining.for_batcher(8, 1, 1 << 20)
+        joining = Joining.for_batcher(8, int(workers), 1 << 20)
         assert joining is not None
         joiner = Joiner(recording, joining)
         together = await asyncio.gather(
@@ -83,12 +86,15 @@ def test_on_its_socket_each_joined_request_is_answered_counted_and_timed_as_one_
             upstream.close()
         return alone, list(together), framed, on_the_port, recording.sent
 
-    with KServeRuntimeProcess(IRIS, tmp_path, "1.0.0", args=["--unix-socket", str(socket_path)]) as server:
+    args = ["--unix-socket", str(socket_path)]
+    with KServeRuntimeProcess(IRIS, tmp_path, "1.0.0", env={"ESTEIRA_WORKERS": workers}, args=args) as server:
         alone, together, framed, on_the_port, sent = asyncio.run(scenario(server.url))
         assert [reply.status for reply in alone] == [200] * len(rows)
         for joined_reply, alone_reply in zip(together, alone, strict=True):  # batches round apart
             assert predicted(joined_reply) == pytest.approx(predicted(alone_reply), abs=1e-6)
-        assert sent[:16] == [0] * 16 and max(sent) > 1 and sum(count or 1 for count in sent) == len(rows)
+        alone_first = 16 * int(workers)  # two batches a worker go alone, the rest joined
+        assert sent[:alone_first] == [0] * alone_first and max(sent) > 1
+        assert sum(count or 1 for count in sent) == len(rows)
         assert (framed.status, framed.headers[JOINED_HEADER]) == (200, "2")
         (ok, ok_headers, ok_body), (bad, _, bad_body) = map(answer_of, unframe(framed.body, 2))
         assert (ok, predicted(ok_body)) == (200, pytest.approx(predicted(alone[0]), abs=1e-6))
