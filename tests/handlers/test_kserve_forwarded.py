@@ -5,11 +5,12 @@ from __future__ import annotations
 
 import http.client
 import json
+import subprocess
 from pathlib import Path
 
 import pytest
 
-from tests.support.kserve_runtime import KServeRuntimeProcess
+from tests.support.kserve_runtime import RUNTIME_PYTHON, KServeRuntimeProcess
 from tests.support.prerequisites import require_file
 from tests.support.waiting import eventually
 
@@ -60,3 +61,23 @@ def test_with_the_access_log_on_an_inference_line_names_the_forwarded_client(tmp
             what="the access line of the inference request",
         )
         assert f"{CLIENT}:" in line, line
+
+
+# As the server sets its logging up: the root's handler first, KServe's configuration, then the quieting.
+_QUIETED = """
+import logging
+logging.basicConfig(level=logging.INFO)
+import kserve
+from model_handlers.kserve_server import REQUEST_LOGGERS, quiet_request_logs
+quiet_request_logs()
+print(logging.getLogger("uvicorn.access").hasHandlers(), *(logging.getLogger(n).level for n in REQUEST_LOGGERS))
+"""
+
+
+def test_without_the_access_log_uvicorn_finds_no_handler_to_work_out_an_access_line_for() -> None:
+    """uvicorn works out each access line's arguments whenever its access logger has a handler, its own or the
+    root's it propagates to, whatever the level; without ``--log-requests`` it has neither."""
+    require_file(RUNTIME_PYTHON, "run `make kserve-runtime`")
+    result = subprocess.run([str(RUNTIME_PYTHON), "-c", _QUIETED], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.split() == ["False", "30", "30"]  # no handler; KServe's timing and the access lines off
