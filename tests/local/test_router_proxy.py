@@ -324,9 +324,11 @@ def test_the_router_tells_the_joiner_which_connection_each_request_came_on(monke
             callers: list[object] = []
             post = joiner.post
 
-            async def recording(target: str, body: bytes, headers: dict[str, str], caller: object = None) -> object:
+            async def recording(
+                target: str, body: bytes, headers: dict[str, str], caller: object = None, due: float | None = None
+            ) -> object:
                 callers.append(caller)
-                return await post(target, body, headers, caller)
+                return await post(target, body, headers, caller, due)
 
             monkeypatch.setattr(joiner, "post", recording)
             async with aiohttp.ClientSession() as first, aiohttp.ClientSession() as second:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -21,6 +22,7 @@ from esteira.local.server import free_port
 from esteira.packaging import joiner as joiner_module
 from esteira.packaging.joiner import EXPECTATIONS_KEPT, Joiner, Joining
 from esteira.packaging.upstream import Malformed, Reply, Unreachable, Upstream
+from esteira.vocabulary import EXPECTED_TIMEOUT_HEADER
 from model_handlers.joined import JOINED_HEADER, answer_entry, frame, request_headers_of, unframe
 
 PATH = "/v1/models/iris:predict"
@@ -35,6 +37,7 @@ class StandIn:
     received: list[tuple[str, int]] = field(default_factory=list)  # (path, requests joined in it; 0: not joined)
     arrived: asyncio.Condition = field(default_factory=asyncio.Condition)
     joined_as: str = "joined"  # "joined", "refused", "one answer"
+    time_left: list[str | None] = field(default_factory=list)  # what each request or joined one was told is left
 
     async def handle(self, request: web.Request) -> web.Response:
         body = await request.read()
@@ -42,6 +45,12 @@ class StandIn:
         async with self.arrived:
             self.received.append((request.path, int(count or 0)))
             self.arrived.notify_all()
+        if count is None:
+            self.time_left.append(request.headers.get(EXPECTED_TIMEOUT_HEADER))
+        else:
+            self.time_left += [
+                request_headers_of(entry).get(EXPECTED_TIMEOUT_HEADER) for entry in unframe(body, int(count))
+            ]
         await self.gate.wait()
         if count is None:
             return web.Response(body=body, headers={"x-seen": request.headers.get("x-caller", "")})
@@ -81,12 +90,13 @@ async def joiner(joining: Joining) -> AsyncIterator[tuple[Joiner, StandIn]]:
 
 
 def post(
-    joined: Joiner, caller: int, path: str = PATH, connection: object = None, **fields: object
+    joined: Joiner, caller: int, path: str = PATH, connection: object = None, due: float | None = None, **fields: object
 ) -> asyncio.Task[Reply]:
-    """``caller``'s request, on ``connection`` where a test says which (None: unknown to the joiner)."""
+    """``caller``'s request, on ``connection`` where a test says which (None: unknown to the joiner), its caller
+    giving up at ``due`` where a test says when."""
     body = json.dumps({"caller": caller, **fields}).encode()
     headers = {"content-type": "application/json", "x-caller": str(caller)}
-    return asyncio.ensure_future(joined.post(path, body, headers, connection))
+    return asyncio.ensure_future(joined.post(path, body, headers, connection, due))
 
 
 def own(reply: Reply, caller: int) -> bool:
@@ -435,5 +445,25 @@ def test_a_lone_caller_in_a_closed_loop_waits_for_no_one(monkeypatch: pytest.Mon
             await stand_in.until_received(EXPECTATIONS_KEPT + 5)  # at once: it is the caller it would wait for
             stand_in.gate.set()
             assert own(await asyncio.wait_for(alone, 5), 0)
+
+    uvloop.run(scenario())
+
+
+def test_requests_are_told_what_is_left_of_their_callers_time_as_they_go_not_as_they_came() -> None:
+    """A request held to be joined has less time left when it goes: each joined request says so (as Envoy says
+    it), so esteira-kserve refuses at once what it could not answer in time; one without a deadline says nothing."""
+
+    async def scenario() -> None:
+        async with joiner(Joining(most=4, at_once=1, max_body=1 << 20)) as (joined, stand_in):
+            due = time.perf_counter() + 5.0
+            first = post(joined, 0, due=due)
+            await stand_in.until_received(1)
+            held = [post(joined, 1, due=due), post(joined, 2)]
+            await asyncio.sleep(0.01)  # time passes while they wait to be joined
+            stand_in.gate.set()
+            await asyncio.wait_for(asyncio.gather(first, *held), 5)
+            alone, held_one, without = stand_in.time_left
+            assert alone is not None and held_one is not None and without is None
+            assert 0 < int(held_one) <= int(alone) - 10 and int(alone) <= 5_000
 
     uvloop.run(scenario())

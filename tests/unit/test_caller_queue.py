@@ -3,7 +3,7 @@ patient caller's request ahead of the newest once it has waited as long as those
 
 from __future__ import annotations
 
-from esteira.packaging.caller_queue import LEAVING_WINDOW_SECONDS, CallerQueue, deadline
+from esteira.packaging.caller_queue import LEAVING_WINDOW_SECONDS, CallerQueue, deadline, with_time_left
 from esteira.vocabulary import EXPECTED_TIMEOUT_HEADER
 
 
@@ -73,3 +73,11 @@ def test_a_proxys_expected_timeout_is_the_request_s_deadline() -> None:
     for said in ("", "0", "-5", "1.5", "soon"):
         assert deadline(10.0, {EXPECTED_TIMEOUT_HEADER: said}) is None, said
     assert deadline(10.0, {}) is None
+
+
+def test_what_is_left_of_a_deadline_is_said_in_whole_milliseconds_rounded_up_and_never_below_one() -> None:
+    headers = {"content-type": "application/json"}
+    assert with_time_left(headers, None, 10.0) is headers  # no deadline: nothing said
+    assert with_time_left(headers, 10.2501, 10.0) == {**headers, EXPECTED_TIMEOUT_HEADER: "251"}
+    assert with_time_left(headers, 9.0, 10.0)[EXPECTED_TIMEOUT_HEADER] == "1"  # past it: the least there is
+    assert deadline(10.0, with_time_left(headers, 10.25, 10.0)) == 10.25  # read back as said

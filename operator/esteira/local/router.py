@@ -24,7 +24,6 @@ import asyncio
 import errno
 import json
 import logging
-import math
 import random
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
@@ -35,7 +34,7 @@ from esteira.local.access import refusal
 from esteira.local.split import NotServing, Split, choose, should_mirror
 from esteira.local.stats import ArmStats, exposition
 from esteira.packaging.admission import Admission, TooLate
-from esteira.packaging.caller_queue import deadline
+from esteira.packaging.caller_queue import deadline, with_time_left
 from esteira.packaging.httpserver import (
     ClientLimits,
     HttpServer,
@@ -55,7 +54,7 @@ from esteira.packaging.surface import (
     runs_the_model,
 )
 from esteira.packaging.upstream import Reply, TimedOut, Upstream, UpstreamError
-from esteira.vocabulary import CALLER_LEFT_STATUS, EXPECTED_TIMEOUT_HEADER, RETRY_AFTER_SECONDS, REVISION_HEADER
+from esteira.vocabulary import CALLER_LEFT_STATUS, RETRY_AFTER_SECONDS, REVISION_HEADER
 from model_handlers.config import ModelConfig
 
 HOST = "127.0.0.1"
@@ -359,16 +358,13 @@ class Router(ModelSurface):
         if base is None:
             answer = Answer(503, json.dumps({"error": f"revision {revision} is not ready"}).encode(), unanswered=True)
         else:
-            if due is not None:  # what is left of it, said as Envoy says it
-                left_ms = math.ceil(1000 * (due - time.perf_counter()))
-                headers = {**headers, EXPECTED_TIMEOUT_HEADER: str(max(1, left_ms))}
             upstream, admission = self._upstream(base), None if mirrored else self._admissions.get(revision)
             joiner = None if mirrored else self._joiners.get(revision)
 
-            def forward() -> Awaitable[Reply]:
+            def forward() -> Awaitable[Reply]:  # what is left of the deadline is said as the request goes on
                 if joiner is None:
-                    return upstream.request("POST", path, body, headers)
-                return joiner.post(path, body, headers, caller)
+                    return upstream.request("POST", path, body, with_time_left(headers, due, time.perf_counter()))
+                return joiner.post(path, body, headers, caller, due)
 
             try:
                 if admission is None:

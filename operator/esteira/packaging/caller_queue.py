@@ -20,6 +20,7 @@ the caller of :meth:`CallerQueue.take`'s to say, and telling it when a caller le
 
 from __future__ import annotations
 
+import math
 import statistics
 from collections import deque
 from collections.abc import Callable, Mapping
@@ -98,3 +99,12 @@ def deadline(arrived: float, headers: Mapping[str, str]) -> float | None:
     positive whole number of milliseconds; anything else says nothing)."""
     waits = headers.get(EXPECTED_TIMEOUT_HEADER, "")
     return arrived + int(waits) / 1000 if waits.isdigit() and int(waits) > 0 else None
+
+
+def with_time_left(headers: Mapping[str, str], due: float | None, now: float) -> Mapping[str, str]:
+    """``headers`` saying what is left at ``now`` of a caller's ``due`` time (both ``time.perf_counter``), as Envoy
+    says it to the server behind it (``EXPECTED_TIMEOUT_HEADER``, whole milliseconds, at least 1); as they are
+    without one. Said as a request goes on, not as it came: a request held on the way has less left."""
+    if due is None:
+        return headers
+    return {**headers, EXPECTED_TIMEOUT_HEADER: str(max(1, math.ceil(1000 * (due - now))))}

@@ -46,9 +46,11 @@ the router against 0.76 one by one; joined beyond two batches, 32 callers got 1.
 through the router against 0.99-1.02 one by one, at 138 us of the two processes' CPU a request against 160
 (``benchmarks/README.md``, "The router and the pod's front").
 
-A request whose caller leaves while it waits here goes nowhere and is counted as abandoned; once sent, it is
-part of a request other callers wait for and runs. A joined request that TorchServe refuses or fails to answer
-is answered so to each of its callers.
+A request whose caller has a deadline (``due``: the router's) tells the server what is left of it as it goes,
+after its wait here, not as it came, so esteira-kserve refuses at once, by the time its caller really has, what it
+could not answer in time. A request whose caller leaves while it waits here goes nowhere and is counted as
+abandoned; once sent, it is part of a request other callers wait for and runs. A joined request that TorchServe
+refuses or fails to answer is answered so to each of its callers.
 """
 
 from __future__ import annotations
@@ -60,6 +62,7 @@ from collections import deque
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+from esteira.packaging.caller_queue import with_time_left
 from esteira.packaging.upstream import Malformed, Reply, Upstream, UpstreamError
 from model_handlers.joined import (
     JOINED_CONTENT_TYPE,
@@ -118,13 +121,18 @@ class _Waiting:
     reply: asyncio.Future[Reply]
     arrived: float
     caller: object = None
+    due: float | None = None  # when its caller gives up (time.perf_counter)
     sent: bool = False
     _piece: bytes | None = field(default=None, repr=False)
 
+    def sent_headers(self) -> Mapping[str, str]:
+        """Its headers as it goes on, saying what is left of its caller's time."""
+        return with_time_left(self.headers, self.due, time.perf_counter())
+
     def piece(self) -> bytes:
-        """This request as it stands in a joined body (made once)."""
+        """This request as it stands in a joined body (made once, as it is taken to be sent)."""
         if self._piece is None:
-            self._piece = framed(request_entry(self.headers, self.body))
+            self._piece = framed(request_entry(self.sent_headers(), self.body))
         return self._piece
 
     def settle(self, reply: Reply | UpstreamError) -> None:
@@ -160,9 +168,13 @@ class Joiner:
         """Requests waiting to be sent (callers that left included, until they are come to)."""
         return len(self._waiting)
 
-    async def post(self, target: str, body: bytes, headers: Mapping[str, str], caller: object = None) -> Reply:
+    async def post(
+        self, target: str, body: bytes, headers: Mapping[str, str], caller: object = None, due: float | None = None
+    ) -> Reply:
         """The answer to one request, sent on its own or joined; UpstreamError as ``Upstream.request`` raises.
-        ``caller`` (the connection it came on) tells a caller's next request from another's; None: unknown."""
+        ``caller`` (the connection it came on) tells a caller's next request from another's; None: unknown.
+        ``due``, when its caller gives up (``time.perf_counter``): the server is told what is left of it as the
+        request goes, after its wait here (:func:`esteira.packaging.caller_queue.with_time_left`)."""
         if caller is not None:
             self._back(caller)
         if (
@@ -173,12 +185,14 @@ class Joiner:
         ):
             self.sending += 1
             try:
-                return await self.upstream.request("POST", target, body, headers)
+                return await self.upstream.request(
+                    "POST", target, body, with_time_left(headers, due, time.perf_counter())
+                )
             finally:
                 self._expect([caller])
                 self._done()
         loop = asyncio.get_running_loop()
-        waiting = _Waiting(target, body, headers, loop.create_future(), loop.time(), caller)
+        waiting = _Waiting(target, body, headers, loop.create_future(), loop.time(), caller, due)
         self._waiting.append(waiting)
         self._send_waiting()
         try:
@@ -327,7 +341,7 @@ class Joiner:
     async def _exchange(self, taken: list[_Waiting]) -> list[Reply | UpstreamError]:
         if len(taken) == 1:
             only = taken[0]
-            return [await self.upstream.request("POST", only.target, only.body, only.headers)]
+            return [await self.upstream.request("POST", only.target, only.body, only.sent_headers())]
         body = b"".join(waiting.piece() for waiting in taken)
         headers = {"content-type": JOINED_CONTENT_TYPE, JOINED_HEADER: str(len(taken))}
         return _answers(await self.upstream.request("POST", taken[0].target, body, headers), len(taken))
