@@ -24,8 +24,9 @@ async def serve(served: ServedModel, backend: str, port: int, management: str | 
     # before esteira-kserve on its socket, it joins what would queue beyond two of its batches (one worker here)
     if management:
         limit, joining = torchserve_admission(management, served.name, join)
-    else:
-        limit, joining = None, Joining.for_batcher(join, 1, served.config.max_body_bytes)
+    else:  # and holds what is past two batches, newest first, while callers give up
+        joining = Joining.for_batcher(join, 1, served.config.max_body_bytes)
+        limit = joining.at_once if joining is not None else None
     router.set_backend(1, backend, limit, joining)
     router.set_split(Split(stable=1), mirror=False)
     await router.start()

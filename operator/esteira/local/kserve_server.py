@@ -123,6 +123,9 @@ class KServeServer(ModelServer):
     def prepare(self) -> list[str]:
         self.port = free_port()
         self.joining = self.joined_requests()
+        # While callers give up or say their deadlines, the router holds what is past two batches, newest first
+        # (esteira.packaging.admission): joined oldest first, their answers came after their callers had left.
+        self.at_once = self.joining.at_once if self.joining is not None else None
         return [
             str(self.python),
             "-m",

@@ -13,9 +13,10 @@ errors never name backend addresses or ports; those go to the log.
 
 A request's deadline is the earlier of the spec's timeout and what a proxy in front said
 (``x-envoy-expected-rq-timeout-ms``); the model server is told what is left of it, as Envoy tells it, so that
-esteira-kserve refuses at once what it cannot answer in time. Before a TorchServe revision the router holds
-requests as the pod's front does (`esteira.packaging.admission`): while callers give up or requests have
-deadlines, only two batches a worker go to it at once, and the rest wait in the router.
+esteira-kserve refuses at once what it cannot answer in time. Before a TorchServe revision, and an esteira-kserve
+one whose requests it joins, the router holds requests as the pod's front does (`esteira.packaging.admission`):
+while callers give up or requests have deadlines, only two batches a worker go to it at once, and the rest wait
+in the router.
 """
 
 from __future__ import annotations
@@ -126,8 +127,8 @@ class Router(ModelSurface):
         self, revision: int, url: str | None, at_once: int | None = None, joining: Joining | None = None
     ) -> None:
         """Where a revision's server listens (None: nowhere now); ``at_once``, how many requests go to it at once
-        while they are held (None: never held; esteira-kserve orders its own queue); ``joining``, how requests to
-        it are joined (None: one by one; a TorchServe the runtime registered unbatched for it)."""
+        while they are held (None: never held: the server orders its own queue); ``joining``, how requests to it are
+        joined (None: one by one)."""
         previous = self.backends.get(revision)
         self.backends[revision] = url
         joiner = self._joiners.get(revision)

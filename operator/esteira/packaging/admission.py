@@ -1,5 +1,6 @@
 """How many inference requests the pod's front lets through to TorchServe at once; the rest wait in the front
-(``esteira up``'s router holds requests to a TorchServe revision the same way).
+(``esteira up``'s router holds requests to a TorchServe revision the same way, and to an esteira-kserve one whose
+requests it joins, :mod:`esteira.packaging.joiner`).
 
 Why: TorchServe runs its queue oldest first, runs a request whose caller has gone, and refuses with a 503 once
 ``job_queue_size`` (100) wait. Past its model's capacity, with callers that give up, the request it runs is the
