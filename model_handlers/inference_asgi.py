@@ -172,8 +172,8 @@ class InferenceRoutes:
             message = f"model {name!r} {answer.reason}; retry later"
             retry = {"content-type": _JSON.decode(), "retry-after": str(RETRY_AFTER_SECONDS)}
             return Answer(503, _error(message), retry)
-        passed = {key.lower(): str(value) for key, value in answer.headers.items()}
-        return Answer(answer.status, answer.body, {key: value for key, value in passed.items() if key in _PASSED})
+        passed = {name: str(value) for key, value in answer.headers.items() if (name := key.lower()) in _PASSED}
+        return Answer(answer.status, answer.body, passed)
 
     async def _read_body(self, declared: str, receive: Receive) -> bytes | int | None:
         """The whole body, or its size when it is over the limit (read and dropped: a client still sending
