@@ -8,6 +8,10 @@ CLUSTER=esteira-e2e
 NAMESPACE=esteira-e2e
 IMAGE=esteira/operator:dev
 MODEL_SERVER_IMAGE=esteira/model-server:dev
+MODEL_SERVER_KSERVE_IMAGE=esteira/model-server-kserve:dev
+VALUES=hack/kind-e2e-values.yaml  # the chart's values: the images above, both runtimes installed
+# The suite runs once for each runtime a ModelDeployment may name; KIND_E2E_RUNTIMES picks some.
+RUNTIMES=${KIND_E2E_RUNTIMES:-esteira-torchserve esteira-kserve}
 MODEL_SERVER_BASE=nginx:1.27-alpine  # serves the packaged demo model to KServe's storage initializer
 KIND_NODE_IMAGE=${KIND_NODE_IMAGE:-}  # empty: the kind release's default node image
 # KServe Standard mode needs cert-manager (webhook certificates); canary traffic splits in Standard mode
@@ -106,17 +110,14 @@ say "Esteira CRDs and namespace $NAMESPACE"
 kubectl apply --server-side -f manifests/crds/
 kubectl create namespace "$NAMESPACE" --dry-run=client -o yaml | kubectl apply -f -
 
-say "images $IMAGE and $MODEL_SERVER_IMAGE"
+say "images $IMAGE, $MODEL_SERVER_IMAGE and $MODEL_SERVER_KSERVE_IMAGE"
 docker build --target operator -t "$IMAGE" .
 docker build --target model-server -t "$MODEL_SERVER_IMAGE" .
-kind load docker-image "$IMAGE" "$MODEL_SERVER_IMAGE" --name "$CLUSTER"
+docker build --target model-server-kserve -t "$MODEL_SERVER_KSERVE_IMAGE" .
+kind load docker-image "$IMAGE" "$MODEL_SERVER_IMAGE" "$MODEL_SERVER_KSERVE_IMAGE" --name "$CLUSTER"
 
-say "Esteira from charts/esteira (cluster-wide, with the esteira-torchserve runtime)"
-helm upgrade --install esteira charts/esteira -n "$NAMESPACE" --wait --timeout 5m \
-  --set image.repository="${IMAGE%:*}" --set image.tag="${IMAGE##*:}" --set image.pullPolicy=IfNotPresent \
-  --set servingRuntime.image.repository="${MODEL_SERVER_IMAGE%:*}" \
-  --set servingRuntime.image.tag="${MODEL_SERVER_IMAGE##*:}" \
-  --set servingRuntime.image.pullPolicy=IfNotPresent
+say "Esteira from charts/esteira (cluster-wide, with the esteira-torchserve and esteira-kserve runtimes)"
+helm upgrade --install esteira charts/esteira -n "$NAMESPACE" --wait --timeout 5m -f "$VALUES"
 
 # Every test namespace must reach the model, so it is served over HTTP rather than from a PVC. The
 # tests give each build its own URL (a query string); the server ignores it and sends the same archive.
@@ -151,9 +152,12 @@ spec:
 YAML
 kubectl -n "$NAMESPACE" rollout status deployment/esteira-models --timeout=120s
 
-say "end-to-end tests"
-# The chart's operator does the work; tests that need the emulator (faults, fake KServe) skip.
-ESTEIRA_E2E_KUBECONFIG="$KUBECONFIG" ESTEIRA_E2E_OPERATOR=external \
-  ESTEIRA_E2E_STORAGE_URI="http://esteira-models.$NAMESPACE.svc.cluster.local/iris-1.0.0.tar.gz" \
-  ESTEIRA_E2E_RUNTIME=esteira-torchserve \
-  .venv/bin/python -m pytest -m e2e tests/e2e
+# The chart's operator does the work; tests that need the emulator (faults, fake KServe) skip. Both runtimes
+# read the same packaged model.
+for runtime in $RUNTIMES; do
+  say "end-to-end tests, the model served by $runtime"
+  ESTEIRA_E2E_KUBECONFIG="$KUBECONFIG" ESTEIRA_E2E_OPERATOR=external \
+    ESTEIRA_E2E_STORAGE_URI="http://esteira-models.$NAMESPACE.svc.cluster.local/iris-1.0.0.tar.gz" \
+    ESTEIRA_E2E_RUNTIME="$runtime" \
+    .venv/bin/python -m pytest -m e2e tests/e2e
+done
