@@ -163,7 +163,7 @@ image:  ## Build the operator and both model server images (needs a Docker engin
 	docker build --target model-server -t esteira/model-server:$(IMAGE_TAG) .
 	docker build --target model-server-kserve -t esteira/model-server-kserve:$(IMAGE_TAG) .
 
-kind-e2e:  ## Users with Docker: kind cluster + KServe + Esteira, then the end-to-end suite against it.
+kind-e2e:  ## Users with Docker: kind cluster + KServe + Esteira, then the end-to-end suite against it, once on each runtime (KIND_E2E_RUNTIMES picks some).
 	bash hack/kind-e2e.sh
 
 clean:
