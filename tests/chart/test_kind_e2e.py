@@ -1,4 +1,4 @@
-"""`make kind-e2e` (hack/kind-e2e.sh) needs Docker and kind, so it cannot run here; what it installs can be checked:
+"""`make kind-e2e` (hack/kind-e2e.sh) needs Docker and kind, so CI cannot run it; what it installs can be checked:
 every image the chart would run is one the script builds and loads into the cluster (a kind node pulls nothing
 tagged dev), and the end-to-end suite runs once on every ClusterServingRuntime the chart installs, so each runtime
 a ModelDeployment may name has served on a real cluster whenever the script has run."""
