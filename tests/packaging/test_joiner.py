@@ -38,6 +38,7 @@ class StandIn:
     arrived: asyncio.Condition = field(default_factory=asyncio.Condition)
     joined_as: str = "joined"  # "joined", "refused", "one answer"
     time_left: list[str | None] = field(default_factory=list)  # what each request or joined one was told is left
+    takes: float = 0.0  # seconds each request takes once let through, as a model's time
 
     async def handle(self, request: web.Request) -> web.Response:
         body = await request.read()
@@ -52,6 +53,8 @@ class StandIn:
                 request_headers_of(entry).get(EXPECTED_TIMEOUT_HEADER) for entry in unframe(body, int(count))
             ]
         await self.gate.wait()
+        if self.takes:
+            await asyncio.sleep(self.takes)
         if count is None:
             return web.Response(body=body, headers={"x-seen": request.headers.get("x-caller", "")})
         if self.joined_as == "refused":
@@ -151,6 +154,30 @@ def test_requests_that_would_pass_the_body_limit_joined_go_in_another_request() 
             replies = await asyncio.gather(first, *waiting)
             assert all(own(reply, caller) for caller, reply in enumerate(replies))
             assert [count for _, count in stand_in.received] == [0, 2, 2, 0]
+
+    uvloop.run(scenario())
+
+
+def test_requests_left_for_the_next_joined_request_say_what_is_left_as_that_one_goes() -> None:
+    """Requests that did not fit in a joined request go in the next one, a model's time later: each says what is
+    left of its caller's time when it goes, not what was left when it was weighed for the one before."""
+
+    async def scenario() -> None:
+        async with joiner(Joining(most=8, at_once=1, max_body=600)) as (joined, stand_in):
+            stand_in.takes = 0.03
+            due = time.perf_counter() + 5.0
+            first = post(joined, 0, due=due)
+            await stand_in.until_received(1)
+            filler = "x" * 120  # each framed request is about 270 bytes with its deadline: two fit in 600
+            waiting = [post(joined, caller, due=due, filler=filler) for caller in range(1, 5)]
+            await asyncio.sleep(0)
+            stand_in.gate.set()
+            replies = await asyncio.wait_for(asyncio.gather(first, *waiting), 5)
+            assert all(own(reply, caller) for caller, reply in enumerate(replies))
+            assert [count for _, count in stand_in.received] == [0, 2, 2]
+            told = [int(left or 0) for left in stand_in.time_left]
+            assert told[1] == told[2] and told[3] == told[4], "a joined request's entries go at one moment"
+            assert told[3] <= told[1] - 20, f"the second joined request was told {told[3]} ms, the first {told[1]}"
 
     uvloop.run(scenario())
 

@@ -138,6 +138,11 @@ class _Waiting:
             self._piece = framed(request_entry(self.sent_headers(), self.body))
         return self._piece
 
+    def forget_piece(self) -> None:
+        """Weighed for a joined request it did not fit in: its piece is made again when it goes, saying what is
+        left of its caller's time then."""
+        self._piece = None
+
     def settle(self, reply: Reply | UpstreamError) -> None:
         if self.reply.done():  # its caller left after it was sent
             return
@@ -318,6 +323,7 @@ class Joiner:
                 continue
             piece = len(waiting.piece()) if taken or self._waiting else 0
             if taken and size + piece > self.joining.max_body:
+                waiting.forget_piece()
                 kept.append(waiting)
                 continue
             taken.append(waiting)
