@@ -122,7 +122,7 @@ class KServeServer(ModelServer):
 
     def prepare(self) -> list[str]:
         self.port = free_port()
-        self.joining = self.joined_requests()
+        self.joining = self.router_joining()
         # While callers give up or say their deadlines, the router holds what is past two batches, newest first
         # (esteira.packaging.admission): joined oldest first, their answers came after their callers had left.
         self.at_once = self.joining.at_once if self.joining is not None else None
@@ -137,7 +137,7 @@ class KServeServer(ModelServer):
             *([f"--unix-socket={path}"] if (path := self.socket_path) is not None else []),
         ]
 
-    def joined_requests(self) -> Joining | None:
+    def router_joining(self) -> Joining | None:
         """How the router joins requests to this server while it is busy: up to a batch in one, two joined requests
         a worker at once, within the model's body limit; only on the Unix socket, the one place the server reads
         joined requests (:mod:`model_handlers.inference_asgi`). None where it listens on the port alone, does not
