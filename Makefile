@@ -136,8 +136,9 @@ $(EVIDENTLY): benchmarks/evidently-requirements.txt
 drift-agreement: $(EVIDENTLY)  ## Esteira's drift verdicts against Evidently's (benchmarks/results/drift-agreement.md, ~1 min).
 	PYTHONPATH=operator:. .tools/evidently-venv/bin/python -W ignore -m benchmarks.drift_agreement
 
-bench: $(TOOLS) $(MODELS) $(KSERVE_RUNTIME)  ## Serving table (benchmarks/results/serving.md, ~28 min; BENCH_ARGS=--quick), callers that give up (overload.md, ~5 min), latency at fixed offered loads (latency.md, ~9 min), the operator at scale (operator.md, ~12 min), rollout decisions, the prediction-shift check's calibration.
+bench: $(TOOLS) $(MODELS) $(KSERVE_RUNTIME)  ## Serving table (benchmarks/results/serving.md, ~28 min; BENCH_ARGS=--quick) and its targets across committed runs (serving-history.md), callers that give up (overload.md, ~5 min), latency at fixed offered loads (latency.md, ~9 min), the operator at scale (operator.md, ~12 min), rollout decisions, the prediction-shift check's calibration.
 	$(PY) -m benchmarks.serving $(BENCH_ARGS)
+	$(PY) -m benchmarks.history
 	$(PY) -m benchmarks.overload
 	$(PY) -m benchmarks.latency
 	$(PY) -m tests.bench.operator_bench
