@@ -41,12 +41,14 @@ class TorchServeStandIn:
         self.workers = "READY"
         self.client_ports: list[int] = []
         self.joined_headers: list[str | None] = []  # what each inference request said it joins
+        self.expects: list[str | None] = []  # what each asked for before sending its body
         self.held, self.closed = asyncio.Event(), asyncio.Event()  # a "watch" request came; its connection closed
 
     async def predict(self, request: web.Request) -> web.StreamResponse:
         peer = request.transport.get_extra_info("peername") if request.transport else None
         self.client_ports.append(peer[1] if peer else -1)
         self.joined_headers.append(request.headers.get(JOINED_HEADER))
+        self.expects.append(request.headers.get("Expect"))
         fail = (await request.json()).get("fail")
         if fail == "watch":  # held until the connection it came on closes
             await held_until_cancelled(self.held, self.closed)
@@ -140,6 +142,13 @@ def test_the_front_relays_inference_and_torchserve_paths_whole_on_kept_connectio
             ) as answer:
                 assert answer.status == 200
             assert stand_in.joined_headers == [None] * 4
+            # A caller's Expect: 100-continue is for its hop: TorchServe would answer it with a 100 first.
+            for _ in range(2):
+                async with session.post(
+                    f"{url}/predictions/iris", json={"instances": [[1, 2, 3, 4]]}, expect100=True
+                ) as answer:
+                    assert (answer.status, await answer.json()) == (200, {"predictions": ["setosa"]})
+            assert stand_in.expects == [None] * 6
             async with session.get(f"{url}/ping?probe=1") as answer:
                 assert (answer.status, await answer.json()) == (200, {"status": "Healthy", "query": "probe=1"})
             async with session.head(f"{url}/ping") as answer:

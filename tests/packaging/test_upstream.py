@@ -282,6 +282,36 @@ def test_head_and_204_answers_have_no_body(loop: str) -> None:
     run(loop, scenario)
 
 
+def test_informational_answers_are_skipped_and_the_answer_goes_to_its_own_request(loop: str) -> None:
+    """A 100 Continue (TorchServe's Netty sends one to ``Expect: 100-continue``) or a 103 Early Hints comes before the
+    answer: taken for it, the answer stayed on the connection for the next request."""
+
+    async def continued(seen: Seen) -> bytes:
+        return b"HTTP/1.1 100 Continue\r\n\r\n" + b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % len(
+            seen.body
+        ) + seen.body
+
+    async def hinted(seen: Seen) -> bytes:
+        hints = b"HTTP/1.1 103 Early Hints\r\nLink: </style.css>; rel=preload\r\n\r\n"
+        return hints + b"HTTP/1.1 201 Created\r\nContent-Length: %d\r\n\r\n" % len(seen.body) + seen.body
+
+    async def echo(seen: Seen) -> bytes:
+        return b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % len(seen.body) + seen.body
+
+    async def scenario() -> None:
+        async with serving(continued, hinted, echo) as (script, url):
+            upstream = client(loop, url)
+            first = await upstream.request("POST", "/predictions/m", b"caller-1", {"Expect": "100-continue"})
+            assert (first.status, first.reason, first.body) == (200, "OK", b"caller-1")
+            second = await upstream.request("POST", "/predictions/m", b"caller-2")
+            assert (second.status, second.reason, second.body) == (201, "Created", b"caller-2")
+            assert "link" not in second.headers  # the hint's headers are not the answer's
+            assert (await upstream.request("POST", "/predictions/m", b"caller-3")).body == b"caller-3"
+            assert script.connections == 1
+
+    run(loop, scenario)
+
+
 def test_large_bodies_cross_both_ways_intact(loop: str) -> None:
     big = bytes(range(256)) * 40_000  # 10 MB
 

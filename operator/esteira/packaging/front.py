@@ -53,10 +53,21 @@ from model_handlers.config import ModelConfig
 from model_handlers.joined import JOINED_HEADER
 
 # Hop-by-hop headers (RFC 9110) and those the upstream client writes; the rest of a passed-through request goes
-# as sent.
-# A caller's JOINED_HEADER is not passed either: only the front joins requests.
+# as sent. ``Expect: 100-continue`` was the caller's to its hop: the front has read the whole body, and TorchServe
+# would answer it with a 100 before its answer. A caller's JOINED_HEADER is not passed either: only the front joins
+# requests.
 _NOT_PASSED = frozenset(
-    {"connection", "keep-alive", "transfer-encoding", "te", "upgrade", "host", "content-length", JOINED_HEADER}
+    {
+        "connection",
+        "keep-alive",
+        "transfer-encoding",
+        "te",
+        "upgrade",
+        "host",
+        "content-length",
+        "expect",
+        JOINED_HEADER,
+    }
 )
 DEFAULT_MAX_BODY = MAX_MESSAGE_BYTES  # TorchServe's default max_request_size
 MANAGEMENT_SECONDS = 3.0

@@ -30,6 +30,7 @@ import httptools
 from esteira.vocabulary import MAX_UNIX_SOCKET_PATH
 
 _NO_BODY_STATUSES = frozenset({204, 304})
+_SWITCHING_PROTOCOLS = 101  # the one 1xx answer that is not followed by the answer: HTTP/1.1 ends there
 
 
 class UpstreamError(Exception):
@@ -92,7 +93,11 @@ def request_head(method: str, target: str, host: str, headers: Mapping[str, str]
 
 class _Reading:
     """One answer being read: httptools calls the ``on_*`` methods as its bytes are fed; ``reply`` is set once
-    it is whole. Both clients below read through it."""
+    it is whole. Both clients below read through it.
+
+    An informational answer (``100 Continue``, ``103 Early Hints``) comes before the answer on the same connection
+    and is skipped: taken for the answer, it was relayed to the caller as its answer while the real one, left on the
+    connection, went to whichever request the connection carried next (RFC 9110, section 15.2)."""
 
     def __init__(self, head_only: bool) -> None:
         self.parser = httptools.HttpResponseParser(self)
@@ -104,6 +109,7 @@ class _Reading:
         self._headers: dict[str, str] = {}
         self._chunks: list[bytes] = []
         self._until_close = False
+        self._interim = False  # the message being read is informational (1xx): not the answer
 
     def feed(self, data: bytes) -> None:
         self.received = True
@@ -125,10 +131,13 @@ class _Reading:
         self._headers[key] = f"{self._headers[key]}, {text}" if key in self._headers else text
 
     def on_headers_complete(self) -> None:
+        status = self.parser.get_status_code()
+        if status // 100 == 1 and status != _SWITCHING_PROTOCOLS:
+            self._interim = True  # no body follows; the answer is the next message
+            return
         if self.head_only:  # llhttp cannot be told a HEAD answer has no body: end here, close after
             self.on_message_complete()
             return
-        status = self.parser.get_status_code()
         framed = "content-length" in self._headers or "chunked" in self._headers.get("transfer-encoding", "")
         self._until_close = not framed and status >= 200 and status not in _NO_BODY_STATUSES
 
@@ -136,6 +145,9 @@ class _Reading:
         self._chunks.append(body)
 
     def on_message_complete(self) -> None:
+        if self._interim:  # what it said belongs to no answer: read the next message afresh
+            self._interim, self._reason, self._headers, self._chunks = False, "", {}, []
+            return
         if self.reply is None:  # llhttp knows keep-alive only until the message ends: asked here
             self.reusable = not (self.head_only or self._until_close or not self.parser.should_keep_alive())
             self.reply = Reply(self.parser.get_status_code(), self._reason, self._headers, b"".join(self._chunks))
