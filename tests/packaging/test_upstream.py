@@ -287,9 +287,11 @@ def test_informational_answers_are_skipped_and_the_answer_goes_to_its_own_reques
     answer: taken for it, the answer stayed on the connection for the next request."""
 
     async def continued(seen: Seen) -> bytes:
-        return b"HTTP/1.1 100 Continue\r\n\r\n" + b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % len(
-            seen.body
-        ) + seen.body
+        return (
+            b"HTTP/1.1 100 Continue\r\n\r\n"
+            + b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % len(seen.body)
+            + seen.body
+        )
 
     async def hinted(seen: Seen) -> bytes:
         hints = b"HTTP/1.1 103 Early Hints\r\nLink: </style.css>; rel=preload\r\n\r\n"
