@@ -75,6 +75,13 @@ def test_a_proxys_expected_timeout_is_the_request_s_deadline() -> None:
     assert deadline(10.0, {}) is None
 
 
+def test_digits_int_refuses_say_nothing_rather_than_fail_the_request() -> None:
+    # A header read as Latin-1 may hold superscripts (str.isdigit: yes, int: no), or more digits than int converts.
+    for said in ("\u00b2", "1\u00b2", "\u0663", "9" * 5000, "1" * 13):
+        assert deadline(10.0, {EXPECTED_TIMEOUT_HEADER: said}) is None, said[:20]
+    assert deadline(10.0, {EXPECTED_TIMEOUT_HEADER: "1" * 12}) == 10.0 + 111_111_111_111 / 1000
+
+
 def test_what_is_left_of_a_deadline_is_said_in_whole_milliseconds_rounded_up_and_never_below_one() -> None:
     headers = {"content-type": "application/json"}
     assert with_time_left(headers, None, 10.0) is headers  # no deadline: nothing said

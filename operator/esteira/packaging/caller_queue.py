@@ -31,6 +31,7 @@ from esteira.vocabulary import EXPECTED_TIMEOUT_HEADER
 Item = TypeVar("Item")
 LEAVING_WINDOW_SECONDS = 1.0  # newest first while a caller has left within this long
 WAITS_BEFORE_LEAVING = 32  # how many of the recent callers' waits before they left make the median
+MAX_TIMEOUT_DIGITS = 12  # 31 years in milliseconds: a longer wait says nothing a client could mean
 
 
 class CallerQueue(Generic[Item]):
@@ -96,9 +97,14 @@ class CallerQueue(Generic[Item]):
 
 def deadline(arrived: float, headers: Mapping[str, str]) -> float | None:
     """When the caller gives up, where the proxy in front said how long it waits (``EXPECTED_TIMEOUT_HEADER``, a
-    positive whole number of milliseconds; anything else says nothing)."""
+    positive whole number of milliseconds in ASCII digits, at most ``MAX_TIMEOUT_DIGITS`` of them; anything else
+    says nothing). ``str.isdigit`` alone let through what ``int`` refuses (a header's ``²``, read as Latin-1, and
+    more digits than Python converts), and the request failed with a server error."""
     waits = headers.get(EXPECTED_TIMEOUT_HEADER, "")
-    return arrived + int(waits) / 1000 if waits.isdigit() and int(waits) > 0 else None
+    if not (waits.isascii() and waits.isdigit() and len(waits) <= MAX_TIMEOUT_DIGITS):
+        return None
+    milliseconds = int(waits)
+    return arrived + milliseconds / 1000 if milliseconds > 0 else None
 
 
 def with_time_left(headers: Mapping[str, str], due: float | None, now: float) -> Mapping[str, str]:
