@@ -114,3 +114,25 @@ def test_a_dead_backend_is_retried_on_the_other_arm_and_its_address_is_never_sho
             assert str(dead_port) not in json.dumps(body) and "127.0.0.1" not in json.dumps(body)
 
     asyncio.run(scenario())
+
+
+def test_a_request_pinned_to_a_dead_revision_is_not_answered_by_another() -> None:
+    """A pin (``x-model-revision``) is how a revision is tried on its own: the other arm's answer would pass for
+    that revision's."""
+
+    async def ok(_: web.Request) -> web.Response:
+        return web.json_response({"predictions": ["from revision 2"]})
+
+    async def scenario() -> None:
+        async with _router() as router, _backend(ok) as alive:
+            router.set_backend(1, f"http://127.0.0.1:{free_port()}")
+            router.set_backend(2, alive)
+            router.set_split(Split(1, 2, 50), False)
+            router.retry_seconds = 0.5
+            url = f"http://127.0.0.1:{router.port}/v1/models/iris:predict"
+            status, body = await _post(url, '{"instances": [[1, 2, 3, 4]]}', {**JSON, "x-model-revision": "1"})
+            assert status in (502, 503) and "revision 1" in body["error"], body
+            status, body = await _post(url, '{"instances": [[1, 2, 3, 4]]}', {**JSON, "x-model-revision": "2"})
+            assert (status, body) == (200, {"predictions": ["from revision 2"]})
+
+    asyncio.run(scenario())

@@ -66,13 +66,14 @@ def local(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[RuntimeThr
 @pytest.mark.timeout(900)
 def test_one_runtime_from_first_revision_to_shutdown(local: RuntimeThread) -> None:
     """Revision 1 serves; 1.0.1 is mirrored, paused and promoted (2); the worse 1.1.0 is rolled back (3); a
-    killed server comes back; a rollback to revision 1's build makes revision 4; 1.0.2 is aborted (5), retried
+    killed server comes back, and one the router took out though it ran; a rollback to revision 1's build makes revision 4; 1.0.2 is aborted (5), retried
     (6) and promoted by command; shutdown leaves no process. Steady load runs throughout: file edits, pause,
     promotion, rollback, abort, retry, promote and a kill -9 drop no request."""
     serves_v1_v2_and_pins_by_header(local)
     mirroring_pause_and_promotion(local)
     worse_model_rolls_back_on_prediction_shift(local)
     killed_server_is_restarted_and_serves_again(local)
+    revision_the_router_took_out_serves_again(local)
     rollback_to_an_earlier_revision(local)
     abort_retry_and_promote_by_command(local)
     load = local.load
@@ -172,6 +173,23 @@ def killed_server_is_restarted_and_serves_again(local: RuntimeThread) -> None:
     assert not group_members(pgid)
     crashes = [e.message for e in runtime.timeline if e.reason == "ServerCrashed"]
     assert crashes and f"{server.runtime} was killed by signal SIGKILL" in crashes[-1], crashes
+    status, headers, _ = http(f"{runtime.url}/v1/models/iris:predict", {"instances": [[5, 3, 1, 0.2]]})
+    assert status == 200 and headers["x-model-revision"] == "2"
+
+
+def revision_the_router_took_out_serves_again(local: RuntimeThread) -> None:
+    """The router takes a revision out when a request to it goes unanswered (a dropped connection, no answer in
+    time); while its server runs and answers its readiness check, the runtime puts it back."""
+    runtime = local.runtime
+    url = runtime.router.backends[2]
+    assert url is not None
+
+    async def take_out() -> None:  # as the router does when a request to it goes unanswered
+        runtime.router.set_backend(2, None)
+
+    local.call(take_out())
+    wait_for(lambda: runtime.router.backends.get(2) == url, 20, "revision 2 back in the router")
+    assert any(event.reason == "ServerReinstated" for event in runtime.timeline)
     status, headers, _ = http(f"{runtime.url}/v1/models/iris:predict", {"instances": [[5, 3, 1, 0.2]]})
     assert status == 200 and headers["x-model-revision"] == "2"
 

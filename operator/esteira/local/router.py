@@ -251,17 +251,20 @@ class Router(ModelSurface):
         split = self.split
         if split is None:
             return error_response(503, "no revision is serving yet")
+        pinned = request.headers.get(REVISION_HEADER.lower())
         try:
-            revision = self._choose(split, version, request.headers.get(REVISION_HEADER.lower()))
+            revision = self._choose(split, version, pinned)
         except NotServing as exc:
             return error_response(404, str(exc))
+        # A pinned request is answered by its revision or not at all; one for a version, by a revision serving it.
+        allowed = [revision] if pinned and pinned.strip() else self._revisions_of(version)
         body, due = request.body, self._due(request.headers)
         headers = forwarded_headers(request)
         if should_mirror(split, revision, self.mirror) and split.canary is not None:
             task = asyncio.create_task(self._send(split.canary, path, body, headers, due))
             self._mirrors.add(task)
             task.add_done_callback(self._mirrors.discard)
-        revision, answer = await self._forward_retrying(revision, path, body, headers, due, request.caller)
+        revision, answer = await self._forward_retrying(revision, allowed, path, body, headers, due, request.caller)
         response = relay(answer.status, answer.body, answer.headers, answer.reason)
         response.headers = {**response.headers, REVISION_HEADER: str(revision)}
         return response
@@ -290,14 +293,21 @@ class Router(ModelSurface):
         return candidates[0]
 
     async def _forward_retrying(
-        self, revision: int, path: str, body: bytes, headers: dict[str, str], due: float | None, caller: object
+        self,
+        revision: int,
+        allowed: Sequence[int],
+        path: str,
+        body: bytes,
+        headers: dict[str, str],
+        due: float | None,
+        caller: object,
     ) -> tuple[int, Answer]:
-        """Forward; while no server could answer (502/503 from the router itself), try another serving arm,
-        else wait for this one to come back, up to `retry_seconds`."""
+        """Forward; while no server could answer (502/503 from the router itself), try another serving arm of
+        ``allowed``, else wait for this one to come back, up to `retry_seconds`."""
         answer = await self._forward(revision, path, body, headers, due, caller=caller)
         retrying_until = time.monotonic() + self.retry_seconds
         while answer.unanswered and time.monotonic() < retrying_until:
-            others = [r for r in self._arms() if r != revision and self.backends.get(r)]
+            others = [r for r in self._arms() if r != revision and r in allowed and self.backends.get(r)]
             if others:
                 revision = others[0]
             elif not self.backends.get(revision):

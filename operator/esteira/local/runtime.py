@@ -115,8 +115,8 @@ class LocalRuntime:
         self.commands = CommandRunner(self.workdir)
         self._lock = asyncio.Lock()
         self._tasks: set[asyncio.Task[None]] = set()
+        self._probing: set[int] = set()  # revisions the router took out whose readiness is being checked
         self._session: aiohttp.ClientSession | None = None
-        self._wake = asyncio.Event()
         self._token_path: Path | None = None
 
     # --- lifecycle ---------------------------------------------------------------------------------------
@@ -408,10 +408,14 @@ class LocalRuntime:
         self.router.describe(revision, version, config)
 
     def _supervise(self) -> None:
-        """A model server that exited without being asked is reported and started again."""
+        """A model server that exited without being asked is reported and started again; one that runs, though the
+        router took it out after a request it did not answer, goes back once it answers its readiness check."""
         for server in self.servers.values():
             code = server.exited()
-            if code is None or server.stopping or server.restarts >= MAX_RESTARTS:
+            if code is None:
+                self._reinstate_if_taken_out(server)
+                continue
+            if server.stopping or server.restarts >= MAX_RESTARTS:
                 continue
             server.ready = False
             self.router.set_backend(server.revision, None)
@@ -432,6 +436,26 @@ class LocalRuntime:
                 continue
             self.say("ServerCrashed", message, True)
             self._relaunch(server)
+
+    def _reinstate_if_taken_out(self, server: ModelServer) -> None:
+        """The router takes a revision out when its server leaves a request unanswered (refused, dropped, silent),
+        and only a restart put it back: one dropped connection, or one request slower than the router waits, took
+        a server that still ran out of the split for good."""
+        taken_out = server.ready and not server.stopping and not self.router.backends.get(server.revision)
+        if taken_out and server.revision not in self._probing:
+            self._probing.add(server.revision)
+            self._spawn(self._reinstate(server))
+
+    async def _reinstate(self, server: ModelServer) -> None:
+        assert self._session is not None
+        try:
+            answers = await server.check_ready(self._session)
+        finally:
+            self._probing.discard(server.revision)
+        still_out = server.ready and not server.stopping and not self.router.backends.get(server.revision)
+        if answers and still_out and self.servers.get(server.revision) is server:
+            self.router.set_backend(server.revision, server.url, server.at_once, server.joining)
+            self.say("ServerReinstated", f"revision {server.revision} answers its readiness check again: it serves")
 
     def _relaunch(self, server: ModelServer) -> None:
         server.stopping = True  # until the relaunch, so the next tick does not count it again
@@ -458,7 +482,6 @@ class LocalRuntime:
             return
         self.router.set_backend(server.revision, server.url, server.at_once, server.joining)
         self.say("ServerReady", f"revision {server.revision} (model {server.model_version}) is ready")
-        self._wake.set()
 
     def _ready(self, revision: int) -> bool:
         server = self.servers.get(revision)
