@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
 import random
 from pathlib import Path
 
 import pytest
 
 from esteira.local.manifest import model_dir, parse_manifest
-from esteira.local.provider import class_counts, increase, interval_sample, quantile
+from esteira.local.provider import LocalMetricProvider, class_counts, increase, interval_sample, quantile
 from esteira.local.split import NotServing, Split, choose, should_mirror
 from esteira.local.stats import BUCKETS, ArmStats, Counters, exposition
+from esteira.rollout.evidence import MetricsUnavailable
 
 
 def test_weighted_choice_follows_the_weight() -> None:
@@ -71,6 +73,40 @@ def test_interval_sample_after_a_restart_counts_from_zero() -> None:
     sample = interval_sample(before, after)
     assert (sample.requests, dict(sample.class_counts)) == (30, {"0": 30})
     assert interval_sample(None, after).requests == 30
+
+
+def test_a_failed_reading_of_one_arm_moves_neither_arm_s_interval_on() -> None:
+    """Both arms' counters are read before either interval begins: the canary's errors while the stable's metrics
+    could not be read are judged at the next analysis."""
+    arms = {1: ArmStats(), 2: ArmStats()}
+    failing: set[int] = set()
+
+    async def read(revision: int) -> Counters:
+        if revision in failing:
+            raise MetricsUnavailable(f"revision {revision}'s /metrics timed out")
+        return arms[revision].counters()
+
+    async def scenario() -> None:
+        provider = LocalMetricProvider(read)
+        await provider.mark(1, 2)
+        for _ in range(10):
+            arms[2].observe(500, 0.01)
+        for _ in range(90):
+            arms[1].observe(200, 0.01)
+        failing.add(1)
+        with pytest.raises(MetricsUnavailable):
+            await provider.collect("ns", "iris", None, 1, 2)  # type: ignore[arg-type]  # the spec is not read
+        with pytest.raises(MetricsUnavailable):
+            await provider.mark(2, 1)  # a step began: the canary read first, then the stable's failed
+        failing.clear()
+        for _ in range(10):
+            arms[2].observe(200, 0.01)
+        evidence = await provider.collect("ns", "iris", None, 1, 2)  # type: ignore[arg-type]
+        canary, stable = evidence.canary, evidence.stable
+        assert canary is not None and stable is not None
+        assert (canary.requests, canary.errors, stable.requests) == (20, 10, 90)
+
+    asyncio.run(scenario())
 
 
 def test_quantile_interpolates_like_prometheus() -> None:

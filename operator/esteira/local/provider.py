@@ -95,18 +95,21 @@ class LocalMetricProvider:
         except Exception as exc:
             raise MetricsUnavailable(f"revision {revision}: {type(exc).__name__}: {exc}") from exc
 
+    async def _read_all(self, revisions: tuple[int, ...]) -> dict[int, Counters]:
+        """Every arm's counters, or MetricsUnavailable and no reading: an interval begins for both arms or for
+        neither. A canary's reading taken while the stable's failed had moved the canary's interval on alone, and
+        the errors in it were never judged."""
+        return {revision: await self._read(revision) for revision in revisions}
+
     async def mark(self, *revisions: int) -> None:
         """Start a new interval now (a step began): earlier traffic is not judged at the new weight."""
-        for revision in revisions:
-            self.baseline[revision] = await self._read(revision)
+        self.baseline.update(await self._read_all(revisions))
 
     async def collect(
         self, namespace: str, name: str, spec: ModelDeploymentSpec, stable_revision: int, canary_revision: int
     ) -> Evidence:
         del namespace, name, spec  # one local deployment; the interval is the time since the last reading
-        samples = {}
-        for revision in (canary_revision, stable_revision):
-            current = await self._read(revision)
-            samples[revision] = interval_sample(self.baseline.get(revision), current)
-            self.baseline[revision] = current
+        readings = await self._read_all((canary_revision, stable_revision))
+        samples = {revision: interval_sample(self.baseline.get(revision), now) for revision, now in readings.items()}
+        self.baseline.update(readings)
         return Evidence(canary=samples[canary_revision], stable=samples[stable_revision])
