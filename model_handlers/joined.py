@@ -26,6 +26,7 @@ from typing import Any
 JOINED_HEADER = "x-esteira-joined"  # on a joined request and its joined answer: how many requests or answers
 JOINED_CONTENT_TYPE = "application/octet-stream"  # so that TorchServe's worker passes the body as bytes
 _LENGTH = struct.Struct("!I")
+MAX_COUNT_DIGITS = 6  # a joined count past a million is no count a front or router makes
 
 
 UNREADABLE = "a joined request that cannot be read"  # a server's error for one, before why
@@ -65,6 +66,8 @@ def unframe(data: bytes | bytearray, count: int) -> list[Entry]:
             meta = json.loads(meta_bytes)
         except ValueError as exc:
             raise FramingError(f"entry {index}: its header is not JSON ({exc})") from None
+        except RecursionError:
+            raise FramingError(f"entry {index}: its header is nested too deeply") from None
         if not isinstance(meta, dict):
             raise FramingError(f"entry {index}: its header is not a JSON object")
         entries.append(Entry(meta, body))
@@ -90,7 +93,7 @@ def joined_count(headers: Mapping[str, Any]) -> int | None:
     if value is None:
         return None
     text = value.decode() if isinstance(value, bytes | bytearray) else str(value)
-    if not (text.isascii() and text.isdigit()) or int(text) < 1:
+    if not (text.isascii() and text.isdigit() and len(text) <= MAX_COUNT_DIGITS) or int(text) < 1:
         raise FramingError(f"{JOINED_HEADER} must be a count of at least 1, got {text[:40]!r}")
     return int(text)
 
@@ -106,8 +109,8 @@ def answer_entry(status: int, headers: Mapping[str, str], body: bytes) -> Entry:
 def answer_of(entry: Entry) -> tuple[int, dict[str, str], bytes]:
     """An answer entry's status, headers and body; FramingError where its header is not an answer's."""
     status, headers = entry.meta.get("status"), entry.meta.get("headers")
-    if not isinstance(status, int) or not isinstance(headers, dict):
-        raise FramingError("an answer's header must hold its status and its headers")
+    if type(status) is not int or not 200 <= status <= 599 or not isinstance(headers, dict):
+        raise FramingError("an answer's header must hold its status (200-599) and its headers")
     return status, {str(k).lower(): str(v) for k, v in headers.items()}, entry.body
 
 

@@ -48,6 +48,7 @@ def test_entries_come_back_as_they_were_framed() -> None:
         (frame([request_entry(JSON, b"{}")]) + b"x", 1, "1 bytes follow the 1 entries"),
         (frame([Entry({}, b"")]).replace(b"{}", b"[]"), 1, "not a JSON object"),
         (frame([Entry({}, b"")]).replace(b"{}", b"{:"), 1, "its header is not JSON"),
+        (b"".join((len(b"[" * 99_999).to_bytes(4, "big"), b"[" * 99_999, bytes(4))), 1, "nested too deeply"),
     ],
 )
 def test_a_body_that_does_not_hold_what_it_says_is_refused(body: bytes, count: int, says: str) -> None:
@@ -55,12 +56,18 @@ def test_a_body_that_does_not_hold_what_it_says_is_refused(body: bytes, count: i
         unframe(body, count)
 
 
-@pytest.mark.parametrize("value", ["0", "-1", "two", "", "\u00b2"])
+@pytest.mark.parametrize("value", ["0", "-1", "two", "", "\u00b2", "1" * 7, "9" * 5000])
 def test_the_count_must_be_a_positive_number(value: str) -> None:
     with pytest.raises(FramingError, match=JOINED_HEADER):
         joined_count({JOINED_HEADER: value})
     assert joined_count({}) is None
     assert joined_count({JOINED_HEADER: b"3"}) == 3
+
+
+@pytest.mark.parametrize("status", [True, 99, 101, 600, "200", None])
+def test_an_answer_entry_holds_a_status_an_answer_can_have(status: object) -> None:
+    with pytest.raises(FramingError, match="its status"):
+        answer_of(Entry({"status": status, "headers": {}}, b""))
 
 
 def joined_headers() -> dict[str, Any]:

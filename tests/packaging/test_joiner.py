@@ -61,6 +61,12 @@ class StandIn:
             return web.json_response({"code": 503, "message": "busy"}, status=503, headers={"Retry-After": "2"})
         if self.joined_as == "one answer":
             return web.Response(body=b"{}", content_type="application/json")
+        if self.joined_as == "a count past reading":  # more digits than int() converts
+            return web.Response(body=b"", headers={JOINED_HEADER: "9" * 5000})
+        if self.joined_as == "a header nested too deeply":
+            nested = b"[" * 100_000 + b"]" * 100_000
+            entry = b"".join((len(nested).to_bytes(4, "big"), nested, (0).to_bytes(4, "big")))
+            return web.Response(body=entry * int(count), headers={JOINED_HEADER: count})
         entries = unframe(body, int(count))
         answers = [
             answer_entry(
@@ -182,8 +188,18 @@ def test_requests_left_for_the_next_joined_request_say_what_is_left_as_that_one_
     uvloop.run(scenario())
 
 
-@pytest.mark.parametrize("joined_as", ["refused", "one answer"])
+MALFORMED = {
+    "one answer": "with one answer",
+    "a count past reading": "must be a count",
+    "a header nested too deeply": "nested too deeply",
+}
+
+
+@pytest.mark.parametrize("joined_as", ["refused", *MALFORMED])
 def test_a_joined_request_refused_or_answered_as_one_is_answered_so_to_each_caller(joined_as: str) -> None:
+    """A refusal reaches every caller joined in the request; an answer that cannot be taken apart is a 502 for
+    each (it left them waiting for ever where reading it raised other than a framing error)."""
+
     async def scenario() -> None:
         async with joiner(Joining(most=8, at_once=1, max_body=1 << 20)) as (joined, stand_in):
             stand_in.joined_as = joined_as
@@ -198,8 +214,31 @@ def test_a_joined_request_refused_or_answered_as_one_is_answered_so_to_each_call
                 assert [(r.status, r.headers["retry-after"]) for r in replies] == [(503, "2"), (503, "2")]
             else:
                 for task in waiting:
-                    with pytest.raises(Malformed, match="with one answer"):
-                        await task
+                    with pytest.raises(Malformed, match=MALFORMED[joined_as]):
+                        await asyncio.wait_for(task, 10)
+
+    uvloop.run(scenario())
+
+
+def test_a_fault_in_reading_a_joined_answer_fails_its_callers_rather_than_leaving_them_waiting(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    def faulty(*_: object) -> list[Reply]:
+        raise RuntimeError("a bug")
+
+    async def scenario() -> None:
+        async with joiner(Joining(most=8, at_once=1, max_body=1 << 20)) as (joined, stand_in):
+            first = post(joined, 0)
+            await stand_in.until_received(1)
+            waiting = [post(joined, caller) for caller in (1, 2)]
+            await asyncio.sleep(0)
+            monkeypatch.setattr(joiner_module, "_answers", faulty)
+            stand_in.gate.set()
+            assert own(await first, 0)
+            for task in waiting:
+                with pytest.raises(Malformed, match="could not be read: RuntimeError"):
+                    await asyncio.wait_for(task, 10)
+            assert joined.sending == 0
 
     uvloop.run(scenario())
 

@@ -60,6 +60,7 @@ from __future__ import annotations
 
 import asyncio
 import http
+import logging
 import time
 from collections import deque
 from collections.abc import Mapping
@@ -77,6 +78,8 @@ from model_handlers.joined import (
     request_entry,
     unframe,
 )
+
+logger = logging.getLogger(__name__)
 
 A_WORKER = 2  # joined requests at TorchServe at once for each worker: one running, the next in its queue
 RETURN_WINDOW = 0.001  # seconds: a caller answered this recently may be about to send its next request
@@ -341,6 +344,9 @@ class Joiner:
             answers = await self._exchange(taken)
         except UpstreamError as exc:
             answers = [exc] * len(taken)
+        except Exception as exc:  # a fault of its own must not leave the callers waiting for ever: each gets a 502
+            logger.exception("answering %d joined requests failed", len(taken))
+            answers = [Malformed(f"the answer could not be read: {type(exc).__name__}")] * len(taken)
         finally:
             self._expect([waiting.caller for waiting in taken if not waiting.reply.done()])
             self._done()
