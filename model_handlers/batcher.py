@@ -190,6 +190,12 @@ class AdaptiveBatcher(Generic[Item, Result]):
             self._waiting.put_first((item, future), now)
             self._hand_over()
             return await future
+        # What a queued item is refused for, a lone one is too: it ran though its caller's deadline had passed.
+        later = time.perf_counter()
+        refusal = self._refusal(item, now, later, later + min(self.inline_seconds, default=0.0))
+        if refusal is not None:
+            self._go_idle()
+            raise refusal
         try:
             return self._on_loop([item])[0]
         finally:
@@ -298,8 +304,8 @@ class AdaptiveBatcher(Generic[Item, Result]):
                         future.set_result(result)
                 if self._answered is not None and len(batch) > 1:
                     self._answered()
-                if on_loop and self._waiting:
-                    await asyncio.sleep(0)  # the answers go out and new requests are read before the next batch
+                if self._waiting:  # the answers go out and new requests are read before the next batch, even
+                    await asyncio.sleep(0)  # after one in the thread: the next may run on the loop (a probe)
         finally:
             self._go_idle()
 
@@ -312,21 +318,32 @@ class AdaptiveBatcher(Generic[Item, Result]):
 
         def wanted(entry: Waiting[Item, Result], queued: float) -> bool:
             item, future = entry
-            left_at = None if self._left_at is None else self._left_at(item)
-            if left_at is not None:
-                if not future.done():
-                    self.abandoned += 1
-                    self._waiting.left(left_at - queued, now)
-                    future.set_exception(Abandoned())
-                return False
-            if self._late is not None and (reason := self._late(item, ends)) is not None:
-                if not future.done():
-                    self.late += 1
-                    future.set_exception(Late(reason))
-                return False
-            return True
+            refusal = self._refusal(item, queued, now, ends, counted=not future.done())
+            if refusal is None:
+                return True
+            if not future.done():
+                future.set_exception(refusal)
+            return False
 
         return self._waiting.take(self.max_batch_size, now, wanted)
+
+    def _refusal(
+        self, item: Item, queued: float, now: float, ends: float, counted: bool = True
+    ) -> Abandoned | Late | None:
+        """Why ``item``, queued at ``queued``, is not run in a batch ending at ``ends``: its caller has gone
+        (:class:`Abandoned`) or would be answered after its deadline (:class:`Late`); None: it runs. ``counted``:
+        the refusal is counted (not for an item whose caller has its answer already)."""
+        left_at = None if self._left_at is None else self._left_at(item)
+        if left_at is not None:
+            if counted:
+                self.abandoned += 1
+                self._waiting.left(left_at - queued, now)
+            return Abandoned()
+        if self._late is not None and (reason := self._late(item, ends)) is not None:
+            if counted:
+                self.late += 1
+            return Late(reason)
+        return None
 
     def halt(self, reason: str) -> None:
         """Run nothing more: the callers of the batch in the thread, those waiting and those to come get

@@ -412,6 +412,66 @@ def test_a_model_slow_on_the_loop_leaves_it_and_is_tried_there_again_now_and_the
     assert in_thread == [True] * (PROBE_EVERY - 1) + [False]
 
 
+def test_a_batch_in_the_thread_is_answered_before_a_probe_batch_runs_on_the_loop() -> None:
+    """The batch after one in the thread may be a probe on the loop: its callers were woken only after the probe,
+    their answers held for a batch they were not in."""
+    answered: list[int] = []
+    seen: list[list[int]] = []  # who had been answered when each batch began
+    first_running, release_first = threading.Event(), threading.Event()
+
+    def run(items: Sequence[int]) -> list[int]:
+        seen.append(list(answered))
+        if items == [1]:
+            first_running.set()
+            release_first.wait(10)
+        return list(items)
+
+    async def caller(batcher: AdaptiveBatcher[int, int], item: int) -> None:
+        answered.append(await batcher.submit(item))
+
+    async def scenario() -> None:
+        batcher = AdaptiveBatcher(run, max_batch_size=8, inline_below=0.5)
+        batcher.inline_seconds.append(2.0)  # slow on the loop: batches go to the thread ...
+        batcher._since_probe = PROBE_EVERY - 2  # ... and the one after the next is tried on the loop
+        first = asyncio.ensure_future(caller(batcher, 1))
+        await asyncio.get_running_loop().run_in_executor(None, first_running.wait, 10)
+        second = asyncio.ensure_future(caller(batcher, 2))
+        await asyncio.sleep(0)
+        release_first.set()
+        await asyncio.wait_for(asyncio.gather(first, second), 10)
+        assert batcher.inline == 1  # the second batch was the probe
+        batcher.close()
+
+    asyncio.run(scenario())
+    assert seen == [[], [1]]
+
+
+def test_a_lone_request_to_an_idle_quick_model_is_refused_as_a_queued_one_would_be() -> None:
+    """Past its caller's deadline, or with its caller gone, a request is not run even when nothing else waits."""
+    model = Recorder()
+
+    def late(item: int, ends: float) -> str | None:
+        return "past its deadline" if item < 0 else None
+
+    def left(item: int) -> float | None:
+        return time.perf_counter() if item == 100 else None
+
+    async def scenario() -> AdaptiveBatcher[int, int]:
+        batcher = AdaptiveBatcher(model, max_batch_size=8, inline_below=60.0, left=left, late=late)
+        assert await batcher.submit(1) == 2  # the model is now known to be quick: lone requests take the idle path
+        with pytest.raises(Late, match="past its deadline"):
+            await batcher.submit(-1)
+        with pytest.raises(Abandoned):
+            await batcher.submit(100)
+        assert await asyncio.wait_for(batcher.submit(2), 10) == 3  # and the batcher still serves
+        batcher.close()
+        return batcher
+
+    batcher = asyncio.run(scenario())
+    assert model.batches == [[1], [2]]
+    assert (batcher.late, batcher.abandoned) == (1, 1)
+
+
 def test_a_model_far_too_slow_in_the_thread_is_not_tried_on_the_loop() -> None:
     model = Recorder()
 
