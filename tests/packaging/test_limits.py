@@ -205,6 +205,30 @@ def test_pipelined_requests_are_answered_in_order_and_a_chunked_body_whole(serve
     assert answer.count(b"Connection: close") == 1
 
 
+@pytest.mark.parametrize(
+    ("second", "refusal"),
+    [
+        (b"GARBAGE\r\n\r\n", b"400 Bad Request"),
+        (b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n" % (MAX_BODY + 1), b"413 Request Entity"),
+        (
+            b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n%s" % (MAX_BODY + 10, b"x" * (MAX_BODY + 10)),
+            b"413 Request Entity",
+        ),
+    ],
+    ids=["malformed", "declared too large", "sent too large"],
+)
+def test_a_pipelined_request_refused_is_answered_after_the_requests_before_it(
+    served: Served, second: bytes, refusal: bytes
+) -> None:
+    """Written at once, the refusal reached the first request's caller as its answer, and the close that follows
+    it lost the real one."""
+    peer = Peer(served.port).send(b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\n\r\nabc" + second)
+    answer = eventually(peer.closed_after, 10, "both answered, then the connection closed")
+    first, _, rest = answer.partition(b"HTTP/1.1 " + refusal)
+    assert _status(first).endswith(b"200 OK") and first.endswith(b'{"size": 3}'), answer[:300]
+    assert rest and b"Connection: close" in rest and b"Connection: close" not in first, answer[:300]
+
+
 def test_expect_100_continue_head_and_wrong_methods(served: Served) -> None:
     peer = Peer(served.port).send(
         b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\nExpect: 100-continue\r\n\r\n"

@@ -16,7 +16,9 @@ so no timer is set or cancelled per request.
 A request whose answer is worth nothing once its caller has gone (``abandon`` says which: inference) has its
 handler cancelled when the caller closes the connection: a proxy's request to the server behind it ends, its
 connection closes, and a model server that watches its callers (esteira-kserve) leaves the request out instead
-of running it for nobody. Any other request runs to its end.
+of running it for nobody. Any other request runs to its end. A client that half-closes its side after sending
+(``shutdown(SHUT_WR)``) has left too: the end of what it sends is all a server sees of a caller that gave up, and
+nginx takes it so by default (``proxy_ignore_client_abort off``).
 """
 
 from __future__ import annotations
@@ -225,7 +227,9 @@ class _Connection(asyncio.Protocol):
         self.server = server
         self.transport: asyncio.Transport | None = None
         self.parser = httptools.HttpRequestParser(self)
-        self.pending: deque[tuple[Request, bool]] = deque()  # whole requests, and whether to keep the connection
+        # Whole requests, and whether to keep the connection; a refusal (a Response) ends them: it is written in
+        # its turn and closes the connection.
+        self.pending: deque[tuple[Request | Response, bool]] = deque()
         self.answering = False
         self.closing = False  # close once the requests read so far are answered
         self.paused = False
@@ -297,15 +301,22 @@ class _Connection(asyncio.Protocol):
             self.transport.abort()
 
     def _refuse(self, status: int, message: str, close: bool = True) -> None:
-        """Answer with an error that ends the connection (closed now unless ``close`` is False); nothing read
-        after it is answered."""
+        """Answer with an error that ends the connection (closed once written unless ``close`` is False, or a body
+        is still being dropped); nothing read after it is answered. Behind answers owed to requests pipelined
+        before it, it waits its turn: written at once, the caller of the first took it for that answer."""
         self.closing = True
-        self.pending.clear()
-        if self.transport is not None and not self.transport.is_closing():
-            response = error_response(status, message)
-            self.transport.write(self._head(response, close=True) + response.body)
-            if close:
-                self.transport.close()
+        response = error_response(status, message)
+        if self.answering:
+            self.pending.append((response, False))
+            return
+        self._write_refusal(response, close)
+
+    def _write_refusal(self, response: Response, close: bool = True) -> None:
+        transport = self.transport
+        if transport is not None and not transport.is_closing():
+            transport.write(self._head(response, close=True) + response.body)
+            if close and not self.dropping:
+                transport.close()
 
     def _check(self, period: float) -> None:
         """The watchdog: a request head, a body or an idle keep-alive past its deadline ends the connection."""
@@ -389,8 +400,9 @@ class _Connection(asyncio.Protocol):
         self.dropping, self._body = True, []
 
     def on_message_complete(self) -> None:
-        if self.dropping:
-            if self.transport is not None:
+        if self.dropping:  # the body over the limit has ended: close, once its 413 has been written in its turn
+            self.dropping = False
+            if not self.answering and self.transport is not None:
                 self.transport.close()
             raise _Refused
         self.phase = None
@@ -418,6 +430,9 @@ class _Connection(asyncio.Protocol):
 
     def _answer_next(self) -> None:
         request, keep = self.pending.popleft()
+        if isinstance(request, Response):  # the refusal that ends the connection, in its turn
+            self._write_refusal(request)
+            return
         if self.paused and self.transport is not None:
             self.paused = False
             self.transport.resume_reading()
