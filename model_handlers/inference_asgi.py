@@ -109,7 +109,15 @@ class InferenceRoutes:
         joined = headers.pop(JOINED_HEADER, None)  # read on the router's socket only, dropped elsewhere
         if not over_unix_socket(scope):
             joined = None
-        body = await self._read_body(headers.get("content-length", ""), receive)
+        declared = headers.get("content-length", "")
+        if headers.get("expect", "").lower() == "100-continue" and self._too_big(declared):
+            # Refused before its body is asked for: reading it would send the 100 Continue that has the client
+            # upload what is then thrown away.
+            limit = f"exceeded the limit of {self.max_body} bytes"
+            message = _error(f"the request body of {declared} bytes {limit}")
+            await _respond(send, 413, message, [(b"connection", b"close")])
+            return
+        body = await self._read_body(declared, receive)
         if body is None:  # the caller left before its body was read
             if self.abandoned is not None:
                 self.abandoned()
@@ -175,10 +183,14 @@ class InferenceRoutes:
         passed = {name: str(value) for key, value in answer.headers.items() if (name := key.lower()) in _PASSED}
         return Answer(answer.status, answer.body, passed)
 
+    def _too_big(self, declared: str) -> bool:
+        """Whether a declared ``Content-Length`` is over the limit."""
+        return declared.isascii() and declared.isdigit() and int(declared) > self.max_body
+
     async def _read_body(self, declared: str, receive: Receive) -> bytes | int | None:
         """The whole body, or its size when it is over the limit (read and dropped: a client still sending
         would otherwise see a reset instead of the 413), or None when the caller left first."""
-        too_big = declared.isdigit() and int(declared) > self.max_body
+        too_big = self._too_big(declared)
         chunks: list[bytes] = []
         size = 0
         while True:

@@ -131,6 +131,15 @@ def test_a_body_over_the_limit_is_a_413_whether_declared_or_streamed() -> None:
         assert answer["seen"] == []
 
 
+def test_a_body_declared_over_the_limit_and_expecting_a_continue_is_refused_before_it_is_asked_for() -> None:
+    """Asking for the body (``receive``) makes the server send 100 Continue, and the client uploads a body that
+    is then thrown away; no chunk is given here, so asking for one fails the test."""
+    headers = {"content-length": "1000000000", "expect": "100-continue"}
+    answer = call("POST", "/v1/models/iris:predict", [], headers)
+    assert (answer["status"], answer["headers"]["connection"]) == (413, "close")
+    assert "of 1000000000 bytes exceeded the limit of 10 bytes" in json.loads(answer["body"])["error"]
+
+
 def test_a_wrong_method_on_an_inference_path_is_a_405() -> None:
     answer = call("GET", "/v1/models/iris:predict", [b""])
     assert answer["status"] == 405 and answer["headers"]["allow"] == "POST"
