@@ -114,8 +114,8 @@ class InferenceRoutes:
             # Refused before its body is asked for: reading it would send the 100 Continue that has the client
             # upload what is then thrown away.
             limit = f"exceeded the limit of {self.max_body} bytes"
-            message = _error(f"the request body of {declared} bytes {limit}")
-            await _respond(send, 413, message, [(b"connection", b"close")])
+            refusal = _error(f"the request body of {declared} bytes {limit}")
+            await _respond(send, 413, refusal, [(b"connection", b"close")])
             return
         body = await self._read_body(declared, receive)
         if body is None:  # the caller left before its body was read
