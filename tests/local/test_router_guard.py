@@ -106,6 +106,9 @@ def test_a_dead_backend_is_retried_on_the_other_arm_and_its_address_is_never_sho
             for _ in range(5):
                 status, body = await _post(url, '{"instances": [[1, 2, 3, 4]]}', JSON)
                 assert status == 200 and body == {"predictions": ["ok"]}
+            # The attempt the dead one failed is its error (then it is out: not tried again), though 2 answered.
+            assert router.arm(1).outcomes["server_error"] == 1 and sum(router.arm(1).outcomes.values()) == 1
+            assert router.arm(2).outcomes["server_error"] == 0 and sum(router.arm(2).outcomes.values()) == 5
             router.set_split(Split(1), False)  # no other arm: the client gets a 502 that names no port
             router.set_backend(1, f"http://127.0.0.1:{dead_port}")
             router.retry_seconds = 0.5

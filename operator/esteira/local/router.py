@@ -81,6 +81,7 @@ class Answer:
     headers: Mapping[str, str] = field(default_factory=dict)
     reason: str = ""
     unanswered: bool = False  # no server answered: the router may try again
+    reached: bool = True  # a server was tried (False: the revision had none ready)
 
 
 def _answered(reply: Reply) -> bool:
@@ -314,7 +315,7 @@ class Router(ModelSurface):
                 await asyncio.sleep(0.1)
                 continue
             answer = await self._forward(revision, path, body, headers, due, caller=caller)
-        if answer.unanswered:  # out of time: this revision failed the request
+        if answer.unanswered and not answer.reached:  # out of time, no server tried: this revision failed it
             self.arm(revision).observe(answer.status, self.retry_seconds, False)
         return revision, answer
 
@@ -367,7 +368,8 @@ class Router(ModelSurface):
         caller: object,
     ) -> Answer:
         if base is None:
-            answer = Answer(503, json.dumps({"error": f"revision {revision} is not ready"}).encode(), unanswered=True)
+            message = json.dumps({"error": f"revision {revision} is not ready"}).encode()
+            answer = Answer(503, message, unanswered=True, reached=False)
         else:
             upstream, admission = self._upstream(base), None if mirrored else self._admissions.get(revision)
             joiner = None if mirrored else self._joiners.get(revision)
@@ -394,7 +396,9 @@ class Router(ModelSurface):
                 raise
             except UpstreamError as exc:
                 answer = self._unanswered(revision, base, exc)
-        if not answer.unanswered or mirrored:
+        # An attempt its server left unanswered is that revision's error, though another arm then answers: a canary
+        # that dropped its requests, each retried on the stable, showed no error to the analysis.
+        if answer.reached or mirrored:
             self.arm(revision).observe(answer.status, time.perf_counter() - started, mirrored)
         return answer
 
