@@ -368,8 +368,8 @@ class Router(ModelSurface):
         caller: object,
     ) -> Answer:
         if base is None:
-            message = json.dumps({"error": f"revision {revision} is not ready"}).encode()
-            answer = Answer(503, message, unanswered=True, reached=False)
+            not_ready = json.dumps({"error": f"revision {revision} is not ready"}).encode()
+            answer = Answer(503, not_ready, unanswered=True, reached=False)
         else:
             upstream, admission = self._upstream(base), None if mirrored else self._admissions.get(revision)
             joiner = None if mirrored else self._joiners.get(revision)
