@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import Any
@@ -16,6 +17,7 @@ from aiohttp import web
 from esteira.local.router import Router
 from esteira.local.server import free_port
 from esteira.local.split import Split
+from esteira.vocabulary import EXPECTED_TIMEOUT_HEADER
 
 TOKEN = "per-run-token"
 JSON = {"Content-Type": "application/json"}
@@ -137,5 +139,22 @@ def test_a_request_pinned_to_a_dead_revision_is_not_answered_by_another() -> Non
             assert status in (502, 503) and "revision 1" in body["error"], body
             status, body = await _post(url, '{"instances": [[1, 2, 3, 4]]}', {**JSON, "x-model-revision": "2"})
             assert (status, body) == (200, {"predictions": ["from revision 2"]})
+
+    asyncio.run(scenario())
+
+
+def test_a_request_is_retried_no_longer_than_its_caller_waits() -> None:
+    """With no server to answer, the router waits for one up to ``retry_seconds``, but not past the deadline a
+    proxy in front said: its caller has gone by then."""
+
+    async def scenario() -> None:
+        async with _router() as router:
+            router.set_backend(1, None)
+            router.set_split(Split(1), False)
+            router.retry_seconds = 30.0
+            url = f"http://127.0.0.1:{router.port}/v1/models/iris:predict"
+            began = time.monotonic()
+            status, body = await _post(url, '{"instances": [[1, 2, 3, 4]]}', {**JSON, EXPECTED_TIMEOUT_HEADER: "300"})
+            assert status == 503 and "not ready" in body["error"] and time.monotonic() - began < 5
 
     asyncio.run(scenario())

@@ -304,10 +304,12 @@ class Router(ModelSurface):
         caller: object,
     ) -> tuple[int, Answer]:
         """Forward; while no server could answer (502/503 from the router itself), try another serving arm of
-        ``allowed``, else wait for this one to come back, up to `retry_seconds`."""
+        ``allowed``, else wait for this one to come back, up to `retry_seconds` and never past the request's
+        deadline (its caller has gone by then)."""
+        began = time.perf_counter()
         answer = await self._forward(revision, path, body, headers, due, caller=caller)
-        retrying_until = time.monotonic() + self.retry_seconds
-        while answer.unanswered and time.monotonic() < retrying_until:
+        retrying_until = began + self.retry_seconds if due is None else min(due, began + self.retry_seconds)
+        while answer.unanswered and time.perf_counter() < retrying_until:
             others = [r for r in self._arms() if r != revision and r in allowed and self.backends.get(r)]
             if others:
                 revision = others[0]
@@ -316,7 +318,7 @@ class Router(ModelSurface):
                 continue
             answer = await self._forward(revision, path, body, headers, due, caller=caller)
         if answer.unanswered and not answer.reached:  # out of time, no server tried: this revision failed it
-            self.arm(revision).observe(answer.status, self.retry_seconds, False)
+            self.arm(revision).observe(answer.status, time.perf_counter() - began, False)
         return revision, answer
 
     async def _send(self, revision: int, path: str, body: bytes, headers: dict[str, str], due: float | None) -> None:
