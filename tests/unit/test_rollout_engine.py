@@ -289,6 +289,28 @@ def test_pause_before_waits_for_promote() -> None:
     assert driver.status.canary is None and driver.status.stable is not None and driver.status.stable.revision == 2
 
 
+def test_resume_does_not_pass_a_pause_before_gate_even_after_a_pause() -> None:
+    """At the gate the canary's step is the gated one and its weight the last one's: a resume there had the next
+    passing analysis promote it from 50 % without serving 100 %."""
+    driver = Driver(parsed({"steps": [10, 50, 100], "pauseBefore": [100]}))
+    for _ in range(3):
+        driver.tick()
+    assert (
+        driver.weight == 50 and driver.status.canary is not None and driver.status.canary.hold == "WaitingForPromotion"
+    )
+    out = driver.tick(command=Command(id="r1", action="resume"))
+    assert [(d.reason, d.warning) for d in out.decisions] == [("WaitingForPromotion", True)]
+    assert "resume does not pass rollout.pauseBefore" in out.decisions[0].message
+    driver.tick(command=Command(id="p1", action="pause"))
+    driver.tick(command=Command(id="r2", action="resume"))
+    for _ in range(3):
+        driver.tick()
+    canary = driver.status.canary
+    assert canary is not None and canary.paused and canary.hold == "WaitingForPromotion" and driver.weight == 50
+    driver.tick(command=Command(id="c1", action="promote"))
+    assert driver.weight == 100
+
+
 def test_manual_pause_resume_abort_and_full_promote() -> None:
     driver = Driver(parsed())
     driver.tick()

@@ -138,6 +138,17 @@ def _enter_step(canary: CanaryRecord, spec: ModelDeploymentSpec, index: int, now
     )
 
 
+def _gate(canary: CanaryRecord, spec: ModelDeploymentSpec) -> int | None:
+    """The weight of the step the canary waits to enter at a ``pauseBefore`` gate (None: it is at no gate). There
+    its step is already the next one and its weight still the last one's: resumed there, it was judged at the last
+    weight as if at the gated step, and moved past that step, or promoted, without ever serving it."""
+    steps = spec.rollout.steps
+    if canary.step >= len(steps):
+        return None
+    weight = steps[canary.step]
+    return weight if weight in spec.rollout.pause_before and canary.weight < weight else None
+
+
 def _command(inp: RolloutInput, status: ModelDeploymentStatus, now: str) -> list[Decision]:
     command = inp.command
     if command is None or command.id == status.last_command:
@@ -155,6 +166,12 @@ def _command(inp: RolloutInput, status: ModelDeploymentStatus, now: str) -> list
         _hold(canary, "PausedByRequest", "paused by request")
         return [Decision("Paused", f"Canary revision {canary.revision} paused by request at {canary.weight}%")]
     if command.action == "resume":
+        if (gated := _gate(canary, inp.spec)) is not None:  # only promote opens a pauseBefore gate
+            _hold(canary, "WaitingForPromotion", f"waiting for promote before step {canary.step + 1} ({gated}%)")
+            message = (
+                f"Canary revision {canary.revision}: resume does not pass rollout.pauseBefore; {canary.pause_reason}"
+            )
+            return [Decision("WaitingForPromotion", message, warning=True)]
         canary.paused = False
         _hold(canary, None)
         canary.step_started_at = now
