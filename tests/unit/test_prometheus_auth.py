@@ -18,7 +18,7 @@ from esteira.evidence.prometheus import PrometheusAuth, PrometheusClient, redact
 from esteira.rollout.evidence import MetricsUnavailable
 from esteira.vocabulary import LABEL_PROMETHEUS_AUTH
 from tests.support.prerequisites import require_tool
-from tests.support.prometheus_stub import serving
+from tests.support.prometheus_stub import serving, vector
 from tests.support.specs import spec
 
 
@@ -102,7 +102,7 @@ def test_tls_with_the_secret_s_ca(tmp_path: Path) -> None:
     server_tls.load_cert_chain(cert, key)
 
     async def handler(request: aiohttp.web.Request) -> aiohttp.web.Response:
-        return aiohttp.web.json_response({"status": "success", "data": {"result": [{"value": [0, "1"]}]}})
+        return vector(1.0)
 
     async def scenario() -> tuple[list[dict[str, Any]], str]:
         async with serving(handler, server_tls) as template:
@@ -113,7 +113,7 @@ def test_tls_with_the_secret_s_ca(tmp_path: Path) -> None:
             return await _query(trusted), str(caught.value)
 
     result, refused = asyncio.run(scenario())
-    assert result == [{"value": [0, "1"]}]
+    assert [float(series["value"][1]) for series in result] == [1.0]
     assert "certificate" in refused.lower()
 
 
@@ -152,3 +152,27 @@ def test_the_operator_s_credentials_go_only_to_its_own_url(tmp_path: Path) -> No
     assert _auth_for({}, {}, tmp_path) == PrometheusAuth(token="operator-token")
     assert _auth_for({"prometheusUrl": "http://elsewhere:9090"}, {}, tmp_path) is None
     assert _auth_for({}, {}, None) is None
+
+
+def test_a_fault_while_gathering_evidence_holds_the_analysis_instead_of_stopping_the_reconcile(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Raised out of the reconcile, it kept commands (abort) from being carried out, reconcile after reconcile."""
+    from esteira.api.status import CanaryRecord, ModelDeploymentStatus, RevisionRecord
+    from esteira.evidence.prometheus import PrometheusProvider
+
+    async def faulty(*_: Any) -> None:
+        raise TypeError("'int' object is not subscriptable")
+
+    monkeypatch.setattr(PrometheusProvider, "collect", faulty)
+    reconciler = Reconciler(SecretsAPI({}), "http://default-prom:9090", None)  # type: ignore[arg-type]
+    md_spec = ModelDeploymentSpec.parse(spec())
+    since = "2026-01-01T00:00:00Z"
+    stable = RevisionRecord(revision=1, model_version="1.0.0", storage_uri="s3://m/1", since=since)
+    canary = CanaryRecord(
+        revision=2, model_version="1.0.1", storage_uri="s3://m/2", since=since, weight=10, step_started_at=since
+    )
+    status = ModelDeploymentStatus(stable=stable, canary=canary)
+    md = {"metadata": {"namespace": "team", "name": "iris"}}
+    evidence, error = asyncio.run(reconciler._evidence(md, (md_spec, status), "2026-01-01T01:00:00Z"))
+    assert evidence is None and error == "gathering the evidence failed: TypeError"

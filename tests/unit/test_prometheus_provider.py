@@ -91,3 +91,67 @@ def test_a_failing_query_leaves_no_evidence() -> None:
 
     with pytest.raises(MetricsUnavailable, match=r"overloaded.*queue_depth"):
         asyncio.run(run())
+
+
+@pytest.mark.parametrize(
+    ("data", "says"),
+    [
+        ({"resultType": "scalar", "result": [1.7e9, "1"]}, "the answer is scalar, not an instant vector"),
+        ({"resultType": "matrix", "result": [{"metric": {}, "values": [[1.7e9, "1"]]}]}, "the answer is matrix"),
+        ({"resultType": "vector", "result": [{"metric": {}, "value": "1"}]}, "the answer is vector, not an"),
+        ({"resultType": "vector", "result": [{"metric": {}, "value": [1.7e9, "many"]}]}, "not an instant vector"),
+        (
+            {
+                "resultType": "vector",
+                "result": [{"metric": {"pod": p}, "value": [1.7e9, v]} for p, v in (("a", "0.5"), ("b", "50"))],
+            },
+            "2 series where one was expected",
+        ),
+    ],
+    ids=["scalar", "range", "no sample", "not a number", "several series"],
+)
+def test_a_check_answered_otherwise_than_one_value_is_no_evidence(data: dict[str, object], says: str) -> None:
+    """A custom check's query may answer what a check cannot judge: a scalar or a range raised out of the
+    analysis (and stopped the reconcile, commands included); of several series the first was judged alone."""
+
+    async def answer(request: aiohttp.web.Request) -> aiohttp.web.Response:
+        if request.query["query"].startswith("queue_depth"):
+            return aiohttp.web.json_response({"status": "success", "data": data})
+        return vector()
+
+    async def run() -> Evidence:
+        async with serving(answer) as url:
+            client = PrometheusClient(url.format(""), timeout=10, attempts=3)
+            return await PrometheusProvider(client).collect("team", "iris", analysed_spec(), STABLE, CANARY)
+
+    with pytest.raises(MetricsUnavailable, match=says):
+        asyncio.run(run())
+
+
+def test_a_ca_certificate_that_cannot_be_read_is_refused_with_the_credentials() -> None:
+    from esteira.evidence.prometheus import PrometheusAuth
+
+    with pytest.raises(ValueError, match=r"'ca\.crt' is not a PEM CA certificate"):
+        PrometheusAuth.from_mapping(
+            {"token": "t", "ca.crt": "-----BEGIN CERTIFICATE-----\nnot one\n-----END CERTIFICATE-----"}
+        )
+
+
+def test_the_accuracy_check_asks_prometheus_with_its_credentials() -> None:
+    from esteira.evidence.prometheus import PrometheusAuth
+    from esteira.evidence.quality import prometheus_tallies
+
+    seen: list[str | None] = []
+
+    async def answer(request: aiohttp.web.Request) -> aiohttp.web.Response:
+        seen.append(request.headers.get("Authorization"))
+        return vector(3.0)
+
+    async def run() -> None:
+        async with serving(answer) as url:
+            client = PrometheusClient(url.format(""), timeout=10, attempts=1, auth=PrometheusAuth(token="secret"))
+            tally = await prometheus_tallies(client)("team", "iris", CANARY, 600)
+            assert tally.labelled == 3
+
+    asyncio.run(run())
+    assert seen and set(seen) == {"Bearer secret"}

@@ -191,6 +191,11 @@ class Reconciler:
             )
         except MetricsUnavailable as exc:
             return None, str(exc)
+        except Exception as exc:  # a fault of its own holds the analysis; raised, it stopped commands too (abort)
+            logger.exception(
+                "gathering the evidence of %s/%s failed", md["metadata"]["namespace"], md["metadata"]["name"]
+            )
+            return None, f"gathering the evidence failed: {type(exc).__name__}"
         return evidence, None
 
     async def _prometheus_auth(self, namespace: str, spec: ModelDeploymentSpec) -> PrometheusAuth | None:

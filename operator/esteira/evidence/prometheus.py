@@ -73,6 +73,10 @@ class PrometheusAuth:
             raise ValueError(f"set either {PROMETHEUS_TOKEN_KEY!r} or {PROMETHEUS_USERNAME_KEY!r}, not both")
         if bool(auth.username) != bool(auth.password):
             raise ValueError(f"basic auth needs both {PROMETHEUS_USERNAME_KEY!r} and {PROMETHEUS_PASSWORD_KEY!r}")
+        try:  # read now: an unreadable CA raised from every query's session, out of the analysis' error handling
+            auth.ssl_context()
+        except (ssl.SSLError, ValueError) as exc:
+            raise ValueError(f"{PROMETHEUS_CA_KEY!r} is not a PEM CA certificate ({exc})") from None
         return auth
 
     @classmethod
@@ -142,7 +146,13 @@ class PrometheusClient:
                     except ValueError:
                         body = None  # a proxy's error page, say: the status says enough
                     if response.status == 200 and isinstance(body, dict) and body.get("status") == "success":
-                        result: list[dict[str, Any]] = body["data"]["result"]
+                        result = instant_vector(body.get("data"))
+                        if result is None:  # a scalar, a range of values: asking again will not change it
+                            kind = (
+                                body.get("data", {}).get("resultType") if isinstance(body.get("data"), dict) else None
+                            )
+                            last = f"the answer is {kind or 'malformed'}, not an instant vector"
+                            break
                         return result
                     detail = body.get("error", body) if isinstance(body, dict) else "the answer is not JSON"
                     last = f"HTTP {response.status}: {detail}"
@@ -154,9 +164,14 @@ class PrometheusClient:
         raise MetricsUnavailable(self.scrub(f"Prometheus at {self.shown_url}: {last} (query: {promql})"))
 
     async def scalar(self, session: aiohttp.ClientSession, promql: str) -> float | None:
+        """The query's one value (None: no series, or NaN); MetricsUnavailable where it answers several series,
+        which a check cannot judge by one of them."""
         result = await self.query(session, promql)
         if not result:
             return None
+        if len(result) > 1:
+            message = f"{len(result)} series where one was expected: aggregate them in the query (max, sum)"
+            raise MetricsUnavailable(self.scrub(f"Prometheus at {self.shown_url}: {message} (query: {promql})"))
         value = float(result[0]["value"][1])
         return None if math.isnan(value) else value
 
@@ -168,6 +183,24 @@ class PrometheusClient:
             if not math.isnan(value):
                 out[series["metric"].get(label, "")] = value
         return out
+
+
+def instant_vector(data: Any) -> list[dict[str, Any]] | None:
+    """The series of an instant vector (``resultType`` vector: each its labels and one numeric sample); None for
+    any other answer. A query that answered a scalar or a range of values raised out of the analysis and stopped
+    every reconcile of its ModelDeployment, commands included."""
+    if not isinstance(data, dict) or data.get("resultType") != "vector" or not isinstance(data.get("result"), list):
+        return None
+    for series in data["result"]:
+        value = series.get("value") if isinstance(series, dict) else None
+        if not isinstance(value, list) or len(value) != 2 or not isinstance(series.get("metric", {}), dict):
+            return None
+        try:
+            float(value[1])
+        except (TypeError, ValueError):
+            return None
+    result: list[dict[str, Any]] = data["result"]
+    return result
 
 
 class PrometheusProvider:

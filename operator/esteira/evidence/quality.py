@@ -12,8 +12,6 @@ import dataclasses
 import time
 from collections.abc import Awaitable, Callable
 
-import aiohttp
-
 from esteira.api.spec import ModelDeploymentSpec
 from esteira.evidence import MetricProvider
 from esteira.evidence.prometheus import PrometheusClient
@@ -68,7 +66,9 @@ def prometheus_tallies(client: PrometheusClient, names: QualityNames | None = No
 
     async def read(namespace: str, deployment: str, revision: int, window: int) -> Tally:
         queries = quality_queries(metric_names, namespace, deployment, revision, window)
-        async with aiohttp.ClientSession() as session:
+        async with (
+            client.session() as session
+        ):  # its credentials and CA: a bare session was refused by any guarded Prometheus
             labelled, correct, absolute, squared = await asyncio.gather(
                 client.scalar(session, queries.labelled),
                 client.scalar(session, queries.correct),
