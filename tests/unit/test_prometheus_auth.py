@@ -176,3 +176,19 @@ def test_a_fault_while_gathering_evidence_holds_the_analysis_instead_of_stopping
     md = {"metadata": {"namespace": "team", "name": "iris"}}
     evidence, error = asyncio.run(reconciler._evidence(md, (md_spec, status), "2026-01-01T01:00:00Z"))
     assert evidence is None and error == "gathering the evidence failed: TypeError"
+
+
+def test_an_error_names_a_prometheus_url_without_credentials() -> None:
+    """Scrubbed whole as a secret, every error read "Prometheus at ***": which Prometheus failed was not said."""
+
+    async def handler(_: aiohttp.web.Request) -> aiohttp.web.Response:
+        return aiohttp.web.json_response({"status": "error", "error": "boom"}, status=503)
+
+    async def scenario() -> tuple[str, str]:
+        async with serving(handler) as template:
+            with pytest.raises(MetricsUnavailable) as caught:
+                await _query(PrometheusClient(template.format(""), attempts=1))
+            return template.format(""), str(caught.value)
+
+    url, message = asyncio.run(scenario())
+    assert f"Prometheus at {url.rstrip('/')}: HTTP 503" in message, message

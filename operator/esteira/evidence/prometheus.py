@@ -110,7 +110,8 @@ class PrometheusClient:
     def __init__(self, url: str, timeout: float = 10.0, attempts: int = 3, auth: PrometheusAuth | None = None) -> None:
         auth = auth or PrometheusAuth()
         parts = urlsplit(url.rstrip("/"))
-        if "@" in parts.netloc:
+        credentialed = "@" in parts.netloc
+        if credentialed:
             if not auth.headers():
                 user, password = unquote(parts.username or ""), unquote(parts.password or "")
                 auth = PrometheusAuth(username=user, password=password, ca_pem=auth.ca_pem)
@@ -120,7 +121,8 @@ class PrometheusClient:
         self.timeout = aiohttp.ClientTimeout(total=timeout)
         self.attempts = attempts
         self.auth = auth
-        self._secrets = [s for s in (*auth.secrets(), url) if s]
+        # The URL is a secret only where it holds credentials: scrubbed whole, every error read "Prometheus at ***".
+        self._secrets = [s for s in (*auth.secrets(), url if credentialed else "") if s]
 
     def scrub(self, text: str) -> str:
         """`text` without the URL's credentials or any token or password."""
