@@ -15,11 +15,19 @@ from esteira.api.spec import (
     MAX_NAME_LENGTH,
     SPEC_RULES,
     ZERO_PROGRESS_DEADLINE,
+    ZERO_WINDOWS,
     ModelDeploymentSpec,
     check_name,
 )
-from tests.support.schemas import CelRule, cel_errors, cel_rules, evaluate_cel_rule
-from tests.support.specs import model, spec
+from tests.support.schemas import (
+    CelRule,
+    ManifestError,
+    cel_errors,
+    cel_rules,
+    evaluate_cel_rule,
+    validate_custom_resource,
+)
+from tests.support.specs import document, model, spec
 
 # rule path -> (message, passing value at that path, failing value at that path, spec section for Python)
 CASES: list[tuple[str, str, Any, Any, str | None]] = [
@@ -67,6 +75,13 @@ CASES: list[tuple[str, str, Any, Any, str | None]] = [
     ),
     (
         ".spec.rollout",
+        ZERO_WINDOWS["rollout.interval"],
+        {"steps": [10, 100], "pauseBefore": [], "interval": "30s"},
+        {"steps": [10, 100], "pauseBefore": [], "interval": "0s"},
+        "rollout",
+    ),
+    (
+        ".spec.rollout",
         "rollout.steps must end at 100",
         {"steps": [10, 100], "pauseBefore": []},
         {"steps": [10, 90], "pauseBefore": []},
@@ -109,16 +124,18 @@ CASES: list[tuple[str, str, Any, Any, str | None]] = [
     ),
     (
         ".spec.resources.requests",
-        "resources.requests keys must be resource names such as cpu, memory or example.com/device",
+        "resources.requests keys must be resource names (at most 253 characters) such as cpu, memory or "
+        "example.com/device",
         {"cpu": "1", "example.com/fpga": 1},
         {"cpu": "1", "not a resource!": 1},
         None,
     ),
     (
         ".spec.resources.limits",
-        "resources.limits keys must be resource names such as cpu, memory or example.com/device",
+        "resources.limits keys must be resource names (at most 253 characters) such as cpu, memory or "
+        "example.com/device",
         {"memory": "1Gi"},
-        {"/memory": "1Gi"},
+        {"example.com/" + "a" * 242: "1"},
         None,
     ),
 ]
@@ -165,6 +182,20 @@ CASES += [
         "monitoring.drift.features: each feature may be named once",
         DRIFT,
         {**DRIFT, "features": [{"name": "a"}, {"name": "a", "threshold": 0.2}]},
+        None,
+    ),
+    (
+        ".spec.monitoring.drift",
+        ZERO_WINDOWS["monitoring.drift.window"],
+        DRIFT,
+        {**DRIFT, "window": "0m"},
+        None,
+    ),
+    (
+        ".spec.monitoring.drift",
+        ZERO_WINDOWS["monitoring.drift.interval"],
+        DRIFT,
+        {**DRIFT, "interval": "0s"},
         None,
     ),
 ]
@@ -228,6 +259,17 @@ SPEC_CASES: list[tuple[str, dict[str, Any], dict[str, Any]]] = [
         spec(model=model(runtime="kserve-torchserve", workers=4)),
     ),
     (SPEC_RULES[8].message, spec(model=model(runtime="esteira-torchserve", workers=2)), spec(model=model(workers=2))),
+    (SPEC_RULES[9].message, spec(autoscaling={"target": 100}), spec(autoscaling={"target": 500})),
+    (
+        SPEC_RULES[9].message,
+        spec(deploymentMode="Knative", autoscaling={"target": 500}),  # concurrency: no percentage
+        spec(autoscaling={"maxReplicas": 3, "target": 101}),
+    ),
+    (
+        SPEC_RULES[10].message,
+        spec(rollout={"router": "GatewayAPI"}),
+        spec(deploymentMode="Knative", rollout={"router": "GatewayAPI"}),
+    ),
 ]
 
 
@@ -361,3 +403,32 @@ def test_deployment_mode_is_immutable() -> None:
     assert rule.path == ".spec.deploymentMode"
     assert evaluate_cel_rule(rule.rule, "Standard", old_self="Standard") is True
     assert evaluate_cel_rule(rule.rule, "Knative", old_self="Standard") is False
+
+
+@pytest.mark.parametrize(
+    ("duration", "valid"),
+    [
+        ("1h30m", True),
+        ("90s", True),
+        ("500ms", True),
+        ("1m30s500ms", True),
+        ("2h", True),
+        ("30s1m", False),  # Prometheus refuses units out of order ...
+        ("1m1m", False),  # ... or twice: the range of every analysis query
+        ("1.5m", False),
+        ("5", False),
+        ("", False),
+    ],
+)
+def test_durations_are_prometheus_s_on_both_sides(duration: str, valid: bool) -> None:
+    """``rollout.interval`` is the range of every analysis query: a form Prometheus cannot read stopped every
+    analysis, though the API server and the operator both took it."""
+    body = spec(rollout={"interval": duration})
+    if valid:
+        validate_custom_resource(document(body))
+        ModelDeploymentSpec.parse(body)
+        return
+    with pytest.raises(ManifestError, match=r"spec\.rollout\.interval"):
+        validate_custom_resource(document(body))
+    with pytest.raises(InvalidSpec, match=r"spec\.rollout\.interval"):
+        ModelDeploymentSpec.parse(body)

@@ -131,7 +131,7 @@ def test_accepts_every_field_of_a_full_spec() -> None:
                 "interval": "30s",
                 "threshold": 3,
                 "pauseBefore": [100],
-                "router": "GatewayAPI",
+                "router": "KServe",  # GatewayAPI is for Standard mode
                 "analysis": {
                     "minRequests": 20,
                     "lowTrafficDeadline": "15m",

@@ -28,9 +28,19 @@ from esteira.vocabulary import (
     is_esteira_runtime,
 )
 
-DURATION_PATTERN = r"^([0-9]+(ms|s|m|h))+$"
+# Prometheus's (and Go's) form: units from the largest down, each once. Any other order ("30s1m", "1m1m") made a
+# PromQL range that Prometheus refuses, and no analysis could run.
+DURATION_PATTERN = (
+    r"^([0-9]+h([0-9]+m)?([0-9]+s)?([0-9]+ms)?|[0-9]+m([0-9]+s)?([0-9]+ms)?|[0-9]+s([0-9]+ms)?|[0-9]+ms)$"
+)
 ZERO_DURATION_PATTERN = r"^(0+(ms|s|m|h))+$"
 ZERO_PROGRESS_DEADLINE = "rollout.progressDeadline must be longer than 0s: every canary starts not ready"
+# A PromQL range of 0s is refused by Prometheus, and analyses 0s apart would run on every reconcile.
+ZERO_WINDOWS = {
+    "rollout.interval": "rollout.interval must be longer than 0s: it is the window each analysis reads",
+    "monitoring.drift.window": "monitoring.drift.window must be longer than 0s: it is the traffic each evaluation reads",
+    "monitoring.drift.interval": "monitoring.drift.interval must be longer than 0s: evaluations would run without pause",
+}
 QUANTITY_PATTERN = (
     r"^(\+|-)?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))(([KMGTPE]i)|[numkMGTPE]|([eE](\+|-)?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))))?$"
 )
@@ -171,8 +181,9 @@ def _resource_names_rule(field: str) -> JsonDict:
     return {
         "x-kubernetes-validations": [
             cel(
-                f"self.all(k, k.matches('{RESOURCE_NAME_PATTERN}'))",
-                f"resources.{field} keys must be resource names such as cpu, memory or example.com/device",
+                f"self.all(k, size(k) <= 253 && k.matches('{RESOURCE_NAME_PATTERN}'))",
+                f"resources.{field} keys must be resource names (at most 253 characters) such as cpu, memory or "
+                "example.com/device",
             )
         ]
     }
@@ -557,6 +568,11 @@ class Rollout(SpecModel):
                     ZERO_PROGRESS_DEADLINE,
                     ".progressDeadline",
                 ),
+                cel(
+                    f"!has(self.interval) || !self.interval.matches('{ZERO_DURATION_PATTERN}')",
+                    ZERO_WINDOWS["rollout.interval"],
+                    ".interval",
+                ),
             ]
         }
     )
@@ -610,6 +626,8 @@ class Rollout(SpecModel):
             raise ValueError("rollout.pauseBefore may only name weights listed in rollout.steps")
         if re.fullmatch(ZERO_DURATION_PATTERN, self.progress_deadline):
             raise ValueError(ZERO_PROGRESS_DEADLINE)
+        if re.fullmatch(ZERO_DURATION_PATTERN, self.interval):
+            raise ValueError(ZERO_WINDOWS["rollout.interval"])
         return self
 
 
@@ -658,6 +676,14 @@ class DriftMonitoring(SpecModel):
                     "monitoring.drift.features: each feature may be named once",
                     ".features",
                 ),
+                *(
+                    cel(
+                        f"!has(self.{field}) || !self.{field}.matches('{ZERO_DURATION_PATTERN}')",
+                        ZERO_WINDOWS[f"monitoring.drift.{field}"],
+                        f".{field}",
+                    )
+                    for field in ("window", "interval")
+                ),
             ]
         }
     )
@@ -697,6 +723,9 @@ class DriftMonitoring(SpecModel):
         names = [f.name for f in self.features]
         if len(set(names)) != len(names):
             raise ValueError("monitoring.drift.features: each feature may be named once")
+        for field, value in (("window", self.window), ("interval", self.interval)):
+            if re.fullmatch(ZERO_DURATION_PATTERN, value):
+                raise ValueError(ZERO_WINDOWS[f"monitoring.drift.{field}"])
         return self
 
 
@@ -885,6 +914,21 @@ SPEC_RULES: tuple[SpecRule, ...] = (
         f"{' or '.join(ESTEIRA_RUNTIMES)}, or remove model.workers",
         ".model.workers",
         lambda s: s.model.workers is not None and not is_esteira_runtime(s.model.runtime),
+    ),
+    SpecRule(
+        "self.deploymentMode != 'Standard' || has(self.autoscaling.metric) || !has(self.autoscaling.target) || "
+        "self.autoscaling.target <= 100",
+        "autoscaling.target is a utilization percentage (1-100): Standard mode scales on cpu when "
+        "autoscaling.metric is left out",
+        ".autoscaling.target",
+        lambda s: s.deployment_mode == "Standard" and _metric(s) is None and (s.autoscaling.target or 0) > 100,
+    ),
+    SpecRule(
+        "self.deploymentMode != 'Knative' || !has(self.rollout.router) || self.rollout.router != 'GatewayAPI'",
+        "rollout.router GatewayAPI is for Standard mode: in Knative mode a predictor's Service points at Knative's "
+        "own ingress, which an HTTPRoute cannot weigh; use router KServe, or deploymentMode Standard",
+        ".rollout.router",
+        lambda s: s.deployment_mode == "Knative" and s.rollout.router == "GatewayAPI",
     ),
 )
 
