@@ -192,3 +192,34 @@ def test_an_error_names_a_prometheus_url_without_credentials() -> None:
 
     url, message = asyncio.run(scenario())
     assert f"Prometheus at {url.rstrip('/')}: HTTP 503" in message, message
+
+
+def test_stable_accuracy_is_read_for_accuracy_below_at_most_once_a_minute() -> None:
+    """retraining.triggers.accuracyBelow's figures: stable's labelled predictions over accuracyWindow."""
+    from esteira.api.status import ModelDeploymentStatus, RevisionRecord
+
+    asked: list[str] = []
+
+    async def answer(request: aiohttp.web.Request) -> aiohttp.web.Response:
+        asked.append(request.query["query"])
+        return vector(120.0)
+
+    stable = RevisionRecord(revision=4, model_version="1.0.0", storage_uri="s3://m/1", since="2026-01-01T00:00:00Z")
+    retraining = {"triggers": {"accuracyBelow": 0.9, "accuracyWindow": "30m"}, "command": ["train"]}
+    md = {"metadata": {"namespace": "team", "name": "iris"}}
+
+    async def scenario() -> list[Any]:
+        async with serving(answer) as template:
+            reconciler = Reconciler(SecretsAPI({}), template.format(""), None)  # type: ignore[arg-type]
+            wanted = (ModelDeploymentSpec.parse(spec(retraining=retraining)), ModelDeploymentStatus(stable=stable))
+            unasked = (ModelDeploymentSpec.parse(spec()), ModelDeploymentStatus(stable=stable))
+            return [
+                await reconciler._stable_accuracy(md, unasked),
+                await reconciler._stable_accuracy(md, wanted),
+                await reconciler._stable_accuracy(md, wanted),  # within the minute: not read again
+            ]
+
+    nothing, tally, throttled = asyncio.run(scenario())
+    assert nothing is None and throttled is None
+    assert tally is not None and tally.labelled == 120
+    assert len(asked) == 4 and all('revision="4"' in query and "[1800s]" in query for query in asked), asked

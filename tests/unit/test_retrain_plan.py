@@ -111,3 +111,52 @@ def test_the_evidence_names_the_stable_build_a_candidate_must_beat() -> None:
     plan_retraining(CTX, parsed(), status, {}, NOW)
     assert status.retraining is not None
     assert status.retraining.runs[0].evidence["stable"] == {"version": "1.1.0", "storageUri": "s3://models/iris/1.1.0"}
+
+
+STABLE = RevisionRecord(
+    revision=3, model_version="1.0.0", storage_uri="s3://models/iris/1.0.0", since="2026-06-01T10:00:00Z"
+)
+
+
+def test_stable_accuracy_below_accuracy_below_starts_one_run_a_revision() -> None:
+    """triggers.accuracyBelow was accepted and never started a run: nothing made its signal."""
+    from esteira.quality.scores import Tally
+
+    spec_ = parsed(triggers={"accuracyBelow": 0.9, "accuracyWindow": "30m"})
+    status = ModelDeploymentStatus(stable=STABLE)
+    assert plan_retraining(CTX, spec_, status, {}, NOW, stable_accuracy=Tally(99, 10)).jobs == []  # too few labels
+    assert plan_retraining(CTX, spec_, status, {}, NOW, stable_accuracy=Tally(200, 190)).jobs == []  # 0.95: fine
+    assert plan_retraining(CTX, spec_, status, {}, NOW).jobs == []  # not read: no incident made of nothing
+    plan = plan_retraining(CTX, spec_, status, {}, NOW, stable_accuracy=Tally(200, 160))
+    (job,) = plan.jobs
+    assert status.retraining is not None
+    (run,) = status.retraining.runs
+    assert (run.signal, run.reason) == ("Accuracy", "stable revision 3's labelled accuracy 0.800 is below 0.9")
+    assert run.evidence["accuracy"] == 0.8 and run.evidence["labelled"] == 200 and run.evidence["window"] == "30m"
+    later = plan_retraining(
+        CTX, spec_, status, {"iris-retrain-1": complete(job)}, NOW + timedelta(hours=7), stable_accuracy=Tally(200, 150)
+    )
+    assert later.jobs == []  # the same revision's incident: handled
+
+
+def test_a_data_quality_incident_starts_one_run_a_revision() -> None:
+    """triggers.dataQuality was accepted and never started a run: nothing made its signal."""
+    from esteira.api.status import QualityRate
+
+    spec_ = parsed(triggers={"dataQuality": True})
+    low = MonitoringStatus(
+        revision=3, window="1h", data_quality=[QualityRate(feature="petal_length", kind="missing", rate=0.01)]
+    )
+    assert plan_retraining(CTX, spec_, ModelDeploymentStatus(stable=STABLE, monitoring=low), {}, NOW).jobs == []
+    high = low.model_copy(update={"data_quality": [QualityRate(feature="petal_length", kind="missing", rate=0.2)]})
+    status = ModelDeploymentStatus(stable=STABLE, monitoring=high)
+    assert len(plan_retraining(CTX, spec_, status, {}, NOW).jobs) == 1
+    assert status.retraining is not None
+    (run,) = status.retraining.runs
+    assert (run.signal, run.reason) == ("DataQuality", "data quality: petal_length missing 20%")
+    assert run.evidence["violations"] == [{"feature": "petal_length", "kind": "missing", "rate": 0.2}]
+    parsed_drift_only = parsed()  # drift alone does not count a data-quality incident
+    assert (
+        plan_retraining(CTX, parsed_drift_only, ModelDeploymentStatus(stable=STABLE, monitoring=high), {}, NOW).jobs
+        == []
+    )

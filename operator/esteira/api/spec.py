@@ -941,9 +941,17 @@ class RetrainingTriggers(SpecModel):
     """What starts a retraining run; each incident starts at most one."""
 
     drift: bool = Field(default=False, description="A DataDrifted incident (monitoring.drift).")
-    data_quality: bool = Field(default=False, description="A data-quality incident (monitoring.drift).")
+    data_quality: bool = Field(
+        default=False,
+        description="A data-quality incident: one kind of violation on one feature in 5% or more of a "
+        "monitoring.drift evaluation's window (one a stable revision).",
+    )
     accuracy_below: float | None = Field(
-        default=None, gt=0, le=1, description="Stable's labelled accuracy over accuracyWindow below this."
+        default=None,
+        gt=0,
+        le=1,
+        description="Stable's labelled accuracy over accuracyWindow below this, on 100 labelled predictions or "
+        "more (one incident a stable revision).",
     )
     accuracy_window: str = Field(default="1h", pattern=DURATION_PATTERN, description="Default: 1h.")
     schedule: str | None = Field(default=None, pattern=DURATION_PATTERN, description="Retrain at least this often.")

@@ -28,18 +28,29 @@ from esteira.drift.evaluate import DriftWindow
 from esteira.evidence.drift import drift_window
 from esteira.evidence.prometheus import PrometheusAuth, PrometheusClient, PrometheusProvider
 from esteira.evidence.quality import WithQuality, prometheus_tallies
+from esteira.quality.scores import Tally
 from esteira.rollout.engine import analysis_due
 from esteira.rollout.evidence import Evidence, MetricsUnavailable
 from esteira.rollout.queries import MetricNames, drift_queries
 from esteira.routing import key_of
 from esteira.state.monitoring import drift_due
 from esteira.state.reconcile import ReconcileInput, ReconcilePlan, Result, plan_reconcile
-from esteira.vocabulary import COMMAND_ANNOTATION, LABEL_PROMETHEUS_AUTH, Command, Decision, format_time, parse_time
+from esteira.vocabulary import (
+    COMMAND_ANNOTATION,
+    LABEL_PROMETHEUS_AUTH,
+    Command,
+    Decision,
+    format_time,
+    parse_duration,
+    parse_time,
+)
 
 logger = logging.getLogger(__name__)
 # How long a list of a namespace's RolloutCommands that found none open stands in for the next ones. Every
 # RolloutCommand event voids it at once, so this bounds only a command whose event the operator never saw.
 NO_OPEN_COMMANDS_SECONDS = 300.0
+# How often stable's labelled accuracy is read for retraining.triggers.accuracyBelow, at most, a ModelDeployment.
+ACCURACY_READ_SECONDS = 60.0
 
 
 class Reconciler:
@@ -61,6 +72,7 @@ class Reconciler:
         self._command_events: defaultdict[str, int] = defaultdict(int)  # namespace -> RolloutCommand events seen
         # namespace -> (when, events seen before) a list of its RolloutCommands found none open
         self._no_open_commands: dict[str, tuple[float, int]] = {}
+        self._accuracy_read: dict[tuple[str, str], float] = {}  # (namespace, name) -> when (monotonic)
 
     def command_event(self, namespace: str) -> None:
         """A RolloutCommand of ``namespace`` changed: the next reconcile there lists them again."""
@@ -69,6 +81,7 @@ class Reconciler:
 
     def forget(self, namespace: str, name: str) -> None:
         self._locks.pop((namespace, name), None)
+        self._accuracy_read.pop((namespace, name), None)
         self.full_reads.forget((namespace, name))
         telemetry.forget_deployment(namespace, name)
 
@@ -119,6 +132,7 @@ class Reconciler:
         parsed = _parsed(md)
         evidence, metrics_error = await self._evidence(md, parsed, now)
         drift, drift_error = await self._drift(md, parsed, now)
+        stable_accuracy = await self._stable_accuracy(md, parsed)
         plan = plan_reconcile(
             ReconcileInput(
                 name=name,
@@ -136,6 +150,7 @@ class Reconciler:
                 drift_error=drift_error,
                 command=pending.command if pending else read_command(md),
                 retrain_jobs=state.jobs,
+                stable_accuracy=stable_accuracy,
             )
         )
         if watched is not None and (pending is not None or acts(plan)):
@@ -197,6 +212,30 @@ class Reconciler:
             )
             return None, f"gathering the evidence failed: {type(exc).__name__}"
         return evidence, None
+
+    async def _stable_accuracy(self, md: dict[str, Any], parsed: Parsed | None) -> Tally | None:
+        """Stable's labelled predictions over retraining.triggers.accuracyWindow, for triggers.accuracyBelow, read
+        at most every ``ACCURACY_READ_SECONDS``; None when not asked for, not due or not readable (an incident
+        is never made of missing figures)."""
+        if parsed is None:
+            return None
+        spec, status = parsed
+        triggers = spec.retraining.triggers if spec.retraining else None
+        if triggers is None or triggers.accuracy_below is None or status.stable is None:
+            return None
+        key = (md["metadata"]["namespace"], md["metadata"]["name"])
+        if time.monotonic() - self._accuracy_read.get(key, -ACCURACY_READ_SECONDS) < ACCURACY_READ_SECONDS:
+            return None
+        self._accuracy_read[key] = time.monotonic()
+        client, _ = await self._prometheus(md, spec)
+        if client is None:
+            return None
+        window = int(parse_duration(triggers.accuracy_window).total_seconds())
+        try:
+            return await prometheus_tallies(client)(*key, status.stable.revision, window)
+        except MetricsUnavailable as exc:
+            logger.warning("stable's labelled accuracy of %s/%s could not be read: %s", *key, exc)
+            return None
 
     async def _prometheus_auth(self, namespace: str, spec: ModelDeploymentSpec) -> PrometheusAuth | None:
         """The spec's Secret, or the operator's own credentials, which only ever go to the operator's own URL."""

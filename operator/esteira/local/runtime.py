@@ -41,6 +41,7 @@ from esteira.local.server import TorchServeServer
 from esteira.local.split import Split
 from esteira.local.stats import Counters
 from esteira.packaging.surface import served_model
+from esteira.quality.scores import Tally
 from esteira.render.inferenceservice import RenderContext
 from esteira.rollout.cycle import rollout_step
 from esteira.rollout.engine import analysis_due
@@ -326,7 +327,14 @@ class LocalRuntime:
             f"&namespace={self.manifest.namespace}"
         )
         plan = plan_retraining(
-            ctx, self.spec, self.status, self.commands.jobs(), now, labelled_data=export, runs_commands=True
+            ctx,
+            self.spec,
+            self.status,
+            self.commands.jobs(),
+            now,
+            labelled_data=export,
+            stable_accuracy=await self._stable_accuracy(),
+            runs_commands=True,
         )
         for run in plan.commands:
             log = await self.commands.start(
@@ -338,6 +346,15 @@ class LocalRuntime:
             )
         self._report(plan.decisions)
         return plan.decisions
+
+    async def _stable_accuracy(self) -> Tally | None:
+        """Stable's labelled predictions over retraining.triggers.accuracyWindow in the built-in collector, for
+        triggers.accuracyBelow (None when not asked for)."""
+        retraining, stable = self.spec.retraining, self.status.stable
+        if retraining is None or retraining.triggers.accuracy_below is None or stable is None:
+            return None
+        window = int(parse_duration(retraining.triggers.accuracy_window).total_seconds())
+        return await self.collector.tallies(self.manifest.namespace, self.manifest.name, stable.revision, window)
 
     def _observed_route(self) -> ObservedRoute:
         """The local router's split and the canary server's readiness, as the step expects a backend's report."""

@@ -15,6 +15,7 @@ from esteira.api.errors import InvalidSpec
 from esteira.api.spec import ModelDeploymentSpec, check_name
 from esteira.api.status import ModelDeploymentStatus
 from esteira.drift.evaluate import DriftWindow
+from esteira.quality.scores import Tally
 from esteira.render.inferenceservice import RenderContext
 from esteira.rollout.cycle import rollout_step
 from esteira.rollout.evidence import Evidence
@@ -50,6 +51,7 @@ class ReconcileInput:
     metrics_error: str | None = None
     command: Command | None = None
     retrain_jobs: Mapping[str, dict[str, Any]] = field(default_factory=dict)  # this deployment's Jobs by name
+    stable_accuracy: Tally | None = None  # stable's labelled predictions over triggers.accuracyWindow, when read
 
 
 @dataclass
@@ -151,7 +153,13 @@ def plan_reconcile(inp: ReconcileInput) -> ReconcilePlan:
         if next_evaluation is not None:
             requeue_after = min(requeue_after or next_evaluation, next_evaluation)
         retraining = plan_retraining(
-            ctx, spec, status, inp.retrain_jobs, parse_time(inp.now), labelled_data=_export_url(ctx, spec)
+            ctx,
+            spec,
+            status,
+            inp.retrain_jobs,
+            parse_time(inp.now),
+            labelled_data=_export_url(ctx, spec),
+            stable_accuracy=inp.stable_accuracy,
         )
         decisions += retraining.decisions
         desired = [with_last_applied(obj) for obj in router.desired(ctx, spec, step.plan, inp.objects)]

@@ -1,8 +1,9 @@
 """The retraining part of a reconcile, planned without I/O: signals from status, a trigger, a Job or a
 webhook call to make, and what finished Jobs say.
 
-Signals come from what the operator already wrote into status (a drift incident in status.monitoring)
-and from the clock; the trigger rules (one per incident, minInterval, one run at a time) are
+Signals come from what the operator already wrote into status (a drift incident, the data-quality rates of
+the last drift evaluation, in status.monitoring), from stable's labelled accuracy the adapter read, and from
+the clock; the trigger rules (one per incident, minInterval, one run at a time) are
 `esteira.retraining.trigger`'s. A Job's outcome is read from its status conditions.
 """
 
@@ -15,12 +16,19 @@ from typing import Any
 
 from esteira.api.spec import ModelDeploymentSpec, Retraining
 from esteira.api.status import RUNS_KEPT, ModelDeploymentStatus, RetrainingRun, RetrainingStatus
+from esteira.quality.scores import Tally
 from esteira.render.inferenceservice import RenderContext
 from esteira.render.job import render_retrain_job, retrain_job_name
 from esteira.retraining.trigger import History, Policy, Signal, SignalKind, decide
 from esteira.vocabulary import Decision, format_time
 
 HANDLED_KEPT = 50
+# A data-quality incident: one kind of violation (missing, out of range, ...) on one feature in this share of the
+# evaluated window's instances or more.
+DATA_QUALITY_INCIDENT_RATE = 0.05
+# Labelled predictions stable's accuracy needs over triggers.accuracyWindow before it can start a run (the
+# accuracy check's default minLabels): a few unlucky labels are no incident.
+ACCURACY_MIN_LABELS = 100
 
 
 @dataclass
@@ -33,8 +41,11 @@ class RetrainPlan:
     decisions: list[Decision] = field(default_factory=list)
 
 
-def signals_from_status(spec: ModelDeploymentSpec, status: ModelDeploymentStatus) -> list[Signal]:
-    """The incidents status records right now, as trigger signals carrying their evidence."""
+def signals_from_status(
+    spec: ModelDeploymentSpec, status: ModelDeploymentStatus, stable_accuracy: Tally | None = None
+) -> list[Signal]:
+    """The incidents status records right now (drift, data quality) and stable's labelled accuracy over
+    triggers.accuracyWindow (None: not read), as trigger signals carrying their evidence."""
     found: list[Signal] = []
     monitoring = status.monitoring
     if monitoring is not None and monitoring.verdict == "Drifted" and monitoring.drifting_since:
@@ -47,7 +58,43 @@ def signals_from_status(spec: ModelDeploymentSpec, status: ModelDeploymentStatus
         }
         names = ", ".join(f.name for f in drifted[:5]) or "inputs"
         found.append(Signal("Drift", f"drift-{monitoring.drifting_since}", f"{names} drifted", evidence))
-    return found
+    return found + _data_quality(status) + _accuracy(spec, status, stable_accuracy)
+
+
+def _data_quality(status: ModelDeploymentStatus) -> list[Signal]:
+    """A data-quality incident of the stable revision: one incident a revision, its worst violations the evidence."""
+    monitoring = status.monitoring
+    if monitoring is None or monitoring.revision is None:
+        return []
+    over = [q for q in monitoring.data_quality if q.rate >= DATA_QUALITY_INCIDENT_RATE]
+    if not over:
+        return []
+    evidence: dict[str, Any] = {
+        "window": monitoring.window,
+        "sampleSize": monitoring.sample_size,
+        "violations": [{"feature": q.feature, "kind": q.kind, "rate": q.rate} for q in over],
+    }
+    worst = ", ".join(f"{q.feature} {q.kind} {q.rate:.0%}" for q in over[:3])
+    return [Signal("DataQuality", f"data-quality-revision-{monitoring.revision}", f"data quality: {worst}", evidence)]
+
+
+def _accuracy(spec: ModelDeploymentSpec, status: ModelDeploymentStatus, tally: Tally | None) -> list[Signal]:
+    """Stable's labelled accuracy below triggers.accuracyBelow: one incident a stable revision."""
+    triggers = spec.retraining.triggers if spec.retraining else None
+    if triggers is None or triggers.accuracy_below is None or status.stable is None or tally is None:
+        return []
+    accuracy = tally.accuracy
+    if tally.labelled < ACCURACY_MIN_LABELS or accuracy is None or accuracy >= triggers.accuracy_below:
+        return []
+    revision = status.stable.revision
+    evidence = {
+        "window": triggers.accuracy_window,
+        "labelled": tally.labelled,
+        "accuracy": round(accuracy, 4),
+        "accuracyBelow": triggers.accuracy_below,
+    }
+    summary = f"stable revision {revision}'s labelled accuracy {accuracy:.3f} is below {triggers.accuracy_below}"
+    return [Signal("Accuracy", f"accuracy-revision-{revision}", summary, evidence)]
 
 
 def _policy(spec: ModelDeploymentSpec, retraining: Retraining) -> Policy:
@@ -79,10 +126,11 @@ def plan_retraining(
     jobs: Mapping[str, dict[str, Any]],
     now: datetime,
     labelled_data: str | None = None,
-    extra_signals: list[Signal] | None = None,
+    stable_accuracy: Tally | None = None,
     runs_commands: bool = False,
 ) -> RetrainPlan:
-    """Record finished runs, then maybe trigger a new one. `jobs`: this deployment's retraining Jobs by name.
+    """Record finished runs, then maybe trigger a new one. `jobs`: this deployment's retraining Jobs by name;
+    `stable_accuracy`: stable's labelled predictions over triggers.accuracyWindow, where the adapter read them.
 
     `runs_commands`: whether this runtime can run `retraining.command` (`esteira up` can; a cluster runs
     the Job template and calls the webhook instead).
@@ -116,7 +164,7 @@ def plan_retraining(
             plan.jobs.append(render_retrain_job(ctx, retraining.job, run.run, run.reason, run.evidence))
     running = next((r.job or str(r.run) for r in state.runs if r.outcome == "Running"), None)
     history = History(frozenset(state.handled), state.last_triggered_at, running)
-    signals = signals_from_status(spec, status) + (extra_signals or [])
+    signals = signals_from_status(spec, status, stable_accuracy)
     verdict = decide(_policy(spec, retraining), history, signals, now)
     if not verdict.fire or verdict.signal is None:
         return plan
