@@ -139,11 +139,19 @@ def score(measure: Measure, reference: list[float], current: list[float], positi
 
 
 def judge(
-    name: str, reference: Mapping[str, float], current: Mapping[str, float], policy: DriftPolicy
+    name: str,
+    reference: Mapping[str, float],
+    current: Mapping[str, float],
+    policy: DriftPolicy,
+    categorical: bool = False,
 ) -> FeatureVerdict:
-    """One feature's verdict from its binned reference and window counts."""
+    """One feature's verdict from its binned reference and window counts.
+
+    `categorical` skips guessing from the labels: classes named "0", "1", … look like numeric bins, but moving
+    predictions from one class to its neighbour is as much a change as to any other class.
+    """
     labels = set(reference) | set(current)
-    ordered = _numeric_order(labels)
+    ordered = None if categorical else _numeric_order(labels)
     numeric = ordered is not None
     ordered = ordered if ordered is not None else sorted(labels)
     measure, threshold = policy.rule(name, numeric)
@@ -178,7 +186,7 @@ def evaluate(window: DriftWindow, policy: DriftPolicy) -> DriftReport:
         verdict = "Drifted" if share >= policy.dataset_share else "Stable"
     prediction = None
     if window.reference_predictions:
-        prediction = judge(PREDICTIONS, window.reference_predictions, window.predictions, policy)
+        prediction = judge(PREDICTIONS, window.reference_predictions, window.predictions, policy, categorical=True)
     instances = window.instances
     quality = {key: round(count / instances, 6) for key, count in window.violations.items() if instances > 0}
     return DriftReport(verdict, share, int(instances), tuple(features), prediction, quality)

@@ -16,6 +16,7 @@ import bisect
 import math
 import re
 from collections.abc import Sequence
+from decimal import ROUND_CEILING, ROUND_FLOOR, Decimal
 from itertools import pairwise
 from typing import Annotated, Literal
 
@@ -162,6 +163,27 @@ def _round(value: float) -> float:
     return float(format(value, ".6g"))
 
 
+def _round_outward(value: float, rounding: str) -> float:
+    """Six significant digits rounded in one direction only, so the bound never crosses the value it rounds."""
+    if value == 0 or not math.isfinite(value):
+        return value
+    exact = Decimal(value)
+    rounded = float(exact.quantize(Decimal(1).scaleb(exact.adjusted() - 5), rounding=rounding))
+    return rounded if math.isfinite(rounded) else value
+
+
+def round_down(value: float) -> float:
+    """A readable lower bound: at most `value`, unlike plain rounding, so the reference's minimum stays in range."""
+    nearest = _round(value)
+    return nearest if nearest <= value else _round_outward(value, ROUND_FLOOR)
+
+
+def round_up(value: float) -> float:
+    """A readable upper bound: at least `value`, so the reference's maximum stays in range."""
+    nearest = _round(value)
+    return nearest if nearest >= value else _round_outward(value, ROUND_CEILING)
+
+
 def quantile(ordered: Sequence[float], q: float) -> float:
     """Linear-interpolation quantile of sorted values (numpy's default method)."""
     position = q * (len(ordered) - 1)
@@ -184,8 +206,8 @@ def numeric_feature(name: str, values: Sequence[float], rows: int, bins: int = 1
     return NumericFeature(
         name=name,
         missing_rate=_round(1 - len(values) / rows),
-        min=_round(ordered[0]),
-        max=_round(ordered[-1]),
+        min=round_down(ordered[0]),
+        max=round_up(ordered[-1]),
         mean=_round(mean),
         std=_round(std),
         edges=edges,

@@ -37,6 +37,8 @@ from esteira.drift.profile import (
     ReferenceProfile,
     edge_label,
     quantile,
+    round_down,
+    round_up,
 )
 
 CHUNK_ROWS = 50_000
@@ -297,8 +299,8 @@ def _feature(
         return NumericFeature(
             name=column.name,
             missing_rate=missing_rate,
-            min=_rounded(column.low),
-            max=_rounded(column.high),
+            min=round_down(column.low),
+            max=round_up(column.high),
             mean=_rounded(mean),
             std=_rounded(math.sqrt(variance)),
             edges=edges,
