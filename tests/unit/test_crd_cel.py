@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import pytest
@@ -120,6 +121,20 @@ CASES: list[tuple[str, str, Any, Any, str | None]] = [
         "a toleration with operator Exists must not set value",
         {"key": "nvidia.com/gpu", "operator": "Exists"},
         {"key": "nvidia.com/gpu", "operator": "Exists", "value": "present"},
+        None,
+    ),
+    (
+        ".spec.gpu.tolerations[*]",
+        "a toleration without a key must use operator Exists (it then tolerates every taint)",
+        {"operator": "Exists"},
+        {"operator": "Equal", "value": "x"},
+        None,
+    ),
+    (
+        ".spec.gpu.tolerations[*]",
+        "tolerationSeconds is for effect NoExecute only",
+        {"key": "k", "operator": "Exists", "effect": "NoExecute", "tolerationSeconds": 30},
+        {"key": "k", "operator": "Exists", "effect": "NoSchedule", "tolerationSeconds": 30},
         None,
     ),
     (
@@ -319,11 +334,21 @@ def test_name_rule_in_cel_and_python(name: str, valid: bool) -> None:
             check_name(name)
 
 
-def test_toleration_rule_agrees_with_python() -> None:
-    _, message, good, bad, _ = next(c for c in CASES if c[0].endswith("tolerations[*]"))
-    ModelDeploymentSpec.parse(spec(gpu={"count": 1, "tolerations": [good]}))
-    with pytest.raises(InvalidSpec, match=message):
-        ModelDeploymentSpec.parse(spec(gpu={"count": 1, "tolerations": [bad]}))
+def test_toleration_rules_agree_with_python() -> None:
+    for _, message, good, bad, _ in [c for c in CASES if c[0].endswith("tolerations[*]")]:
+        ModelDeploymentSpec.parse(spec(gpu={"count": 1, "tolerations": [good]}))
+        with pytest.raises(InvalidSpec, match=re.escape(message)):
+            ModelDeploymentSpec.parse(spec(gpu={"count": 1, "tolerations": [bad]}))
+
+
+@pytest.mark.parametrize("quantity", ["-1", "-500m", -5])
+def test_a_negative_quantity_is_refused_on_both_sides(quantity: str | int) -> None:
+    """The API server refuses a pod asking for less than nothing: the predictor's pods were never made."""
+    body = spec(resources={"requests": {"cpu": quantity}})
+    with pytest.raises(ManifestError, match=r"spec\.resources\.requests"):
+        validate_custom_resource(document(body))
+    with pytest.raises(InvalidSpec, match=r"spec\.resources\.requests\.cpu"):
+        ModelDeploymentSpec.parse(body)
 
 
 @pytest.mark.parametrize("section", ["requests", "limits"])

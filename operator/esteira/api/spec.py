@@ -41,8 +41,8 @@ ZERO_WINDOWS = {
     "monitoring.drift.window": "monitoring.drift.window must be longer than 0s: it is the traffic each evaluation reads",
     "monitoring.drift.interval": "monitoring.drift.interval must be longer than 0s: evaluations would run without pause",
 }
-QUANTITY_PATTERN = (
-    r"^(\+|-)?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))(([KMGTPE]i)|[numkMGTPE]|([eE](\+|-)?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))))?$"
+QUANTITY_PATTERN = (  # no sign: a resource request or limit below zero is refused by the API server
+    r"^\+?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))(([KMGTPE]i)|[numkMGTPE]|([eE](\+|-)?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))))?$"
 )
 DNS_LABEL_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
 # KServe's validateInferenceServiceName wants a leading letter (IsvcNameFmt); the InferenceService keeps our name.
@@ -63,10 +63,11 @@ MAX_TOLERATIONS = 16
 MAX_NODE_SELECTOR = 16
 
 JsonDict = dict[str, JsonValue]
-# A Kubernetes quantity: the string form is checked by the same pattern the API server's schema applies.
+# A Kubernetes quantity, never below zero: the string form is checked by the pattern the API server's schema
+# applies, the integer form by its minimum (which a string ignores).
 Quantity = Annotated[
-    int | Annotated[str, StringConstraints(pattern=QUANTITY_PATTERN)],
-    Field(json_schema_extra={"x-kubernetes-int-or-string": True}),
+    Annotated[int, Field(ge=0)] | Annotated[str, StringConstraints(pattern=QUANTITY_PATTERN)],
+    Field(json_schema_extra={"x-kubernetes-int-or-string": True, "minimum": 0}),
 ]
 ResourceName = Annotated[str, StringConstraints(pattern=RESOURCE_NAME_PATTERN, max_length=253)]
 
@@ -206,6 +207,10 @@ class ResourceRequirements(SpecModel):
     )
 
 
+TOLERATION_WITHOUT_KEY = "a toleration without a key must use operator Exists (it then tolerates every taint)"
+TOLERATION_SECONDS_EFFECT = "tolerationSeconds is for effect NoExecute only"
+
+
 class Toleration(SpecModel):
     """A Kubernetes toleration (same fields as in a Pod spec)."""
 
@@ -216,7 +221,19 @@ class Toleration(SpecModel):
                     "self.operator != 'Exists' || !has(self.value) || self.value == ''",
                     "a toleration with operator Exists must not set value",
                     ".value",
-                )
+                ),
+                # The API server refuses a pod with either (core/v1 validateTolerations): the predictor's pods
+                # were never made, and the revision never became ready.
+                cel(
+                    "(has(self.key) && self.key != '') || self.operator == 'Exists'",
+                    TOLERATION_WITHOUT_KEY,
+                    ".key",
+                ),
+                cel(
+                    "!has(self.tolerationSeconds) || (has(self.effect) && self.effect == 'NoExecute')",
+                    TOLERATION_SECONDS_EFFECT,
+                    ".tolerationSeconds",
+                ),
             ]
         }
     )
@@ -231,6 +248,10 @@ class Toleration(SpecModel):
     def _exists_has_no_value(self) -> Toleration:
         if self.operator == "Exists" and self.value:
             raise ValueError("a toleration with operator Exists must not set value")
+        if not self.key and self.operator != "Exists":
+            raise ValueError(TOLERATION_WITHOUT_KEY)
+        if self.toleration_seconds is not None and self.effect != "NoExecute":
+            raise ValueError(TOLERATION_SECONDS_EFFECT)
         return self
 
 
