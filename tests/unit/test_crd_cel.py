@@ -457,3 +457,23 @@ def test_durations_are_prometheus_s_on_both_sides(duration: str, valid: bool) ->
         validate_custom_resource(document(body))
     with pytest.raises(InvalidSpec, match=r"spec\.rollout\.interval"):
         ModelDeploymentSpec.parse(body)
+
+
+@pytest.mark.parametrize(
+    ("fields", "path"),
+    [
+        ({"autoscaling": {"maxReplicas": "4"}}, r"spec\.autoscaling\.maxReplicas"),
+        ({"gpu": {"count": True}}, r"spec\.gpu\.count"),
+        ({"rollout": {"mirror": "yes"}}, r"spec\.rollout\.mirror"),
+        ({"rollout": {"steps": ["10", "100"]}}, r"spec\.rollout\.steps"),
+        ({"logging": {"mode": "all", "sampleRate": "0.5"}}, r"spec\.logging\.sampleRate"),
+    ],
+)
+def test_a_value_of_the_wrong_type_is_refused_on_both_sides(fields: dict[str, Any], path: str) -> None:
+    """The operator (and `esteira render`, and `esteira up`) took "4" for 4 and "yes" for true, which the API
+    server refuses: a manifest checked locally then failed `kubectl apply`."""
+    body = spec(**fields)
+    with pytest.raises(ManifestError, match=path):
+        validate_custom_resource(document(body))
+    with pytest.raises(InvalidSpec, match=path):
+        ModelDeploymentSpec.parse(body)

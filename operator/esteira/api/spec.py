@@ -84,7 +84,12 @@ class SpecModel(BaseModel):
     """Base for every spec object: camelCase on the wire, unknown fields rejected, immutable."""
 
     model_config = ConfigDict(
-        alias_generator=to_camel, populate_by_name=True, extra="forbid", frozen=True, validate_default=True
+        alias_generator=to_camel,
+        populate_by_name=True,
+        extra="forbid",
+        frozen=True,
+        validate_default=True,
+        strict=True,
     )
 
 
