@@ -23,9 +23,9 @@ def test_a_large_batch_stores_each_record_once_and_joins_every_labelled_one(data
     try:
         count = 1_207
         labelled = {f"r{i}" for i in range(0, count, 97)} | {f"r{count - 1}"}
-        store.add_labels(Label("models", "iris", rid, "setosa", 0.5) for rid in labelled)
+        store.add_labels((Label("models", "iris", rid, "setosa", 0.5) for rid in labelled), now=0.5)
         # Another namespace's label for the same request id must not join.
-        store.add_labels([Label("staging", "iris", "r1", "setosa", 0.5)])
+        store.add_labels([Label("staging", "iris", "r1", "setosa", 0.5)], now=0.5)
         assert store.add_records([response("r0"), response("r1")], now=2.0)[0] == 2
 
         batch = [response(f"r{i}") for i in range(count)]
@@ -48,12 +48,12 @@ def test_a_large_label_batch_keeps_the_first_truth_and_joins_every_revision_that
         store.add_records([response(f"r{i}") for i in range(count)], now=1.0)
         store.add_records([Record("models", "iris", "2", "r5", "response", 1.0, "{}", predictions=("setosa",))],
                           now=1.0)  # fmt: skip
-        store.add_labels([Label("models", "iris", "r0", "virginica", 1.5)])
+        store.add_labels([Label("models", "iris", "r0", "virginica", 1.5)], now=1.5)
 
         labels = [Label("models", "iris", f"r{i}", "setosa", 2.0) for i in range(count)]
         labels.insert(10, Label("models", "iris", "r9", "virginica", 2.0))  # a second truth for r9 in the batch
         labels.append(Label("models", "iris", "unanswered", "setosa", 2.0))
-        added, joined = store.add_labels(labels)
+        added, joined = store.add_labels(labels, now=2.0)
 
         assert added == count  # every r but r0 (labelled before), plus "unanswered"
         assert len(joined) == count - 1 + 1  # r1..r1206 once, r5 a second time for revision 2
@@ -61,7 +61,7 @@ def test_a_large_label_batch_keeps_the_first_truth_and_joins_every_revision_that
         assert [j.actual for j in joined if j.request_id == "r9"] == ["setosa"]
         tallies = store.tallies("models", "iris", since=0.0)
         assert tallies["1"].labelled == count and tallies["1"].correct == count - 1  # r0's truth was virginica
-        assert store.add_labels(labels) == (0, [])
+        assert store.add_labels(labels, now=3.0) == (0, [])
     finally:
         store.close()
 
@@ -126,7 +126,7 @@ def test_a_dropped_database_connection_fails_one_call_then_the_store_reconnects(
         with pytest.raises(StoreUnavailable):
             store.add_records([response("during")], now=2.0)
         assert store.add_records([response("during"), response("before")], now=3.0)[0] == 1
-        store.add_labels([Label("models", "iris", rid, "setosa", 4.0) for rid in ("before", "during")])
+        store.add_labels([Label("models", "iris", rid, "setosa", 4.0) for rid in ("before", "during")], now=4.0)
         assert store.tallies("models", "iris", since=0.0)["1"].labelled == 2
     finally:
         store.close()

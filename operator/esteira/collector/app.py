@@ -9,7 +9,8 @@ GET  /metrics, /healthz   unauthenticated
 
 Every write is committed before the answer, so a 2xx means stored. A bad item gets its index and reason in
 a 422 while the good items of the same batch are stored; resending a batch is safe (duplicates are ignored).
-A 503 means the database was unavailable: send the call again (the collector reconnects at the next call).
+A 503 means the database was unavailable: send the call again (the collector reconnects at the next call);
+a 4xx will not get better by sending the same call again.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import hmac
 import io
 import json
 import logging
+import math
 import time
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
@@ -28,7 +30,7 @@ from aiohttp import web
 from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
 
 from esteira.collector.model import Joined
-from esteira.collector.store import Store, StoreUnavailable
+from esteira.collector.store import Store, StoreRefused, StoreUnavailable
 from esteira.collector.wire import Problem, audit_from, binary_event, items_of, label_from, structured_event
 from esteira.quality.scores import class_scores
 from esteira.rollout.quality_queries import QualityNames
@@ -42,6 +44,7 @@ from esteira.vocabulary import (
 
 logger = logging.getLogger(__name__)
 DEFAULT_MAX_BODY = 8 * 1024 * 1024
+MAX_LIMIT = 2**63 - 1  # the largest LIMIT both databases take (a signed 64-bit integer)
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
@@ -131,7 +134,7 @@ class Collector:
         self.metrics.restore(self.store)
 
     def app(self) -> web.Application:
-        app = web.Application(client_max_size=self.config.max_body, middlewares=[self._auth, self._unavailable])
+        app = web.Application(client_max_size=self.config.max_body, middlewares=[self._auth, self._store_errors])
         app.add_routes(
             [
                 web.post(COLLECTOR_RECORDS_PATH, self.post_records),
@@ -164,8 +167,9 @@ class Collector:
             return _error(413, f"body larger than {self.config.max_body} bytes: send smaller batches")
 
     @web.middleware
-    async def _unavailable(self, request: web.Request, handler: Handler) -> web.StreamResponse:
-        """A database outage is the client's cue to send the call again (resending is safe), not a 500."""
+    async def _store_errors(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+        """A database outage is the client's cue to send the call again (resending is safe), not a 500; data the
+        database refused is the client's error (422: its senders do not resend it), or they would resend forever."""
         try:
             return await handler(request)
         except StoreUnavailable as exc:
@@ -173,6 +177,9 @@ class Collector:
             return web.json_response(
                 {"error": f"database unavailable, retry: {exc}"}, status=503, headers={"Retry-After": "1"}
             )
+        except StoreRefused as exc:
+            logger.warning("database refused the data: %s", exc)
+            return _error(422, f"the database refused the data: {exc}")
 
     async def _start_retention(self, app: web.Application) -> None:
         app["retention"] = asyncio.create_task(self._retain())
@@ -196,10 +203,8 @@ class Collector:
             return json.loads(await request.read())
         except web.HTTPRequestEntityTooLarge:
             raise
-        except ValueError as exc:
-            raise web.HTTPBadRequest(
-                text=json.dumps({"error": f"body is not JSON: {exc}"}), content_type="application/json"
-            ) from None
+        except (ValueError, RecursionError) as exc:  # RecursionError: nested deeper than json.loads goes
+            raise _bad_request(f"body is not JSON: {exc}") from None
 
     # --- writes ------------------------------------------------------------------------------------------
 
@@ -232,7 +237,7 @@ class Collector:
                 labels.append(label_from(item, now))
             except ValueError as exc:
                 problems.append(Problem(index, str(exc)))
-        added, joined = await asyncio.to_thread(self.store.add_labels, labels)
+        added, joined = await asyncio.to_thread(self.store.add_labels, labels, now)
         self.metrics.count(joined)
         return self._answer("labels", len(labels), added, len(joined), problems)
 
@@ -261,15 +266,17 @@ class Collector:
     def _deployment(self, request: web.Request) -> tuple[str, str]:
         deployment = request.query.get("deployment")
         if not deployment:
-            raise web.HTTPBadRequest(
-                text=json.dumps({"error": "deployment is required"}), content_type="application/json"
-            )
-        return request.query.get("namespace", "default"), deployment
+            raise _bad_request("deployment is required")
+        namespace = request.query.get("namespace", "default")
+        for field, value in (("namespace", namespace), ("deployment", deployment)):
+            if "\x00" in value:
+                raise _bad_request(f"{field} must not contain the NUL character (\\u0000)")
+        return namespace, deployment
 
     async def get_audit(self, request: web.Request) -> web.Response:
         namespace, deployment = self._deployment(request)
         entries = await asyncio.to_thread(
-            self.store.audit, request.query.get("namespace"), deployment, int(request.query.get("limit", "1000"))
+            self.store.audit, request.query.get("namespace"), deployment, _limit(request.query.get("limit", "1000"))
         )
         del namespace
         return web.json_response({"deployment": deployment, "entries": entries})
@@ -291,8 +298,8 @@ class Collector:
 
         namespace, deployment = self._deployment(request)
         now = time.time()
-        since = float(request.query.get("since", now - parse_duration(self.config.retention).total_seconds()))
-        until = float(request.query.get("until", now + 1))
+        since = _epoch(request.query.get("since"), "since", now - parse_duration(self.config.retention).total_seconds())
+        until = _epoch(request.query.get("until"), "until", now + 1)
         rows = await asyncio.to_thread(self.store.labelled, namespace, deployment, since, until)
         columns = ("revision", "request_id", "index", "predicted", "actual", "predicted_at", "joined_at", "request")
         table = pa.table({c: [row[c] for row in rows] for c in columns})
@@ -312,11 +319,37 @@ class Collector:
 def _seconds(text: str, field: str) -> float:
     try:
         return parse_duration(text).total_seconds()
+    except (ValueError, OverflowError):  # OverflowError: more days than a timedelta holds
+        raise _bad_request(f"{field} must be a duration such as 1h, got {text!r:.60}") from None
+
+
+def _limit(text: str) -> int:
+    """How many rows to read: a whole number the databases take for a LIMIT (PostgreSQL refuses a negative one)."""
+    try:
+        limit = int(text)
     except ValueError:
-        raise web.HTTPBadRequest(
-            text=json.dumps({"error": f"{field} must be a duration such as 1h, got {text!r}"}),
-            content_type="application/json",
-        ) from None
+        limit = -1
+    if not 0 <= limit <= MAX_LIMIT:
+        raise _bad_request(f"limit must be a whole number from 0 to {MAX_LIMIT}, got {text!r:.60}")
+    return limit
+
+
+def _epoch(text: str | None, field: str, default: float) -> float:
+    """A time in seconds since the epoch; NaN or Infinity would select nothing, or everything, without a word."""
+    if text is None:
+        return default
+    try:
+        moment = float(text)
+    except ValueError:
+        moment = math.nan
+    if not math.isfinite(moment):
+        raise _bad_request(f"{field} must be a time in seconds since the epoch, got {text!r:.60}")
+    return moment
+
+
+def _bad_request(message: str) -> web.HTTPBadRequest:
+    """The caller's error as JSON with its reason, like every other answer of this API."""
+    return web.HTTPBadRequest(text=json.dumps({"error": message}), content_type="application/json")
 
 
 def _error(status: int, message: str) -> web.Response:

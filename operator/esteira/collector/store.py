@@ -77,6 +77,11 @@ class StoreUnavailable(Exception):
     transaction reconnects."""
 
 
+class StoreRefused(Exception):
+    """The database refused a value it was given (a data error): sending the same call again would fail the same
+    way, so it is the caller's error, never StoreUnavailable."""
+
+
 class Store:
     """One database connection, serialised by a lock (the collector's writes are small and short).
 
@@ -93,9 +98,13 @@ class Store:
 
             self.dialect = "postgresql"
             self._errors: tuple[type[Exception], ...] = (psycopg.Error,)
+            self._unavailable: tuple[type[Exception], ...] = (psycopg.OperationalError, psycopg.InterfaceError)
+            self._refused: tuple[type[Exception], ...] = (psycopg.DataError,)
         elif url.startswith("sqlite:///"):
             self.dialect = "sqlite"
             self._errors = (sqlite3.Error,)
+            self._unavailable = (sqlite3.OperationalError,)  # locked, busy, read-only, full, I/O, cannot open
+            self._refused = (sqlite3.DataError,)
         else:
             raise ValueError(f"database URL must start with sqlite:/// or postgresql://, got {url!r}")
         with self._transaction():
@@ -137,6 +146,14 @@ class Store:
                 self._conn.close()
             self._conn = None
 
+    def _raise_for(self, error: BaseException | None) -> None:
+        """Raise a database error as the caller must take it: unavailable (send the call again) or refused (the
+        data it sent); any other error is a bug and left as it is."""
+        if isinstance(error, self._unavailable):
+            raise StoreUnavailable(str(error).strip()) from error
+        if isinstance(error, self._refused):
+            raise StoreRefused(str(error).strip()) from error
+
     def _sql(self, statement: str) -> str:
         return statement.replace("?", "%s") if self.dialect == "postgresql" else statement
 
@@ -162,8 +179,7 @@ class Store:
                 if store._conn is not None:
                     store._recover()
                 store._lock.release()
-                if isinstance(exc, store._errors):
-                    raise StoreUnavailable(str(exc).strip()) from exc
+                store._raise_for(exc)
                 raise
             return self
 
@@ -189,11 +205,11 @@ class Store:
                 store._recover()
             except store._errors as failure:  # the commit itself failed
                 store._recover()
-                raise StoreUnavailable(str(failure).strip()) from failure
+                store._raise_for(failure)
+                raise
             finally:
                 store._lock.release()
-            if isinstance(error, store._errors):
-                raise StoreUnavailable(str(error).strip()) from error
+            store._raise_for(error)
 
     def _transaction(self) -> Store._Tx:
         return Store._Tx(self)
@@ -233,8 +249,11 @@ class Store:
             joined = self._add_joins(tx, joined)
         return len(inserted), joined
 
-    def add_labels(self, labels: Iterable[Label]) -> tuple[int, list[Joined]]:
-        """Store labels (the first truth for a request id wins); returns how many were new and the new joins."""
+    def add_labels(self, labels: Iterable[Label], now: float) -> tuple[int, list[Joined]]:
+        """Store labels (the first truth for a request id wins); returns how many were new and the new joins.
+
+        A join is timed `now`, as when the record comes second: joins are counted and purged by that time, and
+        a label's own time (when its truth was observed) may be long before; the label keeps it as its time."""
         unique: dict[tuple[str, ...], Label] = {}
         for label in labels:
             unique.setdefault((label.namespace, label.deployment, label.request_id), label)
@@ -255,7 +274,7 @@ class Store:
                     continue
                 for revision, predictions, at in answered.get(key, []):
                     joined += _joined(key[0], key[1], revision, key[2], json.loads(predictions), truths[key], at,
-                                      unique[key].at)  # fmt: skip
+                                      now)  # fmt: skip
             joined = self._add_joins(tx, joined)
         return len(inserted), joined
 

@@ -45,6 +45,30 @@ def _text(item: Mapping[str, Any], key: str, *, required: bool = True, default: 
         return default
     if not isinstance(value, str) or not value or len(value) > MAX_ID:
         raise ValueError(f"{key} must be a non-empty string of at most {MAX_ID} characters, got {value!r:.60}")
+    return _storable(value, key)
+
+
+def _storable(text: str, field: str) -> str:
+    """Text as the databases take it: PostgreSQL refuses the NUL character and neither takes a lone surrogate
+    (not UTF-8). Refused here, it fails its own item; in the database it failed its whole batch on every resend."""
+    if "\x00" in text:
+        raise ValueError(f"{field} must not contain the NUL character (\\u0000): the database cannot store it")
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ValueError(f"{field} must not contain a lone surrogate (\\ud800 to \\udfff): it is not UTF-8") from None
+    return text
+
+
+def _finite(number: int | float, what: str) -> float:
+    """A number as a float, refused when not finite: NaN or Infinity (Python's json reads and writes them) would
+    make every error sum they enter NaN."""
+    try:
+        value = float(number)
+    except OverflowError:  # an integer beyond any float
+        value = math.inf
+    if not math.isfinite(value):
+        raise ValueError(f"{what} must be finite numbers, got {number!r:.60}")
     return value
 
 
@@ -58,14 +82,18 @@ def _time(value: Any, now: float) -> float:
 
 
 def predictions_from_body(body: Any) -> tuple[Answer, ...]:
-    """Labels or values from a v1 or v2 answer, for records from KServe's own logger (no predictions attribute)."""
+    """Labels or values from a v1 or v2 answer, for records from KServe's own logger (no predictions attribute).
+
+    An answer of another shape has none (TypeError or none found); one with a value that is not finite is
+    refused (ValueError), as the predictions attribute is.
+    """
     if isinstance(body, Mapping) and isinstance(body.get("predictions"), list):
         out: list[Answer] = []
         for p in body["predictions"]:
             if isinstance(p, Mapping) and isinstance(p.get("label"), str):
-                out.append(p["label"])
+                out.append(_storable(p["label"], "data.predictions[].label"))
             elif isinstance(p, int | float) and not isinstance(p, bool):
-                out.append(float(p))
+                out.append(_finite(p, "data.predictions"))
             else:
                 return ()
         return tuple(out)
@@ -74,7 +102,8 @@ def predictions_from_body(body: Any) -> tuple[Answer, ...]:
         for name in ("label", "prediction"):
             data = (by_name.get(name) or {}).get("data")
             if isinstance(data, list):
-                return tuple(d if isinstance(d, str) else float(d) for d in data)
+                where = f"data.outputs[{name}].data"
+                return tuple(_storable(d, where) if isinstance(d, str) else _finite(d, where) for d in data)
     return ()
 
 
@@ -84,9 +113,8 @@ def _answers(raw: Any, what: str) -> tuple[Answer, ...]:
     for item in items:
         if isinstance(item, bool) or not isinstance(item, str | int | float):
             raise ValueError(f"{what} must be labels (strings) or values (numbers), got {item!r:.60}")
-        if isinstance(item, float) and not math.isfinite(item):
-            raise ValueError(f"{what} must be finite numbers, got {item!r}")
-        out.append(item if isinstance(item, str) else float(item))
+        # A label becomes a Prometheus label value once joined: a lone surrogate there failed every scrape.
+        out.append(_storable(item, what) if isinstance(item, str) else _finite(item, what))
     return tuple(out)
 
 
@@ -97,19 +125,23 @@ def record_from_event(attributes: Mapping[str, Any], data: bytes | str, now: flo
         raise ValueError(
             f"type must be {CE_INFERENCE_REQUEST} or {CE_INFERENCE_RESPONSE}, got {attributes.get('type')!r:.80}"
         )
-    body = data.decode("utf-8", errors="replace") if isinstance(data, bytes) else data
+    body = _storable(data.decode("utf-8", errors="replace") if isinstance(data, bytes) else data, "data")
     predictions: tuple[Answer, ...] = ()
     if kind == "response":
         raw = attributes.get(CE_PREDICTIONS)
         if raw is not None:
             try:
                 predictions = _answers(json.loads(raw) if isinstance(raw, str) else raw, CE_PREDICTIONS)
-            except json.JSONDecodeError:
+            except (json.JSONDecodeError, RecursionError):
                 raise ValueError(f"{CE_PREDICTIONS} must be a JSON list") from None
         else:
             try:
-                predictions = predictions_from_body(json.loads(body))
-            except (json.JSONDecodeError, TypeError, ValueError):
+                answer = json.loads(body)
+            except (ValueError, RecursionError):  # not JSON, or nested deeper than any answer: no predictions
+                answer = None
+            try:
+                predictions = predictions_from_body(answer)
+            except TypeError:  # an answer of a shape no model server gives
                 predictions = ()
     return Record(
         namespace=_text(attributes, CE_NAMESPACE, required=False, default="default"),
@@ -182,7 +214,7 @@ def audit_from(item: Any, now: float) -> AuditEntry:
         namespace=_text(item, "namespace", required=False, default="default"),
         deployment=_text(item, "deployment"),
         reason=_text(item, "reason"),
-        message=message,
+        message=_storable(message, "message"),
         at=_time(item.get("time"), now),
         warning=bool(item.get("warning", False)),
         actor=_text(item, "actor", required=False),
