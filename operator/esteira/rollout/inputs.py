@@ -15,9 +15,12 @@ from esteira.vocabulary import Command
 class ObservedRoute:
     """What the backend reports for one canary revision: is it serving, and its share of traffic.
 
-    `weight` is None while the backend has not reported a split; the engine then waits instead of
-    assuming its last instruction took effect. A report about another revision (say, the canary a new
-    version just superseded) says nothing about the current canary.
+    `weight` is None while the backend has not reported a split (a Gateway that has not accepted the route, a
+    KServe that reports no traffic percent); the engine then goes on, and the canary's own request count says
+    whether traffic reaches it (too few hold the step, and past lowTrafficDeadline lowTrafficAction applies). A
+    weight reported that differs from the one wanted holds the step until the router catches up. A report
+    about another revision (say, the canary a new version just superseded) says nothing about the current
+    canary.
     """
 
     revision: int | None
