@@ -14,6 +14,7 @@ from esteira.api.errors import InvalidSpec
 from esteira.api.spec import (
     DRAIN_WITHIN_GRACE,
     MAX_NAME_LENGTH,
+    NODE_SELECTOR_KEYS,
     SPEC_RULES,
     ZERO_PROGRESS_DEADLINE,
     ZERO_WINDOWS,
@@ -135,6 +136,13 @@ CASES: list[tuple[str, str, Any, Any, str | None]] = [
         "tolerationSeconds is for effect NoExecute only",
         {"key": "k", "operator": "Exists", "effect": "NoExecute", "tolerationSeconds": 30},
         {"key": "k", "operator": "Exists", "effect": "NoSchedule", "tolerationSeconds": 30},
+        None,
+    ),
+    (
+        ".spec.gpu.nodeSelector",
+        NODE_SELECTOR_KEYS,
+        {"pool": "gpu", "example.com/zone": "a"},
+        {"pool": "gpu", "a" * 64: "x"},
         None,
     ),
     (
@@ -476,4 +484,18 @@ def test_a_value_of_the_wrong_type_is_refused_on_both_sides(fields: dict[str, An
     with pytest.raises(ManifestError, match=path):
         validate_custom_resource(document(body))
     with pytest.raises(InvalidSpec, match=path):
+        ModelDeploymentSpec.parse(body)
+
+
+@pytest.mark.parametrize(
+    "selector",
+    [{"a" * 64: "x"}, {"bad key!": "x"}, {"example.com/" + "a" * 64: "x"}, {"pool": "a" * 64}, {"pool": "-x"}],
+)
+def test_a_node_selector_the_api_server_would_refuse_in_a_pod_is_refused_on_both_sides(
+    selector: dict[str, str],
+) -> None:
+    body = spec(gpu={"count": 1, "nodeSelector": selector})
+    with pytest.raises(ManifestError, match=r"spec\.gpu\.nodeSelector"):
+        validate_custom_resource(document(body))
+    with pytest.raises(InvalidSpec, match=r"spec\.gpu\.nodeSelector"):
         ModelDeploymentSpec.parse(body)

@@ -57,6 +57,20 @@ RESOURCE_NAME_PATTERN = (
     r"^([a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?[a-zA-Z0-9]([-._a-zA-Z0-9]*[a-zA-Z0-9])?$"
 )
 GPU_TAINT_KEY = "nvidia.com/gpu"
+# A label key (an optional DNS-subdomain prefix and "/", then a name of at most 63 characters) and value, as the API
+# server checks a pod's nodeSelector (apimachinery's IsQualifiedName, IsValidLabelValue): another one made a pod
+# the API server refused, and the revision never became ready.
+LABEL_KEY_PATTERN = (
+    r"^([a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?"
+    r"[A-Za-z0-9]([-._A-Za-z0-9]{0,61}[A-Za-z0-9])?$"
+)
+LABEL_VALUE_PATTERN = r"^(([A-Za-z0-9][-A-Za-z0-9_.]{0,61})?[A-Za-z0-9])?$"
+NODE_SELECTOR_KEYS = (
+    "gpu.nodeSelector keys must be label keys: an optional DNS prefix and '/', then a name of at most 63 "
+    "characters (letters, digits, '-', '_', '.'), starting and ending with a letter or digit"
+)
+LabelKey = Annotated[str, StringConstraints(pattern=LABEL_KEY_PATTERN, max_length=317)]
+LabelValue = Annotated[str, StringConstraints(pattern=LABEL_VALUE_PATTERN, max_length=63)]
 MAX_STEPS = 20
 MAX_RESOURCES = 16
 MAX_TOLERATIONS = 16
@@ -284,11 +298,19 @@ class GPU(SpecModel):
     )
     product: str | None = Field(
         default=None,
-        pattern=r"^[A-Za-z0-9][-A-Za-z0-9_.]*$",
+        pattern=LABEL_VALUE_PATTERN,
+        max_length=63,
         description="GPU product; becomes node selector nvidia.com/gpu.product (e.g. NVIDIA-A100-SXM4-40GB).",
     )
-    node_selector: dict[str, str] = Field(
-        default_factory=dict, max_length=MAX_NODE_SELECTOR, description="Extra node selector labels."
+    node_selector: dict[LabelKey, LabelValue] = Field(
+        default_factory=dict,
+        max_length=MAX_NODE_SELECTOR,
+        description="Extra node selector labels.",
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                cel(f"self.all(k, size(k) <= 317 && k.matches('{LABEL_KEY_PATTERN}'))", NODE_SELECTOR_KEYS)
+            ]
+        },
     )
     tolerations: list[Toleration] | None = Field(
         default=None,
