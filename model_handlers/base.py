@@ -503,11 +503,15 @@ class EsteiraHandler(BaseHandler, abc.ABC):  # type: ignore[misc]
         make a revision look broken); from ordinary inputs they are the model's (500)."""
         read = self.batch_inputs([slot.inputs]) if slot.inputs is not None else None
         largest = float(read.abs().max()) if read is not None and read.numel() else 0.0
-        if largest >= EXTREME_INPUT:
+        # A model served in half precision overflows at 65504: an input past its dtype's range is the input's too.
+        extreme = (
+            min(EXTREME_INPUT, float(torch.finfo(self.dtype).max)) if self.dtype.is_floating_point else EXTREME_INPUT
+        )
+        if largest >= extreme:
             slot.fail(
                 422,
                 f"the model's outputs overflow for this input (a value of magnitude {largest:.3g}); "
-                f"send values below {EXTREME_INPUT:g}",
+                f"send values below {extreme:g}",
             )
         else:
             slot.fail(500, "the model produced non-finite outputs")

@@ -95,6 +95,7 @@ BINARY_FORMATS = {
     "BOOL": "?",
 }
 BINARY_HEADER = "Inference-Header-Content-Length"
+MAX_LENGTH_DIGITS = 12  # a JSON header longer than 999 GB is no header
 MAX_DIMENSIONS = 8
 MAX_DIMENSION = 2**31 - 1
 _MAX_MESSAGE = 300
@@ -455,9 +456,12 @@ def _binary_document(body: Any, header: str) -> Any:
         raise BadRequest(
             f"{BINARY_HEADER} is set but the body did not arrive as bytes; send it as application/octet-stream"
         )
-    if not header.strip().isdigit():
+    text = header.strip()
+    # ASCII digits, no more than a body could hold: str.isdigit takes a Latin-1 superscript, and int refuses
+    # thousands of digits, each a server error rather than the caller's.
+    if not (text.isascii() and text.isdigit() and len(text) <= MAX_LENGTH_DIGITS):
         raise BadRequest(f"{BINARY_HEADER} {_short(header)} is not a non-negative integer")
-    length = int(header)
+    length = int(text)
     if length > len(body):
         raise BadRequest(f"{BINARY_HEADER} {length} is longer than the {len(body)}-byte body")
     doc = decode_json(body[:length])
@@ -515,6 +519,10 @@ def _unpack(raw: bytes, datatype: Any, where: str) -> list[Any]:
     width = struct.calcsize(code)
     if len(raw) % width:
         raise BadRequest(f"{where}: {len(raw)} bytes of binary data is not a whole number of {datatype} elements")
+    if datatype == "BOOL":  # one byte each, 0 or 1, as a JSON BOOL is false or true: 2 is no boolean
+        bad = next((index for index, byte in enumerate(raw) if byte > 1), None)
+        if bad is not None:
+            raise BadRequest(f"{where}: BOOL element {bad} is the byte {raw[bad]}; a BOOL byte is 0 or 1")
     return [value for (value,) in struct.iter_unpack("<" + code, raw)]
 
 

@@ -208,6 +208,18 @@ def test_outputs_that_overflow_on_extreme_inputs_are_the_callers_fault(
     assert "overflow for this input" in json.loads(answers[0])["error"]
 
 
+def test_in_half_precision_an_input_past_float16_is_the_callers_fault(
+    tabular: EsteiraHandler, make_context: ContextFactory, model_dirs: dict[str, ModelDir]
+) -> None:
+    """A model served in float16 (as on CUDA with half precision) overflows at 65504: an input of 70000 was a
+    500 counted against the revision, though far below float32's threshold."""
+    tabular.model, tabular.dtype = tabular.model.half(), torch.float16
+    rows = [{"body": [70000.0, 2, 3, 4]}, {"body": [1, 2, 3, 4]}]
+    answers, statuses, _ = call(tabular, make_context, model_dirs["tabular"], rows)
+    assert statuses == [422, 200]
+    assert "send values below 65504" in json.loads(answers[0])["error"]
+
+
 def test_a_bug_inside_handle_answers_every_request_with_500(
     tabular: EsteiraHandler,
     make_context: ContextFactory,

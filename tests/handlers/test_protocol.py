@@ -441,6 +441,8 @@ def test_binary_inputs_are_decoded_little_endian() -> None:
         (8, b"\0" * 12, None, "4 bytes of binary data after the last input"),
         (8, b"\0" * 8, "abc", "Inference-Header-Content-Length 'abc' is not a non-negative integer"),
         (8, b"\0" * 8, "99999", "longer than the"),
+        (8, b"\0" * 8, "\u00b2", "Inference-Header-Content-Length '\u00b2' is not a non-negative integer"),
+        (8, b"\0" * 8, "0" * 4300 + "104", "is not a non-negative integer"),  # beyond what int reads
         (-1, b"", None, "binary_data_size must be a non-negative integer"),
     ],
 )
@@ -449,6 +451,16 @@ def test_broken_binary_requests_say_what_is_wrong(size: int, blob: bytes, header
     body, length = _binary_body(doc, blob)
     with pytest.raises(BadRequest, match=re.escape(message)):
         parse_request(body, NAMED, binary_header=header or length)
+
+
+def test_a_binary_bool_byte_other_than_0_or_1_is_refused_naming_it() -> None:
+    """A JSON BOOL of 2 is refused; the byte 2 was read as true."""
+    doc = {"inputs": [{"name": "x", "shape": [1, 2], "datatype": "BOOL", "parameters": {"binary_data_size": 2}}]}
+    body, length = _binary_body(doc, bytes([1, 0]))
+    assert parse_request(body, NAMED, binary_header=length).instances == ((1.0, 0.0),)
+    body, length = _binary_body(doc, bytes([1, 2]))
+    with pytest.raises(BadRequest, match="BOOL element 1 is the byte 2; a BOOL byte is 0 or 1"):
+        parse_request(body, NAMED, binary_header=length)
 
 
 def test_requested_outputs_are_picked_checked_and_marked_binary() -> None:
