@@ -94,6 +94,11 @@ HOLD = 32  # exchanges held before the serving thread encodes them in one pass (
 HOLD_BYTES = 1024 * 1024  # bodies held at most: a large one is encoded at once
 
 
+# The fields of an answer that hold what the ``predictions`` attribute repeats: v1's list, a result's label, v2's
+# label and top-k label tensors, and a regression's value.
+PREDICTION_FIELDS = frozenset({"predictions", "label", "labels", "value", "values"})
+
+
 def sampled(request_id: str, rate: float) -> bool:
     """Whether a request id is logged at `rate`: the same answer in every process and every revision."""
     if rate >= 1.0:
@@ -420,6 +425,8 @@ class InferenceLog:
         self.identity = identity
         self.outbox = outbox or Outbox(http_sender(settings))
         self._encoded = collector_url(settings.url)  # records leave encoded (see the module docstring)
+        # Redacting a field an answer carries its predictions in keeps them out of the predictions attribute too.
+        self._redacts_predictions = bool(settings.redact & PREDICTION_FIELDS)
         self._reported_drops = 0
         # (request id, time, exchange) sampled and not yet encoded; the lock also makes whoever encodes them the
         # outbox's one producer (the serving thread, the sender at its round, a flush)
@@ -496,7 +503,11 @@ class InferenceLog:
                     if mode != "response":
                         self._offer(request_id, CE_INFERENCE_REQUEST, now, None, *self._request_data(exchange))
                     if mode != "request" and exchange.status == 200:
-                        predictions = jsontext.dumps([_answer(p) for p in exchange.predictions])
+                        predictions = (
+                            None
+                            if self._redacts_predictions
+                            else jsontext.dumps([_answer(p) for p in exchange.predictions])
+                        )
                         answer = self._answer_data(exchange.answer)
                         self._offer(request_id, CE_INFERENCE_RESPONSE, now, predictions, *answer)
                 except Exception:
@@ -518,7 +529,12 @@ class InferenceLog:
     def _request_data(self, exchange: Exchange) -> tuple[Any, bool]:
         if exchange.json_text and not self.settings.redact:
             return exchange.body, True
-        return redact(_decoded(exchange.body), self.settings.redact), False
+        decoded = _decoded(exchange.body)
+        if self.settings.redact and not isinstance(decoded, Mapping | list):
+            # Text that is no JSON document, or a bare value (a form field's, its name left behind), has no field
+            # names to redact by: logged as it came, the field it held left the worker.
+            return {"unparsed_bytes": _size(exchange.body)}, False
+        return redact(decoded, self.settings.redact), False
 
     def _answer_data(self, answer: str | bytes) -> tuple[Any, bool]:
         if isinstance(answer, bytes | bytearray):
@@ -547,14 +563,21 @@ def _decoded(payload: Any) -> Any:
     if isinstance(payload, bytes | bytearray):
         try:
             return json.loads(payload)
-        except ValueError:
+        except (ValueError, RecursionError):
             return {"binary_bytes": len(payload)}
     if isinstance(payload, str):
         try:
             return json.loads(payload)
-        except ValueError:
+        except (ValueError, RecursionError):
             return payload
     return payload
+
+
+def _size(payload: Any) -> int:
+    """A body's size in bytes, whatever form it came in."""
+    if isinstance(payload, bytes | bytearray):
+        return len(payload)
+    return len(str(payload).encode("utf-8", "surrogatepass"))
 
 
 def _request_id(context: Any, idx: int, exchange: Exchange) -> str | None:

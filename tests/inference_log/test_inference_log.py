@@ -482,3 +482,44 @@ def test_a_binary_mode_retry_posts_only_the_events_not_yet_delivered() -> None:
     delivered = [post.headers["ce-id"] for post in posts]
     assert refused == ["r2"] and delivered == ids[:3] + ids[2:]  # r2 again, and nothing before it
     assert outbox.dropped == 0
+
+
+@pytest.mark.parametrize(
+    ("body", "json_text"),
+    [
+        ('{"instances": [{"ssn": "TOP-SECRET-VALUE", "a": 1}', False),  # not JSON: a bracket missing
+        ('{"instances": [{"ssn": "TOP-SECRET-VALUE", "a": ' + "9" * 5000 + "}]}", False),  # more digits than read
+        ("123456789", False),  # a form field's value (ssn=123456789), its name left behind
+        (b'{"instances": [{"ssn": "TOP-SECRET-VALUE"', False),
+    ],
+)
+def test_with_redaction_a_body_that_cannot_be_redacted_is_logged_by_its_size_only(
+    body: str | bytes, json_text: bool
+) -> None:
+    """Logged as it came, a body redaction could not walk took the configured field out of the worker."""
+    delivered: list[dict[str, Any]] = []
+    outbox = Outbox(lambda batch: delivered.extend(records(batch)), linger=0.0)
+    log = InferenceLog(
+        LogSettings(url="http://sink", mode="request", redact=FIELDS), Identity("iris", "1", "2"), outbox
+    )
+    log.observe(Context(["r1"]), [Exchange({}, body, json_text, None, 400, (), '{"error": "bad"}')])
+    log.encode_held()
+    eventually(lambda: len(delivered) == 1, 10, "the request's record delivered")
+    (record,) = delivered
+    assert SECRET not in json.dumps(record) and "123456789" not in json.dumps(record)
+    size = len(body) if isinstance(body, bytes) else len(body.encode())
+    assert record["data"] == ({"binary_bytes": size} if isinstance(body, bytes) else {"unparsed_bytes": size})
+
+
+def test_redacting_a_field_answers_carry_predictions_in_keeps_them_out_of_the_predictions_attribute() -> None:
+    delivered: list[dict[str, Any]] = []
+    outbox = Outbox(lambda batch: delivered.extend(records(batch)), linger=0.0)
+    settings = LogSettings(url="http://sink", mode="response", redact=frozenset({"label"}))
+    log = InferenceLog(settings, Identity("iris", "1", "2"), outbox)
+    answer = json.dumps({"predictions": [{"label": "gamma"}]})
+    log.observe(Context(["r1"]), [exchange(None, b'{"instances": [[1]]}', answer, [Prediction(label="gamma")])])
+    log.encode_held()
+    eventually(lambda: len(delivered) == 1, 10, "the answer's record delivered")
+    (record,) = delivered
+    assert "gamma" not in json.dumps(record)
+    assert "predictions" not in record
