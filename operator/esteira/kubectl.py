@@ -17,6 +17,7 @@ from typing import Any, cast
 
 from esteira import API_GROUP, API_VERSION, PLURAL
 from esteira.api.command import COMMAND_KIND, COMMAND_PLURAL
+from esteira.api.errors import api_server_message
 from esteira.api.spec import Rollout
 from esteira.drift.report import monitoring_lines
 from esteira.retraining.report import card_summary, retraining_lines
@@ -114,7 +115,10 @@ def rollback_patch(md: dict[str, Any], revision: int) -> dict[str, Any]:
         known = ", ".join(str(h["revision"]) for h in history) or "none"
         raise SystemExit(f"revision {revision} is not in the history (known: {known})")
     patch = command_patch("rollback", revision=revision)
-    patch["spec"] = {"model": {"version": entry["modelVersion"], "storageUri": entry["storageUri"]}}
+    # Its card too (None removes the current build's): the new stable revision records the spec's card, and the
+    # retraining gate scores candidates against it.
+    model = {"version": entry["modelVersion"], "storageUri": entry["storageUri"], "card": entry.get("card")}
+    patch["spec"] = {"model": model}
     return patch
 
 
@@ -270,6 +274,6 @@ def entrypoint() -> None:
     try:
         raise SystemExit(main())
     except Exception as exc:  # a one-line error beats a traceback for a CLI user
-        reason = getattr(exc, "reason", None) or exc
+        reason = api_server_message(exc.body, exc.reason) if hasattr(exc, "body") and hasattr(exc, "reason") else exc
         print(f"kubectl esteira: {reason}", file=sys.stderr)
         raise SystemExit(1) from None

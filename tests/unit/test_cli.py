@@ -252,3 +252,24 @@ def test_output_into_a_closed_pipe_ends_quietly() -> None:
     reader.stdin.close()
     assert printer.returncode == 0
     assert "BrokenPipeError" not in printer.stderr and "Traceback" not in printer.stderr, printer.stderr
+
+
+@pytest.mark.parametrize(
+    ("argv", "says"),
+    [
+        (["status", "--url", "http://127.0.0.1:abc"], "'http://127.0.0.1:abc' is not a router URL"),
+        (["status", "--url", "localhost"], "'localhost' is not a router URL"),
+        (["pause", "--url", "http://127.0.0.1:99999"], "'http://127.0.0.1:99999' is not a router URL"),
+        (["up", "-f", "md.yaml", "--port", "-1"], "'-1' is not a port (1-65535)"),
+        (["up", "-f", "md.yaml", "--port", "70000"], "'70000' is not a port (1-65535)"),
+    ],
+)
+def test_a_url_or_port_that_cannot_be_is_one_line_naming_the_argument(
+    argv: list[str], says: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """They ended in a traceback, or (port 70000) a router listening elsewhere than it said."""
+    with pytest.raises(SystemExit) as exited:
+        main(argv)
+    assert exited.value.code == 2
+    err = capsys.readouterr().err
+    assert says in err and "Traceback" not in err

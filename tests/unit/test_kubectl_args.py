@@ -107,3 +107,41 @@ def test_namespace_defaults_to_the_contexts(tmp_path: Path, flags: list[str], na
     kubeconfig = _kubeconfig(tmp_path / "kubeconfig")
     assert main(["history", "iris", "--kubeconfig", str(kubeconfig), *flags], client=client) == 0
     assert client.calls == [("get", namespace, "iris")]
+
+
+def test_rollback_restores_the_revisions_card_with_its_build() -> None:
+    """The new stable revision records the spec's card, and the retraining gate scores against it: the current
+    build's card kept under the old build scored candidates against the wrong model."""
+    from esteira.kubectl import rollback_patch
+
+    card = {"validation": {"metric": "accuracy", "score": 0.99}}
+    history = [
+        {"revision": 1, "modelVersion": "1.0.0", "storageUri": "s3://m/1.0.0", "card": card},
+        {"revision": 2, "modelVersion": "1.1.0", "storageUri": "s3://m/1.1.0"},
+    ]
+    md = {"status": {"history": history}}
+    assert rollback_patch(md, 1)["spec"] == {"model": {"version": "1.0.0", "storageUri": "s3://m/1.0.0", "card": card}}
+    assert rollback_patch(md, 2)["spec"]["model"]["card"] is None  # a merge patch's null: the current card goes
+
+
+def test_an_api_server_refusal_is_said_with_its_message(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The HTTP reason alone ("Not Found") named neither the object nor the namespace."""
+    import json
+
+    from kubernetes.client.exceptions import ApiException
+
+    import esteira.kubectl as kubectl
+
+    class Refusing(RecordingClient):
+        def get(self, namespace: str, name: str) -> dict[str, Any]:
+            error = ApiException(status=404, reason="Not Found")
+            error.body = json.dumps({"kind": "Status", "message": f'modeldeployments "{name}" not found'})
+            raise error
+
+    monkeypatch.setattr(kubectl, "main", lambda: main(["status", "iris", "-n", "models"], client=Refusing()))
+    with pytest.raises(SystemExit) as exited:
+        kubectl.entrypoint()
+    assert exited.value.code == 1
+    assert capsys.readouterr().err.strip() == 'kubectl esteira: modeldeployments "iris" not found'

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable
 from dataclasses import dataclass
 
@@ -42,3 +43,15 @@ class InvalidSpec(ValueError):
                 message = "unknown field"
             problems.append(FieldProblem(path, message))
         return cls(problems)
+
+
+def api_server_message(body: object, reason: object) -> str:
+    """What the API server said of a refused call: its Status's message (it names the object, the verb, the
+    admission policy), else the HTTP reason. The reason alone ("Not Found", "Forbidden") named neither the object
+    nor the right that was missing."""
+    try:
+        status = json.loads(body) if isinstance(body, str | bytes | bytearray) else None
+    except ValueError:
+        status = None
+    message = status.get("message") if isinstance(status, dict) else None
+    return str(message) if isinstance(message, str) and message else str(reason or body or "no answer")

@@ -23,6 +23,7 @@ from urllib3.exceptions import HTTPError
 
 from esteira import API_GROUP, API_VERSION, PLURAL, __version__
 from esteira.api.command import COMMAND_PLURAL
+from esteira.api.errors import api_server_message
 from esteira.controller import telemetry
 from esteira.controller.config import DEFAULT_API_CONCURRENCY
 from esteira.controller.retry import ApiError
@@ -108,7 +109,7 @@ class KubeAPI:
             call = functools.partial(fn, *args, _request_timeout=REQUEST_TIMEOUT, **kwargs)
             return cast(dict[str, Any], await asyncio.get_running_loop().run_in_executor(self._executor, call))
         except ApiException as exc:
-            raise ApiError(int(exc.status or 0), str(exc.reason or exc.body or exc)) from None
+            raise ApiError(int(exc.status or 0), api_server_message(exc.body, exc.reason or exc)) from None
         except (HTTPError, OSError) as exc:
             raise ApiError(0, f"{type(exc).__name__}: {exc}") from None
 

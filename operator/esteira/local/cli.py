@@ -13,6 +13,7 @@ import os
 import signal
 import sys
 import urllib.error
+import urllib.parse
 import urllib.request
 from pathlib import Path
 from typing import Any
@@ -53,12 +54,40 @@ async def serve(runtime: LocalRuntime) -> int:
         print(f"esteira up: {exc.strerror}", file=sys.stderr)
         runtime.discard_workdir()
         return 2
+    except OSError as exc:  # the router could not listen there (another address error than a taken port)
+        print(f"esteira up: cannot listen on port {runtime.port}: {exc.strerror or exc}", file=sys.stderr)
+        await runtime.stop()
+        runtime.discard_workdir()
+        return 2
     except RuntimeError as exc:
         print(f"esteira up: {exc}", file=sys.stderr)
         await runtime.stop()
         return 1
     await runtime.stop()
     return 0
+
+
+def port(text: str) -> int:
+    """A TCP port, 1-65535: an event loop took 70000 as 70000 % 65536 and listened elsewhere than it said."""
+    try:
+        number = int(text)
+    except ValueError:
+        number = 0
+    if not 1 <= number <= 65535:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a port (1-65535)")
+    return number
+
+
+def router_url(text: str) -> str:
+    """The URL of a running `esteira up`: http(s)://HOST[:PORT]; anything else ended in a traceback."""
+    try:
+        parts = urllib.parse.urlsplit(text)
+        parts.port  # noqa: B018  # raises ValueError for a port that is not a number or out of range
+    except ValueError:
+        parts = None
+    if parts is None or parts.scheme not in ("http", "https") or not parts.hostname:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a router URL such as http://127.0.0.1:8080")
+    return text
 
 
 def _up(args: argparse.Namespace) -> int:
@@ -158,7 +187,7 @@ def add_local_commands(subparsers: Any) -> None:
         "up", help="Run a ModelDeployment on this machine (a model server per revision, a router)."
     )
     up.add_argument("-f", "--file", required=True, help="ModelDeployment YAML; storageUri a folder or file:// URL")
-    up.add_argument("--port", type=int, default=8080, help="Router port on 127.0.0.1. Default: 8080.")
+    up.add_argument("--port", type=port, default=8080, help="Router port on 127.0.0.1. Default: 8080.")
     up.add_argument("--workdir", type=Path, help="Where model servers keep config and logs. Default: a temp folder.")
     up.add_argument(
         "--kserve-python",
@@ -170,7 +199,9 @@ def add_local_commands(subparsers: Any) -> None:
 
     def client(name: str, help_text: str) -> argparse.ArgumentParser:
         parser: argparse.ArgumentParser = subparsers.add_parser(name, help=help_text)
-        parser.add_argument("--url", default=DEFAULT_URL, help=f"The local router. Default: {DEFAULT_URL}.")
+        parser.add_argument(
+            "--url", type=router_url, default=DEFAULT_URL, help=f"The local router. Default: {DEFAULT_URL}."
+        )
         return parser
 
     status = client("status", "Phase, weights, checks and history of the local run.")

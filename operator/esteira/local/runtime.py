@@ -615,8 +615,10 @@ class LocalRuntime:
         records = [*self.status.history, self.status.stable, self.status.last_rollout]
         for record in records:
             if record is not None and record.revision == revision:
+                # Its card too: the new stable revision records it, and the retraining gate scores against it.
+                card = getattr(record, "card", None)  # a last rollout's record keeps none
                 model = self.spec.model.model_copy(
-                    update={"version": record.model_version, "storage_uri": record.storage_uri}
+                    update={"version": record.model_version, "storage_uri": record.storage_uri, "card": card}
                 )
                 self.override = self.spec.model_copy(update={"model": model})
                 return
