@@ -256,9 +256,9 @@ def test_package_reports_missing_inputs(tmp_path: Path, capsys: pytest.CaptureFi
 def test_package_reports_bad_spec(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     model = tmp_path / "model.pt"
     model.write_bytes(b"x")
-    argv = ["--name", "iris", "--version", "1", "--handler", "tabular", "--model-file", str(model), "--workers", "0"]
+    argv = ["--name", "iris", "--version", "1", "--handler", "tabular", "--model-file", str(model), "--batch-size", "0"]
     assert package_cli([*argv, "--out", str(tmp_path / "out")]) == 2
-    assert "workers" in capsys.readouterr().err
+    assert "batch" in capsys.readouterr().err
 
 
 def test_package_reports_archiver_failure(tmp_path: Path) -> None:
@@ -270,6 +270,46 @@ def test_package_reports_archiver_failure(tmp_path: Path) -> None:
     inputs = PackageInputs(model_file=model, handler="tabular")
     with pytest.raises(PackagingError, match=r"failed \(3\).*boom"):
         package(ModelSpec("iris", "1"), inputs, tmp_path / "out", ServerSpec(metrics_config=None), str(failing))
+    assert not (tmp_path / "out").exists()  # a half-written folder would pass for a package (a storageUri)
+    kept = tmp_path / "kept"
+    (kept / "notes.txt").parent.mkdir()
+    (kept / "notes.txt").write_text("mine")
+    with pytest.raises(PackagingError):
+        package(ModelSpec("iris", "1"), inputs, kept, ServerSpec(metrics_config=None), str(failing))
+    assert (kept / "notes.txt").read_text() == "mine"  # a folder that was there before is left as it was
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--validation-metric", "accuracy", "--validation-score", "nan"], "'nan' is not a finite number"),
+        (["--validation-metric", "accuracy", "--validation-score=inf"], "'inf' is not a finite number"),
+        (["--max-workers", "0"], "'0' is not a whole number of at least 1"),
+        (["--training-data", "nosuch.csv"], "--training-data nosuch.csv: not found"),
+    ],
+)
+def test_package_refuses_what_no_card_or_server_can_take(
+    extra: list[str], message: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """nan and inf were written into a card no cluster stores (exit 0); --max-workers 0 became --workers;
+    a missing CSV was said to be no CSV."""
+    model = tmp_path / "model.pt"
+    model.write_bytes(b"x")
+    argv = ["--name", "iris", "--version", "1", "--handler", "tabular", "--model-file", str(model)]
+    try:
+        code = package_cli([*argv, *extra, "--out", str(tmp_path / "out")])
+    except SystemExit as exited:  # argparse's own refusal
+        code = int(str(exited.code))
+    assert code == 2
+    assert message in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
+
+
+def test_package_refuses_a_model_file_that_is_a_folder(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    argv = ["--name", "iris", "--version", "1", "--handler", "tabular", "--model-file", str(tmp_path)]
+    assert package_cli([*argv, "--out", str(tmp_path / "out")]) == 2
+    assert f"--model-file {tmp_path} is not a file" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
 
 
 FAKE_ARCHIVER = """#!{python}

@@ -165,14 +165,14 @@ class ValidationBaseline(SpecModel):
     version: str = Field(
         min_length=1, max_length=63, description="The version scored: the stable one this build would replace."
     )
-    score: float
+    score: float = Field(allow_inf_nan=False)  # NaN compares with nothing, and JSON carries neither
 
 
 class Validation(SpecModel):
     """The score a build got on held-out data, which a retrained candidate must match."""
 
     metric: str = Field(min_length=1, max_length=63, description="e.g. accuracy, f1, mae.")
-    score: float
+    score: float = Field(allow_inf_nan=False)
     better: Literal["higher", "lower"] = Field(default="higher", description="Default: higher (accuracy-like).")
     baseline: ValidationBaseline | None = Field(
         default=None,

@@ -148,6 +148,8 @@ def _check_inputs(inputs: PackageInputs, handler: HandlerRef) -> None:
     missing = [str(p) for p in files if not p.exists()]
     if missing:
         raise PackagingError("not found: " + ", ".join(missing))
+    if not inputs.model_file.is_file():  # a folder passed the check above and failed in the archiver's traceback
+        raise PackagingError(f"--model-file {inputs.model_file} is not a file")
     if any("," in str(p) for p in inputs.extra_files):
         raise PackagingError("extra file paths may not contain ',' (the archiver splits on it)")
     for path in inputs.extra_files:
@@ -195,6 +197,18 @@ def package(
     if (server.metrics_config is not None) != (inputs.metrics_config is not None):
         raise PackagingError("a metrics config file is needed exactly when the server config names one")
     archiver = archiver or find_archiver()
+    created = not out.exists()
+    try:
+        return _write_package(model, inputs, out, server, archiver, handler)
+    except PackagingError:
+        if created:  # a half-written folder would look like a package (a storageUri) and serve nothing
+            shutil.rmtree(out, ignore_errors=True)
+        raise
+
+
+def _write_package(
+    model: ModelSpec, inputs: PackageInputs, out: Path, server: ServerSpec, archiver: str, handler: HandlerRef
+) -> PackageResult:
     store = out / MODEL_STORE
     store.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="esteira-package-") as tmp:

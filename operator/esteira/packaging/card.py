@@ -51,6 +51,8 @@ def build_card(
     """The card from `esteira package`'s options; the command that built it is the command line itself."""
     data = None
     if training_data is not None:
+        if not training_data.exists():
+            raise ValueError(f"--training-data {training_data}: not found")
         rows = training_rows if training_rows is not None else csv_rows(training_data)
         if rows is None:
             raise ValueError("--training-rows is needed when --training-data is not a CSV file")

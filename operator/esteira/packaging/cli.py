@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
+import math
 import shutil
 import sys
 import tempfile
@@ -29,6 +30,28 @@ def default_metrics_config() -> Path | None:
     return None
 
 
+def finite(text: str) -> float:
+    """A score: a finite number (nan and inf were written into a card no cluster can store, with exit 0)."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a finite number")
+    return value
+
+
+def at_least_one(text: str) -> int:
+    """A count of workers (--max-workers 0 was taken for --workers without a word)."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number of at least 1")
+    return value
+
+
 def _package(args: argparse.Namespace) -> int:
     staging = Path(tempfile.mkdtemp(prefix="esteira-card-"))
     try:
@@ -38,7 +61,7 @@ def _package(args: argparse.Namespace) -> int:
             batch_size=args.batch_size,
             max_batch_delay_ms=args.max_batch_delay_ms,
             min_workers=args.workers,
-            max_workers=args.max_workers or args.workers,
+            max_workers=args.workers if args.max_workers is None else args.max_workers,
             response_timeout_s=args.response_timeout,
             startup_timeout_s=args.startup_timeout,
             device_type=args.device,
@@ -123,8 +146,8 @@ def add_package_command(subparsers: Any) -> argparse.ArgumentParser:
     parser.add_argument(
         "--max-batch-delay-ms", type=int, default=10, help="How long to wait to fill a batch. Default: 10."
     )
-    parser.add_argument("--workers", type=int, default=1, help="Worker processes (minWorkers). Default: 1.")
-    parser.add_argument("--max-workers", type=int, help="maxWorkers. Default: --workers.")
+    parser.add_argument("--workers", type=at_least_one, default=1, help="Worker processes (minWorkers). Default: 1.")
+    parser.add_argument("--max-workers", type=at_least_one, help="maxWorkers. Default: --workers.")
     parser.add_argument(
         "--response-timeout",
         type=int,
@@ -146,13 +169,13 @@ def add_package_command(subparsers: Any) -> argparse.ArgumentParser:
     card.add_argument("--training-data", type=Path, help="The training data (file or folder), fingerprinted.")
     card.add_argument("--training-rows", type=int, help="Rows trained on. Default: counted for a CSV file.")
     card.add_argument("--validation-metric", help="e.g. accuracy, f1, mae.")
-    card.add_argument("--validation-score", type=float, help="The score on held-out data.")
+    card.add_argument("--validation-score", type=finite, help="The score on held-out data.")
     card.add_argument("--validation-better", choices=["higher", "lower"], default="higher", help="Default: higher.")
     card.add_argument(
         "--validation-baseline-version",
         help="The stable version also scored on these held-out rows; the retraining gate then compares like with like.",
     )
-    card.add_argument("--validation-baseline-score", type=float, help="That version's score on the same rows.")
+    card.add_argument("--validation-baseline-score", type=finite, help="That version's score on the same rows.")
     card.add_argument("--owner", help="Who answers for this model.")
     parser.set_defaults(func=_package)
     return parser
