@@ -311,6 +311,21 @@ def test_resume_does_not_pass_a_pause_before_gate_even_after_a_pause() -> None:
     assert driver.weight == 100
 
 
+def test_an_annotation_carried_out_stays_carried_out_after_a_rollout_command() -> None:
+    """The annotation stays on the object: once a RolloutCommand was carried out after it, its id was no longer
+    the last, and the old pause was carried out again on the next reconcile."""
+    driver = Driver(parsed())
+    driver.tick()
+    pause = Command(id="ann-1", action="pause")
+    driver.tick(command=pause)
+    assert driver.status.canary is not None and driver.status.canary.paused
+    driver.tick(command=Command(id="rolloutcommand/u1", action="resume"))
+    assert not driver.status.canary.paused
+    out = driver.tick(command=pause)  # the annotation, read again at the next reconcile
+    assert not driver.status.canary.paused and "Paused" not in [d.reason for d in out.decisions]
+    assert (driver.status.last_command, driver.status.last_annotation_command) == ("rolloutcommand/u1", "ann-1")
+
+
 def test_manual_pause_resume_abort_and_full_promote() -> None:
     driver = Driver(parsed())
     driver.tick()

@@ -22,6 +22,9 @@ COMMAND_PLURAL = "rolloutcommands"
 CommandAction = Literal["promote", "pause", "resume", "abort", "retry"]
 
 
+ROLLOUT_COMMAND_ID_PREFIX = "rolloutcommand/"  # a RolloutCommand's id in status; an annotation's has none
+
+
 class RolloutCommandSpec(SpecModel):
     """What is asked, of which ModelDeployment in this namespace, and by whom. Immutable once created."""
 
@@ -40,7 +43,7 @@ class RolloutCommandSpec(SpecModel):
 
     def command(self, uid: str) -> Command:
         """The engine's command; the object's uid is its id, so it is carried out once."""
-        return Command(id=f"rolloutcommand/{uid}", action=self.action, full=self.full)
+        return Command(id=f"{ROLLOUT_COMMAND_ID_PREFIX}{uid}", action=self.action, full=self.full)
 
 
 class RolloutCommandStatus(StatusModel):

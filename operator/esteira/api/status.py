@@ -207,6 +207,11 @@ class ModelDeploymentStatus(StatusModel):
     history: list[HistoryEntry] = Field(default_factory=list, max_length=HISTORY_LIMIT)
     last_rollout: RolloutRecord | None = None
     last_command: str | None = Field(default=None, description="Id of the last manual command carried out.")
+    last_annotation_command: str | None = Field(
+        default=None,
+        description="Id of the last command carried out from the serving.esteira.io/command annotation, which "
+        "stays on the object: a RolloutCommand carried out after it must not make it new again.",
+    )
     retraining: RetrainingStatus | None = None
     monitoring: MonitoringStatus | None = None
     model_status: dict[str, Any] | None = Field(
@@ -214,3 +219,7 @@ class ModelDeploymentStatus(StatusModel):
         json_schema_extra={"x-kubernetes-preserve-unknown-fields": True},
         description="The InferenceService's modelStatus, copied as KServe reports it.",
     )
+
+    def carried_out(self, command_id: str) -> bool:
+        """Whether the command with this id was carried out already (the last one, or the annotation's)."""
+        return command_id in (self.last_command, self.last_annotation_command)

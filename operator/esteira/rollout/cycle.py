@@ -29,7 +29,7 @@ class RolloutOutput:
 
 def command_effects(command: Command | None, status: ModelDeploymentStatus) -> tuple[bool, int | None]:
     """(retry, rollback_to) asked by a command not carried out yet; the engine records its id."""
-    if command is None or command.id == status.last_command:
+    if command is None or status.carried_out(command.id):
         return False, None
     return command.action == "retry", command.revision if command.action == "rollback" else None
 

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Literal
 
+from esteira.api.command import ROLLOUT_COMMAND_ID_PREFIX
 from esteira.api.spec import ModelDeploymentSpec
 from esteira.api.status import TRANSIENT_HOLDS, CanaryRecord, Hold, ModelDeploymentStatus, RevisionRecord, RolloutRecord
 from esteira.drift.policy import policy_of, rollout_blocked_by_drift
@@ -151,9 +152,11 @@ def _gate(canary: CanaryRecord, spec: ModelDeploymentSpec) -> int | None:
 
 def _command(inp: RolloutInput, status: ModelDeploymentStatus, now: str) -> list[Decision]:
     command = inp.command
-    if command is None or command.id == status.last_command:
+    if command is None or status.carried_out(command.id):
         return []
     status.last_command = command.id
+    if not command.id.startswith(ROLLOUT_COMMAND_ID_PREFIX):  # the annotation's: it stays on the object
+        status.last_annotation_command = command.id
     canary = status.canary
     if command.action in ("retry", "rollback"):
         return []  # handled where revisions are tracked
