@@ -246,3 +246,26 @@ def test_an_observation_is_a_copy() -> None:
     next(iter(observed.children.values()))["spec"]["changed"] = True
     assert api.md is not None and api.md["status"]["phase"] == "Ready"
     assert "changed" not in next(iter(api.children.values()))["spec"]
+
+
+def test_a_child_without_its_owner_is_adopted_once_and_kept_otherwise_as_it_was(
+    no_kubernetes_events: list[str],
+) -> None:
+    """A child left by `kubectl delete --cascade=orphan` of an earlier ModelDeployment of the same name was patched
+    to the spec but never named its new owner: deleting this one would have left it behind."""
+    api, _, reconciler = converged()
+    assert api.md is not None
+    key = next(iter(api.children))
+    child = api.children[key]
+    other = {"apiVersion": "v1", "kind": "ConfigMap", "name": "keeper", "uid": "uid-other"}
+    child["metadata"]["ownerReferences"] = [other]  # its owner gone; someone else's reference kept
+    api._bump(child)
+    api.md["metadata"]["uid"] = "uid-iris-new"
+    api._bump(api.md)
+    assert asyncio.run(reconciler.reconcile("models", "iris", api.observed())) == "updated"
+    owners = api.children[key]["metadata"]["ownerReferences"]
+    assert [owner["uid"] for owner in owners] == ["uid-other", "uid-iris-new"]
+    assert "Adopted" in no_kubernetes_events
+    api.calls.clear()
+    assert asyncio.run(reconciler.reconcile("models", "iris", api.observed())) == "unchanged"
+    assert api.calls == Counter()

@@ -151,6 +151,7 @@ class Reconciler:
                 command=pending.command if pending else read_command(md),
                 retrain_jobs=state.jobs,
                 stable_accuracy=stable_accuracy,
+                owner_uid=md["metadata"].get("uid"),
             )
         )
         if watched is not None and (pending is not None or acts(plan)):
@@ -358,6 +359,11 @@ class Reconciler:
             await with_backoff(functools.partial(self._create_or_patch, namespace, child), "create child")
         for key, patch in plan.patches:
             await with_backoff(functools.partial(self.api.patch_child, namespace, key, patch), "patch child")
+        for key, owners in plan.adopt:
+            ours: dict[str, Any] = {"metadata": {}}
+            kopf.adopt(ours, owner=cast(kopf.Body, md))
+            adopted = {"metadata": {"ownerReferences": [*owners, *ours["metadata"]["ownerReferences"]]}}
+            await with_backoff(functools.partial(self.api.patch_child, namespace, key, adopted), "adopt child")
         for key in plan.deletes:
             await with_backoff(functools.partial(self.api.delete_child, namespace, key), "delete child")
         for job in plan.retrain_jobs:
@@ -416,6 +422,7 @@ def acts(plan: ReconcilePlan) -> bool:
         plan.status_patch
         or plan.creates
         or plan.patches
+        or plan.adopt
         or plan.deletes
         or plan.retrain_jobs
         or plan.retrain_events

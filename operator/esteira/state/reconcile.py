@@ -52,6 +52,7 @@ class ReconcileInput:
     command: Command | None = None
     retrain_jobs: Mapping[str, dict[str, Any]] = field(default_factory=dict)  # this deployment's Jobs by name
     stable_accuracy: Tally | None = None  # stable's labelled predictions over triggers.accuracyWindow, when read
+    owner_uid: str | None = None  # the ModelDeployment's uid: a child it keeps must name it as its owner
 
 
 @dataclass
@@ -62,6 +63,9 @@ class ReconcilePlan:
     status_patch: dict[str, Any] = field(default_factory=dict)  # merge patch from the status read to `status`
     creates: list[dict[str, Any]] = field(default_factory=list)
     patches: list[tuple[ObjectKey, dict[str, Any]]] = field(default_factory=list)
+    # Children kept that do not name this ModelDeployment as their owner, with the owners they do name: without
+    # it, deleting the ModelDeployment leaves them behind (one orphaned by `kubectl delete --cascade=orphan`).
+    adopt: list[tuple[ObjectKey, list[dict[str, Any]]]] = field(default_factory=list)
     deletes: list[ObjectKey] = field(default_factory=list)
     decisions: list[Decision] = field(default_factory=list)
     requeue_after: float | None = None
@@ -124,6 +128,10 @@ def _export_url(ctx: RenderContext, spec: ModelDeploymentSpec) -> str | None:
     return f"{ctx.collector_url.rstrip('/')}{COLLECTOR_EXPORT_PATH}?deployment={ctx.name}&namespace={ctx.namespace}"
 
 
+def _owned_by(obj: Mapping[str, Any], uid: str) -> bool:
+    return any(ref.get("uid") == uid for ref in (obj.get("metadata") or {}).get("ownerReferences") or [])
+
+
 def plan_reconcile(inp: ReconcileInput) -> ReconcilePlan:
     """Decide what to create, patch or delete, where the rollout goes, and what the status becomes."""
     status = _read_status(inp.status)
@@ -181,7 +189,12 @@ def plan_reconcile(inp: ReconcileInput) -> ReconcilePlan:
         if live is None:
             plan.creates.append(obj)
             plan.decisions.append(Decision("Created", f"Created {key[1]} {key[2]}"))
-        elif (patch := drift_patch(live, obj)) is not None:
+        else:
+            if inp.owner_uid is not None and not _owned_by(live, inp.owner_uid):
+                plan.adopt.append((key, list((live.get("metadata") or {}).get("ownerReferences") or [])))
+                plan.decisions.append(Decision("Adopted", f"{key[1]} {key[2]} had no owner: it is this one's now"))
+            if (patch := drift_patch(live, obj)) is None:
+                continue
             plan.patches.append((key, patch))
             if last_applied(live) == managed_view(obj):
                 plan.decisions.append(
@@ -195,7 +208,7 @@ def plan_reconcile(inp: ReconcileInput) -> ReconcilePlan:
             plan.decisions.append(Decision("Deleted", f"Deleted {key[1]} {key[2]}: no longer serves any revision"))
     if plan.creates:
         plan.result = "created"
-    elif plan.patches or plan.deletes:
+    elif plan.patches or plan.deletes or plan.adopt:
         plan.result = "updated"
 
     primary = router.primary(ctx, step.plan)
