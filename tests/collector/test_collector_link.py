@@ -6,6 +6,7 @@ import asyncio
 import time
 from pathlib import Path
 
+import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
@@ -72,3 +73,35 @@ async def test_a_post_whose_answer_is_lost_is_not_stored_twice(tmp_path: Path) -
     finally:
         await link.close()
         await server.close()
+
+
+async def test_a_batch_recorded_while_the_sender_closes_its_session_is_sent(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The sender, its queue empty, was still closing its session: a batch recorded then started no new sender
+    and waited for the next decision, or was lost with the operator."""
+    import aiohttp
+
+    from esteira.vocabulary import COLLECTOR_AUDIT_PATH
+
+    got: list[object] = []
+
+    async def audit(request: web.Request) -> web.Response:
+        got.append(await request.json())
+        return web.json_response({}, status=201)
+
+    app = web.Application()
+    app.router.add_post(COLLECTOR_AUDIT_PATH, audit)
+    async with TestServer(app) as server:
+        link = CollectorLink(str(server.make_url("")).rstrip("/"))
+        closing = aiohttp.ClientSession.__aexit__
+
+        async def record_while_closing(session: aiohttp.ClientSession, *exc: object) -> None:
+            if len(got) == 1:  # the first batch posted, the queue empty: a decision comes now
+                link.record("ns", "iris", [Decision("Second", "two")])
+            await closing(session, *exc)  # type: ignore[arg-type]
+
+        monkeypatch.setattr(aiohttp.ClientSession, "__aexit__", record_while_closing)
+        link.record("ns", "iris", [Decision("First", "one")])
+        sender = link._sender
+        assert sender is not None
+        await asyncio.wait_for(sender, 10)
+        assert len(got) == 2 and not link._waiting

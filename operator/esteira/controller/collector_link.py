@@ -95,6 +95,12 @@ class CollectorLink:
         self._wake.set()
 
     async def _send_all(self) -> None:
+        """Post every waiting batch; a batch recorded while the session closes is posted too (this sender was not
+        yet done then, so no other was started, and the batch waited for the next decision)."""
+        while self._waiting:
+            await self._send_session()
+
+    async def _send_session(self) -> None:
         headers = {"Authorization": f"Bearer {self.token}"} if self.token else {}
         async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=5), headers=headers) as session:
             while self._waiting:
