@@ -119,3 +119,13 @@ def test_a_scrape_filtered_by_name_gets_only_what_it_names() -> None:
         TS_ONLY, "name[]=ts_inference_requests_total", ServerAnswers(LABELS), RequestDurations(LABELS)
     )
     assert only == TS_ONLY
+
+
+@pytest.mark.parametrize("revision", ['rev"1', "rev\\1"])
+def test_a_free_form_revision_or_name_is_quoted_as_the_text_format_wants(revision: str) -> None:
+    """A quote or a trailing backslash in a revision (esteira-model.json's, or the environment's) broke the
+    front's lines, and a scrape that cannot be parsed loses the whole target."""
+    labels = model_labels(Identity('iris"x', "1", revision), "host")
+    text = with_front_metrics("", "", ServerAnswers(labels), RequestDurations(labels), abandoned=0)
+    samples = [sample for family in text_string_to_metric_families(text) for sample in family.samples]
+    assert samples and {(s.labels["ModelName"], s.labels["Revision"]) for s in samples} == {('iris"x', revision)}

@@ -61,10 +61,9 @@ def made_by_server(status: int, body: bytes) -> bool:
 
 def model_labels(identity: Identity, hostname: str) -> str:
     """The labels the handler's series carry under TorchServe, in Prometheus' text format."""
-    return (
-        f'ModelName="{label_value(identity.name)}",Revision="{label_value(identity.revision)}",'
-        f'Hostname="{label_text(hostname)}"'
-    )
+    # Quoted as the text format wants too: a quote or backslash in a free-form revision broke the whole scrape.
+    name, revision = label_text(label_value(identity.name)), label_text(label_value(identity.revision))
+    return f'ModelName="{name}",Revision="{revision}",Hostname="{label_text(hostname)}"'
 
 
 class ServerAnswers:
