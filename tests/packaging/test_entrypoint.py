@@ -25,6 +25,7 @@ from esteira.packaging.entrypoint import (
     idle_poll_from_env,
     relocate,
     runtime_config,
+    supervise,
     torchserve_command,
     worker_threads,
     workers_asked,
@@ -354,3 +355,49 @@ def test_runtime_environment_keeps_every_scratch_file_under_the_runtime_dir(tmp_
     assert env["LOG_LOCATION"] == "/var/log/ts"  # an explicit log location is kept
     assert env["METRICS_LOCATION"] == str(tmp_path / "logs")
     assert env["X"] == "1"
+
+
+def test_an_unasked_exit_stops_what_the_group_left_and_stays_a_failure(tmp_path: Path) -> None:
+    """A process the launcher left behind kept the pod alive, not ready, serving nothing, until it ended by itself."""
+    script = textwrap.dedent(
+        """
+        import sys
+        from pathlib import Path
+        from esteira.packaging.entrypoint import supervise
+        sys.exit(supervise(["sh", "-c", "sleep 600 & exit 3"], {"PATH": "/usr/bin:/bin"}, Path(sys.argv[1])))
+        """
+    )
+    env = {**os.environ, "PYTHONPATH": str(REPO / "operator")}
+    process = subprocess.Popen([sys.executable, "-c", script, str(tmp_path)], env=env)
+    assert process.wait(timeout=30) == 3  # not 600 s: the sleep left behind is stopped
+
+
+def test_a_stop_asked_before_the_start_starts_nothing(tmp_path: Path) -> None:
+    """As PID 1 a SIGTERM before the handlers were set was ignored, and TorchServe started anyway."""
+    started = tmp_path / "started"
+    code = supervise(["touch", str(started)], {"PATH": "/usr/bin:/bin"}, tmp_path, asked_to_stop=[signal.SIGTERM])
+    assert code == 0 and not started.exists()
+
+
+def test_markers_of_an_earlier_run_are_cleared_and_a_thread_is_no_process_of_the_group(tmp_path: Path) -> None:
+    """The flush folder outlives a container restart: a marker naming a pid the next run reused had the flush
+    signal kill a process that never listened (a thread's id passed the group check too)."""
+    import threading
+
+    from esteira.packaging.log_flush import FLUSHED, LISTENING, clear_markers
+    from esteira.packaging.processes import in_group
+
+    for name in (f"12{LISTENING}", f"12{FLUSHED}", "keep.txt"):
+        (tmp_path / name).write_text("")
+    clear_markers(tmp_path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["keep.txt"]
+    ready, done = threading.Event(), threading.Event()
+    thread = threading.Thread(target=lambda: (ready.set(), done.wait(10)))
+    thread.start()
+    ready.wait(10)
+    try:
+        assert thread.native_id is not None and thread.native_id != os.getpid()
+        assert in_group(os.getpid(), os.getpgrp()) and not in_group(thread.native_id, os.getpgrp())
+    finally:
+        done.set()
+        thread.join(10)

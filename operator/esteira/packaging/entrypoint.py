@@ -45,7 +45,7 @@ from esteira.packaging.config import (
 )
 from esteira.packaging.cpus import threads_per_process
 from esteira.packaging.heap import freeze_startup_heap
-from esteira.packaging.log_flush import flush_workers
+from esteira.packaging.log_flush import clear_markers, flush_workers
 from esteira.packaging.logs import LOG_CONFIG_PATH, log4j2_xml
 from esteira.vocabulary import (
     ENV_BATCH_SIZE,
@@ -329,6 +329,7 @@ def supervise(
     cwd: Path,
     pid_file: Path | None = None,
     flush_dir: Path | None = None,
+    asked_to_stop: Sequence[int] = (),
 ) -> int:
     """Run ``command`` in its own process group and return once every process in the group has exited.
 
@@ -336,14 +337,24 @@ def supervise(
     stops the Python workers in order; signalling the whole group would kill the workers first, and the
     frontend would start new ones while shutting down. Without a pid file the whole group is signalled.
     Before the first one, workers listening in ``flush_dir`` post their queued inference records (the frontend
-    kills them with SIGKILL; :mod:`esteira.packaging.log_flush`). An exit nobody asked for is a failure,
-    whatever the launcher's status says.
+    kills them with SIGKILL; :mod:`esteira.packaging.log_flush`). A signal before the start (``asked_to_stop``,
+    what :func:`hold_stop_signals` kept) starts nothing; one while the command starts is passed on once it has.
+    An exit nobody asked for is a failure, whatever the launcher's status or a later signal says, and what the
+    group left running is stopped (a worker left behind kept a pod that serves nothing alive).
     """
-    child = subprocess.Popen(list(command), env=dict(env), cwd=cwd, start_new_session=True)
+    if asked_to_stop:
+        return 0
+    if flush_dir is not None:  # markers of a run before a container restart name pids this group may reuse
+        clear_markers(flush_dir)
+    child: subprocess.Popen[bytes] | None = None
+    early: list[int] = []
     stopping = False
 
     def forward(signum: int, _frame: FrameType | None) -> None:
         nonlocal stopping
+        if child is None:  # still starting: passed on once it has
+            early.append(signum)
+            return
         if not stopping and flush_dir is not None:
             stopping = True  # a second signal during the flush goes straight on to the frontend
             asked, flushed = flush_workers(flush_dir, child.pid)
@@ -360,16 +371,45 @@ def supervise(
             else:
                 os.killpg(child.pid, signum)
 
-    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+    for sig in STOP_SIGNALS:
         signal.signal(sig, forward)
+    child = subprocess.Popen(list(command), env=dict(env), cwd=cwd, start_new_session=True)
+    if early:
+        forward(early[0], None)
     code = child.wait()
+    failed = not stopping  # decided now: a signal while what is left stops must not make it a success
+    if failed:
+        _stop_group(child.pid)
     while _group_alive(child.pid):
         _reap()
         time.sleep(0.2)
     _reap()
-    if stopping:
-        return 0
-    return code or 1
+    return (code or 1) if failed else 0
+
+
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
+LEFT_BEHIND_SECONDS = 10.0  # how long what an unasked exit left running gets after SIGTERM, before SIGKILL
+
+
+def hold_stop_signals() -> list[int]:
+    """From the entrypoint's first line: a stop signal kept until :func:`supervise` starts (as PID 1 a SIGTERM with
+    the default disposition is ignored, and TorchServe started anyway and ran until the grace period's SIGKILL)."""
+    held: list[int] = []
+    for sig in STOP_SIGNALS:
+        signal.signal(sig, lambda signum, _frame: held.append(signum))
+    return held
+
+
+def _stop_group(group: int) -> None:
+    """SIGTERM what is left of ``group``, then SIGKILL what is still there after ``LEFT_BEHIND_SECONDS``."""
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(group, signal.SIGTERM)
+    deadline = time.monotonic() + LEFT_BEHIND_SECONDS
+    while _group_alive(group) and time.monotonic() < deadline:
+        _reap()
+        time.sleep(0.2)
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(group, signal.SIGKILL)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -394,6 +434,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    asked_to_stop = [] if args.dry_run else hold_stop_signals()
     model_dir = args.model_dir.rstrip("/") or "/"
     runtime_dir = Path(args.runtime_dir)
     source = Path(model_dir) / CONFIG_PATH
@@ -466,7 +507,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     freeze_startup_heap()  # every inference request crosses the front: its collections must not pause them
     try:
         # TorchServe's launcher writes the frontend's pid to its temporary directory (TMPDIR, set above).
-        return supervise(command, env, runtime_dir, Path(env["TMPDIR"]) / PID_FILE, flush_dir)
+        return supervise(command, env, runtime_dir, Path(env["TMPDIR"]) / PID_FILE, flush_dir, asked_to_stop)
     finally:
         listener.stop()
 

@@ -54,6 +54,14 @@ def listen_for_flush(flush: Callable[[float], bool], directory: Path, within: fl
     return True
 
 
+def clear_markers(directory: Path) -> None:
+    """Remove what workers of an earlier run wrote (the folder outlives a container restart): their pids may be
+    reused by the processes of the next, which never listened and which the flush signal would kill."""
+    for marker in [*directory.glob(f"*{LISTENING}"), *directory.glob(f"*{FLUSHED}")]:
+        with contextlib.suppress(OSError):
+            marker.unlink()
+
+
 def flush_workers(directory: Path, group: int, within: float = FLUSH_SECONDS + 1.0) -> tuple[int, int]:
     """In a supervisor: ask every listening worker of process ``group`` to flush, and wait up to ``within``
     seconds for them (a worker gives its flush ``FLUSH_SECONDS``). Returns (workers asked, workers that said

@@ -13,12 +13,18 @@ def _state_and_group(stat: str) -> tuple[str, int]:
 
 
 def in_group(pid: int, group: int) -> bool:
-    """Whether ``pid`` is a live process of ``group``."""
+    """Whether ``pid`` is a live process of ``group``: a process, not one of its threads (``/proc/<tid>`` answers
+    too, and a signal sent to a thread's id reaches its whole process)."""
     try:
         state, pgrp = _state_and_group(Path(f"/proc/{pid}/stat").read_text())
-    except (OSError, ValueError, IndexError):
+        tgid = next(
+            int(line.split()[1])
+            for line in Path(f"/proc/{pid}/status").read_text().splitlines()
+            if line.startswith("Tgid:")
+        )
+    except (OSError, ValueError, IndexError, StopIteration):
         return False
-    return state != "Z" and pgrp == group
+    return state != "Z" and pgrp == group and tgid == pid
 
 
 def group_members(pgid: int) -> list[int]:
