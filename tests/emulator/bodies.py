@@ -16,18 +16,27 @@ from .paths import ApiPath
 from .selectors import SelectorError, field_predicate, label_predicate
 from .store import Kind
 
-MERGE_TYPES = frozenset(
-    {"application/merge-patch+json", "application/strategic-merge-patch+json", "application/apply-patch+yaml"}
-)
 JSON_PATCH = "application/json-patch+json"
+STRATEGIC_MERGE_PATCH = "application/strategic-merge-patch+json"
+# The patch types an endpoint accepts, in kube-apiserver's order. Built-in resources take all four
+# (endpoints/installer.go supportedTypes); custom resources have no Go struct to drive a strategic merge, so
+# their handler leaves it out (apiextensions-apiserver customresource_handler.go supportedTypes) and
+# endpoints/handlers/patch.go PatchResource answers 415 for it.
+BUILT_IN_PATCH_TYPES = [
+    JSON_PATCH,
+    "application/merge-patch+json",
+    STRATEGIC_MERGE_PATCH,
+    "application/apply-patch+yaml",
+]
+CUSTOM_PATCH_TYPES = [JSON_PATCH, "application/merge-patch+json", "application/apply-patch+yaml"]
 Predicate = Callable[[dict[str, Any]], bool]
 
 
-def selection(request: kmock.Request, path: ApiPath) -> Predicate:
+def selection(request: kmock.Request, path: ApiPath, kind: Kind) -> Predicate:
     """The label, field and name filter a list, watch or collection delete asks for."""
     try:
         labels = label_predicate(request.params.get("labelSelector"))
-        fields = field_predicate(request.params.get("fieldSelector"))
+        fields = field_predicate(request.params.get("fieldSelector"), kind.field_labels)
     except SelectorError as exc:
         raise errors.bad_request(str(exc)) from exc
     if path.name is None:
@@ -53,8 +62,9 @@ def read_body(request: kmock.Request, default: Any = None) -> Any:
 def patch_function(request: kmock.Request, kind: Kind) -> Callable[[dict[str, Any]], Any]:
     """Turn a PATCH request into ``current -> patched``; strategic merge and apply are treated as merge."""
     content_type = request.headers.get("Content-Type", "").split(";")[0].strip()
-    if content_type not in MERGE_TYPES and content_type != JSON_PATCH:
-        raise errors.unsupported_media_type(content_type)
+    accepted = CUSTOM_PATCH_TYPES if kind.custom else BUILT_IN_PATCH_TYPES
+    if content_type not in accepted:
+        raise errors.unsupported_media_type(accepted)
     patch = read_body(request)
 
     def compute(current: dict[str, Any]) -> Any:

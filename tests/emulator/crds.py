@@ -21,6 +21,7 @@ class ServedVersion:
     resource: kmock.resource
     info: kmock.ResourceInfo
     schema: StructuralSchema | None
+    selectable_fields: frozenset[str] = frozenset()  # field selector labels, e.g. "spec.color"
 
 
 def served_versions(crd: dict[str, Any]) -> list[ServedVersion]:
@@ -44,7 +45,12 @@ def served_versions(crd: dict[str, Any]) -> list[ServedVersion]:
         raw_schema = (version.get("schema") or {}).get("openAPIV3Schema")
         schema = StructuralSchema(raw_schema) if isinstance(raw_schema, dict) else None
         resource = kmock.resource(spec.get("group", ""), version["name"], names["plural"])
-        result.append(ServedVersion(crd["metadata"]["name"], resource, info, schema))
+        # selectableFields' jsonPath `.spec.color` is the field label `spec.color` (apiextensions-apiserver
+        # pkg/apiserver/conversion/converter.go: the per-version set, strings.TrimPrefix(jsonPath, ".")).
+        selectable = frozenset(
+            str(item.get("jsonPath", "")).removeprefix(".") for item in version.get("selectableFields") or ()
+        )
+        result.append(ServedVersion(crd["metadata"]["name"], resource, info, schema, selectable))
     return result
 
 

@@ -76,6 +76,7 @@ class KubeEmulator(kmock.KubernetesEmulator):
             status_subresource="status" in info.subresources,
             schema=custom.schema if custom is not None and self.validate_schemas else None,
             require_resource_version=custom is not None,
+            selectable_fields=custom.selectable_fields if custom is not None else frozenset(),
             admission=self._admission_plugins(resource),
         )
 
@@ -223,7 +224,7 @@ class KubeEmulator(kmock.KubernetesEmulator):
             raise errors.method_not_allowed(f"{method} on {path.plural}/{path.subresource} is not emulated")
 
     def _list(self, request: kmock.Request, path: ApiPath, kind: Kind) -> dict[str, Any]:
-        matches = selection(request, path)
+        matches = selection(request, path, kind)
         return {
             "apiVersion": kind.api_version,
             "kind": f"{kind.kind}List",
@@ -232,7 +233,7 @@ class KubeEmulator(kmock.KubernetesEmulator):
         }
 
     def _delete_collection(self, request: kmock.Request, path: ApiPath, kind: Kind, dry_run: bool) -> Any:
-        matches = selection(request, path)
+        matches = selection(request, path, kind)
         options = read_body(request, default={})
         deleted = [
             self._store.delete(

@@ -53,8 +53,10 @@ def method_not_allowed(message: str) -> kmock.KubernetesError:
     return api_error(405, "MethodNotAllowed", message)
 
 
-def unsupported_media_type(content_type: str) -> kmock.KubernetesError:
-    return api_error(415, "UnsupportedMediaType", f"the body of the request was in an unknown format: {content_type}")
+def unsupported_media_type(accepted: list[str]) -> kmock.KubernetesError:
+    """apimachinery runtime/negotiation errors.go errUnsupportedMediaType, listing what the endpoint accepts."""
+    message = f"the body of the request was in an unknown format - accepted media types include: {', '.join(accepted)}"
+    return api_error(415, "UnsupportedMediaType", message)
 
 
 def gone(since: int, oldest: int) -> kmock.KubernetesError:

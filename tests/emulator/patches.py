@@ -7,6 +7,8 @@ object as it was, as in a real API server where a patch is all or nothing.
 from __future__ import annotations
 
 import copy
+import decimal
+import json
 from typing import Any
 
 
@@ -47,7 +49,7 @@ def _apply_operation(doc: Any, operation: dict[str, Any]) -> Any:
     op, path = operation["op"], _split_pointer(operation["path"])
     if op == "test":
         actual = _get(doc, path)
-        if actual != operation.get("value"):
+        if not _json_equal(actual, operation.get("value")):
             raise PatchTestFailed(f"test failed at {operation['path']!r}: {actual!r} != {operation.get('value')!r}")
         return doc
     if op == "add":
@@ -119,3 +121,41 @@ def _remove(doc: Any, path: list[str]) -> Any:
     else:
         del parent[int(path[-1])]
     return doc
+
+
+def _json_equal(actual: Any, expected: Any) -> bool:
+    """A JSON-patch ``test``: does the stored value equal the patch's value, as kube-apiserver compares them?
+
+    kube-apiserver applies JSON patches with gopkg.in/evanphx/json-patch.v4 (endpoints/handlers/patch.go
+    applyJSPatch), whose lazyNode.equal compares objects key by key, arrays item by item, and scalars by
+    their compacted JSON text: the stored object as Go's encoding/json writes it against the patch's value
+    as the client wrote it. So ``true`` is not ``1``, ``"1"`` is not ``1``, and a number matches only when
+    both texts agree: a test value ``1`` matches a stored ``1`` or ``1.0`` (Go writes an integral float as
+    ``1``), while a test value ``1.0`` (as json.dumps writes a float) matches nothing Go writes.
+    Strings are compared by value (Go escapes <, > and & and the client may escape differently).
+    """
+    if isinstance(actual, dict) or isinstance(expected, dict):
+        return (
+            isinstance(actual, dict)
+            and isinstance(expected, dict)
+            and actual.keys() == expected.keys()
+            and all(_json_equal(value, expected[key]) for key, value in actual.items())
+        )
+    if isinstance(actual, list) or isinstance(expected, list):
+        return (
+            isinstance(actual, list)
+            and isinstance(expected, list)
+            and len(actual) == len(expected)
+            and all(_json_equal(a, e) for a, e in zip(actual, expected, strict=True))
+        )
+    return _go_json_text(actual) == json.dumps(expected, ensure_ascii=False)
+
+
+def _go_json_text(value: Any) -> str:
+    """A stored scalar as Go's encoding/json writes it (floatEncoder: 'f' format, 'e' below 1e-6 or from 1e21)."""
+    if isinstance(value, float) and value == value and value not in (float("inf"), float("-inf")):
+        if value != 0 and (abs(value) < 1e-6 or abs(value) >= 1e21):
+            mantissa, _, exponent = repr(value).replace("E", "e").partition("e")
+            return f"{mantissa.removesuffix('.0')}e{int(exponent):+d}"  # Go trims e-07 to e-7, as :+d does
+        return format(decimal.Decimal(repr(value)), "f").removesuffix(".0") if value != 0 else "0"
+    return json.dumps(value, ensure_ascii=False)

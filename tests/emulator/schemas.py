@@ -47,8 +47,26 @@ def _prune(value: Any, schema: dict[str, Any]) -> Any:
     if isinstance(value, dict):
         return _prune_object(value, schema)
     if isinstance(value, list) and isinstance(schema.get("items"), dict):
-        return [_prune(item, schema["items"]) for item in value]
+        items = schema["items"]
+        # A null item is kept (and then fails validation) unless the items have a default (defaulting
+        # algorithm.go Default replaces a non-nullable null item by it).
+        return [_prune(_null_default(items) if _defaultable_null(item, items) else item, items) for item in value]
     return copy.deepcopy(value)
+
+
+def _defaultable_null(value: Any, schema: Any) -> bool:
+    """A null where the schema is not nullable but has a default: defaulting fills it in (isNonNullableNull)."""
+    return value is None and isinstance(schema, dict) and not schema.get("nullable") and "default" in schema
+
+
+def _prunable_null(value: Any, schema: Any) -> bool:
+    """A null where the schema is neither nullable nor defaulted: the API server drops the field
+    (apiextensions-apiserver pkg/apiserver/schema/defaulting/prunenulls.go isNonNullableNonDefaultableNull)."""
+    return value is None and isinstance(schema, dict) and not schema.get("nullable") and "default" not in schema
+
+
+def _null_default(schema: dict[str, Any]) -> Any:
+    return copy.deepcopy(schema["default"])
 
 
 def _prune_object(value: dict[str, Any], schema: dict[str, Any]) -> dict[str, Any]:
@@ -59,6 +77,15 @@ def _prune_object(value: dict[str, Any], schema: dict[str, Any]) -> dict[str, An
     embedded = bool(schema.get("x-kubernetes-embedded-resource"))
     result: dict[str, Any] = {}
     for key, item in value.items():
+        # Explicit nulls, after pruning and before defaulting, as the CR decoder does
+        # (customresource_handler.go unstructuredSchemaCoercer.apply calls PruneNonNullableNullsWithoutDefaults,
+        # then the defaulter runs defaulting/algorithm.go Default): a null on a non-nullable field without a
+        # default is dropped, one with a default is defaulted; nullable fields keep their null.
+        sub = properties[key] if key in properties else additional if isinstance(additional, dict) else None
+        if _prunable_null(item, sub):
+            continue
+        if _defaultable_null(item, sub):
+            item = _null_default(sub)
         if key in properties:
             result[key] = _prune(item, properties[key])
         elif isinstance(additional, dict):

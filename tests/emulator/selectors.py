@@ -1,13 +1,14 @@
 """Label and field selectors, as in ``?labelSelector=app=x,tier!=db`` and ``?fieldSelector=metadata.name=y``.
 
 Supported label forms: ``k=v``, ``k==v``, ``k!=v``, ``k``, ``!k``, ``k in (a,b)``, ``k notin (a,b)``.
-Field selectors support ``=``, ``==`` and ``!=`` on dotted paths (``metadata.name``, ``spec.x``).
+Field selectors support ``=``, ``==`` and ``!=`` on dotted paths (``metadata.name``, ``spec.x``); for custom
+resources only on the labels the CRD allows (see :func:`field_predicate`).
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from typing import Any
 
 Predicate = Callable[[Mapping[str, Any]], bool]
@@ -63,13 +64,21 @@ def _label_term(term: str) -> Callable[[Mapping[str, str]], bool]:
     raise SelectorError(f"unable to parse label selector term {term!r}")
 
 
-def field_predicate(selector: str | None) -> Predicate:
-    """Build a predicate for a field selector over dotted paths of the object."""
+def field_predicate(selector: str | None, supported: Collection[str] | None = None) -> Predicate:
+    """Build a predicate for a field selector over dotted paths of the object.
+
+    ``supported`` lists the field labels the resource accepts (None: any dotted path); another label is
+    refused as kube-apiserver refuses it for a custom resource (apiextensions-apiserver
+    pkg/apiserver/conversion/converter.go crConverter.ConvertFieldLabel; endpoints/handlers/get.go
+    ListResource turns the error into 400 Bad Request).
+    """
     checks: list[Predicate] = []
     for term in _split_terms(selector or ""):
         match = _EQ_RE.match(term)
         if match is None:
             raise SelectorError(f"unable to parse field selector term {term!r}")
+        if supported is not None and match["key"] not in supported:
+            raise SelectorError(f"field label not supported: {match['key']}")
         checks.append(_field_term(match["key"].split("."), match["op"] == "!=", match["value"]))
     return lambda obj: all(check(obj) for check in checks)
 

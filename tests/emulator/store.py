@@ -45,10 +45,24 @@ class Kind:
     schema: StructuralSchema | None = None
     require_resource_version: bool = False  # custom resources refuse unconditional updates (PUT)
     admission: tuple[AdmissionPlugin, ...] = ()  # webhooks called on create and update (not /status)
+    selectable_fields: frozenset[str] = frozenset()  # a CRD version's selectableFields, as field labels
 
     @property
     def custom(self) -> bool:
         return self.require_resource_version
+
+    @property
+    def field_labels(self) -> frozenset[str] | None:
+        """The field selector labels this resource accepts; None for built-ins (any dotted path here).
+
+        A custom resource takes metadata.name, metadata.namespace when namespaced, and its CRD's
+        selectableFields (apiextensions-apiserver pkg/apiserver/conversion/converter.go ConvertFieldLabel).
+        """
+        if not self.custom:
+            return None
+        return frozenset({"metadata.name", *(("metadata.namespace",) if self.namespaced else ())}) | (
+            self.selectable_fields
+        )
 
     @property
     def api_version(self) -> str:
@@ -145,6 +159,9 @@ class ObjectStore:
             obj["status"] = {"phase": "Active"}
         new_meta = {k: v for k, v in meta.items() if k not in _SERVER_OWNED and k != "resourceVersion"}
         new_meta.update(name=name, uid=str(uuid.uuid4()), generation=1, creationTimestamp=now_rfc3339())
+        # A cluster-scoped object's namespace is cleared, not refused (registry/rest/meta.go
+        # EnsureObjectNamespaceMatchesRequestNamespace, called from rest.BeforeCreate).
+        new_meta.pop("namespace", None)
         if namespace is not None:
             new_meta["namespace"] = namespace
         obj["metadata"] = new_meta
@@ -158,6 +175,7 @@ class ObjectStore:
         else:
             self._objects[key] = obj
         self._emit(kind.resource, "ADDED", obj)
+        self._attempt_to_delete(key)  # a dependent created with only dangling owners is collected at once
         return obj
 
     def update(
@@ -201,6 +219,7 @@ class ObjectStore:
         new["metadata"]["resourceVersion"] = self._next_rv()
         self._objects[key].history.append(new)
         self._emit(kind.resource, "MODIFIED", new)
+        self._attempt_to_delete(key)  # the update may have pointed the object at owners that are gone
         return new
 
     def delete(
@@ -224,9 +243,14 @@ class ObjectStore:
                 raise errors.conflict(kind.resource, name, why + str(current["metadata"].get(field_name)))
         if dry_run:
             return current
-        orphan = options.get("propagationPolicy") == "Orphan" or options.get("orphanDependents") is True
+        if options.get("propagationPolicy") == "Orphan" or options.get("orphanDependents") is True:
+            # kube-apiserver adds the `orphan` finalizer (registry/generic/registry/store.go
+            # shouldOrphanDependents); the garbage collector then strips the owner's references from its
+            # dependents and removes that finalizer (garbagecollector.go orphanDependents). Eager here: the
+            # dependents are released now and the `orphan` finalizer is never seen.
+            self._orphan_dependents(current["metadata"]["uid"])
         if not current["metadata"].get("finalizers"):
-            return self._remove(kind, key, current, collect_garbage=not orphan)
+            return self._remove(kind, key, current)
         if current["metadata"].get("deletionTimestamp"):
             return current
         marked = copy.deepcopy(current)
@@ -337,7 +361,9 @@ class ObjectStore:
 
     def _check_identity(self, kind: Kind, current: dict[str, Any], candidate: dict[str, Any]) -> None:
         meta = candidate.get("metadata") or {}
-        for field_name in ("name", "namespace"):
+        # A cluster-scoped object's namespace is cleared on update too (rest.BeforeUpdate calls
+        # EnsureObjectNamespaceMatchesRequestNamespace); _merge_write keeps the stored (absent) one.
+        for field_name in ("name", "namespace") if kind.namespaced else ("name",):
             if meta.get(field_name) and meta[field_name] != current["metadata"].get(field_name):
                 raise errors.bad_request(f"metadata.{field_name} cannot be changed by an update")
         uid = meta.get("uid")
@@ -402,24 +428,86 @@ class ObjectStore:
             raise errors.invalid(kind.resource, obj["metadata"].get("name"), causes)
         return obj
 
-    def _remove(self, kind: Kind, key: Key, last: dict[str, Any], *, collect_garbage: bool = True) -> dict[str, Any]:
+    def _remove(self, kind: Kind, key: Key, last: dict[str, Any]) -> dict[str, Any]:
         final = copy.deepcopy(last)
         final["metadata"]["resourceVersion"] = self._next_rv()
         self._objects[key].delete()
         self._emit(kind.resource, "DELETED", final)
-        if collect_garbage:
-            self._collect_garbage(final["metadata"]["uid"])
+        self._collect_garbage(final["metadata"]["uid"])
         if kind.resource == NAMESPACES:
             self._empty_namespace(key[2])
         return final
 
     def _collect_garbage(self, owner_uid: str) -> None:
-        """Delete the dependents that have no live owner left, as the garbage collector does (eagerly here)."""
-        live_uids = {obj["metadata"]["uid"] for obj in self._all_live()}
+        """An owner is gone: look at each of its dependents, as the garbage collector does (eagerly here).
+
+        Upstream the graph builder queues the dependents of a deleted owner for attemptToDeleteItem
+        (pkg/controller/garbagecollector/graph_builder.go processGraphChanges).
+        """
         for key, obj in list(self._all_live_with_keys()):
-            owners = {ref.get("uid") for ref in obj["metadata"].get("ownerReferences") or ()}
-            if owner_uid in owners and not owners & live_uids:
-                self._delete_quietly(key)
+            if any(ref.get("uid") == owner_uid for ref in obj["metadata"].get("ownerReferences") or ()):
+                self._attempt_to_delete(key)
+
+    def _attempt_to_delete(self, key: Key) -> None:
+        """Collect an object whose owners are all dangling; drop its dangling references if some owner lives.
+
+        pkg/controller/garbagecollector/garbagecollector.go attemptToDeleteItem: an object being deleted is
+        left alone; with no solid owner it is deleted (background propagation); with a solid owner and some
+        dangling ones, the dangling references are patched away (deleteOwnerRefJSONMergePatch).
+        """
+        current = self._current(key)
+        if current is None or current["metadata"].get("deletionTimestamp"):
+            return
+        refs = current["metadata"].get("ownerReferences") or []
+        if not refs:
+            return
+        solid, dangling = self._classify_references(current, refs)
+        if not solid:
+            self.delete(self._kind_of(key[0]), key[1], key[2])
+        elif dangling:
+            gone = {ref.get("uid") for ref in dangling}
+            self._rewrite_owner_references(key, current, [ref for ref in refs if ref.get("uid") not in gone])
+
+    def _classify_references(
+        self, obj: dict[str, Any], refs: list[dict[str, Any]]
+    ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+        """Split owner references into solid (the owner lives) and dangling ones.
+
+        garbagecollector.go classifyReferences and isDangling: the owner is looked up by name in the
+        dependent's namespace (cluster-scoped owners without one) and is absent when missing or when its uid
+        differs. A namespaced owner of a cluster-scoped dependent, or an owner in another namespace, cannot be
+        found there, so it is dangling too (the collector also reports an OwnerRefInvalidNamespace event).
+        """
+        namespace = obj["metadata"].get("namespace")
+        live = {owner["metadata"]["uid"]: owner for owner in self._all_live()}
+        solid, dangling = [], []
+        for ref in refs:
+            owner = live.get(ref.get("uid"))
+            found = (
+                owner is not None
+                and owner["metadata"].get("name") == ref.get("name")
+                and owner["metadata"].get("namespace") in (None, namespace)
+            )
+            (solid if found else dangling).append(ref)
+        return solid, dangling
+
+    def _orphan_dependents(self, owner_uid: str) -> None:
+        """Remove references to the owner from its dependents (garbagecollector.go orphanDependents)."""
+        for key, obj in list(self._all_live_with_keys()):
+            refs = obj["metadata"].get("ownerReferences") or []
+            if any(ref.get("uid") == owner_uid for ref in refs):
+                self._rewrite_owner_references(key, obj, [ref for ref in refs if ref.get("uid") != owner_uid])
+
+    def _rewrite_owner_references(self, key: Key, current: dict[str, Any], refs: list[dict[str, Any]]) -> None:
+        """The garbage collector's own metadata patch: a new resourceVersion and a MODIFIED event."""
+        new = copy.deepcopy(current)
+        if refs:
+            new["metadata"]["ownerReferences"] = refs
+        else:
+            new["metadata"].pop("ownerReferences", None)
+        new["metadata"]["resourceVersion"] = self._next_rv()
+        self._objects[key].history.append(new)
+        self._emit(key[0], "MODIFIED", new)
 
     def _empty_namespace(self, namespace: str) -> None:
         for key, _ in list(self._all_live_with_keys()):

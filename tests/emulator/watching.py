@@ -32,7 +32,7 @@ async def serve_watch(
     has expired from the server's cache.
     """
     params = request.params
-    matches = selection(request, path)
+    matches = selection(request, path, kind)
 
     def wanted(event: WatchEvent) -> bool:
         namespace = event.object["metadata"].get("namespace")
