@@ -32,19 +32,22 @@ def token_path(port: int) -> Path:
     return token_dir() / f"control-{port}.token"
 
 
-def write_token(port: int) -> tuple[str, Path]:
-    """A new token for the router on `port`, in a file readable by this user only (0600, folder 0700)."""
+def new_token() -> str:
+    return secrets.token_urlsafe(32)
+
+
+def write_token(port: int, token: str) -> Path:
+    """``token`` for the router on `port`, in a file readable by this user only (0600, folder 0700)."""
     folder = token_dir()
     folder.mkdir(parents=True, exist_ok=True, mode=0o700)
     os.chmod(folder, 0o700)
     path = token_path(port)
     with contextlib.suppress(FileNotFoundError):
         path.unlink()
-    token = secrets.token_urlsafe(32)
     descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(descriptor, "w") as handle:
         handle.write(token + "\n")
-    return token, path
+    return path
 
 
 def remove_token(path: Path, token: str) -> None:

@@ -46,7 +46,10 @@ def model_dir(storage_uri: str) -> Path:
 
 def contained(folder: Path, root: Path) -> Path:
     """`folder` with symlinks and `..` resolved, if that stays inside `root`; ValueError otherwise."""
-    resolved, boundary = folder.resolve(), root.resolve()
+    try:
+        resolved, boundary = folder.resolve(), root.resolve()
+    except RuntimeError as exc:  # a symlink loop
+        raise ValueError(f"{folder}: {exc}") from None
     if not resolved.is_relative_to(boundary):
         raise ValueError(f"resolves to {resolved}, outside {boundary} ({ENV_LOCAL_ROOT})")
     return resolved
@@ -83,10 +86,18 @@ def served_names(config: Path) -> list[str]:
 
 
 def _local_uri(raw: str, base: Path) -> str:
-    """A bare path (relative to the manifest's folder) becomes an absolute file:// URL; URLs stay."""
-    if "://" in raw:
-        return raw
-    return (base / raw).resolve().as_uri()
+    """A bare path (relative to the manifest's folder) or a file:// URL becomes the absolute file:// URL of the
+    folder it resolves to now (other URLs stay, for the storage check to refuse): the folder checked is the one
+    served, and a symlink retargeted later (out of ESTEIRA_LOCAL_ROOT, say) is not followed at the next start."""
+    path = base / raw if "://" not in raw else None
+    try:
+        if path is not None:
+            return path.resolve().as_uri()
+        if raw.startswith("file:"):
+            return model_dir(raw).resolve().as_uri()
+    except (ValueError, OSError, RuntimeError):  # a file:// URL naming another host, a symlink loop: checked below
+        return path.absolute().as_uri() if path is not None else raw
+    return raw
 
 
 def parse_manifest(text: str, base: Path) -> LocalManifest:

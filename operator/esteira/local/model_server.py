@@ -62,6 +62,7 @@ class ModelServer(ABC):
     extra_env: dict[str, str] = field(default_factory=dict)  # e.g. inference logging to the built-in collector
     ready: bool = False
     restarts: int = 0
+    ready_since: float | None = None  # when it last became ready (time.monotonic)
     stopping: bool = False
     port_retries: int = 0  # launches in a row that found a picked port taken (not counted as restarts)
     # how many requests the router lets through to it at once while it holds them (None: it orders its own queue)
@@ -175,7 +176,7 @@ class ModelServer(ABC):
             if time.monotonic() > deadline:
                 raise RuntimeError(f"{self.runtime} for revision {self.revision} not ready after {within:.0f}s")
             await asyncio.sleep(0.3)
-        self.ready, self.port_retries = True, 0
+        self.ready, self.port_retries, self.ready_since = True, 0, time.monotonic()
 
     def lost_a_port(self) -> bool:
         """Whether the last launch ended because a port picked for it was taken first.
@@ -217,7 +218,8 @@ class ModelServer(ABC):
                     with contextlib.suppress(TimeoutError):
                         await asyncio.wait_for(process.wait(), 0.2)
                 elif not group_members(pgid):
-                    self._process = None
+                    if self._process is process:  # a start meanwhile has a process of its own to keep
+                        self._process = None
                     return
                 else:
                     await asyncio.sleep(0.1)

@@ -28,7 +28,7 @@ from esteira.api.status import ModelDeploymentStatus
 from esteira.evidence import MetricProvider
 from esteira.evidence.prometheus import PrometheusClient, PrometheusProvider
 from esteira.evidence.quality import WithQuality
-from esteira.local.access import remove_token, write_token
+from esteira.local.access import new_token, remove_token, write_token
 from esteira.local.collector import BuiltInCollector
 from esteira.local.drift import DriftReadings, drift_totals
 from esteira.local.kserve_server import KServeServer, RuntimeUnavailable, find_kserve_python
@@ -62,6 +62,9 @@ from esteira.vocabulary import (
 )
 
 MAX_RESTARTS = 5
+# A server that stayed up this long since its last start has its crashes counted afresh (as the kubelet resets a
+# container's restart backoff after ten minutes of running): five crashes over days gave a revision up for good.
+STEADY_SECONDS = 600.0
 MAX_PORT_RETRIES = 3  # launches in a row that find a picked port taken; past that, each counts as a crash
 
 
@@ -132,9 +135,12 @@ class LocalRuntime:
 
     async def start(self, ready_within: float = 180.0) -> None:
         """Bind the router (a taken port fails here, before any model server starts), then serve stable."""
+        # The token before the router listens (a control request in between was carried out with none); its file
+        # once the port is ours (another run on it keeps its own).
+        self.router.token = new_token()
         await self.router.start()
+        self._token_path = write_token(self.port, self.router.token)
         await self.collector.start()
-        self.router.token, self._token_path = write_token(self.port)
         self._session = aiohttp.ClientSession()
         self.say(
             "Started",
@@ -255,7 +261,7 @@ class LocalRuntime:
         try:
             manifest = load_manifest(self.path)
             self._check_runtime(manifest.spec)
-        except (OSError, ValueError) as exc:  # InvalidSpec lists every problem
+        except (OSError, ValueError, RecursionError) as exc:  # InvalidSpec lists every problem; YAML nested deep
             self.say("InvalidSpec", f"{self.path}: {exc}; still running the last valid spec", True)
             return
         except RuntimeUnavailable as exc:
@@ -446,6 +452,8 @@ class LocalRuntime:
                 )
                 self._relaunch(server)
                 continue
+            if server.ready_since is not None and time.monotonic() - server.ready_since >= STEADY_SECONDS:
+                server.restarts = 0  # it served steadily since its last crash: this one starts a new count
             server.restarts += 1
             message = f"revision {server.revision} {server.runtime} {server.how_it_ended()}; restart {server.restarts}"
             if server.restarts >= MAX_RESTARTS:
@@ -486,7 +494,14 @@ class LocalRuntime:
     async def _bring_up(self, server: ModelServer, verb: str) -> None:
         assert self._session is not None
         await server.stop()
-        await server.launch()
+        if self.servers.get(server.revision) is not server:  # retired meanwhile: nothing would track a new start
+            return
+        try:
+            await server.launch()
+        except Exception as exc:  # a folder gone, a binary missing: no restart mends it, so it is given up at once
+            server.stopping, server.restarts = False, MAX_RESTARTS
+            self.say("ServerFailed", f"revision {server.revision} {server.runtime} could not start: {exc}", True)
+            return
         self.say(
             verb,
             f"revision {server.revision} (model {server.model_version}) {server.runtime} on {server.listening()}, "
