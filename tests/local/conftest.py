@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from esteira.local.loadgen import LoadGenerator
+from esteira.local.manifest import write_whole
 from esteira.local.runtime import LocalRuntime
 from tests.support.kserve_runtime import RUNTIME_PYTHON as KSERVE_PYTHON
 from tests.support.prerequisites import require_file
@@ -58,7 +59,8 @@ def write_manifest(
     progress_deadline: str = "10m",
 ) -> None:
     """A ModelDeployment serving ``build``: a demo model's name, or the path of a model folder of its own."""
-    path.write_text(
+    write_whole(
+        path,
         MANIFEST.format(
             version=version,
             folder=MODELS / build,
@@ -67,7 +69,7 @@ def write_manifest(
             runtime=f", runtime: {runtime}" if runtime else "",
             log_mode=log_mode,
             progress_deadline=progress_deadline,
-        )
+        ),
     )
 
 

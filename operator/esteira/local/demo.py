@@ -17,6 +17,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from esteira.local.loadgen import LoadGenerator, request_rows
+from esteira.local.manifest import write_whole
 from esteira.local.runtime import Event, LocalRuntime
 from esteira.local.server import free_port
 
@@ -57,7 +58,7 @@ TIMELINE_REASONS = {
 
 
 def write_manifest(path: Path, version: str, folder: Path, interval: str = "5s") -> None:
-    path.write_text(MANIFEST.format(version=version, uri=folder.resolve().as_uri(), interval=interval))
+    write_whole(path, MANIFEST.format(version=version, uri=folder.resolve().as_uri(), interval=interval))
 
 
 async def wait_outcome(runtime: LocalRuntime, revision: int, within: float) -> str | None:

@@ -22,6 +22,7 @@ from pathlib import Path
 import aiohttp
 
 from esteira.local.demo import wait_outcome
+from esteira.local.manifest import write_whole
 from esteira.local.runtime import LocalRuntime
 from esteira.local.server import free_port
 from esteira.vocabulary import COLLECTOR_LABELS_PATH, REQUEST_ID_HEADER
@@ -45,7 +46,7 @@ spec:
 
 
 def write_manifest(path: Path, version: str, folder: Path, delay: int) -> None:
-    path.write_text(MANIFEST.format(version=version, uri=folder.resolve().as_uri(), delay=delay))
+    write_whole(path, MANIFEST.format(version=version, uri=folder.resolve().as_uri(), delay=delay))
 
 
 class LabelledTraffic:

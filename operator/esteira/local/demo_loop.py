@@ -25,6 +25,7 @@ from typing import Any
 import yaml
 
 from esteira.local.demo_labels import LabelledTraffic
+from esteira.local.manifest import write_whole
 from esteira.local.runtime import LocalRuntime
 from esteira.local.server import free_port
 
@@ -116,9 +117,7 @@ def manifest(models: Path, builds: Path, path: Path, card: dict[str, Any], setti
 
 
 def write_yaml(path: Path, document: dict[str, Any]) -> None:
-    staged = path.with_name(f".{path.name}.new")
-    staged.write_text(yaml.safe_dump(document, sort_keys=False))
-    staged.replace(path)
+    write_whole(path, yaml.safe_dump(document, sort_keys=False))
 
 
 def first_card(summary: Path) -> dict[str, Any]:

@@ -120,9 +120,17 @@ def parse_manifest(text: str, base: Path) -> LocalManifest:
     return LocalManifest(name=name, namespace=namespace, spec=spec)
 
 
+def write_whole(path: Path, text: str) -> None:
+    """Replace ``path``'s text in one step (written beside it, then renamed), so that `esteira up`, which reads
+    the file whenever it changes, never reads it half-written (as a save in place can be read)."""
+    staged = path.with_name(f".{path.name}.new")
+    staged.write_text(text)
+    staged.replace(path)
+
+
 def load_manifest(path: Path) -> LocalManifest:
     """Read and validate a file (OSError when it cannot be read)."""
     return parse_manifest(path.read_text(), path.resolve().parent)
 
 
-__all__ = ["InvalidSpec", "LocalManifest", "load_manifest", "model_dir", "parse_manifest"]
+__all__ = ["InvalidSpec", "LocalManifest", "load_manifest", "model_dir", "parse_manifest", "write_whole"]
