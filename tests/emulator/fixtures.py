@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -58,3 +59,20 @@ def fake_kserve(kube_api: KubeApi, kube_namespace: str) -> Iterator[FakeKServe |
         return
     with FakeKServe(kube_api.kubeconfig, [kube_namespace]) as controller:
         yield controller
+
+
+def widget_crd(**version: Any) -> dict[str, Any]:
+    """A throw-away namespaced CRD, ``widgets.example.com`` served at v1, its version's fields as given (a schema,
+    selectableFields, subresources) for a test of the API server's rules on custom resources."""
+    served = {"name": "v1", "served": True, "storage": True, **version}
+    return {
+        "apiVersion": "apiextensions.k8s.io/v1",
+        "kind": "CustomResourceDefinition",
+        "metadata": {"name": "widgets.example.com"},
+        "spec": {
+            "group": "example.com",
+            "scope": "Namespaced",
+            "names": {"plural": "widgets", "singular": "widget", "kind": "Widget"},
+            "versions": [served],
+        },
+    }

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from tests.emulator.cluster import KubeApi
+from tests.emulator.fixtures import widget_crd
 
 from .helpers import MD, model_deployment
 
@@ -62,25 +63,9 @@ def test_resources_without_status_subresource_keep_status_on_main_writes(
     kube_api: KubeApi, kube_namespace: str
 ) -> None:
     kube_api.require_emulator("installing a throw-away CRD")
-    crd = {
-        "apiVersion": "apiextensions.k8s.io/v1",
-        "kind": "CustomResourceDefinition",
-        "metadata": {"name": "widgets.example.com"},
-        "spec": {
-            "group": "example.com",
-            "scope": "Namespaced",
-            "names": {"plural": "widgets", "singular": "widget", "kind": "Widget"},
-            "versions": [
-                {
-                    "name": "v1",
-                    "served": True,
-                    "storage": True,
-                    "schema": {"openAPIV3Schema": {"type": "object", "x-kubernetes-preserve-unknown-fields": True}},
-                }
-            ],
-        },
-    }
-    kube_api.apply_crd(crd)
+    kube_api.apply_crd(
+        widget_crd(schema={"openAPIV3Schema": {"type": "object", "x-kubernetes-preserve-unknown-fields": True}})
+    )
     api = kube_api.custom_objects()
     body = {"apiVersion": "example.com/v1", "kind": "Widget", "metadata": {"name": "w"}, "status": {"phase": "A"}}
     created = api.create_namespaced_custom_object("example.com", "v1", kube_namespace, "widgets", body)

@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 
 from tests.emulator.cluster import KubeApi
+from tests.emulator.fixtures import widget_crd
 from tests.emulator.patches import PatchTestFailed, json_patch
 
 from .helpers import MD, http, model_deployment
@@ -146,41 +147,26 @@ def test_strategic_merge_patch_is_415_on_custom_resources_only(crds: KubeApi, ku
 # -- 3. field selectors on custom resources (apiextensions-apiserver conversion/converter.go) -----------
 
 WIDGETS = ("example.com", "v1", "widgets")
-WIDGET_CRD = {
-    "apiVersion": "apiextensions.k8s.io/v1",
-    "kind": "CustomResourceDefinition",
-    "metadata": {"name": "widgets.example.com"},
-    "spec": {
-        "group": "example.com",
-        "scope": "Namespaced",
-        "names": {"plural": "widgets", "singular": "widget", "kind": "Widget"},
-        "versions": [
-            {
-                "name": "v1",
-                "served": True,
-                "storage": True,
-                "selectableFields": [{"jsonPath": ".spec.color"}],
-                "schema": {
-                    "openAPIV3Schema": {
-                        "type": "object",
-                        "properties": {
-                            "spec": {
-                                "type": "object",
-                                "properties": {
-                                    "color": {"type": "string"},
-                                    "size": {"type": "integer"},
-                                    "shape": {"type": "string", "default": "round"},
-                                    "note": {"type": "string", "nullable": True},
-                                    "tags": {"type": "object", "additionalProperties": {"type": "string"}},
-                                },
-                            }
-                        },
-                    }
-                },
-            }
-        ],
+WIDGET_CRD = widget_crd(
+    selectableFields=[{"jsonPath": ".spec.color"}],
+    schema={
+        "openAPIV3Schema": {
+            "type": "object",
+            "properties": {
+                "spec": {
+                    "type": "object",
+                    "properties": {
+                        "color": {"type": "string"},
+                        "size": {"type": "integer"},
+                        "shape": {"type": "string", "default": "round"},
+                        "note": {"type": "string", "nullable": True},
+                        "tags": {"type": "object", "additionalProperties": {"type": "string"}},
+                    },
+                }
+            },
+        }
     },
-}
+)
 
 
 @pytest.fixture

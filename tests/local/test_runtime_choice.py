@@ -12,14 +12,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import ClassVar
 
-import aiohttp
 import pytest
 
 from esteira.api.spec import ModelDeploymentSpec
 from esteira.local import kserve_server
 from esteira.local.cli import main
 from esteira.local.kserve_server import KServeServer, RuntimeUnavailable, find_kserve_python
-from esteira.local.model_server import ModelServer, free_port
+from esteira.local.model_server import free_port
 from esteira.local.runtime import LocalRuntime
 from esteira.local.server import Ports, TorchServeServer, local_config
 from esteira.packaging.config import parse_properties
@@ -34,6 +33,7 @@ from esteira.vocabulary import (
 )
 from tests.local.conftest import KSERVE_PYTHON
 from tests.support.prerequisites import require_file
+from tests.support.stand_ins import StandInServer
 
 ARCHIVE_BATCHING = {"batchSize": 8, "maxBatchDelay": 10}
 SNAPSHOT = {"name": "startup.cfg", "models": {"iris": {"1.0.0": {"marName": "iris.mar", **ARCHIVE_BATCHING}}}}
@@ -329,7 +329,7 @@ def test_torchserve_takes_the_specs_workers_over_the_archives(
 
 
 @dataclass
-class RecordingServer(ModelServer):
+class RecordingServer(StandInServer):
     """A model server without a process that records being stopped."""
 
     runtime: ClassVar[str] = "recording"
@@ -337,26 +337,6 @@ class RecordingServer(ModelServer):
     stops: int = 0
     graces: tuple[float, ...] = ()  # what each stop was given
     stopped: asyncio.Event = field(default_factory=asyncio.Event, repr=False)
-
-    @property
-    def url(self) -> str | None:
-        return None
-
-    @property
-    def metrics_url(self) -> str | None:
-        return None
-
-    def listening(self) -> str:
-        return "nowhere"
-
-    def prepare(self) -> list[str]:
-        return ["true"]
-
-    def runtime_env(self) -> dict[str, str]:
-        return {}
-
-    async def check_ready(self, session: aiohttp.ClientSession) -> bool:
-        return False
 
     async def stop(self, grace: float = 20.0) -> None:
         self.stops += 1

@@ -17,17 +17,17 @@ from typing import Any
 import aiohttp
 import pytest
 
-from esteira.local.model_server import ModelServer
 from esteira.local.runtime import MAX_RESTARTS, STEADY_SECONDS, LocalRuntime
 from esteira.local.server import free_port
 from esteira.packaging.processes import group_members
 from tests.local.conftest import MODELS
 from tests.support.prerequisites import require_file
+from tests.support.stand_ins import StandInServer
 from tests.support.waiting import eventually
 
 
 @dataclass
-class StandIn(ModelServer):
+class StandIn(StandInServer):
     """A model server that is one process group running ``command``; ready while its launcher runs."""
 
     runtime = "StandIn"
@@ -39,20 +39,10 @@ class StandIn(ModelServer):
     def url(self) -> str | None:
         return "http://127.0.0.1:1" if self.ready else None
 
-    @property
-    def metrics_url(self) -> str | None:
-        return None
-
-    def listening(self) -> str:
-        return "nowhere"
-
     def prepare(self) -> list[str]:
         if not self.model_dir.exists():
             raise FileNotFoundError(f"{self.model_dir}: no such folder")
         return list(self.command)
-
-    def runtime_env(self) -> dict[str, str]:
-        return {}
 
     async def launch(self) -> None:
         await super().launch()

@@ -3,6 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+from dataclasses import dataclass
+
+import aiohttp
+
+from esteira.local.model_server import ModelServer
 
 
 async def held_until_cancelled(held: asyncio.Event, let_go: asyncio.Event) -> None:
@@ -14,3 +19,29 @@ async def held_until_cancelled(held: asyncio.Event, let_go: asyncio.Event) -> No
         await asyncio.Event().wait()
     finally:
         let_go.set()
+
+
+@dataclass
+class StandInServer(ModelServer):
+    """A model server for tests of `esteira up`'s runtime: no ports, no metrics, no runtime variables, never
+    ready; a test's subclass says what it runs and when it is ready."""
+
+    @property
+    def url(self) -> str | None:
+        return None
+
+    @property
+    def metrics_url(self) -> str | None:
+        return None
+
+    def listening(self) -> str:
+        return "nowhere"
+
+    def prepare(self) -> list[str]:
+        return ["true"]
+
+    def runtime_env(self) -> dict[str, str]:
+        return {}
+
+    async def check_ready(self, session: aiohttp.ClientSession) -> bool:
+        return False
