@@ -183,3 +183,43 @@ def test_a_baseline_of_another_version_falls_back_to_stables_card() -> None:
     assert change.status.canary is None
     reason = change.status.last_rollout.reason if change.status.last_rollout else ""
     assert "stable's 0.99 on its own card's held-out rows" in reason
+
+
+def test_an_immediate_rollout_gates_a_retrained_candidate_too() -> None:
+    """Placed before it was gated, a candidate far below stable became stable at once."""
+    status = track_revisions(carded("1", 0.95), ModelDeploymentStatus(), T0).status
+    for field in ({"strategy": "Immediate"}, {"steps": []}):
+        candidate = carded("2", 0.50)
+        immediate = candidate.model_copy(update={"rollout": candidate.rollout.model_copy(update=field)})
+        change = track_revisions(immediate, status, T1)
+        assert change.status.stable is not None and change.status.stable.revision == 1, field
+        assert [d.reason for d in change.decisions] == ["CandidateRejected"]
+
+
+def test_cards_that_disagree_on_which_way_is_better_refuse_the_candidate() -> None:
+    """Stable's mae is better lower; a candidate card left `better` at its default (higher) passed with a worse
+    mae, judged the wrong way round."""
+    stable_card = {"validation": {"metric": "mae", "score": 0.20, "better": "lower"}}
+    body = spec(model=model(version="1", storageUri="s3://m/1", card=stable_card), retraining=RETRAINING)
+    status = track_revisions(ModelDeploymentSpec.parse(body), ModelDeploymentStatus(), T0).status
+    candidate = spec(
+        model=model(version="2", storageUri="s3://m/2", card={"validation": {"metric": "mae", "score": 0.5}})
+    )
+    change = track_revisions(ModelDeploymentSpec.parse({**candidate, "retraining": RETRAINING}), status, T1)
+    assert change.status.canary is None and [d.reason for d in change.decisions] == ["CandidateRejected"]
+    reason = change.status.last_rollout.reason if change.status.last_rollout else ""
+    assert "disagree on which way mae is better (candidate: higher, stable: lower)" in reason
+
+
+def test_a_candidate_without_a_like_for_like_score_rolls_out_saying_why() -> None:
+    """Without a stable score of its metric there is nothing to beat: the canary's analysis judges it, and the
+    reason, which was thrown away, is in the event."""
+    status = track_revisions(carded("1", 0.95, None), ModelDeploymentStatus(), T0).status  # stable has a card
+    body = spec(model=model(version="2", storageUri="s3://m/2", card={"validation": {"metric": "f1", "score": 0.1}}))
+    change = track_revisions(ModelDeploymentSpec.parse({**body, "retraining": RETRAINING}), status, T1)
+    assert change.status.canary is not None
+    (created,) = change.decisions
+    assert (
+        created.reason == "CanaryCreated"
+        and "the retraining gate: f1 0.1: no stable score to compare with" in created.message
+    )

@@ -21,7 +21,7 @@ from esteira.api.status import (
     RunOutcome,
 )
 from esteira.render.traffic import Arm, TrafficPlan
-from esteira.retraining.gate import Candidate, judge_candidate
+from esteira.retraining.gate import Candidate, GateVerdict, judge_candidate
 from esteira.vocabulary import Decision
 
 
@@ -103,23 +103,11 @@ def track_revisions(
         card=spec.model.card,
     )
     immediate = status.stable is None or spec.rollout.strategy == "Immediate" or not spec.rollout.steps
-    if immediate or rollback_to is not None:
-        if status.stable is not None:
-            finish_history(
-                status.history, status.stable.revision, "Superseded", f"replaced by revision {revision}", now
-            )
-        if status.stable is None:
-            why = "first revision"
-        elif rollback_to is not None:
-            why = f"rollback to the build of revision {rollback_to} by request"
-        else:
-            why = "rollout strategy Immediate"
-        status.stable = record
-        status.history = _start(status.history, record, why)
-        change.decisions.append(
-            Decision("RevisionCreated", f"Revision {revision} (model {spec.model.version}) is stable: {why}")
-        )
-    elif (refusal := _gate(spec, status)) is not None:
+    # A retrained candidate is gated before it is placed, Immediate or not: placed first, an Immediate rollout
+    # made a candidate that scored far below stable the stable at once.
+    gate = None if status.stable is None or rollback_to is not None else _gate(spec, status)
+    if gate is not None and not gate.proposed:
+        refusal = gate.reason
         status.history = _start(status.history, record, "retrained candidate")
         finish_history(status.history, revision, "Rejected", refusal, now)
         status.last_rollout = RolloutRecord(
@@ -136,40 +124,72 @@ def track_revisions(
                 "CandidateRejected", f"Revision {revision} (model {spec.model.version}) not rolled out: {refusal}", True
             )
         )
+        return change
+    if gate is not None:
+        _record_candidate(status, spec, "Proposed", f"rolled out: {gate.reason}")
+    elif spec.retraining is not None:
+        _record_candidate(status, spec, "Proposed", "rolled out as a canary")
+    if immediate or rollback_to is not None:
+        if status.stable is not None:
+            finish_history(
+                status.history, status.stable.revision, "Superseded", f"replaced by revision {revision}", now
+            )
+        if status.stable is None:
+            why = "first revision"
+        elif rollback_to is not None:
+            why = f"rollback to the build of revision {rollback_to} by request"
+        else:
+            why = "rollout strategy Immediate"
+        status.stable = record
+        status.history = _start(status.history, record, why)
+        change.decisions.append(
+            Decision("RevisionCreated", f"Revision {revision} (model {spec.model.version}) is stable: {why}")
+        )
     else:
-        if spec.retraining is not None:
-            _record_candidate(status, spec, "Proposed", "rolled out as a canary")
         stable_revision = status.stable.revision if status.stable else 0
         status.canary = CanaryRecord(**record.model_dump(), weight=0, step=0, step_started_at=now)
         status.history = _start(status.history, record, "canary rollout")
+        gated = f" (the retraining gate: {gate.reason})" if gate is not None else ""
         change.decisions.append(
             Decision(
                 "CanaryCreated",
                 f"Revision {revision} (model {spec.model.version}) is the canary against stable revision "
-                f"{stable_revision}; it receives no traffic until it is ready",
+                f"{stable_revision}; it receives no traffic until it is ready{gated}",
             )
         )
     return change
 
 
-def _gate(spec: ModelDeploymentSpec, status: ModelDeploymentStatus) -> str | None:
-    """Why a new build may not roll out (its card's validation score is below stable's), or None.
+def _gate(spec: ModelDeploymentSpec, status: ModelDeploymentStatus) -> GateVerdict | None:
+    """Whether a new build may roll out (its card's validation score against stable's), and why; None where no
+    gate applies.
 
-    Only where retraining is on: its candidates must earn a canary; a person's own new version always gets one.
+    Only where retraining is on: its candidates must earn a rollout; a person's own new version always gets one.
+    A candidate without a score of its own, or without a stable score of its metric to compare with, rolls out
+    and the canary's analysis judges it, the reason saying so. Cards that disagree on which way the metric is
+    better are a mistake in one of them: the candidate is refused rather than judged the wrong way round.
     """
-    card = spec.model.card
-    if spec.retraining is None or card is None or card.validation is None:
+    if spec.retraining is None:
         return None
+    card = spec.model.card
+    if card is None or card.validation is None:
+        return GateVerdict(True, "the candidate's card has no validation score")
     mine = card.validation
+    theirs = status.stable.card.validation if status.stable and status.stable.card else None
+    if theirs is not None and theirs.metric == mine.metric and theirs.better != mine.better:
+        return GateVerdict(
+            False,
+            f"the cards disagree on which way {mine.metric} is better (candidate: {mine.better}, stable: "
+            f"{theirs.better}): correct the candidate's card",
+        )
     stable_score, basis = _stable_score(mine, status.stable)
-    verdict = judge_candidate(
+    return judge_candidate(
         Candidate(spec.model.version, mine.metric, mine.score),
         stable_score,
         spec.retraining.candidate_margin,
         mine.better,
         basis,
     )
-    return None if verdict.proposed else verdict.reason
 
 
 def _stable_score(mine: Validation, stable: RevisionRecord | None) -> tuple[float | None, str]:
