@@ -290,6 +290,11 @@ SPEC_CASES: list[tuple[str, dict[str, Any], dict[str, Any]]] = [
     ),
     (
         SPEC_RULES[10].message,
+        spec(deploymentMode="Knative", autoscaling={"metric": "cpu"}),
+        spec(deploymentMode="Knative", autoscaling={"metric": "memory"}),
+    ),
+    (
+        SPEC_RULES[11].message,
         spec(rollout={"router": "GatewayAPI"}),
         spec(deploymentMode="Knative", rollout={"router": "GatewayAPI"}),
     ),

@@ -98,7 +98,12 @@ def test_gpu_utilization_uses_keda_with_dcgm_query() -> None:
     external = predictor["autoScaling"]["metrics"][0]["external"]
     assert external["metric"]["backend"] == "prometheus"
     assert external["metric"]["serverAddress"] == CTX.prometheus_url
-    assert external["metric"]["query"] == 'avg(DCGM_FI_DEV_GPU_UTIL{namespace="models",pod=~"iris-predictor-.*"})'
+    # Summed over the pods: KEDA's AverageValue has the HPA want ceil(query / 60) replicas (8 pods at 100 % want
+    # 14, capped at maxReplicas); an average, at most 100, wanted two at most.
+    assert (
+        external["metric"]["query"]
+        == 'sum(avg by (pod) (DCGM_FI_DEV_GPU_UTIL{namespace="models",pod=~"iris-predictor-.*"}))'
+    )
     assert external["target"] == {"type": "Value", "value": "60"}
 
 
@@ -110,7 +115,7 @@ def test_gpu_utilization_on_mig_reads_engine_activity() -> None:
         )
     )
     query = isvc["spec"]["predictor"]["autoScaling"]["metrics"][0]["external"]["metric"]["query"]
-    assert query.startswith("avg(DCGM_FI_PROF_GR_ENGINE_ACTIVE{") and query.endswith("* 100")
+    assert query.startswith("sum(avg by (pod) (DCGM_FI_PROF_GR_ENGINE_ACTIVE{") and query.endswith("* 100")
 
 
 def test_knative_concurrency_and_scale_to_zero() -> None:

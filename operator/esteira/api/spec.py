@@ -972,6 +972,13 @@ SPEC_RULES: tuple[SpecRule, ...] = (
         lambda s: s.deployment_mode == "Standard" and _metric(s) is None and (s.autoscaling.target or 0) > 100,
     ),
     SpecRule(
+        "self.deploymentMode != 'Knative' || !has(self.autoscaling.metric) || self.autoscaling.metric != 'memory'",
+        "memory scaling in Knative mode reads the target as MiB a pod, not a percentage (Knative's HPA class): use "
+        "deploymentMode Standard for memory, or scale on concurrency, rps or cpu",
+        ".autoscaling.metric",
+        lambda s: s.deployment_mode == "Knative" and _metric(s) == "memory",
+    ),
+    SpecRule(
         "self.deploymentMode != 'Knative' || !has(self.rollout.router) || self.rollout.router != 'GatewayAPI'",
         "rollout.router GatewayAPI is for Standard mode: in Knative mode a predictor's Service points at Knative's "
         "own ingress, which an HTTPRoute cannot weigh; use router KServe, or deploymentMode Standard",

@@ -30,11 +30,15 @@ class AutoscalingFields:
 
 
 def gpu_utilization_query(namespace: str, isvc_name: str, gpu: GPU) -> str:
-    """Average GPU utilization (percent) over the predictor's pods, from dcgm-exporter."""
+    """The predictor's pods' GPU utilization (percent) summed over the pods, each pod's the average of its GPUs,
+    from dcgm-exporter. Summed because KServe writes KEDA's Prometheus trigger with a threshold and KEDA's
+    default metric type, AverageValue (keda_reconciler.go): the HPA divides the query's value by the threshold
+    to get the replicas it wants. An average across pods (at most 100) over a threshold of 70 asked for two
+    pods at most, however many were saturated."""
     selector = f'namespace="{namespace}",pod=~"{predictor_service_name(isvc_name)}-.*"'
     if gpu.is_mig:
-        return f"avg({DCGM_MIG_ACTIVE}{{{selector}}}) * 100"
-    return f"avg({DCGM_GPU_UTIL}{{{selector}}})"
+        return f"sum(avg by (pod) ({DCGM_MIG_ACTIVE}{{{selector}}})) * 100"
+    return f"sum(avg by (pod) ({DCGM_GPU_UTIL}{{{selector}}}))"
 
 
 def check_mode(spec: ModelDeploymentSpec, prometheus_url: str | None) -> None:
