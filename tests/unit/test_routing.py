@@ -83,6 +83,24 @@ def test_gateway_observes_weights_only_once_accepted() -> None:
     assert status.weight == 30 and status.ready
 
 
+def test_gateway_takes_no_weight_from_an_acceptance_of_an_earlier_generation() -> None:
+    """The route rewritten (generation 3) and its status still from generation 2: the new weight is not in force."""
+    router = GatewayAPIRouter()
+    plan = TrafficPlan(STABLE, CANARY, 50)
+    objects = {key_of(o): o for o in router.desired(CTX, parsed(), plan, {})}
+    route_key = ("gateway.networking.k8s.io/v1", "HTTPRoute", "iris")
+    route = objects[route_key]
+    condition = {"type": "Accepted", "status": "True", "observedGeneration": 2}
+    objects[route_key] = {
+        **route,
+        "metadata": {**route["metadata"], "generation": 3},
+        "status": {"parents": [{"conditions": [condition]}]},
+    }
+    assert router.observe(CTX, parsed(), plan, objects).weight is None
+    condition["observedGeneration"] = 3
+    assert router.observe(CTX, parsed(), plan, objects).weight == 50
+
+
 def test_kserve_knative_observes_latest_revision_share() -> None:
     plan = TrafficPlan(STABLE, CANARY, 25)
     knative = ModelDeploymentSpec.parse(spec(deploymentMode="Knative"))

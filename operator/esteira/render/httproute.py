@@ -67,10 +67,17 @@ def render_http_route(ctx: RenderContext, spec: ModelDeploymentSpec, plan: Traff
 
 
 def observed_canary_weight(route: dict[str, Any], canary: Arm, ctx: RenderContext) -> int | None:
-    """The canary's weight as the route says, once a Gateway accepted it; None while unknown."""
+    """The canary's weight as the route says, once a Gateway accepted this generation of it; None while unknown.
+    An acceptance of an earlier generation says nothing of the weights just written: taken for them, the engine
+    went on while the Gateway still sent the old split."""
     parents = (route.get("status") or {}).get("parents") or []
+    generation = int((route.get("metadata") or {}).get("generation") or 1)
     accepted = any(
-        c.get("type") == "Accepted" and c.get("status") == "True" for p in parents for c in p.get("conditions") or []
+        c.get("type") == "Accepted"
+        and c.get("status") == "True"
+        and int(c.get("observedGeneration") or generation) >= generation
+        for p in parents
+        for c in p.get("conditions") or []
     )
     if not accepted:
         return None
