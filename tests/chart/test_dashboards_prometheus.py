@@ -24,6 +24,8 @@ OPERATOR = 'job="esteira-metrics",namespace="esteira-system"'
 DEPLOYMENT = f'{OPERATOR},exported_namespace="models",deployment="iris"'
 MODEL = 'namespace="models",ModelName="iris",Hostname="iris-predictor-0"'
 GPU = 'namespace="models",pod="iris-predictor-00001-deployment-7f9c",container="kserve-container",gpu="0"'
+# A Standard-mode canary's (or a GatewayAPI revision's) predictor pod: KServe names it <name>-rev-<n>-predictor-...
+CANARY_GPU = 'namespace="models",pod="iris-rev-2-predictor-6c8d9f-x2x4q",container="kserve-container",gpu="0"'
 
 
 def counter(rate: float) -> Shape:
@@ -70,9 +72,10 @@ def series() -> Iterator[tuple[str, str, Shape]]:
         yield "esteira_drift_capped_total", labels, counter(0.0)
         for feature, kind in (("sepal_length", "missing"), ("petal_width", "out_of_range")):
             yield "esteira_data_quality_violations_total", f'{labels},feature="{feature}",kind="{kind}"', counter(0.2)
-    yield "DCGM_FI_DEV_GPU_UTIL", GPU, gauge(63)
-    yield "DCGM_FI_DEV_FB_USED", GPU, gauge(9000)
-    yield "DCGM_FI_DEV_FB_FREE", GPU, gauge(72000)
+    for pod in (GPU, CANARY_GPU):
+        yield "DCGM_FI_DEV_GPU_UTIL", pod, gauge(63)
+        yield "DCGM_FI_DEV_FB_USED", pod, gauge(9000)
+        yield "DCGM_FI_DEV_FB_FREE", pod, gauge(72000)
 
 
 def openmetrics(end: int) -> str:
@@ -104,3 +107,13 @@ def test_every_panel_query_returns_data(prometheus: PrometheusServer, panel: str
     result = prometheus.query(expr)
     assert result, f"{panel}: no data for {expr}"
     assert all(sample["value"][1] not in ("NaN", "+Inf", "-Inf") for sample in result), f"{panel}: {result}"
+
+
+def test_the_gpu_panels_show_every_revision_s_pods(prometheus: PrometheusServer) -> None:
+    """They read the stable predictor's pods only (`<name>-predictor.*`): a canary's, and every revision's under
+    the GatewayAPI router, showed no GPU at all."""
+    panels = {panel: expr for panel, expr in dashboard_queries().items() if "DCGM_" in expr}
+    assert panels
+    for panel, expr in panels.items():
+        pods = {sample["metric"].get("pod") for sample in prometheus.query(expr)}
+        assert pods == {"iris-predictor-00001-deployment-7f9c", "iris-rev-2-predictor-6c8d9f-x2x4q"}, panel
