@@ -68,14 +68,16 @@ def dashboard(name: str = "esteira") -> dict[str, Any]:
     return loaded
 
 
-def dashboard_queries() -> dict[str, str]:
-    """Every dashboard's panel queries, keyed by dashboard, panel and target, with the variables filled in."""
+def dashboard_queries(selected: dict[str, str] | None = None) -> dict[str, str]:
+    """Every dashboard's panel queries, keyed by dashboard, panel and target, with the variables filled in (as
+    with "All" selected, unless ``selected`` says another value)."""
     out = {}
+    values = {**ALL, **(selected or {})}
     for path in DASHBOARDS:
         for panel in dashboard(path.stem)["panels"]:
             for target in panel.get("targets", []):
                 expr = target["expr"]
-                for variable, value in ALL.items():
+                for variable, value in values.items():
                     expr = expr.replace(variable, value)
                 out[f"{path.stem.replace('-', '_')}_panel_{panel['id']}_{target['refId']}"] = expr
     return out
