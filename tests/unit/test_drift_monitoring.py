@@ -79,6 +79,26 @@ def test_one_incident_gives_one_warning_and_clearing_gives_one_normal_event() ->
     assert condition is not None and condition.status == "False" and condition.reason == "NoDrift"
 
 
+def test_a_new_stable_revision_starts_its_own_incident() -> None:
+    """Revision 1's incident carried on under revision 2: too little of 2's traffic kept DataDrifted and
+    BlockRollouts on 1's evidence, and 2's own drift posted no Warning and started no retraining (its incident,
+    named by 1's start, already handled)."""
+    md, status = parsed({}), stable_status()
+    first = format_time(T0)
+    monitor(md, status, first, 1, window(SHIFTED_WINDOW), None)
+    assert status.monitoring is not None and status.monitoring.drifting_since == first
+    status.stable = RevisionRecord(revision=2, model_version="2", storage_uri="s3://m/2", since=first)
+    later = format_time(T0 + timedelta(hours=1))
+    ended = monitor(md, status, later, 1, window({"0.5": 3.0}), None)  # too little of revision 2's traffic
+    assert [d.reason for d in ended] == ["DriftCleared"] and "Revision 1" in ended[0].message
+    assert status.monitoring is not None and status.monitoring.drifting_since is None
+    condition = get_condition(status, "DataDrifted")
+    assert condition is not None and condition.status == "False"
+    drifting = monitor(md, status, format_time(T0 + timedelta(hours=2)), 1, window(SHIFTED_WINDOW), None)
+    assert [(d.reason, d.warning) for d in drifting] == [("DataDrifted", True)]
+    assert "Revision 2" in drifting[0].message and status.monitoring.drifting_since != first
+
+
 def test_low_unshifted_traffic_raises_nothing() -> None:
     md, status = parsed({"minSample": 100}), stable_status()
     assert monitor(md, status, format_time(T0), 1, window({"0.5": 10.0, "1": 12.0, "1.5": 9.0}), None) == []

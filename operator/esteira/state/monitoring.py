@@ -105,6 +105,12 @@ def monitor(
     )
     status.monitoring = monitoring
     decisions: list[Decision] = []
+    if previous.revision is not None and previous.revision != revision and previous.drifting_since is not None:
+        # A new stable revision, judged against its own reference profile: the last one's incident ends with it
+        # (carried on, it held canaries on the old revision's evidence, and the new one's drift alerted nothing
+        # and started no retraining, its incident already handled).
+        decisions.append(Decision("DriftCleared", f"Revision {previous.revision} no longer serves: its drift ends"))
+        monitoring.drifting_since = None
     alert = "Alert" in drift.actions
     if report.verdict == "Drifted":
         monitoring.message = _summary(report)
