@@ -148,3 +148,39 @@ def test_gateway_revision_services_carry_the_owner_label() -> None:
         assert obj["metadata"]["labels"]["serving.esteira.io/deployment"] == "iris"
     env = {e["name"]: e["value"] for e in objects[1]["spec"]["predictor"]["model"]["env"]}
     assert env["ESTEIRA_DEPLOYMENT"] == "iris"
+
+
+def test_gateway_keeps_the_serving_revision_until_a_new_stable_one_is_ready() -> None:
+    """An Immediate rollout (or a rollback) makes revision 2 stable at once: the route went to its InferenceService
+    before it was ready and revision 1's was deleted in the same reconcile, so every request failed until it was.
+    Revision 1 keeps all traffic, unchanged, until revision 2 reports Ready."""
+    from esteira.state.drift import drift_patch, with_last_applied
+
+    router = GatewayAPIRouter()
+    serving = with_last_applied(router.desired(CTX, parsed(), TrafficPlan(STABLE), {})[0])
+    serving = {**serving, "spec": {**serving["spec"], "defaulted": "by KServe"}}  # the webhook's additions
+    serving["status"] = {"conditions": [{"type": "Ready", "status": "True"}]}
+    live = {key_of(serving): serving}
+    new_stable = TrafficPlan(CANARY)  # revision 2, stable at once
+
+    bridged = {key_of(o): o for o in router.desired(CTX, parsed(), new_stable, live)}
+    assert set(bridged) == {
+        key_of(serving),
+        ("serving.kserve.io/v1beta1", "InferenceService", "iris-rev-2"),
+        ("gateway.networking.k8s.io/v1", "HTTPRoute", "iris"),
+    }
+    assert drift_patch(serving, with_last_applied(bridged[key_of(serving)])) is None  # kept as it is
+    split = bridged[("gateway.networking.k8s.io/v1", "HTTPRoute", "iris")]["spec"]["rules"][-1]["backendRefs"]
+    assert [(ref["name"], ref["weight"]) for ref in split] == [
+        ("iris-rev-1-predictor", 100),
+        ("iris-rev-2-predictor", 0),
+    ]
+    for obj in bridged.values():
+        validate_custom_resource(obj)
+
+    new = bridged[("serving.kserve.io/v1beta1", "InferenceService", "iris-rev-2")]
+    live[key_of(new)] = {**new, "status": {"conditions": [{"type": "Ready", "status": "True"}]}}
+    switched = {key_of(o): o for o in router.desired(CTX, parsed(), new_stable, live)}
+    assert key_of(serving) not in switched  # now it goes
+    split = switched[("gateway.networking.k8s.io/v1", "HTTPRoute", "iris")]["spec"]["rules"][-1]["backendRefs"]
+    assert [(ref["name"], ref["weight"]) for ref in split] == [("iris-rev-2-predictor", 100)]

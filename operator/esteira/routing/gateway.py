@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import replace
 from typing import Any
 
 from esteira.api.spec import ModelDeploymentSpec
+from esteira.render.applied import last_applied
 from esteira.render.httproute import arm_service_name, observed_canary_weight, render_http_route
 from esteira.render.inferenceservice import RenderContext, render_inference_service
-from esteira.render.traffic import TrafficPlan
+from esteira.render.traffic import Arm, TrafficPlan
 from esteira.rollout.inputs import ObservedRoute
 from esteira.routing.base import ChildKind, ObjectKey, Objects, condition_true
 from esteira.routing.kserve import INFERENCE_SERVICES
@@ -34,6 +36,11 @@ class GatewayAPIRouter:
             )
             for arm in arms
         ]
+        serving = _serving_meanwhile(ctx, plan, live) if plan.canary is None else None
+        if serving is not None:  # the new stable is not ready: the revision serving now keeps every request
+            revision, kept = serving
+            bridge = TrafficPlan(stable=Arm(revision, "", ""), canary=plan.stable, canary_weight=0)
+            return [*services, kept, render_http_route(ctx, spec, bridge)]
         return [*services, render_http_route(ctx, spec, plan)]
 
     def observe(self, ctx: RenderContext, spec: ModelDeploymentSpec, plan: TrafficPlan, live: Objects) -> ObservedRoute:
@@ -43,3 +50,37 @@ class GatewayAPIRouter:
         route = live.get((HTTPROUTE_API_VERSION, "HTTPRoute", ctx.name))
         weight = observed_canary_weight(route, plan.canary, ctx) if route is not None else None
         return ObservedRoute(plan.canary.revision, condition_true(canary, "Ready"), weight)
+
+
+def _serving_meanwhile(ctx: RenderContext, plan: TrafficPlan, live: Objects) -> tuple[int, dict[str, Any]] | None:
+    """A ready revision to keep serving while a new stable one is not ready yet, and its InferenceService as last
+    applied (so keeping it writes nothing); None once the new one is ready, or with none to keep.
+
+    An Immediate rollout or a rollback makes a new stable revision at once: routed to its InferenceService
+    before that was ready, and with the ready one deleted in the same reconcile, every request failed until it
+    was. The newest ready one keeps serving instead, until the next reconcile finds the new one ready.
+    """
+    if condition_true(live.get((ISVC_API_VERSION, "InferenceService", arm_service_name(ctx, plan.stable))), "Ready"):
+        return None
+    ready: list[tuple[int, dict[str, Any]]] = []
+    for (api_version, kind, name), obj in live.items():
+        found = re.fullmatch(rf"{re.escape(ctx.name)}-rev-([0-9]+)", name)
+        if api_version == ISVC_API_VERSION and kind == "InferenceService" and found and condition_true(obj, "Ready"):
+            ready.append((int(found.group(1)), obj))
+    if not ready:
+        return None
+    revision, obj = max(ready, key=lambda entry: entry[0])
+    applied = last_applied(obj)
+    metadata = obj["metadata"]
+    kept = {
+        "apiVersion": obj["apiVersion"],
+        "kind": obj["kind"],
+        "metadata": {
+            "name": metadata["name"],
+            "namespace": metadata.get("namespace"),
+            "labels": applied.get("labels", metadata.get("labels") or {}),
+            "annotations": applied.get("annotations", {}),
+        },
+        "spec": applied.get("spec", obj.get("spec") or {}),
+    }
+    return revision, kept

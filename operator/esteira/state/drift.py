@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from esteira.render.applied import last_applied
 from esteira.vocabulary import ANNOTATION_LAST_APPLIED
 
 
@@ -26,17 +27,6 @@ def with_last_applied(desired: dict[str, Any]) -> dict[str, Any]:
     metadata = desired["metadata"]
     annotations = {**(metadata.get("annotations") or {}), ANNOTATION_LAST_APPLIED: record}
     return {**desired, "metadata": {**metadata, "annotations": annotations}}
-
-
-def last_applied(actual: dict[str, Any]) -> dict[str, Any]:
-    raw = ((actual.get("metadata") or {}).get("annotations") or {}).get(ANNOTATION_LAST_APPLIED)
-    if not raw:
-        return {}
-    try:
-        value = json.loads(raw)
-    except ValueError:
-        return {}
-    return value if isinstance(value, dict) else {}
 
 
 def is_subset(wanted: Any, actual: Any) -> bool:

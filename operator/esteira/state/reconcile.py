@@ -16,6 +16,7 @@ from esteira.api.spec import ModelDeploymentSpec, check_name
 from esteira.api.status import ModelDeploymentStatus
 from esteira.drift.evaluate import DriftWindow
 from esteira.quality.scores import Tally
+from esteira.render.applied import last_applied
 from esteira.render.inferenceservice import RenderContext
 from esteira.rollout.cycle import rollout_step
 from esteira.rollout.evidence import Evidence
@@ -25,7 +26,7 @@ from esteira.routing import ObjectKey, router_for
 from esteira.routing.base import key_of
 from esteira.state import merge_patch
 from esteira.state.conditions import set_condition
-from esteira.state.drift import drift_patch, last_applied, managed_view, with_last_applied
+from esteira.state.drift import drift_patch, managed_view, with_last_applied
 from esteira.state.monitoring import monitor, seconds_to_next
 from esteira.state.observe import Observation, observe_kserve
 from esteira.state.retrain import plan_retraining
