@@ -131,14 +131,15 @@ class _Waiting:
     sent: bool = False
     _piece: bytes | None = field(default=None, repr=False)
 
-    def sent_headers(self) -> Mapping[str, str]:
-        """Its headers as it goes on, saying what is left of its caller's time."""
-        return with_time_left(self.headers, self.due, time.perf_counter())
+    def sent_headers(self, now: float | None = None) -> Mapping[str, str]:
+        """Its headers as it goes on, saying what is left of its caller's time at ``now`` (else this moment)."""
+        return with_time_left(self.headers, self.due, time.perf_counter() if now is None else now)
 
-    def piece(self) -> bytes:
-        """This request as it stands in a joined body (made once, as it is taken to be sent)."""
+    def piece(self, now: float) -> bytes:
+        """This request as it stands in a joined body (made once, as it is taken to be sent at ``now``: the
+        requests of one joined request go at one moment, and say what is left as of it)."""
         if self._piece is None:
-            self._piece = framed(request_entry(self.sent_headers(), self.body))
+            self._piece = framed(request_entry(self.sent_headers(now), self.body))
         return self._piece
 
     def forget_piece(self) -> None:
@@ -312,7 +313,7 @@ class Joiner:
         """The oldest waiting request and those after it for the same path, as many as one request carries."""
         taken: list[_Waiting] = []
         kept: deque[_Waiting] = deque()
-        size = 0
+        size, now = 0, time.perf_counter()
         while self._waiting:
             waiting = self._waiting.popleft()
             if waiting.reply.done():  # its caller left
@@ -324,7 +325,7 @@ class Joiner:
             if taken and waiting.target != taken[0].target:
                 kept.append(waiting)
                 continue
-            piece = len(waiting.piece()) if taken or self._waiting else 0
+            piece = len(waiting.piece(now)) if taken or self._waiting else 0
             if taken and size + piece > self.joining.max_body:
                 waiting.forget_piece()
                 kept.append(waiting)
@@ -357,7 +358,8 @@ class Joiner:
         if len(taken) == 1:
             only = taken[0]
             return [await self.upstream.request("POST", only.target, only.body, only.sent_headers())]
-        body = b"".join(waiting.piece() for waiting in taken)
+        now = time.perf_counter()  # the pieces weighed when taken are made already, at that one moment
+        body = b"".join(waiting.piece(now) for waiting in taken)
         headers = {"content-type": JOINED_CONTENT_TYPE, JOINED_HEADER: str(len(taken))}
         return _answers(await self.upstream.request("POST", taken[0].target, body, headers), len(taken))
 
