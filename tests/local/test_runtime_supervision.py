@@ -163,3 +163,32 @@ class _Stopped(Exception):
 
 async def _no_tick(command: object = None) -> list[object]:
     raise _Stopped
+
+
+def test_stable_accuracy_is_read_at_most_once_a_minute_as_the_operator_reads_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Read on every tick (each second), a query over the whole accuracy window ran for nothing."""
+    from esteira.api.spec import ModelDeploymentSpec
+    from esteira.api.status import RevisionRecord
+    from esteira.local.collector import BuiltInCollector
+    from esteira.quality.scores import Tally
+    from tests.support.specs import spec
+
+    reads: list[int] = []
+
+    async def tally(namespace: str, name: str, revision: int, window: int) -> Tally:
+        reads.append(window)
+        return Tally(200, 100)
+
+    monkeypatch.setattr(BuiltInCollector, "tallies", property(lambda _: tally))
+
+    async def scenario() -> list[Tally | None]:
+        async with local_runtime(tmp_path) as runtime:
+            retraining = {"triggers": {"accuracyBelow": 0.9, "accuracyWindow": "30m"}, "command": ["train"]}
+            runtime.override = ModelDeploymentSpec.parse(spec(retraining=retraining))
+            runtime.status.stable = RevisionRecord(revision=1, model_version="1.0.0", storage_uri="x", since="now")
+            return [await runtime._stable_accuracy() for _ in range(3)]
+
+    first, *rest = asyncio.run(scenario())
+    assert first == Tally(200, 100) and rest == [None, None] and reads == [1800]

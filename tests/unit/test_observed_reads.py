@@ -258,7 +258,9 @@ def test_a_child_without_its_owner_is_adopted_once_and_kept_otherwise_as_it_was(
     key = next(iter(api.children))
     child = api.children[key]
     other = {"apiVersion": "v1", "kind": "ConfigMap", "name": "keeper", "uid": "uid-other"}
-    child["metadata"]["ownerReferences"] = [other]  # its owner gone; someone else's reference kept
+    earlier = {**child["metadata"]["ownerReferences"][0]}  # the ModelDeployment of this name before, a controller
+    child["metadata"]["ownerReferences"] = [other, earlier]  # someone else's reference is kept; the earlier life's
+    # is dropped: two controller references, the API server refuses the patch
     api._bump(child)
     api.md["metadata"]["uid"] = "uid-iris-new"
     api._bump(api.md)

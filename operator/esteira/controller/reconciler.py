@@ -35,6 +35,7 @@ from esteira.rollout.queries import MetricNames, drift_queries
 from esteira.routing import key_of
 from esteira.state.monitoring import drift_due
 from esteira.state.reconcile import ReconcileInput, ReconcilePlan, Result, plan_reconcile
+from esteira.state.retrain import ACCURACY_READ_SECONDS
 from esteira.vocabulary import (
     COMMAND_ANNOTATION,
     LABEL_PROMETHEUS_AUTH,
@@ -49,8 +50,6 @@ logger = logging.getLogger(__name__)
 # How long a list of a namespace's RolloutCommands that found none open stands in for the next ones. Every
 # RolloutCommand event voids it at once, so this bounds only a command whose event the operator never saw.
 NO_OPEN_COMMANDS_SECONDS = 300.0
-# How often stable's labelled accuracy is read for retraining.triggers.accuracyBelow, at most, a ModelDeployment.
-ACCURACY_READ_SECONDS = 60.0
 
 
 class Reconciler:

@@ -49,7 +49,7 @@ from esteira.rollout.evidence import MetricsUnavailable
 from esteira.rollout.inputs import ObservedRoute, RolloutInput
 from esteira.rollout.phase import Serving, phase_of
 from esteira.state.monitoring import drift_due, monitor
-from esteira.state.retrain import plan_retraining
+from esteira.state.retrain import ACCURACY_READ_SECONDS, plan_retraining
 from esteira.vocabulary import (
     ACTIONS,
     COLLECTOR_EXPORT_PATH,
@@ -120,6 +120,7 @@ class LocalRuntime:
         self._lock = asyncio.Lock()
         self._tasks: set[asyncio.Task[None]] = set()
         self._probing: set[int] = set()  # revisions the router took out whose readiness is being checked
+        self._accuracy_read = -ACCURACY_READ_SECONDS  # when stable's labelled accuracy was last read (monotonic)
         self._session: aiohttp.ClientSession | None = None
         self._token_path: Path | None = None
 
@@ -355,10 +356,14 @@ class LocalRuntime:
 
     async def _stable_accuracy(self) -> Tally | None:
         """Stable's labelled predictions over retraining.triggers.accuracyWindow in the built-in collector, for
-        triggers.accuracyBelow (None when not asked for)."""
+        triggers.accuracyBelow, read at most every ``ACCURACY_READ_SECONDS`` as the operator reads them (not on
+        every tick); None when not asked for or not due."""
         retraining, stable = self.spec.retraining, self.status.stable
         if retraining is None or retraining.triggers.accuracy_below is None or stable is None:
             return None
+        if time.monotonic() - self._accuracy_read < ACCURACY_READ_SECONDS:
+            return None
+        self._accuracy_read = time.monotonic()
         window = int(parse_duration(retraining.triggers.accuracy_window).total_seconds())
         return await self.collector.tallies(self.manifest.namespace, self.manifest.name, stable.revision, window)
 

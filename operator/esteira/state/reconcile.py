@@ -11,6 +11,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from esteira import KIND
 from esteira.api.errors import InvalidSpec
 from esteira.api.spec import ModelDeploymentSpec, check_name
 from esteira.api.status import ModelDeploymentStatus
@@ -133,6 +134,13 @@ def _owned_by(obj: Mapping[str, Any], uid: str) -> bool:
     return any(ref.get("uid") == uid for ref in (obj.get("metadata") or {}).get("ownerReferences") or [])
 
 
+def _other_owners(obj: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """The owners a child keeps when adopted: all but a ModelDeployment of an earlier life (a reference to the one
+    deleted and made again under this name), which as a second controller the API server would refuse."""
+    refs = (obj.get("metadata") or {}).get("ownerReferences") or []
+    return [ref for ref in refs if ref.get("kind") != KIND]
+
+
 def plan_reconcile(inp: ReconcileInput) -> ReconcilePlan:
     """Decide what to create, patch or delete, where the rollout goes, and what the status becomes."""
     status = _read_status(inp.status)
@@ -192,8 +200,12 @@ def plan_reconcile(inp: ReconcileInput) -> ReconcilePlan:
             plan.decisions.append(Decision("Created", f"Created {key[1]} {key[2]}"))
         else:
             if inp.owner_uid is not None and not _owned_by(live, inp.owner_uid):
-                plan.adopt.append((key, list((live.get("metadata") or {}).get("ownerReferences") or [])))
-                plan.decisions.append(Decision("Adopted", f"{key[1]} {key[2]} had no owner: it is this one's now"))
+                plan.adopt.append((key, _other_owners(live)))
+                plan.decisions.append(
+                    Decision(
+                        "Adopted", f"{key[1]} {key[2]} did not name this ModelDeployment as its owner: it does now"
+                    )
+                )
             if (patch := drift_patch(live, obj)) is None:
                 continue
             plan.patches.append((key, patch))

@@ -29,6 +29,9 @@ DATA_QUALITY_INCIDENT_RATE = 0.05
 # Labelled predictions stable's accuracy needs over triggers.accuracyWindow before it can start a run (the
 # accuracy check's default minLabels): a few unlucky labels are no incident.
 ACCURACY_MIN_LABELS = 100
+# How often, at most, an adapter reads stable's labelled accuracy for triggers.accuracyBelow: an incident lasts
+# minutes to hours, and the read is a query over the whole window.
+ACCURACY_READ_SECONDS = 60.0
 
 
 @dataclass
