@@ -44,6 +44,12 @@ def refusal(exc: ApiException) -> tuple[int, str]:
         ("iris", {"autoscaling": {"minReplicas": 0}}, "Standard mode keeps at least one replica"),
         ("iris", {"batching": {"maxBatchSize": 8, "maxBatchDelayMs": 0}}, "5000 ms default"),
         ("iris", {"resources": {"requests": {"cpu": "lots"}}}, "spec.resources.requests.cpu"),
+        (
+            "iris",
+            {"resources": {"requests": {"memory": "4Gi"}, "limits": {"memory": "2048Mi"}}},
+            "spec.resources.requests: resources.requests must not exceed resources.limits",
+        ),
+        ("iris", {"resources": {"limits": {"nvidia.com/gpu": "500m"}}}, "counts whole units"),
     ],
 )
 def test_create_is_refused_with_the_rule_message(

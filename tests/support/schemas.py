@@ -18,7 +18,9 @@ A CRD's ``openAPIV3Schema`` is turned into JSON Schema Draft 7 the way the API s
 InferenceServices, DNS-1123 label for Namespaces, path segment for RBAC), namespace, label keys and values.
 
 CEL: rules are evaluated with cel-python (``celpy``) plus Kubernetes' list library (``isSorted``,
-``sum``, ``min``, ``max``, ``indexOf``, ``lastIndexOf`` on lists). Field names are escaped as Kubernetes
+``sum``, ``min``, ``max``, ``indexOf``, ``lastIndexOf`` on lists) and quantity library (``quantity``,
+``isQuantity``, ``compareTo``, ``isGreaterThan``, ``isLessThan``, ``sign``, ``isInteger``, ``asInteger``,
+``asApproximateFloat``; not ``add`` and ``sub``). Field names are escaped as Kubernetes
 does (``namespace`` -> ``__namespace__``, ``a-b`` -> ``a__dash__b``), and with a schema, ``number`` fields
 become doubles and defaults are filled in. Forms that both celpy and Kubernetes accept:
 
@@ -37,7 +39,7 @@ become doubles and defaults are filled in. Forms that both celpy and Kubernetes 
 Not evaluated by celpy although Kubernetes accepts them (a rule using them raises ``CelError``):
 two-variable comprehensions (``self.steps.all(i, v, i == 0 || self.steps[i - 1] < v)``), comparisons
 across numeric types (``1 > 0.5``; coerce with ``double()``), optionals (``self.?x``), ext.Strings
-functions other than ``indexOf`` (``split``, ``lowerAscii``, ...), ``sets.*``, and the quantity, url,
+functions other than ``indexOf`` (``split``, ``lowerAscii``, ...), ``sets.*``, quantity arithmetic, and the url,
 ip, cidr, format, semver and image libraries. ``lists.range`` and ``sortBy`` exist in neither.
 """
 
@@ -49,6 +51,7 @@ import os
 import re
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
+from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
@@ -59,6 +62,7 @@ import yaml
 from celpy import celtypes
 from celpy.adapter import json_to_cel
 
+from esteira.api.quantity import parse_quantity
 from tests.support.prerequisites import REPO_ROOT, skip_missing
 
 UPSTREAM_CRDS_ENV = "ESTEIRA_UPSTREAM_CRDS"
@@ -468,8 +472,50 @@ def _index_of(target: Any, item: Any, last: bool = False) -> Any:
     return celtypes.IntType((positions[-1] if last else positions[0]) if positions else -1)
 
 
-# Kubernetes' list library (k8s.io/apiserver/pkg/cel/library/lists.go), absent from celpy.
+@dataclass(frozen=True, order=True)
+class _Quantity:
+    """A CEL Quantity (k8s.io/apiserver/pkg/cel/library/quantity.go): apimachinery's ParseQuantity value."""
+
+    value: Fraction
+
+
+def _quantity(text: Any) -> _Quantity:
+    try:
+        return _Quantity(parse_quantity(str(text)))
+    except ValueError as exc:  # Kubernetes: a runtime error, the object is refused
+        raise CelError(f"quantity({text!r}): {exc}") from exc
+
+
+def _is_quantity(text: Any) -> Any:
+    try:
+        parse_quantity(str(text))
+    except ValueError:
+        return celtypes.BoolType(False)
+    return celtypes.BoolType(True)
+
+
+def _as_integer(quantity: _Quantity) -> Any:
+    if quantity.value.denominator != 1 or not -(2**63) <= quantity.value < 2**63:
+        raise CelError(f"cannot convert value to integer: {quantity.value}")
+    return celtypes.IntType(int(quantity.value))
+
+
+def _compare(a: _Quantity, b: _Quantity) -> Any:
+    return celtypes.IntType((a.value > b.value) - (a.value < b.value))
+
+
+# Kubernetes' list library (k8s.io/apiserver/pkg/cel/library/lists.go) and quantity library (quantity.go: the
+# functions a validation rule reads with; the arithmetic ones, add and sub, are not here), absent from celpy.
 _K8S_FUNCTIONS: dict[str, Callable[..., Any]] = {
+    "quantity": _quantity,
+    "isQuantity": _is_quantity,
+    "compareTo": _compare,
+    "isGreaterThan": lambda a, b: celtypes.BoolType(a.value > b.value),
+    "isLessThan": lambda a, b: celtypes.BoolType(a.value < b.value),
+    "sign": lambda q: celtypes.IntType((q.value > 0) - (q.value < 0)),
+    "isInteger": lambda q: celtypes.BoolType(q.value.denominator == 1 and -(2**63) <= q.value < 2**63),
+    "asInteger": _as_integer,
+    "asApproximateFloat": lambda q: celtypes.DoubleType(float(q.value)),
     "isSorted": lambda items: celtypes.BoolType(all(a <= b for a, b in itertools.pairwise(items))),
     "sum": _sum,
     "min": lambda items: min(items),

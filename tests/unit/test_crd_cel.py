@@ -15,7 +15,11 @@ from esteira.api.spec import (
     DRAIN_WITHIN_GRACE,
     MAX_NAME_LENGTH,
     NODE_SELECTOR_KEYS,
+    NOT_OVERCOMMITTED,
+    REQUEST_OVER_LIMIT,
+    RESOURCE_NAMES,
     SPEC_RULES,
+    WHOLE_UNITS,
     ZERO_PROGRESS_DEADLINE,
     ZERO_WINDOWS,
     ModelDeploymentSpec,
@@ -159,6 +163,34 @@ CASES: list[tuple[str, str, Any, Any, str | None]] = [
         "example.com/device",
         {"memory": "1Gi"},
         {"example.com/" + "a" * 242: "1"},
+        None,
+    ),
+    *[
+        (f".spec.resources.{section}", f"resources.{section} {RESOURCE_NAMES}", good, bad, None)
+        for section, good, bad in [
+            ("requests", {"cpu": 1, "hugepages-2Mi": "2Mi", "example.com/fpga": 1}, {"cpus": 1}),
+            ("limits", {"ephemeral-storage": "1Gi", "kubernetes.io/x": 1}, {"requests.example.com/fpga": 1}),
+        ]
+    ],
+    *[
+        (f".spec.resources.{section}", f"resources.{section}: {WHOLE_UNITS}", good, bad, None)
+        for section, good, bad in [
+            ("requests", {"cpu": "500m", "example.com/fpga": "2"}, {"example.com/fpga": "1500m"}),
+            ("limits", {"nvidia.com/gpu": "1e1", "kubernetes.io/x": "0.5"}, {"nvidia.com/gpu": 0.5}),
+        ]
+    ],
+    (
+        ".spec.resources",
+        REQUEST_OVER_LIMIT,
+        {"requests": {"cpu": "500m", "memory": "1Gi"}, "limits": {"cpu": "1", "memory": "1024Mi"}},
+        {"requests": {"cpu": "1.5", "memory": "1Gi"}, "limits": {"cpu": "1", "memory": "1Gi"}},
+        None,
+    ),
+    (
+        ".spec.resources",
+        NOT_OVERCOMMITTED,
+        {"requests": {"cpu": 2, "nvidia.com/gpu": "1"}, "limits": {"nvidia.com/gpu": 1}},
+        {"requests": {"nvidia.com/gpu": 1}, "limits": {"cpu": 1}},
         None,
     ),
 ]
@@ -366,7 +398,7 @@ def test_a_negative_quantity_is_refused_on_both_sides(quantity: str | int) -> No
 
 @pytest.mark.parametrize("section", ["requests", "limits"])
 def test_resource_rules_agree_with_python(section: str) -> None:
-    ModelDeploymentSpec.parse(spec(resources={section: {"cpu": "500m", "example.com/fpga": 1}}))
+    ModelDeploymentSpec.parse(spec(resources={section: {"cpu": "500m", "ephemeral-storage": "1Gi"}}))
     with pytest.raises(InvalidSpec, match=rf"spec\.resources\.{section}"):
         ModelDeploymentSpec.parse(spec(resources={section: {"not a resource!": 1}}))
     with pytest.raises(InvalidSpec, match=rf"spec\.resources\.{section}\.cpu"):
@@ -504,3 +536,35 @@ def test_a_node_selector_the_api_server_would_refuse_in_a_pod_is_refused_on_both
         validate_custom_resource(document(body))
     with pytest.raises(InvalidSpec, match=r"spec\.gpu\.nodeSelector"):
         ModelDeploymentSpec.parse(body)
+
+
+RESOURCE_NAME_POOL = st.sampled_from(
+    [
+        *("cpu", "memory", "ephemeral-storage", "hugepages-2Mi", "kubernetes.io/x"),
+        *("nvidia.com/gpu", "example.com/fpga", "cpus", "requests.example.com/fpga"),
+    ]
+)
+QUANTITY_POOL = st.sampled_from([0, 1, 2, "500m", "1", "1.5", "2e0", "1Gi", "1024Mi", "2Gi", "0.5"])
+RESOURCES = st.fixed_dictionaries(
+    {},
+    optional={
+        "requests": st.dictionaries(RESOURCE_NAME_POOL, QUANTITY_POOL, max_size=3),
+        "limits": st.dictionaries(RESOURCE_NAME_POOL, QUANTITY_POOL, max_size=3),
+    },
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(RESOURCES)
+def test_api_server_and_operator_refuse_the_same_resources(resources: dict[str, Any]) -> None:
+    """Names, whole units, requests within limits, no overcommitted devices: the API server refuses a pod that
+    breaks one, so the ModelDeployment is refused on both sides, and only then."""
+    body = spec(resources=resources)
+    cel_refused = cel_errors(body, SPEC_SCHEMA)
+    paths: list[str] = []
+    try:
+        ModelDeploymentSpec.parse(body)
+    except InvalidSpec as refused:
+        paths = [p.path for p in refused.problems]
+    assert bool(paths) == bool(cel_refused), cel_refused
+    assert all(path.startswith("spec.resources") for path in paths), paths

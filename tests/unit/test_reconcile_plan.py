@@ -102,7 +102,10 @@ def test_spec_change_patches_only_what_changed_and_removes_what_is_gone() -> Non
     assert plan.patch["spec"]["predictor"]["batcher"] is None
     patched = apply(isvc, plan.patch)
     assert "batcher" not in patched["spec"]["predictor"]
-    assert patched["spec"]["predictor"]["model"]["resources"] == {"limits": {"memory": "4Gi"}}
+    assert patched["spec"]["predictor"]["model"]["resources"] == {
+        "requests": {"memory": "4Gi"},
+        "limits": {"memory": "4Gi"},
+    }
     assert [d.reason for d in plan.decisions] == ["Updated"]
     assert run(changed, status=plan.status, isvc=patched).patch is None
 

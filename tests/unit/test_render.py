@@ -10,10 +10,15 @@ import json
 from typing import Any
 
 import pytest
+import yaml
+from hypothesis import assume, given, settings
+from hypothesis import strategies as st
 
 from esteira.api.errors import InvalidSpec
+from esteira.api.quantity import parse_quantity
 from esteira.api.spec import ModelDeploymentSpec
 from esteira.render import Arm, RenderContext, TrafficPlan, render_inference_service
+from tests.support.prerequisites import REPO_ROOT
 from tests.support.schemas import validate_custom_resource
 from tests.support.specs import model, spec
 
@@ -422,3 +427,65 @@ def test_matrix_validates_against_kserve_crd(mode: str, body: dict[str, Any], pl
     isvc = render(body, plan)
     assert isvc["metadata"]["annotations"]["serving.kserve.io/deploymentMode"] == mode
     validate_custom_resource(isvc)
+
+
+def test_cpu_and_memory_come_in_pairs() -> None:
+    """KServe merges the predictor's resources key by key into the serving runtime's (1 CPU, 2Gi): a request
+    of 4 CPUs alone met the runtime's limit of 1, and the API server refused the pod."""
+    resources = render(spec(resources={"requests": {"cpu": "4"}, "limits": {"memory": "4Gi"}}))["spec"]["predictor"][
+        "model"
+    ]["resources"]
+    assert resources == {"requests": {"cpu": "4", "memory": "4Gi"}, "limits": {"cpu": "4", "memory": "4Gi"}}
+
+
+RUNTIME_RESOURCES = [
+    yaml.safe_load((REPO_ROOT / "charts/esteira/values.yaml").read_text())[runtime]["resources"]
+    for runtime in ("servingRuntime", "kserveRuntime")
+]
+
+
+def _api_server_refusals(resources: dict[str, dict[str, Any]]) -> list[str]:
+    """core/v1 validation ValidateResourceRequirements on a container's requests and limits: a request above its
+    limit, and for resources that cannot be overcommitted (helper.IsOvercommitAllowed: devices, hugepages) a
+    request without an equal limit."""
+    requests, limits = resources.get("requests", {}), resources.get("limits", {})
+    refusals = []
+    for name, value in requests.items():
+        native = "/" not in name or "kubernetes.io/" in name
+        if name in limits:
+            if not (native and not name.startswith("hugepages-")):
+                if parse_quantity(value) != parse_quantity(limits[name]):
+                    refusals.append(f"requests[{name}]: must be equal to {name} limit of {limits[name]}")
+            elif parse_quantity(value) > parse_quantity(limits[name]):
+                refusals.append(f"requests[{name}]: must be less than or equal to {name} limit of {limits[name]}")
+        elif not native or name.startswith("hugepages-"):
+            refusals.append(f"limits[{name}]: Limit must be set for non overcommitable resources")
+    return refusals
+
+
+PAIR_NAMES = st.sampled_from(["cpu", "memory", "ephemeral-storage", "example.com/fpga"])
+PAIR_QUANTITIES = st.sampled_from([1, 4, "500m", "1.5", "1Gi", "512Mi", "8Gi"])
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.dictionaries(PAIR_NAMES, PAIR_QUANTITIES, max_size=3),
+    st.dictionaries(PAIR_NAMES, PAIR_QUANTITIES, max_size=3),
+    st.integers(0, 2),
+    st.sampled_from(RUNTIME_RESOURCES),
+)
+def test_every_accepted_spec_makes_a_pod_the_api_server_takes(
+    requests: dict[str, Any], limits: dict[str, Any], gpus: int, runtime: dict[str, dict[str, Any]]
+) -> None:
+    try:
+        parsed = ModelDeploymentSpec.parse(
+            spec(resources={"requests": requests, "limits": limits}, gpu={"count": gpus})
+        )
+    except InvalidSpec:
+        assume(False)
+        return
+    rendered = render_inference_service(CTX, parsed, TrafficPlan(STABLE))["spec"]["predictor"]["model"]
+    own = rendered.get("resources", {})
+    # pkg/controller/v1beta1/inferenceservice/utils MergeRuntimeContainers: a strategic merge, map key by map key.
+    merged = {part: {**runtime[part], **own.get(part, {})} for part in ("requests", "limits")}
+    assert _api_server_refusals(merged) == []

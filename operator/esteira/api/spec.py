@@ -13,10 +13,26 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, JsonValue, StringConstraints, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    JsonValue,
+    StringConstraints,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic.alias_generators import to_camel
 
 from esteira.api.errors import FieldProblem, InvalidSpec
+from esteira.api.quantity import (
+    QUANTITY_PATTERN,
+    container_resource_name_problem,
+    is_extended,
+    overcommit_allowed,
+    parse_quantity,
+)
 from esteira.vocabulary import (
     DEFAULT_DRAIN_SECONDS,
     DEFAULT_GRACE_PERIOD_SECONDS,
@@ -41,9 +57,6 @@ ZERO_WINDOWS = {
     "monitoring.drift.window": "monitoring.drift.window must be longer than 0s: it is the traffic each evaluation reads",
     "monitoring.drift.interval": "monitoring.drift.interval must be longer than 0s: evaluations would run without pause",
 }
-QUANTITY_PATTERN = (  # no sign: a resource request or limit below zero is refused by the API server
-    r"^\+?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))(([KMGTPE]i)|[numkMGTPE]|([eE](\+|-)?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))))?$"
-)
 DNS_LABEL_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
 # KServe's validateInferenceServiceName wants a leading letter (IsvcNameFmt); the InferenceService keeps our name.
 NAME_PATTERN = r"^[a-z]([-a-z0-9]*[a-z0-9])?$"
@@ -196,15 +209,44 @@ class ModelCard(SpecModel):
     owner: str | None = Field(default=None, max_length=253)
 
 
+# CEL for the readings of esteira.api.quantity, on a resource name `k`.
+_NATIVE_CEL = "(!k.contains('/') || k.contains('kubernetes.io/'))"
+_OVERCOMMIT_CEL = f"({_NATIVE_CEL} && !k.startsWith('hugepages-'))"
+_EXTENDED_CEL = f"(!{_NATIVE_CEL} && !k.startsWith('requests.'))"
+RESOURCE_NAMES = (
+    "keys without a domain must be cpu, memory, ephemeral-storage or hugepages-<page size> (a device's resource "
+    "carries its domain, such as nvidia.com/gpu), and no key may be a quota's (requests.*)"
+)
+WHOLE_UNITS = "a device's resource (a name with a domain, such as nvidia.com/gpu) counts whole units: use an integer"
+REQUEST_OVER_LIMIT = (
+    "resources.requests must not exceed resources.limits for the same resource: the API server refuses such a pod"
+)
+NOT_OVERCOMMITTED = (
+    "a device's resource (such as nvidia.com/gpu) and hugepages cannot be overcommitted: a request needs a limit "
+    "of the same amount; set the limit alone (the request defaults to it), or gpu.count for GPUs"
+)
+
+
 def _resource_names_rule(field: str) -> JsonDict:
-    """CEL for a resource map's keys: structural schemas cannot constrain map keys any other way."""
+    """CEL for a resource map's keys and values: structural schemas cannot constrain map keys any other way.
+    The API server checks the same when KServe makes the predictor's Deployment or revision: a pod it refuses
+    is never made, and the revision never becomes ready."""
     return {
         "x-kubernetes-validations": [
             cel(
                 f"self.all(k, size(k) <= 253 && k.matches('{RESOURCE_NAME_PATTERN}'))",
                 f"resources.{field} keys must be resource names (at most 253 characters) such as cpu, memory or "
                 "example.com/device",
-            )
+            ),
+            cel(
+                "self.all(k, k.contains('/') ? (k.contains('kubernetes.io/') || !k.startsWith('requests.')) : "
+                "(k in ['cpu', 'memory', 'ephemeral-storage'] || k.startsWith('hugepages-')))",
+                f"resources.{field} {RESOURCE_NAMES}",
+            ),
+            cel(
+                f"self.all(k, !{_EXTENDED_CEL} || quantity(string(self[k])).isInteger())",
+                f"resources.{field}: {WHOLE_UNITS}",
+            ),
         ]
     }
 
@@ -212,18 +254,69 @@ def _resource_names_rule(field: str) -> JsonDict:
 class ResourceRequirements(SpecModel):
     """Container resources per model server replica (Kubernetes quantities)."""
 
+    model_config = ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                cel(
+                    f"!has(self.requests) || self.requests.all(k, !{_OVERCOMMIT_CEL} || !has(self.limits) || "
+                    "!(k in self.limits) || "
+                    "!quantity(string(self.requests[k])).isGreaterThan(quantity(string(self.limits[k]))))",
+                    REQUEST_OVER_LIMIT,
+                    ".requests",
+                ),
+                cel(
+                    f"!has(self.requests) || self.requests.all(k, {_OVERCOMMIT_CEL} || (has(self.limits) && "
+                    "k in self.limits && "
+                    "quantity(string(self.requests[k])).compareTo(quantity(string(self.limits[k]))) == 0))",
+                    NOT_OVERCOMMITTED,
+                    ".requests",
+                ),
+            ]
+        }
+    )
+
     requests: dict[ResourceName, Quantity] = Field(
         default_factory=dict,
         max_length=MAX_RESOURCES,
         json_schema_extra=_resource_names_rule("requests"),
-        description="Resource requests, e.g. cpu: '1'.",
+        description="Resource requests, e.g. cpu: '1'. A cpu or memory request without a limit gets a limit of "
+        "the same amount: KServe merges these into the serving runtime's resources key by key (1 CPU and 2Gi in "
+        "Esteira's runtimes), and the runtime's limit was below a larger request.",
     )
     limits: dict[ResourceName, Quantity] = Field(
         default_factory=dict,
         max_length=MAX_RESOURCES,
         json_schema_extra=_resource_names_rule("limits"),
-        description="Resource limits, e.g. memory: 4Gi.",
+        description="Resource limits, e.g. memory: 4Gi. A cpu or memory limit without a request gets a request of "
+        "the same amount, as Kubernetes gives a pod.",
     )
+
+    @field_validator("requests", "limits")
+    @classmethod
+    def _container_resources(cls, values: dict[str, Quantity]) -> dict[str, Quantity]:
+        problems = [problem for name in values if (problem := container_resource_name_problem(name))]
+        problems += [
+            f"{name}: {WHOLE_UNITS}"
+            for name, value in values.items()
+            if is_extended(name) and parse_quantity(value).denominator != 1
+        ]
+        if problems:
+            raise ValueError("; ".join(problems))
+        return values
+
+    @model_validator(mode="after")
+    def _requests_within_limits(self) -> ResourceRequirements:
+        problems = []
+        for name, value in self.requests.items():
+            limit = self.limits.get(name)
+            if overcommit_allowed(name):
+                if limit is not None and parse_quantity(value) > parse_quantity(limit):
+                    problems.append(f"{name}: the request {value} exceeds the limit {limit}; {REQUEST_OVER_LIMIT}")
+            elif limit is None or parse_quantity(value) != parse_quantity(limit):
+                problems.append(f"{name}: the request {value}, the limit {limit or 'not set'}; {NOT_OVERCOMMITTED}")
+        if problems:
+            raise ValueError("; ".join(problems))
+        return self
 
 
 TOLERATION_WITHOUT_KEY = "a toleration without a key must use operator Exists (it then tolerates every taint)"
