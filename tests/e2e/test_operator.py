@@ -100,7 +100,8 @@ def test_spec_change_updates_inference_service(
     def updated() -> dict[str, Any] | None:
         isvc = esteira.get_isvc(kube_namespace, "iris")
         predictor = (isvc or {}).get("spec", {}).get("predictor", {})
-        ok = predictor.get("maxReplicas") == 4 and predictor["model"].get("resources") == {"limits": {"memory": "3Gi"}}
+        paired = {"requests": {"memory": "3Gi"}, "limits": {"memory": "3Gi"}}  # a limit alone is the request too
+        ok = predictor.get("maxReplicas") == 4 and predictor["model"].get("resources") == paired
         return isvc if ok else None
 
     eventually(updated, what="InferenceService updated")
