@@ -15,6 +15,7 @@ from esteira.local.cli import add_local_commands, run_quietly_into_a_pipe
 from esteira.manifests import dump_documents, load_documents, render_document
 from esteira.packaging.cli import add_package_command
 from esteira.packaging.profiling import add_profile_command
+from esteira.vocabulary import DEFAULT_INGRESS_DOMAIN
 
 
 def _render(args: argparse.Namespace) -> int:
@@ -30,6 +31,7 @@ def _render(args: argparse.Namespace) -> int:
                 rendered += render_document(
                     doc,
                     prometheus_url=args.prometheus_url,
+                    ingress_domain=args.ingress_domain,
                     canary_weight=args.canary_weight,
                     stable=(args.stable_version, args.stable_storage_uri or doc_uri(doc))
                     if args.stable_version
@@ -74,6 +76,11 @@ def build_parser() -> argparse.ArgumentParser:
     render.add_argument("files", nargs="+", help="ModelDeployment YAML files ('-' for standard input)")
     render.add_argument("-o", "--output", choices=["yaml", "json"], default="yaml")
     render.add_argument("--prometheus-url", help="Prometheus URL used where the spec names none (gpu-utilization).")
+    render.add_argument(
+        "--ingress-domain",
+        default=DEFAULT_INGRESS_DOMAIN,
+        help="The operator's --ingress-domain: the domain of the GatewayAPI router's host where the spec names none.",
+    )
     render.add_argument(
         "--canary-weight",
         type=_percent,

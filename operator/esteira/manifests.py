@@ -14,6 +14,7 @@ from esteira.api.spec import ModelDeploymentSpec, check_name
 from esteira.render import Arm, RenderContext, TrafficPlan
 from esteira.routing import router_for
 from esteira.state.drift import with_last_applied
+from esteira.vocabulary import DEFAULT_INGRESS_DOMAIN
 
 TOP_LEVEL_FIELDS = ("apiVersion", "kind", "metadata", "spec", "status")
 
@@ -92,6 +93,7 @@ def render_document(
     doc: dict[str, Any],
     prometheus_url: str | None = None,
     *,
+    ingress_domain: str = DEFAULT_INGRESS_DOMAIN,
     canary_weight: int | None = None,
     stable: tuple[str, str] | None = None,
 ) -> list[dict[str, Any]]:
@@ -103,7 +105,7 @@ def render_document(
     ownerReferences are added when the operator creates the objects.
     """
     name, namespace, spec = read_document(doc)
-    ctx = RenderContext(name=name, namespace=namespace, prometheus_url=prometheus_url)
+    ctx = RenderContext(name=name, namespace=namespace, prometheus_url=prometheus_url, ingress_domain=ingress_domain)
     if canary_weight is None:
         plan = TrafficPlan.first_revision(spec)
     else:

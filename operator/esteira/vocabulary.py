@@ -17,6 +17,8 @@ from esteira import API_GROUP
 
 ISVC_API_VERSION = "serving.kserve.io/v1beta1"
 HTTPROUTE_API_VERSION = "gateway.networking.k8s.io/v1"
+# KServe's stock ingress domain (inferenceservice-config ingress.ingressDomain): hosts are <name>-<namespace>.<domain>
+DEFAULT_INGRESS_DOMAIN = "example.com"
 JOB_API_VERSION = "batch/v1"
 ESTEIRA_RUNTIME = "esteira-torchserve"  # Esteira's ClusterServingRuntime (TorchServe 0.12)
 ESTEIRA_KSERVE_RUNTIME = "esteira-kserve"  # Esteira's handler on KServe's own Python model server

@@ -128,6 +128,7 @@ CUSTOM = {
     "imagePullSecrets": [{"name": "registry"}],
     "operator": {
         "prometheusUrl": "http://prometheus.monitoring:9090",
+        "ingressDomain": "models.example.org",
         "verbose": True,
         "logFormat": "plain",
         "metricsPort": 9100,

@@ -156,7 +156,7 @@ def test_probes_and_ports_match_the_operator_flags(case: str) -> None:
 @pytest.mark.parametrize("case", MATRIX)
 def test_operator_args_parse_into_the_values(case: str, monkeypatch: pytest.MonkeyPatch) -> None:
     """The rendered arguments go through the operator's real parser and mean what the values say."""
-    for name in ("ESTEIRA_NAMESPACES", "ESTEIRA_PROMETHEUS_URL", "ESTEIRA_LOG_FORMAT"):
+    for name in ("ESTEIRA_NAMESPACES", "ESTEIRA_PROMETHEUS_URL", "ESTEIRA_LOG_FORMAT", "ESTEIRA_INGRESS_DOMAIN"):
         monkeypatch.delenv(name, raising=False)
     values = values_of(case)
     config = parse_args(operator_container(render(MATRIX[case]))["args"])
@@ -166,6 +166,7 @@ def test_operator_args_parse_into_the_values(case: str, monkeypatch: pytest.Monk
     else:
         assert (config.all_namespaces, config.namespaces) == (False, tuple(values["watchNamespaces"]))
     assert config.prometheus_url == (operator["prometheusUrl"] or None)
+    assert config.ingress_domain == operator["ingressDomain"]
     assert config.resync_seconds == operator["resyncSeconds"]
     assert config.rollout_tick_seconds == operator["rolloutTickSeconds"]
     assert config.full_read_seconds == operator["fullReadSeconds"]

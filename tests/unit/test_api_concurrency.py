@@ -73,6 +73,14 @@ def test_a_pool_of_none_is_refused_by_name(capsys: pytest.CaptureFixture[str]) -
     assert "--api-concurrency must be at least 1, got 0" in capsys.readouterr().err
 
 
+def test_the_ingress_domain_flag_its_default_and_a_refusal(capsys: pytest.CaptureFixture[str]) -> None:
+    assert parse_args(["-A"]).ingress_domain == "example.com"  # KServe's stock ingress domain
+    assert parse_args(["-A", "--ingress-domain", "models.example.org"]).ingress_domain == "models.example.org"
+    with pytest.raises(SystemExit):
+        parse_args(["-A", "--ingress-domain", "https://example.com"])
+    assert "--ingress-domain must be a DNS name" in capsys.readouterr().err
+
+
 def test_calls_are_counted_by_their_verb() -> None:
     def list_namespaced_custom_object(**_: Any) -> dict[str, Any]:
         return {}

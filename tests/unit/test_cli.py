@@ -86,6 +86,9 @@ def test_render_prints_every_object_the_gateway_router_applies(
     assert docs[0]["spec"]["predictor"]["model"]["storageUri"] == "s3://m/0.9"
     split = docs[2]["spec"]["rules"][-1]["backendRefs"]
     assert [(b["name"], b["weight"]) for b in split] == [("iris-rev-1-predictor", 75), ("iris-rev-2-predictor", 25)]
+    assert docs[2]["spec"]["hostnames"] == ["iris-models.example.com"]
+    route = _render_docs(capsys, str(path), "--ingress-domain", "ml.example.org")[-1]
+    assert route["spec"]["hostnames"] == ["iris-models.ml.example.org"]  # as the operator given the same flag
 
 
 def test_render_shows_a_kserve_canary_state(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

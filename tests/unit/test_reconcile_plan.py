@@ -250,3 +250,17 @@ def test_knative_rollback_pins_traffic_to_the_previous_revision_until_stable_is_
     restored["status"]["components"] = {"predictor": {"latestReadyRevision": "r3", "latestCreatedRevision": "r3"}}
     settled = run(v2, status=aborted.status, isvc=restored, generation=2, now=LATER)
     assert settled.patch is not None and settled.patch["spec"]["predictor"]["canaryTrafficPercent"] is None
+
+
+def test_a_gateway_routed_deployment_is_served_at_its_route_s_host() -> None:
+    """Its stable revision's InferenceService has a URL of its own, which would skip the route and its split."""
+    body = spec(rollout={"router": "GatewayAPI"})
+    first = plan_reconcile(ReconcileInput("iris", "models", 1, body, {}, {}, NOW, ingress_domain="ml.internal"))
+    isvc = next(obj for obj in first.creates if obj["kind"] == "InferenceService")
+    objects = {key_of(obj): obj for obj in first.creates} | {key_of(isvc): kserve_ready(isvc)}
+    plan = plan_reconcile(
+        ReconcileInput("iris", "models", 1, body, first.status, objects, LATER, ingress_domain="ml.internal")
+    )
+    assert plan.status["url"] == "http://iris-models.ml.internal"
+    ready = next(c for c in plan.status["conditions"] if c["type"] == "Ready")
+    assert ready["status"] == "True" and ready["message"] == "Serving at http://iris-models.ml.internal"

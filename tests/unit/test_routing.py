@@ -6,12 +6,13 @@ from typing import Any
 
 import pytest
 
+from esteira.api.errors import InvalidSpec
 from esteira.api.spec import ModelDeploymentSpec
 from esteira.render import Arm, RenderContext, TrafficPlan
 from esteira.routing import GatewayAPIRouter, KServeRouter, router_for
 from esteira.routing.base import key_of
-from tests.support.schemas import validate_custom_resource
-from tests.support.specs import spec
+from tests.support.schemas import ManifestError, validate_custom_resource
+from tests.support.specs import document, spec
 
 CTX = RenderContext("iris", "models")
 STABLE, CANARY = Arm(1, "1", "s3://m/1"), Arm(2, "2", "s3://m/2")
@@ -184,3 +185,31 @@ def test_gateway_keeps_the_serving_revision_until_a_new_stable_one_is_ready() ->
     assert key_of(serving) not in switched  # now it goes
     split = switched[("gateway.networking.k8s.io/v1", "HTTPRoute", "iris")]["spec"]["rules"][-1]["backendRefs"]
     assert [(ref["name"], ref["weight"]) for ref in split] == [("iris-rev-2-predictor", 100)]
+
+
+def test_the_route_answers_for_its_own_hosts_only() -> None:
+    """Without hosts, the route took every host's requests on its Gateway: a second ModelDeployment's route
+    there met it, and the older of the two answered for both."""
+    router = GatewayAPIRouter()
+    route = router.desired(CTX, parsed(), TrafficPlan(STABLE), {})[-1]
+    assert route["spec"]["hostnames"] == ["iris-models.example.com"]  # as KServe names an InferenceService's host
+    assert router.url(CTX, parsed()) == "http://iris-models.example.com"
+    other = RenderContext("fraud", "models", ingress_domain="models.internal")
+    assert router.desired(other, parsed(), TrafficPlan(STABLE), {})[-1]["spec"]["hostnames"] == [
+        "fraud-models.models.internal"
+    ]
+    named = parsed(gateway={"hostnames": ["*.ml.example.com", "iris.ml.example.com"]})
+    route = router.desired(CTX, named, TrafficPlan(STABLE, CANARY, 30), {})[-1]
+    validate_custom_resource(route)
+    assert route["spec"]["hostnames"] == ["*.ml.example.com", "iris.ml.example.com"]
+    assert router.url(CTX, named) == "http://iris.ml.example.com"  # the first that is no wildcard
+    assert router.url(CTX, parsed(gateway={"hostnames": ["*.ml.example.com"]})) is None
+    assert KServeRouter().url(CTX, parsed()) is None  # the InferenceService's own URL
+
+
+@pytest.mark.parametrize("hostname", ["Iris.example.com", "iris_1.example.com", "*.*.example.com", "iris.", ""])
+def test_a_hostname_the_gateway_api_refuses_is_refused(hostname: str) -> None:
+    with pytest.raises(InvalidSpec, match=r"spec\.rollout\.gateway\.hostnames\[0\]"):
+        parsed(gateway={"hostnames": [hostname]})
+    with pytest.raises(ManifestError, match=r"spec\.rollout\.gateway\.hostnames"):
+        validate_custom_resource(document(spec(rollout={"router": "GatewayAPI", "gateway": {"hostnames": [hostname]}})))

@@ -36,6 +36,7 @@ from esteira.api.quantity import (
 from esteira.vocabulary import (
     DEFAULT_DRAIN_SECONDS,
     DEFAULT_GRACE_PERIOD_SECONDS,
+    DEFAULT_INGRESS_DOMAIN,
     ESTEIRA_KSERVE_RUNTIME,
     ESTEIRA_RUNTIME,
     ESTEIRA_RUNTIMES,
@@ -58,6 +59,7 @@ ZERO_WINDOWS = {
     "monitoring.drift.interval": "monitoring.drift.interval must be longer than 0s: evaluations would run without pause",
 }
 DNS_LABEL_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
+DNS_SUBDOMAIN_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
 # KServe's validateInferenceServiceName wants a leading letter (IsvcNameFmt); the InferenceService keeps our name.
 NAME_PATTERN = r"^[a-z]([-a-z0-9]*[a-z0-9])?$"
 # KServe appends up to "-rev-<n>-predictor" (and Knative "-predictor-00001") to the name; Kubernetes caps a
@@ -97,6 +99,9 @@ Quantity = Annotated[
     Field(json_schema_extra={"x-kubernetes-int-or-string": True, "minimum": 0}),
 ]
 ResourceName = Annotated[str, StringConstraints(pattern=RESOURCE_NAME_PATTERN, max_length=253)]
+# Gateway API's Hostname (HTTPRoute spec.hostnames): a DNS name, or a wildcard label before one.
+HOSTNAME_PATTERN = r"^(\*\.)?" + DNS_SUBDOMAIN_PATTERN.removeprefix("^")
+Hostname = Annotated[str, StringConstraints(pattern=HOSTNAME_PATTERN, min_length=1, max_length=253)]
 
 
 def cel(rule: str, message: str, field_path: str | None = None) -> JsonDict:
@@ -672,10 +677,19 @@ class Analysis(SpecModel):
 
 
 class GatewayRef(SpecModel):
-    """The Gateway that the GatewayAPI router attaches its HTTPRoute to."""
+    """The Gateway that the GatewayAPI router attaches its HTTPRoute to, and the hosts the route answers for."""
 
     name: str = Field(default="kserve-ingress-gateway", pattern=DNS_LABEL_PATTERN, max_length=63)
     namespace: str = Field(default="kserve", pattern=DNS_LABEL_PATTERN, max_length=63)
+    hostnames: list[Hostname] = Field(
+        default_factory=list,
+        max_length=16,
+        description="Hosts the HTTPRoute answers for, as clients call them (a DNS name, or `*.` before one); the "
+        "first that is no wildcard is status.url. Default: `<name>-<namespace>.<ingress domain>`, as KServe names "
+        f"an InferenceService's host (the operator's `--ingress-domain`, default {DEFAULT_INGRESS_DOMAIN}). A route "
+        "without hosts would answer for every host on the Gateway, the requests of another ModelDeployment's route "
+        "on it among them.",
+    )
 
 
 class Rollout(SpecModel):

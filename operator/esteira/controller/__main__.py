@@ -31,6 +31,7 @@ def run(config: OperatorConfig) -> None:
         config.prometheus_url,
         config.prometheus_auth_dir,
         config.full_read_seconds,
+        config.ingress_domain,
     )
     memo = kopf.Memo(reconciler=reconciler, managed=set(), background=set())
     liveness = f"http://0.0.0.0:{config.liveness_port}/healthz" if config.liveness_port else None

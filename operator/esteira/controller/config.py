@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from esteira.api.spec import DNS_SUBDOMAIN_PATTERN
 from esteira.controller.observed import FULL_READ_SECONDS
+from esteira.vocabulary import DEFAULT_INGRESS_DOMAIN
 
 # API calls in flight at once. Each reconcile makes a few calls that mostly wait on the API server, so the
 # pool, not the CPU, paced the operator: with asyncio's default pool (cores + 4 threads) an operator of 1,000
@@ -22,6 +25,7 @@ class OperatorConfig:
     all_namespaces: bool
     prometheus_url: str | None
     prometheus_auth_dir: Path | None
+    ingress_domain: str
     metrics_port: int
     liveness_port: int
     resync_seconds: float
@@ -52,6 +56,12 @@ def parse_args(argv: Sequence[str] | None = None) -> OperatorConfig:
         default=env("ESTEIRA_PROMETHEUS_AUTH_DIR"),
         help="A mounted Secret with the default Prometheus' credentials: files token, or username and password, "
         "and optionally ca.crt. Sent only to --prometheus-url.",
+    )
+    parser.add_argument(
+        "--ingress-domain",
+        default=env("ESTEIRA_INGRESS_DOMAIN", DEFAULT_INGRESS_DOMAIN),
+        help="The domain of the hosts the GatewayAPI router names, <name>-<namespace>.<domain>, where a "
+        "ModelDeployment names none: KServe's ingress domain (env ESTEIRA_INGRESS_DOMAIN).",
     )
     parser.add_argument("--metrics-port", type=int, default=int(env("ESTEIRA_METRICS_PORT", "8080")))
     parser.add_argument("--liveness-port", type=int, default=int(env("ESTEIRA_LIVENESS_PORT", "8081")))
@@ -89,6 +99,8 @@ def parse_args(argv: Sequence[str] | None = None) -> OperatorConfig:
         parser.error("name the namespaces to watch with --namespace, or use --all-namespaces")
     if args.api_concurrency < 1:
         parser.error(f"--api-concurrency must be at least 1, got {args.api_concurrency}")
+    if not re.fullmatch(DNS_SUBDOMAIN_PATTERN, args.ingress_domain) or len(args.ingress_domain) > 253:
+        parser.error(f"--ingress-domain must be a DNS name such as example.com, got {args.ingress_domain!r}")
     if args.full_read_seconds < 0:
         parser.error(f"--full-read-seconds must be 0 or more, got {args.full_read_seconds}")
     return OperatorConfig(
@@ -96,6 +108,7 @@ def parse_args(argv: Sequence[str] | None = None) -> OperatorConfig:
         all_namespaces=args.all_namespaces,
         prometheus_url=args.prometheus_url,
         prometheus_auth_dir=Path(args.prometheus_auth_dir) if args.prometheus_auth_dir else None,
+        ingress_domain=args.ingress_domain,
         metrics_port=args.metrics_port,
         liveness_port=args.liveness_port,
         resync_seconds=args.resync_seconds,

@@ -38,6 +38,7 @@ from esteira.state.reconcile import ReconcileInput, ReconcilePlan, Result, plan_
 from esteira.state.retrain import ACCURACY_READ_SECONDS
 from esteira.vocabulary import (
     COMMAND_ANNOTATION,
+    DEFAULT_INGRESS_DOMAIN,
     LABEL_PROMETHEUS_AUTH,
     Command,
     Decision,
@@ -61,9 +62,11 @@ class Reconciler:
         prometheus_url: str | None,
         prometheus_auth_dir: Path | None = None,
         full_read_seconds: float = FULL_READ_SECONDS,
+        ingress_domain: str = DEFAULT_INGRESS_DOMAIN,
     ) -> None:
         self.api = api
         self.prometheus_url = prometheus_url
+        self.ingress_domain = ingress_domain
         self.prometheus_auth_dir = prometheus_auth_dir
         self.full_reads = FullReads(full_read_seconds)
         self.collector = CollectorLink.from_env()
@@ -143,6 +146,7 @@ class Reconciler:
                 now=now,
                 prometheus_url=self.prometheus_url,
                 collector_url=self.collector.url,
+                ingress_domain=self.ingress_domain,
                 evidence=evidence,
                 metrics_error=metrics_error,
                 drift=drift,

@@ -1,8 +1,8 @@
 """Gateway API routing for a rollout: one InferenceService per revision behind one HTTPRoute.
 
-The route splits traffic by weight between the stable and canary predictor Services, lets a client pin
-an arm with the `x-model-revision` header (A/B and debugging), and can mirror stable's requests to the
-canary for shadow testing.
+The route answers for its own hosts, splits traffic by weight between the stable and canary predictor Services,
+lets a client pin an arm with the `x-model-revision` header (A/B and debugging), and can mirror stable's requests
+to the canary for shadow testing.
 """
 
 from __future__ import annotations
@@ -37,6 +37,18 @@ def _pinned(ctx: RenderContext, arm: Arm) -> dict[str, Any]:
     }
 
 
+def route_hostnames(ctx: RenderContext, spec: ModelDeploymentSpec) -> list[str]:
+    """The hosts the route answers for: the spec's, else the one KServe's domain template gives an
+    InferenceService named after the ModelDeployment. Without any, the route took every host's requests on its
+    Gateway, and of two ModelDeployments' routes there the older answered for both."""
+    return list(spec.rollout.gateway.hostnames) or [f"{ctx.name}-{ctx.namespace}.{ctx.ingress_domain}"]
+
+
+def route_url(ctx: RenderContext, spec: ModelDeploymentSpec) -> str | None:
+    """Where clients call the route: its first host that is no wildcard (None when every one is)."""
+    return next((f"http://{host}" for host in route_hostnames(ctx, spec) if not host.startswith("*.")), None)
+
+
 def render_http_route(ctx: RenderContext, spec: ModelDeploymentSpec, plan: TrafficPlan) -> dict[str, Any]:
     gateway = spec.rollout.gateway
     rules = [_pinned(ctx, plan.stable)]
@@ -61,6 +73,7 @@ def render_http_route(ctx: RenderContext, spec: ModelDeploymentSpec, plan: Traff
         "metadata": {"name": ctx.name, "namespace": ctx.namespace, "labels": common_labels(ctx.name, spec)},
         "spec": {
             "parentRefs": [{"name": gateway.name, "namespace": gateway.namespace}],
+            "hostnames": route_hostnames(ctx, spec),
             "rules": rules,
         },
     }

@@ -16,6 +16,7 @@ from esteira.vocabulary import (
     ANNOTATION_MODEL_VERSION,
     COLLECTOR_RECORDS_PATH,
     DEFAULT_DRAIN_SECONDS,
+    DEFAULT_INGRESS_DOMAIN,
     ENV_BATCH_SIZE,
     ENV_DEPLOYMENT,
     ENV_LOG_MODE,
@@ -50,6 +51,7 @@ class RenderContext:
     prometheus_url: str | None = None
     owner: str | None = None  # the ModelDeployment, when the object is named otherwise (one per revision)
     collector_url: str | None = None  # Esteira's collector, where the handlers' records go by default
+    ingress_domain: str = DEFAULT_INGRESS_DOMAIN  # the domain of a host Esteira names (the GatewayAPI router's)
 
     @property
     def deployment(self) -> str:

@@ -70,3 +70,7 @@ class TrafficRouter(Protocol):
     def primary(self, ctx: RenderContext, plan: TrafficPlan) -> ObjectKey:
         """The InferenceService whose state the ModelDeployment reports: the one serving stable."""
         ...
+
+    def url(self, ctx: RenderContext, spec: ModelDeploymentSpec) -> str | None:
+        """Where clients call the ModelDeployment, when not at the primary InferenceService's own URL."""
+        ...

@@ -8,7 +8,7 @@ from typing import Any
 
 from esteira.api.spec import ModelDeploymentSpec
 from esteira.render.applied import last_applied
-from esteira.render.httproute import arm_service_name, observed_canary_weight, render_http_route
+from esteira.render.httproute import arm_service_name, observed_canary_weight, render_http_route, route_url
 from esteira.render.inferenceservice import RenderContext, render_inference_service
 from esteira.render.traffic import Arm, TrafficPlan
 from esteira.rollout.inputs import ObservedRoute
@@ -25,6 +25,9 @@ class GatewayAPIRouter:
 
     def primary(self, ctx: RenderContext, plan: TrafficPlan) -> ObjectKey:
         return (ISVC_API_VERSION, "InferenceService", arm_service_name(ctx, plan.stable))
+
+    def url(self, ctx: RenderContext, spec: ModelDeploymentSpec) -> str | None:
+        return route_url(ctx, spec)  # the stable revision's InferenceService URL would skip the split
 
     def desired(
         self, ctx: RenderContext, spec: ModelDeploymentSpec, plan: TrafficPlan, live: Objects

@@ -49,6 +49,9 @@ class KServeRouter:
     def primary(self, ctx: RenderContext, plan: TrafficPlan) -> ObjectKey:
         return (ISVC_API_VERSION, "InferenceService", ctx.name)
 
+    def url(self, ctx: RenderContext, spec: ModelDeploymentSpec) -> str | None:
+        return None  # the InferenceService's own: KServe splits traffic behind it
+
     def desired(
         self, ctx: RenderContext, spec: ModelDeploymentSpec, plan: TrafficPlan, live: Objects
     ) -> list[dict[str, Any]]:

@@ -24,6 +24,7 @@ class Observation:
     touched: bool  # a write is on its way, so the status read describes the previous spec
     generation: int | None
     now: str
+    url: str | None = None  # where clients call the ModelDeployment, when not at the InferenceService's URL
 
 
 def _isvc_condition(isvc: dict[str, Any], type_: str) -> dict[str, Any] | None:
@@ -64,7 +65,7 @@ def observe_kserve(spec: ModelDeploymentSpec, status: ModelDeploymentStatus, obs
     isvc_status = (obs.isvc or {}).get("status") or {}
     serving, ready_cond = serving_state(obs)
     model_status = isvc_status.get("modelStatus")
-    status.url = isvc_status.get("url") if obs.isvc is not None else None
+    status.url = (obs.url or isvc_status.get("url")) if obs.isvc is not None else None
     status.model_status = model_status
     status.inference_service = obs.name
     status.observed_generation = obs.generation

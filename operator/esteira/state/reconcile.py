@@ -31,7 +31,14 @@ from esteira.state.drift import drift_patch, managed_view, with_last_applied
 from esteira.state.monitoring import monitor, seconds_to_next
 from esteira.state.observe import Observation, observe_kserve
 from esteira.state.retrain import plan_retraining
-from esteira.vocabulary import COLLECTOR_EXPORT_PATH, KSERVE_DEPLOYMENT_MODE, Command, Decision, parse_time
+from esteira.vocabulary import (
+    COLLECTOR_EXPORT_PATH,
+    DEFAULT_INGRESS_DOMAIN,
+    KSERVE_DEPLOYMENT_MODE,
+    Command,
+    Decision,
+    parse_time,
+)
 
 Result = Literal["created", "updated", "unchanged", "invalid"]
 
@@ -47,6 +54,7 @@ class ReconcileInput:
     now: str
     prometheus_url: str | None = None
     collector_url: str | None = None
+    ingress_domain: str = DEFAULT_INGRESS_DOMAIN
     evidence: Evidence | None = None
     drift: DriftWindow | None = None  # the stable revision's inputs over monitoring.drift.window, when due
     drift_error: str | None = None
@@ -149,7 +157,13 @@ def plan_reconcile(inp: ReconcileInput) -> ReconcilePlan:
         check_name(inp.name)
         spec = ModelDeploymentSpec.parse(inp.spec)
         _check_mode_unchanged(spec, inp.objects)
-        ctx = RenderContext(inp.name, inp.namespace, inp.prometheus_url, collector_url=inp.collector_url)
+        ctx = RenderContext(
+            inp.name,
+            inp.namespace,
+            inp.prometheus_url,
+            collector_url=inp.collector_url,
+            ingress_domain=inp.ingress_domain,
+        )
         router = router_for(spec.rollout.router)
         # What the backend reports about the canary as status knows it; the step matches it to its canary.
         route = router.observe(ctx, spec, traffic_plan(status), inp.objects) if status.stable else NOTHING_OBSERVED
@@ -226,7 +240,9 @@ def plan_reconcile(inp: ReconcileInput) -> ReconcilePlan:
 
     primary = router.primary(ctx, step.plan)
     touched = any(key == primary for key, _ in plan.patches) or primary in {key_of(o) for o in plan.creates}
-    observation = Observation(inp.name, inp.objects.get(primary), touched, inp.generation, inp.now)
+    observation = Observation(
+        inp.name, inp.objects.get(primary), touched, inp.generation, inp.now, url=router.url(ctx, spec)
+    )
     plan.decisions += observe_kserve(spec, status, observation)
     plan.status = status.to_wire()
     plan.status_changed = plan.status != before
