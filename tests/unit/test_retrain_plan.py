@@ -105,6 +105,22 @@ def test_a_job_lost_between_the_status_write_and_its_creation_is_created_again()
     assert again.decisions == []
 
 
+def test_a_job_deleted_before_its_outcome_was_read_is_not_run_again() -> None:
+    """By hand (to cancel it) or by a ttlSecondsAfterFinished shorter than the operator's next look: made again, the
+    retraining ran a second time, and a Job deleted to stop it came back."""
+    status = drifting()
+    (job,) = plan_retraining(CTX, parsed(), status, {}, NOW).jobs
+    seen = plan_retraining(CTX, parsed(), status, {"iris-retrain-1": job}, NOW + timedelta(minutes=1))
+    assert seen.jobs == [] and seen.decisions == []
+    gone = plan_retraining(CTX, parsed(), status, {}, NOW + timedelta(minutes=2))
+    assert gone.jobs == []
+    assert [(d.reason, d.warning) for d in gone.decisions] == [("RetrainingFailed", True)]
+    assert status.retraining is not None
+    (run,) = status.retraining.runs
+    assert run.outcome == "Failed" and "deleted before its outcome was read" in run.message
+    assert plan_retraining(CTX, parsed(), status, {}, NOW + timedelta(minutes=3)).decisions == []
+
+
 def test_the_evidence_names_the_stable_build_a_candidate_must_beat() -> None:
     status = drifting()
     status.stable = RevisionRecord(revision=3, model_version="1.1.0", storage_uri="s3://models/iris/1.1.0", since="x")

@@ -180,6 +180,10 @@ class RetrainingRun(StatusModel):
     )
     outcome: RunOutcome
     job: str | None = None
+    job_seen: bool = Field(
+        default=False,
+        description="Whether the run's Job has been seen: one gone before its outcome was read is not made again.",
+    )
     version: str | None = Field(default=None, description="The model version the run produced, once known.")
     message: str = ""
 

@@ -112,6 +112,12 @@ def _policy(spec: ModelDeploymentSpec, retraining: Retraining) -> Policy:
     return Policy(frozenset(kinds), retraining.min_interval, retraining.triggers.schedule)
 
 
+JOB_GONE = (
+    "its Job was deleted before its outcome was read (by hand, or by a ttlSecondsAfterFinished shorter than the "
+    "operator's next look); it is not run again"
+)
+
+
 def _job_outcome(job: dict[str, Any]) -> str | None:
     """Succeeded or Failed once the Job controller says so (its Complete/Failed conditions), else None."""
     for condition in (job.get("status") or {}).get("conditions") or []:
@@ -144,9 +150,15 @@ def plan_retraining(
         return plan
     state = status.retraining = status.retraining or RetrainingStatus()
     for index, run in enumerate(state.runs):
-        if run.outcome != "Running" or run.job is None or run.job not in jobs:
+        if run.outcome != "Running" or run.job is None:
+            continue
+        if run.job not in jobs:
+            if run.job_seen:  # deleted by hand, or by its TTL before its outcome was read: not made again
+                state.runs[index] = run.model_copy(update={"outcome": "Failed", "message": JOB_GONE})
+                plan.decisions.append(Decision("RetrainingFailed", f"Retraining run {run.run}: {JOB_GONE}", True))
             continue
         outcome = _job_outcome(jobs[run.job])
+        state.runs[index] = run = run.model_copy(update={"job_seen": True})
         if outcome is not None:
             state.runs[index] = run.model_copy(update={"outcome": outcome})
             plan.decisions.append(
