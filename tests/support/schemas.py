@@ -19,8 +19,8 @@ InferenceServices, DNS-1123 label for Namespaces, path segment for RBAC), namesp
 
 CEL: rules are evaluated with cel-python (``celpy``) plus Kubernetes' list library (``isSorted``,
 ``sum``, ``min``, ``max``, ``indexOf``, ``lastIndexOf`` on lists) and quantity library (``quantity``,
-``isQuantity``, ``compareTo``, ``isGreaterThan``, ``isLessThan``, ``sign``, ``isInteger``, ``asInteger``,
-``asApproximateFloat``; not ``add`` and ``sub``). Field names are escaped as Kubernetes
+``isQuantity``, ``compareTo``, ``isGreaterThan``, ``isLessThan``, ``sign``, ``asApproximateFloat``; not ``add``,
+``sub``, ``isInteger`` and ``asInteger``). Field names are escaped as Kubernetes
 does (``namespace`` -> ``__namespace__``, ``a-b`` -> ``a__dash__b``), and with a schema, ``number`` fields
 become doubles and defaults are filled in. Forms that both celpy and Kubernetes accept:
 
@@ -39,7 +39,8 @@ become doubles and defaults are filled in. Forms that both celpy and Kubernetes 
 Not evaluated by celpy although Kubernetes accepts them (a rule using them raises ``CelError``):
 two-variable comprehensions (``self.steps.all(i, v, i == 0 || self.steps[i - 1] < v)``), comparisons
 across numeric types (``1 > 0.5``; coerce with ``double()``), optionals (``self.?x``), ext.Strings
-functions other than ``indexOf`` (``split``, ``lowerAscii``, ...), ``sets.*``, quantity arithmetic, and the url,
+functions other than ``indexOf`` (``split``, ``lowerAscii``, ...), ``sets.*``, quantity arithmetic and integer
+readings, and the url,
 ip, cidr, format, semver and image libraries. ``lists.range`` and ``sortBy`` exist in neither.
 """
 
@@ -494,18 +495,13 @@ def _is_quantity(text: Any) -> Any:
     return celtypes.BoolType(True)
 
 
-def _as_integer(quantity: _Quantity) -> Any:
-    if quantity.value.denominator != 1 or not -(2**63) <= quantity.value < 2**63:
-        raise CelError(f"cannot convert value to integer: {quantity.value}")
-    return celtypes.IntType(int(quantity.value))
-
-
 def _compare(a: _Quantity, b: _Quantity) -> Any:
     return celtypes.IntType((a.value > b.value) - (a.value < b.value))
 
 
 # Kubernetes' list library (k8s.io/apiserver/pkg/cel/library/lists.go) and quantity library (quantity.go: the
-# functions a validation rule reads with; the arithmetic ones, add and sub, are not here), absent from celpy.
+# comparisons; not add, sub, isInteger and asInteger, whose int64 reading keeps "1.0" from being an integer),
+# absent from celpy. Values compare exactly, where ParseQuantity rounds below 1n and caps binary ones at 2**63-1.
 _K8S_FUNCTIONS: dict[str, Callable[..., Any]] = {
     "quantity": _quantity,
     "isQuantity": _is_quantity,
@@ -513,8 +509,6 @@ _K8S_FUNCTIONS: dict[str, Callable[..., Any]] = {
     "isGreaterThan": lambda a, b: celtypes.BoolType(a.value > b.value),
     "isLessThan": lambda a, b: celtypes.BoolType(a.value < b.value),
     "sign": lambda q: celtypes.IntType((q.value > 0) - (q.value < 0)),
-    "isInteger": lambda q: celtypes.BoolType(q.value.denominator == 1 and -(2**63) <= q.value < 2**63),
-    "asInteger": _as_integer,
     "asApproximateFloat": lambda q: celtypes.DoubleType(float(q.value)),
     "isSorted": lambda items: celtypes.BoolType(all(a <= b for a, b in itertools.pairwise(items))),
     "sum": _sum,

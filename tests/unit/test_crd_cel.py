@@ -170,13 +170,14 @@ CASES: list[tuple[str, str, Any, Any, str | None]] = [
         for section, good, bad in [
             ("requests", {"cpu": 1, "hugepages-2Mi": "2Mi", "example.com/fpga": 1}, {"cpus": 1}),
             ("limits", {"ephemeral-storage": "1Gi", "kubernetes.io/x": 1}, {"requests.example.com/fpga": 1}),
+            ("limits", {"a" * 240 + ".io/x": 1}, {"a" * 245 + ".io/x": 1}),
         ]
     ],
     *[
         (f".spec.resources.{section}", f"resources.{section}: {WHOLE_UNITS}", good, bad, None)
         for section, good, bad in [
             ("requests", {"cpu": "500m", "example.com/fpga": "2"}, {"example.com/fpga": "1500m"}),
-            ("limits", {"nvidia.com/gpu": "1e1", "kubernetes.io/x": "0.5"}, {"nvidia.com/gpu": 0.5}),
+            ("limits", {"nvidia.com/gpu": "+2", "kubernetes.io/x": "0.5"}, {"nvidia.com/gpu": "1.0"}),
         ]
     ],
     (

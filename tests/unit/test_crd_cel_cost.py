@@ -76,9 +76,25 @@ def _walked(rule: PlacedRule) -> list[tuple[str, dict[str, Any]]]:
     return walked
 
 
+def _conversions(rule: PlacedRule) -> int:
+    """`string()` of a map's values, once per pass over the map: on a `dyn` value (an int-or-string) every overload
+    is costed, bytes-to-string among them at a tenth of the value's size, which is the whole request without a
+    `maxLength` (apiserver `cel/common/schemas.go` SchemaDeclType; cel-go `checker/cost.go` functionCost)."""
+    cost = 0
+    for match in re.finditer(r"string\((self(?:\.[A-Za-z_]+)*)\[k\]\)", rule.rule):
+        target = match.group(1)
+        node = rule.node if target == "self" else _field(rule.node, target.removeprefix("self."))
+        assert node is not None, f"{rule.path}: cannot find {target} in the schema"
+        values = node.get("additionalProperties") or {}
+        size = values.get("maxLength") or REQUEST_BYTES
+        cost += math.ceil(size * 0.1) * (_bound(node) or REQUEST_BYTES)
+    return cost
+
+
 def estimate(rule: PlacedRule) -> int:
-    """Comprehension sizes multiply (nested ones square); each regular expression costs its input length."""
-    cost = 10 + len(rule.rule)
+    """Comprehension sizes multiply (nested ones square); each regular expression costs its input length, each
+    conversion of a map's value to a string its value's size."""
+    cost = 10 + len(rule.rule) + _conversions(rule)
     for _, node in _walked(rule):
         cost *= _bound(node) or REQUEST_BYTES
     for _ in re.finditer(r"\.matches\(", rule.rule):
@@ -110,6 +126,22 @@ def test_rules_run_a_bounded_number_of_times() -> None:
 
 def test_all_rules_together_are_under_the_crd_limit() -> None:
     assert sum(estimate(r) * r.runs for r in RULES) <= CRD_LIMIT
+
+
+def test_the_estimate_catches_conversions_of_unbounded_values() -> None:
+    """Two conversions a pass over 16 int-or-string values without maxLength: past the per-rule limit."""
+    values = {"x-kubernetes-int-or-string": True}
+    resources = {
+        "type": "object",
+        "properties": {
+            part: {"type": "object", "maxProperties": 16, "additionalProperties": values} for part in ("a", "b")
+        },
+    }
+    rule = "self.a.all(k, !(k in self.b) || string(self.a[k]) == string(self.b[k]))"
+    assert estimate(PlacedRule(rule, resources, 1, ".x")) > RULE_LIMIT
+    for part in ("a", "b"):
+        resources["properties"][part]["additionalProperties"] = {**values, "maxLength": 64}
+    assert estimate(PlacedRule(rule, resources, 1, ".x")) <= RULE_LIMIT
 
 
 def test_the_estimate_catches_an_unbounded_list() -> None:

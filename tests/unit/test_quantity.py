@@ -9,6 +9,7 @@ import pytest
 from esteira.api.quantity import (
     container_resource_name_problem,
     is_extended,
+    is_whole_number,
     overcommit_allowed,
     parse_quantity,
 )
@@ -41,7 +42,9 @@ def test_a_quantity_has_its_exact_value(text: str | int, value: Fraction) -> Non
     assert parse_quantity(text) == value
 
 
-@pytest.mark.parametrize("text", ["", "-1", -1, "1e", "1e2.5", "1.5.5", "Ki", "1 Gi", "1ki", "1KiB", "0x10"])
+@pytest.mark.parametrize(
+    "text", ["", "-1", -1, "1e", "1e2.5", "1.5.5", "Ki", "1 Gi", "1ki", "1KiB", "0x10", "1e100", "1e99999999"]
+)
 def test_what_the_api_server_cannot_read_is_refused(text: str | int) -> None:
     with pytest.raises(ValueError, match=r"not a Kubernetes quantity|is negative"):
         parse_quantity(text)
@@ -82,8 +85,16 @@ def test_which_resources_may_be_overcommitted(name: str, overcommit: bool, exten
         ("gpu", "not a container resource"),
         ("requests.cpu", "not a container resource"),
         ("requests.example.com/fpga", "a quota's name"),
+        ("a" * 240 + ".io/x", None),
+        ("a" * 245 + ".io/x", "a domain of 244 characters at most"),
     ],
 )
 def test_which_names_a_container_may_ask_for(name: str, problem: str | None) -> None:
     found = container_resource_name_problem(name)
     assert (found is None) if problem is None else (found is not None and problem in found)
+
+
+@pytest.mark.parametrize(("value", "whole"), [(2, True), ("2", True), ("+2", True), ("1.0", False), ("1k", False)])
+def test_a_device_s_count_is_written_as_a_whole_number(value: int | str, whole: bool) -> None:
+    """Digits alone: the API server's CEL isInteger() refuses "1.0" and "1000m" though the pod would take them."""
+    assert is_whole_number(value) is whole

@@ -207,7 +207,20 @@ def test_the_route_answers_for_its_own_hosts_only() -> None:
     assert KServeRouter().url(CTX, parsed()) is None  # the InferenceService's own URL
 
 
-@pytest.mark.parametrize("hostname", ["Iris.example.com", "iris_1.example.com", "*.*.example.com", "iris.", ""])
+def test_a_default_host_that_is_no_dns_name_is_refused_at_render() -> None:
+    """<name>-<namespace> past 63 characters is no DNS label (KServe refuses such a host for its own)."""
+    ctx = RenderContext("a" * 45, "b" * 20)
+    with pytest.raises(InvalidSpec, match=r"spec\.rollout\.gateway\.hostnames: .* 66 characters, over DNS's 63"):
+        GatewayAPIRouter().desired(ctx, parsed(), TrafficPlan(STABLE), {})
+    named = parsed(gateway={"hostnames": ["iris.ml.example.com"]})
+    assert GatewayAPIRouter().desired(ctx, named, TrafficPlan(STABLE), {})[-1]["spec"]["hostnames"] == [
+        "iris.ml.example.com"
+    ]
+
+
+@pytest.mark.parametrize(
+    "hostname", ["Iris.example.com", "iris_1.example.com", "*.*.example.com", "iris.", "", "a" * 64 + ".example.com"]
+)
 def test_a_hostname_the_gateway_api_refuses_is_refused(hostname: str) -> None:
     with pytest.raises(InvalidSpec, match=r"spec\.rollout\.gateway\.hostnames\[0\]"):
         parsed(gateway={"hostnames": [hostname]})

@@ -24,9 +24,19 @@ QUOTA_PREFIX = "requests."  # a quota's name for a request: never a container's 
 # The resources KServe's stock configuration defaults in requests and limits alike (inferenceService.resource).
 KSERVE_DEFAULTED = ("cpu", "memory")
 
-# No sign: a request or limit below zero is refused. The exponent is an integer: ParseQuantity's grammar takes
-# `1e2.5`, and its parser then refuses it. One group for the number and one for the suffix (the schema's pattern).
-QUANTITY_PATTERN = r"^\+?([0-9]+(?:\.[0-9]*)?|\.[0-9]+)([KMGTPE]i|[numkMGTPE]|[eE][+-]?[0-9]+)?$"
+# No sign: a request or limit below zero is refused. The exponent is an integer (ParseQuantity's grammar takes
+# `1e2.5`, and its parser then refuses it) of two digits at most: `1e99999999` took the exact reading minutes.
+# One group for the number and one for the suffix (the schema's pattern).
+QUANTITY_PATTERN = r"^\+?([0-9]+(?:\.[0-9]*)?|\.[0-9]+)([KMGTPE]i|[numkMGTPE]|[eE][+-]?[0-9]{1,2})?$"
+# A quantity's longest form in the schema: the API server's CEL cost estimate sizes an unbounded int-or-string at
+# the whole request, and two conversions of one in a rule over 16 resources went past its per-rule limit.
+MAX_QUANTITY_LENGTH = 64
+# How a device's resource (counted in whole units) is written: kube-apiserver takes any whole value ("1.0",
+# "1000m"), the CEL quantity library's isInteger() only some; digits alone read the same on both sides.
+WHOLE_NUMBER_PATTERN = r"^\+?[0-9]+$"
+# "requests." + an extended resource's name must be a qualified name (helper.IsExtendedResourceName): its domain
+# 253 characters at most.
+MAX_EXTENDED_DOMAIN = 253 - len("requests.")
 _QUANTITY = re.compile(QUANTITY_PATTERN)
 _BINARY = {"Ki": 1, "Mi": 2, "Gi": 3, "Ti": 4, "Pi": 5, "Ei": 6}
 _DECIMAL = {"n": -9, "u": -6, "m": -3, "k": 3, "M": 6, "G": 9, "T": 12, "P": 15, "E": 18}
@@ -58,6 +68,11 @@ def overcommit_allowed(name: str) -> bool:
     return is_native(name) and not name.startswith(HUGEPAGES_PREFIX)
 
 
+def is_whole_number(value: int | str) -> bool:
+    """Whether a device's resource is written as a count (see WHOLE_NUMBER_PATTERN)."""
+    return isinstance(value, int) or re.match(WHOLE_NUMBER_PATTERN, value) is not None
+
+
 def is_extended(name: str) -> bool:
     """A device plugin's (or other) resource with a domain of its own: counted in whole units, never shared."""
     return not is_native(name) and not name.startswith(QUOTA_PREFIX)
@@ -75,4 +90,6 @@ def container_resource_name_problem(name: str) -> str | None:
         )
     if not is_native(name) and not is_extended(name):
         return f"{name!r} is a quota's name, not a container resource"
+    if is_extended(name) and name.index("/") > MAX_EXTENDED_DOMAIN:
+        return f"{name!r}: a device's resource has a domain of {MAX_EXTENDED_DOMAIN} characters at most"
     return None

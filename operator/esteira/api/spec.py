@@ -27,9 +27,13 @@ from pydantic.alias_generators import to_camel
 
 from esteira.api.errors import FieldProblem, InvalidSpec
 from esteira.api.quantity import (
+    MAX_EXTENDED_DOMAIN,
+    MAX_QUANTITY_LENGTH,
     QUANTITY_PATTERN,
+    WHOLE_NUMBER_PATTERN,
     container_resource_name_problem,
     is_extended,
+    is_whole_number,
     overcommit_allowed,
     parse_quantity,
 )
@@ -59,7 +63,8 @@ ZERO_WINDOWS = {
     "monitoring.drift.interval": "monitoring.drift.interval must be longer than 0s: evaluations would run without pause",
 }
 DNS_LABEL_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
-DNS_SUBDOMAIN_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
+# Labels of 63 characters at most, as DNS and KServe's host names (IsFullyQualifiedDomainName) have them.
+DNS_SUBDOMAIN_PATTERN = r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?(\.[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?)*$"
 # KServe's validateInferenceServiceName wants a leading letter (IsvcNameFmt); the InferenceService keeps our name.
 NAME_PATTERN = r"^[a-z]([-a-z0-9]*[a-z0-9])?$"
 # KServe appends up to "-rev-<n>-predictor" (and Knative "-predictor-00001") to the name; Kubernetes caps a
@@ -68,9 +73,7 @@ MAX_NAME_LENGTH = 45
 # The delay KServe's request batcher gets when the spec asks for batches and leaves the delay out; KServe's own
 # default (maxLatency 0 means 5000 ms) would hold a lone request for five seconds.
 KSERVE_BATCHER_DELAY_MS = 10
-RESOURCE_NAME_PATTERN = (
-    r"^([a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?[a-zA-Z0-9]([-._a-zA-Z0-9]*[a-zA-Z0-9])?$"
-)
+RESOURCE_NAME_PATTERN = r"^([a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?[a-zA-Z0-9]([-._a-zA-Z0-9]{0,61}[a-zA-Z0-9])?$"
 GPU_TAINT_KEY = "nvidia.com/gpu"
 # A label key (an optional DNS-subdomain prefix and "/", then a name of at most 63 characters) and value, as the API
 # server checks a pod's nodeSelector (apimachinery's IsQualifiedName, IsValidLabelValue): another one made a pod
@@ -95,11 +98,13 @@ JsonDict = dict[str, JsonValue]
 # A Kubernetes quantity, never below zero: the string form is checked by the pattern the API server's schema
 # applies, the integer form by its minimum (which a string ignores).
 Quantity = Annotated[
-    Annotated[int, Field(ge=0)] | Annotated[str, StringConstraints(pattern=QUANTITY_PATTERN)],
-    Field(json_schema_extra={"x-kubernetes-int-or-string": True, "minimum": 0}),
+    Annotated[int, Field(ge=0)]
+    | Annotated[str, StringConstraints(pattern=QUANTITY_PATTERN, max_length=MAX_QUANTITY_LENGTH)],
+    Field(json_schema_extra={"x-kubernetes-int-or-string": True, "minimum": 0, "maxLength": MAX_QUANTITY_LENGTH}),
 ]
 ResourceName = Annotated[str, StringConstraints(pattern=RESOURCE_NAME_PATTERN, max_length=253)]
-# Gateway API's Hostname (HTTPRoute spec.hostnames): a DNS name, or a wildcard label before one.
+# Gateway API's Hostname (HTTPRoute spec.hostnames): a DNS name, or a wildcard label before one; the labels of 63
+# characters at most (the route's own pattern takes longer ones, which no DNS name has).
 HOSTNAME_PATTERN = r"^(\*\.)?" + DNS_SUBDOMAIN_PATTERN.removeprefix("^")
 Hostname = Annotated[str, StringConstraints(pattern=HOSTNAME_PATTERN, min_length=1, max_length=253)]
 
@@ -220,9 +225,13 @@ _OVERCOMMIT_CEL = f"({_NATIVE_CEL} && !k.startsWith('hugepages-'))"
 _EXTENDED_CEL = f"(!{_NATIVE_CEL} && !k.startsWith('requests.'))"
 RESOURCE_NAMES = (
     "keys without a domain must be cpu, memory, ephemeral-storage or hugepages-<page size> (a device's resource "
-    "carries its domain, such as nvidia.com/gpu), and no key may be a quota's (requests.*)"
+    f"carries its domain, of {MAX_EXTENDED_DOMAIN} characters at most, such as nvidia.com/gpu), and no key may be a "
+    "quota's (requests.*)"
 )
-WHOLE_UNITS = "a device's resource (a name with a domain, such as nvidia.com/gpu) counts whole units: use an integer"
+WHOLE_UNITS = (
+    "a device's resource (a name with a domain, such as nvidia.com/gpu) counts whole units: write a whole number "
+    "such as 1"
+)
 REQUEST_OVER_LIMIT = (
     "resources.requests must not exceed resources.limits for the same resource: the API server refuses such a pod"
 )
@@ -244,12 +253,13 @@ def _resource_names_rule(field: str) -> JsonDict:
                 "example.com/device",
             ),
             cel(
-                "self.all(k, k.contains('/') ? (k.contains('kubernetes.io/') || !k.startsWith('requests.')) : "
+                "self.all(k, k.contains('/') ? (k.contains('kubernetes.io/') || (!k.startsWith('requests.') && "
+                f"k.indexOf('/') <= {MAX_EXTENDED_DOMAIN})) : "
                 "(k in ['cpu', 'memory', 'ephemeral-storage'] || k.startsWith('hugepages-')))",
                 f"resources.{field} {RESOURCE_NAMES}",
             ),
             cel(
-                f"self.all(k, !{_EXTENDED_CEL} || quantity(string(self[k])).isInteger())",
+                f"self.all(k, !{_EXTENDED_CEL} || string(self[k]).matches('{WHOLE_NUMBER_PATTERN}'))",
                 f"resources.{field}: {WHOLE_UNITS}",
             ),
         ]
@@ -303,7 +313,7 @@ class ResourceRequirements(SpecModel):
         problems += [
             f"{name}: {WHOLE_UNITS}"
             for name, value in values.items()
-            if is_extended(name) and parse_quantity(value).denominator != 1
+            if is_extended(name) and not is_whole_number(value)
         ]
         if problems:
             raise ValueError("; ".join(problems))

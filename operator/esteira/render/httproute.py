@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from esteira.api.errors import InvalidSpec
 from esteira.api.spec import ModelDeploymentSpec
 from esteira.render.inferenceservice import RenderContext, common_labels
 from esteira.render.names import predictor_service_name
@@ -16,6 +17,7 @@ from esteira.render.traffic import Arm, TrafficPlan
 from esteira.vocabulary import HTTPROUTE_API_VERSION, REVISION_HEADER
 
 PREDICTOR_PORT = 80
+DNS_LABEL_MAX = 63
 
 
 def arm_service_name(ctx: RenderContext, arm: Arm) -> str:
@@ -41,7 +43,16 @@ def route_hostnames(ctx: RenderContext, spec: ModelDeploymentSpec) -> list[str]:
     """The hosts the route answers for: the spec's, else the one KServe's domain template gives an
     InferenceService named after the ModelDeployment. Without any, the route took every host's requests on its
     Gateway, and of two ModelDeployments' routes there the older answered for both."""
-    return list(spec.rollout.gateway.hostnames) or [f"{ctx.name}-{ctx.namespace}.{ctx.ingress_domain}"]
+    if spec.rollout.gateway.hostnames:
+        return list(spec.rollout.gateway.hostnames)
+    label = f"{ctx.name}-{ctx.namespace}"
+    if len(label) > DNS_LABEL_MAX:  # KServe refuses such a host for its own (GenerateDomainName)
+        raise InvalidSpec.single(
+            "spec.rollout.gateway.hostnames",
+            f"the default host's first label {label!r} has {len(label)} characters, over DNS's {DNS_LABEL_MAX}: "
+            "name the hosts here",
+        )
+    return [f"{label}.{ctx.ingress_domain}"]
 
 
 def route_url(ctx: RenderContext, spec: ModelDeploymentSpec) -> str | None:
