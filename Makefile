@@ -99,9 +99,11 @@ lint: $(INSTALLED)  ## ruff, mypy and the layering contract (ARCHITECTURE.md).
 	$(VENV)/bin/mypy
 	$(VENV)/bin/lint-imports
 
-crd: $(INSTALLED)  ## Regenerate the CRD (and the chart's copy) from the Python spec model (the single source of truth).
+crd: $(INSTALLED)  ## Regenerate the CRDs (and the chart's copies) from the Python models (the single source of truth).
 	$(VENV)/bin/esteira crd > manifests/crds/serving.esteira.io_modeldeployments.yaml
-	cp manifests/crds/serving.esteira.io_modeldeployments.yaml charts/esteira/crds/
+	$(PY) -m esteira.api.crd RolloutCommand > manifests/crds/serving.esteira.io_rolloutcommands.yaml
+	cp manifests/crds/serving.esteira.io_modeldeployments.yaml manifests/crds/serving.esteira.io_rolloutcommands.yaml \
+	  charts/esteira/crds/
 
 $(MODELS): $(MODEL_INPUTS) | $(INSTALLED)
 	@echo "Training and packaging the demo models into $(MODELS_DIR) (about a minute)"

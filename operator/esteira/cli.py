@@ -32,6 +32,7 @@ def _render(args: argparse.Namespace) -> int:
                     doc,
                     prometheus_url=args.prometheus_url,
                     ingress_domain=args.ingress_domain,
+                    collector_url=args.collector_url,
                     canary_weight=args.canary_weight,
                     stable=(args.stable_version, args.stable_storage_uri or doc_uri(doc))
                     if args.stable_version
@@ -76,6 +77,11 @@ def build_parser() -> argparse.ArgumentParser:
     render.add_argument("files", nargs="+", help="ModelDeployment YAML files ('-' for standard input)")
     render.add_argument("-o", "--output", choices=["yaml", "json"], default="yaml")
     render.add_argument("--prometheus-url", help="Prometheus URL used where the spec names none (gpu-utilization).")
+    render.add_argument(
+        "--collector-url",
+        help="The operator's collector (ESTEIRA_COLLECTOR_URL): where logger Esteira sends records when the spec "
+        "names no logging.url.",
+    )
     render.add_argument(
         "--ingress-domain",
         default=DEFAULT_INGRESS_DOMAIN,

@@ -94,6 +94,7 @@ def render_document(
     prometheus_url: str | None = None,
     *,
     ingress_domain: str = DEFAULT_INGRESS_DOMAIN,
+    collector_url: str | None = None,
     canary_weight: int | None = None,
     stable: tuple[str, str] | None = None,
 ) -> list[dict[str, Any]]:
@@ -105,7 +106,13 @@ def render_document(
     ownerReferences are added when the operator creates the objects.
     """
     name, namespace, spec = read_document(doc)
-    ctx = RenderContext(name=name, namespace=namespace, prometheus_url=prometheus_url, ingress_domain=ingress_domain)
+    ctx = RenderContext(
+        name=name,
+        namespace=namespace,
+        prometheus_url=prometheus_url,
+        collector_url=collector_url,
+        ingress_domain=ingress_domain,
+    )
     if canary_weight is None:
         plan = TrafficPlan.first_revision(spec)
     else:

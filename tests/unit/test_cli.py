@@ -276,3 +276,14 @@ def test_a_url_or_port_that_cannot_be_is_one_line_naming_the_argument(
     assert exited.value.code == 2
     err = capsys.readouterr().err
     assert says in err and "Traceback" not in err
+
+
+def test_render_logs_to_the_collector_it_is_told_of(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A spec logging to Esteira's collector without a URL renders as the operator with that collector would."""
+    path = tmp_path / "md.yaml"
+    path.write_text(yaml.safe_dump(document(spec(logging={"mode": "all"}))))
+    assert main(["render", str(path)]) == 2
+    assert "esteira render --collector-url" in capsys.readouterr().err
+    (isvc,) = _render_docs(capsys, str(path), "--collector-url", "http://esteira-collector.esteira-system.svc:8080")
+    env = {e["name"]: e.get("value") for e in isvc["spec"]["predictor"]["model"]["env"]}
+    assert env["ESTEIRA_LOG_URL"] == "http://esteira-collector.esteira-system.svc:8080/v1/records"

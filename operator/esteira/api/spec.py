@@ -951,7 +951,7 @@ class Logging(SpecModel):
         default=None,
         pattern=r"^https?://.+$",
         description="Where records are posted (a CloudEvents endpoint). Default for logger Esteira: Esteira's "
-        "collector (the operator's --collector-url).",
+        "collector (the operator's ESTEIRA_COLLECTOR_URL, set by the chart's collector.enabled).",
     )
     sample_rate: float = Field(
         default=1.0,

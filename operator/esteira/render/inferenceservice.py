@@ -82,8 +82,8 @@ def logging_env(ctx: RenderContext, spec: ModelDeploymentSpec) -> list[dict[str,
     if url is None:
         raise InvalidSpec.single(
             "spec.logging.url",
-            "no sink for inference records: set logging.url, or install Esteira's collector (the operator's "
-            "--collector-url)",
+            "no sink for inference records: set logging.url, or install Esteira's collector (chart value "
+            "collector.enabled; `esteira render --collector-url` renders as that operator would)",
         )
     env: list[dict[str, Any]] = [
         {"name": ENV_NAMESPACE, "value": ctx.namespace},
