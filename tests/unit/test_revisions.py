@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from esteira.api.spec import ModelDeploymentSpec
 from esteira.api.status import HISTORY_LIMIT, ModelDeploymentStatus
+from esteira.rollout.engine import roll_back
 from esteira.rollout.revisions import track_revisions, traffic_plan
 from tests.support.specs import model, spec
 
@@ -223,3 +224,17 @@ def test_a_candidate_without_a_like_for_like_score_rolls_out_saying_why() -> Non
         created.reason == "CanaryCreated"
         and "the retraining gate: f1 0.1: no stable score to compare with" in created.message
     )
+
+
+def test_a_rolled_back_build_named_again_after_another_supersedes_that_one_s_canary() -> None:
+    """2 rolled back, 3 a canary, then the spec names 2 again: it had kept 3 rolling out (and could promote it)
+    while the spec named 2."""
+    status = track_revisions(parse("1"), ModelDeploymentStatus(), T0).status
+    status = track_revisions(parse("2"), status, T1).status
+    roll_back(status, T1, "error rate 0.2 > 0.01")
+    assert track_revisions(parse("2"), status, T1).decisions == []  # just rolled back: not tried again
+    status = track_revisions(parse("3"), status, T1).status
+    change = track_revisions(parse("2"), status, T2)
+    assert [d.reason for d in change.decisions] == ["CanarySuperseded", "CanaryCreated"]
+    assert change.status.canary is not None and change.status.canary.model_version == "2"
+    assert change.status.canary.revision == 4

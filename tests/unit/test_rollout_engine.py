@@ -118,7 +118,7 @@ def test_erroring_canary_rolls_back_after_threshold() -> None:
     driver.tick(ERRORS)
     assert driver.status.canary is None
     assert driver.status.last_rollout is not None and driver.status.last_rollout.outcome == "RolledBack"
-    assert "error-rate=0.2 (wanted <= 0.05)" in driver.status.last_rollout.reason
+    assert "error-rate=0.2 (wanted <= 0.05, n=" in driver.status.last_rollout.reason  # the sample it was judged on
     assert driver.status.stable is not None and driver.status.stable.revision == 1
 
 
@@ -245,6 +245,21 @@ def test_the_progress_deadline_waits_for_a_paused_canary_and_counts_again_from_i
     driver.tick(ready=False, after=30 * MINUTE)
     assert driver.status.canary is not None and driver.status.canary.hold == "PausedByRequest"
     driver.tick(ready=False, command=Command(id="r", action="resume"))
+    assert driver.status.canary is not None and driver.status.canary.hold == "WaitingForReadiness"
+    driver.tick(ready=False, after=4 * MINUTE)
+    assert driver.status.canary is not None
+    driver.tick(ready=False, after=MINUTE)
+    assert driver.status.canary is None
+
+
+def test_a_promote_that_ends_a_pause_starts_the_progress_deadline_afresh() -> None:
+    """Unready when paused, then promoted half an hour later: it moved a step and was rolled back in one tick."""
+    driver = Driver(parsed({"progressDeadline": "5m"}))
+    driver.tick()
+    driver.tick(ready=False)
+    driver.tick(ready=False, command=Command(id="p", action="pause"))
+    out = driver.tick(ready=False, after=30 * MINUTE, command=Command(id="go", action="promote"))
+    assert [d.reason for d in out.decisions] == ["StepAdvanced"]
     assert driver.status.canary is not None and driver.status.canary.hold == "WaitingForReadiness"
     driver.tick(ready=False, after=4 * MINUTE)
     assert driver.status.canary is not None

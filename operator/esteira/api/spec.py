@@ -754,7 +754,11 @@ class Rollout(SpecModel):
     )
     interval: str = Field(default="1m", pattern=DURATION_PATTERN, description="Time between analyses. Default: 1m.")
     threshold: int = Field(
-        default=2, ge=1, le=100, description="Failed analyses tolerated before rollback. Default: 2."
+        default=2,
+        ge=1,
+        le=100,
+        description="Failing analyses at one step that roll the canary back (an analysis without enough data "
+        "between them neither passes nor resets the count). Default: 2.",
     )
     progress_deadline: str = Field(
         default="10m",

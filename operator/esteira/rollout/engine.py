@@ -189,6 +189,7 @@ def _command(inp: RolloutInput, status: ModelDeploymentStatus, now: str) -> list
     canary.weight = inp.spec.rollout.steps[target]
     canary.step, canary.step_started_at, canary.failed_checks = target, now, 0
     canary.last_analysis_at = None
+    canary.unready_since = None  # as after a resume: a canary unready while paused was rolled back at once
     _hold(canary, None)
     return [Decision("StepAdvanced", f"Canary revision {canary.revision} moved to {canary.weight}% by request")]
 
@@ -280,7 +281,7 @@ def advance(inp: RolloutInput, tracked: ModelDeploymentStatus) -> EngineOutput:
     if failed:
         _hold(canary, None)
         canary.failed_checks += 1
-        names = ", ".join(f"{c.name}={c.value} (wanted {c.threshold})" for c in failed)
+        names = ", ".join(f"{c.name}={c.value} (wanted {c.threshold}, n={c.sample_size})" for c in failed)
         if canary.failed_checks >= spec.rollout.threshold:
             out.decisions.append(roll_back(status, now, f"failed checks: {names}"))
         else:

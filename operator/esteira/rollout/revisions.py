@@ -68,8 +68,9 @@ def track_revisions(
     """Give a newly declared model build a revision and place it as stable or canary.
 
     A build that was just rolled back is not tried again until the spec names another one, or `retry`
-    asks for it. `rollback_to` (a person's rollback to an earlier revision, whose build the spec now
-    names) makes the build stable at once instead of canarying it.
+    asks for it: a canary of another build running means the spec named one since. `rollback_to` (a person's
+    rollback to an earlier revision, whose build the spec now names) makes the build stable at once instead of
+    canarying it.
     """
     status = status.model_copy(deep=True)
     change = RevisionChange(status)
@@ -78,7 +79,13 @@ def track_revisions(
     if _same_build(status.canary, spec):
         return change
     rejected = status.last_rollout
-    if rejected is not None and rejected.outcome != "Promoted" and _same_build(rejected, spec) and not retry:
+    if (
+        rejected is not None
+        and rejected.outcome != "Promoted"
+        and _same_build(rejected, spec)
+        and status.canary is None
+        and not retry
+    ):
         return change
 
     if status.canary is not None:
@@ -164,7 +171,8 @@ def _gate(spec: ModelDeploymentSpec, status: ModelDeploymentStatus) -> GateVerdi
     """Whether a new build may roll out (its card's validation score against stable's), and why; None where no
     gate applies.
 
-    Only where retraining is on: its candidates must earn a rollout; a person's own new version always gets one.
+    Only where retraining is on, and then for every new build with a card: a retraining run's build and a
+    person's look the same here. Without retraining, every new version gets a canary.
     A candidate without a score of its own, or without a stable score of its metric to compare with, rolls out
     and the canary's analysis judges it, the reason saying so. Cards that disagree on which way the metric is
     better are a mistake in one of them: the candidate is refused rather than judged the wrong way round.
