@@ -386,6 +386,11 @@ def test_package_refuses_a_model_config_the_handler_would_refuse(
     error = capsys.readouterr().err
     assert f"{written}: " in error and message in error, error
     assert not (tmp_path / "out").exists()
+    # A folder's items go into the archive's root (the archiver copies them there): its config is checked too.
+    assert package_cli([*argv, "--extra-files", str(files), "--out", str(tmp_path / "out")]) == 2
+    error = capsys.readouterr().err
+    assert f"{written}: " in error and message in error, error
+    assert not (tmp_path / "out").exists()
 
 
 def test_package_refuses_optimize_for_an_eager_model(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

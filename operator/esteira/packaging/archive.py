@@ -153,8 +153,10 @@ def _check_inputs(inputs: PackageInputs, handler: HandlerRef) -> None:
     if any("," in str(p) for p in inputs.extra_files):
         raise PackagingError("extra file paths may not contain ',' (the archiver splits on it)")
     for path in inputs.extra_files:
-        if path.name == MODEL_CONFIG_FILE:
-            _check_model_config(path, eager=inputs.model_code is not None)
+        # The archiver copies a folder's items into the archive's root: its esteira-model.json is the handler's.
+        config = path / MODEL_CONFIG_FILE if path.is_dir() else path
+        if config.name == MODEL_CONFIG_FILE and config.is_file():
+            _check_model_config(config, eager=inputs.model_code is not None)
 
 
 def _check_model_config(path: Path, eager: bool) -> None:
