@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from esteira.api.errors import InvalidSpec
 from esteira.local.manifest import model_dir, parse_manifest
 from esteira.local.provider import LocalMetricProvider, class_counts, increase, interval_sample, quantile
 from esteira.local.split import NotServing, Split, choose, should_mirror
@@ -152,6 +153,19 @@ def test_manifest_accepts_a_relative_folder(tmp_path: Path) -> None:
         parse_manifest(text.replace("models/iris", "models/none"), tmp_path)
     with pytest.raises(ValueError, match="needs a folder path"):
         model_dir("s3://bucket/iris")
+
+
+def test_a_manifest_s_every_problem_is_reported_at_once_the_folder_s_too(tmp_path: Path) -> None:
+    """A spec the rules refuse was reported alone, and the missing folder only once that was mended."""
+    text = (
+        "apiVersion: serving.esteira.io/v1alpha1\nkind: ModelDeployment\nmetadata: {name: demo}\n"
+        "spec: {model: {name: iris, version: '1', storageUri: models/none}, batching: {maxBatchSize: 0}}\n"
+    )
+    with pytest.raises(InvalidSpec) as refused:
+        parse_manifest(text, tmp_path)
+    paths = [problem.path for problem in refused.value.problems]
+    assert paths == ["spec.batching.maxBatchSize", "spec.model.storageUri"], refused.value
+    assert "no config/config.properties" in str(refused.value)
 
 
 def test_a_model_folder_cannot_turn_the_model_api_or_token_auth_back_on(tmp_path: Path) -> None:

@@ -55,10 +55,10 @@ def contained(folder: Path, root: Path) -> Path:
     return resolved
 
 
-def _storage_problems(spec: ModelDeploymentSpec) -> list[FieldProblem]:
+def _storage_problems(storage_uri: str, model_name: Any) -> list[FieldProblem]:
     """Whether the folder exists, stays in the allowed root and serves the model the spec names."""
     try:
-        folder = model_dir(spec.model.storage_uri)
+        folder = model_dir(storage_uri)
         if os.environ.get(ENV_LOCAL_ROOT):
             folder = contained(folder, Path(os.environ[ENV_LOCAL_ROOT]))
     except ValueError as exc:
@@ -67,11 +67,9 @@ def _storage_problems(spec: ModelDeploymentSpec) -> list[FieldProblem]:
     if not config.is_file():
         return [FieldProblem(STORAGE_FIELD, f"{folder}: no {CONFIG_PATH} (run esteira package)")]
     served = served_names(config)
-    if served and spec.model.name not in served:
+    if served and isinstance(model_name, str) and model_name not in served:
         names = ", ".join(repr(name) for name in served)
-        return [
-            FieldProblem("spec.model.name", f"the archive at {folder} serves model(s) {names}, not {spec.model.name!r}")
-        ]
+        return [FieldProblem("spec.model.name", f"the archive at {folder} serves model(s) {names}, not {model_name!r}")]
     return []
 
 
@@ -108,13 +106,21 @@ def parse_manifest(text: str, base: Path) -> LocalManifest:
         raise InvalidSpec.single("kind", "no ModelDeployment document found")
     doc: dict[str, Any] = dict(found[0])
     spec_raw = doc.get("spec")
+    model: dict[str, Any] = {}
     if isinstance(spec_raw, dict) and isinstance(spec_raw.get("model"), dict):
         model = dict(spec_raw["model"])
         if isinstance(model.get("storageUri"), str):
             model["storageUri"] = _local_uri(model["storageUri"], base)
         doc["spec"] = {**spec_raw, "model": model}
-    name, namespace, spec = read_document(doc)
-    problems = _storage_problems(spec)
+    try:
+        name, namespace, spec = read_document(doc)
+    except InvalidSpec as refused:
+        # Every problem at once: the folder too, where the spec's rules left its fields alone.
+        named = {problem.path for problem in refused.problems}
+        uri = model.get("storageUri")
+        more = _storage_problems(uri, model.get("name")) if isinstance(uri, str) and STORAGE_FIELD not in named else []
+        raise InvalidSpec([*refused.problems, *(p for p in more if p.path not in named)]) from None
+    problems = _storage_problems(spec.model.storage_uri, spec.model.name)
     if problems:
         raise InvalidSpec(problems)
     return LocalManifest(name=name, namespace=namespace, spec=spec)
