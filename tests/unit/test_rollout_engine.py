@@ -119,6 +119,8 @@ def test_erroring_canary_rolls_back_after_threshold() -> None:
     assert driver.status.canary is None
     assert driver.status.last_rollout is not None and driver.status.last_rollout.outcome == "RolledBack"
     assert "error-rate=0.2 (wanted <= 0.05, n=" in driver.status.last_rollout.reason  # the sample it was judged on
+    decided = {c.name: (c.verdict, c.sample_size) for c in driver.status.last_rollout.checks}
+    assert decided["error-rate"][0] == "Fail" and decided["error-rate"][1] > 0  # every check of that analysis kept
     assert driver.status.stable is not None and driver.status.stable.revision == 1
 
 

@@ -110,6 +110,11 @@ class RolloutRecord(StatusModel):
     outcome: Literal["Promoted", "RolledBack", "Rejected"]  # Rejected: a candidate below stable's card score
     reason: str = ""
     at: str
+    checks: list[CheckResult] = Field(
+        default_factory=list,
+        description="The canary's last analysis, one entry a check: for a rollback on failed checks, the one that "
+        "decided it (status.canary, which held them, is gone).",
+    )
 
 
 class HistoryEntry(StatusModel):

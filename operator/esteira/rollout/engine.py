@@ -53,6 +53,7 @@ def _close_rollout(
         outcome=outcome,
         reason=reason,
         at=now,
+        checks=canary.checks,
     )
 
 
