@@ -43,7 +43,7 @@ def test_a_quantity_has_its_exact_value(text: str | int, value: Fraction) -> Non
 
 
 @pytest.mark.parametrize(
-    "text", ["", "-1", -1, "1e", "1e2.5", "1.5.5", "Ki", "1 Gi", "1ki", "1KiB", "0x10", "1e100", "1e99999999"]
+    "text", ["", "-1", -1, "1e", "1e2.5", "1.5.5", "Ki", "1 Gi", "1ki", "1KiB", "0x10", "1e100", "1e99999999", "1\n"]
 )
 def test_what_the_api_server_cannot_read_is_refused(text: str | int) -> None:
     with pytest.raises(ValueError, match=r"not a Kubernetes quantity|is negative"):
@@ -94,7 +94,9 @@ def test_which_names_a_container_may_ask_for(name: str, problem: str | None) -> 
     assert (found is None) if problem is None else (found is not None and problem in found)
 
 
-@pytest.mark.parametrize(("value", "whole"), [(2, True), ("2", True), ("+2", True), ("1.0", False), ("1k", False)])
+@pytest.mark.parametrize(
+    ("value", "whole"), [(2, True), ("2", True), ("+2", True), ("1.0", False), ("1k", False), ("2\n", False)]
+)
 def test_a_device_s_count_is_written_as_a_whole_number(value: int | str, whole: bool) -> None:
     """Digits alone: the API server's CEL isInteger() refuses "1.0" and "1000m" though the pod would take them."""
     assert is_whole_number(value) is whole

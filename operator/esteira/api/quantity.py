@@ -48,7 +48,7 @@ def parse_quantity(value: int | str) -> Fraction:
         if value < 0:
             raise ValueError(f"{value} is negative")
         return Fraction(value)
-    match = _QUANTITY.match(value)
+    match = _QUANTITY.fullmatch(value)  # `$` alone lets a trailing newline through
     if match is None:
         raise ValueError(f"{value!r} is not a Kubernetes quantity")
     number, suffix = Fraction(match[1].rstrip(".") or "0"), match[2] or ""
@@ -70,7 +70,7 @@ def overcommit_allowed(name: str) -> bool:
 
 def is_whole_number(value: int | str) -> bool:
     """Whether a device's resource is written as a count (see WHOLE_NUMBER_PATTERN)."""
-    return isinstance(value, int) or re.match(WHOLE_NUMBER_PATTERN, value) is not None
+    return isinstance(value, int) or re.fullmatch(WHOLE_NUMBER_PATTERN, value) is not None
 
 
 def is_extended(name: str) -> bool:
