@@ -12,12 +12,11 @@ from typing import Any
 from esteira.api.errors import InvalidSpec
 from esteira.api.spec import ModelDeploymentSpec
 from esteira.render.inferenceservice import RenderContext, common_labels
-from esteira.render.names import predictor_service_name
+from esteira.render.names import MAX_DERIVED_NAME, predictor_service_name
 from esteira.render.traffic import Arm, TrafficPlan
 from esteira.vocabulary import HTTPROUTE_API_VERSION, REVISION_HEADER
 
 PREDICTOR_PORT = 80
-DNS_LABEL_MAX = 63
 
 
 def arm_service_name(ctx: RenderContext, arm: Arm) -> str:
@@ -46,10 +45,10 @@ def route_hostnames(ctx: RenderContext, spec: ModelDeploymentSpec) -> list[str]:
     if spec.rollout.gateway.hostnames:
         return list(spec.rollout.gateway.hostnames)
     label = f"{ctx.name}-{ctx.namespace}"
-    if len(label) > DNS_LABEL_MAX:  # KServe refuses such a host for its own (GenerateDomainName)
+    if len(label) > MAX_DERIVED_NAME:  # a DNS label; KServe refuses such a host for its own (GenerateDomainName)
         raise InvalidSpec.single(
             "spec.rollout.gateway.hostnames",
-            f"the default host's first label {label!r} has {len(label)} characters, over DNS's {DNS_LABEL_MAX}: "
+            f"the default host's first label {label!r} has {len(label)} characters, over DNS's {MAX_DERIVED_NAME}: "
             "name the hosts here",
         )
     return [f"{label}.{ctx.ingress_domain}"]

@@ -158,7 +158,8 @@ def plan_retraining(
                 plan.decisions.append(Decision("RetrainingFailed", f"Retraining run {run.run}: {JOB_GONE}", True))
             continue
         outcome = _job_outcome(jobs[run.job])
-        state.runs[index] = run = run.model_copy(update={"job_seen": True})
+        if not run.job_seen:
+            state.runs[index] = run = run.model_copy(update={"job_seen": True})
         if outcome is not None:
             state.runs[index] = run.model_copy(update={"outcome": outcome})
             plan.decisions.append(
