@@ -13,6 +13,7 @@ import aiohttp
 import pytest
 import uvloop
 from aiohttp import web
+from prometheus_client.parser import text_string_to_metric_families
 
 from esteira.local.router import Router
 from esteira.local.server import free_port
@@ -25,6 +26,14 @@ from tests.support.stand_ins import held_until_cancelled
 from tests.support.waiting import eventually
 
 PREDICT = "/v1/models/iris:predict"
+LABELS = 'ModelName="iris",Revision="1",Hostname="here"'
+TORCHSERVE_METRICS = f"""# HELP ts_inference_requests_total Total number of inference requests.
+# TYPE ts_inference_requests_total counter
+ts_inference_requests_total{{model_name="iris",model_version="default",hostname="here"}} 4.0
+# HELP esteira_requests_total Requests by outcome
+# TYPE esteira_requests_total counter
+esteira_requests_total{{{LABELS},outcome="ok"}} 2.0
+"""
 
 
 class Backend:
@@ -38,6 +47,13 @@ class Backend:
         self.release = asyncio.Event()  # ... and may be answered
         self.closed = asyncio.Event()  # the connection a "watched" request came on was closed
         self.joined: list[int] = []  # each request's count of requests joined in it (0: not joined)
+        self.address = ""  # where it listens, http://HOST:PORT
+        self.scrapes: list[str] = []  # each scrape's query string
+
+    async def metrics(self, request: web.Request) -> web.Response:
+        """TorchServe's metrics port: its own series and the handler's."""
+        self.scrapes.append(request.query_string)
+        return web.Response(text=TORCHSERVE_METRICS, content_type="text/plain")
 
     async def predict(self, request: web.Request) -> web.StreamResponse:
         peer = request.transport.get_extra_info("peername") if request.transport else None
@@ -80,10 +96,12 @@ async def proxied(at_once: int | None = None, joining: Joining | None = None) ->
     backend = Backend()
     app = web.Application()
     app.router.add_post(PREDICT, backend.predict)
+    app.router.add_get("/metrics", backend.metrics)
     runner = web.AppRunner(app, access_log=None, handler_cancellation=True)
     await runner.setup()
     port = free_port()
     await web.TCPSite(runner, "127.0.0.1", port).start()
+    backend.address = f"http://127.0.0.1:{port}"
     router = Router("iris", free_port())
     router.set_backend(1, f"http://127.0.0.1:{port}", at_once, joining)
     router.set_split(Split(1), False)
@@ -335,5 +353,54 @@ def test_the_router_tells_the_joiner_which_connection_each_request_came_on(monke
                 for session in (first, first, second):
                     assert (await _ask(session, router, "sized"))[0] == 200
             assert None not in callers and callers[0] is callers[1] and callers[2] is not callers[0]
+
+    asyncio.run(scenario())
+
+
+def test_before_torchserve_the_router_counts_what_the_pod_s_front_counts_and_serves_it_with_its_metrics() -> None:
+    """A pod's metrics port, served by the router for a TorchServe revision: TorchServe's series with each
+    request's time in the server and the errors TorchServe answered itself (its ``{"code", "type", "message"}``
+    body; the handler's ``{"error"}`` is the handler's to count), a request it left unanswered among them; a
+    scrape's ``name[]`` filter reaches TorchServe and the added families alike; a revision the router stands in
+    for no front of has none."""
+    model = {"ModelName": "iris", "Revision": "1", "Hostname": "here"}
+    by_server = {**model, "answered_by": "server"}
+
+    async def scrape(session: aiohttp.ClientSession, url: str, query: str = "") -> dict[tuple[str, str], float]:
+        async with session.get(url + query) as answer:
+            assert answer.status == 200
+            text = await answer.text()
+        return {
+            (sample.name, json.dumps(sample.labels, sort_keys=True)): sample.value
+            for family in text_string_to_metric_families(text)
+            for sample in family.samples
+        }
+
+    def key(name: str, labels: dict[str, str]) -> tuple[str, str]:
+        return name, json.dumps(labels, sort_keys=True)
+
+    async def scenario() -> None:
+        async with proxied() as (router, backend), aiohttp.ClientSession() as session:
+            router.stand_in_front(1, LABELS, lambda: backend.address)
+            assert [(await _ask(session, router, kind))[0] for kind in ("sized", "error", "refused")] == [200, 500, 503]
+            scraped = f"http://127.0.0.1:{router.port}/servers/1/metrics"
+            seen = await scrape(session, scraped)
+            torchserve = {"model_name": "iris", "model_version": "default", "hostname": "here"}
+            assert seen[key("ts_inference_requests_total", torchserve)] == 4
+            assert seen[key("esteira_requests_total", {**model, "outcome": "ok"})] == 2
+            assert seen[key("esteira_requests_total", {**by_server, "outcome": "server_error"})] == 1
+            assert seen[key("esteira_requests_total", {**by_server, "outcome": "client_error"})] == 0
+            assert seen[key("esteira_server_request_duration_seconds_count", model)] == 3
+            router.retry_seconds = 0.0  # its server gone: the request is the front's 502 and is not tried again
+            router.set_backend(1, f"http://127.0.0.1:{free_port()}")
+            assert (await _ask(session, router, "sized"))[0] == 502
+            filtered = await scrape(session, scraped, "?name[]=esteira_server_request_duration_seconds")
+            assert backend.scrapes[-1] == "name[]=esteira_server_request_duration_seconds"
+            assert filtered[key("esteira_server_request_duration_seconds_count", model)] == 4
+            assert not [labels for _, labels in filtered if "answered_by" in labels]  # not asked for: not added
+            seen = await scrape(session, scraped)
+            assert seen[key("esteira_requests_total", {**by_server, "outcome": "server_error"})] == 2
+            async with session.get(f"http://127.0.0.1:{router.port}/servers/2/metrics") as answer:
+                assert answer.status == 404 and "revision 2" in (await answer.json())["error"]
 
     asyncio.run(scenario())

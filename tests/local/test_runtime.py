@@ -34,6 +34,7 @@ from esteira.local.runtime import LocalRuntime
 from esteira.local.server import free_port
 from esteira.packaging.entrypoint import LOG_FLUSH_DIR
 from esteira.packaging.processes import group_members
+from esteira.rollout.queries import MetricNames, arm_queries
 from tests.local.conftest import (
     MODELS,
     RUNTIMES,
@@ -44,6 +45,7 @@ from tests.local.conftest import (
     wait_for,
     write_manifest,
 )
+from tests.support.prometheus_server import PrometheusServer
 
 # One worker at a time (with --dist loadgroup): every test here starts model server processes of its own.
 pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("local")]
@@ -64,13 +66,13 @@ def local(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[RuntimeThr
 
 
 @pytest.mark.timeout(900)
-def test_one_runtime_from_first_revision_to_shutdown(local: RuntimeThread) -> None:
+def test_one_runtime_from_first_revision_to_shutdown(local: RuntimeThread, tmp_path: Path) -> None:
     """Revision 1 serves; 1.0.1 is mirrored, paused and promoted (2); the worse 1.1.0 is rolled back (3); a
     killed server comes back, and one the router took out though it ran; a rollback to revision 1's build makes revision 4; 1.0.2 is aborted (5), retried
     (6) and promoted by command; shutdown leaves no process. Steady load runs throughout: file edits, pause,
     promotion, rollback, abort, retry, promote and a kill -9 drop no request."""
     serves_v1_v2_and_pins_by_header(local)
-    mirroring_pause_and_promotion(local)
+    mirroring_pause_and_promotion(local, tmp_path / "prometheus")
     worse_model_rolls_back_on_prediction_shift(local)
     killed_server_is_restarted_and_serves_again(local)
     revision_the_router_took_out_serves_again(local)
@@ -134,12 +136,13 @@ def serves_v1_v2_and_pins_by_header(local: RuntimeThread) -> None:
     assert listening_hosts(port) == {"127.0.0.1"}
 
 
-def mirroring_pause_and_promotion(local: RuntimeThread) -> None:
+def mirroring_pause_and_promotion(local: RuntimeThread, workdir: Path) -> None:
     runtime = local.runtime
     _edit(local, "1.0.1", "iris-1.0.0", mirror=True)
     wait_for(lambda: runtime.router.split and runtime.router.split.canary == 2, 60, "canary revision 2 serving")
     paused = local.call(runtime.control("pause", {}))
     assert paused["status"]["phase"] == "Paused"
+    prometheus_finds_what_the_analysis_reads_for_each_revision(local, workdir)
     before = runtime.router.arm(2).mirrored
     for _ in range(10):
         status, headers, _ = http(
@@ -150,6 +153,30 @@ def mirroring_pause_and_promotion(local: RuntimeThread) -> None:
     local.call(runtime.control("resume", {}))
     assert wait_for(lambda: _outcome(local, 2), 60, "revision 2 promoted") == "Promoted"
     assert runtime.status.stable is not None and runtime.status.stable.revision == 2
+
+
+def prometheus_finds_what_the_analysis_reads_for_each_revision(local: RuntimeThread, workdir: Path) -> None:
+    """A Prometheus pointed at the router's `/targets` scrapes both revisions' servers, and the operator's own
+    queries for each arm (requests, server errors, the p95 of each request's time in the server) find data, as
+    they would in a pod, whichever the runtime. Under TorchServe the router adds what the pod's front counts."""
+    runtime = local.runtime
+    listed = http(f"{runtime.url}/targets")[2]
+    assert [target["labels"]["namespace"] for target in listed] == [runtime.manifest.namespace] * 2, listed
+    workdir.mkdir()
+    prometheus = PrometheusServer(workdir, [], discovery=f"{runtime.url}/targets").start()
+    try:
+        for revision in (1, 2):
+            queries = arm_queries(MetricNames(), runtime.manifest.namespace, "iris", revision, "1m")
+            read = [queries.requests, queries.errors, queries.latency_p95]
+
+            def found(read: list[str] = read) -> list[float] | None:
+                values = [prometheus.query(query) for query in read]
+                return [float(v[0]["value"][1]) for v in values] if all(values) else None
+
+            requests, errors, p95 = wait_for(found, 60, f"revision {revision}'s requests, errors and p95 in Prometheus")
+            assert requests > 0 and errors == 0 and 0 < p95 < 5, (revision, requests, errors, p95)
+    finally:
+        prometheus.stop()
 
 
 def worse_model_rolls_back_on_prediction_shift(local: RuntimeThread) -> None:

@@ -40,17 +40,26 @@ def with_samples(workdir: Path, openmetrics: str) -> PrometheusServer:
 
 class PrometheusServer:
     def __init__(
-        self, workdir: Path, targets: list[str], scrape_interval: str = "1s", labels: dict[str, str] | None = None
+        self,
+        workdir: Path,
+        targets: list[str],
+        scrape_interval: str = "1s",
+        labels: dict[str, str] | None = None,
+        discovery: str | None = None,
     ) -> None:
-        """`labels` go on every scraped series, as a pod scrape adds the pod's `namespace`."""
+        """`labels` go on every scraped series, as a pod scrape adds the pod's `namespace`; `discovery`, a URL
+        that lists more targets in Prometheus' HTTP service discovery format, read every second."""
         self.workdir = workdir
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         static: dict[str, Any] = {"targets": targets} | ({"labels": labels} if labels else {})
+        # honor_labels keeps the exporter's own `namespace` label, as a pod scrape would set it.
+        job: dict[str, Any] = {"job_name": "models", "honor_labels": True, "static_configs": [static]}
+        if discovery is not None:
+            job["http_sd_configs"] = [{"url": discovery, "refresh_interval": "1s"}]
         config = {
             "global": {"scrape_interval": scrape_interval, "evaluation_interval": scrape_interval},
-            # honor_labels keeps the exporter's own `namespace` label, as a pod scrape would set it.
-            "scrape_configs": [{"job_name": "models", "honor_labels": True, "static_configs": [static]}],
+            "scrape_configs": [job],
         }
         self.config_path = workdir / "prometheus.yml"
         self.config_path.write_text(yaml.safe_dump(config))

@@ -16,7 +16,10 @@ A request's deadline is the earlier of the spec's timeout and what a proxy in fr
 esteira-kserve refuses at once what it cannot answer in time. Before a TorchServe revision, and an esteira-kserve
 one whose requests it joins, the router holds requests as the pod's front does (`esteira.packaging.admission`):
 while callers give up or requests have deadlines, only two batches a worker go to it at once, and the rest wait
-in the router.
+in the router. For a TorchServe revision it also counts what the pod's front counts (each request's time in the
+server and the errors TorchServe answered itself) and serves them with TorchServe's metrics on
+``/servers/<revision>/metrics``, as a pod's metrics port serves them, so the operator's queries find the same series
+on one machine; ``GET /targets`` lists what a Prometheus scrapes, in its HTTP service discovery format.
 """
 
 from __future__ import annotations
@@ -36,6 +39,8 @@ from esteira.local.split import NotServing, Split, choose, should_mirror
 from esteira.local.stats import ArmStats, exposition
 from esteira.packaging.admission import Admission, TooLate
 from esteira.packaging.caller_queue import deadline, with_time_left
+from esteira.packaging.front import with_front_counts
+from esteira.packaging.front_metrics import RequestDurations, ServerAnswers, made_by_server
 from esteira.packaging.httpserver import (
     ClientLimits,
     HttpServer,
@@ -54,17 +59,19 @@ from esteira.packaging.surface import (
     relay,
     runs_the_model,
 )
-from esteira.packaging.upstream import Reply, TimedOut, Upstream, UpstreamError
+from esteira.packaging.upstream import Reply, TimedOut, Upstream, UpstreamError, parse_address
 from esteira.vocabulary import CALLER_LEFT_STATUS, RETRY_AFTER_SECONDS, REVISION_HEADER
 from model_handlers.config import ModelConfig
 
 HOST = "127.0.0.1"
 Control = Callable[[str, dict[str, Any]], Awaitable[dict[str, Any]]]
 StatusView = Callable[[], dict[str, Any]]
+TargetsView = Callable[[], list[dict[str, Any]]]
 MAX_BODY = 32 * 1024 * 1024
 MAX_CONTROL_BODY = 4096
 RETRY_SECONDS = 28.0  # a TorchServe restart takes 10-25 s on a busy machine; common client timeouts are 30 s
 ANSWER_SECONDS = 60.0
+SCRAPE_SECONDS = 10.0  # a scrape's own timeout is 10 s by default
 logger = logging.getLogger(__name__)
 
 
@@ -82,6 +89,30 @@ class Answer:
     reason: str = ""
     unanswered: bool = False  # no server answered: the router may try again
     reached: bool = True  # a server was tried (False: the revision had none ready)
+
+
+@dataclass
+class StandInFront:
+    """What the pod's front counts before a TorchServe revision (`esteira.packaging.front_metrics`), counted by the
+    router, which stands where the front stands: every request's time from arrival to answer, and the errors
+    TorchServe answered itself, which its handler never counted."""
+
+    answers: ServerAnswers
+    durations: RequestDurations
+    metrics_address: Callable[[], str | None]  # the server's metrics port now: a restart moves it
+    scrapes: Upstream | None = None
+
+    def record(self, status: int, body: bytes) -> None:
+        if made_by_server(status, body):
+            self.answers.record(status)
+
+    def upstream(self, address: str) -> Upstream:
+        """Connections to ``address``, the ones kept while it stays where it was."""
+        if self.scrapes is None or (self.scrapes.host, self.scrapes.port) != parse_address(address):
+            if self.scrapes is not None:
+                self.scrapes.close()
+            self.scrapes = Upstream(address, answer_seconds=SCRAPE_SECONDS)
+        return self.scrapes
 
 
 def _answered(reply: Reply) -> bool:
@@ -111,10 +142,12 @@ class Router(ModelSurface):
         self._drains: dict[int, asyncio.Event] = {}  # revisions whose last request in flight someone awaits
         self.control: Control | None = None
         self.status_view: StatusView | None = None
+        self.targets_view: TargetsView | None = None
         self._server: HttpServer | None = None
         self._upstreams: dict[str, Upstream] = {}  # backend address -> its keep-alive connections
         self._admissions: dict[int, Admission] = {}  # revisions whose requests are held (TorchServe's)
         self._joiners: dict[int, Joiner] = {}  # revisions whose requests are joined (TorchServe's, batching)
+        self._fronts: dict[int, StandInFront] = {}  # revisions whose pod front the router stands in for
         self._mirrors: set[asyncio.Task[None]] = set()
 
     # --- what the runtime sets ---------------------------------------------------------------------------
@@ -150,6 +183,13 @@ class Router(ModelSurface):
         if previous is not None and previous != url:
             self._retire(previous)
 
+    def stand_in_front(self, revision: int, labels: str, metrics_address: Callable[[], str | None]) -> None:
+        """Count for ``revision`` what its pod's front would, in series labelled ``labels``, and serve them with its
+        server's metrics (at ``metrics_address()``, where it is now); one for the revision's life: its counts carry
+        on across restarts of its server, as a front's across its TorchServe's."""
+        if revision not in self._fronts:
+            self._fronts[revision] = StandInFront(ServerAnswers(labels), RequestDurations(labels), metrics_address)
+
     def _retire(self, url: str) -> None:
         """Close the connections to an address no revision uses any more."""
         if url not in self.backends.values() and (upstream := self._upstreams.pop(url, None)) is not None:
@@ -184,6 +224,8 @@ class Router(ModelSurface):
     def routes(self) -> Routes:
         routes = protocol_routes(self)
         routes.add("GET", "/metrics", self._metrics)
+        routes.add("GET", "/servers/{revision:[0-9]+}/metrics", self._server_metrics)
+        routes.add("GET", "/targets", self._targets)
         routes.add("GET", "/status", self._status)
         routes.add("POST", "/control/{command}", self._control, max_body=MAX_CONTROL_BODY)
         return routes
@@ -218,6 +260,9 @@ class Router(ModelSurface):
         for upstream in self._upstreams.values():
             upstream.close()
         self._upstreams.clear()
+        for front in self._fronts.values():
+            if front.scrapes is not None:
+                front.scrapes.close()
 
     # --- the model surface --------------------------------------------------------------------------------
 
@@ -375,6 +420,7 @@ class Router(ModelSurface):
         else:
             upstream, admission = self._upstream(base), None if mirrored else self._admissions.get(revision)
             joiner = None if mirrored else self._joiners.get(revision)
+            front = self._fronts.get(revision)
 
             def forward() -> Awaitable[Reply]:  # what is left of the deadline is said as the request goes on
                 if joiner is None:
@@ -387,9 +433,13 @@ class Router(ModelSurface):
                 else:
                     reply = await admission.send(due, started, forward, _answered)
                 answer = Answer(reply.status, reply.body, reply.headers, reply.reason)
+                if front is not None:
+                    front.record(reply.status, reply.body)
             except TooLate:
                 message = f"revision {revision} could not answer before the request's deadline; retry later"
                 answer = Answer(503, json.dumps({"error": message}).encode(), {"retry-after": str(RETRY_AFTER_SECONDS)})
+                if front is not None:  # the front's own refusal, counted with TorchServe's
+                    front.answers.record(503)
             except TimedOut as exc:
                 answer = self._timed_out(revision, base, exc)
             except asyncio.CancelledError:  # its caller left: the wait it had is evidence, its latency a floor
@@ -398,6 +448,11 @@ class Router(ModelSurface):
                 raise
             except UpstreamError as exc:
                 answer = self._unanswered(revision, base, exc)
+                if front is not None:
+                    front.answers.record(502)
+            finally:  # whatever came of it, a caller's leaving included, as the front times every request
+                if front is not None:
+                    front.durations.observe(time.perf_counter() - started)
         # An attempt its server left unanswered is that revision's error, though another arm then answers: a canary
         # that dropped its requests, each retried on the stable, showed no error to the analysis.
         if answer.reached or mirrored:
@@ -429,6 +484,25 @@ class Router(ModelSurface):
             abandoned[revision] = abandoned.get(revision, 0) + joiner.abandoned
         text = exposition(self.model, self.stats, abandoned)
         return Response(200, text.encode(), {"Content-Type": "text/plain; charset=utf-8"})
+
+    async def _server_metrics(self, request: Request) -> Response:
+        """A TorchServe revision's metrics with what the router counted as its front, as its pod's metrics port
+        serves them."""
+        revision = int(request.params["revision"])
+        front = self._fronts.get(revision)
+        address = front.metrics_address() if front is not None else None
+        if front is None or address is None:
+            return error_response(404, f"revision {revision} has no TorchServe server whose metrics the router serves")
+        holders = (self._admissions.get(revision), self._joiners.get(revision))
+        held = [holder.abandoned for holder in holders if holder is not None]
+        abandoned = sum(held) if held else None
+        return await with_front_counts(
+            front.upstream(address), request.query, front.answers, front.durations, abandoned
+        )
+
+    async def _targets(self, _: Request) -> Response:
+        """What a Prometheus scrapes, in its HTTP service discovery format (``http_sd_configs``)."""
+        return json_response(self.targets_view() if self.targets_view else [])
 
     async def _status(self, _: Request) -> Response:
         return json_response(self.status_view() if self.status_view else {})

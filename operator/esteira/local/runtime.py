@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import shutil
+import socket
 import tempfile
 import time
 import uuid
@@ -20,6 +21,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import aiohttp
 
@@ -40,6 +42,7 @@ from esteira.local.router import Router
 from esteira.local.server import TorchServeServer
 from esteira.local.split import Split
 from esteira.local.stats import Counters
+from esteira.packaging.front_metrics import model_labels
 from esteira.packaging.surface import served_model
 from esteira.quality.scores import Tally
 from esteira.render.inferenceservice import RenderContext
@@ -60,6 +63,7 @@ from esteira.vocabulary import (
     format_time,
     parse_duration,
 )
+from model_handlers.protocol import Identity
 
 MAX_RESTARTS = 5
 # A server that stayed up this long since its last start has its crashes counted afresh (as the kubelet resets a
@@ -113,6 +117,7 @@ class LocalRuntime:
         self.router = Router(self.manifest.spec.model.name, port)
         self.router.control = self.control
         self.router.status_view = self.status_view
+        self.router.targets_view = self.scrape_targets
         self.local_provider = LocalMetricProvider(self._read_counters)
         self.drift_readings = DriftReadings()
         self.collector = BuiltInCollector(self.workdir)
@@ -224,12 +229,31 @@ class LocalRuntime:
                     "pgid": s.pgid,
                     "version": s.model_version,
                     "runtime": s.runtime,
-                    "metrics": s.metrics_url,  # the model server's own series, for a Prometheus to scrape
+                    "metrics": self.scrape_url(s),  # its series as its pod serves them, for a Prometheus to scrape
                 }
                 for r, s in self.servers.items()
             },
             "timeline": [e.__dict__ for e in self.timeline[-50:]],
         }
+
+    def scrape_url(self, server: ModelServer) -> str | None:
+        """Where a Prometheus scrapes a model server's series as its pod serves them: TorchServe's on the router,
+        which adds what the pod's front counts; esteira-kserve's on its own port."""
+        if isinstance(server, TorchServeServer):
+            return f"{self.url}/servers/{server.revision}/metrics" if server.metrics_address() else None
+        return server.metrics_url
+
+    def scrape_targets(self) -> list[dict[str, Any]]:
+        """Each model server's series as Prometheus' HTTP service discovery lists targets, labelled with the
+        namespace the operator's queries select, as a pod's scrape labels them."""
+        targets = []
+        for _, server in sorted(self.servers.items()):
+            url = self.scrape_url(server)
+            if url is not None:
+                where = urlsplit(url)
+                labels = {"__metrics_path__": where.path, "namespace": self.manifest.namespace}
+                targets.append({"targets": [where.netloc], "labels": labels})
+        return targets
 
     def phase(self) -> str:
         stable = self.status.stable
@@ -423,6 +447,10 @@ class LocalRuntime:
             if revision not in self.servers:
                 server = self._new_server(revision, version, uri)
                 self.servers[revision] = server
+                if isinstance(server, TorchServeServer):  # a pod serves it behind Esteira's front: the router is that
+                    identity = Identity(server.model_name, server.model_version, str(revision))
+                    labels = model_labels(identity, socket.gethostname())
+                    self.router.stand_in_front(revision, labels, server.metrics_address)
                 self._describe(revision, version, server.model_dir)
                 self._spawn(self._bring_up(server, "Starting"))
 

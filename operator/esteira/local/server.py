@@ -124,9 +124,14 @@ class TorchServeServer(ModelServer):
     def url(self) -> str | None:
         return f"http://{HOST}:{self.ports.inference}" if self.ports and self.ready else None
 
+    def metrics_address(self) -> str | None:
+        """TorchServe's metrics port, ``http://HOST:PORT``, once launched (each launch picks a fresh one)."""
+        return f"http://{HOST}:{self.ports.metrics}" if self.ports else None
+
     @property
     def metrics_url(self) -> str | None:
-        return f"http://{HOST}:{self.ports.metrics}/metrics" if self.ports else None
+        address = self.metrics_address()
+        return f"{address}/metrics" if address else None
 
     def listening(self) -> str:
         assert self.ports is not None

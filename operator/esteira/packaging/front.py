@@ -74,7 +74,15 @@ MANAGEMENT_SECONDS = 3.0
 METRICS_SECONDS = 10.0  # a scrape's own timeout is 10 s by default
 PROMETHEUS_TEXT = "text/plain; version=0.0.4; charset=utf-8"
 # The entrypoint reads the front's address with the same parser the upstream client uses.
-__all__ = ["DEFAULT_MAX_BODY", "FrontThread", "TorchServeSurface", "front_routes", "front_server", "parse_address"]
+__all__ = [
+    "DEFAULT_MAX_BODY",
+    "FrontThread",
+    "TorchServeSurface",
+    "front_routes",
+    "front_server",
+    "parse_address",
+    "with_front_counts",
+]
 logger = logging.getLogger(__name__)
 
 
@@ -200,21 +208,10 @@ class TorchServeSurface(ModelSurface):
         return error_response(502, f"the model server did not answer ({exc})")
 
     async def scrape(self, request: Request) -> Response:
-        """TorchServe's metrics with the front's: the errors TorchServe answered itself among the handler's
-        request counts, and the requests' durations."""
-        try:
-            answer = await self.metrics.request("GET", request.target)
-        except UpstreamError as exc:
-            logger.warning("TorchServe's metrics did not answer: %s: %s", type(exc).__name__, exc)
-            return error_response(502, f"the model server's metrics did not answer ({exc})")
-        content_type = {"Content-Type": answer.headers.get("content-type", PROMETHEUS_TEXT)}
-        if answer.status != 200:
-            return Response(answer.status, answer.body, content_type, answer.reason)
-        exposition = answer.body.decode("utf-8", "replace")
+        """TorchServe's metrics with the front's (:func:`with_front_counts`)."""
         held = [holder.abandoned for holder in (self.admission, self.joiner) if holder is not None]
         abandoned = sum(held) if held else None
-        text = with_front_metrics(exposition, request.query, self.answers, self.durations, abandoned)
-        return Response(200, text.encode(), content_type)
+        return await with_front_counts(self.metrics, request.query, self.answers, self.durations, abandoned)
 
     def close(self) -> None:
         if self.joiner is not None:
@@ -222,6 +219,26 @@ class TorchServeSurface(ModelSurface):
         self.inference.close()
         self.management.close()
         self.metrics.close()
+
+
+async def with_front_counts(
+    metrics: Upstream, query: str, answers: ServerAnswers, durations: RequestDurations, abandoned: int | None
+) -> Response:
+    """TorchServe's metrics (``/metrics`` at ``metrics``, asked with the scrape's ``query``) with what the front
+    counted: the errors TorchServe answered itself among the handler's request counts, and the requests'
+    durations. The local router stands in for the front and serves the same."""
+    target = f"/metrics?{query}" if query else "/metrics"
+    try:
+        answer = await metrics.request("GET", target)
+    except UpstreamError as exc:
+        logger.warning("TorchServe's metrics did not answer: %s: %s", type(exc).__name__, exc)
+        return error_response(502, f"the model server's metrics did not answer ({exc})")
+    content_type = {"Content-Type": answer.headers.get("content-type", PROMETHEUS_TEXT)}
+    if answer.status != 200:
+        return Response(answer.status, answer.body, content_type, answer.reason)
+    exposition = answer.body.decode("utf-8", "replace")
+    text = with_front_metrics(exposition, query, answers, durations, abandoned)
+    return Response(200, text.encode(), content_type)
 
 
 def front_routes(surface: TorchServeSurface) -> Routes:
