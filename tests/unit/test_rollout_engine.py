@@ -70,6 +70,7 @@ class Driver:
         ready: bool = True,
         error: str | None = None,
         observed: int | None = None,
+        applied: bool = True,
     ) -> RolloutOutput:
         self.now += after
         revision = self.status.canary.revision if self.status.canary else None
@@ -78,7 +79,7 @@ class Driver:
                 spec=self.spec,
                 status=self.status,
                 now=self.now,
-                route=ObservedRoute(revision, ready, observed),
+                route=ObservedRoute(revision, ready, observed, applied),
                 evidence=evidence,
                 metrics_error=error,
                 command=command,
@@ -202,6 +203,41 @@ def test_waits_for_canary_readiness_and_the_router() -> None:
     driver.tick(observed=10)
     assert driver.weight == 50
     assert driver.status.canary.hold is None
+
+
+def test_a_step_the_router_applies_late_is_judged_from_when_it_does() -> None:
+    """The router still sends 10% for 90 s after the canary entered 50%: the analysis due meanwhile would judge the
+    50% step on the 10% step's traffic. The step's first interval starts once the router sends 50%."""
+    driver = Driver(parsed())
+    driver.tick()
+    driver.tick(observed=10)
+    assert driver.weight == 50
+    driver.tick(observed=10, after=timedelta(seconds=90))
+    assert driver.status.canary is not None and driver.status.canary.hold == "WaitingForRouter"
+    out = driver.tick(observed=50, after=timedelta(seconds=1))
+    assert driver.weight == 50 and "StepAdvanced" not in [d.reason for d in out.decisions]
+    assert out.requeue_after is not None and out.requeue_after > 55
+    driver.tick(observed=50)
+    assert driver.weight == 100
+
+
+def test_a_backend_that_has_not_acted_on_the_last_write_holds_the_step_for_the_router() -> None:
+    """KServe's status about an earlier spec (its observedGeneration behind) tells nothing of the split last written:
+    the canary waits for the router, not for readiness (no progress deadline runs), and its step is judged from
+    when KServe has acted on it."""
+    driver = Driver(parsed({"progressDeadline": "2m"}))
+    driver.tick(applied=False)
+    assert driver.status.canary is not None and driver.status.canary.hold == "WaitingForRouter"
+    assert driver.status.canary.unready_since is None
+    driver.tick()
+    assert driver.weight == 10
+    for _ in range(3):  # longer than the progress deadline
+        driver.tick(applied=False, ready=False)
+    assert driver.weight == 10 and driver.status.canary.hold == "WaitingForRouter"
+    out = driver.tick(observed=10, after=timedelta(seconds=5))
+    assert driver.weight == 10 and driver.status.canary.hold is None and out.requeue_after is not None
+    driver.tick(observed=10)
+    assert driver.weight == 50
 
 
 def test_a_canary_never_ready_is_rolled_back_at_the_progress_deadline() -> None:
@@ -422,3 +458,25 @@ def test_invariants_hold_for_any_sequence(steps: list[tuple[Any, Command | None,
             assert by_request or evidence in (GOOD, SHIFTED)
         if canary is None:
             break
+
+
+def test_steps_edited_during_a_rollout_are_followed_without_failing() -> None:
+    """Steps emptied before the canary's first step (``Immediate`` for the next rollout) leave it one step at 100%,
+    judged before it is promoted; steps shortened below a canary's step leave promote moving it to their last."""
+    driver = Driver(parsed())
+    driver.spec = parsed({"steps": []})
+    driver.tick()
+    assert driver.weight == 100 and "StepAdvanced" in driver.reasons()
+    driver.tick()
+    assert driver.weight is None and driver.status.last_rollout is not None
+    assert driver.status.last_rollout.outcome == "Promoted" and driver.reasons().count("AnalysisPassed") == 1
+
+    driver = Driver(parsed({"steps": [10, 20, 30, 100]}))
+    for _ in range(3):
+        driver.tick()
+    assert driver.weight == 30 and driver.status.canary is not None and driver.status.canary.step == 2
+    driver.spec = parsed({"steps": [50, 100]})
+    driver.tick(command=Command(id="c1", action="promote"))
+    assert driver.weight == 100
+    driver.tick()
+    assert driver.status.last_rollout is not None and driver.status.last_rollout.outcome == "Promoted"

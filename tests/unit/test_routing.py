@@ -126,7 +126,8 @@ def test_kserve_knative_observes_latest_revision_share() -> None:
     isvc["status"]["components"]["predictor"]["latestCreatedRevision"] = "iris-predictor-00003"
     assert not KServeRouter().observe(CTX, knative, plan, {key_of(isvc): isvc}).ready
     isvc["metadata"]["generation"] = 2  # KServe has not seen the latest spec yet: nothing is known
-    assert KServeRouter().observe(CTX, knative, plan, {key_of(isvc): isvc}).weight is None
+    observed = KServeRouter().observe(CTX, knative, plan, {key_of(isvc): isvc})
+    assert observed.weight is None and not observed.ready and not observed.applied
 
 
 def test_kserve_standard_observes_canary_statuses() -> None:

@@ -90,6 +90,12 @@ def roll_back(status: ModelDeploymentStatus, now: str, reason: str) -> Decision:
     )
 
 
+def canary_steps(spec: ModelDeploymentSpec) -> list[int]:
+    """The weights a canary goes through. A canary made under steps that were then emptied (``Immediate`` for the
+    next rollout) goes on through one step at 100%: judged before it is promoted, as it was made to be."""
+    return spec.rollout.steps or [100]
+
+
 def _hold(canary: CanaryRecord, hold: Hold | None, message: str | None = None) -> None:
     canary.hold, canary.pause_reason = hold, message
 
@@ -120,9 +126,19 @@ def _await_readiness(
     return out
 
 
+def _await_router(canary: CanaryRecord, now: str, out: EngineOutput, message: str) -> EngineOutput:
+    """Held until the router sends the weight asked for. The step starts again from each such look: the traffic
+    until then went at another weight, and an analysis due meanwhile judged the new step on the old one's."""
+    _hold(canary, "WaitingForRouter", message)
+    if canary.weight > 0:
+        canary.step_started_at, canary.last_analysis_at = now, None
+    out.requeue_after = 5.0
+    return out
+
+
 def _enter_step(canary: CanaryRecord, spec: ModelDeploymentSpec, index: int, now: str) -> Decision:
     """Move to step `index`, or stop before it when a person must approve it first."""
-    weight = spec.rollout.steps[index]
+    weight = canary_steps(spec)[index]
     canary.step = index
     canary.failed_checks = 0
     canary.last_analysis_at = None
@@ -136,7 +152,7 @@ def _enter_step(canary: CanaryRecord, spec: ModelDeploymentSpec, index: int, now
     _hold(canary, None)
     return Decision(
         "StepAdvanced",
-        f"Canary revision {canary.revision} at {weight}% (step {index + 1}/{len(spec.rollout.steps)})",
+        f"Canary revision {canary.revision} at {weight}% (step {index + 1}/{len(canary_steps(spec))})",
     )
 
 
@@ -144,7 +160,7 @@ def _gate(canary: CanaryRecord, spec: ModelDeploymentSpec) -> int | None:
     """The weight of the step the canary waits to enter at a ``pauseBefore`` gate (None: it is at no gate). There
     its step is already the next one and its weight still the last one's: resumed there, it was judged at the last
     weight as if at the gated step, and moved past that step, or promoted, without ever serving it."""
-    steps = spec.rollout.steps
+    steps = canary_steps(spec)
     if canary.step >= len(steps):
         return None
     weight = steps[canary.step]
@@ -182,12 +198,13 @@ def _command(inp: RolloutInput, status: ModelDeploymentStatus, now: str) -> list
         canary.unready_since = None  # the progress deadline counts from the resume, as the step does
         return [Decision("Resumed", f"Canary revision {canary.revision} resumed at {canary.weight}%")]
     # promote
-    if command.full or (canary.step + 1 >= len(inp.spec.rollout.steps) and canary.weight == 100):
+    steps = canary_steps(inp.spec)
+    if command.full or (canary.step + 1 >= len(steps) and canary.weight == 100):
         return [promote(status, now, "promoted by request")]
     canary.paused = False
-    target = canary.step + 1 if canary.weight == inp.spec.rollout.steps[canary.step] else canary.step
-    target = min(target, len(inp.spec.rollout.steps) - 1)
-    canary.weight = inp.spec.rollout.steps[target]
+    target = min(canary.step, len(steps) - 1)  # the steps may have been edited shorter meanwhile
+    target = min(target + 1 if canary.weight == steps[target] else target, len(steps) - 1)
+    canary.weight = steps[target]
     canary.step, canary.step_started_at, canary.failed_checks = target, now, 0
     canary.last_analysis_at = None
     canary.unready_since = None  # as after a resume: a canary unready while paused was rolled back at once
@@ -206,6 +223,8 @@ def advance(inp: RolloutInput, tracked: ModelDeploymentStatus) -> EngineOutput:
     if canary is None or canary.paused:
         return out
     route = inp.route.about(canary.revision)
+    if not route.applied:
+        return _await_router(canary, now, out, "waiting for the router to apply the split last written")
     if not route.ready:
         return _await_readiness(spec, status, inp.now, out)
     canary.unready_since = None
@@ -223,13 +242,9 @@ def advance(inp: RolloutInput, tracked: ModelDeploymentStatus) -> EngineOutput:
         out.requeue_after = interval.total_seconds()
         return out
     if route.weight is not None and route.weight != canary.weight:
-        _hold(
-            canary,
-            "WaitingForRouter",
-            f"waiting for the router: {route.weight}% observed, {canary.weight}% wanted",
+        return _await_router(
+            canary, now, out, f"waiting for the router: {route.weight}% observed, {canary.weight}% wanted"
         )
-        out.requeue_after = 5.0
-        return out
     if canary.hold in TRANSIENT_HOLDS:
         _hold(canary, None)  # readiness and router caught up; analysis verdicts keep their reason
     if not analysis_due(spec, status, inp.now):
@@ -299,7 +314,7 @@ def advance(inp: RolloutInput, tracked: ModelDeploymentStatus) -> EngineOutput:
     out.decisions.append(
         Decision("AnalysisPassed", f"Canary revision {canary.revision} at {canary.weight}%: {summary}")
     )
-    if canary.step + 1 >= len(spec.rollout.steps):
+    if canary.step + 1 >= len(canary_steps(spec)):
         out.decisions.append(promote(status, now, "passed analysis at every step"))
         out.requeue_after = None
         return out

@@ -18,14 +18,16 @@ class ObservedRoute:
     `weight` is None while the backend has not reported a split (a Gateway that has not accepted the route, a
     KServe that reports no traffic percent); the engine then goes on, and the canary's own request count says
     whether traffic reaches it (too few hold the step, and past lowTrafficDeadline lowTrafficAction applies). A
-    weight reported that differs from the one wanted holds the step until the router catches up. A report
-    about another revision (say, the canary a new version just superseded) says nothing about the current
-    canary.
+    weight reported that differs from the one wanted holds the step until the router catches up, and so does a
+    backend that has not acted on what was last written to it yet (`applied` False: KServe's observedGeneration
+    behind its object's generation), whose report is about an earlier split. A report about another revision
+    (say, the canary a new version just superseded) says nothing about the current canary.
     """
 
     revision: int | None
     ready: bool = False
     weight: int | None = None
+    applied: bool = True
 
     def about(self, revision: int) -> ObservedRoute:
         """This report if it describes `revision`, else the report of a canary nobody has seen yet."""

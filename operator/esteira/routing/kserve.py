@@ -68,8 +68,8 @@ class KServeRouter:
         if isvc is None or plan.canary is None:
             return ObservedRoute(None)
         revision = plan.canary.revision
-        if not is_current(isvc):
-            return ObservedRoute(revision)
+        if not is_current(isvc):  # its status is about an earlier spec: another split, perhaps another canary
+            return ObservedRoute(revision, applied=False)
         status = isvc.get("status") or {}
         if spec.deployment_mode == "Standard":
             for arm in status.get("canaryStatuses") or []:
