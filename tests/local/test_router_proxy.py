@@ -404,3 +404,27 @@ def test_before_torchserve_the_router_counts_what_the_pod_s_front_counts_and_ser
                 assert answer.status == 404 and "revision 2" in (await answer.json())["error"]
 
     asyncio.run(scenario())
+
+
+def test_a_torchserve_revision_that_never_answers_is_counted_as_its_server_s_error_and_a_gone_one_has_no_metrics(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Without the spec's timeout the router gives up on a silent server as gone (its 502): in a pod, TorchServe's
+    own response timeout answers it, counted as the server's error, so here too; a revision whose server is gone
+    has its counts gone with it, as a pod's."""
+    monkeypatch.setattr("esteira.local.router.ANSWER_SECONDS", 0.5)
+
+    async def scenario() -> None:
+        async with proxied() as (router, backend), aiohttp.ClientSession() as session:
+            router.retry_seconds = 0.0
+            router.stand_in_front(1, LABELS, lambda: backend.address)
+            assert (await _ask(session, router, "watched"))[0] == 502
+            scraped = f"http://127.0.0.1:{router.port}/servers/1/metrics"
+            async with session.get(scraped) as answer:
+                lines = (await answer.text()).splitlines()
+            assert f'esteira_requests_total{{{LABELS},answered_by="server",outcome="server_error"}} 1.0' in lines
+            router.forget_front(1)
+            async with session.get(scraped) as answer:
+                assert answer.status == 404
+
+    asyncio.run(scenario())

@@ -387,3 +387,33 @@ async def test_requests_in_flight_are_cut_off_at_the_grace_period(tmp_path: Path
     assert time.monotonic() - began >= 1.0
     assert server.graces == (0.0,)
     await runtime.stop()
+
+
+def test_a_prometheus_finds_every_revision_s_series_as_its_pod_serves_them_each_under_its_own_instance(
+    tmp_path: Path,
+) -> None:
+    """`GET /targets` (Prometheus' HTTP service discovery): a TorchServe revision's series on the router, which
+    adds what the pod's front counts, an esteira-kserve one's on its own port, a draining server's until it is
+    gone; each labelled with the namespace the operator's queries select and an instance of its own (two
+    TorchServe revisions share the router's address, and their series without a revision label merged)."""
+    folder = packaged_folder(tmp_path)
+    manifest = write_md(tmp_path / "md.yaml", folder, None)
+    runtime = LocalRuntime(manifest, port=8765, workdir=tmp_path / "run", log=lambda _: None)
+    spec = runtime.spec
+    first, second = (TorchServeServer(r, "iris", "1.0.0", folder, tmp_path / f"r{r}", spec) for r in (1, 2))
+    first.ports = second.ports = Ports.pick()
+    third = KServeServer(3, "iris", "1.0.0", folder, tmp_path / "r3", spec, python=Path(sys.executable))
+    third.port = 9123
+    runtime.servers, runtime.retiring = {2: second, 3: third}, [first]
+    targets = runtime.scrape_targets()
+    assert [(t["targets"], t["labels"]["__metrics_path__"]) for t in targets] == [
+        (["127.0.0.1:8765"], "/servers/1/metrics"),
+        (["127.0.0.1:8765"], "/servers/2/metrics"),
+        (["127.0.0.1:9123"], "/metrics"),
+    ]
+    assert {t["labels"]["namespace"] for t in targets} == {runtime.manifest.namespace}
+    assert len({t["labels"]["instance"] for t in targets}) == 3
+    assert [s["metrics"] for s in runtime.status_view()["servers"].values()] == [
+        "http://127.0.0.1:8765/servers/2/metrics",
+        "http://127.0.0.1:9123/metrics",
+    ]

@@ -187,8 +187,17 @@ class Router(ModelSurface):
         """Count for ``revision`` what its pod's front would, in series labelled ``labels``, and serve them with its
         server's metrics (at ``metrics_address()``, where it is now); one for the revision's life: its counts carry
         on across restarts of its server, as a front's across its TorchServe's."""
-        if revision not in self._fronts:
+        front = self._fronts.get(revision)
+        if front is None:
             self._fronts[revision] = StandInFront(ServerAnswers(labels), RequestDurations(labels), metrics_address)
+        else:
+            front.metrics_address = metrics_address
+
+    def forget_front(self, revision: int) -> None:
+        """``revision``'s server is gone: its counts and its scrapes' connections go with it."""
+        front = self._fronts.pop(revision, None)
+        if front is not None and front.scrapes is not None:
+            front.scrapes.close()
 
     def _retire(self, url: str) -> None:
         """Close the connections to an address no revision uses any more."""
@@ -442,6 +451,8 @@ class Router(ModelSurface):
                     front.answers.record(503)
             except TimedOut as exc:
                 answer = self._timed_out(revision, base, exc)
+                if front is not None and answer.unanswered:  # gone, not slow: as TorchServe's own timeout, counted
+                    front.answers.record(answer.status)
             except asyncio.CancelledError:  # its caller left: the wait it had is evidence, its latency a floor
                 if not mirrored:
                     self.arm(revision).observe(CALLER_LEFT_STATUS, time.perf_counter() - started)

@@ -245,13 +245,19 @@ class LocalRuntime:
 
     def scrape_targets(self) -> list[dict[str, Any]]:
         """Each model server's series as Prometheus' HTTP service discovery lists targets, labelled with the
-        namespace the operator's queries select, as a pod's scrape labels them."""
+        namespace the operator's queries select, as a pod's scrape labels them, and each with an instance of its own
+        (TorchServe's share the router's address, and their series without a revision label merged); a draining
+        server's too, as a terminating pod is scraped until it is gone."""
         targets = []
-        for _, server in sorted(self.servers.items()):
+        for server in sorted([*self.servers.values(), *self.retiring], key=lambda server: server.revision):
             url = self.scrape_url(server)
             if url is not None:
                 where = urlsplit(url)
-                labels = {"__metrics_path__": where.path, "namespace": self.manifest.namespace}
+                labels = {
+                    "__metrics_path__": where.path,
+                    "instance": f"{where.netloc}{where.path}",
+                    "namespace": self.manifest.namespace,
+                }
                 targets.append({"targets": [where.netloc], "labels": labels})
         return targets
 
@@ -595,6 +601,8 @@ class LocalRuntime:
         self.router.set_backend(server.revision, None)
         await server.stop(grace=max(0.0, deadline - time.monotonic()))
         self.retiring = [s for s in self.retiring if s is not server]
+        if server.revision not in self.servers:  # gone as a pod goes: nothing left to scrape
+            self.router.forget_front(server.revision)
 
     async def _stop_server(self, server: ModelServer) -> None:
         await server.stop(grace=self._grace_seconds())
