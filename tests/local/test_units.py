@@ -97,8 +97,6 @@ def test_a_failed_reading_of_one_arm_moves_neither_arm_s_interval_on() -> None:
         failing.add(1)
         with pytest.raises(MetricsUnavailable):
             await provider.collect("ns", "iris", None, 1, 2)  # type: ignore[arg-type]  # the spec is not read
-        with pytest.raises(MetricsUnavailable):
-            await provider.mark(2, 1)  # a step began: the canary read first, then the stable's failed
         failing.clear()
         for _ in range(10):
             arms[2].observe(200, 0.01)
@@ -106,6 +104,44 @@ def test_a_failed_reading_of_one_arm_moves_neither_arm_s_interval_on() -> None:
         canary, stable = evidence.canary, evidence.stable
         assert canary is not None and stable is not None
         assert (canary.requests, canary.errors, stable.requests) == (20, 10, 90)
+
+    asyncio.run(scenario())
+
+
+def test_a_step_begun_while_the_counters_could_not_be_read_is_judged_only_on_its_own_traffic() -> None:
+    """Hours at 10% behind a pauseBefore gate, then `promote` to 50% while the stable's metrics time out: from the
+    last reading, the 50% step's errors were judged among those hours' requests and passed. The next analysis
+    starts the interval instead (no evidence yet), and the one after judges the new step's traffic alone."""
+    arms = {1: ArmStats(), 2: ArmStats()}
+    failing: set[int] = set()
+
+    async def read(revision: int) -> Counters:
+        if revision in failing:
+            raise MetricsUnavailable(f"revision {revision}'s /metrics timed out")
+        return arms[revision].counters()
+
+    def serve(revision: int, status: int, count: int) -> None:
+        for _ in range(count):
+            arms[revision].observe(status, 0.01)
+
+    async def scenario() -> None:
+        provider = LocalMetricProvider(read)
+        await provider.mark(1, 2)
+        serve(2, 200, 2000)  # the 10% step, then hours at its gate
+        serve(1, 200, 18000)
+        failing.add(1)
+        with pytest.raises(MetricsUnavailable):
+            await provider.mark(1, 2)  # promote: the 50% step began
+        failing.clear()
+        serve(2, 500, 30)
+        with pytest.raises(MetricsUnavailable, match="counting now"):
+            await provider.collect("ns", "iris", None, 1, 2)  # type: ignore[arg-type]  # the spec is not read
+        serve(2, 500, 30)
+        serve(2, 200, 70)
+        serve(1, 200, 100)
+        evidence = await provider.collect("ns", "iris", None, 1, 2)  # type: ignore[arg-type]
+        assert evidence.canary is not None and evidence.stable is not None
+        assert (evidence.canary.requests, evidence.canary.errors, evidence.stable.requests) == (100, 30, 100)
 
     asyncio.run(scenario())
 

@@ -86,6 +86,7 @@ class LocalMetricProvider:
 
     def __post_init__(self) -> None:
         self.baseline: dict[int, Counters] = {}
+        self.unmarked: set[int] = set()  # revisions whose step began without a reading: their interval is unknown
 
     async def _read(self, revision: int) -> Counters:
         try:
@@ -102,14 +103,26 @@ class LocalMetricProvider:
         return {revision: await self._read(revision) for revision in revisions}
 
     async def mark(self, *revisions: int) -> None:
-        """Start a new interval now (a step began): earlier traffic is not judged at the new weight."""
-        self.baseline.update(await self._read_all(revisions))
+        """Start a new interval now (a step began): earlier traffic is not judged at the new weight. Where the
+        counters cannot be read now, the next analysis starts the interval instead of judging one: from the
+        last reading, it judged the new step on the old one's traffic."""
+        try:
+            readings = await self._read_all(revisions)
+        except MetricsUnavailable:
+            self.unmarked.update(revisions)
+            raise
+        self.baseline.update(readings)
+        self.unmarked.difference_update(revisions)
 
     async def collect(
         self, namespace: str, name: str, spec: ModelDeploymentSpec, stable_revision: int, canary_revision: int
     ) -> Evidence:
         del namespace, name, spec  # one local deployment; the interval is the time since the last reading
         readings = await self._read_all((canary_revision, stable_revision))
+        if self.unmarked & {canary_revision, stable_revision}:
+            self.baseline.update(readings)
+            self.unmarked.difference_update((canary_revision, stable_revision))
+            raise MetricsUnavailable("the step began while the model servers' counters could not be read: counting now")
         samples = {revision: interval_sample(self.baseline.get(revision), now) for revision, now in readings.items()}
         self.baseline.update(readings)
         return Evidence(canary=samples[canary_revision], stable=samples[stable_revision])
