@@ -153,6 +153,32 @@ def test_block_rollouts_holds_the_canary_while_inputs_drift_and_lets_it_go_after
     assert "AnalysisPassed" in [d.reason for d in freed.decisions]
 
 
+def test_a_canary_held_while_inputs_drift_is_still_rolled_back_when_it_fails_its_checks() -> None:
+    """BlockRollouts moves no canary on, but one erroring at its weight is judged and rolled back at the threshold:
+    held without a verdict, it kept its share of traffic for as long as the inputs drifted."""
+    rollout = {"steps": [10, 100], "interval": "1m", "threshold": 2, "analysis": {"minRequests": 1}}
+    md = parsed({"actions": ["BlockRollouts"]}, version="2", rollout=rollout)
+    status = track_revisions(
+        parsed(version="1", rollout=rollout), ModelDeploymentStatus(), "2026-01-01T11:00:00Z"
+    ).status
+    status = track_revisions(md, status, format_time(T0)).status
+    route = ObservedRoute(2, True, 10)
+    status = rollout_step(RolloutInput(spec=md, status=status, now=T0, route=ObservedRoute(2, True, 0))).status
+    monitor(md, status, format_time(T0), 1, window(SHIFTED_WINDOW), None)
+    failing = Evidence(canary=ArmSample(requests=100, errors=40), stable=ArmSample(requests=900))
+    reasons: list[str] = []
+    for minutes in (1, 2, 3):
+        out = rollout_step(
+            RolloutInput(spec=md, status=status, now=T0 + timedelta(minutes=minutes), route=route, evidence=failing)
+        )
+        status = out.status
+        reasons += [d.reason for d in out.decisions]
+        if status.canary is not None:
+            assert status.canary.weight == 10 and status.canary.hold == "InputsDrifting"
+    assert reasons == ["RolloutBlocked", "AnalysisFailed", "RolledBack"], reasons
+    assert status.canary is None and status.last_rollout is not None and status.last_rollout.outcome == "RolledBack"
+
+
 def test_the_canary_data_drift_check_says_no_data_only_on_too_little_data() -> None:
     check, policy = DataDriftCheck(max=0.2), DriftPolicy(min_sample=100)
     assert data_drift_check(check, window({"0.5": 5.0, "1": 5.0}), policy).verdict == "NoData"

@@ -883,7 +883,7 @@ class DriftMonitoring(SpecModel):
         default_factory=lambda: list[DriftAction](["Alert"]),
         max_length=3,
         description="Alert: condition DataDrifted, a Warning event naming the top features, metrics. "
-        "BlockRollouts: a canary does not advance while inputs drift. Retrain: the incident, with its evidence, "
+        "BlockRollouts: a canary does not advance while inputs drift (failing its checks, it is still rolled back). Retrain: the incident, with its evidence, "
         "triggers spec.retraining (as retraining.triggers.drift does). Default: [Alert].",
     )
 

@@ -15,9 +15,18 @@ from typing import Literal
 
 from esteira.api.command import ROLLOUT_COMMAND_ID_PREFIX
 from esteira.api.spec import ModelDeploymentSpec
-from esteira.api.status import TRANSIENT_HOLDS, CanaryRecord, Hold, ModelDeploymentStatus, RevisionRecord, RolloutRecord
+from esteira.api.status import (
+    TRANSIENT_HOLDS,
+    CanaryRecord,
+    CheckResult,
+    Hold,
+    ModelDeploymentStatus,
+    RevisionRecord,
+    RolloutRecord,
+)
 from esteira.drift.policy import policy_of, rollout_blocked_by_drift
 from esteira.rollout.checks import run_checks
+from esteira.rollout.evidence import Evidence
 from esteira.rollout.inputs import RolloutInput
 from esteira.rollout.revisions import finish_history
 from esteira.vocabulary import Decision, format_time, parse_duration, parse_time
@@ -212,6 +221,57 @@ def _command(inp: RolloutInput, status: ModelDeploymentStatus, now: str) -> list
     return [Decision("StepAdvanced", f"Canary revision {canary.revision} moved to {canary.weight}% by request")]
 
 
+def _summary(checks: list[CheckResult]) -> str:
+    return "; ".join(f"{c.name}={c.value} ({c.threshold}, n={c.sample_size}) {c.verdict}" for c in checks)
+
+
+def _count_failure(
+    spec: ModelDeploymentSpec, status: ModelDeploymentStatus, failed: list[CheckResult], summary: str, now: str
+) -> Decision:
+    """One more failed analysis at this step: the rollback once they reach `rollout.threshold`."""
+    canary = status.canary
+    assert canary is not None
+    canary.failed_checks += 1
+    names = ", ".join(f"{c.name}={c.value} (wanted {c.threshold}, n={c.sample_size})" for c in failed)
+    if canary.failed_checks >= spec.rollout.threshold:
+        return roll_back(status, now, f"failed checks: {names}")
+    return Decision(
+        "AnalysisFailed",
+        f"Canary revision {canary.revision} at {canary.weight}% failed "
+        f"{canary.failed_checks}/{spec.rollout.threshold}: {summary}",
+        warning=True,
+    )
+
+
+def _judge_while_held(inp: RolloutInput, status: ModelDeploymentStatus, now: str, out: EngineOutput) -> None:
+    """A canary held where it is (drifting inputs) is still judged on the traffic it serves: failing checks roll
+    it back as at any step, while passing ones move it nowhere. Held without it, a failing canary kept its share
+    of traffic for as long as the inputs drifted."""
+    canary = status.canary
+    assert canary is not None
+    canary.last_analysis_at = now
+    if inp.evidence is None:
+        return
+    checks = canary.checks = _judge(inp, canary, inp.evidence)
+    failed = [c for c in checks if c.verdict == "Fail"]
+    if failed and inp.evidence.canary.requests >= inp.spec.rollout.analysis.min_requests:
+        out.decisions.append(_count_failure(inp.spec, status, failed, _summary(checks), now))
+
+
+def _judge(inp: RolloutInput, canary: CanaryRecord, evidence: Evidence) -> list[CheckResult]:
+    """The checks on this interval's evidence; labelled accuracy once the step is older than the labels' delay."""
+    analysis = inp.spec.rollout.analysis
+    step_age = inp.now - parse_time(canary.step_started_at or format_time(inp.now))
+    label_delay = parse_duration(analysis.accuracy.label_delay) if analysis.accuracy else timedelta(0)
+    return run_checks(
+        analysis,
+        evidence,
+        canary.weight,
+        labels_due=step_age >= label_delay,
+        drift_policy=policy_of(inp.spec.monitoring.drift),
+    )
+
+
 def advance(inp: RolloutInput, tracked: ModelDeploymentStatus) -> EngineOutput:
     """One tick of the engine on `tracked`, the status after revision tracking (`inp.status` is before it)."""
     status = tracked.model_copy(deep=True)
@@ -236,6 +296,8 @@ def advance(inp: RolloutInput, tracked: ModelDeploymentStatus) -> EngineOutput:
             out.decisions.append(Decision("RolloutBlocked", f"Canary revision {canary.revision} held: {blocked}", True))
         _hold(canary, "InputsDrifting", blocked)
         out.requeue_after = interval.total_seconds()
+        if analysis_due(spec, status, inp.now):
+            _judge_while_held(inp, status, now, out)
         return out
     if canary.weight == 0 and canary.step == 0:
         out.decisions.append(_enter_step(canary, spec, 0, now))
@@ -265,14 +327,7 @@ def advance(inp: RolloutInput, tracked: ModelDeploymentStatus) -> EngineOutput:
     analysis = spec.rollout.analysis
     step_age = inp.now - parse_time(canary.step_started_at or now)
     label_delay = parse_duration(analysis.accuracy.label_delay) if analysis.accuracy else timedelta(0)
-    checks = run_checks(
-        analysis,
-        inp.evidence,
-        canary.weight,
-        labels_due=step_age >= label_delay,
-        drift_policy=policy_of(spec.monitoring.drift),
-    )
-    canary.checks = checks
+    checks = canary.checks = _judge(inp, canary, inp.evidence)
     enough = inp.evidence.canary.requests >= analysis.min_requests
     failed = [c for c in checks if c.verdict == "Fail"]
     waiting = [c for c in checks if c.verdict == "NoData"]
@@ -293,22 +348,10 @@ def advance(inp: RolloutInput, tracked: ModelDeploymentStatus) -> EngineOutput:
         out.decisions.append(Decision("LowTraffic", f"Canary revision {canary.revision}: {canary.pause_reason}"))
         return out
 
-    summary = "; ".join(f"{c.name}={c.value} ({c.threshold}, n={c.sample_size}) {c.verdict}" for c in checks)
+    summary = _summary(checks)
     if failed:
         _hold(canary, None)
-        canary.failed_checks += 1
-        names = ", ".join(f"{c.name}={c.value} (wanted {c.threshold}, n={c.sample_size})" for c in failed)
-        if canary.failed_checks >= spec.rollout.threshold:
-            out.decisions.append(roll_back(status, now, f"failed checks: {names}"))
-        else:
-            out.decisions.append(
-                Decision(
-                    "AnalysisFailed",
-                    f"Canary revision {canary.revision} at {canary.weight}% failed "
-                    f"{canary.failed_checks}/{spec.rollout.threshold}: {summary}",
-                    warning=True,
-                )
-            )
+        out.decisions.append(_count_failure(spec, status, failed, summary, now))
         return out
 
     out.decisions.append(
