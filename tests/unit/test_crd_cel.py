@@ -16,6 +16,7 @@ from esteira.api.spec import (
     MAX_NAME_LENGTH,
     NODE_SELECTOR_KEYS,
     NOT_OVERCOMMITTED,
+    NOTHING_TO_COMPARE,
     REQUEST_OVER_LIMIT,
     RESOURCE_NAMES,
     SPEC_RULES,
@@ -98,6 +99,20 @@ CASES: list[tuple[str, str, Any, Any, str | None]] = [
         "rollout.steps must be strictly increasing",
         {"steps": [10, 20, 100], "pauseBefore": []},
         {"steps": [20, 20, 100], "pauseBefore": []},
+        "rollout",
+    ),
+    (
+        ".spec.rollout",
+        NOTHING_TO_COMPARE,
+        {"steps": [100], "pauseBefore": [], "analysis": {"latency": {"p95MaxSeconds": 1}}},
+        {"steps": [100], "pauseBefore": [], "analysis": {"predictionShift": {"max": 0.1}}},
+        "rollout",
+    ),
+    (
+        ".spec.rollout",
+        NOTHING_TO_COMPARE,
+        {"steps": [10, 100], "pauseBefore": [], "analysis": {"errorRate": {"max": 0.1, "maxIncrease": 0.01}}},
+        {"steps": [100], "pauseBefore": [], "analysis": {"errorRate": {"max": 0.1, "maxIncrease": 0.01}}},
         "rollout",
     ),
     (

@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 
 from esteira.api.errors import InvalidSpec
-from esteira.api.spec import ModelDeploymentSpec
+from esteira.api.spec import NOTHING_TO_COMPARE, ModelDeploymentSpec
 from tests.support.specs import model, spec
 
 
@@ -77,6 +77,11 @@ def test_field_errors_name_the_field(body: dict[str, Any], path: str, fragment: 
         (spec(rollout={"steps": [50, 10, 100]}), "spec.rollout", "rollout.steps must be strictly increasing"),
         (spec(rollout={"steps": [10, 10, 100]}), "spec.rollout", "rollout.steps must be strictly increasing"),
         (spec(rollout={"steps": [0, 100]}), "spec.rollout", "rollout.steps are traffic percentages between 1 and 100"),
+        (
+            spec(rollout={"steps": [100], "analysis": {"accuracy": {"labelDelay": "1m"}}}),
+            "spec.rollout",
+            NOTHING_TO_COMPARE,
+        ),
         (
             spec(rollout={"steps": [10, 100], "pauseBefore": [50]}),
             "spec.rollout",

@@ -56,6 +56,10 @@ DURATION_PATTERN = (
 )
 ZERO_DURATION_PATTERN = r"^(0+(ms|s|m|h))+$"
 ZERO_PROGRESS_DEADLINE = "rollout.progressDeadline must be longer than 0s: every canary starts not ready"
+NOTHING_TO_COMPARE = (
+    "rollout.steps [100] leaves the stable revision no traffic to compare the canary with: errorRate.maxIncrease, "
+    "latency.maxIncreaseRatio, predictionShift and accuracy need a step below 100"
+)
 # A PromQL range of 0s is refused by Prometheus, and analyses 0s apart would run on every reconcile.
 ZERO_WINDOWS = {
     "rollout.interval": "rollout.interval must be longer than 0s: it is the window each analysis reads",
@@ -685,6 +689,16 @@ class Analysis(SpecModel):
     accuracy: AccuracyCheck | None = None
     custom: list[CustomCheck] = Field(default_factory=list, max_length=16)
 
+    def compares_with_stable(self) -> bool:
+        """Whether a check judges the canary against the stable revision's traffic (none runs at 100%)."""
+        relative = (
+            self.error_rate.max_increase,
+            self.latency and self.latency.max_increase_ratio,
+            self.prediction_shift,
+            self.accuracy,
+        )
+        return any(check is not None for check in relative)
+
 
 class GatewayRef(SpecModel):
     """The Gateway that the GatewayAPI router attaches its HTTPRoute to, and the hosts the route answers for."""
@@ -727,6 +741,14 @@ class Rollout(SpecModel):
                     "self.pauseBefore.all(w, w in self.steps)",
                     "rollout.pauseBefore may only name weights listed in rollout.steps",
                     ".pauseBefore",
+                ),
+                cel(
+                    "size(self.steps) != 1 || (has(self.strategy) && self.strategy == 'Immediate') "
+                    "|| !has(self.analysis) || (!has(self.analysis.predictionShift) && !has(self.analysis.accuracy) "
+                    "&& !(has(self.analysis.errorRate) && has(self.analysis.errorRate.maxIncrease)) "
+                    "&& !(has(self.analysis.latency) && has(self.analysis.latency.maxIncreaseRatio)))",
+                    NOTHING_TO_COMPARE,
+                    ".steps",
                 ),
                 cel(
                     f"!has(self.progressDeadline) || !self.progressDeadline.matches('{ZERO_DURATION_PATTERN}')",
@@ -793,6 +815,8 @@ class Rollout(SpecModel):
             raise ValueError("rollout.steps must be strictly increasing")
         if any(w not in self.steps for w in self.pause_before):
             raise ValueError("rollout.pauseBefore may only name weights listed in rollout.steps")
+        if self.steps == [100] and self.strategy == "Canary" and self.analysis.compares_with_stable():
+            raise ValueError(NOTHING_TO_COMPARE)
         if re.fullmatch(ZERO_DURATION_PATTERN, self.progress_deadline):
             raise ValueError(ZERO_PROGRESS_DEADLINE)
         if re.fullmatch(ZERO_DURATION_PATTERN, self.interval):
