@@ -97,9 +97,13 @@ def test_gateway_takes_no_weight_from_an_acceptance_of_an_earlier_generation() -
         "metadata": {**route["metadata"], "generation": 3},
         "status": {"parents": [{"conditions": [condition]}]},
     }
-    assert router.observe(CTX, parsed(), plan, objects).weight is None
+    observed = router.observe(CTX, parsed(), plan, objects)
+    assert observed.weight is None and not observed.applied  # the Gateway sends an older split: the step waits
     condition["observedGeneration"] = 3
-    assert router.observe(CTX, parsed(), plan, objects).weight == 50
+    observed = router.observe(CTX, parsed(), plan, objects)
+    assert observed.weight == 50 and observed.applied
+    objects[route_key] = {**objects[route_key], "status": {}}  # no Gateway has said anything yet
+    assert router.observe(CTX, parsed(), plan, objects).applied
 
 
 def test_kserve_knative_observes_latest_revision_share() -> None:

@@ -89,20 +89,31 @@ def render_http_route(ctx: RenderContext, spec: ModelDeploymentSpec, plan: Traff
     }
 
 
+def _accepted_generations(route: dict[str, Any]) -> list[int]:
+    """The generations of the route a Gateway reports it accepted (one a parent; the current one where the
+    condition names none)."""
+    generation = int((route.get("metadata") or {}).get("generation") or 1)
+    return [
+        int(c.get("observedGeneration") or generation)
+        for p in (route.get("status") or {}).get("parents") or []
+        for c in p.get("conditions") or []
+        if c.get("type") == "Accepted" and c.get("status") == "True"
+    ]
+
+
+def route_behind(route: dict[str, Any]) -> bool:
+    """Whether a Gateway accepted only earlier generations of the route: the split it sends is an older one."""
+    generation = int((route.get("metadata") or {}).get("generation") or 1)
+    accepted = _accepted_generations(route)
+    return bool(accepted) and max(accepted) < generation
+
+
 def observed_canary_weight(route: dict[str, Any], canary: Arm, ctx: RenderContext) -> int | None:
     """The canary's weight as the route says, once a Gateway accepted this generation of it; None while unknown.
     An acceptance of an earlier generation says nothing of the weights just written: taken for them, the engine
     went on while the Gateway still sent the old split."""
-    parents = (route.get("status") or {}).get("parents") or []
     generation = int((route.get("metadata") or {}).get("generation") or 1)
-    accepted = any(
-        c.get("type") == "Accepted"
-        and c.get("status") == "True"
-        and int(c.get("observedGeneration") or generation) >= generation
-        for p in parents
-        for c in p.get("conditions") or []
-    )
-    if not accepted:
+    if not any(accepted >= generation for accepted in _accepted_generations(route)):
         return None
     wanted = predictor_service_name(arm_service_name(ctx, canary))
     for rule in (route.get("spec") or {}).get("rules") or []:

@@ -20,7 +20,8 @@ class ObservedRoute:
     whether traffic reaches it (too few hold the step, and past lowTrafficDeadline lowTrafficAction applies). A
     weight reported that differs from the one wanted holds the step until the router catches up, and so does a
     backend that has not acted on what was last written to it yet (`applied` False: KServe's observedGeneration
-    behind its object's generation), whose report is about an earlier split. A report about another revision
+    behind its object's generation, a Gateway that accepted only earlier generations of the route), whose report
+    is about an earlier split. A report about another revision
     (say, the canary a new version just superseded) says nothing about the current canary.
     """
 

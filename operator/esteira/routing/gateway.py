@@ -8,7 +8,13 @@ from typing import Any
 
 from esteira.api.spec import ModelDeploymentSpec
 from esteira.render.applied import last_applied
-from esteira.render.httproute import arm_service_name, observed_canary_weight, render_http_route, route_url
+from esteira.render.httproute import (
+    arm_service_name,
+    observed_canary_weight,
+    render_http_route,
+    route_behind,
+    route_url,
+)
 from esteira.render.inferenceservice import RenderContext, render_inference_service
 from esteira.render.traffic import Arm, TrafficPlan
 from esteira.rollout.inputs import ObservedRoute
@@ -52,7 +58,8 @@ class GatewayAPIRouter:
         canary = live.get((ISVC_API_VERSION, "InferenceService", arm_service_name(ctx, plan.canary)))
         route = live.get((HTTPROUTE_API_VERSION, "HTTPRoute", ctx.name))
         weight = observed_canary_weight(route, plan.canary, ctx) if route is not None else None
-        return ObservedRoute(plan.canary.revision, condition_true(canary, "Ready"), weight)
+        applied = route is None or not route_behind(route)
+        return ObservedRoute(plan.canary.revision, condition_true(canary, "Ready"), weight, applied)
 
 
 def _serving_meanwhile(ctx: RenderContext, plan: TrafficPlan, live: Objects) -> tuple[int, dict[str, Any]] | None:
