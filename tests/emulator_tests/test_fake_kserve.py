@@ -80,7 +80,9 @@ def test_canary_splits_traffic_and_promotion_rolls_out(crds: KubeApi, kube_names
     kserve.wait_for("m1", kube_namespace)
     generation = patch(crds, kube_namespace, "m1", {"canaryTrafficPercent": 20, "minReplicas": 2})
     kserve.wait_for("m1", kube_namespace, generation=generation)
-    predictor = status(crds, kube_namespace, "m1")["components"]["predictor"]
+    result = status(crds, kube_namespace, "m1")
+    predictor = result["components"]["predictor"]
+    assert result["observedGeneration"] == 2  # PropagateStatus: the Knative Service's, one more for its new spec
     assert [(t["revisionName"], t["percent"], t["tag"]) for t in predictor["traffic"]] == [
         ("m1-predictor-00002", 20, "latest"),
         ("m1-predictor-00001", 80, "prev"),
@@ -164,6 +166,8 @@ def test_standard_status_like_kserve(crds: KubeApi, kube_namespace: str, kserve:
     assert result["canaryStatuses"] == [
         {"name": "rev-2", "ready": False, "trafficPercent": 20, "modelStatus": {"transitionStatus": ""}}
     ]
+    # PropagateRawStatus: the stable Deployment's observedGeneration, which a canary leaves as it was
+    assert (generation, result["observedGeneration"]) == (2, 1)
 
     kserve.recover("m1", kube_namespace)
     kserve.wait_for("m1", kube_namespace, generation=generation)

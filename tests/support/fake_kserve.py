@@ -1,9 +1,10 @@
 """A stand-in for the KServe controller, for end-to-end tests against the API emulator only.
 
 It watches InferenceServices through the official ``kubernetes`` client and, whenever one's
-``metadata.generation`` is ahead of ``status.observedGeneration``, writes the ``/status`` that KServe
-(v0.20) would write in the object's mode (see ``kserve_status``): Knative revisions and traffic, or
-Standard-mode canary statuses; URLs, conditions and model status in both.
+``metadata.generation`` is ahead of the last it acted on, writes the ``/status`` that KServe (v0.20) would write
+in the object's mode (see ``kserve_status``): Knative revisions and traffic, or Standard-mode canary statuses;
+URLs, conditions and model status in both. As KServe's, that status's ``observedGeneration`` is a child's (the
+Knative Service's, the stable Deployment's), not the InferenceService's: what it acted on is kept here.
 Tests steer it: :meth:`FakeKServe.fail` makes a named InferenceService fail to load its model,
 :meth:`FakeKServe.recover` undoes that, and ``ready_delay`` keeps new revisions "deploying" for a while.
 On a real cluster KServe itself does this job, so nothing here is used there.
@@ -62,6 +63,7 @@ class FakeKServe:
         self._api = kubernetes.client.CustomObjectsApi(client)
         self._failures: dict[tuple[str | None, str], Failure] = {}
         self._revisions: dict[str, History] = {}  # by uid
+        self._acted: dict[str, int] = {}  # by uid: the last generation given its final status
         self._due: list[tuple[float, int, Key, int, bool]] = []  # (when, seq, key, generation, final)
         self._scheduled: set[tuple[Key, int]] = set()
         self._seq = itertools.count()
@@ -169,14 +171,15 @@ class FakeKServe:
         if meta.get("deletionTimestamp"):
             return
         generation = int(meta.get("generation") or 1)
-        observed = int((obj.get("status") or {}).get("observedGeneration") or 0)
-        if generation > observed:
-            self._schedule((meta["namespace"], meta["name"]), generation)
+        key = (meta["namespace"], meta["name"])
+        if generation > self._acted.get(meta.get("uid", ""), 0):
+            self._schedule(key, generation)
 
     def _forget(self, obj: dict[str, Any]) -> None:
         """A deleted object's name may come back as a new object starting again at generation 1."""
         key = (obj["metadata"]["namespace"], obj["metadata"]["name"])
         self._revisions.pop(obj["metadata"].get("uid", ""), None)
+        self._acted.pop(obj["metadata"].get("uid", ""), None)
         with self._cond:
             self._scheduled = {item for item in self._scheduled if item[0] != key}
 
@@ -251,6 +254,8 @@ class FakeKServe:
             if exc.status == 404:
                 return
             raise
+        if final:
+            self._acted[obj["metadata"].get("uid", "")] = generation
         self.patched.append(Patched(namespace, name, generation, outcome))
 
     def _status(self, obj: dict[str, Any], outcome: Outcome, failure: Failure | None) -> dict[str, Any]:

@@ -11,6 +11,7 @@ kube_ingress_reconciler.go`` and ``httproute_reconciler.go`` (Standard URL: crea
 from __future__ import annotations
 
 import datetime
+import json
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -33,13 +34,25 @@ class Failure:
 
 @dataclass
 class History:
-    """What KServe remembers between reconciles of one InferenceService (Knative revisions, raw availability)."""
+    """What KServe remembers between reconciles of one InferenceService (Knative revisions, raw availability), and
+    the generations of the child whose observedGeneration KServe reports as the InferenceService's."""
 
     by_generation: dict[int, str] = field(default_factory=dict)
     latest_ready: str | None = None
     rolled_out: str | None = None
     previous_rolled_out: str | None = None
     available: bool = False  # Standard: the stable Deployment has been available once
+    child_generation: int = 0
+    child_spec: str | None = None
+
+    def child_observed(self, child_spec: Any) -> int:
+        """The child's observedGeneration once its controller acted on ``child_spec``: one more each time that
+        spec changes, as the API server counts a Deployment's or a Knative Service's generations (a Deployment's
+        replicas written by an autoscaler, which count too, are not modelled)."""
+        text = json.dumps(child_spec, sort_keys=True)
+        if text != self.child_spec:
+            self.child_spec, self.child_generation = text, self.child_generation + 1
+        return self.child_generation
 
 
 def deployment_mode(obj: dict[str, Any]) -> str:
@@ -98,7 +111,9 @@ def _knative(
         if value:
             predictor[key] = value
     return {
-        "observedGeneration": generation,
+        # PropagateStatus: the Knative Service's observedGeneration, not the InferenceService's; the service's spec
+        # is the predictor's (its template and, from canaryTrafficPercent, its traffic)
+        "observedGeneration": history.child_observed(predictor_spec),
         # ingress_reconciler.go: the service host is the predictor's with "-predictor" dropped
         "url": f"http://{naming.host_name(name, namespace, domain)}",
         "address": {"url": f"http://{name}.{namespace}.{_CLUSTER_DOMAIN}"},
@@ -118,7 +133,7 @@ def _standard(
     serving), otherwise the stable predictor.
     """
     meta, spec = obj["metadata"], obj.get("spec") or {}
-    name, namespace, generation = meta["name"], meta["namespace"], int(meta.get("generation") or 1)
+    name, namespace = meta["name"], meta["namespace"]
     predictor_spec = spec.get("predictor") or {}
     service = naming.predictor_service_name(name, predictor_spec.get("name"))
     arms = spec.get("canary") or []
@@ -138,7 +153,8 @@ def _standard(
         _condition("Ready", ready, now, "" if ready == "True" else reason, "" if ready == "True" else message),
     ]
     status: dict[str, Any] = {
-        "observedGeneration": generation,
+        # PropagateRawStatus: the stable predictor Deployment's observedGeneration, which spec.canary never changes
+        "observedGeneration": history.child_observed(predictor_spec),
         # createRawURL with the stock domainTemplate "{{ .Name }}-{{ .Namespace }}.{{ .IngressDomain }}"
         "url": f"http://{name}-{namespace}.{domain}",
         "address": {"url": f"http://{service}.{namespace}.{_CLUSTER_DOMAIN}"},  # createAddress

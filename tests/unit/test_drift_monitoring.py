@@ -179,6 +179,25 @@ def test_a_canary_held_while_inputs_drift_is_still_rolled_back_when_it_fails_its
     assert status.canary is None and status.last_rollout is not None and status.last_rollout.outcome == "RolledBack"
 
 
+def test_a_pass_while_inputs_drift_resets_the_count_of_failures_in_a_row() -> None:
+    rollout = {"steps": [10, 100], "interval": "1m", "threshold": 2, "analysis": {"minRequests": 1}}
+    md = parsed({"actions": ["BlockRollouts"]}, version="2", rollout=rollout)
+    status = track_revisions(
+        parsed(version="1", rollout=rollout), ModelDeploymentStatus(), "2026-01-01T11:00:00Z"
+    ).status
+    status = track_revisions(md, status, format_time(T0)).status
+    status = rollout_step(RolloutInput(spec=md, status=status, now=T0, route=ObservedRoute(2, True, 0))).status
+    monitor(md, status, format_time(T0), 1, window(SHIFTED_WINDOW), None)
+    failing = Evidence(canary=ArmSample(requests=100, errors=40), stable=ArmSample(requests=900))
+    good = Evidence(canary=ArmSample(requests=100), stable=ArmSample(requests=900))
+    for minutes, evidence in enumerate((failing, good, failing), start=1):
+        now = T0 + timedelta(minutes=minutes)
+        status = rollout_step(
+            RolloutInput(spec=md, status=status, now=now, route=ObservedRoute(2, True, 10), evidence=evidence)
+        ).status
+    assert status.canary is not None and status.canary.failed_checks == 1 and status.canary.weight == 10
+
+
 def test_the_canary_data_drift_check_says_no_data_only_on_too_little_data() -> None:
     check, policy = DataDriftCheck(max=0.2), DriftPolicy(min_sample=100)
     assert data_drift_check(check, window({"0.5": 5.0, "1": 5.0}), policy).verdict == "NoData"

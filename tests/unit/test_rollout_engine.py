@@ -222,22 +222,29 @@ def test_a_step_the_router_applies_late_is_judged_from_when_it_does() -> None:
 
 
 def test_a_backend_that_has_not_acted_on_the_last_write_holds_the_step_for_the_router() -> None:
-    """KServe's status about an earlier spec (its observedGeneration behind) tells nothing of the split last written:
-    the canary waits for the router, not for readiness (no progress deadline runs), and its step is judged from
-    when KServe has acted on it."""
-    driver = Driver(parsed({"progressDeadline": "2m"}))
+    """KServe's status about an earlier spec tells nothing of the split last written: the canary waits for the
+    router, not for readiness, its step judged from when the router has acted; a router that does not act within
+    rollout.progressDeadline (KServe down, a Gateway that never takes the route) has the canary rolled back."""
+    driver = Driver(parsed({"progressDeadline": "3m"}))
     driver.tick(applied=False)
     assert driver.status.canary is not None and driver.status.canary.hold == "WaitingForRouter"
     assert driver.status.canary.unready_since is None
     driver.tick()
-    assert driver.weight == 10
-    for _ in range(3):  # longer than the progress deadline
+    assert driver.weight == 10 and driver.status.canary.router_behind_since is None
+    for _ in range(2):  # within the deadline
         driver.tick(applied=False, ready=False)
     assert driver.weight == 10 and driver.status.canary.hold == "WaitingForRouter"
     out = driver.tick(observed=10, after=timedelta(seconds=5))
     assert driver.weight == 10 and driver.status.canary.hold is None and out.requeue_after is not None
     driver.tick(observed=10)
     assert driver.weight == 50
+    for _ in range(3):
+        driver.tick(observed=10)
+    assert driver.weight == 50, "held for the router within the deadline"
+    driver.tick(observed=10)  # three minutes since the router was first seen behind
+    assert driver.status.canary is None and driver.status.last_rollout is not None
+    assert driver.status.last_rollout.outcome == "RolledBack"
+    assert "the router did not send the canary its weight for 3m" in driver.status.last_rollout.reason
 
 
 def test_a_canary_never_ready_is_rolled_back_at_the_progress_deadline() -> None:
@@ -461,15 +468,18 @@ def test_invariants_hold_for_any_sequence(steps: list[tuple[Any, Command | None,
 
 
 def test_steps_edited_during_a_rollout_are_followed_without_failing() -> None:
-    """Steps emptied before the canary's first step (``Immediate`` for the next rollout) leave it one step at 100%,
-    judged before it is promoted; steps shortened below a canary's step leave promote moving it to their last."""
+    """Steps emptied before the canary's first step (``Immediate`` for the next rollout) leave it the default steps,
+    judged against stable before it is promoted; steps shortened below a canary's step leave promote moving it to
+    their last."""
     driver = Driver(parsed())
     driver.spec = parsed({"steps": []})
-    driver.tick()
-    assert driver.weight == 100 and "StepAdvanced" in driver.reasons()
-    driver.tick()
-    assert driver.weight is None and driver.status.last_rollout is not None
-    assert driver.status.last_rollout.outcome == "Promoted" and driver.reasons().count("AnalysisPassed") == 1
+    weights = []
+    for _ in range(5):
+        driver.tick()
+        weights.append(driver.weight)
+    assert weights == [10, 25, 50, 100, None]
+    assert driver.status.last_rollout is not None and driver.status.last_rollout.outcome == "Promoted"
+    assert driver.reasons().count("AnalysisPassed") == 4
 
     driver = Driver(parsed({"steps": [10, 20, 30, 100]}))
     for _ in range(3):

@@ -138,14 +138,16 @@ def test_kserve_standard_observes_canary_statuses() -> None:
     plan = TrafficPlan(STABLE, CANARY, 10)
     standard = ModelDeploymentSpec.parse(spec())
     isvc = KServeRouter().desired(CTX, standard, plan, {})[0]
-    assert KServeRouter().observe(CTX, standard, plan, {key_of(isvc): isvc}).weight is None
-    isvc["metadata"]["generation"] = 1
+    observed = KServeRouter().observe(CTX, standard, plan, {key_of(isvc): isvc})
+    assert observed.weight is None and not observed.applied  # KServe has not reported this canary yet
+    # KServe's observedGeneration there is the stable Deployment's, which the canary left at 1
+    isvc["metadata"]["generation"] = 3
     isvc["status"] = {
         "observedGeneration": 1,
         "canaryStatuses": [{"name": "rev-2", "ready": True, "trafficPercent": 10}],
     }
     status = KServeRouter().observe(CTX, standard, plan, {key_of(isvc): isvc})
-    assert status.ready and status.weight == 10
+    assert status.ready and status.weight == 10 and status.applied
 
 
 def test_gateway_revision_services_carry_the_owner_label() -> None:

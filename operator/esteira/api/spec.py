@@ -56,6 +56,7 @@ DURATION_PATTERN = (
 )
 ZERO_DURATION_PATTERN = r"^(0+(ms|s|m|h))+$"
 ZERO_PROGRESS_DEADLINE = "rollout.progressDeadline must be longer than 0s: every canary starts not ready"
+DEFAULT_STEPS = (10, 25, 50, 100)
 NOTHING_TO_COMPARE = (
     "rollout.steps [100] leaves the stable revision no traffic to compare the canary with: errorRate.maxIncrease, "
     "latency.maxIncreaseRatio, predictionShift and accuracy need a step below 100"
@@ -770,7 +771,7 @@ class Rollout(SpecModel):
         "Default: Canary.",
     )
     steps: list[int] = Field(
-        default_factory=lambda: [10, 25, 50, 100],
+        default_factory=lambda: list(DEFAULT_STEPS),
         max_length=MAX_STEPS,
         description="Canary traffic percentages, strictly increasing, ending at 100. Default: [10, 25, 50, 100].",
     )

@@ -98,6 +98,11 @@ class CanaryRecord(RevisionRecord):
         default=None,
         description="Since when the canary has not been ready, while it is not (rollout.progressDeadline).",
     )
+    router_behind_since: str | None = Field(
+        default=None,
+        description="Since when the router has not sent the canary the weight asked for, while it has not "
+        "(rollout.progressDeadline).",
+    )
     checks: list[CheckResult] = Field(default_factory=list, description="The last analysis, one entry a check.")
 
 

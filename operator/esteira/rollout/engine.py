@@ -14,7 +14,7 @@ from datetime import datetime, timedelta
 from typing import Literal
 
 from esteira.api.command import ROLLOUT_COMMAND_ID_PREFIX
-from esteira.api.spec import ModelDeploymentSpec
+from esteira.api.spec import DEFAULT_STEPS, ModelDeploymentSpec
 from esteira.api.status import (
     TRANSIENT_HOLDS,
     CanaryRecord,
@@ -101,8 +101,9 @@ def roll_back(status: ModelDeploymentStatus, now: str, reason: str) -> Decision:
 
 def canary_steps(spec: ModelDeploymentSpec) -> list[int]:
     """The weights a canary goes through. A canary made under steps that were then emptied (``Immediate`` for the
-    next rollout) goes on through one step at 100%: judged before it is promoted, as it was made to be."""
-    return spec.rollout.steps or [100]
+    next rollout) goes on through the default steps: judged before it is promoted, as it was made to be, its checks
+    against stable included (none runs at 100%)."""
+    return spec.rollout.steps or list(DEFAULT_STEPS)
 
 
 def _hold(canary: CanaryRecord, hold: Hold | None, message: str | None = None) -> None:
@@ -135,13 +136,27 @@ def _await_readiness(
     return out
 
 
-def _await_router(canary: CanaryRecord, now: str, out: EngineOutput, message: str) -> EngineOutput:
-    """Held until the router sends the weight asked for. The step starts again from each such look: the traffic
-    until then went at another weight, and an analysis due meanwhile judged the new step on the old one's."""
+def _await_router(
+    spec: ModelDeploymentSpec, status: ModelDeploymentStatus, now: datetime, out: EngineOutput, message: str
+) -> EngineOutput:
+    """Held until the router sends the weight asked for, and rolled back once it has not for
+    `rollout.progressDeadline` (a router that never acts would hold the canary and its traffic for ever). The step
+    starts again from each such look: the traffic until then went at another weight, and an analysis due meanwhile
+    judged the new step on the old one's."""
+    canary = status.canary
+    assert canary is not None
+    since = parse_time(canary.router_behind_since) if canary.router_behind_since else now
+    canary.router_behind_since = format_time(since)
+    deadline = spec.rollout.progress_deadline
+    left = (since + parse_duration(deadline) - now).total_seconds()
+    if left <= 0:
+        reason = f"the router did not send the canary its weight for {deadline} (rollout.progressDeadline): {message}"
+        out.decisions.append(roll_back(status, format_time(now), reason))
+        return out
     _hold(canary, "WaitingForRouter", message)
     if canary.weight > 0:
-        canary.step_started_at, canary.last_analysis_at = now, None
-    out.requeue_after = 5.0
+        canary.step_started_at, canary.last_analysis_at = format_time(now), None
+    out.requeue_after = min(5.0, left)
     return out
 
 
@@ -254,8 +269,12 @@ def _judge_while_held(inp: RolloutInput, status: ModelDeploymentStatus, now: str
         return
     checks = canary.checks = _judge(inp, canary, inp.evidence)
     failed = [c for c in checks if c.verdict == "Fail"]
-    if failed and inp.evidence.canary.requests >= inp.spec.rollout.analysis.min_requests:
+    if inp.evidence.canary.requests < inp.spec.rollout.analysis.min_requests:
+        return  # too little to judge: neither a failure nor a pass
+    if failed:
         out.decisions.append(_count_failure(inp.spec, status, failed, _summary(checks), now))
+    elif all(c.verdict == "Pass" for c in checks):
+        canary.failed_checks = 0  # failures count in a row
 
 
 def _judge(inp: RolloutInput, canary: CanaryRecord, evidence: Evidence) -> list[CheckResult]:
@@ -284,7 +303,9 @@ def advance(inp: RolloutInput, tracked: ModelDeploymentStatus) -> EngineOutput:
         return out
     route = inp.route.about(canary.revision)
     if not route.applied:
-        return _await_router(canary, now, out, "waiting for the router to apply the split last written")
+        return _await_router(spec, status, inp.now, out, "waiting for the router to apply the split last written")
+    if route.weight is None or route.weight == canary.weight:
+        canary.router_behind_since = None
     if not route.ready:
         return _await_readiness(spec, status, inp.now, out)
     canary.unready_since = None
@@ -304,9 +325,8 @@ def advance(inp: RolloutInput, tracked: ModelDeploymentStatus) -> EngineOutput:
         out.requeue_after = interval.total_seconds()
         return out
     if route.weight is not None and route.weight != canary.weight:
-        return _await_router(
-            canary, now, out, f"waiting for the router: {route.weight}% observed, {canary.weight}% wanted"
-        )
+        wanted = f"waiting for the router: {route.weight}% observed, {canary.weight}% wanted"
+        return _await_router(spec, status, inp.now, out, wanted)
     if canary.hold in TRANSIENT_HOLDS:
         _hold(canary, None)  # readiness and router caught up; analysis verdicts keep their reason
     if not analysis_due(spec, status, inp.now):

@@ -48,7 +48,8 @@ def condition_true(obj: Mapping[str, Any] | None, type_: str) -> bool:
 
 
 def is_current(obj: Mapping[str, Any]) -> bool:
-    """Whether the object's controller has reported on its latest generation."""
+    """Whether the object's controller has reported on its latest generation, where its status.observedGeneration
+    counts the object's own generations (KServe's counts a child's: see routing.kserve)."""
     status = obj.get("status") or {}
     return int(status.get("observedGeneration") or 0) >= int((obj.get("metadata") or {}).get("generation") or 1)
 

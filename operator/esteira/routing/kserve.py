@@ -68,14 +68,21 @@ class KServeRouter:
         if isvc is None or plan.canary is None:
             return ObservedRoute(None)
         revision = plan.canary.revision
-        if not is_current(isvc):  # its status is about an earlier spec: another split, perhaps another canary
-            return ObservedRoute(revision, applied=False)
         status = isvc.get("status") or {}
         if spec.deployment_mode == "Standard":
+            # KServe's status.observedGeneration is the stable Deployment's there (PropagateRawStatus,
+            # inference_service_status.go), which a canary never changes: taken for the InferenceService's, every
+            # canary waited for ever. canaryStatuses, written from spec.canary in the reconcile that acts on it
+            # (predictor.go: reconcileCanaryDeployments), say what KServe has done for this canary.
             for arm in status.get("canaryStatuses") or []:
                 if arm.get("name") == plan.canary.predictor_name:
                     return ObservedRoute(revision, bool(arm.get("ready")), arm.get("trafficPercent"))
-            return ObservedRoute(revision)
+            return ObservedRoute(revision, applied=False)
+        # Knative: KServe copies the Knative Service's observedGeneration (PropagateStatus), which moves with the
+        # InferenceService's while each change of its spec changes the service's, as each of Esteira's does (the
+        # predictor or canaryTrafficPercent). Behind it, the status is about an earlier split.
+        if not is_current(isvc):
+            return ObservedRoute(revision, applied=False)
         # Knative: the predictor carries the canary; its revision is the latest one once it is ready.
         serving_canary = _served_revision(isvc) == str(revision)
         ready = serving_canary and _latest_ready(isvc) and condition_true(isvc, "PredictorReady")
