@@ -265,7 +265,8 @@ def _judge_while_held(inp: RolloutInput, status: ModelDeploymentStatus, now: str
     canary = status.canary
     assert canary is not None
     canary.last_analysis_at = now
-    if inp.evidence is None:
+    if inp.evidence is None:  # judged on nothing: the last analysis' checks would read as this one's
+        canary.checks = []
         return
     checks = canary.checks = _judge(inp, canary, inp.evidence)
     failed = [c for c in checks if c.verdict == "Fail"]
