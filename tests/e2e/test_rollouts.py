@@ -175,6 +175,12 @@ def test_good_canary_is_promoted_through_every_step(
     reasons = eventually(reasons_once_promoted, what="Promoted event")
     assert reasons.count("AnalysisPassed") == 3
     assert rollout_operator.counters()["watch"] > 0, "ticks between analyses planned from the watches"
+    # Serving the promoted revision, as KServe reports it in each mode (its observedGeneration a child's)
+    eventually(
+        lambda: (esteira.condition(kube_namespace, "iris", "Ready") or {}).get("status") == "True",
+        timeout=30,
+        what="Ready once promoted",
+    )
 
 
 @pytest.mark.parametrize(

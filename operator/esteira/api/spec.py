@@ -787,8 +787,9 @@ class Rollout(SpecModel):
         default="10m",
         pattern=DURATION_PATTERN,
         max_length=32,
-        description="How long the canary may stay not ready, from its creation or from when it stops being "
-        "ready, before it is rolled back; longer than 0s. Default: 10m.",
+        description="How long the canary may stay not ready (from its creation or from when it stops being "
+        "ready), or the router not sending it the weight asked for, before it is rolled back; longer than 0s. "
+        "Default: 10m.",
     )
     pause_before: list[int] = Field(
         default_factory=list, max_length=MAX_STEPS, description="Steps (weights) that wait for a manual promote."

@@ -220,6 +220,7 @@ def _command(inp: RolloutInput, status: ModelDeploymentStatus, now: str) -> list
         _hold(canary, None)
         canary.step_started_at = now
         canary.unready_since = None  # the progress deadline counts from the resume, as the step does
+        canary.router_behind_since = None
         return [Decision("Resumed", f"Canary revision {canary.revision} resumed at {canary.weight}%")]
     # promote
     steps = canary_steps(inp.spec)
@@ -232,6 +233,7 @@ def _command(inp: RolloutInput, status: ModelDeploymentStatus, now: str) -> list
     canary.step, canary.step_started_at, canary.failed_checks = target, now, 0
     canary.last_analysis_at = None
     canary.unready_since = None  # as after a resume: a canary unready while paused was rolled back at once
+    canary.router_behind_since = None
     _hold(canary, None)
     return [Decision("StepAdvanced", f"Canary revision {canary.revision} moved to {canary.weight}% by request")]
 
@@ -310,6 +312,9 @@ def advance(inp: RolloutInput, tracked: ModelDeploymentStatus) -> EngineOutput:
     if not route.ready:
         return _await_readiness(spec, status, inp.now, out)
     canary.unready_since = None
+    if route.weight is not None and route.weight != canary.weight:  # what it serves is another step's traffic
+        wanted = f"waiting for the router: {route.weight}% observed, {canary.weight}% wanted"
+        return _await_router(spec, status, inp.now, out, wanted)
     # Drifting inputs hold the canary where it is, before its first step too: no new traffic while the
     # evidence it would be judged on comes from inputs unlike the training data.
     blocked = rollout_blocked_by_drift(spec, status)
@@ -325,9 +330,6 @@ def advance(inp: RolloutInput, tracked: ModelDeploymentStatus) -> EngineOutput:
         out.decisions.append(_enter_step(canary, spec, 0, now))
         out.requeue_after = interval.total_seconds()
         return out
-    if route.weight is not None and route.weight != canary.weight:
-        wanted = f"waiting for the router: {route.weight}% observed, {canary.weight}% wanted"
-        return _await_router(spec, status, inp.now, out, wanted)
     if canary.hold in TRANSIENT_HOLDS:
         _hold(canary, None)  # readiness and router caught up; analysis verdicts keep their reason
     if not analysis_due(spec, status, inp.now):

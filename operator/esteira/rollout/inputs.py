@@ -19,9 +19,9 @@ class ObservedRoute:
     KServe that reports no traffic percent); the engine then goes on, and the canary's own request count says
     whether traffic reaches it (too few hold the step, and past lowTrafficDeadline lowTrafficAction applies). A
     weight reported that differs from the one wanted holds the step until the router catches up, and so does a
-    backend that has not acted on what was last written to it yet (`applied` False: KServe's observedGeneration
-    behind its object's generation, a Gateway that accepted only earlier generations of the route), whose report
-    is about an earlier split. A report about another revision
+    backend that has not acted on what was last written to it yet (`applied` False: KServe in Standard mode with no
+    `canaryStatuses` entry for the canary, or in Knative mode with a status about an earlier spec; a Gateway that
+    accepted only earlier generations of the route), whose report is about an earlier split. A report about another revision
     (say, the canary a new version just superseded) says nothing about the current canary.
     """
 

@@ -42,13 +42,21 @@ def _failure_info(model_status: dict[str, Any] | None) -> str:
     return str(info.get("message") or "")
 
 
-def serving_state(obs: Observation) -> tuple[Serving, dict[str, Any] | None]:
-    """How KServe says the stable revision is doing, with its Ready condition."""
+def serving_state(obs: Observation, mode: str) -> tuple[Serving, dict[str, Any] | None]:
+    """How KServe says the stable revision is doing, with its Ready condition.
+
+    KServe's status.observedGeneration counts a child's generations (inference_service_status.go): in Knative
+    mode the Knative Service's, which move with the InferenceService's as each of Esteira's changes reaches the
+    service, so one behind says the status is about an earlier spec; in Standard mode the stable Deployment's,
+    which a canary never moves (taken for the InferenceService's, it left the ModelDeployment not Ready for good
+    after its first canary), and Ready there is the Deployment's availability, true through its rolling updates.
+    """
     isvc = obs.isvc
     if isvc is None or obs.touched:
         return "pending", None
     status = isvc.get("status") or {}
-    if status.get("observedGeneration", 0) < (isvc.get("metadata") or {}).get("generation", 0):
+    behind = status.get("observedGeneration", 0) < (isvc.get("metadata") or {}).get("generation", 0)
+    if mode == "Knative" and behind:
         return "pending", None
     ready_cond = _isvc_condition(isvc, "Ready")
     if ready_cond is not None and ready_cond.get("status") == "True":
@@ -63,7 +71,7 @@ def observe_kserve(spec: ModelDeploymentSpec, status: ModelDeploymentStatus, obs
     """Carry the InferenceService's state into the status in place; returns transitions worth an Event."""
     was_ready = (c := get_condition(status, "Ready")) is not None and c.status == "True"
     isvc_status = (obs.isvc or {}).get("status") or {}
-    serving, ready_cond = serving_state(obs)
+    serving, ready_cond = serving_state(obs, spec.deployment_mode)
     model_status = isvc_status.get("modelStatus")
     status.url = (obs.url or isvc_status.get("url")) if obs.isvc is not None else None
     status.model_status = model_status
