@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import pytest
@@ -76,16 +77,23 @@ def test_interval_sample_after_a_restart_counts_from_zero() -> None:
     assert interval_sample(None, after).requests == 30
 
 
-def test_a_failed_reading_of_one_arm_moves_neither_arm_s_interval_on() -> None:
-    """Both arms' counters are read before either interval begins: the canary's errors while the stable's metrics
-    could not be read are judged at the next analysis."""
-    arms = {1: ArmStats(), 2: ArmStats()}
-    failing: set[int] = set()
+def counters_of(arms: dict[int, ArmStats], failing: set[int]) -> Callable[[int], Awaitable[Counters]]:
+    """A reader of each arm's counters that times out for the revisions in ``failing``."""
 
     async def read(revision: int) -> Counters:
         if revision in failing:
             raise MetricsUnavailable(f"revision {revision}'s /metrics timed out")
         return arms[revision].counters()
+
+    return read
+
+
+def test_a_failed_reading_of_one_arm_moves_neither_arm_s_interval_on() -> None:
+    """Both arms' counters are read before either interval begins: the canary's errors while the stable's metrics
+    could not be read are judged at the next analysis."""
+    arms = {1: ArmStats(), 2: ArmStats()}
+    failing: set[int] = set()
+    read = counters_of(arms, failing)
 
     async def scenario() -> None:
         provider = LocalMetricProvider(read)
@@ -114,11 +122,7 @@ def test_a_step_begun_while_the_counters_could_not_be_read_is_judged_only_on_its
     starts the interval instead (no evidence yet), and the one after judges the new step's traffic alone."""
     arms = {1: ArmStats(), 2: ArmStats()}
     failing: set[int] = set()
-
-    async def read(revision: int) -> Counters:
-        if revision in failing:
-            raise MetricsUnavailable(f"revision {revision}'s /metrics timed out")
-        return arms[revision].counters()
+    read = counters_of(arms, failing)
 
     def serve(revision: int, status: int, count: int) -> None:
         for _ in range(count):

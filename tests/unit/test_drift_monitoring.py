@@ -126,16 +126,24 @@ def test_evaluations_are_due_once_per_interval() -> None:
     assert drift_due(parsed(None), status, T0) is None
 
 
-def test_block_rollouts_holds_the_canary_while_inputs_drift_and_lets_it_go_after() -> None:
-    rollout = {"steps": [10, 100], "interval": "1m", "analysis": {"minRequests": 1}}
-    md = parsed({"actions": ["Alert", "BlockRollouts"]}, version="2", rollout=rollout)
+def canary_at_its_first_step_while_inputs_drift(
+    actions: list[str],
+) -> tuple[ModelDeploymentSpec, ModelDeploymentStatus]:
+    """Revision 2 a canary at 10% (threshold 2, one request enough), stable's inputs drifting since T0."""
+    rollout = {"steps": [10, 100], "interval": "1m", "threshold": 2, "analysis": {"minRequests": 1}}
+    md = parsed({"actions": actions}, version="2", rollout=rollout)
     status = track_revisions(
         parsed(version="1", rollout=rollout), ModelDeploymentStatus(), "2026-01-01T11:00:00Z"
     ).status
     status = track_revisions(md, status, format_time(T0)).status
-    route = ObservedRoute(2, True, 10)
     status = rollout_step(RolloutInput(spec=md, status=status, now=T0, route=ObservedRoute(2, True, 0))).status
     monitor(md, status, format_time(T0), 1, window(SHIFTED_WINDOW), None)
+    return md, status
+
+
+def test_block_rollouts_holds_the_canary_while_inputs_drift_and_lets_it_go_after() -> None:
+    md, status = canary_at_its_first_step_while_inputs_drift(["Alert", "BlockRollouts"])
+    route = ObservedRoute(2, True, 10)
     good = Evidence(canary=ArmSample(requests=100), stable=ArmSample(requests=900))
     later = T0 + timedelta(minutes=2)
     held = rollout_step(RolloutInput(spec=md, status=status, now=later, route=route, evidence=good))
@@ -156,15 +164,8 @@ def test_block_rollouts_holds_the_canary_while_inputs_drift_and_lets_it_go_after
 def test_a_canary_held_while_inputs_drift_is_still_rolled_back_when_it_fails_its_checks() -> None:
     """BlockRollouts moves no canary on, but one erroring at its weight is judged and rolled back at the threshold:
     held without a verdict, it kept its share of traffic for as long as the inputs drifted."""
-    rollout = {"steps": [10, 100], "interval": "1m", "threshold": 2, "analysis": {"minRequests": 1}}
-    md = parsed({"actions": ["BlockRollouts"]}, version="2", rollout=rollout)
-    status = track_revisions(
-        parsed(version="1", rollout=rollout), ModelDeploymentStatus(), "2026-01-01T11:00:00Z"
-    ).status
-    status = track_revisions(md, status, format_time(T0)).status
+    md, status = canary_at_its_first_step_while_inputs_drift(["BlockRollouts"])
     route = ObservedRoute(2, True, 10)
-    status = rollout_step(RolloutInput(spec=md, status=status, now=T0, route=ObservedRoute(2, True, 0))).status
-    monitor(md, status, format_time(T0), 1, window(SHIFTED_WINDOW), None)
     failing = Evidence(canary=ArmSample(requests=100, errors=40), stable=ArmSample(requests=900))
     reasons: list[str] = []
     for minutes in (1, 2, 3):
@@ -180,14 +181,7 @@ def test_a_canary_held_while_inputs_drift_is_still_rolled_back_when_it_fails_its
 
 
 def test_a_pass_while_inputs_drift_resets_the_count_of_failures_in_a_row() -> None:
-    rollout = {"steps": [10, 100], "interval": "1m", "threshold": 2, "analysis": {"minRequests": 1}}
-    md = parsed({"actions": ["BlockRollouts"]}, version="2", rollout=rollout)
-    status = track_revisions(
-        parsed(version="1", rollout=rollout), ModelDeploymentStatus(), "2026-01-01T11:00:00Z"
-    ).status
-    status = track_revisions(md, status, format_time(T0)).status
-    status = rollout_step(RolloutInput(spec=md, status=status, now=T0, route=ObservedRoute(2, True, 0))).status
-    monitor(md, status, format_time(T0), 1, window(SHIFTED_WINDOW), None)
+    md, status = canary_at_its_first_step_while_inputs_drift(["BlockRollouts"])
     failing = Evidence(canary=ArmSample(requests=100, errors=40), stable=ArmSample(requests=900))
     good = Evidence(canary=ArmSample(requests=100), stable=ArmSample(requests=900))
     for minutes, evidence in enumerate((failing, good, failing), start=1):

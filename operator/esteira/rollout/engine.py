@@ -110,6 +110,12 @@ def _hold(canary: CanaryRecord, hold: Hold | None, message: str | None = None) -
     canary.hold, canary.pause_reason = hold, message
 
 
+def _progress_left(spec: ModelDeploymentSpec, since: str | None, now: datetime) -> tuple[str, float]:
+    """When a wait began (``since``, else now) and the seconds `rollout.progressDeadline` leaves it."""
+    began = parse_time(since) if since else now
+    return format_time(began), (began + parse_duration(spec.rollout.progress_deadline) - now).total_seconds()
+
+
 def _await_readiness(
     spec: ModelDeploymentSpec, status: ModelDeploymentStatus, now: datetime, out: EngineOutput
 ) -> EngineOutput:
@@ -118,10 +124,8 @@ def _await_readiness(
     traffic) for ever."""
     canary = status.canary
     assert canary is not None
-    since = parse_time(canary.unready_since) if canary.unready_since else now
-    canary.unready_since = format_time(since)
     deadline = spec.rollout.progress_deadline
-    left = (since + parse_duration(deadline) - now).total_seconds()
+    canary.unready_since, left = _progress_left(spec, canary.unready_since, now)
     if left <= 0:
         out.decisions.append(
             roll_back(status, format_time(now), f"not ready for {deadline} (rollout.progressDeadline)")
@@ -145,10 +149,8 @@ def _await_router(
     judged the new step on the old one's."""
     canary = status.canary
     assert canary is not None
-    since = parse_time(canary.router_behind_since) if canary.router_behind_since else now
-    canary.router_behind_since = format_time(since)
     deadline = spec.rollout.progress_deadline
-    left = (since + parse_duration(deadline) - now).total_seconds()
+    canary.router_behind_since, left = _progress_left(spec, canary.router_behind_since, now)
     if left <= 0:
         reason = f"the router did not send the canary its weight for {deadline} (rollout.progressDeadline): {message}"
         out.decisions.append(roll_back(status, format_time(now), reason))
