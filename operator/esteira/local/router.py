@@ -489,11 +489,16 @@ class Router(ModelSurface):
 
     # --- metrics, status, control ------------------------------------------------------------------------
 
+    def _abandoned(self, revision: int) -> int | None:
+        """Requests held for ``revision`` whose callers left before they were sent, waiting in its admission or to
+        be joined (None: the router holds none of its requests)."""
+        holders = (self._admissions.get(revision), self._joiners.get(revision))
+        held = [holder.abandoned for holder in holders if holder is not None]
+        return sum(held) if held else None
+
     async def _metrics(self, _: Request) -> Response:
-        abandoned = {revision: admission.abandoned for revision, admission in self._admissions.items()}
-        for revision, joiner in self._joiners.items():  # callers that left while their requests waited to be joined
-            abandoned[revision] = abandoned.get(revision, 0) + joiner.abandoned
-        text = exposition(self.model, self.stats, abandoned)
+        held = {revision: self._abandoned(revision) for revision in {*self._admissions, *self._joiners}}
+        text = exposition(self.model, self.stats, {revision: count or 0 for revision, count in held.items()})
         return Response(200, text.encode(), {"Content-Type": "text/plain; charset=utf-8"})
 
     async def _server_metrics(self, request: Request) -> Response:
@@ -504,9 +509,7 @@ class Router(ModelSurface):
         address = front.metrics_address() if front is not None else None
         if front is None or address is None:
             return error_response(404, f"revision {revision} has no TorchServe server whose metrics the router serves")
-        holders = (self._admissions.get(revision), self._joiners.get(revision))
-        held = [holder.abandoned for holder in holders if holder is not None]
-        abandoned = sum(held) if held else None
+        abandoned = self._abandoned(revision)
         return await with_front_counts(
             front.upstream(address), request.query, front.answers, front.durations, abandoned
         )

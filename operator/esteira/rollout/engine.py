@@ -282,11 +282,17 @@ def _judge_while_held(inp: RolloutInput, status: ModelDeploymentStatus, now: str
         canary.failed_checks = 0  # failures count in a row
 
 
+def _step_age(inp: RolloutInput, canary: CanaryRecord) -> tuple[timedelta, timedelta]:
+    """How long the canary has been at its step, and how long its labels take to arrive (accuracy's labelDelay)."""
+    accuracy = inp.spec.rollout.analysis.accuracy
+    step_age = inp.now - parse_time(canary.step_started_at or format_time(inp.now))
+    return step_age, parse_duration(accuracy.label_delay) if accuracy else timedelta(0)
+
+
 def _judge(inp: RolloutInput, canary: CanaryRecord, evidence: Evidence) -> list[CheckResult]:
     """The checks on this interval's evidence; labelled accuracy once the step is older than the labels' delay."""
     analysis = inp.spec.rollout.analysis
-    step_age = inp.now - parse_time(canary.step_started_at or format_time(inp.now))
-    label_delay = parse_duration(analysis.accuracy.label_delay) if analysis.accuracy else timedelta(0)
+    step_age, label_delay = _step_age(inp, canary)
     return run_checks(
         analysis,
         evidence,
@@ -350,8 +356,7 @@ def advance(inp: RolloutInput, tracked: ModelDeploymentStatus) -> EngineOutput:
         return out
 
     analysis = spec.rollout.analysis
-    step_age = inp.now - parse_time(canary.step_started_at or now)
-    label_delay = parse_duration(analysis.accuracy.label_delay) if analysis.accuracy else timedelta(0)
+    step_age, label_delay = _step_age(inp, canary)
     checks = canary.checks = _judge(inp, canary, inp.evidence)
     enough = inp.evidence.canary.requests >= analysis.min_requests
     failed = [c for c in checks if c.verdict == "Fail"]
