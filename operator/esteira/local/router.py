@@ -40,7 +40,7 @@ from esteira.local.stats import ArmStats, exposition
 from esteira.packaging.admission import Admission, TooLate
 from esteira.packaging.caller_queue import deadline, with_time_left
 from esteira.packaging.front import with_front_counts
-from esteira.packaging.front_metrics import RequestDurations, ServerAnswers, made_by_server
+from esteira.packaging.front_metrics import RequestDurations, ServerAnswers
 from esteira.packaging.httpserver import (
     ClientLimits,
     HttpServer,
@@ -101,10 +101,6 @@ class StandInFront:
     durations: RequestDurations
     metrics_address: Callable[[], str | None]  # the server's metrics port now: a restart moves it
     scrapes: Upstream | None = None
-
-    def record(self, status: int, body: bytes) -> None:
-        if made_by_server(status, body):
-            self.answers.record(status)
 
     def upstream(self, address: str) -> Upstream:
         """Connections to ``address``, the ones kept while it stays where it was."""
@@ -443,7 +439,7 @@ class Router(ModelSurface):
                     reply = await admission.send(due, started, forward, _answered)
                 answer = Answer(reply.status, reply.body, reply.headers, reply.reason)
                 if front is not None:
-                    front.record(reply.status, reply.body)
+                    front.answers.answered(reply.status, reply.body)
             except TooLate:
                 message = f"revision {revision} could not answer before the request's deadline; retry later"
                 answer = Answer(503, json.dumps({"error": message}).encode(), {"retry-after": str(RETRY_AFTER_SECONDS)})

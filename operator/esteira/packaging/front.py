@@ -32,7 +32,6 @@ from esteira.packaging.config import MAX_MESSAGE_BYTES
 from esteira.packaging.front_metrics import (
     RequestDurations,
     ServerAnswers,
-    made_by_server,
     model_labels,
     with_front_metrics,
 )
@@ -193,8 +192,7 @@ class TorchServeSurface(ModelSurface):
         except UpstreamError as exc:
             self.answers.record(502)
             return self._unanswered(exc)
-        if made_by_server(answer.status, answer.body):
-            self.answers.record(answer.status)
+        self.answers.answered(answer.status, answer.body)
         return relay(answer.status, answer.body, answer.headers, answer.reason)
 
     def _too_late(self) -> Response:

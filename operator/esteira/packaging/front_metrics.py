@@ -79,6 +79,11 @@ class ServerAnswers:
         if status >= 400:
             self._counts[outcome_slot(status) - 1] += 1
 
+    def answered(self, status: int, body: bytes) -> None:
+        """One answer TorchServe gave: counted when it is an error of its own (:func:`made_by_server`)."""
+        if made_by_server(status, body):
+            self.record(status)
+
     def samples(self) -> list[str]:
         return [f"{prefix}{float(count)}" for prefix, count in zip(self._prefixes, self._counts, strict=True)]
 
