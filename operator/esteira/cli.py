@@ -90,7 +90,8 @@ def build_parser() -> argparse.ArgumentParser:
     render.add_argument(
         "--canary-weight",
         type=_percent,
-        help="Show a rollout at this canary weight (0-100): the file's model is the canary (revision 2).",
+        help="Show a rollout at this canary weight (0-100): the file's model is the canary (revision 2); 0 with "
+        "rollout.mirror shows it getting copies of stable's requests.",
     )
     render.add_argument("--stable-version", help="With --canary-weight: the stable revision's model version.")
     render.add_argument(

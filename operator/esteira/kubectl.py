@@ -56,9 +56,10 @@ def format_status(md: dict[str, Any]) -> str:
         )
     lines += ["", _table(arms)]
     if canary:
-        marks = []
+        mirroring = bool(canary.get("mirroring"))
+        marks = [f"{'>' if mirroring else ' '}copies"] if rollout.get("mirror") else []
         for index, weight in enumerate(steps):
-            mark = ">" if index == canary.get("step") else " "
+            mark = ">" if index == canary.get("step") and not mirroring else " "
             gate = " (pause)" if weight in (rollout.get("pauseBefore") or []) else ""
             marks.append(f"{mark}{weight}%{gate}")
         lines += [

@@ -121,6 +121,7 @@ def render_document(
             stable=Arm(1, version, storage_uri),
             canary=Arm(2, spec.model.version, spec.model.storage_uri),
             canary_weight=canary_weight,
+            mirror=spec.rollout.mirror and canary_weight == 0,
         )
     return [with_last_applied(obj) for obj in router_for(spec.rollout.router).desired(ctx, spec, plan, {})]
 

@@ -21,6 +21,8 @@ from tests.support.schemas import HTTPROUTE_CRD, upstream_crds_dir
 from tests.support.specs import document, spec
 from tests.support.traffic import TrafficMirror
 
+HTTPROUTES = ("gateway.networking.k8s.io", "v1")
+
 INTERVAL = 3.0
 GOOD = ArmProfile()
 ERRORS = ArmProfile(error_rate=0.3)
@@ -31,7 +33,12 @@ pytestmark = pytest.mark.slow
 
 
 def rollout_md(
-    namespace: str, version: str, router: str = "KServe", mode: str = "Standard", progress_deadline: str = "10m"
+    namespace: str,
+    version: str,
+    router: str = "KServe",
+    mode: str = "Standard",
+    progress_deadline: str = "10m",
+    mirror: bool = False,
 ) -> dict[str, Any]:
     body = spec(
         deploymentMode=mode,
@@ -42,6 +49,7 @@ def rollout_md(
             "interval": f"{int(INTERVAL)}s",
             "threshold": 2,
             "progressDeadline": progress_deadline,
+            "mirror": mirror,
             "analysis": {
                 "minRequests": 10,
                 "lowTrafficDeadline": "60s",
@@ -107,8 +115,9 @@ def start_rollout(
     router: str = "KServe",
     mode: str = "Standard",
     progress_deadline: str = "10m",
+    mirror: bool = False,
 ) -> None:
-    esteira.create_md(namespace, rollout_md(namespace, "1.0.0", router, mode, progress_deadline))
+    esteira.create_md(namespace, rollout_md(namespace, "1.0.0", router, mode, progress_deadline, mirror))
     eventually(
         lambda: (esteira.condition(namespace, "iris", "Ready") or {}).get("status") == "True", timeout=30, what="ready"
     )
@@ -222,6 +231,57 @@ def test_bad_canary_is_rolled_back_within_two_intervals(
     assert status["phase"] == "RolledBack"
     isvc = esteira.get_isvc(kube_namespace, "iris")
     assert isvc is not None and "canary" not in isvc["spec"]
+
+
+def route_split(esteira: Esteira, namespace: str) -> tuple[int | None, list[str]]:
+    """The canary's weight in the HTTPRoute's split rule, and the backends its rules copy requests to (one entry a
+    rule that copies), from one read."""
+    route = esteira.custom.get_namespaced_custom_object(*HTTPROUTES, namespace, "httproutes", "iris")
+    rules = route["spec"]["rules"]
+    canary = [ref["weight"] for ref in rules[-1]["backendRefs"] if ref["name"] == "iris-rev-2-predictor"]
+    copies = [f["requestMirror"]["backendRef"]["name"] for r in rules for f in r.get("filters") or []]
+    return (canary[0] if canary else None), copies
+
+
+@pytest.mark.parametrize(("profile", "outcome"), [(GOOD, "Promoted"), (SHIFTED, "RolledBack")], ids=["good", "shifted"])
+@pytest.mark.usefixtures("rollout_operator")
+def test_a_mirrored_canary_is_judged_on_copies_of_stable_s_requests_before_it_serves_any(
+    esteira: Esteira,
+    kube_namespace: str,
+    telemetry: tuple[ModelExporter, PrometheusServer],
+    profile: ArmProfile,
+    outcome: str,
+) -> None:
+    """With rollout.mirror the HTTPRoute copies stable's requests to the ready canary at 0 %; a canary whose
+    answers to them shift is rolled back without ever serving a caller, a good one takes its steps without copies
+    (a rule's mirror would send it its own requests twice)."""
+    exporter, prometheus = telemetry
+    with TrafficMirror(esteira, kube_namespace, exporter, {1: GOOD, 2: profile}) as mirror:
+        start_rollout(esteira, kube_namespace, prometheus, "GatewayAPI", mirror=True)
+        copying = (0, ["iris-rev-2-predictor"] * 2)  # the split and the rule pinned to stable
+        eventually(lambda: route_split(esteira, kube_namespace) == copying, timeout=30, what="copies to the canary")
+        if outcome == "Promoted":
+            at_20 = eventually(
+                lambda: (split := route_split(esteira, kube_namespace))[0] == 20 and split,
+                timeout=30,
+                what="the route at 20%",
+            )
+            assert at_20 == (20, []), at_20
+        ended = eventually(lambda: last_rollout(esteira, kube_namespace), timeout=60, what="rollout finished")
+    assert ended["outcome"] == outcome, ended
+    assert mirror.timeline.copies_seen > 0
+    weights = [w for w in mirror.timeline.canary_weights() if w]
+    if outcome == "Promoted":
+        assert weights == [20, 50, 100]
+    else:
+        assert "prediction-shift-jensenshannon" in ended["reason"] and not weights, (ended, weights)
+    reasons = eventually(
+        lambda: (
+            (found := [e["reason"] for e in esteira.events_for(kube_namespace, "iris")]) and outcome in found and found
+        ),
+        what=f"the {outcome} event",
+    )
+    assert "Mirroring" in reasons, reasons
 
 
 @pytest.mark.usefixtures("rollout_operator")

@@ -26,6 +26,7 @@ from urllib.parse import urlparse
 
 import pytest
 
+from esteira.api.status import CanaryRecord
 from esteira.local import kserve_server, server
 from esteira.local.cli import serve
 from esteira.local.loadgen import LoadGenerator
@@ -67,7 +68,7 @@ def local(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[RuntimeThr
 
 @pytest.mark.timeout(900)
 def test_one_runtime_from_first_revision_to_shutdown(local: RuntimeThread, tmp_path: Path) -> None:
-    """Revision 1 serves; 1.0.1 is mirrored, paused and promoted (2); the worse 1.1.0 is rolled back (3); a
+    """Revision 1 serves; 1.0.1 gets copies, is paused, gated and promoted (2); the worse 1.1.0 is rolled back (3); a
     killed server comes back, and one the router took out though it ran; a rollback to revision 1's build makes revision 4; 1.0.2 is aborted (5), retried
     (6) and promoted by command; shutdown leaves no process. Steady load runs throughout: file edits, pause,
     promotion, rollback, abort, retry, promote and a kill -9 drop no request."""
@@ -137,9 +138,12 @@ def serves_v1_v2_and_pins_by_header(local: RuntimeThread) -> None:
 
 
 def mirroring_pause_and_promotion(local: RuntimeThread, workdir: Path) -> None:
+    """The new canary first gets copies of what stable answers (paused there, the copies go on); once an analysis
+    of them passes it takes its first step, and the copies stop (here at a pauseBefore gate, still at 0%)."""
     runtime = local.runtime
-    _edit(local, "1.0.1", "iris-1.0.0", mirror=True)
-    wait_for(lambda: runtime.router.split and runtime.router.split.canary == 2, 60, "canary revision 2 serving")
+    _edit(local, "1.0.1", "iris-1.0.0", mirror=True, pause_before=(50,))
+    split = wait_for(lambda: runtime.router.mirror and runtime.router.split, 60, "copies to canary revision 2")
+    assert split.canary == 2 and split.weight == 0, split
     paused = local.call(runtime.control("pause", {}))
     assert paused["status"]["phase"] == "Paused"
     prometheus_finds_what_the_analysis_reads_for_each_revision(local, workdir)
@@ -151,6 +155,14 @@ def mirroring_pause_and_promotion(local: RuntimeThread, workdir: Path) -> None:
         assert status == 200 and headers["x-model-revision"] == "1"
     wait_for(lambda: runtime.router.arm(2).mirrored >= before + 10, 10, "mirrored copies on the canary")
     local.call(runtime.control("resume", {}))
+
+    def at_the_gate() -> CanaryRecord | None:
+        canary = runtime.status.canary
+        return canary if canary is not None and canary.hold == "WaitingForPromotion" else None
+
+    gated = wait_for(at_the_gate, 60, "the canary at the 50% gate")
+    assert gated.weight == 0 and not gated.mirroring and not runtime.router.mirror, gated
+    local.call(runtime.control("promote", {}))
     assert wait_for(lambda: _outcome(local, 2), 60, "revision 2 promoted") == "Promoted"
     assert runtime.status.stable is not None and runtime.status.stable.revision == 2
 

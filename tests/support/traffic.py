@@ -15,6 +15,7 @@ class Timeline:
     """What the test saw of the rollout, sampled from the ModelDeployment's status."""
 
     samples: list[tuple[float, int | None, int | None, str | None]] = field(default_factory=list)
+    copies_seen: int = 0  # samples in which the canary got copies of stable's requests (rollout.mirror)
 
     def canary_weights(self) -> list[int]:
         weights: list[int] = []
@@ -52,12 +53,15 @@ class TrafficMirror:
                 continue
             stable, canary = status.get("stable"), status.get("canary")
             weight = canary["weight"] if canary else 0
+            copies = bool(canary and canary.get("mirroring"))  # stable's every request, at 0 % of its own
             for revision in list(self.exporter.weights):
                 self.exporter.set_arm(revision, 0.0)
             if stable:
                 self.exporter.set_arm(stable["revision"], (100 - weight) / 100, self.profiles.get(stable["revision"]))
             if canary:
-                self.exporter.set_arm(canary["revision"], weight / 100, self.profiles.get(canary["revision"]))
+                share = 1.0 if copies else weight / 100
+                self.exporter.set_arm(canary["revision"], share, self.profiles.get(canary["revision"]))
+            self.timeline.copies_seen += copies
             self.timeline.samples.append(
                 (time.monotonic(), stable and stable["revision"], canary and canary["weight"], status.get("phase"))
             )

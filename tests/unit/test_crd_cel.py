@@ -14,6 +14,7 @@ from esteira.api.errors import InvalidSpec
 from esteira.api.spec import (
     DRAIN_WITHIN_GRACE,
     MAX_NAME_LENGTH,
+    MIRROR_NEEDS_GATEWAY,
     NODE_SELECTOR_KEYS,
     NOT_OVERCOMMITTED,
     NOTHING_TO_COMPARE,
@@ -113,6 +114,20 @@ CASES: list[tuple[str, str, Any, Any, str | None]] = [
         NOTHING_TO_COMPARE,
         {"steps": [10, 100], "pauseBefore": [], "analysis": {"errorRate": {"max": 0.1, "maxIncrease": 0.01}}},
         {"steps": [100], "pauseBefore": [], "analysis": {"errorRate": {"max": 0.1, "maxIncrease": 0.01}}},
+        "rollout",
+    ),
+    (  # the copies before the first step are judged against stable's answers to the same requests
+        ".spec.rollout",
+        NOTHING_TO_COMPARE,
+        {"steps": [100], "pauseBefore": [], "mirror": True, "router": "GatewayAPI", "analysis": {"accuracy": {}}},
+        {"steps": [100], "pauseBefore": [], "mirror": False, "router": "GatewayAPI", "analysis": {"accuracy": {}}},
+        "rollout",
+    ),
+    (
+        ".spec.rollout",
+        MIRROR_NEEDS_GATEWAY,
+        {"steps": [10, 100], "pauseBefore": [], "mirror": True, "router": "GatewayAPI"},
+        {"steps": [10, 100], "pauseBefore": [], "mirror": True},
         "rollout",
     ),
     (

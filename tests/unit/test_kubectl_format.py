@@ -33,6 +33,20 @@ def test_status_shows_arms_steps_and_checks() -> None:
     assert "failed checks 1/2" in text
 
 
+def test_status_marks_a_canary_getting_copies_before_its_first_step() -> None:
+    rollout = {"steps": [20, 100], "mirror": True, "router": "GatewayAPI"}
+    md_body = document(spec(rollout=rollout), namespace="models")
+    canary = {"revision": 2, "modelVersion": "2", "storageUri": "s3://b", "since": "t", "weight": 0, "step": 0}
+    md_body["status"] = {
+        "phase": "Progressing",
+        "stable": {"revision": 1, "modelVersion": "1", "storageUri": "s3://a", "since": "t"},
+        "canary": {**canary, "mirroring": True},
+    }
+    assert "steps: >copies   20%   100%" in format_status(md_body)
+    md_body["status"]["canary"] = {**canary, "weight": 20}
+    assert "steps:  copies  >20%   100%" in format_status(md_body)
+
+
 def test_command_patch_has_a_fresh_id_each_time() -> None:
     first, second = command_patch("pause"), command_patch("pause")
     key = "serving.esteira.io/command"

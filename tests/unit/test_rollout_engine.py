@@ -15,7 +15,7 @@ from esteira.rollout.cycle import RolloutOutput, rollout_step
 from esteira.rollout.evidence import ArmSample, Evidence
 from esteira.rollout.inputs import ObservedRoute, RolloutInput
 from esteira.rollout.phase import phase_of
-from esteira.rollout.revisions import track_revisions
+from esteira.rollout.revisions import track_revisions, traffic_plan
 from esteira.vocabulary import Command, format_time
 from tests.support.specs import model, spec
 
@@ -109,6 +109,62 @@ def test_good_canary_is_promoted_through_every_step() -> None:
     history = {h.revision: h.outcome for h in driver.status.history}
     assert history == {2: "Promoted", 1: "Superseded"}
     assert driver.reasons().count("AnalysisPassed") == 3
+
+
+MIRROR = {"mirror": True, "router": "GatewayAPI"}
+
+
+def test_a_mirrored_canary_is_judged_on_copies_before_it_takes_traffic() -> None:
+    """With rollout.mirror the ready canary first gets copies of stable's requests at 0%; a passing analysis of
+    them takes it to its first step, where the copies stop (a rule's mirror would send it its own requests twice)."""
+    driver = Driver(parsed(MIRROR))
+    seen = []
+    for _ in range(5):
+        driver.tick()
+        canary = driver.status.canary
+        seen.append((canary.weight, canary.mirroring, traffic_plan(driver.status).mirror) if canary else None)
+    assert seen == [(0, True, True), (10, False, False), (50, False, False), (100, False, False), None]
+    assert driver.reasons()[:3] == ["Mirroring", "AnalysisPassed", "StepAdvanced"]
+    assert driver.status.last_rollout is not None and driver.status.last_rollout.outcome == "Promoted"
+
+
+def test_a_mirrored_canary_failing_on_copies_is_rolled_back_before_serving_anyone() -> None:
+    driver = Driver(parsed(MIRROR))
+    driver.tick()
+    driver.tick(SHIFTED)
+    assert driver.weight == 0 and driver.status.canary is not None and driver.status.canary.mirroring
+    driver.tick(SHIFTED)
+    assert driver.status.canary is None
+    assert driver.status.last_rollout is not None and "prediction-shift" in driver.status.last_rollout.reason
+    assert "StepAdvanced" not in driver.reasons()
+
+
+def test_promote_or_a_mirror_turned_off_ends_the_copies_at_the_first_step() -> None:
+    driver = Driver(parsed(MIRROR))
+    driver.tick()
+    driver.tick(command=Command(id="c1", action="promote"))
+    assert driver.weight == 10 and driver.status.canary is not None and not driver.status.canary.mirroring
+    driver = Driver(parsed(MIRROR))
+    driver.tick()
+    driver.spec = parsed({"router": "GatewayAPI"})
+    driver.tick(QUIET)
+    assert driver.weight == 10 and driver.status.canary is not None and not driver.status.canary.mirroring
+
+
+def test_a_canary_paused_while_getting_copies_resumes_them_and_stops_at_its_first_step_s_gate() -> None:
+    driver = Driver(parsed({**MIRROR, "pauseBefore": [10]}))
+    driver.tick()
+    driver.tick(command=Command(id="c1", action="pause"))
+    out = driver.tick(command=Command(id="c2", action="resume"))
+    canary = driver.status.canary
+    assert [d.reason for d in out.decisions] == ["Resumed"] and canary is not None
+    assert canary.mirroring and not canary.paused
+    driver.tick()
+    canary = driver.status.canary
+    assert canary is not None and canary.paused and canary.hold == "WaitingForPromotion"
+    assert canary.weight == 0 and not canary.mirroring, "no copies while it waits at the gate"
+    driver.tick(command=Command(id="c3", action="promote"))
+    assert driver.weight == 10
 
 
 def test_erroring_canary_rolls_back_after_threshold() -> None:
@@ -441,9 +497,11 @@ STEP = st.tuples(
 
 
 @settings(max_examples=500, deadline=None)
-@given(st.lists(STEP, min_size=1, max_size=40))
-def test_invariants_hold_for_any_sequence(steps: list[tuple[Any, Command | None, int, bool, int | None]]) -> None:
-    driver = Driver(parsed())
+@given(st.lists(STEP, min_size=1, max_size=40), st.booleans())
+def test_invariants_hold_for_any_sequence(
+    steps: list[tuple[Any, Command | None, int, bool, int | None]], mirror: bool
+) -> None:
+    driver = Driver(parsed(MIRROR if mirror else None))
     previous = 0
     for evidence, command, seconds, ready, observed in steps:
         out = driver.tick(evidence, after=timedelta(seconds=seconds), command=command, ready=ready, observed=observed)
@@ -453,6 +511,7 @@ def test_invariants_hold_for_any_sequence(steps: list[tuple[Any, Command | None,
             assert 0 <= canary.weight <= 100
             assert canary.weight >= previous or command is not None, "weights only grow without a command"
             assert canary.weight in (0, *driver.spec.rollout.steps)
+            assert not canary.mirroring or (mirror and canary.weight == 0), "copies only to a canary without traffic"
             previous = canary.weight
         if "RolledBack" in reasons:
             assert canary is None, "a rollback returns all traffic to stable"

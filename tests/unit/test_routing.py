@@ -27,10 +27,17 @@ def test_router_for_names() -> None:
     assert isinstance(router_for("GatewayAPI"), GatewayAPIRouter)
 
 
-@pytest.mark.parametrize("mirror", [False, True])
-@pytest.mark.parametrize("plan", [TrafficPlan(STABLE), TrafficPlan(STABLE, CANARY, 0), TrafficPlan(STABLE, CANARY, 30)])
-def test_gateway_objects_validate_upstream(plan: TrafficPlan, mirror: bool) -> None:
-    objects = GatewayAPIRouter().desired(CTX, parsed(mirror=mirror), plan, {})
+@pytest.mark.parametrize(
+    "plan",
+    [
+        TrafficPlan(STABLE),
+        TrafficPlan(STABLE, CANARY, 0),
+        TrafficPlan(STABLE, CANARY, 0, mirror=True),
+        TrafficPlan(STABLE, CANARY, 30),
+    ],
+)
+def test_gateway_objects_validate_upstream(plan: TrafficPlan) -> None:
+    objects = GatewayAPIRouter().desired(CTX, parsed(mirror=True), plan, {})
     for obj in objects:
         validate_custom_resource(obj)
     names = [key_of(o)[1:] for o in objects]
@@ -40,7 +47,7 @@ def test_gateway_objects_validate_upstream(plan: TrafficPlan, mirror: bool) -> N
     assert names == [*expected_isvcs, ("HTTPRoute", "iris")]
 
 
-def test_gateway_route_weights_header_pinning_and_mirror() -> None:
+def test_gateway_route_weights_and_header_pinning() -> None:
     route = GatewayAPIRouter().desired(CTX, parsed(mirror=True), TrafficPlan(STABLE, CANARY, 30), {})[-1]
     pin_stable, pin_canary, split = route["spec"]["rules"]
     assert pin_stable["matches"][0]["headers"][0] == {"type": "Exact", "name": "x-model-revision", "value": "1"}
@@ -49,8 +56,25 @@ def test_gateway_route_weights_header_pinning_and_mirror() -> None:
         ("iris-rev-1-predictor", 70),
         ("iris-rev-2-predictor", 30),
     ]
-    assert split["filters"][0]["requestMirror"]["backendRef"]["name"] == "iris-rev-2-predictor"
     assert route["spec"]["parentRefs"] == [{"name": "kserve-ingress-gateway", "namespace": "kserve"}]
+    # A canary with traffic of its own gets no copies: a rule's mirror would send it its own requests twice.
+    assert not any("filters" in rule for rule in route["spec"]["rules"])
+
+
+def test_gateway_route_copies_only_stable_s_requests_to_a_mirroring_canary() -> None:
+    """Before its first step the canary's split weight is 0: every request the split rule sends, and every one
+    pinned to stable, goes to stable, and each is copied to the canary; one pinned to the canary is not."""
+    route = GatewayAPIRouter().desired(CTX, parsed(mirror=True), TrafficPlan(STABLE, CANARY, 0, mirror=True), {})[-1]
+    pin_stable, pin_canary, split = route["spec"]["rules"]
+    assert [(b["name"], b["weight"]) for b in split["backendRefs"]] == [
+        ("iris-rev-1-predictor", 100),
+        ("iris-rev-2-predictor", 0),
+    ]
+    copy = [{"type": "RequestMirror", "requestMirror": {"backendRef": {"name": "iris-rev-2-predictor", "port": 80}}}]
+    assert split["filters"] == pin_stable["filters"] == copy
+    assert "filters" not in pin_canary
+    with pytest.raises(ValueError, match="no traffic of its own"):
+        TrafficPlan(STABLE, CANARY, 10, mirror=True)
 
 
 def test_a_request_timeout_is_every_route_rule_s_and_every_revision_s_predictor_s() -> None:

@@ -89,6 +89,11 @@ class CanaryRecord(RevisionRecord):
     weight: int = Field(default=0, ge=0, le=100, description="Share of traffic (%) the canary receives.")
     step: int = Field(default=0, ge=0, description="Index into rollout.steps.")
     step_started_at: str | None = None
+    mirroring: bool = Field(
+        default=False,
+        description="Sent a copy of every request stable answers and no traffic of its own (rollout.mirror): "
+        "judged on those copies before its first step.",
+    )
     failed_checks: int = Field(default=0, ge=0, description="Failed analyses in a row at this step.")
     paused: bool = Field(default=False, description="Held by a person (pause) or by a pauseBefore gate.")
     hold: Hold | None = Field(default=None, description="Why the canary is not moving, when it is not.")

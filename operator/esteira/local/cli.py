@@ -146,8 +146,9 @@ def render_status(view: dict[str, Any]) -> str:
     lines.append(f"weights: {weights}")
     canary = status.get("canary")
     if canary:
+        where = "getting copies of stable's requests" if canary.get("mirroring") else f"step {canary['step'] + 1}"
         lines.append(
-            f"canary revision {canary['revision']} (model {canary['modelVersion']}) step {canary['step'] + 1}"
+            f"canary revision {canary['revision']} (model {canary['modelVersion']}) {where}"
             f"{', paused' if canary.get('paused') else ''}{': ' + canary['pauseReason'] if canary.get('pauseReason') else ''}"
         )
         for check in canary.get("checks", []):

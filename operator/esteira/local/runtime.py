@@ -328,7 +328,7 @@ class LocalRuntime:
                 )
             except MetricsUnavailable as exc:
                 error = str(exc)
-        before = canary.weight if canary else None
+        before = (canary.weight, canary.mirroring) if canary else None
         self._report(await self._monitor(spec, now))  # before the step: BlockRollouts reads it
         out = rollout_step(
             RolloutInput(
@@ -347,7 +347,7 @@ class LocalRuntime:
         self._report_extension(held)
         self._ensure_servers()
         after, stable = self.status.canary, self.status.stable
-        if after is not None and stable is not None and after.weight != before:
+        if after is not None and stable is not None and (after.weight, after.mirroring) != before:  # a step began
             with contextlib.suppress(MetricsUnavailable):
                 await self.local_provider.mark(stable.revision, after.revision)
         self._apply_split()
@@ -569,7 +569,8 @@ class LocalRuntime:
         if not self._ready(primary) and serving is not None and self._ready(serving.stable):
             primary = serving.stable
         arm = canary.revision if canary and self._ready(canary.revision) and canary.revision != primary else None
-        self.router.set_split(Split(primary, arm, canary.weight if canary else 0), self.spec.rollout.mirror)
+        mirroring = canary is not None and canary.mirroring
+        self.router.set_split(Split(primary, arm, canary.weight if canary else 0), mirroring)
         self.router.set_timeout(self.spec.timeout_seconds)
 
     async def _retire_servers(self) -> None:

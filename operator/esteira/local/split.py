@@ -39,5 +39,6 @@ def choose(split: Split, draw: float, pinned: str | None = None) -> int:
 
 
 def should_mirror(split: Split, chosen: int, mirror: bool) -> bool:
-    """With mirroring on, every request stable answers is also sent to the canary (its answer ignored)."""
+    """While the canary is mirroring (rollout.mirror, before its first step), every request stable answers is also
+    sent to it (its answer ignored)."""
     return mirror and split.canary is not None and chosen == split.stable

@@ -1,8 +1,8 @@
 """Gateway API routing for a rollout: one InferenceService per revision behind one HTTPRoute.
 
 The route answers for its own hosts, splits traffic by weight between the stable and canary predictor Services,
-lets a client pin an arm with the `x-model-revision` header (A/B and debugging), and can mirror stable's requests
-to the canary for shadow testing.
+lets a client pin an arm with the `x-model-revision` header (A/B and debugging), and copies stable's requests to
+a canary that takes no traffic of its own yet (rollout.mirror).
 """
 
 from __future__ import annotations
@@ -61,7 +61,8 @@ def route_url(ctx: RenderContext, spec: ModelDeploymentSpec) -> str | None:
 
 def render_http_route(ctx: RenderContext, spec: ModelDeploymentSpec, plan: TrafficPlan) -> dict[str, Any]:
     gateway = spec.rollout.gateway
-    rules = [_pinned(ctx, plan.stable)]
+    pinned_stable = _pinned(ctx, plan.stable)
+    rules = [pinned_stable]
     split: dict[str, Any] = {"matches": [{"path": {"type": "PathPrefix", "value": "/"}}]}
     if plan.canary is None:
         split["backendRefs"] = [_backend(ctx, plan.stable, 100)]
@@ -71,8 +72,14 @@ def render_http_route(ctx: RenderContext, spec: ModelDeploymentSpec, plan: Traff
             _backend(ctx, plan.stable, 100 - plan.canary_weight),
             _backend(ctx, plan.canary, plan.canary_weight),
         ]
-        if spec.rollout.mirror:
-            split["filters"] = [{"type": "RequestMirror", "requestMirror": {"backendRef": _backend(ctx, plan.canary)}}]
+        if plan.mirror:
+            # A rule's mirror copies every request of the rule, whichever backend it goes to: only while the canary
+            # takes none of the split are those stable's alone (a backendRef's own filters would say it exactly,
+            # but mirroring there is implementation-specific, and Istio refuses it).
+            for rule in (pinned_stable, split):
+                rule["filters"] = [
+                    {"type": "RequestMirror", "requestMirror": {"backendRef": _backend(ctx, plan.canary)}}
+                ]
     rules.append(split)
     if spec.timeout_seconds is not None:  # the gateway's Envoy then tells the model server how long it waits
         for rule in rules:

@@ -31,12 +31,16 @@ class TrafficPlan:
     # The last rollout ended in a rollback: a router whose backend still routes to the canary's build
     # (Knative's latest ready revision) keeps traffic pinned to stable until stable's spec is ready again.
     rolled_back: bool = False
+    # The canary gets a copy of every request stable answers (rollout.mirror, before its first step).
+    mirror: bool = False
 
     def __post_init__(self) -> None:
         if not 0 <= self.canary_weight <= 100:
             raise ValueError(f"canary weight {self.canary_weight} is outside 0-100")
         if self.canary is None and self.canary_weight:
             raise ValueError("a canary weight needs a canary arm")
+        if self.mirror and (self.canary is None or self.canary_weight):
+            raise ValueError("copies go to a canary that takes no traffic of its own")
 
     @classmethod
     def first_revision(cls, spec: ModelDeploymentSpec) -> TrafficPlan:

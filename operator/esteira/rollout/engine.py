@@ -42,7 +42,7 @@ class EngineOutput:
 def analysis_due(spec: ModelDeploymentSpec, status: ModelDeploymentStatus, now: datetime) -> bool:
     """Whether the adapter should gather evidence now (saves Prometheus queries between intervals)."""
     canary = status.canary
-    if canary is None or canary.paused or canary.weight == 0 or canary.step_started_at is None:
+    if canary is None or canary.paused or not (canary.weight or canary.mirroring) or not canary.step_started_at:
         return False
     last = parse_time(canary.last_analysis_at or canary.step_started_at)
     return now - last >= parse_duration(spec.rollout.interval)
@@ -156,7 +156,7 @@ def _await_router(
         out.decisions.append(roll_back(status, format_time(now), reason))
         return out
     _hold(canary, "WaitingForRouter", message)
-    if canary.weight > 0:
+    if canary.weight > 0 or canary.mirroring:
         canary.step_started_at, canary.last_analysis_at = format_time(now), None
     out.requeue_after = min(5.0, left)
     return out
@@ -166,6 +166,7 @@ def _enter_step(canary: CanaryRecord, spec: ModelDeploymentSpec, index: int, now
     """Move to step `index`, or stop before it when a person must approve it first."""
     weight = canary_steps(spec)[index]
     canary.step = index
+    canary.mirroring = False
     canary.failed_checks = 0
     canary.last_analysis_at = None
     if weight in spec.rollout.pause_before and canary.weight < weight:
@@ -182,12 +183,27 @@ def _enter_step(canary: CanaryRecord, spec: ModelDeploymentSpec, index: int, now
     )
 
 
+def _begin(canary: CanaryRecord, spec: ModelDeploymentSpec, now: str) -> Decision:
+    """A ready canary's first move: where `rollout.mirror` asks, copies of stable's requests and no traffic of
+    its own, until an analysis of them passes; else its first step. A mirror turned off meanwhile ends the copies."""
+    if not spec.rollout.mirror:
+        return _enter_step(canary, spec, 0, now)
+    canary.mirroring, canary.step_started_at, canary.failed_checks = True, now, 0
+    canary.last_analysis_at = None
+    _hold(canary, None)
+    return Decision(
+        "Mirroring",
+        f"Canary revision {canary.revision} gets a copy of every request stable answers (rollout.mirror) and no "
+        "traffic of its own until an analysis of them passes",
+    )
+
+
 def _gate(canary: CanaryRecord, spec: ModelDeploymentSpec) -> int | None:
     """The weight of the step the canary waits to enter at a ``pauseBefore`` gate (None: it is at no gate). There
     its step is already the next one and its weight still the last one's: resumed there, it was judged at the last
     weight as if at the gated step, and moved past that step, or promoted, without ever serving it."""
     steps = canary_steps(spec)
-    if canary.step >= len(steps):
+    if canary.step >= len(steps) or canary.mirroring:  # getting copies comes before the first step's gate
         return None
     weight = steps[canary.step]
     return weight if weight in spec.rollout.pause_before and canary.weight < weight else None
@@ -228,7 +244,7 @@ def _command(inp: RolloutInput, status: ModelDeploymentStatus, now: str) -> list
     steps = canary_steps(inp.spec)
     if command.full or (canary.step + 1 >= len(steps) and canary.weight == 100):
         return [promote(status, now, "promoted by request")]
-    canary.paused = False
+    canary.paused = canary.mirroring = False
     target = min(canary.step, len(steps) - 1)  # the steps may have been edited shorter meanwhile
     target = min(target + 1 if canary.weight == steps[target] else target, len(steps) - 1)
     canary.weight = steps[target]
@@ -334,8 +350,8 @@ def advance(inp: RolloutInput, tracked: ModelDeploymentStatus) -> EngineOutput:
         if analysis_due(spec, status, inp.now):
             _judge_while_held(inp, status, now, out)
         return out
-    if canary.weight == 0 and canary.step == 0:
-        out.decisions.append(_enter_step(canary, spec, 0, now))
+    if canary.weight == 0 and canary.step == 0 and not (canary.mirroring and spec.rollout.mirror):
+        out.decisions.append(_begin(canary, spec, now))
         out.requeue_after = interval.total_seconds()
         return out
     if canary.hold in TRANSIENT_HOLDS:
@@ -387,6 +403,9 @@ def advance(inp: RolloutInput, tracked: ModelDeploymentStatus) -> EngineOutput:
     out.decisions.append(
         Decision("AnalysisPassed", f"Canary revision {canary.revision} at {canary.weight}%: {summary}")
     )
+    if canary.mirroring:  # judged on copies: now on traffic of its own
+        out.decisions.append(_enter_step(canary, spec, 0, now))
+        return out
     if canary.step + 1 >= len(canary_steps(spec)):
         out.decisions.append(promote(status, now, "passed analysis at every step"))
         out.requeue_after = None

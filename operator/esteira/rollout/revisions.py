@@ -234,4 +234,4 @@ def traffic_plan(status: ModelDeploymentStatus) -> TrafficPlan:
         last = status.last_rollout
         return TrafficPlan(stable=stable, rolled_back=last is not None and last.outcome == "RolledBack")
     canary = Arm(status.canary.revision, status.canary.model_version, status.canary.storage_uri)
-    return TrafficPlan(stable=stable, canary=canary, canary_weight=status.canary.weight)
+    return TrafficPlan(stable=stable, canary=canary, canary_weight=status.canary.weight, mirror=status.canary.mirroring)

@@ -107,7 +107,10 @@ def set_progressing(status: ModelDeploymentStatus, serving: Serving, now: str, g
     if canary is not None:
         held = canary.pause_reason
         reason = ("RolloutPaused" if canary.paused else "RolloutHeld") if canary.hold else "CanaryRollout"
-        message = f"Canary revision {canary.revision} at {canary.weight}% of traffic" + (f": {held}" if held else "")
+        copies = ", with a copy of every request stable answers" if canary.mirroring else ""
+        message = f"Canary revision {canary.revision} at {canary.weight}% of traffic{copies}" + (
+            f": {held}" if held else ""
+        )
         set_condition(status, "Progressing", True, reason, message, now, generation)
     elif serving == "pending":
         set_condition(status, "Progressing", True, "Reconciling", "InferenceService is being updated", now, generation)
