@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import json
+from pathlib import Path
 from typing import Any
 
 import pyarrow.parquet as pq
@@ -68,6 +69,32 @@ async def test_labels_join_in_any_order_and_only_once(collector: TestClient) -> 
     assert f"esteira_correct_predictions_total{{{arm}}} 1.0" in metrics
     assert f'esteira_quality_class_recall{{class="setosa",{arm}}} 1.0' in metrics
     assert f'esteira_quality_class_precision{{class="virginica",{arm}}} 0.0' in metrics
+
+
+async def test_a_label_that_does_not_fit_its_answer_is_refused_and_a_fitting_one_then_joins(
+    collector: TestClient,  # type: ignore[type-arg]
+) -> None:
+    """Kept, a label of the wrong shape would never join, and a corrected one would be its duplicate."""
+    assert (await post(collector, "/v1/records", [event("two", "1", ["setosa", "virginica"])]))[0] == 200
+    status, body = await post(collector, "/v1/labels", [label("other", "setosa"), label("two", "setosa")])
+    assert status == 422 and body["stored"] == 1
+    assert body["errors"] == [{"index": 1, "error": "the truth has 1 answer(s) but the request had 2 prediction(s)"}]
+    status, body = await post(collector, "/v1/labels", label("two", ["setosa", "setosa"]))
+    assert (status, body) == (200, {"stored": 1, "duplicates": 0, "joined": 2})
+
+
+async def test_a_new_collector_process_counts_from_zero_what_it_joins(tmp_path: Path) -> None:
+    """A new pod's series are born inside some window, which counts them whole: born holding every join the
+    store kept, they made one window's labelled predictions days of them."""
+    database = f"sqlite:///{tmp_path / 'collector.db'}"
+    async with TestClient(TestServer(Collector(CollectorConfig(database, token=TOKEN)).app())) as client:
+        assert (await post(client, "/v1/records", [event("r1", "1", ["setosa"])]))[0] == 200
+        assert (await post(client, "/v1/labels", label("r1", "setosa")))[1]["joined"] == 1
+        assert "esteira_labelled_predictions_total{" in await (await client.get("/metrics")).text()
+    async with TestClient(TestServer(Collector(CollectorConfig(database, token=TOKEN)).app())) as client:
+        assert "esteira_labelled_predictions_total{" not in await (await client.get("/metrics")).text()
+        quality = await (await client.get("/v1/quality?deployment=iris&namespace=models", headers=AUTH)).json()
+        assert quality["1"]["labelled"] == 1  # the store still says it
 
 
 async def test_binary_mode_event_as_kserve_sends_it(collector: TestClient) -> None:  # type: ignore[type-arg]

@@ -33,6 +33,14 @@ def value(request_id: str, number: Any) -> dict[str, Any]:
     return {"deployment": "iris", "namespace": "models", "requestId": request_id, "value": number}
 
 
+async def test_a_multi_output_regressor_s_answer_is_stored_without_predictions(collector: TestClient) -> None:  # type: ignore[type-arg]
+    """Rows of values (one an instance) join no label: refused, the handler would have dropped its records."""
+    rows = {**event("rows", "1", []), "predictions": "[[1.5, 2.0], [0.5, 3.0]]"}
+    status, body = await post(collector, "/v1/records", [rows])
+    assert (status, body) == (200, {"stored": 1, "duplicates": 0, "joined": 0})
+    assert (await post(collector, "/v1/labels", value("rows", [1.5, 0.5])))[1]["joined"] == 0
+
+
 async def test_text_the_database_cannot_store_fails_its_own_item_not_the_batch(collector: TestClient) -> None:  # type: ignore[type-arg]
     batch = [
         event("e1", "1", ["a"]),
@@ -172,7 +180,7 @@ def test_a_join_is_timed_when_it_happens_whichever_comes_first(tmp_path: Path) -
 
     try:
         store.add_records([prediction("record-first")], now=100.0)
-        _, label_second = store.add_labels([truth("record-first")], now=200.0)
+        _, label_second, _ = store.add_labels([truth("record-first")], now=200.0)
         store.add_labels([truth("label-first")], now=150.0)
         _, record_second = store.add_records([prediction("label-first")], now=200.0)
         assert [(j.request_id, j.joined_at) for j in label_second + record_second] == [
@@ -182,6 +190,6 @@ def test_a_join_is_timed_when_it_happens_whichever_comes_first(tmp_path: Path) -
 
         store.purge(before=observed + 1)  # labels go by their own time, joins by when they joined
         assert store.tallies("models", "iris", since=0.0)["1"].labelled == 2
-        assert store.add_labels([truth("record-first")], now=300.0) == (1, [])  # purged: new again, joined before
+        assert store.add_labels([truth("record-first")], now=300.0) == (1, [], {})  # purged: new again, joined before
     finally:
         store.close()

@@ -53,15 +53,34 @@ def test_a_large_label_batch_keeps_the_first_truth_and_joins_every_revision_that
         labels = [Label("models", "iris", f"r{i}", "setosa", 2.0) for i in range(count)]
         labels.insert(10, Label("models", "iris", "r9", "virginica", 2.0))  # a second truth for r9 in the batch
         labels.append(Label("models", "iris", "unanswered", "setosa", 2.0))
-        added, joined = store.add_labels(labels, now=2.0)
+        added, joined, misfits = store.add_labels(labels, now=2.0)
 
-        assert added == count  # every r but r0 (labelled before), plus "unanswered"
+        assert added == count and not misfits  # every r but r0 (labelled before), plus "unanswered"
         assert len(joined) == count - 1 + 1  # r1..r1206 once, r5 a second time for revision 2
         assert sorted(j.revision for j in joined if j.request_id == "r5") == ["1", "2"]
         assert [j.actual for j in joined if j.request_id == "r9"] == ["setosa"]
         tallies = store.tallies("models", "iris", since=0.0)
         assert tallies["1"].labelled == count and tallies["1"].correct == count - 1  # r0's truth was virginica
-        assert store.add_labels(labels, now=3.0) == (0, [])
+        assert store.add_labels(labels, now=3.0) == (0, [], {})
+    finally:
+        store.close()
+
+
+def test_a_first_transaction_that_fails_on_a_new_connection_leaves_it_able_to_write(database: str) -> None:
+    """The staging tables outlive a rollback of the transaction that opened the connection."""
+    store = Store(database)
+
+    def failing() -> None:
+        with store._transaction() as tx:
+            tx.execute("SELECT 1")
+            raise RuntimeError("a statement failed")
+
+    try:
+        store.close()  # the next transaction opens a new connection
+        with pytest.raises(RuntimeError):
+            failing()
+        assert store.add_labels([Label("models", "iris", "r1", "setosa", 1.0)], now=1.0)[0] == 1
+        assert store.add_records([response("r1")], now=2.0)[0] == 1
     finally:
         store.close()
 

@@ -115,14 +115,6 @@ class Metrics:
                     if value is not None:
                         gauge.labels(*key, label).set(value)
 
-    def restore(self, store: Store) -> None:
-        """Counters start from what the store holds, so a restart does not look like a reset to Prometheus."""
-        for key, (tally, _) in store.all_tallies(0.0).items():
-            self.labelled.labels(*key).inc(tally.labelled)
-            self.correct.labels(*key).inc(tally.correct)
-            self.abs_error.labels(*key).inc(tally.absolute_error)
-            self.sq_error.labels(*key).inc(tally.squared_error)
-
 
 class Collector:
     """The store, the metrics and the routes; `app()` builds the aiohttp application."""
@@ -130,8 +122,10 @@ class Collector:
     def __init__(self, config: CollectorConfig, names: QualityNames | None = None) -> None:
         self.config = config
         self.store = Store(config.database)
+        # The counters start at zero in each process, as every counter does: started from what the store holds, a
+        # new pod's series (a new `pod` label) were born holding days of joins, and a window's count, which takes a
+        # series born inside the window whole, judged a canary's accuracy on all of them.
         self.metrics = Metrics(names or QualityNames())
-        self.metrics.restore(self.store)
 
     def app(self) -> web.Application:
         app = web.Application(client_max_size=self.config.max_body, middlewares=[self._auth, self._store_errors])
@@ -234,12 +228,14 @@ class Collector:
         problems, labels = [], []
         for index, item in enumerate(items_of(await self._json(request), "labels")):
             try:
-                labels.append(label_from(item, now))
+                labels.append((index, label_from(item, now)))
             except ValueError as exc:
                 problems.append(Problem(index, str(exc)))
-        added, joined = await asyncio.to_thread(self.store.add_labels, labels, now)
+        added, joined, misfits = await asyncio.to_thread(self.store.add_labels, [label for _, label in labels], now)
         self.metrics.count(joined)
-        return self._answer("labels", len(labels), added, len(joined), problems)
+        refused = [Problem(index, misfits[label.key]) for index, label in labels if label.key in misfits]
+        problems = sorted(problems + refused, key=lambda problem: problem.index)
+        return self._answer("labels", len(labels) - len(refused), added, len(joined), problems)
 
     async def post_audit(self, request: web.Request) -> web.Response:
         now = time.time()

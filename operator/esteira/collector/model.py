@@ -34,6 +34,11 @@ class Label:
     truth: Answer | tuple[Answer, ...]
     at: float
 
+    @property
+    def key(self) -> tuple[str, str, str]:
+        """The request it is the truth for."""
+        return self.namespace, self.deployment, self.request_id
+
 
 @dataclass(frozen=True)
 class AuditEntry:

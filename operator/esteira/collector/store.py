@@ -131,6 +131,18 @@ class Store:
             _STAGING[self.dialect].format(t) for t in ("records", "labels", "joins")
         ]
 
+    def _prepare(self) -> None:
+        """A new connection's tables and staging tables, committed on their own: made inside the caller's
+        transaction, a rollback of it (a statement that failed) took the staging tables with it, and every later
+        write on that connection failed for want of them."""
+        cur = self._conn.cursor()
+        if self.dialect == "sqlite":
+            cur.execute("BEGIN IMMEDIATE")
+        for statement in self._schema():
+            cur.execute(statement)
+        self._add_audit_entry_id(cur)
+        self._conn.commit() if self.dialect == "postgresql" else cur.execute("COMMIT")
+
     def _add_audit_entry_id(self, cur: Any) -> None:
         """The audit table's entry id column and its unique index, added to a table created without them."""
         if "entry_id" not in {row[0] for row in cur.execute(_AUDIT_COLUMN_NAMES[self.dialect]).fetchall()}:
@@ -165,16 +177,12 @@ class Store:
             store = self.store
             store._lock.acquire()
             try:
-                fresh = store._conn is None
-                if fresh:
+                if store._conn is None:
                     store._conn = store._connect()
+                    store._prepare()
                 self.cur = store._conn.cursor()
                 if store.dialect == "sqlite":
                     self.cur.execute("BEGIN IMMEDIATE")
-                for statement in store._schema() if fresh else ():
-                    self.cur.execute(statement)
-                if fresh:
-                    store._add_audit_entry_id(self.cur)
             except BaseException as exc:
                 if store._conn is not None:
                     store._recover()
@@ -249,34 +257,41 @@ class Store:
             joined = self._add_joins(tx, joined)
         return len(inserted), joined
 
-    def add_labels(self, labels: Iterable[Label], now: float) -> tuple[int, list[Joined]]:
-        """Store labels (the first truth for a request id wins); returns how many were new and the new joins.
+    def add_labels(
+        self, labels: Iterable[Label], now: float
+    ) -> tuple[int, list[Joined], dict[tuple[str, str, str], str]]:
+        """Store labels (the first truth for a request id wins); returns how many were new, the new joins, and why
+        each label that does not fit the answer it is for was refused (kept, it would never join, and the first
+        truth winning, a corrected one sent after it would be a duplicate).
 
         A join is timed `now`, as when the record comes second: joins are counted and purged by that time, and
         a label's own time (when its truth was observed) may be long before; the label keeps it as its time."""
-        unique: dict[tuple[str, ...], Label] = {}
+        unique: dict[tuple[str, str, str], Label] = {}
         for label in labels:
-            unique.setdefault((label.namespace, label.deployment, label.request_id), label)
+            unique.setdefault(label.key, label)
         truths = {key: list(x.truth) if isinstance(x.truth, tuple) else x.truth for key, x in unique.items()}
         joined = []
         with self._transaction() as tx:
-            inserted = self._insert_new(tx, "labels", "namespace, deployment, request_id",
-                                        [(*key, json.dumps(truths[key]), x.at) for key, x in unique.items()])  # fmt: skip
-            answered: dict[tuple[str, ...], list[tuple[str, str, float]]] = {}
+            self._stage(tx, "labels", [(*key, json.dumps(truths[key]), x.at) for key, x in unique.items()])
+            answered: dict[tuple[str, ...], list[tuple[str, list[Answer], float]]] = {}
             for namespace, deployment, request_id, revision, predictions, at in tx.execute(
                 "SELECT r.namespace, r.deployment, r.request_id, r.revision, r.predictions, r.at FROM records r "
                 "JOIN staged_labels s ON r.namespace = s.namespace AND r.deployment = s.deployment "
                 "AND r.request_id = s.request_id WHERE r.kind = 'response'"
             ).fetchall():
-                answered.setdefault((namespace, deployment, request_id), []).append((revision, predictions, at))
+                key = (namespace, deployment, request_id)
+                answered.setdefault(key, []).append((revision, json.loads(predictions), at))
+            misfits = {key: why for key in unique if (why := _misfit(answered.get(key, []), truths[key]))}
+            for key in misfits:
+                tx.execute("DELETE FROM staged_labels WHERE namespace = ? AND deployment = ? AND request_id = ?", key)
+            inserted = self._insert_staged(tx, "labels", "namespace, deployment, request_id")
             for key in unique:
                 if key not in inserted:
                     continue
                 for revision, predictions, at in answered.get(key, []):
-                    joined += _joined(key[0], key[1], revision, key[2], json.loads(predictions), truths[key], at,
-                                      now)  # fmt: skip
+                    joined += _joined(key[0], key[1], revision, key[2], predictions, truths[key], at, now)
             joined = self._add_joins(tx, joined)
-        return len(inserted), joined
+        return len(inserted), joined, misfits
 
     def _insert_new(self, tx: Store._Tx, table: str, key: str, rows: list[tuple[Any, ...]]) -> set[tuple[Any, ...]]:
         """Add the rows that are not stored yet; returns their keys.
@@ -285,10 +300,17 @@ class Store:
         table's staging copy (COPY on PostgreSQL), then one INSERT ... SELECT keeps the new ones. A statement
         a row cost PostgreSQL a round trip each and capped it near 2,000 rows/s.
         """
+        self._stage(tx, table, rows)
+        return self._insert_staged(tx, table, key)
+
+    @staticmethod
+    def _stage(tx: Store._Tx, table: str, rows: list[tuple[Any, ...]]) -> None:
         tx.execute(f"DELETE FROM staged_{table}")
-        if not rows:
-            return set()
-        tx.load(f"staged_{table}", rows)
+        if rows:
+            tx.load(f"staged_{table}", rows)
+
+    @staticmethod
+    def _insert_staged(tx: Store._Tx, table: str, key: str) -> set[tuple[Any, ...]]:
         return {
             tuple(row)
             for row in tx.execute(
@@ -413,6 +435,18 @@ def _joined(
         return []  # counted by the caller as unjoinable
     return [Joined(namespace, deployment, revision, request_id, index, pair.predicted, pair.actual, predicted_at, now)
             for index, pair in enumerate(pairs)]  # fmt: skip
+
+
+def _misfit(answers: list[tuple[str, list[Answer], float]], truth: Any) -> str | None:
+    """Why `truth` does not fit the answers already stored for its request (None: it fits, or none is stored, or
+    none has predictions to join: those are never joined)."""
+    for _, predicted, _ in answers:
+        if predicted:
+            try:
+                pair_up(predicted, truth)
+            except ValueError as exc:
+                return str(exc)
+    return None
 
 
 def pairs_of(joined: Iterable[Joined]) -> list[Pair]:

@@ -131,9 +131,13 @@ def record_from_event(attributes: Mapping[str, Any], data: bytes | str, now: flo
         raw = attributes.get(CE_PREDICTIONS)
         if raw is not None:
             try:
-                predictions = _answers(json.loads(raw) if isinstance(raw, str) else raw, CE_PREDICTIONS)
+                listed = json.loads(raw) if isinstance(raw, str) else raw
             except (json.JSONDecodeError, RecursionError):
                 raise ValueError(f"{CE_PREDICTIONS} must be a JSON list") from None
+            # A multi-output regressor answers a row of values an instance, which no label is joined with: the
+            # record is kept without predictions (refused, the handler would have dropped it for good).
+            rows = isinstance(listed, list) and any(isinstance(item, list) for item in listed)
+            predictions = () if rows else _answers(listed, CE_PREDICTIONS)
         else:
             try:
                 answer = json.loads(body)
