@@ -56,7 +56,7 @@ def format_status(md: dict[str, Any]) -> str:
         )
     lines += ["", _table(arms)]
     if canary:
-        mirroring = bool(canary.get("mirroring"))
+        mirroring = canary.get("copies") == "Sending"
         marks = [f"{'>' if mirroring else ' '}copies"] if rollout.get("mirror") else []
         for index, weight in enumerate(steps):
             mark = ">" if index == canary.get("step") and not mirroring else " "

@@ -285,6 +285,24 @@ def test_a_mirrored_canary_is_judged_on_copies_of_stable_s_requests_before_it_se
 
 
 @pytest.mark.usefixtures("rollout_operator")
+def test_with_kserve_s_split_a_mirrored_canary_takes_its_first_step_without_copies_and_says_so(
+    esteira: Esteira, kube_namespace: str, telemetry: tuple[ModelExporter, PrometheusServer]
+) -> None:
+    """KServe's split cannot copy a request: waiting for copies, the canary would wait for ever."""
+    exporter, prometheus = telemetry
+    with TrafficMirror(esteira, kube_namespace, exporter, {1: GOOD, 2: GOOD}) as mirror:
+        start_rollout(esteira, kube_namespace, prometheus, "KServe", mirror=True)
+        ended = eventually(lambda: last_rollout(esteira, kube_namespace), timeout=60, what="rollout finished")
+    assert ended["outcome"] == "Promoted", ended
+    assert mirror.timeline.copies_seen == 0 and [w for w in mirror.timeline.canary_weights() if w] == [20, 50, 100]
+    warned = eventually(
+        lambda: [e for e in esteira.events_for(kube_namespace, "iris") if e["reason"] == "MirrorUnsupported"],
+        what="the MirrorUnsupported event",
+    )
+    assert warned[0]["type"] == "Warning" and "rollout.router GatewayAPI" in warned[0]["message"], warned
+
+
+@pytest.mark.usefixtures("rollout_operator")
 def test_a_canary_that_never_becomes_ready_is_rolled_back_at_the_progress_deadline(
     esteira: Esteira,
     kube_namespace: str,

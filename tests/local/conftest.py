@@ -36,7 +36,6 @@ spec:
     threshold: 1
     progressDeadline: {progress_deadline}
     mirror: {mirror}
-    router: {router}
     pauseBefore: {pause_before}
     analysis:
       minRequests: 10
@@ -66,7 +65,6 @@ def write_manifest(
             version=version,
             folder=MODELS / build,
             mirror=str(mirror).lower(),
-            router="GatewayAPI" if mirror else "KServe",  # mirroring needs a router that copies
             pause_before=list(pause_before),
             runtime=f", runtime: {runtime}" if runtime else "",
             log_mode=log_mode,

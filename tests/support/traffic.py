@@ -53,7 +53,7 @@ class TrafficMirror:
                 continue
             stable, canary = status.get("stable"), status.get("canary")
             weight = canary["weight"] if canary else 0
-            copies = bool(canary and canary.get("mirroring"))  # stable's every request, at 0 % of its own
+            copies = bool(canary and canary.get("copies") == "Sending")  # stable's every request, none its own
             for revision in list(self.exporter.weights):
                 self.exporter.set_arm(revision, 0.0)
             if stable:

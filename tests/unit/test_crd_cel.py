@@ -14,7 +14,6 @@ from esteira.api.errors import InvalidSpec
 from esteira.api.spec import (
     DRAIN_WITHIN_GRACE,
     MAX_NAME_LENGTH,
-    MIRROR_NEEDS_GATEWAY,
     NODE_SELECTOR_KEYS,
     NOT_OVERCOMMITTED,
     NOTHING_TO_COMPARE,
@@ -120,14 +119,7 @@ CASES: list[tuple[str, str, Any, Any, str | None]] = [
         ".spec.rollout",
         NOTHING_TO_COMPARE,
         {"steps": [100], "pauseBefore": [], "mirror": True, "router": "GatewayAPI", "analysis": {"accuracy": {}}},
-        {"steps": [100], "pauseBefore": [], "mirror": False, "router": "GatewayAPI", "analysis": {"accuracy": {}}},
-        "rollout",
-    ),
-    (
-        ".spec.rollout",
-        MIRROR_NEEDS_GATEWAY,
-        {"steps": [10, 100], "pauseBefore": [], "mirror": True, "router": "GatewayAPI"},
-        {"steps": [10, 100], "pauseBefore": [], "mirror": True},
+        {"steps": [100], "pauseBefore": [], "mirror": True, "analysis": {"accuracy": {}}},  # KServe's: no copies
         "rollout",
     ),
     (

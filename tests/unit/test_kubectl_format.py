@@ -40,10 +40,10 @@ def test_status_marks_a_canary_getting_copies_before_its_first_step() -> None:
     md_body["status"] = {
         "phase": "Progressing",
         "stable": {"revision": 1, "modelVersion": "1", "storageUri": "s3://a", "since": "t"},
-        "canary": {**canary, "mirroring": True},
+        "canary": {**canary, "copies": "Sending"},
     }
     assert "steps: >copies   20%   100%" in format_status(md_body)
-    md_body["status"]["canary"] = {**canary, "weight": 20}
+    md_body["status"]["canary"] = {**canary, "weight": 20, "copies": "Passed"}
     assert "steps:  copies  >20%   100%" in format_status(md_body)
 
 

@@ -60,6 +60,7 @@ class Driver:
         self.status = with_canary(md)
         self.now = T0
         self.log: list[RolloutOutput] = []
+        self.router_copies = True
 
     def tick(
         self,
@@ -83,6 +84,7 @@ class Driver:
                 evidence=evidence,
                 metrics_error=error,
                 command=command,
+                router_copies=self.router_copies,
             )
         )
         self.status = out.status
@@ -165,6 +167,35 @@ def test_a_canary_paused_while_getting_copies_resumes_them_and_stops_at_its_firs
     assert canary.weight == 0 and not canary.mirroring, "no copies while it waits at the gate"
     driver.tick(command=Command(id="c3", action="promote"))
     assert driver.weight == 10
+
+
+def test_a_canary_paused_before_it_is_ready_resumes_into_its_copies_though_its_first_step_is_gated() -> None:
+    """Not begun, it is at no gate yet: its copies come first (refused, only promote moved it on, unjudged)."""
+    driver = Driver(parsed({**MIRROR, "pauseBefore": [10]}))
+    driver.tick(ready=False, command=Command(id="c1", action="pause"))
+    out = driver.tick(ready=False, command=Command(id="c2", action="resume"))
+    assert [d.reason for d in out.decisions] == ["Resumed"]
+    driver.tick()
+    assert driver.status.canary is not None and driver.status.canary.mirroring and driver.weight == 0
+
+
+def test_copies_that_passed_are_not_sent_again_when_the_gate_they_stopped_at_is_dropped() -> None:
+    driver = Driver(parsed({**MIRROR, "pauseBefore": [10]}))
+    driver.tick()
+    driver.tick()
+    canary = driver.status.canary
+    assert canary is not None and canary.paused and canary.copies == "Passed" and driver.weight == 0
+    driver.spec = parsed(MIRROR)
+    driver.tick(command=Command(id="c1", action="resume"))
+    assert driver.weight == 10 and driver.reasons().count("Mirroring") == 1
+
+
+def test_a_router_that_cannot_copy_takes_the_first_step_at_once_and_says_so() -> None:
+    driver = Driver(parsed(MIRROR))
+    driver.router_copies = False
+    out = driver.tick()
+    assert [(d.reason, d.warning) for d in out.decisions] == [("MirrorUnsupported", True), ("StepAdvanced", False)]
+    assert driver.weight == 10 and driver.status.canary is not None and driver.status.canary.copies is None
 
 
 def test_erroring_canary_rolls_back_after_threshold() -> None:

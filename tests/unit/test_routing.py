@@ -25,6 +25,7 @@ def parsed(**rollout: Any) -> ModelDeploymentSpec:
 def test_router_for_names() -> None:
     assert isinstance(router_for("KServe"), KServeRouter)
     assert isinstance(router_for("GatewayAPI"), GatewayAPIRouter)
+    assert (KServeRouter.copies_requests, GatewayAPIRouter.copies_requests) == (False, True)
 
 
 @pytest.mark.parametrize(

@@ -59,10 +59,8 @@ ZERO_PROGRESS_DEADLINE = "rollout.progressDeadline must be longer than 0s: every
 DEFAULT_STEPS = (10, 25, 50, 100)
 NOTHING_TO_COMPARE = (
     "rollout.steps [100] leaves the stable revision no traffic to compare the canary with: errorRate.maxIncrease, "
-    "latency.maxIncreaseRatio, predictionShift and accuracy need a step below 100 (or rollout.mirror)"
-)
-MIRROR_NEEDS_GATEWAY = (
-    "rollout.mirror needs rollout.router GatewayAPI: KServe's traffic split cannot copy requests to a revision"
+    "latency.maxIncreaseRatio, predictionShift and accuracy need a step below 100 (or rollout.mirror with router "
+    "GatewayAPI)"
 )
 # A PromQL range of 0s is refused by Prometheus, and analyses 0s apart would run on every reconcile.
 ZERO_WINDOWS = {
@@ -748,16 +746,12 @@ class Rollout(SpecModel):
                 ),
                 cel(
                     "size(self.steps) != 1 || (has(self.strategy) && self.strategy == 'Immediate') "
-                    "|| (has(self.mirror) && self.mirror) || !has(self.analysis) || (!has(self.analysis.predictionShift) && !has(self.analysis.accuracy) "
+                    "|| (has(self.mirror) && self.mirror && has(self.router) && self.router == 'GatewayAPI') "
+                    "|| !has(self.analysis) || (!has(self.analysis.predictionShift) && !has(self.analysis.accuracy) "
                     "&& !(has(self.analysis.errorRate) && has(self.analysis.errorRate.maxIncrease)) "
                     "&& !(has(self.analysis.latency) && has(self.analysis.latency.maxIncreaseRatio)))",
                     NOTHING_TO_COMPARE,
                     ".steps",
-                ),
-                cel(
-                    "!has(self.mirror) || !self.mirror || (has(self.router) && self.router == 'GatewayAPI')",
-                    MIRROR_NEEDS_GATEWAY,
-                    ".mirror",
                 ),
                 cel(
                     f"!has(self.progressDeadline) || !self.progressDeadline.matches('{ZERO_DURATION_PATTERN}')",
@@ -810,9 +804,11 @@ class Rollout(SpecModel):
     gateway: GatewayRef = Field(default_factory=GatewayRef, description="Gateway for router GatewayAPI.")
     mirror: bool = Field(
         default=False,
-        description="Router GatewayAPI: once ready, the canary first gets a copy of every request stable "
-        "answers (its answers ignored) and no traffic of its own, until an analysis of those copies passes; the "
-        "copies stop as it takes its first step, so no request reaches it twice. Default: false.",
+        description="Router GatewayAPI (and esteira up): once ready, the canary first gets a copy of every request "
+        "stable answers (its answers ignored) and no traffic of its own, until an analysis of those copies passes; "
+        "the copies stop as it takes its first step, so no request reaches it twice. KServe's split cannot copy "
+        "requests: with router KServe the canary takes its first step without them (Warning event "
+        "MirrorUnsupported). Default: false.",
     )
     analysis: Analysis = Field(default_factory=Analysis)
 
@@ -826,15 +822,9 @@ class Rollout(SpecModel):
             raise ValueError("rollout.steps must be strictly increasing")
         if any(w not in self.steps for w in self.pause_before):
             raise ValueError("rollout.pauseBefore may only name weights listed in rollout.steps")
-        if (
-            self.steps == [100]
-            and self.strategy == "Canary"
-            and not self.mirror
-            and self.analysis.compares_with_stable()
-        ):
+        copies = self.mirror and self.router == "GatewayAPI"  # judged against stable on the same requests
+        if self.steps == [100] and self.strategy == "Canary" and not copies and self.analysis.compares_with_stable():
             raise ValueError(NOTHING_TO_COMPARE)
-        if self.mirror and self.router != "GatewayAPI":
-            raise ValueError(MIRROR_NEEDS_GATEWAY)
         if re.fullmatch(ZERO_DURATION_PATTERN, self.progress_deadline):
             raise ValueError(ZERO_PROGRESS_DEADLINE)
         if re.fullmatch(ZERO_DURATION_PATTERN, self.interval):

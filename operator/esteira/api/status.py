@@ -89,10 +89,10 @@ class CanaryRecord(RevisionRecord):
     weight: int = Field(default=0, ge=0, le=100, description="Share of traffic (%) the canary receives.")
     step: int = Field(default=0, ge=0, description="Index into rollout.steps.")
     step_started_at: str | None = None
-    mirroring: bool = Field(
-        default=False,
-        description="Sent a copy of every request stable answers and no traffic of its own (rollout.mirror): "
-        "judged on those copies before its first step.",
+    copies: Literal["Sending", "Passed"] | None = Field(
+        default=None,
+        description="Copies of stable's requests before the first step (rollout.mirror): Sending while it gets a "
+        "copy of every request stable answers and no traffic of its own, Passed once an analysis of them passed.",
     )
     failed_checks: int = Field(default=0, ge=0, description="Failed analyses in a row at this step.")
     paused: bool = Field(default=False, description="Held by a person (pause) or by a pauseBefore gate.")
@@ -109,6 +109,11 @@ class CanaryRecord(RevisionRecord):
         "(rollout.progressDeadline).",
     )
     checks: list[CheckResult] = Field(default_factory=list, description="The last analysis, one entry a check.")
+
+    @property
+    def mirroring(self) -> bool:
+        """Getting copies of stable's requests now, and no traffic of its own."""
+        return self.copies == "Sending"
 
 
 class RolloutRecord(StatusModel):

@@ -146,7 +146,8 @@ def render_status(view: dict[str, Any]) -> str:
     lines.append(f"weights: {weights}")
     canary = status.get("canary")
     if canary:
-        where = "getting copies of stable's requests" if canary.get("mirroring") else f"step {canary['step'] + 1}"
+        copies = canary.get("copies") == "Sending"
+        where = "getting copies of stable's requests" if copies else f"step {canary['step'] + 1}"
         lines.append(
             f"canary revision {canary['revision']} (model {canary['modelVersion']}) {where}"
             f"{', paused' if canary.get('paused') else ''}{': ' + canary['pauseReason'] if canary.get('pauseReason') else ''}"

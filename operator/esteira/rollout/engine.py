@@ -166,7 +166,6 @@ def _enter_step(canary: CanaryRecord, spec: ModelDeploymentSpec, index: int, now
     """Move to step `index`, or stop before it when a person must approve it first."""
     weight = canary_steps(spec)[index]
     canary.step = index
-    canary.mirroring = False
     canary.failed_checks = 0
     canary.last_analysis_at = None
     if weight in spec.rollout.pause_before and canary.weight < weight:
@@ -183,27 +182,44 @@ def _enter_step(canary: CanaryRecord, spec: ModelDeploymentSpec, index: int, now
     )
 
 
-def _begin(canary: CanaryRecord, spec: ModelDeploymentSpec, now: str) -> Decision:
+def _copies_due(canary: CanaryRecord, inp: RolloutInput) -> bool:
+    """Whether the canary is still to get its copies of stable's requests before its first step."""
+    return inp.spec.rollout.mirror and inp.router_copies and canary.copies is None and canary.weight == 0
+
+
+def _begin(canary: CanaryRecord, inp: RolloutInput, now: str) -> list[Decision]:
     """A ready canary's first move: where `rollout.mirror` asks, copies of stable's requests and no traffic of
-    its own, until an analysis of them passes; else its first step. A mirror turned off meanwhile ends the copies."""
-    if not spec.rollout.mirror:
-        return _enter_step(canary, spec, 0, now)
-    canary.mirroring, canary.step_started_at, canary.failed_checks = True, now, 0
-    canary.last_analysis_at = None
-    _hold(canary, None)
-    return Decision(
-        "Mirroring",
-        f"Canary revision {canary.revision} gets a copy of every request stable answers (rollout.mirror) and no "
-        "traffic of its own until an analysis of them passes",
-    )
+    its own, until an analysis of them passes; else its first step. A mirror turned off meanwhile ends the copies
+    unjudged; a router that cannot copy (KServe's split) skips them, and says so."""
+    spec = inp.spec
+    if _copies_due(canary, inp):
+        canary.copies, canary.step_started_at, canary.failed_checks = "Sending", now, 0
+        canary.last_analysis_at = None
+        _hold(canary, None)
+        message = (
+            f"Canary revision {canary.revision} gets a copy of every request stable answers (rollout.mirror) and "
+            "no traffic of its own until an analysis of them passes"
+        )
+        return [Decision("Mirroring", message)]
+    skipped = []
+    if spec.rollout.mirror and not inp.router_copies and canary.copies is None:
+        message = (
+            f"Canary revision {canary.revision} takes its first step without copies of stable's requests: "
+            f"rollout.mirror needs a router that copies them (rollout.router GatewayAPI), not {spec.rollout.router}"
+        )
+        skipped.append(Decision("MirrorUnsupported", message, warning=True))
+    if canary.mirroring:
+        canary.copies = None  # rollout.mirror turned off before an analysis judged them
+    return [*skipped, _enter_step(canary, spec, 0, now)]
 
 
-def _gate(canary: CanaryRecord, spec: ModelDeploymentSpec) -> int | None:
+def _gate(canary: CanaryRecord, inp: RolloutInput) -> int | None:
     """The weight of the step the canary waits to enter at a ``pauseBefore`` gate (None: it is at no gate). There
     its step is already the next one and its weight still the last one's: resumed there, it was judged at the last
     weight as if at the gated step, and moved past that step, or promoted, without ever serving it."""
+    spec = inp.spec
     steps = canary_steps(spec)
-    if canary.step >= len(steps) or canary.mirroring:  # getting copies comes before the first step's gate
+    if canary.step >= len(steps) or canary.mirroring or _copies_due(canary, inp):  # copies come before the gate
         return None
     weight = steps[canary.step]
     return weight if weight in spec.rollout.pause_before and canary.weight < weight else None
@@ -228,7 +244,7 @@ def _command(inp: RolloutInput, status: ModelDeploymentStatus, now: str) -> list
         _hold(canary, "PausedByRequest", "paused by request")
         return [Decision("Paused", f"Canary revision {canary.revision} paused by request at {canary.weight}%")]
     if command.action == "resume":
-        if (gated := _gate(canary, inp.spec)) is not None:  # only promote opens a pauseBefore gate
+        if (gated := _gate(canary, inp)) is not None:  # only promote opens a pauseBefore gate
             _hold(canary, "WaitingForPromotion", f"waiting for promote before step {canary.step + 1} ({gated}%)")
             message = (
                 f"Canary revision {canary.revision}: resume does not pass rollout.pauseBefore; {canary.pause_reason}"
@@ -244,7 +260,9 @@ def _command(inp: RolloutInput, status: ModelDeploymentStatus, now: str) -> list
     steps = canary_steps(inp.spec)
     if command.full or (canary.step + 1 >= len(steps) and canary.weight == 100):
         return [promote(status, now, "promoted by request")]
-    canary.paused = canary.mirroring = False
+    canary.paused = False
+    if canary.mirroring:
+        canary.copies = None  # moved on by a person before an analysis judged them
     target = min(canary.step, len(steps) - 1)  # the steps may have been edited shorter meanwhile
     target = min(target + 1 if canary.weight == steps[target] else target, len(steps) - 1)
     canary.weight = steps[target]
@@ -351,7 +369,7 @@ def advance(inp: RolloutInput, tracked: ModelDeploymentStatus) -> EngineOutput:
             _judge_while_held(inp, status, now, out)
         return out
     if canary.weight == 0 and canary.step == 0 and not (canary.mirroring and spec.rollout.mirror):
-        out.decisions.append(_begin(canary, spec, now))
+        out.decisions += _begin(canary, inp, now)
         out.requeue_after = interval.total_seconds()
         return out
     if canary.hold in TRANSIENT_HOLDS:
@@ -404,6 +422,7 @@ def advance(inp: RolloutInput, tracked: ModelDeploymentStatus) -> EngineOutput:
         Decision("AnalysisPassed", f"Canary revision {canary.revision} at {canary.weight}%: {summary}")
     )
     if canary.mirroring:  # judged on copies: now on traffic of its own
+        canary.copies = "Passed"
         out.decisions.append(_enter_step(canary, spec, 0, now))
         return out
     if canary.step + 1 >= len(canary_steps(spec)):

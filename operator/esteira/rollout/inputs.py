@@ -47,3 +47,5 @@ class RolloutInput:
     evidence: Evidence | None = None
     metrics_error: str | None = None
     command: Command | None = None
+    # The router can copy stable's requests to the canary (rollout.mirror): the Gateway API's and esteira up's.
+    router_copies: bool = True

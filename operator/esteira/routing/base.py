@@ -57,6 +57,7 @@ def is_current(obj: Mapping[str, Any]) -> bool:
 class TrafficRouter(Protocol):
     name: str
     kinds: tuple[ChildKind, ...]
+    copies_requests: bool  # can send the canary copies of stable's requests (rollout.mirror)
 
     def desired(
         self, ctx: RenderContext, spec: ModelDeploymentSpec, plan: TrafficPlan, live: Objects

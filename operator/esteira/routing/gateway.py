@@ -28,6 +28,7 @@ HTTP_ROUTES = ChildKind(HTTPROUTE_API_VERSION, "HTTPRoute", "httproutes")
 class GatewayAPIRouter:
     name = "GatewayAPI"
     kinds: tuple[ChildKind, ...] = (INFERENCE_SERVICES, HTTP_ROUTES)
+    copies_requests = True  # the route's RequestMirror filter
 
     def primary(self, ctx: RenderContext, plan: TrafficPlan) -> ObjectKey:
         return (ISVC_API_VERSION, "InferenceService", arm_service_name(ctx, plan.stable))

@@ -45,6 +45,7 @@ def knative_restoring(stable_revision: int, isvc: dict[str, Any] | None) -> bool
 class KServeRouter:
     name = "KServe"
     kinds: tuple[ChildKind, ...] = (INFERENCE_SERVICES,)
+    copies_requests = False  # neither Knative's split nor spec.canary[] copies a request
 
     def primary(self, ctx: RenderContext, plan: TrafficPlan) -> ObjectKey:
         return (ISVC_API_VERSION, "InferenceService", ctx.name)

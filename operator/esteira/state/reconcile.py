@@ -177,6 +177,7 @@ def plan_reconcile(inp: ReconcileInput) -> ReconcilePlan:
                 metrics_error=inp.metrics_error,
                 command=inp.command,
                 route=route,
+                router_copies=router.copies_requests,
             )
         )
         status, decisions, requeue_after = step.status, watched + step.decisions, step.requeue_after
