@@ -5,13 +5,16 @@ database that drops the connection or is locked fails one call with StoreUnavail
 from __future__ import annotations
 
 import sqlite3
+import threading
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from esteira.collector.model import AuditEntry, Label, Record
 from esteira.collector.store import Store, StoreUnavailable
 from tests.collector.conftest import drop_connections, fresh_postgres_database
+from tests.support.waiting import eventually
 
 
 def response(request_id: str, namespace: str = "models", body: str = "{}") -> Record:
@@ -83,6 +86,47 @@ def test_a_first_transaction_that_fails_on_a_new_connection_leaves_it_able_to_wr
         assert store.add_records([response("r1")], now=2.0)[0] == 1
     finally:
         store.close()
+
+
+def test_a_record_and_its_label_stored_at_once_by_two_collectors_join(
+    postgres_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two collector processes (a rolling update) store a record and its label at the same moment: each looked
+    for the other before it was committed, and the pair never joined, unless one waits for the other."""
+    import psycopg
+
+    database = fresh_postgres_database(postgres_url)
+    first, second = Store(database), Store(database)
+    inside, release = threading.Event(), threading.Event()
+    add_joins = first._add_joins
+
+    def held(tx: Any, joined: Any) -> Any:  # the record's transaction, after it looked for a label
+        inside.set()
+        release.wait(10)
+        return add_joins(tx, joined)
+
+    def second_waits(conn: Any) -> bool:
+        return (
+            conn.execute("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted").fetchone()[0] > 0
+        )
+
+    monkeypatch.setattr(first, "_add_joins", held)
+    recording = threading.Thread(target=first.add_records, args=([response("r1")], 1.0))
+    labelling = threading.Thread(target=second.add_labels, args=([Label("models", "iris", "r1", "setosa", 2.0)], 2.0))
+    try:
+        recording.start()
+        eventually(inside.is_set, 10, "the record's transaction past its look for a label")
+        labelling.start()
+        with psycopg.connect(database, autocommit=True) as conn:
+            eventually(lambda: not labelling.is_alive() or second_waits(conn), 10, "the label stored or waiting")
+        release.set()
+        recording.join(10)
+        labelling.join(10)
+        assert first.tallies("models", "iris", since=0.0)["1"].labelled == 1
+    finally:
+        release.set()
+        first.close()
+        second.close()
 
 
 def decision(reason: str, entry_id: str | None) -> AuditEntry:

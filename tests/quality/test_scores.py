@@ -28,6 +28,12 @@ def test_pair_up_matches_instances_and_names_what_disagrees() -> None:
         pair_up([1.0], float("nan"))
 
 
+def test_a_class_as_a_number_matches_it_as_text() -> None:
+    """A model answering class 1 is right about a label sent as "1" (compared as text, 1.0 never was)."""
+    assert Pair(1.0, "1").correct and Pair("2", 2.0).correct and Pair("1", "1").correct
+    assert not Pair(1.0, "2").correct and not Pair("setosa", 1.0).correct and not Pair("1.0", "1").correct
+
+
 @given(st.lists(st.tuples(LABELS, LABELS), min_size=1, max_size=200))
 def test_classification_scores_equal_sklearn(rows: list[tuple[str, str]]) -> None:
     pairs = [Pair(p, a) for p, a in rows]

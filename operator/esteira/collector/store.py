@@ -59,6 +59,10 @@ _AUDIT_COLUMN_NAMES = {
 }
 _AUDIT_ENTRY_ID = "ALTER TABLE audit ADD COLUMN entry_id TEXT"
 _AUDIT_ENTRY_INDEX = "CREATE UNIQUE INDEX IF NOT EXISTS audit_by_entry ON audit (entry_id)"
+# Held by each PostgreSQL transaction that joins (one key for all): a record and its label stored by two collector
+# processes at once (a rolling update) each looked for the other before it was committed, and never joined.
+# SQLite's BEGIN IMMEDIATE already lets one writer at a time.
+_JOINING_LOCK = 0x6573746569726131
 # Where a batch of records, labels or joins is bulk-loaded before one INSERT ... SELECT (private to the connection).
 _STAGING = {
     "sqlite": "CREATE TEMP TABLE IF NOT EXISTS staged_{0} AS SELECT * FROM {0} WHERE false",
@@ -237,6 +241,7 @@ class Store:
             unique.setdefault((r.namespace, r.deployment, r.revision, r.request_id, r.kind), r)
         joined = []
         with self._transaction() as tx:
+            self._join_alone(tx)
             inserted = self._insert_new(tx, "records", "namespace, deployment, revision, request_id, kind",
                                         [(r.namespace, r.deployment, r.revision, r.request_id, r.kind, r.at, r.model,
                                           r.version, r.body, json.dumps(list(r.predictions)))
@@ -272,6 +277,7 @@ class Store:
         truths = {key: list(x.truth) if isinstance(x.truth, tuple) else x.truth for key, x in unique.items()}
         joined = []
         with self._transaction() as tx:
+            self._join_alone(tx)
             self._stage(tx, "labels", [(*key, json.dumps(truths[key]), x.at) for key, x in unique.items()])
             answered: dict[tuple[str, ...], list[tuple[str, list[Answer], float]]] = {}
             for namespace, deployment, request_id, revision, predictions, at in tx.execute(
@@ -302,6 +308,11 @@ class Store:
         """
         self._stage(tx, table, rows)
         return self._insert_staged(tx, table, key)
+
+    def _join_alone(self, tx: Store._Tx) -> None:
+        """Wait for any other process's joining transaction to end (see `_JOINING_LOCK`)."""
+        if self.dialect == "postgresql":
+            tx.execute("SELECT pg_advisory_xact_lock(?)", (_JOINING_LOCK,))
 
     @staticmethod
     def _stage(tx: Store._Tx, table: str, rows: list[tuple[Any, ...]]) -> None:

@@ -34,8 +34,16 @@ class Pair:
 
 
 def _same(predicted: Answer, actual: Answer) -> bool:
+    """Equal answers; a class as a number on one side and as text on the other (a model answering `1`, its
+    labels sent as `"1"`) compared as numbers: as text, 1.0 never matched "1"."""
+    if isinstance(predicted, str) and isinstance(actual, str):
+        return predicted == actual
     if isinstance(predicted, str) or isinstance(actual, str):
-        return str(predicted) == str(actual)
+        text, number = (predicted, actual) if isinstance(predicted, str) else (actual, predicted)
+        try:
+            return float(str(text)) == float(number)
+        except ValueError:
+            return False
     return float(predicted) == float(actual)
 
 
