@@ -12,8 +12,11 @@ from pathlib import Path
 from esteira.api.spec import ModelDeploymentSpec
 from esteira.api.status import ModelDeploymentStatus
 from esteira.local.retraining import CommandRunner
+from esteira.local.runtime import LocalRuntime
+from esteira.local.server import free_port
 from esteira.render import RenderContext
 from esteira.state.retrain import plan_retraining
+from tests.local.conftest import MODELS
 from tests.support.specs import spec
 
 NOW = datetime(2026, 6, 1, 12, 0, 0)
@@ -59,3 +62,31 @@ async def test_a_failing_command_is_recorded_as_failed(tmp_path: Path) -> None:
     await finished(runner, "command-1")
     done = plan_retraining(ctx, md, status, runner.jobs(), NOW + timedelta(minutes=1), runs_commands=True)
     assert [(d.reason, d.warning) for d in done.decisions] == [("RetrainingFailed", True)]
+
+
+async def test_a_command_that_cannot_start_fails_its_run_and_says_why_in_its_log(tmp_path: Path) -> None:
+    """Not found, or not executable: raised, it stopped esteira up and everything it served."""
+    missing = str(tmp_path / "no-such-trainer")
+    md = ModelDeploymentSpec.parse(spec(retraining={"triggers": {"schedule": "24h"}, "command": [missing]}))
+    status, runner, ctx = ModelDeploymentStatus(), CommandRunner(tmp_path), RenderContext("iris", "default")
+    (run,) = plan_retraining(ctx, md, status, runner.jobs(), NOW, runs_commands=True).commands
+    log = await runner.start("iris", run, [missing], tmp_path)
+    assert "cannot start" in log.read_text() and "no-such-trainer" in log.read_text()
+    done = plan_retraining(ctx, md, status, runner.jobs(), NOW + timedelta(minutes=1), runs_commands=True)
+    assert [d.reason for d in done.decisions] == ["RetrainingFailed"]
+    assert status.retraining is not None and status.retraining.runs[0].outcome == "Failed"
+
+
+def test_esteira_up_runs_no_retraining_without_a_command_and_says_so_once(tmp_path: Path) -> None:
+    """A run recorded for a Job or a webhook, which only a cluster runs, would be Running for ever here and hold
+    every later trigger."""
+    manifest = tmp_path / "iris.yaml"
+    manifest.write_text(
+        "apiVersion: serving.esteira.io/v1alpha1\nkind: ModelDeployment\nmetadata: {name: iris}\nspec:\n"
+        f"  model: {{name: iris, version: '1.0.0', storageUri: '{MODELS / 'iris-1.0.0'}'}}\n"
+        "  retraining: {triggers: {schedule: 1h}, webhook: 'http://127.0.0.1:1/retrain'}\n"
+    )
+    runtime = LocalRuntime(manifest, port=free_port(), workdir=tmp_path / "run", log=lambda _: None)
+    assert asyncio.run(runtime._retrain(NOW)) == [] and asyncio.run(runtime._retrain(NOW)) == []
+    said = [(e.reason, e.warning) for e in runtime.timeline]
+    assert said == [("RetrainingNotRun", True)] and runtime.status.retraining is None

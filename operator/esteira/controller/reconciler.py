@@ -40,6 +40,7 @@ from esteira.vocabulary import (
     COMMAND_ANNOTATION,
     DEFAULT_INGRESS_DOMAIN,
     LABEL_PROMETHEUS_AUTH,
+    LABEL_RETRAIN_RUN,
     Command,
     Decision,
     format_time,
@@ -369,9 +370,7 @@ class Reconciler:
             await with_backoff(functools.partial(self.api.patch_child, namespace, key, adopted), "adopt child")
         for key in plan.deletes:
             await with_backoff(functools.partial(self.api.delete_child, namespace, key), "delete child")
-        for job in plan.retrain_jobs:
-            kopf.adopt(job, owner=cast(kopf.Body, md))
-            await with_backoff(functools.partial(self.api.create_job, namespace, job), "create retraining Job")
+        await self._create_retrain_jobs(md, plan)
         await self._send_retrain_events(md, plan)
         decisions = [asked.decision(), *plan.decisions] if asked else plan.decisions
         for decision in decisions:
@@ -387,26 +386,51 @@ class Reconciler:
             log("%s/%s %s: %s", namespace, md["metadata"]["name"], decision.reason, decision.message)
         self.collector.record(namespace, md["metadata"]["name"], decisions, asked)
 
+    async def _create_retrain_jobs(self, md: dict[str, Any], plan: ReconcilePlan) -> None:
+        """Create each run's Job; one the API server refuses for good (an invalid template, a quota, admission)
+        ends its run Failed with the server's message. Raised, it failed every reconcile after the status write,
+        and the run stayed Running, holding every later trigger."""
+        for job in plan.retrain_jobs:
+            kopf.adopt(job, owner=cast(kopf.Body, md))
+            try:
+                await with_backoff(
+                    functools.partial(self.api.create_job, md["metadata"]["namespace"], job), "create Job"
+                )
+            except ApiError as exc:
+                if exc.retryable:
+                    raise
+                run = int(job["metadata"]["labels"][LABEL_RETRAIN_RUN])
+                message = f"Retraining run {run}: the API server refused its Job {job['metadata']['name']}: {exc}"
+                await self._end_run(md, plan, run, "Failed", Decision("RetrainingFailed", message, warning=True))
+
     async def _send_retrain_events(self, md: dict[str, Any], plan: ReconcilePlan) -> None:
         """POST each trigger to the spec's webhook; a refusal becomes a Warning and the run says SendFailed."""
         url = str(((md.get("spec") or {}).get("retraining") or {}).get("webhook") or "")
-        namespace, name = md["metadata"]["namespace"], md["metadata"]["name"]
         for event in plan.retrain_events:
             try:
                 await post_cloud_event(url, event)
             except WebhookFailed as exc:
-                plan.decisions.append(Decision("RetrainingWebhookFailed", str(exc), warning=True))
-                run = event["data"]["run"]
-                runs = (plan.status.get("retraining") or {}).get("runs") or []
-                failed = [
-                    {**r, "outcome": "SendFailed", "message": str(exc)} if r.get("run") == run else r for r in runs
-                ]
-                await with_backoff(
-                    functools.partial(
-                        self.api.patch_model_deployment_status, namespace, name, {"retraining": {"runs": failed}}
-                    ),
-                    "record a failed retraining webhook",
-                )
+                decision = Decision("RetrainingWebhookFailed", str(exc), warning=True)
+                await self._end_run(md, plan, event["data"]["run"], "SendFailed", decision)
+
+    async def _end_run(
+        self, md: dict[str, Any], plan: ReconcilePlan, run: int, outcome: str, decision: Decision
+    ) -> None:
+        """A retraining run that could not start: its outcome and the decision's message in status, and the
+        decision said."""
+        plan.decisions.append(decision)
+        retraining = plan.status.setdefault("retraining", {})
+        retraining["runs"] = [
+            {**r, "outcome": outcome, "message": decision.message} if r.get("run") == run else r
+            for r in retraining.get("runs") or []
+        ]
+        namespace, name = md["metadata"]["namespace"], md["metadata"]["name"]
+        await with_backoff(
+            functools.partial(
+                self.api.patch_model_deployment_status, namespace, name, {"retraining": {"runs": retraining["runs"]}}
+            ),
+            f"record retraining run {run} {outcome}",
+        )
 
     async def _create_or_patch(self, namespace: str, child: dict[str, Any]) -> None:
         """Create; if a retried create already went through (409 AlreadyExists), patch to the same content."""

@@ -12,6 +12,8 @@ from typing import Any
 from esteira.api.status import RetrainingRun
 from esteira.vocabulary import ENV_DEPLOYMENT, ENV_RETRAIN_EVIDENCE, ENV_RETRAIN_REASON, ENV_RETRAIN_RUN
 
+COMMAND_NOT_STARTED = 127  # a shell's status for a command it could not run
+
 
 class CommandRunner:
     """Starts retraining commands and reports them the way the Job controller reports Jobs (conditions)."""
@@ -33,9 +35,13 @@ class CommandRunner:
             ENV_RETRAIN_EVIDENCE: json.dumps(run.evidence, sort_keys=True),
         }
         with log.open("wb") as out:
-            self._running[name] = await asyncio.create_subprocess_exec(
-                *command, cwd=cwd, env=env, stdout=out, stderr=asyncio.subprocess.STDOUT
-            )
+            try:
+                self._running[name] = await asyncio.create_subprocess_exec(
+                    *command, cwd=cwd, env=env, stdout=out, stderr=asyncio.subprocess.STDOUT
+                )
+            except OSError as exc:  # not found, not executable: the run fails, esteira up serves on
+                out.write(f"cannot start {command[0]!r}: {exc}\n".encode())
+                self._exit[name] = COMMAND_NOT_STARTED
         return log
 
     def jobs(self) -> dict[str, dict[str, Any]]:
