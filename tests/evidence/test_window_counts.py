@@ -30,6 +30,9 @@ SERIES: list[tuple[str, str, tuple[float | None, ...], float]] = [
     ("esteira_predictions_total", f'{SERVED},class="versicolor"', (None, None, None, None, 0, 3), 3),
     # Went down: the process restarted and counted again from zero, so the window holds at least 4.
     ("esteira_predictions_total", f'{SERVED},class="virginica"', (30, 32, 35, 38, 1, 4), 4),
+    # Restarted too, and counted past its value a window ago: its newest value whole, as the one above (taken as
+    # grown by 40 - 35, its errors and requests were counted apart, one whole and one grown).
+    ("esteira_predictions_total", f'{SERVED},class="climbed"', (30, 32, 35, 38, 1, 40), 40),
     ("esteira_requests_total", f'{SERVED},outcome="ok"', (100, 110, 120, 130, 140, 152), 32),
     ("esteira_requests_total", f'{SERVED},outcome="server_error"', (0, 0, 0, 1, 1, 2), 2),
     # Another revision's series: none of revision 2's counts.
@@ -95,8 +98,9 @@ def test_increase_would_extrapolate_these_samples(prometheus: PrometheusServer) 
 
 def test_class_counts_are_exact_for_grown_born_and_reset_series(prometheus: PrometheusServer) -> None:
     queries = arm_queries(MetricNames(), "models", "iris", 2, f"{WINDOW_S}s")
-    assert class_counts(prometheus, queries.class_counts) == {"setosa": 9, "versicolor": 3, "virginica": 4}
-    assert scalar(prometheus, queries.drift.predictions.replace("sum by (class)", "sum")) == 16
+    expected = {"setosa": 9, "versicolor": 3, "virginica": 4, "climbed": 40}
+    assert class_counts(prometheus, queries.class_counts) == expected
+    assert scalar(prometheus, queries.drift.predictions.replace("sum by (class)", "sum")) == 56
 
 
 def test_requests_and_server_errors_are_exact(prometheus: PrometheusServer) -> None:

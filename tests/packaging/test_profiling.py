@@ -17,6 +17,7 @@ from esteira.cli import main
 from esteira.drift.profile import PROFILE_FILE, ReferenceProfile, categorical_feature, numeric_feature
 from esteira.packaging import profiling
 from esteira.packaging.profiling import ProfileError, ProfileRequest, build_profile
+from model_handlers.drift import category_of
 from tests.packaging.support import package_cli
 
 COLORS = ("red", "green", "blue", "teal")
@@ -56,6 +57,14 @@ def _write_parquet(path: Path, rows: list[dict[str, Any]]) -> Path:
 def _request(path: Path, **overrides: Any) -> ProfileRequest:
     options: dict[str, Any] = {"path": path, "prediction": "label", "categorical": frozenset({"code"})}
     return ProfileRequest(**(options | overrides))
+
+
+def test_category_codes_written_as_floats_are_named_as_the_server_names_them(tmp_path: Path) -> None:
+    """pandas writes a code column holding a gap as 1.0, 2.0: the server counts the number 1.0 as category "1"."""
+    rows = [{"code": f"{code}.0", "label": "cat"} for code in (1, 2, 2, 3)]
+    profile = build_profile(_request(_write_csv(tmp_path / "codes.csv", rows)), lambda _: None)
+    (code,) = profile.features
+    assert code.categories == [category_of(2.0), category_of(1.0), category_of(3.0)] == ["2", "1", "3"]
 
 
 @pytest.mark.parametrize("writer", [_write_csv, _write_parquet], ids=["csv", "parquet"])

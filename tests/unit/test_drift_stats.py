@@ -154,6 +154,8 @@ def test_categorical_bins_are_judged_with_jensen_shannon_and_quality_rates_are_r
     assert report.features[0].method == "JensenShannon"
     assert report.verdict == "Drifted"
     assert report.quality == {("colour", "unknown_category"): 0.05}
+    quiet = DriftWindow(window.reference, {"colour": {"=red": 2, "*": 1}}, 3, {("colour", "unknown_category"): 1})
+    assert evaluate(quiet, DriftPolicy()).quality == {}, "no rate from three requests"
 
 
 def test_prediction_drift_against_the_baseline() -> None:

@@ -40,6 +40,7 @@ from esteira.drift.profile import (
     round_down,
     round_up,
 )
+from model_handlers.drift import category_of
 
 CHUNK_ROWS = 50_000
 SAMPLE_SIZE = 200_000  # numeric values kept per column for the bin edges
@@ -207,8 +208,12 @@ def _number(cell: Any) -> float | None:
 
 
 def _category(cell: Any) -> str:
-    if isinstance(cell, float) and cell.is_integer():
-        return str(int(cell))
+    """A category's name as the model server names the number it is sent for it (`category_of`): a CSV's "1.0"
+    (pandas writes a float column so) named "1.0" matched no value the server counted, and the feature drifted
+    for good."""
+    number = _number(cell)
+    if number is not None and math.isfinite(number):
+        return category_of(number)
     return str(cell).strip() if isinstance(cell, str) else str(cell)
 
 

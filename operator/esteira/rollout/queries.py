@@ -81,11 +81,14 @@ def window_count(series: str, window: str) -> str:
     inside the window (gone, or its scrapes failing while its container restarts, which marks its series
     stale) still counts what it served until then. A series with no sample that old (born inside the window:
     handlers publish their counters at 0 when the model loads) counts its whole value, and so does one that
-    went down (its process restarted and counted from zero). Vector matching ignores the metric name, so `or`
-    adds exactly those series back.
+    restarted inside it (`resets`: its process counted from zero again), whether it is below its value a window
+    ago or has climbed past it: by the difference alone, a restarted server's requests (climbed) and errors
+    (not yet) were counted two ways, and its error rate was made up. Vector matching ignores the metric name, so
+    `unless` and `or` take exactly those series out and back.
     """
     newest = f"last_over_time({series}[{window}])"
-    return f"((({newest}) - ({series} offset {window})) >= 0) or {newest}"
+    grown = f"(({newest}) - ({series} offset {window})) >= 0"
+    return f"(({grown}) unless (resets({series}[{window}]) > 0)) or {newest}"
 
 
 def drift_queries(names: MetricNames, namespace: str, model: str, revision: int, window: str) -> DriftQueries:
