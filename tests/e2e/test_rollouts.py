@@ -5,6 +5,7 @@ stable and canary arms, and each traffic router. Intervals are seconds long so t
 from __future__ import annotations
 
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -32,24 +33,27 @@ SHIFTED = ArmProfile(classes={"setosa": 0.9, "versicolor": 0.05, "virginica": 0.
 pytestmark = pytest.mark.slow
 
 
-def rollout_md(
-    namespace: str,
-    version: str,
-    router: str = "KServe",
-    mode: str = "Standard",
-    progress_deadline: str = "10m",
-    mirror: bool = False,
-) -> dict[str, Any]:
+@dataclass(frozen=True)
+class Setup:
+    """How the test's ModelDeployment is served and rolled out."""
+
+    router: str = "KServe"
+    mode: str = "Standard"
+    progress_deadline: str = "10m"
+    mirror: bool = False
+
+
+def rollout_md(namespace: str, version: str, setup: Setup = Setup()) -> dict[str, Any]:
     body = spec(
-        deploymentMode=mode,
-        autoscaling={"metric": "concurrency" if mode == "Knative" else "cpu"},
+        deploymentMode=setup.mode,
+        autoscaling={"metric": "concurrency" if setup.mode == "Knative" else "cpu"},
         rollout={
-            "router": router,
+            "router": setup.router,
             "steps": [20, 50, 100],
             "interval": f"{int(INTERVAL)}s",
             "threshold": 2,
-            "progressDeadline": progress_deadline,
-            "mirror": mirror,
+            "progressDeadline": setup.progress_deadline,
+            "mirror": setup.mirror,
             "analysis": {
                 "minRequests": 10,
                 "lowTrafficDeadline": "60s",
@@ -108,23 +112,15 @@ def stable_traffic_covers_an_interval(prometheus: PrometheusServer, namespace: s
     return bool(scraped) and max(scraped) - min(scraped) >= INTERVAL
 
 
-def start_rollout(
-    esteira: Esteira,
-    namespace: str,
-    prometheus: PrometheusServer,
-    router: str = "KServe",
-    mode: str = "Standard",
-    progress_deadline: str = "10m",
-    mirror: bool = False,
-) -> None:
-    esteira.create_md(namespace, rollout_md(namespace, "1.0.0", router, mode, progress_deadline, mirror))
+def start_rollout(esteira: Esteira, namespace: str, prometheus: PrometheusServer, setup: Setup = Setup()) -> None:
+    esteira.create_md(namespace, rollout_md(namespace, "1.0.0", setup))
     eventually(
         lambda: (esteira.condition(namespace, "iris", "Ready") or {}).get("status") == "True", timeout=30, what="ready"
     )
     eventually(
         lambda: stable_traffic_covers_an_interval(prometheus, namespace), timeout=30, what="stable's traffic scraped"
     )
-    patch = rollout_md(namespace, "2.0.0", router, mode)
+    patch = rollout_md(namespace, "2.0.0", setup)
     esteira.patch_md(namespace, "iris", {"spec": {"model": patch["spec"]["model"]}})
 
 
@@ -169,7 +165,7 @@ def test_good_canary_is_promoted_through_every_step(
 ) -> None:
     exporter, prometheus = telemetry
     with TrafficMirror(esteira, kube_namespace, exporter, {1: GOOD, 2: GOOD}) as mirror:
-        start_rollout(esteira, kube_namespace, prometheus, router, mode)
+        start_rollout(esteira, kube_namespace, prometheus, Setup(router, mode))
         outcome = eventually(lambda: last_rollout(esteira, kube_namespace), timeout=60, what="rollout finished")
     assert outcome["outcome"] == "Promoted", outcome
     assert [w for w in mirror.timeline.canary_weights() if w] == [20, 50, 100]
@@ -257,7 +253,7 @@ def test_a_mirrored_canary_is_judged_on_copies_of_stable_s_requests_before_it_se
     (a rule's mirror would send it its own requests twice)."""
     exporter, prometheus = telemetry
     with TrafficMirror(esteira, kube_namespace, exporter, {1: GOOD, 2: profile}) as mirror:
-        start_rollout(esteira, kube_namespace, prometheus, "GatewayAPI", mirror=True)
+        start_rollout(esteira, kube_namespace, prometheus, Setup("GatewayAPI", mirror=True))
         copying = (0, ["iris-rev-2-predictor"] * 2)  # the split and the rule pinned to stable
         eventually(lambda: route_split(esteira, kube_namespace) == copying, timeout=30, what="copies to the canary")
         if outcome == "Promoted":
@@ -291,7 +287,7 @@ def test_with_kserve_s_split_a_mirrored_canary_takes_its_first_step_without_copi
     """KServe's split cannot copy a request: waiting for copies, the canary would wait for ever."""
     exporter, prometheus = telemetry
     with TrafficMirror(esteira, kube_namespace, exporter, {1: GOOD, 2: GOOD}) as mirror:
-        start_rollout(esteira, kube_namespace, prometheus, "KServe", mirror=True)
+        start_rollout(esteira, kube_namespace, prometheus, Setup(mirror=True))
         ended = eventually(lambda: last_rollout(esteira, kube_namespace), timeout=60, what="rollout finished")
     assert ended["outcome"] == "Promoted", ended
     assert mirror.timeline.copies_seen == 0 and [w for w in mirror.timeline.canary_weights() if w] == [20, 50, 100]
@@ -313,7 +309,7 @@ def test_a_canary_that_never_becomes_ready_is_rolled_back_at_the_progress_deadli
     exporter, prometheus = telemetry
     fake_kserve.fail("iris-rev-2", kube_namespace)  # the GatewayAPI router's canary InferenceService
     with TrafficMirror(esteira, kube_namespace, exporter, {1: GOOD, 2: GOOD}) as mirror:
-        start_rollout(esteira, kube_namespace, prometheus, "GatewayAPI", progress_deadline="8s")
+        start_rollout(esteira, kube_namespace, prometheus, Setup("GatewayAPI", progress_deadline="8s"))
         eventually(
             lambda: (
                 (esteira.get_md(kube_namespace, "iris")["status"].get("canary") or {}).get("hold")
