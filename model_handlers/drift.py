@@ -56,6 +56,7 @@ from esteira.drift.profile import (
     CategoricalFeature,
     NumericFeature,
     ReferenceProfile,
+    category_of,
 )
 from model_handlers.config import ModelConfig
 from model_handlers.metrics import (
@@ -108,11 +109,6 @@ class Slot(NamedTuple):
 def series_cap(env: Mapping[str, str] | None = None) -> int:
     raw = (os.environ if env is None else env).get(ENV_SERIES_CAP, "")
     return int(raw) if raw.isdigit() and int(raw) > 0 else SERIES_CAP
-
-
-def category_of(value: float) -> str:
-    """How a number sent for a categorical feature is matched against the profile's category names."""
-    return str(int(value)) if float(value).is_integer() else repr(float(value))
 
 
 class DriftCounter:

@@ -141,23 +141,6 @@ def test_answers_reach_the_caller_whole_and_one_backend_connection_carries_them_
     uvloop.run(scenario())
 
 
-def test_a_canary_at_0_percent_answers_no_caller_though_stable_cannot() -> None:
-    """Retried past a stable server that does not answer, a request is not given to a canary that takes no traffic
-    of its own yet (getting copies, or not begun): it would be served unjudged, and judged on it twice."""
-
-    async def scenario() -> None:
-        async with proxied() as (router, backend), aiohttp.ClientSession() as session:
-            router.set_backend(2, backend.address)
-            router.set_backend(1, f"http://127.0.0.1:{free_port()}")  # nothing listens there
-            router.set_split(Split(1, 2, 0), False)
-            router.retry_seconds = 0.5
-            status, headers, _ = await _ask(session, router, "unanswered")
-            assert status >= 500 and headers.get(REVISION_HEADER) == "1", (status, headers)
-            assert backend.request_ids == [], "the canary answered a caller"
-
-    asyncio.run(scenario())
-
-
 def test_concurrent_requests_each_get_their_own_answer() -> None:
     async def scenario() -> None:
         async with proxied() as (router, backend), aiohttp.ClientSession() as session:

@@ -156,12 +156,16 @@ def mirroring_pause_and_promotion(local: RuntimeThread, workdir: Path) -> None:
     wait_for(lambda: runtime.router.arm(2).mirrored >= before + 10, 10, "mirrored copies on the canary")
     local.call(runtime.control("resume", {}))
 
-    def at_the_gate() -> CanaryRecord | None:
+    def at_the_gate() -> CanaryRecord | None:  # and the router told: the status is written first
         canary = runtime.status.canary
-        return canary if canary is not None and canary.hold == "WaitingForPromotion" else None
+        return (
+            canary
+            if canary is not None and canary.hold == "WaitingForPromotion" and not runtime.router.mirror
+            else None
+        )
 
     gated = wait_for(at_the_gate, 60, "the canary at the 50% gate")
-    assert gated.weight == 0 and not gated.mirroring and not runtime.router.mirror, gated
+    assert gated.weight == 0 and gated.copies == "Passed", gated
     local.call(runtime.control("promote", {}))
     assert wait_for(lambda: _outcome(local, 2), 60, "revision 2 promoted") == "Promoted"
     assert runtime.status.stable is not None and runtime.status.stable.revision == 2

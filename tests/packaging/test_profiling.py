@@ -14,10 +14,15 @@ from typing import Any
 import pytest
 
 from esteira.cli import main
-from esteira.drift.profile import PROFILE_FILE, ReferenceProfile, categorical_feature, numeric_feature
+from esteira.drift.profile import (
+    PROFILE_FILE,
+    ReferenceProfile,
+    categorical_feature,
+    category_of,
+    numeric_feature,
+)
 from esteira.packaging import profiling
 from esteira.packaging.profiling import ProfileError, ProfileRequest, build_profile
-from model_handlers.drift import category_of
 from tests.packaging.support import package_cli
 
 COLORS = ("red", "green", "blue", "teal")

@@ -215,6 +215,12 @@ def numeric_feature(name: str, values: Sequence[float], rows: int, bins: int = 1
     )
 
 
+def category_of(value: float) -> str:
+    """A category's name for a number: how the model server names a value sent for a categorical feature, and
+    `esteira profile` a code its data holds (a CSV's "1.0" is category "1")."""
+    return str(int(value)) if float(value).is_integer() else repr(float(value))
+
+
 def categorical_feature(name: str, values: Sequence[str], rows: int) -> CategoricalFeature:
     """The most frequent categories (ties by name) and one bin for the rest."""
     if not values:

@@ -360,9 +360,7 @@ class Router(ModelSurface):
         answer = await self._forward(revision, path, body, headers, due, caller=caller)
         retrying_until = began + self.retry_seconds if due is None else min(due, began + self.retry_seconds)
         while answer.unanswered and time.perf_counter() < retrying_until:
-            split = self.split
-            waiting = split.canary if split is not None and not split.weight else None  # no callers of its own yet
-            others = [r for r in self._arms() if r not in (revision, waiting) and r in allowed and self.backends.get(r)]
+            others = [r for r in self._arms() if r != revision and r in allowed and self.backends.get(r)]
             if others:
                 revision = others[0]
             elif not self.backends.get(revision):

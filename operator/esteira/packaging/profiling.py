@@ -35,12 +35,12 @@ from esteira.drift.profile import (
     NumericFeature,
     PredictionBaseline,
     ReferenceProfile,
+    category_of,
     edge_label,
     quantile,
     round_down,
     round_up,
 )
-from model_handlers.drift import category_of
 
 CHUNK_ROWS = 50_000
 SAMPLE_SIZE = 200_000  # numeric values kept per column for the bin edges
