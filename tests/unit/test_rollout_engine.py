@@ -151,6 +151,11 @@ def test_promote_or_a_mirror_turned_off_ends_the_copies_at_the_first_step() -> N
     driver.spec = parsed({"router": "GatewayAPI"})
     driver.tick(QUIET)
     assert driver.weight == 10 and driver.status.canary is not None and not driver.status.canary.mirroring
+    driver = Driver(parsed(MIRROR))
+    driver.tick()
+    driver.router_copies = False  # the router changed to one that cannot copy: waiting, it would wait for ever
+    driver.tick(QUIET)
+    assert driver.weight == 10 and driver.status.canary is not None and driver.status.canary.copies is None
 
 
 def test_a_canary_paused_while_getting_copies_resumes_them_and_stops_at_its_first_step_s_gate() -> None:

@@ -184,7 +184,12 @@ def _enter_step(canary: CanaryRecord, spec: ModelDeploymentSpec, index: int, now
 
 def _copies_due(canary: CanaryRecord, inp: RolloutInput) -> bool:
     """Whether the canary is still to get its copies of stable's requests before its first step."""
-    return inp.spec.rollout.mirror and inp.router_copies and canary.copies is None and canary.weight == 0
+    return _copies_go_on(inp) and canary.copies is None and canary.weight == 0
+
+
+def _copies_go_on(inp: RolloutInput) -> bool:
+    """Whether copies asked for can come: the spec asks and the router copies (one changed meanwhile ends them)."""
+    return inp.spec.rollout.mirror and inp.router_copies
 
 
 def _begin(canary: CanaryRecord, inp: RolloutInput, now: str) -> list[Decision]:
@@ -209,7 +214,7 @@ def _begin(canary: CanaryRecord, inp: RolloutInput, now: str) -> list[Decision]:
         )
         skipped.append(Decision("MirrorUnsupported", message, warning=True))
     if canary.mirroring:
-        canary.copies = None  # rollout.mirror turned off before an analysis judged them
+        canary.copies = None  # mirror or the router changed before an analysis judged them
     return [*skipped, _enter_step(canary, spec, 0, now)]
 
 
@@ -368,7 +373,7 @@ def advance(inp: RolloutInput, tracked: ModelDeploymentStatus) -> EngineOutput:
         if analysis_due(spec, status, inp.now):
             _judge_while_held(inp, status, now, out)
         return out
-    if canary.weight == 0 and canary.step == 0 and not (canary.mirroring and spec.rollout.mirror):
+    if canary.weight == 0 and canary.step == 0 and not (canary.mirroring and _copies_go_on(inp)):
         out.decisions += _begin(canary, inp, now)
         out.requeue_after = interval.total_seconds()
         return out
