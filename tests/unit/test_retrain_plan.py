@@ -84,11 +84,19 @@ def test_webhook_gets_a_cloud_event() -> None:
     assert status.retraining is not None and status.retraining.runs[0].outcome == "Sent"
 
 
-def test_a_command_runs_only_where_commands_can_run() -> None:
+def test_a_command_runs_only_where_commands_can_run_and_elsewhere_the_incident_says_so_once() -> None:
     body = parsed(job=None, command=["python", "train.py"])
-    assert plan_retraining(CTX, body, drifting(), {}, NOW).decisions == []
+    status = drifting()
+    said = plan_retraining(CTX, body, status, {}, NOW).decisions
+    assert [(d.reason, d.warning) for d in said] == [("RetrainingNotRun", True)] and "a cluster runs" in said[0].message
+    assert status.retraining is not None and status.retraining.runs == []
+    assert plan_retraining(CTX, body, status, {}, NOW).decisions == [], "once an incident"
     plan = plan_retraining(CTX, body, drifting(), {}, NOW, runs_commands=True)
     assert [r.job for r in plan.commands] == ["command-1"]
+    jobs_only = drifting()  # esteira up: a Job's run, never made there, would have been Running for ever
+    said = plan_retraining(CTX, parsed(), jobs_only, {}, NOW, runs_commands=True).decisions
+    assert [d.reason for d in said] == ["RetrainingNotRun"] and jobs_only.retraining is not None
+    assert jobs_only.retraining.runs == []
 
 
 def test_no_retraining_spec_plans_nothing() -> None:

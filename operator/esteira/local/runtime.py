@@ -86,11 +86,6 @@ def _now() -> datetime:
     return datetime.now(UTC).replace(tzinfo=None, microsecond=0)
 
 
-NO_RETRAINING_COMMAND = (
-    "spec.retraining has no command: esteira up runs retraining.command; its job and webhook are a cluster's"
-)
-
-
 class LocalRuntime:
     """Runs one ModelDeployment file on this machine until `stop`."""
 
@@ -131,7 +126,6 @@ class LocalRuntime:
         self._tasks: set[asyncio.Task[None]] = set()
         self._probing: set[int] = set()  # revisions the router took out whose readiness is being checked
         self._accuracy_read = -ACCURACY_READ_SECONDS  # when stable's labelled accuracy was last read (monotonic)
-        self._said_no_command = False  # that spec.retraining has no command this runtime can run
         self._session: aiohttp.ClientSession | None = None
         self._token_path: Path | None = None
 
@@ -363,11 +357,6 @@ class LocalRuntime:
     async def _retrain(self, now: datetime) -> list[Decision]:
         """spec.retraining here: the same planning as the operator's, a command where a cluster runs a Job."""
         if self.spec.retraining is None:
-            return []
-        if not self.spec.retraining.command:  # a run recorded for a Job or a webhook here would run for ever
-            if not self._said_no_command:
-                self._said_no_command = True
-                self.say("RetrainingNotRun", NO_RETRAINING_COMMAND, warning=True)
             return []
         ctx = RenderContext(self.manifest.name, self.manifest.namespace, collector_url=self.collector.url)
         export = (

@@ -128,6 +128,14 @@ def _job_outcome(job: dict[str, Any]) -> str | None:
     return None
 
 
+# Why a trigger started no run, by whether the runtime runs commands.
+NOT_RUNNABLE = {
+    True: "esteira up runs spec.retraining.command, which is not set; a job and a webhook are a cluster's",
+    False: "a cluster runs spec.retraining.job or calls spec.retraining.webhook, and neither is set; a command "
+    "runs under esteira up only",
+}
+
+
 def plan_retraining(
     ctx: RenderContext,
     spec: ModelDeploymentSpec,
@@ -146,8 +154,10 @@ def plan_retraining(
     """
     plan = RetrainPlan()
     retraining = spec.retraining
-    if retraining is None or not (retraining.job is not None or retraining.webhook or runs_commands):
+    if retraining is None:
         return plan
+    # What this runtime can start: `esteira up` its command; a cluster the Job and the webhook.
+    runnable = bool(retraining.command) if runs_commands else retraining.job is not None or bool(retraining.webhook)
     state = status.retraining = status.retraining or RetrainingStatus()
     for index, run in enumerate(state.runs):
         if run.outcome != "Running" or run.job is None:
@@ -185,6 +195,11 @@ def plan_retraining(
     if not verdict.fire or verdict.signal is None:
         return plan
     signal, at, number = verdict.signal, format_time(now), state.next_run
+    if not runnable:  # said once an incident, as a run would have started once: recording a run, it ran for ever
+        state.handled = [signal.incident, *state.handled][:HANDLED_KEPT]
+        state.last_triggered_at = at
+        plan.decisions.append(Decision("RetrainingNotRun", f"{signal.summary}: {NOT_RUNNABLE[runs_commands]}", True))
+        return plan
     evidence = {"signal": signal.kind, "incident": signal.incident, **signal.evidence}
     if labelled_data:
         evidence["labelledData"] = labelled_data
