@@ -81,7 +81,7 @@ def test_webhook_gets_a_cloud_event() -> None:
     (event,) = plan.webhook_events
     assert event["specversion"] == "1.0" and event["type"] == "io.esteira.retraining.requested"
     assert event["data"]["evidence"]["signal"] == "Drift"
-    assert status.retraining is not None and status.retraining.runs[0].outcome == "Sent"
+    assert status.retraining is not None and status.retraining.runs[0].outcome == "Sending"
 
 
 def test_a_command_runs_only_where_commands_can_run_and_elsewhere_the_incident_says_so_once() -> None:

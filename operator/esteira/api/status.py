@@ -185,7 +185,10 @@ class MonitoringStatus(StatusModel):
 
 
 RUNS_KEPT = 10
-RunOutcome = Literal["Running", "Succeeded", "Failed", "Sent", "SendFailed", "RejectedCandidate", "Proposed"]
+RunOutcome = Literal["Running", "Sending", "Succeeded", "Failed", "Sent", "SendFailed", "RejectedCandidate", "Proposed"]
+# Where a run's CloudEvent to spec.retraining.webhook stands: Pending until the webhook accepts it (resent with
+# backoff meanwhile), then Accepted; Failed once refused for good or out of attempts.
+WebhookDelivery = Literal["Pending", "Accepted", "Failed"]
 
 
 class RetrainingRun(StatusModel):
@@ -206,6 +209,11 @@ class RetrainingRun(StatusModel):
     )
     version: str | None = Field(default=None, description="The model version the run produced, once known.")
     message: str = ""
+    webhook: WebhookDelivery | None = Field(
+        default=None, description="Where the run's CloudEvent to spec.retraining.webhook stands."
+    )
+    webhook_attempts: int = Field(default=0, ge=0, description="Deliveries of the CloudEvent tried so far.")
+    webhook_next_at: str | None = Field(default=None, description="When the CloudEvent is sent (again).")
 
 
 class RetrainingStatus(StatusModel):

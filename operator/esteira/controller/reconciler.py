@@ -35,7 +35,7 @@ from esteira.rollout.queries import MetricNames, drift_queries
 from esteira.routing import key_of
 from esteira.state.monitoring import drift_due
 from esteira.state.reconcile import ReconcileInput, ReconcilePlan, Result, plan_reconcile
-from esteira.state.retrain import ACCURACY_READ_SECONDS
+from esteira.state.retrain import ACCURACY_READ_SECONDS, record_delivery
 from esteira.vocabulary import (
     COMMAND_ANNOTATION,
     DEFAULT_INGRESS_DOMAIN,
@@ -404,32 +404,43 @@ class Reconciler:
                 await self._end_run(md, plan, run, "Failed", Decision("RetrainingFailed", message, warning=True))
 
     async def _send_retrain_events(self, md: dict[str, Any], plan: ReconcilePlan) -> None:
-        """POST each trigger to the spec's webhook; a refusal becomes a Warning and the run says SendFailed."""
+        """POST each CloudEvent owed to the spec's webhook and record what came of it (`record_delivery`): the
+        run says Sent, or its event is sent again later, or it ends SendFailed; a failure is a Warning."""
         url = str(((md.get("spec") or {}).get("retraining") or {}).get("webhook") or "")
         for event in plan.retrain_events:
+            run, failure, final = event["data"]["run"], None, False
             try:
                 await post_cloud_event(url, event)
             except WebhookFailed as exc:
-                decision = Decision("RetrainingWebhookFailed", str(exc), warning=True)
-                await self._end_run(md, plan, event["data"]["run"], "SendFailed", decision)
+                failure, final = str(exc), exc.final
+            retraining = plan.status.setdefault("retraining", {})
+            runs, decision = record_delivery(retraining.get("runs") or [], run, datetime.now(UTC), failure, final)
+            if decision is not None:
+                retraining["runs"] = runs
+                await self._write_runs(md, plan, run, decision)
 
     async def _end_run(
         self, md: dict[str, Any], plan: ReconcilePlan, run: int, outcome: str, decision: Decision
     ) -> None:
         """A retraining run that could not start: its outcome and the decision's message in status, and the
         decision said."""
-        plan.decisions.append(decision)
         retraining = plan.status.setdefault("retraining", {})
         retraining["runs"] = [
             {**r, "outcome": outcome, "message": decision.message} if r.get("run") == run else r
             for r in retraining.get("runs") or []
         ]
+        await self._write_runs(md, plan, run, decision)
+
+    async def _write_runs(self, md: dict[str, Any], plan: ReconcilePlan, run: int, decision: Decision) -> None:
+        """Write the runs as ``plan.status`` has them now, and say ``decision`` (about run ``run``)."""
+        plan.decisions.append(decision)
+        retraining = plan.status["retraining"]
         namespace, name = md["metadata"]["namespace"], md["metadata"]["name"]
         await with_backoff(
             functools.partial(
                 self.api.patch_model_deployment_status, namespace, name, {"retraining": {"runs": retraining["runs"]}}
             ),
-            f"record retraining run {run} {outcome}",
+            f"record retraining run {run}: {decision.reason}",
         )
 
     async def _create_or_patch(self, namespace: str, child: dict[str, Any]) -> None:

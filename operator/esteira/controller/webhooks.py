@@ -1,4 +1,5 @@
-"""CloudEvents to the retraining webhook: structured JSON, a few retries with backoff, a clear error."""
+"""CloudEvents to the retraining webhook: structured JSON, a few quick retries, a clear error that says whether
+sending it later may help (the planner sends it again, with a longer backoff, at a later reconcile)."""
 
 from __future__ import annotations
 
@@ -9,18 +10,24 @@ from typing import Any
 import aiohttp
 
 logger = logging.getLogger(__name__)
-ATTEMPTS = 4
+ATTEMPTS = 3
 FIRST_DELAY = 0.5  # seconds, doubled after each failure
 TIMEOUT = aiohttp.ClientTimeout(total=10)
+# Answers that say "not now" rather than "never": a timeout at the server, and too many requests.
+RETRYABLE_CLIENT_ERRORS = frozenset({408, 429})
 
 
 class WebhookFailed(Exception):
-    """The webhook did not accept the event after every attempt; the message says why."""
+    """The webhook did not accept the event; the message says why, ``final`` whether it refused it for good."""
+
+    def __init__(self, message: str, final: bool) -> None:
+        super().__init__(message)
+        self.final = final
 
 
 async def post_cloud_event(url: str, event: dict[str, Any]) -> None:
-    """POST one structured-mode CloudEvent; 2xx is success, 4xx is final, 5xx and network errors are retried."""
-    delay, last = FIRST_DELAY, ""
+    """POST one structured-mode CloudEvent; 2xx is success, a 4xx (but 408 and 429) is final, the rest retried."""
+    delay, last, final = FIRST_DELAY, "", False
     async with aiohttp.ClientSession(timeout=TIMEOUT) as session:
         for attempt in range(1, ATTEMPTS + 1):
             try:
@@ -30,7 +37,8 @@ async def post_cloud_event(url: str, event: dict[str, Any]) -> None:
                     if answer.status < 300:
                         return
                     last = f"HTTP {answer.status}: {(await answer.text())[:200]}"
-                    if answer.status < 500:
+                    if answer.status < 500 and answer.status not in RETRYABLE_CLIENT_ERRORS:
+                        final = True
                         break
             except (aiohttp.ClientError, TimeoutError) as exc:
                 last = f"{type(exc).__name__}: {exc}"
@@ -38,4 +46,4 @@ async def post_cloud_event(url: str, event: dict[str, Any]) -> None:
                 logger.warning("retraining webhook attempt %d failed (%s); retrying", attempt, last)
                 await asyncio.sleep(delay)
                 delay *= 2
-    raise WebhookFailed(f"the retraining webhook did not accept event {event.get('id')}: {last}")
+    raise WebhookFailed(f"the retraining webhook did not accept event {event.get('id')}: {last}", final)

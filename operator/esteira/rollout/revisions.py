@@ -8,6 +8,7 @@ current revisions without making a new one.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 from esteira.api.spec import ModelDeploymentSpec, Validation
 from esteira.api.status import (
@@ -216,12 +217,16 @@ def _stable_score(mine: Validation, stable: RevisionRecord | None) -> tuple[floa
 def _record_candidate(status: ModelDeploymentStatus, spec: ModelDeploymentSpec, outcome: RunOutcome, why: str) -> None:
     """The retraining run that produced this build (the newest one) learns what became of it.
 
-    A run may still be Running: a command or Job edits the spec before it exits.
+    A run may still be Running: a command or Job edits the spec before it exits. One whose webhook has not
+    answered yet got its event all the same: the build it asked for is here, and the event is not sent again.
     """
     runs = status.retraining.runs if status.retraining else []
     for index, run in enumerate(runs):
-        if run.outcome in ("Running", "Succeeded", "Sent") and run.version in (None, spec.model.version):
-            runs[index] = run.model_copy(update={"outcome": outcome, "version": spec.model.version, "message": why})
+        if run.outcome in ("Running", "Sending", "Succeeded", "Sent") and run.version in (None, spec.model.version):
+            update: dict[str, Any] = {"outcome": outcome, "version": spec.model.version, "message": why}
+            if run.webhook == "Pending":
+                update |= {"webhook": "Accepted", "webhook_next_at": None}
+            runs[index] = run.model_copy(update=update)
             return
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from esteira.api.spec import ModelDeploymentSpec, Retraining
@@ -20,7 +20,7 @@ from esteira.quality.scores import Tally
 from esteira.render.inferenceservice import RenderContext
 from esteira.render.job import render_retrain_job, retrain_job_name
 from esteira.retraining.trigger import History, Policy, Signal, SignalKind, decide
-from esteira.vocabulary import Decision, format_time
+from esteira.vocabulary import Decision, format_time, parse_time
 
 HANDLED_KEPT = 50
 # A data-quality incident: one kind of violation (missing, out of range, ...) on one feature in this share of the
@@ -32,6 +32,12 @@ ACCURACY_MIN_LABELS = 100
 # How often, at most, an adapter reads stable's labelled accuracy for triggers.accuracyBelow: an incident lasts
 # minutes to hours, and the read is a query over the whole window.
 ACCURACY_READ_SECONDS = 60.0
+# A CloudEvent the webhook did not accept is sent again after a backoff that doubles from the first, capped, up to
+# this many deliveries in all: an endpoint down for a deploy is reached, one gone for good ends the run in hours.
+WEBHOOK_DELIVERIES = 8
+WEBHOOK_FIRST_RETRY = timedelta(seconds=60)
+WEBHOOK_LAST_RETRY = timedelta(minutes=30)
+WEBHOOK_REMOVED = "spec.retraining.webhook was removed before the webhook accepted the event; it is not sent"
 
 
 @dataclass
@@ -188,7 +194,9 @@ def plan_retraining(
             and run.job not in jobs
         ):
             plan.jobs.append(render_retrain_job(ctx, retraining.job, run.run, run.reason, run.evidence))
-    running = next((r.job or str(r.run) for r in state.runs if r.outcome == "Running"), None)
+    if not runs_commands:
+        _deliveries_due(ctx, retraining, state, now, plan)
+    running = next((r.job or str(r.run) for r in state.runs if r.outcome in ("Running", "Sending")), None)
     history = History(frozenset(state.handled), state.last_triggered_at, running)
     signals = signals_from_status(spec, status, stable_accuracy)
     verdict = decide(_policy(spec, retraining), history, signals, now)
@@ -205,12 +213,15 @@ def plan_retraining(
         evidence["labelledData"] = labelled_data
     if status.stable is not None:  # what a candidate must beat: a run can score it on its own held-out rows
         evidence["stable"] = {"version": status.stable.model_version, "storageUri": status.stable.storage_uri}
-    run = RetrainingRun(run=number, at=at, signal=signal.kind, reason=signal.summary, evidence=evidence, outcome="Sent")
+    run = RetrainingRun(
+        run=number, at=at, signal=signal.kind, reason=signal.summary, evidence=evidence, outcome="Sending"
+    )
     if retraining.job is not None:
         job = render_retrain_job(ctx, retraining.job, number, signal.summary, evidence)
         plan.jobs.append(job)
         run = run.model_copy(update={"outcome": "Running", "job": retrain_job_name(ctx.deployment, number)})
-    if retraining.webhook is not None:
+    if retraining.webhook is not None and not runs_commands:
+        run = run.model_copy(update={"webhook": "Pending", "webhook_next_at": at})
         plan.webhook_events.append(_cloud_event(ctx, run))
     if retraining.command and runs_commands:
         run = run.model_copy(update={"outcome": "Running", "job": f"command-{number}"})
@@ -220,6 +231,65 @@ def plan_retraining(
     state.last_triggered_at, state.next_run = at, number + 1
     plan.decisions.append(Decision("RetrainingTriggered", f"Retraining run {number}: {signal.summary}"))
     return plan
+
+
+def _deliveries_due(
+    ctx: RenderContext, retraining: Retraining, state: RetrainingStatus, now: datetime, plan: RetrainPlan
+) -> None:
+    """Plan the CloudEvents still owed to the webhook whose time has come: one refused for now, or one recorded
+    before an operator restart could send it (status is written first, so an event is sent at least once; its
+    id stays the same, for the receiver to drop a repeat)."""
+    for index, run in enumerate(state.runs):
+        if run.webhook != "Pending":
+            continue
+        if retraining.webhook is None:
+            state.runs[index] = _delivery_failed(run)
+            plan.decisions.append(
+                Decision("RetrainingWebhookFailed", f"Retraining run {run.run}: {WEBHOOK_REMOVED}", warning=True)
+            )
+        elif run.webhook_next_at is None or parse_time(run.webhook_next_at) <= now:
+            plan.webhook_events.append(_cloud_event(ctx, run))
+
+
+def _delivery_failed(run: RetrainingRun, why: str = WEBHOOK_REMOVED) -> RetrainingRun:
+    """The webhook will not get this run's event: a run that had nothing else to do ends SendFailed."""
+    update: dict[str, Any] = {"webhook": "Failed", "webhook_next_at": None}
+    if run.outcome == "Sending":
+        update |= {"outcome": "SendFailed", "message": why}
+    return run.model_copy(update=update)
+
+
+def record_delivery(
+    runs: list[dict[str, Any]], number: int, now: datetime, failure: str | None = None, final: bool = False
+) -> tuple[list[dict[str, Any]], Decision | None]:
+    """What one delivery of run ``number``'s CloudEvent did to the runs (status' wire form), and what to say.
+
+    Accepted (``failure`` None): the run says Sent, or goes on Running its Job. Refused for now: sent again after
+    a backoff. Refused for good (``final``: a 4xx) or out of deliveries: the webhook Failed, and a run with no Job
+    ends SendFailed, its incident spent. A run no longer Pending (trimmed, or recorded meanwhile) is left alone.
+    """
+    parsed = [RetrainingRun.model_validate(raw) for raw in runs]
+    index = next((i for i, run in enumerate(parsed) if run.run == number and run.webhook == "Pending"), None)
+    if index is None:
+        return runs, None
+    run, attempts = parsed[index], parsed[index].webhook_attempts + 1
+    if failure is None:
+        outcome = "Sent" if run.outcome == "Sending" else run.outcome
+        parsed[index] = run.model_copy(
+            update={"webhook": "Accepted", "webhook_attempts": attempts, "webhook_next_at": None, "outcome": outcome}
+        )
+        said = Decision("RetrainingWebhookAccepted", f"Retraining run {number}: the webhook accepted its event")
+    elif final or attempts >= WEBHOOK_DELIVERIES:
+        why = f"{failure}; not sent again ({'refused for good' if final else f'{attempts} deliveries'})"
+        parsed[index] = _delivery_failed(run.model_copy(update={"webhook_attempts": attempts}), why)
+        said = Decision("RetrainingWebhookFailed", f"Retraining run {number}: {why}", warning=True)
+    else:
+        wait = min(WEBHOOK_FIRST_RETRY * 2 ** (attempts - 1), WEBHOOK_LAST_RETRY)
+        again = format_time(now + wait)
+        parsed[index] = run.model_copy(update={"webhook_attempts": attempts, "webhook_next_at": again})
+        message = f"Retraining run {number}: delivery {attempts} of {WEBHOOK_DELIVERIES} failed ({failure}); sent again at {again}"
+        said = Decision("RetrainingWebhookFailed", message, warning=True)
+    return [run.to_wire() for run in parsed], said
 
 
 def _cloud_event(ctx: RenderContext, run: RetrainingRun) -> dict[str, Any]:
