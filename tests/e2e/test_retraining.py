@@ -80,3 +80,34 @@ def test_a_trigger_runs_a_job_and_a_worse_candidate_is_refused(
     better = {**model_source("1.2.0", "s3://models/iris/1.2.0"), "card": card("1.0.0", 0.97)}
     esteira.patch_md(kube_namespace, "iris", {"spec": {"model": better}})
     eventually(lambda: (esteira.get_md(kube_namespace, "iris").get("status") or {}).get("canary"), what="a canary")
+
+
+def test_a_job_left_by_an_earlier_model_deployment_of_the_name_fails_the_run_it_would_have_decided(
+    esteira: Esteira, kube_api: KubeApi, kube_namespace: str
+) -> None:
+    """Deleted with `--cascade=orphan`, an earlier `iris` left its Job `iris-retrain-1` behind, owner gone, labels
+    kept. The new `iris`'s run 1 must not take that Job's outcome, nor try to create it for ever."""
+    batch = kubernetes.client.BatchV1Api(kube_api.api_client())
+    labels = {"serving.esteira.io/deployment": "iris", "serving.esteira.io/retrain-run": "1"}
+    left = {"apiVersion": "batch/v1", "kind": "Job", "metadata": {"name": "iris-retrain-1", "labels": labels}}
+    left["spec"] = {
+        **JOB,
+        "template": {**JOB["template"], "spec": {**JOB["template"]["spec"], "restartPolicy": "Never"}},
+    }
+    batch.create_namespaced_job(kube_namespace, left)
+    esteira.create_md(kube_namespace, md(kube_namespace))
+    failed = eventually(
+        lambda: (
+            (runs(esteira, kube_namespace) or [{}])[0].get("outcome") == "Failed" and runs(esteira, kube_namespace)[0]
+        ),
+        60,
+        "run 1 failed on the Job it does not own",
+    )
+    assert "does not own" in failed["message"] and "iris-retrain-1" in failed["message"]
+    said = eventually(
+        lambda: [e for e in esteira.events_for(kube_namespace, "iris") if e["reason"] == "RetrainingFailed"],
+        what="the RetrainingFailed event",
+    )
+    assert said[0]["type"] == "Warning"
+    held = batch.read_namespaced_job("iris-retrain-1", kube_namespace)
+    assert not held.metadata.owner_references, "the Job left behind is not adopted"

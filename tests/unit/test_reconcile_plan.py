@@ -264,3 +264,38 @@ def test_a_gateway_routed_deployment_is_served_at_its_route_s_host() -> None:
     assert plan.status["url"] == "http://iris-models.ml.internal"
     ready = next(c for c in plan.status["conditions"] if c["type"] == "Ready")
     assert ready["status"] == "True" and ready["message"] == "Serving at http://iris-models.ml.internal"
+
+
+def test_a_job_this_model_deployment_does_not_own_decides_none_of_its_runs() -> None:
+    """An earlier ModelDeployment of this name, deleted with its Jobs orphaned, left `iris-retrain-1` complete."""
+    job_spec = {"template": {"spec": {"containers": [{"name": "train", "image": "example.com/train:1"}]}}}
+    body = spec(retraining={"triggers": {"schedule": "24h"}, "job": job_spec})
+    status = run(body).status  # stable recorded; then a run started
+    status["retraining"] = {"runs": [{"run": 1, "at": NOW, "signal": "Schedule", "reason": "schedule"}]}
+    status["retraining"]["runs"][0] |= {"outcome": "Running", "job": "iris-retrain-1"}
+    status["retraining"] |= {"nextRun": 2, "lastTriggeredAt": NOW, "handled": ["schedule-0"]}
+    left = {"apiVersion": "batch/v1", "kind": "Job", "status": {"conditions": [{"type": "Complete", "status": "True"}]}}
+    left["metadata"] = {"name": "iris-retrain-1", "labels": {"serving.esteira.io/retrain-run": "1"}}
+
+    def planned(owners: list[dict[str, Any]]):
+        job = copy.deepcopy(left)
+        job["metadata"]["ownerReferences"] = owners
+        return plan_reconcile(
+            ReconcileInput(
+                name="iris",
+                namespace="models",
+                generation=1,
+                spec=body,
+                status=copy.deepcopy(status),
+                objects={},
+                now=LATER,
+                retrain_jobs={"iris-retrain-1": job},
+                owner_uid="uid-now",
+            )
+        )
+
+    orphaned = planned([])
+    assert orphaned.status["retraining"]["runs"][0]["outcome"] == "Running"
+    assert [j["metadata"]["name"] for j in orphaned.retrain_jobs] == ["iris-retrain-1"], "its own is asked for"
+    ours = planned([{"apiVersion": "serving.esteira.io/v1alpha1", "kind": "ModelDeployment", "uid": "uid-now"}])
+    assert ours.status["retraining"]["runs"][0]["outcome"] == "Succeeded" and ours.retrain_jobs == []

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 from esteira.render import RenderContext
-from esteira.render.job import render_retrain_job, retrain_job_name
+from esteira.render.job import DEFAULT_JOB_DEADLINE_SECONDS, render_retrain_job, retrain_job_name
 from tests.support.schemas import validate_kubernetes
 
 TEMPLATE = {
@@ -39,3 +39,11 @@ def test_job_is_valid_and_carries_the_evidence() -> None:
 def test_job_names_fit_a_label_value() -> None:
     name = retrain_job_name("a" * 45, 123456)
     assert len(name) <= 63 and not name.endswith("-")
+
+
+def test_a_job_has_a_deadline_unless_its_template_sets_its_own() -> None:
+    ctx = RenderContext("iris", "models")
+    job = render_retrain_job(ctx, TEMPLATE, 1, "schedule", {})
+    assert job["spec"]["activeDeadlineSeconds"] == DEFAULT_JOB_DEADLINE_SECONDS
+    own = render_retrain_job(ctx, {**TEMPLATE, "activeDeadlineSeconds": 600}, 1, "schedule", {})
+    assert own["spec"]["activeDeadlineSeconds"] == 600 and "activeDeadlineSeconds" not in TEMPLATE

@@ -64,6 +64,17 @@ def test_the_job_outcome_is_recorded_once() -> None:
     assert later.decisions == []
 
 
+def test_a_failed_job_says_why() -> None:
+    status = drifting()
+    (job,) = plan_retraining(CTX, parsed(), status, {}, NOW).jobs
+    failed = {"type": "Failed", "status": "True", "reason": "DeadlineExceeded"}
+    failed["message"] = "Job was active longer than specified deadline"
+    done = plan_retraining(CTX, parsed(), status, {"iris-retrain-1": {**job, "status": {"conditions": [failed]}}}, NOW)
+    (said,) = done.decisions
+    assert said.reason == "RetrainingFailed" and said.warning and "DeadlineExceeded: Job was active" in said.message
+    assert status.retraining is not None and status.retraining.runs[0].message.startswith("DeadlineExceeded")
+
+
 def test_a_new_incident_waits_for_min_interval() -> None:
     status = drifting()
     (job,) = plan_retraining(CTX, parsed(), status, {}, NOW).jobs

@@ -26,7 +26,7 @@ from esteira.api.command import COMMAND_PLURAL
 from esteira.api.errors import api_server_message
 from esteira.controller import telemetry
 from esteira.controller.config import DEFAULT_API_CONCURRENCY
-from esteira.controller.retry import ApiError
+from esteira.controller.retry import ApiError, NameTaken
 from esteira.routing import ObjectKey, child_kinds
 from esteira.routing.kserve import INFERENCE_SERVICES
 from esteira.vocabulary import LABEL_DEPLOYMENT, LABEL_RETRAIN_RUN
@@ -217,12 +217,34 @@ class KubeAPI:
         return {job["metadata"]["name"]: job for job in listing["items"]}
 
     async def create_job(self, namespace: str, body: dict[str, Any]) -> None:
-        """Create a retraining Job; one that exists already (a retried create) is left as it is."""
+        """Create a retraining Job; one of the same owner that exists already (a retried create) is left as it
+        is, one of another owner or none (left by an earlier ModelDeployment of this name) is `NameTaken`."""
         try:
             await self._call(self._batch.create_namespaced_job, namespace, body)
         except ApiError as exc:
             if exc.status != 409:
                 raise
+        else:
+            return
+        name = body["metadata"]["name"]
+
+        def read_job(**options: Any) -> dict[str, Any]:
+            raw: Any = self._batch.read_namespaced_job(name, namespace, _preload_content=False, **options)
+            return cast(dict[str, Any], json.loads(raw.data))
+
+        try:
+            held = await self._call(read_job)
+        except ApiError as exc:
+            if exc.status == 404:  # deleted since: the create may be tried again
+                raise ApiError(409, f"Job {name} was deleted while its create was refused") from None
+            raise
+        ours = {ref.get("uid") for ref in body["metadata"].get("ownerReferences") or []}
+        theirs = {ref.get("uid") for ref in (held.get("metadata") or {}).get("ownerReferences") or []}
+        if not ours & theirs:
+            raise NameTaken(
+                f"a Job named {name} exists that this ModelDeployment does not own (left by an earlier "
+                "ModelDeployment of this name, or made by hand): delete it, and the next run makes its own"
+            )
 
     async def create_child(self, namespace: str, body: dict[str, Any]) -> dict[str, Any]:
         group, version, plural = CHILD_RESOURCES[(body["apiVersion"], body["kind"])]

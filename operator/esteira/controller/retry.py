@@ -28,6 +28,17 @@ class ApiError(Exception):
         return self.status == 0 or self.status in RETRYABLE_STATUS
 
 
+class NameTaken(ApiError):
+    """A create found its name held by an object this ModelDeployment does not own: no retry can help."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(409, message)
+
+    @property
+    def retryable(self) -> bool:
+        return False
+
+
 async def with_backoff(
     call: Callable[[], Awaitable[T]],
     what: str,

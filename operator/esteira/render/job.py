@@ -19,6 +19,9 @@ from esteira.vocabulary import (
 )
 
 MAX_JOB_NAME = 63  # the Job controller labels pods with the Job's name: a label value
+# A run's Job ends Failed (DeadlineExceeded) after this long unless its template says otherwise: one stuck Pending
+# (no node fits it, an image that cannot be pulled) would hold every later trigger for as long as it exists.
+DEFAULT_JOB_DEADLINE_SECONDS = 24 * 3600
 
 
 def retrain_job_name(deployment: str, run: int) -> str:
@@ -30,6 +33,7 @@ def render_retrain_job(
 ) -> dict[str, Any]:
     """The Job for run `run` from `template` (a batch/v1 JobSpec); every container gets the trigger's env."""
     spec = copy.deepcopy(template)
+    spec.setdefault("activeDeadlineSeconds", DEFAULT_JOB_DEADLINE_SECONDS)
     env = [
         {"name": ENV_DEPLOYMENT, "value": ctx.deployment},
         {"name": ENV_RETRAIN_RUN, "value": str(run)},

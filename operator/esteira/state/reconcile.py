@@ -149,6 +149,14 @@ def _other_owners(obj: Mapping[str, Any]) -> list[dict[str, Any]]:
     return [ref for ref in refs if ref.get("kind") != KIND]
 
 
+def _own_jobs(inp: ReconcileInput) -> Mapping[str, dict[str, Any]]:
+    """The retraining Jobs this ModelDeployment owns: one of the same name and labels left by an earlier one of
+    this name (orphaned when it was deleted) would hand its outcome to this one's run of that number."""
+    if inp.owner_uid is None:
+        return inp.retrain_jobs
+    return {name: job for name, job in inp.retrain_jobs.items() if _owned_by(job, inp.owner_uid)}
+
+
 def plan_reconcile(inp: ReconcileInput) -> ReconcilePlan:
     """Decide what to create, patch or delete, where the rollout goes, and what the status becomes."""
     status = _read_status(inp.status)
@@ -188,7 +196,7 @@ def plan_reconcile(inp: ReconcileInput) -> ReconcilePlan:
             ctx,
             spec,
             status,
-            inp.retrain_jobs,
+            _own_jobs(inp),
             parse_time(inp.now),
             labelled_data=_export_url(ctx, spec),
             stable_accuracy=inp.stable_accuracy,

@@ -124,13 +124,17 @@ JOB_GONE = (
 )
 
 
-def _job_outcome(job: dict[str, Any]) -> str | None:
-    """Succeeded or Failed once the Job controller says so (its Complete/Failed conditions), else None."""
+def _job_outcome(job: dict[str, Any]) -> tuple[str, str] | None:
+    """Succeeded or Failed once the Job controller says so (its Complete/Failed conditions), with the condition's
+    reason and message (DeadlineExceeded, BackoffLimitExceeded ...), else None."""
     for condition in (job.get("status") or {}).get("conditions") or []:
-        if condition.get("status") == "True" and condition.get("type") in ("Complete", "SuccessCriteriaMet"):
-            return "Succeeded"
-        if condition.get("status") == "True" and condition.get("type") in ("Failed", "FailureTarget"):
-            return "Failed"
+        if condition.get("status") != "True":
+            continue
+        why = ": ".join(str(part) for part in (condition.get("reason"), condition.get("message")) if part)
+        if condition.get("type") in ("Complete", "SuccessCriteriaMet"):
+            return "Succeeded", why
+        if condition.get("type") in ("Failed", "FailureTarget"):
+            return "Failed", why
     return None
 
 
@@ -173,18 +177,14 @@ def plan_retraining(
                 state.runs[index] = run.model_copy(update={"outcome": "Failed", "message": JOB_GONE})
                 plan.decisions.append(Decision("RetrainingFailed", f"Retraining run {run.run}: {JOB_GONE}", True))
             continue
-        outcome = _job_outcome(jobs[run.job])
+        ended = _job_outcome(jobs[run.job])
         if not run.job_seen:
             state.runs[index] = run = run.model_copy(update={"job_seen": True})
-        if outcome is not None:
-            state.runs[index] = run.model_copy(update={"outcome": outcome})
-            plan.decisions.append(
-                Decision(
-                    f"Retraining{outcome}",
-                    f"Retraining run {run.run} ({run.job}) {outcome.lower()}",
-                    outcome == "Failed",
-                )
-            )
+        if ended is not None:
+            outcome, why = ended
+            state.runs[index] = run.model_copy(update={"outcome": outcome, "message": why or run.message})
+            said = f"Retraining run {run.run} ({run.job}) {outcome.lower()}" + (f": {why}" if why else "")
+            plan.decisions.append(Decision(f"Retraining{outcome}", said, outcome == "Failed"))
     for run in state.runs:
         # A run recorded before its Job was created (the status is written first): create it now.
         if (
