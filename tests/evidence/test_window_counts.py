@@ -13,7 +13,7 @@ from collections.abc import Iterator
 import pytest
 
 from esteira.rollout.quality_queries import QualityNames, quality_queries
-from esteira.rollout.queries import MetricNames, arm_queries
+from esteira.rollout.queries import MetricNames, Scope, arm_queries
 from tests.support.prometheus_server import PrometheusServer, with_samples
 
 WINDOW_S = 3
@@ -21,6 +21,7 @@ WINDOW_S = 3
 T = int(time.time()) - 120
 OFFSETS = (5.5, 4.5, 3.5, 2.5, 1.5, 0.5)
 SERVED = 'namespace="models",ModelName="iris",Revision="2"'
+SCOPE = Scope("models", "iris", "iris")
 LABELLED = 'deployment_namespace="models",deployment="iris",revision="2"'
 # (metric, labels, samples, what the window's count must be)
 SERIES: list[tuple[str, str, tuple[float | None, ...], float]] = [
@@ -35,6 +36,11 @@ SERIES: list[tuple[str, str, tuple[float | None, ...], float]] = [
     ("esteira_predictions_total", f'{SERVED},class="climbed"', (30, 32, 35, 38, 1, 40), 40),
     ("esteira_requests_total", f'{SERVED},outcome="ok"', (100, 110, 120, 130, 140, 152), 32),
     ("esteira_requests_total", f'{SERVED},outcome="server_error"', (0, 0, 0, 1, 1, 2), 2),
+    # Scraped by the chart's PodMonitor, which adds the ModelDeployment: counted with the series without it.
+    ("esteira_requests_total", f'{SERVED},modeldeployment="iris",outcome="ok"', (0, 1, 2, 3, 4, 5), 3),
+    # Another ModelDeployment of the namespace serving a model named iris, its revision 2 too: none of its counts.
+    ("esteira_requests_total", f'{SERVED},modeldeployment="iris-b",outcome="ok"', (0, 100, 200, 300, 400, 500), 0),
+    ("esteira_requests_total", f'{SERVED},modeldeployment="iris-b",outcome="server_error"', (0, 9, 18, 27, 36, 45), 0),
     # Another revision's series: none of revision 2's counts.
     (
         "esteira_requests_total",
@@ -97,15 +103,15 @@ def test_increase_would_extrapolate_these_samples(prometheus: PrometheusServer) 
 
 
 def test_class_counts_are_exact_for_grown_born_and_reset_series(prometheus: PrometheusServer) -> None:
-    queries = arm_queries(MetricNames(), "models", "iris", 2, f"{WINDOW_S}s")
+    queries = arm_queries(MetricNames(), SCOPE, 2, f"{WINDOW_S}s")
     expected = {"setosa": 9, "versicolor": 3, "virginica": 4, "climbed": 40}
     assert class_counts(prometheus, queries.class_counts) == expected
     assert scalar(prometheus, queries.drift.predictions.replace("sum by (class)", "sum")) == 56
 
 
 def test_requests_and_server_errors_are_exact(prometheus: PrometheusServer) -> None:
-    queries = arm_queries(MetricNames(), "models", "iris", 2, f"{WINDOW_S}s")
-    assert scalar(prometheus, queries.requests) == expected("esteira_requests_total", SERVED) == 34
+    queries = arm_queries(MetricNames(), SCOPE, 2, f"{WINDOW_S}s")
+    assert scalar(prometheus, queries.requests) == expected("esteira_requests_total", SERVED) == 37
     assert scalar(prometheus, queries.errors) == expected("esteira_requests_total", "server_error") == 2
 
 
@@ -118,5 +124,5 @@ def test_labelled_and_correct_are_exact(prometheus: PrometheusServer) -> None:
 def test_a_pod_that_stopped_inside_the_window_still_counts(prometheus: PrometheusServer) -> None:
     """Its last sample is past an instant query's five-minute lookback, as a gone pod's (or a series marked
     stale) is: the window still holds what it served."""
-    queries = arm_queries(MetricNames(), "models", "iris", 3, "10m")
+    queries = arm_queries(MetricNames(), SCOPE, 3, "10m")
     assert scalar(prometheus, queries.requests) == STOPPED_COUNT

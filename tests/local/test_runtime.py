@@ -35,7 +35,7 @@ from esteira.local.runtime import LocalRuntime
 from esteira.local.server import free_port
 from esteira.packaging.entrypoint import LOG_FLUSH_DIR
 from esteira.packaging.processes import group_members
-from esteira.rollout.queries import MetricNames, arm_queries
+from esteira.rollout.queries import MetricNames, Scope, arm_queries
 from tests.local.conftest import (
     MODELS,
     RUNTIMES,
@@ -182,7 +182,7 @@ def prometheus_finds_what_the_analysis_reads_for_each_revision(local: RuntimeThr
     prometheus = PrometheusServer(workdir, [], discovery=f"{runtime.url}/targets").start()
     try:
         for revision in (1, 2):
-            queries = arm_queries(MetricNames(), runtime.manifest.namespace, "iris", revision, "1m")
+            queries = arm_queries(MetricNames(), Scope(runtime.manifest.namespace, "iris", "iris"), revision, "1m")
             read = [queries.requests, queries.errors, queries.latency_p95]
 
             def found(read: list[str] = read) -> list[float] | None:

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from esteira.rollout.queries import MetricNames, arm_queries
+from esteira.rollout.queries import MetricNames, Scope, arm_queries
 from tests.support.kserve_runtime import KServeRuntimeProcess
 from tests.support.model_server import ModelServerProcess
 from tests.support.pod_process import PodProcess
@@ -56,7 +56,7 @@ def test_torchserve_s_own_refusals_count_as_the_revision_s_server_errors(
     require_torchserve()
     require_file(IRIS / "config" / "config.properties", "run `make models`")
     monkeypatch.setenv("ESTEIRA_REVISION", str(REVISION))  # as the operator sets it on the revision's pods
-    queries = arm_queries(MetricNames(), "models", "iris", REVISION, "10m")
+    queries = arm_queries(MetricNames(), Scope("models", "iris", "iris"), REVISION, "10m")
     with ModelServerProcess(IRIS, tmp_path / "pod", "1.0.0") as server:
         metrics_port = server.metrics_url.removeprefix("http://").removesuffix("/metrics")
         (tmp_path / "prometheus").mkdir()
@@ -112,7 +112,7 @@ def test_the_analysis_latency_is_each_request_s_time_in_the_server(
 ) -> None:
     require_file(IRIS / "config" / "config.properties", "run `make models`")
     monkeypatch.setenv("ESTEIRA_REVISION", str(REVISION))
-    queries = arm_queries(MetricNames(), "models", "iris", REVISION, "10m")
+    queries = arm_queries(MetricNames(), Scope("models", "iris", "iris"), REVISION, "10m")
     server: PodProcess
     if runtime == "esteira-torchserve":
         require_torchserve()

@@ -31,7 +31,7 @@ from esteira.evidence.quality import WithQuality, prometheus_tallies
 from esteira.quality.scores import Tally
 from esteira.rollout.engine import analysis_due
 from esteira.rollout.evidence import Evidence, MetricsUnavailable
-from esteira.rollout.queries import MetricNames, drift_queries
+from esteira.rollout.queries import MetricNames, Scope, drift_queries
 from esteira.routing import key_of
 from esteira.state.monitoring import drift_due
 from esteira.state.reconcile import ReconcileInput, ReconcilePlan, Result, plan_reconcile
@@ -280,9 +280,8 @@ class Reconciler:
         if client is None:
             return None, unavailable
         names = MetricNames()
-        queries = drift_queries(
-            names, md["metadata"]["namespace"], spec.model.name, revision, spec.monitoring.drift.window
-        )
+        scope = Scope(md["metadata"]["namespace"], md["metadata"]["name"], spec.model.name)
+        queries = drift_queries(names, scope, revision, spec.monitoring.drift.window)
         try:
             async with client.session() as session:
                 return await drift_window(client, session, queries, names), None

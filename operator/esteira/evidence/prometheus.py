@@ -22,7 +22,7 @@ import aiohttp
 from esteira.api.spec import ModelDeploymentSpec
 from esteira.evidence.drift import drift_window
 from esteira.rollout.evidence import ArmSample, Evidence, MetricsUnavailable
-from esteira.rollout.queries import ArmQueries, MetricNames, arm_queries, render_custom
+from esteira.rollout.queries import ArmQueries, MetricNames, Scope, arm_queries, render_custom
 from esteira.vocabulary import (
     PROMETHEUS_CA_KEY,
     PROMETHEUS_PASSWORD_KEY,
@@ -233,12 +233,12 @@ class PrometheusProvider:
     ) -> Evidence:
         """Every query of the analysis at once: its time is the slowest query's, not their sum."""
         interval = spec.rollout.interval
-        model = spec.model.name
+        scope = Scope(namespace, name, spec.model.name)
         checks = spec.rollout.analysis.custom
         async with self.client.session() as session:
             arms = asyncio.gather(
-                self._arm(session, arm_queries(self.names, namespace, model, canary_revision, interval)),
-                self._arm(session, arm_queries(self.names, namespace, model, stable_revision, interval)),
+                self._arm(session, arm_queries(self.names, scope, canary_revision, interval)),
+                self._arm(session, arm_queries(self.names, scope, stable_revision, interval)),
             )
             values = asyncio.gather(
                 *(

@@ -1,7 +1,10 @@
 """PromQL for the evidence each check needs, per arm, over one analysis interval.
 
 The series come from Esteira's handlers through TorchServe's Prometheus endpoint; the scrape adds the
-pod's `namespace`. Label names live in `MetricNames` so a different scrape setup changes one place.
+pod's `namespace`, and the chart's PodMonitor its ModelDeployment (`modeldeployment`, from the pod's label), which
+keeps apart two ModelDeployments of one namespace that serve one model name (their revision numbers are alike
+too). A scrape without that label still matches: the selector takes series without it. Label names live in
+`MetricNames` so a different scrape setup changes one place.
 
 Counts that feed a significance test are taken exactly (`window_count`), not with `increase()`, which
 extrapolates the samples it finds to the window's edges: over an interval a few scrapes long that inflates
@@ -30,6 +33,7 @@ class MetricNames:
     bin_label: str = "bin"
     kind_label: str = "kind"
     namespace_label: str = "namespace"
+    deployment_label: str = "modeldeployment"
     model_label: str = "ModelName"
     revision_label: str = "Revision"
     outcome_label: str = "outcome"
@@ -66,10 +70,21 @@ def label_value(value: str) -> str:
     return value.replace("\\", "\\\\").replace('"', '\\"')
 
 
-def _selector(names: MetricNames, namespace: str, model: str, revision: int) -> str:
+@dataclass(frozen=True)
+class Scope:
+    """Whose series: a ModelDeployment (its name a DNS label: nothing a regular expression reads as special)
+    and the model name its server reports."""
+
+    namespace: str
+    deployment: str
+    model: str
+
+
+def _selector(names: MetricNames, scope: Scope, revision: int) -> str:
     return (
-        f'{names.namespace_label}="{label_value(namespace)}",{names.model_label}="{label_value(model)}",'
-        f'{names.revision_label}="{revision}"'
+        f'{names.namespace_label}="{label_value(scope.namespace)}",'
+        f'{names.deployment_label}=~"{label_value(scope.deployment)}|",'
+        f'{names.model_label}="{label_value(scope.model)}",{names.revision_label}="{revision}"'
     )
 
 
@@ -91,8 +106,8 @@ def window_count(series: str, window: str) -> str:
     return f"(({grown}) unless (resets({series}[{window}]) > 0)) or {newest}"
 
 
-def drift_queries(names: MetricNames, namespace: str, model: str, revision: int, window: str) -> DriftQueries:
-    selector = _selector(names, namespace, model, revision)
+def drift_queries(names: MetricNames, scope: Scope, revision: int, window: str) -> DriftQueries:
+    selector = _selector(names, scope, revision)
     per_bin = f"{names.feature_label}, {names.bin_label}"
     return DriftQueries(
         bins=f"sum by ({per_bin}) ({window_count(f'{names.drift_bins}{{{selector}}}', window)})",
@@ -105,8 +120,8 @@ def drift_queries(names: MetricNames, namespace: str, model: str, revision: int,
     )
 
 
-def arm_queries(names: MetricNames, namespace: str, model: str, revision: int, interval: str) -> ArmQueries:
-    selector = _selector(names, namespace, model, revision)
+def arm_queries(names: MetricNames, scope: Scope, revision: int, interval: str) -> ArmQueries:
+    selector = _selector(names, scope, revision)
     # Client errors (bad input) are the caller's; only server errors count against a revision.
     server_errors = f'{names.requests}{{{selector},{names.outcome_label}="{names.server_error}"}}'
     return ArmQueries(
@@ -115,7 +130,7 @@ def arm_queries(names: MetricNames, namespace: str, model: str, revision: int, i
         # A quantile of rates: extrapolation scales every bucket alike, so `rate` serves.
         latency_p95=f"histogram_quantile(0.95, sum by (le) (rate({names.duration_bucket}{{{selector}}}[{interval}])))",
         class_counts=f"sum by ({names.class_label}) ({window_count(f'{names.predictions}{{{selector}}}', interval)})",
-        drift=drift_queries(names, namespace, model, revision, interval),
+        drift=drift_queries(names, scope, revision, interval),
     )
 
 
