@@ -197,8 +197,12 @@ def test_package_with_handler_file_and_no_metrics(demo_models: tuple[Path, list[
 
 @pytest.mark.slow
 def test_package_writes_the_model_card(
-    demo_models: tuple[Path, list[Any]], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    demo_models: tuple[Path, list[Any]],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    monkeypatch.setenv("ESTEIRA_RETRAIN_RUN", "4")  # packaged inside retraining run 4's Job
     data = tmp_path / "train.csv"
     data.write_text("a,b,label\n1,2,0\n3,4,1\n5,6,1\n")
     out = tmp_path / "iris-1.2.0"
@@ -208,7 +212,7 @@ def test_package_writes_the_model_card(
     argv += ["--validation-baseline-version", "1.0.0", "--validation-baseline-score", "0.91"]
     assert package_cli(argv) == 0
     card = json.loads(_mar_files(out / "model-store" / "iris.mar")["model-card.json"])
-    assert card["parentVersion"] == "1.0.0" and card["owner"] == "ml-team"
+    assert card["parentVersion"] == "1.0.0" and card["owner"] == "ml-team" and card["retrainingRun"] == 4
     baseline = {"version": "1.0.0", "score": 0.91}
     assert card["validation"] == {"metric": "accuracy", "score": 0.97, "better": "higher", "baseline": baseline}
     assert card["trainingData"]["size"] == 3

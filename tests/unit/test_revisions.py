@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from esteira.api.spec import ModelDeploymentSpec
-from esteira.api.status import HISTORY_LIMIT, ModelDeploymentStatus
+from esteira.api.status import HISTORY_LIMIT, ModelDeploymentStatus, RetrainingStatus
 from esteira.rollout.engine import roll_back
 from esteira.rollout.revisions import track_revisions, traffic_plan
 from tests.support.specs import model, spec
@@ -134,6 +134,26 @@ def test_a_worse_retrained_candidate_is_rejected_with_both_scores() -> None:
     assert change.status.history[0].outcome == "Rejected"
     again = track_revisions(carded("2", 0.90), change.status, T2)
     assert again.decisions == [] and again.status.canary is None  # judged once
+
+
+def test_a_card_that_names_its_run_credits_that_run_and_no_other() -> None:
+    status = track_revisions(carded("1", 0.95), ModelDeploymentStatus(), T0).status
+    runs = [
+        {"run": 2, "at": T1, "signal": "Schedule", "reason": "schedule", "outcome": "Running", "job": "command-2"},
+        {"run": 1, "at": T0, "signal": "Drift", "reason": "drift", "outcome": "Succeeded", "job": "command-1"},
+    ]
+    status.retraining = RetrainingStatus.model_validate({"runs": runs, "nextRun": 3})
+    card = {"parentVersion": "1", "validation": {"metric": "accuracy", "score": 0.97}, "retrainingRun": 1}
+    body = spec(model=model(version="2", storageUri="s3://m/2", card=card), retraining=RETRAINING)
+    built_by_1 = ModelDeploymentSpec.parse(body)
+    credited = track_revisions(built_by_1, status, T2).status
+    assert credited.retraining is not None
+    assert [(r.run, r.outcome, r.version) for r in credited.retraining.runs] == [
+        (2, "Running", None),
+        (1, "Proposed", "2"),
+    ]
+    unnamed = track_revisions(carded("2", 0.97), status, T2).status  # no run named: the newest open one
+    assert unnamed.retraining is not None and unnamed.retraining.runs[0].outcome == "Proposed"
 
 
 def test_a_candidate_within_the_margin_becomes_the_canary() -> None:

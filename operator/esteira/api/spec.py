@@ -223,6 +223,12 @@ class ModelCard(SpecModel):
     validation: Validation | None = None
     built_by: str | None = Field(default=None, max_length=1024, description="The command that built it.")
     owner: str | None = Field(default=None, max_length=253)
+    retraining_run: int | None = Field(
+        default=None,
+        ge=1,
+        description="The retraining run that built it (`esteira package` reads ESTEIRA_RETRAIN_RUN): that run, not "
+        "the newest open one, learns what became of the build.",
+    )
 
 
 # CEL for the readings of esteira.api.quantity, on a resource name `k`.

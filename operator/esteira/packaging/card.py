@@ -47,6 +47,7 @@ def build_card(
     argv: Sequence[str],
     baseline_version: str | None = None,
     baseline_score: float | None = None,
+    retraining_run: int | None = None,
 ) -> ModelCard:
     """The card from `esteira package`'s options; the command that built it is the command line itself."""
     data = None
@@ -77,4 +78,5 @@ def build_card(
         validation=validation,
         built_by=shlex.join(argv)[:1024],
         owner=owner,
+        retraining_run=retraining_run,
     )

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import math
+import os
 import shutil
 import sys
 import tempfile
@@ -18,6 +19,7 @@ from esteira.packaging.archive import HANDLERS, PackageInputs, PackagingError, e
 from esteira.packaging.card import CARD_FILE, build_card
 from esteira.packaging.config import METRICS_CONFIG_PATH, RESPONSE_TIMEOUT_SECONDS, ModelSpec, ServerSpec
 from esteira.packaging.profiling import staged_profile
+from esteira.vocabulary import ENV_RETRAIN_RUN
 
 
 def default_metrics_config() -> Path | None:
@@ -52,6 +54,11 @@ def at_least_one(text: str) -> int:
     return value
 
 
+def _retraining_run(value: str | None) -> int | None:
+    """The run number a retraining Job or command was given, or None outside one (or for anything else)."""
+    return int(value) if value and value.isdigit() and int(value) >= 1 else None
+
+
 def _package(args: argparse.Namespace) -> int:
     staging = Path(tempfile.mkdtemp(prefix="esteira-card-"))
     try:
@@ -77,6 +84,7 @@ def _package(args: argparse.Namespace) -> int:
             argv=sys.argv,
             baseline_version=args.validation_baseline_version,
             baseline_score=args.validation_baseline_score,
+            retraining_run=args.retraining_run,
         )
         card_file = staging / CARD_FILE
         card_file.write_text(card.model_dump_json(by_alias=True, exclude_none=True, indent=2) + "\n")
@@ -177,5 +185,11 @@ def add_package_command(subparsers: Any) -> argparse.ArgumentParser:
     )
     card.add_argument("--validation-baseline-score", type=finite, help="That version's score on the same rows.")
     card.add_argument("--owner", help="Who answers for this model.")
+    card.add_argument(
+        "--retraining-run",
+        type=int,
+        default=_retraining_run(os.environ.get(ENV_RETRAIN_RUN)),
+        help=f"The retraining run that built it. Default: {ENV_RETRAIN_RUN}, which a run's Job or command has.",
+    )
     parser.set_defaults(func=_package)
     return parser

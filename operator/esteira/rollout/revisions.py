@@ -219,9 +219,13 @@ def _record_candidate(status: ModelDeploymentStatus, spec: ModelDeploymentSpec, 
 
     A run may still be Running: a command or Job edits the spec before it exits. One whose webhook has not
     answered yet got its event all the same: the build it asked for is here, and the event is not sent again.
+    A card that names its run (`retrainingRun`) credits that one only; without it, the newest open run.
     """
     runs = status.retraining.runs if status.retraining else []
+    named = spec.model.card.retraining_run if spec.model.card else None
     for index, run in enumerate(runs):
+        if named is not None and run.run != named:
+            continue
         if run.outcome in ("Running", "Sending", "Succeeded", "Sent") and run.version in (None, spec.model.version):
             update: dict[str, Any] = {"outcome": outcome, "version": spec.model.version, "message": why}
             if run.webhook == "Pending":
