@@ -45,6 +45,7 @@ import esteira.controller.__main__ as operator_main
 from esteira import API_GROUP, API_VERSION, PLURAL
 from esteira.controller.kube import CHILD_RESOURCES, KubeAPI
 from esteira.controller.reconciler import Reconciler
+from esteira.controller.retry import ApiError
 from esteira.render import RenderContext
 from esteira.render.job import render_retrain_job
 from tests.chart.helm import MATRIX, REPO_ROOT, render
@@ -53,6 +54,9 @@ from tests.support.cluster import ESTEIRA_CRD
 KOPF_VERSION_DERIVED_FOR = "1.45"
 EXAMPLE = REPO_ROOT / "manifests" / "examples" / "tabular-cpu.yaml"
 COMMAND_CRD = REPO_ROOT / "manifests" / "crds" / "serving.esteira.io_rolloutcommands.yaml"
+
+
+TAKEN = "-taken"  # a name the recording server answers 409 AlreadyExists for
 
 
 @dataclass(frozen=True, order=True)
@@ -269,9 +273,9 @@ class RecordingAPI:
                 body = json.loads(self.rfile.read(length)) if length else None
                 url = urlsplit(self.path)
                 recorder.requests.append(Request(self.command, url.path, parse_qs(url.query), body))
-                payload = recorder.answer(self.command, url.path, body)
+                status, payload = recorder.answer(self.command, url.path, body)
                 data = json.dumps(payload).encode()
-                self.send_response(201 if self.command == "POST" else 200)
+                self.send_response(status)
                 self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Length", str(len(data)))
                 self.end_headers()
@@ -284,13 +288,15 @@ class RecordingAPI:
 
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
 
-    def answer(self, method: str, path: str, body: Any) -> Any:
+    def answer(self, method: str, path: str, body: Any) -> tuple[int, Any]:
         name = self.md["metadata"]["name"]
         if method == "GET" and path.endswith(f"/{PLURAL}/{name}"):
-            return self.md
+            return 200, self.md
         if method == "GET":
-            return {"items": []}
-        return body if isinstance(body, dict) else {}
+            return 200, {"items": []}
+        if method == "POST" and isinstance(body, dict) and body["metadata"]["name"].endswith(TAKEN):
+            return 409, {"kind": "Status", "reason": "AlreadyExists", "code": 409}
+        return (201 if method == "POST" else 200), body if isinstance(body, dict) else {}
 
     @contextmanager
     def running(self) -> Iterator[client.ApiClient]:
@@ -348,6 +354,7 @@ def kube_api_calls(api: KubeAPI, md: dict[str, Any]) -> dict[str, Callable[[], A
         "patch_rollout_command_status": lambda: api.patch_rollout_command_status(namespace, "c1", {"phase": "Done"}),
         "list_retrain_jobs": lambda: api.list_retrain_jobs(namespace, name),
         "create_job": lambda: api.create_job(namespace, retrain_job(md)),
+        "create_job (its name held)": lambda: refused(api.create_job(namespace, retrain_job(md, TAKEN))),
     }
     for api_version, kind in CHILD_RESOURCES:
         key = (api_version, kind, name)
@@ -357,13 +364,20 @@ def kube_api_calls(api: KubeAPI, md: dict[str, Any]) -> dict[str, Callable[[], A
     return calls
 
 
-def retrain_job(md: dict[str, Any]) -> dict[str, Any]:
+def retrain_job(md: dict[str, Any], suffix: str = "") -> dict[str, Any]:
     template = {"template": {"spec": {"containers": [{"name": "train", "image": "example.com/train:1"}]}}}
     job = render_retrain_job(
         RenderContext(md["metadata"]["name"], md["metadata"]["namespace"]), template, 1, "test", {}
     )
+    job["metadata"]["name"] += suffix
     kopf.adopt(job, owner=kopf.Body(md))
     return job
+
+
+async def refused(call: Awaitable[Any]) -> None:
+    """A call the recording server refuses (a create that finds the name held): its requests count all the same."""
+    with pytest.raises(ApiError):
+        await call
 
 
 def public_methods(cls: type) -> set[str]:

@@ -228,18 +228,17 @@ class KubeAPI:
             return
         name = body["metadata"]["name"]
 
-        def read_job(**options: Any) -> dict[str, Any]:
-            raw: Any = self._batch.read_namespaced_job(name, namespace, _preload_content=False, **options)
-            return cast(dict[str, Any], json.loads(raw.data))
+        def list_holder(**options: Any) -> dict[str, Any]:  # a list, which the operator may do, not a get
+            raw: Any = self._batch.list_namespaced_job(
+                namespace, field_selector=f"metadata.name={name}", _preload_content=False, **options
+            )
+            return {"items": json.loads(raw.data).get("items") or []}
 
-        try:
-            held = await self._call(read_job)
-        except ApiError as exc:
-            if exc.status == 404:  # deleted since: the create may be tried again
-                raise ApiError(409, f"Job {name} was deleted while its create was refused") from None
-            raise
+        held = (await self._call(list_holder))["items"]
+        if not held:  # deleted since: the create may be tried again
+            raise ApiError(409, f"Job {name} was deleted while its create was refused")
         ours = {ref.get("uid") for ref in body["metadata"].get("ownerReferences") or []}
-        theirs = {ref.get("uid") for ref in (held.get("metadata") or {}).get("ownerReferences") or []}
+        theirs = {ref.get("uid") for ref in (held[0].get("metadata") or {}).get("ownerReferences") or []}
         if not ours & theirs:
             raise NameTaken(
                 f"a Job named {name} exists that this ModelDeployment does not own (left by an earlier "
