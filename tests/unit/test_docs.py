@@ -1,5 +1,6 @@
 """The project's Markdown points at what exists: every local link (and its anchor), and every repository path
-written in backticks. Docs move when code moves; a stale path sends a reader nowhere."""
+written in backticks. Docs move when code moves; a stale path sends a reader nowhere. Every Kubernetes object
+they show is valid, as a reader would apply it."""
 
 from __future__ import annotations
 
@@ -8,8 +9,10 @@ import subprocess
 from pathlib import Path
 
 import pytest
+import yaml
 
 from tests.support.prerequisites import REPO_ROOT
+from tests.support.schemas import validate_manifest
 
 # Paths the docs name that are not in the repository, and why.
 NOT_IN_THE_REPOSITORY = {
@@ -74,3 +77,34 @@ def test_a_stale_path_and_a_broken_anchor_are_found(tmp_path: Path) -> None:
     assert "usage" in anchors(document)
     assert "nowhere" not in anchors(document)
     assert local_links(document) == ["#usage", "#nowhere"]
+
+
+YAML_BLOCK = re.compile(r"^( *)```ya?ml\n(.*?)^\1```", re.DOTALL | re.MULTILINE)
+
+
+def shown_objects(document: Path) -> list[dict[str, object]]:
+    """The Kubernetes objects (documents with apiVersion and kind) in the document's YAML blocks."""
+    found = []
+    for block in YAML_BLOCK.finditer(document.read_text()):
+        indent = len(block.group(1))
+        text = "\n".join(line[indent:] for line in block.group(2).splitlines())
+        found += [d for d in yaml.safe_load_all(text) if isinstance(d, dict) and "apiVersion" in d and "kind" in d]
+    return found
+
+
+def test_the_readme_s_objects_are_valid() -> None:
+    objects = shown_objects(REPO_ROOT / "README.md")
+    assert {o["kind"] for o in objects} >= {"ModelDeployment", "Role"}, "the blocks this test is for are found"
+    for obj in objects:
+        validate_manifest(obj)
+
+
+def test_an_invalid_object_in_a_block_is_found(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.md"
+    bad.write_text(
+        "Apply:\n\n  ```yaml\n  apiVersion: rbac.authorization.k8s.io/v1\n  kind: Role\n  metadata: {name: r}\n"
+        "  rules: [{apiGroups: [''], resource: [pods], verbs: [get]}]\n  ```\n"
+    )
+    (obj,) = shown_objects(bad)
+    with pytest.raises(Exception, match="resource"):
+        validate_manifest(obj)
