@@ -10,7 +10,7 @@ import pytest
 
 from esteira.api.errors import InvalidSpec
 from esteira.api.spec import DataDriftCheck, ModelDeploymentSpec
-from esteira.api.status import ModelDeploymentStatus, RevisionRecord
+from esteira.api.status import ModelDeploymentStatus, RetrainingStatus, RevisionRecord
 from esteira.drift.evaluate import DriftPolicy, DriftWindow
 from esteira.rollout.checks import data_drift_check
 from esteira.rollout.cycle import rollout_step
@@ -159,6 +159,24 @@ def test_block_rollouts_holds_the_canary_while_inputs_drift_and_lets_it_go_after
     )
     assert freed.status.canary is None or freed.status.canary.hold != "InputsDrifting"
     assert "AnalysisPassed" in [d.reason for d in freed.decisions]
+
+
+def test_a_build_retrained_since_the_incident_began_is_not_held_by_it() -> None:
+    """It is the answer to the incident: held, stable's inputs kept drifting from stable's reference, and the
+    hold never ended. A build from a run begun before the incident is held as any other."""
+    route = ObservedRoute(2, True, 10)
+    good = Evidence(canary=ArmSample(requests=100), stable=ArmSample(requests=900))
+    outcomes = {}
+    for started in (T0 + timedelta(seconds=30), T0 - timedelta(hours=1)):
+        md, status = canary_at_its_first_step_while_inputs_drift(["BlockRollouts"])
+        run = {"run": 1, "at": format_time(started), "signal": "Drift", "reason": "drift", "outcome": "Proposed"}
+        status.retraining = RetrainingStatus.model_validate({"runs": [{**run, "version": "2"}], "nextRun": 2})
+        later = T0 + timedelta(minutes=2)
+        out = rollout_step(RolloutInput(spec=md, status=status, now=later, route=route, evidence=good))
+        assert out.status.canary is not None
+        outcomes[started < T0] = (out.status.canary.hold, [d.reason for d in out.decisions])
+    assert outcomes[False][0] != "InputsDrifting" and "AnalysisPassed" in outcomes[False][1]
+    assert outcomes[True] == ("InputsDrifting", ["RolloutBlocked"])
 
 
 def test_a_canary_held_while_inputs_drift_is_still_rolled_back_when_it_fails_its_checks() -> None:

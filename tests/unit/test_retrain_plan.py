@@ -34,7 +34,8 @@ def drifting(since: str = "2026-06-01T11:00:00Z") -> ModelDeploymentStatus:
 
 
 def complete(job: dict[str, Any], kind: str = "Complete") -> dict[str, Any]:
-    return {**job, "status": {"conditions": [{"type": kind, "status": "True"}]}}
+    condition = {"type": kind, "status": "True", "reason": "CompletionsReached"}  # Kubernetes 1.31+ says why
+    return {**job, "status": {"conditions": [condition]}}
 
 
 def test_a_drift_incident_starts_one_job_with_its_evidence() -> None:
@@ -58,8 +59,9 @@ def test_the_job_outcome_is_recorded_once() -> None:
     status = drifting()
     (job,) = plan_retraining(CTX, parsed(), status, {}, NOW).jobs
     done = plan_retraining(CTX, parsed(), status, {"iris-retrain-1": complete(job)}, NOW + timedelta(minutes=5))
-    assert [d.reason for d in done.decisions] == ["RetrainingSucceeded"]
+    assert [d.message for d in done.decisions] == ["Retraining run 1 (iris-retrain-1) succeeded"]
     assert status.retraining is not None and status.retraining.runs[0].outcome == "Succeeded"
+    assert status.retraining.runs[0].message == "", "the trigger's reason is what a success reads as"
     later = plan_retraining(CTX, parsed(), status, {"iris-retrain-1": complete(job)}, NOW + timedelta(minutes=6))
     assert later.decisions == []
 

@@ -11,18 +11,24 @@ from typing import Any
 import pytest
 
 from esteira.api.spec import ModelDeploymentSpec
-from esteira.api.status import ModelDeploymentStatus, RetrainingRun
+from esteira.api.status import ModelDeploymentStatus, RetrainingRun, RevisionRecord
 from esteira.controller import webhooks
 from esteira.controller.reconciler import Reconciler
+from esteira.controller.retry import ApiError
+from esteira.rollout.revisions import track_revisions
 from esteira.state.reconcile import ReconcilePlan
 from esteira.state.retrain import WEBHOOK_DELIVERIES, plan_retraining, record_delivery
 from esteira.vocabulary import parse_time
 from tests.support.cloudevents_sink import Post, sink
+from tests.support.specs import model, spec
 from tests.unit.test_retrain_plan import CTX, JOB, NOW, drifting, parsed
 
 HOOK = "https://ci.example.com/hooks/retrain"
 MD = {"apiVersion": "serving.esteira.io/v1alpha1", "kind": "ModelDeployment"}
 MD |= {"metadata": {"name": "iris", "namespace": "models", "uid": "uid-iris"}}
+
+
+RETRAIN = {"triggers": {"drift": True}, "webhook": HOOK, "minInterval": "6h"}
 
 
 def hooked(**retraining: Any) -> ModelDeploymentSpec:
@@ -94,6 +100,37 @@ def test_a_webhook_removed_from_the_spec_is_not_owed_any_more() -> None:
     assert runs_of(status)[0]["outcome"] == "SendFailed"
 
 
+def test_retraining_removed_from_the_spec_owes_nothing_either() -> None:
+    """Left Sending, a later spec with retraining back sent weeks-old evidence at once."""
+    status, _ = triggered(hooked())
+    without = ModelDeploymentSpec.parse(spec())
+    plan = plan_retraining(CTX, without, status, {}, NOW + timedelta(minutes=1))
+    assert [(d.reason, d.warning) for d in plan.decisions] == [("RetrainingWebhookFailed", True)]
+    assert (runs_of(status)[0]["outcome"], runs_of(status)[0]["webhook"]) == ("SendFailed", "Failed")
+    back = plan_retraining(CTX, hooked(), status, {}, NOW + timedelta(days=20))
+    assert back.webhook_events == []
+
+
+def test_a_job_s_finished_run_that_still_owes_its_event_holds_the_next_trigger() -> None:
+    status, _ = triggered(hooked(job=JOB))
+    job = {"metadata": {"name": "iris-retrain-1"}, "status": {"conditions": [{"type": "Complete", "status": "True"}]}}
+    plan_retraining(CTX, hooked(job=JOB), status, {"iris-retrain-1": job}, NOW + timedelta(minutes=5))
+    assert runs_of(status)[0]["outcome"] == "Succeeded" and runs_of(status)[0]["webhook"] == "Pending"
+    status.monitoring = drifting("2026-06-01T13:00:00Z").monitoring
+    later = plan_retraining(CTX, hooked(job=JOB), status, {"iris-retrain-1": job}, NOW + timedelta(hours=7))
+    assert later.jobs == [] and "RetrainingTriggered" not in [d.reason for d in later.decisions]
+
+
+def test_a_person_s_own_build_is_not_credited_to_a_run_whose_event_nobody_received() -> None:
+    status, _ = triggered(hooked())
+    status.stable = RevisionRecord(revision=1, model_version="1", storage_uri="s3://m/1", since="x")
+    status.latest_revision = 1
+    by_hand = ModelDeploymentSpec.parse(spec(model=model(version="2", storageUri="s3://m/2"), retraining=RETRAIN))
+    after = track_revisions(by_hand, status, "2026-06-01T12:05:00Z").status
+    (run,) = runs_of(after)
+    assert (run["outcome"], run["webhook"], run.get("version")) == ("Sending", "Pending", None)
+
+
 def test_esteira_up_owes_no_webhook() -> None:
     status = drifting()
     plan = plan_retraining(CTX, hooked(command=["train"]), status, {}, NOW, runs_commands=True)
@@ -103,13 +140,16 @@ def test_esteira_up_owes_no_webhook() -> None:
 
 
 class StatusAPI:
-    """Keeps the status patches the reconciler writes."""
+    """Keeps the status patches the reconciler writes; refuses every Job."""
 
     def __init__(self) -> None:
         self.patches: list[dict[str, Any]] = []
 
     async def patch_model_deployment_status(self, namespace: str, name: str, patch: dict[str, Any]) -> None:
         self.patches.append(patch)
+
+    async def create_job(self, namespace: str, body: dict[str, Any]) -> None:
+        raise ApiError(403, "exceeded quota")
 
 
 def send(url: str, status: ModelDeploymentStatus, event: dict[str, Any]) -> tuple[StatusAPI, ReconcilePlan]:
@@ -156,3 +196,20 @@ def test_client_errors_are_final_but_a_timeout_or_too_many_requests(
     (run,) = api.patches[0]["retraining"]["runs"]
     assert run["outcome"] == ("SendFailed" if final else "Sending")
     assert len(posts) == (1 if final else webhooks.ATTEMPTS)
+
+
+def test_a_run_whose_job_was_refused_sends_no_event(monkeypatch: pytest.MonkeyPatch) -> None:
+    status = drifting()
+    retraining = plan_retraining(CTX, hooked(job=JOB), status, {}, NOW)
+    api = StatusAPI()
+    plan = ReconcilePlan("updated", {"retraining": {"runs": runs_of(status)}}, True)
+    plan.retrain_jobs, plan.retrain_events = retraining.jobs, retraining.webhook_events
+    md = {**MD, "spec": {"retraining": {"webhook": HOOK}}}
+    with sink(lambda posts: (202, {})) as (url, posts):
+        md["spec"]["retraining"]["webhook"] = url
+        reconciler = Reconciler(api, None)  # type: ignore[arg-type]
+        asyncio.run(reconciler._create_retrain_jobs(md, plan))
+        asyncio.run(reconciler._send_retrain_events(md, plan))
+    assert posts == []
+    (run,) = api.patches[-1]["retraining"]["runs"]
+    assert (run["outcome"], run["webhook"]) == ("Failed", "Failed") and "webhookNextAt" not in run

@@ -84,3 +84,12 @@ def test_a_cards_baseline_reads_beside_its_score() -> None:
     history = [{**HISTORY[0], "card": card}]
     text = format_history({**md(), "status": {**md()["status"], "history": history}})
     assert "accuracy 0.9712 (1.0.0: 0.9468 on the same rows)" in text
+
+
+def test_a_run_s_webhook_reads_where_its_event_stands() -> None:
+    owed = {"run": 3, "at": "x", "signal": "Drift", "reason": "petal_length drifted", "outcome": "Sending"}
+    owed |= {"webhook": "Pending", "webhookAttempts": 2, "webhookNextAt": "2026-06-01T12:04:00Z"}
+    retraining = {**RETRAINING, "runs": [owed, *RETRAINING["runs"]]}
+    text = format_status({**md(), "status": {**md()["status"], "retraining": retraining}})
+    assert "run 3 Drift Sending webhook Pending (2 deliveries, next 2026-06-01T12:04:00Z): petal_length" in text
+    assert "run 1 Schedule Succeeded [iris-retrain-1]: scheduled" in text, "no webhook, no word of one"

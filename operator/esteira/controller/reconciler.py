@@ -408,6 +408,8 @@ class Reconciler:
         url = str(((md.get("spec") or {}).get("retraining") or {}).get("webhook") or "")
         for event in plan.retrain_events:
             run, failure, final = event["data"]["run"], None, False
+            if not owed(plan.status, run):  # its run ended before it was sent (its Job refused)
+                continue
             try:
                 await post_cloud_event(url, event)
             except WebhookFailed as exc:
@@ -425,7 +427,7 @@ class Reconciler:
         decision said."""
         retraining = plan.status.setdefault("retraining", {})
         retraining["runs"] = [
-            {**r, "outcome": outcome, "message": decision.message} if r.get("run") == run else r
+            _unowed({**r, "outcome": outcome, "message": decision.message}) if r.get("run") == run else r
             for r in retraining.get("runs") or []
         ]
         await self._write_runs(md, plan, run, decision)
@@ -451,6 +453,19 @@ class Reconciler:
                 raise
             metadata = {k: child["metadata"][k] for k in ("labels", "annotations", "ownerReferences")}
             await self.api.patch_child(namespace, key_of(child), {"metadata": metadata, "spec": child["spec"]})
+
+
+def owed(status: dict[str, Any], run: int) -> bool:
+    """Whether run ``run``'s CloudEvent is still owed to the webhook, as ``status`` (wire form) has it."""
+    runs = (status.get("retraining") or {}).get("runs") or []
+    return any(r.get("run") == run and r.get("webhook") == "Pending" for r in runs)
+
+
+def _unowed(run: dict[str, Any]) -> dict[str, Any]:
+    """A run that ended before it started owes its webhook nothing: asking for a retraining that failed misleads."""
+    if run.get("webhook") != "Pending":
+        return run
+    return {**{k: v for k, v in run.items() if k != "webhookNextAt"}, "webhook": "Failed"}
 
 
 def acts(plan: ReconcilePlan) -> bool:

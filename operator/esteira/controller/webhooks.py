@@ -10,9 +10,11 @@ from typing import Any
 import aiohttp
 
 logger = logging.getLogger(__name__)
-ATTEMPTS = 3
+# Few and short: a delivery holds its ModelDeployment's reconciles (rollout ticks too) while it lasts, and the
+# planner sends an event that failed again later, with a backoff in minutes.
+ATTEMPTS = 2
 FIRST_DELAY = 0.5  # seconds, doubled after each failure
-TIMEOUT = aiohttp.ClientTimeout(total=10)
+TIMEOUT = aiohttp.ClientTimeout(total=5)
 # Answers that say "not now" rather than "never": a timeout at the server, and too many requests.
 RETRYABLE_CLIENT_ERRORS = frozenset({408, 429})
 

@@ -26,8 +26,21 @@ def card_summary(card: dict[str, Any] | None) -> str:
     return ", ".join(parts) or "-"
 
 
+def _webhook(run: dict[str, Any]) -> str:
+    """' webhook Pending (2 deliveries, next 2026-06-01T12:04:00Z)', or nothing for a run without one."""
+    state = run.get("webhook")
+    if not state:
+        return ""
+    tried = run.get("webhookAttempts") or 0
+    detail = [f"{tried} deliveries"] if tried else []
+    if state == "Pending" and run.get("webhookNextAt"):
+        detail.append(f"next {run['webhookNextAt']}")
+    return f" webhook {state}" + (f" ({', '.join(detail)})" if detail else "")
+
+
 def retraining_lines(retraining: dict[str, Any] | None) -> list[str]:
-    """The last runs, newest first: number, signal, outcome, the version it produced, and why."""
+    """The last runs, newest first: number, signal, outcome, the version it produced, where its webhook's event
+    stands, and why."""
     runs = (retraining or {}).get("runs") or []
     if not runs:
         return []
@@ -36,5 +49,5 @@ def retraining_lines(retraining: dict[str, Any] | None) -> list[str]:
         version = f" -> {run['version']}" if run.get("version") else ""
         why = run.get("message") or run.get("reason", "")
         job = f" [{run['job']}]" if run.get("job") else ""
-        lines.append(f"  run {run['run']} {run['signal']} {run['outcome']}{version}{job}: {why}")
+        lines.append(f"  run {run['run']} {run['signal']} {run['outcome']}{version}{job}{_webhook(run)}: {why}")
     return lines

@@ -217,14 +217,15 @@ def _stable_score(mine: Validation, stable: RevisionRecord | None) -> tuple[floa
 def _record_candidate(status: ModelDeploymentStatus, spec: ModelDeploymentSpec, outcome: RunOutcome, why: str) -> None:
     """The retraining run that produced this build (the newest one) learns what became of it.
 
-    A run may still be Running: a command or Job edits the spec before it exits. One whose webhook has not
-    answered yet got its event all the same: the build it asked for is here, and the event is not sent again.
-    A card that names its run (`retrainingRun`) credits that one only; without it, the newest open run.
+    A run may still be Running: a command or Job edits the spec before it exits. A card that names its run
+    (`retrainingRun`) credits that one only, and if its webhook had not answered yet, it got the event all the
+    same: the build it asked for is here, and the event is not sent again. Without one, the newest open run
+    whose event (if any) was delivered: a build cannot answer a request nobody received.
     """
     runs = status.retraining.runs if status.retraining else []
     named = spec.model.card.retraining_run if spec.model.card else None
     for index, run in enumerate(runs):
-        if named is not None and run.run != named:
+        if (named is not None and run.run != named) or (named is None and run.webhook == "Pending"):
             continue
         if run.outcome in ("Running", "Sending", "Succeeded", "Sent") and run.version in (None, spec.model.version):
             update: dict[str, Any] = {"outcome": outcome, "version": spec.model.version, "message": why}

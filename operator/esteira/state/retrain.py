@@ -38,6 +38,7 @@ WEBHOOK_DELIVERIES = 8
 WEBHOOK_FIRST_RETRY = timedelta(seconds=60)
 WEBHOOK_LAST_RETRY = timedelta(minutes=30)
 WEBHOOK_REMOVED = "spec.retraining.webhook was removed before the webhook accepted the event; it is not sent"
+RETRAINING_REMOVED = "spec.retraining was removed before the webhook accepted the event; it is not sent"
 
 
 @dataclass
@@ -165,6 +166,7 @@ def plan_retraining(
     plan = RetrainPlan()
     retraining = spec.retraining
     if retraining is None:
+        _drop_deliveries(status.retraining, RETRAINING_REMOVED, plan)
         return plan
     # What this runtime can start: `esteira up` its command; a cluster the Job and the webhook.
     runnable = bool(retraining.command) if runs_commands else retraining.job is not None or bool(retraining.webhook)
@@ -182,6 +184,7 @@ def plan_retraining(
             state.runs[index] = run = run.model_copy(update={"job_seen": True})
         if ended is not None:
             outcome, why = ended
+            why = why if outcome == "Failed" else ""  # a success's reason is boilerplate (CompletionsReached)
             state.runs[index] = run.model_copy(update={"outcome": outcome, "message": why or run.message})
             said = f"Retraining run {run.run} ({run.job}) {outcome.lower()}" + (f": {why}" if why else "")
             plan.decisions.append(Decision(f"Retraining{outcome}", said, outcome == "Failed"))
@@ -196,7 +199,7 @@ def plan_retraining(
             plan.jobs.append(render_retrain_job(ctx, retraining.job, run.run, run.reason, run.evidence))
     if not runs_commands:
         _deliveries_due(ctx, retraining, state, now, plan)
-    running = next((r.job or str(r.run) for r in state.runs if r.outcome in ("Running", "Sending")), None)
+    running = next((r.job or str(r.run) for r in state.runs if r.outcome == "Running" or r.webhook == "Pending"), None)
     history = History(frozenset(state.handled), state.last_triggered_at, running)
     signals = signals_from_status(spec, status, stable_accuracy)
     verdict = decide(_policy(spec, retraining), history, signals, now)
@@ -239,24 +242,29 @@ def _deliveries_due(
     """Plan the CloudEvents still owed to the webhook whose time has come: one refused for now, or one recorded
     before an operator restart could send it (status is written first, so an event is sent at least once; its
     id stays the same, for the receiver to drop a repeat)."""
-    for index, run in enumerate(state.runs):
-        if run.webhook != "Pending":
-            continue
-        if retraining.webhook is None:
-            state.runs[index] = _delivery_failed(run)
-            plan.decisions.append(
-                Decision("RetrainingWebhookFailed", f"Retraining run {run.run}: {WEBHOOK_REMOVED}", warning=True)
-            )
-        elif run.webhook_next_at is None or parse_time(run.webhook_next_at) <= now:
+    if retraining.webhook is None:
+        _drop_deliveries(state, WEBHOOK_REMOVED, plan)
+        return
+    for run in state.runs:
+        if run.webhook == "Pending" and (run.webhook_next_at is None or parse_time(run.webhook_next_at) <= now):
             plan.webhook_events.append(_cloud_event(ctx, run))
 
 
-def _delivery_failed(run: RetrainingRun, why: str = WEBHOOK_REMOVED) -> RetrainingRun:
-    """The webhook will not get this run's event: a run that had nothing else to do ends SendFailed."""
-    update: dict[str, Any] = {"webhook": "Failed", "webhook_next_at": None}
+def _delivery_failed(run: RetrainingRun, why: str) -> RetrainingRun:
+    """The webhook will not get this run's event: a run that had nothing else to do ends SendFailed; one with a
+    Job goes on, saying why."""
+    update: dict[str, Any] = {"webhook": "Failed", "webhook_next_at": None, "message": why}
     if run.outcome == "Sending":
-        update |= {"outcome": "SendFailed", "message": why}
+        update["outcome"] = "SendFailed"
     return run.model_copy(update=update)
+
+
+def _drop_deliveries(state: RetrainingStatus | None, why: str, plan: RetrainPlan) -> None:
+    """Every event still owed is not sent (the spec no longer names where to), each said once."""
+    for index, run in enumerate(state.runs if state else []):
+        if run.webhook == "Pending" and state is not None:
+            state.runs[index] = _delivery_failed(run, why)
+            plan.decisions.append(Decision("RetrainingWebhookFailed", f"Retraining run {run.run}: {why}", True))
 
 
 def record_delivery(
