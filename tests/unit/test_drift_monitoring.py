@@ -73,10 +73,31 @@ def test_one_incident_gives_one_warning_and_clearing_gives_one_normal_event() ->
     assert monitor(md, status, now, 1, window({"0.5": 3.0}), None) == []
     assert monitor(md, status, now, 1, None, "Prometheus down") == []
     assert status.monitoring.drifting_since == now and "Prometheus down" in status.monitoring.message
+    for clean in (1, 2):  # clearAfter (3) evaluations in a row without drift end it
+        assert monitor(md, status, now, 1, window(STABLE_WINDOW), None) == []
+        assert status.monitoring.drifting_since == now and f"{clean} of 3 evaluations" in status.monitoring.message
+        condition = get_condition(status, "DataDrifted")
+        assert condition is not None and condition.status == "True"
     cleared = monitor(md, status, now, 1, window(STABLE_WINDOW), None)
     assert [d.reason for d in cleared] == ["DriftCleared"]
     condition = get_condition(status, "DataDrifted")
     assert condition is not None and condition.status == "False" and condition.reason == "NoDrift"
+
+
+def test_a_score_wavering_about_its_threshold_is_one_incident() -> None:
+    """Clean, drifted, clean, drifted ...: cleared at the first clean evaluation, each return of drift was a new
+    incident, with its own Warning, retraining run and hold."""
+    md, status = parsed({"clearAfter": 2}), stable_status()
+    said = []
+    for minute, current in enumerate([SHIFTED_WINDOW, STABLE_WINDOW] * 4):
+        said += monitor(md, status, format_time(T0 + timedelta(minutes=minute)), 1, window(current), None)
+    assert [d.reason for d in said] == ["DataDrifted"]
+    assert status.monitoring is not None and status.monitoring.drifting_since == format_time(T0)
+    said = [
+        monitor(md, status, format_time(T0 + timedelta(minutes=9 + i)), 1, window(STABLE_WINDOW), None)
+        for i in range(2)
+    ]
+    assert [d.reason for out in said for d in out] == ["DriftCleared"]
 
 
 def test_a_new_stable_revision_starts_its_own_incident() -> None:
@@ -153,7 +174,8 @@ def test_block_rollouts_holds_the_canary_while_inputs_drift_and_lets_it_go_after
     again = rollout_step(RolloutInput(spec=md, status=held.status, now=later, route=route, evidence=good))
     assert again.decisions == []  # one incident, one event
     status = again.status
-    monitor(md, status, format_time(later), 1, window(STABLE_WINDOW), None)
+    for _ in range(3):  # clearAfter
+        monitor(md, status, format_time(later), 1, window(STABLE_WINDOW), None)
     freed = rollout_step(
         RolloutInput(spec=md, status=status, now=later + timedelta(minutes=1), route=route, evidence=good)
     )

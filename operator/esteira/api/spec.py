@@ -924,6 +924,13 @@ class DriftMonitoring(SpecModel):
         "BlockRollouts: a canary does not advance while inputs drift (failing its checks, it is still rolled back). Retrain: the incident, with its evidence, "
         "triggers spec.retraining (as retraining.triggers.drift does). Default: [Alert].",
     )
+    clear_after: int = Field(
+        default=3,
+        ge=1,
+        le=100,
+        description="Evaluations in a row without drift before an incident ends: a score wavering about its "
+        "threshold is one incident (one alert, one retraining, one hold), not one per interval. Default: 3.",
+    )
 
     @model_validator(mode="after")
     def _supported(self) -> DriftMonitoring:

@@ -181,6 +181,9 @@ class MonitoringStatus(StatusModel):
     predictions: FeatureDrift | None = None
     data_quality: list[QualityRate] = Field(default_factory=list, max_length=TOP_FEATURES)
     drifting_since: str | None = Field(default=None, description="Start of the current drift incident.")
+    clean_evaluations: int = Field(
+        default=0, ge=0, description="Evaluations in a row without drift during the current incident."
+    )
     message: str = ""
 
 

@@ -102,6 +102,7 @@ def monitor(
         predictions=_feature(report.prediction) if report.prediction else None,
         data_quality=[QualityRate(feature=f, kind=k, rate=r) for (f, k), r in quality],
         drifting_since=previous.drifting_since,
+        clean_evaluations=previous.clean_evaluations,  # a window too small to judge neither clears nor resets
     )
     status.monitoring = monitoring
     decisions: list[Decision] = []
@@ -110,10 +111,10 @@ def monitor(
         # (carried on, it held canaries on the old revision's evidence, and the new one's drift alerted nothing
         # and started no retraining, its incident already handled).
         decisions.append(Decision("DriftCleared", f"Revision {previous.revision} no longer serves: its drift ends"))
-        monitoring.drifting_since = None
+        monitoring.drifting_since, monitoring.clean_evaluations = None, 0
     alert = "Alert" in drift.actions
     if report.verdict == "Drifted":
-        monitoring.message = _summary(report)
+        monitoring.message, monitoring.clean_evaluations = _summary(report), 0
         if monitoring.drifting_since is None:
             monitoring.drifting_since = now
             if alert:
@@ -124,8 +125,16 @@ def monitor(
     elif report.verdict == "Stable":
         monitoring.message = f"no drift over {report.sample_size} instances"
         if monitoring.drifting_since is not None:
+            monitoring.clean_evaluations = previous.clean_evaluations + 1
+            if monitoring.clean_evaluations < drift.clear_after:  # the incident goes on until it stays clean
+                monitoring.message += (
+                    f" ({monitoring.clean_evaluations} of {drift.clear_after} evaluations in a row the incident "
+                    "needs to end)"
+                )
+                set_condition(status, CONDITION, True, "InputsDrifted", monitoring.message, now, generation)
+                return decisions
             decisions.append(Decision("DriftCleared", f"Revision {revision} inputs match the reference again"))
-            monitoring.drifting_since = None
+            monitoring.drifting_since, monitoring.clean_evaluations = None, 0
         set_condition(status, CONDITION, False, "NoDrift", monitoring.message, now, generation)
     else:
         monitoring.message = f"{report.sample_size} instances in the last {drift.window}, {drift.min_sample} needed"
