@@ -58,6 +58,7 @@ from esteira.drift.profile import (
     ReferenceProfile,
     category_of,
 )
+from esteira.vocabulary import series_label
 from model_handlers.config import ModelConfig
 from model_handlers.metrics import (
     Counts,
@@ -66,7 +67,6 @@ from model_handlers.metrics import (
     Series,
     Tally,
     Update,
-    label_value,
     write_metrics,
 )
 from model_handlers.protocol import Identity
@@ -116,7 +116,7 @@ class DriftCounter:
 
     def __init__(self, profile: ReferenceProfile, columns: Sequence[str], identity: Identity, cap: int) -> None:
         self.profile = profile
-        self.base = (label_value(identity.name), label_value(identity.revision))
+        self.base = (series_label(identity.name), series_label(identity.revision))
         index = {name: i for i, name in enumerate(columns)}
         self.tracked: list[tuple[int, Feature, tuple[str, ...]]] = []
         self.left_out: list[str] = []
@@ -124,14 +124,14 @@ class DriftCounter:
         for feature in profile.features:
             if feature.name not in index:
                 continue
-            labels = tuple(label_value(label) for label in feature.labels)
+            labels = tuple(series_label(label) for label in feature.labels)
             if used + len(labels) > cap or self.left_out:
                 self.left_out.append(feature.name)
                 continue
             used += len(labels)
             self.tracked.append((index[feature.name], feature, labels))
         self.series = used
-        self.names = {feature.name: label_value(feature.name) for _, feature, _ in self.tracked}
+        self.names = {feature.name: series_label(feature.name) for _, feature, _ in self.tracked}
         # Every series this counter writes is a slot of one array (:class:`model_handlers.metrics.Tally`): the
         # bins, feature after feature in profile order, then the instances, then two violation kinds per feature
         # (missing, and out of range or an unknown category), then the capped instances. A batch adds its counts
@@ -267,7 +267,7 @@ class DriftCounter:
         predictions = self.profile.predictions
         if predictions is not None and predictions.labels is not None:
             for cls, count in zip(predictions.labels, predictions.counts, strict=True):
-                updates.append(self._update(REFERENCE_PREDICTIONS, count, label_value(cls)))
+                updates.append(self._update(REFERENCE_PREDICTIONS, count, series_label(cls)))
         updates.append(self._update(INSTANCES_TOTAL, 0))
         try:
             write_metrics(cache, updates)

@@ -75,9 +75,10 @@ from esteira.vocabulary import (
     ENV_LOG_URL,
     ENV_NAMESPACE,
     REQUEST_ID_HEADER,
+    series_label,
 )
 from model_handlers import jsontext
-from model_handlers.metrics import Definition, label_value, write_metrics
+from model_handlers.metrics import Definition, write_metrics
 from model_handlers.protocol import Identity, Prediction
 
 logger = logging.getLogger(__name__)
@@ -547,7 +548,7 @@ class InferenceLog:
         dropped = self.outbox.dropped
         if cache is None or dropped == self._reported_drops:
             return
-        labels = (label_value(self.identity.name), label_value(self.identity.revision))
+        labels = (series_label(self.identity.name), series_label(self.identity.revision))
         self._reported_drops, newly = dropped, dropped - self._reported_drops
         write_metrics(cache, [(DROPPED_TOTAL, DEFINITIONS[DROPPED_TOTAL], newly, labels)])
 

@@ -48,6 +48,7 @@ from starlette.routing import Route
 
 from esteira.packaging.entrypoint import BatchSettings, batch_settings_from_env, idle_poll_from_env
 from esteira.packaging.surface import model_metadata, server_metadata
+from esteira.vocabulary import series_label
 from model_handlers.batcher import AdaptiveBatcher
 from model_handlers.coalesced import TurnHold, holding_protocol
 from model_handlers.inference_asgi import ASGIApp, InferenceRoutes
@@ -58,7 +59,6 @@ from model_handlers.metrics import (
     SERVER_DURATION_BUCKETS,
     SERVER_REQUEST_DURATION,
     SERVER_REQUEST_DURATION_HELP,
-    label_value,
 )
 from model_handlers.watchdog import Watchdog
 from model_handlers.workers import (
@@ -112,7 +112,7 @@ class EsteiraService:
             ["ModelName", "Revision"],
             buckets=SERVER_DURATION_BUCKETS,
         )
-        revision = (label_value(identity.name), label_value(identity.revision))
+        revision = (series_label(identity.name), series_label(identity.revision))
         self.observe_duration = durations.labels(*revision).observe
         abandoned = Counter(ABANDONED_REQUESTS, ABANDONED_REQUESTS_HELP, ["ModelName", "Revision"])
         self.count_abandoned = abandoned.labels(*revision).inc

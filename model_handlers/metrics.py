@@ -54,7 +54,6 @@ from __future__ import annotations
 
 import logging
 import math
-import re
 import socket
 import threading
 import time
@@ -66,6 +65,7 @@ import numpy as np
 from ts.metrics.caching_metric import CachingMetric
 from ts.metrics.metric_type_enum import MetricTypes
 
+from esteira.vocabulary import series_label
 from model_handlers.protocol import Identity
 
 logger = logging.getLogger(__name__)
@@ -122,8 +122,6 @@ DEFINITIONS: dict[str, Definition] = {
     REQUESTS_TOTAL: (MetricTypes.COUNTER, "count", ("ModelName", "Revision", "outcome")),
     PREDICTIONS_TOTAL: (MetricTypes.COUNTER, "count", ("ModelName", "Revision", "class")),
 }
-# Characters that would break the worker's "[METRICS]name.unit:value|#dim:value,dim:value|..." log line.
-_UNSAFE = re.compile(r"[,:|#\s]")
 
 
 class Outcome(StrEnum):
@@ -137,11 +135,6 @@ class Outcome(StrEnum):
 def outcome_slot(status: int) -> int:
     """The slot of a status's outcome in ``HandlerMetrics``' tally: Outcome's order."""
     return 0 if status < 400 else 1 if status < 500 else 2
-
-
-def label_value(value: str) -> str:
-    """A dimension value that survives TorchServe's metric log line format."""
-    return _UNSAFE.sub("_", value)[:100] or "_"
 
 
 Update = tuple[str, Definition, float, Sequence[str]]  # metric name, its definition, value, label values
@@ -363,7 +356,7 @@ class HandlerMetrics:
     """Records one handler call's metrics on a TorchServe metrics cache (None: recording is skipped)."""
 
     def __init__(self, identity: Identity, buffer: MetricBuffer | None = None) -> None:
-        self.base = (label_value(identity.name), label_value(identity.revision))
+        self.base = (series_label(identity.name), series_label(identity.revision))
         self.buffer = buffer or MetricBuffer()
         # The requests counter's series in Outcome's order (slots 0, 1, 2), then each predicted class at first sight.
         self.tally = Tally([(REQUESTS_TOTAL, DEFINITIONS[REQUESTS_TOTAL], (*self.base, o.value)) for o in Outcome])
@@ -388,7 +381,7 @@ class HandlerMetrics:
     def _class_slot(self, label: str) -> int:
         slot = self._class_slots.get(label)
         if slot is None:
-            series = (PREDICTIONS_TOTAL, DEFINITIONS[PREDICTIONS_TOTAL], (*self.base, label_value(label)))
+            series = (PREDICTIONS_TOTAL, DEFINITIONS[PREDICTIONS_TOTAL], (*self.base, series_label(label)))
             slot = self._class_slots[label] = self.tally.slot(series)
         return slot
 

@@ -88,6 +88,16 @@ CALLER_LEFT_STATUS = 499  # nginx's "client closed request": how a request whose
 EXPECTED_TIMEOUT_HEADER = "x-envoy-expected-rq-timeout-ms"
 RETRY_AFTER_SECONDS = 1  # what a model server's refused caller is told to wait: the least a Retry-After can say
 
+# Characters that would break TorchServe's worker metric line ("[METRICS]name.unit:value|#dim:value,dim:value|...").
+_SERIES_UNSAFE = re.compile(r"[,:|#\s]")
+
+
+def series_label(value: str) -> str:
+    """A name (a model's, a feature's, a class's) as the model server's metric series carry it: what survives
+    TorchServe's metric line, in every runtime alike. The drift policy looks a feature's override up by it."""
+    return _SERIES_UNSAFE.sub("_", value)[:100] or "_"
+
+
 # -- esteira up: where the CLI finds a run, and where local model folders may live --------------------------
 
 ENV_LOCAL_URL = "ESTEIRA_LOCAL_URL"  # the router the CLI talks to

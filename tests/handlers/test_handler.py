@@ -23,6 +23,7 @@ from ts.metrics.metric_cache_yaml_impl import MetricsCacheYamlImpl
 from ts.metrics.metric_type_enum import MetricTypes
 
 import model_handlers
+from esteira.vocabulary import series_label
 from model_handlers.base import EsteiraHandler, ModelLoadError, detect_envelope
 from model_handlers.config import ConfigError, load_config
 from model_handlers.image import ImageClassifierHandler
@@ -30,7 +31,6 @@ from model_handlers.metrics import (
     DEFINITIONS,
     REQUESTS_TOTAL,
     HandlerMetrics,
-    label_value,
     metric_line,
     write_metrics,
 )
@@ -469,8 +469,8 @@ def test_a_metric_the_cache_refuses_costs_no_other_metric_its_update() -> None:
 
 
 def test_label_values_survive_the_metric_log_format() -> None:
-    assert label_value("a,b:c|d#e f") == "a_b_c_d_e_f"
-    assert label_value("") == "_"
+    assert series_label("a,b:c|d#e f") == "a_b_c_d_e_f"
+    assert series_label("") == "_"
 
 
 # --- images ------------------------------------------------------------------------------------------------

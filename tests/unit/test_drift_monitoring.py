@@ -11,7 +11,8 @@ import pytest
 from esteira.api.errors import InvalidSpec
 from esteira.api.spec import DataDriftCheck, ModelDeploymentSpec
 from esteira.api.status import ModelDeploymentStatus, RetrainingStatus, RevisionRecord
-from esteira.drift.evaluate import DriftPolicy, DriftWindow
+from esteira.drift.evaluate import DriftPolicy, DriftWindow, evaluate
+from esteira.drift.policy import policy_of
 from esteira.rollout.checks import data_drift_check
 from esteira.rollout.cycle import rollout_step
 from esteira.rollout.evidence import ArmSample, Evidence
@@ -241,3 +242,14 @@ def test_the_canary_data_drift_check_says_no_data_only_on_too_little_data() -> N
     assert "f0" in failed.message
     passed = data_drift_check(check, window(STABLE_WINDOW), policy)
     assert (passed.verdict, passed.value) == ("Pass", 0.0)
+
+
+def test_a_feature_s_override_applies_by_the_name_its_series_carry() -> None:
+    """The server counts `petal length` as `petal_length` (its metric line cannot carry the space): an override
+    by the name the model's input has was looked up under the other and never applied."""
+    current = DriftWindow(
+        reference={"petal_length": REFERENCE}, current={"petal_length": SHIFTED_WINDOW}, instances=1000
+    )
+    lenient = policy_of(parsed({"features": [{"name": "petal length", "threshold": 5.0}]}).monitoring.drift)
+    assert evaluate(current, lenient).features[0].verdict == "NoDrift"
+    assert evaluate(current, policy_of(parsed({}).monitoring.drift)).features[0].verdict == "Drift"

@@ -7,17 +7,18 @@ from datetime import datetime
 from esteira.api.spec import DriftMonitoring, ModelDeploymentSpec
 from esteira.api.status import ModelDeploymentStatus
 from esteira.drift.evaluate import DriftPolicy, FeatureRule
-from esteira.vocabulary import parse_time
+from esteira.vocabulary import parse_time, series_label
 
 
 def policy_of(drift: DriftMonitoring | None) -> DriftPolicy:
-    """The spec's `monitoring.drift` as a policy; the documented defaults when it is absent."""
+    """The spec's `monitoring.drift` as a policy; the documented defaults when it is absent. A feature's
+    override is keyed by the name its series carry (`petal length (cm)` is counted as `petal_length_(cm)`)."""
     if drift is None:
         return DriftPolicy()
     return DriftPolicy(
         method=drift.method,
         threshold=drift.threshold,
-        features={f.name: FeatureRule(f.method, f.threshold) for f in drift.features},
+        features={series_label(f.name): FeatureRule(f.method, f.threshold) for f in drift.features},
         min_sample=drift.min_sample,
         dataset_share=drift.dataset_share,
     )

@@ -27,6 +27,7 @@ from collections.abc import Mapping, Sequence
 from urllib.parse import parse_qs
 
 from esteira.packaging.exposition import bucket_of, histogram_lines, label_text
+from esteira.vocabulary import series_label
 from model_handlers.metrics import (
     ABANDONED_REQUESTS,
     ABANDONED_REQUESTS_HELP,
@@ -35,7 +36,6 @@ from model_handlers.metrics import (
     SERVER_REQUEST_DURATION,
     SERVER_REQUEST_DURATION_HELP,
     Outcome,
-    label_value,
     outcome_slot,
 )
 from model_handlers.protocol import Identity
@@ -62,7 +62,7 @@ def made_by_server(status: int, body: bytes) -> bool:
 def model_labels(identity: Identity, hostname: str) -> str:
     """The labels the handler's series carry under TorchServe, in Prometheus' text format."""
     # Quoted as the text format wants too: a quote or backslash in a free-form revision broke the whole scrape.
-    name, revision = label_text(label_value(identity.name)), label_text(label_value(identity.revision))
+    name, revision = label_text(series_label(identity.name)), label_text(series_label(identity.revision))
     return f'ModelName="{name}",Revision="{revision}",Hostname="{label_text(hostname)}"'
 
 
