@@ -141,6 +141,25 @@ def test_answers_reach_the_caller_whole_and_one_backend_connection_carries_them_
     uvloop.run(scenario())
 
 
+def test_a_request_without_an_id_gets_one_that_its_server_and_its_caller_both_see() -> None:
+    """The caller labels a request by its id; one the server made up for itself never reached the caller."""
+
+    async def scenario() -> None:
+        async with proxied() as (router, backend), aiohttp.ClientSession() as session:
+            url = f"http://127.0.0.1:{router.port}{PREDICT}"
+            given = []
+            for _ in range(2):
+                async with session.post(url, json={"answer": "sized"}) as answer:
+                    assert answer.status == 200
+                    given.append(answer.headers[REQUEST_ID_HEADER])
+            assert backend.request_ids == given and given[0] != given[1] and all(len(g) == 32 for g in given)
+            _, headers, _ = await _ask(session, router, "sized")
+            said = {name.lower(): value for name, value in headers.items()}
+            assert said[REQUEST_ID_HEADER] == "id-sized" and backend.request_ids[-1] == "id-sized"
+
+    asyncio.run(scenario())
+
+
 def test_concurrent_requests_each_get_their_own_answer() -> None:
     async def scenario() -> None:
         async with proxied() as (router, backend), aiohttp.ClientSession() as session:

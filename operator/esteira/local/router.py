@@ -30,6 +30,7 @@ import json
 import logging
 import random
 import time
+import uuid
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -60,7 +61,7 @@ from esteira.packaging.surface import (
     runs_the_model,
 )
 from esteira.packaging.upstream import Reply, TimedOut, Upstream, UpstreamError, parse_address
-from esteira.vocabulary import CALLER_LEFT_STATUS, RETRY_AFTER_SECONDS, REVISION_HEADER
+from esteira.vocabulary import CALLER_LEFT_STATUS, REQUEST_ID_HEADER, RETRY_AFTER_SECONDS, REVISION_HEADER
 from model_handlers.config import ModelConfig
 
 HOST = "127.0.0.1"
@@ -311,13 +312,16 @@ class Router(ModelSurface):
         allowed = [revision] if pinned and pinned.strip() else self._revisions_of(version)
         body, due = request.body, self._due(request.headers)
         headers = forwarded_headers(request)
+        # A request without an id gets one here, and its answer says it: the server's records are keyed on it,
+        # and a caller labels a request by it (a server's own id for it never reached the caller).
+        request_id = headers.setdefault(REQUEST_ID_HEADER, uuid.uuid4().hex)
         if should_mirror(split, revision, self.mirror) and split.canary is not None:
             task = asyncio.create_task(self._send(split.canary, path, body, headers, due))
             self._mirrors.add(task)
             task.add_done_callback(self._mirrors.discard)
         revision, answer = await self._forward_retrying(revision, allowed, path, body, headers, due, request.caller)
         response = relay(answer.status, answer.body, answer.headers, answer.reason)
-        response.headers = {**response.headers, REVISION_HEADER: str(revision)}
+        response.headers = {**response.headers, REVISION_HEADER: str(revision), REQUEST_ID_HEADER: request_id}
         return response
 
     def _due(self, headers: Mapping[str, str]) -> float | None:
