@@ -48,3 +48,14 @@ def test_the_window_is_the_increase_since_a_window_ago() -> None:
     assert restarted.instances == 3
     other = readings.window(2, T0 + timedelta(minutes=31), drift_totals(exposition(4, 4, 8, revision=2), 2), span)
     assert other.instances == 8
+
+
+def test_a_server_launched_again_inside_the_window_counts_its_newest_reading_whole() -> None:
+    """Restarted, it counted past its value a window ago (130 -> 200 instances): as grown, 70 were judged of the
+    200 it counted since it started again."""
+    readings, span = DriftReadings(), timedelta(minutes=10)
+    readings.window(1, T0, drift_totals(exposition(15, 115, 130), 1, launch=1), span)
+    again = readings.window(1, T0 + timedelta(minutes=10), drift_totals(exposition(100, 100, 200), 1, launch=2), span)
+    assert again.instances == 200 and again.current == {"age": {"0": 100.0, "1": 100.0}}
+    later = readings.window(1, T0 + timedelta(minutes=20), drift_totals(exposition(110, 110, 220), 1, launch=2), span)
+    assert later.instances == 20, "one launch: the growth"

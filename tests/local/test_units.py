@@ -77,6 +77,17 @@ def test_interval_sample_after_a_restart_counts_from_zero() -> None:
     assert interval_sample(None, after).requests == 30
 
 
+def test_classes_of_a_server_launched_again_count_whole_though_they_climbed_past_their_old_values() -> None:
+    """The router's counters go on; the server's classes start again and may pass their old values between two
+    readings: taken as grown, 40 of its 540 answers were counted, against the router's 540 requests."""
+    bins = (0.0,) * (len(BUCKETS) + 1)
+    before = Counters({"ok": 500}, bins, {"0": 500}, launch=1)
+    after = Counters({"ok": 1040}, bins, {"0": 540}, launch=2)
+    assert dict(interval_sample(before, after).class_counts) == {"0": 540}
+    same = Counters({"ok": 1040}, bins, {"0": 540}, launch=1)
+    assert dict(interval_sample(before, same).class_counts) == {"0": 40}
+
+
 def counters_of(arms: dict[int, ArmStats], failing: set[int]) -> Callable[[int], Awaitable[Counters]]:
     """A reader of each arm's counters that times out for the revisions in ``failing``."""
 

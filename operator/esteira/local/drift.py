@@ -33,9 +33,10 @@ class DriftTotals:
     violations: Mapping[Key, float] = field(default_factory=dict)
     predictions: Mapping[Key, float] = field(default_factory=dict)
     reference_predictions: Mapping[Key, float] = field(default_factory=dict)
+    launch: int = 0  # the model server process that counted them (its launch number)
 
 
-def drift_totals(exposition: str, revision: int, names: MetricNames = NAMES) -> DriftTotals:
+def drift_totals(exposition: str, revision: int, names: MetricNames = NAMES, launch: int = 0) -> DriftTotals:
     """Sum each drift series over TorchServe's extra labels (Hostname, ...) for one revision."""
     wanted: dict[str, tuple[str, ...]] = {
         names.drift_bins: (names.feature_label, names.bin_label),
@@ -65,6 +66,7 @@ def drift_totals(exposition: str, revision: int, names: MetricNames = NAMES) -> 
         violations=sums[names.quality_violations],
         predictions=sums[names.predictions],
         reference_predictions=sums[names.drift_reference_predictions],
+        launch=launch,
     )
 
 
@@ -80,8 +82,9 @@ def _grown(before: Mapping[Key, float], after: Mapping[Key, float]) -> dict[Key,
 
 
 def window_between(before: DriftTotals | None, after: DriftTotals) -> DriftWindow:
-    """The window from two readings of one revision (None: since the server started)."""
-    start = before or DriftTotals()
+    """The window from two readings of one revision (None: since the server started). A server launched again
+    between them counts from zero, some series perhaps past their old values: the newest reading counts whole."""
+    start = before if before is not None and before.launch == after.launch else DriftTotals(launch=after.launch)
     return DriftWindow(
         reference=_nested(after.reference),
         current=_nested(_grown(start.bins, after.bins)),

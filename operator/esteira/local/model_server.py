@@ -62,6 +62,7 @@ class ModelServer(ABC):
     extra_env: dict[str, str] = field(default_factory=dict)  # e.g. inference logging to the built-in collector
     ready: bool = False
     restarts: int = 0
+    launches: int = 0  # processes started so far: counters read under two numbers were not counted by one process
     ready_since: float | None = None  # when it last became ready (time.monotonic)
     stopping: bool = False
     port_retries: int = 0  # launches in a row that found a picked port taken (not counted as restarts)
@@ -149,6 +150,7 @@ class ModelServer(ABC):
     async def launch(self) -> None:
         """Start the process tree in its own session on fresh ports; readiness comes later (`wait_ready`)."""
         self.ready, self.stopping = False, False
+        self.launches += 1
         self.root.mkdir(parents=True, exist_ok=True)
         (self.root / "tmp").mkdir(exist_ok=True)
         command = self.prepare()

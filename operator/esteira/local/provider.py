@@ -1,8 +1,9 @@
 """Evidence without a Prometheus server: the router's own per-arm counters and the classes TorchServe counted.
 
 Both are cumulative, so each analysis takes the exact growth since the previous one (or since the step began,
-see `mark`), as the operator's queries count a window (`rollout.queries.window_count`): a counter that went
-down was reset by a restart and counts from zero. The p95 comes from the interval's histogram buckets,
+see `mark`), as the operator's queries count a window (`rollout.queries.window_count`): classes counted by a
+server process launched since the last reading count whole, as does a counter that went down (the router's
+own, which a restart of `esteira up` resets). The p95 comes from the interval's histogram buckets,
 interpolated like `histogram_quantile`.
 """
 
@@ -52,6 +53,8 @@ def interval_sample(previous: Counters | None, current: Counters) -> ArmSample:
     """One arm's ArmSample for the interval between two cumulative readings (None: since the start)."""
     before = previous or Counters()
     outcomes = _increases(before.outcomes, current.outcomes)
+    # A server restarted since: its classes count from zero, and may have climbed past their old values.
+    classes = current.classes if before.launch != current.launch else _increases(before.classes, current.classes)
     buckets = tuple(increase(a, b) for a, b in zip(before.buckets, current.buckets, strict=True))
     if sum(outcomes.values()) < sum(buckets):  # a reset inside the interval: count from zero
         buckets = current.buckets
@@ -59,7 +62,7 @@ def interval_sample(previous: Counters | None, current: Counters) -> ArmSample:
         requests=sum(outcomes.values()),
         errors=outcomes.get("server_error", 0.0),
         latency_p95=quantile(0.95, buckets),
-        class_counts={k: v for k, v in _increases(before.classes, current.classes).items() if v > 0},
+        class_counts={k: v for k, v in classes.items() if v > 0},
     )
 
 

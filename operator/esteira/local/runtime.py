@@ -616,9 +616,13 @@ class LocalRuntime:
             try:
                 if server is None or server.metrics_url is None or self._session is None:
                     raise MetricsUnavailable(f"revision {revision} has no model server")
-                timeout = aiohttp.ClientTimeout(total=5)
+                launch, timeout = server.launches, aiohttp.ClientTimeout(total=5)
                 async with self._session.get(server.metrics_url, timeout=timeout) as response:
-                    totals = drift_totals(await response.text(), revision)
+                    totals = drift_totals(await response.text(), revision, launch=launch)
+                if server.launches != launch:
+                    raise MetricsUnavailable(
+                        f"revision {revision}'s model server restarted while its counters were read"
+                    )
                 span = parse_duration(spec.monitoring.drift.window)
                 window = self.drift_readings.window(revision, now, totals, span)
             except (MetricsUnavailable, aiohttp.ClientError, TimeoutError) as exc:
@@ -629,10 +633,13 @@ class LocalRuntime:
         server = self.servers.get(revision)
         if server is None or server.metrics_url is None or self._session is None:
             raise MetricsUnavailable(f"revision {revision} has no model server")
+        launch = server.launches
         async with self._session.get(server.metrics_url, timeout=aiohttp.ClientTimeout(total=5)) as response:
             text = await response.text()
+        if server.launches != launch:
+            raise MetricsUnavailable(f"revision {revision}'s model server restarted while its counters were read")
         arm = self.router.arm(revision).counters()
-        return Counters(outcomes=arm.outcomes, buckets=arm.buckets, classes=class_counts(text, revision))
+        return Counters(outcomes=arm.outcomes, buckets=arm.buckets, classes=class_counts(text, revision), launch=launch)
 
     # --- commands ----------------------------------------------------------------------------------------
 

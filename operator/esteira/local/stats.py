@@ -27,6 +27,7 @@ class Counters:
     outcomes: dict[str, float] = field(default_factory=dict)
     buckets: tuple[float, ...] = (0.0,) * (len(BUCKETS) + 1)  # last is +Inf; not cumulative
     classes: dict[str, float] = field(default_factory=dict)
+    launch: int = 0  # the model server process the classes were counted by (its launch number)
 
     @property
     def requests(self) -> float:
