@@ -83,6 +83,21 @@ async def test_a_label_that_does_not_fit_its_answer_is_refused_and_a_fitting_one
     assert (status, body) == (200, {"stored": 1, "duplicates": 0, "joined": 2})
 
 
+async def test_an_answer_its_label_sent_first_does_not_fit_is_counted_unfit(
+    collector: TestClient,  # type: ignore[type-arg]
+) -> None:
+    """The label came first (nothing to check it against), then an answer of two instances for its one truth:
+    never joined, and said nowhere but here."""
+    assert (await post(collector, "/v1/labels", label("two", "setosa")))[0] == 200
+    assert (await post(collector, "/v1/records", [event("two", "1", ["setosa", "virginica"])]))[1]["joined"] == 0
+    assert (await post(collector, "/v1/records", [event("one", "1", ["setosa"])]))[1]["joined"] == 0
+    metrics = await (await collector.get("/metrics")).text()
+    assert (
+        'esteira_collector_unfit_answers_total{deployment="iris",deployment_namespace="models",revision="1"} 1.0'
+        in (metrics)
+    )
+
+
 async def test_a_new_collector_process_counts_from_zero_what_it_joins(tmp_path: Path) -> None:
     """A new pod's series are born inside some window, which counts them whole: born holding every join the
     store kept, they made one window's labelled predictions days of them."""

@@ -33,13 +33,14 @@ def test_a_large_batch_stores_each_record_once_and_joins_every_labelled_one(data
 
         batch = [response(f"r{i}") for i in range(count)]
         batch.insert(300, response("r299", body='{"second": "copy"}'))  # the same record twice in one batch
-        added, joined = store.add_records(batch, now=3.0)
+        added, joined, unfit = store.add_records(batch, now=3.0)
 
         assert added == count - 2  # r0 and r1 were stored before; r299's second copy is a duplicate
         assert {j.request_id for j in joined} == labelled - {"r0"}
         assert all(j.predicted == j.actual == "setosa" for j in joined)
         assert store.tallies("models", "iris", since=0.0)["1"].labelled == len(labelled)
-        assert store.add_records(batch, now=4.0) == (0, [])
+        assert unfit == []
+        assert store.add_records(batch, now=4.0) == (0, [], [])
     finally:
         store.close()
 

@@ -77,6 +77,9 @@ class Metrics:
         self.sq_error = counter(names.squared_error, "Sum of (predicted - actual)^2")
         self.accepted = counter("esteira_collector_accepted", "Items stored, by kind", ("kind",))
         self.rejected = counter("esteira_collector_rejected", "Items refused as malformed, by kind", ("kind",))
+        self.unfit = counter(
+            "esteira_collector_unfit_answers", "Answers whose label, sent first, does not fit them: never joined"
+        )
         self.accuracy = gauge("esteira_quality_accuracy", "Accuracy over the quality window")
         self.mae = gauge("esteira_quality_mae", "Mean absolute error over the quality window")
         self.precision = gauge("esteira_quality_class_precision", "Precision per class", per_class)
@@ -219,8 +222,10 @@ class Collector:
                     records.append(structured_event(item, now))
                 except (ValueError, TypeError) as exc:
                     problems.append(Problem(index, str(exc)))
-        added, joined = await asyncio.to_thread(self.store.add_records, records, now)
+        added, joined, unfit = await asyncio.to_thread(self.store.add_records, records, now)
         self.metrics.count(joined)
+        for arm in unfit:
+            self.metrics.unfit.labels(*arm).inc()
         return self._answer("records", len(records), added, len(joined), problems)
 
     async def post_labels(self, request: web.Request) -> web.Response:

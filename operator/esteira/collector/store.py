@@ -234,12 +234,16 @@ class Store:
 
     # --- writes ------------------------------------------------------------------------------------------
 
-    def add_records(self, records: Iterable[Record], now: float) -> tuple[int, list[Joined]]:
-        """Store records (a record seen before is ignored); returns how many were new and the new joins."""
+    def add_records(
+        self, records: Iterable[Record], now: float
+    ) -> tuple[int, list[Joined], list[tuple[str, str, str]]]:
+        """Store records (a record seen before is ignored); returns how many were new, the new joins, and the
+        (namespace, deployment, revision) of each new answer whose label, stored first, does not fit it (one
+        truth for two instances): such an answer is never joined, and is counted there instead."""
         unique: dict[tuple[str, ...], Record] = {}
         for r in records:
             unique.setdefault((r.namespace, r.deployment, r.revision, r.request_id, r.kind), r)
-        joined = []
+        joined, unfit = [], []
         with self._transaction() as tx:
             self._join_alone(tx)
             inserted = self._insert_new(tx, "records", "namespace, deployment, revision, request_id, kind",
@@ -257,10 +261,13 @@ class Store:
             for key, r in unique.items():
                 truth = truths.get((r.namespace, r.deployment, r.request_id))
                 if truth is not None and r.kind == "response" and r.predictions and key in inserted:
-                    joined += _joined(r.namespace, r.deployment, r.revision, r.request_id, list(r.predictions),
-                                      json.loads(truth), r.at, now)  # fmt: skip
+                    pairs = _joined(r.namespace, r.deployment, r.revision, r.request_id, list(r.predictions),
+                                    json.loads(truth), r.at, now)  # fmt: skip
+                    joined += pairs
+                    if not pairs:
+                        unfit.append((r.namespace, r.deployment, r.revision))
             joined = self._add_joins(tx, joined)
-        return len(inserted), joined
+        return len(inserted), joined, unfit
 
     def add_labels(
         self, labels: Iterable[Label], now: float
@@ -443,7 +450,7 @@ def _joined(
     try:
         pairs = pair_up(predicted, truth)
     except ValueError:
-        return []  # counted by the caller as unjoinable
+        return []
     return [Joined(namespace, deployment, revision, request_id, index, pair.predicted, pair.actual, predicted_at, now)
             for index, pair in enumerate(pairs)]  # fmt: skip
 
