@@ -327,8 +327,10 @@ class Outbox:
 
     def nudge(self) -> None:
         """The producer holds records it has not queued: a sender waiting for a first record starts a round
-        (lingers, then ``prepare`` queues them). A sender with records queued will come round anyway."""
-        if not self._queue and not self._wake.is_set():
+        (lingers, then ``prepare`` queues them), and one sending now starts another after it (what it sends was
+        queued before the held ones). A sender lingering, records queued, comes round anyway: woken, it would cut
+        its linger short."""
+        if (not self._queue or self._sending) and not self._wake.is_set():
             self._wake.set()
 
     def _run(self) -> None:
@@ -341,11 +343,11 @@ class Outbox:
                 self._wake.wait(self.linger)  # a full batch (offer) ends the wait early
                 self._lingering = False
                 self._wake.clear()
+            self._sending = True  # before ``prepare``: a nudge from here on must bring another round
             if self.prepare is not None:
                 self.prepare()
             # What waited out the linger goes now; what arrives during these posts waits for the next round.
             due = len(self._queue)
-            self._sending = True
             while due > 0:
                 batch = self._next_batch(due)
                 due -= len(batch)

@@ -182,7 +182,7 @@ def test_a_join_is_timed_when_it_happens_whichever_comes_first(tmp_path: Path) -
         store.add_records([prediction("record-first")], now=100.0)
         _, label_second, _ = store.add_labels([truth("record-first")], now=200.0)
         store.add_labels([truth("label-first")], now=150.0)
-        _, record_second = store.add_records([prediction("label-first")], now=200.0)
+        _, record_second, _ = store.add_records([prediction("label-first")], now=200.0)
         assert [(j.request_id, j.joined_at) for j in label_second + record_second] == [
             ("record-first", 200.0), ("label-first", 200.0)
         ]  # fmt: skip

@@ -250,13 +250,43 @@ def test_a_first_record_wakes_a_waiting_sender_but_does_not_cut_its_linger() -> 
     assert lingering._wake.is_set()
 
 
-def test_a_nudge_wakes_only_a_sender_with_nothing_queued() -> None:
-    idle, busy = StillOutbox(lambda batch: None), StillOutbox(lambda batch: None)
-    busy._queue.append(b"{}")
-    for outbox in (idle, busy):
+def test_a_nudge_wakes_a_sender_with_nothing_queued_or_one_sending_but_never_cuts_a_linger() -> None:
+    idle, lingering, sending = (StillOutbox(lambda batch: None) for _ in range(3))
+    for outbox in (lingering, sending):
+        outbox._queue.append(b"{}")
+    sending._sending = True
+    for outbox in (idle, lingering, sending):
         outbox.nudge()
-    assert idle._wake.is_set()
-    assert not busy._wake.is_set()
+    assert idle._wake.is_set() and sending._wake.is_set()
+    assert not lingering._wake.is_set()
+
+
+def test_an_exchange_held_while_a_round_s_posts_are_on_their_way_is_sent_after_them() -> None:
+    """Its nudge found this round's records still queued and was skipped: with no traffic after it, the held
+    exchange waited for 31 more or a flush."""
+    posted: list[bytes] = []
+    on_the_wire, release = threading.Event(), threading.Event()
+    held: list[bytes] = []
+
+    def send(batch: list[Any]) -> None:
+        on_the_wire.set()
+        release.wait(10)
+        posted.extend(batch)
+
+    outbox = Outbox(send, linger=0.05)
+
+    def prepare() -> None:
+        while held:
+            outbox.offer(held.pop())
+
+    outbox.prepare = prepare
+    for _ in range(BATCH + 1):  # two posts in one round
+        outbox.offer(b"{}")
+    assert on_the_wire.wait(10)
+    held.append(b"late")
+    outbox.nudge()
+    release.set()
+    eventually(lambda: b"late" in posted, 10, "the exchange held during the round")
 
 
 def test_a_flush_posts_held_records_without_waiting_out_the_linger() -> None:

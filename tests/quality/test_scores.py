@@ -32,6 +32,9 @@ def test_a_class_as_a_number_matches_it_as_text() -> None:
     """A model answering class 1 is right about a label sent as "1" (compared as text, 1.0 never was)."""
     assert Pair(1.0, "1").correct and Pair("2", 2.0).correct and Pair("1", "1").correct
     assert not Pair(1.0, "2").correct and not Pair("setosa", 1.0).correct and not Pair("1.0", "1").correct
+    # One class, one name in the confusion matrix: per-class scores split it in two otherwise.
+    assert Pair(1.0, "1").classes == ("1", "1") and Pair("1.0", 1).classes == ("1.0", "1.0")
+    assert Pair(2.0, "1").classes == ("2", "1") and Pair(0.5, 1).classes == ("0.5", "1")
 
 
 @given(st.lists(st.tuples(LABELS, LABELS), min_size=1, max_size=200))

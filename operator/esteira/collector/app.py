@@ -22,7 +22,7 @@ import json
 import logging
 import math
 import time
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -30,7 +30,7 @@ from aiohttp import web
 from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
 
 from esteira.collector.model import Joined
-from esteira.collector.store import Store, StoreRefused, StoreUnavailable
+from esteira.collector.store import Store, StoreRefused, StoreUnavailable, pairs_of
 from esteira.collector.wire import Problem, audit_from, binary_event, items_of, label_from, structured_event
 from esteira.quality.scores import class_scores
 from esteira.rollout.quality_queries import QualityNames
@@ -86,16 +86,14 @@ class Metrics:
         self.recall = gauge("esteira_quality_class_recall", "Recall per class", per_class)
         self.f1 = gauge("esteira_quality_class_f1", "F1 per class", per_class)
 
-    def count(self, joined: Iterable[Joined]) -> None:
-        for j in joined:
+    def count(self, joined: Sequence[Joined]) -> None:
+        """Count joins as the store scored them (`Pair`): a class answered as a number matches its text label
+        here too, or the accuracy check read 0 where `/v1/quality` read 1."""
+        for j, pair in zip(joined, pairs_of(joined), strict=True):
             key = (j.namespace, j.deployment, j.revision)
             self.labelled.labels(*key).inc()
-            if j.predicted == j.actual or str(j.predicted) == str(j.actual):
-                self.correct.labels(*key).inc()
-            else:
-                self.correct.labels(*key).inc(0)
-            if not isinstance(j.predicted, str) and not isinstance(j.actual, str):
-                error = abs(float(j.predicted) - float(j.actual))
+            self.correct.labels(*key).inc(1 if pair.correct else 0)
+            if (error := pair.absolute_error) is not None:
                 self.abs_error.labels(*key).inc(error)
                 self.sq_error.labels(*key).inc(error * error)
 

@@ -393,7 +393,7 @@ class Store:
         out: dict[tuple[str, str, str], Counter[tuple[str, str]]] = {}
         for namespace, deployment, revision, predicted, actual, count in rows:
             key = (namespace, deployment, str(revision))
-            out.setdefault(key, Counter())[(str(_answer(predicted)), str(_answer(actual)))] += int(count)
+            out.setdefault(key, Counter())[Pair(_answer(predicted), _answer(actual)).classes] += int(count)
         return out
 
     def all_tallies(self, since: float) -> dict[tuple[str, str, str], tuple[Tally, bool]]:

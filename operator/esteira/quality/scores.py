@@ -26,11 +26,26 @@ class Pair:
         return _same(self.predicted, self.actual)
 
     @property
+    def classes(self) -> tuple[str, str]:
+        """The two answers as a confusion matrix's class names: one name for both where they are the same answer
+        (a model's 1 and its label "1"), or per-class scores split one class in two."""
+        predicted = _class_name(self.predicted)
+        return (predicted, predicted) if self.correct else (predicted, _class_name(self.actual))
+
+    @property
     def absolute_error(self) -> float | None:
         """|predicted - actual| for numbers; None for labels."""
         if isinstance(self.predicted, str) or isinstance(self.actual, str):
             return None
         return abs(float(self.predicted) - float(self.actual))
+
+
+def _class_name(answer: Answer) -> str:
+    """A class as text: a whole number without its fraction (1.0 is "1"), as labels write it."""
+    if isinstance(answer, str):
+        return answer
+    number = float(answer)
+    return str(int(number)) if number.is_integer() else repr(number)
 
 
 def _same(predicted: Answer, actual: Answer) -> bool:
@@ -108,7 +123,7 @@ def _ratio(numerator: int, denominator: int) -> float | None:
 
 def confusion(pairs: Iterable[Pair]) -> Counter[tuple[str, str]]:
     """(predicted, actual) -> how many instances: what per-class scores are computed from."""
-    return Counter((str(pair.predicted), str(pair.actual)) for pair in pairs)
+    return Counter(pair.classes for pair in pairs)
 
 
 def class_scores(counts: Mapping[tuple[str, str], int]) -> dict[str, ClassScore]:
