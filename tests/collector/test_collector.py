@@ -235,7 +235,9 @@ async def test_a_class_answered_as_text_matches_its_label_sent_as_a_number_in_th
     """The store scored "2" against 2 right; the counters the accuracy check reads said wrong, and the per-class
     gauges split the class in two ("2" predicted, "2.0" actual)."""
     assert (await post(collector, "/v1/records", [event("n", "1", ["2"])]))[0] == 200
-    assert (await post(collector, "/v1/labels", {"deployment": "iris", "namespace": "models", "requestId": "n", "value": 2}))[1]["joined"] == 1
+    assert (
+        await post(collector, "/v1/labels", {"deployment": "iris", "namespace": "models", "requestId": "n", "value": 2})
+    )[1]["joined"] == 1
     metrics = await (await collector.get("/metrics")).text()
     arm = 'deployment="iris",deployment_namespace="models",revision="1"'
     assert f"esteira_correct_predictions_total{{{arm}}} 1.0" in metrics
