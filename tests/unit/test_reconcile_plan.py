@@ -183,6 +183,18 @@ def test_failed_model_load_is_degraded_with_kserve_message() -> None:
     assert [d.reason for d in plan.decisions] == ["Degraded"]
 
 
+def test_a_failure_message_past_a_condition_s_limit_is_cut_not_refused() -> None:
+    """A model server's whole traceback in KServe's status: refused, the status was never written again."""
+    first = run(spec())
+    assert first.create is not None
+    isvc = kserve_ready(first.create)
+    traceback = "Traceback (most recent call last):\n" + "  File x, line 1\n" * 4000
+    isvc["status"]["conditions"] = [{"type": "Ready", "status": "False", "reason": "Failed", "message": traceback}]
+    plan = run(spec(), status=first.status, isvc=isvc)
+    degraded = next(c for c in plan.status["conditions"] if c["type"] == "Degraded")
+    assert len(degraded["message"]) == 32768 and "Traceback (most recent call last)" in degraded["message"]
+
+
 def test_new_version_shows_progressing_canary() -> None:
     first = run(spec())
     assert first.create is not None

@@ -5,7 +5,12 @@ from __future__ import annotations
 import json
 
 from esteira.render import RenderContext
-from esteira.render.job import DEFAULT_JOB_DEADLINE_SECONDS, render_retrain_job, retrain_job_name
+from esteira.render.job import (
+    DEFAULT_JOB_DEADLINE_SECONDS,
+    DEFAULT_JOB_TTL_SECONDS,
+    render_retrain_job,
+    retrain_job_name,
+)
 from tests.support.schemas import validate_kubernetes
 
 TEMPLATE = {
@@ -41,9 +46,12 @@ def test_job_names_fit_a_label_value() -> None:
     assert len(name) <= 63 and not name.endswith("-")
 
 
-def test_a_job_has_a_deadline_unless_its_template_sets_its_own() -> None:
+def test_a_job_has_a_deadline_and_a_time_to_live_unless_its_template_sets_its_own() -> None:
     ctx = RenderContext("iris", "models")
     job = render_retrain_job(ctx, TEMPLATE, 1, "schedule", {})
     assert job["spec"]["activeDeadlineSeconds"] == DEFAULT_JOB_DEADLINE_SECONDS
-    own = render_retrain_job(ctx, {**TEMPLATE, "activeDeadlineSeconds": 600}, 1, "schedule", {})
-    assert own["spec"]["activeDeadlineSeconds"] == 600 and "activeDeadlineSeconds" not in TEMPLATE
+    assert job["spec"]["ttlSecondsAfterFinished"] == DEFAULT_JOB_TTL_SECONDS
+    own = {**TEMPLATE, "activeDeadlineSeconds": 600, "ttlSecondsAfterFinished": 60}
+    mine = render_retrain_job(ctx, own, 1, "schedule", {})["spec"]
+    assert (mine["activeDeadlineSeconds"], mine["ttlSecondsAfterFinished"]) == (600, 60)
+    assert "activeDeadlineSeconds" not in TEMPLATE

@@ -48,13 +48,16 @@ class StatusModel(BaseModel):
         return self.model_dump(by_alias=True, exclude_none=True, mode="json")
 
 
+CONDITION_MESSAGE_LIMIT = 32768  # as metav1.Condition's
+
+
 class Condition(StatusModel):
     """A Kubernetes-style condition."""
 
     type: ConditionType
     status: Literal["True", "False", "Unknown"]
     reason: str = Field(pattern=r"^[A-Za-z]([A-Za-z0-9_,:]*[A-Za-z0-9_])?$", max_length=1024)
-    message: str = Field(default="", max_length=32768)
+    message: str = Field(default="", max_length=CONDITION_MESSAGE_LIMIT)
     last_transition_time: str
     observed_generation: int | None = None
 

@@ -500,7 +500,14 @@ def command_outcome(plan: ReconcilePlan, command: Command) -> tuple[str, str]:
     carried = plan.status.get("lastCommand") == command.id
     ignored = [d.message for d in plan.decisions if d.reason == "CommandIgnored"]
     phase = "Done" if carried and not ignored else "Ignored"
-    return phase, "; ".join(ignored or [d.message for d in plan.decisions]) or f"{command.action} carried out"
+    said = "; ".join(ignored or [d.message for d in plan.decisions])
+    if said:
+        return phase, said
+    if phase == "Done":
+        return phase, f"{command.action} carried out"
+    condition: dict[str, Any] = next((c for c in plan.status.get("conditions") or [] if c.get("type") == "Ready"), {})
+    why = condition.get("message") or f"the ModelDeployment is {plan.status.get('phase') or 'not ready'}"
+    return phase, f"{command.action} not carried out: {why}"
 
 
 def asked_for(md: dict[str, Any], pending: PendingCommand | None, plan: ReconcilePlan) -> Asked | None:

@@ -22,6 +22,10 @@ MAX_JOB_NAME = 63  # the Job controller labels pods with the Job's name: a label
 # A run's Job ends Failed (DeadlineExceeded) after this long unless its template says otherwise: one stuck Pending
 # (no node fits it, an image that cannot be pulled) would hold every later trigger for as long as it exists.
 DEFAULT_JOB_DEADLINE_SECONDS = 24 * 3600
+# A finished Job goes after this long unless its template says otherwise: its outcome is read when it finishes
+# (its watch event reconciles the owner), and kept, every run's Job stayed, read on each full read and held in
+# the operator's index with its evidence.
+DEFAULT_JOB_TTL_SECONDS = 7 * 24 * 3600
 
 
 def retrain_job_name(deployment: str, run: int) -> str:
@@ -34,6 +38,7 @@ def render_retrain_job(
     """The Job for run `run` from `template` (a batch/v1 JobSpec); every container gets the trigger's env."""
     spec = copy.deepcopy(template)
     spec.setdefault("activeDeadlineSeconds", DEFAULT_JOB_DEADLINE_SECONDS)
+    spec.setdefault("ttlSecondsAfterFinished", DEFAULT_JOB_TTL_SECONDS)
     env = [
         {"name": ENV_DEPLOYMENT, "value": ctx.deployment},
         {"name": ENV_RETRAIN_RUN, "value": str(run)},

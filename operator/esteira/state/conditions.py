@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from esteira.api.status import Condition, ConditionType, ModelDeploymentStatus
+from esteira.api.status import CONDITION_MESSAGE_LIMIT, Condition, ConditionType, ModelDeploymentStatus
 
 
 def set_condition(
@@ -14,8 +14,12 @@ def set_condition(
     now: str,
     generation: int | None,
 ) -> None:
-    """Insert or update one condition in place (status objects are working copies)."""
+    """Insert or update one condition in place (status objects are working copies). A message past the
+    condition's limit (a model server's traceback in KServe's status) is cut, not refused: refused, the status
+    was never written again."""
     text = "Unknown" if value is None else ("True" if value else "False")
+    if len(message) > CONDITION_MESSAGE_LIMIT:
+        message = message[: CONDITION_MESSAGE_LIMIT - 1] + "\u2026"
     index = next((i for i, c in enumerate(status.conditions) if c.type == type_), None)
     previous = status.conditions[index] if index is not None else None
     condition = Condition(
