@@ -33,7 +33,7 @@ def run(config: OperatorConfig) -> None:
         config.full_read_seconds,
         config.ingress_domain,
     )
-    memo = kopf.Memo(reconciler=reconciler, managed=set(), background=set())
+    memo = kopf.Memo(reconciler=reconciler, managed=set(), background=set(), waiting=set())
     liveness = f"http://0.0.0.0:{config.liveness_port}/healthz" if config.liveness_port else None
     logging.getLogger(__name__).info("watching %s", "all namespaces" if config.all_namespaces else config.namespaces)
     freeze_startup_heap()  # the modules loaded so far (kopf, the Kubernetes client) are walked by no full collection

@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import random
 from collections.abc import Callable
@@ -99,11 +100,14 @@ async def model_deployment_deleted(memo: Any, namespace: str | None, name: str, 
 
 async def child_event(memo: Any, body: kopf.Body, **_: Any) -> None:
     """A managed child changed (KServe's status, a manual edit of an InferenceService or an HTTPRoute, a
-    retraining Job finishing): reconcile its owner."""
+    retraining Job finishing): reconcile its owner. Events for an owner whose reconcile is waiting to start are
+    left to it, as it reads them all: a watch that lists again after a reconnect delivers every child at once,
+    and a reconcile each, a full read each, came to one per child."""
     owner = body.get("metadata", {}).get("labels", {}).get(LABEL_DEPLOYMENT)
     namespace = body.get("metadata", {}).get("namespace")
-    if not owner or not namespace:
+    if not owner or not namespace or (namespace, owner) in memo.waiting:
         return
+    memo.waiting.add((namespace, owner))
     task = asyncio.create_task(_reconcile_soon(memo, namespace, owner))
     memo.background.add(task)
     task.add_done_callback(memo.background.discard)
@@ -111,9 +115,10 @@ async def child_event(memo: Any, body: kopf.Body, **_: Any) -> None:
 
 async def _reconcile_soon(memo: Any, namespace: str, name: str) -> None:
     """Event handlers are not retried by Kopf, so this one retries by itself before leaving it to resync."""
+    started = functools.partial(memo.waiting.discard, (namespace, name))  # from here, a new event needs a new one
     for attempt in range(5):
         try:
-            await memo.reconciler.reconcile(namespace, name)
+            await memo.reconciler.reconcile(namespace, name, started=started)
             return
         except ApiError as exc:
             logger.info("reconcile of %s/%s after child event failed (%s), attempt %d", namespace, name, exc, attempt)

@@ -6,7 +6,8 @@ import asyncio
 import functools
 import logging
 import time
-from collections import defaultdict
+from collections import Counter, defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -72,6 +73,7 @@ class Reconciler:
         self.full_reads = FullReads(full_read_seconds)
         self.collector = CollectorLink.from_env()
         self._locks: defaultdict[tuple[str, str], asyncio.Lock] = defaultdict(asyncio.Lock)
+        self._in_flight: Counter[tuple[str, str]] = Counter()  # reconciles holding or waiting for each lock
         self._command_events: defaultdict[str, int] = defaultdict(int)  # namespace -> RolloutCommand events seen
         # namespace -> (when, events seen before) a list of its RolloutCommands found none open
         self._no_open_commands: dict[str, tuple[float, int]] = {}
@@ -83,26 +85,45 @@ class Reconciler:
         self._no_open_commands.pop(namespace, None)
 
     def forget(self, namespace: str, name: str) -> None:
-        self._locks.pop((namespace, name), None)
+        """Drop a gone object's bookkeeping. Its lock stays while a reconcile holds or waits for it (that one
+        finds the object gone and forgets it then): dropped, a ModelDeployment made again under the name could
+        be reconciled twice at once."""
+        if (namespace, name) not in self._in_flight:
+            self._locks.pop((namespace, name), None)
         self._accuracy_read.pop((namespace, name), None)
         self.full_reads.forget((namespace, name))
         telemetry.forget_deployment(namespace, name)
 
-    async def reconcile(self, namespace: str, name: str, watched: Observed | None = None) -> Result | None:
-        """Bring one ModelDeployment's children and status in line; None when the object is gone. With
-        ``watched`` (what the watches delivered), nothing is read from the API server unless the plan acts
-        (:mod:`esteira.controller.observed`)."""
-        started = time.perf_counter()
+    async def reconcile(
+        self,
+        namespace: str,
+        name: str,
+        watched: Observed | None = None,
+        started: Callable[[], None] | None = None,
+    ) -> Result | None:
+        """Bring one ModelDeployment's children and status in line; None when the object is gone (and then its
+        bookkeeping goes). With ``watched`` (what the watches delivered), nothing is read from the API server
+        unless the plan acts (:mod:`esteira.controller.observed`). ``started`` is called once this reconcile
+        holds the object, before it reads anything."""
+        began, key = time.perf_counter(), (namespace, name)
+        self._in_flight[key] += 1
         try:
-            async with self._locks[(namespace, name)]:
+            async with self._locks[key]:
+                if started is not None:
+                    started()
                 result = await self._reconcile(namespace, name, watched)
         except ApiError:
             telemetry.RECONCILES.labels("error").inc()
             raise
         finally:
-            telemetry.RECONCILE_SECONDS.observe(time.perf_counter() - started)
-        if result is not None:
-            telemetry.RECONCILES.labels(result).inc()
+            telemetry.RECONCILE_SECONDS.observe(time.perf_counter() - began)
+            self._in_flight[key] -= 1
+            if not self._in_flight[key]:
+                del self._in_flight[key]
+        if result is None:  # gone: its children's deletion events each made its lock again, for good
+            self.forget(namespace, name)
+            return None
+        telemetry.RECONCILES.labels(result).inc()
         return result
 
     async def _read(self, namespace: str, name: str) -> Observed | None:
