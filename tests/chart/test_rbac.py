@@ -48,6 +48,7 @@ from esteira.controller.reconciler import Reconciler
 from esteira.controller.retry import ApiError
 from esteira.render import RenderContext
 from esteira.render.job import render_retrain_job
+from esteira.vocabulary import LABEL_DEPLOYMENT
 from tests.chart.helm import MATRIX, REPO_ROOT, render
 from tests.support.cluster import ESTEIRA_CRD
 
@@ -336,8 +337,10 @@ def example_model_deployment() -> dict[str, Any]:
     return md
 
 
-def child_body(api_version: str, kind: str, md: dict[str, Any]) -> dict[str, Any]:
-    body = {"apiVersion": api_version, "kind": kind, "metadata": {"name": md["metadata"]["name"]}, "spec": {}}
+def child_body(api_version: str, kind: str, md: dict[str, Any], suffix: str = "") -> dict[str, Any]:
+    labels = {LABEL_DEPLOYMENT: md["metadata"]["name"]}
+    metadata = {"name": md["metadata"]["name"] + suffix, "labels": labels}
+    body = {"apiVersion": api_version, "kind": kind, "metadata": metadata, "spec": {}}
     kopf.adopt(body, owner=kopf.Body(md))
     return body
 
@@ -359,6 +362,9 @@ def kube_api_calls(api: KubeAPI, md: dict[str, Any]) -> dict[str, Callable[[], A
     for api_version, kind in CHILD_RESOURCES:
         key = (api_version, kind, name)
         calls[f"create_child {kind}"] = lambda a=api_version, k=kind: api.create_child(namespace, child_body(a, k, md))
+        calls[f"create_child {kind} (its name held)"] = lambda a=api_version, k=kind: refused(
+            api.create_child(namespace, child_body(a, k, md, TAKEN))
+        )
         calls[f"patch_child {kind}"] = lambda key=key: api.patch_child(namespace, key, {"spec": {}})
         calls[f"delete_child {kind}"] = lambda key=key: api.delete_child(namespace, key)
     return calls

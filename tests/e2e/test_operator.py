@@ -368,3 +368,27 @@ def test_a_resync_with_nothing_to_do_reads_nothing(
     after = eventually(once(lambda found: found["watch"] >= before["watch"] + 2), 60, "two resyncs from the watches")
     assert after["calls"] == before["calls"], (before, after)
     assert after["api"] == before["api"], (before, after)
+
+
+def test_an_inference_service_of_the_name_that_is_someone_else_s_is_not_taken_over(
+    esteira: Esteira, kube_namespace: str
+) -> None:
+    """Its create refused (AlreadyExists), the operator patched it into its own: labels, owner, spec."""
+    theirs = {
+        "apiVersion": "serving.kserve.io/v1beta1",
+        "kind": "InferenceService",
+        "metadata": {"name": "iris", "namespace": kube_namespace, "labels": {"team": "search"}},
+        "spec": {"predictor": {"model": {"modelFormat": {"name": "sklearn"}, "storageUri": "s3://theirs/model"}}},
+    }
+    esteira.custom.create_namespaced_custom_object(
+        "serving.kserve.io", "v1beta1", kube_namespace, "inferenceservices", theirs
+    )
+    esteira.create_md(kube_namespace, md(kube_namespace))
+    said = eventually(
+        lambda: [e for e in esteira.events_for(kube_namespace, "iris") if e["reason"] == "ChildRefused"],
+        what="the ChildRefused event",
+    )
+    assert said[0]["type"] == "Warning" and "not ModelDeployment iris's" in said[0]["message"]
+    held = esteira.get_isvc(kube_namespace, "iris") or {}
+    assert held["metadata"]["labels"] == {"team": "search"} and not held["metadata"].get("ownerReferences")
+    assert held["spec"]["predictor"]["model"]["storageUri"] == "s3://theirs/model"

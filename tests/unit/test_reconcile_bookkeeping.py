@@ -7,9 +7,12 @@ import asyncio
 from typing import Any
 
 import kopf
+import pytest
 
 from esteira.controller import handlers
+from esteira.controller import reconciler as reconciler_module
 from esteira.controller.reconciler import Reconciler
+from esteira.controller.retry import ApiError
 from tests.support.specs import spec
 from tests.unit.test_observed_reads import ClusterAPI
 
@@ -83,3 +86,40 @@ def test_a_gone_object_s_lock_goes_but_not_while_a_reconcile_holds_it() -> None:
         assert ("models", "iris") not in reconciler._locks
 
     asyncio.run(scenario())
+
+
+class RefusingAPI(ClusterAPI):
+    """Refuses child patches with ``refusal`` (a status) while it is set, as an admission policy would."""
+
+    refusal: int | None = None
+
+    async def patch_child(self, namespace: str, key: Any, patch: dict[str, Any]) -> dict[str, Any]:
+        if self.refusal is not None:
+            raise ApiError(self.refusal, 'admission webhook "policy.example.com" denied the request')
+        return await super().patch_child(namespace, key, patch)
+
+
+def test_a_child_write_refused_for_good_is_said_once_and_tried_again_at_the_next_reconcile(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Raised, it was retried every five seconds with an error Event each time, for as long as it lasted."""
+    posted: list[str] = []
+    monkeypatch.setattr(reconciler_module.kopf, "event", lambda *_, reason, **__: posted.append(reason))
+    api = RefusingAPI(spec())
+    reconciler = Reconciler(api, None)  # type: ignore[arg-type]
+    asyncio.run(reconciler.reconcile("models", "iris"))
+    api.serve()
+    asyncio.run(reconciler.reconcile("models", "iris"))
+    isvc = next(iter(api.children.values()))
+    isvc["spec"]["predictor"]["minReplicas"] = 7  # a manual edit, which the operator puts back
+    api.refusal, posted[:] = 403, []
+    for _ in range(3):
+        assert asyncio.run(reconciler.reconcile("models", "iris")) == "updated"
+    assert posted.count("ChildRefused") == 1 and isvc["spec"]["predictor"]["minReplicas"] == 7
+    api.refusal = None
+    asyncio.run(reconciler.reconcile("models", "iris"))
+    assert next(iter(api.children.values()))["spec"]["predictor"].get("minReplicas") != 7
+    api.refusal = 404  # gone meanwhile: its deletion event reconciles; nothing refused
+    next(iter(api.children.values()))["spec"]["predictor"]["minReplicas"] = 7
+    asyncio.run(reconciler.reconcile("models", "iris"))
+    assert posted.count("ChildRefused") == 1

@@ -246,8 +246,38 @@ class KubeAPI:
             )
 
     async def create_child(self, namespace: str, body: dict[str, Any]) -> dict[str, Any]:
+        """Create a child. One of its name that exists already is a 409 when it is this ModelDeployment's (a
+        retried create, or one left by an earlier ModelDeployment of the name, which the caller adopts), and
+        `NameTaken` when it is not: patched, someone else's object was taken over, its controller dropped."""
         group, version, plural = CHILD_RESOURCES[(body["apiVersion"], body["kind"])]
-        created = await self._call(self._api.create_namespaced_custom_object, group, version, namespace, plural, body)
+        try:
+            created = await self._call(
+                self._api.create_namespaced_custom_object, group, version, namespace, plural, body
+            )
+        except ApiError as exc:
+            if exc.status != 409:
+                raise
+            name = body["metadata"]["name"]
+            listing = await self._call(
+                self._api.list_namespaced_custom_object,
+                group,
+                version,
+                namespace,
+                plural,
+                field_selector=f"metadata.name={name}",
+            )
+            held = listing.get("items") or []
+            if not held:  # deleted since: made now (a 409 again is the caller's to patch)
+                return await self._call(
+                    self._api.create_namespaced_custom_object, group, version, namespace, plural, body
+                )
+            owner = body["metadata"]["labels"][LABEL_DEPLOYMENT]
+            if ((held[0].get("metadata") or {}).get("labels") or {}).get(LABEL_DEPLOYMENT) != owner:
+                raise NameTaken(
+                    f"an {body['kind']} named {name} exists that is not ModelDeployment {owner}'s (no "
+                    f"{LABEL_DEPLOYMENT}={owner} label): rename or delete it; Esteira does not take it over"
+                ) from None
+            raise
         self._missing_since.pop(plural, None)
         return created
 

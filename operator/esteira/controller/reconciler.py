@@ -7,7 +7,7 @@ import functools
 import logging
 import time
 from collections import Counter, defaultdict
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -78,6 +78,7 @@ class Reconciler:
         # namespace -> (when, events seen before) a list of its RolloutCommands found none open
         self._no_open_commands: dict[str, tuple[float, int]] = {}
         self._accuracy_read: dict[tuple[str, str], float] = {}  # (namespace, name) -> when (monotonic)
+        self._refused: dict[tuple[str, str], str] = {}  # (namespace, name) -> the child writes last refused
 
     def command_event(self, namespace: str) -> None:
         """A RolloutCommand of ``namespace`` changed: the next reconcile there lists them again."""
@@ -91,6 +92,7 @@ class Reconciler:
         if (namespace, name) not in self._in_flight:
             self._locks.pop((namespace, name), None)
         self._accuracy_read.pop((namespace, name), None)
+        self._refused.pop((namespace, name), None)
         self.full_reads.forget((namespace, name))
         telemetry.forget_deployment(namespace, name)
 
@@ -378,18 +380,24 @@ class Reconciler:
                 lambda: self.api.patch_model_deployment_status(namespace, md["metadata"]["name"], plan.status_patch),
                 "patch ModelDeployment status",
             )
+        refused: list[str] = []
         for child in plan.creates:
             kopf.adopt(child, owner=cast(kopf.Body, md))
-            await with_backoff(functools.partial(self._create_or_patch, namespace, child), "create child")
+            what = f"create {child['kind']} {child['metadata']['name']}"
+            await _unless_refused(functools.partial(self._create_or_patch, namespace, child), what, refused)
         for key, patch in plan.patches:
-            await with_backoff(functools.partial(self.api.patch_child, namespace, key, patch), "patch child")
+            patched = functools.partial(self.api.patch_child, namespace, key, patch)
+            await _unless_refused(patched, f"patch {key[1]} {key[2]}", refused, gone_too=False)
         for key, owners in plan.adopt:
             ours: dict[str, Any] = {"metadata": {}}
             kopf.adopt(ours, owner=cast(kopf.Body, md))
             adopted = {"metadata": {"ownerReferences": [*owners, *ours["metadata"]["ownerReferences"]]}}
-            await with_backoff(functools.partial(self.api.patch_child, namespace, key, adopted), "adopt child")
+            adopting = functools.partial(self.api.patch_child, namespace, key, adopted)
+            await _unless_refused(adopting, f"adopt {key[1]} {key[2]}", refused, gone_too=False)
         for key in plan.deletes:
-            await with_backoff(functools.partial(self.api.delete_child, namespace, key), "delete child")
+            deleting = functools.partial(self.api.delete_child, namespace, key)
+            await _unless_refused(deleting, f"delete {key[1]} {key[2]}", refused)
+        self._say_refused(md, plan, refused)
         await self._create_retrain_jobs(md, plan)
         await self._send_retrain_events(md, plan)
         decisions = [asked.decision(), *plan.decisions] if asked else plan.decisions
@@ -405,6 +413,19 @@ class Reconciler:
             log = logger.warning if decision.warning else logger.info
             log("%s/%s %s: %s", namespace, md["metadata"]["name"], decision.reason, decision.message)
         self.collector.record(namespace, md["metadata"]["name"], decisions, asked)
+
+    def _say_refused(self, md: dict[str, Any], plan: ReconcilePlan, refused: list[str]) -> None:
+        """A Warning for child writes the API server refused for good (a policy, a webhook, a name held by
+        someone else's object), once for as long as the refusals stay the same; the next resync tries again.
+        Raised, they were retried every five seconds, each try an error Event, for as long as they lasted."""
+        key = (md["metadata"]["namespace"], md["metadata"]["name"])
+        said = "; ".join(refused)
+        if not refused:
+            self._refused.pop(key, None)
+        elif self._refused.get(key) != said:
+            self._refused[key] = said
+            message = f"The API server refused: {said}. Tried again at the next resync"
+            plan.decisions.append(Decision("ChildRefused", message, warning=True))
 
     async def _create_retrain_jobs(self, md: dict[str, Any], plan: ReconcilePlan) -> None:
         """Create each run's Job; one the API server refuses for good (an invalid template, a quota, admission)
@@ -470,7 +491,7 @@ class Reconciler:
         try:
             await self.api.create_child(namespace, child)
         except ApiError as exc:
-            if exc.status != 409:
+            if exc.status != 409 or not exc.retryable:  # NameTaken: someone else's
                 raise
             metadata = {k: child["metadata"][k] for k in ("labels", "annotations", "ownerReferences")}
             await self.api.patch_child(namespace, key_of(child), {"metadata": metadata, "spec": child["spec"]})
@@ -487,6 +508,20 @@ def _unowed(run: dict[str, Any]) -> dict[str, Any]:
     if run.get("webhook") != "Pending":
         return run
     return {**{k: v for k, v in run.items() if k != "webhookNextAt"}, "webhook": "Failed"}
+
+
+async def _unless_refused(
+    call: Callable[[], Awaitable[Any]], what: str, refused: list[str], gone_too: bool = True
+) -> None:
+    """``call`` with retries; a refusal for good (a 4xx but 409 and 429) is added to ``refused``, not raised.
+    Without ``gone_too``, a 404 is no refusal: the object went meanwhile, and its deletion event reconciles."""
+    try:
+        await with_backoff(call, what)
+    except ApiError as exc:
+        if exc.retryable:
+            raise
+        if exc.status != 404 or gone_too:
+            refused.append(f"{what}: {exc}")
 
 
 def acts(plan: ReconcilePlan) -> bool:
