@@ -96,8 +96,8 @@ HOLD_BYTES = 1024 * 1024  # bodies held at most: a large one is encoded at once
 
 
 # The fields of an answer that hold what the ``predictions`` attribute repeats: v1's list, a result's label, v2's
-# label and top-k label tensors, and a regression's value.
-PREDICTION_FIELDS = frozenset({"predictions", "label", "labels", "value", "values"})
+# label and top-k label tensors, and a regression's value (v2's ``prediction`` tensor).
+PREDICTION_FIELDS = frozenset({"predictions", "prediction", "label", "labels", "value", "values"})
 
 
 def sampled(request_id: str, rate: float) -> bool:

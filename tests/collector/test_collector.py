@@ -5,10 +5,13 @@ from __future__ import annotations
 
 import io
 import json
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
 import pyarrow.parquet as pq
+import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
 from esteira.collector.app import Collector, CollectorConfig
@@ -243,3 +246,24 @@ async def test_a_class_answered_as_text_matches_its_label_sent_as_a_number_in_th
     assert f"esteira_correct_predictions_total{{{arm}}} 1.0" in metrics
     assert f'esteira_quality_class_precision{{class="2",{arm}}} 1.0' in metrics
     assert 'class="2.0"' not in metrics
+
+
+def test_a_duration_that_is_not_one_is_refused_at_start_naming_its_option() -> None:
+    """Taken, a bad retention ended the purge task at its first round and nothing was purged again."""
+    with pytest.raises(ValueError, match=r"--retention: not a duration: '7 days'"):
+        CollectorConfig("sqlite:///x.db", retention="7 days")
+    with pytest.raises(ValueError, match=r"--quality-window: '0s' is not longer than zero"):
+        CollectorConfig("sqlite:///x.db", quality_window="0s")
+    run = subprocess.run(
+        [sys.executable, "-m", "esteira.collector", "--retention", "week"], capture_output=True, text=True, timeout=60
+    )
+    assert run.returncode == 2 and "--retention: not a duration: 'week'" in run.stderr
+
+
+async def test_a_batch_resent_after_a_lost_answer_is_counted_stored_once(
+    collector: TestClient,  # type: ignore[type-arg]
+) -> None:
+    for _ in range(2):
+        assert (await post(collector, "/v1/records", [event("again", "1", ["setosa"])]))[0] == 200
+    metrics = await (await collector.get("/metrics")).text()
+    assert 'esteira_collector_accepted_total{kind="records"} 1.0' in metrics

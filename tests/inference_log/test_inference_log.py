@@ -553,3 +553,18 @@ def test_redacting_a_field_answers_carry_predictions_in_keeps_them_out_of_the_pr
     (record,) = delivered
     assert "gamma" not in json.dumps(record)
     assert "predictions" not in record
+
+
+def test_redacting_a_v2_regression_s_prediction_tensor_keeps_its_values_out_of_the_predictions_attribute() -> None:
+    delivered: list[dict[str, Any]] = []
+    outbox = Outbox(lambda batch: delivered.extend(records(batch)), linger=0.0)
+    settings = LogSettings(url="http://sink", mode="response", redact=frozenset({"prediction"}))
+    log = InferenceLog(settings, Identity("house", "1", "2"), outbox)
+    tensor = {"name": "prediction", "datatype": "FP32", "shape": [1], "data": [412345.5]}
+    answer = json.dumps({"model_name": "house", "outputs": [tensor]})
+    request = json.dumps({"inputs": [{"name": "x", "datatype": "FP32", "shape": [1, 1], "data": [1]}]}).encode()
+    log.observe(Context(["r1"]), [exchange(None, request, answer, [Prediction(value=412345.5)])])
+    log.encode_held()
+    eventually(lambda: len(delivered) == 1, 10, "the answer's record delivered")
+    (record,) = delivered
+    assert "412345" not in json.dumps(record) and "predictions" not in record

@@ -28,7 +28,10 @@ def main(argv: list[str] | None = None) -> None:
     token = args.token_file.read_text().strip() if args.token_file else os.environ.get(ENV_COLLECTOR_TOKEN) or None
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     database = args.database_file.read_text().strip() if args.database_file else args.database
-    config = CollectorConfig(database, token, args.max_body, args.retention, args.quality_window)
+    try:
+        config = CollectorConfig(database, token, args.max_body, args.retention, args.quality_window)
+    except ValueError as exc:
+        parser.error(str(exc))
     web.run_app(Collector(config).app(), host=args.host, port=args.port, print=None)
 
 

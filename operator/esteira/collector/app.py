@@ -56,6 +56,15 @@ class CollectorConfig:
     retention: str = "168h"
     quality_window: str = "1h"  # the window of the quality gauges (accuracy, MAE, per-class scores)
 
+    def __post_init__(self) -> None:
+        """Durations are checked at start: a bad retention stopped the purge, quietly, for good."""
+        for option, value in (("--retention", self.retention), ("--quality-window", self.quality_window)):
+            try:
+                if parse_duration(value).total_seconds() <= 0:
+                    raise ValueError(f"{value!r} is not longer than zero")
+            except ValueError as exc:
+                raise ValueError(f"{option}: {exc} (a duration such as 168h or 90m)") from None
+
 
 class Metrics:
     """Counters the rollout's accuracy check reads, and gauges for dashboards, in the app's own registry."""
@@ -252,7 +261,7 @@ class Collector:
         return self._answer("audit", len(entries), added, 0, problems)
 
     def _answer(self, kind: str, valid: int, added: int, joined: int, problems: list[Problem]) -> web.Response:
-        self.metrics.accepted.labels(kind).inc(valid)
+        self.metrics.accepted.labels(kind).inc(added)  # a batch resent after a lost answer: stored once, counted once
         self.metrics.rejected.labels(kind).inc(len(problems))
         body: dict[str, Any] = {"stored": added, "duplicates": valid - added, "joined": joined}
         if problems:
