@@ -258,6 +258,19 @@ def collector_url(url: str) -> bool:
 Sender = Callable[[list[Outgoing]], None]
 
 
+# Refusals that say "not now": the server timed the request out, or asks the sender to slow down.
+RETRYABLE_REFUSALS = frozenset({408, 429})
+
+
+class Refused(Exception):
+    """The sink refused records for good (a 4xx but 408 and 429): sent again, they would be refused again.
+    ``count``: how many (None: the whole batch)."""
+
+    def __init__(self, message: str, count: int | None = None) -> None:
+        super().__init__(message)
+        self.count = count
+
+
 @dataclass
 class Outbox:
     """The bounded queue and its sender thread; `offer` never blocks. A deque and an event rather than a
@@ -370,13 +383,22 @@ class Outbox:
         return batch
 
     def _deliver(self, batch: list[Outgoing]) -> None:
-        """Send ``batch``, retrying with backoff; ``send`` may take what it delivered off the batch's front."""
+        """Send ``batch``, retrying with backoff; ``send`` may take what it delivered off the batch's front.
+        What the sink refused for good is dropped and counted at once: retried, a record the sink will never
+        take held the sender for a dozen seconds while the queue behind it filled."""
         delay = self.backoff
         for attempt in range(self.attempts):
             try:
                 self.send(batch)
                 return
-            except Exception as exc:  # the sink is down or refused: wait and try again
+            except Refused as exc:
+                lost = exc.count if exc.count is not None else len(batch)
+                logger.warning("the sink refused %d inference records for good: %s", lost, exc)
+                with self._lock:
+                    self.dropped += lost
+                    self.failed += lost
+                return
+            except Exception as exc:  # the sink is down or refused for now: wait and try again
                 if attempt == self.attempts - 1:
                     logger.warning(
                         "giving up %d inference records after %d attempts: %s", len(batch), self.attempts, exc
@@ -398,24 +420,42 @@ def http_sender(settings: LogSettings, timeout: float = 5.0) -> Sender:
     upstream = BlockingUpstream(settings.url, connect_seconds=timeout, answer_seconds=timeout)
     target = parse_url(settings.url)[3]
 
-    def post(body: bytes, headers: dict[str, str]) -> None:
-        status = upstream.request("POST", target, body, {**auth, **headers}).status
-        if status >= 300 and status != 422:  # 422: malformed, retrying will not help
-            raise RuntimeError(f"HTTP {status}")
+    def post(body: bytes, headers: dict[str, str]) -> int:
+        """Post; how many of its records the collector refused by index (the rest are stored). Raises
+        `Refused` when the sink refused it whole for good, anything else when it may take it later."""
+        reply = upstream.request("POST", target, body, {**auth, **headers})
+        if reply.status < 300:
+            return 0
+        if reply.status >= 500 or reply.status in RETRYABLE_REFUSALS:
+            raise RuntimeError(f"HTTP {reply.status}")
+        if reply.status == 422 and batched:  # the collector names each item it refused; it stored the others
+            try:
+                answered = json.loads(reply.body)
+            except ValueError:
+                answered = None
+            if isinstance(answered, dict) and "stored" in answered:
+                return len(answered.get("errors") or [])
+        raise Refused(f"HTTP {reply.status}: {reply.body[:200].decode('utf-8', 'replace')}")
 
     def send(records: list[Outgoing]) -> None:
         if batched:
-            post(encode_batch(records), {"Content-Type": CE_BATCH_CONTENT_TYPE})
+            if refused := post(encode_batch(records), {"Content-Type": CE_BATCH_CONTENT_TYPE}):
+                raise Refused(f"the collector refused {refused} of {len(records)} records", refused)
             return
-        delivered = 0
+        delivered = refused = 0
         try:
             for record in records:
                 if isinstance(record, bytes):  # encoded for a collector: this URL is not one
                     raise TypeError("a structured event for a binary-mode sink")
-                post(record.data_json(), {**record.headers(), "Content-Type": "application/json"})
+                try:
+                    post(record.data_json(), {**record.headers(), "Content-Type": "application/json"})
+                except Refused:
+                    refused += 1  # this event for good; the next ones go on
                 delivered += 1
         finally:
             del records[:delivered]  # the outbox retries what is left: no event is posted twice
+        if refused:
+            raise Refused(f"the sink refused {refused} of the events", refused)
 
     return send
 

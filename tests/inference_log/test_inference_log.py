@@ -515,6 +515,44 @@ def test_a_binary_mode_retry_posts_only_the_events_not_yet_delivered() -> None:
 
 
 @pytest.mark.parametrize(
+    ("status", "said", "dropped"),
+    [
+        (413, "", BATCH),  # too large: sent again, too large again
+        (422, '{"error": "the database refused the data: value too long"}', BATCH),  # refused whole, nothing stored
+        (422, '{"stored": 98, "duplicates": 0, "joined": 0, "errors": [{"index": 3, "error": "x"}]}', 1),
+        (401, '{"error": "a bearer token is needed"}', BATCH),
+    ],
+)
+def test_what_the_collector_refuses_for_good_is_dropped_and_counted_at_once(
+    status: int, said: str, dropped: int
+) -> None:
+    """Retried, a batch the collector will never take held the sender a dozen seconds while its queue filled;
+    and a 422 that stored nothing was counted as delivered."""
+    with sink(lambda posts: (status, {"body": said, "Content-Type": "application/json"})) as (url, posts):
+        settings = LogSettings(url=f"{url}{COLLECTOR_RECORDS_PATH}", mode="request")
+        outbox = Outbox(http_sender(settings), linger=60.0, backoff=0.01)
+        log = InferenceLog(settings, Identity("iris", "1", "2"), outbox)
+        ids = [f"r{index}" for index in range(BATCH)]
+        log.observe(Context(ids), [exchange(i, b"{}", '{"predictions": [0]}', [Prediction(label="0")]) for i in ids])
+        eventually(lambda: outbox.dropped == dropped, 30, "the refused records counted")
+    assert len(posts) == 1, "not sent again"
+
+
+def test_an_event_a_binary_mode_sink_refuses_for_good_is_dropped_and_the_next_ones_go_on() -> None:
+    def answer(posts: list[Post]) -> tuple[int, dict[str, str]]:
+        return (400 if len(posts) == 3 else 202), {}
+
+    with sink(answer) as (url, posts):
+        settings = LogSettings(url=f"{url}/events", mode="request")
+        outbox = Outbox(http_sender(settings), linger=60.0, backoff=0.01)
+        log = InferenceLog(settings, Identity("iris", "1", "2"), outbox)
+        ids = [f"r{index}" for index in range(BATCH)]
+        log.observe(Context(ids), [exchange(i, b"{}", '{"predictions": [0]}', [Prediction(label="0")]) for i in ids])
+        eventually(lambda: len(posts) == BATCH and outbox.dropped == 1, 30, "every event posted once, one refused")
+    assert [post.headers["ce-id"] for post in posts] == ids
+
+
+@pytest.mark.parametrize(
     ("body", "json_text"),
     [
         ('{"instances": [{"ssn": "TOP-SECRET-VALUE", "a": 1}', False),  # not JSON: a bracket missing

@@ -22,7 +22,8 @@ class Post:
 
 @contextmanager
 def sink(answer: Callable[[list[Post]], tuple[int, dict[str, str]]]) -> Iterator[tuple[str, list[Post]]]:
-    """An HTTP/1.1 server on loopback that keeps every POST and answers with ``answer(posts so far)``."""
+    """An HTTP/1.1 server on loopback that keeps every POST and answers with ``answer(posts so far)``: a status
+    and headers, and a body when the headers carry one under ``body``."""
     posts: list[Post] = []
 
     class Receiver(BaseHTTPRequestHandler):
@@ -32,10 +33,13 @@ def sink(answer: Callable[[list[Post]], tuple[int, dict[str, str]]]) -> Iterator
             body = self.rfile.read(int(self.headers["Content-Length"]))
             posts.append(Post(self.client_address[1], dict(self.headers), body))
             status, headers = answer(posts)
+            said = {**headers}
+            content = said.pop("body", "").encode()
             self.send_response(status)
-            for name, value in {"Content-Length": "0", **headers}.items():
+            for name, value in {**said, "Content-Length": str(len(content))}.items():
                 self.send_header(name, value)
             self.end_headers()
+            self.wfile.write(content)
 
         def log_message(self, *_: Any) -> None:
             """Quiet."""
