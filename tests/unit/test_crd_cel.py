@@ -353,6 +353,22 @@ SPEC_CASES: list[tuple[str, dict[str, Any], dict[str, Any]]] = [
         spec(rollout={"router": "GatewayAPI"}),
         spec(deploymentMode="Knative", rollout={"router": "GatewayAPI"}),
     ),
+    (
+        SPEC_RULES[12].message,
+        spec(logging={"logger": "KServe", "url": "http://sink"}, rollout={"steps": [10, 100]}),
+        spec(
+            logging={"logger": "KServe", "url": "http://sink"},
+            rollout={"steps": [10, 100], "analysis": {"accuracy": {"metric": "accuracy"}}},
+        ),
+    ),
+    (
+        SPEC_RULES[12].message,
+        spec(logging={"logger": "Esteira"}, retraining={"triggers": {"accuracyBelow": 0.9}, "command": ["train"]}),
+        spec(
+            logging={"logger": "KServe", "url": "http://sink"},
+            retraining={"triggers": {"accuracyBelow": 0.9}, "command": ["train"]},
+        ),
+    ),
 ]
 
 

@@ -1151,6 +1151,21 @@ SPEC_RULES: tuple[SpecRule, ...] = (
         ".rollout.router",
         lambda s: s.deployment_mode == "Knative" and s.rollout.router == "GatewayAPI",
     ),
+    SpecRule(
+        "!has(self.logging) || !has(self.logging.logger) || self.logging.logger != 'KServe' || "
+        "((!has(self.rollout.analysis) || !has(self.rollout.analysis.accuracy)) && (!has(self.retraining) || "
+        "!has(self.retraining.triggers) || !has(self.retraining.triggers.accuracyBelow)))",
+        "rollout.analysis.accuracy and retraining.triggers.accuracyBelow judge each revision on its own labelled "
+        "answers, and KServe's logger does not say which revision answered: use logging.logger Esteira",
+        ".logging.logger",
+        lambda s: (
+            s.logging.logger == "KServe"
+            and (
+                s.rollout.analysis.accuracy is not None
+                or (s.retraining is not None and s.retraining.triggers.accuracy_below is not None)
+            )
+        ),
+    ),
 )
 
 
