@@ -10,6 +10,7 @@ from esteira.routing.base import key_of
 from esteira.state.drift import is_subset
 from esteira.state.reconcile import ReconcileInput, plan_reconcile
 from esteira.vocabulary import ANNOTATION_LAST_APPLIED as LAST_APPLIED
+from esteira.vocabulary import Command
 from tests.support.specs import model, spec
 
 NOW = "2026-01-01T00:00:00Z"
@@ -311,3 +312,22 @@ def test_a_job_this_model_deployment_does_not_own_decides_none_of_its_runs() -> 
     assert [j["metadata"]["name"] for j in orphaned.retrain_jobs] == ["iris-retrain-1"], "its own is asked for"
     ours = planned([{"apiVersion": "serving.esteira.io/v1alpha1", "kind": "ModelDeployment", "uid": "uid-now"}])
     assert ours.status["retraining"]["runs"][0]["outcome"] == "Succeeded" and ours.retrain_jobs == []
+
+
+def test_unreadable_status_starts_afresh_but_remembers_the_commands_carried_out() -> None:
+    """Forgotten, the command annotation still on the object was carried out again."""
+    unreadable = {"phase": "Sideways", "history": "not a list", "lastAnnotationCommand": "c-1", "lastCommand": "u-1"}
+    plan = plan_reconcile(
+        ReconcileInput(
+            name="iris",
+            namespace="models",
+            generation=1,
+            spec=spec(),
+            status=unreadable,
+            objects={},
+            now=NOW,
+            command=Command("c-1", "pause"),
+        )
+    )
+    assert plan.status["lastAnnotationCommand"] == "c-1" and plan.status["lastCommand"] == "u-1"
+    assert not [d for d in plan.decisions if "pause" in d.message.lower() or d.reason.startswith("Command")]

@@ -94,11 +94,14 @@ class ReconcilePlan:
 
 
 def _read_status(raw: dict[str, Any]) -> ModelDeploymentStatus:
-    """Status as last written; unreadable status starts afresh rather than blocking the object forever."""
+    """Status as last written; unreadable status starts afresh rather than blocking the object forever, but
+    keeps which commands were carried out: forgotten, the command annotation still on the object was carried
+    out again (a rollback twice, say)."""
     try:
         return ModelDeploymentStatus.model_validate(raw or {})
     except ValueError:
-        return ModelDeploymentStatus()
+        done = {key: raw[key] for key in ("lastCommand", "lastAnnotationCommand") if isinstance(raw.get(key), str)}
+        return ModelDeploymentStatus.model_validate(done)
 
 
 def _invalid(inp: ReconcileInput, status: ModelDeploymentStatus, exc: InvalidSpec) -> ReconcilePlan:
