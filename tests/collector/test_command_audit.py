@@ -15,28 +15,19 @@ from esteira.api.command import RolloutCommandSpec
 from esteira.collector.app import Collector, CollectorConfig
 from esteira.controller.collector_link import ANNOTATION_REQUESTER, Asked, CollectorLink
 from esteira.controller.reconciler import PendingCommand, asked_for
-from esteira.state.reconcile import ReconcileInput, ReconcilePlan, plan_reconcile
+from esteira.state.reconcile import ReconcilePlan
 from esteira.vocabulary import COMMAND_ANNOTATION, ENV_COLLECTOR_TOKEN, ENV_COLLECTOR_TOKEN_FILE, Command, Decision
 from tests.collector.conftest import TOKEN
 from tests.support.net import free_port
 from tests.support.specs import spec
+from tests.unit.test_reconcile_plan import run
 
 NOW = "2026-01-01T00:00:00Z"
 
 
 def plan(status: dict[str, Any], command: Command | None) -> ReconcilePlan:
-    return plan_reconcile(
-        ReconcileInput(
-            name="iris",
-            namespace="models",
-            generation=1,
-            spec=spec(),
-            status=status,
-            objects={},
-            now=NOW,
-            command=command,
-        )
-    )
+    planned: ReconcilePlan = run(spec(), status, now=NOW, command=command)
+    return planned
 
 
 def with_annotation(command: Command, status: dict[str, Any]) -> dict[str, Any]:

@@ -23,7 +23,9 @@ def run(
     isvc: dict[str, Any] | None = None,
     now: str = NOW,
     generation: int = 1,
+    **more: Any,
 ):
+    """One reconcile of `iris` in `models`; ``more`` sets the other inputs (command, retrain_jobs, ...)."""
     return plan_reconcile(
         ReconcileInput(
             name="iris",
@@ -33,6 +35,7 @@ def run(
             status=status or {},
             objects={key_of(isvc): isvc} if isvc else {},
             now=now,
+            **more,
         )
     )
 
@@ -293,19 +296,7 @@ def test_a_job_this_model_deployment_does_not_own_decides_none_of_its_runs() -> 
     def planned(owners: list[dict[str, Any]]):
         job = copy.deepcopy(left)
         job["metadata"]["ownerReferences"] = owners
-        return plan_reconcile(
-            ReconcileInput(
-                name="iris",
-                namespace="models",
-                generation=1,
-                spec=body,
-                status=copy.deepcopy(status),
-                objects={},
-                now=LATER,
-                retrain_jobs={"iris-retrain-1": job},
-                owner_uid="uid-now",
-            )
-        )
+        return run(body, copy.deepcopy(status), now=LATER, retrain_jobs={"iris-retrain-1": job}, owner_uid="uid-now")
 
     orphaned = planned([])
     assert orphaned.status["retraining"]["runs"][0]["outcome"] == "Running"
@@ -317,17 +308,6 @@ def test_a_job_this_model_deployment_does_not_own_decides_none_of_its_runs() -> 
 def test_unreadable_status_starts_afresh_but_remembers_the_commands_carried_out() -> None:
     """Forgotten, the command annotation still on the object was carried out again."""
     unreadable = {"phase": "Sideways", "history": "not a list", "lastAnnotationCommand": "c-1", "lastCommand": "u-1"}
-    plan = plan_reconcile(
-        ReconcileInput(
-            name="iris",
-            namespace="models",
-            generation=1,
-            spec=spec(),
-            status=unreadable,
-            objects={},
-            now=NOW,
-            command=Command("c-1", "pause"),
-        )
-    )
+    plan = run(spec(), status=unreadable, command=Command("c-1", "pause"))
     assert plan.status["lastAnnotationCommand"] == "c-1" and plan.status["lastCommand"] == "u-1"
     assert not [d for d in plan.decisions if "pause" in d.message.lower() or d.reason.startswith("Command")]
