@@ -9,10 +9,13 @@ from typing import Any
 import kopf
 import pytest
 
+from esteira.api.spec import ModelDeploymentSpec
+from esteira.api.status import ModelDeploymentStatus, RevisionRecord
 from esteira.controller import handlers
 from esteira.controller import reconciler as reconciler_module
 from esteira.controller.reconciler import Reconciler
 from esteira.controller.retry import ApiError
+from esteira.quality.scores import Tally
 from tests.support.specs import spec
 from tests.unit.test_observed_reads import ClusterAPI
 
@@ -123,3 +126,36 @@ def test_a_child_write_refused_for_good_is_said_once_and_tried_again_at_the_next
     next(iter(api.children.values()))["spec"]["predictor"]["minReplicas"] = 7
     asyncio.run(reconciler.reconcile("models", "iris"))
     assert posted.count("ChildRefused") == 1
+
+
+def test_stable_s_accuracy_read_stands_until_the_next_read_is_due(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Dropped with a plan made again (its watch data stale) or not applied, a reading waited a whole minute."""
+    reads: list[int] = []
+
+    def tallies(client: Any) -> Any:
+        async def read(namespace: str, name: str, revision: int, window: int) -> Tally:
+            reads.append(revision)
+            return Tally(200, 150, 0.0, 0.0)
+
+        return read
+
+    async def prometheus(self: Reconciler, md: dict[str, Any], spec: Any) -> tuple[object, None]:
+        return object(), None
+
+    monkeypatch.setattr(reconciler_module, "prometheus_tallies", tallies)
+    monkeypatch.setattr(Reconciler, "_prometheus", prometheus)
+    reconciler = Reconciler(ClusterAPI(spec()), None)  # type: ignore[arg-type]
+    body = spec(retraining={"triggers": {"accuracyBelow": 0.9}, "command": ["train"]})
+    md = {"metadata": {"namespace": "models", "name": "iris"}, "spec": body}
+
+    def parsed(revision: int) -> Any:
+        stable = RevisionRecord(revision=revision, model_version="1", storage_uri="s3://m/1", since="x")
+        return ModelDeploymentSpec.parse(body), ModelDeploymentStatus(stable=stable)
+
+    async def scenario() -> None:
+        first = await reconciler._stable_accuracy(md, parsed(1))
+        again = await reconciler._stable_accuracy(md, parsed(1))
+        assert first is not None and again == first and reads == [1]
+        assert await reconciler._stable_accuracy(md, parsed(2)) is not None and reads == [1, 2], "a new stable"
+
+    asyncio.run(scenario())

@@ -77,7 +77,8 @@ class Reconciler:
         self._command_events: defaultdict[str, int] = defaultdict(int)  # namespace -> RolloutCommand events seen
         # namespace -> (when, events seen before) a list of its RolloutCommands found none open
         self._no_open_commands: dict[str, tuple[float, int]] = {}
-        self._accuracy_read: dict[tuple[str, str], float] = {}  # (namespace, name) -> when (monotonic)
+        # (namespace, name) -> when (monotonic) stable's accuracy was last read, of which revision, and what it was
+        self._accuracy_read: dict[tuple[str, str], tuple[float, int | None, Tally | None]] = {}
         self._refused: dict[tuple[str, str], str] = {}  # (namespace, name) -> the child writes last refused
 
     def command_event(self, namespace: str) -> None:
@@ -243,27 +244,31 @@ class Reconciler:
 
     async def _stable_accuracy(self, md: dict[str, Any], parsed: Parsed | None) -> Tally | None:
         """Stable's labelled predictions over retraining.triggers.accuracyWindow, for triggers.accuracyBelow, read
-        at most every ``ACCURACY_READ_SECONDS``; None when not asked for, not due or not readable (an incident
-        is never made of missing figures)."""
+        at most every ``ACCURACY_READ_SECONDS``, the last reading standing between reads (a reading dropped with
+        a plan made again, or not applied, waited a whole interval); None when not asked for or not readable (an
+        incident is never made of missing figures)."""
         if parsed is None:
             return None
         spec, status = parsed
         triggers = spec.retraining.triggers if spec.retraining else None
         if triggers is None or triggers.accuracy_below is None or status.stable is None:
             return None
-        key = (md["metadata"]["namespace"], md["metadata"]["name"])
-        if time.monotonic() - self._accuracy_read.get(key, -ACCURACY_READ_SECONDS) < ACCURACY_READ_SECONDS:
-            return None
-        self._accuracy_read[key] = time.monotonic()
+        key, revision = (md["metadata"]["namespace"], md["metadata"]["name"]), status.stable.revision
+        when, read_revision, tally = self._accuracy_read.get(key, (-ACCURACY_READ_SECONDS, None, None))
+        if read_revision == revision and time.monotonic() - when < ACCURACY_READ_SECONDS:
+            return tally
+        self._accuracy_read[key] = (time.monotonic(), revision, None)
         client, _ = await self._prometheus(md, spec)
         if client is None:
             return None
         window = int(parse_duration(triggers.accuracy_window).total_seconds())
         try:
-            return await prometheus_tallies(client)(*key, status.stable.revision, window)
+            tally = await prometheus_tallies(client)(*key, revision, window)
         except MetricsUnavailable as exc:
             logger.warning("stable's labelled accuracy of %s/%s could not be read: %s", *key, exc)
             return None
+        self._accuracy_read[key] = (time.monotonic(), revision, tally)
+        return tally
 
     async def _prometheus_auth(self, namespace: str, spec: ModelDeploymentSpec) -> PrometheusAuth | None:
         """The spec's Secret, or the operator's own credentials, which only ever go to the operator's own URL."""
