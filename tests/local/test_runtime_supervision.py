@@ -192,3 +192,71 @@ def test_stable_accuracy_is_read_at_most_once_a_minute_as_the_operator_reads_it(
 
     first, *rest = asyncio.run(scenario())
     assert first == Tally(200, 100) and rest == [None, None] and reads == [1800]
+
+
+@dataclass
+class DiesLoading(StandIn):
+    """Once ``dying``, never ready: each launch ends before its model has loaded."""
+
+    dying: bool = False
+
+    async def check_ready(self, session: aiohttp.ClientSession) -> bool:
+        return not self.dying and await super().check_ready(session)
+
+
+def test_a_server_that_crashes_as_it_starts_again_after_a_steady_run_is_given_up(tmp_path: Path) -> None:
+    """Its readiness of ten minutes ago stood for each new launch: every crash counted as the first after a
+    steady run, and it was started again for ever."""
+
+    async def scenario() -> None:
+        async with local_runtime(tmp_path) as runtime:
+            server = runtime.servers[1] = DiesLoading(
+                1, "iris", "1.0.0", tmp_path, runtime.workdir / "revision-1", runtime.spec
+            )
+            await runtime._bring_up(server, "Starting")
+            assert server.pgid is not None
+            server.ready_since = time.monotonic() - STEADY_SECONDS - 1  # up ten minutes
+            server.command, server.dying = ("sh", "-c", "sleep 0.3; exit 3"), True  # from now on, dies loading
+            os.kill(server.pgid, signal.SIGKILL)
+            for _ in range(MAX_RESTARTS + 1):
+                await eventually_async(lambda: server.exited() is not None and not server.stopping)
+                runtime._supervise()
+                await asyncio.gather(*runtime._tasks)
+            failed = [event.message for event in runtime.timeline if event.reason == "ServerFailed"]
+            assert failed and f"restart {MAX_RESTARTS}: giving up" in failed[0]
+
+    asyncio.run(scenario())
+
+
+@dataclass
+class SlowToLoad(StandIn):
+    """Answers its readiness check only ``loading`` seconds after it starts; waited for a short while a time."""
+
+    loading: float = 1.0
+    started: float = 0.0
+
+    async def launch(self) -> None:
+        self.started = time.monotonic()
+        await super().launch()
+
+    async def check_ready(self, session: aiohttp.ClientSession) -> bool:
+        return await super().check_ready(session) and time.monotonic() - self.started >= self.loading
+
+    async def wait_ready(self, session: aiohttp.ClientSession, within: float = 180.0) -> None:
+        await super().wait_ready(session, within=0.2)
+
+
+def test_a_server_still_loading_past_the_wait_serves_once_it_is_ready(tmp_path: Path) -> None:
+    """Left out after the wait, it ran, ready, and took no traffic for good (a pod serves once Ready)."""
+
+    async def scenario() -> None:
+        async with local_runtime(tmp_path) as runtime:
+            server = runtime.servers[1] = SlowToLoad(
+                1, "iris", "1.0.0", tmp_path, runtime.workdir / "revision-1", runtime.spec
+            )
+            await runtime._bring_up(server, "Starting")
+            assert server.ready and runtime.router.backends.get(1)
+            waited = [event.message for event in runtime.timeline if event.reason == "ServerNotReady"]
+            assert waited and "still waiting" in waited[0]
+
+    asyncio.run(scenario())

@@ -44,6 +44,10 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+class StillStarting(RuntimeError):
+    """A server that runs and has not answered its readiness check yet (a large model still loading)."""
+
+
 @dataclass
 class ModelServer(ABC):
     """One revision's packaged folder served on loopback by one runtime (`runtime` names it in messages)."""
@@ -149,7 +153,7 @@ class ModelServer(ABC):
 
     async def launch(self) -> None:
         """Start the process tree in its own session on fresh ports; readiness comes later (`wait_ready`)."""
-        self.ready, self.stopping = False, False
+        self.ready, self.stopping, self.ready_since = False, False, None  # steady is since this launch's readiness
         self.launches += 1
         self.root.mkdir(parents=True, exist_ok=True)
         (self.root / "tmp").mkdir(exist_ok=True)
@@ -176,7 +180,7 @@ class ModelServer(ABC):
             if answered:
                 break
             if time.monotonic() > deadline:
-                raise RuntimeError(f"{self.runtime} for revision {self.revision} not ready after {within:.0f}s")
+                raise StillStarting(f"{self.runtime} for revision {self.revision} not ready after {within:.0f}s")
             await asyncio.sleep(0.3)
         self.ready, self.port_retries, self.ready_since = True, 0, time.monotonic()
 

@@ -35,7 +35,7 @@ from esteira.local.collector import BuiltInCollector
 from esteira.local.drift import DriftReadings, drift_totals
 from esteira.local.kserve_server import KServeServer, RuntimeUnavailable, find_kserve_python
 from esteira.local.manifest import LocalManifest, load_manifest, model_dir
-from esteira.local.model_server import ModelServer
+from esteira.local.model_server import ModelServer, StillStarting
 from esteira.local.provider import LocalMetricProvider, class_counts
 from esteira.local.retraining import CommandRunner
 from esteira.local.router import Router
@@ -546,11 +546,15 @@ class LocalRuntime:
             f"revision {server.revision} (model {server.model_version}) {server.runtime} on {server.listening()}, "
             f"pgid {server.pgid}",
         )
-        try:
-            await server.wait_ready(self._session)
-        except RuntimeError as exc:
-            self.say("ServerNotReady", str(exc).splitlines()[0], True)
-            return
+        while True:
+            try:
+                await server.wait_ready(self._session)
+                break
+            except StillStarting as exc:  # it runs: it serves once ready, as a pod does (a deadline judges a canary)
+                self.say("ServerNotReady", f"{exc}; still waiting for it", True)
+            except RuntimeError as exc:
+                self.say("ServerNotReady", str(exc).splitlines()[0], True)
+                return
         self.router.set_backend(server.revision, server.url, server.at_once, server.joining)
         self.say("ServerReady", f"revision {server.revision} (model {server.model_version}) is ready")
 
