@@ -89,3 +89,15 @@ def test_small_samples_over_the_line_wait_instead_of_failing() -> None:
     )
     (check,) = [c for c in run_checks(analysis, shifted, 20) if c.name.startswith("prediction-shift")]
     assert check.verdict == "Fail"
+
+
+def test_a_stable_that_predicted_nothing_in_the_interval_gives_no_data_not_an_error() -> None:
+    """Its classes are published at 0 and counted so while it answered only errors: the distance raised, and
+    every reconcile with it, so a pause or an abort was never carried out."""
+    analysis = Analysis.model_validate({"predictionShift": {"max": 0.1}})
+    quiet = Evidence(
+        canary=ArmSample(requests=100, class_counts={"a": 60, "b": 40}),
+        stable=ArmSample(requests=900, errors=900, class_counts={"a": 0.0, "b": 0.0}),
+    )
+    (check,) = [c for c in run_checks(analysis, quiet, 10) if c.name.startswith("prediction-shift")]
+    assert (check.verdict, check.value) == ("NoData", None)

@@ -219,6 +219,25 @@ def test_gateway_keeps_the_serving_revision_until_a_new_stable_one_is_ready() ->
     assert [(ref["name"], ref["weight"]) for ref in split] == [("iris-rev-2-predictor", 100)]
 
 
+def test_gateway_keeps_stable_not_a_replaced_canary_until_the_new_stable_one_is_ready() -> None:
+    """A canary at 10 % replaced by an Immediate version 3: the newest ready revision (the canary) took every
+    request meanwhile, and stable, which served 90 %, was deleted."""
+    router = GatewayAPIRouter()
+    at_ten = TrafficPlan(STABLE, CANARY, 10)
+    live = {
+        key_of(o): {**o, "status": {"conditions": [{"type": "Ready", "status": "True"}]}}
+        for o in router.desired(CTX, parsed(), at_ten, {})
+    }
+    third = TrafficPlan(Arm(3, "1.2.0", "s3://m/3"))  # stable at once
+    bridged = {key_of(o): o for o in router.desired(CTX, parsed(), third, live)}
+    split = bridged[("gateway.networking.k8s.io/v1", "HTTPRoute", "iris")]["spec"]["rules"][-1]["backendRefs"]
+    assert [(ref["name"], ref["weight"]) for ref in split] == [
+        ("iris-rev-1-predictor", 100),
+        ("iris-rev-3-predictor", 0),
+    ]
+    assert ("serving.kserve.io/v1beta1", "InferenceService", "iris-rev-2") not in bridged
+
+
 def test_the_route_answers_for_its_own_hosts_only() -> None:
     """Without hosts, the route took every host's requests on its Gateway: a second ModelDeployment's route
     there met it, and the older of the two answered for both."""

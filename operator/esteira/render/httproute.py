@@ -115,6 +115,15 @@ def route_behind(route: dict[str, Any]) -> bool:
     return bool(accepted) and max(accepted) < generation
 
 
+def split_weights(route: dict[str, Any]) -> dict[str, int]:
+    """The route's split as written: each backend Service's weight in the rule callers without a pin take."""
+    for rule in (route.get("spec") or {}).get("rules") or []:
+        refs = rule.get("backendRefs") or []
+        if len(refs) > 1 or not rule.get("matches", [{}])[0].get("headers"):
+            return {str(r.get("name")): int(r.get("weight", 1)) for r in refs}
+    return {}
+
+
 def observed_canary_weight(route: dict[str, Any], canary: Arm, ctx: RenderContext) -> int | None:
     """The canary's weight as the route says, once a Gateway accepted this generation of it; None while unknown.
     An acceptance of an earlier generation says nothing of the weights just written: taken for them, the engine

@@ -147,7 +147,9 @@ def run_checks(
         distance = None
         verdict: bool | None = None
         note = ""
-        if compare and stable is not None and predictions >= max(1, analysis.min_requests) and stable.class_counts:
+        # Stable's counts may all be 0 (its classes published, none predicted in the interval): nothing to compare.
+        stable_predicted = sum(stable.class_counts.values()) if stable is not None else 0
+        if compare and stable is not None and predictions >= max(1, analysis.min_requests) and stable_predicted > 0:
             measure = population_stability_index if shift.method == "PSI" else jensen_shannon_distance
             distance = measure(stable.class_counts, canary.class_counts)
             p_value = homogeneity_p_value(stable.class_counts, canary.class_counts)

@@ -14,8 +14,10 @@ from esteira.render.httproute import (
     render_http_route,
     route_behind,
     route_url,
+    split_weights,
 )
 from esteira.render.inferenceservice import RenderContext, render_inference_service
+from esteira.render.names import predictor_service_name
 from esteira.render.traffic import Arm, TrafficPlan
 from esteira.rollout.inputs import ObservedRoute
 from esteira.routing.base import ChildKind, ObjectKey, Objects, condition_true
@@ -69,7 +71,9 @@ def _serving_meanwhile(ctx: RenderContext, plan: TrafficPlan, live: Objects) -> 
 
     An Immediate rollout or a rollback makes a new stable revision at once: routed to its InferenceService
     before that was ready, and with the ready one deleted in the same reconcile, every request failed until it
-    was. The newest ready one keeps serving instead, until the next reconcile finds the new one ready.
+    was. The ready one the route sends most to keeps serving instead (the newest of equals), until the next
+    reconcile finds the new one ready: the newest alone was a canary replaced mid-rollout, which then took every
+    request while the stable it had been judged against was deleted.
     """
     if condition_true(live.get((ISVC_API_VERSION, "InferenceService", arm_service_name(ctx, plan.stable))), "Ready"):
         return None
@@ -80,7 +84,13 @@ def _serving_meanwhile(ctx: RenderContext, plan: TrafficPlan, live: Objects) -> 
             ready.append((int(found.group(1)), obj))
     if not ready:
         return None
-    revision, obj = max(ready, key=lambda entry: entry[0])
+    route = live.get((HTTPROUTE_API_VERSION, "HTTPRoute", ctx.name))
+    weights = split_weights(route) if route is not None else {}
+
+    def serving(entry: tuple[int, dict[str, Any]]) -> tuple[int, int]:
+        return weights.get(predictor_service_name(entry[1]["metadata"]["name"]), 0), entry[0]
+
+    revision, obj = max(ready, key=serving)
     applied = last_applied(obj)
     metadata = obj["metadata"]
     kept = {
