@@ -99,7 +99,7 @@ PATHS: dict[str, list[TrafficPlan]] = {
         TrafficPlan(V2),
     ],
     "promote-version-only": [TrafficPlan(V1), TrafficPlan(V1, V2_SAME_BUILD, 10), TrafficPlan(V2_SAME_BUILD)],
-    "rollback": [TrafficPlan(V1), TrafficPlan(V1, V2, 50), TrafficPlan(V1, rolled_back=True), TrafficPlan(V1)],
+    "rollback": [TrafficPlan(V1), TrafficPlan(V1, V2, 50), TrafficPlan(V1), TrafficPlan(V1)],
     "rollback-to-earlier": [TrafficPlan(V1), TrafficPlan(V2), TrafficPlan(V3), TrafficPlan(V1)],
 }
 

@@ -266,6 +266,29 @@ def test_knative_rollback_pins_traffic_to_the_previous_revision_until_stable_is_
     restored["status"]["components"] = {"predictor": {"latestReadyRevision": "r3", "latestCreatedRevision": "r3"}}
     settled = run(v2, status=aborted.status, isvc=restored, generation=2, now=LATER)
     assert settled.patch is not None and settled.patch["spec"]["predictor"]["canaryTrafficPercent"] is None
+    # Lifting the pin changes the generation, which KServe has not observed yet: read as "not restored", the pin
+    # went back, and was lifted again, write after write.
+    lifted = apply(restored, settled.patch)
+    lifted["metadata"]["generation"] = 4
+    after = run(v2, status=settled.status, isvc=lifted, generation=2, now=LATER)
+    assert after.patch is None and not after.decisions
+
+
+def test_knative_pins_traffic_when_a_canary_is_replaced_by_stable_s_own_build() -> None:
+    """A GitOps revert of the spec to stable's build ends the canary without a rollback: unpinned, Knative sent
+    every request to its latest ready revision, the abandoned canary, until stable's came up again."""
+    knative = spec(deploymentMode="Knative", autoscaling={"metric": "concurrency"})
+    first = run(knative)
+    assert first.create is not None
+    v2 = {**knative, "model": model(version="2", storageUri="s3://m/2")}
+    canary_plan = run(v2, status=first.status, isvc=kserve_ready(first.create), generation=2)
+    assert canary_plan.patch is not None
+    live = kserve_ready(apply(first.create, canary_plan.patch), generation=2)
+    live["status"]["components"] = {"predictor": {"latestReadyRevision": "r2", "latestCreatedRevision": "r2"}}
+    reverted = run(knative, status=canary_plan.status, isvc=live, generation=3, now=LATER)
+    assert reverted.status.get("canary") is None and reverted.patch is not None
+    predictor = apply(live, reverted.patch)["spec"]["predictor"]
+    assert predictor["canaryTrafficPercent"] == 0 and predictor["model"]["storageUri"] == "s3://models/iris/1.0.0"
 
 
 def test_a_gateway_routed_deployment_is_served_at_its_route_s_host() -> None:

@@ -28,9 +28,6 @@ class TrafficPlan:
     stable: Arm
     canary: Arm | None = None
     canary_weight: int = 0
-    # The last rollout ended in a rollback: a router whose backend still routes to the canary's build
-    # (Knative's latest ready revision) keeps traffic pinned to stable until stable's spec is ready again.
-    rolled_back: bool = False
     # The canary gets a copy of every request stable answers (rollout.mirror, before its first step).
     mirror: bool = False
 

@@ -241,7 +241,6 @@ def traffic_plan(status: ModelDeploymentStatus) -> TrafficPlan:
         raise ValueError("no stable revision recorded")
     stable = Arm(status.stable.revision, status.stable.model_version, status.stable.storage_uri)
     if status.canary is None:
-        last = status.last_rollout
-        return TrafficPlan(stable=stable, rolled_back=last is not None and last.outcome == "RolledBack")
+        return TrafficPlan(stable=stable)
     canary = Arm(status.canary.revision, status.canary.model_version, status.canary.storage_uri)
     return TrafficPlan(stable=stable, canary=canary, canary_weight=status.canary.weight, mirror=status.canary.mirroring)

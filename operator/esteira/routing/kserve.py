@@ -34,12 +34,19 @@ def knative_restoring(stable_revision: int, isvc: dict[str, Any] | None) -> bool
     """Whether a Knative InferenceService still has to bring stable's spec back to a ready revision.
 
     True until the live object carries stable's revision and KServe reports its latest revision ready
-    for the current generation; until then a rollback pins traffic to the previous revision, because
-    Knative would otherwise route to its latest ready revision: the rolled-back canary.
+    for the current generation; until then traffic is pinned to the previous revision, because Knative
+    would otherwise route to its latest ready revision: the canary rolled back, or replaced (the spec
+    reverted to stable's build, a rollback to an earlier revision or an Immediate version mid-rollout).
+    Once the pin is lifted on stable's revision, that is done: lifting it changes the generation, and read
+    as "not current" again, the pin went back and was lifted again, write after write.
     """
     if isvc is None:
         return False
-    return not (_served_revision(isvc) == str(stable_revision) and is_current(isvc) and _latest_ready(isvc))
+    serves_stable = _served_revision(isvc) == str(stable_revision)
+    pinned = "canaryTrafficPercent" in ((isvc.get("spec") or {}).get("predictor") or {})
+    if serves_stable and not pinned:
+        return False
+    return not (serves_stable and is_current(isvc) and _latest_ready(isvc))
 
 
 class KServeRouter:
@@ -59,7 +66,6 @@ class KServeRouter:
         pin = (
             spec.deployment_mode == "Knative"
             and plan.canary is None
-            and plan.rolled_back
             and knative_restoring(plan.stable.revision, live.get(self.primary(ctx, plan)))
         )
         return [render_inference_service(ctx, spec, plan, pin_previous=pin)]
