@@ -18,6 +18,7 @@ from esteira.render import RenderContext
 from esteira.state.retrain import plan_retraining
 from tests.local.conftest import MODELS
 from tests.support.specs import spec
+from tests.support.waiting import eventually
 
 NOW = datetime(2026, 6, 1, 12, 0, 0)
 
@@ -75,6 +76,43 @@ async def test_a_command_that_cannot_start_fails_its_run_and_says_why_in_its_log
     done = plan_retraining(ctx, md, status, runner.jobs(), NOW + timedelta(minutes=1), runs_commands=True)
     assert [d.reason for d in done.decisions] == ["RetrainingFailed"]
     assert status.retraining is not None and status.retraining.runs[0].outcome == "Failed"
+
+
+IGNORES_SIGTERM_WITH_A_CHILD = (
+    "import signal, subprocess, sys, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); "
+    "child = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(300)']); "
+    "open('child.pid', 'w').write(str(child.pid)); time.sleep(300)"
+)
+
+
+async def test_stopping_ends_a_command_that_ignores_sigterm_and_what_it_started(tmp_path: Path) -> None:
+    """Waited for without end, it held Ctrl-C; stopped alone, a shell's children outlived esteira up."""
+    md = ModelDeploymentSpec.parse(
+        spec(
+            retraining={
+                "triggers": {"schedule": "24h"},
+                "command": [sys.executable, "-c", IGNORES_SIGTERM_WITH_A_CHILD],
+            }
+        )
+    )
+    status, runner, ctx = ModelDeploymentStatus(), CommandRunner(tmp_path), RenderContext("iris", "default")
+    (run,) = plan_retraining(ctx, md, status, runner.jobs(), NOW, runs_commands=True).commands
+    await runner.start("iris", run, md.retraining.command or [], tmp_path)  # type: ignore[union-attr]
+    pid_file = tmp_path / "child.pid"
+    await asyncio.to_thread(eventually, lambda: pid_file.exists() and pid_file.read_text(), 30, "its child")
+    child = int(pid_file.read_text())
+    async with asyncio.timeout(20):
+        await runner.stop(grace=0.5)
+    await asyncio.to_thread(eventually, lambda: not running(child), 10, "the command's child gone")
+
+
+def running(pid: int) -> bool:
+    """Whether a process runs (a zombie, ended and not yet reaped by its parent, does not)."""
+    status = Path(f"/proc/{pid}/status")
+    try:
+        return "zombie" not in status.read_text().lower()
+    except FileNotFoundError:
+        return False
 
 
 def test_esteira_up_runs_no_retraining_without_a_command_and_says_so_once(tmp_path: Path) -> None:

@@ -17,11 +17,14 @@ from typing import Any
 import aiohttp
 import pytest
 
+from esteira.api.spec import ModelDeploymentSpec
+from esteira.local.cli import serve
 from esteira.local.runtime import MAX_RESTARTS, STEADY_SECONDS, LocalRuntime
 from esteira.local.server import free_port
 from esteira.packaging.processes import group_members
 from tests.local.conftest import MODELS
 from tests.support.prerequisites import require_file
+from tests.support.specs import spec
 from tests.support.stand_ins import StandInServer
 from tests.support.waiting import eventually
 
@@ -169,7 +172,6 @@ def test_stable_accuracy_is_read_at_most_once_a_minute_as_the_operator_reads_it(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Read on every tick (each second), a query over the whole accuracy window ran for nothing."""
-    from esteira.api.spec import ModelDeploymentSpec
     from esteira.api.status import RevisionRecord
     from esteira.local.collector import BuiltInCollector
     from esteira.quality.scores import Tally
@@ -260,3 +262,31 @@ def test_a_server_still_loading_past_the_wait_serves_once_it_is_ready(tmp_path: 
             assert waited and "still waiting" in waited[0]
 
     asyncio.run(scenario())
+
+
+class BreaksWhileServing:
+    """A runtime whose run raises what nobody foresaw; records whether it was stopped."""
+
+    url, spec = "http://127.0.0.1:1", ModelDeploymentSpec.parse(spec())
+
+    def __init__(self) -> None:
+        self.stopped = False
+
+    async def start(self) -> None:
+        return None
+
+    def say(self, reason: str, message: str) -> None:
+        return None
+
+    async def run(self, stop: asyncio.Event) -> None:
+        raise KeyError("unforeseen")
+
+    async def stop(self) -> None:
+        self.stopped = True
+
+
+def test_an_unforeseen_error_while_serving_still_stops_the_model_servers() -> None:
+    """Its model servers run in sessions of their own: esteira up exited, and they served on, unstopped."""
+    runtime = BreaksWhileServing()
+    assert asyncio.run(serve(runtime)) == 1  # type: ignore[arg-type]
+    assert runtime.stopped

@@ -12,6 +12,7 @@ import json
 import os
 import signal
 import sys
+import traceback
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -61,6 +62,10 @@ async def serve(runtime: LocalRuntime) -> int:
         return 2
     except RuntimeError as exc:
         print(f"esteira up: {exc}", file=sys.stderr)
+        await runtime.stop()
+        return 1
+    except Exception:  # unforeseen: its model servers run in sessions of their own, and outlived it unstopped
+        traceback.print_exc()
         await runtime.stop()
         return 1
     await runtime.stop()
