@@ -65,7 +65,7 @@ import numpy as np
 from ts.metrics.caching_metric import CachingMetric
 from ts.metrics.metric_type_enum import MetricTypes
 
-from esteira.vocabulary import series_label
+from esteira.vocabulary import LATENCY_TOP_SECONDS, series_label
 from model_handlers.protocol import Identity
 
 logger = logging.getLogger(__name__)
@@ -103,7 +103,7 @@ SERVER_DURATION_BUCKETS = (
     2.5,
     5.0,
     7.5,
-    10.0,
+    LATENCY_TOP_SECONDS,
 )
 FLUSH_SECONDS = 1.0
 # Histogram lines held between writes, at most: each is a line TorchServe's frontend parses, and a second's worth

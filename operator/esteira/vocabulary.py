@@ -88,6 +88,10 @@ CALLER_LEFT_STATUS = 499  # nginx's "client closed request": how a request whose
 EXPECTED_TIMEOUT_HEADER = "x-envoy-expected-rq-timeout-ms"
 RETRY_AFTER_SECONDS = 1  # what a model server's refused caller is told to wait: the least a Retry-After can say
 
+# The top finite bucket of every request-duration histogram Esteira writes (the model servers', the front's and
+# `esteira up`'s router): a quantile past it reads as this bound, whatever it is.
+LATENCY_TOP_SECONDS = 10.0
+
 # Characters that would break TorchServe's worker metric line ("[METRICS]name.unit:value|#dim:value,dim:value|...").
 _SERIES_UNSAFE = re.compile(r"[,:|#\s]")
 

@@ -101,3 +101,19 @@ def test_a_stable_that_predicted_nothing_in_the_interval_gives_no_data_not_an_er
     )
     (check,) = [c for c in run_checks(analysis, quiet, 10) if c.name.startswith("prediction-shift")]
     assert (check.verdict, check.value) == ("NoData", None)
+
+
+def test_a_p95_at_the_top_of_the_duration_buckets_is_never_shown_under_a_cap_at_or_over_it() -> None:
+    """histogram_quantile reads a p95 in +Inf as the top bound, 10 s: a canary taking a minute a request passed a
+    20 s cap, and a ratio against a stable as slow passed too."""
+    analysis = Analysis.model_validate({"latency": {"p95MaxSeconds": 20, "maxIncreaseRatio": 1.5}})
+    slow = Evidence(canary=ArmSample(requests=100, latency_p95=10.0), stable=ArmSample(requests=900, latency_p95=10.0))
+    checks = {c.name: c for c in run_checks(analysis, slow, 10)}
+    assert checks["latency-p95"].verdict == "Fail" and "top of the duration buckets" in checks["latency-p95"].message
+    assert checks["latency-p95-ratio"].verdict == "NoData"
+    quick = Evidence(canary=ArmSample(requests=100, latency_p95=0.2), stable=ArmSample(requests=900, latency_p95=0.2))
+    assert {c.name: c.verdict for c in run_checks(analysis, quick, 10)} == {
+        "error-rate": "Pass",
+        "latency-p95": "Pass",
+        "latency-p95-ratio": "Pass",
+    }

@@ -6,10 +6,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from esteira.packaging.exposition import bucket_of, histogram_lines
+from esteira.vocabulary import LATENCY_TOP_SECONDS
 from model_handlers.metrics import ABANDONED_REQUESTS, ABANDONED_REQUESTS_HELP
 
 # Prometheus client's default buckets, as TorchServe's handler histograms use.
-BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0)
+BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, LATENCY_TOP_SECONDS)
 OUTCOMES = ("ok", "client_error", "server_error")
 
 

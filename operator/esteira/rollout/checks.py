@@ -13,6 +13,7 @@ from esteira.quality.scores import Tally
 from esteira.quality.significance import accuracy_drop_p_value, mae_rise_p_value
 from esteira.rollout.distances import homogeneity_p_value, jensen_shannon_distance, population_stability_index
 from esteira.rollout.evidence import ArmSample, Evidence
+from esteira.vocabulary import LATENCY_TOP_SECONDS
 
 # A prediction shift over its threshold fails only when a difference this large is this unlikely by chance.
 SHIFT_SIGNIFICANCE = 0.01
@@ -125,21 +126,20 @@ def run_checks(
     if analysis.latency is not None:
         p95 = canary.latency_p95
         cap = analysis.latency.p95_max_seconds
-        results.append(_result("latency-p95", p95, f"<= {cap}s", canary.requests, None if p95 is None else p95 <= cap))
+        # At the histograms' top bucket the p95 is that bound or anything past it: no cap at or over it is shown met.
+        past_top = p95 is not None and p95 >= LATENCY_TOP_SECONDS
+        met = None if p95 is None else p95 <= cap and not past_top
+        note = f"p95 at or past {LATENCY_TOP_SECONDS:g}s, the top of the duration buckets" if past_top else ""
+        results.append(_result("latency-p95", p95, f"<= {cap}s", canary.requests, met, note))
         ratio_cap = analysis.latency.max_increase_ratio
         if ratio_cap is not None and not skip_relative:
             ratio = None
             if compare and p95 is not None and stable is not None and stable.latency_p95:
                 ratio = p95 / stable.latency_p95
-            results.append(
-                _result(
-                    "latency-p95-ratio",
-                    ratio,
-                    f"<= {ratio_cap}",
-                    canary.requests,
-                    None if ratio is None else ratio <= ratio_cap,
-                )
-            )
+            within = None if ratio is None else ratio <= ratio_cap
+            if within and past_top:  # a lower bound of the ratio: under the cap says nothing
+                within, ratio = None, None
+            results.append(_result("latency-p95-ratio", ratio, f"<= {ratio_cap}", canary.requests, within, note))
 
     if analysis.prediction_shift is not None and not skip_relative:
         shift = analysis.prediction_shift
