@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 from esteira.api.spec import ModelDeploymentSpec
 from esteira.api.status import ModelDeploymentStatus
 from esteira.rollout.cycle import RolloutOutput, rollout_step
+from esteira.rollout.engine import analysis_due
 from esteira.rollout.evidence import ArmSample, Evidence
 from esteira.rollout.inputs import ObservedRoute, RolloutInput
 from esteira.rollout.phase import phase_of
@@ -423,6 +424,18 @@ def test_pause_is_a_phase_and_resume_leaves_it() -> None:
     assert phase_of(driver.spec, driver.status, "failed") == "Degraded"  # a failing server is shown first
     driver.tick(command=Command(id="r", action="resume"))
     assert phase_of(driver.spec, driver.status, "ready") == "Progressing"
+
+
+def test_a_resume_after_a_long_pause_judges_the_traffic_from_the_resume_on() -> None:
+    """The analysis was due at once: no evidence is read while paused, so it said the metrics were unavailable
+    and cleared the checks, after every resume."""
+    driver = Driver(parsed())
+    driver.tick()
+    driver.tick(command=Command(id="p", action="pause"))
+    resumed = driver.tick(None, after=timedelta(hours=1), command=Command(id="r", action="resume"))
+    assert [d.reason for d in resumed.decisions] == ["Resumed"]
+    assert driver.status.canary is not None and driver.status.canary.last_analysis_at == format_time(driver.now)
+    assert not analysis_due(driver.spec, driver.status, driver.now)
 
 
 def test_pause_before_waits_for_promote() -> None:

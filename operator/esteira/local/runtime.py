@@ -328,7 +328,7 @@ class LocalRuntime:
                 )
             except MetricsUnavailable as exc:
                 error = str(exc)
-        before = (canary.weight, canary.mirroring) if canary else None
+        before = (canary.weight, canary.mirroring, canary.paused) if canary else None
         self._report(await self._monitor(spec, now))  # before the step: BlockRollouts reads it
         out = rollout_step(
             RolloutInput(
@@ -347,7 +347,8 @@ class LocalRuntime:
         self._report_extension(held)
         self._ensure_servers()
         after, stable = self.status.canary, self.status.stable
-        if after is not None and stable is not None and (after.weight, after.mirroring) != before:  # a step began
+        # A step began, or a pause ended (its traffic is judged from the resume on, as the operator's window is)
+        if after is not None and stable is not None and (after.weight, after.mirroring, after.paused) != before:
             with contextlib.suppress(MetricsUnavailable):
                 await self.local_provider.mark(stable.revision, after.revision)
         self._apply_split()

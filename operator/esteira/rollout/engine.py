@@ -258,6 +258,9 @@ def _command(inp: RolloutInput, status: ModelDeploymentStatus, now: str) -> list
         canary.paused = False
         _hold(canary, None)
         canary.step_started_at = now
+        # The next analysis an interval on: due at once, it found no evidence (none is read while paused), said
+        # the metrics were unavailable and cleared the checks.
+        canary.last_analysis_at = now
         canary.unready_since = None  # the progress deadline counts from the resume, as the step does
         canary.router_behind_since = None
         return [Decision("Resumed", f"Canary revision {canary.revision} resumed at {canary.weight}%")]
