@@ -232,9 +232,9 @@ def test_last_applied_annotation_is_compact_json() -> None:
     assert record["spec"] == created["spec"]
 
 
-def test_knative_rollback_pins_traffic_to_the_previous_revision_until_stable_is_back() -> None:
-    from esteira.vocabulary import Command
-
+def knative_canary() -> tuple[dict[str, Any], dict[str, Any], Any, dict[str, Any]]:
+    """A Knative ModelDeployment with revision 2 (model 2) its ready canary: (stable's spec, the canary's spec, the
+    plan that made the canary, the live InferenceService)."""
     knative = spec(deploymentMode="Knative", autoscaling={"metric": "concurrency"})
     first = run(knative)
     assert first.create is not None
@@ -243,6 +243,11 @@ def test_knative_rollback_pins_traffic_to_the_previous_revision_until_stable_is_
     assert canary_plan.patch is not None
     live = kserve_ready(apply(first.create, canary_plan.patch), generation=2)
     live["status"]["components"] = {"predictor": {"latestReadyRevision": "r2", "latestCreatedRevision": "r2"}}
+    return knative, v2, canary_plan, live
+
+
+def test_knative_rollback_pins_traffic_to_the_previous_revision_until_stable_is_back() -> None:
+    _, v2, canary_plan, live = knative_canary()
 
     aborted = plan_reconcile(
         ReconcileInput(
@@ -277,14 +282,7 @@ def test_knative_rollback_pins_traffic_to_the_previous_revision_until_stable_is_
 def test_knative_pins_traffic_when_a_canary_is_replaced_by_stable_s_own_build() -> None:
     """A GitOps revert of the spec to stable's build ends the canary without a rollback: unpinned, Knative sent
     every request to its latest ready revision, the abandoned canary, until stable's came up again."""
-    knative = spec(deploymentMode="Knative", autoscaling={"metric": "concurrency"})
-    first = run(knative)
-    assert first.create is not None
-    v2 = {**knative, "model": model(version="2", storageUri="s3://m/2")}
-    canary_plan = run(v2, status=first.status, isvc=kserve_ready(first.create), generation=2)
-    assert canary_plan.patch is not None
-    live = kserve_ready(apply(first.create, canary_plan.patch), generation=2)
-    live["status"]["components"] = {"predictor": {"latestReadyRevision": "r2", "latestCreatedRevision": "r2"}}
+    knative, _, canary_plan, live = knative_canary()
     reverted = run(knative, status=canary_plan.status, isvc=live, generation=3, now=LATER)
     assert reverted.status.get("canary") is None and reverted.patch is not None
     predictor = apply(live, reverted.patch)["spec"]["predictor"]
