@@ -18,6 +18,7 @@ import aiohttp
 import pytest
 
 from esteira.api.spec import ModelDeploymentSpec
+from esteira.api.status import HistoryEntry
 from esteira.local.cli import serve
 from esteira.local.runtime import MAX_RESTARTS, STEADY_SECONDS, LocalRuntime
 from esteira.local.server import free_port
@@ -290,3 +291,23 @@ def test_an_unforeseen_error_while_serving_still_stops_the_model_servers() -> No
     runtime = BreaksWhileServing()
     assert asyncio.run(serve(runtime)) == 1  # type: ignore[arg-type]
     assert runtime.stopped
+
+
+def test_a_rollback_to_a_build_whose_folder_is_gone_is_refused_naming_it(tmp_path: Path) -> None:
+    """Taken, it answered that the revision was stable, then the server could not start and nothing served."""
+
+    async def scenario() -> None:
+        async with local_runtime(tmp_path) as runtime:
+            gone = (tmp_path / "iris-0.9.0").as_uri()
+            entry = HistoryEntry(
+                revision=1, model_version="0.9.0", storage_uri=gone, started_at="x", outcome="Superseded"
+            )
+            runtime.status.history = [entry]
+            with pytest.raises(ValueError, match=r"revision 1's build cannot be served again: spec\.model\.storageUri"):
+                runtime._rollback_build(1)
+            assert runtime.override is None
+            runtime.status.history[0].storage_uri = (MODELS / "iris-1.0.0").as_uri()
+            runtime._rollback_build(1)
+            assert runtime.override is not None and runtime.override.model.version == "0.9.0"
+
+    asyncio.run(scenario())

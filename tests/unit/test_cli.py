@@ -287,3 +287,21 @@ def test_render_logs_to_the_collector_it_is_told_of(tmp_path: Path, capsys: pyte
     (isvc,) = _render_docs(capsys, str(path), "--collector-url", "http://esteira-collector.esteira-system.svc:8080")
     env = {e["name"]: e.get("value") for e in isvc["spec"]["predictor"]["model"]["env"]}
     assert env["ESTEIRA_LOG_URL"] == "http://esteira-collector.esteira-system.svc:8080/v1/records"
+
+
+def test_a_runtime_that_answers_too_late_is_not_said_to_be_absent(monkeypatch: pytest.MonkeyPatch) -> None:
+    """It may still carry the command out: told none ran, a person sent promote again, and it moved two steps."""
+    import socket
+
+    from esteira.local import cli as local_cli
+
+    monkeypatch.setattr(local_cli, "CALL_TIMEOUT_SECONDS", 0.3)
+    with socket.socket() as listening:  # accepts, and never answers
+        listening.bind(("127.0.0.1", 0))
+        listening.listen()
+        url = f"http://127.0.0.1:{listening.getsockname()[1]}"
+        with pytest.raises(SystemExit) as exited:
+            local_cli.call(url, "/control/promote", {})
+    message = str(exited.value.code)
+    assert "did not answer within 0.3s" in message and "esteira status" in message
+    assert "no local runtime answers" not in message

@@ -32,6 +32,7 @@ from esteira.retraining.report import card_summary, retraining_lines
 from esteira.vocabulary import ENV_KSERVE_PYTHON, ENV_LOCAL_URL
 
 DEFAULT_URL = os.environ.get(ENV_LOCAL_URL, "http://127.0.0.1:8080")
+CALL_TIMEOUT_SECONDS = 30.0
 
 
 async def serve(runtime: LocalRuntime) -> int:
@@ -123,16 +124,29 @@ def call(url: str, path: str, body: dict[str, Any] | None = None) -> dict[str, A
         url.rstrip("/") + path, data=data, method="GET" if body is None else "POST", headers=headers
     )
     try:
-        with urllib.request.urlopen(request, timeout=30) as answer:
+        with urllib.request.urlopen(request, timeout=CALL_TIMEOUT_SECONDS) as answer:
             result: dict[str, Any] = json.loads(answer.read())
             return result
     except urllib.error.HTTPError as exc:
         raise SystemExit(f"esteira: {_error_of(exc)}") from None
-    except (urllib.error.URLError, OSError) as exc:
+    except (TimeoutError, urllib.error.URLError) as exc:
+        if not isinstance(getattr(exc, "reason", exc), TimeoutError):
+            raise SystemExit(_no_runtime(url, exc)) from None
+        # It may be carrying the command out still (a tick waiting on a slow Prometheus): sent again, a promote
+        # moved two steps.
         raise SystemExit(
-            f"esteira: no local runtime answers at {url} ({getattr(exc, 'reason', exc)}); start one with "
-            f"`esteira up -f md.yaml`, or point at a running one with --url or {ENV_LOCAL_URL}"
+            f"esteira: {url} did not answer within {CALL_TIMEOUT_SECONDS:g}s; a command may still be carried out: "
+            "see `esteira status` before sending it again"
         ) from None
+    except OSError as exc:
+        raise SystemExit(_no_runtime(url, exc)) from None
+
+
+def _no_runtime(url: str, exc: BaseException) -> str:
+    return (
+        f"esteira: no local runtime answers at {url} ({getattr(exc, 'reason', exc)}); start one with "
+        f"`esteira up -f md.yaml`, or point at a running one with --url or {ENV_LOCAL_URL}"
+    )
 
 
 def _error_of(exc: urllib.error.HTTPError) -> str:

@@ -55,7 +55,7 @@ def contained(folder: Path, root: Path) -> Path:
     return resolved
 
 
-def _storage_problems(storage_uri: str, model_name: Any) -> list[FieldProblem]:
+def storage_problems(storage_uri: str, model_name: Any) -> list[FieldProblem]:
     """Whether the folder exists, stays in the allowed root and serves the model the spec names."""
     try:
         folder = model_dir(storage_uri)
@@ -118,9 +118,9 @@ def parse_manifest(text: str, base: Path) -> LocalManifest:
         # Every problem at once: the folder too, where the spec's rules left its fields alone.
         named = {problem.path for problem in refused.problems}
         uri = model.get("storageUri")
-        more = _storage_problems(uri, model.get("name")) if isinstance(uri, str) and STORAGE_FIELD not in named else []
+        more = storage_problems(uri, model.get("name")) if isinstance(uri, str) and STORAGE_FIELD not in named else []
         raise InvalidSpec([*refused.problems, *(p for p in more if p.path not in named)]) from None
-    problems = _storage_problems(spec.model.storage_uri, spec.model.name)
+    problems = storage_problems(spec.model.storage_uri, spec.model.name)
     if problems:
         raise InvalidSpec(problems)
     return LocalManifest(name=name, namespace=namespace, spec=spec)

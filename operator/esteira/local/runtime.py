@@ -34,7 +34,7 @@ from esteira.local.access import new_token, remove_token, write_token
 from esteira.local.collector import BuiltInCollector
 from esteira.local.drift import DriftReadings, drift_totals
 from esteira.local.kserve_server import KServeServer, RuntimeUnavailable, find_kserve_python
-from esteira.local.manifest import LocalManifest, load_manifest, model_dir
+from esteira.local.manifest import LocalManifest, load_manifest, model_dir, storage_problems
 from esteira.local.model_server import ModelServer, StillStarting
 from esteira.local.provider import LocalMetricProvider, class_counts
 from esteira.local.retraining import CommandRunner
@@ -684,6 +684,8 @@ class LocalRuntime:
         records = [*self.status.history, self.status.stable, self.status.last_rollout]
         for record in records:
             if record is not None and record.revision == revision:
+                if problems := storage_problems(record.storage_uri, self.spec.model.name):  # gone since, say
+                    raise ValueError(f"revision {revision}'s build cannot be served again: {problems[0]}")
                 # Its card too: the new stable revision records it, and the retraining gate scores against it.
                 card = getattr(record, "card", None)  # a last rollout's record keeps none
                 model = self.spec.model.model_copy(
