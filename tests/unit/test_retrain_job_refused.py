@@ -30,7 +30,11 @@ class RefusingAPI:
 
 
 def plan_with_a_job() -> ReconcilePlan:
-    runs = [{"run": 2, "outcome": "Running", "job": "iris-retrain-2"}, {"run": 1, "outcome": "Succeeded"}]
+    trigger = {"at": "2026-06-01T12:00:00Z", "signal": "Schedule", "reason": "scheduled every 6h"}
+    runs = [
+        {"run": 2, "outcome": "Running", "job": "iris-retrain-2", **trigger},
+        {"run": 1, "outcome": "Succeeded", **trigger},
+    ]
     job = {"apiVersion": "batch/v1", "kind": "Job"}
     job |= {"metadata": {"name": "iris-retrain-2", "labels": {LABEL_RETRAIN_RUN: "2"}}, "spec": {}}
     return ReconcilePlan(

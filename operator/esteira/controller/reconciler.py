@@ -36,7 +36,7 @@ from esteira.rollout.queries import MetricNames, Scope, drift_queries
 from esteira.routing import key_of
 from esteira.state.monitoring import drift_due
 from esteira.state.reconcile import ReconcileInput, ReconcilePlan, Result, plan_reconcile
-from esteira.state.retrain import ACCURACY_READ_SECONDS, record_delivery
+from esteira.state.retrain import ACCURACY_READ_SECONDS, end_before_start, record_delivery
 from esteira.vocabulary import (
     COMMAND_ANNOTATION,
     DEFAULT_INGRESS_DOMAIN,
@@ -473,10 +473,7 @@ class Reconciler:
         """A retraining run that could not start: its outcome and the decision's message in status, and the
         decision said."""
         retraining = plan.status.setdefault("retraining", {})
-        retraining["runs"] = [
-            _unowed({**r, "outcome": outcome, "message": decision.message}) if r.get("run") == run else r
-            for r in retraining.get("runs") or []
-        ]
+        retraining["runs"] = end_before_start(retraining.get("runs") or [], run, outcome, decision.message)
         await self._write_runs(md, plan, run, decision)
 
     async def _write_runs(self, md: dict[str, Any], plan: ReconcilePlan, run: int, decision: Decision) -> None:
@@ -506,13 +503,6 @@ def owed(status: dict[str, Any], run: int) -> bool:
     """Whether run ``run``'s CloudEvent is still owed to the webhook, as ``status`` (wire form) has it."""
     runs = (status.get("retraining") or {}).get("runs") or []
     return any(r.get("run") == run and r.get("webhook") == "Pending" for r in runs)
-
-
-def _unowed(run: dict[str, Any]) -> dict[str, Any]:
-    """A run that ended before it started owes its webhook nothing: asking for a retraining that failed misleads."""
-    if run.get("webhook") != "Pending":
-        return run
-    return {**{k: v for k, v in run.items() if k != "webhookNextAt"}, "webhook": "Failed"}
 
 
 async def _unless_refused(

@@ -250,6 +250,20 @@ def _deliveries_due(
             plan.webhook_events.append(_cloud_event(ctx, run))
 
 
+def end_before_start(runs: list[dict[str, Any]], number: int, outcome: str, message: str) -> list[dict[str, Any]]:
+    """The runs (status' wire form) with run ``number`` ended ``outcome`` before it started (its Job refused):
+    an event it still owed is not sent, as asking for a retraining that failed misleads."""
+    ended = []
+    for run in (RetrainingRun.model_validate(raw) for raw in runs):
+        if run.run == number:
+            update: dict[str, Any] = {"outcome": outcome, "message": message}
+            if run.webhook == "Pending":
+                update |= {"webhook": "Failed", "webhook_next_at": None}
+            run = run.model_copy(update=update)
+        ended.append(run.to_wire())
+    return ended
+
+
 def _delivery_failed(run: RetrainingRun, why: str) -> RetrainingRun:
     """The webhook will not get this run's event: a run that had nothing else to do ends SendFailed; one with a
     Job goes on, saying why."""
