@@ -46,10 +46,10 @@ def test_child_events_for_an_owner_whose_reconcile_waits_are_left_to_it() -> Non
         for _ in range(50):  # a watch listing again after a reconnect: every child at once
             await handlers.child_event(memo, child("iris"))
         await handlers.child_event(memo, child("other"))
-        await asyncio.sleep(0)
-        assert reconciler.calls == 2, "one for iris, one for other"
+        assert len(memo.background) == 2, "one reconcile for iris, one for other"
         reconciler.gate.set()
         await asyncio.gather(*memo.background)
+        assert reconciler.calls == 2
         await handlers.child_event(memo, child("iris"))  # after it started: a change it may not have read
         await asyncio.gather(*memo.background)
         assert reconciler.calls == 3 and not memo.waiting
@@ -61,8 +61,10 @@ class SlowAPI(ClusterAPI):
     """Reads the ModelDeployment only once the test lets it."""
 
     gate: asyncio.Event
+    entered: asyncio.Event  # set once a read is waiting at the gate
 
     async def get_model_deployment(self, namespace: str, name: str) -> dict[str, Any] | None:
+        self.entered.set()
         await self.gate.wait()
         return await super().get_model_deployment(namespace, name)
 
@@ -70,7 +72,7 @@ class SlowAPI(ClusterAPI):
 def test_a_gone_object_s_lock_goes_but_not_while_a_reconcile_holds_it() -> None:
     async def scenario() -> None:
         api = SlowAPI(spec())
-        api.gate = asyncio.Event()
+        api.gate, api.entered = asyncio.Event(), asyncio.Event()
         reconciler = Reconciler(api, None)  # type: ignore[arg-type]
         api.md = None  # deleted
         api.gate.set()
@@ -78,8 +80,9 @@ def test_a_gone_object_s_lock_goes_but_not_while_a_reconcile_holds_it() -> None:
         assert ("models", "iris") not in reconciler._locks, "children's deletion events made it again, for good"
 
         api.gate.clear()
+        api.entered.clear()
         running = asyncio.create_task(reconciler.reconcile("models", "iris"))
-        await asyncio.sleep(0.01)
+        await asyncio.wait_for(api.entered.wait(), 10)  # it holds the lock, reading
         held = reconciler._locks[("models", "iris")]
         assert held.locked()
         reconciler.forget("models", "iris")  # the deletion handler, while a reconcile holds the lock
