@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Callable
 from typing import Any, TypeVar
@@ -35,3 +36,12 @@ def eventually(
         if time.monotonic() >= deadline:
             raise Timeout(f"timed out after {timeout:g}s waiting for {what}; last: {last!r}")
         time.sleep(interval)
+
+
+async def until(condition: Callable[[], bool], within: float = 10.0, what: str = "condition") -> None:
+    """Let the running event loop work until ``condition`` holds (set by the loop's own callbacks and tasks)."""
+    deadline = asyncio.get_running_loop().time() + within
+    while not condition():
+        if asyncio.get_running_loop().time() >= deadline:
+            raise Timeout(f"timed out after {within:g}s waiting for {what}")
+        await asyncio.sleep(0.001)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
 import pytest
 
@@ -21,6 +21,7 @@ from model_handlers.batcher import (
     Late,
     PollWindow,
 )
+from tests.support.waiting import until
 
 
 class Model:
@@ -513,14 +514,6 @@ def test_without_an_idle_poll_the_window_never_opens() -> None:
         assert window.window == 0.0
 
 
-async def _until(condition: Callable[[], bool], within: float = 10.0) -> None:
-    """Let the loop run until ``condition`` holds (it is set by the loop's own callbacks)."""
-    deadline = asyncio.get_running_loop().time() + within
-    while not condition():
-        assert asyncio.get_running_loop().time() < deadline, "the condition never held"
-        await asyncio.sleep(0.001)
-
-
 def test_after_a_lone_request_the_loop_polls_for_the_window_without_blocking_it_then_sleeps() -> None:
     model = Recorder()
 
@@ -531,7 +524,7 @@ def test_after_a_lone_request_the_loop_polls_for_the_window_without_blocking_it_
         assert await batcher.submit(1) == 2
         assert batcher.polling
         assert await batcher.submit(2) == 3  # the loop still serves while it polls; the arrival ends that poll
-        await _until(lambda: not batcher.polling)
+        await until(lambda: not batcher.polling)
         elapsed = asyncio.get_running_loop().time() - began
         assert elapsed >= 0.05
         assert 0.05 <= batcher.poll_seconds <= elapsed  # the second request's whole window, and a bit of the first's
@@ -551,7 +544,7 @@ def test_no_poll_after_a_batch_of_several_requests_or_without_a_window_and_a_req
         batcher = AdaptiveBatcher(model, max_batch_size=8, inline_below=60.0, idle_poll=1.0)
         batcher.poll.window = 0.05
         await batcher.submit(0)
-        await _until(lambda: not batcher.polling)
+        await until(lambda: not batcher.polling)
         assert await asyncio.gather(*(batcher.submit(item) for item in (1, 2, 3))) == [2, 3, 4]
         assert not batcher.polling  # several callers: a polling loop would read each request as it lands
         batcher.poll.window = 60.0
@@ -559,7 +552,7 @@ def test_no_poll_after_a_batch_of_several_requests_or_without_a_window_and_a_req
         assert batcher.polling
         batcher.poll.window, batcher.poll.limit = 0.0, 0.0  # no poll after the next request
         await batcher.submit(5)
-        await _until(lambda: not batcher.polling, within=5.0)  # the request ended the minute-long poll
+        await until(lambda: not batcher.polling, within=5.0)  # the request ended the minute-long poll
         quiet = AdaptiveBatcher(model, max_batch_size=8, inline_below=60.0)
         await quiet.submit(4)
         assert not quiet.polling and quiet.poll_turns == 0 and quiet.poll_seconds == 0.0

@@ -32,6 +32,9 @@ class GatedReconciler:
         started()
         return "unchanged"
 
+    def due(self, namespace: str, name: str) -> None:
+        return None  # nothing time-based: no early reconcile
+
 
 def child(owner: str) -> kopf.Body:
     return kopf.Body(

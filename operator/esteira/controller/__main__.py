@@ -13,6 +13,7 @@ from esteira.controller.config import OperatorConfig, parse_args
 from esteira.controller.handlers import register
 from esteira.controller.kube import KubeAPI, load_client_config
 from esteira.controller.reconciler import Reconciler
+from esteira.controller.wakes import Wakes
 from esteira.packaging.heap import freeze_startup_heap
 
 
@@ -33,7 +34,8 @@ def run(config: OperatorConfig) -> None:
         config.full_read_seconds,
         config.ingress_domain,
     )
-    memo = kopf.Memo(reconciler=reconciler, managed=set(), background=set(), waiting=set())
+    wakes = Wakes(config.resync_seconds, config.rollout_tick_seconds)
+    memo = kopf.Memo(reconciler=reconciler, managed=set(), background=set(), waiting=set(), wakes=wakes)
     liveness = f"http://0.0.0.0:{config.liveness_port}/healthz" if config.liveness_port else None
     logging.getLogger(__name__).info("watching %s", "all namespaces" if config.all_namespaces else config.namespaces)
     freeze_startup_heap()  # the modules loaded so far (kopf, the Kubernetes client) are walked by no full collection

@@ -54,17 +54,43 @@ async def _reconcile_or_retry(memo: Any, namespace: str | None, name: str, watch
         raise kopf.TemporaryError(f"API server: {exc}", delay=RETRY_DELAY) from exc
 
 
+def _wake_when_due(memo: Any, namespace: str | None, name: str, watch: Callable[[], Observed | None]) -> None:
+    """Set an early reconcile when the plan's next time-based work comes before the next timer run
+    (:mod:`esteira.controller.wakes`); ``watch`` gives what the watches hold by then."""
+    if namespace is None:
+        return
+    due = memo.reconciler.due(namespace, name)
+    if due is None:
+        return
+
+    async def run() -> None:
+        await memo.reconciler.reconcile(namespace, name, watch())
+        _wake_when_due(memo, namespace, name, watch)
+
+    memo.wakes.set((namespace, name), due[0], due[1], run)
+
+
 async def model_deployment_changed(memo: Any, namespace: str | None, name: str, **_: Any) -> None:
     memo.managed.add((namespace, name))
     telemetry.MANAGED.set(len(memo.managed))
     await _reconcile_or_retry(memo, namespace, name)
+    _wake_when_due(memo, namespace, name, lambda: None)
 
 
 async def resync(memo: Any, namespace: str | None, name: str, body: kopf.Body, **kwargs: Any) -> None:
     """A full reconcile every interval: time-based work (drift evaluations), and a safety net for missed watch
     events. It plans from what the watches delivered, and reads the API server only to act or when a full read is
     due (:mod:`esteira.controller.observed`)."""
+    await _timed_reconcile(memo, namespace, name, body, kwargs)
+
+
+async def _timed_reconcile(
+    memo: Any, namespace: str | None, name: str, body: kopf.Body, kwargs: dict[str, Any]
+) -> None:
+    """A timer's reconcile, planned from what the watches delivered (Kopf keeps a timer's body and its indices
+    up to date, so an early reconcile it sets reads them again when it runs)."""
     await _reconcile_or_retry(memo, namespace, name, _watched(namespace, name, body, kwargs))
+    _wake_when_due(memo, namespace, name, functools.partial(_watched, namespace, name, body, kwargs))
 
 
 def index_children(
@@ -95,6 +121,7 @@ async def model_deployment_deleted(memo: Any, namespace: str | None, name: str, 
     memo.managed.discard((namespace, name))
     telemetry.MANAGED.set(len(memo.managed))
     if namespace is not None:
+        memo.wakes.cancel((namespace, name))
         memo.reconciler.forget(namespace, name)
 
 
@@ -119,6 +146,7 @@ async def _reconcile_soon(memo: Any, namespace: str, name: str) -> None:
     for attempt in range(5):
         try:
             await memo.reconciler.reconcile(namespace, name, started=started)
+            _wake_when_due(memo, namespace, name, lambda: None)
             return
         except ApiError as exc:
             logger.info("reconcile of %s/%s after child event failed (%s), attempt %d", namespace, name, exc, attempt)
@@ -157,7 +185,7 @@ async def _command_soon(memo: Any, namespace: str, name: str, deployment: str) -
 async def rollout_tick(memo: Any, namespace: str | None, name: str, body: kopf.Body, **kwargs: Any) -> None:
     """Drives an active rollout: the engine decides each tick whether an analysis is due (planned as a resync
     is, from what the watches delivered)."""
-    await _reconcile_or_retry(memo, namespace, name, _watched(namespace, name, body, kwargs))
+    await _timed_reconcile(memo, namespace, name, body, kwargs)
 
 
 def spread(seconds: float) -> Callable[..., float]:

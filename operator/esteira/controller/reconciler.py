@@ -80,6 +80,8 @@ class Reconciler:
         # (namespace, name) -> when (monotonic) stable's accuracy was last read, of which revision, and what it was
         self._accuracy_read: dict[tuple[str, str], tuple[float, int | None, Tally | None]] = {}
         self._refused: dict[tuple[str, str], str] = {}  # (namespace, name) -> the child writes last refused
+        # (namespace, name) -> when (monotonic) its last plan's next time-based work is due, and whether it rolls out
+        self._due: dict[tuple[str, str], tuple[float, bool]] = {}
 
     def command_event(self, namespace: str) -> None:
         """A RolloutCommand of ``namespace`` changed: the next reconcile there lists them again."""
@@ -94,8 +96,15 @@ class Reconciler:
             self._locks.pop((namespace, name), None)
         self._accuracy_read.pop((namespace, name), None)
         self._refused.pop((namespace, name), None)
+        self._due.pop((namespace, name), None)
         self.full_reads.forget((namespace, name))
         telemetry.forget_deployment(namespace, name)
+
+    def due(self, namespace: str, name: str) -> tuple[float, bool] | None:
+        """Seconds until the last plan's next time-based work (a drift evaluation, an analysis), and whether the
+        object rolls out; None when nothing is due."""
+        due = self._due.get((namespace, name))
+        return None if due is None else (due[0] - time.monotonic(), due[1])
 
     async def reconcile(
         self,
@@ -193,6 +202,10 @@ class Reconciler:
         telemetry.RECONCILE_READS.labels("api" if watched is None else "watch").inc()
         await self._apply(md, plan, asked_for(md, pending, plan))  # nothing to write when planned from the watch
         telemetry.record_status(namespace, name, plan.status)
+        if plan.requeue_after is None:
+            self._due.pop((namespace, name), None)
+        else:
+            self._due[(namespace, name)] = (time.monotonic() + plan.requeue_after, bool(plan.status.get("canary")))
         if pending is not None:
             await self._finish_command(md, pending, plan, now)
         if drift is not None or drift_error is not None:

@@ -78,7 +78,7 @@ class ReconcilePlan:
     adopt: list[tuple[ObjectKey, list[dict[str, Any]]]] = field(default_factory=list)
     deletes: list[ObjectKey] = field(default_factory=list)
     decisions: list[Decision] = field(default_factory=list)
-    requeue_after: float | None = None
+    requeue_after: float | None = None  # seconds until its next drift evaluation or analysis is due
     retrain_jobs: list[dict[str, Any]] = field(default_factory=list)  # Jobs to create for retraining runs
     retrain_events: list[dict[str, Any]] = field(default_factory=list)  # CloudEvents for spec.retraining.webhook
 
@@ -194,7 +194,7 @@ def plan_reconcile(inp: ReconcileInput) -> ReconcilePlan:
         status, decisions, requeue_after = step.status, watched + step.decisions, step.requeue_after
         next_evaluation = seconds_to_next(spec, status, parse_time(inp.now))
         if next_evaluation is not None:
-            requeue_after = min(requeue_after or next_evaluation, next_evaluation)
+            requeue_after = next_evaluation if requeue_after is None else min(requeue_after, next_evaluation)
         retraining = plan_retraining(
             ctx,
             spec,
