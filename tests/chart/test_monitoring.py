@@ -28,7 +28,7 @@ from esteira.rollout.queries import MetricNames
 from esteira.vocabulary import LABEL_DEPLOYMENT, LABEL_REVISION
 from model_handlers.metrics import ABANDONED_REQUESTS
 from model_handlers.protocol import Identity
-from tests.chart.helm import CHART, MATRIX, NAMESPACE, REPO_ROOT, merge, render
+from tests.chart.helm import CHART, MATRIX, NAMESPACE, REPO_ROOT, HelmError, merge, render
 from tests.support.prerequisites import require_tool
 
 PROMTOOL_TESTS = Path(__file__).resolve().parent / "promtool"
@@ -36,7 +36,8 @@ HANDLER_METRICS = REPO_ROOT / "model_handlers" / "metrics.yaml"
 # Metrics the rules and dashboard read that the operator does not export yet: rollouts by outcome
 # (`esteira_operator_rollouts_total{outcome="Promoted"|"RolledBack"}`). Remove a name once it is exported.
 # The values the promtool unit tests are written for: the chart's default thresholds and alert labels.
-RULES_ONLY = {"monitoring": {"prometheusRule": {"enabled": True}}}
+# The operator alerts read what the ServiceMonitor scrapes: the chart refuses rules without it.
+RULES_ONLY = {"monitoring": {"prometheusRule": {"enabled": True}, "serviceMonitor": {"enabled": True}}}
 
 
 def promtool() -> str:
@@ -307,3 +308,10 @@ def test_monitoring_labels_reach_prometheus_selectors() -> None:
         for rule in group["rules"]:
             assert rule["labels"]["team"] == "ml-platform"
             assert rule["labels"]["severity"] in {"critical", "warning"}
+
+
+def test_alert_rules_without_the_servicemonitor_they_read_are_refused_naming_both_values() -> None:
+    """Without the ServiceMonitor no series has the operator's job label: EsteiraOperatorDown would always fire."""
+    with pytest.raises(HelmError) as refused:
+        render({"monitoring": {"prometheusRule": {"enabled": True}}})
+    assert "monitoring.prometheusRule.enabled needs monitoring.serviceMonitor.enabled" in refused.value.stderr

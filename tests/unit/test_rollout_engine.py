@@ -598,3 +598,28 @@ def test_steps_edited_during_a_rollout_are_followed_without_failing() -> None:
     assert driver.weight == 100
     driver.tick()
     assert driver.status.last_rollout is not None and driver.status.last_rollout.outcome == "Promoted"
+
+
+def test_a_rollback_to_a_rolled_back_revision_makes_its_build_stable() -> None:
+    """The spec names a rolled-back build, which is not tried again by itself; a person's rollback to it (the
+    kubectl plugin's `rollback --to-revision`) makes it stable at once instead of being said Done for nothing."""
+    driver = Driver(parsed())
+    driver.tick()
+    driver.tick(ERRORS)
+    driver.tick(ERRORS)
+    assert driver.status.last_rollout is not None and driver.status.last_rollout.outcome == "RolledBack"
+    assert driver.status.stable is not None and driver.status.stable.model_version == "1"
+    out = driver.tick(command=Command(id="back", action="rollback", revision=2))
+    assert driver.status.stable is not None and driver.status.stable.model_version == "2"
+    assert driver.status.canary is None and "CommandIgnored" not in [d.reason for d in out.decisions]
+
+
+def test_a_rollback_to_the_build_already_stable_is_ignored_saying_why() -> None:
+    driver = Driver(parsed())
+    driver.spec = parsed(version="1")  # back to stable's build: the canary is superseded
+    driver.tick()
+    assert driver.status.canary is None and driver.status.stable is not None
+    out = driver.tick(command=Command(id="back", action="rollback", revision=1))
+    ignored = [d.message for d in out.decisions if d.reason == "CommandIgnored"]
+    assert ignored == ["rollback: the spec names stable revision 1's build already"]
+    assert driver.status.last_command == "back", "carried out once: not taken again"

@@ -75,7 +75,11 @@ def track_revisions(
     """
     status = status.model_copy(deep=True)
     change = RevisionChange(status)
-    if _same_build(status.stable, spec) and status.canary is None:
+    stable = status.stable
+    if stable is not None and _same_build(stable, spec) and status.canary is None:
+        if rollback_to is not None:  # else it would be said Done, though nothing changed
+            why = f"rollback: the spec names stable revision {stable.revision}'s build already"
+            change.decisions.append(Decision("CommandIgnored", why, warning=True))
         return change
     if _same_build(status.canary, spec):
         return change
@@ -86,6 +90,7 @@ def track_revisions(
         and _same_build(rejected, spec)
         and status.canary is None
         and not retry
+        and rollback_to is None  # a person's rollback to that build makes it stable; skipped, it was said Done
     ):
         return change
 
