@@ -149,6 +149,19 @@ class Client:
         result = self.api.get_namespaced_custom_object(API_GROUP, API_VERSION, namespace, PLURAL, name)
         return cast(dict[str, Any], result)
 
+    def require(self, namespace: str, name: str) -> None:
+        """Refuse a command for a ModelDeployment that does not exist (a typo would be said requested, then
+        Rejected later). One who may create RolloutCommands but not read ModelDeployments is let through."""
+        from kubernetes.client.exceptions import ApiException
+
+        try:
+            self.get(namespace, name)
+        except ApiException as exc:
+            if exc.status == 404:
+                raise SystemExit(f"kubectl esteira: no ModelDeployment {name} in namespace {namespace}") from None
+            if exc.status != 403:
+                raise
+
     def patch(self, namespace: str, name: str, patch: dict[str, Any]) -> None:
         self.api.patch_namespaced_custom_object(API_GROUP, API_VERSION, namespace, PLURAL, name, patch)
 
@@ -242,7 +255,10 @@ def _watch(client: Client, namespace: str, name: str, out: Callable[[str], None]
 
 
 def main(argv: Sequence[str] | None = None, client: Client | None = None) -> int:
-    args = parser().parse_args(argv)
+    cli = parser()
+    args = cli.parse_args(argv)
+    if getattr(args, "requested_by", None) and args.via != "command":
+        cli.error("--requested-by goes with --via command: the annotation records nobody's name")
     namespace = args.namespace or _default_namespace(args.kubeconfig, args.context)
     client = client or Client(args.kubeconfig, args.context)
     name = args.name
@@ -260,6 +276,7 @@ def main(argv: Sequence[str] | None = None, client: Client | None = None) -> int
         print(f"{namespace}/{name}: rollback to revision {args.to_revision} requested")
     elif args.via == "command":
         action = cast(Action, args.command)
+        client.require(namespace, name)
         requester = args.requested_by or client.username()
         body = rollout_command(name, action, requester, full=bool(getattr(args, "full", False)))
         created = client.create_command(namespace, body)

@@ -8,7 +8,7 @@ import pytest
 
 from esteira import API_GROUP, API_VERSION
 from esteira.api.command import COMMAND_PLURAL
-from esteira.kubectl import main
+from esteira.kubectl import main, rollout_command
 from tests.e2e.test_kubectl_plugin import md, status_of, with_canary
 from tests.emulator.cluster import KubeApi
 from tests.support.cluster import Esteira, eventually
@@ -31,6 +31,12 @@ def created_by_plugin(api: KubeApi, namespace: str, *args: str) -> str:
     assert main(["--kubeconfig", str(api.kubeconfig), "-n", namespace, *args]) == 0
     (name,) = {c["metadata"]["name"] for c in list_commands(api, namespace)} - before
     return name
+
+
+def created(api: KubeApi, namespace: str, body: dict[str, Any]) -> str:
+    """A RolloutCommand created as `kubectl create` would, without the plugin's checks."""
+    made = api.custom_objects().create_namespaced_custom_object(API_GROUP, API_VERSION, namespace, COMMAND_PLURAL, body)
+    return str(made["metadata"]["name"])
 
 
 def deployed_with_canary(esteira: Esteira, namespace: str) -> None:
@@ -84,7 +90,9 @@ def test_a_command_with_nothing_to_act_on_is_ignored_or_rejected(
     ignored = created_by_plugin(crds, kube_namespace, "pause", "iris", "--via", "command", "--requested-by", "carol")
     outcome = finished(crds, kube_namespace, ignored)
     assert outcome["phase"] == "Ignored" and "no rollout in progress" in outcome["message"]
-    nowhere = created_by_plugin(crds, kube_namespace, "pause", "absent", "--via", "command", "--requested-by", "dan")
+    with pytest.raises(SystemExit, match="no ModelDeployment absent in namespace"):  # the plugin checks first
+        main(["--kubeconfig", str(crds.kubeconfig), "-n", kube_namespace, "pause", "absent", "--via", "command"])
+    nowhere = created(crds, kube_namespace, rollout_command("absent", "pause", "dan"))  # kubectl create does not
     outcome = finished(crds, kube_namespace, nowhere)
     assert outcome["phase"] == "Rejected" and "no ModelDeployment absent" in outcome["message"]
 
@@ -92,7 +100,7 @@ def test_a_command_with_nothing_to_act_on_is_ignored_or_rejected(
 def test_a_command_cannot_be_changed_after_creation(crds: KubeApi, kube_namespace: str) -> None:
     from kubernetes.client.exceptions import ApiException
 
-    name = created_by_plugin(crds, kube_namespace, "pause", "absent", "--via", "command", "--requested-by", "erin")
+    name = created(crds, kube_namespace, rollout_command("absent", "pause", "erin"))
     with pytest.raises(ApiException) as refused:
         crds.custom_objects().patch_namespaced_custom_object(
             API_GROUP, API_VERSION, kube_namespace, COMMAND_PLURAL, name, {"spec": {"requestedBy": "mallory"}}

@@ -145,3 +145,11 @@ def test_an_api_server_refusal_is_said_with_its_message(
         kubectl.entrypoint()
     assert exited.value.code == 1
     assert capsys.readouterr().err.strip() == 'kubectl esteira: modeldeployments "iris" not found'
+
+
+def test_requested_by_without_a_rollout_command_is_refused_naming_it(capsys: pytest.CaptureFixture[str]) -> None:
+    client = RecordingClient()
+    with pytest.raises(SystemExit):
+        main(["pause", "iris", "-n", "models", "--requested-by", "alice"], client=client)  # type: ignore[arg-type]
+    assert "--requested-by goes with --via command" in capsys.readouterr().err
+    assert client.calls == [], "nothing was written"
