@@ -26,6 +26,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, cast
 
+import numpy as np
 import torch
 from ts.context import RequestProcessor
 from ts.torch_handler.base_handler import BaseHandler
@@ -366,8 +367,11 @@ class EsteiraHandler(BaseHandler, abc.ABC):  # type: ignore[misc]
             rows: list[Any] = [data] if envelope else list(data or [])
             slots = [self._read(idx, row, context, envelope) for idx, row in enumerate(rows)]
             inputs = self._inputs(slots)
-            self._count_inputs(context, inputs)
+            read = [slot for slot in slots if slot.inputs is not None]  # whose instances ``inputs`` holds
+            counted = self.drift.snapshot(inputs, self.config) if self.drift and inputs is not None else None
             self._infer(slots, None if inputs is None else self.prepare_batch(inputs))
+            if counted is not None:
+                self._count_inputs(context, counted, read)
             answers = [self._answer(idx, slot, context, envelope) for idx, slot in enumerate(slots)]
         except Exception:  # a bug here must not take the batch (or the worker) down silently
             logger.exception("Esteira handler failed on a batch")
@@ -389,11 +393,21 @@ class EsteiraHandler(BaseHandler, abc.ABC):  # type: ignore[misc]
         inputs = [slot.inputs for slot in slots if slot.inputs is not None]
         return self.batch_inputs(inputs) if inputs else None
 
-    def _count_inputs(self, context: Any, inputs: torch.Tensor | None) -> None:
-        """Drift and data-quality counts of the batch's inputs as read (``model_handlers.drift``): a tabular
-        model's features, as it takes them; an image model's decoded pixels, before scaling."""
-        if self.drift is not None and inputs is not None:
-            self.drift.observe(getattr(context, "metrics", None), inputs, self.config, self.metric_buffer)
+    def _count_inputs(self, context: Any, counted: np.ndarray | torch.Tensor, read: list[_Slot]) -> None:
+        """Drift and data-quality counts (``model_handlers.drift``) of the inputs, as read, of the requests in
+        ``read`` that were answered: a tabular model's features, as it takes them; an image model's decoded
+        pixels, before scaling. One refused after it was read (a non-finite output, a failed forward pass) is
+        not counted, as one refused before is not."""
+        assert self.drift is not None
+        keep: list[int] = []
+        at = 0
+        for slot in read:
+            size = len(slot.parsed.instances) if slot.parsed is not None else 0
+            if slot.status == 200:
+                keep.extend(range(at, at + size))
+            at += size
+        positions = None if len(keep) == at else keep
+        self.drift.observe(getattr(context, "metrics", None), counted, positions, self.config, self.metric_buffer)
 
     def _internal_error(self, data: Any, context: Any) -> tuple[list[_Slot], list[Any]]:
         """A 500 for every request of the batch, touching the context as little as possible."""

@@ -106,6 +106,25 @@ class Slot(NamedTuple):
     other: int
 
 
+def as_served(feature: Feature) -> Feature:
+    """A numeric feature's bounds and edges as a float32 tensor holds them. The profile is taken in float64, the
+    values counted come from the model's float32 input: a value at the reference's maximum (6.9) arrived as
+    6.9000001 and was counted out of range, and a feature clipped at its maximum made a data-quality incident
+    of unchanged data. Rounding is monotonic, so a value inside the float64 bounds stays inside these."""
+    if not isinstance(feature, NumericFeature):
+        return feature
+    bounds = np.asarray([feature.min, feature.max, *feature.edges], dtype=np.float32).astype(np.float64).tolist()
+    return feature.model_copy(update={"min": bounds[0], "max": bounds[1], "edges": bounds[2:]})
+
+
+def served_category(value: float) -> str:
+    """The category a value that came through a float32 tensor stands for: the profile named 1.1 "1.1", and
+    float32's 1.1 is 1.100000023841858, so a fractional code is named by its shortest float32 decimal."""
+    if float(value).is_integer():
+        return str(int(value))
+    return category_of(float(str(np.float32(value))))
+
+
 def series_cap(env: Mapping[str, str] | None = None) -> int:
     raw = (os.environ if env is None else env).get(ENV_SERIES_CAP, "")
     return int(raw) if raw.isdigit() and int(raw) > 0 else SERIES_CAP
@@ -129,7 +148,7 @@ class DriftCounter:
                 self.left_out.append(feature.name)
                 continue
             used += len(labels)
-            self.tracked.append((index[feature.name], feature, labels))
+            self.tracked.append((index[feature.name], as_served(feature), labels))
         self.series = used
         self.names = {feature.name: series_label(feature.name) for _, feature, _ in self.tracked}
         # Every series this counter writes is a slot of one array (:class:`model_handlers.metrics.Tally`): the
@@ -200,7 +219,7 @@ class DriftCounter:
         return torch.stack([level, spread], dim=1).numpy() / 255.0
 
     def count(
-        self, rows: torch.Tensor | Sequence[Sequence[float]]
+        self, rows: torch.Tensor | np.ndarray | Sequence[Sequence[float]]
     ) -> tuple[Counter[tuple[str, str]], Counter[tuple[str, str]]]:
         """(bin counts, violation counts) of a batch, keyed by (feature, bin) and (feature, kind)."""
         counts = self._count(torch.as_tensor(rows, dtype=torch.float64).numpy())
@@ -244,7 +263,7 @@ class DriftCounter:
                         counts[other] = counts.get(other, 0) + 1
                     slot = offset + feature.bin_of(value)
                 else:
-                    position = feature.bin_of(category_of(value))
+                    position = feature.bin_of(served_category(value))
                     if position is None:
                         counts[other] = counts.get(other, 0) + 1
                         position = len(feature.labels) - 1
@@ -274,22 +293,47 @@ class DriftCounter:
         except Exception:
             logger.exception("publishing the drift reference failed; inference goes on")
 
-    def observe(self, cache: Any, batch: torch.Tensor, config: ModelConfig, buffer: MetricBuffer) -> None:
-        """Hold one batch's feature values (of the tensor that goes to the model) in ``buffer``, which counts
-        every batch held in one pass before it writes, at most once a second (:meth:`MetricBuffer.defer`): a
-        pass costs about the same for one batch as for a second's worth, so the serving thread only copies."""
-        if cache is None or batch.shape[0] == 0:
+    def snapshot(self, batch: torch.Tensor, config: ModelConfig) -> np.ndarray | torch.Tensor | None:
+        """The batch's values to count, taken before the forward pass (a model may write into its input): a
+        tabular model's rows, copied; an image model's decoded pixels as they are (nothing writes to them)."""
+        if batch.shape[0] == 0:
+            return None
+        try:
+            return batch if config.kind == "image" else self.rows(batch, config)
+        except Exception:
+            self._warn()
+            return None
+
+    def observe(
+        self,
+        cache: Any,
+        values: np.ndarray | torch.Tensor,
+        keep: Sequence[int] | None,
+        config: ModelConfig,
+        buffer: MetricBuffer,
+    ) -> None:
+        """Hold a :meth:`snapshot`'s instances at positions ``keep`` (None: all), those of the requests that were
+        answered, in ``buffer``, which counts every batch held in one pass before it writes, at most once a second
+        (:meth:`MetricBuffer.defer`): a pass costs about the same for one batch as for a second's worth, so the
+        serving thread only copies."""
+        if cache is None:
             return
         try:
-            if config.kind == "image":  # decoded pixels, which nothing writes to: held as they are, see below
-                buffer.defer(cache, self.tally, batch, batch.numel(), lambda held: self._count_images(held, config))
+            if keep is not None:
+                values = values[list(keep)]
+            if values.shape[0] == 0:
                 return
-            rows = self.rows(batch, config)
-            buffer.defer(cache, self.tally, rows, rows.size, self._count_held)
+            if isinstance(values, torch.Tensor):  # an image model's pixels, see `_count_images`
+                buffer.defer(cache, self.tally, values, values.numel(), lambda held: self._count_images(held, config))
+                return
+            buffer.defer(cache, self.tally, values, values.size, self._count_held)
         except Exception:
-            if not self._warned:
-                logger.exception("counting drift failed; inference goes on")
-                self._warned = True
+            self._warn()
+
+    def _warn(self) -> None:
+        if not self._warned:
+            logger.exception("counting drift failed; inference goes on")
+            self._warned = True
 
     def _count_images(self, held: list[torch.Tensor], config: ModelConfig) -> Counts:
         """The counts of every held batch of decoded images, their statistics taken in one pass. A lone image's

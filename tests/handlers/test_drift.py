@@ -14,18 +14,26 @@ import pytest
 import torch
 from prometheus_client import CollectorRegistry
 
-from esteira.drift.profile import PROFILE_FILE, ReferenceProfile, categorical_feature, numeric_feature
+from esteira.drift.profile import PROFILE_FILE, ReferenceProfile, categorical_feature, category_of, numeric_feature
 from model_handlers.config import parse_config
-from model_handlers.drift import ARRAY_VALUES, DriftCounter, category_of
+from model_handlers.drift import ARRAY_VALUES, DriftCounter
 from model_handlers.inprocess import PrometheusMetrics
 from model_handlers.metrics import MetricBuffer
 from model_handlers.protocol import Identity
 from model_handlers.tabular import TabularHandler
 from tests.handlers import models
 from tests.handlers.conftest import ContextFactory, ModelDir, Recorded, json_headers, make_model_dir
+from tests.handlers.test_handler import Recording
 
 METRICS_LOGGER = "ts.metrics.caching_metric"
 IDENTITY = Identity("m", "1", "3")
+
+
+def observe(counter: DriftCounter, cache: Any, batch: torch.Tensor, config: Any, buffer: MetricBuffer) -> None:
+    """What the handler does with a batch: a snapshot before the forward pass, held once it was answered."""
+    values = counter.snapshot(batch, config)
+    assert values is not None
+    counter.observe(cache, values, None, config, buffer)
 
 
 def _profile(rng: np.random.Generator, columns: int, rows: int = 2000) -> tuple[ReferenceProfile, np.ndarray]:
@@ -59,6 +67,25 @@ def test_categories_missing_values_and_unknown_categories() -> None:
     assert bins[("colour", "=2")] == 1 and bins[("colour", "=1")] == 1 and bins[("colour", "*")] == 1
     assert violations == {("colour", "unknown_category"): 1, ("x", "missing"): 1, ("x", "out_of_range"): 1}
     assert category_of(2.0) == "2" and category_of(2.5) == "2.5"
+
+
+@pytest.mark.parametrize("rows", [4, ARRAY_VALUES], ids=["value-by-value", "arrays"])
+def test_the_reference_data_sent_through_a_float32_tensor_is_counted_as_the_reference(rows: int) -> None:
+    """The profile is taken in float64 and the values counted come from the model's float32 input: a value at
+    the reference's maximum, on a bin edge or a fractional category is where the reference put it."""
+    values = [0.1, 2.2, 3.3, 6.9] * rows
+    codes = ["1.1", "2", "1.1", "2"] * rows
+    profile = ReferenceProfile(
+        rows=len(values),
+        features=[numeric_feature("x", values, len(values), bins=4), categorical_feature("code", codes, len(codes))],
+    )
+    counter = DriftCounter(profile, ["x", "code"], IDENTITY, cap=4096)
+    served = torch.tensor([[v, float(c)] for v, c in zip(values, codes, strict=True)], dtype=torch.float32)
+    bins, violations = counter.count(counter.rows(served, parse_config({"kind": "tabular", "n_features": 2})))
+    assert violations == {}, "no value of the reference itself is out of range or an unknown category"
+    x, code = profile.features
+    assert [bins[("x", label)] for label in x.labels] == x.counts
+    assert [bins[("code", label)] for label in code.labels] == code.counts
 
 
 def test_the_series_cap_leaves_out_whole_features_in_profile_order() -> None:
@@ -121,15 +148,18 @@ def test_a_handler_with_a_profile_counts_its_inputs(
         published = _metric_lines(caplog)
         caplog.clear()
         rows: list[Any] = [{"body": [[0.1, 0.2, 0.3, 0.4], [9, 0, 0, 0]]}, {"body": b"[1,"}, {"body": [50, 5, 0, 0]}]
+        handler.model = Recording(handler.model, nan_on=7.0)
+        rows.append({"body": [[7, 1, 1, 1]]})  # read, then refused: the model's outputs are not finite
         context = make_context(model_dir, headers=json_headers(len(rows)))
-        handler.handle(rows, context)
+        answers = handler.handle(rows, context)
+    assert "non-finite" in answers[3]
     lines = _metric_lines(caplog)
     assert handler.drift is not None
     f0 = handler.drift.profile.features[0]
     assert _total(published, "esteira_drift_reference", feature="f0") == sum(f0.counts)
     assert _total(published, "esteira_drift_bin_total", feature="f0") == 0  # every series starts at zero
     assert _total(lines, "esteira_drift_instances_total", ModelName="drifty", Revision="4") == 3
-    assert _total(lines, "esteira_drift_bin_total", feature="f0") == 3  # the bad request is not counted
+    assert _total(lines, "esteira_drift_bin_total", feature="f0") == 3  # the refused requests are not counted
     assert _total(lines, "esteira_drift_bin_total", feature="f0", bin="+Inf") == 2  # 9 and 50 are above every edge
     assert _total(lines, "esteira_data_quality_violations_total", feature="f0", kind="out_of_range") >= 1
 
@@ -179,7 +209,8 @@ def test_bins_held_between_writes_are_written_once_per_series_with_every_batch_i
     cache, buffer = Recorded(), MetricBuffer(3600.0)
     batches = [torch.tensor(rng.normal(size=(instances, 40)) * 3, dtype=torch.float32) for _ in range(5)]
     for batch in batches:
-        counter.observe(cache, batch, parse_config(models.TABULAR_CONFIG), buffer)
+        config = parse_config(models.TABULAR_CONFIG)
+        observe(counter, cache, batch, config, buffer)
     assert cache.updates == []
     buffer.flush()
     written = [(labels[2:], value) for name, value, labels in cache.updates if name == "esteira_drift_bin_total"]
@@ -199,7 +230,8 @@ def test_held_rows_are_counted_as_they_were_though_the_model_changes_its_input_i
     cache, buffer = Recorded(), MetricBuffer(3600.0)
     batch = torch.tensor(rng.normal(size=(3, 4)) * 3, dtype=torch.float32)
     sent = batch.double().numpy().copy()
-    counter.observe(cache, batch, parse_config(models.TABULAR_CONFIG), buffer)
+    config = parse_config(models.TABULAR_CONFIG)
+    observe(counter, cache, batch, config, buffer)
     batch.fill_(1e6)  # what an in-place first layer might do
     buffer.flush()
     written = {labels[2:]: value for name, value, labels in cache.updates if name == "esteira_drift_bin_total"}
@@ -222,7 +254,7 @@ def test_images_held_between_writes_are_counted_by_their_statistics(images: int)
     shape = (config.channels, *(config.image_size or (8, 8)))
     batches = [torch.from_numpy(rng.integers(0, 256, size=(1, *shape), dtype=np.uint8)) for _ in range(images)]
     for batch in batches:
-        counter.observe(cache, batch, config, buffer)
+        observe(counter, cache, batch, config, buffer)
     buffer.flush()
     flat = torch.cat(batches).reshape(images, -1).double().numpy()  # 0-255: scaled after, as the handler does
     live = np.stack([flat.mean(axis=1), flat.std(axis=1)], axis=1) / 255.0
@@ -247,7 +279,8 @@ def test_esteira_kserves_registry_shows_every_bin_count_when_scraped() -> None:
     metrics.on_collect(buffer.flush)
     batches = [torch.tensor(rng.normal(size=(16, 6)) * 4, dtype=torch.float32) for _ in range(3)]
     for batch in batches:
-        counter.observe(metrics, batch, parse_config(models.TABULAR_CONFIG), buffer)
+        config = parse_config(models.TABULAR_CONFIG)
+        observe(counter, metrics, batch, config, buffer)
     scraped = {
         (sample.labels["feature"], sample.labels["bin"]): int(sample.value)
         for family in registry.collect()
