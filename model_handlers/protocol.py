@@ -55,6 +55,8 @@ import re
 import struct
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from email.parser import BytesParser
+from email.policy import HTTP
 from enum import StrEnum
 from typing import Any, Literal
 
@@ -282,6 +284,14 @@ def _parse_request(
         raise BadRequest(f"request body is {body_size} bytes; the limit is {spec.max_body_bytes}")
     if binary_header is not None:
         return parse_document(_binary_document(body, binary_header), spec)
+    if isinstance(body, bytes) and content_type and body.startswith(b"--"):
+        media = content_type.lower()
+        if media.startswith("multipart/form-data") and "boundary=" in media:
+            body, content_type = _form_field(body, content_type)
+    if isinstance(body, str) and content_type == "application/json":
+        return parse_document(body, spec)  # decoded by TorchServe, whose worker leaves undecodable JSON bytes
+    if isinstance(body, bytes) and content_type and content_type.lower().startswith("text"):
+        body = _text(body)
     json_declared = bool(content_type) and "json" in str(content_type).lower()
     if isinstance(body, bytes | str):
         if not body.strip():
@@ -291,6 +301,33 @@ def _parse_request(
             return ParsedRequest(Protocol.RAW, (data,), single=True)
         body = decode_json(body)
     return parse_document(body, spec)
+
+
+def _form_field(body: bytes, content_type: str) -> tuple[bytes, str | None]:
+    """The one field of a multipart form that carries the request (``data``, ``body`` or the only one) and its
+    Content-Type. TorchServe's frontend splits a form into its fields before a handler sees it; a server that
+    hands over the HTTP body (esteira-kserve, requests joined at the front) comes here, so a ``curl -F
+    data=@cat.png`` reads alike in every runtime."""
+    header = b"Content-Type: " + content_type.encode("latin-1", "replace") + b"\r\n\r\n"
+    message = BytesParser(policy=HTTP).parsebytes(header + body)
+    if not message.is_multipart():
+        raise BadRequest("malformed multipart body: no part ends with its boundary")
+    fields: dict[str, tuple[bytes, str | None]] = {}
+    for part in message.iter_parts():
+        name = part.get_param("name", header="content-disposition")
+        payload = part.get_payload(decode=True)
+        fields[str(name or "")] = (payload if isinstance(payload, bytes) else b"", part.get("content-type"))
+    chosen = extract_body(fields, content_type)
+    assert isinstance(chosen, tuple)
+    return chosen
+
+
+def _text(body: bytes) -> str:
+    """A text/* body as TorchServe's worker hands it over, decoded."""
+    try:
+        return body.decode("utf-8")
+    except UnicodeDecodeError as error:
+        raise BadRequest(f"the body is declared text but is not UTF-8 (byte {error.start})") from None
 
 
 def parse_document(doc: Any, spec: InputSpec) -> ParsedRequest:

@@ -136,3 +136,39 @@ def test_images_as_binary_bytes_and_as_base64_agree(
     broken = triton.InferInput("input-0", [1], "BYTES")
     broken.set_data_from_numpy(np.array([b"not an image"], dtype=np.object_), binary_data=True)
     assert "undecodable image" in triton_error(lambda: client.infer("digits", [broken]))
+
+
+def _post(url: str, body: bytes, content_type: str) -> tuple[int, Any]:
+    request = urllib.request.Request(url, data=body, method="POST", headers={"Content-Type": content_type})
+    try:
+        with urllib.request.urlopen(request, timeout=30) as answer:
+            return answer.status, json.loads(answer.read())
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.loads(exc.read())
+
+
+def test_an_image_reads_alike_in_every_form_torchserve_reads(
+    servers: dict[str, ModelServerProcess | KServeRuntimeProcess],
+) -> None:
+    """Raw bytes, a multipart form (`curl -F data=@cat.png`), base64 text and a JSON string of base64 are one
+    request in every runtime: TorchServe's frontend splits a form and its worker decodes JSON and text before the
+    handler sees them, esteira-kserve hands over the HTTP body, and the handler reads both alike."""
+    image = _png(255)
+    encoded = base64.b64encode(image)
+    boundary = "esteira-form-boundary"
+    form = (
+        f'--{boundary}\r\nContent-Disposition: form-data; name="data"; filename="white.png"\r\n'
+        "Content-Type: image/png\r\n\r\n"
+    ).encode() + image + f"\r\n--{boundary}--\r\n".encode()
+    url = f"{servers['digits'].url}/v1/models/digits:predict"
+    forms = {
+        "raw bytes": (image, "application/octet-stream"),
+        "multipart form": (form, f"multipart/form-data; boundary={boundary}"),
+        "base64 text": (encoded, "text/plain"),
+        "JSON string of base64": (b'"' + encoded + b'"', "application/json"),
+    }
+    answers = {name: _post(url, body, content_type) for name, (body, content_type) in forms.items()}
+    assert answers["raw bytes"][0] == 200, answers["raw bytes"]
+    assert all(answer == answers["raw bytes"] for answer in answers.values()), answers
+    status, error = _post(url, b"\xff\xfe not text", "text/plain")
+    assert status == 400 and "declared text but is not UTF-8" in error["error"]
