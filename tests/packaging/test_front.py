@@ -42,6 +42,7 @@ class TorchServeStandIn:
         self.client_ports: list[int] = []
         self.joined_headers: list[str | None] = []  # what each inference request said it joins
         self.expects: list[str | None] = []  # what each asked for before sending its body
+        self.parameter_headers: list[tuple[str | None, str | None]] = []  # headers named as TorchServe's parameters
         self.held, self.closed = asyncio.Event(), asyncio.Event()  # a "watch" request came; its connection closed
 
     async def predict(self, request: web.Request) -> web.StreamResponse:
@@ -49,6 +50,7 @@ class TorchServeStandIn:
         self.client_ports.append(peer[1] if peer else -1)
         self.joined_headers.append(request.headers.get(JOINED_HEADER))
         self.expects.append(request.headers.get("Expect"))
+        self.parameter_headers.append((request.headers.get("Body"), request.headers.get("Data")))
         fail = (await request.json()).get("fail")
         if fail == "watch":  # held until the connection it came on closes
             await held_until_cancelled(self.held, self.closed)
@@ -138,10 +140,13 @@ def test_the_front_relays_inference_and_torchserve_paths_whole_on_kept_connectio
             assert len(stand_in.client_ports) == 3 and len(set(stand_in.client_ports)) == 1, stand_in.client_ports
             # Only the front joins requests: a caller's say-so does not reach TorchServe's own path either.
             async with session.post(
-                f"{url}/predictions/iris", json={"instances": [[1, 2, 3, 4]]}, headers={JOINED_HEADER: "2"}
+                f"{url}/predictions/iris",
+                json={"instances": [[1, 2, 3, 4]]},
+                headers={JOINED_HEADER: "2", "Body": "x", "Data": "y"},
             ) as answer:
                 assert answer.status == 200
             assert stand_in.joined_headers == [None] * 4
+            assert stand_in.parameter_headers == [(None, None)] * 4, "they would replace the request's parameters"
             # A caller's Expect: 100-continue is for its hop: TorchServe would answer it with a 100 first.
             for _ in range(2):
                 async with session.post(

@@ -54,7 +54,9 @@ from model_handlers.joined import JOINED_HEADER
 # Hop-by-hop headers (RFC 9110) and those the upstream client writes; the rest of a passed-through request goes
 # as sent. ``Expect: 100-continue`` was the caller's to its hop: the front has read the whole body, and TorchServe
 # would answer it with a 100 before its answer. A caller's JOINED_HEADER is not passed either: only the front joins
-# requests.
+# requests. Nor are headers named as a request's parameters (``body``, ``data``): TorchServe's worker lets a header
+# replace a parameter's entry in the handler's view of the request, which then took a plain request for an envelope's
+# and answered every request of its batch 503.
 _NOT_PASSED = frozenset(
     {
         "connection",
@@ -65,6 +67,8 @@ _NOT_PASSED = frozenset(
         "host",
         "content-length",
         "expect",
+        "body",
+        "data",
         JOINED_HEADER,
     }
 )
