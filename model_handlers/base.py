@@ -443,7 +443,7 @@ class EsteiraHandler(BaseHandler, abc.ABC):  # type: ignore[misc]
                 )
             slot.inputs = self.preprocess_instances(slot.parsed.instances)
         except BadRequest as error:
-            slot.fail(400, error.message)
+            slot.fail(error.status, error.message)
         except Exception as error:  # reported as this request's server error
             logger.exception("reading request %d failed", idx)
             slot.fail(500, f"internal error while reading the request: {type(error).__name__}")

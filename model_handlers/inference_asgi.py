@@ -50,6 +50,7 @@ from model_handlers.joined import (
     joined_requests,
 )
 from model_handlers.messages import Answer, RawRequest, never_left
+from model_handlers.protocol import TooLarge
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -72,7 +73,7 @@ class InferenceRoutes:
         name: str,
         version: str,
         max_body: int,
-        refused: Callable[[], None] | None = None,
+        refused: Callable[[int], None] | None = None,
         observe: Callable[[float], None] | None = None,
         abandoned: Callable[[], None] | None = None,
     ) -> None:
@@ -113,9 +114,7 @@ class InferenceRoutes:
         if headers.get("expect", "").lower() == "100-continue" and self._too_big(declared):
             # Refused before its body is asked for: reading it would send the 100 Continue that has the client
             # upload what is then thrown away.
-            limit = f"exceeded the limit of {self.max_body} bytes"
-            refusal = _error(f"the request body of {declared} bytes {limit}")
-            await _respond(send, 413, refusal, [(b"connection", b"close")])
+            await self._too_large(send, declared, [(b"connection", b"close")])
             return
         body = await self._read_body(declared, receive)
         if body is None:  # the caller left before its body was read
@@ -123,8 +122,7 @@ class InferenceRoutes:
                 self.abandoned()
             return
         if isinstance(body, int):
-            limit = f"exceeded the limit of {self.max_body} bytes"
-            await _respond(send, 413, _error(f"the request body of {body} bytes {limit}"))
+            await self._too_large(send, body)
             return
         left = scope.get(CALLER_LEFT) or never_left
         if joined is not None:
@@ -134,6 +132,12 @@ class InferenceRoutes:
         if answer is not None:
             pairs = [(key.encode("latin-1"), value.encode("latin-1")) for key, value in answer.headers.items()]
             await _respond(send, answer.status, answer.body, pairs)
+
+    async def _too_large(self, send: Send, size: int | str, headers: list[tuple[bytes, bytes]] | None = None) -> None:
+        """A 413, counted as the handler counts its own (TorchServe's path answers and counts it alike)."""
+        if self.refused is not None:
+            self.refused(TooLarge.status)
+        await _respond(send, TooLarge.status, _error(TooLarge(size, self.max_body).message), headers)
 
     async def _joined(
         self, count: str, body: bytes, left: Callable[[], float | None], began: float, send: Send
@@ -176,7 +180,7 @@ class InferenceRoutes:
             return None
         if isinstance(answer, Refused):
             if self.refused is not None:
-                self.refused()
+                self.refused(503)
             message = f"model {name!r} {answer.reason}; retry later"
             retry = {"content-type": _JSON.decode(), "retry-after": str(RETRY_AFTER_SECONDS)}
             return Answer(503, _error(message), retry)

@@ -201,10 +201,10 @@ class InProcessHandler:
         if self.handler.inference_log is not None:
             self.handler.inference_log.outbox.flush(FLUSH_SECONDS)
 
-    def refused(self) -> None:
+    def refused(self, status: int) -> None:
         """Count a request the server refused before the handler saw it, as the handler counts its errors."""
         if self.handler.recorder is not None:
-            self.handler.recorder.record_refused(self.metrics)
+            self.handler.recorder.record_refused(self.metrics, status)
 
     def run(self, requests: Sequence[RawRequest]) -> list[Answer]:
         """One call of ``handle`` for the whole batch; one answer per request, in order."""

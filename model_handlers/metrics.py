@@ -385,13 +385,13 @@ class HandlerMetrics:
             slot = self._class_slots[label] = self.tally.slot(series)
         return slot
 
-    def record_refused(self, cache: Any) -> None:
-        """A request the server refused before any handler saw it (its model past its response timeout): a
-        server error of this revision, so the canary analysis and the alerts count what its callers got."""
+    def record_refused(self, cache: Any, status: int) -> None:
+        """A request the server refused before any handler saw it (its model past its response timeout, a 503;
+        a body over the limit, a 413), so the canary analysis and the alerts count what its callers got."""
         if cache is None:
             return
         try:
-            self.buffer.add(cache, self.tally, {outcome_slot(503): 1}, ())
+            self.buffer.add(cache, self.tally, {outcome_slot(status): 1}, ())
         except Exception:  # never let metrics break an answer
             logger.exception("recording a refused request failed")
         self.buffer.flush_due()

@@ -110,6 +110,8 @@ MAX_ERROR_LENGTH = 1000
 class BadRequest(ValueError):
     """The caller's fault (HTTP 400); the message says what is wrong and where, bounded in length."""
 
+    status = 400
+
     def __init__(self, message: str) -> None:
         if len(message) > MAX_ERROR_LENGTH:
             message = message[: MAX_ERROR_LENGTH - 3] + "..."
@@ -254,6 +256,15 @@ def decode_json(raw: bytes | bytearray | str) -> Any:
         raise BadRequest(f"malformed JSON: a number is too long to read ({error})") from None
 
 
+class TooLarge(BadRequest):
+    """A body over the model's ``max_body_bytes`` (HTTP 413), as every runtime answers it."""
+
+    status = 413
+
+    def __init__(self, size: int | str, limit: int) -> None:
+        super().__init__(f"the request body of {size} bytes exceeded the limit of {limit} bytes")
+
+
 def parse_request(
     body: Any,
     spec: InputSpec,
@@ -281,7 +292,7 @@ def _parse_request(
     if isinstance(body, bytes | str):
         body_size = len(body)
     if spec.max_body_bytes is not None and body_size is not None and body_size > spec.max_body_bytes:
-        raise BadRequest(f"request body is {body_size} bytes; the limit is {spec.max_body_bytes}")
+        raise TooLarge(body_size, spec.max_body_bytes)
     if binary_header is not None:
         return parse_document(_binary_document(body, binary_header), spec)
     if isinstance(body, bytes) and content_type and body.startswith(b"--"):

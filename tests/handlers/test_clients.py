@@ -157,9 +157,13 @@ def test_an_image_reads_alike_in_every_form_torchserve_reads(
     encoded = base64.b64encode(image)
     boundary = "esteira-form-boundary"
     form = (
-        f'--{boundary}\r\nContent-Disposition: form-data; name="data"; filename="white.png"\r\n'
-        "Content-Type: image/png\r\n\r\n"
-    ).encode() + image + f"\r\n--{boundary}--\r\n".encode()
+        (
+            f'--{boundary}\r\nContent-Disposition: form-data; name="data"; filename="white.png"\r\n'
+            "Content-Type: image/png\r\n\r\n"
+        ).encode()
+        + image
+        + f"\r\n--{boundary}--\r\n".encode()
+    )
     url = f"{servers['digits'].url}/v1/models/digits:predict"
     forms = {
         "raw bytes": (image, "application/octet-stream"),

@@ -10,6 +10,7 @@ import json
 import logging
 import socket
 import time
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -622,3 +623,18 @@ def test_handle_answers_every_request_with_200_or_400(
 
 
 _HANDLERS: dict[str, EsteiraHandler] = {}
+
+
+def test_a_body_over_the_model_s_limit_is_a_413_as_in_esteira_kserve(
+    tmp_path: Path, make_context: ContextFactory
+) -> None:
+    """esteira-kserve refuses a body over ``max_body_bytes`` with a 413 before the handler; TorchServe, whose own
+    limit is larger, hands it to the handler, which answers the same status and words."""
+    model_dir = make_model_dir(
+        tmp_path, "small", models.tabular_classifier(), {**models.TABULAR_CONFIG, "max_body_bytes": 64}
+    )
+    handler = load(TabularHandler, model_dir, make_context)
+    body = json.dumps({"instances": [[0.1, 0.2, 0.3, 0.4]] * 4}).encode()
+    answers, statuses, _ = call(handler, make_context, model_dir, [{"body": body}, {"body": b"[[1, 2, 3, 4]]"}])
+    assert statuses == [413, 200]
+    assert json.loads(answers[0]) == {"error": f"the request body of {len(body)} bytes exceeded the limit of 64 bytes"}

@@ -37,7 +37,7 @@ def serving(model_dir: ModelDir) -> tuple[TabularHandler, PrometheusMetrics, Col
 def test_every_batch_is_counted_as_soon_as_it_is_answered(model_dirs: dict[str, ModelDir]) -> None:
     model_dir = model_dirs["tabular"]
     handler, metrics, registry = serving(model_dir)
-    body = {"body": json.dumps({"instances": [[0.1, 0.2, 0.3, 0.4]]})}
+    body = {"body": json.dumps({"instances": [[0.1, 0.2, 0.3, 0.4]]}).encode()}  # as esteira-kserve hands it over
     for batch in (1, 2, 3):  # three batches well within a second: none of them may wait for a later write
         handler.handle([body] * batch, context(model_dir, metrics, batch))
     labels = {"ModelName": handler.identity.name, "Revision": handler.identity.revision, "outcome": "ok"}
@@ -48,8 +48,8 @@ def test_each_series_keeps_its_own_count(model_dirs: dict[str, ModelDir]) -> Non
     """Series of one metric with different label values are updated apart, batch after batch."""
     model_dir = model_dirs["tabular"]
     handler, metrics, registry = serving(model_dir)
-    good = {"body": json.dumps({"instances": [[0.1, 0.2, 0.3, 0.4]]})}
-    bad = {"body": json.dumps({"instances": [[0.1, 0.2]]})}
+    good = {"body": json.dumps({"instances": [[0.1, 0.2, 0.3, 0.4]]}).encode()}
+    bad = {"body": json.dumps({"instances": [[0.1, 0.2]]}).encode()}
     for _ in range(2):
         handler.handle([good, bad, bad], context(model_dir, metrics, 3))
     base = {"ModelName": handler.identity.name, "Revision": handler.identity.revision}
@@ -86,7 +86,7 @@ def test_a_request_refused_before_the_handler_counts_as_a_server_error_of_the_re
     handler, metrics, registry = serving(model_dir)
     assert handler.recorder is not None
     for _ in range(3):
-        handler.recorder.record_refused(metrics)
+        handler.recorder.record_refused(metrics, 503)
     base = {"ModelName": handler.identity.name, "Revision": handler.identity.revision}
     assert registry.get_sample_value(REQUESTS_TOTAL, {**base, "outcome": "server_error"}) == 3
     assert registry.get_sample_value(REQUESTS_TOTAL, {**base, "outcome": "ok"}) == 0

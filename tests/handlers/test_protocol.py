@@ -116,8 +116,8 @@ def test_malformed_bodies(body: Any, expected: str) -> None:
 
 
 def test_body_size_limit_counts_bytes_or_the_content_length() -> None:
-    assert "request body is 10001 bytes; the limit is 10000" in bad(b"x" * 10_001, IMAGE)
-    assert "request body is 20000 bytes" in bad({"instances": [b64(PNG)]}, IMAGE, body_size=20_000)
+    assert "the request body of 10001 bytes exceeded the limit of 10000 bytes" in bad(b"x" * 10_001, IMAGE)
+    assert "the request body of 20000 bytes" in bad({"instances": [b64(PNG)]}, IMAGE, body_size=20_000)
 
 
 # --- KServe v1 ---------------------------------------------------------------------------------------------

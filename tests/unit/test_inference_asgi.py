@@ -50,10 +50,13 @@ def call(
     durations the layer observed."""
     model = model or Echo()
     observed: list[float] = []
+    refused: list[int] = []
 
     async def scenario() -> list[Message]:
         batcher = AdaptiveBatcher(model, max_batch_size=4)
-        routes = InferenceRoutes(inner, batcher, "iris", "1.0.0", max_body=10, observe=observed.append)
+        routes = InferenceRoutes(
+            inner, batcher, "iris", "1.0.0", max_body=10, refused=refused.append, observe=observed.append
+        )
         incoming = [
             {"type": "http.request", "body": chunk, "more_body": index < len(chunks) - 1}
             for index, chunk in enumerate(chunks)
@@ -78,6 +81,7 @@ def call(
         "headers": {key.decode(): value.decode() for key, value in start["headers"]},
         "body": body["body"],
         "seen": model.seen,
+        "refused": refused,
         "observed": observed,
     }
 
@@ -128,7 +132,7 @@ def test_a_body_over_the_limit_is_a_413_whether_declared_or_streamed() -> None:
     for answer, size in ((declared, 11), (streamed, 12)):
         assert answer["status"] == 413
         assert json.loads(answer["body"])["error"] == f"the request body of {size} bytes exceeded the limit of 10 bytes"
-        assert answer["seen"] == []
+        assert answer["seen"] == [] and answer["refused"] == [413], "counted, as TorchServe's path counts it"
 
 
 def test_a_body_declared_over_the_limit_and_expecting_a_continue_is_refused_before_it_is_asked_for() -> None:
@@ -136,7 +140,7 @@ def test_a_body_declared_over_the_limit_and_expecting_a_continue_is_refused_befo
     is then thrown away; no chunk is given here, so asking for one fails the test."""
     headers = {"content-length": "1000000000", "expect": "100-continue"}
     answer = call("POST", "/v1/models/iris:predict", [], headers)
-    assert (answer["status"], answer["headers"]["connection"]) == (413, "close")
+    assert (answer["status"], answer["headers"]["connection"], answer["refused"]) == (413, "close", [413])
     assert "of 1000000000 bytes exceeded the limit of 10 bytes" in json.loads(answer["body"])["error"]
 
 
@@ -153,14 +157,14 @@ def test_every_other_path_goes_to_kserves_application() -> None:
 
 
 def test_a_request_the_halted_batcher_refuses_is_a_503_with_retry_after_and_is_counted() -> None:
-    refusals: list[None] = []
+    refusals: list[int] = []
     observed: list[float] = []
 
     async def scenario() -> list[Message]:
         batcher = AdaptiveBatcher(Echo(), max_batch_size=4)
         batcher.halt("did not answer a batch within its response timeout (2 s); the server restarts")
         routes = InferenceRoutes(
-            inner, batcher, "iris", "1.0.0", max_body=10, refused=lambda: refusals.append(None), observe=observed.append
+            inner, batcher, "iris", "1.0.0", max_body=10, refused=refusals.append, observe=observed.append
         )
         incoming = [{"type": "http.request", "body": b"{}", "more_body": False}]
         sent: list[Message] = []
@@ -185,7 +189,7 @@ def test_a_request_the_halted_batcher_refuses_is_a_503_with_retry_after_and_is_c
         "error": "model 'iris' did not answer a batch within its response timeout (2 s); the server restarts; "
         "retry later"
     }
-    assert len(refusals) == 1 and len(observed) == 1  # answered by the server: timed as any other answer
+    assert refusals == [503] and len(observed) == 1  # answered by the server: timed as any other answer
 
 
 class Held(Echo):
@@ -265,13 +269,14 @@ def test_a_request_its_batch_would_answer_after_the_proxys_timeout_is_a_503_at_o
     """Behind a held batch of 10 ms or more, a request whose proxy waits 1 ms cannot be answered in time: it gets a
     503 saying so, counted as a refusal and timed; one without a deadline is answered."""
     model = Held()
-    refusals: list[None] = []
+    refusals: list[int] = []
     observed: list[float] = []
 
     async def scenario() -> dict[str, list[Message]]:
         batcher = AdaptiveBatcher(model, max_batch_size=4, inline_below=0.0, late=answered_too_late)
-        count = functools.partial(refusals.append, None)
-        callers = Callers(InferenceRoutes(inner, batcher, "iris", "1.0.0", 10, refused=count, observe=observed.append))
+        callers = Callers(
+            InferenceRoutes(inner, batcher, "iris", "1.0.0", 10, refused=refusals.append, observe=observed.append)
+        )
         first = callers.request("first")
         await asyncio.get_running_loop().run_in_executor(None, model.running.wait, 10)
         hurried = callers.request("hurried", headers=[(EXPECTED_TIMEOUT_HEADER.encode(), b"1")])
@@ -287,7 +292,7 @@ def test_a_request_its_batch_would_answer_after_the_proxys_timeout_is_a_503_at_o
     assert statuses == {"first": 200, "hurried": 503, "patient": 200}
     error = json.loads(sent["hurried"][1]["body"])["error"]
     assert error == "model 'iris' could not answer within the caller's deadline; retry later"
-    assert len(model.seen) == 2 and len(refusals) == 1 and len(observed) == 3
+    assert len(model.seen) == 2 and refusals == [503] and len(observed) == 3
 
 
 class Batches(Echo):
@@ -320,9 +325,7 @@ def joined(
         batcher = AdaptiveBatcher(model, max_batch_size=4)
         if refuse:
             batcher.halt(refuse)
-        callers = Callers(
-            InferenceRoutes(inner, batcher, "iris", "1.0.0", 1000, lambda: refusals.append(1), observed.append)
-        )
+        callers = Callers(InferenceRoutes(inner, batcher, "iris", "1.0.0", 1000, refusals.append, observed.append))
         headers = [(b"content-type", JOINED_CONTENT_TYPE.encode()), (JOINED_HEADER.encode(), str(count).encode())]
         await callers.request("router", {"type": "http.request", "body": body, "more_body": False}, headers, **scope)
         batcher.close()
