@@ -328,6 +328,37 @@ def test_a_canary_moves_the_model_to_the_other_runtime(tmp_path: Path) -> None:
         assert status == 200 and headers["x-model-revision"] == "2"
 
 
+def test_a_restart_with_the_same_workdir_resumes_the_rollout(tmp_path: Path) -> None:
+    """Stopped while a canary waits at a gate, `esteira up` started again on the same file and --workdir serves
+    the stable it served, with the canary back where it was (not the file's build as stable, promoted with no
+    analysis); the canary's step starts again, and a promote finishes it."""
+    need_runtime(None)
+    manifest, workdir = tmp_path / "iris.yaml", tmp_path / "run"
+    write_manifest(manifest, "1.0.0", "iris-1.0.0")
+    first = RuntimeThread(LocalRuntime(manifest, port=free_port(), workdir=workdir, log=print)).start()
+    try:
+        write_manifest(manifest, "1.0.1", "iris-1.0.0", pause_before=(50,))
+        wait_for(lambda: _waiting_for_promotion(first, 2), 90, "canary revision 2 ready, waiting for promote")
+    finally:
+        first.stop()
+    second = RuntimeThread(LocalRuntime(manifest, port=free_port(), workdir=workdir, log=print)).start()
+    try:
+        runtime = second.runtime
+        stable, canary = runtime.status.stable, runtime.status.canary
+        assert stable is not None and (stable.revision, stable.model_version) == (1, "1.0.0")
+        assert canary is not None and (canary.revision, canary.model_version) == (2, "1.0.1")
+        resumed = [e.message for e in runtime.timeline if e.reason == "Resumed"]
+        assert resumed and "stable revision 1, canary revision 2" in resumed[0], resumed
+        status, headers, _ = http(f"{runtime.url}/v1/models/iris:predict", {"instances": [[5, 3, 1, 0.2]]})
+        assert status == 200 and headers["x-model-revision"] == "1"
+        wait_for(lambda: _waiting_for_promotion(second, 2), 90, "canary revision 2 ready again, at its gate")
+        second.call(runtime.control("promote", {"full": True}))
+        stable = runtime.status.stable
+        assert stable is not None and stable.revision == 2 and runtime.status.latest_revision == 2
+    finally:
+        second.stop()
+
+
 def test_a_canary_that_never_loads_is_rolled_back_at_its_progress_deadline(tmp_path: Path) -> None:
     """A new version whose archive cannot be read never becomes ready: stable keeps every request, and once the
     canary has not been ready for rollout.progressDeadline it is rolled back and its server stopped."""

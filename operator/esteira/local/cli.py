@@ -27,6 +27,7 @@ from esteira.local.access import read_token
 from esteira.local.kserve_server import RuntimeUnavailable
 from esteira.local.router import PortInUse
 from esteira.local.runtime import LocalRuntime
+from esteira.local.saved_state import StateFileError
 from esteira.packaging.heap import freeze_startup_heap
 from esteira.retraining.report import card_summary, retraining_lines
 from esteira.vocabulary import ENV_KSERVE_PYTHON, ENV_LOCAL_URL
@@ -99,7 +100,7 @@ def router_url(text: str) -> str:
 def _up(args: argparse.Namespace) -> int:
     try:
         runtime = LocalRuntime(Path(args.file), port=args.port, workdir=args.workdir, kserve_python=args.kserve_python)
-    except RuntimeUnavailable as exc:
+    except (RuntimeUnavailable, StateFileError) as exc:
         print(f"esteira up: {exc}", file=sys.stderr)
         return 2
     except InvalidSpec as exc:

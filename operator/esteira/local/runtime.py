@@ -39,6 +39,15 @@ from esteira.local.model_server import ModelServer, StillStarting
 from esteira.local.provider import LocalMetricProvider, class_counts
 from esteira.local.retraining import CommandRunner
 from esteira.local.router import Router
+from esteira.local.saved_state import (
+    STATE_FILE,
+    SavedState,
+    StateFileError,
+    load_state,
+    resumed,
+    save_state,
+    spec_digest,
+)
 from esteira.local.server import TorchServeServer
 from esteira.local.split import Split
 from esteira.local.stats import Counters
@@ -111,6 +120,10 @@ class LocalRuntime:
         self._seen = self._stamp()
         self.override: ModelDeploymentSpec | None = None  # a rollback's build, until the file changes
         self.status = ModelDeploymentStatus()
+        # A --workdir keeps the status between runs (:mod:`esteira.local.saved_state`); a temporary one goes with it.
+        self.state_path = None if self._own_workdir else self.workdir / STATE_FILE
+        self._resumed = self._resume()
+        self._saved = ""  # the state last written
         self.servers: dict[int, ModelServer] = {}
         self.retiring: list[ModelServer] = []  # left the plan, draining or stopping; `stop` ends them too
         self.timeline: list[Event] = []
@@ -130,6 +143,44 @@ class LocalRuntime:
         self._token_path: Path | None = None
 
     # --- lifecycle ---------------------------------------------------------------------------------------
+
+    def _resume(self) -> list[Decision]:
+        """Take over the status an earlier run saved in the --workdir (StateFileError when it cannot be used, before
+        any server starts); the decisions to report once the router listens."""
+        if self.state_path is None:
+            return []
+        saved = load_state(self.state_path, self.manifest.namespace, self.manifest.name)
+        if saved is None:
+            return []
+        stable = saved.status.stable
+        if stable is not None and (problems := storage_problems(stable.storage_uri, self.manifest.spec.model.name)):
+            raise StateFileError(
+                f"{self.state_path}: stable revision {stable.revision}'s build cannot be served: {problems[0]}; "
+                "put it back, or move the file away to start afresh (the rollout state it holds is then lost)"
+            )
+        self.status, decisions = resumed(saved.status, format_time(_now()))
+        if saved.rollback_model is not None and saved.file_spec == spec_digest(self.manifest.spec):
+            self.override = self.manifest.spec.model_copy(update={"model": saved.rollback_model})
+        canary = self.status.canary
+        where = f"stable revision {stable.revision}" if stable else "no stable revision"
+        if canary is not None:
+            where += f", canary revision {canary.revision} at {canary.weight}% (its step starts again)"
+        return [Decision("Resumed", f"from {self.state_path}: {where}"), *decisions]
+
+    def _save(self) -> None:
+        """Write the status (and a rollback's build) to the --workdir when it changed since the last write."""
+        if self.state_path is None:
+            return
+        state = SavedState(self.status, self.override.model if self.override else None, spec_digest(self.manifest.spec))
+        wire = repr((state.status.to_wire(), state.rollback_model, state.file_spec))
+        if wire == self._saved:
+            return
+        try:
+            save_state(self.state_path, self.manifest.namespace, self.manifest.name, state)
+        except OSError as exc:
+            self.say("StateNotSaved", f"{self.state_path}: {exc.strerror or exc}; a restart would start afresh", True)
+            return
+        self._saved = wire
 
     @property
     def spec(self) -> ModelDeploymentSpec:
@@ -153,6 +204,7 @@ class LocalRuntime:
             f"router listening on {self.url} (model {self.spec.model.name!r}); labels and records: "
             f"{self.collector.url}",
         )
+        self._report(self._resumed)
         await self.tick()
         stable = self.status.stable
         assert stable is not None
@@ -353,7 +405,9 @@ class LocalRuntime:
                 await self.local_provider.mark(stable.revision, after.revision)
         self._apply_split()
         await self._retire_servers()
-        return out.decisions + await self._retrain(now)
+        decisions = out.decisions + await self._retrain(now)
+        self._save()
+        return decisions
 
     async def _retrain(self, now: datetime) -> list[Decision]:
         """spec.retraining here: the same planning as the operator's, a command where a cluster runs a Job."""
