@@ -39,7 +39,9 @@ CANARY = CanaryRecord(
 
 def status() -> ModelDeploymentStatus:
     runs = [
-        RetrainingRun(run=1, at="t", signal="drift", reason="r", outcome="Running", job="iris-retrain-1", job_seen=True),
+        RetrainingRun(
+            run=1, at="t", signal="drift", reason="r", outcome="Running", job="iris-retrain-1", job_seen=True
+        ),
         RetrainingRun(run=2, at="t", signal="drift", reason="r", outcome="Succeeded", job="iris-retrain-2"),
     ]
     return ModelDeploymentStatus(
