@@ -106,6 +106,48 @@ class Slot(NamedTuple):
     other: int
 
 
+def columns_of(config: ModelConfig) -> tuple[str, ...]:
+    """The names drift is counted under: a tabular model's inputs, an image's two statistics."""
+    if config.kind == "image":
+        return IMAGE_FEATURES
+    return config.feature_names or tuple(f"feature_{i}" for i in range(config.features))
+
+
+def profile_problems(profile: ReferenceProfile, config: ModelConfig) -> list[str]:
+    """What in ``profile`` the model server could never count for this model: a feature that is none of its
+    inputs (it is left out without a word), a category that is no number (an input arrives as a number, and a
+    categorical one is named by it), a predicted class the model does not have."""
+    columns = columns_of(config)
+    problems = []
+    for feature in profile.features:
+        if feature.name not in columns:
+            shown = ", ".join(columns[:8]) + (", ..." if len(columns) > 8 else "")
+            problems.append(f"feature {feature.name!r} is none of the model's inputs ({shown})")
+        elif isinstance(feature, CategoricalFeature):
+            words = [c for c in feature.categories if not _is_number(c)]
+            if words:
+                problems.append(
+                    f"feature {feature.name!r}: category {words[0]!r} is no number; the model takes numbers, so "
+                    "profile the encoded column it is given"
+                )
+    predictions = profile.predictions
+    if predictions is not None and predictions.labels is not None and config.labels is not None:
+        unknown = [label for label in predictions.labels if label not in config.labels]
+        if unknown:
+            problems.append(
+                f"predictions: class {unknown[0]!r} is none of the model's labels ({', '.join(config.labels)})"
+            )
+    return problems
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
 def as_served(feature: Feature) -> Feature:
     """A numeric feature's bounds and edges as a float32 tensor holds them. The profile is taken in float64, the
     values counted come from the model's float32 input: a value at the reference's maximum (6.9) arrived as
@@ -189,11 +231,7 @@ class DriftCounter:
         except (OSError, ValidationError) as error:
             logger.error("%s is unusable, drift is not counted: %s", PROFILE_FILE, error)
             return None
-        if config.kind == "image":
-            columns: Sequence[str] = IMAGE_FEATURES
-        else:
-            columns = config.feature_names or tuple(f"feature_{i}" for i in range(config.features))
-        counter = cls(profile, columns, identity, series_cap())
+        counter = cls(profile, columns_of(config), identity, series_cap())
         if counter.left_out:
             logger.warning(
                 "drift series cap %d reached: %d feature(s) not counted, from %r",

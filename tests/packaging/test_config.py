@@ -98,6 +98,9 @@ def test_duplicate_model_names_rejected() -> None:
     [
         ({"name": "iris/evil"}, "name"),
         ({"name": "-iris"}, "name"),
+        ({"name": "Fraud_Model"}, "name 'Fraud_Model': a ModelDeployment's spec.model.name"),
+        ({"name": "m" * 64}, "63 at most"),
+        ({"version": "v" * 64}, "version"),
         ({"version": 'v1"'}, "version"),
         ({"batch_size": 0}, "batch_size"),
         ({"max_batch_delay_ms": -1}, "max_batch_delay_ms"),

@@ -135,6 +135,13 @@ def test_a_column_is_numeric_only_when_every_value_is(tmp_path: Path) -> None:
         ("a,b\n", {}, "bad.csv: no rows after the header"),
         ("", {}, "bad.csv: row 1 should name the columns"),
         ("a,b\n1,2\n", {"bins": 40}, "--bins must be between 2 and 31, got 40"),
+        (
+            "a,p\n1,2\n",
+            {"prediction": "p", "exclude": frozenset({"p"})},
+            "'p' cannot be both --prediction and --exclude",
+        ),
+        ("city,b\nNew York,1\nNew_York,2\n", {}, "categories 'New York' and 'New_York' are one bin"),
+        (f"{'c' * 201},b\n1,2\n", {}, f"bad.csv: column '{'c' * 201}': name: String should have at most 200"),
     ],
 )
 def test_bad_csv_names_row_and_column(tmp_path: Path, content: str, options: dict[str, Any], message: str) -> None:
@@ -195,3 +202,42 @@ def test_package_profile_goes_in_the_archive(demo_models: tuple[Path, list[Any]]
     profile.write_text(json.dumps({"profileVersion": 2, "rows": 0, "features": []}))
     assert package_cli([*base, "--profile", str(profile), "--out", str(tmp_path / "bad")]) == 2
     assert not (tmp_path / "bad" / "model-store").exists()
+
+
+@pytest.mark.slow
+def test_package_refuses_a_profile_the_model_server_could_never_count(
+    demo_models: tuple[Path, list[Any]], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Drift is counted for the model's inputs by name, as numbers, and predictions under its labels: a profile
+    of other columns, of words or of other classes was packaged, and the server counted nothing against it."""
+    source = demo_models[0] / "iris-1.0.0"
+    reference = json.loads((source / PROFILE_FILE).read_text())
+    base = ["--name", "iris", "--version", "1.0.0", "--handler", "tabular", "--model-file", str(source / "model.pt")]
+    base += ["--extra-files", str(source / "esteira-model.json")]
+    first = reference["features"][0]["name"]
+    renamed = {**reference, "features": [{**reference["features"][0], "name": "age"}, *reference["features"][1:]]}
+    words = {**reference, "features": [{"name": first, "type": "categorical", "categories": ["red"], "counts": [3, 0]}]}
+    classes = {**reference, "predictions": {"labels": ["0", "1"], "counts": [5, 5]}}
+    for index, (profile, wanted) in enumerate(
+        (
+            (renamed, "feature 'age' is none of the model's inputs"),
+            (words, f"feature {first!r}: category 'red' is no number"),
+            (classes, "predictions: class '0' is none of the model's labels"),
+        )
+    ):
+        path = tmp_path / f"profile-{index}.json"
+        path.write_text(json.dumps(profile))
+        out = tmp_path / f"out-{index}"
+        assert package_cli([*base, "--profile", str(path), "--out", str(out)]) == 2
+        assert wanted in capsys.readouterr().err
+        assert not (out / "model-store").exists()
+
+
+def test_a_row_of_empty_cells_is_a_row_of_missing_values_and_a_blank_line_no_row(tmp_path: Path) -> None:
+    """The model server counts a missing input as missing: a reference that dropped rows of empty cells made
+    unchanged data look like a data-quality problem."""
+    path = tmp_path / "gaps.csv"
+    path.write_text("a,b\n1,2\n,\n\n3,4\n,\n")
+    profile = build_profile(ProfileRequest(path=path))
+    assert profile.rows == 4
+    assert [feature.missing_rate for feature in profile.features] == [0.5, 0.5]

@@ -182,8 +182,8 @@ class ModelSource(SpecModel):
     )
     card: ModelCard | None = Field(
         default=None,
-        description="Where this build came from and what it was validated on (`esteira package --card` writes it "
-        "into the archive and prints it for here). Kept per revision in status.history.",
+        description="Where this build came from and what it was validated on (`esteira package` writes it into "
+        "the archive and prints it for here). Kept per revision in status.history.",
     )
 
 

@@ -97,8 +97,16 @@ class CategoricalFeature(ProfileModel):
                 f"feature {self.name!r}: {len(self.categories)} categories need {len(self.categories) + 1} counts "
                 "(the last one counts every other category)"
             )
-        if len({category_label(c) for c in self.categories}) != len(self.categories):
-            raise ValueError(f"feature {self.name!r}: categories must be distinct")
+        seen: dict[str, str] = {}
+        for category in self.categories:
+            label = category_label(category)
+            if label in seen:
+                raise ValueError(
+                    f"feature {self.name!r}: categories {seen[label]!r} and {category!r} are one bin, {label!r} "
+                    "(a bin's label keeps 60 characters, with those a metric line cannot carry made '_'): "
+                    "merge or rename them"
+                )
+            seen[label] = category
         return self
 
     @property

@@ -25,6 +25,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from pydantic import ValidationError
+
+from esteira.drift.profile import PROFILE_FILE, ReferenceProfile
 from esteira.packaging.config import (
     CONFIG_PATH,
     METRICS_CONFIG_PATH,
@@ -152,11 +155,18 @@ def _check_inputs(inputs: PackageInputs, handler: HandlerRef) -> None:
         raise PackagingError(f"--model-file {inputs.model_file} is not a file")
     if any("," in str(p) for p in inputs.extra_files):
         raise PackagingError("extra file paths may not contain ',' (the archiver splits on it)")
+    configs, profiles = [], []
     for path in inputs.extra_files:
         # The archiver copies a folder's items into the archive's root: its esteira-model.json is the handler's.
-        config = path / MODEL_CONFIG_FILE if path.is_dir() else path
-        if config.name == MODEL_CONFIG_FILE and config.is_file():
-            _check_model_config(config, eager=inputs.model_code is not None)
+        for found in (path / MODEL_CONFIG_FILE, path / PROFILE_FILE) if path.is_dir() else (path,):
+            if found.name == MODEL_CONFIG_FILE and found.is_file():
+                configs.append(found)
+            elif found.name == PROFILE_FILE and found.is_file():
+                profiles.append(found)
+    for config in configs:
+        _check_model_config(config, eager=inputs.model_code is not None)
+    if configs and profiles:
+        _check_profile(profiles[0], configs[0])
 
 
 def _check_model_config(path: Path, eager: bool) -> None:
@@ -177,6 +187,25 @@ def _check_model_config(path: Path, eager: bool) -> None:
             f"{path}: optimize: the rewrite at load takes a TorchScript model, and this one is a state dict with "
             "--model-code; package the scripted or traced model, or leave optimize out"
         )
+
+
+def _check_profile(profile: Path, config: Path) -> None:
+    """A reference profile the model server could never count against, refused before anything is written: the
+    server counts drift only for the model's inputs by name, and left the rest out without a word."""
+    if importlib.util.find_spec("model_handlers") is None:
+        return
+    from model_handlers.config import load_config
+    from model_handlers.drift import profile_problems
+
+    try:
+        reference = ReferenceProfile.model_validate_json(profile.read_bytes())
+    except ValidationError as error:
+        first = error.errors()[0]
+        where = ".".join(str(part) for part in first["loc"]) or "(document)"
+        raise PackagingError(f"{profile}: {where}: {first['msg']}") from None
+    problems = profile_problems(reference, load_config(config.parent))
+    if problems:
+        raise PackagingError(f"{profile}: {problems[0]} (in {config})")
 
 
 def read_manifest(mar: Path) -> dict[str, Any]:

@@ -109,7 +109,8 @@ def _package(args: argparse.Namespace) -> int:
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     print(f"{result.mar}\n{result.config}")
-    print(f"storageUri: file://{result.out.resolve()}  (model name in URLs: {model.name})")
+    # Percent-encoded: a folder named with '#', '?' or '%' read back as another folder from a plain file:// URL.
+    print(f"storageUri: {result.out.resolve().as_uri()}  (model name in URLs: {model.name})")
     print("model card, for spec.model.card:")
     print(yaml.safe_dump({"card": card.model_dump(by_alias=True, exclude_none=True)}, sort_keys=False), end="")
     return 0

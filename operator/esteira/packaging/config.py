@@ -35,9 +35,13 @@ JOB_QUEUE_SIZE = 100
 RESPONSE_TIMEOUT_SECONDS = 120
 MAX_MESSAGE_BYTES = 6_553_500  # TorchServe's default max_request_size and max_response_size
 
-# torch-model-archiver's rule for model names; versions follow the same rule. Both end up in URLs, in file
-# names and inside the snapshot JSON, so nothing else is let through (no '/', ':', quotes or backslashes).
-_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
+# A model name is a ModelDeployment's spec.model.name, a DNS label: a name torch-model-archiver takes (capitals,
+# '_', '.') packaged a model no ModelDeployment could serve. A version follows torch-model-archiver's rule, 63
+# characters at most as spec.model.version. Both end up in URLs, in file names and inside the snapshot JSON, so
+# nothing else is let through (no '/', ':', quotes or backslashes).
+_NAME = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?")
+_VERSION = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
+MAX_NAME = 63
 _ADDRESS = re.compile(r"https?://[^\s/]+:\d+")
 
 
@@ -57,9 +61,15 @@ class ModelSpec:
 
     def __post_init__(self) -> None:
         problems = []
-        for label, value in (("name", self.name), ("version", self.version)):
-            if len(value) > 64 or not _NAME.fullmatch(value):
-                problems.append(f"{label} {value!r}: use letters, digits, '.', '_' or '-' (64 at most, alnum first)")
+        if len(self.name) > MAX_NAME or not _NAME.fullmatch(self.name):
+            problems.append(
+                f"name {self.name!r}: a ModelDeployment's spec.model.name, so lower-case letters, digits and '-', "
+                f"{MAX_NAME} at most, a letter or digit at each end"
+            )
+        if len(self.version) > MAX_NAME or not _VERSION.fullmatch(self.version):
+            problems.append(
+                f"version {self.version!r}: use letters, digits, '.', '_' or '-' ({MAX_NAME} at most, alnum first)"
+            )
         if not 1 <= self.batch_size <= 1024:
             problems.append(f"batch_size {self.batch_size}: must be 1 to 1024")
         if not 0 <= self.max_batch_delay_ms <= 60_000:

@@ -123,7 +123,7 @@ def _csv_chunks(path: Path, progress: Progress) -> Iterator[Chunk]:
         rows: list[list[str]] = []
         record = first = 2
         for row in reader:
-            if not any(cell.strip() for cell in row):
+            if not row:  # a blank line; a row of empty cells is a row of missing values
                 continue
             if len(row) != len(header):
                 raise ProfileError(f"{path}: row {record} has {len(row)} fields, the header has {len(header)}")
@@ -270,6 +270,8 @@ def _check_names(request: ProfileRequest, names: list[str]) -> None:
     both = sorted(request.categorical & request.numeric)
     if both:
         raise ProfileError(f"columns {', '.join(map(repr, both))} cannot be both --categorical and --numeric")
+    if request.prediction is not None and request.prediction in request.exclude:
+        raise ProfileError(f"column {request.prediction!r} cannot be both --prediction and --exclude")
 
 
 def _edges(column: ColumnStats, bins: int) -> list[float]:
@@ -354,11 +356,14 @@ def build_profile(request: ProfileRequest, progress: Progress = lambda _: None) 
         numeric.discard(request.prediction)
     edges = {name: _edges(stats[name], request.bins) for name in sorted(numeric)}
     counts = _second_pass(request, edges, progress)
-    features = [
-        _feature(request, column, rows, edges.get(name), counts.get(name))
-        for name, column in stats.items()
-        if name != request.prediction
-    ]
+    features = []
+    for name, column in stats.items():
+        if name == request.prediction:
+            continue
+        try:
+            features.append(_feature(request, column, rows, edges.get(name), counts.get(name)))
+        except ValidationError as exc:
+            raise ProfileError(f"{request.path}: column {name!r}: {_problem(exc)}") from None
     predictions = None
     if request.prediction is not None:
         name = request.prediction
@@ -375,7 +380,14 @@ def build_profile(request: ProfileRequest, progress: Progress = lambda _: None) 
             predictions=predictions,
         )
     except ValidationError as exc:
-        raise ProfileError(f"{request.path}: {exc.errors()[0]['msg']}") from exc
+        raise ProfileError(f"{request.path}: {_problem(exc)}") from None
+
+
+def _problem(exc: ValidationError) -> str:
+    """A validation error's first problem, with where it lies."""
+    first = exc.errors()[0]
+    where = ".".join(str(part) for part in first["loc"])
+    return f"{where}: {first['msg']}" if where else str(first["msg"])
 
 
 def staged_profile(profile: Path, extra_files: Sequence[Path], folder: Path) -> Path:
