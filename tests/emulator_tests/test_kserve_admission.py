@@ -82,6 +82,35 @@ def test_defaulter() -> None:
     }
 
 
+@pytest.mark.parametrize(
+    ("sent", "stored"),
+    [
+        (1, "1"),
+        ("0.5", "500m"),
+        (0.5, "500m"),
+        ("1000m", "1"),
+        ("4096Mi", "4Gi"),
+        ("1.5Gi", "1536Mi"),
+        ("500Ki", "500Ki"),
+        ("1023Ki", "1023Ki"),
+        ("0.5Ki", "512"),
+        ("3000", "3k"),
+        ("2048", "2048"),
+        ("1e3", "1e3"),
+        ("2000e-3", "2"),
+        ("0.0000000001", "1n"),
+        ("0", "0"),
+    ],
+)
+def test_the_defaulter_writes_every_quantity_back_canonical(sent: Any, stored: str) -> None:
+    """The Go struct round trip: as `kubectl get isvc -o yaml` shows what Esteira sent (apimachinery
+    quantity_test.go's canonical cases)."""
+    obj = isvc()
+    obj["spec"]["predictor"]["model"]["resources"] = {"requests": {"cpu": sent}, "limits": {"nvidia.com/gpu": sent}}
+    resources = admission.default_inference_service(obj)["spec"]["predictor"]["model"]["resources"]
+    assert resources == {"requests": {"cpu": stored}, "limits": {"nvidia.com/gpu": stored}}
+
+
 def test_model_mesh_predictor_is_not_defaulted() -> None:
     defaulted = admission.default_inference_service(isvc(mode="ModelMesh"))
     assert "modelFormat" not in defaulted["metadata"]["annotations"]

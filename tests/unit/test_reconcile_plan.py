@@ -219,6 +219,16 @@ def test_condition_transition_time_moves_only_on_change() -> None:
     assert times["Ready"] == LATER
 
 
+def test_resource_quantities_compare_by_value_as_kserve_s_webhook_rewrites_them() -> None:
+    """KServe's defaulter writes every quantity back in canonical form: the same value is no drift, another is."""
+    wanted = {"spec": {"predictor": {"model": {"resources": {"requests": {"cpu": 1, "memory": "4096Mi"}}}}}}
+    canonical = {"spec": {"predictor": {"model": {"resources": {"requests": {"cpu": "1", "memory": "4Gi"}}}}}}
+    assert is_subset(wanted, canonical)
+    canonical["spec"]["predictor"]["model"]["resources"]["requests"]["cpu"] = "1500m"
+    assert not is_subset(wanted, canonical)
+    assert not is_subset({"env": {"requests": "1"}}, {"env": {"requests": 1}}), "only under resources"
+
+
 def test_is_subset_compares_lists_item_by_item() -> None:
     assert is_subset({"a": [{"x": 1}]}, {"a": [{"x": 1, "y": 2}], "b": 3})
     assert not is_subset({"a": [{"x": 1}]}, {"a": [{"x": 1}, {"x": 2}]})

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from esteira.api.quantity import parse_quantity
 from esteira.render.applied import last_applied
 from esteira.vocabulary import ANNOTATION_LAST_APPLIED
 
@@ -29,21 +30,35 @@ def with_last_applied(desired: dict[str, Any]) -> dict[str, Any]:
     return {**desired, "metadata": {**metadata, "annotations": annotations}}
 
 
-def is_subset(wanted: Any, actual: Any) -> bool:
+def is_subset(wanted: Any, actual: Any, path: tuple[str, ...] = ()) -> bool:
     """True when every value in `wanted` is present and equal in `actual`.
 
     Dicts compare key by key and lists item by item, so fields a webhook defaults inside list items
-    (which Esteira never set) do not count as drift.
+    (which Esteira never set) do not count as drift. A container's resource quantities compare by value: KServe's
+    defaulting webhook writes each back in apimachinery's canonical form (`1` as "1", "0.5" as "500m", "4096Mi"
+    as "4Gi"), and compared as written, every resync saw drift, patched it, and the ModelDeployment never became
+    Ready.
     """
     if isinstance(wanted, dict):
-        return isinstance(actual, dict) and all(k in actual and is_subset(v, actual[k]) for k, v in wanted.items())
+        return isinstance(actual, dict) and all(
+            k in actual and is_subset(v, actual[k], (*path[-2:], k)) for k, v in wanted.items()
+        )
     if isinstance(wanted, list):
         return (
             isinstance(actual, list)
             and len(wanted) == len(actual)
             and all(is_subset(w, a) for w, a in zip(wanted, actual, strict=True))
         )
+    if path[:2] in (("resources", "requests"), ("resources", "limits")) and wanted != actual:
+        return _same_quantity(wanted, actual)
     return bool(wanted == actual)
+
+
+def _same_quantity(wanted: Any, actual: Any) -> bool:
+    try:
+        return parse_quantity(wanted) == parse_quantity(actual)
+    except (TypeError, ValueError):
+        return False
 
 
 def _removals(previous: Any, wanted: Any, actual: Any) -> dict[str, Any]:

@@ -15,7 +15,7 @@ from typing import Any
 
 from . import autoscaling, canary, components, defaults
 from .components import Refused
-from .values import Obj, obj, sub, text
+from .values import Obj, canonical_resources, obj, sub, text
 
 VALIDATOR = "inferenceservice.kserve-webhook-server.validator"
 DEFAULTER = "inferenceservice.kserve-webhook-server.defaulter"
@@ -38,9 +38,16 @@ class AdmissionDenied(Exception):
 
 
 def default_inference_service(obj_: dict[str, Any]) -> dict[str, Any]:
-    """Return a defaulted deep copy, as the defaulting webhook would patch it (InferenceServiceDefaulter.Default)."""
+    """Return a defaulted deep copy, as the defaulting webhook would patch it (InferenceServiceDefaulter.Default).
+
+    controller-runtime's defaulter (pkg/webhook/admission/defaulter_custom.go: Handle) decodes the object into
+    KServe's Go struct, defaults it and answers with the patch from the request's JSON to the struct marshalled
+    again (PatchResponseFromRaw, dropping only removals): every resource quantity comes back in apimachinery's
+    canonical form, a string (:func:`values.canonical_quantity`)."""
     result = copy.deepcopy(obj_)
     defaults.default_inference_service(result)
+    if isinstance(result.get("spec"), dict):
+        result["spec"] = canonical_resources(result["spec"])
     return result
 
 

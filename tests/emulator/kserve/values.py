@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import re
-from decimal import Decimal, InvalidOperation
+from decimal import ROUND_UP, Decimal, InvalidOperation, localcontext
 from typing import Any
 
 Obj = dict[str, Any]
@@ -94,3 +94,59 @@ def quantity(value: Any) -> Decimal:
     if suffix[:1] in ("e", "E"):
         return base * Decimal(10) ** int(suffix[1:])
     return base * _SUFFIXES.get(suffix, Decimal(0))
+
+
+_DECIMAL_SUFFIXES = {-9: "n", -6: "u", -3: "m", 0: "", 3: "k", 6: "M", 9: "G", 12: "T", 15: "P", 18: "E"}
+_BINARY_SUFFIXES = ("", "Ki", "Mi", "Gi", "Ti", "Pi", "Ei")
+
+
+def canonical_quantity(value: Any) -> Any:
+    """A quantity as a Go struct holding it writes it back (apimachinery resource/quantity.go): UnmarshalJSON takes
+    a JSON number or string through ParseQuantity, which rounds a non-zero value up to a whole nano; MarshalJSON
+    writes CanonicalizeBytes' form, always a string. Its format is the suffix's: BinarySI (Ki..Ei) stays binary
+    only for a whole value of magnitude 1024 or more (else it becomes DecimalSI), written with the largest binary
+    suffix that leaves a whole number; DecimalSI and DecimalExponent are written as a whole mantissa times the
+    largest power of 1000 that leaves one whole (AsCanonicalBytes), with an SI suffix or ``e<exponent>``. So
+    ``1`` becomes ``"1"``, ``0.5`` ``"500m"``, ``1000m`` ``"1"``, ``4096Mi`` ``"4Gi"``, ``1.5Gi`` ``"1536Mi"`` and
+    ``3000`` ``"3k"``. A value ParseQuantity refuses is left as it is (the webhook would refuse the object)."""
+    if isinstance(value, bool) or not isinstance(value, int | float | str):
+        return value
+    match = _QUANTITY.match(str(value).strip())
+    if match is None or (match.group(2) not in _SUFFIXES and match.group(2)[:1] not in ("e", "E")):
+        return value
+    suffix = match.group(2)
+    binary, exponent_form = suffix.endswith("i"), suffix[:1] in ("e", "E")
+    with localcontext() as context:
+        context.prec = 100
+        amount = quantity(str(value).strip())
+        nanos = (amount * Decimal(10) ** 9).to_integral_value(rounding=ROUND_UP)
+    if nanos == 0:
+        return "0"
+    sign, nanos = ("-" if nanos < 0 else ""), abs(int(nanos))
+    if binary and nanos % 10**9 == 0 and nanos // 10**9 >= 1024:
+        whole, power = nanos // 10**9, 0
+        while power + 1 < len(_BINARY_SUFFIXES) and whole % 1024 == 0:
+            whole, power = whole // 1024, power + 1
+        return f"{sign}{whole}{_BINARY_SUFFIXES[power]}"
+    mantissa, exponent = nanos, -9
+    while mantissa % 1000 == 0 and exponent < 18:
+        mantissa, exponent = mantissa // 1000, exponent + 3
+    if exponent_form:
+        return f"{sign}{mantissa}" + (f"e{exponent}" if exponent else "")
+    return f"{sign}{mantissa}{_DECIMAL_SUFFIXES[exponent]}"
+
+
+def canonical_resources(value: Any) -> Any:
+    """``value`` with every container's ``resources.requests`` and ``resources.limits`` in canonical form, at any
+    depth: the predictor's, its model's and containers', the transformer's and explainer's, a worker spec's."""
+    if isinstance(value, list):
+        return [canonical_resources(item) for item in value]
+    if not isinstance(value, dict):
+        return value
+    out = {key: canonical_resources(item) for key, item in value.items()}
+    resources = out.get("resources")
+    if isinstance(resources, dict):
+        for kind in ("requests", "limits"):
+            if isinstance(resources.get(kind), dict):
+                resources[kind] = {name: canonical_quantity(q) for name, q in resources[kind].items()}
+    return out
