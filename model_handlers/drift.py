@@ -148,22 +148,10 @@ def _is_number(text: str) -> bool:
     return True
 
 
-def as_served(feature: Feature) -> Feature:
-    """A numeric feature's bounds and edges as a float32 tensor holds them. The profile is taken in float64, the
-    values counted come from the model's float32 input: a value at the reference's maximum (6.9) arrived as
-    6.9000001 and was counted out of range, and a feature clipped at its maximum made a data-quality incident
-    of unchanged data. Rounding is monotonic, so a value inside the float64 bounds stays inside these."""
-    if not isinstance(feature, NumericFeature):
-        return feature
-    bounds = np.asarray([feature.min, feature.max, *feature.edges], dtype=np.float32).astype(np.float64).tolist()
-    return feature.model_copy(update={"min": bounds[0], "max": bounds[1], "edges": bounds[2:]})
-
-
 def served_category(value: float) -> str:
-    """The category a value that came through a float32 tensor stands for: the profile named 1.1 "1.1", and
-    float32's 1.1 is 1.100000023841858, so a fractional code is named by its shortest float32 decimal."""
-    if float(value).is_integer():
-        return str(int(value))
+    """The category a fractional code that came through a float32 tensor stands for where the profile named it by
+    its decimal (`esteira profile` names a CSV's 1.1 "1.1", and float32's 1.1 reads 1.100000023841858): its
+    shortest float32 decimal."""
     return category_of(float(str(np.float32(value))))
 
 
@@ -190,7 +178,7 @@ class DriftCounter:
                 self.left_out.append(feature.name)
                 continue
             used += len(labels)
-            self.tracked.append((index[feature.name], as_served(feature), labels))
+            self.tracked.append((index[feature.name], feature, labels))
         self.series = used
         self.names = {feature.name: series_label(feature.name) for _, feature, _ in self.tracked}
         # Every series this counter writes is a slot of one array (:class:`model_handlers.metrics.Tally`): the
@@ -301,7 +289,9 @@ class DriftCounter:
                         counts[other] = counts.get(other, 0) + 1
                     slot = offset + feature.bin_of(value)
                 else:
-                    position = feature.bin_of(served_category(value))
+                    position = feature.bin_of(category_of(value))
+                    if position is None and not float(value).is_integer():
+                        position = feature.bin_of(served_category(value))
                     if position is None:
                         counts[other] = counts.get(other, 0) + 1
                         position = len(feature.labels) - 1

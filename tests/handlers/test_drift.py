@@ -15,6 +15,7 @@ import torch
 from prometheus_client import CollectorRegistry
 
 from esteira.drift.profile import PROFILE_FILE, ReferenceProfile, categorical_feature, category_of, numeric_feature
+from esteira.packaging.profiling import ProfileRequest, build_profile
 from model_handlers.config import parse_config
 from model_handlers.drift import ARRAY_VALUES, DriftCounter
 from model_handlers.inprocess import PrometheusMetrics
@@ -70,15 +71,16 @@ def test_categories_missing_values_and_unknown_categories() -> None:
 
 
 @pytest.mark.parametrize("rows", [4, ARRAY_VALUES], ids=["value-by-value", "arrays"])
-def test_the_reference_data_sent_through_a_float32_tensor_is_counted_as_the_reference(rows: int) -> None:
-    """The profile is taken in float64 and the values counted come from the model's float32 input: a value at
+def test_the_reference_data_sent_through_a_float32_tensor_is_counted_as_the_reference(
+    rows: int, tmp_path: Path
+) -> None:
+    """`esteira profile` reads a CSV's decimals; the values counted come from the model's float32 input: a value at
     the reference's maximum, on a bin edge or a fractional category is where the reference put it."""
-    values = [0.1, 2.2, 3.3, 6.9] * rows
-    codes = ["1.1", "2", "1.1", "2"] * rows
-    profile = ReferenceProfile(
-        rows=len(values),
-        features=[numeric_feature("x", values, len(values), bins=4), categorical_feature("code", codes, len(codes))],
-    )
+    values = [0.1, 0.2, 0.2, 2.2, 3.3, 6.9] * rows
+    codes = ["1.1", "2", "1.1", "2", "1.1", "2"] * rows
+    csv = tmp_path / "reference.csv"
+    csv.write_text("x,code\n" + "".join(f"{v},{c}\n" for v, c in zip(values, codes, strict=True)))
+    profile = build_profile(ProfileRequest(path=csv, categorical=frozenset({"code"}), bins=3))
     counter = DriftCounter(profile, ["x", "code"], IDENTITY, cap=4096)
     served = torch.tensor([[v, float(c)] for v, c in zip(values, codes, strict=True)], dtype=torch.float32)
     bins, violations = counter.count(counter.rows(served, parse_config({"kind": "tabular", "n_features": 2})))

@@ -35,6 +35,7 @@ from esteira.drift.profile import (
     NumericFeature,
     PredictionBaseline,
     ReferenceProfile,
+    as_model_input,
     category_of,
     edge_label,
     quantile,
@@ -207,6 +208,12 @@ def _number(cell: Any) -> float | None:
         return None
 
 
+def _model_input(cell: Any) -> float | None:
+    """A feature's number as the model server bins it (:func:`esteira.drift.profile.as_model_input`)."""
+    number = _number(cell)
+    return number if number is None or not math.isfinite(number) else as_model_input(number)
+
+
 def _category(cell: Any) -> str:
     """A category's name as the model server names the number it is sent for it (`category_of`): a CSV's "1.0"
     (pandas writes a float column so) named "1.0" matched no value the server counted, and the feature drifted
@@ -230,12 +237,13 @@ def _first_pass(request: ProfileRequest, progress: Progress) -> tuple[int, dict[
             stats = {name: ColumnStats(name) for name in chunk.columns if name not in request.exclude}
         for name, column in stats.items():
             forced_numeric = name in request.numeric and name != request.prediction
+            read = _number if name == request.prediction else _model_input
             for offset, cell in enumerate(chunk.columns[name]):
                 if _is_missing(cell):
                     continue
                 column.present += 1
                 if name not in request.categorical:
-                    value = _number(cell) if column.numeric else None
+                    value = read(cell) if column.numeric else None
                     if value is not None and not math.isfinite(value):
                         raise ProfileError(
                             f"{request.path}: row {chunk.first_row + offset}, column {name!r}: {cell!r} is not a "
@@ -286,9 +294,10 @@ def _second_pass(request: ProfileRequest, edges: dict[str, list[float]], progres
     for chunk in read_chunks(request.path, lambda message: progress(f"counting into bins {message}")):
         for name, cut in edges.items():
             bins = counts[name]
+            read = _number if name == request.prediction else _model_input
             for cell in chunk.columns[name]:
                 if not _is_missing(cell):
-                    bins[bisect.bisect_left(cut, _number(cell) or 0.0)] += 1
+                    bins[bisect.bisect_left(cut, read(cell) or 0.0)] += 1
     return counts
 
 
