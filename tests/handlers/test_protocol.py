@@ -550,3 +550,27 @@ def test_huge_integers_already_decoded_are_bad_requests() -> None:
         with pytest.raises(BadRequest) as caught:
             parse_request(body, TABULAR)
         assert len(caught.value.message) <= 400
+
+
+def _form(*parts: tuple[str, bytes], boundary: str = "b0und", close: bool = True) -> bytes:
+    body = b"".join(
+        f'--{boundary}\r\nContent-Disposition: form-data; name="{name}"; filename="{name}.bin"\r\n'.encode()
+        + b"Content-Type: application/octet-stream\r\n\r\n"
+        + payload
+        + b"\r\n"
+        for name, payload in parts
+    )
+    return body + (f"--{boundary}--\r\n".encode() if close else b"")
+
+
+def test_a_multipart_form_is_read_by_its_data_field_and_bounded() -> None:
+    """The field named data (not one whose filename merely contains "name"), a delimiter-like line inside it kept;
+    more than a few fields, or a part without its closing boundary, refused without reading further."""
+    kind = "multipart/form-data; boundary=b0und"
+    image = PNG + b"\r\n--b0un not the boundary\r\n"
+    parsed = parse_request(_form(("note", b"x"), ("data", image)), IMAGE, content_type=kind)
+    assert parsed.instances == parse_request(image, IMAGE).instances
+    many = _form(*[(f"f{i}", b"v") for i in range(20)])
+    assert "more than 8 fields; send one field named 'data'" in bad(many, IMAGE, content_type=kind)
+    unclosed = _form(("data", PNG), close=False)[:-2]
+    assert "a part does not end with its boundary" in bad(unclosed, IMAGE, content_type=kind)
