@@ -46,6 +46,9 @@ def test_a_newer_wake_replaces_the_pending_one_and_a_cancelled_one_never_runs() 
         wakes.set(("models", "a"), 0.01, False, recorder(runs, "new"))
         wakes.set(("models", "gone"), 0.01, False, recorder(runs, "gone"))
         wakes.cancel(("models", "gone"))
+        wakes.set(("models", "later"), 0.01, False, recorder(runs, "later"))
+        assert not wakes.set(("models", "later"), 59.0, False, recorder(runs, "later")), "its newer plan is not due"
+        assert not wakes.pending(("models", "later"))
         wakes.set(("models", "marker"), 0.3, False, recorder(runs, "marker"))  # after the replaced one's time
         await until(lambda: "marker" in runs, what="the marker's wake ran")
         assert runs == ["new", "marker"], "the replaced and the cancelled wakes never ran"

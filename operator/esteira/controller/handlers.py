@@ -56,11 +56,14 @@ async def _reconcile_or_retry(memo: Any, namespace: str | None, name: str, watch
 
 def _wake_when_due(memo: Any, namespace: str | None, name: str, watch: Callable[[], Observed | None]) -> None:
     """Set an early reconcile when the plan's next time-based work comes before the next timer run
-    (:mod:`esteira.controller.wakes`); ``watch`` gives what the watches hold by then."""
+    (:mod:`esteira.controller.wakes`); ``watch`` gives what the watches hold by then, so it plans without reading
+    the API server. Only timers set one: they are spread over the interval, where the reconciles of watch events
+    (every ModelDeployment resumed at start) come together, and would each have read the API server."""
     if namespace is None:
         return
     due = memo.reconciler.due(namespace, name)
     if due is None:
+        memo.wakes.cancel((namespace, name))
         return
 
     async def run() -> None:
@@ -74,7 +77,6 @@ async def model_deployment_changed(memo: Any, namespace: str | None, name: str, 
     memo.managed.add((namespace, name))
     telemetry.MANAGED.set(len(memo.managed))
     await _reconcile_or_retry(memo, namespace, name)
-    _wake_when_due(memo, namespace, name, lambda: None)
 
 
 async def resync(memo: Any, namespace: str | None, name: str, body: kopf.Body, **kwargs: Any) -> None:
@@ -146,7 +148,6 @@ async def _reconcile_soon(memo: Any, namespace: str, name: str) -> None:
     for attempt in range(5):
         try:
             await memo.reconciler.reconcile(namespace, name, started=started)
-            _wake_when_due(memo, namespace, name, lambda: None)
             return
         except ApiError as exc:
             logger.info("reconcile of %s/%s after child event failed (%s), attempt %d", namespace, name, exc, attempt)

@@ -3,7 +3,7 @@
 A ModelDeployment is reconciled on its resync timer, and every few seconds while it rolls out. A plan says when its
 next piece of time-based work is due (a drift evaluation, an analysis); when that comes sooner than the timer, one
 reconcile is set for that moment. Without it a `monitoring.drift.interval` shorter than the resync interval was
-evaluated only once per resync, and a new ModelDeployment's first drift evaluation waited for its first resync.
+evaluated only once per resync, and a `rollout.interval` shorter than the rollout tick once per tick.
 """
 
 from __future__ import annotations
@@ -34,9 +34,9 @@ class Wakes:
     def set(self, key: Key, due_in: float | None, rolling_out: bool, run: Callable[[], Awaitable[None]]) -> bool:
         """Run ``run`` in ``due_in`` seconds when that comes before the timer would; True when a wake was set."""
         timer = self.rollout_tick_seconds if rolling_out else self.resync_seconds
+        self.cancel(key)  # the newer plan's time stands, early or not
         if due_in is None or due_in + SLACK_SECONDS > timer:
             return False
-        self.cancel(key)
         self._pending[key] = asyncio.get_running_loop().call_later(max(0.0, due_in), self._start, key, run)
         return True
 
