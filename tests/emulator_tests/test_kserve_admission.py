@@ -100,6 +100,8 @@ def test_defaulter() -> None:
         ("2000e-3", "2"),
         ("0.0000000001", "1n"),
         ("0", "0"),
+        ("1E", "1E"),
+        ("2Ei", "2Ei"),
     ],
 )
 def test_the_defaulter_writes_every_quantity_back_canonical(sent: Any, stored: str) -> None:

@@ -227,6 +227,7 @@ def test_resource_quantities_compare_by_value_as_kserve_s_webhook_rewrites_them(
     canonical["spec"]["predictor"]["model"]["resources"]["requests"]["cpu"] = "1500m"
     assert not is_subset(wanted, canonical)
     assert not is_subset({"env": {"requests": "1"}}, {"env": {"requests": 1}}), "only under resources"
+    assert is_subset({"resources": {"limits": {"cpu": "0.5n"}}}, {"resources": {"limits": {"cpu": "1n"}}})
 
 
 def test_is_subset_compares_lists_item_by_item() -> None:

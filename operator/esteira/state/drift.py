@@ -8,11 +8,14 @@ Fields added by KServe's defaulting webhook or by people, which Esteira never se
 from __future__ import annotations
 
 import json
+import math
 from typing import Any
 
 from esteira.api.quantity import parse_quantity
 from esteira.render.applied import last_applied
 from esteira.vocabulary import ANNOTATION_LAST_APPLIED
+
+NANOS = 10**9
 
 
 def managed_view(obj: dict[str, Any]) -> dict[str, Any]:
@@ -55,8 +58,9 @@ def is_subset(wanted: Any, actual: Any, path: tuple[str, ...] = ()) -> bool:
 
 
 def _same_quantity(wanted: Any, actual: Any) -> bool:
+    """As apimachinery's ParseQuantity reads both: rounded up to a whole nano (`0.5n` is stored `1n`)."""
     try:
-        return parse_quantity(wanted) == parse_quantity(actual)
+        return math.ceil(parse_quantity(wanted) * NANOS) == math.ceil(parse_quantity(actual) * NANOS)
     except (TypeError, ValueError):
         return False
 

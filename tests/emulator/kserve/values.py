@@ -91,7 +91,7 @@ def quantity(value: Any) -> Decimal:
     except InvalidOperation:
         return Decimal(0)
     suffix = match.group(2)
-    if suffix[:1] in ("e", "E"):
+    if suffix not in _SUFFIXES and suffix[:1] in ("e", "E"):  # "E" and "Ei" alone are suffixes
         return base * Decimal(10) ** int(suffix[1:])
     return base * _SUFFIXES.get(suffix, Decimal(0))
 
@@ -115,7 +115,7 @@ def canonical_quantity(value: Any) -> Any:
     if match is None or (match.group(2) not in _SUFFIXES and match.group(2)[:1] not in ("e", "E")):
         return value
     suffix = match.group(2)
-    binary, exponent_form = suffix.endswith("i"), suffix[:1] in ("e", "E")
+    binary, exponent_form = suffix.endswith("i"), suffix not in _SUFFIXES
     with localcontext() as context:
         context.prec = 100
         amount = quantity(str(value).strip())
