@@ -10,7 +10,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from esteira.drift import stats
-from esteira.drift.evaluate import DriftPolicy, DriftWindow, FeatureRule, evaluate, judge
+from esteira.drift.evaluate import MIN_SPREAD, DriftPolicy, DriftWindow, FeatureRule, evaluate, judge, score
 from esteira.drift.profile import numeric_feature
 
 scipy_stats = pytest.importorskip("scipy.stats")
@@ -167,3 +167,10 @@ def test_prediction_drift_against_the_baseline() -> None:
     )
     report = evaluate(window, DriftPolicy())
     assert report.prediction is not None and report.prediction.verdict == "Drift"
+
+
+def test_a_reference_without_spread_gives_a_finite_wasserstein_score() -> None:
+    """All the reference in one bin: normed by the floor, not by zero (an infinite score went into status)."""
+    moved = score("Wasserstein", [100, 0, 0], [0, 0, 100], [1.0, 2.0, 3.0])
+    assert moved == pytest.approx(2.0 / MIN_SPREAD)
+    assert score("Wasserstein", [100, 0, 0], [100, 0, 0], [1.0, 2.0, 3.0]) == 0.0

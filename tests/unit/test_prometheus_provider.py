@@ -155,3 +155,18 @@ def test_the_accuracy_check_asks_prometheus_with_its_credentials() -> None:
 
     asyncio.run(run())
     assert seen and set(seen) == {"Bearer secret"}
+
+
+@pytest.mark.parametrize("answered", [float("inf"), float("-inf"), float("nan")], ids=["+Inf", "-Inf", "NaN"])
+def test_a_custom_check_answered_with_no_finite_value_has_no_value(answered: float) -> None:
+    """A ratio over an idle arm answers +Inf (x/0), which passed a `min` bound: it is no evidence either way."""
+
+    async def answer(request: aiohttp.web.Request) -> aiohttp.web.Response:
+        return vector(answered) if request.query["query"].startswith("queue_depth") else vector()
+
+    async def run() -> Evidence:
+        async with serving(answer) as url:
+            client = PrometheusClient(url.format(""), timeout=10, attempts=1)
+            return await PrometheusProvider(client).collect("team", "iris", analysed_spec(), STABLE, CANARY)
+
+    assert asyncio.run(run()).custom["queue-depth"] is None

@@ -175,7 +175,7 @@ class PrometheusClient:
             message = f"{len(result)} series where one was expected: aggregate them in the query (max, sum)"
             raise MetricsUnavailable(self.scrub(f"Prometheus at {self.shown_url}: {message} (query: {promql})"))
         value = float(result[0]["value"][1])
-        return None if math.isnan(value) else value
+        return value if math.isfinite(value) else None  # x/0 answers ±Inf, which passed any bound on its side
 
     async def by_label(self, session: aiohttp.ClientSession, promql: str, label: str) -> dict[str, float]:
         result = await self.query(session, promql)

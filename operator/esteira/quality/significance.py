@@ -19,12 +19,21 @@ def _upper_tail(z: float) -> float:
 
 
 def accuracy_drop_p_value(canary: Tally, stable: Tally, margin: float) -> float:
-    """p-value for "canary accuracy < stable accuracy - margin" (two-proportion z-test, pooled variance)."""
+    """p-value for "canary accuracy < stable accuracy - margin" (two-proportion z-test). With no margin the null
+    is equal accuracies, and the variance pools both arms; with one, the null's accuracies lie `margin` apart, so
+    each arm's own variance counts (Wald): pooled there, the variance came out too small, and a canary exactly
+    at the tolerance failed 16-18 % of analyses at a 5 % level."""
     if canary.labelled == 0 or stable.labelled == 0:
         return 1.0
-    drop = (stable.correct / stable.labelled) - (canary.correct / canary.labelled)
-    pooled = (canary.correct + stable.correct) / (canary.labelled + stable.labelled)
-    variance = pooled * (1.0 - pooled) * (1.0 / canary.labelled + 1.0 / stable.labelled)
+    canary_rate, stable_rate = canary.correct / canary.labelled, stable.correct / stable.labelled
+    drop = stable_rate - canary_rate
+    if margin > 0:
+        variance = (
+            canary_rate * (1.0 - canary_rate) / canary.labelled + stable_rate * (1.0 - stable_rate) / stable.labelled
+        )
+    else:
+        pooled = (canary.correct + stable.correct) / (canary.labelled + stable.labelled)
+        variance = pooled * (1.0 - pooled) * (1.0 / canary.labelled + 1.0 / stable.labelled)
     if variance <= 0.0:  # every answer right (or wrong) in both arms: the drop is exact
         return 0.0 if drop > margin else 1.0
     return _upper_tail((drop - margin) / math.sqrt(variance))
