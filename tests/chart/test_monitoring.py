@@ -28,7 +28,7 @@ from esteira.rollout.queries import MetricNames
 from esteira.vocabulary import LABEL_DEPLOYMENT, LABEL_REVISION
 from model_handlers.metrics import ABANDONED_REQUESTS
 from model_handlers.protocol import Identity
-from tests.chart.helm import CHART, MATRIX, NAMESPACE, REPO_ROOT, HelmError, merge, render
+from tests.chart.helm import CHART, MATRIX, NAMESPACE, REPO_ROOT, merge, notes, render
 from tests.support.prerequisites import require_tool
 
 PROMTOOL_TESTS = Path(__file__).resolve().parent / "promtool"
@@ -310,8 +310,10 @@ def test_monitoring_labels_reach_prometheus_selectors() -> None:
             assert rule["labels"]["severity"] in {"critical", "warning"}
 
 
-def test_alert_rules_without_the_servicemonitor_they_read_are_refused_naming_both_values() -> None:
-    """Without the ServiceMonitor no series has the operator's job label: EsteiraOperatorDown would always fire."""
-    with pytest.raises(HelmError) as refused:
-        render({"monitoring": {"prometheusRule": {"enabled": True}}})
-    assert "monitoring.prometheusRule.enabled needs monitoring.serviceMonitor.enabled" in refused.value.stderr
+def test_alert_rules_without_the_servicemonitor_keep_only_the_model_server_alerts_and_say_so() -> None:
+    """Without the ServiceMonitor no series has the operator's job label: EsteiraOperatorDown would always fire,
+    and the deployment alerts never; the model server alerts read the PodMonitor's series and stay."""
+    values = {"monitoring": {"prometheusRule": {"enabled": True}}}
+    (rule,) = [doc for doc in render(values) if doc["kind"] == "PrometheusRule"]
+    assert [group["name"] for group in rule["spec"]["groups"]] == ["esteira-model-servers"]
+    assert "the PrometheusRule holds only the model server alerts" in notes(values)
