@@ -368,7 +368,10 @@ class EsteiraHandler(BaseHandler, abc.ABC):  # type: ignore[misc]
             slots = [self._read(idx, row, context, envelope) for idx, row in enumerate(rows)]
             inputs = self._inputs(slots)
             read = [slot for slot in slots if slot.inputs is not None]  # whose instances ``inputs`` holds
-            counted = self.drift.snapshot(inputs, self.config) if self.drift and inputs is not None else None
+            counting = getattr(context, "metrics", None) is not None  # nowhere to write: nothing to count
+            counted = (
+                self.drift.snapshot(inputs, self.config) if self.drift and inputs is not None and counting else None
+            )
             self._infer(slots, None if inputs is None else self.prepare_batch(inputs))
             if counted is not None:
                 self._count_inputs(context, counted, read)

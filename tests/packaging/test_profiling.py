@@ -240,7 +240,7 @@ def test_a_row_of_empty_cells_is_a_row_of_missing_values_and_a_blank_line_no_row
     """The model server counts a missing input as missing: a reference that dropped rows of empty cells made
     unchanged data look like a data-quality problem."""
     path = tmp_path / "gaps.csv"
-    path.write_text("a,b\n1,2\n,\n\n3,4\n,\n")
+    path.write_text("a,b\n1,2\n,\n\n  \n3,4\n,\n")
     profile = build_profile(ProfileRequest(path=path))
     assert profile.rows == 4
     assert [feature.missing_rate for feature in profile.features] == [0.5, 0.5]

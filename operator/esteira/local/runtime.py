@@ -123,7 +123,7 @@ class LocalRuntime:
         # A --workdir keeps the status between runs (:mod:`esteira.local.saved_state`); a temporary one goes with it.
         self.state_path = None if self._own_workdir else self.workdir / STATE_FILE
         self._resumed = self._resume()
-        self._saved = ""  # the state last written
+        self._saved: str | None = ""  # the state last written; None while writing it fails
         self.servers: dict[int, ModelServer] = {}
         self.retiring: list[ModelServer] = []  # left the plan, draining or stopping; `stop` ends them too
         self.timeline: list[Event] = []
@@ -178,7 +178,13 @@ class LocalRuntime:
         try:
             save_state(self.state_path, self.manifest.namespace, self.manifest.name, state)
         except OSError as exc:
-            self.say("StateNotSaved", f"{self.state_path}: {exc.strerror or exc}; a restart would start afresh", True)
+            if self._saved is not None:  # said once until a write succeeds again, not every tick
+                self.say(
+                    "StateNotSaved",
+                    f"{self.state_path}: {exc.strerror or exc}; a restart would resume from the last one written",
+                    True,
+                )
+            self._saved = None
             return
         self._saved = wire
 

@@ -87,7 +87,10 @@ def save_state(path: Path, namespace: str, name: str, state: SavedState) -> None
         raw["rollbackModel"] = state.rollback_model.model_dump(mode="json", by_alias=True, exclude_none=True)
     path.parent.mkdir(parents=True, exist_ok=True)  # a --workdir named before any run made it
     temporary = path.with_name(f".{path.name}.{os.getpid()}")
-    temporary.write_text(json.dumps(raw, indent=1) + "\n", encoding="utf-8")
+    with temporary.open("w", encoding="utf-8") as handle:
+        handle.write(json.dumps(raw, indent=1) + "\n")
+        handle.flush()
+        os.fsync(handle.fileno())  # on disk before the rename: after a power cut, the old file or the new, whole
     os.replace(temporary, path)
 
 

@@ -124,8 +124,8 @@ def _csv_chunks(path: Path, progress: Progress) -> Iterator[Chunk]:
         rows: list[list[str]] = []
         record = first = 2
         for row in reader:
-            if not row:  # a blank line; a row of empty cells is a row of missing values
-                continue
+            if not row or (len(row) == 1 < len(header) and not row[0].strip()):  # a blank line, spaces at most
+                continue  # a row of empty cells ("," for two columns) is a row of missing values
             if len(row) != len(header):
                 raise ProfileError(f"{path}: row {record} has {len(row)} fields, the header has {len(header)}")
             rows.append(row)
