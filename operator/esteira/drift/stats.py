@@ -13,6 +13,7 @@ from collections.abc import Sequence
 # Added to every share before taking logarithms: a bin one side never saw would otherwise make PSI infinite.
 # Small enough not to matter for bins that do occur.
 EPSILON = 1e-4
+MIN_EXPECTED = 5.0  # the least count a chi-square cell may expect (Cochran's rule)
 
 
 def shares(counts: Sequence[float]) -> list[float]:
@@ -122,13 +123,39 @@ def upper_incomplete_gamma_q(a: float, x: float) -> float:
     return min(1.0, math.exp(log_prefix) * h)
 
 
-def homogeneity_test(expected: Sequence[float], actual: Sequence[float]) -> tuple[float, int, float]:
-    """Chi-square test that both samples come from one distribution: (statistic, degrees of freedom, p).
-
-    Bins empty on both sides are dropped. Small p means a difference this large is unlikely by chance.
-    """
+def tested_columns(expected: Sequence[float], actual: Sequence[float]) -> list[tuple[float, float]]:
+    """The (expected, actual) bins the chi-square test is taken over: bins empty on both sides dropped, and those
+    in which a sample would expect fewer than ``MIN_EXPECTED`` counts pooled into one (added to the smallest other
+    bin while still that sparse). The statistic is chi-square distributed only where every cell expects enough:
+    over a sparse table (200 classes, 100 canary predictions) a canary like stable failed 10-20 % of analyses at
+    a 1 % level."""
     _aligned(expected, actual)
     columns = [(max(0.0, e), max(0.0, a)) for e, a in zip(expected, actual, strict=True) if e + a > 0]
+    smaller, total = min(sum(e for e, _ in columns), sum(a for _, a in columns)), sum(e + a for e, a in columns)
+    if smaller <= 0:
+        return columns
+
+    def sparse(column: tuple[float, float]) -> bool:
+        return smaller * (column[0] + column[1]) / total < MIN_EXPECTED
+
+    kept = [column for column in columns if not sparse(column)]
+    rest = [column for column in columns if sparse(column)]
+    if not rest:
+        return kept
+    pooled = (sum(e for e, _ in rest), sum(a for _, a in rest))
+    if sparse(pooled) and kept:
+        smallest = min(range(len(kept)), key=lambda i: kept[i][0] + kept[i][1])
+        kept[smallest] = (kept[smallest][0] + pooled[0], kept[smallest][1] + pooled[1])
+    else:
+        kept.append(pooled)
+    return kept
+
+
+def homogeneity_test(expected: Sequence[float], actual: Sequence[float]) -> tuple[float, int, float]:
+    """Chi-square test that both samples come from one distribution: (statistic, degrees of freedom, p), over
+    :func:`tested_columns`. Small p means a difference this large is unlikely by chance.
+    """
+    columns = tested_columns(expected, actual)
     row_totals = (sum(e for e, _ in columns), sum(a for _, a in columns))
     total = sum(row_totals)
     if len(columns) < 2 or min(row_totals) <= 0:
