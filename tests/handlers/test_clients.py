@@ -67,8 +67,10 @@ def servers(
         yield started
 
 
-def _get(url: str, method: str = "GET", body: bytes | None = None) -> tuple[int, Any]:
-    request = urllib.request.Request(url, data=body, method=method, headers={"Content-Type": "application/json"})
+def _get(
+    url: str, method: str = "GET", body: bytes | None = None, content_type: str = "application/json"
+) -> tuple[int, Any]:
+    request = urllib.request.Request(url, data=body, method=method, headers={"Content-Type": content_type})
     try:
         with urllib.request.urlopen(request, timeout=30) as answer:
             return answer.status, json.loads(answer.read())
@@ -139,12 +141,7 @@ def test_images_as_binary_bytes_and_as_base64_agree(
 
 
 def _post(url: str, body: bytes, content_type: str) -> tuple[int, Any]:
-    request = urllib.request.Request(url, data=body, method="POST", headers={"Content-Type": content_type})
-    try:
-        with urllib.request.urlopen(request, timeout=30) as answer:
-            return answer.status, json.loads(answer.read())
-    except urllib.error.HTTPError as exc:
-        return exc.code, json.loads(exc.read())
+    return _get(url, "POST", body, content_type)
 
 
 def test_an_image_reads_alike_in_every_form_torchserve_reads(
