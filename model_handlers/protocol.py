@@ -296,15 +296,15 @@ def _parse_request(
         raise TooLarge(body_size, spec.max_body_bytes)
     if binary_header is not None:
         return parse_document(_binary_document(body, binary_header), spec)
-    if isinstance(body, bytes) and content_type and body.startswith(b"--"):
-        media = content_type.lower()
-        if media.startswith("multipart/form-data") and "boundary=" in media:
-            body, content_type = _form_field(body, content_type)
+    media = str(content_type).lower() if content_type else ""
+    if isinstance(body, bytes) and media.startswith("multipart/form-data") and body.startswith(b"--"):
+        body, content_type = _form_field(body, str(content_type))
+        media = content_type.lower() if content_type else ""
     if isinstance(body, str) and content_type == "application/json":
         return parse_document(body, spec)  # decoded by TorchServe, whose worker leaves undecodable JSON bytes
-    if isinstance(body, bytes) and content_type and content_type.lower().startswith("text"):
+    if isinstance(body, bytes) and media.startswith("text"):
         body = _text(body)
-    json_declared = bool(content_type) and "json" in str(content_type).lower()
+    json_declared = "json" in media
     if isinstance(body, bytes | str):
         if not body.strip():
             raise BadRequest("empty request body")

@@ -61,16 +61,12 @@ def _wake_when_due(memo: Any, namespace: str | None, name: str, watch: Callable[
     (every ModelDeployment resumed at start) come together, and would each have read the API server."""
     if namespace is None:
         return
-    due = memo.reconciler.due(namespace, name)
-    if due is None:
-        memo.wakes.cancel((namespace, name))
-        return
 
     async def run() -> None:
         await memo.reconciler.reconcile(namespace, name, watch())
         _wake_when_due(memo, namespace, name, watch)
 
-    memo.wakes.set((namespace, name), due[0], due[1], run)
+    memo.wakes.set((namespace, name), *(memo.reconciler.due(namespace, name) or (None, False)), run)
 
 
 async def model_deployment_changed(memo: Any, namespace: str | None, name: str, **_: Any) -> None:
