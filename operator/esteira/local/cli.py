@@ -210,7 +210,12 @@ def add_local_commands(subparsers: Any) -> None:
     )
     up.add_argument("-f", "--file", required=True, help="ModelDeployment YAML; storageUri a folder or file:// URL")
     up.add_argument("--port", type=port, default=8080, help="Router port on 127.0.0.1. Default: 8080.")
-    up.add_argument("--workdir", type=Path, help="Where model servers keep config and logs. Default: a temp folder.")
+    up.add_argument(
+        "--workdir",
+        type=Path,
+        help="Where model servers keep config and logs, and the status a restart resumes from (status.json). "
+        "Default: a temporary folder, removed at exit.",
+    )
     up.add_argument(
         "--kserve-python",
         type=Path,
